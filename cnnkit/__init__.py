@@ -1,0 +1,42 @@
+"""cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
+
+Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
+``gradcheck``, ``manual_seed``, ``ShapeError``.
+"""
+
+from __future__ import annotations
+
+# Tensor first: it imports the functional ops its operators call.
+from .tensor import Tensor, tensor  # isort: skip
+from . import functional
+from .config import (
+    default_dtype,
+    default_generator,
+    enable_grad,
+    get_default_dtype,
+    is_grad_enabled,
+    manual_seed,
+    no_grad,
+)
+from .errors import GradcheckError, ShapeError
+from .function import Function
+from .gradcheck import gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function",
+    "GradcheckError",
+    "ShapeError",
+    "Tensor",
+    "default_dtype",
+    "default_generator",
+    "enable_grad",
+    "functional",
+    "get_default_dtype",
+    "gradcheck",
+    "is_grad_enabled",
+    "manual_seed",
+    "no_grad",
+    "tensor",
+]

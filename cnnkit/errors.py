@@ -1,0 +1,16 @@
+"""Exception types shared across cnnkit."""
+
+from __future__ import annotations
+
+__all__ = ["ShapeError", "GradcheckError"]
+
+
+class ShapeError(ValueError):
+    """An input's shape (or a shape-like argument) does not fit the op or layer.
+
+    The message names the op or layer, what it expected and what it received.
+    """
+
+
+class GradcheckError(AssertionError):
+    """Analytic and finite-difference gradients disagree (raised by ``cnnkit.gradcheck``)."""

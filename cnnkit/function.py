@@ -1,0 +1,74 @@
+"""Function: the base of every differentiable op.
+
+The contract, for an op ``class FooOp(Function)``:
+
+- ``__init__`` takes the op's non-tensor arguments (stride, axis, ...).
+- ``forward(*arrays)`` receives the inputs' arrays and returns one output array. It
+  may read ``self.xp`` (numpy or cupy, chosen from the inputs), ``self.needs_input_grad``
+  (one bool per input) and ``self.saves_for_backward`` (False under ``no_grad`` or when
+  no input requires grad: skip saving then). It saves, by name, only what ``backward``
+  reads.
+- ``backward(gy)`` receives the gradient of the output and returns one gradient array
+  per input (a tuple, or a single array for one input), each of its input's shape;
+  ``None`` for an input whose ``needs_input_grad`` is False.
+
+``Function.__call__`` converts inputs, runs ``forward`` and, when grad mode is on and an
+input requires grad, records the op as the output's ``creator``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from . import config
+from .backend import get_array_module
+from .tensor import Tensor, as_tensor
+
+__all__ = ["Function"]
+
+
+class Function:
+    """Base class of differentiable ops: subclass it and write ``forward`` and ``backward``."""
+
+    inputs: list[Tensor] | None = None
+    needs_input_grad: tuple[bool, ...] = ()
+    saves_for_backward: bool = False
+    output_ref: weakref.ref | None = None
+    xp: Any = None
+
+    def __call__(self, *inputs: Any) -> Tensor:
+        like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+        tensors = [as_tensor(x, like=like) for x in inputs]
+        arrays = [t.data for t in tensors]
+        self.xp = get_array_module(*arrays)
+        record = config.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        self.saves_for_backward = record
+        self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        output = Tensor._wrap(self.forward(*arrays))
+        if record:
+            self.inputs = tensors
+            self.output_ref = weakref.ref(output)
+            output.requires_grad = True
+            output.creator = self
+        return output
+
+    def forward(self, *xs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def backward(self, gy: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define backward()")
+
+    def release(self) -> None:
+        """Free the arrays saved for backward and the links to the inputs.
+
+        Called by ``Tensor.backward`` after this op's backward unless ``retain_graph``;
+        a second backward through a released op raises ``RuntimeError``.
+        """
+        name = type(self).__name__
+        self.__dict__.clear()
+        self.released_name = name
+        self.inputs = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"

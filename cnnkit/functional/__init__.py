@@ -1,0 +1,43 @@
+"""Stateless differentiable ops, with PyTorch's names and argument semantics.
+
+Import as ``import cnnkit.functional as F``. Every op is a ``Function`` subclass with its
+forward beside its backward; the snake_case function below each class is the public API.
+
+Shape vocabulary used in every docstring and shape comment:
+
+- ``N`` batch; ``C`` input channels; ``F`` output channels (filters); ``G`` groups;
+- ``H, W`` input height and width; ``KH, KW`` kernel; ``OH, OW`` output;
+- ``SH, SW`` stride; ``PH, PW`` padding (``PT, PB, PL, PR`` when asymmetric);
+  ``DH, DW`` dilation;
+- ``D`` features; ``K`` classes; ``M`` rows of a flattened batch.
+
+Activations are NCHW to the user. Convolution and pooling produce their output in
+channel-major (C, N, H, W) memory and hand it on as a transposed (N, C, H, W) view, so
+consecutive conv/pool/activation ops never pay for a layout copy.
+"""
+
+from .activation import elu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
+from .conv import conv2d, conv_transpose2d
+from .dropout import dropout
+from .linear import linear
+from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
+from .math import abs, add, cast, div, exp, log, matmul, max, mean, mul, neg, pow, sqrt, sub, sum
+from .norm import batch_norm
+from .pool import (
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    avg_pool2d,
+    lp_pool2d,
+    max_pool2d,
+    sum_pool2d,
+)
+from .shape import cat, flatten, getitem, pad, reshape, stack, transpose
+
+__all__ = [
+    "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "avg_pool2d", "batch_norm",
+    "binary_cross_entropy_with_logits", "cast", "cat", "conv2d", "conv_transpose2d", "cross_entropy",
+    "div", "dropout", "elu", "exp", "flatten", "getitem", "leaky_relu", "linear", "log",
+    "log_softmax", "lp_pool2d", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul", "neg",
+    "nll_loss", "pad", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "stack", "sub",
+    "sum", "sum_pool2d", "tanh", "transpose",
+]

@@ -1,0 +1,176 @@
+"""Activation functions and (log-)softmax."""
+
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor
+
+__all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
+
+
+class ReLUOp(Function):
+    """Rectified linear unit.
+
+    forward:  y = max(x, 0)
+    backward: gx = gy * (x > 0)   (0 at x = 0, as PyTorch)
+    """
+
+    def forward(self, x):
+        y = self.xp.maximum(x, 0, dtype=x.dtype)
+        if self.saves_for_backward:
+            self.mask = y > 0
+        return y
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+class LeakyReLUOp(Function):
+    """Leaky ReLU.
+
+    forward:  y = x if x > 0 else slope * x
+    backward: gx = gy if x > 0 else slope * gy
+    """
+
+    def __init__(self, negative_slope: float):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        self.positive = x > 0
+        return self.xp.where(self.positive, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, gy):
+        return self.xp.where(self.positive, gy, gy * gy.dtype.type(self.negative_slope))
+
+
+class ELUOp(Function):
+    """Exponential linear unit.
+
+    forward:  y = x if x > 0 else alpha * (exp(x) - 1)
+    backward: gx = gy if x > 0 else gy * (y + alpha)
+    """
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def forward(self, x):
+        xp = self.xp
+        a = x.dtype.type(self.alpha)
+        self.positive = x > 0
+        self.y = xp.where(self.positive, x, a * xp.expm1(xp.minimum(x, 0)))
+        return self.y
+
+    def backward(self, gy):
+        a = gy.dtype.type(self.alpha)
+        return self.xp.where(self.positive, gy, gy * (self.y + a))
+
+
+class SigmoidOp(Function):
+    """Logistic sigmoid.
+
+    forward:  y = 1 / (1 + exp(-x))   (evaluated as (1 + tanh(x/2)) / 2: no overflow)
+    backward: gx = gy * y * (1 - y)
+    """
+
+    def forward(self, x):
+        half = x.dtype.type(0.5)
+        self.y = half * (self.xp.tanh(half * x) + 1)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y * (1 - self.y)
+
+
+class TanhOp(Function):
+    """Hyperbolic tangent.
+
+    forward:  y = tanh(x)
+    backward: gx = gy * (1 - y**2)
+    """
+
+    def forward(self, x):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)
+
+
+def _check_dim(op: str, x, dim: int) -> int:
+    if not -x.ndim <= dim < max(x.ndim, 1):
+        raise ShapeError(f"{op} got dim={dim} for an input of shape {x.shape}")
+    return dim % max(x.ndim, 1)
+
+
+class SoftmaxOp(Function):
+    """Softmax along one axis: probabilities that sum to 1.
+
+    forward:  y = exp(x - max(x)) / sum(exp(x - max(x)))
+    backward: gx = y * (gy - sum(gy * y))
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = self.xp
+        self.axis = _check_dim("softmax", x, self.dim)
+        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+        e /= e.sum(axis=self.axis, keepdims=True)
+        self.y = e
+        return e
+
+    def backward(self, gy):
+        y = self.y
+        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmaxOp(Function):
+    """Log of softmax along one axis, computed stably.
+
+    forward:  y = x - max(x) - log(sum(exp(x - max(x))))
+    backward: gx = gy - exp(y) * sum(gy)
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = self.xp
+        self.axis = _check_dim("log_softmax", x, self.dim)
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return self.y
+
+    def backward(self, gy):
+        return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
+
+
+def relu(x) -> Tensor:
+    return ReLUOp()(x)
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    return LeakyReLUOp(negative_slope)(x)
+
+
+def elu(x, alpha: float = 1.0) -> Tensor:
+    return ELUOp(alpha)(x)
+
+
+def sigmoid(x) -> Tensor:
+    return SigmoidOp()(x)
+
+
+def tanh(x) -> Tensor:
+    return TanhOp()(x)
+
+
+def softmax(x, dim: int = -1) -> Tensor:
+    """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis)."""
+    return SoftmaxOp(dim)(x)
+
+
+def log_softmax(x, dim: int = -1) -> Tensor:
+    return LogSoftmaxOp(dim)(x)

@@ -1,0 +1,322 @@
+"""Convolution (cross-correlation, as in every deep-learning library) and its transpose.
+
+A convolution is im2col + one matrix product; its backward is two matrix products
+and a col2im; the transposed convolution runs the same three pieces the other way.
+"""
+
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor
+from .im2col import chunk_bounds, col2im, im2col, output_size, padded_cnhw, pair
+
+__all__ = ["conv2d", "conv_transpose2d", "Conv2dOp", "ConvTranspose2dOp", "IM2COL_LIMIT_BYTES"]
+
+# Largest column matrix built at once. Bigger batches are processed in chunks and the
+# backward pass rebuilds the columns chunk by chunk instead of keeping them.
+IM2COL_LIMIT_BYTES = 256 * 2**20
+
+
+def _check_geometry(op: str, stride, dilation) -> None:
+    if min(stride) <= 0:
+        raise ShapeError(f"{op} expects stride > 0, got {stride}")
+    if min(dilation) <= 0:
+        raise ShapeError(f"{op} expects dilation > 0, got {dilation}")
+
+
+def _check_input(op: str, x, w, groups: int) -> None:
+    if x.ndim != 4:
+        raise ShapeError(f"{op} expects input of shape (N, C, H, W), got {x.shape}")
+    if w.ndim != 4:
+        raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {w.shape}")
+    if groups <= 0:
+        raise ShapeError(f"{op} expects groups > 0, got {groups}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"{op} expects input and weight of one dtype, got {x.dtype} and {w.dtype}")
+
+
+class Conv2dOp(Function):
+    """2-D convolution (cross-correlation) with stride, zero padding, dilation and groups.
+
+    forward:  y[n, f, i, j] = b[f] + sum_{c in group(f), kh, kw}
+                  w[f, c, kh, kw] * xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
+              computed as  Y (F, N*OH*OW) = W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW)
+              per group.
+    backward: gW = gY @ cols^T;  gb = sum_{n, i, j} gy;
+              gx = col2im(W^T @ gY)  (the adjoint of im2col: a convolution's input
+              gradient is itself a convolution, of gy with the flipped filters).
+
+    Shapes: x (N, C, H, W), w (F, C/G, KH, KW), b (F,) -> y (N, F, OH, OW) with
+    OH = floor((H + PT + PB - DH*(KH-1) - 1) / SH) + 1 (likewise OW).
+    """
+
+    def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
+        self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
+
+    def forward(self, x, w, b=None):
+        xp = self.xp
+        _check_input("conv2d", x, w, self.groups)
+        N, C, H, W = x.shape
+        F, Cg, KH, KW = w.shape
+        G = self.groups
+        if Cg * G != C:
+            raise ShapeError(
+                f"conv2d expects C = weight.shape[1] * groups = {Cg} * {G} = {Cg * G}, "
+                f"received C={C} (input shape {x.shape})"
+            )
+        if F % G:
+            raise ShapeError(f"conv2d expects F divisible by groups={G}, got weight shape {w.shape}")
+        if b is not None and b.shape != (F,):
+            raise ShapeError(f"conv2d expects bias of shape ({F},), got {b.shape}")
+        (SH, SW), (DH, DW) = self.stride, self.dilation
+        pt, pb, pl, pr = self.pads
+        Hp, Wp = H + pt + pb, W + pl + pr
+        if DH * (KH - 1) + 1 > Hp or DW * (KW - 1) + 1 > Wp:
+            raise ShapeError(
+                f"conv2d kernel ({KH}, {KW}) with dilation ({DH}, {DW}) is larger than the "
+                f"padded input ({Hp}, {Wp}) (input shape {x.shape}, padding {self.pads})"
+            )
+        OH = output_size(H, KH, SH, pt, pb, DH)
+        OW = output_size(W, KW, SW, pl, pr, DW)
+        self.geometry = ((SH, SW), (DH, DW), (OH, OW))
+        self.x_shape, self.padded_hw = x.shape, (Hp, Wp)
+
+        xc = padded_cnhw(x, self.pads)                                # (C, N, Hp, Wp)
+        wm = w.reshape(G, F // G, Cg * KH * KW)                        # (G, F/G, Cg*KH*KW)
+        per_sample = C * KH * KW * OH * OW * x.dtype.itemsize
+        chunks = chunk_bounds(N, per_sample, IM2COL_LIMIT_BYTES)
+        if len(chunks) > 1:
+            y = xp.empty((G, F // G, N, OH, OW), dtype=x.dtype)      # (F, N, OH, OW) memory
+        for n0, n1 in chunks:
+            cols = im2col(xc[:, n0:n1], (KH, KW), self.geometry)      # (C, KH, KW, n, OH, OW)
+            cols = cols.reshape(G, Cg * KH * KW, -1)                  # (G, Cg*KH*KW, n*OH*OW)
+            out = _bmm(xp, wm, cols)                                  # (G, F/G, n*OH*OW)
+            if len(chunks) == 1:
+                y = out.reshape(G, F // G, N, OH, OW)
+            else:
+                y[:, :, n0:n1] = out.reshape(G, F // G, n1 - n0, OH, OW)
+        y = y.reshape(F, N, OH, OW)                                   # (F, N, OH, OW)
+        if b is not None:
+            y += b.reshape(F, 1, 1, 1)
+        if self.saves_for_backward:
+            need_x, need_w = self.needs_input_grad[:2]
+            self.kernel, self.w_shape, self.chunks = (KH, KW), w.shape, chunks
+            self.wm = wm if need_x else None
+            # Keep the columns when they were built in one piece; otherwise keep the
+            # padded input and rebuild the columns chunk by chunk in backward.
+            self.cols = cols if need_w and len(chunks) == 1 else None
+            self.xc = xc if need_w and len(chunks) > 1 else None
+        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+
+    def backward(self, gy):
+        xp = self.xp
+        need_x, need_w = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        N, C, H, W = self.x_shape
+        G, (KH, KW) = self.groups, self.kernel
+        F, OH, OW = gy.shape[1:]
+        Cg = C // G
+        gyc = gy.transpose(1, 0, 2, 3)                                # (F, N, OH, OW)
+        gb = gyc.sum(axis=(1, 2, 3)) if need_b else None
+        gxc = xp.zeros((C, N) + self.padded_hw, dtype=gy.dtype) if need_x else None
+        gw = 0
+        for n0, n1 in self.chunks:
+            g = xp.ascontiguousarray(gyc[:, n0:n1]).reshape(G, F // G, -1)  # (G, F/G, n*OH*OW)
+            if need_w:
+                cols = self.cols
+                if cols is None:
+                    cols = im2col(self.xc[:, n0:n1], (KH, KW), self.geometry)
+                    cols = cols.reshape(G, Cg * KH * KW, -1)          # (G, Cg*KH*KW, n*OH*OW)
+                gw = gw + _bmm(xp, g, cols.transpose(0, 2, 1))        # (G, F/G, Cg*KH*KW)
+            if need_x:
+                gcols = _bmm(xp, self.wm.transpose(0, 2, 1), g)      # (G, Cg*KH*KW, n*OH*OW)
+                gcols = gcols.reshape(C, KH, KW, n1 - n0, OH, OW)     # (C, KH, KW, n, OH, OW)
+                col2im(gcols, self.padded_hw, self.geometry, out=gxc[:, n0:n1])
+        gw = gw.reshape(self.w_shape) if need_w else None
+        gx = None
+        if need_x:
+            pt, _, pl, _ = self.pads
+            gx = gxc[:, :, pt : pt + H, pl : pl + W].transpose(1, 0, 2, 3)  # (N, C, H, W)
+        return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
+
+
+def _bmm(xp, a, b):
+    """Batched matrix product over groups; a single group is a plain 2-D BLAS call."""
+    if a.shape[0] == 1:
+        return xp.matmul(a[0], b[0])[None]
+    return xp.matmul(a, b)
+
+
+class ConvTranspose2dOp(Function):
+    """2-D transposed convolution (the gradient of conv2d with respect to its input).
+
+    forward:  cols (Cout*KH*KW, N*H*W) = W^T @ x  per group; y = col2im(cols), cropped by
+              the padding (output_padding adds rows/columns at the bottom/right).
+    backward: gx = W @ im2col(gy)  (a plain convolution of gy);
+              gW = x @ im2col(gy)^T;  gb = sum_{n, i, j} gy.
+
+    Shapes: x (N, Cin, H, W), w (Cin, Cout/G, KH, KW), b (Cout,) -> y (N, Cout, OH, OW),
+    OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + OPH + 1 (likewise OW).
+    """
+
+    def __init__(self, stride, padding, output_padding, dilation, groups: int):
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.dilation, self.groups = dilation, groups
+
+    def forward(self, x, w, b=None):
+        xp = self.xp
+        _check_input("conv_transpose2d", x, w, self.groups)
+        N, Cin, H, W = x.shape
+        Cin_w, Cout_g, KH, KW = w.shape
+        G = self.groups
+        if Cin_w != Cin:
+            raise ShapeError(
+                f"conv_transpose2d expects C = weight.shape[0] = {Cin_w}, received C={Cin} "
+                f"(input shape {x.shape})"
+            )
+        if Cin % G:
+            raise ShapeError(f"conv_transpose2d expects C divisible by groups={G}, got {Cin}")
+        Cout = Cout_g * G
+        if b is not None and b.shape != (Cout,):
+            raise ShapeError(f"conv_transpose2d expects bias of shape ({Cout},), got {b.shape}")
+        (SH, SW), (PH, PW) = self.stride, self.padding
+        (OPH, OPW), (DH, DW) = self.output_padding, self.dilation
+        if OPH >= max(SH, DH) or OPW >= max(SW, DW):
+            raise ShapeError(
+                f"conv_transpose2d expects output_padding smaller than stride or dilation, got "
+                f"output_padding {self.output_padding}, stride {self.stride}, dilation {self.dilation}"
+            )
+        full_h = (H - 1) * SH + DH * (KH - 1) + 1
+        full_w = (W - 1) * SW + DW * (KW - 1) + 1
+        OH, OW = full_h - 2 * PH + OPH, full_w - 2 * PW + OPW
+        if OH <= 0 or OW <= 0:
+            raise ShapeError(
+                f"conv_transpose2d output size ({OH}, {OW}) is not positive for input shape "
+                f"{x.shape}, kernel ({KH}, {KW}), padding {self.padding}"
+            )
+        self.padded_hw = (full_h + OPH, full_w + OPW)
+        self.geometry = ((SH, SW), (DH, DW), (H, W))
+        self.out_hw, self.kernel, self.x_shape = (OH, OW), (KH, KW), x.shape
+
+        xm = xp.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(G, Cin // G, N * H * W)
+        wm = w.reshape(G, Cin // G, Cout_g * KH * KW)                  # (G, Cin/G, Cout/G*KH*KW)
+        cols = _bmm(xp, wm.transpose(0, 2, 1), xm)                    # (G, Cout/G*KH*KW, N*H*W)
+        cols = cols.reshape(Cout, KH, KW, N, H, W)
+        buf = col2im(cols, self.padded_hw, self.geometry)             # (Cout, N, Hp, Wp)
+        y = buf[:, :, PH : PH + OH, PW : PW + OW]                     # (Cout, N, OH, OW)
+        if b is not None:
+            y = y + b.reshape(Cout, 1, 1, 1)
+        if self.saves_for_backward:
+            self.xm = xm if self.needs_input_grad[1] else None
+            self.wm = wm if self.needs_input_grad[0] else None
+        return y.transpose(1, 0, 2, 3)                                # (N, Cout, OH, OW)
+
+    def backward(self, gy):
+        xp = self.xp
+        need_x, need_w = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        N, Cin, H, W = self.x_shape
+        G, (KH, KW) = self.groups, self.kernel
+        Cout = gy.shape[1]
+        (PH, PW), (OH, OW) = self.padding, self.out_hw
+        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        gpad = xp.zeros((Cout, N) + self.padded_hw, dtype=gy.dtype)  # (Cout, N, Hp, Wp)
+        gpad[:, :, PH : PH + OH, PW : PW + OW] = gy.transpose(1, 0, 2, 3)
+        gcols = im2col(gpad, (KH, KW), self.geometry)                 # (Cout, KH, KW, N, H, W)
+        gcols = gcols.reshape(G, Cout // G * KH * KW, N * H * W)
+        gx = gw = None
+        if need_x:
+            gxm = _bmm(xp, self.wm, gcols)                            # (G, Cin/G, N*H*W)
+            gx = gxm.reshape(Cin, N, H, W).transpose(1, 0, 2, 3)      # (N, Cin, H, W)
+        if need_w:
+            gw = _bmm(xp, self.xm, gcols.transpose(0, 2, 1))          # (G, Cin/G, Cout/G*KH*KW)
+            gw = gw.reshape(Cin, Cout // G, KH, KW)
+        return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
+
+
+def _conv_pads(op: str, padding, kernel: tuple[int, int], stride, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding from an int, a pair, "valid" or "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{op}(padding='same') needs stride 1, got stride {stride}")
+            total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
+            # PyTorch puts the odd extra row/column at the bottom/right.
+            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+        raise ValueError(f"{op} expects padding 'same', 'valid', an int or a pair, got {padding!r}")
+    ph, pw = pair(padding, "padding", op)
+    if ph < 0 or pw < 0:
+        raise ShapeError(f"{op} expects padding >= 0, got {(ph, pw)}")
+    return (ph, ph, pw, pw)
+
+
+def _unbatched(x: Tensor, op: str) -> bool:
+    """PyTorch accepts an unbatched (C, H, W) input; cnnkit does too."""
+    return x.ndim == 3
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """2-D convolution, as ``torch.nn.functional.conv2d``.
+
+    Args:
+        x: input (N, C, H, W), or (C, H, W) for a single image.
+        weight: filters (F, C/groups, KH, KW).
+        bias: optional (F,).
+        stride, dilation: int or (SH, SW) / (DH, DW).
+        padding: int, (PH, PW), "valid" (0) or "same" (output size = input size; stride 1).
+        groups: split channels into groups convolved separately (groups = C: depthwise).
+
+    Returns:
+        (N, F, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
+
+    Raises:
+        ShapeError: wrong rank, channel mismatch, kernel larger than the padded input,
+            stride, dilation or groups not positive.
+    """
+    op = "conv2d"
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
+    _check_geometry(op, stride, dilation)
+    if weight.ndim != 4:
+        raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
+    pads = _conv_pads(op, padding, weight.shape[2:], stride, dilation)
+    squeeze = _unbatched(x, op)
+    if squeeze:
+        x = x.reshape((1,) + x.shape)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    y = Conv2dOp(stride, pads, dilation, groups)(*inputs)
+    return y.reshape(y.shape[1:]) if squeeze else y
+
+
+def conv_transpose2d(
+    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1
+) -> Tensor:
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Args:
+        x: input (N, Cin, H, W), or (Cin, H, W).
+        weight: (Cin, Cout/groups, KH, KW) (PyTorch's layout for transposed convolutions).
+        bias: optional (Cout,).
+        stride, padding, output_padding, dilation: int or pair.
+
+    Returns:
+        (N, Cout, OH, OW), OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + OPH + 1.
+    """
+    op = "conv_transpose2d"
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
+    _check_geometry(op, stride, dilation)
+    padding = pair(padding, "padding", op)
+    output_padding = pair(output_padding, "output_padding", op)
+    if min(padding) < 0 or min(output_padding) < 0:
+        raise ShapeError(f"{op} expects padding and output_padding >= 0, got {padding}, {output_padding}")
+    squeeze = _unbatched(x, op)
+    if squeeze:
+        x = x.reshape((1,) + x.shape)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    y = ConvTranspose2dOp(stride, padding, output_padding, dilation, groups)(*inputs)
+    return y.reshape(y.shape[1:]) if squeeze else y

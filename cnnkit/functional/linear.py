@@ -1,0 +1,54 @@
+"""The fully connected layer's op."""
+
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor
+
+__all__ = ["linear", "LinearOp"]
+
+
+class LinearOp(Function):
+    """Affine map over the last axis.
+
+    forward:  y = x @ W^T + b
+    backward: gx = gy @ W;  gW = gy^T @ x;  gb = sum over rows of gy
+
+    Shapes: x (*, D_in), W (D_out, D_in), b (D_out,) -> y (*, D_out).
+    """
+
+    def forward(self, x, w, b=None):
+        if w.ndim != 2:
+            raise ShapeError(f"linear expects weight of shape (out_features, in_features), got {w.shape}")
+        if x.ndim < 1 or x.shape[-1] != w.shape[1]:
+            raise ShapeError(
+                f"linear expects input of shape (*, {w.shape[1]}) for weight {w.shape}, "
+                f"got {x.shape}"
+            )
+        if b is not None and b.shape != (w.shape[0],):
+            raise ShapeError(f"linear expects bias of shape ({w.shape[0]},), got {b.shape}")
+        x2 = x.reshape(-1, x.shape[-1])                                # (M, D_in)
+        y = x2 @ w.T                                                   # (M, D_out)
+        if b is not None:
+            y += b
+        if self.saves_for_backward:
+            self.x2 = x2 if self.needs_input_grad[1] else None
+            self.w = w if self.needs_input_grad[0] else None
+            self.x_shape = x.shape
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, gy):
+        g2 = gy.reshape(-1, gy.shape[-1])                              # (M, D_out)
+        need_x, need_w = self.needs_input_grad[:2]
+        gx = (g2 @ self.w).reshape(self.x_shape) if need_x else None
+        gw = g2.T @ self.x2 if need_w else None
+        if len(self.needs_input_grad) == 3:
+            gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+            return gx, gw, gb
+        return gx, gw
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """Fully connected layer: y = x @ weight.T + bias, weight (out_features, in_features)."""
+    return LinearOp()(x, weight) if bias is None else LinearOp()(x, weight, bias)

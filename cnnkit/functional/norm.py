@@ -1,0 +1,113 @@
+"""Batch normalization."""
+
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor
+
+__all__ = ["batch_norm", "BatchNormOp"]
+
+
+class BatchNormOp(Function):
+    """Batch normalization over every axis but the channel axis 1.
+
+    forward (training): mu, var = mean and biased variance of x over (N, *spatial)
+              x_hat = (x - mu) / sqrt(var + eps);  y = gamma * x_hat + beta
+              running_mean <- (1 - m) running_mean + m mu
+              running_var  <- (1 - m) running_var  + m var * n / (n - 1)   (unbiased)
+    forward (eval):     the same with running_mean / running_var for mu / var.
+    backward (training): NOTE: closed form (Ioffe & Szegedy, 2015), averaged over the
+              normalized axes:  gx = gamma / std * (gy - mean(gy) - x_hat * mean(gy * x_hat))
+    backward (eval):    gx = gy * gamma / std (the statistics are constants).
+    Both: ggamma = sum(gy * x_hat), gbeta = sum(gy).
+
+    Shapes: x (N, C) or (N, C, L) or (N, C, H, W); gamma, beta, running stats (C,).
+    """
+
+    def __init__(self, running_mean, running_var, training: bool, momentum, eps: float):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, gamma=None, beta=None):
+        xp = self.xp
+        if x.ndim < 2:
+            raise ShapeError(f"batch_norm expects input of shape (N, C, ...), got {x.shape}")
+        C = x.shape[1]
+        for name, a in (("weight", gamma), ("bias", beta), ("running_mean", self.running_mean),
+                        ("running_var", self.running_var)):
+            if a is not None and a.shape != (C,):
+                raise ShapeError(f"batch_norm expects {name} of shape ({C},), got {a.shape} (input shape {x.shape})")
+        axes = (0,) + tuple(range(2, x.ndim))
+        bshape = (1, C) + (1,) * (x.ndim - 2)
+        n = x.size // C
+        if self.training:
+            if n <= 1:
+                raise ShapeError(
+                    f"batch_norm in training needs more than one value per channel, got input shape {x.shape}"
+                )
+            mu = x.mean(axis=axes)
+            xc = x - mu.reshape(bshape)
+            var = (xc * xc).mean(axis=axes)
+            if self.running_mean is not None:
+                m = self.momentum
+                self.running_mean *= 1 - m
+                self.running_mean += m * mu.astype(self.running_mean.dtype)
+            if self.running_var is not None:
+                m = self.momentum
+                self.running_var *= 1 - m
+                self.running_var += m * (var * (n / (n - 1))).astype(self.running_var.dtype)
+        else:
+            if self.running_mean is None or self.running_var is None:
+                raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+            mu, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+            xc = x - mu.reshape(bshape)
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))           # (C,)
+        x_hat = xc * inv_std.reshape(bshape)
+        y = x_hat * gamma.reshape(bshape) if gamma is not None else x_hat
+        if beta is not None:
+            y = y + beta.reshape(bshape)
+        if self.saves_for_backward:
+            self.x_hat, self.inv_std, self.gamma = x_hat, inv_std, gamma
+            self.axes, self.bshape = axes, bshape
+        return y
+
+    def backward(self, gy):
+        axes, bshape = self.axes, self.bshape
+        x_hat = self.x_hat
+        need = self.needs_input_grad
+        scale = self.inv_std if self.gamma is None else self.gamma * self.inv_std
+        gx = None
+        if need[0]:
+            if self.training:
+                mean_gy = gy.mean(axis=axes, keepdims=True)
+                mean_gy_xhat = (gy * x_hat).mean(axis=axes, keepdims=True)
+                gx = scale.reshape(bshape) * (gy - mean_gy - x_hat * mean_gy_xhat)
+            else:
+                gx = gy * scale.reshape(bshape)
+        grads = [gx]
+        if len(need) > 1:
+            grads.append((gy * x_hat).sum(axis=axes) if need[1] else None)
+        if len(need) > 2:
+            grads.append(gy.sum(axis=axes) if need[2] else None)
+        return tuple(grads)
+
+
+def _array(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def batch_norm(
+    x, running_mean, running_var, weight=None, bias=None, training: bool = False,
+    momentum: float = 0.1, eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization, as ``torch.nn.functional.batch_norm``.
+
+    ``running_mean`` / ``running_var`` (arrays or Tensors, or None) are updated in place
+    when ``training``. ``momentum`` is the weight of the new batch statistic.
+    """
+    if weight is None and bias is not None:
+        raise ValueError("batch_norm with a bias needs a weight too (pass ones)")
+    op = BatchNormOp(_array(running_mean), _array(running_var), training, momentum, eps)
+    inputs = [x] + [a for a in (weight, bias) if a is not None]
+    return op(*inputs)

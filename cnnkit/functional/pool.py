@@ -1,0 +1,356 @@
+"""Pooling: max, average, sum (and Lp), adaptive average and adaptive max.
+
+Windows are visited one kernel tap at a time: each tap is one strided view of the
+(padded) input covering every window at once, so there is no Python loop over pixels,
+only over the KH*KW taps.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor
+from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
+
+__all__ = [
+    "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
+    "adaptive_avg_pool2d", "adaptive_max_pool2d",
+    "MaxPool2dOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp",
+]
+
+
+class _PoolGeometry:
+    """Kernel, stride, padding, dilation and ceil_mode of one pooling call, validated."""
+
+    def __init__(self, op: str, kernel_size, stride, padding, dilation, ceil_mode: bool):
+        self.op = op
+        self.kernel = pair(kernel_size, "kernel_size", op)
+        self.stride = self.kernel if stride is None or stride == () else pair(stride, "stride", op)
+        self.padding = pair(padding, "padding", op)
+        self.dilation = pair(dilation, "dilation", op)
+        self.ceil_mode = bool(ceil_mode)
+        if min(self.kernel) <= 0:
+            raise ShapeError(f"{op} expects kernel_size > 0, got {self.kernel}")
+        if min(self.stride) <= 0:
+            raise ShapeError(f"{op} expects stride > 0, got {self.stride}")
+        if min(self.dilation) <= 0:
+            raise ShapeError(f"{op} expects dilation > 0, got {self.dilation}")
+        if min(self.padding) < 0 or any(
+            2 * p > k for p, k in zip(self.padding, self.kernel)
+        ):
+            raise ShapeError(
+                f"{op} expects padding between 0 and half the kernel size, got padding "
+                f"{self.padding} for kernel_size {self.kernel}"
+            )
+
+    def resolve(self, shape):
+        """Output size and the padded extent (incl. ceil_mode overhang) for input ``shape``."""
+        if len(shape) != 4:
+            raise ShapeError(f"{self.op} expects input of shape (N, C, H, W), got {shape}")
+        _, _, H, W = shape
+        (KH, KW), (SH, SW) = self.kernel, self.stride
+        (PH, PW), (DH, DW) = self.padding, self.dilation
+        if DH * (KH - 1) + 1 > H + 2 * PH or DW * (KW - 1) + 1 > W + 2 * PW:
+            raise ShapeError(
+                f"{self.op} kernel {self.kernel} with dilation {self.dilation} is larger than the "
+                f"padded input ({H + 2 * PH}, {W + 2 * PW}) (input shape {shape}, padding {self.padding})"
+            )
+        OH = output_size(H, KH, SH, PH, PH, DH, self.ceil_mode)
+        OW = output_size(W, KW, SW, PW, PW, DW, self.ceil_mode)
+        # ceil_mode's last window may run past the bottom/right padding: pad that too.
+        extra_h = max(0, (OH - 1) * SH + DH * (KH - 1) + 1 - (H + 2 * PH))
+        extra_w = max(0, (OW - 1) * SW + DW * (KW - 1) + 1 - (W + 2 * PW))
+        pads = (PH, PH + extra_h, PW, PW + extra_w)
+        return (OH, OW), pads, ((SH, SW), (DH, DW), (OH, OW))
+
+
+def _crop(gxc, pads, hw):
+    pt, _, pl, _ = pads
+    H, W = hw
+    return gxc[:, :, pt : pt + H, pl : pl + W].transpose(1, 0, 2, 3)  # (N, C, H, W)
+
+
+class MaxPool2dOp(Function):
+    """Max pooling over KH x KW windows (padding counts as -inf).
+
+    forward:  y[n, c, i, j] = max_{kh, kw} xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
+    backward: gx[argmax window element] += gy; the argmax is the *first* maximum in
+              the window in row-major order (PyTorch's rule). NOTE: an equality mask
+              would send the gradient to every tied element, and MNIST's black
+              background ties constantly.
+
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+    """
+
+    def __init__(self, geometry: _PoolGeometry):
+        self.g = geometry
+
+    def forward(self, x):
+        xp = self.xp
+        (OH, OW), pads, geometry = self.g.resolve(x.shape)
+        KH, KW = self.g.kernel
+        xc = padded_cnhw(x, pads, value=-xp.inf)                      # (C, N, Hp, Wp)
+        y = window(xc, 0, 0, geometry).copy()                         # (C, N, OH, OW)
+        track = self.saves_for_backward
+        if track:
+            # index of the first maximum's tap; uint8 holds up to 255 taps
+            arg = xp.zeros(y.shape, dtype=xp.uint8 if KH * KW < 256 else xp.int32)
+        for k in range(1, KH * KW):
+            tap = window(xc, k // KW, k % KW, geometry)
+            if track:
+                xp.copyto(arg, k, where=tap > y)                      # strictly greater: first max wins
+            xp.maximum(y, tap, out=y)
+        if track:
+            self.arg, self.pads, self.geometry = arg, pads, geometry
+            self.x_shape, self.padded_hw = x.shape, xc.shape[2:]
+        return y.transpose(1, 0, 2, 3)                                # (N, C, OH, OW)
+
+    def backward(self, gy):
+        xp = self.xp
+        KH, KW = self.g.kernel
+        N, C, H, W = self.x_shape
+        gyc = gy.transpose(1, 0, 2, 3)                                # (C, N, OH, OW)
+        gxc = xp.zeros((C, N) + tuple(self.padded_hw), dtype=gy.dtype)
+        overlap = windows_overlap(self.g.kernel, self.geometry)
+        for k in range(KH * KW):
+            tap = window(gxc, k // KW, k % KW, self.geometry)
+            hit = self.arg == k
+            if overlap:
+                tap += xp.where(hit, gyc, 0)
+            else:  # each input element is in one window at most: write, don't add
+                xp.copyto(tap, gyc, where=hit)
+        return _crop(gxc, self.pads, (H, W))
+
+
+class AvgPool2dOp(Function):
+    """Average (or sum) pooling over KH x KW windows.
+
+    forward:  y[n, c, i, j] = sum_{window} xpad / divisor[i, j]
+              divisor = window area including padding (count_include_pad=True), or the
+              number of real input elements (False), or divisor_override; sum pooling
+              is divisor 1. Windows never count ceil_mode's overhang past the padding.
+    backward: every element of a window receives gy[i, j] / divisor[i, j].
+
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+    """
+
+    def __init__(self, geometry: _PoolGeometry, count_include_pad: bool, divisor_override):
+        self.g, self.count_include_pad, self.divisor_override = geometry, count_include_pad, divisor_override
+
+    def _divisor(self, x, pads, geometry, shape):
+        xp = self.xp
+        if self.divisor_override is not None:
+            return x.dtype.type(self.divisor_override)
+        _, _, H, W = shape
+        PH, PW = self.g.padding
+        pt, pb, pl, pr = pads
+        # ones where an element counts, zeros where it does not; then sum-pool it
+        counted = xp.zeros((1, 1, H + pt + pb, W + pl + pr), dtype=x.dtype)
+        if self.count_include_pad:
+            counted[:, :, : H + 2 * PH, : W + 2 * PW] = 1
+        else:
+            counted[:, :, pt : pt + H, pl : pl + W] = 1
+        KH, KW = self.g.kernel
+        total = sum(window(counted, k // KW, k % KW, geometry) for k in range(KH * KW))
+        return total[0, 0]                                            # (OH, OW)
+
+    def forward(self, x):
+        (OH, OW), pads, geometry = self.g.resolve(x.shape)
+        KH, KW = self.g.kernel
+        xc = padded_cnhw(x, pads)                                     # (C, N, Hp, Wp)
+        y = window(xc, 0, 0, geometry).copy()                         # (C, N, OH, OW)
+        for k in range(1, KH * KW):
+            y += window(xc, k // KW, k % KW, geometry)
+        divisor = self._divisor(x, pads, geometry, x.shape)
+        y /= divisor
+        if self.saves_for_backward:
+            self.divisor, self.pads, self.geometry = divisor, pads, geometry
+            self.x_shape, self.padded_hw = x.shape, xc.shape[2:]
+        return y.transpose(1, 0, 2, 3)                                # (N, C, OH, OW)
+
+    def backward(self, gy):
+        xp = self.xp
+        KH, KW = self.g.kernel
+        N, C, H, W = self.x_shape
+        share = gy.transpose(1, 0, 2, 3) / self.divisor               # (C, N, OH, OW)
+        gxc = xp.zeros((C, N) + tuple(self.padded_hw), dtype=gy.dtype)
+        for k in range(KH * KW):
+            window(gxc, k // KW, k % KW, self.geometry)[...] += share
+        return _crop(gxc, self.pads, (H, W))
+
+
+def _adaptive_bounds(size: int, out: int):
+    """PyTorch's adaptive windows: start = floor(i*size/out), end = ceil((i+1)*size/out)."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def _check_adaptive(op: str, x, output_size):
+    if x.ndim != 4:
+        raise ShapeError(f"{op} expects input of shape (N, C, H, W), got {x.shape}")
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    oh, ow = output_size
+    oh = x.shape[2] if oh is None else oh
+    ow = x.shape[3] if ow is None else ow
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"{op} expects a positive output size, got {output_size}")
+    return int(oh), int(ow)
+
+
+class AdaptiveAvgPool2dOp(Function):
+    """Average pooling to a fixed output size (global average pooling for (1, 1)).
+
+    forward:  y[n, c, i, j] = mean of x over rows [hs_i, he_i) and columns [ws_j, we_j),
+              hs_i = floor(i*H/OH), he_i = ceil((i+1)*H/OH) (likewise columns)
+    backward: each element of window (i, j) receives gy[i, j] / window area.
+    Computed separably: rows first, then columns (a rectangle's mean is the mean of its
+    row means), one NumPy call per output row and per output column.
+
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def forward(self, x):
+        xp = self.xp
+        OH, OW = _check_adaptive("adaptive_avg_pool2d", x, self.output_size)
+        N, C, H, W = x.shape
+        self.rows, self.cols = _adaptive_bounds(H, OH), _adaptive_bounds(W, OW)
+        self.x_shape = x.shape
+        if (OH, OW) == (1, 1):
+            return x.mean(axis=(2, 3), keepdims=True)
+        r = xp.stack([x[:, :, a:b].mean(axis=2) for a, b in self.rows], axis=2)     # (N, C, OH, W)
+        return xp.stack([r[..., a:b].mean(axis=3) for a, b in self.cols], axis=3)  # (N, C, OH, OW)
+
+    def backward(self, gy):
+        xp = self.xp
+        N, C, H, W = self.x_shape
+        if len(self.rows) == 1 and len(self.cols) == 1:
+            return xp.broadcast_to(gy / gy.dtype.type(H * W), self.x_shape).copy()
+        gr = xp.zeros((N, C, len(self.rows), W), dtype=gy.dtype)     # (N, C, OH, W)
+        for j, (a, b) in enumerate(self.cols):
+            gr[..., a:b] += gy[..., j : j + 1] / gy.dtype.type(b - a)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        for i, (a, b) in enumerate(self.rows):
+            gx[:, :, a:b] += gr[:, :, i : i + 1] / gy.dtype.type(b - a)
+        return gx
+
+
+class AdaptiveMaxPool2dOp(Function):
+    """Max pooling to a fixed output size (global max pooling for (1, 1)).
+
+    forward:  y[n, c, i, j] = max of x over the window of AdaptiveAvgPool2dOp.
+    backward: gy goes to the first maximum of the window in row-major order (PyTorch).
+    Computed separably, columns first (first max within each row), then rows (first
+    row reaching the maximum), which picks exactly the row-major first maximum.
+
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def forward(self, x):
+        xp = self.xp
+        OH, OW = _check_adaptive("adaptive_max_pool2d", x, self.output_size)
+        N, C, H, W = x.shape
+        rows, cols = _adaptive_bounds(H, OH), _adaptive_bounds(W, OW)
+        # stage 1: within each row, over each column window -> (N, C, H, OW)
+        col_arg = xp.stack([x[..., a:b].argmax(axis=3) + a for a, b in cols], axis=3)
+        col_max = xp.take_along_axis(x, col_arg, axis=3)             # (N, C, H, OW)
+        # stage 2: over each row window -> (N, C, OH, OW)
+        row_arg = xp.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in rows], axis=2)
+        y = xp.take_along_axis(col_max, row_arg, axis=2)             # (N, C, OH, OW)
+        if self.saves_for_backward:
+            # flat index h*W + w of each output's source element
+            src_col = xp.take_along_axis(col_arg, row_arg, axis=2)   # (N, C, OH, OW)
+            self.flat_index = row_arg * W + src_col
+            self.x_shape = x.shape
+            self.overlap = H % OH != 0 or W % OW != 0
+        return y
+
+    def backward(self, gy):
+        xp = self.xp
+        N, C, H, W = self.x_shape
+        gx = xp.zeros((N * C, H * W), dtype=gy.dtype)
+        idx = self.flat_index.reshape(N * C, -1)                     # (N*C, OH*OW)
+        g = gy.reshape(N * C, -1)
+        if self.overlap:
+            # Windows overlap (H not a multiple of OH): several outputs may pick one
+            # element, so their gradients must add up.
+            rows = xp.arange(N * C)[:, None] * (H * W)
+            xp.add.at(gx.reshape(-1), (idx + rows).reshape(-1), g.reshape(-1))
+        else:
+            xp.put_along_axis(gx, idx, g, axis=1)
+        return gx.reshape(self.x_shape)
+
+
+def _as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _pool_unbatched(x: Tensor, op: str, fn) -> Tensor:
+    """Apply ``fn`` to x (N, C, H, W), accepting PyTorch's unbatched (C, H, W) too."""
+    x = _as_tensor(x)
+    if x.ndim == 3:
+        y = fn(x.reshape((1,) + x.shape))
+        return y.reshape(y.shape[1:])
+    return fn(x)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Tensor:
+    """Max pooling, as ``torch.nn.functional.max_pool2d`` (stride defaults to kernel_size).
+
+    Shape: (N, C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
+    Max pooling has no parameters.
+    """
+    g = _PoolGeometry("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_unbatched(x, "max_pool2d", lambda t: MaxPool2dOp(g)(t))
+
+
+def avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+    count_include_pad: bool = True, divisor_override: int | None = None,
+) -> Tensor:
+    """Average pooling, as ``torch.nn.functional.avg_pool2d``."""
+    g = _PoolGeometry("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and divisor_override <= 0:
+        raise ValueError(f"avg_pool2d expects divisor_override > 0, got {divisor_override}")
+    return _pool_unbatched(
+        x, "avg_pool2d", lambda t: AvgPool2dOp(g, count_include_pad, divisor_override)(t)
+    )
+
+
+def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+    """Sum pooling: the sum of each window (zero padding). Equals avg_pool2d times the area."""
+    g = _PoolGeometry("sum_pool2d", kernel_size, stride, padding, 1, ceil_mode)
+    return _pool_unbatched(x, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
+
+
+def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
+    """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
+
+    With norm_type=1 this is sum pooling. Like PyTorch, x**p is not |x|**p, so odd p on
+    negative inputs follows sign(s) * |s|**(1/p) of the window sum s.
+    """
+    from .activation import relu
+    from .math import abs as abs_, pow as pow_
+
+    p = float(norm_type)
+    if p == 1.0:
+        return sum_pool2d(x, kernel_size, stride, 0, ceil_mode)
+    s = sum_pool2d(pow_(_as_tensor(x), p), kernel_size, stride, 0, ceil_mode)
+    sign = Tensor._wrap(get_array_module(s.data).sign(s.data))       # a constant: no gradient
+    return sign * pow_(relu(abs_(s)), 1.0 / p)
+
+
+def adaptive_avg_pool2d(x, output_size) -> Tensor:
+    """Average-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension)."""
+    return _pool_unbatched(x, "adaptive_avg_pool2d", lambda t: AdaptiveAvgPool2dOp(output_size)(t))
+
+
+def adaptive_max_pool2d(x, output_size) -> Tensor:
+    """Max-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension)."""
+    return _pool_unbatched(x, "adaptive_max_pool2d", lambda t: AdaptiveMaxPool2dOp(output_size)(t))

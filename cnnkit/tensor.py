@@ -1,0 +1,401 @@
+"""Tensor: an array, its gradient, and the op that created it; plus the iterative backward pass.
+
+A ``Tensor`` wraps a NumPy array (``.data``). When it was produced by an op while grad
+mode was on and some input required grad, ``.creator`` is that op (a ``Function``),
+which holds its input tensors: following creators from a tensor walks the
+define-by-run graph backwards. ``backward()`` orders that graph without recursion,
+calls each op's ``backward`` once, sums the gradients of tensors used more than once,
+and frees the graph unless ``retain_graph=True``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import config
+from .backend import as_numpy, get_array_module
+
+if TYPE_CHECKING:
+    from .function import Function
+
+__all__ = ["Tensor", "tensor", "as_tensor", "as_array"]
+
+_FLOAT_KINDS = "f"
+
+
+def as_array(data: Any, dtype=None, like: np.ndarray | None = None) -> np.ndarray:
+    """Convert ``data`` to an array; Python floats get the default dtype, arrays keep theirs.
+
+    ``like`` gives the dtype for Python scalars combined with an existing array, so that
+    ``x * 2.0`` stays float32 when ``x`` is float32.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        xp = get_array_module(data)
+        return xp.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
+        return data
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    if like is not None and isinstance(data, (int, float, bool)) and like.dtype.kind == "f":
+        return np.asarray(data, dtype=like.dtype)
+    array = np.asarray(data)
+    if array.dtype == np.float64:  # Python floats: use the default dtype, as PyTorch does
+        array = array.astype(config.get_default_dtype())
+    return array
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Args:
+        data: an array, a nested list or a scalar. NumPy arrays keep their dtype;
+            Python floats become the default dtype (float32 unless changed).
+        requires_grad: record ops on this tensor so ``backward()`` fills ``.grad``.
+        dtype: optional dtype to convert ``data`` to.
+
+    Attributes:
+        data: the NumPy array.
+        grad: the gradient array accumulated by ``backward()``, or None.
+        creator: the ``Function`` that produced this tensor (None for leaves).
+    """
+
+    # Make ndarray <op> Tensor dispatch to Tensor's reflected operators.
+    __array_priority__ = 1000
+
+    __slots__ = ("data", "grad", "requires_grad", "creator", "name", "_retain_grad", "__weakref__")
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype=None, name: str | None = None):
+        array = as_array(data, dtype)
+        if requires_grad and array.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(
+                f"Tensor(requires_grad=True) needs a floating dtype, got {array.dtype}"
+            )
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.creator: Function | None = None
+        self.name = name
+        self._retain_grad = False
+
+    @classmethod
+    def _wrap(cls, array) -> Tensor:
+        """Wrap an op's output array without conversion (internal fast path)."""
+        t = cls.__new__(cls)
+        t.data = array
+        t.grad = None
+        t.requires_grad = False
+        t.creator = None
+        t.name = None
+        t._retain_grad = False
+        return t
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors not produced by a recorded op (user inputs, parameters)."""
+        return self.creator is None
+
+    @property
+    def grad_fn(self) -> Function | None:
+        """PyTorch's name for ``creator``."""
+        return self.creator
+
+    @property
+    def T(self) -> Tensor:
+        return self.transpose()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(as_numpy(self.data), separator=", ", prefix="tensor(")
+        extra = ""
+        if self.creator is not None:
+            extra = f", grad_fn={type(self.creator).__name__}"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    # ----------------------------------------------------------------- conversion
+    def numpy(self) -> np.ndarray:
+        """Return the data as a NumPy array (shares memory on the CPU)."""
+        return as_numpy(self.data)
+
+    def item(self) -> float | int:
+        """Return the value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(-1)[0].item()
+
+    def tolist(self):
+        return as_numpy(self.data).tolist()
+
+    def detach(self) -> Tensor:
+        """Return a tensor sharing the data, cut from the graph."""
+        return Tensor._wrap(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"requires_grad needs a floating dtype, got {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after ``backward()``."""
+        self._retain_grad = True
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ----------------------------------------------------------------- autograd
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        Args:
+            grad: the upstream gradient, same shape as this tensor. May be omitted for
+                a one-element tensor (a loss), where it defaults to 1.
+            retain_graph: keep the ops' saved arrays so backward can run again.
+
+        Raises:
+            RuntimeError: this tensor does not require grad, or the graph was freed.
+            ShapeError: ``grad`` does not have this tensor's shape.
+        """
+        from .errors import ShapeError
+
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() called on a tensor that does not require grad "
+                "(no input had requires_grad=True, or it was made under no_grad())"
+            )
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a one-element tensor, got shape "
+                    f"{self.shape}; pass grad= of that shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = xp.array(as_array(grad), dtype=self.dtype)  # a copy: the user keeps theirs
+            if grad.shape != self.shape:
+                raise ShapeError(
+                    f"backward() expects grad of shape {self.shape}, got {grad.shape}"
+                )
+        if self.creator is None:
+            _accumulate_leaf(self, grad)
+            return
+
+        # Gradients with respect to each op's output, keyed by the op.
+        grads: dict[Function, Any] = {self.creator: grad}
+        for fn in _topological_order(self.creator):
+            gy = grads.pop(fn, None)
+            if gy is None:  # no path from the root reaches this op's output
+                continue
+            if fn.inputs is None:
+                raise RuntimeError(
+                    f"backward() through {type(fn).__name__} a second time: its saved arrays "
+                    "were freed after the first backward; pass retain_graph=True to keep them"
+                )
+            output = fn.output_ref() if fn.output_ref is not None else None
+            if output is not None and output._retain_grad:
+                output.grad = gy if output.grad is None else output.grad + gy
+            gxs = fn.backward(gy)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx, needed in zip(fn.inputs, gxs, fn.needs_input_grad):
+                if not needed or gx is None:
+                    continue
+                if gx.shape != x.shape:
+                    raise RuntimeError(
+                        f"{type(fn).__name__}.backward returned a gradient of shape {gx.shape} "
+                        f"for an input of shape {x.shape}"
+                    )
+                if x.creator is None:
+                    _accumulate_leaf(x, gx)
+                else:
+                    previous = grads.get(x.creator)
+                    grads[x.creator] = gx if previous is None else previous + gx
+            if not retain_graph:
+                fn.release()
+
+    # ----------------------------------------------------------------- operators
+    def __add__(self, other):
+        return _math.add(self, other)
+
+    def __radd__(self, other):
+        return _math.add(other, self)
+
+    def __sub__(self, other):
+        return _math.sub(self, other)
+
+    def __rsub__(self, other):
+        return _math.sub(other, self)
+
+    def __mul__(self, other):
+        return _math.mul(self, other)
+
+    def __rmul__(self, other):
+        return _math.mul(other, self)
+
+    def __truediv__(self, other):
+        return _math.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _math.div(other, self)
+
+    def __matmul__(self, other):
+        return _math.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _math.matmul(other, self)
+
+    def __pow__(self, exponent):
+        return _math.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return _math.pow(base, self)
+
+    def __neg__(self):
+        return _math.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __getitem__(self, index):
+        return _shape.getitem(self, index)
+
+    # Comparisons return plain arrays: they have no gradient.
+    def __eq__(self, other):  # type: ignore[override]
+        return self.data == as_array(other, like=self.data)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self.data != as_array(other, like=self.data)
+
+    def __lt__(self, other):
+        return self.data < as_array(other, like=self.data)
+
+    def __le__(self, other):
+        return self.data <= as_array(other, like=self.data)
+
+    def __gt__(self, other):
+        return self.data > as_array(other, like=self.data)
+
+    def __ge__(self, other):
+        return self.data >= as_array(other, like=self.data)
+
+    __hash__ = object.__hash__
+
+    # ----------------------------------------------------------------- methods
+    def reshape(self, *shape) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _shape.reshape(self, shape)
+
+    def view(self, *shape) -> Tensor:
+        return self.reshape(*shape)
+
+    def transpose(self, *axes) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _shape.transpose(self, axes or None)
+
+    def permute(self, *axes) -> Tensor:
+        return self.transpose(*axes)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return _shape.flatten(self, start_dim, end_dim)
+
+    def sum(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _math.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _math.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _math.max(self, axis, keepdims)
+
+    def exp(self) -> Tensor:
+        return _math.exp(self)
+
+    def log(self) -> Tensor:
+        return _math.log(self)
+
+    def sqrt(self) -> Tensor:
+        return _math.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return _math.abs(self)
+
+    def astype(self, dtype) -> Tensor:
+        return _math.cast(self, dtype)
+
+    def argmax(self, axis=None) -> np.ndarray:
+        return self.data.argmax(axis=axis)
+
+
+def _accumulate_leaf(x: Tensor, gx) -> None:
+    # Never in place: gx may be an array another op also returned (Add passes gy through).
+    x.grad = gx if x.grad is None else x.grad + gx
+
+
+def _topological_order(root: Function) -> list[Function]:
+    """Return the ops reachable from ``root``, each after every op that consumes its output.
+
+    Iterative depth-first post-order (no recursion, so graphs deeper than Python's
+    recursion limit work), reversed.
+    """
+    order: list[Function] = []
+    visited: set[int] = set()
+    stack: list[tuple[Function, bool]] = [(root, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)  # every producer of fn's inputs is already in `order`
+            continue
+        if id(fn) in visited:  # pushed twice, by two consumers; finished the first time
+            continue
+        visited.add(id(fn))
+        stack.append((fn, True))
+        for x in fn.inputs or ():
+            parent = x.creator
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Make a tensor (PyTorch's ``torch.tensor``)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def as_tensor(data: Any, like: np.ndarray | None = None) -> Tensor:
+    """Return ``data`` if it is a Tensor, else a constant tensor wrapping it."""
+    if isinstance(data, Tensor):
+        return data
+    return Tensor._wrap(as_array(data, like=like))
+
+
+# Imported last: these modules build on Tensor (the operators above call into them).
+from .functional import math as _math  # noqa: E402
+from .functional import shape as _shape  # noqa: E402
