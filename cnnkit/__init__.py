@@ -1,14 +1,14 @@
 """cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
 
 Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
-``gradcheck``, ``manual_seed``, ``ShapeError``.
+``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``.
 """
 
 from __future__ import annotations
 
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
-from . import functional
+from . import functional, init, nn, optim
 from .config import (
     default_dtype,
     default_generator,
@@ -35,8 +35,11 @@ __all__ = [
     "functional",
     "get_default_dtype",
     "gradcheck",
+    "init",
     "is_grad_enabled",
     "manual_seed",
+    "nn",
     "no_grad",
+    "optim",
     "tensor",
 ]

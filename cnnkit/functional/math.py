@@ -151,11 +151,12 @@ class MatMulOp(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a          # (1, k) for a vector
         b2 = b[:, None] if b.ndim == 1 else b          # (k, 1) for a vector
+        # Restore the dropped axes, the trailing one first: for vector @ vector gy is 0-d.
         gy2 = gy
-        if a.ndim == 1:
-            gy2 = xp.expand_dims(gy2, -2)
         if b.ndim == 1:
             gy2 = xp.expand_dims(gy2, -1)
+        if a.ndim == 1:
+            gy2 = xp.expand_dims(gy2, -2)
         need_a, need_b = self.needs_input_grad
         ga = gb = None
         if need_a:

@@ -1,0 +1,72 @@
+"""AlexNet (Krizhevsky et al., 2012) in torchvision's one-tower form (Krizhevsky, 2014)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config, functional as F, nn
+from ..tensor import Tensor
+
+__all__ = ["AlexNet", "alexnet"]
+
+
+class AlexNet(nn.Module):
+    """AlexNet with torchvision's layers, state_dict keys and default (PyTorch) init.
+
+    features:   conv 3->64 11x11/4 pad 2, relu, maxpool 3/2,
+                conv 64->192 5x5 pad 2, relu, maxpool 3/2,
+                conv 192->384 3x3, relu, conv 384->256 3x3, relu, conv 256->256 3x3, relu,
+                maxpool 3/2
+    avgpool:    adaptive average pool to 6x6
+    classifier: dropout, linear 9216->4096, relu, dropout, 4096->4096, relu, 4096->K
+
+    Args:
+        num_classes: K.
+        dropout: drop probability of the two Dropout layers.
+        rng: generator for the initial weights and the dropout masks.
+
+    Shape: x (N, 3, H, W) with H, W >= 63 -> logits (N, K); 224x224 is the ImageNet size.
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+    ):
+        super().__init__()
+        rng = rng if rng is not None else config.default_generator()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout, rng=rng),
+            nn.Linear(256 * 6 * 6, 4096, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout, rng=rng),
+            nn.Linear(4096, 4096, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes, rng=rng),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.features(x))   # (N, 256, 6, 6)
+        x = F.flatten(x, 1)                  # (N, 9216)
+        return self.classifier(x)
+
+
+def alexnet(
+    num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+) -> AlexNet:
+    """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``."""
+    return AlexNet(num_classes, dropout, rng=rng)

@@ -1,0 +1,177 @@
+"""ResNet (He et al., 2016) for ImageNet-size input, in torchvision's form (ResNet v1.5).
+
+v1.5: in a Bottleneck the stride sits on the 3x3 convolution, not on the first 1x1
+(as in torchvision and most later work). Shortcuts that change shape are a 1x1
+convolution and BatchNorm ("option B" of the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import config, functional as F, init, nn
+from ..tensor import Tensor
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, rng=None) -> nn.Conv2d:
+    """3x3 convolution, padding 1, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False, rng=rng)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, rng=None) -> nn.Conv2d:
+    """1x1 convolution, no bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False, rng=rng)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut: y = relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x)).
+
+    s is ``downsample`` when given (shape-changing blocks), else the identity.
+
+    Shape: (N, inplanes, H, W) -> (N, planes, H/stride, W/stride).
+    """
+
+    expansion = 1
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+        *, rng: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride, rng=rng)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)  # one module, called twice (as torchvision)
+        self.conv2 = conv3x3(planes, planes, rng=rng)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, plus a shortcut.
+
+    Shape: (N, inplanes, H, W) -> (N, 4*planes, H/stride, W/stride).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+        *, rng: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        width = planes
+        self.conv1 = conv1x1(inplanes, width, rng=rng)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, rng=rng)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion, rng=rng)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with torchvision's layers, state_dict keys and init.
+
+    stem:   conv1 3->64 7x7/2 pad 3, bn1, relu, maxpool 3x3/2 pad 1     (/4)
+    layer1..layer4: blocks with 64, 128, 256, 512 planes; the first block of layer2..4
+            has stride 2 and a downsample shortcut (conv1x1 + BatchNorm)  (/32)
+    head:   avgpool (global average), flatten, fc 512*expansion -> K
+
+    Init (torchvision's): conv weights kaiming normal, fan_out, relu gain; BatchNorm
+    weight 1, bias 0; fc keeps PyTorch's default Linear init.
+
+    Args:
+        block: BasicBlock or Bottleneck.
+        layers: number of blocks in each of the four stages.
+        num_classes: K.
+        zero_init_residual: start the last BatchNorm of every block at weight 0, so each
+            residual branch begins as the identity (Goyal et al., 2017).
+        rng: generator for the initial weights.
+
+    Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K).
+    """
+
+    def __init__(
+        self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], num_classes: int = 1000,
+        zero_init_residual: bool = False, *, rng: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        rng = rng if rng is not None else config.default_generator()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False, rng=rng)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, rng)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, rng)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, rng)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, rng)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes, rng=rng)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+            elif isinstance(m, nn.BatchNorm2d):
+                init.ones_(m.weight)
+                init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, rng) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride, rng=rng),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, rng=rng)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(block(self.inplanes, planes, rng=rng))
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))     # (N, 64, H/4, W/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 512*e, H/32, W/32)
+        x = F.flatten(self.avgpool(x), 1)                         # (N, 512*e)
+        return self.fc(x)
+
+
+def resnet18(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+    """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, rng=rng, **kwargs)
+
+
+def resnet34(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+    """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)
+
+
+def resnet50(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+    """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)

@@ -1,0 +1,157 @@
+"""VGG (Simonyan and Zisserman, 2015): stacks of 3x3 convolutions, configurations A, B, D, E."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import config, functional as F, init, nn
+from ..tensor import Tensor
+
+__all__ = [
+    "VGG", "CONFIGS", "make_layers", "init_vgg_weights",
+    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+]
+
+# Output channels of each 3x3 conv (padding 1), "M" a 2x2 max pool with stride 2.
+CONFIGS: dict[str, list[int | str]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],                # VGG-11
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],       # VGG-13
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+          512, 512, 512, "M"],                                                          # VGG-16
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"],                                                     # VGG-19
+}
+
+
+def make_layers(
+    cfg: Sequence[int | str], batch_norm: bool = False, in_channels: int = 3,
+    *, rng: np.random.Generator | None = None,
+) -> nn.Sequential:
+    """Return the convolutional part of a VGG as one Sequential (torchvision's numbering).
+
+    Each number v adds conv 3x3 pad 1 -> v channels, [BatchNorm2d(v)], ReLU; "M" adds
+    max pooling 2x2 stride 2.
+    """
+    rng = rng if rng is not None else config.default_generator()
+    layers: list[nn.Module] = []
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers.append(nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, rng=rng))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(int(v)))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = int(v)
+    return nn.Sequential(*layers)
+
+
+def init_vgg_weights(model: nn.Module, rng: np.random.Generator, linear_std: float | None = 0.01) -> None:
+    """Apply torchvision's VGG init to every layer of ``model``.
+
+    Conv: kaiming normal, fan_out, relu gain (std = sqrt(2 / (F*KH*KW))), bias 0.
+    BatchNorm: weight 1, bias 0. Linear: N(0, linear_std**2), bias 0 (None: keep PyTorch's
+    default Linear init).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+            if m.bias is not None:
+                init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            init.ones_(m.weight)
+            init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            init.normal_(m.weight, 0.0, linear_std, rng=rng)
+            init.zeros_(m.bias)
+
+
+class VGG(nn.Module):
+    """A VGG network for ImageNet-size input, with torchvision's layers, keys and init.
+
+    features:   ``make_layers(cfg)``: five stages, each ending in a 2x2 max pool (/32)
+    avgpool:    adaptive average pool to 7x7 (so inputs other than 224x224 work)
+    classifier: linear 25088->4096, relu, dropout, 4096->4096, relu, dropout, 4096->K
+
+    Args:
+        features: the convolutional part (see ``make_layers``).
+        num_classes: K.
+        init_weights: apply ``init_vgg_weights`` (False keeps PyTorch's default layer init,
+            which is quicker when weights will be loaded anyway).
+        dropout: drop probability of the two Dropout layers.
+        rng: generator for the initial weights and the dropout masks.
+
+    Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K).
+    """
+
+    def __init__(
+        self, features: nn.Module, num_classes: int = 1000, init_weights: bool = True,
+        dropout: float = 0.5, *, rng: np.random.Generator | None = None,
+    ):
+        super().__init__()
+        rng = rng if rng is not None else config.default_generator()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout, rng=rng),
+            nn.Linear(4096, 4096, rng=rng),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout, rng=rng),
+            nn.Linear(4096, num_classes, rng=rng),
+        )
+        if init_weights:
+            init_vgg_weights(self, rng)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.features(x))   # (N, 512, 7, 7)
+        x = F.flatten(x, 1)                  # (N, 25088)
+        return self.classifier(x)
+
+
+def _vgg(cfg: str, batch_norm: bool, num_classes: int, rng, **kwargs) -> VGG:
+    rng = rng if rng is not None else config.default_generator()
+    return VGG(make_layers(CONFIGS[cfg], batch_norm, rng=rng), num_classes, rng=rng, **kwargs)
+
+
+def vgg11(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-11 (configuration A; 132,863,336 parameters)."""
+    return _vgg("A", False, num_classes, rng, **kwargs)
+
+
+def vgg13(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-13 (configuration B; 133,047,848 parameters)."""
+    return _vgg("B", False, num_classes, rng, **kwargs)
+
+
+def vgg16(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-16 (configuration D; 138,357,544 parameters)."""
+    return _vgg("D", False, num_classes, rng, **kwargs)
+
+
+def vgg19(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-19 (configuration E; 143,667,240 parameters)."""
+    return _vgg("E", False, num_classes, rng, **kwargs)
+
+
+def vgg11_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters)."""
+    return _vgg("A", True, num_classes, rng, **kwargs)
+
+
+def vgg13_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters)."""
+    return _vgg("B", True, num_classes, rng, **kwargs)
+
+
+def vgg16_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters)."""
+    return _vgg("D", True, num_classes, rng, **kwargs)
+
+
+def vgg19_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+    """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters)."""
+    return _vgg("E", True, num_classes, rng, **kwargs)

@@ -1,0 +1,39 @@
+"""Stateful layers: modules hold Parameters and buffers and call ``cnnkit.functional``.
+
+Names, constructor arguments, defaults, ``state_dict`` keys and array layouts follow
+``torch.nn``, so a PyTorch model's ``state_dict()`` (converted with ``.numpy()``) loads
+into the equivalent cnnkit model. Layers never compute gradients themselves.
+
+    import cnnkit.nn as nn
+    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
+
+``nn.init`` is ``cnnkit.init`` (PyTorch spells it ``torch.nn.init``).
+"""
+
+from .. import init
+from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .containers import ModuleDict, ModuleList, Sequential
+from .conv import Conv2d, ConvTranspose2d
+from .dropout import Dropout
+from .linear import Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
+from .norm import BatchNorm1d, BatchNorm2d
+from .parameter import Parameter
+from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, SumPool2d
+from .shape import Flatten, Identity
+
+__all__ = [
+    # the base classes and containers
+    "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "RemovableHandle", "IncompatibleKeys", "StateDictError",
+    # layers
+    "Conv2d", "ConvTranspose2d",
+    "MaxPool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+    "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    # losses
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
+    "init",
+]

@@ -1,0 +1,125 @@
+"""Activation layers: ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softmax, LogSoftmax.
+
+Each wraps its op in ``cnnkit.functional``. ``inplace=True`` is accepted for PyTorch
+compatibility (torchvision's models pass it) but the result is always a new tensor:
+an in-place update would corrupt arrays saved for backward.
+"""
+
+from __future__ import annotations
+
+from .. import functional as F
+from ..tensor import Tensor
+from .module import Module
+
+__all__ = ["ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
+
+
+def _inplace(inplace: bool) -> str:
+    return "inplace=True" if inplace else ""
+
+
+class ReLU(Module):
+    """y = max(x, 0).  Shape: any, unchanged. ``rng`` is unused (every layer accepts it)."""
+
+    def __init__(self, inplace: bool = False, *, rng=None):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+    def extra_repr(self) -> str:
+        return _inplace(self.inplace)
+
+
+class LeakyReLU(Module):
+    """y = x if x > 0 else negative_slope * x.  Shape: any, unchanged."""
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False, *, rng=None):
+        super().__init__()
+        self.negative_slope, self.inplace = negative_slope, inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class ELU(Module):
+    """y = x if x > 0 else alpha * (exp(x) - 1).  Shape: any, unchanged."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False, *, rng=None):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + exp(-x)).  Shape: any, unchanged."""
+
+    def __init__(self, *, rng=None):
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    """y = tanh(x).  Shape: any, unchanged."""
+
+    def __init__(self, *, rng=None):
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.tanh(x)
+
+
+def _implicit_dim(ndim: int) -> int:
+    """PyTorch's legacy choice when Softmax(dim=None): 0 for 0-, 1- and 3-d inputs, else 1."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+class Softmax(Module):
+    """Probabilities along ``dim``: y = exp(x) / sum(exp(x)).
+
+    Args:
+        dim: the class axis; None picks PyTorch's legacy default (1 for (N, K) input).
+
+    Shape: any, unchanged; slices along ``dim`` sum to 1.
+    """
+
+    def __init__(self, dim: int | None = None, *, rng=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(x, self.dim if self.dim is not None else _implicit_dim(x.ndim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    """Log-probabilities along ``dim``: y = x - log(sum(exp(x))), computed stably.
+
+    Args:
+        dim: the class axis; None picks PyTorch's legacy default (1 for (N, K) input).
+
+    Shape: any, unchanged.
+    """
+
+    def __init__(self, dim: int | None = None, *, rng=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.log_softmax(x, self.dim if self.dim is not None else _implicit_dim(x.ndim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

@@ -1,0 +1,184 @@
+"""Containers: Sequential (a pipeline), ModuleList and ModuleDict (registered collections)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .module import Module
+
+__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+
+
+def _index(i: int, n: int, kind: str) -> int:
+    if not -n <= i < n:
+        raise IndexError(f"{kind} index {i} is out of range for length {n}")
+    return i % n
+
+
+class Sequential(Module):
+    """Modules applied in order, each to the previous one's output.
+
+    ``Sequential(a, b, c)`` names its modules "0", "1", "2";
+    ``Sequential(OrderedDict(conv=a, relu=b))`` uses the given names.
+    Indexing returns a module; slicing returns a Sequential keeping the names.
+
+    Shape: the input of the first module -> the output of the last.
+    """
+
+    def __init__(self, *modules: Module | Mapping[str, Module]):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], Mapping):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(modules):
+                self.add_module(str(i), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __getitem__(self, index: int | slice) -> Module | Sequential:
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        return items[_index(index, len(items), "Sequential")][1]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        name = list(self._modules)[_index(index, len(self), "Sequential")]
+        self.add_module(name, module)
+
+    def __delitem__(self, index: int | slice) -> None:
+        names = list(self._modules)
+        doomed = names[index] if isinstance(index, slice) else [names[_index(index, len(names), "Sequential")]]
+        for name in doomed:
+            del self._modules[name]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> Sequential:
+        """Add ``module`` at the end, named by its position; return self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> Sequential:
+        for module in modules:
+            self.append(module)
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules, registered so their parameters belong to the owner.
+
+    A ModuleList has no ``forward``: the owner decides how to call its entries.
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _renumber(self, modules: list[Module]) -> None:
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def __getitem__(self, index: int | slice) -> Module | ModuleList:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(modules[index])
+        return modules[_index(index, len(modules), "ModuleList")]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        self.add_module(str(_index(index, len(self), "ModuleList")), module)
+
+    def __delitem__(self, index: int | slice) -> None:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            del modules[index]
+        else:
+            del modules[_index(index, len(modules), "ModuleList")]
+        self._renumber(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("ModuleList has no forward(): iterate over it and call its modules")
+
+
+class ModuleDict(Module):
+    """A dict of modules (insertion-ordered), registered under their keys."""
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def pop(self, key: str) -> Module:
+        return self._modules.pop(key)
+
+    def clear(self) -> None:
+        self._modules.clear()
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        pairs = modules.items() if isinstance(modules, Mapping) else modules
+        for key, module in pairs:
+            self.add_module(key, module)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("ModuleDict has no forward(): index it and call its modules")

@@ -1,0 +1,216 @@
+"""Convolution layers: Conv2d and ConvTranspose2d, with PyTorch's arguments, layouts and init."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import config, init
+from .. import functional as F
+from ..errors import ShapeError
+from ..tensor import Tensor
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["Conv2d", "ConvTranspose2d"]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pair(value, name: str, layer: str) -> tuple[int, int]:
+    """An int or a pair of ints -> a pair (PyTorch stores conv geometry as tuples)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{layer} expects {name} as an int or a pair of ints, got {value!r}")
+
+
+def _check_channels(x, channels: int) -> None:
+    """Raise unless x is (N, channels, H, W) or (channels, H, W)."""
+    if x.ndim not in (3, 4) or x.shape[-3] != channels:
+        raise ShapeError(
+            f"expected input with {channels} channels, of shape (N, {channels}, H, W) or "
+            f"({channels}, H, W); got shape {tuple(x.shape)}"
+        )
+
+
+class _ConvNd(Module):
+    """Arguments, parameters and repr shared by Conv2d and ConvTranspose2d."""
+
+    def __init__(
+        self, name: str, in_channels: int, out_channels: int, kernel_size, stride, padding,
+        dilation, transposed: bool, output_padding, groups: int, bias: bool, padding_mode: str,
+        rng, dtype,
+    ):
+        super().__init__()
+        if groups <= 0:
+            raise ValueError(f"{name} expects groups > 0, got {groups}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name} expects in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"divisible by groups ({groups})"
+            )
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name} expects padding_mode in {_PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size", name)
+        self.stride = _pair(stride, "stride", name)
+        self.dilation = _pair(dilation, "dilation", name)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name} expects padding 'same', 'valid', an int or a pair, got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}(padding='same') needs stride 1, got stride {self.stride}")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, "padding", name)
+        self.output_padding = _pair(output_padding, "output_padding", name)
+        self.transposed, self.groups, self.padding_mode = transposed, groups, padding_mode
+
+        # Weight layout (PyTorch's): conv (F, C/groups, KH, KW); transposed (C, F/groups, KH, KW).
+        KH, KW = self.kernel_size
+        if transposed:
+            shape = (in_channels, out_channels // groups, KH, KW)
+        else:
+            shape = (out_channels, in_channels // groups, KH, KW)
+        rng = rng if rng is not None else config.default_generator()
+        # PyTorch's default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+        # and the bias from the same bound; fan_in = weight.shape[1] * KH * KW.
+        self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5), rng=rng, dtype=dtype))
+        if bias:
+            fan_in, _ = init.fan_in_and_fan_out(shape)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            self.bias = Parameter(init.uniform((out_channels,), -bound, bound, rng=rng, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution (cross-correlation) over a batch of images.
+
+    Args:
+        in_channels, out_channels: C and F.
+        kernel_size, stride, dilation: int or pair.
+        padding: int, pair, "valid" or "same" (stride 1 only).
+        groups: split channels into groups convolved separately (C = groups: depthwise).
+        bias: learn a per-filter bias.
+        padding_mode: "zeros", "reflect", "replicate" or "circular".
+        rng: generator for the initial weights (default: cnnkit's default generator).
+        dtype: parameter dtype (default: ``cnnkit.get_default_dtype()``).
+
+    Attributes:
+        weight: (F, C/groups, KH, KW), init U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+            fan_in = C/groups * KH * KW (PyTorch's default).
+        bias: (F,) with the same bound, or None.
+
+    Shape: x (N, C, H, W) or (C, H, W) -> y (N, F, OH, OW),
+    OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1 (likewise OW).
+
+    Raises:
+        ShapeError: the input is not (N, in_channels, H, W) or (in_channels, H, W).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+        groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, rng=None, dtype=None,
+    ):
+        super().__init__(
+            "Conv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
+            groups, bias, padding_mode, rng, dtype,
+        )
+
+    def _pad_widths(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) for F.pad, from the padding (PyTorch's split for 'same')."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            (KH, KW), (DH, DW) = self.kernel_size, self.dilation
+            th, tw = DH * (KH - 1), DW * (KW - 1)
+            return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+        PH, PW = self.padding
+        return (PW, PW, PH, PH)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(x, self.in_channels)
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._pad_widths(), mode=self.padding_mode)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution ("deconvolution"): the gradient of Conv2d w.r.t. its input.
+
+    Args:
+        in_channels, out_channels: C and F.
+        kernel_size, stride, padding, output_padding, dilation: int or pair.
+        groups, bias: as Conv2d. padding_mode: only "zeros" (as PyTorch).
+        rng, dtype: as Conv2d.
+
+    Attributes:
+        weight: (C, F/groups, KH, KW) (PyTorch's layout), init U(-b, b) with
+            b = 1/sqrt(fan_in), fan_in = weight.shape[1] * KH * KW = F/groups * KH * KW.
+        bias: (F,) with the same bound, or None.
+
+    Shape: x (N, C, H, W) or (C, H, W) -> y (N, F, OH, OW),
+    OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + OPH + 1 (likewise OW).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+        output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+        padding_mode: str = "zeros", *, rng=None, dtype=None,
+    ):
+        if padding_mode != "zeros":
+            raise ValueError(f'ConvTranspose2d only supports padding_mode="zeros", got {padding_mode!r}')
+        if isinstance(padding, str):
+            raise ValueError(f"ConvTranspose2d expects padding as an int or a pair, got {padding!r}")
+        super().__init__(
+            "ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
+            True, output_padding, groups, bias, padding_mode, rng, dtype,
+        )
+
+    def _output_padding_for(self, x, output_size) -> tuple[int, int]:
+        """The output_padding that makes the output (OH, OW) = output_size (PyTorch's rule)."""
+        size = tuple(output_size)[-2:]
+        if len(output_size) not in (2, x.ndim) or len(size) != 2:
+            raise ShapeError(f"expected output_size (OH, OW) or a full shape, got {tuple(output_size)}")
+        padding = []
+        for d in range(2):
+            smallest = (
+                (x.shape[-2 + d] - 1) * self.stride[d] - 2 * self.padding[d]
+                + self.dilation[d] * (self.kernel_size[d] - 1) + 1
+            )
+            largest = smallest + self.stride[d] - 1
+            if not smallest <= size[d] <= largest:
+                raise ShapeError(
+                    f"output_size {size} is not reachable from input shape {tuple(x.shape)}: "
+                    f"dimension {d} must lie in [{smallest}, {largest}]"
+                )
+            padding.append(size[d] - smallest)
+        return tuple(padding)
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:
+        _check_channels(x, self.in_channels)
+        output_padding = self.output_padding if output_size is None else self._output_padding_for(x, output_size)
+        return F.conv_transpose2d(
+            x, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )

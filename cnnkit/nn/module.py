@@ -1,0 +1,521 @@
+"""Module: the base of every layer and model.
+
+A Module owns three ordered registries, filled by plain attribute assignment:
+
+- ``_parameters``: ``Parameter``s (learnable; ``parameters()``, ``state_dict()``);
+- ``_buffers``: arrays or grad-free Tensors that are state but not learned (BatchNorm's
+  running statistics), added with ``register_buffer``;
+- ``_modules``: sub-modules, whose names build the dotted paths of ``named_parameters()``
+  and ``state_dict()`` keys (``features.0.weight``), exactly as in PyTorch.
+
+``module(x)`` runs the forward pre-hooks, ``forward`` and the forward hooks. When a
+``ShapeError`` escapes ``forward``, each enclosing ``Module.__call__`` rewrites its message
+so the user sees it once, prefixed with the dotted path from the outermost module called
+to the layer that failed: ``features.3 (Conv2d): expected input with 3 channels ...``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import as_numpy
+from ..errors import ShapeError
+from ..tensor import Tensor
+from .parameter import Parameter
+
+__all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError"]
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` did not match: keys the model has but the state lacks, and back."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return f"IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
+
+
+class StateDictError(RuntimeError):
+    """A state dict does not fit the model: missing or unexpected keys, or wrong shapes.
+
+    Attributes:
+        missing_keys, unexpected_keys: lists of keys.
+        mismatched: list of (key, shape in the state dict, shape in the model).
+    """
+
+    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list):
+        self.missing_keys, self.unexpected_keys, self.mismatched = missing, unexpected, mismatched
+        lines = [f"Error(s) in loading state_dict for {model}:"]
+        if missing:
+            lines.append("  missing key(s): " + ", ".join(missing))
+        if unexpected:
+            lines.append("  unexpected key(s): " + ", ".join(unexpected))
+        for key, got, expected in mismatched:
+            lines.append(f"  size mismatch for {key}: the state dict has shape {got}, the model expects {expected}")
+        super().__init__("\n".join(lines))
+
+
+class RemovableHandle:
+    """Returned by ``register_forward_hook``; ``handle.remove()`` unregisters the hook.
+
+    Also a context manager: the hook is removed on leaving the ``with`` block.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+
+Buffer = Any  # a numpy (or cupy) array, or a Tensor without grad
+
+
+class Module:
+    """Base class of layers and models: subclass it, assign layers in ``__init__``, write ``forward``.
+
+    Example:
+        class Net(Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = Conv2d(1, 6, 5)
+                self.fc = Linear(6 * 24 * 24, 10)
+
+            def forward(self, x):
+                return self.fc(F.flatten(F.relu(self.conv(x))))
+
+    Attributes:
+        training: True in training mode (Dropout drops, BatchNorm uses batch statistics);
+            set recursively by ``train()`` and ``eval()``.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        # object.__setattr__: our own __setattr__ needs these registries to exist first.
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            for hook in list(self._forward_pre_hooks.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+            output = self.forward(*args, **kwargs)
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        except ShapeError as error:
+            _add_module_path(error, self)
+            raise
+        return output
+
+    def register_forward_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """Call ``hook(module, inputs)`` before ``forward``; a non-None result replaces the inputs.
+
+        ``inputs`` is the tuple of positional arguments; a returned non-tuple is wrapped
+        in a one-element tuple.
+        """
+        handle = RemovableHandle(self._forward_pre_hooks)
+        self._forward_pre_hooks[handle.id] = hook
+        return handle
+
+    def register_forward_hook(self, hook: Callable) -> RemovableHandle:
+        """Call ``hook(module, inputs, output)`` after ``forward``; a non-None result replaces the output.
+
+        Use it to capture feature maps:
+            maps = {}
+            handle = model.features[0].register_forward_hook(lambda m, i, o: maps.update(conv1=o))
+            model(x); handle.remove()
+        """
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
+
+    # ------------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_parameters")
+        if isinstance(value, Parameter):
+            if params is None:
+                raise AttributeError("cannot assign a Parameter before Module.__init__() is called")
+            self._forget(name, keep=params)
+            params[name] = value
+        elif params is not None and name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} "
+                    "(a Parameter or None is expected)"
+                )
+            params[name] = None
+        elif isinstance(value, Module):
+            if params is None:
+                raise AttributeError("cannot assign a sub-module before Module.__init__() is called")
+            self._forget(name, keep=self._modules)
+            self._modules[name] = value
+        elif params is not None and name in self._modules:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as sub-module {name!r} "
+                    "(a Module or None is expected)"
+                )
+            self._modules[name] = None
+        elif params is not None and name in self._buffers:
+            self._buffers[name] = _check_buffer(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name: str, keep: dict | None = None) -> None:
+        """Remove ``name`` from the instance dict and every registry but ``keep``.
+
+        Re-registering a name in the same registry then replaces the entry in place, so
+        ``seq[1] = layer`` keeps the module's position.
+        """
+        self.__dict__.pop(name, None)
+        for registry in (self._parameters, self._buffers, self._modules):
+            if registry is not keep:
+                registry.pop(name, None)
+        self._non_persistent_buffers.discard(name)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: look in the registries.
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                self._non_persistent_buffers.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register ``param`` (or None: a declared but absent parameter, like ``bias=False``)."""
+        _check_name(self, name)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter expects a Parameter or None, got {type(param).__name__}")
+        self._forget(name, keep=self._parameters)
+        self._parameters[name] = param
+
+    def register_buffer(self, name: str, value: Buffer | None, persistent: bool = True) -> None:
+        """Register non-learned state: an array or a Tensor without grad (or None).
+
+        Args:
+            persistent: False keeps the buffer out of ``state_dict()``.
+        """
+        _check_name(self, name)
+        self._forget(name, keep=self._buffers)
+        self._buffers[name] = _check_buffer(name, value)
+        if not persistent:
+            self._non_persistent_buffers.add(name)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Register ``module`` under ``name`` (names like "0" that are not identifiers work too)."""
+        _check_name(self, name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module expects a Module or None, got {type(module).__name__}")
+        self._forget(name, keep=self._modules)
+        self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> Module:
+        """Return the sub-module at the dotted path ``target`` ("" is this module)."""
+        module = self
+        for part in target.split(".") if target else ():
+            child = module._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(module).__name__} has no sub-module {part!r} (path {target!r})")
+            module = child
+        return module
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(
+        self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Yield (dotted path, module) for this module and every descendant.
+
+        A module registered at several paths is yielded once, unless ``remove_duplicate``
+        is False (``state_dict`` lists shared modules under every path, as PyTorch).
+        """
+        memo = set() if memo is None else memo
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield (name, module) for the direct sub-modules, each once."""
+        seen = set()
+        for name, child in self._modules.items():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        for _, child in self.named_children():
+            yield child
+
+    def _named_members(self, registry: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+        seen = set()
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), value
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Yield (dotted name, Parameter), each shared parameter once."""
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Buffer]]:
+        """Yield (dotted name, buffer), persistent or not."""
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    # ------------------------------------------------------------------ modes and utilities
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode on this module and every descendant; return self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"train() expects a bool, got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Set evaluation mode (``train(False)``); return self."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter; return self."""
+        for param in self.parameters():
+            param.requires_grad = requires_grad
+        return self
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``.grad`` to None."""
+        for param in self.parameters():
+            param.grad = None
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn`` on every descendant (children first) and then on self; return self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def to(self, dtype) -> Module:
+        """Cast floating parameters and buffers to ``dtype`` in place (Parameters keep identity)."""
+        dtype = np.dtype(dtype)
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None and param.dtype.kind == "f":
+                    param.data = param.data.astype(dtype)
+                    param.grad = None if param.grad is None else param.grad.astype(dtype)
+            for name, buffer in module._buffers.items():
+                if isinstance(buffer, Tensor) and buffer.dtype.kind == "f":
+                    buffer.data = buffer.data.astype(dtype)
+                elif buffer is not None and not isinstance(buffer, Tensor) and buffer.dtype.kind == "f":
+                    module._buffers[name] = buffer.astype(dtype)
+        return self
+
+    def float(self) -> Module:
+        return self.to(np.float32)
+
+    def double(self) -> Module:
+        return self.to(np.float64)
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
+        """Return every parameter and persistent buffer by dotted name, in PyTorch's order and layout.
+
+        Order: a module's own parameters, then its buffers, then each child's entries.
+
+        Args:
+            keep_vars: return the Parameter and buffer objects themselves instead of copies.
+
+        Returns:
+            An OrderedDict of numpy arrays (copies: a saved state dict does not change as
+            training goes on), e.g. ``conv.weight`` (F, C/groups, KH, KW), ``fc.weight``
+            (out_features, in_features), ``bn.num_batches_tracked`` a 0-d int64 array.
+        """
+        state: OrderedDict[str, Any] = OrderedDict()
+        walk = self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False)
+        for module_prefix, module in walk:
+            for name, value in module._own_state():
+                key = f"{module_prefix}.{name}" if module_prefix else name
+                state[key] = value if keep_vars else as_numpy(_array(value)).copy()
+        return state
+
+    def _own_state(self) -> Iterator[tuple[str, Any]]:
+        for name, param in self._parameters.items():
+            if param is not None:
+                yield name, param
+        for name, buffer in self._buffers.items():
+            if buffer is not None and name not in self._non_persistent_buffers:
+                yield name, buffer
+
+    def _optional_state_keys(self) -> tuple[str, ...]:
+        """Own keys that may be absent from a loaded state without counting as missing."""
+        return ()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays from ``state_dict`` into the parameters and buffers, in place.
+
+        Values may be numpy arrays, Tensors or anything ``np.asarray`` accepts (a CPU
+        ``torch.Tensor`` from ``torch_model.state_dict()``). Values are cast to each
+        parameter's dtype. Nothing is copied unless every shape fits (and, when strict,
+        every key matches).
+
+        Args:
+            strict: require the keys to match exactly.
+
+        Returns:
+            IncompatibleKeys(missing_keys, unexpected_keys), as PyTorch.
+
+        Raises:
+            StateDictError: a shape differs (always), or keys are missing or unexpected
+                (strict only); the message lists every problem.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state_dict).__name__}")
+        targets: dict[str, Any] = {}
+        optional: set[str] = set()
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
+            dotted = f"{module_prefix}." if module_prefix else ""
+            for name, value in module._own_state():
+                targets[dotted + name] = value
+            optional.update(dotted + name for name in module._optional_state_keys())
+        missing = [key for key in targets if key not in state_dict and key not in optional]
+        unexpected = [key for key in state_dict if key not in targets]
+        mismatched, sources = [], {}
+        for key, target in targets.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            source = as_numpy(value.data) if isinstance(value, Tensor) else np.asarray(value)
+            if source.shape != _array(target).shape:
+                mismatched.append((key, source.shape, _array(target).shape))
+            sources[key] = source
+        if mismatched or (strict and (missing or unexpected)):
+            raise StateDictError(type(self).__name__, missing, unexpected, mismatched)
+        for key, source in sources.items():
+            destination = _array(targets[key])
+            destination[...] = source.astype(destination.dtype, copy=False)
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        """Return the text shown inside this module's parentheses (its constructor arguments)."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = self.extra_repr().split("\n") if self.extra_repr() else []
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"({name}): {child_repr}")
+        name = type(self).__name__
+        if not self._modules:
+            return f"{name}({lines[0] if len(lines) == 1 else chr(10).join(lines)})"
+        return name + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _array(value: Any) -> Any:
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _check_name(module: Module, name: str) -> None:
+    if "_parameters" not in module.__dict__:
+        raise AttributeError("cannot register before Module.__init__() is called")
+    if not isinstance(name, str) or not name or "." in name:
+        raise KeyError(f"a registered name must be a non-empty string without '.', got {name!r}")
+    if name in module.__dict__:
+        raise KeyError(f"attribute {name!r} already exists on {type(module).__name__}")
+
+
+def _check_buffer(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise TypeError(f"buffer {name!r} must not require grad (use a Parameter for learned state)")
+        return value
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return value
+    raise TypeError(f"buffer {name!r} must be an array or a Tensor, got {type(value).__name__}")
+
+
+def _add_module_path(error: ShapeError, module: Module) -> None:
+    """Rewrite ``error``'s message to start with the path from ``module`` to the failing layer.
+
+    Called by every ``Module.__call__`` the error passes through, innermost first. The
+    first call records the failing layer and the original message; each later call
+    prepends the name under which the previous module sits inside ``module``, and the
+    message is rebuilt from the original, so it never repeats.
+    """
+    state = getattr(error, "_cnnkit_module_path", None)
+    if state is None:
+        state = {"origin": module, "message": str(error), "path": "", "top": module}
+        error._cnnkit_module_path = state  # type: ignore[attr-defined]
+    else:
+        inner = state["top"]
+        step = next((name for name, m in module.named_modules() if m is inner), None)
+        if step is None:  # called by module but not registered on it
+            step = f"<{type(inner).__name__}>"
+        if step:
+            state["path"] = f"{step}.{state['path']}" if state["path"] else step
+        state["top"] = module
+    layer = type(state["origin"]).__name__
+    where = f"{state['path']} ({layer})" if state["path"] else layer
+    error.args = (f"{where}: {state['message']}",)

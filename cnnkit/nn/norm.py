@@ -1,0 +1,120 @@
+"""Batch normalization layers; they read the module's own ``training`` flag."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from .. import functional as F
+from ..errors import ShapeError
+from ..tensor import Tensor
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    """Parameters, buffers and the running-statistics bookkeeping shared by BatchNorm1d/2d.
+
+    Training:  normalize by the batch statistics; update the running ones,
+               running <- (1 - m) * running + m * batch  (unbiased batch variance),
+               m = momentum, or 1 / num_batches_tracked when momentum is None (a
+               cumulative average over every batch seen).
+    Eval:      normalize by the running statistics (by the batch ones when
+               track_running_stats=False).
+    """
+
+    _shapes = ""  # the accepted input shapes, for error messages
+    _ranks: tuple[int, ...] = ()
+
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+        track_running_stats: bool = True, *, bias: bool = True, rng=None, dtype=None,
+    ):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dtype = np.dtype(dtype) if dtype is not None else config.get_default_dtype()
+        # PyTorch's init: weight 1, bias 0 (no randomness; rng is accepted for uniformity).
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        if affine and bias:
+            self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self) -> None:
+        """Forget the running statistics: mean 0, variance 1, no batches tracked."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def _optional_state_keys(self) -> tuple[str, ...]:
+        # Old checkpoints lack num_batches_tracked; PyTorch loads them and keeps the counter.
+        return ("num_batches_tracked",) if self.track_running_stats else ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        C = self.num_features
+        if x.ndim not in self._ranks or x.shape[1] != C:
+            raise ShapeError(
+                f"expected input with {C} features, of shape {self._shapes.format(C=C)}; "
+                f"got shape {tuple(x.shape)}"
+            )
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or not self.track_running_stats
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            training=use_batch_stats, momentum=momentum, eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of features (after Linear) or of channels of sequences.
+
+    Args:
+        num_features: C.
+        eps: added to the variance.
+        momentum: weight of the new batch in the running statistics; None: cumulative average.
+        affine: learn a per-feature scale (weight, init 1) and shift (bias, init 0).
+        track_running_stats: keep running_mean / running_var / num_batches_tracked buffers.
+        bias: with affine, learn the shift too (keyword, as in PyTorch 2.13).
+        rng: unused (the init is constant); dtype: parameter and buffer dtype.
+
+    Shape: (N, C) or (N, C, L) -> same.
+    """
+
+    _shapes = "(N, {C}) or (N, {C}, L)"
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of image channels, statistics over (N, H, W).
+
+    Args: as BatchNorm1d.
+
+    Shape: (N, C, H, W) -> same.
+    """
+
+    _shapes = "(N, {C}, H, W)"
+    _ranks = (4,)

@@ -1,0 +1,187 @@
+"""Pooling layers: max, average, sum, Lp and adaptive pooling. None has parameters."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from ..errors import ShapeError
+from ..tensor import Tensor
+from .module import Module
+
+__all__ = [
+    "MaxPool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+]
+
+
+def _check_image(x) -> None:
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"expected input of shape (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+
+
+def _no_indices(layer: str, return_indices: bool) -> None:
+    if return_indices:
+        raise NotImplementedError(f"{layer}(return_indices=True) is not supported: cnnkit has no max_unpool2d")
+
+
+class MaxPool2d(Module):
+    """Max pooling over KH x KW windows (padding counts as -inf).
+
+    Args:
+        kernel_size, stride (default: kernel_size), padding, dilation: int or pair.
+        ceil_mode: round the output size up instead of down.
+        return_indices: not supported (must be False).
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW),
+    OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1 (likewise OW).
+    """
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+        ceil_mode: bool = False, *, rng=None,
+    ):
+        super().__init__()
+        _no_indices("MaxPool2d", return_indices)
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class AvgPool2d(Module):
+    """Average pooling over KH x KW windows.
+
+    Args:
+        kernel_size, stride (default: kernel_size), padding: int or pair.
+        ceil_mode: round the output size up instead of down.
+        count_include_pad: divide by the full window area including zero padding.
+        divisor_override: divide by this number instead.
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - KH) / SH) + 1.
+    """
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+        count_include_pad: bool = True, divisor_override: int | None = None, *, rng=None,
+    ):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.avg_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+            self.count_include_pad, self.divisor_override,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class SumPool2d(Module):
+    """Sum pooling: each output is the sum of its window (not in PyTorch; AvgPool2d times KH*KW).
+
+    Args:
+        kernel_size, stride (default: kernel_size), padding: int or pair; ceil_mode.
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - KH) / SH) + 1.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, *, rng=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.sum_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class LPPool2d(Module):
+    """Power-average pooling: y = (sum over the window of x**p) ** (1/p).
+
+    Args:
+        norm_type: p (1 is sum pooling; large p approaches max pooling).
+        kernel_size, stride (default: kernel_size): int or pair; ceil_mode.
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H - KH) / SH) + 1.
+    """
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *, rng=None):
+        super().__init__()
+        self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.lp_pool2d(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"ceil_mode={self.ceil_mode}"
+        )
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size; (1, 1) is global average pooling.
+
+    Args:
+        output_size: int or (OH, OW); None in a pair keeps that input dimension.
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW).
+    """
+
+    def __init__(self, output_size, *, rng=None):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling to a fixed output size; (1, 1) is global max pooling.
+
+    Args:
+        output_size: int or (OH, OW); None in a pair keeps that input dimension.
+        return_indices: not supported (must be False).
+        rng: unused (every layer accepts it).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW).
+    """
+
+    def __init__(self, output_size, return_indices: bool = False, *, rng=None):
+        super().__init__()
+        _no_indices("AdaptiveMaxPool2d", return_indices)
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        return F.adaptive_max_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

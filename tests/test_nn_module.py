@@ -1,0 +1,307 @@
+"""Module machinery: registration, traversal, modes, state dicts, hooks, containers, repr."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import Tensor, nn
+
+torch = pytest.importorskip("torch")
+tnn = torch.nn
+
+
+class SmallNet(nn.Module):
+    """A CNN with a nested container, a BatchNorm (buffers) and a bias-free layer."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.head = nn.Linear(4 * 2 * 2, 3, bias=False)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.head(self.dropout(cnnkit.functional.flatten(self.features(x))))
+
+
+class TorchSmallNet(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = tnn.Sequential(tnn.Conv2d(3, 4, 3, padding=1), tnn.BatchNorm2d(4), tnn.ReLU(), tnn.MaxPool2d(2))
+        self.head = tnn.Linear(4 * 2 * 2, 3, bias=False)
+        self.dropout = tnn.Dropout(0.5)
+
+
+# ------------------------------------------------------------------ registration and traversal
+def test_parameters_buffers_and_modules_register_in_order():
+    net = SmallNet()
+    assert [n for n, _ in net.named_parameters()] == [
+        "features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias", "head.weight",
+    ]
+    assert [n for n, _ in net.named_buffers()] == [
+        "features.1.running_mean", "features.1.running_var", "features.1.num_batches_tracked",
+    ]
+    assert [n for n, _ in net.named_children()] == ["features", "head", "dropout"]
+    assert [n for n, _ in net.named_modules()] == [
+        "", "features", "features.0", "features.1", "features.2", "features.3", "head", "dropout",
+    ]
+    assert len(list(net.modules())) == 8 and list(net.children())[1] is net.head
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in net.parameters())
+    assert net.head.bias is None and "bias" in net.head._parameters
+
+
+def test_state_dict_keys_and_shapes_equal_torch():
+    ours, theirs = SmallNet(), TorchSmallNet()
+    state = ours.state_dict()
+    assert list(state) == list(theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        assert state[key].shape == tuple(value.shape), key
+        assert isinstance(state[key], np.ndarray)
+    assert state["features.1.num_batches_tracked"].dtype == np.int64
+
+
+def test_shared_module_is_one_parameter_set_but_listed_under_each_name():
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    assert len(list(model.parameters())) == 2
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # as torch
+
+
+def test_reassigning_and_deleting_attributes_updates_the_registries():
+    net = SmallNet()
+    net.head = nn.Linear(16, 5)
+    assert [n for n, _ in net.named_children()] == ["features", "head", "dropout"]  # position kept
+    net.scale = nn.Parameter(np.ones(1, dtype=np.float32))
+    assert "scale" in dict(net.named_parameters())
+    del net.scale
+    assert "scale" not in dict(net.named_parameters())
+    net.register_buffer("step", np.zeros(()), persistent=False)
+    assert "step" in dict(net.named_buffers()) and "step" not in net.state_dict()
+    net.plain = 3  # not a Parameter, Module or buffer: an ordinary attribute
+    assert net.plain == 3 and "plain" not in net.state_dict()
+
+
+def test_wrong_assignments_raise():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="cannot assign ndarray as parameter 'weight'"):
+        lin.weight = np.zeros((2, 2))
+    with pytest.raises(TypeError, match="buffer 'b' must not require grad"):
+        lin.register_buffer("b", Tensor(np.zeros(2), requires_grad=True))
+
+    class Forgetful(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(2, 2)
+
+    with pytest.raises(AttributeError, match=r"before Module.__init__\(\)"):
+        Forgetful()
+    with pytest.raises(AttributeError, match="'Linear' object has no attribute 'wieght'"):
+        lin.wieght  # noqa: B018
+
+
+# ------------------------------------------------------------------ modes and utilities
+def test_train_and_eval_set_every_flag_and_return_self():
+    net = SmallNet()
+    assert net.eval() is net
+    assert not any(m.training for m in net.modules())
+    net.features.train()
+    assert net.features[1].training and not net.training and not net.dropout.training
+    assert all(m.training for m in net.train().modules())
+
+
+def test_zero_grad_sets_grads_to_none(rng):
+    net = SmallNet()
+    net(Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32))).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_apply_visits_children_before_parents_and_can_reinitialize():
+    net = SmallNet()
+    visited = []
+    assert net.apply(lambda m: visited.append(type(m).__name__)) is net
+    assert visited == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Sequential", "Linear", "Dropout", "SmallNet"]
+    net.apply(lambda m: cnnkit.init.zeros_(m.weight) if isinstance(m, nn.Linear) else None)
+    assert not net.head.weight.data.any()
+
+
+def test_to_double_keeps_parameter_identity():
+    net = SmallNet()
+    weight = net.head.weight
+    net.double()
+    assert net.head.weight is weight and weight.dtype == np.float64
+    assert net.features[1].running_mean.dtype == np.float64
+    assert net.features[1].num_batches_tracked.dtype == np.int64
+
+
+def test_deepcopy_copies_parameters(rng):
+    net = SmallNet().eval()
+    clone = copy.deepcopy(net)
+    assert clone.head.weight is not net.head.weight
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32))
+    np.testing.assert_array_equal(clone(x).data, net(x).data)
+
+
+# ------------------------------------------------------------------ state dict round trips
+def test_state_dict_round_trip_reproduces_outputs(rng):
+    cnnkit.manual_seed(0)
+    source = SmallNet()
+    source(Tensor(rng.standard_normal((4, 3, 4, 4)).astype(np.float32)))  # move the running stats
+    cnnkit.manual_seed(1)
+    target = SmallNet()
+    weight = target.head.weight
+    assert target.load_state_dict(source.state_dict()) == ([], [])
+    assert target.head.weight is weight  # loaded in place: optimizers keep their references
+    source.eval(), target.eval()
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32))
+    np.testing.assert_array_equal(target(x).data, source(x).data)
+    assert int(target.features[1].num_batches_tracked) == 1
+
+
+def test_state_dict_holds_copies_unless_keep_vars():
+    net = nn.Linear(2, 2)
+    state = net.state_dict()
+    net.weight.data[...] = 7
+    assert not (state["weight"] == 7).any()
+    assert net.state_dict(keep_vars=True)["weight"] is net.weight
+
+
+def test_torch_model_outputs_after_loading_its_state_dict(rng):
+    theirs = TorchSmallNet().eval()
+    with torch.no_grad():
+        theirs.features[1].running_mean.uniform_(-1, 1)
+        theirs.features[1].running_var.uniform_(0.5, 2)
+    ours = SmallNet().eval()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    expected = theirs.head(torch.flatten(theirs.features(torch.tensor(x)), 1)).detach().numpy()
+    np.testing.assert_allclose(ours(Tensor(x)).data, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_strict_load_lists_missing_and_unexpected_keys_and_changes_nothing():
+    net = SmallNet()
+    before = net.state_dict()
+    state = SmallNet().state_dict()
+    del state["head.weight"]
+    state["head.bias"] = np.zeros(3)
+    with pytest.raises(nn.StateDictError) as info:
+        net.load_state_dict(state)
+    message = str(info.value)
+    assert "Error(s) in loading state_dict for SmallNet" in message
+    assert "missing key(s): head.weight" in message and "unexpected key(s): head.bias" in message
+    assert info.value.missing_keys == ["head.weight"] and info.value.unexpected_keys == ["head.bias"]
+    assert isinstance(info.value, RuntimeError)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_non_strict_load_returns_the_same_keys_as_torch():
+    ours, theirs = SmallNet(), TorchSmallNet()
+    state = {k: v for k, v in theirs.state_dict().items() if not k.startswith("features.0")}
+    state["extra.weight"] = torch.zeros(1)
+    expected = theirs.load_state_dict(state, strict=False)
+    result = ours.load_state_dict({k: v.numpy() for k, v in state.items()}, strict=False)
+    assert result.missing_keys == expected.missing_keys == ["features.0.weight", "features.0.bias"]
+    assert result.unexpected_keys == expected.unexpected_keys == ["extra.weight"]
+    np.testing.assert_array_equal(ours.head.weight.data, theirs.head.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_shape_mismatch_names_the_key_and_both_shapes(strict):
+    state = SmallNet(channels=1).state_dict()
+    with pytest.raises(
+        nn.StateDictError,
+        match=r"size mismatch for features\.0\.weight: the state dict has shape \(4, 1, 3, 3\), "
+        r"the model expects \(4, 3, 3, 3\)",
+    ):
+        SmallNet(channels=3).load_state_dict(state, strict=strict)
+
+
+def test_old_checkpoint_without_num_batches_tracked_loads():
+    state = SmallNet().state_dict()
+    del state["features.1.num_batches_tracked"]
+    assert SmallNet().load_state_dict(state) == ([], [])
+
+
+# ------------------------------------------------------------------ hooks
+def test_forward_hook_captures_feature_maps_and_is_removable(rng):
+    net = SmallNet()
+    captured = []
+    handle = net.features[0].register_forward_hook(lambda m, inputs, out: captured.append((m, inputs, out)))
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32))
+    net(x)
+    module, inputs, out = captured[0]
+    assert module is net.features[0] and inputs[0] is x and out.shape == (2, 4, 4, 4)
+    handle.remove()
+    net(x)
+    assert len(captured) == 1
+    with net.head.register_forward_hook(lambda m, i, o: captured.append(o)):
+        net(x)
+    net(x)
+    assert len(captured) == 2
+
+
+def test_hooks_can_replace_the_input_and_the_output():
+    lin = nn.Linear(2, 2)
+    order = []
+    lin.register_forward_pre_hook(lambda m, inputs: order.append("pre") or inputs[0] * 0)
+    lin.register_forward_hook(lambda m, inputs, out: order.append("post") or out + 1)
+    y = lin(Tensor(np.ones((1, 2), dtype=np.float32)))
+    np.testing.assert_allclose(y.data, lin.bias.data[None] + 1, rtol=1e-6)
+    assert order == ["pre", "post"]
+
+
+# ------------------------------------------------------------------ containers
+def test_sequential_indexing_slicing_and_append(rng):
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert len(seq) == 3 and isinstance(seq[-1], nn.Linear) and list(seq)[1] is seq[1]
+    head = seq[1:]
+    assert isinstance(head, nn.Sequential) and list(head._modules) == ["1", "2"]
+    x = Tensor(rng.standard_normal((5, 3)).astype(np.float32))
+    np.testing.assert_array_equal(seq(x).data, head(seq[0](x)).data)
+    seq.append(nn.Softmax(dim=1))
+    assert list(seq._modules) == ["0", "1", "2", "3"]
+    seq[1] = nn.Tanh()
+    assert isinstance(seq[1], nn.Tanh) and list(seq._modules) == ["0", "1", "2", "3"]
+    with pytest.raises(IndexError, match="Sequential index 4 is out of range for length 4"):
+        seq[4]  # noqa: B018
+    named = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), act=nn.ReLU()))
+    assert list(named.state_dict()) == ["conv.weight", "conv.bias"]
+
+
+def test_module_list_and_dict_register_their_entries():
+    layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+    layers.append(nn.Linear(2, 1))
+    assert len(layers) == 4 and len(list(layers.parameters())) == 8
+    assert isinstance(layers[1:], nn.ModuleList) and len(layers[1:]) == 3
+    del layers[0]
+    assert list(layers._modules) == ["0", "1", "2"]
+    heads = nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 3)})
+    heads["c"] = nn.ReLU()
+    assert list(heads) == ["a", "b", "c"] and "b" in heads
+    assert list(heads.state_dict()) == ["a.weight", "a.bias", "b.weight", "b.bias"]
+    with pytest.raises(NotImplementedError, match="ModuleList has no forward"):
+        layers(Tensor(np.zeros(2)))
+
+
+# ------------------------------------------------------------------ printing
+def test_repr_equals_torch():
+    def build(lib):
+        return lib.Sequential(
+            lib.Conv2d(3, 8, 3, padding="same"), lib.BatchNorm2d(8, momentum=None),
+            lib.ReLU(inplace=True), lib.MaxPool2d(2), lib.Conv2d(8, 8, 3, 2, 1, groups=2, bias=False),
+            lib.ConvTranspose2d(8, 4, 3, 2, 1, 1), lib.AdaptiveAvgPool2d((1, 1)), lib.AvgPool2d(2),
+            lib.LPPool2d(2, 3), lib.Flatten(), lib.Linear(8, 2), lib.Dropout(0.2), lib.LeakyReLU(0.1),
+            lib.ELU(), lib.Sigmoid(), lib.Tanh(), lib.Softmax(dim=1), lib.LogSoftmax(dim=1),
+            lib.Identity(), lib.BatchNorm1d(3, affine=False), lib.CrossEntropyLoss(),
+            lib.ModuleList([lib.ReLU()]), lib.ModuleDict({"act": lib.Tanh()}),
+        )
+
+    assert repr(build(nn)) == repr(build(tnn))
+    assert repr(nn.Parameter(np.zeros(2, dtype=np.float32))).startswith("Parameter containing:\ntensor(")
