@@ -39,6 +39,8 @@ def as_array(data: Any, dtype=None, like: np.ndarray | None = None) -> np.ndarra
     if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
         return data
     if isinstance(data, np.generic):
+        if like is not None and like.dtype.kind == "f" and data.dtype.kind in "biuf":
+            return np.asarray(data, dtype=like.dtype)  # NumPy scalars are weak too, as in PyTorch
         return np.asarray(data)
     if like is not None and isinstance(data, (int, float, bool)) and like.dtype.kind == "f":
         return np.asarray(data, dtype=like.dtype)
@@ -230,6 +232,8 @@ class Tensor:
                         f"{type(fn).__name__}.backward returned a gradient of shape {gx.shape} "
                         f"for an input of shape {x.shape}"
                     )
+                if gx.dtype != x.dtype:  # a mixed-dtype op: each gradient takes its input's dtype
+                    gx = gx.astype(x.dtype)
                 if x.creator is None:
                     _accumulate_leaf(x, gx)
                 else:

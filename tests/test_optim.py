@@ -205,7 +205,11 @@ def test_state_dict_layout_is_torchs():
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01, amsgrad=True)), ("RMSprop", dict(centered=True))],
+    [
+        ("SGD", dict(lr=0.05, momentum=0.9)),
+        ("Adam", dict(lr=0.01, amsgrad=True)),
+        ("RMSprop", dict(centered=True)),
+    ],
 )
 def test_loads_a_torch_state_dict_and_continues_like_torch(name, kwargs):
     rng = np.random.default_rng(5)
@@ -219,7 +223,8 @@ def test_loads_a_torch_state_dict_and_continues_like_torch(name, kwargs):
     tsaved = topt.state_dict()
     converted = {
         "state": {
-            i: {k: v.numpy() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in tsaved["state"].items()
+            i: {k: v.numpy() if torch.is_tensor(v) else v for k, v in s.items()}
+            for i, s in tsaved["state"].items()
         },
         "param_groups": tsaved["param_groups"],
     }
@@ -264,7 +269,10 @@ def test_step_does_not_modify_the_gradient():
 
 
 def test_parameters_without_grad_are_skipped():
-    p, q = Tensor(np.ones(3, np.float32), requires_grad=True), Tensor(np.ones(2, np.float32), requires_grad=True)
+    p, q = (
+        Tensor(np.ones(3, np.float32), requires_grad=True),
+        Tensor(np.ones(2, np.float32), requires_grad=True),
+    )
     p.grad = np.ones(3, np.float32)
     opt = optim.Adam([p, q], lr=0.1)
     opt.step()
@@ -321,14 +329,22 @@ def test_repr_lists_the_groups():
         (lambda p: optim.SGD([]), ValueError, "SGD got an empty parameter list"),
         (lambda p: optim.SGD(p), TypeError, "got a single Tensor of shape (3,); wrap it in a list"),
         (lambda p: optim.SGD({p}), TypeError, "SGD needs parameters in a fixed order (a list), got a set"),
-        (lambda p: optim.Adam([p, np.ones(3)]), TypeError, "Adam can optimize only Tensors, got ndarray at position 1"),
+        (
+            lambda p: optim.Adam([p, np.ones(3)]),
+            TypeError,
+            "Adam can optimize only Tensors, got ndarray at position 1",
+        ),
         (lambda p: optim.SGD([p, p]), ValueError, "SGD: a parameter group holds the same parameter twice"),
         (
             lambda p: optim.SGD([{"params": [p]}, {"params": [p]}]),
             ValueError,
             "SGD: some parameters appear in more than one parameter group",
         ),
-        (lambda p: optim.SGD([p * 2.0]), ValueError, "SGD can optimize only leaf Tensors; position 0 was made by an op"),
+        (
+            lambda p: optim.SGD([p * 2.0]),
+            ValueError,
+            "SGD can optimize only leaf Tensors; position 0 was made by an op",
+        ),
     ],
 )
 def test_errors(build, error, message):
@@ -348,5 +364,7 @@ def test_load_state_dict_errors():
     with pytest.raises(ValueError, match=r"saved parameter group 0 has 1 parameters, this optimizer's has 2"):
         optim.Adam([p, q]).load_state_dict(saved)
     r = Tensor(np.ones(4, np.float32), requires_grad=True)
-    with pytest.raises(ShapeError, match=r"state 'exp_avg' of parameter 0 has shape \(3,\), the parameter has shape \(4,\)"):
+    with pytest.raises(
+        ShapeError, match=r"state 'exp_avg' of parameter 0 has shape \(3,\), the parameter has shape \(4,\)"
+    ):
         optim.Adam([r]).load_state_dict(saved)

@@ -1,8 +1,53 @@
-"""Datasets. MNIST ships inside the package (the four canonical IDX files, gzipped)."""
+"""Data: datasets, a DataLoader, transforms and downloads.
+
+    from cnnkit.data import MNIST, DataLoader, transforms as T
+
+    train = MNIST(train=True, transform=T.Compose([T.ToTensor(), T.Normalize((0.1307,), (0.3081,))]))
+    loader = DataLoader(train, batch_size=64, shuffle=True, generator=np.random.default_rng(0))
+    for x, t in loader:          # x float32 (64, 1, 28, 28), t int64 (64,)
+        ...
+
+MNIST ships inside the package (no network). Fashion-MNIST, KMNIST and CIFAR-10 are
+downloaded once, verified, into ``~/.cache/cnnkit`` (or ``$CNNKIT_DATA``, or ``root=``).
+
+Files: ``idx.py`` (the IDX reader), ``mnist.py`` (MNIST and its IDX siblings),
+``cifar.py`` (CIFAR-10 binary), ``folder.py`` (ImageFolder), ``dataset.py`` (Dataset,
+TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``transforms.py``,
+``download.py`` (download with progress, checksum and atomic write; the cache folder).
+"""
 
 from __future__ import annotations
 
+from . import transforms
+from .cifar import CIFAR10, CIFARError, read_cifar_batch
+from .dataset import ArrayDataset, Dataset, Subset, TensorDataset, random_split
+from .download import DownloadError, data_root, download
+from .folder import ImageFolder, load_image
 from .idx import IDXError, read_idx
-from .mnist import load_mnist
+from .loader import DataLoader, default_collate
+from .mnist import KMNIST, MNIST, FashionMNIST, load_mnist
 
-__all__ = ["IDXError", "load_mnist", "read_idx"]
+__all__ = [
+    "ArrayDataset",
+    "CIFAR10",
+    "CIFARError",
+    "DataLoader",
+    "Dataset",
+    "DownloadError",
+    "FashionMNIST",
+    "IDXError",
+    "ImageFolder",
+    "KMNIST",
+    "MNIST",
+    "Subset",
+    "TensorDataset",
+    "data_root",
+    "default_collate",
+    "download",
+    "load_image",
+    "load_mnist",
+    "random_split",
+    "read_cifar_batch",
+    "read_idx",
+    "transforms",
+]

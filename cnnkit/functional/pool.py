@@ -332,16 +332,20 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) 
 def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
-    With norm_type=1 this is sum pooling. Like PyTorch, x**p is not |x|**p, so odd p on
-    negative inputs follows sign(s) * |s|**(1/p) of the window sum s.
+    Computed as PyTorch does, s = avg_pool2d(x**p) * KH*KW, then sign(s) * relu(|s|)**(1/p):
+    x**p is not |x|**p, and with ceil_mode a partial edge window's average is scaled by
+    the full window area. With norm_type=1 and full windows this is sum pooling.
     """
     from .activation import relu
-    from .math import abs as abs_, pow as pow_
+    from .math import abs as abs_, mul, pow as pow_
 
     p = float(norm_type)
+    kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
+    x = _as_tensor(x)
+    powered = x if p == 1.0 else pow_(x, p)
+    s = mul(avg_pool2d(powered, kernel_size, stride, 0, ceil_mode), float(kh * kw))
     if p == 1.0:
-        return sum_pool2d(x, kernel_size, stride, 0, ceil_mode)
-    s = sum_pool2d(pow_(_as_tensor(x), p), kernel_size, stride, 0, ceil_mode)
+        return s
     sign = Tensor._wrap(get_array_module(s.data).sign(s.data))       # a constant: no gradient
     return sign * pow_(relu(abs_(s)), 1.0 / p)
 

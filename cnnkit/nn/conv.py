@@ -31,7 +31,7 @@ def _check_channels(x, channels: int) -> None:
     """Raise unless x is (N, channels, H, W) or (channels, H, W)."""
     if x.ndim not in (3, 4) or x.shape[-3] != channels:
         raise ShapeError(
-            f"expected input with {channels} channels, of shape (N, {channels}, H, W) or "
+            f"expected input with {channels} channel{'s' if channels != 1 else ''}, of shape (N, {channels}, H, W) or "
             f"({channels}, H, W); got shape {tuple(x.shape)}"
         )
 

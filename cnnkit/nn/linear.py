@@ -49,7 +49,7 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ShapeError(
-                f"expected input with {self.in_features} features, of shape (*, {self.in_features}); "
+                f"expected input with {self.in_features} feature{'s' if self.in_features != 1 else ''}, of shape (*, {self.in_features}); "
                 f"got shape {tuple(x.shape)}"
             )
         return F.linear(x, self.weight, self.bias)

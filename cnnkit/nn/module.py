@@ -356,7 +356,12 @@ class Module:
         return self
 
     def to(self, dtype) -> Module:
-        """Cast floating parameters and buffers to ``dtype`` in place (Parameters keep identity)."""
+        """Cast floating parameters and buffers to ``dtype`` in place (Parameters keep identity).
+
+        ``to("cpu")`` is accepted and does nothing: every array already lives on the host.
+        """
+        if isinstance(dtype, str) and dtype == "cpu":
+            return self
         dtype = np.dtype(dtype)
         for module in self.modules():
             for param in module._parameters.values():

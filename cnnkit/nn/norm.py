@@ -68,7 +68,7 @@ class _BatchNorm(Module):
         C = self.num_features
         if x.ndim not in self._ranks or x.shape[1] != C:
             raise ShapeError(
-                f"expected input with {C} features, of shape {self._shapes.format(C=C)}; "
+                f"expected input with {C} feature{'s' if C != 1 else ''}, of shape {self._shapes.format(C=C)}; "
                 f"got shape {tuple(x.shape)}"
             )
         momentum = 0.0 if self.momentum is None else self.momentum

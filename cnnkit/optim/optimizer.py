@@ -70,6 +70,11 @@ class Optimizer:
                 f"{type(self).__name__} expects an iterable of Tensors or dicts, "
                 f"got a single Tensor of shape {params.shape}; wrap it in a list"
             )
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(
+                f"{type(self).__name__} needs parameters in a fixed order (a list), got a set; "
+                "the order defines the indices of state_dict()"
+            )
         param_groups = list(params)
         if len(param_groups) == 0:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
