@@ -1,7 +1,8 @@
 """cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
 
 Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
-``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``.
+``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``,
+``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and MACs).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
 from . import functional, init, nn, optim
+from . import models  # isort: skip  (models build on nn)
 from .config import (
     default_dtype,
     default_generator,
@@ -21,6 +23,7 @@ from .config import (
 from .errors import GradcheckError, ShapeError
 from .function import Function
 from .gradcheck import gradcheck
+from .summary import summary
 
 __version__ = "0.1.0"
 
@@ -38,8 +41,10 @@ __all__ = [
     "init",
     "is_grad_enabled",
     "manual_seed",
+    "models",
     "nn",
     "no_grad",
     "optim",
+    "summary",
     "tensor",
 ]

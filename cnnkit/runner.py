@@ -22,8 +22,52 @@ from .errors import ShapeError
 from .tensor import Tensor
 from .train import History, TrainingRun, evaluate, fit
 
-__all__ = ["DATASETS", "Recipe", "recipe_for", "train_command", "evaluate_command", "predict_command",
+__all__ = ["add_commands", "default_input_shape", "DATASETS", "Recipe", "recipe_for", "train_command", "evaluate_command", "predict_command",
            "summary_command", "models_command", "prepare_image", "UsageError"]
+
+
+def add_commands(sub) -> None:
+    """Add train, evaluate, predict, summary and models to the ``cnnkit`` command."""
+    from .cli import positive_float, positive_int
+
+    t = sub.add_parser("train", help="train a zoo model on a dataset")
+    t.add_argument("model", help="zoo model name (see `cnnkit models`)")
+    t.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, kmnist or cifar10 (default mnist)")
+    t.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the recipe's)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the recipe's)")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None)
+    t.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATASET)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--augment", action="store_true", help="random shifts/rotations (crops/flips for cifar10)")
+    t.add_argument("--data-dir", default=None, help="folder with the dataset files (offline use; else CNNKIT_DATA)")
+    t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard")
+    t.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
+    t.set_defaults(handler=train_command)
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall and confusion matrix")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--batch-size", type=positive_int, default=500)
+    e.set_defaults(handler=evaluate_command)
+
+    p = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
+    p.set_defaults(handler=predict_command)
+
+    s = sub.add_parser("summary", help="layer table: output shapes, parameters, MACs")
+    s.add_argument("target", help="zoo model name or checkpoint file")
+    s.add_argument("--input-shape", default=None, help="C,H,W (default: the model's)")
+    s.add_argument("--arithmetic", action="store_true", help="show (W - F + 2P)/S + 1 and receptive fields")
+    s.set_defaults(handler=summary_command)
+
+    m = sub.add_parser("models", help="list the model zoo with parameter counts")
+    m.set_defaults(handler=models_command)
 
 
 class UsageError(ValueError):
@@ -103,6 +147,15 @@ def _optimizer(name: str, params, recipe: Recipe, lr: float):
 
 def _default_lr(name: str, recipe: Recipe) -> float:
     return recipe.lr if name == "sgd" else 1e-3
+
+
+def default_input_shape(model_name: str) -> tuple[int, int, int]:
+    """The (C, H, W) a zoo model was designed for."""
+    if model_name.startswith("lenet"):
+        return (1, 28, 28)
+    if model_name in ("resnet20", "vgg11_cifar"):
+        return (3, 32, 32)
+    return (3, 224, 224)
 
 
 def train_command(args) -> int:
@@ -318,7 +371,7 @@ def summary_command(args) -> int:
         if target not in models.list_models():
             raise UsageError(f"unknown model {target!r}; `cnnkit models` lists the zoo")
         model = models.get_model(target)
-        shape = models.default_input_shape(target)
+        shape = default_input_shape(target)
     if args.input_shape:
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -335,6 +388,6 @@ def models_command(args) -> int:
     for name in models.list_models():
         model = models.get_model(name)
         count = sum(p.size for p in model.parameters())
-        shape = "x".join(str(v) for v in models.default_input_shape(name))
+        shape = "x".join(str(v) for v in default_input_shape(name))
         print(f"{name:<16} {count:>14,}  {shape}")
     return 0

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from . import config, nn
-from .backend import as_numpy
 from .tensor import Tensor
 
 __all__ = ["summary", "SummaryResult", "LayerRow"]
@@ -305,7 +304,7 @@ def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
         H, W = x.shape[-2:]
         OH, OW = _adaptive_size(module.output_size, (H, W))
         kernel = tuple(_widest_window(n, o) for n, o in ((H, OH), (W, OW)))
-        stride = tuple(n / o for n, o in ((H, OH), (W, OW)))
+        stride = tuple(n // o if n % o == 0 else n / o for n, o in ((H, OH), (W, OW)))
         return kernel, stride, ((0, 0), (0, 0)), (1, 1), False
     return None
 
@@ -387,7 +386,7 @@ def _si(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.2f} {unit}"
-    return f"{value:g}"
+    return f"{value:g} "
 
 
 def _fmt_pair(pair: tuple[float, float]) -> str:

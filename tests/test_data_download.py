@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import sys
 import tarfile
 import threading
 
@@ -90,12 +91,24 @@ def test_good_download_is_verified_and_then_cached(server, tmp_path):
     payload = bytes(range(256)) * 1000
     server.files["/blob.bin"] = payload
     dest = tmp_path / "d" / "blob.bin"
-    assert download(server.url + "blob.bin", dest, sha256=_sha256(payload), progress=False) == dest
+    assert download(server.url + "blob.bin", dest, sha256=_sha256(payload)) == dest  # tqdm if installed
     assert dest.read_bytes() == payload
     assert not (tmp_path / "d" / "blob.bin.part").exists()
     download(server.url + "blob.bin", dest, sha256=_sha256(payload), progress=False)
     download(server.url + "blob.bin", dest, md5=_md5(payload), progress=True)
     assert server.requests == ["/blob.bin"]  # the second and third calls found the verified copy
+
+
+def test_progress_is_shown_and_a_stale_partial_file_is_overwritten(server, tmp_path, monkeypatch, capsys):
+    payload = b"y" * 3_000_000
+    server.files["/big.bin"] = payload
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(b"left by a killed process")
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain text line, without tqdm
+    download(server.url + "big.bin", dest, md5=_md5(payload))
+    assert dest.read_bytes() == payload and not (tmp_path / "big.bin.part").exists()
+    err = capsys.readouterr().err
+    assert f"Downloading {server.url}big.bin" in err and "big.bin: 3.0 MB of 3.0 MB (100%)" in err
 
 
 def test_truncated_download_is_refused_and_leaves_no_partial_file(server, tmp_path):
@@ -180,7 +193,9 @@ def test_fashion_mnist_downloads_once_then_reads_the_cache(server, tiny_fashion,
     FashionMNIST(train=True, mirror=server.url, progress=False)
     test = FashionMNIST(train=False, mirror=server.url, progress=False)
     np.testing.assert_array_equal(test.data, test_x)
-    assert sorted(server.requests) == sorted(f"/{p}-{k}-idx{d}-ubyte.gz" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1)))
+    assert sorted(server.requests) == sorted(
+        f"/{p}-{k}-idx{d}-ubyte.gz" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))
+    )
 
 
 def test_kmnist_honours_root_over_the_environment(server, tiny_fashion, tmp_path):
@@ -211,7 +226,9 @@ def test_missing_files_without_download_give_a_clear_error(tmp_path):
     with pytest.raises(DownloadError, match=r"train-images-idx3-ubyte\.gz: not found in .*allow downloading"):
         FashionMNIST(root=tmp_path, download=False)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not it")
-    with pytest.raises(DownloadError, match=r"train-images-idx3-ubyte\.gz has MD5 [0-9a-f]{32}, expected 8d4fb7e6"):
+    with pytest.raises(
+        DownloadError, match=r"train-images-idx3-ubyte\.gz has MD5 [0-9a-f]{32}, expected 8d4fb7e6"
+    ):
         FashionMNIST(root=tmp_path, download=False)
 
 
@@ -260,7 +277,9 @@ def test_cifar10_binary_archive_is_read_without_unpickling(server, tiny_cifar, t
     assert train.data.shape == (10, 32, 32, 3) and train.data.dtype == np.uint8
     expected = np.concatenate([batches[f"data_batch_{i}.bin"][1] for i in range(1, 6)])
     np.testing.assert_array_equal(train.data, expected)
-    np.testing.assert_array_equal(train.targets, np.concatenate([batches[f"data_batch_{i}.bin"][2] for i in range(1, 6)]))
+    np.testing.assert_array_equal(
+        train.targets, np.concatenate([batches[f"data_batch_{i}.bin"][2] for i in range(1, 6)])
+    )
     test = CIFAR10(train=False, mirror=server.url, progress=False)
     np.testing.assert_array_equal(test.data, batches["test_batch.bin"][1])
     assert server.requests == ["/cifar-10-binary.tar.gz"]
@@ -269,7 +288,9 @@ def test_cifar10_binary_archive_is_read_without_unpickling(server, tiny_cifar, t
 
 def test_cifar10_truncated_archive_is_refused_and_not_cached(server, tiny_cifar, tmp_path):
     server.truncate.add("/cifar-10-binary.tar.gz")
-    with pytest.raises(DownloadError, match=r"cifar-10-binary\.tar\.gz is truncated: received \d+ of \d+ bytes"):
+    with pytest.raises(
+        DownloadError, match=r"cifar-10-binary\.tar\.gz is truncated: received \d+ of \d+ bytes"
+    ):
         CIFAR10(mirror=server.url, progress=False)
     assert list((tmp_path / "cache" / "cifar-10").iterdir()) == []
 

@@ -123,8 +123,12 @@ SHAPE = [
     Check("getitem-negative-step", lambda a: a[::-1, 3:0:-2], normal(3, 4)),
     Check("getitem-none-ellipsis", lambda a: a[None, ..., 0], normal(3, 2)),
     Check("getitem-repeated-indices", lambda a: a[np.array([0, 2, 0, 0])], normal(3, 2)),
-    Check("getitem-two-arrays", lambda a: F.getitem(a, (np.array([0, 1, 1]), np.array([2, 2, 0]))), normal(2, 3)),
-    Check("getitem-bool-mask", lambda a: a[np.array([[True, False, True], [False, True, True]])], normal(2, 3)),
+    Check(
+        "getitem-two-arrays", lambda a: F.getitem(a, (np.array([0, 1, 1]), np.array([2, 2, 0]))), normal(2, 3)
+    ),
+    Check(
+        "getitem-bool-mask", lambda a: a[np.array([[True, False, True], [False, True, True]])], normal(2, 3)
+    ),
     Check("cat", lambda a, b, c: F.cat([a, b, c], 1), normal(2, 1), normal(2, 3), normal(2, 2)),
     Check("cat-reuse", lambda a, b: F.cat([a, b, a], -1), normal(2, 2), normal(2, 1)),
     Check("stack", lambda a, b: F.stack([a, b], 1), normal(2, 3), normal(2, 3)),
@@ -180,24 +184,55 @@ def conv_t(**kw):
 
 CONV = [
     Check("conv2d", conv(), normal(2, 2, 4, 4), normal(3, 2, 3, 3), normal(3)),
-    Check("conv2d-stride-pad-nonsquare", conv(stride=(2, 1), padding=(1, 2)), normal(1, 2, 5, 4), normal(2, 2, 3, 2),
-          normal(2)),
+    Check(
+        "conv2d-stride-pad-nonsquare",
+        conv(stride=(2, 1), padding=(1, 2)),
+        normal(1, 2, 5, 4),
+        normal(2, 2, 3, 2),
+        normal(2),
+    ),
     Check("conv2d-stride>kernel", conv(stride=3), normal(2, 1, 7, 6), normal(2, 1, 2, 2), normal(2)),
     Check("conv2d-dilation", conv(dilation=(2, 1), padding=1), normal(1, 2, 5, 4), normal(2, 2, 2, 3)),
     Check("conv2d-groups", conv(groups=2, padding=1), normal(2, 4, 3, 3), normal(4, 2, 2, 2), normal(4)),
-    Check("conv2d-depthwise", conv(groups=3, stride=2, padding=1), normal(1, 3, 5, 5), normal(3, 1, 3, 3), normal(3)),
+    Check(
+        "conv2d-depthwise",
+        conv(groups=3, stride=2, padding=1),
+        normal(1, 3, 5, 5),
+        normal(3, 1, 3, 3),
+        normal(3),
+    ),
     Check("conv2d-1x1", conv(), normal(2, 3, 2, 3), normal(2, 3, 1, 1), normal(2)),
     Check("conv2d-same-even-kernel", conv(padding="same"), normal(1, 2, 4, 5), normal(2, 2, 2, 4)),
     Check("conv2d-valid", conv(padding="valid"), normal(1, 2, 4, 4), normal(2, 2, 3, 2), normal(2)),
     Check("conv2d-unbatched", conv(padding=1), normal(2, 3, 3), normal(2, 2, 3, 3), normal(2)),
     Check("conv_transpose2d", conv_t(), normal(2, 2, 3, 3), normal(2, 3, 2, 2), normal(3)),
-    Check("conv_transpose2d-stride-outpad", conv_t(stride=2, padding=1, output_padding=1), normal(1, 2, 3, 2),
-          normal(2, 2, 3, 3), normal(2)),
-    Check("conv_transpose2d-nonsquare", conv_t(stride=(1, 3), padding=(1, 0), output_padding=(0, 2)),
-          normal(1, 2, 3, 2), normal(2, 1, 3, 2)),
-    Check("conv_transpose2d-dilation", conv_t(dilation=2, output_padding=1, stride=1), normal(1, 1, 3, 3),
-          normal(1, 2, 2, 2), normal(2)),
-    Check("conv_transpose2d-groups", conv_t(groups=2, stride=2), normal(1, 4, 2, 2), normal(4, 1, 2, 2), normal(2)),
+    Check(
+        "conv_transpose2d-stride-outpad",
+        conv_t(stride=2, padding=1, output_padding=1),
+        normal(1, 2, 3, 2),
+        normal(2, 2, 3, 3),
+        normal(2),
+    ),
+    Check(
+        "conv_transpose2d-nonsquare",
+        conv_t(stride=(1, 3), padding=(1, 0), output_padding=(0, 2)),
+        normal(1, 2, 3, 2),
+        normal(2, 1, 3, 2),
+    ),
+    Check(
+        "conv_transpose2d-dilation",
+        conv_t(dilation=2, output_padding=1, stride=1),
+        normal(1, 1, 3, 3),
+        normal(1, 2, 2, 2),
+        normal(2),
+    ),
+    Check(
+        "conv_transpose2d-groups",
+        conv_t(groups=2, stride=2),
+        normal(1, 4, 2, 2),
+        normal(4, 1, 2, 2),
+        normal(2),
+    ),
 ]
 
 
@@ -216,8 +251,16 @@ POOL = [
     Check("max_pool2d-ceil-pad", lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), distinct(1, 1, 6, 6)),
     Check("avg_pool2d", lambda x: F.avg_pool2d(x, 2), normal(2, 2, 4, 4)),
     Check("avg_pool2d-pad-include", lambda x: F.avg_pool2d(x, 3, 2, 1), normal(1, 2, 5, 4)),
-    Check("avg_pool2d-pad-exclude", lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), normal(1, 2, 5, 4)),
-    Check("avg_pool2d-ceil", lambda x: F.avg_pool2d(x, (2, 3), (2, 2), (1, 1), ceil_mode=True), normal(1, 2, 4, 5)),
+    Check(
+        "avg_pool2d-pad-exclude",
+        lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+        normal(1, 2, 5, 4),
+    ),
+    Check(
+        "avg_pool2d-ceil",
+        lambda x: F.avg_pool2d(x, (2, 3), (2, 2), (1, 1), ceil_mode=True),
+        normal(1, 2, 4, 5),
+    ),
     Check("avg_pool2d-divisor", lambda x: F.avg_pool2d(x, 2, 1, divisor_override=3), normal(1, 2, 3, 4)),
     Check("sum_pool2d", lambda x: F.sum_pool2d(x, 2, 1, 1), normal(1, 2, 3, 4)),
     Check("lp_pool2d-p2", lambda x: F.lp_pool2d(x, 2, 2), normal(1, 2, 4, 4)),
@@ -237,6 +280,71 @@ def test_pooling_gradcheck(check, rng):
     run(check, rng)
 
 
+def _random_geometry_checks(count: int, seed: int) -> list[Check]:
+    """Seeded sweep, small shapes: conv2d, conv_transpose2d, max and avg pooling with random
+    kernels, strides (often > kernel), padding, dilation, groups and ceil_mode."""
+    r = np.random.default_rng(seed)
+
+    def ints(low, high):
+        return tuple(int(v) for v in r.integers(low, high, 2))
+
+    out = []
+    for i in range(count):
+        G = int(r.choice([1, 2]))
+        C, Fo = G * int(r.integers(1, 3)), G * int(r.integers(1, 3))
+        K, S, D = ints(1, 4), ints(1, 4), ints(1, 3)
+        P = tuple(int(r.integers(0, k // 2 + 1)) for k in K)
+        HW = tuple(
+            max(1, d * (k - 1) + 1 - 2 * p) + int(r.integers(0, 3)) for k, p, d in zip(K, P, D, strict=True)
+        )
+        kw = dict(stride=S, padding=P, dilation=D, groups=G)
+        out.append(
+            Check(
+                f"conv2d-sweep{i}-{kw}",
+                conv(**kw),
+                normal(1 + i % 2, C, *HW),
+                normal(Fo, C // G, *K),
+                normal(Fo),
+            )
+        )
+
+        OP = tuple(int(r.integers(0, max(s, d))) for s, d in zip(S, D, strict=True))
+        HW = ints(1, 4)
+        P = tuple(
+            min(p, (h - 1) * s // 2) for p, h, s in zip(P, HW, S, strict=True)
+        )  # keep the output non-empty
+        kw = dict(stride=S, padding=P, output_padding=OP, dilation=D, groups=G)
+        out.append(
+            Check(
+                f"conv_transpose2d-sweep{i}-{kw}",
+                conv_t(**kw),
+                normal(1, C, *HW),
+                normal(C, Fo // G, *K),
+                normal(Fo),
+            )
+        )
+
+        # dilation only without padding: a dilated window may otherwise skip the input entirely
+        D = D if not any(P) else (1, 1)
+        HW = tuple(
+            max(1, d * (k - 1) + 1 - 2 * p) + int(r.integers(0, 4)) for k, p, d in zip(K, P, D, strict=True)
+        )
+        kw = dict(kernel_size=K, stride=S, padding=P, dilation=D, ceil_mode=bool(i % 2))
+        out.append(
+            Check(f"max_pool2d-sweep{i}-{kw}", lambda x, kw=kw: F.max_pool2d(x, **kw), distinct(1, C, *HW))
+        )
+        kw = dict(kernel_size=K, stride=S, padding=P, ceil_mode=bool(i % 2), count_include_pad=bool(i % 3))
+        out.append(
+            Check(f"avg_pool2d-sweep{i}-{kw}", lambda x, kw=kw: F.avg_pool2d(x, **kw), normal(1, C, *HW))
+        )
+    return out
+
+
+@checks(_random_geometry_checks(12, seed=99))
+def test_random_conv_and_pool_geometries_gradcheck(check, rng):
+    run(check, rng)
+
+
 # --------------------------------------------------------------------------- losses, norm, dropout
 def probabilities(*shape):
     """Soft targets (rows sum to 1 over axis 1), closed over: cross_entropy has no target grad."""
@@ -247,36 +355,72 @@ W4 = np.array([0.5, 2.0, 1.0, 1.5])
 
 LOSSES = [
     Check("cross_entropy", F.cross_entropy, normal(4, 3), classes(3, 4)),
-    Check("cross_entropy-weight-sum", lambda x, t: F.cross_entropy(x, t, weight=W4, reduction="sum"),
-          normal(5, 4), classes(4, 5)),
-    Check("cross_entropy-ignore-none", lambda x, t: F.cross_entropy(x, t, ignore_index=1, reduction="none"),
-          normal(5, 3), const([0, 1, 2, 1, 0])),
-    Check("cross_entropy-smoothing-weight-ignore",
-          lambda x, t: F.cross_entropy(x, t, weight=W4, ignore_index=-100, label_smoothing=0.2),
-          normal(4, 4), const([3, -100, 0, 2])),
-    Check("cross_entropy-spatial", lambda x, t: F.cross_entropy(x, t, label_smoothing=0.1),
-          normal(2, 3, 2, 2), classes(3, 2, 2, 2)),
+    Check(
+        "cross_entropy-weight-sum",
+        lambda x, t: F.cross_entropy(x, t, weight=W4, reduction="sum"),
+        normal(5, 4),
+        classes(4, 5),
+    ),
+    Check(
+        "cross_entropy-ignore-none",
+        lambda x, t: F.cross_entropy(x, t, ignore_index=1, reduction="none"),
+        normal(5, 3),
+        const([0, 1, 2, 1, 0]),
+    ),
+    Check(
+        "cross_entropy-smoothing-weight-ignore",
+        lambda x, t: F.cross_entropy(x, t, weight=W4, ignore_index=-100, label_smoothing=0.2),
+        normal(4, 4),
+        const([3, -100, 0, 2]),
+    ),
+    Check(
+        "cross_entropy-spatial",
+        lambda x, t: F.cross_entropy(x, t, label_smoothing=0.1),
+        normal(2, 3, 2, 2),
+        classes(3, 2, 2, 2),
+    ),
 ]
 _Q = probabilities(3, 4)(np.random.default_rng(5))
 _Q_SPATIAL = probabilities(2, 4, 2, 1)(np.random.default_rng(6))
 LOSSES += [
-    Check("cross_entropy-probabilities", lambda x: F.cross_entropy(x, _Q, weight=W4, label_smoothing=0.3),
-          normal(3, 4)),
-    Check("cross_entropy-probabilities-spatial-none", lambda x: F.cross_entropy(x, _Q_SPATIAL, reduction="none"),
-          normal(2, 4, 2, 1)),
+    Check(
+        "cross_entropy-probabilities",
+        lambda x: F.cross_entropy(x, _Q, weight=W4, label_smoothing=0.3),
+        normal(3, 4),
+    ),
+    Check(
+        "cross_entropy-probabilities-spatial-none",
+        lambda x: F.cross_entropy(x, _Q_SPATIAL, reduction="none"),
+        normal(2, 4, 2, 1),
+    ),
     Check("nll_loss", F.nll_loss, normal(4, 3), classes(3, 4)),
-    Check("nll_loss-weight-ignore-spatial", lambda x, t: F.nll_loss(x, t, weight=W4[:3], ignore_index=2),
-          normal(2, 3, 2, 2), classes(3, 2, 2, 2)),
+    Check(
+        "nll_loss-weight-ignore-spatial",
+        lambda x, t: F.nll_loss(x, t, weight=W4[:3], ignore_index=2),
+        normal(2, 3, 2, 2),
+        classes(3, 2, 2, 2),
+    ),
     Check("nll_loss-none", lambda x, t: F.nll_loss(x, t, reduction="none"), normal(4, 3), classes(3, 4)),
     Check("mse_loss", F.mse_loss, normal(3, 4), normal(3, 4)),
     Check("mse_loss-sum", lambda x, t: F.mse_loss(x, t, "sum"), normal(2, 3), normal(2, 3)),
     Check("mse_loss-none", lambda x, t: F.mse_loss(x, t, "none"), normal(2, 3), normal(2, 3)),
-    Check("bce_with_logits", F.binary_cross_entropy_with_logits, normal(3, 4), lambda rng: rng.random((3, 4))),
-    Check("bce_with_logits-weight-pos_weight-sum",
-          lambda x, t: F.binary_cross_entropy_with_logits(x, t, weight=W4, reduction="sum", pos_weight=W4[::-1]),
-          lambda rng: 3 * rng.standard_normal((3, 4)), lambda rng: rng.random((3, 4))),
-    Check("bce_with_logits-none", lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"),
-          normal(2, 3), lambda rng: rng.random((2, 3))),
+    Check(
+        "bce_with_logits", F.binary_cross_entropy_with_logits, normal(3, 4), lambda rng: rng.random((3, 4))
+    ),
+    Check(
+        "bce_with_logits-weight-pos_weight-sum",
+        lambda x, t: F.binary_cross_entropy_with_logits(
+            x, t, weight=W4, reduction="sum", pos_weight=W4[::-1]
+        ),
+        lambda rng: 3 * rng.standard_normal((3, 4)),
+        lambda rng: rng.random((3, 4)),
+    ),
+    Check(
+        "bce_with_logits-none",
+        lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"),
+        normal(2, 3),
+        lambda rng: rng.random((2, 3)),
+    ),
 ]
 
 
@@ -302,8 +446,16 @@ def batch_norm_train_with_stats(x, gamma, beta):
 NORM_AND_DROPOUT = [
     Check("batch_norm-train-2d", batch_norm_train, normal(5, 3), positive(3), normal(3)),
     Check("batch_norm-train-4d", batch_norm_train, normal(2, 3, 2, 2), positive(3), normal(3)),
-    Check("batch_norm-train-3d-running-stats", batch_norm_train_with_stats, normal(3, 3, 2), positive(3), normal(3)),
-    Check("batch_norm-train-no-affine", lambda x: F.batch_norm(x, None, None, training=True), normal(4, 3, 2, 1)),
+    Check(
+        "batch_norm-train-3d-running-stats",
+        batch_norm_train_with_stats,
+        normal(3, 3, 2),
+        positive(3),
+        normal(3),
+    ),
+    Check(
+        "batch_norm-train-no-affine", lambda x: F.batch_norm(x, None, None, training=True), normal(4, 3, 2, 1)
+    ),
     Check("batch_norm-eval-2d", batch_norm_eval, normal(4, 3), positive(3), normal(3)),
     Check("batch_norm-eval-4d", batch_norm_eval, normal(2, 3, 2, 2), positive(3), normal(3)),
     # a fresh generator with one seed per call: the same mask in every forward pass

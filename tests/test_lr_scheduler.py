@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -11,6 +12,17 @@ from cnnkit import Tensor, optim
 from cnnkit.optim import lr_scheduler
 
 torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_on_one_thread():
+    """Tiny tensors: PyTorch's thread pool only adds contention on the shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 torch_lr_scheduler = torch.optim.lr_scheduler
 
 STEPS = 30
@@ -325,3 +337,20 @@ class _NoMomentum(optim.Optimizer):
 def test_errors(build, error, message):
     with pytest.raises(error, match=re.escape(message)):
         build(make_optimizer(optim))
+
+
+@pytest.mark.parametrize("schedule", ["MultiStepLR", "OneCycleLR-momentum-per-group"])
+def test_state_dict_survives_a_json_round_trip(schedule):
+    """Checkpoints store scheduler state as JSON, which turns int keys into strings."""
+    build = SCHEDULES[schedule]
+    opt, opt2 = make_optimizer(optim), make_optimizer(optim)
+    scheduler, scheduler2 = build(lr_scheduler, opt), build(lr_scheduler, opt2)
+    for _ in range(5):
+        scheduler.step()
+    scheduler2.load_state_dict(json.loads(json.dumps(scheduler.state_dict())))
+    opt2.load_state_dict(json.loads(json.dumps(opt.state_dict())))
+    for _ in range(20):
+        scheduler.step()
+        scheduler2.step()
+        assert scheduler2.get_last_lr() == scheduler.get_last_lr()
+        assert momenta(opt2) == momenta(opt)

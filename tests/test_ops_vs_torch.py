@@ -47,8 +47,17 @@ def assert_close(actual, expected, dtype, what: str) -> None:
 
 
 def check_op(
-    cn_fn: Callable, torch_fn: Callable, inputs, consts=(), *, dtype, rng, xp=np, grad=True,
-    requires_grad=None, check_no_grad=True,
+    cn_fn: Callable,
+    torch_fn: Callable,
+    inputs,
+    consts=(),
+    *,
+    dtype,
+    rng,
+    xp=np,
+    grad=True,
+    requires_grad=None,
+    check_no_grad=True,
 ) -> None:
     """Compare cnnkit with PyTorch on one case: the output and the gradient of every input.
 
@@ -70,8 +79,8 @@ def check_op(
     xs = [np.asarray(x).astype(dtype) for x in inputs]
     cs = [np.asarray(c).astype(dtype) if np.asarray(c).dtype.kind == "f" else np.asarray(c) for c in consts]
     flags = [grad] * len(xs) if requires_grad is None else [grad and r for r in requires_grad]
-    cn_in = [Tensor(xp.asarray(x.copy()), requires_grad=f) for x, f in zip(xs, flags)]
-    th_in = [torch.from_numpy(x.copy()).requires_grad_(f) for x, f in zip(xs, flags)]
+    cn_in = [Tensor(xp.asarray(x.copy()), requires_grad=f) for x, f in zip(xs, flags, strict=True)]
+    th_in = [torch.from_numpy(x.copy()).requires_grad_(f) for x, f in zip(xs, flags, strict=True)]
 
     cn_out = cn_fn(*cn_in, *[xp.asarray(c.copy()) for c in cs])
     th_out = torch_fn(*th_in, *[torch.from_numpy(c.copy()) for c in cs])
@@ -87,7 +96,7 @@ def check_op(
         gy = rng.standard_normal(th_out.shape).astype(dtype)
         cn_out.backward(xp.asarray(gy))
         th_out.backward(torch.from_numpy(gy))
-        for i, (c, t, x) in enumerate(zip(cn_in, th_in, xs)):
+        for i, (c, t, x) in enumerate(zip(cn_in, th_in, xs, strict=True)):
             if not flags[i]:
                 assert c.grad is None, f"input {i} does not require grad but got one"
                 continue
@@ -95,7 +104,7 @@ def check_op(
             actual = np.zeros_like(x) if c.grad is None else as_numpy(c.grad)
             assert actual.dtype == np.dtype(dtype), f"grad of input {i}: dtype {actual.dtype}"
             assert_close(actual, expected, dtype, f"gradient of input {i} (shape {x.shape})")
-    for i, (c, x) in enumerate(zip(cn_in, xs)):
+    for i, (c, x) in enumerate(zip(cn_in, xs, strict=True)):
         np.testing.assert_array_equal(as_numpy(c.data), x, err_msg=f"input {i} was modified in place")
 
 
@@ -168,7 +177,9 @@ def _operator_cases() -> list[Case]:
             Case(f"add{tag}", lambda x, y: x + y, lambda x, y: x + y, inputs_of(normal(*a), normal(*b))),
             Case(f"sub{tag}", lambda x, y: x - y, lambda x, y: x - y, inputs_of(normal(*a), normal(*b))),
             Case(f"mul{tag}", lambda x, y: x * y, lambda x, y: x * y, inputs_of(normal(*a), normal(*b))),
-            Case(f"div{tag}", lambda x, y: x / y, lambda x, y: x / y, inputs_of(normal(*a), away_from_zero(*b))),
+            Case(
+                f"div{tag}", lambda x, y: x / y, lambda x, y: x / y, inputs_of(normal(*a), away_from_zero(*b))
+            ),
             Case(f"pow{tag}", lambda x, y: x**y, lambda x, y: x**y, inputs_of(positive(*a), normal(*b))),
         ]
     out += [
@@ -193,18 +204,39 @@ def _operator_cases() -> list[Case]:
         Case("x**0.5", lambda x: x**0.5, lambda x: x**0.5, inputs_of(positive(3, 4))),
         Case("2**x", lambda x: 2.0**x, lambda x: 2.0**x, inputs_of(normal(3, 4))),
         Case("x*x (reuse)", lambda x: x * x + x, lambda x: x * x + x, inputs_of(normal(3, 4))),
-        Case("array+x", lambda x, c: c + x, lambda x, c: c + x, inputs_of(normal(2, 3), consts=[normal(2, 3)])),
+        Case(
+            "array+x", lambda x, c: c + x, lambda x, c: c + x, inputs_of(normal(2, 3), consts=[normal(2, 3)])
+        ),
         Case("array*x", lambda x, c: c * x, lambda x, c: c * x, inputs_of(normal(2, 3), consts=[normal(3)])),
-        Case("array-x", lambda x, c: c - x, lambda x, c: c - x, inputs_of(normal(2, 3), consts=[normal(2, 3)])),
-        Case("array/x", lambda x, c: c / x, lambda x, c: c / x, inputs_of(away_from_zero(2, 3), consts=[normal(2, 3)])),
+        Case(
+            "array-x", lambda x, c: c - x, lambda x, c: c - x, inputs_of(normal(2, 3), consts=[normal(2, 3)])
+        ),
+        Case(
+            "array/x",
+            lambda x, c: c / x,
+            lambda x, c: c / x,
+            inputs_of(away_from_zero(2, 3), consts=[normal(2, 3)]),
+        ),
     ]
-    for a, b in [((3, 4), (4, 5)), ((4,), (4,)), ((4,), (4, 2)), ((3, 4), (4,)), ((2, 3, 4), (4, 5)),
-                 ((2, 1, 3, 4), (5, 4, 2)), ((5,), (2, 5, 3)), ((2, 3, 4), (4,))]:
+    for a, b in [
+        ((3, 4), (4, 5)),
+        ((4,), (4,)),
+        ((4,), (4, 2)),
+        ((3, 4), (4,)),
+        ((2, 3, 4), (4, 5)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+        ((5,), (2, 5, 3)),
+        ((2, 3, 4), (4,)),
+    ]:
         tag = f"{a}@{b}".replace(" ", "")
-        out.append(Case(f"matmul{tag}", lambda x, y: x @ y, lambda x, y: x @ y, inputs_of(normal(*a), normal(*b))))
+        out.append(
+            Case(f"matmul{tag}", lambda x, y: x @ y, lambda x, y: x @ y, inputs_of(normal(*a), normal(*b)))
+        )
     out += [
         Case("F.matmul", F.matmul, torch.matmul, inputs_of(normal(3, 4), normal(4, 2))),
-        Case("array@x", lambda x, c: c @ x, lambda x, c: c @ x, inputs_of(normal(4, 2), consts=[normal(3, 4)])),
+        Case(
+            "array@x", lambda x, c: c @ x, lambda x, c: c @ x, inputs_of(normal(4, 2), consts=[normal(3, 4)])
+        ),
     ]
     return out
 
@@ -238,8 +270,12 @@ def _reduction_cases() -> list[Case]:
             Case(f"mean{tag}", lambda x, a=axis, k=keep: x.mean(a, k), th_mean, inputs_of(normal(2, 3, 4))),
             Case(f"max{tag}", lambda x, a=axis, k=keep: x.max(a, k), th_max, inputs_of(normal(2, 3, 4))),
             # NOTE: ties share the gradient evenly, as torch.amax does.
-            Case(f"max-ties{tag}", lambda x, a=axis, k=keep: F.max(x, a, k), th_max,
-                 inputs_of(integers(2, 3, 4, low=0, high=2))),
+            Case(
+                f"max-ties{tag}",
+                lambda x, a=axis, k=keep: F.max(x, a, k),
+                th_max,
+                inputs_of(integers(2, 3, 4, low=0, high=2)),
+            ),
         ]
     out += [
         Case("sum-1d", lambda x: F.sum(x), lambda x: x.sum(), inputs_of(normal(7))),
@@ -266,8 +302,12 @@ ELEMENTWISE_CASES = [
     unary("F.sqrt", F.sqrt, torch.sqrt, lambda rng: rng.uniform(1e-2, 100.0, (4, 4))),
     unary("abs", lambda x: x.abs(), torch.abs, away_from_zero(3, 5)),
     unary("F.abs-at-zero", F.abs, torch.abs, with_zeros(4, 6)),  # gradient 0 at x = 0
-    unary("cast-f64", lambda x: F.cast(x, np.float64).astype(x.dtype), lambda x: x.double().to(x.dtype),
-          normal(3, 4)),
+    unary(
+        "cast-f64",
+        lambda x: F.cast(x, np.float64).astype(x.dtype),
+        lambda x: x.double().to(x.dtype),
+        normal(3, 4),
+    ),
 ]
 
 
@@ -281,20 +321,44 @@ def test_comparisons_return_plain_arrays(rng):
     a, b = rng.integers(-2, 3, (3, 4)).astype(np.float32), rng.integers(-2, 3, (3, 4)).astype(np.float32)
     x, y = Tensor(a, requires_grad=True), Tensor(b)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    for ours, theirs in [(x < y, ta < tb), (x <= y, ta <= tb), (x > y, ta > tb), (x >= y, ta >= tb),
-                         (x == y, ta == tb), (x != y, ta != tb), (x > 0.5, ta > 0.5), (x == 1, ta == 1)]:
+    for ours, theirs in [
+        (x < y, ta < tb),
+        (x <= y, ta <= tb),
+        (x > y, ta > tb),
+        (x >= y, ta >= tb),
+        (x == y, ta == tb),
+        (x != y, ta != tb),
+        (x > 0.5, ta > 0.5),
+        (x == 1, ta == 1),
+    ]:
         assert type(ours) is np.ndarray and ours.dtype == bool
         np.testing.assert_array_equal(ours, theirs.numpy())
 
 
-@pytest.mark.parametrize("scalar", [np.float64(1.5), np.float32(1.5), np.int64(3), 2, 0.5],
-                         ids=["np.float64", "np.float32", "np.int64", "int", "float"])
+@pytest.mark.parametrize(
+    "scalar",
+    [np.float64(1.5), np.float32(1.5), np.int64(3), 2, 0.5],
+    ids=["np.float64", "np.float32", "np.int64", "int", "float"],
+)
 def test_scalars_do_not_change_a_float32_tensors_dtype(scalar, rng):
     """Python and NumPy scalars are weakly typed, as in PyTorch: float32 stays float32."""
     x = rng.standard_normal((2, 3)).astype(np.float32)
-    for op in [lambda a, s: a * s, lambda a, s: s * a, lambda a, s: a + s, lambda a, s: s - a,
-               lambda a, s: a / s, lambda a, s: s / (a * a + 1), lambda a, s: a**s]:
-        check_op(lambda a: op(a, scalar), lambda a: op(a, scalar), [np.abs(x) + 0.5], dtype=np.float32, rng=rng)
+    for op in [
+        lambda a, s: a * s,
+        lambda a, s: s * a,
+        lambda a, s: a + s,
+        lambda a, s: s - a,
+        lambda a, s: a / s,
+        lambda a, s: s / (a * a + 1),
+        lambda a, s: a**s,
+    ]:
+        check_op(
+            lambda a, op=op: op(a, scalar),
+            lambda a, op=op: op(a, scalar),
+            [np.abs(x) + 0.5],
+            dtype=np.float32,
+            rng=rng,
+        )
 
 
 def test_mixed_float32_float64_ops_give_each_input_its_own_gradient_dtype(rng):
@@ -315,7 +379,12 @@ def _activation_cases() -> list[Case]:
     out = [
         unary("relu", F.relu, TF.relu, normal(3, 7)),
         unary("relu-at-zero", F.relu, TF.relu, with_zeros(2, 3, 4, 5)),  # gradient 0 at x = 0
-        unary("relu-4d-channel-major", F.relu, TF.relu, lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5)))),
+        unary(
+            "relu-4d-channel-major",
+            F.relu,
+            TF.relu,
+            lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5))),
+        ),
         unary("sigmoid", F.sigmoid, torch.sigmoid, normal(4, 6)),
         unary("sigmoid-saturated", F.sigmoid, torch.sigmoid, lambda rng: 40 * rng.standard_normal((3, 8))),
         unary("tanh", F.tanh, torch.tanh, normal(4, 6)),
@@ -323,22 +392,53 @@ def _activation_cases() -> list[Case]:
         unary("tanh-4d", F.tanh, torch.tanh, normal(2, 3, 3, 2)),
     ]
     for slope in [0.01, 0.2, 1.5, -0.3]:
-        out.append(unary(f"leaky_relu({slope})", lambda x, s=slope: F.leaky_relu(x, s),
-                         lambda x, s=slope: TF.leaky_relu(x, s), with_zeros(3, 5, 2)))
+        out.append(
+            unary(
+                f"leaky_relu({slope})",
+                lambda x, s=slope: F.leaky_relu(x, s),
+                lambda x, s=slope: TF.leaky_relu(x, s),
+                with_zeros(3, 5, 2),
+            )
+        )
     out.append(unary("leaky_relu-default", F.leaky_relu, TF.leaky_relu, normal(4, 5)))
     for alpha in [1.0, 0.5, 2.0]:
-        out.append(unary(f"elu({alpha})", lambda x, a=alpha: F.elu(x, a),
-                         lambda x, a=alpha: TF.elu(x, a), with_zeros(3, 5, 2)))
+        out.append(
+            unary(
+                f"elu({alpha})",
+                lambda x, a=alpha: F.elu(x, a),
+                lambda x, a=alpha: TF.elu(x, a),
+                with_zeros(3, 5, 2),
+            )
+        )
     out.append(unary("elu-large-negative", F.elu, TF.elu, lambda rng: -50 * rng.random((3, 4))))
     for fn, tfn in [(F.softmax, TF.softmax), (F.log_softmax, TF.log_softmax)]:
         name = fn.__name__
-        for shape, dim in [((4, 7), -1), ((4, 7), 0), ((1, 5), 1), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), -2),
-                           ((6,), 0), ((3, 1, 2), 1)]:
-            out.append(unary(f"{name}{shape}dim={dim}".replace(" ", ""), lambda x, f=fn, d=dim: f(x, d),
-                             lambda x, f=tfn, d=dim: f(x, d), normal(*shape)))
+        for shape, dim in [
+            ((4, 7), -1),
+            ((4, 7), 0),
+            ((1, 5), 1),
+            ((2, 3, 4, 5), 1),
+            ((2, 3, 4, 5), -2),
+            ((6,), 0),
+            ((3, 1, 2), 1),
+        ]:
+            out.append(
+                unary(
+                    f"{name}{shape}dim={dim}".replace(" ", ""),
+                    lambda x, f=fn, d=dim: f(x, d),
+                    lambda x, f=tfn, d=dim: f(x, d),
+                    normal(*shape),
+                )
+            )
         # large logits: must not overflow
-        out.append(unary(f"{name}-large", lambda x, f=fn: f(x, 1), lambda x, f=tfn: f(x, 1),
-                         lambda rng: 500 * rng.standard_normal((3, 6))))
+        out.append(
+            unary(
+                f"{name}-large",
+                lambda x, f=fn: f(x, 1),
+                lambda x, f=tfn: f(x, 1),
+                lambda rng: 500 * rng.standard_normal((3, 6)),
+            )
+        )
         out.append(unary(f"{name}-default-dim", fn, lambda x, f=tfn: f(x, -1), normal(3, 4)))
     return out
 
@@ -355,12 +455,20 @@ def test_activations_match_torch(case, dtype, rng, xp):
 # --------------------------------------------------------------------------- linear and shape ops
 def _linear_and_shape_cases() -> list[Case]:
     out = []
-    for x_shape, out_f, bias in [((5, 4), 3, True), ((5, 4), 3, False), ((1, 1), 1, True), ((4,), 6, True),
-                                 ((2, 3, 7), 5, True), ((2, 3, 1, 4), 2, False)]:
+    for x_shape, out_f, bias in [
+        ((5, 4), 3, True),
+        ((5, 4), 3, False),
+        ((1, 1), 1, True),
+        ((4,), 6, True),
+        ((2, 3, 7), 5, True),
+        ((2, 3, 1, 4), 2, False),
+    ]:
         tag = f"linear{x_shape}->{out_f}{'' if bias else '-nobias'}".replace(" ", "")
         d = x_shape[-1]
         if bias:
-            out.append(Case(tag, F.linear, TF.linear, inputs_of(normal(*x_shape), normal(out_f, d), normal(out_f))))
+            out.append(
+                Case(tag, F.linear, TF.linear, inputs_of(normal(*x_shape), normal(out_f, d), normal(out_f)))
+            )
         else:
             out.append(Case(tag, F.linear, TF.linear, inputs_of(normal(*x_shape), normal(out_f, d))))
 
@@ -370,30 +478,72 @@ def _linear_and_shape_cases() -> list[Case]:
         unary("F.reshape", lambda x: F.reshape(x, (24,)), lambda x: x.reshape(24), normal(2, 3, 4)),
         unary("view", lambda x: x.view(3, 8), lambda x: x.reshape(3, 8), normal(2, 3, 4)),
         unary("transpose-default", lambda x: x.transpose(), lambda x: x.permute(2, 1, 0), normal(2, 3, 4)),
-        unary("transpose-axes", lambda x: x.transpose(1, 0, 2), lambda x: x.permute(1, 0, 2), normal(2, 3, 4)),
-        unary("F.transpose", lambda x: F.transpose(x, (0, 2, 3, 1)), lambda x: x.permute(0, 2, 3, 1),
-              normal(2, 3, 4, 5)),
-        unary("permute-negative", lambda x: x.permute(-1, 0, 1), lambda x: x.permute(2, 0, 1), normal(2, 3, 4)),
+        unary(
+            "transpose-axes", lambda x: x.transpose(1, 0, 2), lambda x: x.permute(1, 0, 2), normal(2, 3, 4)
+        ),
+        unary(
+            "F.transpose",
+            lambda x: F.transpose(x, (0, 2, 3, 1)),
+            lambda x: x.permute(0, 2, 3, 1),
+            normal(2, 3, 4, 5),
+        ),
+        unary(
+            "permute-negative", lambda x: x.permute(-1, 0, 1), lambda x: x.permute(2, 0, 1), normal(2, 3, 4)
+        ),
         unary("T", lambda x: x.T, lambda x: x.t(), normal(3, 5)),
         # F.flatten's default start_dim is 1, like nn.Flatten (torch.flatten's is 0)
         unary("F.flatten-default", F.flatten, lambda x: torch.flatten(x, 1), normal(2, 3, 4, 5)),
-        unary("F.flatten(0,-1)", lambda x: F.flatten(x, 0, -1), lambda x: torch.flatten(x, 0, -1), normal(2, 3, 4)),
-        unary("F.flatten(1,2)", lambda x: F.flatten(x, 1, 2), lambda x: torch.flatten(x, 1, 2), normal(2, 3, 4, 5)),
-        unary("F.flatten(-3,-2)", lambda x: F.flatten(x, -3, -2), lambda x: torch.flatten(x, -3, -2),
-              normal(2, 3, 4, 5)),
+        unary(
+            "F.flatten(0,-1)",
+            lambda x: F.flatten(x, 0, -1),
+            lambda x: torch.flatten(x, 0, -1),
+            normal(2, 3, 4),
+        ),
+        unary(
+            "F.flatten(1,2)",
+            lambda x: F.flatten(x, 1, 2),
+            lambda x: torch.flatten(x, 1, 2),
+            normal(2, 3, 4, 5),
+        ),
+        unary(
+            "F.flatten(-3,-2)",
+            lambda x: F.flatten(x, -3, -2),
+            lambda x: torch.flatten(x, -3, -2),
+            normal(2, 3, 4, 5),
+        ),
         unary("flatten-method", lambda x: x.flatten(), lambda x: x.flatten(), normal(2, 3, 4)),
-        unary("flatten-channel-major", F.flatten, lambda x: torch.flatten(x, 1),
-              lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5)))),
+        unary(
+            "flatten-channel-major",
+            F.flatten,
+            lambda x: torch.flatten(x, 1),
+            lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5))),
+        ),
     ]
-    for dim, shapes in [(0, [(2, 3), (4, 3), (1, 3)]), (1, [(2, 3, 4), (2, 1, 4)]), (-1, [(2, 2), (2, 5)]),
-                        (1, [(3, 2, 2, 2)])]:
+    for dim, shapes in [
+        (0, [(2, 3), (4, 3), (1, 3)]),
+        (1, [(2, 3, 4), (2, 1, 4)]),
+        (-1, [(2, 2), (2, 5)]),
+        (1, [(3, 2, 2, 2)]),
+    ]:
         gens = [normal(*s) for s in shapes]
-        out.append(Case(f"cat(dim={dim}){shapes}".replace(" ", ""), lambda *xs, d=dim: F.cat(xs, d),
-                        lambda *xs, d=dim: torch.cat(xs, d), inputs_of(*gens)))
+        out.append(
+            Case(
+                f"cat(dim={dim}){shapes}".replace(" ", ""),
+                lambda *xs, d=dim: F.cat(xs, d),
+                lambda *xs, d=dim: torch.cat(xs, d),
+                inputs_of(*gens),
+            )
+        )
     for dim, shape, n in [(0, (2, 3), 3), (1, (2, 3), 2), (-1, (2, 3), 4), (2, (1, 2, 3), 2), (-2, (4,), 2)]:
         gens = [normal(*shape)] * n
-        out.append(Case(f"stack(dim={dim}){shape}x{n}".replace(" ", ""), lambda *xs, d=dim: F.stack(xs, d),
-                        lambda *xs, d=dim: torch.stack(xs, d), inputs_of(*gens)))
+        out.append(
+            Case(
+                f"stack(dim={dim}){shape}x{n}".replace(" ", ""),
+                lambda *xs, d=dim: F.stack(xs, d),
+                lambda *xs, d=dim: torch.stack(xs, d),
+                inputs_of(*gens),
+            )
+        )
     return out
 
 
@@ -456,12 +606,19 @@ PAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape, widths, mode, value", PAD_CASES,
-                         ids=[f"{m}{w}{s}".replace(" ", "") for s, w, m, _ in PAD_CASES])
+@pytest.mark.parametrize(
+    "shape, widths, mode, value", PAD_CASES, ids=[f"{m}{w}{s}".replace(" ", "") for s, w, m, _ in PAD_CASES]
+)
 @dtypes()
 def test_pad_matches_torch(shape, widths, mode, value, dtype, rng, xp):
-    check_op(lambda x: F.pad(x, widths, mode, value), lambda x: TF.pad(x, widths, mode, value),
-             [rng.standard_normal(shape)], dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda x: F.pad(x, widths, mode, value),
+        lambda x: TF.pad(x, widths, mode, value),
+        [rng.standard_normal(shape)],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
 
 
 # --------------------------------------------------------------------------- convolution
@@ -475,8 +632,12 @@ def _conv_case(name, N, C, H, W, F_out, KH, KW, bias=True, layout=None, **kw) ->
             xs[0] = channel_major(xs[0])
         return xs, []
 
-    return Case(f"{name}-x{shapes[0]}-w{shapes[1]}-{kw}".replace(" ", ""),
-                lambda x, w, b=None: F.conv2d(x, w, b, **kw), lambda x, w, b=None: TF.conv2d(x, w, b, **kw), make)
+    return Case(
+        f"{name}-x{shapes[0]}-w{shapes[1]}-{kw}".replace(" ", ""),
+        lambda x, w, b=None: F.conv2d(x, w, b, **kw),
+        lambda x, w, b=None: TF.conv2d(x, w, b, **kw),
+        make,
+    )
 
 
 def _random_conv_cases(count: int, seed: int) -> list[Case]:
@@ -493,9 +654,24 @@ def _random_conv_cases(count: int, seed: int) -> list[Case]:
         PH, PW = int(r.integers(0, KH // 2 + 2)), int(r.integers(0, KW // 2 + 2))
         H = max(1, DH * (KH - 1) + 1 - 2 * PH) + int(r.integers(0, 7))
         W = max(1, DW * (KW - 1) + 1 - 2 * PW) + int(r.integers(0, 7))
-        out.append(_conv_case(f"sweep{i}", int(r.integers(1, 4)), C, H, W, F_out, KH, KW, bias=bool(r.random() < 0.7),
-                              layout="channel-major" if i % 3 == 0 else None,
-                              stride=(SH, SW), padding=(PH, PW), dilation=(DH, DW), groups=G))
+        out.append(
+            _conv_case(
+                f"sweep{i}",
+                int(r.integers(1, 4)),
+                C,
+                H,
+                W,
+                F_out,
+                KH,
+                KW,
+                bias=bool(r.random() < 0.7),
+                layout="channel-major" if i % 3 == 0 else None,
+                stride=(SH, SW),
+                padding=(PH, PW),
+                dilation=(DH, DW),
+                groups=G,
+            )
+        )
     return out
 
 
@@ -537,20 +713,34 @@ def test_conv2d_matches_torch(case, dtype, rng, xp):
 
 def test_conv2d_and_conv_transpose2d_take_unbatched_input_like_torch(rng, xp):
     x, w, b = rng.standard_normal((3, 6, 5)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
-    check_op(lambda x, w, b: F.conv2d(x, w, b, padding=1), lambda x, w, b: TF.conv2d(x, w, b, padding=1),
-             [x, w, b], dtype=np.float64, rng=rng, xp=xp)
+    check_op(
+        lambda x, w, b: F.conv2d(x, w, b, padding=1),
+        lambda x, w, b: TF.conv2d(x, w, b, padding=1),
+        [x, w, b],
+        dtype=np.float64,
+        rng=rng,
+        xp=xp,
+    )
     w = rng.standard_normal((3, 2, 3, 3))
-    check_op(lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2), lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2),
-             [x, w, b], dtype=np.float64, rng=rng, xp=xp)
+    check_op(
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2),
+        lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2),
+        [x, w, b],
+        dtype=np.float64,
+        rng=rng,
+        xp=xp,
+    )
 
 
 def _conv_t_case(name, N, Cin, H, W, Cout, KH, KW, bias=True, **kw) -> Case:
     groups = kw.get("groups", 1)
     shapes = [(N, Cin, H, W), (Cin, Cout // groups, KH, KW)] + ([(Cout,)] if bias else [])
-    return Case(f"{name}-x{shapes[0]}-w{shapes[1]}-{kw}".replace(" ", ""),
-                lambda x, w, b=None: F.conv_transpose2d(x, w, b, **kw),
-                lambda x, w, b=None: TF.conv_transpose2d(x, w, b, **kw),
-                lambda rng: ([rng.standard_normal(s) for s in shapes], []))
+    return Case(
+        f"{name}-x{shapes[0]}-w{shapes[1]}-{kw}".replace(" ", ""),
+        lambda x, w, b=None: F.conv_transpose2d(x, w, b, **kw),
+        lambda x, w, b=None: TF.conv_transpose2d(x, w, b, **kw),
+        lambda rng: ([rng.standard_normal(s) for s in shapes], []),
+    )
 
 
 def _random_conv_t_cases(count: int, seed: int) -> list[Case]:
@@ -561,15 +751,33 @@ def _random_conv_t_cases(count: int, seed: int) -> list[Case]:
         G = int(r.choice([1, 1, 2, 3]))
         Cin, Cout = G * int(r.integers(1, 3)), G * int(r.integers(1, 4))
         K, S, D = r.integers(1, 5, 2), r.integers(1, 4, 2), r.integers(1, 3, 2)
-        P = [int(r.integers(0, d * (k - 1) + 1)) for k, d in zip(K, D)]
-        OP = [int(r.integers(0, max(s, d))) for s, d in zip(S, D)]
+        P = [int(r.integers(0, d * (k - 1) + 1)) for k, d in zip(K, D, strict=True)]
+        OP = [int(r.integers(0, max(s, d))) for s, d in zip(S, D, strict=True)]
         H, W = (int(v) for v in r.integers(1, 6, 2))
-        sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in zip((H, W), S, P, D, K, OP)]
+        sizes = [
+            (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for n, s, p, d, k, op in zip((H, W), S, P, D, K, OP, strict=True)
+        ]
         if min(sizes) <= 0:
             continue
-        out.append(_conv_t_case(f"sweep{len(out)}", int(r.integers(1, 3)), Cin, H, W, Cout, int(K[0]), int(K[1]),
-                                bias=bool(r.random() < 0.7), stride=tuple(int(s) for s in S), padding=tuple(P),
-                                output_padding=tuple(OP), dilation=tuple(int(d) for d in D), groups=G))
+        out.append(
+            _conv_t_case(
+                f"sweep{len(out)}",
+                int(r.integers(1, 3)),
+                Cin,
+                H,
+                W,
+                Cout,
+                int(K[0]),
+                int(K[1]),
+                bias=bool(r.random() < 0.7),
+                stride=tuple(int(s) for s in S),
+                padding=tuple(P),
+                output_padding=tuple(OP),
+                dilation=tuple(int(d) for d in D),
+                groups=G,
+            )
+        )
     return out
 
 
@@ -608,13 +816,15 @@ def _pool_case(name, cn, th, shape, gen=None, layout=None) -> Case:
 
 
 def _max_pool(name, shape, gen=None, layout=None, **kw) -> Case:
-    return _pool_case(f"{name}-{kw}", lambda x: F.max_pool2d(x, **kw), lambda x: TF.max_pool2d(x, **kw),
-                      shape, gen, layout)
+    return _pool_case(
+        f"{name}-{kw}", lambda x: F.max_pool2d(x, **kw), lambda x: TF.max_pool2d(x, **kw), shape, gen, layout
+    )
 
 
 def _avg_pool(name, shape, gen=None, layout=None, **kw) -> Case:
-    return _pool_case(f"{name}-{kw}", lambda x: F.avg_pool2d(x, **kw), lambda x: TF.avg_pool2d(x, **kw),
-                      shape, gen, layout)
+    return _pool_case(
+        f"{name}-{kw}", lambda x: F.avg_pool2d(x, **kw), lambda x: TF.avg_pool2d(x, **kw), shape, gen, layout
+    )
 
 
 def _every_window_sees_input(size, k, s, p, d, ceil_mode) -> bool:
@@ -637,12 +847,13 @@ def _random_pool_geometry(r, dilation: bool):
         S = S if r.random() < 0.8 else None  # None: stride = kernel
         P = [int(r.integers(0, k // 2 + 1)) for k in K]  # PyTorch allows up to half the kernel
         D = [int(d) for d in r.integers(1, 4, 2)] if dilation else [1, 1]
-        HW = [max(1, d * (k - 1) + 1 - 2 * p) + int(r.integers(0, 7)) for k, p, d in zip(K, P, D)]
+        HW = [
+            max(1, d * (k - 1) + 1 - 2 * p) + int(r.integers(0, 7)) for k, p, d in zip(K, P, D, strict=True)
+        ]
         ceil_mode = bool(r.random() < 0.5)
-        if all(_every_window_sees_input(*g, ceil_mode) for g in zip(HW, K, S or K, P, D)):
+        if all(_every_window_sees_input(*g, ceil_mode) for g in zip(HW, K, S or K, P, D, strict=True)):
             break
-    kw = dict(kernel_size=tuple(K), stride=S and tuple(S), padding=tuple(P),
-              ceil_mode=ceil_mode)
+    kw = dict(kernel_size=tuple(K), stride=S and tuple(S), padding=tuple(P), ceil_mode=ceil_mode)
     if dilation:
         kw["dilation"] = tuple(D)
     return (int(r.integers(1, 4)), int(r.integers(1, 4)), *HW), kw
@@ -692,18 +903,36 @@ MAX_POOL_CASES = [
     # ... but a window that would start inside the right padding is dropped
     _max_pool("ceil-last-window-in-pad", (1, 1, 5, 5), kernel_size=2, stride=2, padding=1, ceil_mode=True),
     _max_pool("ceil-reduce-by-one", (1, 1, 4, 4), kernel_size=3, stride=2, padding=1, ceil_mode=True),
-    _max_pool("ceil-pad-dilated", (1, 2, 6, 7), kernel_size=2, stride=3, padding=1, dilation=2, ceil_mode=True),
+    _max_pool(
+        "ceil-pad-dilated", (1, 2, 6, 7), kernel_size=2, stride=3, padding=1, dilation=2, ceil_mode=True
+    ),
     # padding is -inf, never 0: all-negative inputs must not pick the padding
-    _max_pool("negative-padded", (2, 2, 5, 5), lambda *s: lambda rng: -rng.uniform(1, 2, s),
-              kernel_size=3, stride=2, padding=1),
+    _max_pool(
+        "negative-padded",
+        (2, 2, 5, 5),
+        lambda *s: lambda rng: -rng.uniform(1, 2, s),
+        kernel_size=3,
+        stride=2,
+        padding=1,
+    ),
     # ties: the gradient goes to the FIRST maximum of each window (row-major)
     _max_pool("ties-zeros", (2, 2, 6, 6), lambda *s: lambda rng: np.zeros(s), kernel_size=2),
-    _max_pool("ties-zeros-overlap", (1, 2, 6, 5), lambda *s: lambda rng: np.zeros(s), kernel_size=3, stride=1),
-    _max_pool("ties-zeros-padded", (1, 1, 5, 5), lambda *s: lambda rng: np.zeros(s), kernel_size=3, padding=1),
+    _max_pool(
+        "ties-zeros-overlap", (1, 2, 6, 5), lambda *s: lambda rng: np.zeros(s), kernel_size=3, stride=1
+    ),
+    _max_pool(
+        "ties-zeros-padded", (1, 1, 5, 5), lambda *s: lambda rng: np.zeros(s), kernel_size=3, padding=1
+    ),
     _max_pool("ties-integers", (2, 3, 8, 8), integers, kernel_size=2),
     _max_pool("ties-integers-overlap", (2, 2, 7, 7), integers, kernel_size=3, stride=1, padding=1),
-    _max_pool("ties-binary-overlap", (1, 2, 9, 6), lambda *s: integers(*s, low=0, high=2), kernel_size=(3, 2),
-              stride=(2, 1), ceil_mode=True),
+    _max_pool(
+        "ties-binary-overlap",
+        (1, 2, 9, 6),
+        lambda *s: integers(*s, low=0, high=2),
+        kernel_size=(3, 2),
+        stride=(2, 1),
+        ceil_mode=True,
+    ),
     _max_pool("ties-dilated", (1, 2, 9, 9), integers, kernel_size=3, stride=2, dilation=2, padding=1),
     _max_pool("channel-major", (2, 3, 6, 6), layout="channel-major", kernel_size=2),
 ] + _random_max_pool_cases(80, seed=31)
@@ -719,10 +948,18 @@ AVG_POOL_CASES = [
     _avg_pool("2x2", (2, 3, 6, 6), kernel_size=2),
     _avg_pool("odd-input", (1, 2, 7, 5), kernel_size=2),
     _avg_pool("3x3s2p1", (2, 2, 7, 8), kernel_size=3, stride=2, padding=1),
-    _avg_pool("3x3s2p1-exclude-pad", (2, 2, 7, 8), kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    _avg_pool(
+        "3x3s2p1-exclude-pad", (2, 2, 7, 8), kernel_size=3, stride=2, padding=1, count_include_pad=False
+    ),
     _avg_pool("nonsquare", (1, 3, 9, 7), kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
-    _avg_pool("nonsquare-exclude-pad", (1, 3, 9, 7), kernel_size=(3, 2), stride=(2, 1), padding=(1, 1),
-              count_include_pad=False),
+    _avg_pool(
+        "nonsquare-exclude-pad",
+        (1, 3, 9, 7),
+        kernel_size=(3, 2),
+        stride=(2, 1),
+        padding=(1, 1),
+        count_include_pad=False,
+    ),
     _avg_pool("1x1", (2, 2, 4, 5), kernel_size=1),
     _avg_pool("stride>kernel", (2, 2, 10, 9), kernel_size=2, stride=3),
     _avg_pool("overlapping", (2, 2, 6, 6), kernel_size=3, stride=1),
@@ -731,16 +968,36 @@ AVG_POOL_CASES = [
     _avg_pool("ceil-exclude-pad", (1, 2, 5, 5), kernel_size=2, ceil_mode=True, count_include_pad=False),
     # the divisor of a ceil_mode window hanging past the padding counts only up to the padding
     _avg_pool("ceil-pad-include", (1, 2, 6, 6), kernel_size=3, stride=2, padding=1, ceil_mode=True),
-    _avg_pool("ceil-pad-exclude", (1, 2, 6, 6), kernel_size=3, stride=2, padding=1, ceil_mode=True,
-              count_include_pad=False),
+    _avg_pool(
+        "ceil-pad-exclude",
+        (1, 2, 6, 6),
+        kernel_size=3,
+        stride=2,
+        padding=1,
+        ceil_mode=True,
+        count_include_pad=False,
+    ),
     _avg_pool("ceil-last-window-in-pad", (1, 1, 5, 5), kernel_size=2, stride=2, padding=1, ceil_mode=True),
-    _avg_pool("ceil-last-window-in-pad-exclude", (1, 1, 5, 5), kernel_size=2, stride=2, padding=1,
-              ceil_mode=True, count_include_pad=False),
+    _avg_pool(
+        "ceil-last-window-in-pad-exclude",
+        (1, 1, 5, 5),
+        kernel_size=2,
+        stride=2,
+        padding=1,
+        ceil_mode=True,
+        count_include_pad=False,
+    ),
     _avg_pool("ceil-reduce-by-one", (1, 1, 4, 4), kernel_size=3, stride=2, padding=1, ceil_mode=True),
     _avg_pool("divisor_override", (2, 2, 6, 7), kernel_size=3, stride=2, padding=1, divisor_override=2),
     _avg_pool("divisor_override-ceil", (1, 2, 5, 5), kernel_size=2, ceil_mode=True, divisor_override=7),
-    _avg_pool("divisor_override-exclude", (1, 2, 5, 6), kernel_size=3, padding=1, count_include_pad=False,
-              divisor_override=3),
+    _avg_pool(
+        "divisor_override-exclude",
+        (1, 2, 5, 6),
+        kernel_size=3,
+        padding=1,
+        count_include_pad=False,
+        divisor_override=3,
+    ),
     _avg_pool("channel-major", (2, 3, 6, 6), layout="channel-major", kernel_size=2),
 ] + _random_avg_pool_cases(80, seed=41)
 
@@ -754,19 +1011,28 @@ def test_avg_pool2d_matches_torch(case, dtype, rng, xp):
 def _sum_pool_cases():
     """sum_pool2d is avg_pool2d with divisor 1 (and zero padding counted as zeros)."""
     out = []
-    for shape, kw in [((2, 3, 6, 6), dict(kernel_size=2)), ((1, 2, 7, 5), dict(kernel_size=3, stride=2, padding=1)),
-                      ((2, 2, 7, 8), dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 0))),
-                      ((1, 2, 5, 5), dict(kernel_size=2, ceil_mode=True)),
-                      ((1, 1, 5, 5), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),
-                      ((2, 1, 4, 4), dict(kernel_size=1, stride=3))]:
-        out.append(_pool_case(f"sum_pool2d-{kw}", lambda x, kw=kw: F.sum_pool2d(x, **kw),
-                              lambda x, kw=kw: TF.avg_pool2d(x, **kw, divisor_override=1), shape))
+    for shape, kw in [
+        ((2, 3, 6, 6), dict(kernel_size=2)),
+        ((1, 2, 7, 5), dict(kernel_size=3, stride=2, padding=1)),
+        ((2, 2, 7, 8), dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 0))),
+        ((1, 2, 5, 5), dict(kernel_size=2, ceil_mode=True)),
+        ((1, 1, 5, 5), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),
+        ((2, 1, 4, 4), dict(kernel_size=1, stride=3)),
+    ]:
+        out.append(
+            _pool_case(
+                f"sum_pool2d-{kw}",
+                lambda x, kw=kw: F.sum_pool2d(x, **kw),
+                lambda x, kw=kw: TF.avg_pool2d(x, **kw, divisor_override=1),
+                shape,
+            )
+        )
     return out
 
 
 def _lp_pool_cases():
-    """lp_pool2d = (sum x**p)**(1/p) per window. Inputs are positive for odd p: PyTorch takes
-    a real root of a negative window sum as NaN, where cnnkit returns sign(s) |s|**(1/p)."""
+    """lp_pool2d = (sum x**p)**(1/p) per window. Inputs are positive for odd p: PyTorch's root
+    of a negative window sum is NaN, where cnnkit returns sign(s) |s|**(1/p)."""
     out = []
     for p, shape, kw, gen in [
         (2, (2, 3, 6, 6), dict(kernel_size=2), normal),
@@ -776,57 +1042,154 @@ def _lp_pool_cases():
         (1.5, (1, 2, 5, 6), dict(kernel_size=2, stride=(1, 2)), positive),
         (4, (1, 1, 8, 8), dict(kernel_size=(1, 3), stride=3), normal),
     ]:
-        out.append(_pool_case(f"lp_pool2d(p={p})-{kw}", lambda x, p=p, kw=kw: F.lp_pool2d(x, p, **kw),
-                              lambda x, p=p, kw=kw: TF.lp_pool2d(x, p, **kw), shape, gen))
+        out.append(
+            _pool_case(
+                f"lp_pool2d(p={p})-{kw}",
+                lambda x, p=p, kw=kw: F.lp_pool2d(x, p, **kw),
+                lambda x, p=p, kw=kw: TF.lp_pool2d(x, p, **kw),
+                shape,
+                gen,
+            )
+        )
     # p = inf is max pooling of |x|
-    out.append(_pool_case("lp_pool2d(p=inf)", lambda x: F.lp_pool2d(x, float("inf"), 2),
-                          lambda x: TF.lp_pool2d(x, float("inf"), 2), (2, 2, 4, 6), away_from_zero))
+    out.append(
+        _pool_case(
+            "lp_pool2d(p=inf)",
+            lambda x: F.lp_pool2d(x, float("inf"), 2),
+            lambda x: TF.lp_pool2d(x, float("inf"), 2),
+            (2, 2, 4, 6),
+            away_from_zero,
+        )
+    )
     # a window whose power sum is 0: PyTorch documents the gradient as 0 there
-    out.append(_pool_case("lp_pool2d(p=2)-zero-window", lambda x: F.lp_pool2d(x, 2, 2),
-                          lambda x: TF.lp_pool2d(x, 2, 2), (1, 2, 4, 4),
-                          lambda *s: lambda rng: rng.standard_normal(s) * (np.arange(s[-1]) < 2)))
-    # NOTE: with ceil_mode, PyTorch computes lp_pool2d as avg_pool2d(x**p) * KH*KW, and the
-    # average of a window clipped at the border divides by the clipped area: its last
-    # windows come out scaled by area/clipped_area. cnnkit returns the true power sum, so
-    # these cases compare against PyTorch's sum pooling instead.
-    for p, shape, kw in [(2, (1, 2, 5, 5), dict(kernel_size=2, ceil_mode=True)),
-                         (3, (2, 1, 7, 6), dict(kernel_size=3, stride=2, ceil_mode=True))]:
-        out.append(_pool_case(
-            f"lp_pool2d(p={p})-{kw}", lambda x, p=p, kw=kw: F.lp_pool2d(x, p, **kw),
-            lambda x, p=p, kw=kw: TF.avg_pool2d(x**p, **kw, divisor_override=1) ** (1 / p), shape, positive))
+    out.append(
+        _pool_case(
+            "lp_pool2d(p=2)-zero-window",
+            lambda x: F.lp_pool2d(x, 2, 2),
+            lambda x: TF.lp_pool2d(x, 2, 2),
+            (1, 2, 4, 4),
+            lambda *s: lambda rng: rng.standard_normal(s) * (np.arange(s[-1]) < 2),
+        )
+    )
+    # ceil_mode: PyTorch computes avg_pool2d(x**p) * KH*KW, so a window clipped at the border
+    # comes out scaled by area / clipped area; cnnkit does the same
+    for p, shape, kw, gen in [
+        (2, (1, 2, 5, 5), dict(kernel_size=2, ceil_mode=True), normal),
+        (3, (2, 1, 7, 6), dict(kernel_size=3, stride=2, ceil_mode=True), positive),
+        (1, (1, 2, 5, 7), dict(kernel_size=(2, 3), stride=2, ceil_mode=True), normal),
+    ]:
+        out.append(
+            _pool_case(
+                f"lp_pool2d(p={p})-{kw}",
+                lambda x, p=p, kw=kw: F.lp_pool2d(x, p, **kw),
+                lambda x, p=p, kw=kw: TF.lp_pool2d(x, p, **kw),
+                shape,
+                gen,
+            )
+        )
     return out
 
 
 def _adaptive_cases():
     out = []
-    for shape, size in [((2, 3, 6, 6), 1), ((2, 3, 6, 6), (1, 1)), ((2, 3, 6, 6), 2), ((2, 3, 6, 6), 3),
-                        ((1, 2, 7, 5), (3, 2)), ((2, 2, 10, 7), (4, 3)), ((1, 2, 5, 5), 4), ((1, 2, 3, 4), (5, 7)),
-                        ((2, 1, 9, 8), (None, 3)), ((2, 1, 9, 8), (4, None)), ((1, 3, 1, 1), 2), ((3, 2, 11, 13), (5, 6))]:
-        out.append(_pool_case(f"adaptive_avg_pool2d({size})", lambda x, s=size: F.adaptive_avg_pool2d(x, s),
-                              lambda x, s=size: TF.adaptive_avg_pool2d(x, s), shape))
-        out.append(_pool_case(f"adaptive_max_pool2d({size})", lambda x, s=size: F.adaptive_max_pool2d(x, s),
-                              lambda x, s=size: TF.adaptive_max_pool2d(x, s), shape))
+    for shape, size in [
+        ((2, 3, 6, 6), 1),
+        ((2, 3, 6, 6), (1, 1)),
+        ((2, 3, 6, 6), 2),
+        ((2, 3, 6, 6), 3),
+        ((1, 2, 7, 5), (3, 2)),
+        ((2, 2, 10, 7), (4, 3)),
+        ((1, 2, 5, 5), 4),
+        ((1, 2, 3, 4), (5, 7)),
+        ((2, 1, 9, 8), (None, 3)),
+        ((2, 1, 9, 8), (4, None)),
+        ((1, 3, 1, 1), 2),
+        ((3, 2, 11, 13), (5, 6)),
+    ]:
+        out.append(
+            _pool_case(
+                f"adaptive_avg_pool2d({size})",
+                lambda x, s=size: F.adaptive_avg_pool2d(x, s),
+                lambda x, s=size: TF.adaptive_avg_pool2d(x, s),
+                shape,
+            )
+        )
+        out.append(
+            _pool_case(
+                f"adaptive_max_pool2d({size})",
+                lambda x, s=size: F.adaptive_max_pool2d(x, s),
+                lambda x, s=size: TF.adaptive_max_pool2d(x, s),
+                shape,
+            )
+        )
         # ties: the first maximum of each (possibly overlapping) window takes the gradient
-        out.append(_pool_case(f"adaptive_max_pool2d({size})-ties", lambda x, s=size: F.adaptive_max_pool2d(x, s),
-                              lambda x, s=size: TF.adaptive_max_pool2d(x, s), shape, integers))
-    out.append(_pool_case("adaptive_max_pool2d-zeros", lambda x: F.adaptive_max_pool2d(x, (3, 2)),
-                          lambda x: TF.adaptive_max_pool2d(x, (3, 2)), (2, 2, 7, 5), lambda *s: lambda rng: np.zeros(s)))
-    out.append(_pool_case("adaptive_avg_pool2d-channel-major", lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
-                          lambda x: TF.adaptive_avg_pool2d(x, (2, 3)), (2, 3, 5, 7), layout="channel-major"))
-    out.append(_pool_case("adaptive_max_pool2d-channel-major", lambda x: F.adaptive_max_pool2d(x, (2, 3)),
-                          lambda x: TF.adaptive_max_pool2d(x, (2, 3)), (2, 3, 5, 7), layout="channel-major"))
+        out.append(
+            _pool_case(
+                f"adaptive_max_pool2d({size})-ties",
+                lambda x, s=size: F.adaptive_max_pool2d(x, s),
+                lambda x, s=size: TF.adaptive_max_pool2d(x, s),
+                shape,
+                integers,
+            )
+        )
+    out.append(
+        _pool_case(
+            "adaptive_max_pool2d-zeros",
+            lambda x: F.adaptive_max_pool2d(x, (3, 2)),
+            lambda x: TF.adaptive_max_pool2d(x, (3, 2)),
+            (2, 2, 7, 5),
+            lambda *s: lambda rng: np.zeros(s),
+        )
+    )
+    out.append(
+        _pool_case(
+            "adaptive_avg_pool2d-channel-major",
+            lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+            lambda x: TF.adaptive_avg_pool2d(x, (2, 3)),
+            (2, 3, 5, 7),
+            layout="channel-major",
+        )
+    )
+    out.append(
+        _pool_case(
+            "adaptive_max_pool2d-channel-major",
+            lambda x: F.adaptive_max_pool2d(x, (2, 3)),
+            lambda x: TF.adaptive_max_pool2d(x, (2, 3)),
+            (2, 3, 5, 7),
+            layout="channel-major",
+        )
+    )
     return out
 
 
-OTHER_POOL_CASES = _sum_pool_cases() + _lp_pool_cases() + _adaptive_cases() + [
-    _pool_case("max_pool2d-unbatched", lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), (3, 6, 5)),
-    _pool_case("avg_pool2d-unbatched", lambda x: F.avg_pool2d(x, 3, 2, 1), lambda x: TF.avg_pool2d(x, 3, 2, 1),
-               (2, 6, 5)),
-    _pool_case("adaptive_max_pool2d-unbatched", lambda x: F.adaptive_max_pool2d(x, (2, 3)),
-               lambda x: TF.adaptive_max_pool2d(x, (2, 3)), (2, 5, 5)),
-    _pool_case("adaptive_avg_pool2d-unbatched", lambda x: F.adaptive_avg_pool2d(x, 2),
-               lambda x: TF.adaptive_avg_pool2d(x, 2), (2, 5, 5)),
-]
+OTHER_POOL_CASES = (
+    _sum_pool_cases()
+    + _lp_pool_cases()
+    + _adaptive_cases()
+    + [
+        _pool_case(
+            "max_pool2d-unbatched", lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), (3, 6, 5)
+        ),
+        _pool_case(
+            "avg_pool2d-unbatched",
+            lambda x: F.avg_pool2d(x, 3, 2, 1),
+            lambda x: TF.avg_pool2d(x, 3, 2, 1),
+            (2, 6, 5),
+        ),
+        _pool_case(
+            "adaptive_max_pool2d-unbatched",
+            lambda x: F.adaptive_max_pool2d(x, (2, 3)),
+            lambda x: TF.adaptive_max_pool2d(x, (2, 3)),
+            (2, 5, 5),
+        ),
+        _pool_case(
+            "adaptive_avg_pool2d-unbatched",
+            lambda x: F.adaptive_avg_pool2d(x, 2),
+            lambda x: TF.adaptive_avg_pool2d(x, 2),
+            (2, 5, 5),
+        ),
+    ]
+)
 
 
 @cases(OTHER_POOL_CASES)
@@ -850,18 +1213,34 @@ def _targets(rng, K, shape, ignore_index=None):
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("shape", [(5, 4), (1, 3), (2, 4, 3, 2), (2, 3, 5)], ids=["NK", "1K", "NKHW", "NKL"])
 @dtypes()
-def test_cross_entropy_class_targets_match_torch(shape, label_smoothing, ignore_index, weighted, reduction, dtype, rng, xp):
+def test_cross_entropy_class_targets_match_torch(
+    shape, label_smoothing, ignore_index, weighted, reduction, dtype, rng, xp
+):
     K = shape[1]
     x = rng.standard_normal(shape) * 3
     t = _targets(rng, K, shape[:1] + shape[2:], ignore_index)
     w = rng.uniform(0.2, 2.0, K)
     kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
     if weighted:
-        check_op(lambda x, t, w: F.cross_entropy(x, t, weight=w, **kw),
-                 lambda x, t, w: TF.cross_entropy(x, t, weight=w, **kw), [x], [t, w], dtype=dtype, rng=rng, xp=xp)
+        check_op(
+            lambda x, t, w: F.cross_entropy(x, t, weight=w, **kw),
+            lambda x, t, w: TF.cross_entropy(x, t, weight=w, **kw),
+            [x],
+            [t, w],
+            dtype=dtype,
+            rng=rng,
+            xp=xp,
+        )
     else:
-        check_op(lambda x, t: F.cross_entropy(x, t, **kw), lambda x, t: TF.cross_entropy(x, t, **kw),
-                 [x], [t], dtype=dtype, rng=rng, xp=xp)
+        check_op(
+            lambda x, t: F.cross_entropy(x, t, **kw),
+            lambda x, t: TF.cross_entropy(x, t, **kw),
+            [x],
+            [t],
+            dtype=dtype,
+            rng=rng,
+            xp=xp,
+        )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -869,15 +1248,25 @@ def test_cross_entropy_class_targets_match_torch(shape, label_smoothing, ignore_
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
 @pytest.mark.parametrize("shape", [(5, 4), (2, 3, 2, 3)], ids=["NK", "NKHW"])
 @dtypes()
-def test_cross_entropy_probability_targets_match_torch(shape, label_smoothing, weighted, reduction, dtype, rng, xp):
+def test_cross_entropy_probability_targets_match_torch(
+    shape, label_smoothing, weighted, reduction, dtype, rng, xp
+):
     K = shape[1]
     x = rng.standard_normal(shape) * 3
     q = np.moveaxis(rng.dirichlet(np.ones(K), shape[:1] + shape[2:]), -1, 1)  # rows sum to 1 over K
     w = rng.uniform(0.2, 2.0, K) if weighted else None
     kw = dict(reduction=reduction, label_smoothing=label_smoothing)
-    check_op(lambda x, q: F.cross_entropy(x, q, weight=w, **kw),
-             lambda x, q: TF.cross_entropy(x, q, weight=None if w is None else torch.from_numpy(w).to(x.dtype), **kw),
-             [x], [q], dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda x, q: F.cross_entropy(x, q, weight=w, **kw),
+        lambda x, q: TF.cross_entropy(
+            x, q, weight=None if w is None else torch.from_numpy(w).to(x.dtype), **kw
+        ),
+        [x],
+        [q],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
 
 
 def test_cross_entropy_large_logits_and_unbatched_match_torch(rng):
@@ -885,7 +1274,9 @@ def test_cross_entropy_large_logits_and_unbatched_match_torch(rng):
     t = rng.integers(0, 5, 4)
     for dtype in DTYPES:
         check_op(F.cross_entropy, TF.cross_entropy, [x], [t], dtype=dtype, rng=rng)
-    check_op(F.cross_entropy, TF.cross_entropy, [rng.standard_normal(5)], [np.array(3)], dtype=np.float64, rng=rng)
+    check_op(
+        F.cross_entropy, TF.cross_entropy, [rng.standard_normal(5)], [np.array(3)], dtype=np.float64, rng=rng
+    )
 
 
 @pytest.mark.parametrize("target_dtype", [np.uint8, np.int32, np.int64])
@@ -893,7 +1284,9 @@ def test_cross_entropy_and_nll_loss_accept_narrow_integer_targets(target_dtype, 
     """MNIST labels are uint8: cnnkit takes them as they are, PyTorch needs int64."""
     x, t = rng.standard_normal((2, 4, 3)), rng.integers(0, 4, (2, 3))
     for cn, th in [(F.cross_entropy, TF.cross_entropy), (F.nll_loss, TF.nll_loss)]:
-        check_op(lambda x, t, f=cn: f(x, t.astype(target_dtype)), th, [x], [t], dtype=np.float32, rng=rng, xp=xp)
+        check_op(
+            lambda x, t, f=cn: f(x, t.astype(target_dtype)), th, [x], [t], dtype=np.float32, rng=rng, xp=xp
+        )
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
@@ -915,25 +1308,53 @@ def test_nll_loss_matches_torch(shape, ignore_index, weighted, reduction, dtype,
     w = rng.uniform(0.2, 2.0, K)
     kw = dict(ignore_index=ignore_index, reduction=reduction)
     if weighted:
-        check_op(lambda x, t, w: F.nll_loss(x, t, weight=w, **kw), lambda x, t, w: TF.nll_loss(x, t, weight=w, **kw),
-                 [x], [t, w], dtype=dtype, rng=rng, xp=xp)
+        check_op(
+            lambda x, t, w: F.nll_loss(x, t, weight=w, **kw),
+            lambda x, t, w: TF.nll_loss(x, t, weight=w, **kw),
+            [x],
+            [t, w],
+            dtype=dtype,
+            rng=rng,
+            xp=xp,
+        )
     else:
-        check_op(lambda x, t: F.nll_loss(x, t, **kw), lambda x, t: TF.nll_loss(x, t, **kw), [x], [t],
-                 dtype=dtype, rng=rng, xp=xp)
+        check_op(
+            lambda x, t: F.nll_loss(x, t, **kw),
+            lambda x, t: TF.nll_loss(x, t, **kw),
+            [x],
+            [t],
+            dtype=dtype,
+            rng=rng,
+            xp=xp,
+        )
 
 
 @dtypes()
 def test_log_softmax_then_nll_loss_equals_cross_entropy(dtype, rng, xp):
     x, t = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
-    check_op(lambda x, t: F.nll_loss(F.log_softmax(x, 1), t), TF.cross_entropy, [x], [t], dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda x, t: F.nll_loss(F.log_softmax(x, 1), t),
+        TF.cross_entropy,
+        [x],
+        [t],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4, 2)], ids=["1d", "2d", "4d"])
 @dtypes()
 def test_mse_loss_matches_torch(shape, reduction, dtype, rng, xp):
-    check_op(lambda x, y: F.mse_loss(x, y, reduction), lambda x, y: TF.mse_loss(x, y, reduction=reduction),
-             [rng.standard_normal(shape), rng.standard_normal(shape)], dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda x, y: F.mse_loss(x, y, reduction),
+        lambda x, y: TF.mse_loss(x, y, reduction=reduction),
+        [rng.standard_normal(shape), rng.standard_normal(shape)],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -980,10 +1401,19 @@ def test_batch_norm_matches_torch_including_running_stats(shape, affine, trainin
     cn_stats = [xp.asarray(mean0.copy()), xp.asarray(var0.copy())]
     th_stats = [torch.from_numpy(mean0.copy()), torch.from_numpy(var0.copy())]
     kw = dict(training=training, momentum=0.3, eps=1e-3)
-    inputs = [x, rng.uniform(0.5, 2, C), rng.standard_normal(C)][: {"weight-bias": 3, "weight": 2, "none": 1}[affine]]
+    inputs = [x, rng.uniform(0.5, 2, C), rng.standard_normal(C)][
+        : {"weight-bias": 3, "weight": 2, "none": 1}[affine]
+    ]
     # In training the forward updates the running statistics: run it exactly once.
-    check_op(lambda x, *wb: F.batch_norm(x, *cn_stats, *wb, **kw), lambda x, *wb: TF.batch_norm(x, *th_stats, *wb, **kw),
-             inputs, dtype=dtype, rng=rng, xp=xp, check_no_grad=not training)
+    check_op(
+        lambda x, *wb: F.batch_norm(x, *cn_stats, *wb, **kw),
+        lambda x, *wb: TF.batch_norm(x, *th_stats, *wb, **kw),
+        inputs,
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+        check_no_grad=not training,
+    )
     # running_var is updated with the unbiased batch variance, as PyTorch does
     assert_close(as_numpy(cn_stats[0]), th_stats[0].numpy(), dtype, "running_mean")
     assert_close(as_numpy(cn_stats[1]), th_stats[1].numpy(), dtype, "running_var")
@@ -996,7 +1426,10 @@ def test_batch_norm_matches_torch_including_running_stats(shape, affine, trainin
 def test_batch_norm_running_stats_over_several_steps_match_torch(dtype, rng):
     C = 3
     cn_m, cn_v = np.zeros(C, dtype), np.ones(C, dtype)
-    th_m, th_v = torch.zeros(C, dtype=TORCH_DTYPE[np.dtype(dtype)]), torch.ones(C, dtype=TORCH_DTYPE[np.dtype(dtype)])
+    th_m, th_v = (
+        torch.zeros(C, dtype=TORCH_DTYPE[np.dtype(dtype)]),
+        torch.ones(C, dtype=TORCH_DTYPE[np.dtype(dtype)]),
+    )
     for step in range(4):
         x = (rng.standard_normal((5, C, 2, 3)) * (step + 1) + step).astype(dtype)
         F.batch_norm(Tensor(x), cn_m, cn_v, training=True)
@@ -1008,8 +1441,14 @@ def test_batch_norm_running_stats_over_several_steps_match_torch(dtype, rng):
 @dtypes()
 def test_batch_norm_training_without_running_stats_matches_torch(dtype, rng, xp):
     x, w, b = rng.standard_normal((4, 3, 2, 2)), rng.uniform(0.5, 2, 3), rng.standard_normal(3)
-    check_op(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-             lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True), [x, w, b], dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+        [x, w, b],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
 
 
 # --------------------------------------------------------------------------- dropout
@@ -1017,15 +1456,25 @@ def test_batch_norm_training_without_running_stats_matches_torch(dtype, rng, xp)
 def test_dropout_is_identity_with_p0_and_in_eval(dtype, rng):
     x = rng.standard_normal((4, 5)).astype(dtype)
     for kw in [dict(p=0.0, training=True), dict(p=0.5, training=False), dict(p=1.0, training=False)]:
-        check_op(lambda x: F.dropout(x, generator=np.random.default_rng(0), **kw),
-                 lambda x: TF.dropout(x, **kw), [x], dtype=dtype, rng=rng)
+        check_op(
+            lambda x, kw=kw: F.dropout(x, generator=np.random.default_rng(0), **kw),
+            lambda x, kw=kw: TF.dropout(x, **kw),
+            [x],
+            dtype=dtype,
+            rng=rng,
+        )
 
 
 @dtypes()
 def test_dropout_with_p1_zeroes_everything(dtype, rng):
     x = rng.standard_normal((3, 4))
-    check_op(lambda x: F.dropout(x, 1.0, generator=np.random.default_rng(0)), lambda x: TF.dropout(x, 1.0),
-             [x], dtype=dtype, rng=rng)
+    check_op(
+        lambda x: F.dropout(x, 1.0, generator=np.random.default_rng(0)),
+        lambda x: TF.dropout(x, 1.0),
+        [x],
+        dtype=dtype,
+        rng=rng,
+    )
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
@@ -1040,12 +1489,16 @@ def test_dropout_mask_statistics_scaling_and_gradient(p, dtype, rng):
     assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
     # survivors are scaled by 1 / (1 - p)
     scale = dtype(1 / (1 - p))
-    np.testing.assert_allclose(y.data[~dropped], x.data[~dropped] * scale, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        y.data[~dropped], x.data[~dropped] * scale, rtol=1e-6 if dtype == np.float32 else 1e-15
+    )
     # the gradient is the same mask times the same scaling
     gy = rng.standard_normal(x.shape).astype(dtype)
     y.backward(gy)
     assert x.grad.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(x.grad, np.where(dropped, 0, gy * scale), rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        x.grad, np.where(dropped, 0, gy * scale), rtol=1e-6 if dtype == np.float32 else 1e-15
+    )
 
 
 def test_dropout_mask_comes_from_the_generator(rng):
@@ -1065,25 +1518,49 @@ def test_dropout_mask_comes_from_the_generator(rng):
 # Ops save only what backward reads for the inputs that require grad (a network's input
 # image never does): every subset of inputs, the others as constants.
 PARTIAL_GRAD_OPS = {
-    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
-               lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1, groups=2),
-               [(2, 4, 7, 6), (6, 2, 3, 3), (6,)]),
-    "conv_transpose2d": (lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
-                         lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
-                         [(2, 3, 4, 3), (3, 2, 3, 3), (2,)]),
+    "conv2d": (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
+        lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1, groups=2),
+        [(2, 4, 7, 6), (6, 2, 3, 3), (6,)],
+    ),
+    "conv_transpose2d": (
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
+        lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
+        [(2, 3, 4, 3), (3, 2, 3, 3), (2,)],
+    ),
     "linear": (F.linear, TF.linear, [(4, 5), (3, 5), (3,)]),
-    "batch_norm": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-                   lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True), [(4, 3, 2, 2), (3,), (3,)]),
+    "batch_norm": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+        [(4, 3, 2, 2), (3,), (3,)],
+    ),
     "mul": (lambda a, b, c: a * b * c, lambda a, b, c: a * b * c, [(2, 3), (3,), (2, 1)]),
     "div-pow": (lambda a, b, c: a / b**c, lambda a, b, c: a / b**c, [(2, 3), (3,), (2, 1)]),
     "matmul": (lambda a, b, c: a @ b @ c, lambda a, b, c: a @ b @ c, [(2, 3), (3, 4), (4,)]),
-    "cat": (lambda a, b, c: F.cat([a, b, c], 1), lambda a, b, c: torch.cat([a, b, c], 1), [(2, 1), (2, 3), (2, 2)]),
+    "cat": (
+        lambda a, b, c: F.cat([a, b, c], 1),
+        lambda a, b, c: torch.cat([a, b, c], 1),
+        [(2, 1), (2, 3), (2, 2)],
+    ),
     "stack": (lambda a, b, c: F.stack([a, b, c], 0), lambda a, b, c: torch.stack([a, b, c], 0), [(2, 3)] * 3),
-    "bce_with_logits": (lambda x, t, c: F.binary_cross_entropy_with_logits(x * c, t),
-                        lambda x, t, c: TF.binary_cross_entropy_with_logits(x * c, t), [(3, 4), (3, 4), (4,)]),
-    "mse_loss": (lambda x, t, c: F.mse_loss(x * c, t), lambda x, t, c: TF.mse_loss(x * c, t), [(3, 4), (3, 4), (4,)]),
+    "bce_with_logits": (
+        lambda x, t, c: F.binary_cross_entropy_with_logits(x * c, t),
+        lambda x, t, c: TF.binary_cross_entropy_with_logits(x * c, t),
+        [(3, 4), (3, 4), (4,)],
+    ),
+    "mse_loss": (
+        lambda x, t, c: F.mse_loss(x * c, t),
+        lambda x, t, c: TF.mse_loss(x * c, t),
+        [(3, 4), (3, 4), (4,)],
+    ),
 }
-SUBSETS = [(True, False, False), (False, True, False), (False, False, True), (True, True, False), (False, True, True)]
+SUBSETS = [
+    (True, False, False),
+    (False, True, False),
+    (False, False, True),
+    (True, True, False),
+    (False, True, True),
+]
 
 
 @pytest.mark.parametrize("subset", SUBSETS, ids=["".join("xo"[not f] for f in s) for s in SUBSETS])
@@ -1097,19 +1574,39 @@ def test_gradients_of_some_inputs_only_match_torch(name, subset, rng, xp):
 
 
 # --------------------------------------------------------------------------- convolution in chunks
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, groups=2), dict(dilation=2, padding="same")],
-                         ids=["pad1", "stride2-groups2", "dilated-same"])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(padding=1), dict(stride=2, groups=2), dict(dilation=2, padding="same")],
+    ids=["pad1", "stride2-groups2", "dilated-same"],
+)
 @dtypes()
 def test_conv2d_in_batch_chunks_matches_torch(kw, dtype, rng, xp, monkeypatch):
     """Big batches build the column matrix a few samples at a time: force that path."""
     import cnnkit.functional.conv as conv_module
 
     monkeypatch.setattr(conv_module, "IM2COL_LIMIT_BYTES", 4096)
-    x, w, b = rng.standard_normal((7, 4, 6, 5)), rng.standard_normal((6, 4 // kw.get("groups", 1), 3, 3)), rng.standard_normal(6)
-    check_op(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda x, w, b: TF.conv2d(x, w, b, **kw), [x, w, b],
-             dtype=dtype, rng=rng, xp=xp)
-    check_op(lambda x, w: F.conv2d(x, w, **kw), lambda x, w: TF.conv2d(x, w, **kw), [x, w],
-             dtype=dtype, rng=rng, xp=xp, requires_grad=[False, True])
+    x, w, b = (
+        rng.standard_normal((7, 4, 6, 5)),
+        rng.standard_normal((6, 4 // kw.get("groups", 1), 3, 3)),
+        rng.standard_normal(6),
+    )
+    check_op(
+        lambda x, w, b: F.conv2d(x, w, b, **kw),
+        lambda x, w, b: TF.conv2d(x, w, b, **kw),
+        [x, w, b],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )
+    check_op(
+        lambda x, w: F.conv2d(x, w, **kw),
+        lambda x, w: TF.conv2d(x, w, **kw),
+        [x, w],
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+        requires_grad=[False, True],
+    )
 
 
 # --------------------------------------------------------------------------- graphs of several ops
@@ -1153,13 +1650,22 @@ def upsample(nn, x, w1, w2, b2):
 
 
 GRAPHS = {
-    "lenet_like": (lenet_like, [(3, 1, 12, 12), (4, 1, 5, 5), (4,), (6, 4, 3, 3), (6,), (10, 24), (10,), (5, 10), (5,)],
-                   lambda rng: [rng.integers(0, 5, 3)]),
-    "residual_block": (residual_block, [(2, 3, 6, 5), (4, 3, 3, 3), (4, 4, 3, 3), (4,), (4,), (3, 4)],
-                       lambda rng: [rng.integers(0, 3, 2)]),
+    "lenet_like": (
+        lenet_like,
+        [(3, 1, 12, 12), (4, 1, 5, 5), (4,), (6, 4, 3, 3), (6,), (10, 24), (10,), (5, 10), (5,)],
+        lambda rng: [rng.integers(0, 5, 3)],
+    ),
+    "residual_block": (
+        residual_block,
+        [(2, 3, 6, 5), (4, 3, 3, 3), (4, 4, 3, 3), (4,), (4,), (3, 4)],
+        lambda rng: [rng.integers(0, 3, 2)],
+    ),
     "two_pools": (two_pools, [(2, 2, 9, 10), (3, 2, 2, 3), (3, 4, 2)], lambda rng: []),
-    "separable_and_cat": (separable_and_cat, [(2, 3, 5, 6), (3, 1, 3, 3), (4, 3, 1, 1)],
-                          lambda rng: [rng.random((2, 7, 5, 6))]),
+    "separable_and_cat": (
+        separable_and_cat,
+        [(2, 3, 5, 6), (3, 1, 3, 3), (4, 3, 1, 1)],
+        lambda rng: [rng.random((2, 7, 5, 6))],
+    ),
     "upsample": (upsample, [(2, 3, 3, 4), (3, 2, 3, 3), (4, 2, 2, 3), (4,)], lambda rng: []),
 }
 
@@ -1169,4 +1675,12 @@ GRAPHS = {
 def test_graphs_of_several_ops_match_torch(name, dtype, rng, xp):
     graph, shapes, make_consts = GRAPHS[name]
     inputs = [rng.standard_normal(s) * 0.5 for s in shapes]
-    check_op(lambda *a: graph(F, *a), lambda *a: graph(TF, *a), inputs, make_consts(rng), dtype=dtype, rng=rng, xp=xp)
+    check_op(
+        lambda *a: graph(F, *a),
+        lambda *a: graph(TF, *a),
+        inputs,
+        make_consts(rng),
+        dtype=dtype,
+        rng=rng,
+        xp=xp,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -11,6 +12,16 @@ from cnnkit import Tensor, optim
 from cnnkit.errors import ShapeError
 
 torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_on_one_thread():
+    """Tiny tensors: PyTorch's thread pool only adds contention on the shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 # (3, 4) and (5,) are small; 300*300 = 90,000 elements is above the optimizer's slice size,
 # so the sliced path runs; the Fortran-ordered (250, 300) one takes the whole-array path.
@@ -368,3 +379,23 @@ def test_load_state_dict_errors():
         ShapeError, match=r"state 'exp_avg' of parameter 0 has shape \(3,\), the parameter has shape \(4,\)"
     ):
         optim.Adam([r]).load_state_dict(saved)
+
+
+def test_state_dict_survives_a_json_round_trip():
+    """Checkpoints store the state as JSON plus arrays: string keys and lists must load back."""
+    p = Tensor(np.ones(3, np.float32), requires_grad=True)
+    p.grad = np.array([1.0, -2.0, 3.0], np.float32)
+    opt = optim.Adam([p], lr=0.1, amsgrad=True)
+    opt.step()
+    saved = opt.state_dict()
+    as_json = json.loads(
+        json.dumps(saved, default=lambda a: a.tolist())  # arrays -> lists, tuples -> lists, keys -> str
+    )
+    q = Tensor(p.data.copy(), requires_grad=True)
+    q.grad = p.grad.copy()
+    restored = optim.Adam([q], lr=0.5)
+    restored.load_state_dict(as_json)
+    opt.step()
+    restored.step()
+    assert restored.state[q]["exp_avg"].dtype == np.float32
+    np.testing.assert_array_equal(q.data, p.data)

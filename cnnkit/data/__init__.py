@@ -12,8 +12,9 @@ downloaded once, verified, into ``~/.cache/cnnkit`` (or ``$CNNKIT_DATA``, or ``r
 
 Files: ``idx.py`` (the IDX reader), ``mnist.py`` (MNIST and its IDX siblings),
 ``cifar.py`` (CIFAR-10 binary), ``folder.py`` (ImageFolder), ``dataset.py`` (Dataset,
-TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``transforms.py``,
-``download.py`` (download with progress, checksum and atomic write; the cache folder).
+TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``transforms/`` (base,
+convert, geometric), ``download.py`` (download with progress, checksum and atomic
+write; the cache folder).
 """
 
 from __future__ import annotations

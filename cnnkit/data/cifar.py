@@ -44,7 +44,7 @@ def read_cifar_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
         raise CIFARError(
             f"{source}: {len(raw)} bytes is not a whole number of {_RECORD}-byte CIFAR-10 records"
         )
-    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD)   # (N, 3073)
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD)  # (N, 3073)
     labels = records[:, 0].astype(np.int64)
     if labels.max() > 9:
         raise CIFARError(f"{source}: label {labels.max()} out of range 0..9 (not a CIFAR-10 binary batch?)")
@@ -91,7 +91,9 @@ class CIFAR10(ArrayDataset):
     ):
         names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
         base = data_root(root)
-        extracted = [d / _MEMBER_DIR for d in (base / self.folder, base) if (d / _MEMBER_DIR / names[0]).is_file()]
+        extracted = [
+            d / _MEMBER_DIR for d in (base / self.folder, base) if (d / _MEMBER_DIR / names[0]).is_file()
+        ]
         if extracted:
             parts = [read_cifar_batch(_read_file(extracted[0] / n), str(extracted[0] / n)) for n in names]
         else:

@@ -186,4 +186,4 @@ def random_split(
     rng = generator if generator is not None else config.default_generator()
     order = rng.permutation(n)
     bounds = np.cumsum([0] + sizes)
-    return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

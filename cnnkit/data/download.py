@@ -190,7 +190,11 @@ def fetch(
                 return path
             mismatched.append(f"{path} has MD5 {digest}, expected {md5}")
     if not download_missing:
-        found = "; ".join(mismatched) if mismatched else f"not found in {', '.join(str(c.parent) for c in candidates)}"
+        found = (
+            "; ".join(mismatched)
+            if mismatched
+            else f"not found in {', '.join(str(c.parent) for c in candidates)}"
+        )
         raise DownloadError(
             f"{name}: {found}. Download it from {mirror}{name} into {target.parent} "
             "or allow downloading (download=True)"

@@ -23,7 +23,9 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def load_image(path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None
+) -> np.ndarray:
     """Read a PNG or JPEG file as a uint8 array, converted to ``mode`` and resized.
 
     Args:
@@ -83,7 +85,9 @@ class ImageFolder(Dataset):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageFolder root {self.root} is not a folder")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes = sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
         self.class_to_idx = {name: k for k, name in enumerate(self.classes)}
         self.samples = [
             (path, self.class_to_idx[name])
@@ -113,4 +117,6 @@ class ImageFolder(Dataset):
         return image, target
 
     def __repr__(self) -> str:
-        return f"ImageFolder({self.root}, {len(self)} images, {len(self.classes)} classes, mode={self.mode!r})"
+        return (
+            f"ImageFolder({self.root}, {len(self)} images, {len(self.classes)} classes, mode={self.mode!r})"
+        )

@@ -43,7 +43,9 @@ def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
         if path.endswith(".gz"):
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise IDXError(f"{path}: cannot read as {'gzipped ' if path.endswith('.gz') else ''}IDX ({e})") from None
+        raise IDXError(
+            f"{path}: cannot read as {'gzipped ' if path.endswith('.gz') else ''}IDX ({e})"
+        ) from None
     if sha256 is not None:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != sha256:

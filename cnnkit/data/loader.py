@@ -32,7 +32,7 @@ def default_collate(samples: Sequence[Any]) -> Any:
     """
     first = samples[0]
     if isinstance(first, (tuple, list)):
-        return tuple(default_collate(field) for field in zip(*samples))
+        return tuple(default_collate(field) for field in zip(*samples, strict=True))
     if isinstance(first, dict):
         return {key: default_collate([s[key] for s in samples]) for key in first}
     if isinstance(first, (bool, np.bool_)):

@@ -37,7 +37,9 @@ def _split_files(train: bool) -> tuple[str, str]:
     return f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"
 
 
-def _read_pair(images_path: Path, labels_path: Path, sha256: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(
+    images_path: Path, labels_path: Path, sha256: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     sums = sha256 or {}
     images = read_idx(images_path, sums.get(images_path.name))
     labels = read_idx(labels_path, sums.get(labels_path.name))
@@ -67,8 +69,8 @@ class MNIST(ArrayDataset):
 
     Args:
         root: a folder with the four gzipped IDX files (directly, or in ``mnist/`` or
-            torchvision's ``MNIST/raw/``); default: the copy bundled with cnnkit, so no
-            download is ever needed.
+            torchvision's ``MNIST/raw/``); when it holds none of them, or by default, the
+            copy bundled with cnnkit is read, so no download is ever needed.
         train: the training split (True) or the test split (False).
         transform: applied to each image, uint8 (28, 28); e.g. ``ToTensor()``.
         target_transform: applied to each label.
@@ -88,10 +90,12 @@ class MNIST(ArrayDataset):
     ):
         folder = _BUNDLED
         if root is not None:
+            # A --data-dir shared with other datasets need not hold MNIST: the bundled
+            # copy is the same canonical data (same SHA-256 sums), so fall back to it.
             base = Path(root).expanduser()
             images_name = _split_files(train)[0]
             found = [f for f in (base, base / "mnist", base / "MNIST" / "raw") if (f / images_name).is_file()]
-            folder = found[0] if found else base
+            folder = found[0] if found else _BUNDLED
         self.train = train
         images, labels = load_mnist("train" if train else "test", folder)
         super().__init__(images, labels, transform, target_transform)
@@ -156,7 +160,18 @@ class FashionMNIST(_DownloadedIDX):
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     }
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    classes = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
 
 
 class KMNIST(_DownloadedIDX):

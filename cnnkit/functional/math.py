@@ -13,7 +13,7 @@ from ..tensor import Tensor, as_array
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul", "sum", "mean", "max",
-    "exp", "log", "sqrt", "abs", "cast", "sum_to",
+    "exp", "log", "sqrt", "abs", "cast", "signed_root", "sum_to",
 ]
 
 
@@ -295,6 +295,30 @@ class AbsOp(Function):
         return gy * self.sign
 
 
+class SignedRootOp(Function):
+    """Signed p-th root, the last step of Lp pooling.
+
+    forward:  y = sign(x) * |x| ** (1/p)
+    backward: gx = gy * |x| ** (1/p - 1) / p, and 0 where x == 0 (PyTorch's convention for
+              lp_pool2d on an all-zero window, where the true derivative is infinite)
+    """
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def forward(self, x):
+        xp = self.xp
+        self.x = x
+        return xp.sign(x) * xp.abs(x) ** x.dtype.type(1.0 / self.p)
+
+    def backward(self, gy):
+        xp = self.xp
+        a = xp.abs(self.x)
+        nonzero = a > 0
+        safe = xp.where(nonzero, a, 1)
+        return xp.where(nonzero, gy * safe ** gy.dtype.type(1.0 / self.p - 1) / gy.dtype.type(self.p), 0)
+
+
 class CastOp(Function):
     """Change dtype. forward: y = x.astype(dtype);  backward: gx = gy.astype(x.dtype)"""
 
@@ -373,6 +397,10 @@ def sqrt(x) -> Tensor:
 
 def abs(x) -> Tensor:  # noqa: A001
     return AbsOp()(x)
+
+
+def signed_root(x, p: float) -> Tensor:
+    return SignedRootOp(p)(x)
 
 
 def cast(x, dtype) -> Tensor:

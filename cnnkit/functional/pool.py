@@ -332,22 +332,23 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) 
 def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
-    Computed as PyTorch does, s = avg_pool2d(x**p) * KH*KW, then sign(s) * relu(|s|)**(1/p):
+    Computed as PyTorch does, s = avg_pool2d(x**p) * KH*KW, then sign(s) * |s|**(1/p):
     x**p is not |x|**p, and with ceil_mode a partial edge window's average is scaled by
-    the full window area. With norm_type=1 and full windows this is sum pooling.
+    the full window area. With norm_type=1 and full windows this is sum pooling; with
+    norm_type=inf it is max pooling of |x|. An all-zero window gets gradient 0, as in
+    PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
+    returns the signed root.)
     """
-    from .activation import relu
-    from .math import abs as abs_, mul, pow as pow_
+    from .math import abs as abs_, mul, pow as pow_, signed_root
 
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)
+    if p == float("inf"):  # the limit p -> inf: the largest |x| of each window
+        return max_pool2d(abs_(x), kernel_size, stride, 0, 1, ceil_mode)
     powered = x if p == 1.0 else pow_(x, p)
     s = mul(avg_pool2d(powered, kernel_size, stride, 0, ceil_mode), float(kh * kw))
-    if p == 1.0:
-        return s
-    sign = Tensor._wrap(get_array_module(s.data).sign(s.data))       # a constant: no gradient
-    return sign * pow_(relu(abs_(s)), 1.0 / p)
+    return s if p == 1.0 else signed_root(s, p)
 
 
 def adaptive_avg_pool2d(x, output_size) -> Tensor:

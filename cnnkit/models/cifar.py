@@ -58,7 +58,7 @@ class CifarResNet(nn.Module):
         num_classes: K.
         rng: generator for the initial weights.
 
-    Shape: x (N, 3, 32, 32) -> logits (N, K) (other sizes >= 4 work too).
+    Shape: x (N, 3, 32, 32) -> logits (N, K) (any H, W >= 1 runs).
     """
 
     def __init__(self, n: int = 3, num_classes: int = 10, *, rng: np.random.Generator | None = None):

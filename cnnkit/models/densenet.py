@@ -100,7 +100,7 @@ class DenseNet(nn.Module):
         num_classes: K.
         rng: generator for the initial weights and the dropout masks.
 
-    Shape: x (N, 3, H, W) with H, W >= 29 -> logits (N, K).
+    Shape: x (N, 3, H, W) with H, W >= 29 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
     def __init__(

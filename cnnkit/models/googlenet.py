@@ -98,7 +98,7 @@ class GoogLeNet(nn.Module):
         dropout: drop probability before fc.
         rng: generator for the initial weights and the dropout mask.
 
-    Shape: x (N, 3, H, W) with H, W >= 15 -> logits (N, K).
+    Shape: x (N, 3, H, W) with H, W >= 31 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
     def __init__(

@@ -108,7 +108,7 @@ class ResNet(nn.Module):
             residual branch begins as the identity (Goyal et al., 2017).
         rng: generator for the initial weights.
 
-    Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K).
+    Shape: x (N, 3, H, W) -> logits (N, K); any H, W >= 1 runs, 224x224 is the ImageNet size.
     """
 
     def __init__(

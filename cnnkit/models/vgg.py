@@ -83,7 +83,7 @@ class VGG(nn.Module):
         dropout: drop probability of the two Dropout layers.
         rng: generator for the initial weights and the dropout masks.
 
-    Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K).
+    Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
     def __init__(

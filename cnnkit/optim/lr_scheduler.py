@@ -223,6 +223,11 @@ class MultiStepLR(LRScheduler):
         factor = self.gamma ** self.milestones[self.last_epoch]
         return [lr * factor for lr in self._current_lrs()]
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # A JSON round trip turns the epochs into strings; get_lr looks them up as ints.
+        self.milestones = Counter({int(epoch): count for epoch, count in self.milestones.items()})
+
 
 class ExponentialLR(LRScheduler):
     """Multiply the lr by gamma every epoch.

@@ -231,6 +231,7 @@ class Optimizer:
 
         state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for index, values in state_dict["state"].items():
+            index = int(index)  # JSON round trips turn the keys into strings
             if index not in by_index:
                 raise ValueError(
                     f"{name}.load_state_dict: state for parameter index {index!r}, which "

@@ -96,7 +96,7 @@ class SGD(Optimizer):
                 g = self._effective_grad(g, w, weight_decay, maximize)
                 if b is not None:
                     if first:
-                        np.multiply(g, 1.0 - dampening, out=b)
+                        np.copyto(b, g)
                     else:
                         b *= momentum
                         if dampening == 0:
