@@ -9,8 +9,7 @@ from __future__ import annotations
 
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
-from . import functional, init, nn, optim
-from . import models  # isort: skip  (models build on nn)
+from . import functional, init, models, nn, optim
 from .config import (
     default_dtype,
     default_generator,

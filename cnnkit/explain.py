@@ -106,7 +106,7 @@ class ConvStats:
         from .viz.kernels import output_size_formula
 
         lines = [
-            f"convolution: input {H}x{W}x{C} (H x W x C), {F} filters of {KH}x{KW}x{C // self.groups}, "
+            f"convolution: input {H}x{W}x{C} (H x W x C), {_plural(F, 'filter')} of {KH}x{KW}x{C // self.groups}, "
             f"stride {_fmt_pair(self.stride)}, padding {_fmt_pair((pt, pl)) if (pt, pl) == (pb, pr) else self.pads}"
             + (f", dilation {_fmt_pair(self.dilation)}" if self.dilation != (1, 1) else "")
             + (f", groups {self.groups}" if self.groups != 1 else ""),
@@ -118,7 +118,7 @@ class ConvStats:
         lines += [
             f"  output {OH}x{OW}x{F} = {self.outputs:,} neurons",
             f"  parameters: {F}*{C // self.groups}*{KH}*{KW} = {self.conv_weights:,} weights"
-            f" + {self.conv_biases:,} biases = {self.conv_weights + self.conv_biases:,}",
+            f" + {_plural(self.conv_biases, 'bias', 'biases')} = {self.conv_weights + self.conv_biases:,}",
             f"  each output neuron has {self.weights_per_output:,} weights (its filter) and sees at most "
             f"{self.weights_per_output:,} of the {self.inputs:,} inputs; a dense neuron has {self.inputs:,}",
             "as a fully connected layer y = W @ x + b (W: the dense, Toeplitz matrix of the convolution):",
@@ -135,6 +135,10 @@ class ConvStats:
             f"{self.dense_weights / self.conv_weights:,.0f}x the convolution's {self.conv_weights:,} weights",
         ]
         return "\n".join(lines)
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def _fmt_pair(pair) -> str:
@@ -329,7 +333,7 @@ class ToyGraph:
 
         names = {id(t): name for name, t in self.tensors.items()}
         return graph_to_dot(
-            trace(self.z, names=names), show_tensors=True, show_values=True,
+            trace(self.z, names=names, inputs=[self.tensors["x"], self.tensors["y"]]), show_tensors=True, show_values=True,
             title="z = cos(x) * sin(x) + x / y: values (forward) and dz/d(node) (backward)",
         )
 

@@ -51,6 +51,7 @@ def add_commands(sub) -> None:
     e.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--batch-size", type=positive_int, default=500)
+    e.add_argument("--plot", default=None, metavar="FILE", help="also draw the confusion matrix to FILE (.png/.svg/.pdf)")
     e.set_defaults(handler=evaluate_command)
 
     p = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
@@ -265,6 +266,12 @@ def evaluate_command(args) -> int:
     test_set, spec = _dataset(name, False, args.data_dir)
     result = evaluate(model, DataLoader(test_set, batch_size=args.batch_size))
     print(format_report(result, spec.classes))
+    if args.plot:
+        from .viz.plots import plot_confusion_matrix, save_figure
+
+        title = (f"{Path(args.checkpoint).name} on the {name} test split: accuracy "
+                 f"{100 * result['accuracy']:.2f}% ({int(result['confusion_matrix'].sum()):,} images)")
+        print(f"wrote {save_figure(plot_confusion_matrix(result['confusion_matrix'], spec.classes, title=title), args.plot)}")
     return 0
 
 

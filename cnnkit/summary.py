@@ -198,7 +198,7 @@ def summary(
 def _gets_row(module: nn.Module) -> bool:
     """Leaf modules, and modules that own parameters directly, get rows."""
     has_children = next(module.children(), None) is not None
-    return not has_children or any(p is not None for p in module._parameters.values())
+    return not has_children or next(module.parameters(recurse=False), None) is not None
 
 
 def _data(value: Any) -> Any:
@@ -229,8 +229,8 @@ def _row(module, path, inputs, output, fields, called, counted_params) -> LayerR
     shared = id(module) in called
     called.add(id(module))
     params = 0
-    for p in module._parameters.values():
-        if p is not None and id(p) not in counted_params:
+    for p in module.parameters(recurse=False):
+        if id(p) not in counted_params:
             counted_params.add(id(p))
             params += p.size
     row = LayerRow(
@@ -246,7 +246,7 @@ def _row(module, path, inputs, output, fields, called, counted_params) -> LayerR
     field_out = _propagate(module, x, y, field_in, row)
     if y is not None:
         fields[id(y)] = (y, field_out)  # the tensor is kept so its id is not reused
-    if field_out is not None and (isinstance(module, _CONVS + _POOLS + _ADAPTIVE_POOLS)):
+    if field_out is not None and isinstance(module, _CONVS + _POOLS + _ADAPTIVE_POOLS):
         row.receptive_field, row.jump = field_out.size, field_out.jump
     return row
 
@@ -287,7 +287,7 @@ def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
         if module.padding == "valid":
             pads = ((0, 0), (0, 0))
         elif module.padding == "same":
-            total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
             pads = tuple((t // 2, t - t // 2) for t in total)
         else:
             pads = tuple((p, p) for p in module.padding)
@@ -312,7 +312,7 @@ def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
 def _adaptive_size(output_size, hw: tuple[int, int]) -> tuple[int, int]:
     if output_size is None or np.isscalar(output_size):
         output_size = (output_size, output_size)
-    return tuple(int(o) if o is not None else n for o, n in zip(output_size, hw))
+    return tuple(int(o) if o is not None else n for o, n in zip(output_size, hw, strict=True))
 
 
 def _widest_window(n: int, out: int) -> int:
@@ -334,7 +334,7 @@ def _propagate(module: nn.Module, x: Tensor | None, y: Tensor | None, field_in: 
         # A size-changing layer of another kind (a strided subsampling shortcut):
         # the jump scales with the size ratio, the window is unchanged.
         ratio = (x.shape[-2] / y.shape[-2], x.shape[-1] / y.shape[-1])
-        return _Field(field_in.size, tuple(j * s for j, s in zip(field_in.jump, ratio)))
+        return _Field(field_in.size, tuple(j * s for j, s in zip(field_in.jump, ratio, strict=True)))
     kernel, stride, pads, dilation, ceil_mode = geometry
     if isinstance(module, _ADAPTIVE_POOLS):
         row.arithmetic = (
@@ -343,7 +343,9 @@ def _propagate(module: nn.Module, x: Tensor | None, y: Tensor | None, field_in: 
         )
     else:
         row.arithmetic = "; ".join(
-            _axis_arithmetic(axis, x.shape[-2 + i], kernel[i], stride[i], pads[i], dilation[i], ceil_mode, y.shape[-2 + i])
+            _axis_arithmetic(
+                axis, x.shape[-2 + i], kernel[i], stride[i], pads[i], dilation[i], ceil_mode, y.shape[-2 + i]
+            )
             for i, axis in enumerate("HW")
         )
     if field_in is None:
@@ -353,7 +355,9 @@ def _propagate(module: nn.Module, x: Tensor | None, y: Tensor | None, field_in: 
     return _Field(size, jump)
 
 
-def _axis_arithmetic(axis: str, n: int, k: int, s: int, pads: tuple[int, int], d: int, ceil_mode: bool, out: int) -> str:
+def _axis_arithmetic(
+    axis: str, n: int, k: int, s: int, pads: tuple[int, int], d: int, ceil_mode: bool, out: int
+) -> str:
     """'H: (224 - 3 + 2*1)/1 + 1 = 224', with the dilated kernel and the rounding shown."""
     f = f"{k}" if d == 1 else f"({d}*({k} - 1) + 1)"
     p = f"2*{pads[0]}" if pads[0] == pads[1] else f"({pads[0]} + {pads[1]})"
@@ -405,16 +409,16 @@ def _format(result: SummaryResult) -> str:
         )
         for row in result.rows
     ]
-    widths = [max(len(text) for text in column) for column in zip(header, *body)]
+    widths = [max(len(text) for text in column) for column in zip(header, *body, strict=True)]
     aligns = ["<", "<", "<", ">", ">"]
 
     def line(cells) -> str:
-        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, aligns, widths)).rstrip()
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, aligns, widths, strict=True)).rstrip()
 
     width = sum(widths) + 2 * (len(widths) - 1)
     rule, thin = "=" * width, "-" * width
     out = [f'Model: "{result.model_name}"  input shape {result.input_shape}', rule, line(header), rule]
-    for row, cells in zip(result.rows, body):
+    for row, cells in zip(result.rows, body, strict=True):
         out.append(line(cells))
         if result.show_arithmetic and row.arithmetic is not None:
             out.append(f"    {row.arithmetic}")

@@ -176,15 +176,16 @@ def _contains_head(module: nn.Module) -> bool:
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules the converter handles as one step, in registration order.
 
-    Head layers (Linear, Flatten, BatchNorm1d, adaptive pooling) are units; so is any
-    module that contains none of them (a conv block, a residual stage: size-agnostic
-    already). Every other module is opened up.
+    Sequentials and modules that contain a head layer (Linear, Flatten, BatchNorm1d,
+    adaptive pooling) are opened up; every other module is a unit: a layer, or a block
+    without a head (a residual block: size-agnostic already, kept whole).
     """
     units: list[tuple[str, nn.Module]] = []
 
     def visit(path: str, module: nn.Module) -> None:
         children = [(n, m) for n, m in module.named_children() if m is not None]
-        if isinstance(module, _HEAD_TYPES) or not _contains_head(module) or not children:
+        opened = isinstance(module, nn.Sequential) or _contains_head(module)
+        if isinstance(module, _HEAD_TYPES) or not opened or not children:
             units.append((path, module))
             return
         for name, child in children:
@@ -405,30 +406,29 @@ class _Geometry:
                 self._opaque(m, call)
 
     def _opaque(self, m: nn.Module, call: _Call) -> None:
-        """A block that changes the size (a residual stage): measure its stride by probing.
+        """A block that changes the size (a residual block): measure its stride by probing.
 
         Its output size as a function of its input size n is floor((n + a) / S) + b; the
         distance between the first two sizes where it grows is S. The window centre moves
         as for a block that pads evenly ("same" padding): by ((n - 1) - (out - 1) * S) / 2.
         """
         C, h, w = call.x.shape[1:]
-        out = call.y.shape[-2:]
-        strides = []
+        out = tuple(call.y.shape[-2:])
+        growth: list[list[int]] = [[], []]
+        size = list(out)
         with config.no_grad():
-            for a, n in enumerate((h, w)):
-                growth, size = [], out[a]
-                for t in range(1, 4 * n + 2):
-                    probe = (1, C, h + t if a == 0 else h, w + t if a == 1 else w)
-                    got = m(Tensor(np.zeros(probe, call.x.dtype))).shape[2 + a]
-                    if got > size:
-                        growth.append(t)
-                        size = got
-                        if len(growth) == 2:
-                            break
-                strides.append(growth[1] - growth[0] if len(growth) == 2 else 1)
+            for t in range(1, 4 * max(h, w) + 2):
+                got = m(Tensor(np.zeros((1, C, h + t, w + t), call.x.dtype))).shape[-2:]
+                for a in range(2):
+                    if got[a] > size[a]:
+                        growth[a].append(t)
+                        size[a] = got[a]
+                if min(len(g) for g in growth) >= 2:
+                    break
         for a, n in enumerate((h, w)):
-            self.c[a] += self.j[a] * ((n - 1) - (out[a] - 1) * strides[a]) / 2
-            self.j[a] *= strides[a]
+            stride = growth[a][1] - growth[a][0] if len(growth[a]) >= 2 else 1
+            self.c[a] += self.j[a] * ((n - 1) - (out[a] - 1) * stride) / 2
+            self.j[a] *= stride
 
     def stride(self) -> tuple[int, int]:
         return (int(self.j[0]), int(self.j[1]))

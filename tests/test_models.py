@@ -19,7 +19,7 @@ import pytest
 import cnnkit
 from cnnkit import Tensor, models, nn
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for these tests (pip install -e .[test])")
+torch = pytest.importorskip("torch", reason="PyTorch is the reference here (pip install -e .[test])")
 tnn, tF = torch.nn, torch.nn.functional
 
 # torchvision's published counts (and the CIFAR ones computed by hand in the docstrings).
@@ -59,9 +59,13 @@ def t_lenet5(activation="relu", pooling="max"):
     pool = {"max": tnn.MaxPool2d, "avg": tnn.AvgPool2d}[pooling]
     return Net(
         lambda m, x: m.classifier(m.flatten(m.features(x))),
-        features=tnn.Sequential(tnn.Conv2d(1, 6, 5, padding=2), act(), pool(2), tnn.Conv2d(6, 16, 5), act(), pool(2)),
+        features=tnn.Sequential(
+            tnn.Conv2d(1, 6, 5, padding=2), act(), pool(2), tnn.Conv2d(6, 16, 5), act(), pool(2)
+        ),
         flatten=tnn.Flatten(),
-        classifier=tnn.Sequential(tnn.Linear(400, 120), act(), tnn.Linear(120, 84), act(), tnn.Linear(84, 10)),
+        classifier=tnn.Sequential(
+            tnn.Linear(400, 120), act(), tnn.Linear(120, 84), act(), tnn.Linear(84, 10)
+        ),
     )
 
 
@@ -76,7 +80,8 @@ def t_alexnet():
         ),
         avgpool=tnn.AdaptiveAvgPool2d((6, 6)),
         classifier=tnn.Sequential(
-            tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(), tnn.Dropout(), tnn.Linear(4096, 4096), tnn.ReLU(),
+            tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(),
+            tnn.Dropout(), tnn.Linear(4096, 4096), tnn.ReLU(),
             tnn.Linear(4096, 1000),
         ),
     )
@@ -107,7 +112,8 @@ def t_vgg(depth, bn):
         features=t_vgg_features(depth, bn),
         avgpool=tnn.AdaptiveAvgPool2d((7, 7)),
         classifier=tnn.Sequential(
-            tnn.Linear(25088, 4096), tnn.ReLU(), tnn.Dropout(), tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(),
+            tnn.Linear(25088, 4096), tnn.ReLU(), tnn.Dropout(),
+            tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(),
             tnn.Linear(4096, 1000),
         ),
     )
@@ -168,13 +174,14 @@ class TShortcutA(tnn.Module):
 
 def t_stages(block, widths, layers, inplanes, option_a=False):
     stages = []
-    for i, (planes, n) in enumerate(zip(widths, layers)):
+    for i, (planes, n) in enumerate(zip(widths, layers, strict=True)):
         stride, out = (1 if i == 0 else 2), planes * block.expansion
         shortcut = None
         if stride != 1 or inplanes != out:
             shortcut = TShortcutA((out - inplanes) // 2) if option_a else tnn.Sequential(
                 tnn.Conv2d(inplanes, out, 1, stride, bias=False), tnn.BatchNorm2d(out))
-        stages.append(tnn.Sequential(block(inplanes, planes, stride, shortcut), *[block(out, planes) for _ in range(n - 1)]))
+        rest = [block(out, planes) for _ in range(n - 1)]
+        stages.append(tnn.Sequential(block(inplanes, planes, stride, shortcut), *rest))
         inplanes = out
     return {f"layer{i + 1}": s for i, s in enumerate(stages)}
 
@@ -218,9 +225,15 @@ class TInception(tnn.Module):
     def __init__(self, cin, c1, c3r, c3, c5r, c5, pp):
         super().__init__()
         self.branch1 = TBasicConv2d(cin, c1, kernel_size=1)
-        self.branch2 = tnn.Sequential(TBasicConv2d(cin, c3r, kernel_size=1), TBasicConv2d(c3r, c3, kernel_size=3, padding=1))
-        self.branch3 = tnn.Sequential(TBasicConv2d(cin, c5r, kernel_size=1), TBasicConv2d(c5r, c5, kernel_size=3, padding=1))
-        self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, 1, 1, ceil_mode=True), TBasicConv2d(cin, pp, kernel_size=1))
+        self.branch2 = tnn.Sequential(
+            TBasicConv2d(cin, c3r, kernel_size=1), TBasicConv2d(c3r, c3, kernel_size=3, padding=1)
+        )
+        self.branch3 = tnn.Sequential(  # torchvision's "5x5" branch is a 3x3
+            TBasicConv2d(cin, c5r, kernel_size=1), TBasicConv2d(c5r, c5, kernel_size=3, padding=1)
+        )
+        self.branch4 = tnn.Sequential(
+            tnn.MaxPool2d(3, 1, 1, ceil_mode=True), TBasicConv2d(cin, pp, kernel_size=1)
+        )
 
     def forward(self, x):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -229,11 +242,13 @@ class TInception(tnn.Module):
 def t_googlenet():
     names = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
     specs = [
-        (192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64), (480, 192, 96, 208, 16, 48, 64),
-        (512, 160, 112, 224, 24, 64, 64), (512, 128, 128, 256, 24, 64, 64), (512, 112, 144, 288, 32, 64, 64),
-        (528, 256, 160, 320, 32, 128, 128), (832, 256, 160, 320, 32, 128, 128), (832, 384, 192, 384, 48, 128, 128),
+        (192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64),
+        (480, 192, 96, 208, 16, 48, 64), (512, 160, 112, 224, 24, 64, 64),
+        (512, 128, 128, 256, 24, 64, 64), (512, 112, 144, 288, 32, 64, 64),
+        (528, 256, 160, 320, 32, 128, 128), (832, 256, 160, 320, 32, 128, 128),
+        (832, 384, 192, 384, 48, 128, 128),
     ]
-    blocks = {f"inception{n}": TInception(*s) for n, s in zip(names, specs)}
+    blocks = {f"inception{n}": TInception(*s) for n, s in zip(names, specs, strict=True)}
 
     def forward(m, x):
         x = m.maxpool2(m.conv3(m.conv2(m.maxpool1(m.conv1(x)))))
@@ -247,7 +262,8 @@ def t_googlenet():
     return Net(
         forward, conv1=TBasicConv2d(3, 64, kernel_size=7, stride=2, padding=3), maxpool1=pool(3),
         conv2=TBasicConv2d(64, 64, kernel_size=1), conv3=TBasicConv2d(64, 192, kernel_size=3, padding=1),
-        maxpool2=pool(3), inception3a=blocks["inception3a"], inception3b=blocks["inception3b"], maxpool3=pool(3),
+        maxpool2=pool(3), inception3a=blocks["inception3a"], inception3b=blocks["inception3b"],
+        maxpool3=pool(3),
         **{f"inception4{c}": blocks[f"inception4{c}"] for c in "abcde"}, maxpool4=pool(2),
         inception5a=blocks["inception5a"], inception5b=blocks["inception5b"],
         avgpool=tnn.AdaptiveAvgPool2d((1, 1)), dropout=tnn.Dropout(0.2), fc=tnn.Linear(1024, 1000),
@@ -345,14 +361,13 @@ def reference_model(build, seed: int = 0):
 
 
 def build_cnnkit(name: str):
-    """Build a zoo model cheaply when its weights will be overwritten anyway.
+    """Build a zoo model, skipping the torchvision init where its weights get overwritten.
 
-    VGG and GoogLeNet accept init_weights=False (as torchvision's): the torchvision init
-    of VGG's 120M classifier weights takes seconds and is tested once, below.
+    VGG and GoogLeNet accept init_weights=False (as torchvision's): drawing VGG's 120M
+    classifier weights again takes seconds; the init itself is tested once, below.
     """
-    kwargs = {"init_weights": False} if name.startswith("vgg1") and "cifar" not in name else {}
-    if name == "googlenet":
-        kwargs = {"init_weights": False}
+    skip_init = name == "googlenet" or (name.startswith("vgg") and name != "vgg11_cifar")
+    kwargs = {"init_weights": False} if skip_init else {}
     return models.get_model(name, rng=np.random.default_rng(0), **kwargs)
 
 
@@ -410,7 +425,8 @@ def test_zoo_model_matches_torch(name, rng):
         expected = reference(torch.from_numpy(x)).numpy()
     with cnnkit.no_grad():
         actual = ours(Tensor(x)).data
-    assert actual.shape == expected.shape == (shape[0], 10 if name in ("lenet5", "resnet20", "vgg11_cifar") else 1000)
+    classes = 10 if name in ("lenet5", "resnet20", "vgg11_cifar") else 1000
+    assert actual.shape == expected.shape == (shape[0], classes)
     assert_close(actual, expected)
 
 
@@ -468,8 +484,10 @@ def test_resnet_init_is_torchvisions():
     net = models.resnet18(rng=np.random.default_rng(1))
     assert _std(net.conv1.weight) == pytest.approx((2 / (64 * 7 * 7)) ** 0.5, rel=0.05)  # fan_out
     assert _std(net.layer3[0].conv2.weight) == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.02)
-    assert all(np.all(m.weight.data == 1) and np.all(m.bias.data == 0) for m in net.modules() if isinstance(m, nn.BatchNorm2d))
-    assert np.abs(net.fc.weight.data).max() <= 512 ** -0.5 and np.abs(net.fc.bias.data).max() > 0  # PyTorch default
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(np.all(m.weight.data == 1) and np.all(m.bias.data == 0) for m in norms)
+    # fc keeps PyTorch's default Linear init, U(-1/sqrt(512), 1/sqrt(512)) for weight and bias
+    assert np.abs(net.fc.weight.data).max() <= 512**-0.5 and np.abs(net.fc.bias.data).max() > 0
     zero = models.resnet50(zero_init_residual=True, rng=np.random.default_rng(1))
     assert np.all(zero.layer1[0].bn3.weight.data == 0) and np.all(zero.layer1[0].bn2.weight.data == 1)
 

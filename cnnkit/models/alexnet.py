@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, functional as F, nn
+from .. import config, nn
+from .. import functional as F
 from ..tensor import Tensor
 
 __all__ = ["AlexNet", "alexnet"]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, functional as F, init, nn
+from .. import config, init, nn
+from .. import functional as F
 from ..tensor import Tensor
 from .resnet import BasicBlock
 from .vgg import CONFIGS, make_layers
@@ -109,7 +110,9 @@ class VGGCifar(nn.Module):
     Shape: x (N, 3, 32, 32) -> logits (N, K).
     """
 
-    def __init__(self, num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None):
+    def __init__(
+        self, num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+    ):
         super().__init__()
         rng = rng if rng is not None else config.default_generator()
         self.features = make_layers(CONFIGS["A"], batch_norm=True, rng=rng)
@@ -137,6 +140,8 @@ def resnet20(num_classes: int = 10, *, rng: np.random.Generator | None = None) -
     return CifarResNet(3, num_classes, rng=rng)
 
 
-def vgg11_cifar(num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None) -> VGGCifar:
+def vgg11_cifar(
+    num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+) -> VGGCifar:
     """Return the CIFAR-style VGG-11 with BatchNorm (9,756,426 parameters for 10 classes)."""
     return VGGCifar(num_classes, dropout, rng=rng)

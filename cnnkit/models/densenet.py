@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, functional as F, init, nn
+from .. import config, init, nn
+from .. import functional as F
 from ..tensor import Tensor
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition", "densenet121"]
@@ -31,7 +32,9 @@ class DenseLayer(nn.Module):
         self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, bias=False, rng=rng)
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False, rng=rng)
+        self.conv2 = nn.Conv2d(
+            bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False, rng=rng
+        )
         self.drop_rate = float(drop_rate)
         self.rng = rng
 
@@ -111,7 +114,7 @@ class DenseNet(nn.Module):
         super().__init__()
         rng = rng if rng is not None else config.default_generator()
         self.features = nn.Sequential(OrderedDict([
-            ("conv0", nn.Conv2d(3, num_init_features, kernel_size=7, stride=2, padding=3, bias=False, rng=rng)),
+            ("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False, rng=rng)),
             ("norm0", nn.BatchNorm2d(num_init_features)),
             ("relu0", nn.ReLU(inplace=True)),
             ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
@@ -122,7 +125,8 @@ class DenseNet(nn.Module):
             self.features.add_module(f"denseblock{i + 1}", block)
             num_features += num_layers * growth_rate
             if i != len(block_config) - 1:
-                self.features.add_module(f"transition{i + 1}", Transition(num_features, num_features // 2, rng=rng))
+                transition = Transition(num_features, num_features // 2, rng=rng)
+                self.features.add_module(f"transition{i + 1}", transition)
                 num_features //= 2
         self.features.add_module("norm5", nn.BatchNorm2d(num_features))
         self.classifier = nn.Linear(num_features, num_classes, rng=rng)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, functional as F, init, nn
+from .. import config, init, nn
+from .. import functional as F
 from ..tensor import Tensor
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]

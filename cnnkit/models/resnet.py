@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, functional as F, init, nn
+from .. import config, init, nn
+from .. import functional as F
 from ..tensor import Tensor
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, functional as F, init, nn
+from .. import config, init, nn
+from .. import functional as F
 from ..tensor import Tensor
 
 __all__ = [

@@ -92,12 +92,14 @@ def capture(model, x: np.ndarray, layers: Sequence[str]) -> tuple[list[tuple[str
 
 
 def default_layers(found: Sequence[tuple[str, str, np.ndarray]], limit: int = 8) -> list[str]:
-    """Pick layers worth showing from ``capture``'s output: image-shaped (C, H, W) ones, spread over depth.
+    """Pick layers worth showing from ``capture``'s output: image-shaped ones, spread over depth.
+
+    Image-shaped: (C, H, W) with more than one pixel (a global pool's (C, 1, 1) is left out).
 
     All of them when there are at most ``limit`` (LeNet-5: conv, ReLU, pool, twice); else
     ``limit`` evenly spaced ones, first and last included.
     """
-    names = list(dict.fromkeys(path for path, _, a in found if a.ndim == 3))
+    names = list(dict.fromkeys(path for path, _, a in found if a.ndim == 3 and a.shape[1] * a.shape[2] > 1))
     if len(names) <= limit:
         return names
     picks = np.linspace(0, len(names) - 1, limit).round().astype(int)

@@ -154,6 +154,20 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _zoo_input_shape(name: str | None) -> tuple[int, int, int]:
+    """The zoo's input shape for a model name (the zoo's own table when it has one)."""
+    from .. import models
+
+    if hasattr(models, "default_input_shape") and name:
+        return tuple(models.default_input_shape(name))  # type: ignore[return-value]
+    # As documented in cnnkit.models: LeNet-5 takes MNIST, two CIFAR models 32x32, the rest ImageNet.
+    if name and name.startswith("lenet"):
+        return (1, 28, 28)
+    if name in ("resnet20", "vgg11_cifar"):
+        return (3, 32, 32)
+    return (3, 224, 224)
+
+
 def load_target(spec: str, input_shape: str | None = None) -> Target:
     """A checkpoint file (trained weights) or a zoo model name (random weights, seed 0).
 
@@ -173,7 +187,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
         extra = ckpt.meta.get("extra", {})
         model = load(path)
-        shape = tuple(extra.get("input_shape") or models.default_input_shape(ckpt.model_name))
+        shape = tuple(extra.get("input_shape") or _zoo_input_shape(ckpt.model_name))
         mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
         classes = [str(c) for c in extra.get("classes", ())]
         dataset = f", {extra['dataset']}" if "dataset" in extra else ""
@@ -182,7 +196,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         name = spec.lower()
         model = models.get_model(name, rng=np.random.default_rng(0))
         model.eval()
-        shape = tuple(models.default_input_shape(name))
+        shape = _zoo_input_shape(name)
         mean, std, classes = (), (), []
         label = f"{name} (random weights)"
     else:
@@ -204,6 +218,18 @@ def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     H, W = hw
     chans = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((W, H), Image.BILINEAR)) for c in image]
     return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
+
+
+def _crop_to_aspect(image: np.ndarray, ratio: float) -> np.ndarray:
+    """Centre-crop (C, h, w) to height/width = ratio, so resizing does not distort it."""
+    _, h, w = image.shape
+    if h / w > ratio:
+        keep = max(1, round(w * ratio))
+        top = (h - keep) // 2
+        return image[:, top : top + keep]
+    keep = max(1, round(h / ratio))
+    left = (w - keep) // 2
+    return image[:, :, left : left + keep]
 
 
 def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -228,14 +254,14 @@ def model_input(target: Target, image: str | None, invert: str = "auto") -> tupl
             sample = to_grayscale(sample)
         if C not in (1, sample.shape[0]):
             sample = np.repeat(sample.mean(axis=0, keepdims=True), C, axis=0)
-        raw = _resize(sample, (H, W))
+        raw = _resize(_crop_to_aspect(sample, H / W), (H, W))
     mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
     return raw, ((raw - mean) / std)[None].astype(np.float32)        # (1, C, H, W)
 
 
 def _class_name(target: Target, k: int) -> str:
-    return target.classes[k] if k < len(target.classes) else f"class {k}"
+    return target.classes[k] if k < len(target.classes) else str(k)
 
 
 def _wrote(path: Path | str) -> None:
@@ -249,7 +275,7 @@ def filters_command(args) -> int:
 
     t = load_target(args.target, args.input_shape)
     path, conv = find_conv(t.model, args.layer)
-    fig = plot_filters(conv.weight.data, title=f"{t.label}: {path} = {conv!r}", max_filters=args.max_filters)
+    fig = plot_filters(conv.weight.data, title=f"{t.label}\n{path} = {conv!r}", max_filters=args.max_filters)
     _wrote(save_figure(fig, args.output))
     return 0
 
@@ -474,8 +500,8 @@ def explain_conv_command(args) -> int:
         conv = nn.Conv2d(C, args.filters, kernel, args.stride, args.padding, args.dilation, args.groups,
                          rng=np.random.default_rng(0))
         dense = conv_as_dense(conv, (C, H, W))
-        _wrote(save_figure(plot_dense_conv(dense, title=f"input {H}x{W}x{C}, {args.filters} filter(s) "
-                                                        f"{kernel[0]}x{kernel[1]}: the convolution as a dense layer"),
+        _wrote(save_figure(plot_dense_conv(dense, title=f"input {H}x{W}x{C}, {args.filters} filter"
+                                                        f"{'s' if args.filters > 1 else ''} {kernel[0]}x{kernel[1]}: the convolution as a dense layer"),
                            args.plot))
     return 0
 

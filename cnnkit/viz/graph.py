@@ -27,7 +27,7 @@ from ..tensor import Tensor
 
 __all__ = [
     "Graph", "OpNode", "TensorNode", "trace", "model_graph", "graph_to_dot", "layer_graph_to_dot",
-    "render_dot", "dot_available",
+    "render_dot", "dot_available", "to_graph_def",
 ]
 
 
@@ -404,6 +404,44 @@ def layer_graph_to_dot(graph: Graph, model=None, *, title: str | None = None, ra
             lines.append(f"  {ids[producer_unit[out]]} -> {t_[out]};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- TensorBoard
+def to_graph_def(graph: Graph):
+    """Convert the op graph to a TensorBoard ``GraphDef`` (tensorboardX's protobuf classes).
+
+    Node names use the module path as the scope ("features/0/Conv2d_0",
+    "features/0/weight"), so TensorBoard folds each layer into one box that opens to show
+    its ops; each node carries its output shape in ``_output_shapes``.
+    """
+    from tensorboardX.proto.attr_value_pb2 import AttrValue
+    from tensorboardX.proto.graph_pb2 import GraphDef
+    from tensorboardX.proto.node_def_pb2 import NodeDef
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboardX.proto.versions_pb2 import VersionDef
+
+    def shape_attr(shape: tuple[int, ...]) -> dict:
+        dims = [TensorShapeProto.Dim(size=int(d)) for d in shape]
+        return {"_output_shapes": AttrValue(list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)]))}
+
+    def scoped(name: str) -> str:
+        return name.replace(".", "/")
+
+    node_name: dict[int, str] = {}
+    nodes = []
+    for k, t in enumerate(graph.tensors.values()):
+        if t.kind == "result":
+            continue
+        name = scoped(t.name) if t.name else f"{t.kind}_{k}"
+        node_name[t.id] = name
+        op = {"input": "Input", "parameter": "Parameter", "buffer": "Buffer"}.get(t.kind, "Constant")
+        nodes.append(NodeDef(name=name, op=op, attr=shape_attr(t.shape)))
+    for k, op in enumerate(graph.ops):
+        name = f"{scoped(op.module)}/{op.label}_{k}" if op.module else f"{op.label}_{k}"
+        node_name[op.output] = name
+        nodes.append(NodeDef(name=name, op=op.label, input=[node_name[t] for t in op.inputs],
+                             attr=shape_attr(graph.tensors[op.output].shape)))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22))
 
 
 # --------------------------------------------------------------------------- rendering

@@ -128,7 +128,7 @@ def _scene() -> np.ndarray:
     crown = (yy - 44) ** 2 + (xx - 90) ** 2 <= 12**2
     img[(yy >= 52) & (yy < 78) & (np.abs(xx - 90) <= 2)] = (0.4, 0.25, 0.1)   # trunk
     img[crown] = (0.15, 0.45, 0.15)
-    return img.transpose(2, 0, 1).copy()                              # (3, H, W)
+    return np.clip(img, 0, 1).transpose(2, 0, 1).copy()               # (3, H, W)
 
 
 def _digit() -> np.ndarray:

@@ -53,6 +53,14 @@ def _show(ax, image: np.ndarray, **kwargs):
                      vmax=kwargs.pop("vmax", 1), interpolation="nearest", **kwargs)
 
 
+def _wrap(text: str, width_inches: float, fontsize: float = 9) -> str:
+    """Wrap each line of a title to the figure's width (about 7 characters per inch at 9 pt)."""
+    import textwrap
+
+    chars = max(20, int(width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
 def _blank(ax) -> None:
     ax.set_axis_off()
 
@@ -107,24 +115,28 @@ def plot_filters(
             ax.set_yticks([])
         cmap, label = ("gray", "each channel's weight (mid-grey = 0)") if rgb else (_DIVERGING, "weight")
     else:
-        fig = _figure(1.4 + 0.75 * nc, 0.9 + 0.75 * nf)
-        axes = fig.subplots(nf, nc, squeeze=False)
-        for f in range(nf):
-            for c in range(nc):
-                ax = axes[f, c]
+        # one column per filter, one row per input channel: wide rather than tall
+        fig = _figure(1.6 + 0.7 * nf, 1.3 + 0.7 * nc)
+        axes = fig.subplots(nc, nf, squeeze=False)
+        for c in range(nc):
+            for f in range(nf):
+                ax = axes[c, f]
                 ax.imshow(w[f, c], cmap=_DIVERGING, vmin=-m, vmax=m, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if f == 0:
-                    ax.set_title(f"in {c}", fontsize=8)
                 if c == 0:
-                    ax.set_ylabel(f"filter {f}", fontsize=8)
+                    ax.set_title(f"{f}", fontsize=8)
+                if f == 0:
+                    ax.set_ylabel(f"in {c}", fontsize=8)
         if nc < C:
             shown += f", {nc} of {C} input channels"
+        shown += " (columns: filters, rows: input channels)"
         cmap, label = _DIVERGING, "weight"
         axes = axes.ravel()
-    fig.colorbar(ScalarMappable(Normalize(-m, m), cmap=cmap), ax=list(axes), shrink=0.8, label=label)
-    fig.suptitle(f"{title}\n{shown} ({KH}x{KW}x{C}), colour scale ±{m:.3g}".strip(), fontsize=10)
+    fig.colorbar(ScalarMappable(Normalize(-m, m), cmap=cmap), ax=list(axes), shrink=0.9, aspect=25,
+                 fraction=0.05, label=label)
+    heading = f"{title}\n{shown}, {KH}x{KW}x{C}, colour scale ±{m:.3g}".strip()
+    fig.suptitle(_wrap(heading, fig.get_figwidth()), fontsize=9)
     return fig
 
 
@@ -315,7 +327,8 @@ def _kernel_panel(ax, kernel: np.ndarray, name: str) -> None:
     if k.shape[0] <= 7 and k.shape[1] <= 7:
         for (i, j), v in np.ndenumerate(k):
             text = f"{v:.0f}" if float(v).is_integer() else f"{v:.3f}".rstrip("0")
-            ax.text(j, i, text, ha="center", va="center", fontsize=9 if k.shape[0] <= 3 else 7)
+            ax.text(j, i, text, ha="center", va="center", fontsize=9 if k.shape[0] <= 3 else 7,
+                    color="white" if abs(v) > 0.6 * m else "black")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"kernel '{name}' ({k.shape[0]}x{k.shape[1]}), sum {k.sum():.3g}", fontsize=9)
@@ -324,12 +337,13 @@ def _kernel_panel(ax, kernel: np.ndarray, name: str) -> None:
 def _output_panel(ax, out: np.ndarray, kernel: np.ndarray):
     """Blurs and sharpeners (sum 1) are images again; edge detectors (sum 0) are signed."""
     if abs(float(np.sum(kernel))) < 1e-9:
-        signed = out.mean(axis=0)
+        # the luma of the three responses = the kernel applied to the luma image (linearity)
+        signed = out[0] if out.shape[0] == 1 else 0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]
         m = float(np.abs(signed).max()) or 1.0
         im = ax.imshow(signed, cmap=_DIVERGING, vmin=-m, vmax=m, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        return im, " (signed" + (", mean of R, G, B)" if out.shape[0] == 3 else ")")
+        return im, " (signed" + (", luma)" if out.shape[0] == 3 else ")")
     clipped = " (clipped to [0, 1])" if out.min() < -1e-6 or out.max() > 1 + 1e-6 else ""
     return _show(ax, out), clipped
 
@@ -416,8 +430,8 @@ def plot_dense_conv(dense, *, title: str = ""):
     a1.set_xlabel(f"input pixel (C x H x W = {IN} columns)")
     a1.set_ylabel(f"output neuron ({OUT} rows)")
     a1.set_title(
-        f"dense matrix {OUT} x {IN}: {stats.nonzeros} of {stats.dense_weights} entries non-zero "
-        f"({100 * stats.zero_fraction:.0f}% zeros); {n_weights} distinct weights, each used "
+        f"dense matrix {OUT} x {IN}: {stats.nonzeros:,} of {stats.dense_weights:,} entries non-zero "
+        f"({100 * stats.zero_fraction:.0f}% structural zeros)\n{n_weights} distinct weights, each used "
         f"{int(stats.uses.min())}" + (f"-{int(stats.uses.max())}" if stats.uses.min() != stats.uses.max() else "")
         + " times", fontsize=9,
     )
