@@ -2,7 +2,8 @@
 
 Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
 ``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``,
-``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and MACs).
+``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and MACs),
+``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
 from . import functional, init, models, nn, optim
+from .checkpoint import load, save_checkpoint as save
 from .config import (
     default_dtype,
     default_generator,
@@ -39,11 +41,13 @@ __all__ = [
     "gradcheck",
     "init",
     "is_grad_enabled",
+    "load",
     "manual_seed",
     "models",
     "nn",
     "no_grad",
     "optim",
+    "save",
     "summary",
     "tensor",
 ]

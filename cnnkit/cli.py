@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Each module adds its sub-commands with ``add_commands(subparsers)``; every sub-parser
 # sets ``handler`` (a function of the parsed args returning an exit status).
-COMMAND_MODULES = ("cnnkit.runner", "cnnkit.viz.cli")
+COMMAND_MODULES = ("cnnkit.runner", "cnnkit.viz.cli", "cnnkit.surgery_cli")
 
 
 def _build_parser() -> argparse.ArgumentParser:

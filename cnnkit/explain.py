@@ -106,8 +106,9 @@ class ConvStats:
         from .viz.kernels import output_size_formula
 
         lines = [
-            f"convolution: input {H}x{W}x{C} (H x W x C), {_plural(F, 'filter')} of {KH}x{KW}x{C // self.groups}, "
-            f"stride {_fmt_pair(self.stride)}, padding {_fmt_pair((pt, pl)) if (pt, pl) == (pb, pr) else self.pads}"
+            f"convolution: input {H}x{W}x{C} (H x W x C), {_plural(F, 'filter')} of "
+            f"{KH}x{KW}x{C // self.groups}, stride {_fmt_pair(self.stride)}, "
+            f"padding {_fmt_pair((pt, pl)) if (pt, pl) == (pb, pr) else self.pads}"
             + (f", dilation {_fmt_pair(self.dilation)}" if self.dilation != (1, 1) else "")
             + (f", groups {self.groups}" if self.groups != 1 else ""),
         ]
@@ -127,7 +128,9 @@ class ConvStats:
             f"{self.dense_weights - self.nonzeros:,} structural zeros ({100 * self.zero_fraction:.2f}%)",
         ]
         lo, hi = int(self.uses.min()), int(self.uses.max())
-        times = f"{lo:,} times" if lo == hi else f"{lo:,} to {hi:,} times (fewer where the kernel covers padding)"
+        times = f"{lo:,} times"
+        if lo != hi:
+            times = f"{lo:,} to {hi:,} times (fewer where the kernel covers padding)"
         lines += [
             f"  its non-zeros are copies of the {self.conv_weights:,} distinct weights, each used {times}",
             f"  a fully connected layer of the same size learns {self.dense_weights:,} weights + "
@@ -333,7 +336,8 @@ class ToyGraph:
 
         names = {id(t): name for name, t in self.tensors.items()}
         return graph_to_dot(
-            trace(self.z, names=names, inputs=[self.tensors["x"], self.tensors["y"]]), show_tensors=True, show_values=True,
+            trace(self.z, names=names, inputs=[self.tensors["x"], self.tensors["y"]]),
+            show_tensors=True, show_values=True,
             title="z = cos(x) * sin(x) + x / y: values (forward) and dz/d(node) (backward)",
         )
 
@@ -400,7 +404,8 @@ def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Sali
     try:
         for p, _ in flags:
             p.requires_grad = False
-        xt = Tensor(np.asarray(x, np.float32)[None], requires_grad=True)  # (1, C, H, W)
+        dtype = flags[0][0].dtype if flags else np.float32             # the model's dtype
+        xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)       # (1, C, H, W)
         logits = model(xt)                                                # (1, K)
         K = logits.shape[1]
         top = int(logits.data[0].argmax()) if target is None else int(target)

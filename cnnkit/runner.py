@@ -391,9 +391,14 @@ def summary_command(args) -> int:
 def models_command(args) -> int:
     from . import models
 
+    import inspect
+
     print(f"{'model':<16} {'parameters':>14}  input")
     for name in models.list_models():
-        model = models.get_model(name)
+        builder = getattr(models, name)
+        # skip the random initialization where the constructor allows it: only sizes matter
+        kwargs = {"init_weights": False} if "init_weights" in inspect.signature(builder).parameters else {}
+        model = builder(**kwargs)
         count = sum(p.size for p in model.parameters())
         shape = "x".join(str(v) for v in default_input_shape(name))
         print(f"{name:<16} {count:>14,}  {shape}")

@@ -125,16 +125,16 @@ def to_fully_convolutional(
     after a Linear becomes BatchNorm2d with the same statistics. Anything else keeps its
     weights (copied; ``model`` is not changed).
 
-    The layer order comes from a trace: one forward pass in eval mode on a zero input of
-    ``input_shape`` records the calls of the model's layers. The model must be a chain
-    of layers (a Sequential, or a module whose ``forward`` calls its layers one after the
-    other, with at most a flatten in between: LeNet-5, AlexNet, the VGG family). Blocks
-    without any fully connected layer (ResNet stages) are kept whole.
+    The layer order comes from a trace: one forward pass in eval mode on a fixed probe
+    input of ``input_shape`` records the calls of the model's layers. The model must be a
+    chain of layers (a Sequential, or a module whose ``forward`` calls its layers one
+    after the other, with at most a flatten in between: LeNet-5, AlexNet, the VGG family).
+    Blocks without any fully connected layer (a ResNet's residual blocks) are kept whole.
 
     Args:
         model: the classifier, for inputs of ``input_shape``.
         input_shape: (C, H, W) of the training images, e.g. (1, 28, 28).
-        verify: run the result on the zero input and check it matches the model.
+        verify: run the result on the probe input and check it matches the model.
 
     Returns:
         A FullyConvolutional (an nn.Sequential) in eval mode, with ``window``,
@@ -196,10 +196,11 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _trace(model: nn.Module, shape: tuple[int, ...]) -> tuple[list[_Call], Tensor, Tensor]:
-    """Run ``model`` once on zeros and record each unit call: (path, module, input, output)."""
+    """Run ``model`` once on a probe input and record each unit call: (path, module, input, output)."""
     first = next(model.parameters(), None)
     dtype = first.dtype if first is not None else config.get_default_dtype()
-    x = Tensor(np.zeros((1,) + shape, dtype=dtype))
+    # A fixed, non-constant probe (no randomness): a flatten is recognized by its values.
+    x = Tensor(np.sin(0.7 * np.arange(int(np.prod(shape)))).reshape((1,) + shape).astype(dtype))
     calls: list[_Call] = []
     handles = []
     for path, unit in _units(model):
@@ -518,7 +519,7 @@ def read_sequence(
     for a, b in runs:
         parts = max(1, int(round((b - a) / char_width))) if (b - a) > 1.5 * char_width else 1
         edges = np.linspace(a, b, parts + 1).round().astype(int)
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
             mass = ink[lo:hi].sum()
             cx = (cols[lo:hi] * ink[lo:hi]).sum() / mass if mass > 0 else (lo + hi - 1) / 2
             j = int(np.argmin(np.abs(centres - cx)))

@@ -578,3 +578,19 @@ def test_resnet18_runs_at_imagenet_size_in_batches_of_8():
         y = net(x)
     assert y.shape == (8, 1000) and np.isfinite(y.data).all()
     assert time.perf_counter() - start < 10
+
+
+def test_googlenet_transform_input_rescales_each_channel(rng):
+    plain = models.googlenet(init_weights=False, rng=np.random.default_rng(0)).eval()
+    moved = models.googlenet(transform_input=True, init_weights=False, rng=np.random.default_rng(0)).eval()
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    rescaled = (x * (std / 0.5)[:, None, None] + ((mean - 0.5) / 0.5)[:, None, None]).astype(np.float32)
+    assert_close(moved(Tensor(x)).data, plain(Tensor(rescaled)).data)
+
+
+def test_dropout_masks_come_from_the_models_generator(rng):
+    x = Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    first = models.vgg11_cifar(rng=np.random.default_rng(8))(x).data  # training mode
+    second = models.vgg11_cifar(rng=np.random.default_rng(8))(x).data
+    np.testing.assert_array_equal(first, second)

@@ -62,9 +62,11 @@ def test_convolution_is_cross_correlation_not_flipped(rng):
     image = rng.random((1, 9, 9)).astype(np.float32)
     kernel = KERNELS["sobel-x"]
     actual = apply_kernel(image, kernel)[0]
-    np.testing.assert_allclose(actual, signal.correlate2d(image[0], kernel, mode="valid"), rtol=1e-5, atol=1e-6)
+    correlated = signal.correlate2d(image[0], kernel, mode="valid")
+    np.testing.assert_allclose(actual, correlated, rtol=1e-5, atol=1e-6)
     # convolve2d flips the kernel: for Sobel that negates the response
-    np.testing.assert_allclose(actual, -signal.convolve2d(image[0], kernel, mode="valid"), rtol=1e-5, atol=1e-6)
+    convolved = signal.convolve2d(image[0], kernel, mode="valid")
+    np.testing.assert_allclose(actual, -convolved, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n, f, p, s, expected, text", [

@@ -2,6 +2,8 @@
 
 A convolution is im2col + one matrix product; its backward is two matrix products
 and a col2im; the transposed convolution runs the same three pieces the other way.
+Small stride-1 convolutions of NumPy arrays skip the columns: a compiled direct
+convolution (``kernels.py``) computes the same sums in one pass per image.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from . import kernels
 from .im2col import chunk_bounds, col2im, im2col, output_size, padded_cnhw, pair
 
 __all__ = ["conv2d", "conv_transpose2d", "Conv2dOp", "ConvTranspose2dOp", "IM2COL_LIMIT_BYTES"]
@@ -49,6 +52,9 @@ class Conv2dOp(Function):
 
     Shapes: x (N, C, H, W), w (F, C/G, KH, KW), b (F,) -> y (N, F, OH, OW) with
     OH = floor((H + PT + PB - DH*(KH-1) - 1) / SH) + 1 (likewise OW).
+
+    Small stride-1 filter banks (``kernels.direct_conv_applies``) take the direct path:
+    the same sums without columns; backward then reads x and w instead of cols.
     """
 
     def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
@@ -81,6 +87,12 @@ class Conv2dOp(Function):
         OW = output_size(W, KW, SW, pl, pr, DW)
         self.geometry = ((SH, SW), (DH, DW), (OH, OW))
         self.x_shape, self.padded_hw = x.shape, (Hp, Wp)
+        self.direct = kernels.direct_conv_applies(xp, x, w, self.stride, self.dilation, G)
+        if self.direct:
+            y = kernels.conv2d_direct(x, w, b, self.pads)                # (F, N, OH, OW)
+            if self.saves_for_backward:
+                self.x, self.w = x, w
+            return y.transpose(1, 0, 2, 3)                            # (N, F, OH, OW) view
 
         xc = padded_cnhw(x, self.pads)                                # (C, N, Hp, Wp)
         wm = w.reshape(G, F // G, Cg * KH * KW)                        # (G, F/G, Cg*KH*KW)
@@ -113,6 +125,9 @@ class Conv2dOp(Function):
         xp = self.xp
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        if self.direct:
+            gx, gw, gb = kernels.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
+            return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
         N, C, H, W = self.x_shape
         G, (KH, KW) = self.groups, self.kernel
         F, OH, OW = gy.shape[1:]

@@ -71,110 +71,187 @@ def as_planes(x):
 
 if AVAILABLE:
 
-    @njit(cache=True, inline="always")
-    def _load_padded(xpad, x, n_base, sc, C, H, W, pt, pl, Wp):
-        """Copy the C planes of one image into the zero-bordered flat rows xpad (C, Hp*Wp)."""
+    @njit(cache=True, fastmath=_FASTMATH)
+    def _axpy_taps(acc, src, offs, wts, L):
+        """acc[i] += sum_t wts[t] * src[offs[t] + i] for i < L: a correlation over flat rows.
+
+        Taps go eight at a time, so each pass over acc loads and stores it once per
+        eight multiply-adds (memory traffic, not arithmetic, bounds these loops). Every
+        operand is a 1-D unit-stride slice, which is what lets the loop vectorize.
+        """
+        T = offs.shape[0]
+        t = 0
+        while t + 8 <= T:
+            a0, a1 = src[offs[t] : offs[t] + L], src[offs[t + 1] : offs[t + 1] + L]
+            a2, a3 = src[offs[t + 2] : offs[t + 2] + L], src[offs[t + 3] : offs[t + 3] + L]
+            a4, a5 = src[offs[t + 4] : offs[t + 4] + L], src[offs[t + 5] : offs[t + 5] + L]
+            a6, a7 = src[offs[t + 6] : offs[t + 6] + L], src[offs[t + 7] : offs[t + 7] + L]
+            w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+            w4, w5, w6, w7 = wts[t + 4], wts[t + 5], wts[t + 6], wts[t + 7]
+            for i in range(L):
+                acc[i] += (w0 * a0[i] + w1 * a1[i] + w2 * a2[i] + w3 * a3[i]) + (
+                    w4 * a4[i] + w5 * a5[i] + w6 * a6[i] + w7 * a7[i]
+                )
+            t += 8
+        while t < T:
+            a0, w0 = src[offs[t] : offs[t] + L], wts[t]
+            for i in range(L):
+                acc[i] += w0 * a0[i]
+            t += 1
+
+    @njit(cache=True, fastmath=_FASTMATH)
+    def _dot_taps(out, g, src, offs, L):
+        """out[t] = sum_{i < L} g[i] * src[offs[t] + i]: the adjoint of ``_axpy_taps`` in wts.
+
+        Eight taps share each load of g.
+        """
+        T = offs.shape[0]
+        zero = np.zeros(1, g.dtype)[0]
+        t = 0
+        while t + 8 <= T:
+            a0, a1 = src[offs[t] : offs[t] + L], src[offs[t + 1] : offs[t + 1] + L]
+            a2, a3 = src[offs[t + 2] : offs[t + 2] + L], src[offs[t + 3] : offs[t + 3] + L]
+            a4, a5 = src[offs[t + 4] : offs[t + 4] + L], src[offs[t + 5] : offs[t + 5] + L]
+            a6, a7 = src[offs[t + 6] : offs[t + 6] + L], src[offs[t + 7] : offs[t + 7] + L]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+            for i in range(L):
+                gi = g[i]
+                s0 += gi * a0[i]
+                s1 += gi * a1[i]
+                s2 += gi * a2[i]
+                s3 += gi * a3[i]
+                s4 += gi * a4[i]
+                s5 += gi * a5[i]
+                s6 += gi * a6[i]
+                s7 += gi * a7[i]
+            out[t], out[t + 1], out[t + 2], out[t + 3] = s0, s1, s2, s3
+            out[t + 4], out[t + 5], out[t + 6], out[t + 7] = s4, s5, s6, s7
+            t += 8
+        while t < T:
+            a0 = src[offs[t] : offs[t] + L]
+            s0 = zero
+            for i in range(L):
+                s0 += g[i] * a0[i]
+            out[t] = s0
+            t += 1
+
+    @njit(cache=True)
+    def _load_padded(xpad, x, n_base, sc, C, Hv, Wv, pt, pl, Hp, Wp):
+        """Copy one image's C planes into zero-bordered flat rows: xpad (C*Hp*Wp,)."""
         for c in range(C):
             src = x[n_base + c * sc]
-            for h in range(H):
-                row = (h + pt) * Wp + pl
-                for w in range(W):
-                    xpad[c, row + w] = src[h, w]
+            for h in range(Hv):
+                start = c * Hp * Wp + (h + pt) * Wp + pl
+                dst, row = xpad[start : start + Wv], src[h]
+                for w in range(Wv):
+                    dst[w] = row[w]
+
+    @njit(cache=True)
+    def _tap_offsets(C, KH, KW, plane, Wp, base, sign):
+        """Flat offsets of the taps (c, kh, kw) in row-major order: c*plane + base + sign*(kh*Wp + kw)."""
+        offs = np.empty(C * KH * KW, np.int64)
+        t = 0
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    offs[t] = c * plane + base + sign * (kh * Wp + kw)
+                    t += 1
+        return offs
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def conv2d_forward(x, sn, sc, w, b, y, pt, pl):
+    def conv2d_forward(x, sn, sc, wm, KH, KW, b, y, pt, pl):
         """Direct stride-1 convolution of every image, in parallel over the batch.
 
         Args:
             x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc].
-            w: filters (F, C, KH, KW), C-contiguous.
+            wm: filters as rows (F, C*KH*KW), C-contiguous.
             b: bias (F,) (zeros when the op has none).
             y: output (F, N, OH, OW), written in full.
-            pt, pl: zero padding at the top and left (bottom/right follow from y's size).
+            pt, pl: zero padding at the top and left; the bottom/right padding follows
+                from y's size (stride 1: OH = H + PT + PB - KH + 1).
         """
-        F, C, KH, KW = w.shape
-        _, N, OH, OW = y.shape
+        F, N, OH, OW = y.shape
         H, W = x.shape[1], x.shape[2]
+        C = wm.shape[1] // (KH * KW)
         Hp, Wp = OH + KH - 1, OW + KW - 1
         L = (OH - 1) * Wp + OW
+        Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
+        offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
         for n in prange(N):
-            xpad = np.zeros((C, Hp * Wp), x.dtype)
-            _load_padded(xpad, x, n * sn, sc, C, min(H, Hp - pt), min(W, Wp - pl), pt, pl, Wp)
+            xpad = np.zeros(C * Hp * Wp, x.dtype)
+            _load_padded(xpad, x, n * sn, sc, C, Hv, Wv, pt, pl, Hp, Wp)
             acc = np.empty(L, x.dtype)
             for f in range(F):
                 acc[:] = b[f]
-                for c in range(C):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = w[f, c, kh, kw]
-                            off = kh * Wp + kw
-                            for i in range(L):
-                                acc[i] += wv * xpad[c, off + i]
+                _axpy_taps(acc, xpad, offs, wm[f], L)
                 for oh in range(OH):
+                    row, dst = acc[oh * Wp : oh * Wp + OW], y[f, n, oh]
                     for ow in range(OW):
-                        y[f, n, oh, ow] = acc[oh * Wp + ow]
+                        dst[ow] = row[ow]
 
     @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def conv2d_backward(x, sn, sc, w, gy, gsn, gsf, pt, pl, gx, gw_parts, gb_parts, need_x, need_w):
+    def conv2d_backward(x, sn, sc, wt, KH, KW, gy, gsn, gsf, pt, pl, gx, gw_parts, gb_parts, need_x, need_w):
         """Gradients of the direct stride-1 convolution, in parallel over the batch.
 
         gw[f, c, kh, kw] = sum_{n, oh, ow} gy[n, f, oh, ow] * xpad[n, c, oh + kh, ow + kw]
-        gx[n, c, h, w]   = sum_{f, kh, kw} w[f, c, kh, kw] * gy[n, f, h + pt - kh, w + pl - kw]
+        gx[n, c, h, w]   = sum_{f, kh, kw} w[f, c, kh, kw] * gy[n, f, h + PT - kh, w + PL - kw]
+                           (the forward correlation of gy, zero-extended, with the
+                           flipped filters: read at flat offset -(kh*Wp + kw))
         gb[f]            = sum_{n, oh, ow} gy[n, f, oh, ow]
 
         Args:
             x: input planes (N*C, H, W) as in ``conv2d_forward``.
+            wt: filters per input channel (C, F*KH*KW), C-contiguous (w transposed).
             gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
             gx: input gradient (C, N, H, W), written in full when need_x.
-            gw_parts, gb_parts: per-image partial sums (N, F, C, KH, KW) and (N, F); the
-                caller sums them over the batch (a fixed order: results do not depend on
-                the number of threads).
+            gw_parts, gb_parts: per-image partial sums (N, F, C*KH*KW) and (N, F); the
+                caller sums them over the batch in a fixed order, so results do not
+                depend on the number of threads.
         """
-        F, C, KH, KW = w.shape
         N, H, W = gx.shape[1], x.shape[1], x.shape[2]
+        C, F = wt.shape[0], gb_parts.shape[1]
         OH, OW = gy.shape[1], gy.shape[2]
         Hp, Wp = OH + KH - 1, OW + KW - 1
         L = (OH - 1) * Wp + OW
         Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
+        # g_f sits after P0 zeros in a segment of S: reading it at j - (kh*Wp + kw) for
+        # any padded position j < Hp*Wp stays inside the segment and finds zeros outside gy.
+        P0 = (KH - 1) * Wp + KW - 1
+        S = P0 + Hp * Wp
+        offs_w = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
+        offs_x = _tap_offsets(F, KH, KW, S, Wp, P0, -1)
+        zero = np.zeros(1, gy.dtype)[0]
         for n in prange(N):
-            g = np.zeros((F, L), gy.dtype)
+            g = np.zeros(F * S, gy.dtype)
             for f in range(F):
                 src = gy[n * gsn + f * gsf]
-                s = 0.0
+                s = zero
                 for oh in range(OH):
+                    start = f * S + P0 + oh * Wp
+                    dst, row = g[start : start + OW], src[oh]
                     for ow in range(OW):
-                        v = src[oh, ow]
-                        g[f, oh * Wp + ow] = v
-                        s += v
+                        dst[ow] = row[ow]
+                        s += row[ow]
                 gb_parts[n, f] = s
             if need_w:
-                xpad = np.zeros((C, Hp * Wp), x.dtype)
-                _load_padded(xpad, x, n * sn, sc, C, Hv, Wv, pt, pl, Wp)
+                xpad = np.zeros(C * Hp * Wp, x.dtype)
+                _load_padded(xpad, x, n * sn, sc, C, Hv, Wv, pt, pl, Hp, Wp)
                 for f in range(F):
-                    for c in range(C):
-                        for kh in range(KH):
-                            for kw in range(KW):
-                                off = kh * Wp + kw
-                                s = 0.0
-                                for i in range(L):
-                                    s += g[f, i] * xpad[c, off + i]
-                                gw_parts[n, f, c, kh, kw] = s
+                    _dot_taps(gw_parts[n, f], g[f * S + P0 : f * S + P0 + L], xpad, offs_w, L)
             if need_x:
-                gpad = np.zeros((C, Hp * Wp), gy.dtype)
+                acc = np.empty(Hp * Wp, gy.dtype)
                 for c in range(C):
-                    for f in range(F):
-                        for kh in range(KH):
-                            for kw in range(KW):
-                                wv = w[f, c, kh, kw]
-                                off = kh * Wp + kw
-                                for i in range(L):
-                                    gpad[c, off + i] += wv * g[f, i]
+                    acc[:] = 0.0
+                    _axpy_taps(acc, g, offs_x, wt[c], Hp * Wp)
                     for h in range(H):
-                        for ww in range(W):
-                            if h < Hv and ww < Wv:
-                                gx[c, n, h, ww] = gpad[c, (h + pt) * Wp + ww + pl]
-                            else:  # rows/columns no window reached (bottom/right overhang)
-                                gx[c, n, h, ww] = 0.0
+                        dst = gx[c, n, h]
+                        if h < Hv:
+                            row = acc[(h + pt) * Wp + pl : (h + pt) * Wp + pl + Wv]
+                            for ww in range(Wv):
+                                dst[ww] = row[ww]
+                            dst[Wv:] = 0.0  # columns no window reached (right overhang)
+                        else:
+                            dst[:] = 0.0  # rows no window reached (bottom overhang)
 
     @njit(cache=True, parallel=True)
     def max_pool2d_forward(x, xsn, xsc, C, y, arg, KH, KW, SH, SW, PT, PL, DH, DW):
@@ -243,3 +320,93 @@ if AVAILABLE:
                     ww = j * SW - PL + (k % KW) * DW
                     if 0 <= h < H and 0 <= ww < W:
                         dst[h, ww] += gy[pg, i, j]
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by the ops: allocation, layouts and dispatch. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Direct convolution wins over im2col + BLAS while a filter bank is small: its loops run
+# at memory speed over one image at a time, while BLAS needs big operands to reach its
+# speed and im2col multiplies the memory traffic by KH*KW. Measured on a 2-core Zen 5
+# (benchmarks/conv_dispatch.py): see DIRECT_CONV_MAX_MACS.
+DIRECT_CONV_MAX_MACS = 2**14
+
+
+def direct_conv_applies(xp, x, w, stride, dilation, groups: int) -> bool:
+    """True when ``conv2d_forward`` handles this convolution (and is faster than im2col)."""
+    if not AVAILABLE or xp is not np or groups != 1 or x.dtype not in _FLOATS:
+        return False
+    if tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return False
+    F, C, KH, KW = w.shape
+    return F * C * KH * KW <= DIRECT_CONV_MAX_MACS
+
+
+def conv2d_direct(x, w, b, pads):
+    """y (F, N, OH, OW) channel-major memory of the stride-1 convolution of x (N, C, H, W)."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    pt, pb, pl, pr = pads
+    OH, OW = H + pt + pb - KH + 1, W + pl + pr - KW + 1
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    wm = np.ascontiguousarray(w).reshape(F, C * KH * KW)             # (F, C*KH*KW)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b)
+    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    conv2d_forward(planes, sn, sc, wm, KH, KW, bias, y, pt, pl)
+    return y
+
+
+def conv2d_direct_grads(x, w, gy, pads, need_x: bool, need_w: bool):
+    """(gx, gw, gb) of ``conv2d_direct``; gx is an (N, C, H, W) view of CNHW memory or None."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    pt, _, pl, _ = pads
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    gplanes, gsn, gsf = as_planes(gy)                                 # (N*F, OH, OW)
+    wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)).reshape(C, F * KH * KW)  # (C, F*KH*KW)
+    gx = np.empty((C, N, H, W) if need_x else (0, N, 0, 0), gy.dtype)  # (C, N, H, W)
+    gw_parts = np.empty((N, F, C * KH * KW) if need_w else (N, 0, 0), gy.dtype)
+    gb_parts = np.empty((N, F), gy.dtype)
+    conv2d_backward(planes, sn, sc, wt, KH, KW, gplanes, gsn, gsf, pt, pl,
+                    gx, gw_parts, gb_parts, need_x, need_w)
+    gw = gw_parts.sum(axis=0).reshape(w.shape) if need_w else None    # (F, C, KH, KW)
+    return (gx.transpose(1, 0, 2, 3) if need_x else None), gw, gb_parts.sum(axis=0)
+
+
+def max_pool_applies(xp, x) -> bool:
+    """True when ``max_pool2d_forward`` handles this input."""
+    return AVAILABLE and xp is np and x.dtype in _FLOATS
+
+
+def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
+    """(y, arg, order): y (N, C, OH, OW) and first-max tap indices, in x's plane order."""
+    N, C = x.shape[:2]
+    OH, OW = out_hw
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
+    y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
+    arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
+    max_pool2d_forward(planes, sn, sc, C, y, arg, KH, KW, SH, SW, pads[0], pads[2], DH, DW)
+    return _unplanes(y, N, C, sc), arg, (sn, sc)
+
+
+def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
+    """gx (N, C, H, W) of max pooling: gy sent to each window's first maximum."""
+    N, C, H, W = x_shape
+    sn, sc = order
+    gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
+    (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
+    gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
+    max_pool2d_backward(gplanes, gsn, gsc, arg, sn, sc, C, gx, KW, SH, SW, pads[0], pads[2], DH, DW)
+    return _unplanes(gx, N, C, sc)
+
+
+def _unplanes(planes, N: int, C: int, sc: int):
+    """(N, C, h, w) view of planes stored NCHW (sc == 1) or CNHW (sc == N)."""
+    h, w = planes.shape[1:]
+    if sc == 1:
+        return planes.reshape(N, C, h, w)
+    return planes.reshape(C, N, h, w).transpose(1, 0, 2, 3)

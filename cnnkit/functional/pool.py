@@ -11,6 +11,7 @@ from ..backend import get_array_module
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from . import kernels
 from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
 
 __all__ = [
@@ -51,13 +52,15 @@ class _PoolGeometry:
         _, _, H, W = shape
         (KH, KW), (SH, SW) = self.kernel, self.stride
         (PH, PW), (DH, DW) = self.padding, self.dilation
-        if DH * (KH - 1) + 1 > H + 2 * PH or DW * (KW - 1) + 1 > W + 2 * PW:
+        OH = output_size(H, KH, SH, PH, PH, DH, self.ceil_mode)
+        OW = output_size(W, KW, SW, PW, PW, DW, self.ceil_mode)
+        # As PyTorch: a window larger than the padded input is an error unless ceil_mode
+        # still places one (clipped) window on the input.
+        if OH < 1 or OW < 1:
             raise ShapeError(
                 f"{self.op} kernel {self.kernel} with dilation {self.dilation} is larger than the "
                 f"padded input ({H + 2 * PH}, {W + 2 * PW}) (input shape {shape}, padding {self.padding})"
             )
-        OH = output_size(H, KH, SH, PH, PH, DH, self.ceil_mode)
-        OW = output_size(W, KW, SW, PW, PW, DW, self.ceil_mode)
         # ceil_mode's last window may run past the bottom/right padding: pad that too.
         extra_h = max(0, (OH - 1) * SH + DH * (KH - 1) + 1 - (H + 2 * PH))
         extra_w = max(0, (OW - 1) * SW + DW * (KW - 1) + 1 - (W + 2 * PW))
@@ -81,6 +84,9 @@ class MaxPool2dOp(Function):
               background ties constantly.
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
+
+    NumPy arrays take one compiled pass (``kernels.max_pool2d_forward``) computing the
+    same maximum and first-maximum tap; the loop over taps below is the reference.
     """
 
     def __init__(self, geometry: _PoolGeometry):
@@ -90,6 +96,14 @@ class MaxPool2dOp(Function):
         xp = self.xp
         (OH, OW), pads, geometry = self.g.resolve(x.shape)
         KH, KW = self.g.kernel
+        self.fused = kernels.max_pool_applies(xp, x)
+        if self.fused:
+            y, arg, order = kernels.max_pool2d_fused(
+                x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW)
+            )
+            if self.saves_for_backward:
+                self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape
+            return y                                                  # (N, C, OH, OW)
         xc = padded_cnhw(x, pads, value=-xp.inf)                      # (C, N, Hp, Wp)
         y = window(xc, 0, 0, geometry).copy()                         # (C, N, OH, OW)
         track = self.saves_for_backward
@@ -108,6 +122,11 @@ class MaxPool2dOp(Function):
 
     def backward(self, gy):
         xp = self.xp
+        if self.fused:
+            g = self.g
+            return kernels.max_pool2d_scatter(
+                gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation
+            )
         KH, KW = self.g.kernel
         N, C, H, W = self.x_shape
         gyc = gy.transpose(1, 0, 2, 3)                                # (C, N, OH, OW)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, nn
 from .. import functional as F
+from .. import nn
 from ..tensor import Tensor
 
 __all__ = ["AlexNet", "alexnet"]
@@ -33,7 +33,6 @@ class AlexNet(nn.Module):
         self, num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, rng=rng),
             nn.ReLU(inplace=True),

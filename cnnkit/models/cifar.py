@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, init, nn
 from .. import functional as F
+from .. import init, nn
 from ..tensor import Tensor
 from .resnet import BasicBlock
 from .vgg import CONFIGS, make_layers
@@ -64,7 +64,6 @@ class CifarResNet(nn.Module):
 
     def __init__(self, n: int = 3, num_classes: int = 10, *, rng: np.random.Generator | None = None):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False, rng=rng)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -114,7 +113,6 @@ class VGGCifar(nn.Module):
         self, num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.features = make_layers(CONFIGS["A"], batch_norm=True, rng=rng)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, init, nn
 from .. import functional as F
+from .. import init, nn
 from ..tensor import Tensor
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition", "densenet121"]
@@ -112,7 +112,6 @@ class DenseNet(nn.Module):
         *, rng: np.random.Generator | None = None,
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.features = nn.Sequential(OrderedDict([
             ("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False, rng=rng)),
             ("norm0", nn.BatchNorm2d(num_init_features)),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, init, nn
 from .. import functional as F
+from .. import init, nn
 from ..tensor import Tensor
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]
@@ -107,7 +107,6 @@ class GoogLeNet(nn.Module):
         dropout: float = 0.2, *, rng: np.random.Generator | None = None,
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.transform_input = transform_input
         self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3, rng=rng)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config, nn
+from .. import nn
 from ..tensor import Tensor
 
 __all__ = ["LeNet5", "lenet5"]
@@ -43,7 +43,6 @@ class LeNet5(nn.Module):
             raise ValueError(f"lenet5 expects activation in {sorted(_ACTIVATIONS)}, got {activation!r}")
         if pooling not in _POOLINGS:
             raise ValueError(f"lenet5 expects pooling in {sorted(_POOLINGS)}, got {pooling!r}")
-        rng = rng if rng is not None else config.default_generator()
         act, pool = _ACTIVATIONS[activation], _POOLINGS[pooling]
         self.features = nn.Sequential(
             nn.Conv2d(1, 6, kernel_size=5, padding=2, rng=rng),

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, init, nn
 from .. import functional as F
+from .. import init, nn
 from ..tensor import Tensor
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
@@ -117,7 +117,6 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False, *, rng: np.random.Generator | None = None,
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False, rng=rng)
         self.bn1 = nn.BatchNorm2d(64)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config, init, nn
 from .. import functional as F
+from .. import init, nn
 from ..tensor import Tensor
 
 __all__ = [
@@ -35,7 +35,6 @@ def make_layers(
     Each number v adds conv 3x3 pad 1 -> v channels, [BatchNorm2d(v)], ReLU; "M" adds
     max pooling 2x2 stride 2.
     """
-    rng = rng if rng is not None else config.default_generator()
     layers: list[nn.Module] = []
     for v in cfg:
         if v == "M":
@@ -92,7 +91,6 @@ class VGG(nn.Module):
         dropout: float = 0.5, *, rng: np.random.Generator | None = None,
     ):
         super().__init__()
-        rng = rng if rng is not None else config.default_generator()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
@@ -114,7 +112,6 @@ class VGG(nn.Module):
 
 
 def _vgg(cfg: str, batch_norm: bool, num_classes: int, rng, **kwargs) -> VGG:
-    rng = rng if rng is not None else config.default_generator()
     return VGG(make_layers(CONFIGS[cfg], batch_norm, rng=rng), num_classes, rng=rng, **kwargs)
 
 

@@ -10,7 +10,10 @@ from ..backend import as_numpy
 from ..config import no_grad
 from ..tensor import Tensor
 
-__all__ = ["LayerNotFoundError", "layer_names", "conv_layers", "find_conv", "capture", "default_layers", "leaf_layers"]
+__all__ = [
+    "LayerNotFoundError", "layer_names", "conv_layers", "leaf_layers", "find_conv", "capture",
+    "default_layers",
+]
 
 
 class LayerNotFoundError(ValueError):
@@ -45,12 +48,15 @@ def find_conv(model, name: str | None = None):
         raise LayerNotFoundError(f"no layer named {name!r}; conv layers: {', '.join(convs)}")
     if name not in convs:
         raise LayerNotFoundError(
-            f"layer {name!r} is a {type(modules[name]).__name__}, not a Conv2d; conv layers: {', '.join(convs)}"
+            f"layer {name!r} is a {type(modules[name]).__name__}, not a Conv2d; "
+            f"conv layers: {', '.join(convs)}"
         )
     return name, modules[name]
 
 
-def capture(model, x: np.ndarray, layers: Sequence[str]) -> tuple[list[tuple[str, str, np.ndarray]], np.ndarray]:
+def capture(
+    model, x: np.ndarray, layers: Sequence[str]
+) -> tuple[list[tuple[str, str, np.ndarray]], np.ndarray]:
     """Run ``model`` on ``x`` (eval mode, no grad) and keep the outputs of ``layers``.
 
     Args:
@@ -95,13 +101,16 @@ def default_layers(found: Sequence[tuple[str, str, np.ndarray]], limit: int = 8)
     """Pick layers worth showing from ``capture``'s output: image-shaped ones, spread over depth.
 
     Image-shaped: (C, H, W) with more than one pixel (a global pool's (C, 1, 1) is left out).
-
-    All of them when there are at most ``limit`` (LeNet-5: conv, ReLU, pool, twice); else
-    ``limit`` evenly spaced ones, first and last included.
+    All of them when there are at most ``limit`` (LeNet-5: conv, ReLU, pool, twice); in a
+    deeper network, ``limit`` evenly spaced conv layers, first and last included.
     """
-    names = list(dict.fromkeys(path for path, _, a in found if a.ndim == 3 and a.shape[1] * a.shape[2] > 1))
+    images = [(path, kind) for path, kind, a in found if a.ndim == 3 and a.shape[1] * a.shape[2] > 1]
+    names = list(dict.fromkeys(path for path, _ in images))
     if len(names) <= limit:
         return names
+    convs = list(dict.fromkeys(path for path, kind in images if kind == "Conv2d"))
+    if len(convs) >= limit:
+        names = convs
     picks = np.linspace(0, len(names) - 1, limit).round().astype(int)
     return [names[i] for i in dict.fromkeys(picks.tolist())]
 

@@ -37,14 +37,16 @@ def add_commands(sub) -> None:
     from ..cli import positive_int
     from .kernels import KERNELS, SAMPLES
 
-    v = sub.add_parser("visualize", help="pictures of a model: filters, feature maps, curves, graph, saliency")
+    v = sub.add_parser("visualize", help="pictures of a model: filters, feature maps, curves, graph, "
+                                         "saliency")
     vs = v.add_subparsers(dest="picture", metavar="PICTURE")
     vs.required = True
 
     def target_args(p, image: bool = False) -> None:
         p.add_argument("target", metavar="CHECKPOINT|MODEL", help="checkpoint file or zoo model name")
         if image:
-            p.add_argument("image", nargs="?", default=None, help="PNG/JPEG input (default: a built-in sample)")
+            p.add_argument("image", nargs="?", default=None,
+                           help="PNG/JPEG input (default: a built-in sample)")
             p.add_argument("--no-invert", action="store_true", help="never invert dark-on-light digit images")
         p.add_argument("--input-shape", default=None, help="C,H,W for a zoo model (default: the model's)")
 
@@ -77,7 +79,8 @@ def add_commands(sub) -> None:
 
     s = vs.add_parser("saliency", help="gradient of the top class w.r.t. the input pixels")
     target_args(s, image=True)
-    s.add_argument("--class", dest="target_class", type=int, default=None, help="class index (default: the top class)")
+    s.add_argument("--class", dest="target_class", type=int, default=None,
+                   help="class index (default: the top class)")
     s.add_argument("-o", "--output", default="saliency.png")
     s.set_defaults(handler=saliency_command)
 
@@ -87,7 +90,8 @@ def add_commands(sub) -> None:
     k.add_argument("--stride", type=positive_int, default=1)
     k.add_argument("--padding", type=_non_negative_int, default=0)
     k.add_argument("--gray", action="store_true", help="convert the image to grayscale first")
-    k.add_argument("--sample", choices=list(SAMPLES), default="scene", help="built-in image when no IMAGE is given")
+    k.add_argument("--sample", choices=list(SAMPLES), default="scene",
+                   help="built-in image when no IMAGE is given")
     k.add_argument("--max-side", type=positive_int, default=512, help="shrink larger images to this side")
     k.add_argument("-o", "--output", default="kernels.png")
     k.set_defaults(handler=kernels_command)
@@ -182,7 +186,8 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     path = Path(spec)
     zoo = models.list_models()
     if path.is_dir():
-        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
+        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
+                         f"(e.g. {path / 'last.safetensors'})")
     if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
         ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
         extra = ckpt.meta.get("extra", {})
@@ -200,7 +205,9 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         mean, std, classes = (), (), []
         label = f"{name} (random weights)"
     else:
-        raise UsageError(f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}")
+        raise UsageError(
+            f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}"
+        )
     if input_shape:
         shape = _parse_shape(input_shape)
     C = shape[0]
@@ -216,7 +223,8 @@ def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if image.shape[1:] == tuple(hw):
         return image
     H, W = hw
-    chans = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((W, H), Image.BILINEAR)) for c in image]
+    chans = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((W, H), Image.BILINEAR))
+             for c in image]
     return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
 
 
@@ -281,6 +289,7 @@ def filters_command(args) -> int:
 
 
 def feature_maps_command(args) -> int:
+    from ..runner import UsageError
     from .capture import capture, default_layers, leaf_layers
     from .plots import plot_feature_maps, save_figure
 
@@ -288,6 +297,8 @@ def feature_maps_command(args) -> int:
     raw, x = model_input(t, args.image, "never" if args.no_invert else "auto")
     if args.layers:
         wanted = [n for item in args.layers for n in item.split(",") if n]
+        if not wanted:
+            raise UsageError("--layers needs at least one layer name")
         found, out = capture(t.model, x, wanted)
     else:
         found, out = capture(t.model, x, leaf_layers(t.model))
@@ -361,8 +372,10 @@ def curves_command(args) -> int:
     from .plots import plot_curves, save_figure
 
     epochs, logs = read_history(args.run)
-    fig = plot_curves(logs, epochs=epochs, title=f"{args.run}: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''}")
-    summary = ", ".join(f"{k} {v[-1]:.4g}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+    plural = "s" if len(epochs) != 1 else ""
+    fig = plot_curves(logs, epochs=epochs, title=f"{args.run}: {len(epochs)} epoch{plural}")
+    shown = ("loss", "accuracy", "val_loss", "val_accuracy")
+    summary = ", ".join(f"{k} {v[-1]:.4g}" for k, v in logs.items() if k in shown)
     print(f"last epoch ({epochs[-1]}): {summary}")
     _wrote(save_figure(fig, args.output))
     return 0
@@ -442,10 +455,12 @@ def kernels_command(args) -> int:
         print(f"{name}: input {H}x{W}x{C}, kernel {KH}x{KW}, stride {args.stride}, padding {args.padding}")
         print(f"  output height (H - F + 2P)/S + 1: {output_size_formula(H, KH, args.padding, args.stride)}")
         print(f"  output width  (W - F + 2P)/S + 1: {output_size_formula(W, KW, args.padding, args.stride)}")
-        print(f"  feature map {out.shape[1]}x{out.shape[2]}x{out.shape[0]}, values in [{out.min():.3g}, {out.max():.3g}]")
+        print(f"  feature map {out.shape[1]}x{out.shape[2]}x{out.shape[0]}, "
+              f"values in [{out.min():.3g}, {out.max():.3g}]")
     if len(results) == 1:
         name, kernel, out = results[0]
-        caption = (f"{source}: cnnkit conv2d (cross-correlation), stride {args.stride}, padding {args.padding}: "
+        caption = (f"{source}: cnnkit conv2d (cross-correlation), stride {args.stride}, "
+                   f"padding {args.padding}: "
                    f"{output_size_formula(H, kernel.shape[0], args.padding, args.stride)} rows, "
                    f"{output_size_formula(W, kernel.shape[1], args.padding, args.stride)} columns")
         fig = plot_kernel(image, kernel, out, name=name, caption=caption)
@@ -500,9 +515,9 @@ def explain_conv_command(args) -> int:
         conv = nn.Conv2d(C, args.filters, kernel, args.stride, args.padding, args.dilation, args.groups,
                          rng=np.random.default_rng(0))
         dense = conv_as_dense(conv, (C, H, W))
-        _wrote(save_figure(plot_dense_conv(dense, title=f"input {H}x{W}x{C}, {args.filters} filter"
-                                                        f"{'s' if args.filters > 1 else ''} {kernel[0]}x{kernel[1]}: the convolution as a dense layer"),
-                           args.plot))
+        filters = f"{args.filters} filter{'s' if args.filters > 1 else ''}"
+        title = f"input {H}x{W}x{C}, {filters} {kernel[0]}x{kernel[1]}: the convolution as a dense layer"
+        _wrote(save_figure(plot_dense_conv(dense, title=title), args.plot))
     return 0
 
 
@@ -514,6 +529,7 @@ def explain_graph_command(args) -> int:
     print(f"{'node':<12} {'value':>10} {'dz/dnode':>10}")
     for name, t in g.tensors.items():
         print(f"{name:<12} {float(t.data):>10.5f} {float(t.grad):>10.5f}")
-    print(f"check: dz/dx = cos(2x) + 1/y = {np.cos(2 * args.x) + 1 / args.y:.5f}, dz/dy = -x/y^2 = {-args.x / args.y ** 2:.5f}")
+    print(f"check: dz/dx = cos(2x) + 1/y = {np.cos(2 * args.x) + 1 / args.y:.5f}, "
+          f"dz/dy = -x/y^2 = {-args.x / args.y ** 2:.5f}")
     _write_graph(g.to_dot(), args.output)
     return 0

@@ -163,7 +163,7 @@ def trace(
             if id(x) in input_ids:
                 kind = "input"
             elif id(x) in names or id(x.data) in names:
-                kind = "parameter" if isinstance(x, Parameter) else "buffer"
+                kind = "parameter" if isinstance(x, Parameter) else ("input" if x.requires_grad else "buffer")
             else:
                 kind = "input" if x.requires_grad else "constant"
             in_ids.append(add_tensor(x, kind))
@@ -202,7 +202,8 @@ def model_graph(model, input_shape: tuple[int, ...], x: np.ndarray | None = None
             names[id(b.data)] = n
     owner: dict[int, tuple[str, int]] = {}
     calls: dict[str, int] = {}
-    leaves = {n: type(m).__name__ for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    leaves = {n: type(m).__name__ for n, m in model.named_modules()
+              if n and not any(True for _ in m.children())}
 
     def claim(path: str):
         def hook(module, args, output):
@@ -272,7 +273,8 @@ def _number(a: np.ndarray) -> str:
 
 def _numbering(graph: Graph) -> tuple[dict[int, str], dict[int, str]]:
     """Short DOT node ids (t0, t1, ... and o0, o1, ...) in graph order, stable across runs."""
-    return ({k: f"t{i}" for i, k in enumerate(graph.tensors)}, {op.id: f"o{i}" for i, op in enumerate(graph.ops)})
+    tensors = {k: f"t{i}" for i, k in enumerate(graph.tensors)}
+    return tensors, {op.id: f"o{i}" for i, op in enumerate(graph.ops)}
 
 
 def _header(title: str | None, rankdir: str) -> list[str]:
@@ -329,7 +331,8 @@ def graph_to_dot(
         for out in graph.outputs:
             if out in producer and out not in consumed:
                 t = graph.tensors[out]
-                lines.append(f"  {t_[out]} [label={_quote('output ' + _shape(t.shape))}, {_STYLE['output']}];")
+                label = _quote("output " + _shape(t.shape))
+                lines.append(f"  {t_[out]} [label={label}, {_STYLE['output']}];")
                 lines.append(f"  {o_[producer[out].id]} -> {t_[out]};")
     lines.append("}")
     return "\n".join(lines) + "\n"

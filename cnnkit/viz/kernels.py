@@ -174,6 +174,7 @@ def load_image(path: str | os.PathLike, gray: bool = False, max_side: int | None
         raise ValueError(f"{path}: cannot read as an image ({e})") from None
     if max_side is not None and max(img.size) > max_side:
         scale = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.BILINEAR)
     arr = np.asarray(img, np.float32) / 255.0
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()   # (C, H, W)

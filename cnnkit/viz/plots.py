@@ -189,14 +189,16 @@ def plot_feature_maps(
             one sample, or (D,) for a flat layer (drawn as one strip).
         max_channels: channels drawn per layer; per_row: tiles per row.
     """
-    blocks = [max(1, math.ceil(min(len(a) if a.ndim == 3 else 1, max_channels) / per_row)) for _, a in maps]
+    shown = [min(len(a) if np.ndim(a) == 3 else 1, max_channels) for _, a in maps]
+    per_row = max(1, min(per_row, max(shown, default=1)))
+    blocks = [max(1, math.ceil(n / per_row)) for n in shown]
     heights = [1.4] + [1.05 * b + 0.35 for b in blocks]
-    fig = _figure(1.15 * per_row + 0.8, sum(heights) + 0.4)
+    fig = _figure(max(4.0, 1.15 * per_row + 0.8), sum(heights) + 0.4)
     subfigs = np.atleast_1d(fig.subfigures(len(maps) + 1, 1, height_ratios=heights))
     ax = subfigs[0].subplots(1, 1)
     _show(ax, image)
     subfigs[0].suptitle(f"input {tuple(image.shape)}", fontsize=9, x=0.02, ha="left")
-    for sub, (label, a), nrows in zip(subfigs[1:], maps, blocks):
+    for sub, (label, a), nrows in zip(subfigs[1:], maps, blocks, strict=True):
         a = np.asarray(a, np.float64)
         if a.ndim == 1:
             a = a[None, None, :]                                      # (1, 1, D)
@@ -221,7 +223,9 @@ def plot_feature_maps(
 
 
 # --------------------------------------------------------------------------- training curves
-def plot_curves(history: Mapping[str, Sequence[float]], *, epochs: Sequence[int] | None = None, title: str = ""):
+def plot_curves(
+    history: Mapping[str, Sequence[float]], *, epochs: Sequence[int] | None = None, title: str = ""
+):
     """Loss and accuracy per epoch, training against validation.
 
     Args:
@@ -232,23 +236,27 @@ def plot_curves(history: Mapping[str, Sequence[float]], *, epochs: Sequence[int]
     Raises:
         ValueError: the history has neither loss nor accuracy.
     """
-    panels = [(k, lab) for k, lab in (("loss", "loss"), ("accuracy", "accuracy")) if k in history or f"val_{k}" in history]
+    panels = [(k, k) for k in ("loss", "accuracy") if k in history or f"val_{k}" in history]
     if not panels:
-        raise ValueError(f"plot_curves: the history has no loss or accuracy columns (it has {sorted(history)})")
+        raise ValueError(
+            f"plot_curves: the history has no loss or accuracy columns (it has {sorted(history)})"
+        )
     n = max(len(v) for v in history.values())
     x = list(epochs) if epochs is not None else list(range(1, n + 1))
     fig = _figure(5.2 * len(panels), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         for name, style, colour in ((key, "o-", "#1f77b4"), (f"val_{key}", "s--", "#d62728")):
             if name in history:
                 values = [float(v) for v in history[name]]
-                ax.plot(x[: len(values)], values, style, color=colour, label="validation" if name.startswith("val_") else "training")
+                which = "validation" if name.startswith("val_") else "training"
+                ax.plot(x[: len(values)], values, style, color=colour, label=which)
         best_key = f"val_{key}" if f"val_{key}" in history else key
         values = np.asarray(history[best_key], np.float64)
         best = int(values.argmin() if key == "loss" else values.argmax())
-        ax.annotate(f"{values[best]:.4g}", (x[best], values[best]), textcoords="offset points", xytext=(0, 8),
-                    ha="center", fontsize=8)
+        ax.annotate(f"best {values[best]:.4g}", (x[best], values[best]), textcoords="offset points",
+                    xytext=(0, 8), ha="center", fontsize=8)
+        ax.margins(x=0.08, y=0.12)  # room for the label
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_xticks(x if len(x) <= 20 else x[:: max(1, len(x) // 10)])
@@ -310,7 +318,8 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], *, title: str 
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8 if K <= 12 else 6,
                             color="white" if frac[i, j] > 0.5 else "black")
     ticks = np.arange(K)
-    ax.set_xticks(ticks, classes, rotation=45 if max(len(c) for c in classes) > 2 else 0, ha="right" if max(len(c) for c in classes) > 2 else "center")
+    long_names = max(len(c) for c in classes) > 2
+    ax.set_xticks(ticks, classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(ticks, classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -367,7 +376,9 @@ def plot_kernel(image: np.ndarray, kernel: np.ndarray, output: np.ndarray, *, na
     return fig
 
 
-def plot_kernel_gallery(image: np.ndarray, results: Sequence[tuple[str, np.ndarray, np.ndarray]], *, caption: str = ""):
+def plot_kernel_gallery(
+    image: np.ndarray, results: Sequence[tuple[str, np.ndarray, np.ndarray]], *, caption: str = ""
+):
     """The input and one feature map per kernel, in a grid.
 
     Args:
@@ -380,7 +391,7 @@ def plot_kernel_gallery(image: np.ndarray, results: Sequence[tuple[str, np.ndarr
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     _show(axes[0], image)
     axes[0].set_title("input", fontsize=9)
-    for ax, (name, kernel, out) in zip(axes[1:], results):
+    for ax, (name, kernel, out) in zip(axes[1:], results, strict=False):  # blank axes after the last
         _, note = _output_panel(ax, out, kernel)
         ax.set_title(f"{name}{note}", fontsize=8)
     for ax in axes[n:]:
@@ -429,11 +440,11 @@ def plot_dense_conv(dense, *, title: str = ""):
     a1.tick_params(which="minor", length=0)
     a1.set_xlabel(f"input pixel (C x H x W = {IN} columns)")
     a1.set_ylabel(f"output neuron ({OUT} rows)")
+    lo, hi = int(stats.uses.min()), int(stats.uses.max())
     a1.set_title(
         f"dense matrix {OUT} x {IN}: {stats.nonzeros:,} of {stats.dense_weights:,} entries non-zero "
         f"({100 * stats.zero_fraction:.0f}% structural zeros)\n{n_weights} distinct weights, each used "
-        f"{int(stats.uses.min())}" + (f"-{int(stats.uses.max())}" if stats.uses.min() != stats.uses.max() else "")
-        + " times", fontsize=9,
+        f"{lo if lo == hi else f'{lo}-{hi}'} times", fontsize=9,
     )
     if title:
         fig.suptitle(title, fontsize=10)
