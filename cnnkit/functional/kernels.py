@@ -30,16 +30,22 @@ differ from the NumPy path only by float rounding order; NaN and inf behave the 
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+
 import numpy as np
 
 try:
     import numba
-    from numba import njit, prange
+    from numba import njit
 except ImportError:  # pragma: no cover - numba is a dependency; kept for minimal installs
     numba = None
 
 __all__ = [
     "AVAILABLE",
+    "NUM_THREADS",
+    "parallel_for",
     "as_planes",
     "conv2d_forward",
     "conv2d_backward",
@@ -52,6 +58,94 @@ AVAILABLE = numba is not None
 # Reassociation lets reductions vectorize; contraction allows FMA. No nnan/ninf/nsz:
 # those could change results on non-finite inputs, not only their rounding.
 _FASTMATH = {"reassoc", "contract"}
+
+
+def _default_threads() -> int:
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        count = os.cpu_count() or 1
+    return int(os.environ.get("CNNKIT_NUM_THREADS", 0)) or count
+
+
+# Threads that run kernels: the calling thread plus NUM_THREADS - 1 helpers.
+NUM_THREADS = _default_threads()
+
+
+class _Job:
+    """One kernel call split into chunks [i0, i1) that any thread may take, in order."""
+
+    def __init__(self, fn, chunks, args):
+        self.fn, self.args = fn, args
+        self.chunks = iter(chunks)  # next() on a list iterator is atomic under the GIL
+        self.left = len(chunks)
+        self.lock, self.done = threading.Lock(), threading.Event()
+        self.error: BaseException | None = None
+
+    def drain(self) -> None:
+        for i0, i1 in self.chunks:
+            try:
+                self.fn(i0, i1, *self.args)
+            except BaseException as error:  # re-raised in the calling thread
+                self.error = error
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+
+class _Helpers:
+    """Daemon threads that sleep on a queue (no spinning) and help drain jobs."""
+
+    def __init__(self, count: int):
+        self.count, self.jobs = count, queue.SimpleQueue()
+        for _ in range(count):
+            threading.Thread(target=self._serve, daemon=True, name="cnnkit-kernel").start()
+
+    def _serve(self) -> None:
+        while True:
+            self.jobs.get().drain()
+
+
+_helpers: _Helpers | None = None
+_helpers_lock = threading.Lock()
+
+
+def _forget_helpers() -> None:  # a forked child has none of the parent's threads
+    global _helpers
+    _helpers = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
+
+
+def parallel_for(fn, count: int, *args) -> None:
+    """Run fn(i0, i1, *args) over chunks covering range(count), on NUM_THREADS threads.
+
+    ``fn`` is a ``nogil`` kernel. The calling thread works too and never waits for a
+    helper that has not started: if the helpers are busy or descheduled (a loaded
+    machine), it takes their chunks itself. Chunks are handed out dynamically, four
+    per thread, so a slowed thread takes fewer.
+    """
+    global _helpers
+    threads = min(NUM_THREADS, count)
+    if threads <= 1:
+        fn(0, count, *args)
+        return
+    pieces = min(count, 4 * threads)
+    bounds = [count * k // pieces for k in range(pieces + 1)]
+    job = _Job(fn, list(zip(bounds[:-1], bounds[1:])), args)
+    if _helpers is None:
+        with _helpers_lock:
+            if _helpers is None:
+                _helpers = _Helpers(NUM_THREADS - 1)
+    for _ in range(threads - 1):
+        _helpers.jobs.put(job)
+    job.drain()
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
 
 
 def as_planes(x):
@@ -158,8 +252,8 @@ if AVAILABLE:
                     t += 1
         return offs
 
-    @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def conv2d_forward(x, sn, sc, wm, KH, KW, b, y, pt, pl):
+    @njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def conv2d_forward(n0, n1, x, sn, sc, wm, KH, KW, b, y, pt, pl):
         """Direct stride-1 convolution of every image, in parallel over the batch.
 
         Args:
@@ -177,7 +271,7 @@ if AVAILABLE:
         L = (OH - 1) * Wp + OW
         Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
         offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
-        for n in prange(N):
+        for n in range(n0, n1):
             xpad = np.zeros(C * Hp * Wp, x.dtype)
             _load_padded(xpad, x, n * sn, sc, C, Hv, Wv, pt, pl, Hp, Wp)
             acc = np.empty(L, x.dtype)
@@ -189,19 +283,19 @@ if AVAILABLE:
                     for ow in range(OW):
                         dst[ow] = row[ow]
 
-    @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-    def conv2d_backward(x, sn, sc, wt, KH, KW, gy, gsn, gsf, pt, pl, gx, gw_parts, gb_parts, need_x, need_w):
-        """Gradients of the direct stride-1 convolution, in parallel over the batch.
+    @njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def conv2d_backward(n0, n1, x, sn, sc, wt, KH, KW, gy, gsn, gsf, pt, pl, gx, gw_parts, gb_parts, need_x, need_w):
+        """Gradients of the direct stride-1 convolution for images n0..n1-1.
 
         gw[f, c, kh, kw] = sum_{n, oh, ow} gy[n, f, oh, ow] * xpad[n, c, oh + kh, ow + kw]
-        gx[n, c, h, w]   = sum_{f, kh, kw} w[f, c, kh, kw] * gy[n, f, h + PT - kh, w + PL - kw]
-                           (the forward correlation of gy, zero-extended, with the
-                           flipped filters: read at flat offset -(kh*Wp + kw))
+        gxpad[n, c, oh + kh, ow + kw] += sum_f w[f, c, kh, kw] * gy[n, f, oh, ow]
         gb[f]            = sum_{n, oh, ow} gy[n, f, oh, ow]
+        Over flat rows both are the forward's index map run backwards: dot products of
+        gy's rows with shifted x rows, and gy's rows added into shifted gx rows.
 
         Args:
             x: input planes (N*C, H, W) as in ``conv2d_forward``.
-            wt: filters per input channel (C, F*KH*KW), C-contiguous (w transposed).
+            wt: filters by input tap (C*KH*KW, F), C-contiguous (w transposed).
             gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
             gx: input gradient (C, N, H, W), written in full when need_x.
             gw_parts, gb_parts: per-image partial sums (N, F, C*KH*KW) and (N, F); the
@@ -209,26 +303,22 @@ if AVAILABLE:
                 depend on the number of threads.
         """
         N, H, W = gx.shape[1], x.shape[1], x.shape[2]
-        C, F = wt.shape[0], gb_parts.shape[1]
+        F = gb_parts.shape[1]
+        C = wt.shape[0] // (KH * KW)
         OH, OW = gy.shape[1], gy.shape[2]
         Hp, Wp = OH + KH - 1, OW + KW - 1
         L = (OH - 1) * Wp + OW
         Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
-        # g_f sits after P0 zeros in a segment of S: reading it at j - (kh*Wp + kw) for
-        # any padded position j < Hp*Wp stays inside the segment and finds zeros outside gy.
-        P0 = (KH - 1) * Wp + KW - 1
-        S = P0 + Hp * Wp
-        offs_w = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
-        offs_x = _tap_offsets(F, KH, KW, S, Wp, P0, -1)
+        offs_x = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
+        offs_g = _tap_offsets(F, 1, 1, L, 0, 0, 1)                    # row f starts at f*L
         zero = np.zeros(1, gy.dtype)[0]
-        for n in prange(N):
-            g = np.zeros(F * S, gy.dtype)
+        for n in range(n0, n1):
+            g = np.zeros(F * L, gy.dtype)                             # gy's rows, junk columns 0
             for f in range(F):
                 src = gy[n * gsn + f * gsf]
                 s = zero
                 for oh in range(OH):
-                    start = f * S + P0 + oh * Wp
-                    dst, row = g[start : start + OW], src[oh]
+                    dst, row = g[f * L + oh * Wp : f * L + oh * Wp + OW], src[oh]
                     for ow in range(OW):
                         dst[ow] = row[ow]
                         s += row[ow]
@@ -237,29 +327,46 @@ if AVAILABLE:
                 xpad = np.zeros(C * Hp * Wp, x.dtype)
                 _load_padded(xpad, x, n * sn, sc, C, Hv, Wv, pt, pl, Hp, Wp)
                 for f in range(F):
-                    _dot_taps(gw_parts[n, f], g[f * S + P0 : f * S + P0 + L], xpad, offs_w, L)
+                    _dot_taps(gw_parts[n, f], g[f * L : (f + 1) * L], xpad, offs_x, L)
             if need_x:
-                acc = np.empty(Hp * Wp, gy.dtype)
+                gpad = np.zeros(Hp * Wp, gy.dtype)
                 for c in range(C):
-                    acc[:] = 0.0
-                    _axpy_taps(acc, g, offs_x, wt[c], Hp * Wp)
+                    gpad[:] = 0.0
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            t = (c * KH + kh) * KW + kw
+                            _axpy_taps(gpad[kh * Wp + kw : kh * Wp + kw + L], g, offs_g, wt[t], L)
                     for h in range(H):
                         dst = gx[c, n, h]
                         if h < Hv:
-                            row = acc[(h + pt) * Wp + pl : (h + pt) * Wp + pl + Wv]
+                            row = gpad[(h + pt) * Wp + pl : (h + pt) * Wp + pl + Wv]
                             for ww in range(Wv):
                                 dst[ww] = row[ww]
                             dst[Wv:] = 0.0  # columns no window reached (right overhang)
                         else:
                             dst[:] = 0.0  # rows no window reached (bottom overhang)
 
-    @njit(cache=True, parallel=True)
-    def max_pool2d_forward(x, xsn, xsc, C, y, arg, KH, KW, SH, SW, PT, PL, DH, DW):
-        """Max pooling with the first-maximum tap index, in parallel over image planes.
+    @njit(cache=True, nogil=True)
+    def _take_if_greater(ym, am, r, k, OW):
+        """One tap of max pooling over an output row: strictly greater replaces (first max wins).
+
+        Written without branches (selects), so it vectorizes and MNIST's many exact ties
+        cost no mispredictions. A NaN tap replaces the maximum, as NumPy's maximum does.
+        """
+        for j in range(OW):
+            v, m = r[j], ym[j]
+            greater = v > m
+            ym[j] = v if (greater or v != v) else m
+            am[j] = k if greater else am[j]
+
+    @njit(cache=True, nogil=True)
+    def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
+        """Max pooling with the first-maximum tap index, over image planes q0..q1-1.
 
         y[i, j]   = max over taps k = kh*KW + kw (row-major) of xpad[i*SH + kh*DH, j*SW + kw*DW]
         arg[i, j] = the first k reaching that maximum (strictly greater replaces it),
-        per plane. Padding reads as -inf; a NaN propagates to y as in NumPy's maximum.
+        per plane. Padding (pads = (PT, PB, PL, PR), including ceil_mode's overhang)
+        reads as -inf, through a padded copy of the plane as in the reference.
 
         Args:
             x: input planes (N*C, H, W); plane (n, c) is x[n*xsn + c*xsc].
@@ -267,37 +374,55 @@ if AVAILABLE:
         """
         H, W = x.shape[1], x.shape[2]
         OH, OW = y.shape[1], y.shape[2]
-        ninf = -np.inf
-        for q in prange(x.shape[0]):
+        PT, PB, PL, PR = pads
+        padded = PT + PB + PL + PR > 0
+        buf = np.full((H + PT + PB, W + PL + PR), -np.inf, x.dtype)
+        for q in range(q0, q1):
             n, c = q // C, q % C
             p = n * xsn + c * xsc
-            src = x[p]
+            src, yp, ap = x[p], y[p], arg[p]
+            if padded:
+                buf[PT : PT + H, PL : PL + W] = src
+                src = buf
             for i in range(OH):
-                for j in range(OW):
-                    m = ninf
-                    a = 0
-                    for kh in range(KH):
-                        h = i * SH - PT + kh * DH
-                        for kw in range(KW):
-                            ww = j * SW - PL + kw * DW
-                            if 0 <= h < H and 0 <= ww < W:
-                                v = src[h, ww]
-                            else:
-                                v = ninf
-                            k = kh * KW + kw
-                            if k == 0:
-                                m = v
-                            elif v > m:
-                                m = v
-                                a = k
-                            elif v != v:
-                                m = v
-                    y[p, i, j] = m
-                    arg[p, i, j] = a
+                ym, am = yp[i], ap[i]
+                for kh in range(KH):
+                    row = src[i * SH + kh * DH]
+                    for kw in range(KW):
+                        r = row[kw * DW :: SW]                        # r[j] = row[kw*DW + j*SW]
+                        if kh == 0 and kw == 0:
+                            for j in range(OW):
+                                ym[j] = r[j]
+                                am[j] = 0
+                        else:
+                            _take_if_greater(ym, am, r, kh * KW + kw, OW)
 
-    @njit(cache=True, parallel=True)
-    def max_pool2d_backward(gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
-        """Send each output gradient to its window's first maximum, in parallel over planes.
+    @njit(cache=True, nogil=True)
+    def max_pool2d_forward_2x2(q0, q1, x, xsn, xsc, C, y, arg):
+        """``max_pool2d_forward`` for the common 2x2 window, stride 2, no padding.
+
+        The four taps of a window stay in registers: one pass, no stores in between.
+        """
+        OH, OW = y.shape[1], y.shape[2]
+        for q in range(q0, q1):
+            n, c = q // C, q % C
+            p = n * xsn + c * xsc
+            src, yp, ap = x[p], y[p], arg[p]
+            for i in range(OH):
+                r0, r1, ym, am = src[2 * i], src[2 * i + 1], yp[i], ap[i]
+                for j in range(OW):
+                    m, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+                    g1 = v1 > m
+                    m = v1 if (g1 or v1 != v1) else m
+                    g2 = v2 > m
+                    m = v2 if (g2 or v2 != v2) else m
+                    g3 = v3 > m
+                    ym[j] = v3 if (g3 or v3 != v3) else m
+                    am[j] = 3 if g3 else (2 if g2 else (1 if g1 else 0))
+
+    @njit(cache=True, nogil=True)
+    def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
+        """Send each output gradient to its window's first maximum, over planes q0..q1-1.
 
         gx[h, w] = sum of gy[i, j] over the windows (i, j) whose first maximum is (h, w).
 
@@ -308,18 +433,41 @@ if AVAILABLE:
         """
         H, W = gx.shape[1], gx.shape[2]
         OH, OW = gy.shape[1], gy.shape[2]
-        for q in prange(gy.shape[0]):
+        for q in range(q0, q1):
             n, c = q // C, q % C
             pa, pg = n * asn + c * asc, n * gsn + c * gsc
-            dst = gx[pa]
+            dst, g, a = gx[pa], gy[pg], arg[pa]
             dst[:, :] = 0.0
             for i in range(OH):
                 for j in range(OW):
-                    k = arg[pa, i, j]
+                    k = a[i, j]
                     h = i * SH - PT + (k // KW) * DH
                     ww = j * SW - PL + (k % KW) * DW
-                    if 0 <= h < H and 0 <= ww < W:
-                        dst[h, ww] += gy[pg, i, j]
+                    if 0 <= h < H and 0 <= ww < W:  # else the maximum was padding
+                        dst[h, ww] += g[i, j]
+
+    @njit(cache=True, nogil=True)
+    def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx):
+        """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element."""
+        H, W = gx.shape[1], gx.shape[2]
+        OH, OW = gy.shape[1], gy.shape[2]
+        zero = np.zeros(1, gx.dtype)[0]
+        for q in range(q0, q1):
+            n, c = q // C, q % C
+            pa, pg = n * asn + c * asc, n * gsn + c * gsc
+            dst, gp, ap = gx[pa], gy[pg], arg[pa]
+            for i in range(OH):
+                g, a, d0, d1 = gp[i], ap[i], dst[2 * i], dst[2 * i + 1]
+                # loop over input columns (contiguous stores; interleaved stores by
+                # output column would compile to scatters)
+                for w in range(2 * OW):
+                    j, odd = w >> 1, w & 1
+                    gj, k = g[j], a[j]
+                    d0[w] = gj if k == odd else zero
+                    d1[w] = gj if k == odd + 2 else zero
+                d0[2 * OW :] = zero  # an odd last column is in no window
+                d1[2 * OW :] = zero
+            dst[2 * OH :, :] = zero  # nor is an odd last row
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,7 +503,7 @@ def conv2d_direct(x, w, b, pads):
     wm = np.ascontiguousarray(w).reshape(F, C * KH * KW)             # (F, C*KH*KW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b)
     y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
-    conv2d_forward(planes, sn, sc, wm, KH, KW, bias, y, pt, pl)
+    parallel_for(conv2d_forward, N, planes, sn, sc, wm, KH, KW, bias, y, pt, pl)
     return y
 
 
@@ -366,12 +514,12 @@ def conv2d_direct_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     pt, _, pl, _ = pads
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                 # (N*F, OH, OW)
-    wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)).reshape(C, F * KH * KW)  # (C, F*KH*KW)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
     gx = np.empty((C, N, H, W) if need_x else (0, N, 0, 0), gy.dtype)  # (C, N, H, W)
     gw_parts = np.empty((N, F, C * KH * KW) if need_w else (N, 0, 0), gy.dtype)
     gb_parts = np.empty((N, F), gy.dtype)
-    conv2d_backward(planes, sn, sc, wt, KH, KW, gplanes, gsn, gsf, pt, pl,
-                    gx, gw_parts, gb_parts, need_x, need_w)
+    parallel_for(conv2d_backward, N, planes, sn, sc, wt, KH, KW, gplanes, gsn, gsf, pt, pl,
+                 gx, gw_parts, gb_parts, need_x, need_w)
     gw = gw_parts.sum(axis=0).reshape(w.shape) if need_w else None    # (F, C, KH, KW)
     return (gx.transpose(1, 0, 2, 3) if need_x else None), gw, gb_parts.sum(axis=0)
 
@@ -379,6 +527,10 @@ def conv2d_direct_grads(x, w, gy, pads, need_x: bool, need_w: bool):
 def max_pool_applies(xp, x) -> bool:
     """True when ``max_pool2d_forward`` handles this input."""
     return AVAILABLE and xp is np and x.dtype in _FLOATS
+
+
+def _is_2x2(kernel, stride, pads, dilation) -> bool:
+    return kernel == (2, 2) and stride == (2, 2) and dilation == (1, 1) and not any(pads)
 
 
 def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
@@ -389,7 +541,11 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
     (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
     arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
-    max_pool2d_forward(planes, sn, sc, C, y, arg, KH, KW, SH, SW, pads[0], pads[2], DH, DW)
+    if _is_2x2(kernel, stride, pads, dilation):
+        parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg)
+    else:
+        parallel_for(max_pool2d_forward, N * C, planes, sn, sc, C, y, arg, KH, KW, SH, SW,
+                     np.asarray(pads, np.int64), DH, DW)
     return _unplanes(y, N, C, sc), arg, (sn, sc)
 
 
@@ -400,7 +556,11 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
     (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
-    max_pool2d_backward(gplanes, gsn, gsc, arg, sn, sc, C, gx, KW, SH, SW, pads[0], pads[2], DH, DW)
+    if _is_2x2(kernel, stride, pads, dilation):
+        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx)
+    else:
+        parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+                     KW, SH, SW, pads[0], pads[2], DH, DW)
     return _unplanes(gx, N, C, sc)
 
 

@@ -159,17 +159,10 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _zoo_input_shape(name: str | None) -> tuple[int, int, int]:
-    """The zoo's input shape for a model name (the zoo's own table when it has one)."""
-    from .. import models
+    """The (C, H, W) a zoo model was designed for (``cnnkit.runner.default_input_shape``)."""
+    from ..runner import default_input_shape
 
-    if hasattr(models, "default_input_shape") and name:
-        return tuple(models.default_input_shape(name))  # type: ignore[return-value]
-    # As documented in cnnkit.models: LeNet-5 takes MNIST, two CIFAR models 32x32, the rest ImageNet.
-    if name and name.startswith("lenet"):
-        return (1, 28, 28)
-    if name in ("resnet20", "vgg11_cifar"):
-        return (3, 32, 32)
-    return (3, 224, 224)
+    return tuple(default_input_shape(name or ""))  # type: ignore[return-value]
 
 
 def load_target(spec: str, input_shape: str | None = None) -> Target:
@@ -223,8 +216,8 @@ def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if image.shape[1:] == tuple(hw):
         return image
     H, W = hw
-    chans = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((W, H), Image.BILINEAR))
-             for c in image]
+    # a float32 array opens as a 32-bit float ("F") image: no rounding to 8 bits before resizing
+    chans = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((W, H), Image.BILINEAR)) for c in image]
     return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
 
 

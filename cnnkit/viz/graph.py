@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,7 @@ def trace(
     outputs: Tensor | list[Tensor],
     *,
     names: Mapping[int, str] | None = None,
-    inputs: list[Tensor] = (),
+    inputs: Sequence[Tensor] = (),
     modules: Mapping[int, tuple[str, int]] | None = None,
 ) -> Graph:
     """Collect the graph that produced ``outputs`` by following ``creator`` links.
