@@ -255,8 +255,10 @@ def plot_score_map(
         bottom.scatter(xs, best, s=6, c="white", marker="s", linewidths=0, label="most likely class")
         if read:
             for i, (k, _, j) in enumerate(read):
-                ok = truth is None or (i < len(truth) and classes[k] == truth[i])
-                colour = "forestgreen" if ok else "red"
+                if truth is None:
+                    colour = "black"
+                else:
+                    colour = "forestgreen" if i < len(truth) and classes[k] == truth[i] else "red"
                 top.text(xs[j], -1.5, classes[k], ha="center", va="bottom", fontsize=12, color=colour,
                          fontweight="bold")
                 bottom.axvline(xs[j], color=colour, linewidth=0.8, linestyle=":")

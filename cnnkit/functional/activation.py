@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from . import kernels
 
 __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
 
@@ -14,16 +15,23 @@ class ReLUOp(Function):
 
     forward:  y = max(x, 0)
     backward: gx = gy * (x > 0)   (0 at x = 0, as PyTorch)
+
+    Large NumPy arrays take one parallel pass each way (``kernels.relu_forward``).
     """
 
     def forward(self, x):
-        y = self.xp.maximum(x, 0, dtype=x.dtype)
+        if kernels.relu_applies(self.xp, x):
+            y, mask = kernels.relu_with_mask(x)
+        else:
+            y = self.xp.maximum(x, 0, dtype=x.dtype)
+            mask = y > 0 if self.saves_for_backward else None
         if self.saves_for_backward:
-            self.mask = y > 0
+            self.mask = mask
         return y
 
     def backward(self, gy):
-        return gy * self.mask
+        gx = kernels.relu_grad(gy, self.mask)
+        return gy * self.mask if gx is None else gx
 
 
 class LeakyReLUOp(Function):

@@ -470,6 +470,29 @@ if AVAILABLE:
             dst[2 * OH :, :] = zero  # nor is an odd last row
 
 
+    @njit(cache=True, nogil=True)
+    def relu_forward(i0, i1, x, y, mask):
+        """y = max(x, 0) and mask = (y > 0) over flat elements i0..i1-1, in one pass.
+
+        A NaN passes through to y (NumPy's maximum) and gets mask 0. mask is uint8
+        (a bool array's bytes).
+        """
+        zero = np.zeros(1, x.dtype)[0]
+        xs, ys, ms = x[i0:i1], y[i0:i1], mask[i0:i1]  # 0-based loops: no index wraparound
+        for i in range(i1 - i0):
+            v = xs[i]
+            positive = v > zero
+            ys[i] = v if (positive or v != v) else zero
+            ms[i] = 1 if positive else 0
+
+    @njit(cache=True, nogil=True)
+    def relu_backward(i0, i1, gy, mask, gx):
+        """gx = gy * mask over flat elements i0..i1-1 (a product, as the reference: inf*0 is NaN)."""
+        gs, ms, xs = gy[i0:i1], mask[i0:i1], gx[i0:i1]
+        for i in range(i1 - i0):
+            xs[i] = gs[i] * ms[i]
+
+
 # ---------------------------------------------------------------------------------------
 # Array plumbing called by the ops: allocation, layouts and dispatch. Pure Python.
 # ---------------------------------------------------------------------------------------
@@ -570,3 +593,43 @@ def _unplanes(planes, N: int, C: int, sc: int):
     if sc == 1:
         return planes.reshape(N, C, h, w)
     return planes.reshape(C, N, h, w).transpose(1, 0, 2, 3)
+
+
+# Elementwise ops go to the kernels from this many elements on; below it one NumPy call
+# is cheaper than waking the helper threads.
+ELEMENTWISE_MIN_SIZE = 2**15
+
+
+def relu_applies(xp, x) -> bool:
+    """True when ``relu_forward`` handles x: a large float NumPy array laid out in one block."""
+    return (
+        AVAILABLE and xp is np and x.dtype in _FLOATS and x.size >= ELEMENTWISE_MIN_SIZE
+        and _flat(x) is not None
+    )
+
+
+def _flat(a):
+    """The elements of ``a`` in memory order as a 1-D view, or None if a has gaps."""
+    flat = np.ravel(a, order="K")
+    return flat if np.shares_memory(flat, a) else None
+
+
+def relu_with_mask(x):
+    """(y, mask) of ReLU: y like x (same memory layout), mask a bool array like x."""
+    y, mask = np.empty_like(x), np.empty_like(x, dtype=np.bool_)
+    parallel_for(relu_forward, x.size, _flat(x), _flat(y), _flat(mask).view(np.uint8))
+    return y, mask
+
+
+def relu_grad(gy, mask):
+    """gy * mask, in parallel when both share one memory layout; else None."""
+    if not (AVAILABLE and isinstance(gy, np.ndarray) and gy.size >= ELEMENTWISE_MIN_SIZE):
+        return None
+    if gy.strides != tuple(st * gy.itemsize for st in mask.strides) or gy.dtype not in _FLOATS:
+        return None
+    g = _flat(gy)
+    if g is None:
+        return None
+    gx = np.empty_like(gy)
+    parallel_for(relu_backward, gy.size, g, _flat(mask).view(np.uint8), _flat(gx))
+    return gx
