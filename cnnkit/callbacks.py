@@ -22,6 +22,7 @@ from .checkpoint import atomic_write_bytes, save_checkpoint
 
 __all__ = [
     "Callback",
+    "LearningRateScheduler",
     "EarlyStopping",
     "ModelCheckpoint",
     "CSVLogger",
@@ -67,6 +68,37 @@ class _Monitor:
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
+
+
+class LearningRateScheduler(Callback):
+    """Step a learning-rate schedule from ``fit`` (what ``fit(scheduler=...)`` uses).
+
+    Args:
+        scheduler: a ``cnnkit.optim.lr_scheduler`` schedule.
+        interval: "batch" (after every optimizer step), "epoch", or "auto": OneCycleLR
+            per batch, every other schedule per epoch.
+        monitor: the log value given to ``ReduceLROnPlateau.step`` (falls back to
+            "loss" when the logs lack it, e.g. without a validation loader).
+    """
+
+    def __init__(self, scheduler, interval: str = "auto", monitor: str = "val_loss"):
+        if interval not in ("auto", "batch", "epoch"):
+            raise ValueError(f"LearningRateScheduler interval must be 'auto', 'batch' or 'epoch', got {interval!r}")
+        if interval == "auto":
+            interval = "batch" if type(scheduler).__name__ == "OneCycleLR" else "epoch"
+        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if self.interval == "batch":
+            self.scheduler.step()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.interval != "epoch":
+            return
+        if type(self.scheduler).__name__ == "ReduceLROnPlateau":
+            self.scheduler.step(logs[self.monitor if self.monitor in logs else "loss"])
+        else:
+            self.scheduler.step()
 
 
 class EarlyStopping(Callback):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
+from .callbacks import LearningRateScheduler
 from .config import no_grad
 from .tensor import Tensor
 
@@ -102,13 +103,6 @@ def _current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def _scheduler_interval(scheduler) -> str:
-    """OneCycleLR moves every batch; every other schedule moves every epoch."""
-    if scheduler is None:
-        return "none"
-    return "batch" if type(scheduler).__name__ == "OneCycleLR" else "epoch"
-
-
 def fit(
     model,
     train_loader: Iterable,
@@ -136,7 +130,8 @@ def fit(
         callbacks: objects with any of on_train_begin/on_epoch_begin/on_after_backward/
             on_batch_end/on_epoch_end/on_train_end/on_interrupt; each gets ``set_run(run)``
             first.
-        scheduler: a learning-rate schedule (stepped per epoch; OneCycleLR per batch;
+        scheduler: a learning-rate schedule, stepped by a ``LearningRateScheduler``
+            callback that runs before the others (per epoch; OneCycleLR per batch;
             ReduceLROnPlateau with the ``monitor`` value).
         verbose: 0 silent, 1 progress bar on a terminal / one line per epoch otherwise.
         run: an existing TrainingRun to continue (resume); a new one otherwise.
@@ -145,7 +140,9 @@ def fit(
     run.model, run.optimizer, run.scheduler = model, optimizer, scheduler
     run.epochs, run.train_loader = epochs, train_loader
     run.stop_training = run.skip_step = False
-    interval = _scheduler_interval(scheduler)
+    if scheduler is not None:
+        # First, so that checkpoints written by later callbacks hold the stepped schedule.
+        callbacks = [LearningRateScheduler(scheduler, monitor=monitor), *callbacks]
     for cb in callbacks:
         if hasattr(cb, "set_run"):
             cb.set_run(run)
@@ -167,8 +164,6 @@ def fit(
                 if run.skip_step:  # a callback found the step unsafe (NaNGuard)
                     break
                 optimizer.step()
-                if interval == "batch":
-                    scheduler.step()
                 stats.update(float(loss_value.data), out.data, t)
                 batch_logs = stats.logs()
                 batch_logs["batch_loss"] = float(loss_value.data)
@@ -181,12 +176,6 @@ def fit(
                 val = evaluate(model, val_loader, loss=loss, confusion=False)
                 logs.update({f"val_{k}": v for k, v in val.items() if np.isscalar(v)})
             logs["lr"] = _current_lr(optimizer)
-            if interval == "epoch":
-                if type(scheduler).__name__ == "ReduceLROnPlateau":
-                    key = monitor if monitor in logs else "loss"
-                    scheduler.step(logs[key])
-                else:
-                    scheduler.step()
             progress.close(logs)
             run.history.append(epoch, logs)
             _call(callbacks, "on_epoch_end", epoch, logs)

@@ -107,3 +107,24 @@ def test_fit_accepts_tensors_from_a_loader():
     model = small_net(0)
     opt = optim.SGD(model.parameters(), lr=0.01)
     fit(model, [(Tensor(x), Tensor(y))], epochs=1, optimizer=opt, verbose=0)
+
+
+def test_schedules_step_per_epoch_per_batch_and_on_plateau():
+    x, y = data()
+    model = small_net(0)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=3, optimizer=opt, verbose=0,
+                  scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    np.testing.assert_allclose(history.history["lr"], [0.1, 0.05, 0.025])
+
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loader = ArrayLoader(x, y, 16, np.random.default_rng(0))
+    cycle = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, epochs=2, steps_per_epoch=len(loader))
+    fit(model, loader, epochs=2, optimizer=opt, verbose=0, scheduler=cycle)
+    assert cycle.last_epoch == 2 * len(loader)
+
+    opt = optim.SGD(model.parameters(), lr=0.0)  # the loss cannot improve: the plateau cuts lr
+    plateau = optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=10.0)
+    opt.param_groups[0]["lr"] = 1e-9
+    history = fit(model, loader, epochs=3, optimizer=opt, verbose=0, scheduler=plateau, monitor="loss")
+    assert history.history["lr"][-1] < history.history["lr"][0]
