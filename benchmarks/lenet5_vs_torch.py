@@ -22,6 +22,7 @@ import torch
 import cnnkit
 import cnnkit.functional as F
 from cnnkit.data import load_mnist
+from cnnkit.functional import kernels
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -124,10 +125,15 @@ def bench_training(x, t, batch, segments, epochs, seed):
     rng = np.random.default_rng(seed)
     params = init_params(rng)
     ours, theirs = CnnkitTrainer(params), TorchTrainer(params)
-    # warm-up: buffers, caches, first-call costs
+    # warm-up: buffers, caches, first-call costs (cnnkit's kernels compile or load from
+    # numba's disk cache on their first call: the first step's time shows that cost)
     warm = rng.permutation(len(x))[: batch * 5]
-    run_segment(ours, x, t, warm, batch)
-    run_segment(theirs, x, t, warm, batch)
+    first = {}
+    for name, trainer in (("cnnkit", ours), ("torch", theirs)):
+        start = time.perf_counter()
+        run_segment(trainer, x, t, warm[:batch], batch)
+        first[name] = time.perf_counter() - start
+        run_segment(trainer, x, t, warm[batch:], batch)
     times = {"cnnkit": 0.0, "torch": 0.0}
     ratios, images = [], 0
     for _ in range(epochs):
@@ -149,6 +155,7 @@ def bench_training(x, t, batch, segments, epochs, seed):
         "median_ratio": statistics.median(ratios),
         "ours": ours,
         "theirs": theirs,
+        "first_step": first,
     }
 
 
@@ -185,10 +192,13 @@ def main() -> None:
     test_images, test_labels = load_mnist("test")
     xt = ((test_images.astype(np.float32) / 255 - MEAN) / STD)[:, None]
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
+        f"cnnkit kernels {'on' if kernels.AVAILABLE else 'off'}, {kernels.NUM_THREADS} threads"
+    )
     print("| batch | cnnkit train img/s | PyTorch train img/s | ratio (median of segments) | cnnkit test acc | PyTorch test acc |")
     print("|---|---|---|---|---|---|")
-    last = None
+    last, firsts = None, []
     for batch in args.batch_sizes:
         r = bench_training(x, t, batch, args.segments, args.epochs, args.seed)
         acc_ours = float((r["ours"].predict(xt) == test_labels).mean())
@@ -198,8 +208,14 @@ def main() -> None:
             f"| {acc_ours:.4f} | {acc_theirs:.4f} |", flush=True
         )
         last = r
+        firsts.append(r["first_step"])
     ci, ti, ratio = bench_inference(last["ours"], last["theirs"], xt)
     print(f"\ninference, batch 1000: cnnkit {ci:.0f} img/s, PyTorch {ti:.0f} img/s, ratio {ratio:.2f}x (median of 5)")
+    print(
+        "first training step (s), per batch size: cnnkit "
+        + ", ".join(f"{f['cnnkit']:.2f}" for f in firsts)
+        + "; PyTorch " + ", ".join(f"{f['torch']:.2f}" for f in firsts)
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Compiled CPU kernels (numba) for the small convolutions and the pooling of CNNs.
+"""Compiled CPU kernels (numba) for small convolutions, max pooling and ReLU.
 
 NumPy cannot express a small convolution without materializing im2col columns, nor a
 first-maximum max pooling without one pass per kernel tap. These kernels do each in
-one pass per image, in parallel over images (or image planes), with the per-image
-working set in L1/L2 cache. ``conv.py`` and ``pool.py`` call them for NumPy arrays when
+one pass per image, with the per-image working set in L1/L2 cache, split over the
+cores. ``conv.py``, ``pool.py`` and ``activation.py`` call them for NumPy arrays when
 numba is installed; the NumPy code there stays the reference path (CuPy arrays, no
-numba) and the oracle the tests compare these kernels against.
+numba) and the oracle that tests/test_kernels.py compares these kernels against.
 
 Layout. A 4-D activation (N, C, H, W) reaches a kernel as ``planes`` (P, H, W), a
 C-contiguous stack of its N*C image planes, plus two plane strides: plane (n, c) is
@@ -17,15 +17,28 @@ Direct convolution ("flat rows"). For stride 1, one image's padded input plane
 (Hp, Wp) is stored row after row in a flat buffer; output pixel (oh, ow) then reads
 tap (kh, kw) at flat index (oh*Wp + ow) + (kh*Wp + kw). Over the flat index
 i = oh*Wp + ow, every tap is a shifted contiguous slice, so the convolution is a sum
-of KH*KW*C scaled vector additions ("axpy"s) of length L = (OH - 1)*Wp + OW, which
+of C*KH*KW scaled vector additions ("axpy"s) of length L = (OH - 1)*Wp + OW, which
 the compiler vectorizes. Entries with ow >= OW are computed and thrown away (a
-waste of (Wp - OW) / Wp) - the price of contiguous inner loops. The backward passes
-run the same index map: the output gradient is spread into a zeroed (OH, Wp) buffer,
-so the junk columns contribute nothing.
+waste of (KW - 1) / Wp) - the price of contiguous inner loops. The backward pass runs
+the same index map: the output gradient is spread into a zeroed buffer of L entries
+per filter, so the junk columns contribute nothing.
 
-Threads. numba's parallel loops own the cores while a kernel runs; BLAS runs between
-kernels. ``fastmath`` is limited to reassociation and contraction (FMA): results may
-differ from the NumPy path only by float rounding order; NaN and inf behave the same.
+Threads. Kernels are serial ``nogil`` functions over a range of images (or planes, or
+elements); ``parallel_for`` splits that range over the calling thread and
+NUM_THREADS - 1 helper threads that sleep when idle. Nothing spins, so BLAS (which
+runs between kernels) and other processes keep their cores; and the calling thread
+never waits for a helper that has not started. NUM_THREADS defaults to the CPUs this
+process may use; the environment variable CNNKIT_NUM_THREADS overrides it.
+
+Numerics. ``fastmath`` is limited to reassociation and contraction (FMA) in the
+convolutions: results differ from the NumPy path only by float rounding order, and
+the per-image weight-gradient parts are summed in a fixed order, so results do not
+depend on the number of threads. Pooling and ReLU are exact: same maximum, same first
+maximum, same NaN and inf behaviour as the reference.
+
+Compilation. Kernels compile on first use per dtype (float32, float64) and are cached
+on disk (``cache=True``): the first call in a fresh install costs a few seconds, later
+processes load the cache in well under a second.
 """
 
 from __future__ import annotations
@@ -37,26 +50,24 @@ import threading
 import numpy as np
 
 try:
-    import numba
     from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency; kept for minimal installs
-    numba = None
+except ImportError:  # pragma: no cover - numba is a dependency; the NumPy path still works
+    njit = None
 
 __all__ = [
-    "AVAILABLE",
-    "NUM_THREADS",
-    "parallel_for",
-    "as_planes",
-    "conv2d_forward",
-    "conv2d_backward",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
+    "AVAILABLE", "NUM_THREADS", "DIRECT_CONV_MAX_MACS", "ELEMENTWISE_MIN_SIZE",
+    "parallel_for", "as_planes",
+    "direct_conv_applies", "conv2d_direct", "conv2d_direct_grads",
+    "max_pool_applies", "max_pool2d_fused", "max_pool2d_scatter",
+    "relu_applies", "relu_with_mask", "relu_grad",
 ]
 
-AVAILABLE = numba is not None
+AVAILABLE = njit is not None
 
 # Reassociation lets reductions vectorize; contraction allows FMA. No nnan/ninf/nsz:
-# those could change results on non-finite inputs, not only their rounding.
+# those could change results on non-finite inputs, not only their rounding. Loops index
+# 1-D slices from 0: numba's negative-index wraparound on any other index would turn
+# each vector load into a gather.
 _FASTMATH = {"reassoc", "contract"}
 
 
@@ -500,9 +511,12 @@ if AVAILABLE:
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Direct convolution wins over im2col + BLAS while a filter bank is small: its loops run
-# at memory speed over one image at a time, while BLAS needs big operands to reach its
-# speed and im2col multiplies the memory traffic by KH*KW. Measured on a 2-core Zen 5
-# (benchmarks/conv_dispatch.py): see DIRECT_CONV_MAX_MACS.
+# over one image at a time in cache, while BLAS needs big operands to reach its speed and
+# im2col multiplies the memory traffic by KH*KW. The cut is measured by
+# benchmarks/conv_dispatch.py (batch 64, float32, 2-core Zen 5): direct was 1.1-3x faster
+# up to F*C*KH*KW = 9216 (LeNet-5's layers, 3x3 layers up to 32 -> 32 channels), level
+# around 16384, and 1.4-2.5x slower from 18432 on (3x3 layers of 32 -> 64 channels and up)
+# except on large 32x32 images; 1x1 kernels are a plain matrix product, BLAS's home turf.
 DIRECT_CONV_MAX_MACS = 2**14
 
 
@@ -513,7 +527,7 @@ def direct_conv_applies(xp, x, w, stride, dilation, groups: int) -> bool:
     if tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return False
     F, C, KH, KW = w.shape
-    return F * C * KH * KW <= DIRECT_CONV_MAX_MACS
+    return KH * KW > 1 and F * C * KH * KW <= DIRECT_CONV_MAX_MACS
 
 
 def conv2d_direct(x, w, b, pads):
@@ -524,7 +538,7 @@ def conv2d_direct(x, w, b, pads):
     OH, OW = H + pt + pb - KH + 1, W + pl + pr - KW + 1
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     wm = np.ascontiguousarray(w).reshape(F, C * KH * KW)             # (F, C*KH*KW)
-    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
     parallel_for(conv2d_forward, N, planes, sn, sc, wm, KH, KW, bias, y, pt, pl)
     return y
