@@ -3,15 +3,17 @@
 Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
 ``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``,
 ``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and MACs),
-``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model).
+``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model), ``transforms``
+(fully convolutional conversion), ``prune`` (channel pruning).
 """
 
 from __future__ import annotations
 
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
-from . import functional, init, models, nn, optim
-from .checkpoint import load, save_checkpoint as save
+from . import functional, init, models, nn, optim, prune, transforms
+from .checkpoint import load
+from .checkpoint import save_checkpoint as save
 from .config import (
     default_dtype,
     default_generator,
@@ -47,7 +49,9 @@ __all__ = [
     "nn",
     "no_grad",
     "optim",
+    "prune",
     "save",
     "summary",
     "tensor",
+    "transforms",
 ]

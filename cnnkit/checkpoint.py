@@ -249,6 +249,10 @@ def load(path: str | os.PathLike):
         model = models.get_model(name, **ckpt.model_config)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {e}") from None
+    if ckpt.meta.get("extra", {}).get("pruned"):
+        from .prune import resize_to_state  # a pruned zoo model: the same layers, fewer channels
+
+        resize_to_state(model, ckpt.model_state)
     try:
         model.load_state_dict(ckpt.model_state)
     except (RuntimeError, ValueError) as e:

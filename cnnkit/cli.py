@@ -6,6 +6,10 @@
     cnnkit predict CHECKPOINT IMAGE... [--top-k K]
     cnnkit summary MODEL|CHECKPOINT [--input-shape C,H,W] [--arithmetic]
     cnnkit models
+    cnnkit visualize filters|feature-maps|curves|graph|saliency ...   (cnnkit/viz/cli.py)
+    cnnkit kernels [IMAGE] --kernel NAME; cnnkit explain conv|graph   (cnnkit/viz/cli.py)
+    cnnkit fcn CHECKPOINT [IMAGE | --mnist-digits N] -o heatmap.png   (cnnkit/surgery_cli.py)
+    cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
 
 Bad arguments and bad files end with one line on stderr and a non-zero exit status.
 """
@@ -16,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "positive_int", "positive_float", "COMMAND_MODULES"]
+__all__ = ["main", "positive_int", "non_negative_int", "positive_float", "COMMAND_MODULES"]
 
 
 class CLIError(Exception):
@@ -51,6 +55,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 

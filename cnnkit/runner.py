@@ -305,21 +305,14 @@ def prepare_image(path: str | os.PathLike, input_shape: tuple[int, int, int], in
     middle) is inverted first; then, as in MNIST's own preparation, the ink's bounding box
     is scaled to fit 20x20 and pasted so its centre of mass is at the image centre.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from .data import load_image
 
     C, H, W = input_shape
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("L" if C == 1 else "RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
     if C == 3:
-        arr = np.asarray(img.resize((W, H), Image.BILINEAR), np.float32) / 255.0
-        return arr.transpose(2, 0, 1)                                 # (3, H, W)
-    arr = np.asarray(img, np.float32) / 255.0
+        return load_image(path, "RGB", (H, W)).astype(np.float32).transpose(2, 0, 1) / 255.0  # (3, H, W)
+    arr = load_image(path, "L").astype(np.float32) / 255.0
     if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
         arr = 1.0 - arr
     ink = arr > 0.1 * arr.max() if arr.max() > 0 else np.zeros_like(arr, bool)
@@ -389,9 +382,9 @@ def summary_command(args) -> int:
 
 
 def models_command(args) -> int:
-    from . import models
-
     import inspect
+
+    from . import models
 
     print(f"{'model':<16} {'parameters':>14}  input")
     for name in models.list_models():

@@ -35,7 +35,7 @@ __all__ = [
 
 def add_commands(sub) -> None:
     """Add ``fcn`` and ``prune`` to the ``cnnkit`` command."""
-    from .cli import positive_int
+    from .cli import non_negative_int, positive_int
 
     f = sub.add_parser("fcn", help="run a classifier fully convolutionally over a wide image: a heat map")
     f.add_argument("checkpoint")
@@ -45,6 +45,9 @@ def add_commands(sub) -> None:
     f.add_argument("--indices", default=None, help="with --mnist-digits: comma-separated test indices")
     f.add_argument("--seed", type=int, default=0, help="picks the MNIST digits (default 0)")
     f.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
+    f.add_argument("--height", type=positive_int, default=None,
+                   help="scale IMAGE to this height (default: the model's input height for one-channel "
+                        "models, the image's own height, at least the model's, for colour models)")
     f.add_argument("-o", "--output", default="heatmap.png", help="heat map PNG (default heatmap.png)")
     f.set_defaults(handler=fcn_command)
 
@@ -54,7 +57,7 @@ def add_commands(sub) -> None:
     p.add_argument("--criterion", choices=["l1", "l2", "random"], default="l1")
     p.add_argument("--layers", choices=["conv", "linear", "all"], default="conv",
                    help="whose channels to prune: conv layers (default), hidden Linear layers, or both")
-    p.add_argument("--finetune-epochs", type=_non_negative_int, default=1, metavar="E")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=1, metavar="E")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (one-cycle)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -75,16 +78,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 
@@ -127,7 +120,7 @@ def fcn_command(args) -> int:
         truth = [classes[int(t)] for t in labels]
         source = f"{args.mnist_digits} MNIST test digits"
     else:
-        image = load_strip(args.image, shape, invert="never" if args.no_invert else "auto")
+        image = load_strip(args.image, shape, invert="never" if args.no_invert else "auto", height=args.height)
         source = args.image
     fcn = to_fully_convolutional(model, shape)
     x = Tensor(((image - mean) / std)[None].astype(np.float32))                   # (1, C, H, W)
@@ -176,28 +169,30 @@ def compose_mnist_strip(
     return strip[None], labels[indices]
 
 
-def load_strip(path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto") -> np.ndarray:
-    """Load a wide PNG/JPEG as a model input in [0, 1], shape (C, H, W'), H the model's height.
+def load_strip(
+    path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto", height: int | None = None,
+) -> np.ndarray:
+    """Load a PNG/JPEG as a model input in [0, 1], shape (C, H', W').
 
     One-channel (MNIST-style) models: dark-on-light images are inverted (``invert="auto"``),
-    the ink's rows are scaled to 20/28 of the height, as MNIST's digits, and centred, with a
-    margin left and right. Three-channel models: the image is scaled to the model's height.
+    the ink's rows are scaled to 20/28 of ``height`` (default: the model's input height),
+    as MNIST's digits, and centred, with a margin left and right. Three-channel models: the
+    image is scaled to ``height`` (default: its own height, or the model's if larger).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from .data import load_image
 
     C, H, W = input_shape
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("L" if C == 1 else "RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
+    img = load_image(path, "L" if C == 1 else "RGB")
     if C == 3:
-        width = max(W, round(img.width * H / img.height))
-        return np.asarray(img.resize((width, H), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255
-    arr = np.asarray(img, np.float32) / 255
+        new_h = height or max(H, img.shape[0])
+        width = max(W, round(img.shape[1] * new_h / img.shape[0]))
+        resized = Image.fromarray(img).resize((width, new_h), Image.BILINEAR)
+        return np.asarray(resized, np.float32).transpose(2, 0, 1) / 255
+    if height is not None:
+        H, W = height, round(W * height / H)
+    arr = img.astype(np.float32) / 255
     if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
         arr = 1.0 - arr
     rows = np.where((arr > 0.1 * max(arr.max(), 1e-6)).any(axis=1))[0]

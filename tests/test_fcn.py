@@ -204,3 +204,18 @@ def test_fcn_command_takes_a_dark_on_light_image(lenet_checkpoint, tmp_path, cap
 def test_fcn_command_needs_an_image_or_digits(lenet_checkpoint, capsys):
     assert main(["fcn", str(lenet_checkpoint)]) == 2
     assert "give either IMAGE or --mnist-digits N" in capsys.readouterr().err
+
+
+def test_fcn_command_maps_a_colour_image_in_two_dimensions(tmp_path, rng, capsys):
+    path = tmp_path / "vgg.safetensors"
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    save_checkpoint(path, models.vgg11_cifar(rng=rng), model_name="vgg11_cifar", model_config={"num_classes": 10},
+                    extra={"dataset": "cifar10", "input_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
+                           "classes": classes})
+    image = tmp_path / "scene.png"
+    Image.fromarray((rng.uniform(0, 255, (64, 96, 3))).astype(np.uint8)).save(image)
+    assert main(["fcn", str(path), str(image), "-o", str(tmp_path / "map.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "input 64x96, one pass -> 2x3 positions at stride 32" in lines[0]
+    assert len(lines[1].split()) == 3 and lines[1].split()[0] in classes
+    assert (tmp_path / "map.png").stat().st_size > 10_000

@@ -208,8 +208,6 @@ def test_pruned_checkpoint_reloads_and_runs(rng, tmp_path):
     assert count(loaded) == 15_738
 
 
-@pytest.mark.xfail(raises=CheckpointError, strict=False,
-                   reason="cnnkit.checkpoint.load needs to call prune.resize_to_state for extra['pruned']")
 def test_pruned_checkpoint_loads_with_cnnkit_load(rng, tmp_path):
     pruned = prune_channels(models.lenet5(rng=rng), 0.5, input_shape=(1, 28, 28))
     path = save_checkpoint(tmp_path / "p.safetensors", pruned, model_name="lenet5",

@@ -37,10 +37,13 @@ def load_image(
         uint8 (H, W) for ``"L"``, (H, W, 3) for ``"RGB"``.
 
     Raises:
+        FileNotFoundError: the file does not exist.
         ValueError: naming the file when Pillow cannot read it.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such image file")
     try:
         with Image.open(path) as image:
             image = image.convert(mode)

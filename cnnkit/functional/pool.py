@@ -7,7 +7,6 @@ only over the KH*KW taps.
 
 from __future__ import annotations
 
-from ..backend import get_array_module
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
@@ -358,7 +357,9 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
     returns the signed root.)
     """
-    from .math import abs as abs_, mul, pow as pow_, signed_root
+    from .math import abs as abs_
+    from .math import mul, signed_root
+    from .math import pow as pow_
 
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")

@@ -34,7 +34,7 @@ _MNIST = ((0.1307,), (0.3081,))
 
 def add_commands(sub) -> None:
     """Add visualize, kernels and explain to the ``cnnkit`` command."""
-    from ..cli import positive_int
+    from ..cli import non_negative_int, positive_int
     from .kernels import KERNELS, SAMPLES
 
     v = sub.add_parser("visualize", help="pictures of a model: filters, feature maps, curves, graph, "
@@ -88,7 +88,7 @@ def add_commands(sub) -> None:
     k.add_argument("image", nargs="?", default=None, help="PNG/JPEG (default: the built-in --sample)")
     k.add_argument("--kernel", default="edge", choices=[*KERNELS, "all"])
     k.add_argument("--stride", type=positive_int, default=1)
-    k.add_argument("--padding", type=_non_negative_int, default=0)
+    k.add_argument("--padding", type=non_negative_int, default=0)
     k.add_argument("--gray", action="store_true", help="convert the image to grayscale first")
     k.add_argument("--sample", choices=list(SAMPLES), default="scene",
                    help="built-in image when no IMAGE is given")
@@ -104,7 +104,7 @@ def add_commands(sub) -> None:
     ec.add_argument("--filters", type=positive_int, required=True)
     ec.add_argument("--kernel", required=True, help="K or KHxKW")
     ec.add_argument("--stride", type=positive_int, default=1)
-    ec.add_argument("--padding", type=_non_negative_int, default=0)
+    ec.add_argument("--padding", type=non_negative_int, default=0)
     ec.add_argument("--dilation", type=positive_int, default=1)
     ec.add_argument("--groups", type=positive_int, default=1)
     ec.add_argument("--plot", default=None, help="also draw the dense matrix (small layers) to this file")
@@ -114,18 +114,6 @@ def add_commands(sub) -> None:
     eg.add_argument("--y", type=float, default=2.0)
     eg.add_argument("-o", "--output", default="toy_graph.svg")
     eg.set_defaults(handler=explain_graph_command)
-
-
-def _non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- what the commands act on
