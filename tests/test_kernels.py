@@ -183,6 +183,9 @@ def test_relu_output_keeps_the_input_memory_layout(rng):
 
 # --------------------------------------------------------------------------------- threads
 def test_results_do_not_depend_on_the_number_of_threads(rng, monkeypatch):
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_MACS", 1)        # split even tiny work
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "ELEMENTWISE_MIN_SIZE", 1)
     x = Tensor(rng.standard_normal((9, 3, 12, 12)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((5, 3, 3, 3)).astype(np.float32), requires_grad=True)
     results = []

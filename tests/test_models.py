@@ -446,10 +446,15 @@ def test_lenet5_tanh_avg_variant_matches_torch(rng):
     ("lenet5", (4, 1, 28, 28)), ("resnet18", (2, 3, 64, 64)), ("vgg11_bn", (2, 3, 32, 32)),
 ])
 def test_gradients_match_torch_in_training_mode(name, shape, rng):
-    """Train-mode forward (BatchNorm on batch statistics) and backward equal torch's."""
+    """Train-mode forward (BatchNorm on batch statistics) and backward equal torch's.
+
+    In float64: with batch statistics over a few values per channel (VGG's last blocks see
+    2x2 maps) and max pooling's argmax, float32 rounding differences of 1e-7 can flip a
+    near-tie and move a gradient, which says nothing about correctness.
+    """
     build_torch, _ = ZOO[name]
-    reference = reference_model(build_torch).train()
-    ours = build_cnnkit(name).train()
+    reference = reference_model(build_torch).train().double()
+    ours = build_cnnkit(name).train().double()
     ours.load_state_dict(torch_state(reference))
     for m in reference.modules():  # dropout masks are random: compare without them
         if isinstance(m, tnn.Dropout):
@@ -458,8 +463,8 @@ def test_gradients_match_torch_in_training_mode(name, shape, rng):
         if isinstance(m, nn.Dropout):
             m.eval()
 
-    x = rng.standard_normal(shape).astype(np.float32)
-    w = rng.standard_normal((shape[0], 10 if name == "lenet5" else 1000)).astype(np.float32)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((shape[0], 10 if name == "lenet5" else 1000))
     (reference(torch.from_numpy(x)) * torch.from_numpy(w)).sum().backward()
     out = ours(Tensor(x))
     (out * Tensor(w)).sum().backward()
@@ -469,7 +474,7 @@ def test_gradients_match_torch_in_training_mode(name, shape, rng):
     first, last = next(iter(ours_params)), list(ours_params)[-2]  # first conv weight, last weight
     middle = [k for k in ours_params if k.endswith("weight")][len(ours_params) // 4]
     for key in (first, middle, last):
-        assert_close(ours_params[key].grad, torch_params[key].grad.numpy(), rtol=1e-3, atol_scale=1e-4)
+        assert_close(ours_params[key].grad, torch_params[key].grad.numpy(), rtol=1e-8, atol_scale=1e-9)
     for key, p in reference.named_buffers():  # running statistics were updated alike
         if key.endswith("running_var"):
             assert_close(ours.state_dict()[key], p.numpy())

@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the NumPy path 
 
 __all__ = [
     "AVAILABLE", "NUM_THREADS", "DIRECT_CONV_MAX_MACS", "ELEMENTWISE_MIN_SIZE",
+    "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS",
     "parallel_for", "as_planes",
     "direct_conv_applies", "conv2d_direct", "conv2d_direct_grads",
     "max_pool_applies", "max_pool2d_fused", "max_pool2d_scatter",
@@ -131,16 +132,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def parallel_for(fn, count: int, *args) -> None:
-    """Run fn(i0, i1, *args) over chunks covering range(count), on NUM_THREADS threads.
+def parallel_for(fn, count: int, *args, grain: int = 1) -> None:
+    """Run fn(i0, i1, *args) over chunks covering range(count), on up to NUM_THREADS threads.
 
     ``fn`` is a ``nogil`` kernel. The calling thread works too and never waits for a
     helper that has not started: if the helpers are busy or descheduled (a loaded
     machine), it takes their chunks itself. Chunks are handed out dynamically, four
-    per thread, so a slowed thread takes fewer.
+    per thread, so a slowed thread takes fewer. Each thread gets at least ``grain``
+    items: waking a helper costs ~20-70 microseconds here, more than a small kernel.
     """
     global _helpers
-    threads = min(NUM_THREADS, count)
+    threads = min(NUM_THREADS, count // max(grain, 1))
     if threads <= 1:
         fn(0, count, *args)
         return
@@ -180,8 +182,8 @@ if AVAILABLE:
     def _axpy_taps(acc, src, offs, wts, L):
         """acc[i] += sum_t wts[t] * src[offs[t] + i] for i < L: a correlation over flat rows.
 
-        Taps go eight at a time, so each pass over acc loads and stores it once per
-        eight multiply-adds (memory traffic, not arithmetic, bounds these loops). Every
+        Taps go eight at a time (then four, then one), so each pass over acc loads and
+        stores it once per eight multiply-adds (memory traffic, not arithmetic, bounds these loops). Every
         operand is a 1-D unit-stride slice, which is what lets the loop vectorize.
         """
         T = offs.shape[0]
@@ -198,6 +200,13 @@ if AVAILABLE:
                     w4 * a4[i] + w5 * a5[i] + w6 * a6[i] + w7 * a7[i]
                 )
             t += 8
+        if t + 4 <= T:
+            a0, a1 = src[offs[t] : offs[t] + L], src[offs[t + 1] : offs[t + 1] + L]
+            a2, a3 = src[offs[t + 2] : offs[t + 2] + L], src[offs[t + 3] : offs[t + 3] + L]
+            w0, w1, w2, w3 = wts[t], wts[t + 1], wts[t + 2], wts[t + 3]
+            for i in range(L):
+                acc[i] += w0 * a0[i] + w1 * a1[i] + w2 * a2[i] + w3 * a3[i]
+            t += 4
         while t < T:
             a0, w0 = src[offs[t] : offs[t] + L], wts[t]
             for i in range(L):
@@ -232,6 +241,18 @@ if AVAILABLE:
             out[t], out[t + 1], out[t + 2], out[t + 3] = s0, s1, s2, s3
             out[t + 4], out[t + 5], out[t + 6], out[t + 7] = s4, s5, s6, s7
             t += 8
+        if t + 4 <= T:
+            a0, a1 = src[offs[t] : offs[t] + L], src[offs[t + 1] : offs[t + 1] + L]
+            a2, a3 = src[offs[t + 2] : offs[t + 2] + L], src[offs[t + 3] : offs[t + 3] + L]
+            s0 = s1 = s2 = s3 = zero
+            for i in range(L):
+                gi = g[i]
+                s0 += gi * a0[i]
+                s1 += gi * a1[i]
+                s2 += gi * a2[i]
+                s3 += gi * a3[i]
+            out[t], out[t + 1], out[t + 2], out[t + 3] = s0, s1, s2, s3
+            t += 4
         while t < T:
             a0 = src[offs[t] : offs[t] + L]
             s0 = zero
@@ -530,6 +551,26 @@ def direct_conv_applies(xp, x, w, stride, dilation, groups: int) -> bool:
     return KH * KW > 1 and F * C * KH * KW <= DIRECT_CONV_MAX_MACS
 
 
+# Work below which one more thread does not pay for its wake-up (~20-70 us here, median
+# 22 us): ~2e6 multiply-adds of a direct convolution, ~2**19 elements through pooling or
+# ReLU (a quarter of that through the general pooling kernel, slower per element).
+# Measured: LeNet-5 at batch 64 took 3.9 ms/step on one thread, 4.1 ms on two with
+# every kernel split, 3.4 ms with these thresholds (PyTorch: 3.4 ms).
+PARALLEL_MIN_MACS = 2_000_000
+PARALLEL_MIN_ELEMENTS = 2**19
+
+
+def _conv_grain(w_shape, OH: int, OW: int) -> int:
+    """Images per thread: enough that each thread does PARALLEL_MIN_MACS multiply-adds."""
+    F, C, KH, KW = w_shape
+    return max(1, PARALLEL_MIN_MACS // max(1, F * C * KH * KW * OH * (OW + KW - 1)))
+
+
+def _plane_grain(shape, elements: int) -> int:
+    """Image planes per thread for ``elements`` input elements per thread."""
+    return max(1, elements // max(1, shape[2] * shape[3]))
+
+
 def conv2d_direct(x, w, b, pads):
     """y (F, N, OH, OW) channel-major memory of the stride-1 convolution of x (N, C, H, W)."""
     N, C, H, W = x.shape
@@ -540,7 +581,8 @@ def conv2d_direct(x, w, b, pads):
     wm = np.ascontiguousarray(w).reshape(F, C * KH * KW)             # (F, C*KH*KW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
-    parallel_for(conv2d_forward, N, planes, sn, sc, wm, KH, KW, bias, y, pt, pl)
+    parallel_for(conv2d_forward, N, planes, sn, sc, wm, KH, KW, bias, y, pt, pl,
+                 grain=_conv_grain(w.shape, OH, OW))
     return y
 
 
@@ -556,7 +598,7 @@ def conv2d_direct_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     gw_parts = np.empty((N, F, C * KH * KW) if need_w else (N, 0, 0), gy.dtype)
     gb_parts = np.empty((N, F), gy.dtype)
     parallel_for(conv2d_backward, N, planes, sn, sc, wt, KH, KW, gplanes, gsn, gsf, pt, pl,
-                 gx, gw_parts, gb_parts, need_x, need_w)
+                 gx, gw_parts, gb_parts, need_x, need_w, grain=_conv_grain(w.shape, *gy.shape[2:]))
     gw = gw_parts.sum(axis=0).reshape(w.shape) if need_w else None    # (F, C, KH, KW)
     return (gx.transpose(1, 0, 2, 3) if need_x else None), gw, gb_parts.sum(axis=0)
 
@@ -579,10 +621,11 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
     y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
     arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     if _is_2x2(kernel, stride, pads, dilation):
-        parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg)
+        parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg,
+                     grain=_plane_grain(x.shape, PARALLEL_MIN_ELEMENTS))
     else:
         parallel_for(max_pool2d_forward, N * C, planes, sn, sc, C, y, arg, KH, KW, SH, SW,
-                     np.asarray(pads, np.int64), DH, DW)
+                     np.asarray(pads, np.int64), DH, DW, grain=_plane_grain(x.shape, PARALLEL_MIN_ELEMENTS // 4))
     return _unplanes(y, N, C, sc), arg, (sn, sc)
 
 
@@ -594,10 +637,11 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
     (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
     if _is_2x2(kernel, stride, pads, dilation):
-        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx)
+        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+                     grain=_plane_grain(x_shape, PARALLEL_MIN_ELEMENTS))
     else:
         parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
-                     KW, SH, SW, pads[0], pads[2], DH, DW)
+                     KW, SH, SW, pads[0], pads[2], DH, DW, grain=_plane_grain(x_shape, PARALLEL_MIN_ELEMENTS // 4))
     return _unplanes(gx, N, C, sc)
 
 
@@ -631,7 +675,8 @@ def _flat(a):
 def relu_with_mask(x):
     """(y, mask) of ReLU: y like x (same memory layout), mask a bool array like x."""
     y, mask = np.empty_like(x), np.empty_like(x, dtype=np.bool_)
-    parallel_for(relu_forward, x.size, _flat(x), _flat(y), _flat(mask).view(np.uint8))
+    parallel_for(relu_forward, x.size, _flat(x), _flat(y), _flat(mask).view(np.uint8),
+                 grain=PARALLEL_MIN_ELEMENTS)
     return y, mask
 
 
@@ -645,5 +690,6 @@ def relu_grad(gy, mask):
     if g is None:
         return None
     gx = np.empty_like(gy)
-    parallel_for(relu_backward, gy.size, g, _flat(mask).view(np.uint8), _flat(gx))
+    parallel_for(relu_backward, gy.size, g, _flat(mask).view(np.uint8), _flat(gx),
+                 grain=PARALLEL_MIN_ELEMENTS)
     return gx
