@@ -28,7 +28,8 @@ elements); ``parallel_for`` splits that range over the calling thread and
 NUM_THREADS - 1 helper threads that sleep when idle. Nothing spins, so BLAS (which
 runs between kernels) and other processes keep their cores; and the calling thread
 never waits for a helper that has not started. NUM_THREADS defaults to the CPUs this
-process may use; the environment variable CNNKIT_NUM_THREADS overrides it.
+process may use; the environment variable CNNKIT_NUM_THREADS overrides it, and
+CNNKIT_KERNELS=0 switches the kernels off.
 
 Numerics. ``fastmath`` is limited to reassociation and contraction (FMA) in the
 convolutions: results differ from the NumPy path only by float rounding order, and
@@ -63,7 +64,9 @@ __all__ = [
     "relu_applies", "relu_with_mask", "relu_grad",
 ]
 
-AVAILABLE = njit is not None
+# CNNKIT_KERNELS=0 in the environment switches the kernels off: every op then runs its
+# NumPy reference path (for debugging, and to time the difference).
+AVAILABLE = njit is not None and os.environ.get("CNNKIT_KERNELS", "1") != "0"
 
 # Reassociation lets reductions vectorize; contraction allows FMA. No nnan/ninf/nsz:
 # those could change results on non-finite inputs, not only their rounding. Loops index
@@ -176,7 +179,7 @@ def as_planes(x):
     return np.ascontiguousarray(x).reshape(N * C, H, W), C, 1
 
 
-if AVAILABLE:
+if njit is not None:
 
     @njit(cache=True, fastmath=_FASTMATH)
     def _axpy_taps(acc, src, offs, wts, L):
@@ -334,7 +337,7 @@ if AVAILABLE:
                 caller sums them over the batch in a fixed order, so results do not
                 depend on the number of threads.
         """
-        N, H, W = gx.shape[1], x.shape[1], x.shape[2]
+        H, W = x.shape[1], x.shape[2]
         F = gb_parts.shape[1]
         C = wt.shape[0] // (KH * KW)
         OH, OW = gy.shape[1], gy.shape[2]
@@ -481,7 +484,6 @@ if AVAILABLE:
     @njit(cache=True, nogil=True)
     def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx):
         """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element."""
-        H, W = gx.shape[1], gx.shape[2]
         OH, OW = gy.shape[1], gy.shape[2]
         zero = np.zeros(1, gx.dtype)[0]
         for q in range(q0, q1):
@@ -634,7 +636,7 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
     N, C, H, W = x_shape
     sn, sc = order
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
-    (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
+    (_, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
     if _is_2x2(kernel, stride, pads, dilation):
         parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
