@@ -56,6 +56,7 @@ CONV_CASES = [
     (2, 3, 5, 6, 5, 4, 4, "same"),             # even kernel: odd extra padding bottom/right
     (5, 4, 9, 9, 8, 2, 3, 0),                  # F not a multiple of the 8-tap groups
     (2, 17, 3, 4, 4, 3, 3, 1),                 # C*KH*KW = 153: group remainder
+    (37, 6, 16, 14, 14, 5, 5, 0),              # 16-image groups and a partial one, gx blocks
 ]
 
 
@@ -186,7 +187,7 @@ def test_results_do_not_depend_on_the_number_of_threads(rng, monkeypatch):
     monkeypatch.setattr(kernels, "PARALLEL_MIN_MACS", 1)        # split even tiny work
     monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 1)
     monkeypatch.setattr(kernels, "ELEMENTWISE_MIN_SIZE", 1)
-    x = Tensor(rng.standard_normal((9, 3, 12, 12)).astype(np.float32), requires_grad=True)
+    x = Tensor(rng.standard_normal((40, 3, 12, 12)).astype(np.float32), requires_grad=True)  # 3 image groups
     w = Tensor(rng.standard_normal((5, 3, 3, 3)).astype(np.float32), requires_grad=True)
     results = []
     for threads in (1, 2, 3):
