@@ -48,11 +48,11 @@ def main() -> None:
         ours.eval()
         tx = torch.from_numpy(x)
 
-        def run_ours():
+        def run_ours(ours=ours):
             with cnnkit.no_grad():
                 return ours(cnnkit.Tensor(x)).data
 
-        def run_torch():
+        def run_torch(tmodel=tmodel, tx=tx):
             with torch.no_grad():
                 return tmodel(tx).numpy()
 

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 
-import cnnkit
 from cnnkit import nn, optim
 from cnnkit.callbacks import ModelCheckpoint
 from cnnkit.checkpoint import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnkit import Tensor, models, nn, no_grad
-from cnnkit.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
+from cnnkit.checkpoint import load, load_checkpoint, save_checkpoint
 from cnnkit.cli import main
 from cnnkit.models.resnet import BasicBlock, conv1x1
 from cnnkit.prune import channel_groups, conv_parameters, load_pruned, prune_channels, uniform_width
