@@ -1,4 +1,4 @@
-"""Fixtures shared by every test file: a seeded random generator and the array module."""
+"""Fixtures shared by test files: a seeded random generator, the array module, a LeNet-5 checkpoint."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
+
+from cnnkit import models
+from cnnkit.checkpoint import save_checkpoint
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
@@ -27,3 +30,17 @@ def rng(request) -> np.random.Generator:
 def xp(request):
     """The array module under test: numpy always, cupy too when a GPU is present."""
     return np if request.param == "numpy" else cupy
+
+
+# What `cnnkit train` stores about MNIST in a checkpoint's metadata.
+MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081],
+               "classes": list("0123456789")}
+
+
+@pytest.fixture
+def lenet_checkpoint(tmp_path, rng):
+    """A LeNet-5 checkpoint with random weights, saved the way `cnnkit train` saves one."""
+    path = tmp_path / "lenet5.safetensors"
+    save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
+                    extra=MNIST_EXTRA)
+    return path

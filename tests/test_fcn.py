@@ -15,9 +15,6 @@ from cnnkit.cli import main
 from cnnkit.data import load_mnist
 from cnnkit.transforms import ConversionError, read_sequence, sliding_window, to_fully_convolutional
 
-MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081],
-               "classes": list("0123456789")}
-
 
 def run(model, x: np.ndarray) -> np.ndarray:
     model.eval()
@@ -170,14 +167,6 @@ def test_read_sequence_reads_each_ink_blob_at_the_nearest_window():
     ink[36:48] = 1.0      # centre 41.5 -> position 7
     ink[60] = 1.0         # one column: noise
     assert [(k, j) for k, _, j in read_sequence(probs, centres, ink, char_width=20)] == [(2, 0), (1, 7)]
-
-
-@pytest.fixture
-def lenet_checkpoint(tmp_path, rng):
-    path = tmp_path / "lenet5.safetensors"
-    save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
-                    extra=MNIST_EXTRA)
-    return path
 
 
 def test_fcn_command_composes_mnist_digits_and_writes_a_heat_map(lenet_checkpoint, tmp_path, capsys):

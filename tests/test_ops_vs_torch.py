@@ -1199,6 +1199,16 @@ def test_sum_lp_and_adaptive_pools_match_torch(case, dtype, rng, xp):
 
 
 # --------------------------------------------------------------------------- losses
+def _check_class_loss(name, x, t, w, kw, **check):
+    """check_op for a class-index loss (F.<name> vs torch's), with class weights w when given."""
+    ours, theirs = getattr(F, name), getattr(TF, name)
+    if w is None:
+        check_op(lambda x, t: ours(x, t, **kw), lambda x, t: theirs(x, t, **kw), [x], [t], **check)
+    else:
+        check_op(lambda x, t, w: ours(x, t, weight=w, **kw), lambda x, t, w: theirs(x, t, weight=w, **kw),
+                 [x], [t, w], **check)
+
+
 def _targets(rng, K, shape, ignore_index=None):
     t = rng.integers(0, K, shape)
     if ignore_index is not None:
@@ -1221,26 +1231,7 @@ def test_cross_entropy_class_targets_match_torch(
     t = _targets(rng, K, shape[:1] + shape[2:], ignore_index)
     w = rng.uniform(0.2, 2.0, K)
     kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-    if weighted:
-        check_op(
-            lambda x, t, w: F.cross_entropy(x, t, weight=w, **kw),
-            lambda x, t, w: TF.cross_entropy(x, t, weight=w, **kw),
-            [x],
-            [t, w],
-            dtype=dtype,
-            rng=rng,
-            xp=xp,
-        )
-    else:
-        check_op(
-            lambda x, t: F.cross_entropy(x, t, **kw),
-            lambda x, t: TF.cross_entropy(x, t, **kw),
-            [x],
-            [t],
-            dtype=dtype,
-            rng=rng,
-            xp=xp,
-        )
+    _check_class_loss("cross_entropy", x, t, w if weighted else None, kw, dtype=dtype, rng=rng, xp=xp)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -1307,26 +1298,7 @@ def test_nll_loss_matches_torch(shape, ignore_index, weighted, reduction, dtype,
     t = _targets(rng, K, shape[:1] + shape[2:], ignore_index)
     w = rng.uniform(0.2, 2.0, K)
     kw = dict(ignore_index=ignore_index, reduction=reduction)
-    if weighted:
-        check_op(
-            lambda x, t, w: F.nll_loss(x, t, weight=w, **kw),
-            lambda x, t, w: TF.nll_loss(x, t, weight=w, **kw),
-            [x],
-            [t, w],
-            dtype=dtype,
-            rng=rng,
-            xp=xp,
-        )
-    else:
-        check_op(
-            lambda x, t: F.nll_loss(x, t, **kw),
-            lambda x, t: TF.nll_loss(x, t, **kw),
-            [x],
-            [t],
-            dtype=dtype,
-            rng=rng,
-            xp=xp,
-        )
+    _check_class_loss("nll_loss", x, t, w if weighted else None, kw, dtype=dtype, rng=rng, xp=xp)
 
 
 @dtypes()

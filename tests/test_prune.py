@@ -10,9 +10,7 @@ from cnnkit.checkpoint import load, load_checkpoint, save_checkpoint
 from cnnkit.cli import main
 from cnnkit.models.resnet import BasicBlock, conv1x1
 from cnnkit.prune import channel_groups, conv_parameters, load_pruned, prune_channels, uniform_width
-
-MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081],
-               "classes": list("0123456789")}
+from tests.conftest import MNIST_EXTRA
 
 
 def run(model, x: np.ndarray) -> np.ndarray:
@@ -214,14 +212,6 @@ def test_pruned_checkpoint_loads_with_cnnkit_load(rng, tmp_path):
                            model_config={"num_classes": 10}, extra={**MNIST_EXTRA, "pruned": {"amount": 0.5}})
     x = rng.standard_normal((2, 1, 28, 28))
     np.testing.assert_array_equal(run(load(path), x), run(pruned, x))
-
-
-@pytest.fixture
-def lenet_checkpoint(tmp_path, rng):
-    path = tmp_path / "lenet5.safetensors"
-    save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
-                    extra=MNIST_EXTRA)
-    return path
 
 
 def test_prune_command_prints_a_before_after_table_and_saves_a_loadable_model(lenet_checkpoint, tmp_path, capsys):
