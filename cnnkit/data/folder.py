@@ -22,6 +22,9 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
+# Pillow modes of single-channel files (1-bit, 8-bit, with alpha, 32-bit int, 16-bit, float).
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
 
 def load_image(
     path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None
@@ -30,7 +33,8 @@ def load_image(
 
     Args:
         path: the image file.
-        mode: ``"L"`` (grayscale) or ``"RGB"``.
+        mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"``: ``"L"`` for a grayscale
+            file, ``"RGB"`` for anything else.
         size: ``(h, w)`` or an int for a square; resized bilinearly by Pillow. None keeps it.
 
     Returns:
@@ -46,6 +50,8 @@ def load_image(
         raise FileNotFoundError(f"{path}: no such image file")
     try:
         with Image.open(path) as image:
+            if mode == "auto":
+                mode = "L" if image.mode in _GRAY_MODES else "RGB"
             image = image.convert(mode)
             if size is not None:
                 h, w = (size, size) if isinstance(size, int) else size

@@ -161,20 +161,14 @@ def load_image(path: str | os.PathLike, gray: bool = False, max_side: int | None
         FileNotFoundError: no such file.
         ValueError: the file is not an image PIL can read.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = "L" if gray or img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-            img = img.convert(mode)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
-    if max_side is not None and max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.BILINEAR)
-    arr = np.asarray(img, np.float32) / 255.0
+    from ..data import load_image as read_uint8
+
+    arr = read_uint8(path, "L" if gray else "auto")
+    if max_side is not None and max(arr.shape[:2]) > max_side:
+        scale = max_side / max(arr.shape[:2])
+        size = (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale)))
+        arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+    arr = arr.astype(np.float32) / 255.0
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()   # (C, H, W)
