@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["ShapeError", "GradcheckError"]
+__all__ = ["ShapeError", "DimensionError", "GradcheckError"]
 
 
 class ShapeError(ValueError):
     """An input's shape (or a shape-like argument) does not fit the op or layer.
 
     The message names the op or layer, what it expected and what it received.
+    """
+
+
+class DimensionError(ShapeError, IndexError):
+    """A ``dim`` argument is out of range for the input's number of dimensions, or repeated.
+
+    Also an ``IndexError``, the type PyTorch raises for a dimension out of range.
     """
 
 

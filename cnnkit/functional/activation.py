@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from . import kernels
+from .dims import normalize_dim
+from .math import as_floating
 
 __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
 
@@ -13,8 +14,10 @@ __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softm
 class ReLUOp(Function):
     """Rectified linear unit.
 
-    forward:  y = max(x, 0)
-    backward: gx = gy * (x > 0)   (0 at x = 0, as PyTorch)
+    forward:  y = max(x, 0)       (NaN stays NaN)
+    backward: gx = gy where y > 0 or y is NaN, else 0   (0 at x = 0; selected, not
+              multiplied, so an inf or NaN upstream at x <= 0 gives 0: PyTorch's
+              threshold_backward)
 
     Large NumPy arrays take one parallel pass each way (``kernels.relu_forward``).
     """
@@ -24,14 +27,14 @@ class ReLUOp(Function):
             y, mask = kernels.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
-            mask = y > 0 if self.saves_for_backward else None
+            mask = ~(y <= 0) if self.saves_for_backward else None
         if self.saves_for_backward:
             self.mask = mask
         return y
 
     def backward(self, gy):
         gx = kernels.relu_grad(gy, self.mask)
-        return gy * self.mask if gx is None else gx
+        return self.xp.where(self.mask, gy, gy.dtype.type(0)) if gx is None else gx
 
 
 class LeakyReLUOp(Function):
@@ -56,7 +59,8 @@ class ELUOp(Function):
     """Exponential linear unit.
 
     forward:  y = x if x > 0 else alpha * (exp(x) - 1)
-    backward: gx = gy if x > 0 else gy * (y + alpha)
+    backward: gx = gy * (y + alpha) if x <= 0 else gy   (a NaN input takes the x > 0
+              branch, so its gradient is gy, as PyTorch's elu_backward)
     """
 
     def __init__(self, alpha: float):
@@ -65,13 +69,13 @@ class ELUOp(Function):
     def forward(self, x):
         xp = self.xp
         a = x.dtype.type(self.alpha)
-        self.positive = x > 0
-        self.y = xp.where(self.positive, x, a * xp.expm1(xp.minimum(x, 0)))
+        self.negative = x <= 0
+        self.y = xp.where(self.negative, a * xp.expm1(xp.minimum(x, 0)), x)
         return self.y
 
     def backward(self, gy):
         a = gy.dtype.type(self.alpha)
-        return self.xp.where(self.positive, gy, gy * (self.y + a))
+        return self.xp.where(self.negative, gy * (self.y + a), gy)
 
 
 class SigmoidOp(Function):
@@ -105,17 +109,14 @@ class TanhOp(Function):
         return gy * (1 - self.y * self.y)
 
 
-def _check_dim(op: str, x, dim: int) -> int:
-    if not -x.ndim <= dim < max(x.ndim, 1):
-        raise ShapeError(f"{op} got dim={dim} for an input of shape {x.shape}")
-    return dim % max(x.ndim, 1)
-
-
 class SoftmaxOp(Function):
     """Softmax along one axis: probabilities that sum to 1.
 
     forward:  y = exp(x - max(x)) / sum(exp(x - max(x)))
     backward: gx = y * (gy - sum(gy * y))
+
+    Shapes: any; a 0-d input is a single logit (y = 1) and a zero-length axis gives an
+    empty output, as PyTorch.
     """
 
     def __init__(self, dim: int):
@@ -123,9 +124,12 @@ class SoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = _check_dim("softmax", x, self.dim)
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
-        e /= e.sum(axis=self.axis, keepdims=True)
+        self.axis = normalize_dim(self.dim, x.ndim, "softmax") if x.ndim else None
+        if x.size == 0:
+            e = x.copy()
+        else:
+            e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+            e /= e.sum(axis=self.axis, keepdims=True)
         self.y = e
         return e
 
@@ -139,6 +143,8 @@ class LogSoftmaxOp(Function):
 
     forward:  y = x - max(x) - log(sum(exp(x - max(x))))
     backward: gx = gy - exp(y) * sum(gy)
+
+    Shapes: any; a 0-d input gives 0 and a zero-length axis an empty output, as PyTorch.
     """
 
     def __init__(self, dim: int):
@@ -146,7 +152,10 @@ class LogSoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = _check_dim("log_softmax", x, self.dim)
+        self.axis = normalize_dim(self.dim, x.ndim, "log_softmax") if x.ndim else None
+        if x.size == 0:
+            self.y = x.copy()
+            return self.y
         shifted = x - x.max(axis=self.axis, keepdims=True)
         self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y
@@ -168,11 +177,11 @@ def elu(x, alpha: float = 1.0) -> Tensor:
 
 
 def sigmoid(x) -> Tensor:
-    return SigmoidOp()(x)
+    return SigmoidOp()(as_floating(x))
 
 
 def tanh(x) -> Tensor:
-    return TanhOp()(x)
+    return TanhOp()(as_floating(x))
 
 
 def softmax(x, dim: int = -1) -> Tensor:

@@ -30,13 +30,17 @@ __all__ = [
 
 
 def pair(value, name: str, op: str) -> tuple[int, int]:
-    """Normalize an int or a pair of ints to a pair, rejecting anything else."""
+    """Normalize an int, a one-element tuple or a pair of ints to a pair, rejecting anything else.
+
+    A one-element tuple or list stands for both dimensions, as PyTorch's 2-D conv and
+    pool ops read it (``max_pool2d(x, (2,))`` is ``max_pool2d(x, 2)``).
+    """
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
     ):
-        return int(value[0]), int(value[1])
+        return int(value[0]), int(value[-1])
     raise ValueError(f"{op} expects {name} as an int or a pair of ints, got {value!r}")
 
 

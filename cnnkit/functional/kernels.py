@@ -459,21 +459,22 @@ if njit is not None:
         """One tap of max pooling over an output row: strictly greater replaces (first max wins).
 
         Written without branches (selects), so it vectorizes and MNIST's many exact ties
-        cost no mispredictions. A NaN tap replaces the maximum, as NumPy's maximum does.
+        cost no mispredictions. A NaN tap replaces the maximum and its tap, as in PyTorch
+        (so the last NaN of a window takes the gradient).
         """
         for j in range(OW):
             v, m = r[j], ym[j]
-            greater = v > m
-            ym[j] = v if (greater or v != v) else m
-            am[j] = k if greater else am[j]
+            take = v > m or v != v
+            ym[j] = v if take else m
+            am[j] = k if take else am[j]
 
     @njit(cache=True, nogil=True)
     def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
         """Max pooling with the first-maximum tap index, over image planes q0..q1-1.
 
         y[i, j]   = max over taps k = kh*KW + kw (row-major) of xpad[i*SH + kh*DH, j*SW + kw*DW]
-        arg[i, j] = the first k reaching that maximum (strictly greater replaces it),
-        per plane. Padding (pads = (PT, PB, PL, PR), including ceil_mode's overhang)
+        arg[i, j] = the first k reaching that maximum (strictly greater replaces it;
+        a NaN always does, as in PyTorch), per plane. Padding (pads = (PT, PB, PL, PR), including ceil_mode's overhang)
         reads as -inf, through a padded copy of the plane as in the reference.
 
         Args:
@@ -520,12 +521,12 @@ if njit is not None:
                 r0, r1, ym, am = src[2 * i], src[2 * i + 1], yp[i], ap[i]
                 for j in range(OW):
                     m, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
-                    g1 = v1 > m
-                    m = v1 if (g1 or v1 != v1) else m
-                    g2 = v2 > m
-                    m = v2 if (g2 or v2 != v2) else m
-                    g3 = v3 > m
-                    ym[j] = v3 if (g3 or v3 != v3) else m
+                    g1 = v1 > m or v1 != v1                   # a NaN wins, as in PyTorch
+                    m = v1 if g1 else m
+                    g2 = v2 > m or v2 != v2
+                    m = v2 if g2 else m
+                    g3 = v3 > m or v3 != v3
+                    ym[j] = v3 if g3 else m
                     am[j] = 3 if g3 else (2 if g2 else (1 if g1 else 0))
 
     @njit(cache=True, nogil=True)
@@ -579,25 +580,27 @@ if njit is not None:
 
     @njit(cache=True, nogil=True)
     def relu_forward(i0, i1, x, y, mask):
-        """y = max(x, 0) and mask = (y > 0) over flat elements i0..i1-1, in one pass.
+        """y = max(x, 0) and mask = not (y <= 0) over flat elements i0..i1-1, in one pass.
 
-        A NaN passes through to y (NumPy's maximum) and gets mask 0. mask is uint8
-        (a bool array's bytes).
+        A NaN passes through to y (NumPy's maximum) and gets mask 1: its gradient passes,
+        as PyTorch's threshold_backward. mask is uint8 (a bool array's bytes).
         """
         zero = np.zeros(1, x.dtype)[0]
         xs, ys, ms = x[i0:i1], y[i0:i1], mask[i0:i1]  # 0-based loops: no index wraparound
         for i in range(i1 - i0):
             v = xs[i]
-            positive = v > zero
-            ys[i] = v if (positive or v != v) else zero
-            ms[i] = 1 if positive else 0
+            kept = v > zero or v != v
+            ys[i] = v if kept else zero
+            ms[i] = 1 if kept else 0
 
     @njit(cache=True, nogil=True)
     def relu_backward(i0, i1, gy, mask, gx):
-        """gx = gy * mask over flat elements i0..i1-1 (a product, as the reference: inf*0 is NaN)."""
+        """gx = gy where mask, else 0, over flat elements i0..i1-1 (a select, as the reference:
+        an inf or NaN upstream gradient where the input was <= 0 gives 0, as PyTorch)."""
         gs, ms, xs = gy[i0:i1], mask[i0:i1], gx[i0:i1]
+        zero = np.zeros(1, gx.dtype)[0]
         for i in range(i1 - i0):
-            xs[i] = gs[i] * ms[i]
+            xs[i] = gs[i] if ms[i] else zero
 
 
 # ---------------------------------------------------------------------------------------

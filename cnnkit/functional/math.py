@@ -1,19 +1,31 @@
 """Elementwise arithmetic and reductions: the ops behind Tensor's operators.
 
 Binary ops broadcast like NumPy; their backward sums the gradient back to each
-input's shape (``sum_to``).
+input's shape (``sum_to``). Their result dtype follows PyTorch's promotion rules
+(``result_type``), not NumPy's: an int tensor times a float32 tensor is float32, and a
+0-d tensor does not widen a dimensioned tensor of its own kind.
+
+Reductions take PyTorch's ``dim`` / ``keepdim`` (or NumPy's ``axis`` / ``keepdims``).
 """
 
 from __future__ import annotations
 
+from functools import reduce
+from typing import NamedTuple
+
 import numpy as np
 
+from .. import config
+from ..backend import get_array_module
+from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor, as_array
+from ..tensor import Tensor, as_array, as_tensor
+from .dims import normalize_dim, normalize_dims, reduction_args
 
 __all__ = [
-    "add", "sub", "mul", "div", "pow", "neg", "matmul", "sum", "mean", "max",
-    "exp", "log", "sqrt", "abs", "cast", "signed_root", "sum_to",
+    "add", "sub", "mul", "div", "pow", "neg", "matmul",
+    "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "ValuesIndices",
+    "exp", "log", "sqrt", "abs", "sign", "cast", "result_type", "as_floating", "sum_to",
 ]
 
 
@@ -100,23 +112,30 @@ class PowOp(Function):
     """Elementwise power with broadcasting.
 
     forward:  y = a ** b
-    backward: ga = gy * b * a ** (b - 1), gb = gy * y * log(a)  (each summed to its shape)
+    backward: ga = gy * b * a ** (b - 1), and 0 where b == 0 (so 0 ** 0 has gradient 0);
+              gb = gy * y * log(a), and 0 where a == 0 and b >= 0   (each summed to its
+              shape). NOTE: these are PyTorch's conventions (pow_backward_self and
+              pow_backward_exponent): at a == 0 with b < 0 the gradients stay -inf / inf.
     """
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        self.y = a**b
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-8) ** 0.5 = NaN
+            self.y = a**b
         return self.y
 
     def backward(self, gy):
         need_a, need_b = self.needs_input_grad
         xp = self.xp
-        ga = sum_to(gy * self.b * self.a ** (self.b - 1), self.a.shape) if need_a else None
-        gb = None
-        if need_b:
-            # NOTE: d(a**b)/db = a**b * log(a); PyTorch defines it as 0 where a == 0.
-            log_a = xp.log(xp.where(self.a == 0, 1, self.a))
-            gb = sum_to(gy * self.y * log_a, self.b.shape)
+        a, b = self.a, self.b
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1, log(-1): inf and NaN, as PyTorch
+            if need_a:
+                ga = xp.where(b == 0, 0, gy * b * a ** (b - 1))
+                ga = sum_to(ga.astype(gy.dtype, copy=False), a.shape)
+            if need_b:
+                gb = xp.where((a == 0) & (b >= 0), 0, gy * self.y * xp.log(a))
+                gb = sum_to(gb.astype(gy.dtype, copy=False), b.shape)
         return ga, gb
 
 
@@ -168,36 +187,20 @@ class MatMulOp(Function):
         return ga, gb
 
 
-def _normalize_axis(axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    return tuple(a % ndim if ndim else a for a in axis)
-
-
-def _expand_reduced(g, x_shape, axes, keepdims):
-    """Reshape a reduced gradient so it broadcasts against the input."""
-    if not keepdims:
-        shape = [1 if i in axes else n for i, n in enumerate(x_shape)]
-        g = g.reshape(shape)
-    return g
-
-
 class SumOp(Function):
     """Sum over axes.
 
-    forward:  y = sum(x, axes)
+    forward:  y = sum(x, axes)      (integer and bool inputs sum to int64, as PyTorch)
     backward: gx = broadcast(gy, x.shape)
     """
 
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
+    def __init__(self, axes: tuple[int, ...], keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
         self.x_shape = x.shape
-        return x.sum(axis=self.axes, keepdims=self.keepdims)
+        dtype = np.int64 if x.dtype.kind in "biu" else None
+        return x.sum(axis=self.axes, keepdims=self.keepdims, dtype=dtype)
 
     def backward(self, gy):
         gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
@@ -207,48 +210,119 @@ class SumOp(Function):
 class MeanOp(Function):
     """Mean over axes.
 
-    forward:  y = sum(x, axes) / n,  n = number of elements reduced
+    forward:  y = sum(x, axes) / n,  n = number of elements reduced (NaN when n = 0)
     backward: gx = broadcast(gy, x.shape) / n
     """
 
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
+    def __init__(self, axes: tuple[int, ...], keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
         self.x_shape = x.shape
+        self.n = _count(x.shape, self.axes)
+        if self.n == 0:  # the mean of nothing: NaN, as PyTorch (NumPy would warn)
+            shape = _reduced_shape(x.shape, self.axes, self.keepdims)
+            return self.xp.full(shape, np.nan, dtype=x.dtype)
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
-        n = 1
-        for a in self.axes:
-            n *= self.x_shape[a]
         gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
-        return self.xp.broadcast_to(gy / gy.dtype.type(n), self.x_shape).copy()
+        n = gy.dtype.type(self.n) if self.n else gy.dtype.type(np.nan)
+        return self.xp.broadcast_to(gy / n, self.x_shape).copy()
 
 
-class MaxOp(Function):
-    """Maximum over axes (PyTorch's ``amax``).
+class AmaxOp(Function):
+    """Largest (or smallest) value over axes: ``torch.amax`` / ``torch.amin``.
 
-    forward:  y = max(x, axes)
-    backward: gx = gy * (x == y) / count(x == y)   (ties share the gradient evenly,
-              as PyTorch's ``amax`` does)
+    forward:  y = max(x, axes)  (min(x, axes) when smallest; a NaN wins, as in PyTorch)
+    backward: gx = gy * mask / count(mask),  mask = (x == y)  (ties share the gradient
+              evenly, as torch.amax). NOTE: where y is NaN no element equals y, so
+              the count is 0 and the gradient NaN, as torch.amax gives.
+              With ``nan_selects`` (the full reduction ``x.max()``, PyTorch's
+              evenly_distribute_backward) a NaN maximum's mask is isnan(x) instead.
     """
 
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
+    def __init__(self, axes, keepdims: bool, smallest: bool = False, nan_selects: bool = False):
+        self.axes, self.keepdims = axes, keepdims
+        self.smallest, self.nan_selects = smallest, nan_selects
 
     def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
-        y = x.max(axis=self.axes, keepdims=True)
+        op = "amin" if self.smallest else "amax"
+        empty = [a for a in self.axes if x.shape[a] == 0]
+        if empty or (x.size == 0 and len(self.axes) == x.ndim):
+            raise ShapeError(
+                f"{op} cannot reduce over an empty dimension (input shape {x.shape}, "
+                f"dim={self.axes}): the result has no identity"
+            )
+        reduce = self.xp.min if self.smallest else self.xp.max
+        y = reduce(x, axis=self.axes, keepdims=True)
         if self.saves_for_backward:
-            self.mask = x == y
-        return y if self.keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+            mask = x == y
+            if self.nan_selects:
+                nan = self.xp.isnan(y)
+                mask = self.xp.where(nan, self.xp.isnan(x), mask)
+            self.mask = mask
+        return y if self.keepdims else y.reshape(_reduced_shape(x.shape, self.axes, False))
 
     def backward(self, gy):
         gy = _expand_reduced(gy, self.mask.shape, self.axes, self.keepdims)
         count = self.mask.sum(axis=self.axes, keepdims=True)
-        return self.mask * (gy / count).astype(gy.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):  # count 0 under a NaN: NaN, as PyTorch
+            return self.mask * (gy / count).astype(gy.dtype)
+
+
+class SelectAlongDimOp(Function):
+    """The values at given positions along one axis (the values of ``torch.max(x, dim)``).
+
+    forward:  y = take_along_axis(x, index, axis)   (index has x's shape with size 1 at axis)
+    backward: gx = zeros like x;  gx at index = gy  (each position selected once)
+
+    Shapes: x (..., n, ...), index (..., 1, ...) -> y (..., 1, ...) (keepdim) or the
+    axis dropped.
+    """
+
+    def __init__(self, index, axis: int, keepdims: bool):
+        self.index, self.axis, self.keepdims = index, axis, keepdims
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        y = self.xp.take_along_axis(x, self.index, axis=self.axis)
+        return y if self.keepdims else y.squeeze(self.axis)
+
+    def backward(self, gy):
+        xp = self.xp
+        if not self.keepdims:
+            gy = xp.expand_dims(gy, self.axis)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        xp.put_along_axis(gx, self.index, gy, axis=self.axis)
+        return gx
+
+
+class ValuesIndices(NamedTuple):
+    """What ``max(dim)`` / ``min(dim)`` return, as PyTorch's ``torch.return_types.max``."""
+
+    values: Tensor
+    indices: Tensor
+
+
+def _count(shape, axes) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+def _reduced_shape(shape, axes, keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def _expand_reduced(g, x_shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input."""
+    if not keepdims:
+        g = g.reshape(_reduced_shape(x_shape, axes, True))
+    return g
 
 
 class ExpOp(Function):
@@ -285,38 +359,31 @@ class SqrtOp(Function):
 
 
 class AbsOp(Function):
-    """forward: y = |x|;  backward: gx = gy * sign(x)  (0 at x = 0, as PyTorch)"""
+    """forward: y = |x|;  backward: gx = gy * sign(x)  (sign is 0 at x = 0 and at NaN, as PyTorch)"""
 
     def forward(self, x):
-        self.sign = self.xp.sign(x)
+        self.sign = _sign(x)
         return self.xp.abs(x)
 
     def backward(self, gy):
         return gy * self.sign
 
 
-class SignedRootOp(Function):
-    """Signed p-th root, the last step of Lp pooling.
-
-    forward:  y = sign(x) * |x| ** (1/p)
-    backward: gx = gy * |x| ** (1/p - 1) / p, and 0 where x == 0 (PyTorch's convention for
-              lp_pool2d on an all-zero window, where the true derivative is infinite)
-    """
-
-    def __init__(self, p: float):
-        self.p = p
+class SignOp(Function):
+    """forward: y = sign(x) (-1, 0 or 1; 0 at NaN, as torch.sign);  backward: gx = 0"""
 
     def forward(self, x):
-        xp = self.xp
-        self.x = x
-        return xp.sign(x) * xp.abs(x) ** x.dtype.type(1.0 / self.p)
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return _sign(x)
 
     def backward(self, gy):
-        xp = self.xp
-        a = xp.abs(self.x)
-        nonzero = a > 0
-        safe = xp.where(nonzero, a, 1)
-        return xp.where(nonzero, gy * safe ** gy.dtype.type(1.0 / self.p - 1) / gy.dtype.type(self.p), 0)
+        return self.xp.zeros(self.x_shape, dtype=gy.dtype)
+
+
+def _sign(x):
+    if x.dtype.kind == "b":
+        return x.copy()
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
 class CastOp(Function):
@@ -333,14 +400,64 @@ class CastOp(Function):
         return gy.astype(self.x_dtype)
 
 
-def _binary(op_cls, a, b) -> Tensor:
+def _category(dtype) -> int:
+    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}[dtype.kind]
+
+
+def _promote_types(a, b):
+    """PyTorch's promote_types: a higher kind wins outright (int64 with float32 is float32)."""
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def result_type(*arrays) -> np.dtype:
+    """The dtype of an elementwise op on ``arrays``, by PyTorch's rules (``torch.result_type``).
+
+    Dimensioned operands decide; 0-d operands (and Python scalars, already made 0-d
+    arrays) only count when they are of a higher kind (bool < int < float): a 0-d
+    float64 tensor times a float32 matrix is float32, an int matrix times 2.5 is the
+    default float dtype.
+    """
+    dims = [a.dtype for a in arrays if a.ndim]
+    zeros = [a.dtype for a in arrays if not a.ndim]
+    if not dims:
+        return reduce(_promote_types, zeros)
+    dim_type = reduce(_promote_types, dims)
+    if zeros:
+        zero_type = reduce(_promote_types, zeros)
+        if _category(zero_type) > _category(dim_type):
+            return _promote_types(dim_type, zero_type)
+    return dim_type
+
+
+def _to_dtype(t: Tensor, dtype) -> Tensor:
+    if t.dtype == dtype:
+        return t
+    if t.requires_grad:
+        return CastOp(dtype)(t)
+    return Tensor._wrap(t.data.astype(dtype))
+
+
+def _binary(op_cls, a, b, floating: bool = False) -> Tensor:
     # Python scalars take the tensor operand's dtype so float32 stays float32.
     like = a.data if isinstance(a, Tensor) else b.data if isinstance(b, Tensor) else None
-    if not isinstance(a, Tensor):
-        a = Tensor._wrap(as_array(a, like=like))
-    if not isinstance(b, Tensor):
-        b = Tensor._wrap(as_array(b, like=like))
+    a, b = as_tensor(a, like=like), as_tensor(b, like=like)
+    if a.dtype != b.dtype or (floating and a.dtype.kind != "f"):
+        dtype = result_type(a.data, b.data)
+        if floating and dtype.kind != "f":  # true division of integers: the default float dtype
+            dtype = config.get_default_dtype()
+        a, b = _to_dtype(a, dtype), _to_dtype(b, dtype)
     return op_cls()(a, b)
+
+
+def as_floating(x) -> Tensor:
+    """x as a tensor; integer and bool tensors become the default float dtype (as torch.exp)."""
+    x = as_tensor(x)
+    if x.dtype.kind in "biu":
+        return Tensor._wrap(x.data.astype(config.get_default_dtype()))
+    return x
 
 
 def add(a, b) -> Tensor:
@@ -356,7 +473,8 @@ def mul(a, b) -> Tensor:
 
 
 def div(a, b) -> Tensor:
-    return _binary(DivOp, a, b)
+    """True division, as torch.div: integer operands give the default float dtype."""
+    return _binary(DivOp, a, b, floating=True)
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - PyTorch's name
@@ -371,37 +489,139 @@ def matmul(a, b) -> Tensor:
     return _binary(MatMulOp, a, b)
 
 
-def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return SumOp(axis, keepdims)(x)
+def sum(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """Sum over ``dim`` (an int, a tuple, or None for every dimension), as torch.sum.
+
+    ``axis`` and ``keepdims`` are accepted for ``dim`` and ``keepdim``, as PyTorch does.
+    """
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("sum", dim, keepdim, axis, keepdims)
+    return SumOp(normalize_dims(dim, x.ndim, "sum"), keepdim)(x)
 
 
-def mean(x, axis=None, keepdims: bool = False) -> Tensor:
-    return MeanOp(axis, keepdims)(x)
+def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Mean over ``dim`` (an int, a tuple, or None for every dimension), as torch.mean.
+
+    Raises:
+        TypeError: x is not floating (PyTorch cannot infer the result dtype either).
+    """
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean expects a floating input, got dtype {x.dtype} (convert it with .to())")
+    dim, keepdim = reduction_args("mean", dim, keepdim, axis, keepdims)
+    return MeanOp(normalize_dims(dim, x.ndim, "mean"), keepdim)(x)
 
 
-def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return MaxOp(axis, keepdims)(x)
+def amax(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Largest value over ``dim`` (an int, a tuple or None); ties share the gradient (torch.amax)."""
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("amax", dim, keepdim, axis, keepdims)
+    return AmaxOp(normalize_dims(dim, x.ndim, "amax"), keepdim)(x)
+
+
+def amin(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Smallest value over ``dim`` (an int, a tuple or None); ties share the gradient (torch.amin)."""
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("amin", dim, keepdim, axis, keepdims)
+    return AmaxOp(normalize_dims(dim, x.ndim, "amin"), keepdim, smallest=True)(x)
+
+
+def max(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    """The largest element, or the largest along ``dim`` and where it is (torch.max).
+
+    Returns:
+        Without ``dim``: a 0-d tensor (ties, and NaNs when the maximum is NaN, share the
+        gradient). With ``dim`` (an int): ``ValuesIndices(values, indices)``, unpackable
+        as ``values, indices = x.max(1)``; the gradient goes to the first maximum, a
+        NaN counting as the maximum, as in PyTorch. ``indices`` is an int64 tensor.
+    """
+    return _extremum("max", x, dim, keepdim, axis, keepdims, smallest=False)
+
+
+def min(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    """The smallest element, or the smallest along ``dim`` and where it is (torch.min)."""
+    return _extremum("min", x, dim, keepdim, axis, keepdims, smallest=True)
+
+
+def _extremum(op: str, x, dim, keepdim, axis, keepdims, smallest: bool):
+    x = as_tensor(x)
+    dim, keepdim = reduction_args(op, dim, keepdim, axis, keepdims)
+    if dim is None:
+        if keepdim:
+            raise TypeError(f"{op}() without dim takes no keepdim (use amax/amin with keepdim)")
+        if x.size == 0:
+            raise ShapeError(f"{op}() of an empty tensor (shape {x.shape}) has no value; pass dim")
+        return AmaxOp(tuple(range(x.ndim)), False, smallest, nan_selects=True)(x)
+    indices = _arg_extremum(op, x, dim, True, smallest)
+    axis = normalize_dim(dim, x.ndim, op)
+    if x.ndim == 0:
+        values = x * 1 if x.requires_grad else Tensor._wrap(x.data.copy())
+        return ValuesIndices(values, Tensor._wrap(indices.data.reshape(())))
+    values = SelectAlongDimOp(indices.data, axis, keepdim)(x)
+    if not keepdim:
+        indices = Tensor._wrap(indices.data.squeeze(axis))
+    return ValuesIndices(values, indices)
+
+
+def _arg_extremum(op: str, x: Tensor, dim, keepdim: bool, smallest: bool) -> Tensor:
+    data = x.data
+    xp = get_array_module(data)
+    if dim is None:
+        if data.size == 0:
+            raise ShapeError(f"{op} of an empty tensor (shape {x.shape}) has no position; pass dim")
+        flat = data.reshape(-1)
+        index = flat.argmin() if smallest else flat.argmax()
+        shape = (1,) * data.ndim if keepdim else ()
+        return Tensor._wrap(xp.asarray(index, dtype=np.int64).reshape(shape))
+    axis = normalize_dim(dim, data.ndim, op)
+    if data.ndim == 0:
+        return Tensor._wrap(xp.zeros((), dtype=np.int64))
+    if data.shape[axis] == 0:
+        raise ShapeError(f"{op} over dim {dim} of size 0 (input shape {x.shape}) has no position")
+    found = data.argmin(axis=axis, keepdims=keepdim) if smallest else data.argmax(axis=axis, keepdims=keepdim)
+    return Tensor._wrap(found.astype(np.int64, copy=False))
+
+
+def argmax(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Position of the largest element (of the flattened tensor when ``dim`` is None), int64.
+
+    The first maximum wins, and a NaN counts as the maximum, as in PyTorch.
+    """
+    dim, keepdim = reduction_args("argmax", dim, keepdim, axis, keepdims)
+    return _arg_extremum("argmax", as_tensor(x), dim, keepdim, smallest=False)
+
+
+def argmin(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Position of the smallest element (of the flattened tensor when ``dim`` is None), int64."""
+    dim, keepdim = reduction_args("argmin", dim, keepdim, axis, keepdims)
+    return _arg_extremum("argmin", as_tensor(x), dim, keepdim, smallest=True)
 
 
 def exp(x) -> Tensor:
-    return ExpOp()(x)
+    return ExpOp()(as_floating(x))
 
 
 def log(x) -> Tensor:
-    return LogOp()(x)
+    return LogOp()(as_floating(x))
 
 
 def sqrt(x) -> Tensor:
-    return SqrtOp()(x)
+    return SqrtOp()(as_floating(x))
 
 
 def abs(x) -> Tensor:  # noqa: A001
     return AbsOp()(x)
 
 
-def signed_root(x, p: float) -> Tensor:
-    return SignedRootOp(p)(x)
+def sign(x) -> Tensor:
+    """-1, 0 or 1 per element (0 at NaN, as torch.sign); its gradient is 0 everywhere."""
+    return SignOp()(x)
 
 
 def cast(x, dtype) -> Tensor:
+    """Convert to ``dtype``; differentiable between floating dtypes, a constant otherwise."""
+    x = as_tensor(x)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":  # integer outputs have no gradient, as in PyTorch
+        return Tensor._wrap(x.data.astype(dtype))
     return CastOp(dtype)(x)

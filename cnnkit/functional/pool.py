@@ -78,7 +78,7 @@ class MaxPool2dOp(Function):
 
     forward:  y[n, c, i, j] = max_{kh, kw} xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
     backward: gx[argmax window element] += gy; the argmax is the *first* maximum in
-              the window in row-major order (PyTorch's rule). NOTE: an equality mask
+              the window in row-major order, or its last NaN (PyTorch's rule). NOTE: an equality mask
               would send the gradient to every tied element, and MNIST's black
               background ties constantly.
 
@@ -112,7 +112,8 @@ class MaxPool2dOp(Function):
         for k in range(1, KH * KW):
             tap = window(xc, k // KW, k % KW, geometry)
             if track:
-                xp.copyto(arg, k, where=tap > y)                      # strictly greater: first max wins
+                # strictly greater: first max wins; a NaN always wins (PyTorch's rule)
+                xp.copyto(arg, k, where=(tap > y) | (tap != tap))
             xp.maximum(y, tap, out=y)
         if track:
             self.arg, self.pads, self.geometry = arg, pads, geometry
@@ -350,25 +351,29 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) 
 def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
-    Computed as PyTorch does, s = avg_pool2d(x**p) * KH*KW, then sign(s) * |s|**(1/p):
-    x**p is not |x|**p, and with ceil_mode a partial edge window's average is scaled by
-    the full window area. With norm_type=1 and full windows this is sum pooling; with
-    norm_type=inf it is max pooling of |x|. An all-zero window gets gradient 0, as in
-    PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
-    returns the signed root.)
+    Computed as PyTorch computes it, from differentiable pieces, so values and gradients
+    agree with it everywhere, edge cases included:
+    s = avg_pool2d(x**p), y = (sign(s) * relu(|s|) * KH*KW) ** (1/p).
+    x**p is not |x|**p: where an odd p meets a negative window sum the root is NaN, as in
+    PyTorch; an all-zero window gets gradient 0 (relu stops the infinite root slope); a
+    NaN input gives a NaN output; with ceil_mode a partial edge window's average is
+    scaled by the full window area. norm_type=inf is max pooling of |x| (-inf: the
+    smallest |x|), as in PyTorch.
     """
+    from .activation import relu
     from .math import abs as abs_
-    from .math import mul, signed_root
+    from .math import mul, sign
     from .math import pow as pow_
 
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)
-    if p == float("inf"):  # the limit p -> inf: the largest |x| of each window
+    if p == float("inf"):
         return max_pool2d(abs_(x), kernel_size, stride, 0, 1, ceil_mode)
-    powered = x if p == 1.0 else pow_(x, p)
-    s = mul(avg_pool2d(powered, kernel_size, stride, 0, ceil_mode), float(kh * kw))
-    return s if p == 1.0 else signed_root(s, p)
+    if p == -float("inf"):
+        return -max_pool2d(-abs_(x), kernel_size, stride, 0, 1, ceil_mode)
+    s = avg_pool2d(pow_(x, p), kernel_size, stride, 0, ceil_mode)
+    return pow_(mul(mul(sign(s), relu(abs_(s))), float(kh * kw)), 1.0 / p)
 
 
 def adaptive_avg_pool2d(x, output_size) -> Tensor:
