@@ -1,4 +1,4 @@
-"""The picture commands: ``cnnkit visualize ...``, ``cnnkit kernels`` and ``cnnkit explain ...``.
+"""``cnnkit visualize ...`` and ``cnnkit kernels``: pictures of a model and of image kernels.
 
     cnnkit visualize filters      CHECKPOINT|MODEL [--layer NAME] [-o filters.png]
     cnnkit visualize feature-maps CHECKPOINT|MODEL [IMAGE] [--layers NAME ...] [-o feature_maps.png]
@@ -6,8 +6,6 @@
     cnnkit visualize graph        CHECKPOINT|MODEL [--level ops|layers] [-o graph.svg]
     cnnkit visualize saliency     CHECKPOINT|MODEL [IMAGE] [--class K] [-o saliency.png]
     cnnkit kernels [IMAGE] [--kernel NAME|all] [--stride S] [--padding P] [-o kernels.png]
-    cnnkit explain conv --input 32x32x1 --filters 6 --kernel 5 [--plot FILE]
-    cnnkit explain graph [--x 0.5] [--y 2.0] [-o toy_graph.svg]
 
 CHECKPOINT|MODEL is a checkpoint file written by ``cnnkit train`` or the name of a zoo
 model (random weights, seeded). Without IMAGE the commands use a built-in sample (an
@@ -17,26 +15,43 @@ parses nothing itself: it calls the library and prints what it wrote.
 
 from __future__ import annotations
 
-import csv
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-__all__ = ["add_commands", "Target", "load_target", "model_input", "read_history"]
+from ..errors import UsageError
+from ..explain.capture import capture, default_layers, find_conv, leaf_layers
+from ..explain.graph import model_graph
+from ..explain.saliency import saliency
+from ..train.history import read_history
+from ..viz.dot import graph_to_dot, layer_graph_to_dot, render_dot
+from ..viz.image_filters import (
+    KERNELS,
+    SAMPLES,
+    apply_kernel,
+    load_image,
+    output_size_formula,
+    sample_image,
+    to_grayscale,
+)
+from ..viz.plots import (
+    plot_curves,
+    plot_feature_maps,
+    plot_filters,
+    plot_kernel,
+    plot_kernel_gallery,
+    plot_saliency,
+    save_figure,
+)
+from .main import non_negative_int, positive_int
+from .targets import Target, class_name, load_target, model_input, wrote
 
-# torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_MNIST = ((0.1307,), (0.3081,))
+__all__ = ["add_commands", "write_graph"]
 
 
 def add_commands(sub) -> None:
-    """Add visualize, kernels and explain to the ``cnnkit`` command."""
-    from ..cli import non_negative_int, positive_int
-    from .kernels import KERNELS, SAMPLES
-
+    """Add ``visualize`` and ``kernels`` to the ``cnnkit`` command."""
     v = sub.add_parser("visualize", help="pictures of a model: filters, feature maps, curves, graph, "
                                          "saliency")
     vs = v.add_subparsers(dest="picture", metavar="PICTURE")
@@ -96,183 +111,17 @@ def add_commands(sub) -> None:
     k.add_argument("-o", "--output", default="kernels.png")
     k.set_defaults(handler=kernels_command)
 
-    e = sub.add_parser("explain", help="the articles' demonstrations: conv as a dense layer, a toy graph")
-    es = e.add_subparsers(dest="topic", metavar="TOPIC")
-    es.required = True
-    ec = es.add_parser("conv", help="a convolution vs the fully connected layer it equals")
-    ec.add_argument("--input", required=True, help="H x W x C, e.g. 32x32x1 (or HxW for one channel)")
-    ec.add_argument("--filters", type=positive_int, required=True)
-    ec.add_argument("--kernel", required=True, help="K or KHxKW")
-    ec.add_argument("--stride", type=positive_int, default=1)
-    ec.add_argument("--padding", type=non_negative_int, default=0)
-    ec.add_argument("--dilation", type=positive_int, default=1)
-    ec.add_argument("--groups", type=positive_int, default=1)
-    ec.add_argument("--plot", default=None, help="also draw the dense matrix (small layers) to this file")
-    ec.set_defaults(handler=explain_conv_command)
-    eg = es.add_parser("graph", help="the graph of z = cos(x) * sin(x) + x / y with values and gradients")
-    eg.add_argument("--x", type=float, default=0.5)
-    eg.add_argument("--y", type=float, default=2.0)
-    eg.add_argument("-o", "--output", default="toy_graph.svg")
-    eg.set_defaults(handler=explain_graph_command)
-
-
-# --------------------------------------------------------------------------- what the commands act on
-@dataclass
-class Target:
-    """A model to look inside, with what is needed to feed it an image.
-
-    Attributes:
-        label: for titles: the checkpoint's file name and model, or "resnet18 (random weights)".
-        input_shape: (C, H, W); mean, std: per-channel normalization; classes: class names.
-    """
-
-    model: Any
-    label: str
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
-
-
-def _parse_shape(text: str) -> tuple[int, int, int]:
-    from ..runner import UsageError
-
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) <= 0:
-        raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
-    return shape  # type: ignore[return-value]
-
-
-def _zoo_input_shape(name: str | None) -> tuple[int, int, int]:
-    """The (C, H, W) a zoo model was designed for (``cnnkit.runner.default_input_shape``)."""
-    from ..runner import default_input_shape
-
-    return tuple(default_input_shape(name or ""))  # type: ignore[return-value]
-
-
-def load_target(spec: str, input_shape: str | None = None) -> Target:
-    """A checkpoint file (trained weights) or a zoo model name (random weights, seed 0).
-
-    Raises:
-        CheckpointError: a missing, unreadable or foreign checkpoint file.
-        UsageError: neither a file nor a zoo name (the message lists the zoo).
-    """
-    from .. import models
-    from ..checkpoint import load, load_checkpoint
-    from ..runner import UsageError
-
-    path = Path(spec)
-    zoo = models.list_models()
-    if path.is_dir():
-        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
-                         f"(e.g. {path / 'last.safetensors'})")
-    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
-        ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
-        extra = ckpt.meta.get("extra", {})
-        model = load(path)
-        shape = tuple(extra.get("input_shape") or _zoo_input_shape(ckpt.model_name))
-        mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
-        classes = [str(c) for c in extra.get("classes", ())]
-        dataset = f", {extra['dataset']}" if "dataset" in extra else ""
-        label = f"{path.name} ({ckpt.model_name}{dataset})"
-    elif spec.lower() in zoo:
-        name = spec.lower()
-        model = models.get_model(name, rng=np.random.default_rng(0))
-        model.eval()
-        shape = _zoo_input_shape(name)
-        mean, std, classes = (), (), []
-        label = f"{name} (random weights)"
-    else:
-        raise UsageError(
-            f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}"
-        )
-    if input_shape:
-        shape = _parse_shape(input_shape)
-    C = shape[0]
-    if len(mean) != C or len(std) != C:
-        mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
-    return Target(model, label, shape, mean, std, classes)  # type: ignore[arg-type]
-
-
-def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) in [0, 1] -> (C, H, W), bilinear."""
-    from PIL import Image
-
-    if image.shape[1:] == tuple(hw):
-        return image
-    H, W = hw
-    # a float32 array opens as a 32-bit float ("F") image: no rounding to 8 bits before resizing
-    chans = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((W, H), Image.BILINEAR)) for c in image]
-    return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
-
-
-def _crop_to_aspect(image: np.ndarray, ratio: float) -> np.ndarray:
-    """Centre-crop (C, h, w) to height/width = ratio, so resizing does not distort it."""
-    _, h, w = image.shape
-    if h / w > ratio:
-        keep = max(1, round(w * ratio))
-        top = (h - keep) // 2
-        return image[:, top : top + keep]
-    keep = max(1, round(h / ratio))
-    left = (w - keep) // 2
-    return image[:, :, left : left + keep]
-
-
-def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Return (picture (C, H, W) in [0, 1], model input (1, C, H, W) normalized).
-
-    Args:
-        image: a PNG/JPEG path (prepared as ``cnnkit predict`` does), or None for the
-            built-in sample: an MNIST digit for one channel, the generated scene otherwise.
-
-    Raises:
-        FileNotFoundError, ValueError: the image is missing or unreadable.
-    """
-    from ..runner import prepare_image
-    from .kernels import sample_image, to_grayscale
-
-    C, H, W = target.input_shape
-    if image is not None:
-        raw = prepare_image(image, (C, H, W), invert)
-    else:
-        sample = sample_image("digit" if C == 1 else "scene")
-        if C == 1 and sample.shape[0] == 3:
-            sample = to_grayscale(sample)
-        if C not in (1, sample.shape[0]):
-            sample = np.repeat(sample.mean(axis=0, keepdims=True), C, axis=0)
-        raw = _resize(_crop_to_aspect(sample, H / W), (H, W))
-    mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
-    std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
-    return raw, ((raw - mean) / std)[None].astype(np.float32)        # (1, C, H, W)
-
-
-def _class_name(target: Target, k: int) -> str:
-    return target.classes[k] if k < len(target.classes) else str(k)
-
-
-def _wrote(path: Path | str) -> None:
-    print(f"wrote {path}")
-
 
 # --------------------------------------------------------------------------- visualize
 def filters_command(args) -> int:
-    from .capture import find_conv
-    from .plots import plot_filters, save_figure
-
     t = load_target(args.target, args.input_shape)
     path, conv = find_conv(t.model, args.layer)
     fig = plot_filters(conv.weight.data, title=f"{t.label}\n{path} = {conv!r}", max_filters=args.max_filters)
-    _wrote(save_figure(fig, args.output))
+    wrote(save_figure(fig, args.output))
     return 0
 
 
 def feature_maps_command(args) -> int:
-    from ..runner import UsageError
-    from .capture import capture, default_layers, leaf_layers
-    from .plots import plot_feature_maps, save_figure
 
     t = load_target(args.target, args.input_shape)
     raw, x = model_input(t, args.image, "never" if args.no_invert else "auto")
@@ -294,7 +143,7 @@ def feature_maps_command(args) -> int:
         maps.append((f"{path}{call}  {kind}  {tuple(a.shape)}", a))
     title = t.label + _prediction_note(t, out)
     fig = plot_feature_maps(raw, maps, title=title, max_channels=args.max_channels)
-    _wrote(save_figure(fig, args.output))
+    wrote(save_figure(fig, args.output))
     return 0
 
 
@@ -304,53 +153,10 @@ def _prediction_note(t: Target, out: np.ndarray) -> str:
     logits = out[0] - out[0].max()
     p = np.exp(logits) / np.exp(logits).sum()
     k = int(p.argmax())
-    return f": predicts {_class_name(t, k)} ({100 * p[k]:.1f}%)"
-
-
-def read_history(run: str | Path) -> tuple[list[int], dict[str, list[float]]]:
-    """Read per-epoch logs from a run folder (its log.csv, else its last checkpoint), a CSV or a checkpoint.
-
-    Raises:
-        FileNotFoundError: nothing to read there. ValueError: the log has no rows.
-    """
-    from ..checkpoint import load_checkpoint
-
-    run = Path(run)
-    if run.is_dir():
-        candidates = [run / "log.csv", run / "last.safetensors"]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{run}: no log.csv or last.safetensors in this run folder")
-        run = found
-    elif not run.exists():
-        raise FileNotFoundError(f"{run}: no such run folder or log file")
-    if run.suffix == ".safetensors":
-        history = load_checkpoint(run).meta.get("history", {})
-        logs = {k: [float(v) for v in vs] for k, vs in history.get("history", {}).items()}
-        epochs = [int(e) + 1 for e in history.get("epoch", [])]
-    else:
-        try:
-            with open(run, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        except UnicodeDecodeError:
-            raise ValueError(f"{run}: not a CSV log (not text)") from None
-        logs: dict[str, list[float]] = {}
-        for row in rows:
-            for key, value in row.items():
-                if key is None or value in (None, ""):
-                    continue
-                try:
-                    logs.setdefault(key, []).append(float(value))
-                except ValueError:
-                    raise ValueError(f"{run}: column {key!r} holds {value!r}, not a number") from None
-        epochs = [int(e) for e in logs.pop("epoch", [])]
-    if not logs or not any(logs.values()):
-        raise ValueError(f"{run}: the log has no epochs yet")
-    return epochs or list(range(1, max(len(v) for v in logs.values()) + 1)), logs
+    return f": predicts {class_name(t, k)} ({100 * p[k]:.1f}%)"
 
 
 def curves_command(args) -> int:
-    from .plots import plot_curves, save_figure
 
     epochs, logs = read_history(args.run)
     plural = "s" if len(epochs) != 1 else ""
@@ -358,32 +164,31 @@ def curves_command(args) -> int:
     shown = ("loss", "accuracy", "val_loss", "val_accuracy")
     summary = ", ".join(f"{k} {v[-1]:.4g}" for k, v in logs.items() if k in shown)
     print(f"last epoch ({epochs[-1]}): {summary}")
-    _wrote(save_figure(fig, args.output))
+    wrote(save_figure(fig, args.output))
     return 0
 
 
-def _write_graph(dot_text: str, output: str) -> None:
-    from .graph import render_dot
+def write_graph(dot_text: str, output: str) -> None:
+    """Write DOT text to ``output`` (.dot/.gv), or the .dot beside it and the rendering (.svg/.png/.pdf)."""
 
     out = Path(output)
     if out.suffix.lower() in (".dot", ".gv"):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dot_text)
-        _wrote(out)
+        wrote(out)
         return
     dot_path = out.with_suffix(".dot")
     dot_path.parent.mkdir(parents=True, exist_ok=True)
     dot_path.write_text(dot_text)
-    _wrote(dot_path)
+    wrote(dot_path)
     if render_dot(dot_text, out) is None:
         print(f"Graphviz 'dot' is not installed, so {out} was not rendered; install it (Debian/Ubuntu: "
               f"apt-get install graphviz) or paste {dot_path} into any Graphviz viewer", file=sys.stderr)
         return
-    _wrote(out)
+    wrote(out)
 
 
 def graph_command(args) -> int:
-    from .graph import graph_to_dot, layer_graph_to_dot, model_graph
 
     t = load_target(args.target, args.input_shape)
     graph = model_graph(t.model, t.input_shape)
@@ -394,29 +199,25 @@ def graph_command(args) -> int:
     else:
         text = layer_graph_to_dot(graph, t.model, title=title)
     print(f"{len(graph.ops)} ops, {n_params} parameter tensors")
-    _write_graph(text, args.output)
+    write_graph(text, args.output)
     return 0
 
 
 def saliency_command(args) -> int:
-    from ..explain import saliency
-    from .plots import plot_saliency, save_figure
 
     t = load_target(args.target, args.input_shape)
     raw, x = model_input(t, args.image, "never" if args.no_invert else "auto")
     result = saliency(t.model, x[0], target=args.target_class)
-    name = _class_name(t, result.target)
+    name = class_name(t, result.target)
     p = result.probabilities[result.target]
     print(f"class {name}: probability {100 * p:.1f}%, score (logit) {result.score:.4g}")
     fig = plot_saliency(raw, result.map, title=f"{t.label}: saliency of class {name} ({100 * p:.1f}%)")
-    _wrote(save_figure(fig, args.output))
+    wrote(save_figure(fig, args.output))
     return 0
 
 
 # --------------------------------------------------------------------------- kernels
 def kernels_command(args) -> int:
-    from .kernels import KERNELS, apply_kernel, load_image, output_size_formula, sample_image, to_grayscale
-    from .plots import plot_kernel, plot_kernel_gallery, save_figure
 
     if args.image is not None:
         image = load_image(args.image, gray=args.gray, max_side=args.max_side)
@@ -448,69 +249,5 @@ def kernels_command(args) -> int:
     else:
         fig = plot_kernel_gallery(image, results, caption=f"{source}: every kernel, stride {args.stride}, "
                                                          f"padding {args.padding}")
-    _wrote(save_figure(fig, args.output))
-    return 0
-
-
-# --------------------------------------------------------------------------- explain
-def _parse_hwc(text: str) -> tuple[int, int, int]:
-    from ..runner import UsageError
-
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 2:
-        parts.append(1)
-    if len(parts) != 3 or min(parts) <= 0:
-        raise UsageError(f"--input expects HxWxC (e.g. 32x32x1) with positive integers, got {text!r}")
-    H, W, C = parts
-    return C, H, W
-
-
-def _parse_kernel(text: str) -> tuple[int, int]:
-    from ..runner import UsageError
-
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise UsageError(f"--kernel expects K or KHxKW with positive integers, got {text!r}")
-    return parts[0], parts[1]
-
-
-def explain_conv_command(args) -> int:
-    from .. import nn
-    from ..explain import conv_as_dense, conv_stats
-
-    C, H, W = _parse_hwc(args.input)
-    kernel = _parse_kernel(args.kernel)
-    stats = conv_stats((C, H, W), args.filters, kernel, args.stride, args.padding, args.dilation, args.groups)
-    print(stats.report())
-    if args.plot:
-        from .plots import plot_dense_conv, save_figure
-
-        conv = nn.Conv2d(C, args.filters, kernel, args.stride, args.padding, args.dilation, args.groups,
-                         rng=np.random.default_rng(0))
-        dense = conv_as_dense(conv, (C, H, W))
-        filters = f"{args.filters} filter{'s' if args.filters > 1 else ''}"
-        title = f"input {H}x{W}x{C}, {filters} {kernel[0]}x{kernel[1]}: the convolution as a dense layer"
-        _wrote(save_figure(plot_dense_conv(dense, title=title), args.plot))
-    return 0
-
-
-def explain_graph_command(args) -> int:
-    from ..explain import toy_graph
-
-    g = toy_graph(args.x, args.y)
-    print(f"z = cos(x) * sin(x) + x / y at x = {args.x:g}, y = {args.y:g}")
-    print(f"{'node':<12} {'value':>10} {'dz/dnode':>10}")
-    for name, t in g.tensors.items():
-        print(f"{name:<12} {float(t.data):>10.5f} {float(t.grad):>10.5f}")
-    print(f"check: dz/dx = cos(2x) + 1/y = {np.cos(2 * args.x) + 1 / args.y:.5f}, "
-          f"dz/dy = -x/y^2 = {-args.x / args.y ** 2:.5f}")
-    _write_graph(g.to_dot(), args.output)
+    wrote(save_figure(fig, args.output))
     return 0

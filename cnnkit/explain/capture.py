@@ -8,16 +8,14 @@ import numpy as np
 
 from ..backend import as_numpy
 from ..config import no_grad
+from ..errors import LayerNotFoundError
+from ..nn import Conv2d
 from ..tensor import Tensor
 
 __all__ = [
     "LayerNotFoundError", "layer_names", "conv_layers", "leaf_layers", "find_conv", "capture",
     "default_layers",
 ]
-
-
-class LayerNotFoundError(ValueError):
-    """A layer name that is not in the model; the message lists the names there are."""
 
 
 def layer_names(model) -> list[str]:
@@ -27,8 +25,6 @@ def layer_names(model) -> list[str]:
 
 def conv_layers(model) -> list[str]:
     """Paths of the model's Conv2d layers, in registration order."""
-    from ..nn import Conv2d
-
     return [name for name, m in model.named_modules() if isinstance(m, Conv2d)]
 
 

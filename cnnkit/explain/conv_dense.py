@@ -1,12 +1,8 @@
-"""The explainer articles' demonstrations, computed on cnnkit's own ops.
+"""A convolution as the dense (fully connected) layer it equals.
 
-- ``conv_as_dense``: a convolution is a fully connected layer whose (Toeplitz) weight
-  matrix is mostly structural zeros, and whose non-zeros are copies of a few shared
-  weights; ``conv_stats`` gives the counts without building the matrix.
-- ``toy_graph``: the define-by-run graph of ``z = cos(x) * sin(x) + x / y`` with the
-  value and the gradient of every node.
-- ``saliency``: the gradient of the top class score with respect to the input pixels
-  (Simonyan, Vedaldi and Zisserman, 2014, "Deep Inside Convolutional Networks").
+``conv_as_dense`` builds the layer's (doubly block-Toeplitz) weight matrix: mostly
+structural zeros, its non-zeros copies of a few shared weights. ``conv_stats`` gives the
+counts without building the matrix.
 """
 
 from __future__ import annotations
@@ -15,14 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import nn
-from .function import Function
-from .tensor import Tensor
+from .. import nn
+from ..functional.args import output_size_formula
 
-__all__ = [
-    "ConvStats", "DenseConv", "conv_stats", "conv_as_dense", "CosOp", "SinOp", "cos", "sin",
-    "ToyGraph", "toy_graph", "Saliency", "saliency",
-]
+__all__ = ["ConvStats", "DenseConv", "conv_stats", "conv_as_dense", "DENSE_LIMIT"]
 
 # A dense matrix bigger than this (entries) is refused: 5e7 float32 + int32 entries is 400 MB.
 DENSE_LIMIT = 50_000_000
@@ -103,8 +95,6 @@ class ConvStats:
         C, H, W = self.input_shape
         F, OH, OW = self.output_shape
         (KH, KW), (SH, SW), (pt, pb, pl, pr) = self.kernel, self.stride, self.pads
-        from .viz.kernels import output_size_formula
-
         lines = [
             f"convolution: input {H}x{W}x{C} (H x W x C), {_plural(F, 'filter')} of "
             f"{KH}x{KW}x{C // self.groups}, stride {_fmt_pair(self.stride)}, "
@@ -273,151 +263,3 @@ def conv_as_dense(conv: nn.Conv2d, input_shape: tuple[int, ...]) -> DenseConv:
         bias = np.repeat(np.asarray(conv.bias.data), OH * OW)         # (F*OH*OW,)
     uses = np.bincount(weight_index[weight_index >= 0], minlength=w.size).reshape(w.shape)
     return DenseConv(matrix, bias, weight_index, stats, uses)
-
-
-# --------------------------------------------------------------------------- the toy graph
-class CosOp(Function):
-    """Elementwise cosine.
-
-    forward:   y = cos(x)
-    backward: gx = -gy * sin(x)
-
-    Shapes: x, y, gy and gx all have x.shape.
-    """
-
-    def forward(self, x):
-        self.x = x
-        return self.xp.cos(x)
-
-    def backward(self, gy):
-        return -gy * self.xp.sin(self.x)
-
-
-class SinOp(Function):
-    """Elementwise sine.
-
-    forward:   y = sin(x)
-    backward: gx = gy * cos(x)
-
-    Shapes: x, y, gy and gx all have x.shape.
-    """
-
-    def forward(self, x):
-        self.x = x
-        return self.xp.sin(x)
-
-    def backward(self, gy):
-        return gy * self.xp.cos(self.x)
-
-
-def cos(x) -> Tensor:
-    return CosOp()(x)
-
-
-def sin(x) -> Tensor:
-    return SinOp()(x)
-
-
-@dataclass
-class ToyGraph:
-    """``z = cos(x) * sin(x) + x / y`` after its backward pass.
-
-    Attributes:
-        z: the output. tensors: name -> Tensor, every node of the graph in forward order
-            ("x", "y", "a = cos(x)", ...), each with ``.data`` and ``.grad`` (dz/dnode).
-    """
-
-    z: Tensor
-    tensors: dict[str, Tensor]
-
-    def to_dot(self) -> str:
-        """The graph as Graphviz DOT: values and gradients on every tensor node."""
-        from .viz.graph import graph_to_dot, trace
-
-        names = {id(t): name for name, t in self.tensors.items()}
-        return graph_to_dot(
-            trace(self.z, names=names, inputs=[self.tensors["x"], self.tensors["y"]]),
-            show_tensors=True, show_values=True,
-            title="z = cos(x) * sin(x) + x / y: values (forward) and dz/d(node) (backward)",
-        )
-
-
-def toy_graph(x: float = 0.5, y: float = 2.0) -> ToyGraph:
-    """Build ``z = cos(x) * sin(x) + x / y`` in float64, run backward, keep every gradient.
-
-    Closed forms to check against: dz/dx = cos(x)**2 - sin(x)**2 + 1/y = cos(2x) + 1/y and
-    dz/dy = -x / y**2.
-    """
-    xt = Tensor(np.array(x, dtype=np.float64), requires_grad=True)
-    yt = Tensor(np.array(y, dtype=np.float64), requires_grad=True)
-    a = cos(xt)
-    b = sin(xt)
-    c = a * b
-    d = xt / yt
-    z = c + d
-    for t in (a, b, c, d, z):
-        t.retain_grad()
-    z.backward(retain_graph=True)  # keep the graph: it is drawn afterwards
-    tensors = {"x": xt, "y": yt, "a = cos(x)": a, "b = sin(x)": b, "c = a * b": c, "d = x / y": d,
-               "z = c + d": z}
-    return ToyGraph(z, tensors)
-
-
-# --------------------------------------------------------------------------- saliency
-@dataclass
-class Saliency:
-    """Where the top class's score is most sensitive to the input.
-
-    Attributes:
-        map: (H, W) max over channels of |d score / d x| (Simonyan et al., 2014).
-        gradient: (C, H, W) the signed gradient d score / d x.
-        target: the class whose score was differentiated; score: its logit.
-        probabilities: (K,) softmax of the logits.
-    """
-
-    map: np.ndarray
-    gradient: np.ndarray
-    target: int
-    score: float
-    probabilities: np.ndarray
-
-
-def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Saliency:
-    """Differentiate the score (logit) of ``target`` (default: the top class) w.r.t. the input.
-
-    The model runs in eval mode with its parameters frozen for the pass (so no parameter
-    gradient is computed or left behind); both are restored afterwards.
-
-    Args:
-        model: maps (1, C, H, W) to logits (1, K).
-        x: one input (C, H, W), already normalized as the model expects.
-        target: class index; None for the model's top class.
-
-    Raises:
-        ShapeError: the model cannot take x; ValueError: target out of range.
-    """
-    from .functional import softmax
-
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad = False
-        dtype = flags[0][0].dtype if flags else np.float32             # the model's dtype
-        xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)       # (1, C, H, W)
-        logits = model(xt)                                                # (1, K)
-        K = logits.shape[1]
-        top = int(logits.data[0].argmax()) if target is None else int(target)
-        if not 0 <= top < K:
-            raise ValueError(f"saliency: target class {top} is out of range for {K} classes")
-        seed = np.zeros(logits.shape, logits.dtype)
-        seed[0, top] = 1.0
-        logits.backward(seed)
-        gradient = np.asarray(xt.grad[0])                                # (C, H, W)
-        probabilities = np.asarray(softmax(logits.detach(), dim=1).data[0])
-    finally:
-        for p, flag in flags:
-            p.requires_grad = flag
-        model.train(was_training)
-    return Saliency(np.abs(gradient).max(axis=0), gradient, top, float(logits.data[0, top]), probabilities)

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from . import config, nn
-from .tensor import Tensor
+from .. import config, nn
+from ..tensor import Tensor
 
 __all__ = ["summary", "SummaryResult", "LayerRow"]
 

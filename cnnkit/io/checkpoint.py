@@ -12,8 +12,9 @@ Layout of a checkpoint file (safetensors: a JSON header, then raw little-endian 
 
 ``save`` writes to a temporary file in the same folder, fsyncs it and renames it over
 the target, so a crash or a kill during a save leaves the previous checkpoint intact.
-``load_checkpoint`` refuses truncated, corrupt and foreign files with a message naming
-the file and what is wrong.
+``load_checkpoint`` reads a file and refuses truncated, corrupt and foreign files with a
+message naming the file and what is wrong; ``load`` rebuilds the zoo model it names, pruned
+or not (the weights' shapes give the channel counts), and loads its weights.
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ from typing import Any
 
 import numpy as np
 
+from .. import models, nn
+from ..errors import CheckpointError
+from ..nn import Parameter
+from ..tensor import Tensor
+
 __all__ = [
     "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
-    "capture_rng", "restore_rng",
+    "capture_rng", "restore_rng", "resize_to_state",
 ]
 
 FORMAT = "cnnkit-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt, foreign or does not fit the model."""
-
 
 @dataclass
 class Checkpoint:
@@ -227,8 +228,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(model_state, meta, optimizer_arrays)
 
 
-def load(path: str | os.PathLike):
-    """Rebuild the model saved in a checkpoint (zoo models) and load its weights.
+def load(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the zoo model saved in a checkpoint, pruned or not, and load its weights.
+
+    The checkpoint names the zoo model and its constructor config; the weights' shapes
+    give the channel counts of a pruned model (``resize_to_state``), so checkpoints of
+    ``cnnkit prune`` load the same way as those of ``cnnkit train``.
 
     Returns:
         The model, in eval mode.
@@ -236,8 +241,6 @@ def load(path: str | os.PathLike):
     Raises:
         CheckpointError: bad file, or a checkpoint whose model is not in the zoo.
     """
-    from . import models
-
     ckpt = load_checkpoint(path)
     name = ckpt.model_name
     if not name:
@@ -247,18 +250,70 @@ def load(path: str | os.PathLike):
         )
     try:
         model = models.get_model(name, **ckpt.model_config)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {e}") from None
-    if ckpt.meta.get("extra", {}).get("pruned"):
-        from .prune import resize_to_state  # a pruned zoo model: the same layers, fewer channels
-
-        resize_to_state(model, ckpt.model_state)
+    resize_to_state(model, ckpt.model_state)
     try:
         model.load_state_dict(ckpt.model_state)
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: the weights do not fit model {name!r}: {e}") from None
     model.eval()
     return model
+
+
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
+    """Give ``model``'s layers the channel counts of a pruned state dict, in place.
+
+    Conv2d, ConvTranspose2d, Linear and BatchNorm layers whose weights in ``state`` are
+    smaller get parameters and buffers of the state's shapes (zeros, to be overwritten by
+    ``load_state_dict``) and matching in/out channel counts; a depthwise convolution
+    (groups == in_channels) keeps being depthwise. This is how a pruned checkpoint of a
+    zoo model is rebuilt: ``get_model(name)``, ``resize_to_state``, ``load_state_dict``.
+    Layers whose shapes already match are left alone.
+
+    Returns:
+        ``model``.
+    """
+    for path, m in model.named_modules():
+        prefix = f"{path}." if path else ""
+        w = state.get(f"{prefix}weight")
+        if isinstance(m, _NORMS):
+            ref = state.get(f"{prefix}running_mean", w)
+            if ref is None:
+                continue
+            n = int(np.shape(ref)[0])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                _resize(m, name, state.get(prefix + name))
+            m.num_features = n
+            continue
+        if w is None or not isinstance(m, _CONVS + (nn.Linear,)):
+            continue
+        _resize(m, "weight", w)
+        _resize(m, "bias", state.get(f"{prefix}bias"))
+        if isinstance(m, nn.Linear):
+            m.out_features, m.in_features = int(w.shape[0]), int(w.shape[1])
+        elif isinstance(m, nn.ConvTranspose2d):
+            m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
+        elif m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+            m.in_channels = m.out_channels = m.groups = int(w.shape[0])
+        else:
+            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
+    return model
+
+
+def _resize(module: nn.Module, name: str, like: np.ndarray | None) -> None:
+    value = getattr(module, name, None)
+    if value is None or like is None or tuple(value.shape) == tuple(like.shape):
+        return
+    if isinstance(value, Parameter):
+        setattr(module, name, Parameter(np.zeros(like.shape, value.data.dtype), value.requires_grad))
+    else:
+        data = value.data if isinstance(value, Tensor) else value
+        setattr(module, name, np.zeros(like.shape, np.asarray(data).dtype))
 
 
 def capture_rng(generators: dict[str, np.random.Generator]) -> dict[str, Any]:

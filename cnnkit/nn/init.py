@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import config
-from .backend import get_array_module
-from .tensor import Tensor
+from .. import config
+from ..backend import get_array_module
+from ..tensor import Tensor
 
 __all__ = [
     "calculate_gain",

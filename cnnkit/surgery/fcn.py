@@ -41,19 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from . import config, nn
-from .errors import ShapeError
-from .tensor import Tensor
+from .. import config, nn
+from ..errors import ConversionError, ShapeError
+from ..tensor import Tensor
 
-__all__ = [
-    "ConversionError", "FullyConvolutional", "to_fully_convolutional", "sliding_window",
-    "read_sequence",
-]
-
-
-class ConversionError(ValueError):
-    """A model (or one of its layers) cannot be rewritten as a fully convolutional network."""
-
+__all__ = ["ConversionError", "FullyConvolutional", "to_fully_convolutional", "sliding_window"]
 
 # Layers that may follow the Flatten: they act per feature, so on a (N, D, OH, OW) map
 # they act per channel at every position.
@@ -481,48 +473,3 @@ def sliding_window(
         model.train(was_training)
     scores = np.concatenate(outs)                                                 # (N*OH*OW, K)
     return Tensor(scores.reshape(N, OH, OW, -1).transpose(0, 3, 1, 2))           # (N, K, OH, OW)
-
-
-# ------------------------------------------------------------------------- reading
-def read_sequence(
-    probs: np.ndarray, centres: np.ndarray, ink: np.ndarray, char_width: float,
-    *, min_width: int = 2,
-) -> list[tuple[int, float, int]]:
-    """Read the symbols of a one-row strip, left to right, from a score map.
-
-    The strip's ink is split into symbols at empty columns (a run of ink wider than
-    1.5 symbols is split evenly: touching digits); each symbol is read at the score-map
-    position whose window centre is nearest its centre of mass.
-
-    Args:
-        probs: (K, OW) class probabilities along the strip.
-        centres: (OW,) input x coordinate of each position's window centre.
-        ink: (W,) amount of ink in each column of the strip (0 where empty).
-        char_width: the typical width of one symbol's ink, in pixels (20 for MNIST).
-        min_width: runs of ink narrower than this many columns are noise.
-
-    Returns:
-        One (class index, probability, position index) per symbol, left to right.
-    """
-    has_ink = np.asarray(ink) > 0
-    runs: list[tuple[int, int]] = []
-    start = None
-    for col, on in enumerate(np.append(has_ink, False)):
-        if on and start is None:
-            start = col
-        elif not on and start is not None:
-            if col - start >= min_width:
-                runs.append((start, col))
-            start = None
-    read = []
-    cols = np.arange(len(ink), dtype=float)
-    for a, b in runs:
-        parts = max(1, int(round((b - a) / char_width))) if (b - a) > 1.5 * char_width else 1
-        edges = np.linspace(a, b, parts + 1).round().astype(int)
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            mass = ink[lo:hi].sum()
-            cx = (cols[lo:hi] * ink[lo:hi]).sum() / mass if mass > 0 else (lo + hi - 1) / 2
-            j = int(np.argmin(np.abs(centres - cx)))
-            k = int(np.argmax(probs[:, j]))
-            read.append((k, float(probs[k, j]), j))
-    return read

@@ -41,22 +41,18 @@ Each prunable group loses round(amount * channels) of its channels, at least one
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import config, nn
-from .errors import ShapeError
-from .nn import Parameter
-from .tensor import Tensor
+from .. import config, nn
+from ..errors import ShapeError
+from ..nn import Parameter
+from ..tensor import Tensor
 
-__all__ = [
-    "ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "resize_to_state",
-    "load_pruned", "conv_parameters",
-]
+__all__ = ["ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "conv_parameters"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -617,82 +613,3 @@ def uniform_width(
 def conv_parameters(model: nn.Module) -> int:
     """The number of parameters in the model's convolution layers (weights and biases)."""
     return sum(p.size for m in model.modules() if isinstance(m, _CONVS) for p in m.parameters(recurse=False))
-
-
-# ----------------------------------------------------------------- saving, loading
-def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
-    """Give ``model``'s layers the channel counts of a pruned state dict, in place.
-
-    Conv2d, ConvTranspose2d, Linear and BatchNorm layers whose weights in ``state`` are
-    smaller get parameters and buffers of the state's shapes (zeros, to be overwritten by
-    ``load_state_dict``) and matching in/out channel counts; a depthwise convolution
-    (groups == in_channels) keeps being depthwise. This is how a pruned checkpoint of a
-    zoo model is rebuilt: ``get_model(name)``, ``resize_to_state``, ``load_state_dict``.
-
-    Returns:
-        ``model``.
-    """
-    for path, m in model.named_modules():
-        prefix = f"{path}." if path else ""
-        w = state.get(f"{prefix}weight")
-        if isinstance(m, _NORMS):
-            ref = state.get(f"{prefix}running_mean", w)
-            if ref is None:
-                continue
-            n = int(np.shape(ref)[0])
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                _resize(m, name, state.get(prefix + name))
-            m.num_features = n
-            continue
-        if w is None or not isinstance(m, _CONVS + (nn.Linear,)):
-            continue
-        _resize(m, "weight", w)
-        _resize(m, "bias", state.get(f"{prefix}bias"))
-        if isinstance(m, nn.Linear):
-            m.out_features, m.in_features = int(w.shape[0]), int(w.shape[1])
-        elif isinstance(m, nn.ConvTranspose2d):
-            m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
-        elif m.groups > 1 and m.groups == m.in_channels == m.out_channels:
-            m.in_channels = m.out_channels = m.groups = int(w.shape[0])
-        else:
-            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
-    return model
-
-
-def _resize(module: nn.Module, name: str, like: np.ndarray | None) -> None:
-    value = getattr(module, name, None)
-    if value is None or like is None or tuple(value.shape) == tuple(like.shape):
-        return
-    if isinstance(value, Parameter):
-        setattr(module, name, Parameter(np.zeros(like.shape, value.data.dtype), value.requires_grad))
-    else:
-        setattr(module, name, np.zeros(like.shape, np.asarray(value).dtype))
-
-
-def load_pruned(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a zoo model saved after pruning (or not) and load its weights, in eval mode.
-
-    The checkpoint names the zoo model it was pruned from; its weights' shapes give the
-    channel counts (``resize_to_state``). ``cnnkit.checkpoint.load`` does the same once it
-    calls ``resize_to_state`` for checkpoints marked ``extra["pruned"]``.
-
-    Raises:
-        CheckpointError: a bad file, or one whose model is not in the zoo.
-    """
-    from . import models
-    from .checkpoint import CheckpointError, load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    name = ckpt.model_name
-    if not name:
-        raise CheckpointError(f"{path}: the checkpoint does not name a zoo model")
-    try:
-        model = models.get_model(name, **ckpt.model_config)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {e}") from None
-    resize_to_state(model, ckpt.model_state)
-    try:
-        model.load_state_dict(ckpt.model_state)
-    except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: the weights do not fit model {name!r}: {e}") from None
-    return model.eval()

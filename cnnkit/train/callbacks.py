@@ -5,6 +5,9 @@ Hooks (all optional): ``set_run(run)``, ``on_train_begin(history)``,
 optimizer step), ``on_batch_end(step, logs)``,
 ``on_epoch_end(epoch, logs)``, ``on_interrupt(epoch)``, ``on_train_end(history)``.
 ``run`` is the ``TrainingRun``: model, optimizer, scheduler, history, stop_training.
+
+The ``TensorBoard`` callback draws what the network holds (filters, feature maps, its
+graph), so it lives with the pictures: ``cnnkit.viz.tensorboard.TensorBoard``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes, save_checkpoint
+from ..config import no_grad
+from ..errors import NonFiniteError
+from ..io.checkpoint import atomic_write_bytes, save_checkpoint
+from ..tensor import Tensor
 
 __all__ = [
     "Callback",
@@ -26,7 +32,6 @@ __all__ = [
     "EarlyStopping",
     "ModelCheckpoint",
     "CSVLogger",
-    "TensorBoard",
     "NaNGuard",
     "NonFiniteError",
 ]
@@ -201,117 +206,6 @@ class CSVLogger(Callback):
         atomic_write_bytes(self.filename, buf.getvalue().encode())
 
 
-class TensorBoard(Callback):
-    """Write TensorBoard event files (through tensorboardX's writer).
-
-    - Scalars: every numeric log value (loss, accuracy, val_*, lr, images/s) under
-      ``epoch/<name>`` each epoch, and the batch loss every ``batch_every`` steps under
-      ``batch/loss``.
-    - Histograms (``histograms``), each epoch: every parameter under ``parameters/<name>``
-      and its gradient under ``gradients/<name>`` (the gradient of the epoch's last batch).
-    - Images (``images``), each epoch: the first conv layer's filters as a grid under
-      ``filters/<layer>``, and the feature maps of the first ``feature_layers`` conv
-      layers for one sample input under ``feature_maps/<layer>``.
-    - The model graph (``graph``), once: the ops of one forward pass, grouped by module.
-
-    The sample input is ``sample_input`` (one (C, H, W) image, normalized as the model
-    expects) or else the first image of the first training batch, copied when the batch
-    arrives: the callback never draws from the data loader itself, so the batch order
-    and random state are the same with and without it. The extra forward passes for
-    images and the graph run in eval mode and change no state.
-    """
-
-    def __init__(self, log_dir: str | os.PathLike = "runs", batch_every: int = 50, *,
-                 histograms: bool = True, images: bool = True, graph: bool = True,
-                 sample_input: np.ndarray | None = None, feature_layers: int = 4, max_filters: int = 64):
-        self.log_dir, self.batch_every = str(log_dir), batch_every
-        self.histograms, self.images, self.graph = histograms, images, graph
-        self.sample = None if sample_input is None else np.asarray(sample_input, np.float32)[None]  # (1, C, H, W)
-        self.feature_layers, self.max_filters = feature_layers, max_filters
-        self.writer = None
-        self.global_step = 0
-        self.graph_written = False
-
-    def on_train_begin(self, history) -> None:
-        from tensorboardX import SummaryWriter
-
-        self.writer = SummaryWriter(self.log_dir)
-
-    def on_after_backward(self, step: int, loss, x) -> None:
-        if self.sample is None and x is not None:
-            data = getattr(x, "data", x)
-            self.sample = np.array(data[:1], dtype=np.float32)       # (1, C, H, W), a copy
-
-    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
-        self.global_step += 1
-        if self.batch_every and self.global_step % self.batch_every == 0:
-            self.writer.add_scalar("batch/loss", logs["batch_loss"], self.global_step)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        step = epoch + 1
-        for key, value in logs.items():
-            self.writer.add_scalar(f"epoch/{key}", float(value), step)
-        model = self.run.model if self.run is not None else None
-        if model is not None and hasattr(model, "named_parameters"):
-            if self.histograms:
-                self._write_histograms(model, step)
-            if self.images:
-                self._write_images(model, step)
-            if self.graph and not self.graph_written and self.sample is not None:
-                self._write_graph(model)
-        self.writer.flush()
-
-    def _write_histograms(self, model, step: int) -> None:
-        from .backend import as_numpy
-
-        for name, p in model.named_parameters():
-            self.writer.add_histogram(f"parameters/{name}", as_numpy(p.data).astype(np.float32), step)
-            if p.grad is not None:
-                self.writer.add_histogram(f"gradients/{name}", as_numpy(p.grad).astype(np.float32), step)
-
-    def _write_images(self, model, step: int) -> None:
-        from .viz.capture import capture, conv_layers
-        from .viz.plots import feature_map_grid, filter_grid
-
-        convs = conv_layers(model)
-        if not convs:
-            return
-        first = model.get_submodule(convs[0])
-        grid = filter_grid(np.asarray(first.weight.data), self.max_filters)
-        self.writer.add_image(f"filters/{convs[0]}", _enlarge(grid, 48 // max(first.kernel_size)), step)
-        if self.sample is None or not self.feature_layers:
-            return
-        found, _ = capture(model, self.sample, convs[: self.feature_layers])
-        for path, _, maps in found:
-            if maps.ndim == 3:
-                grid = feature_map_grid(maps)
-                self.writer.add_image(f"feature_maps/{path}", _enlarge(grid, max(1, 64 // maps.shape[1])), step)
-
-    def _write_graph(self, model) -> None:
-        from tensorboardX.proto.event_pb2 import Event
-
-        from .viz.graph import model_graph, to_graph_def
-
-        graph_def = to_graph_def(model_graph(model, self.sample.shape[1:], x=self.sample))
-        # tensorboardX's add_graph traces PyTorch models only; its file writer takes any GraphDef event.
-        self.writer._get_file_writer().add_event(Event(graph_def=graph_def.SerializeToString()))
-        self.graph_written = True
-
-    def on_train_end(self, history) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _enlarge(image: np.ndarray, factor: int) -> np.ndarray:
-    """Repeat pixels so small grids (5x5 filters, 5x5 maps) are visible in TensorBoard; (C, H, W)."""
-    factor = max(1, int(factor))
-    return image.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else image
-
-
-class NonFiniteError(FloatingPointError):
-    """Training produced NaN or Inf; the message names the first layer where it appeared."""
-
-
 class NaNGuard(Callback):
     """Stop training at the first non-finite loss or gradient, naming the layer it came from.
 
@@ -356,9 +250,6 @@ class NaNGuard(Callback):
 
 def first_nonfinite_output(model, x) -> str | None:
     """Run ``model(x)`` with hooks and return 'path (Type)' of the first non-finite layer output."""
-    from .config import no_grad
-    from .tensor import Tensor
-
     found: list[str] = []
     handles = []
     for name, module in model.named_modules():

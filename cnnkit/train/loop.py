@@ -16,38 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from . import functional as F
+from .. import functional as F
+from ..config import no_grad
+from ..tensor import Tensor
 from .callbacks import LearningRateScheduler
-from .config import no_grad
-from .tensor import Tensor
+from .history import History
 
-__all__ = ["History", "TrainingRun", "fit", "evaluate", "predict", "EpochStats"]
-
-
-class History:
-    """Per-epoch logs of a ``fit`` call, as Keras: ``history.history["val_loss"][-1]``."""
-
-    def __init__(self) -> None:
-        self.epoch: list[int] = []
-        self.history: dict[str, list[float]] = {}
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in self.history.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> History:
-        h = cls()
-        h.epoch = list(data.get("epoch", []))
-        h.history = {k: list(v) for k, v in data.get("history", {}).items()}
-        return h
-
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+__all__ = ["TrainingRun", "fit", "evaluate", "predict", "EpochStats", "format_logs", "format_report"]
 
 
 @dataclass
@@ -327,3 +302,25 @@ def format_logs(logs: dict[str, float]) -> str:
         else:
             parts.append(f"{key}: {value:.4f}")
     return " - ".join(parts)
+
+
+def format_report(result: dict[str, Any], classes: tuple[str, ...]) -> str:
+    """Accuracy, per-class precision and recall, and the confusion matrix as text."""
+    cm = result["confusion_matrix"]
+    lines = [f"accuracy: {100 * result['accuracy']:.2f}%  loss: {result['loss']:.4f}"]
+    if "top5_accuracy" in result:
+        lines[0] += f"  top-5: {100 * result['top5_accuracy']:.2f}%"
+    tp = np.diag(cm).astype(float)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    width = max(len(c) for c in classes)
+    lines.append(f"{'class':>{width}}  precision  recall  support")
+    for i, name in enumerate(classes[: len(cm)]):
+        precision = tp[i] / predicted[i] if predicted[i] else 0.0
+        recall = tp[i] / actual[i] if actual[i] else 0.0
+        lines.append(f"{name:>{width}}  {precision:9.4f}  {recall:6.4f}  {actual[i]:7d}")
+    lines.append("confusion matrix (rows: true class, columns: predicted):")
+    cell = max(len(str(cm.max())), 3)
+    lines.append(" " * (width + 2) + " ".join(f"{c[:cell]:>{cell}}" for c in classes[: len(cm)]))
+    for i, row in enumerate(cm):
+        lines.append(f"{classes[i]:>{width}}  " + " ".join(f"{v:>{cell}d}" for v in row))
+    return "\n".join(lines)

@@ -18,6 +18,9 @@ from importlib import resources
 import numpy as np
 
 from .. import functional as F
+from ..data import load_image as read_uint8
+from ..data.idx import read_idx
+from ..functional.args import output_size, output_size_formula
 from ..tensor import Tensor
 
 __all__ = [
@@ -86,21 +89,6 @@ def apply_kernel(image: np.ndarray, kernel: np.ndarray, stride: int = 1, padding
     return y.data[0]                                                  # (C, OH, OW)
 
 
-def output_size(n: int, f: int, padding: int = 0, stride: int = 1) -> int:
-    """The articles' (W - F + 2P)/S + 1, rounded down as every framework does."""
-    return (n - f + 2 * padding) // stride + 1
-
-
-def output_size_formula(n: int, f: int, padding: int = 0, stride: int = 1) -> str:
-    """``"(W - F + 2P)/S + 1"`` with the numbers filled in, e.g. ``"(28 - 5 + 2*0)/1 + 1 = 24"``."""
-    exact = (n - f + 2 * padding) / stride + 1
-    result = output_size(n, f, padding, stride)
-    text = f"({n} - {f} + 2*{padding})/{stride} + 1"
-    if exact != result:
-        return f"floor({text}) = floor({exact:g}) = {result}"
-    return f"{text} = {result}"
-
-
 def to_grayscale(image: np.ndarray) -> np.ndarray:
     """(3, H, W) RGB -> (1, H, W) luma (ITU-R BT.601 weights, as PIL's "L" mode)."""
     if image.shape[0] == 1:
@@ -133,8 +121,6 @@ def _scene() -> np.ndarray:
 
 def _digit() -> np.ndarray:
     """The first MNIST test image (a 7), (1, 28, 28) in [0, 1], from the bundled files."""
-    from ..data.idx import read_idx
-
     path = resources.files("cnnkit.data") / "mnist" / "t10k-images-idx3-ubyte.gz"
     with resources.as_file(path) as p:
         images = read_idx(p)
@@ -162,8 +148,6 @@ def load_image(path: str | os.PathLike, gray: bool = False, max_side: int | None
         ValueError: the file is not an image PIL can read.
     """
     from PIL import Image
-
-    from ..data import load_image as read_uint8
 
     arr = read_uint8(path, "L" if gray else "auto")
     if max_side is not None and max(arr.shape[:2]) > max_side:

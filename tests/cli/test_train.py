@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.checkpoint import load_checkpoint
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.data import load_mnist
+from cnnkit.io.checkpoint import load_checkpoint
+from tests.conftest import subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +101,10 @@ def test_unreadable_image_and_foreign_checkpoint_are_refused(trained, tmp_path, 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnnkit.cli", "train", "lenet5", "--epochs", "3", "--limit", "1024",
+    cmd = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "3", "--limit", "1024",
            "--batch-size", "32", "--seed", "5", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = subprocess_env()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240
     while not (out / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -115,13 +117,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted: weights saved to" in stderr and "--resume" in stderr
     assert (out / "interrupted.safetensors").exists()
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=240)
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=240, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout and "test accuracy:" in resumed.stdout
 
     straight = tmp_path / "straight"
     cmd_straight = [c if c != str(out) else str(straight) for c in cmd]
-    assert subprocess.run(cmd_straight, capture_output=True, text=True, timeout=240).returncode == 0
+    assert subprocess.run(cmd_straight, capture_output=True, text=True, timeout=240, env=env).returncode == 0
     a = load_checkpoint(out / "last.safetensors").model_state
     b = load_checkpoint(straight / "last.safetensors").model_state
     for key in a:

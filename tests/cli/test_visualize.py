@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.cli import main
-from cnnkit.viz.graph import dot_available
+from cnnkit.cli.main import main
+from cnnkit.viz.dot import dot_available
 
 pytest.importorskip("matplotlib")
 

@@ -8,6 +8,7 @@ import pytest
 from cnnkit import Tensor, nn
 from cnnkit import functional as F
 from cnnkit.explain import conv_as_dense, conv_stats, saliency, toy_graph
+from cnnkit.viz.dot import toy_graph_to_dot
 
 
 def conv_layer(rng, C, Fo, k, stride=1, padding=0, dilation=1, groups=1, bias=True):
@@ -106,7 +107,7 @@ def test_toy_graph_values_and_gradients_match_the_closed_forms():
 
 
 def test_toy_graph_dot_shows_ops_values_and_gradients():
-    dot = toy_graph(0.5, 2.0).to_dot()
+    dot = toy_graph_to_dot(toy_graph(0.5, 2.0))
     assert dot.startswith("digraph G {") and dot.rstrip().endswith("}")
     assert dot.count("shape=box") == 5                       # Cos, Sin, Mul, Div, Add
     for op in ("Cos", "Sin", "Mul", "Div", "Add"):

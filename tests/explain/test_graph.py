@@ -7,15 +7,9 @@ import pytest
 
 from cnnkit import Tensor, models, nn
 from cnnkit import functional as F
-from cnnkit.viz.graph import (
-    dot_available,
-    graph_to_dot,
-    layer_graph_to_dot,
-    model_graph,
-    render_dot,
-    to_graph_def,
-    trace,
-)
+from cnnkit.explain.graph import model_graph, trace
+from cnnkit.viz.dot import dot_available, graph_to_dot, layer_graph_to_dot, render_dot
+from cnnkit.viz.tensorboard import to_graph_def
 
 
 @pytest.fixture(scope="module")

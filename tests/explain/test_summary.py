@@ -1,4 +1,4 @@
-"""cnnkit.summary: parameter and MAC totals, the table, output-size arithmetic, receptive fields."""
+"""cnnkit.explain.summary: parameter and MAC totals, the table, output-size arithmetic, receptive fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 import cnnkit
 from cnnkit import models, nn
-from cnnkit.summary import SummaryResult
+from cnnkit.explain.summary import SummaryResult
 
 
 def quiet(model, shape, **kwargs) -> SummaryResult:

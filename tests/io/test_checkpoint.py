@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from cnnkit import nn, optim
-from cnnkit.callbacks import ModelCheckpoint
-from cnnkit.checkpoint import (
+from cnnkit.io.checkpoint import (
     CheckpointError,
     capture_rng,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
 )
-from cnnkit.train import fit
+from cnnkit.train import ModelCheckpoint, fit
+from tests.conftest import subprocess_env
 
 
 class ArrayLoader:
@@ -145,7 +145,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from cnnkit.checkpoint import save_checkpoint
+    from cnnkit.io.checkpoint import save_checkpoint
 
     class Big:
         def __init__(self, value):
@@ -168,7 +168,8 @@ def test_killing_a_process_during_a_save_leaves_the_previous_checkpoint_intact(t
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     for attempt in range(3):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True,
+                                env=subprocess_env())
         first = proc.stdout.readline()  # one complete save exists
         assert first.strip(), "writer process produced no checkpoint"
         time.sleep(0.05 + 0.07 * attempt)  # then kill it in the middle of a later save

@@ -10,10 +10,10 @@ from PIL import Image
 
 import cnnkit.functional as F
 from cnnkit import Tensor, models, nn, no_grad
-from cnnkit.checkpoint import save_checkpoint
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.data import load_mnist
-from cnnkit.transforms import ConversionError, read_sequence, sliding_window, to_fully_convolutional
+from cnnkit.io.checkpoint import save_checkpoint
+from cnnkit.surgery import ConversionError, read_sequence, sliding_window, to_fully_convolutional
 
 
 def run(model, x: np.ndarray) -> np.ndarray:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from cnnkit import Tensor, models, nn, no_grad
-from cnnkit.checkpoint import load, load_checkpoint, save_checkpoint
-from cnnkit.cli import main
+from cnnkit.cli.main import main
+from cnnkit.io.checkpoint import load, load_checkpoint, save_checkpoint
 from cnnkit.models.resnet import BasicBlock, conv1x1
-from cnnkit.prune import channel_groups, conv_parameters, load_pruned, prune_channels, uniform_width
+from cnnkit.surgery.prune import channel_groups, conv_parameters, prune_channels, uniform_width
 from tests.conftest import MNIST_EXTRA
 
 
@@ -201,7 +201,7 @@ def test_pruned_checkpoint_reloads_and_runs(rng, tmp_path):
     path = save_checkpoint(tmp_path / "p.safetensors", pruned, model_name="lenet5",
                            model_config={"num_classes": 10}, extra={**MNIST_EXTRA, "pruned": {"amount": 0.5}})
     x = rng.standard_normal((2, 1, 28, 28))
-    loaded = load_pruned(path)
+    loaded = load(path)
     np.testing.assert_array_equal(run(loaded, x), run(pruned, x))
     assert count(loaded) == 15_738
 
@@ -223,7 +223,7 @@ def test_prune_command_prints_a_before_after_table_and_saves_a_loadable_model(le
                 "file size (weights)"):
         assert row in text
     assert "61,706" in text and "35,820" in text and "2,572" in text and "686" in text
-    model = load_pruned(out)
+    model = load(out)
     assert model.features[0].out_channels == 3
     meta = load_checkpoint(out).meta
     assert meta["extra"]["pruned"]["channels"]["features.3"] == 8 and meta["extra"]["dataset"] == "mnist"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cnnkit import Tensor, nn, optim
-from cnnkit.callbacks import CSVLogger, EarlyStopping, NaNGuard, NonFiniteError, TensorBoard
-from cnnkit.train import evaluate, fit, predict
-from tests.test_checkpoint import ArrayLoader, data, small_net, weights
+from cnnkit.errors import NonFiniteError
+from cnnkit.train import CSVLogger, EarlyStopping, NaNGuard, evaluate, fit, predict
+from cnnkit.viz.tensorboard import TensorBoard
+from tests.io.test_checkpoint import ArrayLoader, data, small_net, weights
 
 
 def test_fit_learns_and_reports_one_line_per_epoch_when_not_on_a_terminal(capsys):

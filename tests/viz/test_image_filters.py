@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cnnkit.errors import ShapeError
-from cnnkit.viz.kernels import (
+from cnnkit.viz.image_filters import (
     KERNELS,
     apply_kernel,
     get_kernel,

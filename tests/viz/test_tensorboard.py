@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnnkit import nn, optim
-from cnnkit.callbacks import TensorBoard
 from cnnkit.train import fit
+from cnnkit.viz.tensorboard import TensorBoard
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
