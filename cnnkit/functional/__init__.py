@@ -22,8 +22,27 @@ from .dropout import dropout
 from .linear import linear
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .math import (
-    abs, add, amax, amin, argmax, argmin, cast, div, exp, log, matmul, max, mean, min, mul, neg,
-    pow, sign, sqrt, sub, sum,
+    abs,
+    add,
+    amax,
+    amin,
+    argmax,
+    argmin,
+    cast,
+    div,
+    exp,
+    log,
+    matmul,
+    max,
+    mean,
+    min,
+    mul,
+    neg,
+    pow,
+    sign,
+    sqrt,
+    sub,
+    sum,
 )
 from .norm import batch_norm
 from .pool import (

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, as_array
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"]
 
@@ -272,7 +272,7 @@ def cross_entropy(
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy expects label_smoothing in [0, 1], got {label_smoothing}")
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     if target.dtype.kind == "f" and ignore_index >= 0:
         # As PyTorch: a class index to ignore means nothing for probability targets.
         raise ValueError(
@@ -283,16 +283,10 @@ def cross_entropy(
     return op(input, target)
 
 
-def _as_index_array(target):
-    from ..tensor import as_array
-
-    return as_array(target)
-
-
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of log-probabilities (pair it with ``log_softmax``)."""
     _check_reduction("nll_loss", reduction)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     return NLLLossOp(_weight_array(weight), ignore_index, reduction)(input, target)
 
 
@@ -300,7 +294,7 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
     """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise)."""
     _check_reduction("mse_loss", reduction)
     input = input if isinstance(input, Tensor) else Tensor(input)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     if input.shape != target.shape:
         raise ShapeError(f"mse_loss expects target of the input's shape {input.shape}, got {target.shape}")
     d = input - target
@@ -317,6 +311,6 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     """Sigmoid + binary cross-entropy in one stable op, as PyTorch's function of that name."""
     _check_reduction("binary_cross_entropy_with_logits", reduction)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     op = BCEWithLogitsOp(_weight_array(weight), _weight_array(pos_weight), reduction)
     return op(input, target)

@@ -19,7 +19,7 @@ from .. import config
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor, as_array, as_tensor
+from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim, normalize_dims, reduction_args
 
 __all__ = [

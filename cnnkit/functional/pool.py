@@ -11,7 +11,11 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from . import kernels
+from .activation import relu
 from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
+from .math import abs as abs_
+from .math import mul, sign
+from .math import pow as pow_
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
@@ -360,11 +364,6 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     scaled by the full window area. norm_type=inf is max pooling of |x| (-inf: the
     smallest |x|), as in PyTorch.
     """
-    from .activation import relu
-    from .math import abs as abs_
-    from .math import mul, sign
-    from .math import pow as pow_
-
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)

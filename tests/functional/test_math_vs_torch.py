@@ -18,7 +18,14 @@ from cnnkit.errors import DimensionError, ShapeError  # noqa: E402
 
 from .inputs import away_from_zero, integers, normal, positive, with_nans, with_zeros  # noqa: E402
 from .torch_compare import (  # noqa: E402
-    Case, assert_close, cases, check_op, dtypes, inputs_of, same_error, unary,
+    Case,
+    assert_close,
+    cases,
+    check_op,
+    dtypes,
+    inputs_of,
+    same_error,
+    unary,
 )
 
 BROADCAST_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1, 5), (4, 1)), ((1,), (2, 3)), ((), (2, 3)),
