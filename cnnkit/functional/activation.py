@@ -59,8 +59,8 @@ class ELUOp(Function):
     """Exponential linear unit.
 
     forward:  y = x if x > 0 else alpha * (exp(x) - 1)
-    backward: gx = gy * (y + alpha) if x <= 0 else gy   (a NaN input takes the x > 0
-              branch, so its gradient is gy, as PyTorch's elu_backward)
+    backward: gx = gy if x > 0 else gy * (y + alpha)   (a NaN input takes the second
+              branch: NaN in, NaN gradient out, as PyTorch's vectorized elu_backward)
     """
 
     def __init__(self, alpha: float):
@@ -69,13 +69,13 @@ class ELUOp(Function):
     def forward(self, x):
         xp = self.xp
         a = x.dtype.type(self.alpha)
-        self.negative = x <= 0
-        self.y = xp.where(self.negative, a * xp.expm1(xp.minimum(x, 0)), x)
+        self.positive = x > 0
+        self.y = xp.where(self.positive, x, a * xp.expm1(xp.minimum(x, 0)))
         return self.y
 
     def backward(self, gy):
         a = gy.dtype.type(self.alpha)
-        return self.xp.where(self.negative, gy * (self.y + a), gy)
+        return self.xp.where(self.positive, gy, gy * (self.y + a))
 
 
 class SigmoidOp(Function):
@@ -124,7 +124,8 @@ class SoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = normalize_dim(self.dim, x.ndim, "softmax") if x.ndim else None
+        axis = normalize_dim(self.dim, x.ndim, "softmax")
+        self.axis = axis if x.ndim else None
         if x.size == 0:
             e = x.copy()
         else:
@@ -152,7 +153,8 @@ class LogSoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = normalize_dim(self.dim, x.ndim, "log_softmax") if x.ndim else None
+        axis = normalize_dim(self.dim, x.ndim, "log_softmax")
+        self.axis = axis if x.ndim else None
         if x.size == 0:
             self.y = x.copy()
             return self.y

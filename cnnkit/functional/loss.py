@@ -179,7 +179,8 @@ class NLLLossOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            return losses.sum() / xs.dtype.type(self.denom)
+            with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
+                return losses.sum() / xs.dtype.type(self.denom)
         return losses.reshape(target.shape)
 
     def backward(self, gy):
@@ -188,7 +189,8 @@ class NLLLossOp(Function):
         if self.reduction == "none":
             s = gy.reshape(-1)
         elif self.reduction == "mean":
-            s = gy / gy.dtype.type(self.denom)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = gy / gy.dtype.type(self.denom)
         else:
             s = gy
         g = xp.zeros((M, K), dtype=gy.dtype)
@@ -229,13 +231,15 @@ class BCEWithLogitsOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            return losses.mean()
+            with np.errstate(invalid="ignore", divide="ignore"):  # the mean of nothing: NaN, as PyTorch
+                return losses.sum() / losses.dtype.type(losses.size)
         return losses
 
     def backward(self, gy):
         xp = self.xp
         x = self.x
-        s = gy / gy.dtype.type(x.size) if self.reduction == "mean" else gy
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = gy / gy.dtype.type(x.size) if self.reduction == "mean" else gy
         if self.w is not None:
             s = s * self.w
         sig_neg = 0.5 * (xp.tanh(-0.5 * x) + 1)                       # sigmoid(-x)

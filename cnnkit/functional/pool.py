@@ -265,9 +265,11 @@ class AdaptiveMaxPool2dOp(Function):
     """Max pooling to a fixed output size (global max pooling for (1, 1)).
 
     forward:  y[n, c, i, j] = max of x over the window of AdaptiveAvgPool2dOp.
-    backward: gy goes to the first maximum of the window in row-major order (PyTorch).
+    backward: gy goes to the first maximum of the window in row-major order, or to its
+              last NaN (PyTorch's rule: a NaN always replaces the running maximum).
     Computed separably, columns first (first max within each row), then rows (first
-    row reaching the maximum), which picks exactly the row-major first maximum.
+    row reaching the maximum), which picks exactly the row-major first maximum (and the
+    last NaN: the last row holding one, at its last NaN).
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
     """
@@ -281,10 +283,10 @@ class AdaptiveMaxPool2dOp(Function):
         N, C, H, W = x.shape
         rows, cols = _adaptive_bounds(H, OH), _adaptive_bounds(W, OW)
         # stage 1: within each row, over each column window -> (N, C, H, OW)
-        col_arg = xp.stack([x[..., a:b].argmax(axis=3) + a for a, b in cols], axis=3)
+        col_arg = xp.stack([_first_max(xp, x[..., a:b], 3) + a for a, b in cols], axis=3)
         col_max = xp.take_along_axis(x, col_arg, axis=3)             # (N, C, H, OW)
         # stage 2: over each row window -> (N, C, OH, OW)
-        row_arg = xp.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in rows], axis=2)
+        row_arg = xp.stack([_first_max(xp, col_max[:, :, a:b], 2) + a for a, b in rows], axis=2)
         y = xp.take_along_axis(col_max, row_arg, axis=2)             # (N, C, OH, OW)
         if self.saves_for_backward:
             # flat index h*W + w of each output's source element
@@ -308,6 +310,16 @@ class AdaptiveMaxPool2dOp(Function):
         else:
             xp.put_along_axis(gx, idx, g, axis=1)
         return gx.reshape(self.x_shape)
+
+
+def _first_max(xp, a, axis: int):
+    """Index of the first maximum along ``axis``, or of the last NaN where there is one."""
+    arg = a.argmax(axis=axis)
+    nan = a != a
+    if nan.any():
+        last_nan = a.shape[axis] - 1 - xp.flip(nan, axis=axis).argmax(axis=axis)
+        arg = xp.where(nan.any(axis=axis), last_nan, arg)
+    return arg
 
 
 def _as_tensor(x) -> Tensor:
