@@ -7,20 +7,20 @@ only over the KH*KW taps.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from . import kernels
-from .activation import relu
 from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
 from .math import abs as abs_
-from .math import mul, sign
 from .math import pow as pow_
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
     "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "MaxPool2dOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp",
+    "MaxPool2dOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp", "LpRootOp",
 ]
 
 
@@ -364,17 +364,51 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) 
     return _pool_unbatched(x, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
 
 
+class LpRootOp(Function):
+    """The last step of Lp pooling, as PyTorch writes it: y = (sign(s) * relu(|s|) * A) ** (1/p).
+
+    s is the window mean of x**p and A the window area, so u = sign(s) relu(|s|) A is
+    the window sum (NaN where s is NaN, since PyTorch's sign(NaN) is 0).
+    forward:  y = u ** (1/p)       (NaN where u < 0 and 1/p is not an integer, as PyTorch)
+    backward: gs = gy * A/p * u ** (1/p - 1) * sign(s)**2, and 0 where s == 0 (relu's
+              gradient at 0 stops the infinite slope of the root: an all-zero window gets
+              gradient 0). This is the chain rule through PyTorch's five ops, so NaNs
+              and zero windows come out as in PyTorch.
+
+    Shapes: s, y, gy, gs all (N, C, OH, OW).
+    """
+
+    def __init__(self, p: float, area: int):
+        self.p, self.area = p, area
+
+    def forward(self, s):
+        xp = self.xp
+        area, inv_p = s.dtype.type(self.area), s.dtype.type(1.0 / self.p)
+        sign = (s > 0).astype(s.dtype) - (s < 0).astype(s.dtype)
+        u = sign * xp.maximum(xp.abs(s), 0) * area
+        with np.errstate(invalid="ignore"):                           # negative u: NaN, as PyTorch
+            y = u**inv_p
+        if self.saves_for_backward:
+            self.s, self.u, self.sign = s, u, sign
+        return y
+
+    def backward(self, gy):
+        xp = self.xp
+        dtype = gy.dtype.type
+        with np.errstate(divide="ignore", invalid="ignore"):          # 0 ** negative: masked below
+            slope = dtype(self.area / self.p) * self.u ** dtype(1.0 / self.p - 1) * self.sign * self.sign
+            return xp.where(xp.abs(self.s) <= 0, dtype(0), gy * slope)
+
+
 def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
-    Computed as PyTorch computes it, from differentiable pieces, so values and gradients
-    agree with it everywhere, edge cases included:
-    s = avg_pool2d(x**p), y = (sign(s) * relu(|s|) * KH*KW) ** (1/p).
-    x**p is not |x|**p: where an odd p meets a negative window sum the root is NaN, as in
-    PyTorch; an all-zero window gets gradient 0 (relu stops the infinite root slope); a
-    NaN input gives a NaN output; with ceil_mode a partial edge window's average is
-    scaled by the full window area. norm_type=inf is max pooling of |x| (-inf: the
-    smallest |x|), as in PyTorch.
+    Computed as PyTorch computes it, so values and gradients agree with it everywhere,
+    edge cases included: s = avg_pool2d(x**p), then ``LpRootOp``. x**p is not |x|**p:
+    where an odd p meets a negative window sum the root is NaN, as in PyTorch; an
+    all-zero window gets gradient 0; a NaN input gives a NaN output; with ceil_mode a
+    partial edge window's average is scaled by the full window area. norm_type=inf is
+    max pooling of |x| (-inf: the smallest |x|), as in PyTorch.
     """
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
@@ -384,7 +418,7 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     if p == -float("inf"):
         return -max_pool2d(-abs_(x), kernel_size, stride, 0, 1, ceil_mode)
     s = avg_pool2d(pow_(x, p), kernel_size, stride, 0, ceil_mode)
-    return pow_(mul(mul(sign(s), relu(abs_(s))), float(kh * kw)), 1.0 / p)
+    return LpRootOp(p, kh * kw)(s)
 
 
 def adaptive_avg_pool2d(x, output_size) -> Tensor:
