@@ -27,6 +27,7 @@ import numpy as np
 from . import config
 from .backend import as_numpy, get_array_module
 from .errors import ShapeError
+from .graph import op_order
 
 if TYPE_CHECKING:
     from .function import Function
@@ -338,7 +339,7 @@ class Tensor:
 
         # Gradients with respect to each op's output, keyed by the op.
         grads: dict[Function, Any] = {self.creator: grad}
-        for fn in _topological_order(self.creator):
+        for fn in reversed(op_order([self.creator])):  # each op before the ops that made its inputs
             gy = grads.pop(fn, None)
             if gy is None:  # no path from the root reaches this op's output
                 continue
@@ -525,32 +526,6 @@ class Tensor:
 def _accumulate_leaf(x: Tensor, gx) -> None:
     # Never in place: gx may be an array another op also returned (Add passes gy through).
     x.grad = gx if x.grad is None else x.grad + gx
-
-
-def _topological_order(root: Function) -> list[Function]:
-    """Return the ops reachable from ``root``, each after every op that consumes its output.
-
-    Iterative depth-first post-order (no recursion, so graphs deeper than Python's
-    recursion limit work), reversed.
-    """
-    order: list[Function] = []
-    visited: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root, False)]
-    while stack:
-        fn, expanded = stack.pop()
-        if expanded:
-            order.append(fn)  # every producer of fn's inputs is already in `order`
-            continue
-        if id(fn) in visited:  # pushed twice, by two consumers; finished the first time
-            continue
-        visited.add(id(fn))
-        stack.append((fn, True))
-        for x in fn.inputs or ():
-            parent = x.creator
-            if parent is not None and id(parent) not in visited:
-                stack.append((parent, False))
-    order.reverse()
-    return order
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype=None) -> Tensor:
