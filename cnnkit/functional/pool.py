@@ -14,6 +14,9 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
+from .math import abs as abs_
+from .math import mul, signed_root
+from .math import pow as pow_
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
@@ -386,10 +389,6 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
     returns the signed root.)
     """
-    from .math import abs as abs_
-    from .math import mul, signed_root
-    from .math import pow as pow_
-
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)
