@@ -15,7 +15,8 @@ from ..backend.kernels import conv_direct
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from .im2col import chunk_bounds, col2im, im2col, output_size, padded_cnhw, pair
+from .args import conv_padding, output_size, pair
+from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
 __all__ = [
     "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dDirectOp", "ConvTranspose2dOp",
@@ -94,7 +95,7 @@ class Conv2dOp(Function):
                 f"conv2d kernel ({KH}, {KW}) with dilation ({DH}, {DW}) is larger than the "
                 f"padded input ({Hp}, {Wp}) (input shape {x.shape}, padding {self.pads})"
             )
-        return output_size(H, KH, SH, pt, pb, DH), output_size(W, KW, SW, pl, pr, DW)
+        return output_size(H, KH, SH, (pt, pb), DH), output_size(W, KW, SW, (pl, pr), DW)
 
 
 class Conv2dIm2colOp(Conv2dOp):
@@ -304,24 +305,6 @@ class ConvTranspose2dOp(Function):
         return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
 
 
-def _conv_pads(op: str, padding, kernel: tuple[int, int], stride, dilation) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) zero padding from an int, a pair, "valid" or "same"."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{op}(padding='same') needs stride 1, got stride {stride}")
-            total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
-            # PyTorch puts the odd extra row/column at the bottom/right.
-            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
-        raise ValueError(f"{op} expects padding 'same', 'valid', an int or a pair, got {padding!r}")
-    ph, pw = pair(padding, "padding", op)
-    if ph < 0 or pw < 0:
-        raise ShapeError(f"{op} expects padding >= 0, got {(ph, pw)}")
-    return (ph, ph, pw, pw)
-
-
 def _unbatched(x: Tensor, op: str) -> bool:
     """PyTorch accepts an unbatched (C, H, W) input; cnnkit does too."""
     return x.ndim == 3
@@ -352,7 +335,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
     _check_geometry(op, stride, dilation)
     if weight.ndim != 4:
         raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
-    pads = _conv_pads(op, padding, weight.shape[2:], stride, dilation)
+    pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
     squeeze = _unbatched(x, op)
     if squeeze:
         x = x.reshape((1,) + x.shape)

@@ -13,7 +13,8 @@ from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
+from .args import output_size, pair
+from .im2col import padded_cnhw, window, windows_overlap
 from .math import abs as abs_
 from .math import mul, signed_root
 from .math import pow as pow_
@@ -56,8 +57,8 @@ class _PoolGeometry:
         _, _, H, W = shape
         (KH, KW), (SH, SW) = self.kernel, self.stride
         (PH, PW), (DH, DW) = self.padding, self.dilation
-        OH = output_size(H, KH, SH, PH, PH, DH, self.ceil_mode)
-        OW = output_size(W, KW, SW, PW, PW, DW, self.ceil_mode)
+        OH = output_size(H, KH, SH, PH, DH, self.ceil_mode)
+        OW = output_size(W, KW, SW, PW, DW, self.ceil_mode)
         # As PyTorch: a window larger than the padded input is an error unless ceil_mode
         # still places one (clipped) window on the input.
         if OH < 1 or OW < 1:
