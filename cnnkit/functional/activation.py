@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..backend import dispatch
+from ..backend.kernels import elementwise
 from ..function import Function
 from ..tensor import Tensor
-from . import kernels
 from .dims import normalize_dim
 from .math import as_floating
 
@@ -19,12 +20,13 @@ class ReLUOp(Function):
               multiplied, so an inf or NaN upstream at x <= 0 gives 0: PyTorch's
               threshold_backward)
 
-    Large NumPy arrays take one parallel pass each way (``kernels.relu_forward``).
+    Large NumPy arrays take one parallel pass each way (``backend/kernels/elementwise.py``)
+    when ``backend.dispatch.relu_kernel_applies``.
     """
 
     def forward(self, x):
-        if kernels.relu_applies(self.xp, x):
-            y, mask = kernels.relu_with_mask(x)
+        if dispatch.relu_kernel_applies(self.xp, x):
+            y, mask = elementwise.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
             mask = ~(y <= 0) if self.saves_for_backward else None
@@ -33,7 +35,7 @@ class ReLUOp(Function):
         return y
 
     def backward(self, gy):
-        gx = kernels.relu_grad(gy, self.mask)
+        gx = elementwise.relu_grad(gy, self.mask) if dispatch.kernels_usable(self.xp, gy.dtype) else None
         return self.xp.where(self.mask, gy, gy.dtype.type(0)) if gx is None else gx
 
 
@@ -187,9 +189,13 @@ def tanh(x) -> Tensor:
 
 
 def softmax(x, dim: int = -1) -> Tensor:
-    """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis)."""
-    return SoftmaxOp(dim)(x)
+    """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis).
+
+    Integer inputs become the default float dtype first.
+    """
+    return SoftmaxOp(dim)(as_floating(x))
 
 
 def log_softmax(x, dim: int = -1) -> Tensor:
-    return LogSoftmaxOp(dim)(x)
+    """Log-softmax along ``dim``, computed stably (integer inputs become the default float dtype)."""
+    return LogSoftmaxOp(dim)(as_floating(x))

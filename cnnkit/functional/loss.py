@@ -26,6 +26,8 @@ def _classes_last(op: str, x, target, float_target: bool):
         x = x[None]
         target = target[None]
     K = x.shape[1]
+    if K == 0:
+        raise ShapeError(f"{op} expects at least one class (input shape {x.shape} has K = 0)")
     expected = x.shape if float_target else x.shape[:1] + x.shape[2:]
     if target.shape != expected:
         raise ShapeError(

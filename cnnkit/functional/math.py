@@ -99,12 +99,14 @@ class DivOp(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0: inf or NaN, silently as PyTorch
+            return a / b
 
     def backward(self, gy):
         need_a, need_b = self.needs_input_grad
-        ga = sum_to(gy / self.b, self.a.shape) if need_a else None
-        gb = sum_to(-gy * self.a / (self.b * self.b), self.b.shape) if need_b else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = sum_to(gy / self.b, self.a.shape) if need_a else None
+            gb = sum_to(-gy * self.a / (self.b * self.b), self.b.shape) if need_b else None
         return ga, gb
 
 
@@ -341,21 +343,25 @@ class LogOp(Function):
 
     def forward(self, x):
         self.x = x
-        return self.xp.log(x)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf, log(-1) = NaN, as PyTorch
+            return self.xp.log(x)
 
     def backward(self, gy):
-        return gy / self.x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return gy / self.x
 
 
 class SqrtOp(Function):
     """forward: y = sqrt(x);  backward: gx = gy / (2 y)"""
 
     def forward(self, x):
-        self.y = self.xp.sqrt(x)
+        with np.errstate(invalid="ignore"):  # sqrt(-1) = NaN, as PyTorch
+            self.y = self.xp.sqrt(x)
         return self.y
 
     def backward(self, gy):
-        return gy / (2 * self.y)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 1 / (2 sqrt 0) = inf, as PyTorch
+            return gy / (2 * self.y)
 
 
 class AbsOp(Function):
@@ -486,6 +492,17 @@ def neg(x) -> Tensor:
 
 
 def matmul(a, b) -> Tensor:
+    """Matrix product with NumPy's (and PyTorch's) rules for 1-D and batched operands.
+
+    Raises:
+        ShapeError: a 0-d operand, or inner dimensions that differ.
+    """
+    a, b = as_tensor(a), as_tensor(b, like=a.data)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul expects operands of at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    k_a, k_b = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if k_a != k_b:
+        raise ShapeError(f"matmul cannot multiply shapes {a.shape} and {b.shape} ({k_a} != {k_b})")
     return _binary(MatMulOp, a, b)
 
 

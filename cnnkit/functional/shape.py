@@ -14,6 +14,7 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim
+from .math import cast, result_type
 
 __all__ = [
     "reshape", "transpose", "permute", "squeeze", "unsqueeze", "getitem", "flatten", "pad",
@@ -345,10 +346,33 @@ def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = Non
 
 
 def cat(tensors: Sequence, dim: int = 0) -> Tensor:
-    """Concatenate along an existing dimension."""
-    return ConcatOp(dim)(*tensors)
+    """Concatenate along an existing dimension (torch.cat); dtypes promote as in PyTorch.
+
+    Raises:
+        ValueError: no tensors. ShapeError: 0-d tensors, or shapes that differ off ``dim``.
+        DimensionError: ``dim`` out of range.
+    """
+    tensors = _same_dtype("cat", tensors)
+    if tensors[0].ndim == 0:
+        raise ShapeError("cat cannot concatenate 0-d tensors (they have no dimension to join); use stack")
+    return ConcatOp(normalize_dim(dim, tensors[0].ndim, "cat"))(*tensors)
 
 
 def stack(tensors: Sequence, dim: int = 0) -> Tensor:
-    """Stack along a new dimension."""
-    return StackOp(dim)(*tensors)
+    """Stack along a new dimension (torch.stack); dtypes promote as in PyTorch.
+
+    Raises:
+        ValueError: no tensors. ShapeError: shapes that differ. DimensionError: ``dim``
+            outside [-ndim - 1, ndim].
+    """
+    tensors = _same_dtype("stack", tensors)
+    return StackOp(normalize_dim(dim, tensors[0].ndim + 1, "stack"))(*tensors)
+
+
+def _same_dtype(op: str, tensors: Sequence) -> list[Tensor]:
+    """The inputs as tensors of one dtype (PyTorch's result_type), differentiably cast."""
+    if len(tensors) == 0:
+        raise ValueError(f"{op} expects a non-empty sequence of tensors")
+    tensors = [as_tensor(t) for t in tensors]
+    dtype = result_type(*(t.data for t in tensors))
+    return [t if t.dtype == dtype else cast(t, dtype) for t in tensors]

@@ -90,3 +90,13 @@ def test_softmax_errors_match_torch():
                r"softmax: dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)")
     same_error(lambda: F.log_softmax(Tensor(np.array(1.0)), 1), lambda: TF.log_softmax(torch.tensor(1.0), 1),
                DimensionError, "log_softmax: dimension out of range")
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_softmax_of_integers_is_the_softmax_of_their_float32_values(fn):
+    """PyTorch refuses integer input; cnnkit converts it to the default float dtype first, as torch.exp does."""
+    x = np.arange(-3, 3, dtype=np.int64).reshape(2, 3)
+    ours = getattr(F, fn)(Tensor(x), 1)
+    theirs = getattr(TF, fn)(torch.from_numpy(x).float(), 1)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)

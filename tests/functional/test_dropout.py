@@ -61,3 +61,10 @@ GRADCHECKS = [
 @checks(GRADCHECKS)
 def test_dropout_gradcheck(check, rng):
     check.run(rng)
+
+
+def test_dropout_refuses_integer_input_while_training_and_passes_it_through_otherwise():
+    x = Tensor(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match="dropout expects a floating input .* got int64"):
+        F.dropout(x, 0.5)
+    assert F.dropout(x, 0.5, training=False) is x

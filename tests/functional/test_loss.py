@@ -70,3 +70,8 @@ def test_loss_errors_name_the_loss_and_what_was_received():
         F.cross_entropy(x, np.array([0, 7, 1]))
     with pytest.raises(ValueError, match="mse_loss expects reduction in"):
         F.mse_loss(x, x, "avg")
+
+
+def test_losses_need_at_least_one_class():
+    with pytest.raises(ShapeError, match=r"cross_entropy expects at least one class \(input shape \(2, 0\) has K = 0\)"):
+        F.cross_entropy(Tensor(np.zeros((2, 0))), np.zeros(2, dtype=np.int64))

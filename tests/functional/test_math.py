@@ -120,3 +120,21 @@ def test_pow_gradients_at_base_zero_follow_pytorch():
     np.testing.assert_array_equal(a.grad, [0.0, -np.inf, 0.0, 0.0])
     # d/db: 0 where a == 0 and b >= 0, -inf at 0**-1 (inf * log 0), log(2) at 2**0
     np.testing.assert_array_equal(b.grad, [0.0, -np.inf, 0.0, np.log(2.0)])
+
+
+def test_matmul_refuses_0d_and_mismatched_operands_with_clear_errors():
+    with pytest.raises(ShapeError, match=r"matmul expects operands of at least 1 dimension, got shapes \(\) and \(3,\)"):
+        Tensor(np.array(1.0)) @ Tensor(np.ones(3))
+    with pytest.raises(ShapeError, match=r"matmul cannot multiply shapes \(2, 3\) and \(4, 2\) \(3 != 4\)"):
+        Tensor(np.ones((2, 3))) @ Tensor(np.ones((4, 2)))
+
+
+def test_division_by_zero_and_log_of_zero_are_silent_like_pytorch():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = Tensor(np.array([1.0, 0.0, -1.0]), requires_grad=True)
+        y = (x / 0.0).sum() + x.log().sum() + x.sqrt().sum()
+        y.backward()
+    assert np.isnan(y.item())

@@ -11,20 +11,18 @@ import numpy as np
 import pytest
 
 import cnnkit.functional as F
-from cnnkit import Tensor
+from cnnkit import Tensor, config
 from cnnkit.backend import as_numpy
-from cnnkit.functional import kernels
 from tests import reference
 
 from .inputs import Check, checks, distinct, integers, normal, positive, with_nans
 
 
 @pytest.fixture(params=["kernels", "numpy"])
-def path(request, monkeypatch):
-    """Run a test on the compiled kernels and on the NumPy reference path."""
-    if request.param == "numpy":
-        monkeypatch.setattr(kernels, "AVAILABLE", False)
-    return request.param
+def path(request):
+    """Run a test on the compiled kernels (where numba is installed) and on the NumPy reference path."""
+    with config.kernels(request.param == "kernels"):
+        yield request.param
 
 
 MAX_GEOMETRIES = [
@@ -158,3 +156,9 @@ def _random_pool_checks(count: int, seed: int) -> list[Check]:
 @checks(GRADCHECKS + _random_pool_checks(12, seed=99))
 def test_pooling_gradcheck(check, rng):
     check.run(rng)
+
+
+@pytest.mark.parametrize("op", ["avg_pool2d", "sum_pool2d"])
+def test_average_pooling_of_integers_is_refused_clearly(op):
+    with pytest.raises(TypeError, match=f"{op} expects a floating input, got int64"):
+        getattr(F, op)(Tensor(np.ones((1, 1, 4, 4), dtype=np.int64)), 2)

@@ -215,3 +215,32 @@ def test_pad_errors_match_torch():
                ValueError, "takes no fill value")
     same_error(lambda: F.pad(x, (1.5, 1)), lambda: TF.pad(tx, (1.5, 1)), ValueError, "integer widths")
     same_error(lambda: F.pad(x, (1, 1), "wrap"), lambda: TF.pad(tx, (1, 1), "wrap"), ValueError, "pad mode must be")
+
+
+@pytest.mark.parametrize("op", ["cat", "stack"])
+def test_cat_and_stack_promote_dtypes_like_torch(op, rng):
+    parts = [np.arange(6, dtype=np.int32).reshape(2, 3), rng.standard_normal((2, 3)).astype(np.float32)]
+    ours = getattr(F, op)([Tensor(p) for p in parts])
+    theirs = getattr(torch, op)([torch.from_numpy(p) for p in parts])
+    assert ours.dtype == np.float32 and theirs.dtype == torch.float32
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+    # a float32 and a float64 input that requires grad: float64 out, each gradient in its dtype
+    a, b = Tensor(parts[1], requires_grad=True), Tensor(parts[1].astype(np.float64), requires_grad=True)
+    y = getattr(F, op)([a, b])
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+
+
+def test_cat_and_stack_errors_match_torch():
+    x, tx = Tensor(np.ones((2, 3))), torch.ones(2, 3)
+    same_error(lambda: F.cat([x, x], 2), lambda: torch.cat([tx, tx], 2), DimensionError,
+               r"cat: dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)")
+    same_error(lambda: F.stack([x, x], 3), lambda: torch.stack([tx, tx], 3), DimensionError, r"\[-3, 2\], but got 3")
+    same_error(lambda: F.cat([]), lambda: torch.cat([]), ValueError, "cat expects a non-empty sequence")
+    same_error(lambda: F.cat([Tensor(np.array(1.0))] * 2), lambda: torch.cat([torch.tensor(1.0)] * 2), ShapeError,
+               "cannot concatenate 0-d tensors")
+    same_error(lambda: F.cat([x, Tensor(np.ones((2, 3, 1)))]), lambda: torch.cat([tx, torch.ones(2, 3, 1)]),
+               ShapeError, r"cat\(dim=0\) needs inputs equal in every other dimension")
+    same_error(lambda: F.stack([x, Tensor(np.ones((3, 2)))]), lambda: torch.stack([tx, torch.ones(3, 2)]),
+               ShapeError, "stack needs inputs of one shape")
