@@ -7,9 +7,12 @@ Each changes through a context manager that restores the previous value on exit
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +24,8 @@ __all__ = [
     "get_default_dtype",
     "manual_seed",
     "default_generator",
+    "accepts_rng",
+    "rename_rng",
 ]
 
 
@@ -93,3 +98,30 @@ def manual_seed(seed: int) -> np.random.Generator:
 def default_generator() -> np.random.Generator:
     """Return the default ``numpy.random.Generator`` (seed it with ``manual_seed``)."""
     return _generator
+
+
+# ------------------------------------------------------------------ the randomness argument
+# Every function and layer that draws random numbers takes ``generator=`` (a
+# numpy.random.Generator; None: ``default_generator()``), as PyTorch names it. cnnkit <= 0.1
+# called it ``rng=``; that keyword keeps working, with a DeprecationWarning.
+
+
+def rename_rng(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move a deprecated ``rng=`` keyword to ``generator=`` in ``kwargs`` (warning once per call)."""
+    if "rng" in kwargs:
+        if kwargs.get("generator") is not None:
+            raise TypeError(f"{where} got both generator= and its deprecated name rng=")
+        warnings.warn(f"{where}: rng= is deprecated, use generator= (as PyTorch)", DeprecationWarning, stacklevel=3)
+        kwargs["generator"] = kwargs.pop("rng")
+    return kwargs
+
+
+def accepts_rng(fn: Callable) -> Callable:
+    """Decorate a function (or ``__init__``) taking ``generator=`` to accept the old ``rng=`` too."""
+    where = fn.__qualname__.removesuffix(".__init__")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **rename_rng(kwargs, where))
+
+    return wrapper
