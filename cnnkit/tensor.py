@@ -124,6 +124,14 @@ class Tensor:
     def dtype(self) -> np.dtype:
         return self.data.dtype
 
+    def dim(self) -> int:
+        """The number of dimensions (PyTorch's name for ``ndim``)."""
+        return self.data.ndim
+
+    def numel(self) -> int:
+        """The number of elements (PyTorch's name; ``size`` is NumPy's here, an int, not a method)."""
+        return self.data.size
+
     @property
     def is_leaf(self) -> bool:
         """True for tensors not produced by a recorded op (user inputs, parameters)."""

@@ -118,3 +118,9 @@ def test_reductions_read_dim_keepdim_axis_keepdims_like_torch(rng):
     for name in ["argmax", "argmin"]:
         for kw in [dict(), dict(dim=1), dict(dim=-1, keepdim=True), dict(axis=0)]:
             np.testing.assert_array_equal(getattr(ours, name)(**kw).data, getattr(theirs, name)(**kw).numpy())
+
+
+def test_dim_and_numel_match_torch():
+    x = np.zeros((2, 3, 4))
+    assert Tensor(x).dim() == torch.from_numpy(x).dim() == 3
+    assert Tensor(x).numel() == torch.from_numpy(x).numel() == 24
