@@ -9,11 +9,11 @@ and frees the graph unless ``retain_graph=True``.
 
 The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
 methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``) call the ops of
-``functional/math.py`` and ``functional/shape.py``, and those ops are ``Function``
+``functional/math.py``, ``reduction.py`` and ``shape.py``, and those ops are ``Function``
 subclasses that take and make Tensors. Both halves are the autograd core seen from two
 sides; splitting them would mean either operators that know no ops (no ``x + y``) or
 attaching methods to ``Tensor`` from elsewhere (a class no one could read in one place).
-So this module imports the two op modules at its end, after ``Tensor`` exists; they
+So this module imports the three op modules at its end, after ``Tensor`` exists; they
 import ``Tensor`` from here at their top.
 """
 
@@ -484,31 +484,31 @@ class Tensor:
     # ----------------------------------------------------------------- reductions
     # dim: an int, a tuple or None (all); axis / keepdims are accepted too, as in PyTorch.
     def sum(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _math.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def mean(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _math.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def amax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _math.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def amin(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _math.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
         """``x.max()``: a 0-d tensor; ``x.max(dim)``: ``(values, indices)``, as in PyTorch."""
-        return _math.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def min(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
         """``x.min()``: a 0-d tensor; ``x.min(dim)``: ``(values, indices)``, as in PyTorch."""
-        return _math.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def argmax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         """Position of the largest element (int64 tensor; over the flattened tensor if dim is None)."""
-        return _math.argmax(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.argmax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def argmin(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _math.argmin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+        return _reduction.argmin(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     # ----------------------------------------------------------------- elementwise
     def exp(self) -> Tensor:
@@ -550,4 +550,5 @@ def as_tensor(data: Any, like: np.ndarray | None = None) -> Tensor:
 
 # Imported last, after Tensor exists: the one cycle of the core (see the module docstring).
 from .functional import math as _math  # noqa: E402
+from .functional import reduction as _reduction  # noqa: E402
 from .functional import shape as _shape  # noqa: E402
