@@ -21,29 +21,7 @@ from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .linear import linear
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
-from .math import (
-    abs,
-    add,
-    amax,
-    amin,
-    argmax,
-    argmin,
-    cast,
-    div,
-    exp,
-    log,
-    matmul,
-    max,
-    mean,
-    min,
-    mul,
-    neg,
-    pow,
-    sign,
-    sqrt,
-    sub,
-    sum,
-)
+from .math import abs, add, cast, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
 from .norm import batch_norm
 from .pool import (
     adaptive_avg_pool2d,
@@ -53,6 +31,7 @@ from .pool import (
     max_pool2d,
     sum_pool2d,
 )
+from .reduction import amax, amin, argmax, argmin, max, mean, min, sum
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 
 __all__ = [
