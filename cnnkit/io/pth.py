@@ -17,7 +17,8 @@ decodes) and interprets a small whitelist itself:
   tuples, lists (``APPEND(S)`` on lists only) and dicts (``SETITEM(S)`` on dicts only);
 - ``GLOBAL``/``STACK_GLOBAL`` become inert tokens, and only for the names a state_dict
   uses: ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2``,
-  ``torch._utils._rebuild_parameter`` and the ``torch.<Type>Storage`` classes;
+  ``torch._utils._rebuild_parameter``, the ``torch.<Type>Storage`` classes, and
+  ``_codecs.encode`` (protocol 2's spelling of ``bytes``: only ``(text, "latin1")``);
 - ``REDUCE`` is interpreted for those tokens only (nothing is ever called), ``BUILD``
   only to attach the ``_metadata`` of an OrderedDict (ignored), ``BINPERSID`` only for
   ``('storage', <storage token>, key, location, numel)``.
@@ -41,6 +42,7 @@ import os
 import pickletools
 import re
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -118,6 +120,7 @@ def _allowed_global(module: str, name: str) -> _Global | None:
         ("collections", "OrderedDict"),
         ("torch._utils", "_rebuild_tensor_v2"),
         ("torch._utils", "_rebuild_parameter"),
+        ("_codecs", "encode"),  # protocol 2 pickles bytes as _codecs.encode(text, "latin1")
     ):
         return _Global(module, name)
     if module == "torch" and name in _STORAGE_DTYPES:
@@ -174,7 +177,11 @@ class _Walker:
             return items
 
         try:
-            ops = pickletools.genops(data)
+            with warnings.catch_warnings():
+                # pickletools decodes STRING escapes with codecs.escape_decode, which warns on
+                # odd escapes; under -W error that warning would escape as an exception.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ops = list(pickletools.genops(data))
             for opcode, arg, pos in ops:
                 pos = pos or 0
                 name = opcode.name
@@ -331,6 +338,13 @@ class _Walker:
             result: dict = {}
             self.ordered_dicts.add(id(result))
             return result
+        if target == "_codecs.encode":
+            if len(args) != 2 or not isinstance(args[0], str) or args[1] != "latin1":
+                raise self.refuse(pos, "_codecs.encode other than (text, 'latin1')")
+            try:
+                return args[0].encode("latin-1")
+            except UnicodeEncodeError:
+                raise self.refuse(pos, "_codecs.encode of non-latin-1 text") from None
         if target == "torch._utils._rebuild_tensor_v2":
             if len(args) not in (6, 7):
                 raise self.refuse(pos, f"_rebuild_tensor_v2 with {len(args)} arguments")

@@ -198,7 +198,7 @@ def write_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, np.ndarra
 # ------------------------------------------------------------------------ key maps
 _HF_STEM = "resnet.embedder.embedder."
 _HF_LAYER = re.compile(r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(layer\.(\d+)|shortcut)\.(convolution|normalization)\.(.+)$")
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def _hf_resnet_key(key: str) -> str | None:
@@ -314,15 +314,22 @@ class WeightsReport:
     def complete(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def problems(self) -> str:
-        """The misfits, one line each (empty when everything fits)."""
+    def problems(self, limit: int = 40) -> str:
+        """The misfits, one line each (empty when everything fits); at most ``limit`` keys a list."""
+
+        def listed(keys: list[str]) -> str:
+            more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
+            return ", ".join(keys[:limit]) + more
+
         lines = []
         if self.missing:
-            lines.append(f"missing from the weights ({len(self.missing)}): {', '.join(self.missing)}")
+            lines.append(f"missing from the weights ({len(self.missing)}): {listed(self.missing)}")
         if self.unexpected:
-            lines.append(f"not in the model ({len(self.unexpected)}): {', '.join(self.unexpected)}")
-        for key, got, want in self.mismatched:
+            lines.append(f"not in the model ({len(self.unexpected)}): {listed(self.unexpected)}")
+        for key, got, want in self.mismatched[:limit]:
             lines.append(f"shape mismatch for {key}: weights have {list(got)}, model has {list(want)}")
+        if len(self.mismatched) > limit:
+            lines.append(f"... and {len(self.mismatched) - limit} more shape mismatches")
         return "\n".join(lines)
 
 
@@ -383,13 +390,16 @@ def _skipped(key: str, skip: Iterable[str] | Callable[[str], bool]) -> bool:
     return any(key == s or key.startswith(s.rstrip(".") + ".") for s in skip)
 
 
-def resolve_weights(source: str | os.PathLike, model, *, skip: Iterable[str] | Callable[[str], bool] = ()) -> WeightsReport:
+def resolve_weights(source: str | os.PathLike, model, *, model_name: str | None = None,
+                    skip: Iterable[str] | Callable[[str], bool] = ()) -> WeightsReport:
     """Turn any supported weights source into a state_dict with ``model``'s keys, and check it.
 
     Args:
         source: a cnnkit checkpoint, a torch.save file, a safetensors state_dict (timm,
             Hugging Face) or a weights name of the model (``"IMAGENET1K_V1"``, ``"DEFAULT"``).
-        model: the cnnkit model the weights are for (its ``zoo_name`` resolves weights names).
+        model: the cnnkit model the weights are for.
+        model_name: its zoo name, which weights names are looked up under (default: the
+            model's ``zoo_name`` attribute when it has one).
         skip: module names whose weights are left out (``("fc",)`` drops ``fc.weight`` and
             ``fc.bias``: a new head), or a predicate on keys.
 
@@ -400,7 +410,7 @@ def resolve_weights(source: str | os.PathLike, model, *, skip: Iterable[str] | C
         WeightsError / PthError: the source cannot be read (message names it and why).
     """
     source = str(source)
-    model_name = getattr(model, "zoo_name", None)
+    model_name = model_name or getattr(model, "zoo_name", None)
     raw, kind, meta = _read_source(source, model_name)
     shapes, optional = _model_shapes(model)
     mapped, convention, dropped = map_keys(raw, shapes)
@@ -418,11 +428,12 @@ def resolve_weights(source: str | os.PathLike, model, *, skip: Iterable[str] | C
     return report
 
 
-def load_weights(model, source: str | os.PathLike, *, strict: bool = True,
+def load_weights(model, source: str | os.PathLike, *, model_name: str | None = None, strict: bool = True,
                  skip: Iterable[str] | Callable[[str], bool] = ()) -> WeightsReport:
     """Load weights from any supported source into ``model`` (see ``resolve_weights``).
 
     Args:
+        model_name: the model's zoo name, for weights names (see ``resolve_weights``).
         strict: refuse unless every key fits (missing, unexpected and mismatched keys are
             all errors). With False, the keys that fit are loaded and the rest reported.
         skip: module names (or a key predicate) to leave out, e.g. a new classifier head.
@@ -433,11 +444,11 @@ def load_weights(model, source: str | os.PathLike, *, strict: bool = True,
     Raises:
         WeightsError: strict and something does not fit; the message lists every key.
     """
-    report = resolve_weights(source, model, skip=skip)
+    report = resolve_weights(source, model, model_name=model_name, skip=skip)
+    name = model_name or getattr(model, "zoo_name", None)
     if strict and not report.complete:
         raise WeightsError(
-            f"{source}: the weights do not fit {type(model).__name__}"
-            f"{' (' + model.zoo_name + ')' if getattr(model, 'zoo_name', None) else ''} "
+            f"{source}: the weights do not fit {type(model).__name__}{f' ({name})' if name else ''} "
             f"[{report.kind}, {report.convention} keys]:\n{report.problems()}"
         )
     model.load_state_dict(report.state_dict, strict=False)
