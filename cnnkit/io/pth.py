@@ -50,17 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import CheckpointError
+from ..errors import PthError
 
 __all__ = ["PthError", "read_pth", "load_pth", "unwrap_state_dict", "is_torch_zip"]
-
-
-class PthError(CheckpointError):
-    """A PyTorch file cnnkit refuses to read: unsafe, corrupt, or not a torch.save archive.
-
-    The message names the file and what was refused (the opcode or global and its byte
-    position in ``data.pkl``, the zip member, or the storage that does not fit).
-    """
 
 
 # Limits. A state_dict's pickle is small (ResNet-50: 30 KB; 10,000 tensors: ~2 MB).

@@ -7,6 +7,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..tensor import Tensor
+from .weights import pretrained
 
 __all__ = ["AlexNet", "alexnet"]
 
@@ -66,7 +67,13 @@ class AlexNet(nn.Module):
 
 
 def alexnet(
-    num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+    num_classes: int = 1000, dropout: float = 0.5, *, weights: str | None = None,
+    rng: np.random.Generator | None = None,
 ) -> AlexNet:
-    """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``."""
+    """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``.
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("alexnet", weights, num_classes=num_classes, dropout=dropout, rng=rng)
     return AlexNet(num_classes, dropout, rng=rng)

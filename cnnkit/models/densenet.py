@@ -11,6 +11,7 @@ from .. import functional as F
 from .. import nn
 from ..nn import init
 from ..tensor import Tensor
+from .weights import pretrained
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition", "densenet121"]
 
@@ -146,6 +147,13 @@ class DenseNet(nn.Module):
         return self.classifier(x)
 
 
-def densenet121(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> DenseNet:
-    """Return DenseNet-121 (k=32, blocks 6-12-24-16; 7,978,856 parameters)."""
+def densenet121(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> DenseNet:
+    """Return DenseNet-121 (k=32, blocks 6-12-24-16; 7,978,856 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("densenet121", weights, num_classes=num_classes, rng=rng, **kwargs)
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, rng=rng, **kwargs)

@@ -13,6 +13,7 @@ from .. import functional as F
 from .. import nn
 from ..nn import init
 from ..tensor import Tensor
+from .weights import pretrained
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]
 
@@ -159,6 +160,13 @@ class GoogLeNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def googlenet(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> GoogLeNet:
-    """Return GoogLeNet without auxiliary heads (6,624,904 parameters). See ``GoogLeNet``."""
+def googlenet(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> GoogLeNet:
+    """Return GoogLeNet without auxiliary heads (6,624,904 parameters). See ``GoogLeNet``.
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("googlenet", weights, num_classes=num_classes, rng=rng, **kwargs)
     return GoogLeNet(num_classes, rng=rng, **kwargs)

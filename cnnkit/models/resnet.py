@@ -15,6 +15,7 @@ from .. import functional as F
 from .. import nn
 from ..nn import init
 from ..tensor import Tensor
+from .weights import pretrained
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
 
@@ -163,16 +164,37 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters)."""
+def resnet18(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> ResNet:
+    """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet18", weights, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, rng=rng, **kwargs)
 
 
-def resnet34(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters)."""
+def resnet34(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> ResNet:
+    """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet34", weights, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)
 
 
-def resnet50(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters)."""
+def resnet50(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> ResNet:
+    """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet50", weights, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)

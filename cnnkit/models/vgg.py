@@ -10,6 +10,7 @@ from .. import functional as F
 from .. import nn
 from ..nn import init
 from ..tensor import Tensor
+from .weights import pretrained
 
 __all__ = [
     "VGG", "CONFIGS", "make_layers", "init_vgg_weights",
@@ -116,41 +117,97 @@ def _vgg(cfg: str, batch_norm: bool, num_classes: int, rng, **kwargs) -> VGG:
     return VGG(make_layers(CONFIGS[cfg], batch_norm, rng=rng), num_classes, rng=rng, **kwargs)
 
 
-def vgg11(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-11 (configuration A; 132,863,336 parameters)."""
+def vgg11(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-11 (configuration A; 132,863,336 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg11", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("A", False, num_classes, rng, **kwargs)
 
 
-def vgg13(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-13 (configuration B; 133,047,848 parameters)."""
+def vgg13(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-13 (configuration B; 133,047,848 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg13", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("B", False, num_classes, rng, **kwargs)
 
 
-def vgg16(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-16 (configuration D; 138,357,544 parameters)."""
+def vgg16(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-16 (configuration D; 138,357,544 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg16", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("D", False, num_classes, rng, **kwargs)
 
 
-def vgg19(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-19 (configuration E; 143,667,240 parameters)."""
+def vgg19(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-19 (configuration E; 143,667,240 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg19", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("E", False, num_classes, rng, **kwargs)
 
 
-def vgg11_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters)."""
+def vgg11_bn(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg11_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("A", True, num_classes, rng, **kwargs)
 
 
-def vgg13_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters)."""
+def vgg13_bn(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg13_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("B", True, num_classes, rng, **kwargs)
 
 
-def vgg16_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters)."""
+def vgg16_bn(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg16_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("D", True, num_classes, rng, **kwargs)
 
 
-def vgg19_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters)."""
+def vgg19_bn(
+    num_classes: int = 1000, *, weights: str | None = None, rng: np.random.Generator | None = None, **kwargs
+) -> VGG:
+    """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg19_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("E", True, num_classes, rng, **kwargs)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "Preprocessing", "Weights", "get_weights", "find_weights", "list_weights", "imagenet_classes",
+    "Preprocessing", "Weights", "get_weights", "find_weights", "list_weights", "imagenet_classes", "pretrained",
     "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
@@ -246,3 +246,55 @@ def get_weights(model: str, name: str) -> Weights:
         known = ", ".join(list_weights(model)) or "none"
         raise ValueError(f"{model}: no pretrained weights named {name!r}; available: {known}, DEFAULT")
     return found
+
+
+def pretrained(model: str, name: str, *, num_classes: int | None = None, **kwargs):
+    """Build zoo model ``model`` with its named weights (what ``models.resnet18(weights=...)`` calls).
+
+    The weights are fetched once (downloaded, checked and converted into the cache; see
+    ``cnnkit.io.weights.fetch_weights``) and copied in. The model keeps the entry as
+    ``model.weights`` (its ``preprocessing``, ``categories`` and ``metrics``).
+
+    Args:
+        model: the zoo name; name: the weights (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...).
+        num_classes: must be the weights' class count (1000) when given: to fine-tune on K
+            classes, build ``model(num_classes=K)`` and ``load_weights(net, name, skip=("fc",))``.
+        kwargs: other constructor arguments (the weights' own settings, e.g. GoogLeNet's
+            ``transform_input=True``, are applied unless given here).
+
+    Raises:
+        ValueError: unknown weights, or a ``num_classes`` the weights do not have.
+        DownloadError: the weights are not cached and cannot be downloaded.
+    """
+    from . import get_model
+
+    entry = get_weights(model, name)
+    if num_classes is not None and num_classes != entry.num_classes:
+        raise ValueError(
+            f"{model}: weights {entry.name} have {entry.num_classes} classes, got num_classes={num_classes}; "
+            f"to fine-tune, build {model}(num_classes={num_classes}) and load the weights without the head "
+            f"(cnnkit.io.load_weights(model, {entry.name!r}, skip=(<head>,)))"
+        )
+    config = {**entry.model_config, **kwargs}
+    if "init_weights" in _constructor_parameters(model):
+        config.setdefault("init_weights", False)  # every weight is overwritten: skip the random init
+    net = get_model(model, num_classes=entry.num_classes, **config)
+    from ..io.weights import load_weights  # io sits above models: reached only when weights are asked for
+
+    load_weights(net, entry.full_name, model_name=model)
+    net.weights = entry
+    return net
+
+
+def _constructor_parameters(model: str) -> set[str]:
+    """The keyword arguments zoo builder ``model`` accepts, including those its **kwargs pass on."""
+    import inspect
+
+    from .. import models as zoo
+
+    builder = zoo._REGISTRY[model]
+    params = set(inspect.signature(builder).parameters)
+    cls = getattr(zoo, str(builder.__annotations__.get("return", "")), None)
+    if "kwargs" in params and isinstance(cls, type):
+        params |= set(inspect.signature(cls.__init__).parameters)
+    return params

@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import io
 import json
+import re
 import threading
 
 import numpy as np
@@ -125,6 +126,23 @@ def test_download_converts_once_and_the_model_gets_the_weights(tmp_path, server,
 
     rebuilt = cnnkit.load(path)  # a regular checkpoint: the zoo model with its config
     assert rebuilt.transform_input is True
+    # The constructor: models.googlenet(weights=...) builds, fetches (cached) and loads.
+    net = models.googlenet(weights="TEST")
+    assert net.transform_input is True and net.weights is entry and len(server.requests) == 1
+    for key, value in state.items():
+        np.testing.assert_array_equal(np.asarray(net.state_dict()[key]), value, err_msg=key)
+    with pytest.raises(ValueError, match=r"googlenet: weights TEST have 1000 classes, got num_classes=10; to "
+                                         r"fine-tune, build googlenet\(num_classes=10\)"):
+        models.googlenet(num_classes=10, weights="TEST")
+
+
+def test_the_constructor_offline_names_the_file_its_address_and_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_URL_ENV, "http://127.0.0.1:9")  # the discard port: nothing answers
+    with pytest.raises(DownloadError, match=r"resnet18\.IMAGENET1K_V1 weights: cannot download "
+                                            r"http://127\.0\.0\.1:9/resnet18-f37072fd\.pth to .*\. Looked for "
+                                            r"resnet18-f37072fd\.pth in .*put resnet18-f37072fd\.pth \(SHA-256 "
+                                            r"starting f37072fd\) in " + re.escape(str(tmp_path / "cache" / "weights"))):
+        models.resnet18(weights="DEFAULT")
 
 
 def _where(entry, tmp_path) -> str:
