@@ -9,6 +9,7 @@ import numpy as np
 from .. import functional as F
 from ..config import no_grad
 from ..data import DataLoader, get_dataset, prepare_image
+from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..tensor import Tensor
 from ..train import evaluate, format_report
@@ -30,11 +31,22 @@ def add_commands(sub) -> None:
     e.set_defaults(handler=evaluate_command)
 
     p = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, or a weights name such as resnet18.IMAGENET1K_V1")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
     p.set_defaults(handler=predict_command)
+
+
+def _checkpoint_or_weights(source: str) -> str:
+    """A checkpoint path; a weights name (``resnet18.IMAGENET1K_V1``) becomes its cached checkpoint."""
+    if Path(source).exists():
+        return source
+    from ..io.weights import fetch_weights
+    from ..models.weights import find_weights
+
+    entry = find_weights(None, source)
+    return str(fetch_weights(entry)) if entry is not None else source
 
 
 def evaluate_command(args) -> int:
@@ -52,11 +64,20 @@ def evaluate_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(_checkpoint_or_weights(args.checkpoint))
     model = ckpt.build_model()
-    shape, mean, std, classes = checkpoint_inputs(ckpt.meta.get("extra", {}))
-    batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
-                      for p in args.images])
+    extra = ckpt.meta.get("extra", {})
+    shape, mean, std, classes = checkpoint_inputs(extra)
+    if extra.get("preprocessing"):  # pretrained weights: their own resize, crop and normalization
+        from ..models.weights import Preprocessing
+
+        if not extra.get("classes"):
+            raise UsageError(f"{args.checkpoint}: these weights are for feature extraction (no class names)")
+        preprocess = Preprocessing.from_dict(extra["preprocessing"])
+        batch = np.stack([preprocess(p) for p in args.images])
+    else:
+        batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
+                          for p in args.images])
     with no_grad():
         probs = F.softmax(model(Tensor(batch.astype(np.float32))), dim=1).data
     k = min(args.top_k, probs.shape[1])

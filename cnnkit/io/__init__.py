@@ -5,6 +5,11 @@
 
 ``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
 ``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
+``pth.py``: the safe reader of PyTorch files (``read_pth``, ``load_pth``): opcodes walked,
+never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetensors, timm,
+Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
+``load_weights``), safetensors read memory-mapped and written by streaming, named weights
+fetched and converted once (``fetch_weights``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ from .checkpoint import (
     save_checkpoint,
 )
 
+_LAZY = {"read_pth": "pth", "load_pth": "pth", "load_weights": "weights", "resolve_weights": "weights",
+         "fetch_weights": "weights", "WeightsReport": "weights"}
+
+
+def __getattr__(name: str):
+    # pth.py and weights.py load on first use: ``import cnnkit`` stays quick.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
@@ -31,4 +48,10 @@ __all__ = [
     "resize_to_state",
     "restore_rng",
     "save_checkpoint",
+    "read_pth",
+    "load_pth",
+    "load_weights",
+    "resolve_weights",
+    "fetch_weights",
+    "WeightsReport",
 ]
