@@ -11,6 +11,8 @@ from ..config import no_grad
 from ..data import DataLoader, get_dataset, prepare_image
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
+from ..io.weights import fetch_weights
+from ..models.weights import Preprocessing, find_weights
 from ..tensor import Tensor
 from ..train import evaluate, format_report
 from ..viz.plots import plot_confusion_matrix, save_figure
@@ -42,9 +44,6 @@ def _checkpoint_or_weights(source: str) -> str:
     """A checkpoint path; a weights name (``resnet18.IMAGENET1K_V1``) becomes its cached checkpoint."""
     if Path(source).exists():
         return source
-    from ..io.weights import fetch_weights
-    from ..models.weights import find_weights
-
     entry = find_weights(None, source)
     return str(fetch_weights(entry)) if entry is not None else source
 
@@ -69,8 +68,6 @@ def predict_command(args) -> int:
     extra = ckpt.meta.get("extra", {})
     shape, mean, std, classes = checkpoint_inputs(extra)
     if extra.get("preprocessing"):  # pretrained weights: their own resize, crop and normalization
-        from ..models.weights import Preprocessing
-
         if not extra.get("classes"):
             raise UsageError(f"{args.checkpoint}: these weights are for feature extraction (no class names)")
         preprocess = Preprocessing.from_dict(extra["preprocessing"])

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .. import models
 from ..errors import UsageError
+from ..io.weights import build_for_loading, load_weights, weights_dir, write_checkpoint
+from ..models import weights as named
 from .main import positive_int
 
 __all__ = ["add_commands", "import_command", "weights_command"]
@@ -35,8 +38,6 @@ def add_commands(sub) -> None:
 
 
 def _class_names(option: str, model_name: str, num_classes: int) -> tuple[list[str] | None, dict | None]:
-    from ..models import weights as named
-
     entry = named.find_weights(model_name, "DEFAULT")
     imagenet = entry.preprocessing.to_dict() if entry is not None else None
     if option == "none":
@@ -57,18 +58,12 @@ def _class_names(option: str, model_name: str, num_classes: int) -> tuple[list[s
 
 
 def import_command(args) -> int:
-    from .. import models
-    from ..io.weights import load_weights, write_checkpoint
-    from ..models.weights import _constructor_parameters
-
     if args.model not in models.list_models():
         raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
     num_classes = args.num_classes or 1000
     config = {"num_classes": num_classes}
-    kwargs = dict(config)
-    if not args.skip and "init_weights" in _constructor_parameters(args.model):
-        kwargs["init_weights"] = False  # every weight is overwritten: skip the random init
-    model = models.get_model(args.model, **kwargs)
+    # Every weight is overwritten unless some are skipped: then the skipped ones keep their init.
+    model = models.get_model(args.model, **config) if args.skip else build_for_loading(args.model, **config)
     report = load_weights(model, args.file, model_name=args.model, skip=tuple(args.skip))
     extra = {k: v for k, v in report.meta.items() if k != "model"}
     if report.kind != "cnnkit checkpoint" and report.kind != "named weights":
@@ -94,9 +89,6 @@ def import_command(args) -> int:
 
 
 def weights_command(args) -> int:
-    from ..io.weights import weights_dir
-    from ..models import weights as named
-
     names = named.list_weights(args.model)
     if args.model is not None and not names:
         raise UsageError(f"no named weights for {args.model!r}; models with weights: "

@@ -25,18 +25,8 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-
-_LAZY = {"read_pth": "pth", "load_pth": "pth", "load_weights": "weights", "resolve_weights": "weights",
-         "fetch_weights": "weights", "WeightsReport": "weights"}
-
-
-def __getattr__(name: str):
-    # pth.py and weights.py load on first use: ``import cnnkit`` stays quick.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .pth import load_pth, read_pth
+from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
     "Checkpoint",

@@ -75,5 +75,5 @@ def alexnet(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("alexnet", weights, num_classes=num_classes, dropout=dropout, rng=rng)
+        return pretrained("alexnet", weights, alexnet, num_classes=num_classes, dropout=dropout, rng=rng)
     return AlexNet(num_classes, dropout, rng=rng)

@@ -155,5 +155,5 @@ def densenet121(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("densenet121", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("densenet121", weights, densenet121, num_classes=num_classes, rng=rng, **kwargs)
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, rng=rng, **kwargs)

@@ -168,5 +168,5 @@ def googlenet(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("googlenet", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("googlenet", weights, googlenet, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return GoogLeNet(num_classes, rng=rng, **kwargs)

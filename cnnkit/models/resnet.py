@@ -172,7 +172,7 @@ def resnet18(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("resnet18", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("resnet18", weights, resnet18, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, rng=rng, **kwargs)
 
 
@@ -184,7 +184,7 @@ def resnet34(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("resnet34", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("resnet34", weights, resnet34, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)
 
 
@@ -196,5 +196,5 @@ def resnet50(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("resnet50", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("resnet50", weights, resnet50, num_classes=num_classes, rng=rng, **kwargs)
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)

@@ -125,7 +125,7 @@ def vgg11(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg11", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg11", weights, vgg11, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("A", False, num_classes, rng, **kwargs)
 
 
@@ -137,7 +137,7 @@ def vgg13(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg13", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg13", weights, vgg13, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("B", False, num_classes, rng, **kwargs)
 
 
@@ -149,7 +149,7 @@ def vgg16(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg16", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg16", weights, vgg16, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("D", False, num_classes, rng, **kwargs)
 
 
@@ -161,7 +161,7 @@ def vgg19(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg19", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg19", weights, vgg19, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("E", False, num_classes, rng, **kwargs)
 
 
@@ -173,7 +173,7 @@ def vgg11_bn(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg11_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg11_bn", weights, vgg11_bn, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("A", True, num_classes, rng, **kwargs)
 
 
@@ -185,7 +185,7 @@ def vgg13_bn(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg13_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg13_bn", weights, vgg13_bn, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("B", True, num_classes, rng, **kwargs)
 
 
@@ -197,7 +197,7 @@ def vgg16_bn(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg16_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg16_bn", weights, vgg16_bn, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("D", True, num_classes, rng, **kwargs)
 
 
@@ -209,5 +209,5 @@ def vgg19_bn(
     ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
     """
     if weights is not None:
-        return pretrained("vgg19_bn", weights, num_classes=num_classes, rng=rng, **kwargs)
+        return pretrained("vgg19_bn", weights, vgg19_bn, init_flag="init_weights", num_classes=num_classes, rng=rng, **kwargs)
     return _vgg("E", True, num_classes, rng, **kwargs)

@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
+from ..data.folder import load_image
+
 __all__ = [
     "Preprocessing", "Weights", "get_weights", "find_weights", "list_weights", "imagenet_classes", "pretrained",
+    "set_weights_loader",
     "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
@@ -73,8 +77,6 @@ class Preprocessing:
         from PIL import Image
 
         if isinstance(image, (str, os.PathLike)):
-            from ..data import load_image
-
             image = load_image(image, mode="RGB")
         if isinstance(image, np.ndarray):
             image = Image.fromarray(np.asarray(image, dtype=np.uint8))
@@ -248,7 +250,19 @@ def get_weights(model: str, name: str) -> Weights:
     return found
 
 
-def pretrained(model: str, name: str, *, num_classes: int | None = None, **kwargs):
+# The loader is cnnkit.io.weights.load_weights, plugged in when cnnkit.io is imported (which
+# ``import cnnkit`` does): io sits above models, so models never imports it.
+_loader: Callable[..., Any] | None = None
+
+
+def set_weights_loader(loader: Callable[..., Any]) -> None:
+    """Install the function ``pretrained`` loads weights with: ``loader(model, name, model_name=...)``."""
+    global _loader
+    _loader = loader
+
+
+def pretrained(model: str, name: str, builder: Callable[..., Any], *, num_classes: int | None = None,
+               init_flag: str | None = None, **kwargs):
     """Build zoo model ``model`` with its named weights (what ``models.resnet18(weights=...)`` calls).
 
     The weights are fetched once (downloaded, checked and converted into the cache; see
@@ -257,8 +271,11 @@ def pretrained(model: str, name: str, *, num_classes: int | None = None, **kwarg
 
     Args:
         model: the zoo name; name: the weights (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...).
+        builder: the zoo constructor (called without ``weights``).
         num_classes: must be the weights' class count (1000) when given: to fine-tune on K
             classes, build ``model(num_classes=K)`` and ``load_weights(net, name, skip=("fc",))``.
+        init_flag: the constructor's switch for its random init (``"init_weights"``), turned
+            off since every weight is overwritten.
         kwargs: other constructor arguments (the weights' own settings, e.g. GoogLeNet's
             ``transform_input=True``, are applied unless given here).
 
@@ -266,8 +283,6 @@ def pretrained(model: str, name: str, *, num_classes: int | None = None, **kwarg
         ValueError: unknown weights, or a ``num_classes`` the weights do not have.
         DownloadError: the weights are not cached and cannot be downloaded.
     """
-    from . import get_model
-
     entry = get_weights(model, name)
     if num_classes is not None and num_classes != entry.num_classes:
         raise ValueError(
@@ -276,25 +291,11 @@ def pretrained(model: str, name: str, *, num_classes: int | None = None, **kwarg
             f"(cnnkit.io.load_weights(model, {entry.name!r}, skip=(<head>,)))"
         )
     config = {**entry.model_config, **kwargs}
-    if "init_weights" in _constructor_parameters(model):
-        config.setdefault("init_weights", False)  # every weight is overwritten: skip the random init
-    net = get_model(model, num_classes=entry.num_classes, **config)
-    from ..io.weights import load_weights  # io sits above models: reached only when weights are asked for
-
-    load_weights(net, entry.full_name, model_name=model)
+    if init_flag is not None:
+        config.setdefault(init_flag, False)
+    net = builder(num_classes=entry.num_classes, **config)
+    if _loader is None:  # pragma: no cover - import cnnkit installs it
+        raise RuntimeError("no weights loader installed: import cnnkit.io first")
+    _loader(net, entry.full_name, model_name=model)
     net.weights = entry
     return net
-
-
-def _constructor_parameters(model: str) -> set[str]:
-    """The keyword arguments zoo builder ``model`` accepts, including those its **kwargs pass on."""
-    import inspect
-
-    from .. import models as zoo
-
-    builder = zoo._REGISTRY[model]
-    params = set(inspect.signature(builder).parameters)
-    cls = getattr(zoo, str(builder.__annotations__.get("return", "")), None)
-    if "kwargs" in params and isinstance(cls, type):
-        params |= set(inspect.signature(cls.__init__).parameters)
-    return params
