@@ -12,7 +12,8 @@ process alone), so one measurement cannot inherit another's memory:
 - cnnkit into model:   ``models.vgg16(init_weights=False)`` then ``cnnkit.io.load_weights``
                        (the model's own 528 MiB plus what loading adds);
 - cnnkit checkpoint:   the same from the converted cnnkit checkpoint (safetensors);
-- torch.load:          ``torch.load(weights_only=True)``, and with ``mmap=True``, tensors read.
+- torch.load:          ``torch.load(weights_only=True)``, and with ``mmap=True``, every tensor
+                       summed (``v.sum()``: no float64 copy).
 
 Ratios are peak RSS / weights size; "added" is peak minus the baseline of the same
 interpreter (cnnkit's or torch's import), over the weights' size.
@@ -61,11 +62,11 @@ CASES = {
     "baseline (import torch)": "import torch",
     "torch.load(weights_only=True), all bytes read": (
         "import torch\nstate = torch.load(PTH, weights_only=True)\n"
-        "total = sum(float(v.double().sum()) for v in state.values())"
+        "total = sum(float(v.sum()) for v in state.values())"
     ),
     "torch.load(weights_only=True, mmap=True), all bytes read": (
         "import torch\nstate = torch.load(PTH, weights_only=True, mmap=True)\n"
-        "total = sum(float(v.sum(dtype=torch.float64)) for v in state.values())"
+        "total = sum(float(v.sum()) for v in state.values())"
     ),
 }
 

@@ -556,8 +556,8 @@ class _Archive:
             if info.compress_type == zipfile.ZIP_STORED:
                 start = self._data_offset(info)
                 self.file.seek(start)
-                raw = bytearray(self.file.read(nbytes))
-                if len(raw) != nbytes:
+                raw = bytearray(nbytes)  # read straight into it: no second copy
+                if self.file.readinto(raw) != nbytes:
                     raise PthError(f"{self.path}: storage {ref.key} is truncated")
             else:
                 raw = bytearray(self._read(info, nbytes))

@@ -456,7 +456,7 @@ def load_weights(model, source: str | os.PathLike, *, model_name: str | None = N
     return report
 
 
-_CHUNK = 32 << 20  # bytes copied between page releases
+_CHUNK = 8 << 20  # bytes copied between page releases
 
 
 def _copy_into(model, state: Mapping[str, np.ndarray]) -> None:
