@@ -6,15 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import functional as F
-from ..config import no_grad
 from ..data import DataLoader, get_dataset, prepare_image
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..io.weights import fetch_weights
 from ..models.weights import Preprocessing, find_weights
-from ..tensor import Tensor
-from ..train import evaluate, format_report
+from ..train import evaluate, format_report, predict_proba
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import positive_int
 from .targets import checkpoint_inputs, dataset_name
@@ -75,8 +72,7 @@ def predict_command(args) -> int:
     else:
         batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
                           for p in args.images])
-    with no_grad():
-        probs = F.softmax(model(Tensor(batch.astype(np.float32))), dim=1).data
+    probs = predict_proba(model, batch.astype(np.float32))
     k = min(args.top_k, probs.shape[1])
     for path, p in zip(args.images, probs):
         order = np.argsort(-p, kind="stable")[:k]

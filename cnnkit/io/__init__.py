@@ -3,7 +3,7 @@
     cnnkit.save(model, "lenet5.safetensors")        # = cnnkit.io.save
     model = cnnkit.load("lenet5.safetensors")       # rebuilds the zoo model, pruned or not
 
-``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
+``checkpoint.py``: the checkpoint format, ``save`` (model and training state),
 ``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
 ``pth.py``: the safe reader of PyTorch files (``read_pth``, ``load_pth``): opcodes walked,
 never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetensors, timm,
@@ -23,6 +23,7 @@ from .checkpoint import (
     load_checkpoint,
     resize_to_state,
     restore_rng,
+    save,
     save_checkpoint,
 )
 from .pth import load_pth, read_pth
@@ -37,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "resize_to_state",
     "restore_rng",
+    "save",
     "save_checkpoint",
     "read_pth",
     "load_pth",

@@ -581,7 +581,7 @@ def fetch_weights(entry, *, root: str | os.PathLike | None = None, mirror: str |
 
 def init_flag(model_name: str) -> str | None:
     """The zoo constructor's switch for its random init (``"init_weights"``), if it has one."""
-    builder = models._REGISTRY[model_name]
+    builder = models.model_info(model_name).builder
     cls = getattr(models, str(builder.__annotations__.get("return", "")), None)
     params = set(inspect.signature(builder).parameters)
     if isinstance(cls, type):

@@ -26,7 +26,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tabby_state():
     """ResNet-18 weights whose head always answers class 281 ("tabby")."""
-    state = {k: np.array(v) for k, v in models.resnet18(rng=np.random.default_rng(0)).state_dict().items()}
+    state = {k: np.array(v) for k, v in models.resnet18(generator=np.random.default_rng(0)).state_dict().items()}
     state["fc.weight"][:] = 0
     state["fc.bias"][:] = 0
     state["fc.bias"][281] = 5.0

@@ -39,13 +39,13 @@ def _assert_same_state(model, expected: dict[str, np.ndarray]):
 
 @pytest.fixture(scope="module")
 def resnet18_state():
-    return _state(models.resnet18(rng=np.random.default_rng(1)))
+    return _state(models.resnet18(generator=np.random.default_rng(1)))
 
 
 def test_torchvision_pth_loads_into_the_zoo_model(tmp_path, resnet18_state):
     pytest.importorskip("torch")
     path = torch_save(resnet18_state, tmp_path / "resnet18.pth")
-    model = models.resnet18(rng=np.random.default_rng(2))
+    model = models.resnet18(generator=np.random.default_rng(2))
     report = load_weights(model, path)
     assert (report.kind, report.convention, report.complete) == ("pth", "torchvision", True)
     _assert_same_state(model, resnet18_state)
@@ -55,7 +55,7 @@ def test_timm_resnet_safetensors_are_identity_mapped(tmp_path, resnet18_state):
     # timm's torchvision-compatible ResNets (resnet18/34/50 and their .tv_/.a1_ weights on the
     # Hugging Face hub as model.safetensors) use torchvision's keys: conv1, bn1, layer1.0.conv1, ..., fc.
     save_file(resnet18_state, str(tmp_path / "model.safetensors"))
-    model = models.resnet18(rng=np.random.default_rng(3))
+    model = models.resnet18(generator=np.random.default_rng(3))
     report = load_weights(model, tmp_path / "model.safetensors")
     assert (report.kind, report.convention) == ("safetensors", "torchvision")
     _assert_same_state(model, resnet18_state)
@@ -86,11 +86,11 @@ def _to_huggingface(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_hugging_face_resnet_safetensors_map_to_the_zoo(tmp_path, name):
-    source = _state(models.get_model(name, rng=np.random.default_rng(4)))
+    source = _state(models.get_model(name, generator=np.random.default_rng(4)))
     hf = _to_huggingface(source)
     assert "resnet.encoder.stages.0.layers.0.layer.0.convolution.weight" in hf
     save_file(hf, str(tmp_path / "model.safetensors"))
-    model = models.get_model(name, rng=np.random.default_rng(5))
+    model = models.get_model(name, generator=np.random.default_rng(5))
     report = load_weights(model, tmp_path / "model.safetensors")
     assert report.convention == "huggingface-resnet"
     _assert_same_state(model, source)
@@ -161,12 +161,12 @@ def test_timm_vgg16_key_names_and_shapes_map_to_the_zoo_vgg16():
 
 def test_torchvision_densenet_checkpoint_keys_are_renamed(tmp_path):
     pytest.importorskip("torch")
-    source = _state(models.densenet121(rng=np.random.default_rng(7)))
+    source = _state(models.densenet121(generator=np.random.default_rng(7)))
     # torchvision's published densenet121-a639ec97.pth spells denselayer norms/convs "norm.1", "conv.2".
     legacy = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in source.items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
     path = torch_save(legacy, tmp_path / "densenet121.pth")
-    model = models.densenet121(rng=np.random.default_rng(8))
+    model = models.densenet121(generator=np.random.default_rng(8))
     report = load_weights(model, path)
     assert report.convention == "torchvision-densenet"
     _assert_same_state(model, source)
@@ -174,11 +174,11 @@ def test_torchvision_densenet_checkpoint_keys_are_renamed(tmp_path):
 
 def test_googlenet_auxiliary_heads_are_dropped_and_reported(tmp_path):
     pytest.importorskip("torch")
-    source = _state(models.googlenet(rng=np.random.default_rng(9)))
+    source = _state(models.googlenet(generator=np.random.default_rng(9)))
     aux = {"aux1.conv.conv.weight": np.ones((128, 512, 1, 1), np.float32), "aux1.fc1.weight": np.ones((1024, 2048), np.float32),
            "aux2.fc2.bias": np.ones(1000, np.float32)}
     path = torch_save(source | aux, tmp_path / "googlenet.pth")
-    model = models.googlenet(rng=np.random.default_rng(10))
+    model = models.googlenet(generator=np.random.default_rng(10))
     report = load_weights(model, path)
     assert sorted(report.dropped) == sorted(aux) and report.complete
     _assert_same_state(model, source)

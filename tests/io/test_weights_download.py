@@ -78,7 +78,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def googlenet_file():
     """A torch.save file shaped like torchvision's googlenet-1378be20.pth: zoo keys plus aux heads."""
-    model = models.googlenet(rng=np.random.default_rng(0))
+    model = models.googlenet(generator=np.random.default_rng(0))
     state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
     state["aux1.conv.conv.weight"] = torch.ones(128, 512, 1, 1)
     state["aux2.fc2.bias"] = torch.ones(1000)
