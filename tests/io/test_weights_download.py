@@ -129,6 +129,7 @@ def test_download_converts_once_and_the_model_gets_the_weights(tmp_path, server,
     # The constructor: models.googlenet(weights=...) builds, fetches (cached) and loads.
     net = models.googlenet(weights="TEST")
     assert net.transform_input is True and net.weights is entry and len(server.requests) == 1
+    assert net.zoo_config == {"num_classes": 1000, "transform_input": True}  # cnnkit.save/load rebuild it so
     for key, value in state.items():
         np.testing.assert_array_equal(np.asarray(net.state_dict()[key]), value, err_msg=key)
     with pytest.raises(ValueError, match=r"googlenet: weights TEST have 1000 classes, got num_classes=10; to "
