@@ -254,9 +254,10 @@ def folder_data(
     size, size_why = choose_image_size(entry, scan.sizes, image_size)
     gray = scan.grayscale and (layout.val is None or layout.val.grayscale)
     C = channels or (1 if gray else 3)
-    colour = (f"{'grayscale' if C == 1 else 'RGB'} ({C} channel{'s' if C > 1 else ''}"
-              + (": every image is grayscale)" if gray and C == 1 else
-                 ", --in-channels)" if channels else ": the images have colour)"))
+    natural = 1 if gray else 3
+    colour = (f"{'grayscale' if C == 1 else 'RGB'} ({C} channel{'s' if C > 1 else ''}: "
+              + ("every image is grayscale" if natural == 1 else "the images have colour")
+              + (f"; converted by --in-channels {C})" if C != natural else ")"))
     if val_split is not None and layout.val is not None:
         raise UsageError(f"--val-split {val_split:g}: {layout.root} has its own val/ folder; drop --val-split")
     fraction = 0.1 if val_split is None else val_split

@@ -118,6 +118,8 @@ def init_backbone(model: nn.Module, name: str, source: str | os.PathLike) -> Bac
         if key == stem_key and value.shape != target and value.shape[0] == target[0]:
             value = _adapt_stem(value, target[1])
             report.adapted.append(f"{key} adapted from {state[key].shape[1]} to {target[1]} input channels")
+        if value.shape != target and value.size == 1 and target == ():  # a scalar saved as (1,)
+            value = value.reshape(())
         if value.shape != target:
             mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target)}")
             continue
