@@ -99,8 +99,9 @@ class ImageSpec:
         return T.Normalize(self.mean, self.std)
 
     def to_inputs(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W)."""
-        return self.normalize().batch(T.ToTensor().batch(images))
+        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W), (v / 255 - mean) / std per channel."""
+        std = np.asarray(self.std, np.float64)
+        return _scale_shift(images, 1.0 / (255.0 * std), np.asarray(self.mean, np.float64) / std)
 
     def load(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Files as a normalized model input batch (N, C, H, W) float32."""
@@ -120,6 +121,20 @@ class ImageSpec:
         return cls(int(d["channels"]), (int(d["size"][0]), int(d["size"][1])),
                    tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
                    str(d.get("resize", "crop")))
+
+
+def _scale_shift(images: np.ndarray, scale, shift) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) = images * scale[c] - shift[c], in one strided pass.
+
+    Writing the channel-first result straight from the channel-last bytes is about twice as
+    fast as ToTensor then Normalize (a float copy, a transpose copy, two more passes).
+    """
+    N, H, W, C = images.shape
+    out = np.empty((N, C, H, W), np.float32)
+    np.multiply(images.transpose(0, 3, 1, 2), np.asarray(scale, np.float32).reshape(1, -1, 1, 1),
+                out=out, casting="unsafe")
+    out -= np.asarray(shift, np.float32).reshape(1, -1, 1, 1)
+    return out
 
 
 class ImageFiles(Dataset):
@@ -160,9 +175,10 @@ class ImageFiles(Dataset):
                 images.append(self._decode(path))
             except (ValueError, OSError) as e:
                 raise DataError(f"{e}; remove the file or fix it, then run again") from None
-        x = T.ToTensor().batch(np.stack(images))                            # (N, C, H, W) in [0, 1]
-        if self.transform is not None:
-            x = self.transform.batch(x)
+        images = np.stack(images)                                          # (N, H, W, C) uint8
+        if self.transform is None:
+            return self.spec.to_inputs(images), self.targets[np.asarray(indices)]
+        x = self.transform.batch(_scale_shift(images, [1 / 255] * images.shape[-1], [0.0] * images.shape[-1]))
         return self.spec.normalize().batch(x), self.targets[np.asarray(indices)]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
@@ -185,6 +201,11 @@ class CachedImages(ArrayDataset):
         super().__init__(data, targets, transform=T.Compose(steps))
         self.spec = spec
         self.random = crop is not None or transform is not None
+
+    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.random:
+            return super().get_batch(indices)
+        return self.spec.to_inputs(self.data[indices]), self.targets[indices]
 
 
 def decode_all(

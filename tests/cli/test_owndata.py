@@ -233,3 +233,22 @@ def test_a_missing_data_dir_is_an_error_not_mnist(tmp_path, capsys):
     assert f"--data-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
     assert main(["train", "lenet5", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "(a folder of images? pass it as --data)" in capsys.readouterr().err
+
+
+def test_visualize_fcn_and_prune_read_the_checkpoints_preprocessing(signs_run, capsys, tmp_path):
+    root, out, argv = signs_run
+    if not (out / "best.safetensors").exists():
+        assert main(argv) == 0
+    best = str(out / "best.safetensors")
+    image = str(root / "sign" / "001.png")
+    assert main(["visualize", "feature-maps", best, image, "-o", str(tmp_path / "maps.png")]) == 0
+    assert (tmp_path / "maps.png").stat().st_size > 0
+    wide = Image.new("RGB", (90, 30), (120, 120, 120))
+    wide.paste(Image.open(image), (30, 0))
+    wide.save(tmp_path / "wide.png")
+    assert main(["fcn", best, str(tmp_path / "wide.png"), "-o", str(tmp_path / "heat.png")]) == 0
+    assert main(["prune", best, "--amount", "0.5", "--finetune-epochs", "1", "-o", str(tmp_path / "p.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert f"data: {root}: training 144 images, measuring on the validation share (16 images)" in text
+    pruned = load_checkpoint(tmp_path / "p.safetensors")
+    assert pruned.meta["extra"]["task"]["type"] == "binary"
