@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import no_grad
-from ..data import DataLoader, get_dataset, prepare_image
+from ..data import DATASETS, DataLoader, get_dataset, prepare_image
 from ..data.folder import list_images, scan_folder
 from ..data.pipeline import ImageFiles, ImageSpec
 from ..errors import DataError, UsageError
@@ -80,6 +80,9 @@ def evaluate_command(args) -> int:
         loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=_workers(args))
     else:
         name = dataset_name(args.dataset or stored)
+        if tuple(DATASETS[name].input_shape) != tuple(shape):
+            raise UsageError(f"{args.checkpoint} takes {tuple(shape)} images; the {name} test split holds "
+                             f"{DATASETS[name].input_shape}: pass --data DIR (a folder of images)")
         test_set, named = get_dataset(name, False, args.data_dir)
         where = f"the {name} test split ({len(test_set):,} images)"
         loader = DataLoader(test_set, batch_size=args.batch_size)

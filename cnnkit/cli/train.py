@@ -43,7 +43,7 @@ from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_group
 from ..viz.tensorboard import TensorBoard
 from .main import non_negative_int, positive_float, positive_int
 
-__all__ = ["add_commands", "train_command", "progress_printer"]
+__all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
 
 
 def _fraction(text: str) -> float:
@@ -82,16 +82,17 @@ def add_commands(sub) -> None:
     t.add_argument("--val-split", type=_fraction, default=None, metavar="F",
                    help="share held out for validation (folders: stratified, default 0.1; named datasets: "
                         "the last share, default the last 5,000 images); 0: none")
-    t.add_argument("--task", choices=["auto", "multiclass", "binary"], default="auto",
+    t.add_argument("--task", choices=["auto", "multiclass", "binary"], default=None,
                    help="binary: one logit, BCEWithLogitsLoss (auto: binary for two classes)")
-    t.add_argument("--threshold", type=float, default=0.5, help="binary: probability above which an image is positive")
+    t.add_argument("--threshold", type=float, default=None,
+                   help="binary: probability above which an image is positive (default 0.5)")
     t.add_argument("--positive-class", default=None, metavar="NAME",
                    help="binary: the class whose probability the model gives (default: the second folder, sorted)")
     t.add_argument("--image-size", type=positive_int, default=None, metavar="S",
                    help="square input size (default: the model's natural size; small nets: the images' own)")
     t.add_argument("--in-channels", type=int, choices=[1, 3], default=None,
                    help="image channels the model takes (default: 1 if every image is grayscale, else 3)")
-    t.add_argument("--resize", choices=["crop", "squash"], default="crop",
+    t.add_argument("--resize", choices=["crop", "squash"], default=None,
                    help="images of another shape: crop = shorter side scaled, centre kept (default); squash")
     t.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the recipe's)")
     t.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the recipe's)")
@@ -100,22 +101,22 @@ def add_commands(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATASET)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--augment", action="store_true",
+    t.add_argument("--augment", action="store_true", default=None,
                    help="named datasets: shifts/rotations (crops/flips for cifar10); folders: "
                         "RandomResizedCrop + RandomHorizontalFlip")
-    t.add_argument("--crop-scale", type=positive_float, default=0.08,
+    t.add_argument("--crop-scale", type=positive_float, default=None,
                    help="with --augment on folders: smallest area share of RandomResizedCrop (default 0.08)")
-    t.add_argument("--color-jitter", type=float, default=0.0, metavar="V",
+    t.add_argument("--color-jitter", type=float, default=None, metavar="V",
                    help="folders: ColorJitter(brightness=V, contrast=V, saturation=V) while training")
     t.add_argument("--workers", type=non_negative_int, default=None,
                    help="threads decoding images (default: the number of cores, at most 4)")
-    t.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
+    t.add_argument("--cache", choices=["auto", "on", "off"], default=None,
                    help="decode every image once into memory (auto: when it takes <= 1/4 of the RAM)")
     t.add_argument("--weights", default=None, metavar="FILE",
                    help="initialise all but the classifier head from a cnnkit checkpoint or a safetensors state_dict")
-    t.add_argument("--freeze", type=_freeze_arg, default="none", metavar="backbone|none|N",
+    t.add_argument("--freeze", type=_freeze_arg, default=None, metavar="backbone|none|N",
                    help="train only the head (backbone), everything (none), or all but the first N layers")
-    t.add_argument("--backbone-lr-scale", type=positive_float, default=1.0, metavar="F",
+    t.add_argument("--backbone-lr-scale", type=positive_float, default=None, metavar="F",
                    help="the backbone's learning rate is F times the head's (e.g. 0.1 when fine-tuning)")
     t.add_argument("--data-dir", default=None, help="folder with a named dataset's files (offline use; else CNNKIT_DATA)")
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard")
@@ -189,7 +190,18 @@ def _binary_positive(data: TrainingData, positive: str | None) -> None:
     data.classes = data.classes[::-1]
 
 
+# What an option not given means (argparse defaults are None, so "not given" stays visible
+# to the stored run recipe; these are filled in before use).
+OPTION_DEFAULTS = {
+    "task": "auto", "threshold": 0.5, "resize": "crop", "augment": False, "crop_scale": 0.08,
+    "color_jitter": 0.0, "cache": "auto", "freeze": "none", "backbone_lr_scale": 1.0,
+}
+
+
 def train_command(args) -> int:
+    for key, value in OPTION_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.model.lower() not in models.list_models():
         raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
     args.model = args.model.lower()

@@ -252,3 +252,14 @@ def test_visualize_fcn_and_prune_read_the_checkpoints_preprocessing(signs_run, c
     assert f"data: {root}: training 144 images, measuring on the validation share (16 images)" in text
     pruned = load_checkpoint(tmp_path / "p.safetensors")
     assert pruned.meta["extra"]["task"]["type"] == "binary"
+
+
+def test_evaluate_refuses_to_put_mnist_into_an_rgb_model(tmp_path, capsys):
+    from cnnkit import models
+    from cnnkit.io.checkpoint import save_checkpoint
+
+    net = models.get_model("resnet20", num_classes=10, rng=np.random.default_rng(0))
+    save_checkpoint(tmp_path / "rgb.safetensors", net, model_name="resnet20", model_config={"num_classes": 10})
+    assert main(["evaluate", str(tmp_path / "rgb.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "takes (3, 32, 32) images; the mnist test split holds (1, 28, 28): pass --data DIR" in err
