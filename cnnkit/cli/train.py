@@ -233,6 +233,7 @@ def train_command(args) -> int:
         raise UsageError("--positive-class is for --task binary")
     if args.limit:
         data.train = _limited(data.train, args.limit)
+        data.lines.append(f"--limit {args.limit}: training on the first {len(data.train):,} of the training images")
     C = data.spec.channels
     model_config = {"num_classes": task.outputs(K)}
     if C != entry.input_shape[0]:
