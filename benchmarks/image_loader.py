@@ -7,7 +7,8 @@ What is timed: one pass over the folder in batches of 64, from JPEG files to nor
 float32 batches (N, 3, S, S), for
 
 - cnnkit: ``ImageFiles`` + ``DataLoader(num_workers=W)`` (threads), as ``cnnkit train --cache off``;
-- PyTorch: ``torch.utils.data.DataLoader(num_workers=W)`` (processes) over a Dataset that does
+- PyTorch: ``torch.utils.data.DataLoader(num_workers=W)`` (processes; one torch thread, as its
+  workers use) over a Dataset that does
   the same work with Pillow (open, convert RGB, resize with Pillow's bilinear, to a float
   tensor, normalize), since torchvision is not installable here;
 - cnnkit's cache pass (``decode_all``, threads), as ``cnnkit train`` with ``--cache on``.
@@ -82,6 +83,7 @@ class _TorchFiles:
 def torch_pass(paths, size: int, workers: int) -> float:
     import torch
 
+    torch.set_num_threads(1)  # per-image tensor ops, as in DataLoader workers (which set 1 thread each)
     loader = torch.utils.data.DataLoader(_TorchFiles(paths, size), batch_size=64, num_workers=workers)
     start = time.perf_counter()
     n = sum(len(x) for x, _ in loader)
