@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import no_grad
 from ..data import DATASETS, DataLoader, get_dataset, prepare_image
 from ..data.folder import list_images, scan_folder
 from ..data.pipeline import ImageFiles, ImageSpec
 from ..errors import DataError, UsageError
 from ..io.checkpoint import atomic_write_bytes, load_checkpoint
-from ..tensor import Tensor
-from ..train import evaluate, format_report
+from ..train import evaluate, format_report, predict
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import non_negative_int, positive_int
 from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing
@@ -127,8 +125,7 @@ def predict_command(args) -> int:
             chunk.append(path)
         if not chunk:
             continue
-        with no_grad():
-            logits = model(Tensor(np.stack(inputs).astype(np.float32))).data
+        logits = predict(model, np.stack(inputs).astype(np.float32))
         task = task or checkpoint_task(extra, logits.shape[1])
         probs = task.probabilities(logits)
         rows += list(zip(chunk, probs))

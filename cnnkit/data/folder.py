@@ -52,7 +52,7 @@ def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: naming the file when Pillow cannot read it.
+        DataError (a ValueError): naming the file when Pillow cannot read it.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError  # Pillow loads only when images are read
 
@@ -70,7 +70,7 @@ def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int
             image = ImageOps.exif_transpose(image)
             return image.convert(mode)
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
+        raise DataError(f"{path}: cannot read as an image ({e})") from None
 
 
 def load_image(
@@ -89,7 +89,7 @@ def load_image(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: naming the file when Pillow cannot read it.
+        DataError (a ValueError): naming the file when Pillow cannot read it.
     """
     from PIL import Image
 

@@ -11,18 +11,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import no_grad
+from ..nn import Module, eval_mode
 from ..tensor import Tensor
 from .callbacks import LearningRateScheduler
 from .history import History
 from .tasks import BinaryTask, MulticlassTask, Task, task_for_outputs
 
-__all__ = ["TrainingRun", "fit", "evaluate", "predict", "EpochStats", "format_logs", "format_report"]
+__all__ = ["TrainingRun", "fit", "evaluate", "predict", "predict_proba", "EpochStats", "format_logs", "format_report"]
 
 
 @dataclass
@@ -209,7 +211,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """The loss and the task's metrics over ``loader``.
 
-    The model runs in eval mode under ``no_grad``; its previous mode is restored.
+    The model runs in eval mode under ``no_grad``; each module's mode is restored afterwards.
 
     Args:
         loss: a loss function of (outputs, targets), ``"task"`` for the task's own, or None.
@@ -227,31 +229,24 @@ def evaluate(
         int64 (rows: true class, columns: predicted), "per_class" {"precision", "recall",
         "f1", "support"} arrays (K,), "macro_precision", "macro_recall", "macro_f1".
     """
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
     loss_sum, seen = 0.0, 0
     acc = None
-    try:
-        with no_grad():
-            for batch in loader:
-                x, t = _as_arrays(batch)
-                out = model(Tensor(x))
-                logits = out.data
-                if task is None:
-                    task = task_for_outputs(logits.shape[1]) if logits.ndim == 2 else MulticlassTask()
-                    if isinstance(task, MulticlassTask):
-                        task = MulticlassTask(topk)
-                if acc is None:
-                    acc = task.accumulator(num_classes)
-                if loss is not None:
-                    loss_fn = task.loss if loss == "task" else loss
-                    loss_sum += float(loss_fn(out, t).data) * len(t)
-                seen += len(t)
-                acc.update(logits, t)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    with no_grad(), (eval_mode(model) if isinstance(model, Module) else nullcontext()):
+        for batch in loader:
+            x, t = _as_arrays(batch)
+            out = model(Tensor(x))
+            logits = out.data
+            if task is None:
+                task = task_for_outputs(logits.shape[1]) if logits.ndim == 2 else MulticlassTask()
+                if isinstance(task, MulticlassTask):
+                    task = MulticlassTask(topk)
+            if acc is None:
+                acc = task.accumulator(num_classes)
+            if loss is not None:
+                loss_fn = task.loss if loss == "task" else loss
+                loss_sum += float(loss_fn(out, t).data) * len(t)
+            seen += len(t)
+            acc.update(logits, t)
     results: dict[str, Any] = {}
     if loss is not None:
         results["loss"] = loss_sum / max(seen, 1)
@@ -260,33 +255,44 @@ def evaluate(
     return results
 
 
-def predict(model, data, batch_size: int = 256, task: Task | None = None) -> np.ndarray:
-    """Probabilities for an array of inputs or a loader, as the task defines them.
+def predict(model, data, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for every input, as Keras' ``Model.predict``: logits for a classifier.
 
-    Multi-class: the softmax of the K outputs, (N, K). Binary (one output): the sigmoid,
-    (N, 1), the probability of the positive class (label 1). The task is inferred from
-    the output width when not given.
+    Runs in eval mode (each module's mode is restored afterwards) without grad, one batch
+    at a time; ``predict_proba`` turns a classifier's outputs into probabilities.
+
+    Args:
+        data: an array or Tensor of inputs (N, ...), or a loader yielding batches of inputs
+            or (inputs, targets) pairs.
+        batch_size: for an array of inputs.
+
+    Returns:
+        The outputs of every batch, concatenated along axis 0: (N, K) for a classifier.
     """
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    if isinstance(data, (np.ndarray, Tensor)):
+        x = data.data if isinstance(data, Tensor) else data
+        batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    else:
+        batches = (_as_arrays(b)[0] if isinstance(b, (tuple, list)) else b for b in data)
     chunks = []
-    try:
-        with no_grad():
-            if isinstance(data, (np.ndarray, Tensor)):
-                x = data.data if isinstance(data, Tensor) else data
-                batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-            else:
-                batches = (_as_arrays(b)[0] if isinstance(b, (tuple, list)) else b for b in data)
-            for xb in batches:
-                logits = model(Tensor(xb)).data
-                if task is None:
-                    task = task_for_outputs(logits.shape[1])
-                chunks.append(task.probabilities(logits))
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    with no_grad(), (eval_mode(model) if isinstance(model, Module) else nullcontext()):
+        for xb in batches:
+            out = model(xb if isinstance(xb, Tensor) else Tensor(xb))
+            chunks.append(np.asarray(out.data))
     return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+
+def predict_proba(model, data, batch_size: int = 256, task: Task | None = None) -> np.ndarray:
+    """Probabilities from ``predict``'s outputs (logits), as the task defines them.
+
+    Multi-class: the softmax over axis 1, (N, K), each row summing to 1. Binary (one output
+    column, or ``task=BinaryTask()``): the sigmoid, (N, 1), the probability of the positive
+    class (label 1). The task is inferred from the output width when not given.
+    """
+    logits = predict(model, data, batch_size)
+    if logits.ndim < 2:
+        return logits
+    return (task or task_for_outputs(logits.shape[1])).probabilities(logits)
 
 
 class _Progress:

@@ -154,7 +154,7 @@ def test_weights_from_a_safetensors_state_dict_with_pytorch_keys_and_a_lower_bac
 
     from cnnkit import models
 
-    net = models.get_model("resnet20", num_classes=10, rng=np.random.default_rng(3))
+    net = models.get_model("resnet20", num_classes=10, generator=np.random.default_rng(3))
     state = {k: np.array(getattr(v, "data", v), order="C") for k, v in net.state_dict().items()}
     save_file(state, str(tmp_path / "plain.safetensors"))
     make_shapes(tmp_path / "gray", n=6, gray=True)
@@ -258,7 +258,7 @@ def test_evaluate_refuses_to_put_mnist_into_an_rgb_model(tmp_path, capsys):
     from cnnkit import models
     from cnnkit.io.checkpoint import save_checkpoint
 
-    net = models.get_model("resnet20", num_classes=10, rng=np.random.default_rng(0))
+    net = models.get_model("resnet20", num_classes=10, generator=np.random.default_rng(0))
     save_checkpoint(tmp_path / "rgb.safetensors", net, model_name="resnet20", model_config={"num_classes": 10})
     assert main(["evaluate", str(tmp_path / "rgb.safetensors")]) == 2
     err = capsys.readouterr().err

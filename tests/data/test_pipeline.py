@@ -42,7 +42,7 @@ def test_resize_weights_are_pytorchs_antialiased_bilinear():
 
 
 def test_random_resized_crop_draws_torchvision_boxes_and_keeps_the_size():
-    crop = T.RandomResizedCrop(16, scale=(0.25, 0.5), rng=np.random.default_rng(0))
+    crop = T.RandomResizedCrop(16, scale=(0.25, 0.5), generator=np.random.default_rng(0))
     for _ in range(50):
         top, left, h, w = crop.params(40, 60)
         assert 0 <= top <= 40 - h and 0 <= left <= 60 - w
@@ -55,21 +55,21 @@ def test_random_resized_crop_draws_torchvision_boxes_and_keeps_the_size():
 def test_color_jitter_hue_matches_colorsys_and_brightness_contrast_saturation_formulas():
     rng = np.random.default_rng(2)
     x = rng.random((1, 3, 4, 5)).astype(np.float32)
-    hue = T.ColorJitter(hue=0.2, rng=np.random.default_rng(3))
+    hue = T.ColorJitter(hue=0.2, generator=np.random.default_rng(3))
     shift = np.random.default_rng(3).uniform(-0.2, 0.2, size=1)[0]
     out = hue.batch(x)
     for i in range(4):
         for j in range(5):
             h, s, v = colorsys.rgb_to_hsv(*x[0, :, i, j])
             np.testing.assert_allclose(out[0, :, i, j], colorsys.hsv_to_rgb((h + shift) % 1.0, s, v), atol=1e-5)
-    bright = T.ColorJitter(brightness=0.5, rng=np.random.default_rng(4))
+    bright = T.ColorJitter(brightness=0.5, generator=np.random.default_rng(4))
     f = np.random.default_rng(4).uniform(0.5, 1.5, size=1)[0]
     np.testing.assert_allclose(bright.batch(x), np.clip(x * f, 0, 1), rtol=1e-6)
     gray = np.tensordot(x, np.array([0.2989, 0.587, 0.114], np.float32), axes=([1], [0]))
-    contrast = T.ColorJitter(contrast=0.5, rng=np.random.default_rng(5))
+    contrast = T.ColorJitter(contrast=0.5, generator=np.random.default_rng(5))
     f = np.random.default_rng(5).uniform(0.5, 1.5, size=1)[0]
     np.testing.assert_allclose(contrast.batch(x), np.clip(f * x + (1 - f) * gray.mean(), 0, 1), rtol=1e-5)
-    saturation = T.ColorJitter(saturation=0.5, rng=np.random.default_rng(6))
+    saturation = T.ColorJitter(saturation=0.5, generator=np.random.default_rng(6))
     f = np.random.default_rng(6).uniform(0.5, 1.5, size=1)[0]
     np.testing.assert_allclose(saturation.batch(x), np.clip(f * x + (1 - f) * gray[:, None], 0, 1), rtol=1e-5)
 

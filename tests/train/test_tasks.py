@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnkit import nn, optim
-from cnnkit.train import BinaryTask, MulticlassTask, evaluate, fit, format_report, predict
+from cnnkit.train import BinaryTask, MulticlassTask, evaluate, fit, format_report, predict_proba
 from cnnkit.train.metrics import roc_auc
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -86,7 +86,7 @@ def test_top5_is_reported_only_with_more_than_five_classes():
 
 def test_predict_gives_sigmoid_probabilities_for_one_logit():
     logits = np.array([[-2.0], [0.0], [3.0]], np.float32)
-    np.testing.assert_allclose(predict(Fixed(), logits), 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    np.testing.assert_allclose(predict_proba(Fixed(), logits), 1 / (1 + np.exp(-logits)), rtol=1e-6)
 
 
 def test_fit_trains_a_binary_classifier_and_logs_its_metrics(capsys):

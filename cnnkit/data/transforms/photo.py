@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...config import accepts_rng
 from ...errors import ShapeError
 from .base import Transform, _RandomTransform
 
@@ -76,17 +77,18 @@ class RandomResizedCrop(_RandomTransform):
         size: ``(h, w)`` of the output, or an int for a square.
         scale: range of the area share.
         ratio: range of the aspect ratio.
-        rng: the generator (default: cnnkit's default generator at call time).
+        generator: the generator (default: cnnkit's default generator at call time).
 
     Shape: (C, H, W) -> (C, h, w); ``batch``: (N, C, H, W) -> (N, C, h, w); a PIL image -> a
     PIL image of ``size``.
     """
 
+    @accepts_rng
     def __init__(
         self, size: int | Sequence[int], scale: Sequence[float] = (0.08, 1.0),
-        ratio: Sequence[float] = (3 / 4, 4 / 3), *, rng: np.random.Generator | None = None,
+        ratio: Sequence[float] = (3 / 4, 4 / 3), *, generator: np.random.Generator | None = None,
     ):
-        super().__init__(rng)
+        super().__init__(generator)
         self.size = _pair(size, "RandomResizedCrop size")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"RandomResizedCrop scale must be 0 < lo <= hi <= 1, got {tuple(scale)}")
@@ -96,7 +98,7 @@ class RandomResizedCrop(_RandomTransform):
 
     def params(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, h, w) of a random crop of a height x width image."""
-        rng = self.rng
+        rng = self.generator
         area = height * width
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):
@@ -203,9 +205,10 @@ class ColorJitter(_RandomTransform):
     ``batch``: (N, C, H, W), every image with its own factors and order.
     """
 
+    @accepts_rng
     def __init__(self, brightness: float = 0, contrast: float = 0, saturation: float = 0, hue: float = 0,
-                 *, rng: np.random.Generator | None = None):
-        super().__init__(rng)
+                 *, generator: np.random.Generator | None = None):
+        super().__init__(generator)
         for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if v < 0:
                 raise ValueError(f"ColorJitter {name} must be >= 0, got {v}")
@@ -221,7 +224,7 @@ class ColorJitter(_RandomTransform):
         if xs.ndim != 4:
             raise ShapeError(f"ColorJitter.batch expects images (N, C, H, W), got shape {xs.shape}")
         N, C = xs.shape[:2]
-        rng = self.rng
+        rng = self.generator
         ranges = [(max(0.0, 1 - v), 1 + v) if v else None for v in (self.brightness, self.contrast, self.saturation)]
         ranges.append((-self.hue, self.hue) if self.hue else None)
         factors = [rng.uniform(r[0], r[1], size=N).astype(np.float32) if r else None for r in ranges]
