@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import config, models, nn, optim
 from ..config import no_grad
-from ..data import DATASETS, DataLoader
+from ..data import DATASETS, DataLoader, Subset
 from ..errors import DataError, ShapeError, UsageError
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
 from ..tensor import Tensor
@@ -39,7 +39,7 @@ from ..train import (
     recipe_for,
 )
 from ..train.datasets import Augmentation, TrainingData, folder_data, named_data
-from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups
+from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
 from ..viz.tensorboard import TensorBoard
 from .main import non_negative_int, positive_float, positive_int
 
@@ -154,8 +154,6 @@ def _load_data(args, workers: int) -> TrainingData:
         augment = Augmentation(args.crop_scale if args.augment else None, args.augment, args.color_jitter)
         normalization = None
         if args.weights:
-            from ..train.transfer import read_weights
-
             _, meta = read_weights(args.weights)
             if "mean" in meta and "std" in meta:
                 normalization = (tuple(meta["mean"]), tuple(meta["std"]), f"the weights' own, from {args.weights}")
@@ -315,8 +313,6 @@ def train_command(args) -> int:
 
 
 def _limited(dataset, limit: int):
-    from ..data import Subset
-
     return Subset(dataset, np.arange(min(limit, len(dataset))))
 
 
