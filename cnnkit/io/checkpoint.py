@@ -242,7 +242,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Raises:
         CheckpointError: the file is missing, truncated, corrupt, or not a cnnkit checkpoint.
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError  # safetensors loads only when a file is read
     from safetensors.numpy import load as st_load
 
     path = Path(path)
