@@ -119,7 +119,9 @@ def predict_command(args) -> int:
     shape, mean, std, classes = checkpoint_inputs(extra, ckpt.model_name)
     spec = file_preprocessing(extra)
     pretrained = None
-    if extra.get("preprocessing"):  # pretrained weights: their own resize, crop and normalization
+    weights_pre = extra.get("preprocessing")
+    if isinstance(weights_pre, dict) and {"resize_size", "crop_size"} <= set(weights_pre):
+        # pretrained weights (cnnkit import / named weights): their own resize, crop and normalization
         if not extra.get("classes"):
             raise UsageError(f"{args.checkpoint}: these weights are for feature extraction (no class names)")
         pretrained = Preprocessing.from_dict(extra["preprocessing"])
