@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from .. import nn
 from ..errors import ShapeError
@@ -41,7 +41,7 @@ from .errors import OnnxFileError, OnnxUnsupportedError
 from .layers import BUFFER_INPUTS, PARAMETER_INPUTS, NodeSpec, build_module
 from .ops import TRANSLATORS, Node, unsupported_op
 from .ops.shape import constant_value
-from .reader import check_model, read_model
+from .reader import check_model, read_model, skeleton, tensor_array
 
 __all__ = ["load", "from_model_proto", "OnnxModel", "MIN_OPSET", "max_opset"]
 
@@ -206,24 +206,11 @@ def _opset(model: onnx.ModelProto, source: str) -> int:
 
 
 def _value_info(model: onnx.ModelProto) -> dict[str, tuple[int | None, bool | None]]:
-    """name -> (rank, is float) from ONNX's shape inference, on a copy without large weights."""
-    light = onnx.ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    graph = light.graph
-    graph.node.extend(model.graph.node)
-    graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
-    for t in model.graph.initializer:
-        if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or np.prod(t.dims) <= 16:
-            graph.initializer.append(t)
-        else:  # shape inference needs the type and shape of a weight, not its values
-            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    """name -> (rank, is float) from ONNX's shape inference (on the model's skeleton)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(light).graph
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model)).graph
     except Exception:  # inference is a hint: a graph it cannot follow gets generic modules
-        inferred = graph
+        inferred = model.graph
     info = {}
     for v in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
         t = v.type.tensor_type
@@ -248,13 +235,6 @@ def _slot_names(op_type: str, opset: int, n: int) -> list[str]:
             name = f"{name}_{i}"
         names.append(name)
     return names
-
-
-def _array(t: onnx.TensorProto, source: str) -> np.ndarray:
-    try:
-        return numpy_helper.to_array(t)
-    except Exception as error:
-        raise OnnxFileError(f"{source}: tensor {t.name!r} cannot be read: {error}") from None
 
 
 def from_model_proto(model: onnx.ModelProto, source: str = "<model>", base: str | os.PathLike | None = None,
@@ -287,7 +267,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "<model>", base: str 
         if node.domain not in ("", "ai.onnx") or node.op_type not in TRANSLATORS:
             raise unsupported_op(node.op_type, node.name, opset, node.domain)
 
-    initializers = {t.name: _array(t, source) for t in graph.initializer}
+    initializers = {t.name: tensor_array(t, source) for t in graph.initializer}
     constants: dict[str, np.ndarray] = dict(initializers)
     info = _value_info(model)
     root = OnnxModel()
@@ -297,7 +277,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "<model>", base: str 
     def weight(name: str, as_parameter: bool):
         if name not in shared:
             value = initializers[name]
-            shared[name] = Parameter(value.copy()) if as_parameter else value.copy()
+            shared[name] = Parameter(value) if as_parameter else value
         return shared[name]
 
     for node in graph.node:

@@ -164,8 +164,11 @@ def _conv(spec: NodeSpec) -> nn.Module | None:
     else:
         return None
     groups = int(spec.attr("group", 1))
-    layer = nn.Conv2d(Cg * groups, F_, (KH, KW), strides, padding, dilations, groups,
+    # Built with the smallest channels its groups allow (so no large random init is drawn),
+    # then given the file's weights and sizes, the way prune resizes a layer.
+    layer = nn.Conv2d(groups, groups, (KH, KW), strides, padding, dilations, groups,
                       bias=2 in spec.weights, dtype=w.dtype)
+    layer.in_channels, layer.out_channels = Cg * groups, F_
     layer.weight = spec.weights[1]
     if 2 in spec.weights:
         layer.bias = spec.weights[2]
@@ -183,7 +186,8 @@ def _gemm(spec: NodeSpec) -> nn.Module | None:
     out_features, in_features = b.shape
     if c is not None and (c.shape != (out_features,) or 2 not in spec.weights):
         return None
-    layer = nn.Linear(in_features, out_features, bias=c is not None, dtype=b.dtype)
+    layer = nn.Linear(1, 1, bias=c is not None, dtype=b.dtype)  # sized below, as for Conv2d
+    layer.in_features, layer.out_features = in_features, out_features
     layer.weight = spec.weights[1]
     if c is not None:
         layer.bias = spec.weights[2]

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from .errors import OnnxFileError
 
 __all__ = [
-    "read_model", "check_model", "topological_nodes", "available_memory", "tensor_nbytes", "PROTOBUF_LIMIT",
+    "read_model", "check_model", "skeleton", "tensor_array", "topological_nodes", "available_memory",
+    "tensor_nbytes", "PROTOBUF_LIMIT",
 ]
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf refuses messages of 2 GiB or more
@@ -185,6 +186,33 @@ def _check_inline(t: TensorProto, source: str, where: str) -> None:
             )
 
 
+def tensor_array(t: TensorProto, source: str, where: str = "initializer") -> np.ndarray:
+    """The values of a stored tensor as a writable array, after checking their size.
+
+    The bytes of ``raw_data`` are read once (protobuf hands out a copy at each access).
+
+    Raises:
+        OnnxFileError: the tensor's bytes do not match its shape and type.
+    """
+    if t.HasField("raw_data") and not _sub_byte(t):
+        raw = t.raw_data
+        nbytes = tensor_nbytes(t, source)
+        if len(raw) != nbytes:
+            raise OnnxFileError(
+                f"{source}: {where} {t.name!r} of shape {list(t.dims)} and type "
+                f"{TensorProto.DataType.Name(t.data_type)} needs {nbytes} bytes but holds {len(raw)}"
+            )
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+        if dtype.isbuiltin == 1:  # ONNX stores little-endian; astype gives a native, writable copy
+            return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(tuple(t.dims)).astype(dtype)
+    else:
+        _check_inline(t, source, where)
+    try:
+        return numpy_helper.to_array(t).copy()
+    except Exception as error:
+        raise OnnxFileError(f"{source}: {where} {t.name!r} cannot be read: {error}") from None
+
+
 def _sub_byte(t: TensorProto) -> bool:
     """Types packed several to a byte (4-bit, 2-bit): their byte count is not itemsize * n."""
     return t.data_type in {
@@ -252,7 +280,7 @@ def _load_tensors(model: onnx.ModelProto, base: Path | None, source: str) -> Non
                                     "from its file so the data can be found")
             external.append((t, _external_file(t, base, source)))
             total += tensor_nbytes(t, source)
-        else:
+        elif where != "initializer":  # initializers are checked as they are read (tensor_array)
             _check_inline(t, source, where)
     if total:
         _check_memory(source, total, "the external weights need")
@@ -262,6 +290,33 @@ def _load_tensors(model: onnx.ModelProto, base: Path | None, source: str) -> Non
             t.raw_data = f.read(length)
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
+
+
+def skeleton(model: onnx.ModelProto, keep_elements: int = 16) -> onnx.ModelProto:
+    """A copy of ``model`` without its large weights, for the checker and shape inference.
+
+    Each initializer over ``keep_elements`` elements that is not an integer tensor (shapes,
+    axes) becomes a graph input of the same type and shape: inference and the checker
+    need a weight's type and shape, not its values, and serializing gigabytes of weights
+    for them would cost seconds.
+    """
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(light, field, getattr(model, field))
+    light.opset_import.extend(model.opset_import)
+    graph, source = light.graph, model.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    listed = {i.name for i in source.input}
+    for t in source.initializer:
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32) or math.prod(t.dims) <= keep_elements:
+            graph.initializer.append(t)
+        elif t.name not in listed:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
 
 
 # --------------------------------------------------------------------------- the graph
@@ -328,12 +383,11 @@ def check_model(model: onnx.ModelProto, source: str, base: Path | None = None) -
         nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in order]
         del model.graph.node[:]
         model.graph.node.extend(nodes)
-    if model.ByteSize() < PROTOBUF_LIMIT:
-        try:
-            onnx.checker.check_model(model)
-        except onnx.checker.ValidationError as error:
-            first = str(error).strip().splitlines()[0]
-            raise OnnxFileError(f"{source} is not a valid ONNX model: {first}") from None
+    try:
+        onnx.checker.check_model(skeleton(model))
+    except onnx.checker.ValidationError as error:
+        first = str(error).strip().splitlines()[0]
+        raise OnnxFileError(f"{source} is not a valid ONNX model: {first}") from None
     return model
 
 
