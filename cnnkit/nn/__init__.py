@@ -8,10 +8,10 @@ into the equivalent cnnkit model. Layers never compute gradients themselves.
     model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
 
-``nn.init`` is ``cnnkit.init`` (PyTorch spells it ``torch.nn.init``).
+``nn.init`` holds the initializers, as ``torch.nn.init`` (``cnnkit.init`` is the same module).
 """
 
-from .. import init
+from . import init
 from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, ConvTranspose2d
@@ -23,6 +23,7 @@ from .norm import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, SumPool2d
 from .shape import Flatten, Identity
+from .tracer import LayerCall, LayerTrace, eval_mode, trace_layers
 
 __all__ = [
     # the base classes and containers
@@ -35,5 +36,7 @@ __all__ = [
     "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
     # losses
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
+    # looking inside: the forward-hook tracer
+    "trace_layers", "eval_mode", "LayerCall", "LayerTrace",
     "init",
 ]
