@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import OnnxError, OnnxExportError, OnnxFileError, OnnxUnsupportedError
+from ..errors import OnnxError, OnnxExportError, OnnxFileError, OnnxUnsupportedError
 
 __all__ = [
     "export", "load", "OnnxModel", "CnnkitBackend", "supported_ops",

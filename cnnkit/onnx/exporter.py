@@ -40,11 +40,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import config, nn
+from ..errors import OnnxExportError
+from ..explain.graph import Graph, OpNode, model_graph
 from ..function import Function
 from ..functional.pool import _adaptive_bounds
-from ..tensor import Tensor, _topological_order
-from ..viz.graph import Graph, OpNode, model_graph
-from .errors import OnnxExportError
+from ..graph import op_order
+from ..tensor import Tensor
 from .reader import PROTOBUF_LIMIT, skeleton
 
 __all__ = ["export", "MIN_EXPORT_OPSET", "TRACE_BATCH"]
@@ -552,7 +553,7 @@ def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, 
         for h in handles:
             h.remove()
     out = captured[-1]
-    return graph, {id(fn): fn for fn in _topological_order(out.creator)}, out
+    return graph, {id(fn): fn for fn in op_order([out.creator])}, out
 
 
 def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, int]:

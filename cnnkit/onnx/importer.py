@@ -34,10 +34,9 @@ import onnx
 from onnx import helper
 
 from .. import nn
-from ..errors import ShapeError
+from ..errors import OnnxFileError, OnnxUnsupportedError, ShapeError
 from ..nn import Parameter
 from ..tensor import Tensor
-from .errors import OnnxFileError, OnnxUnsupportedError
 from .layers import BUFFER_INPUTS, PARAMETER_INPUTS, NodeSpec, build_module
 from .ops import TRANSLATORS, Node, unsupported_op
 from .ops.shape import constant_value

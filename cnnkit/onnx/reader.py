@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from .errors import OnnxFileError
+from ..errors import OnnxFileError
 
 __all__ = [
     "read_model", "check_model", "skeleton", "tensor_array", "topological_nodes", "available_memory",

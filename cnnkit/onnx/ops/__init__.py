@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import OnnxUnsupportedError
 from ...tensor import Tensor
-from ..errors import OnnxUnsupportedError
 
 __all__ = ["Node", "TRANSLATORS", "translate", "supported_ops", "unsupported_op"]
 
