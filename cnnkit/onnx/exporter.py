@@ -27,6 +27,7 @@ batch in a way the trace cannot see fails here, loudly).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from ..function import Function
 from ..functional.pool import _adaptive_bounds
 from ..graph import op_order
 from ..tensor import Tensor
+from .importer import from_model_proto
 from .reader import PROTOBUF_LIMIT, skeleton
 
 __all__ = ["export", "MIN_EXPORT_OPSET", "TRACE_BATCH"]
@@ -503,10 +505,15 @@ def _op_names(graph: Graph, leaf_types: Mapping[str, str]) -> dict[int, str]:
 
 
 # --------------------------------------------------------------------------- export
-def _metadata(class_names, preprocessing, input_shape, model) -> dict[str, str]:
-    from .. import __version__
+def _version() -> str:
+    try:
+        return importlib.metadata.version("cnnkit")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
 
-    meta = {"cnnkit.version": __version__, "cnnkit.model": type(model).__name__}
+
+def _metadata(class_names, preprocessing, input_shape, model) -> dict[str, str]:
+    meta = {"cnnkit.version": _version(), "cnnkit.model": type(model).__name__}
     if class_names is not None:
         meta["cnnkit.classes"] = json.dumps([str(c) for c in class_names])
     pre = {"input_shape": list(input_shape), "layout": "NCHW"}
@@ -547,8 +554,11 @@ def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, 
                 lambda m, args, out: DropoutMarkerOp(m.p)(out) if isinstance(out, Tensor) else None))
     try:
         graph = model_graph(model, shape, x)
-    except ValueError as error:
-        raise OnnxExportError(f"cannot export {type(model).__name__}: {error}") from None
+    except ValueError:
+        if captured and not isinstance(captured[-1], Tensor):
+            raise OnnxExportError(f"cannot export {type(model).__name__}: its forward returns a "
+                                  f"{type(captured[-1]).__name__}, not one Tensor") from None
+        raise  # the model's own error (a ShapeError names the layer)
     finally:
         for h in handles:
             h.remove()
@@ -589,7 +599,7 @@ def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, in
     proto = onnx.ModelProto()
     proto.opset_import.add(domain="", version=opset)
     proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
-    proto.producer_name = "cnnkit"
+    proto.producer_name, proto.producer_version = "cnnkit", _version()
     graph_proto = proto.graph
     graph_proto.name = type(model).__name__
     graph_proto.node.extend(w.nodes)
@@ -606,8 +616,6 @@ def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, in
 
 def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool) -> None:
     """Run the exported graph with cnnkit's importer and compare with the model itself."""
-    from .importer import from_model_proto
-
     batch = 1  # the trace ran at TRACE_BATCH when the batch is dynamic: this is another size
     x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
     modes = [(m, m.training) for m in model.modules()]

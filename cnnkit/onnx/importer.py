@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,8 +250,6 @@ def from_model_proto(model: onnx.ModelProto, source: str = "<model>", base: str 
         OnnxUnsupportedError: a node's operator or feature cnnkit cannot run.
     """
     if not checked:
-        from pathlib import Path
-
         check_model(model, source, Path(base) if base is not None else None)
     opset = _opset(model, source)
     graph = model.graph

@@ -270,6 +270,10 @@ def _graph_tensors(graph: onnx.GraphProto):
                     yield from _graph_tensors(g)
 
 
+_EAGER_CHECK = 2**16  # elements: tensors up to this size are checked before the graph is
+_SHAPE_TYPES = (TensorProto.INT64, TensorProto.INT32)  # and every integer tensor (shapes, axes)
+
+
 def _load_tensors(model: onnx.ModelProto, base: Path | None, source: str) -> None:
     """Check every tensor's size, then read external data into it (in place)."""
     external, total = [], 0
@@ -280,8 +284,8 @@ def _load_tensors(model: onnx.ModelProto, base: Path | None, source: str) -> Non
                                     "from its file so the data can be found")
             external.append((t, _external_file(t, base, source)))
             total += tensor_nbytes(t, source)
-        elif where != "initializer":  # initializers are checked as they are read (tensor_array)
-            _check_inline(t, source, where)
+        elif where != "initializer" or math.prod(t.dims) <= _EAGER_CHECK or t.data_type in _SHAPE_TYPES:
+            _check_inline(t, source, where)  # large weights are checked as they are read (tensor_array)
     if total:
         _check_memory(source, total, "the external weights need")
     for t, (path, offset, length) in external:
