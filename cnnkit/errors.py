@@ -17,6 +17,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- OptionalDependencyError (ImportError)  an extra (cnnkit[onnx], ...) is not installed
     +-- OnnxError (ValueError)           ONNX export or import (cnnkit.onnx)
         +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
         +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
@@ -41,6 +42,7 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "OptionalDependencyError",
     "OnnxError",
     "OnnxFileError",
     "OnnxUnsupportedError",
@@ -119,6 +121,10 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class OptionalDependencyError(CnnkitError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message says what to install."""
 
 
 class OnnxError(CnnkitError, ValueError):

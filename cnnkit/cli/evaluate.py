@@ -14,7 +14,7 @@ from ..tensor import Tensor
 from ..train import evaluate, format_report
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import positive_int
-from .targets import checkpoint_inputs, dataset_name
+from .targets import checkpoint_inputs, dataset_name, is_onnx, load_target
 
 __all__ = ["add_commands", "evaluate_command", "predict_command"]
 
@@ -22,7 +22,7 @@ __all__ = ["add_commands", "evaluate_command", "predict_command"]
 def add_commands(sub) -> None:
     """Add ``evaluate`` and ``predict`` to the ``cnnkit`` command."""
     e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall and confusion matrix")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="checkpoint or .onnx file")
     e.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--batch-size", type=positive_int, default=500)
@@ -30,7 +30,7 @@ def add_commands(sub) -> None:
     e.set_defaults(handler=evaluate_command)
 
     p = sub.add_parser("predict", help="top-k classes of PNG/JPEG images")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint or .onnx file")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
@@ -38,9 +38,13 @@ def add_commands(sub) -> None:
 
 
 def evaluate_command(args) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    model = ckpt.build_model()
-    name = dataset_name(args.dataset or ckpt.meta.get("extra", {}).get("dataset", "mnist"))
+    if is_onnx(args.checkpoint):
+        target = load_target(args.checkpoint)
+        model, trained_on = target.model, target.dataset
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
+        model, trained_on = ckpt.build_model(), ckpt.meta.get("extra", {}).get("dataset")
+    name = dataset_name(args.dataset or trained_on or "mnist")
     test_set, spec = get_dataset(name, False, args.data_dir)
     result = evaluate(model, DataLoader(test_set, batch_size=args.batch_size))
     print(format_report(result, spec.classes))
@@ -52,9 +56,15 @@ def evaluate_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    model = ckpt.build_model()
-    shape, mean, std, classes = checkpoint_inputs(ckpt.meta.get("extra", {}))
+    if is_onnx(args.checkpoint):
+        target = load_target(args.checkpoint)
+        model, shape, classes = target.model, target.input_shape, target.classes
+        mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
+        model = ckpt.build_model()
+        shape, mean, std, classes = checkpoint_inputs(ckpt.meta.get("extra", {}))
     batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
                       for p in args.images])
     with no_grad():
@@ -62,6 +72,6 @@ def predict_command(args) -> int:
     k = min(args.top_k, probs.shape[1])
     for path, p in zip(args.images, probs):
         order = np.argsort(-p, kind="stable")[:k]
-        ranked = ", ".join(f"{classes[i]} ({100 * p[i]:.1f}%)" for i in order)
+        ranked = ", ".join(f"{classes[i] if i < len(classes) else i} ({100 * p[i]:.1f}%)" for i in order)
         print(f"{path}: {ranked}")
     return 0

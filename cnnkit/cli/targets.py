@@ -1,7 +1,7 @@
 """What the commands act on: a checkpoint or zoo model, its inputs, and names given on the command line.
 
-``load_target`` turns CHECKPOINT|MODEL into a model with its input shape, normalization
-and class names; ``model_input`` prepares an image (or a built-in sample) for it.
+``load_target`` turns CHECKPOINT|MODEL (or an .onnx file, imported by ``cnnkit.onnx``)
+into a model with its input shape, normalization and class names; ``model_input`` prepares an image (or a built-in sample) for it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 
 from .. import models
+from .. import onnx as cnnkit_onnx  # the onnx package itself loads on first use
 from ..data import DATASETS, prepare_image
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..viz.image_filters import sample_image, to_grayscale
 
 __all__ = [
-    "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
+    "Target", "load_target", "is_onnx", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
     "wrote",
 ]
 
@@ -35,6 +36,7 @@ class Target:
     Attributes:
         label: for titles: the checkpoint's file name and model, or "resnet18 (random weights)".
         input_shape: (C, H, W); mean, std: per-channel normalization; classes: class names.
+        dataset: the training dataset's name stored in the checkpoint or ONNX file, or None.
     """
 
     model: Any
@@ -43,6 +45,7 @@ class Target:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+    dataset: str | None = None  # the dataset it was trained on, when the file says
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -54,6 +57,11 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) <= 0:
         raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
     return shape  # type: ignore[return-value]
+
+
+def is_onnx(spec: str) -> bool:
+    """True for an ONNX file name (``cnnkit.onnx`` imports it)."""
+    return Path(spec).suffix.lower() == ".onnx"
 
 
 def load_target(spec: str, input_shape: str | None = None) -> Target:
@@ -68,15 +76,18 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     if path.is_dir():
         raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
                          f"(e.g. {path / 'last.safetensors'})")
-    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
+    dataset = None
+    if is_onnx(spec):
+        model, label, shape, mean, std, classes, dataset = _onnx_parts(path, input_shape)
+    elif path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
         ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
         extra = ckpt.meta.get("extra", {})
         model = ckpt.build_model()
         shape = tuple(extra.get("input_shape") or models.default_input_shape(ckpt.model_name or ""))
         mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
         classes = [str(c) for c in extra.get("classes", ())]
-        dataset = f", {extra['dataset']}" if "dataset" in extra else ""
-        label = f"{path.name} ({ckpt.model_name}{dataset})"
+        dataset = extra.get("dataset")
+        label = f"{path.name} ({ckpt.model_name}{', ' + dataset if dataset else ''})"
     elif spec.lower() in zoo:
         name = spec.lower()
         model = models.get_model(name, rng=np.random.default_rng(0))
@@ -93,7 +104,20 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     C = shape[0]
     if len(mean) != C or len(std) != C:
         mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
-    return Target(model, label, shape, mean, std, classes)  # type: ignore[arg-type]
+    return Target(model, label, shape, mean, std, classes, dataset)  # type: ignore[arg-type]
+
+
+def _onnx_parts(path: Path, input_shape: str | None):
+    """An ONNX file (``cnnkit.onnx.load``) and the preprocessing its metadata states."""
+    model = cnnkit_onnx.load(path)  # OnnxFileError / OnnxUnsupportedError name the file and the node
+    pre = model.preprocessing
+    shape = model.input_shape or tuple(pre.get("input_shape", ())[-3:]) or None
+    if shape is None and not input_shape:
+        raise UsageError(f"{path.name} does not fix its input's size (dims {model.input_shapes[0]}); "
+                         "pass --input-shape C,H,W")
+    label = f"{path.name} (ONNX{', ' + model.producer if model.producer else ''})"
+    return (model, label, shape, tuple(pre.get("mean", ())), tuple(pre.get("std", ())),
+            list(model.class_names or []), pre.get("dataset"))
 
 
 def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

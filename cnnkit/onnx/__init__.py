@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OnnxError, OnnxExportError, OnnxFileError, OnnxUnsupportedError
+from ..errors import OnnxError, OnnxExportError, OnnxFileError, OnnxUnsupportedError, OptionalDependencyError
 
 __all__ = [
     "export", "load", "OnnxModel", "CnnkitBackend", "supported_ops",
@@ -28,12 +28,12 @@ _LAZY = {
 
 
 def require_onnx() -> None:
-    """Raise an ImportError that says how to install the ONNX extra when ``onnx`` is missing."""
+    """Raise OptionalDependencyError (an ImportError) saying what to install when ``onnx`` is missing."""
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise ImportError(
-            "cnnkit's ONNX export and import need the onnx package: pip install 'cnnkit[onnx]'"
+        raise OptionalDependencyError(
+            "ONNX export and import need the onnx package: pip install 'cnnkit[onnx]'"
         ) from None
 
 

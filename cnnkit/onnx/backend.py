@@ -37,7 +37,7 @@ class CnnkitRep(BackendRep):
         with config.no_grad():
             out = self.model(*(Tensor(np.asarray(x)) for x in inputs))
         outs = out if isinstance(out, tuple) else (out,)
-        arrays = [np.asarray(t.numpy()) for t in outs]
+        arrays = [np.asarray(t.data) for t in outs]
         return namedtupledict("Outputs", self.model.output_names)(*arrays)
 
 

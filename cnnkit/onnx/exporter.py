@@ -120,9 +120,9 @@ class _Writer:
         if tid in self.graph.inputs:
             name = "input"
         elif node.kind in ("parameter", "buffer") and node.name:
-            name = self.initializer(node.name, fn_input.numpy())
+            name = self.initializer(node.name, fn_input.data)
         else:
-            name = self.constant(fn_input.numpy(), "const")
+            name = self.constant(fn_input.data, "const")
         self.values[tid] = name
         return name
 
@@ -622,8 +622,8 @@ def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool) -> None:
     model.eval()
     try:
         with config.no_grad():
-            expected = model(Tensor(x)).numpy()
-            got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).numpy()
+            expected = model(Tensor(x)).data
+            got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).data
     finally:
         for m, mode in modes:
             m.training = mode

@@ -275,7 +275,7 @@ def _max_pool_2d(node: Node):
     if node.n_outputs < 2:
         return y
     order = int(node.attr("storage_order", 0))
-    indices = _max_pool_indices(x.numpy(), kernel, strides, dilations, pads, ceil_mode, order)
+    indices = _max_pool_indices(x.data, kernel, strides, dilations, pads, ceil_mode, order)
     return y, Tensor(indices)
 
 

@@ -43,7 +43,7 @@ def div(node: Node) -> Tensor:
     a, b = _operands(node)
     if _is_int(a):
         # Integer division truncates toward zero (C's rule), unlike NumPy's floor division.
-        x, y = a.numpy(), b.numpy()
+        x, y = a.data, b.data
         q = np.floor_divide(x, y)
         q = q + (((np.remainder(x, y) != 0) & ((x < 0) ^ (y < 0))).astype(q.dtype))
         return Tensor(q.astype(a.dtype))
@@ -54,16 +54,16 @@ def div(node: Node) -> Tensor:
 def pow_(node: Node) -> Tensor:
     a, b = _operands(node)
     if _is_int(a):
-        return Tensor(np.power(a.numpy(), b.numpy()).astype(a.dtype))
+        return Tensor(np.power(a.data, b.data).astype(a.dtype))
     if b.dtype != a.dtype:  # an integer (or other float) exponent: the result has the base's type
-        b = Tensor(b.numpy().astype(a.dtype))
+        b = Tensor(b.data.astype(a.dtype))
     return F.pow(a, b)
 
 
 def sign(node: Node) -> Tensor:
     # The derivative of sign is 0 wherever it exists: a constant carries exactly that gradient.
     x = node.input(0)
-    return Tensor(np.sign(x.numpy()).astype(x.dtype))
+    return Tensor(np.sign(x.data).astype(x.dtype))
 
 
 def _unary(fn: Callable) -> Callable[[Node], Tensor]:
@@ -116,7 +116,7 @@ def reduce_axes(node: Node, axes_input_from: int, x: Tensor) -> tuple[int, ...] 
         axes = list(axes) if axes is not None else []
     else:
         given = node.input(1)
-        axes = given.numpy().astype(np.int64).reshape(-1).tolist() if given is not None else []
+        axes = given.data.astype(np.int64).reshape(-1).tolist() if given is not None else []
     if not axes:
         if node.attr("noop_with_empty_axes", 0):
             return None

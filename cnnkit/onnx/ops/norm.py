@@ -35,13 +35,13 @@ def batch_normalization(node: Node):
     if node.opset < 9 and node.attr("spatial", 1) != 1:
         raise node.unsupported("spatial=0 (statistics per element, not per channel)")
     if not batch_norm_training(node):
-        return F.batch_norm(x, mean.numpy(), var.numpy(), scale, bias, training=False, eps=eps)
+        return F.batch_norm(x, mean.data, var.data, scale, bias, training=False, eps=eps)
     if node.opset < 14:
         raise node.unsupported(
             "training outputs before opset 14 (saved mean and saved inverse standard deviation)"
         )
     m = float(node.attr("momentum", 0.9))  # ONNX's momentum weighs the old running value
-    running_mean, running_var = mean.numpy().copy(), var.numpy().copy()
+    running_mean, running_var = mean.data.copy(), var.data.copy()
     y = F.batch_norm(x, running_mean, running_var, scale, bias, training=True, momentum=1 - m, eps=eps)
     if node.n_outputs == 1:
         return y
@@ -50,7 +50,7 @@ def batch_normalization(node: Node):
     #   ONNX-15: rv' = m*rv + (1 - m) * var_batch
     # Undo the Bessel factor n / (n - 1) on cnnkit's batch term to give ONNX's value.
     n = x.size // x.shape[1]
-    old = m * var.numpy()
+    old = m * var.data
     onnx_var = old + (running_var - old) * ((n - 1) / n)
     return y, Tensor(running_mean), Tensor(onnx_var.astype(var.dtype))
 
@@ -58,8 +58,8 @@ def batch_normalization(node: Node):
 def dropout_settings(node: Node) -> tuple[float, bool]:
     """(ratio, training) of a Dropout node: attributes before opset 12, inputs from 12."""
     if node.opset >= 12:
-        ratio = float(node.input(1).numpy()) if node.input(1) is not None else 0.5
-        training = bool(node.input(2).numpy()) if node.input(2) is not None else False
+        ratio = float(node.input(1).data) if node.input(1) is not None else 0.5
+        training = bool(node.input(2).data) if node.input(2) is not None else False
         return ratio, training
     # Opset 6 says is_test=1 for inference; opsets 7 to 11 have no training mode.
     return float(node.attr("ratio", 0.5)), node.opset < 7 and not node.attr("is_test", 0)

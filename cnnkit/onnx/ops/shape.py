@@ -68,7 +68,7 @@ def constant_value(node: Node) -> np.ndarray:
 
 
 def _ints(t: Tensor | None) -> list[int]:
-    return [] if t is None else t.numpy().astype(np.int64).reshape(-1).tolist()
+    return [] if t is None else t.data.astype(np.int64).reshape(-1).tolist()
 
 
 # --------------------------------------------------------------------------- shape computing
@@ -85,7 +85,7 @@ def shape(node: Node) -> Tensor:
 
 
 def gather(node: Node) -> Tensor:
-    x, indices = node.input(0), node.input(1).numpy().astype(np.int64)
+    x, indices = node.input(0), node.input(1).data.astype(np.int64)
     axis = int(node.attr("axis", 0)) % x.ndim
     n = x.shape[axis]
     if indices.size and (indices.min() < -n or indices.max() >= n):
@@ -144,7 +144,7 @@ def cast(node: Node) -> Tensor:
         )
     if x.dtype.kind == "f" and dtype.kind == "f":
         return F.cast(x, dtype)
-    return Tensor(x.numpy().astype(dtype))  # to or from integers: no gradient to carry
+    return Tensor(x.data.astype(dtype))  # to or from integers: no gradient to carry
 
 
 # --------------------------------------------------------------------------- data movement
@@ -212,7 +212,7 @@ def pad(node: Node) -> Tensor:
         axes = list(range(x.ndim))
     else:
         pads = _ints(node.input(1))
-        value = node.input(2).numpy().reshape(-1)[0].item() if node.input(2) is not None else 0
+        value = node.input(2).data.reshape(-1)[0].item() if node.input(2) is not None else 0
         axes = _ints(node.input(3)) if node.opset >= 18 and node.input(3) is not None else list(range(x.ndim))
     if mode not in _PAD_MODES or (mode == "wrap" and node.opset < 19):
         raise node.unsupported(f"pad mode {mode!r}")
