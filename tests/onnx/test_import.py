@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import cnnkit
 import cnnkit.functional as F
 from cnnkit import Tensor, models, nn, optim
 from cnnkit.errors import OnnxFileError, OnnxUnsupportedError, ShapeError
