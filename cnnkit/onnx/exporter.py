@@ -233,8 +233,8 @@ def _adaptive(reduce_op: str, global_op: str, pool_op: str) -> Callable:
             parts = [w.reduce(reduce_op, w.slice(value, [a], [b], [axis], [1], f"slice{axis}_{i}"),
                               [axis], True, f"{reduce_op.lower()}{axis}_{i}")
                      for i, (a, b) in enumerate(bounds)]
-            value = w.add("Concat", parts, f"concat{axis}", axis=axis)
-        return w.add("Identity", [value])
+            value = w.add("Concat", parts, "concat_rows" if axis == 2 else None, axis=axis)
+        return value
 
     return emit
 
@@ -258,8 +258,9 @@ def _linear(w: _Writer, fn, xs) -> str:
     if fn.inputs[0].ndim == 2:
         return w.add("Gemm", xs, transB=1)
     weight_t = w.add("Transpose", [xs[1]], "weight_t", perm=[1, 0])
-    y = w.add("MatMul", [xs[0], weight_t], "matmul")
-    return w.add("Add", [y, xs[2]]) if len(xs) == 3 else w.add("Identity", [y])
+    if len(xs) == 2:
+        return w.add("MatMul", [xs[0], weight_t])
+    return w.add("Add", [w.add("MatMul", [xs[0], weight_t], "matmul"), xs[2]])
 
 
 def _batch_norm(w: _Writer, fn, xs) -> str:

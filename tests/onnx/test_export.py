@@ -108,6 +108,9 @@ def test_opsets(opset, tmp_path, rng):
     _check_in_onnxruntime(model, path, (3, 12, 12), rng)
 
 
+_amax = getattr(F, "amax", F.max)  # the largest values over an axis (F.max before torch's API)
+
+
 class _Kitchen(nn.Module):
     """One layer or op of each kind the exporter writes, in one graph."""
 
@@ -137,11 +140,11 @@ class _Kitchen(nn.Module):
         a = F.adaptive_avg_pool2d(p, (4, 5)) + F.adaptive_max_pool2d(p, (4, 5))  # unequal windows
         v = F.cat([F.adaptive_avg_pool2d(t, 1), F.adaptive_max_pool2d(t, 1),
                    F.adaptive_max_pool2d(t, (2, 2))[:, :, :1, 1:]], 1)
-        w = self.drop(F.flatten(F.adaptive_avg_pool2d(a, 1)))      # (N, 8)
-        w = self.fc(w + F.flatten(v).sum(axis=1, keepdims=True))   # (N, 5)
+        w = self.drop(F.flatten(F.adaptive_avg_pool2d(a, 1), 1))   # (N, 8)
+        w = self.fc(w + F.flatten(v, 1).sum(axis=1, keepdims=True))  # (N, 5)
         s = F.stack([w, F.exp(-F.abs(w)), F.sqrt(w * w + 1.0)], 1)  # (N, 3, 5)
         s = F.softmax(s, 1) + F.log_softmax(s, -1) / 10.0
-        s = F.transpose(s, (0, 2, 1)).mean(axis=1) + s.max(axis=2)  # (N, 3)
+        s = s.permute(0, 2, 1).mean(axis=1) + _amax(s, 2)         # (N, 3)
         h = self.head(F.reshape(F.stack([s] * 5, 2), (-1, 15)))    # (N, 6)
         g = F.linear(s[:, None, :], self.head.weight[:, :3])       # a Linear on 3-D input
         return h + F.reshape(g, (-1, 6)) + F.log(F.pow(F.abs(h) + 1.0, 2.0)) / (h * h + 1.0)
@@ -196,7 +199,7 @@ class _Net(nn.Module):
         self.block = nn.Sequential(nn.ReLU(), inner)
 
     def forward(self, x):
-        return F.flatten(self.block(self.conv(x)))
+        return F.flatten(self.block(self.conv(x)), 1)
 
 
 class _TrainingDropout(nn.Module):
