@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import nn
 from ..nn import Parameter
+from ..nn.resize import sync_sizes
 from ..tensor import Tensor
 from .ops import Node, translate
 from .ops.conv import cnnkit_padding, explicit_pads
@@ -165,7 +166,8 @@ def _conv(spec: NodeSpec) -> nn.Module | None:
         return None
     groups = int(spec.attr("group", 1))
     # Built with the smallest channels its groups allow (so no large random init is drawn),
-    # then given the file's weights and sizes, the way prune resizes a layer.
+    # then given the file's weights and sizes. (nn.resize.sync_sizes cannot be used here: it
+    # reads groups == in == out as depthwise, which this small layer would look like.)
     layer = nn.Conv2d(groups, groups, (KH, KW), strides, padding, dilations, groups,
                       bias=2 in spec.weights, dtype=w.dtype)
     layer.in_channels, layer.out_channels = Cg * groups, F_
@@ -186,9 +188,9 @@ def _gemm(spec: NodeSpec) -> nn.Module | None:
     out_features, in_features = b.shape
     if c is not None and (c.shape != (out_features,) or 2 not in spec.weights):
         return None
-    layer = nn.Linear(1, 1, bias=c is not None, dtype=b.dtype)  # sized below, as for Conv2d
-    layer.in_features, layer.out_features = in_features, out_features
+    layer = nn.Linear(1, 1, bias=c is not None, dtype=b.dtype)  # no large random init; sized below
     layer.weight = spec.weights[1]
+    sync_sizes(layer)
     if c is not None:
         layer.bias = spec.weights[2]
     return layer
