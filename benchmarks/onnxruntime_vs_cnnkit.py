@@ -65,7 +65,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for name in args.models:
         shape, batches = CASES[name]
-        model = cnnkit.models.get_model(name, rng=rng).eval()
+        model = cnnkit.models.get_model(name, generator=rng).eval()
         with tempfile.TemporaryDirectory() as tmp:
             path = cnnkit.onnx.export(model, Path(tmp) / f"{name}.onnx", shape)
             options = ort.SessionOptions()

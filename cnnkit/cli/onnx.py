@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import onnx as cnnkit_onnx
 from .main import positive_int
-from .targets import load_target, wrote
+from .targets import INFERENCE_KEYS, load_target, wrote
 
 __all__ = ["add_commands", "export_command"]
 
@@ -31,9 +31,12 @@ def add_commands(sub) -> None:
 
 def export_command(args) -> int:
     target = load_target(args.checkpoint, args.input_shape)
-    preprocessing = {"mean": list(target.mean), "std": list(target.std), "scale": 1 / 255}
-    if target.dataset:
-        preprocessing["dataset"] = target.dataset
+    # What the checkpoint says of its inputs and task, for whoever runs the file (and for
+    # `cnnkit predict/evaluate model.onnx`): the checkpoint's keys, its image spec as "image".
+    preprocessing = {k: v for k, v in target.extra.items() if k in INFERENCE_KEYS and k not in ("classes", "preprocessing")}
+    preprocessing.update({"mean": list(target.mean), "std": list(target.std), "scale": 1 / 255})
+    if "preprocessing" in target.extra:
+        preprocessing["image"] = target.extra["preprocessing"]
     path = cnnkit_onnx.export(
         target.model, Path(args.output), target.input_shape, opset=args.opset,
         dynamic_batch=not args.fixed_batch, class_names=target.classes or None, preprocessing=preprocessing,

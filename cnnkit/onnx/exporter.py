@@ -517,8 +517,8 @@ def _metadata(class_names, preprocessing, input_shape, model) -> dict[str, str]:
     meta = {"cnnkit.version": _version(), "cnnkit.model": type(model).__name__}
     if class_names is not None:
         meta["cnnkit.classes"] = json.dumps([str(c) for c in class_names])
-    pre = {"input_shape": list(input_shape), "layout": "NCHW"}
-    pre.update(dict(preprocessing or {}))
+    pre = dict(preprocessing or {})
+    pre.update({"input_shape": list(input_shape), "layout": "NCHW"})  # what the file really takes
     meta["cnnkit.preprocessing"] = json.dumps(pre, default=lambda v: np.asarray(v).tolist())
     return meta
 

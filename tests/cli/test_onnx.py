@@ -115,5 +115,5 @@ def test_export_of_a_zoo_model_by_name(tmp_path, capsys):
     x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
     session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
     with no_grad():
-        expected = models.resnet20(rng=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
+        expected = models.resnet20(generator=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)

@@ -40,7 +40,7 @@ def _check_in_onnxruntime(model, path, shape, rng, batches=BATCHES) -> None:
 
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_zoo_model_runs_in_onnxruntime_like_cnnkit(name, tmp_path, rng):
-    model = randomize_batchnorm(models.get_model(name, num_classes=10, rng=rng), rng).eval()
+    model = randomize_batchnorm(models.get_model(name, num_classes=10, generator=rng), rng).eval()
     shape = _input_shape(name)
     # onnxruntime is the judge here; export's own check by cnnkit's importer runs in the
     # round-trip tests (test_import.py) and everywhere else.
@@ -50,16 +50,16 @@ def test_every_zoo_model_runs_in_onnxruntime_like_cnnkit(name, tmp_path, rng):
 
 def test_pruned_models_run_in_onnxruntime(tmp_path, rng):
     for name in ("lenet5", "resnet20"):
-        model = randomize_batchnorm(models.get_model(name, rng=rng), rng).eval()
+        model = randomize_batchnorm(models.get_model(name, generator=rng), rng).eval()
         shape = models.default_input_shape(name)
-        pruned = prune_channels(model, 0.5, input_shape=shape, rng=rng).eval()
+        pruned = prune_channels(model, 0.5, input_shape=shape, generator=rng).eval()
         assert sum(p.size for p in pruned.parameters()) < sum(p.size for p in model.parameters())
         path = export(pruned, tmp_path / f"{name}_pruned.onnx", shape)
         _check_in_onnxruntime(pruned, path, shape, rng)
 
 
 def test_fully_convolutional_model_runs_in_onnxruntime_on_larger_images(tmp_path, rng):
-    fcn = to_fully_convolutional(models.lenet5(rng=rng).eval(), (1, 28, 28)).eval()
+    fcn = to_fully_convolutional(models.lenet5(generator=rng).eval(), (1, 28, 28)).eval()
     path = export(fcn, tmp_path / "lenet5_fcn.onnx", (1, 36, 44))
     x = rng.standard_normal((2, 1, 36, 44)).astype(np.float32)
     scores = run_onnxruntime(path, x)
@@ -68,7 +68,7 @@ def test_fully_convolutional_model_runs_in_onnxruntime_on_larger_images(tmp_path
 
 
 def test_file_passes_onnx_checks_and_says_its_shapes(tmp_path, rng):
-    path = export(models.lenet5(rng=rng), tmp_path / "lenet5.onnx", (1, 28, 28))
+    path = export(models.lenet5(generator=rng), tmp_path / "lenet5.onnx", (1, 28, 28))
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -82,7 +82,7 @@ def test_file_passes_onnx_checks_and_says_its_shapes(tmp_path, rng):
 
 def test_metadata_carries_class_names_and_preprocessing(tmp_path, rng):
     names = [f"digit {i}" for i in range(10)]
-    path = export(models.lenet5(rng=rng), tmp_path / "m.onnx", (1, 28, 28), class_names=names,
+    path = export(models.lenet5(generator=rng), tmp_path / "m.onnx", (1, 28, 28), class_names=names,
                   preprocessing={"mean": [0.1307], "std": [0.3081], "scale": 1 / 255})
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["cnnkit.classes"]) == names
@@ -93,7 +93,7 @@ def test_metadata_carries_class_names_and_preprocessing(tmp_path, rng):
 
 
 def test_fixed_batch(tmp_path, rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     path = export(model, tmp_path / "m.onnx", (1, 28, 28), dynamic_batch=False)
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 1, 28, 28]
@@ -116,16 +116,16 @@ class _Kitchen(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1, rng=rng)
-        self.strided = nn.Conv2d(8, 8, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2, rng=rng)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, generator=rng)
+        self.strided = nn.Conv2d(8, 8, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2, generator=rng)
         self.bn = nn.BatchNorm2d(8)
-        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, rng=rng)
+        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, generator=rng)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
         self.avg = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
         self.lp = nn.LPPool2d(2, 2)
         self.drop = nn.Dropout(0.3)
-        self.fc = nn.Linear(8, 5, rng=rng)
-        self.head = nn.Linear(5 * 3, 6, rng=rng)
+        self.fc = nn.Linear(8, 5, generator=rng)
+        self.head = nn.Linear(5 * 3, 6, generator=rng)
         randomize_batchnorm(self, rng)
 
     def forward(self, x):
@@ -164,7 +164,7 @@ def test_circular_padding_needs_opset_19(tmp_path, rng):
     class Wrap(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(2, 2, 3, rng=rng)
+            self.conv = nn.Conv2d(2, 2, 3, generator=rng)
 
         def forward(self, x):
             return self.conv(F.pad(x, (1, 1, 1, 1), mode="circular"))

@@ -19,7 +19,7 @@ from .conftest import onnx
 
 @pytest.fixture
 def lenet_path(tmp_path, rng):
-    return export(models.lenet5(rng=rng), tmp_path / "lenet5.onnx", (1, 28, 28))
+    return export(models.lenet5(generator=rng), tmp_path / "lenet5.onnx", (1, 28, 28))
 
 
 def _relu_model(opset=17, **graph_kwargs):
@@ -122,7 +122,7 @@ def _external(tmp_path, location: str, nbytes: int = 16, dims=(4,)) -> onnx.Mode
 
 
 def test_external_data_round_trip_and_missing(tmp_path, rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     path = export(model, tmp_path / "a" / "lenet5.onnx", (1, 28, 28))
     proto = onnx.load(str(path))
     onnx.save_model(proto, str(tmp_path / "b.onnx"), save_as_external_data=True, location="b.weights",

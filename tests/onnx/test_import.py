@@ -26,7 +26,7 @@ ROUND_TRIPS = {  # model -> input shape (small inputs: the same graph as at 224x
 
 @pytest.mark.parametrize("name", list(ROUND_TRIPS))
 def test_round_trip_gives_identical_outputs_and_state_dict_keys(name, tmp_path, rng):
-    model = randomize_batchnorm(models.get_model(name, num_classes=10, rng=rng), rng).eval()
+    model = randomize_batchnorm(models.get_model(name, num_classes=10, generator=rng), rng).eval()
     shape = ROUND_TRIPS[name]
     imported = load(export(model, tmp_path / f"{name}.onnx", shape))
     assert isinstance(imported, OnnxModel) and not imported.training
@@ -41,7 +41,7 @@ def test_round_trip_gives_identical_outputs_and_state_dict_keys(name, tmp_path, 
 
 @pytest.fixture
 def lenet_onnx(tmp_path, rng):
-    model = models.lenet5(rng=rng).eval()
+    model = models.lenet5(generator=rng).eval()
     return model, export(model, tmp_path / "lenet5.onnx", (1, 28, 28))
 
 
@@ -65,7 +65,7 @@ def test_imported_model_is_visualized_and_traced(lenet_onnx):
 
 def test_imported_model_can_be_pruned_and_exported_again(lenet_onnx, tmp_path, rng):
     imported = load(lenet_onnx[1])
-    pruned = prune_channels(imported, 0.5, input_shape=(1, 28, 28), rng=rng)
+    pruned = prune_channels(imported, 0.5, input_shape=(1, 28, 28), generator=rng)
     assert pruned.get_submodule("features.0").out_channels == 3
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     path = export(pruned, tmp_path / "pruned.onnx", (1, 28, 28))
@@ -91,8 +91,8 @@ def test_imported_model_can_be_fine_tuned(lenet_onnx, rng):
 
 
 def test_batchnorm_and_dropout_train_after_import(tmp_path, rng):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                          nn.Dropout(0.5), nn.Linear(4 * 4 * 4, 3, rng=rng)).eval()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, generator=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Dropout(0.5), nn.Linear(4 * 4 * 4, 3, generator=rng)).eval()
     imported = load(export(model, tmp_path / "m.onnx", (1, 6, 6)))
     assert isinstance(imported.get_submodule("1"), nn.BatchNorm2d)
     assert isinstance(imported.get_submodule("4"), nn.Dropout) and imported.get_submodule("4").p == 0.5
