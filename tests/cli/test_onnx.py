@@ -17,6 +17,7 @@ from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load_checkpoint
 
 from ..conftest import MNIST_EXTRA
+from .test_owndata import make_signs
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -88,7 +89,9 @@ def test_predict_summary_and_feature_maps_of_an_onnx_file_match_the_checkpoint(
 def test_evaluate_an_onnx_file_on_its_dataset(lenet_checkpoint, tmp_path, capsys):
     path = tmp_path / "lenet5.onnx"
     ok(["export", lenet_checkpoint, "-o", path], capsys)
-    assert ok(["evaluate", path], capsys) == ok(["evaluate", lenet_checkpoint], capsys)
+    mine, theirs = ok(["evaluate", path], capsys), ok(["evaluate", lenet_checkpoint], capsys)
+    assert mine.splitlines()[0] == "lenet5.onnx on the mnist test split (10,000 images):"
+    assert mine.splitlines()[1:] == theirs.splitlines()[1:]
 
 
 def test_bad_onnx_files_end_in_one_line(tmp_path, digit_png, capsys, lenet_checkpoint):
@@ -117,3 +120,18 @@ def test_export_of_a_zoo_model_by_name(tmp_path, capsys):
     with no_grad():
         expected = models.resnet20(generator=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_folder_trained_binary_model_predicts_and_evaluates_the_same_from_onnx(tmp_path, capsys):
+    """The export carries the checkpoint's task (binary, threshold) and image spec (RGB 30x30)."""
+    root = make_signs(tmp_path / "signs", 12)
+    out = tmp_path / "run"
+    ok(["train", "lenet5", "--data", root, "--task", "binary", "--epochs", "1", "--batch-size", "8", "--out", out,
+        "--workers", "0"], capsys)
+    ckpt, path = out / "best.safetensors", tmp_path / "signs.onnx"
+    ok(["export", ckpt, "-o", path], capsys)
+    pre = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["cnnkit.preprocessing"])
+    assert pre["task"] == {"type": "binary", "threshold": 0.5} and pre["image"]["size"] == [30, 30]
+    assert ok(["predict", path, root / "sign"], capsys) == ok(["predict", ckpt, root / "sign"], capsys)
+    mine, theirs = ok(["evaluate", path, "--data", root], capsys), ok(["evaluate", ckpt, "--data", root], capsys)
+    assert mine.splitlines()[1:] == theirs.splitlines()[1:]
