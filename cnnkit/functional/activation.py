@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import dispatch
 from ..backend.kernels import elementwise
 from ..function import Function
 from ..tensor import Tensor
 from .dims import normalize_dim
-from .math import as_floating
+from .dtypes import as_floating, cast
 
 __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
 
@@ -188,14 +190,25 @@ def tanh(x) -> Tensor:
     return TanhOp()(as_floating(x))
 
 
-def softmax(x, dim: int = -1) -> Tensor:
+def softmax(x, dim: int = -1, dtype=None) -> Tensor:
     """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis).
 
-    Integer inputs become the default float dtype first.
+    Integer inputs become the default float dtype first; with ``dtype`` (a float dtype)
+    the input is cast to it first, differentiably, as torch.softmax(x, dim, dtype=...).
     """
-    return SoftmaxOp(dim)(as_floating(x))
+    return SoftmaxOp(dim)(_input_as(x, dtype, "softmax"))
 
 
-def log_softmax(x, dim: int = -1) -> Tensor:
-    """Log-softmax along ``dim``, computed stably (integer inputs become the default float dtype)."""
-    return LogSoftmaxOp(dim)(as_floating(x))
+def log_softmax(x, dim: int = -1, dtype=None) -> Tensor:
+    """Log-softmax along ``dim``, computed stably (integer inputs become the default float
+    dtype; ``dtype`` casts the input first, as in PyTorch)."""
+    return LogSoftmaxOp(dim)(_input_as(x, dtype, "log_softmax"))
+
+
+def _input_as(x, dtype, op: str) -> Tensor:
+    if dtype is None:
+        return as_floating(x)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{op} expects a floating dtype, got {dtype}")
+    return cast(x, dtype)

@@ -10,14 +10,13 @@ Reductions (sum, mean, max, ...) are in ``reduction.py``.
 
 from __future__ import annotations
 
-from functools import reduce
-
 import numpy as np
 
 from .. import config
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_tensor
+from .dtypes import as_floating, cast, result_type, to_dtype
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul",
@@ -104,6 +103,42 @@ class DivOp(Function):
             ga = sum_to(gy / self.b, self.a.shape) if need_a else None
             gb = sum_to(-gy * self.a / (self.b * self.b), self.b.shape) if need_b else None
         return ga, gb
+
+
+class RoundingDivOp(Function):
+    """Division rounded to a whole number: torch.div(a, b, rounding_mode="trunc" | "floor").
+
+    forward:  y = trunc(a / b) or floor(a / b), with broadcasting. Floats: floor is
+              Python's floor division (as PyTorch's, exact where floor(a / b) is not),
+              x / 0 gives inf or NaN; integers stay integers (dividing by 0 raises).
+    backward: ga = sum_to(gy * 0, a.shape), gb = sum_to(gy * 0, b.shape)  (PyTorch's rule:
+              the result is piecewise constant; a NaN or inf upstream still gives NaN)
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def forward(self, a, b):
+        xp = self.xp
+        self.a_shape, self.b_shape = a.shape, b.shape
+        if a.dtype.kind == "b":
+            raise TypeError(f"div(rounding_mode={self.mode!r}) is not defined for bool tensors, as in PyTorch")
+        if a.dtype.kind in "iu":
+            if (b == 0).any():
+                raise ZeroDivisionError(f"div(rounding_mode={self.mode!r}): integer division by zero")
+            q = xp.floor_divide(a, b)
+            if self.mode == "trunc":  # floor and trunc differ where the exact quotient is negative
+                q = q + ((q < 0) & (q * b != a)).astype(q.dtype)
+            return q
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.floor_divide(a, b) if self.mode == "floor" else xp.trunc(a / b)
+
+    def backward(self, gy):
+        need_a, need_b = self.needs_input_grad
+        with np.errstate(invalid="ignore"):
+            zero = gy * 0
+        return (sum_to(zero, self.a_shape) if need_a else None,
+                sum_to(zero, self.b_shape) if need_b else None)
 
 
 class PowOp(Function):
@@ -250,60 +285,6 @@ def _sign(x):
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
-class CastOp(Function):
-    """Change dtype. forward: y = x.astype(dtype);  backward: gx = gy.astype(x.dtype)"""
-
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-
-    def forward(self, x):
-        self.x_dtype = x.dtype
-        return x.astype(self.dtype)
-
-    def backward(self, gy):
-        return gy.astype(self.x_dtype)
-
-
-def _category(dtype) -> int:
-    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}[dtype.kind]
-
-
-def _promote_types(a, b):
-    """PyTorch's promote_types: a higher kind wins outright (int64 with float32 is float32)."""
-    ca, cb = _category(a), _category(b)
-    if ca != cb:
-        return a if ca > cb else b
-    return np.promote_types(a, b)
-
-
-def result_type(*arrays) -> np.dtype:
-    """The dtype of an elementwise op on ``arrays``, by PyTorch's rules (``torch.result_type``).
-
-    Dimensioned operands decide; 0-d operands (and Python scalars, already made 0-d
-    arrays) only count when they are of a higher kind (bool < int < float): a 0-d
-    float64 tensor times a float32 matrix is float32, an int matrix times 2.5 is the
-    default float dtype.
-    """
-    dims = [a.dtype for a in arrays if a.ndim]
-    zeros = [a.dtype for a in arrays if not a.ndim]
-    if not dims:
-        return reduce(_promote_types, zeros)
-    dim_type = reduce(_promote_types, dims)
-    if zeros:
-        zero_type = reduce(_promote_types, zeros)
-        if _category(zero_type) > _category(dim_type):
-            return _promote_types(dim_type, zero_type)
-    return dim_type
-
-
-def _to_dtype(t: Tensor, dtype) -> Tensor:
-    if t.dtype == dtype:
-        return t
-    if t.requires_grad:
-        return CastOp(dtype)(t)
-    return Tensor._wrap(t.data.astype(dtype))
-
-
 def _binary(op_cls, a, b, floating: bool = False) -> Tensor:
     # Python scalars take the tensor operand's dtype so float32 stays float32.
     like = a.data if isinstance(a, Tensor) else b.data if isinstance(b, Tensor) else None
@@ -312,33 +293,64 @@ def _binary(op_cls, a, b, floating: bool = False) -> Tensor:
         dtype = result_type(a.data, b.data)
         if floating and dtype.kind != "f":  # true division of integers: the default float dtype
             dtype = config.get_default_dtype()
-        a, b = _to_dtype(a, dtype), _to_dtype(b, dtype)
+        a, b = to_dtype(a, dtype), to_dtype(b, dtype)
     return op_cls()(a, b)
 
 
-def as_floating(x) -> Tensor:
-    """x as a tensor; integer and bool tensors become the default float dtype (as torch.exp)."""
-    x = as_tensor(x)
-    if x.dtype.kind in "biu":
-        return Tensor._wrap(x.data.astype(config.get_default_dtype()))
-    return x
+def add(a, b, *, alpha=1) -> Tensor:
+    """a + alpha * b, as torch.add."""
+    return _binary(AddOp, a, _scaled(a, b, alpha, "add"))
 
 
-def add(a, b) -> Tensor:
-    return _binary(AddOp, a, b)
+def sub(a, b, *, alpha=1) -> Tensor:
+    """a - alpha * b, as torch.sub (bool operands are refused, as in PyTorch: use ``~``)."""
+    if _is_bool(a) or _is_bool(b):
+        raise TypeError("sub: subtraction with a bool tensor is not supported (as in PyTorch); "
+                        "to invert a mask use ~ or logical_not")
+    return _binary(SubOp, a, _scaled(a, b, alpha, "sub"))
 
 
-def sub(a, b) -> Tensor:
-    return _binary(SubOp, a, b)
+def _is_bool(x) -> bool:
+    return isinstance(x, (bool, np.bool_)) or getattr(x, "dtype", None) == np.bool_
+
+
+def _scaled(a, b, alpha, op: str):
+    """alpha * b in the dtype of the result, with PyTorch's checks of alpha's type."""
+    if alpha == 1 and not isinstance(alpha, (bool, np.bool_)):
+        return b
+    like = a.data if isinstance(a, Tensor) else b.data if isinstance(b, Tensor) else None
+    ta, tb = as_tensor(a, like=like), as_tensor(b, like=like)
+    dtype = result_type(ta.data, tb.data)
+    if dtype.kind in "biu" and isinstance(alpha, (float, np.floating)):
+        raise TypeError(f"{op}: alpha={alpha!r} is a float but the result is {dtype}: "
+                        "an integer result takes an integer alpha, as in PyTorch")
+    if dtype.kind == "b":  # a bool result: alpha only says whether b counts
+        return Tensor._wrap(tb.data & bool(alpha))
+    if isinstance(alpha, (bool, np.bool_)):
+        raise TypeError(f"{op}: a bool alpha is only allowed for a bool result, got alpha={alpha!r} "
+                        f"for a {dtype} result (as in PyTorch)")
+    return mul(to_dtype(tb, dtype), alpha)
 
 
 def mul(a, b) -> Tensor:
     return _binary(MulOp, a, b)
 
 
-def div(a, b) -> Tensor:
-    """True division, as torch.div: integer operands give the default float dtype."""
-    return _binary(DivOp, a, b, floating=True)
+def div(a, b, *, rounding_mode: str | None = None) -> Tensor:
+    """Division, as torch.div.
+
+    ``rounding_mode=None``: true division (integer operands give the default float
+    dtype). ``"trunc"`` / ``"floor"``: the quotient rounded toward zero / down, in the
+    operands' dtype (integers stay integers), with gradient 0 as PyTorch's.
+
+    Raises:
+        ValueError: another rounding_mode. ZeroDivisionError: a rounded integer division by 0.
+    """
+    if rounding_mode is None:
+        return _binary(DivOp, a, b, floating=True)
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"div expects rounding_mode None, 'trunc' or 'floor', got {rounding_mode!r}")
+    return _binary(lambda: RoundingDivOp(rounding_mode), a, b)
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - PyTorch's name
@@ -383,12 +395,3 @@ def abs(x) -> Tensor:  # noqa: A001
 def sign(x) -> Tensor:
     """-1, 0 or 1 per element (0 at NaN, as torch.sign); its gradient is 0 everywhere."""
     return SignOp()(x)
-
-
-def cast(x, dtype) -> Tensor:
-    """Convert to ``dtype``; differentiable between floating dtypes, a constant otherwise."""
-    x = as_tensor(x)
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":  # integer outputs have no gradient, as in PyTorch
-        return Tensor._wrap(x.data.astype(dtype))
-    return CastOp(dtype)(x)

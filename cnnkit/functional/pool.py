@@ -384,8 +384,8 @@ def avg_pool2d(
 ) -> Tensor:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``."""
     g = _PoolGeometry("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
-    if divisor_override is not None and divisor_override <= 0:
-        raise ValueError(f"avg_pool2d expects divisor_override > 0, got {divisor_override}")
+    if divisor_override is not None and divisor_override == 0:  # a negative one flips signs, as in PyTorch
+        raise ValueError("avg_pool2d expects a nonzero divisor_override, got 0")
     return _pool_unbatched(
         x, "avg_pool2d", lambda t: AvgPool2dOp(g, count_include_pad, divisor_override)(t)
     )

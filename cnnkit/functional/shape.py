@@ -14,7 +14,7 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim
-from .math import cast, result_type
+from .dtypes import cast, result_type
 
 __all__ = [
     "reshape", "transpose", "permute", "squeeze", "unsqueeze", "getitem", "flatten", "pad",
@@ -353,9 +353,11 @@ def cat(tensors: Sequence, dim: int = 0) -> Tensor:
         DimensionError: ``dim`` out of range.
     """
     tensors = _same_dtype("cat", tensors)
-    if tensors[0].ndim == 0:
+    if any(t.ndim == 0 for t in tensors):
         raise ShapeError("cat cannot concatenate 0-d tensors (they have no dimension to join); use stack")
-    return ConcatOp(normalize_dim(dim, tensors[0].ndim, "cat"))(*tensors)
+    # PyTorch's legacy rule: a 1-D empty tensor (shape (0,)) joins anything, by being skipped.
+    joined = [t for t in tensors if t.shape != (0,)] or tensors[:1]
+    return ConcatOp(normalize_dim(dim, joined[0].ndim, "cat"))(*joined)
 
 
 def stack(tensors: Sequence, dim: int = 0) -> Tensor:

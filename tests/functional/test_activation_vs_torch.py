@@ -15,7 +15,7 @@ from cnnkit import Tensor  # noqa: E402
 from cnnkit.errors import DimensionError  # noqa: E402
 
 from .inputs import channel_major, normal, with_nans, with_zeros  # noqa: E402
-from .torch_compare import TF, Case, cases, check_op, dtypes, same_error, unary  # noqa: E402
+from .torch_compare import TF, TORCH_DTYPE, Case, cases, check_op, dtypes, same_error, unary  # noqa: E402
 
 
 def _activation_cases() -> list[Case]:
@@ -100,3 +100,27 @@ def test_softmax_of_integers_is_the_softmax_of_their_float32_values(fn):
     theirs = getattr(TF, fn)(torch.from_numpy(x).float(), 1)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("source, target", [(np.float32, np.float64), (np.float64, np.float32), (np.int64, np.float64)])
+def test_softmax_dtype_argument_casts_first_like_torch(fn, source, target, rng):
+    x = (rng.standard_normal((3, 4)) * 3).astype(source)
+    grad = source != np.int64  # the cast is differentiable: the gradient comes back in the input's dtype
+    cx, tx = Tensor(x, requires_grad=grad), torch.from_numpy(x)
+    tx = (tx.double() if source == np.int64 else tx).requires_grad_(grad)
+    ours = getattr(F, fn)(cx, 1, dtype=target)
+    theirs = getattr(TF, fn)(tx, 1, dtype=TORCH_DTYPE[np.dtype(target)])
+    assert ours.dtype == np.dtype(target)
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-6, atol=1e-7)
+    if grad:
+        gy = rng.standard_normal((3, 4)).astype(target)
+        ours.backward(gy)
+        theirs.backward(torch.from_numpy(gy))
+        assert cx.grad.dtype == np.dtype(source)
+        np.testing.assert_allclose(cx.grad, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_refuses_an_integer_dtype_like_torch():
+    same_error(lambda: F.softmax(Tensor(np.ones(3)), 0, dtype=np.int64),
+               lambda: TF.softmax(torch.ones(3), 0, dtype=torch.int64), TypeError, "floating dtype")

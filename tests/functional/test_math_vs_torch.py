@@ -351,3 +351,89 @@ def test_integer_sums_are_int64_like_torch():
     for x in [np.array([True, True, False]), np.arange(4, dtype=np.uint8), np.arange(4, dtype=np.int32)]:
         ours, theirs = Tensor(x).sum(), torch.from_numpy(x).sum()
         assert TORCH_OF[ours.dtype] == theirs.dtype and ours.item() == theirs.item()
+
+
+# --------------------------------------------------------------------------- div rounding_mode, add/sub alpha
+ROUNDING_DTYPES = [np.float32, np.float64, np.int64, np.int32, np.int8, np.uint8]
+
+
+@pytest.mark.parametrize("mode", ["trunc", "floor"])
+@pytest.mark.parametrize("dtype", ROUNDING_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_div_rounding_modes_match_torch(mode, dtype, rng):
+    """torch.div(a, b, rounding_mode=...): values, dtype (integers stay integers), x/0 for floats."""
+    if np.dtype(dtype).kind == "f":
+        a = (rng.standard_normal((4, 5)) * 5).astype(dtype)
+        b = rng.standard_normal(5).astype(dtype)
+        a[0, 0], b[0], b[1] = 0.0, 0.0, -0.0  # 0/0 is NaN, x/0 and x/-0 are +-inf
+    else:
+        low = 0 if dtype == np.uint8 else -9
+        a = rng.integers(low, 10, (4, 5)).astype(dtype)
+        b = rng.integers(1, 5, 5).astype(dtype)
+        if low:
+            b[1] = -3
+    ours = F.div(Tensor(a), Tensor(b), rounding_mode=mode)
+    theirs = torch.div(torch.from_numpy(a), torch.from_numpy(b), rounding_mode=mode)
+    assert TORCH_OF[ours.dtype] == theirs.dtype
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+@pytest.mark.parametrize("mode", ["trunc", "floor"])
+@pytest.mark.parametrize("other", [2, 2.5, -3, "int32", "float32", "float64"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_div_rounding_modes_promote_like_torch(mode, other, dtype):
+    a = np.array([7, -7, 5, -5, 0], dtype=dtype)
+    b = np.array([2, 2, -3, -3, 4], dtype=other) if isinstance(other, str) else other
+    ours = F.div(Tensor(a), Tensor(b) if isinstance(other, str) else b, rounding_mode=mode)
+    theirs = torch.div(torch.from_numpy(a), torch.from_numpy(b) if isinstance(other, str) else b, rounding_mode=mode)
+    assert TORCH_OF[ours.dtype] == theirs.dtype
+    np.testing.assert_allclose(ours.data, theirs.numpy())
+
+
+@pytest.mark.parametrize("mode", ["trunc", "floor"])
+def test_div_rounding_mode_gradient_is_zero_like_torch(mode, rng):
+    check_op(lambda a, b: F.div(a, b, rounding_mode=mode), lambda a, b: torch.div(a, b, rounding_mode=mode),
+             [normal(3, 4)(rng) * 4, away_from_zero(4)(rng)], dtype=np.float64, rng=rng)
+
+
+def test_div_rounding_mode_errors_match_torch():
+    ints = np.array([1, 2], dtype=np.int64)
+    same_error(lambda: F.div(Tensor(ints), Tensor(np.zeros(2, np.int64)), rounding_mode="floor"),
+               lambda: torch.div(torch.from_numpy(ints), torch.zeros(2, dtype=torch.int64), rounding_mode="floor"),
+               ZeroDivisionError, "integer division by zero")
+    same_error(lambda: F.div(Tensor(np.ones(2)), 2.0, rounding_mode="round"),
+               lambda: torch.div(torch.ones(2), 2.0, rounding_mode="round"), ValueError, "rounding_mode")
+
+
+ALPHA_DTYPES = [np.bool_, np.int64, np.int32, np.float32, np.float64]
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+@pytest.mark.parametrize("alpha", [2, -1, 0.5, True, 0])
+def test_add_sub_alpha_match_torch(op, alpha):
+    """torch.add/sub(a, b, alpha=...): values and dtypes, and the same refusals (a float alpha
+    for an integer result, a bool alpha for a non-bool result, bool subtraction)."""
+    for da, db in itertools.product(ALPHA_DTYPES, repeat=2):
+        a, b = np.array([1, 2, 3]).astype(da), np.array([1, 0, 1]).astype(db)
+        try:
+            theirs = getattr(torch, op)(torch.from_numpy(a), torch.from_numpy(b), alpha=alpha)
+        except RuntimeError:
+            with pytest.raises(TypeError):
+                getattr(F, op)(Tensor(a), Tensor(b), alpha=alpha)
+            continue
+        ours = getattr(F, op)(Tensor(a), Tensor(b), alpha=alpha)
+        what = f"{op}({np.dtype(da)}, {np.dtype(db)}, alpha={alpha!r})"
+        assert TORCH_OF[ours.dtype] == theirs.dtype, what
+        np.testing.assert_allclose(ours.data, theirs.numpy(), err_msg=what)
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_sub_alpha_gradients_match_torch(op, dtype, rng):
+    check_op(lambda a, b: getattr(F, op)(a, b, alpha=-2.5), lambda a, b: getattr(torch, op)(a, b, alpha=-2.5),
+             [normal(2, 3)(rng), normal(3)(rng)], dtype=dtype, rng=rng)
+
+
+def test_bool_subtraction_is_refused_like_torch():
+    m = np.array([True, False])
+    same_error(lambda: Tensor(m) - Tensor(m), lambda: torch.from_numpy(m) - torch.from_numpy(m), TypeError, "bool")
+    same_error(lambda: Tensor(np.ones(2)) - True, lambda: torch.ones(2) - True, TypeError, "bool")

@@ -171,6 +171,7 @@ AVG_POOL_CASES = [
     _avg_pool("divisor_override-ceil", (1, 2, 5, 5), kernel_size=2, ceil_mode=True, divisor_override=7),
     _avg_pool("divisor_override-exclude", (1, 2, 5, 6), kernel_size=3, padding=1, count_include_pad=False,
               divisor_override=3),
+    _avg_pool("divisor_override-negative", (1, 2, 5, 6), kernel_size=2, divisor_override=-3),  # flips signs
     _avg_pool("channel-major", (2, 3, 6, 6), layout="channel-major", kernel_size=2),
     _avg_pool("one-element-tuples", (1, 2, 7, 6), kernel_size=(3,), stride=(2,), padding=(1,)),
     _avg_pool("nan", (1, 2, 6, 6), with_nans, kernel_size=2),

@@ -232,6 +232,17 @@ def test_cat_and_stack_promote_dtypes_like_torch(op, rng):
     assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
 
 
+def test_cat_skips_1d_empty_tensors_like_torch(rng):
+    """PyTorch's legacy rule: a tensor of shape (0,) joins tensors of any shape (it is skipped)."""
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    for parts in ([x, np.zeros(0, np.float32)], [np.zeros(0, np.float32), x, x], [np.zeros(0, np.float32)] * 2):
+        for dim in (0, -1):
+            ours = F.cat([Tensor(p) for p in parts], dim)
+            theirs = torch.cat([torch.from_numpy(p) for p in parts], dim)
+            assert ours.shape == tuple(theirs.shape)
+            np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
 def test_cat_and_stack_errors_match_torch():
     x, tx = Tensor(np.ones((2, 3))), torch.ones(2, 3)
     same_error(lambda: F.cat([x, x], 2), lambda: torch.cat([tx, tx], 2), DimensionError,
