@@ -15,7 +15,7 @@ import numpy as np
 from .. import models
 from ..data import DATASETS, prepare_image
 from ..errors import UsageError
-from ..io.checkpoint import load, load_checkpoint
+from ..io.checkpoint import load_checkpoint
 from ..viz.image_filters import sample_image, to_grayscale
 
 __all__ = [
@@ -71,7 +71,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
         ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
         extra = ckpt.meta.get("extra", {})
-        model = load(path)
+        model = ckpt.build_model()
         shape = tuple(extra.get("input_shape") or models.default_input_shape(ckpt.model_name or ""))
         mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
         classes = [str(c) for c in extra.get("classes", ())]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import as_numpy
-from ..config import enable_grad
-from ..nn.parameter import Parameter
+from ..graph import op_order, post_order
+from ..nn import LayerCall, Parameter, trace_layers
 from ..tensor import Tensor
 
 __all__ = ["Graph", "OpNode", "TensorNode", "trace", "model_graph"]
@@ -76,25 +76,6 @@ class Graph:
 _KEEP_VALUES = 16  # store values/grads of tensors with at most this many elements
 
 
-def _ordered_ops(roots: list) -> list:
-    """The ops reachable from ``roots`` in execution order (iterative post-order, no recursion)."""
-    order, visited = [], set()
-    stack = [(fn, False) for fn in reversed(roots)]
-    while stack:
-        fn, expanded = stack.pop()
-        if expanded:
-            order.append(fn)
-            continue
-        if id(fn) in visited:
-            continue
-        visited.add(id(fn))
-        stack.append((fn, True))
-        for x in reversed(fn.inputs or ()):
-            if x.creator is not None and id(x.creator) not in visited:
-                stack.append((x.creator, False))
-    return order
-
-
 def trace(
     outputs: Tensor | list[Tensor],
     *,
@@ -142,7 +123,7 @@ def trace(
         return id(t)
 
     ops = []
-    for fn in _ordered_ops(roots):
+    for fn in op_order(roots):
         if fn.inputs is None:
             raise ValueError(
                 f"trace: the graph was freed by backward() at {type(fn).__name__}; "
@@ -196,36 +177,23 @@ def model_graph(model, input_shape: tuple[int, ...], x: np.ndarray | None = None
     leaves = {n: type(m).__name__ for n, m in model.named_modules()
               if n and not any(True for _ in m.children())}
 
-    def claim(path: str):
-        def hook(module, args, output):
-            if not isinstance(output, Tensor) or output.creator is None:
-                return
-            calls[path] = calls.get(path, 0) + 1
-            stop = {id(a) for a in args if isinstance(a, Tensor)}
-            stack, seen = [output.creator], set()
-            while stack:
-                fn = stack.pop()
-                if id(fn) in seen:
-                    continue
-                seen.add(id(fn))
-                owner.setdefault(id(fn), (path, calls[path]))
-                for t in fn.inputs or ():
-                    if id(t) not in stop and t.creator is not None:
-                        stack.append(t.creator)
-        return hook
+    def claim(call: LayerCall) -> None:
+        output = call.output
+        if not isinstance(output, Tensor) or output.creator is None:
+            return
+        calls[call.path] = calls.get(call.path, 0) + 1
+        stop = {id(a) for a in call.inputs if isinstance(a, Tensor)}
 
-    handles = [m.register_forward_hook(claim(n)) for n, m in model.named_modules()]
+        def inner(fn):  # the ops between the module's inputs and its output
+            return [t.creator for t in fn.inputs or () if id(t) not in stop and t.creator is not None]
+
+        for fn in post_order([output.creator], inner):
+            owner.setdefault(id(fn), (call.path, calls[call.path]))
+
     xt = Tensor(np.asarray(x, np.float32), name="input")
     names[id(xt)] = "input"
-    was_training = model.training
-    model.eval()
-    try:
-        with enable_grad():
-            out = model(xt)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    with trace_layers(model, lambda path, m: True, on_call=claim, keep=False, grad=True):
+        out = model(xt)
     if not isinstance(out, Tensor):
         raise ValueError(f"model_graph expects the model to return a Tensor, got {type(out).__name__}")
     graph = trace(out, names=names, inputs=[xt], modules={k: (p or None, c) for k, (p, c) in owner.items()})
