@@ -56,17 +56,20 @@ class GradcheckError(CnnkitError, AssertionError):
 
 
 class StateDictError(CnnkitError, RuntimeError):
-    """A state dict does not fit the model: missing or unexpected keys, or wrong shapes.
+    """A state dict does not fit the model: missing or unexpected keys, wrong shapes or bad values.
 
     RuntimeError, as PyTorch's ``load_state_dict`` raises.
 
     Attributes:
         missing_keys, unexpected_keys: lists of keys.
         mismatched: list of (key, shape in the state dict, shape in the model).
+        invalid: list of (key, reason): a wrong dtype or non-finite values.
     """
 
-    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list):
+    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list,
+                 invalid: list | tuple = ()):
         self.missing_keys, self.unexpected_keys, self.mismatched = missing, unexpected, mismatched
+        self.invalid = list(invalid)
         lines = [f"Error(s) in loading state_dict for {model}:"]
         if missing:
             lines.append("  missing key(s): " + ", ".join(missing))
@@ -74,6 +77,9 @@ class StateDictError(CnnkitError, RuntimeError):
             lines.append("  unexpected key(s): " + ", ".join(unexpected))
         for key, got, expected in mismatched:
             lines.append(f"  size mismatch for {key}: the state dict has shape {got}, the model expects {expected}")
+        for key, reason in self.invalid:
+            lines.append(f"  bad value for {key}: {reason}")
+        lines.append("  (nothing was loaded)")
         super().__init__("\n".join(lines))
 
 

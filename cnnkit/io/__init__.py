@@ -4,7 +4,9 @@
     model = cnnkit.load("lenet5.safetensors")       # rebuilds the zoo model, pruned or not
 
 ``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
-``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
+``load_checkpoint`` (read and verify a file: header, SHA-256 digest, finite weights),
+``load`` (rebuild the model it names). ``safetensors.py``: the file format itself, read
+with every field checked before any data is read, and written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .safetensors import read_safetensors, write_safetensors
 
 __all__ = [
     "Checkpoint",
@@ -31,4 +34,6 @@ __all__ = [
     "resize_to_state",
     "restore_rng",
     "save_checkpoint",
+    "read_safetensors",
+    "write_safetensors",
 ]

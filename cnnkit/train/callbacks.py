@@ -207,15 +207,18 @@ class CSVLogger(Callback):
 
 
 class NaNGuard(Callback):
-    """Stop training at the first non-finite loss or gradient, naming the layer it came from.
+    """Stop training at the first non-finite loss or gradient, saying where it came from.
 
-    Runs after each backward pass and before the optimizer step, so the weights are still
-    the finite ones that produced the failure. The check per batch is one scalar (the
-    loss), plus every gradient with ``check_gradients=True``. On failure it replays the
-    batch's forward pass with hooks on every layer and reports the first layer, in
-    execution order, whose output is non-finite; if every output is finite, the layer
-    whose gradient first went non-finite in the backward pass. It raises
-    ``NonFiniteError`` (or only stops training, with ``raise_error=False``).
+    Runs after each backward pass and before the optimizer step. The check per batch is
+    one scalar (the loss), plus every gradient with ``check_gradients=True``. On failure it
+    looks, in this order, for the first cause it can name: the input batch itself holds
+    NaN or Inf (a data problem); a weight is already non-finite (the previous optimizer
+    step diverged: the learning rate is too high); the first layer, in execution order,
+    whose output is non-finite (the batch's forward pass is replayed with hooks); the loss
+    itself is non-finite although every layer's output is finite (the loss function
+    produced it, e.g. the log of a zero probability); else the layer whose gradient first
+    went non-finite in the backward pass. It raises ``NonFiniteError`` (or only stops
+    training, with ``raise_error=False``); ``report`` keeps the message.
     """
 
     def __init__(self, check_gradients: bool = False, raise_error: bool = True):
@@ -224,28 +227,47 @@ class NaNGuard(Callback):
 
     def on_after_backward(self, step: int, loss, x) -> None:
         model = self.run.model
-        bad_loss = not np.all(np.isfinite(loss.data))
+        loss_value = np.asarray(loss.data)
+        bad_loss = not np.all(np.isfinite(loss_value))
         named = list(model.named_parameters())
         bad_grads = []
         if bad_loss or self.check_gradients:
             bad_grads = [n for n, p in named if p.grad is not None and not np.all(np.isfinite(p.grad))]
         if not bad_loss and not bad_grads:
             return
-        where = first_nonfinite_output(model, x)
-        if where is not None:
-            what = f"first non-finite output: {where}"
-        elif bad_grads:
-            # gradients flow backwards: the last parameter in forward order goes bad first
-            name = bad_grads[-1]
-            layer = name.rsplit(".", 1)[0]
-            what = f"first non-finite gradient: {layer} ({type(model.get_submodule(layer)).__name__}), parameter {name}"
-        else:
-            what = "every layer's output is finite; the loss function produced it"
+        what = _nonfinite_cause(model, named, x, bad_loss, loss_value, bad_grads)
         self.report = f"non-finite {'loss' if bad_loss else 'gradient'} at batch {step + 1}: {what}"
         self.run.stop_training = True
         self.run.skip_step = True
         if self.raise_error:
             raise NonFiniteError(self.report)
+
+
+def _count_nonfinite(a: np.ndarray) -> str:
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    return ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if part)
+
+
+def _nonfinite_cause(model, named, x, bad_loss: bool, loss_value: np.ndarray, bad_grads: list[str]) -> str:
+    """The first nameable cause of a non-finite loss or gradient (see ``NaNGuard``)."""
+    data = np.asarray(getattr(x, "data", x))
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        return f"the input batch itself holds non-finite values ({_count_nonfinite(data)}): check the data"
+    bad_weights = [n for n, p in named if not np.all(np.isfinite(p.data))]
+    if bad_weights:
+        return (f"the weights are already non-finite ({', '.join(bad_weights[:3])}"
+                f"{', ...' if len(bad_weights) > 3 else ''}): the previous optimizer step diverged; "
+                "lower the learning rate")
+    where = first_nonfinite_output(model, x)
+    if where is not None:
+        return f"first non-finite output: {where}"
+    if bad_loss:
+        return (f"the loss itself is {float(loss_value.reshape(-1)[0])} although every layer's output is "
+                "finite: the loss function produced it (e.g. the log of a zero probability, or a bad target)")
+    # gradients flow backwards: the last parameter in forward order goes bad first
+    name = bad_grads[-1]
+    layer = name.rsplit(".", 1)[0]
+    return f"first non-finite gradient: {layer} ({type(model.get_submodule(layer)).__name__}), parameter {name}"
 
 
 def first_nonfinite_output(model, x) -> str | None:
