@@ -211,7 +211,8 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> tuple[BinaryIO,
             kind = file_kind(st.st_mode)
             cls = IsADirectoryError if stat.S_ISDIR(st.st_mode) else OSError
             code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
-            raise cls(code, f"is {kind}, not a {what}", path)
+            article = "an" if what[:1].lower() in "aeiou" else "a"
+            raise cls(code, f"is {kind}, not {article} {what}", path)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb"), st.st_size
