@@ -17,6 +17,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- RunFolderError (OSError)         a run folder cannot be used: another run holds it, not writable, full
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "RunFolderError",
 ]
 
 
@@ -117,3 +119,7 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class RunFolderError(CnnkitError, OSError):
+    """A run folder cannot be used: another run trains into it, it is not writable or has no room."""

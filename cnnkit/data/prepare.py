@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .folder import load_image
+from .image import load_image
 from .mnist import load_mnist
 
 __all__ = ["prepare_image", "load_strip", "compose_mnist_strip"]
