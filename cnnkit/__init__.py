@@ -32,8 +32,7 @@ from .errors import CnnkitError, GradcheckError, ShapeError
 from .explain.summary import summary
 from .function import Function
 from .gradcheck import gradcheck
-from .io.checkpoint import load
-from .io.checkpoint import save_checkpoint as save
+from .io.checkpoint import load, save
 from .nn import init
 
 # ``import cnnkit.init`` keeps working: the initializers live in ``cnnkit.nn.init`` (as torch.nn.init).

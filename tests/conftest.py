@@ -11,7 +11,7 @@ import pytest
 
 import cnnkit
 from cnnkit import models
-from cnnkit.io.checkpoint import save_checkpoint
+from cnnkit.io.checkpoint import save
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
@@ -44,7 +44,7 @@ MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307],
 def lenet_checkpoint(tmp_path, rng):
     """A LeNet-5 checkpoint with random weights, saved the way `cnnkit train` saves one."""
     path = tmp_path / "lenet5.safetensors"
-    save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
+    save(models.lenet5(generator=rng), path, model_name="lenet5", model_config={"num_classes": 10},
                     extra=MNIST_EXTRA)
     return path
 

@@ -24,7 +24,7 @@ from .. import config
 from ..data import Subset, compose_mnist_strip, get_dataset, load_strip
 from ..errors import UsageError
 from ..functional import softmax
-from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.checkpoint import load_checkpoint, save
 from ..surgery.compare import channel_counts, format_comparison, images_per_second, measure, weights_file_size
 from ..surgery.fcn import to_fully_convolutional
 from ..surgery.prune import prune_channels
@@ -166,7 +166,7 @@ def prune_command(args) -> int:
 
     start = time.perf_counter()
     pruned = prune_channels(model, args.amount, args.criterion, args.layers, input_shape=shape,
-                            rng=np.random.default_rng(args.seed))
+                            generator=np.random.default_rng(args.seed))
     print(f"pruned {100 * args.amount:g}% of the channels of every {args.layers} layer (criterion "
           f"{args.criterion}) in {time.perf_counter() - start:.2f}s; fine-tuning {args.finetune_epochs} epoch(s)",
           flush=True)
@@ -179,7 +179,7 @@ def prune_command(args) -> int:
         "layers": args.layers, "finetune_epochs": args.finetune_epochs, "lr": args.lr,
         "channels": channel_counts(pruned),
     }
-    save_checkpoint(args.output, pruned, model_name=ckpt.model_name, model_config=ckpt.model_config,
+    save(pruned, args.output, model_name=ckpt.model_name, model_config=ckpt.model_config,
                     metrics={"test_accuracy": after["accuracy"]}, extra=pruned_extra)
     before["file"] = weights_file_size(model, ckpt)
     after["file"] = os.path.getsize(args.output)
@@ -206,7 +206,7 @@ def _sweep(args, model, shape, before, amounts, train_set, test_set) -> int:
     rows = []
     for amount in amounts:
         pruned = prune_channels(model, amount, args.criterion, args.layers, input_shape=shape,
-                                rng=np.random.default_rng(args.seed))
+                                generator=np.random.default_rng(args.seed))
         finetune(pruned, train_set, args.finetune_epochs, args.lr, args.batch_size, args.seed)
         after = measure(pruned, shape, test_set)
         rows.append((amount, after))

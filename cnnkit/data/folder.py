@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from .dataset import Dataset
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
@@ -42,7 +43,7 @@ def load_image(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: naming the file when Pillow cannot read it.
+        DataError (a ValueError): naming the file when Pillow cannot read it.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -58,7 +59,7 @@ def load_image(
                 image = image.resize((w, h), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
+        raise DataError(f"{path}: cannot read as an image ({e})") from None
 
 
 class ImageFolder(Dataset):

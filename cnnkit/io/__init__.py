@@ -3,7 +3,7 @@
     cnnkit.save(model, "lenet5.safetensors")        # = cnnkit.io.save
     model = cnnkit.load("lenet5.safetensors")       # rebuilds the zoo model, pruned or not
 
-``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
+``checkpoint.py``: the checkpoint format, ``save`` (model and training state),
 ``load_checkpoint`` (read and verify a file: header, SHA-256 digest, finite weights),
 ``load`` (rebuild the model it names). ``safetensors.py``: the file format itself, read
 with every field checked before any data is read, and written atomically.
@@ -20,6 +20,7 @@ from .checkpoint import (
     load_checkpoint,
     resize_to_state,
     restore_rng,
+    save,
     save_checkpoint,
 )
 from .safetensors import read_safetensors, write_safetensors
@@ -33,6 +34,7 @@ __all__ = [
     "load_checkpoint",
     "resize_to_state",
     "restore_rng",
+    "save",
     "save_checkpoint",
     "read_safetensors",
     "write_safetensors",

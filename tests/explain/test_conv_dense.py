@@ -12,7 +12,7 @@ from cnnkit.viz.dot import toy_graph_to_dot
 
 
 def conv_layer(rng, C, Fo, k, stride=1, padding=0, dilation=1, groups=1, bias=True):
-    layer = nn.Conv2d(C, Fo, k, stride, padding, dilation, groups, bias=bias, rng=rng, dtype=np.float64)
+    layer = nn.Conv2d(C, Fo, k, stride, padding, dilation, groups, bias=bias, generator=rng, dtype=np.float64)
     return layer
 
 
@@ -85,7 +85,7 @@ def test_padding_makes_border_weights_used_less_often():
 def test_conv_as_dense_refuses_huge_layers_and_other_padding_modes(rng):
     with pytest.raises(ValueError, match=r"would have 2,517,630,976 entries .*conv_stats gives the counts"):
         conv_as_dense(conv_layer(rng, 64, 64, 3, padding=1), (64, 56, 14))
-    reflect = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", rng=rng)
+    reflect = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", generator=rng)
     with pytest.raises(ValueError, match=r"zero padding only, got padding_mode='reflect'"):
         conv_as_dense(reflect, (1, 5, 5))
     with pytest.raises(ValueError, match=r"the layer takes C=1, input_shape has C=3"):
@@ -119,7 +119,7 @@ def test_toy_graph_dot_shows_ops_values_and_gradients():
 
 
 def test_saliency_of_a_linear_model_is_its_weight_row(rng):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3, rng=rng))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3, generator=rng))
     model.train()
     x = rng.standard_normal((1, 3, 4)).astype(np.float32)
     result = saliency(model, x)
@@ -140,8 +140,8 @@ def test_saliency_of_a_linear_model_is_its_weight_row(rng):
 
 
 def test_saliency_through_conv_relu_pool_matches_finite_differences(rng):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng, dtype=np.float64), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 4, rng=rng, dtype=np.float64))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, generator=rng, dtype=np.float64), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 4, generator=rng, dtype=np.float64))
     x = rng.standard_normal((1, 6, 6))
     result = saliency(model, x.astype(np.float64))
     k, eps = result.target, 1e-6

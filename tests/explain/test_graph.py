@@ -14,7 +14,7 @@ from cnnkit.viz.tensorboard import to_graph_def
 
 @pytest.fixture(scope="module")
 def lenet():
-    model = models.lenet5(rng=np.random.default_rng(0))
+    model = models.lenet5(generator=np.random.default_rng(0))
     return model, model_graph(model, (1, 28, 28))
 
 
@@ -23,7 +23,7 @@ class Residual(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.conv = nn.Conv2d(2, 2, 3, padding=1, rng=rng)
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, generator=rng)
         self.relu = nn.ReLU()
         self.drop = nn.Dropout(0.5)
 
@@ -60,7 +60,7 @@ def test_op_level_dot_shows_shapes_and_parameters_as_inputs(lenet):
     assert 'label="LeNet-5"' in dot
     # 3 + 1 + 1 + 3 + 1 + 1 + 1 + 3 + 1 + 3 + 1 + 3 op inputs, and one edge to the output node
     assert dot.count("->") == 22 + 1
-    again = model_graph(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28))
+    again = model_graph(models.lenet5(generator=np.random.default_rng(0)), (1, 28, 28))
     assert dot == graph_to_dot(again, title="LeNet-5")  # node ids do not depend on memory addresses
 
 
@@ -74,7 +74,7 @@ def test_layer_level_dot_has_one_node_per_layer_with_parameter_counts(lenet):
 
 
 def test_layer_level_dot_shows_skip_connections_and_repeated_calls(rng):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng), Residual(rng))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, generator=rng), Residual(rng))
     graph = model_graph(model, (1, 6, 6))
     # Dropout runs no op in eval mode
     assert [op.label for op in graph.ops] == ["Conv2d", "Conv2d", "ReLU", "Add", "ReLU"]

@@ -14,7 +14,7 @@ import pytest
 from cnnkit import models, nn, optim
 from cnnkit.cli.main import main
 from cnnkit.errors import CheckpointError, StateDictError
-from cnnkit.io.checkpoint import load, load_checkpoint, save_checkpoint
+from cnnkit.io.checkpoint import load, load_checkpoint, save
 from cnnkit.io.safetensors import write_safetensors
 
 
@@ -32,7 +32,7 @@ def good(tmp_path_factory):
     loss = cross_entropy(model(Tensor(x)), np.array([0, 1, 2, 0]))
     loss.backward()
     opt.step()
-    path = save_checkpoint(folder / "good.safetensors", model, model_name="custom", optimizer=opt, epoch=1,
+    path = save(model, folder / "good.safetensors", model_name="custom", optimizer=opt, epoch=1,
                            history={"epoch": [0, 1], "history": {"loss": [1.5, 1.25]}})
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -268,7 +268,7 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, wher
     else:
         opt.state[model[0].bias]["momentum_buffer"][0] = np.inf
         name = "optimizer/1/momentum_buffer"
-    path = save_checkpoint(tmp_path / "diverged.safetensors", model, optimizer=opt)
+    path = save(model, tmp_path / "diverged.safetensors", optimizer=opt)
     with pytest.raises(CheckpointError, match=rf"diverged.safetensors: tensor {name} holds non-finite values "
                                               r"\(1 (NaN|Inf) of \d+\); the weights were saved after training "
                                               r"diverged"):
@@ -296,10 +296,10 @@ def test_metadata_of_the_wrong_types_is_refused_even_with_a_valid_digest(tmp_pat
 
 
 def test_a_checkpoint_naming_an_unknown_model_or_wrong_shapes_is_refused(tmp_path):
-    path = save_checkpoint(tmp_path / "x.safetensors", _tiny(), model_name="nosuchnet")
+    path = save(_tiny(), tmp_path / "x.safetensors", model_name="nosuchnet")
     with pytest.raises(CheckpointError, match=r"x.safetensors: cannot rebuild model 'nosuchnet'"):
         load(path)
-    path = save_checkpoint(tmp_path / "y.safetensors", _tiny(), model_name="lenet5", model_config={"num_classes": 10})
+    path = save(_tiny(), tmp_path / "y.safetensors", model_name="lenet5", model_config={"num_classes": 10})
     with pytest.raises(CheckpointError, match=r"y.safetensors: the weights do not fit model 'lenet5'"):
         load(path)
 
@@ -352,7 +352,7 @@ def test_load_state_dict_still_casts_float64_into_float32_and_accepts_torch_tens
 
 def test_the_zoo_round_trips_through_the_checked_reader(tmp_path):
     model = models.lenet5(rng=np.random.default_rng(0))
-    path = save_checkpoint(tmp_path / "l.safetensors", model, model_name="lenet5", model_config={"num_classes": 10})
+    path = save(model, tmp_path / "l.safetensors", model_name="lenet5", model_config={"num_classes": 10})
     again = load(path)
     for key, value in _weights(model).items():
         np.testing.assert_array_equal(_weights(again)[key], value)

@@ -21,7 +21,7 @@ import pytest
 from cnnkit import nn
 from cnnkit.errors import RunFolderError
 from cnnkit.files import atomic_write_bytes, clean_stale_temporaries
-from cnnkit.io.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.io.checkpoint import load_checkpoint, save
 from cnnkit.train.run_folder import RunLock, preflight, read_recipe, write_recipe
 from tests.conftest import subprocess_env
 
@@ -55,10 +55,10 @@ def _model(n=4000):
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file(tmp_path):
     with tmpfs(tmp_path / "disk", "1600k") as disk:
-        first = save_checkpoint(disk / "last.safetensors", _model(), epoch=1)
+        first = save(_model(), disk / "last.safetensors", epoch=1)
         before = first.read_bytes()
         with pytest.raises(OSError) as info:  # the new one and the old one do not both fit
-            save_checkpoint(disk / "last.safetensors", _model(), epoch=2)
+            save(_model(), disk / "last.safetensors", epoch=2)
         message = str(info.value)
         assert "last.safetensors" in message and "No space left on device" in message
         assert "needed" in message and "free on that disk" in message and "the previous last.safetensors is unchanged" in message
@@ -69,10 +69,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file(tmp_path):
 
 def test_a_read_only_folder_refuses_the_write_naming_the_file(tmp_path):
     with tmpfs(tmp_path / "ro", "1m") as disk:
-        save_checkpoint(disk / "c.safetensors", _model(10), epoch=1)
+        save(_model(10), disk / "c.safetensors", epoch=1)
         _remount_read_only(disk)
         with pytest.raises(OSError, match=r"Read-only file system") as info:
-            save_checkpoint(disk / "c.safetensors", _model(10), epoch=2)
+            save(_model(10), disk / "c.safetensors", epoch=2)
         assert info.value.filename == str(disk / "c.safetensors")
         assert load_checkpoint(disk / "c.safetensors").meta["epoch"] == 1
         with pytest.raises(RunFolderError, match=r"cannot write into the run folder .*: Read-only file system"):
@@ -99,7 +99,7 @@ def test_preflight_refuses_a_file_where_the_folder_should_be(tmp_path):
 def test_checkpoints_and_logs_respect_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
-        path = save_checkpoint(tmp_path / "c.safetensors", _model(10))
+        path = save(_model(10), tmp_path / "c.safetensors")
         log = atomic_write_bytes(tmp_path / "log.csv", b"epoch\n1\n")
     finally:
         os.umask(previous)
@@ -121,7 +121,7 @@ def test_temporaries_of_killed_saves_are_removed_by_the_next_save(tmp_path):
     other_host.write_bytes(b"")
     user_file = tmp_path / "notes.tmp"
     user_file.write_bytes(b"not ours")
-    save_checkpoint(tmp_path / "last.safetensors", _model(10))
+    save(_model(10), tmp_path / "last.safetensors")
     assert not stray.exists()
     assert live.exists() and other_host.exists() and user_file.exists()
     assert clean_stale_temporaries(tmp_path) == []
@@ -132,7 +132,7 @@ _KILL_IN_SAVE = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     from cnnkit import files
-    from cnnkit.io.checkpoint import save_checkpoint
+    from cnnkit.io.checkpoint import save
 
     real_replace = os.replace
     def die_before_rename(src, dst):   # the worst moment: the temporary is complete, not yet renamed
@@ -142,21 +142,21 @@ _KILL_IN_SAVE = textwrap.dedent(
     class Big:
         def state_dict(self):
             return {"w": np.ones(1000, np.float32)}
-    save_checkpoint(sys.argv[1], Big(), epoch=1)
+    save(Big(), sys.argv[1], epoch=1)
     """
 )
 
 
 def test_a_save_killed_before_its_rename_leaves_a_temporary_that_the_next_save_removes(tmp_path):
     path = tmp_path / "last.safetensors"
-    save_checkpoint(path, _model(10), epoch=0)
+    save(_model(10), path, epoch=0)
     script = tmp_path / "kill.py"
     script.write_text(_KILL_IN_SAVE)
     run = subprocess.run([sys.executable, str(script), str(path)], env=subprocess_env(), timeout=120)
     assert run.returncode == -signal.SIGKILL
     strays = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(strays) == 1 and load_checkpoint(path).meta["epoch"] == 0
-    save_checkpoint(path, _model(10), epoch=1)
+    save(_model(10), path, epoch=1)
     assert not strays[0].exists() and load_checkpoint(path).meta["epoch"] == 1
 
 

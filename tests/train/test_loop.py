@@ -9,7 +9,7 @@ import pytest
 
 from cnnkit import Tensor, nn, optim
 from cnnkit.errors import NonFiniteError
-from cnnkit.train import CSVLogger, EarlyStopping, NaNGuard, evaluate, fit, predict
+from cnnkit.train import CSVLogger, EarlyStopping, NaNGuard, evaluate, fit, predict, predict_proba
 from cnnkit.viz.tensorboard import TensorBoard
 from tests.io.test_checkpoint import ArrayLoader, data, small_net, weights
 
@@ -39,7 +39,8 @@ def test_evaluate_counts_accuracy_top_k_and_the_confusion_matrix():
     assert result["accuracy"] == 0.5
     assert result["top2_accuracy"] == 1.0
     np.testing.assert_array_equal(result["confusion_matrix"], [[1, 0, 0], [0, 0, 1], [0, 1, 1]])
-    probs = predict(Fixed(), logits)
+    np.testing.assert_array_equal(predict(Fixed(), logits), logits)   # the outputs, as Keras
+    probs = predict_proba(Fixed(), logits)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(probs.argmax(axis=1), logits.argmax(axis=1))
 

@@ -14,9 +14,9 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 def tiny_run(log_dir, epochs=2, **kwargs):
     rng = np.random.default_rng(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(4, 6, 3, padding=1, rng=rng), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, rng=rng))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, generator=rng), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1, generator=rng), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, generator=rng))
     x = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
     t = rng.integers(0, 3, 24)
     loader = [(x[i : i + 8], t[i : i + 8]) for i in range(0, 24, 8)]
@@ -77,9 +77,9 @@ def test_switching_parts_off_and_an_explicit_sample(tmp_path):
 def test_the_callback_does_not_change_training(tmp_path):
     with_tb, _ = tiny_run(tmp_path / "a")
     rng = np.random.default_rng(0)
-    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(4, 6, 3, padding=1, rng=rng), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, rng=rng))
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, generator=rng), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1, generator=rng), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, generator=rng))
     x = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
     t = rng.integers(0, 3, 24)
     loader = [(x[i : i + 8], t[i : i + 8]) for i in range(0, 24, 8)]
