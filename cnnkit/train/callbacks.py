@@ -74,6 +74,18 @@ class _Monitor:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def replay(self, history: dict[str, Any]) -> tuple[int | None, int]:
+        """Set ``best`` from a resumed run's history; return (its best epoch or None, epochs since)."""
+        epochs = list(history.get("epoch", []))
+        values = history.get("history", {}).get(self.monitor, [])
+        best_epoch, since = None, 0
+        for epoch, value in zip(epochs, values):
+            if self.improved(float(value)):
+                self.best, best_epoch, since = float(value), epoch, 0
+            else:
+                since += 1
+        return best_epoch, since
+
 
 class LearningRateScheduler(Callback):
     """Step a learning-rate schedule from ``fit`` (what ``fit(scheduler=...)`` uses).
@@ -122,6 +134,11 @@ class EarlyStopping(Callback):
         self.best_state: dict[str, Any] | None = None
         self.stopped_epoch: int | None = None
 
+    def on_train_begin(self, history) -> None:
+        # A resumed run (fit(run=...) with a history) goes on counting from its best epoch so far.
+        if history and history.get("epoch"):
+            self.best_epoch, self.wait = self.tracker.replay(history)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         value = self.tracker.value(logs)
         if self.tracker.improved(value):
@@ -146,6 +163,8 @@ class ModelCheckpoint(Callback):
     ``filepath`` may contain ``{epoch}`` and any log key, e.g.
     ``"ckpt/epoch{epoch:02d}-{val_loss:.3f}.safetensors"``. Each save is atomic.
     ``checkpoint_kwargs`` is passed to ``cnnkit.save`` (model name and config, RNG states).
+    When ``fit`` resumes a run (its history has epochs), ``save_best_only`` compares with
+    the best value in that history, so a worse epoch after a resume never becomes "best".
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
@@ -168,6 +187,10 @@ class ModelCheckpoint(Callback):
             rng_states=rng_states, **kwargs,
         )
 
+    def on_train_begin(self, history) -> None:
+        if self.save_best_only and history and history.get("epoch"):
+            self.tracker.replay(history)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.save_best_only:
             value = self.tracker.value(logs)
@@ -183,19 +206,33 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Append each epoch's logs as a CSV row (the file is rewritten atomically each epoch)."""
+    """Write each epoch's logs as a CSV row (the file is rewritten atomically each epoch).
+
+    With ``append=True`` an existing file is continued; and when ``fit`` resumes a run
+    (its history has epochs), the rows are rebuilt from that history instead, so the log
+    matches the checkpoint it resumed from even if the process was killed between writing
+    the two, or the file was lost.
+    """
 
     def __init__(self, filename: str | os.PathLike, append: bool = False):
         self.filename, self.append = Path(filename), append
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, history) -> None:
-        if self.append and self.filename.exists():
+        if self.append and history and history.get("epoch"):
+            logs = history.get("history", {})
+            self.rows = [{"epoch": int(epoch) + 1, **{k: f"{float(v[i]):.6g}" for k, v in logs.items() if i < len(v)}}
+                         for i, epoch in enumerate(history["epoch"])]
+            self._write()
+        elif self.append and self.filename.exists():
             with open(self.filename, newline="") as f:
                 self.rows = list(csv.DictReader(f))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.rows.append({"epoch": epoch + 1, **{k: f"{v:.6g}" for k, v in logs.items()}})
+        self._write()
+
+    def _write(self) -> None:
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
