@@ -35,9 +35,10 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
-from ..errors import CnnkitError, UsageError
+from ..errors import CnnkitError, NonFiniteError, UsageError
 
 __all__ = [
     "main", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float",
@@ -151,7 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f"cnnkit {args.command}"
     previous = _on_sigterm()
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:
+                # NumPy's "overflow encountered in matmul" lines: a non-finite result they warn of is
+                # reported by the command itself (NaNGuard, the checks of predict) as one clear line
+                warnings.simplefilter("ignore", RuntimeWarning)
+            return int(args.handler(args) or 0)
     except Terminated:
         print(f"{command}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
@@ -182,6 +188,8 @@ def _one_line(e: Exception) -> tuple[int, str]:
         return EXIT_ERROR, (f"out of memory{detail}; try a smaller --batch-size or input size")
     if isinstance(e, OSError) and not isinstance(e, CnnkitError):
         return EXIT_ERROR, _flat(_os_error(e))
+    if isinstance(e, NonFiniteError):
+        return EXIT_ERROR, _flat(str(e)) + " (training diverged: lower the learning rate, or check the data)"
     if isinstance(e, (CnnkitError, ValueError)):
         return EXIT_ERROR, _flat(str(e))
     return EXIT_ERROR, (

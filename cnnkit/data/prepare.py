@@ -66,6 +66,9 @@ def compose_mnist_strip(
     """Put MNIST test digits side by side: image (1, 28, 28*n) in [0, 1] and their labels (n,)."""
     images, labels = load_mnist("test")
     if indices is None:
+        if not 1 <= n <= len(images):
+            raise ValueError(f"asked for {n} MNIST test digits; the test split has {len(images):,} (1 to "
+                             f"{len(images):,} can be put side by side)")
         indices = generator.choice(len(images), size=n, replace=False)
     indices = np.asarray(indices)
     if indices.min() < 0 or indices.max() >= len(images):

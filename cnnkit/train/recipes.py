@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import optim
 from ..data import DataLoader
+from .callbacks import NaNGuard
 from .loop import fit
 
 __all__ = ["Recipe", "recipe_for", "make_optimizer", "default_lr", "finetune"]
@@ -51,11 +52,16 @@ def default_lr(name: str, recipe: Recipe) -> float:
 
 
 def finetune(model, train_set, epochs: int, lr: float, batch_size: int = 64, seed: int = 0) -> None:
-    """Train ``model`` for ``epochs`` epochs: SGD (Nesterov momentum 0.9, weight decay 5e-4), one-cycle lr."""
+    """Train ``model`` for ``epochs`` epochs: SGD (Nesterov momentum 0.9, weight decay 5e-4), one-cycle lr.
+
+    Raises:
+        NonFiniteError: the loss went NaN or Inf (e.g. too high a learning rate); the model's
+            weights are then those of the last finite step, never NaN.
+    """
     if epochs <= 0:
         return
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=np.random.default_rng(seed + 1))
     opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs, steps_per_epoch=len(loader))
-    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=scheduler)
+    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=scheduler, callbacks=[NaNGuard()])
     model.eval()
