@@ -15,7 +15,7 @@ from ..data import DataLoader
 from .callbacks import NaNGuard
 from .loop import fit
 
-__all__ = ["Recipe", "recipe_for", "make_optimizer", "default_lr", "finetune"]
+__all__ = ["Recipe", "recipe_for", "make_optimizer", "default_lr", "finetune", "replan_schedule"]
 
 
 @dataclass
@@ -65,3 +65,25 @@ def finetune(model, train_set, epochs: int, lr: float, batch_size: int = 64, see
     scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs, steps_per_epoch=len(loader))
     fit(model, loader, epochs=epochs, optimizer=opt, scheduler=scheduler, callbacks=[NaNGuard()])
     model.eval()
+
+
+def replan_schedule(scheduler, saved_state: dict) -> None:
+    """Resume ``scheduler`` from ``saved_state`` but keep its own plan (a run extended or shortened).
+
+    ``scheduler`` was built for the run's new length (e.g. ``OneCycleLR`` over more epochs);
+    ``saved_state`` is its ``state_dict()`` from the checkpoint, planned for the old
+    length. The steps already taken are kept; the plan (for ``OneCycleLR``: the total
+    number of steps and its phases) is the new one, and the optimizer's learning rates
+    (and momentum) are set to the new plan's values at the current step, so the next
+    batch follows the new plan as a run planned that long from the start would at that
+    step. The optimizer's state must be loaded first.
+    """
+    plan_keys = [k for k in ("total_steps", "_schedule_phases") if k in scheduler.__dict__]
+    plan = {k: scheduler.__dict__[k] for k in plan_keys}
+    scheduler.load_state_dict(saved_state)
+    scheduler.__dict__.update(plan)
+    if scheduler.last_epoch >= 0:
+        lrs = scheduler.get_lr()  # OneCycleLR's get_lr also sets the cycled momentum
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = list(lrs)

@@ -64,3 +64,33 @@ def test_the_log_is_rebuilt_from_the_checkpoint_history_on_resume(tmp_path, run,
         got = list(csv.DictReader(f))
     assert [r["epoch"] for r in got] == ["1", "2", "3", "4"]
     assert [r["val_accuracy"] for r in got] == ["0.5", "0.6", "0.7", "0.9"]
+
+
+@pytest.mark.parametrize("done, old, new", [(4, 6, 9), (6, 6, 9), (2, 6, 4)])
+def test_an_extended_one_cycle_schedule_follows_the_new_plan_from_the_step_reached(done, old, new):
+    """--resume --epochs N: the schedule is re-planned over N epochs (documented), never 'stepped too often'."""
+    from cnnkit.train.recipes import replan_schedule
+
+    steps = 5
+
+    def make(epochs):
+        model = nn.Sequential(nn.Linear(3, 2, rng=np.random.default_rng(0)))
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return opt, optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, epochs=epochs, steps_per_epoch=steps)
+
+    opt, sched = make(old)
+    for _ in range(done * steps):
+        sched.step()
+    saved_opt, saved_sched = opt.state_dict(), sched.state_dict()
+    opt, sched = make(new)                     # the resumed process, planned for the new length
+    opt.load_state_dict(saved_opt)
+    replan_schedule(sched, saved_sched)
+    ref_opt, ref = make(new)                   # a run planned that long from the start
+    for _ in range(done * steps):
+        ref.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"])
+    assert opt.param_groups[0]["momentum"] == pytest.approx(ref_opt.param_groups[0]["momentum"])
+    for _ in range((new - done) * steps):      # to the end of the new plan, never past it
+        sched.step()
+        ref.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"])
