@@ -92,10 +92,21 @@ class Checkpoint:
                 f"{where}: the checkpoint does not name a zoo model; build the model yourself and "
                 "call model.load_state_dict(load_checkpoint(path).model_state)"
             )
+        # A size in the config that no weight has (num_classes=10**9) would build a huge model
+        # before the shapes are compared: refuse it first.
+        largest = max((d for a in self.model_state.values() for d in np.shape(a)), default=0)
+        for key in ("num_classes", "in_channels"):
+            value = self.model_config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > max(largest, 1):
+                raise CheckpointError(f"{where}: model config {key}={value} does not match its weights (no tensor "
+                                      f"has a dimension that large; the largest is {largest})")
         try:
             model = models.get_model(name, **self.model_config)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{where}: cannot rebuild model {name!r}: {e}") from None
+        except MemoryError:
+            raise CheckpointError(f"{where}: model config {self.model_config} asks for a model too large to "
+                                  "build in memory") from None
         resize_to_state(model, self.model_state)
         try:
             model.load_state_dict(self.model_state)

@@ -299,7 +299,8 @@ def test_a_checkpoint_naming_an_unknown_model_or_wrong_shapes_is_refused(tmp_pat
     path = save(_tiny(), tmp_path / "x.safetensors", model_name="nosuchnet")
     with pytest.raises(CheckpointError, match=r"x.safetensors: cannot rebuild model 'nosuchnet'"):
         load(path)
-    path = save(_tiny(), tmp_path / "y.safetensors", model_name="lenet5", model_config={"num_classes": 10})
+    wrong = nn.Sequential(nn.Linear(3, 10, rng=np.random.default_rng(0)))
+    path = save(wrong, tmp_path / "y.safetensors", model_name="lenet5", model_config={"num_classes": 10})
     with pytest.raises(CheckpointError, match=r"y.safetensors: the weights do not fit model 'lenet5'"):
         load(path)
 
@@ -356,3 +357,17 @@ def test_the_zoo_round_trips_through_the_checked_reader(tmp_path):
     again = load(path)
     for key, value in _weights(model).items():
         np.testing.assert_array_equal(_weights(again)[key], value)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"num_classes": 10**9}, r"model config num_classes=1000000000 does not match its weights \(no tensor has a "
+                             r"dimension that large; the largest is 400\)"),
+    ({"num_classes": -3}, r"cannot rebuild model 'lenet5'"),
+    ({"num_classes": "ten"}, r"cannot rebuild model 'lenet5'"),
+])
+def test_a_model_config_that_does_not_match_the_weights_is_refused_before_building(tmp_path, config, message):
+    """A crafted config (num_classes=10**9) would allocate a huge head before the shapes are compared."""
+    path = save(models.lenet5(rng=np.random.default_rng(0)), tmp_path / "l.safetensors", model_name="lenet5",
+                model_config=config)
+    with pytest.raises(CheckpointError, match=message):
+        load(path)

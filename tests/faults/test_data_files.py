@@ -87,3 +87,27 @@ def test_an_oversized_cifar_batch_is_refused_before_it_is_read(tmp_path):
         f.truncate(50 * 10_000 * 3073)  # sparse: 1.5 GB that take no room
     with pytest.raises(CIFARError, match=r"data_batch_1.bin: 1536500000 bytes is more than a CIFAR-10 batch holds"):
         _read_file(path)
+
+
+def test_a_training_log_that_is_a_fifo_binary_or_huge_is_refused(tmp_path):
+    from cnnkit.train import read_history
+
+    os.mkfifo(tmp_path / "log.csv")
+    with pytest.raises(OSError, match=r"is a FIFO \(named pipe\), not a CSV log"):
+        read_history(tmp_path / "log.csv")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match=r"bin.csv: not a CSV log \(not text\)"):
+        read_history(tmp_path / "bin.csv")
+    with open(tmp_path / "big.csv", "wb") as f:
+        f.truncate(100 << 20)
+    with pytest.raises(ValueError, match=r"big.csv: 104,857,600 bytes is too large for a training log"):
+        read_history(tmp_path / "big.csv")
+
+
+def test_a_download_onto_a_fifo_is_refused_without_reading_it(tmp_path):
+    from cnnkit.data import download
+    from cnnkit.errors import DownloadError
+
+    os.mkfifo(tmp_path / "file.gz")
+    with pytest.raises(DownloadError, match=r"file.gz: it exists and is not a regular file"):
+        download("http://127.0.0.1:9/file.gz", tmp_path / "file.gz", md5="0" * 32)
