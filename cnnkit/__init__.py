@@ -70,7 +70,7 @@ def __getattr__(name: str):
     # The old homes of the fully convolutional conversion and of pruning, kept for code written
     # before they moved to cnnkit.surgery; importing them warns (DeprecationWarning).
     if name in ("transforms", "prune"):
-        import importlib
+        import importlib  # only for the deprecated names: importing them warns
 
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ import pytest
 
 import cnnkit
 from cnnkit import models
+from cnnkit.explain.graph import model_graph
 from cnnkit.io.checkpoint import save
 
 try:  # pragma: no cover - only on machines with a GPU
@@ -33,6 +34,13 @@ def rng(request) -> np.random.Generator:
 def xp(request):
     """The array module under test: numpy always, cupy too when a GPU is present."""
     return np if request.param == "numpy" else cupy
+
+
+@pytest.fixture(scope="module")
+def lenet_graph():
+    """A LeNet-5 (seed 0) and the op graph of one forward pass of a (1, 1, 28, 28) input."""
+    model = models.lenet5(generator=np.random.default_rng(0))
+    return model, model_graph(model, (1, 28, 28))
 
 
 # What `cnnkit train` stores about MNIST in a checkpoint's metadata.

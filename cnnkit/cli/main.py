@@ -36,13 +36,16 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..errors import CnnkitError, NonFiniteError, UsageError
 
+T = TypeVar("T")
+
 __all__ = [
-    "main", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float",
-    "COMMAND_MODULES", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+    "main", "build_parser", "number", "positive_int", "non_negative_int", "positive_float", "finite_float",
+    "fraction", "COMMAND_MODULES", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
 ]
 
 EXIT_ERROR = 1
@@ -97,46 +100,28 @@ def _add_debug_flag(sub: argparse._SubParsersAction) -> None:
                 _add_debug_flag(action)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: str) -> Callable[[str], T]:
+    """An argparse ``type``: ``convert`` the text, keep it if ``accept``-ed, else say what was expected."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected.replace(" ", "_")
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (``inf`` and ``nan`` are refused: a learning rate of inf trains nothing)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (``inf`` and ``nan`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+positive_int = number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = number(int, lambda v: v >= 0, "a non-negative integer")
+# finite: a learning rate of inf or nan trains nothing (and used to end in a traceback)
+positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a finite positive number")
+finite_float = number(float, math.isfinite, "a finite number")
+fraction = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from ..tensor import Tensor
 from ..train.recipes import finetune
 from ..viz.plots import save_figure
 from ..viz.surgery_plots import plot_prune_sweep, plot_score_map
-from .main import non_negative_int, positive_float, positive_int
+from .main import fraction, non_negative_int, positive_float, positive_int
 from .targets import checkpoint_inputs, dataset_name
 
 __all__ = ["add_commands", "fcn_command", "prune_command"]
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("prune", help="remove conv channels, fine-tune, compare before and after")
     p.add_argument("checkpoint")
-    p.add_argument("--amount", type=_fraction, default=None, help="share of each layer's channels to remove")
+    p.add_argument("--amount", type=fraction, default=None, help="share of each layer's channels to remove")
     p.add_argument("--criterion", choices=["l1", "l2", "random"], default="l1")
     p.add_argument("--layers", choices=["conv", "linear", "all"], default="conv",
                    help="whose channels to prune: conv layers (default), hidden Linear layers, or both")
@@ -73,16 +73,6 @@ def add_commands(sub) -> None:
                    help="prune at each amount and plot accuracy against parameters kept")
     p.add_argument("--plot", default="prune_sweep.png", help="the sweep's plot (default prune_sweep.png)")
     p.set_defaults(handler=prune_command)
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
 
 
 def _checkpoint_info(path) -> tuple[Any, dict[str, Any], Any]:
@@ -159,7 +149,7 @@ def prune_command(args) -> int:
     before = measure(model, shape, test_set)
     if args.sweep is not None:
         try:
-            amounts = [_fraction(v) for v in args.sweep.split(",")]
+            amounts = [fraction(v) for v in args.sweep.split(",")]
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"--sweep: {e}") from None
         return _sweep(args, model, shape, before, amounts, train_set, test_set)

@@ -45,7 +45,7 @@ def load_image(
         FileNotFoundError: the file does not exist.
         DataError (a ValueError): naming the file when Pillow cannot read it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow loads only when an image is read
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image file")

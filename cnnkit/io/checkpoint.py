@@ -11,7 +11,7 @@ Layout of a checkpoint file (safetensors: a JSON header, then raw little-endian 
   training history. ``sha256`` (format version 2) is the digest of every tensor (name,
   dtype, shape, bytes) and of the ``cnnkit`` document (``io.safetensors.content_digest``).
 
-``save_checkpoint`` writes to a temporary file in the same folder, fsyncs it and renames it
+``save`` writes to a temporary file in the same folder, fsyncs it and renames it
 over the target (``cnnkit.files.atomic_write``), so a crash, a kill or a full disk during a
 save leaves the previous checkpoint intact. ``load_checkpoint`` opens regular files only,
 checks the header against the data before reading it (``io.safetensors``), verifies the

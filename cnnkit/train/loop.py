@@ -280,7 +280,7 @@ class _Progress:
         self.bar = None
         if verbose and sys.stdout.isatty():
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # the progress bar library loads only on a terminal
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 tqdm = None
             if tqdm is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from cnnkit import nn, optim
 from cnnkit.train import fit
-from cnnkit.viz.tensorboard import TensorBoard
+from cnnkit.viz.tensorboard import TensorBoard, to_graph_def
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -87,3 +87,15 @@ def test_the_callback_does_not_change_training(tmp_path):
     for (name, a), (_, b) in zip(with_tb.named_parameters(), plain.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
     assert with_tb.training
+
+
+def test_tensorboard_graph_def_scopes_nodes_by_module(lenet_graph):
+    _, graph = lenet_graph
+    graph_def = to_graph_def(graph)
+    names = [n.name for n in graph_def.node]
+    assert "features/0/Conv2d_0" in names and "features/0/weight" in names and "input" in names
+    conv = next(n for n in graph_def.node if n.name == "features/0/Conv2d_0")
+    assert list(conv.input) == ["input", "features/0/weight", "features/0/bias"]
+    dims = [d.size for d in conv.attr["_output_shapes"].list.shape[0].dim]
+    assert dims == [1, 6, 28, 28]
+    assert len(graph_def.node) == 1 + 10 + 12  # input, parameters, ops

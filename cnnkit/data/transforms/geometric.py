@@ -39,7 +39,7 @@ class Resize(Transform):
 
     def __call__(self, x):
         if hasattr(x, "getbands"):
-            from PIL import Image
+            from PIL import Image  # only for PIL input (x is already a PIL image)
 
             method = (
                 Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.NEAREST
