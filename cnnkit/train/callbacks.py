@@ -163,14 +163,19 @@ class ModelCheckpoint(Callback):
     ``filepath`` may contain ``{epoch}`` and any log key, e.g.
     ``"ckpt/epoch{epoch:02d}-{val_loss:.3f}.safetensors"``. Each save is atomic.
     ``checkpoint_kwargs`` is passed to ``cnnkit.save`` (model name and config, RNG states).
-    When ``fit`` resumes a run (its history has epochs), ``save_best_only`` compares with
-    the best value in that history, so a worse epoch after a resume never becomes "best".
+    ``tie_break`` (e.g. ``"val_loss"``): with ``save_best_only``, an epoch that equals the best
+    ``monitor`` value is saved when it improves this one (accuracy saturates on small
+    validation sets; the loss still tells the better model).
+    When ``fit`` resumes a run (its history has epochs), ``save_best_only`` replays that
+    history first, so a worse epoch after a resume never becomes "best".
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
-                 mode: str = "auto", save_on_interrupt: bool = True, **checkpoint_kwargs):
+                 mode: str = "auto", save_on_interrupt: bool = True, tie_break: str | None = None,
+                 **checkpoint_kwargs):
         self.filepath, self.save_best_only = str(filepath), save_best_only
         self.tracker = _Monitor(monitor, mode, 0.0)
+        self.tie_tracker = _Monitor(tie_break, "auto", 0.0) if tie_break else None
         self.save_on_interrupt = save_on_interrupt
         self.checkpoint_kwargs = checkpoint_kwargs
         self.last_saved: Path | None = None
@@ -188,15 +193,29 @@ class ModelCheckpoint(Callback):
         )
 
     def on_train_begin(self, history) -> None:
-        if self.save_best_only and history and history.get("epoch"):
-            self.tracker.replay(history)
+        if not (self.save_best_only and history and history.get("epoch")):
+            return
+        logs = history.get("history", {})
+        for i, _ in enumerate(history["epoch"]):  # the decisions the first part of the run made
+            self._is_best({k: v[i] for k, v in logs.items() if i < len(v)})
+
+    def _is_best(self, logs: dict[str, float]) -> bool:
+        """Whether this epoch is the best so far (then it becomes the one to beat)."""
+        value = self.tracker.value(logs)
+        tie = self.tie_tracker.value(logs) if self.tie_tracker else None
+        if self.tracker.improved(value):
+            if self.tie_tracker:
+                self.tie_tracker.best = tie
+        elif value == self.tracker.best and self.tie_tracker and self.tie_tracker.improved(tie):
+            self.tie_tracker.best = tie
+        else:
+            return False
+        self.tracker.best = value
+        return True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.save_best_only:
-            value = self.tracker.value(logs)
-            if not self.tracker.improved(value):
-                return
-            self.tracker.best = value
+        if self.save_best_only and not self._is_best(logs):
+            return
         self._save(self.filepath.format(epoch=epoch + 1, **logs), epoch, logs)
 
     def on_interrupt(self, epoch: int) -> None:
