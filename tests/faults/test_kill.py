@@ -181,3 +181,54 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_trains(tmp
     assert f"note: took over a stale lock in {out}: process {first.pid} (cnnkit train lenet5 --epochs 50" in err
     assert "was killed or crashed" in err and "--lr 0.1 (the run has 0.05)" in err
     assert not (out / ".lock").exists()
+
+
+def test_a_disk_that_fills_up_during_training_keeps_the_last_epoch_and_says_how_to_go_on(straight, tmp_path,
+                                                                                         capsys, monkeypatch):
+    from cnnkit.train import callbacks
+    from tests.faults.test_disk import tmpfs
+
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        out = disk / "run"
+        real_save, saves = callbacks.save, [0]
+
+        def save_then_fill(model, path, **kwargs):
+            saves[0] += 1
+            if saves[0] == 3:  # epoch 2's first save: fill the disk just before it
+                free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+                with open(disk / "filler", "wb") as f:
+                    f.write(b"\0" * max(free - 64 * 1024, 0))
+            return real_save(model, path, **kwargs)
+
+        monkeypatch.setattr(callbacks, "save", save_then_fill)
+        assert main(["train", "lenet5", "--epochs", EPOCHS, *RUN, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "safetensors: cannot write it: No space left on device" in err and "free on that disk" in err
+        assert f"the last finished epoch is safe in {out / 'last.safetensors'}" in err
+        assert f"`cnnkit train --out {out} --resume` continues the run once that is fixed" in err
+        assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 0
+        monkeypatch.setattr(callbacks, "save", real_save)
+        (disk / "filler").unlink()
+        assert main(["train", "--out", str(out), "--resume"]) == 0
+        a, b = load_checkpoint(out / "last.safetensors"), load_checkpoint(straight / "last.safetensors")
+        for key in b.model_state:
+            np.testing.assert_array_equal(a.model_state[key], b.model_state[key], err_msg=key)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("small", "not enough free space in"),
+    ("read-only", "Read-only file system"),
+])
+def test_a_run_folder_without_room_or_write_access_is_refused_before_the_first_epoch(tmp_path, capsys, case, message):
+    from tests.faults.test_disk import _remount_read_only, tmpfs
+
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        if case == "read-only":
+            _remount_read_only(disk)
+        started = time.time()
+        assert main(["train", "lenet5", "--epochs", "1", *RUN, "--out", str(disk / "run")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (disk / "run" / "log.csv").exists()
+        assert time.time() - started < 120
