@@ -6,7 +6,8 @@ It reads any format Pillow reads and gives an 8-bit ``"L"`` or ``"RGB"`` picture
 - only a regular file is opened (a FIFO or a device is refused, never waited on);
 - more than ``MAX_IMAGE_PIXELS`` pixels is refused from the header, before decoding (a
   decompression bomb: a small file that decodes to gigabytes); fewer than
-  ``MIN_IMAGE_SIDE`` pixels on a side is refused (nothing to recognise in a 1x1 image);
+  ``MIN_IMAGE_SIDE`` pixels on a side is refused (nothing to recognise in a 1x1 image;
+  ``prepare_image``, the input of predictions, asks for 1/8 of the model's input side);
 - 16-bit images (``I;16``) are scaled to 8 bits (65535 -> 255), not clipped to white;
   32-bit integer images (``I``) are read as 16-bit data and refused outside 0..65535;
 - floating-point images (``F``) must hold values in [0, 1]; NaN or Inf pixels are refused,
@@ -28,15 +29,17 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DataError
 from ..files import open_regular
 
-__all__ = ["open_image", "load_image", "MIN_IMAGE_SIDE", "MAX_IMAGE_PIXELS", "GRAY_MODES"]
+__all__ = ["open_image", "load_image", "read_header", "MIN_IMAGE_SIDE", "MAX_IMAGE_PIXELS", "GRAY_MODES"]
 
-MIN_IMAGE_SIDE = 8               # pixels, the shorter side
+MIN_IMAGE_SIDE = 4               # pixels, the shorter side: below it there is nothing to recognise
 MAX_IMAGE_PIXELS = 100_000_000   # width x height (Pillow's own warning starts at 89 million)
 
 # Pillow modes of single-channel files (1-bit, 8-bit, with alpha, 32-bit int, 16-bit, float).
@@ -135,6 +138,64 @@ def _exif_orientation(image) -> int:
         return 1
 
 
+@contextmanager
+def _checked(path, min_side: int, max_pixels: int):
+    """The lazily opened PIL image of a regular file whose size passed the checks (module doc)."""
+    from PIL import Image, UnidentifiedImageError  # Pillow loads only when images are read
+
+    try:
+        f, _ = open_regular(path, "image file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such image file") from None
+    except OSError as e:
+        raise DataError(f"{path}: {e.strerror or e}") from None
+    try:
+        with f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
+            with Image.open(f) as image:
+                w, h = image.size
+                if w * h > max_pixels:
+                    raise DataError(_bomb_message(path, f"{w}x{h} pixels ({w * h / 1e6:.0f} million)", max_pixels))
+                if min(w, h) < min_side:
+                    raise DataError(f"{path}: {w}x{h} pixels is smaller than the {min_side}x{min_side} "
+                                    "minimum; there is too little in it to recognise")
+                yield image
+    except Image.DecompressionBombError as e:  # Pillow's own limit, met while opening some formats
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found[1]) / 1e6:.0f} million pixels" if found else "its size"
+        raise DataError(_bomb_message(path, size, max_pixels)) from None
+    except (OSError, UnidentifiedImageError, SyntaxError, EOFError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: cannot read as an image ({e})") from None
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says: its size upright (EXIF orientation applied), its mode."""
+
+    size: tuple[int, int]  # (h, w)
+    mode: str
+
+    @property
+    def grayscale(self) -> bool:
+        return self.mode in GRAY_MODES
+
+
+def read_header(path: str | os.PathLike, *, min_side: int = MIN_IMAGE_SIDE,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> ImageHeader:
+    """Read an image file's header only (no pixels decoded), with ``open_image``'s checks.
+
+    Raises:
+        FileNotFoundError, DataError: as ``open_image``.
+    """
+    with _checked(path, min_side, max_pixels) as image:
+        w, h = image.size
+        if _exif_orientation(image) in (5, 6, 7, 8):
+            w, h = h, w
+        return ImageHeader((h, w), image.mode)
+
+
 def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int] | None = None, *,
                background="auto", min_side: int = MIN_IMAGE_SIDE, max_pixels: int = MAX_IMAGE_PIXELS):
     """Decode an image file into an 8-bit PIL image of ``mode``, upright and checked (module doc).
@@ -152,43 +213,20 @@ def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int
         FileNotFoundError: the file does not exist.
         DataError (a ValueError): naming the file and why it cannot be used.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError  # Pillow loads only when images are read
+    from PIL import ImageOps  # Pillow loads only when images are read
 
     if mode not in ("L", "RGB", "auto"):
         raise ValueError(f"open_image mode must be 'L', 'RGB' or 'auto', got {mode!r}")
-    try:
-        f, _ = open_regular(path, "image file")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except OSError as e:
-        raise DataError(f"{path}: {e.strerror or e}") from None
-    try:
-        with f, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
-            with Image.open(f) as image:
-                w, h = image.size
-                if w * h > max_pixels:
-                    raise DataError(_bomb_message(path, f"{w}x{h} pixels ({w * h / 1e6:.0f} million)", max_pixels))
-                if min(w, h) < min_side:
-                    raise DataError(f"{path}: {w}x{h} pixels is smaller than the {min_side}x{min_side} "
-                                    "minimum; there is too little in it to recognise")
-                if mode == "auto":
-                    mode = "L" if image.mode in GRAY_MODES else "RGB"
-                if draft is not None and image.format == "JPEG":
-                    dh, dw = draft
-                    if _exif_orientation(image) in (5, 6, 7, 8):
-                        dh, dw = dw, dh
-                    image.draft(mode, (dw, dh))
-                image = ImageOps.exif_transpose(image)
-                return _convert(image, mode, background, path)
-    except Image.DecompressionBombError as e:  # Pillow's own limit, met while opening some formats
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{int(found[1]) / 1e6:.0f} million pixels" if found else "its size"
-        raise DataError(_bomb_message(path, size, max_pixels)) from None
-    except (OSError, UnidentifiedImageError, SyntaxError, EOFError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: cannot read as an image ({e})") from None
+    with _checked(path, min_side, max_pixels) as image:
+        if mode == "auto":
+            mode = "L" if image.mode in GRAY_MODES else "RGB"
+        if draft is not None and image.format == "JPEG":
+            dh, dw = draft
+            if _exif_orientation(image) in (5, 6, 7, 8):
+                dh, dw = dw, dh
+            image.draft(mode, (dw, dh))
+        image = ImageOps.exif_transpose(image)
+        return _convert(image, mode, background, path)
 
 
 def load_image(

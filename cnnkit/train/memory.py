@@ -17,6 +17,7 @@ MemoryError (or the kernel's OOM killer) after minutes of work.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tracemalloc
@@ -93,6 +94,9 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
     Raises:
         ShapeError: the model cannot take inputs of this shape.
     """
+    # Measured on a copy: a training step changes BatchNorm's running statistics and draws
+    # from Dropout's generator, and a pre-flight check must not change the run it checks.
+    model = copy.deepcopy(model)
     shape = tuple(int(d) for d in input_shape)
     lo, hi = _BATCHES
     measured = None

@@ -150,14 +150,24 @@ def test_an_exif_rotated_photo_is_turned_upright(tmp_path):
 
 # ------------------------------------------------------------------------------------- refused
 
-@pytest.mark.parametrize("size", [(1, 1), (7, 100), (100, 3)])
+@pytest.mark.parametrize("size", [(1, 1), (3, 100), (100, 2)])
 def test_images_below_the_minimum_size_are_refused(tmp_path, size):
     w, h = size
     path = _save(tmp_path / "small.png", np.zeros((h, w), np.uint8))
     with pytest.raises(DataError, match=rf"small.png: {w}x{h} pixels is smaller than the {MIN_IMAGE_SIDE}x"
                                         rf"{MIN_IMAGE_SIDE} minimum"):
         load_image(path)
-    load_image(_save(tmp_path / "ok.png", np.zeros((8, 8), np.uint8)))
+    load_image(_save(tmp_path / "ok.png", np.zeros((4, 4), np.uint8)))
+
+
+def test_a_prediction_input_needs_an_eighth_of_the_model_s_side_and_some_ink(tmp_path, digit):
+    small = _save(tmp_path / "small.png", np.full((20, 20, 3), 128, np.uint8))
+    with pytest.raises(DataError, match=r"small.png: 20x20 pixels is smaller than the 28x28 minimum"):
+        prepare_image(small, (3, 224, 224))                               # upscaled 11x: nothing left to see
+    assert prepare_image(small, (3, 32, 32)).shape == (3, 32, 32)
+    blank = _save(tmp_path / "blank.png", np.full((28, 28), 255, np.uint8))
+    with pytest.raises(DataError, match=r"blank.png: the image is blank \(one flat colour\): there is no digit"):
+        prepare_image(blank, (1, 28, 28))                                 # was: classified as some digit
 
 
 @pytest.mark.parametrize("width, height, million", [(30000, 30000, "900 million pixels"),
@@ -206,12 +216,14 @@ def test_special_files_are_refused_without_hanging(tmp_path):
 def test_predict_refuses_bad_images_in_one_line_each(lenet_checkpoint, tmp_path, capsys, digit):
     _png_header_only(tmp_path / "bomb.png", 30000, 30000)
     _save(tmp_path / "one.png", np.full((1, 1), 200, np.uint8))
+    _save(tmp_path / "blank.png", np.zeros((28, 28), np.uint8))
     values = digit[0].astype(np.float32) / 255
     values[0, 0] = np.nan
     _save(tmp_path / "nan.tif", values, "F")
     os.mkfifo(tmp_path / "pipe.png")
     for name, message in [("bomb.png", "is more than the 100 million pixels cnnkit decodes"),
-                          ("one.png", "1x1 pixels is smaller than the 8x8 minimum"),
+                          ("one.png", "1x1 pixels is smaller than the 4x4 minimum"),
+                          ("blank.png", "the image is blank (one flat colour): there is no digit to recognise"),
                           ("nan.tif", "1 of its 784 pixels are not finite"),
                           ("pipe.png", "is a FIFO (named pipe), not an image file")]:
         assert main(["predict", str(lenet_checkpoint), str(tmp_path / name)]) == 1
