@@ -123,7 +123,7 @@ def test_sigkill_at_random_moments_of_training_loses_nothing(straight, tmp_path)
     out = tmp_path / "run"
     rng = np.random.default_rng(13)
     kills = 0
-    for attempt in range(5):
+    for _ in range(5):
         proc = _start(out, resume=(out / "recipe.json").exists())
         # wait until it is training (the recipe is written just before the first epoch), then a random moment
         deadline = time.time() + 300
