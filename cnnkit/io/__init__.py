@@ -7,6 +7,11 @@
 ``load_checkpoint`` (read and verify a file: header, SHA-256 digest, finite weights),
 ``load`` (rebuild the model it names). ``safetensors.py``: the file format itself, read
 with every field checked before any data is read, and written atomically.
+``pth.py``: the safe reader of PyTorch files (``read_pth``, ``load_pth``): opcodes walked,
+never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetensors, timm,
+Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
+``load_weights``), safetensors read memory-mapped and written by streaming, named weights
+fetched and converted once (``fetch_weights``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from .checkpoint import (
     save,
     save_checkpoint,
 )
+from .pth import load_pth, read_pth
 from .safetensors import read_safetensors, write_safetensors
+from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
     "Checkpoint",
@@ -38,4 +45,10 @@ __all__ = [
     "save_checkpoint",
     "read_safetensors",
     "write_safetensors",
+    "read_pth",
+    "load_pth",
+    "load_weights",
+    "resolve_weights",
+    "fetch_weights",
+    "WeightsReport",
 ]

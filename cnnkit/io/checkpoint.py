@@ -39,7 +39,8 @@ from ..nn.resize import set_array, sync_sizes
 from .safetensors import content_digest, parse_json, read_safetensors, write_safetensors
 
 __all__ = [
-    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
+    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "save_state_dict", "load_checkpoint", "load",
+    "atomic_write_bytes",
     "capture_rng", "restore_rng", "resize_to_state",
 ]
 
@@ -212,6 +213,24 @@ def save(
         }
     if scheduler is not None:
         meta["scheduler"] = {"class": type(scheduler).__name__, "state": _jsonable(scheduler.state_dict())}
+    return _write(path, tensors, meta)
+
+
+def save_state_dict(path: str | os.PathLike, state_dict, *, model_name: str,
+                    model_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write a model-only checkpoint from a state dict (arrays with the model's keys), atomically.
+
+    What ``cnnkit import`` writes for converted weights: ``cnnkit.load`` rebuilds the zoo
+    model ``model_name`` with ``model_config`` from it, and it carries the same SHA-256 as
+    every checkpoint.
+    """
+    tensors = {f"model/{k}": np.asarray(getattr(v, "data", v)) for k, v in state_dict.items()}
+    meta = {"model": {"name": model_name, "config": dict(model_config or {}), "class": None}, "epoch": None,
+            "metrics": {}, "history": {}, "rng_states": {}, "extra": dict(extra or {})}
+    return _write(path, tensors, meta)
+
+
+def _write(path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     text = json.dumps(_jsonable(meta))
     metadata = {"format": FORMAT, "version": str(VERSION), "cnnkit": text}
     return write_safetensors(path, tensors, metadata, digest_key="sha256", digest_text=_digest_text(VERSION, text))
