@@ -144,11 +144,10 @@ def test_sigkill_at_random_moments_of_training_loses_nothing(straight, tmp_path)
 
 
 # save 1 is recipe.json; each epoch then saves best (if better), last and log.csv
-@pytest.mark.parametrize("plan", [["3:mid", "4:before-rename", "2:after-rename"],
-                                  ["2:before-rename", "3:mid", "5:mid"]])
-def test_sigkill_inside_saves_leaves_old_or_new_files_and_resume_continues(straight, tmp_path, plan):
+def test_sigkill_inside_saves_leaves_old_or_new_files_and_resume_continues(straight, tmp_path):
     out = tmp_path / "run"
-    for step in plan:
+    # best.safetensors half written; last.safetensors complete but not renamed; log.csv renamed, then death
+    for step in ["2:mid", "3:before-rename", "4:after-rename"]:
         env = {**subprocess_env(), "CNNKIT_TEST_KILL": step}
         proc = _start(out, resume=(out / "recipe.json").exists(), env=env, wrapper=_KILLER)
         _, stderr = proc.communicate(timeout=600)
