@@ -308,10 +308,32 @@ def _stored_run(out: Path, last: Path):
         present = holds_a_run(out)
         raise UsageError(f"--resume: {out} holds no run to resume (no recipe.json or last.safetensors"
                          f"{'; it has ' + ', '.join(present) if present else ''})")
+    _check_recipe_types(recipe, out)
     if ckpt is not None and recipe.get("model") not in (None, ckpt.model_name):
         raise CheckpointError(f"--resume: {last} holds model {ckpt.model_name!r}, but the run's recipe says "
                               f"{recipe['model']!r}; the run folder was mixed up")
     return recipe, ckpt
+
+
+# The JSON types of the stored options (None: not given); a recipe.json edited by hand or
+# damaged is refused by name instead of failing somewhere later.
+_RECIPE_TYPES = {
+    "model": str, "dataset": str, "data": str, "data_dir": str, "task": str, "positive_class": str,
+    "resize": str, "optimizer": str, "freeze": (str, int), "weights": str,
+    "epochs": int, "batch_size": int, "seed": int, "limit": int, "image_size": int, "in_channels": int,
+    "val_split": (int, float), "threshold": (int, float), "lr": (int, float), "crop_scale": (int, float),
+    "color_jitter": (int, float), "backbone_lr_scale": (int, float), "augment": bool,
+    "train_images": int, "val_images": int, "classes": list, "extended": list,
+}
+
+
+def _check_recipe_types(recipe: dict, out: Path) -> None:
+    for key, kind in _RECIPE_TYPES.items():
+        value = recipe.get(key)
+        bad = value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool))
+        if bad or (key in ("epochs", "batch_size") and value is not None and value < 1):
+            raise UsageError(f"{out / 'recipe.json'}: {key} is {value!r}, which no run stores; the file was edited "
+                             "or damaged (fix or delete it: the last checkpoint holds a copy of the recipe)")
 
 
 def _apply_recipe(args, recipe: dict, explicit: dict, done: int, out: Path) -> int | None:

@@ -166,6 +166,17 @@ def test_resume_refuses_when_the_data_changed(two_epochs, tmp_path, capsys):
     assert "the data of the run in" in err and "train images: 300 then, 256 now" in err
 
 
+@pytest.mark.parametrize("key, value", [("epochs", "three"), ("lr", [0.05]), ("batch_size", 0), ("augment", "yes"),
+                                        ("model", 5)])
+def test_an_edited_or_damaged_recipe_is_refused_by_name(two_epochs, tmp_path, capsys, key, value):
+    run = copy_run(two_epochs / "two", tmp_path / "run")
+    recipe = json.loads((run / "recipe.json").read_text())
+    recipe[key] = value
+    (run / "recipe.json").write_text(json.dumps(recipe))
+    assert train("--out", str(run), "--resume", "--epochs", "3") == 2
+    assert f"recipe.json: {key} is {value!r}, which no run stores" in one_line(capsys)
+
+
 def test_resume_of_a_run_stopped_before_its_first_epoch_starts_it_from_the_beginning(two_epochs, tmp_path):
     run = copy_run(two_epochs / "two", tmp_path / "run")
     for name in ("last.safetensors", "best.safetensors", "log.csv"):
@@ -234,3 +245,19 @@ def test_ctrl_c_then_the_printed_command_continues_to_the_same_weights(two_epoch
     assert_same_weights(out / "last.safetensors", two_epochs / "three" / "last.safetensors")
     straight = [{k: v for k, v in r.items() if k != "images_per_sec"} for r in log_rows(two_epochs / "three")]
     assert [{k: v for k, v in r.items() if k != "images_per_sec"} for r in log_rows(out)] == straight
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(tmp_path):
+    """A scheduler's SIGTERM (a cluster job's time limit): the same save and hint as Ctrl-C."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "50", *RUN, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    deadline = time.time() + 300
+    while not (out / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert f"interrupted: weights saved to {out / 'interrupted.safetensors'}" in stderr
+    assert f"`cnnkit train --out {out} --resume` continues the run" in stderr
+    assert load_checkpoint(out / "interrupted.safetensors") and not (out / ".lock").exists()
