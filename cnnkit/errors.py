@@ -20,6 +20,11 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
     +-- RunFolderError (OSError)         a run folder cannot be used: another run holds it, not writable, full
+    +-- OptionalDependencyError (ImportError)  an extra (cnnkit[onnx], ...) is not installed
+    +-- OnnxError (ValueError)           ONNX export or import (cnnkit.onnx)
+        +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
+        +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
+        +-- OnnxExportError              ... a model ONNX cannot express (names the layer)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -43,6 +48,11 @@ __all__ = [
     "NonFiniteError",
     "UsageError",
     "RunFolderError",
+    "OptionalDependencyError",
+    "OnnxError",
+    "OnnxFileError",
+    "OnnxUnsupportedError",
+    "OnnxExportError",
 ]
 
 
@@ -142,3 +152,26 @@ class UsageError(CnnkitError, ValueError):
 
 class RunFolderError(CnnkitError, OSError):
     """A run folder cannot be used: another run trains into it, it is not writable or has no room."""
+
+
+class OptionalDependencyError(CnnkitError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message says what to install."""
+
+
+class OnnxError(CnnkitError, ValueError):
+    """ONNX export or import failed (``cnnkit.onnx``); the base of the three below."""
+
+
+class OnnxFileError(OnnxError):
+    """A file is not a readable ONNX model: not ONNX, truncated, inconsistent, too large.
+
+    The message names the file and what is wrong with it. Nothing in the file has run.
+    """
+
+
+class OnnxUnsupportedError(OnnxError):
+    """An ONNX node cnnkit cannot run: the message names the operator, the node and the opset."""
+
+
+class OnnxExportError(OnnxError):
+    """A cnnkit model cannot be written as ONNX: the message names the layer and the op."""
