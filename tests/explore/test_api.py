@@ -1,0 +1,178 @@
+"""The explorer's HTTP API, through Starlette's test client, on a LeNet-5 trained by `cnnkit train`."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from PIL import Image  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from cnnkit.cli import main  # noqa: E402
+from cnnkit.data import load_mnist  # noqa: E402
+from cnnkit.explore.report import render_report  # noqa: E402
+from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
+
+
+@pytest.fixture
+def client(explorer):
+    with TestClient(create_app(explorer)) as c:
+        yield c
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def digit_png(index: int, dark_on_light: bool = True) -> bytes:
+    """An MNIST test digit as a PNG, drawn as a person would: dark ink on white, larger."""
+    images, _ = load_mnist("test")
+    img = images[index]
+    if dark_on_light:
+        img = 255 - img
+    return png_bytes(np.asarray(Image.fromarray(img).resize((112, 112), Image.BILINEAR)))
+
+
+def predict_top(checkpoint, path) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["predict", str(checkpoint), str(path), "--top-k", "1"]) == 0
+    return re.search(r": (\S+) \(", out.getvalue()).group(1)
+
+
+def test_the_page_and_its_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ASSETS[1:]:
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and r.content, name
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert "cdn" not in page.text.lower() and "http://" not in page.text and "https://" not in page.text
+
+
+def test_model_overview(client):
+    m = client.get("/api/model").json()
+    assert m["model_name"] == "lenet5" and m["input_shape"] == [1, 28, 28] and m["classes"] == list("0123456789")
+    assert m["can_draw"] and m["has_training"] and len(m["samples"]) == 24 and m["samples"][0]["label"] == "7"
+    o = m["overview"]
+    assert o["total_params"] == 61_706 and o["total_macs"] == 416_520
+    units = o["units"]
+    assert [u["type"] for u in units][:3] == ["Conv2d", "ReLU", "MaxPool2d"]
+    assert units[0]["arithmetic"] == "H: (28 - 5 + 2*2)/1 + 1 = 28; W: (28 - 5 + 2*2)/1 + 1 = 28"
+    assert units[0]["params"] == 156 and units[0]["macs"] == 6 * 28 * 28 * 25
+    assert units[3]["receptive_field"] == [14, 14] and units[3]["jump"] == [2, 2]
+
+
+def test_a_sample_runs_and_its_layers_answer(client, explorer):
+    run = client.post("/api/samples/0/run").json()
+    assert run["shape"] == [1, 28, 28] and run["picture"].startswith("data:image/png;base64,")
+    assert len(run["units"]) == 12 and run["prediction"]["top"][0] == 7          # MNIST test #0 is a 7
+    rid = run["id"]
+    maps = client.get(f"/api/images/{rid}/maps/0?k=4&order=max").json()
+    assert maps["shape"] == [6, 28, 28] and len(maps["channels"]) == 4
+    data = np.frombuffer(base64.b64decode(maps["data"]), np.uint8).reshape(4, 28, 28)
+    a = np.asarray(explorer.get_run(rid).trace.units[0].output.data[0])
+    order = np.argsort(-a.reshape(6, -1).max(axis=1), kind="stable")[:4]
+    assert [c["index"] for c in maps["channels"]] == order.tolist()
+    m = max(abs(maps["lo"]), abs(maps["hi"]))                                  # diverging: symmetric
+    expected = np.clip(np.round((a[order] + m) / (2 * m) * 255), 0, 255)
+    assert np.abs(data.astype(int) - expected).max() <= 1
+    vec = client.get(f"/api/images/{rid}/maps/11").json()
+    assert vec["shape"] == [10] and vec["top"][0] == 7 and len(vec["values"]) == 10
+
+
+def test_a_neuron_answers_with_the_forward_value(client, explorer):
+    rid = client.post("/api/samples/1/run").json()["id"]
+    a = client.get(f"/api/images/{rid}/neuron/3?index=5,4,6").json()
+    forward = float(np.asarray(explorer.get_run(rid).trace.units[3].output.data[0])[5, 4, 6])
+    assert a["kind"] == "conv" and a["value"] == pytest.approx(forward)
+    assert a["computed"] == pytest.approx(forward, rel=1e-5, abs=1e-6)
+    assert a["input_box"] == [6, 19, 10, 23]                    # the 14x14 field of conv2 + pool + conv1
+    assert a["boxes"]["2"] == [4, 8, 6, 10]                     # the 5x5 window on features.2
+
+
+def test_decision_saliency_and_grad_cam(client):
+    rid = client.post("/api/samples/0/run").json()["id"]
+    d = client.get(f"/api/images/{rid}/decision").json()
+    assert d["top"] == d["target"] == 7 and sum(d["probabilities"]) == pytest.approx(1.0)
+    assert d["saliency"]["shape"] == [28, 28] and d["grad_cam"]["shape"] == [28, 28]
+    assert d["grad_cam"]["unit"] == 5 and d["cam_units"] == [0, 1, 2, 3, 4, 5]
+    other = client.get(f"/api/images/{rid}/decision?target=3&cam=0").json()
+    assert other["target"] == 3 and other["grad_cam"]["unit"] == 0
+    assert client.get(f"/api/images/{rid}/decision?cam=7").status_code == 400     # Flatten: not an image
+
+
+def test_statistics_filters_and_training(client, trained_run):
+    rid = client.post("/api/samples/2/run").json()["id"]
+    s = client.get(f"/api/images/{rid}/statistics").json()
+    assert len(s["units"]) == 12 and s["target"] == 1
+    relu = s["units"][1]["activation"]
+    assert relu["min"] == 0.0 and relu["zeros"] > 0 and sum(relu["histogram"]["counts"]) == 6 * 28 * 28
+    names = [w["name"] for w in s["weights"]]
+    assert names[:2] == ["features.0.weight", "features.0.bias"]
+    assert s["weights"][0]["gradient"]["count"] == 150 and s["units"][11]["gradient"]["count"] == 10
+    f = client.get("/api/filters/0?filters=6").json()
+    assert f["shape"] == [6, 1, 5, 5] and f["shown"] == [6, 1] and "rgb" not in f
+    assert client.get("/api/filters/1").status_code == 404          # a ReLU has no filters
+    t = client.get("/api/training").json()
+    assert t["epochs"] == [1] and set(t["logs"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_npy_downloads_hold_the_arrays(client, explorer):
+    rid = client.post("/api/samples/3/run").json()["id"]
+    run = explorer.get_run(rid)
+    for url, expected in [
+        (f"/api/images/{rid}/layers/2.npy", np.asarray(run.trace.units[2].output.data[0])),
+        (f"/api/images/{rid}/input.npy", run.x[0]),
+        ("/api/parameters/features.3.weight.npy", np.asarray(explorer.source.model.features[3].weight.data)),
+    ]:
+        r = client.get(url)
+        assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+        np.testing.assert_array_equal(np.load(io.BytesIO(r.content), allow_pickle=False), expected)
+    g = np.load(io.BytesIO(client.get(f"/api/images/{rid}/layers/5.npy?what=gradient&target=2").content))
+    np.testing.assert_array_equal(g, run.class_gradients(2)["units"][5])
+
+
+@pytest.mark.parametrize("index, dark_on_light", [(0, True), (1, False), (8, True)])
+def test_an_upload_predicts_what_cnnkit_predict_says(client, checkpoint, tmp_path, index, dark_on_light):
+    body = digit_png(index, dark_on_light)
+    path = tmp_path / f"digit{index}.png"
+    path.write_bytes(body)
+    run = client.post("/api/images?name=digit.png", content=body, headers={"Content-Type": "image/png"}).json()
+    names = client.get("/api/model").json()["classes"]
+    assert names[run["prediction"]["top"][0]] == predict_top(checkpoint, path)
+    assert run["name"] == "digit.png"
+
+
+def test_runs_are_kept_three_at_a_time(client):
+    ids = [client.post("/api/samples/0/run").json()["id"] for _ in range(4)]
+    assert client.get(f"/api/images/{ids[-1]}/maps/0").status_code == 200
+    r = client.get(f"/api/images/{ids[0]}/maps/0")
+    assert r.status_code == 404 and "no longer held" in r.json()["error"]
+
+
+def test_the_static_report_holds_every_answer_it_needs(explorer):
+    picture = explorer.samples[0].load()
+    html = render_report(explorer, picture, "mnist test #0")
+    assert html.count("<script") == 9 and "/static/" not in html.replace("/static/report", "")
+    assert 'src="' not in html and "<link" not in html.replace('<link rel="icon" href="data:,">', "")
+    data = html[html.index("window.CNNKIT_SNAPSHOT = ") + 25 : html.index(";\n</script>")]
+    import json
+
+    snap = json.loads(data.replace("<\\/", "</"))
+    rid = snap["run"]["id"]
+    urls = set(snap["responses"])
+    assert {"/api/model", f"/api/images/{rid}/decision", f"/api/images/{rid}/statistics", "/api/training",
+            "/api/filters/0?filters=64&channels=16", "/api/filters/3?filters=64&channels=16"} <= urls
+    assert all(f"/api/images/{rid}/maps/{u}?k=8&order=mean" in urls for u in range(12))

@@ -1,0 +1,103 @@
+"""trace_layers: one forward pass kept whole, grouped into layer calls and ops outside layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit import models, nn
+from cnnkit.explore.trace import INPUT, trace_layers
+from cnnkit.viz.capture import capture, leaf_layers
+from cnnkit.explain import saliency
+
+
+def _trace(model, shape, rng):
+    model.eval()
+    return trace_layers(model, rng.standard_normal((1,) + shape).astype(np.float32))
+
+
+def test_lenet5_is_a_chain_of_its_twelve_layers(rng):
+    tr = _trace(models.lenet5(rng=rng), (1, 28, 28), rng)
+    assert [u.name for u in tr.units] == [
+        "features.0", "features.1", "features.2", "features.3", "features.4", "features.5", "flatten",
+        "classifier.0", "classifier.1", "classifier.2", "classifier.3", "classifier.4"]
+    assert [u.type for u in tr.units[:3]] == ["Conv2d", "ReLU", "MaxPool2d"]
+    assert [u.inputs for u in tr.units] == [[INPUT]] + [[i] for i in range(11)]
+    assert [u.shape for u in tr.units][:3] == [(6, 28, 28), (6, 28, 28), (6, 14, 14)]
+    assert tr.units[-1].output is tr.output
+
+
+def test_residual_additions_are_units_fed_by_both_branches(rng):
+    tr = _trace(models.resnet18(rng=rng), (3, 64, 64), rng)
+    adds = [u for u in tr.units if u.type == "Add"]
+    assert len(adds) == 8 and all(u.kind == "op" and len(u.inputs) == 2 for u in adds)
+    first = adds[0]
+    assert first.name == "layer1.0: Add" and first.path == "layer1.0"
+    names = {tr.units[i].name for i in first.inputs}
+    assert names == {"layer1.0.bn2", "maxpool"}                      # the identity shortcut
+    down = next(u for u in adds if u.path == "layer2.0")
+    assert {tr.units[i].name for i in down.inputs} == {"layer2.0.bn2", "layer2.0.downsample.1"}
+    # the block's ReLU module runs twice: two units, numbered
+    assert [u.name for u in tr.units if u.path == "layer1.0.relu"] == ["layer1.0.relu", "layer1.0.relu (call 2)"]
+
+
+def test_concatenations_and_identity_layers(rng):
+    tr = _trace(models.googlenet(rng=rng, init_weights=False), (3, 64, 64), rng)
+    cats = [u for u in tr.units if u.type == "Concat"]
+    assert len(cats) == 9 and all(len(u.inputs) == 4 for u in cats)
+    # Dropout in eval mode runs no op: an "identity" unit after the functional flatten, which
+    # it must not claim (it is the op before it, outside any layer)
+    drop = next(u for u in tr.units if u.path == "dropout")
+    assert drop.kind == "identity" and drop.output is drop.input_tensors[0]
+    before = tr.units[drop.inputs[0]]
+    assert before.kind == "op" and before.type == "Reshape"
+    fc = next(u for u in tr.units if u.path == "fc")
+    assert fc.inputs == [drop.index]
+
+
+def test_layer_outputs_equal_the_forward_hook_capture(rng):
+    model = models.resnet20(rng=rng)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    model.eval()
+    tr = trace_layers(model, x)
+    found, out = capture(model, x, leaf_layers(model))
+    calls: dict[str, int] = {}
+    captured = {}
+    for path, _, a in found:
+        calls[path] = calls.get(path, 0) + 1
+        captured[(path, calls[path])] = a
+    layers = [u for u in tr.units if u.kind == "layer"]
+    assert len(layers) == len(captured)
+    for u in layers:
+        np.testing.assert_array_equal(np.asarray(u.output.data[0]), captured[(u.path, u.call)])
+    np.testing.assert_array_equal(np.asarray(tr.output.data), out)
+
+
+def test_the_model_state_is_restored(rng):
+    model = models.lenet5(rng=rng)
+    model.train()
+    model.classifier[0].weight.requires_grad = False
+    trace_layers(model, rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
+    assert model.training and all(m.training for m in model.modules())
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, True, False, True, True, True, True, True]
+
+
+def test_backward_through_the_kept_pass_gives_the_saliency_gradient(rng):
+    model = models.lenet5(rng=rng)
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    model.eval()
+    tr = trace_layers(model, x)
+    seed = np.zeros(tr.output.shape, np.float32)
+    seed[0, 3] = 1.0
+    tr.output.backward(seed, retain_graph=True)
+    reference = saliency(model, x[0], target=3)
+    np.testing.assert_allclose(np.asarray(tr.input.grad[0]), reference.gradient, rtol=1e-5, atol=1e-7)
+
+
+def test_a_model_that_returns_no_tensor_is_refused(rng):
+    class Pair(nn.Module):
+        def forward(self, x):
+            return (x, x)
+
+    with pytest.raises(ValueError, match="expects the model to return a Tensor, got tuple"):
+        trace_layers(Pair(), np.zeros((1, 1, 2, 2), np.float32))
