@@ -33,9 +33,9 @@ import numpy as np
 import cnnkit
 import cnnkit.functional as F
 from cnnkit import Tensor, models, no_grad
-from cnnkit.summary import summary
-from cnnkit.surgery_cli import compose_mnist_strip
-from cnnkit.transforms import read_sequence, sliding_window, to_fully_convolutional
+from cnnkit.data import compose_mnist_strip
+from cnnkit.explain.summary import summary
+from cnnkit.surgery import read_sequence, sliding_window, to_fully_convolutional
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -80,9 +80,7 @@ def compare(name: str, model, fcn, x: np.ndarray, window, repeats: int) -> dict:
 def lenet_case(args) -> None:
     rng = np.random.default_rng(args.seed)
     if args.checkpoint and Path(args.checkpoint).exists():
-        from cnnkit.prune import load_pruned
-
-        lenet = load_pruned(args.checkpoint)
+        lenet = cnnkit.load(args.checkpoint)
         trained = True
         print(f"LeNet-5 weights: {args.checkpoint}")
     else:

@@ -27,9 +27,8 @@ import cnnkit
 from cnnkit import optim
 from cnnkit.data import MNIST, DataLoader
 from cnnkit.data import transforms as T
-from cnnkit.prune import conv_parameters, load_pruned, prune_channels, uniform_width
-from cnnkit.surgery_cli import finetune, images_per_second, measure
-from cnnkit.train import fit
+from cnnkit.surgery import conv_parameters, images_per_second, measure, prune_channels, uniform_width
+from cnnkit.train import finetune, fit
 
 
 def main() -> None:
@@ -48,7 +47,7 @@ def main() -> None:
     train_set, test_set = MNIST(train=True, transform=steps), MNIST(train=False, transform=steps)
     shape = (1, 28, 28)
 
-    original = load_pruned(args.checkpoint)
+    original = cnnkit.load(args.checkpoint)
     before = measure(original, shape, test_set)
     print(f"original {args.checkpoint}: {before['params']:,} parameters ({before['conv_params']:,} in conv "
           f"layers), {before['macs']:,} MACs, test accuracy {100 * before['accuracy']:.2f}%")

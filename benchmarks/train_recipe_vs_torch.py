@@ -1,6 +1,6 @@
 """Time to accuracy: `cnnkit train lenet5`'s default recipe vs the same recipe in PyTorch.
 
-The recipe (cnnkit.runner.recipe_for("lenet5", "mnist")): LeNet-5 (ReLU, max pooling),
+The recipe (cnnkit.train.recipe_for("lenet5", "mnist")): LeNet-5 (ReLU, max pooling),
 MNIST normalized with mean 0.1307 / std 0.3081, batch 64 reshuffled each epoch, SGD with
 Nesterov momentum 0.9 and weight decay 5e-4, a one-cycle learning rate peaking at 0.05,
 10 epochs. Both frameworks train side by side in one process, one epoch each in turn
@@ -22,7 +22,7 @@ import torch
 import cnnkit
 from cnnkit import models, optim
 from cnnkit.data import load_mnist
-from cnnkit.runner import recipe_for
+from cnnkit.train import recipe_for
 
 MEAN, STD = 0.1307, 0.3081
 

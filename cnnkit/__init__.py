@@ -1,19 +1,24 @@
 """cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
 
 Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
-``gradcheck``, ``manual_seed``, ``ShapeError``, ``nn`` (layers), ``init`` (initializers), ``optim``,
-``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and MACs),
-``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model), ``transforms``
-(fully convolutional conversion), ``prune`` (channel pruning).
+``gradcheck``, ``manual_seed``, the exception types (``CnnkitError``, ``ShapeError``, ...),
+``nn`` (layers; ``nn.init``, also ``cnnkit.init``: initializers), ``optim``, ``models`` (the
+model zoo), ``summary`` (a table of layers, shapes, parameters and MACs), ``save`` / ``load``
+(safetensors checkpoints; ``load`` rebuilds a zoo model, pruned or not).
+
+The packages above these (``data``, ``train``, ``io``, ``explain``, ``surgery``, ``viz``,
+``cli``) are imported by name: ``from cnnkit.train import fit``. ``import cnnkit`` loads
+none of matplotlib, tensorboardX or Graphviz. The layers and who may import whom:
+docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import sys as _sys
+
 # Tensor first: it imports the functional ops its operators call.
 from .tensor import Tensor, tensor  # isort: skip
-from . import functional, init, models, nn, optim, prune, transforms
-from .checkpoint import load
-from .checkpoint import save_checkpoint as save
+from . import functional, models, nn, optim
 from .config import (
     default_dtype,
     default_generator,
@@ -23,14 +28,21 @@ from .config import (
     manual_seed,
     no_grad,
 )
-from .errors import GradcheckError, ShapeError
+from .errors import CnnkitError, GradcheckError, ShapeError
+from .explain.summary import summary
 from .function import Function
 from .gradcheck import gradcheck
-from .summary import summary
+from .io.checkpoint import load
+from .io.checkpoint import save_checkpoint as save
+from .nn import init
+
+# ``import cnnkit.init`` keeps working: the initializers live in ``cnnkit.nn.init`` (as torch.nn.init).
+_sys.modules[__name__ + ".init"] = init
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CnnkitError",
     "Function",
     "GradcheckError",
     "ShapeError",
@@ -49,9 +61,17 @@ __all__ = [
     "nn",
     "no_grad",
     "optim",
-    "prune",
     "save",
     "summary",
     "tensor",
-    "transforms",
 ]
+
+
+def __getattr__(name: str):
+    # The old homes of the fully convolutional conversion and of pruning, kept for code written
+    # before they moved to cnnkit.surgery; importing them warns (DeprecationWarning).
+    if name in ("transforms", "prune"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

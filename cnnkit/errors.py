@@ -1,16 +1,113 @@
-"""Exception types shared across cnnkit."""
+"""Every exception type cnnkit raises, in one hierarchy.
+
+``CnnkitError`` is the base: ``except cnnkit.errors.CnnkitError`` catches every error
+cnnkit raises on purpose. Each type also derives from the built-in exception a Python
+(or PyTorch) user would expect, so existing ``except ValueError`` code keeps working:
+
+    CnnkitError
+    +-- ShapeError (ValueError)          a shape does not fit an op or a layer
+    +-- GradcheckError (AssertionError)  analytic and numeric gradients disagree
+    +-- StateDictError (RuntimeError)    load_state_dict: missing, unexpected or misshapen keys
+    +-- CheckpointError (ValueError)     a checkpoint file is missing, corrupt, foreign or does not fit
+    +-- DataError (ValueError)           a dataset file or sample is unreadable or malformed
+    |   +-- IDXError                     ... an IDX (MNIST) file
+    |   +-- CIFARError                   ... a CIFAR-10 binary batch
+    +-- DownloadError (OSError)          a download failed or its checksum did not match
+    +-- ConversionError (ValueError)     a model cannot be rewritten (fully convolutional conversion)
+    +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
+    +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
+    +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+
+Messages name the op, layer, file or option, what was expected and what was received.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ShapeError", "GradcheckError"]
+__all__ = [
+    "CnnkitError",
+    "ShapeError",
+    "GradcheckError",
+    "StateDictError",
+    "CheckpointError",
+    "DataError",
+    "IDXError",
+    "CIFARError",
+    "DownloadError",
+    "ConversionError",
+    "LayerNotFoundError",
+    "NonFiniteError",
+    "UsageError",
+]
 
 
-class ShapeError(ValueError):
+class CnnkitError(Exception):
+    """The base of every exception cnnkit raises on purpose."""
+
+
+class ShapeError(CnnkitError, ValueError):
     """An input's shape (or a shape-like argument) does not fit the op or layer.
 
     The message names the op or layer, what it expected and what it received.
     """
 
 
-class GradcheckError(AssertionError):
+class GradcheckError(CnnkitError, AssertionError):
     """Analytic and finite-difference gradients disagree (raised by ``cnnkit.gradcheck``)."""
+
+
+class StateDictError(CnnkitError, RuntimeError):
+    """A state dict does not fit the model: missing or unexpected keys, or wrong shapes.
+
+    RuntimeError, as PyTorch's ``load_state_dict`` raises.
+
+    Attributes:
+        missing_keys, unexpected_keys: lists of keys.
+        mismatched: list of (key, shape in the state dict, shape in the model).
+    """
+
+    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list):
+        self.missing_keys, self.unexpected_keys, self.mismatched = missing, unexpected, mismatched
+        lines = [f"Error(s) in loading state_dict for {model}:"]
+        if missing:
+            lines.append("  missing key(s): " + ", ".join(missing))
+        if unexpected:
+            lines.append("  unexpected key(s): " + ", ".join(unexpected))
+        for key, got, expected in mismatched:
+            lines.append(f"  size mismatch for {key}: the state dict has shape {got}, the model expects {expected}")
+        super().__init__("\n".join(lines))
+
+
+class CheckpointError(CnnkitError, ValueError):
+    """A checkpoint file is missing, truncated, corrupt, foreign or does not fit the model."""
+
+
+class DataError(CnnkitError, ValueError):
+    """A dataset file or sample is unreadable or malformed (the message names the file)."""
+
+
+class IDXError(DataError):
+    """An IDX file (MNIST's format) is malformed or truncated."""
+
+
+class CIFARError(DataError):
+    """A CIFAR-10 binary batch file is malformed or truncated."""
+
+
+class DownloadError(CnnkitError, OSError):
+    """A download failed, or the file's checksum does not match the expected one."""
+
+
+class ConversionError(CnnkitError, ValueError):
+    """A model (or one of its layers) cannot be rewritten as a fully convolutional network."""
+
+
+class LayerNotFoundError(CnnkitError, ValueError):
+    """A layer name that is not in the model; the message lists the names there are."""
+
+
+class NonFiniteError(CnnkitError, FloatingPointError):
+    """Training produced NaN or Inf; the message names the first layer where it appeared."""
+
+
+class UsageError(CnnkitError, ValueError):
+    """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import cnnkit
 from cnnkit import models
-from cnnkit.checkpoint import save_checkpoint
+from cnnkit.io.checkpoint import save_checkpoint
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
@@ -44,3 +47,11 @@ def lenet_checkpoint(tmp_path, rng):
     save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
                     extra=MNIST_EXTRA)
     return path
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child Python that must import the cnnkit under test (not another install)."""
+    root = str(Path(cnnkit.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env

@@ -14,7 +14,8 @@ Files: ``idx.py`` (the IDX reader), ``mnist.py`` (MNIST and its IDX siblings),
 ``cifar.py`` (CIFAR-10 binary), ``folder.py`` (ImageFolder), ``dataset.py`` (Dataset,
 TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``transforms/`` (base,
 convert, geometric), ``download.py`` (download with progress, checksum and atomic
-write; the cache folder).
+write; the cache folder), ``registry.py`` (the datasets the ``cnnkit`` command knows by
+name, with shapes and normalization), ``prepare.py`` (photos and drawings as model inputs).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from .folder import ImageFolder, load_image
 from .idx import IDXError, read_idx
 from .loader import DataLoader, default_collate
 from .mnist import KMNIST, MNIST, FashionMNIST, load_mnist
+from .prepare import compose_mnist_strip, load_strip, prepare_image
+from .registry import DATASETS, DatasetSpec, get_dataset, list_datasets
 
 __all__ = [
     "ArrayDataset",
     "CIFAR10",
     "CIFARError",
+    "DATASETS",
+    "DatasetSpec",
     "DataLoader",
     "Dataset",
     "DownloadError",
@@ -42,11 +47,16 @@ __all__ = [
     "MNIST",
     "Subset",
     "TensorDataset",
+    "compose_mnist_strip",
     "data_root",
     "default_collate",
     "download",
+    "get_dataset",
+    "list_datasets",
     "load_image",
     "load_mnist",
+    "load_strip",
+    "prepare_image",
     "random_split",
     "read_cifar_batch",
     "read_idx",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CIFARError
 from .dataset import ArrayDataset
 from .download import data_root, fetch
 
@@ -24,10 +25,6 @@ __all__ = ["CIFAR10", "CIFARError", "read_cifar_batch"]
 
 _RECORD = 1 + 3 * 32 * 32
 _MEMBER_DIR = "cifar-10-batches-bin"
-
-
-class CIFARError(ValueError):
-    """A CIFAR-10 binary batch or archive is truncated, corrupt or foreign."""
 
 
 def read_cifar_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,13 +21,11 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from ..errors import DownloadError
+
 __all__ = ["DownloadError", "data_root", "download", "fetch", "file_digest"]
 
 _CHUNK = 1 << 20  # 1 MiB
-
-
-class DownloadError(OSError):
-    """A download failed or its file did not verify; the message names the URL and the file."""
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from ..errors import IDXError
+
 __all__ = ["IDXError", "read_idx"]
 
 # IDX type codes (third byte of the magic number) -> big-endian NumPy dtypes.
@@ -19,10 +21,6 @@ _DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
-
-class IDXError(ValueError):
-    """An IDX file is truncated, corrupt, foreign, or fails its checksum."""
 
 
 def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
 __all__ = [
-    "get_model", "list_models",
+    "get_model", "list_models", "default_input_shape",
     "LeNet5", "AlexNet", "VGG", "ResNet", "BasicBlock", "Bottleneck", "GoogLeNet", "DenseNet",
     "CifarResNet", "VGGCifar",
     "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19",
@@ -62,3 +62,13 @@ def get_model(name: str, **kwargs) -> Module:
     if key not in _REGISTRY:
         raise ValueError(f"get_model: unknown model {name!r}; available: {', '.join(list_models())}")
     return _REGISTRY[key](**kwargs)
+
+
+def default_input_shape(name: str) -> tuple[int, int, int]:
+    """The (C, H, W) the zoo model ``name`` was designed for: 1x28x28, 3x32x32 or 3x224x224."""
+    key = name.lower() if isinstance(name, str) else name
+    if key.startswith("lenet"):
+        return (1, 28, 28)
+    if key in ("resnet20", "vgg11_cifar"):
+        return (3, 32, 32)
+    return (3, 224, 224)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from .. import init, nn
+from .. import nn
+from ..nn import init
 from ..tensor import Tensor
 from .resnet import BasicBlock
 from .vgg import CONFIGS, make_layers

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from .. import init, nn
+from .. import nn
+from ..nn import init
 from ..tensor import Tensor
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]

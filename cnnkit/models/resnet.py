@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import functional as F
-from .. import init, nn
+from .. import nn
+from ..nn import init
 from ..tensor import Tensor
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]

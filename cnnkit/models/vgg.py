@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import functional as F
-from .. import init, nn
+from .. import nn
+from ..nn import init
 from ..tensor import Tensor
 
 __all__ = [

@@ -8,10 +8,10 @@ into the equivalent cnnkit model. Layers never compute gradients themselves.
     model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
 
-``nn.init`` is ``cnnkit.init`` (PyTorch spells it ``torch.nn.init``).
+``nn.init`` holds the initializers, as ``torch.nn.init`` (``cnnkit.init`` is the same module).
 """
 
-from .. import init
+from . import init
 from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, ConvTranspose2d

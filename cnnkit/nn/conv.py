@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 
-from .. import config, init
+from .. import config
 from .. import functional as F
 from ..errors import ShapeError
 from ..tensor import Tensor
+from . import init
 from .module import Module
 from .parameter import Parameter
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
-from .. import config, init
+from .. import config
 from .. import functional as F
 from ..errors import ShapeError
 from ..tensor import Tensor
+from . import init
 from .module import Module
 from .parameter import Parameter
 

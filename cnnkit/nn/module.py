@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import as_numpy
-from ..errors import ShapeError
+from ..errors import ShapeError, StateDictError
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -41,26 +41,6 @@ class IncompatibleKeys(NamedTuple):
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return f"IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
-
-
-class StateDictError(RuntimeError):
-    """A state dict does not fit the model: missing or unexpected keys, or wrong shapes.
-
-    Attributes:
-        missing_keys, unexpected_keys: lists of keys.
-        mismatched: list of (key, shape in the state dict, shape in the model).
-    """
-
-    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list):
-        self.missing_keys, self.unexpected_keys, self.mismatched = missing, unexpected, mismatched
-        lines = [f"Error(s) in loading state_dict for {model}:"]
-        if missing:
-            lines.append("  missing key(s): " + ", ".join(missing))
-        if unexpected:
-            lines.append("  unexpected key(s): " + ", ".join(unexpected))
-        for key, got, expected in mismatched:
-            lines.append(f"  size mismatch for {key}: the state dict has shape {got}, the model expects {expected}")
-        super().__init__("\n".join(lines))
 
 
 class RemovableHandle:

@@ -1,0 +1,111 @@
+"""Photos and drawings as model inputs: digits centred as MNIST's, strips of digits.
+
+- ``prepare_image``: one PNG/JPEG -> (C, H, W) in [0, 1]; for one-channel models the
+  digit is inverted if dark on light and centred by its centre of mass in a 20x20 box,
+  as MNIST's digits were prepared.
+- ``load_strip``: a wide PNG/JPEG (a row of handwritten digits) -> (C, H, W') for a
+  fully convolutional classifier.
+- ``compose_mnist_strip``: MNIST test digits side by side, with their labels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .folder import load_image
+from .mnist import load_mnist
+
+__all__ = ["prepare_image", "load_strip", "compose_mnist_strip"]
+
+
+def prepare_image(path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto") -> np.ndarray:
+    """Load a PNG/JPEG and turn it into a model input in [0, 1], shape (C, H, W).
+
+    For one-channel (MNIST-style) models the digit must be white on black, centred in a
+    28x28 box: with ``invert="auto"`` a dark-on-light image (mean brightness above the
+    middle) is inverted first; then, as in MNIST's own preparation, the ink's bounding box
+    is scaled to fit 20x20 and pasted so its centre of mass is at the image centre.
+    """
+    from PIL import Image  # Pillow loads only when an image is prepared
+
+    C, H, W = input_shape
+    if C == 3:
+        return load_image(path, "RGB", (H, W)).astype(np.float32).transpose(2, 0, 1) / 255.0  # (3, H, W)
+    arr = load_image(path, "L").astype(np.float32) / 255.0
+    if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
+        arr = 1.0 - arr
+    ink = arr > 0.1 * arr.max() if arr.max() > 0 else np.zeros_like(arr, bool)
+    if not ink.any():
+        return np.zeros((1, H, W), np.float32)
+    rows, cols = np.where(ink.any(axis=1))[0], np.where(ink.any(axis=0))[0]
+    crop = arr[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = round(20 * H / 28)
+    scale = box / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.LANCZOS), np.float32) / 255
+    total = small.sum()
+    cy = (small.sum(axis=1) * np.arange(small.shape[0])).sum() / total
+    cx = (small.sum(axis=0) * np.arange(small.shape[1])).sum() / total
+    top = int(round(H / 2 - cy - 0.5))
+    left = int(round(W / 2 - cx - 0.5))
+    top = min(max(top, 0), H - small.shape[0])
+    left = min(max(left, 0), W - small.shape[1])
+    out = np.zeros((H, W), np.float32)
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return out[None]                                                  # (1, H, W)
+
+
+def compose_mnist_strip(
+    n: int, rng: np.random.Generator, indices: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put MNIST test digits side by side: image (1, 28, 28*n) in [0, 1] and their labels (n,)."""
+    images, labels = load_mnist("test")
+    if indices is None:
+        indices = rng.choice(len(images), size=n, replace=False)
+    indices = np.asarray(indices)
+    if indices.min() < 0 or indices.max() >= len(images):
+        raise ValueError(f"MNIST test indices must lie in [0, {len(images)}), got {indices.tolist()}")
+    strip = np.concatenate(list(images[indices]), axis=1).astype(np.float32) / 255   # (28, 28*n)
+    return strip[None], labels[indices]
+
+
+def load_strip(
+    path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto", height: int | None = None,
+) -> np.ndarray:
+    """Load a PNG/JPEG as a model input in [0, 1], shape (C, H', W').
+
+    One-channel (MNIST-style) models: dark-on-light images are inverted (``invert="auto"``),
+    the ink's rows are scaled to 20/28 of ``height`` (default: the model's input height),
+    as MNIST's digits, and centred, with a margin left and right. Three-channel models: the
+    image is scaled to ``height`` (default: its own height, or the model's if larger).
+    """
+    from PIL import Image  # Pillow loads only when an image is prepared
+
+    C, H, W = input_shape
+    img = load_image(path, "L" if C == 1 else "RGB")
+    if C == 3:
+        new_h = height or max(H, img.shape[0])
+        width = max(W, round(img.shape[1] * new_h / img.shape[0]))
+        resized = Image.fromarray(img).resize((width, new_h), Image.BILINEAR)
+        return np.asarray(resized, np.float32).transpose(2, 0, 1) / 255
+    if height is not None:
+        H, W = height, round(W * height / H)
+    arr = img.astype(np.float32) / 255
+    if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
+        arr = 1.0 - arr
+    rows = np.where((arr > 0.1 * max(arr.max(), 1e-6)).any(axis=1))[0]
+    if len(rows) == 0:
+        raise ValueError(f"{path}: the image has no ink")
+    crop = arr[rows[0] : rows[-1] + 1]
+    scale = (20 * H / 28) / crop.shape[0]
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.LANCZOS), np.float32) / 255
+    margin = round(4 * W / 28)
+    out = np.zeros((H, small.shape[1] + 2 * margin), np.float32)
+    top = (H - small.shape[0]) // 2
+    out[top : top + small.shape[0], margin : margin + small.shape[1]] = small
+    if out.shape[1] < W:
+        out = np.pad(out, ((0, 0), (0, W - out.shape[1])))
+    return out[None]                                                              # (1, H, W')

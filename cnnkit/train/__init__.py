@@ -1,0 +1,50 @@
+"""Training: ``fit`` / ``evaluate`` / ``predict`` (Keras-style), callbacks, recipes.
+
+    history = fit(model, loader, epochs=10, optimizer=opt, val_loader=val, callbacks=[CSVLogger("log.csv")])
+
+- ``loop.py``: ``fit``, ``evaluate``, ``predict``, ``TrainingRun`` (what callbacks see),
+  the progress line and the evaluation report.
+- ``history.py``: ``History`` (per-epoch logs) and ``read_history`` (from a run folder).
+- ``callbacks.py``: ``Callback``, ``LearningRateScheduler``, ``EarlyStopping``,
+  ``ModelCheckpoint``, ``CSVLogger``, ``NaNGuard`` (TensorBoard: ``cnnkit.viz.tensorboard``).
+- ``recipes.py``: the defaults of ``cnnkit train``; fine-tuning after pruning.
+"""
+
+from __future__ import annotations
+
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    NaNGuard,
+    first_nonfinite_output,
+)
+from .history import History, read_history
+from .loop import EpochStats, TrainingRun, evaluate, fit, format_logs, format_report, predict
+from .recipes import Recipe, default_lr, finetune, make_optimizer, recipe_for
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "EpochStats",
+    "History",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "NaNGuard",
+    "Recipe",
+    "TrainingRun",
+    "default_lr",
+    "evaluate",
+    "finetune",
+    "first_nonfinite_output",
+    "fit",
+    "format_logs",
+    "format_report",
+    "make_optimizer",
+    "predict",
+    "read_history",
+    "recipe_for",
+]

@@ -1,0 +1,273 @@
+"""Callbacks for ``fit``: plain objects with optional hooks, as in Keras.
+
+Hooks (all optional): ``set_run(run)``, ``on_train_begin(history)``,
+``on_epoch_begin(epoch)``, ``on_after_backward(step, loss, inputs)`` (before the
+optimizer step), ``on_batch_end(step, logs)``,
+``on_epoch_end(epoch, logs)``, ``on_interrupt(epoch)``, ``on_train_end(history)``.
+``run`` is the ``TrainingRun``: model, optimizer, scheduler, history, stop_training.
+
+The ``TensorBoard`` callback draws what the network holds (filters, feature maps, its
+graph), so it lives with the pictures: ``cnnkit.viz.tensorboard.TensorBoard``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import no_grad
+from ..errors import NonFiniteError
+from ..io.checkpoint import atomic_write_bytes, save_checkpoint
+from ..tensor import Tensor
+
+__all__ = [
+    "Callback",
+    "LearningRateScheduler",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "CSVLogger",
+    "NaNGuard",
+    "NonFiniteError",
+]
+
+
+class Callback:
+    """Base class: stores the run; every hook is optional."""
+
+    run = None
+
+    def set_run(self, run) -> None:
+        self.run = run
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in monitor else "min"
+
+
+class _Monitor:
+    """Tracks the best value of one metric."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float):
+        self.monitor, self.mode, self.min_delta = monitor, _mode_for(monitor, mode), abs(min_delta)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def value(self, logs: dict[str, float]) -> float:
+        if self.monitor not in logs:
+            raise KeyError(
+                f"callback monitors {self.monitor!r}, which the epoch logs do not have "
+                f"(available: {sorted(logs)}); pass val_loader to fit for val_* metrics"
+            )
+        return float(logs[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class LearningRateScheduler(Callback):
+    """Step a learning-rate schedule from ``fit`` (what ``fit(scheduler=...)`` uses).
+
+    Args:
+        scheduler: a ``cnnkit.optim.lr_scheduler`` schedule.
+        interval: "batch" (after every optimizer step), "epoch", or "auto": OneCycleLR
+            per batch, every other schedule per epoch.
+        monitor: the log value given to ``ReduceLROnPlateau.step`` (falls back to
+            "loss" when the logs lack it, e.g. without a validation loader).
+    """
+
+    def __init__(self, scheduler, interval: str = "auto", monitor: str = "val_loss"):
+        if interval not in ("auto", "batch", "epoch"):
+            raise ValueError(f"LearningRateScheduler interval must be 'auto', 'batch' or 'epoch', got {interval!r}")
+        if interval == "auto":
+            interval = "batch" if type(scheduler).__name__ == "OneCycleLR" else "epoch"
+        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if self.interval == "batch":
+            self.scheduler.step()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.interval != "epoch":
+            return
+        if type(self.scheduler).__name__ == "ReduceLROnPlateau":
+            self.scheduler.step(logs[self.monitor if self.monitor in logs else "loss"])
+        else:
+            self.scheduler.step()
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+
+    With ``restore_best_weights`` the model gets the weights of its best epoch back when
+    training ends, whether or not it stopped early.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False):
+        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.wait = 0
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = self.tracker.value(logs)
+        if self.tracker.improved(value):
+            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_state = {k: np.array(getattr(v, "data", v), copy=True)
+                                   for k, v in self.run.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:  # as Keras: patience epochs without improvement
+            self.stopped_epoch = epoch
+            self.run.stop_training = True
+
+    def on_train_end(self, history) -> None:
+        if self.restore_best_weights and self.best_state is not None:
+            self.run.model.load_state_dict(self.best_state)
+
+
+class ModelCheckpoint(Callback):
+    """Save a checkpoint after each epoch (or only when ``monitor`` improves).
+
+    ``filepath`` may contain ``{epoch}`` and any log key, e.g.
+    ``"ckpt/epoch{epoch:02d}-{val_loss:.3f}.safetensors"``. Each save is atomic.
+    ``checkpoint_kwargs`` is passed to ``save_checkpoint`` (model name and config, RNG states).
+    """
+
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto", save_on_interrupt: bool = True, **checkpoint_kwargs):
+        self.filepath, self.save_best_only = str(filepath), save_best_only
+        self.tracker = _Monitor(monitor, mode, 0.0)
+        self.save_on_interrupt = save_on_interrupt
+        self.checkpoint_kwargs = checkpoint_kwargs
+        self.last_saved: Path | None = None
+
+    def _save(self, path: str, epoch: int, logs: dict[str, float]) -> None:
+        run = self.run
+        kwargs = dict(self.checkpoint_kwargs)
+        rng_states = kwargs.pop("rng_states", None)
+        if callable(rng_states):
+            rng_states = rng_states()
+        self.last_saved = save_checkpoint(
+            path, run.model, optimizer=run.optimizer, scheduler=run.scheduler, epoch=epoch,
+            metrics={k: v for k, v in logs.items()}, history=run.history.to_dict(),
+            rng_states=rng_states, **kwargs,
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.save_best_only:
+            value = self.tracker.value(logs)
+            if not self.tracker.improved(value):
+                return
+            self.tracker.best = value
+        self._save(self.filepath.format(epoch=epoch + 1, **logs), epoch, logs)
+
+    def on_interrupt(self, epoch: int) -> None:
+        if self.save_on_interrupt:
+            base = Path(self.filepath.format(epoch=epoch + 1, **{k: 0.0 for k in ("loss", "val_loss", "accuracy", "val_accuracy")}))
+            self._save(str(base.with_name("interrupted.safetensors")), epoch - 1, {"interrupted": 1.0})
+
+
+class CSVLogger(Callback):
+    """Append each epoch's logs as a CSV row (the file is rewritten atomically each epoch)."""
+
+    def __init__(self, filename: str | os.PathLike, append: bool = False):
+        self.filename, self.append = Path(filename), append
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, history) -> None:
+        if self.append and self.filename.exists():
+            with open(self.filename, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.rows.append({"epoch": epoch + 1, **{k: f"{v:.6g}" for k, v in logs.items()}})
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_bytes(self.filename, buf.getvalue().encode())
+
+
+class NaNGuard(Callback):
+    """Stop training at the first non-finite loss or gradient, naming the layer it came from.
+
+    Runs after each backward pass and before the optimizer step, so the weights are still
+    the finite ones that produced the failure. The check per batch is one scalar (the
+    loss), plus every gradient with ``check_gradients=True``. On failure it replays the
+    batch's forward pass with hooks on every layer and reports the first layer, in
+    execution order, whose output is non-finite; if every output is finite, the layer
+    whose gradient first went non-finite in the backward pass. It raises
+    ``NonFiniteError`` (or only stops training, with ``raise_error=False``).
+    """
+
+    def __init__(self, check_gradients: bool = False, raise_error: bool = True):
+        self.check_gradients, self.raise_error = check_gradients, raise_error
+        self.report: str | None = None
+
+    def on_after_backward(self, step: int, loss, x) -> None:
+        model = self.run.model
+        bad_loss = not np.all(np.isfinite(loss.data))
+        named = list(model.named_parameters())
+        bad_grads = []
+        if bad_loss or self.check_gradients:
+            bad_grads = [n for n, p in named if p.grad is not None and not np.all(np.isfinite(p.grad))]
+        if not bad_loss and not bad_grads:
+            return
+        where = first_nonfinite_output(model, x)
+        if where is not None:
+            what = f"first non-finite output: {where}"
+        elif bad_grads:
+            # gradients flow backwards: the last parameter in forward order goes bad first
+            name = bad_grads[-1]
+            layer = name.rsplit(".", 1)[0]
+            what = f"first non-finite gradient: {layer} ({type(model.get_submodule(layer)).__name__}), parameter {name}"
+        else:
+            what = "every layer's output is finite; the loss function produced it"
+        self.report = f"non-finite {'loss' if bad_loss else 'gradient'} at batch {step + 1}: {what}"
+        self.run.stop_training = True
+        self.run.skip_step = True
+        if self.raise_error:
+            raise NonFiniteError(self.report)
+
+
+def first_nonfinite_output(model, x) -> str | None:
+    """Run ``model(x)`` with hooks and return 'path (Type)' of the first non-finite layer output."""
+    found: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name and next(iter(module.children()), None) is None:
+
+            def hook(mod, inputs, output, name=name):
+                data = getattr(output, "data", output)
+                if not found and isinstance(data, np.ndarray) and not np.all(np.isfinite(data)):
+                    found.append(f"{name} ({type(mod).__name__})")
+
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            model(x if isinstance(x, Tensor) else Tensor(x))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
