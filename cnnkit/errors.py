@@ -17,6 +17,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- NeuronError (ValueError)         an index that is not an element of a layer's output
+    +-- ExploreError (ValueError)        a request the explorer's page cannot answer (with its HTTP status)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -37,6 +39,8 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "NeuronError",
+    "ExploreError",
 ]
 
 
@@ -111,3 +115,15 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class NeuronError(CnnkitError, ValueError):
+    """An index that does not address an element of a layer's output (the message gives its shape)."""
+
+
+class ExploreError(CnnkitError, ValueError):
+    """A request the explorer cannot answer; ``status`` is the HTTP status it maps to (4xx)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status

@@ -11,6 +11,8 @@
     cnnkit explain conv|graph                                           (cli/explain.py)
     cnnkit fcn CHECKPOINT [IMAGE | --mnist-digits N] -o heatmap.png     (cli/surgery.py)
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
+    cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
+                   [--export FILE]                                      (cli/explore.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
@@ -45,6 +47,7 @@ COMMAND_MODULES = (
     "cnnkit.cli.visualize",
     "cnnkit.cli.explain",
     "cnnkit.cli.surgery",
+    "cnnkit.cli.explore",
 )
 
 

@@ -1,123 +1,26 @@
 """What the commands act on: a checkpoint or zoo model, its inputs, and names given on the command line.
 
-``load_target`` turns CHECKPOINT|MODEL into a model with its input shape, normalization
-and class names; ``model_input`` prepares an image (or a built-in sample) for it.
+``load_target`` (from ``cnnkit.io.targets``) turns CHECKPOINT|MODEL into a model with its
+input shape, normalization and class names; ``model_input`` prepares an image (or the
+built-in sample) for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import models
 from ..data import DATASETS, prepare_image
 from ..errors import UsageError
-from ..io.checkpoint import load, load_checkpoint
-from ..viz.image_filters import sample_image, to_grayscale
+from ..io.targets import Target, load_target, parse_shape
+from ..viz.image_filters import sample_picture
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
     "wrote",
 ]
-
-# torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_MNIST = ((0.1307,), (0.3081,))
-
-
-@dataclass
-class Target:
-    """A model to look inside, with what is needed to feed it an image.
-
-    Attributes:
-        label: for titles: the checkpoint's file name and model, or "resnet18 (random weights)".
-        input_shape: (C, H, W); mean, std: per-channel normalization; classes: class names.
-    """
-
-    model: Any
-    label: str
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``--input-shape C,H,W`` (or CxHxW) as a tuple of three positive integers."""
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) <= 0:
-        raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
-    return shape  # type: ignore[return-value]
-
-
-def load_target(spec: str, input_shape: str | None = None) -> Target:
-    """A checkpoint file (trained weights) or a zoo model name (random weights, seed 0).
-
-    Raises:
-        CheckpointError: a missing, unreadable or foreign checkpoint file.
-        UsageError: neither a file nor a zoo name (the message lists the zoo).
-    """
-    path = Path(spec)
-    zoo = models.list_models()
-    if path.is_dir():
-        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
-                         f"(e.g. {path / 'last.safetensors'})")
-    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
-        ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
-        extra = ckpt.meta.get("extra", {})
-        model = load(path)
-        shape = tuple(extra.get("input_shape") or models.default_input_shape(ckpt.model_name or ""))
-        mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
-        classes = [str(c) for c in extra.get("classes", ())]
-        dataset = f", {extra['dataset']}" if "dataset" in extra else ""
-        label = f"{path.name} ({ckpt.model_name}{dataset})"
-    elif spec.lower() in zoo:
-        name = spec.lower()
-        model = models.get_model(name, rng=np.random.default_rng(0))
-        model.eval()
-        shape = models.default_input_shape(name)
-        mean, std, classes = (), (), []
-        label = f"{name} (random weights)"
-    else:
-        raise UsageError(
-            f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}"
-        )
-    if input_shape:
-        shape = parse_shape(input_shape)
-    C = shape[0]
-    if len(mean) != C or len(std) != C:
-        mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
-    return Target(model, label, shape, mean, std, classes)  # type: ignore[arg-type]
-
-
-def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) in [0, 1] -> (C, H, W), bilinear."""
-    from PIL import Image  # Pillow loads only when an image is resized
-
-    if image.shape[1:] == tuple(hw):
-        return image
-    H, W = hw
-    # a float32 array opens as a 32-bit float ("F") image: no rounding to 8 bits before resizing
-    chans = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((W, H), Image.BILINEAR)) for c in image]
-    return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
-
-
-def _crop_to_aspect(image: np.ndarray, ratio: float) -> np.ndarray:
-    """Centre-crop (C, h, w) to height/width = ratio, so resizing does not distort it."""
-    _, h, w = image.shape
-    if h / w > ratio:
-        keep = max(1, round(w * ratio))
-        top = (h - keep) // 2
-        return image[:, top : top + keep]
-    keep = max(1, round(h / ratio))
-    left = (w - keep) // 2
-    return image[:, :, left : left + keep]
 
 
 def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -131,15 +34,7 @@ def model_input(target: Target, image: str | None, invert: str = "auto") -> tupl
         FileNotFoundError, ValueError: the image is missing or unreadable.
     """
     C, H, W = target.input_shape
-    if image is not None:
-        raw = prepare_image(image, (C, H, W), invert)
-    else:
-        sample = sample_image("digit" if C == 1 else "scene")
-        if C == 1 and sample.shape[0] == 3:
-            sample = to_grayscale(sample)
-        if C not in (1, sample.shape[0]):
-            sample = np.repeat(sample.mean(axis=0, keepdims=True), C, axis=0)
-        raw = _resize(_crop_to_aspect(sample, H / W), (H, W))
+    raw = prepare_image(image, (C, H, W), invert) if image is not None else sample_picture((C, H, W))
     mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
     return raw, ((raw - mean) / std)[None].astype(np.float32)        # (1, C, H, W)

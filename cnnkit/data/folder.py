@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -27,12 +27,12 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def load_image(
-    path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None
+    path: str | os.PathLike | BinaryIO, mode: str = "L", size: int | Sequence[int] | None = None
 ) -> np.ndarray:
     """Read a PNG or JPEG file as a uint8 array, converted to ``mode`` and resized.
 
     Args:
-        path: the image file.
+        path: the image file, or an open binary file (e.g. ``io.BytesIO`` of uploaded bytes).
         mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"``: ``"L"`` for a grayscale
             file, ``"RGB"`` for anything else.
         size: ``(h, w)`` or an int for a square; resized bilinearly by Pillow. None keeps it.
@@ -46,8 +46,10 @@ def load_image(
     """
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
+    is_path = isinstance(path, (str, os.PathLike))
+    if is_path and not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image file")
+    name = path if is_path else "the image"
     try:
         with Image.open(path) as image:
             if mode == "auto":
@@ -58,7 +60,7 @@ def load_image(
                 image = image.resize((w, h), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
+        raise ValueError(f"{name}: cannot read as an image ({e})") from None
 
 
 class ImageFolder(Dataset):

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .images import picture_png
-from .session import ExploreError, Explorer, ImageRun
+from ..errors import ExploreError
+from .images import LIMITS, picture_png, read_training_log
+from .session import Explorer, ImageRun
 
 __all__ = [
     "model_info", "run_info", "maps", "neuron", "decision", "statistics", "filters", "training",
@@ -70,15 +71,13 @@ def _png_data_url(picture: np.ndarray) -> str:
 # --------------------------------------------------------------------------- the model
 def model_info(ex: Explorer) -> dict[str, Any]:
     """The page's first question: what model, which images to offer, and the network overview."""
-    s = ex.source
+    s = ex.target
     K = ex.overview()["output_shape"][0] if ex.overview()["output_shape"] else 0
     classes = list(s.classes) if len(s.classes) >= K else list(s.classes) + [str(i) for i in range(len(s.classes), K)]
-    from .images import LIMITS
-
     return {
         "label": s.label, "model_name": s.model_name, "input_shape": list(s.input_shape),
         "mean": list(s.mean), "std": list(s.std), "classes": classes, "task": s.task,
-        "dataset": s.dataset, "fully_convolutional": s.fully_convolutional,
+        "dataset": s.dataset, "fully_convolutional": ex.fully_convolutional,
         "can_draw": s.input_shape[0] == 1,
         "samples": [{"index": i, "name": sm.name, "label": sm.label} for i, sm in enumerate(ex.samples)],
         "has_training": s.run_folder is not None,
@@ -162,7 +161,7 @@ def decision(run: ImageRun, target: int | None = None, cam_unit: int | None = No
         raise ExploreError(f"class {target} is out of range: the model has {K} outputs")
     sal = run.saliency(target)
     result: dict[str, Any] = {
-        "id": run.id, "task": run.explorer.source.task, "logits": [float(v) for v in shown_logits],
+        "id": run.id, "task": run.explorer.target.task, "logits": [float(v) for v in shown_logits],
         "probabilities": [float(v) for v in shown_probs], "top": top, "target": target,
         "position": position,
         "class_map": np.argmax(probs, axis=0).tolist() if logits.ndim == 3 else None,
@@ -215,9 +214,7 @@ def filters(ex: Explorer, unit: int, max_filters: int = 64, max_channels: int = 
 
 def training(ex: Explorer) -> dict[str, Any]:
     """Loss and accuracy per epoch from the run folder's log (or its last checkpoint)."""
-    from .images import read_training_log
-
-    folder = ex.source.run_folder
+    folder = ex.target.run_folder
     if folder is None:
         raise ExploreError("the checkpoint's run folder is not known, so there is no training log", 404)
     return read_training_log(folder)

@@ -17,21 +17,29 @@ from typing import Any
 
 import numpy as np
 
-from .session import ExploreError, ModelSource, Sample
+from ..data import DATASETS, load_mnist
+from ..data.folder import IMAGE_EXTENSIONS
+from ..data.prepare import load_strip, prepare_image
+from ..errors import ExploreError
+from ..io.targets import Target
+from ..train.history import read_history
+from ..viz.image_filters import sample_picture
+from .session import Sample
 
-__all__ = ["LIMITS", "decode_upload", "picture_png", "build_samples", "read_training_log", "IMAGE_TYPES"]
+__all__ = ["LIMITS", "IMAGE_TYPES", "decode_upload", "prepare", "picture_png", "build_samples", "log_file",
+           "read_training_log"]
 
 # MIME type -> the Pillow format name it must decode as
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/bmp": "BMP",
                "image/webp": "WEBP"}
 LIMITS = {"max_bytes": 10 * 2**20, "max_pixels": 40_000_000, "types": sorted(IMAGE_TYPES)}
 MAX_SAMPLES = 500           # images listed from a folder
-MNIST_SAMPLES = 24          # test digits offered for an MNIST model
+DATASET_SAMPLES = 24        # test images offered from the checkpoint's dataset
 
 
 def _check_image_bytes(body: bytes, content_type: str | None) -> None:
     """Raise ExploreError (413/415/400) unless ``body`` is an acceptable image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow loads only when an image comes in
 
     if not body:
         raise ExploreError("the upload is empty; send the image file's bytes as the request body", 400)
@@ -56,7 +64,8 @@ def _check_image_bytes(body: bytes, content_type: str | None) -> None:
             f"the image is {w}x{h} = {w * h:,} pixels; the limit is {LIMITS['max_pixels']:,}", 413)
 
 
-def decode_upload(body: bytes, content_type: str | None, source: ModelSource, invert: str = "auto") -> np.ndarray:
+def decode_upload(body: bytes, content_type: str | None, target: Target, *, fully_convolutional: bool = False,
+                  invert: str = "auto") -> np.ndarray:
     """Check an uploaded image and prepare it for the model as ``cnnkit predict`` would.
 
     Returns:
@@ -68,23 +77,22 @@ def decode_upload(body: bytes, content_type: str | None, source: ModelSource, in
     """
     _check_image_bytes(body, content_type)
     try:
-        return _prepare(io.BytesIO(body), source, invert)
+        return prepare(io.BytesIO(body), target, fully_convolutional=fully_convolutional, invert=invert)
     except (ValueError, OSError) as e:
         raise ExploreError(f"the image cannot be prepared for this model: {e}", 422) from None
 
 
-def _prepare(file, source: ModelSource, invert: str = "auto") -> np.ndarray:
-    from ..runner import prepare_image  # LAYOUT: cnnkit.data.prepare after the layout lands
-    from ..surgery_cli import load_strip
-
-    if source.fully_convolutional:
-        return np.asarray(load_strip(file, source.input_shape, invert=invert), np.float32)
-    return np.asarray(prepare_image(file, source.input_shape, invert), np.float32)
+def prepare(file, target: Target, *, fully_convolutional: bool = False, invert: str = "auto") -> np.ndarray:
+    """An image file (path or binary file) as the model's input picture: ``prepare_image``, or
+    ``load_strip`` for a fully convolutional model (any width)."""
+    if fully_convolutional:
+        return np.asarray(load_strip(file, target.input_shape, invert=invert), np.float32)
+    return np.asarray(prepare_image(file, target.input_shape, invert), np.float32)
 
 
 def picture_png(picture: np.ndarray, scale: int = 1) -> bytes:
     """PNG bytes of a (C, H, W) picture in [0, 1] (C = 1 grey, 3 RGB; others: their mean)."""
-    from PIL import Image
+    from PIL import Image  # Pillow loads only when a picture is written
 
     p = np.clip(np.asarray(picture, np.float64), 0, 1)
     if p.shape[0] not in (1, 3):
@@ -99,69 +107,61 @@ def picture_png(picture: np.ndarray, scale: int = 1) -> bytes:
 
 
 # --------------------------------------------------------------------------- samples
-def _file_sample(path: Path, source: ModelSource, label: str | None) -> Sample:
-    def load() -> np.ndarray:
-        with open(path, "rb") as f:
-            return _prepare(io.BytesIO(f.read()), source)
-    return Sample(path.name, label, load)
+def _file_sample(path: Path, target: Target, fully_convolutional: bool, label: str | None) -> Sample:
+    return Sample(path.name, label, lambda: prepare(path, target, fully_convolutional=fully_convolutional))
 
 
 def _array_sample(name: str, label: str | None, picture: Callable[[], np.ndarray]) -> Sample:
     return Sample(name, label, lambda: np.asarray(picture(), np.float32))
 
 
-def build_samples(source: ModelSource, image_or_folder: str | os.PathLike | None = None) -> list[Sample]:
+def build_samples(target: Target, image_or_folder: str | os.PathLike | None = None, *,
+                  fully_convolutional: bool = False) -> list[Sample]:
     """The images offered on the page.
 
     Args:
         image_or_folder: a PNG/JPEG file, or a folder searched (recursively, sorted, at most
             ``MAX_SAMPLES``) for them; a file's label is its folder's name when it sits in a
             class subfolder. None: the test split of the checkpoint's dataset when it is on
-            this machine (MNIST always is), else a built-in picture.
+            this machine (MNIST always is), else the built-in picture.
 
     Raises:
-        FileNotFoundError: ``image_or_folder`` does not exist.
+        FileNotFoundError: ``image_or_folder`` does not exist or holds no image.
     """
-    from ..data.folder import IMAGE_EXTENSIONS
-
     if image_or_folder is not None:
         path = Path(image_or_folder)
         if path.is_file():
-            return [_file_sample(path, source, None)]
+            return [_file_sample(path, target, fully_convolutional, None)]
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such image file or folder")
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise FileNotFoundError(f"{path}: the folder holds no PNG or JPEG image")
-        return [_file_sample(p, source, p.parent.name if p.parent != path else None) for p in files[:MAX_SAMPLES]]
-    samples = _dataset_samples(source)
+        return [_file_sample(p, target, fully_convolutional, p.parent.name if p.parent != path else None)
+                for p in files[:MAX_SAMPLES]]
+    samples = [] if fully_convolutional else _dataset_samples(target)
     if samples:
         return samples
-    return [_builtin_sample(source)]
+    shape = target.input_shape
+    return [_array_sample("built-in " + ("digit" if shape[0] == 1 else "scene"), None, lambda: sample_picture(shape))]
 
 
-def _dataset_samples(source: ModelSource) -> list[Sample]:
-    C, H, W = source.input_shape
-    dataset = source.dataset or ("mnist" if (C, H, W) == (1, 28, 28) and not source.fully_convolutional else None)
-    if dataset is None or source.fully_convolutional:
+def _dataset_samples(target: Target) -> list[Sample]:
+    """The first test images of the checkpoint's dataset, if its files are on this machine (never downloaded)."""
+    C, H, W = target.input_shape
+    dataset = target.dataset or ("mnist" if (C, H, W) == (1, 28, 28) else None)
+    if dataset not in DATASETS:
         return []
     try:
         if dataset == "mnist":
-            from ..data import load_mnist
-
             images, labels = load_mnist("test")
-            images, labels = images[:MNIST_SAMPLES], labels[:MNIST_SAMPLES]
+            images, labels = images[:DATASET_SAMPLES], labels[:DATASET_SAMPLES]
         else:
-            from .. import data
-
-            names = {"fashion-mnist": "FashionMNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10"}
-            if dataset not in names:
-                return []
-            ds = getattr(data, names[dataset])(train=False, download=False)
-            pairs = [ds[i] for i in range(min(MNIST_SAMPLES, len(ds)))]
+            ds = DATASETS[dataset].cls(train=False, download=False)
+            pairs = [ds[i] for i in range(min(DATASET_SAMPLES, len(ds)))]
             images = np.stack([np.asarray(img) for img, _ in pairs])
             labels = np.asarray([t for _, t in pairs])
-    except Exception:  # noqa: BLE001 - a dataset that is not on this machine: offer no samples from it
+    except (OSError, ValueError):  # not on this machine (DataError, DownloadError): offer none
         return []
     if images.ndim == 3:
         images = images[:, None]                                              # (N, 1, H, W)
@@ -169,41 +169,10 @@ def _dataset_samples(source: ModelSource) -> list[Sample]:
         images = images.transpose(0, 3, 1, 2)                                 # (N, C, H, W)
     if tuple(images.shape[1:]) != (C, H, W):
         return []
-    classes = source.classes
-    samples = []
-    for i, (img, t) in enumerate(zip(images, labels, strict=True)):
-        label = classes[int(t)] if int(t) < len(classes) else str(int(t))
-        samples.append(_array_sample(f"{dataset} test #{i}", label, lambda img=img: img.astype(np.float32) / 255.0))
-    return samples
-
-
-def _builtin_sample(source: ModelSource) -> Sample:
-    from ..viz.kernels import sample_image
-
-    C, H, W = source.input_shape
-
-    def load() -> np.ndarray:
-        from PIL import Image
-
-        picture = sample_image("digit" if C == 1 else "scene")                # (c, h, w) in [0, 1]
-        if C == 1 and picture.shape[0] == 3:
-            picture = picture.mean(axis=0, keepdims=True)
-        if C not in (1, picture.shape[0]):
-            picture = np.repeat(picture.mean(axis=0, keepdims=True), C, axis=0)
-        if source.fully_convolutional:
-            return picture
-        # centre-crop to the model's aspect ratio, then resize each channel (no 8-bit rounding)
-        _, h, w = picture.shape
-        if h / w > H / W:
-            keep = max(1, round(w * H / W))
-            picture = picture[:, (h - keep) // 2 : (h - keep) // 2 + keep]
-        else:
-            keep = max(1, round(h * W / H))
-            picture = picture[:, :, (w - keep) // 2 : (w - keep) // 2 + keep]
-        chans = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((W, H), Image.BILINEAR)) for c in picture]
-        return np.clip(np.stack(chans), 0, 1).astype(np.float32)
-
-    return Sample("built-in " + ("digit" if C == 1 else "scene"), None, load)
+    names = target.classes
+    return [_array_sample(f"{dataset} test #{i}", names[int(t)] if int(t) < len(names) else str(int(t)),
+                          lambda img=img: img.astype(np.float32) / 255.0)
+            for i, (img, t) in enumerate(zip(images, labels, strict=True))]
 
 
 # --------------------------------------------------------------------------- training log
@@ -221,8 +190,6 @@ def read_training_log(folder: Path) -> dict[str, Any]:
     Raises:
         ExploreError: 422 when the log exists but cannot be read.
     """
-    from ..viz.cli import read_history
-
     found = log_file(folder)
     if found is None:
         return {"epochs": [], "logs": {}, "file": None, "message": f"{folder}: no log.csv yet"}

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ExploreError
+from ..io.checkpoint import atomic_write_bytes
 from . import api
 from .server import SCRIPTS, read_assets
-from .session import ExploreError, Explorer
+from .session import Explorer
 
 __all__ = ["snapshot", "write_report"]
 
@@ -42,7 +44,7 @@ def snapshot(explorer: Explorer, picture: np.ndarray, name: str, k: int = 8) -> 
             if u.type in ("Conv2d", "ConvTranspose2d") and u.kind == "layer" and u.path not in seen:
                 seen.add(u.path)
                 responses[f"/api/filters/{u.index}?filters=64&channels=16"] = api.filters(explorer, u.index, 64, 16)
-        if explorer.source.run_folder is not None:
+        if explorer.target.run_folder is not None:
             try:
                 responses["/api/training"] = api.training(explorer)
             except ExploreError as e:
@@ -69,7 +71,7 @@ def render_report(explorer: Explorer, picture: np.ndarray, name: str) -> str:
         html = html.replace(tag, "")
         scripts.append(_script(assets[name_]))
     html = html.replace("</body>", "\n".join(scripts) + "\n</body>")
-    return html.replace("<title>cnnkit explore</title>", f"<title>cnnkit explore report: {_escape(explorer.source.label)}</title>")
+    return html.replace("<title>cnnkit explore</title>", f"<title>cnnkit explore report: {_escape(explorer.target.label)}</title>")
 
 
 def _escape(text: str) -> str:
@@ -78,8 +80,6 @@ def _escape(text: str) -> str:
 
 def write_report(explorer: Explorer, picture: np.ndarray, name: str, path: str | os.PathLike) -> Path:
     """Write the static report to ``path`` (atomically) and return the path."""
-    from ..checkpoint import atomic_write_bytes  # LAYOUT: cnnkit.io after the layout lands
-
     path = Path(path)
     atomic_write_bytes(path, render_report(explorer, picture, name).encode("utf-8"))
     return path

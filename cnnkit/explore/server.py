@@ -1,7 +1,7 @@
 """The web server: Starlette routes over ``api``, and ``serve`` with uvicorn.
 
 Security, by construction:
-- bound to 127.0.0.1 unless a host is given (``serve`` warns then), and requests must
+- bound to 127.0.0.1 unless a host is given (the command warns then), and requests must
   name an allowed host (a DNS-rebinding page cannot talk to it);
 - the page and its assets come from a fixed table read from the package at start; no
   part of a request is ever used as a file path;
@@ -18,15 +18,15 @@ import asyncio
 import json
 import logging
 import socket
-import sys
 from importlib import resources
 from typing import Any
 
+from ..errors import ExploreError
 from . import api
 from .images import LIMITS, decode_upload, log_file, picture_png
-from .session import ExploreError, Explorer
+from .session import Explorer
 
-__all__ = ["create_app", "serve", "ASSETS", "DEFAULT_PORT", "LOOPBACK"]
+__all__ = ["create_app", "serve", "bind", "url_of", "is_loopback", "ASSETS", "DEFAULT_PORT", "LOOPBACK"]
 
 DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
@@ -157,7 +157,8 @@ def create_app(explorer: Explorer, *, allowed_hosts: list[str] | None = None):
         name = request.query_params.get("name", "upload")[:200]
 
         def work():
-            picture = decode_upload(body, request.headers.get("content-type"), explorer.source, invert)
+            picture = decode_upload(body, request.headers.get("content-type"), explorer.target,
+                                    fully_convolutional=explorer.fully_convolutional, invert=invert)
             return api.run_info(explorer.run(picture, name))
         return as_json(await locked(work))
 
@@ -226,7 +227,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: list[str] | None = None):
         return as_json(await run_in_threadpool(api.training, explorer))
 
     async def training_events(request: Request) -> Response:
-        folder = explorer.source.run_folder
+        folder = explorer.target.run_folder
         if folder is None:
             raise ExploreError("the checkpoint's run folder is not known, so there is no training log", 404)
         interval = 1.0
@@ -340,32 +341,36 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
+def is_loopback(host: str) -> bool:
+    """True for the addresses only this machine can reach."""
+    return host in (LOOPBACK, "localhost", "::1") or host.startswith("127.")
+
+
 def serve(explorer: Explorer, host: str = LOOPBACK, port: int | None = None, *, open_browser: bool = True,
-          print_fn=print) -> None:
-    """Serve the page until interrupted.
+          on_ready=None) -> None:
+    """Serve the page until interrupted (Ctrl+C).
 
     Args:
-        host: the address to bind; anything but loopback prints a warning (the page shows
-            your model and images to whoever can reach it).
+        host: the address to bind (loopback by default; anything else lets other machines in).
         port: the port; None tries DEFAULT_PORT, then any free port.
         open_browser: open the page in the default browser once the server listens.
+        on_ready: called with the page's URL once the socket listens (the CLI prints it).
+
+    Raises:
+        OSError: the port is taken or the host cannot be bound.
     """
     import threading
     import webbrowser
 
-    import uvicorn
+    import uvicorn  # the explore extra: loaded only when a server starts
 
-    loopback = host in (LOOPBACK, "localhost", "::1")
-    if not loopback:
-        print(f"warning: serving on {host}, not only on this machine: anyone who can reach it sees the "
-              "model and the images you upload", file=sys.stderr)
     sock = bind(host, port)
     url = url_of(sock)
-    allowed = None if loopback else (["*"] if host in ("0.0.0.0", "::") else [host, "127.0.0.1", "localhost"])
+    allowed = None if is_loopback(host) else (["*"] if host in ("0.0.0.0", "::") else [host, "127.0.0.1", "localhost"])
     app = create_app(explorer, allowed_hosts=allowed)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    print_fn(f"cnnkit explore: {explorer.source.label} at {url}  (Ctrl+C stops)")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    if on_ready is not None:
+        on_ready(url)
     if open_browser:
         threading.Timer(0.5, lambda: webbrowser.open(url)).start()
     try:

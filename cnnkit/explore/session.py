@@ -13,58 +13,24 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import nn
-from .gradcam import grad_cam_map
-from .neuron import explain_neuron
-from .trace import INPUT, LayerTrace, trace_layers
+from ..errors import ExploreError, NeuronError
+from ..explain.gradcam import grad_cam_map
+from ..explain.graph import INPUT, LayerTrace, trace_layers
+from ..explain.neuron import explain_neuron
+from ..explain.saliency import saliency_map
+from ..explain.summary import summary
+from ..io.targets import Target
+from ..nn import Conv2d, ConvTranspose2d
 
-__all__ = ["ModelSource", "Sample", "Explorer", "ImageRun", "ExploreError"]
+__all__ = ["Sample", "Explorer", "ImageRun", "output_probabilities"]
 
 KEPT_RUNS = 3          # image runs kept at once (each holds a whole forward pass)
 HISTOGRAM_BINS = 40
-
-
-class ExploreError(ValueError):
-    """A request the explorer cannot answer: ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class ModelSource:
-    """A model and what is needed to feed it an image and name its outputs.
-
-    Attributes:
-        model: the module (eval mode is set when it runs).
-        label: for titles, e.g. "best.safetensors (lenet5, mnist)".
-        input_shape: (C, H, W) it was built for.
-        mean, std: per-channel normalization applied after scaling pixels to [0, 1].
-        classes: class names (index -> name); may be empty.
-        task: "multiclass" (softmax), "binary" or "multilabel" (sigmoid).
-        run_folder: the folder the checkpoint came from (its log.csv feeds the curves).
-        dataset: the dataset name the checkpoint was trained on, if known.
-        fully_convolutional: any input size is accepted; images keep their own size.
-    """
-
-    model: nn.Module
-    label: str
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str] = field(default_factory=list)
-    task: str = "multiclass"
-    run_folder: Path | None = None
-    dataset: str | None = None
-    fully_convolutional: bool = False
-    model_name: str | None = None
 
 
 @dataclass
@@ -106,11 +72,11 @@ class ImageRun:
 
     def __init__(self, explorer: Explorer, run_id: int, picture: np.ndarray, name: str):
         self.explorer, self.id, self.picture, self.name = explorer, run_id, picture, name
-        source = explorer.source
-        mean = np.asarray(source.mean, np.float32).reshape(-1, 1, 1)
-        std = np.asarray(source.std, np.float32).reshape(-1, 1, 1)
+        target = explorer.target
+        mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
         self.x = ((picture - mean) / std)[None].astype(np.float32)                   # (1, C, H, W)
-        model = source.model
+        model = target.model
         flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             for p, _ in flags:  # record the graph from the input only: backward stays cheap
@@ -123,7 +89,7 @@ class ImageRun:
             if u.output is not None and u.output.creator is not None:
                 u.output.retain_grad()
         self.logits = np.asarray(self.trace.output.data[0], np.float64)              # (K,) or (K, h, w)
-        self.probabilities = output_probabilities(self.logits, source.task)
+        self.probabilities = output_probabilities(self.logits, target.task)
         self.ranges: dict[int, dict[str, Any]] = {}
         self._gradients: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._stats: dict[str, Any] | None = None
@@ -165,8 +131,6 @@ class ImageRun:
         return np.argsort(-info[key], kind="stable")
 
     def neuron(self, unit: int, index: tuple[int, ...]) -> dict[str, Any]:
-        from .neuron import NeuronError
-
         self._check_unit(unit)
         try:
             return explain_neuron(self.trace, unit, index)
@@ -205,7 +169,7 @@ class ImageRun:
 
     def saliency(self, target: int) -> np.ndarray:
         """max over channels of |d score / d x| (Simonyan et al., 2014), (H, W)."""
-        return np.abs(self.class_gradients(target)["input"]).max(axis=0)
+        return saliency_map(self.class_gradients(target)["input"])
 
     def default_cam_unit(self) -> int | None:
         """The last unit whose output is an image of more than one pixel (Grad-CAM's layer)."""
@@ -245,7 +209,7 @@ class ImageRun:
         A second forward pass with the parameters recording, so their gradients exist;
         the model's ``.grad`` fields are restored afterwards.
         """
-        model = self.explorer.source.model
+        model = self.explorer.target.model
         params = dict(model.named_parameters())
         saved = {n: p.grad for n, p in params.items()}
         for p in params.values():
@@ -256,7 +220,7 @@ class ImageRun:
                 if u.output is not None and u.output.creator is not None:
                     u.output.retain_grad()
             logits = np.asarray(trace.output.data[0], np.float64)
-            p = output_probabilities(logits, self.explorer.source.task)
+            p = output_probabilities(logits, self.explorer.target.task)
             onehot = np.zeros_like(p)
             onehot[target] = 1.0
             # d loss / d logits: softmax cross-entropy and sigmoid BCE both give p - y (mean over positions)
@@ -275,25 +239,33 @@ class ImageRun:
 
 
 class Explorer:
-    """One model, its overview, its samples and the images run through it."""
+    """One model, its overview, its samples and the images run through it.
 
-    def __init__(self, source: ModelSource, samples: list[Sample] | None = None):
-        self.source = source
+    Args:
+        target: the model and how to feed it (``cnnkit.io.load_target``).
+        samples: the images offered on the page.
+        fully_convolutional: the model takes any image size (``cnnkit.surgery.fcn``):
+            images keep their own size instead of the target's input shape.
+    """
+
+    def __init__(self, target: Target, samples: list[Sample] | None = None, *, fully_convolutional: bool = False):
+        self.target = target
         self.samples = list(samples or [])
+        self.fully_convolutional = fully_convolutional
         self.lock = threading.RLock()
         self.runs: OrderedDict[int, ImageRun] = OrderedDict()
         self._next_id = 1
         self._overview: dict[str, Any] | None = None
         self._weights: dict[str, Any] | None = None
-        source.model.eval()
+        target.model.eval()
 
     # ------------------------------------------------------------------ images
     def run(self, picture: np.ndarray, name: str) -> ImageRun:
         """Run one prepared picture (C, H, W) in [0, 1] through the model and keep the pass."""
-        C, H, W = self.source.input_shape
+        C, H, W = self.target.input_shape
         if picture.ndim != 3 or picture.shape[0] != C:
             raise ExploreError(f"the model takes {C}-channel images, got an array of shape {picture.shape}", 422)
-        if not self.source.fully_convolutional and tuple(picture.shape[1:]) != (H, W):
+        if not self.fully_convolutional and tuple(picture.shape[1:]) != (H, W):
             raise ExploreError(f"the model takes {H}x{W} images, got {picture.shape[1]}x{picture.shape[2]}", 422)
         with self.lock:
             run = ImageRun(self, self._next_id, picture.astype(np.float32), name)
@@ -319,9 +291,7 @@ class Explorer:
         return self._overview
 
     def _make_overview(self) -> dict[str, Any]:
-        from ..summary import summary
-
-        model, shape = self.source.model, self.source.input_shape
+        model, shape = self.target.model, self.target.input_shape
         x = np.zeros((1,) + tuple(shape), np.float32)
         flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
@@ -364,7 +334,7 @@ class Explorer:
         """Statistics and histograms of every parameter, by name."""
         if self._weights is None:
             self._weights = {n: {"shape": list(p.shape), **_stats(p.data)}
-                             for n, p in self.source.model.named_parameters()}
+                             for n, p in self.target.model.named_parameters()}
         return self._weights
 
     def conv_weight(self, unit: int) -> np.ndarray:
@@ -372,13 +342,13 @@ class Explorer:
         if not 0 <= unit < len(overview["units"]):
             raise ExploreError(f"no layer {unit}: this model has layers 0 to {len(overview['units']) - 1}", 404)
         path = overview["units"][unit]["path"]
-        module = dict(self.source.model.named_modules()).get(path) if overview["units"][unit]["kind"] != "op" else None
-        if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        module = dict(self.target.model.named_modules()).get(path) if overview["units"][unit]["kind"] != "op" else None
+        if not isinstance(module, (Conv2d, ConvTranspose2d)):
             raise ExploreError(f"layer {overview['units'][unit]['name']} is not a convolution", 404)
         return np.asarray(module.weight.data)
 
     def parameter(self, name: str) -> np.ndarray:
-        params = dict(self.source.model.named_parameters())
+        params = dict(self.target.model.named_parameters())
         if name not in params:
             raise ExploreError(f"no parameter named {name!r}", 404)
         return np.asarray(params[name].data)

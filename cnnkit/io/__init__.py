@@ -5,6 +5,8 @@
 
 ``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
 ``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
+``targets.py``: ``load_target``, a model file (read by its suffix) or a zoo name as a
+``Target``: the model with its input shape, normalization and class names.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .targets import LOADERS, Target, load_target, register_loader
 
 __all__ = [
+    "LOADERS",
+    "Target",
+    "load_target",
+    "register_loader",
     "Checkpoint",
     "CheckpointError",
     "atomic_write_bytes",

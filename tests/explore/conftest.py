@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnkit.cli import main
-from cnnkit.explore.images import build_samples
-from cnnkit.explore.loaders import checkpoint_source
-from cnnkit.explore.session import Explorer
+from cnnkit.cli.main import main
+from cnnkit.explore import Explorer, build_samples
+from cnnkit.explore.server import bind, create_app, url_of
+from cnnkit.io.targets import load_target
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +31,30 @@ def checkpoint(trained_run) -> Path:
 
 @pytest.fixture
 def explorer(checkpoint) -> Explorer:
-    source = checkpoint_source(checkpoint)
-    return Explorer(source, build_samples(source))
+    target = load_target(str(checkpoint))
+    return Explorer(target, build_samples(target))
+
+
+@contextlib.contextmanager
+def running(explorer: Explorer):
+    """Serve ``explorer`` with uvicorn on 127.0.0.1 (a free port) in a thread; yield the page's URL."""
+    import threading
+    import time
+
+    import uvicorn  # the explore extra
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the explorer's server did not start")
+        time.sleep(0.02)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

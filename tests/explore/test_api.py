@@ -16,7 +16,7 @@ pytest.importorskip("httpx")
 from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from cnnkit.cli import main  # noqa: E402
+from cnnkit.cli.main import main  # noqa: E402
 from cnnkit.data import load_mnist  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
@@ -135,7 +135,7 @@ def test_npy_downloads_hold_the_arrays(client, explorer):
     for url, expected in [
         (f"/api/images/{rid}/layers/2.npy", np.asarray(run.trace.units[2].output.data[0])),
         (f"/api/images/{rid}/input.npy", run.x[0]),
-        ("/api/parameters/features.3.weight.npy", np.asarray(explorer.source.model.features[3].weight.data)),
+        ("/api/parameters/features.3.weight.npy", np.asarray(explorer.target.model.features[3].weight.data)),
     ]:
         r = client.get(url)
         assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]

@@ -68,7 +68,8 @@
         });
         const frame = CK.el("div", { class: "map-frame", "data-channel": ch.index }, [canvas]);
         box.appendChild(CK.el("figure", { class: "map-cell" }, [frame,
-          CK.el("figcaption", {}, "ch " + ch.index + " · " + (CK.state.order === "max" ? "max " + CK.fmt(ch.max, 3) : "mean " + CK.fmt(ch.mean, 3)))]));
+          CK.el("figcaption", { title: "channel " + ch.index + ": mean " + ch.mean + ", max " + ch.max }, [CK.el("b", {}, "ch " + ch.index), " " +
+            (CK.state.order === "max" ? "max " : "μ ") + CK.fmt(CK.state.order === "max" ? ch.max : ch.mean, 2)])]));
       });
       const C = answer.shape[0];
       if (C > answer.channels.length) box.appendChild(CK.el("div", { class: "note more" }, "top " + answer.channels.length + " of " + C + " channels"));

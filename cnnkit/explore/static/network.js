@@ -104,8 +104,10 @@
         g.appendChild(CK.svg("circle", { cx: p.x, cy: p.y, r: MERGE_R, class: "shape" }));
         g.appendChild(CK.svg("text", { x: p.x, y: p.y + 1, class: "merge-sign", "text-anchor": "middle", "dominant-baseline": "middle",
           text: f === "add" ? "+" : "‖" }));
-        g.appendChild(CK.svg("text", { x: p.x + MERGE_R + 8, y: p.y - 4, class: "label", text: f === "add" ? "add" + (u.path ? "  (" + u.path + ")" : "") : "concat " + u.inputs.length + (u.path ? "  (" + u.path + ")" : "") }));
-        g.appendChild(CK.svg("text", { x: p.x + MERGE_R + 8, y: p.y + 11, class: "sub", text: CK.shape(u.shape) }));
+        // the label sits left of the circle: skip connections arrive from the right
+        g.appendChild(CK.svg("text", { x: p.x - MERGE_R - 8, y: p.y - 4, class: "label", "text-anchor": "end",
+          text: (f === "add" ? "add" : "concat of " + u.inputs.length) + (u.path ? "  (" + u.path + ")" : "") }));
+        g.appendChild(CK.svg("text", { x: p.x - MERGE_R - 8, y: p.y + 11, class: "sub", "text-anchor": "end", text: CK.shape(u.shape) }));
       } else {
         g.appendChild(CK.svg("rect", { x: p.x - NODE_W / 2, y: p.y - NODE_H / 2, width: NODE_W, height: NODE_H, rx: 7, class: "shape" }));
         const name = u.name.length > 34 ? "…" + u.name.slice(-33) : u.name;

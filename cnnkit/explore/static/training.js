@@ -57,7 +57,11 @@
 
   function draw(log) {
     const box = CK.clear(CK.$("#curves"));
-    if (!log.epochs || !log.epochs.length) { box.appendChild(CK.el("p", { class: "note" }, "No epoch has been logged yet.")); return; }
+    if (!log.epochs || !log.epochs.length) {
+      box.appendChild(CK.el("p", { class: "note" }, "No epoch has been logged yet" + (CK.live() ? ": the curves appear here while `cnnkit train` writes into this run folder." : ".")));
+      document.body.dataset.trainingEpochs = "0";
+      return;
+    }
     groups(log.logs).forEach(function ([title, keys]) { box.appendChild(chart(title, log.epochs, log.logs, keys)); });
     const last = log.epochs[log.epochs.length - 1];
     CK.$("#training-status").textContent = "from " + log.file + ": " + log.epochs.length + " epoch" + (log.epochs.length === 1 ? "" : "s") + " (last: " + last + ")" +

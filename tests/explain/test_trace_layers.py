@@ -1,4 +1,4 @@
-"""trace_layers: one forward pass kept whole, grouped into layer calls and ops outside layers."""
+"""The layer level of the graph: layer_units and trace_layers (one forward pass kept whole)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cnnkit import models, nn
-from cnnkit.explore.trace import INPUT, trace_layers
-from cnnkit.viz.capture import capture, leaf_layers
 from cnnkit.explain import saliency
+from cnnkit.explain.capture import capture, leaf_layers
+from cnnkit.explain.graph import INPUT, layer_units, model_graph, trace_layers
 
 
 def _trace(model, shape, rng):
@@ -101,3 +101,22 @@ def test_a_model_that_returns_no_tensor_is_refused(rng):
 
     with pytest.raises(ValueError, match="expects the model to return a Tensor, got tuple"):
         trace_layers(Pair(), np.zeros((1, 1, 2, 2), np.float32))
+
+
+def test_a_layer_that_runs_no_op_claims_none_of_the_ops_before_it(rng):
+    # GoogLeNet: fc(dropout(flatten(avgpool(x)))) with a functional flatten; Dropout in eval
+    # mode returns its input, and used to claim that flatten as its own op.
+    graph = model_graph(models.googlenet(rng=rng, init_weights=False), (3, 64, 64))
+    reshape = next(op for op in graph.ops if op.label == "Reshape")
+    assert reshape.module is None
+    assert [(p, c) for p, c, _ in graph.identities] == [("dropout", 1)]
+    units = layer_units(graph, identities=False)
+    assert all(u.kind != "identity" for u in units) and any(u.kind == "op" and u.type == "Reshape" for u in units)
+
+
+def test_layer_units_of_a_graph_are_those_of_the_trace(rng):
+    model = models.resnet20(rng=rng)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    units = layer_units(model_graph(model, x=x))
+    traced = trace_layers(model, x).units
+    assert [(u.name, u.kind, u.type, u.inputs) for u in units] == [(u.name, u.kind, u.type, u.inputs) for u in traced]

@@ -1,4 +1,4 @@
-"""Grad-CAM against PyTorch (autograd on the same weights), and the explorer's maps against the library's."""
+"""Grad-CAM against PyTorch (autograd on the same weights); the explorer's maps against the library's."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from cnnkit import models, nn
-from cnnkit.explore.gradcam import grad_cam, grad_cam_map
-from cnnkit.explore.trace import trace_layers
+from cnnkit.explain.gradcam import grad_cam, grad_cam_map
+from cnnkit.explain.graph import trace_layers
+from cnnkit.explore import Explorer
+from cnnkit.io.targets import Target
 
 torch = pytest.importorskip("torch")
 
@@ -90,11 +92,9 @@ def test_grad_cam_errors(rng):
 
 
 def test_the_explorers_grad_cam_is_the_librarys(rng):
-    from cnnkit.explore.session import Explorer, ModelSource
-
     model = models.resnet20(rng=rng)
     picture = rng.uniform(0, 1, (3, 32, 32)).astype(np.float32)
-    ex = Explorer(ModelSource(model, "r20", (3, 32, 32), (0.5,) * 3, (0.25,) * 3))
+    ex = Explorer(Target(model, "r20", (3, 32, 32), (0.5,) * 3, (0.25,) * 3, []))
     run = ex.run(picture, "noise")
     x = (picture - 0.5) / 0.25
     for target in (1, 7):

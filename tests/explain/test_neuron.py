@@ -7,8 +7,9 @@ import pytest
 
 from cnnkit import functional as F
 from cnnkit import models, nn
-from cnnkit.explore.neuron import NeuronError, explain_neuron, input_boxes
-from cnnkit.explore.trace import INPUT, trace_layers
+from cnnkit.errors import NeuronError
+from cnnkit.explain.graph import INPUT, trace_layers
+from cnnkit.explain.neuron import explain_neuron, input_boxes
 
 
 class Zoo(nn.Module):

@@ -1,6 +1,6 @@
 """What computes one output number of one layer, recomputed from its inputs and weights.
 
-``explain_neuron`` takes a ``LayerTrace`` (one forward pass, kept), a unit and an index
+``explain_neuron`` takes a ``LayerTrace`` (one forward pass kept whole, ``graph.trace_layers``), a unit and an index
 into its output (channel, row, column for images; feature for vectors) and returns the
 computation written out: for a convolution the window of the input it reads, the
 kernel, the element-wise products, their sum with the bias; for pooling the window and
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from .. import nn
-from .trace import INPUT, LayerCall, LayerTrace
+from ..errors import NeuronError
+from .graph import INPUT, LayerCall, LayerTrace
+from .summary import adaptive_window, window_geometry
 
 __all__ = ["explain_neuron", "input_boxes", "NeuronError", "Box"]
 
@@ -39,55 +41,26 @@ _TOP_INPUTS = 12      # fully connected: the largest weighted inputs shown one b
 _TOP_CHANNELS = 8     # convolution: input channels shown with all their products
 
 
-class NeuronError(ValueError):
-    """The index does not address an element of the unit's output."""
-
-
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
 def _sample(t) -> np.ndarray:
     """The first sample of a tensor's data, as a numpy array."""
     return np.asarray(t.data[0])
 
 
-def _conv_pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding of a Conv2d ("same" puts the odd one at the end)."""
-    if conv.padding == "valid":
-        return (0, 0, 0, 0)
-    if conv.padding == "same":
-        th, tw = (d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation, strict=True))
-        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    ph, pw = conv.padding
-    return (ph, ph, pw, pw)
-
-
 def _window_geometry(unit: LayerCall):
-    """(kernel, stride, (pad_top, pad_left), dilation) of a window layer, or None."""
-    m = unit.module
-    if isinstance(m, nn.Conv2d):
-        pt, _, pl, _ = _conv_pads(m)
-        return m.kernel_size, m.stride, (pt, pl), m.dilation
-    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.SumPool2d, nn.LPPool2d)):
-        kernel = _pair(m.kernel_size)
-        stride = _pair(m.stride) if m.stride is not None else kernel
-        return kernel, stride, _pair(getattr(m, "padding", 0)), _pair(getattr(m, "dilation", 1))
+    """(kernel, stride, ((pad_top, pad_bottom), (pad_left, pad_right)), dilation) of a window layer, or None."""
+    if unit.module is not None:
+        geometry = window_geometry(unit.module)
+        return geometry[:4] if geometry is not None else None
     if unit.kind == "op" and unit.type in ("MaxPool2d", "AvgPool2d") and unit.ops:
-        g = getattr(unit.ops[-1], "g", None)  # the op's validated geometry
+        g = getattr(unit.ops[-1], "g", None)  # a functional pool's validated geometry
         if g is not None:
-            return g.kernel, g.stride, g.padding, g.dilation
+            return g.kernel, g.stride, tuple((p, p) for p in g.padding), g.dilation
     return None
 
 
 def _is_adaptive(unit: LayerCall) -> bool:
     return isinstance(unit.module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or (
         unit.kind == "op" and unit.type in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"))
-
-
-def _adaptive_bounds(i: int, n: int, out: int) -> tuple[int, int]:
-    """[start, end) of adaptive window i (PyTorch: floor(i*n/out) to ceil((i+1)*n/out))."""
-    return (i * n) // out, -(-((i + 1) * n) // out)
 
 
 # --------------------------------------------------------------------------- boxes
@@ -107,7 +80,7 @@ def _box_in(unit: LayerCall, t_in, box: Box) -> Box | None:
     r0, r1, c0, c1 = box
     geometry = _window_geometry(unit)
     if geometry is not None:
-        (KH, KW), (SH, SW), (PH, PW), (DH, DW) = geometry
+        (KH, KW), (SH, SW), ((PH, _), (PW, _)), (DH, DW) = geometry
         rows = (r0 * SH - PH, r1 * SH - PH + DH * (KH - 1))
         cols = (c0 * SW - PW, c1 * SW - PW + DW * (KW - 1))
     elif isinstance(unit.module, nn.ConvTranspose2d):
@@ -120,8 +93,8 @@ def _box_in(unit: LayerCall, t_in, box: Box) -> Box | None:
     elif (H, W) == (1, 1):
         rows, cols = (0, 0), (0, 0)                   # a broadcast (C, 1, 1) input
     else:                                             # adaptive pools; other resizing: scale
-        rows = (_adaptive_bounds(r0, H, OH)[0], _adaptive_bounds(r1, H, OH)[1] - 1)
-        cols = (_adaptive_bounds(c0, W, OW)[0], _adaptive_bounds(c1, W, OW)[1] - 1)
+        rows = (adaptive_window(r0, H, OH)[0], adaptive_window(r1, H, OH)[1] - 1)
+        cols = (adaptive_window(c0, W, OW)[0], adaptive_window(c1, W, OW)[1] - 1)
     rows = (max(rows[0], 0), min(rows[1], H - 1))
     cols = (max(cols[0], 0), min(cols[1], W - 1))
     if rows[0] > rows[1] or cols[0] > cols[1]:
@@ -232,8 +205,7 @@ def _conv(u: LayerCall, index) -> dict[str, Any]:
     x = _sample(u.input_tensors[0]).astype(np.float64)                  # (C, H, W)
     w = np.asarray(conv.weight.data[f], np.float64)                      # (C/G, KH, KW)
     Cg, KH, KW = w.shape
-    (SH, SW), (DH, DW) = conv.stride, conv.dilation
-    pt, pb, pl, pr = _conv_pads(conv)
+    _, (SH, SW), ((pt, pb), (pl, pr)), (DH, DW), _ = window_geometry(conv)
     g = f // (conv.out_channels // conv.groups)
     channels = np.arange(g * Cg, (g + 1) * Cg)
     rows = i * SH - pt + np.arange(KH) * DH                              # (KH,) input rows read
@@ -328,15 +300,15 @@ def _pool(u: LayerCall, index) -> dict[str, Any]:
     is_max = isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) or u.type in ("MaxPool2d", "AdaptiveMaxPool2d")
     if _is_adaptive(u):
         OH, OW = u.output.shape[2:]
-        r0, r1 = _adaptive_bounds(i, H, OH)
-        c0, c1 = _adaptive_bounds(j, W, OW)
+        r0, r1 = adaptive_window(i, H, OH)
+        c0, c1 = adaptive_window(j, W, OW)
         rows, cols = np.arange(r0, r1), np.arange(c0, c1)
         window = x[r0:r1, c0:c1]
         inside = np.ones(window.shape, bool)
         divisor = window.size
         geometry = {"adaptive": True, "output_size": [int(OH), int(OW)]}
     else:
-        (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _window_geometry(u)
+        (KH, KW), (SH, SW), ((PH, _), (PW, _)), (DH, DW) = _window_geometry(u)
         rows = i * SH - PH + np.arange(KH) * DH
         cols = j * SW - PW + np.arange(KW) * DW
         inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]

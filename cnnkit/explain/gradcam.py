@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
+from ..config import enable_grad
+from ..data.prepare import resize_picture
+from ..functional import softmax
 from ..tensor import Tensor
 
-__all__ = ["GradCAM", "grad_cam", "grad_cam_map", "upsample"]
+__all__ = ["GradCAM", "grad_cam", "grad_cam_map"]
 
 
 @dataclass
@@ -44,16 +47,6 @@ class GradCAM:
     target: int
     score: float
     probabilities: np.ndarray
-
-
-def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an (h, w) float map to ``size`` = (H, W), bilinearly, in float32 (no 8-bit rounding)."""
-    from PIL import Image
-
-    H, W = size
-    if image.shape == (H, W):
-        return image.astype(np.float32)
-    return np.asarray(Image.fromarray(image.astype(np.float32)).resize((W, H), Image.BILINEAR), np.float32)
 
 
 def grad_cam_map(
@@ -81,7 +74,7 @@ def grad_cam_map(
     weights = gradient.mean(axis=(1, 2))                                   # (F,)
     cam = np.maximum(np.tensordot(weights, activation, axes=1), 0.0)       # (h, w)
     cam = cam.astype(np.float32)
-    return cam, weights.astype(np.float32), upsample(cam, size or cam.shape)
+    return cam, weights.astype(np.float32), resize_picture(cam, size or cam.shape)
 
 
 def _default_layer(outputs: list[tuple[str, Tensor]]) -> tuple[str, Tensor]:
@@ -107,9 +100,6 @@ def grad_cam(model: nn.Module, x: np.ndarray, target: int | None = None, layer: 
     Raises:
         ValueError: an unknown layer, a layer without an image output, or a target out of range.
     """
-    from ..config import enable_grad
-    from ..functional import softmax
-
     modules = dict(model.named_modules())
     if layer is not None and (not layer or layer not in modules):
         raise ValueError(f"grad_cam: no layer named {layer!r}")

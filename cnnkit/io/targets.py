@@ -1,0 +1,158 @@
+"""A model to look inside, with what it takes to feed it: from a model file (by suffix) or a zoo name.
+
+``load_target(spec)`` returns a ``Target``: the model in eval mode, its input shape, the
+per-channel normalization of its inputs, its class names, and where it came from. The
+readers of model files are registered by suffix in ``LOADERS``, as "module:function"
+strings so nothing loads before it is needed; a new format is one line, e.g.
+
+    LOADERS[".onnx"] = "cnnkit.onnx.targets:onnx_target"    # (path: Path) -> Target
+
+or ``register_loader(".onnx", fn)``. ``cnnkit visualize``, ``cnnkit explore`` and the
+other commands that look into a model all read it through ``load_target``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import models
+from ..errors import UsageError
+from .checkpoint import load, load_checkpoint
+
+__all__ = ["Target", "LOADERS", "register_loader", "load_target", "checkpoint_target", "zoo_target",
+           "default_normalization", "parse_shape"]
+
+# torchvision's ImageNet statistics for RGB models; MNIST's for one-channel ones.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_MNIST = ((0.1307,), (0.3081,))
+
+
+@dataclass
+class Target:
+    """A model to look inside, with what is needed to feed it an image.
+
+    Attributes:
+        model: the module, in eval mode.
+        label: for titles: "best.safetensors (lenet5, mnist)", "resnet18 (random weights)".
+        input_shape: (C, H, W); mean, std: per-channel normalization after scaling pixels
+            to [0, 1]; classes: class names (may be empty).
+        task: "multiclass" (softmax over the outputs), "binary" or "multilabel" (sigmoid).
+        run_folder: the folder the file came from (a `cnnkit train` run folder holds log.csv).
+        dataset: the dataset it was trained on, when the file says.
+        model_name: the zoo name, when known.
+        meta: everything else the file carried (a checkpoint's metadata).
+    """
+
+    model: Any
+    label: str
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+    task: str = "multiclass"
+    run_folder: Path | None = None
+    dataset: str | None = None
+    model_name: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+LOADERS: dict[str, str | Callable[[Path], Target]] = {
+    ".safetensors": "cnnkit.io.targets:checkpoint_target",
+}
+
+
+def register_loader(suffix: str, loader: str | Callable[[Path], Target]) -> None:
+    """Teach ``load_target`` a file suffix (".onnx", ".pth"): ``loader(path) -> Target``."""
+    LOADERS[suffix.lower()] = loader
+
+
+def _resolve(loader: str | Callable[[Path], Target]) -> Callable[[Path], Target]:
+    if callable(loader):
+        return loader
+    module, _, name = loader.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for inputs that carry none: ImageNet's for RGB, MNIST's for one channel."""
+    if channels == 3:
+        return _IMAGENET
+    if channels == 1:
+        return _MNIST
+    return (0.5,) * channels, (0.5,) * channels
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W`` (or CxHxW) as a tuple of three positive integers.
+
+    Raises:
+        UsageError: anything else (the message quotes it).
+    """
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def checkpoint_target(path: Path) -> Target:
+    """A cnnkit checkpoint (a zoo model, pruned or not) with its dataset's normalization and classes."""
+    ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
+    extra = ckpt.meta.get("extra", {})
+    model = load(path)
+    shape = tuple(int(v) for v in (extra.get("input_shape") or models.default_input_shape(ckpt.model_name or "")))
+    mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
+    dataset = extra.get("dataset")
+    notes = [n for n in (ckpt.model_name, dataset, "pruned" if extra.get("pruned") else None) if n]
+    return Target(
+        model=model, label=f"{path.name} ({', '.join(notes)})", input_shape=shape,  # type: ignore[arg-type]
+        mean=mean, std=std, classes=[str(c) for c in extra.get("classes", ())],
+        task=str(extra.get("task", "multiclass")), run_folder=path.resolve().parent, dataset=dataset,
+        model_name=ckpt.model_name, meta=ckpt.meta,
+    )
+
+
+def zoo_target(name: str) -> Target:
+    """A zoo model with random weights (seed 0): for looking at an architecture."""
+    model = models.get_model(name, rng=np.random.default_rng(0))
+    model.eval()
+    return Target(model=model, label=f"{name} (random weights)", input_shape=models.default_input_shape(name),
+                  mean=(), std=(), classes=[], model_name=name)
+
+
+def load_target(spec: str, input_shape: str | None = None) -> Target:
+    """A model file (by its suffix, see ``LOADERS``) or a zoo model name (random weights, seed 0).
+
+    Args:
+        spec: a path, or a name from ``cnnkit.models.list_models()``.
+        input_shape: "C,H,W" to use instead of the one the file or the zoo gives.
+
+    Raises:
+        CheckpointError: a missing, unreadable or foreign checkpoint file.
+        UsageError: a folder, or neither a file nor a zoo name (the message lists the zoo).
+    """
+    path = Path(spec)
+    zoo = models.list_models()
+    if path.is_dir():
+        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
+    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
+        # an unknown suffix is read as a checkpoint, whose reader names what the file is not
+        target = _resolve(LOADERS.get(path.suffix.lower(), LOADERS[".safetensors"]))(path)
+    elif spec.lower() in zoo:
+        target = zoo_target(spec.lower())
+    else:
+        raise UsageError(f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}")
+    if input_shape:
+        target.input_shape = parse_shape(input_shape)
+    C = target.input_shape[0]
+    if len(target.mean) != C or len(target.std) != C:
+        target.mean, target.std = default_normalization(C)
+    return target
