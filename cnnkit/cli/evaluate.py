@@ -9,7 +9,7 @@ import numpy as np
 from .. import functional as F
 from ..config import no_grad
 from ..data import DataLoader, get_dataset, prepare_image
-from ..io.checkpoint import load, load_checkpoint
+from ..io.checkpoint import load_checkpoint
 from ..tensor import Tensor
 from ..train import evaluate, format_report
 from ..viz.plots import plot_confusion_matrix, save_figure
@@ -39,7 +39,7 @@ def add_commands(sub) -> None:
 
 def evaluate_command(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    model = load(args.checkpoint)
+    model = ckpt.build_model()
     name = dataset_name(args.dataset or ckpt.meta.get("extra", {}).get("dataset", "mnist"))
     test_set, spec = get_dataset(name, False, args.data_dir)
     result = evaluate(model, DataLoader(test_set, batch_size=args.batch_size))
@@ -53,7 +53,7 @@ def evaluate_command(args) -> int:
 
 def predict_command(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    model = load(args.checkpoint)
+    model = ckpt.build_model()
     shape, mean, std, classes = checkpoint_inputs(ckpt.meta.get("extra", {}))
     batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
                       for p in args.images])

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import models
 from ..errors import UsageError
 from ..explain.summary import summary
-from ..io.checkpoint import load, load_checkpoint
+from ..io.checkpoint import load_checkpoint
 
 __all__ = ["add_commands", "summary_command", "models_command"]
 
@@ -28,8 +28,8 @@ def add_commands(sub) -> None:
 def summary_command(args) -> int:
     target = args.target
     if Path(target).is_file() or target.endswith(".safetensors"):
-        extra = load_checkpoint(target).meta.get("extra", {})
-        model = load(target)
+        ckpt = load_checkpoint(target)
+        model, extra = ckpt.build_model(), ckpt.extra
         shape = tuple(extra.get("input_shape", (1, 28, 28)))
     else:
         if target not in models.list_models():

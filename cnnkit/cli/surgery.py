@@ -24,7 +24,7 @@ from .. import config
 from ..data import Subset, compose_mnist_strip, get_dataset, load_strip
 from ..errors import UsageError
 from ..functional import softmax
-from ..io.checkpoint import load, load_checkpoint, save_checkpoint
+from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..surgery.compare import channel_counts, format_comparison, images_per_second, measure, weights_file_size
 from ..surgery.fcn import to_fully_convolutional
 from ..surgery.prune import prune_channels
@@ -88,7 +88,7 @@ def _fraction(text: str) -> float:
 def _checkpoint_info(path) -> tuple[Any, dict[str, Any], Any]:
     """(model, extra, checkpoint) of a zoo checkpoint, pruned or not."""
     ckpt = load_checkpoint(path)
-    return load(path), ckpt.meta.get("extra", {}), ckpt
+    return ckpt.build_model(), ckpt.extra, ckpt
 
 
 # ------------------------------------------------------------------------------ fcn

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import config, models, optim
+from .. import config, models, nn, optim
 from ..config import no_grad
 from ..data import DataLoader, DatasetSpec, Subset, get_dataset
 from ..errors import ShapeError, UsageError
@@ -130,9 +130,7 @@ def train_command(args) -> int:
 def _check_input(model, name: str, spec: DatasetSpec) -> None:
     """Fail early, in one line, when the model cannot take the dataset's images."""
     try:
-        with no_grad():
-            model.eval()
+        with no_grad(), nn.eval_mode(model):
             model(Tensor(np.zeros((1,) + spec.input_shape, np.float32)))
-            model.train()
     except ShapeError as e:
         raise UsageError(f"model {name!r} cannot take {spec.input_shape} images: {e}") from None

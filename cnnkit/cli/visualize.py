@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..explain.capture import capture, default_layers, find_conv, leaf_layers
 from ..explain.graph import model_graph
 from ..explain.saliency import saliency
+from ..functional.args import output_size_formula
 from ..train.history import read_history
 from ..viz.dot import graph_to_dot, layer_graph_to_dot, render_dot
 from ..viz.image_filters import (
@@ -31,7 +32,6 @@ from ..viz.image_filters import (
     SAMPLES,
     apply_kernel,
     load_image,
-    output_size_formula,
     sample_image,
     to_grayscale,
 )
@@ -235,16 +235,16 @@ def kernels_command(args) -> int:
         results.append((name, kernel, out))
         KH, KW = kernel.shape
         print(f"{name}: input {H}x{W}x{C}, kernel {KH}x{KW}, stride {args.stride}, padding {args.padding}")
-        print(f"  output height (H - F + 2P)/S + 1: {output_size_formula(H, KH, args.padding, args.stride)}")
-        print(f"  output width  (W - F + 2P)/S + 1: {output_size_formula(W, KW, args.padding, args.stride)}")
+        print(f"  output height (H - F + 2P)/S + 1: {output_size_formula(H, KH, args.stride, args.padding)}")
+        print(f"  output width  (W - F + 2P)/S + 1: {output_size_formula(W, KW, args.stride, args.padding)}")
         print(f"  feature map {out.shape[1]}x{out.shape[2]}x{out.shape[0]}, "
               f"values in [{out.min():.3g}, {out.max():.3g}]")
     if len(results) == 1:
         name, kernel, out = results[0]
         caption = (f"{source}: cnnkit conv2d (cross-correlation), stride {args.stride}, "
                    f"padding {args.padding}: "
-                   f"{output_size_formula(H, kernel.shape[0], args.padding, args.stride)} rows, "
-                   f"{output_size_formula(W, kernel.shape[1], args.padding, args.stride)} columns")
+                   f"{output_size_formula(H, kernel.shape[0], args.stride, args.padding)} rows, "
+                   f"{output_size_formula(W, kernel.shape[1], args.stride, args.padding)} columns")
         fig = plot_kernel(image, kernel, out, name=name, caption=caption)
     else:
         fig = plot_kernel_gallery(image, results, caption=f"{source}: every kernel, stride {args.stride}, "

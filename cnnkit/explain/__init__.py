@@ -4,7 +4,7 @@
   and MACs (with the output-size arithmetic and receptive fields on request).
 - ``capture.py``: the outputs of chosen layers for one input (forward hooks).
 - ``graph.py``: the define-by-run op graph of one forward pass, each op with its module;
-  its layer level (``layer_units``); one pass kept whole with its tensors (``trace_layers``).
+  its layer level (``layer_units``); one pass kept whole with its tensors (``forward_pass``).
 - ``neuron.py``: one output number of one layer rebuilt from its inputs (the window, the
   kernel, the products and the sum; the pooling window; the largest weighted inputs),
   and the input region it depends on (``input_boxes``).
@@ -31,17 +31,16 @@ from .conv_dense import ConvStats, DenseConv, conv_as_dense, conv_stats
 from .gradcam import GradCAM, grad_cam, grad_cam_map
 from .graph import (
     INPUT,
+    ForwardPass,
     Graph,
-    LayerCall,
-    LayerTrace,
     LayerUnit,
     OpNode,
     TensorNode,
+    forward_pass,
     is_layer,
     layer_units,
     model_graph,
     trace,
-    trace_layers,
 )
 from .neuron import explain_neuron, input_boxes
 from .saliency import Saliency, saliency, saliency_map
@@ -49,10 +48,10 @@ from .summary import LayerRow, SummaryResult, adaptive_window, summary, window_g
 from .toy_graph import ToyGraph, toy_graph
 
 __all__ = [
-    "ConvStats", "DenseConv", "GradCAM", "Graph", "INPUT", "LayerCall", "LayerNotFoundError", "LayerRow",
-    "LayerTrace", "LayerUnit", "OpNode", "Saliency", "SummaryResult", "TensorNode", "ToyGraph",
+    "ConvStats", "DenseConv", "ForwardPass", "GradCAM", "Graph", "INPUT", "LayerNotFoundError", "LayerRow",
+    "LayerUnit", "OpNode", "Saliency", "SummaryResult", "TensorNode", "ToyGraph",
     "adaptive_window", "capture", "conv_as_dense", "conv_layers", "conv_stats", "default_layers",
-    "explain_neuron", "find_conv", "grad_cam", "grad_cam_map", "input_boxes", "is_layer", "layer_names",
+    "explain_neuron", "find_conv", "forward_pass", "grad_cam", "grad_cam_map", "input_boxes", "is_layer", "layer_names",
     "layer_units", "leaf_layers", "model_graph", "saliency", "saliency_map", "summary", "toy_graph", "trace",
-    "trace_layers", "window_geometry",
+    "window_geometry",
 ]

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..backend import as_numpy
-from ..config import no_grad
 from ..errors import LayerNotFoundError
-from ..nn import Conv2d
+from ..nn import Conv2d, LayerCall, trace_layers
 from ..tensor import Tensor
 
 __all__ = [
@@ -65,31 +64,16 @@ def capture(
     Raises:
         LayerNotFoundError: a name is not a module of the model (lists the valid names).
     """
-    modules = dict(model.named_modules())
-    missing = [n for n in layers if n not in modules or not n]
-    if missing:
-        raise LayerNotFoundError(
-            f"no layer named {missing[0]!r}; valid layers: {', '.join(layer_names(model))}"
-        )
     found: list[tuple[str, str, np.ndarray]] = []
 
-    def keep(path: str):
-        def hook(module, args, output):
-            data = output.data if isinstance(output, Tensor) else getattr(output, "data", None)
-            if data is not None:
-                found.append((path, type(module).__name__, np.array(as_numpy(data)[0])))
-        return hook
+    def keep(call: LayerCall) -> None:
+        output = call.output
+        data = output.data if isinstance(output, Tensor) else getattr(output, "data", None)
+        if data is not None:
+            found.append((call.path, type(call.module).__name__, np.array(as_numpy(data)[0])))
 
-    handles = [modules[n].register_forward_hook(keep(n)) for n in dict.fromkeys(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            out = model(Tensor(np.asarray(x, np.float32)))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    with trace_layers(model, list(dict.fromkeys(layers)), on_call=keep, keep=False):
+        out = model(Tensor(np.asarray(x, np.float32)))
     return found, np.asarray(as_numpy(out.data))
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import nn
-from ..functional.args import output_size_formula
+from ..errors import ShapeError
+from ..functional.args import conv_padding, output_size, output_size_formula, pair
 
 __all__ = ["ConvStats", "DenseConv", "conv_stats", "conv_as_dense", "DENSE_LIMIT"]
 
@@ -21,21 +22,6 @@ DENSE_LIMIT = 50_000_000
 
 
 # --------------------------------------------------------------------------- convolution as a dense layer
-def _pads(padding, kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) zero padding, from an int, a pair, "valid" or "same"."""
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        th, tw = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
-        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)  # PyTorch's split: the extra row at the bottom
-    ph, pw = (padding, padding) if np.isscalar(padding) else padding
-    return (int(ph), int(ph), int(pw), int(pw))
-
-
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
 def _taps_in_range(n: int, out: int, k: int, stride: int, pad_before: int, dilation: int) -> np.ndarray:
     """For each kernel tap along one axis, how many output positions read a real (unpadded) input."""
     pos = np.arange(out)[:, None] * stride - pad_before + np.arange(k)[None, :] * dilation  # (out, k)
@@ -103,9 +89,9 @@ class ConvStats:
             + (f", groups {self.groups}" if self.groups != 1 else ""),
         ]
         if self.dilation == (1, 1) and pt == pb and pl == pr:
-            lines.append(f"  output height: {output_size_formula(H, KH, pt, SH)}")
+            lines.append(f"  output height: {output_size_formula(H, KH, stride=SH, padding=pt)}")
             if (W, KW, pl, SW) != (H, KH, pt, SH):
-                lines.append(f"  output width:  {output_size_formula(W, KW, pl, SW)}")
+                lines.append(f"  output width:  {output_size_formula(W, KW, stride=SW, padding=pl)}")
         lines += [
             f"  output {OH}x{OW}x{F} = {self.outputs:,} neurons",
             f"  parameters: {F}*{C // self.groups}*{KH}*{KW} = {self.conv_weights:,} weights"
@@ -134,8 +120,8 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
-def _fmt_pair(pair) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+def _fmt_pair(values) -> str:
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
 
 def conv_stats(
@@ -152,23 +138,25 @@ def conv_stats(
         padding: int, pair, "valid" or "same" (zeros).
 
     Raises:
-        ValueError: channels not divisible by groups, or the kernel larger than the padded input.
+        ShapeError: channels not divisible by groups, a stride or dilation not positive, or the
+            kernel larger than the padded input (the checks of ``F.conv2d``).
     """
     C, H, W = (int(v) for v in input_shape)
     F = int(out_channels)
-    (KH, KW), (SH, SW), (DH, DW) = _pair(kernel_size), _pair(stride), _pair(dilation)
-    pt, pb, pl, pr = _pads(padding, (KH, KW), (DH, DW))
+    (KH, KW), (SH, SW), (DH, DW) = (pair(v, name, "conv_stats") for v, name in
+                                    ((kernel_size, "kernel_size"), (stride, "stride"), (dilation, "dilation")))
+    pt, pb, pl, pr = conv_padding(padding, (KH, KW), (SH, SW), (DH, DW), "conv_stats")
     if groups <= 0 or C % groups or F % groups:
-        raise ValueError(f"conv_stats expects C={C} and F={F} divisible by groups={groups}")
+        raise ShapeError(f"conv_stats expects C={C} and F={F} divisible by groups={groups}")
     if min(SH, SW, DH, DW) <= 0:
-        raise ValueError(f"conv_stats expects stride and dilation > 0, got {(SH, SW)} and {(DH, DW)}")
+        raise ShapeError(f"conv_stats expects stride and dilation > 0, got {(SH, SW)} and {(DH, DW)}")
     if DH * (KH - 1) + 1 > H + pt + pb or DW * (KW - 1) + 1 > W + pl + pr:
-        raise ValueError(
+        raise ShapeError(
             f"conv_stats: kernel ({KH}, {KW}) is larger than the padded input "
             f"({H + pt + pb}, {W + pl + pr}) (input shape {(C, H, W)})"
         )
-    OH = (H + pt + pb - DH * (KH - 1) - 1) // SH + 1
-    OW = (W + pl + pr - DW * (KW - 1) - 1) // SW + 1
+    OH = output_size(H, KH, SH, (pt, pb), DH)
+    OW = output_size(W, KW, SW, (pl, pr), DW)
     along_h = _taps_in_range(H, OH, KH, SH, pt, DH)                  # (KH,)
     along_w = _taps_in_range(W, OW, KW, SW, pl, DW)                  # (KW,)
     uses = np.outer(along_h, along_w)                                 # (KH, KW)

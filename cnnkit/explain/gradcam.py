@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
-from ..config import enable_grad
 from ..data.prepare import resize_picture
 from ..functional import softmax
 from ..tensor import Tensor
@@ -100,29 +99,17 @@ def grad_cam(model: nn.Module, x: np.ndarray, target: int | None = None, layer: 
     Raises:
         ValueError: an unknown layer, a layer without an image output, or a target out of range.
     """
-    modules = dict(model.named_modules())
-    if layer is not None and (not layer or layer not in modules):
+    if layer is not None and (not layer or layer not in dict(model.named_modules())):
         raise ValueError(f"grad_cam: no layer named {layer!r}")
-    outputs: list[tuple[str, Tensor]] = []
-
-    def keep(path: str):
-        def hook(module, args, output):
-            if isinstance(output, Tensor):
-                outputs.append((path, output))
-        return hook
-
-    watched = [layer] if layer is not None else [p for p, m in modules.items() if p and next(m.children(), None) is None]
-    handles = [modules[p].register_forward_hook(keep(p)) for p in watched]
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
         for p, _ in flags:
             p.requires_grad = False
         dtype = flags[0][0].dtype if flags else np.float32
-        with enable_grad():
-            xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)     # (1, C, H, W)
+        xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)         # (1, C, H, W)
+        with nn.trace_layers(model, [layer] if layer is not None else None, grad=True) as traced:
             logits = model(xt)                                              # (1, K)
+        outputs = [(c.path, c.output) for c in traced.calls if isinstance(c.output, Tensor)]
         if layer is not None:
             if not outputs or outputs[-1][1].ndim != 4:
                 raise ValueError(f"grad_cam: layer {layer!r} does not output an image (N, C, H, W)")
@@ -140,10 +127,6 @@ def grad_cam(model: nn.Module, x: np.ndarray, target: int | None = None, layer: 
         cam, weights, big = grad_cam_map(a.data[0], a.grad[0], tuple(x.shape[-2:]))
         probabilities = np.asarray(softmax(logits.detach(), dim=1).data[0])
     finally:
-        for h in handles:
-            h.remove()
         for p, flag in flags:
             p.requires_grad = flag
-        for m, mode in modes:
-            m.training = mode
     return GradCAM(big, cam, weights, path, top, float(logits.data[0, top]), probabilities)

@@ -3,15 +3,16 @@
 Every op a forward pass runs is recorded as the ``creator`` of its output tensor, and
 the op holds its input tensors, so walking ``creator -> inputs -> creator ...`` back
 from the output visits the whole computation. ``trace`` collects that walk into a
-``Graph``; ``model_graph`` also runs the model with forward hooks to name parameters
-and buffers and to tell which module each op ran in.
+``Graph``; ``model_graph`` also runs the model with forward hooks (``nn.trace_layers``)
+to name parameters and buffers and to tell which module each op ran in.
 
-The layer level: ``layer_units`` groups a Graph's ops into one unit per *layer call* (a
-call of a leaf module, or of a module that owns parameters directly; ``is_layer``) and
-one per op run outside any layer (ResNet's residual additions, GoogLeNet's and
-DenseNet's concatenations), with edges that follow the data. ``trace_layers`` runs a
-model and keeps that level together with the tensors themselves (a ``LayerTrace``), so
-every layer's output, and a later ``backward`` through the same pass, are at hand.
+The layer level: ``layer_units`` groups a Graph's ops into one ``LayerUnit`` per *layer
+call* (a call of a leaf module, or of a module that owns parameters directly:
+``is_layer``) and one per op run outside any layer (ResNet's residual additions,
+GoogLeNet's and DenseNet's concatenations), with edges that follow the data.
+``forward_pass`` runs a model and keeps that level together with the tensors themselves
+(a ``ForwardPass``), so every layer's output, and a later ``backward`` through the same
+pass, are at hand.
 
 Drawing is ``cnnkit.viz.dot``'s job (Graphviz DOT, op level and layer level) and
 ``cnnkit.viz.tensorboard``'s (a TensorBoard ``GraphDef``).
@@ -25,14 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import as_numpy
-from ..config import enable_grad
-from ..nn.module import Module
-from ..nn.parameter import Parameter
+from ..graph import op_order, post_order
+from ..nn import LayerCall, Module, Parameter, trace_layers
 from ..tensor import Tensor
 
 __all__ = [
     "Graph", "OpNode", "TensorNode", "trace", "model_graph", "is_layer", "LayerUnit", "layer_units",
-    "LayerCall", "LayerTrace", "trace_layers", "INPUT",
+    "ForwardPass", "forward_pass", "INPUT",
 ]
 
 INPUT = -1  # among a unit's ``inputs``: the model's input
@@ -93,25 +93,6 @@ class Graph:
 _KEEP_VALUES = 16  # store values/grads of tensors with at most this many elements
 
 
-def _ordered_ops(roots: list) -> list:
-    """The ops reachable from ``roots`` in execution order (iterative post-order, no recursion)."""
-    order, visited = [], set()
-    stack = [(fn, False) for fn in reversed(roots)]
-    while stack:
-        fn, expanded = stack.pop()
-        if expanded:
-            order.append(fn)
-            continue
-        if id(fn) in visited:
-            continue
-        visited.add(id(fn))
-        stack.append((fn, True))
-        for x in reversed(fn.inputs or ()):
-            if x.creator is not None and id(x.creator) not in visited:
-                stack.append((x.creator, False))
-    return order
-
-
 def trace(
     outputs: Tensor | list[Tensor],
     *,
@@ -159,7 +140,7 @@ def trace(
         return id(t)
 
     ops = []
-    for fn in _ordered_ops(roots):
+    for fn in op_order(roots):
         if fn.inputs is None:
             raise ValueError(
                 f"trace: the graph was freed by backward() at {type(fn).__name__}; "
@@ -198,53 +179,37 @@ def is_layer(module: Module) -> bool:
 def _attributed_forward(model: Module, xt: Tensor):
     """Run ``model(xt)`` in eval mode, grad mode on, attributing each op to the innermost module.
 
+    Forward hooks (``nn.trace_layers``) fire innermost first, and each claims the
+    not-yet-claimed ops between its module's inputs and its output. A layer that returns
+    its input (Dropout in eval mode, Identity) ran no op and claims nothing.
+
     Returns:
-        (output, {id(op): (module path, call number)}, [(path, call) of layer calls that
-        ran no op and returned their input, with that tensor], the claimed ops kept alive).
-        Every module's calls are counted, so call numbers agree with ``summary``'s rows.
+        (output, {id(op): (module path, call number)}, [(path, call, tensor) of the layer
+        calls that returned their input]). Call numbers count every call of a module, as
+        ``summary``'s rows do.
     """
     owner: dict[int, tuple[str, int]] = {}
-    calls: dict[str, int] = {}
     identities: list[tuple[str, int, Tensor]] = []
-    claimed: list = []
-    layers = {id(m) for m in model.modules() if is_layer(m)}
 
-    def claim(path: str):
-        def hook(module, args, output):
-            calls[path] = calls.get(path, 0) + 1
-            stop = {id(a) for a in args if isinstance(a, Tensor)}
-            if isinstance(output, Tensor) and id(output) in stop:
-                if id(module) in layers:   # Dropout in eval mode, Identity: no op ran here
-                    identities.append((path, calls[path], output))
-                return
-            if not isinstance(output, Tensor) or output.creator is None:
-                return
-            stack, seen = [output.creator], set()
-            while stack:
-                fn = stack.pop()
-                if id(fn) in seen:
-                    continue
-                seen.add(id(fn))
-                if id(fn) not in owner:
-                    owner[id(fn)] = (path, calls[path])
-                    claimed.append(fn)
-                for t in fn.inputs or ():
-                    if id(t) not in stop and t.creator is not None:
-                        stack.append(t.creator)
-        return hook
+    def claim(call: LayerCall) -> None:
+        output = call.output
+        stop = {id(a) for a in call.inputs if isinstance(a, Tensor)}
+        if isinstance(output, Tensor) and id(output) in stop:
+            if is_layer(call.module):
+                identities.append((call.path, call.number, output))
+            return
+        if not isinstance(output, Tensor) or output.creator is None:
+            return
 
-    handles = [m.register_forward_hook(claim(n)) for n, m in model.named_modules()]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with enable_grad():
-            out = model(xt)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes:
-            m.training = mode
-    return out, owner, identities, claimed
+        def inner(fn):  # the ops between the module's inputs and its output
+            return [t.creator for t in fn.inputs or () if id(t) not in stop and t.creator is not None]
+
+        for fn in post_order([output.creator], inner):
+            owner.setdefault(id(fn), (call.path, call.number))
+
+    with trace_layers(model, lambda path, m: True, on_call=claim, keep=False, grad=True):
+        out = model(xt)
+    return out, owner, identities
 
 
 def model_graph(
@@ -253,11 +218,9 @@ def model_graph(
 ) -> Graph:
     """Run ``model`` once (eval mode) and return its op graph with names and modules.
 
-    Each op is attributed to the innermost module whose forward ran it: forward hooks fire
-    innermost first, and each hook claims the not-yet-claimed ops between its module's
-    inputs and its output. An op that claims no leaf module (a residual addition written
-    in a block's ``forward``) belongs to the block. A module that returns its input (Dropout
-    in eval mode) claims nothing and is listed in ``identities``.
+    Each op is attributed to the innermost module whose forward ran it; an op that no
+    layer claims (a residual addition written in a block's ``forward``) belongs to the
+    block. A layer that returns its input is listed in ``graph.identities``.
 
     Args:
         input_shape: (C, H, W) of one input; ignored when ``x`` is given.
@@ -280,7 +243,7 @@ def model_graph(
             names[id(b.data)] = n
     xt = Tensor(np.asarray(x, np.float32), requires_grad=input_requires_grad, name="input")
     names[id(xt)] = "input"
-    out, owner, identities, claimed = _attributed_forward(model, xt)
+    out, owner, identities = _attributed_forward(model, xt)
     if not isinstance(out, Tensor):
         raise ValueError(f"model_graph expects the model to return a Tensor, got {type(out).__name__}")
     graph = trace(out, names=names, inputs=[xt], modules={k: (p or None, c) for k, (p, c) in owner.items()})
@@ -291,7 +254,7 @@ def model_graph(
     graph.identities = [(p, c, id(t)) for p, c, t in identities]
     if keep:
         graph.values = {id(xt): xt, id(out): out}
-        for fn in _ordered_ops([out.creator]):
+        for fn in op_order([out.creator]):
             graph.functions[id(fn)] = fn
             for t in fn.inputs or ():
                 graph.values[id(t)] = t
@@ -300,14 +263,13 @@ def model_graph(
                 graph.values[id(y)] = y
         for _, _, t in identities:
             graph.values[id(t)] = t
-    del claimed  # kept alive until the ids above were read
     return graph
 
 
 # --------------------------------------------------------------------------- the layer level
 @dataclass
 class LayerUnit:
-    """One node of the layer-level graph, by ids into a Graph.
+    """One node of the layer-level graph: a layer call, or an op run outside any layer.
 
     Attributes:
         index: position in execution order.
@@ -315,13 +277,13 @@ class LayerUnit:
             an op outside any layer ("layer1.0: Add").
         kind: "layer" (a layer call that ran ops), "identity" (a layer call that ran no op
             and returned its input) or "op" (an op outside any layer).
-        type: the module's class name, or the op's label.
+        type: the module's class name, or the op's label ("Add", "Concat", "ReLU").
         path: the module path; for an "op" unit, the module whose forward ran it ("" = the model).
         call: which call of the module (1 for the first).
-        ops: ids of its OpNodes, in order.
         inputs: indices of the units it reads (``INPUT`` for the model's input).
-        input_ids: the tensor ids it reads, one per entry of ``inputs``.
-        output: the tensor id of its output.
+        op_ids, input_ids, output_id: its ops and the tensors it reads and makes, by id in the Graph.
+        module, functions, input_tensors, output: the objects themselves, filled in by
+            ``forward_pass`` (None and empty for a unit of a Graph alone).
     """
 
     index: int
@@ -330,10 +292,19 @@ class LayerUnit:
     type: str
     path: str
     call: int
-    ops: list[int] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
+    op_ids: list[int] = field(default_factory=list)
     input_ids: list[int] = field(default_factory=list)
-    output: int = 0
+    output_id: int = 0
+    module: Module | None = field(default=None, repr=False)
+    functions: list = field(default_factory=list, repr=False)
+    input_tensors: list[Tensor] = field(default_factory=list, repr=False)
+    output: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The output's shape without the batch axis (``forward_pass`` units)."""
+        return tuple(self.output.shape[1:]) if self.output is not None else ()
 
 
 def layer_units(graph: Graph, *, identities: bool = True) -> list[LayerUnit]:
@@ -359,7 +330,7 @@ def layer_units(graph: Graph, *, identities: bool = True) -> list[LayerUnit]:
     def flush(tid: int) -> None:
         for path, call in waiting.pop(tid, []):
             unit = new(name=path + (f" (call {call})" if call > 1 else ""), kind="identity",
-                       type=graph.leaf_modules.get(path, "?"), path=path, call=call, output=tid)
+                       type=graph.leaf_modules.get(path, "?"), path=path, call=call, output_id=tid)
             unit.inputs, unit.input_ids = [producer[tid]], [tid]
             producer[tid] = unit.index
 
@@ -381,40 +352,18 @@ def layer_units(graph: Graph, *, identities: bool = True) -> list[LayerUnit]:
             if src is not None and src != unit.index and tid not in unit.input_ids:
                 unit.inputs.append(src)
                 unit.input_ids.append(tid)
-        unit.ops.append(op.id)
-        unit.output = op.output
+        unit.op_ids.append(op.id)
+        unit.output_id = op.output
         producer[op.output] = unit.index
         flush(op.output)
     return units
 
 
 @dataclass
-class LayerCall:
-    """A ``LayerUnit`` with its objects: the module, the ops and the tensors themselves."""
+class ForwardPass:
+    """One forward pass kept whole: its layer units (with their tensors) in execution order."""
 
-    index: int
-    name: str
-    kind: str
-    type: str
-    path: str
-    call: int
-    module: Module | None
-    ops: list = field(default_factory=list, repr=False)
-    inputs: list[int] = field(default_factory=list)
-    input_tensors: list[Tensor] = field(default_factory=list, repr=False)
-    output: Tensor | None = field(default=None, repr=False)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The output's shape without the batch axis."""
-        return tuple(self.output.shape[1:]) if self.output is not None else ()
-
-
-@dataclass
-class LayerTrace:
-    """One forward pass kept whole: its layer calls in execution order, input and output."""
-
-    units: list[LayerCall]
+    units: list[LayerUnit]
     input: Tensor
     output: Tensor
     graph: Graph = field(repr=False)
@@ -424,10 +373,10 @@ class LayerTrace:
         return [u.index for u in self.units if index in u.inputs]
 
 
-def trace_layers(model: Module, x: np.ndarray, *, input_requires_grad: bool = True) -> LayerTrace:
-    """Run ``model`` on ``x`` (eval mode, grad mode on) and keep every layer call with its tensors.
+def forward_pass(model: Module, x: np.ndarray, *, input_requires_grad: bool = True) -> ForwardPass:
+    """Run ``model`` on ``x`` (eval mode, grad mode on) and keep every layer unit with its tensors.
 
-    The graph stays alive, so ``trace.output.backward(seed, retain_graph=True)`` gives the
+    The graph stays alive, so ``pass_.output.backward(seed, retain_graph=True)`` gives the
     gradient of any output with respect to the input and (after ``retain_grad()``) to
     every unit's output, without a second forward pass.
 
@@ -442,12 +391,10 @@ def trace_layers(model: Module, x: np.ndarray, *, input_requires_grad: bool = Tr
     """
     graph = model_graph(model, x=x, keep=True, input_requires_grad=input_requires_grad)
     modules = dict(model.named_modules())
-    calls = []
-    for u in layer_units(graph):
-        calls.append(LayerCall(
-            index=u.index, name=u.name, kind=u.kind, type=u.type, path=u.path, call=u.call,
-            module=modules.get(u.path) if u.kind != "op" else None,
-            ops=[graph.functions[i] for i in u.ops], inputs=list(u.inputs),
-            input_tensors=[graph.values[i] for i in u.input_ids], output=graph.values[u.output],
-        ))
-    return LayerTrace(calls, graph.values[graph.inputs[0]], graph.values[graph.outputs[0]], graph)
+    units = layer_units(graph)
+    for u in units:
+        u.module = modules.get(u.path) if u.kind != "op" else None
+        u.functions = [graph.functions[i] for i in u.op_ids]
+        u.input_tensors = [graph.values[i] for i in u.input_ids]
+        u.output = graph.values[u.output_id]
+    return ForwardPass(units, graph.values[graph.inputs[0]], graph.values[graph.outputs[0]], graph)

@@ -1,6 +1,6 @@
 """What computes one output number of one layer, recomputed from its inputs and weights.
 
-``explain_neuron`` takes a ``LayerTrace`` (one forward pass kept whole, ``graph.trace_layers``), a unit and an index
+``explain_neuron`` takes a ``ForwardPass`` (one forward pass kept whole, ``graph.forward_pass``), a unit and an index
 into its output (channel, row, column for images; feature for vectors) and returns the
 computation written out: for a convolution the window of the input it reads, the
 kernel, the element-wise products, their sum with the bias; for pooling the window and
@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import nn
 from ..errors import NeuronError
-from .graph import INPUT, LayerCall, LayerTrace
+from .graph import INPUT, ForwardPass, LayerUnit
 from .summary import adaptive_window, window_geometry
 
 __all__ = ["explain_neuron", "input_boxes", "NeuronError", "Box"]
@@ -46,25 +46,25 @@ def _sample(t) -> np.ndarray:
     return np.asarray(t.data[0])
 
 
-def _window_geometry(unit: LayerCall):
+def _window_geometry(unit: LayerUnit):
     """(kernel, stride, ((pad_top, pad_bottom), (pad_left, pad_right)), dilation) of a window layer, or None."""
     if unit.module is not None:
         geometry = window_geometry(unit.module)
         return geometry[:4] if geometry is not None else None
-    if unit.kind == "op" and unit.type in ("MaxPool2d", "AvgPool2d") and unit.ops:
-        g = getattr(unit.ops[-1], "g", None)  # a functional pool's validated geometry
+    if unit.kind == "op" and unit.type in ("MaxPool2d", "AvgPool2d") and unit.functions:
+        g = getattr(unit.functions[-1], "g", None)  # a functional pool's validated geometry
         if g is not None:
             return g.kernel, g.stride, tuple((p, p) for p in g.padding), g.dilation
     return None
 
 
-def _is_adaptive(unit: LayerCall) -> bool:
+def _is_adaptive(unit: LayerUnit) -> bool:
     return isinstance(unit.module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or (
         unit.kind == "op" and unit.type in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"))
 
 
 # --------------------------------------------------------------------------- boxes
-def _box_in(unit: LayerCall, t_in, box: Box) -> Box | None:
+def _box_in(unit: LayerUnit, t_in, box: Box) -> Box | None:
     """The box of input ``t_in`` that output ``box`` of ``unit`` reads; None when it reads none.
 
     Tensors without rows and columns (vectors) have the one box ``_ALL``.
@@ -102,7 +102,7 @@ def _box_in(unit: LayerCall, t_in, box: Box) -> Box | None:
     return (rows[0], rows[1], cols[0], cols[1])
 
 
-def input_boxes(trace: LayerTrace, unit: int, box: Box) -> dict[int, Box]:
+def input_boxes(trace: ForwardPass, unit: int, box: Box) -> dict[int, Box]:
     """Follow output ``box`` of ``unit`` back to every unit it depends on and to the input.
 
     Args:
@@ -138,7 +138,7 @@ def _full(t) -> Box:
 
 
 # --------------------------------------------------------------------------- explanations
-def explain_neuron(trace: LayerTrace, unit: int, index: tuple[int, ...]) -> dict[str, Any]:
+def explain_neuron(trace: ForwardPass, unit: int, index: tuple[int, ...]) -> dict[str, Any]:
     """Rebuild output element ``index`` of unit ``unit`` from its inputs.
 
     Args:
@@ -199,7 +199,7 @@ def explain_neuron(trace: LayerTrace, unit: int, index: tuple[int, ...]) -> dict
     return result
 
 
-def _conv(u: LayerCall, index) -> dict[str, Any]:
+def _conv(u: LayerUnit, index) -> dict[str, Any]:
     conv: nn.Conv2d = u.module
     f, i, j = index
     x = _sample(u.input_tensors[0]).astype(np.float64)                  # (C, H, W)
@@ -250,7 +250,7 @@ def _conv(u: LayerCall, index) -> dict[str, Any]:
     }
 
 
-def _source_shape(trace: LayerTrace, u: LayerCall) -> list[int] | None:
+def _source_shape(trace: ForwardPass, u: LayerUnit) -> list[int] | None:
     """For a vector input made by flattening an image, the image's (C, H, W)."""
     src = u.inputs[0] if u.inputs else None
     if src is None or src == INPUT:
@@ -261,12 +261,12 @@ def _source_shape(trace: LayerTrace, u: LayerCall) -> list[int] | None:
     return None
 
 
-def _linear(trace: LayerTrace, u: LayerCall, index) -> dict[str, Any]:
+def _linear(trace: ForwardPass, u: LayerUnit, index) -> dict[str, Any]:
     (d,) = index[-1:]
     if u.module is not None:
         w_all, b_all = u.module.weight.data, (u.module.bias.data if u.module.bias is not None else None)
     else:
-        op = u.ops[-1]
+        op = u.functions[-1]
         w_all = op.inputs[1].data
         b_all = op.inputs[2].data if len(op.inputs) > 2 else None
     x = _sample(u.input_tensors[0]).astype(np.float64)
@@ -292,7 +292,7 @@ def _linear(trace: LayerTrace, u: LayerCall, index) -> dict[str, Any]:
     }
 
 
-def _pool(u: LayerCall, index) -> dict[str, Any]:
+def _pool(u: LayerUnit, index) -> dict[str, Any]:
     c, i, j = index
     x = _sample(u.input_tensors[0]).astype(np.float64)[c]                 # (H, W)
     H, W = x.shape
@@ -351,7 +351,7 @@ def _pool(u: LayerCall, index) -> dict[str, Any]:
     return result
 
 
-def _batch_norm(u: LayerCall, index) -> dict[str, Any]:
+def _batch_norm(u: LayerUnit, index) -> dict[str, Any]:
     m = u.module
     c = index[0]
     x = float(_sample(u.input_tensors[0])[index])
@@ -368,7 +368,7 @@ def _batch_norm(u: LayerCall, index) -> dict[str, Any]:
             "x_hat": x_hat, "computed": x_hat * gamma + beta}
 
 
-def _pointwise(u: LayerCall, index) -> dict[str, Any]:
+def _pointwise(u: LayerUnit, index) -> dict[str, Any]:
     x = float(_sample(u.input_tensors[0])[index]) if u.input_tensors else None
     if x is None:
         return {}
@@ -387,7 +387,7 @@ def _pointwise(u: LayerCall, index) -> dict[str, Any]:
             "computed": computed(x) if computed else None}
 
 
-def _add(u: LayerCall, index) -> dict[str, Any]:
+def _add(u: LayerUnit, index) -> dict[str, Any]:
     terms = []
     for src, t in zip(u.inputs, u.input_tensors, strict=True):
         a = _sample(t)
@@ -399,8 +399,8 @@ def _add(u: LayerCall, index) -> dict[str, Any]:
     return {"kind": "add", "formula": "a + b", "terms": terms, "computed": float(sum(t["value"] for t in terms))}
 
 
-def _concat(u: LayerCall, index) -> dict[str, Any]:
-    op = u.ops[-1]
+def _concat(u: LayerUnit, index) -> dict[str, Any]:
+    op = u.functions[-1]
     full_axis = op.axis % op.inputs[0].ndim                              # with the batch axis
     axis = full_axis - 1                                                  # in ``index`` (sample 0)
     offset, position = 0, index[axis]
@@ -417,7 +417,7 @@ def _concat(u: LayerCall, index) -> dict[str, Any]:
     return {"kind": "concat"}
 
 
-def _reshape(u: LayerCall, index) -> dict[str, Any]:
+def _reshape(u: LayerUnit, index) -> dict[str, Any]:
     x = _sample(u.input_tensors[0])
     flat = int(np.ravel_multi_index(index, _sample(u.output).shape))
     src = [int(v) for v in np.unravel_index(flat, x.shape)]
@@ -425,7 +425,7 @@ def _reshape(u: LayerCall, index) -> dict[str, Any]:
             "computed": float(x[tuple(src)])}
 
 
-def _activation_chain(trace: LayerTrace, u: LayerCall, index) -> list[dict[str, Any]]:
+def _activation_chain(trace: ForwardPass, u: LayerUnit, index) -> list[dict[str, Any]]:
     """The same element through the pointwise units that follow (BatchNorm, activations)."""
     chain = []
     current = u
@@ -446,7 +446,7 @@ def _activation_chain(trace: LayerTrace, u: LayerCall, index) -> list[dict[str, 
     return chain
 
 
-def explain_step(v: LayerCall, index) -> dict[str, Any]:
+def explain_step(v: LayerUnit, index) -> dict[str, Any]:
     """The formula and the rebuilt value of one pointwise unit (BatchNorm or an activation)."""
     if isinstance(v.module, (nn.BatchNorm2d, nn.BatchNorm1d)):
         return _batch_norm(v, index)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
+from ..config import enable_grad
 from ..functional import softmax
 from ..tensor import Tensor
 
@@ -55,25 +56,23 @@ def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Sali
         ShapeError: the model cannot take x; ValueError: target out of range.
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    model.eval()
     try:
         for p, _ in flags:
             p.requires_grad = False
-        dtype = flags[0][0].dtype if flags else np.float32             # the model's dtype
-        xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)       # (1, C, H, W)
-        logits = model(xt)                                                # (1, K)
-        K = logits.shape[1]
-        top = int(logits.data[0].argmax()) if target is None else int(target)
-        if not 0 <= top < K:
-            raise ValueError(f"saliency: target class {top} is out of range for {K} classes")
-        seed = np.zeros(logits.shape, logits.dtype)
-        seed[0, top] = 1.0
-        logits.backward(seed)
-        gradient = np.asarray(xt.grad[0])                                # (C, H, W)
+        with nn.eval_mode(model), enable_grad():
+            dtype = flags[0][0].dtype if flags else np.float32             # the model's dtype
+            xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)       # (1, C, H, W)
+            logits = model(xt)                                                # (1, K)
+            K = logits.shape[1]
+            top = int(logits.data[0].argmax()) if target is None else int(target)
+            if not 0 <= top < K:
+                raise ValueError(f"saliency: target class {top} is out of range for {K} classes")
+            seed = np.zeros(logits.shape, logits.dtype)
+            seed[0, top] = 1.0
+            logits.backward(seed)
+        gradient = np.asarray(xt.grad[0])                                    # (C, H, W)
         probabilities = np.asarray(softmax(logits.detach(), dim=1).data[0])
     finally:
         for p, flag in flags:
             p.requires_grad = flag
-        model.train(was_training)
     return Saliency(saliency_map(gradient), gradient, top, float(logits.data[0, top]), probabilities)

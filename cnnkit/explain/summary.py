@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import config, nn
+from ..functional.args import pair
 from ..tensor import Tensor
 from .graph import is_layer
 
@@ -151,26 +152,16 @@ def summary(
         dtype = first.dtype if first is not None else config.get_default_dtype()
     x = Tensor(np.zeros(shape, dtype=dtype))
 
-    names = {id(m): path for path, m in model.named_modules()}
     rows: list[LayerRow] = []
     fields: dict[int, tuple[Tensor, _Field | None]] = {id(x): (x, _Field((1, 1), (1, 1)))}
     called: set[int] = set()
     counted_params: set[int] = set()
 
-    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-        rows.append(_row(module, names.get(id(module), "?"), inputs, output, fields, called, counted_params))
+    def add_row(call: nn.LayerCall) -> None:
+        rows.append(_row(call.module, call.path, call.inputs, call.output, fields, called, counted_params))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if is_layer(m)]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with config.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in modes:
-            m.training = mode
+    with nn.trace_layers(model, lambda path, m: is_layer(m), on_call=add_row, keep=False):
+        model(x)
 
     params = list(model.parameters())
     result = SummaryResult(
@@ -273,10 +264,6 @@ def _field_of(x: Tensor | None, fields: dict) -> _Field | None:
     return max(known, key=lambda f: f.size[0] * f.size[1], default=None)
 
 
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
 def window_geometry(module: nn.Module) -> tuple | None:
     """(kernel, stride, ((pad_top, pad_bottom), (pad_left, pad_right)), dilation, ceil_mode) of a
     Conv2d or a fixed-window pooling layer; None for other layers.
@@ -284,20 +271,14 @@ def window_geometry(module: nn.Module) -> tuple | None:
     "same" padding puts the odd row and column at the bottom and right, as PyTorch.
     """
     if isinstance(module, nn.Conv2d):
-        kernel, dilation = module.kernel_size, module.dilation
-        if module.padding == "valid":
-            pads = ((0, 0), (0, 0))
-        elif module.padding == "same":
-            total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
-            pads = tuple((t // 2, t - t // 2) for t in total)
-        else:
-            pads = tuple((p, p) for p in module.padding)
-        return kernel, module.stride, pads, dilation, False
+        top, bottom, left, right = module.padding_sides()
+        return module.kernel_size, module.stride, ((top, bottom), (left, right)), module.dilation, False
     if isinstance(module, _POOLS):
-        kernel = _pair(module.kernel_size)
-        stride = _pair(module.stride) if module.stride is not None else kernel
-        padding = _pair(getattr(module, "padding", 0))
-        dilation = _pair(getattr(module, "dilation", 1))
+        where = type(module).__name__
+        kernel = pair(module.kernel_size, "kernel_size", where)
+        stride = pair(module.stride, "stride", where) if module.stride is not None else kernel
+        padding = pair(getattr(module, "padding", 0), "padding", where)
+        dilation = pair(getattr(module, "dilation", 1), "dilation", where)
         return kernel, stride, tuple((p, p) for p in padding), dilation, module.ceil_mode
     return None
 

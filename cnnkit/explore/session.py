@@ -3,7 +3,7 @@
 Nothing here knows about HTTP. ``Explorer`` holds the model and what is needed to feed
 it (input shape, normalization, class names), the network's overview (computed once),
 the sample images, and the last few ``ImageRun``s. An ``ImageRun`` is one image's
-forward pass kept whole (``trace_layers``), so that heat maps, neuron explanations,
+forward pass kept whole (``explain.graph.forward_pass``), so that heat maps, neuron explanations,
 saliency, Grad-CAM and gradient statistics are all read from the same pass.
 
 One lock serializes the work on the model: the server answers from several threads.
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ExploreError, NeuronError
 from ..explain.gradcam import grad_cam_map
-from ..explain.graph import INPUT, LayerTrace, trace_layers
+from ..explain.graph import INPUT, ForwardPass, forward_pass
 from ..explain.neuron import explain_neuron
 from ..explain.saliency import saliency_map
 from ..explain.summary import summary
@@ -81,7 +81,7 @@ class ImageRun:
         try:
             for p, _ in flags:  # record the graph from the input only: backward stays cheap
                 p.requires_grad = False
-            self.trace: LayerTrace = trace_layers(model, self.x)
+            self.trace: ForwardPass = forward_pass(model, self.x)
         finally:
             for p, flag in flags:
                 p.requires_grad = flag
@@ -215,7 +215,7 @@ class ImageRun:
         for p in params.values():
             p.grad = None
         try:
-            trace = trace_layers(model, self.x, input_requires_grad=False)
+            trace = forward_pass(model, self.x, input_requires_grad=False)
             for u in trace.units:
                 if u.output is not None and u.output.creator is not None:
                     u.output.retain_grad()
@@ -297,7 +297,7 @@ class Explorer:
         try:
             for p, _ in flags:
                 p.requires_grad = False
-            trace = trace_layers(model, x)
+            trace = forward_pass(model, x)
         finally:
             for p, flag in flags:
                 p.requires_grad = flag

@@ -12,7 +12,8 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from . import kernels
-from .im2col import chunk_bounds, col2im, im2col, output_size, padded_cnhw, pair
+from .args import conv_padding, output_size, pair
+from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
 __all__ = ["conv2d", "conv_transpose2d", "Conv2dOp", "ConvTranspose2dOp", "IM2COL_LIMIT_BYTES"]
 
@@ -83,8 +84,8 @@ class Conv2dOp(Function):
                 f"conv2d kernel ({KH}, {KW}) with dilation ({DH}, {DW}) is larger than the "
                 f"padded input ({Hp}, {Wp}) (input shape {x.shape}, padding {self.pads})"
             )
-        OH = output_size(H, KH, SH, pt, pb, DH)
-        OW = output_size(W, KW, SW, pl, pr, DW)
+        OH = output_size(H, KH, SH, (pt, pb), DH)
+        OW = output_size(W, KW, SW, (pl, pr), DW)
         self.geometry = ((SH, SW), (DH, DW), (OH, OW))
         self.x_shape, self.padded_hw = x.shape, (Hp, Wp)
         self.direct = kernels.direct_conv_applies(xp, x, w, self.stride, self.dilation, G)
@@ -250,24 +251,6 @@ class ConvTranspose2dOp(Function):
         return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
 
 
-def _conv_pads(op: str, padding, kernel: tuple[int, int], stride, dilation) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) zero padding from an int, a pair, "valid" or "same"."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{op}(padding='same') needs stride 1, got stride {stride}")
-            total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
-            # PyTorch puts the odd extra row/column at the bottom/right.
-            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
-        raise ValueError(f"{op} expects padding 'same', 'valid', an int or a pair, got {padding!r}")
-    ph, pw = pair(padding, "padding", op)
-    if ph < 0 or pw < 0:
-        raise ShapeError(f"{op} expects padding >= 0, got {(ph, pw)}")
-    return (ph, ph, pw, pw)
-
-
 def _unbatched(x: Tensor, op: str) -> bool:
     """PyTorch accepts an unbatched (C, H, W) input; cnnkit does too."""
     return x.ndim == 3
@@ -298,7 +281,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
     _check_geometry(op, stride, dilation)
     if weight.ndim != 4:
         raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
-    pads = _conv_pads(op, padding, weight.shape[2:], stride, dilation)
+    pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
     squeeze = _unbatched(x, op)
     if squeeze:
         x = x.reshape((1,) + x.shape)

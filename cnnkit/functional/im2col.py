@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..backend import get_array_module
 
 __all__ = [
-    "pair",
-    "output_size",
     "padded_cnhw",
     "window",
     "im2col",
@@ -27,37 +23,6 @@ __all__ = [
     "windows_overlap",
     "chunk_bounds",
 ]
-
-
-def pair(value, name: str, op: str) -> tuple[int, int]:
-    """Normalize an int or a pair of ints to a pair, rejecting anything else."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{op} expects {name} as an int or a pair of ints, got {value!r}")
-
-
-def output_size(
-    size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
-    ceil_mode: bool = False,
-) -> int:
-    """Number of window positions along one axis (PyTorch's rule).
-
-    out = floor_or_ceil((size + pad_lo + pad_hi - dilation*(kernel-1) - 1) / stride) + 1;
-    with ceil_mode a last window that would start inside the right padding is dropped.
-    This is the articles' (W - F + 2P) / S + 1 with dilation folded into F.
-    """
-    span = dilation * (kernel - 1) + 1
-    room = size + pad_lo + pad_hi - span
-    if ceil_mode:
-        out = -(-room // stride) + 1
-        if (out - 1) * stride >= size + pad_lo:
-            out -= 1
-        return out
-    return room // stride + 1
 
 
 def padded_cnhw(x, pads: tuple[int, int, int, int], value: float = 0.0):

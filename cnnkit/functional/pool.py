@@ -11,7 +11,8 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 from . import kernels
-from .im2col import output_size, padded_cnhw, pair, window, windows_overlap
+from .args import output_size, pair
+from .im2col import padded_cnhw, window, windows_overlap
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
@@ -51,8 +52,8 @@ class _PoolGeometry:
         _, _, H, W = shape
         (KH, KW), (SH, SW) = self.kernel, self.stride
         (PH, PW), (DH, DW) = self.padding, self.dilation
-        OH = output_size(H, KH, SH, PH, PH, DH, self.ceil_mode)
-        OW = output_size(W, KW, SW, PW, PW, DW, self.ceil_mode)
+        OH = output_size(H, KH, SH, PH, DH, self.ceil_mode)
+        OW = output_size(W, KW, SW, PW, DW, self.ceil_mode)
         # As PyTorch: a window larger than the padded input is an error unless ceil_mode
         # still places one (clipped) window on the input.
         if OH < 1 or OW < 1:

@@ -42,13 +42,29 @@ __all__ = [
 FORMAT = "cnnkit-checkpoint"
 VERSION = 1
 
+
 @dataclass
 class Checkpoint:
-    """The contents of a checkpoint file."""
+    """The contents of a checkpoint file (``load_checkpoint``); ``build_model()`` rebuilds its model.
+
+    Attributes:
+        model_state: the model's state dict (PyTorch's keys).
+        meta: the ``cnnkit`` metadata: model name and config, optimizer, scheduler, epoch,
+            RNG states, metrics, history and ``extra`` (what ``cnnkit train`` stores about the
+            data: dataset, input_shape, mean, std, classes).
+        optimizer_arrays: array-valued optimizer state, ``"<param index>/<slot>"``.
+        path: the file it was read from (for messages).
+    """
 
     model_state: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
     optimizer_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What ``cnnkit train`` stored about the data (dataset, input_shape, mean, std, classes)."""
+        return self.meta.get("extra", {})
 
     @property
     def model_name(self) -> str | None:
@@ -57,6 +73,31 @@ class Checkpoint:
     @property
     def model_config(self) -> dict[str, Any]:
         return self.meta.get("model", {}).get("config", {})
+
+    def build_model(self) -> nn.Module:
+        """Rebuild the zoo model this checkpoint names, pruned or not, with its weights, in eval mode.
+
+        Raises:
+            CheckpointError: no zoo model named, an unknown one, or weights that do not fit it.
+        """
+        where = self.path if self.path is not None else "checkpoint"
+        name = self.model_name
+        if not name:
+            raise CheckpointError(
+                f"{where}: the checkpoint does not name a zoo model; build the model yourself and "
+                "call model.load_state_dict(load_checkpoint(path).model_state)"
+            )
+        try:
+            model = models.get_model(name, **self.model_config)
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{where}: cannot rebuild model {name!r}: {e}") from None
+        resize_to_state(model, self.model_state)
+        try:
+            model.load_state_dict(self.model_state)
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{where}: the weights do not fit model {name!r}: {e}") from None
+        model.eval()
+        return model
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer state_dict in PyTorch's layout, arrays restored."""
@@ -225,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optimizer_arrays = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-    return Checkpoint(model_state, meta, optimizer_arrays)
+    return Checkpoint(model_state, meta, optimizer_arrays, path)
 
 
 def load(path: str | os.PathLike) -> nn.Module:
@@ -233,7 +274,8 @@ def load(path: str | os.PathLike) -> nn.Module:
 
     The checkpoint names the zoo model and its constructor config; the weights' shapes
     give the channel counts of a pruned model (``resize_to_state``), so checkpoints of
-    ``cnnkit prune`` load the same way as those of ``cnnkit train``.
+    ``cnnkit prune`` load the same way as those of ``cnnkit train``. Same as
+    ``load_checkpoint(path).build_model()``.
 
     Returns:
         The model, in eval mode.
@@ -241,24 +283,7 @@ def load(path: str | os.PathLike) -> nn.Module:
     Raises:
         CheckpointError: bad file, or a checkpoint whose model is not in the zoo.
     """
-    ckpt = load_checkpoint(path)
-    name = ckpt.model_name
-    if not name:
-        raise CheckpointError(
-            f"{path}: the checkpoint does not name a zoo model; build the model yourself and "
-            "call model.load_state_dict(load_checkpoint(path).model_state)"
-        )
-    try:
-        model = models.get_model(name, **ckpt.model_config)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {e}") from None
-    resize_to_state(model, ckpt.model_state)
-    try:
-        model.load_state_dict(ckpt.model_state)
-    except (RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: the weights do not fit model {name!r}: {e}") from None
-    model.eval()
-    return model
+    return load_checkpoint(path).build_model()
 
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import models
 from ..errors import UsageError
-from .checkpoint import load, load_checkpoint
+from .checkpoint import load_checkpoint
 
 __all__ = ["Target", "LOADERS", "register_loader", "load_target", "checkpoint_target", "zoo_target",
            "default_normalization", "parse_shape"]
@@ -107,7 +107,7 @@ def checkpoint_target(path: Path) -> Target:
     """A cnnkit checkpoint (a zoo model, pruned or not) with its dataset's normalization and classes."""
     ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
     extra = ckpt.meta.get("extra", {})
-    model = load(path)
+    model = ckpt.build_model()
     shape = tuple(int(v) for v in (extra.get("input_shape") or models.default_input_shape(ckpt.model_name or "")))
     mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
     dataset = extra.get("dataset")

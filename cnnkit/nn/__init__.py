@@ -23,6 +23,7 @@ from .norm import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, SumPool2d
 from .shape import Flatten, Identity
+from .tracer import LayerCall, LayerTrace, eval_mode, trace_layers
 
 __all__ = [
     # the base classes and containers
@@ -35,5 +36,7 @@ __all__ = [
     "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
     # losses
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
+    # looking inside: the forward-hook tracer
+    "trace_layers", "eval_mode", "LayerCall", "LayerTrace",
     "init",
 ]

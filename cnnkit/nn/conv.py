@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import config
 from .. import functional as F
 from ..errors import ShapeError
+from ..functional.args import conv_padding, pad_widths, pair
 from ..tensor import Tensor
 from . import init
 from .module import Module
@@ -17,15 +16,6 @@ from .parameter import Parameter
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def _pair(value, name: str, layer: str) -> tuple[int, int]:
-    """An int or a pair of ints -> a pair (PyTorch stores conv geometry as tuples)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"{layer} expects {name} as an int or a pair of ints, got {value!r}")
 
 
 def _check_channels(x, channels: int) -> None:
@@ -47,27 +37,21 @@ class _ConvNd(Module):
     ):
         super().__init__()
         if groups <= 0:
-            raise ValueError(f"{name} expects groups > 0, got {groups}")
+            raise ShapeError(f"{name} expects groups > 0, got {groups}")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(
+            raise ShapeError(
                 f"{name} expects in_channels ({in_channels}) and out_channels ({out_channels}) "
                 f"divisible by groups ({groups})"
             )
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"{name} expects padding_mode in {_PADDING_MODES}, got {padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size", name)
-        self.stride = _pair(stride, "stride", name)
-        self.dilation = _pair(dilation, "dilation", name)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"{name} expects padding 'same', 'valid', an int or a pair, got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{name}(padding='same') needs stride 1, got stride {self.stride}")
-            self.padding = padding
-        else:
-            self.padding = _pair(padding, "padding", name)
-        self.output_padding = _pair(output_padding, "output_padding", name)
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride, "stride", name)
+        self.dilation = pair(dilation, "dilation", name)
+        conv_padding(padding, self.kernel_size, self.stride, self.dilation, name)  # the checks of F.conv2d
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", name)
+        self.output_padding = pair(output_padding, "output_padding", name)
         self.transposed, self.groups, self.padding_mode = transposed, groups, padding_mode
 
         # Weight layout (PyTorch's): conv (F, C/groups, KH, KW); transposed (C, F/groups, KH, KW).
@@ -138,21 +122,14 @@ class Conv2d(_ConvNd):
             groups, bias, padding_mode, rng, dtype,
         )
 
-    def _pad_widths(self) -> tuple[int, int, int, int]:
-        """(left, right, top, bottom) for F.pad, from the padding (PyTorch's split for 'same')."""
-        if self.padding == "valid":
-            return (0, 0, 0, 0)
-        if self.padding == "same":
-            (KH, KW), (DH, DW) = self.kernel_size, self.dilation
-            th, tw = DH * (KH - 1), DW * (KW - 1)
-            return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
-        PH, PW = self.padding
-        return (PW, PW, PH, PH)
+    def padding_sides(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right): the zero padding of each side (PyTorch's split for "same")."""
+        return conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, "Conv2d")
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(x, self.in_channels)
         if self.padding_mode != "zeros":
-            x = F.pad(x, self._pad_widths(), mode=self.padding_mode)
+            x = F.pad(x, pad_widths(self.padding_sides()), mode=self.padding_mode)
             return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -183,7 +160,7 @@ class ConvTranspose2d(_ConvNd):
         if padding_mode != "zeros":
             raise ValueError(f'ConvTranspose2d only supports padding_mode="zeros", got {padding_mode!r}')
         if isinstance(padding, str):
-            raise ValueError(f"ConvTranspose2d expects padding as an int or a pair, got {padding!r}")
+            raise ShapeError(f"ConvTranspose2d expects padding as an int or a pair, got {padding!r}")
         super().__init__(
             "ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
             True, output_padding, groups, bias, padding_mode, rng, dtype,

@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import config, nn
 from ..errors import ConversionError, ShapeError
+from ..functional.args import pair
 from ..tensor import Tensor
 
 __all__ = ["ConversionError", "FullyConvolutional", "to_fully_convolutional", "sliding_window"]
@@ -193,26 +194,14 @@ def _trace(model: nn.Module, shape: tuple[int, ...]) -> tuple[list[_Call], Tenso
     dtype = first.dtype if first is not None else config.get_default_dtype()
     # A fixed, non-constant probe (no randomness): a flatten is recognized by its values.
     x = Tensor(np.sin(0.7 * np.arange(int(np.prod(shape)))).reshape((1,) + shape).astype(dtype))
-    calls: list[_Call] = []
-    handles = []
-    for path, unit in _units(model):
-        def hook(module, inputs, output, path=path):
-            calls.append(_Call(path, module, inputs[0] if inputs else None, output))
-        handles.append(unit.register_forward_hook(hook))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        with config.no_grad():
+        with nn.trace_layers(model, [unit for _, unit in _units(model)]) as trace:
             y = model(x)
     except ShapeError as e:
         raise ConversionError(
             f"to_fully_convolutional: {type(model).__name__} does not take inputs of shape {shape}: {e}"
         ) from None
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in modes:
-            m.training = mode
+    calls = [_Call(c.path, c.module, c.inputs[0] if c.inputs else None, c.output) for c in trace.calls]
     if not isinstance(y, Tensor) or y.ndim != 2:
         got = y.shape if isinstance(y, Tensor) else type(y).__name__
         raise ConversionError(
@@ -388,12 +377,14 @@ class _Geometry:
 
     def add_layer(self, m: nn.Module, call: _Call) -> None:
         if isinstance(m, nn.Conv2d):
-            left, _, top, _ = m._pad_widths()
+            top, _, left, _ = m.padding_sides()
             self._apply(m.kernel_size, m.stride, (top, left), m.dilation)
         elif isinstance(m, _POOLS):
-            pad = getattr(m, "padding", 0)
-            dil = getattr(m, "dilation", 1)
-            self._apply(_pair(m.kernel_size), _pair(m.stride), _pair(pad), _pair(dil))
+            where = type(m).__name__
+            kernel = pair(m.kernel_size, "kernel_size", where)
+            stride = pair(m.stride, "stride", where)
+            pad = pair(getattr(m, "padding", 0), "padding", where)
+            self._apply(kernel, stride, pad, pair(getattr(m, "dilation", 1), "dilation", where))
         elif isinstance(call.x, Tensor) and isinstance(call.y, Tensor) and call.x.ndim == 4:
             if call.x.shape[-2:] != call.y.shape[-2:]:
                 self._opaque(m, call)
@@ -430,10 +421,6 @@ class _Geometry:
         return (float(self.c[0]), float(self.c[1]))
 
 
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
 # ---------------------------------------------------------------------- sliding window
 def sliding_window(
     model: nn.Module, x: Tensor | np.ndarray, window: Sequence[int], stride: Sequence[int],
@@ -463,13 +450,8 @@ def sliding_window(
     views = views[:, :, ::SH, ::SW]                                               # (N, C, OH, OW, WH, WW)
     OH, OW = views.shape[2:4]
     crops = views.transpose(0, 2, 3, 1, 4, 5).reshape(N * OH * OW, C, WH, WW)     # (N*OH*OW, C, WH, WW)
-    was_training = model.training
-    model.eval()
-    try:
-        with config.no_grad():
-            outs = [model(Tensor(np.ascontiguousarray(crops[i : i + batch_size]))).data
-                    for i in range(0, len(crops), batch_size)]
-    finally:
-        model.train(was_training)
+    with config.no_grad(), nn.eval_mode(model):
+        outs = [model(Tensor(np.ascontiguousarray(crops[i : i + batch_size]))).data
+                for i in range(0, len(crops), batch_size)]
     scores = np.concatenate(outs)                                                 # (N*OH*OW, K)
     return Tensor(scores.reshape(N, OH, OW, -1).transpose(0, 3, 1, 2))           # (N, K, OH, OW)

@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import config, nn
 from ..errors import ShapeError
+from ..graph import post_order
 from ..nn import Parameter
 from ..tensor import Tensor
 
@@ -163,23 +164,12 @@ class _Tracer:
         first = next(self.model.parameters(), None)
         dtype = first.dtype if first is not None else config.get_default_dtype()
         x = Tensor(np.zeros((1,) + shape, dtype=dtype), requires_grad=True)
-        calls: dict[int, tuple[nn.Module, Tensor, Tensor]] = {}
-
-        def hook(module, inputs, output):
-            if inputs and isinstance(inputs[0], Tensor) and isinstance(output, Tensor):
-                calls[id(output)] = (module, inputs[0], output)
-
-        handles = [m.register_forward_hook(hook) for m in self.model.modules() if isinstance(m, _TRACED)]
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            with config.enable_grad():
-                y = self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for m, mode in modes:
-                m.training = mode
+        with nn.trace_layers(self.model, lambda path, m: isinstance(m, _TRACED), grad=True) as trace:
+            y = self.model(x)
+        calls: dict[int, tuple[nn.Module, Tensor, Tensor]] = {
+            id(c.output): (c.module, c.inputs[0], c.output)
+            for c in trace.calls if c.inputs and isinstance(c.inputs[0], Tensor) and isinstance(c.output, Tensor)
+        }
         if not isinstance(y, Tensor):
             raise TypeError(f"prune: expected the model to return a Tensor, got {type(y).__name__}")
         self.info[id(x)] = (self.new_space(shape[0], "the model's input channels"), 1)
@@ -332,26 +322,15 @@ class _Tracer:
 
 def _topological(y: Tensor, x: Tensor, calls) -> list[Tensor]:
     """Tensors between x and y in forward order; a layer's output stands for the whole layer."""
-    order: list[Tensor] = []
-    seen = {id(x)}
-    stack: list[tuple[Tensor, bool]] = [(y, False)]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
+
+    def parents(t: Tensor) -> list[Tensor]:
         if id(t) in calls:
-            parents = [calls[id(t)][1]]
-        elif t.creator is not None and t.creator.inputs is not None:
-            parents = list(t.creator.inputs)
-        else:
-            continue   # a parameter or a constant
-        stack.append((t, True))
-        stack.extend((p, False) for p in reversed(parents) if id(p) not in seen)
-    return order
+            return [calls[id(t)][1]]          # the layer's input: its inner ops are skipped
+        if t is x or t.creator is None or t.creator.inputs is None:
+            return []                         # the input, a parameter or a constant
+        return list(t.creator.inputs)
+
+    return [t for t in post_order([y], parents) if t is not x and parents(t)]
 
 
 # ---------------------------------------------------------------------- public API
@@ -363,14 +342,8 @@ def _infer_input_shape(model: nn.Module) -> tuple[int, int, int]:
     C = first.in_channels
     for size in (28, 32, 224):
         try:
-            with config.no_grad():
-                was = [(m, m.training) for m in model.modules()]
-                model.eval()
-                try:
-                    model(Tensor(np.zeros((1, C, size, size), first.weight.dtype)))
-                finally:
-                    for m, mode in was:
-                        m.training = mode
+            with config.no_grad(), nn.eval_mode(model):
+                model(Tensor(np.zeros((1, C, size, size), first.weight.dtype)))
             return (C, size, size)
         except ShapeError:
             continue

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import no_grad
 from ..errors import NonFiniteError
 from ..io.checkpoint import atomic_write_bytes, save_checkpoint
+from ..nn import LayerCall, trace_layers
 from ..tensor import Tensor
 
 __all__ = [
@@ -251,23 +251,12 @@ class NaNGuard(Callback):
 def first_nonfinite_output(model, x) -> str | None:
     """Run ``model(x)`` with hooks and return 'path (Type)' of the first non-finite layer output."""
     found: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name and next(iter(module.children()), None) is None:
 
-            def hook(mod, inputs, output, name=name):
-                data = getattr(output, "data", output)
-                if not found and isinstance(data, np.ndarray) and not np.all(np.isfinite(data)):
-                    found.append(f"{name} ({type(mod).__name__})")
+    def check(call: LayerCall) -> None:
+        data = getattr(call.output, "data", call.output)
+        if not found and isinstance(data, np.ndarray) and not np.all(np.isfinite(data)):
+            found.append(f"{call.path} ({type(call.module).__name__})")
 
-            handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            model(x if isinstance(x, Tensor) else Tensor(x))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    with trace_layers(model, None, on_call=check, keep=False):
+        model(x if isinstance(x, Tensor) else Tensor(x))
     return found[0] if found else None

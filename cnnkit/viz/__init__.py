@@ -20,7 +20,6 @@ from .image_filters import (
     apply_kernel,
     get_kernel,
     load_image,
-    output_size_formula,
     sample_image,
     to_grayscale,
 )
@@ -44,6 +43,6 @@ __all__ = [
     "graph_to_dot", "layer_graph_to_dot", "toy_graph_to_dot", "render_dot", "dot_available",
     "plot_filters", "plot_feature_maps", "plot_curves", "plot_saliency", "plot_confusion_matrix",
     "plot_kernel", "plot_kernel_gallery", "plot_dense_conv", "save_figure", "filter_grid", "feature_map_grid",
-    "KERNELS", "SAMPLES", "get_kernel", "apply_kernel", "output_size_formula", "sample_image", "load_image",
+    "KERNELS", "SAMPLES", "get_kernel", "apply_kernel", "sample_image", "load_image",
     "to_grayscale", "TensorBoard", "to_graph_def", "plot_score_map", "plot_prune_sweep",
 ]

@@ -139,7 +139,7 @@ def layer_graph_to_dot(graph: Graph, model=None, *, title: str | None = None, ra
         lines.append(f"  {t_[inp]} [label={_quote('input ' + _shape(t.shape))}, {_STYLE['input']}];")
     ids = {u.index: f"u{u.index}" for u in units}
     for u in units:
-        shape = _shape(graph.tensors[u.output].shape)
+        shape = _shape(graph.tensors[u.output_id].shape)
         if u.kind == "layer":
             count = params.get(u.path, 0) if u.call == 1 else 0
             extra = f"\n{count:,} params" if count else ""
@@ -151,7 +151,7 @@ def layer_graph_to_dot(graph: Graph, model=None, *, title: str | None = None, ra
              for u in units for src, tid in zip(u.inputs, u.input_ids, strict=True)]
     for src, dst in dict.fromkeys(edges):  # unique, in order
         lines.append(f"  {src} -> {dst};")
-    producer = {u.output: u.index for u in units}
+    producer = {u.output_id: u.index for u in units}
     for out in graph.outputs:
         if out in producer:
             t = graph.tensors[out]

@@ -21,11 +21,10 @@ from .. import functional as F
 from ..data import load_image as read_uint8
 from ..data.idx import read_idx
 from ..data.prepare import crop_to_aspect, resize_picture
-from ..functional.args import output_size, output_size_formula
 from ..tensor import Tensor
 
 __all__ = [
-    "KERNELS", "get_kernel", "apply_kernel", "output_size", "output_size_formula",
+    "KERNELS", "get_kernel", "apply_kernel",
     "sample_image", "sample_picture", "SAMPLES", "load_image", "to_grayscale",
 ]
 

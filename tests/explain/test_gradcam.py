@@ -7,7 +7,7 @@ import pytest
 
 from cnnkit import models, nn
 from cnnkit.explain.gradcam import grad_cam, grad_cam_map
-from cnnkit.explain.graph import trace_layers
+from cnnkit.explain.graph import forward_pass
 from cnnkit.explore import Explorer
 from cnnkit.io.targets import Target
 
@@ -109,7 +109,7 @@ def test_the_trace_backward_gives_grad_cam_of_any_unit(rng):
     model = models.lenet5(rng=rng)
     model.eval()
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
-    tr = trace_layers(model, x)
+    tr = forward_pass(model, x)
     u = tr.units[3]                                                          # features.3, a Conv2d
     u.output.retain_grad()
     seed = np.zeros(tr.output.shape, np.float32)

@@ -8,7 +8,7 @@ import pytest
 from cnnkit import functional as F
 from cnnkit import models, nn
 from cnnkit.errors import NeuronError
-from cnnkit.explain.graph import INPUT, trace_layers
+from cnnkit.explain.graph import INPUT, forward_pass
 from cnnkit.explain.neuron import explain_neuron, input_boxes
 
 
@@ -64,7 +64,7 @@ MODELS = {
 def test_every_layer_rebuilds_its_forward_values(name, rng):
     model, shape = MODELS[name](rng)
     model.eval()
-    tr = trace_layers(model, rng.standard_normal((1,) + shape).astype(np.float32))
+    tr = forward_pass(model, rng.standard_normal((1,) + shape).astype(np.float32))
     rebuilt = set()
     for u in tr.units:
         out = np.asarray(u.output.data[0])
@@ -86,7 +86,7 @@ def test_a_convolution_neuron_reads_its_window_and_filter(rng):
     model, shape = _zoo(rng)
     model.eval()
     x = rng.standard_normal((1,) + shape).astype(np.float32)
-    tr = trace_layers(model, x)
+    tr = forward_pass(model, x)
     unit = next(u for u in tr.units if u.path == "d")           # 5x5, stride 2, padding 1, no bias
     a = explain_neuron(tr, unit.index, (4, 0, 3))
     assert a["kind"] == "conv" and a["bias"] is None and a["input_channels"] == 8
@@ -109,7 +109,7 @@ def test_a_convolution_neuron_reads_its_window_and_filter(rng):
 def test_grouped_convolution_reads_only_its_group(rng):
     model, shape = _zoo(rng)
     model.eval()
-    tr = trace_layers(model, rng.standard_normal((1,) + shape).astype(np.float32))
+    tr = forward_pass(model, rng.standard_normal((1,) + shape).astype(np.float32))
     unit = next(u for u in tr.units if u.path == "b")            # 8 -> 8 channels in 4 groups of 2
     a = explain_neuron(tr, unit.index, (5, 6, 6))
     assert sorted(ch["channel"] for ch in a["channels"]) == [4, 5]
@@ -118,7 +118,7 @@ def test_grouped_convolution_reads_only_its_group(rng):
 def test_max_pool_names_the_first_maximum(rng):
     model, shape = _zoo(rng)
     model.eval()
-    tr = trace_layers(model, rng.standard_normal((1,) + shape).astype(np.float32))
+    tr = forward_pass(model, rng.standard_normal((1,) + shape).astype(np.float32))
     unit = next(u for u in tr.units if u.path == "pool")
     a = explain_neuron(tr, unit.index, (2, 0, 0))
     assert a["kind"] == "maxpool" and a["rows"] == [-1, 0, 1]
@@ -131,7 +131,7 @@ def test_max_pool_names_the_first_maximum(rng):
 def test_a_linear_neuron_lists_its_largest_inputs_with_their_image_positions(rng):
     model = models.lenet5(rng=rng)
     model.eval()
-    tr = trace_layers(model, rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
+    tr = forward_pass(model, rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
     fc = next(u for u in tr.units if u.path == "classifier.0")
     a = explain_neuron(tr, fc.index, (7,))
     assert a["kind"] == "linear" and a["in_features"] == 400 and a["source_shape"] == [16, 5, 5]
@@ -144,7 +144,7 @@ def test_a_linear_neuron_lists_its_largest_inputs_with_their_image_positions(rng
 def test_the_activation_chain_follows_a_convolution(rng):
     model = models.resnet20(rng=rng)
     model.eval()
-    tr = trace_layers(model, rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    tr = forward_pass(model, rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
     conv = tr.units[0]
     a = explain_neuron(tr, conv.index, (3, 10, 10))
     assert [s["type"] for s in a["after"]] == ["BatchNorm2d", "ReLU"]
@@ -154,7 +154,7 @@ def test_the_activation_chain_follows_a_convolution(rng):
 def test_bad_indices_are_refused(rng):
     model = models.lenet5(rng=rng)
     model.eval()
-    tr = trace_layers(model, np.zeros((1, 1, 28, 28), np.float32))
+    tr = forward_pass(model, np.zeros((1, 1, 28, 28), np.float32))
     with pytest.raises(NeuronError, match=r"features.0: index \(6, 0, 0\) is outside its output of shape \(6, 28, 28\)"):
         explain_neuron(tr, 0, (6, 0, 0))
     with pytest.raises(NeuronError, match="index \\(1, 2\\) is outside"):
@@ -166,7 +166,7 @@ def test_bad_indices_are_refused(rng):
 # --------------------------------------------------------------------------- receptive fields
 def _support(model, x, unit_index, index):
     """Bounding box of the input pixels whose gradient is non-zero: an independent receptive field."""
-    tr = trace_layers(model, x)
+    tr = forward_pass(model, x)
     u = tr.units[unit_index]
     seed = np.zeros(u.output.shape, np.float32)
     seed[(0,) + tuple(index)] = 1.0
@@ -207,7 +207,7 @@ def test_the_input_box_contains_every_pixel_that_matters_in_a_resnet(rng, unit_n
     model = models.resnet20(rng=rng)
     model.eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
-    tr = trace_layers(model, x)
+    tr = forward_pass(model, x)
     u = next(v for v in tr.units if v.name == unit_name)
     c, H, W = u.shape
     index = (c // 2, H // 2, W // 3)
@@ -219,6 +219,6 @@ def test_the_input_box_contains_every_pixel_that_matters_in_a_resnet(rng, unit_n
 def test_a_vector_output_sees_the_whole_image(rng):
     model = models.lenet5(rng=rng)
     model.eval()
-    tr = trace_layers(model, np.zeros((1, 1, 28, 28), np.float32))
+    tr = forward_pass(model, np.zeros((1, 1, 28, 28), np.float32))
     a = explain_neuron(tr, len(tr.units) - 1, (3,))
     assert a["input_box"] == [0, 27, 0, 27]

@@ -7,13 +7,12 @@ import pytest
 from PIL import Image
 
 from cnnkit.errors import ShapeError
+from cnnkit.functional.args import output_size, output_size_formula
 from cnnkit.viz.image_filters import (
     KERNELS,
     apply_kernel,
     get_kernel,
     load_image,
-    output_size,
-    output_size_formula,
     sample_image,
     to_grayscale,
 )
@@ -76,14 +75,14 @@ def test_convolution_is_cross_correlation_not_flipped(rng):
     (8, 3, 0, 2, 3, "floor((8 - 3 + 2*0)/2 + 1) = floor(3.5) = 3"),
 ])
 def test_output_size_follows_the_articles_formula(n, f, p, s, expected, text):
-    assert output_size(n, f, p, s) == expected
-    assert output_size_formula(n, f, p, s) == text
+    assert output_size(n, f, stride=s, padding=p) == expected
+    assert output_size_formula(n, f, stride=s, padding=p) == text
 
 
 def test_apply_kernel_output_shape_matches_the_formula(rng):
     image = rng.random((1, 20, 15)).astype(np.float32)
     out = apply_kernel(image, KERNELS["gaussian-blur-5x5"], stride=2, padding=1)
-    assert out.shape == (1, output_size(20, 5, 1, 2), output_size(15, 5, 1, 2))
+    assert out.shape == (1, output_size(20, 5, stride=2, padding=1), output_size(15, 5, stride=2, padding=1))
 
 
 def test_a_kernel_larger_than_the_padded_image_raises_shape_error():

@@ -11,17 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import ShapeError
+from ...functional.args import pair
 from .base import Transform, _RandomTransform
 
 __all__ = ["RandomAffine", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "Resize", "affine"]
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if len(value) == 2:
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{name} expects an int or an (h, w) pair, got {value!r}")
 
 
 class Resize(Transform):
@@ -38,7 +31,7 @@ class Resize(Transform):
     """
 
     def __init__(self, size: int | Sequence[int], interpolation: str = "bilinear"):
-        self.size = _pair(size, "Resize size")
+        self.size = pair(size, "size", "Resize")
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(f"Resize interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
         self.interpolation = interpolation
@@ -114,7 +107,7 @@ class RandomCrop(_RandomTransform):
         rng: np.random.Generator | None = None,
     ):
         super().__init__(rng)
-        self.size = _pair(size, "RandomCrop size")
+        self.size = pair(size, "size", "RandomCrop")
         if isinstance(padding, (int, np.integer)):
             padding = (padding,) * 4
         elif len(padding) == 2:

@@ -1,0 +1,70 @@
+"""The one graph walk: nodes reachable from some roots, each after the nodes it depends on.
+
+Every op a forward pass runs is recorded as the ``creator`` of its output tensor and
+holds its input tensors, so the computation is a graph that can be walked back from
+the output. ``backward`` walks it (in reverse: each op before the ops that produced its
+inputs), ``cnnkit.explain.graph`` walks it to draw it, and ``cnnkit.surgery.prune``
+walks it with whole layers folded into single steps. They all use ``post_order``:
+an iterative depth-first post-order, so graphs deeper than Python's recursion limit work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from .function import Function
+
+__all__ = ["post_order", "op_order", "producers"]
+
+Node = TypeVar("Node")
+
+
+def post_order(
+    roots: Sequence[Node],
+    parents: Callable[[Node], Iterable[Node]],
+    key: Callable[[Node], Hashable] = id,
+) -> list[Node]:
+    """Every node reachable from ``roots`` through ``parents``, each after all of its parents.
+
+    Depth-first, iterative (no recursion); a node reached twice is listed once. Among
+    independent nodes the order follows ``roots`` and each node's ``parents`` (earlier
+    first), so the result is deterministic.
+
+    Args:
+        roots: where the walk starts (e.g. the op that made the loss).
+        parents: the nodes a node depends on (e.g. the creators of an op's inputs).
+        key: identity of a node (default ``id``: nodes need not be hashable).
+
+    Returns:
+        Nodes in dependency order: reversing it puts every node before its parents (the
+        order ``backward`` needs).
+    """
+    order: list[Node] = []
+    seen: set[Hashable] = set()
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)  # every parent of node is already in `order`
+            continue
+        k = key(node)
+        if k in seen:  # pushed twice, by two children; finished the first time
+            continue
+        seen.add(k)
+        stack.append((node, True))
+        for parent in reversed(list(parents(node))):
+            if key(parent) not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def producers(fn: Function) -> list[Function]:
+    """The ops that made ``fn``'s inputs (leaves such as parameters have none)."""
+    return [x.creator for x in fn.inputs or () if x.creator is not None]
+
+
+def op_order(roots: Sequence[Function]) -> list[Function]:
+    """The ops reachable from ``roots`` in execution order: each after the ops that made its inputs."""
+    return post_order(roots, producers)
