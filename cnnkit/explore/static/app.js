@@ -43,7 +43,7 @@
       const [, H, W] = run.shape;
       canvas.width = W; canvas.height = H;
       canvas.getContext("2d").drawImage(img, 0, 0);
-      const scale = Math.min(256 / W, 256 / H);
+      const scale = Math.min(240 / W, 240 / H);
       canvas.style.width = Math.round(W * scale) + "px";
       canvas.style.height = Math.round(H * scale) + "px";
     };
