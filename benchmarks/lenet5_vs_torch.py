@@ -21,8 +21,8 @@ import torch
 
 import cnnkit
 import cnnkit.functional as F
+from cnnkit.backend import kernels
 from cnnkit.data import load_mnist
-from cnnkit.functional import kernels
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -194,7 +194,8 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
-        f"cnnkit kernels {'on' if kernels.AVAILABLE else 'off'}, {kernels.NUM_THREADS} threads"
+        f"cnnkit kernels {'on' if kernels.AVAILABLE and cnnkit.config.kernels_enabled() else 'off'}, "
+        f"{cnnkit.config.get_num_threads()} threads"
     )
     print("| batch | cnnkit train img/s | PyTorch train img/s | ratio (median of segments) | cnnkit test acc | PyTorch test acc |")
     print("|---|---|---|---|---|---|")

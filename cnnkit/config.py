@@ -1,13 +1,16 @@
-"""The only global state in cnnkit: grad mode, the default dtype and the default generator.
+"""The only global state in cnnkit: grad mode, the default dtype, the default generator,
+the compiled kernels' switch and the number of threads.
 
 Each changes through a context manager that restores the previous value on exit
-(``no_grad``, ``enable_grad``, ``default_dtype``), or, for the generator, through
-``manual_seed``, which the CLI and tests call, never library code.
+(``no_grad``, ``enable_grad``, ``default_dtype``, ``kernels``, ``num_threads``), or, for
+the generator, through ``manual_seed``, which the CLI and tests call, never library code.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +24,10 @@ __all__ = [
     "get_default_dtype",
     "manual_seed",
     "default_generator",
+    "kernels",
+    "kernels_enabled",
+    "num_threads",
+    "get_num_threads",
 ]
 
 
@@ -93,3 +100,77 @@ def manual_seed(seed: int) -> np.random.Generator:
 def default_generator() -> np.random.Generator:
     """Return the default ``numpy.random.Generator`` (seed it with ``manual_seed``)."""
     return _generator
+
+
+# ------------------------------------------------------------- compiled kernels and threads
+# Process-wide (not per thread): they govern the process's cores, which every thread shares.
+# The environment gives the initial values: CNNKIT_KERNELS=0 starts with the kernels off,
+# CNNKIT_NUM_THREADS=n starts with n threads.
+
+
+def _threads_from_environment() -> int:
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        count = os.cpu_count() or 1
+    raw = os.environ.get("CNNKIT_NUM_THREADS", "").strip()
+    if raw in ("", "0"):
+        return count
+    if not raw.isdigit():  # as OpenMP does with a bad OMP_NUM_THREADS: warn, keep the default
+        warnings.warn(
+            f"CNNKIT_NUM_THREADS expects a positive integer, got {raw!r}; using {count} threads",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return count
+    return int(raw)
+
+
+_kernels_enabled = os.environ.get("CNNKIT_KERNELS", "1").strip() != "0"
+_num_threads = _threads_from_environment()
+
+
+def kernels_enabled() -> bool:
+    """Return True when ops may run cnnkit's compiled kernels (the default, when numba is installed).
+
+    With the kernels off every op runs its NumPy reference path: the same results up to
+    float rounding order, slower. ``cnnkit.backend.dispatch`` reads this switch.
+    """
+    return _kernels_enabled
+
+
+@contextmanager
+def kernels(enabled: bool) -> Iterator[None]:
+    """Switch the compiled kernels on or off inside the block (tests, timing, debugging)."""
+    global _kernels_enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"kernels expects True or False, got {enabled!r}")
+    previous = _kernels_enabled
+    _kernels_enabled = enabled
+    try:
+        yield
+    finally:
+        _kernels_enabled = previous
+
+
+def get_num_threads() -> int:
+    """Return how many threads cnnkit's kernels and matrix products may use (default: the CPUs)."""
+    return _num_threads
+
+
+@contextmanager
+def num_threads(count: int) -> Iterator[None]:
+    """Let cnnkit's kernels and matrix products use ``count`` threads inside the block.
+
+    The kernels' results do not depend on it: they split work into fixed pieces and sum
+    partial results in a fixed order.
+    """
+    global _num_threads
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"num_threads expects a positive int, got {count!r}")
+    previous = _num_threads
+    _num_threads = int(count)
+    try:
+        yield
+    finally:
+        _num_threads = previous

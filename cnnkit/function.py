@@ -25,7 +25,7 @@ from . import config
 from .backend import get_array_module
 from .tensor import Tensor, as_tensor
 
-__all__ = ["Function"]
+__all__ = ["Function", "op_name"]
 
 
 class Function:
@@ -72,3 +72,14 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+def op_name(fn: Function) -> str:
+    """The name of the op ``fn`` computes: its class's ancestor right below ``Function``.
+
+    An op with several algorithms is a ``Function`` subclass stating the math, and each
+    algorithm subclasses it (``Conv2dIm2colOp`` and ``Conv2dDirectOp`` are both
+    ``"Conv2dOp"``); graphs, pruning and export name the op, not the algorithm.
+    """
+    ops = [c for c in type(fn).__mro__ if c is not Function and issubclass(c, Function)]
+    return ops[-1].__name__ if ops else type(fn).__name__

@@ -47,8 +47,6 @@ ALLOWED_LOCAL = {
     # engine's files, to be moved to the module header by the engine work of issue 9:
     ("cnnkit.tensor", "cnnkit.errors"),
     ("cnnkit.functional.loss", "cnnkit.tensor"),
-    # speed's file (lp_pool2d composes math ops), likewise:
-    ("cnnkit.functional.pool", "cnnkit.functional.math"),
 }
 
 HEAVY = ("matplotlib", "tensorboardX", "graphviz", "onnx", "onnxruntime", "mpi4py", "fastapi", "uvicorn", "torch")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import as_numpy
+from ..function import op_name
 from ..graph import op_order, post_order
 from ..nn import LayerCall, Module, Parameter, trace_layers
 from ..tensor import Tensor
@@ -163,7 +164,7 @@ def trace(
             continue
         out_id = add_tensor(out, "result")
         module, call = modules.get(id(fn), (None, 0))
-        ops.append(OpNode(id(fn), type(fn).__name__, in_ids, out_id, module, call))
+        ops.append(OpNode(id(fn), op_name(fn), in_ids, out_id, module, call))
     return Graph(ops, tensors, [id(t) for t in outputs], [i for i in input_ids if i in tensors])
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..backend import dispatch
+from ..backend.kernels import elementwise
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from . import kernels
 
 __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
 
@@ -16,12 +17,13 @@ class ReLUOp(Function):
     forward:  y = max(x, 0)
     backward: gx = gy * (x > 0)   (0 at x = 0, as PyTorch)
 
-    Large NumPy arrays take one parallel pass each way (``kernels.relu_forward``).
+    Large NumPy arrays take one parallel pass each way (``backend/kernels/elementwise.py``)
+    when ``backend.dispatch.relu_kernel_applies``.
     """
 
     def forward(self, x):
-        if kernels.relu_applies(self.xp, x):
-            y, mask = kernels.relu_with_mask(x)
+        if dispatch.relu_kernel_applies(self.xp, x):
+            y, mask = elementwise.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
             mask = y > 0 if self.saves_for_backward else None
@@ -30,7 +32,7 @@ class ReLUOp(Function):
         return y
 
     def backward(self, gy):
-        gx = kernels.relu_grad(gy, self.mask)
+        gx = elementwise.relu_grad(gy, self.mask) if dispatch.kernels_usable(self.xp, gy.dtype) else None
         return gy * self.mask if gx is None else gx
 
 

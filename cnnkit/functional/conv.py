@@ -1,21 +1,27 @@
 """Convolution (cross-correlation, as in every deep-learning library) and its transpose.
 
-A convolution is im2col + one matrix product; its backward is two matrix products
-and a col2im; the transposed convolution runs the same three pieces the other way.
-Small stride-1 convolutions of NumPy arrays skip the columns: a compiled direct
-convolution (``kernels.py``) computes the same sums in one pass per image.
+``Conv2dOp`` states the math; each algorithm is its own subclass: im2col + one matrix
+product (``Conv2dIm2colOp``, the reference; its backward is two matrix products and a
+col2im) and a compiled direct convolution for small stride-1 filter banks
+(``Conv2dDirectOp``). ``conv2d`` picks one through ``backend.dispatch``. The transposed
+convolution runs im2col's three pieces the other way.
 """
 
 from __future__ import annotations
 
+from ..backend import dispatch, get_array_module
+from ..backend.cores import matmul
+from ..backend.kernels import conv_direct
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from . import kernels
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
-__all__ = ["conv2d", "conv_transpose2d", "Conv2dOp", "ConvTranspose2dOp", "IM2COL_LIMIT_BYTES"]
+__all__ = [
+    "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dDirectOp", "ConvTranspose2dOp",
+    "IM2COL_LIMIT_BYTES",
+]
 
 # Largest column matrix built at once. Bigger batches are processed in chunks and the
 # backward pass rebuilds the columns chunk by chunk instead of keeping them.
@@ -45,24 +51,29 @@ class Conv2dOp(Function):
 
     forward:  y[n, f, i, j] = b[f] + sum_{c in group(f), kh, kw}
                   w[f, c, kh, kw] * xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
-              computed as  Y (F, N*OH*OW) = W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW)
-              per group.
-    backward: gW = gY @ cols^T;  gb = sum_{n, i, j} gy;
-              gx = col2im(W^T @ gY)  (the adjoint of im2col: a convolution's input
-              gradient is itself a convolution, of gy with the flipped filters).
+    backward: gw[f, c, kh, kw] = sum_{n, i, j} gy[n, f, i, j] * xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
+              gb[f] = sum_{n, i, j} gy[n, f, i, j]
+              gxpad[n, c, i*SH + kh*DH, j*SW + kw*DW] += sum_{f in group(c)} w[f, c, kh, kw] * gy[n, f, i, j]
+              (a convolution's input gradient is itself a convolution, of gy with the
+              flipped filters).
 
     Shapes: x (N, C, H, W), w (F, C/G, KH, KW), b (F,) -> y (N, F, OH, OW) with
     OH = floor((H + PT + PB - DH*(KH-1) - 1) / SH) + 1 (likewise OW).
 
-    Small stride-1 filter banks (``kernels.direct_conv_applies``) take the direct path:
-    the same sums without columns; backward then reads x and w instead of cols.
+    This class states the math and checks the arguments; each algorithm is a subclass
+    with its own forward and backward, and ``conv2d`` picks one through
+    ``backend.dispatch.conv2d_algorithm``:
+
+    - ``Conv2dIm2colOp``: im2col + one matrix product per group (the reference path:
+      any geometry, any array module);
+    - ``Conv2dDirectOp``: compiled direct convolution for small stride-1 filter banks.
     """
 
     def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
         self.stride, self.pads, self.dilation, self.groups = stride, pads, dilation, groups
 
-    def forward(self, x, w, b=None):
-        xp = self.xp
+    def check(self, x, w, b) -> tuple[int, int]:
+        """Validate the arrays against the op's geometry; return the output size (OH, OW)."""
         _check_input("conv2d", x, w, self.groups)
         N, C, H, W = x.shape
         F, Cg, KH, KW = w.shape
@@ -84,17 +95,29 @@ class Conv2dOp(Function):
                 f"conv2d kernel ({KH}, {KW}) with dilation ({DH}, {DW}) is larger than the "
                 f"padded input ({Hp}, {Wp}) (input shape {x.shape}, padding {self.pads})"
             )
-        OH = output_size(H, KH, SH, (pt, pb), DH)
-        OW = output_size(W, KW, SW, (pl, pr), DW)
-        self.geometry = ((SH, SW), (DH, DW), (OH, OW))
-        self.x_shape, self.padded_hw = x.shape, (Hp, Wp)
-        self.direct = kernels.direct_conv_applies(xp, x, w, self.stride, self.dilation, G)
-        if self.direct:
-            y = kernels.conv2d_direct(x, w, b, self.pads)                # (F, N, OH, OW)
-            if self.saves_for_backward:
-                self.x, self.w = x, w
-            return y.transpose(1, 0, 2, 3)                            # (N, F, OH, OW) view
+        return output_size(H, KH, SH, (pt, pb), DH), output_size(W, KW, SW, (pl, pr), DW)
 
+
+class Conv2dIm2colOp(Conv2dOp):
+    """``Conv2dOp`` as im2col + matrix products (the reference algorithm).
+
+    forward:  Y (F, N*OH*OW) = W (F, C*KH*KW) @ cols (C*KH*KW, N*OH*OW) per group
+    backward: gW = gY @ cols^T;  gb = sum_{n, i, j} gy;  gx = col2im(W^T @ gY)
+              (col2im is the adjoint of im2col).
+
+    Saves the columns for backward when they were built in one piece, else the padded
+    input (rebuilt chunk by chunk in backward); W only when the input needs a gradient.
+    """
+
+    def forward(self, x, w, b=None):
+        xp = self.xp
+        OH, OW = self.check(x, w, b)
+        N, C, H, W = x.shape
+        F, Cg, KH, KW = w.shape
+        G = self.groups
+        pt, pb, pl, pr = self.pads
+        self.geometry = (self.stride, self.dilation, (OH, OW))
+        self.x_shape, self.padded_hw = x.shape, (H + pt + pb, W + pl + pr)
         xc = padded_cnhw(x, self.pads)                                # (C, N, Hp, Wp)
         wm = w.reshape(G, F // G, Cg * KH * KW)                        # (G, F/G, Cg*KH*KW)
         per_sample = C * KH * KW * OH * OW * x.dtype.itemsize
@@ -104,7 +127,7 @@ class Conv2dOp(Function):
         for n0, n1 in chunks:
             cols = im2col(xc[:, n0:n1], (KH, KW), self.geometry)      # (C, KH, KW, n, OH, OW)
             cols = cols.reshape(G, Cg * KH * KW, -1)                  # (G, Cg*KH*KW, n*OH*OW)
-            out = _bmm(xp, wm, cols)                                  # (G, F/G, n*OH*OW)
+            out = _bmm(wm, cols)                                      # (G, F/G, n*OH*OW)
             if len(chunks) == 1:
                 y = out.reshape(G, F // G, N, OH, OW)
             else:
@@ -126,9 +149,6 @@ class Conv2dOp(Function):
         xp = self.xp
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
-        if self.direct:
-            gx, gw, gb = kernels.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
-            return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
         N, C, H, W = self.x_shape
         G, (KH, KW) = self.groups, self.kernel
         F, OH, OW = gy.shape[1:]
@@ -144,9 +164,9 @@ class Conv2dOp(Function):
                 if cols is None:
                     cols = im2col(self.xc[:, n0:n1], (KH, KW), self.geometry)
                     cols = cols.reshape(G, Cg * KH * KW, -1)          # (G, Cg*KH*KW, n*OH*OW)
-                gw = gw + _bmm(xp, g, cols.transpose(0, 2, 1))        # (G, F/G, Cg*KH*KW)
+                gw = gw + _bmm(g, cols.transpose(0, 2, 1))            # (G, F/G, Cg*KH*KW)
             if need_x:
-                gcols = _bmm(xp, self.wm.transpose(0, 2, 1), g)      # (G, Cg*KH*KW, n*OH*OW)
+                gcols = _bmm(self.wm.transpose(0, 2, 1), g)          # (G, Cg*KH*KW, n*OH*OW)
                 gcols = gcols.reshape(C, KH, KW, n1 - n0, OH, OW)     # (C, KH, KW, n, OH, OW)
                 col2im(gcols, self.padded_hw, self.geometry, out=gxc[:, n0:n1])
         gw = gw.reshape(self.w_shape) if need_w else None
@@ -157,11 +177,45 @@ class Conv2dOp(Function):
         return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
 
 
-def _bmm(xp, a, b):
+class Conv2dDirectOp(Conv2dOp):
+    """``Conv2dOp`` as a compiled direct convolution (stride 1, no dilation, one group).
+
+    forward:  the sums of ``Conv2dOp`` in one pass per image over flat rows, without
+              columns (``backend/kernels/conv_direct.py``).
+    backward: the same index map run backwards: gw as dot products of gy with shifted
+              input rows, gx as gy's rows added into shifted rows (then cropped).
+
+    Saves x and w (small, unlike im2col's columns). Results equal ``Conv2dIm2colOp``'s
+    up to float rounding order.
+    """
+
+    def forward(self, x, w, b=None):
+        self.check(x, w, b)
+        if self.groups != 1 or tuple(self.stride) != (1, 1) or tuple(self.dilation) != (1, 1):
+            raise ValueError(
+                f"Conv2dDirectOp handles stride 1, dilation 1 and groups 1, got stride {self.stride}, "
+                f"dilation {self.dilation}, groups {self.groups}"
+            )
+        y = conv_direct.conv2d_direct(x, w, b, self.pads)             # (F, N, OH, OW)
+        if self.saves_for_backward:
+            self.x, self.w = x, w
+        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+
+    def backward(self, gy):
+        need_x, need_w = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        gx, gw, gb = conv_direct.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
+        return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
+
+
+_CONV2D_ALGORITHMS = {"im2col": Conv2dIm2colOp, "direct": Conv2dDirectOp}
+
+
+def _bmm(a, b):
     """Batched matrix product over groups; a single group is a plain 2-D BLAS call."""
     if a.shape[0] == 1:
-        return xp.matmul(a[0], b[0])[None]
-    return xp.matmul(a, b)
+        return matmul(a[0], b[0])[None]
+    return matmul(a, b)
 
 
 class ConvTranspose2dOp(Function):
@@ -217,7 +271,7 @@ class ConvTranspose2dOp(Function):
 
         xm = xp.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(G, Cin // G, N * H * W)
         wm = w.reshape(G, Cin // G, Cout_g * KH * KW)                  # (G, Cin/G, Cout/G*KH*KW)
-        cols = _bmm(xp, wm.transpose(0, 2, 1), xm)                    # (G, Cout/G*KH*KW, N*H*W)
+        cols = _bmm(wm.transpose(0, 2, 1), xm)                    # (G, Cout/G*KH*KW, N*H*W)
         cols = cols.reshape(Cout, KH, KW, N, H, W)
         buf = col2im(cols, self.padded_hw, self.geometry)             # (Cout, N, Hp, Wp)
         y = buf[:, :, PH : PH + OH, PW : PW + OW]                     # (Cout, N, OH, OW)
@@ -243,10 +297,10 @@ class ConvTranspose2dOp(Function):
         gcols = gcols.reshape(G, Cout // G * KH * KW, N * H * W)
         gx = gw = None
         if need_x:
-            gxm = _bmm(xp, self.wm, gcols)                            # (G, Cin/G, N*H*W)
+            gxm = _bmm(self.wm, gcols)                            # (G, Cin/G, N*H*W)
             gx = gxm.reshape(Cin, N, H, W).transpose(1, 0, 2, 3)      # (N, Cin, H, W)
         if need_w:
-            gw = _bmm(xp, self.xm, gcols.transpose(0, 2, 1))          # (G, Cin/G, Cout/G*KH*KW)
+            gw = _bmm(self.xm, gcols.transpose(0, 2, 1))          # (G, Cin/G, Cout/G*KH*KW)
             gw = gw.reshape(Cin, Cout // G, KH, KW)
         return (gx, gw, gb) if len(self.needs_input_grad) == 3 else (gx, gw)
 
@@ -286,7 +340,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
     if squeeze:
         x = x.reshape((1,) + x.shape)
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    y = Conv2dOp(stride, pads, dilation, groups)(*inputs)
+    xp = get_array_module(x.data)
+    algorithm = dispatch.conv2d_algorithm(xp, x.dtype, weight.shape, stride, dilation, groups)
+    y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y
 
 

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
-from ..backend import blas_threads
+from ..backend.cores import matmul
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 
-__all__ = ["linear", "LinearOp", "SMALL_PRODUCT_MACS"]
-
-# Matrix products up to this many multiply-adds run on one BLAS thread: waking BLAS's
-# second thread costs more than it saves on them, and its spinning afterwards slows the
-# convolution kernels that run next (LeNet-5 training: 0.79x -> 0.94x of PyTorch).
-# VGG's 25088 x 4096 classifier (hundreds of millions) keeps every thread.
-SMALL_PRODUCT_MACS = 2**25
-
-
-def _product_threads(m: int, k: int, n: int):
-    """A context for an (m, k) @ (k, n) product: one BLAS thread when it is small."""
-    return blas_threads(1) if m * k * n <= SMALL_PRODUCT_MACS else nullcontext()
+__all__ = ["linear", "LinearOp"]
 
 
 class LinearOp(Function):
@@ -30,6 +17,8 @@ class LinearOp(Function):
     backward: gx = gy @ W;  gW = gy^T @ x;  gb = sum over rows of gy
 
     Shapes: x (*, D_in), W (D_out, D_in), b (D_out,) -> y (*, D_out).
+
+    The products run through ``backend.cores.matmul``, which owns the BLAS thread count.
     """
 
     def forward(self, x, w, b=None):
@@ -43,8 +32,7 @@ class LinearOp(Function):
         if b is not None and b.shape != (w.shape[0],):
             raise ShapeError(f"linear expects bias of shape ({w.shape[0]},), got {b.shape}")
         x2 = x.reshape(-1, x.shape[-1])                                # (M, D_in)
-        with _product_threads(x2.shape[0], w.shape[1], w.shape[0]):
-            y = x2 @ w.T                                               # (M, D_out)
+        y = matmul(x2, w.T)                                            # (M, D_out)
         if b is not None:
             y += b
         if self.saves_for_backward:
@@ -56,11 +44,8 @@ class LinearOp(Function):
     def backward(self, gy):
         g2 = gy.reshape(-1, gy.shape[-1])                              # (M, D_out)
         need_x, need_w = self.needs_input_grad[:2]
-        M, D_out = g2.shape
-        D_in = self.x_shape[-1]
-        with _product_threads(M, D_out, D_in):
-            gx = (g2 @ self.w).reshape(self.x_shape) if need_x else None
-            gw = g2.T @ self.x2 if need_w else None
+        gx = matmul(g2, self.w).reshape(self.x_shape) if need_x else None  # (*, D_in)
+        gw = matmul(g2.T, self.x2) if need_w else None                # (D_out, D_in)
         if len(self.needs_input_grad) == 3:
             gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
             return gx, gw, gb

@@ -2,22 +2,27 @@
 
 Windows are visited one kernel tap at a time: each tap is one strided view of the
 (padded) input covering every window at once, so there is no Python loop over pixels,
-only over the KH*KW taps.
+only over the KH*KW taps. Max pooling also has a compiled one-pass algorithm
+(``MaxPool2dFusedOp``) that ``max_pool2d`` picks through ``backend.dispatch``.
 """
 
 from __future__ import annotations
 
+from ..backend import dispatch, get_array_module
+from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from . import kernels
 from .args import output_size, pair
 from .im2col import padded_cnhw, window, windows_overlap
+from .math import abs as abs_
+from .math import mul, signed_root
+from .math import pow as pow_
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
     "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "MaxPool2dOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp",
+    "MaxPool2dOp", "MaxPool2dReferenceOp", "MaxPool2dFusedOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp",
 ]
 
 
@@ -85,25 +90,26 @@ class MaxPool2dOp(Function):
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
 
-    NumPy arrays take one compiled pass (``kernels.max_pool2d_forward``) computing the
-    same maximum and first-maximum tap; the loop over taps below is the reference.
+    This class states the math; each algorithm is a subclass, and ``max_pool2d`` picks
+    one through ``backend.dispatch.max_pool2d_algorithm``:
+
+    - ``MaxPool2dReferenceOp``: one NumPy pass per kernel tap (any array module);
+    - ``MaxPool2dFusedOp``: one compiled pass over each input plane.
+
+    Both save only the first-maximum tap index of each window (uint8 below 256 taps).
     """
 
     def __init__(self, geometry: _PoolGeometry):
         self.g = geometry
 
+
+class MaxPool2dReferenceOp(MaxPool2dOp):
+    """``MaxPool2dOp`` one kernel tap at a time: each tap is one strided view of the padded input."""
+
     def forward(self, x):
         xp = self.xp
         (OH, OW), pads, geometry = self.g.resolve(x.shape)
         KH, KW = self.g.kernel
-        self.fused = kernels.max_pool_applies(xp, x)
-        if self.fused:
-            y, arg, order = kernels.max_pool2d_fused(
-                x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW)
-            )
-            if self.saves_for_backward:
-                self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape
-            return y                                                  # (N, C, OH, OW)
         xc = padded_cnhw(x, pads, value=-xp.inf)                      # (C, N, Hp, Wp)
         y = window(xc, 0, 0, geometry).copy()                         # (C, N, OH, OW)
         track = self.saves_for_backward
@@ -122,11 +128,6 @@ class MaxPool2dOp(Function):
 
     def backward(self, gy):
         xp = self.xp
-        if self.fused:
-            g = self.g
-            return kernels.max_pool2d_scatter(
-                gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation
-            )
         KH, KW = self.g.kernel
         N, C, H, W = self.x_shape
         gyc = gy.transpose(1, 0, 2, 3)                                # (C, N, OH, OW)
@@ -140,6 +141,32 @@ class MaxPool2dOp(Function):
             else:  # each input element is in one window at most: write, don't add
                 xp.copyto(tap, gyc, where=hit)
         return _crop(gxc, self.pads, (H, W))
+
+
+class MaxPool2dFusedOp(MaxPool2dOp):
+    """``MaxPool2dOp`` in one compiled pass per plane (``backend/kernels/pool.py``).
+
+    Computes the same maximum and the same first-maximum tap as the reference, exactly;
+    backward sends each gradient to that tap in one pass.
+    """
+
+    def forward(self, x):
+        (OH, OW), pads, _ = self.g.resolve(x.shape)
+        y, arg, order = pool_kernels.max_pool2d_fused(
+            x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW)
+        )
+        if self.saves_for_backward:
+            self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape
+        return y                                                      # (N, C, OH, OW)
+
+    def backward(self, gy):
+        g = self.g
+        return pool_kernels.max_pool2d_scatter(
+            gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation
+        )
+
+
+_MAX_POOL2D_ALGORITHMS = {"reference": MaxPool2dReferenceOp, "fused": MaxPool2dFusedOp}
 
 
 class AvgPool2dOp(Function):
@@ -326,7 +353,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bo
     Max pooling has no parameters.
     """
     g = _PoolGeometry("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
-    return _pool_unbatched(x, "max_pool2d", lambda t: MaxPool2dOp(g)(t))
+
+    def pool(t: Tensor) -> Tensor:
+        algorithm = dispatch.max_pool2d_algorithm(get_array_module(t.data), t.dtype)
+        return _MAX_POOL2D_ALGORITHMS[algorithm](g)(t)
+
+    return _pool_unbatched(x, "max_pool2d", pool)
 
 
 def avg_pool2d(
@@ -358,10 +390,6 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
     returns the signed root.)
     """
-    from .math import abs as abs_
-    from .math import mul, signed_root
-    from .math import pow as pow_
-
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)

@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import config, nn
 from ..errors import ShapeError
+from ..function import op_name
 from ..graph import post_order
 from ..nn import Parameter
 from ..tensor import Tensor
@@ -245,7 +246,7 @@ class _Tracer:
 
     # -- functional ops between layers
     def _op(self, op, y: Tensor) -> None:
-        name = type(op).__name__
+        name = op_name(op)  # the op, not its algorithm: Conv2dDirectOp is a Conv2dOp
         graph_inputs = [t for t in op.inputs if id(t) in self.info]
         if name in _PER_CHANNEL_OPS and len(graph_inputs) == 1:
             xin = graph_inputs[0]

@@ -1,20 +1,27 @@
-"""The compiled kernels (``cnnkit.functional.kernels``) against the NumPy reference path.
+"""The compiled kernels (``cnnkit.backend.kernels``) against the NumPy reference path.
 
 Every kernel-backed op is run twice on the same inputs: once as dispatched (kernels on)
-and once with the kernels switched off, which runs the pure-NumPy code the op keeps as
-its reference. Convolutions must agree to float rounding (the kernels sum in another
+and once with the kernels switched off (``config.kernels(False)``), which runs the
+pure-NumPy algorithm kept as the reference. Convolutions must agree to float rounding (the kernels sum in another
 order); max pooling and ReLU must agree exactly, including which of several tied maxima
 receives the gradient and what NaN and inf do.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 
 import cnnkit.functional as F
-from cnnkit import Tensor
-from cnnkit.functional import kernels
+from cnnkit import Tensor, config
+from cnnkit.backend import cores, dispatch, kernels
+from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
+from cnnkit.functional.pool import MaxPool2dFusedOp, MaxPool2dReferenceOp
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
@@ -28,14 +35,17 @@ def assert_rounding_close(actual, expected, dtype):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
 
 
-def run(fn, arrays, grad_seed, reference: bool, monkeypatch, needs=None):
-    """Forward and backward of fn(*tensors): (output, [input grads]) as NumPy arrays."""
-    with monkeypatch.context() as m:
-        if reference:
-            m.setattr(kernels, "AVAILABLE", False)
+def run(fn, arrays, grad_seed, reference: bool, needs=None, expect=None):
+    """Forward and backward of fn(*tensors): (output, [input grads]) as NumPy arrays.
+
+    ``expect``: the Function class the dispatch must pick for the output.
+    """
+    with config.kernels(not reference):
         needs = needs or [True] * len(arrays)
         tensors = [Tensor(a.copy(), requires_grad=r) for a, r in zip(arrays, needs)]
         y = fn(*tensors)
+        if expect is not None:
+            assert type(y.creator) is expect
         gy = np.random.default_rng(grad_seed).standard_normal(y.shape).astype(y.dtype)
         y.backward(gy)
         return y.data.copy(), [t.grad for t in tensors]
@@ -63,34 +73,33 @@ CONV_CASES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng, monkeypatch):
+def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng):
     N, C, Fo, H, W, KH, KW, padding = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     x = cnhw(x) if layout == "cnhw" else x
     w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
     b = rng.standard_normal(Fo).astype(dtype)
-    assert kernels.direct_conv_applies(np, x, w, (1, 1), (1, 1), 1)
 
     def conv(x, w, b):
         return F.conv2d(x, w, b, padding=padding)
 
-    y, grads = run(conv, [x, w, b], 1, False, monkeypatch)
-    y_ref, grads_ref = run(conv, [x, w, b], 1, True, monkeypatch)
+    y, grads = run(conv, [x, w, b], 1, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(conv, [x, w, b], 1, True, expect=Conv2dIm2colOp)
     assert_rounding_close(y, y_ref, dtype)
     for g, g_ref in zip(grads, grads_ref):
         assert_rounding_close(g, g_ref, dtype)
 
 
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
-def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng, monkeypatch):
+def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng):
     x, w = rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3))
     b = rng.standard_normal(4)
 
     def conv(x, w, b):
         return F.conv2d(x, w, b, padding=1)
 
-    _, grads = run(conv, [x, w, b], 2, False, monkeypatch, needs=list(needs))
-    _, grads_ref = run(conv, [x, w, b], 2, True, monkeypatch, needs=list(needs))
+    _, grads = run(conv, [x, w, b], 2, False, needs=list(needs), expect=Conv2dDirectOp)
+    _, grads_ref = run(conv, [x, w, b], 2, True, needs=list(needs), expect=Conv2dIm2colOp)
     for g, g_ref, need in zip(grads, grads_ref, needs):
         assert (g is None) == (not need)
         if need:
@@ -98,16 +107,27 @@ def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng, monkeyp
 
 
 def test_direct_conv2d_is_skipped_where_im2col_is_faster_or_needed():
-    x = np.zeros((2, 64, 8, 8), np.float32)
-    big = np.zeros((64, 64, 3, 3), np.float32)
-    small = np.zeros((8, 64, 3, 3), np.float32)
-    assert not kernels.direct_conv_applies(np, x, big, (1, 1), (1, 1), 1)
-    assert kernels.direct_conv_applies(np, x, small, (1, 1), (1, 1), 1)
-    assert not kernels.direct_conv_applies(np, x, small, (2, 2), (1, 1), 1)
-    assert not kernels.direct_conv_applies(np, x, small, (1, 1), (2, 2), 1)
-    assert not kernels.direct_conv_applies(np, x, small[:, :32], (1, 1), (1, 1), 2)
-    assert not kernels.direct_conv_applies(np, x, small[:, :, :1, :1], (1, 1), (1, 1), 1)
-    assert not kernels.direct_conv_applies(np, x.astype(np.float16), small, (1, 1), (1, 1), 1)
+    big, small = (64, 64, 3, 3), (8, 64, 3, 3)
+    f32 = np.float32
+
+    def choice(w_shape, stride=(1, 1), dilation=(1, 1), groups=1, dtype=f32, xp=np):
+        return dispatch.conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups)
+
+    assert choice(big) == "im2col"
+    assert choice(small) == "direct"
+    assert choice(small, stride=(2, 2)) == "im2col"
+    assert choice(small, dilation=(2, 2)) == "im2col"
+    assert choice((8, 32, 3, 3), groups=2) == "im2col"
+    assert choice((8, 64, 1, 1)) == "im2col"
+    assert choice(small, dtype=np.float16) == "im2col"
+    with config.kernels(False):
+        assert choice(small) == "im2col"
+
+
+def test_direct_conv2d_op_refuses_geometry_it_does_not_handle(rng):
+    x, w = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"Conv2dDirectOp handles stride 1.*got stride \(2, 2\)"):
+        Conv2dDirectOp((2, 2), (0, 0, 0, 0), (1, 1), 1)(x, w)
 
 
 # ----------------------------------------------------------------------------- max pooling
@@ -126,7 +146,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype, rng, monkeypatch):
+def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype, rng):
     H, W, k, s, p, d, ceil = case
     # small integers: many exact ties inside windows, as on MNIST's black background
     x = rng.integers(-2, 3, size=(3, 4, H, W)).astype(dtype)
@@ -135,8 +155,8 @@ def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype
     def pool(x):
         return F.max_pool2d(x, k, s, p, d, ceil)
 
-    y, (gx,) = run(pool, [x], 3, False, monkeypatch)
-    y_ref, (gx_ref,) = run(pool, [x], 3, True, monkeypatch)
+    y, (gx,) = run(pool, [x], 3, False, expect=MaxPool2dFusedOp)
+    y_ref, (gx_ref,) = run(pool, [x], 3, True, expect=MaxPool2dReferenceOp)
     np.testing.assert_array_equal(y, y_ref)
     # the same elements receive gradient (the first maximum of each window) ...
     np.testing.assert_array_equal(gx != 0, gx_ref != 0)
@@ -147,7 +167,7 @@ def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype
 
 
 @pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1)])
-def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size, stride, padding, rng, monkeypatch):
+def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size, stride, padding, rng):
     x = rng.standard_normal((2, 3, 6, 6))
     x[0, 0, 0, 0], x[0, 1, 2, 3], x[1, 2, 4, 4] = np.nan, np.inf, -np.inf
     x[1, 0] = -np.inf
@@ -155,8 +175,8 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
     def pool(x):
         return F.max_pool2d(x, kernel_size, stride, padding)
 
-    y, (gx,) = run(pool, [x], 4, False, monkeypatch)
-    y_ref, (gx_ref,) = run(pool, [x], 4, True, monkeypatch)
+    y, (gx,) = run(pool, [x], 4, False, expect=MaxPool2dFusedOp)
+    y_ref, (gx_ref,) = run(pool, [x], 4, True, expect=MaxPool2dReferenceOp)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx != 0, gx_ref != 0)
     assert_rounding_close(gx, gx_ref, np.float64)  # overlapping windows add in another order
@@ -165,13 +185,15 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
 # ------------------------------------------------------------------------------------ relu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_parallel_relu_equals_reference_exactly(layout, dtype, rng, monkeypatch):
+def test_parallel_relu_equals_reference_exactly(layout, dtype, rng):
     x = rng.standard_normal((16, 8, 16, 16)).astype(dtype)      # above ELEMENTWISE_MIN_SIZE
     x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
     x = cnhw(x) if layout == "cnhw" else x
-    assert kernels.relu_applies(np, x)
-    y, (gx,) = run(F.relu, [x], 5, False, monkeypatch)
-    y_ref, (gx_ref,) = run(F.relu, [x], 5, True, monkeypatch)
+    assert dispatch.relu_kernel_applies(np, x)
+    with config.kernels(False):
+        assert not dispatch.relu_kernel_applies(np, x)
+    y, (gx,) = run(F.relu, [x], 5, False)
+    y_ref, (gx_ref,) = run(F.relu, [x], 5, True)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx, gx_ref)
 
@@ -183,37 +205,93 @@ def test_relu_output_keeps_the_input_memory_layout(rng):
 
 
 # --------------------------------------------------------------------------------- threads
-def test_results_do_not_depend_on_the_number_of_threads(rng, monkeypatch):
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_MACS", 1)        # split even tiny work
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 1)
-    monkeypatch.setattr(kernels, "ELEMENTWISE_MIN_SIZE", 1)
-    x = Tensor(rng.standard_normal((40, 3, 12, 12)).astype(np.float32), requires_grad=True)  # 3 image groups
+def test_results_do_not_depend_on_the_number_of_threads(rng):
+    # Big enough that every kernel splits its work over the threads (dispatch's grains):
+    # a 3-channel 3x3 convolution on 40x40 images, 1.3M elements through ReLU and pooling.
+    x = Tensor(rng.standard_normal((160, 3, 40, 40)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((5, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    assert 160 * 5 * 40 * 40 >= 2 * dispatch.PARALLEL_MIN_ELEMENTS
     results = []
     for threads in (1, 2, 3):
-        monkeypatch.setattr(kernels, "NUM_THREADS", threads)
         x.grad = w.grad = None
-        y = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
-        y.backward(np.ones(y.shape, np.float32))
+        with config.num_threads(threads):
+            y = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+            y.backward(np.ones(y.shape, np.float32))
         results.append((y.data.copy(), x.grad.copy(), w.grad.copy()))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
 
 
-def test_parallel_for_covers_every_item_once_and_reraises_errors(monkeypatch):
-    monkeypatch.setattr(kernels, "NUM_THREADS", 3)
+def test_parallel_for_covers_every_item_once_and_reraises_errors():
     seen = np.zeros(50, int)
 
     def count(i0, i1, out):
         out[i0:i1] += 1
 
-    kernels.parallel_for(count, 50, seen)
+    with config.num_threads(3):
+        cores.parallel_for(count, 50, seen)
     np.testing.assert_array_equal(seen, 1)
 
     def fail(i0, i1):
         if i0 > 0:
             raise ValueError(f"chunk {i0}")
 
-    with pytest.raises(ValueError, match="chunk"):
-        kernels.parallel_for(fail, 50)
+    with config.num_threads(3), pytest.raises(ValueError, match="chunk"):
+        cores.parallel_for(fail, 50)
+
+
+def test_parallel_for_uses_the_configured_threads():
+    seen = []
+
+    def record(i0, i1):
+        seen.append(threading.get_ident())
+
+    for threads in (1, 2, 4):
+        seen.clear()
+        with config.num_threads(threads):
+            cores.parallel_for(record, 64)
+        assert 1 <= len(set(seen)) <= threads
+        if threads == 1:
+            assert seen == [threading.get_ident()]
+
+
+# -------------------------------------------------------------------------------- switches
+def test_kernel_and_thread_switches_restore_their_values():
+    enabled, threads = config.kernels_enabled(), config.get_num_threads()
+    with config.kernels(not enabled), config.num_threads(threads + 2):
+        assert config.kernels_enabled() is (not enabled)
+        assert config.get_num_threads() == threads + 2
+    assert config.kernels_enabled() is enabled and config.get_num_threads() == threads
+    with pytest.raises(RuntimeError), config.num_threads(1):
+        raise RuntimeError("leaves the block")
+    assert config.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_num_threads_refuses_anything_but_a_positive_int(bad):
+    with pytest.raises(ValueError, match=rf"num_threads expects a positive int, got {bad!r}"):
+        with config.num_threads(bad):
+            pass
+
+
+def test_kernels_switch_refuses_non_bools():
+    with pytest.raises(TypeError, match="kernels expects True or False, got 1"):
+        with config.kernels(1):
+            pass
+
+
+def test_environment_variables_give_the_initial_values():
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "from cnnkit import config; print(config.kernels_enabled(), config.get_num_threads())"
+    )
+
+    def start(**env):
+        full = {**os.environ, **env}
+        result = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+        return result.stdout.strip() or result.stderr.strip().splitlines()[-1]
+
+    assert start(CNNKIT_KERNELS="0", CNNKIT_NUM_THREADS="3") == "False 3"
+    assert start(CNNKIT_KERNELS="1", CNNKIT_NUM_THREADS="1") == "True 1"
+    assert "CNNKIT_NUM_THREADS expects a positive integer, got 'many'" in start(CNNKIT_NUM_THREADS="many")

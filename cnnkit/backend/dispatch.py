@@ -1,0 +1,111 @@
+"""Which algorithm runs an op, and the measured thresholds behind each choice.
+
+The ops in ``cnnkit.functional`` hold math only: each algorithm is its own ``Function``
+(``Conv2dIm2colOp`` and ``Conv2dDirectOp``, ``MaxPool2dOp`` and ``MaxPool2dFusedOp``, ...).
+The public wrappers (``F.conv2d``, ``F.max_pool2d``, ``F.relu``) ask this module which
+one to run. Every threshold here was measured on the project's machine (2 vCPUs of an
+AMD EPYC, Zen 5 with AVX-512, 24 GiB; NumPy's bundled OpenBLAS); each comment says how.
+``docs/performance.md`` collects them.
+
+A compiled kernel is picked only when ``kernels_usable``: numba is installed, the
+kernels are switched on (``config.kernels_enabled()``), the arrays are NumPy arrays and
+their dtype is float32 or float64. Otherwise every op runs its NumPy reference path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from .kernels import AVAILABLE, FLOATS, flat
+
+__all__ = [
+    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "relu_kernel_applies",
+    "DIRECT_CONV_MAX_MACS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
+]
+
+
+def kernels_usable(xp, dtype) -> bool:
+    """True when compiled kernels may run on arrays of module ``xp`` and ``dtype``."""
+    return AVAILABLE and config.kernels_enabled() and xp is np and np.dtype(dtype) in FLOATS
+
+
+# ----------------------------------------------------------------------------- convolution
+# Direct convolution wins over im2col + BLAS while a filter bank is small: its loops run
+# over one image at a time in cache, while BLAS needs big operands to reach its speed and
+# im2col multiplies the memory traffic by KH*KW. Measured with benchmarks/conv_dispatch.py
+# (forward + both gradients, batch 64, float32, 2 threads, medians of interleaved runs):
+# direct was 1.1-3x faster up to F*C*KH*KW = 9216 (LeNet-5's layers, 3x3 layers up to
+# 32 -> 32 channels), level around 16384, and 1.4-2.5x slower from 18432 on (3x3 layers of
+# 32 -> 64 channels and up) except on large 32x32 images; 1x1 kernels are a plain matrix
+# product, BLAS's home turf.
+DIRECT_CONV_MAX_MACS = 2**14
+
+
+def conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups: int) -> str:
+    """The convolution algorithm for these arguments: "direct" or "im2col".
+
+    "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
+    than 1x1 and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, on compiled kernels.
+    "im2col" (``Conv2dIm2colOp``): everything else; also the reference path.
+    """
+    F, C, KH, KW = w_shape
+    if (
+        kernels_usable(xp, dtype) and groups == 1 and tuple(stride) == (1, 1)
+        and tuple(dilation) == (1, 1) and KH * KW > 1 and F * C * KH * KW <= DIRECT_CONV_MAX_MACS
+    ):
+        return "direct"
+    return "im2col"
+
+
+# Flat rows (see kernels/conv_direct.py) of at most CONV_SHORT_ROW entries interleave
+# CONV_GROUP images (image index innermost): each pass over a short row costs a fixed
+# overhead that longer rows spread over more multiply-adds, and with 16 images every tap
+# starts on a 64-byte boundary (aligned vector loads). Measured per kernel on one thread
+# (batch 64, float32): LeNet-5's conv2 (rows of 136 entries) forward 2.2x and backward
+# 1.9x faster; 3x3 layers on 16x16 images (286 entries) forward 1.9x faster; conv1
+# (892 entries) is as fast without.
+CONV_SHORT_ROW = 512
+CONV_GROUP = 16
+
+
+# ------------------------------------------------------------------------- threads (grain)
+# Work below which one more thread does not pay for its wake-up (~20-70 us here, median
+# 22 us): ~2e6 multiply-adds of a direct convolution, ~2**19 elements through pooling or
+# ReLU (a quarter of that through the general pooling kernel, slower per element).
+# Measured: LeNet-5 at batch 64 took 3.9 ms/step on one thread, 4.1 ms on two with
+# every kernel split, 3.4 ms with these thresholds (PyTorch: 3.4 ms).
+PARALLEL_MIN_MACS = 2_000_000
+PARALLEL_MIN_ELEMENTS = 2**19
+
+
+# --------------------------------------------------------------------------------- pooling
+def max_pool2d_algorithm(xp, dtype) -> str:
+    """"fused" (``MaxPool2dFusedOp``, one compiled pass) when kernels are usable, else
+    "reference" (``MaxPool2dOp``, one NumPy pass per kernel tap).
+
+    The fused kernel was faster at every shape measured (LeNet-5, ResNet's 3x3/2 stem
+    pooling, VGG's 2x2 pools): it reads each input once instead of KH*KW times.
+    """
+    return "fused" if kernels_usable(xp, dtype) else "reference"
+
+
+# ----------------------------------------------------------------------------- elementwise
+# Elementwise ops go to the kernels from this many elements on; below it one NumPy call
+# is cheaper than the kernel's call overhead and the helper threads' wake-up.
+ELEMENTWISE_MIN_SIZE = 2**15
+
+
+def relu_kernel_applies(xp, x) -> bool:
+    """True when ReLU runs its one-pass kernel: a large float NumPy array laid out in one block."""
+    return kernels_usable(xp, x.dtype) and x.size >= ELEMENTWISE_MIN_SIZE and flat(x) is not None
+
+
+# ------------------------------------------------------------------------ matrix products
+# Matrix products up to this many multiply-adds run on one BLAS thread: waking BLAS's
+# second thread costs more than it saves on them, and its spinning afterwards slows the
+# convolution kernels that run next. Measured on LeNet-5 training (batch 64 and 256):
+# its linear layers on one BLAS thread lifted cnnkit from 0.79x to 0.94x of PyTorch.
+# VGG's 25088 x 4096 classifier (hundreds of millions) keeps every thread.
+SMALL_PRODUCT_MACS = 2**25

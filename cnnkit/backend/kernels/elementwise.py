@@ -1,0 +1,66 @@
+"""Elementwise kernels (numba): ReLU forward with its mask, and its backward, in one pass each.
+
+Exact: the same values, NaN and inf behaviour as the NumPy reference (``ReLUOp``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import parallel_for
+from . import FLOATS, flat, njit
+
+__all__ = ["relu_with_mask", "relu_grad"]
+
+
+@njit(cache=True, nogil=True)
+def relu_forward(i0, i1, x, y, mask):
+    """y = max(x, 0) and mask = (y > 0) over flat elements i0..i1-1, in one pass.
+
+    A NaN passes through to y (NumPy's maximum) and gets mask 0. mask is uint8
+    (a bool array's bytes).
+    """
+    zero = np.zeros(1, x.dtype)[0]
+    xs, ys, ms = x[i0:i1], y[i0:i1], mask[i0:i1]  # 0-based loops: no index wraparound
+    for i in range(i1 - i0):
+        v = xs[i]
+        positive = v > zero
+        ys[i] = v if (positive or v != v) else zero
+        ms[i] = 1 if positive else 0
+
+
+@njit(cache=True, nogil=True)
+def relu_backward(i0, i1, gy, mask, gx):
+    """gx = gy * mask over flat elements i0..i1-1 (a product, as the reference: inf*0 is NaN)."""
+    gs, ms, xs = gy[i0:i1], mask[i0:i1], gx[i0:i1]
+    for i in range(i1 - i0):
+        xs[i] = gs[i] * ms[i]
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by ReLUOp. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def relu_with_mask(x):
+    """(y, mask) of ReLU: y like x (same memory layout), mask a bool array like x."""
+    y, mask = np.empty_like(x), np.empty_like(x, dtype=np.bool_)
+    parallel_for(relu_forward, x.size, flat(x), flat(y), flat(mask).view(np.uint8),
+                 grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    return y, mask
+
+
+def relu_grad(gy, mask):
+    """gy * mask in one parallel pass when both share one memory layout; else None."""
+    if not (isinstance(gy, np.ndarray) and gy.size >= dispatch.ELEMENTWISE_MIN_SIZE):
+        return None
+    if gy.strides != tuple(st * gy.itemsize for st in mask.strides) or gy.dtype not in FLOATS:
+        return None
+    g = flat(gy)
+    if g is None:
+        return None
+    gx = np.empty_like(gy)
+    parallel_for(relu_backward, gy.size, g, flat(mask).view(np.uint8), flat(gx),
+                 grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    return gx

@@ -1,0 +1,190 @@
+"""Max pooling with the first-maximum index (numba), forward and backward.
+
+One pass per image plane computes the maximum of every window and the index of the tap
+that first reaches it (row-major, strictly greater replaces: PyTorch's rule), and the
+backward pass sends each output gradient to that tap. The 2x2/2 windows of LeNet and VGG
+have their own kernels that keep a window's four taps in registers. Exact: the same
+maximum, the same first maximum, the same NaN and inf behaviour as the NumPy reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import parallel_for
+from . import as_planes, njit, unplanes
+
+__all__ = ["max_pool2d_fused", "max_pool2d_scatter"]
+
+
+@njit(cache=True, nogil=True)
+def _take_if_greater(ym, am, r, k, OW):
+    """One tap of max pooling over an output row: strictly greater replaces (first max wins).
+
+    Written without branches (selects), so it vectorizes and MNIST's many exact ties
+    cost no mispredictions. A NaN tap replaces the maximum, as NumPy's maximum does.
+    """
+    for j in range(OW):
+        v, m = r[j], ym[j]
+        greater = v > m
+        ym[j] = v if (greater or v != v) else m
+        am[j] = k if greater else am[j]
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
+    """Max pooling with the first-maximum tap index, over image planes q0..q1-1.
+
+    y[i, j]   = max over taps k = kh*KW + kw (row-major) of xpad[i*SH + kh*DH, j*SW + kw*DW]
+    arg[i, j] = the first k reaching that maximum (strictly greater replaces it),
+    per plane. Padding (pads = (PT, PB, PL, PR), including ceil_mode's overhang)
+    reads as -inf, through a padded copy of the plane as in the reference.
+
+    Args:
+        x: input planes (N*C, H, W); plane (n, c) is x[n*xsn + c*xsc].
+        y, arg: outputs (N*C, OH, OW) with the same plane order as x.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = y.shape[1], y.shape[2]
+    PT, PB, PL, PR = pads
+    padded = PT + PB + PL + PR > 0
+    buf = np.full((H + PT + PB, W + PL + PR), -np.inf, x.dtype)
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        p = n * xsn + c * xsc
+        src, yp, ap = x[p], y[p], arg[p]
+        if padded:
+            buf[PT : PT + H, PL : PL + W] = src
+            src = buf
+        for i in range(OH):
+            ym, am = yp[i], ap[i]
+            for kh in range(KH):
+                row = src[i * SH + kh * DH]
+                for kw in range(KW):
+                    r = row[kw * DW :: SW]                        # r[j] = row[kw*DW + j*SW]
+                    if kh == 0 and kw == 0:
+                        for j in range(OW):
+                            ym[j] = r[j]
+                            am[j] = 0
+                    else:
+                        _take_if_greater(ym, am, r, kh * KW + kw, OW)
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_2x2(q0, q1, x, xsn, xsc, C, y, arg):
+    """``max_pool2d_forward`` for the common 2x2 window, stride 2, no padding.
+
+    The four taps of a window stay in registers: one pass, no stores in between.
+    """
+    OH, OW = y.shape[1], y.shape[2]
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        p = n * xsn + c * xsc
+        src, yp, ap = x[p], y[p], arg[p]
+        for i in range(OH):
+            r0, r1, ym, am = src[2 * i], src[2 * i + 1], yp[i], ap[i]
+            for j in range(OW):
+                m, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+                g1 = v1 > m
+                m = v1 if (g1 or v1 != v1) else m
+                g2 = v2 > m
+                m = v2 if (g2 or v2 != v2) else m
+                g3 = v3 > m
+                ym[j] = v3 if (g3 or v3 != v3) else m
+                am[j] = 3 if g3 else (2 if g2 else (1 if g1 else 0))
+
+@njit(cache=True, nogil=True)
+def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
+    """Send each output gradient to its window's first maximum, over planes q0..q1-1.
+
+    gx[h, w] = sum of gy[i, j] over the windows (i, j) whose first maximum is (h, w).
+
+    Args:
+        gy: output-gradient planes (N*C, OH, OW); plane (n, c) is gy[n*gsn + c*gsc].
+        arg: tap indices from ``max_pool2d_forward``; plane (n, c) is arg[n*asn + c*asc].
+        gx: input-gradient planes (N*C, H, W), in arg's plane order, written in full.
+    """
+    H, W = gx.shape[1], gx.shape[2]
+    OH, OW = gy.shape[1], gy.shape[2]
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        pa, pg = n * asn + c * asc, n * gsn + c * gsc
+        dst, g, a = gx[pa], gy[pg], arg[pa]
+        dst[:, :] = 0.0
+        for i in range(OH):
+            for j in range(OW):
+                k = a[i, j]
+                h = i * SH - PT + (k // KW) * DH
+                ww = j * SW - PL + (k % KW) * DW
+                if 0 <= h < H and 0 <= ww < W:  # else the maximum was padding
+                    dst[h, ww] += g[i, j]
+
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx):
+    """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element."""
+    OH, OW = gy.shape[1], gy.shape[2]
+    zero = np.zeros(1, gx.dtype)[0]
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        pa, pg = n * asn + c * asc, n * gsn + c * gsc
+        dst, gp, ap = gx[pa], gy[pg], arg[pa]
+        for i in range(OH):
+            g, a, d0, d1 = gp[i], ap[i], dst[2 * i], dst[2 * i + 1]
+            # loop over input columns (contiguous stores; interleaved stores by
+            # output column would compile to scatters)
+            for w in range(2 * OW):
+                j, odd = w >> 1, w & 1
+                gj, k = g[j], a[j]
+                d0[w] = gj if k == odd else zero
+                d1[w] = gj if k == odd + 2 else zero
+            d0[2 * OW :] = zero  # an odd last column is in no window
+            d1[2 * OW :] = zero
+        dst[2 * OH :, :] = zero  # nor is an odd last row
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by MaxPool2dFusedOp: allocation, layouts, threads. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _plane_grain(shape, elements: int) -> int:
+    """Image planes per thread for ``elements`` input elements per thread."""
+    return max(1, elements // max(1, shape[2] * shape[3]))
+
+
+def _is_2x2(kernel, stride, pads, dilation) -> bool:
+    return kernel == (2, 2) and stride == (2, 2) and dilation == (1, 1) and not any(pads)
+
+
+def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
+    """(y, arg, order): y (N, C, OH, OW) and first-max tap indices, in x's plane order."""
+    N, C = x.shape[:2]
+    OH, OW = out_hw
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
+    y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
+    arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
+    many = dispatch.PARALLEL_MIN_ELEMENTS
+    if _is_2x2(kernel, stride, pads, dilation):
+        parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg,
+                     grain=_plane_grain(x.shape, many))
+    else:
+        parallel_for(max_pool2d_forward, N * C, planes, sn, sc, C, y, arg, KH, KW, SH, SW,
+                     np.asarray(pads, np.int64), DH, DW, grain=_plane_grain(x.shape, many // 4))
+    return unplanes(y, N, C, sc), arg, (sn, sc)
+
+
+def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
+    """gx (N, C, H, W) of max pooling: gy sent to each window's first maximum."""
+    N, C, H, W = x_shape
+    sn, sc = order
+    gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
+    (_, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
+    gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
+    many = dispatch.PARALLEL_MIN_ELEMENTS
+    if _is_2x2(kernel, stride, pads, dilation):
+        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+                     grain=_plane_grain(x_shape, many))
+    else:
+        parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+                     KW, SH, SW, pads[0], pads[2], DH, DW, grain=_plane_grain(x_shape, many // 4))
+    return unplanes(gx, N, C, sc)
