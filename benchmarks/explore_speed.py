@@ -94,7 +94,9 @@ def main() -> None:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(url + "#flow")
         page.wait_for_selector("body[data-flow-ready]", timeout=120_000)   # the first run warms up
-        ready, server = [], []
+        # the server's share first: each POST makes a run, and only the last few are kept
+        server = [timed_request(url + "api/samples/0/run", "POST") for _ in range(args.repeats)]
+        ready = []
         for _ in range(args.repeats):
             previous = page.evaluate("() => document.body.dataset.run")
             t0 = time.perf_counter()
@@ -103,7 +105,6 @@ def main() -> None:
                                    "document.body.dataset.flowReady === document.body.dataset.run",
                                    arg=previous, timeout=120_000)
             ready.append(time.perf_counter() - t0)
-            server.append(timed_request(url + "api/samples/0/run", "POST"))
             page.wait_for_timeout(300)
         run = page.evaluate("() => document.body.dataset.run")
         print(f"image ready (run + every layer's output + the first view drawn), {args.repeats} runs: "
@@ -122,13 +123,15 @@ def main() -> None:
             api = [timed_request(f"{url}api/images/{run}/neuron/{u}?index={','.join(map(str, position))}")
                    for _ in range(args.repeats)]
             page.evaluate("u => document.getElementById('row-' + u).scrollIntoView({block: 'center'})", u)
-            page.wait_for_selector(f"#row-{u} canvas", timeout=60_000)
+            maps = f"#row-{u} canvas.map, #row-{u} canvas.strip"
+            page.wait_for_selector(maps, timeout=60_000)
             clicks = []
             for k in range(args.repeats):
-                canvas = page.locator(f"#row-{u} canvas").first
+                canvas = page.locator(maps).first
                 box = canvas.bounding_box()
                 t0 = time.perf_counter()
-                canvas.click(position={"x": box["width"] * (0.2 + 0.1 * k) % box["width"], "y": box["height"] / 2})
+                # a different pixel each time (k-th of `repeats` columns), so each click is a new answer
+                canvas.click(position={"x": box["width"] * (k + 0.5) / args.repeats, "y": box["height"] * 0.45})
                 page.wait_for_function("n => (document.body.dataset.neuronReady || '').startsWith(n + ':') && "
                                        "document.body.dataset.neuronReady !== window.__last",
                                        arg=str(u), timeout=60_000)
