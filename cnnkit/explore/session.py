@@ -172,8 +172,11 @@ class ImageRun:
         return saliency_map(self.class_gradients(target)["input"])
 
     def default_cam_unit(self) -> int | None:
-        """The last unit whose output is an image of more than one pixel (Grad-CAM's layer)."""
-        images = [u.index for u in self.trace.units if len(u.shape) == 3 and u.shape[1] * u.shape[2] > 1]
+        """Grad-CAM's layer: the last unit whose output is an image of more than one pixel,
+        other than the output itself (a fully convolutional model's score map)."""
+        last = self.trace.units[-1].index if self.trace.units else None
+        images = [u.index for u in self.trace.units
+                  if len(u.shape) == 3 and u.shape[1] * u.shape[2] > 1 and u.index != last]
         return images[-1] if images else None
 
     def grad_cam(self, target: int, unit: int | None = None) -> dict[str, Any]:

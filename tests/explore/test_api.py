@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import re
 
 import numpy as np
@@ -17,9 +18,12 @@ from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from cnnkit.cli.main import main  # noqa: E402
-from cnnkit.data import load_mnist  # noqa: E402
+from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
+from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
+from cnnkit.io.targets import load_target  # noqa: E402
+from cnnkit.surgery.fcn import to_fully_convolutional  # noqa: E402
 
 
 @pytest.fixture
@@ -168,11 +172,27 @@ def test_the_static_report_holds_every_answer_it_needs(explorer):
     assert html.count("<script") == 9 and "/static/" not in html.replace("/static/report", "")
     assert 'src="' not in html and "<link" not in html.replace('<link rel="icon" href="data:,">', "")
     data = html[html.index("window.CNNKIT_SNAPSHOT = ") + 25 : html.index(";\n</script>")]
-    import json
-
     snap = json.loads(data.replace("<\\/", "</"))
     rid = snap["run"]["id"]
     urls = set(snap["responses"])
     assert {"/api/model", f"/api/images/{rid}/decision", f"/api/images/{rid}/statistics", "/api/training",
             "/api/filters/0?filters=64&channels=16", "/api/filters/3?filters=64&channels=16"} <= urls
     assert all(f"/api/images/{rid}/maps/{u}?k=8&order=mean" in urls for u in range(12))
+
+
+def test_a_fully_convolutional_model_reads_a_strip(checkpoint, tmp_path):
+    strip, labels = compose_mnist_strip(4, np.random.default_rng(1))
+    path = tmp_path / "strip.png"
+    Image.fromarray((strip[0] * 255).astype(np.uint8)).save(path)
+    target = load_target(str(checkpoint))
+    target.model = to_fully_convolutional(target.model, target.input_shape)
+    explorer = Explorer(target, build_samples(target, path, fully_convolutional=True), fully_convolutional=True)
+    with TestClient(create_app(explorer)) as client:
+        run = client.post("/api/samples/0/run").json()
+        assert run["shape"][1] == 28 and run["shape"][2] > 2 * 28                 # the strip keeps its width
+        d = client.get(f"/api/images/{run['id']}/decision").json()
+        positions = len(d["class_map"][0])
+        assert len(d["class_map"]) == 1 and positions > 1 and len(d["position"]) == 2
+        assert sum(d["probabilities"]) == pytest.approx(1.0)
+        assert d["grad_cam"]["unit"] != len(run["units"]) - 1                   # not the score map itself
+        assert d["saliency"]["shape"] == run["shape"][1:]

@@ -21,8 +21,8 @@
     const heatCanvas = CK.paint(document.createElement("canvas"), CK.b64(heat), 0, H, W, CK.luts.inferno,
       function (v) { return Math.round(255 * Math.min(1, v / 160)); });
     const canvas = document.createElement("canvas");
-    const scale = Math.max(1, Math.floor(240 / Math.max(H, W)));
-    canvas.width = W * scale; canvas.height = H * scale;
+    const scale = Math.max(1, Math.min(480 / W, 240 / H));   // wide strips (fully convolutional) stay readable
+    canvas.width = Math.round(W * scale); canvas.height = Math.round(H * scale);
     canvas.className = "overlay";
     const ctx = canvas.getContext("2d");
     ctx.imageSmoothingEnabled = false;
@@ -37,6 +37,18 @@
   }
 
   function percent(p) { return p >= 5e-5 || p === 0 ? (100 * p).toFixed(2) + "%" : CK.fmt(100 * p, 2) + "%"; }
+
+  /** A fully convolutional output: the top class at every output position (the window it sees). */
+  function classMap(d, names) {
+    const rows = d.class_map.map(function (row, i) {
+      return CK.el("tr", {}, row.map(function (k, j) {
+        const chosen = d.position && d.position[0] === i && d.position[1] === j;
+        return CK.el("td", { class: chosen ? "chosen" : null, title: "output position (" + i + ", " + j + ")" }, names[k] !== undefined ? names[k] : String(k));
+      }));
+    });
+    return CK.el("div", { class: "class-map" }, [CK.el("h4", {}, "Top class at each output position (the bars: the most confident one, outlined)"),
+      CK.el("table", {}, rows)]);
+  }
 
   function bars(d) {
     const names = CK.state.model.classes;
@@ -63,6 +75,7 @@
         " (" + percent(d.probabilities[d.top]) + ")" + (d.position ? " at output position (" + d.position.join(", ") + ")" : "")]),
       head, table,
     ]);
+    if (d.class_map) box.appendChild(classMap(d, names));
     if (K > 12) box.appendChild(CK.el("button", { class: "secondary", onclick: function () { showAll = !showAll; CK.loadDecision(d.target); } }, showAll ? "show the top 10" : "show all " + K + " classes"));
     box.appendChild(CK.el("p", { class: "note" }, sigmoid ? "p = 1 / (1 + exp(−logit)) for each output." :
       "p_k = exp(logit_k) / Σ_j exp(logit_j): the logits, shifted and exponentiated, shared out to sum to 1. Click a class to explain it."));
