@@ -22,8 +22,11 @@ from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
 from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
+from cnnkit.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from cnnkit.io.targets import load_target  # noqa: E402
+from cnnkit.surgery.compare import channel_counts  # noqa: E402
 from cnnkit.surgery.fcn import to_fully_convolutional  # noqa: E402
+from cnnkit.surgery.prune import prune_channels  # noqa: E402
 
 
 @pytest.fixture
@@ -196,3 +199,20 @@ def test_a_fully_convolutional_model_reads_a_strip(checkpoint, tmp_path):
         assert sum(d["probabilities"]) == pytest.approx(1.0)
         assert d["grad_cam"]["unit"] != len(run["units"]) - 1                   # not the score map itself
         assert d["saliency"]["shape"] == run["shape"][1:]
+
+
+def test_a_pruned_checkpoint_is_explored_with_its_thinner_layers(checkpoint, tmp_path):
+    target = load_target(str(checkpoint))
+    pruned = prune_channels(target.model, 0.5, input_shape=(1, 28, 28))
+    path = tmp_path / "pruned.safetensors"
+    extra = dict(load_checkpoint(checkpoint).meta["extra"], pruned={"amount": 0.5, "channels": channel_counts(pruned)})
+    save_checkpoint(path, pruned, model_name="lenet5", model_config={"num_classes": 10}, extra=extra)
+    pruned_target = load_target(str(path))
+    assert "pruned" in pruned_target.label
+    explorer = Explorer(pruned_target, build_samples(pruned_target))
+    with TestClient(create_app(explorer)) as client:
+        units = client.get("/api/model").json()["overview"]["units"]
+        assert units[0]["shape"] == [3, 28, 28] and units[3]["shape"] == [8, 10, 10]
+        rid = client.post("/api/samples/0/run").json()["id"]
+        a = client.get(f"/api/images/{rid}/neuron/3?index=7,2,2").json()
+        assert a["input_channels"] == 3 and a["computed"] == pytest.approx(a["value"], rel=1e-5, abs=1e-6)

@@ -94,12 +94,12 @@
     return svg;
   }
 
-  function statCell(s, color, what) {
+  function statCell(s, color, what, link) {
     if (!s || !s.count) return CK.el("td", { class: "empty" }, "–");
     return CK.el("td", { class: "stat" }, [
       histogram(s, 120, 26, color),
-      CK.el("div", { class: "stat-line" }, "[" + CK.fmt(s.min, 3) + ", " + CK.fmt(s.max, 3) + "]  μ " + CK.fmt(s.mean, 3) + "  σ " + CK.fmt(s.std, 3) +
-        (what === "act" ? "  zeros " + (100 * s.zeros).toFixed(1) + "%" : "")),
+      CK.el("div", { class: "stat-line" }, ["[" + CK.fmt(s.min, 3) + ", " + CK.fmt(s.max, 3) + "]  μ " + CK.fmt(s.mean, 3) + "  σ " + CK.fmt(s.std, 3) +
+        (what === "act" ? "  zeros " + (100 * s.zeros).toFixed(1) + "%" : "") + " ", link || null]),
     ]);
   }
 
@@ -120,6 +120,7 @@
       (names[s.target] || s.target) + "” (the predicted class) for activations and weights. Histogram bars: square root of the count; dashed line: 0."));
     const head = CK.el("tr", {}, ["layer", "activations", "d loss / d activation", "weights", "d loss / d weights"].map(function (h) { return CK.el("th", {}, h); }));
     const shown = new Set();
+    const base = "/api/images/" + CK.state.run.id + "/layers/";
     const rows = s.units.map(function (st) {
       const u = CK.state.model.overview.units[st.index];
       const params = u.kind === "layer" && !shown.has(u.path) ? (weightsOf[u.path] || []) : [];
@@ -127,8 +128,12 @@
       const weight = params.find(function (p) { return p.name.endsWith(".weight"); }) || params[0];
       return CK.el("tr", { class: CK.family(u) }, [
         CK.el("td", { class: "layer" }, [CK.el("b", {}, u.name), CK.el("div", { class: "sub" }, u.type + " " + CK.shape(CK.state.run.units[st.index].shape))]),
-        statCell(st.activation, "#3b7dd8", "act"), statCell(st.gradient, "#d8633b"),
-        weight ? statCell(weight, "#2e9e6a") : CK.el("td", { class: "empty" }, ""),
+        statCell(st.activation, "#3b7dd8", "act", CK.download(base + st.index + ".npy", ".npy", "this layer's output as .npy")),
+        statCell(st.gradient, "#d8633b", "grad", CK.download(base + st.index + ".npy?what=gradient&target=" + s.target, ".npy",
+          "d score / d (this layer's output) for the predicted class, as .npy")),
+        weight ? statCell(weight, "#2e9e6a", "w", CK.el("span", {}, params.map(function (p) {
+          return CK.download("/api/parameters/" + encodeURIComponent(p.name) + ".npy", p.name.slice(p.name.lastIndexOf(".") + 1), p.name + " as .npy");
+        }))) : CK.el("td", { class: "empty" }, ""),
         weight ? statCell(weight.gradient, "#9b59b6") : CK.el("td", { class: "empty" }, ""),
       ]);
     });
