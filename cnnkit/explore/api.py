@@ -73,6 +73,7 @@ def model_info(ex: Explorer) -> dict[str, Any]:
     """The page's first question: what model, which images to offer, and the network overview."""
     s = ex.target
     K = ex.overview()["output_shape"][0] if ex.overview()["output_shape"] else 0
+    K = 2 if K == 1 else K                                           # one logit: two classes
     classes = list(s.classes) if len(s.classes) >= K else list(s.classes) + [str(i) for i in range(len(s.classes), K)]
     return {
         "label": s.label, "model_name": s.model_name, "input_shape": list(s.input_shape),
@@ -158,10 +159,10 @@ def decision(run: ImageRun, target: int | None = None, cam_unit: int | None = No
     top = int(np.argmax(shown_probs))
     target = top if target is None else int(target)
     if not 0 <= target < K:
-        raise ExploreError(f"class {target} is out of range: the model has {K} outputs")
+        raise ExploreError(f"class {target} is out of range: the model has {K} classes")
     sal = run.saliency(target)
     result: dict[str, Any] = {
-        "id": run.id, "task": run.explorer.target.task, "logits": [float(v) for v in shown_logits],
+        "id": run.id, "task": "binary" if run.binary else run.explorer.target.task, "logits": [float(v) for v in shown_logits],
         "probabilities": [float(v) for v in shown_probs], "top": top, "target": target,
         "position": position,
         "class_map": np.argmax(probs, axis=0).tolist() if logits.ndim == 3 else None,

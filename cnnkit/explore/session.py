@@ -27,7 +27,7 @@ from ..explain.summary import summary
 from ..io.targets import Target
 from ..nn import Conv2d, ConvTranspose2d
 
-__all__ = ["Sample", "Explorer", "ImageRun", "output_probabilities"]
+__all__ = ["Sample", "Explorer", "ImageRun", "class_logits", "output_probabilities"]
 
 KEPT_RUNS = 3          # image runs kept at once (each holds a whole forward pass)
 HISTOGRAM_BINS = 40
@@ -58,10 +58,18 @@ def _stats(a: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
     }
 
 
-def output_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax over axis 0 for "multiclass", else the sigmoid of each logit."""
+def class_logits(logits: np.ndarray) -> np.ndarray:
+    """The logits per class: a one-logit (binary) output z becomes (-z, z), the two classes'
+    logits, so that their sigmoids are P(label 0) = 1 - p and P(label 1) = p."""
     z = np.asarray(logits, np.float64)
-    if task != "multiclass" or z.shape[0] == 1:
+    return np.concatenate([-z, z]) if z.shape[0] == 1 else z
+
+
+def output_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
+    """Per class: softmax over axis 0 for "multiclass", the sigmoid of each class logit otherwise
+    ("binary": one logit, two classes; "multilabel": independent classes)."""
+    z = class_logits(logits)
+    if task != "multiclass" or np.asarray(logits).shape[0] == 1:
         return 1.0 / (1.0 + np.exp(-z))
     e = np.exp(z - z.max(axis=0, keepdims=True))
     return e / e.sum(axis=0, keepdims=True)
@@ -88,8 +96,10 @@ class ImageRun:
         for u in self.trace.units:
             if u.output is not None and u.output.creator is not None:
                 u.output.retain_grad()
-        self.logits = np.asarray(self.trace.output.data[0], np.float64)              # (K,) or (K, h, w)
-        self.probabilities = output_probabilities(self.logits, target.task)
+        raw = np.asarray(self.trace.output.data[0], np.float64)                      # (K,) or (K, h, w)
+        self.binary = raw.shape[0] == 1                                              # one logit, two classes
+        self.logits = class_logits(raw)
+        self.probabilities = output_probabilities(raw, target.task)
         self.ranges: dict[int, dict[str, Any]] = {}
         self._gradients: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._stats: dict[str, Any] | None = None
@@ -141,11 +151,12 @@ class ImageRun:
     def class_gradients(self, target: int) -> dict[str, Any]:
         """d score[target] / d (input and every unit's output), from one backward pass.
 
-        The score is the target's logit (summed over positions for a fully convolutional output).
+        The score is the target's logit (summed over positions for a fully convolutional
+        output); for a one-logit (binary) output, z for class 1 and -z for class 0.
         """
         K = self.logits.shape[0]
         if not 0 <= target < K:
-            raise ExploreError(f"class {target} is out of range: the model has {K} outputs")
+            raise ExploreError(f"class {target} is out of range: the model has {K} classes")
         if target in self._gradients:
             self._gradients.move_to_end(target)
             return self._gradients[target]
@@ -155,7 +166,10 @@ class ImageRun:
                 u.output.grad = None
         trace.input.grad = None
         seed = np.zeros(trace.output.shape, trace.output.dtype)
-        seed[0, target] = 1.0
+        if self.binary:
+            seed[0, 0] = 1.0 if target == 1 else -1.0
+        else:
+            seed[0, target] = 1.0
         trace.output.backward(seed, retain_graph=True)
         result = {
             "input": np.asarray(trace.input.grad[0]),
@@ -226,9 +240,11 @@ class ImageRun:
             p = output_probabilities(logits, self.explorer.target.task)
             onehot = np.zeros_like(p)
             onehot[target] = 1.0
-            # d loss / d logits: softmax cross-entropy and sigmoid BCE both give p - y (mean over positions)
+            # d loss / d logits: softmax cross-entropy and sigmoid BCE both give p - y (mean over
+            # positions); a one-logit (binary) output: p(label 1) - y on its one logit
             scale = 1.0 / max(1, int(np.prod(logits.shape[1:])))
-            seed = ((p - onehot) * scale)[None].astype(trace.output.dtype)
+            delta = (p - onehot)[1:] if logits.shape[0] == 1 else p - onehot
+            seed = (delta * scale)[None].astype(trace.output.dtype)
             if trace.output.creator is None:
                 return {}, {}
             trace.output.backward(seed)

@@ -103,6 +103,12 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _task_name(task: Any) -> str:
+    """"multiclass", "binary" or "multilabel" from a checkpoint's task (a name, or a dict with "type")."""
+    name = task.get("type") if isinstance(task, dict) else task
+    return str(name) if name in ("multiclass", "binary", "multilabel") else "multiclass"
+
+
 def checkpoint_target(path: Path) -> Target:
     """A cnnkit checkpoint (a zoo model, pruned or not) with its dataset's normalization and classes."""
     ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
@@ -115,7 +121,7 @@ def checkpoint_target(path: Path) -> Target:
     return Target(
         model=model, label=f"{path.name} ({', '.join(notes)})", input_shape=shape,  # type: ignore[arg-type]
         mean=mean, std=std, classes=[str(c) for c in extra.get("classes", ())],
-        task=str(extra.get("task", "multiclass")), run_folder=path.resolve().parent, dataset=dataset,
+        task=_task_name(extra.get("task")), run_folder=path.resolve().parent, dataset=dataset,
         model_name=ckpt.model_name, meta=ckpt.meta,
     )
 

@@ -17,13 +17,14 @@ pytest.importorskip("httpx")
 from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from cnnkit import models  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
 from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
 from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
 from cnnkit.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from cnnkit.io.targets import load_target  # noqa: E402
+from cnnkit.io.targets import Target, load_target  # noqa: E402
 from cnnkit.surgery.compare import channel_counts  # noqa: E402
 from cnnkit.surgery.fcn import to_fully_convolutional  # noqa: E402
 from cnnkit.surgery.prune import prune_channels  # noqa: E402
@@ -216,3 +217,21 @@ def test_a_pruned_checkpoint_is_explored_with_its_thinner_layers(checkpoint, tmp
         rid = client.post("/api/samples/0/run").json()["id"]
         a = client.get(f"/api/images/{rid}/neuron/3?index=7,2,2").json()
         assert a["input_channels"] == 3 and a["computed"] == pytest.approx(a["value"], rel=1e-5, abs=1e-6)
+
+
+def test_a_one_logit_binary_model_shows_two_classes():
+    model = models.lenet5(num_classes=1, rng=np.random.default_rng(3))
+    target = Target(model, "binary lenet", (1, 28, 28), (0.1307,), (0.3081,), ["no", "yes"], task="binary")
+    explorer = Explorer(target, build_samples(target))
+    with TestClient(create_app(explorer)) as client:
+        assert client.get("/api/model").json()["classes"] == ["no", "yes"]
+        rid = client.post("/api/samples/0/run").json()["id"]
+        run = explorer.get_run(rid)
+        z = float(np.asarray(run.trace.output.data)[0, 0])
+        d = client.get(f"/api/images/{rid}/decision?target=1").json()
+        assert d["task"] == "binary" and d["logits"] == pytest.approx([-z, z])
+        assert d["probabilities"] == pytest.approx([1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))])
+        positive, negative = run.class_gradients(1)["input"], run.class_gradients(0)["input"]
+        np.testing.assert_allclose(negative, -positive)
+        s = client.get(f"/api/images/{rid}/statistics").json()
+        assert s["units"][-1]["gradient"]["count"] == 1

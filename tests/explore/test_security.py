@@ -145,7 +145,7 @@ def test_the_accepted_formats_run(client, fmt):
     ("/api/images/{rid}/neuron/0?index=6,0,0", 400, "outside its output of shape (6, 28, 28)"),
     ("/api/images/{rid}/neuron/0?index=1,2", 400, "outside its output"),
     ("/api/images/{rid}/neuron/0?index=0,0,99999999999999999999", 400, "outside its output"),
-    ("/api/images/{rid}/decision?target=10", 400, "class 10 is out of range: the model has 10 outputs"),
+    ("/api/images/{rid}/decision?target=10", 400, "class 10 is out of range: the model has 10 classes"),
     ("/api/images/{rid}/decision?target=-1", 400, "out of range"),
     ("/api/images/{rid}/layers/0.npy?what=weights", 400, "what must be 'output' or 'gradient'"),
     ("/api/images/999/maps/0", 404, "image 999 is no longer held"),

@@ -77,7 +77,8 @@
     ]);
     if (d.class_map) box.appendChild(classMap(d, names));
     if (K > 12) box.appendChild(CK.el("button", { class: "secondary", onclick: function () { showAll = !showAll; CK.loadDecision(d.target); } }, showAll ? "show the top 10" : "show all " + K + " classes"));
-    box.appendChild(CK.el("p", { class: "note" }, sigmoid ? "p = 1 / (1 + exp(−logit)) for each output." :
+    box.appendChild(CK.el("p", { class: "note" }, d.task === "binary" ? "One logit z: p(" + (names[1] || "1") + ") = 1 / (1 + exp(−z)), p(" +
+      (names[0] || "0") + ") = 1 − p, the sigmoid of −z (shown as its logit)." : sigmoid ? "p = 1 / (1 + exp(−logit)) for each output." :
       "p_k = exp(logit_k) / Σ_j exp(logit_j): the logits, shifted and exponentiated, shared out to sum to 1. Click a class to explain it."));
     return box;
   }
