@@ -81,7 +81,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: list[str] | None = None):
     from starlette.routing import Route
 
     assets = read_assets()
-    hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]", "testserver"]
+    hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
 
     def headers(kind: str = "api") -> dict[str, str]:
         h = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}

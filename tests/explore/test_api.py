@@ -17,6 +17,8 @@ pytest.importorskip("httpx")
 from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+BASE = "http://127.0.0.1:8765"  # the Host the page's own requests carry
+
 from cnnkit import models  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
 from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
@@ -32,7 +34,7 @@ from cnnkit.surgery.prune import prune_channels  # noqa: E402
 
 @pytest.fixture
 def client(explorer):
-    with TestClient(create_app(explorer)) as c:
+    with TestClient(create_app(explorer), base_url=BASE) as c:
         yield c
 
 
@@ -191,7 +193,7 @@ def test_a_fully_convolutional_model_reads_a_strip(checkpoint, tmp_path):
     target = load_target(str(checkpoint))
     target.model = to_fully_convolutional(target.model, target.input_shape)
     explorer = Explorer(target, build_samples(target, path, fully_convolutional=True), fully_convolutional=True)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         run = client.post("/api/samples/0/run").json()
         assert run["shape"][1] == 28 and run["shape"][2] > 2 * 28                 # the strip keeps its width
         d = client.get(f"/api/images/{run['id']}/decision").json()
@@ -211,7 +213,7 @@ def test_a_pruned_checkpoint_is_explored_with_its_thinner_layers(checkpoint, tmp
     pruned_target = load_target(str(path))
     assert "pruned" in pruned_target.label
     explorer = Explorer(pruned_target, build_samples(pruned_target))
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         units = client.get("/api/model").json()["overview"]["units"]
         assert units[0]["shape"] == [3, 28, 28] and units[3]["shape"] == [8, 10, 10]
         rid = client.post("/api/samples/0/run").json()["id"]
@@ -223,7 +225,7 @@ def test_a_one_logit_binary_model_shows_two_classes():
     model = models.lenet5(num_classes=1, rng=np.random.default_rng(3))
     target = Target(model, "binary lenet", (1, 28, 28), (0.1307,), (0.3081,), ["no", "yes"], task="binary")
     explorer = Explorer(target, build_samples(target))
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer), base_url=BASE) as client:
         assert client.get("/api/model").json()["classes"] == ["no", "yes"]
         rid = client.post("/api/samples/0/run").json()["id"]
         run = explorer.get_run(rid)
