@@ -23,6 +23,7 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from ..nn import Parameter
 from ..tensor import Tensor
 
 __all__ = [
-    "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
+    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
     "capture_rng", "restore_rng", "resize_to_state",
 ]
 
@@ -149,9 +150,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
+def save(
     model,
+    path: str | os.PathLike,
     *,
     model_name: str | None = None,
     model_config: dict[str, Any] | None = None,
@@ -165,12 +166,30 @@ def save_checkpoint(
 ) -> Path:
     """Save a model (and optionally its training state) to one safetensors file, atomically.
 
+    ``cnnkit.save(model, path)``, in ``torch.save``'s order. Zoo models are rebuilt by
+    ``cnnkit.load(path)``; any model's weights load with
+    ``model.load_state_dict(load_checkpoint(path).model_state)``.
+
     Args:
+        model: the Module (its ``state_dict()`` is saved).
+        path: the file to write (its folder is created); an existing file is replaced
+            only once the new one is complete.
         model_name, model_config: how ``cnnkit.load`` rebuilds the model
             (``cnnkit.models.get_model(model_name, **model_config)``); default to the
             ``zoo_name`` / ``zoo_config`` attributes the zoo sets on its models.
+        optimizer, scheduler, epoch, metrics, history, rng_states: training state, to resume.
+        extra: anything JSON-friendly (``cnnkit train`` stores the dataset, input shape,
+            normalization and class names).
+
+    Returns:
+        The path written.
     """
-    from safetensors.numpy import save as st_save
+    if isinstance(model, (str, os.PathLike)) and hasattr(path, "state_dict"):
+        # cnnkit.save(path, model): the order of cnnkit <= 0.1 (save_checkpoint's)
+        warnings.warn("cnnkit.save(path, model) is deprecated: use cnnkit.save(model, path), as torch.save",
+                      DeprecationWarning, stacklevel=2)
+        model, path = path, model
+    from safetensors.numpy import save as st_save  # safetensors loads only when a file is written
 
     tensors: dict[str, np.ndarray] = {}
     for key, value in model.state_dict().items():
@@ -210,13 +229,20 @@ def save_checkpoint(
     return Path(path)
 
 
+def save_checkpoint(path: str | os.PathLike, model, **kwargs) -> Path:
+    """Deprecated: ``save(model, path, ...)`` (``torch.save``'s order)."""
+    warnings.warn("save_checkpoint(path, model) is deprecated: use cnnkit.save(model, path) "
+                  "(cnnkit.io.save), as torch.save", DeprecationWarning, stacklevel=2)
+    return save(model, path, **kwargs)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint file, checking that it is complete and is cnnkit's.
 
     Raises:
         CheckpointError: the file is missing, truncated, corrupt, or not a cnnkit checkpoint.
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError  # safetensors loads only when a file is read
     from safetensors.numpy import load as st_load
 
     path = Path(path)

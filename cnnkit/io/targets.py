@@ -128,7 +128,7 @@ def checkpoint_target(path: Path) -> Target:
 
 def zoo_target(name: str) -> Target:
     """A zoo model with random weights (seed 0): for looking at an architecture."""
-    model = models.get_model(name, rng=np.random.default_rng(0))
+    model = models.get_model(name, generator=np.random.default_rng(0))
     model.eval()
     return Target(model=model, label=f"{name} (random weights)", input_shape=models.default_input_shape(name),
                   mean=(), std=(), classes=[], model_name=name)

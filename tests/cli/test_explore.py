@@ -17,14 +17,14 @@ pytest.importorskip("uvicorn")
 from cnnkit import models  # noqa: E402
 from cnnkit.cli import explore as explore_cli  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
-from cnnkit.io.checkpoint import save_checkpoint  # noqa: E402
+from cnnkit.io.checkpoint import save  # noqa: E402
 from tests.conftest import MNIST_EXTRA, subprocess_env  # noqa: E402
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     path = tmp_path / "lenet5.safetensors"
-    save_checkpoint(path, models.lenet5(rng=np.random.default_rng(0)), model_name="lenet5",
+    save(models.lenet5(generator=np.random.default_rng(0)), path, model_name="lenet5",
                     model_config={"num_classes": 10}, extra=MNIST_EXTRA)
     return path
 

@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 
 def _pair(rng):
     ours = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1, rng=rng), nn.ReLU(),
-        nn.Conv2d(4, 6, 3, stride=2, rng=rng), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 7 * 7, 5, rng=rng),
+        nn.Conv2d(3, 4, 3, padding=1, generator=rng), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, generator=rng), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 7 * 7, 5, generator=rng),
     )
     theirs = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
@@ -92,7 +92,7 @@ def test_grad_cam_errors(rng):
 
 
 def test_the_explorers_grad_cam_is_the_librarys(rng):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     picture = rng.uniform(0, 1, (3, 32, 32)).astype(np.float32)
     ex = Explorer(Target(model, "r20", (3, 32, 32), (0.5,) * 3, (0.25,) * 3, []))
     run = ex.run(picture, "noise")
@@ -106,7 +106,7 @@ def test_the_explorers_grad_cam_is_the_librarys(rng):
 
 
 def test_the_trace_backward_gives_grad_cam_of_any_unit(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.eval()
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
     tr = forward_pass(model, x)

@@ -1,4 +1,4 @@
-"""The define-by-run graph as DOT: op level, layer level, TensorBoard GraphDef, rendering."""
+"""explain.graph: the define-by-run op graph of one forward pass, each op with its module."""
 
 from __future__ import annotations
 
@@ -10,31 +10,11 @@ from cnnkit import functional as F
 from cnnkit.explain import saliency
 from cnnkit.explain.capture import capture, leaf_layers
 from cnnkit.explain.graph import INPUT, forward_pass, layer_units, model_graph, trace
-from cnnkit.viz.dot import dot_available, graph_to_dot, layer_graph_to_dot, render_dot
-from cnnkit.viz.tensorboard import to_graph_def
+from cnnkit.viz.dot import graph_to_dot
 
 
-@pytest.fixture(scope="module")
-def lenet():
-    model = models.lenet5(rng=np.random.default_rng(0))
-    return model, model_graph(model, (1, 28, 28))
-
-
-class Residual(nn.Module):
-    """relu(conv(x) + x), with the ReLU module called twice (as in torchvision's BasicBlock)."""
-
-    def __init__(self, rng):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 3, padding=1, rng=rng)
-        self.relu = nn.ReLU()
-        self.drop = nn.Dropout(0.5)
-
-    def forward(self, x):
-        return self.relu(self.drop(self.relu(self.conv(x))) + x)
-
-
-def test_lenet5_op_graph_has_every_op_in_order_with_its_layer(lenet):
-    _, graph = lenet
+def test_lenet5_op_graph_has_every_op_in_order_with_its_layer(lenet_graph):
+    _, graph = lenet_graph
     assert [op.label for op in graph.ops] == [
         "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Reshape",
         "Linear", "ReLU", "Linear", "ReLU", "Linear",
@@ -49,45 +29,6 @@ def test_lenet5_op_graph_has_every_op_in_order_with_its_layer(lenet):
         (1, 6, 28, 28), (1, 6, 28, 28), (1, 6, 14, 14), (1, 16, 10, 10), (1, 16, 10, 10), (1, 16, 5, 5),
         (1, 400),
     ]
-
-
-def test_op_level_dot_shows_shapes_and_parameters_as_inputs(lenet):
-    _, graph = lenet
-    dot = graph_to_dot(graph, title="LeNet-5")
-    assert dot.startswith("digraph G {") and dot.rstrip().endswith("}")
-    assert r'label="features.0: Conv2d\n(1, 6, 28, 28)"' in dot
-    assert r'label="features.0.weight\n(6, 1, 5, 5)"' in dot
-    assert r'label="input\n(1, 1, 28, 28)"' in dot
-    assert 'label="output (1, 10)"' in dot
-    assert 'label="LeNet-5"' in dot
-    # 3 + 1 + 1 + 3 + 1 + 1 + 1 + 3 + 1 + 3 + 1 + 3 op inputs, and one edge to the output node
-    assert dot.count("->") == 22 + 1
-    again = model_graph(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28))
-    assert dot == graph_to_dot(again, title="LeNet-5")  # node ids do not depend on memory addresses
-
-
-def test_layer_level_dot_has_one_node_per_layer_with_parameter_counts(lenet):
-    model, graph = lenet
-    dot = layer_graph_to_dot(graph, model)
-    assert dot.count("shape=box") == 12
-    assert r'label="features.0\nConv2d  (1, 6, 28, 28)\n156 params"' in dot
-    assert r'label="classifier.0\nLinear  (1, 120)\n48,120 params"' in dot
-    assert dot.count("->") == 13  # a chain: input -> 12 layers -> output
-
-
-def test_layer_level_dot_shows_skip_connections_and_repeated_calls(rng):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng), Residual(rng))
-    graph = model_graph(model, (1, 6, 6))
-    # Dropout runs no op in eval mode
-    assert [op.label for op in graph.ops] == ["Conv2d", "Conv2d", "ReLU", "Add", "ReLU"]
-    assert graph.ops[3].module == "1"  # the addition runs in the block's forward
-    dot = layer_graph_to_dot(graph, model)
-    assert 'label="1: Add  (1, 2, 6, 6)"' in dot
-    assert r'label="1.relu (call 2)\nReLU  (1, 2, 6, 6)"' in dot
-    lines = dot.splitlines()
-    add = next(line.split()[0] for line in lines if "Add" in line and "label" in line)
-    into_add = [line for line in lines if line.strip().endswith(f"-> {add};")]
-    assert len(into_add) == 2  # from the block's ReLU and, skipping the block, from the stem conv
 
 
 def test_trace_explains_when_there_is_no_graph():
@@ -115,35 +56,6 @@ def test_trace_keeps_small_values_and_gradients():
     assert r"x\nvalue [1., 2.]\ngrad [3., 3.]\n(2)" in dot
 
 
-def test_tensorboard_graph_def_scopes_nodes_by_module(lenet):
-    _, graph = lenet
-    graph_def = to_graph_def(graph)
-    names = [n.name for n in graph_def.node]
-    assert "features/0/Conv2d_0" in names and "features/0/weight" in names and "input" in names
-    conv = next(n for n in graph_def.node if n.name == "features/0/Conv2d_0")
-    assert list(conv.input) == ["input", "features/0/weight", "features/0/bias"]
-    dims = [d.size for d in conv.attr["_output_shapes"].list.shape[0].dim]
-    assert dims == [1, 6, 28, 28]
-    assert len(graph_def.node) == 1 + 10 + 12  # input, parameters, ops
-
-
-@pytest.mark.skipif(not dot_available(), reason="Graphviz 'dot' is not installed")
-def test_render_dot_writes_svg_and_png(lenet, tmp_path):
-    model, graph = lenet
-    svg = render_dot(graph_to_dot(graph), tmp_path / "g.svg")
-    assert svg is not None and "<svg" in svg.read_text()
-    png = render_dot(layer_graph_to_dot(graph, model), tmp_path / "g.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(OSError, match=r"dot -Tsvg failed: .*syntax error"):
-        render_dot("digraph { -> }", tmp_path / "bad.svg")
-
-
-def test_render_dot_without_graphviz_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no dot here
-    assert not dot_available()
-    assert render_dot("digraph { a -> b }", tmp_path / "g.svg") is None
-    assert not (tmp_path / "g.svg").exists()
-
 # --------------------------------------------------------------------------- the layer level
 def _pass(model, shape, rng):
     model.eval()
@@ -151,7 +63,7 @@ def _pass(model, shape, rng):
 
 
 def test_lenet5_is_a_chain_of_its_twelve_layers(rng):
-    tr = _pass(models.lenet5(rng=rng), (1, 28, 28), rng)
+    tr = _pass(models.lenet5(generator=rng), (1, 28, 28), rng)
     assert [u.name for u in tr.units] == [
         "features.0", "features.1", "features.2", "features.3", "features.4", "features.5", "flatten",
         "classifier.0", "classifier.1", "classifier.2", "classifier.3", "classifier.4"]
@@ -162,7 +74,7 @@ def test_lenet5_is_a_chain_of_its_twelve_layers(rng):
 
 
 def test_residual_additions_are_units_fed_by_both_branches(rng):
-    tr = _pass(models.resnet18(rng=rng), (3, 64, 64), rng)
+    tr = _pass(models.resnet18(generator=rng), (3, 64, 64), rng)
     adds = [u for u in tr.units if u.type == "Add"]
     assert len(adds) == 8 and all(u.kind == "op" and len(u.inputs) == 2 for u in adds)
     first = adds[0]
@@ -176,7 +88,7 @@ def test_residual_additions_are_units_fed_by_both_branches(rng):
 
 
 def test_concatenations_and_identity_layers(rng):
-    tr = _pass(models.googlenet(rng=rng, init_weights=False), (3, 64, 64), rng)
+    tr = _pass(models.googlenet(generator=rng, init_weights=False), (3, 64, 64), rng)
     cats = [u for u in tr.units if u.type == "Concat"]
     assert len(cats) == 9 and all(len(u.inputs) == 4 for u in cats)
     # Dropout in eval mode runs no op: an "identity" unit after the functional flatten, which
@@ -190,7 +102,7 @@ def test_concatenations_and_identity_layers(rng):
 
 
 def test_layer_outputs_equal_the_forward_hook_capture(rng):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     model.eval()
     tr = forward_pass(model, x)
@@ -208,7 +120,7 @@ def test_layer_outputs_equal_the_forward_hook_capture(rng):
 
 
 def test_the_model_state_is_restored(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.train()
     model.classifier[0].weight.requires_grad = False
     forward_pass(model, rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
@@ -217,7 +129,7 @@ def test_the_model_state_is_restored(rng):
 
 
 def test_backward_through_the_kept_pass_gives_the_saliency_gradient(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
     model.eval()
     tr = forward_pass(model, x)
@@ -240,7 +152,7 @@ def test_a_model_that_returns_no_tensor_is_refused(rng):
 def test_a_layer_that_runs_no_op_claims_none_of_the_ops_before_it(rng):
     # GoogLeNet: fc(dropout(flatten(avgpool(x)))) with a functional flatten; Dropout in eval
     # mode returns its input, and used to claim that flatten as its own op.
-    graph = model_graph(models.googlenet(rng=rng, init_weights=False), (3, 64, 64))
+    graph = model_graph(models.googlenet(generator=rng, init_weights=False), (3, 64, 64))
     reshape = next(op for op in graph.ops if op.label == "Reshape")
     assert reshape.module is None
     assert [(p, c) for p, c, _ in graph.identities] == [("dropout", 1)]
@@ -249,7 +161,7 @@ def test_a_layer_that_runs_no_op_claims_none_of_the_ops_before_it(rng):
 
 
 def test_layer_units_of_a_graph_are_those_of_the_pass(rng):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     units = layer_units(model_graph(model, x=x))
     traced = forward_pass(model, x).units

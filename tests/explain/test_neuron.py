@@ -20,19 +20,19 @@ class Zoo(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, padding=1, rng=rng)
+        self.a = nn.Conv2d(3, 8, 3, padding=1, generator=rng)
         self.bn = nn.BatchNorm2d(8)
         self.act = nn.LeakyReLU(0.1)
-        self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, rng=rng)
-        self.c = nn.Conv2d(8, 6, 3, padding="same", padding_mode="reflect", rng=rng)
-        self.d = nn.Conv2d(8, 6, 5, stride=2, padding=1, bias=False, rng=rng)
+        self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, generator=rng)
+        self.c = nn.Conv2d(8, 6, 3, padding="same", padding_mode="reflect", generator=rng)
+        self.d = nn.Conv2d(8, 6, 5, stride=2, padding=1, bias=False, generator=rng)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1, dilation=1, ceil_mode=True)
         self.avg = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
         self.sum = nn.SumPool2d(2)
         self.adapt = nn.AdaptiveAvgPool2d((3, 2))
         self.amax = nn.AdaptiveMaxPool2d(3)
         self.elu, self.sig, self.tanh = nn.ELU(), nn.Sigmoid(), nn.Tanh()
-        self.fc = nn.Linear(6 * 3 * 2 + 12 * 3 * 3, 5, rng=rng)
+        self.fc = nn.Linear(6 * 3 * 2 + 12 * 3 * 3, 5, generator=rng)
 
     def forward(self, x):
         y = self.act(self.bn(self.a(x)))                   # (8, 13, 13)
@@ -54,9 +54,9 @@ def _zoo(rng):
 
 MODELS = {
     "zoo": _zoo,
-    "lenet5": lambda rng: (models.lenet5(rng=rng), (1, 28, 28)),
-    "lenet5-tanh-avg": lambda rng: (models.lenet5(activation="tanh", pooling="avg", rng=rng), (1, 28, 28)),
-    "resnet20": lambda rng: (models.resnet20(rng=rng), (3, 32, 32)),
+    "lenet5": lambda rng: (models.lenet5(generator=rng), (1, 28, 28)),
+    "lenet5-tanh-avg": lambda rng: (models.lenet5(activation="tanh", pooling="avg", generator=rng), (1, 28, 28)),
+    "resnet20": lambda rng: (models.resnet20(generator=rng), (3, 32, 32)),
 }
 
 
@@ -129,7 +129,7 @@ def test_max_pool_names_the_first_maximum(rng):
 
 
 def test_a_linear_neuron_lists_its_largest_inputs_with_their_image_positions(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.eval()
     tr = forward_pass(model, rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
     fc = next(u for u in tr.units if u.path == "classifier.0")
@@ -142,7 +142,7 @@ def test_a_linear_neuron_lists_its_largest_inputs_with_their_image_positions(rng
 
 
 def test_the_activation_chain_follows_a_convolution(rng):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     model.eval()
     tr = forward_pass(model, rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
     conv = tr.units[0]
@@ -152,7 +152,7 @@ def test_the_activation_chain_follows_a_convolution(rng):
 
 
 def test_bad_indices_are_refused(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.eval()
     tr = forward_pass(model, np.zeros((1, 1, 28, 28), np.float32))
     with pytest.raises(NeuronError, match=r"features.0: index \(6, 0, 0\) is outside its output of shape \(6, 28, 28\)"):
@@ -181,11 +181,11 @@ class Linear2d(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.a = nn.Conv2d(2, 4, 3, padding=1, rng=rng)
-        self.b = nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2, rng=rng)
+        self.a = nn.Conv2d(2, 4, 3, padding=1, generator=rng)
+        self.b = nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2, generator=rng)
         self.pool = nn.AvgPool2d(2)
-        self.c = nn.Conv2d(4, 3, 5, padding=2, rng=rng)
-        self.skip = nn.Conv2d(2, 3, 3, stride=4, rng=rng)
+        self.c = nn.Conv2d(4, 3, 5, padding=2, generator=rng)
+        self.skip = nn.Conv2d(2, 3, 3, stride=4, generator=rng)
 
     def forward(self, x):
         return self.c(self.pool(self.b(self.a(x)))) + self.skip(x)
@@ -204,7 +204,7 @@ def test_the_input_box_is_exactly_where_the_gradient_reaches(rng, index):
 
 @pytest.mark.parametrize("unit_name", ["layer1.2: Add", "layer2.0.conv2", "layer3.2.relu (call 2)"])
 def test_the_input_box_contains_every_pixel_that_matters_in_a_resnet(rng, unit_name):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     model.eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     tr = forward_pass(model, x)
@@ -217,7 +217,7 @@ def test_the_input_box_contains_every_pixel_that_matters_in_a_resnet(rng, unit_n
 
 
 def test_a_vector_output_sees_the_whole_image(rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.eval()
     tr = forward_pass(model, np.zeros((1, 1, 28, 28), np.float32))
     a = explain_neuron(tr, len(tr.units) - 1, (3,))

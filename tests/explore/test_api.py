@@ -25,7 +25,7 @@ from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
 from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
-from cnnkit.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from cnnkit.io.checkpoint import load_checkpoint, save  # noqa: E402
 from cnnkit.io.targets import Target, load_target  # noqa: E402
 from cnnkit.surgery.compare import channel_counts  # noqa: E402
 from cnnkit.surgery.fcn import to_fully_convolutional  # noqa: E402
@@ -209,7 +209,7 @@ def test_a_pruned_checkpoint_is_explored_with_its_thinner_layers(checkpoint, tmp
     pruned = prune_channels(target.model, 0.5, input_shape=(1, 28, 28))
     path = tmp_path / "pruned.safetensors"
     extra = dict(load_checkpoint(checkpoint).meta["extra"], pruned={"amount": 0.5, "channels": channel_counts(pruned)})
-    save_checkpoint(path, pruned, model_name="lenet5", model_config={"num_classes": 10}, extra=extra)
+    save(pruned, path, model_name="lenet5", model_config={"num_classes": 10}, extra=extra)
     pruned_target = load_target(str(path))
     assert "pruned" in pruned_target.label
     explorer = Explorer(pruned_target, build_samples(pruned_target))
@@ -222,7 +222,7 @@ def test_a_pruned_checkpoint_is_explored_with_its_thinner_layers(checkpoint, tmp
 
 
 def test_a_one_logit_binary_model_shows_two_classes():
-    model = models.lenet5(num_classes=1, rng=np.random.default_rng(3))
+    model = models.lenet5(num_classes=1, generator=np.random.default_rng(3))
     target = Target(model, "binary lenet", (1, 28, 28), (0.1307,), (0.3081,), ["no", "yes"], task="binary")
     explorer = Explorer(target, build_samples(target))
     with TestClient(create_app(explorer), base_url=BASE) as client:

@@ -224,7 +224,7 @@ def test_training_curves_update_while_cnnkit_train_writes(page, checkpoint, tmp_
 
 
 def test_a_residual_network_is_drawn_with_its_additions(page, rng):
-    target = Target(models.resnet20(rng=rng), "resnet20 (random weights)", (3, 32, 32), (0.5,) * 3, (0.25,) * 3, [])
+    target = Target(models.resnet20(generator=rng), "resnet20 (random weights)", (3, 32, 32), (0.5,) * 3, (0.25,) * 3, [])
     explorer = Explorer(target, build_samples(target))
     with running(explorer) as url:
         page.goto(url)

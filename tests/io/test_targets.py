@@ -8,7 +8,7 @@ import pytest
 from cnnkit import models
 from cnnkit.errors import CheckpointError, UsageError
 from cnnkit.io import targets
-from cnnkit.io.checkpoint import save_checkpoint
+from cnnkit.io.checkpoint import save
 from cnnkit.io.targets import Target, load_target, register_loader
 from tests.conftest import MNIST_EXTRA
 
@@ -43,7 +43,7 @@ def test_a_new_format_is_one_registered_loader(tmp_path, monkeypatch):
     assert seen == [path] and t.label == "net.fake (fake)" and t.mean == (0.1307,)   # defaults filled in
     register_loader(".fake2", "cnnkit.io.targets:checkpoint_target")     # by name: imported when first used
     other = tmp_path / "m.fake2"
-    save_checkpoint(other, models.lenet5(rng=np.random.default_rng(0)), model_name="lenet5", extra=MNIST_EXTRA)
+    save(models.lenet5(generator=np.random.default_rng(0)), other, model_name="lenet5", extra=MNIST_EXTRA)
     assert load_target(str(other)).model_name == "lenet5"
 
 
