@@ -78,14 +78,17 @@
         const a = pos(src), b = pos(u.index);
         const y0 = a.y + half(src), y1 = b.y - half(u.index);
         let d;
-        if (L.rank[u.index] - L.rank[src] > 1) {       // a skip connection: bulge to the right
+        const long = L.rank[u.index] - L.rank[src] > 1;
+        if (long) {                                     // an edge past other layers: bulge to the right
           const off = NODE_W * 0.85;
           d = "M" + a.x + "," + y0 + " C" + (a.x + off) + "," + (y0 + 30) + " " + (b.x + off) + "," + (y1 - 30) + " " + b.x + "," + y1;
         } else {
           const my = (y0 + y1) / 2;
           d = "M" + a.x + "," + y0 + " C" + a.x + "," + my + " " + b.x + "," + my + " " + b.x + "," + y1;
         }
-        edges.appendChild(CK.svg("path", { d: d, class: "edge" + (L.rank[u.index] - L.rank[src] > 1 ? " skip" : ""), "marker-end": "url(#arrow)" }));
+        // a residual connection (into an addition) in colour; other long edges (branches of unequal depth) in grey
+        const cls = long ? (family(u) === "add" ? " skip" : " long") : "";
+        edges.appendChild(CK.svg("path", { d: d, class: "edge" + cls, "marker-end": "url(#arrow)" }));
       });
     });
     const defs = CK.svg("defs", {}, [CK.svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" },
@@ -106,7 +109,7 @@
           text: f === "add" ? "+" : "‖" }));
         // the label sits left of the circle: skip connections arrive from the right
         g.appendChild(CK.svg("text", { x: p.x - MERGE_R - 8, y: p.y - 4, class: "label", "text-anchor": "end",
-          text: (f === "add" ? "add" : "concat of " + u.inputs.length) + (u.path ? "  (" + u.path + ")" : "") }));
+          text: f === "add" ? "add" : "concat ×" + u.inputs.length }));
         g.appendChild(CK.svg("text", { x: p.x - MERGE_R - 8, y: p.y + 11, class: "sub", "text-anchor": "end", text: CK.shape(u.shape) }));
       } else {
         g.appendChild(CK.svg("rect", { x: p.x - NODE_W / 2, y: p.y - NODE_H / 2, width: NODE_W, height: NODE_H, rx: 7, class: "shape" }));
