@@ -11,6 +11,8 @@
     cnnkit explain conv|graph                                           (cli/explain.py)
     cnnkit fcn CHECKPOINT [IMAGE | --mnist-digits N] -o heatmap.png     (cli/surgery.py)
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
+    cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
+    cnnkit weights [MODEL]                                              (cli/weights.py)
     cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
                    [--export FILE]                                      (cli/explore.py)
 
@@ -51,6 +53,7 @@ COMMAND_MODULES = (
     "cnnkit.cli.visualize",
     "cnnkit.cli.explain",
     "cnnkit.cli.surgery",
+    "cnnkit.cli.weights",
     "cnnkit.cli.explore",
 )
 

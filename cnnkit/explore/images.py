@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import DATASETS, load_mnist
 from ..data.folder import IMAGE_EXTENSIONS
-from ..data.prepare import load_strip, prepare_image
+from ..data.prepare import load_strip
 from ..errors import ExploreError
 from ..io.targets import Target
 from ..train.history import read_history
@@ -83,11 +83,12 @@ def decode_upload(body: bytes, content_type: str | None, target: Target, *, full
 
 
 def prepare(file, target: Target, *, fully_convolutional: bool = False, invert: str = "auto") -> np.ndarray:
-    """An image file (path or binary file) as the model's input picture: ``prepare_image``, or
-    ``load_strip`` for a fully convolutional model (any width)."""
+    """An image file (path or binary file) as the model's input picture, exactly as ``cnnkit
+    predict`` prepares it (``Target.picture``), or ``load_strip`` for a fully convolutional
+    model (any width)."""
     if fully_convolutional:
         return np.asarray(load_strip(file, target.input_shape, invert=invert), np.float32)
-    return np.asarray(prepare_image(file, target.input_shape, invert), np.float32)
+    return target.picture(file, invert)
 
 
 def picture_png(picture: np.ndarray, scale: int = 1) -> bytes:

@@ -32,8 +32,7 @@ import numpy as np
 
 from .. import models, nn
 from ..errors import CheckpointError
-from ..nn import Parameter
-from ..tensor import Tensor
+from ..nn.resize import set_array, sync_sizes
 
 __all__ = [
     "CheckpointError", "Checkpoint", "save", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
@@ -312,10 +311,6 @@ def load(path: str | os.PathLike) -> nn.Module:
     return load_checkpoint(path).build_model()
 
 
-_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
 def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
     """Give ``model``'s layers the channel counts of a pruned state dict, in place.
 
@@ -330,41 +325,15 @@ def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module
         ``model``.
     """
     for path, m in model.named_modules():
+        if not isinstance(m, nn.RESIZABLE):
+            continue
         prefix = f"{path}." if path else ""
-        w = state.get(f"{prefix}weight")
-        if isinstance(m, _NORMS):
-            ref = state.get(f"{prefix}running_mean", w)
-            if ref is None:
-                continue
-            n = int(np.shape(ref)[0])
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                _resize(m, name, state.get(prefix + name))
-            m.num_features = n
-            continue
-        if w is None or not isinstance(m, _CONVS + (nn.Linear,)):
-            continue
-        _resize(m, "weight", w)
-        _resize(m, "bias", state.get(f"{prefix}bias"))
-        if isinstance(m, nn.Linear):
-            m.out_features, m.in_features = int(w.shape[0]), int(w.shape[1])
-        elif isinstance(m, nn.ConvTranspose2d):
-            m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
-        elif m.groups > 1 and m.groups == m.in_channels == m.out_channels:
-            m.in_channels = m.out_channels = m.groups = int(w.shape[0])
-        else:
-            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
+        for name, value in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            saved = state.get(prefix + name)
+            if saved is not None and value is not None and tuple(np.shape(saved)) != tuple(value.shape):
+                set_array(m, name, np.zeros(np.shape(saved), np.asarray(getattr(value, "data", value)).dtype))
+        sync_sizes(m)
     return model
-
-
-def _resize(module: nn.Module, name: str, like: np.ndarray | None) -> None:
-    value = getattr(module, name, None)
-    if value is None or like is None or tuple(value.shape) == tuple(like.shape):
-        return
-    if isinstance(value, Parameter):
-        setattr(module, name, Parameter(np.zeros(like.shape, value.data.dtype), value.requires_grad))
-    else:
-        data = value.data if isinstance(value, Tensor) else value
-        setattr(module, name, np.zeros(like.shape, np.asarray(data).dtype))
 
 
 def capture_rng(generators: dict[str, np.random.Generator]) -> dict[str, Any]:

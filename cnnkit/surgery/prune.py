@@ -52,7 +52,7 @@ from ..config import accepts_rng
 from ..errors import LayerNotFoundError, ShapeError
 from ..function import op_name
 from ..graph import post_order
-from ..nn import Parameter
+from ..nn.resize import set_array, sync_sizes
 from ..tensor import Tensor
 
 __all__ = ["ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "conv_parameters"]
@@ -440,49 +440,32 @@ def _expand(keep: np.ndarray, per: int) -> np.ndarray:
 def _take(module: nn.Module, name: str, index: np.ndarray, axis: int) -> None:
     """Keep entries ``index`` of ``module.name`` along ``axis`` (a parameter or a buffer)."""
     value = getattr(module, name, None)
-    if value is None:
-        return
-    if isinstance(value, Parameter):
-        setattr(module, name, Parameter(np.take(value.data, index, axis=axis).copy(), value.requires_grad))
-    else:
-        data = value.data if isinstance(value, Tensor) else value
-        setattr(module, name, np.take(data, index, axis=axis).copy())
+    if value is not None:
+        set_array(module, name, np.take(np.asarray(getattr(value, "data", value)), index, axis=axis).copy())
 
 
 def _apply(space: _Space, keep: np.ndarray) -> None:
-    n = len(keep)
+    """Cut every layer of the group down to the ``keep`` channels; their sizes follow (``sync_sizes``)."""
     for m in space.sources:
-        if isinstance(m, nn.Linear):
-            _take(m, "weight", keep, 0)
-            m.out_features = n
-        elif isinstance(m, nn.ConvTranspose2d):
-            _take(m, "weight", keep, 1)
-            m.out_channels = n
-        else:
-            _take(m, "weight", keep, 0)
-            m.out_channels = n
+        _take(m, "weight", keep, 1 if isinstance(m, nn.ConvTranspose2d) else 0)
         _take(m, "bias", keep, 0)
     for m, per in space.members:
         idx = _expand(keep, per)
         if isinstance(m, _NORMS):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 _take(m, name, idx, 0)
-            m.num_features = len(idx)
+            if m.weight is None and m.running_mean is None:   # nothing to read the size from
+                m.num_features = len(idx)
         else:   # depthwise conv
             _take(m, "weight", keep, 0)
             _take(m, "bias", keep, 0)
-            m.in_channels = m.out_channels = m.groups = n
     for m, per in space.consumers:
-        idx = _expand(keep, per)
         if isinstance(m, nn.Linear):
-            _take(m, "weight", idx, 1)
-            m.in_features = len(idx)
-        elif isinstance(m, nn.ConvTranspose2d):
-            _take(m, "weight", keep, 0)
-            m.in_channels = n
+            _take(m, "weight", _expand(keep, per), 1)
         else:
-            _take(m, "weight", keep, 1)
-            m.in_channels = n
+            _take(m, "weight", keep, 0 if isinstance(m, nn.ConvTranspose2d) else 1)
+    for m in {id(m): m for m in space.sources + [m for m, _ in space.members + space.consumers]}.values():
+        sync_sizes(m)
 
 
 @accepts_rng

@@ -237,3 +237,29 @@ def test_a_one_logit_binary_model_shows_two_classes():
         np.testing.assert_allclose(negative, -positive)
         s = client.get(f"/api/images/{rid}/statistics").json()
         assert s["units"][-1]["gradient"]["count"] == 1
+
+
+def test_a_folder_trained_model_reads_uploads_with_its_own_preprocessing(tmp_path, rng):
+    data = tmp_path / "shapes"
+    for k, name in enumerate(["bright", "dark"]):
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = (rng.uniform(0.5, 1.0, (30 + i, 40, 3)) * (255 if k == 0 else 90)).astype(np.uint8)
+            Image.fromarray(pixels).save(data / name / f"{i}.png")
+    out = tmp_path / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "lenet5", "--data", str(data), "--epochs", "1", "--in-channels", "3",
+                     "--image-size", "28", "--seed", "0", "--out", str(out)]) == 0
+    checkpoint = out / "best.safetensors"
+    target = load_target(str(checkpoint))
+    assert target.spec is not None and target.input_shape == (3, 28, 28)
+    explorer = Explorer(target, build_samples(target, data))
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((rng.uniform(0, 1, (61, 47, 3)) * 255).astype(np.uint8)).save(photo)
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        run = client.post("/api/images", content=photo.read_bytes(), headers={"Content-Type": "image/jpeg"}).json()
+        names = client.get("/api/model").json()["classes"]
+        assert names == ["bright", "dark"]
+        assert names[run["prediction"]["top"][0]] == predict_top(checkpoint, photo)
+        x = explorer.get_run(run["id"]).x[0]
+        np.testing.assert_allclose(x, target.spec.to_inputs(target.spec.decode(photo)[None])[0], rtol=1e-5, atol=1e-5)
