@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import uvicorn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from cnnkit.cli.targets import load_target  # noqa: E402
 from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.server import bind, create_app, url_of  # noqa: E402
-from cnnkit.io.targets import load_target  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]

@@ -18,10 +18,9 @@ import sys
 from ..errors import UsageError
 from ..explore import Explorer, build_samples, serve, write_report
 from ..explore.server import is_loopback
-from ..io.targets import load_target
 from ..surgery.fcn import to_fully_convolutional
 from .main import non_negative_int
-from .targets import wrote
+from .targets import load_target, wrote
 
 __all__ = ["add_commands", "explore_command"]
 

@@ -1,8 +1,10 @@
 """What the commands act on: a checkpoint or zoo model, its inputs, and names given on the command line.
 
-``load_target`` (from ``cnnkit.io.targets``) turns CHECKPOINT|MODEL into a model with its
-input shape, normalization, class names and file preprocessing; ``model_input`` prepares
-an image (or the built-in sample) for it.
+``load_inference`` is the one reader of model files: a cnnkit checkpoint, or an .onnx
+file (``cnnkit.onnx.load``) whose metadata stands in for the checkpoint's (``onnx_extra``).
+``load_target`` turns CHECKPOINT|MODEL (a file, a zoo name, a weights name) into a
+``cnnkit.io.targets.Target``: the model with its input shape, normalization, class names
+and file preprocessing; ``model_input`` prepares an image (or the built-in sample) for it.
 """
 
 from __future__ import annotations
@@ -13,20 +15,108 @@ from typing import Any
 import numpy as np
 
 from .. import models
+from .. import onnx as cnnkit_onnx  # the onnx package itself loads on first use
 from ..data import DATASETS
 from ..errors import UsageError
-from ..io.targets import Target, file_preprocessing, load_target, parse_shape
+from ..io.checkpoint import load_checkpoint
+from ..io.targets import (
+    INFERENCE_KEYS,
+    Target,
+    default_normalization,
+    file_preprocessing,
+    parse_shape,
+    target_from,
+    zoo_target,
+)
+from ..io.weights import fetch_weights
+from ..models.weights import find_weights
 from ..train.tasks import Task, task_from_dict
 from ..viz.image_filters import sample_picture
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
-    "wrote", "file_preprocessing", "checkpoint_task",
+    "wrote", "file_preprocessing", "checkpoint_task", "is_onnx", "load_inference", "onnx_extra", "INFERENCE_KEYS",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _MNIST = ((0.1307,), (0.3081,))
+
+
+def is_onnx(spec: str) -> bool:
+    """True for an ONNX file name: ``cnnkit.onnx`` imports it."""
+    return Path(spec).suffix.lower() == ".onnx"
+
+
+def onnx_extra(model) -> dict[str, Any]:
+    """A checkpoint-style ``extra`` from an imported ONNX model's cnnkit metadata."""
+    pre = model.preprocessing
+    extra = {k: pre[k] for k in INFERENCE_KEYS if k in pre and k != "preprocessing"}
+    if "image" in pre:
+        extra["preprocessing"] = pre["image"]
+    if model.class_names:
+        extra["classes"] = model.class_names
+    if "input_shape" not in extra and model.input_shape:
+        extra["input_shape"] = list(model.input_shape)
+    return extra
+
+
+def load_inference(spec: str) -> tuple[Any, dict[str, Any], str | None]:
+    """(model, its checkpoint-style extra, zoo model name or None) of a checkpoint or .onnx file."""
+    if is_onnx(spec):
+        model = cnnkit_onnx.load(spec)  # OnnxFileError / OnnxUnsupportedError name file and node
+        return model, onnx_extra(model), None
+    ckpt = load_checkpoint(spec)
+    return ckpt.build_model(), ckpt.meta.get("extra", {}), ckpt.model_name
+
+
+def load_target(spec: str, input_shape: str | None = None) -> Target:
+    """A model file, a zoo model name (random weights, seed 0) or a weights name, as a ``Target``.
+
+    Files are read by ``load_inference`` (a checkpoint, or an .onnx file with its metadata);
+    a weights name (``resnet18.IMAGENET1K_V1``, as ``cnnkit predict`` takes) is its cached
+    checkpoint, fetched once. ``input_shape`` ("C,H,W") replaces the file's or the zoo's.
+
+    Raises:
+        CheckpointError: a missing, unreadable or foreign checkpoint file.
+        OnnxFileError, OnnxUnsupportedError: an .onnx file cnnkit cannot read or run.
+        UsageError: a folder, or neither a file nor a zoo or weights name (the message lists the zoo).
+    """
+    path = Path(spec)
+    zoo = models.list_models()
+    if path.is_dir():
+        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
+    shape = parse_shape(input_shape) if input_shape else None
+    if path.is_file() or is_onnx(spec) or (spec.lower() not in zoo and (path.suffix or "/" in spec)
+                                           and find_weights(None, spec) is None):
+        target = _file_target(path, shape)
+    elif spec.lower() in zoo:
+        target = zoo_target(spec.lower())
+    elif find_weights(None, spec) is not None:  # a weights name: its cached checkpoint
+        target = _file_target(Path(fetch_weights(find_weights(None, spec))), shape)
+    else:
+        raise UsageError(f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}")
+    if shape is not None and shape != target.input_shape:
+        target.input_shape = shape
+        target.spec = None                   # another size asked for: plain resizing
+        target.weights_preprocessing = None
+        if len(target.mean) != shape[0]:
+            target.mean, target.std = default_normalization(shape[0])
+    return target
+
+
+def _file_target(path: Path, input_shape: tuple[int, int, int] | None) -> Target:
+    """A checkpoint or .onnx file as a ``Target`` (read by ``load_inference``)."""
+    model, extra, model_name = load_inference(str(path))
+    if is_onnx(str(path)):
+        if not extra.get("input_shape") and input_shape is None:
+            raise UsageError(f"{path.name} does not fix its input's size (dims {model.input_shapes[0]}); "
+                             "pass --input-shape C,H,W")
+        label = f"{path.name} (ONNX{', ' + model.producer if model.producer else ''})"
+        return target_from(model, extra, label=label, input_shape=input_shape)
+    notes = [n for n in (model_name, extra.get("dataset"), "pruned" if extra.get("pruned") else None) if n]
+    return target_from(model, extra, label=f"{path.name} ({', '.join(notes)})", model_name=model_name,
+                       run_folder=path.resolve().parent, input_shape=input_shape)
 
 
 def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:

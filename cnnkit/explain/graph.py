@@ -215,7 +215,7 @@ def _attributed_forward(model: Module, xt: Tensor):
 
 def model_graph(
     model, input_shape: tuple[int, ...] = (), x: np.ndarray | None = None, *, keep: bool = False,
-    input_requires_grad: bool = False,
+    input_requires_grad: bool = True,
 ) -> Graph:
     """Run ``model`` once (eval mode) and return its op graph with names and modules.
 
@@ -228,8 +228,9 @@ def model_graph(
         x: an input batch (N, C, H, W); zeros of ``input_shape`` by default.
         keep: also keep the tensors (``graph.values``) and the ops (``graph.functions``), so
             their data can be read and ``backward`` run through the same pass.
-        input_requires_grad: record the graph from the input (needed when the parameters
-            are frozen, and for gradients with respect to the input).
+        input_requires_grad: record the graph from the input (default), so ops before the
+            first layer with parameters (input normalization, a parameter-free first layer)
+            are recorded too, and gradients with respect to the input can be taken.
 
     Raises:
         ShapeError: the model cannot take that input (its message names the layer).

@@ -10,8 +10,8 @@ never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetenso
 Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
 ``load_weights``), safetensors read memory-mapped and written by streaming, named weights
 fetched and converted once (``fetch_weights``).
-``targets.py``: ``load_target``, a model file (read by its suffix) or a zoo name as a
-``Target``: the model with its input shape, normalization and class names.
+``targets.py``: the ``Target`` (a model with its input shape, normalization, class names
+and file preprocessing), built from a model and what its file says (``target_from``).
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .pth import load_pth, read_pth
-from .targets import LOADERS, Target, load_target, register_loader
+from .targets import Target, target_from, zoo_target
 from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
-    "LOADERS",
     "Target",
-    "load_target",
-    "register_loader",
+    "target_from",
+    "zoo_target",
     "Checkpoint",
     "CheckpointError",
     "atomic_write_bytes",

@@ -1,20 +1,16 @@
-"""A model to look inside, with what it takes to feed it: from a model file (by suffix) or a zoo name.
+"""A model to look inside, with what it takes to feed it: the ``Target``.
 
-``load_target(spec)`` returns a ``Target``: the model in eval mode, its input shape, the
-per-channel normalization of its inputs, its class names, and where it came from. The
-readers of model files are registered by suffix in ``LOADERS``, as "module:function"
-strings so nothing loads before it is needed; a new format is one line, e.g.
-
-    LOADERS[".onnx"] = "cnnkit.onnx.targets:onnx_target"    # (path: Path) -> Target
-
-or ``register_loader(".onnx", fn)``. ``cnnkit visualize``, ``cnnkit explore`` and the
-other commands that look into a model all read it through ``load_target``.
+A ``Target`` is the model in eval mode with its input shape, the per-channel
+normalization of its inputs, its class names, its task and where it came from.
+``target_from(model, extra)`` builds one from a model and the checkpoint-style ``extra``
+its file carried (a cnnkit checkpoint's, or an ONNX export's metadata); ``zoo_target``
+one for a zoo architecture with random weights. Reading the files is
+``cnnkit.cli.targets.load_target``'s (through ``load_inference``, the one reader of
+checkpoints and .onnx files), the loader of every command that looks into a model.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +22,10 @@ from ..data.folder import open_image
 from ..data.pipeline import ImageSpec
 from ..data.prepare import prepare_image
 from ..errors import UsageError
-from ..models.weights import Preprocessing, find_weights
-from .checkpoint import load_checkpoint
-from .weights import fetch_weights
+from ..models.weights import Preprocessing
 
-__all__ = ["Target", "LOADERS", "register_loader", "load_target", "checkpoint_target", "zoo_target",
-           "default_normalization", "parse_shape", "file_preprocessing", "weights_preprocessing"]
+__all__ = ["Target", "target_from", "zoo_target", "default_normalization", "parse_shape", "file_preprocessing",
+           "weights_preprocessing", "INFERENCE_KEYS"]
 
 # torchvision's ImageNet statistics for RGB models; MNIST's for one-channel ones.
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -51,7 +45,8 @@ class Target:
         run_folder: the folder the file came from (a `cnnkit train` run folder holds log.csv).
         dataset: the dataset it was trained on, when the file says.
         model_name: the zoo name, when known.
-        meta: everything else the file carried (a checkpoint's metadata).
+        extra: what the file says of its training (a checkpoint's ``meta["extra"]``, an
+            ONNX export's cnnkit metadata in the same form; ``INFERENCE_KEYS``).
         spec: how a model trained on a folder of images reads files (``cnnkit train --data``).
         weights_preprocessing: pretrained weights' eval transform (resize, centre crop).
     """
@@ -66,7 +61,7 @@ class Target:
     run_folder: Path | None = None
     dataset: str | None = None
     model_name: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
     spec: ImageSpec | None = None
     weights_preprocessing: Preprocessing | None = None
 
@@ -91,21 +86,8 @@ class Target:
         return np.asarray(prepare_image(file, self.input_shape, invert), np.float32)
 
 
-LOADERS: dict[str, str | Callable[[Path], Target]] = {
-    ".safetensors": "cnnkit.io.targets:checkpoint_target",
-}
-
-
-def register_loader(suffix: str, loader: str | Callable[[Path], Target]) -> None:
-    """Teach ``load_target`` a file suffix (".onnx", ".pth"): ``loader(path) -> Target``."""
-    LOADERS[suffix.lower()] = loader
-
-
-def _resolve(loader: str | Callable[[Path], Target]) -> Callable[[Path], Target]:
-    if callable(loader):
-        return loader
-    module, _, name = loader.partition(":")
-    return getattr(importlib.import_module(module), name)
+# What a checkpoint's ``extra`` says that inference needs; an ONNX export stores these too.
+INFERENCE_KEYS = ("input_shape", "mean", "std", "classes", "dataset", "source", "task", "preprocessing")
 
 
 def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -156,25 +138,38 @@ def weights_preprocessing(extra: dict[str, Any]) -> Preprocessing | None:
     return None
 
 
-def checkpoint_target(path: Path) -> Target:
-    """A cnnkit checkpoint (a zoo model, pruned or not) with its dataset's normalization and classes."""
-    ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
-    extra = ckpt.meta.get("extra", {})
-    model = ckpt.build_model()
-    shape = tuple(int(v) for v in (extra.get("input_shape") or models.default_input_shape(ckpt.model_name or "")))
+def target_from(
+    model, extra: dict[str, Any], *, label: str, model_name: str | None = None, run_folder: Path | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Target:
+    """A ``Target`` from a model and the checkpoint-style ``extra`` its file carried.
+
+    Pretrained weights (``cnnkit import``, named weights) bring their crop size and
+    normalization; a model trained on a folder its ``ImageSpec``; otherwise the stored
+    input shape (or ``input_shape``, or the zoo model's) and statistics. Missing
+    statistics get ``default_normalization``.
+
+    Raises:
+        UsageError: no input shape anywhere (an ONNX file with free dims and no metadata).
+    """
+    shape = extra.get("input_shape") or input_shape or (models.default_input_shape(model_name) if model_name else None)
+    if not shape:
+        raise UsageError(f"{label} does not fix its input's size; pass --input-shape C,H,W")
+    shape = tuple(int(v) for v in shape)
     mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
-    dataset = extra.get("dataset")
     spec, pretrained = file_preprocessing(extra), weights_preprocessing(extra)
     if pretrained is not None:
         shape, mean, std = (3, pretrained.crop_size, pretrained.crop_size), tuple(pretrained.mean), tuple(pretrained.std)
     elif spec is not None:
         shape, mean, std = spec.input_shape, tuple(spec.mean), tuple(spec.std)
-    notes = [n for n in (ckpt.model_name, dataset, "pruned" if extra.get("pruned") else None) if n]
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        mean, std = default_normalization(shape[0])
+    model.eval()
     return Target(
-        model=model, label=f"{path.name} ({', '.join(notes)})", input_shape=shape,  # type: ignore[arg-type]
-        mean=mean, std=std, classes=[str(c) for c in extra.get("classes", ())],
-        task=_task_name(extra.get("task")), run_folder=path.resolve().parent, dataset=dataset,
-        model_name=ckpt.model_name, meta=ckpt.meta, spec=spec, weights_preprocessing=pretrained,
+        model=model, label=label, input_shape=shape, mean=mean, std=std,  # type: ignore[arg-type]
+        classes=[str(c) for c in extra.get("classes", ())], task=_task_name(extra.get("task")),
+        run_folder=run_folder, dataset=extra.get("dataset"), model_name=model_name, extra=dict(extra),
+        spec=spec, weights_preprocessing=pretrained,
     )
 
 
@@ -182,41 +177,6 @@ def zoo_target(name: str) -> Target:
     """A zoo model with random weights (seed 0): for looking at an architecture."""
     model = models.get_model(name, generator=np.random.default_rng(0))
     model.eval()
+    C = models.default_input_shape(name)[0]
     return Target(model=model, label=f"{name} (random weights)", input_shape=models.default_input_shape(name),
-                  mean=(), std=(), classes=[], model_name=name)
-
-
-def load_target(spec: str, input_shape: str | None = None) -> Target:
-    """A model file (by its suffix, see ``LOADERS``) or a zoo model name (random weights, seed 0).
-
-    Args:
-        spec: a path, a name from ``cnnkit.models.list_models()`` (random weights), or a
-            weights name (``resnet18.IMAGENET1K_V1``: its checkpoint, fetched once).
-        input_shape: "C,H,W" to use instead of the one the file or the zoo gives.
-
-    Raises:
-        CheckpointError: a missing, unreadable or foreign checkpoint file.
-        UsageError: a folder, or neither a file nor a zoo name (the message lists the zoo).
-    """
-    path = Path(spec)
-    zoo = models.list_models()
-    if path.is_dir():
-        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
-    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
-        # an unknown suffix is read as a checkpoint, whose reader names what the file is not
-        target = _resolve(LOADERS.get(path.suffix.lower(), LOADERS[".safetensors"]))(path)
-    elif spec.lower() in zoo:
-        target = zoo_target(spec.lower())
-    elif find_weights(None, spec) is not None:  # a weights name, as `cnnkit predict` takes: its cached checkpoint
-        target = checkpoint_target(Path(fetch_weights(find_weights(None, spec))))
-    else:
-        raise UsageError(f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}")
-    if input_shape:
-        target.input_shape = parse_shape(input_shape)
-        if target.spec is not None and target.spec.input_shape != target.input_shape:
-            target.spec = None  # another size asked for: plain resizing
-        target.weights_preprocessing = None
-    C = target.input_shape[0]
-    if len(target.mean) != C or len(target.std) != C:
-        target.mean, target.std = default_normalization(C)
-    return target
+                  mean=default_normalization(C)[0], std=default_normalization(C)[1], classes=[], model_name=name)

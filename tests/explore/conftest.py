@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cnnkit.cli.main import main
+from cnnkit.cli.targets import load_target
 from cnnkit.explore import Explorer, build_samples
 from cnnkit.explore.server import bind, create_app, url_of
-from cnnkit.io.targets import load_target
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,13 @@ BASE = "http://127.0.0.1:8765"  # the Host the page's own requests carry
 
 from cnnkit import models  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
+from cnnkit.cli.targets import load_target  # noqa: E402
 from cnnkit.data import compose_mnist_strip, load_mnist  # noqa: E402
 from cnnkit.explore import Explorer, build_samples  # noqa: E402
 from cnnkit.explore.report import render_report  # noqa: E402
 from cnnkit.explore.server import ASSETS, create_app  # noqa: E402
 from cnnkit.io.checkpoint import load_checkpoint, save  # noqa: E402
-from cnnkit.io.targets import Target, load_target  # noqa: E402
+from cnnkit.io.targets import Target  # noqa: E402
 from cnnkit.surgery.compare import channel_counts  # noqa: E402
 from cnnkit.surgery.fcn import to_fully_convolutional  # noqa: E402
 from cnnkit.surgery.prune import prune_channels  # noqa: E402

@@ -30,9 +30,10 @@ from PIL import Image  # noqa: E402
 
 from cnnkit import models  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
+from cnnkit.cli.targets import load_target  # noqa: E402
 from cnnkit.data import load_mnist  # noqa: E402
 from cnnkit.explore import Explorer, build_samples, write_report  # noqa: E402
-from cnnkit.io.targets import Target, load_target  # noqa: E402
+from cnnkit.io.targets import Target  # noqa: E402
 from tests.conftest import subprocess_env  # noqa: E402
 
 from .conftest import running  # noqa: E402

@@ -1,4 +1,4 @@
-"""load_target: a model file by its suffix (one line registers a format), or a zoo model by name."""
+"""Target: a model with its input shape, normalization, classes and task, from what its file says."""
 
 from __future__ import annotations
 
@@ -6,55 +6,29 @@ import numpy as np
 import pytest
 
 from cnnkit import models
-from cnnkit.errors import CheckpointError, UsageError
-from cnnkit.io import targets
-from cnnkit.io.checkpoint import save
-from cnnkit.io.targets import Target, load_target, register_loader
-from tests.conftest import MNIST_EXTRA
+from cnnkit.errors import UsageError
+from cnnkit.io.targets import default_normalization, target_from, zoo_target
 
 
-def test_a_checkpoint_brings_its_shape_normalization_classes_and_run_folder(lenet_checkpoint):
-    t = load_target(str(lenet_checkpoint))
-    assert t.label == "lenet5.safetensors (lenet5, mnist)" and t.model_name == "lenet5" and t.dataset == "mnist"
-    assert t.input_shape == (1, 28, 28) and t.mean == (0.1307,) and t.std == (0.3081,)
-    assert t.classes == list("0123456789") and t.task == "multiclass"
-    assert t.run_folder == lenet_checkpoint.resolve().parent and not t.model.training
+def test_a_checkpoint_extra_brings_shape_normalization_classes_and_task():
+    extra = {"input_shape": [1, 28, 28], "mean": [0.1], "std": [0.2], "classes": list("0123456789"),
+             "dataset": "mnist", "task": {"type": "multiclass"}}
+    model = models.lenet5(generator=np.random.default_rng(0))
+    model.train()
+    t = target_from(model, extra, label="x (lenet5, mnist)", model_name="lenet5")
+    assert t.input_shape == (1, 28, 28) and t.mean == (0.1,) and t.std == (0.2,) and t.dataset == "mnist"
+    assert t.classes == list("0123456789") and t.task == "multiclass" and not t.model.training
 
 
-def test_a_zoo_name_gives_random_weights_and_the_default_normalization():
-    t = load_target("resnet20")
+def test_missing_statistics_and_shape_come_from_the_zoo_and_the_channel_count():
+    t = target_from(models.resnet20(generator=np.random.default_rng(0)), {"task": "binary"}, label="r",
+                    model_name="resnet20")
+    assert t.input_shape == (3, 32, 32) and (t.mean, t.std) == default_normalization(3) and t.task == "binary"
+    with pytest.raises(UsageError, match="does not fix its input's size; pass --input-shape"):
+        target_from(models.lenet5(), {}, label="net.onnx")
+
+
+def test_a_zoo_target_has_random_weights_and_the_default_normalization():
+    t = zoo_target("resnet20")
     assert t.label == "resnet20 (random weights)" and t.input_shape == (3, 32, 32)
     assert t.mean == (0.485, 0.456, 0.406) and t.classes == [] and t.run_folder is None
-    assert load_target("lenet5", "1,32,32").input_shape == (1, 32, 32)
-
-
-def test_a_new_format_is_one_registered_loader(tmp_path, monkeypatch):
-    monkeypatch.setattr(targets, "LOADERS", dict(targets.LOADERS))   # this test's registrations stay here
-    seen = []
-
-    def fake(path):
-        seen.append(path)
-        return Target(models.lenet5(), f"{path.name} (fake)", (1, 28, 28), (), (), ["a"] * 10)
-
-    register_loader(".FAKE", fake)
-    path = tmp_path / "net.fake"
-    path.write_bytes(b"anything")
-    t = load_target(str(path))
-    assert seen == [path] and t.label == "net.fake (fake)" and t.mean == (0.1307,)   # defaults filled in
-    register_loader(".fake2", "cnnkit.io.targets:checkpoint_target")     # by name: imported when first used
-    other = tmp_path / "m.fake2"
-    save(models.lenet5(generator=np.random.default_rng(0)), other, model_name="lenet5", extra=MNIST_EXTRA)
-    assert load_target(str(other)).model_name == "lenet5"
-
-
-def test_unreadable_things_are_named(tmp_path):
-    pt = tmp_path / "model.pt"
-    pt.write_bytes(b"PK\x03\x04" + b"\0" * 64)
-    with pytest.raises(CheckpointError, match="looks like a zip or pickle file"):
-        load_target(str(pt))                              # an unknown suffix is read as a checkpoint
-    with pytest.raises(UsageError, match="is a folder; pass a checkpoint file in it"):
-        load_target(str(tmp_path))
-    with pytest.raises(UsageError, match="'resnet99' is neither a checkpoint file nor a zoo model"):
-        load_target("resnet99")
-    with pytest.raises(UsageError, match="--input-shape expects C,H,W with positive integers, got '3,0,2'"):
-        load_target("lenet5", "3,0,2")
