@@ -2,6 +2,11 @@
 
     cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
                    [--export report.html] [--input-shape C,H,W] [--fully-convolutional]
+                   [--model NAME [--num-classes K]]
+
+CHECKPOINT may be a cnnkit checkpoint, an .onnx file, a weights name
+(resnet18.IMAGENET1K_V1) or, with ``--model``, any weights file ``cnnkit import`` reads
+(a PyTorch .pth, never unpickled; a safetensors state_dict).
 
 The server listens on 127.0.0.1 (this machine only) unless ``--host`` says otherwise,
 prints its address and opens it in the browser. ``--export`` writes one self-contained
@@ -19,7 +24,7 @@ from ..errors import UsageError
 from ..explore import Explorer, build_samples, serve, write_report
 from ..explore.server import is_loopback
 from ..surgery.fcn import to_fully_convolutional
-from .main import non_negative_int
+from .main import non_negative_int, positive_int
 from .targets import load_target, wrote
 
 __all__ = ["add_commands", "explore_command"]
@@ -28,7 +33,9 @@ __all__ = ["add_commands", "explore_command"]
 def add_commands(sub) -> None:
     """Add ``explore`` to the ``cnnkit`` command."""
     e = sub.add_parser("explore", help="a local web page that explains a network, layer by layer and neuron by neuron")
-    e.add_argument("target", metavar="CHECKPOINT|MODEL", help="a checkpoint file or a zoo model name (random weights)")
+    e.add_argument("target", metavar="CHECKPOINT|MODEL",
+                   help="a checkpoint, an .onnx file, a weights name (resnet18.IMAGENET1K_V1), a zoo model name "
+                        "(random weights), or with --model a .pth / safetensors weights file")
     e.add_argument("image", nargs="?", default=None, metavar="IMAGE_OR_FOLDER",
                    help="an image, or a folder of images, to offer on the page (default: test images of the "
                         "checkpoint's dataset, or a built-in picture)")
@@ -41,13 +48,19 @@ def add_commands(sub) -> None:
     e.add_argument("--export", default=None, metavar="FILE",
                    help="write a self-contained static HTML report to FILE instead of serving")
     e.add_argument("--input-shape", default=None, help="C,H,W (default: the checkpoint's)")
+    e.add_argument("--model", default=None, metavar="NAME",
+                   help="the zoo model a weights file (.pth, safetensors state_dict) is for, as cnnkit import takes it")
+    e.add_argument("--num-classes", type=positive_int, default=None,
+                   help="with --model: classes of the model's head (default 1000)")
     e.add_argument("--fully-convolutional", action="store_true",
                    help="convert the classifier to a fully convolutional network: images keep their own width")
     e.set_defaults(handler=explore_command)
 
 
 def explore_command(args) -> int:
-    target = load_target(args.target, args.input_shape)
+    if args.num_classes is not None and args.model is None:
+        raise UsageError("--num-classes goes with --model (a weights file's zoo model)")
+    target = load_target(args.target, args.input_shape, model=args.model, num_classes=args.num_classes)
     if args.fully_convolutional:
         target.model = to_fully_convolutional(target.model, target.input_shape)
         target.label += ", fully convolutional"

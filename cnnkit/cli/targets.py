@@ -28,14 +28,16 @@ from ..io.targets import (
     target_from,
     zoo_target,
 )
-from ..io.weights import fetch_weights
+from ..io.weights import build_for_loading, fetch_weights
 from ..models.weights import find_weights
 from ..train.tasks import Task, task_from_dict
 from ..viz.image_filters import sample_picture
+from .weights import import_model
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
     "wrote", "file_preprocessing", "checkpoint_task", "is_onnx", "load_inference", "onnx_extra", "INFERENCE_KEYS",
+    "WEIGHTS_ONLY",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
@@ -70,25 +72,40 @@ def load_inference(spec: str) -> tuple[Any, dict[str, Any], str | None]:
     return ckpt.build_model(), ckpt.meta.get("extra", {}), ckpt.model_name
 
 
-def load_target(spec: str, input_shape: str | None = None) -> Target:
+# Files that hold weights only (a state_dict), not the network: they need the zoo model's name.
+WEIGHTS_ONLY = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def load_target(spec: str, input_shape: str | None = None, *, model: str | None = None,
+                num_classes: int | None = None) -> Target:
     """A model file, a zoo model name (random weights, seed 0) or a weights name, as a ``Target``.
 
     Files are read by ``load_inference`` (a checkpoint, or an .onnx file with its metadata);
     a weights name (``resnet18.IMAGENET1K_V1``, as ``cnnkit predict`` takes) is its cached
-    checkpoint, fetched once. ``input_shape`` ("C,H,W") replaces the file's or the zoo's.
+    checkpoint, fetched once. With ``model`` (a zoo name), ``spec`` is any weights source
+    ``cnnkit import`` reads (a PyTorch .pth, never unpickled; a safetensors state_dict;
+    timm / Hugging Face keys) loaded into that model, as ``cnnkit import`` would store it.
+    ``input_shape`` ("C,H,W") replaces the file's or the zoo's.
 
     Raises:
-        CheckpointError: a missing, unreadable or foreign checkpoint file.
+        CheckpointError: a missing, unreadable or foreign checkpoint file (WeightsError,
+            PthError: weights that do not fit ``model``, with the keys).
         OnnxFileError, OnnxUnsupportedError: an .onnx file cnnkit cannot read or run.
-        UsageError: a folder, or neither a file nor a zoo or weights name (the message lists the zoo).
+        UsageError: a folder, a weights-only file without ``model``, or neither a file nor a
+            zoo or weights name (the message lists the zoo).
     """
     path = Path(spec)
     zoo = models.list_models()
     if path.is_dir():
         raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
     shape = parse_shape(input_shape) if input_shape else None
-    if path.is_file() or is_onnx(spec) or (spec.lower() not in zoo and (path.suffix or "/" in spec)
-                                           and find_weights(None, spec) is None):
+    if model is not None:
+        target = _weights_target(spec, model, num_classes, shape)
+    elif path.suffix.lower() in WEIGHTS_ONLY and not is_onnx(spec):
+        raise UsageError(f"{path.name} holds weights, not a network: name the zoo model they are for (--model NAME), "
+                         f"or make a checkpoint of them once: cnnkit import {spec} --model NAME -o model.safetensors")
+    elif path.is_file() or is_onnx(spec) or (spec.lower() not in zoo and (path.suffix or "/" in spec)
+                                             and find_weights(None, spec) is None):
         target = _file_target(path, shape)
     elif spec.lower() in zoo:
         target = zoo_target(spec.lower())
@@ -103,6 +120,21 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         if len(target.mean) != shape[0]:
             target.mean, target.std = default_normalization(shape[0])
     return target
+
+
+def _weights_target(source: str, model_name: str, num_classes: int | None,
+                    input_shape: tuple[int, int, int] | None) -> Target:
+    """Weights from any source in the zoo model ``model_name``, as ``cnnkit import`` stores them."""
+    if model_name not in models.list_models():
+        raise UsageError(f"--model: unknown model {model_name!r}; zoo models: {', '.join(models.list_models())}")
+    net, config, extra, report = import_model(source, model_name, num_classes=num_classes)
+    if any(k != "num_classes" for k in config):  # e.g. GoogLeNet's transform_input: rebuild as the checkpoint would
+        rebuilt = build_for_loading(model_name, **config)
+        rebuilt.load_state_dict(net.state_dict())
+        net = rebuilt
+    name = Path(source).name if Path(source).exists() else source
+    return target_from(net, extra, label=f"{name} ({model_name}, {report.kind})", model_name=model_name,
+                       input_shape=input_shape)
 
 
 def _file_target(path: Path, input_shape: tuple[int, int, int] | None) -> Target:

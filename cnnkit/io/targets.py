@@ -156,7 +156,7 @@ def target_from(
     if not shape:
         raise UsageError(f"{label} does not fix its input's size; pass --input-shape C,H,W")
     shape = tuple(int(v) for v in shape)
-    mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
+    mean, std = tuple(extra.get("mean") or ()), tuple(extra.get("std") or ())
     spec, pretrained = file_preprocessing(extra), weights_preprocessing(extra)
     if pretrained is not None:
         shape, mean, std = (3, pretrained.crop_size, pretrained.crop_size), tuple(pretrained.mean), tuple(pretrained.std)
@@ -167,7 +167,7 @@ def target_from(
     model.eval()
     return Target(
         model=model, label=label, input_shape=shape, mean=mean, std=std,  # type: ignore[arg-type]
-        classes=[str(c) for c in extra.get("classes", ())], task=_task_name(extra.get("task")),
+        classes=[str(c) for c in extra.get("classes") or ()], task=_task_name(extra.get("task")),
         run_folder=run_folder, dataset=extra.get("dataset"), model_name=model_name, extra=dict(extra),
         spec=spec, weights_preprocessing=pretrained,
     )

@@ -107,3 +107,26 @@ def test_errors_are_one_line(checkpoint, tmp_path, capsys, monkeypatch):
     assert main(["explore", str(checkpoint), "--no-browser"]) == 2
     assert capsys.readouterr().err.strip() == (
         "cnnkit explore: the page needs starlette and uvicorn: pip install 'cnnkit[explore]'")
+
+
+def test_an_onnx_file_and_a_pth_with_its_model_are_explored(checkpoint, tmp_path, capsys):
+    from tests.io.pth_files import torch_save
+
+    pytest.importorskip("onnx")
+    onnx_file = tmp_path / "lenet5.onnx"
+    assert main(["export", str(checkpoint), "-o", str(onnx_file)]) == 0
+    assert main(["explore", str(onnx_file), "--export", str(tmp_path / "onnx.html")]) == 0
+    html = (tmp_path / "onnx.html").read_text()
+    assert "lenet5.onnx (ONNX" in html
+    state = {k: np.asarray(v.data) for k, v in models.lenet5(generator=np.random.default_rng(0)).state_dict().items()}
+    pth = torch_save(state, tmp_path / "lenet5.pth")
+    assert main(["explore", str(pth), "--model", "lenet5", "--num-classes", "10",
+                 "--export", str(tmp_path / "pth.html")]) == 0
+    assert "lenet5.pth (lenet5, " in (tmp_path / "pth.html").read_text()
+    capsys.readouterr()
+    assert main(["explore", str(pth), "--no-browser"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lenet5.pth holds weights, not a network: name the zoo model they are for (--model NAME)" in err[0]
+    assert main(["explore", str(pth), "--model", "lenet5", "--no-browser"]) == 1     # 1000 classes: the head does not fit
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classifier.4" in err[0]

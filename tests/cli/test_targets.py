@@ -38,8 +38,14 @@ def test_any_suffix_is_read_as_a_checkpoint(tmp_path):
 def test_unreadable_things_are_named(tmp_path):
     pt = tmp_path / "model.pt"
     pt.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(UsageError, match="model.pt holds weights, not a network: name the zoo model"):
+        load_target(str(pt))
+    other = tmp_path / "model.weights"
+    other.write_bytes(b"PK\x03\x04" + b"\0" * 64)
     with pytest.raises(CheckpointError, match="looks like a zip or pickle file"):
-        load_target(str(pt))                              # an unknown suffix is read as a checkpoint
+        load_target(str(other))                           # an unknown suffix is read as a checkpoint
+    with pytest.raises(UsageError, match="--model: unknown model 'resnet99'"):
+        load_target(str(pt), model="resnet99")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_target(str(tmp_path / "missing.safetensors"))
     with pytest.raises(UsageError, match="is a folder; pass a checkpoint file in it"):

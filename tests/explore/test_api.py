@@ -264,3 +264,53 @@ def test_a_folder_trained_model_reads_uploads_with_its_own_preprocessing(tmp_pat
         assert names[run["prediction"]["top"][0]] == predict_top(checkpoint, photo)
         x = explorer.get_run(run["id"]).x[0]
         np.testing.assert_allclose(x, target.spec.to_inputs(target.spec.decode(photo)[None])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_onnx_export_is_explored_as_its_checkpoint(checkpoint, explorer, tmp_path):
+    pytest.importorskip("onnx")
+    onnx_file = tmp_path / "lenet5.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", str(checkpoint), "-o", str(onnx_file)]) == 0
+    target = load_target(str(onnx_file))
+    assert target.classes == list("0123456789") and target.input_shape == (1, 28, 28) and target.dataset == "mnist"
+    onnx_explorer = Explorer(target, build_samples(target))
+    with TestClient(create_app(onnx_explorer), base_url=BASE) as client:
+        overview = client.get("/api/model").json()["overview"]
+        assert overview["total_params"] == 61_706 and overview["total_macs"] == 416_520
+        run = client.post("/api/samples/3/run").json()
+        sample = explorer.samples[3]
+        reference = explorer.run(sample.load(), sample.name)
+        assert run["prediction"]["top"][0] == int(np.argmax(reference.probabilities))
+        np.testing.assert_allclose(onnx_explorer.get_run(run["id"]).probabilities, reference.probabilities,
+                                   rtol=1e-4, atol=1e-6)
+        a = client.get(f"/api/images/{run['id']}/neuron/3?index=5,4,6").json()
+        assert a["kind"] == "conv" and a["computed"] == pytest.approx(a["value"], rel=1e-5, abs=1e-6)
+        assert a["value"] == pytest.approx(float(np.asarray(reference.trace.units[3].output.data[0])[5, 4, 6]), rel=1e-4)
+
+
+def test_named_weights_read_uploads_with_their_own_preprocessing(tmp_path, monkeypatch):
+    """A weights name (its cached checkpoint): the upload is resized and cropped as `cnnkit predict` does it."""
+    from cnnkit.io.weights import write_checkpoint
+    from cnnkit.models.weights import get_weights
+
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "cache"))
+    state = {k: np.array(v) for k, v in models.resnet18(generator=np.random.default_rng(0)).state_dict().items()}
+    state["fc.weight"][:] = 0
+    state["fc.weight"][281, :] = 0.05                      # "tabby" grows with the last features
+    entry = get_weights("resnet18", "IMAGENET1K_V1")
+    p = entry.preprocessing
+    extra = {"weights": entry.full_name, "classes": list(entry.categories), "preprocessing": p.to_dict(),
+             "input_shape": [3, 224, 224], "mean": list(p.mean), "std": list(p.std)}
+    write_checkpoint(tmp_path / "cache" / "weights" / "resnet18-IMAGENET1K_V1.safetensors", state,
+                     model_name="resnet18", model_config={"num_classes": 1000}, extra=extra)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 420, 3), dtype=np.uint8)).save(photo)
+    target = load_target("resnet18.IMAGENET1K_V1")
+    assert target.weights_preprocessing is not None and target.input_shape == (3, 224, 224)
+    explorer = Explorer(target, build_samples(target, photo))
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        run = client.post("/api/images", content=photo.read_bytes(), headers={"Content-Type": "image/jpeg"}).json()
+        assert run["shape"] == [3, 224, 224]
+        assert client.get("/api/model").json()["classes"][run["prediction"]["top"][0]] == "tabby"
+        x = explorer.get_run(run["id"]).x[0]
+        np.testing.assert_allclose(x, p(str(photo)), rtol=1e-4, atol=1e-4)   # predict's preprocessing exactly
