@@ -65,7 +65,7 @@
         CK.el("span", { class: "bar-track" }, [CK.el("span", { class: "bar-fill", style: "width:" + (100 * p).toFixed(2) + "%" })]),
         CK.el("span", { class: "bar-p", title: "p = " + p }, percent(p)),
         CK.el("span", { class: "bar-logit", title: "logit" }, [CK.el("span", { class: "logit-fill " + (d.logits[k] < 0 ? "neg" : "pos"),
-          style: "width:" + (50 * Math.abs(d.logits[k]) / maxLogit).toFixed(1) + "%" }), CK.el("span", { class: "logit-text" }, CK.fmt(d.logits[k], 4))]),
+          style: "width:" + (50 * Math.abs(d.logits[k]) / maxLogit).toFixed(1) + "%" }), CK.el("span", { class: "logit-text " + (d.logits[k] < 0 ? "neg" : "pos") }, CK.fmt(d.logits[k], 4))]),
       ]);
       return row;
     }));
@@ -104,7 +104,10 @@
     if (d.grad_cam && !d.grad_cam.error) {
       const unit = CK.state.model.overview.units[d.grad_cam.unit];
       maps.appendChild(await overlay("Grad-CAM of “" + name + "” at " + unit.name, "ReLU(Σ_k α_k A_k), α_k = the mean gradient of the class score over channel k's " +
-        d.grad_cam.cam_shape.join("x") + " map (Selvaraju et al., 2017), upsampled to the input.", d.grad_cam.data, d.grad_cam.shape, d.grad_cam.hi));
+        d.grad_cam.cam_shape.join("x") + " map (Selvaraju et al., 2017), upsampled to the input." +
+        (d.grad_cam.hi > 0 ? "" : " Zero everywhere here: at this layer the gradient-weighted sum of the channels is nowhere positive " +
+        "for this class (nothing in the picture raises its score through this layer); an earlier layer may show more."),
+        d.grad_cam.data, d.grad_cam.shape, d.grad_cam.hi));
     } else if (d.grad_cam) {
       maps.appendChild(CK.el("p", { class: "note" }, "Grad-CAM: " + d.grad_cam.error));
     }

@@ -18,7 +18,18 @@
   }
 
   function chart(title, epochs, logs, keys) {
-    const W = 460, H = 250, L = 56, R = 14, T = 44, B = 34;
+    const W = 460, L = 56, R = 14, B = 34;
+    // the key first: one entry per series, wrapped into lines; the plot starts below it
+    const keyAt = [];
+    let keyX = L, keyY = 32;
+    keys.forEach(function (k) {
+      const label = "— " + k + " " + CK.fmt(logs[k][logs[k].length - 1], 4);
+      const w = label.length * 7.2 + 14;
+      if (keyX > L && keyX + w > W - R) { keyX = L; keyY += 14; }
+      keyAt.push({ label: label, x: keyX, y: keyY });
+      keyX += w;
+    });
+    const T = keyY + 14, H = 206 + T;
     const values = [].concat.apply([], keys.map(function (k) { return logs[k]; })).filter(isFinite);
     let lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
     if (hi === lo) { hi += 1e-9 + Math.abs(hi) * 0.05; lo -= 1e-9 + Math.abs(lo) * 0.05; }
@@ -37,7 +48,6 @@
       if (i % step === 0 || i === epochs.length - 1) svg.appendChild(CK.svg("text", { x: sx(e), y: H - B + 16, class: "tick", "text-anchor": "middle", text: String(e) }));
     });
     svg.appendChild(CK.svg("text", { x: (L + W - R) / 2, y: H - 4, class: "tick", "text-anchor": "middle", text: "epoch" }));
-    let keyX = L, keyY = 32;
     keys.forEach(function (k, j) {
       const ys = logs[k];
       const pts = ys.map(function (v, i) { return sx(epochs[i] !== undefined ? epochs[i] : i + 1) + "," + sy(v); }).join(" ");
@@ -46,11 +56,7 @@
         svg.appendChild(CK.svg("circle", { cx: sx(epochs[i] !== undefined ? epochs[i] : i + 1), cy: sy(v), r: 2.5, fill: COLORS[j % COLORS.length] },
           [CK.svg("title", { text: k + " epoch " + epochs[i] + ": " + CK.fmt(v, 5) })]));
       });
-      const label = "— " + k + " " + CK.fmt(ys[ys.length - 1], 4);
-      const w = label.length * 6.4 + 12;
-      if (keyX + w > W - R) { keyX = L; keyY += 13; }
-      svg.appendChild(CK.svg("text", { x: keyX, y: keyY, class: "key", fill: COLORS[j % COLORS.length], text: label }));
-      keyX += w;
+      svg.appendChild(CK.svg("text", { x: keyAt[j].x, y: keyAt[j].y, class: "key", fill: COLORS[j % COLORS.length], text: keyAt[j].label }));
     });
     return svg;
   }
