@@ -13,7 +13,7 @@
     const lo = opts.sequential ? Math.min.apply(null, flat.concat([0])) : -m;
     const hi = opts.sequential ? Math.max.apply(null, flat.concat([1e-12])) : m;
     const n = Math.max(values.length, values[0].length);
-    const size = n > 11 ? " tiny" : n > 5 ? " dense" : "";
+    const size = n > 11 ? " tiny" : n > 5 ? " dense" : n > 3 ? "" : " wide";
     return CK.el("table", { class: "grid" + size }, values.map(function (row, i) {
       return CK.el("tr", {}, row.map(function (v, j) {
         const pad = opts.inside && !opts.inside[i][j];
