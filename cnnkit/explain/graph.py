@@ -396,6 +396,8 @@ def forward_pass(model: Module, x: np.ndarray, *, input_requires_grad: bool = Tr
     units = layer_units(graph)
     for u in units:
         u.module = modules.get(u.path) if u.kind != "op" else None
+        if isinstance(getattr(u.module, "op_type", None), str):
+            u.type = u.module.op_type  # a generic node names its operator (an imported ONNX node: "Add", "Concat")
         u.functions = [graph.functions[i] for i in u.op_ids]
         u.input_tensors = [graph.values[i] for i in u.input_ids]
         u.output = graph.values[u.output_id]

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import nn
 from ..errors import NeuronError
+from ..function import op_name
 from .graph import INPUT, ForwardPass, LayerUnit
 from .summary import adaptive_window, window_geometry
 
@@ -179,9 +180,9 @@ def explain_neuron(trace: ForwardPass, unit: int, index: tuple[int, ...]) -> dic
         result.update(_batch_norm(u, index))
     elif u.type in _POINTWISE or u.kind == "identity":
         result.update(_pointwise(u, index))
-    elif u.kind == "op" and u.type == "Add":
+    elif u.type == "Add" and _runs(u, "AddOp"):
         result.update(_add(u, index))
-    elif u.kind == "op" and u.type == "Concat":
+    elif u.type == "Concat" and _runs(u, "ConcatOp"):
         result.update(_concat(u, index))
     elif u.type in ("Flatten", "Reshape"):
         result.update(_reshape(u, index))
@@ -385,6 +386,11 @@ def _pointwise(u: LayerUnit, index) -> dict[str, Any]:
     }.get(name)
     return {"kind": "pointwise", "formula": _POINTWISE.get(name, name), "x": x,
             "computed": computed(x) if computed else None}
+
+
+def _runs(u: LayerUnit, op: str) -> bool:
+    """The unit is that one op (an op outside any layer, or a node that runs only it)."""
+    return len(u.functions) == 1 and op_name(u.functions[0]) == op
 
 
 def _add(u: LayerUnit, index) -> dict[str, Any]:

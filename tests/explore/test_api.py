@@ -314,3 +314,45 @@ def test_named_weights_read_uploads_with_their_own_preprocessing(tmp_path, monke
         assert client.get("/api/model").json()["classes"][run["prediction"]["top"][0]] == "tabby"
         x = explorer.get_run(run["id"]).x[0]
         np.testing.assert_allclose(x, p(str(photo)), rtol=1e-4, atol=1e-4)   # predict's preprocessing exactly
+
+
+def test_a_pytorch_onnx_file_shows_its_merges_and_rebuilds_them(tmp_path):
+    """torch.onnx.export's Add and Concat nodes are merges, explained element by element."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(16, 5)
+
+        def forward(self, x):
+            y = torch.relu(self.conv1(x))
+            y = torch.relu(self.conv2(y) + y)                              # a residual addition
+            y = torch.cat([y, torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1)   # a concatenation
+            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), torch.randn(1, 3, 16, 16), str(path), opset_version=13, dynamo=False,
+                          input_names=["x"])
+    target = load_target(str(path))
+    assert target.input_shape == (3, 16, 16) and target.label.startswith("net.onnx (ONNX, pytorch")
+    explorer = Explorer(target, build_samples(target))
+    with TestClient(create_app(explorer), base_url=BASE) as client:
+        units = client.get("/api/model").json()["overview"]["units"]
+        add = next(u for u in units if u["type"] == "Add")
+        concat = next(u for u in units if u["type"] == "Concat")
+        assert len(add["inputs"]) == 2 and len(concat["inputs"]) == 2
+        rid = client.post("/api/samples/0/run").json()["id"]
+        a = client.get(f"/api/images/{rid}/neuron/{add['index']}?index=3,5,7").json()
+        assert a["kind"] == "add" and len(a["terms"]) == 2 and a["computed"] == pytest.approx(a["value"], rel=1e-6)
+        c = client.get(f"/api/images/{rid}/neuron/{concat['index']}?index=12,5,7").json()
+        assert c["kind"] == "concat" and c["source"] == concat["inputs"][1] and c["source_index"] == [4, 5, 7]
+        assert c["computed"] == c["value"]

@@ -6,9 +6,14 @@
 (function (CK) {
   const NODE_W = 250, NODE_H = 42, GAP_X = 36, GAP_Y = 22, MERGE_R = 15, MARGIN = 16;
 
+  /** An addition or concatenation joining paths: an op outside any layer, or a node (ONNX) reading two or more. */
+  function isMerge(u) {
+    return (u.type === "Add" || u.type === "Concat") && (u.kind === "op" || u.inputs.length >= 2);
+  }
+
   function family(u) {
-    if (u.kind === "op" && u.type === "Add") return "add";
-    if (u.kind === "op" && u.type === "Concat") return "concat";
+    if (isMerge(u) && u.type === "Add") return "add";
+    if (isMerge(u)) return "concat";
     if (u.kind === "input") return "input";
     if (/Conv/.test(u.type)) return "conv";
     if (/Pool/.test(u.type)) return "pool";
@@ -43,7 +48,7 @@
       const taken = new Set();
       keyed.forEach(function (k) {
         const u = unitOf[k.i];
-        const merge = u.kind === "op" && (u.type === "Add" || u.type === "Concat");
+        const merge = isMerge(u);
         // a merge stays on its first input's column (the main path); others near their inputs' mean
         let c = merge && u.inputs.length ? col[u.inputs[0]] : Math.max(0, Math.round(k.mean - 0.01));
         while (taken.has(c)) c++;
