@@ -63,7 +63,9 @@
     CK.state.target = null;
     delete document.body.dataset.flowReady;
     showPicture(run);
-    CK.clear(CK.$("#neuron")).appendChild(CK.el("p", { class: "note" }, "Click any pixel of a heat map (or a cell of a vector) to see how that number was computed."));
+    CK.clear(CK.$("#neuron")).appendChild(CK.el("p", { class: "note" }, CK.live() ?
+      "Click any pixel of a heat map (or a cell of a vector) to see how that number was computed." :
+      "A static report: on the live page (`cnnkit explore` on the checkpoint) a click on any pixel shows how that number was computed."));
     Object.keys(rendered).forEach(function (k) { if (k !== "network") delete rendered[k]; });
     document.body.dataset.run = String(run.id);
     if (CK.state.view === "network") CK.selectLayer(CK.state.unit === null ? 0 : CK.state.unit);
