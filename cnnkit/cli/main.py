@@ -15,7 +15,7 @@
     cnnkit weights [MODEL]                                              (cli/weights.py)
     cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch]  (cli/onnx.py)
     cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
-                   [--export FILE]                                      (cli/explore.py)
+                   [--export FILE] [--model NAME]                       (cli/explore.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
