@@ -5,7 +5,8 @@ go to ``test-artefacts/explore/`` (ignored by git) to be looked at.
 
 Chromium: $CNNKIT_CHROMIUM, else ``chromium`` on the PATH (Debian's package; Playwright's
 own browser download is not used). Without it these tests skip, unless
-CNNKIT_REQUIRE_BROWSER=1 (set by ``.ci/run``) makes them fail.
+CNNKIT_REQUIRE_BROWSER=1 (set by ``.ci/run`` when chromium is installed) makes them fail.
+Every wait is bounded (60 s by default, 180 s for the live training run).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def context(tmp_path_factory):
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True, args=FLAGS,
             viewport={"width": 1500, "height": 1000}, accept_downloads=True,
         )
+        ctx.set_default_timeout(60_000)                    # every wait and action is bounded
         ctx.route(re.compile(r"^(?!http://127\.0\.0\.1[:/]|file:|data:|blob:).*"), lambda route: route.abort())
         yield ctx
         ctx.close()
