@@ -147,14 +147,15 @@ def _checked(path, min_side: int, max_pixels: int):
     if isinstance(path, (str, os.PathLike)):
         try:
             f, _ = open_regular(path, "image file")
+            owned = f
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such image file") from None
         except OSError as e:
             raise DataError(f"{path}: {e.strerror or e}") from None
     else:  # an open binary file (e.g. io.BytesIO of an upload): the caller owns it
-        f, path = nullcontext(path), "the image"
+        f, owned, path = path, nullcontext(), "the image"
     try:
-        with f, warnings.catch_warnings():
+        with owned, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
             with Image.open(f) as image:
                 w, h = image.size

@@ -40,3 +40,14 @@ def test_resize_picture_keeps_floats_and_shapes():
     assert resize_picture(a[0], (2, 3)).shape == (2, 3)
     assert crop_to_aspect(np.zeros((1, 10, 20)), 1.0).shape == (1, 10, 10)
     assert crop_to_aspect(np.zeros((1, 30, 10)), 1.0).shape == (1, 10, 10)
+
+
+def test_a_binary_file_gets_every_check_of_the_one_decoder():
+    """Uploads go through data/image.py's checks too: size limits, 16-bit scaling."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(buf, format="PNG")
+    with pytest.raises(ValueError, match=r"^the image: 2x2 pixels is smaller than the 4x4 minimum"):
+        load_image(io.BytesIO(buf.getvalue()))
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(buf, format="PNG")       # 16-bit white
+    assert (load_image(io.BytesIO(buf.getvalue()), "L") == 255).all()
