@@ -17,6 +17,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- DistributedError (RuntimeError)  data-parallel training over MPI: ranks disagree, MPI missing or failing
+        +-- MPIUnavailableError (ImportError)  mpi4py / mpiexec are not installed (names the package)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -37,6 +39,8 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "DistributedError",
+    "MPIUnavailableError",
 ]
 
 
@@ -111,3 +115,18 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class DistributedError(CnnkitError, RuntimeError):
+    """Data-parallel training over MPI failed; the message names the ranks involved.
+
+    Raised when ranks disagree on the model or the data, a rank failed, or MPI reported an error.
+    """
+
+
+class MPIUnavailableError(DistributedError, ImportError):
+    """MPI is not installed; the message says which package to install.
+
+    Training on several processes needs mpi4py and an MPI (the ``mpich`` wheel provides
+    ``mpiexec``): ``pip install "cnnkit[mpi]"``.
+    """
