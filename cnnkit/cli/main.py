@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return 2
     command = args.command
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `train --nproc N` relaunches it
     try:
         return int(args.handler(args) or 0)
     except UsageError as e:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import config, models, nn, optim
 from ..config import no_grad
-from ..data import DATASETS, DataLoader, Subset
+from ..data import DATASETS, Subset
 from ..errors import DataError, ShapeError, UsageError
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
 from ..tensor import Tensor
@@ -33,7 +33,6 @@ from ..train import (
     NaNGuard,
     TrainingRun,
     default_lr,
-    evaluate,
     fit,
     make_optimizer,
     recipe_for,
@@ -41,6 +40,7 @@ from ..train import (
 from ..train.datasets import Augmentation, TrainingData, folder_data, named_data
 from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
 from ..viz.tensorboard import TensorBoard
+from . import parallel
 from .main import non_negative_int, positive_float, positive_int
 
 __all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
@@ -121,7 +121,8 @@ def add_commands(sub) -> None:
     t.add_argument("--data-dir", default=None, help="folder with a named dataset's files (offline use; else CNNKIT_DATA)")
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard")
     t.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
-    t.set_defaults(handler=train_command)
+    parallel.add_options(t)
+    t.set_defaults(handler=parallel.command(train_command, _run_folder))
 
 
 def progress_printer(label: str):
@@ -193,10 +194,17 @@ def _binary_positive(data: TrainingData, positive: str | None) -> None:
 OPTION_DEFAULTS = {
     "task": "auto", "threshold": 0.5, "resize": "crop", "augment": False, "crop_scale": 0.08,
     "color_jitter": 0.0, "cache": "auto", "freeze": "none", "backbone_lr_scale": 1.0,
+    "lr_scaling": "none", "sync_bn": False,
 }
 
 
+def _run_folder(args) -> Path:
+    dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
+    return Path(args.out or f"runs/{args.model.lower()}-{dataset_label}")
+
+
 def train_command(args) -> int:
+    ranks = getattr(args, "ranks", None) or parallel.Ranks(None)  # one process, or this rank's part
     for key, value in OPTION_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -213,7 +221,9 @@ def train_command(args) -> int:
     batch_size = args.batch_size or recipe.batch_size
     opt_name = args.optimizer or recipe.optimizer
     lr = args.lr or default_lr(opt_name, recipe)
-    out = Path(args.out or f"runs/{args.model}-{dataset_label}")
+    peak_lr = ranks.lr(lr, args.lr_scaling)
+    ranks.check_options(args)
+    out = _run_folder(args)
     last = out / "last.safetensors"
     if args.resume and not last.exists():
         raise UsageError(f"--resume: no checkpoint to resume at {last}")
@@ -246,16 +256,18 @@ def train_command(args) -> int:
         transfer_line = f"weights: {report.describe()}; {froze}"
         if args.backbone_lr_scale != 1.0:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
+    ranks.prepare(model, data.train, args.sync_bn)  # several ranks: same model and data, rank 0's weights
     loader_rng = np.random.default_rng(args.seed + 1)
-    train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=loader_rng,
-                              num_workers=workers if args.data else 0)
+    train_loader = ranks.train_loader(data.train, batch_size, loader_rng, workers if args.data else 0, args.seed)
+    loader_rng = train_loader.generator
     eval_workers = workers if args.data else 0
-    val_loader = DataLoader(data.val, batch_size=500, num_workers=eval_workers) if data.val is not None else None
-    test_loader = DataLoader(data.test, batch_size=500, num_workers=eval_workers) if data.test is not None else None
-    groups = param_groups(model, args.model, lr, args.backbone_lr_scale)
-    opt = make_optimizer(opt_name, groups, recipe, lr)
+    val_loader = ranks.eval_loader(data.val, 500, eval_workers)
+    test_loader = ranks.eval_loader(data.test, 500, eval_workers)
+    groups = param_groups(model, args.model, peak_lr, args.backbone_lr_scale)
+    opt = make_optimizer(opt_name, groups, recipe, peak_lr)
     scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], epochs=epochs,
-                                              steps_per_epoch=len(train_loader))
+                                              steps_per_epoch=len(train_loader),
+                                              pct_start=ranks.pct_start(args.warmup_epochs, epochs))
     generators = {"loader": loader_rng, "default": config.default_generator()}
     run = TrainingRun(model, opt, scheduler)
     initial_epoch = 0
@@ -275,7 +287,9 @@ def train_command(args) -> int:
         "source": data.source,
         "input_shape": list(data.spec.input_shape), "mean": list(data.spec.mean), "std": list(data.spec.std),
         "classes": list(data.classes), "task": task.to_dict(), "preprocessing": data.spec.to_dict(),
-        "recipe": {"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr, "seed": args.seed},
+        "recipe": {"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr, "seed": args.seed,
+                   "ranks": ranks.size, "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs,
+                   "sync_bn": args.sync_bn},
     }
     if args.weights:
         extra["weights"] = {"source": str(args.weights), "freeze": args.freeze,
@@ -283,24 +297,26 @@ def train_command(args) -> int:
     common = dict(model_name=args.model, model_config=model_config, extra=extra,
                   rng_states=lambda: capture_rng(generators))
     best = out / "best.safetensors"
-    callbacks = [ModelCheckpoint(last, **common)]
+    writers = [ModelCheckpoint(last, **common)]
     if val_loader is not None:
-        callbacks.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
-                                         save_on_interrupt=False, **common))
-    callbacks += [CSVLogger(out / "log.csv", append=args.resume), NaNGuard()]
+        writers.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
+                                       save_on_interrupt=False, **common))
+    writers.append(CSVLogger(out / "log.csv", append=args.resume))
+    if args.tensorboard:
+        writers.append(TensorBoard(out / "tensorboard"))
+    callbacks = ranks.callbacks(args.seed) + ranks.writers(writers) + [NaNGuard()]  # files: rank 0's alone
     if frozen_bn:
         callbacks.append(FrozenBatchNorm(frozen_bn))
-    if args.tensorboard:
-        callbacks.append(TensorBoard(out / "tensorboard"))
     positive = f", positive class {data.classes[1]!r} (label 1), threshold {task.threshold:g}" if kind == "binary" else ""
     print(f"training {args.model} on {data.source.get('path', data.source.get('name'))}: {epochs} epochs, "
-          f"batch {batch_size}, {opt_name} lr {lr:g} (one-cycle), seed {args.seed}; task {kind}"
+          f"batch {batch_size}, {opt_name} lr {peak_lr:g} (one-cycle), seed {args.seed}; task {kind}"
           f"{positive}; run folder {out}", flush=True)
-    for line in data.lines + ([transfer_line] if transfer_line else []) + data.notes:
+    shared = ranks.banner(batch_size, peak_lr, lr, args.lr_scaling, args.warmup_epochs, epochs)
+    for line in ([shared] if shared else []) + data.lines + ([transfer_line] if transfer_line else []) + data.notes:
         print(f"  {line}", flush=True)
     start = time.perf_counter()
     try:
-        fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=scheduler, val_loader=val_loader,
+        fit(model, train_loader, epochs=epochs, optimizer=ranks.optimizer(opt), scheduler=scheduler, val_loader=val_loader,
             callbacks=callbacks, initial_epoch=initial_epoch, run=run, monitor="val_loss", task=task)
     except KeyboardInterrupt:
         print(f"\ninterrupted: weights saved to {out / 'interrupted.safetensors'}; "
@@ -308,7 +324,7 @@ def train_command(args) -> int:
         return 130
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
-    _final_report(model, task, val_loader, test_loader, best, last)
+    _final_report(model, task, val_loader, test_loader, best, last, ranks)
     return 0
 
 
@@ -316,8 +332,12 @@ def _limited(dataset, limit: int):
     return Subset(dataset, np.arange(min(limit, len(dataset))))
 
 
-def _final_report(model, task, val_loader, test_loader, best: Path, last: Path) -> None:
-    """Test the last and the best model once each; say which epoch was best and why."""
+def _final_report(model, task, val_loader, test_loader, best: Path, last: Path, ranks: parallel.Ranks) -> None:
+    """Test the last and the best model once each; say which epoch was best and why.
+
+    Several ranks: rank 0 reads the best checkpoint and every rank gets its weights; each
+    evaluates its share of the images, and the metrics are those of every image.
+    """
     def line(result):
         text = f"accuracy {100 * result['accuracy']:.2f}% (loss {result['loss']:.4f})"
         if "roc_auc" in result:
@@ -325,18 +345,19 @@ def _final_report(model, task, val_loader, test_loader, best: Path, last: Path) 
                      f"F1 {result['f1']:.4f}, ROC AUC {result['roc_auc']:.4f}")
         return text
 
-    models_to_test = [("last", last, None)]
-    if val_loader is not None and best.exists():
-        ckpt = load_checkpoint(best)
-        models_to_test.append((f"best (epoch {int(ckpt.meta['epoch']) + 1}, chosen on validation)", best, ckpt))
-    for label, path, ckpt in models_to_test:
-        if ckpt is not None:
-            model.load_state_dict(ckpt.model_state)
+    models_to_test = [("last", last, False)]
+    if val_loader is not None and ranks.root_says(best.exists()):
+        models_to_test.append(("best", best, True))
+    for label, path, load in models_to_test:
+        if load:
+            ckpt = ranks.load_weights(model, best)
+            if ckpt is not None:
+                label = f"best (epoch {int(ckpt.meta['epoch']) + 1}, chosen on validation)"
         parts = []
         if val_loader is not None:
-            parts.append(f"validation {line(evaluate(model, val_loader, task=task, confusion=False))}")
+            parts.append(f"validation {line(ranks.evaluate(model, val_loader, task=task, confusion=False))}")
         if test_loader is not None:
-            parts.append(f"test {line(evaluate(model, test_loader, task=task, confusion=False))}")
+            parts.append(f"test {line(ranks.evaluate(model, test_loader, task=task, confusion=False))}")
         print(f"{label}: " + "; ".join(parts or ["no validation or test images"]) + f"  [{path}]")
 
 
