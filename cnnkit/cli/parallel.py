@@ -186,6 +186,16 @@ class Ranks:
 
     _sync_bn = _batchnorm = False
 
+    def check_resume(self, recipe: dict, out: Path) -> None:
+        """Refuse to resume a run on another number of ranks: its global batch, so its steps, would change."""
+        stored = int(recipe.get("ranks", 1))
+        if stored != self.size:
+            how = "in one process (no --nproc)" if stored == 1 else f"on {stored} ranks (--nproc {stored})"
+            raise UsageError(
+                f"--resume: the run in {out} was trained on {stored} rank{'s' if stored != 1 else ''}, this job has "
+                f"{self.size}; each rank takes a batch, so the global batch and the steps would change. Resume it "
+                f"{how}, or start a new run with another --out")
+
     # --------------------------------------------------------------- data, model, optimizer
     def train_loader(self, dataset, batch_size: int, generator: np.random.Generator, workers: int,
                      seed: int) -> DataLoader:

@@ -275,6 +275,7 @@ def train_command(args) -> int:
         ckpt = load_checkpoint(last)
         if ckpt.model_name != args.model:
             raise UsageError(f"--resume: {last} holds model {ckpt.model_name!r}, not {args.model!r}")
+        ranks.check_resume(ckpt.meta.get("extra", {}).get("recipe", {}), out)
         model.load_state_dict(ckpt.model_state)
         opt.load_state_dict(ckpt.optimizer_state())
         scheduler.load_state_dict(ckpt.meta["scheduler"]["state"])

@@ -95,6 +95,15 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
         np.testing.assert_array_equal(final[key], expected[key], err_msg=key)
 
 
+@pytest.mark.mpi
+def test_resuming_on_another_number_of_ranks_is_refused(reference):
+    out, _ = reference
+    result = cnnkit(*TRAIN, "--out", str(out), "--resume", env=mpi_env())
+    assert result.returncode == 2
+    assert (f"cnnkit train: --resume: the run in {out} was trained on 2 ranks, this job has 1; each rank takes a "
+            "batch, so the global batch and the steps would change. Resume it on 2 ranks (--nproc 2)") in result.stderr
+
+
 def _rank_pid(marker: str, rank: int) -> int | None:
     """The pid of rank ``rank`` of the job whose environment holds CNNKIT_TEST_JOB=marker."""
     deadline = time.time() + 30
