@@ -9,6 +9,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- GradcheckError (AssertionError)  analytic and numeric gradients disagree
     +-- StateDictError (RuntimeError)    load_state_dict: missing, unexpected or misshapen keys
     +-- CheckpointError (ValueError)     a checkpoint file is missing, corrupt, foreign or does not fit
+    |   +-- PthError                     ... a PyTorch file the safe reader refuses (unsafe, corrupt, legacy)
+    |   +-- WeightsError                 ... weights that cannot be used (source, name, keys or shapes)
     +-- DataError (ValueError)           a dataset file or sample is unreadable or malformed
     |   +-- IDXError                     ... an IDX (MNIST) file
     |   +-- CIFARError                   ... a CIFAR-10 binary batch
@@ -17,8 +19,13 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- OptionalDependencyError (ImportError)  an extra (cnnkit[onnx], ...) is not installed
+    +-- OnnxError (ValueError)           ONNX export or import (cnnkit.onnx)
+        +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
+        +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
+        +-- OnnxExportError              ... a model ONNX cannot express (names the layer)
     +-- DistributedError (RuntimeError)  data-parallel training over MPI: ranks disagree, MPI missing or failing
-        +-- MPIUnavailableError (ImportError)  mpi4py / mpiexec are not installed (names the package)
+        +-- MPIUnavailableError (also OptionalDependencyError)  mpi4py / mpiexec missing (names the package)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -31,6 +38,8 @@ __all__ = [
     "GradcheckError",
     "StateDictError",
     "CheckpointError",
+    "PthError",
+    "WeightsError",
     "DataError",
     "IDXError",
     "CIFARError",
@@ -39,6 +48,11 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "OptionalDependencyError",
+    "OnnxError",
+    "OnnxFileError",
+    "OnnxUnsupportedError",
+    "OnnxExportError",
     "DistributedError",
     "MPIUnavailableError",
 ]
@@ -85,6 +99,21 @@ class CheckpointError(CnnkitError, ValueError):
     """A checkpoint file is missing, truncated, corrupt, foreign or does not fit the model."""
 
 
+class PthError(CheckpointError):
+    """A PyTorch file cnnkit refuses to read: unsafe, corrupt, or not a torch.save archive.
+
+    The message names the file and what was refused (the opcode or global and its byte
+    position in ``data.pkl``, the zip member, or the storage that does not fit).
+    """
+
+
+class WeightsError(CheckpointError):
+    """Weights that cannot be used: unreadable source, unknown name, or keys/shapes that do not fit.
+
+    The message names the source and lists every missing, unexpected and mismatched key.
+    """
+
+
 class DataError(CnnkitError, ValueError):
     """A dataset file or sample is unreadable or malformed (the message names the file)."""
 
@@ -117,6 +146,27 @@ class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
 
 
+class OptionalDependencyError(CnnkitError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message says what to install."""
+
+
+class OnnxError(CnnkitError, ValueError):
+    """ONNX export or import failed (``cnnkit.onnx``); the base of the three below."""
+
+
+class OnnxFileError(OnnxError):
+    """A file is not a readable ONNX model: not ONNX, truncated, inconsistent, too large.
+
+    The message names the file and what is wrong with it. Nothing in the file has run.
+    """
+
+
+class OnnxUnsupportedError(OnnxError):
+    """An ONNX node cnnkit cannot run: the message names the operator, the node and the opset."""
+
+
+class OnnxExportError(OnnxError):
+    """A cnnkit model cannot be written as ONNX: the message names the layer and the op."""
 class DistributedError(CnnkitError, RuntimeError):
     """Data-parallel training over MPI failed; the message names the ranks involved.
 
@@ -124,7 +174,7 @@ class DistributedError(CnnkitError, RuntimeError):
     """
 
 
-class MPIUnavailableError(DistributedError, ImportError):
+class MPIUnavailableError(DistributedError, OptionalDependencyError):
     """MPI is not installed; the message says which package to install.
 
     Training on several processes needs mpi4py and an MPI (the ``mpich`` wheel provides

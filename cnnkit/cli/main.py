@@ -11,6 +11,9 @@
     cnnkit explain conv|graph                                           (cli/explain.py)
     cnnkit fcn CHECKPOINT [IMAGE | --mnist-digits N] -o heatmap.png     (cli/surgery.py)
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
+    cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
+    cnnkit weights [MODEL]                                              (cli/weights.py)
+    cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch]  (cli/onnx.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
@@ -49,6 +52,8 @@ COMMAND_MODULES = (
     "cnnkit.cli.visualize",
     "cnnkit.cli.explain",
     "cnnkit.cli.surgery",
+    "cnnkit.cli.weights",
+    "cnnkit.cli.onnx",
 )
 
 

@@ -34,7 +34,7 @@ __all__ = ["ZooEntry", "register", "get_model", "list_models", "model_info", "de
            "zoo_entry", "set_in_channels"]
 
 # Constructor arguments that draw the initial weights: not needed to rebuild a model.
-_NOT_CONFIG = ("generator", "rng", "init_weights")
+_NOT_CONFIG = ("generator", "rng", "init_weights", "weights")  # weights: loaded once, not rebuilt
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,9 @@ def register(name: str, input_shape: tuple[int, int, int], head: str):
             if in_channels is not None and in_channels != input_shape[0]:
                 config["in_channels"] = in_channels
             model.zoo_name = name
-            model.zoo_config = config
+            # A builder that calls itself (weights=...: the pretrained model is built by a second
+            # call) keeps what the inner call recorded, e.g. the weights' transform_input=True.
+            model.zoo_config = {**getattr(model, "zoo_config", {}), **config}
             model.input_shape = (in_channels or input_shape[0], *input_shape[1:])
             model.head_name = head
             return model
