@@ -186,6 +186,10 @@ class Ranks:
 
     _sync_bn = _batchnorm = False
 
+    def relaunch(self) -> str:
+        """What a command continuing this run needs beyond one process's (``" --nproc N"``)."""
+        return f" --nproc {self.size}" if self.distributed else ""
+
     def check_resume(self, recipe: dict, out: Path) -> None:
         """Refuse to resume a run on another number of ranks: its global batch, so its steps, would change."""
         stored = int(recipe.get("ranks", 1))

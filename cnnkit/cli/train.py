@@ -321,7 +321,7 @@ def train_command(args) -> int:
             callbacks=callbacks, initial_epoch=initial_epoch, run=run, monitor="val_loss", task=task)
     except KeyboardInterrupt:
         print(f"\ninterrupted: weights saved to {out / 'interrupted.safetensors'}; "
-              f"`cnnkit train {args.model} --out {out} --resume` continues from {last}", file=sys.stderr)
+              f"`cnnkit train {args.model} --out {out} --resume{ranks.relaunch()}` continues from {last}", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")

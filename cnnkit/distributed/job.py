@@ -8,8 +8,8 @@ Inside the block:
 
 - threads: each rank uses its share of its machine's cores (cores // ranks there) for
   cnnkit's kernels and for BLAS, unless CNNKIT_NUM_THREADS says otherwise;
-- output: rank 0 speaks for the job; other ranks' standard output and warnings are
-  silenced (``quiet=True``), their errors still print;
+- output: rank 0 speaks for the job; other ranks' standard output, standard error and
+  warnings are silenced (``quiet=True``); their errors still print, as below;
 - failure: an exception on any rank ends the whole job, printing that rank's message
   (``<prog>: rank R of N: <message>``). Without this, the other ranks would wait at their
   next collective call forever, the classic MPI hang. Rank 0 reports first; other ranks
@@ -58,7 +58,7 @@ class Job:
         prog: the name errors start with ("cnnkit train").
         comm: the ranks (default: ``world()``, which starts MPI under a launcher).
         threads: threads per rank (default: CNNKIT_NUM_THREADS if set, else cores // local ranks).
-        quiet: silence standard output and warnings on ranks other than 0.
+        quiet: silence standard output, standard error and warnings on ranks other than 0.
         grace: seconds a failing rank other than 0 waits before it ends the job.
         debug: print the failing rank's traceback too.
 
@@ -87,6 +87,7 @@ class Job:
         stack.enter_context(blas_threads(self.threads))
         if self.quiet and self.rank != 0:
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
         self._stack = stack
