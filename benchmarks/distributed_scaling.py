@@ -23,7 +23,8 @@ The machine is shared: the configurations run interleaved, in a rotating order, 
 ``uptime`` is printed before and after.
 
 Usage:
-    python benchmarks/distributed_scaling.py [--rounds 5] [--models lenet5,resnet20]
+    python benchmarks/distributed_scaling.py [--rounds 5] [--models lenet5,resnet20] [--json FILE]
+    mpiexec -n 2 python benchmarks/distributed_scaling.py --allreduce-sizes
 """
 
 from __future__ import annotations
@@ -111,6 +112,22 @@ def worker(model_name: str, batch: int, threads: int, warmup: int, steps: int) -
         }
 
 
+def allreduce_sizes() -> list[tuple[int, float]]:
+    """(bytes, median seconds) of one float32 allreduce per size, both ranks ready (after a barrier)."""
+    comm = world()
+    out = []
+    for nbytes in (4 * 2**10, 64 * 2**10, 2**20, 4 * 2**20, 16 * 2**20, 64 * 2**20):
+        buffer = np.ones(nbytes // 4, np.float32)
+        times = []
+        for _ in range(15):
+            comm.barrier()
+            start = time.perf_counter()
+            comm.allreduce(buffer)
+            times.append(time.perf_counter() - start)
+        out.append((nbytes, statistics.median(times)))
+    return out
+
+
 def run_config(model_name: str, config: str) -> dict:
     shape, B, warmup, steps = SETUPS[model_name]
     ranks = 2 if config.startswith("2") else 1
@@ -120,8 +137,10 @@ def run_config(model_name: str, config: str) -> dict:
             "--warmup", str(warmup), "--steps", str(steps)]
     if ranks > 1:
         args = [find_mpiexec(), "-n", str(ranks)] + args
-    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=1800).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def uptime() -> str:
@@ -134,11 +153,18 @@ def main() -> None:
     parser.add_argument("--models", default="lenet5,resnet20")
     parser.add_argument("--json", default=None, help="also write every run's figures to this file")
     parser.add_argument("--worker", default=None)
+    parser.add_argument("--allreduce-sizes", action="store_true",
+                        help="(under mpiexec -n 2) time one allreduce of 4 KB .. 64 MB instead")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--steps", type=int)
     args = parser.parse_args()
+    if args.allreduce_sizes:
+        for nbytes, seconds in allreduce_sizes():
+            if world().rank == 0:
+                print(f"| {nbytes / 2**20:g} MB | {1000 * seconds:.3f} ms | {nbytes / seconds / 1e9:.2f} GB/s |")
+        return
     if args.worker:
         result = worker(args.worker, args.batch, args.threads, args.warmup, args.steps)
         if world().rank == 0:
