@@ -14,6 +14,7 @@ rank's outputs. In one plain process ``Ranks`` changes nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..nn import BatchNorm1d, BatchNorm2d
 from ..train import evaluate
-from .main import positive_int
+from .main import finite_float, positive_int
 
 __all__ = ["add_options", "launch_requested", "launch", "command", "Ranks"]
 
@@ -59,7 +60,7 @@ def add_options(parser) -> None:
     group.add_argument("--lr-scaling", choices=["none", "linear"], default=None,
                        help="linear: multiply the learning rate by the number of ranks (Goyal et al., 2017); "
                             "default none: the lr is used as given for the global batch")
-    group.add_argument("--warmup-epochs", type=float, default=None, metavar="E",
+    group.add_argument("--warmup-epochs", type=finite_float, default=None, metavar="E",
                        help="epochs of the one-cycle schedule's rising phase, the warm-up to the peak lr "
                             "(default: its usual 30%% of the steps)")
     group.add_argument("--sync-bn", action="store_true", default=None,
@@ -115,7 +116,8 @@ def command(handler, run_folder):
         if not mpi_environment().distributed:
             args.ranks = Ranks(None)
             return handler(args)
-        with Job("cnnkit train", debug=bool(getattr(args, "debug", False))) as job:
+        debug = bool(getattr(args, "debug", False)) or os.environ.get("CNNKIT_DEBUG", "") not in ("", "0")
+        with Job("cnnkit train", debug=debug) as job:
             args.ranks = Ranks(job)
             return job.finish(handler(args))
 
