@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,14 @@ from cnnkit.distributed import launch as launch_module
 from cnnkit.distributed.launch import mpiexec_command, plan_launch
 from cnnkit.errors import MPIUnavailableError, UsageError
 from cnnkit.io.checkpoint import load_checkpoint
-from tests.distributed.mpi import mpi_env, mpiexec
+from tests.distributed.mpi import MARKER, finish, mpi_env, mpiexec, rank_pid, run_bounded, start
 
 SMALL = ["--limit", "1200", "--val-split", "0.01", "--batch-size", "32"]
 
 
 def cnnkit(*args: str, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnkit", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or mpi_env())
+    """``python -m cnnkit args...``; a job still running after ``timeout`` is killed (ranks too) and fails."""
+    return run_bounded([sys.executable, "-m", "cnnkit", *args], timeout=timeout, env=env)
 
 
 def weights(path: Path) -> dict[str, np.ndarray]:
@@ -69,20 +68,21 @@ def test_nproc_trains_on_two_ranks_and_only_rank0_writes_and_prints(reference):
 @pytest.mark.mpi
 def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, reference):
     run = tmp_path / "run"
-    marker = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", *TRAIN, "--out", str(run), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=mpi_env(CNNKIT_TEST_JOB=marker))
-    deadline = time.time() + 240
-    while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    rank1 = _rank_pid(marker, 1)
-    assert rank1 is not None and proc.poll() is None, proc.communicate()
-    os.kill(rank1, signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=120)   # no hang: the whole job ends
-    if proc.returncode == 0:
+    env = mpi_env()
+    proc = start([sys.executable, "-m", "cnnkit", *TRAIN, "--out", str(run), "--nproc", "2"], env)
+    try:
+        deadline = time.time() + 240
+        while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        rank1 = rank_pid(env[MARKER], 1)
+        assert rank1 is not None and proc.poll() is None, "the job ended (or rank 1 never started) before the kill"
+        os.kill(rank1, signal.SIGKILL)
+    finally:
+        result = finish(proc, env, timeout=120)   # no hang: the whole job ends (else killed, and the test fails)
+    stderr = result.stderr
+    if result.returncode == 0:
         pytest.skip("the job finished before the kill arrived")
-    assert proc.returncode == 1
+    assert result.returncode == 1
     assert "cnnkit train: the job of 2 ranks stopped: a rank was killed by signal 9 (SIGKILL" in stderr
     assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in stderr
 
@@ -104,28 +104,11 @@ def test_resuming_on_another_number_of_ranks_is_refused(reference):
             "batch, so the global batch and the steps would change. Resume it on 2 ranks (--nproc 2)") in result.stderr
 
 
-def _rank_pid(marker: str, rank: int) -> int | None:
-    """The pid of rank ``rank`` of the job whose environment holds CNNKIT_TEST_JOB=marker."""
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"CNNKIT_TEST_JOB={marker}".encode() in environ and f"PMI_RANK={rank}".encode() in environ:
-                return int(entry.name)
-        time.sleep(0.05)
-    return None
-
-
 def _mpmd(tmp_path: Path, rank0: list[str], rank1: list[str]) -> subprocess.CompletedProcess:
     """Two ranks started with different arguments (MPI's MPMD syntax: `-n 1 A : -n 1 B`)."""
     base = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "1", *SMALL, "--out", str(tmp_path / "run")]
     command = [mpiexec(), "-n", "1", *base, *rank0, ":", "-n", "1", *base, *rank1]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=mpi_env())
+    return run_bounded(command, timeout=300)
 
 
 @pytest.mark.mpi
