@@ -175,6 +175,8 @@ def _pad_sources(mode: str, lo: int, hi: int, n: int, axis: int, shape) -> np.nd
         j = np.abs(j)
         return np.where(j > n - 1, 2 * (n - 1) - j, j)
     start, kept = max(-lo, 0), n - max(-lo, 0) - max(-hi, 0)        # circular: crop first
+    if n + lo + hi == 0:  # cropped to nothing: an empty axis, as in PyTorch
+        return np.zeros(0, dtype=np.intp)
     if kept <= 0:
         raise ShapeError(
             f"pad(mode='circular') has nothing to wrap: widths {(lo, hi)} leave dimension {axis} "
