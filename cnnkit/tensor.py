@@ -494,6 +494,24 @@ class Tensor:
     def mean(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         return _reduction.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
+    def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+            keepdims=None) -> Tensor:
+        """Variance (Bessel-corrected unless ``correction=0`` / ``unbiased=False``), as torch's."""
+        return _reduction.var(self, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims)
+
+    def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+            keepdims=None) -> Tensor:
+        """Standard deviation, with ``var``'s arguments, as torch's."""
+        return _reduction.std(self, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims)
+
+    def all(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        """Whether every element (over ``dim``) is nonzero: a bool tensor, as torch's."""
+        return _reduction.all(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def any(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        """Whether some element (over ``dim``) is nonzero: a bool tensor, as torch's."""
+        return _reduction.any(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
     def amax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         return _reduction.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
