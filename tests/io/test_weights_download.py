@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -26,53 +24,9 @@ from cnnkit.models import weights as named
 torch = pytest.importorskip("torch")
 
 
-class _Server:
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in server.truncate else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-
-    def close(self):
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv(WEIGHTS_URL_ENV, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+# Caches in tmp_path (CNNKIT_DATA, TORCH_HOME), no CNNKIT_WEIGHTS_URL, no proxy for 127.0.0.1;
+# the `server` fixture (tests/local_server.py) is the only address contacted.
+pytestmark = pytest.mark.usefixtures("isolated_downloads")
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +129,8 @@ def test_a_wrong_checksum_fails_naming_both_digests(tmp_path, server, googlenet_
 def test_real_entries_refuse_a_file_that_is_not_theirs(tmp_path, server, monkeypatch):
     entry = named.get_weights("resnet18", "IMAGENET1K_V1")
     server.files["/resnet18-f37072fd.pth"] = b"not the weights"
-    monkeypatch.setenv(WEIGHTS_URL_ENV, server.url + "/")  # the documented override
-    with pytest.raises(DownloadError, match=rf"resnet18\.IMAGENET1K_V1 weights: download of {server.url}/resnet18-"
+    monkeypatch.setenv(WEIGHTS_URL_ENV, server.url)  # the documented override
+    with pytest.raises(DownloadError, match=rf"resnet18\.IMAGENET1K_V1 weights: download of {server.url}resnet18-"
                                             r"f37072fd\.pth .* failed its checksum: SHA256 is [0-9a-f]{64}, expected f37072fd"):
         fetch_weights(entry, progress=False)
     assert server.requests == ["/resnet18-f37072fd.pth"]
