@@ -4,6 +4,7 @@
     cnnkit train resnet18 --data photos/ --image-size 64  # photos/train, [val], [test] or photos/<class>/
     cnnkit train lenet5 --data signs/ --task binary --in-channels 3
     cnnkit train resnet18 --data photos/ --weights run/best.safetensors --freeze backbone
+    cnnkit train resnet18 --data photos/ --weights IMAGENET1K_V1       # torchvision's, fetched once
 
 The banner says which images train, which pick the best epoch (validation) and which test
 (evaluated once, at the end, for the best and the last model; never used for a decision).
@@ -23,6 +24,8 @@ from ..config import no_grad
 from ..data import DATASETS, DataLoader, Subset
 from ..errors import DataError, ShapeError, UsageError
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
+from ..io.weights import SourceWeights, read_weights
+from ..models.weights import find_weights
 from ..tensor import Tensor
 from ..train import (
     BinaryTask,
@@ -39,7 +42,7 @@ from ..train import (
     recipe_for,
 )
 from ..train.datasets import Augmentation, TrainingData, folder_data, named_data
-from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
+from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, pretrained_normalization
 from ..viz.tensorboard import TensorBoard
 from .main import non_negative_int, positive_float, positive_int
 
@@ -112,8 +115,10 @@ def add_commands(sub) -> None:
                    help="threads decoding images (default: the number of cores, at most 4)")
     t.add_argument("--cache", choices=["auto", "on", "off"], default=None,
                    help="decode every image once into memory (auto: when it takes <= 1/4 of the RAM)")
-    t.add_argument("--weights", default=None, metavar="FILE",
-                   help="initialise all but the classifier head from a cnnkit checkpoint or a safetensors state_dict")
+    t.add_argument("--weights", default=None, metavar="FILE|NAME",
+                   help="initialise all but the classifier head from a cnnkit checkpoint, a torch.save .pth, a "
+                        "safetensors state_dict (timm, Hugging Face) or a weights name (DEFAULT, IMAGENET1K_V1, "
+                        "resnet18.IMAGENET1K_V1: downloaded once); named weights bring their own normalization")
     t.add_argument("--freeze", type=_freeze_arg, default=None, metavar="backbone|none|N",
                    help="train only the head (backbone), everything (none), or all but the first N layers")
     t.add_argument("--backbone-lr-scale", type=positive_float, default=None, metavar="F",
@@ -145,18 +150,15 @@ def progress_printer(label: str):
     return progress
 
 
-def _load_data(args, workers: int) -> TrainingData:
+def _load_data(args, workers: int, weights: SourceWeights | None = None) -> TrainingData:
+    # Fine-tuning feeds images normalized as the weights were trained (named weights: ImageNet's).
+    normalization = pretrained_normalization(weights) if weights is not None else None
     if args.data is not None:
         if args.dataset is not None:
             raise UsageError("give --data DIR (your images) or --dataset NAME, not both")
         if args.data_dir is not None:
             raise UsageError("--data-dir is where a named dataset's files are; with --data DIR drop it")
         augment = Augmentation(args.crop_scale if args.augment else None, args.augment, args.color_jitter)
-        normalization = None
-        if args.weights:
-            _, meta = read_weights(args.weights)
-            if "mean" in meta and "std" in meta:
-                normalization = (tuple(meta["mean"]), tuple(meta["std"]), f"the weights' own, from {args.weights}")
         return folder_data(args.data, model=args.model, image_size=args.image_size, channels=args.in_channels,
                            val_split=args.val_split, resize=args.resize, augment=augment,
                            normalization=normalization, cache=args.cache, workers=workers,
@@ -170,7 +172,7 @@ def _load_data(args, workers: int) -> TrainingData:
         hint = " (a folder of images? pass it as --data)" if Path(name).exists() else ""
         raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}{hint}")
     return named_data(name, args.data_dir, val_split=args.val_split, augment=args.augment,
-                      image_size=args.image_size, channels=args.in_channels)
+                      image_size=args.image_size, channels=args.in_channels, normalization=normalization)
 
 
 def _binary_positive(data: TrainingData, positive: str | None) -> None:
@@ -219,7 +221,10 @@ def train_command(args) -> int:
         raise UsageError(f"--resume: no checkpoint to resume at {last}")
 
     config.manual_seed(args.seed)
-    data = _load_data(args, workers)
+    # Read (named weights: fetch) the weights before decoding any image: a wrong name or an
+    # offline download fails at once, and their normalization applies to the images.
+    weights = read_weights(args.weights, args.model) if args.weights else None
+    data = _load_data(args, workers, weights)
     K = len(data.classes)
     kind = ("binary" if K == 2 else "multiclass") if args.task == "auto" else args.task
     if kind == "binary" and K != 2:
@@ -234,16 +239,21 @@ def train_command(args) -> int:
         data.lines.append(f"--limit {args.limit}: training on the first {len(data.train):,} of the training images")
     C = data.spec.channels
     model_config = {"num_classes": task.outputs(K)}
+    named = find_weights(args.model, weights.weights_name) if weights is not None and weights.weights_name else None
+    if named is not None:  # the settings the weights were trained with (GoogLeNet: transform_input=True)
+        model_config.update(named.model_config)
     if C != entry.input_shape[0]:
         model_config["in_channels"] = C
     model = models.get_model(args.model, **model_config)
     _check_input(model, entry, data.spec.input_shape)
     transfer_line = None
     frozen_bn: list = []
-    if args.weights:
-        report = init_backbone(model, args.model, args.weights)
+    if weights is not None:
+        report = init_backbone(model, args.model, weights)
         frozen_bn, froze = freeze(model, args.model, args.freeze)
         transfer_line = f"weights: {report.describe()}; {froze}"
+        if pretrained_normalization(weights) is None:
+            transfer_line += f"; {weights.kind} without normalization: the images' own is used"
         if args.backbone_lr_scale != 1.0:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
     loader_rng = np.random.default_rng(args.seed + 1)
@@ -277,9 +287,10 @@ def train_command(args) -> int:
         "classes": list(data.classes), "task": task.to_dict(), "preprocessing": data.spec.to_dict(),
         "recipe": {"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr, "seed": args.seed},
     }
-    if args.weights:
-        extra["weights"] = {"source": str(args.weights), "freeze": args.freeze,
-                            "backbone_lr_scale": args.backbone_lr_scale}
+    if weights is not None:
+        extra["weights"] = {"source": str(args.weights), "kind": weights.kind, "name": weights.weights_name,
+                            "normalization": pretrained_normalization(weights) is not None,
+                            "freeze": args.freeze, "backbone_lr_scale": args.backbone_lr_scale}
     common = dict(model_name=args.model, model_config=model_config, extra=extra,
                   rng_states=lambda: capture_rng(generators))
     best = out / "best.safetensors"

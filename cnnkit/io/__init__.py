@@ -27,7 +27,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .pth import load_pth, read_pth
-from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
+from .weights import SourceWeights, WeightsReport, fetch_weights, load_weights, read_weights, resolve_weights
 
 __all__ = [
     "Checkpoint",
@@ -44,6 +44,8 @@ __all__ = [
     "load_pth",
     "load_weights",
     "resolve_weights",
+    "read_weights",
+    "SourceWeights",
     "fetch_weights",
     "WeightsReport",
 ]
