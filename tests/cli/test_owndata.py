@@ -343,3 +343,24 @@ def test_fine_tuning_from_a_torch_save_file_on_grayscale_images(tmp_path, capsys
     for key in ("bn1.running_var", "layer2.0.conv1.weight", "layer3.2.bn2.bias"):
         np.testing.assert_array_equal(state[key], source[key], err_msg=key)
     assert state["fc.weight"].shape == (3, 64)
+
+
+def test_a_named_dataset_takes_the_weights_normalization_and_evaluate_applies_it(tmp_path, capsys):
+    from cnnkit import models
+    from cnnkit.io.checkpoint import save
+
+    source = tmp_path / "src.safetensors"
+    save(models.lenet5(generator=np.random.default_rng(0)), source, model_name="lenet5",
+         model_config={"num_classes": 10}, extra={"mean": [0.5], "std": [0.25], "input_shape": [1, 28, 28]})
+    argv = ["train", "lenet5", "--weights", str(source), "--limit", "300", "--epochs", "1", "--val-split", "0",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"normalization: mean (0.5000), std (0.2500) (the weights' own, from {source})" in text
+    extra = load_checkpoint(tmp_path / "run" / "last.safetensors").meta["extra"]
+    assert (extra["mean"], extra["std"]) == ([0.5], [0.25])
+    test_loss = text.split("last: ")[1].split("test accuracy ")[1].split(")")[0]    # "9.80% (loss 2.2955"
+    assert main(["evaluate", str(tmp_path / "run" / "last.safetensors")]) == 0
+    report = capsys.readouterr().out
+    accuracy, loss = test_loss.split(" (loss ")
+    assert f"accuracy: {accuracy}  loss: {loss}" in report  # the same images as the run's test: same numbers
