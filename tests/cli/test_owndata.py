@@ -336,7 +336,7 @@ def test_fine_tuning_from_a_torch_save_file_on_grayscale_images(tmp_path, capsys
     text = capsys.readouterr().out
     assert (f"weights: 114 tensors from {tmp_path / 'resnet20.pth'} (pth, torchvision keys); new head (fc.bias, "
             "fc.weight); conv1.weight adapted from 3 to 1 input channels; froze the backbone") in text
-    assert "pth without normalization: the images' own is used" in text
+    assert "the weights carry no normalization: the images' own is used" in text
     state = load_checkpoint(tmp_path / "r" / "last.safetensors").model_state
     source = torch_state(tmodel)
     np.testing.assert_allclose(state["conv1.weight"], source["conv1.weight"].sum(1, keepdims=True), rtol=1e-6)
@@ -364,3 +364,12 @@ def test_a_named_dataset_takes_the_weights_normalization_and_evaluate_applies_it
     report = capsys.readouterr().out
     accuracy, loss = test_loss.split(" (loss ")
     assert f"accuracy: {accuracy}  loss: {loss}" in report  # the same images as the run's test: same numbers
+    # Resumed (the source file gone: the run's checkpoint holds the weights), the images are
+    # normalized as the run started.
+    source.unlink()
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "normalization: mean (0.5000), std (0.2500) (the weights' own, as the run started)" in text
+    assert f"weights: from {tmp_path / 'run' / 'last.safetensors'} (first from {source})" in text
+    extra = load_checkpoint(tmp_path / "run" / "last.safetensors").meta["extra"]
+    assert (extra["mean"], extra["std"], extra["weights"]["kind"]) == ([0.5], [0.25], "cnnkit checkpoint")
