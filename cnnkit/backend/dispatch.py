@@ -20,8 +20,8 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "relu_kernel_applies",
-    "DIRECT_CONV_MAX_MACS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "DIRECT_CONV_MAX_MACS", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE", "WINOGRAD_BLOCK_BYTES", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
 ]
 
@@ -43,20 +43,48 @@ def kernels_usable(xp, dtype) -> bool:
 DIRECT_CONV_MAX_MACS = 2**14
 
 
-def conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups: int) -> str:
-    """The convolution algorithm for these arguments: "direct" or "im2col".
+def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups: int) -> str:
+    """The convolution algorithm: "winograd4", "winograd2", "direct", "gemm" or "im2col".
 
-    "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
-    than 1x1 and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, on compiled kernels.
-    "im2col" (``Conv2dIm2colOp``): everything else; also the reference path.
+    x_shape is (C, H, W) of one image; pads (top, bottom, left, right).
+
+    - "winograd4" / "winograd2" (``Conv2dWinogradOp``, F(4x4, 3x3) / F(2x2, 3x3)):
+      3x3 kernels, stride 1, no dilation, one group, padding <= 2, at least
+      WINOGRAD_MIN_CHANNELS input and output channels; F(4x4) when the output is at
+      least WINOGRAD4_MIN_SIZE on both sides, else F(2x2).
+    - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
+      than 1x1 and F*C*KH*KW <= DIRECT_CONV_MAX_MACS.
+    - "gemm" (``Conv2dGemmOp``): everything else, on compiled kernels.
+    - "im2col" (``Conv2dIm2colOp``): the NumPy reference, when kernels are not usable.
     """
-    F, C, KH, KW = w_shape
-    if (
-        kernels_usable(xp, dtype) and groups == 1 and tuple(stride) == (1, 1)
-        and tuple(dilation) == (1, 1) and KH * KW > 1 and F * C * KH * KW <= DIRECT_CONV_MAX_MACS
-    ):
+    F, Cg, KH, KW = w_shape
+    if not kernels_usable(xp, dtype):
+        return "im2col"
+    if groups != 1 or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return "gemm"
+    C, H, W = x_shape[-3:]
+    OH, OW = H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1
+    if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
+        return "winograd4" if min(OH, OW) >= WINOGRAD4_MIN_SIZE else "winograd2"
+    if KH * KW > 1 and F * Cg * KH * KW <= DIRECT_CONV_MAX_MACS:
         return "direct"
-    return "im2col"
+    return "gemm"
+
+
+# Winograd wins where its GEMMs are big enough for BLAS (enough channels) ...
+WINOGRAD_MIN_CHANNELS = 32
+# ... and F(4x4, 3x3)'s 6x6 tiles do not waste most of a small map.
+WINOGRAD4_MIN_SIZE = 8
+
+
+# Winograd's transformed tiles (V, M) are built for blocks of images of at most this
+# many bytes each: scratch memory stays bounded (VGG-16's first layers at batch 4 would
+# take 115 MB each at once) and a block stays within what the allocator keeps mapped.
+WINOGRAD_BLOCK_BYTES = 32 * 2**20
+# A transform task covers one channel (or filter) of enough images that its vectors run
+# over at least this many tiles (short loops over one image's 2-14 tile columns cost more
+# in loop overhead than in arithmetic).
+WINOGRAD_TASK_TILES = 128
 
 
 # Flat rows (see kernels/conv_direct.py) of at most CONV_SHORT_ROW entries interleave
@@ -91,6 +119,18 @@ def max_pool2d_algorithm(xp, dtype) -> str:
     return "fused" if kernels_usable(xp, dtype) else "reference"
 
 
+# ---------------------------------------------------------------------------- batch norm
+def batch_norm_algorithm(xp, dtype, ndim: int) -> str:
+    """"fused" (``BatchNorm2dFusedOp``) for 4-D inputs when kernels are usable, else
+    "reference" (``BatchNormOp``, NumPy).
+
+    The fused kernels make one pass over memory per direction where NumPy makes seven
+    (forward) or eight (backward); measured on ResNet-18 and the CIFAR nets' layers they
+    were faster at every shape (docs/performance.md).
+    """
+    return "fused" if ndim == 4 and kernels_usable(xp, dtype) else "reference"
+
+
 # ----------------------------------------------------------------------------- elementwise
 # Elementwise ops go to the kernels from this many elements on; below it one NumPy call
 # is cheaper than the kernel's call overhead and the helper threads' wake-up.
@@ -109,3 +149,11 @@ def relu_kernel_applies(xp, x) -> bool:
 # its linear layers on one BLAS thread lifted cnnkit from 0.79x to 0.94x of PyTorch.
 # VGG's 25088 x 4096 classifier (hundreds of millions) keeps every thread.
 SMALL_PRODUCT_MACS = 2**25
+
+# Larger products are split over the pool's threads by blocks of this many result
+# columns or rows (a multiple of the BLAS kernels' panels), handed out four per thread.
+MATMUL_BLOCK = 256
+
+# im2col columns (Conv2dGemmOp) are built for blocks of images of at most this many bytes,
+# into a reused buffer, and rebuilt in backward instead of being kept.
+COLUMNS_BLOCK_BYTES = 32 * 2**20

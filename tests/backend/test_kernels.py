@@ -106,19 +106,20 @@ def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng):
             assert_rounding_close(g, g_ref, np.float64)
 
 
-def test_direct_conv2d_is_skipped_where_im2col_is_faster_or_needed():
-    big, small = (64, 64, 3, 3), (8, 64, 3, 3)
+def test_direct_conv2d_is_skipped_where_another_algorithm_is_faster_or_needed():
+    big, small = (64, 64, 5, 5), (8, 64, 3, 3)
     f32 = np.float32
 
-    def choice(w_shape, stride=(1, 1), dilation=(1, 1), groups=1, dtype=f32, xp=np):
-        return dispatch.conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups)
+    def choice(w_shape, stride=(1, 1), dilation=(1, 1), groups=1, dtype=f32, xp=np, pads=(1, 1, 1, 1)):
+        x_shape = (w_shape[1] * groups, 8, 8)
+        return dispatch.conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups)
 
-    assert choice(big) == "im2col"
+    assert choice(big) == "gemm"
     assert choice(small) == "direct"
-    assert choice(small, stride=(2, 2)) == "im2col"
-    assert choice(small, dilation=(2, 2)) == "im2col"
-    assert choice((8, 32, 3, 3), groups=2) == "im2col"
-    assert choice((8, 64, 1, 1)) == "im2col"
+    assert choice(small, stride=(2, 2)) == "gemm"
+    assert choice(small, dilation=(2, 2)) == "gemm"
+    assert choice((8, 32, 3, 3), groups=2) == "gemm"
+    assert choice((8, 64, 1, 1)) == "gemm"
     assert choice(small, dtype=np.float16) == "im2col"
     with config.kernels(False):
         assert choice(small) == "im2col"

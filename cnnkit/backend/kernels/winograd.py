@@ -1,0 +1,437 @@
+"""Winograd minimal filtering for 3x3 stride-1 convolutions: the tile transforms (numba).
+
+Winograd F(m x m, 3 x 3) computes an m x m block of outputs from an a x a input tile
+(a = m + 2) with a*a multiplications per (filter, channel) pair instead of 9*m*m:
+
+    Y = A^T [ (G g G^T) . (B^T d B) ] A        (. elementwise, Lavin & Gray 2016)
+
+summed over input channels. With U = G g G^T (a x a per filter and channel) and
+V = B^T d B (a x a per channel and tile), the sum over channels at each of the a*a
+positions (xi, nu) is a matrix product  M[xi,nu] (F, T) = U[xi,nu] (F, C) @ V[xi,nu] (C, T)
+over all T tiles: a*a batched GEMMs (``cores.matmul``). This module holds the transforms
+that are not products: the input transform (x -> V), the output transform (M -> y) and
+the transform of the output gradient (gy -> gM, the adjoint of the output transform).
+and the filter transforms (G g G^T and its adjoint, vectorized over channels).
+
+Two sizes: F(2x2, 3x3) (a = 4; 16 products for 36 direct ones: 2.25x fewer) with
+points (0, 1, -1, inf), and F(4x4, 3x3) (a = 6; 36 for 144: 4x fewer) with points
+(0, 1, -1, 2, -2, inf). Their float32 errors differ (F(4x4) grows the rounding error of
+the transforms' larger coefficients): tests/backend/test_winograd.py states both.
+
+Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*N + n)*TW + tw over
+images n, tile rows th and tile columns tw; planes of x and y as in ``kernels.as_planes``.
+
+Each transform task takes one channel (or filter) of a few images, a row of tiles at a
+time: first along the columns of the input rows (contiguous, vectorized over the row),
+then, after splitting the columns into the tiles' phases (column m*tw + k is phase k of
+tile tw), across the phases: vectorized over all the task's tiles at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import matmul, parallel_for
+from ..workspace import scratch
+from . import FASTMATH, as_planes, njit
+
+__all__ = [
+    "conv2d_winograd", "conv2d_winograd_grads", "winograd_filters", "winograd_filter_grads",
+    "winograd_input", "winograd_output", "winograd_output_grad", "TILE",
+]
+
+# TILE[m] = a, the input tile size of F(m x m, 3 x 3).
+TILE = {2: 4, 4: 6}
+
+# The transform matrices (Lavin & Gray 2016; points 0, 1, -1, [2, -2,] inf).
+_G = {
+    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: np.array([
+        [1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1],
+    ]),
+}
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _combine(out, coef, src, L):
+    """out[:L] = sum_k coef[k] * src[k, :L] (zero coefficients skipped): vectorized over L."""
+    out[:L] = 0
+    for k in range(coef.shape[0]):
+        c = coef[k]
+        if c != 0:
+            s = src[k]
+            for i in range(L):
+                out[i] += c * s[i]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_filter(f0, f1, wt, G, U):
+    """U[xi*a + nu, f, :] = (G w[f] G^T)[xi, nu] for the filters f0..f1-1, over all channels.
+
+    wt: the filters as (F, 3, 3, C) (channel last, so each step is a vector over C).
+    """
+    C = wt.shape[3]
+    a = G.shape[0]
+    t = np.empty((a, 3, C), U.dtype)
+    for f in range(f0, f1):
+        for kw in range(3):
+            col = np.empty((3, C), U.dtype)
+            for kh in range(3):
+                col[kh] = wt[f, kh, kw]
+            for xi in range(a):
+                _combine(t[xi, kw], G[xi], col, C)
+        for xi in range(a):
+            for nu in range(a):
+                _combine(U[xi * a + nu, f], G[nu], t[xi], C)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_filter_grad(f0, f1, gU, G, gwt):
+    """gw[f] = G^T gU[:, f] G for the filters f0..f1-1 (the adjoint), written as (F, 3, 3, C)."""
+    C = gwt.shape[3]
+    a = G.shape[0]
+    Gt = np.ascontiguousarray(G.T)                                    # (3, a)
+    t = np.empty((3, a, C), gwt.dtype)                                # t[kw, xi] = sum_nu G[nu, kw] gU[xi, nu]
+    rows = np.empty((a, C), gwt.dtype)
+    for f in range(f0, f1):
+        for xi in range(a):
+            for nu in range(a):
+                rows[nu] = gU[xi * a + nu, f]
+            for kw in range(3):
+                _combine(t[kw, xi], Gt[kw], rows, C)
+        for kh in range(3):
+            for kw in range(3):
+                _combine(gwt[f, kh, kw], Gt[kh], t[kw], C)
+
+
+# The 1-D transforms as formulas, so each output is computed in registers in one pass
+# (B^T for the input, A^T for the output, A for the output gradient; a = 4 or 6).
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _bt4(d0, d1, d2, d3):
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _bt6(d0, d1, d2, d3, d4, d5):
+    return (4 * d0 - 5 * d2 + d4, d4 + d3 - 4 * (d1 + d2), d4 - d3 + 4 * (d1 - d2),
+            d4 - d2 + 2 * (d3 - d1), d4 - d2 - 2 * (d3 - d1), 4 * d1 - 5 * d3 + d5)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _at4(m0, m1, m2, m3):
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _at6(m0, m1, m2, m3, m4, m5):
+    p1, p2, p3, p4 = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + p1 + p3, p2 + 2 * p4, p1 + 4 * p3, p2 + 8 * p4 + m5
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _a4(g0, g1):
+    return g0, g0 + g1, g0 - g1, -g1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _a6(g0, g1, g2, g3):
+    e, o, e4, o2 = g0 + g2, g1 + g3, g0 + 4 * g2, 2 * g1 + 8 * g3
+    return g0, e + o, e - o, e4 + o2, e4 - o2, g3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _load_phases(src, H, W, h, shift, m, TW, phases, out, i, at, buf):
+    """out[k, i, at + tw] = src[h, m*tw + k - shift] (0 outside src) for the phases k.
+
+    buf: scratch of at least m*TW + phases entries, zero outside [shift, shift + W).
+    """
+    if h < 0 or h >= H:
+        for k in range(phases):
+            out[k, i, at : at + TW] = 0
+        return
+    row = src[h]
+    n = min(W, buf.shape[0] - shift)
+    for w in range(n):                                                # a contiguous copy
+        buf[shift + w] = row[w]
+    for k in range(phases):
+        o = out[k, i, at : at + TW]
+        for tw in range(TW):
+            o[tw] = buf[m * tw + k]
+
+
+# NOTE on the loops below: each reads from one array and writes to one array, indexing
+# whole C-contiguous buffers with fixed leading indices. Passing six separate row
+# slices instead made LLVM give up vectorizing (too many runtime alias checks): 3x slower.
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_input(q0, q1, x, sn, sc, C, nimg, n0, nb, pt, pl, TH, TW, m, V):
+    """V[:, c, t] = B^T d B for the tiles of tasks q0..q1-1 (task q: channel q % C, images
+    n0 + (q // C)*nb ... of a block of nimg images).
+
+    Per tile row: each input row is split into the tiles' column phases (phase k of
+    tile tw is column m*tw + k, zero outside the plane), then B^T runs down the rows
+    (per phase) and across the phases, each as one pass over all the task's tiles.
+
+    Args:
+        x: input planes (P, H, W); plane (n, c) is x[n*sn + c*sc].
+        V: (a*a, C, T), T = nimg*TH*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
+    """
+    H, W = x.shape[1], x.shape[2]
+    a = m + 2
+    R = nb * TW
+    P = np.empty((a, a, R), x.dtype)                                  # P[k, i]: input row i, phase k
+    Q = np.empty((a, a, R), x.dtype)                                  # Q[xi, k]: (B^T d)[xi], phase k
+    buf = np.zeros(m * TW + a, x.dtype)                               # a padded input row
+    for q in range(q0, q1):
+        c, j0 = q % C, (q // C) * nb
+        k = min(nb, nimg - j0)
+        L = k * TW
+        for th in range(TH):
+            for jj in range(k):
+                src = x[(n0 + j0 + jj) * sn + c * sc]
+                for i in range(a):
+                    _load_phases(src, H, W, th * m - pt + i, pl, m, TW, a, P, i, jj * TW, buf)
+            base = (th * nimg + j0) * TW
+            if m == 2:
+                for kk in range(a):                                   # down the rows, per phase
+                    for t in range(L):
+                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _bt4(
+                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
+                for xi in range(a):                                   # across the phases
+                    o = xi * a
+                    for t in range(L):
+                        V[o, c, base + t], V[o + 1, c, base + t], V[o + 2, c, base + t], V[o + 3, c, base + t] = _bt4(
+                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
+            else:
+                for kk in range(a):
+                    for t in range(L):
+                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _bt6(
+                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t], P[kk, 4, t], P[kk, 5, t])
+                for xi in range(a):
+                    o = xi * a
+                    for t in range(L):
+                        v0, v1, v2, v3, v4, v5 = _bt6(
+                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t], Q[xi, 4, t], Q[xi, 5, t])
+                        V[o, c, base + t], V[o + 1, c, base + t], V[o + 2, c, base + t] = v0, v1, v2
+                        V[o + 3, c, base + t], V[o + 4, c, base + t], V[o + 5, c, base + t] = v3, v4, v5
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_output(q0, q1, M, F, nimg, n0, nb, TH, TW, m, b, y):
+    """y[f, n] = A^T M A + b[f] for tasks q0..q1-1 (task q: filter q % F, images
+    n0 + (q // F)*nb ...), cropped to y's size.
+
+    Args:
+        M: (a*a, F, T) in the tile order of ``winograd_input``.
+        b: bias (F,).
+        y: (F, N, OH, OW), written in full for the filters and images given.
+    """
+    OH, OW = y.shape[2], y.shape[3]
+    a = m + 2
+    R = nb * TW
+    S = np.empty((a, m, R), y.dtype)                                  # S[xi, i2] = (M A)[xi, i2]
+    Y = np.empty((m, m, R), y.dtype)                                  # Y[i1, i2] = (A^T M A)[i1, i2]
+    for q in range(q0, q1):
+        f, j0 = q % F, (q // F) * nb
+        k = min(nb, nimg - j0)
+        L = k * TW
+        bias = b[f]
+        for th in range(TH):
+            base = (th * nimg + j0) * TW
+            if m == 2:
+                for xi in range(a):                                   # across the phases
+                    o = xi * a
+                    for t in range(L):
+                        S[xi, 0, t], S[xi, 1, t] = _at4(
+                            M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t], M[o + 3, f, base + t])
+                for i2 in range(m):                                   # down the rows
+                    for t in range(L):
+                        r0, r1 = _at4(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t])
+                        Y[0, i2, t], Y[1, i2, t] = r0 + bias, r1 + bias
+            else:
+                for xi in range(a):
+                    o = xi * a
+                    for t in range(L):
+                        S[xi, 0, t], S[xi, 1, t], S[xi, 2, t], S[xi, 3, t] = _at6(
+                            M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t],
+                            M[o + 3, f, base + t], M[o + 4, f, base + t], M[o + 5, f, base + t])
+                for i2 in range(m):
+                    for t in range(L):
+                        r0, r1, r2, r3 = _at6(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t], S[4, i2, t],
+                                              S[5, i2, t])
+                        Y[0, i2, t], Y[1, i2, t], Y[2, i2, t], Y[3, i2, t] = r0 + bias, r1 + bias, r2 + bias, r3 + bias
+            rows = min(m, OH - th * m)
+            for jj in range(k):
+                for i1 in range(rows):
+                    dst = y[f, n0 + j0 + jj, th * m + i1]
+                    for i2 in range(m):
+                        src = Y[i1, i2, jj * TW : (jj + 1) * TW]
+                        for tw in range(min(TW, (OW - i2 + m - 1) // m)):
+                            dst[m * tw + i2] = src[tw]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_output_grad(q0, q1, gy, gsn, gsf, F, nimg, n0, nb, TH, TW, m, gM):
+    """gM[:, f, t] = A gy_tile A^T for tasks q0..q1-1 (task q: filter q % F, images
+    n0 + (q // F)*nb ...): the adjoint of ``winograd_output``; gy past its size reads as 0.
+
+    Args:
+        gy: output-gradient planes (P, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
+        gM: (a*a, F, T) in the tile order of ``winograd_input``.
+    """
+    OH, OW = gy.shape[1], gy.shape[2]
+    a = m + 2
+    R = nb * TW
+    P = np.empty((m, m, R), gy.dtype)                                 # P[k, i]: gy row i, phase k
+    Q = np.empty((a, m, R), gy.dtype)                                 # Q[xi, k]: (A g)[xi], phase k
+    buf = np.zeros(m * TW + m, gy.dtype)                              # a gy row, zero past OW
+    for q in range(q0, q1):
+        f, j0 = q % F, (q // F) * nb
+        k = min(nb, nimg - j0)
+        L = k * TW
+        for th in range(TH):
+            for jj in range(k):
+                src = gy[(n0 + j0 + jj) * gsn + f * gsf]
+                for i in range(m):
+                    _load_phases(src, OH, OW, th * m + i, 0, m, TW, m, P, i, jj * TW, buf)
+            base = (th * nimg + j0) * TW
+            if m == 2:
+                for kk in range(m):                                   # down the rows, per phase
+                    for t in range(L):
+                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _a4(P[kk, 0, t], P[kk, 1, t])
+                for xi in range(a):                                   # across the phases
+                    o = xi * a
+                    for t in range(L):
+                        gM[o, f, base + t], gM[o + 1, f, base + t], gM[o + 2, f, base + t], gM[o + 3, f, base + t] = _a4(
+                            Q[xi, 0, t], Q[xi, 1, t])
+            else:
+                for kk in range(m):
+                    for t in range(L):
+                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _a6(
+                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
+                for xi in range(a):
+                    o = xi * a
+                    for t in range(L):
+                        g0, g1, g2, g3, g4, g5 = _a6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
+                        gM[o, f, base + t], gM[o + 1, f, base + t], gM[o + 2, f, base + t] = g0, g1, g2
+                        gM[o + 3, f, base + t], gM[o + 4, f, base + t], gM[o + 5, f, base + t] = g3, g4, g5
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by Conv2dWinogradOp: blocks, scratch buffers, threads. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _geometry(OH: int, OW: int, m: int):
+    return -(-OH // m), -(-OW // m)                                  # tile rows TH, columns TW
+
+
+def _block(N: int, per_image_bytes: int, block_bytes: int | None) -> int:
+    """Images per block: a block's transformed tiles fit block_bytes (default dispatch.WINOGRAD_BLOCK_BYTES)."""
+    limit = dispatch.WINOGRAD_BLOCK_BYTES if block_bytes is None else block_bytes
+    return max(1, min(N, limit // max(1, per_image_bytes)))
+
+
+def _tasks(planes: int, nimg: int, TW: int, plane_elements: int):
+    """(images per task, tasks, grain): tasks of one plane index over a few images, so the
+    transforms' vectors (images * TW tiles) are long; enough elements per thread."""
+    nb = max(1, min(nimg, -(-dispatch.WINOGRAD_TASK_TILES // TW)))
+    tasks = planes * -(-nimg // nb)
+    grain = max(1, dispatch.PARALLEL_MIN_ELEMENTS // 4 // max(1, nb * plane_elements))
+    return nb, tasks, grain
+
+
+def winograd_filters(w, m: int):
+    """U (a*a, F, C) = G w G^T for every filter and channel; w (F, C, 3, 3)."""
+    F, C = w.shape[:2]
+    G = _G[m].astype(w.dtype)
+    U = np.empty((G.shape[0] ** 2, F, C), w.dtype)
+    wt = np.ascontiguousarray(w.transpose(0, 2, 3, 1))                # (F, 3, 3, C)
+    parallel_for(winograd_filter, F, wt, G, U, grain=max(1, 2**14 // max(1, C)))
+    return U
+
+
+def winograd_filter_grads(gu, m: int):
+    """gw (F, C, 3, 3) = G^T gU G: the adjoint of ``winograd_filters``; gu (a*a, F, C)."""
+    F, C = gu.shape[1:]
+    G = _G[m].astype(gu.dtype)
+    gwt = np.empty((F, 3, 3, C), gu.dtype)
+    parallel_for(winograd_filter_grad, F, gu, G, gwt, grain=max(1, 2**14 // max(1, C)))
+    return gwt.transpose(0, 3, 1, 2)                                  # (F, C, 3, 3) view
+
+
+def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_elements):
+    nb, tasks, grain = _tasks(C, nimg, TW, plane_elements)
+    parallel_for(winograd_input, tasks, planes, sn, sc, C, nimg, n0, nb, pt, pl, TH, TW, m, V, grain=grain)
+
+
+def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
+    """y (F, N, OH, OW) = the convolution whose transformed filters are U (a*a, F, C)."""
+    N, C, H, W = x.shape
+    F, a = U.shape[1], m + 2
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    TH, TW = _geometry(OH, OW, m)
+    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    for n0 in range(0, N, nbk):
+        k = min(nbk, N - n0)
+        V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
+        _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
+        M = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)   # (a*a, F, T)
+        matmul(U, V, out=M)
+        nb, tasks, grain = _tasks(F, k, TW, OH * OW)
+        parallel_for(winograd_output, tasks, M, F, k, n0, nb, TH, TW, m, bias, y, grain=grain)
+    return y
+
+
+def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None):
+    """y (F, N, OH, OW) channel-major memory of the 3x3 stride-1 convolution of x (N, C, H, W).
+
+    block_bytes: the size of a block's transformed tiles (default: dispatch's).
+    """
+    H, W = x.shape[2:]
+    pt, pb, pl, pr = pads
+    U = winograd_filters(w, m)                                        # (a*a, F, C)
+    return _forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
+
+
+def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, block_bytes: int | None = None):
+    """(gx, gw) of ``conv2d_winograd``; gx an (N, C, H, W) view of CNHW memory, or None.
+
+    gx is the convolution of gy (padded by 2 - p on each side) with the flipped filters,
+    w[f, c, 2 - kh, 2 - kw] as filter c of channel f, computed by the same forward path.
+    gw is the adjoint of the forward: gU[xi,nu] = sum over tiles gM[xi,nu] @ V[xi,nu]^T,
+    with gM = A gy_tile A^T, then gw = G^T gU G.
+    """
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    pt, pb, pl, pr = pads
+    OH, OW = gy.shape[2:]
+    gx = gw = None
+    if need_x:
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, 3, 3)
+        gxc = _forward(gy, winograd_filters(flipped, m), None, 2 - pt, 2 - pl, H, W, m, block_bytes)
+        gx = gxc.transpose(1, 0, 2, 3)                                # (N, C, H, W) view
+    if need_w:
+        a = m + 2
+        planes, sn, sc = as_planes(x)                                 # (P, H, W)
+        gplanes, gsn, gsf = as_planes(gy)                             # (P, OH, OW)
+        TH, TW = _geometry(OH, OW, m)
+        gu = np.zeros((a * a, F, C), gy.dtype)                        # (a*a, F, C)
+        nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+        for n0 in range(0, N, nbk):
+            k = min(nbk, N - n0)
+            V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)
+            _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
+            gM = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)
+            nb, tasks, grain = _tasks(F, k, TW, OH * OW)
+            parallel_for(winograd_output_grad, tasks, gplanes, gsn, gsf, F, k, n0, nb, TH, TW, m, gM, grain=grain)
+            part = scratch("winograd.gU", (a * a, F, C), x.dtype)
+            matmul(gM, V.transpose(0, 2, 1), out=part)                # (a*a, F, C)
+            gu += part
+        gw = winograd_filter_grads(gu, m)                             # (F, C, 3, 3)
+    return gx, gw
