@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-import cnnkit
-import cnnkit.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
+
+import cnnkit  # noqa: E402
+import cnnkit.functional as F  # noqa: E402
 from cnnkit.backend import kernels
-from cnnkit.data import load_mnist
+from cnnkit.data import load_mnist  # noqa: E402
 
 MEAN, STD = 0.1307, 0.3081
 

@@ -437,7 +437,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
     xp = get_array_module(x.data)
     algorithm = "im2col"  # its checks report a wrong input rank
     if x.ndim == 4:
-        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape[1:], weight.shape, stride, pads, dilation, groups)
+        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape, weight.shape, stride, pads, dilation, groups)
     y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y
 

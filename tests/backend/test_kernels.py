@@ -137,7 +137,10 @@ POOL_CASES = [
     (28, 28, 2, None, 0, 1, False),            # LeNet-5: the 2x2 fast path
     (7, 9, 2, 2, 0, 1, False),                 # 2x2 with an odd last row and column
     (7, 9, 2, 2, 0, 1, True),                  # ceil_mode: overhanging windows
-    (9, 8, 3, 2, 1, 1, False),                 # ResNet's stem pooling
+    (9, 8, 3, 2, 1, 1, False),                 # ResNet's stem pooling: the 3x3/2 kernel
+    (10, 7, 3, 2, 1, 1, True),                 # 3x3/2 with ceil_mode's overhang
+    (8, 9, 3, 2, 0, 1, True),                  # 3x3/2 without padding
+    (3, 4, 3, 2, 1, 1, False),                 # 3x3/2 on a map smaller than two windows
     (8, 10, (3, 2), (1, 2), (1, 1), 1, False), # overlapping windows, rectangular
     (11, 11, 3, 2, 1, 2, True),                # dilation and ceil_mode
     (5, 5, 5, 1, 2, 1, False),                 # windows mostly padding

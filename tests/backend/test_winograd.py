@@ -136,21 +136,24 @@ def test_winograd_reads_channel_major_inputs_and_gradients(rng):
         assert rel_err(got, ex) < BUDGET[4]
 
 
-def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_to_winograd(rng):
-    C = dispatch.WINOGRAD_MIN_CHANNELS
+def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_winograd(rng):
+    C = 64                                                       # above the direct kernel's sizes
 
-    def choice(hw, stride=(1, 1), pads=(1, 1, 1, 1), channels=C):
+    def choice(n, hw, stride=(1, 1), pads=(1, 1, 1, 1), channels=C):
         w_shape = (channels, channels, 3, 3)
-        return dispatch.conv2d_algorithm(np, np.float32, (channels, hw, hw), w_shape, stride, pads, (1, 1), 1)
+        return dispatch.conv2d_algorithm(np, np.float32, (n, channels, hw, hw), w_shape, stride, pads, (1, 1), 1)
 
-    assert choice(16) == "winograd4"
-    assert choice(4) == "winograd2"                              # smaller than WINOGRAD4_MIN_SIZE
-    assert choice(16, stride=(2, 2)) == "gemm"
-    assert choice(16, pads=(3, 3, 3, 3)) != "winograd4"
-    assert choice(16, channels=C // 2) != "winograd4"
+    assert choice(8, 32) == "winograd4"                          # 8 * 8 * 8 = 512 tiles of 4x4
+    assert choice(8, 12) == "winograd2"                          # 72 tiles of 4x4, 288 of 2x2
+    assert choice(1, 10) == "gemm"                               # too few tiles either way
+    assert choice(8, 8) == "direct"                              # small maps: the direct kernel
+    assert choice(8, 32, stride=(2, 2)) == "gemm"
+    assert choice(8, 32, pads=(3, 3, 3, 3)) == "gemm"
+    assert choice(8, 32, channels=16) == "direct"
+    assert choice(8, 32, channels=512) == "winograd2"            # 512x512 filter banks: F(2x2)
     with config.kernels(False):
-        assert choice(16) == "im2col"
-    x = Tensor(rng.standard_normal((1, C, 16, 16)).astype(np.float32), requires_grad=True)
+        assert choice(8, 32) == "im2col"
+    x = Tensor(rng.standard_normal((8, C, 32, 32)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((C, C, 3, 3)).astype(np.float32))
     assert type(F.conv2d(x, w, padding=1).creator) is Conv2dWinogradOp
 

@@ -29,8 +29,13 @@ __all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "col2im_rows"]
 
 @njit(cache=True, nogil=True)
 def im2col_rows(c0, c1, x, sn, sc, n0, k, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, cols):
-    """Rows of channels c0..c1-1 of the column matrix of images n0..n0+k-1 (zero padding)."""
+    """Rows of channels c0..c1-1 of the column matrix of images n0..n0+k-1 (zero padding).
+
+    Written with flat indices (no slices in the inner loops: numba's slice objects cost
+    more than copying a short row).
+    """
     H, W = x.shape[1], x.shape[2]
+    zero = np.zeros(1, cols.dtype)[0]
     for c in range(c0, c1):
         for kh in range(KH):
             for kw in range(KW):
@@ -43,20 +48,22 @@ def im2col_rows(c0, c1, x, sn, sc, n0, k, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW
                 for j in range(k):
                     src = x[(n0 + j) * sn + c * sc]
                     for oh in range(OH):
-                        d = dst[(j * OH + oh) * OW : (j * OH + oh + 1) * OW]
+                        d0 = (j * OH + oh) * OW
                         h = oh * SH + kh * DH - pt
                         if h < 0 or h >= H:
-                            d[:] = 0
+                            for ow in range(OW):
+                                dst[d0 + ow] = zero
                             continue
-                        row = src[h]
-                        d[:lo] = 0
+                        for ow in range(lo):
+                            dst[d0 + ow] = zero
                         if SW == 1:
                             for ow in range(lo, hi):
-                                d[ow] = row[ow + off]
+                                dst[d0 + ow] = src[h, ow + off]
                         else:
                             for ow in range(lo, hi):
-                                d[ow] = row[ow * SW + off]
-                        d[hi:] = 0
+                                dst[d0 + ow] = src[h, ow * SW + off]
+                        for ow in range(hi, OW):
+                            dst[d0 + ow] = zero
 
 
 @njit(cache=True, nogil=True)
@@ -80,14 +87,13 @@ def col2im_rows(c0, c1, gcols, n0, k, C, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW,
                         h = oh * SH + kh * DH - pt
                         if h < 0 or h >= H:
                             continue
-                        row = dst[h]
-                        s = src[(j * OH + oh) * OW : (j * OH + oh + 1) * OW]
+                        s0 = (j * OH + oh) * OW
                         if SW == 1:
                             for ow in range(lo, hi):
-                                row[ow + off] += s[ow]
+                                dst[h, ow + off] += src[s0 + ow]
                         else:
                             for ow in range(lo, hi):
-                                row[ow * SW + off] += s[ow]
+                                dst[h, ow * SW + off] += src[s0 + ow]
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ points (0, 1, -1, inf), and F(4x4, 3x3) (a = 6; 36 for 144: 4x fewer) with point
 (0, 1, -1, 2, -2, inf). Their float32 errors differ (F(4x4) grows the rounding error of
 the transforms' larger coefficients): tests/backend/test_winograd.py states both.
 
-Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*N + n)*TW + tw over
-images n, tile rows th and tile columns tw; planes of x and y as in ``kernels.as_planes``.
+Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*TW + tw)*N + n over
+images n, tile rows th and tile columns tw (images innermost, so a row of tiles of all
+images is one contiguous run); planes of x and y as in ``kernels.as_planes``.
 
-Each transform task takes one channel (or filter) of a few images, a row of tiles at a
-time: first along the columns of the input rows (contiguous, vectorized over the row),
-then, after splitting the columns into the tiles' phases (column m*tw + k is phase k of
-tile tw), across the phases: vectorized over all the task's tiles at once.
+Each transform takes one channel (or filter) at a time, a row of tiles of all images at
+once: the input rows are split into the tiles' column phases (column m*s + k is phase
+k), then each 1-D transform is one vector loop over the (tile, image) pairs of the row.
 """
 
 from __future__ import annotations
@@ -142,87 +142,83 @@ def _a6(g0, g1, g2, g3):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _load_phases(src, H, W, h, shift, m, TW, phases, out, i, at, buf):
-    """out[k, i, at + tw] = src[h, m*tw + k - shift] (0 outside src) for the phases k.
+def _load_phases(src, H, W, h, shift, m, S, out, i, j, nimg, buf):
+    """out[k, i, s*nimg + j] = src[h, m*s + k - shift] (0 outside src) for k < m, s < S.
 
-    buf: scratch of at least m*TW + phases entries, zero outside [shift, shift + W).
+    The row is copied once into buf (m*S entries, zero outside [shift, shift + W)),
+    then split into its m column phases (image j's entries, strided by nimg).
     """
     if h < 0 or h >= H:
-        for k in range(phases):
-            out[k, i, at : at + TW] = 0
+        for k in range(m):
+            for s in range(S):
+                out[k, i, s * nimg + j] = 0
         return
     row = src[h]
-    n = min(W, buf.shape[0] - shift)
-    for w in range(n):                                                # a contiguous copy
+    n = min(W, m * S - shift)
+    for w in range(n):
         buf[shift + w] = row[w]
-    for k in range(phases):
-        o = out[k, i, at : at + TW]
-        for tw in range(TW):
-            o[tw] = buf[m * tw + k]
-
-
-# NOTE on the loops below: each reads from one array and writes to one array, indexing
-# whole C-contiguous buffers with fixed leading indices. Passing six separate row
-# slices instead made LLVM give up vectorizing (too many runtime alias checks): 3x slower.
+    for s in range(S):
+        for k in range(m):
+            out[k, i, s * nimg + j] = buf[m * s + k]
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def winograd_input(q0, q1, x, sn, sc, C, nimg, n0, nb, pt, pl, TH, TW, m, V):
-    """V[:, c, t] = B^T d B for the tiles of tasks q0..q1-1 (task q: channel q % C, images
-    n0 + (q // C)*nb ... of a block of nimg images).
+def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
+    """V[:, c, t] = B^T d B for every tile of channels c0..c1-1 of images n0..n0+nimg-1.
 
-    Per tile row: each input row is split into the tiles' column phases (phase k of
-    tile tw is column m*tw + k, zero outside the plane), then B^T runs down the rows
-    (per phase) and across the phases, each as one pass over all the task's tiles.
+    Per tile row: each image's input rows are split into m column phases (phase k holds
+    columns m*s + k; tile tw reads phases 0..m-1 at s = tw and phases 0 and 1 at
+    s = tw + 1 for its last two columns), with the images innermost; then B^T runs down
+    the rows and across each tile's columns, each pass one vector loop over the
+    (tile, image) pairs of the row.
 
     Args:
         x: input planes (P, H, W); plane (n, c) is x[n*sn + c*sc].
-        V: (a*a, C, T), T = nimg*TH*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
+        V: (a*a, C, T), T = TH*TW*nimg, tile t = (th*TW + tw)*nimg + j for image n0 + j.
     """
     H, W = x.shape[1], x.shape[2]
     a = m + 2
-    R = nb * TW
-    P = np.empty((a, a, R), x.dtype)                                  # P[k, i]: input row i, phase k
-    Q = np.empty((a, a, R), x.dtype)                                  # Q[xi, k]: (B^T d)[xi], phase k
-    buf = np.zeros(m * TW + a, x.dtype)                               # a padded input row
-    for q in range(q0, q1):
-        c, j0 = q % C, (q // C) * nb
-        k = min(nb, nimg - j0)
-        L = k * TW
+    S = TW + 1                                                        # phase entries per image row
+    L = S * nimg
+    TL = TW * nimg
+    P = np.empty((m, a, L), x.dtype)                                  # P[k, i, s*nimg + j]: row i, phase k
+    Q = np.empty((a, m, L), x.dtype)                                  # Q[xi, k]: (B^T d)[xi], phase k
+    buf = np.zeros(m * S, x.dtype)                                    # one zero-padded input row
+    for c in range(c0, c1):
         for th in range(TH):
-            for jj in range(k):
-                src = x[(n0 + j0 + jj) * sn + c * sc]
+            for j in range(nimg):
+                src = x[(n0 + j) * sn + c * sc]
                 for i in range(a):
-                    _load_phases(src, H, W, th * m - pt + i, pl, m, TW, a, P, i, jj * TW, buf)
-            base = (th * nimg + j0) * TW
+                    _load_phases(src, H, W, th * m - pt + i, pl, m, S, P, i, j, nimg, buf)
+            base = th * TL
             if m == 2:
-                for kk in range(a):                                   # down the rows, per phase
+                for kk in range(m):                                   # down the rows, per phase
                     for t in range(L):
                         Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _bt4(
                             P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
-                for xi in range(a):                                   # across the phases
+                for xi in range(a):                                   # across each tile's columns
                     o = xi * a
-                    for t in range(L):
-                        V[o, c, base + t], V[o + 1, c, base + t], V[o + 2, c, base + t], V[o + 3, c, base + t] = _bt4(
-                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
+                    for t in range(TL):
+                        v0, v1, v2, v3 = _bt4(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 0, t + nimg], Q[xi, 1, t + nimg])
+                        V[o, c, base + t], V[o + 1, c, base + t] = v0, v1
+                        V[o + 2, c, base + t], V[o + 3, c, base + t] = v2, v3
             else:
-                for kk in range(a):
+                for kk in range(m):
                     for t in range(L):
                         Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _bt6(
                             P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t], P[kk, 4, t], P[kk, 5, t])
                 for xi in range(a):
                     o = xi * a
-                    for t in range(L):
-                        v0, v1, v2, v3, v4, v5 = _bt6(
-                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t], Q[xi, 4, t], Q[xi, 5, t])
+                    for t in range(TL):
+                        v0, v1, v2, v3, v4, v5 = _bt6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t],
+                                                      Q[xi, 0, t + nimg], Q[xi, 1, t + nimg])
                         V[o, c, base + t], V[o + 1, c, base + t], V[o + 2, c, base + t] = v0, v1, v2
                         V[o + 3, c, base + t], V[o + 4, c, base + t], V[o + 5, c, base + t] = v3, v4, v5
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def winograd_output(q0, q1, M, F, nimg, n0, nb, TH, TW, m, b, y):
-    """y[f, n] = A^T M A + b[f] for tasks q0..q1-1 (task q: filter q % F, images
-    n0 + (q // F)*nb ...), cropped to y's size.
+def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
+    """y[f, n0 + j] = A^T M A + b[f] for filters f0..f1-1, cropped to y's size.
 
     Args:
         M: (a*a, F, T) in the tile order of ``winograd_input``.
@@ -231,52 +227,51 @@ def winograd_output(q0, q1, M, F, nimg, n0, nb, TH, TW, m, b, y):
     """
     OH, OW = y.shape[2], y.shape[3]
     a = m + 2
-    R = nb * TW
-    S = np.empty((a, m, R), y.dtype)                                  # S[xi, i2] = (M A)[xi, i2]
-    Y = np.empty((m, m, R), y.dtype)                                  # Y[i1, i2] = (A^T M A)[i1, i2]
-    for q in range(q0, q1):
-        f, j0 = q % F, (q // F) * nb
-        k = min(nb, nimg - j0)
-        L = k * TW
+    TL = TW * nimg
+    S = np.empty((a, m, TL), y.dtype)                                 # S[xi, i2] = (M A)[xi, i2]
+    Y = np.empty((m, m, TL), y.dtype)                                 # Y[i1, i2] = (A^T M A)[i1, i2]
+    out = np.empty(m * TW, y.dtype)                                   # one output row
+    for f in range(f0, f1):
         bias = b[f]
         for th in range(TH):
-            base = (th * nimg + j0) * TW
+            base = th * TL
             if m == 2:
-                for xi in range(a):                                   # across the phases
+                for xi in range(a):                                   # across the tile columns
                     o = xi * a
-                    for t in range(L):
+                    for t in range(TL):
                         S[xi, 0, t], S[xi, 1, t] = _at4(
                             M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t], M[o + 3, f, base + t])
                 for i2 in range(m):                                   # down the rows
-                    for t in range(L):
+                    for t in range(TL):
                         r0, r1 = _at4(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t])
                         Y[0, i2, t], Y[1, i2, t] = r0 + bias, r1 + bias
             else:
                 for xi in range(a):
                     o = xi * a
-                    for t in range(L):
+                    for t in range(TL):
                         S[xi, 0, t], S[xi, 1, t], S[xi, 2, t], S[xi, 3, t] = _at6(
                             M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t],
                             M[o + 3, f, base + t], M[o + 4, f, base + t], M[o + 5, f, base + t])
                 for i2 in range(m):
-                    for t in range(L):
+                    for t in range(TL):
                         r0, r1, r2, r3 = _at6(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t], S[4, i2, t],
                                               S[5, i2, t])
                         Y[0, i2, t], Y[1, i2, t], Y[2, i2, t], Y[3, i2, t] = r0 + bias, r1 + bias, r2 + bias, r3 + bias
             rows = min(m, OH - th * m)
-            for jj in range(k):
+            for j in range(nimg):
                 for i1 in range(rows):
-                    dst = y[f, n0 + j0 + jj, th * m + i1]
-                    for i2 in range(m):
-                        src = Y[i1, i2, jj * TW : (jj + 1) * TW]
-                        for tw in range(min(TW, (OW - i2 + m - 1) // m)):
-                            dst[m * tw + i2] = src[tw]
+                    for tw in range(TW):
+                        for i2 in range(m):
+                            out[m * tw + i2] = Y[i1, i2, tw * nimg + j]
+                    dst = y[f, n0 + j, th * m + i1]
+                    for w in range(OW):
+                        dst[w] = out[w]
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def winograd_output_grad(q0, q1, gy, gsn, gsf, F, nimg, n0, nb, TH, TW, m, gM):
-    """gM[:, f, t] = A gy_tile A^T for tasks q0..q1-1 (task q: filter q % F, images
-    n0 + (q // F)*nb ...): the adjoint of ``winograd_output``; gy past its size reads as 0.
+def winograd_output_grad(f0, f1, gy, gsn, gsf, nimg, n0, TH, TW, m, gM):
+    """gM[:, f, t] = A gy_tile A^T for filters f0..f1-1 of images n0..n0+nimg-1: the adjoint
+    of ``winograd_output``; gy past its size reads as 0.
 
     Args:
         gy: output-gradient planes (P, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
@@ -284,37 +279,35 @@ def winograd_output_grad(q0, q1, gy, gsn, gsf, F, nimg, n0, nb, TH, TW, m, gM):
     """
     OH, OW = gy.shape[1], gy.shape[2]
     a = m + 2
-    R = nb * TW
-    P = np.empty((m, m, R), gy.dtype)                                 # P[k, i]: gy row i, phase k
-    Q = np.empty((a, m, R), gy.dtype)                                 # Q[xi, k]: (A g)[xi], phase k
-    buf = np.zeros(m * TW + m, gy.dtype)                              # a gy row, zero past OW
-    for q in range(q0, q1):
-        f, j0 = q % F, (q // F) * nb
-        k = min(nb, nimg - j0)
-        L = k * TW
+    TL = TW * nimg
+    P = np.empty((m, m, TL), gy.dtype)                                # P[k, i, tw*nimg + j]: row i, phase k
+    Q = np.empty((a, m, TL), gy.dtype)                                # Q[xi, k]: (A g)[xi], phase k
+    buf = np.zeros(m * TW, gy.dtype)                                  # one gy row, zero past OW
+    for f in range(f0, f1):
         for th in range(TH):
-            for jj in range(k):
-                src = gy[(n0 + j0 + jj) * gsn + f * gsf]
+            for j in range(nimg):
+                src = gy[(n0 + j) * gsn + f * gsf]
                 for i in range(m):
-                    _load_phases(src, OH, OW, th * m + i, 0, m, TW, m, P, i, jj * TW, buf)
-            base = (th * nimg + j0) * TW
+                    _load_phases(src, OH, OW, th * m + i, 0, m, TW, P, i, j, nimg, buf)
+            base = th * TL
             if m == 2:
                 for kk in range(m):                                   # down the rows, per phase
-                    for t in range(L):
+                    for t in range(TL):
                         Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _a4(P[kk, 0, t], P[kk, 1, t])
-                for xi in range(a):                                   # across the phases
+                for xi in range(a):                                   # across the tile columns
                     o = xi * a
-                    for t in range(L):
-                        gM[o, f, base + t], gM[o + 1, f, base + t], gM[o + 2, f, base + t], gM[o + 3, f, base + t] = _a4(
-                            Q[xi, 0, t], Q[xi, 1, t])
+                    for t in range(TL):
+                        g0, g1, g2, g3 = _a4(Q[xi, 0, t], Q[xi, 1, t])
+                        gM[o, f, base + t], gM[o + 1, f, base + t] = g0, g1
+                        gM[o + 2, f, base + t], gM[o + 3, f, base + t] = g2, g3
             else:
                 for kk in range(m):
-                    for t in range(L):
+                    for t in range(TL):
                         Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _a6(
                             P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
                 for xi in range(a):
                     o = xi * a
-                    for t in range(L):
+                    for t in range(TL):
                         g0, g1, g2, g3, g4, g5 = _a6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
                         gM[o, f, base + t], gM[o + 1, f, base + t], gM[o + 2, f, base + t] = g0, g1, g2
                         gM[o + 3, f, base + t], gM[o + 4, f, base + t], gM[o + 5, f, base + t] = g3, g4, g5
@@ -335,13 +328,9 @@ def _block(N: int, per_image_bytes: int, block_bytes: int | None) -> int:
     return max(1, min(N, limit // max(1, per_image_bytes)))
 
 
-def _tasks(planes: int, nimg: int, TW: int, plane_elements: int):
-    """(images per task, tasks, grain): tasks of one plane index over a few images, so the
-    transforms' vectors (images * TW tiles) are long; enough elements per thread."""
-    nb = max(1, min(nimg, -(-dispatch.WINOGRAD_TASK_TILES // TW)))
-    tasks = planes * -(-nimg // nb)
-    grain = max(1, dispatch.PARALLEL_MIN_ELEMENTS // 4 // max(1, nb * plane_elements))
-    return nb, tasks, grain
+def _grain(nimg: int, plane_elements: int) -> int:
+    """Channels per thread: enough elements that one more thread pays for its wake-up."""
+    return max(1, dispatch.PARALLEL_MIN_ELEMENTS // 4 // max(1, nimg * plane_elements))
 
 
 def winograd_filters(w, m: int):
@@ -364,8 +353,7 @@ def winograd_filter_grads(gu, m: int):
 
 
 def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_elements):
-    nb, tasks, grain = _tasks(C, nimg, TW, plane_elements)
-    parallel_for(winograd_input, tasks, planes, sn, sc, C, nimg, n0, nb, pt, pl, TH, TW, m, V, grain=grain)
+    parallel_for(winograd_input, C, planes, sn, sc, nimg, n0, pt, pl, TH, TW, m, V, grain=_grain(nimg, plane_elements))
 
 
 def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
@@ -383,8 +371,7 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
         _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
         M = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)   # (a*a, F, T)
         matmul(U, V, out=M)
-        nb, tasks, grain = _tasks(F, k, TW, OH * OW)
-        parallel_for(winograd_output, tasks, M, F, k, n0, nb, TH, TW, m, bias, y, grain=grain)
+        parallel_for(winograd_output, F, M, k, n0, TH, TW, m, bias, y, grain=_grain(k, OH * OW))
     return y
 
 
@@ -428,8 +415,7 @@ def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, bl
             V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)
             _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
             gM = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)
-            nb, tasks, grain = _tasks(F, k, TW, OH * OW)
-            parallel_for(winograd_output_grad, tasks, gplanes, gsn, gsf, F, k, n0, nb, TH, TW, m, gM, grain=grain)
+            parallel_for(winograd_output_grad, F, gplanes, gsn, gsf, k, n0, TH, TW, m, gM, grain=_grain(k, OH * OW))
             part = scratch("winograd.gU", (a * a, F, C), x.dtype)
             matmul(gM, V.transpose(0, 2, 1), out=part)                # (a*a, F, C)
             gu += part
