@@ -84,7 +84,7 @@ def lenet_case(args) -> None:
         trained = True
         print(f"LeNet-5 weights: {args.checkpoint}")
     else:
-        lenet = models.lenet5(rng=rng)
+        lenet = models.lenet5(generator=rng)
         trained = False
         print("LeNet-5 weights: random (no checkpoint given): timings only")
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
@@ -125,7 +125,7 @@ def lenet_case(args) -> None:
 
 def vgg_case(args) -> None:
     rng = np.random.default_rng(args.seed)
-    vgg = models.vgg11_cifar(rng=rng)
+    vgg = models.vgg11_cifar(generator=rng)
     fcn = to_fully_convolutional(vgg, (3, 32, 32))
     batch = rng.standard_normal((4, 3, 96, 96)).astype(np.float32)
     x = batch[:1]
@@ -141,7 +141,7 @@ def vgg_case(args) -> None:
 def vgg16_case(args) -> None:
     """REFERENCES.md: VGG-16's first FC as a 7x7 conv gives 1x1 at 224 and a 6x6 map at 384."""
     rng = np.random.default_rng(args.seed)
-    vgg = models.vgg16(rng=rng)
+    vgg = models.vgg16(generator=rng)
     start = time.perf_counter()
     fcn = to_fully_convolutional(vgg, (3, 224, 224))
     print(f"\nVGG-16 (ImageNet, random weights): converted and verified at 224 in "

@@ -74,7 +74,7 @@ def main() -> None:
           f"pruned {ips[1]:,.0f} images/s ({ips[1] / ips[0]:.2f}x)")
 
     if args.scratch_epochs > 0:
-        thin = uniform_width(original, args.amount, input_shape=shape, rng=np.random.default_rng(args.seed))
+        thin = uniform_width(original, args.amount, input_shape=shape, generator=np.random.default_rng(args.seed))
         loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=np.random.default_rng(args.seed + 1))
         opt = optim.SGD(thin.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, epochs=args.scratch_epochs,

@@ -32,8 +32,7 @@ from .errors import CnnkitError, GradcheckError, ShapeError
 from .explain.summary import summary
 from .function import Function
 from .gradcheck import gradcheck
-from .io.checkpoint import load
-from .io.checkpoint import save_checkpoint as save
+from .io.checkpoint import load, save
 from .nn import init
 
 # ``import cnnkit.init`` keeps working: the initializers live in ``cnnkit.nn.init`` (as torch.nn.init).
@@ -71,7 +70,7 @@ def __getattr__(name: str):
     # The old homes of the fully convolutional conversion and of pruning, kept for code written
     # before they moved to cnnkit.surgery; importing them warns (DeprecationWarning).
     if name in ("transforms", "prune"):
-        import importlib
+        import importlib  # only for the deprecated names: importing them warns
 
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,13 @@ the generator, through ``manual_seed``, which the CLI and tests call, never libr
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,8 @@ __all__ = [
     "get_default_dtype",
     "manual_seed",
     "default_generator",
+    "accepts_rng",
+    "rename_rng",
     "kernels",
     "kernels_enabled",
     "num_threads",
@@ -102,6 +106,31 @@ def default_generator() -> np.random.Generator:
     return _generator
 
 
+# ------------------------------------------------------------------ the randomness argument
+# Every function and layer that draws random numbers takes ``generator=`` (a
+# numpy.random.Generator; None: ``default_generator()``), as PyTorch names it. cnnkit <= 0.1
+# called it ``rng=``; that keyword keeps working, with a DeprecationWarning.
+
+
+def rename_rng(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move a deprecated ``rng=`` keyword to ``generator=`` in ``kwargs`` (warning once per call)."""
+    if "rng" in kwargs:
+        if kwargs.get("generator") is not None:
+            raise TypeError(f"{where} got both generator= and its deprecated name rng=")
+        warnings.warn(f"{where}: rng= is deprecated, use generator= (as PyTorch)", DeprecationWarning, stacklevel=3)
+        kwargs["generator"] = kwargs.pop("rng")
+    return kwargs
+
+
+def accepts_rng(fn: Callable) -> Callable:
+    """Decorate a function (or ``__init__``) taking ``generator=`` to accept the old ``rng=`` too."""
+    where = fn.__qualname__.removesuffix(".__init__")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **rename_rng(kwargs, where))
+
+    return wrapper
 # ------------------------------------------------------------- compiled kernels and threads
 # Process-wide (not per thread): they govern the process's cores, which every thread shares.
 # The environment gives the initial values: CNNKIT_KERNELS=0 starts with the kernels off,

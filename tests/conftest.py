@@ -11,7 +11,8 @@ import pytest
 
 import cnnkit
 from cnnkit import models
-from cnnkit.io.checkpoint import save_checkpoint
+from cnnkit.explain.graph import model_graph
+from cnnkit.io.checkpoint import save
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
@@ -35,6 +36,13 @@ def xp(request):
     return np if request.param == "numpy" else cupy
 
 
+@pytest.fixture(scope="module")
+def lenet_graph():
+    """A LeNet-5 (seed 0) and the op graph of one forward pass of a (1, 1, 28, 28) input."""
+    model = models.lenet5(generator=np.random.default_rng(0))
+    return model, model_graph(model, (1, 28, 28))
+
+
 # What `cnnkit train` stores about MNIST in a checkpoint's metadata.
 MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307], "std": [0.3081],
                "classes": list("0123456789")}
@@ -44,7 +52,7 @@ MNIST_EXTRA = {"dataset": "mnist", "input_shape": [1, 28, 28], "mean": [0.1307],
 def lenet_checkpoint(tmp_path, rng):
     """A LeNet-5 checkpoint with random weights, saved the way `cnnkit train` saves one."""
     path = tmp_path / "lenet5.safetensors"
-    save_checkpoint(path, models.lenet5(rng=rng), model_name="lenet5", model_config={"num_classes": 10},
+    save(models.lenet5(generator=rng), path, model_name="lenet5", model_config={"num_classes": 10},
                     extra=MNIST_EXTRA)
     return path
 

@@ -192,3 +192,22 @@ def test_import_cnnkit_loads_no_heavy_optional_dependency(statement, forbidden):
                             env=subprocess_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"`{statement}` imported {result.stdout.strip()}"
+
+
+def test_every_exception_type_is_defined_in_errors_py():
+    import cnnkit.errors as errors
+
+    elsewhere = []
+    for module, path in MODULES.items():
+        if module == "cnnkit.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases}
+                if any(b.endswith(("Error", "Exception", "Warning")) for b in bases):
+                    elsewhere.append(f"{module}.{node.name}")
+    assert not elsewhere, "exception types outside errors.py: " + ", ".join(elsewhere)
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.CnnkitError), name
+    assert issubclass(errors.ShapeError, ValueError) and issubclass(errors.UsageError, ValueError)

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import functional as F
-from ..config import no_grad
 from ..data import DataLoader, get_dataset, prepare_image
 from ..io.checkpoint import load_checkpoint
-from ..tensor import Tensor
-from ..train import evaluate, format_report
+from ..train import evaluate, format_report, predict_proba
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import positive_int
 from .targets import checkpoint_inputs, dataset_name
@@ -57,8 +54,7 @@ def predict_command(args) -> int:
     shape, mean, std, classes = checkpoint_inputs(ckpt.meta.get("extra", {}))
     batch = np.stack([(prepare_image(p, shape, "never" if args.no_invert else "auto") - mean) / std
                       for p in args.images])
-    with no_grad():
-        probs = F.softmax(model(Tensor(batch.astype(np.float32))), dim=1).data
+    probs = predict_proba(model, batch.astype(np.float32))
     k = min(args.top_k, probs.shape[1])
     for path, p in zip(args.images, probs):
         order = np.argsort(-p, kind="stable")[:k]

@@ -79,7 +79,7 @@ def explain_conv_command(args) -> int:
     if args.plot:
 
         conv = nn.Conv2d(C, args.filters, kernel, args.stride, args.padding, args.dilation, args.groups,
-                         rng=np.random.default_rng(0))
+                         generator=np.random.default_rng(0))
         dense = conv_as_dense(conv, (C, H, W))
         filters = f"{args.filters} filter{'s' if args.filters > 1 else ''}"
         title = f"input {H}x{W}x{C}, {filters} {kernel[0]}x{kernel[1]}: the convolution as a dense layer"

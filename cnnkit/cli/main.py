@@ -24,11 +24,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..errors import CnnkitError, UsageError
 
-__all__ = ["main", "build_parser", "positive_int", "non_negative_int", "positive_float", "COMMAND_MODULES"]
+T = TypeVar("T")
+
+__all__ = ["main", "build_parser", "number", "positive_int", "non_negative_int", "positive_float", "fraction",
+           "COMMAND_MODULES"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,34 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: str) -> Callable[[str], T]:
+    """An argparse ``type``: ``convert`` the text, keep it if ``accept``-ed, else say what was expected."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected.replace(" ", "_")
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+positive_int = number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = number(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = number(float, lambda v: v > 0, "a positive number")
+fraction = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from .. import config
 from ..data import Subset, compose_mnist_strip, get_dataset, load_strip
 from ..errors import UsageError
 from ..functional import softmax
-from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.checkpoint import load_checkpoint, save
 from ..surgery.compare import channel_counts, format_comparison, images_per_second, measure, weights_file_size
 from ..surgery.fcn import to_fully_convolutional
 from ..surgery.prune import prune_channels
@@ -33,7 +33,7 @@ from ..tensor import Tensor
 from ..train.recipes import finetune
 from ..viz.plots import save_figure
 from ..viz.surgery_plots import plot_prune_sweep, plot_score_map
-from .main import non_negative_int, positive_int
+from .main import fraction, non_negative_int, positive_int
 from .targets import checkpoint_inputs, dataset_name
 
 __all__ = ["add_commands", "fcn_command", "prune_command"]
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("prune", help="remove conv channels, fine-tune, compare before and after")
     p.add_argument("checkpoint")
-    p.add_argument("--amount", type=_fraction, default=None, help="share of each layer's channels to remove")
+    p.add_argument("--amount", type=fraction, default=None, help="share of each layer's channels to remove")
     p.add_argument("--criterion", choices=["l1", "l2", "random"], default="l1")
     p.add_argument("--layers", choices=["conv", "linear", "all"], default="conv",
                    help="whose channels to prune: conv layers (default), hidden Linear layers, or both")
@@ -73,16 +73,6 @@ def add_commands(sub) -> None:
                    help="prune at each amount and plot accuracy against parameters kept")
     p.add_argument("--plot", default="prune_sweep.png", help="the sweep's plot (default prune_sweep.png)")
     p.set_defaults(handler=prune_command)
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
 
 
 def _checkpoint_info(path) -> tuple[Any, dict[str, Any], Any]:
@@ -159,14 +149,14 @@ def prune_command(args) -> int:
     before = measure(model, shape, test_set)
     if args.sweep is not None:
         try:
-            amounts = [_fraction(v) for v in args.sweep.split(",")]
+            amounts = [fraction(v) for v in args.sweep.split(",")]
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"--sweep: {e}") from None
         return _sweep(args, model, shape, before, amounts, train_set, test_set)
 
     start = time.perf_counter()
     pruned = prune_channels(model, args.amount, args.criterion, args.layers, input_shape=shape,
-                            rng=np.random.default_rng(args.seed))
+                            generator=np.random.default_rng(args.seed))
     print(f"pruned {100 * args.amount:g}% of the channels of every {args.layers} layer (criterion "
           f"{args.criterion}) in {time.perf_counter() - start:.2f}s; fine-tuning {args.finetune_epochs} epoch(s)",
           flush=True)
@@ -179,7 +169,7 @@ def prune_command(args) -> int:
         "layers": args.layers, "finetune_epochs": args.finetune_epochs, "lr": args.lr,
         "channels": channel_counts(pruned),
     }
-    save_checkpoint(args.output, pruned, model_name=ckpt.model_name, model_config=ckpt.model_config,
+    save(pruned, args.output, model_name=ckpt.model_name, model_config=ckpt.model_config,
                     metrics={"test_accuracy": after["accuracy"]}, extra=pruned_extra)
     before["file"] = weights_file_size(model, ckpt)
     after["file"] = os.path.getsize(args.output)
@@ -206,7 +196,7 @@ def _sweep(args, model, shape, before, amounts, train_set, test_set) -> int:
     rows = []
     for amount in amounts:
         pruned = prune_channels(model, amount, args.criterion, args.layers, input_shape=shape,
-                                rng=np.random.default_rng(args.seed))
+                                generator=np.random.default_rng(args.seed))
         finetune(pruned, train_set, args.finetune_epochs, args.lr, args.batch_size, args.seed)
         after = measure(pruned, shape, test_set)
         rows.append((amount, after))

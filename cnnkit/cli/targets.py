@@ -79,7 +79,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         label = f"{path.name} ({ckpt.model_name}{dataset})"
     elif spec.lower() in zoo:
         name = spec.lower()
-        model = models.get_model(name, rng=np.random.default_rng(0))
+        model = models.get_model(name, generator=np.random.default_rng(0))
         model.eval()
         shape = models.default_input_shape(name)
         mean, std, classes = (), (), []

@@ -183,7 +183,7 @@ def random_split(
             f"random_split lengths must be sizes summing to the dataset length {n} "
             f"or fractions summing to 1, got {list(lengths)}"
         )
-    rng = generator if generator is not None else config.default_generator()
-    order = rng.permutation(n)
+    generator = generator if generator is not None else config.default_generator()
+    order = generator.permutation(n)
     bounds = np.cumsum([0] + sizes)
     return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -212,7 +212,7 @@ class _Progress:
         self.url, self.total = url, total
         self.name = url.rsplit("/", 1)[-1] or url
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # the progress bar library loads only for a download
         except ImportError:
             self.tqdm = None
         else:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from .dataset import Dataset
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
@@ -42,9 +43,9 @@ def load_image(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: naming the file when Pillow cannot read it.
+        DataError (a ValueError): naming the file when Pillow cannot read it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # Pillow loads only when an image is read
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image file")
@@ -58,7 +59,7 @@ def load_image(
                 image = image.resize((w, h), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read as an image ({e})") from None
+        raise DataError(f"{path}: cannot read as an image ({e})") from None
 
 
 class ImageFolder(Dataset):

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from ..config import accepts_rng
+from ..errors import DataError
 from .folder import load_image
 from .mnist import load_mnist
 
@@ -57,13 +59,14 @@ def prepare_image(path: str | os.PathLike, input_shape: tuple[int, int, int], in
     return out[None]                                                  # (1, H, W)
 
 
+@accepts_rng
 def compose_mnist_strip(
-    n: int, rng: np.random.Generator, indices: list[int] | None = None
+    n: int, generator: np.random.Generator, indices: list[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Put MNIST test digits side by side: image (1, 28, 28*n) in [0, 1] and their labels (n,)."""
     images, labels = load_mnist("test")
     if indices is None:
-        indices = rng.choice(len(images), size=n, replace=False)
+        indices = generator.choice(len(images), size=n, replace=False)
     indices = np.asarray(indices)
     if indices.min() < 0 or indices.max() >= len(images):
         raise ValueError(f"MNIST test indices must lie in [0, {len(images)}), got {indices.tolist()}")
@@ -97,7 +100,7 @@ def load_strip(
         arr = 1.0 - arr
     rows = np.where((arr > 0.1 * max(arr.max(), 1e-6)).any(axis=1))[0]
     if len(rows) == 0:
-        raise ValueError(f"{path}: the image has no ink")
+        raise DataError(f"{path}: the image has no ink")
     crop = arr[rows[0] : rows[-1] + 1]
     scale = (20 * H / 28) / crop.shape[0]
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))

@@ -3,7 +3,7 @@
     cnnkit.save(model, "lenet5.safetensors")        # = cnnkit.io.save
     model = cnnkit.load("lenet5.safetensors")       # rebuilds the zoo model, pruned or not
 
-``checkpoint.py``: the checkpoint format, ``save_checkpoint`` (model and training state),
+``checkpoint.py``: the checkpoint format, ``save`` (model and training state),
 ``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
 """
 
@@ -18,6 +18,7 @@ from .checkpoint import (
     load_checkpoint,
     resize_to_state,
     restore_rng,
+    save,
     save_checkpoint,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "load_checkpoint",
     "resize_to_state",
     "restore_rng",
+    "save",
     "save_checkpoint",
 ]

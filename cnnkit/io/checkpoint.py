@@ -23,6 +23,7 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,10 @@ import numpy as np
 
 from .. import models, nn
 from ..errors import CheckpointError
-from ..nn import Parameter
-from ..tensor import Tensor
+from ..nn.resize import set_array, sync_sizes
 
 __all__ = [
-    "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
+    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
     "capture_rng", "restore_rng", "resize_to_state",
 ]
 
@@ -149,9 +149,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
+def save(
     model,
+    path: str | os.PathLike,
     *,
     model_name: str | None = None,
     model_config: dict[str, Any] | None = None,
@@ -165,12 +165,30 @@ def save_checkpoint(
 ) -> Path:
     """Save a model (and optionally its training state) to one safetensors file, atomically.
 
+    ``cnnkit.save(model, path)``, in ``torch.save``'s order. Zoo models are rebuilt by
+    ``cnnkit.load(path)``; any model's weights load with
+    ``model.load_state_dict(load_checkpoint(path).model_state)``.
+
     Args:
+        model: the Module (its ``state_dict()`` is saved).
+        path: the file to write (its folder is created); an existing file is replaced
+            only once the new one is complete.
         model_name, model_config: how ``cnnkit.load`` rebuilds the model
             (``cnnkit.models.get_model(model_name, **model_config)``); default to the
             ``zoo_name`` / ``zoo_config`` attributes the zoo sets on its models.
+        optimizer, scheduler, epoch, metrics, history, rng_states: training state, to resume.
+        extra: anything JSON-friendly (``cnnkit train`` stores the dataset, input shape,
+            normalization and class names).
+
+    Returns:
+        The path written.
     """
-    from safetensors.numpy import save as st_save
+    if isinstance(model, (str, os.PathLike)) and hasattr(path, "state_dict"):
+        # cnnkit.save(path, model): the order of cnnkit <= 0.1 (save_checkpoint's)
+        warnings.warn("cnnkit.save(path, model) is deprecated: use cnnkit.save(model, path), as torch.save",
+                      DeprecationWarning, stacklevel=2)
+        model, path = path, model
+    from safetensors.numpy import save as st_save  # safetensors loads only when a file is written
 
     tensors: dict[str, np.ndarray] = {}
     for key, value in model.state_dict().items():
@@ -210,13 +228,20 @@ def save_checkpoint(
     return Path(path)
 
 
+def save_checkpoint(path: str | os.PathLike, model, **kwargs) -> Path:
+    """Deprecated: ``save(model, path, ...)`` (``torch.save``'s order)."""
+    warnings.warn("save_checkpoint(path, model) is deprecated: use cnnkit.save(model, path) "
+                  "(cnnkit.io.save), as torch.save", DeprecationWarning, stacklevel=2)
+    return save(model, path, **kwargs)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint file, checking that it is complete and is cnnkit's.
 
     Raises:
         CheckpointError: the file is missing, truncated, corrupt, or not a cnnkit checkpoint.
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError  # safetensors loads only when a file is read
     from safetensors.numpy import load as st_load
 
     path = Path(path)
@@ -286,10 +311,6 @@ def load(path: str | os.PathLike) -> nn.Module:
     return load_checkpoint(path).build_model()
 
 
-_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
 def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
     """Give ``model``'s layers the channel counts of a pruned state dict, in place.
 
@@ -304,41 +325,15 @@ def resize_to_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module
         ``model``.
     """
     for path, m in model.named_modules():
+        if not isinstance(m, nn.RESIZABLE):
+            continue
         prefix = f"{path}." if path else ""
-        w = state.get(f"{prefix}weight")
-        if isinstance(m, _NORMS):
-            ref = state.get(f"{prefix}running_mean", w)
-            if ref is None:
-                continue
-            n = int(np.shape(ref)[0])
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                _resize(m, name, state.get(prefix + name))
-            m.num_features = n
-            continue
-        if w is None or not isinstance(m, _CONVS + (nn.Linear,)):
-            continue
-        _resize(m, "weight", w)
-        _resize(m, "bias", state.get(f"{prefix}bias"))
-        if isinstance(m, nn.Linear):
-            m.out_features, m.in_features = int(w.shape[0]), int(w.shape[1])
-        elif isinstance(m, nn.ConvTranspose2d):
-            m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
-        elif m.groups > 1 and m.groups == m.in_channels == m.out_channels:
-            m.in_channels = m.out_channels = m.groups = int(w.shape[0])
-        else:
-            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
+        for name, value in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            saved = state.get(prefix + name)
+            if saved is not None and value is not None and tuple(np.shape(saved)) != tuple(value.shape):
+                set_array(m, name, np.zeros(np.shape(saved), np.asarray(getattr(value, "data", value)).dtype))
+        sync_sizes(m)
     return model
-
-
-def _resize(module: nn.Module, name: str, like: np.ndarray | None) -> None:
-    value = getattr(module, name, None)
-    if value is None or like is None or tuple(value.shape) == tuple(like.shape):
-        return
-    if isinstance(value, Parameter):
-        setattr(module, name, Parameter(np.zeros(like.shape, value.data.dtype), value.requires_grad))
-    else:
-        data = value.data if isinstance(value, Tensor) else value
-        setattr(module, name, np.zeros(like.shape, np.asarray(data).dtype))
 
 
 def capture_rng(generators: dict[str, np.random.Generator]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = ["AlexNet", "alexnet"]
 
@@ -24,39 +26,40 @@ class AlexNet(nn.Module):
     Args:
         num_classes: K.
         dropout: drop probability of the two Dropout layers.
-        rng: generator for the initial weights and the dropout masks.
+        generator: generator for the initial weights and the dropout masks.
 
     Shape: x (N, 3, H, W) with H, W >= 63 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
+    @accepts_rng
     def __init__(
-        self, num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+        self, num_classes: int = 1000, dropout: float = 0.5, *, generator: np.random.Generator | None = None
     ):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, rng=rng),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, generator=generator),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2, rng=rng),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2, generator=generator),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1, rng=rng),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1, rng=rng),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1, rng=rng),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1, generator=generator),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(256 * 6 * 6, 4096, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(256 * 6 * 6, 4096, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(4096, 4096, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(4096, 4096, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes, rng=rng),
+            nn.Linear(4096, num_classes, generator=generator),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -65,8 +68,9 @@ class AlexNet(nn.Module):
         return self.classifier(x)
 
 
+@register("alexnet", input_shape=(3, 224, 224), head="classifier.6")
 def alexnet(
-    num_classes: int = 1000, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+    num_classes: int = 1000, dropout: float = 0.5, *, generator: np.random.Generator | None = None
 ) -> AlexNet:
     """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``."""
-    return AlexNet(num_classes, dropout, rng=rng)
+    return AlexNet(num_classes, dropout, generator=generator)

@@ -9,8 +9,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
+from .registry import register
 from .resnet import BasicBlock
 from .vgg import CONFIGS, make_layers
 
@@ -58,30 +60,31 @@ class CifarResNet(nn.Module):
     Args:
         n: blocks per stage (3: ResNet-20, 5: ResNet-32, 9: ResNet-56).
         num_classes: K.
-        rng: generator for the initial weights.
+        generator: generator for the initial weights.
 
     Shape: x (N, 3, 32, 32) -> logits (N, K) (any H, W >= 1 runs).
     """
 
-    def __init__(self, n: int = 3, num_classes: int = 10, *, rng: np.random.Generator | None = None):
+    @accepts_rng
+    def __init__(self, n: int = 3, num_classes: int = 10, *, generator: np.random.Generator | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False, rng=rng)
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False, generator=generator)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(16, 16, n, 1, rng)
-        self.layer2 = self._make_layer(16, 32, n, 2, rng)
-        self.layer3 = self._make_layer(32, 64, n, 2, rng)
+        self.layer1 = self._make_layer(16, 16, n, 1, generator)
+        self.layer2 = self._make_layer(16, 32, n, 2, generator)
+        self.layer3 = self._make_layer(32, 64, n, 2, generator)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(64, num_classes, rng=rng)
+        self.fc = nn.Linear(64, num_classes, generator=generator)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
 
     @staticmethod
-    def _make_layer(in_planes: int, planes: int, blocks: int, stride: int, rng) -> nn.Sequential:
+    def _make_layer(in_planes: int, planes: int, blocks: int, stride: int, generator) -> nn.Sequential:
         shortcut = ShortcutA(in_planes, planes, stride) if stride != 1 or in_planes != planes else None
-        layers = [BasicBlock(in_planes, planes, stride, shortcut, rng=rng)]
-        layers += [BasicBlock(planes, planes, rng=rng) for _ in range(1, blocks)]
+        layers = [BasicBlock(in_planes, planes, stride, shortcut, generator=generator)]
+        layers += [BasicBlock(planes, planes, generator=generator) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,42 +108,45 @@ class VGGCifar(nn.Module):
     Args:
         num_classes: K.
         dropout: drop probability of the two Dropout layers.
-        rng: generator for the initial weights and the dropout masks.
+        generator: generator for the initial weights and the dropout masks.
 
     Shape: x (N, 3, 32, 32) -> logits (N, K).
     """
 
+    @accepts_rng
     def __init__(
-        self, num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+        self, num_classes: int = 10, dropout: float = 0.5, *, generator: np.random.Generator | None = None
     ):
         super().__init__()
-        self.features = make_layers(CONFIGS["A"], batch_norm=True, rng=rng)
+        self.features = make_layers(CONFIGS["A"], batch_norm=True, generator=generator)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Linear(512, 512, rng=rng),
+            nn.Linear(512, 512, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(512, 512, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(512, 512, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(512, num_classes, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(512, num_classes, generator=generator),
         )
         for m in self.features.modules():
             if isinstance(m, nn.Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
                 init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.flatten(self.features(x)))
 
 
-def resnet20(num_classes: int = 10, *, rng: np.random.Generator | None = None) -> CifarResNet:
+@register("resnet20", input_shape=(3, 32, 32), head="fc")
+def resnet20(num_classes: int = 10, *, generator: np.random.Generator | None = None) -> CifarResNet:
     """Return ResNet-20 for 32x32 input (option-A shortcuts; 269,722 parameters for 10 classes)."""
-    return CifarResNet(3, num_classes, rng=rng)
+    return CifarResNet(3, num_classes, generator=generator)
 
 
+@register("vgg11_cifar", input_shape=(3, 32, 32), head="classifier.6")
 def vgg11_cifar(
-    num_classes: int = 10, dropout: float = 0.5, *, rng: np.random.Generator | None = None
+    num_classes: int = 10, dropout: float = 0.5, *, generator: np.random.Generator | None = None
 ) -> VGGCifar:
     """Return the CIFAR-style VGG-11 with BatchNorm (9,756,426 parameters for 10 classes)."""
-    return VGGCifar(num_classes, dropout, rng=rng)
+    return VGGCifar(num_classes, dropout, generator=generator)

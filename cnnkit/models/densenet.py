@@ -9,8 +9,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition", "densenet121"]
 
@@ -23,28 +25,29 @@ class DenseLayer(nn.Module):
     Shape: list of (N, C_i, H, W) with sum C_i = num_input_features -> (N, growth_rate, H, W).
     """
 
+    @accepts_rng
     def __init__(
         self, num_input_features: int, growth_rate: int, bn_size: int, drop_rate: float,
-        *, rng: np.random.Generator | None = None,
+        *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(num_input_features)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, bias=False, rng=rng)
+        self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, bias=False, generator=generator)
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
-            bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False, rng=rng
+            bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False, generator=generator
         )
         self.drop_rate = float(drop_rate)
-        self.rng = rng
+        self.generator = generator
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         x = F.cat(list(features), 1)                                 # (N, num_input_features, H, W)
         x = self.conv1(self.relu1(self.norm1(x)))                    # (N, bn_size*growth, H, W)
         x = self.conv2(self.relu2(self.norm2(x)))                    # (N, growth, H, W)
         if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training, generator=self.rng)
+            x = F.dropout(x, self.drop_rate, self.training, generator=self.generator)
         return x
 
 
@@ -54,13 +57,14 @@ class DenseBlock(nn.ModuleDict):
     Shape: (N, C, H, W) -> (N, C + num_layers*growth_rate, H, W).
     """
 
+    @accepts_rng
     def __init__(
         self, num_layers: int, num_input_features: int, bn_size: int, growth_rate: int,
-        drop_rate: float, *, rng: np.random.Generator | None = None,
+        drop_rate: float, *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         for i in range(num_layers):
-            layer = DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size, drop_rate, rng=rng)
+            layer = DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size, drop_rate, generator=generator)
             self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,11 +80,12 @@ class Transition(nn.Sequential):
     Shape: (N, C, H, W) -> (N, num_output_features, H/2, W/2).
     """
 
-    def __init__(self, num_input_features: int, num_output_features: int, *, rng=None):
+    @accepts_rng
+    def __init__(self, num_input_features: int, num_output_features: int, *, generator=None):
         super().__init__(OrderedDict([
             ("norm", nn.BatchNorm2d(num_input_features)),
             ("relu", nn.ReLU(inplace=True)),
-            ("conv", nn.Conv2d(num_input_features, num_output_features, kernel_size=1, bias=False, rng=rng)),
+            ("conv", nn.Conv2d(num_input_features, num_output_features, kernel_size=1, bias=False, generator=generator)),
             ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
         ]))
 
@@ -102,38 +107,39 @@ class DenseNet(nn.Module):
         bn_size: bottleneck width, as a multiple of growth_rate.
         drop_rate: dropout after each dense layer (0 disables it).
         num_classes: K.
-        rng: generator for the initial weights and the dropout masks.
+        generator: generator for the initial weights and the dropout masks.
 
     Shape: x (N, 3, H, W) with H, W >= 29 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
+    @accepts_rng
     def __init__(
         self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16),
         num_init_features: int = 64, bn_size: int = 4, drop_rate: float = 0.0, num_classes: int = 1000,
-        *, rng: np.random.Generator | None = None,
+        *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         self.features = nn.Sequential(OrderedDict([
-            ("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False, rng=rng)),
+            ("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False, generator=generator)),
             ("norm0", nn.BatchNorm2d(num_init_features)),
             ("relu0", nn.ReLU(inplace=True)),
             ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
         ]))
         num_features = num_init_features
         for i, num_layers in enumerate(block_config):
-            block = DenseBlock(num_layers, num_features, bn_size, growth_rate, drop_rate, rng=rng)
+            block = DenseBlock(num_layers, num_features, bn_size, growth_rate, drop_rate, generator=generator)
             self.features.add_module(f"denseblock{i + 1}", block)
             num_features += num_layers * growth_rate
             if i != len(block_config) - 1:
-                transition = Transition(num_features, num_features // 2, rng=rng)
+                transition = Transition(num_features, num_features // 2, generator=generator)
                 self.features.add_module(f"transition{i + 1}", transition)
                 num_features //= 2
         self.features.add_module("norm5", nn.BatchNorm2d(num_features))
-        self.classifier = nn.Linear(num_features, num_classes, rng=rng)
+        self.classifier = nn.Linear(num_features, num_classes, generator=generator)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                init.kaiming_normal_(m.weight, nonlinearity="relu", rng=rng)
+                init.kaiming_normal_(m.weight, nonlinearity="relu", generator=generator)
             elif isinstance(m, nn.BatchNorm2d):
                 init.ones_(m.weight)
                 init.zeros_(m.bias)
@@ -146,6 +152,7 @@ class DenseNet(nn.Module):
         return self.classifier(x)
 
 
-def densenet121(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> DenseNet:
+@register("densenet121", input_shape=(3, 224, 224), head="classifier")
+def densenet121(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> DenseNet:
     """Return DenseNet-121 (k=32, blocks 6-12-24-16; 7,978,856 parameters)."""
-    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, rng=rng, **kwargs)
+    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, generator=generator, **kwargs)

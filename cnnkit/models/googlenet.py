@@ -11,8 +11,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]
 
@@ -23,9 +25,10 @@ class BasicConv2d(nn.Module):
     The ReLU is a functional call, not a module, as in torchvision.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, rng=None, **conv_kwargs):
+    @accepts_rng
+    def __init__(self, in_channels: int, out_channels: int, *, generator=None, **conv_kwargs):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, rng=rng, **conv_kwargs)
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, generator=generator, **conv_kwargs)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,23 +46,24 @@ class Inception(nn.Module):
     Shape: (N, in_channels, H, W) -> (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W).
     """
 
+    @accepts_rng
     def __init__(
         self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-        pool_proj: int, *, rng=None,
+        pool_proj: int, *, generator=None,
     ):
         super().__init__()
-        self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1, rng=rng)
+        self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1, generator=generator)
         self.branch2 = nn.Sequential(
-            BasicConv2d(in_channels, ch3x3red, kernel_size=1, rng=rng),
-            BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1, rng=rng),
+            BasicConv2d(in_channels, ch3x3red, kernel_size=1, generator=generator),
+            BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1, generator=generator),
         )
         self.branch3 = nn.Sequential(
-            BasicConv2d(in_channels, ch5x5red, kernel_size=1, rng=rng),
-            BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1, rng=rng),
+            BasicConv2d(in_channels, ch5x5red, kernel_size=1, generator=generator),
+            BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1, generator=generator),
         )
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
-            BasicConv2d(in_channels, pool_proj, kernel_size=1, rng=rng),
+            BasicConv2d(in_channels, pool_proj, kernel_size=1, generator=generator),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -67,15 +71,16 @@ class Inception(nn.Module):
         return F.cat(branches, 1)
 
 
-def trunc_normal_(param, std: float, a: float, b: float, rng: np.random.Generator):
+@accepts_rng
+def trunc_normal_(param, std: float, a: float, b: float, generator: np.random.Generator):
     """Fill ``param`` from N(0, std**2) truncated to [a, b] (absolute bounds); return it.
 
     Draws outside [a, b] are drawn again until none is left (rejection sampling).
     """
-    values = init.normal(param.shape, 0.0, std, rng=rng, dtype=param.dtype)
+    values = init.normal(param.shape, 0.0, std, generator=generator, dtype=param.dtype)
     outside = (values < a) | (values > b)
     while outside.any():
-        values[outside] = init.normal((int(outside.sum()),), 0.0, std, rng=rng, dtype=param.dtype)
+        values[outside] = init.normal((int(outside.sum()),), 0.0, std, generator=generator, dtype=param.dtype)
         outside = (values < a) | (values > b)
     param.data[...] = values
     return param
@@ -98,41 +103,42 @@ class GoogLeNet(nn.Module):
             for its pretrained checkpoint).
         init_weights: apply the init above (False keeps PyTorch's default layer init).
         dropout: drop probability before fc.
-        rng: generator for the initial weights and the dropout mask.
+        generator: generator for the initial weights and the dropout mask.
 
     Shape: x (N, 3, H, W) with H, W >= 31 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
+    @accepts_rng
     def __init__(
         self, num_classes: int = 1000, transform_input: bool = False, init_weights: bool = True,
-        dropout: float = 0.2, *, rng: np.random.Generator | None = None,
+        dropout: float = 0.2, *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         self.transform_input = transform_input
-        self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3, rng=rng)
+        self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3, generator=generator)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.conv2 = BasicConv2d(64, 64, kernel_size=1, rng=rng)
-        self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1, rng=rng)
+        self.conv2 = BasicConv2d(64, 64, kernel_size=1, generator=generator)
+        self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1, generator=generator)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32, rng=rng)
-        self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64, rng=rng)
+        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32, generator=generator)
+        self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64, generator=generator)
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64, rng=rng)
-        self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64, rng=rng)
-        self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64, rng=rng)
-        self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64, rng=rng)
-        self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128, rng=rng)
+        self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64, generator=generator)
+        self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64, generator=generator)
+        self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64, generator=generator)
+        self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64, generator=generator)
+        self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128, generator=generator)
         self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-        self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128, rng=rng)
-        self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128, rng=rng)
+        self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128, generator=generator)
+        self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128, generator=generator)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = nn.Dropout(p=dropout, rng=rng)
-        self.fc = nn.Linear(1024, num_classes, rng=rng)
+        self.dropout = nn.Dropout(p=dropout, generator=generator)
+        self.fc = nn.Linear(1024, num_classes, generator=generator)
 
         if init_weights:
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    trunc_normal_(m.weight, std=0.01, a=-2.0, b=2.0, rng=rng)
+                    trunc_normal_(m.weight, std=0.01, a=-2.0, b=2.0, generator=generator)
                 elif isinstance(m, nn.BatchNorm2d):
                     init.ones_(m.weight)
                     init.zeros_(m.bias)
@@ -159,6 +165,7 @@ class GoogLeNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def googlenet(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> GoogLeNet:
+@register("googlenet", input_shape=(3, 224, 224), head="fc")
+def googlenet(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> GoogLeNet:
     """Return GoogLeNet without auxiliary heads (6,624,904 parameters). See ``GoogLeNet``."""
-    return GoogLeNet(num_classes, rng=rng, **kwargs)
+    return GoogLeNet(num_classes, generator=generator, **kwargs)

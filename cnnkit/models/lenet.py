@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
+from ..config import accepts_rng
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = ["LeNet5", "lenet5"]
 
@@ -29,14 +31,15 @@ class LeNet5(nn.Module):
         activation: "relu" (modern) or "tanh" (closer to the 1998 network).
         pooling: "max" (modern) or "avg" (the 1998 network's subsampling, without its
             trainable scale and bias).
-        rng: generator for the initial weights (PyTorch's default layer init).
+        generator: generator for the initial weights (PyTorch's default layer init).
 
     Shape: x (N, 1, 28, 28) -> logits (N, K).
     """
 
+    @accepts_rng
     def __init__(
         self, num_classes: int = 10, activation: str = "relu", pooling: str = "max",
-        *, rng: np.random.Generator | None = None,
+        *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -45,29 +48,30 @@ class LeNet5(nn.Module):
             raise ValueError(f"lenet5 expects pooling in {sorted(_POOLINGS)}, got {pooling!r}")
         act, pool = _ACTIVATIONS[activation], _POOLINGS[pooling]
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, kernel_size=5, padding=2, rng=rng),
+            nn.Conv2d(1, 6, kernel_size=5, padding=2, generator=generator),
             act(),
             pool(2),
-            nn.Conv2d(6, 16, kernel_size=5, rng=rng),
+            nn.Conv2d(6, 16, kernel_size=5, generator=generator),
             act(),
             pool(2),
         )
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120, rng=rng),
+            nn.Linear(16 * 5 * 5, 120, generator=generator),
             act(),
-            nn.Linear(120, 84, rng=rng),
+            nn.Linear(120, 84, generator=generator),
             act(),
-            nn.Linear(84, num_classes, rng=rng),
+            nn.Linear(84, num_classes, generator=generator),
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.flatten(self.features(x)))
 
 
+@register("lenet5", input_shape=(1, 28, 28), head="classifier.4")
 def lenet5(
     num_classes: int = 10, activation: str = "relu", pooling: str = "max",
-    *, rng: np.random.Generator | None = None,
+    *, generator: np.random.Generator | None = None,
 ) -> LeNet5:
     """Return LeNet-5 (61,706 parameters for 10 classes). See ``LeNet5``."""
-    return LeNet5(num_classes, activation, pooling, rng=rng)
+    return LeNet5(num_classes, activation, pooling, generator=generator)

@@ -13,20 +13,24 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, rng=None) -> nn.Conv2d:
+@accepts_rng
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, generator=None) -> nn.Conv2d:
     """3x3 convolution, padding 1, no bias (a BatchNorm follows)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False, rng=rng)
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False, generator=generator)
 
 
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, rng=None) -> nn.Conv2d:
+@accepts_rng
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, generator=None) -> nn.Conv2d:
     """1x1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False, rng=rng)
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False, generator=generator)
 
 
 class BasicBlock(nn.Module):
@@ -39,15 +43,16 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
+    @accepts_rng
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-        *, rng: np.random.Generator | None = None,
+        *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride, rng=rng)
+        self.conv1 = conv3x3(inplanes, planes, stride, generator=generator)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)  # one module, called twice (as torchvision)
-        self.conv2 = conv3x3(planes, planes, rng=rng)
+        self.conv2 = conv3x3(planes, planes, generator=generator)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.stride = stride
@@ -67,17 +72,18 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
+    @accepts_rng
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-        *, rng: np.random.Generator | None = None,
+        *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         width = planes
-        self.conv1 = conv1x1(inplanes, width, rng=rng)
+        self.conv1 = conv1x1(inplanes, width, generator=generator)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride, rng=rng)
+        self.conv2 = conv3x3(width, width, stride, generator=generator)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, planes * self.expansion, rng=rng)
+        self.conv3 = conv1x1(width, planes * self.expansion, generator=generator)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -108,31 +114,32 @@ class ResNet(nn.Module):
         num_classes: K.
         zero_init_residual: start the last BatchNorm of every block at weight 0, so each
             residual branch begins as the identity (Goyal et al., 2017).
-        rng: generator for the initial weights.
+        generator: generator for the initial weights.
 
     Shape: x (N, 3, H, W) -> logits (N, K); any H, W >= 1 runs, 224x224 is the ImageNet size.
     """
 
+    @accepts_rng
     def __init__(
         self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], num_classes: int = 1000,
-        zero_init_residual: bool = False, *, rng: np.random.Generator | None = None,
+        zero_init_residual: bool = False, *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False, rng=rng)
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False, generator=generator)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0], 1, rng)
-        self.layer2 = self._make_layer(block, 128, layers[1], 2, rng)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2, rng)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2, rng)
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, generator)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, generator)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, generator)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, generator)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes, rng=rng)
+        self.fc = nn.Linear(512 * block.expansion, num_classes, generator=generator)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+                init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             elif isinstance(m, nn.BatchNorm2d):
                 init.ones_(m.weight)
                 init.zeros_(m.bias)
@@ -143,17 +150,17 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock):
                     init.zeros_(m.bn2.weight)
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int, rng) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, generator) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride, rng=rng),
+                conv1x1(self.inplanes, planes * block.expansion, stride, generator=generator),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, rng=rng)]
+        layers = [block(self.inplanes, planes, stride, downsample, generator=generator)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
-            layers.append(block(self.inplanes, planes, rng=rng))
+            layers.append(block(self.inplanes, planes, generator=generator))
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -163,16 +170,19 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+@register("resnet18", input_shape=(3, 224, 224), head="fc")
+def resnet18(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
     """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters)."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, rng=rng, **kwargs)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, generator=generator, **kwargs)
 
 
-def resnet34(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+@register("resnet34", input_shape=(3, 224, 224), head="fc")
+def resnet34(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
     """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters)."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, generator=generator, **kwargs)
 
 
-def resnet50(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> ResNet:
+@register("resnet50", input_shape=(3, 224, 224), head="fc")
+def resnet50(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
     """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters)."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, rng=rng, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, generator=generator, **kwargs)

@@ -8,8 +8,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
+from .registry import register
 
 __all__ = [
     "VGG", "CONFIGS", "make_layers", "init_vgg_weights",
@@ -27,9 +29,10 @@ CONFIGS: dict[str, list[int | str]] = {
 }
 
 
+@accepts_rng
 def make_layers(
     cfg: Sequence[int | str], batch_norm: bool = False, in_channels: int = 3,
-    *, rng: np.random.Generator | None = None,
+    *, generator: np.random.Generator | None = None,
 ) -> nn.Sequential:
     """Return the convolutional part of a VGG as one Sequential (torchvision's numbering).
 
@@ -41,7 +44,7 @@ def make_layers(
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
-        layers.append(nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, rng=rng))
+        layers.append(nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, generator=generator))
         if batch_norm:
             layers.append(nn.BatchNorm2d(int(v)))
         layers.append(nn.ReLU(inplace=True))
@@ -49,7 +52,8 @@ def make_layers(
     return nn.Sequential(*layers)
 
 
-def init_vgg_weights(model: nn.Module, rng: np.random.Generator, linear_std: float | None = 0.01) -> None:
+@accepts_rng
+def init_vgg_weights(model: nn.Module, generator: np.random.Generator, linear_std: float | None = 0.01) -> None:
     """Apply torchvision's VGG init to every layer of ``model``.
 
     Conv: kaiming normal, fan_out, relu gain (std = sqrt(2 / (F*KH*KW))), bias 0.
@@ -58,14 +62,14 @@ def init_vgg_weights(model: nn.Module, rng: np.random.Generator, linear_std: flo
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+            init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             if m.bias is not None:
                 init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             init.ones_(m.weight)
             init.zeros_(m.bias)
         elif isinstance(m, nn.Linear) and linear_std is not None:
-            init.normal_(m.weight, 0.0, linear_std, rng=rng)
+            init.normal_(m.weight, 0.0, linear_std, generator=generator)
             init.zeros_(m.bias)
 
 
@@ -82,29 +86,30 @@ class VGG(nn.Module):
         init_weights: apply ``init_vgg_weights`` (False keeps PyTorch's default layer init,
             which is quicker when weights will be loaded anyway).
         dropout: drop probability of the two Dropout layers.
-        rng: generator for the initial weights and the dropout masks.
+        generator: generator for the initial weights and the dropout masks.
 
     Shape: x (N, 3, H, W) with H, W >= 32 -> logits (N, K); 224x224 is the ImageNet size.
     """
 
+    @accepts_rng
     def __init__(
         self, features: nn.Module, num_classes: int = 1000, init_weights: bool = True,
-        dropout: float = 0.5, *, rng: np.random.Generator | None = None,
+        dropout: float = 0.5, *, generator: np.random.Generator | None = None,
     ):
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096, rng=rng),
+            nn.Linear(512 * 7 * 7, 4096, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(4096, 4096, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(4096, 4096, generator=generator),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout, rng=rng),
-            nn.Linear(4096, num_classes, rng=rng),
+            nn.Dropout(p=dropout, generator=generator),
+            nn.Linear(4096, num_classes, generator=generator),
         )
         if init_weights:
-            init_vgg_weights(self, rng)
+            init_vgg_weights(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.features(x))   # (N, 512, 7, 7)
@@ -112,45 +117,53 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-def _vgg(cfg: str, batch_norm: bool, num_classes: int, rng, **kwargs) -> VGG:
-    return VGG(make_layers(CONFIGS[cfg], batch_norm, rng=rng), num_classes, rng=rng, **kwargs)
+def _vgg(cfg: str, batch_norm: bool, num_classes: int, generator, **kwargs) -> VGG:
+    return VGG(make_layers(CONFIGS[cfg], batch_norm, generator=generator), num_classes, generator=generator, **kwargs)
 
 
-def vgg11(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg11", input_shape=(3, 224, 224), head="classifier.6")
+def vgg11(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-11 (configuration A; 132,863,336 parameters)."""
-    return _vgg("A", False, num_classes, rng, **kwargs)
+    return _vgg("A", False, num_classes, generator, **kwargs)
 
 
-def vgg13(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg13", input_shape=(3, 224, 224), head="classifier.6")
+def vgg13(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-13 (configuration B; 133,047,848 parameters)."""
-    return _vgg("B", False, num_classes, rng, **kwargs)
+    return _vgg("B", False, num_classes, generator, **kwargs)
 
 
-def vgg16(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg16", input_shape=(3, 224, 224), head="classifier.6")
+def vgg16(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-16 (configuration D; 138,357,544 parameters)."""
-    return _vgg("D", False, num_classes, rng, **kwargs)
+    return _vgg("D", False, num_classes, generator, **kwargs)
 
 
-def vgg19(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg19", input_shape=(3, 224, 224), head="classifier.6")
+def vgg19(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-19 (configuration E; 143,667,240 parameters)."""
-    return _vgg("E", False, num_classes, rng, **kwargs)
+    return _vgg("E", False, num_classes, generator, **kwargs)
 
 
-def vgg11_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg11_bn", input_shape=(3, 224, 224), head="classifier.6")
+def vgg11_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters)."""
-    return _vgg("A", True, num_classes, rng, **kwargs)
+    return _vgg("A", True, num_classes, generator, **kwargs)
 
 
-def vgg13_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg13_bn", input_shape=(3, 224, 224), head="classifier.6")
+def vgg13_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters)."""
-    return _vgg("B", True, num_classes, rng, **kwargs)
+    return _vgg("B", True, num_classes, generator, **kwargs)
 
 
-def vgg16_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg16_bn", input_shape=(3, 224, 224), head="classifier.6")
+def vgg16_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters)."""
-    return _vgg("D", True, num_classes, rng, **kwargs)
+    return _vgg("D", True, num_classes, generator, **kwargs)
 
 
-def vgg19_bn(num_classes: int = 1000, *, rng: np.random.Generator | None = None, **kwargs) -> VGG:
+@register("vgg19_bn", input_shape=(3, 224, 224), head="classifier.6")
+def vgg19_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
     """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters)."""
-    return _vgg("E", True, num_classes, rng, **kwargs)
+    return _vgg("E", True, num_classes, generator, **kwargs)

@@ -22,6 +22,7 @@ from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
 from .norm import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, SumPool2d
+from .resize import RESIZABLE, set_array, sync_sizes
 from .shape import Flatten, Identity
 from .tracer import LayerCall, LayerTrace, eval_mode, trace_layers
 
@@ -38,5 +39,7 @@ __all__ = [
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
     # looking inside: the forward-hook tracer
     "trace_layers", "eval_mode", "LayerCall", "LayerTrace",
+    # changing a layer's size in place (pruning, loading pruned checkpoints)
+    "set_array", "sync_sizes", "RESIZABLE",
     "init",
 ]

@@ -8,6 +8,7 @@ an in-place update would corrupt arrays saved for backward.
 from __future__ import annotations
 
 from .. import functional as F
+from ..config import accepts_rng
 from ..tensor import Tensor
 from .module import Module
 
@@ -19,9 +20,10 @@ def _inplace(inplace: bool) -> str:
 
 
 class ReLU(Module):
-    """y = max(x, 0).  Shape: any, unchanged. ``rng`` is unused (every layer accepts it)."""
+    """y = max(x, 0).  Shape: any, unchanged. ``generator`` is unused (every layer accepts it)."""
 
-    def __init__(self, inplace: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, inplace: bool = False, *, generator=None):
         super().__init__()
         self.inplace = inplace
 
@@ -35,7 +37,8 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """y = x if x > 0 else negative_slope * x.  Shape: any, unchanged."""
 
-    def __init__(self, negative_slope: float = 0.01, inplace: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False, *, generator=None):
         super().__init__()
         self.negative_slope, self.inplace = negative_slope, inplace
 
@@ -49,7 +52,8 @@ class LeakyReLU(Module):
 class ELU(Module):
     """y = x if x > 0 else alpha * (exp(x) - 1).  Shape: any, unchanged."""
 
-    def __init__(self, alpha: float = 1.0, inplace: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, alpha: float = 1.0, inplace: bool = False, *, generator=None):
         super().__init__()
         self.alpha, self.inplace = alpha, inplace
 
@@ -63,7 +67,8 @@ class ELU(Module):
 class Sigmoid(Module):
     """y = 1 / (1 + exp(-x)).  Shape: any, unchanged."""
 
-    def __init__(self, *, rng=None):
+    @accepts_rng
+    def __init__(self, *, generator=None):
         super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -73,7 +78,8 @@ class Sigmoid(Module):
 class Tanh(Module):
     """y = tanh(x).  Shape: any, unchanged."""
 
-    def __init__(self, *, rng=None):
+    @accepts_rng
+    def __init__(self, *, generator=None):
         super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,7 +100,8 @@ class Softmax(Module):
     Shape: any, unchanged; slices along ``dim`` sum to 1.
     """
 
-    def __init__(self, dim: int | None = None, *, rng=None):
+    @accepts_rng
+    def __init__(self, dim: int | None = None, *, generator=None):
         super().__init__()
         self.dim = dim
 
@@ -114,7 +121,8 @@ class LogSoftmax(Module):
     Shape: any, unchanged.
     """
 
-    def __init__(self, dim: int | None = None, *, rng=None):
+    @accepts_rng
+    def __init__(self, dim: int | None = None, *, generator=None):
         super().__init__()
         self.dim = dim
 

@@ -6,6 +6,7 @@ import math
 
 from .. import config
 from .. import functional as F
+from ..config import accepts_rng
 from ..errors import ShapeError
 from ..functional.args import conv_padding, pad_widths, pair
 from ..tensor import Tensor
@@ -30,10 +31,11 @@ def _check_channels(x, channels: int) -> None:
 class _ConvNd(Module):
     """Arguments, parameters and repr shared by Conv2d and ConvTranspose2d."""
 
+    @accepts_rng
     def __init__(
         self, name: str, in_channels: int, out_channels: int, kernel_size, stride, padding,
         dilation, transposed: bool, output_padding, groups: int, bias: bool, padding_mode: str,
-        rng, dtype,
+        generator, dtype,
     ):
         super().__init__()
         if groups <= 0:
@@ -60,14 +62,14 @@ class _ConvNd(Module):
             shape = (in_channels, out_channels // groups, KH, KW)
         else:
             shape = (out_channels, in_channels // groups, KH, KW)
-        rng = rng if rng is not None else config.default_generator()
+        generator = generator if generator is not None else config.default_generator()
         # PyTorch's default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
         # and the bias from the same bound; fan_in = weight.shape[1] * KH * KW.
-        self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5), rng=rng, dtype=dtype))
+        self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5), generator=generator, dtype=dtype))
         if bias:
             fan_in, _ = init.fan_in_and_fan_out(shape)
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            self.bias = Parameter(init.uniform((out_channels,), -bound, bound, rng=rng, dtype=dtype))
+            self.bias = Parameter(init.uniform((out_channels,), -bound, bound, generator=generator, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
@@ -98,7 +100,7 @@ class Conv2d(_ConvNd):
         groups: split channels into groups convolved separately (C = groups: depthwise).
         bias: learn a per-filter bias.
         padding_mode: "zeros", "reflect", "replicate" or "circular".
-        rng: generator for the initial weights (default: cnnkit's default generator).
+        generator: generator for the initial weights (default: cnnkit's default generator).
         dtype: parameter dtype (default: ``cnnkit.get_default_dtype()``).
 
     Attributes:
@@ -113,13 +115,14 @@ class Conv2d(_ConvNd):
         ShapeError: the input is not (N, in_channels, H, W) or (in_channels, H, W).
     """
 
+    @accepts_rng
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-        groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, rng=None, dtype=None,
+        groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, generator=None, dtype=None,
     ):
         super().__init__(
             "Conv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
-            groups, bias, padding_mode, rng, dtype,
+            groups, bias, padding_mode, generator, dtype,
         )
 
     def padding_sides(self) -> tuple[int, int, int, int]:
@@ -141,7 +144,7 @@ class ConvTranspose2d(_ConvNd):
         in_channels, out_channels: C and F.
         kernel_size, stride, padding, output_padding, dilation: int or pair.
         groups, bias: as Conv2d. padding_mode: only "zeros" (as PyTorch).
-        rng, dtype: as Conv2d.
+        generator, dtype: as Conv2d.
 
     Attributes:
         weight: (C, F/groups, KH, KW) (PyTorch's layout), init U(-b, b) with
@@ -152,10 +155,11 @@ class ConvTranspose2d(_ConvNd):
     OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + OPH + 1 (likewise OW).
     """
 
+    @accepts_rng
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
         output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-        padding_mode: str = "zeros", *, rng=None, dtype=None,
+        padding_mode: str = "zeros", *, generator=None, dtype=None,
     ):
         if padding_mode != "zeros":
             raise ValueError(f'ConvTranspose2d only supports padding_mode="zeros", got {padding_mode!r}')
@@ -163,7 +167,7 @@ class ConvTranspose2d(_ConvNd):
             raise ShapeError(f"ConvTranspose2d expects padding as an int or a pair, got {padding!r}")
         super().__init__(
             "ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
-            True, output_padding, groups, bias, padding_mode, rng, dtype,
+            True, output_padding, groups, bias, padding_mode, generator, dtype,
         )
 
     def _output_padding_for(self, x, output_size) -> tuple[int, int]:

@@ -5,7 +5,7 @@ Two forms of each initializer, with PyTorch's names and formulas (``torch.nn.ini
 - ``kaiming_uniform(shape, ...)`` returns a new array of the default dtype;
 - ``kaiming_uniform_(tensor, ...)`` fills a Tensor, Parameter or array in place and returns it.
 
-``rng=None`` means ``cnnkit.config.default_generator()``, looked up at call time, so
+``generator=None`` means ``cnnkit.config.default_generator()``, looked up at call time, so
 ``cnnkit.manual_seed(s)`` followed by the same calls gives the same numbers.
 
 Fans (PyTorch's convention) for a weight of shape (out, in, *kernel):
@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import config
 from ..backend import get_array_module
+from ..config import accepts_rng
 from ..tensor import Tensor
 
 __all__ = [
@@ -100,8 +101,8 @@ def _fan(shape: Shape, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
-def _rng(rng: np.random.Generator | None) -> np.random.Generator:
-    return rng if rng is not None else config.default_generator()
+def _rng(generator: np.random.Generator | None) -> np.random.Generator:
+    return generator if generator is not None else config.default_generator()
 
 
 def _dtype(dtype) -> np.dtype:
@@ -115,36 +116,40 @@ def _draw_dtype(dtype: np.dtype) -> np.dtype:
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
-def uniform(shape: Shape, a: float = 0.0, b: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
+@accepts_rng
+def uniform(shape: Shape, a: float = 0.0, b: float = 1.0, *, generator=None, dtype=None) -> np.ndarray:
     """Return an array drawn from U(a, b)."""
     dt = _dtype(dtype)
-    x = _rng(rng).random(tuple(shape), dtype=_draw_dtype(dt))
+    x = _rng(generator).random(tuple(shape), dtype=_draw_dtype(dt))
     x *= x.dtype.type(b - a)
     x += x.dtype.type(a)
     return x.astype(dt, copy=False)
 
 
-def normal(shape: Shape, mean: float = 0.0, std: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
+@accepts_rng
+def normal(shape: Shape, mean: float = 0.0, std: float = 1.0, *, generator=None, dtype=None) -> np.ndarray:
     """Return an array drawn from N(mean, std**2)."""
     dt = _dtype(dtype)
-    x = _rng(rng).standard_normal(tuple(shape), dtype=_draw_dtype(dt))
+    x = _rng(generator).standard_normal(tuple(shape), dtype=_draw_dtype(dt))
     x *= x.dtype.type(std)
     x += x.dtype.type(mean)
     return x.astype(dt, copy=False)
 
 
-def xavier_uniform(shape: Shape, gain: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
+@accepts_rng
+def xavier_uniform(shape: Shape, gain: float = 1.0, *, generator=None, dtype=None) -> np.ndarray:
     """Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
-    return uniform(shape, -bound, bound, rng=rng, dtype=dtype)
+    return uniform(shape, -bound, bound, generator=generator, dtype=dtype)
 
 
-def xavier_normal(shape: Shape, gain: float = 1.0, *, rng=None, dtype=None) -> np.ndarray:
+@accepts_rng
+def xavier_normal(shape: Shape, gain: float = 1.0, *, generator=None, dtype=None) -> np.ndarray:
     """Glorot normal: N(0, std**2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(shape)
     std = gain * math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
-    return normal(shape, 0.0, std, rng=rng, dtype=dtype)
+    return normal(shape, 0.0, std, generator=generator, dtype=dtype)
 
 
 def _kaiming_std(shape: Shape, a: float, mode: str, nonlinearity: str) -> float:
@@ -154,24 +159,26 @@ def _kaiming_std(shape: Shape, a: float, mode: str, nonlinearity: str) -> float:
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
+@accepts_rng
 def kaiming_uniform(
     shape: Shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-    *, rng=None, dtype=None,
+    *, generator=None, dtype=None,
 ) -> np.ndarray:
     """He uniform: U(-b, b), b = sqrt(3) * gain / sqrt(fan), gain = calculate_gain(nonlinearity, a).
 
     PyTorch's default Conv/Linear init is this with a = sqrt(5), which gives b = 1 / sqrt(fan_in).
     """
     bound = math.sqrt(3.0) * _kaiming_std(shape, a, mode, nonlinearity)
-    return uniform(shape, -bound, bound, rng=rng, dtype=dtype)
+    return uniform(shape, -bound, bound, generator=generator, dtype=dtype)
 
 
+@accepts_rng
 def kaiming_normal(
     shape: Shape, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-    *, rng=None, dtype=None,
+    *, generator=None, dtype=None,
 ) -> np.ndarray:
     """He normal: N(0, std**2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a)."""
-    return normal(shape, 0.0, _kaiming_std(shape, a, mode, nonlinearity), rng=rng, dtype=dtype)
+    return normal(shape, 0.0, _kaiming_std(shape, a, mode, nonlinearity), generator=generator, dtype=dtype)
 
 
 # --------------------------------------------------------------------- in-place versions
@@ -189,17 +196,19 @@ def _shape_dtype(target):
     return array.shape, array.dtype
 
 
-def uniform_(tensor, a: float = 0.0, b: float = 1.0, *, rng=None):
+@accepts_rng
+def uniform_(tensor, a: float = 0.0, b: float = 1.0, *, generator=None):
     """Fill ``tensor`` with draws from U(a, b); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, uniform(shape, a, b, rng=rng, dtype=dtype))
+    _fill(tensor, uniform(shape, a, b, generator=generator, dtype=dtype))
     return tensor
 
 
-def normal_(tensor, mean: float = 0.0, std: float = 1.0, *, rng=None):
+@accepts_rng
+def normal_(tensor, mean: float = 0.0, std: float = 1.0, *, generator=None):
     """Fill ``tensor`` with draws from N(mean, std**2); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, normal(shape, mean, std, rng=rng, dtype=dtype))
+    _fill(tensor, normal(shape, mean, std, generator=generator, dtype=dtype))
     return tensor
 
 
@@ -219,33 +228,37 @@ def ones_(tensor):
     return constant_(tensor, 1.0)
 
 
-def xavier_uniform_(tensor, gain: float = 1.0, *, rng=None):
+@accepts_rng
+def xavier_uniform_(tensor, gain: float = 1.0, *, generator=None):
     """Fill ``tensor`` by Glorot uniform (see ``xavier_uniform``); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, xavier_uniform(shape, gain, rng=rng, dtype=dtype))
+    _fill(tensor, xavier_uniform(shape, gain, generator=generator, dtype=dtype))
     return tensor
 
 
-def xavier_normal_(tensor, gain: float = 1.0, *, rng=None):
+@accepts_rng
+def xavier_normal_(tensor, gain: float = 1.0, *, generator=None):
     """Fill ``tensor`` by Glorot normal (see ``xavier_normal``); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, xavier_normal(shape, gain, rng=rng, dtype=dtype))
+    _fill(tensor, xavier_normal(shape, gain, generator=generator, dtype=dtype))
     return tensor
 
 
+@accepts_rng
 def kaiming_uniform_(
-    tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *, rng=None
+    tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *, generator=None
 ):
     """Fill ``tensor`` by He uniform (see ``kaiming_uniform``); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, kaiming_uniform(shape, a, mode, nonlinearity, rng=rng, dtype=dtype))
+    _fill(tensor, kaiming_uniform(shape, a, mode, nonlinearity, generator=generator, dtype=dtype))
     return tensor
 
 
+@accepts_rng
 def kaiming_normal_(
-    tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *, rng=None
+    tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *, generator=None
 ):
     """Fill ``tensor`` by He normal (see ``kaiming_normal``); return it."""
     shape, dtype = _shape_dtype(tensor)
-    _fill(tensor, kaiming_normal(shape, a, mode, nonlinearity, rng=rng, dtype=dtype))
+    _fill(tensor, kaiming_normal(shape, a, mode, nonlinearity, generator=generator, dtype=dtype))
     return tensor

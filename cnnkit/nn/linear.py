@@ -6,6 +6,7 @@ import math
 
 from .. import config
 from .. import functional as F
+from ..config import accepts_rng
 from ..errors import ShapeError
 from ..tensor import Tensor
 from . import init
@@ -21,7 +22,7 @@ class Linear(Module):
     Args:
         in_features, out_features: D_in and D_out.
         bias: learn a bias.
-        rng: generator for the initial weights (default: cnnkit's default generator).
+        generator: generator for the initial weights (default: cnnkit's default generator).
         dtype: parameter dtype (default: ``cnnkit.get_default_dtype()``).
 
     Attributes:
@@ -35,15 +36,16 @@ class Linear(Module):
         ShapeError: the last dimension of the input is not in_features.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=None):
+    @accepts_rng
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, generator=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        rng = rng if rng is not None else config.default_generator()
+        generator = generator if generator is not None else config.default_generator()
         shape = (out_features, in_features)
-        self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5), rng=rng, dtype=dtype))
+        self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5), generator=generator, dtype=dtype))
         if bias:
             bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0
-            self.bias = Parameter(init.uniform((out_features,), -bound, bound, rng=rng, dtype=dtype))
+            self.bias = Parameter(init.uniform((out_features,), -bound, bound, generator=generator, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 

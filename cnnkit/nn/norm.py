@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import config
 from .. import functional as F
+from ..config import accepts_rng
 from ..errors import ShapeError
 from ..tensor import Tensor
 from .module import Module
@@ -28,15 +29,16 @@ class _BatchNorm(Module):
     _shapes = ""  # the accepted input shapes, for error messages
     _ranks: tuple[int, ...] = ()
 
+    @accepts_rng
     def __init__(
         self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-        track_running_stats: bool = True, *, bias: bool = True, rng=None, dtype=None,
+        track_running_stats: bool = True, *, bias: bool = True, generator=None, dtype=None,
     ):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype) if dtype is not None else config.get_default_dtype()
-        # PyTorch's init: weight 1, bias 0 (no randomness; rng is accepted for uniformity).
+        # PyTorch's init: weight 1, bias 0 (no randomness; generator is accepted for uniformity).
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=dtype))
         else:
@@ -99,7 +101,7 @@ class BatchNorm1d(_BatchNorm):
         affine: learn a per-feature scale (weight, init 1) and shift (bias, init 0).
         track_running_stats: keep running_mean / running_var / num_batches_tracked buffers.
         bias: with affine, learn the shift too (keyword, as in PyTorch 2.13).
-        rng: unused (the init is constant); dtype: parameter and buffer dtype.
+        generator: unused (the init is constant); dtype: parameter and buffer dtype.
 
     Shape: (N, C) or (N, C, L) -> same.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import functional as F
+from ..config import accepts_rng
 from ..errors import ShapeError
 from ..tensor import Tensor
 from .module import Module
@@ -29,15 +30,16 @@ class MaxPool2d(Module):
         kernel_size, stride (default: kernel_size), padding, dilation: int or pair.
         ceil_mode: round the output size up instead of down.
         return_indices: not supported (must be False).
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW),
     OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1 (likewise OW).
     """
 
+    @accepts_rng
     def __init__(
         self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-        ceil_mode: bool = False, *, rng=None,
+        ceil_mode: bool = False, *, generator=None,
     ):
         super().__init__()
         _no_indices("MaxPool2d", return_indices)
@@ -65,14 +67,15 @@ class AvgPool2d(Module):
         ceil_mode: round the output size up instead of down.
         count_include_pad: divide by the full window area including zero padding.
         divisor_override: divide by this number instead.
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - KH) / SH) + 1.
     """
 
+    @accepts_rng
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-        count_include_pad: bool = True, divisor_override: int | None = None, *, rng=None,
+        count_include_pad: bool = True, divisor_override: int | None = None, *, generator=None,
     ):
         super().__init__()
         self.kernel_size = kernel_size
@@ -96,12 +99,13 @@ class SumPool2d(Module):
 
     Args:
         kernel_size, stride (default: kernel_size), padding: int or pair; ceil_mode.
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - KH) / SH) + 1.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, *, generator=None):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -121,12 +125,13 @@ class LPPool2d(Module):
     Args:
         norm_type: p (1 is sum pooling; large p approaches max pooling).
         kernel_size, stride (default: kernel_size): int or pair; ceil_mode.
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = floor((H - KH) / SH) + 1.
     """
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *, generator=None):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
 
@@ -146,12 +151,13 @@ class AdaptiveAvgPool2d(Module):
 
     Args:
         output_size: int or (OH, OW); None in a pair keeps that input dimension.
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW).
     """
 
-    def __init__(self, output_size, *, rng=None):
+    @accepts_rng
+    def __init__(self, output_size, *, generator=None):
         super().__init__()
         self.output_size = output_size
 
@@ -169,12 +175,13 @@ class AdaptiveMaxPool2d(Module):
     Args:
         output_size: int or (OH, OW); None in a pair keeps that input dimension.
         return_indices: not supported (must be False).
-        rng: unused (every layer accepts it).
+        generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW).
     """
 
-    def __init__(self, output_size, return_indices: bool = False, *, rng=None):
+    @accepts_rng
+    def __init__(self, output_size, return_indices: bool = False, *, generator=None):
         super().__init__()
         _no_indices("AdaptiveMaxPool2d", return_indices)
         self.output_size, self.return_indices = output_size, return_indices

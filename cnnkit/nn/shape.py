@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import functional as F
+from ..config import accepts_rng
 from ..errors import ShapeError
 from ..tensor import Tensor
 from .module import Module
@@ -31,7 +32,8 @@ class Flatten(Module):
     Shape: (N, C, H, W) -> (N, C*H*W) with the defaults.
     """
 
-    def __init__(self, start_dim: int = 1, end_dim: int = -1, *, rng=None):
+    @accepts_rng
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, *, generator=None):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 

@@ -18,7 +18,7 @@ import numpy as np
 from .. import config, nn
 from ..data import DataLoader
 from ..explain.summary import summary
-from ..io.checkpoint import save_checkpoint
+from ..io.checkpoint import save
 from ..tensor import Tensor
 from ..train.loop import evaluate
 from .prune import conv_parameters
@@ -74,7 +74,7 @@ def weights_file_size(model, ckpt) -> int:
     """The size of ``model`` saved alone (training checkpoints also hold optimizer state)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "weights.safetensors"
-        save_checkpoint(path, model, model_name=ckpt.model_name, model_config=ckpt.model_config,
+        save(model, path, model_name=ckpt.model_name, model_config=ckpt.model_config,
                         extra=ckpt.meta.get("extra", {}))
         return path.stat().st_size
 

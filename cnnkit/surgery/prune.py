@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 
 from .. import config, nn
-from ..errors import ShapeError
+from ..config import accepts_rng
+from ..errors import LayerNotFoundError, ShapeError
 from ..function import op_name
 from ..graph import post_order
-from ..nn import Parameter
+from ..nn.resize import set_array, sync_sizes
 from ..tensor import Tensor
 
 __all__ = ["ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "conv_parameters"]
@@ -399,7 +400,8 @@ def _selected(layers, model: nn.Module) -> Any:
     for item in chosen:
         if isinstance(item, str):
             if item not in names:
-                raise ValueError(f"prune: the model has no layer named {item!r}")
+                valid = ", ".join(p for p, m in model.named_modules() if isinstance(m, _CONVS + (nn.Linear,)))
+                raise LayerNotFoundError(f"prune: the model has no layer named {item!r}; prunable layers: {valid}")
             paths.add(item)
         else:
             ids.add(id(item))
@@ -418,10 +420,10 @@ def _importance(space: _Space, criterion: str) -> np.ndarray:
     return total
 
 
-def _keep_indices(space: _Space, amount: float, criterion: str, rng: np.random.Generator) -> np.ndarray:
+def _keep_indices(space: _Space, amount: float, criterion: str, generator: np.random.Generator) -> np.ndarray:
     n_keep = max(1, space.size - int(round(amount * space.size)))
     if criterion == "random":
-        return np.sort(rng.permutation(space.size)[:n_keep])
+        return np.sort(generator.permutation(space.size)[:n_keep])
     if criterion == "first":
         return np.arange(n_keep)
     order = np.argsort(-_importance(space, criterion), kind="stable")   # most important first
@@ -438,55 +440,39 @@ def _expand(keep: np.ndarray, per: int) -> np.ndarray:
 def _take(module: nn.Module, name: str, index: np.ndarray, axis: int) -> None:
     """Keep entries ``index`` of ``module.name`` along ``axis`` (a parameter or a buffer)."""
     value = getattr(module, name, None)
-    if value is None:
-        return
-    if isinstance(value, Parameter):
-        setattr(module, name, Parameter(np.take(value.data, index, axis=axis).copy(), value.requires_grad))
-    else:
-        data = value.data if isinstance(value, Tensor) else value
-        setattr(module, name, np.take(data, index, axis=axis).copy())
+    if value is not None:
+        set_array(module, name, np.take(np.asarray(getattr(value, "data", value)), index, axis=axis).copy())
 
 
 def _apply(space: _Space, keep: np.ndarray) -> None:
-    n = len(keep)
+    """Cut every layer of the group down to the ``keep`` channels; their sizes follow (``sync_sizes``)."""
     for m in space.sources:
-        if isinstance(m, nn.Linear):
-            _take(m, "weight", keep, 0)
-            m.out_features = n
-        elif isinstance(m, nn.ConvTranspose2d):
-            _take(m, "weight", keep, 1)
-            m.out_channels = n
-        else:
-            _take(m, "weight", keep, 0)
-            m.out_channels = n
+        _take(m, "weight", keep, 1 if isinstance(m, nn.ConvTranspose2d) else 0)
         _take(m, "bias", keep, 0)
     for m, per in space.members:
         idx = _expand(keep, per)
         if isinstance(m, _NORMS):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 _take(m, name, idx, 0)
-            m.num_features = len(idx)
+            if m.weight is None and m.running_mean is None:   # nothing to read the size from
+                m.num_features = len(idx)
         else:   # depthwise conv
             _take(m, "weight", keep, 0)
             _take(m, "bias", keep, 0)
-            m.in_channels = m.out_channels = m.groups = n
     for m, per in space.consumers:
-        idx = _expand(keep, per)
         if isinstance(m, nn.Linear):
-            _take(m, "weight", idx, 1)
-            m.in_features = len(idx)
-        elif isinstance(m, nn.ConvTranspose2d):
-            _take(m, "weight", keep, 0)
-            m.in_channels = n
+            _take(m, "weight", _expand(keep, per), 1)
         else:
-            _take(m, "weight", keep, 1)
-            m.in_channels = n
+            _take(m, "weight", keep, 0 if isinstance(m, nn.ConvTranspose2d) else 1)
+    for m in {id(m): m for m in space.sources + [m for m, _ in space.members + space.consumers]}.values():
+        sync_sizes(m)
 
 
+@accepts_rng
 def prune_channels(
     model: nn.Module, amount: float, criterion: str = "l1", layers: str | Iterable | None = None,
     *, input_shape: Sequence[int] | None = None, residual: str = "together",
-    rng: np.random.Generator | None = None,
+    generator: np.random.Generator | None = None,
 ) -> nn.Module:
     """Return a copy of ``model`` with a share of the channels of each prunable layer removed.
 
@@ -502,7 +488,7 @@ def prune_channels(
             32x32 and 224x224 that the model takes.
         residual: "together" prunes channels tied by a residual add as one group; "keep"
             leaves them alone.
-        rng: generator for ``criterion="random"`` (default: cnnkit's default generator).
+        generator: generator for ``criterion="random"`` (default: cnnkit's default generator).
 
     Returns:
         The pruned model (a smaller dense model of the same classes), in the mode
@@ -517,7 +503,7 @@ def prune_channels(
         raise ValueError(f"prune_channels expects criterion 'l1', 'l2' or 'random', got {criterion!r}")
     if residual not in ("together", "keep"):
         raise ValueError(f"prune_channels expects residual 'together' or 'keep', got {residual!r}")
-    rng = rng if rng is not None else config.default_generator()
+    generator = generator if generator is not None else config.default_generator()
     pruned = copy.deepcopy(model)
     tracer = _Tracer(pruned, input_shape or _infer_input_shape(pruned))
     chosen = _selected(layers, pruned)
@@ -529,16 +515,17 @@ def prune_channels(
             continue
         if not all(chosen(m, tracer.path(m)) for m in space.sources):
             continue
-        plans.append((space, _keep_indices(space, amount, criterion, rng)))
+        plans.append((space, _keep_indices(space, amount, criterion, generator)))
     for space, keep in plans:   # rank every group before any weight changes
         if len(keep) < space.size:
             _apply(space, keep)
     return pruned
 
 
+@accepts_rng
 def uniform_width(
     model: nn.Module, fraction: float, layers: str | Iterable | None = "conv",
-    *, input_shape: Sequence[int] | None = None, rng: np.random.Generator | None = None,
+    *, input_shape: Sequence[int] | None = None, generator: np.random.Generator | None = None,
 ) -> nn.Module:
     """Build the thinner network: each layer's channels reduced by ``fraction``, weights new.
 
@@ -552,22 +539,22 @@ def uniform_width(
         model: the full-width model (not changed).
         fraction: the share of channels removed from each layer, in [0, 1).
         layers: as ``prune_channels``; default "conv" (every convolutional layer).
-        input_shape, rng: as ``prune_channels``; rng draws the new weights.
+        input_shape, generator: as ``prune_channels``; generator draws the new weights.
 
     Returns:
         The thinner model, untrained, in training mode.
     """
-    rng = rng if rng is not None else config.default_generator()
+    generator = generator if generator is not None else config.default_generator()
     thin = prune_channels(model, fraction, "first", layers, input_shape=input_shape)
     for m in thin.modules():
         if isinstance(m, nn.Conv2d):
             fresh = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, groups=m.groups,
-                              bias=m.bias is not None, rng=rng, dtype=m.weight.dtype)
+                              bias=m.bias is not None, generator=generator, dtype=m.weight.dtype)
         elif isinstance(m, nn.ConvTranspose2d):
             fresh = nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, groups=m.groups,
-                                       bias=m.bias is not None, rng=rng, dtype=m.weight.dtype)
+                                       bias=m.bias is not None, generator=generator, dtype=m.weight.dtype)
         elif isinstance(m, nn.Linear):
-            fresh = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, rng=rng,
+            fresh = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, generator=generator,
                               dtype=m.weight.dtype)
         elif isinstance(m, _NORMS):
             if m.weight is not None:

@@ -2,7 +2,8 @@
 
     history = fit(model, loader, epochs=10, optimizer=opt, val_loader=val, callbacks=[CSVLogger("log.csv")])
 
-- ``loop.py``: ``fit``, ``evaluate``, ``predict``, ``TrainingRun`` (what callbacks see),
+- ``loop.py``: ``fit``, ``evaluate``, ``predict`` (outputs, as Keras), ``predict_proba``
+  (softmax of them), ``TrainingRun`` (what callbacks see),
   the progress line and the evaluation report.
 - ``history.py``: ``History`` (per-epoch logs) and ``read_history`` (from a run folder).
 - ``callbacks.py``: ``Callback``, ``LearningRateScheduler``, ``EarlyStopping``,
@@ -22,7 +23,7 @@ from .callbacks import (
     first_nonfinite_output,
 )
 from .history import History, read_history
-from .loop import EpochStats, TrainingRun, evaluate, fit, format_logs, format_report, predict
+from .loop import EpochStats, TrainingRun, evaluate, fit, format_logs, format_report, predict, predict_proba
 from .recipes import Recipe, default_lr, finetune, make_optimizer, recipe_for
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "format_report",
     "make_optimizer",
     "predict",
+    "predict_proba",
     "read_history",
     "recipe_for",
 ]

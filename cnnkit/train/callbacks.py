@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NonFiniteError
-from ..io.checkpoint import atomic_write_bytes, save_checkpoint
+from ..io.checkpoint import atomic_write_bytes, save
 from ..nn import LayerCall, trace_layers
 from ..tensor import Tensor
 
@@ -145,7 +145,7 @@ class ModelCheckpoint(Callback):
 
     ``filepath`` may contain ``{epoch}`` and any log key, e.g.
     ``"ckpt/epoch{epoch:02d}-{val_loss:.3f}.safetensors"``. Each save is atomic.
-    ``checkpoint_kwargs`` is passed to ``save_checkpoint`` (model name and config, RNG states).
+    ``checkpoint_kwargs`` is passed to ``cnnkit.save`` (model name and config, RNG states).
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
@@ -162,8 +162,8 @@ class ModelCheckpoint(Callback):
         rng_states = kwargs.pop("rng_states", None)
         if callable(rng_states):
             rng_states = rng_states()
-        self.last_saved = save_checkpoint(
-            path, run.model, optimizer=run.optimizer, scheduler=run.scheduler, epoch=epoch,
+        self.last_saved = save(
+            run.model, path, optimizer=run.optimizer, scheduler=run.scheduler, epoch=epoch,
             metrics={k: v for k, v in logs.items()}, history=run.history.to_dict(),
             rng_states=rng_states, **kwargs,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,12 @@ import numpy as np
 
 from .. import functional as F
 from ..config import no_grad
+from ..nn import Module, eval_mode
 from ..tensor import Tensor
 from .callbacks import LearningRateScheduler
 from .history import History
 
-__all__ = ["TrainingRun", "fit", "evaluate", "predict", "EpochStats", "format_logs", "format_report"]
+__all__ = ["TrainingRun", "fit", "evaluate", "predict", "predict_proba", "EpochStats", "format_logs", "format_report"]
 
 
 @dataclass
@@ -189,40 +191,33 @@ def evaluate(
 ) -> dict[str, Any]:
     """Loss, accuracy, top-k accuracy and (optionally) the confusion matrix over ``loader``.
 
-    The model runs in eval mode under ``no_grad``; its previous mode is restored.
+    The model runs in eval mode under ``no_grad``; each module's mode is restored afterwards.
 
     Returns:
         {"loss", "accuracy", "top5_accuracy" (for each k > 1 with k <= classes),
          "confusion_matrix" (K, K) int64 array (rows: true class, columns: predicted)}.
     """
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
     loss_sum, seen = 0.0, 0
     hits = {k: 0 for k in topk}
     matrix = None
-    try:
-        with no_grad():
-            for batch in loader:
-                x, t = _as_arrays(batch)
-                out = model(Tensor(x))
-                logits = out.data
-                if loss is not None:
-                    loss_sum += float(loss(out, t).data) * len(t)
-                seen += len(t)
-                K = logits.shape[1]
-                order = np.argsort(-logits, axis=1, kind="stable")
-                for k in topk:
-                    if k <= K:
-                        hits[k] += int((order[:, :k] == t[:, None]).any(axis=1).sum())
-                if confusion:
-                    n_cls = num_classes or K
-                    if matrix is None:
-                        matrix = np.zeros((n_cls, n_cls), np.int64)
-                    np.add.at(matrix, (t.astype(np.int64), order[:, 0]), 1)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    with no_grad(), (eval_mode(model) if isinstance(model, Module) else nullcontext()):
+        for batch in loader:
+            x, t = _as_arrays(batch)
+            out = model(Tensor(x))
+            logits = out.data
+            if loss is not None:
+                loss_sum += float(loss(out, t).data) * len(t)
+            seen += len(t)
+            K = logits.shape[1]
+            order = np.argsort(-logits, axis=1, kind="stable")
+            for k in topk:
+                if k <= K:
+                    hits[k] += int((order[:, :k] == t[:, None]).any(axis=1).sum())
+            if confusion:
+                n_cls = num_classes or K
+                if matrix is None:
+                    matrix = np.zeros((n_cls, n_cls), np.int64)
+                np.add.at(matrix, (t.astype(np.int64), order[:, 0]), 1)
     results: dict[str, Any] = {}
     if loss is not None:
         results["loss"] = loss_sum / max(seen, 1)
@@ -237,24 +232,42 @@ def evaluate(
 
 
 def predict(model, data, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (softmax of the outputs) for an array of inputs or a loader."""
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    """The model's outputs for every input, as Keras' ``Model.predict``: logits for a classifier.
+
+    Runs in eval mode (each module's mode is restored afterwards) without grad, one batch
+    at a time; ``predict_proba`` turns a classifier's outputs into probabilities.
+
+    Args:
+        data: an array or Tensor of inputs (N, ...), or a loader yielding batches of inputs
+            or (inputs, targets) pairs.
+        batch_size: for an array of inputs.
+
+    Returns:
+        The outputs of every batch, concatenated along axis 0: (N, K) for a classifier.
+    """
+    if isinstance(data, (np.ndarray, Tensor)):
+        x = data.data if isinstance(data, Tensor) else data
+        batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    else:
+        batches = (_as_arrays(b)[0] if isinstance(b, (tuple, list)) else b for b in data)
     chunks = []
-    try:
-        with no_grad():
-            if isinstance(data, (np.ndarray, Tensor)):
-                x = data.data if isinstance(data, Tensor) else data
-                batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-            else:
-                batches = (_as_arrays(b)[0] if isinstance(b, (tuple, list)) else b for b in data)
-            for xb in batches:
-                chunks.append(F.softmax(model(Tensor(xb)), dim=1).data)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    with no_grad(), (eval_mode(model) if isinstance(model, Module) else nullcontext()):
+        for xb in batches:
+            out = model(xb if isinstance(xb, Tensor) else Tensor(xb))
+            chunks.append(np.asarray(out.data))
     return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+
+def predict_proba(model, data, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities: the softmax over axis 1 of ``predict``'s outputs (logits).
+
+    Returns:
+        (N, K) probabilities, each row summing to 1.
+    """
+    logits = predict(model, data, batch_size)
+    if logits.ndim < 2:
+        return logits
+    return F.softmax(Tensor(logits), dim=1).data
 
 
 class _Progress:
@@ -267,7 +280,7 @@ class _Progress:
         self.bar = None
         if verbose and sys.stdout.isatty():
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # the progress bar library loads only on a terminal
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 tqdm = None
             if tqdm is not None:

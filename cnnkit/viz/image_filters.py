@@ -146,7 +146,7 @@ def load_image(path: str | os.PathLike, gray: bool = False, max_side: int | None
         FileNotFoundError: no such file.
         ValueError: the file is not an image PIL can read.
     """
-    from PIL import Image
+    from PIL import Image  # Pillow loads only when an image is resized
 
     arr = read_uint8(path, "L" if gray else "auto")
     if max_side is not None and max(arr.shape[:2]) > max_side:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ _SEQUENTIAL = "viridis"
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib (heavy, optional) loads only to draw
 
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -55,8 +56,6 @@ def _show(ax, image: np.ndarray, **kwargs):
 
 def _wrap(text: str, width_inches: float, fontsize: float = 9) -> str:
     """Wrap each line of a title to the figure's width (about 7 characters per inch at 9 pt)."""
-    import textwrap
-
     chars = max(20, int(width_inches * 72 / (0.6 * fontsize)))
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
@@ -84,7 +83,7 @@ def plot_filters(
 
     Shape: weight (F, C, KH, KW).
     """
-    from matplotlib.cm import ScalarMappable
+    from matplotlib.cm import ScalarMappable  # matplotlib loads only to draw
     from matplotlib.colors import Normalize
 
     w = np.asarray(weight, np.float64)
@@ -408,7 +407,7 @@ def plot_dense_conv(dense, *, title: str = ""):
     Args:
         dense: a ``cnnkit.explain.DenseConv`` (of a convolution with a few weights).
     """
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap  # matplotlib loads only to draw
 
     idx = dense.weight_index
     n_weights = int(dense.uses.size)

@@ -125,7 +125,7 @@ def test_fast_path_augmentation_is_reproducible_with_a_seeded_generator(rng):
 
     def run(seed):
         g = np.random.default_rng(seed)
-        augment = T.Compose([T.ToTensor(), T.RandomCrop(8, padding=2, rng=g), T.RandomHorizontalFlip(rng=g)])
+        augment = T.Compose([T.ToTensor(), T.RandomCrop(8, padding=2, generator=g), T.RandomHorizontalFlip(generator=g)])
         loader = DataLoader(
             ArrayDataset(images, np.arange(40), augment), batch_size=16, shuffle=True, generator=g
         )

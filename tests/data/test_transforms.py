@@ -89,7 +89,7 @@ def _position(out: np.ndarray, windows: dict) -> tuple[int, int]:
 
 def test_random_crop_with_padding_keeps_the_size_and_cuts_inside_the_padded_image(rng):
     x = rng.integers(1, 256, (1, 6, 6), dtype=np.uint8)  # no zeros, so padding is visible
-    crop = T.RandomCrop(6, padding=2, rng=np.random.default_rng(0))
+    crop = T.RandomCrop(6, padding=2, generator=np.random.default_rng(0))
     windows = _windows_of(np.pad(x, ((0, 0), (2, 2), (2, 2))), 6, 6)
     seen = {_position(crop(x), windows) for _ in range(400)}
     assert seen == set(windows)  # every one of the 5 x 5 positions, nothing outside
@@ -118,7 +118,7 @@ def test_flips_follow_their_probability(rng):
     np.testing.assert_array_equal(T.RandomHorizontalFlip(0.0)(x), x)
     np.testing.assert_array_equal(T.RandomVerticalFlip(1.0)(x), x[..., ::-1, :])
     xs = rng.random((1000, 1, 2, 3))
-    out = T.RandomHorizontalFlip(0.5, rng=np.random.default_rng(1)).batch(xs)
+    out = T.RandomHorizontalFlip(0.5, generator=np.random.default_rng(1)).batch(xs)
     flipped = np.all(out == xs[..., ::-1], axis=(1, 2, 3))
     assert np.all(flipped | np.all(out == xs, axis=(1, 2, 3)))
     assert 430 < flipped.sum() < 570
@@ -135,7 +135,7 @@ def test_affine_quarter_turn_is_counter_clockwise(size):
 
 def test_affine_translation_shifts_whole_pixels_and_fills_with_zero(rng):
     x = rng.integers(1, 256, (1, 8, 10), dtype=np.uint8)
-    affine = T.RandomAffine(0, translate=(0.2, 0.25), rng=np.random.default_rng(3))
+    affine = T.RandomAffine(0, translate=(0.2, 0.25), generator=np.random.default_rng(3))
     shifts = set()
     for _ in range(60):
         out = affine(x)
@@ -191,9 +191,9 @@ def _augment(rng=None):
     return T.Compose(
         [
             T.ToTensor(),
-            T.RandomCrop(8, padding=1, rng=rng),
-            T.RandomHorizontalFlip(rng=rng),
-            T.RandomAffine(15, translate=(0.1, 0.1), rng=rng),
+            T.RandomCrop(8, padding=1, generator=rng),
+            T.RandomHorizontalFlip(generator=rng),
+            T.RandomAffine(15, translate=(0.1, 0.1), generator=rng),
             T.Normalize((0.5,), (0.5,)),
         ]
     )

@@ -1,4 +1,4 @@
-"""cnnkit.explain: convolution as a dense layer, the toy graph, saliency."""
+"""explain.conv_dense: a convolution as the dense (Toeplitz) layer it equals, and its counts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import pytest
 
 from cnnkit import Tensor, nn
 from cnnkit import functional as F
-from cnnkit.explain import conv_as_dense, conv_stats, saliency, toy_graph
-from cnnkit.viz.dot import toy_graph_to_dot
+from cnnkit.explain import conv_as_dense, conv_stats
 
 
 def conv_layer(rng, C, Fo, k, stride=1, padding=0, dilation=1, groups=1, bias=True):
-    layer = nn.Conv2d(C, Fo, k, stride, padding, dilation, groups, bias=bias, rng=rng, dtype=np.float64)
+    layer = nn.Conv2d(C, Fo, k, stride, padding, dilation, groups, bias=bias, generator=rng, dtype=np.float64)
     return layer
 
 
@@ -85,76 +84,13 @@ def test_padding_makes_border_weights_used_less_often():
 def test_conv_as_dense_refuses_huge_layers_and_other_padding_modes(rng):
     with pytest.raises(ValueError, match=r"would have 2,517,630,976 entries .*conv_stats gives the counts"):
         conv_as_dense(conv_layer(rng, 64, 64, 3, padding=1), (64, 56, 14))
-    reflect = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", rng=rng)
+    reflect = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", generator=rng)
     with pytest.raises(ValueError, match=r"zero padding only, got padding_mode='reflect'"):
         conv_as_dense(reflect, (1, 5, 5))
     with pytest.raises(ValueError, match=r"the layer takes C=1, input_shape has C=3"):
         conv_as_dense(conv_layer(rng, 1, 1, 3), (3, 5, 5))
     with pytest.raises(ValueError, match=r"kernel \(5, 5\) is larger than the padded input \(3, 3\)"):
         conv_stats((1, 3, 3), 1, 5)
-
-
-def test_toy_graph_values_and_gradients_match_the_closed_forms():
-    x, y = 0.5, 2.0
-    g = toy_graph(x, y)
-    t = g.tensors
-    assert float(g.z.data) == pytest.approx(np.cos(x) * np.sin(x) + x / y, rel=1e-12)
-    assert float(t["x"].grad) == pytest.approx(np.cos(2 * x) + 1 / y, rel=1e-12)   # x is used three times
-    assert float(t["y"].grad) == pytest.approx(-x / y**2, rel=1e-12)
-    assert float(t["a = cos(x)"].grad) == pytest.approx(np.sin(x), rel=1e-12)        # dz/da = b
-    assert float(t["b = sin(x)"].grad) == pytest.approx(np.cos(x), rel=1e-12)        # dz/db = a
-    assert float(t["c = a * b"].grad) == 1.0 and float(t["d = x / y"].grad) == 1.0
-
-
-def test_toy_graph_dot_shows_ops_values_and_gradients():
-    dot = toy_graph_to_dot(toy_graph(0.5, 2.0))
-    assert dot.startswith("digraph G {") and dot.rstrip().endswith("}")
-    assert dot.count("shape=box") == 5                       # Cos, Sin, Mul, Div, Add
-    for op in ("Cos", "Sin", "Mul", "Div", "Add"):
-        assert f'label="{op}"' in dot
-    assert r'label="x\nvalue 0.5\ngrad 1.04"' in dot
-    assert r'label="y\nvalue 2\ngrad -0.125"' in dot
-    assert r'label="z = c + d\nvalue 0.6707\ngrad 1"' in dot
-    assert dot.count("->") == 8 + 5                           # 8 op inputs (1+1+2+2+2), 5 op outputs
-
-
-def test_saliency_of_a_linear_model_is_its_weight_row(rng):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3, rng=rng))
-    model.train()
-    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
-    result = saliency(model, x)
-    logits = model(Tensor(x[None])).data[0]
-    assert result.target == int(logits.argmax())
-    w = model[1].weight.data[result.target].reshape(1, 3, 4)
-    np.testing.assert_allclose(result.gradient, w, rtol=1e-6)
-    np.testing.assert_allclose(result.map, np.abs(w).max(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(result.probabilities.sum(), 1.0, rtol=1e-6)
-    # the model is as it was: training mode, parameters trainable, no gradients left behind
-    assert model.training
-    assert all(p.requires_grad and p.grad is None for p in model.parameters())
-    other = saliency(model, x, target=(result.target + 1) % 3)
-    np.testing.assert_allclose(other.gradient, model[1].weight.data[(result.target + 1) % 3].reshape(1, 3, 4),
-                               rtol=1e-6)
-    with pytest.raises(ValueError, match=r"target class 7 is out of range for 3 classes"):
-        saliency(model, x, target=7)
-
-
-def test_saliency_through_conv_relu_pool_matches_finite_differences(rng):
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, rng=rng, dtype=np.float64), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 4, rng=rng, dtype=np.float64))
-    x = rng.standard_normal((1, 6, 6))
-    result = saliency(model, x.astype(np.float64))
-    k, eps = result.target, 1e-6
-
-    def score(z):
-        return float(model(Tensor(z[None])).data[0, k])
-
-    for idx in [(0, 0, 0), (0, 2, 3), (0, 5, 5)]:
-        up, down = x.copy(), x.copy()
-        up[idx] += eps
-        down[idx] -= eps
-        numeric = (score(up) - score(down)) / (2 * eps)
-        assert result.gradient[idx] == pytest.approx(numeric, rel=1e-4, abs=1e-4)
 
 
 def test_functional_conv_dense_agree_for_a_batch_of_one_with_no_bias(rng):

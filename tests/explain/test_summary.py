@@ -33,7 +33,7 @@ PUBLISHED = [
 @pytest.mark.parametrize("name, params, macs", PUBLISHED)
 def test_totals_at_224_match_torchvisions_published_figures(name, params, macs):
     kwargs = {"init_weights": False} if name in ("vgg16", "googlenet") else {}  # weights do not matter here
-    model = models.get_model(name, rng=np.random.default_rng(0), **kwargs)
+    model = models.get_model(name, generator=np.random.default_rng(0), **kwargs)
     result = quiet(model, (3, 224, 224))
     assert result.total_params == result.trainable_params == params
     assert result.non_trainable_params == 0
@@ -43,7 +43,7 @@ def test_totals_at_224_match_torchvisions_published_figures(name, params, macs):
 
 
 def test_lenet5_table_counts_every_layer():
-    result = quiet(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28))
+    result = quiet(models.lenet5(generator=np.random.default_rng(0)), (1, 28, 28))
     assert [(r.path, r.type, r.output_shape, r.params, r.macs) for r in result.rows] == [
         ("features.0", "Conv2d", (1, 6, 28, 28), 156, 28 * 28 * 6 * 25),
         ("features.1", "ReLU", (1, 6, 28, 28), 0, 0),
@@ -80,7 +80,7 @@ def test_macs_equal_half_of_torchs_flop_counter_for_conv_transposed_conv_and_lin
 
 
 def test_batch_axis_is_added_unless_given_and_macs_scale_with_it():
-    net = models.lenet5(rng=np.random.default_rng(0))
+    net = models.lenet5(generator=np.random.default_rng(0))
     assert quiet(net, (4, 1, 28, 28)).total_macs == 4 * quiet(net, (1, 28, 28)).total_macs
     mlp = nn.Sequential(nn.Linear(6, 3))
     assert quiet(mlp, (6,)).rows[0].output_shape == (1, 3)
@@ -88,7 +88,7 @@ def test_batch_axis_is_added_unless_given_and_macs_scale_with_it():
 
 
 def test_shared_modules_and_tied_weights_are_counted_once_but_run_twice():
-    conv = nn.Conv2d(2, 2, 3, padding=1, bias=False, rng=np.random.default_rng(0))
+    conv = nn.Conv2d(2, 2, 3, padding=1, bias=False, generator=np.random.default_rng(0))
     a, b = nn.Linear(4, 4), nn.Linear(4, 4)
     b.weight = a.weight  # tied
     model = nn.Sequential(conv, nn.ReLU(), conv, nn.Flatten(2), a, b)
@@ -101,14 +101,14 @@ def test_shared_modules_and_tied_weights_are_counted_once_but_run_twice():
 
 
 def test_frozen_parameters_are_non_trainable():
-    net = models.lenet5(rng=np.random.default_rng(0))
+    net = models.lenet5(generator=np.random.default_rng(0))
     net.features.requires_grad_(False)
     result = quiet(net, (1, 28, 28))
     assert (result.trainable_params, result.non_trainable_params) == (61_706 - 2_572, 2_572)
 
 
 def test_summary_runs_in_eval_mode_and_restores_every_flag():
-    net = models.resnet20(rng=np.random.default_rng(0))
+    net = models.resnet20(generator=np.random.default_rng(0))
     net.train()
     net.layer1.eval()
     before = {k: v.copy() for k, v in net.state_dict().items()}
@@ -119,7 +119,7 @@ def test_summary_runs_in_eval_mode_and_restores_every_flag():
 
 
 def test_memory_figures_are_in_mebibytes():
-    result = quiet(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28))
+    result = quiet(models.lenet5(generator=np.random.default_rng(0)), (1, 28, 28))
     assert result.input_mb == pytest.approx(28 * 28 * 4 / 2**20)
     assert result.params_mb == pytest.approx(61_706 * 4 / 2**20)
     activations = sum(np.prod(r.output_shape) for r in result.rows) * 4 / 2**20
@@ -129,7 +129,7 @@ def test_memory_figures_are_in_mebibytes():
 
 def test_table_is_printed_once_and_states_its_units():
     printed = []
-    result = cnnkit.summary(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28), print_fn=printed.append)
+    result = cnnkit.summary(models.lenet5(generator=np.random.default_rng(0)), (1, 28, 28), print_fn=printed.append)
     assert printed == [result.table] == [str(result)]
     for text in ("Layer (path)", "Output shape", "Params", "MACs", "Total params: 61,706",
                  "Trainable params: 61,706", "Non-trainable params: 0",
@@ -143,7 +143,7 @@ def test_table_is_printed_once_and_states_its_units():
 def test_a_wrong_input_shape_names_the_layer():
     message = r"classifier\.0 \(Linear\): expected input with 400 features"
     with pytest.raises(cnnkit.ShapeError, match=message):
-        quiet(models.lenet5(rng=np.random.default_rng(0)), (1, 32, 32))
+        quiet(models.lenet5(generator=np.random.default_rng(0)), (1, 32, 32))
 
 
 # ---------------------------------------------------------------------- arithmetic, receptive fields
@@ -154,7 +154,7 @@ def fields(result: SummaryResult) -> list:
 def test_lenet5_receptive_fields():
     # r_out = r + (K - 1) * j, j_out = j * S, from r = j = 1:
     # conv 5x5: 5, j 1; pool 2/2: 6, j 2; conv 5x5: 6 + 4*2 = 14; pool 2/2: 14 + 1*2 = 16, j 4.
-    result = quiet(models.lenet5(rng=np.random.default_rng(0)), (1, 28, 28), show_arithmetic=True)
+    result = quiet(models.lenet5(generator=np.random.default_rng(0)), (1, 28, 28), show_arithmetic=True)
     assert fields(result) == [
         ("features.0", 5, 1), ("features.2", 6, 2), ("features.3", 14, 2), ("features.5", 16, 4)
     ]
@@ -165,7 +165,7 @@ def test_lenet5_receptive_fields():
 def test_vgg16_receptive_fields():
     # Each 3x3 conv adds 2*j, each 2x2 pool adds j and doubles j. Stage by stage:
     # 3 5 | 6 (j2) | 10 14 | 16 (j4) | 24 32 40 | 44 (j8) | 60 76 92 | 100 (j16) | 132 164 196 | 212 (j32)
-    vgg16 = models.vgg16(init_weights=False, rng=np.random.default_rng(0))
+    vgg16 = models.vgg16(init_weights=False, generator=np.random.default_rng(0))
     result = quiet(vgg16, (3, 224, 224), show_arithmetic=True)
     windows = [f for f in fields(result) if f[0].startswith("features")]
     assert [r for _, r, _ in windows] == [
@@ -181,7 +181,7 @@ def test_vgg16_receptive_fields():
 def test_resnet18_fields_take_the_union_of_merged_branches():
     # conv1 7 (j2), maxpool 11 (j4), layer1 4 convs -> 43; layer2.0: conv1/2 51 (j8), conv2 67;
     # the shortcut sees 43 (1x1 conv); after the add the field is 67, so layer2.1.conv1 is 83.
-    result = quiet(models.resnet18(rng=np.random.default_rng(0)), (3, 224, 224), show_arithmetic=True)
+    result = quiet(models.resnet18(generator=np.random.default_rng(0)), (3, 224, 224), show_arithmetic=True)
     by_path = rows_by_path(result)
     assert by_path["layer1.1.conv2"].receptive_field == (43, 43)
     assert by_path["layer2.0.downsample.0"].receptive_field == (43, 43)
@@ -191,11 +191,11 @@ def test_resnet18_fields_take_the_union_of_merged_branches():
 
 
 def test_arithmetic_shows_rounding_ceil_mode_dilation_and_both_axes():
-    alex = quiet(models.alexnet(rng=np.random.default_rng(0)), (3, 224, 224), show_arithmetic=True)
+    alex = quiet(models.alexnet(generator=np.random.default_rng(0)), (3, 224, 224), show_arithmetic=True)
     assert rows_by_path(alex)["features.0"].arithmetic == (
         "H: (224 - 11 + 2*2)/4 + 1 = 55.25 -> 55 (floor); W: (224 - 11 + 2*2)/4 + 1 = 55.25 -> 55 (floor)"
     )
-    googlenet = models.googlenet(init_weights=False, rng=np.random.default_rng(0))
+    googlenet = models.googlenet(init_weights=False, generator=np.random.default_rng(0))
     goog = quiet(googlenet, (3, 224, 224), show_arithmetic=True)
     ceil = "H: (112 - 3 + 2*0)/2 + 1 = 55.5 -> 56 (ceil)"
     assert rows_by_path(goog)["maxpool1"].arithmetic.startswith(ceil)

@@ -18,7 +18,7 @@ from cnnkit.io.checkpoint import (
     capture_rng,
     load_checkpoint,
     restore_rng,
-    save_checkpoint,
+    save,
 )
 from cnnkit.train import ModelCheckpoint, fit
 from tests.conftest import subprocess_env
@@ -43,8 +43,8 @@ class ArrayLoader:
 def small_net(seed: int) -> nn.Module:
     rng = np.random.default_rng(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.3, rng=np.random.default_rng(seed + 1)), nn.Linear(4 * 4 * 4, 3, rng=rng),
+        nn.Conv2d(1, 4, 3, padding=1, generator=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3, generator=np.random.default_rng(seed + 1)), nn.Linear(4 * 4 * 4, 3, generator=rng),
     )
 
 
@@ -66,7 +66,7 @@ def make_run(seed=0):
     x, y = data()
     loader_rng = np.random.default_rng(seed + 100)
     loader = ArrayLoader(x, y, 16, loader_rng)
-    dropout_rng = model[5].rng
+    dropout_rng = model[5].generator
     return model, opt, sched, loader, {"loader": loader_rng, "dropout": dropout_rng}
 
 
@@ -95,7 +95,7 @@ def test_an_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_checkpoint_round_trip_keeps_every_array_and_the_metadata(tmp_path):
     model, opt, sched, loader, _ = make_run()
     fit(model, loader, epochs=1, optimizer=opt, scheduler=sched, verbose=0)
-    path = save_checkpoint(tmp_path / "c.safetensors", model, model_name="custom", optimizer=opt,
+    path = save(model, tmp_path / "c.safetensors", model_name="custom", optimizer=opt,
                            scheduler=sched, epoch=0, metrics={"accuracy": 0.5})
     ckpt = load_checkpoint(path)
     for key, value in weights(model).items():
@@ -112,7 +112,7 @@ def test_checkpoint_round_trip_keeps_every_array_and_the_metadata(tmp_path):
 
 def test_bad_files_are_refused_with_the_file_name_and_the_reason(tmp_path):
     model = small_net(0)
-    good = save_checkpoint(tmp_path / "good.safetensors", model)
+    good = save(model, tmp_path / "good.safetensors")
     raw = good.read_bytes()
 
     truncated = tmp_path / "truncated.safetensors"
@@ -145,7 +145,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from cnnkit.io.checkpoint import save_checkpoint
+    from cnnkit.io.checkpoint import save
 
     class Big:
         def __init__(self, value):
@@ -156,7 +156,7 @@ _WRITER = textwrap.dedent(
     path = sys.argv[1]
     i = 1
     while True:
-        save_checkpoint(path, Big(float(i)), model_name="big", epoch=i)
+        save(Big(float(i)), path, model_name="big", epoch=i)
         print(i, flush=True)
         i += 1
     """

@@ -368,7 +368,7 @@ def build_cnnkit(name: str):
     """
     skip_init = name == "googlenet" or (name.startswith("vgg") and name != "vgg11_cifar")
     kwargs = {"init_weights": False} if skip_init else {}
-    return models.get_model(name, rng=np.random.default_rng(0), **kwargs)
+    return models.get_model(name, generator=np.random.default_rng(0), **kwargs)
 
 
 def torch_state(tmodel) -> dict:
@@ -387,7 +387,7 @@ def test_list_models_names_every_constructor():
 
 
 def test_get_model_passes_arguments_and_ignores_case():
-    net = models.get_model("ResNet20", num_classes=7, rng=np.random.default_rng(0))
+    net = models.get_model("ResNet20", num_classes=7, generator=np.random.default_rng(0))
     assert isinstance(net, models.CifarResNet) and net.fc.out_features == 7
 
 
@@ -396,12 +396,12 @@ def test_get_model_rejects_an_unknown_name_listing_the_known_ones():
         models.get_model("resnet19")
 
 
-def test_every_constructor_takes_num_classes_and_rng():
+def test_every_constructor_takes_num_classes_and_generator():
     for name in models.list_models():
         parameters = inspect.signature(getattr(models, name)).parameters
-        assert "num_classes" in parameters and parameters["rng"].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert "num_classes" in parameters and parameters["generator"].kind is inspect.Parameter.KEYWORD_ONLY, name
     for name in ("lenet5", "resnet20", "vgg11_cifar", "resnet18", "googlenet", "densenet121"):
-        net = models.get_model(name, num_classes=3, rng=np.random.default_rng(0))
+        net = models.get_model(name, num_classes=3, generator=np.random.default_rng(0))
         assert [m for m in net.modules() if isinstance(m, nn.Linear)][-1].out_features == 3, name
 
 
@@ -432,7 +432,7 @@ def test_zoo_model_matches_torch(name, rng):
 
 def test_lenet5_tanh_avg_variant_matches_torch(rng):
     reference = reference_model(lambda: t_lenet5("tanh", "avg")).eval()
-    ours = models.lenet5(activation="tanh", pooling="avg", rng=np.random.default_rng(0))
+    ours = models.lenet5(activation="tanh", pooling="avg", generator=np.random.default_rng(0))
     assert count(ours) == 61_706
     assert isinstance(ours.features[1], nn.Tanh) and isinstance(ours.features[2], nn.AvgPool2d)
     ours.load_state_dict(torch_state(reference))
@@ -486,19 +486,19 @@ def _std(param) -> float:
 
 
 def test_resnet_init_is_torchvisions():
-    net = models.resnet18(rng=np.random.default_rng(1))
+    net = models.resnet18(generator=np.random.default_rng(1))
     assert _std(net.conv1.weight) == pytest.approx((2 / (64 * 7 * 7)) ** 0.5, rel=0.05)  # fan_out
     assert _std(net.layer3[0].conv2.weight) == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.02)
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(np.all(m.weight.data == 1) and np.all(m.bias.data == 0) for m in norms)
     # fc keeps PyTorch's default Linear init, U(-1/sqrt(512), 1/sqrt(512)) for weight and bias
     assert np.abs(net.fc.weight.data).max() <= 512**-0.5 and np.abs(net.fc.bias.data).max() > 0
-    zero = models.resnet50(zero_init_residual=True, rng=np.random.default_rng(1))
+    zero = models.resnet50(zero_init_residual=True, generator=np.random.default_rng(1))
     assert np.all(zero.layer1[0].bn3.weight.data == 0) and np.all(zero.layer1[0].bn2.weight.data == 1)
 
 
 def test_vgg_init_is_torchvisions():
-    net = models.vgg11(rng=np.random.default_rng(2))
+    net = models.vgg11(generator=np.random.default_rng(2))
     assert _std(net.features[0].weight) == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
     assert _std(net.features[18].weight) == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.01)
     assert all(np.all(m.bias.data == 0) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
@@ -507,7 +507,7 @@ def test_vgg_init_is_torchvisions():
 
 
 def test_googlenet_init_is_torchvisions():
-    net = models.googlenet(rng=np.random.default_rng(3))
+    net = models.googlenet(generator=np.random.default_rng(3))
     conv = net.inception4a.branch2[1].conv.weight
     assert _std(conv) == pytest.approx(0.01, rel=0.01) and np.abs(conv.data).max() <= 2
     assert _std(net.fc.weight) == pytest.approx(0.01, rel=0.02)
@@ -517,16 +517,16 @@ def test_googlenet_init_is_torchvisions():
 
 
 def test_densenet_init_is_torchvisions():
-    net = models.densenet121(rng=np.random.default_rng(4))
+    net = models.densenet121(generator=np.random.default_rng(4))
     conv = net.features.denseblock3.denselayer5.conv1.weight  # fan_in = 256 + 4*32
     assert _std(conv) == pytest.approx((2 / 384) ** 0.5, rel=0.02)
     assert np.all(net.classifier.bias.data == 0)
 
 
 def test_weights_come_from_the_given_generator_or_the_seeded_default():
-    a = models.resnet20(rng=np.random.default_rng(5)).state_dict()
-    b = models.resnet20(rng=np.random.default_rng(5)).state_dict()
-    c = models.resnet20(rng=np.random.default_rng(6)).state_dict()
+    a = models.resnet20(generator=np.random.default_rng(5)).state_dict()
+    b = models.resnet20(generator=np.random.default_rng(5)).state_dict()
+    c = models.resnet20(generator=np.random.default_rng(6)).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["conv1.weight"], c["conv1.weight"])
     cnnkit.manual_seed(7)
@@ -538,7 +538,7 @@ def test_weights_come_from_the_given_generator_or_the_seeded_default():
 
 # ---------------------------------------------------------------------- structure
 def test_lenet5_parts_are_separate_for_a_later_conversion():
-    net = models.lenet5(rng=np.random.default_rng(0))
+    net = models.lenet5(generator=np.random.default_rng(0))
     assert isinstance(net.flatten, nn.Flatten)
     assert [type(m).__name__ for m in net.classifier] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
     assert [p.size for p in net.parameters()] == [150, 6, 2400, 16, 48000, 120, 10080, 84, 840, 10]
@@ -552,14 +552,14 @@ def test_lenet5_rejects_unknown_options():
 
 
 def test_vgg11_cifar_head_is_flatten_then_linear_layers():
-    net = models.vgg11_cifar(rng=np.random.default_rng(0))
+    net = models.vgg11_cifar(generator=np.random.default_rng(0))
     linears = [m for m in net.classifier if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 512), (512, 10)]
     assert isinstance(net.flatten, nn.Flatten)
 
 
 def test_resnet20_option_a_shortcut_subsamples_and_zero_pads_channels(rng):
-    net = models.resnet20(rng=np.random.default_rng(0))
+    net = models.resnet20(generator=np.random.default_rng(0))
     shortcut = net.layer2[0].downsample
     assert isinstance(shortcut, models.cifar.ShortcutA) and not list(shortcut.parameters())
     x = rng.standard_normal((2, 16, 32, 32)).astype(np.float32)
@@ -570,13 +570,13 @@ def test_resnet20_option_a_shortcut_subsamples_and_zero_pads_channels(rng):
 
 
 def test_a_too_small_input_names_the_layer():
-    net = models.alexnet(rng=np.random.default_rng(0))
+    net = models.alexnet(generator=np.random.default_rng(0))
     with pytest.raises(cnnkit.ShapeError, match=r"features\.12 \(MaxPool2d\)"):
         net(Tensor(np.zeros((1, 3, 62, 62), np.float32)))
 
 
 def test_resnet18_runs_at_imagenet_size_in_batches_of_8():
-    net = models.resnet18(rng=np.random.default_rng(0)).eval()
+    net = models.resnet18(generator=np.random.default_rng(0)).eval()
     x = Tensor(np.random.default_rng(1).standard_normal((8, 3, 224, 224)).astype(np.float32))
     start = time.perf_counter()
     with cnnkit.no_grad():
@@ -586,8 +586,8 @@ def test_resnet18_runs_at_imagenet_size_in_batches_of_8():
 
 
 def test_googlenet_transform_input_rescales_each_channel(rng):
-    plain = models.googlenet(init_weights=False, rng=np.random.default_rng(0)).eval()
-    moved = models.googlenet(transform_input=True, init_weights=False, rng=np.random.default_rng(0)).eval()
+    plain = models.googlenet(init_weights=False, generator=np.random.default_rng(0)).eval()
+    moved = models.googlenet(transform_input=True, init_weights=False, generator=np.random.default_rng(0)).eval()
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     rescaled = (x * (std / 0.5)[:, None, None] + ((mean - 0.5) / 0.5)[:, None, None]).astype(np.float32)
@@ -596,6 +596,6 @@ def test_googlenet_transform_input_rescales_each_channel(rng):
 
 def test_dropout_masks_come_from_the_models_generator(rng):
     x = Tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
-    first = models.vgg11_cifar(rng=np.random.default_rng(8))(x).data  # training mode
-    second = models.vgg11_cifar(rng=np.random.default_rng(8))(x).data
+    first = models.vgg11_cifar(generator=np.random.default_rng(8))(x).data  # training mode
+    second = models.vgg11_cifar(generator=np.random.default_rng(8))(x).data
     np.testing.assert_array_equal(first, second)

@@ -54,9 +54,9 @@ def test_kaiming_follows_pytorch_formula(rng, mode, a, nonlinearity):
     fan = init.fan_in_and_fan_out(BIG)[0 if mode == "fan_in" else 1]
     std = init.calculate_gain(nonlinearity, a) / math.sqrt(fan)
     w = Tensor(np.empty(BIG, dtype=np.float32))
-    assert init.kaiming_uniform_(w, a=a, mode=mode, nonlinearity=nonlinearity, rng=rng) is w
+    assert init.kaiming_uniform_(w, a=a, mode=mode, nonlinearity=nonlinearity, generator=rng) is w
     assert_uniform(w.data, math.sqrt(3) * std)
-    init.kaiming_normal_(w, a=a, mode=mode, nonlinearity=nonlinearity, rng=rng)
+    init.kaiming_normal_(w, a=a, mode=mode, nonlinearity=nonlinearity, generator=rng)
     assert_normal(w.data, std)
 
 
@@ -65,17 +65,17 @@ def test_xavier_follows_pytorch_formula(rng, gain):
     fan_in, fan_out = init.fan_in_and_fan_out(BIG)
     std = gain * math.sqrt(2 / (fan_in + fan_out))
     w = nn.Parameter(np.empty(BIG, dtype=np.float32))
-    init.xavier_uniform_(w, gain=gain, rng=rng)
+    init.xavier_uniform_(w, gain=gain, generator=rng)
     assert_uniform(w.data, math.sqrt(3) * std)
-    init.xavier_normal_(w, gain=gain, rng=rng)
+    init.xavier_normal_(w, gain=gain, generator=rng)
     assert_normal(w.data, std)
 
 
 def test_uniform_normal_and_constants(rng):
     w = nn.Parameter(np.empty(2**18, dtype=np.float32))
-    init.uniform_(w, -0.5, 0.5, rng=rng)
+    init.uniform_(w, -0.5, 0.5, generator=rng)
     assert_uniform(w.data, 0.5)
-    init.normal_(w, 2.0, 0.1, rng=rng)
+    init.normal_(w, 2.0, 0.1, generator=rng)
     assert w.data.mean() == pytest.approx(2.0, abs=1e-3) and w.data.std() == pytest.approx(0.1, rel=0.01)
     assert not init.zeros_(w).data.any()
     assert (init.ones_(w).data == 1).all()
@@ -86,9 +86,9 @@ def test_uniform_normal_and_constants(rng):
 
 
 def test_array_initializers_use_the_default_dtype(rng):
-    assert init.kaiming_normal((4, 3), rng=rng).dtype == np.float32
+    assert init.kaiming_normal((4, 3), generator=rng).dtype == np.float32
     with cnnkit.default_dtype(np.float64):
-        assert init.xavier_uniform((4, 3), rng=rng).dtype == np.float64
+        assert init.xavier_uniform((4, 3), generator=rng).dtype == np.float64
 
 
 def test_initializer_errors():
@@ -135,8 +135,8 @@ def test_batchnorm_default_init_is_ones_and_zeros():
 # ------------------------------------------------------------------ reproducibility
 def _model(rng=None):
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 2, rng=rng),
-        nn.Flatten(), nn.Linear(2 * 8 * 8, 10, rng=rng),
+        nn.Conv2d(1, 4, 3, generator=rng), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 2, generator=rng),
+        nn.Flatten(), nn.Linear(2 * 8 * 8, 10, generator=rng),
     )
 
 

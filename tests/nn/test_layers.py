@@ -199,7 +199,7 @@ def test_batchnorm_eval_mode_leaves_running_stats_alone(rng):
 
 # ------------------------------------------------------------------ Dropout
 def test_dropout_drops_in_training_and_passes_through_in_eval():
-    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.25, rng=np.random.default_rng(0))))
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.25, generator=np.random.default_rng(0))))
     drop = model[1][0]
     x = Tensor(np.ones((200, 500), dtype=np.float32))
     y = drop(x).data
@@ -218,7 +218,7 @@ def test_dropout_masks_are_reproducible_with_a_seed():
         drop = nn.Dropout(0.5)  # no rng: the default generator, looked up at each call
         masks.append(drop(x).data)
     np.testing.assert_array_equal(masks[0], masks[1])
-    a, b = nn.Dropout(rng=np.random.default_rng(3)), nn.Dropout(rng=np.random.default_rng(3))
+    a, b = nn.Dropout(generator=np.random.default_rng(3)), nn.Dropout(generator=np.random.default_rng(3))
     np.testing.assert_array_equal(a(x).data, b(x).data)
 
 

@@ -18,9 +18,9 @@ class Twice(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.conv = nn.Conv2d(2, 2, 3, padding=1, rng=rng)
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, generator=rng)
         self.bn = nn.BatchNorm2d(2)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3, rng=rng))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3, generator=rng))
 
     def forward(self, x):
         y = self.conv(x)
@@ -103,7 +103,7 @@ def test_eval_mode_restores_each_modules_own_mode(rng):
 @pytest.mark.parametrize("user", ["summary", "channel_groups", "to_fully_convolutional", "capture", "model_graph",
                                   "first_nonfinite_output"])
 def test_every_user_of_the_tracer_leaves_modes_and_hooks_as_they_were(user, rng):
-    model = models.lenet5(rng=rng)
+    model = models.lenet5(generator=rng)
     model.train()
     model.classifier[2].eval()                       # a Dropout-free LeNet: mark one layer in eval mode
     before = [m.training for m in model.modules()]

@@ -12,7 +12,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, models, nn, no_grad
 from cnnkit.cli.main import main
 from cnnkit.data import load_mnist
-from cnnkit.io.checkpoint import save_checkpoint
+from cnnkit.io.checkpoint import save
 from cnnkit.surgery import ConversionError, read_sequence, sliding_window, to_fully_convolutional
 
 
@@ -25,10 +25,10 @@ def run(model, x: np.ndarray) -> np.ndarray:
 def small_chain(rng) -> nn.Sequential:
     """A user model without padding: 14x14 -> conv 3x3 -> pool 2 -> conv 3x3 -> pool 2 -> 2x2."""
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, rng=rng), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, 12, rng=rng), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(12, 5, rng=rng), nn.LogSoftmax(dim=1),
+        nn.Conv2d(1, 4, 3, generator=rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, generator=rng), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(6 * 2 * 2, 12, generator=rng), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(12, 5, generator=rng), nn.LogSoftmax(dim=1),
     )
 
 
@@ -39,7 +39,7 @@ def small_chain(rng) -> nn.Sequential:
     ("alexnet", (3, 224, 224)),
 ])
 def test_zoo_model_equals_its_fcn_at_the_training_size(rng, name, shape):
-    model = models.get_model(name, num_classes=10, rng=rng)
+    model = models.get_model(name, num_classes=10, generator=rng)
     x = rng.standard_normal((2,) + shape)
     fcn = to_fully_convolutional(model, shape, verify=False)
     expected = run(model, x)
@@ -50,7 +50,7 @@ def test_zoo_model_equals_its_fcn_at_the_training_size(rng, name, shape):
 
 
 def test_lenet5_head_becomes_a_5x5_conv_with_the_same_parameters(rng):
-    lenet = models.lenet5(rng=rng)
+    lenet = models.lenet5(generator=rng)
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
     fc1 = fcn.classifier_0
     assert isinstance(fc1, nn.Conv2d) and fc1.weight.shape == (120, 16, 5, 5)
@@ -61,7 +61,7 @@ def test_lenet5_head_becomes_a_5x5_conv_with_the_same_parameters(rng):
 
 
 def test_conversion_copies_and_leaves_the_model_alone(rng):
-    lenet = models.lenet5(rng=rng)
+    lenet = models.lenet5(generator=rng)
     before = {k: v.copy() for k, v in lenet.state_dict().items()}
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
     fcn.classifier_0.weight.data[...] = 0
@@ -86,7 +86,7 @@ def test_one_pass_equals_the_classifier_on_every_window_at_the_total_stride(rng)
 def test_lenet5_on_a_strip_equals_sliding_over_the_padded_strip(rng):
     # LeNet-5 pads only its first layer (2 pixels): with that padding applied once to
     # the whole strip, the one pass equals the classifier on every 32x32 window, stride 4.
-    lenet = models.lenet5(rng=rng)
+    lenet = models.lenet5(generator=rng)
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
     strip = rng.standard_normal((1, 1, 28, 280)).astype(np.float32)
     got = run(fcn, strip)
@@ -99,7 +99,7 @@ def test_lenet5_on_a_strip_equals_sliding_over_the_padded_strip(rng):
 
 
 def test_vgg11_cifar_gives_a_3x3_map_at_96x96(rng):
-    fcn = to_fully_convolutional(models.vgg11_cifar(rng=rng), (3, 32, 32))
+    fcn = to_fully_convolutional(models.vgg11_cifar(generator=rng), (3, 32, 32))
     assert fcn.stride == (32, 32)
     assert run(fcn, rng.standard_normal((1, 3, 96, 96))).shape == (1, 10, 3, 3)
 
@@ -146,8 +146,8 @@ def test_models_it_cannot_convert_name_the_layer(model, shape, message):
 
 def test_global_pooling_head_becomes_a_stride_1_pool_and_batchnorm1d_a_batchnorm2d(rng):
     model = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4, 6, rng=rng), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3, rng=rng),
+        nn.Conv2d(2, 4, 3, padding=1, generator=rng), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 6, generator=rng), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3, generator=rng),
     )
     model[5].running_mean[...] = rng.standard_normal(6)
     model[5].running_var[...] = rng.uniform(0.5, 2.0, 6)
@@ -198,7 +198,7 @@ def test_fcn_command_needs_an_image_or_digits(lenet_checkpoint, capsys):
 def test_fcn_command_maps_a_colour_image_in_two_dimensions(tmp_path, rng, capsys):
     path = tmp_path / "vgg.safetensors"
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    save_checkpoint(path, models.vgg11_cifar(rng=rng), model_name="vgg11_cifar", model_config={"num_classes": 10},
+    save(models.vgg11_cifar(generator=rng), path, model_name="vgg11_cifar", model_config={"num_classes": 10},
                     extra={"dataset": "cifar10", "input_shape": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3,
                            "classes": classes})
     image = tmp_path / "scene.png"

@@ -7,7 +7,7 @@ import pytest
 
 from cnnkit import Tensor, models, nn, no_grad
 from cnnkit.cli.main import main
-from cnnkit.io.checkpoint import load, load_checkpoint, save_checkpoint
+from cnnkit.io.checkpoint import load, load_checkpoint, save
 from cnnkit.models.resnet import BasicBlock, conv1x1
 from cnnkit.surgery.prune import channel_groups, conv_parameters, prune_channels, uniform_width
 from tests.conftest import MNIST_EXTRA
@@ -30,7 +30,7 @@ def count(model) -> int:
     ("all", [3, 8, 60, 42, 10], 15_738),
 ])
 def test_pruned_lenet5_has_exactly_the_expected_shapes_and_parameters(rng, layers, channels, params):
-    lenet = models.lenet5(rng=rng)
+    lenet = models.lenet5(generator=rng)
     pruned = prune_channels(lenet, 0.5, layers=layers, input_shape=(1, 28, 28))
     convs = [pruned.features[0], pruned.features[3]]
     linears = [pruned.classifier[0], pruned.classifier[2], pruned.classifier[4]]
@@ -44,7 +44,7 @@ def test_pruned_lenet5_has_exactly_the_expected_shapes_and_parameters(rng, layer
 
 
 def test_pruning_nothing_changes_nothing(rng):
-    lenet = models.lenet5(rng=rng)
+    lenet = models.lenet5(generator=rng)
     pruned = prune_channels(lenet, 0.0, input_shape=(1, 28, 28))
     x = rng.standard_normal((3, 1, 28, 28))
     np.testing.assert_array_equal(run(pruned, x), run(lenet, x))
@@ -63,9 +63,9 @@ def test_removing_all_zero_channels_keeps_the_outputs(rng):
     # conv -> BN -> pool -> conv -> BN -> flatten -> Linear -> Linear: with half the
     # channels (and hidden neurons) all-zero, pruning half removes exactly those.
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, rng=rng), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 12, 3, rng=rng), nn.BatchNorm2d(12), nn.ReLU(),
-        nn.Flatten(), nn.Linear(12 * 3 * 3, 16, rng=rng), nn.ReLU(), nn.Linear(16, 4, rng=rng),
+        nn.Conv2d(1, 8, 3, padding=1, generator=rng), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 12, 3, generator=rng), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.Flatten(), nn.Linear(12 * 3 * 3, 16, generator=rng), nn.ReLU(), nn.Linear(16, 4, generator=rng),
     )
     for bn in (model[1], model[5]):
         bn.running_mean[...] = rng.standard_normal(bn.num_features)
@@ -84,10 +84,10 @@ def test_removing_all_zero_channels_keeps_the_outputs(rng):
 
 def test_depthwise_convolutions_lose_the_channels_of_their_input(rng):
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, rng=rng), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8, rng=rng), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 1, rng=rng), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(16, 4, rng=rng),
+        nn.Conv2d(3, 8, 3, padding=1, generator=rng), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, generator=rng), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 1, generator=rng), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 4, generator=rng),
     )
     dead = [0, 2, 3, 7]
     zero_channels(model[0], model[1], dead)
@@ -105,8 +105,8 @@ def test_depthwise_convolutions_lose_the_channels_of_their_input(rng):
 
 
 def test_grouped_convolutions_are_left_alone(rng):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, rng=rng), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2, rng=rng),
-                          nn.ReLU(), nn.Conv2d(8, 6, 1, rng=rng), nn.Flatten(), nn.Linear(6 * 4 * 4, 2, rng=rng))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, generator=rng), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2, generator=rng),
+                          nn.ReLU(), nn.Conv2d(8, 6, 1, generator=rng), nn.Flatten(), nn.Linear(6 * 4 * 4, 2, generator=rng))
     groups = channel_groups(model, (3, 8, 8))
     assert [(g.sources, g.frozen) for g in groups[:2]] == [
         (["0"], "2 is a grouped convolution (groups=2)"),
@@ -121,14 +121,14 @@ class TinyResNet(nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False, rng=rng)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False, generator=rng)
         self.bn1 = nn.BatchNorm2d(8)
         self.relu = nn.ReLU()
-        self.block1 = BasicBlock(8, 8, rng=rng)
-        down = nn.Sequential(conv1x1(8, 16, 2, rng=rng), nn.BatchNorm2d(16))
-        self.block2 = BasicBlock(8, 16, 2, down, rng=rng)
+        self.block1 = BasicBlock(8, 8, generator=rng)
+        down = nn.Sequential(conv1x1(8, 16, 2, generator=rng), nn.BatchNorm2d(16))
+        self.block2 = BasicBlock(8, 16, 2, down, generator=rng)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, 5, rng=rng)
+        self.fc = nn.Linear(16, 5, generator=rng)
 
     def forward(self, x):
         x = self.block2(self.block1(self.relu(self.bn1(self.conv1(x)))))
@@ -153,7 +153,7 @@ def test_channels_tied_by_residual_adds_are_pruned_together(rng):
 
 
 def test_cifar_resnet_prunes_inside_blocks_and_leaves_padded_shortcuts_alone(rng):
-    model = models.resnet20(rng=rng)
+    model = models.resnet20(generator=rng)
     frozen = [g for g in channel_groups(model, (3, 32, 32)) if g.frozen]
     assert any("channel padding" in g.frozen and "layer1.0.conv2" in g.sources for g in frozen)
     pruned = prune_channels(model, 0.5, input_shape=(3, 32, 32))
@@ -170,8 +170,8 @@ def test_l1_and_l2_rank_filters_by_their_norms(rng):
     by_l2 = prune_channels(model, 0.5, "l2", input_shape=(1, 1, 4))
     np.testing.assert_array_equal(by_l1[0].weight.data.ravel(), [1, 1, 1, 1])
     np.testing.assert_array_equal(by_l2[0].weight.data.ravel(), [3, 0, 0, 0])
-    first = prune_channels(model, 0.5, "random", input_shape=(1, 1, 4), rng=np.random.default_rng(3))
-    again = prune_channels(model, 0.5, "random", input_shape=(1, 1, 4), rng=np.random.default_rng(3))
+    first = prune_channels(model, 0.5, "random", input_shape=(1, 1, 4), generator=np.random.default_rng(3))
+    again = prune_channels(model, 0.5, "random", input_shape=(1, 1, 4), generator=np.random.default_rng(3))
     np.testing.assert_array_equal(first[0].weight.data, again[0].weight.data)
 
 
@@ -182,12 +182,12 @@ def test_l1_and_l2_rank_filters_by_their_norms(rng):
 ])
 def test_bad_arguments(rng, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        prune_channels(models.lenet5(rng=rng), input_shape=(1, 28, 28), **kwargs)
+        prune_channels(models.lenet5(generator=rng), input_shape=(1, 28, 28), **kwargs)
 
 
 def test_uniform_width_builds_the_thinner_network_with_new_weights(rng):
-    lenet = models.lenet5(rng=rng)
-    thin = uniform_width(lenet, 0.5, input_shape=(1, 28, 28), rng=np.random.default_rng(1))
+    lenet = models.lenet5(generator=rng)
+    thin = uniform_width(lenet, 0.5, input_shape=(1, 28, 28), generator=np.random.default_rng(1))
     assert count(thin) == 35_820 and thin.features[0].out_channels == 3 and thin.classifier[0].in_features == 200
     bound = 1 / np.sqrt(3 * 25)                          # PyTorch's init for the new fan-in
     w = thin.features[3].weight.data
@@ -197,8 +197,8 @@ def test_uniform_width_builds_the_thinner_network_with_new_weights(rng):
 
 
 def test_pruned_checkpoint_reloads_and_runs(rng, tmp_path):
-    pruned = prune_channels(models.lenet5(rng=rng), 0.5, input_shape=(1, 28, 28))
-    path = save_checkpoint(tmp_path / "p.safetensors", pruned, model_name="lenet5",
+    pruned = prune_channels(models.lenet5(generator=rng), 0.5, input_shape=(1, 28, 28))
+    path = save(pruned, tmp_path / "p.safetensors", model_name="lenet5",
                            model_config={"num_classes": 10}, extra={**MNIST_EXTRA, "pruned": {"amount": 0.5}})
     x = rng.standard_normal((2, 1, 28, 28))
     loaded = load(path)
@@ -207,8 +207,8 @@ def test_pruned_checkpoint_reloads_and_runs(rng, tmp_path):
 
 
 def test_pruned_checkpoint_loads_with_cnnkit_load(rng, tmp_path):
-    pruned = prune_channels(models.lenet5(rng=rng), 0.5, input_shape=(1, 28, 28))
-    path = save_checkpoint(tmp_path / "p.safetensors", pruned, model_name="lenet5",
+    pruned = prune_channels(models.lenet5(generator=rng), 0.5, input_shape=(1, 28, 28))
+    path = save(pruned, tmp_path / "p.safetensors", model_name="lenet5",
                            model_config={"num_classes": 10}, extra={**MNIST_EXTRA, "pruned": {"amount": 0.5}})
     x = rng.standard_normal((2, 1, 28, 28))
     np.testing.assert_array_equal(run(load(path), x), run(pruned, x))

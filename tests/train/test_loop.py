@@ -1,17 +1,12 @@
-"""fit / evaluate / predict and the callbacks."""
+"""train.loop: fit / evaluate / predict."""
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
-import pytest
 
 from cnnkit import Tensor, nn, optim
-from cnnkit.errors import NonFiniteError
-from cnnkit.train import CSVLogger, EarlyStopping, NaNGuard, evaluate, fit, predict
-from cnnkit.viz.tensorboard import TensorBoard
-from tests.io.test_checkpoint import ArrayLoader, data, small_net, weights
+from cnnkit.train import evaluate, fit, predict, predict_proba
+from tests.io.test_checkpoint import ArrayLoader, data, small_net
 
 
 def test_fit_learns_and_reports_one_line_per_epoch_when_not_on_a_terminal(capsys):
@@ -39,68 +34,10 @@ def test_evaluate_counts_accuracy_top_k_and_the_confusion_matrix():
     assert result["accuracy"] == 0.5
     assert result["top2_accuracy"] == 1.0
     np.testing.assert_array_equal(result["confusion_matrix"], [[1, 0, 0], [0, 0, 1], [0, 1, 1]])
-    probs = predict(Fixed(), logits)
+    np.testing.assert_array_equal(predict(Fixed(), logits), logits)   # the outputs, as Keras
+    probs = predict_proba(Fixed(), logits)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(probs.argmax(axis=1), logits.argmax(axis=1))
-
-
-def test_early_stopping_restores_the_best_weights_even_without_stopping_early():
-    x, y = data()
-    model = small_net(0)
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    snapshots = []
-
-    class Snapshot:
-        def on_epoch_end(self, epoch, logs):
-            snapshots.append((logs["val_loss"], weights(model)))
-
-    stopper = EarlyStopping(monitor="val_loss", patience=100, restore_best_weights=True)
-    fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=5, optimizer=opt, verbose=0,
-        val_loader=ArrayLoader(x, y, 96, np.random.default_rng(1)), callbacks=[Snapshot(), stopper])
-    assert stopper.stopped_epoch is None
-    best_loss, best_weights = min(snapshots, key=lambda s: s[0])
-    for key, value in weights(model).items():
-        np.testing.assert_array_equal(value, best_weights[key])
-
-
-def test_early_stopping_stops_after_patience_epochs_without_improvement():
-    x, y = data()
-    model = small_net(0)
-    opt = optim.SGD(model.parameters(), lr=0.01)
-    stopper = EarlyStopping(monitor="loss", patience=2, min_delta=10.0)  # no epoch after the first improves by 10
-    history = fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=20, optimizer=opt,
-                  verbose=0, callbacks=[stopper])
-    assert history.epoch == [0, 1, 2] and stopper.stopped_epoch == 2
-
-
-def test_nan_guard_names_the_first_layer_whose_output_went_non_finite():
-    x, y = data()
-    model = small_net(0)
-    model[6].weight.data[0, 0] = np.inf  # the Linear layer at index 6
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    guard = NaNGuard()
-    with pytest.raises(NonFiniteError, match=r"non-finite loss at batch 1: first non-finite output: 6 \(Linear\)"):
-        fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=1, optimizer=opt, verbose=0,
-            callbacks=[guard])
-
-
-def test_csv_logger_and_tensorboard_write_every_epoch(tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    x, y = data()
-    model = small_net(0)
-    opt = optim.SGD(model.parameters(), lr=0.05)
-    fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=3, optimizer=opt, verbose=0,
-        callbacks=[CSVLogger(tmp_path / "log.csv"), TensorBoard(tmp_path / "tb", batch_every=2)])
-    with open(tmp_path / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and "loss" in rows[0]
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    losses = [e.value for e in events.Scalars("epoch/loss")]
-    np.testing.assert_allclose(losses, [float(r["loss"]) for r in rows], rtol=1e-4)
-    assert "epoch/lr" in events.Tags()["scalars"] and "batch/loss" in events.Tags()["scalars"]
 
 
 def test_fit_accepts_tensors_from_a_loader():
@@ -108,24 +45,3 @@ def test_fit_accepts_tensors_from_a_loader():
     model = small_net(0)
     opt = optim.SGD(model.parameters(), lr=0.01)
     fit(model, [(Tensor(x), Tensor(y))], epochs=1, optimizer=opt, verbose=0)
-
-
-def test_schedules_step_per_epoch_per_batch_and_on_plateau():
-    x, y = data()
-    model = small_net(0)
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    history = fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=3, optimizer=opt, verbose=0,
-                  scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
-    np.testing.assert_allclose(history.history["lr"], [0.1, 0.05, 0.025])
-
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    loader = ArrayLoader(x, y, 16, np.random.default_rng(0))
-    cycle = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, epochs=2, steps_per_epoch=len(loader))
-    fit(model, loader, epochs=2, optimizer=opt, verbose=0, scheduler=cycle)
-    assert cycle.last_epoch == 2 * len(loader)
-
-    opt = optim.SGD(model.parameters(), lr=1e-3)
-    # threshold 10 (relative): no epoch counts as an improvement, so each one halves lr
-    plateau = optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=10.0)
-    history = fit(model, loader, epochs=3, optimizer=opt, verbose=0, scheduler=plateau, monitor="loss")
-    np.testing.assert_allclose(history.history["lr"], [1e-3, 5e-4, 2.5e-4])

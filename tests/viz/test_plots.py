@@ -114,7 +114,7 @@ def test_plot_saliency_confusion_matrix_and_kernels(rng, tmp_path):
 
 
 def test_plot_dense_conv_colours_each_shared_weight(rng, tmp_path):
-    conv = nn.Conv2d(1, 1, 2, rng=rng)
+    conv = nn.Conv2d(1, 1, 2, generator=rng)
     fig = plot_dense_conv(conv_as_dense(conv, (1, 4, 4)))
     matrix = images(fig)[1].get_array()
     assert matrix.shape == (9, 16) and (matrix > 0).sum() == 36  # 0 = structural zero

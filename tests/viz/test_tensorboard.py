@@ -7,16 +7,16 @@ import pytest
 
 from cnnkit import nn, optim
 from cnnkit.train import fit
-from cnnkit.viz.tensorboard import TensorBoard
+from cnnkit.viz.tensorboard import TensorBoard, to_graph_def
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def tiny_run(log_dir, epochs=2, **kwargs):
     rng = np.random.default_rng(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(4, 6, 3, padding=1, rng=rng), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, rng=rng))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, generator=rng), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1, generator=rng), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, generator=rng))
     x = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
     t = rng.integers(0, 3, 24)
     loader = [(x[i : i + 8], t[i : i + 8]) for i in range(0, 24, 8)]
@@ -77,9 +77,9 @@ def test_switching_parts_off_and_an_explicit_sample(tmp_path):
 def test_the_callback_does_not_change_training(tmp_path):
     with_tb, _ = tiny_run(tmp_path / "a")
     rng = np.random.default_rng(0)
-    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(4, 6, 3, padding=1, rng=rng), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, rng=rng))
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, generator=rng), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1, generator=rng), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3, generator=rng))
     x = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
     t = rng.integers(0, 3, 24)
     loader = [(x[i : i + 8], t[i : i + 8]) for i in range(0, 24, 8)]
@@ -87,3 +87,15 @@ def test_the_callback_does_not_change_training(tmp_path):
     for (name, a), (_, b) in zip(with_tb.named_parameters(), plain.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
     assert with_tb.training
+
+
+def test_tensorboard_graph_def_scopes_nodes_by_module(lenet_graph):
+    _, graph = lenet_graph
+    graph_def = to_graph_def(graph)
+    names = [n.name for n in graph_def.node]
+    assert "features/0/Conv2d_0" in names and "features/0/weight" in names and "input" in names
+    conv = next(n for n in graph_def.node if n.name == "features/0/Conv2d_0")
+    assert list(conv.input) == ["input", "features/0/weight", "features/0/bias"]
+    dims = [d.size for d in conv.attr["_output_shapes"].list.shape[0].dim]
+    assert dims == [1, 6, 28, 28]
+    assert len(graph_def.node) == 1 + 10 + 12  # input, parameters, ops

@@ -9,7 +9,7 @@ Layouts follow torchvision: ``ToTensor`` turns a uint8 image (H, W) or (H, W, C)
 PIL image, into float32 (C, H, W) in [0, 1]. Every other transform works on arrays whose
 last two axes are (H, W): (C, H, W) after ``ToTensor``, or (H, W) before it.
 
-Random transforms take ``rng``, a ``numpy.random.Generator``; without one they use
+Random transforms take ``generator``, a ``numpy.random.Generator``; without one they use
 cnnkit's default generator (``cnnkit.manual_seed`` seeds it) at call time. One sample
 and a batch draw from the same distributions, but not the same numbers.
 """

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ... import config
+from ...config import accepts_rng
 
 __all__ = ["Compose", "Lambda", "Transform", "apply_batch"]
 
@@ -41,13 +42,14 @@ def apply_batch(transform: Callable | None, xs: np.ndarray) -> np.ndarray:
 
 
 class _RandomTransform(Transform):
-    """A transform that draws from ``rng``, or from cnnkit's default generator at call time."""
+    """A transform that draws from ``generator``, or from cnnkit's default generator at call time."""
 
-    def __init__(self, rng: np.random.Generator | None):
-        self._rng = rng
+    @accepts_rng
+    def __init__(self, generator: np.random.Generator | None):
+        self._rng = generator
 
     @property
-    def rng(self) -> np.random.Generator:
+    def generator(self) -> np.random.Generator:
         return self._rng if self._rng is not None else config.default_generator()
 
 

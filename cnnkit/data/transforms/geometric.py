@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...config import accepts_rng
 from ...errors import ShapeError
 from ...functional.args import pair
 from .base import Transform, _RandomTransform
@@ -38,7 +39,7 @@ class Resize(Transform):
 
     def __call__(self, x):
         if hasattr(x, "getbands"):
-            from PIL import Image
+            from PIL import Image  # only for PIL input (x is already a PIL image)
 
             method = (
                 Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.NEAREST
@@ -92,11 +93,12 @@ class RandomCrop(_RandomTransform):
             top/bottom)``, or ``(left, top, right, bottom)``.
         fill: the value of constant padding.
         padding_mode: ``"constant"``, ``"edge"``, ``"reflect"`` or ``"symmetric"``.
-        rng: the generator for crop positions (default: cnnkit's default generator).
+        generator: the generator for crop positions (default: cnnkit's default generator).
 
     Shape: (..., H, W) -> (..., h, w).
     """
 
+    @accepts_rng
     def __init__(
         self,
         size: int | Sequence[int],
@@ -104,9 +106,9 @@ class RandomCrop(_RandomTransform):
         fill: float = 0,
         padding_mode: str = "constant",
         *,
-        rng: np.random.Generator | None = None,
+        generator: np.random.Generator | None = None,
     ):
-        super().__init__(rng)
+        super().__init__(generator)
         self.size = pair(size, "size", "RandomCrop")
         if isinstance(padding, (int, np.integer)):
             padding = (padding,) * 4
@@ -136,8 +138,8 @@ class RandomCrop(_RandomTransform):
                 f"RandomCrop(size={self.size}) does not fit the padded image of size {(Hp, Wp)} "
                 f"(input shape {input_shape}, padding {self.padding})"
             )
-        i = self.rng.integers(0, Hp - h + 1, size=n)
-        j = self.rng.integers(0, Wp - w + 1, size=n)
+        i = self.generator.integers(0, Hp - h + 1, size=n)
+        j = self.generator.integers(0, Wp - w + 1, size=n)
         return i, j
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -168,19 +170,20 @@ class RandomHorizontalFlip(_RandomTransform):
 
     axis = -1
 
-    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None):
-        super().__init__(rng)
+    @accepts_rng
+    def __init__(self, p: float = 0.5, *, generator: np.random.Generator | None = None):
+        super().__init__(generator)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{type(self).__name__} expects a probability p in [0, 1], got {p}")
         self.p = p
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        return np.flip(x, axis=self.axis).copy() if self.rng.random() < self.p else x
+        return np.flip(x, axis=self.axis).copy() if self.generator.random() < self.p else x
 
     def batch(self, xs: np.ndarray) -> np.ndarray:
         xs = np.array(xs)  # a copy: flipped rows are written in place
-        flip = self.rng.random(xs.shape[0]) < self.p
+        flip = self.generator.random(xs.shape[0]) < self.p
         xs[flip] = np.flip(xs[flip], axis=self.axis)
         return xs
 
@@ -208,11 +211,12 @@ class RandomAffine(_RandomTransform):
         translate: ``(a, b)`` maximum shift as fractions of width and height, or None.
         interpolation: ``"nearest"`` or ``"bilinear"``.
         fill: value for pixels that come from outside the input.
-        rng: the generator for angles and shifts (default: cnnkit's default generator).
+        generator: the generator for angles and shifts (default: cnnkit's default generator).
 
     Shape: (..., H, W) -> (..., H, W).
     """
 
+    @accepts_rng
     def __init__(
         self,
         degrees: float | Sequence[float],
@@ -220,9 +224,9 @@ class RandomAffine(_RandomTransform):
         interpolation: str = "nearest",
         fill: float = 0,
         *,
-        rng: np.random.Generator | None = None,
+        generator: np.random.Generator | None = None,
     ):
-        super().__init__(rng)
+        super().__init__(generator)
         if isinstance(degrees, (int, float, np.number)):
             if degrees < 0:
                 raise ValueError(f"RandomAffine degrees must be >= 0 when a single number, got {degrees}")
@@ -240,12 +244,12 @@ class RandomAffine(_RandomTransform):
         self.interpolation, self.fill = interpolation, fill
 
     def _draw(self, n: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
-        angles = self.rng.uniform(self.degrees[0], self.degrees[1], size=n)
+        angles = self.generator.uniform(self.degrees[0], self.degrees[1], size=n)
         shifts = np.zeros((n, 2))
         if self.translate is not None:
             max_dx, max_dy = self.translate[0] * W, self.translate[1] * H
-            shifts[:, 0] = np.round(self.rng.uniform(-max_dx, max_dx, size=n))
-            shifts[:, 1] = np.round(self.rng.uniform(-max_dy, max_dy, size=n))
+            shifts[:, 0] = np.round(self.generator.uniform(-max_dx, max_dx, size=n))
+            shifts[:, 1] = np.round(self.generator.uniform(-max_dy, max_dy, size=n))
         return angles, shifts
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
