@@ -43,7 +43,7 @@ def child(framework: str, model: str, batch: int, size: int, steps: int) -> dict
         import cnnkit.functional as F
 
         after_import = _rss_mb()
-        net = cnnkit.models.get_model(model, rng=np.random.default_rng(0))
+        net = cnnkit.models.get_model(model, generator=np.random.default_rng(0))
         net.train()
         opt = cnnkit.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         for _ in range(steps):

@@ -148,7 +148,7 @@ def build_torch(name: str, seed: int = 0) -> nn.Module:
 def build_cnnkit(name: str):
     """cnnkit's zoo model of that name (VGG-16 without its init: the weights are replaced)."""
     kwargs = {"init_weights": False} if name == "vgg16" else {}
-    return cnnkit.models.get_model(name, rng=np.random.default_rng(0), **kwargs)
+    return cnnkit.models.get_model(name, generator=np.random.default_rng(0), **kwargs)
 
 
 def matching_pair(name: str, seed: int = 0):
