@@ -26,6 +26,7 @@ __all__ = [
     "get_default_dtype",
     "manual_seed",
     "default_generator",
+    "generator_scope",
     "accepts_rng",
     "rename_rng",
     "kernels",
@@ -45,6 +46,16 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 _default_dtype = np.dtype(np.float32)
 _generator = np.random.default_rng()
+
+
+class _GeneratorScope(threading.local):
+    """A generator that stands in for the default one in this thread (``generator_scope``)."""
+
+    def __init__(self) -> None:
+        self.generator: np.random.Generator | None = None
+
+
+_generator_scope = _GeneratorScope()
 
 
 def is_grad_enabled() -> bool:
@@ -102,8 +113,28 @@ def manual_seed(seed: int) -> np.random.Generator:
 
 
 def default_generator() -> np.random.Generator:
-    """Return the default ``numpy.random.Generator`` (seed it with ``manual_seed``)."""
-    return _generator
+    """Return the default ``numpy.random.Generator`` (seed it with ``manual_seed``).
+
+    Inside ``generator_scope(g)`` it is ``g``, in that thread only.
+    """
+    scoped = _generator_scope.generator
+    return scoped if scoped is not None else _generator
+
+
+@contextmanager
+def generator_scope(generator: np.random.Generator) -> Iterator[np.random.Generator]:
+    """Make ``generator`` this thread's default generator inside the block.
+
+    The DataLoader runs each batch's random transforms under a generator seeded for that
+    batch, so augmentation is the same whichever worker thread prepares the batch.
+    """
+    previous = _generator_scope.generator
+    _generator_scope.generator = generator
+    try:
+        yield generator
+    finally:
+        _generator_scope.generator = previous
+
 
 
 # ------------------------------------------------------------------ the randomness argument
@@ -131,6 +162,8 @@ def accepts_rng(fn: Callable) -> Callable:
         return fn(*args, **rename_rng(kwargs, where))
 
     return wrapper
+
+
 # ------------------------------------------------------------- compiled kernels and threads
 # Process-wide (not per thread): they govern the process's cores, which every thread shares.
 # The environment gives the initial values: CNNKIT_KERNELS=0 starts with the kernels off,

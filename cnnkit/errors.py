@@ -9,6 +9,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- GradcheckError (AssertionError)  analytic and numeric gradients disagree
     +-- StateDictError (RuntimeError)    load_state_dict: missing, unexpected or misshapen keys
     +-- CheckpointError (ValueError)     a checkpoint file is missing, corrupt, foreign or does not fit
+    |   +-- PthError                     ... a PyTorch file the safe reader refuses (unsafe, corrupt, legacy)
+    |   +-- WeightsError                 ... weights that cannot be used (source, name, keys or shapes)
     +-- DataError (ValueError)           a dataset file or sample is unreadable or malformed
     |   +-- IDXError                     ... an IDX (MNIST) file
     |   +-- CIFARError                   ... a CIFAR-10 binary batch
@@ -29,6 +31,8 @@ __all__ = [
     "GradcheckError",
     "StateDictError",
     "CheckpointError",
+    "PthError",
+    "WeightsError",
     "DataError",
     "IDXError",
     "CIFARError",
@@ -79,6 +83,21 @@ class StateDictError(CnnkitError, RuntimeError):
 
 class CheckpointError(CnnkitError, ValueError):
     """A checkpoint file is missing, truncated, corrupt, foreign or does not fit the model."""
+
+
+class PthError(CheckpointError):
+    """A PyTorch file cnnkit refuses to read: unsafe, corrupt, or not a torch.save archive.
+
+    The message names the file and what was refused (the opcode or global and its byte
+    position in ``data.pkl``, the zip member, or the storage that does not fit).
+    """
+
+
+class WeightsError(CheckpointError):
+    """Weights that cannot be used: unreadable source, unknown name, or keys/shapes that do not fit.
+
+    The message names the source and lists every missing, unexpected and mismatched key.
+    """
 
 
 class DataError(CnnkitError, ValueError):

@@ -11,6 +11,8 @@
     cnnkit explain conv|graph                                           (cli/explain.py)
     cnnkit fcn CHECKPOINT [IMAGE | --mnist-digits N] -o heatmap.png     (cli/surgery.py)
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
+    cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
+    cnnkit weights [MODEL]                                              (cli/weights.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
@@ -49,6 +51,7 @@ COMMAND_MODULES = (
     "cnnkit.cli.visualize",
     "cnnkit.cli.explain",
     "cnnkit.cli.surgery",
+    "cnnkit.cli.weights",
 )
 
 

@@ -23,18 +23,18 @@ import numpy as np
 from .. import config
 from ..data import Subset, compose_mnist_strip, get_dataset, load_strip
 from ..errors import UsageError
-from ..functional import softmax
 from ..io.checkpoint import load_checkpoint, save
 from ..surgery.compare import channel_counts, format_comparison, images_per_second, measure, weights_file_size
 from ..surgery.fcn import to_fully_convolutional
 from ..surgery.prune import prune_channels
 from ..surgery.sequence import read_sequence
 from ..tensor import Tensor
+from ..train.datasets import folder_data
 from ..train.recipes import finetune
 from ..viz.plots import save_figure
 from ..viz.surgery_plots import plot_prune_sweep, plot_score_map
 from .main import fraction, non_negative_int, positive_int
-from .targets import checkpoint_inputs, dataset_name
+from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing
 
 __all__ = ["add_commands", "fcn_command", "prune_command"]
 
@@ -86,7 +86,7 @@ def fcn_command(args) -> int:
     if (args.image is None) == (args.mnist_digits is None):
         raise UsageError("give either IMAGE or --mnist-digits N")
     model, extra, ckpt = _checkpoint_info(args.checkpoint)
-    shape, mean, std, classes = checkpoint_inputs(extra)
+    shape, mean, std, classes = checkpoint_inputs(extra, ckpt.model_name)
     truth = None
     if args.mnist_digits is not None:
         if shape != (1, 28, 28):
@@ -111,7 +111,8 @@ def fcn_command(args) -> int:
     with config.no_grad():
         scores = fcn(x)                                                           # (1, K, OH, OW)
     elapsed = time.perf_counter() - start
-    probs = softmax(scores, dim=1).data[0]                                        # (K, OH, OW)
+    task = checkpoint_task(extra, scores.shape[1])
+    probs = task.probabilities(scores.data)[0]    # (K, OH, OW): softmax, or the sigmoid of one logit
     K, OH, OW = probs.shape
     print(f"{source}: input {image.shape[1]}x{image.shape[2]}, one pass -> {OH}x{OW} positions at stride "
           f"{fcn.stride[1]} ({1000 * elapsed:.1f} ms)")
@@ -144,8 +145,8 @@ def prune_command(args) -> int:
     if args.sweep is None and args.output is None:
         raise UsageError("give -o PATH for the pruned checkpoint")
     model, extra, ckpt = _checkpoint_info(args.checkpoint)
-    shape = tuple(int(v) for v in extra.get("input_shape", (1, 28, 28)))
-    train_set, test_set = _datasets(extra, args.data_dir, args.limit, args.eval_limit)
+    shape, _, _, _ = checkpoint_inputs(extra, ckpt.model_name)
+    train_set, test_set = _datasets(extra, args.data_dir, args.limit, args.eval_limit, ckpt.model_name)
     before = measure(model, shape, test_set)
     if args.sweep is not None:
         try:
@@ -178,13 +179,30 @@ def prune_command(args) -> int:
     return 0
 
 
-def _datasets(extra: dict[str, Any], data_dir, limit, eval_limit):
-    """The training and test splits of the checkpoint's dataset, normalized as it was trained."""
-    name = dataset_name(extra.get("dataset", "mnist"))
-    _, mean, std, _ = checkpoint_inputs(extra)
-    norm = {"mean": tuple(mean.ravel()), "std": tuple(std.ravel())}
-    train_set, _ = get_dataset(name, True, data_dir, **norm)
-    test_set, _ = get_dataset(name, False, data_dir, **norm)
+def _datasets(extra: dict[str, Any], data_dir, limit, eval_limit, model_name=None):
+    """The training and test splits of the checkpoint's dataset, read as it was trained.
+
+    A checkpoint trained on a folder of images gets that folder again, with its stored
+    preprocessing and split: the training images, and its test/ images (or, without them,
+    its validation images) to measure.
+    """
+    source = extra.get("source", {})
+    if source.get("kind") == "folder":
+        spec = file_preprocessing(extra)
+        data = folder_data(data_dir or source["path"], model=model_name, image_size=spec.size[0],
+                           channels=spec.channels, val_split=source.get("val_split"), resize=spec.resize,
+                           normalization=(spec.mean, spec.std, "the checkpoint's"), option="the checkpoint's data folder")
+        train_set, test_set = data.train, data.test if data.test is not None else data.val
+        if test_set is None:
+            raise UsageError(f"{source['path']} has no test/ images and no validation share to measure on")
+        print(f"data: {data.source['path']}: training {len(train_set):,} images, measuring on "
+              f"{'test/' if data.test is not None else 'the validation share'} ({len(test_set):,} images)")
+    else:
+        name = dataset_name(extra.get("dataset", "mnist"))
+        _, mean, std, _ = checkpoint_inputs(extra, model_name)
+        norm = {"mean": tuple(mean.ravel()), "std": tuple(std.ravel())}
+        train_set, _ = get_dataset(name, True, data_dir, **norm)
+        test_set, _ = get_dataset(name, False, data_dir, **norm)
     if limit:
         train_set = Subset(train_set, np.arange(min(limit, len(train_set))))
     if eval_limit:

@@ -14,13 +14,15 @@ import numpy as np
 
 from .. import models
 from ..data import DATASETS, prepare_image
+from ..data.pipeline import ImageSpec
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
+from ..train.tasks import Task, task_from_dict
 from ..viz.image_filters import sample_image, to_grayscale
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
-    "wrote",
+    "wrote", "file_preprocessing", "checkpoint_task",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
@@ -43,6 +45,7 @@ class Target:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+    spec: ImageSpec | None = None  # how the checkpoint's training read image files (folder data)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -77,6 +80,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         classes = [str(c) for c in extra.get("classes", ())]
         dataset = f", {extra['dataset']}" if "dataset" in extra else ""
         label = f"{path.name} ({ckpt.model_name}{dataset})"
+        image_spec = file_preprocessing(extra)
     elif spec.lower() in zoo:
         name = spec.lower()
         model = models.get_model(name, generator=np.random.default_rng(0))
@@ -84,6 +88,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         shape = models.default_input_shape(name)
         mean, std, classes = (), (), []
         label = f"{name} (random weights)"
+        image_spec = None
     else:
         raise UsageError(
             f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}"
@@ -93,7 +98,9 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     C = shape[0]
     if len(mean) != C or len(std) != C:
         mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
-    return Target(model, label, shape, mean, std, classes)  # type: ignore[arg-type]
+    if image_spec is not None and image_spec.input_shape != tuple(shape):
+        image_spec = None  # --input-shape asks for another size: plain resizing
+    return Target(model, label, shape, mean, std, classes, image_spec)  # type: ignore[arg-type]
 
 
 def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -131,7 +138,9 @@ def model_input(target: Target, image: str | None, invert: str = "auto") -> tupl
         FileNotFoundError, ValueError: the image is missing or unreadable.
     """
     C, H, W = target.input_shape
-    if image is not None:
+    if image is not None and target.spec is not None:
+        raw = target.spec.decode(image).astype(np.float32).transpose(2, 0, 1) / 255.0   # (C, H, W)
+    elif image is not None:
         raw = prepare_image(image, (C, H, W), invert)
     else:
         sample = sample_image("digit" if C == 1 else "scene")
@@ -155,16 +164,37 @@ def class_name(target: Target, k: int) -> str:
     return target.classes[k] if k < len(target.classes) else str(k)
 
 
-def checkpoint_inputs(extra: dict[str, Any]) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, list[str]]:
+def checkpoint_inputs(
+    extra: dict[str, Any], model_name: str | None = None,
+) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, list[str]]:
     """(input shape, mean (C, 1, 1), std (C, 1, 1), class names) that ``cnnkit train`` stored.
 
-    Checkpoints without them (saved from Python) get MNIST's: (1, 28, 28), digits 0-9.
+    Checkpoints without them (saved from Python) get the zoo model's input shape and the
+    statistics of its kind: ImageNet's for three channels, MNIST's for one (and digits 0-9).
     """
-    shape = tuple(int(v) for v in extra.get("input_shape", (1, 28, 28)))
-    mean = np.asarray(extra.get("mean", (0.1307,)), np.float32).reshape(-1, 1, 1)
-    std = np.asarray(extra.get("std", (0.3081,)), np.float32).reshape(-1, 1, 1)
-    classes = list(extra.get("classes") or [str(i) for i in range(10)])
+    default_shape = models.default_input_shape(model_name) if model_name in models.list_models() else (1, 28, 28)
+    shape = tuple(int(v) for v in extra.get("input_shape", default_shape))
+    fallback = _IMAGENET if shape[0] == 3 else _MNIST
+    mean = np.asarray(extra.get("mean", fallback[0]), np.float32).reshape(-1, 1, 1)
+    std = np.asarray(extra.get("std", fallback[1]), np.float32).reshape(-1, 1, 1)
+    default_classes = [str(i) for i in range(10)] if shape[0] == 1 else []
+    classes = list(extra.get("classes") or default_classes)
     return shape, mean, std, classes  # type: ignore[return-value]
+
+
+def file_preprocessing(extra: dict[str, Any]) -> ImageSpec | None:
+    """The ``ImageSpec`` a model trained on a folder of images reads files with (None otherwise).
+
+    Models trained on MNIST-like datasets keep ``prepare_image`` (digits centred as MNIST's).
+    """
+    if extra.get("source", {}).get("kind") == "folder" and "preprocessing" in extra:
+        return ImageSpec.from_dict(extra["preprocessing"])
+    return None
+
+
+def checkpoint_task(extra: dict[str, Any], outputs: int) -> Task:
+    """The task stored in a checkpoint, or the one its output width implies."""
+    return task_from_dict(extra.get("task"), outputs)
 
 
 def dataset_name(name: str) -> str:

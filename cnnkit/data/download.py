@@ -58,6 +58,8 @@ def _expected_digest(sha256: str | None, md5: str | None) -> tuple[str, str] | N
     if sha256 is not None and md5 is not None:
         raise ValueError("download takes sha256 or md5, not both")
     if sha256 is not None:
+        if not 8 <= len(sha256) <= 64:
+            raise ValueError(f"download: sha256 must be 8 to 64 hex digits (a full digest or a prefix), got {sha256!r}")
         return "sha256", sha256.lower()
     if md5 is not None:
         return "md5", md5.lower()
@@ -79,7 +81,8 @@ def download(
         url: an http(s) or file URL.
         dest: the final path; its folder is created when missing.
         sha256: expected SHA-256 hex digest of the file (or give ``md5``); when neither
-            is given only the byte count is checked.
+            is given only the byte count is checked. A prefix of at least 8 digits is
+            accepted where only a prefix is published (torchvision's weights file names).
         md5: expected MD5 hex digest (what most datasets publish).
         progress: show a progress bar on stderr (tqdm when installed, else one text line).
         timeout: seconds to wait for the server on connect and on each read.
@@ -98,7 +101,7 @@ def download(
             return dest
         algorithm, want = expected
         got = file_digest(dest, algorithm)
-        if got == want:
+        if got.startswith(want):
             return dest
         print(
             f"cnnkit: {dest} has {algorithm.upper()} {got}, expected {want}; downloading it again",
@@ -143,7 +146,7 @@ def download(
         if expected is not None:
             algorithm, want = expected
             got = hasher.hexdigest()
-            if got != want:
+            if not got.startswith(want):  # equal for a full digest; a published prefix otherwise
                 raise DownloadError(
                     f"download of {url} to {dest} failed its checksum: {algorithm.upper()} is "
                     f"{got}, expected {want} ({received} bytes received)"

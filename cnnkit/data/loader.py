@@ -4,12 +4,20 @@ Each ``iter(loader)`` is one epoch: it draws a permutation from ``loader.generat
 shuffling) and yields batches. Saving ``loader.state_dict()`` between epochs and loading
 it later replays the same order, which is what resumable training needs: the loader
 keeps no position, only the generator's state.
+
+With ``num_workers`` > 0, batches are prepared by that many threads, up to
+``prefetch_factor * num_workers`` batches ahead, while the model trains on the current
+one. Decoding (Pillow) and NumPy release the GIL, so the threads use several cores. Each
+batch's random transforms run under a generator seeded for that batch (drawn in order
+from ``generator``), so a run gives the same batches with any number of workers.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -65,6 +73,8 @@ class DataLoader:
             default generator, looked up at each epoch (so ``cnnkit.manual_seed`` applies).
         collate_fn: turns a list of samples into a batch (default: ``default_collate``);
             giving one disables the ``get_batch`` fast path.
+        num_workers: threads preparing batches ahead (0: in the caller's thread).
+        prefetch_factor: batches in flight per worker.
 
     Yields:
         Batches as the dataset's samples, stacked: for image datasets with ``ToTensor``,
@@ -79,6 +89,8 @@ class DataLoader:
         drop_last: bool = False,
         generator: np.random.Generator | None = None,
         collate_fn: Callable[[list], Any] | None = None,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
     ):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader expects a positive integer batch_size, got {batch_size!r}")
@@ -92,6 +104,9 @@ class DataLoader:
         self.drop_last = drop_last
         self._generator = generator
         self.collate_fn = collate_fn
+        if not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+            raise ValueError(f"DataLoader expects a non-negative integer num_workers, got {num_workers!r}")
+        self.num_workers, self.prefetch_factor = int(num_workers), max(1, int(prefetch_factor))
 
     @property
     def generator(self) -> np.random.Generator:
@@ -104,16 +119,50 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         n = len(self.dataset)
-        order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        generator = self.generator
+        order = generator.permutation(n) if self.shuffle else np.arange(n)
+        stop = min(len(self) * self.batch_size, n)
+        starts = range(0, stop, self.batch_size)
+        # one seed per batch, drawn up front in order: the batch's random transforms use it
+        seeds = generator.integers(0, 2**63, size=len(starts)) if self._random_transforms() else None
+        jobs = ((order[start : start + self.batch_size], None if seeds is None else int(seeds[i]))
+                for i, start in enumerate(starts))
+        if self.num_workers == 0:
+            for indices, seed in jobs:
+                yield self._load(indices, seed)
+            return
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="cnnkit-loader") as pool:
+            pending: deque = deque()
+            try:
+                for job in jobs:
+                    pending.append(pool.submit(self._load, *job))
+                    if len(pending) >= self.num_workers * self.prefetch_factor:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def _random_transforms(self) -> bool:
+        """Whether batches get their own generator: when shuffling (training) or with workers.
+
+        A dataset that sets ``random = False`` (no random transforms) never needs one; an
+        evaluation loader in the caller's thread draws nothing, as before workers existed.
+        """
+        return getattr(self.dataset, "random", True) and (self.shuffle or self.num_workers > 0)
+
+    def _load(self, indices: np.ndarray, seed: int | None) -> Any:
+        if seed is None:
+            return self._collate(indices)
+        with config.generator_scope(np.random.default_rng(seed)):
+            return self._collate(indices)
+
+    def _collate(self, indices: np.ndarray) -> Any:
         get_batch = getattr(self.dataset, "get_batch", None) if self.collate_fn is None else None
-        collate = self.collate_fn or default_collate
-        stop = len(self) * self.batch_size
-        for start in range(0, min(stop, n), self.batch_size):
-            indices = order[start : start + self.batch_size]
-            if get_batch is not None:
-                yield get_batch(indices)
-            else:
-                yield collate([self.dataset[int(i)] for i in indices])
+        if get_batch is not None:
+            return get_batch(indices)
+        return (self.collate_fn or default_collate)([self.dataset[int(i)] for i in indices])
 
     def state_dict(self) -> dict:
         """Return the loader's state between epochs: the shuffling generator's state."""

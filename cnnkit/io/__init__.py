@@ -5,6 +5,11 @@
 
 ``checkpoint.py``: the checkpoint format, ``save`` (model and training state),
 ``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
+``pth.py``: the safe reader of PyTorch files (``read_pth``, ``load_pth``): opcodes walked,
+never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetensors, timm,
+Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
+``load_weights``), safetensors read memory-mapped and written by streaming, named weights
+fetched and converted once (``fetch_weights``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from .checkpoint import (
     save,
     save_checkpoint,
 )
+from .pth import load_pth, read_pth
+from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
     "Checkpoint",
@@ -33,4 +40,10 @@ __all__ = [
     "restore_rng",
     "save",
     "save_checkpoint",
+    "read_pth",
+    "load_pth",
+    "load_weights",
+    "resolve_weights",
+    "fetch_weights",
+    "WeightsReport",
 ]

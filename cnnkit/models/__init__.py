@@ -25,12 +25,22 @@ from .cifar import CifarResNet, VGGCifar, resnet20, vgg11_cifar
 from .densenet import DenseNet, densenet121
 from .googlenet import GoogLeNet, googlenet
 from .lenet import LeNet5, lenet5
-from .registry import ZooEntry, default_input_shape, get_model, list_models, model_info, register
+from .registry import (
+    ZooEntry,
+    default_input_shape,
+    get_model,
+    list_models,
+    model_info,
+    register,
+    set_in_channels,
+    zoo_entry,
+)
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
 __all__ = [
-    "get_model", "list_models", "model_info", "default_input_shape", "register", "ZooEntry",
+    "get_model", "list_models", "model_info", "default_input_shape", "register", "ZooEntry", "zoo_entry",
+    "set_in_channels",
     "LeNet5", "AlexNet", "VGG", "ResNet", "BasicBlock", "Bottleneck", "GoogLeNet", "DenseNet",
     "CifarResNet", "VGGCifar",
     "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19",

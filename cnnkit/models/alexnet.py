@@ -9,6 +9,7 @@ from .. import nn
 from ..config import accepts_rng
 from ..tensor import Tensor
 from .registry import register
+from .weights import pretrained
 
 __all__ = ["AlexNet", "alexnet"]
 
@@ -70,7 +71,13 @@ class AlexNet(nn.Module):
 
 @register("alexnet", input_shape=(3, 224, 224), head="classifier.6")
 def alexnet(
-    num_classes: int = 1000, dropout: float = 0.5, *, generator: np.random.Generator | None = None
+    num_classes: int = 1000, dropout: float = 0.5, *, weights: str | None = None,
+    generator: np.random.Generator | None = None,
 ) -> AlexNet:
-    """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``."""
+    """Return AlexNet (61,100,840 parameters for 1000 classes). See ``AlexNet``.
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("alexnet", weights, alexnet, num_classes=num_classes, dropout=dropout, generator=generator)
     return AlexNet(num_classes, dropout, generator=generator)

@@ -13,6 +13,7 @@ from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
 from .registry import register
+from .weights import pretrained
 
 __all__ = ["DenseNet", "DenseLayer", "DenseBlock", "Transition", "densenet121"]
 
@@ -153,6 +154,14 @@ class DenseNet(nn.Module):
 
 
 @register("densenet121", input_shape=(3, 224, 224), head="classifier")
-def densenet121(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> DenseNet:
-    """Return DenseNet-121 (k=32, blocks 6-12-24-16; 7,978,856 parameters)."""
+def densenet121(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> DenseNet:
+    """Return DenseNet-121 (k=32, blocks 6-12-24-16; 7,978,856 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("densenet121", weights, densenet121, num_classes=num_classes, generator=generator, **kwargs)
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, generator=generator, **kwargs)

@@ -15,6 +15,7 @@ from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
 from .registry import register
+from .weights import pretrained
 
 __all__ = ["GoogLeNet", "Inception", "BasicConv2d", "googlenet"]
 
@@ -166,6 +167,14 @@ class GoogLeNet(nn.Module):
 
 
 @register("googlenet", input_shape=(3, 224, 224), head="fc")
-def googlenet(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> GoogLeNet:
-    """Return GoogLeNet without auxiliary heads (6,624,904 parameters). See ``GoogLeNet``."""
+def googlenet(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> GoogLeNet:
+    """Return GoogLeNet without auxiliary heads (6,624,904 parameters). See ``GoogLeNet``.
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("googlenet", weights, googlenet, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return GoogLeNet(num_classes, generator=generator, **kwargs)

@@ -17,6 +17,7 @@ from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
 from .registry import register
+from .weights import pretrained
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
 
@@ -171,18 +172,42 @@ class ResNet(nn.Module):
 
 
 @register("resnet18", input_shape=(3, 224, 224), head="fc")
-def resnet18(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters)."""
+def resnet18(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> ResNet:
+    """Return ResNet-18 (BasicBlock x [2, 2, 2, 2]; 11,689,512 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet18", weights, resnet18, num_classes=num_classes, generator=generator, **kwargs)
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, generator=generator, **kwargs)
 
 
 @register("resnet34", input_shape=(3, 224, 224), head="fc")
-def resnet34(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters)."""
+def resnet34(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> ResNet:
+    """Return ResNet-34 (BasicBlock x [3, 4, 6, 3]; 21,797,672 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet34", weights, resnet34, num_classes=num_classes, generator=generator, **kwargs)
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, generator=generator, **kwargs)
 
 
 @register("resnet50", input_shape=(3, 224, 224), head="fc")
-def resnet50(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> ResNet:
-    """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters)."""
+def resnet50(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> ResNet:
+    """Return ResNet-50 (Bottleneck x [3, 4, 6, 3]; 25,557,032 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("resnet50", weights, resnet50, num_classes=num_classes, generator=generator, **kwargs)
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, generator=generator, **kwargs)

@@ -12,6 +12,7 @@ from ..config import accepts_rng
 from ..nn import init
 from ..tensor import Tensor
 from .registry import register
+from .weights import pretrained
 
 __all__ = [
     "VGG", "CONFIGS", "make_layers", "init_vgg_weights",
@@ -122,48 +123,112 @@ def _vgg(cfg: str, batch_norm: bool, num_classes: int, generator, **kwargs) -> V
 
 
 @register("vgg11", input_shape=(3, 224, 224), head="classifier.6")
-def vgg11(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-11 (configuration A; 132,863,336 parameters)."""
+def vgg11(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-11 (configuration A; 132,863,336 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg11", weights, vgg11, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("A", False, num_classes, generator, **kwargs)
 
 
 @register("vgg13", input_shape=(3, 224, 224), head="classifier.6")
-def vgg13(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-13 (configuration B; 133,047,848 parameters)."""
+def vgg13(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-13 (configuration B; 133,047,848 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg13", weights, vgg13, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("B", False, num_classes, generator, **kwargs)
 
 
 @register("vgg16", input_shape=(3, 224, 224), head="classifier.6")
-def vgg16(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-16 (configuration D; 138,357,544 parameters)."""
+def vgg16(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-16 (configuration D; 138,357,544 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg16", weights, vgg16, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("D", False, num_classes, generator, **kwargs)
 
 
 @register("vgg19", input_shape=(3, 224, 224), head="classifier.6")
-def vgg19(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-19 (configuration E; 143,667,240 parameters)."""
+def vgg19(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-19 (configuration E; 143,667,240 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg19", weights, vgg19, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("E", False, num_classes, generator, **kwargs)
 
 
 @register("vgg11_bn", input_shape=(3, 224, 224), head="classifier.6")
-def vgg11_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters)."""
+def vgg11_bn(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-11 with BatchNorm after each conv (132,868,840 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg11_bn", weights, vgg11_bn, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("A", True, num_classes, generator, **kwargs)
 
 
 @register("vgg13_bn", input_shape=(3, 224, 224), head="classifier.6")
-def vgg13_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters)."""
+def vgg13_bn(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-13 with BatchNorm after each conv (133,053,736 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg13_bn", weights, vgg13_bn, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("B", True, num_classes, generator, **kwargs)
 
 
 @register("vgg16_bn", input_shape=(3, 224, 224), head="classifier.6")
-def vgg16_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters)."""
+def vgg16_bn(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-16 with BatchNorm after each conv (138,365,992 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg16_bn", weights, vgg16_bn, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("D", True, num_classes, generator, **kwargs)
 
 
 @register("vgg19_bn", input_shape=(3, 224, 224), head="classifier.6")
-def vgg19_bn(num_classes: int = 1000, *, generator: np.random.Generator | None = None, **kwargs) -> VGG:
-    """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters)."""
+def vgg19_bn(
+    num_classes: int = 1000, *, weights: str | None = None, generator: np.random.Generator | None = None,
+    **kwargs,
+) -> VGG:
+    """Return VGG-19 with BatchNorm after each conv (143,678,248 parameters).
+
+    ``weights``: pretrained weights' name (``"DEFAULT"``, ``"IMAGENET1K_V1"``; see models.weights).
+    """
+    if weights is not None:
+        return pretrained("vgg19_bn", weights, vgg19_bn, init_flag="init_weights", num_classes=num_classes, generator=generator, **kwargs)
     return _vgg("E", True, num_classes, generator, **kwargs)

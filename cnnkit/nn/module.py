@@ -243,6 +243,19 @@ class Module:
             module = child
         return module
 
+    def set_submodule(self, target: str, module: Module) -> None:
+        """Replace the sub-module at the dotted path ``target`` by ``module``, in place (as PyTorch).
+
+        The new module keeps the old one's position, so a ``Sequential`` runs it in the same place.
+        """
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if name not in parent._modules:
+            raise AttributeError(f"{type(parent).__name__} has no sub-module {name!r} (path {target!r})")
+        if not isinstance(module, Module):
+            raise TypeError(f"set_submodule expects a Module, got {type(module).__name__}")
+        parent._modules[name] = module
+
     # ------------------------------------------------------------------ traversal
     def named_modules(
         self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True

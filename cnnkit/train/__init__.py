@@ -9,6 +9,8 @@
 - ``callbacks.py``: ``Callback``, ``LearningRateScheduler``, ``EarlyStopping``,
   ``ModelCheckpoint``, ``CSVLogger``, ``NaNGuard`` (TensorBoard: ``cnnkit.viz.tensorboard``).
 - ``recipes.py``: the defaults of ``cnnkit train``; fine-tuning after pruning.
+- ``tasks.py``: multi-class (softmax) and binary (one logit) classifiers: loss, probabilities,
+  metrics; ``metrics.py``: confusion matrix, precision/recall/F1, ROC AUC, top-k.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from .callbacks import (
 from .history import History, read_history
 from .loop import EpochStats, TrainingRun, evaluate, fit, format_logs, format_report, predict, predict_proba
 from .recipes import Recipe, default_lr, finetune, make_optimizer, recipe_for
+from .tasks import BinaryTask, MulticlassTask, Task, task_for_outputs, task_from_dict
 
 __all__ = [
+    "BinaryTask",
     "CSVLogger",
     "Callback",
     "EarlyStopping",
@@ -34,8 +38,10 @@ __all__ = [
     "History",
     "LearningRateScheduler",
     "ModelCheckpoint",
+    "MulticlassTask",
     "NaNGuard",
     "Recipe",
+    "Task",
     "TrainingRun",
     "default_lr",
     "evaluate",
@@ -49,4 +55,6 @@ __all__ = [
     "predict_proba",
     "read_history",
     "recipe_for",
+    "task_for_outputs",
+    "task_from_dict",
 ]

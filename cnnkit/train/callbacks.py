@@ -146,12 +146,17 @@ class ModelCheckpoint(Callback):
     ``filepath`` may contain ``{epoch}`` and any log key, e.g.
     ``"ckpt/epoch{epoch:02d}-{val_loss:.3f}.safetensors"``. Each save is atomic.
     ``checkpoint_kwargs`` is passed to ``cnnkit.save`` (model name and config, RNG states).
+    ``tie_break`` (e.g. ``"val_loss"``): with ``save_best_only``, an epoch that equals the best
+    ``monitor`` value is saved when it improves this one (accuracy saturates on small
+    validation sets; the loss still tells the better model).
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
-                 mode: str = "auto", save_on_interrupt: bool = True, **checkpoint_kwargs):
+                 mode: str = "auto", save_on_interrupt: bool = True, tie_break: str | None = None,
+                 **checkpoint_kwargs):
         self.filepath, self.save_best_only = str(filepath), save_best_only
         self.tracker = _Monitor(monitor, mode, 0.0)
+        self.tie_tracker = _Monitor(tie_break, "auto", 0.0) if tie_break else None
         self.save_on_interrupt = save_on_interrupt
         self.checkpoint_kwargs = checkpoint_kwargs
         self.last_saved: Path | None = None
@@ -171,7 +176,13 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.save_best_only:
             value = self.tracker.value(logs)
-            if not self.tracker.improved(value):
+            tie = self.tie_tracker.value(logs) if self.tie_tracker else None
+            if self.tracker.improved(value):
+                if self.tie_tracker:
+                    self.tie_tracker.best = tie
+            elif value == self.tracker.best and self.tie_tracker and self.tie_tracker.improved(tie):
+                self.tie_tracker.best = tie
+            else:
                 return
             self.tracker.best = value
         self._save(self.filepath.format(epoch=epoch + 1, **logs), epoch, logs)

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import functional as F
 from ..config import no_grad
 from ..nn import Module, eval_mode
 from ..tensor import Tensor
 from .callbacks import LearningRateScheduler
 from .history import History
+from .tasks import BinaryTask, MulticlassTask, Task, task_for_outputs
 
 __all__ = ["TrainingRun", "fit", "evaluate", "predict", "predict_proba", "EpochStats", "format_logs", "format_report"]
 
@@ -44,9 +44,14 @@ class TrainingRun:
 
 
 class EpochStats:
-    """Running loss, accuracy and throughput over one pass of a loader."""
+    """Running loss, accuracy and throughput over one pass of a loader.
 
-    def __init__(self) -> None:
+    The accuracy counts the ``task``'s decisions (arg-max, or the binary threshold);
+    without a task it is inferred from the logits' width at the first batch.
+    """
+
+    def __init__(self, task: Task | None = None) -> None:
+        self.task = task
         self.loss_sum = 0.0
         self.correct = 0
         self.seen = 0
@@ -57,8 +62,12 @@ class EpochStats:
         n = len(target)
         self.loss_sum += loss * n
         self.seen += n
-        if logits.ndim == 2 and target.ndim == 1 and target.dtype.kind in "iu":
-            self.correct += int((logits.argmax(axis=1) == target).sum())
+        if logits.ndim != 2:
+            return
+        if self.task is None:
+            self.task = task_for_outputs(logits.shape[1])
+        if isinstance(self.task, BinaryTask) or (target.ndim == 1 and target.dtype.kind in "iu"):
+            self.correct += self.task.correct(logits, target)
             self.classified += n
 
     def logs(self) -> dict[str, float]:
@@ -86,7 +95,8 @@ def fit(
     *,
     epochs: int,
     optimizer,
-    loss: Callable = F.cross_entropy,
+    loss: Callable | None = None,
+    task: Task | None = None,
     val_loader: Iterable | None = None,
     callbacks: Sequence = (),
     scheduler=None,
@@ -102,8 +112,14 @@ def fit(
         train_loader: iterable of (inputs, targets) batches (arrays or Tensors).
         epochs: the epoch to stop at (as Keras: with ``initial_epoch`` > 0 it resumes).
         optimizer: a cnnkit optimizer.
-        loss: loss function of (outputs, targets), cross-entropy by default.
-        val_loader: optional; adds ``val_loss`` / ``val_accuracy`` to each epoch's logs.
+        loss: loss function of (outputs, targets); default: the task's (cross-entropy for
+            multi-class, ``binary_cross_entropy_with_logits`` for one logit).
+        task: a ``MulticlassTask`` or ``BinaryTask``: the loss, the accuracy's decision rule
+            and the validation metrics; default: inferred from the model's output width at
+            the first batch (one column: binary).
+        val_loader: optional; adds ``val_loss``, ``val_accuracy`` (and for a binary task
+            ``val_precision``, ``val_recall``, ``val_f1``, ``val_roc_auc``; for K > 5
+            classes ``val_top5_accuracy``) to each epoch's logs.
         callbacks: objects with any of on_train_begin/on_epoch_begin/on_after_backward/
             on_batch_end/on_epoch_end/on_train_end/on_interrupt; each gets ``set_run(run)``
             first.
@@ -129,12 +145,15 @@ def fit(
             run.epoch = epoch
             model.train()
             _call(callbacks, "on_epoch_begin", epoch)
-            stats = EpochStats()
+            stats = EpochStats(task)
             progress = _Progress(epoch, epochs, _length(train_loader), verbose)
             for step, batch in enumerate(train_loader):
                 x, t = _as_arrays(batch)
                 out = model(Tensor(x))
-                loss_value = loss(out, t)
+                if task is None:
+                    task = task_for_outputs(out.shape[1]) if out.ndim == 2 else MulticlassTask()
+                    stats.task = task
+                loss_value = (loss or task.loss)(out, t)
                 optimizer.zero_grad()
                 loss_value.backward()
                 _call(callbacks, "on_after_backward", step, loss_value, x)
@@ -150,7 +169,7 @@ def fit(
                     break
             logs = stats.logs()
             if val_loader is not None:
-                val = evaluate(model, val_loader, loss=loss, confusion=False)
+                val = evaluate(model, val_loader, loss=loss or "task", task=task, confusion=False)
                 logs.update({f"val_{k}": v for k, v in val.items() if np.isscalar(v)})
             logs["lr"] = _current_lr(optimizer)
             progress.close(logs)
@@ -184,50 +203,55 @@ def evaluate(
     model,
     loader: Iterable,
     *,
-    loss: Callable | None = F.cross_entropy,
+    loss: Callable | str | None = "task",
     topk: Sequence[int] = (1, 5),
     confusion: bool = True,
     num_classes: int | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
-    """Loss, accuracy, top-k accuracy and (optionally) the confusion matrix over ``loader``.
+    """The loss and the task's metrics over ``loader``.
 
     The model runs in eval mode under ``no_grad``; each module's mode is restored afterwards.
 
+    Args:
+        loss: a loss function of (outputs, targets), ``"task"`` for the task's own, or None.
+        topk: for a multi-class task inferred here: the k of the top-k accuracies, each
+            reported only when k < the number of classes.
+        confusion: also return the detailed report: confusion matrix, per-class and
+            macro-averaged precision/recall/F1.
+        num_classes: the size of the confusion matrix (default: the model's output width).
+        task: ``MulticlassTask`` / ``BinaryTask``; default: inferred from the output width.
+
     Returns:
-        {"loss", "accuracy", "top5_accuracy" (for each k > 1 with k <= classes),
-         "confusion_matrix" (K, K) int64 array (rows: true class, columns: predicted)}.
+        Multi-class: {"loss", "accuracy", "top{k}_accuracy" (k < K)}; binary: {"loss",
+        "accuracy" (at the task's threshold), "precision", "recall", "f1" (of the positive
+        class, label 1), "roc_auc"}. With ``confusion``: also "confusion_matrix" (K, K)
+        int64 (rows: true class, columns: predicted), "per_class" {"precision", "recall",
+        "f1", "support"} arrays (K,), "macro_precision", "macro_recall", "macro_f1".
     """
     loss_sum, seen = 0.0, 0
-    hits = {k: 0 for k in topk}
-    matrix = None
+    acc = None
     with no_grad(), (eval_mode(model) if isinstance(model, Module) else nullcontext()):
         for batch in loader:
             x, t = _as_arrays(batch)
             out = model(Tensor(x))
             logits = out.data
+            if task is None:
+                task = task_for_outputs(logits.shape[1]) if logits.ndim == 2 else MulticlassTask()
+                if isinstance(task, MulticlassTask):
+                    task = MulticlassTask(topk)
+            if acc is None:
+                acc = task.accumulator(num_classes)
             if loss is not None:
-                loss_sum += float(loss(out, t).data) * len(t)
+                loss_fn = task.loss if loss == "task" else loss
+                loss_sum += float(loss_fn(out, t).data) * len(t)
             seen += len(t)
-            K = logits.shape[1]
-            order = np.argsort(-logits, axis=1, kind="stable")
-            for k in topk:
-                if k <= K:
-                    hits[k] += int((order[:, :k] == t[:, None]).any(axis=1).sum())
-            if confusion:
-                n_cls = num_classes or K
-                if matrix is None:
-                    matrix = np.zeros((n_cls, n_cls), np.int64)
-                np.add.at(matrix, (t.astype(np.int64), order[:, 0]), 1)
+            acc.update(logits, t)
     results: dict[str, Any] = {}
     if loss is not None:
         results["loss"] = loss_sum / max(seen, 1)
-    for k in topk:
-        if k == 1:
-            results["accuracy"] = hits[1] / max(seen, 1)
-        elif matrix is None or k <= matrix.shape[0]:
-            results[f"top{k}_accuracy"] = hits[k] / max(seen, 1)
-    if confusion and matrix is not None:
-        results["confusion_matrix"] = matrix
+    if acc is not None:
+        results.update(acc.results(detailed=confusion))
     return results
 
 
@@ -258,16 +282,17 @@ def predict(model, data, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
 
 
-def predict_proba(model, data, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities: the softmax over axis 1 of ``predict``'s outputs (logits).
+def predict_proba(model, data, batch_size: int = 256, task: Task | None = None) -> np.ndarray:
+    """Probabilities from ``predict``'s outputs (logits), as the task defines them.
 
-    Returns:
-        (N, K) probabilities, each row summing to 1.
+    Multi-class: the softmax over axis 1, (N, K), each row summing to 1. Binary (one output
+    column, or ``task=BinaryTask()``): the sigmoid, (N, 1), the probability of the positive
+    class (label 1). The task is inferred from the output width when not given.
     """
     logits = predict(model, data, batch_size)
     if logits.ndim < 2:
         return logits
-    return F.softmax(Tensor(logits), dim=1).data
+    return (task or task_for_outputs(logits.shape[1])).probabilities(logits)
 
 
 class _Progress:
@@ -317,23 +342,39 @@ def format_logs(logs: dict[str, float]) -> str:
     return " - ".join(parts)
 
 
-def format_report(result: dict[str, Any], classes: tuple[str, ...]) -> str:
-    """Accuracy, per-class precision and recall, and the confusion matrix as text."""
+def format_report(result: dict[str, Any], classes: Sequence[str]) -> str:
+    """The ``evaluate(..., confusion=True)`` report as text.
+
+    Accuracy and loss (top-k when present; for a binary task the threshold, precision,
+    recall and F1 of the positive class and ROC AUC), then per-class precision, recall,
+    F1 and support with their macro average, then the confusion matrix.
+    """
     cm = result["confusion_matrix"]
-    lines = [f"accuracy: {100 * result['accuracy']:.2f}%  loss: {result['loss']:.4f}"]
-    if "top5_accuracy" in result:
-        lines[0] += f"  top-5: {100 * result['top5_accuracy']:.2f}%"
-    tp = np.diag(cm).astype(float)
-    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
-    width = max(len(c) for c in classes)
-    lines.append(f"{'class':>{width}}  precision  recall  support")
-    for i, name in enumerate(classes[: len(cm)]):
-        precision = tp[i] / predicted[i] if predicted[i] else 0.0
-        recall = tp[i] / actual[i] if actual[i] else 0.0
-        lines.append(f"{name:>{width}}  {precision:9.4f}  {recall:6.4f}  {actual[i]:7d}")
+    classes = [str(c) for c in classes][: len(cm)]
+    classes += [str(k) for k in range(len(classes), len(cm))]
+    head = f"accuracy: {100 * result['accuracy']:.2f}%"
+    if "loss" in result:
+        head += f"  loss: {result['loss']:.4f}"
+    for key in sorted(k for k in result if k.startswith("top") and k.endswith("_accuracy")):
+        head += f"  top-{key[3:-9]}: {100 * result[key]:.2f}%"
+    lines = [head]
+    if "roc_auc" in result:
+        lines.append(
+            f"positive class {classes[1]!r} (probability > {result.get('threshold', 0.5):g}): "
+            f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
+            f"F1 {result['f1']:.4f}  ROC AUC {result['roc_auc']:.4f}"
+        )
+    scores = result["per_class"]
+    width = max(max(len(c) for c in classes), len("macro avg"))
+    lines.append(f"{'class':>{width}}  precision  recall      F1  support")
+    for i, name in enumerate(classes):
+        lines.append(f"{name:>{width}}  {scores['precision'][i]:9.4f}  {scores['recall'][i]:6.4f}  "
+                     f"{scores['f1'][i]:6.4f}  {scores['support'][i]:7d}")
+    lines.append(f"{'macro avg':>{width}}  {result['macro_precision']:9.4f}  {result['macro_recall']:6.4f}  "
+                 f"{result['macro_f1']:6.4f}  {int(scores['support'].sum()):7d}")
     lines.append("confusion matrix (rows: true class, columns: predicted):")
     cell = max(len(str(cm.max())), 3)
-    lines.append(" " * (width + 2) + " ".join(f"{c[:cell]:>{cell}}" for c in classes[: len(cm)]))
+    lines.append(" " * (width + 2) + " ".join(f"{c[:cell]:>{cell}}" for c in classes))
     for i, row in enumerate(cm):
         lines.append(f"{classes[i]:>{width}}  " + " ".join(f"{v:>{cell}d}" for v in row))
     return "\n".join(lines)

@@ -12,9 +12,9 @@ from cnnkit.data import load_mnist
 def test_evaluate_prints_accuracy_per_class_scores_and_the_confusion_matrix(trained, capsys):
     assert main(["evaluate", str(trained / "last.safetensors")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("accuracy: ")
-    assert "precision  recall  support" in out and "confusion matrix" in out
-    accuracy = float(out.split()[1].rstrip("%"))
+    assert out.startswith("last.safetensors on the mnist test split (10,000 images):\naccuracy: ")
+    assert "precision  recall      F1  support" in out and "macro avg" in out and "confusion matrix" in out
+    accuracy = float(out.splitlines()[1].split()[1].rstrip("%"))
     assert accuracy > 80.0
 
 

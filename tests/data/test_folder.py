@@ -57,11 +57,11 @@ def test_bad_folders_and_files_are_named(tmp_path, folder):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     with pytest.raises(
         FileNotFoundError,
-        match=r"found no .png/.jpg/.jpeg images in class subfolders of .*empty \(subfolders: \['cls'\]\)",
+        match=r"found no .png/.jpg/.jpeg/.* images in class subfolders of .*empty \(subfolders: \['cls'\]\)",
     ):
         ImageFolder(tmp_path / "empty")
     (folder / "ant" / "x.JPG").write_bytes(b"broken")
     with pytest.raises(ValueError, match=r"x\.JPG: cannot read as an image"):
         ImageFolder(folder)[0]
-    with pytest.raises(ValueError, match=r"mode must be 'L' or 'RGB', got 'CMYK'"):
+    with pytest.raises(ValueError, match=r"mode must be 'auto', 'L' or 'RGB', got 'CMYK'"):
         ImageFolder(folder, mode="CMYK")

@@ -599,3 +599,50 @@ def test_dropout_masks_come_from_the_models_generator(rng):
     first = models.vgg11_cifar(generator=np.random.default_rng(8))(x).data  # training mode
     second = models.vgg11_cifar(generator=np.random.default_rng(8))(x).data
     np.testing.assert_array_equal(first, second)
+
+
+# ---------------------------------------------------------------- the zoo's entries
+@pytest.mark.parametrize("name", models.list_models())
+def test_zoo_entries_declare_the_sizes_each_model_accepts(name):
+    from cnnkit.errors import ShapeError
+
+    entry = models.zoo_entry(name)
+    net = models.get_model(name, num_classes=3, generator=np.random.default_rng(0))
+    net.eval()
+    C = entry.input_shape[0]
+
+    def forward(size):
+        with cnnkit.no_grad():
+            return net(Tensor(np.zeros((1, C, size, size), np.float32)))
+
+    assert forward(entry.min_size).shape == (1, 3)
+    if entry.min_size > 1:
+        with pytest.raises(ShapeError):
+            forward(entry.min_size - 1)
+    if entry.max_size is not None:
+        assert forward(entry.max_size).shape == (1, 3)
+        with pytest.raises(ShapeError):
+            forward(entry.max_size + 1)
+    assert entry.accepts(entry.input_shape[1])
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_zoo_entries_name_the_classifier_head_and_the_first_convolution(name):
+    entry = models.zoo_entry(name)
+    net = models.get_model(name, num_classes=7, generator=np.random.default_rng(0))
+    linears = [path for path, m in net.named_modules() if isinstance(m, nn.Linear)]
+    convs = [path for path, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    assert entry.head == linears[-1] and net.get_submodule(entry.head).out_features == 7
+    assert entry.stem == convs[0] and net.get_submodule(entry.stem).in_channels == entry.input_shape[0]
+
+
+@pytest.mark.parametrize("name, channels", [("resnet18", 1), ("lenet5", 3), ("densenet121", 1), ("googlenet", 2)])
+def test_in_channels_rebuilds_the_first_convolution(name, channels):
+    entry = models.zoo_entry(name)
+    net = models.get_model(name, num_classes=4, in_channels=channels, generator=np.random.default_rng(0))
+    net.eval()
+    size = max(entry.min_size, 32) if entry.max_size is None else entry.min_size
+    stem = net.get_submodule(entry.stem)
+    assert stem.in_channels == channels and stem.weight.shape[1] == channels
+    with cnnkit.no_grad():
+        assert net(Tensor(np.zeros((2, channels, size, size), np.float32))).shape == (2, 4)

@@ -26,18 +26,24 @@ from .geometric import (
     Resize,
     affine,
 )
+from .photo import CenterCrop, ColorJitter, RandomResizedCrop, resize_weights, resized_crop
 
 __all__ = [
+    "CenterCrop",
+    "ColorJitter",
     "Compose",
     "Lambda",
     "Normalize",
     "RandomAffine",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomResizedCrop",
     "RandomVerticalFlip",
     "Resize",
     "ToTensor",
     "Transform",
     "affine",
     "apply_batch",
+    "resize_weights",
+    "resized_crop",
 ]

@@ -1,0 +1,265 @@
+"""`cnnkit train/evaluate/predict` on folders of images: tasks, honest splits, transfer, bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnkit.cli.main import main
+from cnnkit.io.checkpoint import load_checkpoint
+
+
+def make_signs(root, n_per_class=60, size=30, seed=0):
+    """The articles' example: 30x30x3 scenes with and without a drawn sign board on a post."""
+    rng = np.random.default_rng(seed)
+    for cls in ("no_sign", "sign"):
+        d = root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            bg = rng.integers(60, 200, 3)
+            pixels = np.clip(bg + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(pixels)
+            if cls == "sign":
+                draw = ImageDraw.Draw(img)
+                w, h = int(rng.integers(10, 16)), int(rng.integers(7, 11))
+                x, y = int(rng.integers(1, size - w - 1)), int(rng.integers(1, size - h - 8))
+                draw.line([(x + w // 2, y + h), (x + w // 2, size - 1)], fill=(90, 60, 30), width=2)
+                face = (230, 200, 20) if rng.random() < 0.5 else tuple(int(v) for v in rng.integers(0, 60, 3))
+                draw.rectangle([x, y, x + w, y + h], fill=face, outline=(255, 255, 255))
+            img.save(d / f"{i:03d}.png")
+    return root
+
+
+def make_shapes(root, classes=("circle", "square", "triangle"), n=12, size=24, seed=1, gray=False):
+    """Three classes of drawn shapes (RGB, or grayscale PNGs)."""
+    rng = np.random.default_rng(seed)
+    for k, cls in enumerate(classes):
+        d = root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = Image.new("L" if gray else "RGB", (size, size), 0 if gray else (20, 20, 20))
+            draw = ImageDraw.Draw(img)
+            c = int(rng.integers(8, size - 8))
+            r = int(rng.integers(4, 7))
+            fill = 255 if gray else tuple(int(v) for v in rng.integers(120, 255, 3))
+            if k == 0:
+                draw.ellipse([c - r, c - r, c + r, c + r], fill=fill)
+            elif k == 1:
+                draw.rectangle([c - r, c - r, c + r, c + r], fill=fill)
+            else:
+                draw.polygon([(c, c - r), (c - r, c + r), (c + r, c + r)], fill=fill)
+            img.save(d / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def signs_run(tmp_path_factory):
+    root = make_signs(tmp_path_factory.mktemp("signs"), 80)
+    out = tmp_path_factory.mktemp("signs_run")
+    argv = ["train", "lenet5", "--data", str(root), "--task", "binary", "--epochs", "10", "--optimizer", "adam",
+            "--lr", "0.003", "--batch-size", "32", "--out", str(out), "--workers", "2"]
+    return root, out, argv
+
+
+def test_the_articles_sign_board_example_end_to_end(signs_run, capsys, tmp_path):
+    root, out, argv = signs_run
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "task binary, positive class 'sign' (label 1), threshold 0.5" in text
+    assert "classes (2): no_sign (72), sign (72)" in text
+    assert "RGB (3 channels: the images have colour)" in text and "30x30 (the images' own size)" in text
+    assert "validation: 16 images (0.1 of each class held out" in text
+    assert "test: none (no test/ folder" in text
+    ckpt = load_checkpoint(out / "best.safetensors")
+    extra = ckpt.meta["extra"]
+    assert extra["task"] == {"type": "binary", "threshold": 0.5} and extra["classes"] == ["no_sign", "sign"]
+    assert extra["preprocessing"]["size"] == [30, 30] and extra["preprocessing"]["channels"] == 3
+    assert ckpt.model_config == {"num_classes": 1, "in_channels": 3}
+    logs = ckpt.meta["history"]["history"]
+    for key in ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_roc_auc"):
+        assert logs[key][-1] >= 0.9, key
+    assert "val_top5_accuracy" not in logs
+
+    assert main(["evaluate", str(out / "best.safetensors"), "--data", str(root)]) == 0
+    report = capsys.readouterr().out
+    assert "positive class 'sign' (probability > 0.5): precision" in report and "ROC AUC" in report
+    accuracy = float(report.splitlines()[1].split()[1].rstrip("%"))
+    assert accuracy >= 95.0
+    assert "macro avg" in report
+
+    csv_path = tmp_path / "predictions.csv"
+    images = [root / "sign" / "000.png", root / "no_sign"]
+    assert main(["predict", str(out / "best.safetensors"), *map(str, images), "--csv", str(csv_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    predictions = [line for line in lines if "P(sign) = " in line]
+    assert len(predictions) == 81  # one probability per image
+    probability = float(predictions[0].split("P(sign) = ")[1].rstrip(")"))
+    assert predictions[0].startswith(f"{images[0]}: sign") and probability > 0.5
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 81 and set(rows[0]) == {"path", "predicted", "probability_sign"}
+    assert sum(r["predicted"] == "no_sign" for r in rows[1:]) >= 76
+
+
+def test_split_folders_multiclass_resnet18_with_test_evaluated_once_for_best_and_last(tmp_path, capsys):
+    for split, n in (("train", 8), ("val", 3), ("test", 3)):
+        make_shapes(tmp_path / "data" / split, n=n, seed=len(split))
+    argv = ["train", "resnet18", "--data", str(tmp_path / "data"), "--image-size", "16", "--epochs", "2",
+            "--batch-size", "8", "--out", str(tmp_path / "run"), "--workers", "0", "--cache", "off"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "task multiclass" in text and "16x16 (--image-size)" in text
+    assert "train: 24 images" in text and f"validation: 9 images ({tmp_path / 'data' / 'val'}" in text
+    assert f"test: 9 images ({tmp_path / 'data' / 'test'}; evaluated once, at the end)" in text
+    assert "decoded from the files each epoch (--cache off)" in text
+    last_line = [line for line in text.splitlines() if line.startswith("last: ")][0]
+    best_line = [line for line in text.splitlines() if line.startswith("best (epoch ")][0]
+    assert "; test accuracy" in last_line and "; test accuracy" in best_line
+    assert "top5" not in text  # 3 classes: no top-5
+
+
+def test_grayscale_folders_train_a_one_channel_model_and_say_so(tmp_path, capsys):
+    make_shapes(tmp_path / "gray", n=10, gray=True)
+    argv = ["train", "resnet20", "--data", str(tmp_path / "gray"), "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "grayscale (1 channel: every image is grayscale)" in text and "24x24 (the images' own size)" in text
+    ckpt = load_checkpoint(tmp_path / "r" / "last.safetensors")
+    assert ckpt.model_config["in_channels"] == 1 and len(ckpt.meta["extra"]["mean"]) == 1
+
+
+def test_transfer_learning_replaces_the_head_and_freezes_the_backbone(tmp_path, capsys):
+    make_shapes(tmp_path / "three", n=8)
+    make_shapes(tmp_path / "two", classes=("circle", "square"), n=8, seed=5)
+    first = ["train", "resnet20", "--data", str(tmp_path / "three"), "--epochs", "1", "--out", str(tmp_path / "a")]
+    assert main(first) == 0
+    source = load_checkpoint(tmp_path / "a" / "last.safetensors").model_state
+    argv = ["train", "resnet20", "--data", str(tmp_path / "two"), "--task", "multiclass", "--epochs", "2",
+            "--weights", str(tmp_path / "a" / "last.safetensors"), "--freeze", "backbone",
+            "--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "new head (fc.bias, fc.weight)" in text and "froze the backbone" in text
+    tuned = load_checkpoint(tmp_path / "b" / "last.safetensors").model_state
+    assert tuned["fc.weight"].shape == (2, 64)
+    for key in ("conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_mean", "layer3.2.conv2.weight"):
+        np.testing.assert_array_equal(tuned[key], source[key], err_msg=key)  # frozen, BatchNorm in eval mode
+    assert not np.array_equal(tuned["fc.weight"][:, :5], np.zeros((2, 5)))
+
+
+def test_weights_from_a_safetensors_state_dict_with_pytorch_keys_and_a_lower_backbone_lr(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from cnnkit import models
+
+    net = models.get_model("resnet20", num_classes=10, generator=np.random.default_rng(3))
+    state = {k: np.array(getattr(v, "data", v), order="C") for k, v in net.state_dict().items()}
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    make_shapes(tmp_path / "gray", n=6, gray=True)
+    argv = ["train", "resnet20", "--data", str(tmp_path / "gray"), "--epochs", "1", "--out", str(tmp_path / "c"),
+            "--weights", str(tmp_path / "plain.safetensors"), "--backbone-lr-scale", "0.1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "conv1.weight adapted from 3 to 1 input channels" in text and "backbone lr x0.1" in text
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "--data {d}: no such folder"),
+    ("empty", "no class folders; expected one subfolder per class"),
+    ("one_class", "found 1 class folder ('only'); a classifier needs at least 2 classes"),
+    ("empty_class", "class folder 'b' holds no readable images"),
+    ("mismatch", "its class folders differ from the training classes ['a', 'b']: lacks ['b']; has extra ['c']"),
+    ("loose", "no class folders; expected one subfolder per class (it holds 2 images directly"),
+])
+def test_bad_folders_are_one_line_errors(tmp_path, capsys, layout, message):
+    d = tmp_path / "d"
+
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (28, 28), (200, 10, 10)).save(path)
+
+    if layout == "empty":
+        d.mkdir()
+    elif layout == "one_class":
+        image(d / "only" / "x.png")
+    elif layout == "empty_class":
+        image(d / "a" / "x.png")
+        (d / "b").mkdir()
+        (d / "b" / "notes.txt").write_text("no images here")
+    elif layout == "mismatch":
+        for split, classes in (("train", "ab"), ("val", "ac")):
+            for c in classes:
+                image(d / split / c / "x.png")
+    elif layout == "loose":
+        image(d / "x.png")
+        image(d / "y.png")
+    assert main(["train", "lenet5", "--data", str(d), "--epochs", "1", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message.format(d=d) in err
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_unreadable_and_non_image_files_are_skipped_with_a_count(tmp_path, capsys):
+    make_shapes(tmp_path / "d", classes=("a", "b"), n=6)
+    (tmp_path / "d" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "d" / "b" / "readme.txt").write_text("hello")
+    argv = ["train", "lenet5", "--data", str(tmp_path / "d"), "--epochs", "1", "--in-channels", "1",
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "skipped 1 unreadable image file(s): a/broken.jpg" in text
+    assert "ignored 1 file(s) that are not images: b/readme.txt" in text
+    assert "classes (2): a (5), b (5)" in text  # 6 minus the one held out for validation
+    assert "converted by --in-channels 1" in text
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["train", "vgg11", "--image-size", "16"], 2, "vgg11 takes images of at least 32x32 pixels; 16x16 (--image-size) is too small: pass --image-size 32"),
+    (["train", "lenet5", "--image-size", "40"], 2, "lenet5 takes images of 28x28 to 31x31 pixels; 40x40 (--image-size) is too large: pass --image-size 31"),
+    (["train", "lenet5", "--task", "binary", "--val-split", "0.5", "--data-dir", "."], 2, "--data-dir is where a named dataset's files are"),
+    (["train", "lenet5", "--freeze", "backbone"], 2, "--freeze and --backbone-lr-scale need --weights"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, status, message):
+    make_shapes(tmp_path / "d", classes=("a", "b"), n=3)
+    assert main(argv + ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == status
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_missing_data_dir_is_an_error_not_mnist(tmp_path, capsys):
+    assert main(["train", "lenet5", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
+    assert f"--data-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    assert main(["train", "lenet5", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "(a folder of images? pass it as --data)" in capsys.readouterr().err
+
+
+def test_visualize_fcn_and_prune_read_the_checkpoints_preprocessing(signs_run, capsys, tmp_path):
+    root, out, argv = signs_run
+    if not (out / "best.safetensors").exists():
+        assert main(argv) == 0
+    best = str(out / "best.safetensors")
+    image = str(root / "sign" / "001.png")
+    assert main(["visualize", "feature-maps", best, image, "-o", str(tmp_path / "maps.png")]) == 0
+    assert (tmp_path / "maps.png").stat().st_size > 0
+    wide = Image.new("RGB", (90, 30), (120, 120, 120))
+    wide.paste(Image.open(image), (30, 0))
+    wide.save(tmp_path / "wide.png")
+    assert main(["fcn", best, str(tmp_path / "wide.png"), "-o", str(tmp_path / "heat.png")]) == 0
+    assert main(["prune", best, "--amount", "0.5", "--finetune-epochs", "1", "-o", str(tmp_path / "p.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert f"data: {root}: training 144 images, measuring on the validation share (16 images)" in text
+    pruned = load_checkpoint(tmp_path / "p.safetensors")
+    assert pruned.meta["extra"]["task"]["type"] == "binary"
+
+
+def test_evaluate_refuses_to_put_mnist_into_an_rgb_model(tmp_path, capsys):
+    from cnnkit import models
+    from cnnkit.io.checkpoint import save_checkpoint
+
+    net = models.get_model("resnet20", num_classes=10, generator=np.random.default_rng(0))
+    save_checkpoint(tmp_path / "rgb.safetensors", net, model_name="resnet20", model_config={"num_classes": 10})
+    assert main(["evaluate", str(tmp_path / "rgb.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "takes (3, 32, 32) images; the mnist test split holds (1, 28, 28): pass --data DIR" in err
