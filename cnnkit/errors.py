@@ -19,6 +19,11 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- OptionalDependencyError (ImportError)  an extra (cnnkit[onnx], ...) is not installed
+    +-- OnnxError (ValueError)           ONNX export or import (cnnkit.onnx)
+        +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
+        +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
+        +-- OnnxExportError              ... a model ONNX cannot express (names the layer)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -41,6 +46,11 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "OptionalDependencyError",
+    "OnnxError",
+    "OnnxFileError",
+    "OnnxUnsupportedError",
+    "OnnxExportError",
 ]
 
 
@@ -130,3 +140,26 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class OptionalDependencyError(CnnkitError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message says what to install."""
+
+
+class OnnxError(CnnkitError, ValueError):
+    """ONNX export or import failed (``cnnkit.onnx``); the base of the three below."""
+
+
+class OnnxFileError(OnnxError):
+    """A file is not a readable ONNX model: not ONNX, truncated, inconsistent, too large.
+
+    The message names the file and what is wrong with it. Nothing in the file has run.
+    """
+
+
+class OnnxUnsupportedError(OnnxError):
+    """An ONNX node cnnkit cannot run: the message names the operator, the node and the opset."""
+
+
+class OnnxExportError(OnnxError):
+    """A cnnkit model cannot be written as ONNX: the message names the layer and the op."""

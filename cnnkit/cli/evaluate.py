@@ -14,13 +14,13 @@ from ..data import DATASETS, DataLoader, get_dataset, prepare_image
 from ..data.folder import list_images, scan_folder
 from ..data.pipeline import ImageFiles, ImageSpec
 from ..errors import DataError, UsageError
-from ..io.checkpoint import atomic_write_bytes, load_checkpoint
+from ..io.checkpoint import atomic_write_bytes
 from ..io.weights import fetch_weights
 from ..models.weights import Preprocessing, find_weights
 from ..train import evaluate, format_report, predict
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import non_negative_int, positive_int
-from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing
+from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing, load_inference
 
 __all__ = ["add_commands", "evaluate_command", "predict_command"]
 
@@ -28,7 +28,7 @@ __all__ = ["add_commands", "evaluate_command", "predict_command"]
 def add_commands(sub) -> None:
     """Add ``evaluate`` and ``predict`` to the ``cnnkit`` command."""
     e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1 and confusion matrix")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="checkpoint or .onnx file")
     e.add_argument("--dataset", default=None, help="a named dataset's test split (default: the checkpoint's)")
     e.add_argument("--data", default=None, metavar="DIR",
                    help="a folder of images: DIR/test if it has one, else DIR/<class>/ (class names as trained)")
@@ -39,7 +39,7 @@ def add_commands(sub) -> None:
     e.set_defaults(handler=evaluate_command)
 
     p = sub.add_parser("predict", help="classes (or the binary probability) of image files or folders")
-    p.add_argument("checkpoint", help="a checkpoint, or a weights name such as resnet18.IMAGENET1K_V1")
+    p.add_argument("checkpoint", help="a checkpoint, an .onnx file, or a weights name such as resnet18.IMAGENET1K_V1")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--csv", default=None, metavar="FILE", help="also write one row per image to FILE")
@@ -61,10 +61,8 @@ def _workers(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    model = ckpt.build_model()
-    extra = ckpt.meta.get("extra", {})
-    shape, _, _, classes = checkpoint_inputs(extra, ckpt.model_name)
+    model, extra, model_name = load_inference(args.checkpoint)  # a checkpoint or an .onnx file
+    shape, _, _, classes = checkpoint_inputs(extra, model_name)
     task = checkpoint_task(extra, 1 if extra.get("task", {}).get("type") == "binary" else len(classes) or 10)
     stored = extra.get("dataset", "mnist")
     if args.data is not None or (args.dataset is None and str(stored).startswith("folder:")):
@@ -113,10 +111,8 @@ def _spec_from(extra: dict, shape) -> ImageSpec:
 
 
 def predict_command(args) -> int:
-    ckpt = load_checkpoint(_checkpoint_or_weights(args.checkpoint))
-    model = ckpt.build_model()
-    extra = ckpt.meta.get("extra", {})
-    shape, mean, std, classes = checkpoint_inputs(extra, ckpt.model_name)
+    model, extra, model_name = load_inference(_checkpoint_or_weights(args.checkpoint))  # also .onnx files
+    shape, mean, std, classes = checkpoint_inputs(extra, model_name)
     spec = file_preprocessing(extra)
     pretrained = None
     weights_pre = extra.get("preprocessing")

@@ -9,6 +9,7 @@ from .. import models
 from ..errors import UsageError
 from ..explain.summary import summary
 from ..io.checkpoint import load_checkpoint
+from .targets import is_onnx, load_target
 
 __all__ = ["add_commands", "summary_command", "models_command"]
 
@@ -16,7 +17,7 @@ __all__ = ["add_commands", "summary_command", "models_command"]
 def add_commands(sub) -> None:
     """Add ``summary`` and ``models`` to the ``cnnkit`` command."""
     s = sub.add_parser("summary", help="layer table: output shapes, parameters, MACs")
-    s.add_argument("target", help="zoo model name or checkpoint file")
+    s.add_argument("target", help="zoo model name, checkpoint or .onnx file")
     s.add_argument("--input-shape", default=None, help="C,H,W (default: the model's)")
     s.add_argument("--arithmetic", action="store_true", help="show (W - F + 2P)/S + 1 and receptive fields")
     s.set_defaults(handler=summary_command)
@@ -27,7 +28,10 @@ def add_commands(sub) -> None:
 
 def summary_command(args) -> int:
     target = args.target
-    if Path(target).is_file() or target.endswith(".safetensors"):
+    if is_onnx(target):
+        loaded = load_target(target, args.input_shape)
+        model, shape = loaded.model, loaded.input_shape
+    elif Path(target).is_file() or target.endswith(".safetensors"):
         ckpt = load_checkpoint(target)
         model, extra = ckpt.build_model(), ckpt.extra
         shape = tuple(extra.get("input_shape", (1, 28, 28)))

@@ -1,18 +1,21 @@
 """What the commands act on: a checkpoint or zoo model, its inputs, and names given on the command line.
 
 ``load_target`` turns CHECKPOINT|MODEL into a model with its input shape, normalization
-and class names; ``model_input`` prepares an image (or a built-in sample) for it.
+and class names; ``model_input`` prepares an image (or a built-in sample) for it. An .onnx
+file is taken wherever a checkpoint is (``cnnkit.onnx.load``), its metadata standing in
+for the checkpoint's (``onnx_extra``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import models
+from .. import onnx as cnnkit_onnx  # the onnx package itself loads on first use
 from ..data import DATASETS, prepare_image
 from ..data.pipeline import ImageSpec
 from ..errors import UsageError
@@ -22,7 +25,7 @@ from ..viz.image_filters import sample_image, to_grayscale
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
-    "wrote", "file_preprocessing", "checkpoint_task",
+    "wrote", "file_preprocessing", "checkpoint_task", "is_onnx", "load_inference", "onnx_extra", "INFERENCE_KEYS",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
@@ -46,6 +49,7 @@ class Target:
     std: tuple[float, ...]
     classes: list[str]
     spec: ImageSpec | None = None  # how the checkpoint's training read image files (folder data)
+    extra: dict[str, Any] = field(default_factory=dict)  # what the file says of its training
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -57,6 +61,37 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) <= 0:
         raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
     return shape  # type: ignore[return-value]
+
+
+# What a checkpoint's ``extra`` says that inference needs; an ONNX export stores these too.
+INFERENCE_KEYS = ("input_shape", "mean", "std", "classes", "dataset", "source", "task", "preprocessing")
+
+
+def is_onnx(spec: str) -> bool:
+    """True for an ONNX file name: ``cnnkit.onnx`` imports it."""
+    return Path(spec).suffix.lower() == ".onnx"
+
+
+def onnx_extra(model) -> dict[str, Any]:
+    """A checkpoint-style ``extra`` from an imported ONNX model's cnnkit metadata."""
+    pre = model.preprocessing
+    extra = {k: pre[k] for k in INFERENCE_KEYS if k in pre and k != "preprocessing"}
+    if "image" in pre:
+        extra["preprocessing"] = pre["image"]
+    if model.class_names:
+        extra["classes"] = model.class_names
+    if "input_shape" not in extra and model.input_shape:
+        extra["input_shape"] = list(model.input_shape)
+    return extra
+
+
+def load_inference(spec: str) -> tuple[Any, dict[str, Any], str | None]:
+    """(model, its checkpoint-style extra, zoo model name or None) of a checkpoint or .onnx file."""
+    if is_onnx(spec):
+        model = cnnkit_onnx.load(spec)  # OnnxFileError / OnnxUnsupportedError name file and node
+        return model, onnx_extra(model), None
+    ckpt = load_checkpoint(spec)
+    return ckpt.build_model(), ckpt.meta.get("extra", {}), ckpt.model_name
 
 
 def load_target(spec: str, input_shape: str | None = None) -> Target:
@@ -71,7 +106,18 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
     if path.is_dir():
         raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
                          f"(e.g. {path / 'last.safetensors'})")
-    if path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
+    extra: dict[str, Any] = {}
+    if is_onnx(spec):
+        model, extra, _ = load_inference(spec)
+        if not extra.get("input_shape") and not input_shape:
+            raise UsageError(f"{path.name} does not fix its input's size (dims {model.input_shapes[0]}); "
+                             "pass --input-shape C,H,W")
+        shape = tuple(extra.get("input_shape") or parse_shape(input_shape))
+        mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
+        classes = [str(c) for c in extra.get("classes", ())]
+        label = f"{path.name} (ONNX{', ' + model.producer if model.producer else ''})"
+        image_spec = file_preprocessing(extra)
+    elif path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
         ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
         extra = ckpt.meta.get("extra", {})
         model = ckpt.build_model()
@@ -100,7 +146,7 @@ def load_target(spec: str, input_shape: str | None = None) -> Target:
         mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
     if image_spec is not None and image_spec.input_shape != tuple(shape):
         image_spec = None  # --input-shape asks for another size: plain resizing
-    return Target(model, label, shape, mean, std, classes, image_spec)  # type: ignore[arg-type]
+    return Target(model, label, shape, mean, std, classes, image_spec, extra)  # type: ignore[arg-type]
 
 
 def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -191,7 +191,9 @@ def model_graph(model, input_shape: tuple[int, ...], x: np.ndarray | None = None
         for fn in post_order([output.creator], inner):
             owner.setdefault(id(fn), (call.path, calls[call.path]))
 
-    xt = Tensor(np.asarray(x, np.float32), name="input")
+    # The input requires grad so that ops before the first layer with parameters (input
+    # normalization, a parameter-free first layer) are recorded too.
+    xt = Tensor(np.asarray(x, np.float32), requires_grad=True, name="input")
     names[id(xt)] = "input"
     with trace_layers(model, lambda path, m: True, on_call=claim, keep=False, grad=True):
         out = model(xt)

@@ -1,0 +1,700 @@
+"""Export: a cnnkit model becomes an ONNX file that any ONNX runtime can run.
+
+    cnnkit.onnx.export(model, "resnet18.onnx", input_shape=(3, 224, 224),
+                       class_names=names, preprocessing={"mean": [...], "std": [...]})
+
+How: one forward pass in eval mode records cnnkit's define-by-run graph (the graph
+``visualize graph`` draws: every op is the ``creator`` of its output and holds its
+inputs), with each op attributed to the module that ran it. Each op, in execution order,
+is written as its ONNX counterpart (``_EMITTERS``): Conv2dOp -> Conv, LinearOp -> Gemm,
+BatchNormOp (eval) -> BatchNormalization, MaxPool2dOp -> MaxPool with ceil_mode, adaptive
+pools -> GlobalAveragePool / AveragePool / slices, ... Parameters and buffers become
+initializers under their ``state_dict`` names; other constants become Constant nodes.
+An op ONNX cannot express raises ``OnnxExportError`` naming the layer.
+
+Node names are the module paths of the layers ("features.0"; "layer1.0.add" for the
+residual addition a block's forward computes; "layer1.0.relu_2" for a module's second
+call), so ``cnnkit.onnx.load`` of the file rebuilds a model with the same ``state_dict``
+keys.
+
+Dynamic batch: the input's first dimension is the symbol "N". The trace runs at batch 2
+so that a reshape keeping the batch can be told apart; every reshape is written with -1
+in place of the batch. After writing, the file is checked three ways: ONNX's checker
+(``full_check``), strict shape inference, and a run of the exported graph by cnnkit's own
+importer at another batch size, compared with the model (a forward that depends on the
+batch in a way the trace cannot see fails here, loudly).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import config, nn
+from ..errors import OnnxExportError
+from ..explain.graph import Graph, OpNode, model_graph
+from ..function import Function
+from ..functional.pool import _adaptive_bounds
+from ..graph import op_order
+from ..tensor import Tensor
+from .importer import from_model_proto
+from .reader import PROTOBUF_LIMIT, skeleton
+
+__all__ = ["export", "MIN_EXPORT_OPSET", "TRACE_BATCH"]
+
+MIN_EXPORT_OPSET = 11  # Pad, Slice and Gather with the input forms used below
+TRACE_BATCH = 2  # with a dynamic batch the trace runs at 2, so batch-keeping reshapes show
+_RTOL = 1e-4  # the self-check: max abs difference <= _RTOL * max(1, max |output|)
+
+
+class DropoutMarkerOp(Function):
+    """The identity, standing in an eval-mode trace for a Dropout layer (written as Dropout).
+
+    forward: y = x;  backward: gx = gy.  Shapes: y, gy, gx have x.shape.
+    """
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def forward(self, x):
+        return x.view()
+
+    def backward(self, gy):
+        return gy
+
+
+# --------------------------------------------------------------------------- the writer
+class _Writer:
+    """Collects ONNX nodes, initializers and value names while the ops are emitted."""
+
+    def __init__(self, graph: Graph, fns: dict[int, Function], opset: int, dynamic: bool, batch: int,
+                 buffer_names: dict[int, str], leaf_types: dict[str, str]):
+        self.graph, self.fns, self.opset = graph, fns, opset
+        self.dynamic, self.batch = dynamic, batch
+        self.buffer_names, self.leaf_types = buffer_names, leaf_types
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, np.ndarray] = {}
+        self.values: dict[int, str] = {}  # tensor id -> ONNX value name
+        self.used: set[str] = set()
+        self.op: OpNode | None = None
+        self.base = ""
+
+    def output(self, fn: Function) -> Tensor:
+        """The output tensor of a traced op (alive: the trace holds the whole graph)."""
+        return fn.output_ref()
+
+    # -- naming
+    def unique(self, name: str) -> str:
+        candidate, k = name, 2
+        while candidate in self.used:
+            candidate, k = f"{name}_{k}", k + 1
+        self.used.add(candidate)
+        return candidate
+
+    def where(self) -> str:
+        op = self.op
+        if op.module:
+            layer = self.leaf_types.get(op.module)
+            return f"layer '{op.module}'" + (f" ({layer})" if layer else "")
+        return "the model's forward (outside any layer)"
+
+    def error(self, reason: str) -> OnnxExportError:
+        return OnnxExportError(f"cannot export {self.op.label} in {self.where()}: {reason}")
+
+    # -- values
+    def value(self, tid: int, fn_input: Tensor) -> str:
+        """The ONNX value name of an op input (a computed value, the input, a weight or a constant)."""
+        if tid in self.values:
+            return self.values[tid]
+        node = self.graph.tensors[tid]
+        if tid in self.graph.inputs:
+            name = "input"
+        elif node.kind in ("parameter", "buffer") and node.name:
+            name = self.initializer(node.name, fn_input.data)
+        else:
+            name = self.constant(fn_input.data, "const")
+        self.values[tid] = name
+        return name
+
+    def initializer(self, name: str, array: np.ndarray) -> str:
+        if name not in self.initializers:
+            self.initializers[name] = array
+            self.used.add(name)
+        return name
+
+    def constant(self, array, hint: str) -> str:
+        """A Constant node holding ``array``; returns its output name."""
+        array = np.asarray(array)
+        name = self.unique(f"{self.base}/{hint}")
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name,
+                                           value=numpy_helper.from_array(np.array(array, order="C"))))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str) -> str:
+        return self.constant(np.asarray(list(values), dtype=np.int64), hint)
+
+    def add(self, op_type: str, inputs: Sequence[str], hint: str | None = None, **attrs) -> str:
+        """Append a node; the first node of an op takes the op's name, later ones a suffix."""
+        name = self.unique(self.base if hint is None else f"{self.base}/{hint}")
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
+        return name
+
+    # -- axes-taking nodes whose form changed between opsets
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool, hint=None) -> str:
+        since = 13 if op_type == "ReduceSum" else 18
+        if self.opset >= since:
+            return self.add(op_type, [x, self.ints(axes, "axes")], hint, keepdims=int(keepdims))
+        return self.add(op_type, [x], hint, axes=list(axes), keepdims=int(keepdims))
+
+    def unsqueeze(self, x: str, axes: Sequence[int], hint=None) -> str:
+        if self.opset >= 13:
+            return self.add("Unsqueeze", [x, self.ints(axes, "axes")], hint)
+        return self.add("Unsqueeze", [x], hint, axes=list(axes))
+
+    def squeeze(self, x: str, axes: Sequence[int], hint=None) -> str:
+        if self.opset >= 13:
+            return self.add("Squeeze", [x, self.ints(axes, "axes")], hint)
+        return self.add("Squeeze", [x], hint, axes=list(axes))
+
+    def slice(self, x: str, starts, ends, axes, steps, hint=None) -> str:
+        return self.add("Slice", [x, self.ints(starts, "starts"), self.ints(ends, "ends"),
+                                  self.ints(axes, "axes"), self.ints(steps, "steps")], hint)
+
+
+# --------------------------------------------------------------------------- emitters
+# Each emitter writes one cnnkit op: emit(w, fn, xs) -> the ONNX value of the op's output,
+# where xs are the ONNX values of fn.inputs.
+def _pool_attrs(g) -> dict:
+    (PH, PW) = g.padding
+    return dict(kernel_shape=list(g.kernel), strides=list(g.stride), pads=[PH, PW, PH, PW],
+                ceil_mode=int(g.ceil_mode))
+
+
+def _conv(w: _Writer, fn, xs) -> str:
+    KH, KW = fn.inputs[1].shape[2:]
+    pt, pb, pl, pr = fn.pads
+    return w.add("Conv", xs, kernel_shape=[KH, KW], strides=list(fn.stride), pads=[pt, pl, pb, pr],
+                 dilations=list(fn.dilation), group=int(fn.groups))
+
+
+def _conv_transpose(w: _Writer, fn, xs) -> str:
+    KH, KW = fn.inputs[1].shape[2:]
+    PH, PW = fn.padding
+    return w.add("ConvTranspose", xs, kernel_shape=[KH, KW], strides=list(fn.stride),
+                 pads=[PH, PW, PH, PW], output_padding=list(fn.output_padding),
+                 dilations=list(fn.dilation), group=int(fn.groups))
+
+
+def _max_pool(w: _Writer, fn, xs) -> str:
+    return w.add("MaxPool", xs, dilations=list(fn.g.dilation), **_pool_attrs(fn.g))
+
+
+def _avg_pool(w: _Writer, fn, xs) -> str:
+    g = fn.g
+    if fn.divisor_override is None:
+        return w.add("AveragePool", xs, count_include_pad=int(fn.count_include_pad), **_pool_attrs(g))
+    # sum = mean over the full window (zeros included) * area; cnnkit divides by the override.
+    x = fn.inputs[0]
+    H, W = x.shape[2:]
+    (KH, KW), (SH, SW), (PH, PW) = g.kernel, g.stride, g.padding
+    OH, OW = w.output(fn).shape[2:]
+    if (OH - 1) * SH + KH > H + 2 * PH or (OW - 1) * SW + KW > W + 2 * PW:
+        raise w.error("divisor_override with a ceil_mode window past the padding (ONNX's average "
+                      "would divide that window by its clipped area)")
+    mean = w.add("AveragePool", xs, count_include_pad=1, **_pool_attrs(g))
+    scale = np.asarray(KH * KW / fn.divisor_override, dtype=x.dtype)
+    return w.add("Mul", [mean, w.constant(scale, "scale")], "scale")
+
+
+def _adaptive(reduce_op: str, global_op: str, pool_op: str) -> Callable:
+    def emit(w: _Writer, fn, xs) -> str:
+        x = fn.inputs[0]
+        H, W = x.shape[2:]
+        OH, OW = w.output(fn).shape[2:]
+        if (OH, OW) == (1, 1):
+            return w.add(global_op, xs)
+        if H % OH == 0 and W % OW == 0:  # equal windows, side by side: an ordinary pool
+            k = [H // OH, W // OW]
+            return w.add(pool_op, xs, kernel_shape=k, strides=k)
+        # Unequal windows (PyTorch's floor/ceil bounds): reduce each window of rows, then of
+        # columns; a rectangle's mean (or max) is the mean (max) of its row means (maxes).
+        value = xs[0]
+        for axis, bounds in ((2, _adaptive_bounds(H, OH)), (3, _adaptive_bounds(W, OW))):
+            parts = [w.reduce(reduce_op, w.slice(value, [a], [b], [axis], [1], f"slice{axis}_{i}"),
+                              [axis], True, f"{reduce_op.lower()}{axis}_{i}")
+                     for i, (a, b) in enumerate(bounds)]
+            value = w.add("Concat", parts, "concat_rows" if axis == 2 else None, axis=axis)
+        return value
+
+    return emit
+
+
+def _softmax(op_type: str) -> Callable:
+    def emit(w: _Writer, fn, xs) -> str:
+        ndim = fn.inputs[0].ndim
+        axis = fn.axis % ndim
+        if w.opset >= 13 or axis == ndim - 1:  # before 13, softmax over the last axis is the same
+            return w.add(op_type, xs, axis=axis if w.opset >= 13 else ndim - 1)
+        perm = list(range(ndim))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        moved = w.add("Transpose", xs, "to_last", perm=perm)
+        y = w.add(op_type, [moved], "softmax", axis=ndim - 1)
+        return w.add("Transpose", [y], perm=perm)
+
+    return emit
+
+
+def _linear(w: _Writer, fn, xs) -> str:
+    if fn.inputs[0].ndim == 2:
+        return w.add("Gemm", xs, transB=1)
+    weight_t = w.add("Transpose", [xs[1]], "weight_t", perm=[1, 0])
+    if len(xs) == 2:
+        return w.add("MatMul", [xs[0], weight_t])
+    return w.add("Add", [w.add("MatMul", [xs[0], weight_t], "matmul"), xs[2]])
+
+
+def _batch_norm(w: _Writer, fn, xs) -> str:
+    if fn.training:
+        raise w.error("BatchNorm normalizing with batch statistics (training mode); call model.eval()")
+    x = fn.inputs[0]
+    C = x.shape[1]
+    scale = xs[1] if len(xs) > 1 else w.constant(np.ones(C, x.dtype), "scale")
+    bias = xs[2] if len(xs) > 2 else w.constant(np.zeros(C, x.dtype), "bias")
+    stats = []
+    for which, array in (("running_mean", fn.running_mean), ("running_var", fn.running_var)):
+        name = w.buffer_names.get(id(array))
+        stats.append(w.initializer(name, array) if name else w.constant(array, which))
+    return w.add("BatchNormalization", [xs[0], scale, bias] + stats, epsilon=float(fn.eps),
+                 momentum=float(1.0 - fn.momentum))
+
+
+def _dropout_marker(w: _Writer, fn, xs) -> str:
+    if w.opset >= 12:
+        ratio = w.constant(np.asarray(fn.p, dtype=fn.inputs[0].dtype), "ratio")
+        return w.add("Dropout", [xs[0], ratio])
+    return w.add("Dropout", xs, ratio=float(fn.p))
+
+
+def _dropout(w: _Writer, fn, xs) -> str:
+    raise w.error("dropout in training mode (F.dropout(training=True)) draws a random mask; "
+                  "use nn.Dropout or training=self.training")
+
+
+def _reduction(op_type: str) -> Callable:
+    def emit(w: _Writer, fn, xs) -> str:
+        return w.reduce(op_type, xs[0], list(fn.axes), fn.keepdims)
+
+    return emit
+
+
+def _cast(w: _Writer, fn, xs) -> str:
+    return w.add("Cast", xs, to=helper.np_dtype_to_tensor_dtype(fn.dtype))
+
+
+def _signed_root(w: _Writer, fn, xs) -> str:
+    # sign(x) * |x| ** (1/p)
+    dtype = fn.inputs[0].dtype
+    magnitude = w.add("Pow", [w.add("Abs", xs, "abs"), w.constant(np.asarray(1.0 / fn.p, dtype), "exponent")], "pow")
+    return w.add("Mul", [w.add("Sign", xs, "sign"), magnitude])
+
+
+def _reshape(w: _Writer, fn, xs) -> str:
+    x_shape = tuple(fn.inputs[0].shape)
+    out_shape = tuple(w.output(fn).shape)
+    if not w.dynamic or not x_shape:
+        return w.add("Reshape", [xs[0], w.ints(out_shape, "shape")])
+    B = w.batch
+    if out_shape[:1] == x_shape[:1] == (B,):  # the batch stays in front
+        if len(out_shape) == 2 and len(x_shape) >= 2:
+            return w.add("Flatten", xs, axis=1)
+        return w.add("Reshape", [xs[0], w.ints((-1,) + out_shape[1:], "shape")])
+    # The batch is folded into another dimension: that one becomes -1, if only one can hold it.
+    rest = math.prod(x_shape[1:])
+    holders = [j for j, n in enumerate(out_shape)
+               if n % B == 0 and math.prod(out_shape) // n * (n // B) == rest]
+    if len(holders) != 1:
+        raise w.error(f"a reshape from {x_shape} to {out_shape} mixes the batch with other "
+                      "dimensions; export with dynamic_batch=False")
+    target = list(out_shape)
+    target[holders[0]] = -1
+    return w.add("Reshape", [xs[0], w.ints(target, "shape")])
+
+
+def _transpose(w: _Writer, fn, xs) -> str:
+    ndim = fn.inputs[0].ndim
+    return w.add("Transpose", xs, perm=[a % ndim for a in fn.axes])
+
+
+def _index_array(i) -> np.ndarray | None:
+    """An integer index array (advanced indexing), or None for an int, slice, None or ..."""
+    if isinstance(i, (slice, int, np.integer)) or i is None or i is Ellipsis:
+        return None
+    return np.asarray(i)
+
+
+def _getitem(w: _Writer, fn, xs) -> str:
+    x = fn.inputs[0]
+    index = fn.index if isinstance(fn.index, tuple) else (fn.index,)
+    arrays = [k for k, i in enumerate(index) if _index_array(i) is not None]
+    if arrays:
+        k = arrays[0]
+        picked = _index_array(index[k])
+        if len(arrays) > 1 or picked.dtype.kind not in "iu" or any(
+            i != slice(None) for j, i in enumerate(index) if j != k
+        ):
+            raise w.error(f"indexing with {fn.index!r}: only ints, slices, None, ... and one integer "
+                          "index array with full slices elsewhere have an ONNX counterpart")
+        return w.add("Gather", [xs[0], w.constant(picked.astype(np.int64), "indices")], axis=k)
+    if Ellipsis in index:  # expand ... to the full slices it stands for
+        k = index.index(Ellipsis)
+        fill = x.ndim - (len(index) - 1 - sum(i is None for i in index))
+        index = index[:k] + (slice(None),) * fill + index[k + 1:]
+    starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+    axis = out_axis = 0
+    for i in index:
+        if i is None:
+            unsqueeze.append(out_axis)
+            out_axis += 1
+            continue
+        n = x.shape[axis]
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if (start, stop, step) != (0, n, 1):
+                if step < 0 and stop < 0:
+                    stop = -(2**63)  # "through index 0": ONNX clamps a huge negative end
+                starts.append(start)
+                ends.append(stop)
+                axes.append(axis)
+                steps.append(step)
+            out_axis += 1
+        else:
+            k = int(i) % n
+            starts.append(k)
+            ends.append(k + 1)
+            axes.append(axis)
+            steps.append(1)
+            squeeze.append(axis)
+        axis += 1
+    value = xs[0]
+    if starts:
+        value = w.slice(value, starts, ends, axes, steps, "slice" if squeeze or unsqueeze else None)
+    if squeeze:
+        value = w.squeeze(value, squeeze, "squeeze" if unsqueeze else None)
+    if unsqueeze:
+        value = w.unsqueeze(value, unsqueeze)
+    return value if value != xs[0] else w.add("Identity", xs)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _pad(w: _Writer, fn, xs) -> str:
+    x = fn.inputs[0]
+    if fn.mode == "circular" and w.opset < 19:
+        raise w.error(f"circular padding needs opset 19 or newer (exporting opset {w.opset})")
+    begins, ends = [0] * x.ndim, [0] * x.ndim
+    for k in range(len(fn.pad) // 2):  # F.pad's widths start from the last dimension
+        begins[x.ndim - 1 - k], ends[x.ndim - 1 - k] = fn.pad[2 * k], fn.pad[2 * k + 1]
+    inputs = [xs[0], w.ints(begins + ends, "pads")]
+    if fn.mode == "constant":
+        inputs.append(w.constant(np.asarray(fn.value, dtype=x.dtype), "value"))
+    return w.add("Pad", inputs, mode=_PAD_MODES[fn.mode])
+
+
+def _concat(w: _Writer, fn, xs) -> str:
+    return w.add("Concat", xs, axis=fn.axis % fn.inputs[0].ndim)
+
+
+def _stack(w: _Writer, fn, xs) -> str:
+    axis = fn.axis % (fn.inputs[0].ndim + 1)
+    parts = [w.unsqueeze(x, [axis], f"unsqueeze{i}") for i, x in enumerate(xs)]
+    return w.add("Concat", parts, axis=axis)
+
+
+def _simple(op_type: str, **attrs_of: Callable) -> Callable:
+    def emit(w: _Writer, fn, xs) -> str:
+        return w.add(op_type, xs, **{k: f(fn) for k, f in attrs_of.items()})
+
+    return emit
+
+
+def _loss(w: _Writer, fn, xs) -> str:
+    raise w.error("a loss is not part of an inference graph; export the model without its loss")
+
+
+_EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
+    "Conv2dOp": _conv,
+    "ConvTranspose2dOp": _conv_transpose,
+    "MaxPool2dOp": _max_pool,
+    "AvgPool2dOp": _avg_pool,
+    "AdaptiveAvgPool2dOp": _adaptive("ReduceMean", "GlobalAveragePool", "AveragePool"),
+    "AdaptiveMaxPool2dOp": _adaptive("ReduceMax", "GlobalMaxPool", "MaxPool"),
+    "ReLUOp": _simple("Relu"),
+    "LeakyReLUOp": _simple("LeakyRelu", alpha=lambda fn: float(fn.negative_slope)),
+    "ELUOp": _simple("Elu", alpha=lambda fn: float(fn.alpha)),
+    "SigmoidOp": _simple("Sigmoid"),
+    "TanhOp": _simple("Tanh"),
+    "SoftmaxOp": _softmax("Softmax"),
+    "LogSoftmaxOp": _softmax("LogSoftmax"),
+    "LinearOp": _linear,
+    "BatchNormOp": _batch_norm,
+    "DropoutMarkerOp": _dropout_marker,
+    "DropoutOp": _dropout,
+    "AddOp": _simple("Add"),
+    "SubOp": _simple("Sub"),
+    "MulOp": _simple("Mul"),
+    "DivOp": _simple("Div"),
+    "PowOp": _simple("Pow"),
+    "NegOp": _simple("Neg"),
+    "ExpOp": _simple("Exp"),
+    "LogOp": _simple("Log"),
+    "SqrtOp": _simple("Sqrt"),
+    "AbsOp": _simple("Abs"),
+    "MatMulOp": _simple("MatMul"),
+    "SumOp": _reduction("ReduceSum"),
+    "MeanOp": _reduction("ReduceMean"),
+    "MaxOp": _reduction("ReduceMax"),
+    "CastOp": _cast,
+    "SignedRootOp": _signed_root,
+    "ReshapeOp": _reshape,
+    "TransposeOp": _transpose,
+    "GetItemOp": _getitem,
+    "PadOp": _pad,
+    "ConcatOp": _concat,
+    "StackOp": _stack,
+    "CrossEntropyOp": _loss,
+    "NLLLossOp": _loss,
+    "BCEWithLogitsOp": _loss,
+}
+
+
+# --------------------------------------------------------------------------- naming
+def _op_names(graph: Graph, leaf_types: Mapping[str, str]) -> dict[int, str]:
+    """op id -> node name: the module path for a layer's one op, path.op for the others."""
+    groups: dict[tuple[str, int], list[OpNode]] = {}
+    for op in graph.ops:
+        groups.setdefault((op.module or "", op.call), []).append(op)
+    names: dict[int, str] = {}
+    taken: set[str] = set()
+
+    def claim(name: str) -> str:
+        candidate, k = name, 2
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        return candidate
+
+    for (path, call), ops in groups.items():
+        if path and path in leaf_types and len(ops) == 1:
+            names[ops[0].id] = claim(path if call <= 1 else f"{path}_{call}")
+            continue
+        prefix = f"{path}." if path else ""
+        suffix = f"_{call}" if call > 1 else ""
+        for op in ops:
+            names[op.id] = claim(f"{prefix}{op.label.lower()}{suffix}")
+    return names
+
+
+# --------------------------------------------------------------------------- export
+def _version() -> str:
+    try:
+        return importlib.metadata.version("cnnkit")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def _metadata(class_names, preprocessing, input_shape, model) -> dict[str, str]:
+    meta = {"cnnkit.version": _version(), "cnnkit.model": type(model).__name__}
+    if class_names is not None:
+        meta["cnnkit.classes"] = json.dumps([str(c) for c in class_names])
+    pre = dict(preprocessing or {})
+    pre.update({"input_shape": list(input_shape), "layout": "NCHW"})  # what the file really takes
+    meta["cnnkit.preprocessing"] = json.dumps(pre, default=lambda v: np.asarray(v).tolist())
+    return meta
+
+
+def _check_arguments(model, input_shape, opset) -> tuple[int, ...]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export expects a cnnkit Module, got {type(model).__name__}")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"export expects input_shape as a tuple of ints like (3, 224, 224), got {input_shape!r}") from None
+    if not shape or min(shape) <= 0:
+        raise ValueError(f"export expects input_shape of positive sizes, one sample's (C, H, W), got {input_shape!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, (int, np.integer)) or not MIN_EXPORT_OPSET <= opset <= newest:
+        raise ValueError(f"export supports opsets {MIN_EXPORT_OPSET} to {newest}, got {opset!r}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes - {np.dtype(np.float32)}:
+        raise OnnxExportError(
+            f"export writes float32 models; this one has {sorted(str(d) for d in dtypes)} parameters "
+            "(call model.float() first)"
+        )
+    return shape
+
+
+def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, Function], Tensor]:
+    """Run the model once in eval mode; return its op graph, the ops by id and the output."""
+    x = np.random.default_rng(0).standard_normal((batch,) + shape).astype(np.float32)
+    captured: list = []
+    handles = [model.register_forward_hook(lambda m, args, out: captured.append(out))]
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            handles.append(m.register_forward_hook(
+                lambda m, args, out: DropoutMarkerOp(m.p)(out) if isinstance(out, Tensor) else None))
+    try:
+        graph = model_graph(model, shape, x)
+    except ValueError:
+        if captured and not isinstance(captured[-1], Tensor):
+            raise OnnxExportError(f"cannot export {type(model).__name__}: its forward returns a "
+                                  f"{type(captured[-1]).__name__}, not one Tensor") from None
+        raise  # the model's own error (a ShapeError names the layer)
+    finally:
+        for h in handles:
+            h.remove()
+    out = captured[-1]
+    return graph, {id(fn): fn for fn in op_order([out.creator])}, out
+
+
+def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, int]:
+    """The ONNX model of one traced forward pass, and the bytes of its weights."""
+    batch = TRACE_BATCH if dynamic else 1
+    graph, fns, out = _trace(model, shape, batch)
+    leaf_types = graph.leaf_modules
+    buffer_names = {id(b.data if isinstance(b, Tensor) else b): n for n, b in model.named_buffers()}
+    w = _Writer(graph, fns, opset, dynamic, batch, buffer_names, leaf_types)
+    names = _op_names(graph, leaf_types)
+    w.used.update({"input", "output"})
+    for op in graph.ops:
+        fn = fns[op.id]
+        w.op, w.base = op, names[op.id]
+        emit = _EMITTERS.get(op.type)
+        if emit is None:
+            raise w.error(f"ONNX export has no counterpart for cnnkit's {op.type}")
+        xs = [w.value(tid, t) for tid, t in zip(op.inputs, fn.inputs)]
+        w.values[op.output] = emit(w, fn, xs)
+    # The graph's output is renamed "output" where it is made.
+    final = w.values[graph.outputs[0]]
+    for node in w.nodes:
+        node.output[:] = ["output" if o == final else o for o in node.output]
+        node.input[:] = ["output" if i == final else i for i in node.input]
+    if dynamic and out.shape[:1] != (batch,):
+        raise OnnxExportError(f"cannot export with a dynamic batch: the output's shape {out.shape} does not "
+                              f"start with the batch ({batch}); export with dynamic_batch=False")
+
+    def dims(shape):
+        return ["N"] + list(shape[1:]) if dynamic else list(shape)
+
+    # The ModelProto is filled in place: make_graph / make_model would copy every weight twice.
+    proto = onnx.ModelProto()
+    proto.opset_import.add(domain="", version=opset)
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
+    proto.producer_name, proto.producer_version = "cnnkit", _version()
+    graph_proto = proto.graph
+    graph_proto.name = type(model).__name__
+    graph_proto.node.extend(w.nodes)
+    graph_proto.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, dims((batch,) + shape)))
+    graph_proto.output.append(
+        helper.make_tensor_value_info("output", helper.np_dtype_to_tensor_dtype(out.dtype), dims(out.shape)))
+    for name, array in w.initializers.items():
+        t = graph_proto.initializer.add()
+        t.name, t.data_type = name, helper.np_dtype_to_tensor_dtype(array.dtype)
+        t.dims.extend(array.shape)
+        t.raw_data = np.asarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()  # ONNX stores little-endian
+    return proto, sum(a.nbytes for a in w.initializers.values())
+
+
+def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool) -> None:
+    """Run the exported graph with cnnkit's importer and compare with the model itself."""
+    batch = 1  # the trace ran at TRACE_BATCH when the batch is dynamic: this is another size
+    x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with config.no_grad():
+            expected = model(Tensor(x)).data
+            got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).data
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    scale = max(1.0, float(np.abs(expected).max()))
+    diff = float(np.abs(got.astype(np.float64) - expected).max()) if got.shape == expected.shape else np.inf
+    if not diff <= _RTOL * scale:
+        raise OnnxExportError(
+            f"the exported graph of {type(model).__name__} does not reproduce the model at batch {batch} "
+            f"(output {got.shape} vs {expected.shape}, max abs difference {diff:.3g}); its forward "
+            "probably depends on the batch size or on the input's values in a way one trace cannot "
+            "record (export with dynamic_batch=False, or remove the data-dependent branch)"
+        )
+
+
+def _save(proto: onnx.ModelProto, path: Path, external: bool) -> None:
+    """Write atomically (a temporary file in the same folder, then a rename); weights go to
+    ``<name>.data`` beside it when the model is too big for one protobuf message."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        tmp_model = Path(tmp) / path.name
+        if external:
+            onnx.save_model(proto, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=f"{path.name}.data", size_threshold=1024)
+            os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
+        else:
+            onnx.save_model(proto, tmp_model)
+        os.replace(tmp_model, path)
+
+
+def export(
+    model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], opset: int = 17,
+    dynamic_batch: bool = True, *, class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None, verify: bool = True,
+) -> Path:
+    """Write ``model`` as an ONNX file that onnxruntime (or any ONNX runtime) can run.
+
+    Args:
+        model: a cnnkit Module taking one (N, *input_shape) float32 tensor and returning one tensor.
+        path: the .onnx file to write (atomically; weights over 2 GiB go to ``<path>.data``).
+        input_shape: one sample's shape, (C, H, W).
+        opset: the ONNX opset to write, 11 to the newest the installed onnx knows.
+        dynamic_batch: name the batch dimension "N" so any batch size runs; False fixes it to 1.
+        class_names: stored in the file's metadata ("cnnkit.classes", JSON).
+        preprocessing: stored as "cnnkit.preprocessing" (JSON) beside input_shape, e.g.
+            {"mean": [0.1307], "std": [0.3081], "scale": 1 / 255}.
+        verify: run the written graph with cnnkit's importer at another batch size and
+            compare with the model (max abs difference <= 1e-4 of the output's scale).
+
+    Returns:
+        The path written.
+
+    Raises:
+        OnnxExportError: an op ONNX cannot express (the message names the layer), or the
+            written graph does not reproduce the model.
+        ValueError: a bad input_shape or opset.
+    """
+    shape = _check_arguments(model, input_shape, opset)
+    proto, weight_bytes = _build(model, shape, int(opset), dynamic_batch)
+    for key, value in _metadata(class_names, preprocessing, shape, model).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"{type(model).__name__} exported by cnnkit"
+    light = skeleton(proto)  # the checks need shapes and types, not gigabytes of weights
+    try:
+        onnx.checker.check_model(light, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise OnnxExportError(f"the exported graph of {type(model).__name__} fails ONNX's checks: {error}") from None
+    proto.graph.value_info.extend(inferred.graph.value_info)  # intermediate shapes, for viewers
+    if verify:
+        _verify(proto, model, shape, dynamic_batch)
+    path = Path(path)
+    _save(proto, path, external=weight_bytes >= PROTOBUF_LIMIT - 2**24)  # room for the graph itself
+    return path

@@ -1,0 +1,176 @@
+"""Elementwise arithmetic, activations, (log-)softmax, matrix products and reductions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ... import functional as F
+from ...tensor import Tensor
+from . import TRANSLATORS, Node
+
+__all__ = ["reduce_axes"]
+
+
+def _is_int(t: Tensor) -> bool:
+    return t.dtype.kind in "iub"
+
+
+# --------------------------------------------------------------------------- arithmetic
+def _operands(node: Node) -> tuple[Tensor, Tensor]:
+    """A and B of a binary node; before opset 7, B broadcasts from ``axis`` of A when asked."""
+    a, b = node.input(0), node.input(1)
+    axis = node.attr("axis")
+    if node.opset < 7 and node.attr("broadcast", 0) and axis is not None and b.ndim:
+        trailing = a.ndim - axis % a.ndim - b.ndim
+        b = F.reshape(b, b.shape + (1,) * trailing)
+    return a, b
+
+
+def _binary(fn: Callable) -> Callable[[Node], Tensor]:
+    def translate(node: Node) -> Tensor:
+        a, b = _operands(node)
+        y = fn(a, b)
+        # ONNX keeps the input type; NumPy may widen a 0-d operand's result.
+        return y if y.dtype == a.dtype else F.cast(y, a.dtype)
+
+    return translate
+
+
+def div(node: Node) -> Tensor:
+    a, b = _operands(node)
+    if _is_int(a):
+        # Integer division truncates toward zero (C's rule), unlike NumPy's floor division.
+        x, y = a.data, b.data
+        q = np.floor_divide(x, y)
+        q = q + (((np.remainder(x, y) != 0) & ((x < 0) ^ (y < 0))).astype(q.dtype))
+        return Tensor(q.astype(a.dtype))
+    y = F.div(a, b)
+    return y if y.dtype == a.dtype else F.cast(y, a.dtype)
+
+
+def pow_(node: Node) -> Tensor:
+    a, b = _operands(node)
+    if _is_int(a):
+        return Tensor(np.power(a.data, b.data).astype(a.dtype))
+    if b.dtype != a.dtype:  # an integer (or other float) exponent: the result has the base's type
+        b = Tensor(b.data.astype(a.dtype))
+    return F.pow(a, b)
+
+
+def sign(node: Node) -> Tensor:
+    # The derivative of sign is 0 wherever it exists: a constant carries exactly that gradient.
+    x = node.input(0)
+    return Tensor(np.sign(x.data).astype(x.dtype))
+
+
+def _unary(fn: Callable) -> Callable[[Node], Tensor]:
+    return lambda node: fn(node.input(0))
+
+
+# --------------------------------------------------------------------------- matrix products
+def gemm(node: Node) -> Tensor:
+    """Y = alpha * A' @ B' + beta * C, A' = A.T if transA, B' = B.T if transB."""
+    a, b, c = node.input(0), node.input(1), node.input(2)
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
+    if trans_b and not trans_a and alpha == beta == 1.0 and (c is None or c.shape == (b.shape[0],)):
+        return F.linear(a, b, c)  # PyTorch's Linear: y = a @ b.T + c
+    y = F.matmul(F.transpose(a) if trans_a else a, F.transpose(b) if trans_b else b)
+    if alpha != 1.0:
+        y = y * alpha
+    if c is not None and beta != 0.0:
+        y = y + (c if beta == 1.0 else c * beta)
+    return y
+
+
+def matmul(node: Node) -> Tensor:
+    return F.matmul(node.input(0), node.input(1))
+
+
+# --------------------------------------------------------------------------- softmax
+def _softmax_like(fn: Callable) -> Callable[[Node], Tensor]:
+    def translate(node: Node) -> Tensor:
+        x = node.input(0)
+        if node.opset >= 13:
+            return fn(x, int(node.attr("axis", -1)))
+        # Before opset 13, the input is a 2-D matrix split at `axis`, normalized over each row.
+        axis = int(node.attr("axis", 1)) % max(x.ndim, 1)
+        rows = math.prod(x.shape[:axis])
+        return F.reshape(fn(F.reshape(x, (rows, -1)), 1), x.shape)
+
+    return translate
+
+
+# --------------------------------------------------------------------------- reductions
+def reduce_axes(node: Node, axes_input_from: int, x: Tensor) -> tuple[int, ...] | None:
+    """The axes a Reduce* node reduces, or None for "no reduction" (noop_with_empty_axes).
+
+    Axes are an attribute before ``axes_input_from`` and an optional input from it; an empty
+    list means every axis unless noop_with_empty_axes is set.
+    """
+    if node.opset < axes_input_from:
+        axes = node.attr("axes")
+        axes = list(axes) if axes is not None else []
+    else:
+        given = node.input(1)
+        axes = given.data.astype(np.int64).reshape(-1).tolist() if given is not None else []
+    if not axes:
+        if node.attr("noop_with_empty_axes", 0):
+            return None
+        return tuple(range(x.ndim))
+    return tuple(sorted(a % x.ndim for a in axes))
+
+
+def _reduce(fn: Callable, empty: Callable, axes_input_from: int) -> Callable[[Node], Tensor]:
+    def translate(node: Node) -> Tensor:
+        x = node.input(0)
+        axes = reduce_axes(node, axes_input_from, x)
+        if axes is None:
+            return x
+        keepdims = bool(node.attr("keepdims", 1))
+        if any(x.shape[a] == 0 for a in axes):
+            # Reducing an empty set: ONNX's identity elements (0 for a sum, -inf / the type's
+            # minimum for a max, NaN for a mean), with no gradient to carry.
+            shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+            if not keepdims:
+                shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+            return Tensor(np.full(shape, empty(x.dtype), dtype=x.dtype))
+        return fn(x, axes, keepdims)
+
+    return translate
+
+
+def _lowest(dtype: np.dtype):
+    if dtype.kind == "b":
+        return False
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+TRANSLATORS.update({
+    "Add": _binary(F.add),
+    "Sub": _binary(F.sub),
+    "Mul": _binary(F.mul),
+    "Div": div,
+    "Pow": pow_,
+    "Neg": _unary(F.neg),
+    "Abs": _unary(F.abs),
+    "Exp": _unary(F.exp),
+    "Log": _unary(F.log),
+    "Sqrt": _unary(F.sqrt),
+    "Sign": sign,
+    "Relu": _unary(F.relu),
+    "LeakyRelu": lambda node: F.leaky_relu(node.input(0), float(node.attr("alpha", 0.01))),
+    "Elu": lambda node: F.elu(node.input(0), float(node.attr("alpha", 1.0))),
+    "Sigmoid": _unary(F.sigmoid),
+    "Tanh": _unary(F.tanh),
+    "Softmax": _softmax_like(F.softmax),
+    "LogSoftmax": _softmax_like(F.log_softmax),
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "ReduceSum": _reduce(F.sum, lambda dtype: 0, 13),
+    "ReduceMean": _reduce(F.mean, lambda dtype: np.nan, 18),
+    "ReduceMax": _reduce(F.max, _lowest, 18),
+})

@@ -1,0 +1,277 @@
+"""cnnkit.onnx.export: every zoo model, pruned and fully convolutional models, and each op's
+ONNX counterpart, run in onnxruntime (an independent runtime) at two batch sizes and
+compared with cnnkit: max abs difference <= 1e-4 of the output's scale."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cnnkit
+import cnnkit.functional as F
+from cnnkit import Function, Tensor, models, nn
+from cnnkit.errors import OnnxExportError
+from cnnkit.onnx import export, load
+from cnnkit.surgery.fcn import to_fully_convolutional
+from cnnkit.surgery.prune import prune_channels
+
+from .conftest import assert_close_to_scale, onnx, randomize_batchnorm, run_cnnkit, run_onnxruntime
+
+BATCHES = (1, 3)
+
+# Sizes the zoo models run at here: their design size, or a smaller one with the same
+# graph (ImageNet models at 64x64; their adaptive pooling then takes the unequal-window
+# path, which AlexNet at 224x224 and ResNet-18 at 224x224 do not).
+_SMALL = {"resnet18": (3, 224, 224), "alexnet": (3, 224, 224)}
+
+
+def _input_shape(name: str) -> tuple[int, ...]:
+    shape = models.default_input_shape(name)
+    return _SMALL.get(name, shape if shape[1] < 224 else (3, 64, 64))
+
+
+def _check_in_onnxruntime(model, path, shape, rng, batches=BATCHES) -> None:
+    for n in batches:
+        x = rng.standard_normal((n,) + tuple(shape)).astype(np.float32)
+        assert_close_to_scale(run_onnxruntime(path, x), run_cnnkit(model, x))
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_zoo_model_runs_in_onnxruntime_like_cnnkit(name, tmp_path, rng):
+    model = randomize_batchnorm(models.get_model(name, num_classes=10, generator=rng), rng).eval()
+    shape = _input_shape(name)
+    # onnxruntime is the judge here; export's own check by cnnkit's importer runs in the
+    # round-trip tests (test_import.py) and everywhere else.
+    path = export(model, tmp_path / f"{name}.onnx", shape, verify=False)
+    _check_in_onnxruntime(model, path, shape, rng)
+
+
+def test_pruned_models_run_in_onnxruntime(tmp_path, rng):
+    for name in ("lenet5", "resnet20"):
+        model = randomize_batchnorm(models.get_model(name, generator=rng), rng).eval()
+        shape = models.default_input_shape(name)
+        pruned = prune_channels(model, 0.5, input_shape=shape, generator=rng).eval()
+        assert sum(p.size for p in pruned.parameters()) < sum(p.size for p in model.parameters())
+        path = export(pruned, tmp_path / f"{name}_pruned.onnx", shape)
+        _check_in_onnxruntime(pruned, path, shape, rng)
+
+
+def test_fully_convolutional_model_runs_in_onnxruntime_on_larger_images(tmp_path, rng):
+    fcn = to_fully_convolutional(models.lenet5(generator=rng).eval(), (1, 28, 28)).eval()
+    path = export(fcn, tmp_path / "lenet5_fcn.onnx", (1, 36, 44))
+    x = rng.standard_normal((2, 1, 36, 44)).astype(np.float32)
+    scores = run_onnxruntime(path, x)
+    assert scores.shape == (2, 10, 3, 5)  # a score map: one window every 4 pixels
+    assert_close_to_scale(scores, run_cnnkit(fcn, x))
+
+
+def test_file_passes_onnx_checks_and_says_its_shapes(tmp_path, rng):
+    path = export(models.lenet5(generator=rng), tmp_path / "lenet5.onnx", (1, 28, 28))
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path))
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (proto.graph.input[0], proto.graph.output[0])]
+    assert dims == [["N", 1, 28, 28], ["N", 10]]
+    assert proto.producer_name == "cnnkit" and proto.opset_import[0].version == 17
+    inits = {t.name for t in proto.graph.initializer}
+    assert inits == set(models.lenet5().state_dict())  # weights keep their state_dict names
+    assert {n.name for n in proto.graph.node} >= {"features.0", "features.1", "classifier.4"}
+
+
+def test_metadata_carries_class_names_and_preprocessing(tmp_path, rng):
+    names = [f"digit {i}" for i in range(10)]
+    path = export(models.lenet5(generator=rng), tmp_path / "m.onnx", (1, 28, 28), class_names=names,
+                  preprocessing={"mean": [0.1307], "std": [0.3081], "scale": 1 / 255})
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["cnnkit.classes"]) == names
+    assert json.loads(meta["cnnkit.preprocessing"]) == {
+        "input_shape": [1, 28, 28], "layout": "NCHW", "mean": [0.1307], "std": [0.3081], "scale": 1 / 255}
+    imported = load(path)
+    assert imported.class_names == names and imported.preprocessing["std"] == [0.3081]
+
+
+def test_fixed_batch(tmp_path, rng):
+    model = models.lenet5(generator=rng)
+    path = export(model, tmp_path / "m.onnx", (1, 28, 28), dynamic_batch=False)
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 28, 28]
+    _check_in_onnxruntime(model, path, (1, 28, 28), rng, batches=(1,))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
+def test_opsets(opset, tmp_path, rng):
+    model = _Kitchen(rng).eval()
+    path = export(model, tmp_path / "k.onnx", (3, 12, 12), opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    _check_in_onnxruntime(model, path, (3, 12, 12), rng)
+
+
+_amax = getattr(F, "amax", F.max)  # the largest values over an axis (F.max before torch's API)
+
+
+class _Kitchen(nn.Module):
+    """One layer or op of each kind the exporter writes, in one graph."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, generator=rng)
+        self.strided = nn.Conv2d(8, 8, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2, generator=rng)
+        self.bn = nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, generator=rng)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.avg = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        self.lp = nn.LPPool2d(2, 2)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8, 5, generator=rng)
+        self.head = nn.Linear(5 * 3, 6, generator=rng)
+        randomize_batchnorm(self, rng)
+
+    def forward(self, x):
+        x = x * 0.5 + 0.1                                          # before any layer
+        y = F.relu(self.bn(self.conv(x)))                          # (N, 8, 12, 12)
+        y = F.leaky_relu(y, 0.2) - F.elu(y) + F.sigmoid(y) * F.tanh(y)
+        z = self.strided(y)                                        # (N, 8, 6, 5)
+        t = self.up(z)                                             # (N, 4, 12, 10)
+        t = F.pad(t, (1, 1, 0, 1), mode="reflect") + F.pad(t, (1, 1, 0, 1), mode="replicate")
+        p = self.pool(y)[:, :, 1:, :6] + self.avg(y)[:, :, :6, 1:] + F.avg_pool2d(y, 2, 2, divisor_override=3)
+        p = p + F.sum_pool2d(y, 2)[..., ::-1, :] + self.lp(F.abs(y) + 0.1)   # (N, 8, 6, 6)
+        a = F.adaptive_avg_pool2d(p, (4, 5)) + F.adaptive_max_pool2d(p, (4, 5))  # unequal windows
+        v = F.cat([F.adaptive_avg_pool2d(t, 1), F.adaptive_max_pool2d(t, 1),
+                   F.adaptive_max_pool2d(t, (2, 2))[:, :, :1, 1:]], 1)
+        w = self.drop(F.flatten(F.adaptive_avg_pool2d(a, 1), 1))   # (N, 8)
+        w = self.fc(w + F.flatten(v, 1).sum(axis=1, keepdims=True))  # (N, 5)
+        s = F.stack([w, F.exp(-F.abs(w)), F.sqrt(w * w + 1.0)], 1)  # (N, 3, 5)
+        s = F.softmax(s, 1) + F.log_softmax(s, -1) / 10.0
+        s = s.permute(0, 2, 1).mean(axis=1) + _amax(s, 2)         # (N, 3)
+        h = self.head(F.reshape(F.stack([s] * 5, 2), (-1, 15)))    # (N, 6)
+        g = F.linear(s[:, None, :], self.head.weight[:, :3])       # a Linear on 3-D input
+        return h + F.reshape(g, (-1, 6)) + F.log(F.pow(F.abs(h) + 1.0, 2.0)) / (h * h + 1.0)
+
+
+def test_each_op_kind_exported_runs_in_onnxruntime(tmp_path, rng):
+    model = _Kitchen(rng).eval()
+    path = export(model, tmp_path / "k.onnx", (3, 12, 12))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ops >= {"Conv", "ConvTranspose", "BatchNormalization", "MaxPool", "AveragePool", "Pad",
+                   "Dropout", "Gemm", "MatMul", "Softmax", "LogSoftmax", "ReduceMean", "ReduceMax",
+                   "ReduceSum", "Concat", "Slice", "GlobalAveragePool", "GlobalMaxPool", "Sign"}
+    _check_in_onnxruntime(model, path, (3, 12, 12), rng)
+
+
+def test_circular_padding_needs_opset_19(tmp_path, rng):
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, generator=rng)
+
+        def forward(self, x):
+            return self.conv(F.pad(x, (1, 1, 1, 1), mode="circular"))
+
+    with pytest.raises(OnnxExportError, match=r"circular padding needs opset 19 .*exporting opset 17"):
+        export(Wrap(), tmp_path / "w.onnx", (2, 5, 5))
+    model = Wrap()
+    path = export(model, tmp_path / "w.onnx", (2, 5, 5), opset=19)
+    _check_in_onnxruntime(model, path, (2, 5, 5), rng)
+
+
+# --------------------------------------------------------------------------- errors
+class _Cube(Function):
+    """A user-defined op ONNX export does not know. forward: y = x**3."""
+
+    def forward(self, x):
+        return x**3
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+
+class _CubeLayer(nn.Module):
+    def forward(self, x):
+        return _Cube()(x)
+
+
+class _Net(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.block = nn.Sequential(nn.ReLU(), inner)
+
+    def forward(self, x):
+        return F.flatten(self.block(self.conv(x)), 1)
+
+
+class _TrainingDropout(nn.Module):
+    def forward(self, x):
+        return F.dropout(x, 0.5, training=True)
+
+
+class _BatchStats(nn.Module):
+    def forward(self, x):
+        return F.batch_norm(x, None, None, training=True)
+
+
+@pytest.mark.parametrize("inner, message", [
+    (_CubeLayer(), r"cannot export _Cube in layer 'block\.1' \(_CubeLayer\): ONNX export has no counterpart"),
+    (_TrainingDropout(), r"cannot export Dropout in layer 'block\.1' \(_TrainingDropout\): dropout in training mode"),
+    (_BatchStats(), r"cannot export BatchNorm in layer 'block\.1' \(_BatchStats\): BatchNorm normalizing with batch statistics"),
+])
+def test_an_op_onnx_cannot_express_is_refused_naming_the_layer(inner, message, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"the previous file")
+    with pytest.raises(OnnxExportError, match=message):
+        export(_Net(inner), path, (1, 6, 6))
+    assert path.read_bytes() == b"the previous file"  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+class _Reshaped(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.fc, self.shape = nn.Linear(3, 3), shape
+
+    def forward(self, x):
+        return F.reshape(self.fc(x), self.shape)
+
+
+def test_a_reshape_mixing_the_batch_needs_a_fixed_batch(tmp_path):
+    # (N, 4, 3) -> (4, 3N): at the traced batch 2, (4, 6) could hold the batch in either dimension.
+    with pytest.raises(OnnxExportError, match=r"reshape from \(2, 4, 3\) to \(4, 6\) mixes the batch"):
+        export(_Reshaped((4, -1)), tmp_path / "m.onnx", (4, 3))
+    export(_Reshaped((4, -1)), tmp_path / "m.onnx", (4, 3), dynamic_batch=False)
+
+
+def test_a_forward_that_depends_on_the_batch_size_fails_the_self_check(tmp_path):
+    # (N, 4, 3) -> (2, 6N): the trace (batch 2) cannot tell this from a reshape keeping the batch.
+    with pytest.raises(OnnxExportError, match=r"does not reproduce the model at batch 1"):
+        export(_Reshaped((2, -1)), tmp_path / "m.onnx", (4, 3))
+
+    class CountsTheBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x) + Tensor(np.full((x.shape[0], 1), float(x.shape[0]), np.float32))
+
+    with pytest.raises(OnnxExportError, match=r"does not reproduce the model at batch 1"):
+        export(CountsTheBatch(), tmp_path / "m.onnx", (4,))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"input_shape": (1, 0, 28)}, ValueError, r"input_shape of positive sizes"),
+    ({"input_shape": "28x28"}, ValueError, r"input_shape as a tuple of ints"),
+    ({"opset": 9}, ValueError, r"export supports opsets 11 to \d+, got 9"),
+])
+def test_bad_arguments(kwargs, error, message, tmp_path):
+    args = {"input_shape": (1, 28, 28)} | kwargs
+    with pytest.raises(error, match=message):
+        export(models.lenet5(), tmp_path / "m.onnx", **args)
+
+
+def test_float64_models_are_refused_with_the_fix(tmp_path):
+    with cnnkit.default_dtype(np.float64):
+        model = models.lenet5()
+    with pytest.raises(OnnxExportError, match=r"writes float32 models.*model\.float\(\)"):
+        export(model, tmp_path / "m.onnx", (1, 28, 28))
