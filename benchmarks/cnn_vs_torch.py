@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import interleaved  # noqa: E402
+from timing import blas_note, interleaved  # noqa: E402
 from torch_models import matching_pair  # noqa: E402
 
 import cnnkit  # noqa: E402
@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both frameworks (default: each framework's default, all CPUs)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1 only: "
+                             "robust to a loaded machine)")
     parser.add_argument("--list", action="store_true", help="print the workload names and exit")
     args = parser.parse_args()
     if args.list:
@@ -135,13 +138,14 @@ def main() -> None:
         threads.__enter__()  # for the whole run
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
           f"cnnkit kernels {'on' if cnnkit.config.kernels_enabled() else 'off'} "
-          f"({cnnkit.config.get_num_threads()} threads); {args.repeats} pairs per workload")
+          f"({cnnkit.config.get_num_threads()} threads); {args.repeats} pairs per workload; {args.clock} clock")
+    print(blas_note())
     print("| workload | cnnkit ms | PyTorch ms | PyTorch/cnnkit (median of pairs) | cnnkit GFLOP/s | PyTorch GFLOP/s | load before/after |")
     print("|---|---|---|---|---|---|---|")
     for name in args.workloads:
         built = WORKLOADS[name]()
         ours, theirs = built[:2]
-        r = interleaved(ours, theirs, args.repeats)
+        r = interleaved(ours, theirs, args.repeats, clock=args.clock)
         o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
         gflops = ("", "")
         if len(built) == 3:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["interleaved", "load_average", "spin_cnnkit", "spin_torch"]
+__all__ = ["blas_note", "interleaved", "load_average", "spin_cnnkit", "spin_torch"]
 
 PAUSE_S = 0.2
 SPIN_S = 0.02
@@ -27,6 +27,25 @@ SPIN_S = 0.02
 def load_average() -> str:
     """The 1-minute load average, as text."""
     return f"{os.getloadavg()[0]:.2f}"
+
+
+def blas_note() -> str:
+    """NumPy's BLAS and the kernels it runs, and whether the environment forced them.
+
+    This machine's environment sets OPENBLAS_CORETYPE=Haswell (AVX2 kernels: ~100
+    GFLOP/s per core on sgemm) where OpenBLAS would pick its SkylakeX (AVX-512) kernels
+    (~180 GFLOP/s per core). Benchmarks of cnnkit as users run it unset the variable in
+    their command (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...``); say which.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS: unknown (threadpoolctl not installed)"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    arch = ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernels" for i in blas)
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return f"NumPy BLAS: {arch or 'none found'}; " + (
+        f"forced by the environment: {forced}" if forced else "as detected (no OPENBLAS_CORETYPE)")
 
 
 def spin_cnnkit() -> None:
@@ -54,13 +73,19 @@ def spin_torch() -> None:
 
 def interleaved(
     ours: Callable[[], object], theirs: Callable[[], object], repeats: int,
-    spin_theirs: Callable[[], None] = spin_torch, warmup: int = 2,
+    spin_theirs: Callable[[], None] = spin_torch, warmup: int = 2, clock: str = "wall",
 ) -> dict:
     """Time ``ours`` and ``theirs`` in alternating pairs; return times and the ratio.
+
+    ``clock``: "wall" (``time.perf_counter``) or "cpu" (``time.process_time``: the CPU
+    time of the whole process). With one thread in both frameworks, CPU time does not
+    count the time the process waited for a core, so it stays meaningful on a loaded
+    machine; with several threads it adds up their time and is not comparable.
 
     Returns a dict: ``ours`` and ``theirs`` (lists of seconds), ``ratio`` (median over
     pairs of theirs/ours: above 1 means cnnkit is faster), ``load`` (before, after).
     """
+    now = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
     load_before = load_average()
     for _ in range(warmup):
         ours()
@@ -73,8 +98,8 @@ def interleaved(
         for name, fn, spin in pair:
             time.sleep(PAUSE_S)
             spin()
-            start = time.perf_counter()
+            start = now()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     ratios = [t / o for o, t in zip(times["ours"], times["theirs"])]
     return {**times, "ratio": statistics.median(ratios), "load": (load_before, load_average())}
