@@ -19,13 +19,15 @@ points (0, 1, -1, inf), and F(4x4, 3x3) (a = 6; 36 for 144: 4x fewer) with point
 (0, 1, -1, 2, -2, inf). Their float32 errors differ (F(4x4) grows the rounding error of
 the transforms' larger coefficients): tests/backend/test_winograd.py states both.
 
-Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*TW + tw)*N + n over
-images n, tile rows th and tile columns tw (images innermost, so a row of tiles of all
-images is one contiguous run); planes of x and y as in ``kernels.as_planes``.
+Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*N + n)*TW + tw over tile
+rows th, images n and tile columns tw (a row of tiles of all images of a block is one
+contiguous run); planes of x and y as in ``kernels.as_planes``.
 
 Each transform takes one channel (or filter) at a time, a row of tiles of all images at
-once: the input rows are split into the tiles' column phases (column m*s + k is phase
-k), then each 1-D transform is one vector loop over the (tile, image) pairs of the row.
+once: the a columns of every tile are gathered from each input row (stride-m reads into
+a contiguous streams), then each 1-D transform is one vector loop
+over the row's tiles. (An earlier layout with images innermost needed a scatter with a
+stride of the image count there; its input transform took 3x longer.)
 """
 
 from __future__ import annotations
@@ -91,78 +93,93 @@ def _a6(g0, g1, g2, g3):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _load_phases(src, H, W, h, shift, m, S, out, i, j, nimg, buf):
-    """out[k, i, s*nimg + j] = src[h, m*s + k - shift] (0 outside src) for k < m, s < S.
+def _row(src, H, W, h, shift, buf):
+    """buf[shift + w] = src[h, w] for the columns that fit; False (buf untouched) if h is outside src.
 
-    The row is copied once into buf (m*S entries, zero outside [shift, shift + W)),
-    then split into its m column phases (image j's entries, strided by nimg).
+    buf starts zeroed and its other entries are never written: they stay the zero padding.
     """
     if h < 0 or h >= H:
-        for k in range(m):
-            for s in range(S):
-                out[k, i, s * nimg + j] = 0
-        return
-    row = src[h]
-    n = min(W, m * S - shift)
-    for w in range(n):
-        buf[shift + w] = row[w]
-    for s in range(S):
-        for k in range(m):
-            out[k, i, s * nimg + j] = buf[m * s + k]
+        return False
+    row, dst = src[h], buf[shift:]
+    for w in range(min(W, dst.shape[0])):
+        dst[w] = row[w]
+    return True
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _tile_columns(buf, TW, m, width, D, i, o):
+    """D[i, k, o + tw] = buf[m*tw + k] for k < width, tw < TW: column k of every tile of a row.
+
+    One stream at a time (a strided read, a contiguous write): measured 3-10x faster
+    than writing the ``width`` streams in one loop or through slices.
+    """
+    for k in range(width):
+        d = D[i, k, o:]
+        for tw in range(TW):
+            d[tw] = buf[m * tw + k]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _store_tiles(Y, i1, o, TW, m, out):
+    """out[m*tw + i2] = Y[i1, i2, o + tw] for i2 < m, tw < TW: one output row of a row of tiles."""
+    for i2 in range(m):
+        v = Y[i1, i2, o:]
+        for tw in range(TW):
+            out[m * tw + i2] = v[tw]
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
     """V[:, c, t] = B^T d B for every tile of channels c0..c1-1 of images n0..n0+nimg-1.
 
-    Per tile row: each image's input rows are split into m column phases (phase k holds
-    columns m*s + k; tile tw reads phases 0..m-1 at s = tw and phases 0 and 1 at
-    s = tw + 1 for its last two columns), with the images innermost; then B^T runs down
-    the rows and across each tile's columns, each pass one vector loop over the
-    (tile, image) pairs of the row.
+    Per tile row: the a columns of every tile of each of the a input rows are gathered
+    into D[i, k] (stride-m reads, contiguous writes; the tiles of all images of the
+    block side by side), then B^T runs down the rows (Q = B^T D) and across the columns
+    (V = Q B), each pass one vector loop over the row's tiles.
 
     Args:
         x: input planes (P, H, W); plane (n, c) is x[n*sn + c*sc].
-        V: (a*a, C, T), T = TH*TW*nimg, tile t = (th*TW + tw)*nimg + j for image n0 + j.
+        V: (a*a, C, T), T = TH*nimg*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
     """
     H, W = x.shape[1], x.shape[2]
     a = m + 2
-    S = TW + 1                                                        # phase entries per image row
-    L = S * nimg
-    TL = TW * nimg
-    P = np.empty((m, a, L), x.dtype)                                  # P[k, i, s*nimg + j]: row i, phase k
-    Q = np.empty((a, m, L), x.dtype)                                  # Q[xi, k]: (B^T d)[xi], phase k
-    buf = np.zeros(m * S, x.dtype)                                    # one zero-padded input row
+    TL = nimg * TW
+    D = np.zeros((a, a, TL), x.dtype)                                 # D[i, k, j*TW + tw] = d_tile[i, k]
+    Q = np.empty((a, a, TL), x.dtype)                                 # Q[xi, k] = (B^T d)[xi, k]
+    buf = np.zeros(m * TW + 2, x.dtype)                               # one zero-padded input row
     for c in range(c0, c1):
         for th in range(TH):
             for j in range(nimg):
                 src = x[(n0 + j) * sn + c * sc]
+                o = j * TW
                 for i in range(a):
-                    _load_phases(src, H, W, th * m - pt + i, pl, m, S, P, i, j, nimg, buf)
+                    if _row(src, H, W, th * m - pt + i, pl, buf):
+                        _tile_columns(buf, TW, m, a, D, i, o)
+                    else:
+                        D[i, :, o : o + TW] = 0
             base = th * TL
             if m == 2:
-                for kk in range(m):                                   # down the rows, per phase
-                    for t in range(L):
-                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _bt4(
-                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
-                for xi in range(a):                                   # across each tile's columns
-                    o = xi * a
+                for k in range(a):                                    # down the rows
                     for t in range(TL):
-                        v0, v1, v2, v3 = _bt4(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 0, t + nimg], Q[xi, 1, t + nimg])
-                        V[o, c, base + t], V[o + 1, c, base + t] = v0, v1
-                        V[o + 2, c, base + t], V[o + 3, c, base + t] = v2, v3
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t] = _bt4(D[0, k, t], D[1, k, t], D[2, k, t],
+                                                                              D[3, k, t])
+                for xi in range(a):                                   # across the columns
+                    o = xi * a
+                    V0, V1, V2, V3 = V[o, c, base:], V[o + 1, c, base:], V[o + 2, c, base:], V[o + 3, c, base:]
+                    for t in range(TL):
+                        V0[t], V1[t], V2[t], V3[t] = _bt4(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
             else:
-                for kk in range(m):
-                    for t in range(L):
-                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _bt6(
-                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t], P[kk, 4, t], P[kk, 5, t])
+                for k in range(a):
+                    for t in range(TL):
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t], Q[4, k, t], Q[5, k, t] = _bt6(
+                            D[0, k, t], D[1, k, t], D[2, k, t], D[3, k, t], D[4, k, t], D[5, k, t])
                 for xi in range(a):
                     o = xi * a
+                    V0, V1, V2 = V[o, c, base:], V[o + 1, c, base:], V[o + 2, c, base:]
+                    V3, V4, V5 = V[o + 3, c, base:], V[o + 4, c, base:], V[o + 5, c, base:]
                     for t in range(TL):
-                        v0, v1, v2, v3, v4, v5 = _bt6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t],
-                                                      Q[xi, 0, t + nimg], Q[xi, 1, t + nimg])
-                        V[o, c, base + t], V[o + 1, c, base + t], V[o + 2, c, base + t] = v0, v1, v2
-                        V[o + 3, c, base + t], V[o + 4, c, base + t], V[o + 5, c, base + t] = v3, v4, v5
+                        V0[t], V1[t], V2[t], V3[t], V4[t], V5[t] = _bt6(
+                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t], Q[xi, 4, t], Q[xi, 5, t])
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -179,7 +196,8 @@ def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
     TL = TW * nimg
     S = np.empty((a, m, TL), y.dtype)                                 # S[xi, i2] = (M A)[xi, i2]
     Y = np.empty((m, m, TL), y.dtype)                                 # Y[i1, i2] = (A^T M A)[i1, i2]
-    out = np.empty(m * TW, y.dtype)                                   # one output row
+    out = np.empty(m * TW, y.dtype)                                   # one output row of a row of tiles
+    whole = OW == m * TW
     for f in range(f0, f1):
         bias = b[f]
         for th in range(TH):
@@ -187,9 +205,9 @@ def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
             if m == 2:
                 for xi in range(a):                                   # across the tile columns
                     o = xi * a
+                    M0, M1, M2, M3 = M[o, f, base:], M[o + 1, f, base:], M[o + 2, f, base:], M[o + 3, f, base:]
                     for t in range(TL):
-                        S[xi, 0, t], S[xi, 1, t] = _at4(
-                            M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t], M[o + 3, f, base + t])
+                        S[xi, 0, t], S[xi, 1, t] = _at4(M0[t], M1[t], M2[t], M3[t])
                 for i2 in range(m):                                   # down the rows
                     for t in range(TL):
                         r0, r1 = _at4(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t])
@@ -197,10 +215,11 @@ def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
             else:
                 for xi in range(a):
                     o = xi * a
+                    M0, M1, M2 = M[o, f, base:], M[o + 1, f, base:], M[o + 2, f, base:]
+                    M3, M4, M5 = M[o + 3, f, base:], M[o + 4, f, base:], M[o + 5, f, base:]
                     for t in range(TL):
-                        S[xi, 0, t], S[xi, 1, t], S[xi, 2, t], S[xi, 3, t] = _at6(
-                            M[o, f, base + t], M[o + 1, f, base + t], M[o + 2, f, base + t],
-                            M[o + 3, f, base + t], M[o + 4, f, base + t], M[o + 5, f, base + t])
+                        S[xi, 0, t], S[xi, 1, t], S[xi, 2, t], S[xi, 3, t] = _at6(M0[t], M1[t], M2[t], M3[t], M4[t],
+                                                                                  M5[t])
                 for i2 in range(m):
                     for t in range(TL):
                         r0, r1, r2, r3 = _at6(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t], S[4, i2, t],
@@ -209,12 +228,13 @@ def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
             rows = min(m, OH - th * m)
             for j in range(nimg):
                 for i1 in range(rows):
-                    for tw in range(TW):
-                        for i2 in range(m):
-                            out[m * tw + i2] = Y[i1, i2, tw * nimg + j]
                     dst = y[f, n0 + j, th * m + i1]
-                    for w in range(OW):
-                        dst[w] = out[w]
+                    if whole:
+                        _store_tiles(Y, i1, j * TW, TW, m, dst)
+                    else:
+                        _store_tiles(Y, i1, j * TW, TW, m, out)
+                        for w in range(OW):
+                            dst[w] = out[w]
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -229,37 +249,40 @@ def winograd_output_grad(f0, f1, gy, gsn, gsf, nimg, n0, TH, TW, m, gM):
     OH, OW = gy.shape[1], gy.shape[2]
     a = m + 2
     TL = TW * nimg
-    P = np.empty((m, m, TL), gy.dtype)                                # P[k, i, tw*nimg + j]: row i, phase k
-    Q = np.empty((a, m, TL), gy.dtype)                                # Q[xi, k]: (A g)[xi], phase k
+    D = np.zeros((m, m, TL), gy.dtype)                                # D[i, k, j*TW + tw] = g_tile[i, k]
+    Q = np.empty((a, m, TL), gy.dtype)                                # Q[xi, k] = (A g)[xi, k]
     buf = np.zeros(m * TW, gy.dtype)                                  # one gy row, zero past OW
     for f in range(f0, f1):
         for th in range(TH):
             for j in range(nimg):
                 src = gy[(n0 + j) * gsn + f * gsf]
+                o = j * TW
                 for i in range(m):
-                    _load_phases(src, OH, OW, th * m + i, 0, m, TW, P, i, j, nimg, buf)
+                    if _row(src, OH, OW, th * m + i, 0, buf):
+                        _tile_columns(buf, TW, m, m, D, i, o)
+                    else:
+                        D[i, :, o : o + TW] = 0
             base = th * TL
             if m == 2:
-                for kk in range(m):                                   # down the rows, per phase
+                for k in range(m):                                    # down the rows
                     for t in range(TL):
-                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t] = _a4(P[kk, 0, t], P[kk, 1, t])
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t] = _a4(D[0, k, t], D[1, k, t])
                 for xi in range(a):                                   # across the tile columns
                     o = xi * a
+                    G0, G1, G2, G3 = gM[o, f, base:], gM[o + 1, f, base:], gM[o + 2, f, base:], gM[o + 3, f, base:]
                     for t in range(TL):
-                        g0, g1, g2, g3 = _a4(Q[xi, 0, t], Q[xi, 1, t])
-                        gM[o, f, base + t], gM[o + 1, f, base + t] = g0, g1
-                        gM[o + 2, f, base + t], gM[o + 3, f, base + t] = g2, g3
+                        G0[t], G1[t], G2[t], G3[t] = _a4(Q[xi, 0, t], Q[xi, 1, t])
             else:
-                for kk in range(m):
+                for k in range(m):
                     for t in range(TL):
-                        Q[0, kk, t], Q[1, kk, t], Q[2, kk, t], Q[3, kk, t], Q[4, kk, t], Q[5, kk, t] = _a6(
-                            P[kk, 0, t], P[kk, 1, t], P[kk, 2, t], P[kk, 3, t])
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t], Q[4, k, t], Q[5, k, t] = _a6(
+                            D[0, k, t], D[1, k, t], D[2, k, t], D[3, k, t])
                 for xi in range(a):
                     o = xi * a
+                    G0, G1, G2 = gM[o, f, base:], gM[o + 1, f, base:], gM[o + 2, f, base:]
+                    G3, G4, G5 = gM[o + 3, f, base:], gM[o + 4, f, base:], gM[o + 5, f, base:]
                     for t in range(TL):
-                        g0, g1, g2, g3, g4, g5 = _a6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
-                        gM[o, f, base + t], gM[o + 1, f, base + t], gM[o + 2, f, base + t] = g0, g1, g2
-                        gM[o + 3, f, base + t], gM[o + 4, f, base + t], gM[o + 5, f, base + t] = g3, g4, g5
+                        G0[t], G1[t], G2[t], G3[t], G4[t], G5[t] = _a6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
 
 
 # ---------------------------------------------------------------------------------------
