@@ -25,6 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import blas_note  # noqa: E402
+
 import cnnkit  # noqa: E402
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dGemmOp, Conv2dWinogradOp  # noqa: E402
 
@@ -57,13 +60,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H,K ...")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (with --threads 1: robust to a loaded machine)")
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
     if args.threads:
-        cnnkit.config.num_threads(args.threads).__enter__()
+        threads = cnnkit.config.num_threads(args.threads)
+        threads.__enter__()  # kept referenced: for the whole run
+    now = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
     rng = np.random.default_rng(0)
     print(f"{'forward + backward' if args.backward else 'forward'}, float32, {cnnkit.config.get_num_threads()} "
-          f"threads, {args.repeats} repeats, median ms; load average {os.getloadavg()[0]:.2f}")
+          f"threads, {args.repeats} repeats, median ms ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")
+    print(blas_note())
     print("| N | C | F | H | K | " + " | ".join(("gemm", "winograd4", "winograd2", "direct")) + " | fastest | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for N, C, Fo, H, K in shapes:
@@ -87,9 +95,9 @@ def main() -> None:
         for r in range(args.repeats):
             for name in list(algs) if r % 2 == 0 else list(algs)[::-1]:
                 time.sleep(0.05)
-                start = time.perf_counter()
+                start = now()
                 run(name)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(now() - start)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         cells = [f"{med[n]:.2f}" if n in med else "" for n in ("gemm", "winograd4", "winograd2", "direct")]
         print(f"| {N} | {C} | {Fo} | {H} | {K} | " + " | ".join(cells) + f" | {min(med, key=med.get)} | {load:.1f} |",
