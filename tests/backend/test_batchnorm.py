@@ -102,3 +102,16 @@ def test_fused_batch_norm_keeps_no_normalized_copy_for_backward(rng):
     y = F.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True)
     saved = [v for v in vars(y.creator).values() if isinstance(v, np.ndarray) and v.size >= x.size]
     assert len(saved) == 1 and saved[0] is x.data
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_adds_eps_in_the_input_dtype_as_the_reference(training, rng):
+    """An eps read from a float32 file (ONNX's epsilon) and Python's 1e-5 round to the same
+    float32 eps, so a model and its ONNX round trip give identical outputs."""
+    x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    rm, rv = rng.standard_normal(8).astype(np.float32), rng.uniform(1e-6, 1e-4, 8).astype(np.float32)
+    outs = []
+    for eps in (1e-5, float(np.float32(1e-5))):
+        op = BatchNorm2dFusedOp(rm.copy(), rv.copy(), training, 0.1, eps)
+        outs.append(op(Tensor(x)).data)
+    np.testing.assert_array_equal(outs[0], outs[1])

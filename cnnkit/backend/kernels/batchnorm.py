@@ -138,6 +138,12 @@ def _channel_grain(x_shape) -> int:
     return max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, N * H * W))
 
 
+def _eps(eps: float, dtype) -> float:
+    """eps rounded to x's dtype first, as the reference adds it (``x.dtype.type(eps)``): an
+    eps read from a float32 file (ONNX) and Python's 1e-5 then give the same results."""
+    return float(np.dtype(dtype).type(eps))
+
+
 def batch_norm_train(x, gamma, beta, eps: float):
     """(y, mean, var, inv_std) of training-mode batch norm of x (N, C, H, W).
 
@@ -150,7 +156,7 @@ def batch_norm_train(x, gamma, beta, eps: float):
     scale = np.ones(C) if gamma is None else gamma.astype(np.float64)
     shift = np.zeros(C) if beta is None else beta.astype(np.float64)
     mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
-    parallel_for(_train_forward, C, planes, sn, sc, N, scale, shift, float(eps), y, mean, var, inv_std,
+    parallel_for(_train_forward, C, planes, sn, sc, N, scale, shift, _eps(eps, x.dtype), y, mean, var, inv_std,
                  grain=_channel_grain(x.shape))
     return unplanes(y, N, C, sc), mean, var, inv_std
 
@@ -163,7 +169,7 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     """
     N, C, H, W = x.shape
     mean = running_mean.astype(x.dtype).astype(np.float64)
-    inv_std = 1 / np.sqrt(running_var.astype(x.dtype).astype(np.float64) + eps)
+    inv_std = 1 / np.sqrt(running_var.astype(x.dtype).astype(np.float64) + _eps(eps, x.dtype))
     scale = inv_std if gamma is None else gamma * inv_std
     shift = -mean * scale if beta is None else beta - mean * scale
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
