@@ -170,10 +170,11 @@ def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype
         np.testing.assert_array_equal(gx, gx_ref)
 
 
-@pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1)])
+@pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 2, 0)])
 def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size, stride, padding, rng):
     x = rng.standard_normal((2, 3, 6, 6))
     x[0, 0, 0, 0], x[0, 1, 2, 3], x[1, 2, 4, 4] = np.nan, np.inf, -np.inf
+    x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan                      # several NaNs in one window
     x[1, 0] = -np.inf
 
     def pool(x):
@@ -184,6 +185,26 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx != 0, gx_ref != 0)
     assert_rounding_close(gx, gx_ref, np.float64)  # overlapping windows add in another order
+
+
+@pytest.mark.parametrize("padding, ceil_mode", [(1, False), (0, True), (1, True)])
+def test_max_pool2d_3x3s2_kernel_matches_pytorch_with_nan_and_ties(padding, ceil_mode, rng):
+    """The 3x3/2 kernel (ResNet's stem) against PyTorch: values, and which tap gets the
+    gradient with exact ties (the first maximum) and NaNs (the last NaN of a window)."""
+    import torch
+
+    x = rng.integers(-2, 3, size=(2, 3, 9, 8)).astype(np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = x[1, 2, 4, 5] = np.nan
+    x[0, 1, 3, 3] = np.inf
+    y, (gx,) = run(lambda x: F.max_pool2d(x, 3, 2, padding, ceil_mode=ceil_mode), [x], 6, False,
+                   expect=MaxPool2dFusedOp)
+    gy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)   # run's gradient
+    X = torch.tensor(x, requires_grad=True)
+    Y = torch.nn.functional.max_pool2d(X, 3, 2, padding, ceil_mode=ceil_mode)
+    Y.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y, Y.detach().numpy())
+    np.testing.assert_allclose(gx, X.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(gx != 0, X.grad.numpy() != 0)
 
 
 # ------------------------------------------------------------------------------------ relu
