@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,6 +134,22 @@ def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_message(tmp_pat
 
 
 # ----------------------------------------------------------------------------- no job started
+@pytest.mark.mpi
+def test_hosts_and_a_hostfile_start_the_ranks_on_the_machines_named(tmp_path):
+    """--hosts / --hostfile with this machine's own name: the multi-machine path, run for real on one machine."""
+    host = socket.gethostname()
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text(f"{host}:2\n")
+    for where in (["--hosts", f"{host}:2"], ["--hostfile", str(hostfile)]):
+        out = tmp_path / where[0].strip("-")
+        result = cnnkit("train", "lenet5", "--epochs", "1", *SMALL, "--out", str(out), "--nproc", "2", *where)
+        assert result.returncode == 0, result.stderr
+        flag = ["-hosts", f"{host}:2"] if where[0] == "--hosts" else ["-f", str(hostfile)]
+        assert f" -n 2 {' '.join(flag)} " in result.stdout
+        assert "data parallel: 2 ranks" in result.stdout
+        assert load_checkpoint(out / "last.safetensors").meta["extra"]["recipe"]["ranks"] == 2
+
+
 def test_mpi_not_installed_says_which_package(monkeypatch):
     monkeypatch.setattr(launch_module, "find_mpiexec", lambda: None)
     with pytest.raises(MPIUnavailableError, match=r'--nproc needs MPI\'s mpiexec, which is not installed: '
