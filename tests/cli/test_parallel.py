@@ -23,7 +23,7 @@ from cnnkit.distributed import launch as launch_module
 from cnnkit.distributed.launch import mpiexec_command, plan_launch
 from cnnkit.errors import MPIUnavailableError, UsageError
 from cnnkit.io.checkpoint import load_checkpoint
-from tests.distributed.mpi import MARKER, finish, mpi_env, mpiexec, rank_pid, run_bounded, start
+from tests.distributed.mpi import MARKER, finish, job_pids, mpi_env, mpiexec, rank_pid, run_bounded, start
 
 SMALL = ["--limit", "1200", "--val-split", "0.01", "--batch-size", "32"]
 
@@ -94,6 +94,28 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
     final, expected = weights(run / "last.safetensors"), weights(reference[0] / "last.safetensors")
     for key in expected:
         np.testing.assert_array_equal(final[key], expected[key], err_msg=key)
+
+
+@pytest.mark.mpi
+def test_sigterm_to_the_launcher_stops_the_ranks_as_it_stops_one_process(tmp_path):
+    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop): the ranks save and end, status 143."""
+    run = tmp_path / "run"
+    env = mpi_env()
+    proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", *SMALL, "--out", str(run),
+                  "--nproc", "2"], env)
+    try:
+        deadline = time.time() + 240
+        while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before the first epoch was saved"
+        proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
+    finally:
+        result = finish(proc, env, timeout=120)
+    assert result.returncode == 143, result.stderr   # (20 epochs: far from done when the signal is sent)
+    assert (run / "interrupted.safetensors").exists()
+    assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in result.stderr
+    time.sleep(0.5)
+    assert job_pids(env[MARKER]) == []   # no rank left running
 
 
 @pytest.mark.mpi
