@@ -97,8 +97,10 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
 
 
 @pytest.mark.mpi
-def test_sigterm_to_the_launcher_stops_the_ranks_as_it_stops_one_process(tmp_path):
-    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop): the ranks save and end, status 143."""
+@pytest.mark.parametrize("how", ["sigterm-to-the-launcher", "ctrl-c"])
+def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how):
+    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop) -> 143; Ctrl-C (SIGINT to the
+    terminal's process group: the launcher and mpiexec) -> 130. Either way the ranks save and end."""
     run = tmp_path / "run"
     env = mpi_env()
     proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", *SMALL, "--out", str(run),
@@ -108,10 +110,14 @@ def test_sigterm_to_the_launcher_stops_the_ranks_as_it_stops_one_process(tmp_pat
         while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
         assert proc.poll() is None, "the job ended before the first epoch was saved"
-        proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
     finally:
         result = finish(proc, env, timeout=120)
-    assert result.returncode == 143, result.stderr   # (20 epochs: far from done when the signal is sent)
+    # (20 epochs: far from done when the signal is sent)
+    assert result.returncode == (130 if how == "ctrl-c" else 143), result.stderr
     assert (run / "interrupted.safetensors").exists()
     assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in result.stderr
     time.sleep(0.5)
