@@ -31,7 +31,7 @@ from .pool import (
     max_pool2d,
     sum_pool2d,
 )
-from .reduction import amax, amin, argmax, argmin, max, mean, min, sum
+from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 
 __all__ = [
@@ -40,6 +40,6 @@ __all__ = [
     "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "exp", "flatten", "getitem",
     "leaky_relu", "linear", "log", "log_softmax", "lp_pool2d", "matmul", "max", "max_pool2d", "mean",
     "min", "mse_loss", "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "reshape",
-    "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "sum_pool2d", "tanh",
-    "transpose", "unsqueeze",
+    "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh",
+    "transpose", "unsqueeze", "var",
 ]
