@@ -506,7 +506,7 @@ def _train(args, out: Path, explicit: dict) -> int:
     if ranks.root:  # the folder rank 0 writes (on another machine it may not exist)
         preflight(out, checkpoint_bytes(model, slots))
     check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
-                      name=f"training {args.model}", optimizer_slots=slots)
+                      name=f"training {args.model}", optimizer_slots=slots, sharers=ranks.local_size)
     eval_batch = _eval_batch(model, data.spec.input_shape)
     # several ranks: the same model and data everywhere, then rank 0's weights (and SyncBatchNorm)
     ranks.prepare(model, data.train, args.sync_bn)
