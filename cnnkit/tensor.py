@@ -9,11 +9,12 @@ and frees the graph unless ``retain_graph=True``.
 
 The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
 methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``) call the ops of
-``functional/math.py``, ``reduction.py`` and ``shape.py``, and those ops are ``Function``
+``functional/math.py``, ``reduction.py``, ``shape.py`` and ``activation.py`` (``x.softmax(1)``),
+and those ops are ``Function``
 subclasses that take and make Tensors. Both halves are the autograd core seen from two
 sides; splitting them would mean either operators that know no ops (no ``x + y``) or
 attaching methods to ``Tensor`` from elsewhere (a class no one could read in one place).
-So this module imports the three op modules at its end, after ``Tensor`` exists; they
+So this module imports the four op modules at its end, after ``Tensor`` exists; they
 import ``Tensor`` from here at their top.
 """
 
@@ -578,6 +579,23 @@ class Tensor:
     def neg(self) -> Tensor:
         return _math.neg(self)
 
+    def relu(self) -> Tensor:
+        return _activation.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        return _activation.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        return _activation.tanh(self)
+
+    def softmax(self, dim: int, dtype=None) -> Tensor:
+        """Softmax along ``dim`` (required, as in torch's method; ``F.softmax`` defaults to -1)."""
+        return _activation.softmax(self, dim, dtype=dtype)
+
+    def log_softmax(self, dim: int, dtype=None) -> Tensor:
+        """Log-softmax along ``dim`` (required, as in torch's method)."""
+        return _activation.log_softmax(self, dim, dtype=dtype)
+
     def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
         """Limit the values to ``[min, max]`` (numbers; either may be None), as torch's."""
         return _math.clamp(self, min, max)
@@ -656,6 +674,7 @@ def as_tensor(data: Any, like: np.ndarray | None = None) -> Tensor:
 
 
 # Imported last, after Tensor exists: the one cycle of the core (see the module docstring).
+from .functional import activation as _activation  # noqa: E402
 from .functional import math as _math  # noqa: E402
 from .functional import reduction as _reduction  # noqa: E402
 from .functional import shape as _shape  # noqa: E402

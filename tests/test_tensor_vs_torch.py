@@ -180,3 +180,28 @@ def test_clone_owns_its_memory_and_contiguous_copies_only_when_needed(rng):
     t = x.transpose(0, 1)
     assert not t.data.flags.c_contiguous and t.contiguous().data.flags.c_contiguous
     np.testing.assert_array_equal(t.contiguous().data, torch.from_numpy(x.data).t().contiguous().numpy())
+
+
+@pytest.mark.parametrize("name, args", [("relu", ()), ("sigmoid", ()), ("tanh", ()), ("softmax", (1,)),
+                                        ("log_softmax", (-1,)), ("softmax", (0,))])
+def test_activation_methods_match_torch(name, args, rng):
+    x = rng.standard_normal((3, 4)) * 2
+    x[0, 0] = np.nan
+    cx, tx = Tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    ours, theirs = getattr(cx, name)(*args), getattr(tx, name)(*args)
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
+    gy = rng.standard_normal((3, 4))
+    ours.backward(gy)
+    theirs.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(cx.grad, tx.grad.numpy(), rtol=1e-12)
+
+
+def test_softmax_method_takes_dtype_and_requires_dim_like_torch(rng):
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    ours, theirs = Tensor(x).softmax(1, dtype=np.float64), torch.from_numpy(x).softmax(1, dtype=torch.float64)
+    assert ours.dtype == np.float64 and theirs.dtype == torch.float64
+    np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError):
+        torch.from_numpy(x).softmax()
+    with pytest.raises(TypeError):
+        Tensor(x).softmax()
