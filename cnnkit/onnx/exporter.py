@@ -427,6 +427,13 @@ def _stack(w: _Writer, fn, xs) -> str:
     return w.add("Concat", parts, axis=axis)
 
 
+def _clamp(w: _Writer, fn, xs) -> str:
+    # Clip (opset 11: bounds are inputs, "" for an absent one) = min(max(x, lo), hi), NaN kept, as clamp
+    dtype = fn.inputs[0].dtype
+    bounds = ["" if b is None else w.constant(np.asarray(b, dtype), name) for b, name in ((fn.lo, "min"), (fn.hi, "max"))]
+    return w.add("Clip", [xs[0], *bounds] if bounds[1] else [xs[0], bounds[0]])
+
+
 def _simple(op_type: str, **attrs_of: Callable) -> Callable:
     def emit(w: _Writer, fn, xs) -> str:
         return w.add(op_type, xs, **{k: f(fn) for k, f in attrs_of.items()})
@@ -467,6 +474,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "SqrtOp": _simple("Sqrt"),
     "StdRootOp": _simple("Sqrt"),   # std's square root (its gradient rule differs, its value is Sqrt)
     "CloneOp": _simple("Identity"),
+    "ClampOp": _clamp,
     "AbsOp": _simple("Abs"),
     "SignOp": _simple("Sign"),
     "MatMulOp": _simple("MatMul"),
