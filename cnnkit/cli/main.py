@@ -13,7 +13,7 @@
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
     cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
     cnnkit weights [MODEL]                                              (cli/weights.py)
-    cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch]  (cli/onnx.py)
+    cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch] [--dynamic-size]  (cli/onnx.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the

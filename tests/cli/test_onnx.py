@@ -185,6 +185,19 @@ def test_export_of_a_zoo_model_by_name(tmp_path, capsys):
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_export_with_a_dynamic_size(tmp_path, capsys):
+    """--dynamic-size: a model ending in global pooling takes any image size in onnxruntime."""
+    out = ok(["export", "resnet20", "-o", tmp_path / "r.onnx", "--dynamic-size"], capsys)
+    assert out.strip().endswith("input 3xHxW, any size (checked at 32x32 and larger), any batch size)")
+    x = np.random.default_rng(3).standard_normal((2, 3, 40, 56)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
+    with no_grad():
+        expected = models.resnet20(generator=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)
+    err = fails(["export", "lenet5", "-o", tmp_path / "l.onnx", "--dynamic-size"], capsys)
+    assert err.startswith("cnnkit export: cannot export LeNet5 with a dynamic size: it does not run on a 1x45x47 input")
+
+
 def test_a_folder_trained_binary_model_predicts_and_evaluates_the_same_from_onnx(tmp_path, capsys):
     """The export carries the checkpoint's task (binary, threshold) and image spec (RGB 30x30)."""
     root = make_signs(tmp_path / "signs", 12)
