@@ -19,6 +19,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
+    +-- RunFolderError (OSError)         a run folder cannot be used: another run holds it, not writable, full
     +-- OptionalDependencyError (ImportError)  an extra (cnnkit[onnx], ...) is not installed
     +-- OnnxError (ValueError)           ONNX export or import (cnnkit.onnx)
         +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
@@ -46,6 +47,7 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
+    "RunFolderError",
     "OptionalDependencyError",
     "OnnxError",
     "OnnxFileError",
@@ -70,17 +72,20 @@ class GradcheckError(CnnkitError, AssertionError):
 
 
 class StateDictError(CnnkitError, RuntimeError):
-    """A state dict does not fit the model: missing or unexpected keys, or wrong shapes.
+    """A state dict does not fit the model: missing or unexpected keys, wrong shapes or bad values.
 
     RuntimeError, as PyTorch's ``load_state_dict`` raises.
 
     Attributes:
         missing_keys, unexpected_keys: lists of keys.
         mismatched: list of (key, shape in the state dict, shape in the model).
+        invalid: list of (key, reason): a wrong dtype or non-finite values.
     """
 
-    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list):
+    def __init__(self, model: str, missing: list[str], unexpected: list[str], mismatched: list,
+                 invalid: list | tuple = ()):
         self.missing_keys, self.unexpected_keys, self.mismatched = missing, unexpected, mismatched
+        self.invalid = list(invalid)
         lines = [f"Error(s) in loading state_dict for {model}:"]
         if missing:
             lines.append("  missing key(s): " + ", ".join(missing))
@@ -88,6 +93,9 @@ class StateDictError(CnnkitError, RuntimeError):
             lines.append("  unexpected key(s): " + ", ".join(unexpected))
         for key, got, expected in mismatched:
             lines.append(f"  size mismatch for {key}: the state dict has shape {got}, the model expects {expected}")
+        for key, reason in self.invalid:
+            lines.append(f"  bad value for {key}: {reason}")
+        lines.append("  (nothing was loaded)")
         super().__init__("\n".join(lines))
 
 
@@ -140,6 +148,10 @@ class NonFiniteError(CnnkitError, FloatingPointError):
 
 class UsageError(CnnkitError, ValueError):
     """Command-line arguments that do not make sense (alone or together): one line, exit status 2."""
+
+
+class RunFolderError(CnnkitError, OSError):
+    """A run folder cannot be used: another run trains into it, it is not writable or has no room."""
 
 
 class OptionalDependencyError(CnnkitError, ImportError):

@@ -23,7 +23,7 @@ PACKAGE = Path(cnnkit.__file__).resolve().parent
 # Bottom to top; a module may import its own layer and the layers below it. The units
 # are the names right under ``cnnkit`` (a package or a root module).
 LAYERS: list[tuple[str, ...]] = [
-    ("config", "errors", "backend"),
+    ("config", "errors", "backend", "files"),
     ("tensor", "function", "gradcheck", "graph"),           # the autograd core
     ("functional",),
     ("nn",),

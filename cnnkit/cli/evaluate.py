@@ -143,11 +143,18 @@ def predict_command(args) -> int:
         logits = predict(model, np.stack(inputs).astype(np.float32))
         task = task or checkpoint_task(extra, logits.shape[1])
         probs = task.probabilities(logits)
+        bad = [str(path) for path, p in zip(chunk, probs) if not np.isfinite(p).all()]
+        if bad:
+            raise DataError(f"the model's outputs are not finite for {', '.join(bad[:3])}"
+                            f"{' and more' if len(bad) > 3 else ''}: its weights overflow on these inputs")
         rows += list(zip(chunk, probs))
     if not rows:
         raise DataError(failed[0] + (f" (and {len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""))
     width = max(2, len(rows[0][1]))
     names = classes if len(classes) >= width else [str(i) for i in range(width)]
+    if classes and len(classes) < width:
+        print(f"note: {args.checkpoint} names {len(classes)} classes but its model has {width} outputs; "
+              "showing class numbers instead of names", file=sys.stderr)
     for path, p in rows:
         if task.name == "binary":
             label = names[1] if p[0] > task.threshold else names[0]

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from .. import nn
@@ -14,7 +16,7 @@ from ..explain.conv_dense import conv_as_dense, conv_stats
 from ..explain.toy_graph import toy_graph
 from ..viz.dot import toy_graph_to_dot
 from ..viz.plots import plot_dense_conv, save_figure
-from .main import non_negative_int, positive_int
+from .main import finite_float, non_negative_int, positive_int
 from .targets import wrote
 from .visualize import write_graph
 
@@ -37,10 +39,18 @@ def add_commands(sub) -> None:
     ec.add_argument("--plot", default=None, help="also draw the dense matrix (small layers) to this file")
     ec.set_defaults(handler=explain_conv_command)
     eg = es.add_parser("graph", help="the graph of z = cos(x) * sin(x) + x / y with values and gradients")
-    eg.add_argument("--x", type=float, default=0.5)
-    eg.add_argument("--y", type=float, default=2.0)
+    eg.add_argument("--x", type=_toy_value, default=0.5)
+    eg.add_argument("--y", type=_toy_value, default=2.0)
     eg.add_argument("-o", "--output", default="toy_graph.svg")
     eg.set_defaults(handler=explain_graph_command)
+
+
+def _toy_value(text: str) -> float:
+    """A finite input of the toy graph, at most 1e6 in size (sin and cos of huge numbers mean nothing)."""
+    value = finite_float(text)
+    if abs(value) > 1e6:
+        raise argparse.ArgumentTypeError(f"expected a number between -1e6 and 1e6, got {text!r}")
+    return value
 
 
 def _parse_hwc(text: str) -> tuple[int, int, int]:
@@ -88,7 +98,8 @@ def explain_conv_command(args) -> int:
 
 
 def explain_graph_command(args) -> int:
-
+    if abs(args.y) < 1e-6:
+        raise UsageError(f"--y {args.y:g}: z divides by y (x / y), so |y| must be at least 1e-6")
     g = toy_graph(args.x, args.y)
     print(f"z = cos(x) * sin(x) + x / y at x = {args.x:g}, y = {args.y:g}")
     print(f"{'node':<12} {'value':>10} {'dz/dnode':>10}")

@@ -17,30 +17,56 @@
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
-library and print what it did; they hold no library logic. Bad arguments and bad files
-end with one line on stderr and a non-zero exit status: 2 for a usage error (``UsageError``,
-argparse's complaints), 1 for a file or data problem, 130 for Ctrl-C.
+library and print what it did; they hold no library logic.
+
+Errors are one line on stderr, never a traceback (``--debug``, anywhere on the command
+line, or ``CNNKIT_DEBUG=1`` shows the traceback too). Exit statuses:
+
+    0    success
+    1    an error: a bad or missing file, bad data, a failed check, out of memory or disk
+    2    a usage error: arguments that do not make sense (``UsageError``, argparse's complaints)
+    130  interrupted (Ctrl-C, SIGINT); ``cnnkit train`` saves its state first
+    143  terminated (SIGTERM); ``cnnkit train`` saves its state first, as for Ctrl-C
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
+import signal
 import sys
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..errors import CnnkitError, UsageError
+from ..errors import CnnkitError, NonFiniteError, UsageError
 
 T = TypeVar("T")
 
-__all__ = ["main", "build_parser", "number", "positive_int", "non_negative_int", "positive_float", "fraction",
-           "COMMAND_MODULES"]
+__all__ = [
+    "main", "build_parser", "number", "positive_int", "non_negative_int", "positive_float", "finite_float",
+    "fraction", "COMMAND_MODULES", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143    # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + traceback
         raise UsageError(f"{self.prog}: {message}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so ``cnnkit train`` saves its state as for Ctrl-C."""
+
+
+_DEBUG_HELP = "on an error, also print the Python traceback (or set CNNKIT_DEBUG=1)"
 
 
 # The modules that add sub-commands, in the order ``cnnkit --help`` lists them. They are
@@ -62,9 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnkit", description="Build, train, inspect and run CNNs on NumPy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    _add_debug_flag(sub)
     return parser
+
+
+def _add_debug_flag(sub: argparse._SubParsersAction) -> None:
+    """Let ``--debug`` stand anywhere: after the command and its sub-commands too."""
+    for parser in set(sub.choices.values()):
+        if not any("--debug" in a.option_strings for a in parser._actions):
+            parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug_flag(action)
 
 
 def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: str) -> Callable[[str], T]:
@@ -85,30 +123,106 @@ def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: s
 
 positive_int = number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = number(int, lambda v: v >= 0, "a non-negative integer")
-positive_float = number(float, lambda v: v > 0, "a positive number")
+# finite: a learning rate of inf or nan trains nothing (and used to end in a traceback)
+positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a finite positive number")
+finite_float = number(float, math.isfinite, "a finite number")
 fraction = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``cnnkit`` console script; returns the exit status."""
+    """Entry point of the ``cnnkit`` console script; returns the exit status (see the module doc)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CNNKIT_DEBUG", "") not in ("", "0")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as e:  # argparse's complaint, already prefixed with the (sub-)command
         print(str(e), file=sys.stderr)
-        return 2
-    command = args.command
+        return EXIT_USAGE
+    command = f"cnnkit {args.command}"
+    previous = _on_sigterm()
     try:
-        return int(args.handler(args) or 0)
-    except UsageError as e:
-        print(f"cnnkit {command}: {e}", file=sys.stderr)
-        return 2
-    except (CnnkitError, OSError, ValueError) as e:
-        print(f"cnnkit {command}: {e}".replace("\n", " "), file=sys.stderr)
-        return 1
+        with warnings.catch_warnings():
+            if not debug:
+                # NumPy's "overflow encountered in matmul" lines: a non-finite result they warn of is
+                # reported by the command itself (NaNGuard, the checks of predict) as one clear line
+                warnings.simplefilter("ignore", RuntimeWarning)
+            return int(args.handler(args) or 0)
+    except Terminated:
+        print(f"{command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("cnnkit: interrupted", file=sys.stderr)
-        return 130
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (``cnnkit models | head -1``): stop quietly, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        _silence_stdout()
+        return EXIT_ERROR
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        status, line = _one_line(e)
+        print(f"{command}: {line}", file=sys.stderr)
+        return status
+    finally:
+        _restore_sigterm(previous)
+
+
+def _one_line(e: Exception) -> tuple[int, str]:
+    """The exit status and the one line that tell the user about ``e``."""
+    if isinstance(e, UsageError):
+        return EXIT_USAGE, _flat(str(e))
+    if isinstance(e, MemoryError):
+        detail = f" ({e})" if str(e) else ""
+        return EXIT_ERROR, (f"out of memory{detail}; try a smaller --batch-size or input size")
+    if isinstance(e, OSError) and not isinstance(e, CnnkitError):
+        return EXIT_ERROR, _flat(_os_error(e))
+    if isinstance(e, NonFiniteError):
+        return EXIT_ERROR, _flat(str(e)) + " (training diverged: lower the learning rate, or check the data)"
+    if isinstance(e, (CnnkitError, ValueError)):
+        return EXIT_ERROR, _flat(str(e))
+    return EXIT_ERROR, (
+        f"unexpected error: {type(e).__name__}: {_flat(str(e))} (run again with --debug for the "
+        "traceback; if your input was valid, please report it as a bug)"
+    )
+
+
+def _os_error(e: OSError) -> str:
+    """``OSError`` as '<file>: <reason>' instead of "[Errno 2] No such file or directory: 'x'"."""
+    if e.filename is not None and e.strerror:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        return f"{where}: {e.strerror}"
+    return str(e.strerror or e)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
+
+
+def _on_sigterm():
+    """Turn SIGTERM into ``Terminated`` while a command runs (main thread only); return the old handler."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave signals alone
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

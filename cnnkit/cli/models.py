@@ -9,7 +9,8 @@ from .. import models
 from ..errors import UsageError
 from ..explain.summary import summary
 from ..io.checkpoint import load_checkpoint
-from .targets import is_onnx, load_target
+from .preflight import check_step_memory
+from .targets import is_onnx, load_target, parse_shape
 
 __all__ = ["add_commands", "summary_command", "models_command"]
 
@@ -28,6 +29,8 @@ def add_commands(sub) -> None:
 
 def summary_command(args) -> int:
     target = args.target
+    if Path(target).is_dir():
+        raise UsageError(f"{target} is a folder; pass a checkpoint file in it (e.g. {Path(target) / 'last.safetensors'})")
     if is_onnx(target):
         loaded = load_target(target, args.input_shape)
         model, shape = loaded.model, loaded.input_shape
@@ -41,10 +44,8 @@ def summary_command(args) -> int:
         model = models.get_model(target)
         shape = models.default_input_shape(target)
     if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise UsageError(f"--input-shape expects C,H,W, got {args.input_shape!r}") from None
+        shape = parse_shape(args.input_shape)
+        check_step_memory(model, shape, 1, train=False, name=f"a forward pass of {target}", batch_option=None)
     summary(model, shape, show_arithmetic=args.arithmetic)
     return 0
 

@@ -33,7 +33,7 @@ from ..train.datasets import folder_data
 from ..train.recipes import finetune
 from ..viz.plots import save_figure
 from ..viz.surgery_plots import plot_prune_sweep, plot_score_map
-from .main import fraction, non_negative_int, positive_int
+from .main import fraction, non_negative_int, positive_float, positive_int
 from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing
 
 __all__ = ["add_commands", "fcn_command", "prune_command"]
@@ -47,7 +47,7 @@ def add_commands(sub) -> None:
     f.add_argument("--mnist-digits", type=positive_int, default=None, metavar="N",
                    help="instead of IMAGE, put N random MNIST test digits side by side (28 x 28N)")
     f.add_argument("--indices", default=None, help="with --mnist-digits: comma-separated test indices")
-    f.add_argument("--seed", type=int, default=0, help="picks the MNIST digits (default 0)")
+    f.add_argument("--seed", type=non_negative_int, default=0, help="picks the MNIST digits (default 0)")
     f.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
     f.add_argument("--height", type=positive_int, default=None,
                    help="scale IMAGE to this height (default: the model's input height for one-channel "
@@ -62,9 +62,9 @@ def add_commands(sub) -> None:
     p.add_argument("--layers", choices=["conv", "linear", "all"], default="conv",
                    help="whose channels to prune: conv layers (default), hidden Linear layers, or both")
     p.add_argument("--finetune-epochs", type=non_negative_int, default=1, metavar="E")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (one-cycle)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="fine-tuning peak learning rate (one-cycle)")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--limit", type=positive_int, default=None, help="fine-tune on the first N training images")
     p.add_argument("--eval-limit", type=positive_int, default=None, help="test on the first N test images")
     p.add_argument("--data-dir", default=None)

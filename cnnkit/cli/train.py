@@ -11,7 +11,9 @@ The banner says which images train, which pick the best epoch (validation) and w
 
 from __future__ import annotations
 
+import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,8 @@ import numpy as np
 from .. import config, models, nn, optim
 from ..config import no_grad
 from ..data import DATASETS, DataLoader, Subset
-from ..errors import DataError, ShapeError, UsageError
+from ..errors import CheckpointError, DataError, RunFolderError, ShapeError, UsageError
+from ..files import format_bytes
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
 from ..tensor import Tensor
 from ..train import (
@@ -39,9 +42,21 @@ from ..train import (
     recipe_for,
 )
 from ..train.datasets import Augmentation, TrainingData, folder_data, named_data
+from ..train.memory import available_memory, estimate_step_memory
+from ..train.recipes import replan_schedule
+from ..train.run_folder import (
+    RUN_FILES,
+    RunLock,
+    checkpoint_bytes,
+    holds_a_run,
+    preflight,
+    read_recipe,
+    write_recipe,
+)
 from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
 from ..viz.tensorboard import TensorBoard
-from .main import non_negative_int, positive_float, positive_int
+from .main import Terminated, non_negative_int, positive_float, positive_int
+from .preflight import check_step_memory
 
 __all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
 
@@ -75,7 +90,8 @@ def _freeze_arg(text: str) -> str | int:
 def add_commands(sub) -> None:
     """Add ``train`` to the ``cnnkit`` command."""
     t = sub.add_parser("train", help="train a zoo model on a named dataset or a folder of images")
-    t.add_argument("model", help="zoo model name (see `cnnkit models`)")
+    t.add_argument("model", nargs="?", default=None,
+                   help="zoo model name (see `cnnkit models`); with --resume, the run's own")
     t.add_argument("--dataset", default=None, help="mnist, fashion-mnist, kmnist or cifar10 (default mnist)")
     t.add_argument("--data", default=None, metavar="DIR",
                    help="a folder of images: DIR/train (+ val, test) or DIR/<class>/ (one subfolder per class)")
@@ -98,9 +114,13 @@ def add_commands(sub) -> None:
     t.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the recipe's)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None)
     t.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=None, help="random seed (default 0)")
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATASET)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly, with its stored recipe (RUN/recipe.json); "
+                        "--epochs N (more than done) extends it, re-planning the one-cycle schedule")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start a new run in --out even if it holds one (its checkpoints and log are replaced)")
     t.add_argument("--augment", action="store_true", default=None,
                    help="named datasets: shifts/rotations (crops/flips for cifar10); folders: "
                         "RandomResizedCrop + RandomHorizontalFlip")
@@ -196,27 +216,194 @@ OPTION_DEFAULTS = {
 }
 
 
+# The options that decide a run's result (argparse dest names): stored, resolved, in
+# RUN/recipe.json before the first epoch; `--resume` takes them from there. Paths are stored
+# absolute. The other options (--out, --workers, --cache, --tensorboard) change how the run
+# goes, not what it computes.
+RECIPE_KEYS = (
+    "model", "dataset", "data", "data_dir", "val_split", "task", "threshold", "positive_class", "image_size",
+    "in_channels", "resize", "epochs", "batch_size", "optimizer", "lr", "seed", "augment", "crop_scale",
+    "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit",
+)
+_PATH_KEYS = ("data", "data_dir", "weights")
+
+
+def _absolute(value):
+    return str(Path(value).expanduser().resolve()) if value is not None else None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def _flag(key: str) -> str:
+    return "MODEL" if key == "model" else "--" + key.replace("_", "-")
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _resume_command(out: Path) -> str:
+    return f"cnnkit train --out {shlex.quote(str(out))} --resume"
+
+
 def train_command(args) -> int:
+    explicit = {k: getattr(args, k) for k in RECIPE_KEYS if getattr(args, k) is not None}
+    for key in _PATH_KEYS:
+        if key in explicit:
+            explicit[key] = _absolute(explicit[key])
+    if "model" in explicit:
+        explicit["model"] = explicit["model"].lower()
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if args.out is None and (args.resume or args.model is None):
+        raise UsageError("--resume needs --out RUN, the run folder to continue" if args.resume
+                         else "give a MODEL (see `cnnkit models`), or --resume --out RUN to continue a run")
+    if args.model is not None and args.model.lower() not in models.list_models():
+        raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
+    dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
+    out = Path(args.out or f"runs/{args.model.lower()}-{dataset_label}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
+    if args.resume and not out.is_dir():
+        raise UsageError(f"--resume: there is no run folder {out}")
+    created = not out.exists()
+    try:
+        with RunLock(out, command=" ".join(["cnnkit", "train", *map(shlex.quote, sys.argv[2:])])) as lock:
+            if lock.note:
+                print(f"note: {lock.note}", file=sys.stderr, flush=True)
+            return _train(args, out, explicit)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty folder behind
+
+
+def _stored_run(out: Path, last: Path):
+    """(recipe, last checkpoint or None) of the run in ``out``, for --resume."""
+    ckpt = None
+    if last.exists():
+        try:
+            ckpt = load_checkpoint(last)
+        except CheckpointError as e:
+            raise CheckpointError(f"--resume: {e}") from None
+    recipe = read_recipe(out)
+    if recipe is None and ckpt is not None:  # a run from before recipe.json: what its checkpoint says
+        recipe = dict(ckpt.extra.get("recipe", {}))
+        recipe.setdefault("model", ckpt.model_name)
+        if str(ckpt.extra.get("dataset", "")).startswith("folder:"):
+            recipe.setdefault("data", ckpt.extra["dataset"][len("folder:"):])
+        elif ckpt.extra.get("dataset"):
+            recipe.setdefault("dataset", ckpt.extra["dataset"])
+    if not recipe:
+        present = holds_a_run(out)
+        raise UsageError(f"--resume: {out} holds no run to resume (no recipe.json or last.safetensors"
+                         f"{'; it has ' + ', '.join(present) if present else ''})")
+    _check_recipe_types(recipe, out)
+    if ckpt is not None and recipe.get("model") not in (None, ckpt.model_name):
+        raise CheckpointError(f"--resume: {last} holds model {ckpt.model_name!r}, but the run's recipe says "
+                              f"{recipe['model']!r}; the run folder was mixed up")
+    return recipe, ckpt
+
+
+# The JSON types of the stored options (None: not given); a recipe.json edited by hand or
+# damaged is refused by name instead of failing somewhere later.
+_RECIPE_TYPES = {
+    "model": str, "dataset": str, "data": str, "data_dir": str, "task": str, "positive_class": str,
+    "resize": str, "optimizer": str, "freeze": (str, int), "weights": str,
+    "epochs": int, "batch_size": int, "seed": int, "limit": int, "image_size": int, "in_channels": int,
+    "val_split": (int, float), "threshold": (int, float), "lr": (int, float), "crop_scale": (int, float),
+    "color_jitter": (int, float), "backbone_lr_scale": (int, float), "augment": bool,
+    "train_images": int, "val_images": int, "classes": list, "extended": list,
+}
+
+
+def _check_recipe_types(recipe: dict, out: Path) -> None:
+    for key, kind in _RECIPE_TYPES.items():
+        value = recipe.get(key)
+        bad = value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool))
+        if bad or (key in ("epochs", "batch_size") and value is not None and value < 1):
+            raise UsageError(f"{out / 'recipe.json'}: {key} is {value!r}, which no run stores; the file was edited "
+                             "or damaged (fix or delete it: the last checkpoint holds a copy of the recipe)")
+
+
+def _apply_recipe(args, recipe: dict, explicit: dict, done: int, out: Path) -> int | None:
+    """Set ``args`` to the stored recipe; refuse contradicting options; return new epochs if extended."""
+    conflicts = []
+    for key, given in explicit.items():
+        if key == "epochs" or key not in recipe:
+            continue
+        if not _same(given, recipe[key]):
+            conflicts.append(f"{_flag(key)} {_shown(given)} (the run has {_shown(recipe[key])})")
+    if conflicts:
+        raise UsageError(
+            f"--resume continues the run in {out} exactly as it was started, but {'; '.join(conflicts)}. "
+            f"Drop {'that option' if len(conflicts) == 1 else 'those options'} to continue it, or start a new "
+            "run with another --out (or --overwrite)"
+        )
+    for key in RECIPE_KEYS:
+        if key in recipe:
+            setattr(args, key, recipe[key])
+    planned = int(recipe.get("epochs") or 0)
+    wanted = explicit.get("epochs")
+    if wanted is not None and wanted != planned:
+        if wanted <= done:
+            raise UsageError(f"--epochs {wanted}: the run in {out} has already trained {done} epochs; "
+                             f"give more than {done} to train it longer")
+        args.epochs = wanted
+        return wanted
+    if planned and done >= planned:
+        raise UsageError(
+            f"the run in {out} has finished its {planned} epochs: nothing to resume. To train it longer, add "
+            f"--epochs N with N > {planned} (the one-cycle schedule is re-planned over N epochs); to look at it: "
+            f"cnnkit evaluate {shlex.quote(str(out / 'best.safetensors'))}"
+        )
+    return None
+
+
+def _train(args, out: Path, explicit: dict) -> int:
+    last = out / "last.safetensors"
+    ckpt, recipe, extended = None, None, None
+    done = 0
+    if args.resume:
+        recipe, ckpt = _stored_run(out, last)
+        done = int(ckpt.meta["epoch"]) + 1 if ckpt is not None else 0
+        extended = _apply_recipe(args, recipe, explicit, done, out)
+    else:
+        present = holds_a_run(out)
+        if present and not args.overwrite:
+            raise UsageError(
+                f"{out} already holds a run ({', '.join(present)}): continue it with `{_resume_command(out)}`, "
+                "choose another --out, or add --overwrite to replace it"
+            )
+        for key in _PATH_KEYS:
+            if getattr(args, key) is not None:
+                setattr(args, key, _absolute(getattr(args, key)))
+    if args.seed is None:
+        args.seed = 0
     for key, value in OPTION_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.model.lower() not in models.list_models():
-        raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
     args.model = args.model.lower()
     entry = models.zoo_entry(args.model)
     if args.weights is None and (args.freeze != "none" or args.backbone_lr_scale != 1.0):
         raise UsageError("--freeze and --backbone-lr-scale need --weights (a trained backbone)")
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
-    recipe = recipe_for(args.model, dataset_label)
-    epochs = args.epochs or recipe.epochs
-    batch_size = args.batch_size or recipe.batch_size
-    opt_name = args.optimizer or recipe.optimizer
-    lr = args.lr or default_lr(opt_name, recipe)
-    out = Path(args.out or f"runs/{args.model}-{dataset_label}")
-    last = out / "last.safetensors"
-    if args.resume and not last.exists():
-        raise UsageError(f"--resume: no checkpoint to resume at {last}")
+    defaults = recipe_for(args.model, dataset_label)
+    epochs = args.epochs or defaults.epochs
+    batch_size = args.batch_size or defaults.batch_size
+    opt_name = args.optimizer or defaults.optimizer
+    lr = args.lr or default_lr(opt_name, defaults)
 
     config.manual_seed(args.seed)
     data = _load_data(args, workers)
@@ -232,6 +419,10 @@ def train_command(args) -> int:
     if args.limit:
         data.train = _limited(data.train, args.limit)
         data.lines.append(f"--limit {args.limit}: training on the first {len(data.train):,} of the training images")
+    facts = {"classes": list(data.classes), "train_images": len(data.train),
+             "val_images": len(data.val) if data.val is not None else 0}
+    if recipe is not None:
+        _check_same_data(recipe, facts, out)
     C = data.spec.channels
     model_config = {"num_classes": task.outputs(K)}
     if C != entry.input_shape[0]:
@@ -241,41 +432,62 @@ def train_command(args) -> int:
     transfer_line = None
     frozen_bn: list = []
     if args.weights:
-        report = init_backbone(model, args.model, args.weights)
+        if ckpt is None:  # resumed: the checkpoint holds the weights; only the freezing is redone
+            report = init_backbone(model, args.model, args.weights)
         frozen_bn, froze = freeze(model, args.model, args.freeze)
-        transfer_line = f"weights: {report.describe()}; {froze}"
+        transfer_line = (f"weights: {report.describe()}; {froze}" if ckpt is None
+                         else f"weights: from {last} (first from {args.weights}); {froze}")
         if args.backbone_lr_scale != 1.0:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
+    slots = 2 if opt_name in ("adam", "adamw") else 1
+    # pre-flight: the run folder (writable, room for last + best + a save's temporary) and the memory
+    preflight(out, checkpoint_bytes(model, slots))
+    check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
+                      name=f"training {args.model}", optimizer_slots=slots)
+    eval_batch = _eval_batch(model, data.spec.input_shape)
     loader_rng = np.random.default_rng(args.seed + 1)
     train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=loader_rng,
                               num_workers=workers if args.data else 0)
     eval_workers = workers if args.data else 0
-    val_loader = DataLoader(data.val, batch_size=500, num_workers=eval_workers) if data.val is not None else None
-    test_loader = DataLoader(data.test, batch_size=500, num_workers=eval_workers) if data.test is not None else None
+    val_loader = (DataLoader(data.val, batch_size=eval_batch, num_workers=eval_workers)
+                  if data.val is not None else None)
+    test_loader = (DataLoader(data.test, batch_size=eval_batch, num_workers=eval_workers)
+                   if data.test is not None else None)
     groups = param_groups(model, args.model, lr, args.backbone_lr_scale)
-    opt = make_optimizer(opt_name, groups, recipe, lr)
+    opt = make_optimizer(opt_name, groups, defaults, lr)
     scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], epochs=epochs,
                                               steps_per_epoch=len(train_loader))
     generators = {"loader": loader_rng, "default": config.default_generator()}
     run = TrainingRun(model, opt, scheduler)
     initial_epoch = 0
-    if args.resume:
-        ckpt = load_checkpoint(last)
-        if ckpt.model_name != args.model:
-            raise UsageError(f"--resume: {last} holds model {ckpt.model_name!r}, not {args.model!r}")
+    if ckpt is not None:
         model.load_state_dict(ckpt.model_state)
         opt.load_state_dict(ckpt.optimizer_state())
-        scheduler.load_state_dict(ckpt.meta["scheduler"]["state"])
+        saved = ckpt.meta["scheduler"]["state"]
+        if extended is not None or saved.get("total_steps") != scheduler.total_steps:
+            replan_schedule(scheduler, saved)
+        else:
+            scheduler.load_state_dict(saved)
         restore_rng(ckpt.meta.get("rng_states", {}), generators)
         run.history = History.from_dict(ckpt.meta.get("history", {}))
-        initial_epoch = int(ckpt.meta["epoch"]) + 1
-        print(f"resuming {last} after epoch {initial_epoch}")
+        initial_epoch = done
+    stored = {key: getattr(args, key) for key in RECIPE_KEYS}
+    stored.update({"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr,
+                   "dataset": None if args.data else (args.dataset or "mnist"), **facts})
+    if recipe is not None:
+        stored["extended"] = list(recipe.get("extended", []))
+    if extended is not None:
+        stored["extended"].append({"after_epoch": done, "epochs": [int(recipe.get("epochs") or 0), extended]})
+    if args.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    write_recipe(out, stored)
     extra = {
         "dataset": args.dataset or "mnist" if not args.data else f"folder:{data.source['path']}",
         "source": data.source,
         "input_shape": list(data.spec.input_shape), "mean": list(data.spec.mean), "std": list(data.spec.std),
         "classes": list(data.classes), "task": task.to_dict(), "preprocessing": data.spec.to_dict(),
-        "recipe": {"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr, "seed": args.seed},
+        "recipe": stored,
     }
     if args.weights:
         extra["weights"] = {"source": str(args.weights), "freeze": args.freeze,
@@ -283,33 +495,81 @@ def train_command(args) -> int:
     common = dict(model_name=args.model, model_config=model_config, extra=extra,
                   rng_states=lambda: capture_rng(generators))
     best = out / "best.safetensors"
-    callbacks = [ModelCheckpoint(last, **common)]
-    if val_loader is not None:
+    callbacks = []
+    if val_loader is not None:  # best before last: a kill between the two saves then loses nothing
         callbacks.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
                                          save_on_interrupt=False, **common))
-    callbacks += [CSVLogger(out / "log.csv", append=args.resume), NaNGuard()]
+    callbacks += [ModelCheckpoint(last, **common), CSVLogger(out / "log.csv", append=ckpt is not None), NaNGuard()]
     if frozen_bn:
         callbacks.append(FrozenBatchNorm(frozen_bn))
     if args.tensorboard:
         callbacks.append(TensorBoard(out / "tensorboard"))
+    if ckpt is not None:
+        what = f"resuming {last} after epoch {done}"
+        if extended is not None:
+            what += (f"; extended from {int(recipe.get('epochs') or 0)} to {extended} epochs: the one-cycle "
+                     f"schedule is re-planned over {extended} epochs from step {scheduler.last_epoch}")
+        print(what, flush=True)
+    elif args.resume:
+        print(f"resuming the run in {out}: no epoch had finished, so it starts from the first", flush=True)
     positive = f", positive class {data.classes[1]!r} (label 1), threshold {task.threshold:g}" if kind == "binary" else ""
     print(f"training {args.model} on {data.source.get('path', data.source.get('name'))}: {epochs} epochs, "
           f"batch {batch_size}, {opt_name} lr {lr:g} (one-cycle), seed {args.seed}; task {kind}"
           f"{positive}; run folder {out}", flush=True)
     for line in data.lines + ([transfer_line] if transfer_line else []) + data.notes:
         print(f"  {line}", flush=True)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time() - 1.0  # (file times may be coarse)
     try:
         fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=scheduler, val_loader=val_loader,
             callbacks=callbacks, initial_epoch=initial_epoch, run=run, monitor="val_loss", task=task)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: weights saved to {out / 'interrupted.safetensors'}; "
-              f"`cnnkit train {args.model} --out {out} --resume` continues from {last}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        interrupted = out / "interrupted.safetensors"
+        saved = interrupted.exists() and interrupted.stat().st_mtime >= started_at
+        weights = (f"weights saved to {interrupted}" if saved else
+                   "the weights of the interrupted epoch were not saved (interrupted again during the save)")
+        saved_at = (f"the last finished epoch is in {last}" if last.exists()
+                    else "no epoch had finished, so the run starts again from its first")
+        print(f"\ninterrupted: {weights}; {saved_at}; `{_resume_command(out)}` continues the run", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except OSError as e:
+        if isinstance(e, RunFolderError) or e.filename is None:
+            raise
+        where = f"the last finished epoch is safe in {last}" if last.exists() else "no epoch had finished"
+        raise RunFolderError(f"{e.filename}: {e.strerror}; {where}: `{_resume_command(out)}` continues the run "
+                             "once that is fixed") from None
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
     _final_report(model, task, val_loader, test_loader, best, last)
     return 0
+
+
+def _check_same_data(recipe: dict, facts: dict, out: Path) -> None:
+    """Refuse to resume on data that is not the data the run started with."""
+    changed = [f"{key.replace('_', ' ')}: {recipe[key]!r} then, {facts[key]!r} now"
+               for key in ("classes", "train_images", "val_images") if key in recipe and recipe[key] != facts[key]]
+    if changed:
+        raise UsageError(f"--resume: the data of the run in {out} changed since it started ({'; '.join(changed)}); "
+                         "resuming would not continue the same run. Start a new one with another --out "
+                         "(or --overwrite)")
+
+
+def _eval_batch(model, input_shape, wanted: int = 500) -> int:
+    """The validation/test batch: ``wanted`` images, or fewer when that many do not fit in memory.
+
+    Evaluation runs in eval mode without the graph, image by image, so its batch size does
+    not change any result, only the memory.
+    """
+    available = available_memory()
+    if available is None:
+        return wanted
+    estimate = estimate_step_memory(model, input_shape, wanted, train=False)
+    if estimate.total <= 0.5 * available:
+        return wanted
+    fits = estimate.largest_batch(int(0.5 * available))
+    if fits < 1:
+        raise UsageError(f"evaluating {input_shape} images needs {format_bytes(estimate.per_sample)} per image; "
+                         f"{format_bytes(available)} is available")
+    return min(wanted, fits)
 
 
 def _limited(dataset, limit: int):

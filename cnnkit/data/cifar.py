@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CIFARError
+from ..files import open_regular, read_exactly
 from .dataset import ArrayDataset
 from .download import data_root, fetch
 
@@ -25,6 +26,7 @@ __all__ = ["CIFAR10", "CIFARError", "read_cifar_batch"]
 
 _RECORD = 1 + 3 * 32 * 32
 _MEMBER_DIR = "cifar-10-batches-bin"
+_MAX_BATCH_BYTES = 10_000 * _RECORD  # each of the six batch files holds 10,000 records
 
 
 def read_cifar_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +113,15 @@ class CIFAR10(ArrayDataset):
 
 
 def _read_file(path: Path) -> bytes:
+    """A batch file's bytes: a regular file of at most 10,000 records (checked before reading)."""
     try:
-        return path.read_bytes()
-    except OSError as e:
-        raise CIFARError(f"{path}: cannot read ({e})") from None
+        f, size = open_regular(path, "CIFAR-10 batch file")
+        with f:
+            if size > _MAX_BATCH_BYTES:
+                raise CIFARError(f"{path}: {size} bytes is more than a CIFAR-10 batch holds ({_MAX_BATCH_BYTES})")
+            return bytes(read_exactly(f, size, path, "CIFAR-10 batch file"))
+    except (OSError, EOFError) as e:
+        raise CIFARError(f"{path}: cannot read ({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
 
 
 def _read_archive(path: Path, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -130,6 +137,9 @@ def _read_archive(path: Path, names: list[str]) -> list[tuple[np.ndarray, np.nda
                     raise CIFARError(f"{path}: archive has no member {member_name}") from None
                 if not member.isfile():
                     raise CIFARError(f"{path}: {member_name} is not a regular file")
+                if member.size > _MAX_BATCH_BYTES:
+                    raise CIFARError(f"{path}: {member_name} is {member.size} bytes, more than a CIFAR-10 batch "
+                                     f"holds ({_MAX_BATCH_BYTES})")
                 raw = tar.extractfile(member).read()
                 parts.append(read_cifar_batch(raw, f"{path}:{member_name}"))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:

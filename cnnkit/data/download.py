@@ -96,6 +96,8 @@ def download(
     """
     dest = Path(dest)
     expected = _expected_digest(sha256, md5)
+    if dest.exists() and not dest.is_file():
+        raise DownloadError(f"cannot download {url} to {dest}: it exists and is not a regular file")
     if dest.exists():
         if expected is None:
             return dest

@@ -10,7 +10,7 @@ Class names are the subfolder names sorted, and label k is ``classes[k]``.
 reports what it found: the images per class, files that are not images (skipped, counted),
 files with an image name that Pillow cannot read (skipped, counted, named), and refuses a
 folder without class folders, a class folder without images, or (for training) one class.
-``open_image`` decodes one file, turned upright by its EXIF orientation.
+``open_image`` and ``load_image`` (from ``cnnkit.data.image``, the one decoder) decode one file.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
+from .image import load_image, open_image, read_header
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageFolder", "load_image", "open_image", "scan_folder", "FolderScan",
@@ -32,80 +33,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-# EXIF orientations 5-8 turn the picture by 90 degrees: width and height swap.
-_EXIF_ORIENTATION = 0x0112
-
-# Pillow modes of single-channel files (1-bit, 8-bit, with alpha, 32-bit int, 16-bit, float).
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int] | None = None):
-    """Decode an image file into a PIL image of ``mode``, upright by its EXIF orientation.
-
-    Args:
-        path: the image file.
-        mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"``: ``"L"`` for a grayscale file,
-            ``"RGB"`` for anything else.
-        draft: ``(h, w)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale while it stays at
-            least this big (libjpeg's DCT scaling; much faster for large photos).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DataError (a ValueError): naming the file when Pillow cannot read it.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError  # Pillow loads only when images are read
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as image:
-            if mode == "auto":
-                mode = "L" if image.mode in _GRAY_MODES else "RGB"
-            if draft is not None and image.format == "JPEG":
-                h, w = draft
-                if _exif_orientation(image) in (5, 6, 7, 8):
-                    h, w = w, h
-                image.draft(mode, (w, h))
-            image = ImageOps.exif_transpose(image)
-            return image.convert(mode)
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read as an image ({e})") from None
-
-
-def load_image(
-    path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None
-) -> np.ndarray:
-    """Read an image file as a uint8 array, converted to ``mode``, upright, and resized.
-
-    Args:
-        path: the image file.
-        mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"``: ``"L"`` for a grayscale
-            file, ``"RGB"`` for anything else.
-        size: ``(h, w)`` or an int for a square; resized bilinearly by Pillow. None keeps it.
-
-    Returns:
-        uint8 (H, W) for ``"L"``, (H, W, 3) for ``"RGB"``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DataError (a ValueError): naming the file when Pillow cannot read it.
-    """
-    from PIL import Image
-
-    image = open_image(path, mode)
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-        image = image.resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _exif_orientation(image) -> int:
-    try:
-        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # a malformed EXIF block: treat the picture as upright
-        return 1
-
 
 @dataclass
 class FolderScan:
@@ -162,17 +89,17 @@ def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _header(path: Path) -> tuple[tuple[int, int], bool]:
-    """((h, w) upright, single-channel?) from the file's header; ValueError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """((h, w) upright, single-channel?) from the file's header; ValueError if unusable.
 
+    The checks of the one image decoder apply (``cnnkit.data.image``): regular files only
+    (a FIFO is skipped, not waited on), decompression bombs and images below the minimum
+    size are reported as unreadable, with the reason.
+    """
     try:
-        with Image.open(path) as image:
-            w, h = image.size
-            if _exif_orientation(image) in (5, 6, 7, 8):
-                w, h = h, w
-            return (h, w), image.mode in _GRAY_MODES
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise ValueError(str(e) or type(e).__name__) from None
+        header = read_header(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(str(e).removeprefix(f"{path}: ") or type(e).__name__) from None
+    return header.size, header.grayscale
 
 
 def _header_is_gray(path: Path) -> bool:

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from ..config import accepts_rng
 from ..errors import DataError
-from .folder import load_image
+from .image import MIN_IMAGE_SIDE, load_image
 from .mnist import load_mnist
 
 __all__ = ["prepare_image", "load_strip", "compose_mnist_strip"]
@@ -33,14 +34,16 @@ def prepare_image(path: str | os.PathLike, input_shape: tuple[int, int, int], in
     from PIL import Image  # Pillow loads only when an image is prepared
 
     C, H, W = input_shape
+    # a picture of fewer than 1/8 of the model's input side has too little in it to be upscaled
+    min_side = max(MIN_IMAGE_SIDE, math.ceil(min(H, W) / 8))
     if C == 3:
-        return load_image(path, "RGB", (H, W)).astype(np.float32).transpose(2, 0, 1) / 255.0  # (3, H, W)
-    arr = load_image(path, "L").astype(np.float32) / 255.0
+        return load_image(path, "RGB", (H, W), min_side=min_side).astype(np.float32).transpose(2, 0, 1) / 255.0
+    arr = load_image(path, "L", min_side=min_side).astype(np.float32) / 255.0
     if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
         arr = 1.0 - arr
     ink = arr > 0.1 * arr.max() if arr.max() > 0 else np.zeros_like(arr, bool)
-    if not ink.any():
-        return np.zeros((1, H, W), np.float32)
+    if not ink.any():  # a blank page would be "classified" anyway: say so instead
+        raise DataError(f"{path}: the image is blank (one flat colour): there is no digit to recognise")
     rows, cols = np.where(ink.any(axis=1))[0], np.where(ink.any(axis=0))[0]
     crop = arr[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = round(20 * H / 28)
@@ -66,6 +69,9 @@ def compose_mnist_strip(
     """Put MNIST test digits side by side: image (1, 28, 28*n) in [0, 1] and their labels (n,)."""
     images, labels = load_mnist("test")
     if indices is None:
+        if not 1 <= n <= len(images):
+            raise ValueError(f"asked for {n} MNIST test digits; the test split has {len(images):,} (1 to "
+                             f"{len(images):,} can be put side by side)")
         indices = generator.choice(len(images), size=n, replace=False)
     indices = np.asarray(indices)
     if indices.min() < 0 or indices.max() >= len(images):

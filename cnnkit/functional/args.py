@@ -19,6 +19,8 @@ from ..errors import ShapeError
 
 __all__ = [
     "pair",
+    "size_arg",
+    "window_args",
     "conv_padding",
     "same_padding",
     "pad_widths",
@@ -48,6 +50,49 @@ def pair(value, name: str, where: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(_is_int(v) for v in value):
         return int(value[0]), int(value[-1])
     raise ShapeError(f"{where} expects {name} as an int or a pair of ints, got {value!r}")
+
+
+def size_arg(value, name: str, where: str, minimum: int = 1) -> int:
+    """Check a size argument of a layer (channels, features): an int >= ``minimum``.
+
+    Raises:
+        TypeError: not an int (a float, a bool, a string), as PyTorch.
+        ShapeError: smaller than ``minimum``; the message names the layer and the argument.
+    """
+    if not _is_int(value):
+        raise TypeError(f"{where} expects {name} to be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ShapeError(f"{where} expects {name} >= {minimum}, got {value}")
+    return int(value)
+
+
+def window_args(
+    where: str, kernel_size, stride=None, padding=0, dilation=1, *, pool: bool = False,
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Check a sliding window's arguments when a layer is built: (kernel, stride, padding, dilation).
+
+    Kernel, stride and dilation must be > 0 and padding >= 0; for pooling (``pool``) the
+    padding may be at most half the (dilated) kernel, PyTorch's rule. ``stride=None`` means
+    the kernel size (pooling's default). String paddings ("same", "valid") are checked by
+    ``conv_padding``.
+
+    Raises:
+        ShapeError: naming the layer, the argument and the value.
+    """
+    kernel = pair(kernel_size, "kernel_size", where)
+    strides = kernel if stride is None else pair(stride, "stride", where)
+    dilations = pair(dilation, "dilation", where)
+    for name, value in (("kernel_size", kernel), ("stride", strides), ("dilation", dilations)):
+        if min(value) < 1:  # the wording of the ops' own checks (F.conv2d, F.max_pool2d)
+            raise ShapeError(f"{where} expects {name} > 0, got {value}")
+    pads = (0, 0) if isinstance(padding, str) else pair(padding, "padding", where)
+    if min(pads) < 0:
+        raise ShapeError(f"{where} expects padding >= 0, got {pads}")
+    if pool and any(2 * p > d * (k - 1) + 1 for p, k, d in zip(pads, kernel, dilations)):
+        raise ShapeError(
+            f"{where} expects padding at most half the kernel size, got padding {pads} for kernel_size {kernel}"
+        )
+    return kernel, strides, pads, dilations
 
 
 def same_padding(kernel: Sequence[int], dilation: Sequence[int] = (1, 1)) -> tuple[int, int, int, int]:

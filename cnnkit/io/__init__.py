@@ -4,7 +4,9 @@
     model = cnnkit.load("lenet5.safetensors")       # rebuilds the zoo model, pruned or not
 
 ``checkpoint.py``: the checkpoint format, ``save`` (model and training state),
-``load_checkpoint`` (read and verify a file), ``load`` (rebuild the model it names).
+``load_checkpoint`` (read and verify a file: header, SHA-256 digest, finite weights),
+``load`` (rebuild the model it names). ``safetensors.py``: the file format itself, read
+with every field checked before any data is read, and written atomically.
 ``pth.py``: the safe reader of PyTorch files (``read_pth``, ``load_pth``): opcodes walked,
 never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetensors, timm,
 Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
@@ -27,6 +29,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .pth import load_pth, read_pth
+from .safetensors import read_safetensors, write_safetensors
 from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "restore_rng",
     "save",
     "save_checkpoint",
+    "read_safetensors",
+    "write_safetensors",
     "read_pth",
     "load_pth",
     "load_weights",

@@ -1,28 +1,30 @@
-"""Checkpoints: one safetensors file per checkpoint, written atomically, never pickled.
+"""Checkpoints: one safetensors file per checkpoint, written atomically, verified on load, never pickled.
 
 Layout of a checkpoint file (safetensors: a JSON header, then raw little-endian arrays):
 
 - tensors ``model/<state_dict key>``: the model's parameters and buffers (PyTorch's keys);
 - tensors ``optimizer/<param index>/<slot>``: array-valued optimizer state
   (momentum buffers, Adam moments);
-- metadata ``format`` = ``cnnkit-checkpoint``, ``version``, and ``cnnkit``: a JSON document
-  with the model's zoo name and constructor config, the optimizer's class, param
+- metadata ``format`` = ``cnnkit-checkpoint``, ``version``, ``sha256`` and ``cnnkit``: a JSON
+  document with the model's zoo name and constructor config, the optimizer's class, param
   groups and scalar state, the scheduler's state, the epoch, RNG states, metrics and
-  training history.
+  training history. ``sha256`` (format version 2) is the digest of every tensor (name,
+  dtype, shape, bytes) and of the ``cnnkit`` document (``io.safetensors.content_digest``).
 
-``save`` writes to a temporary file in the same folder, fsyncs it and renames it over
-the target, so a crash or a kill during a save leaves the previous checkpoint intact.
-``load_checkpoint`` reads a file and refuses truncated, corrupt and foreign files with a
-message naming the file and what is wrong; ``load`` rebuilds the zoo model it names, pruned
-or not (the weights' shapes give the channel counts), and loads its weights.
+``save`` writes to a temporary file in the same folder, fsyncs it and renames it
+over the target (``cnnkit.files.atomic_write``), so a crash, a kill or a full disk during a
+save leaves the previous checkpoint intact. ``load_checkpoint`` opens regular files only,
+checks the header against the data before reading it (``io.safetensors``), verifies the
+digest (a flipped bit is reported as corruption) and refuses non-finite weights, naming
+the tensor; truncated, corrupt and foreign files are refused with a message naming the
+file and what is wrong. ``load`` rebuilds the zoo model it names, pruned or not (the
+weights' shapes give the channel counts), and loads its weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +34,18 @@ import numpy as np
 
 from .. import models, nn
 from ..errors import CheckpointError
+from ..files import atomic_write_bytes
 from ..nn.resize import set_array, sync_sizes
+from .safetensors import content_digest, parse_json, read_safetensors, write_safetensors
 
 __all__ = [
-    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "load_checkpoint", "load", "atomic_write_bytes",
+    "CheckpointError", "Checkpoint", "save", "save_checkpoint", "save_state_dict", "load_checkpoint", "load",
+    "atomic_write_bytes",
     "capture_rng", "restore_rng", "resize_to_state",
 ]
 
 FORMAT = "cnnkit-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the sha256 digest of the contents (version 1 files load, unverified)
 
 
 @dataclass
@@ -87,10 +92,21 @@ class Checkpoint:
                 f"{where}: the checkpoint does not name a zoo model; build the model yourself and "
                 "call model.load_state_dict(load_checkpoint(path).model_state)"
             )
+        # A size in the config that no weight has (num_classes=10**9) would build a huge model
+        # before the shapes are compared: refuse it first.
+        largest = max((d for a in self.model_state.values() for d in np.shape(a)), default=0)
+        for key in ("num_classes", "in_channels"):
+            value = self.model_config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > max(largest, 1):
+                raise CheckpointError(f"{where}: model config {key}={value} does not match its weights (no tensor "
+                                      f"has a dimension that large; the largest is {largest})")
         try:
             model = models.get_model(name, **self.model_config)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{where}: cannot rebuild model {name!r}: {e}") from None
+        except MemoryError:
+            raise CheckpointError(f"{where}: model config {self.model_config} asks for a model too large to "
+                                  "build in memory") from None
         resize_to_state(model, self.model_state)
         try:
             model.load_state_dict(self.model_state)
@@ -111,30 +127,6 @@ class Checkpoint:
             index, slot = key.split("/", 1)
             state.setdefault(int(index), {})[slot] = array
         return {"state": state, "param_groups": opt["param_groups"]}
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _jsonable(value: Any) -> Any:
@@ -188,8 +180,6 @@ def save(
         warnings.warn("cnnkit.save(path, model) is deprecated: use cnnkit.save(model, path), as torch.save",
                       DeprecationWarning, stacklevel=2)
         model, path = path, model
-    from safetensors.numpy import save as st_save  # safetensors loads only when a file is written
-
     tensors: dict[str, np.ndarray] = {}
     for key, value in model.state_dict().items():
         tensors[f"model/{key}"] = np.asarray(getattr(value, "data", value), order="C")  # keeps 0-d
@@ -223,9 +213,31 @@ def save(
         }
     if scheduler is not None:
         meta["scheduler"] = {"class": type(scheduler).__name__, "state": _jsonable(scheduler.state_dict())}
-    metadata = {"format": FORMAT, "version": str(VERSION), "cnnkit": json.dumps(_jsonable(meta))}
-    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
-    return Path(path)
+    return _write(path, tensors, meta)
+
+
+def save_state_dict(path: str | os.PathLike, state_dict, *, model_name: str,
+                    model_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write a model-only checkpoint from a state dict (arrays with the model's keys), atomically.
+
+    What ``cnnkit import`` writes for converted weights: ``cnnkit.load`` rebuilds the zoo
+    model ``model_name`` with ``model_config`` from it, and it carries the same SHA-256 as
+    every checkpoint.
+    """
+    tensors = {f"model/{k}": np.asarray(getattr(v, "data", v)) for k, v in state_dict.items()}
+    meta = {"model": {"name": model_name, "config": dict(model_config or {}), "class": None}, "epoch": None,
+            "metrics": {}, "history": {}, "rng_states": {}, "extra": dict(extra or {})}
+    return _write(path, tensors, meta)
+
+
+def _write(path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    text = json.dumps(_jsonable(meta))
+    metadata = {"format": FORMAT, "version": str(VERSION), "cnnkit": text}
+    return write_safetensors(path, tensors, metadata, digest_key="sha256", digest_text=_digest_text(VERSION, text))
+
+
+def _digest_text(version: int, text: str) -> str:
+    return f"{FORMAT}\0{version}\0{text}"
 
 
 def save_checkpoint(path: str | os.PathLike, model, **kwargs) -> Path:
@@ -235,63 +247,91 @@ def save_checkpoint(path: str | os.PathLike, model, **kwargs) -> Path:
     return save(model, path, **kwargs)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file, checking that it is complete and is cnnkit's.
+def load_checkpoint(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Checkpoint:
+    """Read a checkpoint file, checking that it is complete, intact and cnnkit's.
+
+    Args:
+        allow_nonfinite: accept weights holding NaN or Inf (to look at a diverged run);
+            by default they are refused, naming the tensor.
 
     Raises:
-        CheckpointError: the file is missing, truncated, corrupt, or not a cnnkit checkpoint.
+        CheckpointError: the file is missing, not a regular file, truncated, corrupt (its
+            contents do not match their SHA-256), not a cnnkit checkpoint, or holds
+            non-finite weights.
     """
-    from safetensors import SafetensorError  # safetensors loads only when a file is read
-    from safetensors.numpy import load as st_load
-
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
-    if len(raw) < 8:
-        raise CheckpointError(f"{path}: not a cnnkit checkpoint (only {len(raw)} bytes)")
-    (header_len,) = struct.unpack("<Q", raw[:8])
-    if header_len > len(raw) - 8:
-        if raw[:2] == b"PK" or raw[:1] == b"\x80":
-            raise CheckpointError(
-                f"{path}: not a cnnkit checkpoint (looks like a zip or pickle file, e.g. a PyTorch "
-                ".pt file; cnnkit never unpickles files)"
-            )
-        raise CheckpointError(
-            f"{path}: not a cnnkit checkpoint or truncated (header claims {header_len} bytes, "
-            f"file has {len(raw)})"
-        )
-    try:
-        header = json.loads(raw[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: not a cnnkit checkpoint (its header is not JSON)") from None
-    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    st = read_safetensors(path, "checkpoint file")
+    metadata = st.metadata
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: a safetensors file, but not a cnnkit checkpoint (no '{FORMAT}' metadata)"
         )
-    if int(metadata.get("version", "0")) > VERSION:
+    version_text = metadata.get("version", "0")
+    if not version_text.isdigit():
+        raise CheckpointError(f"{path}: corrupt checkpoint (format version {version_text!r})")
+    version = int(version_text)
+    if version > VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {metadata.get('version')} is newer than this "
-            f"cnnkit reads ({VERSION}); upgrade cnnkit"
+            f"{path}: checkpoint format version {version} is newer than this cnnkit reads ({VERSION}); "
+            "upgrade cnnkit"
         )
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end != len(raw):
-        raise CheckpointError(
-            f"{path}: truncated or corrupt checkpoint (expected {8 + header_len + end} bytes, "
-            f"found {len(raw)})"
-        )
-    try:
-        arrays = st_load(raw)
-        meta = json.loads(metadata["cnnkit"])
-    except (SafetensorError, KeyError, json.JSONDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
+    if "cnnkit" not in metadata:
+        raise CheckpointError(f"{path}: corrupt checkpoint (no 'cnnkit' metadata)")
+    if version >= 2:
+        view = memoryview(st.data)
+        items = [(e.name, e.dtype, e.shape, view[e.begin:e.end]) for e in st.entries]
+        if content_digest(items, _digest_text(version, metadata["cnnkit"])) != metadata.get("sha256"):
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint: its contents do not match the SHA-256 stored in it (a changed "
+                "bit, dtype or shape); use another copy (e.g. best.safetensors or the previous run)"
+            )
+    meta = parse_json(metadata["cnnkit"], str(path), "its cnnkit metadata")
+    _check_meta(meta, path)
+    arrays = st.tensors
+    if not allow_nonfinite:
+        _check_finite(arrays, path)
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optimizer_arrays = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    for key in optimizer_arrays:
+        index, _, slot = key.partition("/")
+        if not index.isdigit() or not slot:
+            raise CheckpointError(f"{path}: corrupt checkpoint (optimizer tensor {key!r})")
     return Checkpoint(model_state, meta, optimizer_arrays, path)
+
+
+# The metadata fields readers use, and the JSON type each must have.
+_META_TYPES = {"model": dict, "history": dict, "rng_states": dict, "extra": dict, "metrics": dict,
+               "optimizer": dict, "scheduler": dict}
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its cnnkit metadata is not an object)")
+    for key, kind in _META_TYPES.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{path}: corrupt checkpoint (metadata field {key!r} is a "
+                                  f"{type(meta[key]).__name__}, expected an object)")
+    model = meta.get("model") or {}
+    if model.get("name") is not None and not isinstance(model["name"], str):
+        raise CheckpointError(f"{path}: corrupt checkpoint (model name {model['name']!r})")
+    if model.get("config") is not None and not isinstance(model["config"], dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint (model config {model['config']!r})")
+    epoch = meta.get("epoch")
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)):
+        raise CheckpointError(f"{path}: corrupt checkpoint (epoch {epoch!r})")
+
+
+def _check_finite(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse NaN or Inf in any floating-point tensor, naming the first one."""
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            counts = " and ".join(p for p in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if p)
+            raise CheckpointError(
+                f"{path}: tensor {name} holds non-finite values ({counts} of {a.size}); the weights were "
+                "saved after training diverged. Use an earlier checkpoint, or "
+                "load_checkpoint(path, allow_nonfinite=True) to look at them"
+            )
 
 
 def load(path: str | os.PathLike) -> nn.Module:

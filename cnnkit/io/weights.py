@@ -39,7 +39,6 @@ import mmap
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +49,12 @@ import numpy as np
 from .. import models
 from ..data.download import DownloadError, data_root, file_digest
 from ..data.download import download as download_file
-from ..errors import PthError, WeightsError
+from ..errors import CheckpointError, PthError, WeightsError
 from ..models.weights import Weights, find_weights, set_weights_loader
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import VERSION as CHECKPOINT_VERSION
+from .checkpoint import load_checkpoint, save_state_dict
 from .pth import load_pth, unwrap_state_dict
+from .safetensors import write_safetensors as _write_safetensors
 
 __all__ = [
     "WeightsError", "WeightsReport", "resolve_weights", "load_weights", "map_keys",
@@ -144,58 +144,23 @@ def read_safetensors(path: str | os.PathLike, *, mmap_file: bool = True) -> tupl
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> Path:
-    """Write arrays to a safetensors file by streaming them, atomically (temp file + rename).
-
-    Memory stays at one tensor's worth at most (a non-contiguous one is copied while written).
-    """
-    path = Path(path)
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    arrays = []
-    for name, value in tensors.items():
-        array = _as_array(value)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
-        if dtype not in _ST_NAMES:
-            raise WeightsError(f"{path}: cannot store tensor {name!r} of dtype {array.dtype} in safetensors")
-        nbytes = array.size * array.dtype.itemsize
-        header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(array.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-        arrays.append(array.astype(dtype, copy=False))
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write arrays to a safetensors file by streaming them, atomically (``cnnkit.io.safetensors``)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for array in arrays:
-                if array.size:
-                    f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return _write_safetensors(path, {name: _as_array(value) for name, value in tensors.items()},
+                                  {str(k): str(v) for k, v in (metadata or {}).items()})
+    except TypeError as e:
+        raise WeightsError(f"{path}: {e}") from None
 
 
 def write_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray], *, model_name: str,
                      model_config: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write a model-only cnnkit checkpoint (what ``cnnkit.load`` reads) by streaming the arrays.
+    """Write a model-only cnnkit checkpoint (what ``cnnkit.load`` reads).
 
-    The layout is ``cnnkit.checkpoint``'s: tensors ``model/<key>``, metadata ``format``,
-    ``version`` and the ``cnnkit`` JSON document naming the zoo model and its config.
+    The one checkpoint writer (``cnnkit.io.checkpoint.save_state_dict``): the layout of
+    ``cnnkit.checkpoint``, written atomically, with the SHA-256 ``load_checkpoint`` verifies.
     """
-    meta = {
-        "model": {"name": model_name, "config": dict(model_config or {}), "class": None},
-        "epoch": None, "metrics": {}, "history": {}, "rng_states": {}, "extra": dict(extra or {}),
-    }
-    metadata = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION), "cnnkit": json.dumps(meta)}
-    return write_safetensors(path, {f"model/{k}": v for k, v in state_dict.items()}, metadata)
+    return save_state_dict(path, dict(state_dict), model_name=model_name, model_config=dict(model_config or {}),
+                           extra=dict(extra or {}))
 
 
 # ------------------------------------------------------------------------ key maps
@@ -358,12 +323,12 @@ def _read_source(source: str, model_name: str | None) -> tuple[dict[str, np.ndar
     if kind == "safetensors":
         arrays, metadata = read_safetensors(path)
         if metadata.get("format") == CHECKPOINT_FORMAT:
+            # a cnnkit checkpoint is read by its own reader: digest verified, finite weights
             try:
-                meta = json.loads(metadata.get("cnnkit", "{}"))
-            except json.JSONDecodeError:
-                raise WeightsError(f"{source}: corrupt cnnkit checkpoint metadata") from None
-            state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-            return state, "cnnkit checkpoint", dict(meta.get("extra") or {}) | {"model": meta.get("model", {})}
+                ckpt = load_checkpoint(path)
+            except CheckpointError as e:
+                raise WeightsError(str(e)) from None
+            return ckpt.model_state, "cnnkit checkpoint", dict(ckpt.extra or {}) | {"model": ckpt.meta.get("model", {})}
         try:
             return unwrap_state_dict(arrays, str(path)), "safetensors", {}
         except PthError as e:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import config
 from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
-from ..functional.args import conv_padding, pad_widths, pair
+from ..functional.args import conv_padding, pad_widths, pair, size_arg, window_args
 from ..tensor import Tensor
 from . import init
 from .module import Module
@@ -38,6 +39,11 @@ class _ConvNd(Module):
         generator, dtype,
     ):
         super().__init__()
+        size_arg(in_channels, "in_channels", name)
+        size_arg(out_channels, "out_channels", name)
+        window_args(name, kernel_size, stride, padding, dilation)
+        if not isinstance(groups, numbers.Integral) or isinstance(groups, bool):
+            raise TypeError(f"{name} expects groups to be an int, got {type(groups).__name__} {groups!r}")
         if groups <= 0:
             raise ShapeError(f"{name} expects groups > 0, got {groups}")
         if in_channels % groups or out_channels % groups:

@@ -8,6 +8,7 @@ from .. import config
 from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
+from ..functional.args import size_arg
 from ..tensor import Tensor
 from . import init
 from .module import Module
@@ -39,6 +40,9 @@ class Linear(Module):
     @accepts_rng
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, generator=None, dtype=None):
         super().__init__()
+        # zero features are allowed, as PyTorch (an empty weight); negative ones are not
+        size_arg(in_features, "in_features", "Linear", minimum=0)
+        size_arg(out_features, "out_features", "Linear", minimum=0)
         self.in_features, self.out_features = in_features, out_features
         generator = generator if generator is not None else config.default_generator()
         shape = (out_features, in_features)

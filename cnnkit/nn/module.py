@@ -412,9 +412,12 @@ class Module:
         """Copy arrays from ``state_dict`` into the parameters and buffers, in place.
 
         Values may be numpy arrays, Tensors or anything ``np.asarray`` accepts (a CPU
-        ``torch.Tensor`` from ``torch_model.state_dict()``). Values are cast to each
-        parameter's dtype. Nothing is copied unless every shape fits (and, when strict,
-        every key matches).
+        ``torch.Tensor`` from ``torch_model.state_dict()``). Every value is checked before
+        any is copied, so a failed load changes nothing: its shape must fit; its dtype
+        must be of the parameter's kind (floating point into floating point, cast to the
+        parameter's precision; integers into integer buffers; never integers into float
+        weights, which is what a relabelled or corrupt file looks like); and floating-point
+        values must be finite.
 
         Args:
             strict: require the keys to match exactly.
@@ -423,8 +426,8 @@ class Module:
             IncompatibleKeys(missing_keys, unexpected_keys), as PyTorch.
 
         Raises:
-            StateDictError: a shape differs (always), or keys are missing or unexpected
-                (strict only); the message lists every problem.
+            StateDictError: a shape, dtype or non-finite value (always), or keys missing or
+                unexpected (strict only); the message lists every problem.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state_dict).__name__}")
@@ -437,17 +440,26 @@ class Module:
             optional.update(dotted + name for name in module._optional_state_keys())
         missing = [key for key in targets if key not in state_dict and key not in optional]
         unexpected = [key for key in state_dict if key not in targets]
-        mismatched, sources = [], {}
+        mismatched, invalid, sources = [], [], {}
         for key, target in targets.items():
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            source = as_numpy(value.data) if isinstance(value, Tensor) else np.asarray(value)
-            if source.shape != _array(target).shape:
-                mismatched.append((key, source.shape, _array(target).shape))
+            try:
+                source = as_numpy(value.data) if isinstance(value, Tensor) else np.asarray(value)
+            except (ValueError, TypeError) as e:
+                invalid.append((key, f"not an array ({e})"))
+                continue
+            destination = _array(target)
+            if source.shape != destination.shape:
+                mismatched.append((key, source.shape, destination.shape))
+                continue
+            problem = _load_problem(source, np.asarray(destination).dtype)
+            if problem:
+                invalid.append((key, problem))
             sources[key] = source
-        if mismatched or (strict and (missing or unexpected)):
-            raise StateDictError(type(self).__name__, missing, unexpected, mismatched)
+        if mismatched or invalid or (strict and (missing or unexpected)):
+            raise StateDictError(type(self).__name__, missing, unexpected, mismatched, invalid)
         for key, source in sources.items():
             destination = _array(targets[key])
             destination[...] = source.astype(destination.dtype, copy=False)
@@ -467,6 +479,27 @@ class Module:
         if not self._modules:
             return f"{name}({lines[0] if len(lines) == 1 else chr(10).join(lines)})"
         return name + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _load_problem(source: np.ndarray, dtype: np.dtype) -> str | None:
+    """Why ``source`` may not be copied into an array of ``dtype`` (None: it may)."""
+    kind = source.dtype.kind
+    if dtype.kind == "f":
+        if kind != "f":
+            return (f"dtype {source.dtype} where floating point ({dtype}) is expected; an integer or "
+                    "other array in place of weights means a corrupt or mislabelled file")
+        if not np.isfinite(source).all():
+            nan, inf = int(np.isnan(source).sum()), int(np.isinf(source).sum())
+            parts = [p for p in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if p]
+            return f"holds non-finite values ({' and '.join(parts)} of {source.size})"
+        return None
+    if dtype.kind in "iu":
+        if kind not in "iub":
+            return f"dtype {source.dtype} where an integer ({dtype}) is expected"
+        return None
+    if dtype.kind == "b" and kind != "b":
+        return f"dtype {source.dtype} where bool is expected"
+    return None
 
 
 def _array(value: Any) -> Any:

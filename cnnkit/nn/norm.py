@@ -8,6 +8,7 @@ from .. import config
 from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
+from ..functional.args import size_arg
 from ..tensor import Tensor
 from .module import Module
 from .parameter import Parameter
@@ -35,6 +36,11 @@ class _BatchNorm(Module):
         track_running_stats: bool = True, *, bias: bool = True, generator=None, dtype=None,
     ):
         super().__init__()
+        size_arg(num_features, "num_features", type(self).__name__)
+        if not (isinstance(eps, (int, float, np.floating)) and eps > 0 and np.isfinite(eps)):
+            raise ValueError(f"{type(self).__name__} expects eps > 0, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
+            raise ValueError(f"{type(self).__name__} expects momentum in [0, 1] or None, got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype) if dtype is not None else config.get_default_dtype()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
+from ..functional.args import window_args
 from ..tensor import Tensor
 from .module import Module
 
@@ -21,6 +22,15 @@ def _check_image(x) -> None:
 def _no_indices(layer: str, return_indices: bool) -> None:
     if return_indices:
         raise NotImplementedError(f"{layer}(return_indices=True) is not supported: cnnkit has no max_unpool2d")
+
+
+def _check_output_size(layer: str, output_size) -> None:
+    """An adaptive pooling's output size: an int >= 1, or a pair of them (None keeps a dimension)."""
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,)
+    if not 1 <= len(sizes) <= 2 or not all(s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 1)
+                                           for s in sizes):
+        raise ShapeError(f"{layer} expects output_size as an int >= 1 or a pair of them (None keeps that "
+                         f"dimension), got {output_size!r}")
 
 
 class MaxPool2d(Module):
@@ -43,6 +53,7 @@ class MaxPool2d(Module):
     ):
         super().__init__()
         _no_indices("MaxPool2d", return_indices)
+        window_args("MaxPool2d", kernel_size, stride, padding, dilation, pool=True)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
@@ -78,6 +89,9 @@ class AvgPool2d(Module):
         count_include_pad: bool = True, divisor_override: int | None = None, *, generator=None,
     ):
         super().__init__()
+        window_args("AvgPool2d", kernel_size, stride, padding, pool=True)
+        if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override == 0):
+            raise ValueError(f"AvgPool2d expects divisor_override to be a non-zero int or None, got {divisor_override!r}")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.ceil_mode = padding, ceil_mode
@@ -107,6 +121,7 @@ class SumPool2d(Module):
     @accepts_rng
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, *, generator=None):
         super().__init__()
+        window_args("SumPool2d", kernel_size, stride, padding, pool=True)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.ceil_mode = padding, ceil_mode
@@ -133,6 +148,9 @@ class LPPool2d(Module):
     @accepts_rng
     def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *, generator=None):
         super().__init__()
+        window_args("LPPool2d", kernel_size, stride)
+        if not (isinstance(norm_type, (int, float)) and not isinstance(norm_type, bool) and norm_type > 0):
+            raise ValueError(f"LPPool2d expects norm_type > 0, got {norm_type!r}")
         self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
 
     def forward(self, x: Tensor) -> Tensor:
@@ -159,6 +177,7 @@ class AdaptiveAvgPool2d(Module):
     @accepts_rng
     def __init__(self, output_size, *, generator=None):
         super().__init__()
+        _check_output_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
 
     def forward(self, x: Tensor) -> Tensor:
@@ -184,6 +203,7 @@ class AdaptiveMaxPool2d(Module):
     def __init__(self, output_size, return_indices: bool = False, *, generator=None):
         super().__init__()
         _no_indices("AdaptiveMaxPool2d", return_indices)
+        _check_output_size("AdaptiveMaxPool2d", output_size)
         self.output_size, self.return_indices = output_size, return_indices
 
     def forward(self, x: Tensor) -> Tensor:

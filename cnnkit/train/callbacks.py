@@ -74,6 +74,18 @@ class _Monitor:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def replay(self, history: dict[str, Any]) -> tuple[int | None, int]:
+        """Set ``best`` from a resumed run's history; return (its best epoch or None, epochs since)."""
+        epochs = list(history.get("epoch", []))
+        values = history.get("history", {}).get(self.monitor, [])
+        best_epoch, since = None, 0
+        for epoch, value in zip(epochs, values):
+            if self.improved(float(value)):
+                self.best, best_epoch, since = float(value), epoch, 0
+            else:
+                since += 1
+        return best_epoch, since
+
 
 class LearningRateScheduler(Callback):
     """Step a learning-rate schedule from ``fit`` (what ``fit(scheduler=...)`` uses).
@@ -122,6 +134,11 @@ class EarlyStopping(Callback):
         self.best_state: dict[str, Any] | None = None
         self.stopped_epoch: int | None = None
 
+    def on_train_begin(self, history) -> None:
+        # A resumed run (fit(run=...) with a history) goes on counting from its best epoch so far.
+        if history and history.get("epoch"):
+            self.best_epoch, self.wait = self.tracker.replay(history)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         value = self.tracker.value(logs)
         if self.tracker.improved(value):
@@ -149,6 +166,8 @@ class ModelCheckpoint(Callback):
     ``tie_break`` (e.g. ``"val_loss"``): with ``save_best_only``, an epoch that equals the best
     ``monitor`` value is saved when it improves this one (accuracy saturates on small
     validation sets; the loss still tells the better model).
+    When ``fit`` resumes a run (its history has epochs), ``save_best_only`` replays that
+    history first, so a worse epoch after a resume never becomes "best".
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
@@ -173,18 +192,30 @@ class ModelCheckpoint(Callback):
             rng_states=rng_states, **kwargs,
         )
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.save_best_only:
-            value = self.tracker.value(logs)
-            tie = self.tie_tracker.value(logs) if self.tie_tracker else None
-            if self.tracker.improved(value):
-                if self.tie_tracker:
-                    self.tie_tracker.best = tie
-            elif value == self.tracker.best and self.tie_tracker and self.tie_tracker.improved(tie):
+    def on_train_begin(self, history) -> None:
+        if not (self.save_best_only and history and history.get("epoch")):
+            return
+        logs = history.get("history", {})
+        for i, _ in enumerate(history["epoch"]):  # the decisions the first part of the run made
+            self._is_best({k: v[i] for k, v in logs.items() if i < len(v)})
+
+    def _is_best(self, logs: dict[str, float]) -> bool:
+        """Whether this epoch is the best so far (then it becomes the one to beat)."""
+        value = self.tracker.value(logs)
+        tie = self.tie_tracker.value(logs) if self.tie_tracker else None
+        if self.tracker.improved(value):
+            if self.tie_tracker:
                 self.tie_tracker.best = tie
-            else:
-                return
-            self.tracker.best = value
+        elif value == self.tracker.best and self.tie_tracker and self.tie_tracker.improved(tie):
+            self.tie_tracker.best = tie
+        else:
+            return False
+        self.tracker.best = value
+        return True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.save_best_only and not self._is_best(logs):
+            return
         self._save(self.filepath.format(epoch=epoch + 1, **logs), epoch, logs)
 
     def on_interrupt(self, epoch: int) -> None:
@@ -194,19 +225,33 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Append each epoch's logs as a CSV row (the file is rewritten atomically each epoch)."""
+    """Write each epoch's logs as a CSV row (the file is rewritten atomically each epoch).
+
+    With ``append=True`` an existing file is continued; and when ``fit`` resumes a run
+    (its history has epochs), the rows are rebuilt from that history instead, so the log
+    matches the checkpoint it resumed from even if the process was killed between writing
+    the two, or the file was lost.
+    """
 
     def __init__(self, filename: str | os.PathLike, append: bool = False):
         self.filename, self.append = Path(filename), append
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, history) -> None:
-        if self.append and self.filename.exists():
+        if self.append and history and history.get("epoch"):
+            logs = history.get("history", {})
+            self.rows = [{"epoch": int(epoch) + 1, **{k: f"{float(v[i]):.6g}" for k, v in logs.items() if i < len(v)}}
+                         for i, epoch in enumerate(history["epoch"])]
+            self._write()
+        elif self.append and self.filename.exists():
             with open(self.filename, newline="") as f:
                 self.rows = list(csv.DictReader(f))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.rows.append({"epoch": epoch + 1, **{k: f"{v:.6g}" for k, v in logs.items()}})
+        self._write()
+
+    def _write(self) -> None:
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
@@ -218,15 +263,18 @@ class CSVLogger(Callback):
 
 
 class NaNGuard(Callback):
-    """Stop training at the first non-finite loss or gradient, naming the layer it came from.
+    """Stop training at the first non-finite loss or gradient, saying where it came from.
 
-    Runs after each backward pass and before the optimizer step, so the weights are still
-    the finite ones that produced the failure. The check per batch is one scalar (the
-    loss), plus every gradient with ``check_gradients=True``. On failure it replays the
-    batch's forward pass with hooks on every layer and reports the first layer, in
-    execution order, whose output is non-finite; if every output is finite, the layer
-    whose gradient first went non-finite in the backward pass. It raises
-    ``NonFiniteError`` (or only stops training, with ``raise_error=False``).
+    Runs after each backward pass and before the optimizer step. The check per batch is
+    one scalar (the loss), plus every gradient with ``check_gradients=True``. On failure it
+    looks, in this order, for the first cause it can name: the input batch itself holds
+    NaN or Inf (a data problem); a weight is already non-finite (the previous optimizer
+    step diverged: the learning rate is too high); the first layer, in execution order,
+    whose output is non-finite (the batch's forward pass is replayed with hooks); the loss
+    itself is non-finite although every layer's output is finite (the loss function
+    produced it, e.g. the log of a zero probability); else the layer whose gradient first
+    went non-finite in the backward pass. It raises ``NonFiniteError`` (or only stops
+    training, with ``raise_error=False``); ``report`` keeps the message.
     """
 
     def __init__(self, check_gradients: bool = False, raise_error: bool = True):
@@ -235,28 +283,47 @@ class NaNGuard(Callback):
 
     def on_after_backward(self, step: int, loss, x) -> None:
         model = self.run.model
-        bad_loss = not np.all(np.isfinite(loss.data))
+        loss_value = np.asarray(loss.data)
+        bad_loss = not np.all(np.isfinite(loss_value))
         named = list(model.named_parameters())
         bad_grads = []
         if bad_loss or self.check_gradients:
             bad_grads = [n for n, p in named if p.grad is not None and not np.all(np.isfinite(p.grad))]
         if not bad_loss and not bad_grads:
             return
-        where = first_nonfinite_output(model, x)
-        if where is not None:
-            what = f"first non-finite output: {where}"
-        elif bad_grads:
-            # gradients flow backwards: the last parameter in forward order goes bad first
-            name = bad_grads[-1]
-            layer = name.rsplit(".", 1)[0]
-            what = f"first non-finite gradient: {layer} ({type(model.get_submodule(layer)).__name__}), parameter {name}"
-        else:
-            what = "every layer's output is finite; the loss function produced it"
+        what = _nonfinite_cause(model, named, x, bad_loss, loss_value, bad_grads)
         self.report = f"non-finite {'loss' if bad_loss else 'gradient'} at batch {step + 1}: {what}"
         self.run.stop_training = True
         self.run.skip_step = True
         if self.raise_error:
             raise NonFiniteError(self.report)
+
+
+def _count_nonfinite(a: np.ndarray) -> str:
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    return ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if part)
+
+
+def _nonfinite_cause(model, named, x, bad_loss: bool, loss_value: np.ndarray, bad_grads: list[str]) -> str:
+    """The first nameable cause of a non-finite loss or gradient (see ``NaNGuard``)."""
+    data = np.asarray(getattr(x, "data", x))
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        return f"the input batch itself holds non-finite values ({_count_nonfinite(data)}): check the data"
+    bad_weights = [n for n, p in named if not np.all(np.isfinite(p.data))]
+    if bad_weights:
+        return (f"the weights are already non-finite ({', '.join(bad_weights[:3])}"
+                f"{', ...' if len(bad_weights) > 3 else ''}): the previous optimizer step diverged; "
+                "lower the learning rate")
+    where = first_nonfinite_output(model, x)
+    if where is not None:
+        return f"first non-finite output: {where}"
+    if bad_loss:
+        return (f"the loss itself is {float(loss_value.reshape(-1)[0])} although every layer's output is "
+                "finite: the loss function produced it (e.g. the log of a zero probability, or a bad target)")
+    # gradients flow backwards: the last parameter in forward order goes bad first
+    name = bad_grads[-1]
+    layer = name.rsplit(".", 1)[0]
+    return f"first non-finite gradient: {layer} ({type(model.get_submodule(layer)).__name__}), parameter {name}"
 
 
 def first_nonfinite_output(model, x) -> str | None:

@@ -7,10 +7,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
+from ..files import open_regular
 from ..io.checkpoint import load_checkpoint
+
+_MAX_LOG_BYTES = 64 << 20  # a log of a million epochs is ~100 MB; anything larger is not a log
 
 __all__ = ["History", "read_history"]
 
@@ -62,10 +66,16 @@ def read_history(run: str | Path) -> tuple[list[int], dict[str, list[float]]]:
         epochs = [int(e) + 1 for e in history.get("epoch", [])]
     else:
         try:
-            with open(run, newline="") as fh:
-                rows = list(csv.DictReader(fh))
+            fh, size = open_regular(run, "CSV log")
+            with fh:
+                if size > _MAX_LOG_BYTES:
+                    raise ValueError(f"{run}: {size:,} bytes is too large for a training log")
+                text = fh.read(size).decode()
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
         except UnicodeDecodeError:
             raise ValueError(f"{run}: not a CSV log (not text)") from None
+        except csv.Error as e:
+            raise ValueError(f"{run}: not a CSV log ({e})") from None
         logs: dict[str, list[float]] = {}
         for row in rows:
             for key, value in row.items():

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import no_grad
+from ..errors import DataError
 from ..nn import Module, eval_mode
 from ..tensor import Tensor
 from .callbacks import LearningRateScheduler
@@ -167,6 +168,11 @@ def fit(
                 _call(callbacks, "on_batch_end", step, batch_logs)
                 if run.stop_training:
                     break
+            if stats.seen == 0 and not run.skip_step and not run.stop_training:
+                raise DataError(
+                    f"fit: the training loader gave no batches in epoch {epoch + 1} (an empty dataset, or "
+                    "drop_last with fewer samples than one batch): nothing to train on"
+                )
             logs = stats.logs()
             if val_loader is not None:
                 val = evaluate(model, val_loader, loss=loss or "task", task=task, confusion=False)
@@ -247,9 +253,12 @@ def evaluate(
                 loss_sum += float(loss_fn(out, t).data) * len(t)
             seen += len(t)
             acc.update(logits, t)
+    if seen == 0:  # an accuracy of 0.0 here would be a made-up number
+        raise DataError("evaluate: the loader gave no samples, so there is nothing to evaluate (an empty "
+                        "dataset, or drop_last with fewer samples than one batch)")
     results: dict[str, Any] = {}
     if loss is not None:
-        results["loss"] = loss_sum / max(seen, 1)
+        results["loss"] = loss_sum / seen
     if acc is not None:
         results.update(acc.results(detailed=confusion))
     return results

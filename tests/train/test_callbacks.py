@@ -46,12 +46,42 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
 def test_nan_guard_names_the_first_layer_whose_output_went_non_finite():
     x, y = data()
     model = small_net(0)
-    model[6].weight.data[0, 0] = np.inf  # the Linear layer at index 6
+    model[6].weight.data[0] = 3e38  # finite weights of the Linear layer at index 6, whose output overflows
     opt = optim.SGD(model.parameters(), lr=0.1)
     guard = NaNGuard()
     with pytest.raises(NonFiniteError, match=r"non-finite loss at batch 1: first non-finite output: 6 \(Linear\)"):
         fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=1, optimizer=opt, verbose=0,
             callbacks=[guard])
+
+
+def test_nan_guard_names_non_finite_weights_and_inputs_before_blaming_a_layer():
+    x, y = data()
+    model = small_net(0)
+    model[6].weight.data[0, 0] = np.inf
+    loader = ArrayLoader(x, y, 16, np.random.default_rng(0))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteError, match=r"batch 1: the weights are already non-finite \(6.weight\): the "
+                                             r"previous optimizer step diverged; lower the learning rate"):
+        fit(model, loader, epochs=1, optimizer=opt, verbose=0, callbacks=[NaNGuard()])
+    x = x.copy()
+    x[:, :, 0, 0] = np.nan
+    with pytest.raises(NonFiniteError, match=r"the input batch itself holds non-finite values \(16 NaN\)"):
+        fit(small_net(0), ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=1, optimizer=opt, verbose=0,
+            callbacks=[NaNGuard()])
+
+
+def test_nan_guard_says_when_the_loss_itself_is_non_finite():
+    x, y = data()
+    model = small_net(0)
+
+    def nll_of_a_zero_probability(out, t):  # finite outputs, infinite loss: -log(0)
+        return (out * 0.0).sum() - np.log(np.float32(0.0))
+
+    with np.errstate(divide="ignore"), pytest.raises(
+        NonFiniteError, match=r"non-finite loss at batch 1: the loss itself is inf although every layer's "
+                              r"output is finite: the loss function produced it"):
+        fit(model, ArrayLoader(x, y, 16, np.random.default_rng(0)), epochs=1, loss=nll_of_a_zero_probability,
+            optimizer=optim.SGD(model.parameters(), lr=0.1), verbose=0, callbacks=[NaNGuard()])
 
 
 def test_csv_logger_and_tensorboard_write_every_epoch(tmp_path):

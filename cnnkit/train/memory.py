@@ -1,0 +1,156 @@
+"""How much memory one step will take, measured before the real one runs; how much there is.
+
+``estimate_step_memory(model, input_shape, batch_size)`` runs two small steps (forward,
+and backward when ``train``), with batches of 16 and 32 images, under ``tracemalloc``,
+which sees every NumPy allocation; the difference is the cost of 16 more images (16 and
+32: the compiled kernels work on groups of 16 images), the rest is fixed (weights,
+gradients, optimizer slots); a first, unmeasured step lets one-time caches be allocated.
+The estimate for ``batch_size`` images is fixed +
+batch_size x per image. Inputs larger than 64x64 are measured at 64x64 pixels of the
+same aspect and scaled by the pixel count (activations of a convolutional network grow
+with the pixels); a model that takes one input size only is measured at that size. ``available_memory()`` reads what the
+operating system (and a cgroup limit) leaves to this process.
+
+A step that does not fit is refused with these figures before it starts, instead of a
+MemoryError (or the kernel's OOM killer) after minutes of work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import functional as F
+from ..config import no_grad
+from ..errors import ShapeError
+from ..files import format_bytes
+from ..tensor import Tensor
+
+__all__ = ["MemoryEstimate", "estimate_step_memory", "available_memory"]
+
+_MEASURE_PIXELS = 64 * 64  # larger inputs are measured at this many pixels and scaled
+_BATCHES = (16, 32)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one step: ``fixed + batch_size * per_sample`` (see the module doc)."""
+
+    per_sample: int
+    fixed: int
+    batch_size: int
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.batch_size * self.per_sample
+
+    def largest_batch(self, available: int) -> int:
+        """The largest batch whose step fits in ``available`` bytes (0 if none does)."""
+        return max(0, (available - self.fixed) // max(self.per_sample, 1))
+
+    def __str__(self) -> str:
+        return (f"about {format_bytes(self.total)} ({format_bytes(self.per_sample)} per image x "
+                f"{self.batch_size:,} + {format_bytes(self.fixed)})")
+
+
+def _peak(model, shape: tuple[int, ...], batch: int, train: bool) -> int:
+    """tracemalloc's peak over one step of ``batch`` zero images of ``shape``."""
+    x = Tensor(np.zeros((batch, *shape), np.float32))
+    was_training = getattr(model, "training", False)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        if train:
+            model.train()
+            out = model(x)
+            loss = F.cross_entropy(out.reshape(batch, -1), np.zeros(batch, np.int64))
+            loss.backward()
+        else:
+            model.eval()
+            with no_grad():
+                model(x)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        model.train(was_training)
+        for p in model.parameters():
+            p.grad = None
+
+
+def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, train: bool = True,
+                         optimizer_slots: int = 1) -> MemoryEstimate:
+    """Measure the memory of one step of ``model`` on ``batch_size`` inputs of ``input_shape``.
+
+    Args:
+        input_shape: one input's shape, (C, H, W).
+        train: forward and backward (training); else a forward pass without the graph.
+        optimizer_slots: arrays the optimizer keeps per parameter (SGD momentum 1, Adam 2).
+
+    Raises:
+        ShapeError: the model cannot take inputs of this shape.
+    """
+    # Measured on a copy: a training step changes BatchNorm's running statistics and draws
+    # from Dropout's generator, and a pre-flight check must not change the run it checks.
+    model = copy.deepcopy(model)
+    shape = tuple(int(d) for d in input_shape)
+    lo, hi = _BATCHES
+    measured = None
+    if len(shape) == 3 and shape[1] * shape[2] > _MEASURE_PIXELS:
+        factor = math.sqrt(_MEASURE_PIXELS / (shape[1] * shape[2]))
+        small = (shape[0], max(1, round(shape[1] * factor)), max(1, round(shape[2] * factor)))
+        try:
+            _peak(model, small, 2, train)  # the first step allocates one-time caches: not per image
+            measured = (_peak(model, small, lo, train), _peak(model, small, hi, train),
+                        (shape[1] * shape[2]) / (small[1] * small[2]))
+        except ShapeError:  # a model that takes one size only (a Linear after Flatten)
+            measured = None
+    if measured is None:
+        if math.prod(shape) * 4 * hi > (available_memory() or 1 << 62) // 4:
+            lo, hi = 1, 2  # too large to measure with many images: one and two
+        _peak(model, shape, lo, train)  # the first step allocates one-time caches: not per image
+        measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)
+    low, high, scale = measured
+    # per image: what more images add, at least the input itself (a model that allocates
+    # nothing per image still holds its batch)
+    per_sample = max((high - low) / (hi - lo) * scale, 4 * math.prod(shape), 1)
+    fixed = max(low - lo * per_sample / scale, 0)
+    params = sum(int(p.data.nbytes) for p in model.parameters())
+    fixed += params * (1 + optimizer_slots) if train else 0
+    return MemoryEstimate(int(per_sample), int(fixed), int(batch_size))
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, or a cgroup limit if lower; None if unknown."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+            if limit.isdigit() and int(limit) < 1 << 60:
+                found.append(max(int(limit) - usage, 0))
+            break
+        except (OSError, ValueError):
+            continue
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
