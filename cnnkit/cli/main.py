@@ -14,6 +14,8 @@
     cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
     cnnkit weights [MODEL]                                              (cli/weights.py)
     cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch] [--dynamic-size]  (cli/onnx.py)
+    cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
+                   [--export FILE] [--model NAME]                       (cli/explore.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
@@ -80,6 +82,7 @@ COMMAND_MODULES = (
     "cnnkit.cli.surgery",
     "cnnkit.cli.weights",
     "cnnkit.cli.onnx",
+    "cnnkit.cli.explore",
 )
 
 
@@ -140,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
     command = f"cnnkit {args.command}"
+    args.argv = argv  # as typed: `train --nproc N` relaunches it
     previous = _on_sigterm()
     try:
         with warnings.catch_warnings():
