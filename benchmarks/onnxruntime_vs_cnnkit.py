@@ -76,14 +76,14 @@ def main() -> None:
             x = rng.standard_normal((batch,) + shape).astype(np.float32)
             xt = cnnkit.Tensor(x)
 
-            def run_ort(x=x):
+            def run_ort(x=x, session=session):
                 return session.run(None, {"input": x})[0]
 
-            def run_cnnkit(xt=xt):
+            def run_cnnkit(xt=xt, model=model):
                 with cnnkit.no_grad():
                     return model(xt).data
 
-            def run_imported(xt=xt):
+            def run_imported(xt=xt, imported=imported):
                 with cnnkit.no_grad():
                     return imported(xt).data
 
