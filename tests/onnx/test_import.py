@@ -194,7 +194,7 @@ def test_selections_carry_gradients_as_in_pytorch(tmp_path, rng):
     high = torch.maximum(torch.where(th > 0, th, relu6), theirs[1])
     expected = torch.minimum(torch.minimum(high, relu6), torch.tensor(1.5))
     (expected * expected).sum().backward()
-    np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-6)
     for mine, ref in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(mine.grad, ref.grad.numpy(), rtol=1e-5, atol=1e-6)
     weight = next(p for p in imported.parameters() if p.shape == (4, 6))
