@@ -148,6 +148,14 @@ def test_transfer_learning_replaces_the_head_and_freezes_the_backbone(tmp_path, 
     for key in ("conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_mean", "layer3.2.conv2.weight"):
         np.testing.assert_array_equal(tuned[key], source[key], err_msg=key)  # frozen, BatchNorm in eval mode
     assert not np.array_equal(tuned["fc.weight"][:, :5], np.zeros((2, 5)))
+    # a checkpoint of another zoo model is refused by name, before any image is decoded
+    wrong = ["train", "lenet5", "--data", str(tmp_path / "two"), "--weights", str(tmp_path / "a" / "last.safetensors"),
+             "--out", str(tmp_path / "w")]
+    assert main(wrong) == 2
+    captured = capsys.readouterr()
+    assert (f"--weights {tmp_path / 'a' / 'last.safetensors'} is a checkpoint of resnet20, not of lenet5: fine-tune "
+            "resnet20 (cnnkit train resnet20 --weights ...), or give weights of lenet5") in captured.err
+    assert "decoding" not in captured.out + captured.err
     # --freeze N counts the layers before the head (which is new, and always trains)
     argv[argv.index("backbone")] = "39"
     assert main(argv + ["--overwrite"]) == 2
