@@ -97,8 +97,10 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
 
 
 @pytest.mark.mpi
-def test_sigterm_to_the_launcher_stops_the_ranks_as_it_stops_one_process(tmp_path):
-    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop): the ranks save and end, status 143."""
+@pytest.mark.parametrize("how", ["sigterm-to-the-launcher", "ctrl-c"])
+def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how):
+    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop) -> 143; Ctrl-C (SIGINT to the
+    terminal's process group: the launcher and mpiexec) -> 130. Either way the ranks save and end."""
     run = tmp_path / "run"
     env = mpi_env()
     proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", *SMALL, "--out", str(run),
@@ -108,10 +110,14 @@ def test_sigterm_to_the_launcher_stops_the_ranks_as_it_stops_one_process(tmp_pat
         while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
         assert proc.poll() is None, "the job ended before the first epoch was saved"
-        proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
     finally:
         result = finish(proc, env, timeout=120)
-    assert result.returncode == 143, result.stderr   # (20 epochs: far from done when the signal is sent)
+    # (20 epochs: far from done when the signal is sent)
+    assert result.returncode == (130 if how == "ctrl-c" else 143), result.stderr
     assert (run / "interrupted.safetensors").exists()
     assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in result.stderr
     time.sleep(0.5)
@@ -227,3 +233,19 @@ def test_when_to_launch(monkeypatch):
     assert not parallel.launch_requested(Args(nproc=2))   # a rank of the job --nproc 2 started
     with pytest.raises(UsageError, match=r"--nproc 4, but this process is one of 2 ranks that mpiexec started"):
         parallel.launch_requested(Args(nproc=4))
+
+
+def test_the_memory_preflight_gives_each_rank_on_a_machine_its_share(monkeypatch):
+    """Two ranks on one machine each take a step at once: a batch that fits once but not twice is refused."""
+    from cnnkit import models
+    from cnnkit.cli import preflight
+    from cnnkit.train.memory import estimate_step_memory
+
+    model = models.get_model("lenet5")
+    need = estimate_step_memory(model, (1, 28, 28), 64, train=True).total
+    monkeypatch.setattr(preflight, "available_memory", lambda: int(1.5 * need / preflight._USABLE_SHARE))
+    preflight.check_step_memory(model, (1, 28, 28), 64, train=True, name="training lenet5")  # one process: fits
+    with pytest.raises(UsageError, match=r"is available, shared by the 2 ranks on this machine: use --batch-size "
+                                         r"(\d+) or less") as refused:
+        preflight.check_step_memory(model, (1, 28, 28), 64, train=True, name="training lenet5", sharers=2)
+    assert int(refused.value.args[0].rsplit("--batch-size ", 1)[1].split()[0]) < 64
