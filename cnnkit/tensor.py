@@ -578,6 +578,12 @@ class Tensor:
     def neg(self) -> Tensor:
         return _math.neg(self)
 
+    def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
+        """Limit the values to ``[min, max]`` (numbers; either may be None), as torch's."""
+        return _math.clamp(self, min, max)
+
+    clip = clamp  # PyTorch's alias
+
     def clone(self) -> Tensor:
         """A copy with its own memory that stays in the graph (the gradient flows back), as torch's."""
         return _shape.clone(self)

@@ -490,3 +490,35 @@ def test_all_and_any_match_torch(name, kwargs, rng):
         ours, theirs = getattr(Tensor(x), name)(**kwargs), getattr(torch.from_numpy(x), name)(**kwargs)
         assert ours.dtype == np.bool_ and theirs.dtype == torch.bool
         np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+# --------------------------------------------------------------------------- clamp
+CLAMP_BOUNDS = [(0.0, 1.0), (-0.5, None), (None, 0.25), (1.0, -1.0), (0, 0)]
+
+
+@pytest.mark.parametrize("lo, hi", CLAMP_BOUNDS, ids=[f"{lo}-{hi}" for lo, hi in CLAMP_BOUNDS])
+@pytest.mark.parametrize("spelling", ["F.clamp", "Tensor.clamp", "Tensor.clip"])
+@dtypes()
+def test_clamp_matches_torch(lo, hi, spelling, dtype, rng, xp):
+    """Values and gradients, NaN inputs (NaN out, gradient 0) and inverted bounds included."""
+    if spelling == "F.clamp":
+        ours, theirs = (lambda x: F.clamp(x, lo, hi)), (lambda x: torch.clamp(x, lo, hi))
+    else:
+        name = spelling.split(".")[1]
+        ours = theirs = lambda x: getattr(x, name)(min=lo, max=hi)
+    check_op(ours, theirs, [with_nans(4, 6)(rng)], dtype=dtype, rng=rng, xp=xp)
+    check_op(ours, theirs, [np.array([-1.0, -0.5, 0.0, 0.25, 1.0, 2.0])], dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("lo, hi", [(1, 3), (0.5, 2), (None, 2.5)])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.float32])
+def test_clamp_promotes_like_torch(lo, hi, dtype):
+    x = np.arange(5).astype(dtype)
+    ours, theirs = F.clamp(Tensor(x), lo, hi), torch.clamp(torch.from_numpy(x), lo, hi)
+    assert TORCH_OF[ours.dtype] == theirs.dtype
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+def test_clamp_errors_match_torch():
+    same_error(lambda: F.clamp(Tensor(np.ones(2))), lambda: torch.clamp(torch.ones(2)), ValueError,
+               "at least one of min and max")
