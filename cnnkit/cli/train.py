@@ -470,6 +470,9 @@ def _train(args, out: Path, explicit: dict) -> int:
     entry = models.zoo_entry(args.model)
     if args.weights is None and (args.freeze != "none" or args.backbone_lr_scale != 1.0):
         raise UsageError("--freeze and --backbone-lr-scale need --weights (a trained backbone)")
+    if args.freeze == "backbone" and args.backbone_lr_scale != 1.0:
+        raise UsageError(f"--backbone-lr-scale {args.backbone_lr_scale:g} does nothing with --freeze backbone (the "
+                         "backbone does not train): drop one of them")
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
     defaults = recipe_for(args.model, dataset_label)

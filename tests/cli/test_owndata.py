@@ -234,6 +234,8 @@ def test_unreadable_and_non_image_files_are_skipped_with_a_count(tmp_path, capsy
     (["train", "lenet5", "--image-size", "40"], 2, "lenet5 takes images of 28x28 to 31x31 pixels; 40x40 (--image-size) is too large: pass --image-size 31"),
     (["train", "lenet5", "--task", "binary", "--val-split", "0.5", "--data-dir", "."], 2, "--data-dir is where a named dataset's files are"),
     (["train", "lenet5", "--freeze", "backbone"], 2, "--freeze and --backbone-lr-scale need --weights"),
+    (["train", "lenet5", "--weights", "DEFAULT", "--freeze", "backbone", "--backbone-lr-scale", "0.1"], 2,
+     "--backbone-lr-scale 0.1 does nothing with --freeze backbone (the backbone does not train): drop one of them"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, status, message):
     make_shapes(tmp_path / "d", classes=("a", "b"), n=3)
