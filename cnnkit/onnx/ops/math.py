@@ -143,18 +143,6 @@ def _reduce(fn: Callable, empty: Callable, axes_input_from: int) -> Callable[[No
     return translate
 
 
-def clip(node: Node) -> Tensor:
-    """Clip: bounds are attributes before opset 11, optional inputs since (absent = no bound)."""
-    x = node.input(0)
-    if node.opset < 11:
-        lo, hi = node.attr("min"), node.attr("max")
-    else:
-        lo, hi = (None if b is None else b.item() for b in (node.input(1), node.input(2)))
-    if lo is None and hi is None:
-        return x
-    return F.clamp(x, lo, hi)
-
-
 def _lowest(dtype: np.dtype):
     if dtype.kind == "b":
         return False
@@ -173,7 +161,6 @@ TRANSLATORS.update({
     "Log": _unary(F.log),
     "Sqrt": _unary(F.sqrt),
     "Sign": sign,
-    "Clip": clip,
     "Relu": _unary(F.relu),
     "LeakyRelu": lambda node: F.leaky_relu(node.input(0), float(node.attr("alpha", 0.01))),
     "Elu": lambda node: F.elu(node.input(0), float(node.attr("alpha", 1.0))),
