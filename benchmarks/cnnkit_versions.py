@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cnnkit  # noqa: E402
 from timing import PAUSE_S, load_average  # noqa: E402
+
+import cnnkit  # noqa: E402
 
 
 def import_revision(rev: str):

@@ -21,9 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.models.test_models import TBasicBlock, reference_model, t_resnet, t_vgg, torch_state  # noqa: E402
-
 import cnnkit  # noqa: E402
+from tests.models.test_models import TBasicBlock, reference_model, t_resnet, t_vgg, torch_state  # noqa: E402
 
 BUILDERS = {
     "resnet18": lambda: t_resnet(TBasicBlock, (2, 2, 2, 2)),

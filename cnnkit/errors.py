@@ -25,6 +25,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
         +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
         +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
         +-- OnnxExportError              ... a model ONNX cannot express (names the layer)
+    +-- NeuronError (ValueError)         an index that is not an element of a layer's output
+    +-- ExploreError (ValueError)        a request the explorer's page cannot answer (with its HTTP status)
 
 Messages name the op, layer, file or option, what was expected and what was received.
 """
@@ -53,6 +55,8 @@ __all__ = [
     "OnnxFileError",
     "OnnxUnsupportedError",
     "OnnxExportError",
+    "NeuronError",
+    "ExploreError",
 ]
 
 
@@ -175,3 +179,15 @@ class OnnxUnsupportedError(OnnxError):
 
 class OnnxExportError(OnnxError):
     """A cnnkit model cannot be written as ONNX: the message names the layer and the op."""
+
+
+class NeuronError(CnnkitError, ValueError):
+    """An index that does not address an element of a layer's output (the message gives its shape)."""
+
+
+class ExploreError(CnnkitError, ValueError):
+    """A request the explorer cannot answer; ``status`` is the HTTP status it maps to (4xx)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status

@@ -14,6 +14,8 @@
     cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
     cnnkit weights [MODEL]                                              (cli/weights.py)
     cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch]  (cli/onnx.py)
+    cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
+                   [--export FILE] [--model NAME]                       (cli/explore.py)
 
 Each command module has ``add_commands(subparsers)``; each sub-parser sets ``handler``
 (a function of the parsed arguments returning an exit status). Handlers call the
@@ -80,6 +82,7 @@ COMMAND_MODULES = (
     "cnnkit.cli.surgery",
     "cnnkit.cli.weights",
     "cnnkit.cli.onnx",
+    "cnnkit.cli.explore",
 )
 
 

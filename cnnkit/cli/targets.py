@@ -1,14 +1,14 @@
 """What the commands act on: a checkpoint or zoo model, its inputs, and names given on the command line.
 
-``load_target`` turns CHECKPOINT|MODEL into a model with its input shape, normalization
-and class names; ``model_input`` prepares an image (or a built-in sample) for it. An .onnx
-file is taken wherever a checkpoint is (``cnnkit.onnx.load``), its metadata standing in
-for the checkpoint's (``onnx_extra``).
+``load_inference`` is the one reader of model files: a cnnkit checkpoint, or an .onnx
+file (``cnnkit.onnx.load``) whose metadata stands in for the checkpoint's (``onnx_extra``).
+``load_target`` turns CHECKPOINT|MODEL (a file, a zoo name, a weights name) into a
+``cnnkit.io.targets.Target``: the model with its input shape, normalization, class names
+and file preprocessing; ``model_input`` prepares an image (or the built-in sample) for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,55 +16,33 @@ import numpy as np
 
 from .. import models
 from .. import onnx as cnnkit_onnx  # the onnx package itself loads on first use
-from ..data import DATASETS, prepare_image
-from ..data.pipeline import ImageSpec
+from ..data import DATASETS
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
+from ..io.targets import (
+    INFERENCE_KEYS,
+    Target,
+    default_normalization,
+    file_preprocessing,
+    parse_shape,
+    target_from,
+    zoo_target,
+)
+from ..io.weights import build_for_loading, fetch_weights
+from ..models.weights import find_weights
 from ..train.tasks import Task, task_from_dict
-from ..viz.image_filters import sample_image, to_grayscale
+from ..viz.image_filters import sample_picture
+from .weights import import_model
 
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
     "wrote", "file_preprocessing", "checkpoint_task", "is_onnx", "load_inference", "onnx_extra", "INFERENCE_KEYS",
+    "WEIGHTS_ONLY",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _MNIST = ((0.1307,), (0.3081,))
-
-
-@dataclass
-class Target:
-    """A model to look inside, with what is needed to feed it an image.
-
-    Attributes:
-        label: for titles: the checkpoint's file name and model, or "resnet18 (random weights)".
-        input_shape: (C, H, W); mean, std: per-channel normalization; classes: class names.
-    """
-
-    model: Any
-    label: str
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
-    spec: ImageSpec | None = None  # how the checkpoint's training read image files (folder data)
-    extra: dict[str, Any] = field(default_factory=dict)  # what the file says of its training
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``--input-shape C,H,W`` (or CxHxW) as a tuple of three positive integers."""
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) <= 0:
-        raise UsageError(f"--input-shape expects C,H,W with positive integers, got {text!r}")
-    return shape  # type: ignore[return-value]
-
-
-# What a checkpoint's ``extra`` says that inference needs; an ONNX export stores these too.
-INFERENCE_KEYS = ("input_shape", "mean", "std", "classes", "dataset", "source", "task", "preprocessing")
 
 
 def is_onnx(spec: str) -> bool:
@@ -94,107 +72,96 @@ def load_inference(spec: str) -> tuple[Any, dict[str, Any], str | None]:
     return ckpt.build_model(), ckpt.meta.get("extra", {}), ckpt.model_name
 
 
-def load_target(spec: str, input_shape: str | None = None) -> Target:
-    """A checkpoint file (trained weights) or a zoo model name (random weights, seed 0).
+# Files that hold weights only (a state_dict), not the network: they need the zoo model's name.
+WEIGHTS_ONLY = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def load_target(spec: str, input_shape: str | None = None, *, model: str | None = None,
+                num_classes: int | None = None) -> Target:
+    """A model file, a zoo model name (random weights, seed 0) or a weights name, as a ``Target``.
+
+    Files are read by ``load_inference`` (a checkpoint, or an .onnx file with its metadata);
+    a weights name (``resnet18.IMAGENET1K_V1``, as ``cnnkit predict`` takes) is its cached
+    checkpoint, fetched once. With ``model`` (a zoo name), ``spec`` is any weights source
+    ``cnnkit import`` reads (a PyTorch .pth, never unpickled; a safetensors state_dict;
+    timm / Hugging Face keys) loaded into that model, as ``cnnkit import`` would store it.
+    ``input_shape`` ("C,H,W") replaces the file's or the zoo's.
 
     Raises:
-        CheckpointError: a missing, unreadable or foreign checkpoint file.
-        UsageError: neither a file nor a zoo name (the message lists the zoo).
+        CheckpointError: a missing, unreadable or foreign checkpoint file (WeightsError,
+            PthError: weights that do not fit ``model``, with the keys).
+        OnnxFileError, OnnxUnsupportedError: an .onnx file cnnkit cannot read or run.
+        UsageError: a folder, a weights-only file without ``model``, or neither a file nor a
+            zoo or weights name (the message lists the zoo).
     """
     path = Path(spec)
     zoo = models.list_models()
     if path.is_dir():
-        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it "
-                         f"(e.g. {path / 'last.safetensors'})")
-    extra: dict[str, Any] = {}
-    if is_onnx(spec):
-        model, extra, _ = load_inference(spec)
-        if not extra.get("input_shape") and not input_shape:
+        raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
+    shape = parse_shape(input_shape) if input_shape else None
+    if model is not None:
+        target = _weights_target(spec, model, num_classes, shape)
+    elif path.suffix.lower() in WEIGHTS_ONLY and not is_onnx(spec):
+        raise UsageError(f"{path.name} holds weights, not a network: name the zoo model they are for (--model NAME), "
+                         f"or make a checkpoint of them once: cnnkit import {spec} --model NAME -o model.safetensors")
+    elif path.is_file() or is_onnx(spec) or (spec.lower() not in zoo and (path.suffix or "/" in spec)
+                                             and find_weights(None, spec) is None):
+        target = _file_target(path, shape)
+    elif spec.lower() in zoo:
+        target = zoo_target(spec.lower())
+    elif find_weights(None, spec) is not None:  # a weights name: its cached checkpoint
+        target = _file_target(Path(fetch_weights(find_weights(None, spec))), shape)
+    else:
+        raise UsageError(f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}")
+    if shape is not None and shape != target.input_shape:
+        target.input_shape = shape
+        target.spec = None                   # another size asked for: plain resizing
+        target.weights_preprocessing = None
+        if len(target.mean) != shape[0]:
+            target.mean, target.std = default_normalization(shape[0])
+    return target
+
+
+def _weights_target(source: str, model_name: str, num_classes: int | None,
+                    input_shape: tuple[int, int, int] | None) -> Target:
+    """Weights from any source in the zoo model ``model_name``, as ``cnnkit import`` stores them."""
+    if model_name not in models.list_models():
+        raise UsageError(f"--model: unknown model {model_name!r}; zoo models: {', '.join(models.list_models())}")
+    net, config, extra, report = import_model(source, model_name, num_classes=num_classes)
+    if any(k != "num_classes" for k in config):  # e.g. GoogLeNet's transform_input: rebuild as the checkpoint would
+        rebuilt = build_for_loading(model_name, **config)
+        rebuilt.load_state_dict(net.state_dict())
+        net = rebuilt
+    name = Path(source).name if Path(source).exists() else source
+    return target_from(net, extra, label=f"{name} ({model_name}, {report.kind})", model_name=model_name,
+                       input_shape=input_shape)
+
+
+def _file_target(path: Path, input_shape: tuple[int, int, int] | None) -> Target:
+    """A checkpoint or .onnx file as a ``Target`` (read by ``load_inference``)."""
+    model, extra, model_name = load_inference(str(path))
+    if is_onnx(str(path)):
+        if not extra.get("input_shape") and input_shape is None:
             raise UsageError(f"{path.name} does not fix its input's size (dims {model.input_shapes[0]}); "
                              "pass --input-shape C,H,W")
-        shape = tuple(extra.get("input_shape") or parse_shape(input_shape))
-        mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
-        classes = [str(c) for c in extra.get("classes", ())]
         label = f"{path.name} (ONNX{', ' + model.producer if model.producer else ''})"
-        image_spec = file_preprocessing(extra)
-    elif path.is_file() or (spec.lower() not in zoo and (path.suffix or "/" in spec)):
-        ckpt = load_checkpoint(path)  # a missing file: "no such checkpoint file"
-        extra = ckpt.meta.get("extra", {})
-        model = ckpt.build_model()
-        shape = tuple(extra.get("input_shape") or models.default_input_shape(ckpt.model_name or ""))
-        mean, std = tuple(extra.get("mean", ())), tuple(extra.get("std", ()))
-        classes = [str(c) for c in extra.get("classes", ())]
-        dataset = f", {extra['dataset']}" if "dataset" in extra else ""
-        label = f"{path.name} ({ckpt.model_name}{dataset})"
-        image_spec = file_preprocessing(extra)
-    elif spec.lower() in zoo:
-        name = spec.lower()
-        model = models.get_model(name, generator=np.random.default_rng(0))
-        model.eval()
-        shape = models.default_input_shape(name)
-        mean, std, classes = (), (), []
-        label = f"{name} (random weights)"
-        image_spec = None
-    else:
-        raise UsageError(
-            f"{spec!r} is neither a checkpoint file nor a zoo model; zoo models: {', '.join(zoo)}"
-        )
-    if input_shape:
-        shape = parse_shape(input_shape)
-    C = shape[0]
-    if len(mean) != C or len(std) != C:
-        mean, std = _IMAGENET if C == 3 else (_MNIST if C == 1 else ((0.5,) * C, (0.5,) * C))
-    if image_spec is not None and image_spec.input_shape != tuple(shape):
-        image_spec = None  # --input-shape asks for another size: plain resizing
-    return Target(model, label, shape, mean, std, classes, image_spec, extra)  # type: ignore[arg-type]
-
-
-def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) in [0, 1] -> (C, H, W), bilinear."""
-    from PIL import Image  # Pillow loads only when an image is resized
-
-    if image.shape[1:] == tuple(hw):
-        return image
-    H, W = hw
-    # a float32 array opens as a 32-bit float ("F") image: no rounding to 8 bits before resizing
-    chans = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((W, H), Image.BILINEAR)) for c in image]
-    return np.clip(np.stack(chans), 0, 1).astype(np.float32)          # (C, H, W)
-
-
-def _crop_to_aspect(image: np.ndarray, ratio: float) -> np.ndarray:
-    """Centre-crop (C, h, w) to height/width = ratio, so resizing does not distort it."""
-    _, h, w = image.shape
-    if h / w > ratio:
-        keep = max(1, round(w * ratio))
-        top = (h - keep) // 2
-        return image[:, top : top + keep]
-    keep = max(1, round(h / ratio))
-    left = (w - keep) // 2
-    return image[:, :, left : left + keep]
+        return target_from(model, extra, label=label, input_shape=input_shape)
+    notes = [n for n in (model_name, extra.get("dataset"), "pruned" if extra.get("pruned") else None) if n]
+    return target_from(model, extra, label=f"{path.name} ({', '.join(notes)})", model_name=model_name,
+                       run_folder=path.resolve().parent, input_shape=input_shape)
 
 
 def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Return (picture (C, H, W) in [0, 1], model input (1, C, H, W) normalized).
 
     Args:
-        image: a PNG/JPEG path (prepared as ``cnnkit predict`` does), or None for the
-            built-in sample: an MNIST digit for one channel, the generated scene otherwise.
+        image: a PNG/JPEG path (prepared as ``cnnkit predict`` does: ``Target.picture``), or
+            None for the built-in sample: an MNIST digit for one channel, the generated scene otherwise.
 
     Raises:
         FileNotFoundError, ValueError: the image is missing or unreadable.
     """
-    C, H, W = target.input_shape
-    if image is not None and target.spec is not None:
-        raw = target.spec.decode(image).astype(np.float32).transpose(2, 0, 1) / 255.0   # (C, H, W)
-    elif image is not None:
-        raw = prepare_image(image, (C, H, W), invert)
-    else:
-        sample = sample_image("digit" if C == 1 else "scene")
-        if C == 1 and sample.shape[0] == 3:
-            sample = to_grayscale(sample)
-        if C not in (1, sample.shape[0]):
-            sample = np.repeat(sample.mean(axis=0, keepdims=True), C, axis=0)
-        raw = _resize(_crop_to_aspect(sample, H / W), (H, W))
+    raw = target.picture(image, invert) if image is not None else sample_picture(target.input_shape)
     mean = np.asarray(target.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(target.std, np.float32).reshape(-1, 1, 1)
     return raw, ((raw - mean) / std)[None].astype(np.float32)        # (1, C, H, W)
@@ -226,16 +193,6 @@ def checkpoint_inputs(
     default_classes = [str(i) for i in range(10)] if shape[0] == 1 else []
     classes = list(extra.get("classes") or default_classes)
     return shape, mean, std, classes  # type: ignore[return-value]
-
-
-def file_preprocessing(extra: dict[str, Any]) -> ImageSpec | None:
-    """The ``ImageSpec`` a model trained on a folder of images reads files with (None otherwise).
-
-    Models trained on MNIST-like datasets keep ``prepare_image`` (digits centred as MNIST's).
-    """
-    if extra.get("source", {}).get("kind") == "folder" and "preprocessing" in extra:
-        return ImageSpec.from_dict(extra["preprocessing"])
-    return None
 
 
 def checkpoint_task(extra: dict[str, Any], outputs: int) -> Task:

@@ -11,7 +11,7 @@ from ..io.weights import build_for_loading, load_weights, weights_dir, write_che
 from ..models import weights as named
 from .main import positive_int
 
-__all__ = ["add_commands", "import_command", "weights_command"]
+__all__ = ["add_commands", "import_command", "import_model", "weights_command"]
 
 
 def add_commands(sub) -> None:
@@ -57,25 +57,42 @@ def _class_names(option: str, model_name: str, num_classes: int) -> tuple[list[s
     return names, None
 
 
-def import_command(args) -> int:
-    if args.model not in models.list_models():
-        raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
-    num_classes = args.num_classes or 1000
+def import_model(source: str, model_name: str, *, num_classes: int | None = None, skip: tuple[str, ...] = (),
+                 classes: str = "auto"):
+    """A zoo model with the weights of ``source`` (any weights file or name), as ``cnnkit import`` makes it.
+
+    Returns:
+        (model, its constructor config, the checkpoint ``extra`` to store: class names and the
+        weights' preprocessing where known, ``imported_from``; the ``WeightsReport``).
+
+    Raises:
+        UsageError: an unknown model or --classes option. WeightsError, PthError: weights that
+            do not fit the model (the message lists the keys) or a file that cannot be read.
+    """
+    if model_name not in models.list_models():
+        raise UsageError(f"unknown model {model_name!r}; `cnnkit models` lists the zoo")
+    num_classes = num_classes or 1000
     config = {"num_classes": num_classes}
     # Every weight is overwritten unless some are skipped: then the skipped ones keep their init.
-    model = models.get_model(args.model, **config) if args.skip else build_for_loading(args.model, **config)
-    report = load_weights(model, args.file, model_name=args.model, skip=tuple(args.skip))
+    model = models.get_model(model_name, **config) if skip else build_for_loading(model_name, **config)
+    report = load_weights(model, source, model_name=model_name, skip=tuple(skip))
     extra = {k: v for k, v in report.meta.items() if k != "model"}
     if report.kind != "cnnkit checkpoint" and report.kind != "named weights":
-        classes, preprocessing = _class_names(args.classes, args.model, num_classes)
-        if classes is not None:
-            extra["classes"] = classes
+        names, preprocessing = _class_names(classes, model_name, num_classes)
+        if names is not None:
+            extra["classes"] = names
         if preprocessing is not None:
             extra.update(preprocessing=preprocessing, input_shape=[3, preprocessing["crop_size"], preprocessing["crop_size"]],
                          mean=preprocessing["mean"], std=preprocessing["std"])
-    if args.model == "googlenet" and report.kind == "named weights":
+    if model_name == "googlenet" and report.kind == "named weights":
         config["transform_input"] = True
-    extra["imported_from"] = str(args.file)
+    extra["imported_from"] = str(source)
+    return model, config, extra, report
+
+
+def import_command(args) -> int:
+    model, config, extra, report = import_model(args.file, args.model, num_classes=args.num_classes,
+                                                skip=tuple(args.skip), classes=args.classes)
     state = {k: v for k, v in model.state_dict(keep_vars=True).items()}
     out = write_checkpoint(args.output, state, model_name=args.model, model_config=config, extra=extra)
     count = sum(math.prod(v.shape) for v in state.values())

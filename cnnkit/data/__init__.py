@@ -28,7 +28,7 @@ from .folder import ImageFolder, load_image
 from .idx import IDXError, read_idx
 from .loader import DataLoader, default_collate
 from .mnist import KMNIST, MNIST, FashionMNIST, load_mnist
-from .prepare import compose_mnist_strip, load_strip, prepare_image
+from .prepare import compose_mnist_strip, crop_to_aspect, load_strip, prepare_image, resize_picture
 from .registry import DATASETS, DatasetSpec, get_dataset, list_datasets
 
 __all__ = [
@@ -57,6 +57,8 @@ __all__ = [
     "load_mnist",
     "load_strip",
     "prepare_image",
+    "crop_to_aspect",
+    "resize_picture",
     "random_split",
     "read_cifar_batch",
     "read_idx",

@@ -29,8 +29,9 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -143,14 +144,18 @@ def _checked(path, min_side: int, max_pixels: int):
     """The lazily opened PIL image of a regular file whose size passed the checks (module doc)."""
     from PIL import Image, UnidentifiedImageError  # Pillow loads only when images are read
 
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            f, _ = open_regular(path, "image file")
+            owned = f
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such image file") from None
+        except OSError as e:
+            raise DataError(f"{path}: {e.strerror or e}") from None
+    else:  # an open binary file (e.g. io.BytesIO of an upload): the caller owns it
+        f, owned, path = path, nullcontext(), "the image"
     try:
-        f, _ = open_regular(path, "image file")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except OSError as e:
-        raise DataError(f"{path}: {e.strerror or e}") from None
-    try:
-        with f, warnings.catch_warnings():
+        with owned, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
             with Image.open(f) as image:
                 w, h = image.size
@@ -199,12 +204,13 @@ def read_header(path: str | os.PathLike, *, min_side: int = MIN_IMAGE_SIDE,
         return ImageHeader((h, w), image.mode)
 
 
-def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int] | None = None, *,
+def open_image(path: str | os.PathLike | BinaryIO, mode: str = "RGB", draft: tuple[int, int] | None = None, *,
                background="auto", min_side: int = MIN_IMAGE_SIDE, max_pixels: int = MAX_IMAGE_PIXELS):
     """Decode an image file into an 8-bit PIL image of ``mode``, upright and checked (module doc).
 
     Args:
-        path: the image file.
+        path: the image file, or an open binary file (``io.BytesIO`` of an upload; errors
+            then name "the image").
         mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"``: ``"L"`` for a grayscale file,
             ``"RGB"`` for anything else.
         draft: ``(h, w)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale while it stays at
@@ -233,13 +239,13 @@ def open_image(path: str | os.PathLike, mode: str = "RGB", draft: tuple[int, int
 
 
 def load_image(
-    path: str | os.PathLike, mode: str = "L", size: int | Sequence[int] | None = None, *,
+    path: str | os.PathLike | BinaryIO, mode: str = "L", size: int | Sequence[int] | None = None, *,
     background="auto", min_side: int = MIN_IMAGE_SIDE, max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Read an image file as a uint8 array, converted to ``mode``, upright, and resized.
 
     Args:
-        path: the image file.
+        path: the image file, or an open binary file (see ``open_image``).
         mode: ``"L"`` (grayscale), ``"RGB"``, or ``"auto"`` (see ``open_image``).
         size: ``(h, w)`` or an int for a square; resized bilinearly by Pillow. None keeps it.
         background, min_side, max_pixels: see ``open_image``.

@@ -6,12 +6,17 @@
 - ``load_strip``: a wide PNG/JPEG (a row of handwritten digits) -> (C, H, W') for a
   fully convolutional classifier.
 - ``compose_mnist_strip``: MNIST test digits side by side, with their labels.
+- ``resize_picture``, ``crop_to_aspect``: float pictures and maps resized bilinearly
+  (no rounding to 8 bits) and centre-cropped to an aspect ratio.
+
+The image functions read a path or an open binary file (``io.BytesIO`` of an upload).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from typing import BinaryIO
 
 import numpy as np
 
@@ -20,10 +25,39 @@ from ..errors import DataError
 from .image import MIN_IMAGE_SIDE, load_image
 from .mnist import load_mnist
 
-__all__ = ["prepare_image", "load_strip", "compose_mnist_strip"]
+__all__ = ["prepare_image", "load_strip", "compose_mnist_strip", "resize_picture", "crop_to_aspect"]
 
 
-def prepare_image(path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto") -> np.ndarray:
+def resize_picture(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (C, h, w) or (h, w) floats to (C, H, W) or (H, W) = ``size``, bilinearly, in float32.
+
+    Each channel goes through Pillow as a 32-bit float image, so nothing is rounded to 8
+    bits; values are not clipped (a [0, 1] picture may overshoot by rounding only).
+    """
+    from PIL import Image  # Pillow loads only when a picture is resized
+
+    H, W = size
+    a = np.asarray(picture, np.float32)
+    if a.shape[-2:] == (H, W):
+        return a.copy()
+    channels = a[None] if a.ndim == 2 else a
+    out = np.stack([np.asarray(Image.fromarray(c).resize((W, H), Image.BILINEAR), np.float32) for c in channels])
+    return out[0] if a.ndim == 2 else out
+
+
+def crop_to_aspect(picture: np.ndarray, ratio: float) -> np.ndarray:
+    """Centre-crop (C, h, w) to height / width = ``ratio``, so that resizing does not distort it."""
+    _, h, w = picture.shape
+    if h / w > ratio:
+        keep = max(1, round(w * ratio))
+        top = (h - keep) // 2
+        return picture[:, top : top + keep]
+    keep = max(1, round(h / ratio))
+    left = (w - keep) // 2
+    return picture[:, :, left : left + keep]
+
+
+def prepare_image(path: str | os.PathLike | BinaryIO, input_shape: tuple[int, int, int], invert: str = "auto") -> np.ndarray:
     """Load a PNG/JPEG and turn it into a model input in [0, 1], shape (C, H, W).
 
     For one-channel (MNIST-style) models the digit must be white on black, centred in a
@@ -81,7 +115,7 @@ def compose_mnist_strip(
 
 
 def load_strip(
-    path: str | os.PathLike, input_shape: tuple[int, int, int], invert: str = "auto", height: int | None = None,
+    path: str | os.PathLike | BinaryIO, input_shape: tuple[int, int, int], invert: str = "auto", height: int | None = None,
 ) -> np.ndarray:
     """Load a PNG/JPEG as a model input in [0, 1], shape (C, H', W').
 
@@ -106,7 +140,7 @@ def load_strip(
         arr = 1.0 - arr
     rows = np.where((arr > 0.1 * max(arr.max(), 1e-6)).any(axis=1))[0]
     if len(rows) == 0:
-        raise DataError(f"{path}: the image has no ink")
+        raise DataError(f"{path if isinstance(path, (str, os.PathLike)) else 'the image'}: the image has no ink")
     crop = arr[rows[0] : rows[-1] + 1]
     scale = (20 * H / 28) / crop.shape[0]
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))

@@ -15,7 +15,7 @@ from ..config import enable_grad
 from ..functional import softmax
 from ..tensor import Tensor
 
-__all__ = ["Saliency", "saliency"]
+__all__ = ["Saliency", "saliency", "saliency_map"]
 
 
 @dataclass
@@ -34,6 +34,11 @@ class Saliency:
     target: int
     score: float
     probabilities: np.ndarray
+
+
+def saliency_map(gradient: np.ndarray) -> np.ndarray:
+    """(C, H, W) gradient d score / d x -> (H, W) map: the largest |gradient| over the channels."""
+    return np.abs(np.asarray(gradient)).max(axis=0)
 
 
 def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Saliency:
@@ -70,4 +75,4 @@ def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Sali
     finally:
         for p, flag in flags:
             p.requires_grad = flag
-    return Saliency(np.abs(gradient).max(axis=0), gradient, top, float(logits.data[0, top]), probabilities)
+    return Saliency(saliency_map(gradient), gradient, top, float(logits.data[0, top]), probabilities)

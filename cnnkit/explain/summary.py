@@ -38,8 +38,9 @@ import numpy as np
 from .. import config, nn
 from ..functional.args import pair
 from ..tensor import Tensor
+from .graph import is_layer
 
-__all__ = ["summary", "SummaryResult", "LayerRow"]
+__all__ = ["summary", "SummaryResult", "LayerRow", "window_geometry", "adaptive_window"]
 
 _MB = 2**20
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.SumPool2d, nn.LPPool2d)
@@ -159,7 +160,7 @@ def summary(
     def add_row(call: nn.LayerCall) -> None:
         rows.append(_row(call.module, call.path, call.inputs, call.output, fields, called, counted_params))
 
-    with nn.trace_layers(model, lambda path, m: _gets_row(m), on_call=add_row, keep=False):
+    with nn.trace_layers(model, lambda path, m: is_layer(m), on_call=add_row, keep=False):
         model(x)
 
     params = list(model.parameters())
@@ -186,10 +187,6 @@ def summary(
 
 
 # ---------------------------------------------------------------------- one row
-def _gets_row(module: nn.Module) -> bool:
-    """Leaf modules, and modules that own parameters directly, get rows."""
-    has_children = next(module.children(), None) is not None
-    return not has_children or next(module.parameters(recurse=False), None) is not None
 
 
 def _data(value: Any) -> Any:
@@ -267,8 +264,12 @@ def _field_of(x: Tensor | None, fields: dict) -> _Field | None:
     return max(known, key=lambda f: f.size[0] * f.size[1], default=None)
 
 
-def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
-    """(kernel, stride, (pad_lo, pad_hi) per axis, dilation, ceil_mode) of a window layer."""
+def window_geometry(module: nn.Module) -> tuple | None:
+    """(kernel, stride, ((pad_top, pad_bottom), (pad_left, pad_right)), dilation, ceil_mode) of a
+    Conv2d or a fixed-window pooling layer; None for other layers.
+
+    "same" padding puts the odd row and column at the bottom and right, as PyTorch.
+    """
     if isinstance(module, nn.Conv2d):
         top, bottom, left, right = module.padding_sides()
         return module.kernel_size, module.stride, ((top, bottom), (left, right)), module.dilation, False
@@ -279,6 +280,19 @@ def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
         padding = pair(getattr(module, "padding", 0), "padding", where)
         dilation = pair(getattr(module, "dilation", 1), "dilation", where)
         return kernel, stride, tuple((p, p) for p in padding), dilation, module.ceil_mode
+    return None
+
+
+def adaptive_window(i: int, n: int, out: int) -> tuple[int, int]:
+    """[start, end) of window ``i`` of an adaptive pool from ``n`` to ``out`` (PyTorch's rule)."""
+    return (i * n) // out, -(-((i + 1) * n) // out)
+
+
+def _geometry(module: nn.Module, x: Tensor) -> tuple | None:
+    """(kernel, stride, (pad_lo, pad_hi) per axis, dilation, ceil_mode) of a window layer."""
+    fixed = window_geometry(module)
+    if fixed is not None:
+        return fixed
     if isinstance(module, _ADAPTIVE_POOLS) and x.ndim >= 3:
         # An adaptive pool whose output divides its input is a pool with kernel = stride
         # = H/OH; otherwise its windows vary, and the widest one bounds the field.
@@ -297,8 +311,7 @@ def _adaptive_size(output_size, hw: tuple[int, int]) -> tuple[int, int]:
 
 
 def _widest_window(n: int, out: int) -> int:
-    # Window i covers [floor(i*n/out), ceil((i+1)*n/out)), as PyTorch's adaptive pooling.
-    return max(-(-((i + 1) * n) // out) - (i * n) // out for i in range(out))
+    return max(end - start for start, end in (adaptive_window(i, n, out) for i in range(out)))
 
 
 def _propagate(module: nn.Module, x: Tensor | None, y: Tensor | None, field_in: _Field | None, row: LayerRow):

@@ -12,6 +12,8 @@ never unpickled. ``weights.py``: any weights source (checkpoint, .pth, safetenso
 Hugging Face, a weights name) as a state_dict with cnnkit's keys (``resolve_weights``,
 ``load_weights``), safetensors read memory-mapped and written by streaming, named weights
 fetched and converted once (``fetch_weights``).
+``targets.py``: the ``Target`` (a model with its input shape, normalization, class names
+and file preprocessing), built from a model and what its file says (``target_from``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ from .checkpoint import (
 )
 from .pth import load_pth, read_pth
 from .safetensors import read_safetensors, write_safetensors
+from .targets import Target, target_from, zoo_target
 from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
 
 __all__ = [
+    "Target",
+    "target_from",
+    "zoo_target",
     "Checkpoint",
     "CheckpointError",
     "atomic_write_bytes",

@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..explain.graph import Graph, TensorNode
+from ..explain.graph import INPUT, Graph, TensorNode, layer_units
 from ..explain.toy_graph import ToyGraph
 
 __all__ = ["graph_to_dot", "layer_graph_to_dot", "toy_graph_to_dot", "render_dot", "dot_available"]
@@ -118,22 +117,12 @@ def graph_to_dot(
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class _Unit:
-    key: tuple
-    label: str
-    style: str
-    inputs: list = field(default_factory=list)
-    params: int = 0
-    output: int | None = None
-
-
 def layer_graph_to_dot(graph: Graph, model=None, *, title: str | None = None, rankdir: str = "TB") -> str:
     """Write the layer-level view: one node per layer call, one per op outside any layer.
 
-    A layer (a leaf module) that runs several ops (a padded conv) is one node; modules
-    that run no op in eval mode (Dropout, Identity) do not appear. Edges follow the data,
-    so skip connections and branch merges show.
+    The units are ``cnnkit.explain.graph.layer_units``: a layer (a leaf module) that runs
+    several ops (a padded conv) is one node; modules that run no op in eval mode (Dropout,
+    Identity) do not appear. Edges follow the data, so skip connections and branch merges show.
 
     Args:
         model: the traced model, to print each layer's parameter count (optional).
@@ -142,49 +131,32 @@ def layer_graph_to_dot(graph: Graph, model=None, *, title: str | None = None, ra
     if model is not None:
         for path, m in model.named_modules():
             params[path] = sum(int(p.size) for p in m.parameters(recurse=False))
-    units: dict[tuple, _Unit] = {}
-    unit_of_op: dict[int, tuple] = {}
-    for op in graph.ops:
-        is_leaf = op.module in graph.leaf_modules
-        key = (op.module, op.call) if is_leaf else ("op", op.id)
-        unit_of_op[op.id] = key
-        if key not in units:
-            if is_leaf:
-                name = op.module + (f" (call {op.call})" if op.call > 1 else "")
-                units[key] = _Unit(key, f"{name}\n{graph.leaf_modules[op.module]}", _STYLE["layer"],
-                                   params=params.get(op.module, 0))
-            else:
-                where = f"{op.module}: " if op.module else ""
-                units[key] = _Unit(key, f"{where}{op.label}", _STYLE["loose"])
-        units[key].output = op.output
-    producer_unit = {op.output: unit_of_op[op.id] for op in graph.ops}
+    units = layer_units(graph, identities=False)
     lines = _header(title, rankdir)
     t_, _ = _numbering(graph)
     for inp in graph.inputs:
         t = graph.tensors[inp]
         lines.append(f"  {t_[inp]} [label={_quote('input ' + _shape(t.shape))}, {_STYLE['input']}];")
-    ids = {key: f"u{i}" for i, key in enumerate(units)}
-    edges: list[tuple[str, str]] = []
-    for op in graph.ops:
-        dst = unit_of_op[op.id]
-        for t in op.inputs:
-            if t in producer_unit:
-                src = producer_unit[t]
-                if src != dst:
-                    edges.append((ids[src], ids[dst]))
-            elif t in graph.inputs:
-                edges.append((t_[t], ids[dst]))
-    for key, unit in units.items():
-        shape = _shape(graph.tensors[unit.output].shape)
-        extra = f"\n{unit.params:,} params" if unit.params else ""
-        lines.append(f"  {ids[key]} [label={_quote(f'{unit.label}  {shape}{extra}')}, {unit.style}];")
+    ids = {u.index: f"u{u.index}" for u in units}
+    for u in units:
+        shape = _shape(graph.tensors[u.output_id].shape)
+        if u.kind == "layer":
+            count = params.get(u.path, 0) if u.call == 1 else 0
+            extra = f"\n{count:,} params" if count else ""
+            label, style = f"{u.name}\n{u.type}  {shape}{extra}", _STYLE["layer"]
+        else:
+            label, style = f"{u.name}  {shape}", _STYLE["loose"]
+        lines.append(f"  {ids[u.index]} [label={_quote(label)}, {style}];")
+    edges = [(t_[tid] if src == INPUT else ids[src], ids[u.index])
+             for u in units for src, tid in zip(u.inputs, u.input_ids, strict=True)]
     for src, dst in dict.fromkeys(edges):  # unique, in order
         lines.append(f"  {src} -> {dst};")
+    producer = {u.output_id: u.index for u in units}
     for out in graph.outputs:
-        if out in producer_unit:
+        if out in producer:
             t = graph.tensors[out]
             lines.append(f"  {t_[out]} [label={_quote('output ' + _shape(t.shape))}, {_STYLE['output']}];")
-            lines.append(f"  {ids[producer_unit[out]]} -> {t_[out]};")
+            lines.append(f"  {ids[producer[out]]} -> {t_[out]};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

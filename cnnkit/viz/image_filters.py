@@ -20,11 +20,12 @@ import numpy as np
 from .. import functional as F
 from ..data import load_image as read_uint8
 from ..data.idx import read_idx
+from ..data.prepare import crop_to_aspect, resize_picture
 from ..tensor import Tensor
 
 __all__ = [
     "KERNELS", "get_kernel", "apply_kernel",
-    "sample_image", "SAMPLES", "load_image", "to_grayscale",
+    "sample_image", "sample_picture", "SAMPLES", "load_image", "to_grayscale",
 ]
 
 
@@ -134,6 +135,24 @@ def sample_image(kind: str = "scene") -> np.ndarray:
     if kind not in SAMPLES:
         raise ValueError(f"unknown sample image {kind!r}; choose from {', '.join(SAMPLES)}")
     return SAMPLES[kind]()
+
+
+def sample_picture(input_shape: tuple[int, int, int]) -> np.ndarray:
+    """The built-in picture shaped for a model's input: the digit for one channel, else the scene.
+
+    The scene is centre-cropped to the model's aspect ratio and resized bilinearly (in
+    float, no 8-bit rounding); other channel counts get the grey picture repeated.
+
+    Returns:
+        (C, H, W) float32 in [0, 1].
+    """
+    C, H, W = input_shape
+    sample = sample_image("digit" if C == 1 else "scene")
+    if C == 1 and sample.shape[0] == 3:
+        sample = to_grayscale(sample)
+    if C not in (1, sample.shape[0]):
+        sample = np.repeat(sample.mean(axis=0, keepdims=True), C, axis=0)
+    return np.clip(resize_picture(crop_to_aspect(sample, H / W), (H, W)), 0, 1).astype(np.float32)
 
 
 def load_image(path: str | os.PathLike, gray: bool = False, max_side: int | None = None) -> np.ndarray:
