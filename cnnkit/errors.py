@@ -25,6 +25,8 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
         +-- OnnxFileError                ... a file that is not a readable ONNX model (names the file)
         +-- OnnxUnsupportedError         ... a node cnnkit cannot run (names operator, node, opset)
         +-- OnnxExportError              ... a model ONNX cannot express (names the layer)
+    +-- DistributedError (RuntimeError)  data-parallel training over MPI: ranks disagree, MPI missing or failing
+        +-- MPIUnavailableError (also OptionalDependencyError)  mpi4py / mpiexec missing (names the package)
     +-- NeuronError (ValueError)         an index that is not an element of a layer's output
     +-- ExploreError (ValueError)        a request the explorer's page cannot answer (with its HTTP status)
 
@@ -55,6 +57,8 @@ __all__ = [
     "OnnxFileError",
     "OnnxUnsupportedError",
     "OnnxExportError",
+    "DistributedError",
+    "MPIUnavailableError",
     "NeuronError",
     "ExploreError",
 ]
@@ -191,3 +195,18 @@ class ExploreError(CnnkitError, ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class DistributedError(CnnkitError, RuntimeError):
+    """Data-parallel training over MPI failed; the message names the ranks involved.
+
+    Raised when ranks disagree on the model or the data, a rank failed, or MPI reported an error.
+    """
+
+
+class MPIUnavailableError(DistributedError, OptionalDependencyError):
+    """MPI is not installed; the message says which package to install.
+
+    Training on several processes needs mpi4py and an MPI (the ``mpich`` wheel provides
+    ``mpiexec``): ``pip install "cnnkit[mpi]"``.
+    """

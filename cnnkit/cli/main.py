@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
     command = f"cnnkit {args.command}"
+    args.argv = argv  # as typed: `train --nproc N` relaunches it
     previous = _on_sigterm()
     try:
         with warnings.catch_warnings():

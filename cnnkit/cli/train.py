@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import config, models, nn, optim
 from ..config import no_grad
-from ..data import DATASETS, DataLoader, Subset
+from ..data import DATASETS, Subset
 from ..errors import CheckpointError, DataError, RunFolderError, ShapeError, UsageError
 from ..files import format_bytes
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
@@ -36,7 +36,6 @@ from ..train import (
     NaNGuard,
     TrainingRun,
     default_lr,
-    evaluate,
     fit,
     make_optimizer,
     recipe_for,
@@ -55,6 +54,7 @@ from ..train.run_folder import (
 )
 from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
 from ..viz.tensorboard import TensorBoard
+from . import parallel
 from .main import Terminated, non_negative_int, positive_float, positive_int
 from .preflight import check_step_memory
 
@@ -141,7 +141,8 @@ def add_commands(sub) -> None:
     t.add_argument("--data-dir", default=None, help="folder with a named dataset's files (offline use; else CNNKIT_DATA)")
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard")
     t.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
-    t.set_defaults(handler=train_command)
+    parallel.add_options(t)
+    t.set_defaults(handler=parallel.command(train_command, _run_folder))
 
 
 def progress_printer(label: str):
@@ -213,6 +214,7 @@ def _binary_positive(data: TrainingData, positive: str | None) -> None:
 OPTION_DEFAULTS = {
     "task": "auto", "threshold": 0.5, "resize": "crop", "augment": False, "crop_scale": 0.08,
     "color_jitter": 0.0, "cache": "auto", "freeze": "none", "backbone_lr_scale": 1.0,
+    "lr_scaling": "none", "sync_bn": False,
 }
 
 
@@ -223,7 +225,7 @@ OPTION_DEFAULTS = {
 RECIPE_KEYS = (
     "model", "dataset", "data", "data_dir", "val_split", "task", "threshold", "positive_class", "image_size",
     "in_channels", "resize", "epochs", "batch_size", "optimizer", "lr", "seed", "augment", "crop_scale",
-    "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit",
+    "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit", "lr_scaling", "warmup_epochs", "sync_bn",
 )
 _PATH_KEYS = ("data", "data_dir", "weights")
 
@@ -257,7 +259,17 @@ def _resume_command(out: Path) -> str:
     return f"cnnkit train --out {shlex.quote(str(out))} --resume"
 
 
+def _run_folder(args) -> Path:
+    """The run folder ``cnnkit train`` would use (also named by --nproc when the job dies)."""
+    if args.out is not None or args.model is None:
+        return Path(args.out or ".")
+    dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
+    return Path(f"runs/{args.model.lower()}-{dataset_label}")
+
+
 def train_command(args) -> int:
+    ranks = getattr(args, "ranks", None) or parallel.Ranks(None)  # one process, or this rank's part
+    args.ranks = ranks
     explicit = {k: getattr(args, k) for k in RECIPE_KEYS if getattr(args, k) is not None}
     for key in _PATH_KEYS:
         if key in explicit:
@@ -279,12 +291,14 @@ def train_command(args) -> int:
         raise UsageError(f"--resume: there is no run folder {out}")
     created = not out.exists()
     try:
-        with RunLock(out, command=" ".join(["cnnkit", "train", *map(shlex.quote, sys.argv[2:])])) as lock:
-            if lock.note:
-                print(f"note: {lock.note}", file=sys.stderr, flush=True)
+        # several ranks: rank 0 alone holds the lock (and writes every file of the run)
+        lock = ranks.root_only(RunLock(out, command=" ".join(["cnnkit", "train", *map(shlex.quote, sys.argv[2:])])))
+        with lock as held:
+            if held is not None and held.note:
+                print(f"note: {held.note}", file=sys.stderr, flush=True)
             return _train(args, out, explicit)
     finally:
-        if created and out.is_dir() and not any(out.iterdir()):
+        if ranks.root and created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused before anything was written: leave no empty folder behind
 
 
@@ -324,6 +338,7 @@ _RECIPE_TYPES = {
     "val_split": (int, float), "threshold": (int, float), "lr": (int, float), "crop_scale": (int, float),
     "color_jitter": (int, float), "backbone_lr_scale": (int, float), "augment": bool,
     "train_images": int, "val_images": int, "classes": list, "extended": list,
+    "ranks": int, "lr_scaling": str, "warmup_epochs": (int, float), "sync_bn": bool,
 }
 
 
@@ -371,11 +386,13 @@ def _apply_recipe(args, recipe: dict, explicit: dict, done: int, out: Path) -> i
 
 
 def _train(args, out: Path, explicit: dict) -> int:
+    ranks = args.ranks
     last = out / "last.safetensors"
     ckpt, recipe, extended = None, None, None
     done = 0
     if args.resume:
         recipe, ckpt = _stored_run(out, last)
+        ranks.check_resume(recipe, out)  # the same number of ranks: the global batch must not change
         done = int(ckpt.meta["epoch"]) + 1 if ckpt is not None else 0
         extended = _apply_recipe(args, recipe, explicit, done, out)
     else:
@@ -404,6 +421,8 @@ def _train(args, out: Path, explicit: dict) -> int:
     batch_size = args.batch_size or defaults.batch_size
     opt_name = args.optimizer or defaults.optimizer
     lr = args.lr or default_lr(opt_name, defaults)
+    peak_lr = ranks.lr(lr, args.lr_scaling)
+    ranks.check_options(args)
 
     config.manual_seed(args.seed)
     data = _load_data(args, workers)
@@ -441,22 +460,24 @@ def _train(args, out: Path, explicit: dict) -> int:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
     slots = 2 if opt_name in ("adam", "adamw") else 1
     # pre-flight: the run folder (writable, room for last + best + a save's temporary) and the memory
-    preflight(out, checkpoint_bytes(model, slots))
+    if ranks.root:  # the folder rank 0 writes (on another machine it may not exist)
+        preflight(out, checkpoint_bytes(model, slots))
     check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
                       name=f"training {args.model}", optimizer_slots=slots)
     eval_batch = _eval_batch(model, data.spec.input_shape)
+    # several ranks: the same model and data everywhere, then rank 0's weights (and SyncBatchNorm)
+    ranks.prepare(model, data.train, args.sync_bn)
     loader_rng = np.random.default_rng(args.seed + 1)
-    train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=loader_rng,
-                              num_workers=workers if args.data else 0)
+    train_loader = ranks.train_loader(data.train, batch_size, loader_rng, workers if args.data else 0, args.seed)
+    loader_rng = train_loader.generator
     eval_workers = workers if args.data else 0
-    val_loader = (DataLoader(data.val, batch_size=eval_batch, num_workers=eval_workers)
-                  if data.val is not None else None)
-    test_loader = (DataLoader(data.test, batch_size=eval_batch, num_workers=eval_workers)
-                   if data.test is not None else None)
-    groups = param_groups(model, args.model, lr, args.backbone_lr_scale)
-    opt = make_optimizer(opt_name, groups, defaults, lr)
+    val_loader = ranks.eval_loader(data.val, eval_batch, eval_workers)
+    test_loader = ranks.eval_loader(data.test, eval_batch, eval_workers)
+    groups = param_groups(model, args.model, peak_lr, args.backbone_lr_scale)
+    opt = make_optimizer(opt_name, groups, defaults, peak_lr)
     scheduler = optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], epochs=epochs,
-                                              steps_per_epoch=len(train_loader))
+                                              steps_per_epoch=len(train_loader),
+                                              pct_start=ranks.pct_start(args.warmup_epochs, epochs))
     generators = {"loader": loader_rng, "default": config.default_generator()}
     run = TrainingRun(model, opt, scheduler)
     initial_epoch = 0
@@ -473,15 +494,16 @@ def _train(args, out: Path, explicit: dict) -> int:
         initial_epoch = done
     stored = {key: getattr(args, key) for key in RECIPE_KEYS}
     stored.update({"epochs": epochs, "batch_size": batch_size, "optimizer": opt_name, "lr": lr,
-                   "dataset": None if args.data else (args.dataset or "mnist"), **facts})
+                   "dataset": None if args.data else (args.dataset or "mnist"), "ranks": ranks.size, **facts})
     if recipe is not None:
         stored["extended"] = list(recipe.get("extended", []))
     if extended is not None:
         stored["extended"].append({"after_epoch": done, "epochs": [int(recipe.get("epochs") or 0), extended]})
-    if args.overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    write_recipe(out, stored)
+    if ranks.root:  # rank 0 alone writes the run's files
+        if args.overwrite:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        write_recipe(out, stored)
     extra = {
         "dataset": args.dataset or "mnist" if not args.data else f"folder:{data.source['path']}",
         "source": data.source,
@@ -495,15 +517,16 @@ def _train(args, out: Path, explicit: dict) -> int:
     common = dict(model_name=args.model, model_config=model_config, extra=extra,
                   rng_states=lambda: capture_rng(generators))
     best = out / "best.safetensors"
-    callbacks = []
+    writers = []
     if val_loader is not None:  # best before last: a kill between the two saves then loses nothing
-        callbacks.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
-                                         save_on_interrupt=False, **common))
-    callbacks += [ModelCheckpoint(last, **common), CSVLogger(out / "log.csv", append=ckpt is not None), NaNGuard()]
+        writers.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
+                                       save_on_interrupt=False, **common))
+    writers += [ModelCheckpoint(last, **common), CSVLogger(out / "log.csv", append=ckpt is not None)]
+    if args.tensorboard:
+        writers.append(TensorBoard(out / "tensorboard"))
+    callbacks = ranks.callbacks(args.seed) + ranks.writers(writers) + [NaNGuard()]  # files: rank 0's alone
     if frozen_bn:
         callbacks.append(FrozenBatchNorm(frozen_bn))
-    if args.tensorboard:
-        callbacks.append(TensorBoard(out / "tensorboard"))
     if ckpt is not None:
         what = f"resuming {last} after epoch {done}"
         if extended is not None:
@@ -514,13 +537,14 @@ def _train(args, out: Path, explicit: dict) -> int:
         print(f"resuming the run in {out}: no epoch had finished, so it starts from the first", flush=True)
     positive = f", positive class {data.classes[1]!r} (label 1), threshold {task.threshold:g}" if kind == "binary" else ""
     print(f"training {args.model} on {data.source.get('path', data.source.get('name'))}: {epochs} epochs, "
-          f"batch {batch_size}, {opt_name} lr {lr:g} (one-cycle), seed {args.seed}; task {kind}"
+          f"batch {batch_size}, {opt_name} lr {peak_lr:g} (one-cycle), seed {args.seed}; task {kind}"
           f"{positive}; run folder {out}", flush=True)
-    for line in data.lines + ([transfer_line] if transfer_line else []) + data.notes:
+    shared = ranks.banner(batch_size, peak_lr, lr, args.lr_scaling, args.warmup_epochs, epochs)
+    for line in ([shared] if shared else []) + data.lines + ([transfer_line] if transfer_line else []) + data.notes:
         print(f"  {line}", flush=True)
     start, started_at = time.perf_counter(), time.time() - 1.0  # (file times may be coarse)
     try:
-        fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=scheduler, val_loader=val_loader,
+        fit(model, train_loader, epochs=epochs, optimizer=ranks.optimizer(opt), scheduler=scheduler, val_loader=val_loader,
             callbacks=callbacks, initial_epoch=initial_epoch, run=run, monitor="val_loss", task=task)
     except KeyboardInterrupt as e:
         interrupted = out / "interrupted.safetensors"
@@ -529,7 +553,7 @@ def _train(args, out: Path, explicit: dict) -> int:
                    "the weights of the interrupted epoch were not saved (interrupted again during the save)")
         saved_at = (f"the last finished epoch is in {last}" if last.exists()
                     else "no epoch had finished, so the run starts again from its first")
-        print(f"\ninterrupted: {weights}; {saved_at}; `{_resume_command(out)}` continues the run", file=sys.stderr)
+        print(f"\ninterrupted: {weights}; {saved_at}; `{_resume_command(out)}{ranks.relaunch()}` continues the run", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except (OSError, DataError) as e:
         # a file went missing or bad, or the disk filled up, mid-run: what is safe, and how to go on
@@ -539,10 +563,11 @@ def _train(args, out: Path, explicit: dict) -> int:
         # (the data pipeline's own advice, "then run again", would start over: here --resume continues)
         what = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e).removesuffix(", then run again")
         cls = RunFolderError if isinstance(e, OSError) else DataError
-        raise cls(f"{what}; {where}: `{_resume_command(out)}` continues the run once that is fixed") from None
+        raise cls(f"{what}; {where}: `{_resume_command(out)}{ranks.relaunch()}` continues the run once that is fixed"
+                  ) from None
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
-    _final_report(model, task, val_loader, test_loader, best, last)
+    _final_report(model, task, val_loader, test_loader, best, last, ranks)
     return 0
 
 
@@ -579,8 +604,12 @@ def _limited(dataset, limit: int):
     return Subset(dataset, np.arange(min(limit, len(dataset))))
 
 
-def _final_report(model, task, val_loader, test_loader, best: Path, last: Path) -> None:
-    """Test the last and the best model once each; say which epoch was best and why."""
+def _final_report(model, task, val_loader, test_loader, best: Path, last: Path, ranks: parallel.Ranks) -> None:
+    """Test the last and the best model once each; say which epoch was best and why.
+
+    Several ranks: rank 0 reads the best checkpoint and every rank gets its weights; each
+    evaluates its share of the images, and the metrics are those of every image.
+    """
     def line(result):
         text = f"accuracy {100 * result['accuracy']:.2f}% (loss {result['loss']:.4f})"
         if "roc_auc" in result:
@@ -588,18 +617,19 @@ def _final_report(model, task, val_loader, test_loader, best: Path, last: Path) 
                      f"F1 {result['f1']:.4f}, ROC AUC {result['roc_auc']:.4f}")
         return text
 
-    models_to_test = [("last", last, None)]
-    if val_loader is not None and best.exists():
-        ckpt = load_checkpoint(best)
-        models_to_test.append((f"best (epoch {int(ckpt.meta['epoch']) + 1}, chosen on validation)", best, ckpt))
-    for label, path, ckpt in models_to_test:
-        if ckpt is not None:
-            model.load_state_dict(ckpt.model_state)
+    models_to_test = [("last", last, False)]
+    if val_loader is not None and ranks.root_says(best.exists()):
+        models_to_test.append(("best", best, True))
+    for label, path, load in models_to_test:
+        if load:
+            ckpt = ranks.load_weights(model, best)
+            if ckpt is not None:
+                label = f"best (epoch {int(ckpt.meta['epoch']) + 1}, chosen on validation)"
         parts = []
         if val_loader is not None:
-            parts.append(f"validation {line(evaluate(model, val_loader, task=task, confusion=False))}")
+            parts.append(f"validation {line(ranks.evaluate(model, val_loader, task=task, confusion=False))}")
         if test_loader is not None:
-            parts.append(f"test {line(evaluate(model, test_loader, task=task, confusion=False))}")
+            parts.append(f"test {line(ranks.evaluate(model, test_loader, task=task, confusion=False))}")
         print(f"{label}: " + "; ".join(parts or ["no validation or test images"]) + f"  [{path}]")
 
 

@@ -12,7 +12,8 @@ downloaded once, verified, into ``~/.cache/cnnkit`` (or ``$CNNKIT_DATA``, or ``r
 
 Files: ``idx.py`` (the IDX reader), ``mnist.py`` (MNIST and its IDX siblings),
 ``cifar.py`` (CIFAR-10 binary), ``folder.py`` (ImageFolder), ``dataset.py`` (Dataset,
-TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``transforms/`` (base,
+TensorDataset, Subset, random_split), ``loader.py`` (DataLoader), ``sampler.py``
+(DistributedSampler: one rank's shard of each epoch), ``transforms/`` (base,
 convert, geometric), ``download.py`` (download with progress, checksum and atomic
 write; the cache folder), ``registry.py`` (the datasets the ``cnnkit`` command knows by
 name, with shapes and normalization), ``prepare.py`` (photos and drawings as model inputs).
@@ -30,6 +31,7 @@ from .loader import DataLoader, default_collate
 from .mnist import KMNIST, MNIST, FashionMNIST, load_mnist
 from .prepare import compose_mnist_strip, crop_to_aspect, load_strip, prepare_image, resize_picture
 from .registry import DATASETS, DatasetSpec, get_dataset, list_datasets
+from .sampler import DistributedSampler
 
 __all__ = [
     "ArrayDataset",
@@ -39,6 +41,7 @@ __all__ = [
     "DatasetSpec",
     "DataLoader",
     "Dataset",
+    "DistributedSampler",
     "DownloadError",
     "FashionMNIST",
     "IDXError",

@@ -75,6 +75,10 @@ class DataLoader:
             giving one disables the ``get_batch`` fast path.
         num_workers: threads preparing batches ahead (0: in the caller's thread).
         prefetch_factor: batches in flight per worker.
+        sampler: where the indices come from instead (with ``shuffle=False``): an iterable
+            of indices with ``__len__``, e.g. a ``DistributedSampler`` (one rank's shard).
+            With a sampler that shuffles (``sampler.shuffle``), batches get their random
+            transforms' seeds from ``generator``, as when shuffling.
 
     Yields:
         Batches as the dataset's samples, stacked: for image datasets with ``ToTensor``,
@@ -91,6 +95,7 @@ class DataLoader:
         collate_fn: Callable[[list], Any] | None = None,
         num_workers: int = 0,
         prefetch_factor: int = 2,
+        sampler: Any = None,
     ):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader expects a positive integer batch_size, got {batch_size!r}")
@@ -98,7 +103,10 @@ class DataLoader:
             raise TypeError(
                 f"DataLoader expects generator to be a numpy.random.Generator, got {type(generator).__name__}"
             )
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: give sampler= or shuffle=True, not both (the sampler sets the order)")
         self.dataset = dataset
+        self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -114,13 +122,16 @@ class DataLoader:
         return self._generator if self._generator is not None else config.default_generator()
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        n = len(self.dataset)
         generator = self.generator
-        order = generator.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        else:
+            order = generator.permutation(len(self.dataset)) if self.shuffle else np.arange(len(self.dataset))
+        n = len(order)
         stop = min(len(self) * self.batch_size, n)
         starts = range(0, stop, self.batch_size)
         # one seed per batch, drawn up front in order: the batch's random transforms use it
@@ -150,7 +161,8 @@ class DataLoader:
         A dataset that sets ``random = False`` (no random transforms) never needs one; an
         evaluation loader in the caller's thread draws nothing, as before workers existed.
         """
-        return getattr(self.dataset, "random", True) and (self.shuffle or self.num_workers > 0)
+        shuffled = self.shuffle or bool(getattr(self.sampler, "shuffle", False))
+        return getattr(self.dataset, "random", True) and (shuffled or self.num_workers > 0)
 
     def _load(self, indices: np.ndarray, seed: int | None) -> Any:
         if seed is None:

@@ -85,6 +85,10 @@ class _BatchNorm(Module):
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or not self.track_running_stats
+        return self._normalize(x, use_batch_stats, momentum)
+
+    def _normalize(self, x: Tensor, use_batch_stats: bool, momentum: float) -> Tensor:
+        """The op itself (``distributed.SyncBatchNorm2d`` takes its statistics over every rank)."""
         return F.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias,
             training=use_batch_stats, momentum=momentum, eps=self.eps,

@@ -42,6 +42,9 @@ class TrainingRun:
     skip_step: bool = False
     train_loader: Any = None
     extra_state: dict[str, Any] = field(default_factory=dict)
+    # Training on several processes (``cnnkit.distributed.DataParallel`` sets it): adds up
+    # every rank's epoch sums, and validates on every rank's share. None: one process.
+    parallel: Any = None
 
 
 class EpochStats:
@@ -173,9 +176,12 @@ def fit(
                     f"fit: the training loader gave no batches in epoch {epoch + 1} (an empty dataset, or "
                     "drop_last with fewer samples than one batch): nothing to train on"
                 )
+            if run.parallel is not None:  # several processes: the epoch's sums over every rank
+                run.parallel.reduce_stats(stats)
             logs = stats.logs()
             if val_loader is not None:
-                val = evaluate(model, val_loader, loss=loss or "task", task=task, confusion=False)
+                validate = run.parallel.evaluate if run.parallel is not None else evaluate
+                val = validate(model, val_loader, loss=loss or "task", task=task, confusion=False)
                 logs.update({f"val_{k}": v for k, v in val.items() if np.isscalar(v)})
             logs["lr"] = _current_lr(optimizer)
             progress.close(logs)

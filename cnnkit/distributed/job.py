@@ -1,0 +1,131 @@
+"""This process as one rank of a job: its threads, what it prints, and how it fails.
+
+    with Job(prog="cnnkit train") as job:       # MPI starts here (under mpiexec)
+        ... train ...
+        job.finish(status)
+
+Inside the block:
+
+- threads: each rank uses its share of its machine's cores (cores // ranks there) for
+  cnnkit's kernels and for BLAS, unless CNNKIT_NUM_THREADS says otherwise;
+- output: rank 0 speaks for the job; other ranks' standard output, standard error and
+  warnings are silenced (``quiet=True``); their errors still print, as below;
+- failure: an exception on any rank ends the whole job, printing that rank's message
+  (``<prog>: rank R of N: <message>``). Without this, the other ranks would wait at their
+  next collective call forever, the classic MPI hang. Rank 0 reports first; other ranks
+  wait ``grace`` seconds (so that an error every rank hits, e.g. a missing dataset, is
+  printed once, by rank 0, whose exit ends the job) and then report and end the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+import traceback
+import warnings
+
+from .. import config
+from ..backend.cores import blas_threads
+from ..errors import CnnkitError, UsageError
+from .comm import Communicator, world
+from .env import mpi_environment, threads_per_rank
+
+__all__ = ["Job", "exit_status"]
+
+
+def exit_status(error: BaseException) -> int:
+    """The command's exit status for an error: 2 usage, 130 Ctrl-C, 1 otherwise (as ``cnnkit``)."""
+    if isinstance(error, UsageError):
+        return 2
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, (CnnkitError, OSError, ValueError)) and str(error):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class Job:
+    """The job this process is a rank of, as a context manager (see the module docstring).
+
+    Args:
+        prog: the name errors start with ("cnnkit train").
+        comm: the ranks (default: ``world()``, which starts MPI under a launcher).
+        threads: threads per rank (default: CNNKIT_NUM_THREADS if set, else cores // local ranks).
+        quiet: silence standard output, standard error and warnings on ranks other than 0.
+        grace: seconds a failing rank other than 0 waits before it ends the job.
+        debug: print the failing rank's traceback too.
+
+    Attributes:
+        comm, rank, size, threads.
+    """
+
+    def __init__(self, prog: str = "cnnkit", comm: Communicator | None = None, threads: int | None = None,
+                 quiet: bool = True, grace: float = 2.0, debug: bool = False):
+        self.prog, self.quiet, self.grace, self.debug = prog, quiet, grace, debug
+        self.comm = comm or world()
+        self.rank, self.size = self.comm.rank, self.comm.size
+        if threads is None:
+            if os.environ.get("CNNKIT_NUM_THREADS", "").strip() not in ("", "0"):
+                threads = config.get_num_threads()
+            else:
+                env = mpi_environment()
+                local = self.comm.local_size if self.size > 1 else env.local_size
+                threads = threads_per_rank(local)
+        self.threads = int(threads)
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> Job:
+        stack = contextlib.ExitStack()
+        stack.enter_context(config.num_threads(self.threads))
+        stack.enter_context(blas_threads(self.threads))
+        if self.quiet and self.rank != 0:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+        self._stack = stack
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+        if error is None or self.size == 1 or isinstance(error, SystemExit):
+            return False
+        self._fail(error)
+        return True  # not reached: _fail ends the process
+
+    def _fail(self, error: BaseException) -> None:
+        status = exit_status(error)
+        if self.rank != 0:
+            # Rank 0 reports an error every rank hits; its exit ends the job while we wait.
+            time.sleep(self.grace)
+        if self.debug:
+            traceback.print_exception(type(error), error, error.__traceback__)
+        if not isinstance(error, KeyboardInterrupt) or self.rank == 0:
+            line = f"{self.prog}: rank {self.rank} of {self.size}: {_message(error)}"
+            print(line.replace("\n", " "), file=sys.stderr, flush=True)
+        self.comm.abort(status)
+
+    def finish(self, status: int) -> int:
+        """Return ``status``; a non-zero one ends every rank now (rank 0 first, the others after ``grace``).
+
+        A rank that returned with an error must not wait in MPI's finalization for ranks
+        that may still be in a collective call.
+        """
+        if status and self.size > 1:
+            if self.rank != 0:
+                time.sleep(self.grace)
+            self.comm.abort(status)
+        return status
+
+    def __repr__(self) -> str:
+        return f"Job(rank {self.rank} of {self.size}, {self.threads} thread{'s' if self.threads != 1 else ''})"
+

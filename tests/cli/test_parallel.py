@@ -1,0 +1,190 @@
+"""`cnnkit train` on several processes: --nproc, real mpiexec jobs, a killed rank, --resume, refusals.
+
+Each job trains LeNet-5 on 1,200 MNIST images with a 600-image validation share: seconds
+per epoch, so that the whole file stays within its CI budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnkit.cli import parallel
+from cnnkit.distributed import launch as launch_module
+from cnnkit.distributed.launch import mpiexec_command, plan_launch
+from cnnkit.errors import MPIUnavailableError, UsageError
+from cnnkit.io.checkpoint import load_checkpoint
+from tests.distributed.mpi import MARKER, finish, mpi_env, mpiexec, rank_pid, run_bounded, start
+
+SMALL = ["--limit", "1200", "--val-split", "0.01", "--batch-size", "32"]
+
+
+def cnnkit(*args: str, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
+    """``python -m cnnkit args...``; a job still running after ``timeout`` is killed (ranks too) and fails."""
+    return run_bounded([sys.executable, "-m", "cnnkit", *args], timeout=timeout, env=env)
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    return load_checkpoint(path).model_state
+
+
+# ----------------------------------------------------------------------------- real jobs
+TRAIN = ["train", "lenet5", "--epochs", "3", *SMALL, "--seed", "3", "--lr-scaling", "linear", "--warmup-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A run of 3 epochs on 2 ranks started by --nproc: (run folder, the command's result)."""
+    mpiexec()
+    out = tmp_path_factory.mktemp("reference") / "run"
+    return out, cnnkit(*TRAIN, "--out", str(out), "--nproc", "2")
+
+
+@pytest.mark.mpi
+def test_nproc_trains_on_two_ranks_and_only_rank0_writes_and_prints(reference):
+    out, result = reference
+    assert result.returncode == 0, result.stderr
+    assert "starting 2 ranks:" in result.stdout and " -n 2 " in result.stdout
+    assert ("data parallel: 2 ranks x 1 thread; global batch 64 = 2 x 32; lr 0.1 = 0.05 x 2 ranks (linear "
+            "scaling rule), one-cycle with 1 warm-up epochs") in result.stdout
+    for epoch in (1, 2, 3):
+        assert result.stdout.count(f"Epoch {epoch}/3") == 1          # rank 0 alone prints
+    assert result.stdout.count("last: validation accuracy") == 1
+    assert result.stderr == ""
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    recipe = load_checkpoint(out / "last.safetensors").meta["extra"]["recipe"]
+    assert recipe["ranks"] == 2 and recipe["lr_scaling"] == "linear" and recipe["lr"] == 0.05
+
+
+@pytest.mark.mpi
+def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, reference):
+    run = tmp_path / "run"
+    env = mpi_env()
+    proc = start([sys.executable, "-m", "cnnkit", *TRAIN, "--out", str(run), "--nproc", "2"], env)
+    try:
+        deadline = time.time() + 240
+        while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        rank1 = rank_pid(env[MARKER], 1)
+        assert rank1 is not None and proc.poll() is None, "the job ended (or rank 1 never started) before the kill"
+        os.kill(rank1, signal.SIGKILL)
+    finally:
+        result = finish(proc, env, timeout=120)   # no hang: the whole job ends (else killed, and the test fails)
+    stderr = result.stderr
+    if result.returncode == 0:
+        pytest.skip("the job finished before the kill arrived")
+    assert result.returncode == 1
+    assert "cnnkit train: the job of 2 ranks stopped: a rank was killed by signal 9 (SIGKILL" in stderr
+    assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in stderr
+
+    resumed = cnnkit(*TRAIN, "--out", str(run), "--nproc", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    # bit for bit what the uninterrupted run ended with: epochs reseed every rank from (seed, epoch, rank)
+    final, expected = weights(run / "last.safetensors"), weights(reference[0] / "last.safetensors")
+    for key in expected:
+        np.testing.assert_array_equal(final[key], expected[key], err_msg=key)
+
+
+@pytest.mark.mpi
+def test_resuming_on_another_number_of_ranks_is_refused(reference):
+    out, _ = reference
+    result = cnnkit(*TRAIN, "--out", str(out), "--resume", env=mpi_env())
+    assert result.returncode == 2
+    assert (f"cnnkit train: --resume: the run in {out} was trained on 2 ranks, this job has 1; each rank takes a "
+            "batch, so the global batch and the steps would change. Resume it on 2 ranks (--nproc 2)") in result.stderr
+
+
+def _mpmd(tmp_path: Path, rank0: list[str], rank1: list[str]) -> subprocess.CompletedProcess:
+    """Two ranks started with different arguments (MPI's MPMD syntax: `-n 1 A : -n 1 B`)."""
+    base = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "1", *SMALL, "--out", str(tmp_path / "run")]
+    command = [mpiexec(), "-n", "1", *base, *rank0, ":", "-n", "1", *base, *rank1]
+    return run_bounded(command, timeout=300)
+
+
+@pytest.mark.mpi
+def test_ranks_that_disagree_on_the_model_or_the_data_are_refused(tmp_path):
+    model = _mpmd(tmp_path, ["--seed", "0"], ["--seed", "1"])
+    assert model.returncode == 1
+    assert ("cnnkit train: rank 0 of 2: ranks disagree on the model: rank 1 differs from rank 0; each rank must "
+            "build the same model") in model.stderr
+    assert model.stderr.count("disagree") == 1
+    data = _mpmd(tmp_path, [], ["--limit", "1100"])
+    assert data.returncode == 1
+    assert "ranks disagree on the training data: rank 1 differs from rank 0" in data.stderr
+
+
+@pytest.mark.mpi
+def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_message(tmp_path):
+    start = time.perf_counter()
+    result = _mpmd(tmp_path, [], ["--data-dir", str(tmp_path / "missing")])
+    assert result.returncode == 1
+    assert f"cnnkit train: rank 1 of 2: --data-dir {tmp_path / 'missing'}: no such folder" in result.stderr
+    assert time.perf_counter() - start < 120   # no hang
+
+
+# ----------------------------------------------------------------------------- no job started
+def test_mpi_not_installed_says_which_package(monkeypatch):
+    monkeypatch.setattr(launch_module, "find_mpiexec", lambda: None)
+    with pytest.raises(MPIUnavailableError, match=r'--nproc needs MPI\'s mpiexec, which is not installed: '
+                                                   r'pip install "cnnkit\[mpi\]"'):
+        plan_launch(2, ["train", "lenet5"])
+    monkeypatch.setattr(launch_module, "find_mpiexec", lambda: "/usr/bin/mpiexec")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(MPIUnavailableError, match=r"needs MPI for Python \(mpi4py\), which is not installed"):
+        plan_launch(2, ["train", "lenet5"])
+
+
+def test_the_mpiexec_command_lines():
+    program = ["python", "-m", "cnnkit", "train", "lenet5"]
+    assert mpiexec_command("mpiexec", 4, program) == ["mpiexec", "-n", "4", *program]
+    assert mpiexec_command("mpiexec", 8, program, hosts="a:4,b:4") == \
+        ["mpiexec", "-n", "8", "-hosts", "a:4,b:4", *program]
+    assert mpiexec_command("mpiexec", 8, program, hostfile="h.txt") == ["mpiexec", "-n", "8", "-f", "h.txt", *program]
+    assert mpiexec_command("mpirun", 8, program, hosts="a:4,b:4", flavour="openmpi") == \
+        ["mpirun", "-n", "8", "--host", "a:4,b:4", *program]
+    assert mpiexec_command("mpirun", 8, program, hostfile="h.txt", flavour="openmpi") == \
+        ["mpirun", "-n", "8", "--hostfile", "h.txt", *program]
+
+
+def test_nproc_more_than_the_cores_is_a_warning_not_a_refusal(monkeypatch):
+    monkeypatch.setattr(launch_module, "find_mpiexec", lambda: "/usr/bin/mpiexec")
+    monkeypatch.setitem(sys.modules, "mpi4py", object())
+    plan = plan_launch(3, ["train", "lenet5"], cores=2)
+    assert plan.command[:3] == ["/usr/bin/mpiexec", "-n", "3"]
+    assert plan.command[3:] == [sys.executable, "-m", "cnnkit", "train", "lenet5"]
+    assert plan.warnings == ["--nproc 3 is more than the 2 cores of this machine: the ranks will share cores and "
+                             "each step waits for the slowest; --nproc 2 is likely faster"]
+    assert plan_launch(2, ["train"], cores=2).warnings == []
+    with pytest.raises(UsageError, match=r"--hostfile nowhere.txt: no such file"):
+        plan_launch(2, ["train"], hostfile="nowhere.txt")
+
+
+class Args:
+    def __init__(self, **kw):
+        self.nproc, self.hosts, self.hostfile = None, None, None
+        self.__dict__.update(kw)
+
+
+def test_when_to_launch(monkeypatch):
+    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel.launch_requested(Args(nproc=2))
+    assert not parallel.launch_requested(Args(nproc=1)) and not parallel.launch_requested(Args())
+    assert parallel.launch_requested(Args(nproc=1, hosts="a:1"))
+    with pytest.raises(UsageError, match=r"give their number with --nproc N"):
+        parallel.launch_requested(Args(hosts="a:2"))
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert not parallel.launch_requested(Args(nproc=2))   # a rank of the job --nproc 2 started
+    with pytest.raises(UsageError, match=r"--nproc 4, but this process is one of 2 ranks that mpiexec started"):
+        parallel.launch_requested(Args(nproc=4))
