@@ -6,6 +6,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
 
     CnnkitError
     +-- ShapeError (ValueError)          a shape does not fit an op or a layer
+    |   +-- DimensionError (IndexError)  a dim argument is out of range or repeated
     +-- GradcheckError (AssertionError)  analytic and numeric gradients disagree
     +-- StateDictError (RuntimeError)    load_state_dict: missing, unexpected or misshapen keys
     +-- CheckpointError (ValueError)     a checkpoint file is missing, corrupt, foreign or does not fit
@@ -38,6 +39,7 @@ from __future__ import annotations
 __all__ = [
     "CnnkitError",
     "ShapeError",
+    "DimensionError",
     "GradcheckError",
     "StateDictError",
     "CheckpointError",
@@ -72,6 +74,13 @@ class ShapeError(CnnkitError, ValueError):
     """An input's shape (or a shape-like argument) does not fit the op or layer.
 
     The message names the op or layer, what it expected and what it received.
+    """
+
+
+class DimensionError(ShapeError, IndexError):
+    """A ``dim`` argument is out of range for the input's number of dimensions, or repeated.
+
+    Also an ``IndexError``, the type PyTorch raises for a dimension out of range.
     """
 
 

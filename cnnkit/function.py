@@ -21,6 +21,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import numpy
+
 from . import config
 from .backend import get_array_module
 from .tensor import Tensor, as_tensor
@@ -45,7 +47,10 @@ class Function:
         record = config.is_grad_enabled() and any(t.requires_grad for t in tensors)
         self.saves_for_backward = record
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        output = Tensor._wrap(self.forward(*arrays))
+        result = self.forward(*arrays)
+        if isinstance(result, numpy.generic):  # NumPy reductions of 0-d arrays give scalars
+            result = numpy.asarray(result)
+        output = Tensor._wrap(result)
         if record:
             self.inputs = tensors
             self.output_ref = weakref.ref(output)

@@ -6,16 +6,28 @@ which holds its input tensors: following creators from a tensor walks the
 define-by-run graph backwards. ``backward()`` orders that graph without recursion,
 calls each op's ``backward`` once, sums the gradients of tensors used more than once,
 and frees the graph unless ``retain_graph=True``.
+
+The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
+methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``) call the ops of
+``functional/math.py``, ``reduction.py`` and ``shape.py``, and those ops are ``Function``
+subclasses that take and make Tensors. Both halves are the autograd core seen from two
+sides; splitting them would mean either operators that know no ops (no ``x + y``) or
+attaching methods to ``Tensor`` from elsewhere (a class no one could read in one place).
+So this module imports the three op modules at its end, after ``Tensor`` exists; they
+import ``Tensor`` from here at their top.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import config
 from .backend import as_numpy, get_array_module
+from .errors import ShapeError
+from .graph import op_order
 
 if TYPE_CHECKING:
     from .function import Function
@@ -112,6 +124,14 @@ class Tensor:
     def dtype(self) -> np.dtype:
         return self.data.dtype
 
+    def dim(self) -> int:
+        """The number of dimensions (PyTorch's name for ``ndim``)."""
+        return self.data.ndim
+
+    def numel(self) -> int:
+        """The number of elements (PyTorch's name; ``size`` is NumPy's here, an int, not a method)."""
+        return self.data.size
+
     @property
     def is_leaf(self) -> bool:
         """True for tensors not produced by a recorded op (user inputs, parameters)."""
@@ -124,7 +144,38 @@ class Tensor:
 
     @property
     def T(self) -> Tensor:
-        return self.transpose()
+        """The dimensions reversed; for a matrix, its transpose.
+
+        As in PyTorch, using ``.T`` on a tensor that is not 1-D or 2-D warns (a 0-d tensor is
+        returned as is): use ``.mT`` for batches of matrices, ``.permute`` otherwise.
+        """
+        if self.ndim == 0:
+            warnings.warn(
+                "Tensor.T is deprecated on 0-D tensors (as in PyTorch); it returns the tensor "
+                "unchanged", UserWarning, stacklevel=2,
+            )
+        elif self.ndim > 2:
+            warnings.warn(
+                f"Tensor.T on a {self.ndim}-D tensor reverses all its dimensions; PyTorch deprecates "
+                "this for tensors of other than 2 dimensions: use x.mT to transpose a batch of "
+                "matrices or x.permute(*reversed(range(x.ndim))) to reverse the dimensions",
+                UserWarning, stacklevel=2,
+            )
+        return _shape.permute(self, tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self) -> Tensor:
+        """The last two dimensions swapped: a batch of matrices, each transposed.
+
+        Raises:
+            ShapeError: the tensor has fewer than 2 dimensions.
+        """
+        if self.ndim < 2:
+            raise ShapeError(
+                f"Tensor.mT needs a matrix or a batch of matrices, got a {self.ndim}-D tensor "
+                f"(shape {self.shape})"
+            )
+        return _shape.transpose(self, -2, -1)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -139,22 +190,111 @@ class Tensor:
         return f"tensor({body}, dtype={self.dtype}{extra})"
 
     # ----------------------------------------------------------------- conversion
-    def numpy(self) -> np.ndarray:
-        """Return the data as a NumPy array (shares memory on the CPU)."""
+    def numpy(self, force: bool = False) -> np.ndarray:
+        """Return the data as a NumPy array (sharing memory on the CPU), as torch's ``numpy()``.
+
+        Args:
+            force: also for a tensor that requires grad (the array is then cut from the graph).
+
+        Raises:
+            RuntimeError: the tensor requires grad and ``force`` is False, as in PyTorch: the
+                array would escape the graph silently; use ``x.detach().numpy()``.
+        """
+        if self.requires_grad and not force:
+            raise RuntimeError(
+                "numpy() on a tensor that requires grad: use tensor.detach().numpy() "
+                "(or numpy(force=True))"
+            )
         return as_numpy(self.data)
 
-    def item(self) -> float | int:
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """``np.asarray(x)``: the data (refused for a tensor that requires grad, as PyTorch)."""
+        array = self.numpy()
+        if dtype is not None and array.dtype != dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def item(self) -> float | int | bool:
         """Return the value of a one-element tensor as a Python number."""
         if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+            raise ShapeError(
+                f"item() needs a tensor with one element, got shape {self.shape} "
+                f"({self.data.size} elements)"
+            )
         return self.data.reshape(-1)[0].item()
 
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous "
+                f"(shape {self.shape}): use .any() or .all() on its data"
+            )
+        return bool(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError(f"only one-element integer tensors can be used as an index, got {self!r}")
+        return int(self.item())
+
     def tolist(self):
+        """The data as (nested) Python lists of numbers; a 0-d tensor gives a number."""
         return as_numpy(self.data).tolist()
 
     def detach(self) -> Tensor:
-        """Return a tensor sharing the data, cut from the graph."""
+        """Return a tensor sharing the data, cut from the graph (it does not require grad)."""
         return Tensor._wrap(self.data)
+
+    def to(self, *args, dtype=None, device=None, copy: bool = False) -> Tensor:
+        """Convert to a dtype (differentiably between floating dtypes), as torch's ``to``.
+
+        Accepts ``x.to(np.float64)``, ``x.to("float64")``, ``x.to(other_tensor)`` (its dtype),
+        ``x.to("cpu")`` and ``x.to(device="cpu", dtype=...)``. Returns ``self`` when nothing
+        changes, unless ``copy``. Converting to an integer or bool dtype gives a tensor
+        without gradient, as in PyTorch.
+
+        Raises:
+            ValueError: a device other than the CPU (cnnkit keeps tensors where their array is).
+        """
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "mps", "meta", "xla"):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None and str(device).split(":")[0] != "cpu":
+            raise ValueError(f"Tensor.to supports device 'cpu' only, got {device!r}")
+        if dtype is None or np.dtype(dtype) == self.dtype:
+            return Tensor._wrap(self.data.copy()) if copy else self
+        return _math.cast(self, dtype)
+
+    def float(self) -> Tensor:
+        """Convert to float32 (differentiable), as torch's ``float()``."""
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        """Convert to float64 (differentiable), as torch's ``double()``."""
+        return self.to(np.float64)
+
+    def long(self) -> Tensor:
+        """Convert to int64 (no gradient), as torch's ``long()``."""
+        return self.to(np.int64)
+
+    def cpu(self) -> Tensor:
+        """Return ``self`` when the data is a NumPy array already (it always is without CuPy).
+
+        Raises:
+            ValueError: the data is a device array: cnnkit does not move tensors across devices.
+        """
+        if get_array_module(self.data) is np:
+            return self
+        raise ValueError("Tensor.cpu(): moving a device (CuPy) tensor to the host is not supported")
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and self.dtype.kind not in _FLOAT_KINDS:
@@ -182,8 +322,6 @@ class Tensor:
             RuntimeError: this tensor does not require grad, or the graph was freed.
             ShapeError: ``grad`` does not have this tensor's shape.
         """
-        from .errors import ShapeError
-
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() called on a tensor that does not require grad "
@@ -209,7 +347,7 @@ class Tensor:
 
         # Gradients with respect to each op's output, keyed by the op.
         grads: dict[Function, Any] = {self.creator: grad}
-        for fn in _topological_order(self.creator):
+        for fn in reversed(op_order([self.creator])):  # each op before the ops that made its inputs
             gy = grads.pop(fn, None)
             if gy is None:  # no path from the root reaches this op's output
                 continue
@@ -309,7 +447,7 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # ----------------------------------------------------------------- methods
+    # ----------------------------------------------------------------- shape methods
     def reshape(self, *shape) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
@@ -318,26 +456,61 @@ class Tensor:
     def view(self, *shape) -> Tensor:
         return self.reshape(*shape)
 
-    def transpose(self, *axes) -> Tensor:
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _shape.transpose(self, axes or None)
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """Swap two dimensions, as torch's ``transpose`` (``permute`` reorders them all)."""
+        return _shape.transpose(self, dim0, dim1)
 
-    def permute(self, *axes) -> Tensor:
-        return self.transpose(*axes)
+    def t(self) -> Tensor:
+        """Transpose a matrix; a 0-d or 1-D tensor is returned as is (torch's ``t()``)."""
+        if self.ndim > 2:
+            raise ShapeError(f"t() expects a tensor with at most 2 dimensions, got shape {self.shape}")
+        return _shape.permute(self, tuple(reversed(range(self.ndim))))
+
+    def permute(self, *dims) -> Tensor:
+        """Reorder the dimensions: ``x.permute(2, 0, 1)`` or ``x.permute((2, 0, 1))``."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return _shape.permute(self, dims)
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return _shape.flatten(self, start_dim, end_dim)
 
-    def sum(self, axis=None, keepdims: bool = False) -> Tensor:
-        return _math.sum(self, axis, keepdims)
+    def squeeze(self, dim=None) -> Tensor:
+        return _shape.squeeze(self, dim)
 
-    def mean(self, axis=None, keepdims: bool = False) -> Tensor:
-        return _math.mean(self, axis, keepdims)
+    def unsqueeze(self, dim: int) -> Tensor:
+        return _shape.unsqueeze(self, dim)
 
-    def max(self, axis=None, keepdims: bool = False) -> Tensor:
-        return _math.max(self, axis, keepdims)
+    # ----------------------------------------------------------------- reductions
+    # dim: an int, a tuple or None (all); axis / keepdims are accepted too, as in PyTorch.
+    def sum(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        return _reduction.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
+    def mean(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        return _reduction.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def amax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        return _reduction.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def amin(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        return _reduction.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
+        """``x.max()``: a 0-d tensor; ``x.max(dim)``: ``(values, indices)``, as in PyTorch."""
+        return _reduction.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def min(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
+        """``x.min()``: a 0-d tensor; ``x.min(dim)``: ``(values, indices)``, as in PyTorch."""
+        return _reduction.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def argmax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        """Position of the largest element (int64 tensor; over the flattened tensor if dim is None)."""
+        return _reduction.argmax(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def argmin(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        return _reduction.argmin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    # ----------------------------------------------------------------- elementwise
     def exp(self) -> Tensor:
         return _math.exp(self)
 
@@ -350,42 +523,17 @@ class Tensor:
     def abs(self) -> Tensor:
         return _math.abs(self)
 
-    def astype(self, dtype) -> Tensor:
-        return _math.cast(self, dtype)
+    def sign(self) -> Tensor:
+        return _math.sign(self)
 
-    def argmax(self, axis=None) -> np.ndarray:
-        return self.data.argmax(axis=axis)
+    def astype(self, dtype) -> Tensor:
+        """NumPy's spelling of ``to(dtype)``."""
+        return _math.cast(self, dtype)
 
 
 def _accumulate_leaf(x: Tensor, gx) -> None:
     # Never in place: gx may be an array another op also returned (Add passes gy through).
     x.grad = gx if x.grad is None else x.grad + gx
-
-
-def _topological_order(root: Function) -> list[Function]:
-    """Return the ops reachable from ``root``, each after every op that consumes its output.
-
-    Iterative depth-first post-order (no recursion, so graphs deeper than Python's
-    recursion limit work), reversed.
-    """
-    order: list[Function] = []
-    visited: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root, False)]
-    while stack:
-        fn, expanded = stack.pop()
-        if expanded:
-            order.append(fn)  # every producer of fn's inputs is already in `order`
-            continue
-        if id(fn) in visited:  # pushed twice, by two consumers; finished the first time
-            continue
-        visited.add(id(fn))
-        stack.append((fn, True))
-        for x in fn.inputs or ():
-            parent = x.creator
-            if parent is not None and id(parent) not in visited:
-                stack.append((parent, False))
-    order.reverse()
-    return order
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype=None) -> Tensor:
@@ -400,6 +548,7 @@ def as_tensor(data: Any, like: np.ndarray | None = None) -> Tensor:
     return Tensor._wrap(as_array(data, like=like))
 
 
-# Imported last: these modules build on Tensor (the operators above call into them).
+# Imported last, after Tensor exists: the one cycle of the core (see the module docstring).
 from .functional import math as _math  # noqa: E402
+from .functional import reduction as _reduction  # noqa: E402
 from .functional import shape as _shape  # noqa: E402

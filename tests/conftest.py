@@ -1,4 +1,5 @@
-"""Fixtures shared by test files: a seeded random generator, the array module, a LeNet-5 checkpoint."""
+"""Fixtures shared by test files: a seeded random generator, the array module, a LeNet-5 checkpoint,
+a local HTTP server (``server``) and isolation from the user's caches and proxies for downloads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import cnnkit
 from cnnkit import models
 from cnnkit.explain.graph import model_graph
 from cnnkit.io.checkpoint import save
+from tests.local_server import LocalServer
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
@@ -55,6 +57,26 @@ def lenet_checkpoint(tmp_path, rng):
     save(models.lenet5(generator=rng), path, model_name="lenet5", model_config={"num_classes": 10},
                     extra=MNIST_EXTRA)
     return path
+
+
+@pytest.fixture
+def server():
+    """A ``LocalServer`` on 127.0.0.1 (tests/local_server.py), stopped after the test."""
+    s = LocalServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def isolated_downloads(tmp_path, monkeypatch):
+    """Downloads land in tmp_path: ``CNNKIT_DATA`` = tmp_path/cache, ``TORCH_HOME`` = tmp_path/torch,
+    no weights mirror set, and no proxy for 127.0.0.1. Never touches the real caches."""
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("CNNKIT_WEIGHTS_URL", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    return tmp_path
 
 
 def subprocess_env() -> dict[str, str]:

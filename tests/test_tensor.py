@@ -173,8 +173,8 @@ def test_inputs_that_do_not_require_grad_get_no_gradient():
     "fn",
     [
         lambda x: x.reshape(3, 4).transpose(1, 0)[1:3, ::2],
-        lambda x: x.sum(axis=1, keepdims=True) * x.mean(axis=0),
-        lambda x: x.max(axis=1),
+        lambda x: x.sum(dim=1, keepdim=True) * x.mean(axis=0),
+        lambda x: x.amax(axis=1) + x.max(dim=0).values.sum(),
         lambda x: x[np.array([0, 0, 2]), 1:],
         lambda x: (x.abs() + 1).log().exp().sqrt(),
         lambda x: x.T @ x,
@@ -185,16 +185,3 @@ def test_inputs_that_do_not_require_grad_get_no_gradient():
 def test_tensor_methods_pass_gradcheck(fn):
     x = np.random.default_rng(1).standard_normal((3, 4)) + 0.1
     cnnkit.gradcheck(fn, [x])
-
-
-def test_gradcheck_reports_the_worst_element():
-    class WrongSquare(cnnkit.Function):
-        def forward(self, x):
-            self.x = x
-            return x * x
-
-        def backward(self, gy):
-            return gy * self.x  # should be 2 * x
-
-    with pytest.raises(cnnkit.GradcheckError, match=r"input 0 \(shape \(3,\)\) element \(2,\)"):
-        cnnkit.gradcheck(lambda x: WrongSquare()(x), [np.array([0.0, 0.0, 3.0])])

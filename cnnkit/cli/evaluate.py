@@ -89,7 +89,9 @@ def evaluate_command(args) -> int:
         if tuple(DATASETS[name].input_shape) != tuple(shape):
             raise UsageError(f"{args.checkpoint} takes {tuple(shape)} images; the {name} test split holds "
                              f"{DATASETS[name].input_shape}: pass --data DIR (a folder of images)")
-        test_set, named = get_dataset(name, False, args.data_dir)
+        # the normalization the model was trained with (fine-tuned from named weights: theirs)
+        stored_norm = {k: tuple(extra[k]) for k in ("mean", "std") if k in extra}
+        test_set, named = get_dataset(name, False, args.data_dir, **stored_norm)
         where = f"the {name} test split ({len(test_set):,} images)"
         loader = DataLoader(test_set, batch_size=args.batch_size)
         classes = list(named.classes)

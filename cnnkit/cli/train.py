@@ -4,6 +4,7 @@
     cnnkit train resnet18 --data photos/ --image-size 64  # photos/train, [val], [test] or photos/<class>/
     cnnkit train lenet5 --data signs/ --task binary --in-channels 3
     cnnkit train resnet18 --data photos/ --weights run/best.safetensors --freeze backbone
+    cnnkit train resnet18 --data photos/ --weights IMAGENET1K_V1       # torchvision's, fetched once
 
 The banner says which images train, which pick the best epoch (validation) and which test
 (evaluated once, at the end, for the best and the last model; never used for a decision).
@@ -26,6 +27,8 @@ from ..data import DATASETS, Subset
 from ..errors import CheckpointError, DataError, RunFolderError, ShapeError, UsageError
 from ..files import format_bytes
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
+from ..io.weights import SourceWeights, read_weights
+from ..models.weights import find_weights
 from ..tensor import Tensor
 from ..train import (
     BinaryTask,
@@ -52,7 +55,7 @@ from ..train.run_folder import (
     read_recipe,
     write_recipe,
 )
-from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, read_weights
+from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, pretrained_normalization
 from ..viz.tensorboard import TensorBoard
 from . import parallel
 from .main import Terminated, non_negative_int, positive_float, positive_int
@@ -132,8 +135,10 @@ def add_commands(sub) -> None:
                    help="threads decoding images (default: the number of cores, at most 4)")
     t.add_argument("--cache", choices=["auto", "on", "off"], default=None,
                    help="decode every image once into memory (auto: when it takes <= 1/4 of the RAM)")
-    t.add_argument("--weights", default=None, metavar="FILE",
-                   help="initialise all but the classifier head from a cnnkit checkpoint or a safetensors state_dict")
+    t.add_argument("--weights", default=None, metavar="FILE|NAME",
+                   help="initialise all but the classifier head from a cnnkit checkpoint, a torch.save .pth, a "
+                        "safetensors state_dict (timm, Hugging Face) or a weights name (DEFAULT, IMAGENET1K_V1, "
+                        "resnet18.IMAGENET1K_V1: downloaded once); named weights bring their own normalization")
     t.add_argument("--freeze", type=_freeze_arg, default=None, metavar="backbone|none|N",
                    help="train only the head (backbone), everything (none), or all but the first N layers")
     t.add_argument("--backbone-lr-scale", type=positive_float, default=None, metavar="F",
@@ -166,18 +171,14 @@ def progress_printer(label: str):
     return progress
 
 
-def _load_data(args, workers: int) -> TrainingData:
+def _load_data(args, workers: int, normalization: tuple | None = None) -> TrainingData:
+    """The run's images; ``normalization``: (mean, std, where from), default the images' own."""
     if args.data is not None:
         if args.dataset is not None:
             raise UsageError("give --data DIR (your images) or --dataset NAME, not both")
         if args.data_dir is not None:
             raise UsageError("--data-dir is where a named dataset's files are; with --data DIR drop it")
         augment = Augmentation(args.crop_scale if args.augment else None, args.augment, args.color_jitter)
-        normalization = None
-        if args.weights:
-            _, meta = read_weights(args.weights)
-            if "mean" in meta and "std" in meta:
-                normalization = (tuple(meta["mean"]), tuple(meta["std"]), f"the weights' own, from {args.weights}")
         return folder_data(args.data, model=args.model, image_size=args.image_size, channels=args.in_channels,
                            val_split=args.val_split, resize=args.resize, augment=augment,
                            normalization=normalization, cache=args.cache, workers=workers,
@@ -191,7 +192,33 @@ def _load_data(args, workers: int) -> TrainingData:
         hint = " (a folder of images? pass it as --data)" if Path(name).exists() else ""
         raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}{hint}")
     return named_data(name, args.data_dir, val_split=args.val_split, augment=args.augment,
-                      image_size=args.image_size, channels=args.in_channels)
+                      image_size=args.image_size, channels=args.in_channels, normalization=normalization)
+
+
+def _run_normalization(ckpt) -> tuple | None:
+    """A resumed fine-tuning run's normalization, as stored when it started (None: the images' own)."""
+    if ckpt is None or not (ckpt.extra.get("weights") or {}).get("normalization"):
+        return None
+    return tuple(ckpt.extra["mean"]), tuple(ckpt.extra["std"]), "the weights' own, as the run started"
+
+
+def _weights_settings(model: str, pretrained: SourceWeights | None, ckpt) -> dict:
+    """Constructor settings the weights were trained with (GoogLeNet's transform_input=True), if any."""
+    if ckpt is not None:  # resumed: the run's own
+        return {k: v for k, v in ckpt.model_config.items() if k not in ("num_classes", "in_channels")}
+    named = find_weights(model, pretrained.weights_name) if pretrained is not None and pretrained.weights_name else None
+    return dict(named.model_config) if named is not None else {}
+
+
+def _weights_value(value: str, model: str | None) -> str:
+    """--weights as the run's recipe stores it: a file's absolute path, or the full weights name."""
+    if not Path(value).expanduser().exists():
+        entry = find_weights(model, value)
+        if entry is not None:
+            return entry.full_name                   # "DEFAULT" -> "resnet18.IMAGENET1K_V1"
+        if model is None and os.sep not in value:    # --resume without MODEL: a name, as given
+            return value
+    return _absolute(value)
 
 
 def _binary_positive(data: TrainingData, positive: str | None) -> None:
@@ -227,7 +254,7 @@ RECIPE_KEYS = (
     "in_channels", "resize", "epochs", "batch_size", "optimizer", "lr", "seed", "augment", "crop_scale",
     "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit", "lr_scaling", "warmup_epochs", "sync_bn",
 )
-_PATH_KEYS = ("data", "data_dir", "weights")
+_PATH_KEYS = ("data", "data_dir")  # and --weights: a path, or a weights name (_weights_value)
 
 
 def _absolute(value):
@@ -276,6 +303,8 @@ def train_command(args) -> int:
             explicit[key] = _absolute(explicit[key])
     if "model" in explicit:
         explicit["model"] = explicit["model"].lower()
+    if "weights" in explicit:
+        explicit["weights"] = _weights_value(explicit["weights"], explicit.get("model"))
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite replaces it: choose one")
     if args.out is None and (args.resume or args.model is None):
@@ -405,6 +434,8 @@ def _train(args, out: Path, explicit: dict) -> int:
         for key in _PATH_KEYS:
             if getattr(args, key) is not None:
                 setattr(args, key, _absolute(getattr(args, key)))
+        if args.weights is not None:
+            args.weights = _weights_value(args.weights, args.model.lower())
     if args.seed is None:
         args.seed = 0
     for key, value in OPTION_DEFAULTS.items():
@@ -425,7 +456,12 @@ def _train(args, out: Path, explicit: dict) -> int:
     ranks.check_options(args)
 
     config.manual_seed(args.seed)
-    data = _load_data(args, workers)
+    # Read (named weights: fetch) the weights before decoding any image: a wrong name or an
+    # offline download fails at once. Fine-tuning feeds the images normalized as the weights
+    # were trained (named weights: ImageNet's); a resumed run, as it started.
+    pretrained = read_weights(args.weights, args.model) if args.weights and ckpt is None else None
+    normalization = pretrained_normalization(pretrained) if pretrained is not None else _run_normalization(ckpt)
+    data = _load_data(args, workers, normalization)
     K = len(data.classes)
     kind = ("binary" if K == 2 else "multiclass") if args.task == "auto" else args.task
     if kind == "binary" and K != 2:
@@ -444,6 +480,7 @@ def _train(args, out: Path, explicit: dict) -> int:
         _check_same_data(recipe, facts, out)
     C = data.spec.channels
     model_config = {"num_classes": task.outputs(K)}
+    model_config.update(_weights_settings(args.model, pretrained, ckpt))
     if C != entry.input_shape[0]:
         model_config["in_channels"] = C
     model = models.get_model(args.model, **model_config)
@@ -452,10 +489,12 @@ def _train(args, out: Path, explicit: dict) -> int:
     frozen_bn: list = []
     if args.weights:
         if ckpt is None:  # resumed: the checkpoint holds the weights; only the freezing is redone
-            report = init_backbone(model, args.model, args.weights)
+            report = init_backbone(model, args.model, pretrained)
         frozen_bn, froze = freeze(model, args.model, args.freeze)
         transfer_line = (f"weights: {report.describe()}; {froze}" if ckpt is None
                          else f"weights: from {last} (first from {args.weights}); {froze}")
+        if normalization is None:
+            transfer_line += "; the weights carry no normalization: the images' own is used"
         if args.backbone_lr_scale != 1.0:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
     slots = 2 if opt_name in ("adam", "adamw") else 1
@@ -512,8 +551,12 @@ def _train(args, out: Path, explicit: dict) -> int:
         "recipe": stored,
     }
     if args.weights:
-        extra["weights"] = {"source": str(args.weights), "freeze": args.freeze,
-                            "backbone_lr_scale": args.backbone_lr_scale}
+        first = ckpt.extra.get("weights", {}) if ckpt is not None else {}
+        extra["weights"] = {"source": str(args.weights),
+                            "kind": pretrained.kind if pretrained is not None else first.get("kind"),
+                            "name": pretrained.weights_name if pretrained is not None else first.get("name"),
+                            "normalization": normalization is not None,
+                            "freeze": args.freeze, "backbone_lr_scale": args.backbone_lr_scale}
     common = dict(model_name=args.model, model_config=model_config, extra=extra,
                   rng_states=lambda: capture_rng(generators))
     best = out / "best.safetensors"

@@ -37,7 +37,8 @@ from . import transforms as T
 from .dataset import ArrayDataset, Dataset
 from .folder import open_image
 
-__all__ = ["ImageSpec", "ImageFiles", "CachedImages", "decode_all", "channel_stats", "RESIZE_POLICIES"]
+__all__ = ["ImageSpec", "ImageFiles", "CachedImages", "decode_all", "channel_stats", "normalization_for_channels",
+           "RESIZE_POLICIES"]
 
 RESIZE_POLICIES = ("crop", "squash")
 
@@ -266,3 +267,24 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     std = np.sqrt(np.maximum(squares / n / 65025.0 - mean**2, 0))
     std = np.where(std > 1e-6, std, 1.0)                     # a constant channel: no division by 0
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def normalization_for_channels(
+    mean: Sequence[float], std: Sequence[float], channels: int,
+) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """Per-channel ``mean``/``std`` for ``channels`` channels, and what was done ("" if nothing).
+
+    RGB statistics become one channel's by averaging the three (the match of a first
+    convolution summed over its RGB weights); one channel's are repeated for three.
+
+    Raises:
+        ValueError: no such conversion (e.g. 2 -> 3 channels).
+    """
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) == channels:
+        return mean, std, ""
+    if len(mean) == 3 and channels == 1:
+        return (sum(mean) / 3,), (sum(std) / 3,), "averaged over R, G and B for one channel"
+    if len(mean) == 1:
+        return mean * channels, std * channels, f"repeated for {channels} channels"
+    raise ValueError(f"cannot convert {len(mean)}-channel normalization to {channels} channels")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import dispatch
 from ..backend.kernels import elementwise
-from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from .dims import normalize_dim
+from .dtypes import as_floating, cast
 
 __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax"]
 
@@ -14,8 +17,10 @@ __all__ = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softm
 class ReLUOp(Function):
     """Rectified linear unit.
 
-    forward:  y = max(x, 0)
-    backward: gx = gy * (x > 0)   (0 at x = 0, as PyTorch)
+    forward:  y = max(x, 0)       (NaN stays NaN)
+    backward: gx = gy where y > 0 or y is NaN, else 0   (0 at x = 0; selected, not
+              multiplied, so an inf or NaN upstream at x <= 0 gives 0: PyTorch's
+              threshold_backward)
 
     Large NumPy arrays take one parallel pass each way (``backend/kernels/elementwise.py``)
     when ``backend.dispatch.relu_kernel_applies``.
@@ -26,14 +31,14 @@ class ReLUOp(Function):
             y, mask = elementwise.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
-            mask = y > 0 if self.saves_for_backward else None
+            mask = ~(y <= 0) if self.saves_for_backward else None
         if self.saves_for_backward:
             self.mask = mask
         return y
 
     def backward(self, gy):
         gx = elementwise.relu_grad(gy, self.mask) if dispatch.kernels_usable(self.xp, gy.dtype) else None
-        return gy * self.mask if gx is None else gx
+        return self.xp.where(self.mask, gy, gy.dtype.type(0)) if gx is None else gx
 
 
 class LeakyReLUOp(Function):
@@ -58,7 +63,8 @@ class ELUOp(Function):
     """Exponential linear unit.
 
     forward:  y = x if x > 0 else alpha * (exp(x) - 1)
-    backward: gx = gy if x > 0 else gy * (y + alpha)
+    backward: gx = gy if x > 0 else gy * (y + alpha)   (a NaN input takes the second
+              branch: NaN in, NaN gradient out, as PyTorch's vectorized elu_backward)
     """
 
     def __init__(self, alpha: float):
@@ -107,17 +113,14 @@ class TanhOp(Function):
         return gy * (1 - self.y * self.y)
 
 
-def _check_dim(op: str, x, dim: int) -> int:
-    if not -x.ndim <= dim < max(x.ndim, 1):
-        raise ShapeError(f"{op} got dim={dim} for an input of shape {x.shape}")
-    return dim % max(x.ndim, 1)
-
-
 class SoftmaxOp(Function):
     """Softmax along one axis: probabilities that sum to 1.
 
     forward:  y = exp(x - max(x)) / sum(exp(x - max(x)))
     backward: gx = y * (gy - sum(gy * y))
+
+    Shapes: any; a 0-d input is a single logit (y = 1) and a zero-length axis gives an
+    empty output, as PyTorch.
     """
 
     def __init__(self, dim: int):
@@ -125,9 +128,13 @@ class SoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = _check_dim("softmax", x, self.dim)
-        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
-        e /= e.sum(axis=self.axis, keepdims=True)
+        axis = normalize_dim(self.dim, x.ndim, "softmax")
+        self.axis = axis if x.ndim else None
+        if x.size == 0:
+            e = x.copy()
+        else:
+            e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
+            e /= e.sum(axis=self.axis, keepdims=True)
         self.y = e
         return e
 
@@ -141,6 +148,8 @@ class LogSoftmaxOp(Function):
 
     forward:  y = x - max(x) - log(sum(exp(x - max(x))))
     backward: gx = gy - exp(y) * sum(gy)
+
+    Shapes: any; a 0-d input gives 0 and a zero-length axis an empty output, as PyTorch.
     """
 
     def __init__(self, dim: int):
@@ -148,7 +157,11 @@ class LogSoftmaxOp(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.axis = _check_dim("log_softmax", x, self.dim)
+        axis = normalize_dim(self.dim, x.ndim, "log_softmax")
+        self.axis = axis if x.ndim else None
+        if x.size == 0:
+            self.y = x.copy()
+            return self.y
         shifted = x - x.max(axis=self.axis, keepdims=True)
         self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return self.y
@@ -170,17 +183,32 @@ def elu(x, alpha: float = 1.0) -> Tensor:
 
 
 def sigmoid(x) -> Tensor:
-    return SigmoidOp()(x)
+    return SigmoidOp()(as_floating(x))
 
 
 def tanh(x) -> Tensor:
-    return TanhOp()(x)
+    return TanhOp()(as_floating(x))
 
 
-def softmax(x, dim: int = -1) -> Tensor:
-    """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis)."""
-    return SoftmaxOp(dim)(x)
+def softmax(x, dim: int = -1, dtype=None) -> Tensor:
+    """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis).
+
+    Integer inputs become the default float dtype first; with ``dtype`` (a float dtype)
+    the input is cast to it first, differentiably, as torch.softmax(x, dim, dtype=...).
+    """
+    return SoftmaxOp(dim)(_input_as(x, dtype, "softmax"))
 
 
-def log_softmax(x, dim: int = -1) -> Tensor:
-    return LogSoftmaxOp(dim)(x)
+def log_softmax(x, dim: int = -1, dtype=None) -> Tensor:
+    """Log-softmax along ``dim``, computed stably (integer inputs become the default float
+    dtype; ``dtype`` casts the input first, as in PyTorch)."""
+    return LogSoftmaxOp(dim)(_input_as(x, dtype, "log_softmax"))
+
+
+def _input_as(x, dtype, op: str) -> Tensor:
+    if dtype is None:
+        return as_floating(x)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{op} expects a floating dtype, got {dtype}")
+    return cast(x, dtype)

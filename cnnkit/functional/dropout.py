@@ -44,4 +44,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Gener
     x = x if isinstance(x, Tensor) else Tensor(x)
     if not training or p == 0.0:
         return x
+    if x.dtype.kind != "f":
+        raise TypeError(f"dropout expects a floating input (its survivors are scaled by 1/(1-p)), got {x.dtype}")
+        return x
     return DropoutOp(p, generator if generator is not None else config.default_generator())(x)

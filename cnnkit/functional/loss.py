@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, as_array
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"]
 
@@ -24,6 +26,8 @@ def _classes_last(op: str, x, target, float_target: bool):
         x = x[None]
         target = target[None]
     K = x.shape[1]
+    if K == 0:
+        raise ShapeError(f"{op} expects at least one class (input shape {x.shape} has K = 0)")
     expected = x.shape if float_target else x.shape[:1] + x.shape[2:]
     if target.shape != expected:
         raise ShapeError(
@@ -56,7 +60,9 @@ class CrossEntropyOp(Function):
                                  - (1 - e) w[t_i] [m == t_i] - (e / K) w[m])
                 with p = softmax(x) and s_i the upstream gradient of loss_i.
     Probability targets q (same shape as the input): loss_i = -sum_k w[k] q'[i, k] logp[i, k],
-    q' = (1 - e) q + e / K; g[i, m] = s_i * (p[i, m] sum_k w[k] q'[i, k] - w[m] q'[i, m]).
+    q' = (1 - e) q + e / K; g[i, m] = s_i * (p[i, m] sum_k w[k] q'[i, k] - w[m] q'[i, m]);
+      the target's gradient: gq[i, m] = -s_i * (1 - e) * w[m] * logp[i, m]  (PyTorch
+      differentiates the loss with respect to soft targets too, e.g. for distillation).
 
     Shapes: x (N, K) or (N, K, d1, ...); t (N,) / (N, d1, ...) integer, or like x.
     """
@@ -79,11 +85,14 @@ class CrossEntropyOp(Function):
         shifted = xs - xs.max(axis=1, keepdims=True)
         logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))    # (M, K)
         if float_target:
+            ts = ts.astype(xs.dtype, copy=False)
             q = (1 - eps) * ts + eps / K if self.eps else ts
             wq = q * w if w is not None else q                                  # (M, K)
             losses = -(wq * logp).sum(axis=1)                                   # (M,)
             denom = M
             self.wq = wq
+            if self.saves_for_backward and self.needs_input_grad[1]:
+                self.logp, self.w = logp, w
         else:
             valid = ts != self.ignore_index
             safe_t = xp.where(valid, ts, 0)
@@ -104,7 +113,8 @@ class CrossEntropyOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            return losses.sum() / xs.dtype.type(denom)  # NaN when every target is ignored, as PyTorch
+            with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
+                return losses.sum() / xs.dtype.type(denom)
         return losses.reshape(self.t_shape if not float_target else self.x_shape[:1] + self.x_shape[2:])
 
     def backward(self, gy):
@@ -115,10 +125,16 @@ class CrossEntropyOp(Function):
         if self.reduction == "none":
             s = gy.reshape(-1)[:, None]                               # (M, 1)
         elif self.reduction == "mean":
-            s = gy / p.dtype.type(self.denom)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = gy / p.dtype.type(self.denom)
         else:
             s = gy
         w = None if self.weight is None else self.weight.astype(p.dtype)
+        g_target = None
+        if self.float_target and self.needs_input_grad[1]:
+            gq = self.logp * self.w if self.w is not None else self.logp  # (M, K)
+            gq = gq * (-(1 - eps) * s)
+            g_target = _restore(xp, gq.astype(p.dtype, copy=False), self.x_shape)
         if self.float_target:
             g = p * self.wq.sum(axis=1, keepdims=True) - self.wq
         else:
@@ -132,7 +148,7 @@ class CrossEntropyOp(Function):
             if self.eps:
                 g -= (eps / K) * self.valid[:, None] * (w if w is not None else 1)
         g = g * s
-        return _restore(xp, g.astype(p.dtype, copy=False), self.x_shape), None
+        return _restore(xp, g.astype(p.dtype, copy=False), self.x_shape), g_target
 
 
 class NLLLossOp(Function):
@@ -165,7 +181,8 @@ class NLLLossOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            return losses.sum() / xs.dtype.type(self.denom)
+            with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
+                return losses.sum() / xs.dtype.type(self.denom)
         return losses.reshape(target.shape)
 
     def backward(self, gy):
@@ -174,7 +191,8 @@ class NLLLossOp(Function):
         if self.reduction == "none":
             s = gy.reshape(-1)
         elif self.reduction == "mean":
-            s = gy / gy.dtype.type(self.denom)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = gy / gy.dtype.type(self.denom)
         else:
             s = gy
         g = xp.zeros((M, K), dtype=gy.dtype)
@@ -215,13 +233,15 @@ class BCEWithLogitsOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            return losses.mean()
+            with np.errstate(invalid="ignore", divide="ignore"):  # the mean of nothing: NaN, as PyTorch
+                return losses.sum() / losses.dtype.type(losses.size)
         return losses
 
     def backward(self, gy):
         xp = self.xp
         x = self.x
-        s = gy / gy.dtype.type(x.size) if self.reduction == "mean" else gy
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = gy / gy.dtype.type(x.size) if self.reduction == "mean" else gy
         if self.w is not None:
             s = s * self.w
         sig_neg = 0.5 * (xp.tanh(-0.5 * x) + 1)                       # sigmoid(-x)
@@ -247,30 +267,32 @@ def cross_entropy(
 
     Args:
         input: logits (N, K) or (N, K, d1, ...).
-        target: class indices (N,) / (N, d1, ...), or probabilities shaped like input.
+        target: class indices (N,) / (N, d1, ...), or probabilities shaped like input
+            (differentiable: a target that requires grad receives its gradient).
         weight: optional per-class weights (K,).
-        ignore_index: class index whose rows contribute neither loss nor gradient.
+        ignore_index: class index whose rows contribute neither loss nor gradient (class
+            targets only; a non-negative value with probability targets is an error).
         reduction: "mean" (weighted mean over non-ignored rows), "sum" or "none".
         label_smoothing: e in [0, 1]: the target becomes (1 - e) * onehot + e / K.
     """
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy expects label_smoothing in [0, 1], got {label_smoothing}")
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
+    if target.dtype.kind == "f" and ignore_index >= 0:
+        # As PyTorch: a class index to ignore means nothing for probability targets.
+        raise ValueError(
+            f"cross_entropy with probability (floating) targets does not support ignore_index, "
+            f"got ignore_index={ignore_index}; zero those rows' probabilities instead"
+        )
     op = CrossEntropyOp(_weight_array(weight), ignore_index, reduction, label_smoothing)
     return op(input, target)
-
-
-def _as_index_array(target):
-    from ..tensor import as_array
-
-    return as_array(target)
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of log-probabilities (pair it with ``log_softmax``)."""
     _check_reduction("nll_loss", reduction)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     return NLLLossOp(_weight_array(weight), ignore_index, reduction)(input, target)
 
 
@@ -278,7 +300,7 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
     """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise)."""
     _check_reduction("mse_loss", reduction)
     input = input if isinstance(input, Tensor) else Tensor(input)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     if input.shape != target.shape:
         raise ShapeError(f"mse_loss expects target of the input's shape {input.shape}, got {target.shape}")
     d = input - target
@@ -295,6 +317,6 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     """Sigmoid + binary cross-entropy in one stable op, as PyTorch's function of that name."""
     _check_reduction("binary_cross_entropy_with_logits", reduction)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(_as_index_array(target))
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     op = BCEWithLogitsOp(_weight_array(weight), _weight_array(pos_weight), reduction)
     return op(input, target)

@@ -1,19 +1,26 @@
-"""Elementwise arithmetic and reductions: the ops behind Tensor's operators.
+"""Elementwise arithmetic: the ops behind Tensor's operators.
 
 Binary ops broadcast like NumPy; their backward sums the gradient back to each
-input's shape (``sum_to``).
+input's shape (``sum_to``). Their result dtype follows PyTorch's promotion rules
+(``result_type``), not NumPy's: an int tensor times a float32 tensor is float32, and a
+0-d tensor does not widen a dimensioned tensor of its own kind.
+
+Reductions (sum, mean, max, ...) are in ``reduction.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import config
+from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor, as_array
+from ..tensor import Tensor, as_tensor
+from .dtypes import as_floating, cast, result_type, to_dtype
 
 __all__ = [
-    "add", "sub", "mul", "div", "pow", "neg", "matmul", "sum", "mean", "max",
-    "exp", "log", "sqrt", "abs", "cast", "signed_root", "sum_to",
+    "add", "sub", "mul", "div", "pow", "neg", "matmul",
+    "exp", "log", "sqrt", "abs", "sign", "cast", "result_type", "as_floating", "sum_to",
 ]
 
 
@@ -87,36 +94,81 @@ class DivOp(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0: inf or NaN, silently as PyTorch
+            return a / b
 
     def backward(self, gy):
         need_a, need_b = self.needs_input_grad
-        ga = sum_to(gy / self.b, self.a.shape) if need_a else None
-        gb = sum_to(-gy * self.a / (self.b * self.b), self.b.shape) if need_b else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = sum_to(gy / self.b, self.a.shape) if need_a else None
+            gb = sum_to(-gy * self.a / (self.b * self.b), self.b.shape) if need_b else None
         return ga, gb
+
+
+class RoundingDivOp(Function):
+    """Division rounded to a whole number: torch.div(a, b, rounding_mode="trunc" | "floor").
+
+    forward:  y = trunc(a / b) or floor(a / b), with broadcasting. Floats: floor is
+              Python's floor division (as PyTorch's, exact where floor(a / b) is not),
+              x / 0 gives inf or NaN; integers stay integers (dividing by 0 raises).
+    backward: ga = sum_to(gy * 0, a.shape), gb = sum_to(gy * 0, b.shape)  (PyTorch's rule:
+              the result is piecewise constant; a NaN or inf upstream still gives NaN)
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def forward(self, a, b):
+        xp = self.xp
+        self.a_shape, self.b_shape = a.shape, b.shape
+        if a.dtype.kind == "b":
+            raise TypeError(f"div(rounding_mode={self.mode!r}) is not defined for bool tensors, as in PyTorch")
+        if a.dtype.kind in "iu":
+            if (b == 0).any():
+                raise ZeroDivisionError(f"div(rounding_mode={self.mode!r}): integer division by zero")
+            q = xp.floor_divide(a, b)
+            if self.mode == "trunc":  # floor and trunc differ where the exact quotient is negative
+                q = q + ((q < 0) & (q * b != a)).astype(q.dtype)
+            return q
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.floor_divide(a, b) if self.mode == "floor" else xp.trunc(a / b)
+
+    def backward(self, gy):
+        need_a, need_b = self.needs_input_grad
+        with np.errstate(invalid="ignore"):
+            zero = gy * 0
+        return (sum_to(zero, self.a_shape) if need_a else None,
+                sum_to(zero, self.b_shape) if need_b else None)
 
 
 class PowOp(Function):
     """Elementwise power with broadcasting.
 
     forward:  y = a ** b
-    backward: ga = gy * b * a ** (b - 1), gb = gy * y * log(a)  (each summed to its shape)
+    backward: ga = gy * b * a ** (b - 1), and 0 where b == 0 (so 0 ** 0 has gradient 0);
+              gb = gy * y * log(a), and 0 where a == 0 and b >= 0   (each summed to its
+              shape). NOTE: these are PyTorch's conventions (pow_backward_self and
+              pow_backward_exponent): at a == 0 with b < 0 the gradients stay -inf / inf.
     """
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        self.y = a**b
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-8) ** 0.5 = NaN
+            self.y = a**b
         return self.y
 
     def backward(self, gy):
         need_a, need_b = self.needs_input_grad
         xp = self.xp
-        ga = sum_to(gy * self.b * self.a ** (self.b - 1), self.a.shape) if need_a else None
-        gb = None
-        if need_b:
-            # NOTE: d(a**b)/db = a**b * log(a); PyTorch defines it as 0 where a == 0.
-            log_a = xp.log(xp.where(self.a == 0, 1, self.a))
-            gb = sum_to(gy * self.y * log_a, self.b.shape)
+        a, b = self.a, self.b
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1, log(-1): inf and NaN, as PyTorch
+            if need_a:
+                ga = xp.where(b == 0, 0, gy * b * a ** (b - 1))
+                ga = sum_to(ga.astype(gy.dtype, copy=False), a.shape)
+            if need_b:
+                gb = xp.where((a == 0) & (b >= 0), 0, gy * self.y * xp.log(a))
+                gb = sum_to(gb.astype(gy.dtype, copy=False), b.shape)
         return ga, gb
 
 
@@ -168,89 +220,6 @@ class MatMulOp(Function):
         return ga, gb
 
 
-def _normalize_axis(axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    return tuple(a % ndim if ndim else a for a in axis)
-
-
-def _expand_reduced(g, x_shape, axes, keepdims):
-    """Reshape a reduced gradient so it broadcasts against the input."""
-    if not keepdims:
-        shape = [1 if i in axes else n for i, n in enumerate(x_shape)]
-        g = g.reshape(shape)
-    return g
-
-
-class SumOp(Function):
-    """Sum over axes.
-
-    forward:  y = sum(x, axes)
-    backward: gx = broadcast(gy, x.shape)
-    """
-
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
-
-    def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
-        self.x_shape = x.shape
-        return x.sum(axis=self.axes, keepdims=self.keepdims)
-
-    def backward(self, gy):
-        gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
-        return self.xp.broadcast_to(gy, self.x_shape).copy()
-
-
-class MeanOp(Function):
-    """Mean over axes.
-
-    forward:  y = sum(x, axes) / n,  n = number of elements reduced
-    backward: gx = broadcast(gy, x.shape) / n
-    """
-
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
-
-    def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
-        self.x_shape = x.shape
-        return x.mean(axis=self.axes, keepdims=self.keepdims)
-
-    def backward(self, gy):
-        n = 1
-        for a in self.axes:
-            n *= self.x_shape[a]
-        gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
-        return self.xp.broadcast_to(gy / gy.dtype.type(n), self.x_shape).copy()
-
-
-class MaxOp(Function):
-    """Maximum over axes (PyTorch's ``amax``).
-
-    forward:  y = max(x, axes)
-    backward: gx = gy * (x == y) / count(x == y)   (ties share the gradient evenly,
-              as PyTorch's ``amax`` does)
-    """
-
-    def __init__(self, axis=None, keepdims: bool = False):
-        self.axis, self.keepdims = axis, keepdims
-
-    def forward(self, x):
-        self.axes = _normalize_axis(self.axis, x.ndim)
-        y = x.max(axis=self.axes, keepdims=True)
-        if self.saves_for_backward:
-            self.mask = x == y
-        return y if self.keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
-
-    def backward(self, gy):
-        gy = _expand_reduced(gy, self.mask.shape, self.axes, self.keepdims)
-        count = self.mask.sum(axis=self.axes, keepdims=True)
-        return self.mask * (gy / count).astype(gy.dtype)
-
-
 class ExpOp(Function):
     """forward: y = exp(x);  backward: gx = gy * y"""
 
@@ -267,96 +236,121 @@ class LogOp(Function):
 
     def forward(self, x):
         self.x = x
-        return self.xp.log(x)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf, log(-1) = NaN, as PyTorch
+            return self.xp.log(x)
 
     def backward(self, gy):
-        return gy / self.x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return gy / self.x
 
 
 class SqrtOp(Function):
     """forward: y = sqrt(x);  backward: gx = gy / (2 y)"""
 
     def forward(self, x):
-        self.y = self.xp.sqrt(x)
+        with np.errstate(invalid="ignore"):  # sqrt(-1) = NaN, as PyTorch
+            self.y = self.xp.sqrt(x)
         return self.y
 
     def backward(self, gy):
-        return gy / (2 * self.y)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 1 / (2 sqrt 0) = inf, as PyTorch
+            return gy / (2 * self.y)
 
 
 class AbsOp(Function):
-    """forward: y = |x|;  backward: gx = gy * sign(x)  (0 at x = 0, as PyTorch)"""
+    """forward: y = |x|;  backward: gx = gy * sign(x)  (sign is 0 at x = 0 and at NaN, as PyTorch)"""
 
     def forward(self, x):
-        self.sign = self.xp.sign(x)
+        self.sign = _sign(x)
         return self.xp.abs(x)
 
     def backward(self, gy):
         return gy * self.sign
 
 
-class SignedRootOp(Function):
-    """Signed p-th root, the last step of Lp pooling.
-
-    forward:  y = sign(x) * |x| ** (1/p)
-    backward: gx = gy * |x| ** (1/p - 1) / p, and 0 where x == 0 (PyTorch's convention for
-              lp_pool2d on an all-zero window, where the true derivative is infinite)
-    """
-
-    def __init__(self, p: float):
-        self.p = p
+class SignOp(Function):
+    """forward: y = sign(x) (-1, 0 or 1; 0 at NaN, as torch.sign);  backward: gx = 0"""
 
     def forward(self, x):
-        xp = self.xp
-        self.x = x
-        return xp.sign(x) * xp.abs(x) ** x.dtype.type(1.0 / self.p)
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return _sign(x)
 
     def backward(self, gy):
-        xp = self.xp
-        a = xp.abs(self.x)
-        nonzero = a > 0
-        safe = xp.where(nonzero, a, 1)
-        return xp.where(nonzero, gy * safe ** gy.dtype.type(1.0 / self.p - 1) / gy.dtype.type(self.p), 0)
+        return self.xp.zeros(self.x_shape, dtype=gy.dtype)
 
 
-class CastOp(Function):
-    """Change dtype. forward: y = x.astype(dtype);  backward: gx = gy.astype(x.dtype)"""
-
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-
-    def forward(self, x):
-        self.x_dtype = x.dtype
-        return x.astype(self.dtype)
-
-    def backward(self, gy):
-        return gy.astype(self.x_dtype)
+def _sign(x):
+    if x.dtype.kind == "b":
+        return x.copy()
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
-def _binary(op_cls, a, b) -> Tensor:
+def _binary(op_cls, a, b, floating: bool = False) -> Tensor:
     # Python scalars take the tensor operand's dtype so float32 stays float32.
     like = a.data if isinstance(a, Tensor) else b.data if isinstance(b, Tensor) else None
-    if not isinstance(a, Tensor):
-        a = Tensor._wrap(as_array(a, like=like))
-    if not isinstance(b, Tensor):
-        b = Tensor._wrap(as_array(b, like=like))
+    a, b = as_tensor(a, like=like), as_tensor(b, like=like)
+    if a.dtype != b.dtype or (floating and a.dtype.kind != "f"):
+        dtype = result_type(a.data, b.data)
+        if floating and dtype.kind != "f":  # true division of integers: the default float dtype
+            dtype = config.get_default_dtype()
+        a, b = to_dtype(a, dtype), to_dtype(b, dtype)
     return op_cls()(a, b)
 
 
-def add(a, b) -> Tensor:
-    return _binary(AddOp, a, b)
+def add(a, b, *, alpha=1) -> Tensor:
+    """a + alpha * b, as torch.add."""
+    return _binary(AddOp, a, _scaled(a, b, alpha, "add"))
 
 
-def sub(a, b) -> Tensor:
-    return _binary(SubOp, a, b)
+def sub(a, b, *, alpha=1) -> Tensor:
+    """a - alpha * b, as torch.sub (bool operands are refused, as in PyTorch: use ``~``)."""
+    if _is_bool(a) or _is_bool(b):
+        raise TypeError("sub: subtraction with a bool tensor is not supported (as in PyTorch); "
+                        "to invert a mask use ~ or logical_not")
+    return _binary(SubOp, a, _scaled(a, b, alpha, "sub"))
+
+
+def _is_bool(x) -> bool:
+    return isinstance(x, (bool, np.bool_)) or getattr(x, "dtype", None) == np.bool_
+
+
+def _scaled(a, b, alpha, op: str):
+    """alpha * b in the dtype of the result, with PyTorch's checks of alpha's type."""
+    if alpha == 1 and not isinstance(alpha, (bool, np.bool_)):
+        return b
+    like = a.data if isinstance(a, Tensor) else b.data if isinstance(b, Tensor) else None
+    ta, tb = as_tensor(a, like=like), as_tensor(b, like=like)
+    dtype = result_type(ta.data, tb.data)
+    if dtype.kind in "biu" and isinstance(alpha, (float, np.floating)):
+        raise TypeError(f"{op}: alpha={alpha!r} is a float but the result is {dtype}: "
+                        "an integer result takes an integer alpha, as in PyTorch")
+    if dtype.kind == "b":  # a bool result: alpha only says whether b counts
+        return Tensor._wrap(tb.data & bool(alpha))
+    if isinstance(alpha, (bool, np.bool_)):
+        raise TypeError(f"{op}: a bool alpha is only allowed for a bool result, got alpha={alpha!r} "
+                        f"for a {dtype} result (as in PyTorch)")
+    return mul(to_dtype(tb, dtype), alpha)
 
 
 def mul(a, b) -> Tensor:
     return _binary(MulOp, a, b)
 
 
-def div(a, b) -> Tensor:
-    return _binary(DivOp, a, b)
+def div(a, b, *, rounding_mode: str | None = None) -> Tensor:
+    """Division, as torch.div.
+
+    ``rounding_mode=None``: true division (integer operands give the default float
+    dtype). ``"trunc"`` / ``"floor"``: the quotient rounded toward zero / down, in the
+    operands' dtype (integers stay integers), with gradient 0 as PyTorch's.
+
+    Raises:
+        ValueError: another rounding_mode. ZeroDivisionError: a rounded integer division by 0.
+    """
+    if rounding_mode is None:
+        return _binary(DivOp, a, b, floating=True)
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"div expects rounding_mode None, 'trunc' or 'floor', got {rounding_mode!r}")
+    return _binary(lambda: RoundingDivOp(rounding_mode), a, b)
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - PyTorch's name
@@ -368,40 +362,36 @@ def neg(x) -> Tensor:
 
 
 def matmul(a, b) -> Tensor:
+    """Matrix product with NumPy's (and PyTorch's) rules for 1-D and batched operands.
+
+    Raises:
+        ShapeError: a 0-d operand, or inner dimensions that differ.
+    """
+    a, b = as_tensor(a), as_tensor(b, like=a.data)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul expects operands of at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    k_a, k_b = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if k_a != k_b:
+        raise ShapeError(f"matmul cannot multiply shapes {a.shape} and {b.shape} ({k_a} != {k_b})")
     return _binary(MatMulOp, a, b)
 
 
-def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return SumOp(axis, keepdims)(x)
-
-
-def mean(x, axis=None, keepdims: bool = False) -> Tensor:
-    return MeanOp(axis, keepdims)(x)
-
-
-def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return MaxOp(axis, keepdims)(x)
-
-
 def exp(x) -> Tensor:
-    return ExpOp()(x)
+    return ExpOp()(as_floating(x))
 
 
 def log(x) -> Tensor:
-    return LogOp()(x)
+    return LogOp()(as_floating(x))
 
 
 def sqrt(x) -> Tensor:
-    return SqrtOp()(x)
+    return SqrtOp()(as_floating(x))
 
 
 def abs(x) -> Tensor:  # noqa: A001
     return AbsOp()(x)
 
 
-def signed_root(x, p: float) -> Tensor:
-    return SignedRootOp(p)(x)
-
-
-def cast(x, dtype) -> Tensor:
-    return CastOp(dtype)(x)
+def sign(x) -> Tensor:
+    """-1, 0 or 1 per element (0 at NaN, as torch.sign); its gradient is 0 everywhere."""
+    return SignOp()(x)

@@ -105,9 +105,18 @@ def batch_norm(
 
     ``running_mean`` / ``running_var`` (arrays or Tensors, or None) are updated in place
     when ``training``. ``momentum`` is the weight of the new batch statistic.
+
+    Raises:
+        ValueError: eps <= 0 in training (eps < 0 in eval), as PyTorch.
     """
     if weight is None and bias is not None:
         raise ValueError("batch_norm with a bias needs a weight too (pass ones)")
+    # As PyTorch: eps keeps 1 / sqrt(var + eps) finite for a constant channel (var = 0),
+    # so training refuses eps <= 0; the running variance of eval mode may meet eps = 0.
+    if training and not eps > 0:
+        raise ValueError(f"batch_norm expects eps > 0 in training, got eps={eps}")
+    if not eps >= 0:
+        raise ValueError(f"batch_norm expects eps >= 0, got eps={eps}")
     op = BatchNormOp(_array(running_mean), _array(running_var), training, momentum, eps)
     inputs = [x] + [a for a in (weight, bias) if a is not None]
     return op(*inputs)

@@ -8,6 +8,8 @@ only over the KH*KW taps. Max pooling also has a compiled one-pass algorithm
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import dispatch, get_array_module
 from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
@@ -16,13 +18,13 @@ from ..tensor import Tensor
 from .args import output_size, pair
 from .im2col import padded_cnhw, window, windows_overlap
 from .math import abs as abs_
-from .math import mul, signed_root
 from .math import pow as pow_
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "sum_pool2d", "lp_pool2d",
     "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "MaxPool2dOp", "MaxPool2dReferenceOp", "MaxPool2dFusedOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp", "AdaptiveMaxPool2dOp",
+    "MaxPool2dOp", "MaxPool2dReferenceOp", "MaxPool2dFusedOp", "AvgPool2dOp", "AdaptiveAvgPool2dOp",
+    "AdaptiveMaxPool2dOp", "LpRootOp",
 ]
 
 
@@ -84,9 +86,9 @@ class MaxPool2dOp(Function):
 
     forward:  y[n, c, i, j] = max_{kh, kw} xpad[n, c, i*SH + kh*DH, j*SW + kw*DW]
     backward: gx[argmax window element] += gy; the argmax is the *first* maximum in
-              the window in row-major order (PyTorch's rule). NOTE: an equality mask
-              would send the gradient to every tied element, and MNIST's black
-              background ties constantly.
+              the window in row-major order, or its last NaN (PyTorch's rule). NOTE: an
+              equality mask would send the gradient to every tied element, and MNIST's
+              black background ties constantly.
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
 
@@ -119,7 +121,8 @@ class MaxPool2dReferenceOp(MaxPool2dOp):
         for k in range(1, KH * KW):
             tap = window(xc, k // KW, k % KW, geometry)
             if track:
-                xp.copyto(arg, k, where=tap > y)                      # strictly greater: first max wins
+                # strictly greater: first max wins; a NaN always wins (PyTorch's rule)
+                xp.copyto(arg, k, where=(tap > y) | (tap != tap))
             xp.maximum(y, tap, out=y)
         if track:
             self.arg, self.pads, self.geometry = arg, pads, geometry
@@ -202,6 +205,8 @@ class AvgPool2dOp(Function):
         return total[0, 0]                                            # (OH, OW)
 
     def forward(self, x):
+        if x.dtype.kind != "f":
+            raise TypeError(f"{self.g.op} expects a floating input, got {x.dtype}")
         (OH, OW), pads, geometry = self.g.resolve(x.shape)
         KH, KW = self.g.kernel
         xc = padded_cnhw(x, pads)                                     # (C, N, Hp, Wp)
@@ -288,9 +293,11 @@ class AdaptiveMaxPool2dOp(Function):
     """Max pooling to a fixed output size (global max pooling for (1, 1)).
 
     forward:  y[n, c, i, j] = max of x over the window of AdaptiveAvgPool2dOp.
-    backward: gy goes to the first maximum of the window in row-major order (PyTorch).
+    backward: gy goes to the first maximum of the window in row-major order, or to its
+              last NaN (PyTorch's rule: a NaN always replaces the running maximum).
     Computed separably, columns first (first max within each row), then rows (first
-    row reaching the maximum), which picks exactly the row-major first maximum.
+    row reaching the maximum), which picks exactly the row-major first maximum (and the
+    last NaN: the last row holding one, at its last NaN).
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
     """
@@ -304,10 +311,10 @@ class AdaptiveMaxPool2dOp(Function):
         N, C, H, W = x.shape
         rows, cols = _adaptive_bounds(H, OH), _adaptive_bounds(W, OW)
         # stage 1: within each row, over each column window -> (N, C, H, OW)
-        col_arg = xp.stack([x[..., a:b].argmax(axis=3) + a for a, b in cols], axis=3)
+        col_arg = xp.stack([_first_max(xp, x[..., a:b], 3) + a for a, b in cols], axis=3)
         col_max = xp.take_along_axis(x, col_arg, axis=3)             # (N, C, H, OW)
         # stage 2: over each row window -> (N, C, OH, OW)
-        row_arg = xp.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in rows], axis=2)
+        row_arg = xp.stack([_first_max(xp, col_max[:, :, a:b], 2) + a for a, b in rows], axis=2)
         y = xp.take_along_axis(col_max, row_arg, axis=2)             # (N, C, OH, OW)
         if self.saves_for_backward:
             # flat index h*W + w of each output's source element
@@ -331,6 +338,16 @@ class AdaptiveMaxPool2dOp(Function):
         else:
             xp.put_along_axis(gx, idx, g, axis=1)
         return gx.reshape(self.x_shape)
+
+
+def _first_max(xp, a, axis: int):
+    """Index of the first maximum along ``axis``, or of the last NaN where there is one."""
+    arg = a.argmax(axis=axis)
+    nan = a != a
+    if nan.any():
+        last_nan = a.shape[axis] - 1 - xp.flip(nan, axis=axis).argmax(axis=axis)
+        arg = xp.where(nan.any(axis=axis), last_nan, arg)
+    return arg
 
 
 def _as_tensor(x) -> Tensor:
@@ -367,8 +384,8 @@ def avg_pool2d(
 ) -> Tensor:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``."""
     g = _PoolGeometry("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
-    if divisor_override is not None and divisor_override <= 0:
-        raise ValueError(f"avg_pool2d expects divisor_override > 0, got {divisor_override}")
+    if divisor_override is not None and divisor_override == 0:  # a negative one flips signs, as in PyTorch
+        raise ValueError("avg_pool2d expects a nonzero divisor_override, got 0")
     return _pool_unbatched(
         x, "avg_pool2d", lambda t: AvgPool2dOp(g, count_include_pad, divisor_override)(t)
     )
@@ -380,24 +397,61 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) 
     return _pool_unbatched(x, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
 
 
+class LpRootOp(Function):
+    """The last step of Lp pooling, as PyTorch writes it: y = (sign(s) * relu(|s|) * A) ** (1/p).
+
+    s is the window mean of x**p and A the window area, so u = sign(s) relu(|s|) A is
+    the window sum (NaN where s is NaN, since PyTorch's sign(NaN) is 0).
+    forward:  y = u ** (1/p)       (NaN where u < 0 and 1/p is not an integer, as PyTorch)
+    backward: gs = gy * A/p * u ** (1/p - 1) * sign(s)**2, and 0 where s == 0 (relu's
+              gradient at 0 stops the infinite slope of the root: an all-zero window gets
+              gradient 0). This is the chain rule through PyTorch's five ops, so NaNs
+              and zero windows come out as in PyTorch.
+
+    Shapes: s, y, gy, gs all (N, C, OH, OW).
+    """
+
+    def __init__(self, p: float, area: int):
+        self.p, self.area = p, area
+
+    def forward(self, s):
+        xp = self.xp
+        area, inv_p = s.dtype.type(self.area), s.dtype.type(1.0 / self.p)
+        sign = (s > 0).astype(s.dtype) - (s < 0).astype(s.dtype)
+        u = sign * xp.maximum(xp.abs(s), 0) * area
+        with np.errstate(invalid="ignore"):                           # negative u: NaN, as PyTorch
+            y = u**inv_p
+        if self.saves_for_backward:
+            self.s, self.u, self.sign = s, u, sign
+        return y
+
+    def backward(self, gy):
+        xp = self.xp
+        dtype = gy.dtype.type
+        with np.errstate(divide="ignore", invalid="ignore"):          # 0 ** negative: masked below
+            slope = dtype(self.area / self.p) * self.u ** dtype(1.0 / self.p - 1) * self.sign * self.sign
+            return xp.where(xp.abs(self.s) <= 0, dtype(0), gy * slope)
+
+
 def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
-    Computed as PyTorch does, s = avg_pool2d(x**p) * KH*KW, then sign(s) * |s|**(1/p):
-    x**p is not |x|**p, and with ceil_mode a partial edge window's average is scaled by
-    the full window area. With norm_type=1 and full windows this is sum pooling; with
-    norm_type=inf it is max pooling of |x|. An all-zero window gets gradient 0, as in
-    PyTorch. (Where an odd p meets a negative window sum PyTorch returns NaN; cnnkit
-    returns the signed root.)
+    Computed as PyTorch computes it, so values and gradients agree with it everywhere,
+    edge cases included: s = avg_pool2d(x**p), then ``LpRootOp``. x**p is not |x|**p:
+    where an odd p meets a negative window sum the root is NaN, as in PyTorch; an
+    all-zero window gets gradient 0; a NaN input gives a NaN output; with ceil_mode a
+    partial edge window's average is scaled by the full window area. norm_type=inf is
+    max pooling of |x| (-inf: the smallest |x|), as in PyTorch.
     """
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
     x = _as_tensor(x)
-    if p == float("inf"):  # the limit p -> inf: the largest |x| of each window
+    if p == float("inf"):
         return max_pool2d(abs_(x), kernel_size, stride, 0, 1, ceil_mode)
-    powered = x if p == 1.0 else pow_(x, p)
-    s = mul(avg_pool2d(powered, kernel_size, stride, 0, ceil_mode), float(kh * kw))
-    return s if p == 1.0 else signed_root(s, p)
+    if p == -float("inf"):
+        return -max_pool2d(-abs_(x), kernel_size, stride, 0, 1, ceil_mode)
+    s = avg_pool2d(pow_(x, p), kernel_size, stride, 0, ceil_mode)
+    return LpRootOp(p, kh * kw)(s)
 
 
 def adaptive_avg_pool2d(x, output_size) -> Tensor:

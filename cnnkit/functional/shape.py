@@ -1,4 +1,8 @@
-"""Ops that move values around without arithmetic: reshape, transpose, index, pad, cat, stack."""
+"""Ops that move values around without arithmetic: reshape, permute, index, pad, cat, stack.
+
+``transpose(x, dim0, dim1)`` swaps two dimensions and ``permute(x, dims)`` reorders them
+all, as in PyTorch; both are one ``PermuteOp``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,14 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..function import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, as_tensor
+from .dims import normalize_dim
+from .dtypes import cast, result_type
 
-__all__ = ["reshape", "transpose", "getitem", "flatten", "pad", "cat", "stack"]
+__all__ = [
+    "reshape", "transpose", "permute", "squeeze", "unsqueeze", "getitem", "flatten", "pad",
+    "cat", "stack",
+]
 
 
 class ReshapeOp(Function):
@@ -33,24 +42,21 @@ class ReshapeOp(Function):
         return gy.reshape(self.x_shape)
 
 
-class TransposeOp(Function):
-    """forward: y = x.transpose(axes);  backward: gx = gy.transpose(inverse(axes))"""
+class PermuteOp(Function):
+    """Reorder the dimensions.
 
-    def __init__(self, axes: Sequence[int] | None):
-        self.axes = None if axes is None else tuple(axes)
+    forward:  y = x.transpose(dims)          y.shape[i] = x.shape[dims[i]]
+    backward: gx = gy.transpose(argsort(dims))
+    """
+
+    def __init__(self, dims: tuple[int, ...]):
+        self.dims = dims
 
     def forward(self, x):
-        if self.axes is None:
-            self.axes = tuple(reversed(range(x.ndim)))
-        if sorted(a % x.ndim for a in self.axes) != list(range(x.ndim)):
-            raise ShapeError(
-                f"transpose expects a permutation of {x.ndim} axes, got {self.axes} "
-                f"for input shape {x.shape}"
-            )
-        return x.transpose(self.axes)
+        return x.transpose(self.dims)
 
     def backward(self, gy):
-        return gy.transpose(np.argsort([a % gy.ndim for a in self.axes]))
+        return gy.transpose(np.argsort(self.dims))
 
 
 class GetItemOp(Function):
@@ -86,69 +92,95 @@ def _is_basic_index(index) -> bool:
 class PadOp(Function):
     """Pad the last dimensions (PyTorch's ``F.pad`` argument order).
 
-    forward:  y = np.pad(x, widths, mode)   pad = (left, right, top, bottom, ...) from the
-              last dimension backwards; negative widths crop.
-    backward: constant: gx = gy cropped back;  reflect/replicate/circular: each padded
-              element's gradient is added to the input element it copied.
+    ``pad = (left, right, top, bottom, ...)`` names the last dimension first; a negative
+    width crops. Along each padded axis of size n, output position j copies input index:
+      replicate: src(j) = clip(j - lo, 0, n - 1)
+      reflect:   src(j) = |j - lo| mirrored at n - 1 (the edge is not repeated)
+      circular:  the axis cropped to n' elements first, then src(j) = (j - lo) mod n'
+    (PyTorch's index rules, so a crop that empties the axis still copies the edge).
+    forward:  constant: y = x cropped, then filled with value;  others: y = x[src].
+    backward: constant: gx = gy where x survived the crop, 0 elsewhere;
+              others: gx[i] = sum of gy over the positions j with src(j) = i (np.add.at).
     """
 
-    _MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    _MODES = ("constant", "reflect", "replicate", "circular")
 
     def __init__(self, pad: Sequence[int], mode: str, value: float):
-        if len(pad) % 2:
-            raise ValueError(f"pad expects an even number of widths, got {tuple(pad)}")
-        if mode not in self._MODES:
-            raise ValueError(f"pad mode must be one of {sorted(self._MODES)}, got {mode!r}")
-        self.pad, self.mode, self.value = tuple(int(p) for p in pad), mode, value
+        self.pad, self.mode, self.value = tuple(pad), mode, value
 
     def forward(self, x):
         k = len(self.pad) // 2
         if k > x.ndim:
-            raise ShapeError(f"pad got {k} pairs of widths for an input of shape {x.shape}")
+            raise ShapeError(
+                f"pad got {k} pairs of widths {self.pad} for an input of shape {x.shape} "
+                f"(at most one pair per dimension)"
+            )
         self.x_shape = x.shape
         # widths per axis, first axis first
-        widths = [(0, 0)] * (x.ndim - k) + [
-            (self.pad[2 * i], self.pad[2 * i + 1]) for i in reversed(range(k))
-        ]
-        self.widths = widths
-        crop = tuple(
-            slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape)
-        )
-        x = x[crop]
-        pos = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
-        if self.mode == "constant":
-            return self.xp.pad(x, pos, mode="constant", constant_values=self.value)
-        for (lo, hi), n in zip(pos, x.shape):
-            if self.mode == "reflect" and (lo >= n or hi >= n):
+        widths = [(0, 0)] * (x.ndim - k) + [(self.pad[2 * i], self.pad[2 * i + 1]) for i in reversed(range(k))]
+        for axis, ((lo, hi), n) in enumerate(zip(widths, x.shape)):
+            if n + lo + hi < 0:
                 raise ShapeError(
-                    f"pad(mode='reflect') needs widths smaller than the dimension, got "
-                    f"{(lo, hi)} for size {n} (input shape {self.x_shape})"
+                    f"pad widths {(lo, hi)} crop more than the {n} elements of dimension {axis} "
+                    f"(input shape {x.shape})"
                 )
-        return self.xp.pad(x, pos, mode=self._MODES[self.mode])
+        self.widths = widths
+        if self.mode == "constant":
+            crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))
+            pos = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
+            return self.xp.pad(x[crop], pos, mode="constant", constant_values=self.value)
+        self.sources = {}
+        y = x
+        for axis, ((lo, hi), n) in enumerate(zip(widths, x.shape)):
+            if lo or hi:
+                self.sources[axis] = src = _pad_sources(self.mode, lo, hi, n, axis, x.shape)
+                y = self.xp.take(y, self.xp.asarray(src), axis=axis)
+        return y
 
     def backward(self, gy):
         xp = self.xp
-        cropped = [n - max(-lo, 0) - max(-hi, 0) for (lo, hi), n in zip(self.widths, self.x_shape)]
+        if self.mode == "constant":
+            gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+            inner = tuple(
+                slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(self.widths, self.x_shape)
+            )
+            outer = tuple(
+                slice(max(lo, 0), max(lo, 0) + max(n - max(-lo, 0) - max(-hi, 0), 0))
+                for (lo, hi), n in zip(self.widths, self.x_shape)
+            )
+            gx[inner] = gy[outer]
+            return gx
         g = gy
-        for axis, ((lo, hi), n) in enumerate(zip(self.widths, cropped)):
-            lo, hi = max(lo, 0), max(hi, 0)
-            if lo == 0 and hi == 0:
-                continue
-            if self.mode == "constant":
-                g = xp.take(g, xp.arange(lo, lo + n), axis=axis)
-                continue
-            # source index in the unpadded axis of every padded position
-            src = np.pad(np.arange(n), (lo, hi), mode=self._MODES[self.mode])
+        for axis, src in reversed(self.sources.items()):
             moved = xp.moveaxis(g, axis, 0)
-            acc = xp.zeros((n,) + moved.shape[1:], dtype=g.dtype)
+            acc = xp.zeros((self.x_shape[axis],) + moved.shape[1:], dtype=g.dtype)
             xp.add.at(acc, xp.asarray(src), moved)
             g = xp.moveaxis(acc, 0, axis)
-        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        crop = tuple(
-            slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(self.widths, self.x_shape)
+        return g
+
+
+def _pad_sources(mode: str, lo: int, hi: int, n: int, axis: int, shape) -> np.ndarray:
+    """The input index each output position of one padded axis copies (host-side ints)."""
+    j = np.arange(n + lo + hi) - lo                                  # output j -> unpadded index
+    if mode == "replicate":
+        if n == 0:
+            raise ShapeError(f"pad(mode='replicate') cannot pad the empty dimension {axis} (input shape {shape})")
+        return np.clip(j, 0, n - 1)
+    if mode == "reflect":
+        if max(lo, hi) >= n:
+            raise ShapeError(
+                f"pad(mode='reflect') needs widths smaller than the dimension, got {(lo, hi)} for "
+                f"size {n} of dimension {axis} (input shape {shape})"
+            )
+        j = np.abs(j)
+        return np.where(j > n - 1, 2 * (n - 1) - j, j)
+    start, kept = max(-lo, 0), n - max(-lo, 0) - max(-hi, 0)        # circular: crop first
+    if kept <= 0:
+        raise ShapeError(
+            f"pad(mode='circular') has nothing to wrap: widths {(lo, hi)} leave dimension {axis} "
+            f"empty (input shape {shape})"
         )
-        gx[crop] = g
-        return gx
+    return start + (np.arange(n + lo + hi) - max(lo, 0)) % kept
 
 
 class ConcatOp(Function):
@@ -192,8 +224,59 @@ def reshape(x, shape: Sequence[int]) -> Tensor:
     return ReshapeOp(tuple(shape))(x)
 
 
-def transpose(x, axes: Sequence[int] | None = None) -> Tensor:
-    return TransposeOp(axes)(x)
+def transpose(x, dim0: int, dim1: int) -> Tensor:
+    """Swap dimensions ``dim0`` and ``dim1`` (torch.transpose); a 0-d tensor is returned as is.
+
+    Raises:
+        DimensionError: a dim out of range (an IndexError too).
+    """
+    x = as_tensor(x)
+    a, b = normalize_dim(dim0, x.ndim, "transpose"), normalize_dim(dim1, x.ndim, "transpose")
+    if x.ndim == 0:
+        return PermuteOp(())(x)
+    dims = list(range(x.ndim))
+    dims[a], dims[b] = b, a
+    return PermuteOp(tuple(dims))(x)
+
+
+def permute(x, dims: Sequence[int]) -> Tensor:
+    """Reorder the dimensions: ``y.shape[i] = x.shape[dims[i]]`` (torch.permute).
+
+    Raises:
+        ShapeError: ``dims`` is not a permutation of x's dimensions.
+    """
+    x = as_tensor(x)
+    dims = tuple(dims)
+    if len(dims) != x.ndim:
+        raise ShapeError(
+            f"permute expects {x.ndim} dims for an input of shape {x.shape}, got dims={dims}"
+        )
+    axes = tuple(normalize_dim(d, x.ndim, "permute") for d in dims)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"permute got a dimension twice: dims={dims} for input shape {x.shape}")
+    return PermuteOp(axes if x.ndim else ())(x)
+
+
+def squeeze(x, dim=None) -> Tensor:
+    """Drop dimensions of size 1: all of them, or those among ``dim`` (an int or a tuple).
+
+    A named dimension whose size is not 1 is kept, as in PyTorch.
+    """
+    x = as_tensor(x)
+    if dim is None:
+        axes = {i for i, n in enumerate(x.shape) if n == 1}
+    else:
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        axes = {normalize_dim(d, x.ndim, "squeeze") for d in dims} if x.ndim else set()
+        axes = {a for a in axes if x.shape[a] == 1}
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def unsqueeze(x, dim: int) -> Tensor:
+    """Insert a dimension of size 1 at ``dim`` (in ``[-ndim - 1, ndim]``), as torch.unsqueeze."""
+    x = as_tensor(x)
+    axis = normalize_dim(dim, x.ndim + 1, "unsqueeze")
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
 def getitem(x, index) -> Tensor:
@@ -204,34 +287,94 @@ def getitem(x, index) -> Tensor:
     return GetItemOp(index)(x)
 
 
-def flatten(x, start_dim: int = 1, end_dim: int = -1) -> Tensor:
-    """Merge dimensions ``start_dim..end_dim`` into one (default: all but the batch axis).
+def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dimensions ``start_dim..end_dim`` into one, as torch.flatten (default: all).
 
-    Shape: (N, C, H, W) -> (N, C*H*W) with the defaults.
+    ``nn.Flatten`` keeps the batch axis (its start_dim is 1); call ``flatten(x, 1)`` for that.
+    A 0-d tensor becomes shape (1,).
+
+    Shape: (N, C, H, W) -> (N*C*H*W,) with the defaults; (N, C*H*W) with start_dim=1.
+
+    Raises:
+        DimensionError: a dim out of range. ShapeError: start_dim after end_dim.
     """
+    x = as_tensor(x)
     shape = x.shape
-    nd = len(shape)
-    if nd == 0:
-        return reshape(x, (1,))
-    start, end = start_dim % nd, end_dim % nd
+    start = normalize_dim(start_dim, len(shape), "flatten")
+    end = normalize_dim(end_dim, len(shape), "flatten")
     if start > end:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape}")
+        raise ShapeError(
+            f"flatten expects start_dim <= end_dim, got start_dim={start_dim} and "
+            f"end_dim={end_dim} for input shape {shape}"
+        )
+    if not shape:
+        return reshape(x, (1,))
     merged = 1
     for n in shape[start : end + 1]:
         merged *= n
     return reshape(x, shape[:start] + (merged,) + shape[end + 1 :])
 
 
-def pad(x, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
-    """Pad the last ``len(pad) // 2`` dimensions, as ``torch.nn.functional.pad``."""
-    return PadOp(pad, mode, value)(x)
+def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
+    """Pad (or, with negative widths, crop) the last ``len(pad) // 2`` dimensions, as torch's F.pad.
+
+    Args:
+        pad: (left, right, top, bottom, ...) ints, the last dimension first.
+        mode: "constant", "reflect", "replicate" or "circular"; the non-constant modes pad
+            any number of trailing dimensions (PyTorch limits them to 1-3 on 2-D to 5-D inputs).
+        value: the fill of mode "constant" (default 0).
+
+    Raises:
+        ValueError: an odd number of widths, a width that is not an int, an unknown mode, or
+            a fill value with a mode other than "constant".
+        ShapeError: more pairs than dimensions, a crop larger than its dimension, a reflect
+            width not smaller than its dimension, or an empty dimension to replicate or wrap.
+    """
+    pad = tuple(pad)
+    if len(pad) % 2:
+        raise ValueError(f"pad expects an even number of widths, got {pad}")
+    if not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad):
+        raise ValueError(f"pad expects integer widths, got {pad}")
+    if mode not in PadOp._MODES:
+        raise ValueError(f"pad mode must be one of {PadOp._MODES}, got {mode!r}")
+    if mode != "constant" and value not in (None, 0):
+        raise ValueError(f"pad(mode={mode!r}) takes no fill value, got value={value}")
+    x = as_tensor(x)
+    if not any(pad):
+        return PermuteOp(tuple(range(x.ndim)))(x) if x.requires_grad else Tensor._wrap(x.data.copy())
+    return PadOp(tuple(int(p) for p in pad), mode, 0.0 if value is None else value)(x)
 
 
 def cat(tensors: Sequence, dim: int = 0) -> Tensor:
-    """Concatenate along an existing dimension."""
-    return ConcatOp(dim)(*tensors)
+    """Concatenate along an existing dimension (torch.cat); dtypes promote as in PyTorch.
+
+    Raises:
+        ValueError: no tensors. ShapeError: 0-d tensors, or shapes that differ off ``dim``.
+        DimensionError: ``dim`` out of range.
+    """
+    tensors = _same_dtype("cat", tensors)
+    if any(t.ndim == 0 for t in tensors):
+        raise ShapeError("cat cannot concatenate 0-d tensors (they have no dimension to join); use stack")
+    # PyTorch's legacy rule: a 1-D empty tensor (shape (0,)) joins anything, by being skipped.
+    joined = [t for t in tensors if t.shape != (0,)] or tensors[:1]
+    return ConcatOp(normalize_dim(dim, joined[0].ndim, "cat"))(*joined)
 
 
 def stack(tensors: Sequence, dim: int = 0) -> Tensor:
-    """Stack along a new dimension."""
-    return StackOp(dim)(*tensors)
+    """Stack along a new dimension (torch.stack); dtypes promote as in PyTorch.
+
+    Raises:
+        ValueError: no tensors. ShapeError: shapes that differ. DimensionError: ``dim``
+            outside [-ndim - 1, ndim].
+    """
+    tensors = _same_dtype("stack", tensors)
+    return StackOp(normalize_dim(dim, tensors[0].ndim + 1, "stack"))(*tensors)
+
+
+def _same_dtype(op: str, tensors: Sequence) -> list[Tensor]:
+    """The inputs as tensors of one dtype (PyTorch's result_type), differentiably cast."""
+    if len(tensors) == 0:
+        raise ValueError(f"{op} expects a non-empty sequence of tensors")
+    tensors = [as_tensor(t) for t in tensors]
+    dtype = result_type(*(t.data for t in tensors))
+    return [t if t.dtype == dtype else cast(t, dtype) for t in tensors]

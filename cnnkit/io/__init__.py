@@ -33,7 +33,7 @@ from .checkpoint import (
 from .pth import load_pth, read_pth
 from .safetensors import read_safetensors, write_safetensors
 from .targets import Target, target_from, zoo_target
-from .weights import WeightsReport, fetch_weights, load_weights, resolve_weights
+from .weights import SourceWeights, WeightsReport, fetch_weights, load_weights, read_weights, resolve_weights
 
 __all__ = [
     "Target",
@@ -55,6 +55,8 @@ __all__ = [
     "load_pth",
     "load_weights",
     "resolve_weights",
+    "read_weights",
+    "SourceWeights",
     "fetch_weights",
     "WeightsReport",
 ]

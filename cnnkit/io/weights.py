@@ -6,7 +6,11 @@
     report = load_weights(model, "IMAGENET1K_V1")             # named weights of model.zoo_name
     report = load_weights(model, "run/best.safetensors", skip=("fc",), strict=False)  # fine-tuning
 
-Sources (``resolve_weights`` tells them apart by content, not by file name):
+``read_weights(source, model_name)`` reads a source once (``SourceWeights``: its arrays, kind
+and what it says about its inputs); ``resolve_weights`` and ``load_weights`` take a source
+or what ``read_weights`` returned.
+
+Sources (``read_weights`` tells them apart by content, not by file name):
 
 - a cnnkit checkpoint (``cnnkit train`` / ``cnnkit import`` output): its ``model/`` tensors;
 - a PyTorch file written by ``torch.save`` (read by ``cnnkit.io.pth``, never unpickled),
@@ -57,7 +61,7 @@ from .pth import load_pth, unwrap_state_dict
 from .safetensors import write_safetensors as _write_safetensors
 
 __all__ = [
-    "WeightsError", "WeightsReport", "resolve_weights", "load_weights", "map_keys",
+    "WeightsError", "WeightsReport", "SourceWeights", "read_weights", "resolve_weights", "load_weights", "map_keys",
     "read_safetensors", "write_safetensors", "write_checkpoint", "source_kind", "fetch_weights",
     "weights_dir", "weights_url", "WEIGHTS_URL_ENV", "build_for_loading", "init_flag",
 ]
@@ -251,6 +255,10 @@ def source_kind(path: str | os.PathLike) -> str:
     return "unknown"
 
 
+# adapt(key, source array, model shape) -> the array made to fit, or None (see resolve_weights)
+Adapter = Callable[[str, np.ndarray, tuple], "np.ndarray | None"]
+
+
 @dataclass
 class WeightsReport:
     """What ``resolve_weights`` found and how it fits the model.
@@ -263,6 +271,7 @@ class WeightsReport:
         missing: model keys the source lacks; unexpected: source keys the model lacks;
         mismatched: ``(key, source shape, model shape)``; skipped: keys left out on request;
         dropped: keys the key map removed on purpose (GoogLeNet's auxiliary heads).
+        adapted: ``(key, source shape, model shape)`` of arrays ``adapt`` reshaped to fit.
         meta: the checkpoint's ``extra`` (classes, preprocessing) for cnnkit checkpoints and
             named weights, else {}.
     """
@@ -277,6 +286,7 @@ class WeightsReport:
     skipped: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    adapted: list[tuple[str, tuple, tuple]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -301,8 +311,45 @@ class WeightsReport:
         return "\n".join(lines)
 
 
-def _read_source(source: str, model_name: str | None) -> tuple[dict[str, np.ndarray], str, dict[str, Any]]:
-    """The raw state_dict of a source, its kind and its meta."""
+@dataclass
+class SourceWeights:
+    """A weights source as read, before its keys are mapped to a model's.
+
+    Attributes:
+        source: the file or weights name as given.
+        state_dict: the source's arrays with its own keys (memory-mapped where possible).
+        kind: ``"cnnkit checkpoint"``, ``"pth"``, ``"safetensors"`` or ``"named weights"``.
+        meta: what the source says about its inputs: a cnnkit checkpoint's ``extra`` (and
+            ``model``); for named weights, their checkpoint's (``weights``: the full name,
+            ``classes``, ``preprocessing``, ``mean``, ``std``); {} for plain state_dicts.
+    """
+
+    source: str
+    state_dict: dict[str, np.ndarray]
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_name(self) -> str | None:
+        """``"resnet18.IMAGENET1K_V1"`` for named weights (or a checkpoint of them), else None."""
+        name = self.meta.get("weights")
+        return name if isinstance(name, str) else None
+
+
+def read_weights(source: str | os.PathLike, model_name: str | None = None) -> SourceWeights:
+    """Read any supported weights source once (a weights name is fetched into the cache first).
+
+    Args:
+        source: a cnnkit checkpoint, a torch.save file, a safetensors state_dict, or a
+            weights name of ``model_name`` (``"DEFAULT"``, ``"IMAGENET1K_V1"``,
+            ``"resnet18.IMAGENET1K_V1"``).
+        model_name: the zoo model weights names are looked up under.
+
+    Raises:
+        WeightsError / PthError: not a readable weights file, nor a weights name.
+        DownloadError: named weights not cached that cannot be downloaded.
+    """
+    source = str(source)
     path = Path(source)
     if not path.is_file():
         entry = find_weights(model_name, source)
@@ -311,15 +358,14 @@ def _read_source(source: str, model_name: str | None) -> tuple[dict[str, np.ndar
                 raise WeightsError(f"{source}: not a file")
             hint = f" or a weights name of {model_name}" if model_name else ""
             raise WeightsError(f"{source}: no such file{hint}")
-        checkpoint = fetch_weights(entry)
-        state, _, meta = _read_source(str(checkpoint), model_name)
-        return state, "named weights", meta
+        checkpoint = read_weights(fetch_weights(entry), model_name)
+        return SourceWeights(source, checkpoint.state_dict, "named weights", checkpoint.meta)
     try:
         kind = source_kind(path)
     except OSError as e:
         raise WeightsError(f"{source}: cannot read ({e.strerror})") from None
     if kind == "pth":
-        return load_pth(path), "pth", {}
+        return SourceWeights(source, load_pth(path), "pth")
     if kind == "safetensors":
         arrays, metadata = read_safetensors(path)
         if metadata.get("format") == CHECKPOINT_FORMAT:
@@ -328,9 +374,10 @@ def _read_source(source: str, model_name: str | None) -> tuple[dict[str, np.ndar
                 ckpt = load_checkpoint(path)
             except CheckpointError as e:
                 raise WeightsError(str(e)) from None
-            return ckpt.model_state, "cnnkit checkpoint", dict(ckpt.extra or {}) | {"model": ckpt.meta.get("model", {})}
+            return SourceWeights(source, ckpt.model_state, "cnnkit checkpoint",
+                                 dict(ckpt.extra or {}) | {"model": ckpt.meta.get("model", {})})
         try:
-            return unwrap_state_dict(arrays, str(path)), "safetensors", {}
+            return SourceWeights(source, unwrap_state_dict(arrays, str(path)), "safetensors")
         except PthError as e:
             raise WeightsError(str(e)) from None
     raise WeightsError(
@@ -356,18 +403,23 @@ def _skipped(key: str, skip: Iterable[str] | Callable[[str], bool]) -> bool:
     return any(key == s or key.startswith(s.rstrip(".") + ".") for s in skip)
 
 
-def resolve_weights(source: str | os.PathLike, model, *, model_name: str | None = None,
-                    skip: Iterable[str] | Callable[[str], bool] = ()) -> WeightsReport:
+def resolve_weights(source: str | os.PathLike | SourceWeights, model, *, model_name: str | None = None,
+                    skip: Iterable[str] | Callable[[str], bool] = (), adapt: Adapter | None = None) -> WeightsReport:
     """Turn any supported weights source into a state_dict with ``model``'s keys, and check it.
 
     Args:
         source: a cnnkit checkpoint, a torch.save file, a safetensors state_dict (timm,
-            Hugging Face) or a weights name of the model (``"IMAGENET1K_V1"``, ``"DEFAULT"``).
+            Hugging Face) or a weights name of the model (``"IMAGENET1K_V1"``, ``"DEFAULT"``),
+            or a source already read by ``read_weights``.
         model: the cnnkit model the weights are for.
         model_name: its zoo name, which weights names are looked up under (default: the
             model's ``zoo_name`` attribute when it has one).
         skip: module names whose weights are left out (``("fc",)`` drops ``fc.weight`` and
             ``fc.bias``: a new head), or a predicate on keys.
+        adapt: ``adapt(key, array, model_shape)`` is asked for each array whose shape differs
+            from the model's: it returns the array reshaped to fit (recorded in
+            ``report.adapted``), or None (the key stays a mismatch). Transfer learning uses it
+            for a first convolution of another channel count.
 
     Returns:
         A ``WeightsReport``: the arrays that fit, and the precise list of those that do not.
@@ -375,27 +427,32 @@ def resolve_weights(source: str | os.PathLike, model, *, model_name: str | None 
     Raises:
         WeightsError / PthError: the source cannot be read (message names it and why).
     """
-    source = str(source)
     model_name = model_name or getattr(model, "zoo_name", None)
-    raw, kind, meta = _read_source(source, model_name)
+    read = source if isinstance(source, SourceWeights) else read_weights(source, model_name)
     shapes, optional = _model_shapes(model)
-    mapped, convention, dropped = map_keys(raw, shapes)
-    report = WeightsReport({}, source, kind, convention, dropped=dropped, meta=meta)
+    mapped, convention, dropped = map_keys(read.state_dict, shapes)
+    report = WeightsReport({}, read.source, read.kind, convention, dropped=dropped, meta=read.meta)
     for key, value in mapped.items():
         if _skipped(key, skip):
             report.skipped.append(key)
         elif key not in shapes:
             report.unexpected.append(key)
         elif tuple(value.shape) != shapes[key]:
-            report.mismatched.append((key, tuple(value.shape), shapes[key]))
+            fitted = adapt(key, value, shapes[key]) if adapt is not None else None
+            if fitted is not None and tuple(fitted.shape) == shapes[key]:
+                report.adapted.append((key, tuple(value.shape), shapes[key]))
+                report.state_dict[key] = fitted
+            else:
+                report.mismatched.append((key, tuple(value.shape), shapes[key]))
         else:
             report.state_dict[key] = value
     report.missing = [k for k in shapes if k not in mapped and k not in optional and not _skipped(k, skip)]
     return report
 
 
-def load_weights(model, source: str | os.PathLike, *, model_name: str | None = None, strict: bool = True,
-                 skip: Iterable[str] | Callable[[str], bool] = ()) -> WeightsReport:
+def load_weights(model, source: str | os.PathLike | SourceWeights, *, model_name: str | None = None,
+                 strict: bool = True, skip: Iterable[str] | Callable[[str], bool] = (),
+                 adapt: Adapter | None = None) -> WeightsReport:
     """Load weights from any supported source into ``model`` (see ``resolve_weights``).
 
     Args:
@@ -403,6 +460,7 @@ def load_weights(model, source: str | os.PathLike, *, model_name: str | None = N
         strict: refuse unless every key fits (missing, unexpected and mismatched keys are
             all errors). With False, the keys that fit are loaded and the rest reported.
         skip: module names (or a key predicate) to leave out, e.g. a new classifier head.
+        adapt: reshapes arrays that do not fit as they are (see ``resolve_weights``).
 
     Returns:
         The ``WeightsReport`` (its lists say what was not loaded).
@@ -410,11 +468,11 @@ def load_weights(model, source: str | os.PathLike, *, model_name: str | None = N
     Raises:
         WeightsError: strict and something does not fit; the message lists every key.
     """
-    report = resolve_weights(source, model, model_name=model_name, skip=skip)
+    report = resolve_weights(source, model, model_name=model_name, skip=skip, adapt=adapt)
     name = model_name or getattr(model, "zoo_name", None)
     if strict and not report.complete:
         raise WeightsError(
-            f"{source}: the weights do not fit {type(model).__name__}{f' ({name})' if name else ''} "
+            f"{report.source}: the weights do not fit {type(model).__name__}{f' ({name})' if name else ''} "
             f"[{report.kind}, {report.convention} keys]:\n{report.problems()}"
         )
     _copy_into(model, report.state_dict)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..data.folder import load_image
+from ..data.transforms import CenterCrop, resize_output_size
 
 __all__ = [
     "Preprocessing", "Weights", "get_weights", "find_weights", "list_weights", "imagenet_classes", "pretrained",
@@ -57,9 +58,10 @@ class Preprocessing:
     """An image classifier's eval transform: resize, center crop, scale to [0, 1], normalize.
 
     As torchvision's ``ImageClassification`` preset: the shorter side is resized to
-    ``resize_size`` (the longer one to ``int(resize_size * long / short)``), antialiased;
-    the center ``crop_size`` square is kept (top/left offsets rounded); pixels are divided
-    by 255, then ``(x - mean) / std`` per channel.
+    ``resize_size`` (the longer one to ``int(resize_size * long / short)``: ``Resize``'s
+    rule, ``resize_output_size``) by Pillow, antialiased; the center ``crop_size`` square is
+    kept (``CenterCrop``: top/left offsets rounded, zeros padded around a smaller image);
+    pixels are divided by 255, then ``(x - mean) / std`` per channel.
     """
 
     resize_size: int = 256
@@ -82,23 +84,16 @@ class Preprocessing:
             image = Image.fromarray(np.asarray(image, dtype=np.uint8))
         image = image.convert("RGB")
         w, h = image.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = self.resize_size, int(self.resize_size * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        new_h, new_w = resize_output_size(h, w, self.resize_size)  # the shorter side to resize_size
         resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                     "nearest": Image.Resampling.NEAREST}[self.interpolation]
         if (new_w, new_h) != (w, h):
             image = image.resize((new_w, new_h), resample)
-        c = self.crop_size
-        if new_w < c or new_h < c:  # torchvision pads with zeros before cropping
-            canvas = Image.new("RGB", (max(new_w, c), max(new_h, c)))
-            canvas.paste(image, ((max(new_w, c) - new_w) // 2, (max(new_h, c) - new_h) // 2))
-            image, new_w, new_h = canvas, max(new_w, c), max(new_h, c)
-        top, left = int(round((new_h - c) / 2.0)), int(round((new_w - c) / 2.0))
-        image = image.crop((left, top, left + c, top + c))
-        x = np.asarray(image, dtype=np.float32) / 255.0                   # (c, c, 3)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))                  # (3, c, c)
+        x = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0  # (3, new_h, new_w)
+        x = CenterCrop(self.crop_size)(x)                                   # (3, c, c); zeros padded if smaller
+        mean = np.asarray(self.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(3, 1, 1)
+        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)     # (3, c, c)
 
     def to_dict(self) -> dict[str, Any]:
         return {"resize_size": self.resize_size, "crop_size": self.crop_size, "mean": list(self.mean),

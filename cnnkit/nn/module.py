@@ -79,7 +79,7 @@ class Module:
                 self.fc = Linear(6 * 24 * 24, 10)
 
             def forward(self, x):
-                return self.fc(F.flatten(F.relu(self.conv(x))))
+                return self.fc(F.flatten(F.relu(self.conv(x)), 1))
 
     Attributes:
         training: True in training mode (Dropout drops, BatchNorm uses batch statistics);

@@ -297,15 +297,21 @@ def _reduction(op_type: str) -> Callable:
     return emit
 
 
+def _amax(w: _Writer, fn, xs) -> str:
+    # amax / amin and the full x.max() / x.min()
+    return w.reduce("ReduceMin" if fn.smallest else "ReduceMax", xs[0], list(fn.axes), fn.keepdims)
+
+
 def _cast(w: _Writer, fn, xs) -> str:
     return w.add("Cast", xs, to=helper.np_dtype_to_tensor_dtype(fn.dtype))
 
 
-def _signed_root(w: _Writer, fn, xs) -> str:
-    # sign(x) * |x| ** (1/p)
+def _lp_root(w: _Writer, fn, xs) -> str:
+    # lp_pool2d's last step, (s * area) ** (1/p): NaN where an odd p meets a negative sum,
+    # in ONNX's Pow as in PyTorch (sign(s) * relu(|s|) is s, NaN included)
     dtype = fn.inputs[0].dtype
-    magnitude = w.add("Pow", [w.add("Abs", xs, "abs"), w.constant(np.asarray(1.0 / fn.p, dtype), "exponent")], "pow")
-    return w.add("Mul", [w.add("Sign", xs, "sign"), magnitude])
+    total = w.add("Mul", [xs[0], w.constant(np.asarray(fn.area, dtype), "area")], "window_sum")
+    return w.add("Pow", [total, w.constant(np.asarray(1.0 / fn.p, dtype), "exponent")])
 
 
 def _reshape(w: _Writer, fn, xs) -> str:
@@ -332,7 +338,7 @@ def _reshape(w: _Writer, fn, xs) -> str:
 
 def _transpose(w: _Writer, fn, xs) -> str:
     ndim = fn.inputs[0].ndim
-    return w.add("Transpose", xs, perm=[a % ndim for a in fn.axes])
+    return w.add("Transpose", xs, perm=[a % ndim for a in fn.dims])
 
 
 def _index_array(i) -> np.ndarray | None:
@@ -460,14 +466,15 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "LogOp": _simple("Log"),
     "SqrtOp": _simple("Sqrt"),
     "AbsOp": _simple("Abs"),
+    "SignOp": _simple("Sign"),
     "MatMulOp": _simple("MatMul"),
     "SumOp": _reduction("ReduceSum"),
     "MeanOp": _reduction("ReduceMean"),
-    "MaxOp": _reduction("ReduceMax"),
+    "AmaxOp": _amax,
     "CastOp": _cast,
-    "SignedRootOp": _signed_root,
+    "LpRootOp": _lp_root,
     "ReshapeOp": _reshape,
-    "TransposeOp": _transpose,
+    "PermuteOp": _transpose,
     "GetItemOp": _getitem,
     "PadOp": _pad,
     "ConcatOp": _concat,

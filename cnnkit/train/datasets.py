@@ -29,7 +29,14 @@ from .. import models
 from ..data import DATASETS, Subset, get_dataset
 from ..data import transforms as T
 from ..data.folder import FolderScan, scan_folder
-from ..data.pipeline import CachedImages, ImageFiles, ImageSpec, channel_stats, decode_all
+from ..data.pipeline import (
+    CachedImages,
+    ImageFiles,
+    ImageSpec,
+    channel_stats,
+    decode_all,
+    normalization_for_channels,
+)
 from ..data.split import holdout_last, stratified_split
 from ..errors import DataError, UsageError
 
@@ -93,11 +100,13 @@ class Augmentation:
 def named_data(
     name: str, root: str | None = None, *, val_split: float | None = None, augment: bool = False,
     image_size: int | None = None, channels: int | None = None,
+    normalization: tuple[tuple[float, ...], tuple[float, ...], str] | None = None,
 ) -> TrainingData:
     """A named dataset (``cnnkit.data.DATASETS``) with its validation images held out.
 
     Validation is the last 5,000 training images (``val_split``: the last share instead;
-    0: none); the test split is the dataset's own.
+    0: none); the test split is the dataset's own. ``normalization``: (mean, std, where
+    from), e.g. the pretrained weights'; default: the dataset's own.
     """
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
@@ -109,22 +118,30 @@ def named_data(
     if C0 == 3 and C == 1:
         raise UsageError(f"--in-channels 1: {name} is an RGB dataset; its models take 3 channels")
     size = image_size or base.input_shape[1]
-    mean, std = base.mean, base.std
-    if C != C0:  # grayscale digits on three channels: the same value in each
+    mean, std = tuple(base.mean), tuple(base.std)
+    lines: list[str] = []
+    if normalization is not None:
+        mean, std, why = normalization
+        mean, std, converted = normalization_for_channels(mean, std, C)
+        lines.append(f"normalization: mean {_fmt(mean)}, std {_fmt(std)} ({why}{'; ' + converted if converted else ''})")
+    elif C != C0:  # grayscale digits on three channels: the same value in each
         mean, std = mean * C, std * C
     spec = ImageSpec(C, (size, size), tuple(mean), tuple(std), "squash")
-    train_full, _ = get_dataset(name, True, root, augment, mean=base.mean, std=base.std)
-    plain, _ = get_dataset(name, True, root, False, mean=base.mean, std=base.std)
-    test, _ = get_dataset(name, False, root, False, mean=base.mean, std=base.std)
+    # Images are normalized before their channel is repeated, unless each channel has its own statistics.
+    per_channel = C != C0 and len(set(zip(mean, std))) > 1
+    load_mean, load_std = ((0.0,) * C0, (1.0,) * C0) if per_channel else (mean[:C0], std[:C0])
+    train_full, _ = get_dataset(name, True, root, augment, mean=load_mean, std=load_std)
+    plain, _ = get_dataset(name, True, root, False, mean=load_mean, std=load_std)
+    test, _ = get_dataset(name, False, root, False, mean=load_mean, std=load_std)
     for ds in (train_full, plain, test):
-        _adapt(ds, base.input_shape, spec)
+        _adapt(ds, base.input_shape, spec, normalize=per_channel)
     n = len(train_full)
     count = MNIST_VALIDATION if val_split is None else int(round(val_split * n))
     train_idx, val_idx = holdout_last(n, count)
     train = Subset(train_full, train_idx)
     val = Subset(plain, val_idx) if count else None
     what = "the last 5,000 training images" if val_split is None else f"the last {count:,} training images"
-    lines = [
+    lines += [
         f"train: {len(train_idx):,} images ({name} training images 1-{len(train_idx):,})",
         f"validation: {count:,} images ({what}; they pick the best epoch)" if count
         else "validation: none (--val-split 0): best.safetensors is not written",
@@ -134,13 +151,16 @@ def named_data(
     return TrainingData(train, val, test, list(base.classes), spec, source, lines)
 
 
-def _adapt(dataset, natural: tuple[int, int, int], spec: ImageSpec) -> None:
-    """Resize and re-channel a named dataset's normalized batches to ``spec`` (in place)."""
+def _adapt(dataset, natural: tuple[int, int, int], spec: ImageSpec, normalize: bool = False) -> None:
+    """Resize and re-channel a named dataset's batches to ``spec`` (in place); ``normalize``:
+    the batches are in [0, 1] and ``spec``'s per-channel normalization follows the repeat."""
     steps: list[Any] = [dataset.transform]
     if spec.size != natural[1:]:
         steps.append(T.Resize(spec.size))
     if spec.channels != natural[0]:  # one channel repeated three times
         steps.append(T.Lambda(lambda x: np.repeat(x, 3, axis=0), lambda xs: np.repeat(xs, 3, axis=1)))
+    if normalize:
+        steps.append(spec.normalize())
     if len(steps) > 1:
         dataset.transform = T.Compose(steps)
 
@@ -239,7 +259,8 @@ def folder_data(
         val_split: the share held out when there is no ``val/`` folder (default 0.1).
         resize: the resize policy, ``"crop"`` or ``"squash"`` (``ImageSpec``).
         augment: the training augmentation.
-        normalization: (mean, std, where from), e.g. the pretrained weights'; default: the
+        normalization: (mean, std, where from), e.g. the pretrained weights' (converted to
+            the images' channel count: ``normalization_for_channels``); default: the
             training images' own per-channel statistics.
         cache: ``"on"``: decode every image once into memory; ``"off"``: decode files
             each epoch; ``"auto"``: on when the decoded images take at most a quarter of
@@ -258,6 +279,10 @@ def folder_data(
     colour = (f"{'grayscale' if C == 1 else 'RGB'} ({C} channel{'s' if C > 1 else ''}: "
               + ("every image is grayscale" if natural == 1 else "the images have colour")
               + (f"; converted by --in-channels {C})" if C != natural else ")"))
+    if normalization is not None:
+        n_mean, n_std, n_why = normalization
+        n_mean, n_std, converted = normalization_for_channels(n_mean, n_std, C)
+        normalization = (n_mean, n_std, n_why + (f"; {converted}" if converted else ""))
     if val_split is not None and layout.val is not None:
         raise UsageError(f"--val-split {val_split:g}: {layout.root} has its own val/ folder; drop --val-split")
     fraction = 0.1 if val_split is None else val_split

@@ -1,8 +1,15 @@
 """Transfer learning: start from trained weights, a new classifier head, a frozen backbone.
 
-    report = init_backbone(model, "resnet18", "resnet18-imagenet.safetensors")
+    source = cnnkit.io.read_weights("resnet18.IMAGENET1K_V1", "resnet18")  # or a .pth, safetensors, ...
+    mean, std, why = pretrained_normalization(source)              # the weights' own, when they say
+    report = init_backbone(model, "resnet18", source)
     frozen = freeze(model, "resnet18", "backbone")      # or "none", or N: the first N layers
     groups = param_groups(model, "resnet18", lr=0.01, backbone_lr_scale=0.1)
+
+Every source ``cnnkit.io.weights`` reads works (one loader: ``read_weights`` /
+``load_weights``): a cnnkit checkpoint, a ``torch.save`` file (read without unpickling), a
+safetensors state_dict (timm, Hugging Face keys mapped) or a weights name (``DEFAULT``,
+``IMAGENET1K_V1``, ``resnet18.IMAGENET1K_V1``: downloaded once into the cache).
 
 "The head" is the layer each zoo model declares (``cnnkit.models.zoo_entry(name).head``):
 its weights are never taken from the source, so it fits the new classes. The first
@@ -16,76 +23,67 @@ running statistics are the trained ones, as users expect when fine-tuning.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import models, nn
-from ..errors import CheckpointError
-from ..io.checkpoint import FORMAT, load_checkpoint
+from ..io.weights import SourceWeights, WeightsReport, load_weights
 from .callbacks import Callback
 
-__all__ = ["init_backbone", "read_weights", "freeze", "param_groups", "FrozenBatchNorm", "BackboneReport"]
+__all__ = ["init_backbone", "pretrained_normalization", "adapt_stem", "freeze", "param_groups",
+           "FrozenBatchNorm", "BackboneReport"]
 
 
 @dataclass
 class BackboneReport:
-    """What ``init_backbone`` did: keys loaded, the head's keys left out, the stem adapted."""
+    """What ``init_backbone`` did: the weights report, and the model's new head keys."""
 
-    source: str
-    loaded: list[str] = field(default_factory=list)
+    weights: WeightsReport
     head: list[str] = field(default_factory=list)
-    adapted: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> list[str]:
+        return sorted(self.weights.state_dict)
 
     def describe(self) -> str:
-        text = f"{len(self.loaded)} tensors from {self.source}; new head ({', '.join(self.head) or 'none'})"
-        if self.adapted:
-            text += f"; {', '.join(self.adapted)}"
+        w = self.weights
+        name = w.meta.get("weights") if w.kind == "named weights" else None
+        where = f"{name} ({w.kind}" if name and name != w.source else f"{w.source} ({w.kind}"
+        text = f"{len(w.state_dict)} tensors from {where}, {w.convention} keys); new head ({', '.join(self.head) or 'none'})"
+        for key, got, want in w.adapted:
+            if len(want) == 4:
+                text += f"; {key} adapted from {got[1]} to {want[1]} input channels"
+            else:
+                text += f"; {key} reshaped from {list(got)} to {list(want)}"
         return text
 
 
-def read_weights(source: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A state_dict with PyTorch's keys, and what the source says about its inputs.
+def pretrained_normalization(source: SourceWeights) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
+    """The mean and std the weights were trained with, and where they come from (None: not stored).
 
-    Sources: a cnnkit checkpoint (its ``model/`` tensors; meta: the model name, classes,
-    input shape, mean and std it was trained with) or a safetensors file of a PyTorch
-    state_dict (meta: empty).
+    Named weights carry theirs (ImageNet's for torchvision's); a cnnkit checkpoint, the
+    ones it was trained with. A plain state_dict (``.pth``, safetensors) says nothing.
+    """
+    mean, std = source.meta.get("mean"), source.meta.get("std")
+    if not mean or not std or len(mean) != len(std):
+        return None
+    name = source.weights_name
+    why = f"the weights' own: {name}" if name else f"the weights' own, from {source.source}"
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std), why
+
+
+def adapt_stem(weight: np.ndarray, channels: int) -> np.ndarray:
+    """First-convolution weights (F, C, KH, KW) for ``channels`` inputs (timm's adapt_input_conv).
+
+    RGB weights are summed over their input channels for one channel (a gray image seen as
+    three equal channels gives the same output); one channel's weights are spread evenly
+    over ``channels``.
 
     Raises:
-        CheckpointError: the file is missing, or neither of those.
+        ValueError: no such adaptation (e.g. 3 -> 4 channels).
     """
-    # NOTE: the one reader of weights sources (torch.save files, timm/Hugging Face names,
-    # torchvision weights names) is cnnkit.io.weights (issue 11); this function reads the
-    # two sources issue 10 needs until it lands, and is then replaced by it.
-    path = Path(source)
-    if not path.is_file():
-        raise CheckpointError(f"--weights {source}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        raise CheckpointError(f"--weights {source}: not a safetensors file (a cnnkit checkpoint or a "
-                              "state_dict saved with safetensors)")
-    if FORMAT.encode() in path.read_bytes()[: 8 + struct.unpack("<Q", head[:8])[0]]:
-        ckpt = load_checkpoint(path)
-        extra = ckpt.meta.get("extra", {})
-        meta = {k: extra[k] for k in ("mean", "std", "classes", "input_shape") if k in extra}
-        meta["model"] = ckpt.model_name
-        return dict(ckpt.model_state), meta
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return dict(load_file(str(path))), {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"--weights {source}: cannot read ({e})") from None
-
-
-def _adapt_stem(weight: np.ndarray, channels: int) -> np.ndarray:
-    """First-convolution weights (F, C, KH, KW) for ``channels`` inputs (timm's adapt_input_conv)."""
     C = weight.shape[1]
     if C == 3 and channels == 1:
         return weight.sum(axis=1, keepdims=True)
@@ -94,52 +92,32 @@ def _adapt_stem(weight: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot adapt {C}-channel weights to {channels} channels")
 
 
-def init_backbone(model: nn.Module, name: str, source: str | os.PathLike) -> BackboneReport:
+def init_backbone(model: nn.Module, name: str, source: str | os.PathLike | SourceWeights) -> BackboneReport:
     """Load every weight of ``source`` into ``model`` except the zoo model's head.
 
+    Args:
+        model: the zoo model ``name``, built with the new number of classes (and channels).
+        source: any weights source (``read_weights``), or what ``read_weights`` returned.
+
     Raises:
-        CheckpointError: the source lacks some of the backbone's keys, has keys the model
-            does not, or shapes that differ (each listed).
+        WeightsError (a CheckpointError): the source lacks some of the backbone's keys,
+            has keys the model does not, or shapes that differ (each listed).
     """
     entry = models.zoo_entry(name)
-    state, meta = read_weights(source)
-    report = BackboneReport(str(source), meta=meta)
-    own = model.state_dict()
-    head_prefix = entry.head + "."
-    report.head = sorted(k for k in own if k.startswith(head_prefix))
     stem_key = entry.stem + ".weight"
-    load: dict[str, np.ndarray] = {}
-    mismatched = []
-    for key, value in state.items():
-        if key.startswith(head_prefix) or key not in own:
-            continue
-        target = np.shape(getattr(own[key], "data", own[key]))
-        value = np.asarray(value)
-        if key == stem_key and value.shape != target and value.shape[0] == target[0]:
-            value = _adapt_stem(value, target[1])
-            report.adapted.append(f"{key} adapted from {state[key].shape[1]} to {target[1]} input channels")
-        if value.shape != target and value.size == 1 and target == ():  # a scalar saved as (1,)
-            value = value.reshape(())
-        if value.shape != target:
-            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target)}")
-            continue
-        load[key] = value.astype(np.asarray(getattr(own[key], "data", own[key])).dtype, copy=False)
-    missing = sorted(k for k in own if k not in load and not k.startswith(head_prefix) and k not in
-                     [m.split(" ")[0] for m in mismatched])
-    unexpected = sorted(k for k in state if k not in own and not k.startswith(head_prefix))
-    if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            parts.append(f"shapes differ: {', '.join(mismatched[:5])}")
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"not in {name}: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-        raise CheckpointError(f"--weights {source} does not fit {name} (head {entry.head!r} excluded): "
-                              + "; ".join(parts))
-    model.load_state_dict({**{k: getattr(v, "data", v) for k, v in own.items()}, **load})
-    report.loaded = sorted(load)
-    return report
+
+    def adapt(key: str, value: np.ndarray, shape: tuple) -> np.ndarray | None:
+        if (key == stem_key and value.ndim == 4 and len(shape) == 4 and value.shape[0] == shape[0]
+                and value.shape[2:] == shape[2:] and (value.shape[1], shape[1]) in ((3, 1), (1, 3))):
+            return adapt_stem(np.asarray(value), shape[1])
+        if value.size == 1 and shape == ():  # a scalar (num_batches_tracked) saved with shape (1,)
+            return value.reshape(())
+        return None
+
+    report = load_weights(model, source, model_name=name, skip=(entry.head,), adapt=adapt)
+    head_prefix = entry.head + "."
+    head = sorted(k for k in model.state_dict() if k.startswith(head_prefix))
+    return BackboneReport(report, head)
 
 
 def _weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

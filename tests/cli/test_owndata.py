@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load_checkpoint
+from cnnkit.io.weights import read_weights
 
 
 def make_signs(root, n_per_class=60, size=30, seed=0):
@@ -263,6 +264,115 @@ def test_evaluate_refuses_to_put_mnist_into_an_rgb_model(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "rgb.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "takes (3, 32, 32) images; the mnist test split holds (1, 28, 28): pass --data DIR" in err
+
+
+def test_fine_tuning_from_named_weights_downloaded_from_a_local_server(tmp_path, server, isolated_downloads,
+                                                                       monkeypatch, capsys):
+    """`--weights resnet18.IMAGENET1K_V1`: fetched through the real download code from 127.0.0.1 (the
+    documented CNNKIT_WEIGHTS_URL), converted once, loaded but for the head; ImageNet's normalization."""
+    torch = pytest.importorskip("torch")
+    import io as _io
+
+    from cnnkit.cli.targets import file_preprocessing
+    from cnnkit.models import weights as named
+    from tests.io.test_weights_download import served_weights
+    from tests.models.test_models import ZOO, reference_model, torch_state
+
+    tmodel = reference_model(ZOO["resnet18"][0], seed=11)  # a torch.nn ResNet-18, random weights
+    buffer = _io.BytesIO()
+    torch.save(tmodel.state_dict(), buffer)
+    entry = served_weights(buffer.getvalue(), "resnet18", "IMAGENET1K_V1")  # the real prefix cannot match
+    monkeypatch.setitem(named._REGISTRY["resnet18"], "IMAGENET1K_V1", entry)
+    server.files[f"/{entry.filename}"] = buffer.getvalue()
+    monkeypatch.setenv("CNNKIT_WEIGHTS_URL", server.url)
+    make_shapes(tmp_path / "d", n=4)
+    argv = ["train", "resnet18", "--data", str(tmp_path / "d"), "--image-size", "64", "--weights",
+            "resnet18.IMAGENET1K_V1", "--epochs", "1", "--freeze", "backbone", "--val-split", "0",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert server.requests == [f"/{entry.filename}"]
+    assert ("normalization: mean (0.4850, 0.4560, 0.4060), std (0.2290, 0.2240, 0.2250) (the weights' own: "
+            "resnet18.IMAGENET1K_V1)") in text
+    assert ("weights: 120 tensors from resnet18.IMAGENET1K_V1 (named weights, torchvision keys); new head "
+            "(fc.bias, fc.weight); froze the backbone") in text
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    source = torch_state(tmodel)
+    for key, value in source.items():
+        if not key.startswith("fc."):  # frozen, BatchNorm in eval mode: still the source's arrays
+            np.testing.assert_array_equal(ckpt.model_state[key], value, err_msg=key)
+    assert ckpt.model_state["fc.weight"].shape == (3, 512)
+    extra = ckpt.meta["extra"]
+    assert extra["weights"]["name"] == "resnet18.IMAGENET1K_V1" and extra["weights"]["kind"] == "named weights"
+    spec = file_preprocessing(extra)  # what evaluate and predict read the images with
+    assert spec.mean == named.IMAGENET_MEAN and spec.std == named.IMAGENET_STD and spec.size == (64, 64)
+    # predict applies it: the printed probability is the torch reference's (source backbone, the
+    # trained head) on the image resized to 64x64 and normalized with ImageNet's statistics.
+    image = tmp_path / "d" / "circle" / "00.png"
+    assert main(["predict", str(tmp_path / "run" / "last.safetensors"), str(image)]) == 0
+    printed = capsys.readouterr().out
+    tmodel.fc = torch.nn.Linear(512, 3)
+    tmodel.fc.load_state_dict({"weight": torch.from_numpy(np.array(ckpt.model_state["fc.weight"])),
+                               "bias": torch.from_numpy(np.array(ckpt.model_state["fc.bias"]))})
+    with torch.no_grad():
+        p = torch.softmax(tmodel.eval()(torch.from_numpy(spec.load([image]))), 1)[0].numpy()
+    best = int(np.argmax(p))
+    assert f"{['circle', 'square', 'triangle'][best]} ({100 * p[best]:.1f}%)" in printed
+    # DEFAULT names the same weights: served from the cache, no second request.
+    assert read_weights("DEFAULT", "resnet18").meta["weights"] == "resnet18.IMAGENET1K_V1"
+    assert len(server.requests) == 1
+
+
+def test_fine_tuning_from_a_torch_save_file_on_grayscale_images(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from tests.models.test_models import ZOO, reference_model, torch_state
+
+    tmodel = reference_model(ZOO["resnet20"][0], seed=5)
+    torch.save(tmodel.state_dict(), tmp_path / "resnet20.pth")
+    make_shapes(tmp_path / "gray", n=6, gray=True)
+    argv = ["train", "resnet20", "--data", str(tmp_path / "gray"), "--epochs", "1", "--out", str(tmp_path / "r"),
+            "--weights", str(tmp_path / "resnet20.pth"), "--freeze", "backbone"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert (f"weights: 114 tensors from {tmp_path / 'resnet20.pth'} (pth, torchvision keys); new head (fc.bias, "
+            "fc.weight); conv1.weight adapted from 3 to 1 input channels; froze the backbone") in text
+    assert "the weights carry no normalization: the images' own is used" in text
+    state = load_checkpoint(tmp_path / "r" / "last.safetensors").model_state
+    source = torch_state(tmodel)
+    np.testing.assert_allclose(state["conv1.weight"], source["conv1.weight"].sum(1, keepdims=True), rtol=1e-6)
+    for key in ("bn1.running_var", "layer2.0.conv1.weight", "layer3.2.bn2.bias"):
+        np.testing.assert_array_equal(state[key], source[key], err_msg=key)
+    assert state["fc.weight"].shape == (3, 64)
+
+
+def test_a_named_dataset_takes_the_weights_normalization_and_evaluate_applies_it(tmp_path, capsys):
+    from cnnkit import models
+    from cnnkit.io.checkpoint import save
+
+    source = tmp_path / "src.safetensors"
+    save(models.lenet5(generator=np.random.default_rng(0)), source, model_name="lenet5",
+         model_config={"num_classes": 10}, extra={"mean": [0.5], "std": [0.25], "input_shape": [1, 28, 28]})
+    argv = ["train", "lenet5", "--weights", str(source), "--limit", "300", "--epochs", "1", "--val-split", "0",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"normalization: mean (0.5000), std (0.2500) (the weights' own, from {source})" in text
+    extra = load_checkpoint(tmp_path / "run" / "last.safetensors").meta["extra"]
+    assert (extra["mean"], extra["std"]) == ([0.5], [0.25])
+    test_loss = text.split("last: ")[1].split("test accuracy ")[1].split(")")[0]    # "9.80% (loss 2.2955"
+    assert main(["evaluate", str(tmp_path / "run" / "last.safetensors")]) == 0
+    report = capsys.readouterr().out
+    accuracy, loss = test_loss.split(" (loss ")
+    assert f"accuracy: {accuracy}  loss: {loss}" in report  # the same images as the run's test: same numbers
+    # Resumed (the source file gone: the run's checkpoint holds the weights), the images are
+    # normalized as the run started.
+    source.unlink()
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "normalization: mean (0.5000), std (0.2500) (the weights' own, as the run started)" in text
+    assert f"weights: from {tmp_path / 'run' / 'last.safetensors'} (first from {source})" in text
+    extra = load_checkpoint(tmp_path / "run" / "last.safetensors").meta["extra"]
+    assert (extra["mean"], extra["std"], extra["weights"]["kind"]) == ([0.5], [0.25], "cnnkit checkpoint")
 
 
 def test_an_image_that_goes_bad_mid_run_keeps_the_last_epoch_and_says_how_to_go_on(tmp_path, capsys, monkeypatch):

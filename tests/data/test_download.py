@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import sys
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -20,56 +18,9 @@ import pytest
 from cnnkit.data import CIFAR10, KMNIST, CIFARError, DownloadError, FashionMNIST, data_root, download
 from cnnkit.data.download import fetch
 
-
-class _Server:
-    """Serve ``files`` (path -> bytes); paths in ``truncate`` announce more bytes than they send."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in server.truncate else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    """Never touch the real ~/.cache/cnnkit, and never go through a proxy for 127.0.0.1."""
-    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+# Caches in tmp_path (CNNKIT_DATA, TORCH_HOME), no CNNKIT_WEIGHTS_URL, no proxy for 127.0.0.1;
+# the `server` fixture (tests/local_server.py) is the only address contacted.
+pytestmark = pytest.mark.usefixtures("isolated_downloads")
 
 
 def _md5(data: bytes) -> str:

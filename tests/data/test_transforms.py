@@ -168,23 +168,50 @@ def test_affine_bilinear_rotation_matches_torch_grid_sample(rng):
     np.testing.assert_allclose(ours, expected.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [(14, 14), (40, 33)])
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_resize_matches_torch_interpolate(rng, size, mode):
+@pytest.mark.parametrize("size", [(14, 14), (40, 33), (9, 50)])
+@pytest.mark.parametrize("mode, antialias", [("bilinear", True), ("bilinear", False), ("nearest", False)])
+def test_resize_to_a_pair_matches_torch_interpolate(rng, size, mode, antialias):
     torch = pytest.importorskip("torch")
     xs = rng.random((2, 3, 28, 21)).astype(np.float32)
     expected = torch.nn.functional.interpolate(
-        torch.from_numpy(xs), size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
+        torch.from_numpy(xs), size=size, mode=mode,
+        **({"align_corners": False, "antialias": antialias} if mode == "bilinear" else {})
     )
-    np.testing.assert_allclose(T.Resize(size, interpolation=mode).batch(xs), expected.numpy(), atol=1e-5)
-    assert T.Resize(size, interpolation=mode)(xs[0]).shape == (3, *size)
+    resize = T.Resize(size, interpolation=mode, antialias=antialias)
+    np.testing.assert_allclose(resize.batch(xs), expected.numpy(), atol=3e-6)
+    assert resize(xs[0]).shape == (3, *size)
+
+
+@pytest.mark.parametrize("side", [16, 7, 40])
+def test_resize_to_an_int_scales_the_shorter_side_and_keeps_the_aspect_ratio(rng, side):
+    torch = pytest.importorskip("torch")
+    for shape in [(28, 21), (21, 28), (24, 24)]:
+        xs = rng.random((2, 3, *shape)).astype(np.float32)
+        H, W = shape
+        want = (side, int(side * W / H)) if H <= W else (int(side * H / W), side)  # torchvision's rule
+        expected = torch.nn.functional.interpolate(torch.from_numpy(xs), size=want, mode="bilinear",
+                                                   align_corners=False, antialias=True)
+        np.testing.assert_allclose(T.Resize(side).batch(xs), expected.numpy(), atol=3e-6)
+        assert T.Resize([side])(xs[0]).shape == (3, *want)  # a one-element list is the shorter side too
+
+
+def test_resize_output_sizes_follow_torchvision():
+    assert T.resize_output_size(300, 500, 256) == (256, 426)
+    assert T.resize_output_size(500, 300, 256) == (426, 256)
+    assert T.resize_output_size(300, 500, 256, max_size=300) == (180, 300)
+    assert T.resize_output_size(300, 500, (100, 50)) == (100, 50)
+    with pytest.raises(ValueError, match="Resize max_size must be larger than size, got max_size=200, size=256"):
+        T.Resize(256, max_size=200)
+    with pytest.raises(ValueError, match=r"max_size is only for an int size \(the shorter side\), got size=\(4, 5\)"):
+        T.Resize((4, 5), max_size=10)
 
 
 def test_resize_keeps_uint8_and_resizes_pil_images(rng):
-    x = rng.integers(0, 256, (10, 10), dtype=np.uint8)
-    assert T.Resize(5)(x).dtype == np.uint8
+    x = rng.integers(0, 256, (10, 20), dtype=np.uint8)
+    assert T.Resize(5)(x).dtype == np.uint8 and T.Resize(5)(x).shape == (5, 10)
     Image = pytest.importorskip("PIL.Image")
     assert T.Resize((4, 6))(Image.fromarray(x)).size == (6, 4)
+    assert T.Resize(5)(Image.fromarray(x)).size == (10, 5)  # PIL sizes are (w, h)
 
 
 def _augment(rng=None):

@@ -173,6 +173,20 @@ def test_every_view_opens_and_is_saved(served, page):
     page.wait_for_function("() => document.querySelectorAll('#row-3 canvas.map').length === 3")
 
 
+def test_the_flow_saved_as_png_has_every_row_not_only_those_in_view(served, page):
+    page.set_viewport_size({"width": 1500, "height": 450})
+    page.goto(served + "#flow")
+    page.wait_for_selector("body[data-flow-ready]")
+    undrawn = """() => Array.from(document.querySelectorAll('#flow-rows .flow-row'))
+        .filter(r => r.dataset.unit !== '-1' && !r.hidden && !r.dataset.drawn).length"""
+    assert page.evaluate(undrawn) > 0                      # rows below the fold wait to be scrolled to
+    with page.expect_download() as download:
+        page.click("#save-png")
+    assert page.evaluate(undrawn) == 0
+    image = Image.open(download.value.path())
+    assert image.height > 2 * 1200                          # the whole view (2x scale), not one screen
+
+
 def test_drag_and_drop_and_drawing_run_an_image(served, page, checkpoint, tmp_path):
     page.goto(served + "#decision")
     page.wait_for_selector("body[data-ready='1']")

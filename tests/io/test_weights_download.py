@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -26,53 +24,9 @@ from cnnkit.models import weights as named
 torch = pytest.importorskip("torch")
 
 
-class _Server:
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in server.truncate else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-
-    def close(self):
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv(WEIGHTS_URL_ENV, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+# Caches in tmp_path (CNNKIT_DATA, TORCH_HOME), no CNNKIT_WEIGHTS_URL, no proxy for 127.0.0.1;
+# the `server` fixture (tests/local_server.py) is the only address contacted.
+pytestmark = pytest.mark.usefixtures("isolated_downloads")
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +41,19 @@ def googlenet_file():
     return buffer.getvalue(), {k: np.array(v) for k, v in model.state_dict().items()}
 
 
-def _entry(data: bytes, name="TEST") -> named.Weights:
-    """The real googlenet entry, renamed, with the SHA-256 prefix of ``data``."""
-    real = named.get_weights("googlenet", "IMAGENET1K_V1")
+def served_weights(data: bytes, model: str = "googlenet", name: str = "TEST") -> named.Weights:
+    """The real ``model`` DEFAULT entry, renamed ``name``, with the SHA-256 prefix of ``data``: the
+    entry a test serves ``data`` as (its file name is ``<model>-<prefix>.pth``, as torchvision's).
+    Put it in the registry with ``monkeypatch.setitem(named._REGISTRY[model], name, entry)``."""
+    real = named.get_weights(model, "DEFAULT")
     prefix = hashlib.sha256(data).hexdigest()[:8]
-    return dataclasses.replace(real, name=name, url=f"https://example.invalid/models/googlenet-{prefix}.pth",
+    return dataclasses.replace(real, name=name, url=f"https://example.invalid/models/{model}-{prefix}.pth",
                                sha256=prefix)
 
 
 def test_download_converts_once_and_the_model_gets_the_weights(tmp_path, server, googlenet_file, monkeypatch):
     data, state = googlenet_file
-    entry = _entry(data)
+    entry = served_weights(data)
     server.files[f"/{entry.filename}"] = data
     path = fetch_weights(entry, mirror=server.url, progress=False)
     assert path == tmp_path / "cache" / "weights" / "googlenet-TEST.safetensors"
@@ -154,7 +110,7 @@ def _where(entry, tmp_path) -> str:
 
 def test_a_truncated_download_fails_and_leaves_nothing(tmp_path, server, googlenet_file):
     data, _ = googlenet_file
-    entry = _entry(data)
+    entry = served_weights(data)
     server.files[f"/{entry.filename}"] = data
     server.truncate.add(f"/{entry.filename}")
     with pytest.raises(DownloadError, match=r"googlenet\.TEST weights: download of .* is truncated: received \d+ of "
@@ -165,7 +121,7 @@ def test_a_truncated_download_fails_and_leaves_nothing(tmp_path, server, googlen
 
 def test_a_wrong_checksum_fails_naming_both_digests(tmp_path, server, googlenet_file):
     data, _ = googlenet_file
-    entry = _entry(data)
+    entry = served_weights(data)
     server.files[f"/{entry.filename}"] = data[:-1] + bytes([data[-1] ^ 1])
     with pytest.raises(DownloadError, match=rf"failed its checksum: SHA256 is [0-9a-f]{{64}}, expected {entry.sha256}"):
         fetch_weights(entry, mirror=server.url, progress=False)
@@ -175,8 +131,8 @@ def test_a_wrong_checksum_fails_naming_both_digests(tmp_path, server, googlenet_
 def test_real_entries_refuse_a_file_that_is_not_theirs(tmp_path, server, monkeypatch):
     entry = named.get_weights("resnet18", "IMAGENET1K_V1")
     server.files["/resnet18-f37072fd.pth"] = b"not the weights"
-    monkeypatch.setenv(WEIGHTS_URL_ENV, server.url + "/")  # the documented override
-    with pytest.raises(DownloadError, match=rf"resnet18\.IMAGENET1K_V1 weights: download of {server.url}/resnet18-"
+    monkeypatch.setenv(WEIGHTS_URL_ENV, server.url)  # the documented override
+    with pytest.raises(DownloadError, match=rf"resnet18\.IMAGENET1K_V1 weights: download of {server.url}resnet18-"
                                             r"f37072fd\.pth .* failed its checksum: SHA256 is [0-9a-f]{64}, expected f37072fd"):
         fetch_weights(entry, progress=False)
     assert server.requests == ["/resnet18-f37072fd.pth"]
@@ -184,7 +140,7 @@ def test_real_entries_refuse_a_file_that_is_not_theirs(tmp_path, server, monkeyp
 
 def test_404_and_offline_errors_say_where_to_put_a_manual_copy(tmp_path, server, googlenet_file):
     data, _ = googlenet_file
-    entry = _entry(data)
+    entry = served_weights(data)
     with pytest.raises(DownloadError, match=r"HTTP 404 Not Found\. " + _where(entry, tmp_path)):
         fetch_weights(entry, mirror=server.url, progress=False)
     with pytest.raises(DownloadError, match=r"not cached and downloading is off \(https://example\.invalid/models/"
@@ -198,7 +154,7 @@ def test_404_and_offline_errors_say_where_to_put_a_manual_copy(tmp_path, server,
 @pytest.mark.parametrize("where", ["cache", "torch hub"])
 def test_a_manually_placed_copy_is_used_without_the_network(tmp_path, googlenet_file, where):
     data, state = googlenet_file
-    entry = _entry(data)
+    entry = served_weights(data)
     folder = tmp_path / "cache" / "weights" if where == "cache" else tmp_path / "torch" / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     (folder / entry.filename).write_bytes(data)
@@ -211,7 +167,7 @@ def test_a_manually_placed_copy_is_used_without_the_network(tmp_path, googlenet_
 def test_a_file_with_other_weights_is_refused_listing_the_keys(tmp_path, server):
     buffer = io.BytesIO()
     torch.save({"conv1.weight": torch.ones(64, 3, 7, 7)}, buffer)
-    entry = _entry(buffer.getvalue())
+    entry = served_weights(buffer.getvalue())
     server.files[f"/{entry.filename}"] = buffer.getvalue()
     with pytest.raises(WeightsError, match=r"does not hold googlenet\.TEST's weights:\nmissing from the weights "
                                            r"\(\d+\): conv1\.conv\.weight, .*\nnot in the model \(1\): conv1\.weight"):

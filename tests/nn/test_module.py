@@ -27,7 +27,7 @@ class SmallNet(nn.Module):
         self.dropout = nn.Dropout(0.5)
 
     def forward(self, x):
-        return self.head(self.dropout(cnnkit.functional.flatten(self.features(x))))
+        return self.head(self.dropout(cnnkit.functional.flatten(self.features(x), 1)))
 
 
 class TorchSmallNet(tnn.Module):

@@ -156,7 +156,7 @@ def test_each_op_kind_exported_runs_in_onnxruntime(tmp_path, rng):
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert ops >= {"Conv", "ConvTranspose", "BatchNormalization", "MaxPool", "AveragePool", "Pad",
                    "Dropout", "Gemm", "MatMul", "Softmax", "LogSoftmax", "ReduceMean", "ReduceMax",
-                   "ReduceSum", "Concat", "Slice", "GlobalAveragePool", "GlobalMaxPool", "Sign"}
+                   "ReduceSum", "Concat", "Slice", "GlobalAveragePool", "GlobalMaxPool", "Pow"}
     _check_in_onnxruntime(model, path, (3, 12, 12), rng)
 
 

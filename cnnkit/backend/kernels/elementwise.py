@@ -16,26 +16,28 @@ __all__ = ["relu_with_mask", "relu_grad"]
 
 @njit(cache=True, nogil=True)
 def relu_forward(i0, i1, x, y, mask):
-    """y = max(x, 0) and mask = (y > 0) over flat elements i0..i1-1, in one pass.
+    """y = max(x, 0) and mask = not (y <= 0) over flat elements i0..i1-1, in one pass.
 
-    A NaN passes through to y (NumPy's maximum) and gets mask 0. mask is uint8
-    (a bool array's bytes).
+    A NaN passes through to y (NumPy's maximum) and gets mask 1: its gradient passes,
+    as PyTorch's threshold_backward. mask is uint8 (a bool array's bytes).
     """
     zero = np.zeros(1, x.dtype)[0]
     xs, ys, ms = x[i0:i1], y[i0:i1], mask[i0:i1]  # 0-based loops: no index wraparound
     for i in range(i1 - i0):
         v = xs[i]
-        positive = v > zero
-        ys[i] = v if (positive or v != v) else zero
-        ms[i] = 1 if positive else 0
+        kept = v > zero or v != v
+        ys[i] = v if kept else zero
+        ms[i] = 1 if kept else 0
 
 
 @njit(cache=True, nogil=True)
 def relu_backward(i0, i1, gy, mask, gx):
-    """gx = gy * mask over flat elements i0..i1-1 (a product, as the reference: inf*0 is NaN)."""
+    """gx = gy where mask, else 0, over flat elements i0..i1-1 (a select, as the reference:
+    an inf or NaN upstream gradient where the input was <= 0 gives 0, as PyTorch)."""
     gs, ms, xs = gy[i0:i1], mask[i0:i1], gx[i0:i1]
+    zero = np.zeros(1, gx.dtype)[0]
     for i in range(i1 - i0):
-        xs[i] = gs[i] * ms[i]
+        xs[i] = gs[i] if ms[i] else zero
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Max pooling with the first-maximum index (numba), forward and backward.
 
 One pass per image plane computes the maximum of every window and the index of the tap
-that first reaches it (row-major, strictly greater replaces: PyTorch's rule), and the
+that first reaches it (row-major, strictly greater replaces, and a NaN always does:
+PyTorch's rule, so the last NaN of a window takes the gradient), and the
 backward pass sends each output gradient to that tap. The 2x2/2 windows of LeNet and VGG
 have their own kernels that keep a window's four taps in registers. Exact: the same
 maximum, the same first maximum, the same NaN and inf behaviour as the NumPy reference.
@@ -23,20 +24,20 @@ def _take_if_greater(ym, am, r, k, OW):
     """One tap of max pooling over an output row: strictly greater replaces (first max wins).
 
     Written without branches (selects), so it vectorizes and MNIST's many exact ties
-    cost no mispredictions. A NaN tap replaces the maximum, as NumPy's maximum does.
+    cost no mispredictions. A NaN tap replaces the maximum and its tap, as in PyTorch.
     """
     for j in range(OW):
         v, m = r[j], ym[j]
-        greater = v > m
-        ym[j] = v if (greater or v != v) else m
-        am[j] = k if greater else am[j]
+        take = v > m or v != v
+        ym[j] = v if take else m
+        am[j] = k if take else am[j]
 
 @njit(cache=True, nogil=True)
 def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
     """Max pooling with the first-maximum tap index, over image planes q0..q1-1.
 
     y[i, j]   = max over taps k = kh*KW + kw (row-major) of xpad[i*SH + kh*DH, j*SW + kw*DW]
-    arg[i, j] = the first k reaching that maximum (strictly greater replaces it),
+    arg[i, j] = the first k reaching that maximum (strictly greater replaces it; a NaN always does),
     per plane. Padding (pads = (PT, PB, PL, PR), including ceil_mode's overhang)
     reads as -inf, through a padded copy of the plane as in the reference.
 
@@ -84,12 +85,12 @@ def max_pool2d_forward_2x2(q0, q1, x, xsn, xsc, C, y, arg):
             r0, r1, ym, am = src[2 * i], src[2 * i + 1], yp[i], ap[i]
             for j in range(OW):
                 m, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
-                g1 = v1 > m
-                m = v1 if (g1 or v1 != v1) else m
-                g2 = v2 > m
-                m = v2 if (g2 or v2 != v2) else m
-                g3 = v3 > m
-                ym[j] = v3 if (g3 or v3 != v3) else m
+                g1 = v1 > m or v1 != v1                       # a NaN wins, as in PyTorch
+                m = v1 if g1 else m
+                g2 = v2 > m or v2 != v2
+                m = v2 if g2 else m
+                g3 = v3 > m or v3 != v3
+                ym[j] = v3 if g3 else m
                 am[j] = 3 if g3 else (2 if g2 else (1 if g1 else 0))
 
 @njit(cache=True, nogil=True)

@@ -25,8 +25,10 @@ from .geometric import (
     RandomVerticalFlip,
     Resize,
     affine,
+    resize_output_size,
+    resize_weights,
 )
-from .photo import CenterCrop, ColorJitter, RandomResizedCrop, resize_weights, resized_crop
+from .photo import CenterCrop, ColorJitter, RandomResizedCrop, resized_crop
 
 __all__ = [
     "CenterCrop",
@@ -44,6 +46,7 @@ __all__ = [
     "Transform",
     "affine",
     "apply_batch",
+    "resize_output_size",
     "resize_weights",
     "resized_crop",
 ]

@@ -1,11 +1,14 @@
 """Geometric transforms on the last two axes (H, W): Resize, RandomCrop, flips, RandomAffine.
 
-Resampling is NumPy: separable linear taps for ``Resize`` and an inverse-mapped
-nearest or bilinear gather for ``affine``, both vectorized over a batch.
+Resampling is NumPy: ``Resize`` is two matrix products per image with the (out, in)
+weights of ``resize_weights`` (antialiased bilinear, built once per size pair; also used
+by ``RandomResizedCrop``), ``affine`` an inverse-mapped nearest or bilinear gather, both
+vectorized over a batch.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,27 +18,97 @@ from ...errors import ShapeError
 from ...functional.args import pair
 from .base import Transform, _RandomTransform
 
-__all__ = ["RandomAffine", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "Resize", "affine"]
+__all__ = ["RandomAffine", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "Resize", "affine",
+           "resize_output_size", "resize_weights"]
+
+
+def resize_output_size(height: int, width: int, size: int | Sequence[int], max_size: int | None = None) -> tuple[int, int]:
+    """The (h, w) ``Resize(size, max_size=max_size)`` gives a height x width image (torchvision's rule).
+
+    An int (or a one-element sequence) is the new length of the shorter side; the longer
+    side keeps the aspect ratio, rounded down (``int(size * long / short)``). With
+    ``max_size``, a longer side that would exceed it is set to ``max_size`` and the shorter
+    one scaled to match. An (h, w) pair is the size itself.
+
+    Raises:
+        ValueError: ``max_size`` with an (h, w) pair, or ``max_size <= size``.
+    """
+    if isinstance(size, (int, np.integer)) or len(size) == 1:
+        requested = int(size if isinstance(size, (int, np.integer)) else size[0])
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = requested, int(requested * long / short)
+        if max_size is not None:
+            if max_size <= requested:
+                raise ValueError(f"Resize max_size must be larger than size, got max_size={max_size}, size={requested}")
+            if new_long > max_size:
+                new_short, new_long = int(max_size * new_short / new_long), max_size
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+    if max_size is not None:
+        raise ValueError(f"Resize max_size is only for an int size (the shorter side), got size={tuple(size)}")
+    h, w = pair(tuple(size), "size", "Resize")
+    return h, w
+
+
+@functools.lru_cache(maxsize=256)
+def resize_weights(n_in: int, n_out: int, antialias: bool = True) -> np.ndarray:
+    """(n_out, n_in) float32 weights of bilinear resampling with half-pixel centres.
+
+    Output pixel i has its centre at c = (i + 0.5) * n_in / n_out in input coordinates; the
+    filter is max(0, 1 - |x|) stretched by s and its taps are the input pixels j with
+    |j + 0.5 - c| < s, normalized to sum to 1. ``antialias``: s = max(n_in / n_out, 1), so a
+    shrink averages every input pixel under the output one (Pillow's BILINEAR, PyTorch's
+    ``interpolate(mode="bilinear", antialias=True)``); otherwise s = 1, plain bilinear
+    (``align_corners=False``), which samples only the two nearest pixels. Enlarging, both agree.
+    """
+    scale = n_in / n_out
+    support = max(scale, 1.0) if antialias else 1.0
+    weights = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        centre = (i + 0.5) * scale
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), n_in)
+        j = np.arange(lo, hi)
+        w = np.maximum(0.0, 1.0 - np.abs((j - centre + 0.5) / support))
+        weights[i, lo:hi] = w / w.sum()
+    return weights.astype(np.float32)
 
 
 class Resize(Transform):
-    """Resize the last two axes to ``size`` with bilinear (or nearest) interpolation.
+    """Resize the last two axes, as torchvision's ``Resize``.
 
-    Bilinear sampling uses half-pixel centres (PyTorch's ``align_corners=False``,
-    without antialiasing). A PIL image is resized by Pillow and stays a PIL image.
+    ``Resize(256)`` scales the shorter side to 256 and keeps the aspect ratio (a 300x500
+    image becomes 256x426); ``Resize((h, w))`` gives exactly h x w (``resize_output_size``).
+    Bilinear resampling uses half-pixel centres and, when shrinking, antialiasing (the
+    default of torchvision's ``Resize``; PyTorch's ``interpolate(..., antialias=True)``).
+    A PIL image is resized by Pillow (always antialiased) and stays a PIL image.
 
     Args:
-        size: ``(h, w)``, or an int for a square output.
-        interpolation: ``"bilinear"`` or ``"nearest"``.
+        size: an int for the shorter side, or ``(h, w)``.
+        interpolation: ``"bilinear"`` or ``"nearest"`` (PyTorch's ``"nearest"``).
+        max_size: with an int ``size``, the most the longer side may be.
+        antialias: average over the input when shrinking (bilinear only).
 
     Shape: (..., H, W) -> (..., h, w); the dtype is kept (uint8 results are rounded).
     """
 
-    def __init__(self, size: int | Sequence[int], interpolation: str = "bilinear"):
-        self.size = pair(size, "size", "Resize")
+    def __init__(self, size: int | Sequence[int], interpolation: str = "bilinear", max_size: int | None = None,
+                 antialias: bool = True):
+        if isinstance(size, (int, np.integer)) or len(size) == 1:
+            side = int(size if isinstance(size, (int, np.integer)) else size[0])
+            if side < 1:
+                raise ValueError(f"Resize size must be positive, got {side}")
+            self.size: int | tuple[int, int] = side
+            resize_output_size(side, side, side, max_size)  # checks max_size
+        else:
+            self.size = pair(tuple(size), "size", "Resize")
+            resize_output_size(1, 1, self.size, max_size)
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(f"Resize interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-        self.interpolation = interpolation
+        self.interpolation, self.max_size, self.antialias = interpolation, max_size, antialias
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) of a resized height x width image."""
+        return resize_output_size(height, width, self.size, self.max_size)
 
     def __call__(self, x):
         if hasattr(x, "getbands"):
@@ -44,7 +117,8 @@ class Resize(Transform):
             method = (
                 Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.NEAREST
             )
-            return x.resize((self.size[1], self.size[0]), method)
+            h, w = self.output_size(x.height, x.width)
+            return x if (h, w) == (x.height, x.width) else x.resize((w, h), method)
         return self.batch(x)  # only the last two axes take part, so one sample is a batch
 
     def batch(self, xs: np.ndarray) -> np.ndarray:
@@ -52,7 +126,7 @@ class Resize(Transform):
         if xs.ndim < 2:
             raise ShapeError(f"Resize expects an image (..., H, W), got shape {xs.shape}")
         H, W = xs.shape[-2:]
-        h, w = self.size
+        h, w = self.output_size(H, W)
         if (h, w) == (H, W):
             return xs
         if self.interpolation == "nearest":
@@ -60,23 +134,12 @@ class Resize(Transform):
             rows = np.minimum((np.arange(h) * H) // h, H - 1)
             cols = np.minimum((np.arange(w) * W) // w, W - 1)
             return xs[..., rows[:, None], cols]
-        y0, y1, wy = _linear_taps(H, h)
-        x0, x1, wx = _linear_taps(W, w)
-        f = xs.astype(np.float32) if xs.dtype.kind != "f" else xs
-        top = f[..., y0, :] * (1 - wy)[:, None] + f[..., y1, :] * wy[:, None]  # (..., h, W)
-        out = top[..., x0] * (1 - wx) + top[..., x1] * wx  # (..., h, w)
+        wy, wx = resize_weights(H, h, self.antialias), resize_weights(W, w, self.antialias)  # (h, H), (w, W)
+        f = xs.astype(np.float32) if xs.dtype != np.float32 else xs
+        out = (wy @ f) @ wx.T                                                   # (..., h, w)
         if xs.dtype.kind in "ui":
             return np.clip(np.rint(out), np.iinfo(xs.dtype).min, np.iinfo(xs.dtype).max).astype(xs.dtype)
         return out.astype(xs.dtype, copy=False)
-
-
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbour indices and weights for 1-D linear resampling with half-pixel centres."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0, n_in - 1)
-    lo = np.floor(src).astype(np.intp)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (src - lo).astype(np.float32)
 
 
 class RandomCrop(_RandomTransform):

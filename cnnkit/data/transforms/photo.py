@@ -7,13 +7,12 @@ by Pillow in one call, so a large photo is never resized whole).
 Resampling is antialiased bilinear with half-pixel centres: each output pixel averages
 the input under a triangle filter stretched by the scale factor when shrinking, which is
 Pillow's BILINEAR and PyTorch's ``interpolate(mode="bilinear", antialias=True)``
-(``resize_weights`` builds the (out, in) matrix once per size pair; a resize is then two
-matrix products per image).
+(``geometric.resize_weights`` builds the (out, in) matrix once per size pair; a resize is
+then two matrix products per image, as ``Resize``'s).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -22,8 +21,9 @@ import numpy as np
 from ...config import accepts_rng
 from ...errors import ShapeError
 from .base import Transform, _RandomTransform
+from .geometric import resize_weights
 
-__all__ = ["RandomResizedCrop", "CenterCrop", "ColorJitter", "resize_weights", "resized_crop",
+__all__ = ["RandomResizedCrop", "CenterCrop", "ColorJitter", "resized_crop",
            "rgb_to_hsv", "hsv_to_rgb"]
 
 
@@ -33,27 +33,6 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(value) == 2:
         return int(value[0]), int(value[1])
     raise ValueError(f"{name} expects an int or an (h, w) pair, got {value!r}")
-
-
-@functools.lru_cache(maxsize=256)
-def resize_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) float32 weights of antialiased bilinear resampling (Pillow's, PyTorch's).
-
-    Output pixel i has its centre at c = (i + 0.5) * n_in / n_out in input coordinates; the
-    filter is max(0, 1 - |x|) stretched by s = max(n_in / n_out, 1) and its taps are the
-    input pixels j with |j + 0.5 - c| < s, normalized to sum to 1.
-    """
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    weights = np.zeros((n_out, n_in), np.float64)
-    for i in range(n_out):
-        centre = (i + 0.5) * scale
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), n_in)
-        j = np.arange(lo, hi)
-        w = np.maximum(0.0, 1.0 - np.abs((j - centre + 0.5) / support))
-        weights[i, lo:hi] = w / w.sum()
-    return weights.astype(np.float32)
 
 
 def resized_crop(image: np.ndarray, top: int, left: int, height: int, width: int, size: tuple[int, int]) -> np.ndarray:

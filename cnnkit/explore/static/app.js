@@ -158,8 +158,11 @@
   async function start() {
     VIEWS.forEach(function (v) { CK.$("#tab-" + v).addEventListener("click", function () { CK.showView(v); }); });
     CK.$("#save-png").addEventListener("click", function () {
-      const view = CK.$("#view-" + CK.state.view);
-      CK.exportPNG(view, "cnnkit-" + CK.state.view + ".png").catch(CK.fail);
+      const name = CK.state.view;
+      const view = CK.$("#view-" + name);
+      // the flow view draws rows as they scroll into view: the PNG gets all of them
+      const ready = name === "flow" && CK.state.run ? CK.fillFlow() : Promise.resolve();
+      ready.then(function () { return CK.exportPNG(view, "cnnkit-" + name + ".png"); }).catch(CK.fail);
     });
     CK.initFlow();
     CK.initLearned();

@@ -148,6 +148,14 @@
     });
   };
 
+  // Every shown row drawn (not only those scrolled into view): before the view is saved as a PNG.
+  CK.fillFlow = function () {
+    const rows = Array.from(document.querySelectorAll("#flow-rows .flow-row")).filter(function (r) {
+      return r.dataset.unit !== "-1" && !r.hidden;
+    });
+    return Promise.all(rows.map(fill));
+  };
+
   function applyFilter() {
     const hide = CK.$("#hide-minor").checked;
     document.querySelectorAll("#flow-rows .flow-row.minor").forEach(function (r) { r.hidden = hide; });

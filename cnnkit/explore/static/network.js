@@ -106,7 +106,8 @@
       const f = family(u);
       const g = CK.svg("g", { class: "node " + f, "data-unit": u.index, tabindex: "0", role: "button",
         "aria-label": u.name + " " + u.type + " " + CK.shape(u.shape) });
-      const title = CK.svg("title", { text: u.name + "\n" + u.type + "  " + CK.shape(u.shape) });
+      const title = CK.svg("title", { text: u.name + "\n" + u.type + "  " + CK.shape(u.shape) +
+        (u.macs ? "\n" + CK.int(u.macs) + " MACs" : "") });
       g.appendChild(title);
       if (isMerge(u)) {
         g.appendChild(CK.svg("circle", { cx: p.x, cy: p.y, r: MERGE_R, class: "shape" }));
@@ -118,8 +119,12 @@
         g.appendChild(CK.svg("text", { x: p.x - MERGE_R - 8, y: p.y + 11, class: "sub", "text-anchor": "end", text: CK.shape(u.shape) }));
       } else {
         g.appendChild(CK.svg("rect", { x: p.x - NODE_W / 2, y: p.y - NODE_H / 2, width: NODE_W, height: NODE_H, rx: 7, class: "shape" }));
-        const name = u.name.length > 34 ? "…" + u.name.slice(-33) : u.name;
+        // MACs per layer, right-aligned on the name's line (the name is shortened to leave room)
+        const macs = u.macs ? CK.si(u.macs).replace(/\.?0+ /, " ") + " MACs" : "";
+        const room = macs ? 34 - Math.ceil(macs.length * 0.85) - 2 : 34;
+        const name = u.name.length > room ? "…" + u.name.slice(-(room - 1)) : u.name;
         g.appendChild(CK.svg("text", { x: p.x - NODE_W / 2 + 9, y: p.y - 6, class: "label", text: name }));
+        if (macs) g.appendChild(CK.svg("text", { x: p.x + NODE_W / 2 - 8, y: p.y - 6, class: "sub macs", "text-anchor": "end", text: macs }));
         const extra = u.params ? "  ·  " + CK.si(u.params) + " params" : "";
         g.appendChild(CK.svg("text", { x: p.x - NODE_W / 2 + 9, y: p.y + 11, class: "sub",
           text: u.type + "  " + CK.shape(u.shape) + extra }));

@@ -5,6 +5,16 @@
 (function (CK) {
   const TOLERANCE = 1e-4;   // relative: float32 forward vs the float64 rebuild
 
+  function compact(v) {
+    // At most 5 characters, for the narrow cells of 4x4 to 11x11 grids (the cell's title has every digit):
+    // two significant digits, no leading zero (-0.033 -> "-.033"), exponents without padding (8e-5).
+    const a = Math.abs(v);
+    if (a === 0) return "0";
+    if (a < 1e-2 || a >= 1e4) return v.toExponential(0).replace("e+", "e");
+    const s = String(Number(v.toPrecision(2)));
+    return s.replace(/^(-?)0\./, "$1.");
+  }
+
   function grid(values, opts) {
     // A small table of numbers coloured on a symmetric scale; `mark` highlights one cell.
     const flat = [].concat.apply([], values).filter(function (v) { return v !== null && isFinite(v); });
@@ -22,7 +32,7 @@
         const rgb = "rgb(" + lut[3 * q] + "," + lut[3 * q + 1] + "," + lut[3 * q + 2] + ")";
         const dark = (lut[3 * q] * 0.299 + lut[3 * q + 1] * 0.587 + lut[3 * q + 2] * 0.114) < 128;
         const mark = opts.mark && opts.mark[0] === i && opts.mark[1] === j;
-        return CK.el("td", { style: "background:" + rgb + ";color:" + (dark ? "#fff" : "#111"), class: mark ? "winner" : null, title: String(v) }, CK.fmt(v, 2));
+        return CK.el("td", { style: "background:" + rgb + ";color:" + (dark ? "#fff" : "#111"), class: mark ? "winner" : null, title: String(v) }, size === " wide" ? CK.fmt(v, 2) : compact(v));
       }));
     }));
   }

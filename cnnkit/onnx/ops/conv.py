@@ -360,7 +360,7 @@ def global_max_pool(node: Node) -> Tensor:
     _require_float(node, x)
     if x.ndim == 4:
         return F.adaptive_max_pool2d(x, 1)
-    return F.max(x, _spatial_axes(node, x), keepdims=True)
+    return F.amax(x, _spatial_axes(node, x), keepdim=True)
 
 
 TRANSLATORS.update({

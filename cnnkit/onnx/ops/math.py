@@ -78,7 +78,7 @@ def gemm(node: Node) -> Tensor:
     trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
     if trans_b and not trans_a and alpha == beta == 1.0 and (c is None or c.shape == (b.shape[0],)):
         return F.linear(a, b, c)  # PyTorch's Linear: y = a @ b.T + c
-    y = F.matmul(F.transpose(a) if trans_a else a, F.transpose(b) if trans_b else b)
+    y = F.matmul(F.transpose(a, 0, 1) if trans_a else a, F.transpose(b, 0, 1) if trans_b else b)
     if alpha != 1.0:
         y = y * alpha
     if c is not None and beta != 0.0:
@@ -172,5 +172,5 @@ TRANSLATORS.update({
     "MatMul": matmul,
     "ReduceSum": _reduce(F.sum, lambda dtype: 0, 13),
     "ReduceMean": _reduce(F.mean, lambda dtype: np.nan, 18),
-    "ReduceMax": _reduce(F.max, _lowest, 18),
+    "ReduceMax": _reduce(F.amax, _lowest, 18),
 })

@@ -167,7 +167,7 @@ def flatten(node: Node) -> Tensor:
 def transpose(node: Node) -> Tensor:
     x = node.input(0)
     perm = node.attr("perm")
-    return F.transpose(x, tuple(perm) if perm is not None else tuple(reversed(range(x.ndim))))
+    return F.permute(x, tuple(perm) if perm is not None else tuple(reversed(range(x.ndim))))
 
 
 def _slice_bounds(start: int, end: int, step: int, n: int) -> slice:

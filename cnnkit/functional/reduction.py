@@ -1,0 +1,267 @@
+"""Reductions: sum, mean, amax / amin, max / min (values and where), argmax / argmin.
+
+Each takes PyTorch's ``dim`` (an int, a tuple or list, or None for every dimension) and
+``keepdim``, and also NumPy's ``axis`` / ``keepdims`` as PyTorch accepts them. A 0-d
+tensor takes dim 0 and -1. Ties and NaNs follow PyTorch: ``amax`` shares the gradient
+among tied maxima, ``max(dim)`` gives it all to the first maximum, a NaN is the maximum.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..function import Function
+from ..tensor import Tensor, as_tensor
+from .dims import normalize_dim, normalize_dims, reduction_args
+
+__all__ = ["sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "ValuesIndices"]
+
+
+class SumOp(Function):
+    """Sum over axes.
+
+    forward:  y = sum(x, axes)      (integer and bool inputs sum to int64, as PyTorch)
+    backward: gx = broadcast(gy, x.shape)
+    """
+
+    def __init__(self, axes: tuple[int, ...], keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        dtype = np.int64 if x.dtype.kind in "biu" else None
+        return x.sum(axis=self.axes, keepdims=self.keepdims, dtype=dtype)
+
+    def backward(self, gy):
+        gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
+        return self.xp.broadcast_to(gy, self.x_shape).copy()
+
+
+class MeanOp(Function):
+    """Mean over axes.
+
+    forward:  y = sum(x, axes) / n,  n = number of elements reduced (NaN when n = 0)
+    backward: gx = broadcast(gy, x.shape) / n
+    """
+
+    def __init__(self, axes: tuple[int, ...], keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        self.n = _count(x.shape, self.axes)
+        if self.n == 0:  # the mean of nothing: NaN, as PyTorch (NumPy would warn)
+            shape = _reduced_shape(x.shape, self.axes, self.keepdims)
+            return self.xp.full(shape, np.nan, dtype=x.dtype)
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        gy = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
+        n = gy.dtype.type(self.n) if self.n else gy.dtype.type(np.nan)
+        return self.xp.broadcast_to(gy / n, self.x_shape).copy()
+
+
+class AmaxOp(Function):
+    """Largest (or smallest) value over axes: ``torch.amax`` / ``torch.amin``.
+
+    forward:  y = max(x, axes)  (min(x, axes) when smallest; a NaN wins, as in PyTorch)
+    backward: gx = gy * mask / count(mask),  mask = (x == y)  (ties share the gradient
+              evenly, as torch.amax). NOTE: where y is NaN no element equals y, so
+              the count is 0 and the gradient NaN, as torch.amax gives.
+              With ``nan_selects`` (the full reduction ``x.max()``, PyTorch's
+              evenly_distribute_backward) a NaN maximum's mask is isnan(x) instead.
+    """
+
+    def __init__(self, axes, keepdims: bool, smallest: bool = False, nan_selects: bool = False):
+        self.axes, self.keepdims = axes, keepdims
+        self.smallest, self.nan_selects = smallest, nan_selects
+
+    def forward(self, x):
+        op = "amin" if self.smallest else "amax"
+        empty = [a for a in self.axes if x.shape[a] == 0]
+        if empty or (x.size == 0 and len(self.axes) == x.ndim):
+            raise ShapeError(
+                f"{op} cannot reduce over an empty dimension (input shape {x.shape}, "
+                f"dim={self.axes}): the result has no identity"
+            )
+        reduce = self.xp.min if self.smallest else self.xp.max
+        y = reduce(x, axis=self.axes, keepdims=True)
+        if self.saves_for_backward:
+            mask = x == y
+            if self.nan_selects:
+                nan = self.xp.isnan(y)
+                mask = self.xp.where(nan, self.xp.isnan(x), mask)
+            self.mask = mask
+        return y if self.keepdims else y.reshape(_reduced_shape(x.shape, self.axes, False))
+
+    def backward(self, gy):
+        gy = _expand_reduced(gy, self.mask.shape, self.axes, self.keepdims)
+        count = self.mask.sum(axis=self.axes, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):  # count 0 under a NaN: NaN, as PyTorch
+            return self.mask * (gy / count).astype(gy.dtype)
+
+
+class SelectAlongDimOp(Function):
+    """The values at given positions along one axis (the values of ``torch.max(x, dim)``).
+
+    forward:  y = take_along_axis(x, index, axis)   (index has x's shape with size 1 at axis)
+    backward: gx = zeros like x;  gx at index = gy  (each position selected once)
+
+    Shapes: x (..., n, ...), index (..., 1, ...) -> y (..., 1, ...) (keepdim) or the
+    axis dropped.
+    """
+
+    def __init__(self, index, axis: int, keepdims: bool):
+        self.index, self.axis, self.keepdims = index, axis, keepdims
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        y = self.xp.take_along_axis(x, self.index, axis=self.axis)
+        return y if self.keepdims else y.squeeze(self.axis)
+
+    def backward(self, gy):
+        xp = self.xp
+        if not self.keepdims:
+            gy = xp.expand_dims(gy, self.axis)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        xp.put_along_axis(gx, self.index, gy, axis=self.axis)
+        return gx
+
+
+class ValuesIndices(NamedTuple):
+    """What ``max(dim)`` / ``min(dim)`` return, as PyTorch's ``torch.return_types.max``."""
+
+    values: Tensor
+    indices: Tensor
+
+
+def _count(shape, axes) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+def _reduced_shape(shape, axes, keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def _expand_reduced(g, x_shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input."""
+    if not keepdims:
+        g = g.reshape(_reduced_shape(x_shape, axes, True))
+    return g
+
+
+def sum(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """Sum over ``dim`` (an int, a tuple, or None for every dimension), as torch.sum.
+
+    ``axis`` and ``keepdims`` are accepted for ``dim`` and ``keepdim``, as PyTorch does.
+    """
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("sum", dim, keepdim, axis, keepdims)
+    return SumOp(normalize_dims(dim, x.ndim, "sum"), keepdim)(x)
+
+
+def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Mean over ``dim`` (an int, a tuple, or None for every dimension), as torch.mean.
+
+    Raises:
+        TypeError: x is not floating (PyTorch cannot infer the result dtype either).
+    """
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean expects a floating input, got dtype {x.dtype} (convert it with .to())")
+    dim, keepdim = reduction_args("mean", dim, keepdim, axis, keepdims)
+    return MeanOp(normalize_dims(dim, x.ndim, "mean"), keepdim)(x)
+
+
+def amax(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Largest value over ``dim`` (an int, a tuple or None); ties share the gradient (torch.amax)."""
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("amax", dim, keepdim, axis, keepdims)
+    return AmaxOp(normalize_dims(dim, x.ndim, "amax"), keepdim)(x)
+
+
+def amin(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Smallest value over ``dim`` (an int, a tuple or None); ties share the gradient (torch.amin)."""
+    x = as_tensor(x)
+    dim, keepdim = reduction_args("amin", dim, keepdim, axis, keepdims)
+    return AmaxOp(normalize_dims(dim, x.ndim, "amin"), keepdim, smallest=True)(x)
+
+
+def max(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    """The largest element, or the largest along ``dim`` and where it is (torch.max).
+
+    Returns:
+        Without ``dim``: a 0-d tensor (ties, and NaNs when the maximum is NaN, share the
+        gradient). With ``dim`` (an int): ``ValuesIndices(values, indices)``, unpackable
+        as ``values, indices = x.max(1)``; the gradient goes to the first maximum, a
+        NaN counting as the maximum, as in PyTorch. ``indices`` is an int64 tensor.
+    """
+    return _extremum("max", x, dim, keepdim, axis, keepdims, smallest=False)
+
+
+def min(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    """The smallest element, or the smallest along ``dim`` and where it is (torch.min)."""
+    return _extremum("min", x, dim, keepdim, axis, keepdims, smallest=True)
+
+
+def _extremum(op: str, x, dim, keepdim, axis, keepdims, smallest: bool):
+    x = as_tensor(x)
+    dim, keepdim = reduction_args(op, dim, keepdim, axis, keepdims)
+    if dim is None:
+        if keepdim:
+            raise TypeError(f"{op}() without dim takes no keepdim (use amax/amin with keepdim)")
+        if x.size == 0:
+            raise ShapeError(f"{op}() of an empty tensor (shape {x.shape}) has no value; pass dim")
+        return AmaxOp(tuple(range(x.ndim)), False, smallest, nan_selects=True)(x)
+    indices = _arg_extremum(op, x, dim, True, smallest)
+    axis = normalize_dim(dim, x.ndim, op)
+    if x.ndim == 0:
+        values = x * 1 if x.requires_grad else Tensor._wrap(x.data.copy())
+        return ValuesIndices(values, Tensor._wrap(indices.data.reshape(())))
+    values = SelectAlongDimOp(indices.data, axis, keepdim)(x)
+    if not keepdim:
+        indices = Tensor._wrap(indices.data.squeeze(axis))
+    return ValuesIndices(values, indices)
+
+
+def _arg_extremum(op: str, x: Tensor, dim, keepdim: bool, smallest: bool) -> Tensor:
+    data = x.data
+    xp = get_array_module(data)
+    if dim is None:
+        if data.size == 0:
+            raise ShapeError(f"{op} of an empty tensor (shape {x.shape}) has no position; pass dim")
+        flat = data.reshape(-1)
+        index = flat.argmin() if smallest else flat.argmax()
+        shape = (1,) * data.ndim if keepdim else ()
+        return Tensor._wrap(xp.asarray(index, dtype=np.int64).reshape(shape))
+    axis = normalize_dim(dim, data.ndim, op)
+    if data.ndim == 0:
+        return Tensor._wrap(xp.zeros((), dtype=np.int64))
+    if data.shape[axis] == 0:
+        raise ShapeError(f"{op} over dim {dim} of size 0 (input shape {x.shape}) has no position")
+    found = data.argmin(axis=axis, keepdims=keepdim) if smallest else data.argmax(axis=axis, keepdims=keepdim)
+    return Tensor._wrap(found.astype(np.int64, copy=False))
+
+
+def argmax(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Position of the largest element (of the flattened tensor when ``dim`` is None), int64.
+
+    The first maximum wins, and a NaN counts as the maximum, as in PyTorch.
+    """
+    dim, keepdim = reduction_args("argmax", dim, keepdim, axis, keepdims)
+    return _arg_extremum("argmax", as_tensor(x), dim, keepdim, smallest=False)
+
+
+def argmin(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Position of the smallest element (of the flattened tensor when ``dim`` is None), int64."""
+    dim, keepdim = reduction_args("argmin", dim, keepdim, axis, keepdims)
+    return _arg_extremum("argmin", as_tensor(x), dim, keepdim, smallest=True)

@@ -1,0 +1,191 @@
+"""Losses against PyTorch: every reduction, class weights, ignore_index, label smoothing,
+probability targets (with their gradient), spatial inputs and empty batches.
+
+PyTorch is the reference (a test-only dependency): this module is skipped without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import cnnkit.functional as F  # noqa: E402
+from cnnkit import Tensor  # noqa: E402
+
+from .inputs import probabilities  # noqa: E402
+from .torch_compare import DTYPES, TF, check_op, dtypes, same_error  # noqa: E402
+
+
+def _check_class_loss(name, x, t, w, kw, **check):
+    """check_op for a class-index loss (F.<name> vs torch's), with class weights w when given."""
+    ours, theirs = getattr(F, name), getattr(TF, name)
+    if w is None:
+        check_op(lambda x, t: ours(x, t, **kw), lambda x, t: theirs(x, t, **kw), [x], [t], **check)
+    else:
+        check_op(lambda x, t, w: ours(x, t, weight=w, **kw), lambda x, t, w: theirs(x, t, weight=w, **kw),
+                 [x], [t, w], **check)
+
+
+def _targets(rng, K, shape, ignore_index=None):
+    t = rng.integers(0, K, shape)
+    if ignore_index is not None:
+        t[rng.random(shape) < 0.3] = ignore_index
+        t.flat[0] = 0  # keep at least one row counted
+    return t
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("ignore_index", [-100, 2], ids=["ignore-100", "ignore2"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("shape", [(5, 4), (1, 3), (2, 4, 3, 2), (2, 3, 5)], ids=["NK", "1K", "NKHW", "NKL"])
+@dtypes()
+def test_cross_entropy_class_targets_match_torch(shape, label_smoothing, ignore_index, weighted, reduction, dtype,
+                                                 rng, xp):
+    K = shape[1]
+    x = rng.standard_normal(shape) * 3
+    t = _targets(rng, K, shape[:1] + shape[2:], ignore_index)
+    w = rng.uniform(0.2, 2.0, K)
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    _check_class_loss("cross_entropy", x, t, w if weighted else None, kw, dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 2, 3)], ids=["NK", "NKHW"])
+@pytest.mark.parametrize("target_grad", [True, False], ids=["target-grad", "target-const"])
+@dtypes()
+def test_cross_entropy_probability_targets_match_torch(shape, label_smoothing, weighted, reduction, target_grad,
+                                                       dtype, rng, xp):
+    """Soft targets are differentiable too (distillation): their gradient is compared."""
+    q = probabilities(*shape)(rng)
+    x = rng.standard_normal(shape) * 3
+    w = rng.uniform(0.2, 2.0, shape[1]) if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+
+    def theirs(x, q):
+        return TF.cross_entropy(x, q, weight=None if w is None else torch.from_numpy(w).to(x.dtype), **kw)
+
+    check_op(lambda x, q: F.cross_entropy(x, q, weight=w, **kw), theirs, [x, q], dtype=dtype, rng=rng, xp=xp,
+             requires_grad=[True, target_grad])
+
+
+def test_cross_entropy_large_logits_and_unbatched_match_torch(rng):
+    x = rng.standard_normal((4, 5)) * 1000  # stability: log-sum-exp must not overflow
+    t = rng.integers(0, 5, 4)
+    for dtype in DTYPES:
+        check_op(F.cross_entropy, TF.cross_entropy, [x], [t], dtype=dtype, rng=rng)
+    check_op(F.cross_entropy, TF.cross_entropy, [rng.standard_normal(5)], [np.array(3)], dtype=np.float64, rng=rng)
+    check_op(F.cross_entropy, TF.cross_entropy, [rng.standard_normal(5), probabilities(1, 5)(rng)[0]],
+             dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("target_dtype", [np.uint8, np.int32, np.int64])
+def test_cross_entropy_and_nll_loss_accept_narrow_integer_targets(target_dtype, rng, xp):
+    """MNIST labels are uint8: cnnkit takes them as they are, PyTorch needs int64."""
+    x, t = rng.standard_normal((2, 4, 3)), rng.integers(0, 4, (2, 3))
+    for cn, th in [(F.cross_entropy, TF.cross_entropy), (F.nll_loss, TF.nll_loss)]:
+        check_op(lambda x, t, f=cn: f(x, t.astype(target_dtype)), th, [x], [t], dtype=np.float32, rng=rng, xp=xp)
+
+
+def test_cross_entropy_with_every_target_ignored_is_nan_like_torch(rng):
+    x, t = rng.standard_normal((3, 4)), np.full(3, -100)
+    check_op(F.cross_entropy, TF.cross_entropy, [x], [t], dtype=np.float64, rng=rng, grad=False)
+    assert np.isnan(F.cross_entropy(Tensor(x), t).item())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_class_losses_of_an_empty_batch_match_torch(loss, reduction, rng):
+    """Mean over no rows is NaN, the sum 0, and 'none' empty, as PyTorch."""
+    check_op(lambda x, t: getattr(F, loss)(x, t, reduction=reduction),
+             lambda x, t: getattr(TF, loss)(x, t, reduction=reduction), [np.zeros((0, 4))],
+             [np.zeros(0, dtype=np.int64)], dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("ignore_index", [-1, -5, -100])
+def test_probability_targets_accept_a_negative_ignore_index_like_torch(ignore_index, rng):
+    q = probabilities(3, 4)(rng)
+    check_op(lambda x: F.cross_entropy(x, q, ignore_index=ignore_index),
+             lambda x: TF.cross_entropy(x, torch.from_numpy(q), ignore_index=ignore_index),
+             [rng.standard_normal((3, 4))], dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("ignore_index", [0, 3])
+def test_probability_targets_refuse_a_class_to_ignore_like_torch(ignore_index, rng):
+    x, q = rng.standard_normal((3, 4)), probabilities(3, 4)(rng)
+    same_error(lambda: F.cross_entropy(Tensor(x), q, ignore_index=ignore_index),
+               lambda: TF.cross_entropy(torch.from_numpy(x), torch.from_numpy(q), ignore_index=ignore_index),
+               ValueError, f"probability \\(floating\\) targets does not support ignore_index, got "
+                           f"ignore_index={ignore_index}")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("ignore_index", [-100, 1], ids=["ignore-100", "ignore1"])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 2, 3)], ids=["NK", "NKHW"])
+@dtypes()
+def test_nll_loss_matches_torch(shape, ignore_index, weighted, reduction, dtype, rng, xp):
+    K = shape[1]
+    x = rng.standard_normal(shape)
+    t = _targets(rng, K, shape[:1] + shape[2:], ignore_index)
+    w = rng.uniform(0.2, 2.0, K)
+    kw = dict(ignore_index=ignore_index, reduction=reduction)
+    _check_class_loss("nll_loss", x, t, w if weighted else None, kw, dtype=dtype, rng=rng, xp=xp)
+
+
+@dtypes()
+def test_log_softmax_then_nll_loss_equals_cross_entropy(dtype, rng, xp):
+    x, t = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
+    check_op(lambda x, t: F.nll_loss(F.log_softmax(x, 1), t), TF.cross_entropy, [x], [t], dtype=dtype, rng=rng,
+             xp=xp)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4, 2), (0, 3)], ids=["1d", "2d", "4d", "empty"])
+@dtypes()
+def test_mse_loss_matches_torch(shape, reduction, dtype, rng, xp):
+    check_op(lambda x, y: F.mse_loss(x, y, reduction), lambda x, y: TF.mse_loss(x, y, reduction=reduction),
+             [rng.standard_normal(shape), rng.standard_normal(shape)], dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weight", [None, "row", "full"])
+@pytest.mark.parametrize("pos_weight", [None, "per-class"])
+@dtypes()
+def test_binary_cross_entropy_with_logits_matches_torch(pos_weight, weight, reduction, dtype, rng, xp):
+    shape = (4, 3)
+    x = rng.standard_normal(shape) * 4
+    x[0, 0], x[1, 1] = 60.0, -60.0  # saturated logits stay finite
+    t = rng.random(shape)  # soft targets; their gradient is compared too
+    consts = []
+    if weight is not None:
+        consts.append(rng.uniform(0.2, 2, shape if weight == "full" else shape[1:]))
+    if pos_weight is not None:
+        consts.append(rng.uniform(0.2, 3, shape[1:]))
+
+    def split(cs):
+        cs = list(cs)
+        w = cs.pop(0) if weight is not None else None
+        pw = cs.pop(0) if pos_weight is not None else None
+        return w, pw
+
+    def cn(x, t, *cs):
+        w, pw = split(cs)
+        return F.binary_cross_entropy_with_logits(x, t, weight=w, reduction=reduction, pos_weight=pw)
+
+    def th(x, t, *cs):
+        w, pw = split(cs)
+        return TF.binary_cross_entropy_with_logits(x, t, weight=w, reduction=reduction, pos_weight=pw)
+
+    check_op(cn, th, [x, t], consts, dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_binary_cross_entropy_with_logits_of_nothing_matches_torch(reduction, rng):
+    check_op(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction),
+             lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction),
+             [np.zeros((0, 3)), np.zeros((0, 3))], dtype=np.float64, rng=rng)

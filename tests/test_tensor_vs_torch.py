@@ -1,0 +1,126 @@
+"""The Tensor methods a PyTorch user types, against torch 2.13's behaviour (skipped without PyTorch).
+
+Shape and reduction methods are compared op by op in tests/functional/; here: conversions
+(item, tolist, numpy, np.asarray, to, float/double/long, detach, int/float/bool) and how
+``transpose``, ``permute``, ``.T``, ``.mT`` and reductions read their arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cnnkit import Tensor  # noqa: E402
+from cnnkit.errors import ShapeError  # noqa: E402
+
+
+@pytest.mark.parametrize("value", [np.array(2.5), np.array([7.0]), np.array([[3]]), np.array(True)],
+                         ids=["0d-float", "1-element", "1x1-int", "bool"])
+def test_item_and_python_numbers_match_torch(value):
+    ours, theirs = Tensor(value), torch.from_numpy(value)
+    assert ours.item() == theirs.item() and type(ours.item()) is type(theirs.item())
+    assert float(ours) == float(theirs) and int(ours) == int(theirs) and bool(ours) == bool(theirs)
+
+
+def test_item_of_several_elements_is_refused_like_torch():
+    with pytest.raises(RuntimeError):
+        torch.ones(2).item()
+    with pytest.raises(ShapeError, match=r"item\(\) needs a tensor with one element, got shape \(2,\) \(2 elements\)"):
+        Tensor(np.ones(2)).item()
+    with pytest.raises(RuntimeError):
+        bool(torch.ones(2))
+    with pytest.raises(ValueError, match="truth value of a tensor with 2 elements is ambiguous"):
+        bool(Tensor(np.ones(2)))
+
+
+@pytest.mark.parametrize("value", [np.array(2.5), np.arange(6.0).reshape(2, 3), np.zeros((2, 0)),
+                                   np.arange(4, dtype=np.int32)], ids=["0d", "2d", "empty", "int32"])
+def test_tolist_matches_torch(value):
+    assert Tensor(value).tolist() == torch.from_numpy(value).tolist()
+
+
+def test_numpy_refuses_a_tensor_that_requires_grad_like_torch():
+    x = np.arange(3.0)
+    with pytest.raises(RuntimeError, match="detach"):
+        torch.from_numpy(x.copy()).requires_grad_().numpy()
+    ours = Tensor(x, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"use tensor.detach\(\).numpy\(\)"):
+        ours.numpy()
+    with pytest.raises(RuntimeError, match="requires grad"):
+        np.asarray(ours)  # torch's __array__ refuses too
+    np.testing.assert_array_equal(ours.detach().numpy(), x)
+    np.testing.assert_array_equal(ours.numpy(force=True), torch.from_numpy(x).requires_grad_().numpy(force=True))
+    plain = Tensor(x)
+    assert np.shares_memory(plain.numpy(), x) and np.shares_memory(torch.from_numpy(x).numpy(), x)
+    np.testing.assert_array_equal(np.asarray(plain, dtype=np.float32), np.asarray(torch.from_numpy(x), np.float32))
+
+
+def test_detach_shares_data_and_leaves_the_graph_like_torch():
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = (x * 2).detach()
+    t = (torch.ones(3, requires_grad=True) * 2).detach()
+    assert y.requires_grad == t.requires_grad is False and y.creator is None and t.grad_fn is None
+
+
+@pytest.mark.parametrize("target", ["float64", "float32", "int64", "bool"])
+def test_to_dtype_matches_torch_and_is_differentiable_between_floats(target, rng):
+    x = rng.standard_normal(4).astype(np.float32)
+    ours, theirs = Tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    y, t = ours.to(np.dtype(target)), theirs.to(getattr(torch, target))
+    np.testing.assert_array_equal(y.data, t.detach().numpy())
+    assert y.requires_grad == t.requires_grad
+    if t.requires_grad:
+        y.backward(np.ones(4))
+        t.backward(torch.ones(4, dtype=t.dtype))
+        assert ours.grad.dtype == np.float32
+        np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+
+
+def test_to_the_same_dtype_or_the_cpu_returns_the_tensor_itself_like_torch():
+    x, t = Tensor(np.ones(2, np.float32)), torch.ones(2)
+    assert (x.to(np.float32) is x) == (t.to(torch.float32) is t) is True
+    assert (x.to("cpu") is x) == (t.to("cpu") is t) is True
+    assert (x.to(np.float32, copy=True) is x) == (t.to(torch.float32, copy=True) is t) is False
+    assert x.to(Tensor(np.ones(1))).dtype == np.float64 and x.double().dtype == np.float64
+    assert x.double().float().dtype == np.float32 and x.long().dtype == np.int64
+    with pytest.raises(ValueError, match="supports device 'cpu' only, got 'cuda'"):
+        x.to("cuda")
+
+
+def test_transpose_and_permute_read_their_arguments_like_torch(rng):
+    x = rng.standard_normal((2, 3, 4))
+    ours, theirs = Tensor(x), torch.from_numpy(x)
+    for args in [(0, 1), (-1, 0), (1, 1)]:
+        np.testing.assert_array_equal(ours.transpose(*args).data, theirs.transpose(*args).numpy())
+    for dims in [(2, 0, 1), ((2, 0, 1),), ([1, 2, 0],)]:
+        np.testing.assert_array_equal(ours.permute(*dims).data, theirs.permute(*dims).numpy())
+    np.testing.assert_array_equal(ours.mT.data, theirs.mT.numpy())
+    m = rng.standard_normal((3, 5))
+    np.testing.assert_array_equal(Tensor(m).T.data, torch.from_numpy(m).T.numpy())
+    np.testing.assert_array_equal(Tensor(m).transpose(0, 1).data, m.T)  # it used to return m unchanged
+
+
+def test_reductions_read_dim_keepdim_axis_keepdims_like_torch(rng):
+    x = rng.standard_normal((2, 3, 4))
+    ours, theirs = Tensor(x), torch.from_numpy(x)
+    for name in ["sum", "mean", "amax", "amin"]:
+        for kw in [dict(dim=1), dict(dim=(0, 2), keepdim=True), dict(axis=-1), dict(axis=(0, 1), keepdims=True),
+                   dict(dim=[2, 0])]:
+            np.testing.assert_allclose(getattr(ours, name)(**kw).data, getattr(theirs, name)(**kw).numpy(),
+                                       rtol=1e-12, err_msg=f"{name}({kw})")
+    for name in ["max", "min"]:
+        for kw in [dict(dim=1), dict(dim=-1, keepdim=True), dict(axis=0), dict(axis=2, keepdims=True)]:
+            (values, indices), expected = getattr(ours, name)(**kw), getattr(theirs, name)(**kw)
+            np.testing.assert_array_equal(values.data, expected.values.numpy())
+            np.testing.assert_array_equal(indices.data, expected.indices.numpy())
+    for name in ["argmax", "argmin"]:
+        for kw in [dict(), dict(dim=1), dict(dim=-1, keepdim=True), dict(axis=0)]:
+            np.testing.assert_array_equal(getattr(ours, name)(**kw).data, getattr(theirs, name)(**kw).numpy())
+
+
+def test_dim_and_numel_match_torch():
+    x = np.zeros((2, 3, 4))
+    assert Tensor(x).dim() == torch.from_numpy(x).dim() == 3
+    assert Tensor(x).numel() == torch.from_numpy(x).numel() == 24
