@@ -110,7 +110,7 @@ def lenet_infer(ck, batch: int = 1000, repeats: int = 5):
 
 def resnet18_infer(ck, batch: int = 8):
     rng = np.random.default_rng(0)
-    model = ck.models.get_model("resnet18", rng=np.random.default_rng(0))
+    model = ck.models.get_model("resnet18", generator=np.random.default_rng(0))
     model.eval()
     x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
 

@@ -8,23 +8,33 @@ interleaved runs mean anything), then times inference at batch 1000 the same way
 
 Usage:
     python benchmarks/lenet5_vs_torch.py [--batch-sizes 64 256] [--segments 10] [--epochs 1]
+                                         [--threads N] [--clock wall|cpu]
+
+On a loaded machine use ``--threads 1 --clock cpu``: one thread per framework, timed by the
+process's CPU time, which other processes' load does not inflate (a per-core comparison).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-import cnnkit
-import cnnkit.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
+
+import cnnkit  # noqa: E402
+import cnnkit.functional as F  # noqa: E402
 from cnnkit.backend import kernels
-from cnnkit.data import load_mnist
+from cnnkit.data import load_mnist  # noqa: E402
 
 MEAN, STD = 0.1307, 0.3081
+NOW = time.perf_counter  # --clock cpu: time.process_time
 
 
 def init_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -114,11 +124,11 @@ class TorchTrainer:
 
 
 def run_segment(trainer, x, t, order, batch):
-    start = time.perf_counter()
+    start = NOW()
     for i in range(0, len(order) - batch + 1, batch):
         idx = order[i : i + batch]
         trainer.step(x[idx], t[idx])
-    return time.perf_counter() - start
+    return NOW() - start
 
 
 def bench_training(x, t, batch, segments, epochs, seed):
@@ -130,9 +140,9 @@ def bench_training(x, t, batch, segments, epochs, seed):
     warm = rng.permutation(len(x))[: batch * 5]
     first = {}
     for name, trainer in (("cnnkit", ours), ("torch", theirs)):
-        start = time.perf_counter()
+        start = NOW()
         run_segment(trainer, x, t, warm[:batch], batch)
-        first[name] = time.perf_counter() - start
+        first[name] = NOW() - start
         run_segment(trainer, x, t, warm[batch:], batch)
     times = {"cnnkit": 0.0, "torch": 0.0}
     ratios, images = [], 0
@@ -168,10 +178,10 @@ def bench_inference(ours, theirs, x, batch=1000, repeats=5):
             pair.reverse()
         seg = {}
         for name, tr in pair:
-            start = time.perf_counter()
+            start = NOW()
             for i in range(0, len(x), batch):
                 tr.predict(x[i : i + batch])
-            seg[name] = time.perf_counter() - start
+            seg[name] = NOW() - start
             tot[name] += seg[name]
         ratios.append(seg["torch"] / seg["cnnkit"])
     n = repeats * len(x)
@@ -184,7 +194,17 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both frameworks (default: each framework's default)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
     args = parser.parse_args()
+    global NOW
+    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        threads = cnnkit.config.num_threads(args.threads)
+        threads.__enter__()  # kept referenced: for the whole run
 
     images, labels = load_mnist("train")
     x = ((images.astype(np.float32) / 255 - MEAN) / STD)[:, None]     # (60000, 1, 28, 28)
@@ -195,7 +215,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
         f"cnnkit kernels {'on' if kernels.AVAILABLE and cnnkit.config.kernels_enabled() else 'off'}, "
-        f"{cnnkit.config.get_num_threads()} threads"
+        f"{cnnkit.config.get_num_threads()} threads; {args.clock} clock; load average {os.getloadavg()[0]:.2f}"
     )
     print("| batch | cnnkit train img/s | PyTorch train img/s | ratio (median of segments) | cnnkit test acc | PyTorch test acc |")
     print("|---|---|---|---|---|---|")
@@ -212,6 +232,7 @@ def main() -> None:
         firsts.append(r["first_step"])
     ci, ti, ratio = bench_inference(last["ours"], last["theirs"], xt)
     print(f"\ninference, batch 1000: cnnkit {ci:.0f} img/s, PyTorch {ti:.0f} img/s, ratio {ratio:.2f}x (median of 5)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     print(
         "first training step (s), per batch size: cnnkit "
         + ", ".join(f"{f['cnnkit']:.2f}" for f in firsts)

@@ -11,6 +11,10 @@ the table gives the median of those per-repeat ratios.
 
 Usage:
     python benchmarks/onnxruntime_vs_cnnkit.py [--models lenet5 resnet18] [--repeats 9]
+                                               [--threads N] [--clock wall|cpu]
+
+On a loaded machine use ``--threads 1 --clock cpu``: one thread per runner (onnxruntime's
+intra-op threads, cnnkit's pool), timed by the process's CPU time.
 """
 
 from __future__ import annotations
@@ -46,19 +50,32 @@ def _settle(seconds: float = 0.01) -> None:
         a = a @ a * 1e-3
 
 
+NOW = time.perf_counter  # --clock cpu: time.process_time
+
+
 def _timed(fn) -> float:
     _settle()
-    start = time.perf_counter()
+    start = NOW()
     fn()
-    return time.perf_counter() - start
+    return NOW() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of onnxruntime and cnnkit (default: the CPUs)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
     args = parser.parse_args()
-    print(f"onnxruntime {ort.__version__}, cnnkit {cnnkit.__version__}; load average before: "
+    global NOW
+    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
+    if args.threads:
+        threads = cnnkit.config.num_threads(args.threads)
+        threads.__enter__()  # kept referenced: for the whole run
+    print(f"onnxruntime {ort.__version__}, cnnkit {cnnkit.__version__}; {args.threads or os.cpu_count()} threads, "
+          f"{args.clock} clock; load average before: "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| model | batch | ORT img/s | cnnkit img/s | imported img/s | ratio cnnkit | ratio imported | max abs diff |")
     print("|---|---|---|---|---|---|---|---|")
@@ -69,21 +86,21 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = cnnkit.onnx.export(model, Path(tmp) / f"{name}.onnx", shape)
             options = ort.SessionOptions()
-            options.intra_op_num_threads = os.cpu_count() or 1
+            options.intra_op_num_threads = args.threads or os.cpu_count() or 1
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             imported = cnnkit.onnx.load(path)
         for batch in batches:
             x = rng.standard_normal((batch,) + shape).astype(np.float32)
             xt = cnnkit.Tensor(x)
 
-            def run_ort(x=x):
+            def run_ort(x=x, session=session):
                 return session.run(None, {"input": x})[0]
 
-            def run_cnnkit(xt=xt):
+            def run_cnnkit(xt=xt, model=model):
                 with cnnkit.no_grad():
                     return model(xt).data
 
-            def run_imported(xt=xt):
+            def run_imported(xt=xt, imported=imported):
                 with cnnkit.no_grad():
                     return imported(xt).data
 

@@ -149,18 +149,47 @@ def blas_threads(count: int):
                 pool.set_num_threads(n)
 
 
-def matmul(a, b, out=None):
-    """a @ b (batched over leading axes like ``xp.matmul``) with the cores' thread policy.
+def _matmul_batches(i0, i1, a, b, out):
+    np.matmul(a[i0:i1], b[i0:i1], out=out[i0:i1])  # NumPy releases the GIL inside BLAS
 
-    NumPy arrays: products of at most ``dispatch.SMALL_PRODUCT_MACS`` multiply-adds run on
-    one BLAS thread, larger ones on ``config.get_num_threads()``. Other array modules
-    (CuPy) are called as they are.
+
+def _matmul_columns(j0, j1, a, b, out, step):
+    c0, c1 = j0 * step, min(j1 * step, out.shape[-1])
+    np.matmul(a, b[..., c0:c1], out=out[..., c0:c1])
+
+
+def _matmul_rows(i0, i1, a, b, out, step):
+    r0, r1 = i0 * step, min(i1 * step, out.shape[-2])
+    np.matmul(a[..., r0:r1, :], b, out=out[..., r0:r1, :])
+
+
+def matmul(a, b, out=None):
+    """a @ b (batched over a leading axis like ``xp.matmul``), on the cores' one pool.
+
+    NumPy arrays: products of at most ``dispatch.SMALL_PRODUCT_MACS`` multiply-adds run
+    on the calling thread with one BLAS thread. Larger ones are split over the kernel
+    pool's threads, each running its share on one BLAS thread: a batch of products
+    (3-D a and b with one batch size, at least one per thread) by batch, anything else
+    by blocks of the result's columns (or rows, when there are more of those). BLAS's own threads therefore never run (nor spin
+    after a call while the kernels run). Other array modules (CuPy) are called as they are.
     """
     if not isinstance(a, np.ndarray):
         return get_array_module(a).matmul(a, b, out=out)
-    m, k = a.shape[-2], a.shape[-1]
-    n = b.shape[-1]
-    batch = max(int(np.prod(a.shape[:-2], dtype=np.int64)), int(np.prod(b.shape[:-2], dtype=np.int64)), 1)
-    threads = 1 if batch * m * k * n <= dispatch.SMALL_PRODUCT_MACS else config.get_num_threads()
-    with blas_threads(threads):
-        return np.matmul(a, b, out=out)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = a.shape[0] if a.ndim == 3 else (b.shape[0] if b.ndim == 3 else 1)
+    threads = config.get_num_threads()
+    if out is None:
+        shape = (batch, m, n) if max(a.ndim, b.ndim) == 3 else (m, n)
+        out = np.empty(shape, np.result_type(a, b))
+    with blas_threads(1):
+        if batch * m * k * n <= dispatch.SMALL_PRODUCT_MACS or threads == 1:
+            return np.matmul(a, b, out=out)
+        if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0] and batch >= threads:
+            parallel_for(_matmul_batches, batch, a, b, out)
+        else:
+            step = dispatch.MATMUL_BLOCK
+            if n >= m:
+                parallel_for(_matmul_columns, -(-n // step), a, b, out, step)
+            else:
+                parallel_for(_matmul_rows, -(-m // step), a, b, out, step)
+    return out

@@ -20,8 +20,10 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "relu_kernel_applies",
-    "DIRECT_CONV_MAX_MACS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "DIRECT_CONV_MAX_MACS", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
+    "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
+    "WINOGRAD_BLOCK_BYTES", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
 ]
 
@@ -32,31 +34,78 @@ def kernels_usable(xp, dtype) -> bool:
 
 
 # ----------------------------------------------------------------------------- convolution
-# Direct convolution wins over im2col + BLAS while a filter bank is small: its loops run
-# over one image at a time in cache, while BLAS needs big operands to reach its speed and
-# im2col multiplies the memory traffic by KH*KW. Measured with benchmarks/conv_dispatch.py
-# (forward + both gradients, batch 64, float32, 2 threads, medians of interleaved runs):
-# direct was 1.1-3x faster up to F*C*KH*KW = 9216 (LeNet-5's layers, 3x3 layers up to
-# 32 -> 32 channels), level around 16384, and 1.4-2.5x slower from 18432 on (3x3 layers of
-# 32 -> 64 channels and up) except on large 32x32 images; 1x1 kernels are a plain matrix
-# product, BLAS's home turf.
+# The convolution thresholds below come from benchmarks/conv_dispatch.py (every algorithm
+# on each layer shape of LeNet-5, the CIFAR nets at batch 128, ResNet-18 at batch 1 and
+# 8 and VGG-16 at batch 4; forward, and forward + both gradients; 2 threads, medians of
+# 5 interleaved calls; the tables are in docs/performance.md).
+
+# Direct convolution wins while a filter bank is small: its loops run over one image at
+# a time in cache. It won every layer up to F*C*KH*KW = 2**14 (LeNet-5, the CIFAR nets'
+# 16- and 32-channel layers; fwd+bwd 2.1-4.2x faster than Winograd there), and the
+# 64-channel 3x3 layers on 8x8 maps (ResNet-20's last stage: 1.7x faster than Winograd
+# F(4x4)), but not on larger maps (64 channels at 32x32: 1.07x slower; at 56x56: 1.4x).
 DIRECT_CONV_MAX_MACS = 2**14
+DIRECT_CONV_SMALL_MAP_MACS = 2**16
+DIRECT_CONV_SMALL_MAP = 64           # output pixels (8x8)
+
+# Winograd's transforms cost per filter bank (U: a*a*F*C values per call) and per tile;
+# its savings grow with the tiles T = N*ceil(OH/m)*ceil(OW/m) per filter. F(2x2) won
+# from about 100 tiles on (ResNet-18 at batch 1: 128 channels at 28x28, 196 tiles, 1.5x
+# faster than im2col; 256 channels at 14x14, 49 tiles, 1.2x slower than im2col, so
+# im2col keeps it); F(4x4) needs more (ResNet-18 batch 8 at 14x14, 128 tiles: 1.1x slower
+# than F(2x2); at 28x28, 392 tiles: 1.4x faster) and loses on 512x512 filter banks, whose
+# 36-position transformed filters outweigh the smaller products (VGG-16's 14x14 layers:
+# 1.17x slower than F(2x2)). Both need enough channels for their products to reach
+# BLAS's speed.
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD2_MIN_TILES = 96
+WINOGRAD4_MIN_TILES = 256
+WINOGRAD4_MAX_FILTER_PAIRS = 256 * 256
+WINOGRAD4_MIN_SIZE = 4               # F(4x4) on 2x2 maps would compute 4x the outputs
 
 
-def conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups: int) -> str:
-    """The convolution algorithm for these arguments: "direct" or "im2col".
+def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups: int) -> str:
+    """The convolution algorithm: "winograd4", "winograd2", "direct", "gemm" or "im2col".
 
-    "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
-    than 1x1 and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, on compiled kernels.
-    "im2col" (``Conv2dIm2colOp``): everything else; also the reference path.
+    x_shape is (C, H, W) or (N, C, H, W); pads (top, bottom, left, right).
+
+    - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
+      than 1x1, and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, or <= DIRECT_CONV_SMALL_MAP_MACS
+      on outputs of at most DIRECT_CONV_SMALL_MAP pixels.
+    - "winograd4" / "winograd2" (``Conv2dWinogradOp``, F(4x4, 3x3) / F(2x2, 3x3)): 3x3,
+      stride 1, no dilation, one group, padding <= 2, at least WINOGRAD_MIN_CHANNELS in
+      and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
+      WINOGRAD4_MAX_FILTER_PAIRS filter-channel pairs and outputs at least
+      WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles.
+    - "gemm" (``Conv2dGemmOp``): everything else, on compiled kernels.
+    - "im2col" (``Conv2dIm2colOp``): the NumPy reference, when kernels are not usable.
     """
-    F, C, KH, KW = w_shape
-    if (
-        kernels_usable(xp, dtype) and groups == 1 and tuple(stride) == (1, 1)
-        and tuple(dilation) == (1, 1) and KH * KW > 1 and F * C * KH * KW <= DIRECT_CONV_MAX_MACS
-    ):
+    F, Cg, KH, KW = w_shape
+    if not kernels_usable(xp, dtype):
+        return "im2col"
+    if groups != 1 or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return "gemm"
+    N = x_shape[0] if len(x_shape) == 4 else 1
+    C, H, W = x_shape[-3:]
+    OH, OW = H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1
+    macs = F * Cg * KH * KW
+    if KH * KW > 1 and (macs <= DIRECT_CONV_MAX_MACS or (macs <= DIRECT_CONV_SMALL_MAP_MACS
+                                                          and OH * OW <= DIRECT_CONV_SMALL_MAP)):
         return "direct"
-    return "im2col"
+    if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
+        tiles4 = N * -(-OH // 4) * -(-OW // 4)
+        tiles2 = N * -(-OH // 2) * -(-OW // 2)
+        if tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
+            return "winograd4"
+        if tiles2 >= WINOGRAD2_MIN_TILES:
+            return "winograd2"
+    return "gemm"
+
+
+# Winograd's transformed tiles (V, M) are built for blocks of images of at most this
+# many bytes each: scratch memory stays bounded (VGG-16's first layers at batch 4 would
+# take 115 MB each at once) and a block stays within what the allocator keeps mapped.
+WINOGRAD_BLOCK_BYTES = 32 * 2**20
 
 
 # Flat rows (see kernels/conv_direct.py) of at most CONV_SHORT_ROW entries interleave
@@ -91,6 +140,18 @@ def max_pool2d_algorithm(xp, dtype) -> str:
     return "fused" if kernels_usable(xp, dtype) else "reference"
 
 
+# ---------------------------------------------------------------------------- batch norm
+def batch_norm_algorithm(xp, dtype, ndim: int) -> str:
+    """"fused" (``BatchNorm2dFusedOp``) for 4-D inputs when kernels are usable, else
+    "reference" (``BatchNormOp``, NumPy).
+
+    The fused kernels make one pass over memory per direction where NumPy makes seven
+    (forward) or eight (backward); measured on ResNet-18 and the CIFAR nets' layers they
+    were faster at every shape (docs/performance.md).
+    """
+    return "fused" if ndim == 4 and kernels_usable(xp, dtype) else "reference"
+
+
 # ----------------------------------------------------------------------------- elementwise
 # Elementwise ops go to the kernels from this many elements on; below it one NumPy call
 # is cheaper than the kernel's call overhead and the helper threads' wake-up.
@@ -109,3 +170,11 @@ def relu_kernel_applies(xp, x) -> bool:
 # its linear layers on one BLAS thread lifted cnnkit from 0.79x to 0.94x of PyTorch.
 # VGG's 25088 x 4096 classifier (hundreds of millions) keeps every thread.
 SMALL_PRODUCT_MACS = 2**25
+
+# Larger products are split over the pool's threads by blocks of this many result
+# columns or rows (a multiple of the BLAS kernels' panels), handed out four per thread.
+MATMUL_BLOCK = 256
+
+# im2col columns (Conv2dGemmOp) are built for blocks of images of at most this many bytes,
+# into a reused buffer, and rebuilt in backward instead of being kept.
+COLUMNS_BLOCK_BYTES = 32 * 2**20

@@ -22,7 +22,7 @@ import sys
 
 from ..errors import UsageError
 from ..explore import Explorer, build_samples, serve, write_report
-from ..explore.server import is_loopback
+from ..explore.server import DEFAULT_PORT, is_loopback
 from ..surgery.fcn import to_fully_convolutional
 from .main import non_negative_int, positive_int
 from .targets import load_target, wrote
@@ -80,7 +80,9 @@ def explore_command(args) -> int:
               "sees the model and the images you upload", file=sys.stderr)
 
     def ready(url: str) -> None:
-        print(f"cnnkit explore: {target.label} at {url}  (Ctrl+C stops)", flush=True)
+        taken = args.port is None and not url.rstrip("/").endswith(f":{DEFAULT_PORT}")
+        note = f"; port {DEFAULT_PORT} is taken" if taken else ""
+        print(f"cnnkit explore: {target.label} at {url}  (Ctrl+C stops{note})", flush=True)
 
     try:
         serve(explorer, host, args.port, open_browser=not args.no_browser, on_ready=ready)

@@ -145,10 +145,10 @@ def _file_target(path: Path, input_shape: tuple[int, int, int] | None) -> Target
             raise UsageError(f"{path.name} does not fix its input's size (dims {model.input_shapes[0]}); "
                              "pass --input-shape C,H,W")
         label = f"{path.name} (ONNX{', ' + model.producer if model.producer else ''})"
-        return target_from(model, extra, label=label, input_shape=input_shape)
+        return target_from(model, extra, label=label, input_shape=input_shape, file=path.resolve())
     notes = [n for n in (model_name, extra.get("dataset"), "pruned" if extra.get("pruned") else None) if n]
     return target_from(model, extra, label=f"{path.name} ({', '.join(notes)})", model_name=model_name,
-                       run_folder=path.resolve().parent, input_shape=input_shape)
+                       run_folder=path.resolve().parent, input_shape=input_shape, file=path.resolve())
 
 
 def model_input(target: Target, image: str | None, invert: str = "auto") -> tuple[np.ndarray, np.ndarray]:

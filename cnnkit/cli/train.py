@@ -307,9 +307,10 @@ def train_command(args) -> int:
         explicit["weights"] = _weights_value(explicit["weights"], explicit.get("model"))
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite replaces it: choose one")
-    if args.out is None and (args.resume or args.model is None):
-        raise UsageError("--resume needs --out RUN, the run folder to continue" if args.resume
-                         else "give a MODEL (see `cnnkit models`), or --resume --out RUN to continue a run")
+    if args.out is None and args.resume:
+        raise UsageError("--resume needs --out RUN, the run folder to continue")
+    if args.model is None and not args.resume:
+        raise UsageError("give a MODEL (see `cnnkit models`), or --resume --out RUN to continue a run")
     if args.model is not None and args.model.lower() not in models.list_models():
         raise UsageError(f"unknown model {args.model!r}; `cnnkit models` lists the zoo")
     dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
@@ -490,7 +491,10 @@ def _train(args, out: Path, explicit: dict) -> int:
     if args.weights:
         if ckpt is None:  # resumed: the checkpoint holds the weights; only the freezing is redone
             report = init_backbone(model, args.model, pretrained)
-        frozen_bn, froze = freeze(model, args.model, args.freeze)
+        try:
+            frozen_bn, froze = freeze(model, args.model, args.freeze)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         transfer_line = (f"weights: {report.describe()}; {froze}" if ckpt is None
                          else f"weights: from {last} (first from {args.weights}); {froze}")
         if normalization is None:

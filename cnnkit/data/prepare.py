@@ -28,6 +28,11 @@ from .mnist import load_mnist
 __all__ = ["prepare_image", "load_strip", "compose_mnist_strip", "resize_picture", "crop_to_aspect"]
 
 
+def _name(path) -> str:
+    """How an error names the image: its path, or "the image" for an open binary file (an upload)."""
+    return str(path) if isinstance(path, (str, os.PathLike)) else "the image"
+
+
 def resize_picture(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (C, h, w) or (h, w) floats to (C, H, W) or (H, W) = ``size``, bilinearly, in float32.
 
@@ -77,7 +82,7 @@ def prepare_image(path: str | os.PathLike | BinaryIO, input_shape: tuple[int, in
         arr = 1.0 - arr
     ink = arr > 0.1 * arr.max() if arr.max() > 0 else np.zeros_like(arr, bool)
     if not ink.any():  # a blank page would be "classified" anyway: say so instead
-        raise DataError(f"{path}: the image is blank (one flat colour): there is no digit to recognise")
+        raise DataError(f"{_name(path)}: the image is blank (one flat colour): there is no digit to recognise")
     rows, cols = np.where(ink.any(axis=1))[0], np.where(ink.any(axis=0))[0]
     crop = arr[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = round(20 * H / 28)
@@ -140,7 +145,7 @@ def load_strip(
         arr = 1.0 - arr
     rows = np.where((arr > 0.1 * max(arr.max(), 1e-6)).any(axis=1))[0]
     if len(rows) == 0:
-        raise DataError(f"{path if isinstance(path, (str, os.PathLike)) else 'the image'}: the image has no ink")
+        raise DataError(f"{_name(path)}: the image has no ink")
     crop = arr[rows[0] : rows[-1] + 1]
     scale = (20 * H / 28) / crop.shape[0]
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))

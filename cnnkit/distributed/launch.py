@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -107,11 +108,26 @@ def run_launch(launch: Launch) -> int:
     """Run the job; return mpiexec's exit status (negative: it was killed by that signal).
 
     Ctrl-C reaches mpiexec (it shares the terminal's process group), which forwards it to
-    the ranks; this process waits for the job to end.
+    the ranks; this process waits for the job to end. A SIGTERM sent to this process alone
+    (``kill PID``, a batch system) is passed on to mpiexec, which forwards it to the ranks:
+    they save their state and stop as one process would.
     """
     process = subprocess.Popen(launch.command)
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            continue  # mpiexec got the signal too and is ending the ranks
+
+    def forward(signum, frame):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                continue  # mpiexec got the signal too and is ending the ranks
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

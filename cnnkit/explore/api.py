@@ -218,7 +218,10 @@ def training(ex: Explorer) -> dict[str, Any]:
     folder = ex.target.run_folder
     if folder is None:
         raise ExploreError("the checkpoint's run folder is not known, so there is no training log", 404)
-    return read_training_log(folder)
+    log = read_training_log(folder)
+    # the page shows the weights it loaded: say when a training run has saved newer ones over that file
+    log["checkpoint"] = {"name": ex.target.file.name if ex.target.file else None, "changed": ex.file_changed()}
+    return log
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

@@ -240,7 +240,8 @@ def create_app(explorer: Explorer, *, allowed_hosts: list[str] | None = None):
                 stamp = None
                 if found is not None:
                     st = found.stat()
-                    stamp = (found.name, st.st_mtime_ns, st.st_size)
+                    # the page's own checkpoint being saved over is news too (the page says so)
+                    stamp = (found.name, st.st_mtime_ns, st.st_size, explorer.file_changed())
                 if stamp != last and found is not None:
                     last = stamp
                     try:

@@ -11,6 +11,7 @@ One lock serializes the work on the model: the server answers from several threa
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -257,6 +258,15 @@ class ImageRun:
         return gradient, weights
 
 
+def _stamp(path) -> tuple[int, int] | None:
+    """(modification time in ns, size) of a file, or None when there is none."""
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+
 class Explorer:
     """One model, its overview, its samples and the images run through it.
 
@@ -276,7 +286,13 @@ class Explorer:
         self._next_id = 1
         self._overview: dict[str, Any] | None = None
         self._weights: dict[str, Any] | None = None
+        self._file_stamp = _stamp(target.file)
         target.model.eval()
+
+    def file_changed(self) -> bool:
+        """Whether the file the model was read from changed on disk since (e.g. a training run
+        saved a newer best.safetensors): the page still shows the weights it loaded."""
+        return self.target.file is not None and _stamp(self.target.file) != self._file_stamp
 
     # ------------------------------------------------------------------ images
     def run(self, picture: np.ndarray, name: str) -> ImageRun:

@@ -3,7 +3,8 @@
 ``Conv2dOp`` states the math; each algorithm is its own subclass: im2col + one matrix
 product (``Conv2dIm2colOp``, the reference; its backward is two matrix products and a
 col2im) and a compiled direct convolution for small stride-1 filter banks
-(``Conv2dDirectOp``). ``conv2d`` picks one through ``backend.dispatch``. The transposed
+(``Conv2dDirectOp``) and Winograd minimal filtering for 3x3 stride-1 layers
+(``Conv2dWinogradOp``). ``conv2d`` picks one through ``backend.dispatch``. The transposed
 convolution runs im2col's three pieces the other way.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
-from ..backend.kernels import conv_direct
+from ..backend.kernels import conv_direct, winograd
+from ..backend.kernels import im2col as im2col_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
@@ -19,7 +21,9 @@ from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dDirectOp", "ConvTranspose2dOp",
+    "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
+    "Conv2dWinogradOp",
+    "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
 ]
 
@@ -66,7 +70,9 @@ class Conv2dOp(Function):
 
     - ``Conv2dIm2colOp``: im2col + one matrix product per group (the reference path:
       any geometry, any array module);
-    - ``Conv2dDirectOp``: compiled direct convolution for small stride-1 filter banks.
+    - ``Conv2dGemmOp``: the same with compiled im2col/col2im, columns rebuilt in backward;
+    - ``Conv2dDirectOp``: compiled direct convolution for small stride-1 filter banks;
+    - ``Conv2dWinogradOp``: Winograd F(2x2, 3x3) or F(4x4, 3x3) for 3x3 stride-1 layers.
     """
 
     def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
@@ -208,7 +214,95 @@ class Conv2dDirectOp(Conv2dOp):
         return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
 
 
-_CONV2D_ALGORITHMS = {"im2col": Conv2dIm2colOp, "direct": Conv2dDirectOp}
+class Conv2dWinogradOp(Conv2dOp):
+    """``Conv2dOp`` by Winograd minimal filtering F(m x m, 3 x 3), m = 2 or 4 (3x3, stride 1).
+
+    forward:  U = G w G^T (a x a per filter and channel, a = m + 2), V = B^T d B (per
+              channel and a x a input tile d), M[xi,nu] (F, T) = U[xi,nu] (F, C) @ V[xi,nu] (C, T)
+              for the a*a positions, y_tile = A^T M A (+ b): a*a products per m*m outputs
+              instead of 9*m*m, 2.25x (m = 2) or 4x (m = 4) fewer multiplications.
+    backward: gx = the same algorithm on gy (padded by 2 - p) with the flipped filters
+              w[f, c, 2 - kh, 2 - kw] taken as (C, F, 3, 3);
+              gw = G^T gU G with gU[xi,nu] = sum over tiles (A gy_tile A^T)[xi,nu] @ V[xi,nu]^T
+              (the adjoint of the forward); gb = sum_{n, i, j} gy.
+
+    Exact in exact arithmetic; in float32 the transforms add rounding error
+    (``backend/kernels/winograd.py``; stated in docs/performance.md). Saves x and w;
+    V is recomputed in backward rather than kept (it is a*a/(m*m) times x's size).
+    """
+
+    def __init__(self, stride, pads, dilation, groups: int, m: int = 4):
+        super().__init__(stride, pads, dilation, groups)
+        self.m = m
+
+    def forward(self, x, w, b=None):
+        self.check(x, w, b)
+        if (
+            self.groups != 1 or tuple(self.stride) != (1, 1) or tuple(self.dilation) != (1, 1)
+            or w.shape[2:] != (3, 3) or max(self.pads) > 2 or self.m not in winograd.TILE
+        ):
+            raise ValueError(
+                f"Conv2dWinogradOp handles 3x3 kernels, stride 1, dilation 1, groups 1, padding "
+                f"<= 2 and m in (2, 4), got kernel {w.shape[2:]}, stride {self.stride}, dilation "
+                f"{self.dilation}, groups {self.groups}, padding {self.pads}, m={self.m}"
+            )
+        y = winograd.conv2d_winograd(x, w, b, self.pads, self.m)     # (F, N, OH, OW)
+        if self.saves_for_backward:
+            self.x, self.w = x, w
+        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+
+    def backward(self, gy):
+        need_x, need_w = self.needs_input_grad[:2]
+        gx, gw = winograd.conv2d_winograd_grads(self.x, self.w, gy, self.pads, self.m, need_x, need_w)
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class Conv2dGemmOp(Conv2dOp):
+    """``Conv2dOp`` as compiled im2col + matrix products, columns never kept.
+
+    forward:  per block of images: cols = im2col(x) (compiled, into a reused buffer),
+              Y (F, n*OH*OW) = W @ cols per group; a 1x1 stride-1 unpadded convolution of
+              channel-major x takes x itself as cols (no copy).
+    backward: per block: cols rebuilt, gW += gY @ cols^T; gx = col2im(W^T @ gY)
+              (compiled scatter-add, one channel per thread); gb = sum_{n, i, j} gy.
+
+    Any stride, padding, dilation and groups. Saves x and w only: the columns (KH*KW
+    times x's size) are rebuilt in backward rather than kept, which is most of the
+    memory im2col used to hold (``backend/kernels/im2col.py``).
+    """
+
+    def forward(self, x, w, b=None):
+        out_hw = self.check(x, w, b)
+        y = im2col_kernels.conv2d_gemm(x, w, b, self.stride, self.pads, self.dilation, self.groups, out_hw)
+        if self.saves_for_backward:
+            self.x, self.w = x, w
+        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+
+    def backward(self, gy):
+        need_x, need_w = self.needs_input_grad[:2]
+        gx, gw = im2col_kernels.conv2d_gemm_grads(
+            self.x, self.w, gy, self.stride, self.pads, self.dilation, self.groups, need_x, need_w
+        )
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def _winograd(m: int):
+    def build(stride, pads, dilation, groups):
+        return Conv2dWinogradOp(stride, pads, dilation, groups, m=m)
+
+    return build
+
+
+_CONV2D_ALGORITHMS = {
+    "im2col": Conv2dIm2colOp, "gemm": Conv2dGemmOp, "direct": Conv2dDirectOp,
+    "winograd2": _winograd(2), "winograd4": _winograd(4),
+}
 
 
 def _bmm(a, b):
@@ -341,7 +435,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
         x = x.reshape((1,) + x.shape)
     inputs = (x, weight) if bias is None else (x, weight, bias)
     xp = get_array_module(x.data)
-    algorithm = dispatch.conv2d_algorithm(xp, x.dtype, weight.shape, stride, dilation, groups)
+    algorithm = "im2col"  # its checks report a wrong input rank
+    if x.ndim == 4:
+        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape, weight.shape, stride, pads, dilation, groups)
     y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y
 

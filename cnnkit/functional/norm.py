@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ..backend import dispatch, get_array_module
+from ..backend.kernels import batchnorm as batchnorm_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
 
-__all__ = ["batch_norm", "BatchNormOp"]
+__all__ = ["batch_norm", "BatchNormOp", "BatchNorm2dFusedOp"]
 
 
 class BatchNormOp(Function):
@@ -29,8 +31,8 @@ class BatchNormOp(Function):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
-    def forward(self, x, gamma=None, beta=None):
-        xp = self.xp
+    def check(self, x, gamma, beta) -> None:
+        """Validate the input, parameters and running statistics against each other."""
         if x.ndim < 2:
             raise ShapeError(f"batch_norm expects input of shape (N, C, ...), got {x.shape}")
         C = x.shape[1]
@@ -38,14 +40,21 @@ class BatchNormOp(Function):
                         ("running_var", self.running_var)):
             if a is not None and a.shape != (C,):
                 raise ShapeError(f"batch_norm expects {name} of shape ({C},), got {a.shape} (input shape {x.shape})")
+        if self.training and x.size // C <= 1:
+            raise ShapeError(
+                f"batch_norm in training needs more than one value per channel, got input shape {x.shape}"
+            )
+        if not self.training and (self.running_mean is None or self.running_var is None):
+            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+
+    def forward(self, x, gamma=None, beta=None):
+        xp = self.xp
+        self.check(x, gamma, beta)
+        C = x.shape[1]
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, C) + (1,) * (x.ndim - 2)
         n = x.size // C
         if self.training:
-            if n <= 1:
-                raise ShapeError(
-                    f"batch_norm in training needs more than one value per channel, got input shape {x.shape}"
-                )
             mu = x.mean(axis=axes)
             xc = x - mu.reshape(bshape)
             var = (xc * xc).mean(axis=axes)
@@ -58,8 +67,6 @@ class BatchNormOp(Function):
                 self.running_var *= 1 - m
                 self.running_var += m * (var * (n / (n - 1))).astype(self.running_var.dtype)
         else:
-            if self.running_mean is None or self.running_var is None:
-                raise ValueError("batch_norm in eval mode needs running_mean and running_var")
             mu, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
             xc = x - mu.reshape(bshape)
         inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))           # (C,)
@@ -93,6 +100,59 @@ class BatchNormOp(Function):
         return tuple(grads)
 
 
+# ------------------------------------------------------------------------------------------
+# The compiled algorithm (speed, issue 16): the same op in a few passes per channel.
+# ------------------------------------------------------------------------------------------
+
+
+class BatchNorm2dFusedOp(BatchNormOp):
+    """``BatchNormOp`` for (N, C, H, W) NumPy arrays, in compiled passes per channel.
+
+    The same forward and backward formulas (``backend/kernels/batchnorm.py``): each
+    direction reads the activation once from memory and writes one array. Backward
+    recomputes x_hat from x (the op's input) and the per-channel statistics instead of
+    keeping an x_hat as large as x. ``batch_norm`` picks it through
+    ``backend.dispatch.batch_norm_algorithm``; results equal ``BatchNormOp``'s up to
+    float rounding (its sums run in float64).
+    """
+
+    def forward(self, x, gamma=None, beta=None):
+        self.check(x, gamma, beta)
+        C = x.shape[1]
+        n = x.size // C
+        if self.training:
+            y, mean, var, inv_std = batchnorm_kernels.batch_norm_train(x, gamma, beta, self.eps)
+            m = self.momentum
+            if self.running_mean is not None:
+                self.running_mean *= 1 - m
+                self.running_mean += m * mean.astype(x.dtype).astype(self.running_mean.dtype)
+            if self.running_var is not None:
+                self.running_var *= 1 - m
+                self.running_var += m * (var.astype(x.dtype) * (n / (n - 1))).astype(self.running_var.dtype)
+        else:
+            y, mean, inv_std = batchnorm_kernels.batch_norm_eval(
+                x, self.running_mean, self.running_var, gamma, beta, self.eps
+            )
+        if self.saves_for_backward:
+            self.x, self.mean, self.inv_std, self.gamma = x, mean, inv_std, gamma
+        return y
+
+    def backward(self, gy):
+        need = self.needs_input_grad
+        gx, ggamma, gbeta = batchnorm_kernels.batch_norm_grads(
+            self.x, gy, self.mean, self.inv_std, self.gamma, self.training, need[0]
+        )
+        grads = [gx]
+        if len(need) > 1:
+            grads.append(ggamma if need[1] else None)
+        if len(need) > 2:
+            grads.append(gbeta if need[2] else None)
+        return tuple(grads)
+
+
+_BATCH_NORM_ALGORITHMS = {"reference": BatchNormOp, "fused": BatchNorm2dFusedOp}
+
+
 def _array(a):
     return a.data if isinstance(a, Tensor) else a
 
@@ -117,6 +177,8 @@ def batch_norm(
         raise ValueError(f"batch_norm expects eps > 0 in training, got eps={eps}")
     if not eps >= 0:
         raise ValueError(f"batch_norm expects eps >= 0, got eps={eps}")
-    op = BatchNormOp(_array(running_mean), _array(running_var), training, momentum, eps)
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    algorithm = dispatch.batch_norm_algorithm(get_array_module(x.data), x.dtype, x.ndim)
+    op = _BATCH_NORM_ALGORITHMS[algorithm](_array(running_mean), _array(running_var), training, momentum, eps)
     inputs = [x] + [a for a in (weight, bias) if a is not None]
     return op(*inputs)

@@ -43,6 +43,7 @@ class Target:
             to [0, 1]; classes: class names (may be empty).
         task: "multiclass" (softmax over the outputs), "binary" or "multilabel" (sigmoid).
         run_folder: the folder the file came from (a `cnnkit train` run folder holds log.csv).
+        file: the checkpoint or .onnx file the model was read from (None for zoo names and weights).
         dataset: the dataset it was trained on, when the file says.
         model_name: the zoo name, when known.
         extra: what the file says of its training (a checkpoint's ``meta["extra"]``, an
@@ -59,6 +60,7 @@ class Target:
     classes: list[str]
     task: str = "multiclass"
     run_folder: Path | None = None
+    file: Path | None = None
     dataset: str | None = None
     model_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -140,7 +142,7 @@ def weights_preprocessing(extra: dict[str, Any]) -> Preprocessing | None:
 
 def target_from(
     model, extra: dict[str, Any], *, label: str, model_name: str | None = None, run_folder: Path | None = None,
-    input_shape: tuple[int, int, int] | None = None,
+    input_shape: tuple[int, int, int] | None = None, file: Path | None = None,
 ) -> Target:
     """A ``Target`` from a model and the checkpoint-style ``extra`` its file carried.
 
@@ -168,7 +170,7 @@ def target_from(
     return Target(
         model=model, label=label, input_shape=shape, mean=mean, std=std,  # type: ignore[arg-type]
         classes=[str(c) for c in extra.get("classes") or ()], task=_task_name(extra.get("task")),
-        run_folder=run_folder, dataset=extra.get("dataset"), model_name=model_name, extra=dict(extra),
+        run_folder=run_folder, file=file, dataset=extra.get("dataset"), model_name=model_name, extra=dict(extra),
         spec=spec, weights_preprocessing=pretrained,
     )
 

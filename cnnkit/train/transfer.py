@@ -129,22 +129,27 @@ def freeze(model: nn.Module, name: str, what: str | int) -> tuple[list[nn.Module
     """Stop training part of ``model``: ``"backbone"`` (all but the head), ``"none"``, or N.
 
     N freezes the first N layers that hold weights (convolutions, BatchNorm, Linear), in
-    the order the model defines them.
+    the order the model defines them; the head is never among them (it is new: it trains).
+
+    Raises:
+        ValueError: N is larger than the number of layers with weights before the head.
 
     Returns:
         (the frozen BatchNorm layers, to keep in eval mode; a one-line description).
     """
     entry = models.zoo_entry(name)
-    layers = _weighted_layers(model)
+    backbone = [(p, m) for p, m in _weighted_layers(model) if not (p == entry.head or p.startswith(entry.head + "."))]
     if what == "none":
         return [], "nothing frozen"
     if what == "backbone":
-        chosen = [(p, m) for p, m in layers if not (p == entry.head or p.startswith(entry.head + "."))]
+        chosen = backbone
     else:
         n = int(what)
-        if not 0 <= n <= len(layers):
-            raise ValueError(f"--freeze {n}: {name} has {len(layers)} layers with weights")
-        chosen = layers[:n]
+        if not 0 <= n <= len(backbone):
+            raise ValueError(f"--freeze {n}: {name} has {len(backbone)} layers with weights before its head "
+                             f"({entry.head}), which always trains; give at most {len(backbone)} "
+                             "(--freeze backbone freezes all of them)")
+        chosen = backbone[:n]
     frozen_bn = []
     count = 0
     for _, m in chosen:

@@ -106,19 +106,20 @@ def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng):
             assert_rounding_close(g, g_ref, np.float64)
 
 
-def test_direct_conv2d_is_skipped_where_im2col_is_faster_or_needed():
-    big, small = (64, 64, 3, 3), (8, 64, 3, 3)
+def test_direct_conv2d_is_skipped_where_another_algorithm_is_faster_or_needed():
+    big, small = (64, 64, 5, 5), (8, 64, 3, 3)
     f32 = np.float32
 
-    def choice(w_shape, stride=(1, 1), dilation=(1, 1), groups=1, dtype=f32, xp=np):
-        return dispatch.conv2d_algorithm(xp, dtype, w_shape, stride, dilation, groups)
+    def choice(w_shape, stride=(1, 1), dilation=(1, 1), groups=1, dtype=f32, xp=np, pads=(1, 1, 1, 1)):
+        x_shape = (w_shape[1] * groups, 8, 8)
+        return dispatch.conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups)
 
-    assert choice(big) == "im2col"
+    assert choice(big) == "gemm"
     assert choice(small) == "direct"
-    assert choice(small, stride=(2, 2)) == "im2col"
-    assert choice(small, dilation=(2, 2)) == "im2col"
-    assert choice((8, 32, 3, 3), groups=2) == "im2col"
-    assert choice((8, 64, 1, 1)) == "im2col"
+    assert choice(small, stride=(2, 2)) == "gemm"
+    assert choice(small, dilation=(2, 2)) == "gemm"
+    assert choice((8, 32, 3, 3), groups=2) == "gemm"
+    assert choice((8, 64, 1, 1)) == "gemm"
     assert choice(small, dtype=np.float16) == "im2col"
     with config.kernels(False):
         assert choice(small) == "im2col"
@@ -136,7 +137,10 @@ POOL_CASES = [
     (28, 28, 2, None, 0, 1, False),            # LeNet-5: the 2x2 fast path
     (7, 9, 2, 2, 0, 1, False),                 # 2x2 with an odd last row and column
     (7, 9, 2, 2, 0, 1, True),                  # ceil_mode: overhanging windows
-    (9, 8, 3, 2, 1, 1, False),                 # ResNet's stem pooling
+    (9, 8, 3, 2, 1, 1, False),                 # ResNet's stem pooling: the 3x3/2 kernel
+    (10, 7, 3, 2, 1, 1, True),                 # 3x3/2 with ceil_mode's overhang
+    (8, 9, 3, 2, 0, 1, True),                  # 3x3/2 without padding
+    (3, 4, 3, 2, 1, 1, False),                 # 3x3/2 on a map smaller than two windows
     (8, 10, (3, 2), (1, 2), (1, 1), 1, False), # overlapping windows, rectangular
     (11, 11, 3, 2, 1, 2, True),                # dilation and ceil_mode
     (5, 5, 5, 1, 2, 1, False),                 # windows mostly padding
@@ -166,10 +170,11 @@ def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype
         np.testing.assert_array_equal(gx, gx_ref)
 
 
-@pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1)])
+@pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 2, 0)])
 def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size, stride, padding, rng):
     x = rng.standard_normal((2, 3, 6, 6))
     x[0, 0, 0, 0], x[0, 1, 2, 3], x[1, 2, 4, 4] = np.nan, np.inf, -np.inf
+    x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan                      # several NaNs in one window
     x[1, 0] = -np.inf
 
     def pool(x):
@@ -180,6 +185,26 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx != 0, gx_ref != 0)
     assert_rounding_close(gx, gx_ref, np.float64)  # overlapping windows add in another order
+
+
+@pytest.mark.parametrize("padding, ceil_mode", [(1, False), (0, True), (1, True)])
+def test_max_pool2d_3x3s2_kernel_matches_pytorch_with_nan_and_ties(padding, ceil_mode, rng):
+    """The 3x3/2 kernel (ResNet's stem) against PyTorch: values, and which tap gets the
+    gradient with exact ties (the first maximum) and NaNs (the last NaN of a window)."""
+    import torch
+
+    x = rng.integers(-2, 3, size=(2, 3, 9, 8)).astype(np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = x[1, 2, 4, 5] = np.nan
+    x[0, 1, 3, 3] = np.inf
+    y, (gx,) = run(lambda x: F.max_pool2d(x, 3, 2, padding, ceil_mode=ceil_mode), [x], 6, False,
+                   expect=MaxPool2dFusedOp)
+    gy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)   # run's gradient
+    X = torch.tensor(x, requires_grad=True)
+    Y = torch.nn.functional.max_pool2d(X, 3, 2, padding, ceil_mode=ceil_mode)
+    Y.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y, Y.detach().numpy())
+    np.testing.assert_allclose(gx, X.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(gx != 0, X.grad.numpy() != 0)
 
 
 # ------------------------------------------------------------------------------------ relu

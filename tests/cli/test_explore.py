@@ -17,6 +17,7 @@ pytest.importorskip("uvicorn")
 from cnnkit import models  # noqa: E402
 from cnnkit.cli import explore as explore_cli  # noqa: E402
 from cnnkit.cli.main import main  # noqa: E402
+from cnnkit.explore.server import DEFAULT_PORT  # noqa: E402
 from cnnkit.io.checkpoint import save  # noqa: E402
 from tests.conftest import MNIST_EXTRA, subprocess_env  # noqa: E402
 
@@ -29,14 +30,15 @@ def checkpoint(tmp_path):
     return path
 
 
-def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+def start(args: list[str], port: tuple[str, ...] = ("--port", "0")) -> tuple[subprocess.Popen, str]:
     """Run `cnnkit explore ARGS --no-browser --port 0`; return the process and the URL it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "explore", *args, "--no-browser", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "explore", *args, "--no-browser", *port],
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
         raise AssertionError(f"cnnkit explore printed nothing; stderr: {proc.stderr.read()}")
+    proc.first_line = line
     return proc, line.split(" at ")[1].split()[0]
 
 
@@ -75,6 +77,26 @@ def test_it_serves_on_loopback_only_and_says_where(checkpoint):
     finally:
         status, err = stop(proc)
     assert status == 0 and "Traceback" not in err and "warning" not in err
+
+
+def test_a_taken_default_port_gives_a_free_one_and_says_so(checkpoint):
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", DEFAULT_PORT))
+        blocker.listen(1)
+    except OSError:                                   # taken by something else already: the same case
+        pass
+    try:
+        proc, url = start([str(checkpoint)], port=())
+        try:
+            assert not url.endswith(f":{DEFAULT_PORT}/")
+            assert f"port {DEFAULT_PORT} is taken" in proc.first_line
+            with urllib.request.urlopen(url + "api/model", timeout=30) as r:
+                assert json.load(r)["model_name"] == "lenet5"
+        finally:
+            stop(proc)
+    finally:
+        blocker.close()
 
 
 def test_another_host_is_served_with_a_warning(checkpoint):

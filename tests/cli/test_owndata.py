@@ -148,6 +148,11 @@ def test_transfer_learning_replaces_the_head_and_freezes_the_backbone(tmp_path, 
     for key in ("conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_mean", "layer3.2.conv2.weight"):
         np.testing.assert_array_equal(tuned[key], source[key], err_msg=key)  # frozen, BatchNorm in eval mode
     assert not np.array_equal(tuned["fc.weight"][:, :5], np.zeros((2, 5)))
+    # --freeze N counts the layers before the head (which is new, and always trains)
+    argv[argv.index("backbone")] = "39"
+    assert main(argv + ["--overwrite"]) == 2
+    assert ("--freeze 39: resnet20 has 38 layers with weights before its head (fc), which always trains; give at "
+            "most 38") in capsys.readouterr().err
 
 
 def test_weights_from_a_safetensors_state_dict_with_pytorch_keys_and_a_lower_backbone_lr(tmp_path, capsys):

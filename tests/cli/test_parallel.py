@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from cnnkit.distributed import launch as launch_module
 from cnnkit.distributed.launch import mpiexec_command, plan_launch
 from cnnkit.errors import MPIUnavailableError, UsageError
 from cnnkit.io.checkpoint import load_checkpoint
-from tests.distributed.mpi import MARKER, finish, mpi_env, mpiexec, rank_pid, run_bounded, start
+from tests.distributed.mpi import MARKER, finish, job_pids, mpi_env, mpiexec, rank_pid, run_bounded, start
 
 SMALL = ["--limit", "1200", "--val-split", "0.01", "--batch-size", "32"]
 
@@ -96,6 +97,34 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("how", ["sigterm-to-the-launcher", "ctrl-c"])
+def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how):
+    """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop) -> 143; Ctrl-C (SIGINT to the
+    terminal's process group: the launcher and mpiexec) -> 130. Either way the ranks save and end."""
+    run = tmp_path / "run"
+    env = mpi_env()
+    proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", *SMALL, "--out", str(run),
+                  "--nproc", "2"], env)
+    try:
+        deadline = time.time() + 240
+        while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before the first epoch was saved"
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)   # the launcher alone, not its process group
+    finally:
+        result = finish(proc, env, timeout=120)
+    # (20 epochs: far from done when the signal is sent)
+    assert result.returncode == (130 if how == "ctrl-c" else 143), result.stderr
+    assert (run / "interrupted.safetensors").exists()
+    assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in result.stderr
+    time.sleep(0.5)
+    assert job_pids(env[MARKER]) == []   # no rank left running
+
+
+@pytest.mark.mpi
 def test_resuming_on_another_number_of_ranks_is_refused(reference):
     out, _ = reference
     result = cnnkit(*TRAIN, "--out", str(out), "--resume", env=mpi_env())
@@ -133,6 +162,22 @@ def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_message(tmp_pat
 
 
 # ----------------------------------------------------------------------------- no job started
+@pytest.mark.mpi
+def test_hosts_and_a_hostfile_start_the_ranks_on_the_machines_named(tmp_path):
+    """--hosts / --hostfile with this machine's own name: the multi-machine path, run for real on one machine."""
+    host = socket.gethostname()
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text(f"{host}:2\n")
+    for where in (["--hosts", f"{host}:2"], ["--hostfile", str(hostfile)]):
+        out = tmp_path / where[0].strip("-")
+        result = cnnkit("train", "lenet5", "--epochs", "1", *SMALL, "--out", str(out), "--nproc", "2", *where)
+        assert result.returncode == 0, result.stderr
+        flag = ["-hosts", f"{host}:2"] if where[0] == "--hosts" else ["-f", str(hostfile)]
+        assert f" -n 2 {' '.join(flag)} " in result.stdout
+        assert "data parallel: 2 ranks" in result.stdout
+        assert load_checkpoint(out / "last.safetensors").meta["extra"]["recipe"]["ranks"] == 2
+
+
 def test_mpi_not_installed_says_which_package(monkeypatch):
     monkeypatch.setattr(launch_module, "find_mpiexec", lambda: None)
     with pytest.raises(MPIUnavailableError, match=r'--nproc needs MPI\'s mpiexec, which is not installed: '

@@ -51,3 +51,11 @@ def test_a_binary_file_gets_every_check_of_the_one_decoder():
     buf = io.BytesIO()
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(buf, format="PNG")       # 16-bit white
     assert (load_image(io.BytesIO(buf.getvalue()), "L") == 255).all()
+
+
+def test_a_blank_binary_file_is_refused_naming_the_image_not_a_python_object():
+    buf = io.BytesIO()
+    Image.new("L", (30, 30), 255).save(buf, format="PNG")
+    with pytest.raises(ValueError, match=r"^the image: the image is blank") as e:
+        prepare_image(io.BytesIO(buf.getvalue()), (1, 28, 28))
+    assert "BytesIO" not in str(e.value)

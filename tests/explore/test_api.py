@@ -6,7 +6,9 @@ import base64
 import contextlib
 import io
 import json
+import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -138,6 +140,23 @@ def test_statistics_filters_and_training(client, trained_run):
     assert client.get("/api/filters/1").status_code == 404          # a ReLU has no filters
     t = client.get("/api/training").json()
     assert t["epochs"] == [1] and set(t["logs"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert t["checkpoint"] == {"name": "best.safetensors", "changed": False}
+
+
+def test_a_checkpoint_rewritten_on_disk_is_reported_as_changed(checkpoint, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    copy = run / "best.safetensors"
+    shutil.copy(checkpoint, copy)
+    target = load_target(str(copy))
+    assert target.file == copy.resolve()
+    explorer = Explorer(target, build_samples(target))
+    client = TestClient(create_app(explorer), base_url="http://127.0.0.1:8765")
+    assert client.get("/api/training").json()["checkpoint"]["changed"] is False
+    shutil.copy(checkpoint, run / "newer.safetensors")
+    os.replace(run / "newer.safetensors", copy)          # as a training run saves: a new file renamed over it
+    os.utime(copy, ns=(1, 1))
+    assert client.get("/api/training").json()["checkpoint"]["changed"] is True
 
 
 def test_npy_downloads_hold_the_arrays(client, explorer):

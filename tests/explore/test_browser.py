@@ -237,6 +237,9 @@ def test_training_curves_update_while_cnnkit_train_writes(page, checkpoint, tmp_
         assert train.returncode == 0, out
         assert "live: updated" in page.inner_text("#training-status")
         assert page.locator("svg.chart").count() >= 2
+        assert not page.locator("#checkpoint-changed").count()     # the training wrote other files
+        shutil.copy(folder / "best.safetensors", folder / "seed.safetensors")   # now the page's own file
+        page.wait_for_selector("#checkpoint-changed", timeout=30_000)
         page.goto("about:blank")  # close the event stream before the server stops
 
 

@@ -197,6 +197,7 @@ def test_a_corrupt_last_checkpoint_is_named_when_resuming(two_epochs, tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["--resume"], "--resume needs --out RUN, the run folder to continue"),
     ([], "give a MODEL (see `cnnkit models`), or --resume --out RUN to continue a run"),
+    (["--out", "{tmp}/x"], "give a MODEL (see `cnnkit models`), or --resume --out RUN to continue a run"),
     (["--out", "{tmp}/none", "--resume"], "--resume: there is no run folder"),
     (["lenet5", "--out", "{tmp}/afile"], "is a file, not a folder; choose another --out"),
     (["--out", "{tmp}/x", "--resume", "--overwrite"], "--resume continues the run in --out and --overwrite replaces it"),

@@ -16,7 +16,7 @@ from cnnkit.data.pipeline import normalization_for_channels
 from cnnkit.errors import CheckpointError
 from cnnkit.io.weights import SourceWeights, read_weights, write_checkpoint
 from cnnkit.models.weights import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.train.transfer import adapt_stem, init_backbone, pretrained_normalization
+from cnnkit.train.transfer import adapt_stem, freeze, init_backbone, param_groups, pretrained_normalization
 
 torch = pytest.importorskip("torch")
 
@@ -117,3 +117,25 @@ def test_the_weights_own_normalization_and_its_channel_conversions(tmp_path, tor
     assert how == "averaged over R, G and B for one channel"
     assert normalization_for_channels((0.1307,), (0.3081,), 3) == ((0.1307,) * 3, (0.3081,) * 3, "repeated for 3 channels")
     assert normalization_for_channels(IMAGENET_MEAN, IMAGENET_STD, 3)[2] == ""
+
+
+def test_freeze_n_takes_the_first_layers_of_the_backbone_and_never_the_head():
+    model = models.get_model("lenet5", num_classes=3)
+    named = [(path, m) for path, m in model.named_modules() if path and any(True for _ in m.parameters(recurse=False))]
+    assert [p for p, _ in named][-1] == "classifier.4"  # the head, declared by the zoo entry
+    frozen_bn, line = freeze(model, "lenet5", 4)  # every layer before the head
+    assert frozen_bn == [] and "froze the first 4 layers with weights (up to classifier.2)" in line
+    trainable = [path for path, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["classifier.4.weight", "classifier.4.bias"]
+    groups = param_groups(model, "lenet5", 0.1, backbone_lr_scale=0.1)
+    assert len(groups) == 1 and groups[0]["lr"] == 0.1 and len(groups[0]["params"]) == 2
+    with pytest.raises(ValueError, match=r"--freeze 5: lenet5 has 4 layers with weights before its head "
+                                         r"\(classifier.4\), which always trains; give at most 4"):
+        freeze(models.get_model("lenet5", num_classes=3), "lenet5", 5)
+
+
+def test_freeze_n_keeps_the_frozen_batchnorm_layers_listed_for_eval_mode():
+    model = models.get_model("resnet20", num_classes=2)
+    frozen_bn, line = freeze(model, "resnet20", 2)  # conv1, bn1
+    assert frozen_bn == [model.bn1] and "(up to bn1)" in line and "1 BatchNorm layers kept in eval mode" in line
+    assert not model.conv1.weight.requires_grad and model.layer1[0].conv1.weight.requires_grad

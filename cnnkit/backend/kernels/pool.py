@@ -4,7 +4,8 @@ One pass per image plane computes the maximum of every window and the index of t
 that first reaches it (row-major, strictly greater replaces, and a NaN always does:
 PyTorch's rule, so the last NaN of a window takes the gradient), and the
 backward pass sends each output gradient to that tap. The 2x2/2 windows of LeNet and VGG
-have their own kernels that keep a window's four taps in registers. Exact: the same
+and the 3x3/2 windows of ResNet's stem have their own kernels that keep a window's taps
+in registers. Exact: the same
 maximum, the same first maximum, the same NaN and inf behaviour as the NumPy reference.
 """
 
@@ -31,6 +32,72 @@ def _take_if_greater(ym, am, r, k, OW):
         take = v > m or v != v
         ym[j] = v if take else m
         am[j] = k if take else am[j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tap(v, m, a, k):
+    """(max, arg) after tap k of value v: strictly greater replaces (the first maximum keeps
+    the gradient), and a NaN always does (PyTorch's rule: the last NaN takes the gradient)."""
+    take = v > m or v != v
+    return (v if take else m), (k if take else a)
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_3x3s2(q0, q1, x, xsn, xsc, C, y, arg, PT, PL):
+    """``max_pool2d_forward`` for 3x3 windows, stride 2 (ResNet's stem pooling), any padding.
+
+    Columns whose three taps are all inside the row run in one vector loop with the
+    nine taps in registers; the edge columns and rows (padding, ceil_mode's overhang)
+    take the same taps with bounds checks. Padding counts as -inf: never greater.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = y.shape[1], y.shape[2]
+    ninf = -np.inf
+    # output columns j whose taps 2j - PL .. 2j - PL + 2 are all in [0, W)
+    jlo = min(OW, (PL + 1) // 2)
+    jhi = max(jlo, min(OW, (W - 3 + PL) // 2 + 1))
+    w0 = 2 * jlo - PL  # >= 0: the inner loop indexes slices from 0 (no wraparound checks, 4x faster)
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        p = n * xsn + c * xsc
+        src, yp, ap = x[p], y[p], arg[p]
+        for i in range(OH):
+            h0 = 2 * i - PT
+            ym, am = yp[i], ap[i]
+            if h0 >= 0 and h0 + 2 < H:
+                r0, r1, r2 = src[h0, w0:], src[h0 + 1, w0:], src[h0 + 2, w0:]
+                yj, aj = ym[jlo:], am[jlo:]
+                for j in range(jhi - jlo):
+                    w = 2 * j
+                    m, a = r0[w], 0
+                    m, a = _tap(r0[w + 1], m, a, 1)
+                    m, a = _tap(r0[w + 2], m, a, 2)
+                    m, a = _tap(r1[w], m, a, 3)
+                    m, a = _tap(r1[w + 1], m, a, 4)
+                    m, a = _tap(r1[w + 2], m, a, 5)
+                    m, a = _tap(r2[w], m, a, 6)
+                    m, a = _tap(r2[w + 1], m, a, 7)
+                    m, a = _tap(r2[w + 2], m, a, 8)
+                    yj[j], aj[j] = m, a
+                edges = True
+            else:
+                edges = False
+            for j in range(OW):
+                if edges and jlo <= j < jhi:
+                    continue
+                m, a = ninf, 0
+                for kh in range(3):
+                    h = h0 + kh
+                    if 0 <= h < H:
+                        for kw in range(3):
+                            w = 2 * j - PL + kw
+                            if 0 <= w < W:
+                                if kh == 0 and kw == 0:
+                                    m = src[h, w]
+                                else:
+                                    m, a = _tap(src[h, w], m, a, kh * 3 + kw)
+                ym[j], am[j] = m, a
+
 
 @njit(cache=True, nogil=True)
 def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
@@ -156,6 +223,10 @@ def _is_2x2(kernel, stride, pads, dilation) -> bool:
     return kernel == (2, 2) and stride == (2, 2) and dilation == (1, 1) and not any(pads)
 
 
+def _is_3x3s2(kernel, stride, dilation) -> bool:
+    return kernel == (3, 3) and stride == (2, 2) and dilation == (1, 1)
+
+
 def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
     """(y, arg, order): y (N, C, OH, OW) and first-max tap indices, in x's plane order."""
     N, C = x.shape[:2]
@@ -167,6 +238,9 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg,
+                     grain=_plane_grain(x.shape, many))
+    elif _is_3x3s2(kernel, stride, dilation):
+        parallel_for(max_pool2d_forward_3x3s2, N * C, planes, sn, sc, C, y, arg, pads[0], pads[2],
                      grain=_plane_grain(x.shape, many))
     else:
         parallel_for(max_pool2d_forward, N * C, planes, sn, sc, C, y, arg, KH, KW, SH, SW,

@@ -61,8 +61,19 @@
     return svg;
   }
 
+  function staleNote(log) {
+    // A training run saved newer weights over the file this page loaded: the views still show the old ones.
+    if (!log.checkpoint || !log.checkpoint.changed) return null;
+    document.body.dataset.checkpointChanged = "1";
+    return CK.el("p", { class: "note stale", id: "checkpoint-changed" }, log.checkpoint.name + " has changed on disk since this page " +
+      "loaded it: the curves are the run's, but the other views still show the weights loaded at the start; restart " +
+      "`cnnkit explore` to look inside the new ones.");
+  }
+
   function draw(log) {
     const box = CK.clear(CK.$("#curves"));
+    const stale = staleNote(log);
+    if (stale) box.appendChild(stale);
     if (!log.epochs || !log.epochs.length) {
       box.appendChild(CK.el("p", { class: "note" }, "No epoch has been logged yet" + (CK.live() ? ": the curves appear here while `cnnkit train` writes into this run folder." : ".")));
       document.body.dataset.trainingEpochs = "0";

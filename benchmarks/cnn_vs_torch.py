@@ -1,0 +1,158 @@
+"""cnnkit vs PyTorch on ResNet, VGG, the CIFAR nets and single convolutions (issue 16).
+
+Each workload runs in both frameworks on the same data and weights, timed in
+alternating pairs with a pause and a warm-up spin before each call (``timing.py``); the
+figure is the median over pairs of PyTorch's time / cnnkit's time (above 1: cnnkit is
+faster), with the load average before and after. Single convolutions also report
+GFLOP/s (2 * multiply-adds; forward + backward counts three convolutions' work).
+
+Usage:
+    python benchmarks/cnn_vs_torch.py [--workloads NAME ...] [--repeats 7] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import blas_note, interleaved  # noqa: E402
+from torch_models import matching_pair  # noqa: E402
+
+import cnnkit  # noqa: E402
+import cnnkit.functional as F  # noqa: E402
+
+
+def model_workload(name: str, batch: int, size: int, train: bool, classes: int):
+    """(ours, theirs) callables: one inference batch or one SGD training step."""
+    ours, theirs = matching_pair(name)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    t = rng.integers(0, classes, batch)
+    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+    if not train:
+        ours.eval()
+        theirs.eval()
+
+        def run_ours():
+            with cnnkit.no_grad():
+                return ours(cnnkit.Tensor(x)).data
+
+        def run_theirs():
+            with torch.no_grad():
+                return theirs(tx).numpy()
+
+        return run_ours, run_theirs
+    ours.train()
+    theirs.train()
+    opt_ours = cnnkit.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9)
+
+    def step_ours():
+        loss = F.cross_entropy(ours(cnnkit.Tensor(x)), t)
+        opt_ours.zero_grad()
+        loss.backward()
+        opt_ours.step()
+
+    def step_theirs():
+        loss = torch.nn.functional.cross_entropy(theirs(tx), tt)
+        opt_theirs.zero_grad()
+        loss.backward()
+        opt_theirs.step()
+
+    return step_ours, step_theirs
+
+
+def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool):
+    """(ours, theirs, flops) for one convolution, forward or forward + both gradients."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
+    OH = (H + 2 * pad - K) // stride + 1
+    gy = rng.standard_normal((N, Fo, OH, OH)).astype(np.float32)
+    flops = 2 * N * Fo * C * K * K * OH * OH * (3 if backward else 1)
+    tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
+    if not backward:
+        def run_ours():
+            with cnnkit.no_grad():
+                return F.conv2d(cnnkit.Tensor(x), cnnkit.Tensor(w), stride=stride, padding=pad).data
+
+        def run_theirs():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, stride=stride, padding=pad)
+
+        return run_ours, run_theirs, flops
+
+    def run_ours():
+        xs, ws = cnnkit.Tensor(x, requires_grad=True), cnnkit.Tensor(w, requires_grad=True)
+        F.conv2d(xs, ws, stride=stride, padding=pad).backward(gy)
+        return xs.grad, ws.grad
+
+    def run_theirs():
+        xs, ws = tx.clone().requires_grad_(), tw.clone().requires_grad_()
+        torch.nn.functional.conv2d(xs, ws, stride=stride, padding=pad).backward(tgy)
+        return xs.grad, ws.grad
+
+    return run_ours, run_theirs, flops
+
+
+WORKLOADS = {
+    "resnet18-infer-b1": lambda: model_workload("resnet18", 1, 224, False, 1000),
+    "resnet18-infer-b8": lambda: model_workload("resnet18", 8, 224, False, 1000),
+    "resnet18-train-b16": lambda: model_workload("resnet18", 16, 224, True, 1000),
+    "vgg16-infer-b4": lambda: model_workload("vgg16", 4, 224, False, 1000),
+    "resnet20-train-b128": lambda: model_workload("resnet20", 128, 32, True, 10),
+    "vgg11-train-b128": lambda: model_workload("vgg11_cifar", 128, 32, True, 10),
+    "conv3x3-64-56-b16-fwd": lambda: conv_workload(16, 64, 64, 56, 3, 1, 1, False),
+    "conv3x3-64-56-b16-fwdbwd": lambda: conv_workload(16, 64, 64, 56, 3, 1, 1, True),
+    "conv3x3-16-32-b128-fwdbwd": lambda: conv_workload(128, 16, 16, 32, 3, 1, 1, True),
+    "conv3x3-64-8-b128-fwd": lambda: conv_workload(128, 64, 64, 8, 3, 1, 1, False),
+    "conv7x7s2-3-64-224-b8-fwd": lambda: conv_workload(8, 3, 64, 224, 7, 2, 3, False),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS), metavar="NAME")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both frameworks (default: each framework's default, all CPUs)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1 only: "
+                             "robust to a loaded machine)")
+    parser.add_argument("--list", action="store_true", help="print the workload names and exit")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(WORKLOADS))
+        return
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        threads = cnnkit.config.num_threads(args.threads)
+        threads.__enter__()  # for the whole run
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
+          f"cnnkit kernels {'on' if cnnkit.config.kernels_enabled() else 'off'} "
+          f"({cnnkit.config.get_num_threads()} threads); {args.repeats} pairs per workload; {args.clock} clock")
+    print(blas_note())
+    print("| workload | cnnkit ms | PyTorch ms | PyTorch/cnnkit (median of pairs) | cnnkit GFLOP/s | PyTorch GFLOP/s | load before/after |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.workloads:
+        built = WORKLOADS[name]()
+        ours, theirs = built[:2]
+        r = interleaved(ours, theirs, args.repeats, clock=args.clock)
+        o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
+        gflops = ("", "")
+        if len(built) == 3:
+            gflops = (f"{built[2] / o / 1e9:.0f}", f"{built[2] / t / 1e9:.0f}")
+        print(f"| {name} | {o * 1e3:.1f} | {t * 1e3:.1f} | **{r['ratio']:.2f}x** | {gflops[0]} | {gflops[1]} "
+              f"| {r['load'][0]} / {r['load'][1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

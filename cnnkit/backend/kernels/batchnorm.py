@@ -1,0 +1,193 @@
+"""Batch normalization of (N, C, H, W) activations in a few passes per channel (numba).
+
+NumPy's batch norm makes a full pass over the activation for every elementwise step
+(mean, x - mu, its square, its mean, x_hat, the scale, the shift: seven arrays, four of
+them new) and keeps x_hat for backward. These kernels take one channel at a time: its
+N*H*W values (at most a few hundred KB in the networks measured) stay in cache between
+the passes, so each direction reads the activation (and gradient) once from memory and
+writes one array:
+
+- training forward: mean (pass 1), variance about the mean (pass 2, the two-pass
+  formula NumPy's reference uses), y = x*scale + shift (pass 3);
+- eval forward: y = x*scale + shift, per plane;
+- backward: sums of gy and gy*x_hat (pass 1, x_hat recomputed from x), then
+  gx = k*(gy - mean(gy) - x_hat*mean(gy*x_hat)) in training or gx = k*gy in eval.
+
+Backward therefore needs x (the op's input, alive in the graph anyway) and the per-channel
+statistics, never a saved x_hat. Sums are accumulated per row in the data's dtype and
+across rows in float64.
+
+Layouts: activations are planes as in ``kernels.as_planes``: plane (n, c) is
+planes[n*sn + c*sc].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import parallel_for
+from . import as_planes, njit, unplanes
+
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_grads"]
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _train_forward(c0, c1, x, sn, sc, N, scale_in, shift_in, eps, y, mean, var, inv_std):
+    """Statistics and output of channels c0..c1-1 (training): two passes for the statistics."""
+    H, W = x.shape[1], x.shape[2]
+    count = N * H * W
+    for c in range(c0, c1):
+        total = 0.0
+        for n in range(N):
+            p = x[n * sn + c * sc]
+            for h in range(H):
+                row = p[h]
+                s = row[0] * 0
+                for w in range(W):
+                    s += row[w]
+                total += s
+        mu = total / count
+        m = x.dtype.type(mu)
+        total = 0.0
+        for n in range(N):
+            p = x[n * sn + c * sc]
+            for h in range(H):
+                row = p[h]
+                s = row[0] * 0
+                for w in range(W):
+                    d = row[w] - m
+                    s += d * d
+                total += s
+        v = total / count
+        istd = 1.0 / np.sqrt(v + eps)
+        mean[c], var[c], inv_std[c] = mu, v, istd
+        k = x.dtype.type(scale_in[c] * istd)
+        b = x.dtype.type(shift_in[c] - mu * scale_in[c] * istd)
+        for n in range(N):
+            p, q = x[n * sn + c * sc], y[n * sn + c * sc]
+            for h in range(H):
+                row, out = p[h], q[h]
+                for w in range(W):
+                    out[w] = row[w] * k + b
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _affine(q0, q1, x, sn, sc, C, scale, shift, y):
+    """y = x*scale[c] + shift[c] over planes q0..q1-1 (q = n*C + c): eval mode."""
+    H, W = x.shape[1], x.shape[2]
+    for q in range(q0, q1):
+        n, c = q // C, q % C
+        k, b = scale[c], shift[c]
+        p, o = x[n * sn + c * sc], y[n * sn + c * sc]
+        for h in range(H):
+            row, out = p[h], o[h]
+            for w in range(W):
+                out[w] = row[w] * k + b
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _backward(c0, c1, x, sn, sc, gy, gsn, gsc, N, mean, inv_std, gamma, training, need_x, gx, sums):
+    """gx and the per-channel sums (sum gy, sum gy*x_hat) of channels c0..c1-1."""
+    H, W = x.shape[1], x.shape[2]
+    count = N * H * W
+    for c in range(c0, c1):
+        m, istd = x.dtype.type(mean[c]), x.dtype.type(inv_std[c])
+        s_gy = 0.0
+        s_gyx = 0.0
+        for n in range(N):
+            p, g = x[n * sn + c * sc], gy[n * gsn + c * gsc]
+            for h in range(H):
+                row, grow = p[h], g[h]
+                a = row[0] * 0
+                b = row[0] * 0
+                for w in range(W):
+                    a += grow[w]
+                    b += grow[w] * ((row[w] - m) * istd)
+                s_gy += a
+                s_gyx += b
+        sums[c, 0], sums[c, 1] = s_gy, s_gyx
+        if not need_x:
+            continue
+        k = x.dtype.type(gamma[c] * inv_std[c])
+        if training:
+            mg = x.dtype.type(s_gy / count)
+            mgx = x.dtype.type(s_gyx / count)
+            for n in range(N):
+                p, g, o = x[n * sn + c * sc], gy[n * gsn + c * gsc], gx[n * sn + c * sc]
+                for h in range(H):
+                    row, grow, out = p[h], g[h], o[h]
+                    for w in range(W):
+                        out[w] = k * (grow[w] - mg - ((row[w] - m) * istd) * mgx)
+        else:
+            for n in range(N):
+                g, o = gy[n * gsn + c * gsc], gx[n * sn + c * sc]
+                for h in range(H):
+                    grow, out = g[h], o[h]
+                    for w in range(W):
+                        out[w] = k * grow[w]
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by BatchNorm2dFusedOp. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _channel_grain(x_shape) -> int:
+    N, _, H, W = x_shape
+    return max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, N * H * W))
+
+
+def _eps(eps: float, dtype) -> float:
+    """eps rounded to x's dtype first, as the reference adds it (``x.dtype.type(eps)``): an
+    eps read from a float32 file (ONNX) and Python's 1e-5 then give the same results."""
+    return float(np.dtype(dtype).type(eps))
+
+
+def batch_norm_train(x, gamma, beta, eps: float):
+    """(y, mean, var, inv_std) of training-mode batch norm of x (N, C, H, W).
+
+    mean, var (biased) and inv_std = 1/sqrt(var + eps) are float64 (C,) arrays; y has
+    x's dtype and memory layout.
+    """
+    N, C = x.shape[:2]
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    y = np.empty_like(planes)
+    scale = np.ones(C) if gamma is None else gamma.astype(np.float64)
+    shift = np.zeros(C) if beta is None else beta.astype(np.float64)
+    mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
+    parallel_for(_train_forward, C, planes, sn, sc, N, scale, shift, _eps(eps, x.dtype), y, mean, var, inv_std,
+                 grain=_channel_grain(x.shape))
+    return unplanes(y, N, C, sc), mean, var, inv_std
+
+
+def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
+    """(y, mean, inv_std) of eval-mode batch norm of x (N, C, H, W) by the running statistics.
+
+    y = x*scale[c] + shift[c] with scale = gamma*inv_std, shift = beta - mean*scale
+    (computed in float64, applied in x's dtype); mean and inv_std are float64 (C,).
+    """
+    N, C, H, W = x.shape
+    mean = running_mean.astype(x.dtype).astype(np.float64)
+    inv_std = 1 / np.sqrt(running_var.astype(x.dtype).astype(np.float64) + _eps(eps, x.dtype))
+    scale = inv_std if gamma is None else gamma * inv_std
+    shift = -mean * scale if beta is None else beta - mean * scale
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    y = np.empty_like(planes)
+    parallel_for(_affine, N * C, planes, sn, sc, C, scale.astype(x.dtype), shift.astype(x.dtype), y,
+                 grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, H * W)))
+    return unplanes(y, N, C, sc), mean, inv_std
+
+
+def batch_norm_grads(x, gy, mean, inv_std, gamma, training: bool, need_x: bool):
+    """(gx or None, sum(gy * x_hat), sum(gy)) per channel; gx in x's memory layout."""
+    N, C = x.shape[:2]
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    gplanes, gsn, gsc = as_planes(gy)                                 # (P, H, W)
+    gx = np.empty_like(planes) if need_x else planes[:0]
+    g = np.ones(C) if gamma is None else gamma.astype(np.float64)
+    sums = np.empty((C, 2))
+    parallel_for(_backward, C, planes, sn, sc, gplanes, gsn, gsc, N, mean, inv_std, g, training, need_x, gx,
+                 sums, grain=_channel_grain(x.shape))
+    dtype = gy.dtype
+    return (unplanes(gx, N, C, sc) if need_x else None), sums[:, 1].astype(dtype), sums[:, 0].astype(dtype)

@@ -1,0 +1,186 @@
+"""im2col and col2im as compiled passes over the cores, into reused buffers (numba).
+
+The column matrix of a convolution has one row per (channel, kernel tap) and one column
+per (image, output pixel):
+
+    cols[(c*KH + kh)*KW + kw, (j*OH + oh)*OW + ow] = xpad[n0 + j, c, oh*SH + kh*DH, ow*SW + kw*DW]
+
+so the convolution of a block of images is the matrix product W (F, C*KH*KW) @ cols.
+NumPy builds it with one strided copy per tap over the whole batch; these kernels build
+it row by row in one pass, a channel per task (no two threads write the same row), for a
+block of images at a time into a scratch buffer, so the columns never need to be kept
+for backward: they are rebuilt there. col2im is the adjoint (scatter-add into the input
+gradient), likewise one channel per task, so the adds never race.
+
+Layouts: x and gx are planes as in ``kernels.as_planes``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import matmul, parallel_for
+from ..workspace import scratch
+from . import as_planes, njit, unplanes
+
+__all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "col2im_rows"]
+
+
+@njit(cache=True, nogil=True)
+def im2col_rows(c0, c1, x, sn, sc, n0, k, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, cols):
+    """Rows of channels c0..c1-1 of the column matrix of images n0..n0+k-1 (zero padding).
+
+    Written with flat indices (no slices in the inner loops: numba's slice objects cost
+    more than copying a short row).
+    """
+    H, W = x.shape[1], x.shape[2]
+    zero = np.zeros(1, cols.dtype)[0]
+    for c in range(c0, c1):
+        for kh in range(KH):
+            for kw in range(KW):
+                dst = cols[(c * KH + kh) * KW + kw]
+                off = kw * DW - pl
+                # output columns whose input column w = ow*SW + off lies in [0, W)
+                lo = 0 if off >= 0 else (-off + SW - 1) // SW
+                hi = 0 if W - off <= 0 else min(OW, (W - off + SW - 1) // SW)
+                lo = min(lo, hi)
+                for j in range(k):
+                    src = x[(n0 + j) * sn + c * sc]
+                    for oh in range(OH):
+                        d0 = (j * OH + oh) * OW
+                        h = oh * SH + kh * DH - pt
+                        if h < 0 or h >= H:
+                            for ow in range(OW):
+                                dst[d0 + ow] = zero
+                            continue
+                        for ow in range(lo):
+                            dst[d0 + ow] = zero
+                        if SW == 1:
+                            for ow in range(lo, hi):
+                                dst[d0 + ow] = src[h, ow + off]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[d0 + ow] = src[h, ow * SW + off]
+                        for ow in range(hi, OW):
+                            dst[d0 + ow] = zero
+
+
+@njit(cache=True, nogil=True)
+def col2im_rows(c0, c1, gcols, n0, k, C, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, gx, gsn, gsc):
+    """gx[n0 + j, c] = the sum of gcols' entries that im2col took from there, for c0..c1-1.
+
+    gx planes (N*C, H, W) are written in full for the channels and images given.
+    """
+    H, W = gx.shape[1], gx.shape[2]
+    for c in range(c0, c1):
+        for j in range(k):
+            dst = gx[(n0 + j) * gsn + c * gsc]
+            dst[:, :] = 0
+            for kh in range(KH):
+                for kw in range(KW):
+                    src = gcols[(c * KH + kh) * KW + kw]
+                    off = kw * DW - pl
+                    lo = 0 if off >= 0 else (-off + SW - 1) // SW
+                    hi = 0 if W - off <= 0 else min(OW, (W - off + SW - 1) // SW)
+                    for oh in range(OH):
+                        h = oh * SH + kh * DH - pt
+                        if h < 0 or h >= H:
+                            continue
+                        s0 = (j * OH + oh) * OW
+                        if SW == 1:
+                            for ow in range(lo, hi):
+                                dst[h, ow + off] += src[s0 + ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[h, ow * SW + off] += src[s0 + ow]
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by Conv2dGemmOp: blocks, scratch buffers, threads. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _is_pointwise(KH, KW, stride, pads, dilation) -> bool:
+    """A 1x1 convolution without stride or padding: a plain matrix product, no columns."""
+    return (KH, KW) == (1, 1) and tuple(stride) == (1, 1) and not any(pads)
+
+
+def _blocks(N: int, per_image_bytes: int, block_bytes=None):
+    """Ranges of images whose columns fit block_bytes (default dispatch.COLUMNS_BLOCK_BYTES)."""
+    limit = dispatch.COLUMNS_BLOCK_BYTES if block_bytes is None else block_bytes
+    size = max(1, min(N, limit // max(1, per_image_bytes)))
+    return [(n0, min(N, n0 + size)) for n0 in range(0, N, size)]
+
+
+def _im2col(planes, sn, sc, n0, n1, C, w_shape, geometry, cols):
+    (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = geometry
+    parallel_for(im2col_rows, C, planes, sn, sc, n0, n1 - n0, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, cols,
+                 grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, (n1 - n0) * OH * OW * KH * KW)))
+
+
+def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None):
+    """y (F, N, OH, OW) channel-major memory of the convolution of x (N, C, H, W)."""
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = w.shape
+    G = groups
+    OH, OW = out_hw
+    pt, _, pl, _ = pads
+    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    wm = np.ascontiguousarray(w).reshape(G, F // G, Cg * KH * KW)     # (G, F/G, Cg*KH*KW)
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
+    geometry = ((KH, KW), tuple(stride), tuple(dilation), (pt, pl), (OH, OW))
+    for n0, n1 in _blocks(N, C * KH * KW * OH * OW * x.dtype.itemsize, block_bytes):
+        k = n1 - n0
+        if pointwise and sc == N:                                     # CNHW memory: x is already cols
+            cols = planes.reshape(C, N * H * W)[:, n0 * H * W : n1 * H * W]  # (C, k*H*W) view
+        else:
+            cols = scratch("gemm.cols", (C * KH * KW, k * OH * OW), x.dtype)
+            _im2col(planes, sn, sc, n0, n1, C, w.shape, geometry, cols)
+        cols = cols.reshape(G, Cg * KH * KW, k * OH * OW)             # (G, Cg*KH*KW, k*OH*OW)
+        yb = y.reshape(G, F // G, N * OH * OW)[:, :, n0 * OH * OW : n1 * OH * OW]
+        matmul(wm, cols, out=yb)                                      # (G, F/G, k*OH*OW)
+    if b is not None:
+        y += b.reshape(F, 1, 1, 1)
+    return y
+
+
+def conv2d_gemm_grads(x, w, gy, stride, pads, dilation, groups: int, need_x: bool, need_w: bool,
+                      block_bytes=None):
+    """(gx, gw) of ``conv2d_gemm``: columns rebuilt per block (gW = gY @ cols^T), and
+    gx = col2im(W^T @ gY). gx is an (N, C, H, W) view in x's memory order, or None."""
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = w.shape
+    G = groups
+    OH, OW = gy.shape[2:]
+    pt, _, pl, _ = pads
+    (SH, SW), (DH, DW) = stride, dilation
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    gyc = gy.transpose(1, 0, 2, 3)                                    # (F, N, OH, OW)
+    wm = np.ascontiguousarray(w).reshape(G, F // G, Cg * KH * KW)     # (G, F/G, Cg*KH*KW)
+    wt = np.ascontiguousarray(wm.transpose(0, 2, 1))                  # (G, Cg*KH*KW, F/G)
+    gw = np.zeros((G, F // G, Cg * KH * KW), gy.dtype) if need_w else None
+    gx = np.empty_like(planes) if need_x else None                    # (P, H, W), x's order
+    pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
+    geometry = ((KH, KW), tuple(stride), tuple(dilation), (pt, pl), (OH, OW))
+    for n0, n1 in _blocks(N, C * KH * KW * OH * OW * x.dtype.itemsize, block_bytes):
+        k = n1 - n0
+        g = np.ascontiguousarray(gyc[:, n0:n1]).reshape(G, F // G, k * OH * OW)  # (G, F/G, k*OH*OW)
+        if need_w:
+            if pointwise and sc == N:
+                cols = planes.reshape(C, N * H * W)[:, n0 * H * W : n1 * H * W]
+            else:
+                cols = scratch("gemm.cols", (C * KH * KW, k * OH * OW), x.dtype)
+                _im2col(planes, sn, sc, n0, n1, C, w.shape, geometry, cols)
+            cols = cols.reshape(G, Cg * KH * KW, k * OH * OW)
+            part = scratch("gemm.gw", gw.shape, gy.dtype)
+            matmul(g, cols.transpose(0, 2, 1), out=part)              # (G, F/G, Cg*KH*KW)
+            gw += part
+        if need_x:
+            gcols = scratch("gemm.gcols", (G, Cg * KH * KW, k * OH * OW), gy.dtype)
+            matmul(wt, g, out=gcols)                                  # (G, Cg*KH*KW, k*OH*OW)
+            parallel_for(col2im_rows, C, gcols.reshape(C * KH * KW, k * OH * OW), n0, k, C, KH, KW, SH, SW,
+                         DH, DW, pt, pl, OH, OW, gx, sn, sc,
+                         grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, k * OH * OW * KH * KW)))
+    return (unplanes(gx, N, C, sc) if need_x else None), (gw.reshape(w.shape) if need_w else None)

@@ -1,0 +1,407 @@
+"""Winograd minimal filtering for 3x3 stride-1 convolutions: the tile transforms (numba).
+
+Winograd F(m x m, 3 x 3) computes an m x m block of outputs from an a x a input tile
+(a = m + 2) with a*a multiplications per (filter, channel) pair instead of 9*m*m:
+
+    Y = A^T [ (G g G^T) . (B^T d B) ] A        (. elementwise, Lavin & Gray 2016)
+
+summed over input channels. With U = G g G^T (a x a per filter and channel) and
+V = B^T d B (a x a per channel and tile), the sum over channels at each of the a*a
+positions (xi, nu) is a matrix product  M[xi,nu] (F, T) = U[xi,nu] (F, C) @ V[xi,nu] (C, T)
+over all T tiles: a*a batched GEMMs (``cores.matmul``). This module holds the transforms
+that are not products: the input transform (x -> V), the output transform (M -> y) and
+the transform of the output gradient (gy -> gM, the adjoint of the output transform).
+The filter transform G g G^T and its adjoint are one matrix product each with
+kron(G, G) (``winograd_filters``, ``winograd_filter_grads``).
+
+Two sizes: F(2x2, 3x3) (a = 4; 16 products for 36 direct ones: 2.25x fewer) with
+points (0, 1, -1, inf), and F(4x4, 3x3) (a = 6; 36 for 144: 4x fewer) with points
+(0, 1, -1, 2, -2, inf). Their float32 errors differ (F(4x4) grows the rounding error of
+the transforms' larger coefficients): tests/backend/test_winograd.py states both.
+
+Layouts: V (a*a, C, T) and M (a*a, F, T), tile index t = (th*N + n)*TW + tw over tile
+rows th, images n and tile columns tw (a row of tiles of all images of a block is one
+contiguous run); planes of x and y as in ``kernels.as_planes``.
+
+Each transform takes one channel (or filter) at a time, a row of tiles of all images at
+once: the a columns of every tile are gathered from each input row (stride-m reads into
+a contiguous streams), then each 1-D transform is one vector loop
+over the row's tiles. (An earlier layout with images innermost needed a scatter with a
+stride of the image count there; its input transform took 3x longer.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import matmul, parallel_for
+from ..workspace import scratch
+from . import FASTMATH, as_planes, njit
+
+__all__ = [
+    "conv2d_winograd", "conv2d_winograd_grads", "winograd_filters", "winograd_filter_grads",
+    "winograd_input", "winograd_output", "winograd_output_grad", "TILE",
+]
+
+# TILE[m] = a, the input tile size of F(m x m, 3 x 3).
+TILE = {2: 4, 4: 6}
+
+# The transform matrices (Lavin & Gray 2016; points 0, 1, -1, [2, -2,] inf).
+_G = {
+    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: np.array([
+        [1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1],
+    ]),
+}
+# The 1-D transforms as formulas, so each output is computed in registers in one pass
+# (B^T for the input, A^T for the output, A for the output gradient; a = 4 or 6).
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _bt4(d0, d1, d2, d3):
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _bt6(d0, d1, d2, d3, d4, d5):
+    return (4 * d0 - 5 * d2 + d4, d4 + d3 - 4 * (d1 + d2), d4 - d3 + 4 * (d1 - d2),
+            d4 - d2 + 2 * (d3 - d1), d4 - d2 - 2 * (d3 - d1), 4 * d1 - 5 * d3 + d5)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _at4(m0, m1, m2, m3):
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _at6(m0, m1, m2, m3, m4, m5):
+    p1, p2, p3, p4 = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + p1 + p3, p2 + 2 * p4, p1 + 4 * p3, p2 + 8 * p4 + m5
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _a4(g0, g1):
+    return g0, g0 + g1, g0 - g1, -g1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _a6(g0, g1, g2, g3):
+    e, o, e4, o2 = g0 + g2, g1 + g3, g0 + 4 * g2, 2 * g1 + 8 * g3
+    return g0, e + o, e - o, e4 + o2, e4 - o2, g3
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _row(src, H, W, h, shift, buf):
+    """buf[shift + w] = src[h, w] for the columns that fit; False (buf untouched) if h is outside src.
+
+    buf starts zeroed and its other entries are never written: they stay the zero padding.
+    """
+    if h < 0 or h >= H:
+        return False
+    row, dst = src[h], buf[shift:]
+    for w in range(min(W, dst.shape[0])):
+        dst[w] = row[w]
+    return True
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _tile_columns(buf, TW, m, width, D, i, o):
+    """D[i, k, o + tw] = buf[m*tw + k] for k < width, tw < TW: column k of every tile of a row.
+
+    One stream at a time (a strided read, a contiguous write): measured 3-10x faster
+    than writing the ``width`` streams in one loop or through slices.
+    """
+    for k in range(width):
+        d = D[i, k, o:]
+        for tw in range(TW):
+            d[tw] = buf[m * tw + k]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _store_tiles(Y, i1, o, TW, m, out):
+    """out[m*tw + i2] = Y[i1, i2, o + tw] for i2 < m, tw < TW: one output row of a row of tiles."""
+    for i2 in range(m):
+        v = Y[i1, i2, o:]
+        for tw in range(TW):
+            out[m * tw + i2] = v[tw]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
+    """V[:, c, t] = B^T d B for every tile of channels c0..c1-1 of images n0..n0+nimg-1.
+
+    Per tile row: the a columns of every tile of each of the a input rows are gathered
+    into D[i, k] (stride-m reads, contiguous writes; the tiles of all images of the
+    block side by side), then B^T runs down the rows (Q = B^T D) and across the columns
+    (V = Q B), each pass one vector loop over the row's tiles.
+
+    Args:
+        x: input planes (P, H, W); plane (n, c) is x[n*sn + c*sc].
+        V: (a*a, C, T), T = TH*nimg*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
+    """
+    H, W = x.shape[1], x.shape[2]
+    a = m + 2
+    TL = nimg * TW
+    D = np.zeros((a, a, TL), x.dtype)                                 # D[i, k, j*TW + tw] = d_tile[i, k]
+    Q = np.empty((a, a, TL), x.dtype)                                 # Q[xi, k] = (B^T d)[xi, k]
+    buf = np.zeros(m * TW + 2, x.dtype)                               # one zero-padded input row
+    for c in range(c0, c1):
+        for th in range(TH):
+            for j in range(nimg):
+                src = x[(n0 + j) * sn + c * sc]
+                o = j * TW
+                for i in range(a):
+                    if _row(src, H, W, th * m - pt + i, pl, buf):
+                        _tile_columns(buf, TW, m, a, D, i, o)
+                    else:
+                        D[i, :, o : o + TW] = 0
+            base = th * TL
+            if m == 2:
+                for k in range(a):                                    # down the rows
+                    for t in range(TL):
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t] = _bt4(D[0, k, t], D[1, k, t], D[2, k, t],
+                                                                              D[3, k, t])
+                for xi in range(a):                                   # across the columns
+                    o = xi * a
+                    V0, V1, V2, V3 = V[o, c, base:], V[o + 1, c, base:], V[o + 2, c, base:], V[o + 3, c, base:]
+                    for t in range(TL):
+                        V0[t], V1[t], V2[t], V3[t] = _bt4(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
+            else:
+                for k in range(a):
+                    for t in range(TL):
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t], Q[4, k, t], Q[5, k, t] = _bt6(
+                            D[0, k, t], D[1, k, t], D[2, k, t], D[3, k, t], D[4, k, t], D[5, k, t])
+                for xi in range(a):
+                    o = xi * a
+                    V0, V1, V2 = V[o, c, base:], V[o + 1, c, base:], V[o + 2, c, base:]
+                    V3, V4, V5 = V[o + 3, c, base:], V[o + 4, c, base:], V[o + 5, c, base:]
+                    for t in range(TL):
+                        V0[t], V1[t], V2[t], V3[t], V4[t], V5[t] = _bt6(
+                            Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t], Q[xi, 4, t], Q[xi, 5, t])
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
+    """y[f, n0 + j] = A^T M A + b[f] for filters f0..f1-1, cropped to y's size.
+
+    Args:
+        M: (a*a, F, T) in the tile order of ``winograd_input``.
+        b: bias (F,).
+        y: (F, N, OH, OW), written in full for the filters and images given.
+    """
+    OH, OW = y.shape[2], y.shape[3]
+    a = m + 2
+    TL = TW * nimg
+    S = np.empty((a, m, TL), y.dtype)                                 # S[xi, i2] = (M A)[xi, i2]
+    Y = np.empty((m, m, TL), y.dtype)                                 # Y[i1, i2] = (A^T M A)[i1, i2]
+    out = np.empty(m * TW, y.dtype)                                   # one output row of a row of tiles
+    whole = OW == m * TW
+    for f in range(f0, f1):
+        bias = b[f]
+        for th in range(TH):
+            base = th * TL
+            if m == 2:
+                for xi in range(a):                                   # across the tile columns
+                    o = xi * a
+                    M0, M1, M2, M3 = M[o, f, base:], M[o + 1, f, base:], M[o + 2, f, base:], M[o + 3, f, base:]
+                    for t in range(TL):
+                        S[xi, 0, t], S[xi, 1, t] = _at4(M0[t], M1[t], M2[t], M3[t])
+                for i2 in range(m):                                   # down the rows
+                    for t in range(TL):
+                        r0, r1 = _at4(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t])
+                        Y[0, i2, t], Y[1, i2, t] = r0 + bias, r1 + bias
+            else:
+                for xi in range(a):
+                    o = xi * a
+                    M0, M1, M2 = M[o, f, base:], M[o + 1, f, base:], M[o + 2, f, base:]
+                    M3, M4, M5 = M[o + 3, f, base:], M[o + 4, f, base:], M[o + 5, f, base:]
+                    for t in range(TL):
+                        S[xi, 0, t], S[xi, 1, t], S[xi, 2, t], S[xi, 3, t] = _at6(M0[t], M1[t], M2[t], M3[t], M4[t],
+                                                                                  M5[t])
+                for i2 in range(m):
+                    for t in range(TL):
+                        r0, r1, r2, r3 = _at6(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t], S[4, i2, t],
+                                              S[5, i2, t])
+                        Y[0, i2, t], Y[1, i2, t], Y[2, i2, t], Y[3, i2, t] = r0 + bias, r1 + bias, r2 + bias, r3 + bias
+            rows = min(m, OH - th * m)
+            for j in range(nimg):
+                for i1 in range(rows):
+                    dst = y[f, n0 + j, th * m + i1]
+                    if whole:
+                        _store_tiles(Y, i1, j * TW, TW, m, dst)
+                    else:
+                        _store_tiles(Y, i1, j * TW, TW, m, out)
+                        for w in range(OW):
+                            dst[w] = out[w]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_output_grad(f0, f1, gy, gsn, gsf, nimg, n0, TH, TW, m, gM):
+    """gM[:, f, t] = A gy_tile A^T for filters f0..f1-1 of images n0..n0+nimg-1: the adjoint
+    of ``winograd_output``; gy past its size reads as 0.
+
+    Args:
+        gy: output-gradient planes (P, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
+        gM: (a*a, F, T) in the tile order of ``winograd_input``.
+    """
+    OH, OW = gy.shape[1], gy.shape[2]
+    a = m + 2
+    TL = TW * nimg
+    D = np.zeros((m, m, TL), gy.dtype)                                # D[i, k, j*TW + tw] = g_tile[i, k]
+    Q = np.empty((a, m, TL), gy.dtype)                                # Q[xi, k] = (A g)[xi, k]
+    buf = np.zeros(m * TW, gy.dtype)                                  # one gy row, zero past OW
+    for f in range(f0, f1):
+        for th in range(TH):
+            for j in range(nimg):
+                src = gy[(n0 + j) * gsn + f * gsf]
+                o = j * TW
+                for i in range(m):
+                    if _row(src, OH, OW, th * m + i, 0, buf):
+                        _tile_columns(buf, TW, m, m, D, i, o)
+                    else:
+                        D[i, :, o : o + TW] = 0
+            base = th * TL
+            if m == 2:
+                for k in range(m):                                    # down the rows
+                    for t in range(TL):
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t] = _a4(D[0, k, t], D[1, k, t])
+                for xi in range(a):                                   # across the tile columns
+                    o = xi * a
+                    G0, G1, G2, G3 = gM[o, f, base:], gM[o + 1, f, base:], gM[o + 2, f, base:], gM[o + 3, f, base:]
+                    for t in range(TL):
+                        G0[t], G1[t], G2[t], G3[t] = _a4(Q[xi, 0, t], Q[xi, 1, t])
+            else:
+                for k in range(m):
+                    for t in range(TL):
+                        Q[0, k, t], Q[1, k, t], Q[2, k, t], Q[3, k, t], Q[4, k, t], Q[5, k, t] = _a6(
+                            D[0, k, t], D[1, k, t], D[2, k, t], D[3, k, t])
+                for xi in range(a):
+                    o = xi * a
+                    G0, G1, G2 = gM[o, f, base:], gM[o + 1, f, base:], gM[o + 2, f, base:]
+                    G3, G4, G5 = gM[o + 3, f, base:], gM[o + 4, f, base:], gM[o + 5, f, base:]
+                    for t in range(TL):
+                        G0[t], G1[t], G2[t], G3[t], G4[t], G5[t] = _a6(Q[xi, 0, t], Q[xi, 1, t], Q[xi, 2, t], Q[xi, 3, t])
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by Conv2dWinogradOp: blocks, scratch buffers, threads. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _geometry(OH: int, OW: int, m: int):
+    return -(-OH // m), -(-OW // m)                                  # tile rows TH, columns TW
+
+
+def _block(N: int, per_image_bytes: int, block_bytes: int | None) -> int:
+    """Images per block: a block's transformed tiles fit block_bytes (default dispatch.WINOGRAD_BLOCK_BYTES)."""
+    limit = dispatch.WINOGRAD_BLOCK_BYTES if block_bytes is None else block_bytes
+    return max(1, min(N, limit // max(1, per_image_bytes)))
+
+
+def _grain(nimg: int, plane_elements: int) -> int:
+    """Channels per thread: enough elements that one more thread pays for its wake-up."""
+    return max(1, dispatch.PARALLEL_MIN_ELEMENTS // 4 // max(1, nimg * plane_elements))
+
+
+def _filter_matrix(m: int, dtype):
+    """K (a*a, 9) = kron(G, G): K[xi*a + nu, kh*3 + kw] = G[xi, kh] * G[nu, kw], so that
+    U[xi*a + nu] = sum over taps of K[xi*a + nu, tap] * w[tap] is G w G^T in one product."""
+    return np.kron(_G[m], _G[m]).astype(dtype)
+
+
+def winograd_filters(w, m: int):
+    """U (a*a, F, C) = G w G^T for every filter and channel; w (F, C, 3, 3).
+
+    One matrix product K (a*a, 9) @ w^T (9, F*C) (w's transpose is a view: BLAS reads it
+    as it lies); on ResNet's 512x512 banks 10-30x faster than per-filter 1-D passes.
+    """
+    F, C = w.shape[:2]
+    a2 = TILE[m] ** 2
+    U = np.empty((a2, F, C), w.dtype)
+    w9 = np.ascontiguousarray(w).reshape(F * C, 9)                    # (F*C, 9)
+    matmul(_filter_matrix(m, w.dtype), w9.T, out=U.reshape(a2, F * C))
+    return U
+
+
+def winograd_filter_grads(gu, m: int):
+    """gw (F, C, 3, 3) = G^T gU G: the adjoint of ``winograd_filters``; gu (a*a, F, C).
+
+    One matrix product gU^T (F*C, a*a) @ K (a*a, 9), written straight into gw.
+    """
+    a2, F, C = gu.shape
+    gw = np.empty((F, C, 3, 3), gu.dtype)
+    matmul(gu.reshape(a2, F * C).T, _filter_matrix(m, gu.dtype), out=gw.reshape(F * C, 9))
+    return gw
+
+
+def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_elements):
+    parallel_for(winograd_input, C, planes, sn, sc, nimg, n0, pt, pl, TH, TW, m, V, grain=_grain(nimg, plane_elements))
+
+
+def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
+    """y (F, N, OH, OW) = the convolution whose transformed filters are U (a*a, F, C)."""
+    N, C, H, W = x.shape
+    F, a = U.shape[1], m + 2
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    TH, TW = _geometry(OH, OW, m)
+    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    for n0 in range(0, N, nbk):
+        k = min(nbk, N - n0)
+        V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
+        _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
+        M = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)   # (a*a, F, T)
+        matmul(U, V, out=M)
+        parallel_for(winograd_output, F, M, k, n0, TH, TW, m, bias, y, grain=_grain(k, OH * OW))
+    return y
+
+
+def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None):
+    """y (F, N, OH, OW) channel-major memory of the 3x3 stride-1 convolution of x (N, C, H, W).
+
+    block_bytes: the size of a block's transformed tiles (default: dispatch's).
+    """
+    H, W = x.shape[2:]
+    pt, pb, pl, pr = pads
+    U = winograd_filters(w, m)                                        # (a*a, F, C)
+    return _forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
+
+
+def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, block_bytes: int | None = None):
+    """(gx, gw) of ``conv2d_winograd``; gx an (N, C, H, W) view of CNHW memory, or None.
+
+    gx is the convolution of gy (padded by 2 - p on each side) with the flipped filters,
+    w[f, c, 2 - kh, 2 - kw] as filter c of channel f, computed by the same forward path.
+    gw is the adjoint of the forward: gU[xi,nu] = sum over tiles gM[xi,nu] @ V[xi,nu]^T,
+    with gM = A gy_tile A^T, then gw = G^T gU G.
+    """
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    pt, pb, pl, pr = pads
+    OH, OW = gy.shape[2:]
+    gx = gw = None
+    if need_x:
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, 3, 3)
+        gxc = _forward(gy, winograd_filters(flipped, m), None, 2 - pt, 2 - pl, H, W, m, block_bytes)
+        gx = gxc.transpose(1, 0, 2, 3)                                # (N, C, H, W) view
+    if need_w:
+        a = m + 2
+        planes, sn, sc = as_planes(x)                                 # (P, H, W)
+        gplanes, gsn, gsf = as_planes(gy)                             # (P, OH, OW)
+        TH, TW = _geometry(OH, OW, m)
+        gu = np.zeros((a * a, F, C), gy.dtype)                        # (a*a, F, C)
+        nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+        for n0 in range(0, N, nbk):
+            k = min(nbk, N - n0)
+            V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)
+            _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
+            gM = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)
+            parallel_for(winograd_output_grad, F, gplanes, gsn, gsf, k, n0, TH, TW, m, gM, grain=_grain(k, OH * OW))
+            part = scratch("winograd.gU", (a * a, F, C), x.dtype)
+            matmul(gM, V.transpose(0, 2, 1), out=part)                # (a*a, F, C)
+            gu += part
+        gw = winograd_filter_grads(gu, m)                             # (F, C, 3, 3)
+    return gx, gw

@@ -1,0 +1,97 @@
+"""Compiled im2col + GEMM convolution (``Conv2dGemmOp``) against the NumPy reference and PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit.functional as F
+from cnnkit import Tensor, config
+from cnnkit.backend import kernels
+from cnnkit.backend.kernels import im2col as im2col_kernels
+from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+CASES = [
+    # (x shape, w shape, stride, pads (top, bottom, left, right), dilation, groups)
+    ((2, 3, 9, 8), (4, 3, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),       # ResNet's stride-2 3x3
+    ((2, 3, 13, 11), (5, 3, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),     # the ResNet stem
+    ((3, 5, 7, 7), (4, 5, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),       # pointwise: no columns
+    ((2, 4, 7, 7), (6, 4, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),       # ResNet's downsample
+    ((2, 4, 9, 8), (6, 2, 3, 2), (1, 2), (2, 0, 1, 1), (2, 1), 2),       # groups, dilation, asymmetric
+    ((2, 3, 5, 5), (2, 3, 2, 2), (3, 3), (0, 0, 0, 0), (1, 1), 1),       # stride > kernel: gaps
+    ((1, 2, 4, 6), (3, 2, 3, 3), (1, 1), (2, 2, 2, 2), (1, 1), 1),       # padding up to the kernel
+]
+
+
+def cnhw(a):
+    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+def run(cls, x, w, b, args, gy, needs=(True, True, True)):
+    xs = [Tensor(a.copy(), requires_grad=n) for a, n in zip((x, w, b), needs)]
+    y = cls(*args)(*xs)
+    y.backward(gy)
+    return [y.data] + [t.grad for t in xs]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", CASES)
+def test_gemm_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
+    x_shape, w_shape, stride, pads, dilation, groups = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    w, b = rng.standard_normal(w_shape).astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
+    args = (stride, pads, dilation, groups)
+    y_shape = Conv2dIm2colOp(*args)(x, w, b).shape
+    gy = rng.standard_normal(y_shape).astype(dtype)
+    ours, ref = run(Conv2dGemmOp, x, w, b, args, gy), run(Conv2dIm2colOp, x, w, b, args, gy)
+    for a, r in zip(ours, ref):
+        np.testing.assert_allclose(a, r, rtol=0, atol=TOL[dtype] * max(1.0, np.abs(r).max()))
+    pt, pb, pl, pr = pads
+    X, Wt, B = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(X, (pl, pr, pt, pb)), Wt, B, stride, 0, dilation, groups)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    for a, t in zip(ours, [ty, X.grad, Wt.grad, B.grad]):
+        t = t.detach().numpy()
+        np.testing.assert_allclose(a, t, rtol=0, atol=10 * TOL[dtype] * max(1.0, np.abs(t).max()))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]])
+def test_gemm_conv_in_image_blocks_equals_one_block(case, rng):
+    x_shape, w_shape, stride, pads, dilation, groups = case
+    x = cnhw(rng.standard_normal((5,) + x_shape[1:]).astype(np.float32))
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    C, H, W = x.shape[1:]
+    OH = (H + pads[0] + pads[1] - w_shape[2]) // stride[0] + 1
+    OW = (W + pads[2] + pads[3] - w_shape[3]) // stride[1] + 1
+    gy = rng.standard_normal((5, w_shape[0], OH, OW)).astype(np.float32)
+    args = (stride, pads, dilation, groups)
+    whole = im2col_kernels.conv2d_gemm(x, w, None, *args, (OH, OW))
+    blocked = im2col_kernels.conv2d_gemm(x, w, None, *args, (OH, OW), block_bytes=1)
+    g1 = im2col_kernels.conv2d_gemm_grads(x, w, gy, *args, True, True)
+    g2 = im2col_kernels.conv2d_gemm_grads(x, w, gy, *args, True, True, block_bytes=1)
+    for a, b in zip([whole, *g1], [blocked, *g2]):    # BLAS may round block edges differently
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
+def test_gemm_conv_computes_only_the_gradients_asked_for(needs, rng):
+    x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    grads = run(Conv2dGemmOp, x, w, b, ((2, 2), (1, 1, 1, 1), (1, 1), 1), np.ones((2, 4, 4, 4)), needs)[1:]
+    for g, need in zip(grads, needs):
+        assert (g is None) == (not need)
+
+
+def test_conv2d_dispatches_strided_grouped_and_pointwise_convolutions_to_gemm(rng):
+    x = Tensor(rng.standard_normal((2, 4, 8, 8)).astype(np.float32), requires_grad=True)
+    assert type(F.conv2d(x, rng.standard_normal((8, 4, 3, 3)).astype(np.float32), stride=2).creator) is Conv2dGemmOp
+    assert type(F.conv2d(x, rng.standard_normal((8, 2, 3, 3)).astype(np.float32), groups=2).creator) is Conv2dGemmOp
+    assert type(F.conv2d(x, rng.standard_normal((8, 4, 1, 1)).astype(np.float32)).creator) is Conv2dGemmOp
+    with config.kernels(False):
+        assert type(F.conv2d(x, rng.standard_normal((8, 4, 1, 1)).astype(np.float32)).creator) is Conv2dIm2colOp

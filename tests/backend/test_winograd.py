@@ -1,0 +1,168 @@
+"""Winograd convolution (``Conv2dWinogradOp``) against the im2col reference, PyTorch and float64.
+
+Winograd's transforms add rounding error in float32 (F(4x4, 3x3) more than F(2x2, 3x3)):
+the error budget is stated and tested here against a float64 direct convolution, at
+channel counts of real networks, where the sums are longest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit.functional as F
+from cnnkit import Tensor, config
+from cnnkit.backend import dispatch, kernels
+from cnnkit.backend.kernels import winograd
+from cnnkit.functional.conv import Conv2dIm2colOp, Conv2dWinogradOp
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+# fp32 relative error budgets (max |error| / max |exact|) of forward and gradients.
+BUDGET = {2: 2e-6, 4: 1e-4}
+TOL64 = 1e-11
+
+
+def rel_err(actual, exact) -> float:
+    return float(np.abs(np.asarray(actual, np.float64) - exact).max() / np.abs(exact).max())
+
+
+def torch_conv(x, w, b, pads, gy):
+    """float64 forward and gradients by PyTorch: the exact values for the error checks."""
+    pt, pb, pl, pr = pads
+    X = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    Wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    B = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(X, (pl, pr, pt, pb)), Wt, B)
+    y.backward(torch.tensor(gy, dtype=torch.float64))
+    return y.detach().numpy(), X.grad.numpy(), Wt.grad.numpy(), B.grad.numpy()
+
+
+def run_op(op, x, w, b, gy):
+    xs = [Tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+    y = op(*xs)
+    y.backward(gy)
+    return y.data, [t.grad for t in xs]
+
+
+CASES = [
+    # (N, C, F, H, W, pads (top, bottom, left, right))
+    (2, 3, 4, 8, 8, (1, 1, 1, 1)),             # whole tiles
+    (3, 5, 7, 11, 9, (1, 1, 1, 1)),            # odd sizes: partial tiles at the bottom/right
+    (1, 4, 6, 5, 13, (0, 0, 0, 0)),            # no padding
+    (2, 3, 5, 7, 10, (2, 2, 2, 2)),            # the largest padding the path takes
+    (2, 3, 5, 7, 10, (2, 0, 1, 2)),            # asymmetric
+    (1, 2, 3, 3, 3, (1, 1, 1, 1)),             # a map smaller than one F(4x4) tile
+]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", CASES)
+def test_winograd_matches_pytorch_and_the_im2col_reference_in_float64(m, case, rng):
+    N, C, Fo, H, W, pads = case
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((Fo, C, 3, 3)), rng.standard_normal(Fo)
+    gy = rng.standard_normal((N, Fo, H + pads[0] + pads[1] - 2, W + pads[2] + pads[3] - 2))
+    exact = torch_conv(x, w, b, pads, gy)
+    y, grads = run_op(Conv2dWinogradOp((1, 1), pads, (1, 1), 1, m=m), x, w, b, gy)
+    y_ref, grads_ref = run_op(Conv2dIm2colOp((1, 1), pads, (1, 1), 1), x, w, b, gy)
+    for got, ref, ex in zip([y, *grads], [y_ref, *grads_ref], exact):
+        assert rel_err(got, ex) < TOL64
+        assert rel_err(ref, ex) < TOL64
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", CASES[:3])
+def test_winograd_float32_within_its_error_budget_on_small_shapes(m, case, rng):
+    N, C, Fo, H, W, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((Fo, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(Fo).astype(np.float32)
+    gy = rng.standard_normal((N, Fo, H + pads[0] + pads[1] - 2, W + pads[2] + pads[3] - 2)).astype(np.float32)
+    exact = torch_conv(x, w, b, pads, gy)
+    y, grads = run_op(Conv2dWinogradOp((1, 1), pads, (1, 1), 1, m=m), x, w, b, gy)
+    assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    for got, ex in zip([y, *grads], exact):
+        assert rel_err(got, ex) < BUDGET[m]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_float32_error_at_network_channel_counts(m, rng):
+    """The stated budgets hold where the sums are long: 256 channels, like ResNet's layer3."""
+    x = rng.standard_normal((2, 256, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((64, 256, 3, 3)) / np.sqrt(256 * 9)).astype(np.float32)
+    gy = rng.standard_normal((2, 64, 14, 14)).astype(np.float32)
+    pads = (1, 1, 1, 1)
+    y = winograd.conv2d_winograd(x, w, None, pads, m).transpose(1, 0, 2, 3)
+    gx, gw = winograd.conv2d_winograd_grads(x, w, gy, pads, m, True, True)
+    ey, egx, egw, _ = torch_conv(x, w, np.zeros(64), pads, gy)
+    errors = [rel_err(y, ey), rel_err(gx, egx), rel_err(gw, egw)]
+    assert max(errors) < BUDGET[m], errors
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_in_image_blocks_equals_one_block(m, rng):
+    x = rng.standard_normal((5, 3, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((5, 4, 9, 7)).astype(np.float32)
+    pads = (1, 1, 1, 1)
+    whole = winograd.conv2d_winograd(x, w, None, pads, m)
+    blocked = winograd.conv2d_winograd(x, w, None, pads, m, block_bytes=1)   # one image per block
+    np.testing.assert_array_equal(whole, blocked)
+    for a, b in zip(winograd.conv2d_winograd_grads(x, w, gy, pads, m, True, True),
+                    winograd.conv2d_winograd_grads(x, w, gy, pads, m, True, True, block_bytes=1)):
+        assert rel_err(a, b) < BUDGET[m]                         # gw sums in another order
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
+def test_winograd_computes_only_the_gradients_asked_for(needs, rng):
+    x, w, b = rng.standard_normal((2, 4, 6, 6)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    xs = [Tensor(a, requires_grad=r) for a, r in zip((x, w, b), needs)]
+    y = Conv2dWinogradOp((1, 1), (1, 1, 1, 1), (1, 1), 1, m=4)(*xs)
+    y.backward(np.ones(y.shape))
+    for t, need in zip(xs, needs):
+        assert (t.grad is None) == (not need)
+
+
+def test_winograd_reads_channel_major_inputs_and_gradients(rng):
+    """Conv and pool outputs are (N, C, H, W) views of (C, N, H, W) memory: no copy needed."""
+    xc = rng.standard_normal((4, 2, 9, 9)).astype(np.float32)       # (C, N, H, W)
+    x = xc.transpose(1, 0, 2, 3)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((6, 2, 9, 9)).astype(np.float32).transpose(1, 0, 2, 3)
+    exact = torch_conv(x, w, np.zeros(6), (1, 1, 1, 1), gy)
+    y, (gx, gw, _) = run_op(Conv2dWinogradOp((1, 1), (1, 1, 1, 1), (1, 1), 1, m=4), x, w, np.zeros(6, np.float32), gy)
+    for got, ex in zip([y, gx, gw], exact):
+        assert rel_err(got, ex) < BUDGET[4]
+
+
+def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_winograd(rng):
+    C = 64                                                       # above the direct kernel's sizes
+
+    def choice(n, hw, stride=(1, 1), pads=(1, 1, 1, 1), channels=C):
+        w_shape = (channels, channels, 3, 3)
+        return dispatch.conv2d_algorithm(np, np.float32, (n, channels, hw, hw), w_shape, stride, pads, (1, 1), 1)
+
+    assert choice(8, 32) == "winograd4"                          # 8 * 8 * 8 = 512 tiles of 4x4
+    assert choice(8, 12) == "winograd2"                          # 72 tiles of 4x4, 288 of 2x2
+    assert choice(1, 10) == "gemm"                               # too few tiles either way
+    assert choice(8, 8) == "direct"                              # small maps: the direct kernel
+    assert choice(8, 32, stride=(2, 2)) == "gemm"
+    assert choice(8, 32, pads=(3, 3, 3, 3)) == "gemm"
+    assert choice(8, 32, channels=16) == "direct"
+    assert choice(8, 32, channels=512) == "winograd2"            # 512x512 filter banks: F(2x2)
+    with config.kernels(False):
+        assert choice(8, 32) == "im2col"
+    x = Tensor(rng.standard_normal((8, C, 32, 32)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((C, C, 3, 3)).astype(np.float32))
+    assert type(F.conv2d(x, w, padding=1).creator) is Conv2dWinogradOp
+
+
+def test_winograd_op_refuses_geometry_it_does_not_handle(rng):
+    x, w = rng.standard_normal((1, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"Conv2dWinogradOp handles 3x3 kernels.*stride \(2, 2\)"):
+        Conv2dWinogradOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(x, w)
+    with pytest.raises(ValueError, match=r"padding <= 2.*padding \(3, 3, 3, 3\)"):
+        Conv2dWinogradOp((1, 1), (3, 3, 3, 3), (1, 1), 1)(x, w)
+    with pytest.raises(ValueError, match=r"got kernel \(5, 5\)"):
+        Conv2dWinogradOp((1, 1), (1, 1, 1, 1), (1, 1), 1)(x, rng.standard_normal((3, 2, 5, 5)))
