@@ -59,7 +59,7 @@ def init_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def cnnkit_forward(p, x):
     y = F.max_pool2d(F.relu(F.conv2d(x, p["conv1.weight"], p["conv1.bias"], padding=2)), 2)
     y = F.max_pool2d(F.relu(F.conv2d(y, p["conv2.weight"], p["conv2.bias"])), 2)
-    y = F.flatten(y)
+    y = F.flatten(y, 1)
     y = F.relu(F.linear(y, p["fc1.weight"], p["fc1.bias"]))
     y = F.relu(F.linear(y, p["fc2.weight"], p["fc2.bias"]))
     return F.linear(y, p["fc3.weight"], p["fc3.bias"])

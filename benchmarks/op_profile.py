@@ -7,7 +7,9 @@ split by layer shape. What no op accounts for (the optimizer, the graph walk, Py
 glue) is the "outside ops" row.
 
 Usage:
-    python benchmarks/op_profile.py WORKLOAD [--repeats 3] [--threads N] [--shapes]
+    python benchmarks/op_profile.py WORKLOAD [--repeats 3] [--threads N] [--shapes] [--clock wall|cpu]
+
+On a loaded machine use ``--threads 1 --clock cpu`` (the process's CPU time).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cnnkit.function import Function  # noqa: E402
 TIMES: collections.Counter = collections.Counter()
 CALLS: collections.Counter = collections.Counter()
 SHAPES: bool = False
+NOW = time.perf_counter  # --clock cpu: time.process_time
 
 
 def _subclasses(cls):
@@ -54,11 +57,11 @@ def _wrap(cls, method: str) -> None:
             self._profile_key = key.replace(".forward", ".backward", 1)
         else:
             key = getattr(self, "_profile_key", f"{type(self).__name__}.backward")
-        start = time.perf_counter()
+        start = NOW()
         try:
             return original(self, *args)
         finally:
-            TIMES[key] += time.perf_counter() - start
+            TIMES[key] += NOW() - start
             CALLS[key] += 1
 
     setattr(cls, method, timed)
@@ -78,8 +81,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--shapes", action="store_true", help="split convolutions by layer shape")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
     args = parser.parse_args()
     SHAPES = args.shapes
+    global NOW
+    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
     from cnn_vs_torch import WORKLOADS
 
     if args.threads is not None:
@@ -90,15 +97,15 @@ def main() -> None:
     instrument()
     # release() clears the instance dict, so keys saved in forward for backward would
     # vanish only after backward has read them: fine.
-    start = time.perf_counter()
+    start = NOW()
     for _ in range(args.repeats):
         ours()
-    wall = time.perf_counter() - start
+    wall = NOW() - start
     inside = sum(TIMES.values())
     import os
 
     print(f"{args.workload}: {wall / args.repeats * 1e3:.1f} ms per call, {args.repeats} calls, "
-          f"{cnnkit.config.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+          f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, load {os.getloadavg()[0]:.2f}")
     print("| op.phase | ms per call | share | calls per call |")
     print("|---|---|---|---|")
     for key, t in TIMES.most_common():

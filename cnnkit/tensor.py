@@ -26,13 +26,13 @@ import numpy as np
 
 from . import config
 from .backend import as_numpy, get_array_module
-from .errors import ShapeError
+from .errors import DimensionError, ShapeError
 from .graph import op_order
 
 if TYPE_CHECKING:
     from .function import Function
 
-__all__ = ["Tensor", "tensor", "as_tensor", "as_array"]
+__all__ = ["Tensor", "Size", "tensor", "as_tensor", "as_array"]
 
 _FLOAT_KINDS = "f"
 
@@ -117,8 +117,13 @@ class Tensor:
         return self.data.ndim
 
     @property
-    def size(self) -> int:
-        return self.data.size
+    def size(self) -> Size:
+        """The number of elements, which is also PyTorch's ``size()`` method.
+
+        ``x.size`` is an int as in NumPy (``x.size == x.numel()``); called, it answers as
+        PyTorch's: ``x.size()`` is the shape, ``x.size(dim)`` one dimension's length.
+        """
+        return Size(self.data.shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -129,7 +134,7 @@ class Tensor:
         return self.data.ndim
 
     def numel(self) -> int:
-        """The number of elements (PyTorch's name; ``size`` is NumPy's here, an int, not a method)."""
+        """The number of elements (PyTorch's name; ``x.size`` is the same int)."""
         return self.data.size
 
     @property
@@ -489,6 +494,24 @@ class Tensor:
     def mean(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         return _reduction.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
+    def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+            keepdims=None) -> Tensor:
+        """Variance (Bessel-corrected unless ``correction=0`` / ``unbiased=False``), as torch's."""
+        return _reduction.var(self, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims)
+
+    def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+            keepdims=None) -> Tensor:
+        """Standard deviation, with ``var``'s arguments, as torch's."""
+        return _reduction.std(self, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims)
+
+    def all(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        """Whether every element (over ``dim``) is nonzero: a bool tensor, as torch's."""
+        return _reduction.all(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def any(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+        """Whether some element (over ``dim``) is nonzero: a bool tensor, as torch's."""
+        return _reduction.any(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
     def amax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         return _reduction.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
@@ -529,6 +552,90 @@ class Tensor:
     def astype(self, dtype) -> Tensor:
         """NumPy's spelling of ``to(dtype)``."""
         return _math.cast(self, dtype)
+
+    # ----------------------------------------------------------------- PyTorch's method spellings
+    def add(self, other, *, alpha=1) -> Tensor:
+        """self + alpha * other, as ``torch.Tensor.add``."""
+        return _math.add(self, other, alpha=alpha)
+
+    def sub(self, other, *, alpha=1) -> Tensor:
+        """self - alpha * other, as ``torch.Tensor.sub``."""
+        return _math.sub(self, other, alpha=alpha)
+
+    def mul(self, other) -> Tensor:
+        return _math.mul(self, other)
+
+    def div(self, other, *, rounding_mode=None) -> Tensor:
+        """Division as ``torch.Tensor.div`` (``rounding_mode`` None, "trunc" or "floor")."""
+        return _math.div(self, other, rounding_mode=rounding_mode)
+
+    def pow(self, exponent) -> Tensor:
+        return _math.pow(self, exponent)
+
+    def matmul(self, other) -> Tensor:
+        return _math.matmul(self, other)
+
+    def neg(self) -> Tensor:
+        return _math.neg(self)
+
+    def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
+        """Limit the values to ``[min, max]`` (numbers; either may be None), as torch's."""
+        return _math.clamp(self, min, max)
+
+    clip = clamp  # PyTorch's alias
+
+    def clone(self) -> Tensor:
+        """A copy with its own memory that stays in the graph (the gradient flows back), as torch's."""
+        return _shape.clone(self)
+
+    def contiguous(self) -> Tensor:
+        """The tensor itself if its memory is C-ordered, else a C-ordered copy (differentiable)."""
+        if self.data.flags.c_contiguous:
+            return self
+        return _shape.clone(self)
+
+
+class Size(int):
+    """``Tensor.size``: the element count (NumPy's ``x.size``) that, called, is PyTorch's
+    ``x.size(dim=None)``: the shape as a tuple, or the length of dimension ``dim``.
+
+    Both conventions meet in one name, so code written for either reads the same value:
+    ``x.view(x.size(0), -1)`` and ``sum(p.size for p in model.parameters())`` both work.
+    """
+
+    def __new__(cls, shape: tuple[int, ...]):
+        count = 1
+        for n in shape:
+            count *= n
+        self = super().__new__(cls, count)
+        self.shape = tuple(shape)
+        return self
+
+    def __call__(self, dim=None):
+        """The shape (``dim=None``) or the length of dimension ``dim`` (negative counts from the end).
+
+        Raises:
+            DimensionError: ``dim`` out of range (a 0-d tensor has no dimension to ask about).
+            TypeError: ``dim`` is not an int.
+        """
+        if dim is None:
+            return self.shape
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, (bool, np.bool_)):
+            raise TypeError(f"size() expects an int dim, got {dim!r}")
+        ndim = len(self.shape)
+        if ndim == 0:
+            raise DimensionError(f"size({dim}): the tensor is 0-d, it has no dimensions")
+        if not -ndim <= dim < ndim:
+            raise DimensionError(
+                f"size: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})"
+            )
+        return self.shape[dim]
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+    def __reduce__(self):
+        return int, (int(self),)
 
 
 def _accumulate_leaf(x: Tensor, gx) -> None:

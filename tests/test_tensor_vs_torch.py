@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cnnkit import Tensor  # noqa: E402
-from cnnkit.errors import ShapeError  # noqa: E402
+from cnnkit.errors import DimensionError, ShapeError  # noqa: E402
 
 
 @pytest.mark.parametrize("value", [np.array(2.5), np.array([7.0]), np.array([[3]]), np.array(True)],
@@ -124,3 +124,59 @@ def test_dim_and_numel_match_torch():
     x = np.zeros((2, 3, 4))
     assert Tensor(x).dim() == torch.from_numpy(x).dim() == 3
     assert Tensor(x).numel() == torch.from_numpy(x).numel() == 24
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (5,), (), (0, 3)], ids=["3d", "1d", "0d", "empty"])
+def test_size_answers_as_torch_when_called_and_as_numpy_when_read(shape):
+    """``x.size()`` / ``x.size(dim)`` as PyTorch; ``x.size`` itself stays NumPy's element count."""
+    x = np.zeros(shape)
+    ours, theirs = Tensor(x), torch.from_numpy(x)
+    assert ours.size() == tuple(theirs.size())
+    for dim in range(-len(shape), len(shape)):
+        assert ours.size(dim) == theirs.size(dim)
+    assert ours.size == x.size == theirs.numel() and isinstance(ours.size, int)
+    for dim in (len(shape), -len(shape) - 1):
+        with pytest.raises(IndexError):
+            theirs.size(dim)
+        with pytest.raises(DimensionError):
+            ours.size(dim)
+
+
+def test_size_is_usable_where_pytorch_code_uses_it(rng):
+    x = rng.standard_normal((4, 3, 2, 2))
+    assert Tensor(x).view(Tensor(x).size(0), -1).shape == tuple(torch.from_numpy(x).view(x.shape[0], -1).shape)
+    assert str(Tensor(x).size) == "48" and int(Tensor(x).size) + 1 == 49
+
+
+@pytest.mark.parametrize("name, args, kwargs", [
+    ("add", (1.5,), dict(alpha=2)), ("sub", ("other",), dict(alpha=-0.5)), ("mul", ("other",), {}),
+    ("div", ("other",), {}), ("div", (0.7,), dict(rounding_mode="floor")), ("pow", (2,), {}),
+    ("neg", (), {}), ("clone", (), {}), ("contiguous", (), {}),
+])
+def test_arithmetic_and_copy_methods_match_torch(name, args, kwargs, rng):
+    x, other = rng.standard_normal((3, 4)), rng.uniform(0.5, 2.0, (3, 4))
+    cx, tx = Tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    cargs = [Tensor(other) if a == "other" else a for a in args]
+    targs = [torch.from_numpy(other) if a == "other" else a for a in args]
+    ours, theirs = getattr(cx, name)(*cargs, **kwargs), getattr(tx, name)(*targs, **kwargs)
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
+    gy = rng.standard_normal((3, 4))
+    ours.backward(gy)
+    theirs.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(cx.grad, tx.grad.numpy(), rtol=1e-12)
+
+
+def test_matmul_method_matches_torch(rng):
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5))
+    np.testing.assert_allclose(Tensor(a).matmul(Tensor(b)).data, torch.from_numpy(a).matmul(torch.from_numpy(b)).numpy())
+
+
+def test_clone_owns_its_memory_and_contiguous_copies_only_when_needed(rng):
+    x = Tensor(rng.standard_normal((3, 4)))
+    c = x.clone()
+    c.data[0, 0] = 99.0
+    assert x.data[0, 0] != 99.0 and c.data.flags.c_contiguous
+    assert x.contiguous() is x
+    t = x.transpose(0, 1)
+    assert not t.data.flags.c_contiguous and t.contiguous().data.flags.c_contiguous
+    np.testing.assert_array_equal(t.contiguous().data, torch.from_numpy(x.data).t().contiguous().numpy())

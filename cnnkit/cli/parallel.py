@@ -144,6 +144,11 @@ class Ranks:
     def distributed(self) -> bool:
         return self.size > 1
 
+    @property
+    def local_size(self) -> int:
+        """The ranks on this machine (they share its memory and cores); 1 in one process."""
+        return self.comm.local_size if self.distributed else 1
+
     # --------------------------------------------------------------- rank 0 only
     def root_only(self, context):
         """``context`` (a run lock, a file writer) on rank 0; nothing on the others."""

@@ -28,7 +28,7 @@ from ..errors import CheckpointError, DataError, RunFolderError, ShapeError, Usa
 from ..files import format_bytes
 from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
 from ..io.weights import SourceWeights, read_weights
-from ..models.weights import find_weights
+from ..models.weights import IMAGENET_MEAN, IMAGENET_STD, find_weights
 from ..tensor import Tensor
 from ..train import (
     BinaryTask,
@@ -143,6 +143,10 @@ def add_commands(sub) -> None:
                    help="train only the head (backbone), everything (none), or all but the first N layers")
     t.add_argument("--backbone-lr-scale", type=positive_float, default=None, metavar="F",
                    help="the backbone's learning rate is F times the head's (e.g. 0.1 when fine-tuning)")
+    t.add_argument("--normalize", choices=["auto", "imagenet", "images"], default=None,
+                   help="the inputs' mean/std: auto (default) = the weights' own when they carry one (named "
+                        "weights, cnnkit checkpoints), else the training images'; imagenet = ImageNet's (for a "
+                        "plain .pth/safetensors of ImageNet weights); images = the training images' own")
     t.add_argument("--data-dir", default=None, help="folder with a named dataset's files (offline use; else CNNKIT_DATA)")
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard")
     t.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
@@ -202,6 +206,15 @@ def _run_normalization(ckpt) -> tuple | None:
     return tuple(ckpt.extra["mean"]), tuple(ckpt.extra["std"]), "the weights' own, as the run started"
 
 
+def _normalization(how: str, pretrained: SourceWeights | None, ckpt) -> tuple | None:
+    """(mean, std, where from) the images are normalized with, per --normalize; None: the images' own."""
+    if how == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD, "ImageNet's: --normalize imagenet"
+    if how == "images":
+        return None
+    return pretrained_normalization(pretrained) if pretrained is not None else _run_normalization(ckpt)
+
+
 def _weights_settings(model: str, pretrained: SourceWeights | None, ckpt) -> dict:
     """Constructor settings the weights were trained with (GoogLeNet's transform_input=True), if any."""
     if ckpt is not None:  # resumed: the run's own
@@ -241,7 +254,7 @@ def _binary_positive(data: TrainingData, positive: str | None) -> None:
 OPTION_DEFAULTS = {
     "task": "auto", "threshold": 0.5, "resize": "crop", "augment": False, "crop_scale": 0.08,
     "color_jitter": 0.0, "cache": "auto", "freeze": "none", "backbone_lr_scale": 1.0,
-    "lr_scaling": "none", "sync_bn": False,
+    "lr_scaling": "none", "sync_bn": False, "normalize": "auto",
 }
 
 
@@ -253,6 +266,7 @@ RECIPE_KEYS = (
     "model", "dataset", "data", "data_dir", "val_split", "task", "threshold", "positive_class", "image_size",
     "in_channels", "resize", "epochs", "batch_size", "optimizer", "lr", "seed", "augment", "crop_scale",
     "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit", "lr_scaling", "warmup_epochs", "sync_bn",
+    "normalize",
 )
 _PATH_KEYS = ("data", "data_dir")  # and --weights: a path, or a weights name (_weights_value)
 
@@ -368,7 +382,7 @@ _RECIPE_TYPES = {
     "val_split": (int, float), "threshold": (int, float), "lr": (int, float), "crop_scale": (int, float),
     "color_jitter": (int, float), "backbone_lr_scale": (int, float), "augment": bool,
     "train_images": int, "val_images": int, "classes": list, "extended": list,
-    "ranks": int, "lr_scaling": str, "warmup_epochs": (int, float), "sync_bn": bool,
+    "ranks": int, "normalize": str, "lr_scaling": str, "warmup_epochs": (int, float), "sync_bn": bool,
 }
 
 
@@ -461,7 +475,7 @@ def _train(args, out: Path, explicit: dict) -> int:
     # offline download fails at once. Fine-tuning feeds the images normalized as the weights
     # were trained (named weights: ImageNet's); a resumed run, as it started.
     pretrained = read_weights(args.weights, args.model) if args.weights and ckpt is None else None
-    normalization = pretrained_normalization(pretrained) if pretrained is not None else _run_normalization(ckpt)
+    normalization = _normalization(args.normalize, pretrained, ckpt)
     data = _load_data(args, workers, normalization)
     K = len(data.classes)
     kind = ("binary" if K == 2 else "multiclass") if args.task == "auto" else args.task
@@ -497,8 +511,9 @@ def _train(args, out: Path, explicit: dict) -> int:
             raise UsageError(str(e)) from None
         transfer_line = (f"weights: {report.describe()}; {froze}" if ckpt is None
                          else f"weights: from {last} (first from {args.weights}); {froze}")
-        if normalization is None:
-            transfer_line += "; the weights carry no normalization: the images' own is used"
+        if normalization is None and args.normalize == "auto":
+            transfer_line += ("; the weights carry no normalization: the images' own is used (--normalize "
+                              "imagenet for ImageNet's)")
         if args.backbone_lr_scale != 1.0:
             transfer_line += f"; backbone lr x{args.backbone_lr_scale:g}"
     slots = 2 if opt_name in ("adam", "adamw") else 1
@@ -506,7 +521,7 @@ def _train(args, out: Path, explicit: dict) -> int:
     if ranks.root:  # the folder rank 0 writes (on another machine it may not exist)
         preflight(out, checkpoint_bytes(model, slots))
     check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
-                      name=f"training {args.model}", optimizer_slots=slots)
+                      name=f"training {args.model}", optimizer_slots=slots, sharers=ranks.local_size)
     eval_batch = _eval_batch(model, data.spec.input_shape)
     # several ranks: the same model and data everywhere, then rank 0's weights (and SyncBatchNorm)
     ranks.prepare(model, data.train, args.sync_bn)

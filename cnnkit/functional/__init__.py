@@ -21,7 +21,7 @@ from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .linear import linear
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
-from .math import abs, add, cast, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
+from .math import abs, add, cast, clamp, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
 from .norm import batch_norm
 from .pool import (
     adaptive_avg_pool2d,
@@ -31,15 +31,15 @@ from .pool import (
     max_pool2d,
     sum_pool2d,
 )
-from .reduction import amax, amin, argmax, argmin, max, mean, min, sum
+from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
-    "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "cast", "cat", "conv2d",
+    "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "cast", "cat", "clamp", "conv2d",
     "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "exp", "flatten", "getitem",
     "leaky_relu", "linear", "log", "log_softmax", "lp_pool2d", "matmul", "max", "max_pool2d", "mean",
     "min", "mse_loss", "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "reshape",
-    "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "sub", "sum", "sum_pool2d", "tanh",
-    "transpose", "unsqueeze",
+    "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh",
+    "transpose", "unsqueeze", "var",
 ]

@@ -20,7 +20,7 @@ from .dtypes import as_floating, cast, result_type, to_dtype
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul",
-    "exp", "log", "sqrt", "abs", "sign", "cast", "result_type", "as_floating", "sum_to",
+    "exp", "log", "sqrt", "abs", "sign", "clamp", "cast", "result_type", "as_floating", "sum_to",
 ]
 
 
@@ -268,6 +268,31 @@ class AbsOp(Function):
         return gy * self.sign
 
 
+class ClampOp(Function):
+    """forward: y = min(max(x, lo), hi)  (NaN stays NaN; lo > hi gives hi everywhere, as torch)
+    backward: gx = gy where lo <= x <= hi, else 0  (0 at NaN inputs, as torch.clamp)
+    """
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = self.xp
+        inside = xp.ones(x.shape, dtype=bool)
+        y = x
+        if self.lo is not None:
+            inside &= x >= self.lo
+            y = xp.maximum(y, x.dtype.type(self.lo))
+        if self.hi is not None:
+            inside &= x <= self.hi
+            y = xp.minimum(y, x.dtype.type(self.hi))
+        self.inside = inside
+        return y if y is not x else x.copy()
+
+    def backward(self, gy):
+        return gy * self.inside
+
+
 class SignOp(Function):
     """forward: y = sign(x) (-1, 0 or 1; 0 at NaN, as torch.sign);  backward: gx = 0"""
 
@@ -390,6 +415,28 @@ def sqrt(x) -> Tensor:
 
 def abs(x) -> Tensor:  # noqa: A001
     return AbsOp()(x)
+
+
+def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
+    """Limit ``x`` to ``[min, max]`` (either bound may be None), as torch.clamp.
+
+    Bounds are numbers. The result dtype follows PyTorch's promotion (an integer tensor
+    with a float bound becomes the default float dtype). The gradient passes where
+    ``min <= x <= max`` and is 0 elsewhere, NaN inputs included (PyTorch's rule).
+
+    Raises:
+        ValueError: both bounds are None. TypeError: a bound that is not a real number.
+    """
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must not be None")
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and (not isinstance(bound, (int, float, np.integer, np.floating))
+                                  or isinstance(bound, (bool, np.bool_))):
+            raise TypeError(f"clamp expects {name} as a number or None, got {type(bound).__name__}")
+    x = as_tensor(x)
+    bounds = [as_tensor(b, like=x.data).data for b in (min, max) if b is not None]  # weak scalars
+    dtype = result_type(x.data, *bounds)
+    return ClampOp(min, max)(to_dtype(x, dtype))
 
 
 def sign(x) -> Tensor:

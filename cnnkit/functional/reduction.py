@@ -1,4 +1,4 @@
-"""Reductions: sum, mean, amax / amin, max / min (values and where), argmax / argmin.
+"""Reductions: sum, mean, var / std, amax / amin, max / min (values and where), argmax / argmin.
 
 Each takes PyTorch's ``dim`` (an int, a tuple or list, or None for every dimension) and
 ``keepdim``, and also NumPy's ``axis`` / ``keepdims`` as PyTorch accepts them. A 0-d
@@ -8,6 +8,8 @@ among tied maxima, ``max(dim)`` gives it all to the first maximum, a NaN is the 
 
 from __future__ import annotations
 
+import builtins
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..function import Function
 from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim, normalize_dims, reduction_args
 
-__all__ = ["sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "ValuesIndices"]
+__all__ = ["sum", "mean", "var", "std", "all", "any", "amax", "amin", "max", "min", "argmax", "argmin", "ValuesIndices"]
 
 
 class SumOp(Function):
@@ -180,6 +182,79 @@ def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Ten
         raise TypeError(f"mean expects a floating input, got dtype {x.dtype} (convert it with .to())")
     dim, keepdim = reduction_args("mean", dim, keepdim, axis, keepdims)
     return MeanOp(normalize_dims(dim, x.ndim, "mean"), keepdim)(x)
+
+
+def var(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+        keepdims=None) -> Tensor:
+    """Variance over ``dim``, as torch.var: ``sum((x - mean)**2) / max(0, N - correction)``.
+
+    ``correction`` defaults to 1 (Bessel's); ``unbiased=False`` is PyTorch's older spelling of
+    ``correction=0``. Built from mean, subtraction, product and sum, so its gradient is
+    theirs (exact: ``2 (x - mean) / (N - correction)``). Where ``N - correction <= 0`` the
+    result is NaN or inf and a warning says so, as in PyTorch.
+
+    Raises:
+        TypeError: an integer input (PyTorch refuses it too), or both unbiased and correction.
+    """
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"var and std expect a floating input, got dtype {x.dtype} (as in PyTorch)")
+    if unbiased is not None and correction is not None:
+        raise TypeError("var: pass either unbiased or correction, not both")
+    correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
+    dim, keepdim = reduction_args("var", dim, keepdim, axis, keepdims)
+    axes = normalize_dims(dim, x.ndim, "var")
+    dof = _count(x.shape, axes) - correction
+    if dof <= 0:
+        warnings.warn(f"var(): degrees of freedom is {dof} <= 0: the correction ({correction}) should "
+                      "be smaller than the number of reduced elements", UserWarning, stacklevel=2)
+    centered = x - mean(x, axes, True)
+    return sum(centered * centered, axes, keepdim) / float(builtins.max(dof, 0))
+
+
+class StdRootOp(Function):
+    """std's last step, the square root of the variance, with PyTorch's gradient at 0.
+
+    forward:  y = sqrt(v)
+    backward: gv = gy / (2 y), and 0 where y == 0 (a constant input has gradient 0 in
+              torch.std, where the plain square root's would be 0 * inf = NaN)
+    """
+
+    def forward(self, v):
+        self.y = self.xp.sqrt(v)
+        return self.y
+
+    def backward(self, gy):
+        xp = self.xp
+        zero = self.y == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gv = gy / (2 * self.y)
+        return xp.where(zero, xp.zeros((), dtype=gv.dtype), gv)
+
+
+def std(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
+        keepdims=None) -> Tensor:
+    """Standard deviation: the square root of ``var`` with the same arguments, as torch.std
+    (its gradient is 0, not NaN, where the deviation is 0, as PyTorch's)."""
+    return StdRootOp()(var(x, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims))
+
+
+def all(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """True where every element over ``dim`` is nonzero (a bool tensor, no gradient), as torch.all."""
+    return _logical("all", x, dim, keepdim, axis, keepdims)
+
+
+def any(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+    """True where some element over ``dim`` is nonzero (a bool tensor, no gradient), as torch.any."""
+    return _logical("any", x, dim, keepdim, axis, keepdims)
+
+
+def _logical(op: str, x, dim, keepdim, axis, keepdims) -> Tensor:
+    x = as_tensor(x)
+    dim, keepdim = reduction_args(op, dim, keepdim, axis, keepdims)
+    axes = normalize_dims(dim, x.ndim, op)
+    xp = get_array_module(x.data)
+    return Tensor._wrap(xp.asarray(getattr(xp, op)(x.data != 0, axis=axes, keepdims=keepdim)))
 
 
 def amax(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:

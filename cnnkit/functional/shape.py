@@ -17,7 +17,7 @@ from .dims import normalize_dim
 from .dtypes import cast, result_type
 
 __all__ = [
-    "reshape", "transpose", "permute", "squeeze", "unsqueeze", "getitem", "flatten", "pad",
+    "clone", "reshape", "transpose", "permute", "squeeze", "unsqueeze", "getitem", "flatten", "pad",
     "cat", "stack",
 ]
 
@@ -40,6 +40,16 @@ class ReshapeOp(Function):
 
     def backward(self, gy):
         return gy.reshape(self.x_shape)
+
+
+class CloneOp(Function):
+    """A copy in its own C-ordered memory. forward: y = copy(x);  backward: gx = gy"""
+
+    def forward(self, x):
+        return self.xp.array(x, order="C", copy=True)
+
+    def backward(self, gy):
+        return gy
 
 
 class PermuteOp(Function):
@@ -175,6 +185,8 @@ def _pad_sources(mode: str, lo: int, hi: int, n: int, axis: int, shape) -> np.nd
         j = np.abs(j)
         return np.where(j > n - 1, 2 * (n - 1) - j, j)
     start, kept = max(-lo, 0), n - max(-lo, 0) - max(-hi, 0)        # circular: crop first
+    if n + lo + hi == 0:  # cropped to nothing: an empty axis, as in PyTorch
+        return np.zeros(0, dtype=np.intp)
     if kept <= 0:
         raise ShapeError(
             f"pad(mode='circular') has nothing to wrap: widths {(lo, hi)} leave dimension {axis} "
@@ -218,6 +230,11 @@ class StackOp(Function):
 
     def backward(self, gy):
         return tuple(self.xp.moveaxis(gy, self.axis, 0))
+
+
+def clone(x) -> Tensor:
+    """A copy of ``x`` with its own memory, still in the graph (``torch.clone``)."""
+    return CloneOp()(as_tensor(x))
 
 
 def reshape(x, shape: Sequence[int]) -> Tensor:

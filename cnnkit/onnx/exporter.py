@@ -465,6 +465,8 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "ExpOp": _simple("Exp"),
     "LogOp": _simple("Log"),
     "SqrtOp": _simple("Sqrt"),
+    "StdRootOp": _simple("Sqrt"),   # std's square root (its gradient rule differs, its value is Sqrt)
+    "CloneOp": _simple("Identity"),
     "AbsOp": _simple("Abs"),
     "SignOp": _simple("Sign"),
     "MatMulOp": _simple("MatMul"),

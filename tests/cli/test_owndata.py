@@ -341,13 +341,48 @@ def test_fine_tuning_from_a_torch_save_file_on_grayscale_images(tmp_path, capsys
     text = capsys.readouterr().out
     assert (f"weights: 114 tensors from {tmp_path / 'resnet20.pth'} (pth, torchvision keys); new head (fc.bias, "
             "fc.weight); conv1.weight adapted from 3 to 1 input channels; froze the backbone") in text
-    assert "the weights carry no normalization: the images' own is used" in text
+    assert "the weights carry no normalization: the images' own is used (--normalize imagenet for ImageNet's)" in text
     state = load_checkpoint(tmp_path / "r" / "last.safetensors").model_state
     source = torch_state(tmodel)
     np.testing.assert_allclose(state["conv1.weight"], source["conv1.weight"].sum(1, keepdims=True), rtol=1e-6)
     for key in ("bn1.running_var", "layer2.0.conv1.weight", "layer3.2.bn2.bias"):
         np.testing.assert_array_equal(state[key], source[key], err_msg=key)
     assert state["fc.weight"].shape == (3, 64)
+
+
+def test_normalize_imagenet_for_a_plain_pth_and_images_to_ignore_the_weights_own(tmp_path, capsys):
+    """A torch.save file says nothing of its inputs: --normalize imagenet gives ImageNet's statistics
+    (stored, so evaluate/predict and --resume use them); --normalize images ignores the weights' own."""
+    torch = pytest.importorskip("torch")
+    from cnnkit.cli.targets import file_preprocessing
+    from cnnkit.models.weights import IMAGENET_MEAN, IMAGENET_STD
+    from tests.models.test_models import ZOO, reference_model
+
+    torch.save(reference_model(ZOO["resnet20"][0], seed=5).state_dict(), tmp_path / "resnet20.pth")
+    make_shapes(tmp_path / "d", n=6)
+    run = tmp_path / "run"
+    argv = ["train", "resnet20", "--data", str(tmp_path / "d"), "--epochs", "1", "--out", str(run),
+            "--weights", str(tmp_path / "resnet20.pth"), "--normalize", "imagenet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    line = ("normalization: mean (0.4850, 0.4560, 0.4060), std (0.2290, 0.2240, 0.2250) (ImageNet's: --normalize "
+            "imagenet)")
+    assert line in text and "the weights carry no normalization" not in text
+    extra = load_checkpoint(run / "last.safetensors").meta["extra"]
+    assert (tuple(extra["mean"]), tuple(extra["std"])) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert extra["recipe"]["normalize"] == "imagenet"
+    spec = file_preprocessing(extra)  # what evaluate and predict read the images with
+    assert (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 0  # the recipe's, again
+    assert line in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--normalize", "images"]) == 2
+    assert "--normalize images (the run has imagenet)" in capsys.readouterr().err
+    # --normalize images: the training images' own statistics even when the weights carry some
+    argv = ["train", "resnet20", "--data", str(tmp_path / "d"), "--epochs", "1", "--out", str(tmp_path / "own"),
+            "--weights", str(run / "last.safetensors"), "--normalize", "images", "--val-split", "0"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "(of the 18 training images)" in text and "ImageNet's" not in text
 
 
 def test_a_named_dataset_takes_the_weights_normalization_and_evaluate_applies_it(tmp_path, capsys):

@@ -233,3 +233,19 @@ def test_when_to_launch(monkeypatch):
     assert not parallel.launch_requested(Args(nproc=2))   # a rank of the job --nproc 2 started
     with pytest.raises(UsageError, match=r"--nproc 4, but this process is one of 2 ranks that mpiexec started"):
         parallel.launch_requested(Args(nproc=4))
+
+
+def test_the_memory_preflight_gives_each_rank_on_a_machine_its_share(monkeypatch):
+    """Two ranks on one machine each take a step at once: a batch that fits once but not twice is refused."""
+    from cnnkit import models
+    from cnnkit.cli import preflight
+    from cnnkit.train.memory import estimate_step_memory
+
+    model = models.get_model("lenet5")
+    need = estimate_step_memory(model, (1, 28, 28), 64, train=True).total
+    monkeypatch.setattr(preflight, "available_memory", lambda: int(1.5 * need / preflight._USABLE_SHARE))
+    preflight.check_step_memory(model, (1, 28, 28), 64, train=True, name="training lenet5")  # one process: fits
+    with pytest.raises(UsageError, match=r"is available, shared by the 2 ranks on this machine: use --batch-size "
+                                         r"(\d+) or less") as refused:
+        preflight.check_step_memory(model, (1, 28, 28), 64, train=True, name="training lenet5", sharers=2)
+    assert int(refused.value.args[0].rsplit("--batch-size ", 1)[1].split()[0]) < 64

@@ -13,8 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
+pytest.importorskip("starlette")   # the explore extra; its TestClient runs on httpx2 (the test extra) or httpx
 
 from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402

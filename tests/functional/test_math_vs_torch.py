@@ -5,6 +5,7 @@ PyTorch is the reference (a test-only dependency): this module is skipped withou
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -437,3 +438,87 @@ def test_bool_subtraction_is_refused_like_torch():
     m = np.array([True, False])
     same_error(lambda: Tensor(m) - Tensor(m), lambda: torch.from_numpy(m) - torch.from_numpy(m), TypeError, "bool")
     same_error(lambda: Tensor(np.ones(2)) - True, lambda: torch.ones(2) - True, TypeError, "bool")
+
+
+# --------------------------------------------------------------------------- var / std
+VAR_ARGS = [((), {}), ((1,), {}), ((0,), dict(unbiased=False)), ((1, True, True), {}), ((1, False, True), {}),
+            (((0, 2),), dict(keepdim=True)), ((-1,), dict(correction=0)), ((), dict(dim=1, correction=2)),
+            ((), dict(dim=(0, 1), correction=0, keepdim=True))]
+
+
+@pytest.mark.parametrize("name", ["var", "std"])
+@pytest.mark.parametrize("args, kwargs", VAR_ARGS, ids=[f"{a}{k}".replace(" ", "") for a, k in VAR_ARGS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_var_and_std_match_torch(name, args, kwargs, dtype, rng):
+    """torch.var / torch.std with dim, unbiased (positional, legacy), correction and keepdim."""
+    check_op(lambda x: getattr(x, name)(*args, **kwargs), lambda x: getattr(x, name)(*args, **kwargs),
+             [normal(3, 4, 5)(rng)], dtype=dtype, rng=rng)
+    check_op(lambda x: getattr(F, name)(x, *args, **kwargs), lambda x: getattr(torch, name)(x, *args, **kwargs),
+             [normal(3, 4, 5)(rng)], dtype=dtype, rng=rng)
+
+
+@pytest.mark.parametrize("name", ["var", "std"])
+def test_var_and_std_edge_cases_match_torch(name, rng):
+    """One element or correction >= N: NaN / inf with a warning; a 0-d input; a constant input."""
+    for x, kw, warns in [(np.ones(1), {}, True), (np.ones((2, 3)), dict(dim=1, correction=5), True),
+                         (rng.standard_normal((2, 3)), dict(dim=1, correction=3), True),
+                         (rng.standard_normal((2, 3)), dict(dim=1, correction=2), False),
+                         (np.array(1.5), dict(correction=0), False)]:
+        with pytest.warns(UserWarning, match="degrees of freedom") if warns else contextlib.nullcontext():
+            ours = getattr(Tensor(x), name)(**kw)
+        theirs = getattr(torch.from_numpy(x), name)(**kw)
+        np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-12)
+    # a constant input: std's gradient is NaN (0/0) in both
+    check_op(lambda x: getattr(x, name)(1), lambda x: getattr(x, name)(1), [np.full((2, 3), 2.0)],
+             dtype=np.float64, rng=rng)
+
+
+def test_var_errors_match_torch():
+    ints = np.arange(3)
+    same_error(lambda: Tensor(ints).var(), lambda: torch.from_numpy(ints).var(), TypeError, "floating input")
+    same_error(lambda: Tensor(np.ones(3)).std(0, True, correction=0),
+               lambda: torch.ones(3).std(0, True, correction=0), TypeError, "either unbiased or correction")
+    same_error(lambda: Tensor(np.ones(3)).var(1), lambda: torch.ones(3).var(1), DimensionError, "out of range")
+
+
+@pytest.mark.parametrize("name", ["all", "any"])
+@pytest.mark.parametrize("kwargs", [{}, dict(dim=1), dict(dim=-1, keepdim=True), dict(dim=(0, 2)), dict(axis=0)],
+                         ids=["all-dims", "dim1", "dim-1-keepdim", "dims-0-2", "axis0"])
+def test_all_and_any_match_torch(name, kwargs, rng):
+    for x in [rng.integers(0, 2, (2, 3, 4)).astype(bool), rng.integers(0, 3, (2, 3, 4)), with_nans(2, 3, 4)(rng),
+              np.zeros((2, 0, 4))]:
+        ours, theirs = getattr(Tensor(x), name)(**kwargs), getattr(torch.from_numpy(x), name)(**kwargs)
+        assert ours.dtype == np.bool_ and theirs.dtype == torch.bool
+        np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+# --------------------------------------------------------------------------- clamp
+CLAMP_BOUNDS = [(0.0, 1.0), (-0.5, None), (None, 0.25), (1.0, -1.0), (0, 0)]
+
+
+@pytest.mark.parametrize("lo, hi", CLAMP_BOUNDS, ids=[f"{lo}-{hi}" for lo, hi in CLAMP_BOUNDS])
+@pytest.mark.parametrize("spelling", ["F.clamp", "Tensor.clamp", "Tensor.clip"])
+@dtypes()
+def test_clamp_matches_torch(lo, hi, spelling, dtype, rng, xp):
+    """Values and gradients, NaN inputs (NaN out, gradient 0) and inverted bounds included."""
+    if spelling == "F.clamp":
+        ours, theirs = (lambda x: F.clamp(x, lo, hi)), (lambda x: torch.clamp(x, lo, hi))
+    else:
+        name = spelling.split(".")[1]
+        ours = theirs = lambda x: getattr(x, name)(min=lo, max=hi)
+    check_op(ours, theirs, [with_nans(4, 6)(rng)], dtype=dtype, rng=rng, xp=xp)
+    check_op(ours, theirs, [np.array([-1.0, -0.5, 0.0, 0.25, 1.0, 2.0])], dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("lo, hi", [(1, 3), (0.5, 2), (None, 2.5)])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.float32])
+def test_clamp_promotes_like_torch(lo, hi, dtype):
+    x = np.arange(5).astype(dtype)
+    ours, theirs = F.clamp(Tensor(x), lo, hi), torch.clamp(torch.from_numpy(x), lo, hi)
+    assert TORCH_OF[ours.dtype] == theirs.dtype
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+def test_clamp_errors_match_torch():
+    same_error(lambda: F.clamp(Tensor(np.ones(2))), lambda: torch.clamp(torch.ones(2)), ValueError,
+               "at least one of min and max")

@@ -188,6 +188,9 @@ PAD_CASES = [
     ((1, 1, 1, 3), (2, 2, 0, 0), "circular", None),
     ((2, 3, 4, 5), (-1, 2, 1, -1), "circular", None),
     ((1, 0, 5), (1, 1), "circular", None),
+    ((1, 1, 2, 3), (-2, -1, 0, 0), "circular", None),  # negative widths that empty an axis
+    ((1, 1, 4, 3), (-1, -2, 1, 1), "circular", None),
+    ((1, 1, 2, 3), (-2, -1, 0, 0), "reflect", None),
 ]
 
 

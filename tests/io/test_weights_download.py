@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -106,6 +107,33 @@ def _where(entry, tmp_path) -> str:
     return (rf"Looked for {entry.filename} in {tmp_path / 'cache' / 'weights'} and {tmp_path / 'torch' / 'hub' / 'checkpoints'}\. "
             rf"To use a copy downloaded by hand, put {entry.filename} \(SHA-256 starting {entry.sha256}\) in "
             rf"{tmp_path / 'cache' / 'weights'}, or set CNNKIT_WEIGHTS_URL to a mirror holding it\.")
+
+
+def test_processes_fetching_the_same_weights_at_once_download_them_once(tmp_path, server, googlenet_file):
+    """The ranks of `cnnkit train --nproc 2 --weights NAME` fetch together: one downloads and
+    converts while the other waits for the lock, then finds the converted file (both used to
+    download into one .part file, and one failed renaming it)."""
+    data, _ = googlenet_file
+    entry = served_weights(data)
+    server.files[f"/{entry.filename}"] = data
+    start, results = threading.Barrier(3), {}
+
+    def fetch(rank):
+        start.wait()
+        try:
+            results[rank] = fetch_weights(entry, mirror=server.url, progress=False)
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            results[rank] = e
+
+    threads = [threading.Thread(target=fetch, args=(rank,)) for rank in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    converted = tmp_path / "cache" / "weights" / "googlenet-TEST.safetensors"
+    assert results == {0: converted, 1: converted, 2: converted}
+    assert server.requests == [f"/{entry.filename}"]
+    assert sorted(p.name for p in converted.parent.iterdir()) == [converted.name]  # no lock or .part left
 
 
 def test_a_truncated_download_fails_and_leaves_nothing(tmp_path, server, googlenet_file):

@@ -160,6 +160,24 @@ def test_each_op_kind_exported_runs_in_onnxruntime(tmp_path, rng):
     _check_in_onnxruntime(model, path, (3, 12, 12), rng)
 
 
+def test_clone_contiguous_var_and_std_export_and_run_in_onnxruntime(tmp_path, rng):
+    class Stats(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, generator=rng)
+
+        def forward(self, x):
+            y = self.conv(x).clone()                                        # (N, 4, 10, 10)
+            z = y.transpose(2, 3).contiguous()
+            return F.flatten(y.std((2, 3)) + z.var(-1, correction=0).mean(-1), 1)   # (N, 4)
+
+    model = Stats().eval()
+    path = export(model, tmp_path / "stats.onnx", (3, 12, 12))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Identity", "Sqrt", "ReduceMean", "ReduceSum"} <= ops
+    _check_in_onnxruntime(model, path, (3, 12, 12), rng)
+
+
 def test_circular_padding_needs_opset_19(tmp_path, rng):
     class Wrap(nn.Module):
         def __init__(self):
