@@ -13,7 +13,7 @@
     cnnkit prune CHECKPOINT --amount A [--finetune-epochs E] [--sweep A,B,...] -o OUT
     cnnkit import FILE --model MODEL -o OUT [--num-classes K] [--skip MODULE]  (cli/weights.py)
     cnnkit weights [MODEL]                                              (cli/weights.py)
-    cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch]  (cli/onnx.py)
+    cnnkit export CHECKPOINT -o model.onnx [--opset N] [--fixed-batch] [--dynamic-size]  (cli/onnx.py)
     cnnkit explore CHECKPOINT|MODEL [IMAGE_OR_FOLDER] [--port P] [--host H] [--no-browser]
                    [--export FILE] [--model NAME]                       (cli/explore.py)
 

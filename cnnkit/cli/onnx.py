@@ -1,6 +1,6 @@
 """``cnnkit export``: a checkpoint (or a zoo model) as an ONNX file for any ONNX runtime.
 
-    cnnkit export runs/lenet5/best.safetensors -o lenet5.onnx [--opset 17] [--fixed-batch]
+    cnnkit export runs/lenet5/best.safetensors -o lenet5.onnx [--opset 17] [--fixed-batch] [--dynamic-size]
 
 The file carries the checkpoint's class names and preprocessing (input shape, mean, std,
 pixel scale) as metadata. ``predict``, ``summary``, ``visualize`` and ``evaluate`` take
@@ -25,6 +25,9 @@ def add_commands(sub) -> None:
     e.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
     e.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--fixed-batch", action="store_true", help="batch size 1 instead of a dynamic batch N")
+    e.add_argument("--dynamic-size", action="store_true",
+                   help="any image height and width (fully convolutional models, global pooling); "
+                        "checked at another size before writing")
     e.add_argument("--input-shape", default=None, help="C,H,W (default: the checkpoint's)")
     e.set_defaults(handler=export_command)
 
@@ -39,9 +42,12 @@ def export_command(args) -> int:
         preprocessing["image"] = target.extra["preprocessing"]
     path = cnnkit_onnx.export(
         target.model, Path(args.output), target.input_shape, opset=args.opset,
-        dynamic_batch=not args.fixed_batch, class_names=target.classes or None, preprocessing=preprocessing,
+        dynamic_batch=not args.fixed_batch, dynamic_size=args.dynamic_size,
+        class_names=target.classes or None, preprocessing=preprocessing,
     )
     params = sum(p.size for p in target.model.parameters())
     batch = "batch 1" if args.fixed_batch else "any batch size"
-    wrote(f"{path} (opset {args.opset}, {params:,} parameters, input {'x'.join(map(str, target.input_shape))}, {batch})")
+    C, H, W = target.input_shape
+    size = f"{C}xHxW, any size (checked at {H}x{W} and larger)" if args.dynamic_size else f"{C}x{H}x{W}"
+    wrote(f"{path} (opset {args.opset}, {params:,} parameters, input {size}, {batch})")
     return 0

@@ -215,6 +215,16 @@ def _normalization(how: str, pretrained: SourceWeights | None, ckpt) -> tuple | 
     return pretrained_normalization(pretrained) if pretrained is not None else _run_normalization(ckpt)
 
 
+def _check_weights_model(pretrained: SourceWeights | None, source: str, model: str) -> None:
+    """Refuse, before any image is decoded, a cnnkit checkpoint of another zoo model as --weights."""
+    if pretrained is None or pretrained.kind != "cnnkit checkpoint":
+        return
+    name = (pretrained.meta.get("model") or {}).get("name")
+    if name in models.list_models() and name != model:
+        raise UsageError(f"--weights {source} is a checkpoint of {name}, not of {model}: fine-tune {name} "
+                         f"(cnnkit train {name} --weights ...), or give weights of {model}")
+
+
 def _weights_settings(model: str, pretrained: SourceWeights | None, ckpt) -> dict:
     """Constructor settings the weights were trained with (GoogLeNet's transform_input=True), if any."""
     if ckpt is not None:  # resumed: the run's own
@@ -460,6 +470,9 @@ def _train(args, out: Path, explicit: dict) -> int:
     entry = models.zoo_entry(args.model)
     if args.weights is None and (args.freeze != "none" or args.backbone_lr_scale != 1.0):
         raise UsageError("--freeze and --backbone-lr-scale need --weights (a trained backbone)")
+    if args.freeze == "backbone" and args.backbone_lr_scale != 1.0:
+        raise UsageError(f"--backbone-lr-scale {args.backbone_lr_scale:g} does nothing with --freeze backbone (the "
+                         "backbone does not train): drop one of them")
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     dataset_label = Path(args.data).name if args.data else (args.dataset or "mnist")
     defaults = recipe_for(args.model, dataset_label)
@@ -475,6 +488,7 @@ def _train(args, out: Path, explicit: dict) -> int:
     # offline download fails at once. Fine-tuning feeds the images normalized as the weights
     # were trained (named weights: ImageNet's); a resumed run, as it started.
     pretrained = read_weights(args.weights, args.model) if args.weights and ckpt is None else None
+    _check_weights_model(pretrained, args.weights, args.model)
     normalization = _normalization(args.normalize, pretrained, ckpt)
     data = _load_data(args, workers, normalization)
     K = len(data.classes)

@@ -80,7 +80,8 @@ def prepare_image(path: str | os.PathLike | BinaryIO, input_shape: tuple[int, in
     arr = load_image(path, "L", min_side=min_side).astype(np.float32) / 255.0
     if invert == "always" or (invert == "auto" and arr.mean() > 0.5):
         arr = 1.0 - arr
-    ink = arr > 0.1 * arr.max() if arr.max() > 0 else np.zeros_like(arr, bool)
+    flat = float(arr.max() - arr.min()) < 1.5 / 255          # one colour (white, black or any grey)
+    ink = arr > 0.1 * arr.max() if arr.max() > 0 and not flat else np.zeros_like(arr, bool)
     if not ink.any():  # a blank page would be "classified" anyway: say so instead
         raise DataError(f"{_name(path)}: the image is blank (one flat colour): there is no digit to recognise")
     rows, cols = np.where(ink.any(axis=1))[0], np.where(ink.any(axis=0))[0]

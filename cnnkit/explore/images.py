@@ -65,7 +65,7 @@ def _check_image_bytes(body: bytes, content_type: str | None) -> None:
 
 
 def decode_upload(body: bytes, content_type: str | None, target: Target, *, fully_convolutional: bool = False,
-                  invert: str = "auto") -> np.ndarray:
+                  invert: str = "auto", name: str | None = None) -> np.ndarray:
     """Check an uploaded image and prepare it for the model as ``cnnkit predict`` would.
 
     Returns:
@@ -79,7 +79,10 @@ def decode_upload(body: bytes, content_type: str | None, target: Target, *, full
     try:
         return prepare(io.BytesIO(body), target, fully_convolutional=fully_convolutional, invert=invert)
     except (ValueError, OSError) as e:
-        raise ExploreError(f"the image cannot be prepared for this model: {e}", 422) from None
+        reason = str(e)
+        if name and reason.startswith("the image: "):       # the decoder's name for bytes: say which upload
+            reason = f"{name}: {reason[len('the image: '):]}"
+        raise ExploreError(f"the image cannot be prepared for this model: {reason}", 422) from None
 
 
 def prepare(file, target: Target, *, fully_convolutional: bool = False, invert: str = "auto") -> np.ndarray:

@@ -158,7 +158,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: list[str] | None = None):
 
         def work():
             picture = decode_upload(body, request.headers.get("content-type"), explorer.target,
-                                    fully_convolutional=explorer.fully_convolutional, invert=invert)
+                                    fully_convolutional=explorer.fully_convolutional, invert=invert, name=name)
             return api.run_info(explorer.run(picture, name))
         return as_json(await locked(work))
 

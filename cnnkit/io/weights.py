@@ -55,7 +55,7 @@ from .. import models
 from ..data.download import DownloadError, data_root, file_digest
 from ..data.download import download as download_file
 from ..errors import CheckpointError, PthError, WeightsError
-from ..models.weights import Weights, find_weights, set_weights_loader
+from ..models.weights import Weights, find_weights, list_weights, set_weights_loader
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import load_checkpoint, save_state_dict
 from .pth import load_pth, unwrap_state_dict
@@ -357,7 +357,11 @@ def read_weights(source: str | os.PathLike, model_name: str | None = None) -> So
         if entry is None:
             if path.exists():
                 raise WeightsError(f"{source}: not a file")
-            hint = f" or a weights name of {model_name}" if model_name else ""
+            hint = ""
+            if model_name:
+                names = [n.partition(".")[2] for n in list_weights(model_name)]
+                hint = (f" or a weights name of {model_name} (its weights: {', '.join(names + ['DEFAULT'])})" if names
+                        else f" or a weights name of {model_name} (it has no named weights)")
             raise WeightsError(f"{source}: no such file{hint}")
         checkpoint = read_weights(fetch_weights(entry), model_name)
         return SourceWeights(source, checkpoint.state_dict, "named weights", checkpoint.meta)

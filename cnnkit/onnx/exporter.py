@@ -19,10 +19,14 @@ keys.
 
 Dynamic batch: the input's first dimension is the symbol "N". The trace runs at batch 2
 so that a reshape keeping the batch can be told apart; every reshape is written with -1
-in place of the batch. After writing, the file is checked three ways: ONNX's checker
+in place of the batch. Dynamic size (``dynamic_size=True``, for fully convolutional
+models and others that take any image size, such as a ResNet ending in global pooling):
+the input's height and width are the symbols "H" and "W", and the output's dimensions
+that follow them "OH", "OW". After writing, the file is checked three ways: ONNX's checker
 (``full_check``), strict shape inference, and a run of the exported graph by cnnkit's own
-importer at another batch size, compared with the model (a forward that depends on the
-batch in a way the trace cannot see fails here, loudly).
+importer at another batch size (and, with a dynamic size, another image size), compared
+with the model: a forward that depends on the batch or the size in a way the trace cannot
+see (a reshape to fixed sizes, adaptive pooling to a fixed grid) fails here, loudly.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import config, nn
-from ..errors import OnnxExportError
+from ..errors import CnnkitError, OnnxExportError
 from ..explain.graph import Graph, OpNode, model_graph
 from ..function import Function
 from ..functional.pool import _adaptive_bounds
@@ -81,6 +85,7 @@ class _Writer:
                  buffer_names: dict[int, str], leaf_types: dict[str, str]):
         self.graph, self.fns, self.opset = graph, fns, opset
         self.dynamic, self.batch = dynamic, batch
+        self.dynamic_size = False  # H and W are symbols: nothing may depend on their traced values
         self.buffer_names, self.leaf_types = buffer_names, leaf_types
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}
@@ -223,6 +228,10 @@ def _adaptive(reduce_op: str, global_op: str, pool_op: str) -> Callable:
         OH, OW = w.output(fn).shape[2:]
         if (OH, OW) == (1, 1):
             return w.add(global_op, xs)
+        if w.dynamic_size:
+            raise w.error(f"adaptive pooling to a {OH}x{OW} grid has windows that depend on the input "
+                          "size, which ONNX cannot express for a size it does not know; export with "
+                          "dynamic_size=False (or pool to 1x1)")
         if H % OH == 0 and W % OW == 0:  # equal windows, side by side: an ordinary pool
             k = [H // OH, W // OW]
             return w.add(pool_op, xs, kernel_shape=k, strides=k)
@@ -348,6 +357,9 @@ def _index_array(i) -> np.ndarray | None:
     return np.asarray(i)
 
 
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+
+
 def _getitem(w: _Writer, fn, xs) -> str:
     x = fn.inputs[0]
     index = fn.index if isinstance(fn.index, tuple) else (fn.index,)
@@ -374,12 +386,13 @@ def _getitem(w: _Writer, fn, xs) -> str:
             continue
         n = x.shape[axis]
         if isinstance(i, slice):
-            start, stop, step = i.indices(n)
-            if (start, stop, step) != (0, n, 1):
-                if step < 0 and stop < 0:
-                    stop = -(2**63)  # "through index 0": ONNX clamps a huge negative end
-                starts.append(start)
-                ends.append(stop)
+            if i.indices(n) != (0, n, 1):
+                # The slice as written, open ends as ONNX's clamped extremes (so a dynamic size
+                # keeps "to the end"); ONNX reads negative and out-of-range bounds as Python does.
+                step = 1 if i.step is None else int(i.step)
+                first, last = (0, _INT64_MAX) if step > 0 else (_INT64_MAX, _INT64_MIN)
+                starts.append(first if i.start is None else int(i.start))
+                ends.append(last if i.stop is None else int(i.stop))
                 axes.append(axis)
                 steps.append(step)
             out_axis += 1
@@ -576,13 +589,42 @@ def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, 
     return graph, {id(fn): fn for fn in op_order([out.creator])}, out
 
 
-def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, int]:
+def _other_size(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The sample shape the self-check of a dynamic-size export runs at: larger H and W."""
+    C, H, W = shape
+    return (C, H + H // 2 + 3, W + W // 2 + 5)  # far enough that a feature map grows too
+
+
+def _size_symbols(model, shape, out: Tensor) -> list:
+    """Per output dimension: "OH"/"OW"-style symbols where it follows the input's size."""
+    other = _other_size(shape)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with config.no_grad():
+            moved = model(Tensor(np.zeros((1,) + other, np.float32))).shape
+    except Exception as error:  # the model's own refusal of another size
+        raise OnnxExportError(
+            f"cannot export {type(model).__name__} with a dynamic size: it does not run on a "
+            f"{'x'.join(map(str, other))} input ({type(error).__name__}: {error}); export with "
+            "dynamic_size=False"
+        ) from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    names = {out.ndim - 2: "OH", out.ndim - 1: "OW"}
+    return [names.get(i, f"out{i}") if a != b and i > 0 else a
+            for i, (a, b) in enumerate(zip(out.shape, moved, strict=True))]
+
+
+def _build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -> tuple[onnx.ModelProto, int]:
     """The ONNX model of one traced forward pass, and the bytes of its weights."""
     batch = TRACE_BATCH if dynamic else 1
     graph, fns, out = _trace(model, shape, batch)
     leaf_types = graph.leaf_modules
     buffer_names = {id(b.data if isinstance(b, Tensor) else b): n for n, b in model.named_buffers()}
     w = _Writer(graph, fns, opset, dynamic, batch, buffer_names, leaf_types)
+    w.dynamic_size = dynamic_size
     names = _op_names(graph, leaf_types)
     w.used.update({"input", "output"})
     for op in graph.ops:
@@ -602,8 +644,13 @@ def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, in
         raise OnnxExportError(f"cannot export with a dynamic batch: the output's shape {out.shape} does not "
                               f"start with the batch ({batch}); export with dynamic_batch=False")
 
-    def dims(shape):
-        return ["N"] + list(shape[1:]) if dynamic else list(shape)
+    in_dims: list = ["N" if dynamic else batch] + list(shape)
+    out_dims: list = list(out.shape)
+    if dynamic_size:
+        in_dims[-2:] = ["H", "W"]
+        out_dims = _size_symbols(model, shape, out)
+    if dynamic:
+        out_dims[0] = "N"
 
     # The ModelProto is filled in place: make_graph / make_model would copy every weight twice.
     proto = onnx.ModelProto()
@@ -613,9 +660,9 @@ def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, in
     graph_proto = proto.graph
     graph_proto.name = type(model).__name__
     graph_proto.node.extend(w.nodes)
-    graph_proto.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, dims((batch,) + shape)))
+    graph_proto.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, in_dims))
     graph_proto.output.append(
-        helper.make_tensor_value_info("output", helper.np_dtype_to_tensor_dtype(out.dtype), dims(out.shape)))
+        helper.make_tensor_value_info("output", helper.np_dtype_to_tensor_dtype(out.dtype), out_dims))
     for name, array in w.initializers.items():
         t = graph_proto.initializer.add()
         t.name, t.data_type = name, helper.np_dtype_to_tensor_dtype(array.dtype)
@@ -624,28 +671,38 @@ def _build(model, shape, opset: int, dynamic: bool) -> tuple[onnx.ModelProto, in
     return proto, sum(a.nbytes for a in w.initializers.values())
 
 
-def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool) -> None:
+def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool, dynamic_size: bool = False) -> None:
     """Run the exported graph with cnnkit's importer and compare with the model itself."""
     batch = 1  # the trace ran at TRACE_BATCH when the batch is dynamic: this is another size
+    if dynamic_size:
+        shape = _other_size(shape)
     x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    where = f"batch {batch}" + (f", input {'x'.join(map(str, shape))}" if dynamic_size else "")
     try:
         with config.no_grad():
             expected = model(Tensor(x)).data
-            got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).data
+            try:
+                got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).data
+            except (CnnkitError, ValueError, IndexError) as error:  # a size baked into the graph
+                got, failure = None, f"it fails there: {error}"
     finally:
         for m, mode in modes:
             m.training = mode
-    scale = max(1.0, float(np.abs(expected).max()))
-    diff = float(np.abs(got.astype(np.float64) - expected).max()) if got.shape == expected.shape else np.inf
-    if not diff <= _RTOL * scale:
-        raise OnnxExportError(
-            f"the exported graph of {type(model).__name__} does not reproduce the model at batch {batch} "
-            f"(output {got.shape} vs {expected.shape}, max abs difference {diff:.3g}); its forward "
-            "probably depends on the batch size or on the input's values in a way one trace cannot "
-            "record (export with dynamic_batch=False, or remove the data-dependent branch)"
-        )
+    if got is not None:
+        scale = max(1.0, float(np.abs(expected).max()))
+        diff = float(np.abs(got.astype(np.float64) - expected).max()) if got.shape == expected.shape else np.inf
+        if diff <= _RTOL * scale:
+            return
+        failure = f"output {got.shape} vs {expected.shape}, max abs difference {diff:.3g}"
+    fix = ("export with dynamic_size=False (a fixed input size)" if dynamic_size
+           else "export with dynamic_batch=False, or remove the data-dependent branch")
+    raise OnnxExportError(
+        f"the exported graph of {type(model).__name__} does not reproduce the model at {where} "
+        f"({failure}); its forward probably depends on the batch size{', the input size' if dynamic_size else ''} "
+        f"or on the input's values in a way one trace cannot record ({fix})"
+    )
 
 
 def _save(proto: onnx.ModelProto, path: Path, external: bool) -> None:
@@ -665,7 +722,7 @@ def _save(proto: onnx.ModelProto, path: Path, external: bool) -> None:
 
 def export(
     model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], opset: int = 17,
-    dynamic_batch: bool = True, *, class_names: Sequence[str] | None = None,
+    dynamic_batch: bool = True, *, dynamic_size: bool = False, class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None, verify: bool = True,
 ) -> Path:
     """Write ``model`` as an ONNX file that onnxruntime (or any ONNX runtime) can run.
@@ -676,11 +733,14 @@ def export(
         input_shape: one sample's shape, (C, H, W).
         opset: the ONNX opset to write, 11 to the newest the installed onnx knows.
         dynamic_batch: name the batch dimension "N" so any batch size runs; False fixes it to 1.
+        dynamic_size: name the input's height and width "H" and "W" so any image size runs
+            (fully convolutional models, global pooling); input_shape is then the size traced.
         class_names: stored in the file's metadata ("cnnkit.classes", JSON).
         preprocessing: stored as "cnnkit.preprocessing" (JSON) beside input_shape, e.g.
             {"mean": [0.1307], "std": [0.3081], "scale": 1 / 255}.
-        verify: run the written graph with cnnkit's importer at another batch size and
-            compare with the model (max abs difference <= 1e-4 of the output's scale).
+        verify: run the written graph with cnnkit's importer at another batch size (and
+            image size, with dynamic_size) and compare with the model (max abs difference
+            <= 1e-4 of the output's scale).
 
     Returns:
         The path written.
@@ -691,7 +751,9 @@ def export(
         ValueError: a bad input_shape or opset.
     """
     shape = _check_arguments(model, input_shape, opset)
-    proto, weight_bytes = _build(model, shape, int(opset), dynamic_batch)
+    if dynamic_size and len(shape) != 3:
+        raise ValueError(f"dynamic_size needs an image input_shape (C, H, W), got {input_shape!r}")
+    proto, weight_bytes = _build(model, shape, int(opset), dynamic_batch, dynamic_size)
     for key, value in _metadata(class_names, preprocessing, shape, model).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"{type(model).__name__} exported by cnnkit"
@@ -703,7 +765,7 @@ def export(
         raise OnnxExportError(f"the exported graph of {type(model).__name__} fails ONNX's checks: {error}") from None
     proto.graph.value_info.extend(inferred.graph.value_info)  # intermediate shapes, for viewers
     if verify:
-        _verify(proto, model, shape, dynamic_batch)
+        _verify(proto, model, shape, dynamic_batch, dynamic_size)
     path = Path(path)
     _save(proto, path, external=weight_bytes >= PROTOBUF_LIMIT - 2**24)  # room for the graph itself
     return path

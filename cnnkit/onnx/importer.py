@@ -11,7 +11,7 @@ How a graph becomes a module:
 2. Every node's operator must have a translator (``cnnkit.onnx.ops``) and come from the
    default ONNX domain; the first that does not is refused with its operator, node name
    and opset, before anything runs. Opsets 6 to the newest the ``onnx`` package knows
-   are accepted.
+   are accepted (and older ones whose operators all kept their definition since).
 3. ONNX's shape inference gives each value's rank and element type, which decides where
    a cnnkit layer fits a node (``layers``).
 4. Each node becomes a sub-module registered at its node's name: a name that is a dotted
@@ -197,12 +197,31 @@ def _opset(model: onnx.ModelProto, source: str) -> int:
     opset = versions.get("", versions.get("ai.onnx"))
     if opset is None:
         raise OnnxFileError(f"{source}: the model imports no opset of the default ONNX domain")
-    if not MIN_OPSET <= opset <= max_opset():
+    if opset > max_opset() or opset < 1:
         raise OnnxFileError(
             f"{source}: opset {opset} of the default domain; cnnkit imports opsets {MIN_OPSET} "
             f"to {max_opset()} (the newest the installed onnx package knows)"
         )
+    if opset < MIN_OPSET:
+        # An older file is read when each of its operators means there what it means in
+        # MIN_OPSET (the same definition: Not, Xor, ...); refused when one changed since.
+        changed = sorted({n.op_type for n in model.graph.node
+                          if n.domain in ("", "ai.onnx") and _since(n.op_type, opset) != _since(n.op_type, MIN_OPSET)})
+        if changed:
+            raise OnnxFileError(
+                f"{source}: opset {opset} of the default domain; cnnkit imports opsets {MIN_OPSET} "
+                f"to {max_opset()}, and older files whose operators have not changed since "
+                f"({', '.join(changed)} did)"
+            )
     return opset
+
+
+def _since(op_type: str, opset: int) -> int | None:
+    """The version of ``op_type``'s definition in force at ``opset`` (None: no such operator)."""
+    try:
+        return onnx.defs.get_schema(op_type, opset).since_version
+    except onnx.defs.SchemaError:
+        return None
 
 
 def _value_info(model: onnx.ModelProto) -> dict[str, tuple[int | None, bool | None]]:

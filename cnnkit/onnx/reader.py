@@ -345,6 +345,7 @@ def topological_nodes(graph: onnx.GraphProto, source: str) -> list[onnx.NodeProt
             producer[name] = i
     waiting = []  # per node: how many producing nodes it still waits for
     readers: dict[int, list[int]] = {}
+    depends: list[set[int]] = []  # per node: the nodes it reads from
     for i, node in enumerate(graph.node):
         deps = set()
         for name in node.input:
@@ -357,6 +358,7 @@ def topological_nodes(graph: onnx.GraphProto, source: str) -> list[onnx.NodeProt
                 )
             deps.add(producer[name])
         waiting.append(len(deps))
+        depends.append(deps)
         for d in deps:
             readers.setdefault(d, []).append(i)
     ready = [i for i, n in enumerate(waiting) if n == 0]
@@ -370,10 +372,24 @@ def topological_nodes(graph: onnx.GraphProto, source: str) -> list[onnx.NodeProt
             if waiting[r] == 0:
                 heapq.heappush(ready, r)
     if len(order) < len(graph.node):
-        stuck = [graph.node[i].name or graph.node[i].op_type for i, n in enumerate(waiting) if n > 0]
-        raise OnnxFileError(f"{source}: the graph has a cycle: nodes {', '.join(map(repr, stuck[:8]))}"
-                            f"{' ...' if len(stuck) > 8 else ''} wait for each other")
+        raise OnnxFileError(f"{source}: the graph has a cycle: {_cycle(graph, waiting, depends)}")
     return order
+
+
+def _cycle(graph: onnx.GraphProto, waiting: list[int], depends: list[set[int]]) -> str:
+    """One cycle among the nodes still waiting, as "'a' -> 'b' -> 'a'" (node names)."""
+    stuck = {i for i, n in enumerate(waiting) if n > 0}
+    # Every stuck node waits for a stuck node, so walking back from any one must repeat.
+    path, seen, i = [], {}, min(stuck)
+    while i not in seen:
+        seen[i] = len(path)
+        path.append(i)
+        i = min(d for d in depends[i] if d in stuck)
+    loop = path[seen[i]:][::-1]  # in data-flow order
+    k = loop.index(min(loop))
+    loop = loop[k:] + loop[:k]  # starting from the node first in the file
+    names = [repr(graph.node[j].name or f"{graph.node[j].op_type} #{j}") for j in loop]
+    return f"node {' -> '.join(names + names[:1])} (each reads the one before)"
 
 
 # --------------------------------------------------------------------------- entry points

@@ -90,6 +90,23 @@ def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng):
         assert_rounding_close(g, g_ref, dtype)
 
 
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1] != "same"])
+def test_direct_conv2d_matches_pytorch_in_float64(case, rng):
+    """The direct kernel's forward and its three gradients against PyTorch (float64)."""
+    import torch
+
+    N, C, Fo, H, W, KH, KW, padding = case
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((Fo, C, KH, KW)), rng.standard_normal(Fo)
+    y, grads = run(lambda x, w, b: F.conv2d(x, w, b, padding=padding), [x, w, b], 7, False,
+                   expect=Conv2dDirectOp)
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    Y = torch.nn.functional.conv2d(*ts, padding=padding)
+    Y.backward(torch.tensor(np.random.default_rng(7).standard_normal(y.shape)))   # run's gradient
+    np.testing.assert_allclose(y, Y.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for g, t in zip(grads, ts):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
 def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng):
     x, w = rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3))
@@ -221,6 +238,31 @@ def test_parallel_relu_equals_reference_exactly(layout, dtype, rng):
     y_ref, (gx_ref,) = run(F.relu, [x], 5, True)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_relu_matches_pytorch_with_nan_and_inf(dtype, rng):
+    """The ReLU kernel (above ELEMENTWISE_MIN_SIZE) against PyTorch: a NaN passes forward
+    and its gradient passes; inf/NaN upstream gradients where x <= 0 give 0."""
+    import torch
+
+    x = rng.standard_normal((8, 8, 32, 32)).astype(dtype)
+    x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    assert dispatch.relu_kernel_applies(np, x)
+    y, (gx,) = run(F.relu, [x], 8, False)
+    gy = np.random.default_rng(8).standard_normal(y.shape).astype(dtype)
+    X = torch.tensor(x, requires_grad=True)
+    Y = torch.relu(X)
+    Y.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y, Y.detach().numpy())
+    np.testing.assert_array_equal(gx, X.grad.numpy())
+    gy[0, 0, 0, :5] = [np.inf, np.nan, np.nan, np.inf, np.nan]
+    with config.kernels(True):
+        xs = Tensor(x.copy(), requires_grad=True)
+        F.relu(xs).backward(gy)
+    X.grad = None
+    torch.relu(X).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(xs.grad, X.grad.numpy())
 
 
 def test_relu_output_keeps_the_input_memory_layout(rng):

@@ -94,21 +94,84 @@ def test_evaluate_an_onnx_file_on_its_dataset(lenet_checkpoint, tmp_path, capsys
     assert mine.splitlines()[1:] == theirs.splitlines()[1:]
 
 
-def test_bad_onnx_files_end_in_one_line(tmp_path, digit_png, capsys, lenet_checkpoint):
-    text = tmp_path / "notes.onnx"
-    text.write_text("not a model\n")
-    assert "notes.onnx is not an ONNX model" in fails(["predict", text, digit_png], capsys)
+def _graph_file(path, nodes, initializers=(), opset=13):
+    """A one-input (1, 1, 28, 28) ONNX file of ``nodes`` reading "x" and writing "y"."""
+    helper = onnx.helper
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 28, 28])
+    graph = helper.make_graph(nodes, "g", [x], [y], list(initializers))
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def _external_weight(path, nbytes: int, dims) -> onnx.TensorProto:
+    t = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=list(dims))
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", path.name), ("offset", "0"), ("length", str(nbytes))):
+        t.external_data.add(key=key, value=value)
+    return t
+
+
+def _bad_file(kind: str, folder, good):
+    """The issue's list of bad inputs (and two more), each as a file named after it."""
+    helper = onnx.helper
+    path = folder / f"{kind}.onnx"
+    if kind == "not-onnx":
+        path.write_text("not a model\n")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[:5000])
+    elif kind == "cycle":
+        _graph_file(path, [helper.make_node("Add", ["x", "b"], ["a"], name="first"),
+                           helper.make_node("Relu", ["a"], ["b"], name="second"),
+                           helper.make_node("Relu", ["a"], ["y"], name="out")])
+    elif kind == "missing-external-data":
+        weight = _external_weight(folder / "weights.bin", 28 * 28 * 4, (28, 28))
+        _graph_file(path, [helper.make_node("Add", ["x", "w"], ["y"], name="add")], [weight])
+    elif kind == "initializer-size":
+        weight = onnx.numpy_helper.from_array(np.ones((28, 28), np.float32), "w")
+        weight.raw_data = weight.raw_data[:-8]
+        _graph_file(path, [helper.make_node("Add", ["x", "w"], ["y"], name="add")], [weight])
+    elif kind == "larger-than-memory":
+        huge = 2**40  # a sparse 1 TiB weights file: nothing of it is read
+        with open(folder / "huge.bin", "wb") as f:
+            f.truncate(huge)
+        _graph_file(path, [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+                    [_external_weight(folder / "huge.bin", huge, (huge // 4,))])
+    elif kind == "unsupported-op":
+        _graph_file(path, [helper.make_node("Erf", ["x"], ["y"], name="erf0")])
+    return path
+
+
+BAD_FILES = {  # kind -> (command, what its one line says)
+    "not-onnx": ("predict", "not-onnx.onnx is not an ONNX model"),
+    "truncated": ("summary", "truncated.onnx is a truncated ONNX file"),
+    "cycle": ("visualize", "cycle.onnx: the graph has a cycle: node 'first' -> 'second' -> 'first' (each reads the one before)"),
+    "missing-external-data": ("evaluate", "the external data file 'weights.bin' of tensor 'w' is missing"),
+    "initializer-size": ("predict", "initializer 'w' of shape [28, 28] and type FLOAT needs 3136 bytes but holds 3128"),
+    "larger-than-memory": ("summary", "the external weights need 1024.0 GiB, more than the"),
+    "unsupported-op": ("export", "operator 'Erf' (node 'erf0', opset 13) is not supported"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_onnx_files_end_in_one_line(kind, tmp_path, digit_png, capsys, lenet_checkpoint):
     good = tmp_path / "lenet5.onnx"
     ok(["export", lenet_checkpoint, "-o", good], capsys)
-    cut = tmp_path / "cut.onnx"
-    cut.write_bytes(good.read_bytes()[:5000])
-    assert "cut.onnx is a truncated ONNX file" in fails(["summary", cut], capsys)
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 28, 28])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Clip", ["x"], ["y"], name="clip0")], "g", [x],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 28, 28])])
-    clip = tmp_path / "clip.onnx"
-    onnx.save_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), str(clip))
-    assert "operator 'Clip' (node 'clip0', opset 13) is not supported" in fails(["summary", clip], capsys)
+    path = _bad_file(kind, tmp_path, good)
+    command, message = BAD_FILES[kind]
+    argv = {
+        "predict": ["predict", path, digit_png],
+        "summary": ["summary", path],
+        "visualize": ["visualize", "feature-maps", path, digit_png, "-o", tmp_path / "maps.png"],
+        "evaluate": ["evaluate", path, "--data", tmp_path],
+        "export": ["export", path, "-o", tmp_path / "again.onnx"],
+    }[command]
+    err = fails(argv, capsys)
+    assert err.startswith(f"cnnkit {argv[0]}: ") and message in err, err
+    assert not (tmp_path / "maps.png").exists() and not (tmp_path / "again.onnx").exists()
+
+
+def test_a_missing_onnx_file(tmp_path, capsys):
     assert "missing.onnx: no such file" in fails(["evaluate", tmp_path / "missing.onnx"], capsys)
 
 
@@ -120,6 +183,19 @@ def test_export_of_a_zoo_model_by_name(tmp_path, capsys):
     with no_grad():
         expected = models.resnet20(generator=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_with_a_dynamic_size(tmp_path, capsys):
+    """--dynamic-size: a model ending in global pooling takes any image size in onnxruntime."""
+    out = ok(["export", "resnet20", "-o", tmp_path / "r.onnx", "--dynamic-size"], capsys)
+    assert out.strip().endswith("input 3xHxW, any size (checked at 32x32 and larger), any batch size)")
+    x = np.random.default_rng(3).standard_normal((2, 3, 40, 56)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
+    with no_grad():
+        expected = models.resnet20(generator=np.random.default_rng(0)).eval()(Tensor(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-4)
+    err = fails(["export", "lenet5", "-o", tmp_path / "l.onnx", "--dynamic-size"], capsys)
+    assert err.startswith("cnnkit export: cannot export LeNet5 with a dynamic size: it does not run on a 1x45x47 input")
 
 
 def test_a_folder_trained_binary_model_predicts_and_evaluates_the_same_from_onnx(tmp_path, capsys):

@@ -148,6 +148,14 @@ def test_transfer_learning_replaces_the_head_and_freezes_the_backbone(tmp_path, 
     for key in ("conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_mean", "layer3.2.conv2.weight"):
         np.testing.assert_array_equal(tuned[key], source[key], err_msg=key)  # frozen, BatchNorm in eval mode
     assert not np.array_equal(tuned["fc.weight"][:, :5], np.zeros((2, 5)))
+    # a checkpoint of another zoo model is refused by name, before any image is decoded
+    wrong = ["train", "lenet5", "--data", str(tmp_path / "two"), "--weights", str(tmp_path / "a" / "last.safetensors"),
+             "--out", str(tmp_path / "w")]
+    assert main(wrong) == 2
+    captured = capsys.readouterr()
+    assert (f"--weights {tmp_path / 'a' / 'last.safetensors'} is a checkpoint of resnet20, not of lenet5: fine-tune "
+            "resnet20 (cnnkit train resnet20 --weights ...), or give weights of lenet5") in captured.err
+    assert "decoding" not in captured.out + captured.err
     # --freeze N counts the layers before the head (which is new, and always trains)
     argv[argv.index("backbone")] = "39"
     assert main(argv + ["--overwrite"]) == 2
@@ -226,6 +234,8 @@ def test_unreadable_and_non_image_files_are_skipped_with_a_count(tmp_path, capsy
     (["train", "lenet5", "--image-size", "40"], 2, "lenet5 takes images of 28x28 to 31x31 pixels; 40x40 (--image-size) is too large: pass --image-size 31"),
     (["train", "lenet5", "--task", "binary", "--val-split", "0.5", "--data-dir", "."], 2, "--data-dir is where a named dataset's files are"),
     (["train", "lenet5", "--freeze", "backbone"], 2, "--freeze and --backbone-lr-scale need --weights"),
+    (["train", "lenet5", "--weights", "DEFAULT", "--freeze", "backbone", "--backbone-lr-scale", "0.1"], 2,
+     "--backbone-lr-scale 0.1 does nothing with --freeze backbone (the backbone does not train): drop one of them"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, status, message):
     make_shapes(tmp_path / "d", classes=("a", "b"), n=3)

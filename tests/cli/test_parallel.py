@@ -125,6 +125,30 @@ def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how
 
 
 @pytest.mark.mpi
+def test_sync_bn_from_the_command_line_and_its_checkpoint_is_plain_batchnorm(tmp_path):
+    """--sync-bn on a BatchNorm model (ResNet-20 on a small image folder): the banner says so, the recipe
+    stores it, and the checkpoint is ordinary BatchNorm state that one process loads and runs."""
+    from cnnkit import nn
+    from cnnkit.io.checkpoint import load
+    from cnnkit.tensor import Tensor
+    from tests.cli.test_owndata import make_shapes
+
+    make_shapes(tmp_path / "shapes", n=8, size=20)
+    out = tmp_path / "run"
+    result = cnnkit("train", "resnet20", "--data", str(tmp_path / "shapes"), "--val-split", "0.25", "--epochs", "1",
+                    "--batch-size", "4", "--nproc", "2", "--sync-bn", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "BatchNorm statistics over the global batch (SyncBatchNorm2d)" in result.stdout
+    ckpt = load_checkpoint(out / "last.safetensors")
+    assert ckpt.meta["extra"]["recipe"]["sync_bn"] is True and ckpt.meta["extra"]["recipe"]["ranks"] == 2
+    model = load(out / "last.safetensors")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any("Sync" in type(m).__name__ for m in model.modules())
+    model.eval()
+    assert np.isfinite(model(Tensor(np.zeros((2, 3, 20, 20), np.float32))).data).all()
+
+
+@pytest.mark.mpi
 def test_resuming_on_another_number_of_ranks_is_refused(reference):
     out, _ = reference
     result = cnnkit(*TRAIN, "--out", str(out), "--resume", env=mpi_env())

@@ -123,6 +123,13 @@ def test_only_readable_images_of_accepted_types_are_taken(client, body, content_
     assert_refused(client.post("/api/images", content=body, headers=headers), status, words)
 
 
+def test_an_image_that_cannot_be_used_is_refused_naming_the_upload(client):
+    blank = image_bytes("PNG", (40, 40), "L")
+    response = client.post("/api/images?name=blank.png", content=blank, headers={"Content-Type": "image/png"})
+    assert_refused(response, 422, "blank.png: the image is blank")
+    assert "BytesIO" not in response.json()["error"]
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
 def test_the_accepted_formats_run(client, fmt):
     mime = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "BMP": "image/bmp", "WEBP": "image/webp"}[fmt]
@@ -186,7 +193,11 @@ def test_requests_must_name_a_loopback_host(client):
 def test_a_post_from_another_origin_is_refused(client):
     r = client.post("/api/samples/0/run", headers={"Origin": "http://evil.example"})
     assert_refused(r, 403, "cross-origin request refused")
-    body = image_bytes("PNG")
+    img = np.zeros((20, 20), np.uint8)
+    img[4:16, 9:11] = 255                                                # a "1": a flat grey image is refused as blank
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    body = buf.getvalue()
     assert_refused(post(client, body, Origin="http://evil.example"), 403)
     assert post(client, body, Origin="http://127.0.0.1:8765").status_code == 200
 

@@ -12,14 +12,21 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def run_onnxruntime(path, x: np.ndarray) -> np.ndarray:
-    """The first output of the ONNX file at ``path`` on input ``x``, computed by onnxruntime."""
+def onnxruntime_session(path):
+    """An onnxruntime session of the ONNX file at ``path``: one thread, the graph as written."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     # The graph as written, not onnxruntime's rewrite of it (and a quicker load).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(path_or_session, x: np.ndarray) -> np.ndarray:
+    """The first output of an ONNX file (or a session of one) on input ``x``, computed by onnxruntime."""
+    session = path_or_session
+    if not isinstance(session, ort.InferenceSession):
+        session = onnxruntime_session(path_or_session)
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 

@@ -74,7 +74,13 @@ def test_a_cycle(tmp_path):
              helper.make_node("Relu", ["a"], ["y"], name="out")]
     path = tmp_path / "cycle.onnx"
     onnx.save_model(_relu_model(nodes=nodes), str(path))
-    with pytest.raises(OnnxFileError, match=r"cycle\.onnx: the graph has a cycle: nodes 'first', 'second'"):
+    with pytest.raises(OnnxFileError, match=r"cycle\.onnx: the graph has a cycle: node 'first' -> 'second' -> 'first' \(each reads the one before\)"):
+        load(path)
+    # A longer loop of unnamed nodes behind a node that only waits for it: the loop is named.
+    nodes = [helper.make_node("Relu", ["c"], ["y"], name="waits"), helper.make_node("Add", ["x", "c"], ["a"]),
+             helper.make_node("Relu", ["a"], ["b"]), helper.make_node("Neg", ["b"], ["c"])]
+    onnx.save_model(_relu_model(nodes=nodes), str(path))
+    with pytest.raises(OnnxFileError, match=r"cycle: node 'Add #1' -> 'Relu #2' -> 'Neg #3' -> 'Add #1' \("):
         load(path)
 
 

@@ -116,10 +116,10 @@ def _save(model, path):
 def test_an_unsupported_operator_is_refused_naming_op_node_and_opset(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    path = _save(_model([helper.make_node("Clip", ["x"], ["h"], name="relu6"),
+    path = _save(_model([helper.make_node("Erf", ["x"], ["h"], name="gelu_erf"),
                          helper.make_node("Relu", ["h"], ["y"], name="after")], [x], [y], opset=13),
                  tmp_path / "clip.onnx")
-    with pytest.raises(OnnxUnsupportedError, match=r"operator 'Clip' \(node 'relu6', opset 13\) is not supported"):
+    with pytest.raises(OnnxUnsupportedError, match=r"operator 'Erf' \(node 'gelu_erf', opset 13\) is not supported"):
         load(path)
 
 
@@ -133,7 +133,8 @@ def test_a_custom_domain_is_refused(tmp_path):
         load(_save(model, tmp_path / "custom.onnx"))
 
 
-@pytest.mark.parametrize("opset, ok", [(5, False), (6, True), (7, True), (onnx.defs.onnx_opset_version(), True)])
+@pytest.mark.parametrize("opset, ok", [(5, False), (6, True), (7, True), (onnx.defs.onnx_opset_version(), True),
+                                       (onnx.defs.onnx_opset_version() + 1, False)])
 def test_opset_range(opset, ok, tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     path = _save(_model([helper.make_node("Relu", ["x"], ["y"])], [x],
@@ -145,6 +146,59 @@ def test_opset_range(opset, ok, tmp_path):
         return
     out = load(path)(Tensor(np.array([[-1.0, 0.0, 2.0]] * 2, np.float32)))
     np.testing.assert_array_equal(out.numpy(), [[0.0, 0.0, 2.0]] * 2)
+
+
+def test_an_older_opset_is_read_when_its_operators_did_not_change(tmp_path):
+    """Not and Xor kept their opset-1 definitions; Relu changed in opset 6 (consumed_inputs went)."""
+    x = helper.make_tensor_value_info("x", TensorProto.BOOL, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.BOOL, [2])
+    nodes = [helper.make_node("Not", ["x"], ["n"]), helper.make_node("Xor", ["x", "n"], ["y"])]
+    path = _save(_model(nodes, [x], [y], opset=1), tmp_path / "m.onnx")
+    out = load(path)(Tensor(np.array([True, False])))
+    np.testing.assert_array_equal(out.numpy(), [True, True])
+    f = helper.make_tensor_value_info("f", TensorProto.FLOAT, [2])
+    nodes.append(helper.make_node("Relu", ["f"], ["g"]))
+    path = _save(_model(nodes, [x, f], [y, helper.make_tensor_value_info("g", TensorProto.FLOAT, [2])], opset=1),
+                 tmp_path / "m.onnx")
+    with pytest.raises(OnnxFileError, match=r"opset 1 of the default domain; cnnkit imports opsets 6 to \d+, and "
+                                            r"older files whose operators have not changed since \(Relu did\)"):
+        load(path)
+
+
+def test_selections_carry_gradients_as_in_pytorch(tmp_path, rng):
+    """Where, Max, Min and Clip (ReLU6) give each output's gradient to the operand it came from."""
+    torch = pytest.importorskip("torch")
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Clip", ["h", "zero", "six"], ["relu6"], name="relu6"),
+        helper.make_node("Greater", ["h", "zero"], ["positive"]),
+        helper.make_node("Where", ["positive", "h", "relu6"], ["picked"]),
+        helper.make_node("Max", ["picked", "x2"], ["high"]),
+        helper.make_node("Min", ["high", "relu6", "cap"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.float32(6), "six"), numpy_helper.from_array(np.float32(1.5), "cap")]
+    x2 = helper.make_tensor_value_info("x2", TensorProto.FLOAT, [3, 6])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])
+    imported = load(_save(_model(nodes, [x, x2], [y], inits), tmp_path / "m.onnx"))
+    xs = (rng.standard_normal((3, 4)) * 3).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+    ours = [Tensor(a, requires_grad=True) for a in xs]
+    out = imported(*ours)
+    (out * out).sum().backward()
+    theirs = [torch.tensor(a, requires_grad=True) for a in xs]
+    tw = torch.tensor(w, requires_grad=True)
+    th = theirs[0] @ tw
+    relu6 = torch.clamp(th, 0.0, 6.0)
+    high = torch.maximum(torch.where(th > 0, th, relu6), theirs[1])
+    expected = torch.minimum(torch.minimum(high, relu6), torch.tensor(1.5))
+    (expected * expected).sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-6)
+    for mine, ref in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine.grad, ref.grad.numpy(), rtol=1e-5, atol=1e-6)
+    weight = next(p for p in imported.parameters() if p.shape == (4, 6))
+    np.testing.assert_allclose(weight.grad, tw.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_input_shape_and_dtype_are_checked(lenet_onnx):

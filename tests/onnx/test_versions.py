@@ -81,6 +81,15 @@ CASES = [
                    helper.make_node("Gather", ["s", "i"], ["n"], axis=0),
                    helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT),
                    helper.make_node("Mul", ["x", "f"], ["y"])], [_ints("i", [-1])]),
+    # Clip: bounds as attributes before 11, optional inputs from 11 (here only the upper one).
+    ("clip", 6, [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.7)], []),
+    ("clip", 13, [helper.make_node("Clip", ["x", "", "hi"], ["y"])], [_floats("hi", 0.3)]),
+    # Max/Min: two inputs before 8, any number with broadcasting from 8; Where from 9.
+    ("maxmin", 7, [helper.make_node("Max", ["x", "x2"], ["m"]), helper.make_node("Min", ["m", "x3"], ["y"])],
+     [_floats("x2", np.full(X.shape, 0.1)), _floats("x3", np.full(X.shape, 0.8))]),
+    ("maxmin", 13, [helper.make_node("Max", ["x", "c", "r"], ["y"])], [_floats("c", 0.2), _floats("r", [[-1.0], [0.5], [2.0], [0.0]])]),
+    ("where", 16, [helper.make_node("Less", ["x", "t"], ["c"]), helper.make_node("Neg", ["x"], ["n"]),
+                   helper.make_node("Where", ["c", "n", "x"], ["y"])], [_floats("t", [0.5])]),
     ("gemm", 7, [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "c"], ["y"], alpha=0.5, beta=2.0)],
      [numpy_helper.from_array(np.random.default_rng(2).standard_normal((60, 4)).astype(np.float32), "w"), _floats("c", [[1.0, 2.0, 3.0, 4.0]])]),
 ]

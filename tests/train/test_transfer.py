@@ -99,8 +99,12 @@ def test_weights_of_another_model_are_refused_listing_the_keys(tmp_path, torch_r
     with pytest.raises(CheckpointError, match=r"r18\.pth: the weights do not fit .*\(resnet34\) \[pth, torchvision "
                                               r"keys\]:\nmissing from the weights \(\d+\): layer1\.2\.conv1\.weight"):
         init_backbone(models.resnet34(num_classes=3), "resnet34", tmp_path / "r18.pth")
-    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file or a weights name of resnet18"):
+    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file or a weights name of resnet18 \(its weights: "
+                                              r"IMAGENET1K_V1, DEFAULT\)$"):
         read_weights("nope.pth", "resnet18")
+    with pytest.raises(CheckpointError, match=r"IMAGENET1K_V1: no such file or a weights name of lenet5 \(it has no "
+                                              r"named weights\)$"):
+        read_weights(tmp_path / "IMAGENET1K_V1", "lenet5")
 
 
 def test_the_weights_own_normalization_and_its_channel_conversions(tmp_path, torch_resnet18):
