@@ -534,6 +534,9 @@ def _train(args, out: Path, explicit: dict) -> int:
     # pre-flight: the run folder (writable, room for last + best + a save's temporary) and the memory
     if ranks.root:  # the folder rank 0 writes (on another machine it may not exist)
         preflight(out, checkpoint_bytes(model, slots))
+    if batch_size > len(data.train):  # said, not silent: the loader's batches are the whole set
+        data.notes.append(f"--batch-size {batch_size:,} is more than the {len(data.train):,} training images: "
+                          f"each epoch is one step on all of them")
     check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
                       name=f"training {args.model}", optimizer_slots=slots, sharers=ranks.local_size)
     eval_batch = _eval_batch(model, data.spec.input_shape)

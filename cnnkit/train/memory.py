@@ -47,6 +47,7 @@ class MemoryEstimate:
     per_sample: int
     fixed: int
     batch_size: int
+    lower_bound: bool = False  # not measured (one input alone is larger than the memory): the inputs only
 
     @property
     def total(self) -> int:
@@ -57,7 +58,8 @@ class MemoryEstimate:
         return max(0, (available - self.fixed) // max(self.per_sample, 1))
 
     def __str__(self) -> str:
-        return (f"about {format_bytes(self.total)} ({format_bytes(self.per_sample)} per image x "
+        return (f"{'at least' if self.lower_bound else 'about'} {format_bytes(self.total)} "
+                f"({format_bytes(self.per_sample)} per image x "
                 f"{self.batch_size:,} + {format_bytes(self.fixed)})")
 
 
@@ -113,7 +115,12 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
         except ShapeError:  # a model that takes one size only (a Linear after Flatten)
             measured = None
     if measured is None:
-        if math.prod(shape) * 4 * hi > (available_memory() or 1 << 62) // 4:
+        available = available_memory() or 1 << 62
+        if math.prod(shape) * 4 > available // 2:
+            # Not even one input and its first layer's output fit: measuring would fail with a
+            # MemoryError (or swap); the inputs themselves are a lower bound of the step.
+            return MemoryEstimate(4 * math.prod(shape), 0, int(batch_size), lower_bound=True)
+        if math.prod(shape) * 4 * hi > available // 4:
             lo, hi = 1, 2  # too large to measure with many images: one and two
         _peak(model, shape, lo, train)  # the first step allocates one-time caches: not per image
         measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)

@@ -30,3 +30,14 @@ def test_the_estimate_changes_nothing_in_the_model():
 
 def test_available_memory_is_a_positive_number_here():
     assert available_memory() > 0
+
+
+def test_an_input_larger_than_the_memory_is_not_measured_but_bounded(monkeypatch):
+    """LeNet-5 (one input size only: no smaller stand-in) on a 100000x100000 image: 37 GiB for the
+    input alone; the estimate says so without allocating it (it used to end in a MemoryError)."""
+    from cnnkit.train import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 16 << 30)
+    estimate = estimate_step_memory(models.get_model("lenet5"), (1, 100_000, 100_000), 3, train=False)
+    assert estimate.lower_bound and estimate.per_sample == 4 * 100_000 * 100_000 and estimate.total == 3 * 4e10
+    assert str(estimate).startswith("at least 111.8 GiB (37.3 GiB per image x 3")
