@@ -534,6 +534,9 @@ def _train(args, out: Path, explicit: dict) -> int:
     # pre-flight: the run folder (writable, room for last + best + a save's temporary) and the memory
     if ranks.root:  # the folder rank 0 writes (on another machine it may not exist)
         preflight(out, checkpoint_bytes(model, slots))
+    if batch_size > len(data.train):  # said, not silent: the loader's batches are the whole set
+        data.notes.append(f"--batch-size {batch_size:,} is more than the {len(data.train):,} training images: "
+                          f"each epoch is one step on all of them")
     check_step_memory(model, data.spec.input_shape, min(batch_size, len(data.train)), train=True,
                       name=f"training {args.model}", optimizer_slots=slots, sharers=ranks.local_size)
     eval_batch = _eval_batch(model, data.spec.input_shape)
@@ -631,12 +634,16 @@ def _train(args, out: Path, explicit: dict) -> int:
                     else "no epoch had finished, so the run starts again from its first")
         print(f"\ninterrupted: {weights}; {saved_at}; `{_resume_command(out)}{ranks.relaunch()}` continues the run", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
-    except OSError as e:
-        if isinstance(e, RunFolderError) or e.filename is None:
+    except (OSError, DataError) as e:
+        # a file went missing or bad, or the disk filled up, mid-run: what is safe, and how to go on
+        if isinstance(e, RunFolderError) or (isinstance(e, OSError) and e.filename is None):
             raise
         where = f"the last finished epoch is safe in {last}" if last.exists() else "no epoch had finished"
-        raise RunFolderError(f"{e.filename}: {e.strerror}; {where}: `{_resume_command(out)}{ranks.relaunch()}` continues the run "
-                             "once that is fixed") from None
+        # (the data pipeline's own advice, "then run again", would start over: here --resume continues)
+        what = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e).removesuffix(", then run again")
+        cls = RunFolderError if isinstance(e, OSError) else DataError
+        raise cls(f"{what}; {where}: `{_resume_command(out)}{ranks.relaunch()}` continues the run once that is fixed"
+                  ) from None
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
     _final_report(model, task, val_loader, test_loader, best, last, ranks)

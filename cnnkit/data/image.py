@@ -169,10 +169,13 @@ def _checked(path, min_side: int, max_pixels: int):
         found = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(found[1]) / 1e6:.0f} million pixels" if found else "its size"
         raise DataError(_bomb_message(path, size, max_pixels)) from None
-    except (OSError, UnidentifiedImageError, SyntaxError, EOFError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read as an image (not a picture in a format Pillow reads)") from None
+    except (OSError, SyntaxError, EOFError, ValueError) as e:
         if isinstance(e, DataError):
             raise
-        raise DataError(f"{path}: cannot read as an image ({e})") from None
+        reason = re.sub(r"\s*<_io\.\w+ name=\d+>", "", str(e)) or type(e).__name__  # Pillow names our file object
+        raise DataError(f"{path}: cannot read as an image ({reason})") from None
 
 
 @dataclass(frozen=True)

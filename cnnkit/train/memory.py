@@ -1,15 +1,18 @@
 """How much memory one step will take, measured before the real one runs; how much there is.
 
 ``estimate_step_memory(model, input_shape, batch_size)`` runs two small steps (forward,
-and backward when ``train``), with batches of 16 and 32 images, under ``tracemalloc``,
-which sees every NumPy allocation; the difference is the cost of 16 more images (16 and
-32: the compiled kernels work on groups of 16 images), the rest is fixed (weights,
-gradients, optimizer slots); a first, unmeasured step lets one-time caches be allocated.
-The estimate for ``batch_size`` images is fixed +
-batch_size x per image. Inputs larger than 64x64 are measured at 64x64 pixels of the
-same aspect and scaled by the pixel count (activations of a convolutional network grow
-with the pixels); a model that takes one input size only is measured at that size. ``available_memory()`` reads what the
-operating system (and a cgroup limit) leaves to this process.
+and backward when ``train``), with batches of 2 and 4 images, under ``tracemalloc``, which
+sees every NumPy allocation; the difference is the cost of two more images, the rest is
+fixed (weights, gradients, optimizer slots); a first, unmeasured step lets one-time caches
+be allocated. The estimate for ``batch_size`` images is fixed + batch_size x per image.
+Inputs larger than 32x32 are measured at 32x32 pixels of the same aspect and scaled by the
+pixel count (activations of a convolutional network grow with the pixels; the small
+maps of the last layers make this a slight overestimate); a model that takes one input
+size only is measured at that size. Measured against tracemalloc's peak of real steps:
+LeNet-5 at batch 256, 20.2 MiB estimated for 19.8 MiB; ResNet-20 (32x32) at 64, 288.7
+for 286.6 MiB; ResNet-18 at 224x224 and 4, 432.7 for 424.1 MiB, and at 64x64 and 16,
+231.2 for 164.5 MiB. It takes about 0.3 s. The model is deep-copied first, so the check
+changes nothing in the run.
 
 A step that does not fit is refused with these figures before it starts, instead of a
 MemoryError (or the kernel's OOM killer) after minutes of work.
@@ -33,8 +36,8 @@ from ..tensor import Tensor
 
 __all__ = ["MemoryEstimate", "estimate_step_memory", "available_memory"]
 
-_MEASURE_PIXELS = 64 * 64  # larger inputs are measured at this many pixels and scaled
-_BATCHES = (16, 32)
+_MEASURE_PIXELS = 32 * 32  # larger inputs are measured at this many pixels and scaled
+_BATCHES = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class MemoryEstimate:
     per_sample: int
     fixed: int
     batch_size: int
+    lower_bound: bool = False  # not measured (one input alone is larger than the memory): the inputs only
 
     @property
     def total(self) -> int:
@@ -54,7 +58,8 @@ class MemoryEstimate:
         return max(0, (available - self.fixed) // max(self.per_sample, 1))
 
     def __str__(self) -> str:
-        return (f"about {format_bytes(self.total)} ({format_bytes(self.per_sample)} per image x "
+        return (f"{'at least' if self.lower_bound else 'about'} {format_bytes(self.total)} "
+                f"({format_bytes(self.per_sample)} per image x "
                 f"{self.batch_size:,} + {format_bytes(self.fixed)})")
 
 
@@ -110,7 +115,12 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
         except ShapeError:  # a model that takes one size only (a Linear after Flatten)
             measured = None
     if measured is None:
-        if math.prod(shape) * 4 * hi > (available_memory() or 1 << 62) // 4:
+        available = available_memory() or 1 << 62
+        if math.prod(shape) * 4 > available // 2:
+            # Not even one input and its first layer's output fit: measuring would fail with a
+            # MemoryError (or swap); the inputs themselves are a lower bound of the step.
+            return MemoryEstimate(4 * math.prod(shape), 0, int(batch_size), lower_bound=True)
+        if math.prod(shape) * 4 * hi > available // 4:
             lo, hi = 1, 2  # too large to measure with many images: one and two
         _peak(model, shape, lo, train)  # the first step allocates one-time caches: not per image
         measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)

@@ -423,3 +423,38 @@ def test_a_named_dataset_takes_the_weights_normalization_and_evaluate_applies_it
     assert f"weights: from {tmp_path / 'run' / 'last.safetensors'} (first from {source})" in text
     extra = load_checkpoint(tmp_path / "run" / "last.safetensors").meta["extra"]
     assert (extra["mean"], extra["std"], extra["weights"]["kind"]) == ([0.5], [0.25], "cnnkit checkpoint")
+
+
+def test_an_image_that_goes_bad_mid_run_keeps_the_last_epoch_and_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    """A picture overwritten while the run trains (after epoch 1 was saved): one line naming it, the
+    safe checkpoint and the command that continues; --resume does once the file is fixed."""
+    from cnnkit.train import callbacks
+
+    root = make_shapes(tmp_path / "d", classes=("a", "b"), n=6)
+    victim = root / "a" / "00.png"
+    good = victim.read_bytes()
+    real_save, saves = callbacks.save, [0]
+
+    def save_then_break(model, path, **kwargs):
+        result = real_save(model, path, **kwargs)
+        saves[0] += 1
+        if saves[0] == 1:  # epoch 1's first file written: garble one image for epoch 2
+            victim.write_bytes(b"garbled, not a picture any more")
+        return result
+
+    monkeypatch.setattr(callbacks, "save", save_then_break)
+    out = tmp_path / "o"
+    argv = ["train", "lenet5", "--data", str(root), "--epochs", "2", "--workers", "0", "--cache", "off",
+            "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{victim}: cannot read as an image (not a picture in a format Pillow reads); remove the file or fix it; " in err
+    assert "run again" not in err  # the way on is --resume, not a new run
+    assert f"the last finished epoch is safe in {out / 'last.safetensors'}" in err
+    assert f"`cnnkit train --out {out} --resume` continues the run once that is fixed" in err
+    assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 0
+    monkeypatch.setattr(callbacks, "save", real_save)
+    victim.write_bytes(good)
+    assert main(["train", "--out", str(out), "--resume", "--workers", "0"]) == 0
+    assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 1

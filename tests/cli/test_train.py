@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load_checkpoint
 from tests.conftest import subprocess_env
 
@@ -51,3 +52,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     b = load_checkpoint(straight / "last.safetensors").model_state
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_batch_larger_than_the_training_set_is_said(tmp_path, capsys):
+    """--batch-size beyond the data is one full batch per epoch, as PyTorch's loader: said, not silent."""
+    argv = ["train", "lenet5", "--epochs", "1", "--limit", "40", "--batch-size", "100000000", "--val-split", "0",
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--batch-size 100,000,000 is more than the 40 training images: each epoch is one step on all of them" in out
