@@ -23,6 +23,7 @@ from .. import nn
 from ..data.prepare import resize_picture
 from ..functional import softmax
 from ..tensor import Tensor
+from .saliency import backward_from_class
 
 __all__ = ["GradCAM", "grad_cam", "grad_cam_map"]
 
@@ -117,13 +118,7 @@ def grad_cam(model: nn.Module, x: np.ndarray, target: int | None = None, layer: 
         else:
             path, a = _default_layer(outputs)
         a.retain_grad()
-        K = logits.shape[1]
-        top = int(logits.data[0].argmax()) if target is None else int(target)
-        if not 0 <= top < K:
-            raise ValueError(f"grad_cam: target class {top} is out of range for {K} classes")
-        seed = np.zeros(logits.shape, logits.dtype)
-        seed[0, top] = 1.0
-        logits.backward(seed)
+        top = backward_from_class(logits, target, "grad_cam")
         cam, weights, big = grad_cam_map(a.data[0], a.grad[0], tuple(x.shape[-2:]))
         probabilities = np.asarray(softmax(logits.detach(), dim=1).data[0])
     finally:

@@ -63,16 +63,27 @@ def saliency(model: nn.Module, x: np.ndarray, target: int | None = None) -> Sali
             dtype = flags[0][0].dtype if flags else np.float32             # the model's dtype
             xt = Tensor(np.asarray(x, dtype)[None], requires_grad=True)       # (1, C, H, W)
             logits = model(xt)                                                # (1, K)
-            K = logits.shape[1]
-            top = int(logits.data[0].argmax()) if target is None else int(target)
-            if not 0 <= top < K:
-                raise ValueError(f"saliency: target class {top} is out of range for {K} classes")
-            seed = np.zeros(logits.shape, logits.dtype)
-            seed[0, top] = 1.0
-            logits.backward(seed)
+            top = backward_from_class(logits, target, "saliency")
         gradient = np.asarray(xt.grad[0])                                    # (C, H, W)
         probabilities = np.asarray(softmax(logits.detach(), dim=1).data[0])
     finally:
         for p, flag in flags:
             p.requires_grad = flag
     return Saliency(saliency_map(gradient), gradient, top, float(logits.data[0, top]), probabilities)
+
+
+def backward_from_class(logits: Tensor, target: int | None, who: str) -> int:
+    """Back-propagate the score of one class of the first image; return that class.
+
+    ``logits`` (1, K); ``target`` None means the top-scoring class. The seed gradient is 1 at
+    (0, target) and 0 elsewhere, so every leaf's ``.grad`` is d score / d leaf. ``who`` names
+    the caller in the error for a class outside 0..K-1.
+    """
+    K = logits.shape[1]
+    top = int(logits.data[0].argmax()) if target is None else int(target)
+    if not 0 <= top < K:
+        raise ValueError(f"{who}: target class {top} is out of range for {K} classes")
+    seed = np.zeros(logits.shape, logits.dtype)
+    seed[0, top] = 1.0
+    logits.backward(seed)
+    return top
