@@ -25,7 +25,9 @@ def test_train_writes_checkpoints_and_prints_the_test_accuracy(trained, capsys):
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "3", "--limit", "1024",
+    # 8,192 images a epoch: about half a second of training on a quiet machine, so 0.3 s after
+    # epoch 1's checkpoint is inside epoch 2 (with 1,024 the whole run ended before the signal)
+    cmd = [sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "3", "--limit", "8192",
            "--batch-size", "32", "--seed", "5", "--out", str(out)]
     env = subprocess_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -10,6 +10,7 @@ after the rename. The number of kills is bounded (CI budget).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -25,8 +26,8 @@ from cnnkit.io.checkpoint import load_checkpoint
 from cnnkit.train.run_folder import read_recipe
 from tests.conftest import subprocess_env
 
-RUN = ["--limit", "256", "--batch-size", "64", "--val-split", "0.02", "--seed", "3"]
-EPOCHS = "3"
+RUN = ["--limit", "4096", "--batch-size", "64", "--val-split", "0.02", "--seed", "3"]
+EPOCHS = "4"
 
 _KILLER = textwrap.dedent(
     """
@@ -71,8 +72,16 @@ _KILLER = textwrap.dedent(
 def straight(tmp_path_factory):
     """The uninterrupted run every killed-and-resumed run must end up equal to."""
     out = tmp_path_factory.mktemp("straight") / "run"
+    start = time.perf_counter()
     assert main(["train", "lenet5", "--epochs", EPOCHS, *RUN, "--out", str(out)]) == 0
+    _RUN_SECONDS.append(time.perf_counter() - start)
     return out
+
+
+# How long the uninterrupted run took in this process (no start-up): kill moments are drawn within
+# it, so they land inside the run on a quiet machine as on a loaded one (a fixed 0.5 s window let a
+# quiet machine finish the whole run before the first kill).
+_RUN_SECONDS: list[float] = []
 
 
 def _rows(folder):
@@ -119,17 +128,28 @@ def _start(out, resume: bool, env=None, wrapper=None):
                             env=env or subprocess_env())
 
 
+def _holds_lock(out, proc) -> bool:
+    """Whether ``proc`` has taken the run folder's lock (the lock file records the holder's PID)."""
+    try:
+        return json.loads((out / ".lock").read_text()).get("pid") == proc.pid
+    except (OSError, ValueError):
+        return False
+
+
 def test_sigkill_at_random_moments_of_training_loses_nothing(straight, tmp_path):
     out = tmp_path / "run"
     rng = np.random.default_rng(13)
     kills = 0
     for _ in range(8):
         proc = _start(out, resume=(out / "recipe.json").exists())
-        # wait until it is training (the recipe is written just before the first epoch), then a random moment
+        # wait until this process holds the run's lock and the recipe is written (training starts right
+        # after), then a random moment within about one epoch, so that each try advances the run by
+        # at most an epoch or so
         deadline = time.time() + 300
-        while not (out / "recipe.json").exists() and proc.poll() is None and time.time() < deadline:
+        while not (_holds_lock(out, proc) and (out / "recipe.json").exists()) and proc.poll() is None \
+                and time.time() < deadline:
             time.sleep(0.005)
-        time.sleep(float(rng.uniform(0.0, 0.5)))
+        time.sleep(float(rng.uniform(0.0, 1.0)) * _RUN_SECONDS[0] / (int(EPOCHS) + 1))
         if proc.poll() is not None:
             break  # it finished first: the run is complete
         proc.send_signal(signal.SIGKILL)
