@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import blas_note, interleaved  # noqa: E402
+from timing import add_timing_options, blas_note, interleaved, set_threads  # noqa: E402
 from torch_models import matching_pair  # noqa: E402
 
 import cnnkit  # noqa: E402
@@ -122,20 +122,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS), metavar="NAME")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for both frameworks (default: each framework's default, all CPUs)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or the process's CPU time (meaningful with --threads 1 only: "
-                             "robust to a loaded machine)")
+    add_timing_options(parser, "threads for both frameworks (default: each framework's default, all CPUs)")
     parser.add_argument("--list", action="store_true", help="print the workload names and exit")
     args = parser.parse_args()
     if args.list:
         print("\n".join(WORKLOADS))
         return
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        threads = cnnkit.config.num_threads(args.threads)
-        threads.__enter__()  # for the whole run
+    set_threads(args.threads, torch)
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
           f"cnnkit kernels {'on' if cnnkit.config.kernels_enabled() else 'off'} "
           f"({cnnkit.config.get_num_threads()} threads); {args.repeats} pairs per workload; {args.clock} clock")

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import blas_note  # noqa: E402
+from timing import CLOCKS, add_timing_options, blas_note, set_threads  # noqa: E402
 
 import cnnkit  # noqa: E402
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dGemmOp, Conv2dWinogradOp  # noqa: E402
@@ -58,16 +58,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backward", action="store_true", help="time forward + both gradients")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H,K ...")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or the process's CPU time (with --threads 1: robust to a loaded machine)")
+    add_timing_options(parser)
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
-    if args.threads:
-        threads = cnnkit.config.num_threads(args.threads)
-        threads.__enter__()  # kept referenced: for the whole run
-    now = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
+    set_threads(args.threads)
+    now = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
     print(f"{'forward + backward' if args.backward else 'forward'}, float32, {cnnkit.config.get_num_threads()} "
           f"threads, {args.repeats} repeats, median ms ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")

@@ -28,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 
+from timing import CLOCKS, add_timing_options, set_threads  # noqa: E402
+
 import cnnkit  # noqa: E402
 import cnnkit.functional as F  # noqa: E402
 from cnnkit.backend import kernels
@@ -194,17 +196,11 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for both frameworks (default: each framework's default)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
+    add_timing_options(parser, "threads for both frameworks (default: each framework's default)")
     args = parser.parse_args()
     global NOW
-    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        threads = cnnkit.config.num_threads(args.threads)
-        threads.__enter__()  # kept referenced: for the whole run
+    NOW = CLOCKS[args.clock]
+    set_threads(args.threads, torch)
 
     images, labels = load_mnist("train")
     x = ((images.astype(np.float32) / 255 - MEAN) / STD)[:, None]     # (60000, 1, 28, 28)

@@ -32,6 +32,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import CLOCKS, add_timing_options, set_threads  # noqa: E402
+
 import cnnkit  # noqa: E402
 import cnnkit.onnx  # noqa: E402
 
@@ -64,16 +66,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads of onnxruntime and cnnkit (default: the CPUs)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
+    add_timing_options(parser, "threads of onnxruntime and cnnkit (default: the CPUs)")
     args = parser.parse_args()
     global NOW
-    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
-    if args.threads:
-        threads = cnnkit.config.num_threads(args.threads)
-        threads.__enter__()  # kept referenced: for the whole run
+    NOW = CLOCKS[args.clock]
+    set_threads(args.threads)
     print(f"onnxruntime {ort.__version__}, cnnkit {cnnkit.__version__}; {args.threads or os.cpu_count()} threads, "
           f"{args.clock} clock; load average before: "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import CLOCKS, add_timing_options, set_threads  # noqa: E402
+
 import cnnkit  # noqa: E402
 from cnnkit.function import Function  # noqa: E402
 
@@ -79,19 +81,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workload")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--shapes", action="store_true", help="split convolutions by layer shape")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or the process's CPU time (meaningful with --threads 1)")
+    add_timing_options(parser)
     args = parser.parse_args()
     SHAPES = args.shapes
     global NOW
-    NOW = {"wall": time.perf_counter, "cpu": time.process_time}[args.clock]
+    NOW = CLOCKS[args.clock]
     from cnn_vs_torch import WORKLOADS
 
-    if args.threads is not None:
-        threads = cnnkit.config.num_threads(args.threads)
-        threads.__enter__()  # kept referenced: for the whole run
+    set_threads(args.threads)
     ours = WORKLOADS[args.workload]()[0]
     ours()  # warm-up: compilation, scratch buffers
     instrument()

@@ -18,10 +18,41 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["blas_note", "interleaved", "load_average", "spin_cnnkit", "spin_torch"]
+__all__ = ["CLOCKS", "add_timing_options", "blas_note", "interleaved", "load_average", "set_threads", "spin_cnnkit",
+           "spin_torch"]
 
 PAUSE_S = 0.2
 SPIN_S = 0.02
+
+# --clock: wall time, or the CPU time of the whole process (with one thread per framework it
+# does not count the time the process waited for a core: meaningful on a loaded machine).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+_WHOLE_RUN: list = []  # thread settings entered for the rest of the process
+
+
+def add_timing_options(parser, threads_help: str = "threads for cnnkit (default: all CPUs)") -> None:
+    """The benchmarks' --threads N and --clock wall|cpu options."""
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (meaningful with --threads 1 only: "
+                             "robust to a loaded machine)")
+
+
+def set_threads(threads: int | None, torch=None) -> None:
+    """Run cnnkit (and ``torch``, when given) on ``threads`` threads for the rest of the process.
+
+    None leaves each framework's default (all CPUs).
+    """
+    if threads is None:
+        return
+    import cnnkit
+
+    if torch is not None:
+        torch.set_num_threads(threads)
+    setting = cnnkit.config.num_threads(threads)
+    setting.__enter__()
+    _WHOLE_RUN.append(setting)
 
 
 def load_average() -> str:
@@ -85,7 +116,7 @@ def interleaved(
     Returns a dict: ``ours`` and ``theirs`` (lists of seconds), ``ratio`` (median over
     pairs of theirs/ours: above 1 means cnnkit is faster), ``load`` (before, after).
     """
-    now = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
+    now = CLOCKS[clock]
     load_before = load_average()
     for _ in range(warmup):
         ours()
