@@ -37,7 +37,9 @@ __all__ = ["Job", "exit_status"]
 
 
 def exit_status(error: BaseException) -> int:
-    """The command's exit status for an error: 2 usage, 130 Ctrl-C, 1 otherwise (as ``cnnkit``)."""
+    """The command's exit status for an error: 2 usage, 130 Ctrl-C, ``sys.exit``'s own status, 1 otherwise."""
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) and 0 < error.code < 256 else 1
     if isinstance(error, UsageError):
         return 2
     if isinstance(error, KeyboardInterrupt):
@@ -46,6 +48,9 @@ def exit_status(error: BaseException) -> int:
 
 
 def _message(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        code = error.code
+        return str(code) if isinstance(code, str) else f"exited with status {exit_status(error)}"
     if isinstance(error, (CnnkitError, OSError, ValueError)) and str(error):
         return str(error)
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -97,8 +102,12 @@ class Job:
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
-        if error is None or self.size == 1 or isinstance(error, SystemExit):
+        if error is None or self.size == 1:
             return False
+        if isinstance(error, SystemExit) and error.code in (None, 0):
+            return False
+        # Any other exit, sys.exit(status) included: the other ranks would wait at their next
+        # collective call (and this rank in MPI's finalization) forever; end the job.
         self._fail(error)
         return True  # not reached: _fail ends the process
 
