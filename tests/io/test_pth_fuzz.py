@@ -71,6 +71,23 @@ def _rezip(raw: bytes, mutate) -> bytes:
     return out.getvalue()
 
 
+PLAIN = (str, bytes, int, float, bool, type(None), np.ndarray)
+
+
+def _assert_plain(value, where):
+    """A loaded file is plain data: containers, numbers, strings and arrays, nothing else."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            assert isinstance(item, PLAIN), f"{where}: loaded a {type(item).__name__}"
+
+
 def _run(path, rng_seed, family, case, counts):
     start = time.perf_counter()
     try:
@@ -80,7 +97,7 @@ def _run(path, rng_seed, family, case, counts):
     except Exception as e:  # noqa: BLE001 - the point of the test
         pytest.fail(f"{family} seed {rng_seed} case {case}: {type(e).__name__}: {e}")
     else:
-        assert result is not None or result is None  # any object the whitelist can build
+        _assert_plain(result, f"{family} seed {rng_seed} case {case}")
         counts["loaded"] += 1
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"{family} seed {rng_seed} case {case} took {elapsed:.2f} s"
