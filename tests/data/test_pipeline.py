@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import re
 
 import numpy as np
 import pytest
@@ -135,3 +136,16 @@ def test_cache_and_files_give_the_same_inputs_and_stats_are_per_channel(tmp_path
     mean, std = channel_stats(data)
     np.testing.assert_allclose(mean, data.reshape(-1, 3).mean(axis=0) / 255, rtol=1e-6)
     np.testing.assert_allclose(std, data.reshape(-1, 3).std(axis=0) / 255, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [T.CenterCrop, T.RandomResizedCrop])
+def test_crop_sizes_are_an_int_or_a_pair_of_positive_ints(make):
+    assert make(5).size == (5, 5)
+    assert make((3, 4)).size == (3, 4)
+    assert make([7]).size == (7, 7)
+    name = make.__name__
+    for bad, says in [(0, "positive size, got 0"), ((2, 0), "positive size, got (2, 0)"),
+                      (2.5, "size as an int or a pair of ints, got 2.5"),
+                      ((1, 2, 3), "size as an int or a pair of ints, got (1, 2, 3)")]:
+        with pytest.raises(ValueError, match=rf"^{name} expects a? ?{re.escape(says)}$"):
+            make(bad)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...config import accepts_rng
 from ...errors import ShapeError
+from ...functional.args import pair
 from .base import Transform, _RandomTransform
 from .geometric import resize_weights
 
@@ -27,12 +28,12 @@ __all__ = ["RandomResizedCrop", "CenterCrop", "ColorJitter", "resized_crop",
            "rgb_to_hsv", "hsv_to_rgb"]
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if len(value) == 2:
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{name} expects an int or an (h, w) pair, got {value!r}")
+def _size(value, where: str) -> tuple[int, int]:
+    """An output size: an int or an (h, w) pair of positive ints (``functional.args.pair``)."""
+    h, w = pair(value, "size", where)
+    if h < 1 or w < 1:
+        raise ShapeError(f"{where} expects a positive size, got {value!r}")
+    return h, w
 
 
 def resized_crop(image: np.ndarray, top: int, left: int, height: int, width: int, size: tuple[int, int]) -> np.ndarray:
@@ -68,7 +69,7 @@ class RandomResizedCrop(_RandomTransform):
         ratio: Sequence[float] = (3 / 4, 4 / 3), *, generator: np.random.Generator | None = None,
     ):
         super().__init__(generator)
-        self.size = _pair(size, "RandomResizedCrop size")
+        self.size = _size(size, "RandomResizedCrop")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"RandomResizedCrop scale must be 0 < lo <= hi <= 1, got {tuple(scale)}")
         if not 0 < ratio[0] <= ratio[1]:
@@ -120,7 +121,7 @@ class CenterCrop(Transform):
     """
 
     def __init__(self, size: int | Sequence[int]):
-        self.size = _pair(size, "CenterCrop size")
+        self.size = _size(size, "CenterCrop")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.batch(x)  # only the last two axes take part
