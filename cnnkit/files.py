@@ -16,10 +16,17 @@ share it.
   FIFO, a device (``/dev/zero``), a socket or a folder is refused at once instead of
   hanging or being read without end.
 - ``read_exactly(f, n, ...)``: read exactly ``n`` bytes or say the file is truncated.
+- ``file_lock(path)``: one process at a time in a block (a download into a cache, the
+  conversion of named weights), across processes: an exclusive ``flock`` on ``path``,
+  waited for, released by the kernel when its process dies (even by SIGKILL). The lock file
+  holds the owner's PID and host, and is removed when the block ends.
+- ``temporary_path(path)``: the name of a temporary beside ``path`` that only this process
+  writes, in the form ``clean_stale_temporaries`` recognises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -28,14 +35,21 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl  # POSIX: file_lock's flock
+except ImportError:  # Windows: file_lock takes no lock
+    fcntl = None
 
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "clean_stale_temporaries",
+    "temporary_path",
+    "file_lock",
     "open_regular",
     "read_exactly",
     "file_kind",
@@ -109,6 +123,106 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A new name beside ``path`` for a temporary only this process writes.
+
+    ``.<name>.<host>-<pid>.<16 random hex digits>.tmp``: unique, and once its process is gone
+    ``clean_stale_temporaries`` removes it.
+    """
+    path = Path(path)
+    return path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{secrets.token_hex(8)}.tmp"
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: str | os.PathLike,
+    *,
+    on_wait: Callable[[str], None] | None = None,
+    notice_after: float = 1.0,
+) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block; wait while another process holds it.
+
+    The lock is a ``flock`` on the file ``path`` (created when missing, its folder too): it
+    works across processes and the kernel releases it when its holder dies, even by SIGKILL,
+    so a lock file a killed process left behind is simply taken. The holder writes
+    ``<pid> <host>`` into the file for the others' messages, and removes the file when the
+    block ends (while still holding it: a waiter then finds its file gone and locks the
+    current one). Without ``fcntl`` (Windows) no lock is taken.
+
+    Args:
+        path: the lock file, e.g. ``<target>.lock`` beside the file the block writes.
+        on_wait: called once when the lock is still held by another process after
+            ``notice_after`` seconds, with who holds it (``"process 1234 on host"``, or
+            ``"another process"`` when the file does not say yet).
+        notice_after: seconds of waiting before ``on_wait`` is called.
+
+    Raises:
+        OSError: the lock file cannot be created or opened (the message names it).
+    """
+    if fcntl is None:
+        yield
+        return
+    path = Path(path)
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot lock it: {e.strerror or e}", str(path)) from None
+        try:
+            if _wait_for_lock(fd, on_wait, notice_after):
+                on_wait = None  # told once, even when the lock moves to a new file below
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:  # the holder before us removed the file we waited on
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {_HOST}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a waiter then retries on a new file
+        os.close(fd)  # closing drops the flock
+
+
+def _wait_for_lock(fd: int, on_wait: Callable[[str], None] | None, notice_after: float) -> bool:
+    """``flock(fd, LOCK_EX)``, polled for ``notice_after`` seconds first; then ``on_wait(holder)``
+    and a plain wait. Returns whether ``on_wait`` was called."""
+    if on_wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return False
+    deadline = time.monotonic() + notice_after
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    on_wait(_lock_holder(fd))
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel wakes us when the holder is done; Ctrl-C still stops it
+    return True
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the lock, as its file says (``"process 1234 on host"``)."""
+    try:
+        text = os.pread(fd, 128, 0).decode("ascii", "replace")
+    except OSError:
+        text = ""
+    # Only a whole line counts: the holder may be writing it right now.
+    m = re.fullmatch(r"(\d+) ([A-Za-z0-9_-]+)\n", text)
+    if m is None:
+        return "another process"
+    return f"process {m[1]}" + ("" if m[2] == _HOST else f" on {m[2]}")
+
+
 def _write_error(e: OSError, path: Path, size: int | None) -> OSError:
     """``e`` retold: which file, how big, and how much room there was."""
     reason = e.strerror or str(e)
@@ -142,7 +256,7 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview], 
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "cannot write it: it is a folder", str(path))
     clean_stale_temporaries(path.parent)
-    tmp = path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    tmp = temporary_path(path)
     try:
         # 0o666: the umask decides the permissions, as for any file the user creates
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)

@@ -17,7 +17,9 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +44,8 @@ from ..train import evaluate
 from .main import finite_float, positive_int
 
 __all__ = ["add_options", "launch_requested", "launch", "command", "Ranks"]
+
+T = TypeVar("T")
 
 
 def add_options(parser) -> None:
@@ -157,6 +161,22 @@ class Ranks:
     def writers(self, callbacks: list) -> list:
         """Callbacks that write files (checkpoints, logs, TensorBoard): rank 0's alone."""
         return list(callbacks) if self.root else []
+
+    def root_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0, then (after a barrier) on the other ranks; one call in one process.
+
+        For work that fills a cache the ranks share, such as a dataset download: rank 0
+        does it alone, with its progress shown, and the others then find the files ready.
+        An error on rank 0 ends the job (``Job``), the others included.
+        """
+        if not self.distributed:
+            return fn()
+        if self.root:
+            result = fn()
+            self.comm.barrier()
+            return result
+        self.comm.barrier()
+        return fn()
 
     # --------------------------------------------------------------- the learning rate
     def check_options(self, args) -> None:

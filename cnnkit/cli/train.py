@@ -487,10 +487,18 @@ def _train(args, out: Path, explicit: dict) -> int:
     # Read (named weights: fetch) the weights before decoding any image: a wrong name or an
     # offline download fails at once. Fine-tuning feeds the images normalized as the weights
     # were trained (named weights: ImageNet's); a resumed run, as it started.
-    pretrained = read_weights(args.weights, args.model) if args.weights and ckpt is None else None
+    # Several ranks: rank 0 fetches named weights and datasets into the cache first, the others
+    # then find the files there. The download lock alone is safe too, but the rank that won it
+    # might be a silenced one (Job): rank 0 would show only that it waits, not the progress.
+    pretrained = None
+    if args.weights and ckpt is None:
+        pretrained = ranks.root_first(lambda: read_weights(args.weights, args.model))
     _check_weights_model(pretrained, args.weights, args.model)
     normalization = _normalization(args.normalize, pretrained, ckpt)
-    data = _load_data(args, workers, normalization)
+    if args.data is None:  # a named dataset, downloaded when missing
+        data = ranks.root_first(lambda: _load_data(args, workers, normalization))
+    else:  # a folder of images: every rank decodes its own copy at once
+        data = _load_data(args, workers, normalization)
     K = len(data.classes)
     kind = ("binary" if K == 2 else "multiclass") if args.task == "auto" else args.task
     if kind == "binary" and K != 2:

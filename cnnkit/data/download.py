@@ -1,10 +1,17 @@
 """Downloads with a progress display, checksum verification and atomic writes; the data cache.
 
-A file is fetched into ``dest.part``, checked (byte count against Content-Length, then
-the SHA-256 or MD5 digest), and only then renamed onto ``dest`` with ``os.replace``,
-which is atomic on POSIX and Windows. Any failure, including Ctrl-C, removes the
-partial file, so ``dest`` either does not exist or is complete and verified. A stale
-``.part`` left by a killed process is simply overwritten by the next attempt.
+A file is fetched into a temporary of its own process beside ``dest``
+(``.<name>.<host>-<pid>.<random>.tmp``, see ``cnnkit.files``), checked (byte count against
+Content-Length, then the SHA-256 or MD5 digest), and only then renamed onto ``dest`` with
+``os.replace``, which is atomic on POSIX and Windows. Any failure, including Ctrl-C,
+removes the temporary, so ``dest`` either does not exist or is complete and verified; the
+temporary of a killed process is removed by the next download into its folder.
+
+Several processes loading one dataset into an empty cache (the ranks of ``mpiexec -n 4
+cnnkit train --dataset cifar10``, two runs started together) download it once: a
+``cnnkit.files.file_lock`` on ``<dest>.lock`` lets one process download while the others
+wait (printing who they wait for), and then find the verified file. The kernel drops the
+lock of a process that dies, so a killed download never blocks the next one.
 
 Where data lives: ``data_root(root)`` is ``root`` when given, else the ``CNNKIT_DATA``
 environment variable, else ``~/.cache/cnnkit``.
@@ -12,18 +19,21 @@ environment variable, else ``~/.cache/cnnkit``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from http.client import HTTPException
 from pathlib import Path
 
 from ..errors import DownloadError
+from ..files import clean_stale_temporaries, file_lock, temporary_path
 
-__all__ = ["DownloadError", "data_root", "download", "fetch", "file_digest"]
+__all__ = ["DownloadError", "cache_lock", "data_root", "download", "fetch", "file_digest"]
 
 _CHUNK = 1 << 20  # 1 MiB
 
@@ -77,6 +87,10 @@ def download(
 ) -> Path:
     """Fetch ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
 
+    One process downloads a given ``dest`` at a time (a lock on ``<dest>.lock``); the
+    others wait, saying so on stderr after a second, then find its verified file and use
+    it. When its download failed, the next one in line tries itself.
+
     Args:
         url: an http(s) or file URL.
         dest: the final path; its folder is created when missing.
@@ -92,26 +106,74 @@ def download(
 
     Raises:
         DownloadError: naming the URL and the file, with what went wrong (HTTP or network
-            error, fewer bytes than announced, checksum mismatch). No partial file remains.
+            error, fewer bytes than announced, checksum mismatch, the lock file cannot be
+            made). No partial file remains.
     """
     dest = Path(dest)
     expected = _expected_digest(sha256, md5)
     if dest.exists() and not dest.is_file():
         raise DownloadError(f"cannot download {url} to {dest}: it exists and is not a regular file")
-    if dest.exists():
-        if expected is None:
-            return dest
-        algorithm, want = expected
-        got = file_digest(dest, algorithm)
-        if got.startswith(want):
-            return dest
-        print(
-            f"cnnkit: {dest} has {algorithm.upper()} {got}, expected {want}; downloading it again",
-            file=sys.stderr,
-        )
+    if dest.is_file() and _mismatch(dest, expected) is None:
+        return dest  # files appear whole (os.replace), so a verified one needs no lock
+    with cache_lock(dest.with_name(dest.name + ".lock"), f"download {url} to {dest}"):
+        if dest.is_file():  # another process may have downloaded it while we waited
+            problem = _mismatch(dest, expected)
+            if problem is None:
+                return dest
+            print(f"cnnkit: {dest} has {problem}; downloading it again", file=sys.stderr)
+        _download(url, dest, expected, progress, timeout)
+    return dest
 
+
+@contextlib.contextmanager
+def cache_lock(lock: Path, doing: str) -> Iterator[None]:
+    """Do the block in one process at a time: ``cnnkit.files.file_lock`` on ``lock``.
+
+    A process that waits more than a second says so on stderr: ``cnnkit: waiting for
+    process 1234 to <doing> (lock file <lock>)``.
+
+    Args:
+        lock: the lock file, beside what the block writes (removed when the block ends).
+        doing: what the block does, for the messages ("download <url> to <dest>").
+
+    Raises:
+        DownloadError: the lock file cannot be made ("cannot <doing>: ...").
+    """
+
+    def waiting(holder: str) -> None:
+        print(f"cnnkit: waiting for {holder} to {doing} (lock file {lock})", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(lock, on_wait=waiting))
+        except OSError as e:
+            raise DownloadError(f"cannot {doing}: {e}") from None
+        yield
+
+
+def _mismatch(path: Path, expected: tuple[str, str] | None) -> str | None:
+    """None when the file has the expected digest (or none is expected), else what it has instead."""
+    if expected is None:
+        return None
+    algorithm, want = expected
+    got = file_digest(path, algorithm)
+    if got.startswith(want):  # equal for a full digest; a published prefix otherwise
+        return None
+    return f"{algorithm.upper()} {got}, expected {want}"
+
+
+def _download(url: str, dest: Path, expected: tuple[str, str] | None, progress: bool, timeout: float) -> None:
+    """Download ``url`` into a temporary of this process, check it and rename it onto ``dest``.
+
+    Called with ``dest``'s lock held; the temporary is still this process's own (the
+    ``.<name>.<host>-<pid>.<random>.tmp`` of ``cnnkit.files``), so that no two processes
+    ever write one file, even where no lock can be taken. Those of killed processes are
+    removed here, by the next download into the folder.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    clean_stale_temporaries(dest.parent)
+    dest.with_name(dest.name + ".part").unlink(missing_ok=True)  # earlier versions downloaded into <dest>.part
+    part = temporary_path(dest)
     hasher = hashlib.new(expected[0]) if expected else None
     received = 0
     try:
@@ -122,7 +184,7 @@ def download(
         except (urllib.error.URLError, HTTPException, OSError) as e:
             reason = getattr(e, "reason", e)
             raise DownloadError(f"cannot download {url} to {dest}: {reason}") from None
-        with response, open(part, "wb") as f:
+        with response, open(part, "xb") as f:
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None and length.isdigit() else None
             bar = _Progress(url, total) if progress else None
@@ -157,7 +219,6 @@ def download(
     except BaseException:  # NOTE: Ctrl-C too: never leave a partial file behind
         part.unlink(missing_ok=True)
         raise
-    return dest
 
 
 def fetch(

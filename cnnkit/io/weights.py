@@ -37,7 +37,6 @@ and written by streaming, atomically.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import mmap
@@ -52,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from .. import models
-from ..data.download import DownloadError, data_root, file_digest
+from ..data.download import DownloadError, cache_lock, data_root, file_digest
 from ..data.download import download as download_file
 from ..errors import CheckpointError, PthError, WeightsError
 from ..models.weights import Weights, find_weights, list_weights, set_weights_loader
@@ -589,39 +588,10 @@ def fetch_weights(entry, *, root: str | os.PathLike | None = None, mirror: str |
     # One process fetches and converts at a time (the ranks of `cnnkit train --nproc`, two runs
     # started together): the others wait, then find the converted file. Without it they
     # downloaded into the same ``.part`` file and one failed renaming it.
-    with _cache_lock(folder / f".{entry.model}-{entry.name}.lock"):
+    with cache_lock(folder / f".{entry.model}-{entry.name}.lock", f"fetch the {entry.full_name} weights into {folder}"):
         if converted.is_file():
             return converted
         return _fetch_and_convert(entry, folder, converted, mirror, download, progress)
-
-
-@contextlib.contextmanager
-def _cache_lock(path: Path):
-    """An exclusive ``flock`` on ``path``, held for the block (waiting for it); the file is
-    removed when the block ends, so the cache holds only weights files."""
-    try:
-        import fcntl  # POSIX; elsewhere no lock is taken
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except OSError as e:
-            raise DownloadError(f"cannot lock the weights cache {path.parent}: {e.strerror or e}") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:  # the holder before us removed the file we waited on: lock the current one
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # while still held: a waiter then retries on a new file
-        os.close(fd)
 
 
 def _fetch_and_convert(entry, folder: Path, converted: Path, mirror: str | None, download: bool,

@@ -12,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from cnnkit.distributed.launch import mpiexec_command, plan_launch
 from cnnkit.errors import MPIUnavailableError, UsageError
 from cnnkit.io.checkpoint import load_checkpoint
 from tests.distributed.mpi import MARKER, finish, job_pids, mpi_env, mpiexec, rank_pid, run_bounded, start
+from tests.distributed.threads import run_ranks
 
 SMALL = ["--limit", "1200", "--val-split", "0.01", "--batch-size", "32"]
 
@@ -273,3 +276,26 @@ def test_the_memory_preflight_gives_each_rank_on_a_machine_its_share(monkeypatch
                                          r"(\d+) or less") as refused:
         preflight.check_step_memory(model, (1, 28, 28), 64, train=True, name="training lenet5", sharers=2)
     assert int(refused.value.args[0].rsplit("--batch-size ", 1)[1].split()[0]) < 64
+
+
+def test_root_first_lets_rank_0_fill_the_cache_before_the_others_start():
+    """`cnnkit train --dataset NAME` on several ranks: rank 0 downloads, the others then read its files."""
+    events, started_early = [], threading.Event()
+
+    def rank(comm):
+        ranks = parallel.Ranks(types.SimpleNamespace(comm=comm, size=comm.size, rank=comm.rank))
+
+        def load():
+            events.append(("start", comm.rank))
+            if comm.rank == 0:
+                started_early.wait(0.5)  # set only by a rank that did not wait for rank 0
+            else:
+                started_early.set()
+            events.append(("end", comm.rank))
+            return comm.rank
+
+        return ranks.root_first(load)
+
+    assert run_ranks(3, rank) == [0, 1, 2]
+    assert events[:2] == [("start", 0), ("end", 0)] and len(events) == 6
+    assert parallel.Ranks(None).root_first(lambda: "one process") == "one process"

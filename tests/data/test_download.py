@@ -9,14 +9,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+import re
+import signal
+import subprocess
 import sys
 import tarfile
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnkit.data import CIFAR10, KMNIST, CIFARError, DownloadError, FashionMNIST, data_root, download
 from cnnkit.data.download import fetch
+from tests.conftest import subprocess_env
 
 # Caches in tmp_path (CNNKIT_DATA, TORCH_HOME), no CNNKIT_WEIGHTS_URL, no proxy for 127.0.0.1;
 # the `server` fixture (tests/local_server.py) is the only address contacted.
@@ -102,6 +110,15 @@ def test_a_corrupt_cached_file_is_replaced(server, tmp_path, capsys):
     download(server.url + "f.bin", dest, md5=_md5(payload), progress=False)
     assert dest.read_bytes() == payload
     assert "downloading it again" in capsys.readouterr().err
+
+
+def test_a_lock_file_that_cannot_be_made_is_a_download_error(server, tmp_path):
+    server.files["/f.bin"] = b"content"
+    (tmp_path / "f.bin.lock").mkdir()  # something in the way of the lock file
+    with pytest.raises(DownloadError, match=rf"cannot download {server.url}f\.bin to .*f\.bin: \[Errno 21\] "
+                                            rf"cannot lock it: Is a directory: '.*f\.bin\.lock'"):
+        download(server.url + "f.bin", tmp_path / "f.bin", progress=False)
+    assert server.requests == []
 
 
 # ---- datasets through a mirror ------------------------------------------------------
@@ -277,3 +294,130 @@ def test_fetch_prefers_a_verified_copy_in_the_dataset_folder(tmp_path):
     (tmp_path / "ds" / "f").write_bytes(b"abc")
     found = fetch("f", folder="ds", mirror="http://127.0.0.1:9/", md5=_md5(b"abc"), root=tmp_path)
     assert found == tmp_path / "ds" / "f"
+
+
+# ---- several processes, one download ------------------------------------------------
+#
+# Real processes (python -c) load one dataset file into one empty cache, as the ranks of
+# `mpiexec -n 4 cnnkit train --dataset cifar10` do. The server holds the first response
+# part-way (server.hold) until every other process has said it waits for the lock, so
+# the processes overlap for certain, however loaded the machine; timeouts only guard
+# against a hang.
+
+_HANG_GUARD = 180.0  # seconds
+
+_LOAD_CIFAR = """
+import json, sys
+from cnnkit.data import CIFAR10, DownloadError
+from cnnkit.data.download import data_root, file_digest
+CIFAR10.archive_md5 = sys.argv[2]
+try:
+    test = CIFAR10(train=False, mirror=sys.argv[1], progress=False)
+except DownloadError as e:
+    print(f"DownloadError: {e}", file=sys.stderr)
+    sys.exit(1)
+archive = data_root() / "cifar-10" / "cifar-10-binary.tar.gz"
+print(json.dumps({"md5": file_digest(archive, "md5"), "labels": test.targets.tolist()}))
+"""
+
+
+def _start(script: str, args: list[str], err: Path) -> subprocess.Popen:
+    with open(err, "w") as f:
+        return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=f,
+                                text=True, env=subprocess_env())
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + _HANG_GUARD
+    while not condition():
+        assert time.monotonic() < deadline, f"hang guard: still waiting for {what}"
+        time.sleep(0.05)
+
+
+def _race(server, tmp_path, path: str, md5: str, n: int = 3) -> list[tuple[subprocess.Popen, str, str]]:
+    """Start ``n`` processes loading CIFAR-10's test split at once; let the first request
+    through only when the other ``n - 1`` processes wait for the lock. Returns (process,
+    stdout, stderr) of each, finished."""
+    gate = threading.Event()
+    server.hold[path] = (len(server.files[path]) // 2, gate)
+    errs = [tmp_path / f"stderr{i}.txt" for i in range(n)]
+    procs = [_start(_LOAD_CIFAR, [server.url, md5], err) for err in errs]
+
+    def others_wait() -> bool:
+        assert server.requests == [path][: len(server.requests)], "a second download began during the first"
+        return sum("cnnkit: waiting for" in e.read_text() for e in errs) == n - 1
+
+    try:
+        _wait_until(others_wait, f"{n - 1} processes to wait for the lock")
+        assert server.requests == [path]  # held: the holder's request, and no other
+        gate.set()
+        outs = [p.communicate(timeout=_HANG_GUARD)[0] for p in procs]
+    finally:
+        gate.set()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(p, out, err.read_text()) for p, out, err in zip(procs, outs, errs)]
+
+
+def test_processes_loading_one_dataset_at_once_download_it_once(server, tiny_cifar, tmp_path):
+    batches, archive = tiny_cifar
+    server.chunk_delay = 0.02  # a slow server
+    results = _race(server, tmp_path, "/cifar-10-binary.tar.gz", _md5(archive))
+    assert server.requests == ["/cifar-10-binary.tar.gz"]  # one download for the three processes
+    for proc, out, err in results:
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {"md5": _md5(archive), "labels": batches["test_batch.bin"][2].tolist()}
+    # The two that waited said for whom: the process that downloaded, by its PID.
+    (holder,) = [proc for proc, _, err in results if "waiting for" not in err]
+    dest = tmp_path / "cache" / "cifar-10" / "cifar-10-binary.tar.gz"
+    for proc, _, err in results:
+        if proc is not holder:
+            assert f"cnnkit: waiting for process {holder.pid} to download {server.url}cifar-10-binary.tar.gz " \
+                   f"to {dest} (lock file {dest}.lock)" in err
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]  # no lock file, no temporary
+
+
+def test_a_checksum_failure_is_reported_by_every_waiting_process(server, tiny_cifar, tmp_path):
+    """Each process, once it has the lock and finds no verified file, downloads itself (a
+    transient failure of one does not fail the others), and each reports the mismatch."""
+    _, archive = tiny_cifar
+    results = _race(server, tmp_path, "/cifar-10-binary.tar.gz", "0" * 32)
+    assert server.requests == ["/cifar-10-binary.tar.gz"] * 3
+    for proc, out, err in results:
+        assert proc.returncode == 1 and out == ""
+        assert re.search(rf"DownloadError: download of {server.url}cifar-10-binary\.tar\.gz to .*cifar-10-binary"
+                         rf"\.tar\.gz failed its checksum: MD5 is {_md5(archive)}, expected 0{{32}}", err), err
+    assert list((tmp_path / "cache" / "cifar-10").iterdir()) == []
+
+
+_DOWNLOAD = "import sys; from cnnkit.data import download; download(*sys.argv[1:3], md5=sys.argv[3], progress=False)"
+
+
+def test_a_download_killed_midway_leaves_no_file_and_does_not_block_the_next(server, tmp_path):
+    payload = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    server.files["/big.bin"] = payload
+    gate = threading.Event()
+    server.hold["/big.bin"] = (3 << 19, gate)  # 1.5 MiB, then wait: the first 1 MiB is on disk
+    dest = tmp_path / "d" / "big.bin"
+    proc = _start(_DOWNLOAD, [server.url + "big.bin", str(dest), _md5(payload)], tmp_path / "stderr.txt")
+    try:
+        _wait_until(lambda: any(p.suffix == ".tmp" and p.stat().st_size >= 1 << 20
+                                for p in dest.parent.glob(".big.bin.*")), "the first MiB on disk")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=_HANG_GUARD)
+    finally:
+        gate.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in dest.parent.iterdir())
+    assert not dest.exists() and "big.bin.lock" in left and len(left) == 2  # the lock file and the temporary
+    assert (dest.parent / "big.bin.lock").read_text().split()[0] == str(proc.pid)
+    # The kernel dropped the dead process's lock: the next download takes it and succeeds.
+    assert download(server.url + "big.bin", dest, md5=_md5(payload), progress=False) == dest
+    assert dest.read_bytes() == payload
+    assert server.requests == ["/big.bin", "/big.bin"]
+    assert [p.name for p in dest.parent.iterdir()] == ["big.bin"]  # the killed one's temporary is gone too
