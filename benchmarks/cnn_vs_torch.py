@@ -6,6 +6,13 @@ figure is the median over pairs of PyTorch's time / cnnkit's time (above 1: cnnk
 faster), with the load average before and after. Single convolutions also report
 GFLOP/s (2 * multiply-adds; forward + backward counts three convolutions' work).
 
+Batch-norm folding (inference): ``-folded`` rows time cnnkit with every BatchNorm folded
+into its convolution (``cnnkit.surgery.fold_batchnorm``) against PyTorch eager as is;
+``-folded-both`` rows against PyTorch with the same pairs folded
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``), the fair comparison of the two frameworks;
+``-fold-gain`` rows time folded cnnkit against unfolded cnnkit (the "PyTorch" columns
+then hold unfolded cnnkit): the fold's own effect.
+
 Usage:
     python benchmarks/cnn_vs_torch.py [--workloads NAME ...] [--repeats 7] [--list]
 """
@@ -19,19 +26,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import add_timing_options, blas_note, interleaved, set_threads  # noqa: E402
+from timing import add_timing_options, blas_note, interleaved, set_threads, spin_cnnkit, spin_torch  # noqa: E402
 from torch_models import matching_pair  # noqa: E402
 
 import cnnkit  # noqa: E402
 import cnnkit.functional as F  # noqa: E402
+import cnnkit.surgery  # noqa: E402
 
 
-def model_workload(name: str, batch: int, size: int, train: bool, classes: int):
-    """(ours, theirs) callables: one inference batch or one SGD training step."""
+def fold_torch(model: torch.nn.Module, pairs) -> torch.nn.Module:
+    """PyTorch's own fold of the (conv path, bn path) pairs, in place (the twins share cnnkit's paths)."""
+    for conv_path, bn_path in pairs:
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_path), model.get_submodule(bn_path))
+        model.set_submodule(conv_path, fused)
+        model.set_submodule(bn_path, torch.nn.Identity())
+    return model
+
+
+def model_workload(name: str, batch: int, size: int, train: bool, classes: int, fold: str | None = None):
+    """(ours, theirs) callables: one inference batch or one SGD training step.
+
+    fold (inference only): "ours" folds cnnkit's batch norms, "both" PyTorch's as well,
+    "gain" makes theirs unfolded cnnkit.
+    """
     ours, theirs = matching_pair(name)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -40,6 +62,19 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int):
     if not train:
         ours.eval()
         theirs.eval()
+        if fold is not None:
+            unfolded, ours = ours, cnnkit.surgery.fold_batchnorm(ours, (3, size, size))
+            with torch.no_grad(), cnnkit.no_grad():  # the fold changes the time, not the result
+                ours_y, ref_y = ours(cnnkit.Tensor(x)).data, theirs(tx).numpy()
+            assert np.abs(ours_y - ref_y).max() <= 1e-4 * np.abs(ref_y).max(), "folded outputs differ"
+        if fold == "both":
+            theirs = fold_torch(theirs, ours.folded_batchnorm)
+        if fold == "gain":
+            def run_unfolded():
+                with cnnkit.no_grad():
+                    return unfolded(cnnkit.Tensor(x)).data
+
+            theirs_fn = run_unfolded
 
         def run_ours():
             with cnnkit.no_grad():
@@ -49,7 +84,7 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int):
             with torch.no_grad():
                 return theirs(tx).numpy()
 
-        return run_ours, run_theirs
+        return run_ours, theirs_fn if fold == "gain" else run_theirs
     ours.train()
     theirs.train()
     opt_ours = cnnkit.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
@@ -106,6 +141,12 @@ def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool):
 WORKLOADS = {
     "resnet18-infer-b1": lambda: model_workload("resnet18", 1, 224, False, 1000),
     "resnet18-infer-b8": lambda: model_workload("resnet18", 8, 224, False, 1000),
+    "resnet18-infer-b1-folded": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="ours"),
+    "resnet18-infer-b8-folded": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="ours"),
+    "resnet18-infer-b1-folded-both": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="both"),
+    "resnet18-infer-b8-folded-both": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="both"),
+    "resnet18-infer-b1-fold-gain": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="gain"),
+    "resnet18-infer-b8-fold-gain": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="gain"),
     "resnet18-train-b16": lambda: model_workload("resnet18", 16, 224, True, 1000),
     "vgg16-infer-b4": lambda: model_workload("vgg16", 4, 224, False, 1000),
     "resnet20-train-b128": lambda: model_workload("resnet20", 128, 32, True, 10),
@@ -138,7 +179,8 @@ def main() -> None:
     for name in args.workloads:
         built = WORKLOADS[name]()
         ours, theirs = built[:2]
-        r = interleaved(ours, theirs, args.repeats, clock=args.clock)
+        spin = spin_cnnkit if name.endswith("-fold-gain") else spin_torch  # theirs is cnnkit there
+        r = interleaved(ours, theirs, args.repeats, spin_theirs=spin, clock=args.clock)
         o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
         gflops = ("", "")
         if len(built) == 3:

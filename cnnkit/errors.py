@@ -16,7 +16,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     |   +-- IDXError                     ... an IDX (MNIST) file
     |   +-- CIFARError                   ... a CIFAR-10 binary batch
     +-- DownloadError (OSError)          a download failed or its checksum did not match
-    +-- ConversionError (ValueError)     a model cannot be rewritten (fully convolutional conversion)
+    +-- ConversionError (ValueError)     a model cannot be rewritten (fully convolutional conversion, batch-norm folding)
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
@@ -152,7 +152,7 @@ class DownloadError(CnnkitError, OSError):
 
 
 class ConversionError(CnnkitError, ValueError):
-    """A model (or one of its layers) cannot be rewritten as a fully convolutional network."""
+    """A model (or one of its layers) cannot be rewritten: fully convolutional conversion, batch-norm folding."""
 
 
 class LayerNotFoundError(CnnkitError, ValueError):

@@ -18,7 +18,9 @@ checks the header against the data before reading it (``io.safetensors``), verif
 digest (a flipped bit is reported as corruption) and refuses non-finite weights, naming
 the tensor; truncated, corrupt and foreign files are refused with a message naming the
 file and what is wrong. ``load`` rebuilds the zoo model it names, pruned or not (the
-weights' shapes give the channel counts), and loads its weights.
+weights' shapes give the channel counts), with its batch norms folded or not (a model of
+``surgery.fold_batchnorm`` carries its (conv, bn) pairs, recorded as
+``folded_batchnorm`` beside the model's name and config), and loads its weights.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .. import models, nn
 from ..errors import CheckpointError
 from ..files import atomic_write_bytes
 from ..nn.resize import set_array, sync_sizes
+from ..nn.utils import fuse_conv_bn_pairs
 from .safetensors import content_digest, parse_json, read_safetensors, write_safetensors
 
 __all__ = [
@@ -80,7 +83,7 @@ class Checkpoint:
         return self.meta.get("model", {}).get("config", {})
 
     def build_model(self) -> nn.Module:
-        """Rebuild the zoo model this checkpoint names, pruned or not, with its weights, in eval mode.
+        """Rebuild the zoo model this checkpoint names, pruned or not, folded or not, with its weights, in eval mode.
 
         Raises:
             CheckpointError: no zoo model named, an unknown one, or weights that do not fit it.
@@ -107,6 +110,14 @@ class Checkpoint:
         except MemoryError:
             raise CheckpointError(f"{where}: model config {self.model_config} asks for a model too large to "
                                   "build in memory") from None
+        folded = [tuple(pair) for pair in self.meta.get("model", {}).get("folded_batchnorm", [])]
+        if folded:  # saved after surgery.fold_batchnorm: the same pairs, then the folded weights
+            model.eval()
+            try:
+                fuse_conv_bn_pairs(model, folded)
+            except (ValueError, TypeError) as e:
+                raise CheckpointError(f"{where}: cannot fold the batch norms of model {name!r} as saved: {e}") from None
+            model.folded_batchnorm = folded
         resize_to_state(model, self.model_state)
         try:
             model.load_state_dict(self.model_state)
@@ -195,6 +206,9 @@ def save(
         "rng_states": rng_states or {},
         "extra": extra or {},
     }
+    folded = getattr(model, "folded_batchnorm", None)
+    if folded:  # surgery.fold_batchnorm's (conv, bn) pairs: load folds the rebuilt model the same way
+        meta["model"]["folded_batchnorm"] = [list(pair) for pair in folded]
     if optimizer is not None:
         sd = optimizer.state_dict()
         scalar_state: dict[str, dict[str, Any]] = {}

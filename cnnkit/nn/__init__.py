@@ -8,10 +8,12 @@ into the equivalent cnnkit model. Layers never compute gradients themselves.
     model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
 
-``nn.init`` holds the initializers, as ``torch.nn.init`` (``cnnkit.init`` is the same module).
+``nn.init`` holds the initializers, as ``torch.nn.init`` (``cnnkit.init`` is the same module);
+``nn.utils`` folds an eval-mode BatchNorm into the convolution before it
+(``fuse_conv_bn_eval``, as ``torch.nn.utils``).
 """
 
-from . import init
+from . import init, utils
 from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, ConvTranspose2d
@@ -42,4 +44,6 @@ __all__ = [
     # changing a layer's size in place (pruning, loading pruned checkpoints)
     "set_array", "sync_sizes", "RESIZABLE",
     "init",
+    # folding eval-mode BatchNorm into the convolution before it (as torch.nn.utils)
+    "utils",
 ]

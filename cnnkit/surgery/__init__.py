@@ -7,17 +7,20 @@
 - ``prune.py``: channel pruning (a smaller dense model, not a mask) and the thinner
   network trained from scratch.
 - ``compare.py``: the before/after figures of pruning.
+- ``fold.py``: a copy for inference with each eval-mode BatchNorm folded into the
+  convolution before it (``fold_batchnorm``).
 """
 
 from __future__ import annotations
 
 from .compare import channel_counts, format_comparison, images_per_second, measure, weights_file_size
 from .fcn import ConversionError, FullyConvolutional, sliding_window, to_fully_convolutional
+from .fold import fold_batchnorm, foldable_pairs
 from .prune import ChannelGroup, channel_groups, conv_parameters, prune_channels, uniform_width
 from .sequence import read_sequence
 
 __all__ = [
     "ChannelGroup", "ConversionError", "FullyConvolutional", "channel_counts", "channel_groups",
-    "conv_parameters", "format_comparison", "images_per_second", "measure", "prune_channels",
+    "conv_parameters", "fold_batchnorm", "foldable_pairs", "format_comparison", "images_per_second", "measure", "prune_channels",
     "read_sequence", "sliding_window", "to_fully_convolutional", "uniform_width", "weights_file_size",
 ]

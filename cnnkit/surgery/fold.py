@@ -1,0 +1,129 @@
+"""Batch-norm folding: a copy of a model for inference with each eval-mode BatchNorm merged into its conv.
+
+In eval mode ``bn(conv(x))`` is one convolution with rescaled weights and a bias
+(``cnnkit.nn.utils.fuse_conv_bn_eval`` has the arithmetic), so inference skips one pass
+over every BatchNorm's output. Which BatchNorm reads which convolution comes from one
+traced forward pass (``explain.forward_pass``: the layer calls and who reads whose
+output), so the fold works whatever ``forward`` does: Sequential stacks, ResNet blocks,
+GoogLeNet's BasicConv2d.
+
+    fast = fold_batchnorm(model)          # model is unchanged; fast is in eval mode
+    fast(x)                               # == model.eval()(x) up to rounding
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import nn
+from ..explain.graph import INPUT, forward_pass
+from ..nn.utils import fuse_conv_bn_pairs
+from .prune import _infer_input_shape
+
+__all__ = ["fold_batchnorm", "foldable_pairs"]
+
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def foldable_pairs(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[tuple[str, str]]:
+    """The (convolution path, BatchNorm2d path) pairs of ``model`` that ``fold_batchnorm`` folds.
+
+    A pair is folded when, in a traced forward pass (eval mode), every call of the
+    BatchNorm2d reads exactly the output of a call of that convolution and every call of
+    the convolution is read by that BatchNorm alone (not by a residual add, a second layer
+    or the model's output), and the BatchNorm keeps running statistics.
+
+    Args:
+        model: any Module; it is run once on zeros, in eval mode (every module's mode is
+            restored afterwards).
+        input_shape: (C, H, W) of one input; default: the model's ``input_shape`` (zoo
+            models), else the first of 28x28, 32x32 and 224x224 that it takes.
+
+    Returns:
+        The pairs, in execution order.
+    """
+    shape = tuple(input_shape or getattr(model, "input_shape", None) or _infer_input_shape(model))
+    traced = model
+    if any(p.dtype != np.float32 for p in model.parameters()):
+        # forward_pass runs float32 inputs: trace a float32 copy (same paths, same data flow).
+        traced = copy.deepcopy(model).float()
+    run = forward_pass(traced, np.zeros((1,) + shape, np.float32), input_requires_grad=False)
+    units = run.units
+    readers: dict[int, list[int]] = {}                # unit index -> the units that read its output
+    for unit in units:
+        for i in unit.inputs:
+            readers.setdefault(i, []).append(unit.index)
+    conv_calls: dict[int, int] = {}                   # id(conv) -> its calls
+    conv_read_by: dict[int, list[int]] = {}           # id(conv) -> id(bn) of each call read by a bn alone
+    bn_sources: dict[int, set] = {}                   # id(bn) -> id(conv) of each call's source (None: not a conv)
+    bn_units = []
+    for unit in units:
+        if unit.kind != "layer":
+            continue
+        if isinstance(unit.module, _CONVS):
+            conv_calls[id(unit.module)] = conv_calls.get(id(unit.module), 0) + 1
+        if not isinstance(unit.module, nn.BatchNorm2d):
+            continue
+        bn_units.append(unit)
+        source = units[unit.inputs[0]] if len(unit.inputs) == 1 and unit.inputs[0] != INPUT else None
+        clean = (
+            source is not None and source.kind == "layer" and isinstance(source.module, _CONVS)
+            and unit.input_ids == [source.output_id]
+            and readers[source.index] == [unit.index]
+            and source.output_id not in run.graph.outputs
+        )
+        bn_sources.setdefault(id(unit.module), set()).add(id(source.module) if clean else None)
+        if clean:
+            conv_read_by.setdefault(id(source.module), []).append(id(unit.module))
+    paths = {id(u.module): u.path for u in units if u.module is not None}
+    pairs = []
+    for unit in bn_units:
+        bn = unit.module
+        sources = bn_sources.pop(id(bn), set())   # popped: a BatchNorm called twice is one pair
+        if len(sources) != 1 or None in sources or bn.running_mean is None or bn.running_var is None:
+            continue
+        conv = next(iter(sources))
+        if set(conv_read_by[conv]) == {id(bn)} and len(conv_read_by[conv]) == conv_calls[conv]:
+            pairs.append((paths[conv], paths[id(bn)]))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module, input_shape: Sequence[int] | None = None) -> nn.Module:
+    """Return a copy of ``model`` for inference, each foldable BatchNorm2d merged into its convolution.
+
+    Each pair ``foldable_pairs`` finds (a BatchNorm2d that reads exactly the output of a
+    Conv2d or ConvTranspose2d that nothing else reads) becomes one convolution with the
+    folded weight and a bias (``nn.utils.fuse_conv_bn_eval``), and the BatchNorm an
+    ``nn.Identity``. The copy computes what ``model`` computes in eval mode, up to
+    rounding (float32: about 1e-6 relative), with one pass fewer per folded layer.
+
+    Not folded (left as they are): a BatchNorm before its convolution (DenseNet's
+    pre-activation BN-ReLU-conv: the BatchNorm's shift would have to pass through the
+    convolution's zero padding, so the fold is not exact); a BatchNorm after anything but
+    a convolution (after an add, a concatenation, a Linear); a convolution whose output
+    is also read elsewhere; a BatchNorm without running statistics; BatchNorm1d.
+
+    The copy is in eval mode and meant for inference only: training it would train
+    convolutions without their BatchNorm. Its ``state_dict`` has no keys of the folded
+    BatchNorms and a bias for each folded convolution; it loads into a model of the same
+    structure, and ``folded_batchnorm`` (the list of pairs) lets ``cnnkit.save`` record
+    the fold so ``cnnkit.load`` rebuilds a folded zoo model.
+
+    Args:
+        model: any Module (not changed; its modes are restored after the trace).
+        input_shape: (C, H, W) of one input for the trace; default: the model's
+            ``input_shape`` (zoo models), else the first of 28x28, 32x32, 224x224 it takes.
+
+    Returns:
+        The folded copy, in eval mode, with ``folded_batchnorm``: the (conv path, bn path)
+        pairs folded (added to those of an already folded model).
+    """
+    folded = copy.deepcopy(model)
+    folded.eval()
+    pairs = foldable_pairs(folded, input_shape)
+    fuse_conv_bn_pairs(folded, pairs)
+    folded.folded_batchnorm = list(getattr(model, "folded_batchnorm", [])) + pairs
+    return folded
