@@ -17,6 +17,7 @@ from ..errors import DataError, UsageError
 from ..io.checkpoint import atomic_write_bytes
 from ..io.weights import fetch_weights
 from ..models.weights import Preprocessing, find_weights
+from ..surgery import fold_for_inference
 from ..train import evaluate, format_report, predict
 from ..viz.plots import plot_confusion_matrix, save_figure
 from .main import non_negative_int, positive_int
@@ -95,6 +96,9 @@ def evaluate_command(args) -> int:
         where = f"the {name} test split ({len(test_set):,} images)"
         loader = DataLoader(test_set, batch_size=args.batch_size)
         classes = list(named.classes)
+    # BatchNorm folded into the convolutions: a pass fewer per layer, kept only when a probe
+    # batch gives the same outputs (surgery.fold_for_inference)
+    model = fold_for_inference(model, shape)
     result = evaluate(model, loader, task=task, num_classes=max(len(classes), 2))
     print(f"{Path(args.checkpoint).name} on {where}:")
     print(format_report(result, classes))

@@ -9,6 +9,9 @@ GoogLeNet's BasicConv2d.
 
     fast = fold_batchnorm(model)          # model is unchanged; fast is in eval mode
     fast(x)                               # == model.eval()(x) up to rounding
+
+``fold_for_inference`` keeps the fold only when a probe batch gives the same outputs
+(what ``cnnkit evaluate`` runs).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import nn
+from .. import config, nn
 from ..explain.graph import INPUT, forward_pass
 from ..nn.utils import fuse_conv_bn_pairs
+from ..tensor import Tensor
 from .prune import _infer_input_shape
 
-__all__ = ["fold_batchnorm", "foldable_pairs"]
+__all__ = ["fold_batchnorm", "fold_for_inference", "foldable_pairs"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -127,3 +131,38 @@ def fold_batchnorm(model: nn.Module, input_shape: Sequence[int] | None = None) -
     fuse_conv_bn_pairs(folded, pairs)
     folded.folded_batchnorm = list(getattr(model, "folded_batchnorm", [])) + pairs
     return folded
+
+
+def fold_for_inference(model: nn.Module, input_shape: Sequence[int] | None = None, *, rtol: float = 1e-4,
+                       batch: int = 2) -> nn.Module:
+    """``fold_batchnorm(model)`` when it folds something and gives ``model``'s outputs; else ``model``.
+
+    What ``cnnkit evaluate`` runs: the fold saves a pass per BatchNorm, and it is kept only
+    when, on a random probe batch (seed 0, standard normal), every output of the folded
+    copy is within ``rtol`` of the largest output of ``model`` in eval mode (a float32
+    fold differs by about 1e-6). A model without BatchNorm2d is returned at once.
+
+    Args:
+        model: any Module (not changed; its modes are restored after the probe).
+        input_shape: as ``fold_batchnorm``.
+        rtol: the largest output difference kept, relative to the largest output.
+        batch: images in the probe batch.
+
+    Returns:
+        The folded copy (eval mode, ``folded_batchnorm`` set), or ``model`` itself.
+    """
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    shape = tuple(input_shape or getattr(model, "input_shape", None) or _infer_input_shape(model))
+    folded = fold_batchnorm(model, shape)
+    if len(folded.folded_batchnorm) == len(getattr(model, "folded_batchnorm", [])):
+        return model
+    first = next(model.parameters())
+    probe = Tensor(np.random.default_rng(0).standard_normal((batch,) + shape).astype(first.dtype))
+    with config.no_grad(), nn.eval_mode(model):
+        expected, actual = model(probe), folded(probe)
+    if not (isinstance(expected, Tensor) and isinstance(actual, Tensor)):
+        return model
+    scale = float(np.abs(expected.data).max())
+    error = float(np.abs(actual.data - expected.data).max())
+    return folded if np.isfinite(error) and error <= rtol * max(scale, np.finfo(np.float32).tiny) else model

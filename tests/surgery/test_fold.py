@@ -8,7 +8,7 @@ import pytest
 from cnnkit import Tensor, models, nn, no_grad
 from cnnkit.errors import CheckpointError
 from cnnkit.io.checkpoint import load, save
-from cnnkit.surgery import fold_batchnorm, foldable_pairs, prune_channels
+from cnnkit.surgery import fold_batchnorm, fold_for_inference, foldable_pairs, prune_channels
 
 
 def randomize_batch_norms(model: nn.Module, rng) -> nn.Module:
@@ -216,3 +216,35 @@ def test_load_names_a_recorded_fold_that_does_not_fit(tmp_path, rng):
     with pytest.raises(CheckpointError, match=r"bad.safetensors: cannot fold the batch norms of model 'resnet20' "
                                               r"as saved: fuse_conv_bn_pairs: no layer named 'no.such.bn'"):
         load(tmp_path / "bad.safetensors")
+
+
+def test_fold_for_inference_keeps_a_fold_with_the_same_outputs(rng):
+    model = randomize_batch_norms(models.resnet20(generator=rng), rng)
+    fast = fold_for_inference(model)
+    assert fast is not model and len(fast.folded_batchnorm) == 19 and model.training
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert relative_error(run(fast, x), run(model.eval(), x)) <= 1e-5
+
+
+def test_fold_for_inference_returns_a_model_without_batch_norm_itself(rng):
+    lenet = models.lenet5(generator=rng)
+    assert fold_for_inference(lenet) is lenet
+
+
+class ChangesAfterItsFirstCall(nn.Module):
+    """bn(conv(x)) on its first call (the trace), bn(conv(x)) + conv(x) afterwards."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv, self.bn, self.calls = nn.Conv2d(3, 4, 3, generator=rng), nn.BatchNorm2d(4), 0
+
+    def forward(self, x):
+        self.calls += 1
+        c = self.conv(x)
+        return self.bn(c) if self.calls == 1 else self.bn(c) + c
+
+
+def test_fold_for_inference_drops_a_fold_that_changes_the_outputs(rng):
+    model = randomize_batch_norms(ChangesAfterItsFirstCall(rng), rng)
+    assert fold_batchnorm(model, (3, 8, 8)).folded_batchnorm == [("conv", "bn")]   # the trace was fooled
+    assert fold_for_inference(model, (3, 8, 8)) is model                          # the probe was not
