@@ -32,14 +32,15 @@ from .pool import (
     sum_pool2d,
 )
 from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
+from .remainder import fmod, remainder
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
     "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "cast", "cat", "clamp", "conv2d",
-    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "exp", "flatten", "getitem",
+    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "exp", "flatten", "fmod", "getitem",
     "leaky_relu", "linear", "log", "log_softmax", "lp_pool2d", "matmul", "max", "max_pool2d", "mean",
-    "min", "mse_loss", "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "reshape",
+    "min", "mse_loss", "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape",
     "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh",
     "transpose", "unsqueeze", "var",
 ]

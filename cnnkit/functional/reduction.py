@@ -115,10 +115,15 @@ class SelectAlongDimOp(Function):
 
     Shapes: x (..., n, ...), index (..., 1, ...) -> y (..., 1, ...) (keepdim) or the
     axis dropped.
+
+    ``smallest`` says what the positions are: of the minima (True), of the maxima (False),
+    or other positions (None). ONNX export writes the values of max(dim) / min(dim) as
+    ReduceMax / ReduceMin, which needs to know.
     """
 
-    def __init__(self, index, axis: int, keepdims: bool):
+    def __init__(self, index, axis: int, keepdims: bool, smallest: bool | None = None):
         self.index, self.axis, self.keepdims = index, axis, keepdims
+        self.smallest = smallest
 
     def forward(self, x):
         self.x_shape, self.x_dtype = x.shape, x.dtype
@@ -302,7 +307,7 @@ def _extremum(op: str, x, dim, keepdim, axis, keepdims, smallest: bool):
     if x.ndim == 0:
         values = x * 1 if x.requires_grad else Tensor._wrap(x.data.copy())
         return ValuesIndices(values, Tensor._wrap(indices.data.reshape(())))
-    values = SelectAlongDimOp(indices.data, axis, keepdim)(x)
+    values = SelectAlongDimOp(indices.data, axis, keepdim, smallest)(x)
     if not keepdim:
         indices = Tensor._wrap(indices.data.squeeze(axis))
     return ValuesIndices(values, indices)

@@ -8,8 +8,12 @@ How: one forward pass in eval mode records cnnkit's define-by-run graph (the gra
 inputs), with each op attributed to the module that ran it. Each op, in execution order,
 is written as its ONNX counterpart (``_EMITTERS``): Conv2dOp -> Conv, LinearOp -> Gemm,
 BatchNormOp (eval) -> BatchNormalization, MaxPool2dOp -> MaxPool with ceil_mode, adaptive
-pools -> GlobalAveragePool / AveragePool / slices, ... Parameters and buffers become
-initializers under their ``state_dict`` names; other constants become Constant nodes.
+pools -> GlobalAveragePool / AveragePool / slices, sum / mean / amax / amin and the values of
+max(dim) / min(dim) -> ReduceSum / ReduceMean / ReduceMax / ReduceMin (axes an attribute or an
+input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or NumPy's exact
+floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, ...
+Parameters and buffers become initializers under their ``state_dict`` names; other
+constants become Constant nodes.
 An op ONNX cannot express raises ``OnnxExportError`` naming the layer.
 
 Node names are the module paths of the layers ("features.0"; "layer1.0.add" for the
@@ -26,7 +30,10 @@ that follow them "OH", "OW". After writing, the file is checked three ways: ONNX
 (``full_check``), strict shape inference, and a run of the exported graph by cnnkit's own
 importer at another batch size (and, with a dynamic size, another image size), compared
 with the model: a forward that depends on the batch or the size in a way the trace cannot
-see (a reshape to fixed sizes, adaptive pooling to a fixed grid) fails here, loudly.
+see (a reshape to fixed sizes, adaptive pooling to a fixed grid) fails here, loudly. The
+error says which failure it is: a node cnnkit's importer cannot run, a graph that differs
+even on the traced input (an exporter bug), a forward that depends on the input's values,
+or one that depends on the batch or the size.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import config, nn
-from ..errors import CnnkitError, OnnxExportError
+from ..errors import CnnkitError, OnnxExportError, OnnxUnsupportedError
 from ..explain.graph import Graph, OpNode, model_graph
 from ..function import Function
 from ..functional.pool import _adaptive_bounds
@@ -156,8 +163,15 @@ class _Writer:
 
     # -- axes-taking nodes whose form changed between opsets
     def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool, hint=None) -> str:
-        since = 13 if op_type == "ReduceSum" else 18
-        if self.opset >= since:
+        """A Reduce* node over ``axes`` (which cnnkit's ops always list: () only for a 0-d input).
+
+        The axes are an attribute before the opset in ``_AXES_INPUT_FROM`` and an input from it.
+        No axes means no reduction: an Identity, since ONNX reads an empty list as every axis
+        (noop_with_empty_axes, from the same opsets, would say otherwise; Identity is shorter).
+        """
+        if not axes:
+            return self.add("Identity", [x], hint)
+        if self.opset >= _AXES_INPUT_FROM[op_type]:
             return self.add(op_type, [x, self.ints(axes, "axes")], hint, keepdims=int(keepdims))
         return self.add(op_type, [x], hint, axes=list(axes), keepdims=int(keepdims))
 
@@ -299,7 +313,12 @@ def _dropout(w: _Writer, fn, xs) -> str:
                   "use nn.Dropout or training=self.training")
 
 
+# The opset from which a Reduce* node takes its axes as an input (an attribute before).
+_AXES_INPUT_FROM = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+
+
 def _reduction(op_type: str) -> Callable:
+    # sum / mean of floats (an integer tensor is never traced: see _rounding_div)
     def emit(w: _Writer, fn, xs) -> str:
         return w.reduce(op_type, xs[0], list(fn.axes), fn.keepdims)
 
@@ -309,6 +328,53 @@ def _reduction(op_type: str) -> Callable:
 def _amax(w: _Writer, fn, xs) -> str:
     # amax / amin and the full x.max() / x.min()
     return w.reduce("ReduceMin" if fn.smallest else "ReduceMax", xs[0], list(fn.axes), fn.keepdims)
+
+
+def _select_along_dim(w: _Writer, fn, xs) -> str:
+    # The values of max(x, dim) / min(x, dim): the extremum along dim, whichever position holds it.
+    if fn.smallest is None:
+        raise w.error("values picked at positions computed outside cnnkit's ops (only the values "
+                      "of max(dim) and min(dim) have an ONNX counterpart)")
+    return w.reduce("ReduceMin" if fn.smallest else "ReduceMax", xs[0], [fn.axis], fn.keepdims)
+
+
+def _rounding_div(w: _Writer, fn, xs) -> str:
+    """div(a, b, rounding_mode="trunc" | "floor") with the values of cnnkit's RoundingDivOp.
+
+    The operands are floats: an integer tensor cannot require a gradient, so no op on one is
+    recorded and the trace holds integer results as constants (a forward that casts the input
+    to integers fails the self-check, which says its values are not recorded).
+    """
+    dtype = fn.inputs[0].dtype
+    if fn.mode == "trunc":  # trunc(q) = sign(q) * floor(|q|), q = a / b (-0.3 gives -0, as trunc)
+        q = w.add("Div", xs, "quotient")
+        return w.add("Mul", [w.add("Sign", [q], "sign"), w.add("Floor", [w.add("Abs", [q], "abs")], "floor")])
+    zero, one = w.constant(np.asarray(0, dtype), "zero"), w.constant(np.asarray(1, dtype), "one")
+    # NOTE: floor(a / b) rounds a / b first, which can land on the next integer (1 / 0.1 is
+    # 10.0 in float32, but 1 // 0.1 is 9.0). cnnkit floors as NumPy's floor_divide and
+    # PyTorch's div_floor_floating do, from the exact remainder fmod(a, b); so does this:
+    a, b = xs
+    mod = w.add("Mod", xs, "fmod", fmod=1)
+    div = w.add("Div", [w.add("Sub", [a, mod], "a_minus_fmod"), b], "exact_div")
+    # a nonzero remainder whose sign is not b's: the quotient was rounded toward zero, one less
+    signs_differ = w.add("Xor", [w.add("Less", [b, zero], "b_negative"),
+                                 w.add("Less", [mod, zero], "fmod_negative")], "signs_differ")
+    nonzero = w.add("Not", [w.add("Equal", [mod, zero], "fmod_zero")], "fmod_nonzero")
+    step_down = w.add("And", [nonzero, signs_differ], "step_down")
+    div = w.add("Where", [step_down, w.add("Sub", [div, one], "less_one"), div], "floor_div")
+    # div is a whole number up to rounding: more than half above its floor means the next one
+    floor = w.add("Floor", [div], "floor")
+    fraction = w.add("Sub", [div, floor], "fraction")
+    above_half = w.add("Greater", [fraction, w.constant(np.asarray(0.5, dtype), "half")], "above_half")
+    floor = w.add("Where", [above_half, w.add("Add", [floor, one], "plus_one"), floor], "rounded")
+    # A zero quotient takes the sign of a / b (finite there: only it meets the 0, so no inf * 0);
+    # dividing by zero gives a / b itself (inf or NaN).
+    quotient = w.add("Div", xs, "quotient")
+    div_zero = w.add("Equal", [div, zero], "div_zero")
+    finite = w.add("Where", [div_zero, quotient, zero], "finite_quotient")
+    signed_zero = w.add("Mul", [finite, zero], "signed_zero")
+    floor = w.add("Where", [div_zero, signed_zero, floor], "zero_signed")
+    return w.add("Where", [w.add("Equal", [b, zero], "b_zero"), quotient, floor])
 
 
 def _cast(w: _Writer, fn, xs) -> str:
@@ -480,11 +546,14 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "SubOp": _simple("Sub"),
     "MulOp": _simple("Mul"),
     "DivOp": _simple("Div"),
+    "RoundingDivOp": _rounding_div,
     "PowOp": _simple("Pow"),
     "NegOp": _simple("Neg"),
     "ExpOp": _simple("Exp"),
     "LogOp": _simple("Log"),
     "SqrtOp": _simple("Sqrt"),
+    "SinOp": _simple("Sin"),
+    "CosOp": _simple("Cos"),
     "StdRootOp": _simple("Sqrt"),   # std's square root (its gradient rule differs, its value is Sqrt)
     "CloneOp": _simple("Identity"),
     "ClampOp": _clamp,
@@ -494,6 +563,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "SumOp": _reduction("ReduceSum"),
     "MeanOp": _reduction("ReduceMean"),
     "AmaxOp": _amax,
+    "SelectAlongDimOp": _select_along_dim,
     "CastOp": _cast,
     "LpRootOp": _lp_root,
     "ReshapeOp": _reshape,
@@ -576,7 +646,7 @@ def _check_arguments(model, input_shape, opset) -> tuple[int, ...]:
 
 def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, Function], Tensor]:
     """Run the model once in eval mode; return its op graph, the ops by id and the output."""
-    x = np.random.default_rng(0).standard_normal((batch,) + shape).astype(np.float32)
+    x = _sample(batch, shape, 0)
     captured: list = []
     handles = [model.register_forward_hook(lambda m, args, out: captured.append(out))]
     for m in model.modules():
@@ -679,37 +749,83 @@ def _build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) 
     return proto, sum(a.nbytes for a in w.initializers.values())
 
 
-def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool, dynamic_size: bool = False) -> None:
-    """Run the exported graph with cnnkit's importer and compare with the model itself."""
-    batch = 1  # the trace ran at TRACE_BATCH when the batch is dynamic: this is another size
-    if dynamic_size:
-        shape = _other_size(shape)
-    x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+def _sample(batch: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A standard normal float32 input: the trace's (seed 0) or a self-check's (other seeds)."""
+    return np.random.default_rng(seed).standard_normal((batch,) + shape).astype(np.float32)
+
+
+def _compare(proto: onnx.ModelProto, model, x: np.ndarray) -> str | None:
+    """Run the exported graph (with cnnkit's importer) and the model on ``x``: None when they
+    agree, else what differs.
+
+    Raises:
+        OnnxUnsupportedError: the importer cannot run a node of the graph.
+    """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    where = f"batch {batch}" + (f", input {'x'.join(map(str, shape))}" if dynamic_size else "")
     try:
         with config.no_grad():
             expected = model(Tensor(x)).data
             try:
                 got = from_model_proto(proto, "the exported graph", checked=True)(Tensor(x)).data
-            except (CnnkitError, ValueError, IndexError) as error:  # a size baked into the graph
-                got, failure = None, f"it fails there: {error}"
+            except OnnxUnsupportedError:
+                raise
+            except (CnnkitError, ValueError, IndexError) as error:  # e.g. a size baked into the graph
+                return f"it fails there: {error}"
     finally:
         for m, mode in modes:
             m.training = mode
-    if got is not None:
-        scale = max(1.0, float(np.abs(expected).max()))
-        diff = float(np.abs(got.astype(np.float64) - expected).max()) if got.shape == expected.shape else np.inf
-        if diff <= _RTOL * scale:
+    scale = max(1.0, float(np.abs(expected).max()))
+    diff = float(np.abs(got.astype(np.float64) - expected).max()) if got.shape == expected.shape else np.inf
+    if diff <= _RTOL * scale:
+        return None
+    return f"output {got.shape} vs {expected.shape}, max abs difference {diff:.3g}"
+
+
+def _verify(proto: onnx.ModelProto, model, shape, dynamic: bool, dynamic_size: bool = False) -> None:
+    """Run the exported graph with cnnkit's importer and compare with the model.
+
+    The check runs at batch 1 (the trace ran at TRACE_BATCH when the batch is dynamic) and,
+    with a dynamic size, at a larger image. When they differ, two more runs say why: on the
+    trace's own input only a wrongly written op can differ; on another input of the traced
+    shape, a forward that depends on the input's values; otherwise the batch (or size).
+    """
+    name = type(model).__name__
+    batch, traced_batch = 1, TRACE_BATCH if dynamic else 1
+    other = _other_size(shape) if dynamic_size else shape
+    where = f"batch {batch}" + (f", input {'x'.join(map(str, other))}" if dynamic_size else "")
+    try:
+        failure = _compare(proto, model, _sample(batch, other, 1))
+        if failure is None:
             return
-        failure = f"output {got.shape} vs {expected.shape}, max abs difference {diff:.3g}"
+        on_trace = _compare(proto, model, _sample(traced_batch, shape, 0))
+    except OnnxUnsupportedError as error:
+        raise OnnxExportError(
+            f"cnnkit's own importer cannot run the exported graph of {name} at {where}, so the "
+            f"self-check cannot compare it with the model: {error} (a gap in cnnkit, not in the "
+            "model; verify=False writes the file unchecked)"
+        ) from None
+    if on_trace is not None:
+        raise OnnxExportError(
+            f"the exported graph of {name} does not reproduce the model even on the input it was "
+            f"traced with (batch {traced_batch}: {on_trace}): an op is written wrongly, a bug in "
+            "cnnkit's exporter (verify=False writes the file unchecked)"
+        )
+    same_shape = (batch, other) == (traced_batch, shape)
+    values = failure if same_shape else _compare(proto, model, _sample(traced_batch, shape, 2))
+    if values is not None:
+        raise OnnxExportError(
+            f"the exported graph of {name} does not reproduce the model on another input of the "
+            f"traced shape (batch {traced_batch}: {values}): its forward depends on the input's "
+            "values in a way one trace cannot record (a Python branch on values, or values "
+            "the graph does not hold: integer tensors, .data, NumPy), which ONNX cannot express"
+        )
     fix = ("export with dynamic_size=False (a fixed input size)" if dynamic_size
-           else "export with dynamic_batch=False, or remove the data-dependent branch")
+           else "export with dynamic_batch=False")
     raise OnnxExportError(
-        f"the exported graph of {type(model).__name__} does not reproduce the model at {where} "
-        f"({failure}); its forward probably depends on the batch size{', the input size' if dynamic_size else ''} "
-        f"or on the input's values in a way one trace cannot record ({fix})"
+        f"the exported graph of {name} does not reproduce the model at {where} ({failure}), "
+        f"though it does at the traced batch {traced_batch}: its forward depends on the batch "
+        f"size{' or the input size' if dynamic_size else ''} in a way one trace cannot record ({fix})"
     )
 
 

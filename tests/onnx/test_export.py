@@ -13,6 +13,8 @@ import cnnkit
 import cnnkit.functional as F
 from cnnkit import Function, Tensor, models, nn
 from cnnkit.errors import OnnxExportError
+from cnnkit.functional.reduction import SelectAlongDimOp
+from cnnkit.functional.trig import cos, sin
 from cnnkit.onnx import export, load
 from cnnkit.surgery.fcn import to_fully_convolutional
 from cnnkit.surgery.prune import prune_channels
@@ -25,6 +27,11 @@ from .conftest import (
     run_cnnkit,
     run_onnxruntime,
 )
+
+try:
+    import torch
+except ImportError:  # PyTorch is one reference among three in the op tests below: the others still run
+    torch = None
 
 BATCHES = (1, 3)
 
@@ -270,6 +277,97 @@ def test_circular_padding_needs_opset_19(tmp_path, rng):
     _check_in_onnxruntime(model, path, (2, 5, 5), rng)
 
 
+# --------------------------------------------------------------------------- reductions, rounding division, sin, cos
+NEWEST_OPSET = onnx.defs.onnx_opset_version()
+
+
+def _tricky(n: int) -> np.ndarray:
+    """(n, 3, 8) float32: negatives, exact halves, tied extremes, signed zeros, and 1.0, 0.1
+    (1 // 0.1 is 9, though 1 / 0.1 rounds to 10.0)."""
+    rows = np.array([[2.5, -2.5, 0.5, -0.5, 1.0, -1.0, 0.0, -0.0],
+                     [3.0, 3.0, -1.5, -1.5, 7.5, -7.5, 0.1, 1.0],
+                     [-4.0, 2.0, -4.0, 2.0, 0.25, -0.75, 5.0, -0.0]], np.float32)
+    return np.stack([rows * (k + 1) * (-1) ** k for k in range(n)])
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+_DIVISORS = [np.float32(d) for d in (0.5, -1.5, 0.1, 3.0)]
+
+
+def _divisions(div, cat, scalar, mode: str):
+    """x divided by scalars and by its own first row (zeros included: inf and NaN), and its
+    second row divided by x: (N, 18, 8). ``div``, ``cat``, ``scalar`` are cnnkit's or PyTorch's."""
+    def fn(x):
+        parts = [div(x, scalar(d), rounding_mode=mode) for d in _DIVISORS]
+        return cat(parts + [div(x, x[:, :1], rounding_mode=mode), div(x[:, 1:2], x, rounding_mode=mode)], 1)
+
+    return fn
+
+
+# name -> (cnnkit's forward, PyTorch's, ONNX operators the file must hold, whether the outputs are equal
+# bit for bit: max, min and rounded quotients are; sums and sines may differ in the last bit)
+_EXACT_CASES = {
+    "amin": (lambda x: F.amin(x, 1), lambda t: torch.amin(t, 1), {"ReduceMin"}, True),
+    "amin-keepdim-two-dims": (lambda x: F.amin(x, (1, 2), keepdim=True),
+                              lambda t: torch.amin(t, (1, 2), keepdim=True), {"ReduceMin"}, True),
+    "amax": (lambda x: F.amax(x, -1), lambda t: torch.amax(t, -1), {"ReduceMax"}, True),
+    "min-of-all": (lambda x: x - x.min(), lambda t: t - t.min(), {"ReduceMin"}, True),
+    "max-of-all-then-a-0d-amin": (lambda x: x - F.amin(F.max(x), 0), lambda t: t - torch.amin(torch.max(t), 0),
+                                  {"ReduceMax", "Identity"}, True),
+    "min-dim-values": (lambda x: F.min(x, 2).values, lambda t: torch.min(t, 2).values, {"ReduceMin"}, True),
+    "max-dim-values-keepdim": (lambda x: x.max(1, keepdim=True).values,
+                               lambda t: t.max(1, keepdim=True).values, {"ReduceMax"}, True),
+    "sum-mean": (lambda x: x.sum(1) + F.mean(x, (1, 2), keepdim=True)[:, 0],
+                 lambda t: t.sum(1) + torch.mean(t, (1, 2), keepdim=True)[:, 0], {"ReduceSum", "ReduceMean"}, False),
+    "div-floor": (_divisions(F.div, F.cat, Tensor, "floor"),
+                  lambda t: _divisions(torch.div, torch.cat, torch.tensor, "floor")(t), {"Mod", "Floor"}, True),
+    "div-trunc": (_divisions(F.div, F.cat, Tensor, "trunc"),
+                  lambda t: _divisions(torch.div, torch.cat, torch.tensor, "trunc")(t), {"Sign", "Floor"}, True),
+    "sin-cos": (lambda x: F.cat([sin(x), cos(x)], 1), lambda t: torch.cat([torch.sin(t), torch.cos(t)], 1),
+                {"Sin", "Cos"}, False),
+}
+
+
+
+
+@pytest.mark.parametrize("opset", [13, 17, NEWEST_OPSET])
+@pytest.mark.parametrize("case", list(_EXACT_CASES))
+def test_reductions_rounding_division_sin_cos_match_cnnkit_torch_and_the_reimport(case, opset, tmp_path):
+    ours, theirs, written, exact = _EXACT_CASES[case]
+    model = _Fn(ours)
+    path = export(model, tmp_path / "m.onnx", (3, 8), opset=opset)
+    _check_file(path)
+    assert written <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    x = _tricky(3)
+    expected = run_cnnkit(model, x)
+    outputs = {"onnxruntime": run_onnxruntime(path, x), "cnnkit.onnx.load": run_cnnkit(load(path), x)}
+    if torch is not None:
+        outputs["torch"] = theirs(torch.from_numpy(x)).numpy()
+    for who, got in outputs.items():
+        assert got.shape == expected.shape, who
+        if exact:  # NaN equals NaN here; a signed zero equals either zero
+            np.testing.assert_array_equal(got, expected, err_msg=who)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6, err_msg=who)
+
+
+def test_floor_division_is_not_the_floor_of_the_rounded_quotient(tmp_path):
+    """The case Div-then-Floor gets wrong: 1 / 0.1 rounds to 10.0 in float32, 1 // 0.1 is 9."""
+    model = _Fn(lambda x: F.div(x, Tensor(np.float32(0.1)), rounding_mode="floor"))
+    path = export(model, tmp_path / "m.onnx", (2,))
+    x = np.array([[1.0, -1.0]], np.float32)
+    assert (x / np.float32(0.1)).tolist() == [[10.0, -10.0]]
+    np.testing.assert_array_equal(run_onnxruntime(path, x), [[9.0, -10.0]])
+
+
 # --------------------------------------------------------------------------- errors
 class _Cube(Function):
     """A user-defined op ONNX export does not know. forward: y = x**3."""
@@ -338,7 +436,9 @@ def test_a_reshape_mixing_the_batch_needs_a_fixed_batch(tmp_path):
 
 def test_a_forward_that_depends_on_the_batch_size_fails_the_self_check(tmp_path):
     # (N, 4, 3) -> (2, 6N): the trace (batch 2) cannot tell this from a reshape keeping the batch.
-    with pytest.raises(OnnxExportError, match=r"does not reproduce the model at batch 1"):
+    with pytest.raises(OnnxExportError, match=r"does not reproduce the model at batch 1 \(.*\), though it does "
+                                              r"at the traced batch 2: its forward depends on the batch size "
+                                              r"in a way one trace cannot record \(export with dynamic_batch=False\)$"):
         export(_Reshaped((2, -1)), tmp_path / "m.onnx", (4, 3))
 
     class CountsTheBatch(nn.Module):
@@ -369,3 +469,54 @@ def test_float64_models_are_refused_with_the_fix(tmp_path):
         model = models.lenet5()
     with pytest.raises(OnnxExportError, match=r"writes float32 models.*model\.float\(\)"):
         export(model, tmp_path / "m.onnx", (1, 28, 28))
+
+
+class _IntegerFloor(nn.Module):
+    """Floors x / 0.5 through integers: a cast to int64 ends the recorded graph."""
+
+    def forward(self, x):
+        q = F.div(F.cast(x * 4, np.int64), 2, rounding_mode="floor")
+        return x + F.cast(q, np.float32)
+
+
+@pytest.mark.parametrize("dynamic_batch", [True, False])
+def test_a_forward_that_depends_on_unrecorded_values_fails_the_self_check_saying_so(dynamic_batch, tmp_path):
+    batch = 2 if dynamic_batch else 1
+    with pytest.raises(OnnxExportError, match=rf"of _IntegerFloor does not reproduce the model on another input of "
+                                              rf"the traced shape \(batch {batch}: output .*\): its forward depends "
+                                              r"on the input's values .*integer tensors"):
+        export(_IntegerFloor(), tmp_path / "m.onnx", (5,), dynamic_batch=dynamic_batch)
+
+
+def test_the_self_check_says_when_cnnkit_cannot_import_a_node_it_exported(monkeypatch, tmp_path):
+    from cnnkit.onnx.ops import TRANSLATORS
+
+    monkeypatch.delitem(TRANSLATORS, "ReduceMin")
+    with pytest.raises(OnnxExportError) as caught:
+        export(_Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4))
+    message = str(caught.value)
+    assert message.startswith("cnnkit's own importer cannot run the exported graph of _Fn at batch 1, so the "
+                              "self-check cannot compare it with the model: ONNX operator 'ReduceMin' (node 'amax', "
+                              "opset 17) is not supported by cnnkit")
+    assert message.endswith("(a gap in cnnkit, not in the model; verify=False writes the file unchecked)")
+    assert "batch size" not in message
+    path = export(_Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4), verify=False)
+    x = _tricky(2)[:, :, :4]
+    np.testing.assert_array_equal(run_onnxruntime(path, x), x.min(1))
+
+
+def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path):
+    from cnnkit.onnx import exporter
+
+    monkeypatch.setitem(exporter._EMITTERS, "SinOp", exporter._simple("Cos"))
+    with pytest.raises(OnnxExportError, match=r"of _Fn does not reproduce the model even on the input it was traced "
+                                              r"with \(batch 2: output \(2, 3, 4\) vs \(2, 3, 4\), max abs "
+                                              r"difference .*\): an op is written wrongly, a bug in cnnkit's exporter"):
+        export(_Fn(sin), tmp_path / "m.onnx", (3, 4))
+
+
+def test_values_at_positions_from_outside_the_graph_are_refused(tmp_path):
+    index = np.zeros((2, 1, 4), np.int64)
+    with pytest.raises(OnnxExportError, match=r"cannot export SelectAlongDim in the model's forward \(outside any "
+                                              r"layer\): values picked at positions computed outside cnnkit's ops"):
+        export(_Fn(lambda x: SelectAlongDimOp(index, 1, False)(x)), tmp_path / "m.onnx", (3, 4))

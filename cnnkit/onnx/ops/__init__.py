@@ -10,8 +10,8 @@ computed with NumPy and wrapped as constant tensors.
 Version differences are handled where the operator is translated, from ``node.opset``:
 Softmax's axis (a 2-D coercion before opset 13, one axis from 13), Pad's pads (an
 attribute before 11, an input from 11), the axes of Unsqueeze/Squeeze/ReduceSum (inputs
-from 13) and ReduceMean/ReduceMax (inputs from 18), Slice's starts/ends (inputs from 10),
-BatchNormalization's and Dropout's training flags (is_test in opset 6; 7, 14 for
+from 13) and ReduceMean/ReduceMax/ReduceMin (inputs from 18), Slice's starts/ends (inputs
+from 10), BatchNormalization's and Dropout's training flags (is_test in opset 6; 7, 14 for
 BatchNormalization; inputs from 12 for Dropout), the ceil_mode of pooling (from 10), and
 opset 6's explicit broadcasting of binary operators (``broadcast``, ``axis``). A feature cnnkit cannot compute exactly raises
 ``OnnxUnsupportedError`` naming the operator, the node, the opset and the feature.

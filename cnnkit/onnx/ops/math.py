@@ -1,4 +1,5 @@
-"""Elementwise arithmetic, activations, (log-)softmax, matrix products and reductions."""
+"""Elementwise arithmetic, rounding, trigonometry, activations, (log-)softmax, matrix products
+and reductions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ... import functional as F
+from ...functional.trig import cos, sin
 from ...tensor import Tensor
 from . import TRANSLATORS, Node
 
@@ -60,10 +62,22 @@ def pow_(node: Node) -> Tensor:
     return F.pow(a, b)
 
 
-def sign(node: Node) -> Tensor:
-    # The derivative of sign is 0 wherever it exists: a constant carries exactly that gradient.
-    x = node.input(0)
-    return Tensor(np.sign(x.data).astype(x.dtype))
+def mod(node: Node) -> Tensor:
+    """A - B * q with q = trunc(A / B) (fmod=1, C's fmod) or floor(A / B) (fmod=0, Python's %)."""
+    a, b = _operands(node)
+    if _is_int(a) and (b.data == 0).any():
+        raise node.unsupported("an integer division by zero (its remainder is undefined)")
+    return F.fmod(a, b) if node.attr("fmod", 0) else F.remainder(a, b)
+
+
+def _piecewise_constant(fn: Callable) -> Callable[[Node], Tensor]:
+    """Sign, Floor, Ceil: the derivative is 0 wherever it exists, which a constant carries exactly."""
+
+    def translate(node: Node) -> Tensor:
+        x = node.input(0)
+        return Tensor(fn(x.data).astype(x.dtype))
+
+    return translate
 
 
 def _unary(fn: Callable) -> Callable[[Node], Tensor]:
@@ -133,7 +147,8 @@ def _reduce(fn: Callable, empty: Callable, axes_input_from: int) -> Callable[[No
         keepdims = bool(node.attr("keepdims", 1))
         if any(x.shape[a] == 0 for a in axes):
             # Reducing an empty set: ONNX's identity elements (0 for a sum, -inf / the type's
-            # minimum for a max, NaN for a mean), with no gradient to carry.
+            # minimum for a max, +inf / its maximum for a min, NaN for a mean), with no
+            # gradient to carry.
             shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
             if not keepdims:
                 shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
@@ -149,6 +164,12 @@ def _lowest(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
+def _highest(dtype: np.dtype):
+    if dtype.kind == "b":
+        return True
+    return np.inf if dtype.kind == "f" else np.iinfo(dtype).max
+
+
 TRANSLATORS.update({
     "Add": _binary(F.add),
     "Sub": _binary(F.sub),
@@ -160,7 +181,12 @@ TRANSLATORS.update({
     "Exp": _unary(F.exp),
     "Log": _unary(F.log),
     "Sqrt": _unary(F.sqrt),
-    "Sign": sign,
+    "Mod": mod,
+    "Sign": _piecewise_constant(np.sign),
+    "Floor": _piecewise_constant(np.floor),
+    "Ceil": _piecewise_constant(np.ceil),
+    "Sin": _unary(sin),
+    "Cos": _unary(cos),
     "Relu": _unary(F.relu),
     "LeakyRelu": lambda node: F.leaky_relu(node.input(0), float(node.attr("alpha", 0.01))),
     "Elu": lambda node: F.elu(node.input(0), float(node.attr("alpha", 1.0))),
@@ -173,4 +199,5 @@ TRANSLATORS.update({
     "ReduceSum": _reduce(F.sum, lambda dtype: 0, 13),
     "ReduceMean": _reduce(F.mean, lambda dtype: np.nan, 18),
     "ReduceMax": _reduce(F.amax, _lowest, 18),
+    "ReduceMin": _reduce(F.amin, _highest, 18),
 })
