@@ -9,7 +9,11 @@ Layout of a checkpoint file (safetensors: a JSON header, then raw little-endian 
   document with the model's zoo name and constructor config, the optimizer's class, param
   groups and scalar state, the scheduler's state, the epoch, RNG states, metrics and
   training history. ``sha256`` (format version 2) is the digest of every tensor (name,
-  dtype, shape, bytes) and of the ``cnnkit`` document (``io.safetensors.content_digest``).
+  dtype, shape, bytes), of the format name and version and of the ``cnnkit`` document
+  (``io.safetensors.content_digest``). Format version 1 files (no digest) still load,
+  unverified, but only a header with exactly version 1's fields is read as one: a version 2
+  file whose ``version`` or ``sha256`` field was damaged is refused as corrupt, never loaded
+  without its check.
 
 ``save`` writes to a temporary file in the same folder, fsyncs it and renames it
 over the target (``cnnkit.files.atomic_write``), so a crash, a kill or a full disk during a
@@ -49,6 +53,12 @@ __all__ = [
 
 FORMAT = "cnnkit-checkpoint"
 VERSION = 2  # 2: the sha256 digest of the contents (version 1 files load, unverified)
+
+# The metadata fields of each format version, exactly. A file is read as version 1 (no digest to
+# verify) only if it has version 1's fields and no others: a version 2 file whose "version" lost a
+# bit or two still carries its "sha256", and is refused as corrupt rather than loaded unverified.
+# The version and the format name are part of the digested text, so they cannot change either.
+_FIELDS = {1: ("format", "version", "cnnkit"), 2: ("format", "version", "cnnkit", "sha256")}
 
 
 @dataclass
@@ -254,6 +264,35 @@ def _digest_text(version: int, text: str) -> str:
     return f"{FORMAT}\0{version}\0{text}"
 
 
+def _version(metadata: dict[str, str], path: Path) -> int:
+    """The format version of a checkpoint's metadata, once its fields are exactly that version's.
+
+    Only the exact texts cnnkit wrote ("1", "2") are versions: no default for a missing field,
+    no "02" or other digits that ``int`` would also read.
+    """
+    text = metadata.get("version")
+    if text is None:
+        raise CheckpointError(f"{path}: corrupt checkpoint (no 'version' metadata)")
+    versions = {str(v): v for v in _FIELDS}
+    if text not in versions:
+        if text.isascii() and text.isdigit() and int(text) > VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format version {int(text)} is newer than this cnnkit reads ({VERSION}); "
+                "upgrade cnnkit"
+            )
+        raise CheckpointError(f"{path}: corrupt checkpoint (format version {text!r})")
+    version = versions[text]
+    expected = _FIELDS[version]
+    missing = [k for k in expected if k not in metadata]
+    if missing:
+        raise CheckpointError(f"{path}: corrupt checkpoint (no {' or '.join(map(repr, missing))} metadata)")
+    unexpected = sorted(k for k in metadata if k not in expected)
+    if unexpected:
+        raise CheckpointError(f"{path}: corrupt checkpoint (metadata {', '.join(map(repr, unexpected))} that "
+                              f"format version {version} files do not have)")
+    return version
+
+
 def save_checkpoint(path: str | os.PathLike, model, **kwargs) -> Path:
     """Deprecated: ``save(model, path, ...)`` (``torch.save``'s order)."""
     warnings.warn("save_checkpoint(path, model) is deprecated: use cnnkit.save(model, path) "
@@ -280,21 +319,11 @@ def load_checkpoint(path: str | os.PathLike, *, allow_nonfinite: bool = False) -
         raise CheckpointError(
             f"{path}: a safetensors file, but not a cnnkit checkpoint (no '{FORMAT}' metadata)"
         )
-    version_text = metadata.get("version", "0")
-    if not version_text.isdigit():
-        raise CheckpointError(f"{path}: corrupt checkpoint (format version {version_text!r})")
-    version = int(version_text)
-    if version > VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version} is newer than this cnnkit reads ({VERSION}); "
-            "upgrade cnnkit"
-        )
-    if "cnnkit" not in metadata:
-        raise CheckpointError(f"{path}: corrupt checkpoint (no 'cnnkit' metadata)")
+    version = _version(metadata, path)
     if version >= 2:
         view = memoryview(st.data)
         items = [(e.name, e.dtype, e.shape, view[e.begin:e.end]) for e in st.entries]
-        if content_digest(items, _digest_text(version, metadata["cnnkit"])) != metadata.get("sha256"):
+        if content_digest(items, _digest_text(version, metadata["cnnkit"])) != metadata["sha256"]:
             raise CheckpointError(
                 f"{path}: corrupt checkpoint: its contents do not match the SHA-256 stored in it (a changed "
                 "bit, dtype or shape); use another copy (e.g. best.safetensors or the previous run)"

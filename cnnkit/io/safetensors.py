@@ -90,15 +90,31 @@ def _depth(value, limit: int) -> int:
 
 
 def parse_json(text: bytes | str, where: str, what: str, error: Callable[[str], Exception] = CheckpointError):
-    """``json.loads`` that reports bad, non-UTF-8 and too deeply nested text as ``error``."""
+    """``json.loads`` that reports bad, non-UTF-8 and too deeply nested text, and repeated keys, as ``error``."""
+    repeated: list[str] = []
+
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+        # json.loads would keep the last of two equal keys silently: note the first repeat
+        value = dict(pairs)
+        if len(value) != len(pairs) and not repeated:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    repeated.append(key)
+                    break
+                seen.add(key)
+        return value
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=unique_keys)
     except RecursionError:
         raise error(f"{where}: {what} is nested too deeply (more than {MAX_DEPTH} levels)") from None
     except (UnicodeDecodeError, ValueError):
         raise error(f"{where}: {what} is not valid JSON") from None
     if _depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise error(f"{where}: {what} is nested too deeply (more than {MAX_DEPTH} levels)")
+    if repeated:
+        raise error(f"{where}: {what} has the key {repeated[0]!r} twice")
     return value
 
 

@@ -86,7 +86,8 @@ CASES = [
      lambda raw, h, d: _assemble(_edit(h, lambda e: _set(e, "model/0.weight", "shape", [1, 2, 3, 3])), d),
      CORRUPT),
     ("digest-removed-from-v2",
-     lambda raw, h, d: _assemble(_edit(h, lambda e: e["__metadata__"].pop("sha256")), d), CORRUPT),
+     lambda raw, h, d: _assemble(_edit(h, lambda e: e["__metadata__"].pop("sha256")), d),
+     r"corrupt checkpoint \(no 'sha256' metadata\)"),
     ("data-truncated", lambda raw, h, d: raw[:-100],
      r"truncated or corrupt checkpoint \(expected \d+ bytes, found \d+\)"),
     ("trailing-garbage", lambda raw, h, d: raw + b"\0" * 16,
@@ -371,3 +372,117 @@ def test_a_model_config_that_does_not_match_the_weights_is_refused_before_buildi
                 model_config=config)
     with pytest.raises(CheckpointError, match=message):
         load(path)
+
+
+# ---------------------------------------------------------------- every single bit flipped
+
+def _fuzz_subject(folder):
+    """The smallest checkpoint with every kind of content: weights, optimizer arrays, metadata."""
+    model = nn.Sequential(nn.Linear(2, 2, generator=np.random.default_rng(0)))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = np.ones_like(p.data)
+    opt.step()
+    return save(model, folder / "subject.safetensors", model_name="custom", optimizer=opt, epoch=1)
+
+
+def _load_each_mutant(path, raw: bytes, positions):
+    """Flip each bit at ``positions`` in turn; yield the outcome of each load: the Checkpoint or the error."""
+    path.write_bytes(raw)
+    fd = os.open(path, os.O_WRONLY)  # one byte rewritten in place: truncating a file thousands of times is slow
+    try:
+        for index in positions:
+            for bit in range(8):
+                os.pwrite(fd, bytes([raw[index] ^ (1 << bit)]), index)
+                try:
+                    outcome = load_checkpoint(path)
+                except CheckpointError as e:
+                    outcome = e
+                yield index, bit, outcome
+            os.pwrite(fd, raw[index:index + 1], index)
+    finally:
+        os.close(fd)
+
+
+def _same_contents(a, b) -> bool:
+    def arrays(ckpt):
+        return {**{f"model/{k}": v for k, v in ckpt.model_state.items()},
+                **{f"optimizer/{k}": v for k, v in ckpt.optimizer_arrays.items()}}
+
+    x, y = arrays(a), arrays(b)
+    return (x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and x[k].shape == y[k].shape
+                                         and x[k].tobytes() == y[k].tobytes() for k in x)
+            and a.meta == b.meta)
+
+
+def test_no_single_flipped_bit_of_the_header_loads_different_contents(tmp_path):
+    """Every bit of the length prefix and of the JSON header, one at a time: refused, or the same contents
+    and still verified.
+
+    A flipped bit in ``"version": "2"`` ("0") used to turn the digest check off, so a second
+    flipped bit in a weight loaded silently (a weight off by 2.46e37).
+    """
+    path = _fuzz_subject(tmp_path)
+    raw = path.read_bytes()
+    original = load_checkpoint(path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    loaded = []
+    for index, bit, outcome in _load_each_mutant(tmp_path / "mutant.safetensors", raw, range(8 + n)):
+        where = f"bit {bit} of byte {index} ({raw[index:index + 1]!r})"
+        if isinstance(outcome, CheckpointError):
+            assert str(outcome).startswith(str(tmp_path / "mutant.safetensors")), (where, outcome)
+        else:
+            assert _same_contents(outcome, original), f"{where}: loaded contents that differ from the saved ones"
+            loaded.append((index, bit))
+    assert len(loaded) < 0.05 * 8 * (8 + n), loaded
+    # A mutant that loads must still be verified: one more flipped bit, in a weight, is refused.
+    for index, bit in loaded:
+        path.write_bytes(_flip(_flip(raw, index, bit), len(raw) - 1, 0))
+        with pytest.raises(CheckpointError, match=CORRUPT):
+            load_checkpoint(path)
+
+
+def test_every_single_flipped_bit_of_the_weights_is_refused(tmp_path):
+    path = _fuzz_subject(tmp_path)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    for index, bit, outcome in _load_each_mutant(tmp_path / "mutant.safetensors", raw, range(8 + n, len(raw))):
+        assert isinstance(outcome, CheckpointError) and CORRUPT in str(outcome), (index, bit, outcome)
+
+
+@pytest.mark.parametrize("case, edit, message", [
+    ("v2-marked-version-1", lambda m: m.__setitem__("version", "1"),
+     r"corrupt checkpoint \(metadata 'sha256' that format version 1 files do not have\)"),
+    ("v2-marked-version-0", lambda m: m.__setitem__("version", "0"), r"corrupt checkpoint \(format version '0'\)"),
+    ("version-02", lambda m: m.__setitem__("version", "02"), r"corrupt checkpoint \(format version '02'\)"),
+    ("arabic-indic-2", lambda m: m.__setitem__("version", "\u0662"), r"corrupt checkpoint \(format version '\S'\)"),
+    ("version-missing", lambda m: m.pop("version"), r"corrupt checkpoint \(no 'version' metadata\)"),
+    ("version-key-renamed", lambda m: m.__setitem__("versinn", m.pop("version")),
+     r"corrupt checkpoint \(no 'version' metadata\)"),
+    ("digest-key-renamed", lambda m: m.__setitem__("sha257", m.pop("sha256")),
+     r"corrupt checkpoint \(no 'sha256' metadata\)"),
+    ("digest-key-renamed-and-version-1",
+     lambda m: (m.__setitem__("sha257", m.pop("sha256")), m.__setitem__("version", "1")),
+     r"corrupt checkpoint \(metadata 'sha257' that format version 1 files do not have\)"),
+    ("unknown-field", lambda m: m.__setitem__("note", "x"),
+     r"corrupt checkpoint \(metadata 'note' that format version 2 files do not have\)"),
+])
+def test_a_header_that_is_not_exactly_its_versions_is_refused(good, tmp_path, case, edit, message):
+    """Only a header of exactly version 1's fields loads without a digest; nothing else turns the check off."""
+    raw, header, data = good
+    path = tmp_path / f"{case}.safetensors"
+    path.write_bytes(_assemble(_edit(header, lambda e: edit(e["__metadata__"])), data))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(str(path)), info.value
+
+
+def test_a_key_repeated_in_the_header_is_refused(good, tmp_path):
+    raw, header, data = good
+    text = json.dumps(header).encode()
+    first = _first(header).encode()
+    text = text.replace(b'"__metadata__"', b'"' + first + b'": {}, "__metadata__"', 1)
+    path = tmp_path / "twice.safetensors"
+    path.write_bytes(_assemble(text, data))
+    with pytest.raises(CheckpointError, match=rf"its header has the key '{first.decode()}' twice"):
+        load_checkpoint(path)
