@@ -1,10 +1,10 @@
 """cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
 
-Public API: ``Tensor``/``tensor``, ``no_grad``, ``enable_grad``, ``functional`` (as F),
-``gradcheck``, ``manual_seed``, the exception types (``CnnkitError``, ``ShapeError``, ...),
-``nn`` (layers; ``nn.init``, also ``cnnkit.init``: initializers), ``optim``, ``models`` (the
-model zoo), ``summary`` (a table of layers, shapes, parameters and MACs), ``save`` / ``load``
-(safetensors checkpoints; ``load`` rebuilds a zoo model, pruned or not).
+Public API: ``Tensor``/``tensor``, ``where`` (as torch.where), ``no_grad``, ``enable_grad``,
+``functional`` (as F), ``gradcheck``, ``manual_seed``, the exception types (``CnnkitError``,
+``ShapeError``, ...), ``nn`` (layers; ``nn.init``, also ``cnnkit.init``: initializers),
+``optim``, ``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and
+MACs), ``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model, pruned or not).
 
 The packages above these (``data``, ``train``, ``io``, ``explain``, ``surgery``, ``viz``,
 ``cli``) are imported by name: ``from cnnkit.train import fit``. ``import cnnkit`` loads
@@ -31,6 +31,7 @@ from .config import (
 from .errors import CnnkitError, GradcheckError, ShapeError
 from .explain.summary import summary
 from .function import Function
+from .functional import where
 from .gradcheck import gradcheck
 from .io.checkpoint import load, save
 from .nn import init
@@ -63,6 +64,7 @@ __all__ = [
     "save",
     "summary",
     "tensor",
+    "where",
 ]
 
 

@@ -8,18 +8,19 @@ calls each op's ``backward`` once, sums the gradients of tensors used more than 
 and frees the graph unless ``retain_graph=True``.
 
 The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
-methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``) call the ops of
-``functional/math.py``, ``reduction.py``, ``shape.py`` and ``activation.py`` (``x.softmax(1)``),
-and those ops are ``Function``
-subclasses that take and make Tensors. Both halves are the autograd core seen from two
-sides; splitting them would mean either operators that know no ops (no ``x + y``) or
-attaching methods to ``Tensor`` from elsewhere (a class no one could read in one place).
-So this module imports the four op modules at its end, after ``Tensor`` exists; they
-import ``Tensor`` from here at their top.
+methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``, ``x > 0``) call the ops of
+``functional/math.py``, ``reduction.py``, ``shape.py``, ``activation.py`` (``x.softmax(1)``)
+and ``logic.py`` (comparisons: bool tensors without gradient, as in PyTorch), and those ops
+are ``Function`` subclasses or plain functions that take and make Tensors. Both halves are
+the autograd core seen from two sides; splitting them would mean either operators that know
+no ops (no ``x + y``) or attaching methods to ``Tensor`` from elsewhere (a class no one
+could read in one place). So this module imports the five op modules at its end, after
+``Tensor`` exists; they import ``Tensor`` from here at their top.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -236,10 +237,16 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self) -> bool:
+        """The truth of a one-element tensor (``if x > 0:``); PyTorch's wording otherwise.
+
+        Raises:
+            ValueError: the tensor has no element or several (``if (a == b).all():`` decides).
+        """
         if self.data.size != 1:
+            count = "no values" if self.data.size == 0 else "more than one value"
             raise ValueError(
-                f"the truth value of a tensor with {self.data.size} elements is ambiguous "
-                f"(shape {self.shape}): use .any() or .all() on its data"
+                f"Boolean value of Tensor with {count} is ambiguous (shape {self.shape}): "
+                "reduce it first with .any() or .all()"
             )
         return bool(self.item())
 
@@ -291,6 +298,14 @@ class Tensor:
     def long(self) -> Tensor:
         """Convert to int64 (no gradient), as torch's ``long()``."""
         return self.to(np.int64)
+
+    def int(self) -> Tensor:
+        """Convert to int32 (no gradient; floats are truncated), as torch's ``int()``."""
+        return self.to(np.int32)
+
+    def bool(self) -> Tensor:
+        """Convert to bool (nonzero is True; no gradient), as torch's ``bool()``."""
+        return self.to(np.bool_)
 
     def cpu(self) -> Tensor:
         """Return ``self`` when the data is a NumPy array already (it always is without CuPy).
@@ -429,28 +444,52 @@ class Tensor:
     def __pos__(self):
         return self
 
+    # &, |, ^ and ~: bool and integer tensors (logical on bools), no gradient, as in PyTorch.
+    def __and__(self, other):
+        return _logic.bitwise_and(self, other)
+
+    def __rand__(self, other):
+        return _logic.bitwise_and(other, self)
+
+    def __or__(self, other):
+        return _logic.bitwise_or(self, other)
+
+    def __ror__(self, other):
+        return _logic.bitwise_or(other, self)
+
+    def __xor__(self, other):
+        return _logic.bitwise_xor(self, other)
+
+    def __rxor__(self, other):
+        return _logic.bitwise_xor(other, self)
+
+    def __invert__(self):
+        return _logic.bitwise_not(self)
+
     def __getitem__(self, index):
         return _shape.getitem(self, index)
 
-    # Comparisons return plain arrays: they have no gradient.
+    # Comparisons give bool tensors without gradient, as in PyTorch. An operand that is not a
+    # number, an array or a tensor (None, a string) is not compared: == is then False, != True.
     def __eq__(self, other):  # type: ignore[override]
-        return self.data == as_array(other, like=self.data)
+        return _logic.eq(self, other) if _comparable(other) else NotImplemented
 
     def __ne__(self, other):  # type: ignore[override]
-        return self.data != as_array(other, like=self.data)
+        return _logic.ne(self, other) if _comparable(other) else NotImplemented
 
     def __lt__(self, other):
-        return self.data < as_array(other, like=self.data)
+        return _logic.lt(self, other) if _comparable(other) else NotImplemented
 
     def __le__(self, other):
-        return self.data <= as_array(other, like=self.data)
+        return _logic.le(self, other) if _comparable(other) else NotImplemented
 
     def __gt__(self, other):
-        return self.data > as_array(other, like=self.data)
+        return _logic.gt(self, other) if _comparable(other) else NotImplemented
 
     def __ge__(self, other):
-        return self.data >= as_array(other, like=self.data)
+        return _logic.ge(self, other) if _comparable(other) else NotImplemented
 
+    # Tensors stay hashable by identity (dict keys, sets), as in PyTorch.
     __hash__ = object.__hash__
 
     # ----------------------------------------------------------------- shape methods
@@ -579,6 +618,45 @@ class Tensor:
     def neg(self) -> Tensor:
         return _math.neg(self)
 
+    def eq(self, other) -> Tensor:
+        """``self == other`` (a bool tensor), as torch's ``eq``; ``ne lt le gt ge`` likewise."""
+        return _logic.eq(self, other)
+
+    def ne(self, other) -> Tensor:
+        return _logic.ne(self, other)
+
+    def lt(self, other) -> Tensor:
+        return _logic.lt(self, other)
+
+    def le(self, other) -> Tensor:
+        return _logic.le(self, other)
+
+    def gt(self, other) -> Tensor:
+        return _logic.gt(self, other)
+
+    def ge(self, other) -> Tensor:
+        return _logic.ge(self, other)
+
+    def logical_not(self) -> Tensor:
+        return _logic.logical_not(self)
+
+    def logical_and(self, other) -> Tensor:
+        return _logic.logical_and(self, other)
+
+    def logical_or(self, other) -> Tensor:
+        return _logic.logical_or(self, other)
+
+    def logical_xor(self, other) -> Tensor:
+        return _logic.logical_xor(self, other)
+
+    def where(self, condition, other) -> Tensor:
+        """``self`` where ``condition`` holds, else ``other``, as torch's ``Tensor.where``."""
+        return _logic.where(condition, self, other)
+
+    def masked_fill(self, mask, value) -> Tensor:
+        """A copy with ``value`` where the bool ``mask`` holds (differentiable in ``self``)."""
+        return _logic.masked_fill(self, mask, value)
+
     def relu(self) -> Tensor:
         return _activation.relu(self)
 
@@ -656,6 +734,13 @@ class Size(int):
         return int, (int(self),)
 
 
+def _comparable(other) -> bool:
+    """Whether ``other`` can be an operand of a comparison (a number, array, sequence or tensor)."""
+    return isinstance(other, (Tensor, numbers.Number, np.ndarray, np.generic, list, tuple)) or hasattr(
+        other, "__cuda_array_interface__"
+    )
+
+
 def _accumulate_leaf(x: Tensor, gx) -> None:
     # Never in place: gx may be an array another op also returned (Add passes gy through).
     x.grad = gx if x.grad is None else x.grad + gx
@@ -675,6 +760,7 @@ def as_tensor(data: Any, like: np.ndarray | None = None) -> Tensor:
 
 # Imported last, after Tensor exists: the one cycle of the core (see the module docstring).
 from .functional import activation as _activation  # noqa: E402
+from .functional import logic as _logic  # noqa: E402
 from .functional import math as _math  # noqa: E402
 from .functional import reduction as _reduction  # noqa: E402
 from .functional import shape as _shape  # noqa: E402

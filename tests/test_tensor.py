@@ -65,12 +65,13 @@ def test_reflected_operators_with_scalars_and_arrays():
     np.testing.assert_allclose(x.grad, [-1 + 2 + 3 / 1 + 1, -1 + 2 + 3 / 4 + 1])
 
 
-def test_comparisons_return_plain_arrays():
-    x = Tensor(np.array([1.0, 2.0, 3.0]))
+def test_comparisons_return_bool_tensors_without_gradient():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
     result = x > 1.5
-    assert isinstance(result, np.ndarray)
-    np.testing.assert_array_equal(result, [False, True, True])
-    np.testing.assert_array_equal(x == 2.0, [False, True, False])
+    assert isinstance(result, Tensor) and result.dtype == np.bool_
+    assert not result.requires_grad and result.creator is None
+    np.testing.assert_array_equal(result.data, [False, True, True])
+    np.testing.assert_array_equal((x == 2.0).data, [False, True, False])
 
 
 def test_float32_stays_float32_and_float64_stays_float64():

@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import cnnkit  # noqa: E402
 from cnnkit import Tensor  # noqa: E402
 from cnnkit.errors import DimensionError, ShapeError  # noqa: E402
 
@@ -29,9 +30,10 @@ def test_item_of_several_elements_is_refused_like_torch():
         torch.ones(2).item()
     with pytest.raises(ShapeError, match=r"item\(\) needs a tensor with one element, got shape \(2,\) \(2 elements\)"):
         Tensor(np.ones(2)).item()
-    with pytest.raises(RuntimeError):
+    message = "Boolean value of Tensor with more than one value is ambiguous"
+    with pytest.raises(RuntimeError, match=message):
         bool(torch.ones(2))
-    with pytest.raises(ValueError, match="truth value of a tensor with 2 elements is ambiguous"):
+    with pytest.raises(ValueError, match=message + r" \(shape \(2,\)\): reduce it first with .any\(\) or .all\(\)"):
         bool(Tensor(np.ones(2)))
 
 
@@ -205,3 +207,72 @@ def test_softmax_method_takes_dtype_and_requires_dim_like_torch(rng):
         torch.from_numpy(x).softmax()
     with pytest.raises(TypeError):
         Tensor(x).softmax()
+
+
+# --------------------------------------------------------------------------- comparisons as PyTorch users write them
+# (op by op, with broadcasting and promotion: tests/functional/test_logic_vs_torch.py)
+@pytest.mark.parametrize("method", ["float", "double", "long", "int", "bool"])
+@pytest.mark.parametrize("value", [np.array([True, False, True]), np.array([-1.7, 0.0, 2.5], np.float32),
+                                   np.array([3, 0, -2])], ids=["bool", "float32", "int64"])
+def test_dtype_conversion_methods_match_torch(method, value):
+    ours, theirs = getattr(Tensor(value), method)(), getattr(torch.from_numpy(value), method)()
+    assert ours.dtype == theirs.numpy().dtype and not ours.requires_grad
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
+def _idioms(lib, logits, labels, x):
+    """The everyday PyTorch idioms on comparisons; the same code runs on cnnkit and on torch."""
+    pred = logits.argmax(1)
+    mask = x > 0
+    return {
+        "accuracy": (pred == labels).float().mean().item(),
+        "correct": (logits.argmax(1) == labels).sum().item(),
+        "correct-eq": pred.eq(labels).sum().item(),
+        "errors-ne-long": pred.ne(labels).long().sum().item(),
+        "positive-float": (x > 0).float().sum(1).tolist(),
+        "positive-double": (x >= 0).to(x.double().dtype).mean().item(),
+        "masked-values": x[mask].tolist(),
+        "where": lib.where(mask, x, 0.0).sum().item(),
+        "where-int": lib.where(mask, 1, 0).sum().item(),
+        "masked_fill": x.masked_fill(~mask, -1.0).tolist(),
+        "all": (labels == labels).all().item(),
+        "any": (x > 100).any().item(),
+        "all-dim": (x > -1).all(1).tolist(),
+        "and-or-xor": ((x > 0) & (x < 1) | (x < -1) ^ (x > 2)).sum().item(),
+        "if": bool((x > 0).sum() > 3),
+        "truthy-one": bool((x > 0)[0, 0]),
+    }
+
+
+def test_comparison_idioms_give_torch_numbers(rng):
+    logits = rng.standard_normal((16, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, 16)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    ours = _idioms(cnnkit, Tensor(logits, requires_grad=True), Tensor(labels), Tensor(x))
+    theirs = _idioms(torch, torch.from_numpy(logits).requires_grad_(), torch.from_numpy(labels),
+                     torch.from_numpy(x))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert type(ours[key]) is type(theirs[key]), key
+        np.testing.assert_allclose(np.array(ours[key], np.float64), np.array(theirs[key], np.float64), rtol=1e-6,
+                                   err_msg=key)
+
+
+def test_a_comparison_does_not_break_backward_of_the_other_branches(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+
+    def loss(v):
+        keep = (v.abs() < 1.0).float()         # a mask from the input itself: no gradient through it
+        return (v * keep).pow(2).sum() + (v > 0).sum() * 0.0 + v.where(v > 0, v * 0.1).sum()
+
+    ours, theirs = Tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    loss(ours).backward()
+    loss(theirs).backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-6)
+
+
+def test_truth_value_of_an_empty_tensor_is_refused_like_torch():
+    with pytest.raises(RuntimeError, match="Boolean value of Tensor with no values is ambiguous"):
+        bool(torch.ones(0) > 0)
+    with pytest.raises(ValueError, match=r"Boolean value of Tensor with no values is ambiguous \(shape \(0,\)\)"):
+        bool(Tensor(np.ones(0)) > 0)

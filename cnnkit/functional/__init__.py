@@ -20,6 +20,24 @@ from .activation import elu, leaky_relu, log_softmax, relu, sigmoid, softmax, ta
 from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .linear import linear
+from .logic import (
+    bitwise_and,
+    bitwise_not,
+    bitwise_or,
+    bitwise_xor,
+    eq,
+    ge,
+    gt,
+    le,
+    logical_and,
+    logical_not,
+    logical_or,
+    logical_xor,
+    lt,
+    masked_fill,
+    ne,
+    where,
+)
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .math import abs, add, cast, clamp, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
 from .norm import batch_norm
@@ -37,10 +55,12 @@ from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack,
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
-    "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "cast", "cat", "clamp", "conv2d",
-    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "exp", "flatten", "fmod", "getitem",
-    "leaky_relu", "linear", "log", "log_softmax", "lp_pool2d", "matmul", "max", "max_pool2d", "mean",
-    "min", "mse_loss", "mul", "neg", "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape",
-    "sigmoid", "sign", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh",
-    "transpose", "unsqueeze", "var",
+    "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "bitwise_and", "bitwise_not",
+    "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv_transpose2d", "cross_entropy",
+    "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge", "getitem", "gt", "le", "leaky_relu",
+    "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "lp_pool2d",
+    "lt", "masked_fill", "matmul", "max", "max_pool2d", "mean", "min", "mse_loss", "mul", "ne", "neg",
+    "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape", "sigmoid", "sign", "softmax",
+    "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze", "var",
+    "where",
 ]
