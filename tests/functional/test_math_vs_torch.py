@@ -251,16 +251,6 @@ def test_elementwise_math_matches_torch(case, dtype, rng, xp):
     case.run(dtype, rng, xp)
 
 
-def test_comparisons_return_plain_arrays(rng):
-    a, b = rng.integers(-2, 3, (3, 4)).astype(np.float32), rng.integers(-2, 3, (3, 4)).astype(np.float32)
-    x, y = Tensor(a, requires_grad=True), Tensor(b)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    for ours, theirs in [(x < y, ta < tb), (x <= y, ta <= tb), (x > y, ta > tb), (x >= y, ta >= tb),
-                         (x == y, ta == tb), (x != y, ta != tb), (x > 0.5, ta > 0.5), (x == 1, ta == 1)]:
-        assert type(ours) is np.ndarray and ours.dtype == bool
-        np.testing.assert_array_equal(ours, theirs.numpy())
-
-
 @pytest.mark.parametrize("scalar", [np.float64(1.5), np.float32(1.5), np.int64(3), 2, 0.5],
                          ids=["np.float64", "np.float32", "np.int64", "int", "float"])
 def test_scalars_do_not_change_a_float32_tensors_dtype(scalar, rng):
