@@ -20,7 +20,7 @@ from ..models.weights import Preprocessing, find_weights
 from ..surgery import fold_for_inference
 from ..train import evaluate, format_report, predict
 from ..viz.plots import plot_confusion_matrix, save_figure
-from .main import non_negative_int, positive_int
+from .main import positive_int, thread_count
 from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing, load_inference
 
 __all__ = ["add_commands", "evaluate_command", "predict_command"]
@@ -35,7 +35,7 @@ def add_commands(sub) -> None:
                    help="a folder of images: DIR/test if it has one, else DIR/<class>/ (class names as trained)")
     e.add_argument("--data-dir", default=None, help="folder with a named dataset's files")
     e.add_argument("--batch-size", type=positive_int, default=500)
-    e.add_argument("--workers", type=non_negative_int, default=None, help="threads decoding images")
+    e.add_argument("--workers", type=thread_count, default=None, help="threads decoding images")
     e.add_argument("--plot", default=None, metavar="FILE", help="also draw the confusion matrix to FILE (.png/.svg/.pdf)")
     e.set_defaults(handler=evaluate_command)
 

@@ -29,9 +29,9 @@ def add_commands(sub) -> None:
     es = e.add_subparsers(dest="topic", metavar="TOPIC")
     es.required = True
     ec = es.add_parser("conv", help="a convolution vs the fully connected layer it equals")
-    ec.add_argument("--input", required=True, help="H x W x C, e.g. 32x32x1 (or HxW for one channel)")
+    ec.add_argument("--input", type=_parse_hwc, required=True, help="H x W x C, e.g. 32x32x1 (or HxW for one channel)")
     ec.add_argument("--filters", type=positive_int, required=True)
-    ec.add_argument("--kernel", required=True, help="K or KHxKW")
+    ec.add_argument("--kernel", type=_parse_kernel, required=True, help="K or KHxKW")
     ec.add_argument("--stride", type=positive_int, default=1)
     ec.add_argument("--padding", type=non_negative_int, default=0)
     ec.add_argument("--dilation", type=positive_int, default=1)
@@ -54,7 +54,7 @@ def _toy_value(text: str) -> float:
 
 
 def _parse_hwc(text: str) -> tuple[int, int, int]:
-
+    """--input: ``HxWxC`` (or ``HxW``, one channel) as (C, H, W)."""
     try:
         parts = [int(v) for v in text.lower().split("x")]
     except ValueError:
@@ -62,13 +62,13 @@ def _parse_hwc(text: str) -> tuple[int, int, int]:
     if len(parts) == 2:
         parts.append(1)
     if len(parts) != 3 or min(parts) <= 0:
-        raise UsageError(f"--input expects HxWxC (e.g. 32x32x1) with positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HxWxC (e.g. 32x32x1) with positive integers, got {text!r}")
     H, W, C = parts
     return C, H, W
 
 
 def _parse_kernel(text: str) -> tuple[int, int]:
-
+    """--kernel: ``K`` or ``KHxKW`` as (KH, KW)."""
     try:
         parts = [int(v) for v in text.lower().split("x")]
     except ValueError:
@@ -76,14 +76,14 @@ def _parse_kernel(text: str) -> tuple[int, int]:
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) <= 0:
-        raise UsageError(f"--kernel expects K or KHxKW with positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected K or KHxKW with positive integers, got {text!r}")
     return parts[0], parts[1]
 
 
 def explain_conv_command(args) -> int:
 
-    C, H, W = _parse_hwc(args.input)
-    kernel = _parse_kernel(args.kernel)
+    C, H, W = args.input
+    kernel = args.kernel
     stats = conv_stats((C, H, W), args.filters, kernel, args.stride, args.padding, args.dilation, args.groups)
     print(stats.report())
     if args.plot:

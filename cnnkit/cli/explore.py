@@ -24,8 +24,8 @@ from ..errors import UsageError
 from ..explore import Explorer, build_samples, serve, write_report
 from ..explore.server import DEFAULT_PORT, is_loopback
 from ..surgery.fcn import to_fully_convolutional
-from .main import non_negative_int, positive_int
-from .targets import load_target, wrote
+from .main import in_range, positive_int
+from .targets import input_shape_option, load_target, wrote
 
 __all__ = ["add_commands", "explore_command"]
 
@@ -39,7 +39,7 @@ def add_commands(sub) -> None:
     e.add_argument("image", nargs="?", default=None, metavar="IMAGE_OR_FOLDER",
                    help="an image, or a folder of images, to offer on the page (default: test images of the "
                         "checkpoint's dataset, or a built-in picture)")
-    e.add_argument("--port", type=non_negative_int, default=None,
+    e.add_argument("--port", type=in_range(int, 0, 65535), default=None,
                    help="port to listen on (default 8765, or a free one if that is taken; 0: any free port)")
     e.add_argument("--host", default=None,
                    help="address to listen on (default 127.0.0.1: this machine only; anything else is reachable "
@@ -47,7 +47,7 @@ def add_commands(sub) -> None:
     e.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
     e.add_argument("--export", default=None, metavar="FILE",
                    help="write a self-contained static HTML report to FILE instead of serving")
-    e.add_argument("--input-shape", default=None, help="C,H,W (default: the checkpoint's)")
+    e.add_argument("--input-shape", type=input_shape_option, default=None, help="C,H,W (default: the checkpoint's)")
     e.add_argument("--model", default=None, metavar="NAME",
                    help="the zoo model a weights file (.pth, safetensors state_dict) is for, as cnnkit import takes it")
     e.add_argument("--num-classes", type=positive_int, default=None,

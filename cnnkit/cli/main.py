@@ -49,8 +49,9 @@ from ..errors import CnnkitError, NonFiniteError, UsageError
 T = TypeVar("T")
 
 __all__ = [
-    "main", "build_parser", "number", "positive_int", "non_negative_int", "positive_float", "finite_float",
-    "fraction", "COMMAND_MODULES", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+    "main", "build_parser", "number", "in_range", "comma_list", "positive_int", "non_negative_int",
+    "positive_float", "finite_float", "fraction", "thread_count", "COMMAND_MODULES",
+    "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
 ]
 
 EXIT_ERROR = 1
@@ -124,12 +125,46 @@ def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: s
     return parse
 
 
+def in_range(convert: Callable[[str], T], low: T, high: T, *, closed: str = "[]") -> Callable[[str], T]:
+    """An argparse ``type``: a number from ``low`` to ``high``; ``closed`` says which ends are included.
+
+    ``closed`` is "[]", "[)", "(]" or "()". NaN and infinities are never in a range.
+    """
+    def accept(v) -> bool:
+        above = v >= low if closed[0] == "[" else v > low
+        below = v <= high if closed[1] == "]" else v < high
+        return math.isfinite(v) and above and below
+
+    noun = "an integer" if convert is int else "a number"
+    return number(convert, accept, f"{noun} in {closed[0]}{low:g}, {high:g}{closed[1]}")
+
+
+def comma_list(item: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse ``type``: comma-separated values, each of the type ``item`` (``--sweep 0.25,0.5``)."""
+    def parse(text: str) -> list[T]:
+        values = []
+        for part in text.split(","):
+            try:
+                values.append(item(part.strip()))
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"{e} in {text!r}") from None
+        return values
+
+    parse.__name__ = f"list of {item.__name__}"
+    return parse
+
+
+# Every numeric option of every command has one of these types (or one built with ``number``,
+# ``in_range`` or ``comma_list``): NaN, infinities and out-of-range values stop at parse time, with
+# one line naming the option, what it expects and what it got (exit status 2, nothing written).
 positive_int = number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = number(int, lambda v: v >= 0, "a non-negative integer")
 # finite: a learning rate of inf or nan trains nothing (and used to end in a traceback)
 positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a finite positive number")
 finite_float = number(float, math.isfinite, "a finite number")
-fraction = number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+fraction = in_range(float, 0, 1, closed="[)")
+# threads decoding or loading images: more than this only queues more batches in memory
+thread_count = in_range(int, 0, 256)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

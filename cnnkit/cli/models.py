@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..explain.summary import summary
 from ..io.checkpoint import load_checkpoint
 from .preflight import check_step_memory
-from .targets import is_onnx, load_target, parse_shape
+from .targets import input_shape_option, is_onnx, load_target
 
 __all__ = ["add_commands", "summary_command", "models_command"]
 
@@ -19,7 +19,7 @@ def add_commands(sub) -> None:
     """Add ``summary`` and ``models`` to the ``cnnkit`` command."""
     s = sub.add_parser("summary", help="layer table: output shapes, parameters, MACs")
     s.add_argument("target", help="zoo model name, checkpoint or .onnx file")
-    s.add_argument("--input-shape", default=None, help="C,H,W (default: the model's)")
+    s.add_argument("--input-shape", type=input_shape_option, default=None, help="C,H,W (default: the model's)")
     s.add_argument("--arithmetic", action="store_true", help="show (W - F + 2P)/S + 1 and receptive fields")
     s.set_defaults(handler=summary_command)
 
@@ -44,7 +44,7 @@ def summary_command(args) -> int:
         model = models.get_model(target)
         shape = models.default_input_shape(target)
     if args.input_shape:
-        shape = parse_shape(args.input_shape)
+        shape = args.input_shape
         check_step_memory(model, shape, 1, train=False, name=f"a forward pass of {target}", batch_option=None)
     summary(model, shape, show_arithmetic=args.arithmetic)
     return 0

@@ -12,10 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import onnx as cnnkit_onnx
-from .main import positive_int
-from .targets import INFERENCE_KEYS, load_target, wrote
+from .main import in_range, positive_int
+from .targets import INFERENCE_KEYS, input_shape_option, load_target, wrote
 
 __all__ = ["add_commands", "export_command"]
+
+
+def _opset(text: str) -> int:
+    """--opset: an opset ``export`` writes, checked when parsed (onnx loads only when --opset is given)."""
+    try:
+        oldest, newest = cnnkit_onnx.export_opsets()
+    except ImportError:  # no onnx: any positive opset here; the command then says what to install
+        return positive_int(text)
+    return in_range(int, oldest, newest)(text)
 
 
 def add_commands(sub) -> None:
@@ -23,12 +32,12 @@ def add_commands(sub) -> None:
     e = sub.add_parser("export", help="write a checkpoint as an ONNX model (for onnxruntime and others)")
     e.add_argument("checkpoint", help="checkpoint file (or a zoo model name: random weights)")
     e.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
-    e.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
+    e.add_argument("--opset", type=_opset, default=17, help="ONNX opset (default 17)")
     e.add_argument("--fixed-batch", action="store_true", help="batch size 1 instead of a dynamic batch N")
     e.add_argument("--dynamic-size", action="store_true",
                    help="any image height and width (fully convolutional models, global pooling); "
                         "checked at another size before writing")
-    e.add_argument("--input-shape", default=None, help="C,H,W (default: the checkpoint's)")
+    e.add_argument("--input-shape", type=input_shape_option, default=None, help="C,H,W (default: the checkpoint's)")
     e.set_defaults(handler=export_command)
 
 

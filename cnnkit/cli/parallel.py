@@ -13,6 +13,7 @@ rank's outputs. In one plain process ``Ranks`` changes nothing.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -41,11 +42,21 @@ from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..nn import BatchNorm1d, BatchNorm2d
 from ..train import evaluate
-from .main import finite_float, positive_int
+from .main import positive_float, positive_int
 
 __all__ = ["add_options", "launch_requested", "launch", "command", "Ranks"]
 
 T = TypeVar("T")
+
+
+def _hosts(text: str) -> str:
+    """--hosts, checked when parsed: comma-separated machines, each ``host`` or ``host:ranks`` (passed on as typed)."""
+    for item in text.split(","):
+        host, colon, count = item.partition(":")
+        if not host.strip() or (colon and not (count.isascii() and count.isdigit() and int(count) > 0)):
+            raise argparse.ArgumentTypeError(f"expected host or host:ranks (a positive integer) for each machine, "
+                                              f"e.g. node1:4,node2:4, got {text!r}")
+    return text
 
 
 def add_options(parser) -> None:
@@ -56,7 +67,7 @@ def add_options(parser) -> None:
         "the global batch is ranks x batch size.")
     group.add_argument("--nproc", type=positive_int, default=None, metavar="N",
                        help="train on N processes (ranks) started with mpiexec on this machine (or on --hosts)")
-    group.add_argument("--hosts", default=None, metavar="H1:N1,H2:N2",
+    group.add_argument("--hosts", type=_hosts, default=None, metavar="H1:N1,H2:N2",
                        help="with --nproc: the machines and their ranks, e.g. node1:4,node2:4 (ssh must reach them, "
                             "and this Python and the data must be at the same paths there)")
     group.add_argument("--hostfile", default=None, metavar="FILE",
@@ -64,7 +75,7 @@ def add_options(parser) -> None:
     group.add_argument("--lr-scaling", choices=["none", "linear"], default=None,
                        help="linear: multiply the learning rate by the number of ranks (Goyal et al., 2017); "
                             "default none: the lr is used as given for the global batch")
-    group.add_argument("--warmup-epochs", type=finite_float, default=None, metavar="E",
+    group.add_argument("--warmup-epochs", type=positive_float, default=None, metavar="E",
                        help="epochs of the one-cycle schedule's rising phase, the warm-up to the peak lr "
                             "(default: its usual 30%% of the steps)")
     group.add_argument("--sync-bn", action="store_true", default=None,

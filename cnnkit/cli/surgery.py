@@ -12,7 +12,6 @@ exit status; the work is done by ``cnnkit.surgery`` (conversion, pruning, compar
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..train.datasets import folder_data
 from ..train.recipes import finetune
 from ..viz.plots import save_figure
 from ..viz.surgery_plots import plot_prune_sweep, plot_score_map
-from .main import fraction, non_negative_int, positive_float, positive_int
+from .main import comma_list, fraction, non_negative_int, positive_float, positive_int
 from .targets import checkpoint_inputs, checkpoint_task, dataset_name, file_preprocessing
 
 __all__ = ["add_commands", "fcn_command", "prune_command"]
@@ -46,7 +45,8 @@ def add_commands(sub) -> None:
     f.add_argument("image", nargs="?", default=None, help="a PNG/JPEG (e.g. a row of handwritten digits)")
     f.add_argument("--mnist-digits", type=positive_int, default=None, metavar="N",
                    help="instead of IMAGE, put N random MNIST test digits side by side (28 x 28N)")
-    f.add_argument("--indices", default=None, help="with --mnist-digits: comma-separated test indices")
+    f.add_argument("--indices", type=comma_list(non_negative_int), default=None,
+                   help="with --mnist-digits: comma-separated test indices")
     f.add_argument("--seed", type=non_negative_int, default=0, help="picks the MNIST digits (default 0)")
     f.add_argument("--no-invert", action="store_true", help="never invert dark-on-light images")
     f.add_argument("--height", type=positive_int, default=None,
@@ -69,7 +69,7 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-limit", type=positive_int, default=None, help="test on the first N test images")
     p.add_argument("--data-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="the pruned checkpoint (.safetensors)")
-    p.add_argument("--sweep", default=None, metavar="A,B,...",
+    p.add_argument("--sweep", type=comma_list(fraction), default=None, metavar="A,B,...",
                    help="prune at each amount and plot accuracy against parameters kept")
     p.add_argument("--plot", default="prune_sweep.png", help="the sweep's plot (default prune_sweep.png)")
     p.set_defaults(handler=prune_command)
@@ -91,12 +91,8 @@ def fcn_command(args) -> int:
     if args.mnist_digits is not None:
         if shape != (1, 28, 28):
             raise UsageError(f"--mnist-digits needs a model of 1x28x28 inputs, {args.checkpoint} takes {shape}")
-        indices = None
-        if args.indices:
-            try:
-                indices = [int(v) for v in args.indices.split(",")]
-            except ValueError:
-                raise UsageError(f"--indices expects comma-separated integers, got {args.indices!r}") from None
+        indices = args.indices
+        if indices is not None:
             if len(indices) != args.mnist_digits:
                 raise UsageError(f"--indices gives {len(indices)} indices for --mnist-digits {args.mnist_digits}")
         image, labels = compose_mnist_strip(args.mnist_digits, np.random.default_rng(args.seed), indices)
@@ -149,11 +145,7 @@ def prune_command(args) -> int:
     train_set, test_set = _datasets(extra, args.data_dir, args.limit, args.eval_limit, ckpt.model_name)
     before = measure(model, shape, test_set)
     if args.sweep is not None:
-        try:
-            amounts = [fraction(v) for v in args.sweep.split(",")]
-        except argparse.ArgumentTypeError as e:
-            raise UsageError(f"--sweep: {e}") from None
-        return _sweep(args, model, shape, before, amounts, train_set, test_set)
+        return _sweep(args, model, shape, before, args.sweep, train_set, test_set)
 
     start = time.perf_counter()
     pruned = prune_channels(model, args.amount, args.criterion, args.layers, input_shape=shape,

@@ -9,6 +9,7 @@ and file preprocessing; ``model_input`` prepares an image (or the built-in sampl
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from .weights import import_model
 __all__ = [
     "Target", "load_target", "model_input", "parse_shape", "checkpoint_inputs", "dataset_name", "class_name",
     "wrote", "file_preprocessing", "checkpoint_task", "is_onnx", "load_inference", "onnx_extra", "INFERENCE_KEYS",
-    "WEIGHTS_ONLY",
+    "WEIGHTS_ONLY", "input_shape_option",
 ]
 
 # torchvision's ImageNet statistics for RGB zoo models; MNIST's for one-channel ones.
@@ -76,7 +77,15 @@ def load_inference(spec: str) -> tuple[Any, dict[str, Any], str | None]:
 WEIGHTS_ONLY = (".pth", ".pt", ".bin", ".ckpt")
 
 
-def load_target(spec: str, input_shape: str | None = None, *, model: str | None = None,
+def input_shape_option(text: str) -> tuple[int, int, int]:
+    """The argparse ``type`` of ``--input-shape``: ``C,H,W`` (or CxHxW) of positive integers."""
+    try:
+        return parse_shape(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W with positive integers, got {text!r}") from None
+
+
+def load_target(spec: str, input_shape: tuple[int, int, int] | str | None = None, *, model: str | None = None,
                 num_classes: int | None = None) -> Target:
     """A model file, a zoo model name (random weights, seed 0) or a weights name, as a ``Target``.
 
@@ -85,7 +94,7 @@ def load_target(spec: str, input_shape: str | None = None, *, model: str | None 
     checkpoint, fetched once. With ``model`` (a zoo name), ``spec`` is any weights source
     ``cnnkit import`` reads (a PyTorch .pth, never unpickled; a safetensors state_dict;
     timm / Hugging Face keys) loaded into that model, as ``cnnkit import`` would store it.
-    ``input_shape`` ("C,H,W") replaces the file's or the zoo's.
+    ``input_shape`` ((C, H, W) or "C,H,W") replaces the file's or the zoo's.
 
     Raises:
         CheckpointError: a missing, unreadable or foreign checkpoint file (WeightsError,
@@ -98,7 +107,7 @@ def load_target(spec: str, input_shape: str | None = None, *, model: str | None 
     zoo = models.list_models()
     if path.is_dir():
         raise UsageError(f"{spec} is a folder; pass a checkpoint file in it (e.g. {path / 'last.safetensors'})")
-    shape = parse_shape(input_shape) if input_shape else None
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
     if model is not None:
         target = _weights_target(spec, model, num_classes, shape)
     elif path.suffix.lower() in WEIGHTS_ONLY and not is_onnx(spec):

@@ -58,22 +58,19 @@ from ..train.run_folder import (
 from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, pretrained_normalization
 from ..viz.tensorboard import TensorBoard
 from . import parallel
-from .main import Terminated, non_negative_int, positive_float, positive_int
+from .main import (
+    Terminated,
+    fraction,
+    in_range,
+    non_negative_int,
+    number,
+    positive_float,
+    positive_int,
+    thread_count,
+)
 from .preflight import check_step_memory
 
 __all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
-
-
-def _fraction(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
 
 
 def _freeze_arg(text: str) -> str | int:
@@ -98,18 +95,18 @@ def add_commands(sub) -> None:
     t.add_argument("--dataset", default=None, help="mnist, fashion-mnist, kmnist or cifar10 (default mnist)")
     t.add_argument("--data", default=None, metavar="DIR",
                    help="a folder of images: DIR/train (+ val, test) or DIR/<class>/ (one subfolder per class)")
-    t.add_argument("--val-split", type=_fraction, default=None, metavar="F",
+    t.add_argument("--val-split", type=fraction, default=None, metavar="F",
                    help="share held out for validation (folders: stratified, default 0.1; named datasets: "
                         "the last share, default the last 5,000 images); 0: none")
     t.add_argument("--task", choices=["auto", "multiclass", "binary"], default=None,
                    help="binary: one logit, BCEWithLogitsLoss (auto: binary for two classes)")
-    t.add_argument("--threshold", type=float, default=None,
+    t.add_argument("--threshold", type=in_range(float, 0, 1, closed="()"), default=None,
                    help="binary: probability above which an image is positive (default 0.5)")
     t.add_argument("--positive-class", default=None, metavar="NAME",
                    help="binary: the class whose probability the model gives (default: the second folder, sorted)")
     t.add_argument("--image-size", type=positive_int, default=None, metavar="S",
                    help="square input size (default: the model's natural size; small nets: the images' own)")
-    t.add_argument("--in-channels", type=int, choices=[1, 3], default=None,
+    t.add_argument("--in-channels", type=number(int, lambda v: v in (1, 3), "1 or 3"), default=None,
                    help="image channels the model takes (default: 1 if every image is grayscale, else 3)")
     t.add_argument("--resize", choices=["crop", "squash"], default=None,
                    help="images of another shape: crop = shorter side scaled, centre kept (default); squash")
@@ -127,11 +124,12 @@ def add_commands(sub) -> None:
     t.add_argument("--augment", action="store_true", default=None,
                    help="named datasets: shifts/rotations (crops/flips for cifar10); folders: "
                         "RandomResizedCrop + RandomHorizontalFlip")
-    t.add_argument("--crop-scale", type=positive_float, default=None,
+    t.add_argument("--crop-scale", type=in_range(float, 0, 1, closed="(]"), default=None,
                    help="with --augment on folders: smallest area share of RandomResizedCrop (default 0.08)")
-    t.add_argument("--color-jitter", type=float, default=None, metavar="V",
-                   help="folders: ColorJitter(brightness=V, contrast=V, saturation=V) while training")
-    t.add_argument("--workers", type=non_negative_int, default=None,
+    # beyond 100 every factor 1 + V saturates a picture (and 1e308 overflows float32 into NaN)
+    t.add_argument("--color-jitter", type=in_range(float, 0, 100), default=None, metavar="V",
+                   help="folders: ColorJitter(brightness=V, contrast=V, saturation=V) while training (0 to 100)")
+    t.add_argument("--workers", type=thread_count, default=None,
                    help="threads decoding images (default: the number of cores, at most 4)")
     t.add_argument("--cache", choices=["auto", "on", "off"], default=None,
                    help="decode every image once into memory (auto: when it takes <= 1/4 of the RAM)")

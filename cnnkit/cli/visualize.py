@@ -45,7 +45,7 @@ from ..viz.plots import (
     save_figure,
 )
 from .main import non_negative_int, positive_int
-from .targets import Target, class_name, load_target, model_input, wrote
+from .targets import Target, class_name, input_shape_option, load_target, model_input, wrote
 
 __all__ = ["add_commands", "write_graph"]
 
@@ -63,7 +63,7 @@ def add_commands(sub) -> None:
             p.add_argument("image", nargs="?", default=None,
                            help="PNG/JPEG input (default: a built-in sample)")
             p.add_argument("--no-invert", action="store_true", help="never invert dark-on-light digit images")
-        p.add_argument("--input-shape", default=None, help="C,H,W for a zoo model (default: the model's)")
+        p.add_argument("--input-shape", type=input_shape_option, default=None, help="C,H,W for a zoo model (default: the model's)")
 
     f = vs.add_parser("filters", help="a conv layer's filters on one colour scale")
     target_args(f)
@@ -94,7 +94,7 @@ def add_commands(sub) -> None:
 
     s = vs.add_parser("saliency", help="gradient of the top class w.r.t. the input pixels")
     target_args(s, image=True)
-    s.add_argument("--class", dest="target_class", type=int, default=None,
+    s.add_argument("--class", dest="target_class", type=non_negative_int, default=None,
                    help="class index (default: the top class)")
     s.add_argument("-o", "--output", default="saliency.png")
     s.set_defaults(handler=saliency_command)

@@ -14,12 +14,13 @@ from typing import Any
 from ..errors import OnnxError, OnnxExportError, OnnxFileError, OnnxUnsupportedError, OptionalDependencyError
 
 __all__ = [
-    "export", "load", "OnnxModel", "CnnkitBackend", "supported_ops",
+    "export", "export_opsets", "load", "OnnxModel", "CnnkitBackend", "supported_ops",
     "OnnxError", "OnnxExportError", "OnnxFileError", "OnnxUnsupportedError",
 ]
 
 _LAZY = {
     "export": ("exporter", "export"),
+    "export_opsets": ("exporter", "export_opsets"),
     "load": ("importer", "load"),
     "OnnxModel": ("importer", "OnnxModel"),
     "CnnkitBackend": ("backend", "CnnkitBackend"),

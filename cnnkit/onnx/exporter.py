@@ -61,7 +61,7 @@ from ..tensor import Tensor
 from .importer import from_model_proto
 from .reader import PROTOBUF_LIMIT, skeleton
 
-__all__ = ["export", "MIN_EXPORT_OPSET", "TRACE_BATCH"]
+__all__ = ["export", "export_opsets", "MIN_EXPORT_OPSET", "TRACE_BATCH"]
 
 MIN_EXPORT_OPSET = 11  # Pad, Slice and Gather with the input forms used below
 TRACE_BATCH = 2  # with a dynamic batch the trace runs at 2, so batch-keeping reshapes show
@@ -623,6 +623,11 @@ def _metadata(class_names, preprocessing, input_shape, model) -> dict[str, str]:
     return meta
 
 
+def export_opsets() -> tuple[int, int]:
+    """The oldest and newest ONNX opset ``export`` writes (the newest: the installed onnx's)."""
+    return MIN_EXPORT_OPSET, onnx.defs.onnx_opset_version()
+
+
 def _check_arguments(model, input_shape, opset) -> tuple[int, ...]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expects a cnnkit Module, got {type(model).__name__}")
@@ -632,9 +637,9 @@ def _check_arguments(model, input_shape, opset) -> tuple[int, ...]:
         raise ValueError(f"export expects input_shape as a tuple of ints like (3, 224, 224), got {input_shape!r}") from None
     if not shape or min(shape) <= 0:
         raise ValueError(f"export expects input_shape of positive sizes, one sample's (C, H, W), got {input_shape!r}")
-    newest = onnx.defs.onnx_opset_version()
-    if not isinstance(opset, (int, np.integer)) or not MIN_EXPORT_OPSET <= opset <= newest:
-        raise ValueError(f"export supports opsets {MIN_EXPORT_OPSET} to {newest}, got {opset!r}")
+    oldest, newest = export_opsets()
+    if not isinstance(opset, (int, np.integer)) or not oldest <= opset <= newest:
+        raise ValueError(f"export supports opsets {oldest} to {newest}, got {opset!r}")
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes - {np.dtype(np.float32)}:
         raise OnnxExportError(

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -142,10 +143,20 @@ def _locked_message(folder: Path, owner: dict[str, Any]) -> str:
 
 
 def write_recipe(folder: str | os.PathLike, recipe: dict[str, Any]) -> Path:
-    """Write ``RUN/recipe.json`` atomically (the recipe plus its format and version)."""
+    """Write ``RUN/recipe.json`` atomically (the recipe plus its format and version).
+
+    Raises:
+        RunFolderError: a value is NaN or infinite (JSON has no such numbers, and a recipe
+            holding one could not be resumed); nothing is written.
+    """
+    path = Path(folder) / RECIPE_FILE
     document = {"format": RECIPE_FORMAT, "version": RECIPE_VERSION, **recipe}
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    return atomic_write_bytes(Path(folder) / RECIPE_FILE, text.encode())
+    try:
+        text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError:
+        bad = [f"{k}={v}" for k, v in recipe.items() if isinstance(v, float) and not math.isfinite(v)]
+        raise RunFolderError(f"{path}: not written: {', '.join(bad) or 'a value'} is not a finite number") from None
+    return atomic_write_bytes(path, text.encode())
 
 
 def read_recipe(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -169,15 +180,21 @@ def read_recipe(folder: str | os.PathLike) -> dict[str, Any] | None:
         except (OSError, EOFError) as e:
             raise RunFolderError(f"{path}: cannot read it ({e})") from None
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError):
-        raise RunFolderError(f"{path}: not a valid recipe (not JSON); fix or delete it") from None
+        raise RunFolderError(f"{path}: not a valid recipe (not JSON; NaN and Infinity are not JSON "
+                             "numbers); fix or delete it") from None
     if not isinstance(document, dict) or document.get("format") != RECIPE_FORMAT:
         raise RunFolderError(f"{path}: not a cnnkit run recipe (no format {RECIPE_FORMAT!r})")
     if not isinstance(document.get("version"), int) or document["version"] > RECIPE_VERSION:
         raise RunFolderError(f"{path}: recipe version {document.get('version')!r} is newer than this cnnkit "
                              f"reads ({RECIPE_VERSION}); upgrade cnnkit")
     return {k: v for k, v in document.items() if k not in ("format", "version")}
+
+
+def _no_constant(name: str):
+    """``json.loads``' ``parse_constant``: NaN, Infinity and -Infinity are not JSON (Python writes them)."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def checkpoint_bytes(model, optimizer_slots: int = 1) -> int:

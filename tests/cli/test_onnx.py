@@ -67,8 +67,8 @@ def test_export_options(lenet_checkpoint, tmp_path, capsys):
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 13
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 1, 28, 28]
-    err = fails(["export", lenet_checkpoint, "-o", tmp_path / "x.onnx", "--opset", "5"], capsys)
-    assert err == f"cnnkit export: export supports opsets 11 to {onnx.defs.onnx_opset_version()}, got 5\n"
+    err = fails(["export", lenet_checkpoint, "-o", tmp_path / "x.onnx", "--opset", "5"], capsys, code=2)
+    assert err == f"cnnkit export: argument --opset: expected an integer in [11, {onnx.defs.onnx_opset_version()}], got '5'\n"
     assert not (tmp_path / "x.onnx").exists()
 
 

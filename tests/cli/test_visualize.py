@@ -174,13 +174,13 @@ def bad_png(tmp_path_factory):
      r"'alexnett' is neither a checkpoint file nor a zoo model; zoo models: alexnet"),
     (["visualize", "graph", "{bad}"], r"notes.png: not a cnnkit checkpoint"),
     (["visualize", "graph", "{dir}"], r"is a folder; pass a checkpoint file in it"),
-    (["visualize", "feature-maps", "resnet18", "--input-shape", "3,64"], r"--input-shape expects C,H,W"),
+    (["visualize", "feature-maps", "resnet18", "--input-shape", "3,64"], r"argument --input-shape: expected C,H,W"),
     (["kernels", "{dir}/missing.png"], r"missing.png: no such image file"),
     (["kernels", "{bad}"], r"notes.png: cannot read as an image"),
     (["kernels", "--kernel", "blur"], r"argument --kernel: invalid choice: 'blur'"),
     (["explain", "conv", "--input", "32x32", "--filters", "6", "--kernel", "40"],
      r"kernel \(40, 40\) is larger"),
-    (["explain", "conv", "--input", "32by32", "--filters", "6", "--kernel", "5"], r"--input expects HxWxC"),
+    (["explain", "conv", "--input", "32by32", "--filters", "6", "--kernel", "5"], r"argument --input: expected HxWxC"),
 ])
 def test_bad_input_fails_with_one_line(run, bad_png, tmp_path, capsys, argv, message):
     import re

@@ -75,6 +75,18 @@ def test_color_jitter_hue_matches_colorsys_and_brightness_contrast_saturation_fo
     np.testing.assert_allclose(saturation.batch(x), np.clip(f * x + (1 - f) * gray[:, None], 0, 1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("build, message", [
+    (lambda: T.ColorJitter(brightness=float("nan")), r"ColorJitter brightness must be a finite number >= 0, got nan"),
+    (lambda: T.ColorJitter(saturation=float("inf")), r"ColorJitter saturation must be a finite number >= 0, got inf"),
+    (lambda: T.ColorJitter(contrast=-0.1), r"ColorJitter contrast must be a finite number >= 0, got -0.1"),
+    (lambda: T.RandomResizedCrop(8, ratio=(1.0, float("inf"))), r"ratio must be 0 < lo <= hi < inf, got \(1.0, inf\)"),
+])
+def test_photo_transforms_refuse_nan_and_infinite_arguments(build, message):
+    """ColorJitter(nan) passed `v < 0` and drew NaN factors; an infinite ratio overflowed in rng.uniform."""
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
 def _folder(tmp_path, n=20):
     rng = np.random.default_rng(0)
     for k, cls in enumerate(("a", "b")):

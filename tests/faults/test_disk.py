@@ -205,11 +205,32 @@ def test_a_lock_left_by_a_killed_run_is_detected_as_stale_and_taken_over(tmp_pat
     lock.release()
 
 
+@pytest.mark.parametrize("recipe, message", [
+    ({"model": "lenet5", "color_jitter": float("nan")}, r"recipe.json: not written: color_jitter=nan is not a finite"),
+    ({"model": "lenet5", "lr": float("inf")}, r"recipe.json: not written: lr=inf is not a finite number"),
+    ({"model": "lenet5", "extended": [{"epochs": [3, float("-inf")]}]},
+     r"recipe.json: not written: a value is not a finite number"),
+])
+def test_a_recipe_holding_nan_or_inf_is_never_written(tmp_path, recipe, message):
+    """JSON has no NaN: Python would write one that later runs there cannot use."""
+    with pytest.raises(RunFolderError, match=message):
+        write_recipe(tmp_path, recipe)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_recipe_json_holding_nan_or_inf_is_refused(tmp_path, constant):
+    (tmp_path / "recipe.json").write_text(f'{{"format": "cnnkit-run", "version": 1, "color_jitter": {constant}}}')
+    with pytest.raises(RunFolderError, match=r"recipe.json: not a valid recipe \(not JSON; NaN and Infinity are "
+                                             r"not JSON numbers\)"):
+        read_recipe(tmp_path)
+
+
 def test_a_recipe_round_trips_and_a_bad_one_is_refused(tmp_path):
     write_recipe(tmp_path, {"model": "lenet5", "epochs": 3, "lr": 0.05})
     assert read_recipe(tmp_path) == {"model": "lenet5", "epochs": 3, "lr": 0.05}
     assert read_recipe(tmp_path / "none") is None
-    for text, message in [("{", "not a valid recipe \\(not JSON\\)"), ('{"a": 1}', "not a cnnkit run recipe"),
+    for text, message in [("{", "not a valid recipe \\(not JSON"), ('{"a": 1}', "not a cnnkit run recipe"),
                           ('{"format": "cnnkit-run", "version": 9}', "recipe version 9 is newer")]:
         (tmp_path / "recipe.json").write_text(text)
         with pytest.raises(RunFolderError, match=message):

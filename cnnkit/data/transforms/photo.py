@@ -72,8 +72,8 @@ class RandomResizedCrop(_RandomTransform):
         self.size = _size(size, "RandomResizedCrop")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"RandomResizedCrop scale must be 0 < lo <= hi <= 1, got {tuple(scale)}")
-        if not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"RandomResizedCrop ratio must be 0 < lo <= hi, got {tuple(ratio)}")
+        if not 0 < ratio[0] <= ratio[1] < math.inf:
+            raise ValueError(f"RandomResizedCrop ratio must be 0 < lo <= hi < inf, got {tuple(ratio)}")
         self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
     def params(self, height: int, width: int) -> tuple[int, int, int, int]:
@@ -190,8 +190,8 @@ class ColorJitter(_RandomTransform):
                  *, generator: np.random.Generator | None = None):
         super().__init__(generator)
         for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-            if v < 0:
-                raise ValueError(f"ColorJitter {name} must be >= 0, got {v}")
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"ColorJitter {name} must be a finite number >= 0, got {v}")
         if not 0 <= hue <= 0.5:
             raise ValueError(f"ColorJitter hue must lie in [0, 0.5], got {hue}")
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
