@@ -105,14 +105,15 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int, 
     return step_ours, step_theirs
 
 
-def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool):
-    """(ours, theirs, flops) for one convolution, forward or forward + both gradients."""
+def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool, input_grad: bool = True):
+    """(ours, theirs, flops) for one convolution, forward or forward + both gradients
+    (+ the weight gradient only without ``input_grad``: a first layer)."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
     w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
     OH = (H + 2 * pad - K) // stride + 1
     gy = rng.standard_normal((N, Fo, OH, OH)).astype(np.float32)
-    flops = 2 * N * Fo * C * K * K * OH * OH * (3 if backward else 1)
+    flops = 2 * N * Fo * C * K * K * OH * OH * (1 + backward + (backward and input_grad))
     tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
     if not backward:
         def run_ours():
@@ -126,12 +127,12 @@ def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool):
         return run_ours, run_theirs, flops
 
     def run_ours():
-        xs, ws = cnnkit.Tensor(x, requires_grad=True), cnnkit.Tensor(w, requires_grad=True)
+        xs, ws = cnnkit.Tensor(x, requires_grad=input_grad), cnnkit.Tensor(w, requires_grad=True)
         F.conv2d(xs, ws, stride=stride, padding=pad).backward(gy)
         return xs.grad, ws.grad
 
     def run_theirs():
-        xs, ws = tx.clone().requires_grad_(), tw.clone().requires_grad_()
+        xs, ws = tx.clone().requires_grad_(input_grad), tw.clone().requires_grad_()
         torch.nn.functional.conv2d(xs, ws, stride=stride, padding=pad).backward(tgy)
         return xs.grad, ws.grad
 
@@ -155,7 +156,12 @@ WORKLOADS = {
     "conv3x3-64-56-b16-fwdbwd": lambda: conv_workload(16, 64, 64, 56, 3, 1, 1, True),
     "conv3x3-16-32-b128-fwdbwd": lambda: conv_workload(128, 16, 16, 32, 3, 1, 1, True),
     "conv3x3-64-8-b128-fwd": lambda: conv_workload(128, 64, 64, 8, 3, 1, 1, False),
+    "conv7x7s2-3-64-224-b1-fwd": lambda: conv_workload(1, 3, 64, 224, 7, 2, 3, False),
     "conv7x7s2-3-64-224-b8-fwd": lambda: conv_workload(8, 3, 64, 224, 7, 2, 3, False),
+    "conv7x7s2-3-64-224-b16-fwd": lambda: conv_workload(16, 3, 64, 224, 7, 2, 3, False),
+    # ResNet's stem in training: the images need no gradient, the weights do
+    "conv7x7s2-3-64-224-b8-fwdbwd-w": lambda: conv_workload(8, 3, 64, 224, 7, 2, 3, True, input_grad=False),
+    "conv7x7s2-3-64-224-b16-fwdbwd-w": lambda: conv_workload(16, 3, 64, 224, 7, 2, 3, True, input_grad=False),
 }
 
 

@@ -10,10 +10,13 @@ time (above 1: this tree is faster).
 
 Workloads: LeNet-5 training steps at batch 64 and 256 (the functional model of
 ``lenet5_vs_torch.py``, SGD with momentum), LeNet-5 inference at batch 1000, ResNet-18
-inference at 224x224, batch 8.
+inference at 224x224, batch 8 and 1, and a ResNet-18 training step at batch 16.
+
+``--threads 1 --clock cpu`` runs both trees on one thread and times the process's CPU
+time (robust to a loaded machine, see timing.py).
 
 Usage:
-    python benchmarks/cnnkit_versions.py REV [--repeats 9] [--workloads ...]
+    python benchmarks/cnnkit_versions.py REV [--repeats 9] [--workloads ...] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import PAUSE_S, load_average  # noqa: E402
+from timing import CLOCKS, PAUSE_S, add_timing_options, load_average, set_threads  # noqa: E402
 
 import cnnkit  # noqa: E402
 
@@ -121,11 +124,30 @@ def resnet18_infer(ck, batch: int = 8):
     return run
 
 
+def resnet18_train(ck, batch: int = 16):
+    rng = np.random.default_rng(0)
+    model = ck.models.get_model("resnet18", generator=np.random.default_rng(0))
+    model.train()
+    opt = ck.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    t = rng.integers(0, 1000, batch)
+
+    def run():
+        loss = ck.functional.cross_entropy(model(ck.Tensor(x)), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return run
+
+
 WORKLOADS = {
     "lenet5-train-b64": lambda ck: lenet_train(ck, 64),
     "lenet5-train-b256": lambda ck: lenet_train(ck, 256, steps=8),
     "lenet5-infer-b1000": lenet_infer,
     "resnet18-infer-b8": resnet18_infer,
+    "resnet18-infer-b1": lambda ck: resnet18_infer(ck, 1),
+    "resnet18-train-b16": resnet18_train,
 }
 
 
@@ -142,9 +164,15 @@ def main() -> None:
     parser.add_argument("rev", help="the earlier git revision (e.g. main, HEAD~3, a commit)")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    add_timing_options(parser, "threads for both trees (default: all CPUs)")
     args = parser.parse_args()
     old = import_revision(args.rev)
-    print(f"this tree ({cnnkit.__file__}) vs {args.rev} ({old.__file__}); {args.repeats} pairs")
+    set_threads(args.threads)
+    if args.threads is not None:
+        old.config.num_threads(args.threads).__enter__()   # for the rest of the process, as set_threads
+    now = CLOCKS[args.clock]
+    print(f"this tree ({cnnkit.__file__}) vs {args.rev} ({old.__file__}); {args.repeats} pairs; "
+          f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock")
     print("| workload | this tree ms | old ms | old/new (median of pairs) | load before/after |")
     print("|---|---|---|---|---|")
     for name in args.workloads:
@@ -159,9 +187,9 @@ def main() -> None:
             for label in ("new", "old") if r % 2 == 0 else ("old", "new"):
                 time.sleep(PAUSE_S)
                 spin(mods[label])
-                start = time.perf_counter()
+                start = now()
                 runs[label]()
-                times[label].append(time.perf_counter() - start)
+                times[label].append(now() - start)
         ratio = statistics.median(o / n for n, o in zip(times["new"], times["old"]))
         print(f"| {name} | {statistics.median(times['new']) * 1e3:.1f} | {statistics.median(times['old']) * 1e3:.1f} "
               f"| **{ratio:.2f}x** | {load0} / {load_average()} |", flush=True)

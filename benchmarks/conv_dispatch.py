@@ -3,13 +3,18 @@
 For each layer shape, times conv2d (forward, or forward + both gradients with
 ``--backward``) through every algorithm that handles it, called directly
 (``Conv2dDirectOp``, ``Conv2dGemmOp``, ``Conv2dWinogradOp`` with m = 2 and 4,
-``Conv2dIm2colOp``), in alternating order with a pause before each call, and prints the
+``Conv2dPolyphaseOp`` for strided shapes), in alternating order with a pause before each call, and prints the
 median time of each and the winner. ``backend.dispatch``'s thresholds
 (``DIRECT_CONV_MAX_MACS``, ``WINOGRAD_MIN_CHANNELS``, ``WINOGRAD4_MIN_SIZE``,
-``WINOGRAD_MIN_TILES``) are set from these tables (docs/performance.md).
+``WINOGRAD_MIN_TILES``, ``POLYPHASE_MAX_CHANNELS``) are set from these tables
+(docs/performance.md). A shape N,C,F,H,K,S has stride S (default 1); ``--strided`` runs
+the strided table (ResNet's 7x7/2 stem and its 3x3/2 and 1x1/2 layers, the stem on 1 to
+64 channels). ``--weight-grad-only`` times the backward of a first layer (the input
+needs no gradient).
 
 Usage:
-    python benchmarks/conv_dispatch.py [--backward] [--repeats 7] [--threads N] [--shapes N,C,F,H,K ...]
+    python benchmarks/conv_dispatch.py [--backward [--weight-grad-only]] [--repeats 7] [--threads N]
+                                       [--strided | --shapes N,C,F,H,K[,S] ...]
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import CLOCKS, add_timing_options, blas_note, set_threads  # noqa: E402
 
 import cnnkit  # noqa: E402
-from cnnkit.functional.conv import Conv2dDirectOp, Conv2dGemmOp, Conv2dWinogradOp  # noqa: E402
+from cnnkit.functional.conv import Conv2dDirectOp, Conv2dGemmOp, Conv2dPolyphaseOp, Conv2dWinogradOp  # noqa: E402
 
 # (N, C, F, H, K): LeNet-5; the CIFAR nets (batch 128); ResNet-18 (batch 8 and 1) and
 # VGG-16 (batch 4) at 224x224. Padding keeps the size (K // 2).
@@ -42,9 +47,23 @@ SHAPES = [
     (4, 64, 64, 224, 3), (4, 128, 128, 112, 3), (4, 256, 256, 56, 3), (4, 512, 512, 28, 3), (4, 512, 512, 14, 3),
 ]
 
+# Strided (N, C, F, H, K, S): ResNet's 7x7/2 stem at batch 1, 8, 16 and on 1 to 64 input
+# channels; ResNet-18's 3x3/2 and 1x1/2 layers at batch 8.
+STRIDED = [
+    (1, 3, 64, 224, 7, 2), (8, 3, 64, 224, 7, 2), (16, 3, 64, 224, 7, 2),
+    (8, 1, 64, 224, 7, 2), (8, 4, 64, 224, 7, 2), (8, 8, 64, 224, 7, 2), (8, 16, 64, 224, 7, 2),
+    (8, 32, 64, 112, 7, 2), (8, 64, 64, 112, 7, 2),
+    (8, 3, 32, 224, 3, 2), (8, 16, 32, 112, 3, 2),
+    (8, 64, 128, 56, 3, 2), (8, 128, 256, 28, 3, 2), (8, 256, 512, 14, 3, 2), (8, 64, 128, 56, 1, 2),
+]
+COLUMNS = ("gemm", "winograd4", "winograd2", "direct", "polyphase")
 
-def algorithms(K: int, macs: int):
-    """The algorithms that handle a stride-1 K x K convolution."""
+
+def algorithms(K: int, macs: int, S: int = 1):
+    """The algorithms that handle a K x K convolution of stride S."""
+    if S > 1:
+        return {"gemm": lambda p: Conv2dGemmOp((S, S), p, (1, 1), 1),
+                "polyphase": lambda p: Conv2dPolyphaseOp((S, S), p, (1, 1), 1)}
     found = {"gemm": lambda p: Conv2dGemmOp((1, 1), p, (1, 1), 1)}
     if K == 3:
         found["winograd4"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=4)
@@ -58,30 +77,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backward", action="store_true", help="time forward + both gradients")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H,K ...")
+    parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H,K[,S] ...")
+    parser.add_argument("--strided", action="store_true", help="the strided table (STRIDED)")
+    parser.add_argument("--weight-grad-only", action="store_true",
+                        help="with --backward: the input needs no gradient (a first layer)")
     add_timing_options(parser)
     args = parser.parse_args()
-    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else (
+        STRIDED if args.strided else SHAPES)
     set_threads(args.threads)
     now = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
-    print(f"{'forward + backward' if args.backward else 'forward'}, float32, {cnnkit.config.get_num_threads()} "
+    phase = "forward + backward" + (" (weight gradient only)" if args.weight_grad_only else "")
+    print(f"{phase if args.backward else 'forward'}, float32, {cnnkit.config.get_num_threads()} "
           f"threads, {args.repeats} repeats, median ms ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")
     print(blas_note())
-    print("| N | C | F | H | K | " + " | ".join(("gemm", "winograd4", "winograd2", "direct")) + " | fastest | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for N, C, Fo, H, K in shapes:
+    print("| N | C | F | H | K | S | " + " | ".join(COLUMNS) + " | fastest | load |")
+    print("|---|---|---|---|---|---|" + "---|" * len(COLUMNS) + "---|---|")
+    for shape in shapes:
+        N, C, Fo, H, K = shape[:5]
+        S = shape[5] if len(shape) > 5 else 1
         pads = (K // 2,) * 4
+        OH = (H + 2 * (K // 2) - K) // S + 1
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
         w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
-        gy = rng.standard_normal((N, Fo, H, H)).astype(np.float32)
-        algs = algorithms(K, Fo * C * K * K)
+        gy = rng.standard_normal((N, Fo, OH, OH)).astype(np.float32)
+        algs = algorithms(K, Fo * C * K * K, S)
 
         def run(name, algs=algs, x=x, w=w, gy=gy, pads=pads):
             if not args.backward:
                 with cnnkit.no_grad():
                     return algs[name](pads)(x, w)
-            xs, ws = cnnkit.Tensor(x, requires_grad=True), cnnkit.Tensor(w, requires_grad=True)
+            xs = cnnkit.Tensor(x, requires_grad=not args.weight_grad_only)
+            ws = cnnkit.Tensor(w, requires_grad=True)
             algs[name](pads)(xs, ws).backward(gy)
 
         times = {name: [] for name in algs}
@@ -95,8 +123,8 @@ def main() -> None:
                 run(name)
                 times[name].append(now() - start)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-        cells = [f"{med[n]:.2f}" if n in med else "" for n in ("gemm", "winograd4", "winograd2", "direct")]
-        print(f"| {N} | {C} | {Fo} | {H} | {K} | " + " | ".join(cells) + f" | {min(med, key=med.get)} | {load:.1f} |",
+        cells = [f"{med[n]:.2f}" if n in med else "" for n in COLUMNS]
+        print(f"| {N} | {C} | {Fo} | {H} | {K} | {S} | " + " | ".join(cells) + f" | {min(med, key=med.get)} | {load:.1f} |",
               flush=True)
 
 

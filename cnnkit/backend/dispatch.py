@@ -21,7 +21,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
-    "DIRECT_CONV_MAX_MACS", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
+    "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD_BLOCK_BYTES", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
@@ -77,16 +77,26 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
       WINOGRAD4_MAX_FILTER_PAIRS filter-channel pairs and outputs at least
       WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles.
+    - "polyphase" (``Conv2dPolyphaseOp``): strided, undilated, ungrouped, a kernel larger
+      than 1x1, at most POLYPHASE_MAX_CHANNELS input channels and at least
+      POLYPHASE_MIN_IMAGE_MACS multiply-adds per image (ResNet's 7x7/2 stem).
     - "gemm" (``Conv2dGemmOp``): everything else, on compiled kernels.
     - "im2col" (``Conv2dIm2colOp``): the NumPy reference, when kernels are not usable.
     """
     F, Cg, KH, KW = w_shape
     if not kernels_usable(xp, dtype):
         return "im2col"
-    if groups != 1 or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+    C = x_shape[-3]
+    if groups != 1 or tuple(dilation) != (1, 1):
         return "gemm"
+    if tuple(stride) != (1, 1):
+        H, W = x_shape[-2:]
+        OH = (H + pads[0] + pads[1] - KH) // stride[0] + 1
+        OW = (W + pads[2] + pads[3] - KW) // stride[1] + 1
+        small = C <= POLYPHASE_MAX_CHANNELS and KH * KW > 1
+        return "polyphase" if small and F * C * KH * KW * OH * OW >= POLYPHASE_MIN_IMAGE_MACS else "gemm"
     N = x_shape[0] if len(x_shape) == 4 else 1
-    C, H, W = x_shape[-3:]
+    H, W = x_shape[-2:]
     OH, OW = H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1
     macs = F * Cg * KH * KW
     if KH * KW > 1 and (macs <= DIRECT_CONV_MAX_MACS or (macs <= DIRECT_CONV_SMALL_MAP_MACS
@@ -100,6 +110,25 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
         if tiles2 >= WINOGRAD2_MIN_TILES:
             return "winograd2"
     return "gemm"
+
+
+# Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as
+# polyphase columns + products in blocks (Conv2dPolyphaseOp) up to this many input
+# channels. Measured with benchmarks/conv_dispatch.py --strided (one thread, CPU time,
+# batch 8): the 7x7/2 stem on 224x224 forward 1.1-1.4x faster than im2col (gemm) on 1
+# to 16 channels (and still 1.2x on 32 and 64: not in any zoo model, left to gemm),
+# forward + weight gradient 1.4-1.5x; 3x3/2 on 16 channels 1.16x; 3x3/2 on 3 channels
+# level; ResNet-18's 3x3/2 layers on 64 to 256 channels 1.03-1.5x slower, its 1x1/2
+# shortcuts 1.7x slower (a 1x1 kernel reads one phase of four), so those keep gemm.
+# Each block costs a few microseconds of Python around its product, so an image needs
+# enough work: ResNet-20's 3x3/2 16->32 layer (32x32 input, 1.2M multiply-adds per image,
+# batch 128) ran 1.17x faster forward and 1.08x forward + backward, a 3x3/2 3->16 layer
+# (0.11M per image) 1.3x slower forward.
+POLYPHASE_MAX_CHANNELS = 16
+POLYPHASE_MIN_IMAGE_MACS = 2**20
+# Columns of a block of output rows: at most this many bytes (they stay in the core's
+# L2 cache between being written and read by the product).
+POLYPHASE_BLOCK_BYTES = 512 * 2**10
 
 
 # Winograd's transformed tiles (V, M) are built for blocks of images of at most this

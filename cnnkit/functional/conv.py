@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
-from ..backend.kernels import conv_direct, winograd
+from ..backend.kernels import conv_direct, polyphase, winograd
 from ..backend.kernels import im2col as im2col_kernels
 from ..errors import ShapeError
 from ..function import Function
@@ -22,7 +22,7 @@ from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
 __all__ = [
     "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
-    "Conv2dWinogradOp",
+    "Conv2dWinogradOp", "Conv2dPolyphaseOp",
     "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
 ]
@@ -72,7 +72,9 @@ class Conv2dOp(Function):
       any geometry, any array module);
     - ``Conv2dGemmOp``: the same with compiled im2col/col2im, columns rebuilt in backward;
     - ``Conv2dDirectOp``: compiled direct convolution for small stride-1 filter banks;
-    - ``Conv2dWinogradOp``: Winograd F(2x2, 3x3) or F(4x4, 3x3) for 3x3 stride-1 layers.
+    - ``Conv2dWinogradOp``: Winograd F(2x2, 3x3) or F(4x4, 3x3) for 3x3 stride-1 layers;
+    - ``Conv2dPolyphaseOp``: strided layers on few channels (ResNet's 7x7/2 stem), the
+      input split into its stride phases, columns and products in cache-sized blocks.
     """
 
     def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
@@ -292,6 +294,43 @@ class Conv2dGemmOp(Conv2dOp):
         return gx, gw, gb
 
 
+class Conv2dPolyphaseOp(Conv2dOp):
+    """``Conv2dOp`` for strided convolutions on few input channels (dilation 1, one group).
+
+    forward:  phases[n, c, a, b, i, j] = xpad[n, c, SH*i + a, SW*j + b] (a < SH, b < SW), then
+              per block of output rows of one image: cols (C*KH*KW, R*OW) taken from the
+              phases as contiguous runs (tap (kh, kw) reads phase (kh % SH, kw % SW) at
+              (oh + kh // SH, ow + kw // SW)), Y_block (F, R*OW) = W @ cols (+ b)
+              (``backend/kernels/polyphase.py``).
+    backward: gW = sum over blocks of gY_block @ cols^T (blocks rebuilt);
+              gx = col2im(W^T @ gY) as ``Conv2dGemmOp``; gb = sum_{n, i, j} gy.
+
+    The columns of a block stay in cache between being built and being read, where
+    ``Conv2dGemmOp`` writes a whole batch's columns (C*KH*KW/(SH*SW) times x's size) to
+    memory first. Saves x and w. Results equal ``Conv2dIm2colOp``'s up to rounding order.
+    """
+
+    def forward(self, x, w, b=None):
+        out_hw = self.check(x, w, b)
+        if self.groups != 1 or tuple(self.dilation) != (1, 1):
+            raise ValueError(
+                f"Conv2dPolyphaseOp handles dilation 1 and groups 1, got dilation {self.dilation}, "
+                f"groups {self.groups}"
+            )
+        y = polyphase.conv2d_polyphase(x, w, b, self.stride, self.pads, out_hw)  # (F, N, OH, OW)
+        if self.saves_for_backward:
+            self.x, self.w = x, w
+        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+
+    def backward(self, gy):
+        need_x, need_w = self.needs_input_grad[:2]
+        gx, gw = polyphase.conv2d_polyphase_grads(self.x, self.w, gy, self.stride, self.pads, need_x, need_w)
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
 def _winograd(m: int):
     def build(stride, pads, dilation, groups):
         return Conv2dWinogradOp(stride, pads, dilation, groups, m=m)
@@ -301,7 +340,7 @@ def _winograd(m: int):
 
 _CONV2D_ALGORITHMS = {
     "im2col": Conv2dIm2colOp, "gemm": Conv2dGemmOp, "direct": Conv2dDirectOp,
-    "winograd2": _winograd(2), "winograd4": _winograd(4),
+    "winograd2": _winograd(2), "winograd4": _winograd(4), "polyphase": Conv2dPolyphaseOp,
 }
 
 

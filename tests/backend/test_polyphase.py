@@ -1,0 +1,161 @@
+"""Strided convolutions on polyphase columns (``Conv2dPolyphaseOp``) against the NumPy reference and PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit.functional as F
+from cnnkit import Tensor, config
+from cnnkit.backend import dispatch, kernels
+from cnnkit.backend.kernels import polyphase
+from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp, Conv2dPolyphaseOp
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+CASES = [
+    # (x shape, w shape, stride, pads (top, bottom, left, right))
+    ((2, 3, 19, 17), (8, 3, 7, 7), (2, 2), (3, 3, 3, 3)),      # the ResNet stem, odd H and W
+    ((1, 3, 16, 16), (4, 3, 7, 7), (2, 2), (3, 3, 3, 3)),      # batch 1, even size
+    ((2, 1, 11, 9), (5, 1, 7, 7), (2, 2), (0, 0, 0, 0)),       # one channel, no padding
+    ((3, 4, 9, 10), (6, 4, 5, 5), (2, 2), (2, 2, 2, 2)),       # four channels, 5x5
+    ((2, 3, 8, 9), (4, 3, 3, 3), (2, 2), (1, 1, 1, 1)),        # 3x3/2
+    ((1, 4, 7, 7), (3, 4, 3, 3), (2, 2), (0, 1, 0, 1)),        # "same"-style asymmetric padding
+    ((2, 3, 12, 13), (4, 3, 4, 3), (3, 2), (1, 2, 0, 3)),      # unequal strides, padding 0..3
+    ((2, 1, 10, 10), (2, 1, 2, 2), (3, 3), (0, 0, 0, 0)),      # stride > kernel: unread phases
+    ((1, 3, 5, 6), (2, 3, 7, 7), (2, 2), (3, 3, 3, 3)),        # kernel larger than the input
+]
+
+
+def cnhw(a):
+    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+def run(cls, x, w, b, args, gy, needs=(True, True, True)):
+    xs = [Tensor(a.copy(), requires_grad=n) for a, n in zip((x, w, b), needs)]
+    y = cls(*args)(*xs)
+    y.backward(gy)
+    return [y.data] + [t.grad for t in xs]
+
+
+def out_shape(x_shape, w_shape, stride, pads):
+    N, _, H, W = x_shape
+    F_, _, KH, KW = w_shape
+    return (N, F_, (H + pads[0] + pads[1] - KH) // stride[0] + 1, (W + pads[2] + pads[3] - KW) // stride[1] + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", CASES)
+def test_polyphase_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
+    x_shape, w_shape, stride, pads = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    w, b = rng.standard_normal(w_shape).astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
+    gy = rng.standard_normal(out_shape(x_shape, w_shape, stride, pads)).astype(dtype)
+    gy = cnhw(gy) if layout == "cnhw" else gy
+    args = (stride, pads, (1, 1), 1)
+    ours, ref = run(Conv2dPolyphaseOp, x, w, b, args, gy), run(Conv2dIm2colOp, x, w, b, args, gy)
+    for a, r in zip(ours, ref):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=0, atol=TOL[dtype] * max(1.0, np.abs(r).max()))
+    pt, pb, pl, pr = pads
+    X, Wt, B = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(X, (pl, pr, pt, pb)), Wt, B, stride)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    for a, t in zip(ours, [ty, X.grad, Wt.grad, B.grad]):
+        t = t.detach().numpy()
+        np.testing.assert_allclose(a, t, rtol=0, atol=10 * TOL[dtype] * max(1.0, np.abs(t).max()))
+
+
+def test_polyphase_conv_accepts_an_output_gradient_in_any_memory_order(rng):
+    x, w = rng.standard_normal((2, 3, 15, 15)), rng.standard_normal((4, 3, 7, 7))
+    gy = rng.standard_normal((2, 4, 8, 8, 2))[..., 0]                # neither NCHW nor CNHW memory
+    args = ((2, 2), (3, 3, 3, 3), (1, 1), 1)
+    ours, ref = run(Conv2dPolyphaseOp, x, w, None, args, gy, (False, True)), run(
+        Conv2dIm2colOp, x, w, None, args, gy, (False, True))
+    np.testing.assert_allclose(ours[2], ref[2], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[6]])
+def test_polyphase_conv_in_row_blocks_equals_one_block(case, rng):
+    x_shape, w_shape, stride, pads = case
+    x = rng.standard_normal((5,) + x_shape[1:]).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out_hw = out_shape(x.shape, w_shape, stride, pads)[2:]
+    gy = rng.standard_normal((5, w_shape[0]) + out_hw).astype(np.float32)
+    whole = polyphase.conv2d_polyphase(x, w, None, stride, pads, out_hw, block_bytes=2**30)
+    rows = polyphase.conv2d_polyphase(x, w, None, stride, pads, out_hw, block_bytes=1)   # one row a block
+    g1 = polyphase.conv2d_polyphase_grads(x, w, gy, stride, pads, False, True, block_bytes=2**30)[1]
+    g2 = polyphase.conv2d_polyphase_grads(x, w, gy, stride, pads, False, True, block_bytes=1)[1]
+    for a, b in [(whole, rows), (g1, g2)]:              # BLAS may round block edges differently
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
+
+
+def test_polyphase_weight_gradient_does_not_depend_on_the_thread_count(rng):
+    x = rng.standard_normal((3, 3, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 7, 7)).astype(np.float32)
+    gy = rng.standard_normal((3, 8, 20, 20)).astype(np.float32)
+    args = (x, w, gy, (2, 2), (3, 3, 3, 3), False, True)
+    with config.num_threads(1):
+        one = polyphase.conv2d_polyphase_grads(*args, block_bytes=1)[1]
+    with config.num_threads(2):
+        two = polyphase.conv2d_polyphase_grads(*args, block_bytes=1)[1]
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (False, True), (True, False, False), (True, True, False)])
+def test_polyphase_conv_computes_only_the_gradients_asked_for(needs, rng):
+    x, w, b = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 7, 7)), rng.standard_normal(4)
+    inputs = [Tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
+    y = Conv2dPolyphaseOp((2, 2), (3, 3, 3, 3), (1, 1), 1)(*inputs)
+    y.backward(np.ones(y.shape))
+    for t, need in zip(inputs, needs):
+        assert (t.grad is None) == (not need)
+
+
+def test_polyphase_conv_refuses_dilation_and_groups(rng):
+    x, w = rng.standard_normal((1, 4, 9, 9)), rng.standard_normal((4, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"handles dilation 1 and groups 1, got dilation \(1, 1\), groups 2"):
+        Conv2dPolyphaseOp((2, 2), (1, 1, 1, 1), (1, 1), 2)(x, w)
+    with pytest.raises(ValueError, match=r"got dilation \(2, 2\), groups 1"):
+        Conv2dPolyphaseOp((2, 2), (1, 1, 1, 1), (2, 2), 1)(x, rng.standard_normal((4, 4, 3, 3)))
+
+
+def algorithm(x_shape, w_shape, stride=(2, 2), pads=(3, 3, 3, 3), dilation=(1, 1), groups=1, dtype=np.float32):
+    return dispatch.conv2d_algorithm(np, dtype, x_shape, w_shape, stride, pads, dilation, groups)
+
+
+def test_dispatch_sends_the_resnet_stem_and_only_strided_few_channel_layers_to_polyphase():
+    stem = ((8, 3, 224, 224), (64, 3, 7, 7))
+    assert algorithm(*stem) == "polyphase"
+    assert algorithm((1, 3, 224, 224), (64, 3, 7, 7)) == "polyphase"                 # batch 1
+    assert algorithm(*stem, dtype=np.float64) == "polyphase"
+    assert algorithm((128, 16, 32, 32), (32, 16, 3, 3), pads=(1,) * 4) == "polyphase"  # ResNet-20's 16->32
+    assert algorithm((8, 17, 224, 224), (64, 17, 7, 7)) == "gemm"                      # too many channels
+    assert algorithm((8, 64, 56, 56), (128, 64, 3, 3), pads=(1,) * 4) == "gemm"         # ResNet-18's 3x3/2
+    assert algorithm((8, 3, 56, 56), (16, 3, 1, 1), pads=(0,) * 4) == "gemm"            # 1x1: one phase of four
+    assert algorithm((128, 3, 32, 32), (16, 3, 3, 3), pads=(1,) * 4) == "gemm"          # too little work per image
+    assert algorithm(*stem, stride=(1, 1)) != "polyphase"
+    assert algorithm(*stem, dilation=(2, 2)) == "gemm"
+    assert algorithm((8, 4, 224, 224), (64, 2, 7, 7), groups=2) == "gemm"
+    assert algorithm(*stem, dtype=np.float16) == "im2col"
+    with config.kernels(False):
+        assert algorithm(*stem) == "im2col"
+    assert 3 <= dispatch.POLYPHASE_MAX_CHANNELS < 64
+
+
+def test_conv2d_runs_the_stem_on_polyphase_with_kernels_and_on_im2col_without(rng):
+    x = Tensor(rng.standard_normal((1, 3, 64, 64)).astype(np.float32))
+    w = Tensor(rng.standard_normal((64, 3, 7, 7)).astype(np.float32), requires_grad=True)
+    y = F.conv2d(x, w, stride=2, padding=3)
+    assert type(y.creator) is Conv2dPolyphaseOp
+    with config.kernels(False):
+        ref = F.conv2d(x, w, stride=2, padding=3)
+    assert type(ref.creator) is Conv2dIm2colOp
+    np.testing.assert_allclose(y.data, ref.data, rtol=0, atol=2e-6 * np.abs(ref.data).max())
+    small = F.conv2d(Tensor(rng.standard_normal((1, 3, 16, 16)).astype(np.float32)), w, stride=2, padding=3)
+    assert type(small.creator) is Conv2dGemmOp                        # 0.7M multiply-adds per image
