@@ -115,10 +115,10 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 # Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as
 # polyphase columns + products in blocks (Conv2dPolyphaseOp) up to this many input
 # channels. Measured with benchmarks/conv_dispatch.py --strided (one thread, CPU time,
-# batch 8): the 7x7/2 stem on 224x224 forward 1.1-1.4x faster than im2col (gemm) on 1
-# to 16 channels (and still 1.2x on 32 and 64: not in any zoo model, left to gemm),
-# forward + weight gradient 1.4-1.5x; 3x3/2 on 16 channels 1.16x; 3x3/2 on 3 channels
-# level; ResNet-18's 3x3/2 layers on 64 to 256 channels 1.03-1.5x slower, its 1x1/2
+# batch 8 unless said): the 7x7/2 stem on 224x224 forward 1.15-1.55x faster than im2col
+# (gemm) on 1 to 16 channels and batch 1 to 16 (still 1.2x on 32 and 64 channels: in no
+# zoo model, left to gemm), forward + weight gradient 1.2-1.5x; 3x3/2 on 16 channels
+# 1.16x, on 3 channels level; ResNet-18's 3x3/2 layers on 64 to 256 channels 1.03-1.5x slower, its 1x1/2
 # shortcuts 1.7x slower (a 1x1 kernel reads one phase of four), so those keep gemm.
 # Each block costs a few microseconds of Python around its product, so an image needs
 # enough work: ResNet-20's 3x3/2 16->32 layer (32x32 input, 1.2M multiply-adds per image,
