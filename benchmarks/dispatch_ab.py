@@ -1,0 +1,102 @@
+"""A whole model with one dispatch threshold changed, against the same model as it is, in one process.
+
+A dispatch change touches one layer; whether the model gains is a small difference that
+runs minutes apart on a shared machine cannot show. This script builds ResNet-18 once and
+runs it in alternating pairs with ``backend.dispatch``'s thresholds as they are ("as is")
+and with the given ones changed ("changed"), a pause before each call; the figure is the
+median over pairs of changed time / as-is time (above 1: the thresholds as they are win).
+
+Example (the 7x7/2 stem back on im2col + GEMM):
+    python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 8 --threads 1 --clock cpu
+    python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 16 --train --repeats 7
+
+Usage:
+    python benchmarks/dispatch_ab.py NAME=VALUE ... [--batch 8] [--train] [--repeats 11] [--threads N] [--clock wall|cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import CLOCKS, PAUSE_S, add_timing_options, blas_note, load_average, set_threads  # noqa: E402
+
+import cnnkit  # noqa: E402
+from cnnkit.backend import dispatch  # noqa: E402
+
+
+def resnet18_call(batch: int, train: bool):
+    """One ResNet-18 224x224 inference batch, or one forward + backward of a training step."""
+    model = cnnkit.models.get_model("resnet18", generator=np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    t = rng.integers(0, 1000, batch)
+    model.train(train)
+    if not train:
+        def run():
+            with cnnkit.no_grad():
+                model(cnnkit.Tensor(x))
+        return run
+
+    def step():
+        loss = cnnkit.functional.cross_entropy(model(cnnkit.Tensor(x)), t)
+        model.zero_grad()
+        loss.backward()
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("changes", nargs="+", metavar="NAME=VALUE", help="dispatch thresholds to change")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
+    parser.add_argument("--repeats", type=int, default=11)
+    add_timing_options(parser)
+    args = parser.parse_args()
+    changed = {}
+    for item in args.changes:
+        name, _, value = item.partition("=")
+        if not hasattr(dispatch, name) or not value:
+            parser.error(f"not a dispatch threshold NAME=VALUE: {item!r}")
+        changed[name] = type(getattr(dispatch, name))(float(value))
+    as_is = {name: getattr(dispatch, name) for name in changed}
+    set_threads(args.threads)
+    now = CLOCKS[args.clock]
+    run = resnet18_call(args.batch, args.train)
+
+    def timed(settings):
+        for name, value in settings.items():
+            setattr(dispatch, name, value)
+        start = now()
+        run()
+        return now() - start
+
+    for settings in (as_is, changed, as_is, changed):  # warm-up, compilation, scratch buffers
+        timed(settings)
+    load = load_average()
+    times = {"as is": [], "changed": []}
+    for r in range(args.repeats):
+        order = [("as is", as_is), ("changed", changed)]
+        for label, settings in order if r % 2 == 0 else order[::-1]:
+            time.sleep(PAUSE_S)
+            times[label].append(timed(settings))
+    for name, value in as_is.items():
+        setattr(dispatch, name, value)
+    ratio = statistics.median(c / a for a, c in zip(times["as is"], times["changed"]))
+    print(blas_note())
+    print(f"resnet18 {'training forward + backward' if args.train else 'inference'}, batch {args.batch}, "
+          f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {args.repeats} pairs, "
+          f"load {load} / {load_average()}")
+    print(f"as is {as_is}: {statistics.median(times['as is']) * 1e3:.1f} ms; changed {changed}: "
+          f"{statistics.median(times['changed']) * 1e3:.1f} ms; changed/as is (median of pairs) **{ratio:.3f}x**")
+
+
+if __name__ == "__main__":
+    main()
