@@ -204,6 +204,7 @@ SMALL_PRODUCT_MACS = 2**25
 # columns or rows (a multiple of the BLAS kernels' panels), handed out four per thread.
 MATMUL_BLOCK = 256
 
-# im2col columns (Conv2dGemmOp) are built for blocks of images of at most this many bytes,
-# into a reused buffer, and rebuilt in backward instead of being kept.
+# im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks
+# of images of at most this many bytes, into a reused buffer, and rebuilt in backward
+# instead of being kept.
 COLUMNS_BLOCK_BYTES = 32 * 2**20

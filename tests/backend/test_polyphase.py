@@ -159,3 +159,19 @@ def test_conv2d_runs_the_stem_on_polyphase_with_kernels_and_on_im2col_without(rn
     np.testing.assert_allclose(y.data, ref.data, rtol=0, atol=2e-6 * np.abs(ref.data).max())
     small = F.conv2d(Tensor(rng.standard_normal((1, 3, 16, 16)).astype(np.float32)), w, stride=2, padding=3)
     assert type(small.creator) is Conv2dGemmOp                        # 0.7M multiply-adds per image
+
+
+def test_polyphase_conv_in_image_blocks_equals_one_block(rng, monkeypatch):
+    x = rng.standard_normal((5, 3, 17, 15)).astype(np.float64)
+    w, b = rng.standard_normal((4, 3, 7, 7)), rng.standard_normal(4)
+    gy = rng.standard_normal((5, 4, 9, 8))
+    args = (x, w, None, (2, 2), (3, 3, 3, 3), (9, 8))
+    whole = polyphase.conv2d_polyphase(*args)
+    g_whole = polyphase.conv2d_polyphase_grads(x, w, gy, (2, 2), (3, 3, 3, 3), False, True)[1]
+    monkeypatch.setattr(dispatch, "COLUMNS_BLOCK_BYTES", 1)         # phases of one image at a time
+    np.testing.assert_allclose(polyphase.conv2d_polyphase(*args), whole, rtol=0, atol=1e-12)
+    g_images = polyphase.conv2d_polyphase_grads(x, w, gy, (2, 2), (3, 3, 3, 3), False, True)[1]
+    np.testing.assert_allclose(g_images, g_whole, rtol=1e-12, atol=1e-12)
+    ref = Conv2dIm2colOp((2, 2), (3, 3, 3, 3), (1, 1), 1)(x, w, b).data
+    y = Conv2dPolyphaseOp((2, 2), (3, 3, 3, 3), (1, 1), 1)(x, w, b).data
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
