@@ -10,14 +10,12 @@ import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
 from cnnkit.functional.norm import BatchNorm2dFusedOp, BatchNormOp
+from tests.backend.arrays import cnhw
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
 TOL = {np.float32: 2e-6, np.float64: 1e-13}
 
-
-def cnhw(a):
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
 
 
 def run(x, gamma, beta, rm, rv, training, gy, kernels_on, needs=(True, True, True)):

@@ -11,6 +11,7 @@ from cnnkit import Tensor, config
 from cnnkit.backend import kernels
 from cnnkit.backend.kernels import im2col as im2col_kernels
 from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp
+from tests.backend.arrays import cnhw, run_conv
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
@@ -28,15 +29,6 @@ CASES = [
 ]
 
 
-def cnhw(a):
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-
-
-def run(cls, x, w, b, args, gy, needs=(True, True, True)):
-    xs = [Tensor(a.copy(), requires_grad=n) for a, n in zip((x, w, b), needs)]
-    y = cls(*args)(*xs)
-    y.backward(gy)
-    return [y.data] + [t.grad for t in xs]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -50,7 +42,7 @@ def test_gemm_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
     args = (stride, pads, dilation, groups)
     y_shape = Conv2dIm2colOp(*args)(x, w, b).shape
     gy = rng.standard_normal(y_shape).astype(dtype)
-    ours, ref = run(Conv2dGemmOp, x, w, b, args, gy), run(Conv2dIm2colOp, x, w, b, args, gy)
+    ours, ref = run_conv(Conv2dGemmOp, x, w, b, args, gy), run_conv(Conv2dIm2colOp, x, w, b, args, gy)
     for a, r in zip(ours, ref):
         np.testing.assert_allclose(a, r, rtol=0, atol=TOL[dtype] * max(1.0, np.abs(r).max()))
     pt, pb, pl, pr = pads
@@ -83,7 +75,7 @@ def test_gemm_conv_in_image_blocks_equals_one_block(case, rng):
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
 def test_gemm_conv_computes_only_the_gradients_asked_for(needs, rng):
     x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    grads = run(Conv2dGemmOp, x, w, b, ((2, 2), (1, 1, 1, 1), (1, 1), 1), np.ones((2, 4, 4, 4)), needs)[1:]
+    grads = run_conv(Conv2dGemmOp, x, w, b, ((2, 2), (1, 1, 1, 1), (1, 1), 1), np.ones((2, 4, 4, 4)), needs)[1:]
     for g, need in zip(grads, needs):
         assert (g is None) == (not need)
 

@@ -22,6 +22,7 @@ from cnnkit import Tensor, config
 from cnnkit.backend import cores, dispatch, kernels
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
 from cnnkit.functional.pool import MaxPool2dFusedOp, MaxPool2dReferenceOp
+from tests.backend.arrays import cnhw
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
@@ -50,10 +51,6 @@ def run(fn, arrays, grad_seed, reference: bool, needs=None, expect=None):
         y.backward(gy)
         return y.data.copy(), [t.grad for t in tensors]
 
-
-def cnhw(a):
-    """The same values as a, in channel-major memory (how conv/pool outputs are stored)."""
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
 
 
 # ----------------------------------------------------------------------------- convolution

@@ -11,6 +11,7 @@ from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
 from cnnkit.backend.kernels import polyphase
 from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp, Conv2dPolyphaseOp
+from tests.backend.arrays import cnhw, run_conv
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
@@ -30,15 +31,6 @@ CASES = [
 ]
 
 
-def cnhw(a):
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-
-
-def run(cls, x, w, b, args, gy, needs=(True, True, True)):
-    xs = [Tensor(a.copy(), requires_grad=n) for a, n in zip((x, w, b), needs)]
-    y = cls(*args)(*xs)
-    y.backward(gy)
-    return [y.data] + [t.grad for t in xs]
 
 
 def out_shape(x_shape, w_shape, stride, pads):
@@ -58,7 +50,7 @@ def test_polyphase_conv_matches_the_reference_and_pytorch(case, layout, dtype, r
     gy = rng.standard_normal(out_shape(x_shape, w_shape, stride, pads)).astype(dtype)
     gy = cnhw(gy) if layout == "cnhw" else gy
     args = (stride, pads, (1, 1), 1)
-    ours, ref = run(Conv2dPolyphaseOp, x, w, b, args, gy), run(Conv2dIm2colOp, x, w, b, args, gy)
+    ours, ref = run_conv(Conv2dPolyphaseOp, x, w, b, args, gy), run_conv(Conv2dIm2colOp, x, w, b, args, gy)
     for a, r in zip(ours, ref):
         assert a.shape == r.shape
         np.testing.assert_allclose(a, r, rtol=0, atol=TOL[dtype] * max(1.0, np.abs(r).max()))
@@ -75,7 +67,7 @@ def test_polyphase_conv_accepts_an_output_gradient_in_any_memory_order(rng):
     x, w = rng.standard_normal((2, 3, 15, 15)), rng.standard_normal((4, 3, 7, 7))
     gy = rng.standard_normal((2, 4, 8, 8, 2))[..., 0]                # neither NCHW nor CNHW memory
     args = ((2, 2), (3, 3, 3, 3), (1, 1), 1)
-    ours, ref = run(Conv2dPolyphaseOp, x, w, None, args, gy, (False, True)), run(
+    ours, ref = run_conv(Conv2dPolyphaseOp, x, w, None, args, gy, (False, True)), run_conv(
         Conv2dIm2colOp, x, w, None, args, gy, (False, True))
     np.testing.assert_allclose(ours[2], ref[2], rtol=1e-12, atol=1e-12)
 
