@@ -105,6 +105,23 @@ class Conv2dOp(Function):
             )
         return output_size(H, KH, SH, (pt, pb), DH), output_size(W, KW, SW, (pl, pr), DW)
 
+    def channel_major_result(self, x, w, y):
+        """Keep x and w for backward (when it will run); return y (F, N, OH, OW) as an (N, F, OH, OW) view.
+
+        The compiled algorithms write channel-major outputs and recompute what backward
+        needs from x and w.
+        """
+        if self.saves_for_backward:
+            self.x, self.w = x, w
+        return y.transpose(1, 0, 2, 3)
+
+    def with_bias_grad(self, gx, gw, gy):
+        """(gx, gw), plus gb = sum of gy over (N, OH, OW) when the op was given a bias."""
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
 
 class Conv2dIm2colOp(Conv2dOp):
     """``Conv2dOp`` as im2col + matrix products (the reference algorithm).
@@ -205,9 +222,7 @@ class Conv2dDirectOp(Conv2dOp):
                 f"dilation {self.dilation}, groups {self.groups}"
             )
         y = conv_direct.conv2d_direct(x, w, b, self.pads)             # (F, N, OH, OW)
-        if self.saves_for_backward:
-            self.x, self.w = x, w
-        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+        return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
@@ -249,17 +264,12 @@ class Conv2dWinogradOp(Conv2dOp):
                 f"{self.dilation}, groups {self.groups}, padding {self.pads}, m={self.m}"
             )
         y = winograd.conv2d_winograd(x, w, b, self.pads, self.m)     # (F, N, OH, OW)
-        if self.saves_for_backward:
-            self.x, self.w = x, w
-        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+        return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         gx, gw = winograd.conv2d_winograd_grads(self.x, self.w, gy, self.pads, self.m, need_x, need_w)
-        if len(self.needs_input_grad) == 2:
-            return gx, gw
-        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
-        return gx, gw, gb
+        return self.with_bias_grad(gx, gw, gy)
 
 
 class Conv2dGemmOp(Conv2dOp):
@@ -279,19 +289,14 @@ class Conv2dGemmOp(Conv2dOp):
     def forward(self, x, w, b=None):
         out_hw = self.check(x, w, b)
         y = im2col_kernels.conv2d_gemm(x, w, b, self.stride, self.pads, self.dilation, self.groups, out_hw)
-        if self.saves_for_backward:
-            self.x, self.w = x, w
-        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+        return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         gx, gw = im2col_kernels.conv2d_gemm_grads(
             self.x, self.w, gy, self.stride, self.pads, self.dilation, self.groups, need_x, need_w
         )
-        if len(self.needs_input_grad) == 2:
-            return gx, gw
-        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
-        return gx, gw, gb
+        return self.with_bias_grad(gx, gw, gy)
 
 
 class Conv2dPolyphaseOp(Conv2dOp):
@@ -318,17 +323,12 @@ class Conv2dPolyphaseOp(Conv2dOp):
                 f"groups {self.groups}"
             )
         y = polyphase.conv2d_polyphase(x, w, b, self.stride, self.pads, out_hw)  # (F, N, OH, OW)
-        if self.saves_for_backward:
-            self.x, self.w = x, w
-        return y.transpose(1, 0, 2, 3)                                # (N, F, OH, OW) view
+        return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         gx, gw = polyphase.conv2d_polyphase_grads(self.x, self.w, gy, self.stride, self.pads, need_x, need_w)
-        if len(self.needs_input_grad) == 2:
-            return gx, gw
-        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
-        return gx, gw, gb
+        return self.with_bias_grad(gx, gw, gy)
 
 
 def _winograd(m: int):
