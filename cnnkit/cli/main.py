@@ -122,6 +122,7 @@ def number(convert: Callable[[str], T], accept: Callable[[T], bool], expected: s
         return value
 
     parse.__name__ = expected.replace(" ", "_")
+    parse.expected = expected  # what a stored value is checked against too (``cnnkit train --resume``)
     return parse
 
 

@@ -12,6 +12,7 @@ The banner says which images train, which pick the best epoch (validation) and w
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shlex
@@ -47,6 +48,7 @@ from ..train.datasets import Augmentation, TrainingData, folder_data, named_data
 from ..train.memory import available_memory, estimate_step_memory
 from ..train.recipes import replan_schedule
 from ..train.run_folder import (
+    RECIPE_FILE,
     RUN_FILES,
     RunLock,
     checkpoint_bytes,
@@ -73,18 +75,12 @@ from .preflight import check_step_memory
 __all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
 
 
-def _freeze_arg(text: str) -> str | int:
-    import argparse
+def _freeze_value(text: str) -> str | int:
+    return text if text in ("backbone", "none") else int(text)
 
-    if text in ("backbone", "none"):
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected backbone, none or a number of layers, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected backbone, none or a number of layers, got {text!r}")
-    return value
+
+_freeze_arg = number(_freeze_value, lambda v: isinstance(v, str) or v >= 0,
+                     "backbone, none or a number of layers")
 
 
 def add_commands(sub) -> None:
@@ -363,6 +359,7 @@ def _stored_run(out: Path, last: Path):
         except CheckpointError as e:
             raise CheckpointError(f"--resume: {e}") from None
     recipe = read_recipe(out)
+    from_file = recipe is not None
     if recipe is None and ckpt is not None:  # a run from before recipe.json: what its checkpoint says
         recipe = dict(ckpt.extra.get("recipe", {}))
         recipe.setdefault("model", ckpt.model_name)
@@ -374,7 +371,7 @@ def _stored_run(out: Path, last: Path):
         present = holds_a_run(out)
         raise UsageError(f"--resume: {out} holds no run to resume (no recipe.json or last.safetensors"
                          f"{'; it has ' + ', '.join(present) if present else ''})")
-    _check_recipe_types(recipe, out)
+    _check_recipe(recipe, out / RECIPE_FILE if from_file else last)
     if ckpt is not None and recipe.get("model") not in (None, ckpt.model_name):
         raise CheckpointError(f"--resume: {last} holds model {ckpt.model_name!r}, but the run's recipe says "
                               f"{recipe['model']!r}; the run folder was mixed up")
@@ -394,13 +391,43 @@ _RECIPE_TYPES = {
 }
 
 
-def _check_recipe_types(recipe: dict, out: Path) -> None:
+def _check_recipe(recipe: dict, source: Path) -> None:
+    """Refuse, by file and key, a stored recipe value no run stores: a wrong JSON type, or a value the
+    parser refuses (out of range, not a choice). The ranges are the parser's own argument types."""
+    hint = ("the file was edited or damaged (fix or delete it: the last checkpoint holds a copy of the recipe)"
+            if source.name == RECIPE_FILE else "the recipe the checkpoint stores cannot be resumed")
     for key, kind in _RECIPE_TYPES.items():
         value = recipe.get(key)
-        bad = value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool))
-        if bad or (key in ("epochs", "batch_size") and value is not None and value < 1):
-            raise UsageError(f"{out / 'recipe.json'}: {key} is {value!r}, which no run stores; the file was edited "
-                             "or damaged (fix or delete it: the last checkpoint holds a copy of the recipe)")
+        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+            raise UsageError(f"{source}: {key} is {value!r}, which no run stores; {hint}")
+    options = _train_options()
+    for key in RECIPE_KEYS:
+        value, option = recipe.get(key), options.get(key)
+        expected = None if value is None or option is None else _refused(option, value)
+        if expected is not None:
+            # (JSON has no inf: a float past the largest, 1e309, reads as inf)
+            shown = f"{value!r} (a number too large for a float)" if value in (math.inf, -math.inf) else repr(value)
+            raise UsageError(f"{source}: {key} is {shown}, expected {expected} (as {_flag(key)} takes); {hint}")
+
+
+def _train_options() -> dict[str, argparse.Action]:
+    """The options of ``cnnkit train`` by dest, as ``add_commands`` defines them."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_commands(sub)
+    return {action.dest: action for action in sub.choices["train"]._actions}
+
+
+def _refused(option: argparse.Action, value) -> str | None:
+    """What ``option`` expects, if it refuses the stored ``value`` (a JSON value of the right type); else None."""
+    if option.choices is not None and value not in option.choices:
+        return "one of " + ", ".join(map(str, option.choices))
+    if option.type is None:
+        return None
+    try:  # the parser's own type, given the value as text (repr: floats round-trip, inf stays inf)
+        option.type(value if isinstance(value, str) else repr(value))
+    except argparse.ArgumentTypeError as e:
+        return getattr(option.type, "expected", None) or str(e)
+    return None
 
 
 def _apply_recipe(args, recipe: dict, explicit: dict, done: int, out: Path) -> int | None:

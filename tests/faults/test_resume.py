@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cnnkit.cli.main import main
+from cnnkit.io.checkpoint import _write as write_checkpoint
 from cnnkit.io.checkpoint import load_checkpoint
 from cnnkit.train.run_folder import read_recipe
 from tests.conftest import subprocess_env
@@ -166,7 +167,7 @@ def test_resume_refuses_when_the_data_changed(two_epochs, tmp_path, capsys):
     assert "the data of the run in" in err and "train images: 300 then, 256 now" in err
 
 
-@pytest.mark.parametrize("key, value", [("epochs", "three"), ("lr", [0.05]), ("batch_size", 0), ("augment", "yes"),
+@pytest.mark.parametrize("key, value", [("epochs", "three"), ("lr", [0.05]), ("batch_size", 0.5), ("augment", "yes"),
                                         ("model", 5)])
 def test_an_edited_or_damaged_recipe_is_refused_by_name(two_epochs, tmp_path, capsys, key, value):
     run = copy_run(two_epochs / "two", tmp_path / "run")
@@ -175,6 +176,51 @@ def test_an_edited_or_damaged_recipe_is_refused_by_name(two_epochs, tmp_path, ca
     (run / "recipe.json").write_text(json.dumps(recipe))
     assert train("--out", str(run), "--resume", "--epochs", "3") == 2
     assert f"recipe.json: {key} is {value!r}, which no run stores" in one_line(capsys)
+
+
+def folder_bytes(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# A value the parser refuses for the option is refused in recipe.json by the same type (raw JSON text).
+@pytest.mark.parametrize("key, raw, message", [
+    ("lr", "-1", "lr is -1, expected a finite positive number (as --lr takes)"),
+    ("batch_size", "0", "batch_size is 0, expected a positive integer (as --batch-size takes)"),
+    ("val_split", "1.5", "val_split is 1.5, expected a number in [0, 1) (as --val-split takes)"),
+    ("color_jitter", "1e309", "color_jitter is inf (a number too large for a float), expected a number in [0, 100] "
+                              "(as --color-jitter takes)"),
+    ("threshold", "0", "threshold is 0, expected a number in (0, 1) (as --threshold takes)"),
+    ("in_channels", "2", "in_channels is 2, expected 1 or 3 (as --in-channels takes)"),
+    ("freeze", "-1", "freeze is -1, expected backbone, none or a number of layers (as --freeze takes)"),
+    ("optimizer", '"rmsprop"', "optimizer is 'rmsprop', expected one of sgd, adam, adamw (as --optimizer takes)"),
+])
+def test_a_recipe_value_out_of_the_option_s_range_is_refused_and_nothing_changes(two_epochs, tmp_path, capsys,
+                                                                                 key, raw, message):
+    run = copy_run(two_epochs / "two", tmp_path / "run")
+    recipe = json.loads((run / "recipe.json").read_text())
+    recipe[key] = "RAW"
+    (run / "recipe.json").write_text(json.dumps(recipe).replace('"RAW"', raw))
+    before = folder_bytes(run)
+    assert train("--out", str(run), "--resume", "--epochs", "3") == 2
+    err = one_line(capsys)
+    assert f"{run / 'recipe.json'}: {message}; the file was edited or damaged" in err, err
+    assert folder_bytes(run) == before
+
+
+def test_a_checkpoint_s_recipe_out_of_range_is_refused_naming_the_checkpoint(two_epochs, tmp_path, capsys):
+    """A run from before recipe.json: its checkpoint's copy of the recipe is checked the same way."""
+    run = copy_run(two_epochs / "two", tmp_path / "run")
+    (run / "recipe.json").unlink()
+    ckpt = load_checkpoint(run / "last.safetensors")
+    ckpt.meta["extra"]["recipe"]["lr"] = -0.5
+    tensors = {**{f"model/{k}": v for k, v in ckpt.model_state.items()},
+               **{f"optimizer/{k}": v for k, v in ckpt.optimizer_arrays.items()}}
+    write_checkpoint(run / "last.safetensors", tensors, ckpt.meta)  # a valid digest: only the value is wrong
+    before = folder_bytes(run)
+    assert train("--out", str(run), "--resume", "--epochs", "3") == 2
+    assert (f"{run / 'last.safetensors'}: lr is -0.5, expected a finite positive number (as --lr takes)"
+            in one_line(capsys))
+    assert folder_bytes(run) == before
 
 
 def test_resume_of_a_run_stopped_before_its_first_epoch_starts_it_from_the_beginning(two_epochs, tmp_path):
