@@ -13,6 +13,7 @@ from cnnkit.errors import OnnxFileError, OnnxUnsupportedError, ShapeError
 from cnnkit.explain.capture import conv_layers
 from cnnkit.explain.graph import model_graph
 from cnnkit.explain.summary import summary
+from cnnkit.graph import op_order
 from cnnkit.onnx import OnnxModel, export, load
 from cnnkit.surgery.prune import prune_channels
 
@@ -199,6 +200,31 @@ def test_selections_carry_gradients_as_in_pytorch(tmp_path, rng):
         np.testing.assert_allclose(mine.grad, ref.grad.numpy(), rtol=1e-5, atol=1e-6)
     weight = next(p for p in imported.parameters() if p.shape == (4, 6))
     np.testing.assert_allclose(weight.grad, tw.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["Where", "Max", "Min", "Clip"])
+def test_each_selection_is_one_where_of_cnnkit_functional(op, tmp_path, rng):
+    """The importer selects with F.where (broadcasting, gradients), not a copy of it of its own."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 1])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])
+    inputs = {"Where": ["positive", "a", "b"], "Max": ["a", "b"], "Min": ["a", "b"], "Clip": ["a", "low", "b"]}[op]
+    nodes = [helper.make_node("Greater", ["a", "b"], ["positive"]), helper.make_node(op, inputs, ["y"])]
+    low = numpy_helper.from_array(np.float32(-0.5), "low")
+    imported = load(_save(_model(nodes, [a, b], [y], [low]), tmp_path / "m.onnx"))
+    xa, xb = rng.standard_normal((3, 1)).astype(np.float32), rng.standard_normal((1, 4)).astype(np.float32)
+    ta, tb = Tensor(xa, requires_grad=True), Tensor(xb, requires_grad=True)
+    out = imported(ta, tb)
+    expected = {"Where": np.where(xa > xb, xa, xb), "Max": np.maximum(xa, xb), "Min": np.minimum(xa, xb),
+                "Clip": np.minimum(np.maximum(xa, np.float32(-0.5)), xb)}[op]
+    np.testing.assert_array_equal(out.detach().numpy(), expected)
+    assert out.dtype == np.float32
+    ops = [type(fn).__name__ for fn in op_order([out.creator])]
+    assert ops == ["WhereOp"] * (2 if op == "Clip" else 1), ops
+    out.sum().backward()
+    picked_a = {"Where": xa > xb, "Max": xa >= xb, "Min": xa <= xb,
+                "Clip": (xa >= np.float32(-0.5)) & (np.maximum(xa, np.float32(-0.5)) <= xb)}[op]
+    np.testing.assert_array_equal(ta.grad, picked_a.sum(axis=1, keepdims=True))
 
 
 def test_input_shape_and_dtype_are_checked(lenet_onnx):

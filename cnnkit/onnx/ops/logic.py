@@ -2,12 +2,9 @@
 And, Or, Xor, Not, Where, elementwise Max and Min, Clip, and CastLike.
 
 Comparisons and logic give boolean tensors, computed with NumPy (they carry no gradient).
-Selection keeps gradients: ``select(mask, a, b)`` stacks the two candidates (broadcast to
-the output's shape by a multiplication with ones, which is exact for every float, inf and
-NaN included) and picks one per element with an integer index (``F.getitem``), so the
-gradient of each output element flows to the candidate it came from. Where, Max, Min and
-Clip are selections; Max and Min propagate NaN as ONNX's reference (NumPy's maximum and
-minimum) does, and a tie goes to the first operand.
+Where, Max, Min and Clip are selections, all made by ``F.where`` (NumPy broadcasting, the
+gradient of each output element to the candidate it came from); Max and Min propagate NaN
+as ONNX's reference (NumPy's maximum and minimum) does, and a tie goes to the first operand.
 """
 
 from __future__ import annotations
@@ -23,29 +20,11 @@ from . import TRANSLATORS, Node
 from .math import _operands
 from .shape import cast
 
-__all__ = ["select"]
+__all__: list[str] = []  # translators only, registered in TRANSLATORS
 
 
 def _is_float(t: Tensor) -> bool:
     return t.dtype.kind == "f"
-
-
-def _broadcast(t: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """``t`` broadcast to ``shape`` with its gradient: x * 1 is x exactly (inf, NaN, -0 too)."""
-    if t.shape == shape:
-        return t
-    return F.mul(t, Tensor(np.ones(shape, dtype=t.dtype)))
-
-
-def select(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
-    """``a`` where ``mask`` is true, else ``b`` (NumPy broadcasting), with gradients to both."""
-    shape = np.broadcast_shapes(mask.shape, a.shape, b.shape)
-    if not (_is_float(a) and _is_float(b)):
-        return Tensor(np.where(mask, a.data, b.data))
-    n = int(np.prod(shape, dtype=np.int64))
-    both = F.reshape(F.stack([_broadcast(b, shape), _broadcast(a, shape)], 0), (2, n))  # (2, n)
-    pick = np.broadcast_to(mask, shape).reshape(-1).astype(np.int64)                  # (n,)  1 = a
-    return F.reshape(F.getitem(both, (pick, np.arange(n))), shape)                     # shape
 
 
 # --------------------------------------------------------------------------- comparisons, logic
@@ -72,7 +51,7 @@ def logical_not(node: Node) -> Tensor:
 # --------------------------------------------------------------------------- selections
 def where(node: Node) -> Tensor:
     condition, a, b = node.input(0), node.input(1), node.input(2)
-    return select(condition.data.astype(bool), a, b)
+    return F.where(Tensor(condition.data.astype(bool, copy=False)), a, b)  # (bool by the spec)
 
 
 def _extreme(keep_first: Callable, numpy_fn: Callable) -> Callable[[Node], Tensor]:
@@ -84,7 +63,7 @@ def _extreme(keep_first: Callable, numpy_fn: Callable) -> Callable[[Node], Tenso
         for t in operands[1:]:
             if _is_float(y):
                 # NaN wins (either side), ties keep the earlier operand.
-                y = select(keep_first(y.data, t.data) | np.isnan(y.data), y, t)
+                y = F.where(Tensor(keep_first(y.data, t.data) | np.isnan(y.data)), y, t)
             else:
                 y = Tensor(numpy_fn(y.data, t.data))
         return y
@@ -110,9 +89,9 @@ def clip(node: Node) -> Tensor:
         return Tensor(y.astype(x.dtype))
     y = x
     if low is not None:
-        y = select(y.data < low.data, low, y)    # NaN compares false: it stays
+        y = F.where(Tensor(y.data < low.data), low, y)    # NaN compares false: it stays
     if high is not None:
-        y = select(y.data > high.data, high, y)
+        y = F.where(Tensor(y.data > high.data), high, y)
     return y
 
 
