@@ -25,7 +25,7 @@ from .. import config, nn
 from ..explain.graph import INPUT, forward_pass
 from ..nn.utils import fuse_conv_bn_pairs
 from ..tensor import Tensor
-from .prune import _infer_input_shape
+from .prune import trace_input_shape
 
 __all__ = ["fold_batchnorm", "fold_for_inference", "foldable_pairs"]
 
@@ -49,7 +49,7 @@ def foldable_pairs(model: nn.Module, input_shape: Sequence[int] | None = None) -
     Returns:
         The pairs, in execution order.
     """
-    shape = tuple(input_shape or getattr(model, "input_shape", None) or _infer_input_shape(model))
+    shape = trace_input_shape(model, input_shape, "foldable_pairs")
     traced = model
     if any(p.dtype != np.float32 for p in model.parameters()):
         # forward_pass runs float32 inputs: trace a float32 copy (same paths, same data flow).
@@ -153,7 +153,7 @@ def fold_for_inference(model: nn.Module, input_shape: Sequence[int] | None = Non
     """
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
-    shape = tuple(input_shape or getattr(model, "input_shape", None) or _infer_input_shape(model))
+    shape = trace_input_shape(model, input_shape, "fold_for_inference")
     folded = fold_batchnorm(model, shape)
     if len(folded.folded_batchnorm) == len(getattr(model, "folded_batchnorm", [])):
         return model

@@ -55,7 +55,8 @@ from ..graph import post_order
 from ..nn.resize import set_array, sync_sizes
 from ..tensor import Tensor
 
-__all__ = ["ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "conv_parameters"]
+__all__ = ["ChannelGroup", "channel_groups", "prune_channels", "uniform_width", "conv_parameters",
+           "trace_input_shape"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -336,21 +337,45 @@ def _topological(y: Tensor, x: Tensor, calls) -> list[Tensor]:
 
 
 # ---------------------------------------------------------------------- public API
-def _infer_input_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) for models that do not say: the first size in 28, 32, 224 that runs."""
-    first = next((m for m in model.modules() if isinstance(m, _CONVS)), None)
+# The square sizes tried, in this order, on a model that declares no input shape.
+_GUESSED_SIZES = (28, 32, 224)
+
+
+def trace_input_shape(model: nn.Module, input_shape: Sequence[int] | None = None,
+                      caller: str = "prune_channels") -> tuple[int, ...]:
+    """The shape of one input to trace ``model`` with: ``input_shape``, else the model's own, else a guess.
+
+    The model's own shape is the ``input_shape`` attribute it declares: a zoo model's (the
+    (C, H, W) it was designed for, with the channels it was built for; a checkpoint rebuilds
+    its model with its ``in_channels``), an imported ONNX model's (when the file fixes it),
+    or one set by hand. Only when it declares none is a size guessed: the first of 28x28,
+    32x32 and 224x224 that runs, with the channels of the first convolution.
+
+    Raises:
+        ValueError: nothing declared and no guess runs; the message says what was tried.
+    """
+    if input_shape:
+        return tuple(int(s) for s in input_shape)
+    declared = getattr(model, "input_shape", None)
+    if declared:
+        return tuple(int(s) for s in declared)
+    name = type(model).__name__
+    nothing = f"{caller}: cannot tell the input shape of {name}: it declares none (no model.input_shape)"
+    first = next(((p, m) for p, m in model.named_modules() if isinstance(m, _CONVS)), None)
     if first is None:
-        raise ValueError("prune: cannot infer the input shape of a model without convolutions; pass input_shape")
-    C = first.in_channels
-    for size in (28, 32, 224):
+        raise ValueError(f"{nothing}, and it has no convolution to guess the channels from; pass input_shape")
+    path, conv = first
+    C = conv.in_channels
+    for size in _GUESSED_SIZES:
         try:
             with config.no_grad(), nn.eval_mode(model):
-                model(Tensor(np.zeros((1, C, size, size), first.weight.dtype)))
+                model(Tensor(np.zeros((1, C, size, size), conv.weight.dtype)))
             return (C, size, size)
         except ShapeError:
             continue
-    raise ValueError(f"prune: {type(model).__name__} takes none of (C, 28, 28), (C, 32, 32), (C, 224, 224); "
-                     "pass input_shape")
+    tried = ", ".join(f"({C}, {s}, {s})" for s in _GUESSED_SIZES)
+    raise ValueError(f"{nothing}, and it takes none of {tried} (C from its first convolution, "
+                     f"{path or name}); pass input_shape=(C, H, W) or set model.input_shape")
 
 
 def channel_groups(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[ChannelGroup]:
@@ -358,13 +383,13 @@ def channel_groups(model: nn.Module, input_shape: Sequence[int] | None = None) -
 
     Args:
         model: any Module.
-        input_shape: (C, H, W) of one input; default: inferred (see ``prune_channels``).
+        input_shape: (C, H, W) of one input; default: the model's own, else a guess (``trace_input_shape``).
 
     Returns:
         One ChannelGroup per set of channels written by at least one layer, in the order
         the layers run.
     """
-    tracer = _Tracer(model, input_shape or _infer_input_shape(model))
+    tracer = _Tracer(model, trace_input_shape(model, input_shape, "channel_groups"))
     return [_describe(tracer, s) for s in tracer.roots() if s.sources]
 
 
@@ -484,8 +509,9 @@ def prune_channels(
         layers: whose output channels may be pruned: None or "all" (every conv and hidden
             Linear), "conv", "linear", or a list of layer paths or modules. A group written
             by several layers (a residual add) is pruned only if all of them are chosen.
-        input_shape: (C, H, W) of one input, for the trace; default: the first of 28x28,
-            32x32 and 224x224 that the model takes.
+        input_shape: (C, H, W) of one input, for the trace; default: the model's own
+            ``input_shape`` (zoo models, imported ONNX files), else the first of 28x28,
+            32x32 and 224x224 that it takes (``trace_input_shape``).
         residual: "together" prunes channels tied by a residual add as one group; "keep"
             leaves them alone.
         generator: generator for ``criterion="random"`` (default: cnnkit's default generator).
@@ -505,7 +531,7 @@ def prune_channels(
         raise ValueError(f"prune_channels expects residual 'together' or 'keep', got {residual!r}")
     generator = generator if generator is not None else config.default_generator()
     pruned = copy.deepcopy(model)
-    tracer = _Tracer(pruned, input_shape or _infer_input_shape(pruned))
+    tracer = _Tracer(pruned, trace_input_shape(pruned, input_shape))
     chosen = _selected(layers, pruned)
     plans = []
     for space in tracer.roots():

@@ -9,7 +9,13 @@ from cnnkit import Tensor, models, nn, no_grad
 from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load, load_checkpoint, save
 from cnnkit.models.resnet import BasicBlock, conv1x1
-from cnnkit.surgery.prune import channel_groups, conv_parameters, prune_channels, uniform_width
+from cnnkit.surgery.prune import (
+    channel_groups,
+    conv_parameters,
+    prune_channels,
+    trace_input_shape,
+    uniform_width,
+)
 from tests.conftest import MNIST_EXTRA
 
 
@@ -243,3 +249,43 @@ def test_prune_command_needs_an_amount_and_an_output(lenet_checkpoint, capsys):
     assert "give -o PATH" in capsys.readouterr().err
     assert main(["prune", str(lenet_checkpoint), "--amount", "1.5", "-o", "x"]) == 2
     assert "expected a number in [0, 1), got '1.5'" in capsys.readouterr().err
+
+
+def _forty_pixel_net(rng, declared):
+    """A net that takes 40x40 inputs only (its Linear reads 4 x 38 x 38), declaring them or not."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, generator=rng), nn.ReLU(), nn.Conv2d(4, 4, 1, generator=rng),
+                          nn.Flatten(), nn.Linear(4 * 38 * 38, 2, generator=rng))
+    if declared:
+        model.input_shape = (3, 40, 40)
+    return model
+
+
+def test_the_model_s_declared_input_shape_is_traced_before_any_guess(rng):
+    """None of 28, 32 and 224 fits this net: the shape it declares is read, not guessed."""
+    model = _forty_pixel_net(rng, declared=True)
+    assert trace_input_shape(model) == (3, 40, 40)
+    pruned = prune_channels(model, 0.5, layers="conv")
+    assert [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)] == [2, 2]
+    assert run(pruned, rng.standard_normal((1, 3, 40, 40))).shape == (1, 2)
+    assert [g.size for g in channel_groups(model)][:2] == [4, 4]
+
+
+def test_a_zoo_model_and_a_rebuilt_checkpoint_declare_their_input_shape(tmp_path, rng):
+    assert trace_input_shape(models.resnet20(generator=rng)) == (3, 32, 32)
+    path = save(models.lenet5(in_channels=3, generator=rng), tmp_path / "lenet.safetensors")
+    assert trace_input_shape(load(path)) == (3, 28, 28)  # the channels the checkpoint was built with
+
+
+def test_a_shape_is_guessed_only_when_none_is_declared_and_the_error_says_what_was_tried(rng):
+    assert trace_input_shape(models.lenet5(generator=rng), (1, 30, 30)) == (1, 30, 30)   # given: used
+    unlabelled = nn.Sequential(nn.Conv2d(1, 2, 3, generator=rng), nn.Flatten(), nn.Linear(2 * 30 * 30, 2))
+    assert trace_input_shape(unlabelled) == (1, 32, 32)                                   # the guess that runs
+    with pytest.raises(ValueError, match=r"^prune_channels: cannot tell the input shape of Sequential: it declares "
+                                         r"none \(no model.input_shape\), and it takes none of \(3, 28, 28\), "
+                                         r"\(3, 32, 32\), \(3, 224, 224\) \(C from its first convolution, 0\); "
+                                         r"pass input_shape=\(C, H, W\) or set model.input_shape$"):
+        prune_channels(_forty_pixel_net(rng, declared=False), 0.5)
+    with pytest.raises(ValueError, match=r"channel_groups: cannot tell the input shape of Linear: it declares none "
+                                         r"\(no model.input_shape\), and it has no convolution to guess the channels "
+                                         r"from; pass input_shape$"):
+        channel_groups(nn.Linear(3, 2))
