@@ -679,8 +679,35 @@ def _train(args, out: Path, explicit: dict) -> int:
                   ) from None
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
-    _final_report(model, task, val_loader, test_loader, best, last, ranks)
+    try:
+        _final_report(model, task, val_loader, test_loader, best, last, ranks)
+    except KeyboardInterrupt as e:  # the training is over and saved: say so, and how to test it
+        print(f"\ninterrupted during the final evaluation: {_saved_run(out, best, last)}, but the final evaluation "
+              f"did not finish (its results are missing or incomplete){_test_hint(args, best, last, test_loader)}",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return 0
+
+
+def _saved_run(out: Path, best: Path, last: Path) -> str:
+    """What a finished run has on disk, for the line of an interrupted final evaluation."""
+    files = [f"{what}: {path}" for what, path in (("last epoch", last), ("best epoch on validation", best),
+                                                   ("log", out / "log.csv")) if path.exists()]
+    return f"the training finished and is saved ({'; '.join(files)})" if files else "the training finished"
+
+
+def _test_hint(args, best: Path, last: Path, test_loader) -> str:
+    """How to test the saved model afterwards, when the run has test images `cnnkit evaluate` finds again."""
+    model = best if best.exists() else last
+    if test_loader is None or not model.exists():
+        return ""
+    if args.data is None:   # a named dataset: evaluate takes the checkpoint's own test split
+        data = ""
+    elif (Path(args.data) / "test").is_dir():
+        data = f" --data {shlex.quote(str(args.data))}"
+    else:                   # a test share split off a folder: evaluate cannot pick the same images
+        return ""
+    return f"; `cnnkit evaluate {shlex.quote(str(model))}{data}` tests the {model.stem} model"
 
 
 def _check_same_data(recipe: dict, facts: dict, out: Path) -> None:

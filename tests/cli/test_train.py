@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -54,6 +55,45 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     b = load_checkpoint(straight / "last.safetensors").model_state
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# A real SIGINT, sent by the process to itself as the final report starts its second evaluation
+# (the last model's test, after its validation): deterministic, unlike a timed signal.
+_INTERRUPT_THE_FINAL_TEST = textwrap.dedent(
+    """
+    import os, signal, sys
+    from cnnkit.cli import parallel
+
+    real, calls = parallel.Ranks.evaluate, [0]
+
+    def evaluate(self, model, loader, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, model, loader, **kwargs)
+
+    parallel.Ranks.evaluate = evaluate
+    from cnnkit.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_ctrl_c_in_the_final_evaluation_says_what_is_saved_and_that_the_evaluation_did_not_finish(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", _INTERRUPT_THE_FINAL_TEST, "train", "lenet5", "--epochs", "1", "--limit", "256",
+           "--batch-size", "64", "--val-split", "0.02", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert done.returncode == 130, done.stderr
+    last, best = out / "last.safetensors", out / "best.safetensors"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"interrupted during the final evaluation: the training finished and is saved (last epoch: {last}; "
+        f"best epoch on validation: {best}; log: {out / 'log.csv'}), but the final evaluation did not finish "
+        f"(its results are missing or incomplete); `cnnkit evaluate {best}` tests the best model"
+    )
+    assert "cnnkit train: interrupted" not in done.stderr and "test accuracy" not in done.stdout
+    assert load_checkpoint(last).meta["epoch"] == 0 and load_checkpoint(best)
+    assert not (out / "interrupted.safetensors").exists() and not (out / ".lock").exists()
 
 
 def test_a_batch_larger_than_the_training_set_is_said(tmp_path, capsys):
