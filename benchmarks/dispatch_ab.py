@@ -1,7 +1,8 @@
 """A whole model with one dispatch threshold changed, against the same model as it is, in one process.
 
 A dispatch change touches one layer; whether the model gains is a small difference that
-runs minutes apart on a shared machine cannot show. This script builds ResNet-18 once and
+runs minutes apart on a shared machine cannot show. This script builds ResNet-18 (or, with
+``--model resnet20``, ResNet-20 at 32x32) once and
 runs it in alternating pairs with ``backend.dispatch``'s thresholds as they are ("as is")
 and with the given ones changed ("changed"), a pause before each call; the figure is the
 median over pairs of changed time / as-is time (above 1: the thresholds as they are win).
@@ -9,9 +10,11 @@ median over pairs of changed time / as-is time (above 1: the thresholds as they 
 Example (the 7x7/2 stem back on im2col + GEMM):
     python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 8 --threads 1 --clock cpu
     python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 16 --train --repeats 7
+    (ResNet-20's 64-channel 8x8 layers back on the direct kernel:)
+    python benchmarks/dispatch_ab.py WINOGRAD4_MIN_TILES=1000000000 --model resnet20 --batch 128 --train
 
 Usage:
-    python benchmarks/dispatch_ab.py NAME=VALUE ... [--batch 8] [--train] [--repeats 11] [--threads N] [--clock wall|cpu]
+    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20] [--batch 8] [--train] [--repeats 11] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ from timing import CLOCKS, PAUSE_S, add_timing_options, blas_note, load_average,
 import cnnkit  # noqa: E402
 from cnnkit.backend import dispatch  # noqa: E402
 
+MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10)}  # image size, classes
 
-def resnet18_call(batch: int, train: bool):
-    """One ResNet-18 224x224 inference batch, or one forward + backward of a training step."""
-    model = cnnkit.models.get_model("resnet18", generator=np.random.default_rng(0))
+
+def model_call(name: str, batch: int, train: bool):
+    """One inference batch of a zoo model (ResNet-18 at 224x224, ResNet-20 at 32x32), or
+    one forward + backward of a training step."""
+    size, classes = MODELS[name]
+    model = cnnkit.models.get_model(name, generator=np.random.default_rng(0))
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
-    t = rng.integers(0, 1000, batch)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    t = rng.integers(0, classes, batch)
     model.train(train)
     if not train:
         def run():
@@ -55,6 +62,7 @@ def resnet18_call(batch: int, train: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("changes", nargs="+", metavar="NAME=VALUE", help="dispatch thresholds to change")
+    parser.add_argument("--model", choices=sorted(MODELS), default="resnet18")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
     parser.add_argument("--repeats", type=int, default=11)
@@ -69,7 +77,7 @@ def main() -> None:
     as_is = {name: getattr(dispatch, name) for name in changed}
     set_threads(args.threads)
     now = CLOCKS[args.clock]
-    run = resnet18_call(args.batch, args.train)
+    run = model_call(args.model, args.batch, args.train)
 
     def timed(settings):
         for name, value in settings.items():
@@ -91,7 +99,7 @@ def main() -> None:
         setattr(dispatch, name, value)
     ratio = statistics.median(c / a for a, c in zip(times["as is"], times["changed"]))
     print(blas_note())
-    print(f"resnet18 {'training forward + backward' if args.train else 'inference'}, batch {args.batch}, "
+    print(f"{args.model} {'training forward + backward' if args.train else 'inference'}, batch {args.batch}, "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {args.repeats} pairs, "
           f"load {load} / {load_average()}")
     print(f"as is {as_is}: {statistics.median(times['as is']) * 1e3:.1f} ms; changed {changed}: "

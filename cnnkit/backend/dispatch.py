@@ -42,8 +42,15 @@ def kernels_usable(xp, dtype) -> bool:
 # Direct convolution wins while a filter bank is small: its loops run over one image at
 # a time in cache. It won every layer up to F*C*KH*KW = 2**14 (LeNet-5, the CIFAR nets'
 # 16- and 32-channel layers; fwd+bwd 2.1-4.2x faster than Winograd there), and the
-# 64-channel 3x3 layers on 8x8 maps (ResNet-20's last stage: 1.7x faster than Winograd
-# F(4x4)), but not on larger maps (64 channels at 32x32: 1.07x slower; at 56x56: 1.4x).
+# 64-channel 3x3 layers on 8x8 maps unless F(4x4) Winograd has its WINOGRAD4_MIN_TILES
+# (batch 64 and up there), but not on larger maps (64 channels at 32x32: 1.07x slower; at
+# 56x56: 1.4x). On 8x8 maps, `conv_dispatch.py` (2 threads, quiet machine, Dec 3 evening,
+# NumPy's SkylakeX kernels; fwd / fwd+bwd ms, direct vs F(4x4)): batch 16 1.83 vs 2.18 /
+# 6.33 vs 6.24, batch 32 3.33 vs 2.86 / 12.2 vs 10.0, batch 128 11.3 vs 7.6 / 23.6 vs 21.6
+# (with OPENBLAS_CORETYPE=Haswell: 43.4 vs 30.9). The 32-channel 16x16 layers stay direct:
+# forward 7.5 vs 10.9 ms at batch 128, fwd+bwd 31.8 vs 27.2 (SkylakeX) but 24.7 vs 33.6
+# (Haswell). An earlier table (direct 1.7x faster than F(4x4) at 8x8, batch 128) predates
+# the Winograd op's blocked transforms.
 DIRECT_CONV_MAX_MACS = 2**14
 DIRECT_CONV_SMALL_MAP_MACS = 2**16
 DIRECT_CONV_SMALL_MAP = 64           # output pixels (8x8)
@@ -71,7 +78,7 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 
     - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
       than 1x1, and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, or <= DIRECT_CONV_SMALL_MAP_MACS
-      on outputs of at most DIRECT_CONV_SMALL_MAP pixels.
+      on outputs of at most DIRECT_CONV_SMALL_MAP pixels when F(4x4) Winograd does not apply.
     - "winograd4" / "winograd2" (``Conv2dWinogradOp``, F(4x4, 3x3) / F(2x2, 3x3)): 3x3,
       stride 1, no dilation, one group, padding <= 2, at least WINOGRAD_MIN_CHANNELS in
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
@@ -99,17 +106,20 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     H, W = x_shape[-2:]
     OH, OW = H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1
     macs = F * Cg * KH * KW
-    if KH * KW > 1 and (macs <= DIRECT_CONV_MAX_MACS or (macs <= DIRECT_CONV_SMALL_MAP_MACS
-                                                          and OH * OW <= DIRECT_CONV_SMALL_MAP)):
-        return "direct"
+    winograd = None
     if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
         tiles4 = N * -(-OH // 4) * -(-OW // 4)
         tiles2 = N * -(-OH // 2) * -(-OW // 2)
         if tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
-            return "winograd4"
-        if tiles2 >= WINOGRAD2_MIN_TILES:
-            return "winograd2"
-    return "gemm"
+            winograd = "winograd4"
+        elif tiles2 >= WINOGRAD2_MIN_TILES:
+            winograd = "winograd2"
+    if KH * KW > 1 and macs <= DIRECT_CONV_MAX_MACS:
+        return "direct"
+    small_map = macs <= DIRECT_CONV_SMALL_MAP_MACS and OH * OW <= DIRECT_CONV_SMALL_MAP
+    if KH * KW > 1 and small_map and winograd != "winograd4":
+        return "direct"
+    return winograd or "gemm"
 
 
 # Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as

@@ -147,6 +147,9 @@ def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_
     assert choice(8, 12) == "winograd2"                          # 72 tiles of 4x4, 288 of 2x2
     assert choice(1, 10) == "gemm"                               # too few tiles either way
     assert choice(8, 8) == "direct"                              # small maps: the direct kernel
+    assert choice(32, 8) == "direct"                             # 128 tiles: F(4x4) not yet
+    assert choice(64, 8) == "winograd4"                          # ... from 256 tiles on (ResNet-20)
+    assert choice(128, 6) == "winograd4"
     assert choice(8, 32, stride=(2, 2)) == "gemm"
     assert choice(8, 32, pads=(3, 3, 3, 3)) == "gemm"
     assert choice(8, 32, channels=16) == "direct"
