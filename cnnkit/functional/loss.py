@@ -58,7 +58,7 @@ class CrossEntropyOp(Function):
                 mean reduction divides by sum_i w[t_i] over non-ignored rows.
       backward: g[i, m] = s_i * (p[i, m] * ((1 - e) w[t_i] + (e / K) sum_k w[k])
                                  - (1 - e) w[t_i] [m == t_i] - (e / K) w[m])
-                with p = softmax(x) and s_i the upstream gradient of loss_i.
+                with p = softmax(x) and s_i the upstream gradient of loss_i; 0 on ignored rows.
     Probability targets q (same shape as the input): loss_i = -sum_k w[k] q'[i, k] logp[i, k],
     q' = (1 - e) q + e / K; g[i, m] = s_i * (p[i, m] sum_k w[k] q'[i, k] - w[m] q'[i, m]);
       the target's gradient: gq[i, m] = -s_i * (1 - e) * w[m] * logp[i, m]  (PyTorch
@@ -115,7 +115,9 @@ class CrossEntropyOp(Function):
         if self.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
                 return losses.sum() / xs.dtype.type(denom)
-        return losses.reshape(self.t_shape if not float_target else self.x_shape[:1] + self.x_shape[2:])
+        # per-row losses: the target's shape, or the input's without K; () unbatched
+        rows_shape = self.x_shape[:1] + self.x_shape[2:] if x.ndim > 1 else ()
+        return losses.reshape(self.t_shape if not float_target else rows_shape)
 
     def backward(self, gy):
         xp = self.xp
@@ -147,7 +149,12 @@ class CrossEntropyOp(Function):
             g[rows, self.safe_t] -= (1 - eps) * self.w_t
             if self.eps:
                 g -= (eps / K) * self.valid[:, None] * (w if w is not None else 1)
-        g = g * s
+        with np.errstate(invalid="ignore"):  # 0 * inf: the mean over no counted row
+            g = g * s
+        if not self.float_target:
+            # NOTE: an ignored row's gradient is exactly 0, also when the mean's divisor is 0
+            # (every row ignored: s is inf or NaN), as PyTorch's.
+            g = xp.where(self.valid[:, None], g, 0)
         return _restore(xp, g.astype(p.dtype, copy=False), self.x_shape), g_target
 
 
@@ -155,7 +162,7 @@ class NLLLossOp(Function):
     """Negative log-likelihood of log-probabilities.
 
     forward:  loss_i = -w[t_i] * logp[i, t_i]  (0 for ignored rows); mean divides by sum w[t_i]
-    backward: g[i, t_i] = -w[t_i] * s_i, 0 elsewhere
+    backward: g[i, t_i] = -w[t_i] * s_i, 0 elsewhere and on ignored rows
 
     Shapes: logp (N, K) or (N, K, d1, ...), t (N,) or (N, d1, ...).
     """
@@ -176,7 +183,8 @@ class NLLLossOp(Function):
         w = None if self.weight is None else self.weight.astype(xs.dtype)
         w_t = (w[safe_t] if w is not None else xp.ones(M, dtype=xs.dtype)) * valid
         losses = -w_t * xp.take_along_axis(xs, safe_t[:, None], axis=1)[:, 0]
-        self.safe_t, self.w_t, self.x_shape, self.t_shape, self.M_K = safe_t, w_t, logp.shape, target.shape, (M, K)
+        self.safe_t, self.w_t, self.valid = safe_t, w_t, valid
+        self.x_shape, self.t_shape, self.M_K = logp.shape, target.shape, (M, K)
         self.denom = w_t.sum()
         if self.reduction == "sum":
             return losses.sum()
@@ -196,7 +204,9 @@ class NLLLossOp(Function):
         else:
             s = gy
         g = xp.zeros((M, K), dtype=gy.dtype)
-        g[xp.arange(M), self.safe_t] = -self.w_t * s
+        # an ignored row's gradient is exactly 0, also when every row is ignored (s = inf)
+        with np.errstate(invalid="ignore"):
+            g[xp.arange(M), self.safe_t] = xp.where(self.valid, -self.w_t * s, 0)
         return _restore(xp, g, self.x_shape), None
 
 

@@ -97,6 +97,34 @@ def test_cross_entropy_with_every_target_ignored_is_nan_like_torch(rng):
     assert np.isnan(F.cross_entropy(Tensor(x), t).item())
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("shape", [(3, 4), (4,), (2, 3, 2)], ids=["NK", "unbatched", "NKd"])
+def test_every_target_ignored_gives_a_zero_gradient_like_torch(shape, loss, label_smoothing, rng):
+    """The mean over no rows is NaN, but the gradient of ignored rows stays exactly 0 (not 0 / 0)."""
+    t = np.full(shape[:1] + shape[2:] if len(shape) > 1 else (), 1)
+    kw = dict(ignore_index=1) | (dict(label_smoothing=label_smoothing) if loss == "cross_entropy" else {})
+    check_op(lambda x, t: getattr(F, loss)(x, t, **kw), lambda x, t: getattr(TF, loss)(x, t, **kw),
+             [rng.standard_normal(shape)], [t], dtype=np.float64, rng=rng)
+
+
+def test_zero_class_weights_give_nan_gradients_like_torch(rng):
+    """Rows that count but weigh 0 in total are 0 / 0 in the mean: NaN in the gradient too."""
+    w, t = np.array([1.0, 0.0, 1.0]), np.array([1, 1])
+    for loss in ["cross_entropy", "nll_loss"]:
+        check_op(lambda x, t, w, f=loss: getattr(F, f)(x, t, weight=w),
+                 lambda x, t, w, f=loss: getattr(TF, f)(x, t, weight=w), [rng.standard_normal((2, 3))], [t, w],
+                 dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_unbatched_probability_targets_match_torch_in_every_reduction(reduction, rng):
+    q = probabilities(1, 5)(rng)[0]
+    check_op(lambda x, q: F.cross_entropy(x, q, reduction=reduction, label_smoothing=0.1),
+             lambda x, q: TF.cross_entropy(x, q, reduction=reduction, label_smoothing=0.1),
+             [rng.standard_normal(5), q], dtype=np.float64, rng=rng)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
 def test_class_losses_of_an_empty_batch_match_torch(loss, reduction, rng):
