@@ -345,7 +345,8 @@ def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = Non
         ValueError: an odd number of widths, a width that is not an int, an unknown mode, or
             a fill value with a mode other than "constant".
         ShapeError: more pairs than dimensions, a crop larger than its dimension, a reflect
-            width not smaller than its dimension, or an empty dimension to replicate or wrap.
+            width not smaller than its dimension, a circular width larger than its dimension,
+            or an empty dimension to replicate or wrap.
     """
     pad = tuple(pad)
     if len(pad) % 2:
@@ -357,9 +358,27 @@ def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = Non
     if mode != "constant" and value not in (None, 0):
         raise ValueError(f"pad(mode={mode!r}) takes no fill value, got value={value}")
     x = as_tensor(x)
+    if mode == "circular":
+        _check_wraps_once(pad, x.shape)
     if not any(pad):
         return PermuteOp(tuple(range(x.ndim)))(x) if x.requires_grad else Tensor._wrap(x.data.copy())
     return PadOp(tuple(int(p) for p in pad), mode, 0.0 if value is None else value)(x)
+
+
+def _check_wraps_once(pad: Sequence[int], shape: tuple[int, ...]) -> None:
+    """Refuse a circular width larger than its dimension, as PyTorch ("wrapping around more than once").
+
+    ``PadOp`` itself wraps any number of times (ONNX's "wrap" mode is a torus, and a crop on
+    one side may leave fewer elements than the other side's width).
+    """
+    for i in range(min(len(pad) // 2, len(shape))):
+        lo, hi = pad[2 * i], pad[2 * i + 1]
+        axis = len(shape) - 1 - i
+        if max(lo, hi) > shape[axis]:
+            raise ShapeError(
+                f"pad(mode='circular') wraps around at most once: widths {(lo, hi)} exceed the "
+                f"{shape[axis]} elements of dimension {axis} (input shape {shape})"
+            )
 
 
 def cat(tensors: Sequence, dim: int = 0) -> Tensor:

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import cnnkit.functional as F  # noqa: E402
-from cnnkit import Tensor  # noqa: E402
+from cnnkit import Tensor, nn  # noqa: E402
 from cnnkit.errors import DimensionError, ShapeError  # noqa: E402
 
 from .inputs import channel_major, normal  # noqa: E402
@@ -218,6 +218,25 @@ def test_pad_errors_match_torch():
                ValueError, "takes no fill value")
     same_error(lambda: F.pad(x, (1.5, 1)), lambda: TF.pad(tx, (1.5, 1)), ValueError, "integer widths")
     same_error(lambda: F.pad(x, (1, 1), "wrap"), lambda: TF.pad(tx, (1, 1), "wrap"), ValueError, "pad mode must be")
+
+
+@pytest.mark.parametrize("widths, message", [
+    ((0, 0, 5, 0), r"widths \(5, 0\) exceed the 4 elements of dimension 2"),
+    ((6, 6, 0, 0), r"widths \(6, 6\) exceed the 5 elements of dimension 3"),
+    ((0, 6, 1, 1), r"widths \(0, 6\) exceed the 5 elements of dimension 3"),
+])
+def test_circular_pad_wraps_at_most_once_like_torch(widths, message):
+    """PyTorch refuses a circular width larger than its dimension ("wrapping around more than once")."""
+    x, tx = Tensor(np.ones((1, 2, 4, 5))), torch.ones(1, 2, 4, 5)
+    same_error(lambda: F.pad(x, widths, "circular"), lambda: TF.pad(tx, widths, "circular"), ShapeError,
+               r"pad\(mode='circular'\) wraps around at most once: " + message)
+
+
+def test_conv2d_circular_padding_wider_than_the_input_is_refused_like_torch():
+    x, tx = Tensor(np.ones((1, 2, 4, 5))), torch.ones(1, 2, 4, 5)
+    same_error(lambda: nn.Conv2d(2, 1, 3, padding=5, padding_mode="circular")(x),
+               lambda: torch.nn.Conv2d(2, 1, 3, padding=5, padding_mode="circular")(tx), ShapeError,
+               r"widths \(5, 5\) exceed the 4 elements of dimension 2")
 
 
 @pytest.mark.parametrize("op", ["cat", "stack"])

@@ -12,6 +12,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from ... import functional as F
+from ...functional.shape import PadOp
 from ...tensor import Tensor
 from . import TRANSLATORS, Node
 
@@ -223,6 +224,8 @@ def pad(node: Node) -> Tensor:
     widths = []  # F.pad's order: (begin, end) of the last axis first
     for axis in reversed(range(x.ndim)):
         widths += [begins.get(axis, 0), ends.get(axis, 0)]
+    if mode == "wrap" and any(widths):  # a torus: any width wraps (F.pad, as PyTorch's, wraps at most once)
+        return PadOp(tuple(widths), "circular", 0.0)(x)
     return F.pad(x, widths, _PAD_MODES[mode], value)
 
 
