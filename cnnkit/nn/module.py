@@ -336,10 +336,20 @@ class Module:
             param.requires_grad = requires_grad
         return self
 
-    def zero_grad(self) -> None:
-        """Set every parameter's ``.grad`` to None."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's ``.grad``, as ``torch.nn.Module.zero_grad``.
+
+        Args:
+            set_to_none: set ``.grad`` to None; False fills the existing arrays with zeros
+                (the next backward accumulates into them).
+        """
         for param in self.parameters():
-            param.grad = None
+            if param.grad is None:
+                continue
+            if set_to_none:
+                param.grad = None
+            else:
+                param.grad[...] = 0
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
         """Call ``fn`` on every descendant (children first) and then on self; return self."""

@@ -122,6 +122,26 @@ def test_zero_grad_sets_grads_to_none(rng):
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_zero_grad_without_set_to_none_zeroes_the_grads_like_torch(rng):
+    ours, theirs = nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal((4, 3))
+    for _ in range(2):  # the second backward accumulates into the zeroed arrays
+        ours(Tensor(x)).sum().backward()
+        theirs(torch.from_numpy(x)).sum().backward()
+        ours.zero_grad(set_to_none=False)
+        theirs.zero_grad(set_to_none=False)
+        for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+            assert p.grad is not None and p.grad.shape == p.shape, name
+            np.testing.assert_array_equal(p.grad, q.grad.numpy())
+    ours(Tensor(x)).sum().backward()
+    theirs(torch.from_numpy(x)).sum().backward()
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
+    ours.zero_grad(False)
+    assert all(not p.grad.any() for p in ours.parameters())
+
+
 def test_apply_visits_children_before_parents_and_can_reinitialize():
     net = SmallNet()
     visited = []
