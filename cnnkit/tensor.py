@@ -9,12 +9,13 @@ and frees the graph unless ``retain_graph=True``.
 
 The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
 methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``, ``x > 0``) call the ops of
-``functional/math.py``, ``reduction.py``, ``shape.py``, ``activation.py`` (``x.softmax(1)``)
-and ``logic.py`` (comparisons: bool tensors without gradient, as in PyTorch), and those ops
+``functional/math.py``, ``reduction.py``, ``shape.py``, ``activation.py`` (``x.softmax(1)``),
+``logic.py`` (comparisons: bool tensors without gradient, as in PyTorch) and ``remainder.py``
+(``x % y``), and those ops
 are ``Function`` subclasses or plain functions that take and make Tensors. Both halves are
 the autograd core seen from two sides; splitting them would mean either operators that know
 no ops (no ``x + y``) or attaching methods to ``Tensor`` from elsewhere (a class no one
-could read in one place). So this module imports the five op modules at its end, after
+could read in one place). So this module imports the six op modules at its end, after
 ``Tensor`` exists; they import ``Tensor`` from here at their top.
 """
 
@@ -432,6 +433,18 @@ class Tensor:
     def __rmatmul__(self, other):
         return _math.matmul(other, self)
 
+    def __floordiv__(self, other):  # torch.floor_divide: div(rounding_mode="floor")
+        return _math.div(self, other, rounding_mode="floor")
+
+    def __rfloordiv__(self, other):
+        return _math.div(other, self, rounding_mode="floor")
+
+    def __mod__(self, other):  # torch.remainder: the sign of the divisor, as Python's %
+        return _remainder(self, other)
+
+    def __rmod__(self, other):
+        return _remainder(other, self)
+
     def __pow__(self, exponent):
         return _math.pow(self, exponent)
 
@@ -764,3 +777,4 @@ from .functional import logic as _logic  # noqa: E402
 from .functional import math as _math  # noqa: E402
 from .functional import reduction as _reduction  # noqa: E402
 from .functional import shape as _shape  # noqa: E402
+from .functional.remainder import remainder as _remainder  # noqa: E402 - the module name is shadowed by the function

@@ -37,8 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
 # The one cycle the layout keeps (issue 9): Tensor's operators call the ops in
-# functional/math.py, reduction.py, shape.py, activation.py and logic.py, which build on
-# Tensor and Function.
+# functional/math.py, reduction.py, shape.py, activation.py, logic.py and remainder.py,
+# which build on Tensor and Function.
 ALLOWED_UPWARD = {("tensor", "functional")}
 
 # Imports of cnnkit's own modules inside a function hide the dependency graph; each one
