@@ -181,6 +181,8 @@ class NLLLossOp(Function):
         if (safe_t < 0).any() or (safe_t >= K).any():
             raise ValueError(f"nll_loss target out of range for {K} classes")
         w = None if self.weight is None else self.weight.astype(xs.dtype)
+        if w is not None and w.shape != (K,):
+            raise ShapeError(f"nll_loss expects weight of shape ({K},), got {w.shape}")
         w_t = (w[safe_t] if w is not None else xp.ones(M, dtype=xs.dtype)) * valid
         losses = -w_t * xp.take_along_axis(xs, safe_t[:, None], axis=1)[:, 0]
         self.safe_t, self.w_t, self.valid = safe_t, w_t, valid

@@ -6,6 +6,8 @@ PyTorch is the reference (a test-only dependency): this module is skipped withou
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 import cnnkit.functional as F  # noqa: E402
 from cnnkit import Tensor  # noqa: E402
+from cnnkit.errors import ShapeError  # noqa: E402
 
 from .inputs import probabilities  # noqa: E402
 from .torch_compare import DTYPES, TF, check_op, dtypes, same_error  # noqa: E402
@@ -149,6 +152,15 @@ def test_probability_targets_refuse_a_class_to_ignore_like_torch(ignore_index, r
                lambda: TF.cross_entropy(torch.from_numpy(x), torch.from_numpy(q), ignore_index=ignore_index),
                ValueError, f"probability \\(floating\\) targets does not support ignore_index, got "
                            f"ignore_index={ignore_index}")
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("shape", [(4, 1), (3,), (5,), ()])
+def test_class_weights_of_another_shape_are_refused_like_torch(loss, shape, rng):
+    x, t, w = rng.standard_normal((3, 4)), np.array([0, 1, 3]), np.ones(shape)
+    same_error(lambda: getattr(F, loss)(Tensor(x), t, weight=w),
+               lambda: getattr(TF, loss)(torch.from_numpy(x), torch.from_numpy(t), weight=torch.from_numpy(w)),
+               ShapeError, rf"{loss} expects weight of shape \(4,\), got {re.escape(str(shape))}")
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
