@@ -297,11 +297,57 @@ def unsqueeze(x, dim: int) -> Tensor:
 
 
 def getitem(x, index) -> Tensor:
+    """``x[index]`` with PyTorch's rules, which differ from NumPy's in one place.
+
+    PyTorch applies integer entries (Python ints, 0-d integer tensors) first, as plain
+    selections, and only then the advanced ones (integer arrays, lists, masks); NumPy
+    counts integers among the advanced indices. The two orders disagree when an integer
+    and an advanced index are separated by a slice: ``x[0, :, [0, 2]]`` on (2, 3, 4) is
+    (3, 2) in PyTorch and (2, 3) in NumPy. Such an index runs as two GetItemOps.
+    """
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    split = _integers_first(index)
+    if split is not None:
+        x = GetItemOp(split[0])(x)
+        index = split[1]
     return GetItemOp(index)(x)
+
+
+def _is_integer(item) -> bool:
+    """A Python/NumPy integer or a 0-d integer array (not a bool): a plain selection in PyTorch."""
+    if isinstance(item, (bool, np.bool_)):
+        return False
+    if isinstance(item, (int, np.integer)):
+        return True
+    return getattr(item, "ndim", None) == 0 and getattr(item, "dtype", np.dtype(bool)).kind in "iu"
+
+
+def _integers_first(index):
+    """(the integer selections, the rest) when ``index`` mixes integers with advanced entries, else None."""
+    if not isinstance(index, tuple) or not any(_is_integer(i) for i in index) or _is_basic_index(
+        tuple(i for i in index if not _is_integer(i))
+    ):
+        return None
+    first, rest = [], []
+    for item in index:
+        if _is_integer(item):
+            first.append(int(item))
+        elif item is None or isinstance(item, (bool, np.bool_)):
+            rest.append(item)  # adds a dimension; consumes none
+        elif item is Ellipsis:
+            first.append(item)
+            rest.append(item)
+        else:
+            consumed = 1
+            if not isinstance(item, slice):  # an array or a list: a mask consumes its ndim
+                array = np.asarray(item) if isinstance(item, (list, tuple)) else item
+                consumed = array.ndim if array.dtype.kind == "b" else 1
+            first += [slice(None)] * consumed
+            rest.append(item)
+    return tuple(first), tuple(rest)
 
 
 def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:

@@ -143,6 +143,14 @@ GETITEM_INDICES = {
     "array-and-slice": (slice(None), np.array([2, 2, 0])),
     "bool-mask": np.array([True, False, True]),
     "bool-mask-2d": np.array([[True, False, True, True], [False, False, True, False], [True] * 4]),
+    # PyTorch selects by integers first, then applies the advanced indices (NumPy counts the
+    # integers among the advanced ones and would move their dimensions to the front)
+    "int-slice-array": (0, slice(None), np.array([0, 2, 2])),
+    "int-newaxis-array": (1, None, np.array([0, 3])),
+    "int-ellipsis-array": (0, Ellipsis, np.array([1, 4])),
+    "int-slice-mask": (2, slice(None), np.array([True, False, True, True, False])),
+    "0d-int-slice-array": (np.array(1), slice(1, None), np.array([4, 0])),
+    "array-int-array": (np.array([0, 2]), 1, np.array([3, 3])),
 }
 
 
