@@ -13,6 +13,13 @@ into its convolution (``cnnkit.surgery.fold_batchnorm``) against PyTorch eager a
 ``-fold-gain`` rows time folded cnnkit against unfolded cnnkit (the "PyTorch" columns
 then hold unfolded cnnkit): the fold's own effect.
 
+Inference transforms (``cnnkit.surgery.optimize_for_inference``: the fold, then frozen
+weights with Winograd's filters prepacked on first use): ``-optimized`` rows against
+PyTorch eager as is; ``-optimized-jit`` rows against PyTorch's own inference path,
+``torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model)))`` (its BN
+fold, oneDNN prepacked weights); ``-optimize-gain`` rows optimized cnnkit against folded
+cnnkit (the "PyTorch" columns hold folded cnnkit): what the prepack adds to the fold.
+
 Usage:
     python benchmarks/cnn_vs_torch.py [--workloads NAME ...] [--repeats 7] [--list]
 """
@@ -52,7 +59,8 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int, 
     """(ours, theirs) callables: one inference batch or one SGD training step.
 
     fold (inference only): "ours" folds cnnkit's batch norms, "both" PyTorch's as well,
-    "gain" makes theirs unfolded cnnkit.
+    "gain" makes theirs unfolded cnnkit; "optimized" runs cnnkit's optimize_for_inference,
+    "optimized-jit" also PyTorch's, "optimize-gain" makes theirs folded cnnkit.
     """
     ours, theirs = matching_pair(name)
     rng = np.random.default_rng(1)
@@ -64,17 +72,26 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int, 
         theirs.eval()
         if fold is not None:
             unfolded, ours = ours, cnnkit.surgery.fold_batchnorm(ours, (3, size, size))
+            if fold.startswith("optimize"):
+                folded, ours = ours, cnnkit.surgery.optimize_for_inference(unfolded, input_shape=(3, size, size))
             with torch.no_grad(), cnnkit.no_grad():  # the fold changes the time, not the result
                 ours_y, ref_y = ours(cnnkit.Tensor(x)).data, theirs(tx).numpy()
             assert np.abs(ours_y - ref_y).max() <= 1e-4 * np.abs(ref_y).max(), "folded outputs differ"
         if fold == "both":
             theirs = fold_torch(theirs, ours.folded_batchnorm)
-        if fold == "gain":
-            def run_unfolded():
-                with cnnkit.no_grad():
-                    return unfolded(cnnkit.Tensor(x)).data
+        if fold == "optimized-jit":
+            theirs = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(theirs)))
+            with torch.no_grad():
+                jit_y = theirs(tx).numpy()
+            assert np.abs(jit_y - ref_y).max() <= 1e-4 * np.abs(ref_y).max(), "PyTorch's optimized outputs differ"
+        if fold in ("gain", "optimize-gain"):
+            other = unfolded if fold == "gain" else folded
 
-            theirs_fn = run_unfolded
+            def run_other():
+                with cnnkit.no_grad():
+                    return other(cnnkit.Tensor(x)).data
+
+            theirs_fn = run_other
 
         def run_ours():
             with cnnkit.no_grad():
@@ -84,7 +101,7 @@ def model_workload(name: str, batch: int, size: int, train: bool, classes: int, 
             with torch.no_grad():
                 return theirs(tx).numpy()
 
-        return run_ours, theirs_fn if fold == "gain" else run_theirs
+        return run_ours, theirs_fn if fold in ("gain", "optimize-gain") else run_theirs
     ours.train()
     theirs.train()
     opt_ours = cnnkit.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
@@ -148,8 +165,15 @@ WORKLOADS = {
     "resnet18-infer-b8-folded-both": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="both"),
     "resnet18-infer-b1-fold-gain": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="gain"),
     "resnet18-infer-b8-fold-gain": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="gain"),
+    "resnet18-infer-b1-optimized": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimized"),
+    "resnet18-infer-b8-optimized": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimized"),
+    "resnet18-infer-b1-optimized-jit": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimized-jit"),
+    "resnet18-infer-b8-optimized-jit": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimized-jit"),
+    "resnet18-infer-b1-optimize-gain": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimize-gain"),
+    "resnet18-infer-b8-optimize-gain": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimize-gain"),
     "resnet18-train-b16": lambda: model_workload("resnet18", 16, 224, True, 1000),
     "vgg16-infer-b4": lambda: model_workload("vgg16", 4, 224, False, 1000),
+    "vgg16-infer-b4-optimized": lambda: model_workload("vgg16", 4, 224, False, 1000, fold="optimized"),
     "resnet20-train-b128": lambda: model_workload("resnet20", 128, 32, True, 10),
     "vgg11-train-b128": lambda: model_workload("vgg11_cifar", 128, 32, True, 10),
     "conv3x3-64-56-b16-fwd": lambda: conv_workload(16, 64, 64, 56, 3, 1, 1, False),
@@ -185,7 +209,7 @@ def main() -> None:
     for name in args.workloads:
         built = WORKLOADS[name]()
         ours, theirs = built[:2]
-        spin = spin_cnnkit if name.endswith("-fold-gain") else spin_torch  # theirs is cnnkit there
+        spin = spin_cnnkit if name.endswith("-gain") else spin_torch  # theirs is cnnkit there
         r = interleaved(ours, theirs, args.repeats, spin_theirs=spin, clock=args.clock)
         o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
         gflops = ("", "")

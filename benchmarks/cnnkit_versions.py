@@ -11,6 +11,9 @@ time (above 1: this tree is faster).
 Workloads: LeNet-5 training steps at batch 64 and 256 (the functional model of
 ``lenet5_vs_torch.py``, SGD with momentum), LeNet-5 inference at batch 1000, ResNet-18
 inference at 224x224, batch 8 and 1, and a ResNet-18 training step at batch 16.
+``resnet18-infer-b*-optimized``: each tree's best inference transform, ``surgery.optimize_for_inference``
+where the tree has it, else ``surgery.fold_batchnorm`` (so against a revision before it, the
+figure is what the prepack adds to the fold).
 
 ``--threads 1 --clock cpu`` runs both trees on one thread and times the process's CPU
 time (robust to a loaded machine, see timing.py).
@@ -124,6 +127,22 @@ def resnet18_infer(ck, batch: int = 8):
     return run
 
 
+def resnet18_optimized(ck, batch: int = 8):
+    rng = np.random.default_rng(0)
+    model = ck.models.get_model("resnet18", generator=np.random.default_rng(0))
+    model.eval()
+    surgery = importlib.import_module(ck.__name__ + ".surgery")
+    transform = getattr(surgery, "optimize_for_inference", None) or surgery.fold_batchnorm
+    model = transform(model)
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+
+    def run():
+        with ck.no_grad():
+            model(ck.Tensor(x))
+
+    return run
+
+
 def resnet18_train(ck, batch: int = 16):
     rng = np.random.default_rng(0)
     model = ck.models.get_model("resnet18", generator=np.random.default_rng(0))
@@ -147,6 +166,8 @@ WORKLOADS = {
     "lenet5-infer-b1000": lenet_infer,
     "resnet18-infer-b8": resnet18_infer,
     "resnet18-infer-b1": lambda ck: resnet18_infer(ck, 1),
+    "resnet18-infer-b8-optimized": resnet18_optimized,
+    "resnet18-infer-b1-optimized": lambda ck: resnet18_optimized(ck, 1),
     "resnet18-train-b16": resnet18_train,
 }
 

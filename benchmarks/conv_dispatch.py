@@ -10,10 +10,12 @@ median time of each and the winner. ``backend.dispatch``'s thresholds
 (docs/performance.md). A shape N,C,F,H,K,S has stride S (default 1); ``--strided`` runs
 the strided table (ResNet's 7x7/2 stem and its 3x3/2 and 1x1/2 layers, the stem on 1 to
 64 channels). ``--weight-grad-only`` times the backward of a first layer (the input
-needs no gradient).
+needs no gradient). ``--prepacked`` (forward only) gives Winograd its transformed filters
+computed beforehand, as an inference layer's prepack does
+(``surgery.optimize_for_inference``): the ``*_PREPACKED`` thresholds come from that table.
 
 Usage:
-    python benchmarks/conv_dispatch.py [--backward [--weight-grad-only]] [--repeats 7] [--threads N]
+    python benchmarks/conv_dispatch.py [--backward [--weight-grad-only] | --prepacked] [--repeats 7] [--threads N]
                                        [--strided | --shapes N,C,F,H,K[,S] ...]
 """
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import CLOCKS, add_timing_options, blas_note, set_threads  # noqa: E402
 
 import cnnkit  # noqa: E402
+from cnnkit.backend.kernels.winograd import winograd_filters  # noqa: E402
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dGemmOp, Conv2dPolyphaseOp, Conv2dWinogradOp  # noqa: E402
 
 # (N, C, F, H, K): LeNet-5; the CIFAR nets (batch 128); ResNet-18 (batch 8 and 1) and
@@ -59,15 +62,16 @@ STRIDED = [
 COLUMNS = ("gemm", "winograd4", "winograd2", "direct", "polyphase")
 
 
-def algorithms(K: int, macs: int, S: int = 1):
-    """The algorithms that handle a K x K convolution of stride S."""
+def algorithms(K: int, macs: int, S: int = 1, w=None):
+    """The algorithms that handle a K x K convolution of stride S (Winograd with w's filters prepacked when given)."""
     if S > 1:
         return {"gemm": lambda p: Conv2dGemmOp((S, S), p, (1, 1), 1),
                 "polyphase": lambda p: Conv2dPolyphaseOp((S, S), p, (1, 1), 1)}
     found = {"gemm": lambda p: Conv2dGemmOp((1, 1), p, (1, 1), 1)}
     if K == 3:
-        found["winograd4"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=4)
-        found["winograd2"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=2)
+        U = {m: None if w is None else winograd_filters(w, m) for m in (2, 4)}
+        found["winograd4"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=4, filters=U[4])
+        found["winograd2"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=2, filters=U[2])
     if K > 1 and macs <= 2**16:
         found["direct"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1)
     return found
@@ -81,15 +85,19 @@ def main() -> None:
     parser.add_argument("--strided", action="store_true", help="the strided table (STRIDED)")
     parser.add_argument("--weight-grad-only", action="store_true",
                         help="with --backward: the input needs no gradient (a first layer)")
+    parser.add_argument("--prepacked", action="store_true",
+                        help="forward with Winograd's filters transformed beforehand (inference prepack)")
     add_timing_options(parser)
     args = parser.parse_args()
+    if args.prepacked and args.backward:
+        parser.error("--prepacked times the forward (inference) only")
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else (
         STRIDED if args.strided else SHAPES)
     set_threads(args.threads)
     now = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
     phase = "forward + backward" + (" (weight gradient only)" if args.weight_grad_only else "")
-    print(f"{phase if args.backward else 'forward'}, float32, {cnnkit.config.get_num_threads()} "
+    print(f"{phase if args.backward else 'forward'}{', Winograd filters prepacked' if args.prepacked else ''}, float32, {cnnkit.config.get_num_threads()} "
           f"threads, {args.repeats} repeats, median ms ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")
     print(blas_note())
     print("| N | C | F | H | K | S | " + " | ".join(COLUMNS) + " | fastest | load |")
@@ -102,7 +110,7 @@ def main() -> None:
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
         w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
         gy = rng.standard_normal((N, Fo, OH, OH)).astype(np.float32)
-        algs = algorithms(K, Fo * C * K * K, S)
+        algs = algorithms(K, Fo * C * K * K, S, w if args.prepacked else None)
 
         def run(name, algs=algs, x=x, w=w, gy=gy, pads=pads):
             if not args.backward:

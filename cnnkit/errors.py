@@ -17,6 +17,7 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     |   +-- CIFARError                   ... a CIFAR-10 binary batch
     +-- DownloadError (OSError)          a download failed or its checksum did not match
     +-- ConversionError (ValueError)     a model cannot be rewritten (fully convolutional conversion, batch-norm folding)
+    +-- InferenceOnlyError (RuntimeError)  a layer with weights frozen for inference run in training mode (names it)
     +-- LayerNotFoundError (ValueError)  no layer of that name (the message lists the names there are)
     +-- NonFiniteError (FloatingPointError)  training produced NaN or Inf (names the layer)
     +-- UsageError (ValueError)          command-line arguments that do not make sense (the CLI's one class)
@@ -50,6 +51,7 @@ __all__ = [
     "CIFARError",
     "DownloadError",
     "ConversionError",
+    "InferenceOnlyError",
     "LayerNotFoundError",
     "NonFiniteError",
     "UsageError",
@@ -153,6 +155,11 @@ class DownloadError(CnnkitError, OSError):
 
 class ConversionError(CnnkitError, ValueError):
     """A model (or one of its layers) cannot be rewritten: fully convolutional conversion, batch-norm folding."""
+
+
+class InferenceOnlyError(CnnkitError, RuntimeError):
+    """A layer whose weights were frozen for inference (``surgery.optimize_for_inference``) was run
+    in training mode; the message names the layer."""
 
 
 class LayerNotFoundError(CnnkitError, ValueError):

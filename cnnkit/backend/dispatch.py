@@ -23,6 +23,7 @@ __all__ = [
     "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
+    "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
 ]
@@ -70,11 +71,25 @@ WINOGRAD4_MIN_TILES = 256
 WINOGRAD4_MAX_FILTER_PAIRS = 256 * 256
 WINOGRAD4_MIN_SIZE = 4               # F(4x4) on 2x2 maps would compute 4x the outputs
 
+# With the transformed filters prepacked (an inference layer, backend/prepack.py) the
+# per-call cost that held Winograd back on few tiles and large filter banks is gone.
+# Measured with `python benchmarks/conv_dispatch.py --prepacked --threads 1 --clock cpu`
+# (forward, one thread, CPU time, load 2): F(4x4) beat F(2x2) on ResNet-18's 512x7x7
+# layers at batch 8 (32 tiles: 15.4 vs 18.4 ms) and on 28x28 and 56x56 maps, was level
+# at batch 4 on 7x7 (16 tiles) and on 14x14 maps, where F(4x4) pads 14 to 16 (256
+# channels, batch 8: 14.6 vs 14.7 ms; batch 2: 1.14x slower); F(2x2) beat gemm from 32
+# tiles (512x7x7 at batch 2: 6.6 vs 7.1 ms; 256x14x14 at batch 1, 49 tiles: 3.3 vs 3.6)
+# and lost at 16 (512x7x7 at batch 1: 4.6 vs 4.1 ms).
+WINOGRAD2_MIN_TILES_PREPACKED = 32
+WINOGRAD4_MIN_TILES_PREPACKED = 32
 
-def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups: int) -> str:
+
+def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups: int,
+                     prepacked: bool = False) -> str:
     """The convolution algorithm: "winograd4", "winograd2", "direct", "gemm" or "im2col".
 
-    x_shape is (C, H, W) or (N, C, H, W); pads (top, bottom, left, right).
+    x_shape is (C, H, W) or (N, C, H, W); pads (top, bottom, left, right). ``prepacked``:
+    Winograd's transformed filters are prepared already (``backend/prepack.py``).
 
     - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
       than 1x1, and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, or <= DIRECT_CONV_SMALL_MAP_MACS
@@ -84,6 +99,10 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
       WINOGRAD4_MAX_FILTER_PAIRS filter-channel pairs and outputs at least
       WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles.
+      With ``prepacked`` filters: F(4x4) from WINOGRAD4_MIN_TILES_PREPACKED tiles on
+      outputs that 4x4 tiles cover with no more padding than 2x2 tiles (each side 4k or
+      4k - 1: 7, 28, 56, not 14), any filter bank; else F(2x2) from
+      WINOGRAD2_MIN_TILES_PREPACKED tiles.
     - "polyphase" (``Conv2dPolyphaseOp``): strided, undilated, ungrouped, a kernel larger
       than 1x1, at most POLYPHASE_MAX_CHANNELS input channels and at least
       POLYPHASE_MIN_IMAGE_MACS multiply-adds per image (ResNet's 7x7/2 stem).
@@ -110,6 +129,11 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
         tiles4 = N * -(-OH // 4) * -(-OW // 4)
         tiles2 = N * -(-OH // 2) * -(-OW // 2)
+        if prepacked:
+            snug = OH % 4 in (0, 3) and OW % 4 in (0, 3)              # 4x4 tiles pad no more than 2x2
+            if tiles4 >= WINOGRAD4_MIN_TILES_PREPACKED and snug and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
+                return "winograd4"
+            return "winograd2" if tiles2 >= WINOGRAD2_MIN_TILES_PREPACKED else "gemm"
         if tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
             winograd = "winograd4"
         elif tiles2 >= WINOGRAD2_MIN_TILES:

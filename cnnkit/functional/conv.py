@@ -14,6 +14,7 @@ from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
 from ..backend.kernels import conv_direct, polyphase, winograd
 from ..backend.kernels import im2col as im2col_kernels
+from ..backend.prepack import ConvWeightPack
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
@@ -246,11 +247,15 @@ class Conv2dWinogradOp(Conv2dOp):
     Exact in exact arithmetic; in float32 the transforms add rounding error
     (``backend/kernels/winograd.py``; stated in docs/performance.md). Saves x and w;
     V is recomputed in backward rather than kept (it is a*a/(m*m) times x's size).
+
+    ``filters``: U computed beforehand from this very w (an inference layer's prepacked
+    weight, ``backend/prepack.py``); the forward then skips the filter transform and
+    gives the same result bit for bit. Backward reads w as always.
     """
 
-    def __init__(self, stride, pads, dilation, groups: int, m: int = 4):
+    def __init__(self, stride, pads, dilation, groups: int, m: int = 4, filters=None):
         super().__init__(stride, pads, dilation, groups)
-        self.m = m
+        self.m, self.filters = m, filters
 
     def forward(self, x, w, b=None):
         self.check(x, w, b)
@@ -263,7 +268,8 @@ class Conv2dWinogradOp(Conv2dOp):
                 f"<= 2 and m in (2, 4), got kernel {w.shape[2:]}, stride {self.stride}, dilation "
                 f"{self.dilation}, groups {self.groups}, padding {self.pads}, m={self.m}"
             )
-        y = winograd.conv2d_winograd(x, w, b, self.pads, self.m)     # (F, N, OH, OW)
+        y = winograd.conv2d_winograd(x, w, b, self.pads, self.m, filters=self.filters)  # (F, N, OH, OW)
+        self.filters = None                                           # not kept with the graph
         return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
@@ -332,8 +338,8 @@ class Conv2dPolyphaseOp(Conv2dOp):
 
 
 def _winograd(m: int):
-    def build(stride, pads, dilation, groups):
-        return Conv2dWinogradOp(stride, pads, dilation, groups, m=m)
+    def build(stride, pads, dilation, groups, filters=None):
+        return Conv2dWinogradOp(stride, pads, dilation, groups, m=m, filters=filters)
 
     return build
 
@@ -443,7 +449,8 @@ def _unbatched(x: Tensor, op: str) -> bool:
     return x.ndim == 3
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
+           prepacked: ConvWeightPack | None = None) -> Tensor:
     """2-D convolution, as ``torch.nn.functional.conv2d``.
 
     Args:
@@ -453,6 +460,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
         stride, dilation: int or (SH, SW) / (DH, DW).
         padding: int, (PH, PW), "valid" (0) or "same" (output size = input size; stride 1).
         groups: split channels into groups convolved separately (groups = C: depthwise).
+        prepacked: the weight's forms prepared for inference (``nn.Conv2d.prepacked``, set by
+            ``nn.utils.prepack_for_inference``); used only while ``weight.data`` is the
+            frozen array they were built from, else ignored. With them the dispatch runs
+            Winograd on smaller inputs and F(4x4) on larger filter banks (its filter
+            transform is free), so results can differ from an unprepacked call by the
+            algorithms' rounding.
 
     Returns:
         (N, F, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
@@ -475,9 +488,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
     inputs = (x, weight) if bias is None else (x, weight, bias)
     xp = get_array_module(x.data)
     algorithm = "im2col"  # its checks report a wrong input rank
+    ready = prepacked is not None and prepacked.holds(weight.data)    # Winograd's filters cost nothing
     if x.ndim == 4:
-        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape, weight.shape, stride, pads, dilation, groups)
-    y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups)(*inputs)
+        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape, weight.shape, stride, pads, dilation, groups,
+                                              prepacked=ready)
+    if ready and algorithm in ("winograd2", "winograd4"):
+        filters = prepacked.winograd_filters(weight.data, int(algorithm[-1]))  # computed on first use
+        y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups, filters=filters)(*inputs)
+    else:
+        y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y
 
 

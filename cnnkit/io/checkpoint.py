@@ -24,7 +24,9 @@ the tensor; truncated, corrupt and foreign files are refused with a message nami
 file and what is wrong. ``load`` rebuilds the zoo model it names, pruned or not (the
 weights' shapes give the channel counts), with its batch norms folded or not (a model of
 ``surgery.fold_batchnorm`` carries its (conv, bn) pairs, recorded as
-``folded_batchnorm`` beside the model's name and config), and loads its weights.
+``folded_batchnorm`` beside the model's name and config), and loads its weights; a model
+of ``surgery.optimize_for_inference`` (``prepacked_for_inference``) is frozen and
+prepacked again after loading.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .. import models, nn
 from ..errors import CheckpointError
 from ..files import atomic_write_bytes
 from ..nn.resize import set_array, sync_sizes
-from ..nn.utils import fuse_conv_bn_pairs
+from ..nn.utils import fuse_conv_bn_pairs, prepack_for_inference
 from .safetensors import content_digest, parse_json, read_safetensors, write_safetensors
 
 __all__ = [
@@ -133,6 +135,8 @@ class Checkpoint:
             model.load_state_dict(self.model_state)
         except (RuntimeError, ValueError) as e:
             raise CheckpointError(f"{where}: the weights do not fit model {name!r}: {e}") from None
+        if self.meta.get("model", {}).get("prepacked_for_inference"):  # saved after optimize_for_inference
+            prepack_for_inference(model)
         model.eval()
         return model
 
@@ -219,6 +223,8 @@ def save(
     folded = getattr(model, "folded_batchnorm", None)
     if folded:  # surgery.fold_batchnorm's (conv, bn) pairs: load folds the rebuilt model the same way
         meta["model"]["folded_batchnorm"] = [list(pair) for pair in folded]
+    if getattr(model, "prepacked_for_inference", False):  # load freezes and prepacks the rebuilt model again
+        meta["model"]["prepacked_for_inference"] = True
     if optimizer is not None:
         sd = optimizer.state_dict()
         scalar_state: dict[str, dict[str, Any]] = {}

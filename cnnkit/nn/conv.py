@@ -7,8 +7,9 @@ import numbers
 
 from .. import config
 from .. import functional as F
+from ..backend.prepack import ConvWeightPack
 from ..config import accepts_rng
-from ..errors import ShapeError
+from ..errors import InferenceOnlyError, ShapeError
 from ..functional.args import conv_padding, pad_widths, pair, size_arg, window_args
 from ..tensor import Tensor
 from . import init
@@ -113,13 +114,19 @@ class Conv2d(_ConvNd):
         weight: (F, C/groups, KH, KW), init U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
             fan_in = C/groups * KH * KW (PyTorch's default).
         bias: (F,) with the same bound, or None.
+        prepacked: None, or the weight's forms prepared once for inference
+            (``nn.utils.prepack_for_inference``: the weight is then frozen, and the layer
+            runs in eval mode only).
 
     Shape: x (N, C, H, W) or (C, H, W) -> y (N, F, OH, OW),
     OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1 (likewise OW).
 
     Raises:
         ShapeError: the input is not (N, in_channels, H, W) or (in_channels, H, W).
+        InferenceOnlyError: a prepacked layer called in training mode.
     """
+
+    prepacked: ConvWeightPack | None = None
 
     @accepts_rng
     def __init__(
@@ -137,10 +144,18 @@ class Conv2d(_ConvNd):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(x, self.in_channels)
+        packed = self.prepacked
+        if packed is not None and self.training:
+            raise InferenceOnlyError(
+                f"{packed.layer or 'Conv2d'} ({type(self).__name__}) has weights frozen for inference "
+                "(optimize_for_inference / prepack_for_inference) and runs in eval mode only, got "
+                "training mode; call model.eval(), or train a model that was not optimized"
+            )
         if self.padding_mode != "zeros":
             x = F.pad(x, pad_widths(self.padding_sides()), mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, prepacked=packed)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                        prepacked=packed)
 
 
 class ConvTranspose2d(_ConvNd):

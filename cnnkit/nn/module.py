@@ -426,8 +426,9 @@ class Module:
         any is copied, so a failed load changes nothing: its shape must fit; its dtype
         must be of the parameter's kind (floating point into floating point, cast to the
         parameter's precision; integers into integer buffers; never integers into float
-        weights, which is what a relabelled or corrupt file looks like); and floating-point
-        values must be finite.
+        weights, which is what a relabelled or corrupt file looks like); floating-point
+        values must be finite; and the destination must be writeable (the frozen weights
+        of ``surgery.optimize_for_inference`` are not).
 
         Args:
             strict: require the keys to match exactly.
@@ -463,6 +464,11 @@ class Module:
             destination = _array(target)
             if source.shape != destination.shape:
                 mismatched.append((key, source.shape, destination.shape))
+                continue
+            if not getattr(getattr(destination, "flags", None), "writeable", True):
+                invalid.append((key, "is read-only: the model's weights are frozen for inference "
+                                     "(optimize_for_inference); load into the model it was made from, "
+                                     "then optimize that again"))
                 continue
             problem = _load_problem(source, np.asarray(destination).dtype)
             if problem:

@@ -11,7 +11,9 @@ GoogLeNet's BasicConv2d.
     fast(x)                               # == model.eval()(x) up to rounding
 
 ``fold_for_inference`` keeps the fold only when a probe batch gives the same outputs
-(what ``cnnkit evaluate`` runs).
+(what ``cnnkit evaluate`` runs). ``optimize_for_inference`` is the whole inference
+transform, as ``torch.jit.optimize_for_inference``: the fold, then the weights frozen and
+each convolution's weight prepared once for its algorithms (``nn.utils.prepack_for_inference``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import numpy as np
 
 from .. import config, nn
 from ..explain.graph import INPUT, forward_pass
-from ..nn.utils import fuse_conv_bn_pairs
+from ..nn.utils import fuse_conv_bn_pairs, prepack_for_inference
 from ..tensor import Tensor
 from .prune import trace_input_shape
 
-__all__ = ["fold_batchnorm", "fold_for_inference", "foldable_pairs"]
+__all__ = ["fold_batchnorm", "fold_for_inference", "foldable_pairs", "optimize_for_inference"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -166,3 +168,44 @@ def fold_for_inference(model: nn.Module, input_shape: Sequence[int] | None = Non
     scale = float(np.abs(expected.data).max())
     error = float(np.abs(actual.data - expected.data).max())
     return folded if np.isfinite(error) and error <= rtol * max(scale, np.finfo(np.float32).tiny) else model
+
+
+def optimize_for_inference(model: nn.Module, *, input_shape: Sequence[int] | None = None) -> nn.Module:
+    """Return a copy of ``model`` for inference: batch norms folded, weights frozen and prepacked.
+
+    The cnnkit counterpart of ``torch.jit.optimize_for_inference(torch.jit.freeze(...))``:
+
+    1. ``fold_batchnorm``: each eval-mode BatchNorm2d that reads a convolution's output
+       alone is merged into that convolution (one pass fewer per pair);
+    2. ``nn.utils.prepack_for_inference``: every parameter becomes read-only (an in-place
+       write raises) and stops requiring grad, and each Conv2d keeps its weight's
+       transformed forms once computed: the Winograd filters U = G w G^T of each tile size
+       the dispatch picks for the inputs it sees (F(2x2, 3x3), F(4x4, 3x3)), computed on
+       first use instead of on every call. GEMM and direct algorithms read the weight as
+       it lies (no per-call weight work to save).
+
+    The copy computes what ``model`` computes in eval mode, up to the fold's rounding
+    (float32: about 1e-6 relative); the prepacked forms give the same values bit for bit
+    as computing them per call. ``model`` itself is not changed.
+
+    Use it for repeated inference with fixed weights (serving, evaluation, benchmarks).
+    The copy runs in eval mode only: a prepacked convolution called in training mode raises
+    ``InferenceOnlyError`` naming the layer. With gradients enabled it still computes input
+    gradients (saliency maps); its parameters have none. Replacing a weight array
+    (``p.data = new``) makes that layer run the normal path until it is prepacked again.
+    ``cnnkit.save`` records the fold and the prepack, and ``cnnkit.load`` rebuilds an
+    optimized zoo model; ``load_state_dict`` into the frozen copy is refused (load into
+    the original model and optimize it again).
+
+    Args:
+        model: any Module (not changed; its modes are restored after the trace).
+        input_shape: (C, H, W) of one input for the fold's trace; default: the model's
+            ``input_shape`` (zoo models), else the first of 28x28, 32x32, 224x224 it takes.
+            The prepack does not depend on it: each input size picks its own algorithms.
+
+    Returns:
+        The optimized copy, in eval mode, with ``folded_batchnorm`` (the pairs folded) and
+        ``prepacked_for_inference`` set.
+    """
+    optimized = fold_batchnorm(model, input_shape)
+    return prepack_for_inference(optimized)

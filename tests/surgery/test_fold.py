@@ -1,4 +1,5 @@
-"""Batch-norm folding of whole models: which pairs fold, equal outputs, the original untouched, checkpoints."""
+"""Batch-norm folding of whole models: which pairs fold, equal outputs, the original untouched, checkpoints;
+optimize_for_inference (the fold, then frozen and prepacked weights)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import numpy as np
 import pytest
 
 from cnnkit import Tensor, models, nn, no_grad
-from cnnkit.errors import CheckpointError
-from cnnkit.io.checkpoint import load, save
-from cnnkit.surgery import fold_batchnorm, fold_for_inference, foldable_pairs, prune_channels
+from cnnkit.errors import CheckpointError, InferenceOnlyError
+from cnnkit.io.checkpoint import load, load_checkpoint, save
+from cnnkit.surgery import (
+    fold_batchnorm,
+    fold_for_inference,
+    foldable_pairs,
+    optimize_for_inference,
+    prune_channels,
+)
 
 
 def randomize_batch_norms(model: nn.Module, rng) -> nn.Module:
@@ -248,3 +255,90 @@ def test_fold_for_inference_drops_a_fold_that_changes_the_outputs(rng):
     model = randomize_batch_norms(ChangesAfterItsFirstCall(rng), rng)
     assert fold_batchnorm(model, (3, 8, 8)).folded_batchnorm == [("conv", "bn")]   # the trace was fooled
     assert fold_for_inference(model, (3, 8, 8)) is model                          # the probe was not
+
+
+# ------------------------------------------------------------------ optimize_for_inference
+
+
+def conv_algorithms(model) -> set[str]:
+    """The prepared forms the model's convolutions hold (which Winograd tile sizes ran)."""
+    return {form for m in model.modules() if getattr(m, "prepacked", None) for form in m.prepacked.forms()}
+
+
+# ResNet-18 at 64x64: batch 2 runs F(4x4) on the 16x16 layers (32 tiles), batch 8 F(4x4) on the 8x8
+# ones too and F(2x2) on the 4x4 ones; batch 1 gemm there; the 7x7/2 stem polyphase; odd sizes pad tiles.
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-10)])
+@pytest.mark.parametrize("N, size, forms", [
+    (1, 64, {"winograd2"}), (2, 64, {"winograd4", "winograd2"}), (8, 64, {"winograd4", "winograd2"}),
+    (3, 45, {"winograd2"}), (1, 112, {"winograd4", "winograd2"}),
+])
+def test_optimized_resnet18_gives_the_outputs_of_the_eval_model(rng, dtype, rtol, N, size, forms):
+    model = randomize_batch_norms(models.resnet18(num_classes=20, generator=rng), rng).eval().to(dtype)
+    x = rng.standard_normal((N, 3, size, size)).astype(dtype)
+    expected = run(model, x)
+    optimized = optimize_for_inference(model, input_shape=(3, size, size))
+    assert relative_error(run(optimized, x), expected) <= rtol
+    assert conv_algorithms(optimized) == forms
+    assert len(optimized.folded_batchnorm) == 20 and optimized.prepacked_for_inference
+
+
+def test_optimized_resnet20_runs_its_direct_kernels_to_1e_10_in_float64(rng):
+    model = randomize_batch_norms(models.resnet20(generator=rng), rng).eval().double()
+    x = rng.standard_normal((4, 3, 32, 32))
+    optimized = optimize_for_inference(model)
+    assert relative_error(run(optimized, x), run(model, x)) <= 1e-10
+    assert conv_algorithms(optimized) == set()          # 16-64 channels: direct and gemm, nothing to prepare
+
+
+def test_optimize_for_inference_leaves_the_model_as_it_was(rng):
+    model = randomize_batch_norms(models.resnet18(num_classes=10, generator=rng), rng)
+    before = snapshot(model)
+    optimized = optimize_for_inference(model, input_shape=(3, 32, 32))
+    assert model.training and all(p.requires_grad and p.data.flags.writeable for p in model.parameters())
+    assert all(getattr(m, "prepacked", None) is None for m in model.modules())
+    for key, value in snapshot(model).items():
+        np.testing.assert_array_equal(value, before[key])
+    assert not optimized.training and batch_norms(optimized) == 0
+
+
+def test_optimized_model_matches_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    ours = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, generator=rng), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1, generator=rng), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.Conv2d(64, 32, 1, generator=rng))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(64, 32, 1))
+    randomize_batch_norms(ours, rng).eval()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    theirs.eval()
+    optimized = optimize_for_inference(ours, input_shape=(3, 16, 16))
+    for N, size in ((1, 16), (4, 16), (2, 27)):
+        x = rng.standard_normal((N, 3, size, size)).astype(np.float32)
+        with torch.no_grad():
+            expected = theirs(torch.from_numpy(x)).numpy()
+        assert relative_error(run(optimized, x), expected) <= 1e-4
+    assert conv_algorithms(optimized) == {"winograd4", "winograd2"}
+
+
+def test_optimized_model_refuses_training_mode_naming_the_layer(rng):
+    optimized = optimize_for_inference(models.resnet20(generator=rng)).train()
+    with pytest.raises(InferenceOnlyError, match=r"^conv1 \(Conv2d\) has weights frozen for inference"):
+        optimized(Tensor(rng.standard_normal((1, 3, 32, 32)).astype(np.float32)))
+
+
+def test_save_and_load_rebuild_an_optimized_zoo_model(tmp_path, rng):
+    model = randomize_batch_norms(models.resnet18(num_classes=10, generator=rng), rng).eval()
+    optimized = optimize_for_inference(model, input_shape=(3, 32, 32))
+    save(optimized, tmp_path / "optimized.safetensors")
+    loaded = load(tmp_path / "optimized.safetensors")
+    assert loaded.prepacked_for_inference and loaded.folded_batchnorm == optimized.folded_batchnorm
+    assert all(not p.data.flags.writeable and not p.requires_grad for p in loaded.parameters())
+    assert loaded.layer4[1].conv2.prepacked is not None
+    x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(run(loaded, x), run(optimized, x))
+    assert conv_algorithms(loaded) == conv_algorithms(optimized)
+    # its state dict is an ordinary folded one: it loads into a folded model that was never optimized
+    twin = fold_batchnorm(models.resnet18(num_classes=10).eval(), (3, 32, 32))
+    twin.load_state_dict(load_checkpoint(tmp_path / "optimized.safetensors").model_state)
+    assert relative_error(run(twin, x), run(optimized, x)) <= 1e-5

@@ -359,14 +359,16 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
     return y
 
 
-def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None):
+def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filters=None):
     """y (F, N, OH, OW) channel-major memory of the 3x3 stride-1 convolution of x (N, C, H, W).
 
     block_bytes: the size of a block's transformed tiles (default: dispatch's).
+    filters: U = ``winograd_filters(w, m)`` computed beforehand (an inference layer's
+        prepacked weight, ``backend/prepack.py``), or None to compute it here.
     """
     H, W = x.shape[2:]
     pt, pb, pl, pr = pads
-    U = winograd_filters(w, m)                                        # (a*a, F, C)
+    U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
     return _forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
 
 
