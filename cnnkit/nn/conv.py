@@ -146,8 +146,9 @@ class Conv2d(_ConvNd):
         _check_channels(x, self.in_channels)
         packed = self.prepacked
         if packed is not None and self.training:
+            where = f"{packed.layer} ({type(self).__name__})" if packed.layer else type(self).__name__
             raise InferenceOnlyError(
-                f"{packed.layer or 'Conv2d'} ({type(self).__name__}) has weights frozen for inference "
+                f"{where} has weights frozen for inference "
                 "(optimize_for_inference / prepack_for_inference) and runs in eval mode only, got "
                 "training mode; call model.eval(), or train a model that was not optimized"
             )

@@ -90,6 +90,9 @@ def test_training_mode_raises_naming_the_layer(rng):
         packed(Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32)))
     packed.eval()
     packed(Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32)))  # eval mode again: runs
+    alone = prepack_for_inference(nn.Conv2d(3, 4, 3, generator=rng)).train()
+    with pytest.raises(InferenceOnlyError, match=r"^Conv2d has weights frozen for inference"):
+        alone(Tensor(np.zeros((1, 3, 8, 8), np.float32)))
 
 
 def test_input_gradients_flow_with_grad_enabled(rng):

@@ -47,7 +47,7 @@ def prepack_for_inference(model: Module) -> Module:
         param.grad = None
     for path, module in model.named_modules():
         if isinstance(module, Conv2d):
-            module.prepacked = ConvWeightPack(module.weight.data, path or type(module).__name__)
+            module.prepacked = ConvWeightPack(module.weight.data, path)
     model.eval()
     model.prepacked_for_inference = True
     return model
