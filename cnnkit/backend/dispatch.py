@@ -93,7 +93,8 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 
     - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
       than 1x1, and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, or <= DIRECT_CONV_SMALL_MAP_MACS
-      on outputs of at most DIRECT_CONV_SMALL_MAP pixels when F(4x4) Winograd does not apply.
+      on outputs of at most DIRECT_CONV_SMALL_MAP pixels when F(4x4) Winograd does not have
+      its WINOGRAD4_MIN_TILES (with prepacked filters too: that table was measured without).
     - "winograd4" / "winograd2" (``Conv2dWinogradOp``, F(4x4, 3x3) / F(2x2, 3x3)): 3x3,
       stride 1, no dilation, one group, padding <= 2, at least WINOGRAD_MIN_CHANNELS in
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
@@ -126,22 +127,25 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     OH, OW = H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1
     macs = F * Cg * KH * KW
     winograd = None
+    full4 = False                                   # F(4x4) has its WINOGRAD4_MIN_TILES (small maps yield to it)
     if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
         tiles4 = N * -(-OH // 4) * -(-OW // 4)
         tiles2 = N * -(-OH // 2) * -(-OW // 2)
+        full4 = tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE
         if prepacked:
             snug = OH % 4 in (0, 3) and OW % 4 in (0, 3)              # 4x4 tiles pad no more than 2x2
             if tiles4 >= WINOGRAD4_MIN_TILES_PREPACKED and snug and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
-                return "winograd4"
-            return "winograd2" if tiles2 >= WINOGRAD2_MIN_TILES_PREPACKED else "gemm"
-        if tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
+                winograd = "winograd4"
+            elif tiles2 >= WINOGRAD2_MIN_TILES_PREPACKED:
+                winograd = "winograd2"
+        elif full4:
             winograd = "winograd4"
         elif tiles2 >= WINOGRAD2_MIN_TILES:
             winograd = "winograd2"
     if KH * KW > 1 and macs <= DIRECT_CONV_MAX_MACS:
         return "direct"
     small_map = macs <= DIRECT_CONV_SMALL_MAP_MACS and OH * OW <= DIRECT_CONV_SMALL_MAP
-    if KH * KW > 1 and small_map and winograd != "winograd4":
+    if KH * KW > 1 and small_map and not full4:
         return "direct"
     return winograd or "gemm"
 
