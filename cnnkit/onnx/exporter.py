@@ -207,11 +207,34 @@ def _conv(w: _Writer, fn, xs) -> str:
 
 
 def _conv_transpose(w: _Writer, fn, xs) -> str:
+    """ConvTranspose, with output_padding folded into the end pads where they allow.
+
+    cnnkit (like PyTorch) crops ``padding`` from both ends of the full output, then adds
+    ``output_padding`` rows at the end, which any value below max(stride, dilation) may do;
+    onnxruntime refuses an output_padding not below the stride. Cropping p - op rows from the
+    end is the same output, so output_padding is written only where it exceeds the padding,
+    and what is then still not below the stride (rows past the full output: the bias only)
+    becomes a Pad of zeros and the bias added after it.
+    """
     KH, KW = fn.inputs[1].shape[2:]
-    PH, PW = fn.padding
-    return w.add("ConvTranspose", xs, kernel_shape=[KH, KW], strides=list(fn.stride),
-                 pads=[PH, PW, PH, PW], output_padding=list(fn.output_padding),
-                 dilations=list(fn.dilation), group=int(fn.groups))
+    begins, ends, extra, rest = [], [], [], []
+    for p, op, s in zip(fn.padding, fn.output_padding, fn.stride, strict=True):
+        fold = min(p, op)
+        e = op - fold                       # rows added past the full output
+        begins.append(p)
+        ends.append(p - fold)
+        extra.append(e if e < s else 0)
+        rest.append(0 if e < s else e)
+    attrs = dict(kernel_shape=[KH, KW], strides=list(fn.stride), pads=begins + ends,
+                 output_padding=extra, dilations=list(fn.dilation), group=int(fn.groups))
+    if not any(rest):
+        return w.add("ConvTranspose", xs, **attrs)
+    y = w.add("ConvTranspose", xs[:2], "conv_transpose", **attrs)
+    y = w.add("Pad", [y, w.ints([0, 0, 0, 0, 0, 0] + rest, "pads")], "pad" if len(xs) > 2 else None,
+              mode="constant")
+    if len(xs) > 2:
+        y = w.add("Add", [y, w.add("Reshape", [xs[2], w.ints([-1, 1, 1], "bias_shape")], "bias")])
+    return y
 
 
 def _max_pool(w: _Writer, fn, xs) -> str:

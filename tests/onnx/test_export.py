@@ -277,6 +277,24 @@ def test_circular_padding_needs_opset_19(tmp_path, rng):
     _check_in_onnxruntime(model, path, (2, 5, 5), rng)
 
 
+@pytest.mark.parametrize("stride, padding, output_padding, dilation, bias", [
+    (1, 0, 1, 2, True),    # output_padding >= stride (allowed below the dilation): rows past the full output
+    (1, 0, 1, 2, False),
+    (1, 2, 1, 2, True),    # ... folded into the end padding
+    (2, 1, 1, 1, True),    # the usual upsampling: folded too
+    (2, 0, 2, 3, True),    # partly past the stride
+])
+def test_conv_transpose_output_padding_runs_in_onnxruntime(stride, padding, output_padding, dilation, bias,
+                                                           tmp_path, rng):
+    # onnxruntime refuses an output_padding not below the stride, which PyTorch and cnnkit
+    # allow below max(stride, dilation)
+    model = nn.ConvTranspose2d(3, 4, 3, stride, padding, output_padding, bias=bias, dilation=dilation,
+                               generator=rng).eval()
+    for opset in (11, 17):
+        path = export(model, tmp_path / f"up{opset}.onnx", (3, 5, 4), opset=opset)
+        _check_in_onnxruntime(model, path, (3, 5, 4), rng)
+
+
 # --------------------------------------------------------------------------- reductions, rounding division, sin, cos
 NEWEST_OPSET = onnx.defs.onnx_opset_version()
 
