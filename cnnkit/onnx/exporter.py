@@ -193,10 +193,34 @@ class _Writer:
 # --------------------------------------------------------------------------- emitters
 # Each emitter writes one cnnkit op: emit(w, fn, xs) -> the ONNX value of the op's output,
 # where xs are the ONNX values of fn.inputs.
-def _pool_attrs(g) -> dict:
+def _pool_attrs(w: _Writer, fn) -> dict:
+    """The window attributes of a MaxPool or AveragePool node, ceil_mode only where it matters.
+
+    A ceil_mode window that would start in the end padding is dropped (PyTorch, cnnkit,
+    onnxruntime and ONNX's reference all drop it), but ONNX's shape inference keeps it before
+    opset 22, so the file would fail its own checks. Where the dropped window is the only
+    difference, the output has floor mode's size and windows: ceil_mode=0 writes the same pool.
+    """
+    g = fn.g
     (PH, PW) = g.padding
+    ceil_mode = g.ceil_mode
+    if ceil_mode and not w.dynamic_size:  # with a symbolic size, nothing is inferred to disagree
+        geometry = list(zip(fn.inputs[0].shape[2:], w.output(fn).shape[2:], g.kernel, g.stride,
+                            g.padding, g.dilation, strict=True))
+        floor = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, _, k, s, p, d in geometry]
+        ceiled = [-(-(n + 2 * p - d * (k - 1) - 1) // s) + 1 for n, _, k, s, p, d in geometry]
+        outputs = [o for _, o, *_ in geometry]
+        if outputs == floor:
+            ceil_mode = False
+        elif outputs != ceiled and w.opset < 22:
+            raise w.error(
+                f"ceil_mode with output {tuple(outputs)}: the last window of one axis starts in the "
+                "padding and is dropped, while the other axis needs ceil_mode; ONNX's shape "
+                f"inference keeps that window before opset 22 (exporting opset {w.opset}); "
+                "export with opset 22 or newer"
+            )
     return dict(kernel_shape=list(g.kernel), strides=list(g.stride), pads=[PH, PW, PH, PW],
-                ceil_mode=int(g.ceil_mode))
+                ceil_mode=int(ceil_mode))
 
 
 def _conv(w: _Writer, fn, xs) -> str:
@@ -238,13 +262,13 @@ def _conv_transpose(w: _Writer, fn, xs) -> str:
 
 
 def _max_pool(w: _Writer, fn, xs) -> str:
-    return w.add("MaxPool", xs, dilations=list(fn.g.dilation), **_pool_attrs(fn.g))
+    return w.add("MaxPool", xs, dilations=list(fn.g.dilation), **_pool_attrs(w, fn))
 
 
 def _avg_pool(w: _Writer, fn, xs) -> str:
     g = fn.g
     if fn.divisor_override is None:
-        return w.add("AveragePool", xs, count_include_pad=int(fn.count_include_pad), **_pool_attrs(g))
+        return w.add("AveragePool", xs, count_include_pad=int(fn.count_include_pad), **_pool_attrs(w, fn))
     # sum = mean over the full window (zeros included) * area; cnnkit divides by the override.
     x = fn.inputs[0]
     H, W = x.shape[2:]
@@ -253,7 +277,7 @@ def _avg_pool(w: _Writer, fn, xs) -> str:
     if (OH - 1) * SH + KH > H + 2 * PH or (OW - 1) * SW + KW > W + 2 * PW:
         raise w.error("divisor_override with a ceil_mode window past the padding (ONNX's average "
                       "would divide that window by its clipped area)")
-    mean = w.add("AveragePool", xs, count_include_pad=1, **_pool_attrs(g))
+    mean = w.add("AveragePool", xs, count_include_pad=1, **_pool_attrs(w, fn))
     scale = np.asarray(KH * KW / fn.divisor_override, dtype=x.dtype)
     return w.add("Mul", [mean, w.constant(scale, "scale")], "scale")
 

@@ -299,6 +299,31 @@ def test_conv_transpose_output_padding_runs_in_onnxruntime(stride, padding, outp
 NEWEST_OPSET = onnx.defs.onnx_opset_version()
 
 
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d((3, 1), 2, (1, 0), ceil_mode=True),
+    nn.MaxPool2d((3, 1), 2, (1, 0), dilation=(2, 1), ceil_mode=True),
+    nn.AvgPool2d((3, 1), 2, (1, 0), ceil_mode=True),
+    nn.AvgPool2d((3, 1), 2, (1, 0), ceil_mode=True, count_include_pad=False),
+    nn.AvgPool2d(1, 2, ceil_mode=True, divisor_override=3),
+])
+@pytest.mark.parametrize("opset", [11, 17, NEWEST_OPSET])
+def test_ceil_mode_pools_whose_last_window_starts_in_the_padding(pool, opset, tmp_path, rng):
+    # On 7x6, the last ceil_mode column window starts in the end padding and is dropped;
+    # ONNX's shape inference kept it before opset 22, so the export failed ONNX's checks.
+    path = export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=opset)
+    assert pool(Tensor(np.zeros((1, 2, 7, 6), np.float32))).shape[3] == 3
+    _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
+
+
+def test_ceil_mode_pools_dropping_a_window_on_one_axis_only_need_opset_22(tmp_path, rng):
+    pool = nn.MaxPool2d((2, 1), 2, ceil_mode=True)  # 7x6 -> 4x3: rows need ceil_mode, columns drop
+    with pytest.raises(OnnxExportError, match=r"MaxPool2d.* ceil_mode with output \(4, 3\).*export with "
+                                              r"opset 22 or newer"):
+        export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=21)
+    path = export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=22)
+    _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
+
+
 def _tricky(n: int) -> np.ndarray:
     """(n, 3, 8) float32: negatives, exact halves, tied extremes, signed zeros, and 1.0, 0.1
     (1 // 0.1 is 9, though 1 / 0.1 rounds to 10.0)."""
