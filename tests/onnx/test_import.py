@@ -264,3 +264,23 @@ def test_shape_computing_nodes_of_an_exporter(tmp_path, rng):
     for n in (1, 4):
         xs = rng.standard_normal((n, 2, 2, 2)).astype(np.float32)
         assert_close_to_scale(run_cnnkit(imported, xs), run_onnxruntime(path, xs))
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", {}),
+    ("AveragePool", {"count_include_pad": 1}),
+    ("AveragePool", {"count_include_pad": 0}),
+])
+@pytest.mark.parametrize("opset", [11, 19, 22])
+def test_ceil_mode_pools_with_asymmetric_pads_match_onnxruntime(op, attrs, opset, tmp_path, rng):
+    # Columns: 6 + 0 + 2 pads, kernel 3, stride 2: ceil_mode's fourth window would start in
+    # the end padding, which ONNX drops (cnnkit, padding explicitly, would keep it).
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 7, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "C", "OH", "OW"])
+    node = helper.make_node(op, ["x"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                            pads=[1, 0, 0, 2], ceil_mode=1, **attrs)
+    path = _save(_model([node], [x], [y], opset=opset), tmp_path / "pool.onnx")
+    data = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    expected = run_onnxruntime(path, data)
+    assert expected.shape == (2, 3, 4, 3)
+    assert_close_to_scale(run_cnnkit(load(path), data), expected, rtol=1e-6)

@@ -8,6 +8,8 @@ How ONNX's window attributes become cnnkit calls:
   applied with ``F.pad`` first when that is exactly equivalent: zeros before a convolution,
   an Lp pool or a count_include_pad=1 average, -inf before a max pool. An average pool with
   count_include_pad=0 over such pads is ``sum_pool2d(padded x) / sum_pool2d(padded ones)``.
+  With ceil_mode, the pool of the padded input is cropped to ONNX's size: ONNX drops a last
+  window that starts in the end padding, cnnkit only one that starts past its input.
 - Pooling with dilations (which cnnkit's avg_pool2d and lp_pool2d, like PyTorch's, lack) is
   a window sum by a depthwise ``conv2d`` with a dilated all-ones kernel.
 - ConvTranspose: ``pads`` / ``output_shape`` / ``auto_pad`` / ``output_padding`` become
@@ -101,6 +103,20 @@ def _refuse_ceil_mode(node: Node, x: Tensor, kernel, strides, dilations, pads) -
                 "ceil_mode together with asymmetric or wide pads or dilations changes the output size "
                 "on a path cnnkit computes without ceil_mode"
             )
+
+
+def _ceil_crop(node: Node, y: Tensor, x: Tensor, kernel, strides, dilations, pads) -> Tensor:
+    """Crop a ceil_mode pool of the explicitly padded input to ONNX's output size.
+
+    cnnkit drops a ceil_mode window that starts past its (explicitly padded) input; ONNX drops
+    one that starts in the end padding, so at most one more window per axis is cut here.
+    """
+    if not _ceil_mode(node):
+        return y
+    top, bottom, left, right = pads
+    OH, OW = (pool_output_size(n, k, s, lo, hi, d, True) for n, k, s, lo, hi, d in zip(
+        x.shape[2:], kernel, strides, (top, left), (bottom, right), dilations, strict=True))
+    return y if y.shape[2:] == (OH, OW) else y[:, :, :OH, :OW]
 
 
 def _pad(x: Tensor, pads, value: float = 0.0) -> Tensor:
@@ -268,10 +284,10 @@ def _max_pool_2d(node: Node):
     if padding is not None:
         y = F.max_pool2d(x, kernel, strides, padding, dilations, ceil_mode)
     else:
-        _refuse_ceil_mode(node, x, kernel, strides, dilations, pads)
         # ONNX max pooling ignores padded cells: padding with -inf is the same (a window of
         # padding only would give -inf, which a comparison with ONNX's cases would catch).
-        y = F.max_pool2d(_pad(x, pads, -np.inf), kernel, strides, 0, dilations)
+        y = F.max_pool2d(_pad(x, pads, -np.inf), kernel, strides, 0, dilations, ceil_mode)
+        y = _ceil_crop(node, y, x, kernel, strides, dilations, pads)
     if node.n_outputs < 2:
         return y
     order = int(node.attr("storage_order", 0))
@@ -307,12 +323,15 @@ def _average_pool_2d(node: Node) -> Tensor:
     padding = cnnkit_padding(kernel, pads)
     if padding is not None:
         return F.avg_pool2d(x, kernel, strides, padding, ceil_mode, count_include_pad)
-    _refuse_ceil_mode(node, x, kernel, strides, dilations, pads)
     if count_include_pad:  # the pads count as zeros: they may as well be real zeros
-        return F.avg_pool2d(_pad(x, pads), kernel, strides, 0)
-    # The mean of the real cells only: window sum over the number of real cells in the window.
-    ones = Tensor(np.ones((1, 1) + x.shape[2:], dtype=x.dtype))       # (1, 1, H, W)
-    return F.sum_pool2d(_pad(x, pads), kernel, strides) / F.sum_pool2d(_pad(ones, pads), kernel, strides)
+        # (a ceil_mode window running past them counts only what it covers, in ONNX as in cnnkit)
+        y = F.avg_pool2d(_pad(x, pads), kernel, strides, 0, ceil_mode)
+    else:
+        # The mean of the real cells only: window sum over the number of real cells in the window.
+        ones = Tensor(np.ones((1, 1) + x.shape[2:], dtype=x.dtype))       # (1, 1, H, W)
+        y = (F.sum_pool2d(_pad(x, pads), kernel, strides, 0, ceil_mode)
+             / F.sum_pool2d(_pad(ones, pads), kernel, strides, 0, ceil_mode))
+    return _ceil_crop(node, y, x, kernel, strides, dilations, pads)
 
 
 def average_pool(node: Node) -> Tensor:
