@@ -193,34 +193,43 @@ class _Writer:
 # --------------------------------------------------------------------------- emitters
 # Each emitter writes one cnnkit op: emit(w, fn, xs) -> the ONNX value of the op's output,
 # where xs are the ONNX values of fn.inputs.
-def _pool_attrs(w: _Writer, fn) -> dict:
-    """The window attributes of a MaxPool or AveragePool node, ceil_mode only where it matters.
+def _pool_window(w: _Writer, fn, x: str) -> tuple[str, dict]:
+    """The input and window attributes of a MaxPool or AveragePool node.
 
     A ceil_mode window that would start in the end padding is dropped (PyTorch, cnnkit,
     onnxruntime and ONNX's reference all drop it), but ONNX's shape inference keeps it before
-    opset 22, so the file would fail its own checks. Where the dropped window is the only
-    difference, the output has floor mode's size and windows: ceil_mode=0 writes the same pool.
+    opset 22, so the file would fail its own checks. On an axis that drops a window the
+    output has floor mode's size and windows: where every axis does, ceil_mode=0 writes the
+    same pool; where another axis needs ceil_mode, the dropping axis gets the end padding
+    (or, when its windows stop short of the input's end, a crop of the input) that its last
+    window reaches exactly, so that ceil and floor agree there.
     """
     g = fn.g
     (PH, PW) = g.padding
+    pads = [PH, PW, PH, PW]
     ceil_mode = g.ceil_mode
     if ceil_mode and not w.dynamic_size:  # with a symbolic size, nothing is inferred to disagree
         geometry = list(zip(fn.inputs[0].shape[2:], w.output(fn).shape[2:], g.kernel, g.stride,
                             g.padding, g.dilation, strict=True))
-        floor = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, _, k, s, p, d in geometry]
-        ceiled = [-(-(n + 2 * p - d * (k - 1) - 1) // s) + 1 for n, _, k, s, p, d in geometry]
+        extents = [d * (k - 1) + 1 for _, _, k, _, _, d in geometry]
+        floor = [(n + 2 * p - e) // s + 1 for (n, _, _, s, p, _), e in zip(geometry, extents, strict=True)]
+        ceiled = [-(-(n + 2 * p - e) // s) + 1 for (n, _, _, s, p, _), e in zip(geometry, extents, strict=True)]
         outputs = [o for _, o, *_ in geometry]
         if outputs == floor:
             ceil_mode = False
         elif outputs != ceiled and w.opset < 22:
-            raise w.error(
-                f"ceil_mode with output {tuple(outputs)}: the last window of one axis starts in the "
-                "padding and is dropped, while the other axis needs ceil_mode; ONNX's shape "
-                f"inference keeps that window before opset 22 (exporting opset {w.opset}); "
-                "export with opset 22 or newer"
-            )
-    return dict(kernel_shape=list(g.kernel), strides=list(g.stride), pads=[PH, PW, PH, PW],
-                ceil_mode=int(ceil_mode))
+            crops = []
+            for axis, ((n, o, _, s, p, _), e) in enumerate(zip(geometry, extents, strict=True)):
+                if o == ceiled[axis]:
+                    continue
+                reach = (o - 1) * s + e - p - n  # how far the last window runs past the input's end
+                pads[2 + axis] = max(reach, 0)
+                if reach < 0:
+                    crops.append((axis + 2, n + reach))
+            if crops:
+                axes, ends = [a for a, _ in crops], [n for _, n in crops]
+                x = w.slice(x, [0] * len(axes), ends, axes, [1] * len(axes), "crop")
+    return x, dict(kernel_shape=list(g.kernel), strides=list(g.stride), pads=pads, ceil_mode=int(ceil_mode))
 
 
 def _conv(w: _Writer, fn, xs) -> str:
@@ -262,13 +271,15 @@ def _conv_transpose(w: _Writer, fn, xs) -> str:
 
 
 def _max_pool(w: _Writer, fn, xs) -> str:
-    return w.add("MaxPool", xs, dilations=list(fn.g.dilation), **_pool_attrs(w, fn))
+    x, attrs = _pool_window(w, fn, xs[0])
+    return w.add("MaxPool", [x], dilations=list(fn.g.dilation), **attrs)
 
 
 def _avg_pool(w: _Writer, fn, xs) -> str:
     g = fn.g
     if fn.divisor_override is None:
-        return w.add("AveragePool", xs, count_include_pad=int(fn.count_include_pad), **_pool_attrs(w, fn))
+        x, attrs = _pool_window(w, fn, xs[0])
+        return w.add("AveragePool", [x], count_include_pad=int(fn.count_include_pad), **attrs)
     # sum = mean over the full window (zeros included) * area; cnnkit divides by the override.
     x = fn.inputs[0]
     H, W = x.shape[2:]
@@ -277,7 +288,8 @@ def _avg_pool(w: _Writer, fn, xs) -> str:
     if (OH - 1) * SH + KH > H + 2 * PH or (OW - 1) * SW + KW > W + 2 * PW:
         raise w.error("divisor_override with a ceil_mode window past the padding (ONNX's average "
                       "would divide that window by its clipped area)")
-    mean = w.add("AveragePool", xs, count_include_pad=1, **_pool_attrs(w, fn))
+    x_name, attrs = _pool_window(w, fn, xs[0])
+    mean = w.add("AveragePool", [x_name], count_include_pad=1, **attrs)
     scale = np.asarray(KH * KW / fn.divisor_override, dtype=x.dtype)
     return w.add("Mul", [mean, w.constant(scale, "scale")], "scale")
 

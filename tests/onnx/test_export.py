@@ -315,12 +315,19 @@ def test_ceil_mode_pools_whose_last_window_starts_in_the_padding(pool, opset, tm
     _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
 
 
-def test_ceil_mode_pools_dropping_a_window_on_one_axis_only_need_opset_22(tmp_path, rng):
-    pool = nn.MaxPool2d((2, 1), 2, ceil_mode=True)  # 7x6 -> 4x3: rows need ceil_mode, columns drop
-    with pytest.raises(OnnxExportError, match=r"MaxPool2d.* ceil_mode with output \(4, 3\).*export with "
-                                              r"opset 22 or newer"):
-        export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=21)
-    path = export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=22)
+@pytest.mark.parametrize("pool, output", [
+    (nn.MaxPool2d((2, 1), 2, ceil_mode=True), (4, 3)),                    # columns: input cropped
+    (nn.AvgPool2d((2, 1), 2, ceil_mode=True, count_include_pad=False), (4, 3)),
+    (nn.MaxPool2d((2, 4), (2, 5), (0, 2), ceil_mode=True), (4, 2)),       # columns: end padding 1
+    (nn.AvgPool2d((2, 4), (2, 5), (0, 2), ceil_mode=True), (4, 2)),
+    (nn.AvgPool2d((2, 4), (2, 5), (0, 2), ceil_mode=True, count_include_pad=False), (4, 2)),
+])
+@pytest.mark.parametrize("opset", [11, 21, NEWEST_OPSET])
+def test_ceil_mode_pools_dropping_a_window_on_one_axis_only(pool, output, opset, tmp_path, rng):
+    # On 7x6 the rows need ceil_mode and the columns drop their last window: ceil_mode stays
+    # and the columns' padding (or input) ends where their last window does.
+    path = export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=opset)
+    assert pool(Tensor(np.zeros((1, 2, 7, 6), np.float32))).shape[2:] == output
     _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
 
 
