@@ -541,11 +541,11 @@ class Tensor:
 
     # ----------------------------------------------------------------- reductions
     # dim: an int, a tuple or None (all); axis / keepdims are accepted too, as in PyTorch.
-    def sum(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _reduction.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
+    def sum(self, dim=None, keepdim: bool = False, *, dtype=None, axis=None, keepdims=None) -> Tensor:
+        return _reduction.sum(self, dim, keepdim, dtype=dtype, axis=axis, keepdims=keepdims)
 
-    def mean(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-        return _reduction.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
+    def mean(self, dim=None, keepdim: bool = False, *, dtype=None, axis=None, keepdims=None) -> Tensor:
+        return _reduction.mean(self, dim, keepdim, dtype=dtype, axis=axis, keepdims=keepdims)
 
     def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, axis=None,
             keepdims=None) -> Tensor:

@@ -170,39 +170,43 @@ class LogSoftmaxOp(Function):
         return gy - self.xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
-def relu(x) -> Tensor:
-    return ReLUOp()(x)
+def relu(input, inplace: bool = False) -> Tensor:
+    """max(x, 0). ``inplace`` is accepted for PyTorch compatibility; the result is always a new
+    tensor (an in-place update would corrupt arrays saved for backward), as in ``nn.ReLU``."""
+    return ReLUOp()(input)
 
 
-def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
-    return LeakyReLUOp(negative_slope)(x)
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x if x > 0 else negative_slope * x (``inplace``: as ``relu``'s)."""
+    return LeakyReLUOp(negative_slope)(input)
 
 
-def elu(x, alpha: float = 1.0) -> Tensor:
-    return ELUOp(alpha)(x)
+def elu(input, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha * (exp(x) - 1) (``inplace``: as ``relu``'s)."""
+    return ELUOp(alpha)(input)
 
 
-def sigmoid(x) -> Tensor:
-    return SigmoidOp()(as_floating(x))
+def sigmoid(input) -> Tensor:
+    return SigmoidOp()(as_floating(input))
 
 
-def tanh(x) -> Tensor:
-    return TanhOp()(as_floating(x))
+def tanh(input) -> Tensor:
+    return TanhOp()(as_floating(input))
 
 
-def softmax(x, dim: int = -1, dtype=None) -> Tensor:
+def softmax(input, dim: int = -1, dtype=None) -> Tensor:
     """Softmax along ``dim`` (PyTorch requires dim; cnnkit defaults to the last axis).
 
     Integer inputs become the default float dtype first; with ``dtype`` (a float dtype)
     the input is cast to it first, differentiably, as torch.softmax(x, dim, dtype=...).
     """
-    return SoftmaxOp(dim)(_input_as(x, dtype, "softmax"))
+    return SoftmaxOp(dim)(_input_as(input, dtype, "softmax"))
 
 
-def log_softmax(x, dim: int = -1, dtype=None) -> Tensor:
+def log_softmax(input, dim: int = -1, dtype=None) -> Tensor:
     """Log-softmax along ``dim``, computed stably (integer inputs become the default float
     dtype; ``dtype`` casts the input first, as in PyTorch)."""
-    return LogSoftmaxOp(dim)(_input_as(x, dtype, "log_softmax"))
+    return LogSoftmaxOp(dim)(_input_as(input, dtype, "log_softmax"))
 
 
 def _input_as(x, dtype, op: str) -> Tensor:

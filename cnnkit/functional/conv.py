@@ -449,12 +449,12 @@ def _unbatched(x: Tensor, op: str) -> bool:
     return x.ndim == 3
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
            prepacked: ConvWeightPack | None = None) -> Tensor:
     """2-D convolution, as ``torch.nn.functional.conv2d``.
 
     Args:
-        x: input (N, C, H, W), or (C, H, W) for a single image.
+        input: (N, C, H, W), or (C, H, W) for a single image.
         weight: filters (F, C/groups, KH, KW).
         bias: optional (F,).
         stride, dilation: int or (SH, SW) / (DH, DW).
@@ -475,23 +475,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
             stride, dilation or groups not positive.
     """
     op = "conv2d"
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    input = input if isinstance(input, Tensor) else Tensor(input)
     weight = weight if isinstance(weight, Tensor) else Tensor(weight)
     stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
     _check_geometry(op, stride, dilation)
     if weight.ndim != 4:
         raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
     pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
-    squeeze = _unbatched(x, op)
+    squeeze = _unbatched(input, op)
     if squeeze:
-        x = x.reshape((1,) + x.shape)
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    xp = get_array_module(x.data)
+        input = input.reshape((1,) + input.shape)
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    xp = get_array_module(input.data)
     algorithm = "im2col"  # its checks report a wrong input rank
     ready = prepacked is not None and prepacked.holds(weight.data)    # Winograd's filters cost nothing
-    if x.ndim == 4:
-        algorithm = dispatch.conv2d_algorithm(xp, x.dtype, x.shape, weight.shape, stride, pads, dilation, groups,
-                                              prepacked=ready)
+    if input.ndim == 4:
+        algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation,
+                                              groups, prepacked=ready)
     if ready and algorithm in ("winograd2", "winograd4"):
         filters = prepacked.winograd_filters(weight.data, int(algorithm[-1]))  # computed on first use
         y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups, filters=filters)(*inputs)
@@ -501,12 +501,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
 
 
 def conv_transpose2d(
-    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1
 ) -> Tensor:
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     Args:
-        x: input (N, Cin, H, W), or (Cin, H, W).
+        input: (N, Cin, H, W), or (Cin, H, W).
         weight: (Cin, Cout/groups, KH, KW) (PyTorch's layout for transposed convolutions).
         bias: optional (Cout,).
         stride, padding, output_padding, dilation: int or pair.
@@ -515,16 +515,16 @@ def conv_transpose2d(
         (N, Cout, OH, OW), OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + OPH + 1.
     """
     op = "conv_transpose2d"
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    input = input if isinstance(input, Tensor) else Tensor(input)
     stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
     _check_geometry(op, stride, dilation)
     padding = pair(padding, "padding", op)
     output_padding = pair(output_padding, "output_padding", op)
     if min(padding) < 0 or min(output_padding) < 0:
         raise ShapeError(f"{op} expects padding and output_padding >= 0, got {padding}, {output_padding}")
-    squeeze = _unbatched(x, op)
+    squeeze = _unbatched(input, op)
     if squeeze:
-        x = x.reshape((1,) + x.shape)
-    inputs = (x, weight) if bias is None else (x, weight, bias)
+        input = input.reshape((1,) + input.shape)
+    inputs = (input, weight) if bias is None else (input, weight, bias)
     y = ConvTranspose2dOp(stride, padding, output_padding, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y

@@ -32,19 +32,23 @@ class DropoutOp(Function):
         return gy * self.scale
 
 
-def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None) -> Tensor:
+def dropout(
+    input, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+    generator: np.random.Generator | None = None,
+) -> Tensor:
     """Zero elements with probability ``p`` while ``training``; identity otherwise.
 
     Args:
+        inplace: accepted for PyTorch compatibility; the result is always a new tensor.
         generator: the ``numpy.random.Generator`` drawing the mask; defaults to cnnkit's
             default generator (``cnnkit.manual_seed`` seeds it).
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout expects p in [0, 1], got {p}")
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    input = input if isinstance(input, Tensor) else Tensor(input)
     if not training or p == 0.0:
-        return x
-    if x.dtype.kind != "f":
-        raise TypeError(f"dropout expects a floating input (its survivors are scaled by 1/(1-p)), got {x.dtype}")
-        return x
-    return DropoutOp(p, generator if generator is not None else config.default_generator())(x)
+        return input
+    if input.dtype.kind != "f":
+        raise TypeError(f"dropout expects a floating input (its survivors are scaled by 1/(1-p)), got {input.dtype}")
+        return input
+    return DropoutOp(p, generator if generator is not None else config.default_generator())(input)

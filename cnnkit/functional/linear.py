@@ -52,6 +52,6 @@ class LinearOp(Function):
         return gx, gw
 
 
-def linear(x, weight, bias=None) -> Tensor:
-    """Fully connected layer: y = x @ weight.T + bias, weight (out_features, in_features)."""
-    return LinearOp()(x, weight) if bias is None else LinearOp()(x, weight, bias)
+def linear(input, weight, bias=None) -> Tensor:
+    """Fully connected layer: y = input @ weight.T + bias, weight (out_features, in_features)."""
+    return LinearOp()(input, weight) if bias is None else LinearOp()(input, weight, bias)

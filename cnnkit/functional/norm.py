@@ -158,7 +158,7 @@ def _array(a):
 
 
 def batch_norm(
-    x, running_mean, running_var, weight=None, bias=None, training: bool = False,
+    input, running_mean, running_var, weight=None, bias=None, training: bool = False,
     momentum: float = 0.1, eps: float = 1e-5,
 ) -> Tensor:
     """Batch normalization, as ``torch.nn.functional.batch_norm``.
@@ -169,16 +169,17 @@ def batch_norm(
     Raises:
         ValueError: eps <= 0 in training (eps < 0 in eval), as PyTorch.
     """
-    if weight is None and bias is not None:
-        raise ValueError("batch_norm with a bias needs a weight too (pass ones)")
     # As PyTorch: eps keeps 1 / sqrt(var + eps) finite for a constant channel (var = 0),
     # so training refuses eps <= 0; the running variance of eval mode may meet eps = 0.
     if training and not eps > 0:
         raise ValueError(f"batch_norm expects eps > 0 in training, got eps={eps}")
     if not eps >= 0:
         raise ValueError(f"batch_norm expects eps >= 0, got eps={eps}")
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    algorithm = dispatch.batch_norm_algorithm(get_array_module(x.data), x.dtype, x.ndim)
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    xp = get_array_module(input.data)
+    if weight is None and bias is not None and input.ndim >= 2:  # a bias alone: weight 1, as PyTorch
+        weight = Tensor._wrap(xp.ones(input.shape[1], dtype=input.dtype))
+    algorithm = dispatch.batch_norm_algorithm(xp, input.dtype, input.ndim)
     op = _BATCH_NORM_ALGORITHMS[algorithm](_array(running_mean), _array(running_var), training, momentum, eps)
-    inputs = [x] + [a for a in (weight, bias) if a is not None]
+    inputs = [input] + [a for a in (weight, bias) if a is not None]
     return op(*inputs)

@@ -363,23 +363,35 @@ def _pool_unbatched(x: Tensor, op: str, fn) -> Tensor:
     return fn(x)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Tensor:
+def no_indices(op: str, return_indices: bool) -> None:
+    """Refuse return_indices=True (the max pools' and their layers' check)."""
+    if return_indices:
+        raise NotImplementedError(f"{op}(return_indices=True) is not supported: cnnkit has no max_unpool2d")
+
+
+def max_pool2d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor:
     """Max pooling, as ``torch.nn.functional.max_pool2d`` (stride defaults to kernel_size).
+
+    ``return_indices`` must be False: cnnkit has no max_unpool2d to use the indices.
 
     Shape: (N, C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
     Max pooling has no parameters.
     """
+    no_indices("max_pool2d", return_indices)
     g = _PoolGeometry("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
 
     def pool(t: Tensor) -> Tensor:
         algorithm = dispatch.max_pool2d_algorithm(get_array_module(t.data), t.dtype)
         return _MAX_POOL2D_ALGORITHMS[algorithm](g)(t)
 
-    return _pool_unbatched(x, "max_pool2d", pool)
+    return _pool_unbatched(input, "max_pool2d", pool)
 
 
 def avg_pool2d(
-    x, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+    input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
     count_include_pad: bool = True, divisor_override: int | None = None,
 ) -> Tensor:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``."""
@@ -387,14 +399,14 @@ def avg_pool2d(
     if divisor_override is not None and divisor_override == 0:  # a negative one flips signs, as in PyTorch
         raise ValueError("avg_pool2d expects a nonzero divisor_override, got 0")
     return _pool_unbatched(
-        x, "avg_pool2d", lambda t: AvgPool2dOp(g, count_include_pad, divisor_override)(t)
+        input, "avg_pool2d", lambda t: AvgPool2dOp(g, count_include_pad, divisor_override)(t)
     )
 
 
-def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+def sum_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
     """Sum pooling: the sum of each window (zero padding). Equals avg_pool2d times the area."""
     g = _PoolGeometry("sum_pool2d", kernel_size, stride, padding, 1, ceil_mode)
-    return _pool_unbatched(x, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
+    return _pool_unbatched(input, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
 
 
 class LpRootOp(Function):
@@ -433,7 +445,7 @@ class LpRootOp(Function):
             return xp.where(xp.abs(self.s) <= 0, dtype(0), gy * slope)
 
 
-def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
+def lp_pool2d(input, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False) -> Tensor:
     """Power-average pooling, as ``torch.nn.functional.lp_pool2d``: (sum x**p)**(1/p).
 
     Computed as PyTorch computes it, so values and gradients agree with it everywhere,
@@ -445,20 +457,24 @@ def lp_pool2d(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = F
     """
     p = float(norm_type)
     kh, kw = pair(kernel_size, "kernel_size", "lp_pool2d")
-    x = _as_tensor(x)
+    input = _as_tensor(input)
     if p == float("inf"):
-        return max_pool2d(abs_(x), kernel_size, stride, 0, 1, ceil_mode)
+        return max_pool2d(abs_(input), kernel_size, stride, 0, 1, ceil_mode)
     if p == -float("inf"):
-        return -max_pool2d(-abs_(x), kernel_size, stride, 0, 1, ceil_mode)
-    s = avg_pool2d(pow_(x, p), kernel_size, stride, 0, ceil_mode)
+        return -max_pool2d(-abs_(input), kernel_size, stride, 0, 1, ceil_mode)
+    s = avg_pool2d(pow_(input, p), kernel_size, stride, 0, ceil_mode)
     return LpRootOp(p, kh * kw)(s)
 
 
-def adaptive_avg_pool2d(x, output_size) -> Tensor:
+def adaptive_avg_pool2d(input, output_size) -> Tensor:
     """Average-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension)."""
-    return _pool_unbatched(x, "adaptive_avg_pool2d", lambda t: AdaptiveAvgPool2dOp(output_size)(t))
+    return _pool_unbatched(input, "adaptive_avg_pool2d", lambda t: AdaptiveAvgPool2dOp(output_size)(t))
 
 
-def adaptive_max_pool2d(x, output_size) -> Tensor:
-    """Max-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension)."""
-    return _pool_unbatched(x, "adaptive_max_pool2d", lambda t: AdaptiveMaxPool2dOp(output_size)(t))
+def adaptive_max_pool2d(input, output_size, return_indices: bool = False) -> Tensor:
+    """Max-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension).
+
+    ``return_indices`` must be False, as in ``max_pool2d``.
+    """
+    no_indices("adaptive_max_pool2d", return_indices)
+    return _pool_unbatched(input, "adaptive_max_pool2d", lambda t: AdaptiveMaxPool2dOp(output_size)(t))

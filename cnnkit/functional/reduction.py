@@ -19,6 +19,7 @@ from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim, normalize_dims, reduction_args
+from .dtypes import cast
 
 __all__ = ["sum", "mean", "var", "std", "all", "any", "amax", "amin", "max", "min", "argmax", "argmin", "ValuesIndices"]
 
@@ -166,23 +167,27 @@ def _expand_reduced(g, x_shape, axes, keepdims):
     return g
 
 
-def sum(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001
+def sum(x, dim=None, keepdim: bool = False, *, dtype=None, axis=None, keepdims=None) -> Tensor:  # noqa: A001
     """Sum over ``dim`` (an int, a tuple, or None for every dimension), as torch.sum.
 
-    ``axis`` and ``keepdims`` are accepted for ``dim`` and ``keepdim``, as PyTorch does.
+    ``dtype`` casts the input first (differentiably), as PyTorch's. ``axis`` and
+    ``keepdims`` are accepted for ``dim`` and ``keepdim``, as PyTorch does.
     """
-    x = as_tensor(x)
+    x = as_tensor(x) if dtype is None else cast(x, dtype)
     dim, keepdim = reduction_args("sum", dim, keepdim, axis, keepdims)
     return SumOp(normalize_dims(dim, x.ndim, "sum"), keepdim)(x)
 
 
-def mean(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+def mean(x, dim=None, keepdim: bool = False, *, dtype=None, axis=None, keepdims=None) -> Tensor:
     """Mean over ``dim`` (an int, a tuple, or None for every dimension), as torch.mean.
 
+    ``dtype`` (a floating dtype) casts the input first, as PyTorch's.
+
     Raises:
-        TypeError: x is not floating (PyTorch cannot infer the result dtype either).
+        TypeError: x is not floating and no floating ``dtype`` is given (PyTorch cannot
+            infer the result dtype either).
     """
-    x = as_tensor(x)
+    x = as_tensor(x) if dtype is None else cast(x, dtype)
     if x.dtype.kind != "f":
         raise TypeError(f"mean expects a floating input, got dtype {x.dtype} (convert it with .to())")
     dim, keepdim = reduction_args("mean", dim, keepdim, axis, keepdims)

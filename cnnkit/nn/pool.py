@@ -6,6 +6,7 @@ from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
 from ..functional.args import window_args
+from ..functional.pool import no_indices
 from ..tensor import Tensor
 from .module import Module
 
@@ -17,11 +18,6 @@ __all__ = [
 def _check_image(x) -> None:
     if x.ndim not in (3, 4):
         raise ShapeError(f"expected input of shape (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
-
-
-def _no_indices(layer: str, return_indices: bool) -> None:
-    if return_indices:
-        raise NotImplementedError(f"{layer}(return_indices=True) is not supported: cnnkit has no max_unpool2d")
 
 
 def _check_output_size(layer: str, output_size) -> None:
@@ -52,7 +48,7 @@ class MaxPool2d(Module):
         ceil_mode: bool = False, *, generator=None,
     ):
         super().__init__()
-        _no_indices("MaxPool2d", return_indices)
+        no_indices("MaxPool2d", return_indices)
         window_args("MaxPool2d", kernel_size, stride, padding, dilation, pool=True)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -202,7 +198,7 @@ class AdaptiveMaxPool2d(Module):
     @accepts_rng
     def __init__(self, output_size, return_indices: bool = False, *, generator=None):
         super().__init__()
-        _no_indices("AdaptiveMaxPool2d", return_indices)
+        no_indices("AdaptiveMaxPool2d", return_indices)
         _check_output_size("AdaptiveMaxPool2d", output_size)
         self.output_size, self.return_indices = output_size, return_indices
 
