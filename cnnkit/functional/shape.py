@@ -378,7 +378,7 @@ def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return reshape(x, shape[:start] + (merged,) + shape[end + 1 :])
 
 
-def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
+def pad(input, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """Pad (or, with negative widths, crop) the last ``len(pad) // 2`` dimensions, as torch's F.pad.
 
     Args:
@@ -403,12 +403,12 @@ def pad(x, pad: Sequence[int], mode: str = "constant", value: float | None = Non
         raise ValueError(f"pad mode must be one of {PadOp._MODES}, got {mode!r}")
     if mode != "constant" and value not in (None, 0):
         raise ValueError(f"pad(mode={mode!r}) takes no fill value, got value={value}")
-    x = as_tensor(x)
+    input = as_tensor(input)
     if mode == "circular":
-        _check_wraps_once(pad, x.shape)
+        _check_wraps_once(pad, input.shape)
     if not any(pad):
-        return PermuteOp(tuple(range(x.ndim)))(x) if x.requires_grad else Tensor._wrap(x.data.copy())
-    return PadOp(tuple(int(p) for p in pad), mode, 0.0 if value is None else value)(x)
+        return PermuteOp(tuple(range(input.ndim)))(input) if input.requires_grad else Tensor._wrap(input.data.copy())
+    return PadOp(tuple(int(p) for p in pad), mode, 0.0 if value is None else value)(input)
 
 
 def _check_wraps_once(pad: Sequence[int], shape: tuple[int, ...]) -> None:

@@ -58,6 +58,8 @@ KEYWORD_CASES = [
           normal(3, 4)),
     _case("log_softmax(input=, dim=)", lambda x: F.log_softmax(input=x, dim=1),
           lambda x: TF.log_softmax(input=x, dim=1), normal(3, 4)),
+    _case("pad(input=, pad=, mode=)", lambda x: F.pad(input=x, pad=(1, 2, 0, 1), mode="reflect"),
+          lambda x: TF.pad(input=x, pad=(1, 2, 0, 1), mode="reflect"), normal(2, 3, 4, 5)),
     _case("dropout(input=, inplace=False)", lambda x: F.dropout(input=x, p=0.5, training=False, inplace=False),
           lambda x: TF.dropout(input=x, p=0.5, training=False, inplace=False), normal(3, 4)),
     _case("batch_norm(input=, ...)", lambda x, w, b: F.batch_norm(input=x, running_mean=None, running_var=None,
