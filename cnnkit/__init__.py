@@ -1,6 +1,6 @@
 """cnnkit: a convolutional neural network toolkit on NumPy, readable and fast on a CPU.
 
-Public API: ``Tensor``/``tensor``, ``where`` (as torch.where), ``no_grad``, ``enable_grad``,
+Public API: ``Tensor``/``tensor``, ``where``, ``maximum``, ``minimum`` (as torch's), ``no_grad``, ``enable_grad``,
 ``functional`` (as F), ``gradcheck``, ``manual_seed``, the exception types (``CnnkitError``,
 ``ShapeError``, ...), ``nn`` (layers; ``nn.init``, also ``cnnkit.init``: initializers),
 ``optim``, ``models`` (the model zoo), ``summary`` (a table of layers, shapes, parameters and
@@ -31,7 +31,7 @@ from .config import (
 from .errors import CnnkitError, GradcheckError, ShapeError
 from .explain.summary import summary
 from .function import Function
-from .functional import where
+from .functional import maximum, minimum, where
 from .gradcheck import gradcheck
 from .io.checkpoint import load, save
 from .nn import init
@@ -57,6 +57,8 @@ __all__ = [
     "is_grad_enabled",
     "load",
     "manual_seed",
+    "maximum",
+    "minimum",
     "models",
     "nn",
     "no_grad",

@@ -572,12 +572,20 @@ class Tensor:
         return _reduction.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
-        """``x.max()``: a 0-d tensor; ``x.max(dim)``: ``(values, indices)``, as in PyTorch."""
+        """``x.max()``: a 0-d tensor; ``x.max(dim)``: ``(values, indices)``; ``x.max(other)``:
+        the elementwise maximum, as in PyTorch."""
         return _reduction.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
     def min(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
-        """``x.min()``: a 0-d tensor; ``x.min(dim)``: ``(values, indices)``, as in PyTorch."""
+        """``x.min()``: a 0-d tensor; ``x.min(dim)``: ``(values, indices)``; ``x.min(other)``:
+        the elementwise minimum, as in PyTorch."""
         return _reduction.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def maximum(self, other) -> Tensor:
+        return _logic.maximum(self, other)
+
+    def minimum(self, other) -> Tensor:
+        return _logic.minimum(self, other)
 
     def argmax(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
         """Position of the largest element (int64 tensor; over the flattened tensor if dim is None)."""

@@ -35,6 +35,8 @@ from .logic import (
     logical_xor,
     lt,
     masked_fill,
+    maximum,
+    minimum,
     ne,
     where,
 )
@@ -59,7 +61,7 @@ __all__ = [
     "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv_transpose2d", "cross_entropy",
     "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge", "getitem", "gt", "le", "leaky_relu",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "lp_pool2d",
-    "lt", "masked_fill", "matmul", "max", "max_pool2d", "mean", "min", "mse_loss", "mul", "ne", "neg",
+    "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "ne", "neg",
     "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape", "sigmoid", "sign", "softmax",
     "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze", "var",
     "where",

@@ -9,7 +9,8 @@ where ``x`` holds float32's 0.1, as in PyTorch), against a float64 array in floa
 
 The bitwise ops (``&``, ``|``, ``^``, ``~``) take bool and integer tensors only; on bool
 tensors they are the logical ops. ``where`` and ``masked_fill`` select between two
-tensors by a bool condition and are differentiable in both candidates.
+tensors by a bool condition and are differentiable in both candidates; so are ``maximum``
+and ``minimum``, which select by comparing the two.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "eq", "ne", "lt", "le", "gt", "ge",
     "logical_not", "logical_and", "logical_or", "logical_xor",
     "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor",
-    "where", "masked_fill", "WhereOp",
+    "where", "masked_fill", "WhereOp", "maximum", "minimum", "ExtremumOp",
 ]
 
 _NUMERIC_KINDS = "biuf"
@@ -250,3 +251,56 @@ def masked_fill(x, mask, value) -> Tensor:
         value = Tensor._wrap(get_array_module(x.data).asarray(value, dtype=x.dtype))
     _broadcast_shape("masked_fill", mask.shape, x.shape)
     return WhereOp(mask.data)(value, x)
+
+
+class ExtremumOp(Function):
+    """The elementwise maximum (or minimum) of two tensors, with broadcasting.
+
+    forward:  y = maximum(a, b) (minimum(a, b)); a NaN in either operand gives NaN
+    backward: h = gy / 2 where a == b, else gy  (a tie shares the gradient, as PyTorch);
+              maximum: ga = sum_to(h, 0 where a < b), gb = sum_to(h, 0 where a > b)
+              minimum: ga = sum_to(h, 0 where a > b), gb = sum_to(h, 0 where a < b)
+
+    Shapes: y and gy have the broadcast shape of a and b.
+    """
+
+    def __init__(self, largest: bool):
+        self.largest = largest
+
+    def forward(self, a, b):
+        if self.saves_for_backward:
+            self.a, self.b = a, b
+        return self.xp.maximum(a, b) if self.largest else self.xp.minimum(a, b)
+
+    def backward(self, gy):
+        xp = self.xp
+        a, b = self.a, self.b
+        zero = xp.zeros((), dtype=gy.dtype)
+        h = xp.where(a == b, gy / 2, gy)                              # broadcast shape
+        a_loses, b_loses = (a < b, a > b) if self.largest else (a > b, a < b)
+        need_a, need_b = self.needs_input_grad
+        ga = sum_to(xp.where(a_loses, zero, h), a.shape) if need_a else None
+        gb = sum_to(xp.where(b_loses, zero, h), b.shape) if need_b else None
+        return ga, gb
+
+
+def _extremum_of_two(op: str, input, other, largest: bool) -> Tensor:
+    like = input.data if isinstance(input, Tensor) else other.data if isinstance(other, Tensor) else None
+    a, b = as_tensor(input, like=like), as_tensor(other, like=like)
+    dtype = result_type(a.data, b.data)
+    _broadcast_shape(op, a.shape, b.shape)
+    return ExtremumOp(largest)(to_dtype(a, dtype), to_dtype(b, dtype))
+
+
+def maximum(input, other) -> Tensor:  # noqa: A002 - PyTorch's argument names
+    """The elementwise maximum, as torch.maximum (and ``torch.max(input, other)``).
+
+    The operands broadcast and are promoted to one dtype; a NaN in either gives NaN; where
+    they tie, each receives half the gradient, as in PyTorch.
+    """
+    return _extremum_of_two("maximum", input, other, True)
+
+
+def minimum(input, other) -> Tensor:  # noqa: A002 - PyTorch's argument names
+    """The elementwise minimum, as torch.minimum (and ``torch.min(input, other)``)."""
+    return _extremum_of_two("minimum", input, other, False)

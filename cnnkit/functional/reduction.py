@@ -20,6 +20,7 @@ from ..function import Function
 from ..tensor import Tensor, as_tensor
 from .dims import normalize_dim, normalize_dims, reduction_args
 from .dtypes import cast
+from .logic import maximum, minimum
 
 __all__ = ["sum", "mean", "var", "std", "all", "any", "amax", "amin", "max", "min", "argmax", "argmin", "ValuesIndices"]
 
@@ -289,6 +290,7 @@ def max(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noq
         gradient). With ``dim`` (an int): ``ValuesIndices(values, indices)``, unpackable
         as ``values, indices = x.max(1)``; the gradient goes to the first maximum, a
         NaN counting as the maximum, as in PyTorch. ``indices`` is an int64 tensor.
+        With a tensor in place of ``dim``: the elementwise ``maximum`` of the two.
     """
     return _extremum("max", x, dim, keepdim, axis, keepdims, smallest=False)
 
@@ -299,6 +301,8 @@ def min(x, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noq
 
 
 def _extremum(op: str, x, dim, keepdim, axis, keepdims, smallest: bool):
+    if isinstance(dim, Tensor):  # torch.max(input, other): the elementwise maximum
+        return minimum(x, dim) if smallest else maximum(x, dim)
     x = as_tensor(x)
     dim, keepdim = reduction_args(op, dim, keepdim, axis, keepdims)
     if dim is None:

@@ -18,7 +18,7 @@ from cnnkit import Tensor  # noqa: E402
 from cnnkit.errors import ShapeError  # noqa: E402
 
 from .inputs import normal  # noqa: E402
-from .torch_compare import Case, cases, dtypes, inputs_of, same_error  # noqa: E402
+from .torch_compare import Case, cases, check_op, dtypes, inputs_of, same_error  # noqa: E402
 
 COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
                ">": operator.gt, ">=": operator.ge}
@@ -251,3 +251,28 @@ def test_where_and_masked_fill_errors_name_what_they_received():
                ShapeError, r"masked_fill expects a number or a 0-d tensor as value, got shape \(1,\)")
     with pytest.raises(TypeError, match=r"needs both input and other \(or neither\)"):
         cnnkit.where(cond, 1.0)
+
+
+@pytest.mark.parametrize("largest", [True, False], ids=["maximum", "minimum"])
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)), ((), (2, 3))],
+                         ids=["same", "row", "outer", "0d"])
+@dtypes()
+def test_maximum_and_minimum_match_torch_with_ties_and_nans(largest, shapes, dtype, rng, xp):
+    """Ties share the gradient (half each), a NaN wins, shapes broadcast; x.max(other) is the same op."""
+    a = rng.integers(-2, 3, shapes[0]).astype(float)  # many ties
+    b = rng.integers(-2, 3, shapes[1]).astype(float)
+    if a.ndim:
+        a.flat[0] = np.nan
+    ours, theirs = (F.maximum, torch.maximum) if largest else (F.minimum, torch.minimum)
+    check_op(ours, theirs, [a, b], dtype=dtype, rng=rng, xp=xp)
+    method = "max" if largest else "min"
+    check_op(lambda a, b: getattr(a, method)(b), lambda a, b: getattr(a, method)(b), [a, b], dtype=dtype, rng=rng,
+             xp=xp)
+
+
+def test_maximum_promotes_dtypes_like_torch():
+    a, b = np.array([1, 5, -3], dtype=np.int32), np.array([2.5, 1.0, -3.0], dtype=np.float32)
+    for x, y in [(a, b), (b, a), (a, a.astype(np.int64)), (a > 0, a < 0)]:
+        ours, theirs = cnnkit.maximum(Tensor(x), Tensor(y)), torch.maximum(torch.from_numpy(x), torch.from_numpy(y))
+        assert ours.dtype == theirs.numpy().dtype
+        np.testing.assert_array_equal(ours.data, theirs.numpy())
