@@ -156,21 +156,18 @@ def conv_workload(N, C, Fo, H, K, stride, pad, backward: bool, input_grad: bool 
     return run_ours, run_theirs, flops
 
 
+# ResNet-18 inference at batch 1 and 8: as is ("resnet18-infer-bN"), and with the batch
+# norms folded or the model optimized for inference, against PyTorch or against cnnkit
+# itself (the "fold" argument of model_workload).
+_RESNET18_INFERENCE_MODES = {
+    "": None, "-folded": "ours", "-folded-both": "both", "-fold-gain": "gain",
+    "-optimized": "optimized", "-optimized-jit": "optimized-jit", "-optimize-gain": "optimize-gain",
+}
 WORKLOADS = {
-    "resnet18-infer-b1": lambda: model_workload("resnet18", 1, 224, False, 1000),
-    "resnet18-infer-b8": lambda: model_workload("resnet18", 8, 224, False, 1000),
-    "resnet18-infer-b1-folded": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="ours"),
-    "resnet18-infer-b8-folded": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="ours"),
-    "resnet18-infer-b1-folded-both": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="both"),
-    "resnet18-infer-b8-folded-both": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="both"),
-    "resnet18-infer-b1-fold-gain": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="gain"),
-    "resnet18-infer-b8-fold-gain": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="gain"),
-    "resnet18-infer-b1-optimized": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimized"),
-    "resnet18-infer-b8-optimized": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimized"),
-    "resnet18-infer-b1-optimized-jit": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimized-jit"),
-    "resnet18-infer-b8-optimized-jit": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimized-jit"),
-    "resnet18-infer-b1-optimize-gain": lambda: model_workload("resnet18", 1, 224, False, 1000, fold="optimize-gain"),
-    "resnet18-infer-b8-optimize-gain": lambda: model_workload("resnet18", 8, 224, False, 1000, fold="optimize-gain"),
+    f"resnet18-infer-b{batch}{suffix}": (lambda batch=batch, fold=fold: model_workload("resnet18", batch, 224, False, 1000, fold=fold))
+    for suffix, fold in _RESNET18_INFERENCE_MODES.items() for batch in (1, 8)
+}
+WORKLOADS |= {
     "resnet18-train-b16": lambda: model_workload("resnet18", 16, 224, True, 1000),
     "vgg16-infer-b4": lambda: model_workload("vgg16", 4, 224, False, 1000),
     "vgg16-infer-b4-optimized": lambda: model_workload("vgg16", 4, 224, False, 1000, fold="optimized"),
