@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -309,12 +311,30 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
-    """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise)."""
+    """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise).
+
+    A target of another shape is broadcast against the input with a warning, as PyTorch
+    does ((N, 1) against (N,) makes an (N, N) difference: rarely what was meant).
+
+    Raises:
+        ShapeError: shapes that do not broadcast together.
+    """
     _check_reduction("mse_loss", reduction)
     input = input if isinstance(input, Tensor) else Tensor(input)
     target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     if input.shape != target.shape:
-        raise ShapeError(f"mse_loss expects target of the input's shape {input.shape}, got {target.shape}")
+        try:
+            np.broadcast_shapes(input.shape, target.shape)
+        except ValueError:
+            raise ShapeError(
+                f"mse_loss expects a target that broadcasts against the input, got shapes "
+                f"{input.shape} and {target.shape}"
+            ) from None
+        warnings.warn(
+            f"mse_loss: target shape {target.shape} differs from input shape {input.shape}; they are "
+            "broadcast together, as in PyTorch, which is likely not what was meant",
+            UserWarning, stacklevel=2,
+        )
     d = input - target
     sq = d * d
     if reduction == "mean":

@@ -229,3 +229,25 @@ def test_binary_cross_entropy_with_logits_of_nothing_matches_torch(reduction, rn
     check_op(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction),
              lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction),
              [np.zeros((0, 3)), np.zeros((0, 3))], dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shapes", [((4, 1), (4,)), ((3,), (2, 3)), ((2, 3, 1), (1, 4))], ids=["N1-N", "row", "outer"])
+def test_mse_loss_broadcasts_a_target_of_another_shape_with_a_warning_like_torch(shapes, reduction, rng):
+    def ours(x, y):
+        with pytest.warns(UserWarning, match="broadcast together"):
+            return F.mse_loss(x, y, reduction)
+
+    def theirs(x, y):
+        with pytest.warns(UserWarning, match="likely lead to incorrect results"):
+            return TF.mse_loss(x, y, reduction=reduction)
+
+    check_op(ours, theirs, [rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])], dtype=np.float64,
+             rng=rng, check_no_grad=False)
+
+
+def test_mse_loss_refuses_shapes_that_do_not_broadcast_like_torch(rng):
+    x, y = rng.standard_normal((3, 2)), rng.standard_normal(3)
+    with pytest.warns(UserWarning):
+        same_error(lambda: F.mse_loss(Tensor(x), Tensor(y)), lambda: TF.mse_loss(torch.from_numpy(x), torch.from_numpy(y)),
+                   ShapeError, r"\(3, 2\) and \(3,\)")
