@@ -100,6 +100,7 @@ class _Writer:
         self.used: set[str] = set()
         self.op: OpNode | None = None
         self.base = ""
+        self.root_layer = ""  # the class name of a model that is one of cnnkit's layers
 
     def output(self, fn: Function) -> Tensor:
         """The output tensor of a traced op (alive: the trace holds the whole graph)."""
@@ -118,6 +119,8 @@ class _Writer:
         if op.module:
             layer = self.leaf_types.get(op.module)
             return f"layer '{op.module}'" + (f" ({layer})" if layer else "")
+        if self.root_layer:  # the model is one layer (export(nn.MaxPool2d(2), ...))
+            return f"the model ({self.root_layer})"
         return "the model's forward (outside any layer)"
 
     def error(self, reason: str) -> OnnxExportError:
@@ -285,6 +288,10 @@ def _avg_pool(w: _Writer, fn, xs) -> str:
     H, W = x.shape[2:]
     (KH, KW), (SH, SW), (PH, PW) = g.kernel, g.stride, g.padding
     OH, OW = w.output(fn).shape[2:]
+    if g.ceil_mode and w.dynamic_size:
+        raise w.error("divisor_override with ceil_mode and a dynamic size: at another size a ceil_mode "
+                      "window may run past the padding, and ONNX's average would divide it by its "
+                      "clipped area; export with dynamic_size=False")
     if (OH - 1) * SH + KH > H + 2 * PH or (OW - 1) * SW + KW > W + 2 * PW:
         raise w.error("divisor_override with a ceil_mode window past the padding (ONNX's average "
                       "would divide that window by its clipped area)")
@@ -767,6 +774,8 @@ def _build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) 
     buffer_names = {id(b.data if isinstance(b, Tensor) else b): n for n, b in model.named_buffers()}
     w = _Writer(graph, fns, opset, dynamic, batch, buffer_names, leaf_types)
     w.dynamic_size = dynamic_size
+    if not list(model.children()) and type(model).__module__.startswith("cnnkit.nn."):
+        w.root_layer = type(model).__name__
     names = _op_names(graph, leaf_types)
     w.used.update({"input", "output"})
     for op in graph.ops:

@@ -315,6 +315,17 @@ def test_ceil_mode_pools_whose_last_window_starts_in_the_padding(pool, opset, tm
     _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
 
 
+def test_divisor_override_with_ceil_mode_needs_a_fixed_size(tmp_path, rng):
+    # 12x5 traced: no ceil_mode window past the padding; 13x5 has one, which
+    # onnxruntime's average divided by its clipped area (the export was accepted, and wrong)
+    pool = nn.AvgPool2d((3, 2), (3, 1), (0, 1), ceil_mode=True, divisor_override=3)
+    with pytest.raises(OnnxExportError, match=r"in the model \(AvgPool2d\): divisor_override with ceil_mode and a dynamic "
+                                              r"size.*export with dynamic_size=False"):
+        export(pool, tmp_path / "pool.onnx", (1, 12, 5), dynamic_size=True)
+    path = export(pool, tmp_path / "pool.onnx", (1, 12, 5))
+    _check_in_onnxruntime(pool, path, (1, 12, 5), rng)
+
+
 @pytest.mark.parametrize("pool, output", [
     (nn.MaxPool2d((2, 1), 2, ceil_mode=True), (4, 3)),                    # columns: input cropped
     (nn.AvgPool2d((2, 1), 2, ceil_mode=True, count_include_pad=False), (4, 3)),
