@@ -576,6 +576,17 @@ def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path
         export(_Fn(sin), tmp_path / "m.onnx", (3, 4))
 
 
+def test_an_output_holding_nan_and_infinities_passes_the_self_check(tmp_path, rng):
+    # sqrt of negatives is NaN, log(relu(x)) -inf: the self-check compared NaN with NaN and
+    # refused the export as "written wrongly"
+    model = _Fn(lambda x: F.cat([F.sqrt(x), F.log(F.relu(x))], 1))
+    path = export(model, tmp_path / "m.onnx", (3, 4))
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    expected = run_cnnkit(model, x)
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    np.testing.assert_allclose(run_onnxruntime(path, x), expected, rtol=1e-5)
+
+
 def test_values_at_positions_from_outside_the_graph_are_refused(tmp_path):
     index = np.zeros((2, 1, 4), np.int64)
     with pytest.raises(OnnxExportError, match=r"cannot export SelectAlongDim in the model's forward \(outside any "
