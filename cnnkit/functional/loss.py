@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_array
+from .dtypes import to_dtype
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"]
 
@@ -347,8 +348,16 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
 def binary_cross_entropy_with_logits(
     input, target, weight=None, reduction: str = "mean", pos_weight=None
 ) -> Tensor:
-    """Sigmoid + binary cross-entropy in one stable op, as PyTorch's function of that name."""
+    """Sigmoid + binary cross-entropy in one stable op, as PyTorch's function of that name.
+
+    Floating logits and targets of two precisions are computed in the target's, as PyTorch
+    2.13 does (float32 logits with float64 targets give a float64 loss, float64 logits
+    with float32 targets a float32 one); the input's gradient keeps the input's dtype.
+    """
     _check_reduction("binary_cross_entropy_with_logits", reduction)
+    input = input if isinstance(input, Tensor) else Tensor(input)
     target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
+    if input.dtype.kind == target.dtype.kind == "f" and input.dtype != target.dtype:
+        input = to_dtype(input, target.dtype)
     op = BCEWithLogitsOp(_weight_array(weight), _weight_array(pos_weight), reduction)
     return op(input, target)

@@ -251,3 +251,19 @@ def test_mse_loss_refuses_shapes_that_do_not_broadcast_like_torch(rng):
     with pytest.warns(UserWarning):
         same_error(lambda: F.mse_loss(Tensor(x), Tensor(y)), lambda: TF.mse_loss(torch.from_numpy(x), torch.from_numpy(y)),
                    ShapeError, r"\(3, 2\) and \(3,\)")
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float64), (np.float64, np.float32)], ids=["f32-f64", "f64-f32"])
+def test_binary_cross_entropy_with_logits_computes_in_the_targets_dtype_like_torch(dtypes, rng):
+    x, t = rng.standard_normal((3, 4)).astype(dtypes[0]), rng.random((3, 4)).astype(dtypes[1])
+    ours, theirs = Tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    y = F.binary_cross_entropy_with_logits(ours, t, reduction="none")
+    expected = TF.binary_cross_entropy_with_logits(theirs, torch.from_numpy(t), reduction="none")
+    assert y.dtype == expected.detach().numpy().dtype == dtypes[1]
+    np.testing.assert_allclose(y.data, expected.detach().numpy(), rtol=1e-6)
+    g = rng.standard_normal((3, 4))
+    y.backward(g)
+    expected.backward(torch.from_numpy(g))
+    assert ours.grad.dtype == theirs.grad.numpy().dtype == dtypes[0]
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-5)
+
