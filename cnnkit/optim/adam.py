@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, ParamsT, _lerp
+from .optimizer import Optimizer, ParamsT, _lerp, implementation_flags
 
 __all__ = ["Adam", "AdamW"]
 
@@ -37,6 +37,8 @@ class Adam(Optimizer):
         amsgrad: use the running maximum of v (Reddi et al., 2018).
         maximize: ascend the objective instead of descending it.
         decoupled_weight_decay: shrink p directly instead of adding to g (AdamW).
+        foreach, fused, capturable, differentiable: PyTorch's implementation choices,
+            accepted and without effect; differentiable=True is refused (``implementation_flags``).
 
     State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v) and,
     with amsgrad, ``max_exp_avg_sq`` (v_max).
@@ -51,9 +53,14 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
+        implementation_flags(type(self).__name__, differentiable)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -140,6 +147,10 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -149,6 +160,7 @@ class AdamW(Adam):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
+            differentiable=differentiable,
             decoupled_weight_decay=True,
         )
 

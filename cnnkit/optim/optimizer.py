@@ -42,6 +42,19 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 _CHUNK = 1 << 16
 
 
+def implementation_flags(name: str, differentiable: bool) -> None:
+    """Check PyTorch's implementation keywords (foreach, fused, capturable, differentiable).
+
+    foreach, fused and capturable choose among PyTorch's implementations of one update;
+    cnnkit has one (NumPy, in place), so they are accepted and change nothing.
+    differentiable=True, a step autograd can differentiate through, is not supported.
+    """
+    if differentiable:
+        raise NotImplementedError(
+            f"{name}(differentiable=True) is not supported: cnnkit's steps update .data outside the graph"
+        )
+
+
 class Optimizer:
     """Base class of the optimizers: parameter groups, state and (de)serialization.
 

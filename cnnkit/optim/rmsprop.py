@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, ParamsT, _lerp
+from .optimizer import Optimizer, ParamsT, _lerp, implementation_flags
 
 __all__ = ["RMSprop"]
 
@@ -41,6 +41,8 @@ class RMSprop(Optimizer):
         momentum: momentum factor (0 disables the buffer).
         centered: normalize by the estimated variance instead of the second moment.
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable: PyTorch's implementation choices,
+            accepted and without effect; differentiable=True is refused (``implementation_flags``).
 
     State per parameter: ``step`` (int), ``square_avg`` (s), ``momentum_buffer`` (b,
     when momentum > 0) and ``grad_avg`` (a, when centered).
@@ -56,8 +58,12 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         centered: bool = False,
         *,
+        capturable: bool = False,
+        foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
     ) -> None:
+        implementation_flags("RMSprop", differentiable)
         defaults = dict(
             lr=lr,
             alpha=alpha,

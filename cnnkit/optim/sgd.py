@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, ParamsT
+from .optimizer import Optimizer, ParamsT, implementation_flags
 
 __all__ = ["SGD"]
 
@@ -36,6 +36,8 @@ class SGD(Optimizer):
         weight_decay: L2 penalty coefficient added to the gradient.
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening == 0).
         maximize: ascend the objective instead of descending it.
+        foreach, fused, differentiable: PyTorch's implementation choices,
+            accepted and without effect; differentiable=True is refused (``implementation_flags``).
 
     State per parameter: ``momentum_buffer`` (when momentum != 0).
     """
@@ -50,7 +52,11 @@ class SGD(Optimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        implementation_flags("SGD", differentiable)
         defaults = dict(
             lr=lr,
             momentum=momentum,

@@ -356,6 +356,11 @@ def test_repr_lists_the_groups():
             ValueError,
             "SGD can optimize only leaf Tensors; position 0 was made by an op",
         ),
+        (
+            lambda p: optim.AdamW([p], differentiable=True),
+            NotImplementedError,
+            "AdamW(differentiable=True) is not supported",
+        ),
     ],
 )
 def test_errors(build, error, message):
@@ -399,3 +404,23 @@ def test_state_dict_survives_a_json_round_trip():
     restored.step()
     assert restored.state[q]["exp_avg"].dtype == np.float32
     np.testing.assert_array_equal(q.data, p.data)
+
+
+@pytest.mark.parametrize(
+    "name, flags",
+    [
+        ("SGD", dict(foreach=False, fused=None, differentiable=False)),
+        ("Adam", dict(foreach=True, fused=False, capturable=False, differentiable=False)),
+        ("AdamW", dict(foreach=None, fused=None, capturable=False)),
+        ("RMSprop", dict(foreach=False, capturable=False, differentiable=False)),
+    ],
+)
+def test_pytorchs_implementation_keywords_are_accepted_and_change_nothing(name, flags):
+    """foreach / fused / capturable pick among PyTorch's implementations of one update."""
+    rng = np.random.default_rng(5)
+    ours, theirs = make_params(make_arrays(rng, np.float64)[:2])
+    opt = getattr(optim, name)(ours, lr=0.01, **flags)
+    topt = getattr(torch.optim, name)(theirs, lr=0.01, **{k: v for k, v in flags.items() if k != "fused"})
+    run_both(opt, topt, ours, theirs, rng, 5)
+    assert_params_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
