@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+from cnnkit import Tensor
 from cnnkit.onnx import OnnxModel, load
 
 from .conftest import assert_close_to_scale, run_cnnkit
@@ -230,3 +231,36 @@ def test_pytorch_exports_load_in_cnnkit_and_match_pytorch(name, exporter, torch_
         with torch.no_grad():
             expected = model(torch.from_numpy(x)).numpy()
         assert_close_to_scale(run_cnnkit(imported, x), expected)
+
+
+class _Spread(nn.Module):
+    """x.std and zeros_like: PyTorch's exporters write ReduceProd (TorchScript: the count of
+    elements, from the shape) and Expand (torch.export: broadcasting), which cnnkit refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y - y.mean((2, 3), keepdim=True)
+        return y / y.std((2, 3), keepdim=True) + torch.maximum(y, torch.zeros_like(y) + 0.2)
+
+
+@pytest.mark.parametrize("exporter", list(EXPORTERS))
+def test_std_and_broadcasting_load_with_pytorch_values_and_gradients(exporter, tmp_path):
+    torch.manual_seed(0)
+    model = _Spread().eval()
+    path = tmp_path / "spread.onnx"
+    _torch_export(model, (3, 6, 5), path, *EXPORTERS[exporter])
+    imported = load(path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    (model(xt) * torch.from_numpy(gy)).sum().backward()
+    xc = Tensor(x, requires_grad=True)
+    y = imported(xc)
+    (y * Tensor(gy)).sum().backward()
+    assert_close_to_scale(y.detach().numpy(), model(torch.from_numpy(x)).detach().numpy())
+    assert_close_to_scale(np.asarray(xc.grad.data), xt.grad.numpy(), rtol=1e-3)

@@ -81,6 +81,18 @@ CASES = [
                    helper.make_node("Gather", ["s", "i"], ["n"], axis=0),
                    helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT),
                    helper.make_node("Mul", ["x", "f"], ["y"])], [_ints("i", [-1])]),
+    # ReduceProd: axes as an attribute before 18, an input from 18; of shape dimensions (how
+    # PyTorch's TorchScript exporter counts the elements of x.std) and of floats.
+    ("reduceprod", 13, [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i"], ["d"], axis=0),
+                        helper.make_node("ReduceProd", ["d"], ["n"], keepdims=0),
+                        helper.make_node("Cast", ["n"], ["f"], to=TensorProto.FLOAT),
+                        helper.make_node("ReduceProd", ["x"], ["p"], axes=[1, 3]),
+                        helper.make_node("Div", ["p", "f"], ["y"])], [_ints("i", [2, 3])]),
+    ("reduceprod", 18, [helper.make_node("ReduceProd", ["x", "a"], ["y"], keepdims=0)], [_ints("a", [-1])]),
+    # Expand: broadcasts both ways (a 1 in the shape keeps the input's size).
+    ("expand", 13, [helper.make_node("ReduceMean", ["x"], ["m"], axes=[3]),
+                    helper.make_node("Expand", ["m", "s"], ["e"]), helper.make_node("Sub", ["x", "e"], ["y"])],
+     [_ints("s", [1, 1, 5])]),
     # Clip: bounds as attributes before 11, optional inputs from 11 (here only the upper one).
     ("clip", 6, [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.7)], []),
     ("clip", 13, [helper.make_node("Clip", ["x", "", "hi"], ["y"])], [_floats("hi", 0.3)]),

@@ -158,6 +158,25 @@ def _reduce(fn: Callable, empty: Callable, axes_input_from: int) -> Callable[[No
     return translate
 
 
+def _prod(x: Tensor, axes, keepdims: bool) -> Tensor:
+    """The product over ``axes``: integers with NumPy (shape arithmetic, no gradient), floats as
+    a chain of F.mul over the slices along each axis (its gradient: the product of the others)."""
+    if x.dtype.kind != "f":
+        return Tensor(np.prod(x.data, axis=axes, keepdims=keepdims).astype(x.dtype))
+    y = x
+    for axis in axes:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(0, 1)
+        product = y[tuple(index)]
+        for i in range(1, x.shape[axis]):
+            index[axis] = slice(i, i + 1)
+            product = F.mul(product, y[tuple(index)])
+        y = product                                         # size 1 along axis
+    if not keepdims:
+        y = F.reshape(y, [n for i, n in enumerate(x.shape) if i not in axes])
+    return y
+
+
 def _lowest(dtype: np.dtype):
     if dtype.kind == "b":
         return False
@@ -200,4 +219,5 @@ TRANSLATORS.update({
     "ReduceMean": _reduce(F.mean, lambda dtype: np.nan, 18),
     "ReduceMax": _reduce(F.amax, _lowest, 18),
     "ReduceMin": _reduce(F.amin, _highest, 18),
+    "ReduceProd": _reduce(_prod, lambda dtype: 1, 18),
 })

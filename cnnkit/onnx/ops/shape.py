@@ -1,5 +1,5 @@
-"""Shapes and plumbing: Reshape, Flatten, Transpose, Slice, Pad, Concat, Identity, and the
-shape-computing nodes exporters emit around them (Shape, Gather, Unsqueeze, Squeeze,
+"""Shapes and plumbing: Reshape, Flatten, Transpose, Slice, Pad, Concat, Expand, Identity, and
+the shape-computing nodes exporters emit around them (Shape, Gather, Unsqueeze, Squeeze,
 Constant, ConstantOfShape, Cast).
 
 Values that carry data (float tensors) go through ``cnnkit.functional`` so gradients flow;
@@ -157,6 +157,21 @@ def reshape(node: Node) -> Tensor:
     return F.reshape(x, target)
 
 
+def expand(node: Node) -> Tensor:
+    """Broadcast the input to ``shape`` (both ways: a 1 in ``shape`` keeps the input's size)."""
+    x, shape_ = node.input(0), tuple(_ints(node.input(1)))
+    try:
+        target = np.broadcast_shapes(x.shape, shape_)
+    except ValueError:
+        raise node.unsupported(f"shape {shape_} does not broadcast with the input's {x.shape}") from None
+    if target == x.shape:
+        return x
+    if x.dtype.kind != "f":  # shapes, indices, masks: no gradient to carry
+        return Tensor(np.broadcast_to(x.data, target).copy())
+    # x * 1 is x exactly (-0.0, NaN and infinities included); its gradient sums over the copies.
+    return F.mul(x, Tensor(np.ones(target, dtype=x.dtype)))
+
+
 def flatten(node: Node) -> Tensor:
     x = node.input(0)
     axis = int(node.attr("axis", 1))
@@ -239,6 +254,7 @@ TRANSLATORS.update({
     "ConstantOfShape": constant_of_shape,
     "Cast": cast,
     "Reshape": reshape,
+    "Expand": expand,
     "Flatten": flatten,
     "Transpose": transpose,
     "Slice": slice_,
