@@ -52,10 +52,36 @@ class Sequential(Module):
         self.add_module(name, module)
 
     def __delitem__(self, index: int | slice) -> None:
+        """Remove the module(s) at ``index``; the rest are renumbered "0", "1", ... as in PyTorch
+        (so state_dict keys follow the positions; given names are replaced too)."""
         names = list(self._modules)
         doomed = names[index] if isinstance(index, slice) else [names[_index(index, len(names), "Sequential")]]
         for name in doomed:
             del self._modules[name]
+        self._renumber(list(self._modules.values()))
+
+    def _renumber(self, modules: list[Module]) -> None:
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def insert(self, index: int, module: Module) -> Sequential:
+        """Insert ``module`` before position ``index`` (-len <= index <= len); renumber; return self."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.insert expects a Module, got {type(module).__name__}")
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential.insert index {index} is out of range for length {n}")
+        modules = list(self._modules.values())
+        modules.insert(index, module)  # a negative index counts from the end, as PyTorch
+        self._renumber(modules)
+        return self
+
+    def pop(self, index: int | slice) -> Module | Sequential:
+        """Remove and return the module(s) at ``index`` (the rest are renumbered)."""
+        popped = self[index]
+        del self[index]
+        return popped
 
     def __len__(self) -> int:
         return len(self._modules)

@@ -243,6 +243,22 @@ class Module:
             module = child
         return module
 
+    def get_parameter(self, target: str) -> Parameter:
+        """Return the parameter at the dotted path ``target`` (e.g. "0.weight"), as PyTorch."""
+        return self._get_member(target, "_parameters", "parameter")
+
+    def get_buffer(self, target: str) -> Buffer:
+        """Return the buffer at the dotted path ``target`` (e.g. "1.running_mean"), as PyTorch."""
+        return self._get_member(target, "_buffers", "buffer")
+
+    def _get_member(self, target: str, registry: str, kind: str):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        value = getattr(module, registry).get(name)
+        if value is None:
+            raise AttributeError(f"{type(module).__name__} has no {kind} {name!r} (path {target!r})")
+        return value
+
     def set_submodule(self, target: str, module: Module) -> None:
         """Replace the sub-module at the dotted path ``target`` by ``module``, in place (as PyTorch).
 
@@ -291,27 +307,34 @@ class Module:
         for _, child in self.named_children():
             yield child
 
-    def _named_members(self, registry: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+    def _named_members(
+        self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Any]]:
         seen = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for module_prefix, module in modules:
             for name, value in getattr(module, registry).items():
-                if value is None or id(value) in seen:
+                if value is None or (remove_duplicate and id(value) in seen):
                     continue
                 seen.add(id(value))
                 yield (f"{module_prefix}.{name}" if module_prefix else name), value
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
-        """Yield (dotted name, Parameter), each shared parameter once."""
-        return self._named_members("_parameters", prefix, recurse)
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Yield (dotted name, Parameter), each shared parameter once (under every name with
+        ``remove_duplicate=False``, as PyTorch)."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Buffer]]:
-        """Yield (dotted name, buffer), persistent or not."""
-        return self._named_members("_buffers", prefix, recurse)
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Buffer]]:
+        """Yield (dotted name, buffer), persistent or not (shared ones once unless ``remove_duplicate=False``)."""
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
         for _, buffer in self.named_buffers(recurse=recurse):

@@ -325,3 +325,49 @@ def test_repr_equals_torch():
 
     assert repr(build(nn)) == repr(build(tnn))
     assert repr(nn.Parameter(np.zeros(2, dtype=np.float32))).startswith("Parameter containing:\ntensor(")
+
+
+def _twins():
+    ours = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4), nn.Tanh())
+    theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 4), torch.nn.Tanh())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s, m: s.__delitem__(0), lambda s, m: s.__delitem__(slice(1, 3)), lambda s, m: s.__delitem__(-2),
+    lambda s, m: s.pop(1), lambda s, m: s.insert(0, m), lambda s, m: s.insert(-1, m), lambda s, m: s.insert(4, m),
+    lambda s, m: s.insert(-4, m),
+], ids=["del-first", "del-slice", "del-negative", "pop", "insert-first", "insert-negative", "insert-end",
+        "insert-minus-len"])
+def test_sequential_deletion_and_insertion_renumber_like_torch(edit):
+    """Deleting or inserting renumbers the modules "0", "1", ..., so state_dict keys follow the positions."""
+    ours, theirs = _twins()
+    edit(ours, nn.Linear(4, 4))
+    edit(theirs, torch.nn.Linear(4, 4))
+    assert [name for name, _ in ours.named_children()] == [name for name, _ in theirs.named_children()]
+    assert [type(m).__name__ for m in ours] == [type(m).__name__ for m in theirs]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+def test_sequential_pop_and_insert_errors():
+    ours, _ = _twins()
+    assert isinstance(ours.pop(-1), nn.Tanh) and len(ours) == 3
+    with pytest.raises(IndexError, match="Sequential.insert index 5 is out of range for length 3"):
+        ours.insert(5, nn.ReLU())
+    with pytest.raises(TypeError, match="Sequential.insert expects a Module, got int"):
+        ours.insert(0, 3)
+
+
+def test_get_parameter_get_buffer_and_shared_names_like_torch():
+    ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    assert ours.get_parameter("0.weight") is ours[0].weight
+    assert ours.get_buffer("1.running_var") is ours[1].running_var
+    assert ours.get_parameter("0.weight").shape == tuple(theirs.get_parameter("0.weight").shape)
+    with pytest.raises(AttributeError, match="Conv2d has no parameter 'weights' \\(path '0.weights'\\)"):
+        ours.get_parameter("0.weights")
+    shared, tshared = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    ours, theirs = nn.Sequential(shared, nn.ReLU(), shared), torch.nn.Sequential(tshared, torch.nn.ReLU(), tshared)
+    for dup in (True, False):
+        assert [n for n, _ in ours.named_parameters(remove_duplicate=dup)] == \
+            [n for n, _ in theirs.named_parameters(remove_duplicate=dup)]
