@@ -443,6 +443,28 @@ def _rounding_div(w: _Writer, fn, xs) -> str:
     return w.add("Where", [w.add("Equal", [b, zero], "b_zero"), quotient, floor])
 
 
+def _remainder(w: _Writer, fn, xs) -> str:
+    """fmod (Mod with fmod=1: C's fmod, exact) and remainder (Python's %, NumPy's rule on it).
+
+    ONNX's Mod takes floats only with fmod=1, so remainder is spelled from it as NumPy does:
+    a nonzero fmod whose sign is not b's gets b added; a zero one takes b's sign.
+    """
+    r = w.add("Mod", xs, "fmod" if fn.rounding == "floor" else None, fmod=1)
+    if fn.rounding == "trunc":
+        return r
+    dtype = fn.inputs[0].dtype
+    _, b = xs
+    zero = w.constant(np.asarray(0, dtype), "zero")
+    b_negative = w.add("Less", [b, zero], "b_negative")
+    signs_differ = w.add("Xor", [b_negative, w.add("Less", [r, zero], "fmod_negative")], "signs_differ")
+    is_zero = w.add("Equal", [r, zero], "fmod_zero")
+    step = w.add("And", [w.add("Not", [is_zero], "fmod_nonzero"), signs_differ], "add_b")
+    r = w.add("Where", [step, w.add("Add", [r, b], "plus_b"), r], "adjusted")
+    signed_zero = w.add("Where", [b_negative, w.constant(np.asarray(-0.0, dtype), "minus_zero"), zero],
+                        "signed_zero")
+    return w.add("Where", [is_zero, signed_zero, r])
+
+
 def _cast(w: _Writer, fn, xs) -> str:
     return w.add("Cast", xs, to=helper.np_dtype_to_tensor_dtype(fn.dtype))
 
@@ -613,6 +635,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "MulOp": _simple("Mul"),
     "DivOp": _simple("Div"),
     "RoundingDivOp": _rounding_div,
+    "RemainderOp": _remainder,
     "PowOp": _simple("Pow"),
     "NegOp": _simple("Neg"),
     "ExpOp": _simple("Exp"),

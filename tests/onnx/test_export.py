@@ -373,6 +373,15 @@ def _divisions(div, cat, scalar, mode: str):
     return fn
 
 
+def _remainders(rem, cat, scalar):
+    """As _divisions, for fmod or remainder (x % d): (N, 18, 8)."""
+    def fn(x):
+        parts = [rem(x, scalar(d)) for d in _DIVISORS]
+        return cat(parts + [rem(x, x[:, :1]), rem(x[:, 1:2], x)], 1)
+
+    return fn
+
+
 # name -> (cnnkit's forward, PyTorch's, ONNX operators the file must hold, whether the outputs are equal
 # bit for bit: max, min and rounded quotients are; sums and sines may differ in the last bit)
 _EXACT_CASES = {
@@ -392,6 +401,11 @@ _EXACT_CASES = {
                   lambda t: _divisions(torch.div, torch.cat, torch.tensor, "floor")(t), {"Mod", "Floor"}, True),
     "div-trunc": (_divisions(F.div, F.cat, Tensor, "trunc"),
                   lambda t: _divisions(torch.div, torch.cat, torch.tensor, "trunc")(t), {"Sign", "Floor"}, True),
+    # x % d and fmod had no ONNX counterpart (export refused RemainderOp)
+    "remainder": (_remainders(F.remainder, F.cat, Tensor),
+                  lambda t: _remainders(torch.remainder, torch.cat, torch.tensor)(t), {"Mod", "Where"}, True),
+    "fmod": (_remainders(F.fmod, F.cat, Tensor), lambda t: _remainders(torch.fmod, torch.cat, torch.tensor)(t),
+             {"Mod"}, True),
     "sin-cos": (lambda x: F.cat([sin(x), cos(x)], 1), lambda t: torch.cat([torch.sin(t), torch.cos(t)], 1),
                 {"Sin", "Cos"}, False),
 }
