@@ -56,6 +56,7 @@ from ..errors import CnnkitError, OnnxExportError, OnnxUnsupportedError
 from ..explain.graph import Graph, OpNode, model_graph
 from ..function import Function
 from ..functional.pool import _adaptive_bounds
+from ..functional.shape import clone
 from ..graph import op_order
 from ..tensor import Tensor
 from .importer import from_model_proto
@@ -742,11 +743,16 @@ def _trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, 
     """Run the model once in eval mode; return its op graph, the ops by id and the output."""
     x = _sample(batch, shape, 0)
     captured: list = []
-    handles = [model.register_forward_hook(lambda m, args, out: captured.append(out))]
+    handles = []
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             handles.append(m.register_forward_hook(
                 lambda m, args, out: DropoutMarkerOp(m.p)(out) if isinstance(out, Tensor) else None))
+    # A model that returns its input (nn.Identity, an empty Sequential) records no op: its
+    # graph is one Identity node (an op of its own, so the trace has an output to follow).
+    handles.append(model.register_forward_hook(
+        lambda m, args, out: clone(out) if isinstance(out, Tensor) and out.creator is None else None))
+    handles.append(model.register_forward_hook(lambda m, args, out: captured.append(out)))
     try:
         graph = model_graph(model, shape, x)
     except ValueError:

@@ -590,6 +590,15 @@ def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path
         export(_Fn(sin), tmp_path / "m.onnx", (3, 4))
 
 
+@pytest.mark.parametrize("model", [nn.Identity(), nn.Sequential(), nn.Dropout(0.3)])
+def test_a_model_returning_its_input_exports_as_identity(model, tmp_path, rng):
+    # no op was recorded: the trace raised "the output has no creator op" (a ValueError)
+    path = export(model, tmp_path / "id.onnx", (2, 3, 4))
+    _check_file(path)
+    x = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run_onnxruntime(path, x), x)
+
+
 def test_an_output_holding_nan_and_infinities_passes_the_self_check(tmp_path, rng):
     # sqrt of negatives is NaN, log(relu(x)) -inf: the self-check compared NaN with NaN and
     # refused the export as "written wrongly"
