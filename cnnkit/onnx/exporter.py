@@ -513,6 +513,7 @@ def _index_array(i) -> np.ndarray | None:
 
 
 _INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+_WHOLE_AXIS = {(start, None, step) for start in (None, 0) for step in (None, 1)}
 
 
 def _getitem(w: _Writer, fn, xs) -> str:
@@ -539,9 +540,10 @@ def _getitem(w: _Writer, fn, xs) -> str:
             unsqueeze.append(out_axis)
             out_axis += 1
             continue
-        n = x.shape[axis]
         if isinstance(i, slice):
-            if i.indices(n) != (0, n, 1):
+            # Skipped only when it keeps the whole axis at any size: x[..., -1:] of a traced
+            # size 1 keeps it too, but not with a dynamic size.
+            if (i.start, i.stop, i.step) not in _WHOLE_AXIS:
                 # The slice as written, open ends as ONNX's clamped extremes (so a dynamic size
                 # keeps "to the end"); ONNX reads negative and out-of-range bounds as Python does.
                 step = 1 if i.step is None else int(i.step)
@@ -552,9 +554,10 @@ def _getitem(w: _Writer, fn, xs) -> str:
                 steps.append(step)
             out_axis += 1
         else:
-            k = int(i) % n
+            # As written, so a negative index counts from the end at any size (-1: to the end).
+            k = int(i)
             starts.append(k)
-            ends.append(k + 1)
+            ends.append(_INT64_MAX if k == -1 else k + 1)
             axes.append(axis)
             steps.append(1)
             squeeze.append(axis)

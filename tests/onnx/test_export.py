@@ -590,6 +590,17 @@ def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path
         export(_Fn(sin), tmp_path / "m.onnx", (3, 4))
 
 
+@pytest.mark.parametrize("index, traced", [
+    (lambda x: x[:, :, -1:], (2, 1, 5)),       # the whole axis at the traced height 1: was no Slice
+    (lambda x: x[:, :, -1], (2, 3, 5)),        # was row 2 of any height
+    (lambda x: x[..., -2, 1:], (2, 3, 5)),     # was row 1 of any height
+])
+def test_indexing_from_the_end_follows_a_dynamic_size(index, traced, tmp_path, rng):
+    model = _Fn(index)
+    path = export(model, tmp_path / "index.onnx", traced, dynamic_size=True)
+    _check_in_onnxruntime(model, path, traced, rng, sizes=[traced[1:], (4, 6), (7, 3)])
+
+
 @pytest.mark.parametrize("model", [nn.Identity(), nn.Sequential(), nn.Dropout(0.3)])
 def test_a_model_returning_its_input_exports_as_identity(model, tmp_path, rng):
     # no op was recorded: the trace raised "the output has no creator op" (a ValueError)
