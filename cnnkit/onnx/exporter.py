@@ -651,6 +651,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "CloneOp": _simple("Identity"),
     "ClampOp": _clamp,
     "AbsOp": _simple("Abs"),
+    "ExtremumOp": lambda w, fn, xs: w.add("Max" if fn.largest else "Min", xs),  # maximum, minimum (NaN wins)
     "SignOp": _simple("Sign"),
     "MatMulOp": _simple("MatMul"),
     "SumOp": _reduction("ReduceSum"),

@@ -406,6 +406,10 @@ _EXACT_CASES = {
                   lambda t: _remainders(torch.remainder, torch.cat, torch.tensor)(t), {"Mod", "Where"}, True),
     "fmod": (_remainders(F.fmod, F.cat, Tensor), lambda t: _remainders(torch.fmod, torch.cat, torch.tensor)(t),
              {"Mod"}, True),
+    # maximum / minimum (added this afternoon) had no emitter; NaN (0 / 0 of the first row) wins
+    "maximum-minimum": (lambda x: F.cat([F.maximum(x, x[:, :1] / x[:, :1]), F.minimum(x[:, 1:2], x)], 1),
+                        lambda t: torch.cat([torch.maximum(t, t[:, :1] / t[:, :1]), torch.minimum(t[:, 1:2], t)], 1),
+                        {"Max", "Min"}, True),
     "sin-cos": (lambda x: F.cat([sin(x), cos(x)], 1), lambda t: torch.cat([torch.sin(t), torch.cos(t)], 1),
                 {"Sin", "Cos"}, False),
 }
