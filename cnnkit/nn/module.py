@@ -381,12 +381,26 @@ class Module:
         fn(self)
         return self
 
-    def to(self, dtype) -> Module:
+    def to(self, *args, dtype=None, device=None, non_blocking: bool = False) -> Module:
         """Cast floating parameters and buffers to ``dtype`` in place (Parameters keep identity).
 
-        ``to("cpu")`` is accepted and does nothing: every array already lives on the host.
+        Takes PyTorch's forms: ``to(dtype)``, ``to("cpu")``, ``to("cpu", dtype)``,
+        ``to(tensor)`` (its dtype) and the keywords ``dtype=`` / ``device=``. The device must
+        be the CPU, where every array already lives, so it changes nothing.
+
+        Raises:
+            ValueError: a device other than the CPU.
         """
-        if isinstance(dtype, str) and dtype == "cpu":
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "mps", "meta", "xla"):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None and str(device).split(":")[0] != "cpu":
+            raise ValueError(f"{type(self).__name__}.to supports device 'cpu' only, got {device!r}")
+        if dtype is None:
             return self
         dtype = np.dtype(dtype)
         for module in self.modules():

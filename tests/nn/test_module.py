@@ -371,3 +371,15 @@ def test_get_parameter_get_buffer_and_shared_names_like_torch():
     for dup in (True, False):
         assert [n for n, _ in ours.named_parameters(remove_duplicate=dup)] == \
             [n for n, _ in theirs.named_parameters(remove_duplicate=dup)]
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, dt: m.to(dt), lambda m, dt: m.to("cpu", dt), lambda m, dt: m.to(device="cpu", dtype=dt),
+    lambda m, dt: m.to(dtype=dt), lambda m, dt: m.to("cpu"), lambda m, dt: m.to(device="cpu"),
+], ids=["dtype", "device-dtype", "keywords", "dtype-keyword", "device", "device-keyword"])
+def test_module_to_takes_torchs_forms(call):
+    ours, theirs = nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    assert call(ours, np.float64) is ours and call(theirs, torch.float64) is theirs
+    assert str(ours.weight.dtype) == str(theirs.weight.dtype).replace("torch.", "")
+    with pytest.raises(ValueError, match="Linear.to supports device 'cpu' only, got 'cuda:0'"):
+        ours.to("cuda:0", np.float64)
