@@ -293,11 +293,18 @@ def _avg_pool(w: _Writer, fn, xs) -> str:
         raise w.error("divisor_override with ceil_mode and a dynamic size: at another size a ceil_mode "
                       "window may run past the padding, and ONNX's average would divide it by its "
                       "clipped area; export with dynamic_size=False")
-    if (OH - 1) * SH + KH > H + 2 * PH or (OW - 1) * SW + KW > W + 2 * PW:
-        raise w.error("divisor_override with a ceil_mode window past the padding (ONNX's average "
-                      "would divide that window by its clipped area)")
-    x_name, attrs = _pool_window(w, fn, xs[0])
-    mean = w.add("AveragePool", [x_name], count_include_pad=1, **attrs)
+    extra_h, extra_w = (OH - 1) * SH + KH - (H + 2 * PH), (OW - 1) * SW + KW - (W + 2 * PW)
+    if extra_h > 0 or extra_w > 0:
+        # A ceil_mode window runs past the padding, where ONNX's average would divide by the
+        # clipped area: zeros there (they add nothing to a sum) make every window whole, and
+        # floor mode then places the same windows.
+        padded = w.add("Pad", [xs[0], w.ints([0, 0, 0, 0, 0, 0, max(extra_h, 0), max(extra_w, 0)], "pads")],
+                       "pad_overhang", mode="constant")
+        mean = w.add("AveragePool", [padded], "average", count_include_pad=1, kernel_shape=[KH, KW],
+                     strides=[SH, SW], pads=[PH, PW, PH, PW], ceil_mode=0)
+    else:
+        x_name, attrs = _pool_window(w, fn, xs[0])
+        mean = w.add("AveragePool", [x_name], count_include_pad=1, **attrs)
     scale = np.asarray(KH * KW / fn.divisor_override, dtype=x.dtype)
     return w.add("Mul", [mean, w.constant(scale, "scale")], "scale")
 

@@ -315,6 +315,17 @@ def test_ceil_mode_pools_whose_last_window_starts_in_the_padding(pool, opset, tm
     _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
 
 
+@pytest.mark.parametrize("pool", [
+    nn.SumPool2d(3, 2, ceil_mode=True),                         # 7x6: the last windows run past the input
+    nn.AvgPool2d((3, 2), (2, 3), (1, 1), ceil_mode=True, divisor_override=5),
+])
+@pytest.mark.parametrize("opset", [11, 17])
+def test_divisor_override_windows_past_the_padding_are_summed_whole(pool, opset, tmp_path, rng):
+    # was refused ("ONNX's average would divide that window by its clipped area")
+    path = export(pool, tmp_path / "pool.onnx", (2, 7, 6), opset=opset)
+    _check_in_onnxruntime(pool, path, (2, 7, 6), rng)
+
+
 def test_divisor_override_with_ceil_mode_needs_a_fixed_size(tmp_path, rng):
     # 12x5 traced: no ceil_mode window past the padding; 13x5 has one, which
     # onnxruntime's average divided by its clipped area (the export was accepted, and wrong)
