@@ -43,6 +43,7 @@ from .logic import (
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .math import abs, add, cast, clamp, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
 from .norm import batch_norm
+from .pointwise_loss import binary_cross_entropy, huber_loss, l1_loss, smooth_l1_loss
 from .pool import (
     adaptive_avg_pool2d,
     adaptive_max_pool2d,
@@ -57,12 +58,12 @@ from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack,
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
-    "avg_pool2d", "batch_norm", "binary_cross_entropy_with_logits", "bitwise_and", "bitwise_not",
+    "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits", "bitwise_and", "bitwise_not",
     "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv_transpose2d", "cross_entropy",
-    "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge", "getitem", "gt", "le", "leaky_relu",
+    "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge", "getitem", "gt", "huber_loss", "l1_loss", "le", "leaky_relu",
     "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "lp_pool2d",
     "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "ne", "neg",
-    "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape", "sigmoid", "sign", "softmax",
+    "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape", "sigmoid", "sign", "smooth_l1_loss", "softmax",
     "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze", "var",
     "where",
 ]

@@ -311,6 +311,41 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     return NLLLossOp(_weight_array(weight), ignore_index, reduction)(input, target)
 
 
+def _broadcast_pair(op: str, input, target) -> tuple[Tensor, Tensor]:
+    """``input`` and ``target`` as Tensors; a target of another shape is broadcast with a warning.
+
+    As PyTorch's elementwise losses: (N, 1) against (N,) makes an (N, N) difference, rarely
+    what was meant, so it warns.
+
+    Raises:
+        ShapeError: shapes that do not broadcast together.
+    """
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
+    if input.shape != target.shape:
+        try:
+            np.broadcast_shapes(input.shape, target.shape)
+        except ValueError:
+            raise ShapeError(
+                f"{op} expects a target that broadcasts against the input, got shapes "
+                f"{input.shape} and {target.shape}"
+            ) from None
+        warnings.warn(
+            f"{op}: target shape {target.shape} differs from input shape {input.shape}; they are "
+            "broadcast together, as in PyTorch, which is likely not what was meant",
+            UserWarning, stacklevel=3,
+        )
+    return input, target
+
+
+def _reduce(losses: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
     """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise).
 
@@ -321,28 +356,9 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
         ShapeError: shapes that do not broadcast together.
     """
     _check_reduction("mse_loss", reduction)
-    input = input if isinstance(input, Tensor) else Tensor(input)
-    target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
-    if input.shape != target.shape:
-        try:
-            np.broadcast_shapes(input.shape, target.shape)
-        except ValueError:
-            raise ShapeError(
-                f"mse_loss expects a target that broadcasts against the input, got shapes "
-                f"{input.shape} and {target.shape}"
-            ) from None
-        warnings.warn(
-            f"mse_loss: target shape {target.shape} differs from input shape {input.shape}; they are "
-            "broadcast together, as in PyTorch, which is likely not what was meant",
-            UserWarning, stacklevel=2,
-        )
+    input, target = _broadcast_pair("mse_loss", input, target)
     d = input - target
-    sq = d * d
-    if reduction == "mean":
-        return sq.mean()
-    if reduction == "sum":
-        return sq.sum()
-    return sq
+    return _reduce(d * d, reduction)
 
 
 def binary_cross_entropy_with_logits(

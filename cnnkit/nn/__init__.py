@@ -19,7 +19,16 @@ from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout
 from .linear import Linear
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
 from .norm import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
@@ -38,7 +47,8 @@ __all__ = [
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
     # losses
-    "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss", "L1Loss", "SmoothL1Loss",
+    "HuberLoss",
     # looking inside: the forward-hook tracer
     "trace_layers", "eval_mode", "LayerCall", "LayerTrace",
     # changing a layer's size in place (pruning, loading pruned checkpoints)

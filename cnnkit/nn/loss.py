@@ -1,4 +1,5 @@
-"""Loss layers: CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss.
+"""Loss layers: CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss, L1Loss,
+SmoothL1Loss, HuberLoss.
 
 Class weights are buffers (they appear in ``state_dict``), as in PyTorch.
 """
@@ -11,7 +12,10 @@ from .. import functional as F
 from ..tensor import Tensor
 from .module import Module
 
-__all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss"]
+__all__ = [
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss", "L1Loss", "SmoothL1Loss",
+    "HuberLoss",
+]
 
 
 def _optional_array(value):
@@ -100,3 +104,75 @@ class BCEWithLogitsLoss(Module):
 
     def forward(self, input: Tensor, target) -> Tensor:
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+
+
+class BCELoss(Module):
+    """Binary cross-entropy of probabilities (each log clamped at -100, as PyTorch).
+
+    Args:
+        weight: optional weights broadcast against the input.
+        reduction: "mean", "sum" or "none".
+
+    Shape: input (probabilities in [0, 1]) and target of one shape -> a scalar ("none": that shape).
+    """
+
+    def __init__(self, weight=None, *, reduction: str = "mean"):
+        super().__init__()
+        self.register_buffer("weight", _optional_array(weight))
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target) -> Tensor:
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class L1Loss(Module):
+    """Mean absolute error: mean(|input - target|).
+
+    Args:
+        reduction: "mean", "sum" or "none".
+
+    Shape: input and target of one shape -> a scalar ("none": that shape).
+    """
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target) -> Tensor:
+        return F.l1_loss(input, target, self.reduction)
+
+
+class SmoothL1Loss(Module):
+    """Smooth L1: 0.5 d**2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (d = input - target).
+
+    Args:
+        reduction: "mean", "sum" or "none".
+        beta: where the quadratic part ends (>= 0; 0 is L1Loss).
+
+    Shape: input and target of one shape -> a scalar ("none": that shape).
+    """
+
+    def __init__(self, *, reduction: str = "mean", beta: float = 1.0):
+        super().__init__()
+        self.reduction, self.beta = reduction, beta
+
+    def forward(self, input: Tensor, target) -> Tensor:
+        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(Module):
+    """Huber: 0.5 d**2 where |d| < delta, delta * (|d| - 0.5 delta) elsewhere (d = input - target).
+
+    Args:
+        reduction: "mean", "sum" or "none".
+        delta: where the quadratic part ends (> 0).
+
+    Shape: input and target of one shape -> a scalar ("none": that shape).
+    """
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):  # positional, as torch's
+        super().__init__()
+        self.reduction, self.delta = reduction, delta
+
+    def forward(self, input: Tensor, target) -> Tensor:
+        return F.huber_loss(input, target, self.reduction, self.delta)

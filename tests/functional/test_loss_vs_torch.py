@@ -267,3 +267,117 @@ def test_binary_cross_entropy_with_logits_computes_in_the_targets_dtype_like_tor
     assert ours.grad.dtype == theirs.grad.numpy().dtype == dtypes[0]
     np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-5)
 
+
+
+# ------------------------------------------------------------------ binary cross-entropy on probabilities
+def _probabilities_with_edges(shape):
+    """Probabilities in (0, 1) with exact 0s and 1s and a denormal (each log clamped at -100)."""
+    def make(rng):
+        x = rng.uniform(0.01, 0.99, shape)
+        x.flat[:4] = [0.0, 1.0, 1e-44, 0.5]
+        return x
+    return make
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weight", [None, "row", "full"])
+@pytest.mark.parametrize("target_grad", [True, False], ids=["target-grad", "target-const"])
+@dtypes()
+def test_binary_cross_entropy_matches_torch(target_grad, weight, reduction, dtype, rng, xp):
+    shape = (4, 3)
+    x = _probabilities_with_edges(shape)(rng)
+    t = rng.random(shape)
+    t.flat[:4] = [1.0, 0.0, 0.3, 0.5]  # the wrong side of 0 and 1: a loss of 100, gradient 1e12
+    consts = [] if weight is None else [rng.uniform(0.2, 2, shape if weight == "full" else shape[1:])]
+    check_op(lambda x, t, *w: F.binary_cross_entropy(x, t, *w, reduction=reduction),
+             lambda x, t, *w: TF.binary_cross_entropy(x, t, *w, reduction=reduction),
+             [x, t], consts, dtype=dtype, rng=rng, xp=xp, requires_grad=[True, target_grad])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropy_of_nothing_matches_torch(reduction, rng):
+    check_op(lambda x, t: F.binary_cross_entropy(x, t, reduction=reduction),
+             lambda x, t: TF.binary_cross_entropy(x, t, reduction=reduction),
+             [np.zeros((0, 3)), np.zeros((0, 3))], dtype=np.float64, rng=rng)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, np.nan])
+def test_binary_cross_entropy_refuses_inputs_outside_0_1_like_torch(bad):
+    x = np.array([0.5, bad])
+    same_error(lambda: F.binary_cross_entropy(Tensor(x), np.ones(2)),
+               lambda: TF.binary_cross_entropy(torch.from_numpy(x), torch.ones(2, dtype=torch.float64)),
+               ValueError, r"binary_cross_entropy expects every input element in \[0, 1\]")
+
+
+def test_binary_cross_entropy_refuses_a_target_of_another_shape_like_torch():
+    same_error(lambda: F.binary_cross_entropy(Tensor(np.full(2, 0.5)), np.ones(1)),
+               lambda: TF.binary_cross_entropy(torch.full((2,), 0.5), torch.ones(1)),
+               ShapeError, r"binary_cross_entropy expects target of the input's shape \(2,\), got \(1,\)")
+
+
+# ------------------------------------------------------------------ l1, smooth l1, huber
+def _differences_at_the_kinks(shape, kink):
+    """(input, target) whose differences hit 0 and +-kink exactly (integer targets, exact kinks)."""
+    def make(rng):
+        t = rng.integers(-3, 4, shape).astype(np.float64)
+        d = rng.standard_normal(shape) * 2 * max(kink, 1.0)
+        d.flat[:5] = [0.0, kink, -kink, 0.5 * kink, -2 * kink]
+        return [t + d, t], []
+    return make
+
+
+_ELEMENTWISE_LOSSES = [
+    ("l1_loss", {}, 0.0),
+    ("smooth_l1_loss", dict(beta=1.0), 1.0),
+    ("smooth_l1_loss", dict(beta=0.5), 0.5),
+    ("smooth_l1_loss", dict(beta=0.0), 1.0),  # beta = 0: L1, gradient 0 at d = 0
+    ("huber_loss", dict(delta=1.0), 1.0),
+    ("huber_loss", dict(delta=2.0), 2.0),
+    ("huber_loss", dict(delta=0.5), 0.5),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name, kw, kink", _ELEMENTWISE_LOSSES, ids=[f"{n}{kw}" for n, kw, _ in _ELEMENTWISE_LOSSES])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 2, 2), (0, 3)], ids=["2d", "4d", "empty"])
+@dtypes()
+def test_elementwise_losses_match_torch_at_their_kinks(shape, name, kw, kink, reduction, dtype, rng, xp):
+    inputs, _ = _differences_at_the_kinks(shape, kink)(rng) if shape[0] else ([rng.standard_normal(shape)] * 2, [])
+    check_op(lambda x, t: getattr(F, name)(x, t, reduction=reduction, **kw),
+             lambda x, t: getattr(TF, name)(x, t, reduction=reduction, **kw), inputs, dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("name, kw, kink", _ELEMENTWISE_LOSSES, ids=[f"{n}{kw}" for n, kw, _ in _ELEMENTWISE_LOSSES])
+@dtypes()
+def test_elementwise_losses_of_nonfinite_differences_match_torch(name, kw, kink, dtype, rng):
+    """NaN and +-inf differences: l1's (and beta = 0's) gradient is 0 at NaN, the others' NaN."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0, np.nan])
+    t = np.array([0.0, 0.0, 0.0, np.nan, 0.5, np.nan])
+    check_op(lambda x, t: getattr(F, name)(x, t, reduction="none", **kw),
+             lambda x, t: getattr(TF, name)(x, t, reduction="none", **kw), [x, t], dtype=dtype, rng=rng)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "smooth_l1_loss", "huber_loss"])
+def test_elementwise_losses_broadcast_a_target_of_another_shape_with_a_warning_like_torch(name, rng):
+    def ours(x, y):
+        with pytest.warns(UserWarning, match=f"{name}: target shape .* broadcast together"):
+            return getattr(F, name)(x, y)
+
+    def theirs(x, y):
+        with pytest.warns(UserWarning, match="likely lead to incorrect results"):
+            return getattr(TF, name)(x, y)
+
+    check_op(ours, theirs, [rng.standard_normal((4, 1)), rng.standard_normal(4)], dtype=np.float64, rng=rng,
+             check_no_grad=False)
+
+
+@pytest.mark.parametrize("name, kw, message", [
+    ("smooth_l1_loss", dict(beta=-0.5), r"smooth_l1_loss expects beta >= 0, got beta=-0.5"),
+    ("huber_loss", dict(delta=0.0), r"huber_loss expects delta > 0, got delta=0.0"),
+    ("huber_loss", dict(delta=-1.0), r"huber_loss expects delta > 0, got delta=-1.0"),
+    ("l1_loss", dict(reduction="avg"), r"l1_loss expects reduction in .*, got 'avg'"),
+    ("binary_cross_entropy", dict(reduction="avg"), r"binary_cross_entropy expects reduction in .*, got 'avg'"),
+], ids=["beta<0", "delta=0", "delta<0", "l1-reduction", "bce-reduction"])
+def test_elementwise_loss_arguments_are_checked_like_torch(name, kw, message):
+    same_error(lambda: getattr(F, name)(Tensor(np.ones(2)), np.ones(2), **kw),
+               lambda: getattr(TF, name)(torch.ones(2), torch.ones(2), **kw), ValueError, message)

@@ -244,6 +244,11 @@ def test_losses_match_torch(rng):
         (nn.MSELoss(reduction="none"), tnn.MSELoss(reduction="none"), logits, probs),
         (nn.BCEWithLogitsLoss(pos_weight=weight), tnn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight)),
          logits, (probs > 0.5).astype(np.float64)),
+        (nn.BCELoss(weight), tnn.BCELoss(torch.tensor(weight)), probs, (probs > 0.5).astype(np.float64)),
+        (nn.BCELoss(reduction="sum"), tnn.BCELoss(reduction="sum"), probs, probs[::-1].copy()),
+        (nn.L1Loss(), tnn.L1Loss(), logits, probs),
+        (nn.SmoothL1Loss(reduction="none", beta=0.5), tnn.SmoothL1Loss(reduction="none", beta=0.5), logits, probs),
+        (nn.HuberLoss("sum", 0.7), tnn.HuberLoss("sum", 0.7), logits, probs),
     ]
     for ours, theirs, x, t in cases:
         xo, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
@@ -255,6 +260,7 @@ def test_losses_match_torch(rng):
         np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=repr(ours))
     weighted = nn.CrossEntropyLoss(weight)
     assert list(weighted.state_dict()) == list(tnn.CrossEntropyLoss(torch.tensor(weight)).state_dict())
+    assert list(nn.BCELoss(weight).state_dict()) == list(tnn.BCELoss(torch.tensor(weight)).state_dict())
 
 
 # ------------------------------------------------------------------ errors a user can act on
