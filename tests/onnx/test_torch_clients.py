@@ -233,6 +233,13 @@ def test_pytorch_exports_load_in_cnnkit_and_match_pytorch(name, exporter, torch_
         assert_close_to_scale(run_cnnkit(imported, x), expected)
 
 
+class _Pick(nn.Module):
+    """x[:, [2, 0]]: torch.export writes GatherND, which cnnkit refused."""
+
+    def forward(self, x):
+        return x[:, [2, 0]] * x[:, 1:2]
+
+
 class _Spread(nn.Module):
     """x.std and zeros_like: PyTorch's exporters write ReduceProd (TorchScript: the count of
     elements, from the shape) and Expand (torch.export: broadcasting), which cnnkit refused."""
@@ -247,16 +254,17 @@ class _Spread(nn.Module):
         return y / y.std((2, 3), keepdim=True) + torch.maximum(y, torch.zeros_like(y) + 0.2)
 
 
+@pytest.mark.parametrize("module", [_Spread, _Pick])
 @pytest.mark.parametrize("exporter", list(EXPORTERS))
-def test_std_and_broadcasting_load_with_pytorch_values_and_gradients(exporter, tmp_path):
+def test_std_broadcasting_and_picks_load_with_pytorch_values_and_gradients(exporter, module, tmp_path):
     torch.manual_seed(0)
-    model = _Spread().eval()
+    model = module().eval()
     path = tmp_path / "spread.onnx"
     _torch_export(model, (3, 6, 5), path, *EXPORTERS[exporter])
     imported = load(path)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
-    gy = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    gy = rng.standard_normal(tuple(model(torch.from_numpy(x)).shape)).astype(np.float32)
     xt = torch.from_numpy(x).requires_grad_(True)
     (model(xt) * torch.from_numpy(gy)).sum().backward()
     xc = Tensor(x, requires_grad=True)

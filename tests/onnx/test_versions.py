@@ -93,6 +93,12 @@ CASES = [
     ("expand", 13, [helper.make_node("ReduceMean", ["x"], ["m"], axes=[3]),
                     helper.make_node("Expand", ["m", "s"], ["e"]), helper.make_node("Sub", ["x", "e"], ["y"])],
      [_ints("s", [1, 1, 5])]),
+    # GatherND (11; batch_dims from 12): what torch.export writes for x[:, [2, 0]].
+    ("gathernd", 11, [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2, 3]),
+                      helper.make_node("GatherND", ["t", "i"], ["g"]),
+                      helper.make_node("Transpose", ["g"], ["y"], perm=[1, 0, 2, 3])], [_ints("i", [[2], [-3]])]),
+    ("gathernd", 13, [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1)],
+     [_ints("i", [[[0, 1], [2, -1]], [[1, 0], [0, 3]]])]),
     # Clip: bounds as attributes before 11, optional inputs from 11 (here only the upper one).
     ("clip", 6, [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.7)], []),
     ("clip", 13, [helper.make_node("Clip", ["x", "", "hi"], ["y"])], [_floats("hi", 0.3)]),

@@ -1,5 +1,5 @@
 """Shapes and plumbing: Reshape, Flatten, Transpose, Slice, Pad, Concat, Expand, Identity, and
-the shape-computing nodes exporters emit around them (Shape, Gather, Unsqueeze, Squeeze,
+the shape-computing nodes exporters emit around them (Shape, Gather, GatherND, Unsqueeze, Squeeze,
 Constant, ConstantOfShape, Cast).
 
 Values that carry data (float tensors) go through ``cnnkit.functional`` so gradients flow;
@@ -93,6 +93,25 @@ def gather(node: Node) -> Tensor:
         raise node.unsupported(f"indices outside [-{n}, {n - 1}] for axis {axis} of shape {x.shape}")
     indices = np.where(indices < 0, indices + n, indices)
     return F.getitem(x, (slice(None),) * axis + (indices,))
+
+
+def gather_nd(node: Node) -> Tensor:
+    """data[indices[..., 0], ..., indices[..., k - 1]] within each of the first b (batch_dims)
+    dimensions: shape indices.shape[:-1] + data.shape[b + k:]."""
+    x, indices = node.input(0), node.input(1).data.astype(np.int64)
+    b, k = int(node.attr("batch_dims", 0)), indices.shape[-1]
+    if b + k > x.ndim or x.shape[:b] != indices.shape[:b]:
+        raise node.unsupported(
+            f"indices of shape {indices.shape} (batch_dims {b}) for data of shape {x.shape}")
+    bounds = np.array(x.shape[b:b + k])
+    if indices.size and ((indices < -bounds).any() or (indices >= bounds).any()):
+        raise node.unsupported(f"indices outside the data's shape {x.shape}")
+    indices = np.where(indices < 0, indices + bounds, indices)
+    rank = indices.ndim - 1
+    # The batch dimensions pick themselves: arange(n) along their own axis, broadcast with the rest.
+    batch = tuple(np.arange(n).reshape((1,) * j + (n,) + (1,) * (rank - j - 1))
+                  for j, n in enumerate(x.shape[:b]))
+    return F.getitem(x, batch + tuple(indices[..., i] for i in range(k)))
 
 
 def _axes(node: Node) -> list[int]:
@@ -247,6 +266,7 @@ def pad(node: Node) -> Tensor:
 TRANSLATORS.update({
     "Shape": shape,
     "Gather": gather,
+    "GatherND": gather_nd,
     "Unsqueeze": unsqueeze,
     "Squeeze": squeeze,
     "Concat": concat,
