@@ -676,6 +676,9 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "CrossEntropyOp": _loss,
     "NLLLossOp": _loss,
     "BCEWithLogitsOp": _loss,
+    "BinaryCrossEntropyOp": _loss,
+    "HuberOp": _loss,
+    "SmoothL1Op": _loss,
 }
 
 

@@ -494,8 +494,22 @@ class _BatchStats(nn.Module):
         return F.batch_norm(x, None, None, training=True)
 
 
+class _Loss(nn.Module):
+    """A loss inside the forward (the losses added this afternoon had no entry: 'no counterpart')."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, x):
+        return self.loss(F.sigmoid(x), F.sigmoid(x * 2)) + x
+
+
 @pytest.mark.parametrize("inner, message", [
     (_CubeLayer(), r"cannot export _Cube in layer 'block\.1' \(_CubeLayer\): ONNX export has no counterpart"),
+    (_Loss(F.binary_cross_entropy), r"cannot export BinaryCrossEntropy in layer 'block\.1' \(_Loss\): a loss is not"),
+    (_Loss(F.huber_loss), r"cannot export Huber in layer 'block\.1' \(_Loss\): a loss is not part of an inference"),
+    (_Loss(F.smooth_l1_loss), r"cannot export SmoothL1 in layer 'block\.1' \(_Loss\): a loss is not part"),
     (_TrainingDropout(), r"cannot export Dropout in layer 'block\.1' \(_TrainingDropout\): dropout in training mode"),
     (_BatchStats(), r"cannot export BatchNorm in layer 'block\.1' \(_BatchStats\): BatchNorm normalizing with batch statistics"),
 ])
