@@ -19,6 +19,7 @@ consecutive conv/pool/activation ops never pay for a layout copy.
 from .activation import elu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
+from .hard_activation import hardsigmoid, hardswish, hardtanh, relu6
 from .linear import linear
 from .logic import (
     bitwise_and,
@@ -55,15 +56,18 @@ from .pool import (
 from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
 from .remainder import fmod, remainder
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
+from .smooth_activation import gelu, silu, softplus
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
-    "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits", "bitwise_and", "bitwise_not",
-    "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv_transpose2d", "cross_entropy",
-    "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge", "getitem", "gt", "huber_loss", "l1_loss", "le", "leaky_relu",
-    "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "lp_pool2d",
-    "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mse_loss", "mul", "ne", "neg",
-    "nll_loss", "pad", "permute", "pow", "relu", "remainder", "reshape", "sigmoid", "sign", "smooth_l1_loss", "softmax",
-    "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze", "var",
-    "where",
+    "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d",
+    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge",
+    "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "l1_loss", "le",
+    "leaky_relu", "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or",
+    "logical_xor", "lp_pool2d", "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean",
+    "min", "minimum", "mse_loss", "mul", "ne", "neg", "nll_loss", "pad", "permute", "pow", "relu",
+    "relu6", "remainder", "reshape", "sigmoid", "sign", "silu", "smooth_l1_loss", "softmax", "softplus",
+    "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze",
+    "var", "where",
 ]

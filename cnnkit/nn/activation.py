@@ -1,4 +1,5 @@
-"""Activation layers: ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softmax, LogSoftmax.
+"""Activation layers: ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softmax, LogSoftmax, GELU, SiLU,
+Softplus, Hardtanh, ReLU6, Hardsigmoid, Hardswish.
 
 Each wraps its op in ``cnnkit.functional``. ``inplace=True`` is accepted for PyTorch
 compatibility (torchvision's models pass it) but the result is always a new tensor:
@@ -12,7 +13,10 @@ from ..config import accepts_rng
 from ..tensor import Tensor
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
+__all__ = [
+    "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "GELU", "SiLU", "Softplus",
+    "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish",
+]
 
 
 def _inplace(inplace: bool) -> str:
@@ -131,3 +135,111 @@ class LogSoftmax(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class GELU(Module):
+    """y = x * Phi(x) (Phi the standard normal CDF; approximate="tanh": PyTorch's tanh form).
+
+    Shape: any, unchanged.
+    """
+
+    @accepts_rng
+    def __init__(self, approximate: str = "none", *, generator=None):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU expects approximate in ('none', 'tanh'), got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """y = x * sigmoid(x).  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, inplace: bool = False, *, generator=None):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+    def extra_repr(self) -> str:
+        return _inplace(self.inplace)
+
+
+class Softplus(Module):
+    """y = log(1 + exp(beta * x)) / beta, and x where x * beta > threshold.  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0, *, generator=None):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Hardtanh(Module):
+    """y = min(max(x, min_val), max_val).  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False, *, generator=None):
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"Hardtanh expects min_val <= max_val, got min_val={min_val}, max_val={max_val}")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ReLU6(Hardtanh):
+    """y = min(max(x, 0), 6).  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, inplace: bool = False, *, generator=None):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self) -> str:
+        return _inplace(self.inplace)
+
+
+class Hardsigmoid(Module):
+    """y = min(max(x + 3, 0), 6) / 6.  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, inplace: bool = False, *, generator=None):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.hardsigmoid(x)
+
+    def extra_repr(self) -> str:
+        return _inplace(self.inplace)
+
+
+class Hardswish(Module):
+    """y = x * min(max(x + 3, 0), 6) / 6.  Shape: any, unchanged."""
+
+    @accepts_rng
+    def __init__(self, inplace: bool = False, *, generator=None):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.hardswish(x)
+
+    def extra_repr(self) -> str:
+        return _inplace(self.inplace)

@@ -124,3 +124,83 @@ def test_softmax_dtype_argument_casts_first_like_torch(fn, source, target, rng):
 def test_softmax_refuses_an_integer_dtype_like_torch():
     same_error(lambda: F.softmax(Tensor(np.ones(3)), 0, dtype=np.int64),
                lambda: TF.softmax(torch.ones(3), 0, dtype=torch.int64), TypeError, "floating dtype")
+
+
+# ------------------------------------------------------------------ gelu, silu, softplus, hard activations
+def _kinks_and_nonfinite(*points, nonfinite=(np.nan, np.inf, -np.inf)):
+    """Random values around the kinks with the kinks themselves, NaN and +-inf; 64 elements, so
+    PyTorch's vectorized loops cover them whole (its scalar tails differ at NaN for hardtanh)."""
+    def make(rng):
+        x = rng.standard_normal((4, 16)) * 4
+        special = [*nonfinite, 0.0, *points]
+        x.flat[:len(special)] = special
+        return x
+    return make
+
+
+def _new_activation_cases() -> list[Case]:
+    out = [
+        # +inf: see test_exact_gelu_of_inf_is_inf
+        unary("gelu", F.gelu, TF.gelu, _kinks_and_nonfinite(20.0, -20.0, 40.0, -40.0, nonfinite=(np.nan, -np.inf))),
+        unary("gelu-tanh", lambda x: F.gelu(x, "tanh"), lambda x: TF.gelu(x, approximate="tanh"),
+              _kinks_and_nonfinite(20.0, -20.0, 40.0, -40.0)),
+        unary("gelu-4d-channel-major", F.gelu, TF.gelu, lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5)))),
+        unary("gelu-0d", F.gelu, TF.gelu, normal()),
+        unary("silu", F.silu, TF.silu, _kinks_and_nonfinite(-50.0, 50.0, -800.0, 800.0)),
+        unary("relu6", F.relu6, TF.relu6, _kinks_and_nonfinite(6.0, -6.0, 3.0)),
+        unary("hardtanh", F.hardtanh, TF.hardtanh, _kinks_and_nonfinite(1.0, -1.0, 0.5)),
+        unary("hardsigmoid", F.hardsigmoid, TF.hardsigmoid, _kinks_and_nonfinite(3.0, -3.0, 2.5)),
+        unary("hardswish", F.hardswish, TF.hardswish, _kinks_and_nonfinite(3.0, -3.0, 2.5)),
+        unary("silu-empty", F.silu, TF.silu, normal(0, 3)),
+    ]
+    for lo, hi in [(-2.0, 0.5), (0.0, 0.0), (1.0, 3.0)]:
+        out.append(unary(f"hardtanh({lo},{hi})", lambda x, a=lo, b=hi: F.hardtanh(x, a, b),
+                         lambda x, a=lo, b=hi: TF.hardtanh(x, a, b), _kinks_and_nonfinite(lo, hi)))
+    for beta, threshold in [(1.0, 20.0), (2.0, 3.0), (0.5, 1.0), (-1.0, 2.0)]:
+        # x * beta = threshold exactly stays on the log branch; just above, the linear one
+        out.append(unary(f"softplus({beta},{threshold})", lambda x, b=beta, t=threshold: F.softplus(x, b, t),
+                         lambda x, b=beta, t=threshold: TF.softplus(x, b, t),
+                         _kinks_and_nonfinite(threshold / beta, 1.001 * threshold / beta, 800.0, -800.0)))
+    return out
+
+
+@cases(_new_activation_cases())
+@dtypes()
+def test_gelu_silu_softplus_and_hard_activations_match_torch(case, dtype, rng, xp):
+    case.run(dtype, rng, xp)
+
+
+@pytest.mark.parametrize("fn", ["gelu", "silu", "softplus", "hardtanh", "relu6", "hardsigmoid", "hardswish"])
+def test_new_activations_of_integers_are_those_of_their_float32_values(fn):
+    x = np.arange(-4, 5, dtype=np.int64)
+    ours = getattr(F, fn)(Tensor(x))
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours.data, getattr(TF, fn)(torch.from_numpy(x).float()).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_gelu_and_hardtanh_arguments_are_checked_like_torch():
+    same_error(lambda: F.gelu(Tensor(np.ones(2)), approximate="erf"), lambda: TF.gelu(torch.ones(2), approximate="erf"),
+               ValueError, r"gelu expects approximate in \('none', 'tanh'\), got 'erf'")
+    same_error(lambda: F.hardtanh(Tensor(np.ones(2)), 2.0, 1.0), lambda: TF.hardtanh(torch.ones(2), 2.0, 1.0),
+               ValueError, r"hardtanh expects min_val <= max_val, got min_val=2.0, max_val=1.0")
+
+
+def test_gelu_without_compiled_kernels_matches_torch(rng):
+    """erf falls back to Python's math.erf when the kernels are off: the same values."""
+    from cnnkit import config
+
+    with config.kernels(False):
+        check_op(F.gelu, TF.gelu, [_kinks_and_nonfinite()(rng)], dtype=np.float64, rng=rng)
+
+
+@dtypes()
+def test_exact_gelu_of_inf_is_inf(dtype):
+    """gelu(+inf) = inf with gradient NaN (inf * 0), as PyTorch in float64 and on a lone float32
+    element; PyTorch's vectorized float32 loop gives NaN there instead (3 elements and more)."""
+    x = Tensor(np.array([np.inf], dtype=dtype), requires_grad=True)
+    y = F.gelu(x)
+    y.backward(np.ones(1, dtype=dtype))
+    t = torch.tensor([np.inf], dtype=TORCH_DTYPE[np.dtype(dtype)], requires_grad=True)
+    TF.gelu(t).sum().backward()
+    assert y.data[0] == TF.gelu(t).item() == np.inf
+    assert np.isnan(x.grad[0]) and np.isnan(t.grad[0].item())

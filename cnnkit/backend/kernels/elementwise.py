@@ -1,9 +1,12 @@
-"""Elementwise kernels (numba): ReLU forward with its mask, and its backward, in one pass each.
+"""Elementwise kernels (numba): ReLU forward with its mask, and its backward, in one pass each;
+the error function erf (NumPy has none; GELU needs it).
 
 Exact: the same values, NaN and inf behaviour as the NumPy reference (``ReLUOp``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -11,7 +14,7 @@ from .. import dispatch
 from ..cores import parallel_for
 from . import FLOATS, flat, njit
 
-__all__ = ["relu_with_mask", "relu_grad"]
+__all__ = ["relu_with_mask", "relu_grad", "erf"]
 
 
 @njit(cache=True, nogil=True)
@@ -40,6 +43,14 @@ def relu_backward(i0, i1, gy, mask, gx):
         xs[i] = gs[i] if ms[i] else zero
 
 
+@njit(cache=True, nogil=True)
+def erf_forward(i0, i1, x, y):
+    """y = erf(x) over flat elements i0..i1-1 (C's erf / erff: NaN in, NaN out; erf(+-inf) = +-1)."""
+    xs, ys = x[i0:i1], y[i0:i1]
+    for i in range(i1 - i0):
+        ys[i] = math.erf(xs[i])
+
+
 # ---------------------------------------------------------------------------------------
 # Array plumbing called by ReLUOp. Pure Python.
 # ---------------------------------------------------------------------------------------
@@ -66,3 +77,20 @@ def relu_grad(gy, mask):
     parallel_for(relu_backward, gy.size, g, flat(mask).view(np.uint8), flat(gx),
                  grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return gx
+
+
+def erf(x):
+    """The error function of a float array, elementwise, in its dtype.
+
+    One parallel pass of the compiled kernel; where kernels are off (``config``) or numba is
+    missing, Python's ``math.erf`` per element (the same C function, slower).
+    """
+    x = np.asarray(x)
+    if not x.flags.c_contiguous:
+        x = np.copy(x, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
+    if not dispatch.kernels_usable(np, x.dtype):
+        return np.vectorize(math.erf, otypes=[x.dtype])(x).astype(x.dtype, copy=False)
+    y = np.empty_like(x)
+    if x.size:
+        parallel_for(erf_forward, x.size, x.reshape(-1), y.reshape(-1), grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    return y
