@@ -582,13 +582,33 @@ def _getitem(w: _Writer, fn, xs) -> str:
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def _circular_by_slices(w: _Writer, fn, x: str, begins, ends) -> str:
+    """Circular padding before opset 19 (Pad's "wrap" mode): per axis, the last b entries, the
+    input and its first e entries, concatenated (an axis padded earlier is wrapped whole, as
+    on a torus). Negative starts count from the end, so a dynamic size is followed."""
+    sizes = fn.inputs[0].shape
+    if any(b < 0 or e < 0 or max(b, e) > n for b, e, n in zip(begins, ends, sizes, strict=True)):
+        raise w.error(f"circular padding {tuple(fn.pad)} that crops or wraps more than once needs "
+                      f"opset 19 or newer (exporting opset {w.opset})")
+    for axis in reversed(range(len(sizes))):
+        b, e = begins[axis], ends[axis]
+        if not b and not e:
+            continue
+        parts = [w.slice(x, [-b], [_INT64_MAX], [axis], [1], f"wrap_begin{axis}")] if b else []
+        parts.append(x)
+        if e:
+            parts.append(w.slice(x, [0], [e], [axis], [1], f"wrap_end{axis}"))
+        x = w.add("Concat", parts, f"wrap{axis}", axis=axis)
+    return x
+
+
 def _pad(w: _Writer, fn, xs) -> str:
     x = fn.inputs[0]
-    if fn.mode == "circular" and w.opset < 19:
-        raise w.error(f"circular padding needs opset 19 or newer (exporting opset {w.opset})")
     begins, ends = [0] * x.ndim, [0] * x.ndim
     for k in range(len(fn.pad) // 2):  # F.pad's widths start from the last dimension
         begins[x.ndim - 1 - k], ends[x.ndim - 1 - k] = fn.pad[2 * k], fn.pad[2 * k + 1]
+    if fn.mode == "circular" and w.opset < 19:
+        return _circular_by_slices(w, fn, xs[0], begins, ends)
     inputs = [xs[0], w.ints(begins + ends, "pads")]
     if fn.mode == "constant":
         inputs.append(w.constant(np.asarray(fn.value, dtype=x.dtype), "value"))

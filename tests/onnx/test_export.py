@@ -14,6 +14,7 @@ import cnnkit.functional as F
 from cnnkit import Function, Tensor, models, nn
 from cnnkit.errors import OnnxExportError
 from cnnkit.functional.reduction import SelectAlongDimOp
+from cnnkit.functional.shape import PadOp
 from cnnkit.functional.trig import cos, sin
 from cnnkit.onnx import export, load
 from cnnkit.surgery.fcn import to_fully_convolutional
@@ -261,20 +262,33 @@ def test_clone_contiguous_clamp_var_and_std_export_and_run_in_onnxruntime(tmp_pa
     _check_in_onnxruntime(model, path, (3, 12, 12), rng)
 
 
-def test_circular_padding_needs_opset_19(tmp_path, rng):
-    class Wrap(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 3, generator=rng)
+class _Wrap(nn.Module):
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, generator=rng)
+        self.wrapped = nn.Conv2d(2, 2, (3, 2), padding=(1, 2), padding_mode="circular", generator=rng)
 
-        def forward(self, x):
-            return self.conv(F.pad(x, (1, 1, 1, 1), mode="circular"))
+    def forward(self, x):
+        return self.wrapped(self.conv(F.pad(x, (1, 2, 2, 1), mode="circular")))
 
-    with pytest.raises(OnnxExportError, match=r"circular padding needs opset 19 .*exporting opset 17"):
-        export(Wrap(), tmp_path / "w.onnx", (2, 5, 5))
-    model = Wrap()
-    path = export(model, tmp_path / "w.onnx", (2, 5, 5), opset=19)
-    _check_in_onnxruntime(model, path, (2, 5, 5), rng)
+
+@pytest.mark.parametrize("opset", [11, 17, 19])
+@pytest.mark.parametrize("dynamic_size", [False, True])
+def test_circular_padding_runs_in_onnxruntime_at_every_opset(opset, dynamic_size, tmp_path, rng):
+    # Pad's "wrap" mode arrived in opset 19; before, slices and a concat (it was refused)
+    model = _Wrap(rng).eval()
+    path = export(model, tmp_path / "w.onnx", (2, 5, 6), opset=opset, dynamic_size=dynamic_size)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("Pad" in ops) == (opset >= 19)
+    _check_in_onnxruntime(model, path, (2, 5, 6), rng, sizes=[(5, 6), (7, 9)] if dynamic_size else None)
+
+
+def test_circular_padding_wrapping_more_than_once_needs_opset_19(tmp_path):
+    # F.pad refuses it; PadOp (the importer's "wrap") computes it, which Slice cannot
+    model = _Fn(lambda x: PadOp((3, 3, 0, 0), "circular", 0.0)(x))
+    with pytest.raises(OnnxExportError, match=r"circular padding \(3, 3, 0, 0\) that crops or wraps more than "
+                                              r"once needs opset 19 or newer \(exporting opset 17\)"):
+        export(model, tmp_path / "w.onnx", (2, 3, 2))
 
 
 @pytest.mark.parametrize("stride, padding, output_padding, dilation, bias", [
