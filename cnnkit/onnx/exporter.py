@@ -11,7 +11,9 @@ BatchNormOp (eval) -> BatchNormalization, MaxPool2dOp -> MaxPool with ceil_mode,
 pools -> GlobalAveragePool / AveragePool / slices, sum / mean / amax / amin and the values of
 max(dim) / min(dim) -> ReduceSum / ReduceMean / ReduceMax / ReduceMin (axes an attribute or an
 input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or NumPy's exact
-floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, ...
+floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, hardtanh /
+relu6 -> Clip, silu -> x * Sigmoid, softplus -> Softplus (threshold >= 15), hardsigmoid ->
+HardSigmoid, hardswish -> HardSwish (x * HardSigmoid before opset 14), gelu -> Gelu (opset 20+), ...
 Parameters and buffers become initializers under their ``state_dict`` names; other
 constants become Constant nodes.
 An op ONNX cannot express raises ``OnnxExportError`` naming the layer.
@@ -632,6 +634,45 @@ def _clamp(w: _Writer, fn, xs) -> str:
     return w.add("Clip", [xs[0], *bounds] if bounds[1] else [xs[0], bounds[0]])
 
 
+def _hardtanh(w: _Writer, fn, xs) -> str:
+    # hardtanh and relu6 (HardtanhOp(0, 6)) are Clip with both bounds; NaN kept, as cnnkit
+    dtype = fn.inputs[0].dtype
+    lo, hi = (w.constant(np.asarray(b, dtype), name) for b, name in ((fn.min_val, "min"), (fn.max_val, "max")))
+    return w.add("Clip", [xs[0], lo, hi])
+
+
+def _silu(w: _Writer, fn, xs) -> str:
+    return w.add("Mul", [xs[0], w.add("Sigmoid", xs, "sigmoid")])
+
+
+# ONNX's Softplus has no threshold: above it cnnkit returns x, where log(1 + exp(x)) is larger by
+# at most log(1 + exp(-threshold)); from threshold 15 on that is below float32's resolution there.
+_SOFTPLUS_MIN_THRESHOLD = 15.0
+
+
+def _softplus(w: _Writer, fn, xs) -> str:
+    if fn.threshold < _SOFTPLUS_MIN_THRESHOLD:
+        raise w.error(f"ONNX's Softplus has no threshold; Softplus(threshold={fn.threshold}) differs from it "
+                      f"by more than float32 rounding (threshold {_SOFTPLUS_MIN_THRESHOLD:g} or more exports)")
+    if fn.beta == 1:
+        return w.add("Softplus", xs)
+    beta = w.constant(np.asarray(fn.beta, fn.inputs[0].dtype), "beta")
+    y = w.add("Softplus", [w.add("Mul", [xs[0], beta], "scaled")], "softplus")
+    return w.add("Div", [y, beta])
+
+
+def _hardswish(w: _Writer, fn, xs) -> str:
+    if w.opset >= 14:
+        return w.add("HardSwish", xs)
+    return w.add("Mul", [xs[0], w.add("HardSigmoid", xs, "hardsigmoid", alpha=1.0 / 6.0, beta=0.5)])
+
+
+def _gelu(w: _Writer, fn, xs) -> str:
+    if w.opset < 20:
+        raise w.error(f"Gelu needs opset 20 or newer (exporting opset {w.opset})")
+    return w.add("Gelu", xs, approximate=fn.approximate)
+
+
 def _simple(op_type: str, **attrs_of: Callable) -> Callable:
     def emit(w: _Writer, fn, xs) -> str:
         return w.add(op_type, xs, **{k: f(fn) for k, f in attrs_of.items()})
@@ -655,6 +696,12 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "ELUOp": _simple("Elu", alpha=lambda fn: float(fn.alpha)),
     "SigmoidOp": _simple("Sigmoid"),
     "TanhOp": _simple("Tanh"),
+    "HardtanhOp": _hardtanh,
+    "SiLUOp": _silu,
+    "SoftplusOp": _softplus,
+    "HardsigmoidOp": _simple("HardSigmoid", alpha=lambda fn: 1.0 / 6.0, beta=lambda fn: 0.5),
+    "HardswishOp": _hardswish,
+    "GELUOp": _gelu,
     "SoftmaxOp": _softmax("Softmax"),
     "LogSoftmaxOp": _softmax("LogSoftmax"),
     "LinearOp": _linear,

@@ -189,6 +189,15 @@ def _highest(dtype: np.dtype):
     return np.inf if dtype.kind == "f" else np.iinfo(dtype).max
 
 
+def hard_sigmoid(node: Node) -> Tensor:
+    """max(0, min(1, alpha * x + beta)): F.hardsigmoid for PyTorch's alpha = 1/6, beta = 1/2."""
+    x = node.input(0)
+    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
+    if np.float32(alpha) == np.float32(1.0 / 6.0) and beta == 0.5:
+        return F.hardsigmoid(x)
+    return F.hardtanh(x * alpha + beta, 0.0, 1.0)
+
+
 TRANSLATORS.update({
     "Add": _binary(F.add),
     "Sub": _binary(F.sub),
@@ -211,6 +220,10 @@ TRANSLATORS.update({
     "Elu": lambda node: F.elu(node.input(0), float(node.attr("alpha", 1.0))),
     "Sigmoid": _unary(F.sigmoid),
     "Tanh": _unary(F.tanh),
+    "Softplus": _unary(F.softplus),
+    "HardSigmoid": hard_sigmoid,
+    "HardSwish": _unary(F.hardswish),
+    "Gelu": lambda node: F.gelu(node.input(0), str(node.attr("approximate", "none"))),
     "Softmax": _softmax_like(F.softmax),
     "LogSoftmax": _softmax_like(F.log_softmax),
     "Gemm": gemm,
