@@ -61,6 +61,10 @@ CASES = [
     ("RMSprop", dict(lr=0.01, momentum=0.9)),
     ("RMSprop", dict(lr=0.005, alpha=0.9, centered=True, momentum=0.5, weight_decay=0.05)),
     ("RMSprop", dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    ("Adagrad", dict()),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.05)),
+    ("Adagrad", dict(lr=0.05, initial_accumulator_value=0.5, eps=1e-6)),
+    ("Adagrad", dict(lr=0.05, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.1, maximize=True)),
 ]
 
 
@@ -130,11 +134,11 @@ def test_matches_torch_over_20_steps(case):
             assert_close(value, expected.numpy())
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_param_groups_with_their_own_hyper_parameters(name):
     rng = np.random.default_rng(1)
     ours, theirs = make_params(make_arrays(rng))
-    extra = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.5}}.get(name, {})
+    extra = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.5}, "Adagrad": {"lr_decay": 0.1}}.get(name, {})
     defaults = dict(lr=0.01, weight_decay=0.01)
 
     def groups(params):
@@ -220,6 +224,7 @@ def test_state_dict_layout_is_torchs():
         ("SGD", dict(lr=0.05, momentum=0.9)),
         ("Adam", dict(lr=0.01, amsgrad=True)),
         ("RMSprop", dict(centered=True)),
+        ("Adagrad", dict(lr_decay=0.05, initial_accumulator_value=0.2)),
     ],
 )
 def test_loads_a_torch_state_dict_and_continues_like_torch(name, kwargs):
@@ -245,14 +250,18 @@ def test_loads_a_torch_state_dict_and_continues_like_torch(name, kwargs):
     assert_params_close(ours, theirs)
 
 
-def test_float64_parameters_stay_float64_and_match_torch_closely():
+@pytest.mark.parametrize("name, kwargs, key", [
+    ("Adam", dict(lr=0.01, weight_decay=0.01), "exp_avg"),
+    ("Adagrad", dict(lr=0.05, lr_decay=0.02, weight_decay=0.01, initial_accumulator_value=0.1), "sum"),
+])
+def test_float64_parameters_stay_float64_and_match_torch_closely(name, kwargs, key):
     rng = np.random.default_rng(6)
     ours, theirs = make_params(make_arrays(rng, np.float64))
-    opt = optim.Adam(ours, lr=0.01, weight_decay=0.01)
-    topt = torch.optim.Adam(theirs, lr=0.01, weight_decay=0.01, foreach=False)
+    opt = getattr(optim, name)(ours, **kwargs)
+    topt = getattr(torch.optim, name)(theirs, foreach=False, **kwargs)
     run_both(opt, topt, ours, theirs, rng, STEPS)
     assert all(p.data.dtype == np.float64 for p in ours)
-    assert all(s["exp_avg"].dtype == np.float64 for s in opt.state.values())
+    assert all(s[key].dtype == np.float64 for s in opt.state.values())
     assert_params_close(ours, theirs, rtol=1e-12, atol=1e-13)
 
 
@@ -336,6 +345,12 @@ def test_repr_lists_the_groups():
         (lambda p: optim.Adam([p], betas=(0.9, 1.0)), ValueError, "Adam expects 0 <= betas[1] < 1, got 1.0"),
         (lambda p: optim.AdamW([p], eps=-1.0), ValueError, "AdamW expects eps >= 0, got -1.0"),
         (lambda p: optim.RMSprop([p], momentum=-0.5), ValueError, "RMSprop expects momentum >= 0, got -0.5"),
+        (lambda p: optim.Adagrad([p], lr_decay=-0.1), ValueError, "Adagrad expects lr_decay >= 0, got -0.1"),
+        (lambda p: optim.Adagrad([p], initial_accumulator_value=-1.0), ValueError,
+         "Adagrad expects initial_accumulator_value >= 0, got -1.0"),
+        (lambda p: optim.Adagrad([p], eps=-1e-3), ValueError, "Adagrad expects eps >= 0, got -0.001"),
+        (lambda p: optim.Adagrad([p], differentiable=True), NotImplementedError,
+         "Adagrad(differentiable=True) is not supported"),
         (lambda p: optim.SGD([{"params": [p], "lr": -1}]), ValueError, "SGD expects lr >= 0, got -1"),
         (lambda p: optim.SGD([]), ValueError, "SGD got an empty parameter list"),
         (lambda p: optim.SGD(p), TypeError, "got a single Tensor of shape (3,); wrap it in a list"),
@@ -413,6 +428,7 @@ def test_state_dict_survives_a_json_round_trip():
         ("Adam", dict(foreach=True, fused=False, capturable=False, differentiable=False)),
         ("AdamW", dict(foreach=None, fused=None, capturable=False)),
         ("RMSprop", dict(foreach=False, capturable=False, differentiable=False)),
+        ("Adagrad", dict(foreach=True, fused=None, differentiable=False)),
     ],
 )
 def test_pytorchs_implementation_keywords_are_accepted_and_change_nothing(name, flags):
@@ -424,3 +440,24 @@ def test_pytorchs_implementation_keywords_are_accepted_and_change_nothing(name, 
     run_both(opt, topt, ours, theirs, rng, 5)
     assert_params_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
+
+
+def test_adagrad_state_exists_from_construction_like_torchs():
+    """Every parameter has step 0 and sum = initial_accumulator_value before the first step
+    (the constructor's, also in a group that sets its own, as PyTorch)."""
+    rng = np.random.default_rng(7)
+    ours, theirs = make_params(make_arrays(rng))
+    groups = [{"params": ours[:2]}, {"params": ours[2:], "initial_accumulator_value": 0.3}]
+    opt = optim.Adagrad(groups, initial_accumulator_value=0.1)
+    topt = torch.optim.Adagrad([{"params": theirs[:2]}, {"params": theirs[2:], "initial_accumulator_value": 0.3}],
+                               initial_accumulator_value=0.1)
+    state, tstate = opt.state_dict(), topt.state_dict()
+    assert sorted(state["state"]) == sorted(tstate["state"]) == [0, 1, 2, 3]
+    for i, s in state["state"].items():
+        assert s["step"] == int(tstate["state"][i]["step"]) == 0
+        np.testing.assert_array_equal(s["sum"], tstate["state"][i]["sum"].numpy())
+    assert [sorted(g) for g in state["param_groups"]] == [
+        sorted(k for k in g if k not in ("foreach", "differentiable", "fused")) for g in tstate["param_groups"]
+    ]
+    run_both(opt, topt, ours, theirs, rng, 5, skip_every=2)
+    assert_params_close(ours, theirs)
