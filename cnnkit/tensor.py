@@ -696,7 +696,7 @@ class Tensor:
         return _activation.log_softmax(self, dim, dtype=dtype)
 
     def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
-        """Limit the values to ``[min, max]`` (numbers; either may be None), as torch's."""
+        """Limit the values to ``[min, max]`` (numbers or tensors; either may be None), as torch's."""
         return _math.clamp(self, min, max)
 
     clip = clamp  # PyTorch's alias

@@ -293,6 +293,53 @@ class ClampOp(Function):
         return gy * self.inside
 
 
+class ClampTensorOp(Function):
+    """Clamp between tensor bounds, all three broadcast together (either bound may be absent).
+
+    forward:  y = min(max(x, lo), hi)   (a NaN in x, lo or hi gives NaN)
+    backward: gx  = sum_to(gy where lo <= x <= hi, else 0, x.shape)
+              glo = sum_to(gy where x < lo (and lo < hi), else 0, lo.shape)
+              ghi = sum_to(gy where x > hi (or hi < lo), else 0, hi.shape)
+    NOTE: PyTorch's rule, ties included: where lo == hi and x < lo no input gets the
+    gradient, and NaN anywhere gives 0 to all three.
+
+    Shapes: y and gy have the broadcast shape of x, lo and hi.
+    """
+
+    def __init__(self, has_lo: bool, has_hi: bool):
+        self.has_lo, self.has_hi = has_lo, has_hi
+
+    def forward(self, x, *bounds):
+        xp = self.xp
+        lo = bounds[0] if self.has_lo else None
+        hi = bounds[-1] if self.has_hi else None
+        y = x
+        if lo is not None:
+            y = xp.maximum(y, lo)
+        if hi is not None:
+            y = xp.minimum(y, hi)
+        if self.saves_for_backward:
+            self.x, self.lo, self.hi = x, lo, hi
+        return y
+
+    def backward(self, gy):
+        xp, x, lo, hi = self.xp, self.x, self.lo, self.hi
+        zero = xp.zeros((), dtype=gy.dtype)
+        inside = True
+        if lo is not None:
+            inside = inside & (x >= lo)
+        if hi is not None:
+            inside = inside & (x <= hi)
+        grads = [sum_to(xp.where(inside, gy, zero), x.shape)]
+        if lo is not None:
+            below = (x < lo) & (lo < hi) if hi is not None else x < lo
+            grads.append(sum_to(xp.where(below, gy, zero), lo.shape))
+        if hi is not None:
+            above = (x > hi) | (hi < lo) if lo is not None else x > hi
+            grads.append(sum_to(xp.where(above, gy, zero), hi.shape))
+        return tuple(grads)
+
+
 class SignOp(Function):
     """forward: y = sign(x) (-1, 0 or 1; 0 at NaN, as torch.sign);  backward: gx = 0"""
 
@@ -420,15 +467,21 @@ def abs(x) -> Tensor:  # noqa: A001
 def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
     """Limit ``x`` to ``[min, max]`` (either bound may be None), as torch.clamp.
 
-    Bounds are numbers. The result dtype follows PyTorch's promotion (an integer tensor
-    with a float bound becomes the default float dtype). The gradient passes where
+    Bounds are numbers, or tensors (arrays) broadcast against ``x``, each differentiable
+    (``ClampTensorOp``; a number beside a tensor bound counts as a 0-d tensor, where PyTorch
+    refuses the mix). The result dtype follows PyTorch's promotion (an integer tensor with a
+    float bound becomes the default float dtype). The gradient passes where
     ``min <= x <= max`` and is 0 elsewhere, NaN inputs included (PyTorch's rule).
 
     Raises:
-        ValueError: both bounds are None. TypeError: a bound that is not a real number.
+        ValueError: both bounds are None. TypeError: a bound that is not a real number or
+        an array. ShapeError: tensor bounds that do not broadcast against ``x``.
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must not be None")
+    if any(isinstance(b, Tensor) or hasattr(b, "__array_interface__") or hasattr(b, "__cuda_array_interface__")
+           for b in (min, max) if b is not None and not np.isscalar(b)):
+        return _clamp_between_tensors(x, min, max)
     for name, bound in (("min", min), ("max", max)):
         if bound is not None and (not isinstance(bound, (int, float, np.integer, np.floating))
                                   or isinstance(bound, (bool, np.bool_))):
@@ -437,6 +490,20 @@ def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument n
     bounds = [as_tensor(b, like=x.data).data for b in (min, max) if b is not None]  # weak scalars
     dtype = result_type(x.data, *bounds)
     return ClampOp(min, max)(to_dtype(x, dtype))
+
+
+def _clamp_between_tensors(x, lo, hi) -> Tensor:
+    x = as_tensor(x)
+    bounds = [as_tensor(b, like=x.data) for b in (lo, hi) if b is not None]
+    dtype = result_type(x.data, *(b.data for b in bounds))
+    try:
+        np.broadcast_shapes(x.shape, *(b.shape for b in bounds))
+    except ValueError:
+        raise ShapeError(
+            f"clamp expects min and max that broadcast against the input, got shapes {x.shape}, "
+            f"{None if lo is None else bounds[0].shape} and {None if hi is None else bounds[-1].shape}"
+        ) from None
+    return ClampTensorOp(lo is not None, hi is not None)(to_dtype(x, dtype), *(to_dtype(b, dtype) for b in bounds))
 
 
 def sign(x) -> Tensor:

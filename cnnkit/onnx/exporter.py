@@ -12,7 +12,7 @@ pools -> GlobalAveragePool / AveragePool / slices, sum / mean / amax / amin and 
 max(dim) / min(dim) -> ReduceSum / ReduceMean / ReduceMax / ReduceMin (axes an attribute or an
 input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or NumPy's exact
 floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, hardtanh /
-relu6 -> Clip, silu -> x * Sigmoid, softplus -> Softplus (threshold >= 15), hardsigmoid ->
+relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, softplus -> Softplus (threshold >= 15), hardsigmoid ->
 HardSigmoid, hardswish -> HardSwish (x * HardSigmoid before opset 14), gelu -> Gelu (opset 20+), ...
 Parameters and buffers become initializers under their ``state_dict`` names; other
 constants become Constant nodes.
@@ -634,6 +634,16 @@ def _clamp(w: _Writer, fn, xs) -> str:
     return w.add("Clip", [xs[0], *bounds] if bounds[1] else [xs[0], bounds[0]])
 
 
+def _clamp_tensor(w: _Writer, fn, xs) -> str:
+    # clamp between tensor bounds: Max then Min, which broadcast and propagate NaN, as cnnkit
+    y = xs[0]
+    if fn.has_lo:
+        y = w.add("Max", [y, xs[1]], "max" if fn.has_hi else None)
+    if fn.has_hi:
+        y = w.add("Min", [y, xs[-1]])
+    return y
+
+
 def _hardtanh(w: _Writer, fn, xs) -> str:
     # hardtanh and relu6 (HardtanhOp(0, 6)) are Clip with both bounds; NaN kept, as cnnkit
     dtype = fn.inputs[0].dtype
@@ -724,6 +734,7 @@ _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
     "StdRootOp": _simple("Sqrt"),   # std's square root (its gradient rule differs, its value is Sqrt)
     "CloneOp": _simple("Identity"),
     "ClampOp": _clamp,
+    "ClampTensorOp": _clamp_tensor,
     "AbsOp": _simple("Abs"),
     "ExtremumOp": lambda w, fn, xs: w.add("Max" if fn.largest else "Min", xs),  # maximum, minimum (NaN wins)
     "SignOp": _simple("Sign"),

@@ -509,6 +509,59 @@ def test_clamp_promotes_like_torch(lo, hi, dtype):
     np.testing.assert_array_equal(ours.data, theirs.numpy())
 
 
+def _clamp_edges(shape):
+    """x, lo, hi hitting every branch of the gradient rule: x below, at and above each bound,
+    lo == hi, lo > hi, and a NaN in each of the three (where the arrays line up)."""
+    def make(rng):
+        x = np.round(rng.standard_normal(shape) * 2, 0)              # integers: exact ties
+        lo = np.round(rng.standard_normal(shape) - 1, 0)
+        hi = lo + np.round(rng.random(shape) * 3, 0) - 0.5 * (rng.random(shape) < 0.2)
+        x.flat[:3], lo.flat[3], hi.flat[4] = np.nan, np.nan, np.nan
+        lo.flat[5], hi.flat[5], x.flat[5] = 1.0, 1.0, 0.0              # lo == hi, x below: no gradient
+        return [x, lo, hi], []
+    return make
+
+
+@pytest.mark.parametrize("shapes", [((4, 6), (4, 6), (4, 6)), ((2, 3, 4), (3, 1), (4,)), ((5,), (2, 5), (1,))],
+                         ids=["same", "broadcast", "bounds-wider"])
+@pytest.mark.parametrize("which", ["both", "min", "max"])
+@pytest.mark.parametrize("spelling", ["F.clamp", "Tensor.clip"])
+@dtypes()
+def test_clamp_with_tensor_bounds_matches_torch(shapes, which, spelling, dtype, rng, xp):
+    """Tensor min / max broadcast against x; gradients for x and both bounds, as torch.clamp's."""
+    flat = _clamp_edges((max(int(np.prod(s)) for s in shapes),))(rng)[0]
+    x, lo, hi = (a[:int(np.prod(s))].reshape(s) for a, s in zip(flat, shapes, strict=True))
+    keep = {"both": (True, True), "min": (True, False), "max": (False, True)}[which]
+
+    def call(fn):
+        def run(x, lo, hi):
+            return fn(x, lo if keep[0] else None, hi if keep[1] else None)
+        return run
+
+    ours = call(F.clamp if spelling == "F.clamp" else lambda x, a, b: x.clip(min=a, max=b))
+    theirs = call(lambda x, a, b: torch.clamp(x, a, b))
+    # bounds wider than x: torch's forward broadcasts, its backward then fails (x's gradient
+    # "doesn't match the broadcast shape"); cnnkit sums it to x's shape. Values only there.
+    check_op(ours, theirs, [x, lo, hi], dtype=dtype, rng=rng, xp=xp, requires_grad=[True, keep[0], keep[1]],
+             grad=x.shape == np.broadcast_shapes(*shapes))
+
+
+def test_clamp_with_tensor_bounds_promotes_and_mixes_a_number_like_a_0d_tensor(rng):
+    x, lo = np.arange(6).reshape(2, 3), rng.standard_normal(3).astype(np.float32)
+    ours, theirs = F.clamp(Tensor(x), lo, 2.5), torch.clamp(torch.from_numpy(x), torch.from_numpy(lo),
+                                                            torch.tensor(2.5))
+    assert TORCH_OF[ours.dtype] == theirs.dtype == torch.float32
+    np.testing.assert_array_equal(ours.data, theirs.numpy())
+    ours = F.clamp(Tensor(np.ones(3, np.float32)), np.zeros(3))   # a float64 bound promotes, as torch
+    assert ours.dtype == np.float64
+
+
+def test_clamp_with_tensor_bounds_that_do_not_broadcast_is_refused_like_torch():
+    same_error(lambda: F.clamp(Tensor(np.ones(3)), Tensor(np.zeros(2))),
+               lambda: torch.clamp(torch.ones(3), torch.zeros(2)), ShapeError,
+               r"clamp expects min and max that broadcast against the input, got shapes \(3,\), \(2,\) and None")
+
+
 def test_clamp_errors_match_torch():
     same_error(lambda: F.clamp(Tensor(np.ones(2))), lambda: torch.clamp(torch.ones(2)), ValueError,
                "at least one of min and max")

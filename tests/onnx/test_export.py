@@ -710,3 +710,23 @@ def test_activations_onnx_cannot_write_at_that_opset_are_refused(layer, opset, m
     model = nn.Sequential(OrderedDict(act=layer))
     with pytest.raises(OnnxExportError, match=message):
         export(model, tmp_path / "m.onnx", (1, 4, 4), opset=opset)
+
+
+@pytest.mark.parametrize("opset", [11, NEWEST_OPSET])
+def test_clamp_between_tensor_bounds_exports_as_max_and_min(opset, tmp_path, rng):
+    class Clamped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1, generator=rng)
+            self.lo = nn.Parameter(Tensor(rng.standard_normal((3, 1, 1)).astype(np.float32) - 0.5))
+            self.register_buffer("hi", np.abs(rng.standard_normal(5).astype(np.float32)))
+
+        def forward(self, x):
+            y = self.conv(x)                                            # (N, 3, 5, 5)
+            return y.clamp(self.lo, self.hi) + F.clamp(y, min=self.lo) + F.clamp(y, max=Tensor(self.hi))
+
+    model = Clamped().eval()
+    path = export(model, tmp_path / "c.onnx", (2, 5, 5), opset=opset)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("Max") == 2 and ops.count("Min") == 2
+    _check_in_onnxruntime(model, path, (2, 5, 5), rng)
