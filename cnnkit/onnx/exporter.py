@@ -12,8 +12,9 @@ pools -> GlobalAveragePool / AveragePool / slices, sum / mean / amax / amin and 
 max(dim) / min(dim) -> ReduceSum / ReduceMean / ReduceMax / ReduceMin (axes an attribute or an
 input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or NumPy's exact
 floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, hardtanh /
-relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, softplus -> Softplus (threshold >= 15), hardsigmoid ->
-HardSigmoid, hardswish -> HardSwish (x * HardSigmoid before opset 14), gelu -> Gelu (opset 20+), ...
+relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, softplus ->
+Softplus (threshold >= 15), hardsigmoid -> HardSigmoid, hardswish -> HardSwish (x * HardSigmoid
+before opset 14), gelu -> Gelu (opset 20+), ...
 Parameters and buffers become initializers under their ``state_dict`` names; other
 constants become Constant nodes.
 An op ONNX cannot express raises ``OnnxExportError`` naming the layer.

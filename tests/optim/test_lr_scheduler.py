@@ -71,6 +71,9 @@ SCHEDULES = {
     "ExponentialLR": lambda m, o: m.ExponentialLR(o, gamma=0.9),
     "CosineAnnealingLR": lambda m, o: m.CosineAnnealingLR(o, T_max=STEPS),
     "CosineAnnealingLR-past-T_max": lambda m, o: m.CosineAnnealingLR(o, T_max=7, eta_min=0.001),
+    "CosineAnnealingWarmRestarts": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=5),
+    "CosineAnnealingWarmRestarts-T_mult": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2,
+                                                                                     eta_min=0.001),
     "LinearLR-warmup": lambda m, o: m.LinearLR(o, start_factor=0.25, total_iters=8),
     "LinearLR-decay": lambda m, o: m.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=20),
     "LambdaLR": lambda m, o: m.LambdaLR(o, lambda epoch: 0.95**epoch),
@@ -229,6 +232,7 @@ RESUMES = [
     ("StepLR", dict(step_size=5, gamma=0.5)),
     ("ExponentialLR", dict(gamma=0.9)),
     ("LinearLR", dict(start_factor=0.25, total_iters=12)),
+    ("CosineAnnealingWarmRestarts", dict(T_0=4, T_mult=2, eta_min=0.01)),
 ]
 
 
@@ -249,6 +253,24 @@ def test_resuming_with_last_epoch_matches_torch(name, kwargs):
 
     ours, theirs = resumed(optim, lr_scheduler), resumed(torch.optim, torch_lr_scheduler)
     np.testing.assert_allclose(np.array(ours), np.array(theirs), rtol=1e-12)
+
+
+@pytest.mark.parametrize("T_mult", [1, 2, 3])
+def test_cosine_warm_restarts_at_fractional_and_jumping_epochs_matches_torch(T_mult):
+    """step(epoch + i / batches) after each batch, then jumps back and forward, as PyTorch's."""
+    epochs = [e + i / 4 for e in range(12) for i in range(4)] + [2.5, 0, 40, 7.25, 3]
+
+    def trace(lib, module):
+        opt = make_optimizer(lib)
+        scheduler = module.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=T_mult, eta_min=0.005)
+        out = [scheduler.get_last_lr()]
+        for epoch in epochs:
+            opt.step()
+            scheduler.step(epoch)
+            out.append(scheduler.get_last_lr() + [scheduler.last_epoch, scheduler.T_i, scheduler.T_cur])
+        return out
+
+    assert_same_trace(trace(optim, lr_scheduler), trace(torch.optim, torch_lr_scheduler))
 
 
 def test_one_cycle_refuses_to_step_past_total_steps():
@@ -276,6 +298,21 @@ class _NoMomentum(optim.Optimizer):
             lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=0),
             ValueError,
             "CosineAnnealingLR expects T_max >= 1, got 0",
+        ),
+        (
+            lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=0),
+            ValueError,
+            "CosineAnnealingWarmRestarts expects a positive int T_0, got 0",
+        ),
+        (
+            lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=1.5),
+            ValueError,
+            "CosineAnnealingWarmRestarts expects an int T_mult >= 1, got 1.5",
+        ),
+        (
+            lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2).step(-1),
+            ValueError,
+            "CosineAnnealingWarmRestarts.step expects an epoch >= 0, got -1",
         ),
         (
             lambda o: lr_scheduler.LinearLR(o, start_factor=0),
