@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from bisect import bisect_right
 import types
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ __all__ = [
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
     "ReduceLROnPlateau",
+    "SequentialLR",
 ]
 
 
@@ -198,6 +200,10 @@ class StepLR(LRScheduler):
             return self._current_lrs()
         return [lr * self.gamma for lr in self._current_lrs()]
 
+    def _closed_form_lrs(self) -> list[float]:
+        """The lrs at ``last_epoch`` from the initial ones (``SequentialLR`` restarts a schedule so)."""
+        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
+
 
 class MultiStepLR(LRScheduler):
     """Multiply the lr by gamma at each milestone epoch.
@@ -229,6 +235,11 @@ class MultiStepLR(LRScheduler):
         # A JSON round trip turns the epochs into strings; get_lr looks them up as ints.
         self.milestones = Counter({int(epoch): count for epoch, count in self.milestones.items()})
 
+    def _closed_form_lrs(self) -> list[float]:
+        """The lrs at ``last_epoch`` from the initial ones (``SequentialLR`` restarts a schedule so)."""
+        passed = sum(n for epoch, n in self.milestones.items() if epoch <= self.last_epoch)
+        return [base * self.gamma**passed for base in self.base_lrs]
+
 
 class ExponentialLR(LRScheduler):
     """Multiply the lr by gamma every epoch.
@@ -249,6 +260,10 @@ class ExponentialLR(LRScheduler):
         if self._is_initial:
             return self._current_lrs()
         return [lr * self.gamma for lr in self._current_lrs()]
+
+    def _closed_form_lrs(self) -> list[float]:
+        """The lrs at ``last_epoch`` from the initial ones (``SequentialLR`` restarts a schedule so)."""
+        return [base * self.gamma**self.last_epoch for base in self.base_lrs]
 
 
 class LinearLR(LRScheduler):
@@ -294,6 +309,12 @@ class LinearLR(LRScheduler):
         ratio = 1.0 + slope / (self.total_iters * self.start_factor + (t - 1) * slope)
         return [lr * ratio for lr in self._current_lrs()]
 
+    def _closed_form_lrs(self) -> list[float]:
+        """The lrs at ``last_epoch`` from the initial ones (``SequentialLR`` restarts a schedule so)."""
+        done = min(self.total_iters, self.last_epoch) / self.total_iters
+        factor = self.start_factor + (self.end_factor - self.start_factor) * done
+        return [base * factor for base in self.base_lrs]
+
 
 class CosineAnnealingLR(LRScheduler):
     """Anneal the lr from its initial value to eta_min along half a cosine over T_max epochs.
@@ -335,6 +356,11 @@ class CosineAnnealingLR(LRScheduler):
             ]
         ratio = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
         return [ratio * (lr - eta_min) + eta_min for lr in self._current_lrs()]
+
+    def _closed_form_lrs(self) -> list[float]:
+        """The lrs at ``last_epoch`` from the initial ones (``SequentialLR`` restarts a schedule so)."""
+        cosine = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+        return [self.eta_min + (base - self.eta_min) * cosine for base in self.base_lrs]
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
@@ -683,3 +709,92 @@ class ReduceLROnPlateau(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+class SequentialLR(LRScheduler):
+    """Run schedules one after another, switching at the given epochs, as PyTorch's.
+
+    ``schedulers[i]`` drives the lr from ``milestones[i - 1]`` up to ``milestones[i]``. At a
+    milestone the next schedule starts over at its own epoch 0, from the initial lrs
+    (``SequentialLR([warmup, cosine], milestones=[5])``: 5 warm-up epochs, then the cosine).
+    A schedule with a closed form takes its epoch-0 value from it, as PyTorch's does.
+
+    Args:
+        optimizer: the optimizer every schedule was built on.
+        schedulers: the schedules, built before (their construction steps are undone).
+        milestones: the epochs at which the next schedule takes over, one fewer than schedules.
+        last_epoch: see ``LRScheduler``.
+
+    Raises:
+        ValueError: no schedule, a ReduceLROnPlateau, a schedule of another optimizer, or a
+            number of milestones that is not ``len(schedulers) - 1``.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],
+                 last_epoch: int = -1) -> None:
+        _check_optimizer(self, optimizer)
+        schedulers = list(schedulers)
+        if not schedulers:
+            raise ValueError("SequentialLR expects at least one scheduler, got none")
+        for i, scheduler in enumerate(schedulers):
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise ValueError(f"SequentialLR cannot run ReduceLROnPlateau (schedulers[{i}]): its step "
+                                 "needs a metric")
+            if getattr(scheduler, "optimizer", None) is not optimizer:
+                raise ValueError(f"SequentialLR expects every scheduler on its optimizer; schedulers[{i}] "
+                                 f"({type(scheduler).__name__}) schedules another")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR expects len(schedulers) - 1 = {len(schedulers) - 1} milestones, "
+                             f"got {len(milestones)}")
+        self.optimizer = optimizer
+        self._schedulers, self._milestones = schedulers, list(milestones)
+        self.last_epoch = last_epoch + 1
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        _undo_construction_step(self)
+        first = schedulers[bisect_right(self._milestones, 0)]
+        first._step_count = 0
+        first._is_initial = True
+        try:
+            first.step()
+        finally:
+            first._is_initial = False
+        self._last_lr = first.get_last_lr()
+
+    def step(self) -> None:
+        """Advance one epoch: the current schedule steps, or the next one starts at a milestone."""
+        self.last_epoch += 1
+        index = bisect_right(self._milestones, self.last_epoch)
+        scheduler = self._schedulers[index]
+        if index > 0 and self._milestones[index - 1] == self.last_epoch:
+            scheduler.last_epoch = 0
+            closed_form = getattr(scheduler, "_closed_form_lrs", None)
+            lrs = closed_form() if closed_form is not None else scheduler.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            scheduler._last_lr = scheduler._current_lrs()
+        else:
+            scheduler.step()
+        self._last_lr = scheduler.get_last_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The attributes without the optimizer, each schedule's own state under ``_schedulers``."""
+        state = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s attributes and each schedule's state."""
+        state = dict(state_dict)
+        for scheduler, saved in zip(self._schedulers, state.pop("_schedulers"), strict=True):
+            scheduler.load_state_dict(saved)
+        self.__dict__.update(copy.deepcopy(state))
+
+
+def _undo_construction_step(scheduler) -> None:
+    """Take back the epoch each schedule stepped when built (nested SequentialLRs included)."""
+    for inner in getattr(scheduler, "_schedulers", ()):
+        if hasattr(inner, "_schedulers"):
+            _undo_construction_step(inner)
+        else:
+            inner.last_epoch -= 1

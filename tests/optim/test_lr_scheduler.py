@@ -74,6 +74,21 @@ SCHEDULES = {
     "CosineAnnealingWarmRestarts": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=5),
     "CosineAnnealingWarmRestarts-T_mult": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2,
                                                                                      eta_min=0.001),
+    "SequentialLR-warmup-cosine": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.1, total_iters=5), m.CosineAnnealingLR(o, T_max=10)], milestones=[5]
+    ),
+    "SequentialLR-three": lambda m, o: m.SequentialLR(
+        o, [m.ExponentialLR(o, gamma=0.9), m.StepLR(o, 3, gamma=0.5), m.MultiStepLR(o, [0, 2, 4], gamma=0.3)],
+        milestones=[4, 12],
+    ),
+    "SequentialLR-restarts": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.5, end_factor=0.8, total_iters=3),
+            m.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2)], milestones=[6]
+    ),
+    "SequentialLR-lambda": lambda m, o: m.SequentialLR(
+        o, [m.ExponentialLR(o, gamma=0.8), m.LambdaLR(o, lambda e: 0.9**e), m.LinearLR(o, start_factor=0.3)],
+        milestones=[3, 7],
+    ),
     "LinearLR-warmup": lambda m, o: m.LinearLR(o, start_factor=0.25, total_iters=8),
     "LinearLR-decay": lambda m, o: m.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=20),
     "LambdaLR": lambda m, o: m.LambdaLR(o, lambda epoch: 0.95**epoch),
@@ -313,6 +328,21 @@ class _NoMomentum(optim.Optimizer):
             lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2).step(-1),
             ValueError,
             "CosineAnnealingWarmRestarts.step expects an epoch >= 0, got -1",
+        ),
+        (
+            lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 2)], milestones=[3]),
+            ValueError,
+            "SequentialLR expects len(schedulers) - 1 = 0 milestones, got 1",
+        ),
+        (
+            lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.ReduceLROnPlateau(o)], milestones=[]),
+            ValueError,
+            "SequentialLR cannot run ReduceLROnPlateau (schedulers[0]): its step needs a metric",
+        ),
+        (
+            lambda o: lr_scheduler.SequentialLR(o, [], milestones=[]),
+            ValueError,
+            "SequentialLR expects at least one scheduler, got none",
         ),
         (
             lambda o: lr_scheduler.LinearLR(o, start_factor=0),
