@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from bisect import bisect_right
 import types
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
