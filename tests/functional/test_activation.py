@@ -23,6 +23,15 @@ GRADCHECKS = [
     Check("log_softmax-channels", lambda a: F.log_softmax(a, 1), normal(2, 3, 2, 2)),
     Check("log_softmax-large", lambda a: F.log_softmax(a, 1), lambda rng: 50 * rng.standard_normal((2, 4))),
     Check("log_softmax-0d", lambda a: F.log_softmax(a, 0) + a, normal()),
+    # kinks (hardtanh +-1, relu6 0 and 6, hardsigmoid/hardswish +-3) are measure-zero for these draws
+    Check("gelu", F.gelu, lambda rng: 3 * rng.standard_normal((2, 5))),
+    Check("gelu-tanh", lambda a: F.gelu(a, "tanh"), lambda rng: 3 * rng.standard_normal((2, 5))),
+    Check("silu", F.silu, lambda rng: 4 * rng.standard_normal((2, 5))),
+    Check("softplus", lambda a: F.softplus(a, 2.0, 3.0), lambda rng: 3 * rng.standard_normal((2, 5))),
+    Check("hardtanh", lambda a: F.hardtanh(a, -0.5, 1.5), lambda rng: 2 * rng.standard_normal((2, 5))),
+    Check("relu6", F.relu6, lambda rng: 5 * rng.standard_normal((2, 5))),
+    Check("hardsigmoid", F.hardsigmoid, lambda rng: 4 * rng.standard_normal((2, 5))),
+    Check("hardswish", F.hardswish, lambda rng: 4 * rng.standard_normal((2, 5))),
 ]
 
 

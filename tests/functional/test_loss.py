@@ -42,6 +42,14 @@ GRADCHECKS = [
           lambda rng: 3 * rng.standard_normal((3, 4)), lambda rng: rng.random((3, 4))),
     Check("bce_with_logits-none", lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"),
           normal(2, 3), lambda rng: rng.random((2, 3))),
+    # probabilities away from 0 and 1 (where the gradient's denominator is clamped): both inputs
+    Check("binary_cross_entropy-weight", lambda x, t: F.binary_cross_entropy(x, t, weight=W4),
+          lambda rng: rng.uniform(0.05, 0.95, (3, 4)), lambda rng: rng.random((3, 4))),
+    Check("binary_cross_entropy-none", lambda x, t: F.binary_cross_entropy(x, t, reduction="none"),
+          lambda rng: rng.uniform(0.05, 0.95, (2, 3)), lambda rng: rng.random((2, 3))),
+    Check("l1_loss", F.l1_loss, normal(3, 4), normal(3, 4)),
+    Check("smooth_l1_loss", lambda x, t: F.smooth_l1_loss(x, t, "sum", beta=0.7), normal(3, 4), normal(3, 4)),
+    Check("huber_loss", lambda x, t: F.huber_loss(x, t, "none", delta=0.6), normal(3, 4), normal(3, 4)),
 ]
 
 

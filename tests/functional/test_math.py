@@ -37,6 +37,9 @@ GRADCHECKS = [
     Check("matmul-batched-broadcast", lambda a, b: a @ b, normal(2, 1, 2, 3), normal(3, 3, 2)),
     Check("add-sub-alpha", lambda a, b: F.sub(F.add(a, b, alpha=-1.5), a, alpha=0.25), normal(2, 3), normal(3)),
     Check("clamp", lambda a: F.clamp(a, -0.5, 0.5) + a.clamp(min=0.1) * a.clip(max=-0.1), away_from_zero(3, 4)),
+    # tensor bounds (broadcast, with lo > hi in some places): the gradients of all three
+    Check("clamp-tensor-bounds", lambda a, lo, hi: F.clamp(a, lo, hi) + a.clamp(min=lo) * a.clip(max=hi),
+          lambda rng: 2 * rng.standard_normal((3, 4)), normal(4), lambda rng: 0.5 + rng.standard_normal((3, 1))),
     Check("clone", lambda a: a.transpose(0, 1).clone() * a.transpose(0, 1), normal(2, 3)),
     Check("var", lambda a: a.var(1), normal(3, 4)),
     Check("var-correction-0-keepdim", lambda a: F.var(a, (0, 2), correction=0, keepdim=True), normal(2, 3, 2)),
