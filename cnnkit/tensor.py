@@ -65,6 +65,29 @@ def as_array(data: Any, dtype=None, like: np.ndarray | None = None) -> np.ndarra
     return array
 
 
+
+_DEVICES = ("cpu", "cuda", "mps", "meta", "xla")
+
+
+def to_arguments(owner: str, args: tuple, dtype=None, device=None):
+    """The dtype asked for by PyTorch's ``to`` forms (or None): ``to(dtype)``, ``to("cpu")``,
+    ``to("cpu", dtype)``, ``to(tensor)`` (its dtype), ``dtype=`` / ``device=``.
+    ``Tensor.to`` and ``Module.to`` read their arguments with it.
+
+    Raises:
+        ValueError: a device other than the CPU (cnnkit's arrays live in memory), naming ``owner``.
+    """
+    for arg in args:
+        if isinstance(arg, Tensor):
+            dtype = arg.dtype
+        elif isinstance(arg, str) and arg.split(":")[0] in _DEVICES:
+            device = arg
+        else:
+            dtype = arg
+    if device is not None and str(device).split(":")[0] != "cpu":
+        raise ValueError(f"{owner}.to supports device 'cpu' only, got {device!r}")
+    return dtype
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
 
@@ -275,15 +298,7 @@ class Tensor:
         Raises:
             ValueError: a device other than the CPU (cnnkit keeps tensors where their array is).
         """
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "mps", "meta", "xla"):
-                device = arg
-            else:
-                dtype = arg
-        if device is not None and str(device).split(":")[0] != "cpu":
-            raise ValueError(f"Tensor.to supports device 'cpu' only, got {device!r}")
+        dtype = to_arguments("Tensor", args, dtype, device)
         if dtype is None or np.dtype(dtype) == self.dtype:
             return Tensor._wrap(self.data.copy()) if copy else self
         return _math.cast(self, dtype)

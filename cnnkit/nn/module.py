@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import as_numpy
 from ..errors import ShapeError, StateDictError
-from ..tensor import Tensor
+from ..tensor import Tensor, to_arguments
 from .parameter import Parameter
 
 __all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError"]
@@ -391,15 +391,7 @@ class Module:
         Raises:
             ValueError: a device other than the CPU.
         """
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "mps", "meta", "xla"):
-                device = arg
-            else:
-                dtype = arg
-        if device is not None and str(device).split(":")[0] != "cpu":
-            raise ValueError(f"{type(self).__name__}.to supports device 'cpu' only, got {device!r}")
+        dtype = to_arguments(type(self).__name__, args, dtype, device)
         if dtype is None:
             return self
         dtype = np.dtype(dtype)
