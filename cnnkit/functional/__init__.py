@@ -20,6 +20,7 @@ from .activation import elu, leaky_relu, log_softmax, relu, sigmoid, softmax, ta
 from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .hard_activation import hardsigmoid, hardswish, hardtanh, relu6
+from .interpolate import interpolate
 from .linear import linear
 from .logic import (
     bitwise_and,
@@ -63,7 +64,8 @@ __all__ = [
     "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d",
     "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge",
-    "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "l1_loss", "le",
+    "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "interpolate", "l1_loss",
+    "le",
     "leaky_relu", "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or",
     "logical_xor", "lp_pool2d", "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean",
     "min", "minimum", "mse_loss", "mul", "ne", "neg", "nll_loss", "pad", "permute", "pow", "relu",

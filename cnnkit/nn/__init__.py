@@ -51,6 +51,7 @@ from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, Max
 from .resize import RESIZABLE, set_array, sync_sizes
 from .shape import Flatten, Identity
 from .tracer import LayerCall, LayerTrace, eval_mode, trace_layers
+from .upsample import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     # the base classes and containers
@@ -62,6 +63,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Softplus", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish",
     "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
     # losses
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss", "L1Loss", "SmoothL1Loss",
     "HuberLoss",
