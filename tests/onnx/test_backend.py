@@ -58,6 +58,18 @@ SKIPPED: list[tuple[str, str]] = [
     (r"^test_training_dropout(_default|_mask|_default_mask)?$", _RANDOM_MASK),
     (r"^test_identity_sequence$", "a sequence input: cnnkit runs graphs of tensors only"),
     (r"^test_identity_opt$", "an optional input: cnnkit runs graphs of tensors only"),
+    (r"^test_resize_.*(cubic|antialias)", "Resize with cubic interpolation or antialias: cnnkit's "
+     "interpolate (like PyTorch's without antialias) has nearest, nearest-exact and linear only"),
+    (r"^test_resize_tf_crop_and_resize|^test_resize_.*half_pixel_symmetric|^test_resize_.*_not_(larger|smaller)$"
+     r"|^test_resize_.*(ceil_half_pixel|floor_align_corners|round_prefer_ceil_asymmetric)$",
+     "Resize coordinates or roundings with no PyTorch mode (tf_crop_and_resize, half_pixel_symmetric, "
+     "keep_aspect_ratio_policy, nearest with ceil / align_corners / asymmetric rounding)"),
+    (r"^test_resize_(up|down)sample_sizes_nearest(_axes_2_3|_axes_3_2)?$", "Resize's default nearest (half_pixel, round_prefer_floor) "
+     "at sizes where an output pixel falls half-way between two inputs: nearest-exact rounds that tie up"),
+    (r"^test_resize_downsample_scales_linear_align_corners$", "linear align_corners with scales whose in * scale "
+     "is not whole: ONNX divides by that unrounded length, PyTorch by the output size"),
+    (r"^test_resize_downsample_sizes_linear_pytorch_half_pixel$", "pytorch_half_pixel to an output length 1 "
+     "(ONNX reads input pixel 0; PyTorch's bilinear reads the centre)"),
 ]
 
 

@@ -94,4 +94,4 @@ def translate(node: Node) -> tuple:
 
 
 # Imported last: each module registers its translators in TRANSLATORS.
-from . import conv, logic, math, norm, shape  # noqa: E402, F401
+from . import conv, logic, math, norm, resize, shape  # noqa: E402, F401
