@@ -13,7 +13,7 @@ max(dim) / min(dim) -> ReduceSum / ReduceMean / ReduceMax / ReduceMin (axes an a
 input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or NumPy's exact
 floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, hardtanh /
 relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, softplus ->
-Softplus (threshold >= 15), hardsigmoid -> HardSigmoid, hardswish -> HardSwish (x * HardSigmoid
+Softplus (threshold >= 15), interpolate -> Resize, hardsigmoid -> HardSigmoid, hardswish -> HardSwish (x * HardSigmoid
 before opset 14), gelu -> Gelu (opset 20+), ...
 Parameters and buffers become initializers under their ``state_dict`` names; other
 constants become Constant nodes.
@@ -695,7 +695,33 @@ def _loss(w: _Writer, fn, xs) -> str:
     raise w.error("a loss is not part of an inference graph; export the model without its loss")
 
 
+def _interpolate(w: _Writer, fn, xs) -> str:
+    """F.interpolate -> Resize with the attributes of its mode (see cnnkit/onnx/ops/resize.py).
+
+    nearest: asymmetric + floor; nearest-exact: half_pixel + round_prefer_ceil; (bi)linear:
+    half_pixel (PyTorch's rule, also at an output length 1) or align_corners. A scale factor
+    used in the index formula is written as scales (right at any input size); an explicit size
+    (or a recomputed scale) as sizes: the input's N and C, then the traced OH, OW.
+    """
+    if fn.mode in ("nearest", "nearest-exact"):
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        if fn.mode == "nearest-exact":
+            attrs.update(coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+    else:
+        attrs = dict(mode="linear", coordinate_transformation_mode="align_corners" if fn.align_corners
+                     else "half_pixel")
+    roi = w.constant(np.zeros(0, np.float32), "roi")
+    if all(s is not None for s in fn.scales):
+        scales = w.constant(np.asarray([1.0, 1.0, *fn.scales], np.float32), "scales")
+        return w.add("Resize", [xs[0], roi, scales], **attrs)
+    no_scales = w.constant(np.zeros(0, np.float32), "scales")
+    n_c = w.slice(w.add("Shape", [xs[0]], "shape"), [0], [2], [0], [1], "n_c")
+    sizes = w.add("Concat", [n_c, w.ints(fn.out_sizes, "out_size")], "sizes", axis=0)
+    return w.add("Resize", [xs[0], roi, no_scales, sizes], **attrs)
+
+
 _EMITTERS: dict[str, Callable[[_Writer, Function, list[str]], str]] = {
+    "InterpolateOp": _interpolate,
     "Conv2dOp": _conv,
     "ConvTranspose2dOp": _conv_transpose,
     "MaxPool2dOp": _max_pool,

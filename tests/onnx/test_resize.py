@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cnnkit import Tensor
+from cnnkit import Tensor, nn
 from cnnkit.errors import OnnxUnsupportedError
+from cnnkit.onnx import export
 from cnnkit.onnx.importer import from_model_proto
 
-from .conftest import assert_close_to_scale, ort, run_cnnkit
+from .conftest import assert_close_to_scale, onnx, onnxruntime_session, ort, run_cnnkit, run_onnxruntime
 
 
 def _resize_model(x_shape, opset, scales=None, sizes=None, op="Resize", **attrs):
@@ -84,3 +85,42 @@ def test_resize_without_a_pytorch_mode_is_refused_by_name(kw, match):
     with pytest.raises(OnnxUnsupportedError, match=match):
         from_model_proto(_resize_model((1, 2, 2, 2), 13 if "antialias" not in kw else 18, **kw))(
             Tensor(np.zeros((1, 2, 2, 2), np.float32)))
+
+
+class _Upsampler(nn.Module):
+    def __init__(self, rng, **kw):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, generator=rng)
+        self.up = nn.Upsample(**kw)
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(scale_factor=2), dict(scale_factor=(1.5, 0.7), mode="nearest"), dict(size=(9, 4)),
+    dict(scale_factor=2.5, mode="nearest-exact"), dict(size=(7, 11), mode="nearest-exact"),
+    dict(scale_factor=(1.7, 2.0), mode="bilinear"), dict(size=(1, 5), mode="bilinear"),
+    dict(scale_factor=3, mode="bilinear", align_corners=True), dict(size=(6, 13), mode="bilinear", align_corners=True),
+    dict(scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
+], ids=str)
+@pytest.mark.parametrize("opset", [11, 17])
+def test_upsample_exports_as_resize_and_runs_in_onnxruntime(kw, opset, tmp_path, rng):
+    model = _Upsampler(rng, **kw).eval()
+    path = export(model, tmp_path / "up.onnx", (2, 5, 6), opset=opset)
+    assert "Resize" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    session = onnxruntime_session(path)
+    for n in (1, 3):
+        x = rng.standard_normal((n, 2, 5, 6)).astype(np.float32)
+        assert_close_to_scale(run_onnxruntime(session, x), run_cnnkit(model, x))
+
+
+@pytest.mark.parametrize("kw", [dict(scale_factor=2.5, mode="bilinear"), dict(size=(9, 4)),
+                                dict(scale_factor=(1.5, 2), mode="nearest-exact")], ids=str)
+def test_upsample_at_a_dynamic_size_runs_at_other_sizes(kw, tmp_path, rng):
+    model = _Upsampler(rng, **kw).eval()
+    path = export(model, tmp_path / "up.onnx", (2, 5, 6), dynamic_size=True)
+    session = onnxruntime_session(path)
+    for hw in [(5, 6), (8, 11), (3, 4)]:
+        x = rng.standard_normal((2, 2) + hw).astype(np.float32)
+        assert_close_to_scale(run_onnxruntime(session, x), run_cnnkit(model, x))
