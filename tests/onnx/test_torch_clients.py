@@ -272,3 +272,34 @@ def test_std_broadcasting_and_picks_load_with_pytorch_values_and_gradients(expor
     (y * Tensor(gy)).sum().backward()
     assert_close_to_scale(y.detach().numpy(), model(torch.from_numpy(x)).detach().numpy())
     assert_close_to_scale(np.asarray(xc.grad.data), xt.grad.numpy(), rtol=1e-3)
+
+
+class _ScoreMapHead(nn.Module):
+    """An FCN-style head: a score map upsampled back (bilinear by a factor, nearest to a size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.score = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.to_size = nn.Upsample(size=(11, 13), mode="nearest")
+        self.corners = nn.UpsamplingBilinear2d(size=(9, 7))
+
+    def forward(self, x):
+        s = self.up(self.score(x))
+        return self.to_size(s) + self.corners(s)[:, :, :1, :1]
+
+
+@pytest.mark.parametrize("exporter", list(EXPORTERS))
+def test_pytorch_upsampling_exports_load_as_interpolate(exporter, tmp_path):
+    torch.manual_seed(0)
+    model, shape = _ScoreMapHead().eval(), (3, 8, 10)
+    dynamo, opset = EXPORTERS[exporter]
+    path = tmp_path / "head.onnx"
+    _torch_export(model, shape, path, dynamo, opset)
+    imported = load(path)
+    rng = np.random.default_rng(5)
+    for n in (1, 3):
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert_close_to_scale(run_cnnkit(imported, x), expected)
