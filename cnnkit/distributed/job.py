@@ -15,6 +15,9 @@ Inside the block:
   next collective call forever, the classic MPI hang. Rank 0 reports first; other ranks
   wait ``grace`` seconds (so that an error every rank hits, e.g. a missing dataset, is
   printed once, by rank 0, whose exit ends the job) and then report and end the job.
+  An error raised by a collective check on every rank at once (``error.collective``,
+  e.g. ranks that disagree on the model) ends each rank normally with the same status,
+  printed once by rank 0.
 """
 
 from __future__ import annotations
@@ -113,6 +116,15 @@ class Job:
 
     def _fail(self, error: BaseException) -> None:
         status = exit_status(error)
+        if getattr(error, "collective", False):
+            # Every rank raised this error at the same collective check (Communicator.check_same),
+            # so none waits in a collective call: each ends normally with the same status (MPI
+            # finalizes at exit) and mpiexec reports that status. Ending them by exiting without
+            # finalizing made MPICH kill the slower rank and report its signal (9) at times.
+            if self.rank == 0:
+                print(f"{self.prog}: rank 0 of {self.size}: {_message(error)}".replace("\n", " "),
+                      file=sys.stderr, flush=True)
+            raise SystemExit(status)
         if self.rank != 0:
             # Rank 0 reports an error every rank hits; its exit ends the job while we wait.
             time.sleep(self.grace)

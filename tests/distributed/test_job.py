@@ -49,6 +49,23 @@ def test_every_rank_leaving_with_status_0_ends_the_job_quietly():
     assert "job test" not in result.stderr
 
 
+@pytest.mark.mpi
+def test_an_error_every_rank_raises_at_a_collective_check_ends_the_job_with_its_status_once():
+    """Ranks that disagree (Communicator.check_same raises on every rank): each rank ends
+    normally with status 1, rank 0 alone prints; repeated, since the old ending raced."""
+    worker = textwrap.dedent("""
+        from cnnkit.distributed.job import Job
+        with Job("job test", grace=0.2) as job:
+            job.comm.check_same("the model", str(job.rank), "build the same model")
+            print("rank", job.rank, "went on", flush=True)
+    """)
+    for _ in range(3):
+        result = run_mpi(["-c", worker], timeout=120, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("ranks disagree on the model: rank 1 differs from rank 0") == 1
+        assert "job test: rank 0 of 2:" in result.stderr and "went on" not in result.stdout
+
+
 @pytest.mark.parametrize("error, status", [
     (SystemExit(3), 3), (SystemExit("message"), 1), (SystemExit(300), 1), (KeyboardInterrupt(), 130),
     (ValueError("x"), 1),
