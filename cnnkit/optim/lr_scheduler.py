@@ -90,9 +90,13 @@ class LRScheduler:
                     )
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
+        self._initial_step()
+
+    def _initial_step(self) -> None:
+        """The first step, which applies epoch 0. Some schedules keep the optimizer's lr there
+        instead of computing it (PyTorch's "initial" step); SequentialLR restarts its first
+        schedule with it."""
         self._step_count = 0
-        # The first step applies epoch 0. Some schedules keep the optimizer's lr there
-        # instead of computing it (PyTorch's "initial" step).
         self._is_initial = True
         try:
             self.step()
@@ -753,12 +757,7 @@ class SequentialLR(LRScheduler):
             group["lr"] = group["initial_lr"]
         _undo_construction_step(self)
         first = schedulers[bisect_right(self._milestones, 0)]
-        first._step_count = 0
-        first._is_initial = True
-        try:
-            first.step()
-        finally:
-            first._is_initial = False
+        first._initial_step()
         self._last_lr = first.get_last_lr()
 
     def step(self) -> None:
