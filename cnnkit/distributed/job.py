@@ -116,23 +116,21 @@ class Job:
 
     def _fail(self, error: BaseException) -> None:
         status = exit_status(error)
-        if getattr(error, "collective", False):
-            # Every rank raised this error at the same collective check (Communicator.check_same),
-            # so none waits in a collective call: each ends normally with the same status (MPI
-            # finalizes at exit) and mpiexec reports that status. Ending them by exiting without
-            # finalizing made MPICH kill the slower rank and report its signal (9) at times.
-            if self.rank == 0:
-                print(f"{self.prog}: rank 0 of {self.size}: {_message(error)}".replace("\n", " "),
-                      file=sys.stderr, flush=True)
-            raise SystemExit(status)
-        if self.rank != 0:
+        # An error every rank raised at the same collective check (Communicator.check_same)
+        # leaves no rank waiting in a collective call: each ends normally with the same status
+        # (MPI finalizes at exit) and mpiexec reports that status. Ending them by exiting
+        # without finalizing made MPICH kill the slower rank and report its signal (9) at times.
+        collective = getattr(error, "collective", False)
+        if self.rank != 0 and not collective:
             # Rank 0 reports an error every rank hits; its exit ends the job while we wait.
             time.sleep(self.grace)
         if self.debug:
             traceback.print_exception(type(error), error, error.__traceback__)
-        if not isinstance(error, KeyboardInterrupt) or self.rank == 0:
+        if self.rank == 0 or not (collective or isinstance(error, KeyboardInterrupt)):
             line = f"{self.prog}: rank {self.rank} of {self.size}: {_message(error)}"
             print(line.replace("\n", " "), file=sys.stderr, flush=True)
+        if collective:
+            raise SystemExit(status)
         self.comm.abort(status)
 
     def finish(self, status: int) -> int:
