@@ -26,7 +26,9 @@ weights' shapes give the channel counts), with its batch norms folded or not (a 
 ``surgery.fold_batchnorm`` carries its (conv, bn) pairs, recorded as
 ``folded_batchnorm`` beside the model's name and config), and loads its weights; a model
 of ``surgery.optimize_for_inference`` (``prepacked_for_inference``) is frozen and
-prepacked again after loading.
+prepacked again after loading. The rebuilt model declares the input size it was trained at
+(``model.input_shape`` from ``extra["input_shape"]``, which ``cnnkit train`` stores), not the
+size its zoo entry was designed for.
 """
 
 from __future__ import annotations
@@ -137,8 +139,26 @@ class Checkpoint:
             raise CheckpointError(f"{where}: the weights do not fit model {name!r}: {e}") from None
         if self.meta.get("model", {}).get("prepacked_for_inference"):  # saved after optimize_for_inference
             prepack_for_inference(model)
+        trained = self._trained_input_shape(getattr(model, "input_shape", None))
+        if trained is not None:  # the size it was trained at, not the one the zoo entry was designed for
+            model.input_shape = trained
         model.eval()
         return model
+
+    def _trained_input_shape(self, declared: tuple[int, ...] | None) -> tuple[int, int, int] | None:
+        """The (C, H, W) stored beside the weights (``extra["input_shape"]``), checked; None if none is stored."""
+        shape = self.extra.get("input_shape")
+        if shape is None:
+            return None
+        where = self.path if self.path is not None else "checkpoint"
+        if (not isinstance(shape, list) or len(shape) != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            raise CheckpointError(f"{where}: corrupt checkpoint (stored input_shape {shape!r}; expected "
+                                  "[C, H, W] of positive integers)")
+        if declared and int(declared[0]) != shape[0]:
+            raise CheckpointError(f"{where}: the stored input_shape {shape} has {shape[0]} channels, but model "
+                                  f"{self.model_name!r} as rebuilt takes {int(declared[0])}")
+        return (shape[0], shape[1], shape[2])
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer state_dict in PyTorch's layout, arrays restored."""
@@ -195,7 +215,8 @@ def save(
             ``zoo_name`` / ``zoo_config`` attributes the zoo sets on its models.
         optimizer, scheduler, epoch, metrics, history, rng_states: training state, to resume.
         extra: anything JSON-friendly (``cnnkit train`` stores the dataset, input shape,
-            normalization and class names).
+            normalization and class names). Without an ``input_shape`` in it, the model's
+            declared ``input_shape`` (if any) is stored, which ``load`` gives the rebuilt model.
 
     Returns:
         The path written.
@@ -218,7 +239,7 @@ def save(
         "metrics": metrics or {},
         "history": history or {},
         "rng_states": rng_states or {},
-        "extra": extra or {},
+        "extra": _with_input_shape(extra, model),
     }
     folded = getattr(model, "folded_batchnorm", None)
     if folded:  # surgery.fold_batchnorm's (conv, bn) pairs: load folds the rebuilt model the same way
@@ -244,6 +265,20 @@ def save(
     if scheduler is not None:
         meta["scheduler"] = {"class": type(scheduler).__name__, "state": _jsonable(scheduler.state_dict())}
     return _write(path, tensors, meta)
+
+
+def _with_input_shape(extra: dict[str, Any] | None, model) -> dict[str, Any]:
+    """``extra``, plus the (C, H, W) the model declares (``model.input_shape``) when ``extra`` stores none.
+
+    So a model rebuilt by ``load`` (which declares its trained size), then folded, pruned or
+    fine-tuned and saved again, keeps declaring that size.
+    """
+    extra = dict(extra or {})
+    declared = getattr(model, "input_shape", None)
+    if ("input_shape" not in extra and isinstance(declared, (tuple, list)) and len(declared) == 3
+            and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in declared)):
+        extra["input_shape"] = [int(d) for d in declared]
+    return extra
 
 
 def save_state_dict(path: str | os.PathLike, state_dict, *, model_name: str,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import cnnkit
 from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load_checkpoint
 from cnnkit.io.weights import read_weights
@@ -119,6 +120,7 @@ def test_split_folders_multiclass_resnet18_with_test_evaluated_once_for_best_and
     best_line = [line for line in text.splitlines() if line.startswith("best (epoch ")][0]
     assert "; test accuracy" in last_line and "; test accuracy" in best_line
     assert "top5" not in text  # 3 classes: no top-5
+    assert cnnkit.load(tmp_path / "run" / "best.safetensors").input_shape == (3, 16, 16)  # trained, not designed
 
 
 def test_grayscale_folders_train_a_one_channel_model_and_say_so(tmp_path, capsys):

@@ -80,3 +80,31 @@ def test_a_pruned_zoo_model_keeps_its_name_and_loads(tmp_path):
     pruned = prune_channels(models.lenet5(generator=np.random.default_rng(0)), 0.5, input_shape=(1, 28, 28))
     loaded = cnnkit.load(cnnkit.save(pruned, tmp_path / "p.safetensors"))
     assert loaded.features[0].out_channels == 3
+
+
+def test_load_declares_the_trained_input_size_stored_beside_the_weights(tmp_path):
+    from cnnkit.surgery import fold_batchnorm
+
+    model = build("resnet20", num_classes=3)
+    assert model.input_shape == (3, 32, 32)                    # what the zoo entry was designed for
+    path = cnnkit.save(model, tmp_path / "r.safetensors", extra={"input_shape": [3, 16, 16]})
+    loaded = cnnkit.load(path)
+    assert loaded.input_shape == (3, 16, 16)                   # what it was trained at
+    # folded (traced at the declared size) and saved again without an extra: the size is kept
+    folded = fold_batchnorm(loaded)
+    again = cnnkit.load(cnnkit.save(folded, tmp_path / "f.safetensors"))
+    assert again.input_shape == (3, 16, 16) and again.folded_batchnorm
+    # no stored size: the designed one, as before
+    assert cnnkit.load(cnnkit.save(build("lenet5"), tmp_path / "l.safetensors")).input_shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize("stored, message", [
+    ([3, 16], r"corrupt checkpoint \(stored input_shape \[3, 16\]; expected \[C, H, W\] of positive integers\)"),
+    ([3, 0, 16], r"corrupt checkpoint \(stored input_shape \[3, 0, 16\]"),
+    ("3,16,16", r"corrupt checkpoint \(stored input_shape '3,16,16'"),
+    ([1, 16, 16], r"the stored input_shape \[1, 16, 16\] has 1 channels, but model 'resnet20' as rebuilt takes 3"),
+])
+def test_a_bad_stored_input_size_is_refused_naming_it(tmp_path, stored, message):
+    path = cnnkit.save(build("resnet20"), tmp_path / "r.safetensors", extra={"input_shape": stored})
+    with pytest.raises(cnnkit.io.CheckpointError, match=message):
+        cnnkit.load(path)
