@@ -607,53 +607,57 @@ def _train(args, out: Path, explicit: dict) -> int:
         stored["extended"] = list(recipe.get("extended", []))
     if extended is not None:
         stored["extended"].append({"after_epoch": done, "epochs": [int(recipe.get("epochs") or 0), extended]})
-    if ranks.root:  # rank 0 alone writes the run's files
-        if args.overwrite:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        write_recipe(out, stored)
-    extra = {
-        "dataset": args.dataset or "mnist" if not args.data else f"folder:{data.source['path']}",
-        "source": data.source,
-        "input_shape": list(data.spec.input_shape), "mean": list(data.spec.mean), "std": list(data.spec.std),
-        "classes": list(data.classes), "task": task.to_dict(), "preprocessing": data.spec.to_dict(),
-        "recipe": stored,
-    }
-    if args.weights:
-        first = ckpt.extra.get("weights", {}) if ckpt is not None else {}
-        extra["weights"] = {"source": str(args.weights),
-                            "kind": pretrained.kind if pretrained is not None else first.get("kind"),
-                            "name": pretrained.weights_name if pretrained is not None else first.get("name"),
-                            "normalization": normalization is not None,
-                            "freeze": args.freeze, "backbone_lr_scale": args.backbone_lr_scale}
-    common = dict(model_name=args.model, model_config=model_config, extra=extra,
-                  rng_states=lambda: capture_rng(generators))
-    best = out / "best.safetensors"
-    writers = []
-    if val_loader is not None:  # best before last: a kill between the two saves then loses nothing
-        writers.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
-                                       save_on_interrupt=False, **common))
-    writers += [ModelCheckpoint(last, **common), CSVLogger(out / "log.csv", append=ckpt is not None)]
-    if args.tensorboard:
-        writers.append(TensorBoard(out / "tensorboard"))
-    callbacks = ranks.callbacks(args.seed) + ranks.writers(writers) + [NaNGuard()]  # files: rank 0's alone
-    if frozen_bn:
-        callbacks.append(FrozenBatchNorm(frozen_bn))
-    if ckpt is not None:
-        what = f"resuming {last} after epoch {done}"
-        if extended is not None:
-            what += (f"; extended from {int(recipe.get('epochs') or 0)} to {extended} epochs: the one-cycle "
-                     f"schedule is re-planned over {extended} epochs from step {scheduler.last_epoch}")
-        print(what, flush=True)
-    elif args.resume:
-        print(f"resuming the run in {out}: no epoch had finished, so it starts from the first", flush=True)
-    positive = f", positive class {data.classes[1]!r} (label 1), threshold {task.threshold:g}" if kind == "binary" else ""
-    print(f"training {args.model} on {data.source.get('path', data.source.get('name'))}: {epochs} epochs, "
-          f"batch {batch_size}, {opt_name} lr {peak_lr:g} (one-cycle), seed {args.seed}; task {kind}"
-          f"{positive}; run folder {out}", flush=True)
-    shared = ranks.banner(batch_size, peak_lr, lr, args.lr_scaling, args.warmup_epochs, epochs)
-    for line in ([shared] if shared else []) + data.lines + ([transfer_line] if transfer_line else []) + data.notes:
-        print(f"  {line}", flush=True)
+    try:  # Ctrl-C from here until the training starts: say what the run folder holds
+        if ranks.root:  # rank 0 alone writes the run's files
+            if args.overwrite:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+            write_recipe(out, stored)
+        extra = {
+            "dataset": args.dataset or "mnist" if not args.data else f"folder:{data.source['path']}",
+            "source": data.source,
+            "input_shape": list(data.spec.input_shape), "mean": list(data.spec.mean), "std": list(data.spec.std),
+            "classes": list(data.classes), "task": task.to_dict(), "preprocessing": data.spec.to_dict(),
+            "recipe": stored,
+        }
+        if args.weights:
+            first = ckpt.extra.get("weights", {}) if ckpt is not None else {}
+            extra["weights"] = {"source": str(args.weights),
+                                "kind": pretrained.kind if pretrained is not None else first.get("kind"),
+                                "name": pretrained.weights_name if pretrained is not None else first.get("name"),
+                                "normalization": normalization is not None,
+                                "freeze": args.freeze, "backbone_lr_scale": args.backbone_lr_scale}
+        common = dict(model_name=args.model, model_config=model_config, extra=extra,
+                      rng_states=lambda: capture_rng(generators))
+        best = out / "best.safetensors"
+        writers = []
+        if val_loader is not None:  # best before last: a kill between the two saves then loses nothing
+            writers.append(ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, tie_break="val_loss",
+                                           save_on_interrupt=False, **common))
+        writers += [ModelCheckpoint(last, **common), CSVLogger(out / "log.csv", append=ckpt is not None)]
+        if args.tensorboard:
+            writers.append(TensorBoard(out / "tensorboard"))
+        callbacks = ranks.callbacks(args.seed) + ranks.writers(writers) + [NaNGuard()]  # files: rank 0's alone
+        if frozen_bn:
+            callbacks.append(FrozenBatchNorm(frozen_bn))
+        if ckpt is not None:
+            what = f"resuming {last} after epoch {done}"
+            if extended is not None:
+                what += (f"; extended from {int(recipe.get('epochs') or 0)} to {extended} epochs: the one-cycle "
+                         f"schedule is re-planned over {extended} epochs from step {scheduler.last_epoch}")
+            print(what, flush=True)
+        elif args.resume:
+            print(f"resuming the run in {out}: no epoch had finished, so it starts from the first", flush=True)
+        positive = f", positive class {data.classes[1]!r} (label 1), threshold {task.threshold:g}" if kind == "binary" else ""
+        print(f"training {args.model} on {data.source.get('path', data.source.get('name'))}: {epochs} epochs, "
+              f"batch {batch_size}, {opt_name} lr {peak_lr:g} (one-cycle), seed {args.seed}; task {kind}"
+              f"{positive}; run folder {out}", flush=True)
+        shared = ranks.banner(batch_size, peak_lr, lr, args.lr_scaling, args.warmup_epochs, epochs)
+        for line in ([shared] if shared else []) + data.lines + ([transfer_line] if transfer_line else []) + data.notes:
+            print(f"  {line}", flush=True)
+    except KeyboardInterrupt as e:
+        print(f"\n{_interrupted_before_training(out, last, ckpt, ranks)}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     start, started_at = time.perf_counter(), time.time() - 1.0  # (file times may be coarse)
     try:
         fit(model, train_loader, epochs=epochs, optimizer=ranks.optimizer(opt), scheduler=scheduler, val_loader=val_loader,
@@ -687,6 +691,20 @@ def _train(args, out: Path, explicit: dict) -> int:
               file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     return 0
+
+
+def _interrupted_before_training(out: Path, last: Path, ckpt, ranks) -> str:
+    """The line of a Ctrl-C after the run's files were prepared and before its first step."""
+    again = f"`{_resume_command(out)}{ranks.relaunch()}`"
+    if ckpt is not None:  # --resume of a run with finished epochs: nothing on disk changed
+        return (f"interrupted before the training started again: nothing was lost, the last finished epoch "
+                f"(epoch {int(ckpt.meta['epoch']) + 1}) is still in {last}; {again} continues the run")
+    recipe = out / RECIPE_FILE
+    if recipe.exists():
+        return (f"interrupted before the training started: no epoch was trained; the run's recipe is saved in "
+                f"{recipe}; {again} starts the run")
+    return (f"interrupted before the training started: no epoch was trained and {out} holds no recipe of the "
+            "run; run the command again to start it")
 
 
 def _saved_run(out: Path, best: Path, last: Path) -> str:

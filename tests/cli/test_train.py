@@ -96,6 +96,56 @@ def test_ctrl_c_in_the_final_evaluation_says_what_is_saved_and_that_the_evaluati
     assert not (out / "interrupted.safetensors").exists() and not (out / ".lock").exists()
 
 
+# A real SIGINT, sent by the process to itself once recipe.json is written (the training has not
+# started): deterministic, unlike a timed signal.
+_INTERRUPT_AFTER_THE_RECIPE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from cnnkit.cli import train
+
+    real = train.write_recipe
+
+    def write_recipe(*args, **kwargs):
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    train.write_recipe = write_recipe
+    from cnnkit.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_ctrl_c_once_the_recipe_is_written_says_no_epoch_was_trained_and_how_to_start(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "lenet5", "--epochs", "1", "--limit", "128", "--batch-size", "64", "--val-split", "0",
+            "--out", str(out)]
+    env = subprocess_env()
+    done = subprocess.run([sys.executable, "-c", _INTERRUPT_AFTER_THE_RECIPE, *argv], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"interrupted before the training started: no epoch was trained; the run's recipe is saved in "
+        f"{out / 'recipe.json'}; `cnnkit train --out {out} --resume` starts the run"
+    )
+    assert "cnnkit train: interrupted" not in done.stderr and not (out / "last.safetensors").exists()
+    # what it says works: --resume starts the run from its recipe and finishes it
+    resumed = subprocess.run([sys.executable, "-m", "cnnkit", "train", "--out", str(out), "--resume"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "no epoch had finished, so it starts from the first" in resumed.stdout
+    assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 0
+    # a longer --resume interrupted the same way: the finished epoch is kept, and said so
+    longer = subprocess.run([sys.executable, "-c", _INTERRUPT_AFTER_THE_RECIPE, "train", "--out", str(out),
+                             "--resume", "--epochs", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert longer.returncode == 130, longer.stderr
+    assert longer.stderr.strip().splitlines()[-1] == (
+        f"interrupted before the training started again: nothing was lost, the last finished epoch (epoch 1) is "
+        f"still in {out / 'last.safetensors'}; `cnnkit train --out {out} --resume` continues the run"
+    )
+    assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 0
+
+
 def test_a_batch_larger_than_the_training_set_is_said(tmp_path, capsys):
     """--batch-size beyond the data is one full batch per epoch, as PyTorch's loader: said, not silent."""
     argv = ["train", "lenet5", "--epochs", "1", "--limit", "40", "--batch-size", "100000000", "--val-split", "0",
