@@ -10,7 +10,9 @@ the data are only gathered and weighted.
 
 The backward pass is the adjoint of each axis's resampling, i.e. a scatter-add of the
 upstream gradient onto the sources with the same weights, written as a product with the
-transposed (O, I) resampling matrix.
+transposed (O, I) resampling matrix. An inf or NaN in the upstream gradient would reach a
+whole row through that product's zeros; then the sums are taken over the taps only, as
+PyTorch does, so it reaches only the sources its output read.
 """
 
 from __future__ import annotations
@@ -97,6 +99,32 @@ class _Axis:
             np.add.at(A, (rows, idx), w)
         return xp.asarray(A)
 
+    def adjoint(self, xp, g, axis: int):
+        """A^T along ``axis``: each output's ``g`` added onto its sources, as a product with A."""
+        moved = xp.moveaxis(g, axis, -1)                            # (..., O)
+        return xp.moveaxis(moved @ self.matrix(xp, g.dtype), -1, axis)  # (..., I) back in place
+
+    def scatter(self, xp, g, axis: int):
+        """A^T along ``axis`` over the taps only (no product with A's zeros), as PyTorch's backward.
+
+        The same sums as ``adjoint``, but a non-finite ``g`` reaches only the sources it was
+        read from (a zero-weight tap gets 0 * inf = NaN, as in PyTorch), never a whole row.
+        The source indices of a tap never decrease along the axis, so the outputs of one source
+        are a run: one ``add.reduceat`` per tap sums them.
+        """
+        shape = list(g.shape)
+        shape[axis] = self.in_size
+        gx = xp.zeros(shape, g.dtype)                               # g's shape, I along axis
+        where = [slice(None)] * g.ndim
+        weight_shape = [1] * g.ndim
+        weight_shape[axis] = self.out_size
+        for k, idx in enumerate(self.taps):
+            part = g if self.weights is None else g * xp.asarray(self.weights[k].astype(g.dtype)).reshape(weight_shape)
+            starts = np.flatnonzero(np.diff(idx, prepend=-1))       # first output of each source run
+            where[axis] = xp.asarray(idx[starts])
+            gx[tuple(where)] += xp.add.reduceat(part, starts, axis=axis)  # the sources read, summed
+        return gx
+
     def apply(self, xp, x, axis: int):
         """Resample ``x`` along ``axis`` (the gather; weighted when linear)."""
         if self.weights is None:
@@ -116,7 +144,8 @@ class InterpolateOp(Function):
               (nearest: one tap i_0[o] with weight 1; linear: i0, i1 with 1 - t, t);
               2-D: the W axis first, then the H axis (PyTorch's summation order).
     backward: the adjoint, axis by axis: gx = A_H^T @ gy @ A_W, with A the (O, I) matrix
-              holding the taps' weights (a scatter-add of gy onto the sources).
+              holding the taps' weights (a scatter-add of gy onto the sources); with an
+              inf or NaN in gy, summed over the taps only, as PyTorch does.
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW); x (N, C, W) -> y (N, C, OW).
     Saves for backward: only the per-axis tables (no activations).
@@ -138,12 +167,17 @@ class InterpolateOp(Function):
         return y                                                    # (N, C, OH, OW)
 
     def backward(self, gy):
-        xp, dtype = self.xp, gy.dtype
         gx = gy                                                     # (N, C, OH, OW)
-        for k, axis in enumerate(self.axes):
-            A = axis.matrix(xp, dtype)                              # (O, I)
-            moved = xp.moveaxis(gx, 2 + k, -1)                      # (..., O)
-            gx = xp.moveaxis(moved @ A, -1, 2 + k)                  # (..., I) back in place
+        for k, axis in enumerate(self.axes):                        # H, then W
+            gx = axis.adjoint(self.xp, gx, 2 + k)
+        if not self.xp.isfinite(gx).all():
+            # NOTE: the product with A multiplies an inf or NaN of gy by A's zeros too, making a
+            # whole row NaN; PyTorch's backward adds over the taps only. Any non-finite gy makes
+            # gx non-finite (each output has a tap of nonzero weight), so the taps-only sums are
+            # redone then; a finite gy keeps the product (the same sums, plus exact zeros).
+            gx = gy
+            for k, axis in enumerate(self.axes):
+                gx = axis.scatter(self.xp, gx, 2 + k)
         return gx                                                   # (N, C, H, W)
 
 

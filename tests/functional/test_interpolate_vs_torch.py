@@ -78,6 +78,40 @@ def _x(*shape):
     return np.zeros(shape, dtype=np.float32)
 
 
+@pytest.mark.parametrize("shape, mode, align_corners, kw", [
+    ((1, 2, 6, 8), "nearest", None, dict(size=(9, 13))),
+    ((1, 2, 12, 16), "nearest", None, dict(size=(5, 6))),
+    ((1, 2, 6, 8), "nearest-exact", None, dict(scale_factor=1.7)),
+    ((1, 2, 6, 8), "bilinear", False, dict(size=(9, 13))),
+    ((1, 2, 6, 8), "bilinear", True, dict(size=(9, 13))),
+    ((1, 2, 12, 16), "bilinear", False, dict(size=(5, 6))),
+    ((1, 2, 5, 5), "bilinear", False, dict(scale_factor=2)),
+    ((1, 2, 8), "linear", False, dict(size=13)),
+    ((1, 2, 14), "linear", True, dict(scale_factor=0.6)),
+], ids=lambda v: str(v).replace(" ", ""))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inf_and_nan_in_the_upstream_gradient_reach_the_same_inputs_as_in_torch(shape, mode, align_corners, kw,
+                                                                                 dtype, rng):
+    """Only the sources an output read get its inf/NaN (a zero-weight tap: 0 * inf = NaN), as in PyTorch."""
+    x = rng.standard_normal(shape).astype(dtype)
+    t = torch.from_numpy(x).requires_grad_()
+    y_torch = TF.interpolate(t, mode=mode, align_corners=align_corners, **kw)
+    g = rng.standard_normal(tuple(y_torch.shape)).astype(dtype)
+    flat = g.reshape(-1)
+    flat[[0, flat.size // 3, flat.size // 2, flat.size - 2]] = [np.inf, -np.inf, np.nan, np.inf]
+    y_torch.backward(torch.from_numpy(g))
+    ours = Tensor(x, requires_grad=True)
+    F.interpolate(ours, mode=mode, align_corners=align_corners, **kw).backward(Tensor(g))
+    expected = t.grad.numpy()
+    assert np.isfinite(expected).any(axis=-1).all()   # every row keeps finite values, which the test checks
+    np.testing.assert_array_equal(np.isnan(ours.grad), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(ours.grad), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(ours.grad), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(ours.grad[finite], expected[finite], rtol=rtol, atol=rtol)
+
+
 @pytest.mark.parametrize("kw, cn_type, match", [
     (dict(size=4, scale_factor=2), ValueError, r"exactly one of size or scale_factor, got size=4, scale_factor=2"),
     (dict(), ValueError, r"exactly one of size or scale_factor, got size=None, scale_factor=None"),
