@@ -144,3 +144,27 @@ def test_a_deep_copy_computes_the_same_outputs(rng):
     np.testing.assert_allclose(run(twin, x), expected, rtol=1e-5, atol=1e-6)
     assert algorithms(twin)["5"] == ["winograd4"]                      # the copied pack, not used for new arrays
     assert twin[5].prepacked.winograd_filters(twin[5].weight.data, 4) is None
+
+
+def test_layers_sharing_a_parameter_share_one_pack_and_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    first, second = nn.Conv2d(64, 64, 3, padding=1, generator=rng), nn.Conv2d(64, 64, 3, padding=1, generator=rng)
+    second.weight = first.weight                                    # tied weights, separate biases
+    model = nn.Sequential(first, nn.ReLU(), second)
+    packed = prepack_for_inference(model)
+    assert first.prepacked is second.prepacked and first.prepacked.layer == "0, 2"
+    assert first.weight.data is second.weight.data and first.prepacked.holds(second.weight.data)
+    x = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)      # 32 4x4 tiles each: F(4x4)
+    actual = run(packed, x)
+    assert first.prepacked.forms() == ["winograd4"]
+    assert prepacked_bytes(packed) == 36 * 64 * 64 * 4                # held once, counted once
+
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(64, 64, 3, padding=1))
+    with torch.no_grad():
+        theirs[0].weight.copy_(torch.from_numpy(np.array(first.weight.data)))
+        theirs[2].weight = theirs[0].weight
+        theirs[0].bias.copy_(torch.from_numpy(np.array(first.bias.data)))
+        theirs[2].bias.copy_(torch.from_numpy(np.array(second.bias.data)))
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
