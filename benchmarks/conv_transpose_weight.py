@@ -31,6 +31,7 @@ from timing import CLOCKS, add_timing_options, load_average, set_threads  # noqa
 
 import cnnkit.functional as F  # noqa: E402
 from cnnkit import Tensor, no_grad  # noqa: E402
+from cnnkit.backend.cores import matmul  # noqa: E402  (the op's product: BLAS on the cores' threads)
 
 # (label, N, Cin, Cout, groups, K, H, stride, padding)
 LAYERS = [
@@ -43,14 +44,14 @@ LAYERS = [
 
 
 def matmul_pair(N, Cin, Cout, G, K, H, rng):
-    """The op's product with the transposed view, and the same with a contiguous W^T."""
+    """The op's product (``_bmm``) with the transposed view, and the same with a contiguous W^T."""
     w = rng.standard_normal((Cin, Cout // G, K, K)).astype(np.float32)
     x = rng.standard_normal((G, Cin // G, N * H * H)).astype(np.float32)          # (G, Cin/G, N*H*W)
     view = w.reshape(G, Cin // G, Cout // G * K * K).transpose(0, 2, 1)             # (G, Cout/G*KH*KW, Cin/G)
     contiguous = np.ascontiguousarray(view)
 
     def product(a):
-        return lambda: np.matmul(a[0], x[0]) if G == 1 else np.matmul(a, x)
+        return lambda: matmul(a[0], x[0]) if G == 1 else matmul(a, x)
 
     return product(view), product(contiguous)
 
