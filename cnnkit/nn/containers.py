@@ -95,9 +95,46 @@ class Sequential(Module):
         return self
 
     def extend(self, modules: Iterable[Module]) -> Sequential:
+        """Append each of ``modules`` (a Sequential or any iterable of modules); return self."""
         for module in modules:
             self.append(module)
         return self
+
+    # Concatenation and repetition, as PyTorch: the modules themselves (not copies) are reused,
+    # so a repeated layer shares its parameters; the result is numbered "0", "1", ...
+    def __add__(self, other: Sequential) -> Sequential:
+        """``a + b``: a new Sequential of a's modules, then b's."""
+        _check_sequential("+", other)
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other: Sequential) -> Sequential:
+        """``a += b``: b's modules appended to a."""
+        _check_sequential("+=", other)
+        return self.extend(list(other))
+
+    def __mul__(self, times: int) -> Sequential:
+        """``a * n`` (or ``n * a``): a new Sequential of a's modules n times over."""
+        _check_times("*", times)
+        return Sequential(*(list(self) * times))
+
+    __rmul__ = __mul__
+
+    def __imul__(self, times: int) -> Sequential:
+        """``a *= n``: a's modules appended n - 1 more times."""
+        _check_times("*=", times)
+        return self.extend(list(self) * (times - 1))
+
+
+def _check_sequential(op: str, other: Any) -> None:
+    if not isinstance(other, Sequential):  # PyTorch raises ValueError here too
+        raise ValueError(f"Sequential {op} expects a Sequential, got {type(other).__name__}")
+
+
+def _check_times(op: str, times: Any) -> None:
+    if not isinstance(times, int):
+        raise TypeError(f"Sequential {op} expects an int number of repeats, got {type(times).__name__}")
+    if times <= 0:
+        raise ValueError(f"Sequential {op} expects a positive number of repeats, got {times}")
 
 
 class ModuleList(Module):
@@ -138,6 +175,10 @@ class ModuleList(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+    def __add__(self, other: Iterable[Module]) -> ModuleList:
+        """``a + b``: a new ModuleList of a's modules, then b's (the same modules, as PyTorch)."""
+        return ModuleList([*self, *other])
 
     def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
         return self.extend(modules)

@@ -17,8 +17,9 @@ to the layer that failed: ``features.3 (Conv2d): expected input with 3 channels 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -414,25 +415,43 @@ class Module:
         return self.to(np.float64)
 
     # ------------------------------------------------------------------ state dict
-    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
+    def state_dict(self, *args: Any, destination: MutableMapping[str, Any] | None = None, prefix: str = "",
+                   keep_vars: bool = False) -> MutableMapping[str, Any]:
         """Return every parameter and persistent buffer by dotted name, in PyTorch's order and layout.
 
         Order: a module's own parameters, then its buffers, then each child's entries.
 
         Args:
+            destination: a mapping to add the entries to, and return (default: a new
+                OrderedDict).
+            prefix: put in front of every key as it is (``prefix="model."`` gives
+                ``model.fc.weight``), as PyTorch.
             keep_vars: return the Parameter and buffer objects themselves instead of copies.
+            *args: PyTorch's deprecated positional form ``state_dict(destination, prefix,
+                keep_vars)``; it warns (FutureWarning), as PyTorch.
 
         Returns:
-            An OrderedDict of numpy arrays (copies: a saved state dict does not change as
-            training goes on), e.g. ``conv.weight`` (F, C/groups, KH, KW), ``fc.weight``
-            (out_features, in_features), ``bn.num_batches_tracked`` a 0-d int64 array.
+            ``destination`` (or a new OrderedDict) of numpy arrays (copies: a saved state dict
+            does not change as training goes on; PyTorch's share the parameters' memory),
+            e.g. ``conv.weight`` (F, C/groups, KH, KW), ``fc.weight`` (out_features,
+            in_features), ``bn.num_batches_tracked`` a 0-d int64 array.
         """
-        state: OrderedDict[str, Any] = OrderedDict()
-        walk = self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False)
-        for module_prefix, module in walk:
+        if args:
+            if len(args) > 3:
+                raise TypeError(f"state_dict takes at most 3 positional arguments (destination, prefix, keep_vars), "
+                                f"got {len(args)}")
+            warnings.warn("state_dict: positional arguments are deprecated, as in PyTorch; use "
+                          "state_dict(destination=..., prefix=..., keep_vars=...)", FutureWarning, stacklevel=2)
+            given = dict(zip(("destination", "prefix", "keep_vars"), args))
+            destination = given.get("destination", destination)
+            prefix, keep_vars = given.get("prefix", prefix), given.get("keep_vars", keep_vars)
+        if not isinstance(prefix, str):
+            raise TypeError(f"state_dict expects prefix to be a str, got {type(prefix).__name__}")
+        state: MutableMapping[str, Any] = OrderedDict() if destination is None else destination
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
+            dotted = f"{module_prefix}." if module_prefix else ""
             for name, value in module._own_state():
-                key = f"{module_prefix}.{name}" if module_prefix else name
-                state[key] = value if keep_vars else as_numpy(_array(value)).copy()
+                state[prefix + dotted + name] = value if keep_vars else as_numpy(_array(value)).copy()
         return state
 
     def _own_state(self) -> Iterator[tuple[str, Any]]:
@@ -447,8 +466,9 @@ class Module:
         """Own keys that may be absent from a loaded state without counting as missing."""
         return ()
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
-        """Copy arrays from ``state_dict`` into the parameters and buffers, in place.
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> IncompatibleKeys:
+        """Copy arrays from ``state_dict`` into the parameters and buffers, in place (or put them in: ``assign``).
 
         Values may be numpy arrays, Tensors or anything ``np.asarray`` accepts (a CPU
         ``torch.Tensor`` from ``torch_model.state_dict()``). Every value is checked before
@@ -461,6 +481,12 @@ class Module:
 
         Args:
             strict: require the keys to match exactly.
+            assign: as PyTorch's: instead of copying, make the state's arrays the module's
+                (no copy: they share memory with the state dict, and keep its dtype). Each
+                parameter becomes a new Parameter holding the array (a Parameter in the state
+                is used itself), with the old one's ``requires_grad``; each buffer becomes the
+                array (a Tensor, if the old buffer was one). The checks above apply, but for
+                the destination's dtype and its being writeable (nothing is written).
 
         Returns:
             IncompatibleKeys(missing_keys, unexpected_keys), as PyTorch.
@@ -472,11 +498,13 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state_dict).__name__}")
         targets: dict[str, Any] = {}
+        owners: dict[str, tuple[Module, str]] = {}
         optional: set[str] = set()
         for module_prefix, module in self.named_modules(remove_duplicate=False):
             dotted = f"{module_prefix}." if module_prefix else ""
             for name, value in module._own_state():
                 targets[dotted + name] = value
+                owners[dotted + name] = (module, name)
             optional.update(dotted + name for name in module._optional_state_keys())
         missing = [key for key in targets if key not in state_dict and key not in optional]
         unexpected = [key for key in state_dict if key not in targets]
@@ -494,7 +522,7 @@ class Module:
             if source.shape != destination.shape:
                 mismatched.append((key, source.shape, destination.shape))
                 continue
-            if not getattr(getattr(destination, "flags", None), "writeable", True):
+            if not assign and not getattr(getattr(destination, "flags", None), "writeable", True):
                 invalid.append((key, "is read-only: the model's weights are frozen for inference "
                                      "(optimize_for_inference); load into the model it was made from, "
                                      "then optimize that again"))
@@ -506,9 +534,26 @@ class Module:
         if mismatched or invalid or (strict and (missing or unexpected)):
             raise StateDictError(type(self).__name__, missing, unexpected, mismatched, invalid)
         for key, source in sources.items():
+            if assign:
+                module, name = owners[key]
+                module._assign_state(name, state_dict[key], source)
+                continue
             destination = _array(targets[key])
             destination[...] = source.astype(destination.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
+
+    def _assign_state(self, name: str, value: Any, array: Any) -> None:
+        """Make ``value`` (its ``array``) this module's parameter or buffer ``name`` (``load_state_dict(assign=True)``)."""
+        if name in self._parameters:
+            old = self._parameters[name]
+            param = value if isinstance(value, Parameter) else Parameter(array)
+            param.requires_grad = old.requires_grad  # PyTorch keeps the module's requires_grad
+            self._parameters[name] = param
+        else:
+            if isinstance(self._buffers[name], Tensor):
+                self._buffers[name] = _check_buffer(name, value if isinstance(value, Tensor) else Tensor(array))
+            else:
+                self._buffers[name] = array
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self) -> str:

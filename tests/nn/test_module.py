@@ -192,6 +192,71 @@ def test_state_dict_holds_copies_unless_keep_vars():
     assert net.state_dict(keep_vars=True)["weight"] is net.weight
 
 
+@pytest.mark.parametrize("prefix", ["", "model.", "model", "a.b."])
+def test_state_dict_destination_and_prefix_give_torchs_keys(prefix):
+    ours, theirs = SmallNet(), TorchSmallNet()
+    assert list(ours.state_dict(prefix=prefix)) == list(theirs.state_dict(prefix=prefix))
+    mine, torchs = OrderedDict(first=0), OrderedDict(first=0)
+    assert ours.state_dict(destination=mine, prefix=prefix) is mine
+    theirs.state_dict(destination=torchs, prefix=prefix)
+    assert list(mine) == list(torchs) and mine["first"] == 0
+    kept = ours.state_dict(destination={}, prefix=prefix, keep_vars=True)
+    assert kept[prefix + "head.weight"] is ours.head.weight
+
+
+def test_state_dict_positional_arguments_warn_as_torch():
+    ours, theirs = SmallNet(), TorchSmallNet()
+    with pytest.warns(FutureWarning, match="Positional args are being deprecated"):
+        expected = theirs.state_dict(None, "x.", True)
+    with pytest.warns(FutureWarning, match=r"positional arguments are deprecated, as in PyTorch; use "
+                                           r"state_dict\(destination=\.\.\., prefix=\.\.\., keep_vars=\.\.\.\)"):
+        state = ours.state_dict(None, "x.", True)
+    assert list(state) == list(expected) and state["x.head.weight"] is ours.head.weight
+    with pytest.raises(TypeError, match="state_dict expects prefix to be a str, got int"):
+        ours.state_dict(prefix=3)
+
+
+def test_load_state_dict_assign_puts_the_states_arrays_in_as_torch(rng):
+    ours, theirs = SmallNet().eval(), TorchSmallNet().eval()
+    source = TorchSmallNet().double().eval()
+    with torch.no_grad():
+        source.features[1].running_mean.uniform_(-1, 1)
+    ours.features[0].bias.requires_grad = False
+    theirs.features[0].bias.requires_grad_(False)
+    old = ours.head.weight
+    for model in (ours, theirs):
+        assert repr(model.load_state_dict(source.state_dict(), assign=True)) == "<All keys matched successfully>"
+    # the state's dtype, the module's requires_grad, new Parameter objects, as PyTorch
+    for (name, mine), (_, torchs) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+        assert mine.dtype == np.float64 and torchs.dtype == torch.float64, name
+        assert mine.requires_grad == torchs.requires_grad, name
+    assert ours.head.weight is not old and not ours.features[0].bias.requires_grad
+    # no copy: the arrays are the state's (a later change to the source shows in both models)
+    with torch.no_grad():
+        source.head.weight.fill_(0.25)
+        source.features[1].running_mean.fill_(0.5)
+    x = rng.standard_normal((2, 3, 4, 4))
+    expected = theirs.head(theirs.features(torch.from_numpy(x)).flatten(1)).detach().numpy()
+    np.testing.assert_allclose(ours(Tensor(x)).data, expected, rtol=1e-12)
+    np.testing.assert_array_equal(ours.head.weight.data, 0.25)
+    np.testing.assert_array_equal(ours.features[1].running_mean, 0.5)
+    # a Parameter in the state is used itself, with the module's requires_grad
+    given = nn.Parameter(np.ones((3, 16)), requires_grad=False)
+    ours.load_state_dict({"head.weight": given}, strict=False, assign=True)
+    assert ours.head.weight is given and given.requires_grad
+
+
+def test_load_state_dict_assign_checks_shapes_first_and_frozen_models_take_it():
+    from cnnkit.nn.utils import prepack_for_inference
+
+    model = nn.Linear(2, 3)
+    with pytest.raises(cnnkit.errors.StateDictError, match=r"weight.*\(2, 2\).*\(3, 2\)"):
+        model.load_state_dict({"weight": np.zeros((2, 2), np.float32), "bias": np.zeros(3, np.float32)}, assign=True)
+    frozen = prepack_for_inference(nn.Linear(2, 3))
+    frozen.load_state_dict(model.state_dict(), assign=True)          # nothing is written: allowed, as PyTorch
+    np.testing.assert_array_equal(frozen.weight.data, model.weight.data)
+
+
 def test_torch_model_outputs_after_loading_its_state_dict(rng):
     theirs = TorchSmallNet().eval()
     with torch.no_grad():
@@ -383,3 +448,49 @@ def test_module_to_takes_torchs_forms(call):
     assert str(ours.weight.dtype) == str(theirs.weight.dtype).replace("torch.", "")
     with pytest.raises(ValueError, match="Linear.to supports device 'cpu' only, got 'cuda:0'"):
         ours.to("cuda:0", np.float64)
+
+
+def _layout(model) -> list[tuple[str, str, int]]:
+    """(path, layer type, number of the layer object) per entry: names, order and which layers are shared."""
+    ids: dict[int, int] = {}
+    return [(name, type(m).__name__, ids.setdefault(id(m), len(ids)))
+            for name, m in model.named_modules(remove_duplicate=False) if name]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda nn_, a, b: a + b,
+    lambda nn_, a, b: a.__iadd__(b),
+    lambda nn_, a, b: a * 3,
+    lambda nn_, a, b: 2 * b,
+    lambda nn_, a, b: b.__imul__(2),  # (PyTorch's *= fails on named entries: KeyError)
+    lambda nn_, a, b: a.extend(b),
+    lambda nn_, a, b: (a + b).insert(-1, b[0]),
+    lambda nn_, a, b: nn_.ModuleList(a) + b,
+], ids=["add", "iadd", "mul", "rmul", "imul", "extend", "insert", "modulelist-add"])
+def test_sequential_concatenation_and_repetition_match_torch(edit):
+    def pair(nn_):
+        a = nn_.Sequential(OrderedDict(conv=nn_.Conv2d(1, 2, 3), relu=nn_.ReLU()))
+        b = nn_.Sequential(nn_.Flatten(), nn_.Linear(2, 2))
+        return a, b
+
+    a, b = pair(nn)
+    ours = edit(nn, a, b)
+    theirs = edit(tnn, *pair(tnn))
+    assert type(ours).__name__ == type(theirs).__name__ and repr(ours) == repr(theirs)
+    assert _layout(ours) == _layout(theirs)                                  # the same modules, shared alike
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert all(m is a[0] for m in ours.modules() if isinstance(m, nn.Conv2d))  # reused, not copied
+
+
+@pytest.mark.parametrize("call, cn_type, match", [
+    (lambda nn_, s: s + nn_.ReLU(), ValueError, "Sequential \\+ expects a Sequential, got ReLU"),
+    (lambda nn_, s: s.__iadd__([nn_.ReLU()]), ValueError, "Sequential \\+= expects a Sequential, got list"),
+    (lambda nn_, s: s * 1.5, TypeError, "Sequential \\* expects an int number of repeats, got float"),
+    (lambda nn_, s: s * 0, ValueError, "Sequential \\* expects a positive number of repeats, got 0"),
+    (lambda nn_, s: s.__imul__(-1), ValueError, "Sequential \\*= expects a positive number of repeats, got -1"),
+])
+def test_sequential_operators_refuse_what_torch_refuses(call, cn_type, match):
+    with pytest.raises(cn_type):
+        call(tnn, tnn.Sequential(tnn.ReLU()))
+    with pytest.raises(cn_type, match=match):
+        call(nn, nn.Sequential(nn.ReLU()))
