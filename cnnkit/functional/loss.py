@@ -11,7 +11,7 @@ from ..function import Function
 from ..tensor import Tensor, as_array
 from .dtypes import to_dtype
 
-__all__ = ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"]
+__all__ = ["cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits", "legacy_reduction"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -19,6 +19,33 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_reduction(op: str, reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op} expects reduction in {_REDUCTIONS}, got {reduction!r}")
+
+
+def legacy_reduction(op: str, size_average, reduce, reduction: str) -> str:
+    """The reduction a loss applies, from PyTorch's deprecated ``size_average``/``reduce`` when either is given.
+
+    PyTorch's mapping (``torch.nn._Reduction.legacy_get_string``): each of the two counts as
+    True when None; both True give "mean", ``reduce`` alone "sum", ``reduce=False`` "none";
+    ``reduction`` is then ignored, and a UserWarning names the ``reduction`` to use instead.
+    Unlike PyTorch, a string in ``size_average`` (the third positional argument of most losses,
+    where earlier cnnkit took ``reduction``) is refused instead of read as True.
+
+    Raises:
+        TypeError: ``size_average`` or ``reduce`` that is not a bool or None.
+    """
+    if size_average is None and reduce is None:
+        return reduction
+    for name, value in (("size_average", size_average), ("reduce", reduce)):
+        if value is not None and not isinstance(value, (bool, np.bool_, int)):
+            hint = f": pass reduction={value!r}" if isinstance(value, str) else ""
+            raise TypeError(f"{op} expects {name} (deprecated, as in PyTorch) to be True, False or None, got "
+                            f"{value!r}{hint}")
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    legacy = "mean" if size_average and reduce else "sum" if reduce else "none"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{legacy}' instead.",
+                  UserWarning, stacklevel=3)
+    return legacy
 
 
 def _classes_last(op: str, x, target, float_target: bool):
@@ -275,8 +302,8 @@ def _weight_array(weight):
 
 
 def cross_entropy(
-    input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
-    label_smoothing: float = 0.0,
+    input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+    reduction: str = "mean", label_smoothing: float = 0.0,
 ) -> Tensor:
     """Softmax cross-entropy between logits and class indices (or class probabilities).
 
@@ -289,7 +316,9 @@ def cross_entropy(
             targets only; a non-negative value with probability targets is an error).
         reduction: "mean" (weighted mean over non-ignored rows), "sum" or "none".
         label_smoothing: e in [0, 1]: the target becomes (1 - e) * onehot + e / K.
+        size_average, reduce: PyTorch's deprecated forms of ``reduction`` (it warns).
     """
+    reduction = legacy_reduction("cross_entropy", size_average, reduce, reduction)
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy expects label_smoothing in [0, 1], got {label_smoothing}")
@@ -304,8 +333,13 @@ def cross_entropy(
     return op(input, target)
 
 
-def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of log-probabilities (pair it with ``log_softmax``)."""
+def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of log-probabilities (pair it with ``log_softmax``).
+
+    ``size_average``, ``reduce``: PyTorch's deprecated forms of ``reduction`` (it warns).
+    """
+    reduction = legacy_reduction("nll_loss", size_average, reduce, reduction)
     _check_reduction("nll_loss", reduction)
     target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
     return NLLLossOp(_weight_array(weight), ignore_index, reduction)(input, target)
@@ -346,15 +380,17 @@ def _reduce(losses: Tensor, reduction: str) -> Tensor:
     return losses
 
 
-def mse_loss(input, target, reduction: str = "mean") -> Tensor:
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean squared error: mean((input - target) ** 2) (or its sum, or elementwise).
 
     A target of another shape is broadcast against the input with a warning, as PyTorch
     does ((N, 1) against (N,) makes an (N, N) difference: rarely what was meant).
+    ``size_average``, ``reduce``: PyTorch's deprecated forms of ``reduction`` (it warns).
 
     Raises:
         ShapeError: shapes that do not broadcast together.
     """
+    reduction = legacy_reduction("mse_loss", size_average, reduce, reduction)
     _check_reduction("mse_loss", reduction)
     input, target = _broadcast_pair("mse_loss", input, target)
     d = input - target
@@ -362,14 +398,16 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
 
 
 def binary_cross_entropy_with_logits(
-    input, target, weight=None, reduction: str = "mean", pos_weight=None
+    input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None
 ) -> Tensor:
     """Sigmoid + binary cross-entropy in one stable op, as PyTorch's function of that name.
 
     Floating logits and targets of two precisions are computed in the target's, as PyTorch
     2.13 does (float32 logits with float64 targets give a float64 loss, float64 logits
     with float32 targets a float32 one); the input's gradient keeps the input's dtype.
+    ``size_average``, ``reduce``: PyTorch's deprecated forms of ``reduction`` (it warns).
     """
+    reduction = legacy_reduction("binary_cross_entropy_with_logits", size_average, reduce, reduction)
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     input = input if isinstance(input, Tensor) else Tensor(input)
     target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_array
-from .loss import _broadcast_pair, _check_reduction, _reduce, _weight_array
+from .loss import _broadcast_pair, _check_reduction, _reduce, _weight_array, legacy_reduction
 from .math import abs as _abs
 
 __all__ = ["binary_cross_entropy", "l1_loss", "smooth_l1_loss", "huber_loss"]
@@ -121,7 +121,8 @@ class HuberOp(Function):
         return xp.where(d < -delta, -delta * gy, xp.where(d > delta, delta * gy, gy * d))
 
 
-def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction: str = "mean") -> Tensor:
     """Binary cross-entropy between probabilities ``input`` and ``target``, as PyTorch's.
 
     Each log is clamped at -100, as PyTorch does. ``target`` may require grad (it receives
@@ -132,10 +133,12 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") ->
         target: the input's shape.
         weight: optional weights broadcast against the input.
         reduction: "mean", "sum" or "none".
+        size_average, reduce: PyTorch's deprecated forms of ``reduction`` (it warns).
 
     Raises:
         ShapeError: a target of another shape. ValueError: an input outside [0, 1] (NaN too).
     """
+    reduction = legacy_reduction("binary_cross_entropy", size_average, reduce, reduction)
     _check_reduction("binary_cross_entropy", reduction)
     input = input if isinstance(input, Tensor) else Tensor(input)
     target = target if isinstance(target, Tensor) else Tensor._wrap(as_array(target))
@@ -146,22 +149,28 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") ->
     return _reduce(BinaryCrossEntropyOp(_weight_array(weight))(input, target), reduction)
 
 
-def l1_loss(input, target, reduction: str = "mean") -> Tensor:
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean absolute error |input - target| (gradient sign(d), 0 at d = 0 and at NaN, as PyTorch).
 
     A target of another shape is broadcast with a warning, as ``mse_loss``.
+    ``size_average``, ``reduce``: PyTorch's deprecated forms of ``reduction`` (it warns).
     """
+    reduction = legacy_reduction("l1_loss", size_average, reduce, reduction)
     _check_reduction("l1_loss", reduction)
     input, target = _broadcast_pair("l1_loss", input, target)
     return _reduce(_abs(input - target), reduction)
 
 
-def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
     """Smooth L1: quadratic (0.5 d**2 / beta) below |d| = beta, linear above; beta = 0 is l1_loss.
+
+    ``size_average``, ``reduce``: PyTorch's deprecated forms of ``reduction`` (it warns).
 
     Raises:
         ValueError: a negative beta.
     """
+    reduction = legacy_reduction("smooth_l1_loss", size_average, reduce, reduction)
     _check_reduction("smooth_l1_loss", reduction)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss expects beta >= 0, got beta={beta}")

@@ -1,7 +1,10 @@
 """Loss layers: CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss, BCELoss, L1Loss,
 SmoothL1Loss, HuberLoss.
 
-Class weights are buffers (they appear in ``state_dict``), as in PyTorch.
+Class weights are buffers (they appear in ``state_dict``), as in PyTorch. The constructors
+take PyTorch's arguments in PyTorch's order, the deprecated ``size_average`` and ``reduce``
+included: given, they set ``reduction`` by PyTorch's mapping, with its warning
+(``functional.loss.legacy_reduction``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.loss import legacy_reduction
 from ..tensor import Tensor
 from .module import Module
 
@@ -38,17 +42,17 @@ class CrossEntropyLoss(Module):
     """
 
     def __init__(
-        self, weight=None, *, ignore_index: int = -100, reduction: str = "mean",
+        self, weight=None, size_average=None, ignore_index: int = -100, reduce=None, reduction: str = "mean",
         label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.register_buffer("weight", _optional_array(weight))
-        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+        self.reduction = legacy_reduction("CrossEntropyLoss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.cross_entropy(
-            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing
-        )
+        return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing)
 
 
 class NLLLoss(Module):
@@ -59,13 +63,15 @@ class NLLLoss(Module):
     Shape: log-probabilities (N, K) or (N, K, d1, ...), target (N,) or (N, d1, ...) -> a scalar.
     """
 
-    def __init__(self, weight=None, *, ignore_index: int = -100, reduction: str = "mean"):
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean"):
         super().__init__()
         self.register_buffer("weight", _optional_array(weight))
-        self.ignore_index, self.reduction = ignore_index, reduction
+        self.ignore_index = ignore_index
+        self.reduction = legacy_reduction("NLLLoss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+        return F.nll_loss(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 class MSELoss(Module):
@@ -77,12 +83,12 @@ class MSELoss(Module):
     Shape: input and target of one shape -> a scalar ("none": that shape).
     """
 
-    def __init__(self, *, reduction: str = "mean"):
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
         super().__init__()
-        self.reduction = reduction
+        self.reduction = legacy_reduction("MSELoss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.mse_loss(input, target, self.reduction)
+        return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(Module):
@@ -96,14 +102,15 @@ class BCEWithLogitsLoss(Module):
     Shape: input and target of one shape -> a scalar ("none": that shape).
     """
 
-    def __init__(self, weight=None, *, reduction: str = "mean", pos_weight=None):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None):
         super().__init__()
         self.register_buffer("weight", _optional_array(weight))
         self.register_buffer("pos_weight", _optional_array(pos_weight))
-        self.reduction = reduction
+        self.reduction = legacy_reduction("BCEWithLogitsLoss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
+                                                  pos_weight=self.pos_weight)
 
 
 class BCELoss(Module):
@@ -116,13 +123,13 @@ class BCELoss(Module):
     Shape: input (probabilities in [0, 1]) and target of one shape -> a scalar ("none": that shape).
     """
 
-    def __init__(self, weight=None, *, reduction: str = "mean"):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
         super().__init__()
         self.register_buffer("weight", _optional_array(weight))
-        self.reduction = reduction
+        self.reduction = legacy_reduction("BCELoss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
 class L1Loss(Module):
@@ -134,12 +141,12 @@ class L1Loss(Module):
     Shape: input and target of one shape -> a scalar ("none": that shape).
     """
 
-    def __init__(self, *, reduction: str = "mean"):
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
         super().__init__()
-        self.reduction = reduction
+        self.reduction = legacy_reduction("L1Loss", size_average, reduce, reduction)
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.l1_loss(input, target, self.reduction)
+        return F.l1_loss(input, target, reduction=self.reduction)
 
 
 class SmoothL1Loss(Module):
@@ -152,12 +159,12 @@ class SmoothL1Loss(Module):
     Shape: input and target of one shape -> a scalar ("none": that shape).
     """
 
-    def __init__(self, *, reduction: str = "mean", beta: float = 1.0):
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
         super().__init__()
-        self.reduction, self.beta = reduction, beta
+        self.reduction, self.beta = legacy_reduction("SmoothL1Loss", size_average, reduce, reduction), beta
 
     def forward(self, input: Tensor, target) -> Tensor:
-        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
 
 class HuberLoss(Module):

@@ -34,8 +34,8 @@ GRADCHECKS = [
           normal(2, 3, 2, 2), classes(3, 2, 2, 2)),
     Check("nll_loss-none", lambda x, t: F.nll_loss(x, t, reduction="none"), normal(4, 3), classes(3, 4)),
     Check("mse_loss", F.mse_loss, normal(3, 4), normal(3, 4)),
-    Check("mse_loss-sum", lambda x, t: F.mse_loss(x, t, "sum"), normal(2, 3), normal(2, 3)),
-    Check("mse_loss-none", lambda x, t: F.mse_loss(x, t, "none"), normal(2, 3), normal(2, 3)),
+    Check("mse_loss-sum", lambda x, t: F.mse_loss(x, t, reduction="sum"), normal(2, 3), normal(2, 3)),
+    Check("mse_loss-none", lambda x, t: F.mse_loss(x, t, reduction="none"), normal(2, 3), normal(2, 3)),
     Check("bce_with_logits", F.binary_cross_entropy_with_logits, normal(3, 4), lambda rng: rng.random((3, 4))),
     Check("bce_with_logits-weight-pos_weight-sum",
           lambda x, t: F.binary_cross_entropy_with_logits(x, t, weight=W4, reduction="sum", pos_weight=W4[::-1]),
@@ -48,7 +48,7 @@ GRADCHECKS = [
     Check("binary_cross_entropy-none", lambda x, t: F.binary_cross_entropy(x, t, reduction="none"),
           lambda rng: rng.uniform(0.05, 0.95, (2, 3)), lambda rng: rng.random((2, 3))),
     Check("l1_loss", F.l1_loss, normal(3, 4), normal(3, 4)),
-    Check("smooth_l1_loss", lambda x, t: F.smooth_l1_loss(x, t, "sum", beta=0.7), normal(3, 4), normal(3, 4)),
+    Check("smooth_l1_loss", lambda x, t: F.smooth_l1_loss(x, t, reduction="sum", beta=0.7), normal(3, 4), normal(3, 4)),
     Check("huber_loss", lambda x, t: F.huber_loss(x, t, "none", delta=0.6), normal(3, 4), normal(3, 4)),
 ]
 
@@ -77,7 +77,7 @@ def test_loss_errors_name_the_loss_and_what_was_received():
     with pytest.raises(ValueError, match="cross_entropy target 7 is out of range for 4 classes"):
         F.cross_entropy(x, np.array([0, 7, 1]))
     with pytest.raises(ValueError, match="mse_loss expects reduction in"):
-        F.mse_loss(x, x, "avg")
+        F.mse_loss(x, x, reduction="avg")
 
 
 def test_losses_need_at_least_one_class():

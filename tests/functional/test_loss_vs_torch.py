@@ -188,7 +188,7 @@ def test_log_softmax_then_nll_loss_equals_cross_entropy(dtype, rng, xp):
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4, 2), (0, 3)], ids=["1d", "2d", "4d", "empty"])
 @dtypes()
 def test_mse_loss_matches_torch(shape, reduction, dtype, rng, xp):
-    check_op(lambda x, y: F.mse_loss(x, y, reduction), lambda x, y: TF.mse_loss(x, y, reduction=reduction),
+    check_op(lambda x, y: F.mse_loss(x, y, reduction=reduction), lambda x, y: TF.mse_loss(x, y, reduction=reduction),
              [rng.standard_normal(shape), rng.standard_normal(shape)], dtype=dtype, rng=rng, xp=xp)
 
 
@@ -236,7 +236,7 @@ def test_binary_cross_entropy_with_logits_of_nothing_matches_torch(reduction, rn
 def test_mse_loss_broadcasts_a_target_of_another_shape_with_a_warning_like_torch(shapes, reduction, rng):
     def ours(x, y):
         with pytest.warns(UserWarning, match="broadcast together"):
-            return F.mse_loss(x, y, reduction)
+            return F.mse_loss(x, y, reduction=reduction)
 
     def theirs(x, y):
         with pytest.warns(UserWarning, match="likely lead to incorrect results"):
@@ -381,3 +381,60 @@ def test_elementwise_losses_broadcast_a_target_of_another_shape_with_a_warning_l
 def test_elementwise_loss_arguments_are_checked_like_torch(name, kw, message):
     same_error(lambda: getattr(F, name)(Tensor(np.ones(2)), np.ones(2), **kw),
                lambda: getattr(TF, name)(torch.ones(2), torch.ones(2), **kw), ValueError, message)
+
+
+# (loss name, its nn class, inputs, whether a weight argument comes before size_average)
+_LEGACY = [
+    ("cross_entropy", "CrossEntropyLoss", lambda rng: (rng.standard_normal((4, 3)), rng.integers(0, 3, 4)), True),
+    ("nll_loss", "NLLLoss", lambda rng: (rng.standard_normal((4, 3)), rng.integers(0, 3, 4)), True),
+    ("mse_loss", "MSELoss", lambda rng: (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))), False),
+    ("l1_loss", "L1Loss", lambda rng: (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))), False),
+    ("smooth_l1_loss", "SmoothL1Loss", lambda rng: (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))), False),
+    ("binary_cross_entropy", "BCELoss", lambda rng: (rng.uniform(0.1, 0.9, (2, 3)), rng.random((2, 3))), True),
+    ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss",
+     lambda rng: (rng.standard_normal((2, 3)), rng.random((2, 3))), True),
+]
+_LEGACY_PAIRS = [(None, False), (None, True), (False, None), (True, None), (False, True), (True, False),
+                 (False, False), (True, True)]
+
+
+@pytest.mark.parametrize("size_average, reduce", _LEGACY_PAIRS)
+@pytest.mark.parametrize("name, layer, make, weighted", _LEGACY, ids=[c[0] for c in _LEGACY])
+def test_deprecated_size_average_and_reduce_map_and_warn_as_torch(name, layer, make, weighted, size_average,
+                                                                  reduce, rng):
+    import cnnkit.nn as nn
+
+    x, t = make(rng)
+    legacy = {"size_average": size_average, "reduce": reduce, "reduction": "sum"}  # reduction is overridden
+    with pytest.warns(UserWarning, match=r"size_average and reduce args will be deprecated, please use "
+                                         r"reduction='(\w+)' instead\.") as torch_warning:
+        expected = getattr(TF, name)(torch.from_numpy(x), torch.from_numpy(t), **legacy).numpy()
+    with pytest.warns(UserWarning) as ours_warning:
+        actual = getattr(F, name)(Tensor(x), t, **legacy).data
+    assert str(ours_warning[0].message) == str(torch_warning[0].message)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+    # positionally, in PyTorch's slots (weight=None first; cross_entropy/nll_loss: ignore_index between them)
+    between = [-100] if name in ("cross_entropy", "nll_loss") else []
+    slots = [None] * weighted + [size_average, *between, reduce]
+    with pytest.warns(UserWarning, match="deprecated"):
+        positional = getattr(F, name)(Tensor(x), t, *slots).data
+    np.testing.assert_allclose(positional, expected, rtol=1e-12)
+    # the layers map them when built, as PyTorch's (the warning names the same reduction)
+    with pytest.warns(UserWarning, match="deprecated") as torch_layer_warning:
+        theirs = getattr(torch.nn, layer)(*slots)
+    with pytest.warns(UserWarning, match="deprecated") as ours_layer_warning:
+        ours = getattr(nn, layer)(*slots)
+    assert ours.reduction == theirs.reduction
+    assert str(ours_layer_warning[0].message) == str(torch_layer_warning[0].message)
+    np.testing.assert_allclose(ours(Tensor(x), t).data, theirs(torch.from_numpy(x), torch.from_numpy(t)).numpy(),
+                               rtol=1e-12)
+
+
+def test_a_reduction_string_in_the_size_average_slot_is_refused_naming_the_fix():
+    x = Tensor(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match=r"mse_loss expects size_average \(deprecated, as in PyTorch\) to be True, "
+                                        r"False or None, got 'sum': pass reduction='sum'"):
+        F.mse_loss(x, x, "sum")
+    with pytest.raises(TypeError, match=r"L1Loss expects reduce \(deprecated, as in PyTorch\) to be True, False or "
+                                        r"None, got 'none': pass reduction='none'"):
+        __import__("cnnkit").nn.L1Loss(None, "none")
