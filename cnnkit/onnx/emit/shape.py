@@ -1,0 +1,190 @@
+"""Emitters of ops that move values: Reshape / Flatten, Transpose, indexing (Slice, Squeeze,
+Unsqueeze, Gather), Pad, Concat, stack, Identity (clone), and Resize (interpolate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..writer import Writer, simple
+
+__all__ = ["EMITTERS"]
+
+
+def _reshape(w: Writer, fn, xs) -> str:
+    x_shape = tuple(fn.inputs[0].shape)
+    out_shape = tuple(w.output(fn).shape)
+    if not w.dynamic or not x_shape:
+        return w.add("Reshape", [xs[0], w.ints(out_shape, "shape")])
+    B = w.batch
+    if out_shape[:1] == x_shape[:1] == (B,):  # the batch stays in front
+        if len(out_shape) == 2 and len(x_shape) >= 2:
+            return w.add("Flatten", xs, axis=1)
+        return w.add("Reshape", [xs[0], w.ints((-1,) + out_shape[1:], "shape")])
+    # The batch is folded into another dimension: that one becomes -1, if only one can hold it.
+    rest = math.prod(x_shape[1:])
+    holders = [j for j, n in enumerate(out_shape)
+               if n % B == 0 and math.prod(out_shape) // n * (n // B) == rest]
+    if len(holders) != 1:
+        raise w.error(f"a reshape from {x_shape} to {out_shape} mixes the batch with other "
+                      "dimensions; export with dynamic_batch=False")
+    target = list(out_shape)
+    target[holders[0]] = -1
+    return w.add("Reshape", [xs[0], w.ints(target, "shape")])
+
+
+def _transpose(w: Writer, fn, xs) -> str:
+    ndim = fn.inputs[0].ndim
+    return w.add("Transpose", xs, perm=[a % ndim for a in fn.dims])
+
+
+def _index_array(i) -> np.ndarray | None:
+    """An integer index array (advanced indexing), or None for an int, slice, None or ..."""
+    if isinstance(i, (slice, int, np.integer)) or i is None or i is Ellipsis:
+        return None
+    return np.asarray(i)
+
+
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -(2**63)
+_WHOLE_AXIS = {(start, None, step) for start in (None, 0) for step in (None, 1)}
+
+
+def _getitem(w: Writer, fn, xs) -> str:
+    x = fn.inputs[0]
+    index = fn.index if isinstance(fn.index, tuple) else (fn.index,)
+    arrays = [k for k, i in enumerate(index) if _index_array(i) is not None]
+    if arrays:
+        k = arrays[0]
+        picked = _index_array(index[k])
+        if len(arrays) > 1 or picked.dtype.kind not in "iu" or any(
+            i != slice(None) for j, i in enumerate(index) if j != k
+        ):
+            raise w.error(f"indexing with {fn.index!r}: only ints, slices, None, ... and one integer "
+                          "index array with full slices elsewhere have an ONNX counterpart")
+        return w.add("Gather", [xs[0], w.constant(picked.astype(np.int64), "indices")], axis=k)
+    if Ellipsis in index:  # expand ... to the full slices it stands for
+        k = index.index(Ellipsis)
+        fill = x.ndim - (len(index) - 1 - sum(i is None for i in index))
+        index = index[:k] + (slice(None),) * fill + index[k + 1:]
+    starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+    axis = out_axis = 0
+    for i in index:
+        if i is None:
+            unsqueeze.append(out_axis)
+            out_axis += 1
+            continue
+        if isinstance(i, slice):
+            # Skipped only when it keeps the whole axis at any size: x[..., -1:] of a traced
+            # size 1 keeps it too, but not with a dynamic size.
+            if (i.start, i.stop, i.step) not in _WHOLE_AXIS:
+                # The slice as written, open ends as ONNX's clamped extremes (so a dynamic size
+                # keeps "to the end"); ONNX reads negative and out-of-range bounds as Python does.
+                step = 1 if i.step is None else int(i.step)
+                first, last = (0, _INT64_MAX) if step > 0 else (_INT64_MAX, _INT64_MIN)
+                starts.append(first if i.start is None else int(i.start))
+                ends.append(last if i.stop is None else int(i.stop))
+                axes.append(axis)
+                steps.append(step)
+            out_axis += 1
+        else:
+            # As written, so a negative index counts from the end at any size (-1: to the end).
+            k = int(i)
+            starts.append(k)
+            ends.append(_INT64_MAX if k == -1 else k + 1)
+            axes.append(axis)
+            steps.append(1)
+            squeeze.append(axis)
+        axis += 1
+    value = xs[0]
+    if starts:
+        value = w.slice(value, starts, ends, axes, steps, "slice" if squeeze or unsqueeze else None)
+    if squeeze:
+        value = w.squeeze(value, squeeze, "squeeze" if unsqueeze else None)
+    if unsqueeze:
+        value = w.unsqueeze(value, unsqueeze)
+    return value if value != xs[0] else w.add("Identity", xs)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _circular_by_slices(w: Writer, fn, x: str, begins, ends) -> str:
+    """Circular padding before opset 19 (Pad's "wrap" mode): per axis, the last b entries, the
+    input and its first e entries, concatenated (an axis padded earlier is wrapped whole, as
+    on a torus). Negative starts count from the end, so a dynamic size is followed."""
+    sizes = fn.inputs[0].shape
+    if any(b < 0 or e < 0 or max(b, e) > n for b, e, n in zip(begins, ends, sizes, strict=True)):
+        raise w.error(f"circular padding {tuple(fn.pad)} that crops or wraps more than once needs "
+                      f"opset 19 or newer (exporting opset {w.opset})")
+    for axis in reversed(range(len(sizes))):
+        b, e = begins[axis], ends[axis]
+        if not b and not e:
+            continue
+        parts = [w.slice(x, [-b], [_INT64_MAX], [axis], [1], f"wrap_begin{axis}")] if b else []
+        parts.append(x)
+        if e:
+            parts.append(w.slice(x, [0], [e], [axis], [1], f"wrap_end{axis}"))
+        x = w.add("Concat", parts, f"wrap{axis}", axis=axis)
+    return x
+
+
+def _pad(w: Writer, fn, xs) -> str:
+    x = fn.inputs[0]
+    begins, ends = [0] * x.ndim, [0] * x.ndim
+    for k in range(len(fn.pad) // 2):  # F.pad's widths start from the last dimension
+        begins[x.ndim - 1 - k], ends[x.ndim - 1 - k] = fn.pad[2 * k], fn.pad[2 * k + 1]
+    if fn.mode == "circular" and w.opset < 19:
+        return _circular_by_slices(w, fn, xs[0], begins, ends)
+    inputs = [xs[0], w.ints(begins + ends, "pads")]
+    if fn.mode == "constant":
+        inputs.append(w.constant(np.asarray(fn.value, dtype=x.dtype), "value"))
+    return w.add("Pad", inputs, mode=_PAD_MODES[fn.mode])
+
+
+def _concat(w: Writer, fn, xs) -> str:
+    return w.add("Concat", xs, axis=fn.axis % fn.inputs[0].ndim)
+
+
+def _stack(w: Writer, fn, xs) -> str:
+    axis = fn.axis % (fn.inputs[0].ndim + 1)
+    parts = [w.unsqueeze(x, [axis], f"unsqueeze{i}") for i, x in enumerate(xs)]
+    return w.add("Concat", parts, axis=axis)
+
+
+def _interpolate(w: Writer, fn, xs) -> str:
+    """F.interpolate -> Resize with the attributes of its mode (see cnnkit/onnx/ops/resize.py).
+
+    nearest: asymmetric + floor; nearest-exact: half_pixel + round_prefer_ceil; (bi)linear:
+    half_pixel (PyTorch's rule, also at an output length 1) or align_corners. A scale factor
+    used in the index formula is written as scales (right at any input size); an explicit size
+    (or a recomputed scale) as sizes: the input's N and C, then the traced OH, OW.
+    """
+    if fn.mode in ("nearest", "nearest-exact"):
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        if fn.mode == "nearest-exact":
+            attrs.update(coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+    else:
+        attrs = dict(mode="linear", coordinate_transformation_mode="align_corners" if fn.align_corners
+                     else "half_pixel")
+    roi = w.constant(np.zeros(0, np.float32), "roi")
+    if all(s is not None for s in fn.scales):
+        scales = w.constant(np.asarray([1.0, 1.0, *fn.scales], np.float32), "scales")
+        return w.add("Resize", [xs[0], roi, scales], **attrs)
+    no_scales = w.constant(np.zeros(0, np.float32), "scales")
+    n_c = w.slice(w.add("Shape", [xs[0]], "shape"), [0], [2], [0], [1], "n_c")
+    sizes = w.add("Concat", [n_c, w.ints(fn.out_sizes, "out_size")], "sizes", axis=0)
+    return w.add("Resize", [xs[0], roi, no_scales, sizes], **attrs)
+
+
+EMITTERS = {
+    "ReshapeOp": _reshape,
+    "PermuteOp": _transpose,
+    "GetItemOp": _getitem,
+    "PadOp": _pad,
+    "ConcatOp": _concat,
+    "StackOp": _stack,
+    "CloneOp": simple("Identity"),
+    "InterpolateOp": _interpolate,
+}
