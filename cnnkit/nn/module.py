@@ -391,11 +391,14 @@ class Module:
 
         Raises:
             ValueError: a device other than the CPU.
+            TypeError: a dtype that is not floating point (as PyTorch).
+            NotImplementedError: a floating dtype other than float32 and float64 (float16:
+                cnnkit's layers compute in those two only).
         """
         dtype = to_arguments(type(self).__name__, args, dtype, device)
         if dtype is None:
             return self
-        dtype = np.dtype(dtype)
+        dtype = _module_dtype(type(self).__name__, np.dtype(dtype))
         for module in self.modules():
             for param in module._parameters.values():
                 if param is not None and param.dtype.kind == "f":
@@ -413,6 +416,14 @@ class Module:
 
     def double(self) -> Module:
         return self.to(np.float64)
+
+    def half(self) -> Module:
+        """PyTorch's cast to float16: refused, since cnnkit's layers compute in float32 and float64 only.
+
+        Raises:
+            NotImplementedError: always; ``float()`` and ``double()`` are the casts cnnkit has.
+        """
+        return self.to(np.float16)
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self, *args: Any, destination: MutableMapping[str, Any] | None = None, prefix: str = "",
@@ -569,6 +580,18 @@ class Module:
         if not self._modules:
             return f"{name}({lines[0] if len(lines) == 1 else chr(10).join(lines)})"
         return name + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _module_dtype(owner: str, dtype: np.dtype) -> np.dtype:
+    """``dtype``, if a module's parameters may be cast to it (float32 or float64)."""
+    if dtype.kind != "f":
+        raise TypeError(f"{owner}.to accepts floating point dtypes only (as PyTorch), got {dtype}")
+    if dtype not in (np.float32, np.float64):
+        raise NotImplementedError(
+            f"{owner}.to({dtype}): cnnkit's layers compute in float32 and float64 only (no float16 "
+            "kernels or mixed precision); use float() or double()"
+        )
+    return dtype
 
 
 def _load_problem(source: np.ndarray, dtype: np.dtype) -> str | None:

@@ -450,6 +450,21 @@ def test_module_to_takes_torchs_forms(call):
         ours.to("cuda:0", np.float64)
 
 
+def test_module_to_refuses_what_cnnkit_cannot_compute_in_and_half_says_so():
+    ours, theirs = nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    with pytest.raises(TypeError, match="nn.Module.to only accepts floating point"):
+        theirs.to(torch.int64)
+    with pytest.raises(TypeError, match="Linear.to accepts floating point dtypes only \\(as PyTorch\\), got int64"):
+        ours.to(np.int64)
+    assert theirs.half().weight.dtype == torch.float16          # PyTorch has float16 kernels; cnnkit does not
+    message = (r"Linear.to\(float16\): cnnkit's layers compute in float32 and float64 only \(no float16 kernels "
+               r"or mixed precision\); use float\(\) or double\(\)")
+    for call in (lambda m: m.half(), lambda m: m.to(np.float16), lambda m: m.to(dtype="float16")):
+        with pytest.raises(NotImplementedError, match=message):
+            call(ours)
+    assert ours.weight.dtype == np.float32                      # refused before anything changed
+
+
 def _layout(model) -> list[tuple[str, str, int]]:
     """(path, layer type, number of the layer object) per entry: names, order and which layers are shared."""
     ids: dict[int, int] = {}
