@@ -58,6 +58,7 @@ from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
 from .remainder import fmod, remainder
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 from .smooth_activation import gelu, silu, softplus
+from .unpool import max_unpool2d
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
@@ -67,7 +68,8 @@ __all__ = [
     "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "interpolate", "l1_loss",
     "le",
     "leaky_relu", "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or",
-    "logical_xor", "lp_pool2d", "lt", "masked_fill", "matmul", "max", "max_pool2d", "maximum", "mean",
+    "logical_xor", "lp_pool2d", "lt", "masked_fill", "matmul", "max", "max_pool2d", "max_unpool2d", "maximum",
+    "mean",
     "min", "minimum", "mse_loss", "mul", "ne", "neg", "nll_loss", "pad", "permute", "pow", "relu",
     "relu6", "remainder", "reshape", "sigmoid", "sign", "silu", "smooth_l1_loss", "softmax", "softplus",
     "sqrt", "squeeze", "stack", "std", "sub", "sum", "sum_pool2d", "tanh", "transpose", "unsqueeze",

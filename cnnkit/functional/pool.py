@@ -99,7 +99,10 @@ class MaxPool2dOp(Function):
     - ``MaxPool2dFusedOp``: one compiled pass over each input plane.
 
     Both save only the first-maximum tap index of each window (uint8 below 256 taps).
+    ``keeps_indices`` (``max_pool2d(return_indices=True)``) keeps them without a graph too.
     """
+
+    keeps_indices = False
 
     def __init__(self, geometry: _PoolGeometry):
         self.g = geometry
@@ -114,7 +117,7 @@ class MaxPool2dReferenceOp(MaxPool2dOp):
         KH, KW = self.g.kernel
         xc = padded_cnhw(x, pads, value=-xp.inf)                      # (C, N, Hp, Wp)
         y = window(xc, 0, 0, geometry).copy()                         # (C, N, OH, OW)
-        track = self.saves_for_backward
+        track = self.saves_for_backward or self.keeps_indices
         if track:
             # index of the first maximum's tap; uint8 holds up to 255 taps
             arg = xp.zeros(y.shape, dtype=xp.uint8 if KH * KW < 256 else xp.int32)
@@ -364,30 +367,71 @@ def _pool_unbatched(x: Tensor, op: str, fn) -> Tensor:
 
 
 def no_indices(op: str, return_indices: bool) -> None:
-    """Refuse return_indices=True (the max pools' and their layers' check)."""
+    """Refuse return_indices=True (the adaptive max pool's and its layer's check)."""
     if return_indices:
-        raise NotImplementedError(f"{op}(return_indices=True) is not supported: cnnkit has no max_unpool2d")
+        raise NotImplementedError(f"{op}(return_indices=True) is not supported (max_pool2d's is)")
+
+
+def _first_real(starts, dilation: int):
+    """Each window's first tap inside the input: its start moved past the padding in dilation steps."""
+    behind = starts < 0
+    return starts + behind * ((-starts + dilation - 1) // dilation) * dilation
+
+
+def _max_indices(op: MaxPool2dReferenceOp, x_shape) -> np.ndarray:
+    """Flat index h * W + w, within its (H, W) plane, of each window's maximum (N, C, OH, OW), as PyTorch's.
+
+    From the first-maximum tap k of each window (``op.arg``): h = i*SH - PT + (k // KW)*DH,
+    w = j*SW - PL + (k % KW)*DW. PyTorch looks at the input's elements only: where every
+    element of a window is -inf, the tap kept is the window's first (maybe padding) and
+    PyTorch's index is the window's first element inside the input, taken here too.
+    """
+    xp = op.xp
+    _, _, H, W = x_shape
+    KH, KW = op.g.kernel
+    (SH, SW), (DH, DW), (OH, OW) = op.geometry
+    PT, _, PL, _ = op.pads
+    arg = op.arg.astype(np.int64)                                     # (C, N, OH, OW)
+    h0 = xp.arange(OH).reshape(OH, 1) * SH - PT                       # window starts (OH, 1)
+    w0 = xp.arange(OW) * SW - PL                                      # (OW,)
+    rows, cols = h0 + (arg // KW) * DH, w0 + (arg % KW) * DW          # (C, N, OH, OW)
+    outside = (rows < 0) | (rows >= H) | (cols < 0) | (cols >= W)
+    rows = xp.where(outside, _first_real(h0, DH), rows)
+    cols = xp.where(outside, _first_real(w0, DW), cols)
+    return (rows * W + cols).transpose(1, 0, 2, 3)                    # (N, C, OH, OW)
 
 
 def max_pool2d(
     input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
     return_indices: bool = False,
-) -> Tensor:
+) -> Tensor | tuple[Tensor, Tensor]:
     """Max pooling, as ``torch.nn.functional.max_pool2d`` (stride defaults to kernel_size).
 
-    ``return_indices`` must be False: cnnkit has no max_unpool2d to use the indices.
+    ``return_indices=True`` also returns where each maximum is, as PyTorch: an int64 tensor
+    of the output's shape holding its flat index h * W + w within the input plane (what
+    ``max_unpool2d`` takes); the first maximum of a window, or its last NaN. It runs the
+    reference algorithm (one NumPy pass per kernel tap).
 
     Shape: (N, C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
     Max pooling has no parameters.
     """
-    no_indices("max_pool2d", return_indices)
     g = _PoolGeometry("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
 
     def pool(t: Tensor) -> Tensor:
         algorithm = dispatch.max_pool2d_algorithm(get_array_module(t.data), t.dtype)
         return _MAX_POOL2D_ALGORITHMS[algorithm](g)(t)
 
-    return _pool_unbatched(input, "max_pool2d", pool)
+    if not return_indices:
+        return _pool_unbatched(input, "max_pool2d", pool)
+    x = _as_tensor(input)
+    batched = x if x.ndim != 3 else x.reshape((1,) + x.shape)
+    op = MaxPool2dReferenceOp(g)
+    op.keeps_indices = True
+    y = op(batched)
+    indices = Tensor(_max_indices(op, batched.shape))
+    if x.ndim == 3:  # PyTorch's unbatched (C, H, W)
+        return y.reshape(y.shape[1:]), indices.reshape(indices.shape[1:])
+    return y, indices
 
 
 def avg_pool2d(

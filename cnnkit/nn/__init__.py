@@ -47,7 +47,7 @@ from .loss import (
 from .module import IncompatibleKeys, Module, RemovableHandle, StateDictError
 from .norm import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
-from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, SumPool2d
+from .pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, LPPool2d, MaxPool2d, MaxUnpool2d, SumPool2d
 from .resize import RESIZABLE, set_array, sync_sizes
 from .shape import Flatten, Identity
 from .tracer import LayerCall, LayerTrace, eval_mode, trace_layers
@@ -59,7 +59,7 @@ __all__ = [
     "RemovableHandle", "IncompatibleKeys", "StateDictError",
     # layers
     "Conv2d", "ConvTranspose2d",
-    "MaxPool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Softplus", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish",
     "Linear", "Flatten", "Identity", "Dropout", "BatchNorm1d", "BatchNorm2d",

@@ -1,17 +1,17 @@
-"""Pooling layers: max, average, sum, Lp and adaptive pooling. None has parameters."""
+"""Pooling layers: max (and max unpooling), average, sum, Lp and adaptive pooling. None has parameters."""
 
 from __future__ import annotations
 
 from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
-from ..functional.args import window_args
+from ..functional.args import pair, window_args
 from ..functional.pool import no_indices
 from ..tensor import Tensor
 from .module import Module
 
 __all__ = [
-    "MaxPool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+    "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "SumPool2d", "LPPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
 ]
 
 
@@ -35,7 +35,8 @@ class MaxPool2d(Module):
     Args:
         kernel_size, stride (default: kernel_size), padding, dilation: int or pair.
         ceil_mode: round the output size up instead of down.
-        return_indices: not supported (must be False).
+        return_indices: also return each maximum's flat index in its input plane (int64,
+            the output's shape), for ``MaxUnpool2d``.
         generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW),
@@ -48,22 +49,49 @@ class MaxPool2d(Module):
         ceil_mode: bool = False, *, generator=None,
     ):
         super().__init__()
-        no_indices("MaxPool2d", return_indices)
         window_args("MaxPool2d", kernel_size, stride, padding, dilation, pool=True)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         _check_image(x)
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                            self.return_indices)
 
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
+
+
+class MaxUnpool2d(Module):
+    """The partial inverse of MaxPool2d: each value back where its maximum was, zeros elsewhere.
+
+    Args:
+        kernel_size, stride (default: kernel_size), padding: the pool's, int or pair.
+        generator: unused (every layer accepts it).
+
+    ``forward(x, indices, output_size=None)``: ``indices`` from ``MaxPool2d(return_indices=True)``;
+    ``output_size`` recovers an input size the pool rounded down.
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW), OH = (H - 1)*SH - 2*PH + KH by default.
+    """
+
+    @accepts_rng
+    def __init__(self, kernel_size, stride=None, padding=0, *, generator=None):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size", "MaxUnpool2d")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", "MaxUnpool2d")
+        self.padding = pair(padding, "padding", "MaxUnpool2d")
+
+    def forward(self, x: Tensor, indices, output_size=None) -> Tensor:
+        return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AvgPool2d(Module):
