@@ -38,7 +38,15 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import add_timing_options, blas_note, interleaved, set_threads, spin_cnnkit, spin_torch  # noqa: E402
+from timing import (  # noqa: E402  # noqa: E402
+    add_quiet_option,
+    add_timing_options,
+    blas_note,
+    interleaved,
+    set_threads,
+    spin_cnnkit,
+    spin_torch,
+)
 from torch_models import matching_pair  # noqa: E402
 
 import cnnkit  # noqa: E402
@@ -191,6 +199,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS), metavar="NAME")
     parser.add_argument("--repeats", type=int, default=7)
     add_timing_options(parser, "threads for both frameworks (default: each framework's default, all CPUs)")
+    add_quiet_option(parser)
     parser.add_argument("--list", action="store_true", help="print the workload names and exit")
     args = parser.parse_args()
     if args.list:
@@ -199,21 +208,24 @@ def main() -> None:
     set_threads(args.threads, torch)
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
           f"cnnkit kernels {'on' if cnnkit.config.kernels_enabled() else 'off'} "
-          f"({cnnkit.config.get_num_threads()} threads); {args.repeats} pairs per workload; {args.clock} clock")
+          f"({cnnkit.config.get_num_threads()} threads); "
+          f"{f'{args.quiet} quiet' if args.quiet else args.repeats} pairs per workload; {args.clock} clock")
     print(blas_note())
-    print("| workload | cnnkit ms | PyTorch ms | PyTorch/cnnkit (median of pairs) | cnnkit GFLOP/s | PyTorch GFLOP/s | load before/after |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | cnnkit ms | PyTorch ms | PyTorch/cnnkit (median of pairs) | cnnkit GFLOP/s | PyTorch GFLOP/s "
+          "| load before/after | pairs |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.workloads:
         built = WORKLOADS[name]()
         ours, theirs = built[:2]
         spin = spin_cnnkit if name.endswith("-gain") else spin_torch  # theirs is cnnkit there
-        r = interleaved(ours, theirs, args.repeats, spin_theirs=spin, clock=args.clock)
+        r = interleaved(ours, theirs, args.repeats, spin_theirs=spin, clock=args.clock, quiet=args.quiet)
         o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
+        pairs = f"{len(r['ours'])} of {r['pairs']} (--quiet)" if args.quiet else f"{len(r['ours'])}"
         gflops = ("", "")
         if len(built) == 3:
             gflops = (f"{built[2] / o / 1e9:.0f}", f"{built[2] / t / 1e9:.0f}")
         print(f"| {name} | {o * 1e3:.1f} | {t * 1e3:.1f} | **{r['ratio']:.2f}x** | {gflops[0]} | {gflops[1]} "
-              f"| {r['load'][0]} / {r['load'][1]} |", flush=True)
+              f"| {r['load'][0]} / {r['load'][1]} | {pairs} |", flush=True)
 
 
 if __name__ == "__main__":

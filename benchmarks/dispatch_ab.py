@@ -14,7 +14,11 @@ Example (the 7x7/2 stem back on im2col + GEMM):
     python benchmarks/dispatch_ab.py WINOGRAD4_MIN_TILES=1000000000 --model resnet20 --batch 128 --train
 
 Usage:
-    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20] [--batch 8] [--train] [--repeats 11] [--threads N] [--clock wall|cpu]
+    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20] [--batch 8] [--train | --optimized]
+        [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
+
+``--quiet N`` (two threads, wall clock, on a shared machine): pairs continue until N of them
+ran without any thread of this process waiting for a CPU (``timing.runqueue_wait``).
 """
 
 from __future__ import annotations
@@ -29,23 +33,38 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import CLOCKS, PAUSE_S, add_timing_options, blas_note, load_average, set_threads  # noqa: E402
+from timing import (  # noqa: E402  # noqa: E402
+    CLOCKS,
+    PAUSE_S,
+    QUIET_MAX_TRIES,
+    add_quiet_option,
+    add_timing_options,
+    blas_note,
+    load_average,
+    runqueue_wait,
+    set_threads,
+    waited,
+)
 
 import cnnkit  # noqa: E402
+import cnnkit.surgery  # noqa: E402
 from cnnkit.backend import dispatch  # noqa: E402
 
 MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10)}  # image size, classes
 
 
-def model_call(name: str, batch: int, train: bool):
+def model_call(name: str, batch: int, train: bool, optimized: bool = False):
     """One inference batch of a zoo model (ResNet-18 at 224x224, ResNet-20 at 32x32), or
-    one forward + backward of a training step."""
+    one forward + backward of a training step. ``optimized``: the model as
+    ``cnnkit.surgery.optimize_for_inference`` makes it (inference only)."""
     size, classes = MODELS[name]
     model = cnnkit.models.get_model(name, generator=np.random.default_rng(0))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     t = rng.integers(0, classes, batch)
     model.train(train)
+    if optimized:
+        model = cnnkit.surgery.optimize_for_inference(model, input_shape=(3, size, size))
     if not train:
         def run():
             with cnnkit.no_grad():
@@ -65,9 +84,13 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet18")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
+    parser.add_argument("--optimized", action="store_true", help="the model optimized for inference")
     parser.add_argument("--repeats", type=int, default=11)
     add_timing_options(parser)
+    add_quiet_option(parser)
     args = parser.parse_args()
+    if args.optimized and args.train:
+        parser.error("--optimized is for inference; it cannot be combined with --train")
     changed = {}
     for item in args.changes:
         name, _, value = item.partition("=")
@@ -77,30 +100,46 @@ def main() -> None:
     as_is = {name: getattr(dispatch, name) for name in changed}
     set_threads(args.threads)
     now = CLOCKS[args.clock]
-    run = model_call(args.model, args.batch, args.train)
+    run = model_call(args.model, args.batch, args.train, args.optimized)
 
     def timed(settings):
+        """Seconds of one call with these settings; None if it waited for a CPU (--quiet)."""
         for name, value in settings.items():
             setattr(dispatch, name, value)
+        before = runqueue_wait() if args.quiet else None
         start = now()
         run()
-        return now() - start
+        elapsed = now() - start
+        return None if args.quiet and waited(before, runqueue_wait(), elapsed) else elapsed
 
     for settings in (as_is, changed, as_is, changed):  # warm-up, compilation, scratch buffers
         timed(settings)
     load = load_average()
     times = {"as is": [], "changed": []}
-    for r in range(args.repeats):
+    pairs = args.quiet or args.repeats
+    r = 0
+    while len(times["as is"]) < pairs and r < (QUIET_MAX_TRIES * pairs if args.quiet else pairs):
         order = [("as is", as_is), ("changed", changed)]
+        pair = {}
         for label, settings in order if r % 2 == 0 else order[::-1]:
             time.sleep(PAUSE_S)
-            times[label].append(timed(settings))
+            pair[label] = timed(settings)
+            if pair[label] is None:
+                break
+        else:
+            for label, t in pair.items():
+                times[label].append(t)
+        r += 1
+    if not times["as is"]:
+        parser.error(f"no pair ran without waiting for a CPU in {r} tries (--quiet)")
     for name, value in as_is.items():
         setattr(dispatch, name, value)
     ratio = statistics.median(c / a for a, c in zip(times["as is"], times["changed"]))
     print(blas_note())
-    print(f"{args.model} {'training forward + backward' if args.train else 'inference'}, batch {args.batch}, "
-          f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {args.repeats} pairs, "
+    kept = f"{len(times['as is'])} pairs" + (f" kept of {r} (--quiet)" if args.quiet else "")
+    print(f"{args.model} {'training forward + backward' if args.train else 'inference'}"
+          f"{' (optimized for inference)' if args.optimized else ''}, batch {args.batch}, "
+          f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {kept}, "
           f"load {load} / {load_average()}")
     print(f"as is {as_is}: {statistics.median(times['as is']) * 1e3:.1f} ms; changed {changed}: "
           f"{statistics.median(times['changed']) * 1e3:.1f} ms; changed/as is (median of pairs) **{ratio:.3f}x**")

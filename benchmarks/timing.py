@@ -18,11 +18,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["CLOCKS", "add_timing_options", "blas_note", "interleaved", "load_average", "set_threads", "spin_cnnkit",
-           "spin_torch"]
+__all__ = ["CLOCKS", "add_quiet_option", "add_timing_options", "blas_note", "interleaved", "load_average",
+           "runqueue_wait", "set_threads", "spin_cnnkit", "spin_torch", "waited"]
 
 PAUSE_S = 0.2
 SPIN_S = 0.02
+
+# --quiet: a call counts only if this process's threads together waited for a CPU less than
+# this share of its time (other processes had the cores), and a run gives up after
+# QUIET_MAX_TRIES times the pairs asked for.
+QUIET_WAIT_SHARE = 0.02
+QUIET_MAX_TRIES = 30
 
 # --clock: wall time, or the CPU time of the whole process (with one thread per framework it
 # does not count the time the process waited for a core: meaningful on a loaded machine).
@@ -53,6 +59,42 @@ def set_threads(threads: int | None, torch=None) -> None:
     setting = cnnkit.config.num_threads(threads)
     setting.__enter__()
     _WHOLE_RUN.append(setting)
+
+
+def add_quiet_option(parser) -> None:
+    """The --quiet N option: wall-clock pairs on a shared machine, kept only when no core was taken."""
+    parser.add_argument("--quiet", type=int, default=0, metavar="N",
+                        help="repeat until N pairs in which no thread of this process waited for a CPU "
+                             f"(more than {QUIET_WAIT_SHARE:.0%} of the call's time; Linux schedstat); "
+                             "for two-thread wall-clock figures on a shared machine")
+
+
+def runqueue_wait() -> float | None:
+    """Seconds the live threads of this process have spent runnable but without a CPU, or None.
+
+    The sum over ``/proc/self/task/*/schedstat`` of the run-queue delay (Linux with
+    schedstats). A call during which it grows had a thread ready to run while other
+    processes held the cores: its wall time is not what a quiet machine gives.
+    Reading it costs ~0.1 ms: call it outside the timed interval.
+    """
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total, found = 0, False
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+            found = True
+        except (OSError, IndexError, ValueError):  # a thread that ended, or no schedstats
+            continue
+    return total / 1e9 if found else None
+
+
+def waited(before: float | None, after: float | None, elapsed: float) -> bool:
+    """True when the threads waited for a CPU more than QUIET_WAIT_SHARE of ``elapsed`` (unknown: False)."""
+    return before is not None and after is not None and after - before > QUIET_WAIT_SHARE * elapsed
 
 
 def load_average() -> str:
@@ -104,9 +146,13 @@ def spin_torch() -> None:
 
 def interleaved(
     ours: Callable[[], object], theirs: Callable[[], object], repeats: int,
-    spin_theirs: Callable[[], None] = spin_torch, warmup: int = 2, clock: str = "wall",
+    spin_theirs: Callable[[], None] = spin_torch, warmup: int = 2, clock: str = "wall", quiet: int = 0,
 ) -> dict:
     """Time ``ours`` and ``theirs`` in alternating pairs; return times and the ratio.
+
+    ``quiet``: when above 0, pairs continue until ``quiet`` of them ran with neither call
+    waiting for a CPU (``waited``), at most QUIET_MAX_TRIES * quiet pairs, and only those
+    count; ``repeats`` is then ignored.
 
     ``clock``: "wall" (``time.perf_counter``) or "cpu" (``time.process_time``: the CPU
     time of the whole process). With one thread in both frameworks, CPU time does not
@@ -114,7 +160,8 @@ def interleaved(
     machine; with several threads it adds up their time and is not comparable.
 
     Returns a dict: ``ours`` and ``theirs`` (lists of seconds), ``ratio`` (median over
-    pairs of theirs/ours: above 1 means cnnkit is faster), ``load`` (before, after).
+    pairs of theirs/ours: above 1 means cnnkit is faster), ``load`` (before, after),
+    ``pairs`` (the pairs run; with ``quiet``, more than were kept).
     """
     now = CLOCKS[clock]
     load_before = load_average()
@@ -122,15 +169,27 @@ def interleaved(
         ours()
         theirs()
     times = {"ours": [], "theirs": []}
-    for r in range(repeats):
+    tries = QUIET_MAX_TRIES * quiet if quiet else repeats
+    r = 0
+    while r < tries and (len(times["ours"]) < quiet if quiet else True):
         pair = [("ours", ours, spin_cnnkit), ("theirs", theirs, spin_theirs)]
         if r % 2:
             pair.reverse()
+        kept = {}
         for name, fn, spin in pair:
             time.sleep(PAUSE_S)
             spin()
+            before = runqueue_wait() if quiet else None
             start = now()
             fn()
-            times[name].append(now() - start)
+            kept[name] = now() - start
+            if quiet and waited(before, runqueue_wait(), kept[name]):
+                break
+        else:
+            for name, t in kept.items():
+                times[name].append(t)
+        r += 1
+    if not times["ours"]:
+        raise RuntimeError(f"no pair of calls ran without waiting for a CPU in {r} tries (--quiet)")
     ratios = [t / o for o, t in zip(times["ours"], times["theirs"])]
-    return {**times, "ratio": statistics.median(ratios), "load": (load_before, load_average())}
+    return {**times, "ratio": statistics.median(ratios), "load": (load_before, load_average()), "pairs": r}

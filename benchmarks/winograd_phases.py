@@ -51,13 +51,13 @@ def phases(N: int, C: int, F: int, H: int, m: int, rng):
         winograd.winograd_filters(w, m)
 
     def input_transform():
-        winograd.winograd_input(0, C, planes, sn, sc, N, 0, 1, 1, TH, TW, m, V)
+        winograd.winograd_input(0, C, planes, sn, sc, N, 0, 1, 1, 0, TH, TW, m, V)
 
     def products():
         np.matmul(U, V, out=M)
 
     def output_transform():
-        winograd.winograd_output(0, F, M, N, 0, TH, TW, m, bias, y)
+        winograd.winograd_output(0, F, M, N, 0, 0, TH, TW, m, bias, y)
 
     run = {"filter transform": filters, "input transform": input_transform, "products": products,
            "output transform": output_transform}

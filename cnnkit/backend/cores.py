@@ -89,20 +89,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def parallel_for(fn, count: int, *args, grain: int = 1) -> None:
+def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4) -> None:
     """Run fn(i0, i1, *args) over chunks covering range(count), on up to get_num_threads() threads.
 
-    ``fn`` is a ``nogil`` kernel. The calling thread works too and never waits for a
+    ``fn`` is a ``nogil`` kernel (or Python that spends its time in such kernels and in
+    BLAS, which release the GIL). The calling thread works too and never waits for a
     helper that has not started: if the helpers are busy or descheduled (a loaded
-    machine), it takes their chunks itself. Chunks are handed out dynamically, four
-    per thread, so a slowed thread takes fewer. Each thread gets at least ``grain``
-    items: waking a helper costs ~20-70 microseconds here, more than a small kernel.
+    machine), it takes their chunks itself. Chunks are handed out dynamically,
+    ``per_thread`` per thread (four unless said), so a slowed thread takes fewer. Each
+    thread gets at least ``grain`` items: waking a helper costs ~20-70 microseconds
+    here, more than a small kernel.
     """
     threads = min(config.get_num_threads(), count // max(grain, 1))
     if threads <= 1:
         fn(0, count, *args)
         return
-    pieces = min(count, 4 * threads)
+    pieces = min(count, per_thread * threads)
     bounds = [count * k // pieces for k in range(pieces + 1)]
     job = _Job(fn, list(zip(bounds[:-1], bounds[1:])), args)
     helpers = _helpers
@@ -186,10 +188,21 @@ def matmul(a, b, out=None):
             return np.matmul(a, b, out=out)
         if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0] and batch >= threads:
             parallel_for(_matmul_batches, batch, a, b, out)
+        elif n >= m:
+            step = _block_step(n, threads)
+            parallel_for(_matmul_columns, -(-n // step), a, b, out, step)
         else:
-            step = dispatch.MATMUL_BLOCK
-            if n >= m:
-                parallel_for(_matmul_columns, -(-n // step), a, b, out, step)
-            else:
-                parallel_for(_matmul_rows, -(-m // step), a, b, out, step)
+            step = _block_step(m, threads)
+            parallel_for(_matmul_rows, -(-m // step), a, b, out, step)
     return out
+
+
+def _block_step(extent: int, threads: int) -> int:
+    """Columns (or rows) per block: at most MATMUL_BLOCK, and the blocks a multiple of the threads.
+
+    A product with fewer than 2 * MATMUL_BLOCK rows (ResNet-18's 256-filter layers at batch
+    1) would otherwise be one block on one thread, and 784 columns 256+256+256+16. Extents
+    that are a multiple of MATMUL_BLOCK * threads keep blocks of MATMUL_BLOCK.
+    """
+    blocks = -(-max(-(-extent // dispatch.MATMUL_BLOCK), threads) // threads) * threads
+    return -(-extent // blocks)                                       # ceil(extent / blocks)

@@ -24,7 +24,8 @@ __all__ = [
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
-    "WINOGRAD_BLOCK_BYTES", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "GEMM_ROWS_SMALL_WEIGHT_BYTES", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
 ]
 
@@ -174,6 +175,33 @@ POLYPHASE_BLOCK_BYTES = 512 * 2**10
 # take 115 MB each at once) and a block stays within what the allocator keeps mapped.
 WINOGRAD_BLOCK_BYTES = 32 * 2**20
 
+# Winograd's forward on small inputs (ResNet-18 at batch 1) splits the threads by tile rows,
+# each running the whole pipeline (input transform, products, output transform) on its rows,
+# where the phase-by-phase split leaves it on one thread: an input of fewer than
+# WINOGRAD_ROWS_MAX_ELEMENTS elements keeps the input and output transforms on one thread
+# (their grain is a quarter of PARALLEL_MIN_ELEMENTS per thread), and the 56x56 layers'
+# products (29M multiply-adds) stay under SMALL_PRODUCT_MACS. Every thread reads all of the
+# transformed filters U, so only banks of at most WINOGRAD_ROWS_MAX_FILTER_BYTES do (F(4x4)
+# 256x256 is 9.4 MB, F(2x2) 512x512 16.8 MB). Measured (Dec 3 night, loaded machine,
+# `benchmarks/two_thread_model.py --optimized`: ResNet-18 at batch 1, one core's CPU time
+# with the two-thread splits modelled): the 64- and 128-channel F(4x4) layers from 1.00x to
+# 1.6-1.9x, the 256x14x14 F(2x2) ones from 1.4-1.5x to 1.7-1.9x; one thread level
+# (`dispatch_ab.py WINOGRAD_ROWS_MAX_ELEMENTS=0 GEMM_ROWS_MAX_PIXELS=0 --batch 1 --optimized
+# --threads 1 --clock cpu`: 1.02x). Batch 2 and up at 56x56, batch 8 everywhere, training
+# (ResNet-18 b16, ResNet-20 b128), VGG keep the phase split (their inputs are larger).
+WINOGRAD_ROWS_MAX_ELEMENTS = 2**18
+WINOGRAD_ROWS_MAX_FILTER_BYTES = 8 * 2**20
+
+
+def winograd_by_rows(input_elements: int, filter_bytes: int) -> bool:
+    """True when Winograd's forward on an input of ``input_elements`` splits the threads by tile rows."""
+    return input_elements < WINOGRAD_ROWS_MAX_ELEMENTS and filter_bytes <= WINOGRAD_ROWS_MAX_FILTER_BYTES
+
+
+# Splits by rows (Winograd's tile rows, GEMM's output rows) hand out this many pieces per
+# thread, each thread getting at least PARALLEL_MIN_MACS multiply-adds.
+ROWS_PER_THREAD = 2
+
 
 # Flat rows (see kernels/conv_direct.py) of at most CONV_SHORT_ROW entries interleave
 # CONV_GROUP images (image index innermost): each pass over a short row costs a fixed
@@ -241,6 +269,24 @@ SMALL_PRODUCT_MACS = 2**25
 # Larger products are split over the pool's threads by blocks of this many result
 # columns or rows (a multiple of the BLAS kernels' panels), handed out four per thread.
 MATMUL_BLOCK = 256
+
+# Conv2dGemmOp on few output pixels (ResNet-18's strided layers at batch 1) splits the
+# threads by output rows, each building the columns of its rows and multiplying them,
+# where the usual split (im2col by channels under PARALLEL_MIN_ELEMENTS, then the product
+# by blocks of columns) leaves the columns to one thread and moves them between cores.
+# Every thread reads all of the weights, so only weights smaller than the columns or than
+# GEMM_ROWS_SMALL_WEIGHT_BYTES (half a core's L2) do: ResNet-18's 512x256x3x3 (4.7 MB
+# against 0.45 MB of columns at 7x7) keeps the product split by filter rows. Measured with
+# `benchmarks/two_thread_model.py --optimized` (see WINOGRAD_ROWS_MAX_ELEMENTS): the 3x3/2
+# 64->128 layer at 28x28 from 1.29-1.44x to 1.74x, the 1x1/2 shortcuts from 1.00x to 1.4x.
+GEMM_ROWS_MAX_PIXELS = 1024
+GEMM_ROWS_SMALL_WEIGHT_BYTES = 2**19
+
+
+def gemm_by_rows(pixels: int, weight_bytes: int, column_bytes: int) -> bool:
+    """True when Conv2dGemmOp's forward on ``pixels`` output pixels (N*OH*OW) splits the threads by output rows."""
+    return pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= max(column_bytes, GEMM_ROWS_SMALL_WEIGHT_BYTES)
+
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks
 # of images of at most this many bytes, into a reused buffer, and rebuilt in backward

@@ -8,7 +8,7 @@ import torch
 
 import cnnkit.functional as F
 from cnnkit import Tensor, config
-from cnnkit.backend import kernels
+from cnnkit.backend import dispatch, kernels
 from cnnkit.backend.kernels import im2col as im2col_kernels
 from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp
 from tests.backend.arrays import cnhw, run_conv
@@ -55,7 +55,8 @@ def test_gemm_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2]])
-def test_gemm_conv_in_image_blocks_equals_one_block(case, rng):
+def test_gemm_conv_in_image_blocks_equals_one_block(case, rng, monkeypatch):
+    monkeypatch.setattr(dispatch, "GEMM_ROWS_MAX_PIXELS", 0)      # the image blocks, not the row split
     x_shape, w_shape, stride, pads, dilation, groups = case
     x = cnhw(rng.standard_normal((5,) + x_shape[1:]).astype(np.float32))
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -87,3 +88,60 @@ def test_conv2d_dispatches_strided_grouped_and_pointwise_convolutions_to_gemm(rn
     assert type(F.conv2d(x, rng.standard_normal((8, 4, 1, 1)).astype(np.float32)).creator) is Conv2dGemmOp
     with config.kernels(False):
         assert type(F.conv2d(x, rng.standard_normal((8, 4, 1, 1)).astype(np.float32)).creator) is Conv2dIm2colOp
+
+
+# ------------------------------------------------------------- the split by output rows (batch 1)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 1 and (c[1][2:] != (1, 1) or c[2] != (1, 1))])
+def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(case, dtype, threads, rng, monkeypatch):
+    """Few output pixels: each thread builds the columns of its output rows and multiplies them."""
+    x_shape, w_shape, stride, pads, dilation, groups = case
+    x = rng.standard_normal((3,) + x_shape[1:]).astype(dtype)      # rows of three images
+    w, b = rng.standard_normal(w_shape).astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
+    C, H, W = x.shape[1:]
+    OH = (H + pads[0] + pads[1] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
+    OW = (W + pads[2] + pads[3] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    args = (stride, pads, dilation, groups)
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)         # split even these small shapes
+    calls = []
+    original = im2col_kernels._output_rows
+    monkeypatch.setattr(im2col_kernels, "_output_rows", lambda *a: calls.append(a[:2]) or original(*a))
+    with config.num_threads(threads):
+        by_rows = im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW))
+        monkeypatch.setattr(dispatch, "GEMM_ROWS_MAX_PIXELS", 0)
+        by_blocks = im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW))
+    assert sorted(calls)[0][0] == 0 and max(i1 for _, i1 in calls) == 3 * OH   # every output row, once
+    assert len(calls) == min(threads * dispatch.ROWS_PER_THREAD, 3 * OH) or threads == 1
+    np.testing.assert_allclose(by_rows, by_blocks, rtol=0, atol=TOL[dtype] * np.abs(by_blocks).max())
+    pt, pb, pl, pr = pads
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (pl, pr, pt, pb)),
+                                    torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
+                                    stride, 0, dilation, groups).numpy()
+    np.testing.assert_allclose(by_rows.transpose(1, 0, 2, 3), ty, rtol=0, atol=10 * TOL[dtype] * np.abs(ty).max())
+
+
+def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
+    """F.conv2d on a 3x3/2 layer at batch 1 (ResNet's strided layers): the forward by rows, the
+    backward as always; float64 against PyTorch."""
+    x = rng.standard_normal((1, 8, 15, 13))
+    w, b = rng.standard_normal((6, 8, 3, 3)), rng.standard_normal(6)
+    gy = rng.standard_normal((1, 6, 8, 7))
+    assert dispatch.gemm_by_rows(8 * 7, w.nbytes, 8 * 9 * 8 * 7 * 8)
+    xs, ws, bs = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    with config.num_threads(2):
+        y = F.conv2d(xs, ws, bs, stride=2, padding=1)
+        y.backward(gy)
+    assert type(y.creator) is Conv2dGemmOp
+    X, Wt, B = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(X, Wt, B, stride=2, padding=1)
+    ty.backward(torch.tensor(gy))
+    for ours, theirs in zip([y.data, xs.grad, ws.grad, bs.grad], [ty, X.grad, Wt.grad, B.grad]):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_row_split_applies_to_few_pixels_and_weights_no_larger_than_the_columns():
+    assert dispatch.gemm_by_rows(28 * 28, 128 * 576 * 4, 576 * 784 * 4)      # ResNet-18 3x3/2 at batch 1
+    assert dispatch.gemm_by_rows(7 * 7, 512 * 256 * 4, 256 * 49 * 4)         # its 1x1/2 shortcut: small weights
+    assert not dispatch.gemm_by_rows(7 * 7, 512 * 2304 * 4, 2304 * 49 * 4)   # 4.7 MB of weights, 0.45 MB of columns
+    assert not dispatch.gemm_by_rows(8 * 28 * 28, 128 * 576 * 4, 8 * 576 * 784 * 4)   # batch 8

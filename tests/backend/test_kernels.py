@@ -305,6 +305,32 @@ def test_parallel_for_covers_every_item_once_and_reraises_errors():
         cores.parallel_for(fail, 50)
 
 
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((256, 1152), (1152, 196)),       # ResNet-18's 3x3/2 layer at batch 1: 256 rows, one block of 256 before
+    ((128, 576), (576, 784)),         # 784 columns
+    ((7, 33), (33, 1001)),            # odd extents
+    ((3, 9, 20), (3, 20, 5)),         # a batch of products
+])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_matmul_split_over_the_pool_equals_numpy(shape_a, shape_b, threads, rng, monkeypatch):
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    monkeypatch.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)        # split every product
+    with config.num_threads(threads):
+        np.testing.assert_allclose(cores.matmul(a, b), a @ b, rtol=1e-13, atol=1e-13 * np.abs(a @ b).max())
+
+
+@pytest.mark.parametrize("extent", [49, 196, 256, 512, 784, 1000, 4096, 25088])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_matmul_blocks_are_balanced_over_the_threads(extent, threads):
+    step = cores._block_step(extent, threads)
+    blocks = -(-extent // step)
+    assert step <= dispatch.MATMUL_BLOCK
+    assert blocks >= threads or step == 1
+    if extent % (dispatch.MATMUL_BLOCK * threads) == 0:
+        assert step == dispatch.MATMUL_BLOCK                       # large products keep their blocks
+    assert extent - (blocks - 1) * step >= step // 2 or blocks > threads   # no sliver of a last block
+
+
 def test_parallel_for_uses_the_configured_threads():
     seen = []
 

@@ -15,6 +15,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
 from cnnkit.backend.kernels import winograd
+from cnnkit.backend.prepack import ConvWeightPack, frozen
 from cnnkit.functional.conv import Conv2dIm2colOp, Conv2dWinogradOp
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
@@ -100,8 +101,10 @@ def test_winograd_float32_error_at_network_channel_counts(m, rng):
     assert max(errors) < BUDGET[m], errors
 
 
+@pytest.mark.parametrize("by_rows", [True, False])
 @pytest.mark.parametrize("m", [2, 4])
-def test_winograd_in_image_blocks_equals_one_block(m, rng):
+def test_winograd_in_image_blocks_equals_one_block(m, by_rows, rng, monkeypatch):
+    monkeypatch.setattr(dispatch, "WINOGRAD_ROWS_MAX_ELEMENTS", 10**9 if by_rows else 0)
     x = rng.standard_normal((5, 3, 9, 7)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((5, 4, 9, 7)).astype(np.float32)
@@ -169,3 +172,70 @@ def test_winograd_op_refuses_geometry_it_does_not_handle(rng):
         Conv2dWinogradOp((1, 1), (3, 3, 3, 3), (1, 1), 1)(x, w)
     with pytest.raises(ValueError, match=r"got kernel \(5, 5\)"):
         Conv2dWinogradOp((1, 1), (1, 1, 1, 1), (1, 1), 1)(x, rng.standard_normal((3, 2, 5, 5)))
+
+
+# ------------------------------------------------------------- the split by tile rows (batch 1)
+ROW_CASES = [
+    # (N, C, F, H, W, pads): partial tiles, odd sizes, images several, a map of one tile row
+    (1, 5, 7, 11, 9, (1, 1, 1, 1)),
+    (2, 3, 4, 13, 13, (2, 2, 2, 2)),
+    (3, 4, 6, 7, 10, (2, 0, 1, 2)),
+    (1, 3, 5, 3, 8, (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", ROW_CASES)
+def test_winograd_split_by_tile_rows_matches_the_phase_split_and_pytorch(case, m, dtype, threads, rng, monkeypatch):
+    N, C, Fo, H, W, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((Fo, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    OH, OW = H + pads[0] + pads[1] - 2, W + pads[2] + pads[3] - 2
+    U = winograd.winograd_filters(w, m)
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)     # split even these small shapes
+    with config.num_threads(threads):
+        by_rows = winograd._forward_by_rows(x, U, b, pads[0], pads[2], OH, OW, m)
+        by_phases = winograd._forward(x, U, b, pads[0], pads[2], OH, OW, m)
+    exact = torch_conv(x, w, b, pads, np.zeros((N, Fo, OH, OW)))[0]
+    tol = TOL64 if dtype == np.float64 else BUDGET[m]
+    assert by_rows.dtype == dtype
+    assert rel_err(by_rows.transpose(1, 0, 2, 3), exact) < tol
+    assert rel_err(by_rows, by_phases) < tol
+
+
+def test_winograd_forward_at_batch_1_runs_by_tile_rows_and_matches_pytorch(rng, monkeypatch):
+    """ResNet-18's 64-channel 56x56 layer at batch 1 (196 tiles of 4x4) takes the row split,
+    through F.conv2d with prepacked filters as an optimized model runs it; batch 8 does not."""
+    calls = []
+    original = winograd._tile_rows
+
+    def spy(r0, r1, *args):
+        calls.append((r0, r1))
+        original(r0, r1, *args)
+
+    monkeypatch.setattr(winograd, "_tile_rows", spy)
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    pack = ConvWeightPack(frozen(w))
+    with config.num_threads(2):
+        y = F.conv2d(Tensor(x), Tensor(pack.weight), padding=1, prepacked=pack).data
+    assert sorted(r for pair in calls for r in pair)[0] == 0 and max(r1 for _, r1 in calls) == 14
+    assert len(calls) >= 2                                        # both threads' pieces
+    exact = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                       padding=1).numpy()
+    assert rel_err(y, exact) < BUDGET[4]
+    calls.clear()
+    with config.num_threads(2):
+        F.conv2d(Tensor(np.repeat(x, 8, axis=0)), Tensor(pack.weight), padding=1, prepacked=pack)
+    assert calls == []
+
+
+def test_winograd_row_split_applies_to_small_inputs_and_small_filter_banks():
+    assert dispatch.winograd_by_rows(64 * 56 * 56, 36 * 64 * 64 * 4)        # ResNet-18 56x56, batch 1, F(4x4)
+    assert dispatch.winograd_by_rows(256 * 14 * 14, 16 * 256 * 256 * 4)     # 14x14, batch 1, F(2x2)
+    assert not dispatch.winograd_by_rows(2 * 64 * 56 * 56, 36 * 64 * 64 * 4)   # batch 2
+    assert not dispatch.winograd_by_rows(128 * 64 * 8 * 8, 36 * 64 * 64 * 4)   # ResNet-20 at batch 128
+    assert not dispatch.winograd_by_rows(512 * 7 * 7, 36 * 512 * 512 * 4)   # 512x512 F(4x4): 37.7 MB of filters

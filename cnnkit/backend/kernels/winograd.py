@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dispatch
-from ..cores import matmul, parallel_for
+from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
 
@@ -129,8 +129,9 @@ def _store_tiles(Y, i1, o, TW, m, out):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
-    """V[:, c, t] = B^T d B for every tile of channels c0..c1-1 of images n0..n0+nimg-1.
+def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, th0, TH, TW, m, V):
+    """V[:, c, t] = B^T d B for every tile of channels c0..c1-1 of images n0..n0+nimg-1, in
+    tile rows th0..th0+TH-1 (V holds those rows only).
 
     Per tile row: the a columns of every tile of each of the a input rows are gathered
     into D[i, k] (stride-m reads, contiguous writes; the tiles of all images of the
@@ -139,7 +140,8 @@ def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
 
     Args:
         x: input planes (P, H, W); plane (n, c) is x[n*sn + c*sc].
-        V: (a*a, C, T), T = TH*nimg*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
+        V: (a*a, C, T), T = TH*nimg*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j and
+            tile row th0 + th.
     """
     H, W = x.shape[1], x.shape[2]
     a = m + 2
@@ -153,7 +155,7 @@ def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
                 src = x[(n0 + j) * sn + c * sc]
                 o = j * TW
                 for i in range(a):
-                    if _row(src, H, W, th * m - pt + i, pl, buf):
+                    if _row(src, H, W, (th0 + th) * m - pt + i, pl, buf):
                         _tile_columns(buf, TW, m, a, D, i, o)
                     else:
                         D[i, :, o : o + TW] = 0
@@ -183,11 +185,12 @@ def winograd_input(c0, c1, x, sn, sc, nimg, n0, pt, pl, TH, TW, m, V):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
-    """y[f, n0 + j] = A^T M A + b[f] for filters f0..f1-1, cropped to y's size.
+def winograd_output(f0, f1, M, nimg, n0, th0, TH, TW, m, b, y):
+    """y[f, n0 + j] = A^T M A + b[f] for filters f0..f1-1 and tile rows th0..th0+TH-1, cropped
+    to y's size.
 
     Args:
-        M: (a*a, F, T) in the tile order of ``winograd_input``.
+        M: (a*a, F, T) in the tile order of ``winograd_input`` (the TH tile rows only).
         b: bias (F,).
         y: (F, N, OH, OW), written in full for the filters and images given.
     """
@@ -225,10 +228,10 @@ def winograd_output(f0, f1, M, nimg, n0, TH, TW, m, b, y):
                         r0, r1, r2, r3 = _at6(S[0, i2, t], S[1, i2, t], S[2, i2, t], S[3, i2, t], S[4, i2, t],
                                               S[5, i2, t])
                         Y[0, i2, t], Y[1, i2, t], Y[2, i2, t], Y[3, i2, t] = r0 + bias, r1 + bias, r2 + bias, r3 + bias
-            rows = min(m, OH - th * m)
+            rows = min(m, OH - (th0 + th) * m)
             for j in range(nimg):
                 for i1 in range(rows):
-                    dst = y[f, n0 + j, th * m + i1]
+                    dst = y[f, n0 + j, (th0 + th) * m + i1]
                     if whole:
                         _store_tiles(Y, i1, j * TW, TW, m, dst)
                     else:
@@ -337,7 +340,8 @@ def winograd_filter_grads(gu, m: int):
 
 
 def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_elements):
-    parallel_for(winograd_input, C, planes, sn, sc, nimg, n0, pt, pl, TH, TW, m, V, grain=_grain(nimg, plane_elements))
+    parallel_for(winograd_input, C, planes, sn, sc, nimg, n0, pt, pl, 0, TH, TW, m, V,
+                 grain=_grain(nimg, plane_elements))
 
 
 def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
@@ -355,7 +359,46 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
         _input_transform(planes, sn, sc, C, k, n0, pt, pl, TH, TW, m, V, H * W)
         M = scratch("winograd.M", (a * a, F, k * TH * TW), x.dtype)   # (a*a, F, T)
         matmul(U, V, out=M)
-        parallel_for(winograd_output, F, M, k, n0, TH, TW, m, bias, y, grain=_grain(k, OH * OW))
+        parallel_for(winograd_output, F, M, k, n0, 0, TH, TW, m, bias, y, grain=_grain(k, OH * OW))
+    return y
+
+
+def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y):
+    """The whole forward of tile rows r0..r1-1 of images n0..n0+nimg-1, on the calling thread.
+
+    Input transform, products and output transform of those rows one after the other,
+    their V and M in this thread's scratch buffers: what one core writes, the same core
+    reads back from its own cache.
+    """
+    a, C, F = m + 2, U.shape[2], U.shape[1]
+    T = (r1 - r0) * nimg * TW
+    V = scratch("winograd.rows.V", (a * a, C, T), y.dtype)           # (a*a, C, T)
+    winograd_input(0, C, planes, sn, sc, nimg, n0, pt, pl, r0, r1 - r0, TW, m, V)
+    M = scratch("winograd.rows.M", (a * a, F, T), y.dtype)           # (a*a, F, T)
+    np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
+    winograd_output(0, F, M, nimg, n0, r0, r1 - r0, TW, m, bias, y)
+
+
+def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
+    """``_forward`` with the threads splitting the tile rows, each running the whole pipeline on its rows.
+
+    ``_forward`` splits each phase over the threads (channels, then products, then
+    filters), so every phase reads what the other core wrote, and each phase must be
+    big enough on its own for its split to pay; here a thread's tiles never leave it.
+    """
+    N, C, H, W = x.shape
+    F, a = U.shape[1], m + 2
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    TH, TW = _geometry(OH, OW, m)
+    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    with blas_threads(1):
+        for n0 in range(0, N, nbk):
+            k = min(nbk, N - n0)
+            parallel_for(_tile_rows, TH, planes, sn, sc, k, n0, pt, pl, TW, m, U, bias, y,
+                         grain=-(-dispatch.PARALLEL_MIN_MACS // (a * a * F * C * k * TW)),
+                         per_thread=dispatch.ROWS_PER_THREAD)
     return y
 
 
@@ -369,7 +412,8 @@ def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filte
     H, W = x.shape[2:]
     pt, pb, pl, pr = pads
     U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
-    return _forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
+    forward = _forward_by_rows if dispatch.winograd_by_rows(x.size, U.nbytes) else _forward
+    return forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
 
 
 def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, block_bytes: int | None = None):
