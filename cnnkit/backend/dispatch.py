@@ -279,13 +279,17 @@ MATMUL_BLOCK = 256
 # against 0.45 MB of columns at 7x7) keeps the product split by filter rows. Measured with
 # `benchmarks/two_thread_model.py --optimized` (see WINOGRAD_ROWS_MAX_ELEMENTS): the 3x3/2
 # 64->128 layer at 28x28 from 1.29-1.44x to 1.74x, the 1x1/2 shortcuts from 1.00x to 1.4x.
+# One image only: rows of several images make one product per image (ResNet-18's 1x1/2
+# shortcut at batch 8 that way: 2.15 ms against 1.63 in one product, one thread).
 GEMM_ROWS_MAX_PIXELS = 1024
 GEMM_ROWS_SMALL_WEIGHT_BYTES = 2**19
 
 
-def gemm_by_rows(pixels: int, weight_bytes: int, column_bytes: int) -> bool:
-    """True when Conv2dGemmOp's forward on ``pixels`` output pixels (N*OH*OW) splits the threads by output rows."""
-    return pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= max(column_bytes, GEMM_ROWS_SMALL_WEIGHT_BYTES)
+def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int) -> bool:
+    """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each (OH*OW) splits
+    the threads by output rows."""
+    return (images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS
+            and weight_bytes <= max(column_bytes, GEMM_ROWS_SMALL_WEIGHT_BYTES))
 
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks

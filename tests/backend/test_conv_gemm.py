@@ -95,9 +95,9 @@ def test_conv2d_dispatches_strided_grouped_and_pointwise_convolutions_to_gemm(rn
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", [c for c in CASES if c[5] == 1 and (c[1][2:] != (1, 1) or c[2] != (1, 1))])
 def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(case, dtype, threads, rng, monkeypatch):
-    """Few output pixels: each thread builds the columns of its output rows and multiplies them."""
+    """One image of few output pixels: each thread builds the columns of its output rows and multiplies them."""
     x_shape, w_shape, stride, pads, dilation, groups = case
-    x = rng.standard_normal((3,) + x_shape[1:]).astype(dtype)      # rows of three images
+    x = rng.standard_normal((1,) + x_shape[1:]).astype(dtype)
     w, b = rng.standard_normal(w_shape).astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
     C, H, W = x.shape[1:]
     OH = (H + pads[0] + pads[1] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
@@ -111,8 +111,9 @@ def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(cas
         by_rows = im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW))
         monkeypatch.setattr(dispatch, "GEMM_ROWS_MAX_PIXELS", 0)
         by_blocks = im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW))
-    assert sorted(calls)[0][0] == 0 and max(i1 for _, i1 in calls) == 3 * OH   # every output row, once
-    assert len(calls) == min(threads * dispatch.ROWS_PER_THREAD, 3 * OH) or threads == 1
+    assert sorted(calls)[0][0] == 0 and max(i1 for _, i1 in calls) == OH   # every output row, once
+    assert len(calls) == min(threads * dispatch.ROWS_PER_THREAD, OH) or threads == 1
+    assert sum(i1 - i0 for i0, i1 in calls) == OH
     np.testing.assert_allclose(by_rows, by_blocks, rtol=0, atol=TOL[dtype] * np.abs(by_blocks).max())
     pt, pb, pl, pr = pads
     ty = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (pl, pr, pt, pb)),
@@ -127,7 +128,7 @@ def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
     x = rng.standard_normal((1, 8, 15, 13))
     w, b = rng.standard_normal((6, 8, 3, 3)), rng.standard_normal(6)
     gy = rng.standard_normal((1, 6, 8, 7))
-    assert dispatch.gemm_by_rows(8 * 7, w.nbytes, 8 * 9 * 8 * 7 * 8)
+    assert dispatch.gemm_by_rows(1, 8 * 7, w.nbytes, 8 * 9 * 8 * 7 * 8)
     xs, ws, bs = (Tensor(a, requires_grad=True) for a in (x, w, b))
     with config.num_threads(2):
         y = F.conv2d(xs, ws, bs, stride=2, padding=1)
@@ -140,8 +141,8 @@ def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_gemm_row_split_applies_to_few_pixels_and_weights_no_larger_than_the_columns():
-    assert dispatch.gemm_by_rows(28 * 28, 128 * 576 * 4, 576 * 784 * 4)      # ResNet-18 3x3/2 at batch 1
-    assert dispatch.gemm_by_rows(7 * 7, 512 * 256 * 4, 256 * 49 * 4)         # its 1x1/2 shortcut: small weights
-    assert not dispatch.gemm_by_rows(7 * 7, 512 * 2304 * 4, 2304 * 49 * 4)   # 4.7 MB of weights, 0.45 MB of columns
-    assert not dispatch.gemm_by_rows(8 * 28 * 28, 128 * 576 * 4, 8 * 576 * 784 * 4)   # batch 8
+def test_gemm_row_split_applies_to_one_image_of_few_pixels_and_weights_no_larger_than_the_columns():
+    assert dispatch.gemm_by_rows(1, 28 * 28, 128 * 576 * 4, 576 * 784 * 4)     # ResNet-18 3x3/2 at batch 1
+    assert dispatch.gemm_by_rows(1, 7 * 7, 512 * 256 * 4, 256 * 49 * 4)        # its 1x1/2 shortcut: small weights
+    assert not dispatch.gemm_by_rows(1, 7 * 7, 512 * 2304 * 4, 2304 * 49 * 4)  # 4.7 MB of weights, 0.45 MB of columns
+    assert not dispatch.gemm_by_rows(8, 7 * 7, 512 * 256 * 4, 8 * 256 * 49 * 4)   # batch 8: one product per image

@@ -119,20 +119,15 @@ def _im2col(planes, sn, sc, n0, n1, C, w_shape, geometry, cols):
                  grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, (n1 - n0) * OH * OW * KH * KW)))
 
 
-def _output_rows(i0, i1, planes, sn, sc, C, wm, geometry, y):
-    """Output rows i0..i1-1 (row i is row i % OH of image i // OH), on the calling thread:
-    their columns into this thread's scratch buffer, then the product into y (one group)."""
+def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y):
+    """Output rows r0..r1-1 of the one image, on the calling thread: their columns into this
+    thread's scratch buffer, then the product into y (one group)."""
     (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = geometry
     F, K = wm.shape
-    i = i0
-    while i < i1:
-        n, r0 = divmod(i, OH)
-        r1 = min(OH, r0 + i1 - i)
-        cols = scratch("gemm.rows", (K, (r1 - r0) * OW), y.dtype)     # (C*KH*KW, r*OW)
-        # row r0 is row 0 of an image whose top padding is pt - r0*SH
-        im2col_rows(0, C, planes, sn, sc, n, 1, KH, KW, SH, SW, DH, DW, pt - r0 * SH, pl, r1 - r0, OW, cols)
-        np.matmul(wm, cols, out=y[:, n, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
-        i += r1 - r0
+    cols = scratch("gemm.rows", (K, (r1 - r0) * OW), y.dtype)         # (C*KH*KW, r*OW)
+    # row r0 is row 0 of an image whose top padding is pt - r0*SH
+    im2col_rows(0, C, planes, sn, sc, 0, 1, KH, KW, SH, SW, DH, DW, pt - r0 * SH, pl, r1 - r0, OW, cols)
+    np.matmul(wm, cols, out=y[:, 0, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
 
 
 def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None):
@@ -147,10 +142,9 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
     geometry = ((KH, KW), tuple(stride), tuple(dilation), (pt, pl), (OH, OW))
-    if G == 1 and not pointwise and dispatch.gemm_by_rows(N * OH * OW, wm.nbytes, C * KH * KW * OH * OW * N
-                                                           * x.dtype.itemsize):
+    if G == 1 and not pointwise and dispatch.gemm_by_rows(N, OH * OW, wm.nbytes, C * KH * KW * OH * OW * x.dtype.itemsize):
         with blas_threads(1):
-            parallel_for(_output_rows, N * OH, planes, sn, sc, C, wm[0], geometry, y,
+            parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (F * Cg * KH * KW * OW)),
                          per_thread=dispatch.ROWS_PER_THREAD)
         if b is not None:
