@@ -27,6 +27,7 @@ import numpy as np
 from ..backend import as_numpy
 from ..errors import ShapeError, StateDictError
 from ..tensor import Tensor, to_arguments
+from .backward_hooks import with_backward_hooks
 from .parameter import Parameter
 
 __all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError"]
@@ -98,6 +99,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -109,14 +111,21 @@ class Module:
                 result = hook(self, args)
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
-            output = self.forward(*args, **kwargs)
-            for hook in list(self._forward_hooks.values()):
-                result = hook(self, args, output)
-                if result is not None:
-                    output = result
+            backward_hooks = list(self.__dict__.get("_backward_hooks", {}).values())
+            if backward_hooks:
+                return with_backward_hooks(self, backward_hooks, args, lambda a: self._forward_hooked(a, kwargs))
+            return self._forward_hooked(args, kwargs)
         except ShapeError as error:
             _add_module_path(error, self)
             raise
+
+    def _forward_hooked(self, args: tuple, kwargs: dict) -> Any:
+        """``forward``, then the forward hooks."""
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
         return output
 
     def register_forward_pre_hook(self, hook: Callable) -> RemovableHandle:
@@ -139,6 +148,20 @@ class Module:
         """
         handle = RemovableHandle(self._forward_hooks)
         self._forward_hooks[handle.id] = hook
+        return handle
+
+    def register_full_backward_hook(self, hook: Callable) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` in backward; a non-None result replaces grad_input.
+
+        As PyTorch's: ``grad_input`` holds the gradient of each positional argument of the
+        call (None for one that is not a tensor, zeros for a tensor that needs none),
+        ``grad_output`` that of each output; NumPy arrays, as ``Tensor.grad``. The hook runs once all of a call's input
+        gradients are known (``nn/backward_hooks.py``); a returned tuple (of the same length)
+        is what flows on to the inputs. When no input requires grad it runs with grad_input
+        all None once grad_output is known, and must return None.
+        """
+        handle = RemovableHandle(self._backward_hooks)
+        self._backward_hooks[handle.id] = hook
         return handle
 
     # ------------------------------------------------------------------ registration
