@@ -50,12 +50,13 @@ class Model:
     def __init__(self, threads: int):
         self.threads, self.saved, self.regions, self.depth = threads, 0.0, 0, 0
 
-    def parallel_for(self, fn, count: int, *args, grain: int = 1, per_thread: int = 4) -> None:
+    def parallel_for(self, fn, count: int, *args, grain: int = 1, per_thread: int = 4, piece_grain: bool = False) -> None:
+        """``cores.parallel_for``'s chunks (the same ones), run here one after the other."""
         threads = min(self.threads, count // max(grain, 1))
         if threads <= 1 or self.depth:
             fn(0, count, *args)
             return
-        pieces = min(count, per_thread * threads)
+        pieces = min(count // max(grain, 1) if piece_grain else count, per_thread * threads)
         bounds = [count * k // pieces for k in range(pieces + 1)]
         free = [0.0] * threads
         self.depth += 1

@@ -89,7 +89,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4) -> None:
+def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, piece_grain: bool = False) -> None:
     """Run fn(i0, i1, *args) over chunks covering range(count), on up to get_num_threads() threads.
 
     ``fn`` is a ``nogil`` kernel (or Python that spends its time in such kernels and in
@@ -98,13 +98,14 @@ def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4) -> 
     machine), it takes their chunks itself. Chunks are handed out dynamically,
     ``per_thread`` per thread (four unless said), so a slowed thread takes fewer. Each
     thread gets at least ``grain`` items: waking a helper costs ~20-70 microseconds
-    here, more than a small kernel.
+    here, more than a small kernel. ``piece_grain``: each chunk too (a chunk with a fixed
+    cost of its own, such as a BLAS call).
     """
     threads = min(config.get_num_threads(), count // max(grain, 1))
     if threads <= 1:
         fn(0, count, *args)
         return
-    pieces = min(count, per_thread * threads)
+    pieces = min(count // max(grain, 1) if piece_grain else count, per_thread * threads)
     bounds = [count * k // pieces for k in range(pieces + 1)]
     job = _Job(fn, list(zip(bounds[:-1], bounds[1:])), args)
     helpers = _helpers

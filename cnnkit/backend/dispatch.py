@@ -25,7 +25,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "GEMM_ROWS_SMALL_WEIGHT_BYTES", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
 ]
 
@@ -198,8 +198,10 @@ def winograd_by_rows(input_elements: int, filter_bytes: int) -> bool:
     return input_elements < WINOGRAD_ROWS_MAX_ELEMENTS and filter_bytes <= WINOGRAD_ROWS_MAX_FILTER_BYTES
 
 
-# Splits by rows (Winograd's tile rows, GEMM's output rows) hand out this many pieces per
-# thread, each thread getting at least PARALLEL_MIN_MACS multiply-adds.
+# Splits by rows (Winograd's tile rows, GEMM's output rows) hand out up to this many pieces
+# per thread, each piece at least PARALLEL_MIN_MACS multiply-adds (each has the fixed cost of
+# its BLAS call: ResNet-18's 1x1/2 shortcut at 28x28 in four pieces of 1.6M took 0.57 ms of
+# CPU against 0.39 in one piece).
 ROWS_PER_THREAD = 2
 
 
@@ -274,22 +276,20 @@ MATMUL_BLOCK = 256
 # threads by output rows, each building the columns of its rows and multiplying them,
 # where the usual split (im2col by channels under PARALLEL_MIN_ELEMENTS, then the product
 # by blocks of columns) leaves the columns to one thread and moves them between cores.
-# Every thread reads all of the weights, so only weights smaller than the columns or than
-# GEMM_ROWS_SMALL_WEIGHT_BYTES (half a core's L2) do: ResNet-18's 512x256x3x3 (4.7 MB
-# against 0.45 MB of columns at 7x7) keeps the product split by filter rows. Measured with
+# Every thread reads all of the weights, so only weights no larger than the columns do:
+# ResNet-18's 512x256x3x3 (4.7 MB against 0.45 MB of columns at 7x7) and its 1x1/2 shortcuts
+# at 14x14 and 7x7 keep the product split by filter rows. Measured with
 # `benchmarks/two_thread_model.py --optimized` (see WINOGRAD_ROWS_MAX_ELEMENTS): the 3x3/2
-# 64->128 layer at 28x28 from 1.29-1.44x to 1.74x, the 1x1/2 shortcuts from 1.00x to 1.4x.
-# One image only: rows of several images make one product per image (ResNet-18's 1x1/2
-# shortcut at batch 8 that way: 2.15 ms against 1.63 in one product, one thread).
+# 64->128 layer at 28x28 from 1.43x to 1.68x. One image only: rows of several images make
+# one product per image (ResNet-18's 1x1/2 shortcut at batch 8 that way: 2.15 ms against
+# 1.63 in one product, one thread).
 GEMM_ROWS_MAX_PIXELS = 1024
-GEMM_ROWS_SMALL_WEIGHT_BYTES = 2**19
 
 
 def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int) -> bool:
     """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each (OH*OW) splits
     the threads by output rows."""
-    return (images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS
-            and weight_bytes <= max(column_bytes, GEMM_ROWS_SMALL_WEIGHT_BYTES))
+    return images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= column_bytes
 
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks

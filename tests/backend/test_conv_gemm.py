@@ -143,6 +143,7 @@ def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
 
 def test_gemm_row_split_applies_to_one_image_of_few_pixels_and_weights_no_larger_than_the_columns():
     assert dispatch.gemm_by_rows(1, 28 * 28, 128 * 576 * 4, 576 * 784 * 4)     # ResNet-18 3x3/2 at batch 1
-    assert dispatch.gemm_by_rows(1, 7 * 7, 512 * 256 * 4, 256 * 49 * 4)        # its 1x1/2 shortcut: small weights
+    assert dispatch.gemm_by_rows(1, 28 * 28, 128 * 64 * 4, 64 * 784 * 4)       # its first 1x1/2 shortcut
+    assert not dispatch.gemm_by_rows(1, 7 * 7, 512 * 256 * 4, 256 * 49 * 4)    # the last one: weights > columns
     assert not dispatch.gemm_by_rows(1, 7 * 7, 512 * 2304 * 4, 2304 * 49 * 4)  # 4.7 MB of weights, 0.45 MB of columns
     assert not dispatch.gemm_by_rows(8, 7 * 7, 512 * 256 * 4, 8 * 256 * 49 * 4)   # batch 8: one product per image

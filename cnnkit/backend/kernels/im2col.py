@@ -146,7 +146,7 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
         with blas_threads(1):
             parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (F * Cg * KH * KW * OW)),
-                         per_thread=dispatch.ROWS_PER_THREAD)
+                         per_thread=dispatch.ROWS_PER_THREAD, piece_grain=True)
         if b is not None:
             y += b.reshape(F, 1, 1, 1)
         return y

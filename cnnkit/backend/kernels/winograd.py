@@ -398,7 +398,7 @@ def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_
             k = min(nbk, N - n0)
             parallel_for(_tile_rows, TH, planes, sn, sc, k, n0, pt, pl, TW, m, U, bias, y,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (a * a * F * C * k * TW)),
-                         per_thread=dispatch.ROWS_PER_THREAD)
+                         per_thread=dispatch.ROWS_PER_THREAD, piece_grain=True)
     return y
 
 
