@@ -282,14 +282,17 @@ MATMUL_BLOCK = 256
 # `benchmarks/two_thread_model.py --optimized` (see WINOGRAD_ROWS_MAX_ELEMENTS): the 3x3/2
 # 64->128 layer at 28x28 from 1.43x to 1.68x. One image only: rows of several images make
 # one product per image (ResNet-18's 1x1/2 shortcut at batch 8 that way: 2.15 ms against
-# 1.63 in one product, one thread).
+# 1.63 in one product, one thread). And more than SMALL_PRODUCT_MACS multiply-adds: each
+# piece's fixed cost (a compiled im2col call with 17 arguments, a BLAS call) made the 1x1/2
+# shortcut at 28x28 (6.4M) slower modelled on two threads (0.56 ms) than on one (0.39).
 GEMM_ROWS_MAX_PIXELS = 1024
 
 
-def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int) -> bool:
-    """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each (OH*OW) splits
-    the threads by output rows."""
-    return images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= column_bytes
+def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int, macs: int) -> bool:
+    """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each (OH*OW),
+    ``macs`` multiply-adds in all, splits the threads by output rows."""
+    return (images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= column_bytes
+            and macs > SMALL_PRODUCT_MACS)
 
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks

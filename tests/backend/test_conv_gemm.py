@@ -104,6 +104,7 @@ def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(cas
     OW = (W + pads[2] + pads[3] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
     args = (stride, pads, dilation, groups)
     monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)         # split even these small shapes
+    monkeypatch.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)
     calls = []
     original = im2col_kernels._output_rows
     monkeypatch.setattr(im2col_kernels, "_output_rows", lambda *a: calls.append(a[:2]) or original(*a))
@@ -122,13 +123,14 @@ def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(cas
     np.testing.assert_allclose(by_rows.transpose(1, 0, 2, 3), ty, rtol=0, atol=10 * TOL[dtype] * np.abs(ty).max())
 
 
-def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
+def test_gemm_row_split_in_training_gives_pytorch_gradients(rng, monkeypatch):
     """F.conv2d on a 3x3/2 layer at batch 1 (ResNet's strided layers): the forward by rows, the
     backward as always; float64 against PyTorch."""
     x = rng.standard_normal((1, 8, 15, 13))
     w, b = rng.standard_normal((6, 8, 3, 3)), rng.standard_normal(6)
     gy = rng.standard_normal((1, 6, 8, 7))
-    assert dispatch.gemm_by_rows(1, 8 * 7, w.nbytes, 8 * 9 * 8 * 7 * 8)
+    monkeypatch.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)        # the row split on this small layer
+    assert dispatch.gemm_by_rows(1, 8 * 7, w.nbytes, 8 * 9 * 8 * 7 * 8, 6 * 8 * 9 * 8 * 7)
     xs, ws, bs = (Tensor(a, requires_grad=True) for a in (x, w, b))
     with config.num_threads(2):
         y = F.conv2d(xs, ws, bs, stride=2, padding=1)
@@ -141,9 +143,8 @@ def test_gemm_row_split_in_training_gives_pytorch_gradients(rng):
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_gemm_row_split_applies_to_one_image_of_few_pixels_and_weights_no_larger_than_the_columns():
-    assert dispatch.gemm_by_rows(1, 28 * 28, 128 * 576 * 4, 576 * 784 * 4)     # ResNet-18 3x3/2 at batch 1
-    assert dispatch.gemm_by_rows(1, 28 * 28, 128 * 64 * 4, 64 * 784 * 4)       # its first 1x1/2 shortcut
-    assert not dispatch.gemm_by_rows(1, 7 * 7, 512 * 256 * 4, 256 * 49 * 4)    # the last one: weights > columns
-    assert not dispatch.gemm_by_rows(1, 7 * 7, 512 * 2304 * 4, 2304 * 49 * 4)  # 4.7 MB of weights, 0.45 MB of columns
-    assert not dispatch.gemm_by_rows(8, 7 * 7, 512 * 256 * 4, 8 * 256 * 49 * 4)   # batch 8: one product per image
+def test_gemm_row_split_applies_to_one_image_of_few_pixels_large_products_and_small_weights():
+    assert dispatch.gemm_by_rows(1, 784, 128 * 576 * 4, 576 * 784 * 4, 128 * 576 * 784)   # ResNet-18 3x3/2, batch 1
+    assert not dispatch.gemm_by_rows(1, 784, 128 * 64 * 4, 64 * 784 * 4, 128 * 64 * 784)  # its 1x1/2 shortcut: 6.4M
+    assert not dispatch.gemm_by_rows(1, 49, 512 * 2304 * 4, 2304 * 49 * 4, 512 * 2304 * 49)  # 4.7 MB of weights
+    assert not dispatch.gemm_by_rows(8, 784, 128 * 576 * 4, 576 * 784 * 4, 8 * 128 * 576 * 784)  # batch 8

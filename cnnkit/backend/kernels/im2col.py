@@ -142,7 +142,8 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
     geometry = ((KH, KW), tuple(stride), tuple(dilation), (pt, pl), (OH, OW))
-    if G == 1 and not pointwise and dispatch.gemm_by_rows(N, OH * OW, wm.nbytes, C * KH * KW * OH * OW * x.dtype.itemsize):
+    if G == 1 and not pointwise and dispatch.gemm_by_rows(N, OH * OW, wm.nbytes, C * KH * KW * OH * OW * x.dtype.itemsize,
+                                                           F * C * KH * KW * OH * OW):
         with blas_threads(1):
             parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (F * Cg * KH * KW * OW)),
