@@ -91,9 +91,14 @@ def test_conv2d_dispatches_strided_grouped_and_pointwise_convolutions_to_gemm(rn
 
 
 # ------------------------------------------------------------- the split by output rows (batch 1)
+ROW_CASES = [c for c in CASES if c[5] == 1 and (c[1][2:] != (1, 1) or c[2] != (1, 1))] + [
+    ((1, 3, 11, 10), (4, 3, 3, 3), (2, 1), (1, 2, 0, 1), (2, 3), 1),    # dilated, asymmetric, strided rows
+]
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 1 and (c[1][2:] != (1, 1) or c[2] != (1, 1))])
+@pytest.mark.parametrize("case", ROW_CASES)
 def test_gemm_conv_split_by_output_rows_matches_the_image_blocks_and_pytorch(case, dtype, threads, rng, monkeypatch):
     """One image of few output pixels: each thread builds the columns of its output rows and multiplies them."""
     x_shape, w_shape, stride, pads, dilation, groups = case
