@@ -34,6 +34,7 @@ class Function:
     """Base class of differentiable ops: subclass it and write ``forward`` and ``backward``."""
 
     inputs: list[Tensor] | None = None
+    input_creators: tuple[Function | None, ...] = ()
     needs_input_grad: tuple[bool, ...] = ()
     saves_for_backward: bool = False
     output_ref: weakref.ref | None = None
@@ -53,6 +54,9 @@ class Function:
         output = Tensor._wrap(result)
         if record:
             self.inputs = tensors
+            # The op that made each input, now: an input changed in place later (x[mask] = v)
+            # gets a new creator, but this op read the value the old one made.
+            self.input_creators = tuple(t.creator for t in tensors)
             self.output_ref = weakref.ref(output)
             output.requires_grad = True
             output.creator = self

@@ -61,8 +61,10 @@ def post_order(
 
 
 def producers(fn: Function) -> list[Function]:
-    """The ops that made ``fn``'s inputs (leaves such as parameters have none)."""
-    return [x.creator for x in fn.inputs or () if x.creator is not None]
+    """The ops that made ``fn``'s inputs when it ran (leaves such as parameters have none)."""
+    if fn.inputs is None:
+        return []
+    return [c for c in fn.input_creators if c is not None]
 
 
 def op_order(roots: Sequence[Function]) -> list[Function]:

@@ -399,7 +399,7 @@ class Tensor:
             gxs = fn.backward(gy)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
-            for x, gx, needed in zip(fn.inputs, gxs, fn.needs_input_grad):
+            for x, creator, gx, needed in zip(fn.inputs, fn.input_creators, gxs, fn.needs_input_grad):
                 if not needed or gx is None:
                     continue
                 if gx.shape != x.shape:
@@ -409,11 +409,11 @@ class Tensor:
                     )
                 if gx.dtype != x.dtype:  # a mixed-dtype op: each gradient takes its input's dtype
                     gx = gx.astype(x.dtype)
-                if x.creator is None:
+                if creator is None:
                     _accumulate_leaf(x, gx)
-                else:
-                    previous = grads.get(x.creator)
-                    grads[x.creator] = gx if previous is None else previous + gx
+                else:  # the op that made x when fn ran (x may have changed in place since)
+                    previous = grads.get(creator)
+                    grads[creator] = gx if previous is None else previous + gx
             if not retain_graph:
                 fn.release()
 
@@ -496,6 +496,10 @@ class Tensor:
 
     def __getitem__(self, index):
         return _shape.getitem(self, index)
+
+    def __setitem__(self, index, value) -> None:
+        """``x[index] = value`` in place, with PyTorch's autograd rules (``functional/setitem.py``)."""
+        _setitem.setitem(self, index, value)
 
     # Comparisons give bool tensors without gradient, as in PyTorch. An operand that is not a
     # number, an array or a tensor (None, a string) is not compared: == is then False, != True.
@@ -799,5 +803,6 @@ from .functional import activation as _activation  # noqa: E402
 from .functional import logic as _logic  # noqa: E402
 from .functional import math as _math  # noqa: E402
 from .functional import reduction as _reduction  # noqa: E402
+from .functional import setitem as _setitem  # noqa: E402
 from .functional import shape as _shape  # noqa: E402
 from .functional.remainder import remainder as _remainder  # noqa: E402 - the module name is shadowed by the function

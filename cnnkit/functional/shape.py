@@ -305,15 +305,21 @@ def getitem(x, index) -> Tensor:
     and an advanced index are separated by a slice: ``x[0, :, [0, 2]]`` on (2, 3, 4) is
     (3, 2) in PyTorch and (2, 3) in NumPy. Such an index runs as two GetItemOps.
     """
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    index = _unwrap_index(index)
     split = _integers_first(index)
     if split is not None:
         x = GetItemOp(split[0])(x)
         index = split[1]
     return GetItemOp(index)(x)
+
+
+def _unwrap_index(index):
+    """An index with its Tensors (masks, index tensors) replaced by their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
 
 
 def _is_integer(item) -> bool:
