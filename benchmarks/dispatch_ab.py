@@ -2,8 +2,7 @@
 
 A dispatch change touches one layer; whether the model gains is a small difference that
 runs minutes apart on a shared machine cannot show. This script builds ResNet-18 (or, with
-``--model resnet20``, ResNet-20 at 32x32) once and
-runs it in alternating pairs with ``backend.dispatch``'s thresholds as they are ("as is")
+``--model resnet20`` / ``vgg11_cifar``, ResNet-20 / VGG-11 (BN) at 32x32) once and runs it in alternating pairs with ``backend.dispatch``'s thresholds as they are ("as is")
 and with the given ones changed ("changed"), a pause before each call; the figure is the
 median over pairs of changed time / as-is time (above 1: the thresholds as they are win).
 
@@ -14,7 +13,7 @@ Example (the 7x7/2 stem back on im2col + GEMM):
     python benchmarks/dispatch_ab.py WINOGRAD4_MIN_TILES=1000000000 --model resnet20 --batch 128 --train
 
 Usage:
-    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20] [--batch 8] [--train | --optimized]
+    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20|vgg11_cifar] [--batch 8] [--train | --optimized]
         [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
 
 ``--quiet N`` (two threads, wall clock, on a shared machine): pairs continue until N of them
@@ -50,11 +49,11 @@ import cnnkit  # noqa: E402
 import cnnkit.surgery  # noqa: E402
 from cnnkit.backend import dispatch  # noqa: E402
 
-MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10)}  # image size, classes
+MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10), "vgg11_cifar": (32, 10)}  # image size, classes
 
 
 def model_call(name: str, batch: int, train: bool, optimized: bool = False):
-    """One inference batch of a zoo model (ResNet-18 at 224x224, ResNet-20 at 32x32), or
+    """One inference batch of a zoo model (ResNet-18 at 224x224, ResNet-20 and VGG-11 (BN) at 32x32), or
     one forward + backward of a training step. ``optimized``: the model as
     ``cnnkit.surgery.optimize_for_inference`` makes it (inference only)."""
     size, classes = MODELS[name]
