@@ -149,11 +149,15 @@ class InterpolateOp(Function):
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW); x (N, C, W) -> y (N, C, OW).
     Saves for backward: only the per-axis tables (no activations).
+
+    ``size_factors``: the scale_factor the output sizes came from (floor(size * factor)),
+    None for an explicit size; ONNX export reads it to follow a dynamic input size.
     """
 
-    def __init__(self, out_sizes, scales, mode: str, align_corners: bool):
+    def __init__(self, out_sizes, scales, mode: str, align_corners: bool, size_factors=None):
         self.out_sizes, self.scales = out_sizes, scales
         self.mode, self.align_corners = mode, align_corners
+        self.size_factors = size_factors
 
     def forward(self, x):
         spatial = x.shape[2:]                                       # (H, W) or (W,)
@@ -236,6 +240,7 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
             "interpolate expects exactly one of size or scale_factor, got "
             f"size={size!r}, scale_factor={scale_factor!r}"
         )
+    factors = None
     if size is not None:
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
@@ -249,4 +254,4 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
         raise ShapeError(
             f"interpolate expects input and output sizes > 0, got input {shape} and output size {out_sizes}"
         )
-    return InterpolateOp(out_sizes, scales, mode, align_corners)(input)
+    return InterpolateOp(out_sizes, scales, mode, align_corners, size_factors=factors)(input)

@@ -219,8 +219,40 @@ def var(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None, a
     if dof <= 0:
         warnings.warn(f"var(): degrees of freedom is {dof} <= 0: the correction ({correction}) should "
                       "be smaller than the number of reduced elements", UserWarning, stacklevel=2)
-    centered = x - mean(x, axes, True)
-    return sum(centered * centered, axes, keepdim) / float(builtins.max(dof, 0))
+    return VarOp(axes, correction, keepdim)(x)
+
+
+class VarOp(Function):
+    """Variance over axes with a correction: torch.var's value and gradient.
+
+    forward:  y = sum((x - m)**2, axes) / max(0, n - correction),  m = mean(x, axes),
+              n = number of elements reduced
+    backward: gx = broadcast(gy) * 2 (x - m) / max(0, n - correction)
+              (the mean's own term, -2 sum(x - m) / n / (n - correction), is 0)
+
+    One op rather than a chain of mean, product and sum, so that the divisor stays tied to
+    the input's size: ONNX export writes it from the input's shape, so a file with a dynamic
+    batch or image size divides by the count of the size it runs at.
+
+    Shapes: x (...), y x.shape reduced over axes (kept as 1 with keepdims); gx x.shape.
+    """
+
+    def __init__(self, axes: tuple[int, ...], correction: float, keepdims: bool):
+        self.axes, self.correction, self.keepdims = axes, correction, keepdims
+
+    def forward(self, x):
+        dof = x.dtype.type(builtins.max(_count(x.shape, self.axes) - self.correction, 0))
+        centered = x - x.mean(axis=self.axes, keepdims=True) if x.size else x
+        with np.errstate(divide="ignore", invalid="ignore"):  # dof 0: inf or NaN, as PyTorch
+            y = (centered * centered).sum(axis=self.axes, keepdims=self.keepdims) / dof
+        if self.saves_for_backward:
+            self.centered, self.dof = centered, dof
+        return y
+
+    def backward(self, gy):
+        gy = _expand_reduced(gy, self.centered.shape, self.axes, self.keepdims)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (2 * gy / self.dof * self.centered).astype(gy.dtype, copy=False)
 
 
 class StdRootOp(Function):

@@ -19,7 +19,7 @@ from ..errors import OnnxExportError
 from ..explain.graph import Graph, OpNode
 from ..tensor import Tensor
 from .emit import EMITTERS
-from .tracing import TRACE_BATCH, size_symbols, trace
+from .tracing import TRACE_BATCH, other_size, size_symbols, trace
 from .writer import Writer
 
 __all__ = ["build", "op_names", "version"]
@@ -59,6 +59,25 @@ def version() -> str:
         return "unknown"
 
 
+def _moved_shapes(model, shape, graph: Graph, fns, dynamic: bool, dynamic_size: bool) -> dict:
+    """op id -> (input shapes, output shape) in a second trace at batch TRACE_BATCH + 1 (with a
+    dynamic batch) and a larger image (with a dynamic size); empty when that trace does not
+    run the same ops in the same order (the self-check then judges the file).
+
+    A dimension that differs between the two traces follows the input's batch or size, so an
+    emitter can write it from the input's shape instead of baking the traced value in.
+    """
+    batch = TRACE_BATCH + 1 if dynamic else 1
+    try:
+        graph2, fns2, _ = trace(model, other_size(shape) if dynamic_size else shape, batch)
+    except Exception:  # noqa: BLE001 - the model's own refusal; size_symbols and the self-check report it
+        return {}
+    if [op.type for op in graph2.ops] != [op.type for op in graph.ops]:
+        return {}
+    return {op.id: ([tuple(t.shape) for t in fns2[op2.id].inputs], tuple(fns2[op2.id].output_ref().shape))
+            for op, op2 in zip(graph.ops, graph2.ops, strict=True)}
+
+
 def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -> tuple[onnx.ModelProto, int]:
     """The ONNX model of one traced forward pass, and the bytes of its weights."""
     batch = TRACE_BATCH if dynamic else 1
@@ -71,6 +90,8 @@ def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -
         w.root_layer = type(model).__name__
     names = op_names(graph, leaf_types)
     w.used.update({"input", "output"})
+    if dynamic or dynamic_size:
+        w.moved = _moved_shapes(model, shape, graph, fns, dynamic, dynamic_size)
     for op in graph.ops:
         fn = fns[op.id]
         w.op, w.base = op, names[op.id]
@@ -87,6 +108,11 @@ def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -
     if dynamic and out.shape[:1] != (batch,):
         raise OnnxExportError(f"cannot export with a dynamic batch: the output's shape {out.shape} does not "
                               f"start with the batch ({batch}); export with dynamic_batch=False")
+    last = w.moved.get(graph.ops[-1].id) if graph.ops else None
+    if dynamic and last is not None and last[1][:1] != (TRACE_BATCH + 1,):
+        raise OnnxExportError(f"cannot export with a dynamic batch: the output's first dimension does not follow "
+                              f"the batch (shape {out.shape} at batch {batch}, {last[1]} at batch "
+                              f"{TRACE_BATCH + 1}); export with dynamic_batch=False")
 
     in_dims: list = ["N" if dynamic else batch] + list(shape)
     out_dims: list = list(out.shape)

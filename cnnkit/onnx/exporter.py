@@ -24,9 +24,11 @@ residual addition a block's forward computes; "layer1.0.relu_2" for a module's s
 call), so ``cnnkit.onnx.load`` of the file rebuilds a model with the same ``state_dict``
 keys.
 
-Dynamic batch: the input's first dimension is the symbol "N". The trace runs at batch 2
-so that a reshape keeping the batch can be told apart; every reshape is written with -1
-in place of the batch. Dynamic size (``dynamic_size=True``, for fully convolutional
+Dynamic batch: the input's first dimension is the symbol "N". The trace runs at batch 2,
+and a second trace at batch 3 (and, with a dynamic size, a larger image) shows which
+dimensions of each op follow the input: a reshape writes those from the input's shape (0,
+-1, or a product of its dimensions), var / std divide by the count read from the shape,
+and interpolate with a recomputed scale computes its output size from it. Dynamic size (``dynamic_size=True``, for fully convolutional
 models and others that take any image size, such as a ResNet ending in global pooling):
 the input's height and width are the symbols "H" and "W", and the output's dimensions
 that follow them "OH", "OW". After writing, the file is checked three ways: ONNX's checker

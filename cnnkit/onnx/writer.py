@@ -23,7 +23,7 @@ from ..tensor import Tensor
 __all__ = ["Writer", "simple", "AXES_INPUT_FROM"]
 
 # The opset from which a Reduce* node takes its axes as an input (an attribute before).
-AXES_INPUT_FROM = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+AXES_INPUT_FROM = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceProd": 18}
 
 
 class Writer:
@@ -42,10 +42,18 @@ class Writer:
         self.op: OpNode | None = None
         self.base = ""
         self.root_layer = ""  # the class name of a model that is one of cnnkit's layers
+        # op id -> (input shapes, output shape) in a second trace at another batch (and size,
+        # with dynamic_size): a dimension that differs there follows the input's batch or size
+        self.moved: dict[int, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
 
     def output(self, fn: Function) -> Tensor:
         """The output tensor of a traced op (alive: the trace holds the whole graph)."""
         return fn.output_ref()
+
+    def moved_shapes(self) -> tuple[list[tuple[int, ...]], tuple[int, ...]] | None:
+        """The current op's (input shapes, output shape) in the second trace, or None when
+        there is none (a fixed batch and size) or its ops did not line up with the first's."""
+        return self.moved.get(self.op.id)
 
     # -- naming
     def unique(self, name: str) -> str:
@@ -118,6 +126,14 @@ class Writer:
         if self.opset >= AXES_INPUT_FROM[op_type]:
             return self.add(op_type, [x, self.ints(axes, "axes")], hint, keepdims=int(keepdims))
         return self.add(op_type, [x], hint, axes=list(axes), keepdims=int(keepdims))
+
+    def count(self, x: str, axes: Sequence[int], dtype, hint: str = "count") -> str:
+        """The number of elements of ``x`` over ``axes``, as a 0-d ``dtype`` value read from
+        its shape when the graph runs (so a dynamic batch or size counts what it gets)."""
+        dims = self.add("Gather", [self.add("Shape", [x], f"{hint}_shape"), self.ints(axes, f"{hint}_axes")],
+                        f"{hint}_dims", axis=0)
+        dims = self.add("Cast", [dims], f"{hint}_float", to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        return self.reduce("ReduceProd", dims, [0], False, hint)
 
     def unsqueeze(self, x: str, axes: Sequence[int], hint=None) -> str:
         if self.opset >= 13:

@@ -4,6 +4,7 @@ remainder (spelled exactly), clamp, casts, sums, means and extrema over axes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +21,27 @@ def _reduction(op_type: str) -> Callable:
         return w.reduce(op_type, xs[0], list(fn.axes), fn.keepdims)
 
     return emit
+
+
+def _var(w: Writer, fn, xs) -> str:
+    """sum((x - mean)**2) / max(0, n - correction), n read from x's shape when the graph runs.
+
+    The count is not a constant of the traced size: with a dynamic batch or image size the
+    file divides by the count of the input it gets (a file that baked the traced count in
+    gave wrong variances at other sizes). A fixed batch and size write the count as a constant.
+    """
+    x, dtype = xs[0], fn.inputs[0].dtype
+    axes = list(fn.axes)
+    centered = w.add("Sub", [x, w.reduce("ReduceMean", x, axes, True, "mean")], "centered")
+    squares = w.reduce("ReduceSum", w.add("Mul", [centered, centered], "squares"), axes, fn.keepdims, "sum")
+    if w.dynamic or w.dynamic_size:
+        dof = w.add("Sub", [w.count(x, axes, dtype), w.constant(np.asarray(fn.correction, dtype), "correction")],
+                    "dof_signed")
+        dof = w.add("Max", [dof, w.constant(np.asarray(0, dtype), "zero")], "dof")
+    else:
+        n = math.prod(fn.inputs[0].shape[a] for a in axes)
+        dof = w.constant(np.asarray(max(n - fn.correction, 0), dtype), "dof")
+    return w.add("Div", [squares, dof])
 
 
 def _amax(w: Writer, fn, xs) -> str:
@@ -140,6 +162,7 @@ EMITTERS = {
     "MatMulOp": simple("MatMul"),
     "SumOp": _reduction("ReduceSum"),
     "MeanOp": _reduction("ReduceMean"),
+    "VarOp": _var,
     "AmaxOp": _amax,
     "SelectAlongDimOp": _select_along_dim,
     "CastOp": _cast,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import TensorProto
 
 from ..writer import Writer, simple
 
@@ -16,6 +17,9 @@ __all__ = ["EMITTERS"]
 def _reshape(w: Writer, fn, xs) -> str:
     x_shape = tuple(fn.inputs[0].shape)
     out_shape = tuple(w.output(fn).shape)
+    moved = w.moved_shapes()
+    if moved is not None and x_shape:
+        return _reshape_following(w, xs[0], x_shape, out_shape, moved[0][0], moved[1])
     if not w.dynamic or not x_shape:
         return w.add("Reshape", [xs[0], w.ints(out_shape, "shape")])
     B = w.batch
@@ -33,6 +37,62 @@ def _reshape(w: Writer, fn, xs) -> str:
     target = list(out_shape)
     target[holders[0]] = -1
     return w.add("Reshape", [xs[0], w.ints(target, "shape")])
+
+
+def _reshape_following(w: Writer, x: str, x_shape, out_shape, x_moved, out_moved) -> str:
+    """A reshape whose target follows the input's batch and size (seen in the second trace).
+
+    Output dimensions equal in both traces are written as numbers. Of those that change,
+    one the same as the input's dimension at its place is 0 (ONNX: copy it), one the product
+    of a run of the input's dimensions (in both traces) is that product of the input's shape,
+    and one left over is -1 (ONNX infers it). A batch-keeping flatten to 2-D is Flatten.
+    """
+    changing = [j for j, (a, b) in enumerate(zip(out_shape, out_moved, strict=True)) if a != b]
+    if not changing:
+        return w.add("Reshape", [x, w.ints(out_shape, "shape")])
+    if (len(out_shape) == 2 and len(x_shape) >= 2 and out_shape[0] == x_shape[0]
+            and out_moved[0] == x_moved[0] and out_shape[1] == math.prod(x_shape[1:])
+            and out_moved[1] == math.prod(x_moved[1:])):
+        return w.add("Flatten", [x], axis=1)
+    if len(changing) == 1:
+        target = list(out_shape)
+        target[changing[0]] = -1
+        return w.add("Reshape", [x, w.ints(target, "shape")])
+    pieces: list = list(out_shape)  # an int, or the ONNX value of a computed dimension
+    inferred = []
+    for j in changing:
+        if j < len(x_shape) and (x_shape[j], x_moved[j]) == (out_shape[j], out_moved[j]):
+            pieces[j] = 0
+            continue
+        runs = [(a, b) for a in range(len(x_shape)) for b in range(a + 1, len(x_shape) + 1)
+                if math.prod(x_shape[a:b]) == out_shape[j] and math.prod(x_moved[a:b]) == out_moved[j]]
+        if runs:
+            a, b = runs[0]
+            dims = w.slice(w.add("Shape", [x], f"shape{j}"), [a], [b], [0], [1], f"dims{j}")
+            pieces[j] = w.reduce("ReduceProd", dims, [0], True, f"size{j}")
+        else:
+            inferred.append(j)
+    if len(inferred) > 1:
+        raise w.error(f"a reshape from {x_shape} to {out_shape} splits dimensions that follow the "
+                      "input's batch or size in a way ONNX's Reshape cannot follow; export with a "
+                      "fixed batch and size")
+    for j in inferred:
+        pieces[j] = -1
+    if all(isinstance(p, int) for p in pieces):
+        return w.add("Reshape", [x, w.ints(pieces, "shape")])
+    parts, run = [], []
+    for p in pieces:
+        if isinstance(p, int):
+            run.append(p)
+            continue
+        if run:
+            parts.append(w.ints(run, "dims"))
+            run = []
+        parts.append(p)
+    if run:
+        parts.append(w.ints(run, "dims"))
+    target = w.add("Concat", parts, "target", axis=0) if len(parts) > 1 else parts[0]
+    return w.add("Reshape", [x, target])
 
 
 def _transpose(w: Writer, fn, xs) -> str:
@@ -159,7 +219,8 @@ def _interpolate(w: Writer, fn, xs) -> str:
     nearest: asymmetric + floor; nearest-exact: half_pixel + round_prefer_ceil; (bi)linear:
     half_pixel (PyTorch's rule, also at an output length 1) or align_corners. A scale factor
     used in the index formula is written as scales (right at any input size); an explicit size
-    (or a recomputed scale) as sizes: the input's N and C, then the traced OH, OW.
+    as sizes: the input's N and C, then the traced OH, OW; a recomputed scale as sizes too,
+    floor(size * factor) of the input's size when that is dynamic.
     """
     if fn.mode in ("nearest", "nearest-exact"):
         attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
@@ -173,8 +234,18 @@ def _interpolate(w: Writer, fn, xs) -> str:
         scales = w.constant(np.asarray([1.0, 1.0, *fn.scales], np.float32), "scales")
         return w.add("Resize", [xs[0], roi, scales], **attrs)
     no_scales = w.constant(np.zeros(0, np.float32), "scales")
-    n_c = w.slice(w.add("Shape", [xs[0]], "shape"), [0], [2], [0], [1], "n_c")
-    sizes = w.add("Concat", [n_c, w.ints(fn.out_sizes, "out_size")], "sizes", axis=0)
+    shape = w.add("Shape", [xs[0]], "shape")
+    n_c = w.slice(shape, [0], [2], [0], [1], "n_c")
+    out_sizes = w.ints(fn.out_sizes, "out_size")
+    moved = w.moved_shapes()
+    if fn.size_factors is not None and moved is not None and moved[1][2:] != tuple(fn.out_sizes):
+        # sizes from a scale factor (recompute_scale_factor) follow a dynamic size:
+        # floor(size * factor) in float64, as PyTorch computes them
+        spatial = w.add("Cast", [w.slice(shape, [2], [_INT64_MAX], [0], [1], "spatial")], "spatial_double",
+                        to=TensorProto.DOUBLE)
+        scaled = w.add("Mul", [spatial, w.constant(np.asarray(fn.size_factors, np.float64), "factors")], "scaled")
+        out_sizes = w.add("Cast", [w.add("Floor", [scaled], "floor")], "out_size", to=TensorProto.INT64)
+    sizes = w.add("Concat", [n_c, out_sizes], "sizes", axis=0)
     return w.add("Resize", [xs[0], roi, no_scales, sizes], **attrs)
 
 

@@ -1,0 +1,105 @@
+"""Export at a dynamic batch and image size: every value that depends on the size follows it.
+
+Each forward is exported once (traced at batch 2 and 5x6) with ``verify=False``, so the file
+itself is judged: onnxruntime runs it at other batches and sizes and must agree with PyTorch.
+Before, the divisor of var / std (n - correction) and the target shapes of reshapes were the
+traced numbers, so such files gave wrong values (or failed) at any other size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit import functional as F
+from cnnkit import nn
+from cnnkit.errors import OnnxExportError
+from cnnkit.onnx import export
+
+from .conftest import onnxruntime_session, run_onnxruntime
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+SHAPE = (3, 5, 6)                                   # traced: one sample's (C, H, W)
+RUNS = [(1, (5, 6)), (3, (7, 4)), (4, (9, 11))]     # (batch, (H, W)) onnxruntime runs at
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+# name -> (cnnkit forward, PyTorch forward)
+CASES = {
+    "var over H, W": (lambda x: F.var(x, (2, 3)), lambda x: x.var((2, 3))),
+    "std over the batch": (lambda x: x - F.std(x, 0, keepdim=True), lambda x: x - x.std(0, keepdim=True)),
+    "std with correction 2": (lambda x: F.std(x, (1, 3), correction=2), lambda x: x.std((1, 3), correction=2)),
+    "instance norm (biased var)": (
+        lambda x: (x - F.mean(x, (2, 3), keepdim=True)) / F.sqrt(F.var(x, (2, 3), keepdim=True, unbiased=False) + 1e-5),
+        lambda x: (x - x.mean((2, 3), keepdim=True)) / torch.sqrt(x.var((2, 3), keepdim=True, unbiased=False) + 1e-5),
+    ),
+    "var of everything per sample": (lambda x: F.var(F.flatten(x, 1), 1), lambda x: torch.flatten(x, 1).var(1)),
+    "mean over H, W": (lambda x: F.mean(x, (2, 3)), lambda x: x.mean((2, 3))),
+    "flatten H, W": (lambda x: F.flatten(x, 2) * 2, lambda x: torch.flatten(x, 2) * 2),
+    "flatten H, W, transposed": (lambda x: F.flatten(x, 2).transpose(1, 2), lambda x: torch.flatten(x, 2).transpose(1, 2)),
+    "unsqueeze": (lambda x: F.unsqueeze(F.mean(x, (2, 3)), 2), lambda x: x.mean((2, 3)).unsqueeze(2)),
+    "squeeze": (lambda x: F.squeeze(F.mean(x, 3, keepdim=True), 3), lambda x: x.mean(3, keepdim=True).squeeze(3)),
+    "interpolate, recomputed scale (bilinear)": (
+        lambda x: F.interpolate(x, scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
+        lambda x: TF.interpolate(x, scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
+    ),
+    "interpolate, recomputed scale (nearest)": (
+        lambda x: F.interpolate(x, scale_factor=(2.5, 0.6), mode="nearest", recompute_scale_factor=True),
+        lambda x: TF.interpolate(x, scale_factor=(2.5, 0.6), mode="nearest", recompute_scale_factor=True),
+    ),
+}
+
+
+def _assert_same(got: np.ndarray, expected: np.ndarray) -> None:
+    """Equal shapes; values within 1e-5 of the scale, NaN where PyTorch has NaN (std of one sample)."""
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    scale = max(1.0, float(np.abs(expected[np.isfinite(expected)]).max(initial=0.0)))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(expected), rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom")
+@pytest.mark.parametrize("opset", [11, 17, 18])
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_that_depend_on_the_size_follow_a_dynamic_batch_and_size(name, opset, tmp_path, rng):
+    ours, theirs = CASES[name]
+    path = export(_Fn(ours), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True, verify=False)
+    session = onnxruntime_session(path)
+    for n, hw in RUNS:
+        x = rng.standard_normal((n, SHAPE[0]) + hw).astype(np.float32)
+        _assert_same(run_onnxruntime(session, x), theirs(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom")
+@pytest.mark.parametrize("name", ["var over H, W", "std over the batch", "flatten H, W, transposed"])
+def test_the_self_check_now_accepts_them(name, tmp_path):
+    # before, export(verify=True) refused these: "depends on the batch size or the input size"
+    export(_Fn(CASES[name][0]), tmp_path / "m.onnx", SHAPE, dynamic_size=True)
+
+
+def test_a_reshape_splitting_two_dimensions_that_follow_the_size_is_refused_naming_the_layer(tmp_path):
+    # (N, 2, 2*H*W) back to (N, 4, H, W) with H and W from the traced shape: ONNX's Reshape can
+    # infer one dimension, not two, so the file would hold the traced H and W
+    class GroupStats(nn.Module):
+        def forward(self, x):
+            N, C, H, W = x.shape
+            groups = F.reshape(x, (N, 2, -1))
+            return F.reshape(groups - F.mean(groups, 2, keepdim=True), (N, C, H, W))
+
+    with pytest.raises(OnnxExportError, match=r"cannot export Reshape in the model's forward \(outside any "
+                                              r"layer\): a reshape from \(2, 2, 60\) to \(2, 4, 5, 6\) splits "
+                                              r"dimensions that follow the input's batch or size"):
+        export(GroupStats(), tmp_path / "m.onnx", (4, 5, 6), dynamic_size=True)
+    # with a fixed size it exports and runs
+    path = export(GroupStats(), tmp_path / "m.onnx", (4, 5, 6))
+    assert path.exists()
