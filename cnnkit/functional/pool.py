@@ -128,7 +128,8 @@ class MaxPool2dReferenceOp(MaxPool2dOp):
                 xp.copyto(arg, k, where=(tap > y) | (tap != tap))
             xp.maximum(y, tap, out=y)
         if track:
-            self.arg, self.pads, self.geometry = arg, pads, geometry
+            self.arg = _taps_inside(xp, arg, y, self.g, pads, geometry, x.shape[2:])
+            self.pads, self.geometry = pads, geometry
             self.x_shape, self.padded_hw = x.shape, xc.shape[2:]
         return y.transpose(1, 0, 2, 3)                                # (N, C, OH, OW)
 
@@ -157,11 +158,12 @@ class MaxPool2dFusedOp(MaxPool2dOp):
     """
 
     def forward(self, x):
-        (OH, OW), pads, _ = self.g.resolve(x.shape)
+        (OH, OW), pads, geometry = self.g.resolve(x.shape)
         y, arg, order = pool_kernels.max_pool2d_fused(
             x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW)
         )
         if self.saves_for_backward:
+            arg = _taps_inside(self.xp, arg, y, self.g, pads, geometry, x.shape[2:])  # (any plane order)
             self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape
         return y                                                      # (N, C, OH, OW)
 
@@ -378,27 +380,43 @@ def _first_real(starts, dilation: int):
     return starts + behind * ((-starts + dilation - 1) // dilation) * dilation
 
 
+def _tap_positions(xp, arg, g: _PoolGeometry, pads, geometry):
+    """(rows, cols) in the unpadded input of each window's tap ``arg`` (..., OH, OW), and the window starts."""
+    KW = g.kernel[1]
+    (SH, SW), (DH, DW), (OH, OW) = geometry
+    h0 = xp.arange(OH).reshape(OH, 1) * SH - pads[0]                  # window starts (OH, 1)
+    w0 = xp.arange(OW) * SW - pads[2]                                 # (OW,)
+    arg = arg.astype(np.int64)
+    return h0 + (arg // KW) * DH, w0 + (arg % KW) * DW, h0, w0
+
+
+def _taps_inside(xp, arg, y, g: _PoolGeometry, pads, geometry, hw):
+    """``arg`` with a tap in the padding moved to its window's first tap inside the input.
+
+    Padding counts as -inf and the first maximum wins, so a window whose input elements are
+    all -inf keeps its first tap, which may be padding; PyTorch looks at the input's
+    elements only and picks the window's first one (its gradient must not be lost in the
+    padding). Only a padded pooling with a -inf maximum can have such a window.
+    """
+    if not any(pads) or not (y == -xp.inf).any():
+        return arg
+    H, W = hw
+    KW = g.kernel[1]
+    (_, _), (DH, DW), _ = geometry
+    rows, cols, h0, w0 = _tap_positions(xp, arg, g, pads, geometry)
+    outside = (rows < 0) | (rows >= H) | (cols < 0) | (cols >= W)
+    first = ((_first_real(h0, DH) - h0) // DH) * KW + (_first_real(w0, DW) - w0) // DW  # (OH, OW)
+    return xp.where(outside, first, arg).astype(arg.dtype)
+
+
 def _max_indices(op: MaxPool2dReferenceOp, x_shape) -> np.ndarray:
     """Flat index h * W + w, within its (H, W) plane, of each window's maximum (N, C, OH, OW), as PyTorch's.
 
-    From the first-maximum tap k of each window (``op.arg``): h = i*SH - PT + (k // KW)*DH,
-    w = j*SW - PL + (k % KW)*DW. PyTorch looks at the input's elements only: where every
-    element of a window is -inf, the tap kept is the window's first (maybe padding) and
-    PyTorch's index is the window's first element inside the input, taken here too.
+    From the first-maximum tap k of each window (``op.arg``, moved inside the input by
+    ``_taps_inside``): h = i*SH - PT + (k // KW)*DH, w = j*SW - PL + (k % KW)*DW.
     """
-    xp = op.xp
-    _, _, H, W = x_shape
-    KH, KW = op.g.kernel
-    (SH, SW), (DH, DW), (OH, OW) = op.geometry
-    PT, _, PL, _ = op.pads
-    arg = op.arg.astype(np.int64)                                     # (C, N, OH, OW)
-    h0 = xp.arange(OH).reshape(OH, 1) * SH - PT                       # window starts (OH, 1)
-    w0 = xp.arange(OW) * SW - PL                                      # (OW,)
-    rows, cols = h0 + (arg // KW) * DH, w0 + (arg % KW) * DW          # (C, N, OH, OW)
-    outside = (rows < 0) | (rows >= H) | (cols < 0) | (cols >= W)
-    rows = xp.where(outside, _first_real(h0, DH), rows)
-    cols = xp.where(outside, _first_real(w0, DW), cols)
-    return (rows * W + cols).transpose(1, 0, 2, 3)                    # (N, C, OH, OW)
+    rows, cols, _, _ = _tap_positions(op.xp, op.arg, op.g, op.pads, op.geometry)  # (C, N, OH, OW)
+    return (rows * x_shape[3] + cols).transpose(1, 0, 2, 3)           # (N, C, OH, OW)
 
 
 def max_pool2d(

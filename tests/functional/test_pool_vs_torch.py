@@ -145,6 +145,32 @@ def test_max_pool2d_matches_torch(case, dtype, rng, xp):
     case.run(dtype, rng, xp)
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=2, padding=1),
+                                  dict(kernel_size=3, stride=2, padding=1, dilation=2),
+                                  dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)],
+                         ids=lambda kw: str(kw).replace(" ", ""))
+@dtypes()
+def test_a_window_of_minus_infinity_sends_its_gradient_to_its_first_input_element_as_torch(pool, kernels, dtype,
+                                                                                          rng):
+    """Padding counts as -inf; where every input element of a window is -inf too, PyTorch's maximum is the
+    window's first element inside the input, and the gradient goes there (not into the padding)."""
+    import cnnkit
+    from cnnkit import Tensor
+
+    x = np.full((2, 3, 5, 6), -np.inf, dtype)
+    x[rng.random(x.shape) < 0.2] = 1.0                                 # a few finite maxima, the rest -inf
+    g = rng.standard_normal(tuple(TF.max_pool2d(torch.from_numpy(x), **pool).shape)).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    TF.max_pool2d(xt, **pool).backward(torch.from_numpy(g))
+    with cnnkit.config.kernels(kernels):
+        xc = Tensor(x, requires_grad=True)
+        F.max_pool2d(xc, **pool).backward(Tensor(g))
+    expected = xt.grad.numpy()
+    np.testing.assert_array_equal(xc.grad != 0, expected != 0)            # the same elements get gradient
+    np.testing.assert_allclose(xc.grad, expected, rtol=1e-6)              # (overlapping windows: summation order)
+
+
 AVG_POOL_CASES = [
     _avg_pool("2x2", (2, 3, 6, 6), kernel_size=2),
     _avg_pool("odd-input", (1, 2, 7, 5), kernel_size=2),
