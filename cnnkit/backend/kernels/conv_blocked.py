@@ -1,0 +1,290 @@
+"""Register-blocked direct stride-1 convolution over flat rows (numba + explicit vectors).
+
+Flat rows, as in ``conv_direct``: one image's zero-padded planes (C, Hp, Wp) are stored
+row after row, so output pixel i = oh*Wp + ow reads tap (c, kh, kw) at c*Hp*Wp + kh*Wp + kw
++ i, and every tap is a shifted contiguous run over i. Entries with ow >= OW are computed
+and thrown away (a waste of (KW - 1)/Wp).
+
+What differs from ``conv_direct`` is where the partial sums live. There, each pass over
+a flat row loads and stores its accumulators in memory (eight taps per pass), and memory
+traffic bounds the loop. Here a tile of FR output channels times PV vectors of VL
+consecutive pixels (VL = 16 float32 / 8 float64: one 64-byte AVX-512 register) stays in
+FR*PV registers for the whole sum over C*KH*KW taps (``simd``): per tap, PV vector
+loads of the input and FR filter values, each broadcast, feed FR*PV fused multiply-adds.
+The tile is then stored once, and the valid entries of each row copied to the output.
+No layout conversion beyond the zero padding: input and output stay planar.
+
+- forward: tiles of FR = 8 channels by PV = 2 vectors (16 accumulators: enough
+  independent chains to cover the FMA latency), then smaller ones for the remainders.
+- input gradient: for stride 1, gx is the forward convolution of gy, padded by
+  KH-1-pt (KW-1-pl), with the filters flipped and transposed, w[f, c, KH-1-kh, KW-1-kw]
+  as (C, F, KH, KW): the same kernel.
+- weight gradient: gw[f, c, kh, kw] = sum_i g[f, i] * xpad[c, kh*Wp + kw + i] with g the
+  output gradient on the flat rows (junk columns zero). A tile of RF = 4 filters times
+  NT = KW (5 or 3, else 1) neighbouring taps keeps 4*NT vector partial sums in registers
+  while i runs over a group of images; per step RF + NT vector loads feed RF*NT FMAs.
+  The lanes are added at the end in a fixed order. Images are taken in fixed groups of
+  ``wgrad_group`` images, whose partial sums the caller adds in a fixed order, so results do not
+  depend on the number of threads.
+
+Numerics: sums in a different order than the NumPy path (tap by tap per output for the
+forward; lane-split for the weight gradient), each step one FMA: equal up to float
+rounding. Padding larger than the kernel minus one is not handled here (the dispatch
+keeps such layers on ``conv_direct``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dispatch
+from ..cores import parallel_for
+from . import FASTMATH, aligned_zeros, as_planes, njit
+from .conv_direct import _load_padded, _tap_offsets
+from .simd import acc_alloc, acc_bias, acc_dot, acc_hsum, acc_outer, acc_put, acc_zero
+
+__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "applies"]
+
+# Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
+# longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
+# time: 64 channels on 8x8 maps (5 vectors), batch 128: 7.7 vs 9.6 ms; 32 channels on
+# 16x16 (18 vectors): 7.5 vs 6.9 ms).
+SHORT_ROW_VECTORS = 8
+
+
+def wgrad_group(Lp: int) -> int:
+    """Images per weight-gradient group: fixed per shape, so partial sums do not depend on threads.
+
+    Each tile's lanes are added once per group; short rows take more images (8x8 maps,
+    64 channels, batch 128: 9.3 ms with 16 images against 10.3 with 8, one thread).
+    """
+    return 16 if Lp <= 256 else 8
+
+
+def applies(w_shape, pads) -> bool:
+    """True when this kernel takes the layer: every padding below the kernel size."""
+    KH, KW = w_shape[2:]
+    pt, pb, pl, pr = pads
+    return max(pt, pb) <= KH - 1 and max(pl, pr) <= KW - 1
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _fwd_tile(FR, PV, xpad, offs, wt, bias, yflat, f0, i0, Lp):
+    """yflat[f0 + k, i0 + p*VL : +VL] for k < FR, p < PV (literals): the sum over every tap."""
+    F = wt.shape[1]
+    acc = acc_alloc(32, xpad)
+    acc_bias(acc, FR, PV, bias, f0)
+    for t in range(offs.shape[0]):
+        acc_outer(acc, FR, PV, wt, t * F + f0, xpad, offs[t] + i0)
+    acc_put(acc, FR, PV, yflat, f0 * Lp + i0, Lp)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _fwd_channels(FR, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL):
+    """Output channels f0 .. f0 + FR - 1 over the whole flat row, PV vectors at a time (literals)."""
+    nv = Lp // VL
+    v = 0
+    while v + PV <= nv:
+        _fwd_tile(FR, PV, xpad, offs, wt, bias, yflat, f0, v * VL, Lp)
+        v += PV
+    while v < nv:
+        _fwd_tile(FR, 1, xpad, offs, wt, bias, yflat, f0, v * VL, Lp)
+        v += 1
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL):
+    """Every output channel of one image: tiles of 16/PV channels by PV vectors, then 4, 2, 1 channels."""
+    F = wt.shape[1]
+    f0 = 0
+    if PV == 1:
+        while f0 + 16 <= F:
+            _fwd_channels(16, 1, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+            f0 += 16
+    while f0 + 8 <= F:
+        _fwd_channels(8, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        f0 += 8
+    if f0 + 4 <= F:
+        _fwd_channels(4, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        f0 += 4
+    if f0 + 2 <= F:
+        _fwd_channels(2, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        f0 += 2
+    if f0 < F:
+        _fwd_channels(1, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
+    """Images i0..i1-1 of the stride-1 convolution; y (F, N, OH, OW) written in full.
+
+    Args:
+        x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc].
+        wt: filters by tap (C*KH*KW, F), C-contiguous (w transposed, as ``conv_direct``'s).
+        bias: (F,) (zeros when the op has none).
+        pt, pl: zero padding at the top and left (0 .. K-1); the bottom/right padding
+            follows from y's size, OH = H + pt + pb - KH + 1.
+    """
+    F, OH, OW = y.shape[0], y.shape[2], y.shape[3]
+    H, W = x.shape[1], x.shape[2]
+    C = wt.shape[0] // (KH * KW)
+    VL = 64 // x.itemsize
+    Hp, Wp = OH + KH - 1, OW + KW - 1
+    Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
+    L = (OH - 1) * Wp + OW
+    Lp = -(-L // VL) * VL
+    offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
+    xpad = aligned_zeros(C * Hp * Wp + VL, x)          # the tail: the last vectors read past the planes
+    yflat = aligned_zeros(F * Lp, x)
+    for n in range(i0, i1):
+        _load_padded(xpad, x, n, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+        if Lp < SHORT_ROW_VECTORS * VL:
+            _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL)
+        else:
+            _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL)
+        for f in range(F):
+            for oh in range(OH):
+                dst, row = y[f, n, oh], yflat[f * Lp + oh * Wp : f * Lp + oh * Wp + OW]
+                for ow in range(OW):
+                    dst[ow] = row[ow]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _wgrad_tile(NT, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp):
+    """part[f0 + a, t0 + j] += sum over nimg images and i < Lp of g[f0 + a, i] * x[xo + j + i] (a < 4, j < NT literal)."""
+    VL = 64 // xs.itemsize
+    acc = acc_alloc(32, xs)
+    acc_zero(acc, 20, xs)
+    for m in range(nimg):
+        go, xm = m * Gs + f0 * Lp, m * Xs + xo
+        for i in range(0, Lp, VL):
+            acc_dot(acc, 4, NT, gs, go + i, Lp, xs, xm + i)
+    acc_hsum(acc, 4, NT, part, f0 * part.shape[1] + t0, part.shape[1])
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def blocked_grad_w(g0, g1, x, sn, sc, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group):
+    """Partial weight and bias gradients of image groups g0..g1-1 (group k: images k*group ...).
+
+    Args:
+        x: input planes (N*C, H, W) as in ``blocked_forward``.
+        gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
+        parts: (groups, F4, C*KH*KW), F4 = F rounded up to 4 (or (groups, 0, 0): no weight
+            gradient); group k's sum of gw[f, tap], written in full.
+        gb_parts: (groups, F), group k's sum of gy per output channel.
+    """
+    F4 = parts.shape[1]
+    F = gb_parts.shape[1]
+    N = gy.shape[0] // F
+    OH, OW = gy.shape[1], gy.shape[2]
+    H, W = x.shape[1], x.shape[2]
+    C = x.shape[0] // N
+    VL = 64 // x.itemsize
+    Hp, Wp = OH + KH - 1, OW + KW - 1
+    Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
+    plane = Hp * Wp
+    L = (OH - 1) * Wp + OW
+    Lp = -(-L // VL) * VL
+    Xs, Gs = C * plane + VL, F4 * Lp
+    need_w = F4 > 0
+    xs = aligned_zeros(group * Xs if need_w else 0, x)
+    gs = aligned_zeros(group * Gs, gy)                 # junk columns and rows F..F4-1 stay 0
+    zero = np.zeros(1, gy.dtype)[0]
+    for grp in range(g0, g1):
+        n0 = grp * group
+        nimg = min(group, N - n0)
+        for f in range(F):
+            s = zero
+            for m in range(nimg):
+                src = gy[(n0 + m) * gsn + f * gsf]
+                for oh in range(OH):
+                    row = src[oh]
+                    for ow in range(OW):
+                        s += row[ow]
+            gb_parts[grp, f] = s
+        if not need_w:
+            continue
+        part = parts[grp]
+        part[:] = 0.0
+        for m in range(nimg):
+            _load_padded(xs[m * Xs :], x, n0 + m, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+            for f in range(F):
+                src = gy[(n0 + m) * gsn + f * gsf]
+                for oh in range(OH):
+                    start = m * Gs + f * Lp + oh * Wp
+                    dst, row = gs[start : start + OW], src[oh]
+                    for ow in range(OW):
+                        dst[ow] = row[ow]
+        for f0 in range(0, F4, 4):
+            for c in range(C):
+                for kh in range(KH):
+                    t0 = (c * KH + kh) * KW
+                    xo = c * plane + kh * Wp
+                    kw = 0
+                    while kw + 5 <= KW:
+                        _wgrad_tile(5, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                        kw += 5
+                    while kw + 3 <= KW:
+                        _wgrad_tile(3, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                        kw += 3
+                    while kw < KW:
+                        _wgrad_tile(1, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                        kw += 1
+
+
+# ---------------------------------------------------------------------------------------
+# Array plumbing called by Conv2dDirectOp: allocation, layouts, threads. Pure Python.
+# ---------------------------------------------------------------------------------------
+
+
+def _grain(w_shape, OH: int, OW: int) -> int:
+    """Images per thread: enough that each thread does PARALLEL_MIN_MACS multiply-adds."""
+    F, C, KH, KW = w_shape
+    return max(1, dispatch.PARALLEL_MIN_MACS // max(1, F * C * KH * KW * OH * OW))
+
+
+def _forward(x, w, b, pt, pl, OH, OW):
+    """y (F, N, OH, OW) of the stride-1 convolution, x placed at (pt, pl) of the padded plane."""
+    N = x.shape[0]
+    F, C, KH, KW = w.shape
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    planes, sn, sc = as_planes(x)                                      # (P, H, W)
+    y = np.empty((F, N, OH, OW), x.dtype)                              # (F, N, OH, OW)
+    parallel_for(blocked_forward, N, planes, sn, sc, wt, KH, KW, bias, y, pt, pl,
+                 grain=_grain(w.shape, OH, OW))
+    return y
+
+
+def conv2d_blocked(x, w, b, pads):
+    """y (F, N, OH, OW) channel-major memory of the stride-1 convolution of x (N, C, H, W)."""
+    H, W = x.shape[2:]
+    KH, KW = w.shape[2:]
+    pt, pb, pl, pr = pads
+    return _forward(x, w, b, pt, pl, H + pt + pb - KH + 1, W + pl + pr - KW + 1)
+
+
+def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
+    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    pt, _, pl, _ = pads
+    OH, OW = gy.shape[2:]
+    gx = gw = None
+    if need_x:
+        wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
+        gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
+    VL = 64 // x.dtype.itemsize
+    Wp = OW + KW - 1
+    group = wgrad_group(-(-((OH - 1) * Wp + OW) // VL) * VL)
+    groups = -(-N // group)
+    F4 = -(-F // 4) * 4
+    parts = np.empty((groups, F4, C * KH * KW) if need_w else (groups, 0, 0), x.dtype)
+    gb_parts = np.empty((groups, F), gy.dtype)
+    planes, sn, sc = as_planes(x)                                      # (P, H, W)
+    gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
+    parallel_for(blocked_grad_w, groups, planes, sn, sc, gplanes, gsn, gsf, KH, KW, pt, pl,
+                 parts, gb_parts, group, grain=-(-_grain(w.shape, OH, OW) // group))
+    if need_w:
+        gw = parts.sum(axis=0)[:F].reshape(w.shape)                    # (F, C, KH, KW)
+    return gx, gw, gb_parts.sum(axis=0)

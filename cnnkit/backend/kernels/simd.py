@@ -1,0 +1,220 @@
+"""Explicit 64-byte vectors for numba kernels: accumulators that stay in registers.
+
+numba's loops vectorize only where LLVM's auto-vectorizer chooses to, and in a direct
+convolution it chose the wrong loop (the channel reduction, with gathers) and 256-bit
+vectors. These intrinsics emit the vector code directly in LLVM IR: one *vector* is 64
+bytes of lanes (``VL`` = 16 float32 or 8 float64; one AVX-512 register), and a kernel
+keeps ``n`` of them in a stack block (``acc_alloc``) that it only ever touches at
+constant indices, so LLVM's scalar replacement turns the block into ``n`` registers.
+``n`` and every block index are compile-time literals for that reason.
+
+- ``acc_alloc(32, like)``: room for 32 vectors of ``like``'s dtype (the pointer
+  must not be stored or passed on).
+- ``acc_zero(acc, n, like)``: acc[r] = 0, r < n.
+- ``acc_bias(acc, FR, PV, b, off)``: acc[p*FR + k] = b[off + k] in every lane.
+- ``acc_outer(acc, FR, PV, w, woff, x, xoff)``: acc[p*FR + k] += w[woff + k] * x[xoff + p*VL : +VL]
+  for k < FR, p < PV: an outer product of FR scalars (each broadcast; one
+  ``vfmadd231ps`` with an embedded broadcast) and PV vectors.
+- ``acc_put(acc, FR, PV, dst, off, stride)``: dst[off + k*stride + p*VL : +VL] = acc[p*FR + k].
+- ``acc_dot(acc, RF, NT, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
+  * x[xoff + j : +VL] for a < RF, j < NT: RF + NT vector loads feed RF*NT FMAs.
+- ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
+- ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
+  acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
+
+Arrays must be C-contiguous; offsets are flat element offsets and are not bounds
+checked (the kernels compute them from the shapes they allocate). Numerics: each lane
+is an ordinary multiply-add chain, contracted to FMA; no reassociation across lanes.
+"""
+
+from __future__ import annotations
+
+from . import AVAILABLE
+
+__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_put", "acc_dot", "acc_get", "acc_hsum", "lanes"]
+
+
+def lanes(dtype) -> int:
+    """VL: lanes of one 64-byte vector of ``dtype``."""
+    return 64 // dtype.itemsize
+
+
+if AVAILABLE:
+    import llvmlite.ir as ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    _I64 = ir.IntType(64)
+
+    def _vector(context, dtype):
+        return ir.VectorType(context.get_value_type(dtype), 64 // (dtype.bitwidth // 8))
+
+    def _at(context, builder, aryty, ary, off):
+        """Pointer to element ``off`` of a C-contiguous array."""
+        return builder.gep(context.make_array(aryty)(context, builder, ary).data, [off])
+
+    def _load(builder, ptr, vt):
+        return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
+
+    def _store(builder, value, ptr, vt):
+        builder.store(value, builder.bitcast(ptr, vt.as_pointer()), align=4)
+
+    def _slot(builder, acc, vt, k):
+        return builder.gep(builder.bitcast(acc, vt.as_pointer()), [ir.Constant(_I64, k)])
+
+    def _splat(builder, scalar, vt):
+        undef = ir.Constant(vt, ir.Undefined)
+        first = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(first, undef, ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count))
+
+    def _fma(builder, vt):
+        bits = vt.element.intrinsic_name  # "f32" / "f64"
+        return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                              f"llvm.fma.v{vt.count}{bits}")
+
+    def _literals(*values):
+        return all(isinstance(v, types.IntegerLiteral) for v in values)
+
+    def _arrays(*arrays):
+        return all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+
+    @intrinsic
+    def acc_alloc(typingctx, n, like):
+        if not _literals(n) or not _arrays(like):
+            return None
+        dtype = like.dtype
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, dtype)
+            block = cgutils.alloca_once(builder, ir.ArrayType(vt, n.literal_value))
+            return builder.bitcast(block, context.get_value_type(dtype).as_pointer())
+
+        return types.CPointer(dtype)(n, like), codegen
+
+    @intrinsic
+    def acc_zero(typingctx, acc, n, like):
+        if not _literals(n) or not _arrays(like):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, like.dtype)
+            for r in range(n.literal_value):
+                builder.store(ir.Constant(vt, None), _slot(builder, args[0], vt, r))
+            return context.get_dummy_value()
+
+        return types.void(acc, n, like), codegen
+
+    @intrinsic
+    def acc_bias(typingctx, acc, FR, PV, b, off):
+        if not _literals(FR, PV) or not _arrays(b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, b.dtype)
+            base = _at(context, builder, b, args[3], args[4])
+            for k in range(FR.literal_value):
+                value = _splat(builder, builder.load(builder.gep(base, [ir.Constant(_I64, k)])), vt)
+                for p in range(PV.literal_value):
+                    builder.store(value, _slot(builder, args[0], vt, p * FR.literal_value + k))
+            return context.get_dummy_value()
+
+        return types.void(acc, FR, PV, b, off), codegen
+
+    @intrinsic
+    def acc_outer(typingctx, acc, FR, PV, w, woff, x, xoff):
+        if not _literals(FR, PV) or not _arrays(w, x) or w.dtype != x.dtype:
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            wbase = _at(context, builder, w, args[3], args[4])
+            xbase = _at(context, builder, x, args[5], args[6])
+            nf, npv = FR.literal_value, PV.literal_value
+            xs = [_load(builder, builder.gep(xbase, [ir.Constant(_I64, p * vt.count)]), vt) for p in range(npv)]
+            for k in range(nf):
+                wk = _splat(builder, builder.load(builder.gep(wbase, [ir.Constant(_I64, k)])), vt)
+                for p in range(npv):
+                    slot = _slot(builder, args[0], vt, p * nf + k)
+                    builder.store(builder.call(fma, [wk, xs[p], builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, FR, PV, w, woff, x, xoff), codegen
+
+    @intrinsic
+    def acc_put(typingctx, acc, FR, PV, dst, off, stride):
+        if not _literals(FR, PV) or not _arrays(dst):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, dst.dtype)
+            base = _at(context, builder, dst, args[3], args[4])
+            nf = FR.literal_value
+            for k in range(nf):
+                row = builder.gep(base, [builder.mul(args[5], ir.Constant(_I64, k))])
+                for p in range(PV.literal_value):
+                    value = builder.load(_slot(builder, args[0], vt, p * nf + k))
+                    _store(builder, value, builder.gep(row, [ir.Constant(_I64, p * vt.count)]), vt)
+            return context.get_dummy_value()
+
+        return types.void(acc, FR, PV, dst, off, stride), codegen
+
+    @intrinsic
+    def acc_dot(typingctx, acc, RF, NT, g, goff, gstride, x, xoff):
+        if not _literals(RF, NT) or not _arrays(g, x) or g.dtype != x.dtype:
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            gbase = _at(context, builder, g, args[3], args[4])
+            xbase = _at(context, builder, x, args[6], args[7])
+            nt = NT.literal_value
+            xs = [_load(builder, builder.gep(xbase, [ir.Constant(_I64, j)]), vt) for j in range(nt)]
+            for a in range(RF.literal_value):
+                ga = _load(builder, builder.gep(gbase, [builder.mul(args[5], ir.Constant(_I64, a))]), vt)
+                for j in range(nt):
+                    slot = _slot(builder, args[0], vt, a * nt + j)
+                    builder.store(builder.call(fma, [ga, xs[j], builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, RF, NT, g, goff, gstride, x, xoff), codegen
+
+    @intrinsic
+    def acc_get(typingctx, acc, n, dst, off):
+        if not _literals(n) or not _arrays(dst):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, dst.dtype)
+            base = _at(context, builder, dst, args[2], args[3])
+            for r in range(n.literal_value):
+                value = builder.load(_slot(builder, args[0], vt, r))
+                _store(builder, value, builder.gep(base, [ir.Constant(_I64, r * vt.count)]), vt)
+            return context.get_dummy_value()
+
+        return types.void(acc, n, dst, off), codegen
+
+    @intrinsic
+    def acc_hsum(typingctx, acc, RF, NT, dst, off, stride):
+        if not _literals(RF, NT) or not _arrays(dst):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, dst.dtype)
+            et = vt.element
+            reduce = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(et, [et, vt]), f"llvm.vector.reduce.fadd.v{vt.count}{et.intrinsic_name}")
+            base = _at(context, builder, dst, args[3], args[4])
+            nt = NT.literal_value
+            for a in range(RF.literal_value):
+                row = builder.gep(base, [builder.mul(args[5], ir.Constant(_I64, a))])
+                for j in range(nt):
+                    lanes_sum = builder.call(reduce, [ir.Constant(et, 0.0), builder.load(_slot(builder, args[0], vt, a * nt + j))],
+                                             fastmath=("reassoc",))
+                    ptr = builder.gep(row, [ir.Constant(_I64, j)])
+                    builder.store(builder.fadd(builder.load(ptr), lanes_sum), ptr)
+            return context.get_dummy_value()
+
+        return types.void(acc, RF, NT, dst, off, stride), codegen
