@@ -2,9 +2,13 @@
 
 For each layer shape, times conv2d (forward, or forward + both gradients with
 ``--backward``) through every algorithm that handles it, called directly
-(``Conv2dDirectOp``, ``Conv2dGemmOp``, ``Conv2dWinogradOp`` with m = 2 and 4,
+(``Conv2dDirectOp`` with its "rows" kernel as ``direct`` and its register-blocked kernel
+as ``blocked``, ``Conv2dGemmOp``, ``Conv2dWinogradOp`` with m = 2 and 4,
 ``Conv2dPolyphaseOp`` for strided shapes), in alternating order with a pause before each call, and prints the
-median time of each and the winner. ``backend.dispatch``'s thresholds
+median time of each and the winner. ``--torch`` adds PyTorch's conv2d on the same arrays
+(``torch`` column, same threads; not a candidate for "fastest"); ``--gflops`` prints
+GFLOP/s (2*N*F*C*KH*KW*OH*OW per forward, three times that for forward + backward)
+instead of milliseconds. ``backend.dispatch``'s thresholds
 (``DIRECT_CONV_MAX_MACS``, ``WINOGRAD_MIN_CHANNELS``, ``WINOGRAD4_MIN_SIZE``,
 ``WINOGRAD_MIN_TILES``, ``POLYPHASE_MAX_CHANNELS``) are set from these tables
 (docs/performance.md). A shape N,C,F,H,K,S has stride S (default 1); ``--strided`` runs
@@ -16,7 +20,9 @@ computed beforehand, as an inference layer's prepack does
 
 Usage:
     python benchmarks/conv_dispatch.py [--backward [--weight-grad-only] | --prepacked] [--repeats 7] [--threads N]
-                                       [--strided | --shapes N,C,F,H,K[,S] ...]
+                                       [--clock wall|cpu] [--torch] [--gflops]
+                                       [--strided | --shapes N,C,F,H,K[,S[,P]] ...]
+    (P: padding, default K // 2; LeNet-5's conv2 is 64,6,16,14,5,1,0)
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ STRIDED = [
     (8, 3, 32, 224, 3, 2), (8, 16, 32, 112, 3, 2),
     (8, 64, 128, 56, 3, 2), (8, 128, 256, 28, 3, 2), (8, 256, 512, 14, 3, 2), (8, 64, 128, 56, 1, 2),
 ]
-COLUMNS = ("gemm", "winograd4", "winograd2", "direct", "polyphase")
+COLUMNS = ("gemm", "winograd4", "winograd2", "direct", "blocked", "polyphase")
 
 
 def algorithms(K: int, macs: int, S: int = 1, w=None):
@@ -73,8 +79,30 @@ def algorithms(K: int, macs: int, S: int = 1, w=None):
         found["winograd4"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=4, filters=U[4])
         found["winograd2"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=2, filters=U[2])
     if K > 1 and macs <= 2**16:
-        found["direct"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1)
+        found["direct"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1, kernel="rows")
+        found["blocked"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1, kernel="blocked")
     return found
+
+
+def torch_conv(x, w, gy, pads, backward: bool, weight_grad_only: bool):
+    """PyTorch's conv2d on the same arrays (forward, or forward + the same gradients)."""
+    import torch
+
+    xt, wt, gyt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(gy)
+    pt, pb, pl, pr = pads
+    symmetric = pt == pb and pl == pr
+
+    def run():
+        if not backward:
+            with torch.no_grad():
+                xin = xt if symmetric else torch.nn.functional.pad(xt, (pl, pr, pt, pb))
+                return torch.nn.functional.conv2d(xin, wt, padding=(pt, pl) if symmetric else 0)
+        xs = xt.detach().requires_grad_(not weight_grad_only)
+        ws = wt.detach().requires_grad_(True)
+        xin = xs if symmetric else torch.nn.functional.pad(xs, (pl, pr, pt, pb))
+        torch.nn.functional.conv2d(xin, ws, padding=(pt, pl) if symmetric else 0).backward(gyt)
+
+    return run
 
 
 def main() -> None:
@@ -87,26 +115,34 @@ def main() -> None:
                         help="with --backward: the input needs no gradient (a first layer)")
     parser.add_argument("--prepacked", action="store_true",
                         help="forward with Winograd's filters transformed beforehand (inference prepack)")
+    parser.add_argument("--torch", action="store_true", help="add PyTorch's conv2d (same threads)")
+    parser.add_argument("--gflops", action="store_true", help="print GFLOP/s instead of ms")
     add_timing_options(parser)
     args = parser.parse_args()
     if args.prepacked and args.backward:
         parser.error("--prepacked times the forward (inference) only")
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else (
         STRIDED if args.strided else SHAPES)
-    set_threads(args.threads)
+    torch = None
+    if args.torch:
+        import torch
+    set_threads(args.threads, torch)
     now = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
     phase = "forward + backward" + (" (weight gradient only)" if args.weight_grad_only else "")
+    columns = COLUMNS + (("torch",) if args.torch else ())
+    unit = "GFLOP/s" if args.gflops else "median ms"
     print(f"{phase if args.backward else 'forward'}{', Winograd filters prepacked' if args.prepacked else ''}, float32, {cnnkit.config.get_num_threads()} "
-          f"threads, {args.repeats} repeats, median ms ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")
+          f"threads, {args.repeats} repeats, {unit} ({args.clock} clock); load average {os.getloadavg()[0]:.2f}")
     print(blas_note())
-    print("| N | C | F | H | K | S | " + " | ".join(COLUMNS) + " | fastest | load |")
-    print("|---|---|---|---|---|---|" + "---|" * len(COLUMNS) + "---|---|")
+    print("| N | C | F | H | K | S | P | " + " | ".join(columns) + " | fastest | load |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(columns) + "---|---|")
     for shape in shapes:
         N, C, Fo, H, K = shape[:5]
         S = shape[5] if len(shape) > 5 else 1
-        pads = (K // 2,) * 4
-        OH = (H + 2 * (K // 2) - K) // S + 1
+        P = shape[6] if len(shape) > 6 else K // 2
+        pads = (P,) * 4
+        OH = (H + 2 * P - K) // S + 1
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
         w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
         gy = rng.standard_normal((N, Fo, OH, OH)).astype(np.float32)
@@ -120,20 +156,28 @@ def main() -> None:
             ws = cnnkit.Tensor(w, requires_grad=True)
             algs[name](pads)(xs, ws).backward(gy)
 
-        times = {name: [] for name in algs}
-        for name in algs:  # warm-up (and compilation)
-            run(name)
+        runs = {name: (lambda name=name: run(name)) for name in algs}
+        if args.torch:
+            runs["torch"] = torch_conv(x, w, gy, pads, args.backward, args.weight_grad_only)
+        times = {name: [] for name in runs}
+        for name in runs:  # warm-up (and compilation)
+            runs[name]()
         load = os.getloadavg()[0]
         for r in range(args.repeats):
-            for name in list(algs) if r % 2 == 0 else list(algs)[::-1]:
+            for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
                 time.sleep(0.05)
                 start = now()
-                run(name)
+                runs[name]()
                 times[name].append(now() - start)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-        cells = [f"{med[n]:.2f}" if n in med else "" for n in COLUMNS]
-        print(f"| {N} | {C} | {Fo} | {H} | {K} | {S} | " + " | ".join(cells) + f" | {min(med, key=med.get)} | {load:.1f} |",
-              flush=True)
+        flops = 2 * N * Fo * C * K * K * OH * OH * (3 if args.backward else 1)
+        if args.gflops:
+            cells = [f"{flops / med[n] / 1e6:.0f}" if n in med else "" for n in columns]
+        else:
+            cells = [f"{med[n]:.2f}" if n in med else "" for n in columns]
+        ours = {n: t for n, t in med.items() if n != "torch"}
+        print(f"| {N} | {C} | {Fo} | {H} | {K} | {S} | {P} | " + " | ".join(cells)
+              + f" | {min(ours, key=ours.get)} | {load:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

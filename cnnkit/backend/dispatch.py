@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
@@ -149,6 +149,21 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     if KH * KW > 1 and small_map and not full4:
         return "direct"
     return winograd or "gemm"
+
+
+# The "direct" algorithm has two kernels: flat rows with accumulators in memory
+# (kernels/conv_direct.py, "rows") and the register-blocked one (kernels/conv_blocked.py,
+# "blocked": a tile of output channels x pixel vectors held in AVX-512 registers over all
+# taps). DIRECT_CONV_BLOCKED = 0 sends every direct layer back to "rows" (for A/B runs:
+# `benchmarks/dispatch_ab.py DIRECT_CONV_BLOCKED=0 ...`). MEASUREMENT_PENDING
+DIRECT_CONV_BLOCKED = 1
+
+
+def direct_conv_kernel(w_shape, pads) -> str:
+    """The kernel of a "direct" convolution: "blocked", or "rows" (paddings of the kernel size or more)."""
+    from .kernels import conv_blocked
+
+    return "blocked" if DIRECT_CONV_BLOCKED and conv_blocked.applies(w_shape, pads) else "rows"
 
 
 # Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as

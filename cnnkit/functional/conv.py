@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
-from ..backend.kernels import conv_direct, polyphase, winograd
+from ..backend.kernels import conv_blocked, conv_direct, polyphase, winograd
 from ..backend.kernels import im2col as im2col_kernels
 from ..backend.prepack import ConvWeightPack
 from ..errors import ShapeError
@@ -207,13 +207,23 @@ class Conv2dDirectOp(Conv2dOp):
     """``Conv2dOp`` as a compiled direct convolution (stride 1, no dilation, one group).
 
     forward:  the sums of ``Conv2dOp`` in one pass per image over flat rows, without
-              columns (``backend/kernels/conv_direct.py``).
-    backward: the same index map run backwards: gw as dot products of gy with shifted
-              input rows, gx as gy's rows added into shifted rows (then cropped).
+              columns.
+    backward: gw as dot products of gy with shifted input rows; gx as gy's rows added
+              into shifted rows ("rows") or as the forward convolution of gy with the
+              flipped, transposed filters ("blocked").
 
-    Saves x and w (small, unlike im2col's columns). Results equal ``Conv2dIm2colOp``'s
-    up to float rounding order.
+    Two kernels: "blocked" (``backend/kernels/conv_blocked.py``: output tiles held in
+    vector registers over every tap) and "rows" (``backend/kernels/conv_direct.py``:
+    partial sums streamed through memory); ``kernel`` picks one, by default
+    ``dispatch.direct_conv_kernel``. Saves x and w (small, unlike im2col's columns).
+    Results equal ``Conv2dIm2colOp``'s up to float rounding order.
     """
+
+    def __init__(self, stride, pads, dilation, groups: int, kernel: str | None = None):
+        super().__init__(stride, pads, dilation, groups)
+        if kernel not in (None, "blocked", "rows"):
+            raise ValueError(f"Conv2dDirectOp kernel must be 'blocked', 'rows' or None, got {kernel!r}")
+        self.kernel = kernel
 
     def forward(self, x, w, b=None):
         self.check(x, w, b)
@@ -222,13 +232,22 @@ class Conv2dDirectOp(Conv2dOp):
                 f"Conv2dDirectOp handles stride 1, dilation 1 and groups 1, got stride {self.stride}, "
                 f"dilation {self.dilation}, groups {self.groups}"
             )
-        y = conv_direct.conv2d_direct(x, w, b, self.pads)             # (F, N, OH, OW)
+        if self.kernel is None:
+            self.kernel = dispatch.direct_conv_kernel(w.shape, self.pads)
+        if self.kernel == "blocked":
+            if not conv_blocked.applies(w.shape, self.pads):
+                raise ValueError(f"Conv2dDirectOp's blocked kernel handles padding up to the kernel size "
+                                 f"minus one, got padding {self.pads} for a {w.shape[2:]} kernel")
+            y = conv_blocked.conv2d_blocked(x, w, b, self.pads)       # (F, N, OH, OW)
+        else:
+            y = conv_direct.conv2d_direct(x, w, b, self.pads)         # (F, N, OH, OW)
         return self.channel_major_result(x, w, y)
 
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
-        gx, gw, gb = conv_direct.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
+        grads = conv_blocked.conv2d_blocked_grads if self.kernel == "blocked" else conv_direct.conv2d_direct_grads
+        gx, gw, gb = grads(self.x, self.w, gy, self.pads, need_x, need_w)
         return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
 
 

@@ -67,10 +67,17 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["blocked", "rows"])
+def direct_kernel(request, monkeypatch):
+    """Both kernels of Conv2dDirectOp (dispatch.DIRECT_CONV_BLOCKED 1 / 0)."""
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_BLOCKED", int(request.param == "blocked"))
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng):
+def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng, direct_kernel):
     N, C, Fo, H, W, KH, KW, padding = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     x = cnhw(x) if layout == "cnhw" else x
@@ -88,7 +95,7 @@ def test_direct_conv2d_matches_im2col_reference(case, layout, dtype, rng):
 
 
 @pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1] != "same"])
-def test_direct_conv2d_matches_pytorch_in_float64(case, rng):
+def test_direct_conv2d_matches_pytorch_in_float64(case, rng, direct_kernel):
     """The direct kernel's forward and its three gradients against PyTorch (float64)."""
     import torch
 
@@ -105,7 +112,7 @@ def test_direct_conv2d_matches_pytorch_in_float64(case, rng):
 
 
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
-def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng):
+def test_direct_conv2d_computes_only_the_gradients_asked_for(needs, rng, direct_kernel):
     x, w = rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3))
     b = rng.standard_normal(4)
 

@@ -1,0 +1,188 @@
+"""The register-blocked direct convolution (``kernels/conv_blocked.py``, ``Conv2dDirectOp`` kernel "blocked").
+
+Against the NumPy im2col reference (float32 and float64, NCHW and CNHW inputs), against
+PyTorch (float32 and float64), float64 finite differences, and the other direct kernel
+("rows"). The shapes cover the kernel's edges: channels that are no multiple of a tile
+(tiles of 16, 8, 4, 2, 1 output channels), flat rows that are no multiple of a vector
+(the tail past the planes), short rows (tiles of one vector) and long ones (two), odd
+widths, batch 1, batches that leave a partial weight-gradient group, padding 0 to K-1,
+asymmetric padding, 3x3, 5x5, 1x3 and 4x4 kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnkit.functional as F
+from cnnkit import Tensor, config
+from cnnkit.backend import dispatch, kernels
+from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
+from cnnkit.gradcheck import gradcheck
+from tests.backend.arrays import cnhw
+from tests.backend.test_kernels import assert_rounding_close, run
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+
+CASES = [
+    # (N, C, F, H, W, KH, KW, pads (top, bottom, left, right))
+    (2, 16, 16, 32, 32, 3, 3, (1, 1, 1, 1)),      # ResNet-20 stage 1 (long rows: 2-vector tiles)
+    (3, 32, 32, 16, 16, 3, 3, (1, 1, 1, 1)),      # stage 2
+    (2, 64, 64, 8, 8, 3, 3, (1, 1, 1, 1)),        # stage 3 (short rows: 1-vector tiles)
+    (3, 1, 6, 28, 28, 5, 5, (2, 2, 2, 2)),        # LeNet-5 conv1 (6 = 4 + 2 channels)
+    (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2, a partial image group
+    (1, 5, 21, 9, 11, 3, 3, (0, 0, 0, 0)),        # batch 1, 21 = 16 + 4 + 1 channels, odd width
+    (2, 33, 7, 7, 5, 3, 3, (2, 2, 1, 0)),         # padding K-1, asymmetric; 7 = 4 + 2 + 1
+    (2, 3, 5, 6, 13, 1, 3, (0, 0, 1, 1)),         # a 1x3 kernel
+    (2, 3, 5, 6, 5, 4, 4, (1, 2, 1, 2)),          # even kernel, "same" padding
+    (33, 2, 3, 5, 6, 3, 3, (0, 1, 2, 0)),         # groups of 16 short-row images + a partial one
+]
+
+
+def _conv(pads, op=Conv2dDirectOp):
+    """x, w, b -> the stride-1 convolution with padding (top, bottom, left, right) by ``op``."""
+
+    def conv(x, w, b=None):
+        return op((1, 1), pads, (1, 1), 1)(x, w) if b is None else op((1, 1), pads, (1, 1), 1)(x, w, b)
+
+    return conv
+
+
+@pytest.fixture
+def blocked(monkeypatch):
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_BLOCKED", 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_blocked_conv2d_matches_the_im2col_reference(case, layout, dtype, rng, blocked):
+    N, C, Fo, H, W, KH, KW, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    y, grads = run(_conv(pads), [x, w, b], 1, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 1, True)
+    assert_rounding_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_rounding_close(g, g_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_blocked_conv2d_matches_pytorch(case, dtype, rng, blocked):
+    """Forward and the three gradients against torch.nn.functional.conv2d."""
+    import torch
+
+    N, C, Fo, H, W, KH, KW, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    y, grads = run(_conv(pads), [x, w, b], 7, False, expect=Conv2dDirectOp)
+    ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    pt, pb, pl, pr = pads
+    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
+    Y.backward(torch.tensor(np.random.default_rng(7).standard_normal(y.shape).astype(dtype)))  # run's gradient
+    assert_rounding_close(y, Y.detach().numpy(), dtype)
+    for g, t in zip(grads, ts):
+        assert_rounding_close(g, t.grad.numpy(), dtype)
+
+
+@pytest.mark.parametrize("case", [
+    (2, 3, 5, 6, 7, 3, 3, (1, 1, 1, 1)),
+    (1, 2, 3, 7, 6, 5, 5, (2, 1, 0, 2)),
+])
+def test_blocked_conv2d_passes_gradcheck_in_float64(case, rng, blocked):
+    N, C, Fo, H, W, KH, KW, pads = case
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((Fo, C, KH, KW))
+    b = rng.standard_normal(Fo)
+    conv = _conv(pads)
+    with config.kernels(True):
+        creator = conv(*(Tensor(a, requires_grad=True) for a in (x, w, b))).creator
+        assert type(creator) is Conv2dDirectOp and creator.kernel == "blocked"
+        assert gradcheck(conv, [x, w, b])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_and_rows_kernels_agree(dtype, rng):
+    x = rng.standard_normal((5, 7, 12, 9)).astype(dtype)
+    w = rng.standard_normal((11, 7, 3, 3)).astype(dtype)
+    b = rng.standard_normal(11).astype(dtype)
+    gy = rng.standard_normal((5, 11, 12, 9)).astype(dtype)
+    results = {}
+    for kernel in ("blocked", "rows"):
+        xs, ws, bs = (Tensor(a, requires_grad=True) for a in (x, w, b))
+        y = Conv2dDirectOp((1, 1), (1, 1, 1, 1), (1, 1), 1, kernel=kernel)(xs, ws, bs)
+        y.backward(gy)
+        results[kernel] = (y.data, xs.grad, ws.grad, bs.grad)
+    for a, r in zip(results["blocked"], results["rows"]):
+        assert_rounding_close(a, r, dtype)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False), (False, False, True)])
+def test_blocked_conv2d_computes_only_the_gradients_asked_for(needs, rng, blocked):
+    x, w, b = rng.standard_normal((3, 2, 6, 6)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    _, grads = run(_conv((1, 1, 1, 1)), [x, w, b], 2, False, needs=list(needs), expect=Conv2dDirectOp)
+    _, grads_ref = run(_conv((1, 1, 1, 1), Conv2dIm2colOp), [x, w, b], 2, True, needs=list(needs))
+    for g, g_ref, need in zip(grads, grads_ref, needs):
+        assert (g is None) == (not need)
+        if need:
+            assert_rounding_close(g, g_ref, np.float64)
+
+
+def test_blocked_conv2d_results_do_not_depend_on_the_number_of_threads(rng, blocked):
+    # 40 images: three weight-gradient groups of 16 short-row images, split over threads.
+    x = Tensor(rng.standard_normal((40, 16, 8, 8)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), requires_grad=True)
+    results = []
+    for threads in (1, 2, 3):
+        x.grad = w.grad = None
+        with config.num_threads(threads), dispatch_grain(1):
+            y = F.conv2d(x, w, padding=1)
+            assert y.creator.kernel == "blocked"
+            y.backward(np.ones(y.shape, np.float32))
+        results.append((y.data.copy(), x.grad.copy(), w.grad.copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+class dispatch_grain:
+    """Every kernel split over the threads however small (PARALLEL_MIN_MACS = 1) inside the block."""
+
+    def __init__(self, macs: int):
+        self.macs = macs
+
+    def __enter__(self):
+        self.saved, dispatch.PARALLEL_MIN_MACS = dispatch.PARALLEL_MIN_MACS, self.macs
+
+    def __exit__(self, *exc):
+        dispatch.PARALLEL_MIN_MACS = self.saved
+
+
+def test_direct_kernel_choice_and_refusals(monkeypatch, rng):
+    assert dispatch.direct_conv_kernel((16, 16, 3, 3), (1, 1, 1, 1)) == "blocked"
+    assert dispatch.direct_conv_kernel((16, 16, 3, 3), (2, 2, 2, 2)) == "blocked"
+    assert dispatch.direct_conv_kernel((16, 16, 3, 3), (3, 0, 0, 0)) == "rows"   # padding >= kernel
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_BLOCKED", 0)
+    assert dispatch.direct_conv_kernel((16, 16, 3, 3), (1, 1, 1, 1)) == "rows"
+    with pytest.raises(ValueError, match=r"Conv2dDirectOp kernel must be 'blocked', 'rows' or None, got 'fast'"):
+        Conv2dDirectOp((1, 1), (0, 0, 0, 0), (1, 1), 1, kernel="fast")
+    x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"blocked kernel handles padding up to the kernel size minus one, "
+                                         r"got padding \(3, 3, 3, 3\) for a \(3, 3\) kernel"):
+        Conv2dDirectOp((1, 1), (3, 3, 3, 3), (1, 1), 1, kernel="blocked")(x, w)
+
+
+def test_padding_of_the_kernel_size_runs_on_the_rows_kernel(rng):
+    x, w, b = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    conv = _conv((3, 3, 3, 3))
+    y, grads = run(conv, [x, w, b], 3, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(_conv((3, 3, 3, 3), Conv2dIm2colOp), [x, w, b], 3, True)
+    assert_rounding_close(y, y_ref, np.float64)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_rounding_close(g, g_ref, np.float64)
+    with config.kernels(True):
+        assert conv(*(Tensor(a, requires_grad=True) for a in (x, w, b))).creator.kernel == "rows"
