@@ -52,7 +52,14 @@ def kernels_usable(xp, dtype) -> bool:
 # (with OPENBLAS_CORETYPE=Haswell: 43.4 vs 30.9). The 32-channel 16x16 layers stay direct:
 # forward 7.5 vs 10.9 ms at batch 128, fwd+bwd 31.8 vs 27.2 (SkylakeX) but 24.7 vs 33.6
 # (Haswell). An earlier table (direct 1.7x faster than F(4x4) at 8x8, batch 128) predates
-# the Winograd op's blocked transforms.
+# the Winograd op's blocked transforms. Those figures are the "rows" kernel's. The blocked
+# kernel (DIRECT_CONV_BLOCKED, below) takes the small maps back from F(4x4) at any batch:
+# `conv_dispatch.py --threads 1 --clock cpu` (Dec 3 night, load 2-6), 64 channels on 8x8,
+# fwd+bwd ms blocked vs F(4x4): batch 128 23.8 vs 25.4, batch 64 13.1 vs 15.6; on 6x6,
+# batch 128, 18.0 vs 33.3; forward with F(4x4)'s filters prepacked, batch 128 7.68 vs 7.45
+# (level), batch 64 4.08 vs 4.57. ResNet-20 training at batch 128 (`dispatch_ab.py
+# WINOGRAD4_MIN_TILES=1000000000 --model resnet20 --batch 128 --train --threads 1 --clock
+# cpu`, with the blocked kernel): 0.924x the time with its 8x8 layers on F(4x4).
 DIRECT_CONV_MAX_MACS = 2**14
 DIRECT_CONV_SMALL_MAP_MACS = 2**16
 DIRECT_CONV_SMALL_MAP = 64           # output pixels (8x8)
@@ -94,8 +101,9 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 
     - "direct" (``Conv2dDirectOp``): stride 1, no dilation, one group, a kernel larger
       than 1x1, and F*C*KH*KW <= DIRECT_CONV_MAX_MACS, or <= DIRECT_CONV_SMALL_MAP_MACS
-      on outputs of at most DIRECT_CONV_SMALL_MAP pixels when F(4x4) Winograd does not have
-      its WINOGRAD4_MIN_TILES (with prepacked filters too: that table was measured without).
+      on outputs of at most DIRECT_CONV_SMALL_MAP pixels when its blocked kernel applies
+      (``direct_conv_kernel``) or F(4x4) Winograd does not have its WINOGRAD4_MIN_TILES
+      (with prepacked filters too).
     - "winograd4" / "winograd2" (``Conv2dWinogradOp``, F(4x4, 3x3) / F(2x2, 3x3)): 3x3,
       stride 1, no dilation, one group, padding <= 2, at least WINOGRAD_MIN_CHANNELS in
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
@@ -146,7 +154,7 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     if KH * KW > 1 and macs <= DIRECT_CONV_MAX_MACS:
         return "direct"
     small_map = macs <= DIRECT_CONV_SMALL_MAP_MACS and OH * OW <= DIRECT_CONV_SMALL_MAP
-    if KH * KW > 1 and small_map and not full4:
+    if KH * KW > 1 and small_map and (not full4 or direct_conv_kernel(w_shape, pads) == "blocked"):
         return "direct"
     return winograd or "gemm"
 

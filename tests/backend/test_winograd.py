@@ -139,7 +139,7 @@ def test_winograd_reads_channel_major_inputs_and_gradients(rng):
         assert rel_err(got, ex) < BUDGET[4]
 
 
-def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_winograd(rng):
+def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_winograd(rng, monkeypatch):
     C = 64                                                       # above the direct kernel's sizes
 
     def choice(n, hw, stride=(1, 1), pads=(1, 1, 1, 1), channels=C):
@@ -151,8 +151,12 @@ def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_
     assert choice(1, 10) == "gemm"                               # too few tiles either way
     assert choice(8, 8) == "direct"                              # small maps: the direct kernel
     assert choice(32, 8) == "direct"                             # 128 tiles: F(4x4) not yet
-    assert choice(64, 8) == "winograd4"                          # ... from 256 tiles on (ResNet-20)
-    assert choice(128, 6) == "winograd4"
+    assert choice(64, 8) == "direct"                             # the blocked direct kernel at any batch
+    assert choice(128, 6) == "direct"
+    with monkeypatch.context() as patch:                         # the rows kernel yields to F(4x4) ...
+        patch.setattr(dispatch, "DIRECT_CONV_BLOCKED", 0)
+        assert choice(64, 8) == "winograd4"                      # ... from 256 tiles on
+        assert choice(128, 6) == "winograd4"
     assert choice(8, 32, stride=(2, 2)) == "gemm"
     assert choice(8, 32, pads=(3, 3, 3, 3)) == "gemm"
     assert choice(8, 32, channels=16) == "direct"
