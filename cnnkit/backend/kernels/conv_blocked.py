@@ -163,11 +163,11 @@ def _wgrad_tile(NT, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def blocked_grad_w(g0, g1, x, sn, sc, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group):
+def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group):
     """Partial weight and bias gradients of image groups g0..g1-1 (group k: images k*group ...).
 
     Args:
-        x: input planes (N*C, H, W) as in ``blocked_forward``.
+        x: input planes (N*C, H, W) as in ``blocked_forward``; C its channels.
         gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
         parts: (groups, F4, C*KH*KW), F4 = F rounded up to 4 (or (groups, 0, 0): no weight
             gradient); group k's sum of gw[f, tap], written in full.
@@ -178,7 +178,6 @@ def blocked_grad_w(g0, g1, x, sn, sc, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_pa
     N = gy.shape[0] // F
     OH, OW = gy.shape[1], gy.shape[2]
     H, W = x.shape[1], x.shape[2]
-    C = x.shape[0] // N
     VL = 64 // x.itemsize
     Hp, Wp = OH + KH - 1, OW + KW - 1
     Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
@@ -283,7 +282,7 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     gb_parts = np.empty((groups, F), gy.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
-    parallel_for(blocked_grad_w, groups, planes, sn, sc, gplanes, gsn, gsf, KH, KW, pt, pl,
+    parallel_for(blocked_grad_w, groups, planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl,
                  parts, gb_parts, group, grain=-(-_grain(w.shape, OH, OW) // group))
     if need_w:
         gw = parts.sum(axis=0)[:F].reshape(w.shape)                    # (F, C, KH, KW)
