@@ -162,8 +162,17 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 # The "direct" algorithm has two kernels: flat rows with accumulators in memory
 # (kernels/conv_direct.py, "rows") and the register-blocked one (kernels/conv_blocked.py,
 # "blocked": a tile of output channels x pixel vectors held in AVX-512 registers over all
-# taps). DIRECT_CONV_BLOCKED = 0 sends every direct layer back to "rows" (for A/B runs:
-# `benchmarks/dispatch_ab.py DIRECT_CONV_BLOCKED=0 ...`). MEASUREMENT_PENDING
+# taps). "blocked" handles padding up to the kernel size minus one and won every shape
+# measured: `python benchmarks/conv_dispatch.py [--backward] --threads 1 --clock cpu
+# --torch --repeats 9 --shapes ...` (Dec 3 night, load 5-6; ms, rows / blocked / PyTorch):
+# 16->16 32x32 b128 fwd 14.2 / 8.0 / 10.9, fwd+bwd 48.3 / 27.3 / 45.1; 32->32 16x16 b128
+# 10.3 / 7.4 / 6.9, 36.4 / 23.8 / 21.7; 64->64 8x8 b128 11.1 / 7.8 / 5.9, 36.9 / 23.8 /
+# 17.6; LeNet-5 conv1 (1->6 5x5 pad 2, 28x28) b64 0.71 / 0.55 / 1.12, 1.78 / 1.57 / 7.89;
+# conv2 (6->16 5x5, 14x14) b64 0.93 / 0.72 / 0.80, 2.39 / 2.19 / 2.58; b256 conv1
+# 2.24 / 1.66 / 3.51, 6.81 / 5.36 / 30.7; conv2 2.91 / 2.27 / 2.16, 8.67 / 7.95 / 8.28.
+# ResNet-20 training, batch 128: `dispatch_ab.py DIRECT_CONV_BLOCKED=0 --model resnet20
+# --batch 128 --train --threads 1 --clock cpu` 1.354x slower with "rows" (1165 vs 871 ms).
+# DIRECT_CONV_BLOCKED = 0 sends every direct layer back to "rows" (A/B runs).
 DIRECT_CONV_BLOCKED = 1
 
 

@@ -8,6 +8,8 @@ in one pass per image, with the per-image working set in cache, split over the c
 numba, ``config.kernels(False)``) and the oracle that tests/backend compares them with.
 
 - ``conv_direct``: direct stride-1 convolution over flat rows, forward and backward.
+- ``conv_blocked``: the same over flat rows with output tiles held in vector registers
+  over every tap (``simd``: explicit 64-byte vectors as numba intrinsics).
 - ``pool``: max pooling with the first-maximum index, forward and backward.
 - ``elementwise``: ReLU forward (with its mask) and backward in one pass.
 
