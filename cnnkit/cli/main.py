@@ -44,6 +44,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from ..backend.malloc import tune_malloc
 from ..errors import CnnkitError, NonFiniteError, UsageError
 
 T = TypeVar("T")
@@ -179,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
     command = f"cnnkit {args.command}"
+    # The command owns its process: keep freed memory for the next step (backend/malloc.py)
+    tune_malloc()
     args.argv = argv  # as typed: `train --nproc N` relaunches it
     previous = _on_sigterm()
     try:
