@@ -2,7 +2,7 @@
 the compiled kernels' switch and the number of threads.
 
 Each changes through a context manager that restores the previous value on exit
-(``no_grad``, ``enable_grad``, ``default_dtype``, ``kernels``, ``num_threads``), or, for
+(``no_grad``, ``enable_grad``, ``record_logic``, ``default_dtype``, ``kernels``, ``num_threads``), or, for
 the generator, through ``manual_seed``, which the CLI and tests call, never library code.
 """
 
@@ -22,6 +22,8 @@ __all__ = [
     "no_grad",
     "enable_grad",
     "is_grad_enabled",
+    "record_logic",
+    "is_logic_recorded",
     "default_dtype",
     "get_default_dtype",
     "manual_seed",
@@ -41,6 +43,7 @@ class _GradMode(threading.local):
 
     def __init__(self) -> None:
         self.enabled = True
+        self.logic = False  # record_logic: comparisons and logic ops recorded as graph ops too
 
 
 _grad_mode = _GradMode()
@@ -72,6 +75,28 @@ def no_grad() -> Iterator[None]:
         yield
     finally:
         _grad_mode.enabled = previous
+
+
+def is_logic_recorded() -> bool:
+    """Return True inside ``record_logic``: comparisons and logical ops join the recorded graph."""
+    return _grad_mode.logic
+
+
+@contextmanager
+def record_logic() -> Iterator[None]:
+    """Record comparisons and logical ops (``x > 0``, ``~m``, ``a & b``) as the creators of their
+    bool results while grad mode records the graph, and record any op reading such a result.
+
+    Their results still carry no gradient; the record only says how a mask was computed, for
+    ONNX export's trace (``F.where(x > 0, x, 0)`` becomes Greater and Where). Outside the
+    block a comparison's result is a leaf, as in PyTorch.
+    """
+    previous = _grad_mode.logic
+    _grad_mode.logic = True
+    try:
+        yield
+    finally:
+        _grad_mode.logic = previous
 
 
 @contextmanager

@@ -45,7 +45,10 @@ class Function:
         tensors = [as_tensor(x, like=like) for x in inputs]
         arrays = [t.data for t in tensors]
         self.xp = get_array_module(*arrays)
-        record = config.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        # Inside config.record_logic, a mask computed by a recorded comparison (a creator,
+        # no gradient) is followed too, so the graph shows what the mask became.
+        record = config.is_grad_enabled() and any(
+            t.requires_grad or (t.creator is not None and config.is_logic_recorded()) for t in tensors)
         self.saves_for_backward = record
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
         result = self.forward(*arrays)

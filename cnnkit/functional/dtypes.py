@@ -67,8 +67,8 @@ def result_type(*arrays) -> np.dtype:
 def to_dtype(t: Tensor, dtype) -> Tensor:
     if t.dtype == dtype:
         return t
-    if t.requires_grad:
-        return CastOp(dtype)(t)
+    if t.requires_grad or t.creator is not None:  # (a creator without gradient: a mask recorded
+        return CastOp(dtype)(t)                   # by config.record_logic, followed as an op)
     return Tensor._wrap(t.data.astype(dtype))
 
 

@@ -15,8 +15,11 @@ and ``minimum``, which select by comparing the two.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
+from .. import config
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..function import Function
@@ -28,7 +31,7 @@ __all__ = [
     "eq", "ne", "lt", "le", "gt", "ge",
     "logical_not", "logical_and", "logical_or", "logical_xor",
     "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor",
-    "where", "masked_fill", "WhereOp", "maximum", "minimum", "ExtremumOp",
+    "where", "masked_fill", "WhereOp", "LogicOp", "maximum", "minimum", "ExtremumOp",
 ]
 
 _NUMERIC_KINDS = "biuf"
@@ -73,6 +76,46 @@ def _constant(array) -> Tensor:
     return Tensor._wrap(get_array_module(array).asarray(array))
 
 
+class LogicOp(Function):
+    """A comparison or logical op as a graph node, recorded only inside ``config.record_logic``.
+
+    forward:  y = op(a, b) or op(x), a bool array; comparisons (eq ne lt le gt ge) compare in
+              ``dtype`` (PyTorch's promotion of the operands), logical ops (and or xor not)
+              read nonzero as True
+    backward: none: y is piecewise constant, so no input gets a gradient (and y requires none)
+
+    Outside ``record_logic`` the comparison functions return their result as a leaf, as
+    PyTorch's do; inside it (ONNX export's trace) this op records how a mask was computed.
+    """
+
+    _FORWARD = {
+        "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
+        "ge": operator.ge, "and": lambda a, b: (a != 0) & (b != 0), "or": lambda a, b: (a != 0) | (b != 0),
+        "xor": lambda a, b: (a != 0) ^ (b != 0), "not": lambda x: x == 0,
+    }
+
+    def __init__(self, op: str, dtype):
+        self.op, self.dtype = op, np.dtype(dtype)
+
+    def forward(self, *xs):
+        return self._FORWARD[self.op](*(x.astype(self.dtype, copy=False) for x in xs))
+
+    def backward(self, gy):
+        return (None,) * len(self.inputs)
+
+
+def _result(op: str, dtype, operands: tuple, result) -> Tensor:
+    """``result`` as a bool tensor without gradient; inside ``config.record_logic``, when an
+    operand is part of the recorded graph, made by a recorded ``LogicOp`` instead."""
+    if config.is_logic_recorded() and config.is_grad_enabled() and any(
+        isinstance(t, Tensor) and (t.requires_grad or t.creator is not None) for t in operands
+    ):
+        y = LogicOp(op, dtype)(*operands)
+        y.requires_grad = False  # recorded, yet without gradient, as every comparison
+        return y
+    return _constant(result)
+
+
 # --------------------------------------------------------------------------- comparisons
 def eq(a, b) -> Tensor:
     """a == b elementwise, with broadcasting: a bool tensor without gradient, as torch.eq.
@@ -80,63 +123,63 @@ def eq(a, b) -> Tensor:
     Raises:
         ShapeError: the shapes do not broadcast. TypeError: an operand that is not numeric.
     """
-    a, b = _operands("eq (==)", a, b)
-    return _constant(a == b)
+    x, y = _operands("eq (==)", a, b)
+    return _result("eq", x.dtype, (a, b), x == y)
 
 
 def ne(a, b) -> Tensor:
     """a != b elementwise (True where either is NaN), as torch.ne."""
-    a, b = _operands("ne (!=)", a, b)
-    return _constant(a != b)
+    x, y = _operands("ne (!=)", a, b)
+    return _result("ne", x.dtype, (a, b), x != y)
 
 
 def lt(a, b) -> Tensor:
     """a < b elementwise, as torch.lt."""
-    a, b = _operands("lt (<)", a, b)
-    return _constant(a < b)
+    x, y = _operands("lt (<)", a, b)
+    return _result("lt", x.dtype, (a, b), x < y)
 
 
 def le(a, b) -> Tensor:
     """a <= b elementwise, as torch.le."""
-    a, b = _operands("le (<=)", a, b)
-    return _constant(a <= b)
+    x, y = _operands("le (<=)", a, b)
+    return _result("le", x.dtype, (a, b), x <= y)
 
 
 def gt(a, b) -> Tensor:
     """a > b elementwise, as torch.gt."""
-    a, b = _operands("gt (>)", a, b)
-    return _constant(a > b)
+    x, y = _operands("gt (>)", a, b)
+    return _result("gt", x.dtype, (a, b), x > y)
 
 
 def ge(a, b) -> Tensor:
     """a >= b elementwise, as torch.ge."""
-    a, b = _operands("ge (>=)", a, b)
-    return _constant(a >= b)
+    x, y = _operands("ge (>=)", a, b)
+    return _result("ge", x.dtype, (a, b), x >= y)
 
 
 # --------------------------------------------------------------------------- logic
 def logical_not(x) -> Tensor:
     """True where ``x`` is zero (any dtype; NaN counts as nonzero), as torch.logical_not."""
     x = as_tensor(x)
-    return _constant(x.data == 0)
+    return _result("not", x.dtype, (x,), x.data == 0)
 
 
 def logical_and(a, b) -> Tensor:
     """True where both are nonzero, with broadcasting, as torch.logical_and."""
-    a, b = _operands("logical_and", a, b)
-    return _constant((a != 0) & (b != 0))
+    x, y = _operands("logical_and", a, b)
+    return _result("and", x.dtype, (a, b), (x != 0) & (y != 0))
 
 
 def logical_or(a, b) -> Tensor:
     """True where either is nonzero, as torch.logical_or."""
-    a, b = _operands("logical_or", a, b)
-    return _constant((a != 0) | (b != 0))
+    x, y = _operands("logical_or", a, b)
+    return _result("or", x.dtype, (a, b), (x != 0) | (y != 0))
 
 
 def logical_xor(a, b) -> Tensor:
     """True where exactly one is nonzero, as torch.logical_xor."""
-    a, b = _operands("logical_xor", a, b)
-    return _constant((a != 0) ^ (b != 0))
+    x, y = _operands("logical_xor", a, b)
+    return _result("xor", x.dtype, (a, b), (x != 0) ^ (y != 0))
 
 
 def bitwise_not(x) -> Tensor:
@@ -149,25 +192,33 @@ def bitwise_not(x) -> Tensor:
     if x.dtype.kind not in _INTEGRAL_KINDS:
         raise TypeError(f"~ (bitwise_not) is defined for bool and integer tensors only (as in PyTorch), "
                         f"got {x.dtype}")
+    if x.dtype == np.bool_:  # logical not: recorded for export as the other logic ops
+        return _result("not", x.dtype, (x,), ~x.data)
     return _constant(~x.data)
 
 
 def bitwise_and(a, b) -> Tensor:
     """``a & b`` for bool and integer tensors (logical and on bools), as torch.bitwise_and."""
-    a, b = _operands("& (bitwise_and)", a, b, _INTEGRAL_KINDS)
-    return _constant(a & b)
+    x, y = _operands("& (bitwise_and)", a, b, _INTEGRAL_KINDS)
+    if x.dtype == np.bool_:  # logical and: recorded for export as the other logic ops
+        return _result("and", x.dtype, (a, b), x & y)
+    return _constant(x & y)
 
 
 def bitwise_or(a, b) -> Tensor:
     """``a | b`` for bool and integer tensors, as torch.bitwise_or."""
-    a, b = _operands("| (bitwise_or)", a, b, _INTEGRAL_KINDS)
-    return _constant(a | b)
+    x, y = _operands("| (bitwise_or)", a, b, _INTEGRAL_KINDS)
+    if x.dtype == np.bool_:  # logical or: recorded for export as the other logic ops
+        return _result("or", x.dtype, (a, b), x | y)
+    return _constant(x | y)
 
 
 def bitwise_xor(a, b) -> Tensor:
     """``a ^ b`` for bool and integer tensors, as torch.bitwise_xor."""
-    a, b = _operands("^ (bitwise_xor)", a, b, _INTEGRAL_KINDS)
-    return _constant(a ^ b)
+    x, y = _operands("^ (bitwise_xor)", a, b, _INTEGRAL_KINDS)
+    if x.dtype == np.bool_:  # logical xor: recorded for export as the other logic ops
+        return _result("xor", x.dtype, (a, b), x ^ y)
+    return _constant(x ^ y)
 
 
 # --------------------------------------------------------------------------- selection
@@ -175,26 +226,28 @@ class WhereOp(Function):
     """Pick each element from one of two tensors by a bool condition.
 
     forward:  y = x where condition, else other   (condition, x and other broadcast)
-    backward: gx = sum_to(gy where condition, else 0, x.shape)
+    backward: gcondition: none (a bool input);
+              gx = sum_to(gy where condition, else 0, x.shape)
               gother = sum_to(gy where not condition, else 0, other.shape)
+
+    The condition is an input (without gradient), so the graph shows where a recorded mask
+    (``config.record_logic``) is used.
 
     Shapes: y and gy have the broadcast shape of condition, x and other.
     """
 
-    def __init__(self, condition):
-        self.condition = condition  # a bool array, the op's argument (it has no gradient)
-
-    def forward(self, x, other):
+    def forward(self, condition, x, other):
+        self.condition = condition  # read by backward
         self.x_shape, self.other_shape = x.shape, other.shape
-        return self.xp.where(self.condition, x, other)
+        return self.xp.where(condition, x, other)
 
     def backward(self, gy):
         xp = self.xp
         zero = xp.zeros((), dtype=gy.dtype)
-        need_x, need_other = self.needs_input_grad
+        _, need_x, need_other = self.needs_input_grad
         gx = sum_to(xp.where(self.condition, gy, zero), self.x_shape) if need_x else None
         gother = sum_to(xp.where(self.condition, zero, gy), self.other_shape) if need_other else None
-        return gx, gother
+        return None, gx, gother
 
 
 def _bool_condition(op: str, condition, name: str) -> Tensor:
@@ -227,7 +280,7 @@ def where(condition, input=None, other=None):  # noqa: A002 - PyTorch's argument
     x, other = as_tensor(input, like=like), as_tensor(other, like=like)
     dtype = result_type(x.data, other.data)
     _broadcast_shape("where", condition.shape, x.shape, other.shape)
-    return WhereOp(condition.data)(to_dtype(x, dtype), to_dtype(other, dtype))
+    return WhereOp()(condition, to_dtype(x, dtype), to_dtype(other, dtype))
 
 
 def masked_fill(x, mask, value) -> Tensor:
@@ -250,7 +303,7 @@ def masked_fill(x, mask, value) -> Tensor:
     else:
         value = Tensor._wrap(get_array_module(x.data).asarray(value, dtype=x.dtype))
     _broadcast_shape("masked_fill", mask.shape, x.shape)
-    return WhereOp(mask.data)(value, x)
+    return WhereOp()(mask, value, x)
 
 
 class ExtremumOp(Function):

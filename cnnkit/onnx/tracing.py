@@ -58,7 +58,8 @@ def trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, F
         lambda m, args, out: clone(out) if isinstance(out, Tensor) and out.creator is None else None))
     handles.append(model.register_forward_hook(lambda m, args, out: captured.append(out)))
     try:
-        graph = model_graph(model, shape, x)
+        with config.record_logic():  # comparisons too, so masks (F.where, masked_fill) are followed
+            graph = model_graph(model, shape, x)
     except ValueError:
         if captured and not isinstance(captured[-1], Tensor):
             raise OnnxExportError(f"cannot export {type(model).__name__}: its forward returns a "

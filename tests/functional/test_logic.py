@@ -89,3 +89,20 @@ def test_comparison_errors_name_the_op_and_the_shapes():
     with pytest.raises(TypeError, match=r"eq \(==\) expects numbers, bools, arrays or tensors, got an operand "
                                         r"of dtype <U1"):
         Tensor(np.ones(2)) == ["a", "b"]  # noqa: B015
+
+
+def test_comparisons_are_leaves_unless_recorded_for_export():
+    from cnnkit import config
+    from cnnkit.functional.logic import LogicOp
+
+    x = Tensor(np.array([-1.0, 0.5, 2.0]), requires_grad=True)
+    mask = x > 0
+    assert mask.creator is None and mask.grad_fn is None and not mask.requires_grad  # as PyTorch
+    with config.record_logic():
+        recorded = (x > 0) & ~(x == 2.0)
+        y = F.where(recorded, x * 3, x)
+    assert isinstance(recorded.creator, LogicOp) and recorded.creator.op == "and"
+    assert not recorded.requires_grad
+    y.sum().backward()   # the recorded mask gets no gradient; x's is that of where
+    np.testing.assert_array_equal(x.grad, [1.0, 3.0, 1.0])
+    assert not config.is_logic_recorded()

@@ -4,8 +4,8 @@ An emitter writes one traced op as ONNX nodes, ``emit(w, fn, xs) -> the ONNX val
 op's output``, with ``w`` the ``cnnkit.onnx.writer.Writer`` and ``xs`` the ONNX values of
 ``fn.inputs``; an op ONNX cannot express raises ``w.error(reason)``, naming the layer. One
 module per op family, as the importer's ``onnx/ops``: ``conv`` (convolutions, pools),
-``activation``, ``layers`` (linear, batch norm, dropout, losses), ``math`` (arithmetic,
-reductions), ``shape`` (reshape, indexing, padding, concatenation, resize).
+``activation``, ``layers`` (linear, batch norm, dropout, losses), ``logic`` (comparisons,
+Where), ``math`` (arithmetic, reductions), ``shape`` (reshape, indexing, padding, concatenation, resize).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from ...function import Function
 from ..writer import Writer
-from . import activation, conv, layers, math, shape
+from . import activation, conv, layers, logic, math, shape
 
 __all__ = ["EMITTERS"]
 
 EMITTERS: dict[str, Callable[[Writer, Function, list[str]], str]] = {
-    **conv.EMITTERS, **activation.EMITTERS, **layers.EMITTERS, **math.EMITTERS, **shape.EMITTERS,
+    **conv.EMITTERS, **activation.EMITTERS, **layers.EMITTERS, **logic.EMITTERS, **math.EMITTERS,
+    **shape.EMITTERS,
 }
