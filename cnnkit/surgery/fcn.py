@@ -64,8 +64,11 @@ class FullyConvolutional(nn.Sequential):
     """A classifier rewritten as convolutions: logits (N, K) become score maps (N, K, OH, OW).
 
     Built by ``to_fully_convolutional``; its modules are copies of the original layers
-    (Linear layers as Conv2d), named after their paths in the original ("classifier.0"
-    becomes "classifier_0").
+    (Linear layers as Conv2d) at their paths in the original: the Conv2d made of
+    ``model.classifier[0]`` is ``fcn.classifier[0]``, with state_dict key
+    "classifier.0.weight" (each container of the original is an nn.Sequential of its
+    converted layers). Until Dec 2026 the layers sat side by side as "classifier_0";
+    ``load_state_dict`` still reads state dicts with those keys (``legacy_names``).
 
     Attributes:
         window: (H, W), the training input size: output position (i, j) classifies the
@@ -81,6 +84,18 @@ class FullyConvolutional(nn.Sequential):
     window: tuple[int, int]
     stride: tuple[int, int]
     first_centre: tuple[float, float]
+    legacy_names: dict[str, str]
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        """Module.load_state_dict, also reading keys of the flat names used before ("classifier_0.weight")."""
+        renames = getattr(self, "legacy_names", {})
+        if renames:
+            renamed = type(state_dict)() if isinstance(state_dict, OrderedDict) else {}
+            for key, value in state_dict.items():
+                head, dot, rest = key.partition(".")
+                renamed[renames[head] + dot + rest if dot and head in renames else key] = value
+            state_dict = renamed
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def window_centres(self, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Input coordinates (ys, xs) of the centres of the windows of an (OH, OW) score map."""
@@ -145,7 +160,9 @@ def to_fully_convolutional(
     calls, x, y = _trace(model, shape)
     calls = _check_chain(model, calls, x, y)
     layers, window_geometry = _convert(calls, shape)
-    fcn = FullyConvolutional(OrderedDict(layers))
+    top, legacy = _nest(layers)
+    fcn = FullyConvolutional(OrderedDict(top))
+    fcn.legacy_names = {old: new for old, new in legacy.items() if old != new}
     fcn.window = shape[1:]
     fcn.stride, fcn.first_centre = window_geometry
     fcn.eval()
@@ -247,13 +264,60 @@ def _check_chain(model: nn.Module, calls: list[_Call], x: Tensor, y: Tensor) -> 
 
 
 # --------------------------------------------------------------------------- convert
-def _name(path: str, taken: set[str]) -> str:
+def _flat_name(path: str, taken: set[str]) -> str:
+    """The name a converted layer had before its original path was kept ("classifier_0")."""
     base = path.replace(".", "_") or "layer"
     name, k = base, 1
     while name in taken:
         name, k = f"{base}_{k}", k + 1
     taken.add(name)
     return name
+
+
+def _nest(layers: list[tuple[str, nn.Module]]) -> tuple[list[tuple[str, nn.Module]], dict[str, str]]:
+    """Place the converted layers at their paths in the original model, in call order.
+
+    Each container of the original ("features", "classifier") becomes an nn.Sequential of
+    the layers converted from it, so the model's own names stay: the Conv2d made of
+    ``model.classifier[0]`` is ``fcn.classifier[0]`` and its weight "classifier.0.weight".
+    A container whose layers do not run one after the other, or a layer called twice,
+    gets a suffix the second time ("relu_2", as the summary's second call).
+
+    Returns:
+        The top-level (name, module) pairs, and the earlier flat name of each converted layer
+        ("classifier_0") -> its path ("classifier.0"), for loading older state dicts.
+    """
+    root = nn.Sequential()
+    containers: dict[str, nn.Sequential] = {"": root}
+    last: dict[str, str] = {}   # container path -> the name of its last child
+    legacy: dict[str, str] = {}
+    taken_flat: set[str] = set()
+
+    def child(parent: str, name: str, reuse: bool) -> str:
+        box = containers[parent]
+        if reuse and last.get(parent) == name:
+            return name
+        unique, k = name, 2
+        while unique in dict(box.named_children()):
+            unique, k = f"{name}_{k}", k + 1
+        return unique
+
+    for path, module in layers:
+        parts = path.split(".") if path else ["layer"]
+        parent = ""
+        for part in parts[:-1]:
+            name = child(parent, part, reuse=True)
+            full = f"{parent}.{name}" if parent else name
+            if full not in containers:
+                containers[full] = nn.Sequential()
+                containers[parent].add_module(name, containers[full])
+            last[parent] = name
+            parent = full
+        name = child(parent, parts[-1], reuse=False)
+        containers[parent].add_module(name, module)
+        last[parent] = name
+        legacy[_flat_name(path, taken_flat)] = f"{parent}.{name}" if parent else name
+    return list(root.named_children()), legacy
 
 
 def _linear_as_conv(linear: nn.Linear, C: int, H: int, W: int) -> nn.Conv2d:
@@ -275,7 +339,6 @@ def _batchnorm2d_from(bn: nn.BatchNorm1d) -> nn.BatchNorm2d:
 def _convert(calls: list[_Call], shape: tuple[int, int, int]):
     """Build the converted layer list and the window geometry (stride, first centre)."""
     layers: list[tuple[str, nn.Module]] = []
-    taken: set[str] = set()
     copies: dict[int, nn.Module] = {}
     geometry = _Geometry()
     flat_from: tuple[int, int, int] | None = None   # the (C, H, W) map awaiting the first Linear
@@ -284,7 +347,7 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]):
     def keep(path: str, module: nn.Module) -> None:
         if id(module) not in copies:
             copies[id(module)] = copy.deepcopy(module)
-        layers.append((_name(path, taken), copies[id(module)]))
+        layers.append((path, copies[id(module)]))
 
     for call in calls:
         m = call.module
@@ -307,7 +370,7 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]):
             C, H, W = flat_from if flat_from is not None else (m.in_features, 1, 1)
             conv = _linear_as_conv(m, C, H, W)
             geometry.add_kernel((H, W))
-            layers.append((_name(call.path, taken), conv))
+            layers.append((call.path, conv))
             flat_from = None
             continue
         if isinstance(m, nn.BatchNorm1d):
@@ -316,7 +379,7 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]):
                     f"to_fully_convolutional: cannot convert {call.label}: BatchNorm1d is converted only "
                     "after a Linear layer (its statistics are per feature, not per channel)"
                 )
-            layers.append((_name(call.path, taken), _batchnorm2d_from(m)))
+            layers.append((call.path, _batchnorm2d_from(m)))
             continue
         if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             if flattened:
@@ -331,7 +394,7 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]):
                     "e.g. 224x224 for VGG and AlexNet) have a sliding equivalent"
                 )
             pool_cls = nn.AvgPool2d if isinstance(m, nn.AdaptiveAvgPool2d) else nn.MaxPool2d
-            layers.append((_name(call.path, taken), pool_cls((h, w), stride=1)))
+            layers.append((call.path, pool_cls((h, w), stride=1)))
             geometry.add_kernel((h, w))
             continue
         if flattened:
@@ -341,7 +404,7 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]):
                     "BatchNorm1d, activations, Softmax, Dropout and Identity can be made convolutional"
                 )
             if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-                layers.append((_name(call.path, taken), type(m)(dim=1)))
+                layers.append((call.path, type(m)(dim=1)))
             else:
                 keep(call.path, m)
             continue

@@ -52,19 +52,44 @@ def test_zoo_model_equals_its_fcn_at_the_training_size(rng, name, shape):
 def test_lenet5_head_becomes_a_5x5_conv_with_the_same_parameters(rng):
     lenet = models.lenet5(generator=rng)
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
-    fc1 = fcn.classifier_0
+    fc1 = fcn.classifier[0]
     assert isinstance(fc1, nn.Conv2d) and fc1.weight.shape == (120, 16, 5, 5)
     assert fc1.weight.size + fc1.bias.size == 48_120
-    assert fcn.classifier_2.weight.shape == (84, 120, 1, 1)
+    assert fcn.classifier[2].weight.shape == (84, 120, 1, 1)
     assert sum(p.size for p in fcn.parameters()) == 61_706
     assert fcn.stride == (4, 4) and fcn.window == (28, 28) and fcn.first_centre == (13.5, 13.5)
+
+
+@pytest.mark.parametrize("name, shape", [("lenet5", (1, 28, 28)), ("vgg11_cifar", (3, 32, 32))])
+def test_converted_layers_keep_the_names_they_have_in_the_model(name, shape, rng):
+    # they were "classifier_0", "features_3": now the model's own paths, so the Conv2d made
+    # of model.classifier[0] is fcn.classifier[0] and its weight "classifier.0.weight"
+    model = models.get_model(name, num_classes=10, generator=rng)
+    fcn = to_fully_convolutional(model, shape)
+    ours = dict(fcn.state_dict())
+    theirs = model.state_dict()
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_array_equal(ours[key].reshape(value.shape), value)   # Linear (F, C*H*W) = conv (F, C, H, W)
+    assert {n for n, _ in fcn.named_modules()} <= {n for n, _ in model.named_modules()}
+
+
+def test_state_dicts_of_the_former_flat_names_still_load(rng):
+    lenet = models.lenet5(generator=rng)
+    fcn = to_fully_convolutional(lenet, (1, 28, 28))
+    old = {key.replace(".", "_", 1): value + 1 for key, value in fcn.state_dict().items()}  # "classifier_0.weight"
+    assert "classifier_0.weight" in old and "features_0.bias" in old
+    fresh = to_fully_convolutional(models.lenet5(generator=rng), (1, 28, 28))
+    fresh.load_state_dict(old)
+    for key, value in fcn.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value + 1)
 
 
 def test_conversion_copies_and_leaves_the_model_alone(rng):
     lenet = models.lenet5(generator=rng)
     before = {k: v.copy() for k, v in lenet.state_dict().items()}
     fcn = to_fully_convolutional(lenet, (1, 28, 28))
-    fcn.classifier_0.weight.data[...] = 0
+    fcn.classifier[0].weight.data[...] = 0
     for key, value in lenet.state_dict().items():
         np.testing.assert_array_equal(value, before[key])
     assert isinstance(lenet.classifier[0], nn.Linear)
