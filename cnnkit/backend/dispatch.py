@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
@@ -176,11 +176,16 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 DIRECT_CONV_BLOCKED = 1
 
 
+def blocked_conv_applies(w_shape, pads) -> bool:
+    """True when the blocked direct kernel handles the layer: every padding below the kernel size."""
+    KH, KW = w_shape[2:]
+    pt, pb, pl, pr = pads
+    return max(pt, pb) <= KH - 1 and max(pl, pr) <= KW - 1
+
+
 def direct_conv_kernel(w_shape, pads) -> str:
     """The kernel of a "direct" convolution: "blocked", or "rows" (paddings of the kernel size or more)."""
-    from .kernels import conv_blocked
-
-    return "blocked" if DIRECT_CONV_BLOCKED and conv_blocked.applies(w_shape, pads) else "rows"
+    return "blocked" if DIRECT_CONV_BLOCKED and blocked_conv_applies(w_shape, pads) else "rows"
 
 
 # Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as

@@ -235,7 +235,7 @@ class Conv2dDirectOp(Conv2dOp):
         if self.kernel is None:
             self.kernel = dispatch.direct_conv_kernel(w.shape, self.pads)
         if self.kernel == "blocked":
-            if not conv_blocked.applies(w.shape, self.pads):
+            if not dispatch.blocked_conv_applies(w.shape, self.pads):
                 raise ValueError(f"Conv2dDirectOp's blocked kernel handles padding up to the kernel size "
                                  f"minus one, got padding {self.pads} for a {w.shape[2:]} kernel")
             y = conv_blocked.conv2d_blocked(x, w, b, self.pads)       # (F, N, OH, OW)

@@ -46,7 +46,7 @@ from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
 from .simd import acc_alloc, acc_bias, acc_dot, acc_hsum, acc_outer, acc_put, acc_zero
 
-__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "applies"]
+__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
 # longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
@@ -62,13 +62,6 @@ def wgrad_group(Lp: int) -> int:
     64 channels, batch 128: 9.3 ms with 16 images against 10.3 with 8, one thread).
     """
     return 16 if Lp <= 256 else 8
-
-
-def applies(w_shape, pads) -> bool:
-    """True when this kernel takes the layer: every padding below the kernel size."""
-    KH, KW = w_shape[2:]
-    pt, pb, pl, pr = pads
-    return max(pt, pb) <= KH - 1 and max(pl, pr) <= KW - 1
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
