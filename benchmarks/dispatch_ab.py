@@ -5,6 +5,7 @@ runs minutes apart on a shared machine cannot show. This script builds ResNet-18
 ``--model resnet20`` / ``vgg11_cifar``, ResNet-20 / VGG-11 (BN) at 32x32) once and runs it in alternating pairs with ``backend.dispatch``'s thresholds as they are ("as is")
 and with the given ones changed ("changed"), a pause before each call; the figure is the
 median over pairs of changed time / as-is time (above 1: the thresholds as they are win).
+Before each call: a pause, then a short spin of cnnkit's threads (``timing.spin_cnnkit``).
 
 Example (the 7x7/2 stem back on im2col + GEMM):
     python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 8 --threads 1 --clock cpu
@@ -18,6 +19,8 @@ Usage:
 
 ``--quiet N`` (two threads, wall clock, on a shared machine): pairs continue until N of them
 ran without any thread of this process waiting for a CPU (``timing.runqueue_wait``).
+``--layer C,F,H,K[,S]``: one convolution's forward (padding K // 2) instead of a model;
+short calls find quiet moments on a loaded machine where whole models do not.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import (  # noqa: E402  # noqa: E402
+from timing import (  # noqa: E402
     CLOCKS,
     PAUSE_S,
     QUIET_MAX_TRIES,
@@ -42,12 +45,15 @@ from timing import (  # noqa: E402  # noqa: E402
     load_average,
     runqueue_wait,
     set_threads,
+    settled_wait,
+    spin_cnnkit,
     waited,
 )
 
 import cnnkit  # noqa: E402
 import cnnkit.surgery  # noqa: E402
 from cnnkit.backend import dispatch  # noqa: E402
+from cnnkit.backend.prepack import ConvWeightPack, frozen  # noqa: E402
 
 MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10), "vgg11_cifar": (32, 10)}  # image size, classes
 
@@ -77,10 +83,28 @@ def model_call(name: str, batch: int, train: bool, optimized: bool = False):
     return step
 
 
+def layer_call(shape: str, batch: int, optimized: bool):
+    """One convolution forward (no_grad): ``shape`` "C,F,H,K[,S]" (padding K // 2) at ``batch``;
+    ``optimized``: with the weight frozen and prepacked, as an optimized model's layer runs it."""
+    C, Fo, H, K, *rest = (int(v) for v in shape.split(","))
+    stride = rest[0] if rest else 1
+    rng = np.random.default_rng(1)
+    x = cnnkit.Tensor(rng.standard_normal((batch, C, H, H)).astype(np.float32))
+    w = (rng.standard_normal((Fo, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
+    pack = ConvWeightPack(frozen(w)) if optimized else None
+    weight = cnnkit.Tensor(pack.weight if optimized else w)
+
+    def run():
+        with cnnkit.no_grad():
+            cnnkit.functional.conv2d(x, weight, stride=stride, padding=K // 2, prepacked=pack)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("changes", nargs="+", metavar="NAME=VALUE", help="dispatch thresholds to change")
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet18")
+    parser.add_argument("--layer", metavar="C,F,H,K[,S]", help="one convolution's forward instead of a model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
     parser.add_argument("--optimized", action="store_true", help="the model optimized for inference")
@@ -99,7 +123,10 @@ def main() -> None:
     as_is = {name: getattr(dispatch, name) for name in changed}
     set_threads(args.threads)
     now = CLOCKS[args.clock]
-    run = model_call(args.model, args.batch, args.train, args.optimized)
+    if args.layer and args.train:
+        parser.error("--layer times a forward; it cannot be combined with --train")
+    run = layer_call(args.layer, args.batch, args.optimized) if args.layer else model_call(
+        args.model, args.batch, args.train, args.optimized)
 
     def timed(settings):
         """Seconds of one call with these settings; None if it waited for a CPU (--quiet)."""
@@ -109,7 +136,7 @@ def main() -> None:
         start = now()
         run()
         elapsed = now() - start
-        return None if args.quiet and waited(before, runqueue_wait(), elapsed) else elapsed
+        return None if args.quiet and waited(before, settled_wait(), elapsed) else elapsed
 
     for settings in (as_is, changed, as_is, changed):  # warm-up, compilation, scratch buffers
         timed(settings)
@@ -122,6 +149,7 @@ def main() -> None:
         pair = {}
         for label, settings in order if r % 2 == 0 else order[::-1]:
             time.sleep(PAUSE_S)
+            spin_cnnkit()  # wake the second core (an idle vCPU takes up to ~10 ms to answer)
             pair[label] = timed(settings)
             if pair[label] is None:
                 break
@@ -136,7 +164,8 @@ def main() -> None:
     ratio = statistics.median(c / a for a, c in zip(times["as is"], times["changed"]))
     print(blas_note())
     kept = f"{len(times['as is'])} pairs" + (f" kept of {r} (--quiet)" if args.quiet else "")
-    print(f"{args.model} {'training forward + backward' if args.train else 'inference'}"
+    print(f"{f'conv {args.layer}' if args.layer else args.model} "
+          f"{'training forward + backward' if args.train else 'inference'}"
           f"{' (optimized for inference)' if args.optimized else ''}, batch {args.batch}, "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {kept}, "
           f"load {load} / {load_average()}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["CLOCKS", "add_quiet_option", "add_timing_options", "blas_note", "interleaved", "load_average",
-           "runqueue_wait", "set_threads", "spin_cnnkit", "spin_torch", "waited"]
+           "runqueue_wait", "set_threads", "settled_wait", "spin_cnnkit", "spin_torch", "waited"]
 
 PAUSE_S = 0.2
 SPIN_S = 0.02
@@ -29,6 +29,10 @@ SPIN_S = 0.02
 # QUIET_MAX_TRIES times the pairs asked for.
 QUIET_WAIT_SHARE = 0.02
 QUIET_MAX_TRIES = 30
+# The kernel adds a thread's run-queue delay when the thread gets a CPU, not while it waits:
+# a helper still waiting when the call ends shows its delay only later. So the second
+# reading comes this long after the call (the helper then has run, or the call waited).
+QUIET_SETTLE_S = 0.005
 
 # --clock: wall time, or the CPU time of the whole process (with one thread per framework it
 # does not count the time the process waited for a core: meaningful on a loaded machine).
@@ -90,6 +94,12 @@ def runqueue_wait() -> float | None:
         except (OSError, IndexError, ValueError):  # a thread that ended, or no schedstats
             continue
     return total / 1e9 if found else None
+
+
+def settled_wait() -> float | None:
+    """``runqueue_wait()`` read QUIET_SETTLE_S after a call, once every thread that was waiting has run."""
+    time.sleep(QUIET_SETTLE_S)
+    return runqueue_wait()
 
 
 def waited(before: float | None, after: float | None, elapsed: float) -> bool:
@@ -183,7 +193,7 @@ def interleaved(
             start = now()
             fn()
             kept[name] = now() - start
-            if quiet and waited(before, runqueue_wait(), kept[name]):
+            if quiet and waited(before, settled_wait(), kept[name]):
                 break
         else:
             for name, t in kept.items():
