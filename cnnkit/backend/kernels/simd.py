@@ -218,3 +218,10 @@ if AVAILABLE:
             return context.get_dummy_value()
 
         return types.void(acc, RF, NT, dst, off, stride), codegen
+
+else:  # pragma: no cover - numba is a dependency; without it dispatch never picks conv_blocked
+
+    def _needs_numba(*args, **kwargs):
+        raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
+
+    acc_alloc = acc_zero = acc_bias = acc_outer = acc_put = acc_dot = acc_get = acc_hsum = _needs_numba
