@@ -96,6 +96,7 @@ def trace_layers(
     layers: Iterable[str | Module] | Callable[[str, Module], bool] | None = None,
     *,
     on_call: Callable[[LayerCall], Any] | None = None,
+    rewrite: Callable[[LayerCall], Any] | None = None,
     keep: bool = True,
     grad: bool = False,
     mode: str | None = "eval",
@@ -109,6 +110,10 @@ def trace_layers(
             ``model.named_modules()`` (the model itself has path ""), or an iterable of
             dotted paths and/or modules.
         on_call: called with each ``LayerCall`` as it happens (inside the forward pass).
+        rewrite: called first with each ``LayerCall``; a non-None result replaces the
+            layer's output (as a forward hook's would) for the rest of the pass, and is the
+            ``output`` that ``on_call`` and the trace see (ONNX export puts a marker op after
+            each Dropout this way).
         keep: record the calls in the yielded ``LayerTrace`` (False keeps nothing alive).
         grad: run with grad mode on (to walk the graph afterwards) or off (the default).
         mode: "eval" (the default) or "train" for the block, or None to leave the modes;
@@ -130,10 +135,14 @@ def trace_layers(
     def hook(module, inputs, output):
         counts[id(module)] = counts.get(id(module), 0) + 1
         call = LayerCall(selected[id(module)][0], module, inputs, output, counts[id(module)])
+        replaced = rewrite(call) if rewrite is not None else None
+        if replaced is not None:
+            call.output = replaced
         if keep:
             trace.calls.append(call)
         if on_call is not None:
             on_call(call)
+        return replaced
 
     modes = [(m, m.training) for m in model.modules()]
     handles = [m.register_forward_hook(hook) for _, m in selected.values()]

@@ -1,12 +1,12 @@
 """Tracing for export: one eval-mode forward pass recorded as cnnkit's op graph.
 
-The pass runs through ``explain.graph.model_graph`` (itself on ``nn.trace_layers``, the one
-forward-hook tracer), which attributes each op to the module that ran it. Two forward hooks
-of the exporter's own change what the pass records, and so stay here rather than in
-``trace_layers``, whose hooks only observe a call: a Dropout layer's output is replaced by a
-``DropoutMarkerOp`` (eval-mode dropout is the identity and records no op, yet the file should
-hold a Dropout node in its place), and a model that returns its input gets a clone of it (an
-op of its own, so the graph has an output to follow).
+The pass runs through ``explain.graph.model_graph``, which attributes each op to the module
+that ran it, inside ``nn.trace_layers`` (the one forward-hook tracer) with two output
+rewrites of the exporter's own: a Dropout layer's output is replaced by a
+``DropoutMarkerOp`` (eval-mode dropout is the identity and records no op, yet the file
+should hold a Dropout node in its place), and a model that returns its input gets a clone
+of it (an op of its own, so the graph has an output to follow). Comparisons and logical ops
+are recorded too (``config.record_logic``), so a mask is written as the nodes computing it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..explain.graph import Graph, model_graph
 from ..function import Function
 from ..functional.shape import clone
 from ..graph import op_order
+from ..nn.tracer import LayerCall, trace_layers
 from ..tensor import Tensor
 
 __all__ = ["TRACE_BATCH", "DropoutMarkerOp", "trace", "sample", "other_size", "size_symbols"]
@@ -47,27 +48,34 @@ def trace(model, shape: tuple[int, ...], batch: int) -> tuple[Graph, dict[int, F
     """Run the model once in eval mode; return its op graph, the ops by id and the output."""
     x = sample(batch, shape, 0)
     captured: list = []
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            handles.append(m.register_forward_hook(
-                lambda m, args, out: DropoutMarkerOp(m.p)(out) if isinstance(out, Tensor) else None))
-    # A model that returns its input (nn.Identity, an empty Sequential) records no op: its
-    # graph is one Identity node (an op of its own, so the trace has an output to follow).
-    handles.append(model.register_forward_hook(
-        lambda m, args, out: clone(out) if isinstance(out, Tensor) and out.creator is None else None))
-    handles.append(model.register_forward_hook(lambda m, args, out: captured.append(out)))
+
+    def substitute(call: LayerCall):
+        out = call.output
+        if not isinstance(out, Tensor):
+            return None
+        if isinstance(call.module, nn.Dropout):
+            return DropoutMarkerOp(call.module.p)(out)
+        # A model that returns its input (nn.Identity, an empty Sequential) records no op: its
+        # graph is one Identity node (an op of its own, so the trace has an output to follow).
+        if call.module is model and out.creator is None:
+            return clone(out)
+        return None
+
+    def capture(call: LayerCall) -> None:
+        if call.module is model:
+            captured.append(call.output)
+
+    hooked = trace_layers(model, lambda path, m: m is model or isinstance(m, nn.Dropout), rewrite=substitute,
+                          on_call=capture, keep=False, grad=True)
     try:
-        with config.record_logic():  # comparisons too, so masks (F.where, masked_fill) are followed
+        # comparisons too (config.record_logic), so masks (F.where, masked_fill) are followed
+        with hooked, config.record_logic():
             graph = model_graph(model, shape, x)
     except ValueError:
         if captured and not isinstance(captured[-1], Tensor):
             raise OnnxExportError(f"cannot export {type(model).__name__}: its forward returns a "
                                   f"{type(captured[-1]).__name__}, not one Tensor") from None
         raise  # the model's own error (a ShapeError names the layer)
-    finally:
-        for h in handles:
-            h.remove()
     out = captured[-1]
     return graph, {id(fn): fn for fn in op_order([out.creator])}, out
 

@@ -9,6 +9,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, models, nn
 from cnnkit.errors import LayerNotFoundError, ShapeError
 from cnnkit.explain import capture, model_graph, summary
+from cnnkit.nn.tracer import trace_layers
 from cnnkit.surgery import channel_groups, to_fully_convolutional
 from cnnkit.train import first_nonfinite_output
 
@@ -118,3 +119,13 @@ def test_every_user_of_the_tracer_leaves_modes_and_hooks_as_they_were(user, rng)
     }[user]()
     assert [m.training for m in model.modules()] == before
     assert hooks_left(model) == 0
+
+
+def test_rewrite_replaces_a_layers_output_for_the_rest_of_the_pass():
+    model = nn.Sequential(nn.ReLU(), nn.Identity(), nn.ReLU())
+    x = Tensor(np.array([[-1.0, 2.0]], np.float32))
+    with trace_layers(model, [model[1]], rewrite=lambda call: call.output * 10) as trace:
+        y = model(x)
+    np.testing.assert_array_equal(y.data, [[0.0, 20.0]])          # the next layer read the new output
+    np.testing.assert_array_equal(trace.calls[0].output.data, [[0.0, 20.0]])   # and the trace holds it
+    np.testing.assert_array_equal(model(x).data, [[0.0, 2.0]])    # the hook is gone after the block
