@@ -103,3 +103,22 @@ def test_a_reshape_splitting_two_dimensions_that_follow_the_size_is_refused_nami
     # with a fixed size it exports and runs
     path = export(GroupStats(), tmp_path / "m.onnx", (4, 5, 6))
     assert path.exists()
+
+
+@pytest.mark.parametrize("opset", [11, 14, 19, 20])
+def test_tanh_gelu_exports_below_opset_20_like_pytorch(opset, tmp_path, rng):
+    # was refused below opset 20 ("Gelu needs opset 20"); now spelled with Tanh there
+    import cnnkit
+    from cnnkit import Tensor
+    from cnnkit.onnx import load
+
+    path = export(nn.GELU("tanh"), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True)
+    session, imported = onnxruntime_session(path), load(path)
+    for n, hw in RUNS:
+        x = (3 * rng.standard_normal((n, SHAPE[0]) + hw)).astype(np.float32)
+        x[0, 0, 0, :3] = [np.inf, 0.0, -0.0]
+        expected = TF.gelu(torch.from_numpy(x), approximate="tanh").numpy()
+        with cnnkit.no_grad():
+            again = imported(Tensor(x)).numpy()
+        for got in (run_onnxruntime(session, x), again):
+            _assert_same(got, expected)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...functional.smooth_activation import _KAPPA, _SQRT_2_PI
 from ..writer import Writer, simple
 
 __all__ = ["EMITTERS"]
@@ -62,9 +63,20 @@ def _hardswish(w: Writer, fn, xs) -> str:
 
 
 def _gelu(w: Writer, fn, xs) -> str:
-    if w.opset < 20:
-        raise w.error(f"Gelu needs opset 20 or newer (exporting opset {w.opset})")
-    return w.add("Gelu", xs, approximate=fn.approximate)
+    """Gelu from opset 20; before it, the tanh form spelled out as cnnkit computes it:
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x*x*x))). The exact form needs Erf,
+    which cnnkit's importer (the self-check) cannot run, so it is refused below opset 20."""
+    if w.opset >= 20:
+        return w.add("Gelu", xs, approximate=fn.approximate)
+    if fn.approximate != "tanh":
+        raise w.error(f"Gelu needs opset 20 or newer (exporting opset {w.opset}); "
+                      "GELU(approximate='tanh') exports at any opset")
+    x, dtype = xs[0], fn.inputs[0].dtype
+    cube = w.add("Mul", [w.add("Mul", [x, x], "square"), x], "cube")
+    inner = w.add("Add", [x, w.add("Mul", [cube, w.constant(np.asarray(_KAPPA, dtype), "kappa")], "cubic")], "inner")
+    t = w.add("Tanh", [w.add("Mul", [w.constant(np.asarray(_SQRT_2_PI, dtype), "sqrt_2_pi"), inner], "u")], "tanh")
+    one_plus = w.add("Add", [w.constant(np.asarray(1, dtype), "one"), t], "one_plus_t")
+    return w.add("Mul", [w.add("Mul", [w.constant(np.asarray(0.5, dtype), "half"), x], "half_x"), one_plus])
 
 
 EMITTERS = {
