@@ -23,11 +23,14 @@ class ReLUOp(Function):
               threshold_backward)
 
     Large NumPy arrays take one parallel pass each way (``backend/kernels/elementwise.py``)
-    when ``backend.dispatch.relu_kernel_applies``.
+    when ``backend.dispatch.relu_kernel_applies``; without a backward to come (no grad, or
+    an input that needs none) the forward writes y alone, no mask.
     """
 
     def forward(self, x):
-        if dispatch.relu_kernel_applies(self.xp, x):
+        if dispatch.relu_kernel_applies(self.xp, x) and not self.saves_for_backward:
+            y, mask = elementwise.relu_only(x), None  # inference: no mask to write
+        elif dispatch.relu_kernel_applies(self.xp, x):
             y, mask = elementwise.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)

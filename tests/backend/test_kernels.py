@@ -20,6 +20,7 @@ import pytest
 import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import cores, dispatch, kernels
+from cnnkit.backend.kernels import elementwise
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
 from cnnkit.functional.pool import MaxPool2dFusedOp, MaxPool2dReferenceOp
 from tests.backend.arrays import cnhw
@@ -267,6 +268,23 @@ def test_parallel_relu_matches_pytorch_with_nan_and_inf(dtype, rng):
     X.grad = None
     torch.relu(X).backward(torch.tensor(gy))
     np.testing.assert_array_equal(xs.grad, X.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_relu_without_backward_writes_no_mask_and_matches_pytorch(layout, dtype, rng, monkeypatch):
+    """Under no_grad the kernel writes y alone (relu_only), equal to PyTorch's, NaN/inf included."""
+    import torch
+
+    x = rng.standard_normal((16, 8, 16, 16)).astype(dtype)
+    x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    x = cnhw(x) if layout == "cnhw" else x
+    assert dispatch.relu_kernel_applies(np, x)
+    monkeypatch.setattr(elementwise, "relu_with_mask", None)  # the masked kernel must not run
+    with config.kernels(True), config.no_grad():
+        y = F.relu(Tensor(x)).data
+    assert y.strides == x.strides
+    np.testing.assert_array_equal(y, torch.relu(torch.from_numpy(np.ascontiguousarray(x))).numpy())
 
 
 def test_relu_output_keeps_the_input_memory_layout(rng):

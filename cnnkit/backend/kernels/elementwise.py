@@ -14,7 +14,7 @@ from .. import dispatch
 from ..cores import parallel_for
 from . import FLOATS, flat, njit
 
-__all__ = ["relu_with_mask", "relu_grad", "erf"]
+__all__ = ["relu_with_mask", "relu_only", "relu_grad", "erf"]
 
 
 @njit(cache=True, nogil=True)
@@ -31,6 +31,16 @@ def relu_forward(i0, i1, x, y, mask):
         kept = v > zero or v != v
         ys[i] = v if kept else zero
         ms[i] = 1 if kept else 0
+
+
+@njit(cache=True, nogil=True)
+def relu_forward_only(i0, i1, x, y):
+    """y = max(x, 0) over flat elements i0..i1-1 (relu_forward without the mask: inference)."""
+    zero = np.zeros(1, x.dtype)[0]
+    xs, ys = x[i0:i1], y[i0:i1]
+    for i in range(i1 - i0):
+        v = xs[i]
+        ys[i] = v if (v > zero or v != v) else zero
 
 
 @njit(cache=True, nogil=True)
@@ -62,6 +72,13 @@ def relu_with_mask(x):
     parallel_for(relu_forward, x.size, flat(x), flat(y), flat(mask).view(np.uint8),
                  grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return y, mask
+
+
+def relu_only(x):
+    """ReLU's y alone (no gradient will be asked for): y like x (same memory layout)."""
+    y = np.empty_like(x)
+    parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    return y
 
 
 def relu_grad(gy, mask):
