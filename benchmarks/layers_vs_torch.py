@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import (  # noqa: E402  # noqa: E402
+from timing import (  # noqa: E402
     CLOCKS,
     PAUSE_S,
     QUIET_MAX_TRIES,

@@ -344,8 +344,8 @@ def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_el
                  grain=_grain(nimg, plane_elements))
 
 
-def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
-    """y (F, N, OH, OW) = the convolution whose transformed filters are U (a*a, F, C)."""
+def _forward_setup(x, U, b, OH: int, OW: int, m: int, block_bytes):
+    """What both forwards start from: x's planes, the tile grid, y, the bias, images per block."""
     N, C, H, W = x.shape
     F, a = U.shape[1], m + 2
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
@@ -353,6 +353,14 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
     y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    return planes, sn, sc, TH, TW, y, bias, nbk
+
+
+def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
+    """y (F, N, OH, OW) = the convolution whose transformed filters are U (a*a, F, C)."""
+    N, C, H, W = x.shape
+    F, a = U.shape[1], m + 2
+    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, U, b, OH, OW, m, block_bytes)
     for n0 in range(0, N, nbk):
         k = min(nbk, N - n0)
         V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
@@ -388,11 +396,7 @@ def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_
     """
     N, C, H, W = x.shape
     F, a = U.shape[1], m + 2
-    planes, sn, sc = as_planes(x)                                     # (P, H, W)
-    TH, TW = _geometry(OH, OW, m)
-    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
-    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, U, b, OH, OW, m, block_bytes)
     with blas_threads(1):
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
