@@ -12,6 +12,17 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
+class Fn(nn.Module):
+    """A module whose forward is ``fn``: one function of x exported as a model."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
 def onnxruntime_session(path):
     """An onnxruntime session of the ONNX file at ``path``: one thread, the graph as written."""
     options = ort.SessionOptions()

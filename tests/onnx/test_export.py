@@ -22,6 +22,7 @@ from cnnkit.surgery.fcn import to_fully_convolutional
 from cnnkit.surgery.prune import prune_channels
 
 from .conftest import (
+    Fn,
     assert_close_to_scale,
     onnx,
     onnxruntime_session,
@@ -291,7 +292,7 @@ def test_circular_padding_runs_in_onnxruntime_at_every_opset(opset, dynamic_size
 
 def test_circular_padding_wrapping_more_than_once_needs_opset_19(tmp_path):
     # F.pad refuses it; PadOp (the importer's "wrap") computes it, which Slice cannot
-    model = _Fn(lambda x: PadOp((3, 3, 0, 0), "circular", 0.0)(x))
+    model = Fn(lambda x: PadOp((3, 3, 0, 0), "circular", 0.0)(x))
     with pytest.raises(OnnxExportError, match=r"circular padding \(3, 3, 0, 0\) that crops or wraps more than "
                                               r"once needs opset 19 or newer \(exporting opset 17\)"):
         export(model, tmp_path / "w.onnx", (2, 3, 2))
@@ -382,15 +383,6 @@ def _tricky(n: int) -> np.ndarray:
     return np.stack([rows * (k + 1) * (-1) ** k for k in range(n)])
 
 
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
 _DIVISORS = [np.float32(d) for d in (0.5, -1.5, 0.1, 3.0)]
 
 
@@ -452,7 +444,7 @@ _EXACT_CASES = {
 @pytest.mark.parametrize("case", list(_EXACT_CASES))
 def test_reductions_rounding_division_sin_cos_match_cnnkit_torch_and_the_reimport(case, opset, tmp_path):
     ours, theirs, written, exact = _EXACT_CASES[case]
-    model = _Fn(ours)
+    model = Fn(ours)
     path = export(model, tmp_path / "m.onnx", (3, 8), opset=opset)
     _check_file(path)
     assert written <= {n.op_type for n in onnx.load(str(path)).graph.node}
@@ -471,7 +463,7 @@ def test_reductions_rounding_division_sin_cos_match_cnnkit_torch_and_the_reimpor
 
 def test_floor_division_is_not_the_floor_of_the_rounded_quotient(tmp_path):
     """The case Div-then-Floor gets wrong: 1 / 0.1 rounds to 10.0 in float32, 1 // 0.1 is 9."""
-    model = _Fn(lambda x: F.div(x, Tensor(np.float32(0.1)), rounding_mode="floor"))
+    model = Fn(lambda x: F.div(x, Tensor(np.float32(0.1)), rounding_mode="floor"))
     path = export(model, tmp_path / "m.onnx", (2,))
     x = np.array([[1.0, -1.0]], np.float32)
     assert (x / np.float32(0.1)).tolist() == [[10.0, -10.0]]
@@ -619,14 +611,14 @@ def test_the_self_check_says_when_cnnkit_cannot_import_a_node_it_exported(monkey
 
     monkeypatch.delitem(TRANSLATORS, "ReduceMin")
     with pytest.raises(OnnxExportError) as caught:
-        export(_Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4))
+        export(Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4))
     message = str(caught.value)
-    assert message.startswith("cnnkit's own importer cannot run the exported graph of _Fn at batch 1, so the "
+    assert message.startswith("cnnkit's own importer cannot run the exported graph of Fn at batch 1, so the "
                               "self-check cannot compare it with the model: ONNX operator 'ReduceMin' (node 'amax', "
                               "opset 17) is not supported by cnnkit")
     assert message.endswith("(a gap in cnnkit, not in the model; verify=False writes the file unchecked)")
     assert "batch size" not in message
-    path = export(_Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4), verify=False)
+    path = export(Fn(lambda x: F.amin(x, 1)), tmp_path / "m.onnx", (3, 4), verify=False)
     x = _tricky(2)[:, :, :4]
     np.testing.assert_array_equal(run_onnxruntime(path, x), x.min(1))
 
@@ -635,10 +627,10 @@ def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path
     from cnnkit.onnx import exporter
 
     monkeypatch.setitem(exporter._EMITTERS, "SinOp", exporter._simple("Cos"))
-    with pytest.raises(OnnxExportError, match=r"of _Fn does not reproduce the model even on the input it was traced "
+    with pytest.raises(OnnxExportError, match=r"of Fn does not reproduce the model even on the input it was traced "
                                               r"with \(batch 2: output \(2, 3, 4\) vs \(2, 3, 4\), max abs "
                                               r"difference .*\): an op is written wrongly, a bug in cnnkit's exporter"):
-        export(_Fn(sin), tmp_path / "m.onnx", (3, 4))
+        export(Fn(sin), tmp_path / "m.onnx", (3, 4))
 
 
 @pytest.mark.parametrize("index, traced", [
@@ -647,7 +639,7 @@ def test_the_self_check_says_when_an_op_is_written_wrongly(monkeypatch, tmp_path
     (lambda x: x[..., -2, 1:], (2, 3, 5)),     # was row 1 of any height
 ])
 def test_indexing_from_the_end_follows_a_dynamic_size(index, traced, tmp_path, rng):
-    model = _Fn(index)
+    model = Fn(index)
     path = export(model, tmp_path / "index.onnx", traced, dynamic_size=True)
     _check_in_onnxruntime(model, path, traced, rng, sizes=[traced[1:], (4, 6), (7, 3)])
 
@@ -664,7 +656,7 @@ def test_a_model_returning_its_input_exports_as_identity(model, tmp_path, rng):
 def test_an_output_holding_nan_and_infinities_passes_the_self_check(tmp_path, rng):
     # sqrt of negatives is NaN, log(relu(x)) -inf: the self-check compared NaN with NaN and
     # refused the export as "written wrongly"
-    model = _Fn(lambda x: F.cat([F.sqrt(x), F.log(F.relu(x))], 1))
+    model = Fn(lambda x: F.cat([F.sqrt(x), F.log(F.relu(x))], 1))
     path = export(model, tmp_path / "m.onnx", (3, 4))
     x = rng.standard_normal((2, 3, 4)).astype(np.float32)
     expected = run_cnnkit(model, x)
@@ -676,7 +668,7 @@ def test_values_at_positions_from_outside_the_graph_are_refused(tmp_path):
     index = np.zeros((2, 1, 4), np.int64)
     with pytest.raises(OnnxExportError, match=r"cannot export SelectAlongDim in the model's forward \(outside any "
                                               r"layer\): values picked at positions computed outside cnnkit's ops"):
-        export(_Fn(lambda x: SelectAlongDimOp(index, 1, False)(x)), tmp_path / "m.onnx", (3, 4))
+        export(Fn(lambda x: SelectAlongDimOp(index, 1, False)(x)), tmp_path / "m.onnx", (3, 4))
 
 
 class _Activations(nn.Module):

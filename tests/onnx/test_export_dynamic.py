@@ -16,22 +16,13 @@ from cnnkit import nn
 from cnnkit.errors import OnnxExportError
 from cnnkit.onnx import export
 
-from .conftest import onnxruntime_session, run_onnxruntime
+from .conftest import Fn, onnxruntime_session, run_onnxruntime
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
 SHAPE = (3, 5, 6)                                   # traced: one sample's (C, H, W)
 RUNS = [(1, (5, 6)), (3, (7, 4)), (4, (9, 11))]     # (batch, (H, W)) onnxruntime runs at
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 # name -> (cnnkit forward, PyTorch forward)
@@ -73,7 +64,7 @@ def _assert_same(got: np.ndarray, expected: np.ndarray) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_values_that_depend_on_the_size_follow_a_dynamic_batch_and_size(name, opset, tmp_path, rng):
     ours, theirs = CASES[name]
-    path = export(_Fn(ours), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True, verify=False)
+    path = export(Fn(ours), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True, verify=False)
     session = onnxruntime_session(path)
     for n, hw in RUNS:
         x = rng.standard_normal((n, SHAPE[0]) + hw).astype(np.float32)
@@ -84,7 +75,7 @@ def test_values_that_depend_on_the_size_follow_a_dynamic_batch_and_size(name, op
 @pytest.mark.parametrize("name", ["var over H, W", "std over the batch", "flatten H, W, transposed"])
 def test_the_self_check_now_accepts_them(name, tmp_path):
     # before, export(verify=True) refused these: "depends on the batch size or the input size"
-    export(_Fn(CASES[name][0]), tmp_path / "m.onnx", SHAPE, dynamic_size=True)
+    export(Fn(CASES[name][0]), tmp_path / "m.onnx", SHAPE, dynamic_size=True)
 
 
 def test_a_reshape_splitting_two_dimensions_that_follow_the_size_is_refused_naming_the_layer(tmp_path):

@@ -13,22 +13,13 @@ import numpy as np
 import pytest
 
 import cnnkit
-from cnnkit import Tensor, nn
+from cnnkit import Tensor
 from cnnkit import functional as F
 from cnnkit.onnx import export, load
 
-from .conftest import onnxruntime_session, run_onnxruntime
+from .conftest import Fn, onnxruntime_session, run_onnxruntime
 
 torch = pytest.importorskip("torch")
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 # name -> (cnnkit forward, PyTorch forward); x is (N, 3, 5)
@@ -67,7 +58,7 @@ def _inputs(n: int, rng) -> np.ndarray:
 @pytest.mark.parametrize("name", list(CASES))
 def test_masks_and_selections_run_in_onnxruntime_and_cnnkit_like_pytorch(name, opset, tmp_path, rng):
     ours, theirs = CASES[name]
-    path = export(_Fn(ours), tmp_path / "m.onnx", (3, 5), opset=opset)   # with the self-check
+    path = export(Fn(ours), tmp_path / "m.onnx", (3, 5), opset=opset)   # with the self-check
     session, imported = onnxruntime_session(path), load(path)
     for n in (1, 3):
         x = _inputs(n, rng)
@@ -81,7 +72,7 @@ def test_masks_and_selections_run_in_onnxruntime_and_cnnkit_like_pytorch(name, o
 def test_where_is_written_as_the_nodes_that_compute_its_mask(tmp_path):
     import onnx
 
-    path = export(_Fn(CASES["&, |, ~, != and >=, <="][0]), tmp_path / "m.onnx", (3, 5), opset=11)
+    path = export(Fn(CASES["&, |, ~, != and >=, <="][0]), tmp_path / "m.onnx", (3, 5), opset=11)
     graph = onnx.load(str(path)).graph
     ops = [n.op_type for n in graph.node]
     # >= and <= before opset 12: Or of the strict comparison and Equal; != is Not(Equal); ~ is Not
