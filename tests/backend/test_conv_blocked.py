@@ -186,3 +186,40 @@ def test_padding_of_the_kernel_size_runs_on_the_rows_kernel(rng):
         assert_rounding_close(g, g_ref, np.float64)
     with config.kernels(True):
         assert conv(*(Tensor(a, requires_grad=True) for a in (x, w, b))).creator.kernel == "rows"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    (1, 7, 70, 9, 13, (1, 1, 1, 1)),      # blocks of 32 + 32 + 6 (6 = 4 + 2) channels, batch 1
+    (2, 5, 37, 20, 21, (0, 2, 1, 1)),     # 32 + 5 channels, long rows (2-vector tiles), batch 2
+    (1, 3, 33, 6, 5, (2, 0, 0, 2)),       # 32 + 1, short rows (16-channel tiles)
+])
+def test_blocked_forward_split_over_channel_blocks(monkeypatch, case, dtype, rng):
+    """The forward's (image, channel block) items: equal to the im2col reference and PyTorch,
+    and bit for bit to one item per image, on 1-3 threads."""
+    import torch
+
+    from cnnkit.backend.kernels import conv_blocked
+
+    N, C, Fo, H, W, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((Fo, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+
+    def forward():
+        op = Conv2dDirectOp((1, 1), pads, (1, 1), 1, kernel="blocked")
+        with config.kernels(True):
+            return op(Tensor(x), Tensor(w), Tensor(b)).data.copy()
+
+    monkeypatch.setattr(conv_blocked, "FORWARD_CHANNEL_BLOCK", 16 * 64)   # one item per image
+    whole = forward()
+    monkeypatch.setattr(conv_blocked, "FORWARD_CHANNEL_BLOCK", 32)
+    for threads in (1, 2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            np.testing.assert_array_equal(forward(), whole)
+    y_ref = Conv2dIm2colOp((1, 1), pads, (1, 1), 1)(Tensor(x), Tensor(w), Tensor(b)).data
+    assert_rounding_close(whole, y_ref, dtype)
+    pt, pb, pl, pr = pads
+    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x), (pl, pr, pt, pb)),
+                                   torch.tensor(w), torch.tensor(b))
+    assert_rounding_close(whole, Y.numpy(), dtype)

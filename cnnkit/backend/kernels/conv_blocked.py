@@ -54,6 +54,11 @@ __all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked
 # 16x16 (18 vectors): 7.5 vs 6.9 ms).
 SHORT_ROW_VECTORS = 8
 
+# Output channels per forward work item (a multiple of 16: channel tiles stay whole). The
+# forward splits over (image, channel block) pairs, so a batch of one uses every thread;
+# the block is fixed, so results do not depend on the number of threads.
+FORWARD_CHANNEL_BLOCK = 32
+
 
 def wgrad_group(Lp: int) -> int:
     """Images per weight-gradient group: fixed per shape, so partial sums do not depend on threads.
@@ -89,10 +94,8 @@ def _fwd_channels(FR, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL):
-    """Every output channel of one image: tiles of 16/PV channels by PV vectors, then 4, 2, 1 channels."""
-    F = wt.shape[1]
-    f0 = 0
+def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
+    """Output channels f0 .. F-1 of one image: tiles of 16/PV channels by PV vectors, then 4, 2, 1 channels."""
     if PV == 1:
         while f0 + 16 <= F:
             _fwd_channels(16, 1, xpad, offs, wt, bias, yflat, f0, Lp, VL)
@@ -111,8 +114,12 @@ def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
-    """Images i0..i1-1 of the stride-1 convolution; y (F, N, OH, OW) written in full.
+def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB):
+    """Work items i0..i1-1 of the stride-1 convolution; y (F, N, OH, OW) written in full.
+
+    Item k is image k // nb's output channels j*CB .. (j+1)*CB - 1, j = k % nb, with
+    nb = ceil(F / CB) blocks: a batch of one splits over threads by channel blocks. Each
+    output is one item's, summed in the same order whatever the split.
 
     Args:
         x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc].
@@ -120,6 +127,7 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
         bias: (F,) (zeros when the op has none).
         pt, pl: zero padding at the top and left (0 .. K-1); the bottom/right padding
             follows from y's size, OH = H + pt + pb - KH + 1.
+        CB: output channels per item, a multiple of 16 (tiles never straddle two blocks).
     """
     F, OH, OW = y.shape[0], y.shape[2], y.shape[3]
     H, W = x.shape[1], x.shape[2]
@@ -129,16 +137,22 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
     Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
     L = (OH - 1) * Wp + OW
     Lp = -(-L // VL) * VL
+    nb = -(-F // CB)
     offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
     xpad = aligned_zeros(C * Hp * Wp + VL, x)          # the tail: the last vectors read past the planes
     yflat = aligned_zeros(F * Lp, x)
-    for n in range(i0, i1):
-        _load_padded(xpad, x, n, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+    loaded = -1
+    for k in range(i0, i1):
+        n, fa = k // nb, (k % nb) * CB
+        fb = min(F, fa + CB)
+        if n != loaded:
+            _load_padded(xpad, x, n, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+            loaded = n
         if Lp < SHORT_ROW_VECTORS * VL:
-            _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL)
+            _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
         else:
-            _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL)
-        for f in range(F):
+            _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
+        for f in range(fa, fb):
             for oh in range(OH):
                 dst, row = y[f, n, oh], yflat[f * Lp + oh * Wp : f * Lp + oh * Wp + OW]
                 for ow in range(OW):
@@ -252,8 +266,10 @@ def _forward(x, w, b, pt, pl, OH, OW):
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     y = np.empty((F, N, OH, OW), x.dtype)                              # (F, N, OH, OW)
-    parallel_for(blocked_forward, N, planes, sn, sc, wt, KH, KW, bias, y, pt, pl,
-                 grain=_grain(w.shape, OH, OW))
+    nb = -(-F // FORWARD_CHANNEL_BLOCK)
+    item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
+    parallel_for(blocked_forward, N * nb, planes, sn, sc, wt, KH, KW, bias, y, pt, pl,
+                 FORWARD_CHANNEL_BLOCK, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs)))
     return y
 
 
