@@ -80,6 +80,7 @@ def algorithms(K: int, macs: int, S: int = 1, w=None):
         found["winograd2"] = lambda p: Conv2dWinogradOp((1, 1), p, (1, 1), 1, m=2, filters=U[2])
     if K > 1 and macs <= 2**16:
         found["direct"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1, kernel="rows")
+    if K > 1 and macs <= 2**20:                  # up to ResNet-18's 256-channel 3x3 layers
         found["blocked"] = lambda p: Conv2dDirectOp((1, 1), p, (1, 1), 1, kernel="blocked")
     return found
 
