@@ -4,7 +4,9 @@ For each layer shape, times conv2d (forward, or forward + both gradients with
 ``--backward``) through every algorithm that handles it, called directly
 (``Conv2dDirectOp`` with its "rows" kernel as ``direct`` and its register-blocked kernel
 as ``blocked``, ``Conv2dGemmOp``, ``Conv2dWinogradOp`` with m = 2 and 4,
-``Conv2dPolyphaseOp`` for strided shapes), in alternating order with a pause before each call, and prints the
+``Conv2dPolyphaseOp`` for strided shapes), in alternating order with a pause and a warm-up
+spin of the framework's threads before each call (since Dec 3 night; two-thread figures
+taken before then include the threads' wake-up, ~10 ms for PyTorch), and prints the
 median time of each and the winner. ``--torch`` adds PyTorch's conv2d on the same arrays
 (``torch`` column, same threads; not a candidate for "fastest"); ``--gflops`` prints
 GFLOP/s (2*N*F*C*KH*KW*OH*OW per forward, three times that for forward + backward)
@@ -39,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import CLOCKS, add_timing_options, blas_note, set_threads  # noqa: E402
+from timing import CLOCKS, add_timing_options, blas_note, set_threads, spin_cnnkit, spin_torch  # noqa: E402
 
 import cnnkit  # noqa: E402
 from cnnkit.backend.kernels.winograd import winograd_filters  # noqa: E402
@@ -166,7 +168,11 @@ def main() -> None:
         load = os.getloadavg()[0]
         for r in range(args.repeats):
             for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-                time.sleep(0.05)
+                time.sleep(0.05)  # OpenBLAS's threads stop spinning (timing.py's header)
+                # then wake the threads of the framework about to run, as the other benchmarks
+                # do: without it the torch column timed OpenMP's wake-up after the pause
+                # (1x64x56x56 two threads: 11.9 ms against ~1.2 warm)
+                (spin_torch if name == "torch" else spin_cnnkit)()
                 start = now()
                 runs[name]()
                 times[name].append(now() - start)
