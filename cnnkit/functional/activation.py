@@ -28,10 +28,9 @@ class ReLUOp(Function):
     """
 
     def forward(self, x):
-        if dispatch.relu_kernel_applies(self.xp, x) and not self.saves_for_backward:
-            y, mask = elementwise.relu_only(x), None  # inference: no mask to write
-        elif dispatch.relu_kernel_applies(self.xp, x):
-            y, mask = elementwise.relu_with_mask(x)
+        if dispatch.relu_kernel_applies(self.xp, x):
+            # without a backward to come (inference) there is no mask to write
+            y, mask = elementwise.relu_with_mask(x) if self.saves_for_backward else (elementwise.relu_only(x), None)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
             mask = ~(y <= 0) if self.saves_for_backward else None
