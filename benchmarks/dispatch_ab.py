@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +35,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import (  # noqa: E402
-    CLOCKS,
-    PAUSE_S,
-    QUIET_MAX_TRIES,
     add_quiet_option,
     add_timing_options,
     blas_note,
-    load_average,
-    runqueue_wait,
+    interleaved,
     set_threads,
-    settled_wait,
     spin_cnnkit,
-    waited,
 )
 
 import cnnkit  # noqa: E402
@@ -122,53 +115,40 @@ def main() -> None:
         changed[name] = type(getattr(dispatch, name))(float(value))
     as_is = {name: getattr(dispatch, name) for name in changed}
     set_threads(args.threads)
-    now = CLOCKS[args.clock]
     if args.layer and args.train:
         parser.error("--layer times a forward; it cannot be combined with --train")
     run = layer_call(args.layer, args.batch, args.optimized) if args.layer else model_call(
         args.model, args.batch, args.train, args.optimized)
 
-    def timed(settings):
-        """Seconds of one call with these settings; None if it waited for a CPU (--quiet)."""
-        for name, value in settings.items():
-            setattr(dispatch, name, value)
-        before = runqueue_wait() if args.quiet else None
-        start = now()
-        run()
-        elapsed = now() - start
-        return None if args.quiet and waited(before, settled_wait(), elapsed) else elapsed
+    def with_settings(settings):
+        """One call of ``run`` under these thresholds (setting them costs well under a microsecond)."""
+        def call():
+            for name, value in settings.items():
+                setattr(dispatch, name, value)
+            run()
+        return call
 
-    for settings in (as_is, changed, as_is, changed):  # warm-up, compilation, scratch buffers
-        timed(settings)
-    load = load_average()
-    times = {"as is": [], "changed": []}
-    pairs = args.quiet or args.repeats
-    r = 0
-    while len(times["as is"]) < pairs and r < (QUIET_MAX_TRIES * pairs if args.quiet else pairs):
-        order = [("as is", as_is), ("changed", changed)]
-        pair = {}
-        for label, settings in order if r % 2 == 0 else order[::-1]:
-            time.sleep(PAUSE_S)
-            spin_cnnkit()  # wake the second core (an idle vCPU takes up to ~10 ms to answer)
-            pair[label] = timed(settings)
-            if pair[label] is None:
-                break
-        else:
-            for label, t in pair.items():
-                times[label].append(t)
-        r += 1
-    if not times["as is"]:
-        parser.error(f"no pair ran without waiting for a CPU in {r} tries (--quiet)")
-    for name, value in as_is.items():
-        setattr(dispatch, name, value)
-    ratio = statistics.median(c / a for a, c in zip(times["as is"], times["changed"]))
+    # pairs alternate, each call after a pause and a spin of cnnkit's threads (an idle vCPU
+    # takes up to ~10 ms to answer); two warm-up pairs (compilation, scratch buffers)
+    try:
+        result = interleaved(with_settings(as_is), with_settings(changed), args.repeats,
+                             spin_theirs=spin_cnnkit, clock=args.clock, quiet=args.quiet)
+    except RuntimeError as e:
+        if "without waiting for a CPU" not in str(e):
+            raise
+        parser.error(str(e))  # --quiet: no pair ran without waiting for a CPU
+    finally:
+        for name, value in as_is.items():
+            setattr(dispatch, name, value)
+    times = {"as is": result["ours"], "changed": result["theirs"]}
+    load, r, ratio = result["load"][0], result["pairs"], result["ratio"]
     print(blas_note())
     kept = f"{len(times['as is'])} pairs" + (f" kept of {r} (--quiet)" if args.quiet else "")
     print(f"{f'conv {args.layer}' if args.layer else args.model} "
           f"{'training forward + backward' if args.train else 'inference'}"
           f"{' (optimized for inference)' if args.optimized else ''}, batch {args.batch}, "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {kept}, "
-          f"load {load} / {load_average()}")
+          f"load {load} / {result['load'][1]}")
     print(f"as is {as_is}: {statistics.median(times['as is']) * 1e3:.1f} ms; changed {changed}: "
           f"{statistics.median(times['changed']) * 1e3:.1f} ms; changed/as is (median of pairs) **{ratio:.3f}x**")
 
