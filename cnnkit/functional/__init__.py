@@ -58,13 +58,14 @@ from .reduction import amax, amin, argmax, argmin, max, mean, min, std, sum, var
 from .remainder import fmod, remainder
 from .shape import cat, flatten, getitem, pad, permute, reshape, squeeze, stack, transpose, unsqueeze
 from .smooth_activation import gelu, silu, softplus
+from .special import erf
 from .unpool import max_unpool2d
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
     "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d",
-    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "exp", "flatten", "fmod", "ge",
+    "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "erf", "exp", "flatten", "fmod", "ge",
     "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "interpolate", "l1_loss",
     "le",
     "leaky_relu", "linear", "log", "log_softmax", "logical_and", "logical_not", "logical_or",

@@ -14,7 +14,7 @@ input, by opset), div(rounding_mode=...) -> Div, Sign, Abs and Floor (trunc) or 
 floor division spelled in Mod, Div, Floor and Where (floor), sin / cos -> Sin / Cos, hardtanh /
 relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, softplus ->
 Softplus (threshold >= 15), interpolate -> Resize, hardsigmoid -> HardSigmoid, hardswish -> HardSwish (x * HardSigmoid
-before opset 14), gelu -> Gelu (opset 20+), var / std -> the sum of squares over the count
+before opset 14), gelu -> Gelu (opset 20+; before, 0.5 * x * (1 + Erf(x / sqrt 2)) or the tanh form), erf -> Erf, var / std -> the sum of squares over the count
 read from the shape, comparisons and logic (==, <, &, ~, ...) -> Equal / Less / Greater / And /
 Or / Xor / Not (the trace records them: ``config.record_logic``), where / masked_fill -> Where, ...
 Parameters and buffers become initializers under their ``state_dict`` names; other

@@ -26,6 +26,7 @@ GRADCHECKS = [
     # kinks (hardtanh +-1, relu6 0 and 6, hardsigmoid/hardswish +-3) are measure-zero for these draws
     Check("gelu", F.gelu, lambda rng: 3 * rng.standard_normal((2, 5))),
     Check("gelu-tanh", lambda a: F.gelu(a, "tanh"), lambda rng: 3 * rng.standard_normal((2, 5))),
+    Check("erf", F.erf, lambda rng: 2 * rng.standard_normal((2, 5))),
     Check("silu", F.silu, lambda rng: 4 * rng.standard_normal((2, 5))),
     Check("softplus", lambda a: F.softplus(a, 2.0, 3.0), lambda rng: 3 * rng.standard_normal((2, 5))),
     Check("hardtanh", lambda a: F.hardtanh(a, -0.5, 1.5), lambda rng: 2 * rng.standard_normal((2, 5))),

@@ -146,6 +146,9 @@ def _new_activation_cases() -> list[Case]:
               _kinks_and_nonfinite(20.0, -20.0, 40.0, -40.0)),
         unary("gelu-4d-channel-major", F.gelu, TF.gelu, lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5)))),
         unary("gelu-0d", F.gelu, TF.gelu, normal()),
+        unary("erf", F.erf, torch.erf, _kinks_and_nonfinite(6.0, -6.0, 30.0, -30.0)),
+        unary("erf-4d-channel-major", F.erf, torch.erf, lambda rng: channel_major(rng.standard_normal((2, 3, 4, 5)))),
+        unary("erf-0d", F.erf, torch.erf, normal()),
         unary("silu", F.silu, TF.silu, _kinks_and_nonfinite(-50.0, 50.0, -800.0, 800.0)),
         unary("relu6", F.relu6, TF.relu6, _kinks_and_nonfinite(6.0, -6.0, 3.0)),
         unary("hardtanh", F.hardtanh, TF.hardtanh, _kinks_and_nonfinite(1.0, -1.0, 0.5)),
@@ -170,12 +173,12 @@ def test_gelu_silu_softplus_and_hard_activations_match_torch(case, dtype, rng, x
     case.run(dtype, rng, xp)
 
 
-@pytest.mark.parametrize("fn", ["gelu", "silu", "softplus", "hardtanh", "relu6", "hardsigmoid", "hardswish"])
+@pytest.mark.parametrize("fn", ["gelu", "silu", "softplus", "hardtanh", "relu6", "hardsigmoid", "hardswish", "erf"])
 def test_new_activations_of_integers_are_those_of_their_float32_values(fn):
     x = np.arange(-4, 5, dtype=np.int64)
     ours = getattr(F, fn)(Tensor(x))
     assert ours.dtype == np.float32
-    np.testing.assert_allclose(ours.data, getattr(TF, fn)(torch.from_numpy(x).float()).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours.data, getattr(torch if fn == "erf" else TF, fn)(torch.from_numpy(x).float()).numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_gelu_and_hardtanh_arguments_are_checked_like_torch():

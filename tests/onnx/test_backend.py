@@ -100,13 +100,7 @@ CASES, EVERY_CASE = _collect()
 # Cases of an operator cnnkit imports (its own cases, and the "_expanded" cases that spell
 # it out as a function) that are not run because they also need an operator cnnkit does
 # not import: case name -> reason. Checked by test_every_case_of_an_imported_operator_runs.
-NEEDS_OTHER_OPERATORS: dict[str, str] = {
-    # Gelu spelled out in other operators, which cnnkit does not import (Gelu itself it does)
-    "test_gelu_default_1_expanded": "Erf, Sum",
-    "test_gelu_default_2_expanded": "Erf, Sum",
-    "test_gelu_tanh_1_expanded": "Sum",
-    "test_gelu_tanh_2_expanded": "Sum",
-}
+NEEDS_OTHER_OPERATORS: dict[str, str] = {}
 
 
 def skip_reason(name: str) -> str | None:

@@ -113,3 +113,44 @@ def test_tanh_gelu_exports_below_opset_20_like_pytorch(opset, tmp_path, rng):
             again = imported(Tensor(x)).numpy()
         for got in (run_onnxruntime(session, x), again):
             _assert_same(got, expected)
+
+
+@pytest.mark.parametrize("opset", [11, 14, 19, 20])
+def test_exact_gelu_exports_below_opset_20_with_erf_like_pytorch(opset, tmp_path, rng):
+    # was refused below opset 20 ("Gelu needs opset 20 or newer"); now 0.5 * x * (1 + Erf(x / sqrt 2))
+    import onnx
+
+    import cnnkit
+    from cnnkit import Tensor
+    from cnnkit.onnx import load
+
+    path = export(nn.GELU(), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("Erf" in ops) == (opset < 20) and ("Gelu" in ops) == (opset >= 20)
+    session, imported = onnxruntime_session(path), load(path)
+    for n, hw in RUNS:
+        x = (3 * rng.standard_normal((n, SHAPE[0]) + hw)).astype(np.float32)
+        x[0, 0, 0, :4] = [np.inf, -np.inf, 0.0, -0.0]
+        # PyTorch in float64 (its float32 kernel gives NaN at +inf, where x * 1 = inf)
+        expected = TF.gelu(torch.from_numpy(x).double()).float().numpy()
+        with cnnkit.no_grad():
+            again = imported(Tensor(x)).numpy()
+        for got in (run_onnxruntime(session, x), again):
+            _assert_same(got, expected)
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_erf_exports_as_erf_and_comes_back(opset, tmp_path, rng):
+    import cnnkit
+    from cnnkit import Tensor
+    from cnnkit.onnx import load
+
+    path = export(Fn(lambda x: F.erf(x * 0.7) * x), tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True)
+    session, imported = onnxruntime_session(path), load(path)
+    for n, hw in RUNS[:2]:
+        x = (2 * rng.standard_normal((n, SHAPE[0]) + hw)).astype(np.float32)
+        expected = (torch.erf(torch.from_numpy(x) * 0.7) * torch.from_numpy(x)).numpy()
+        with cnnkit.no_grad():
+            again = imported(Tensor(x)).numpy()
+        for got in (run_onnxruntime(session, x), again):
+            _assert_same(got, expected)

@@ -1,5 +1,6 @@
 """Emitters of activations and softmax: Relu, LeakyRelu, Elu, Sigmoid, Tanh, Clip (hardtanh,
-relu6), x * Sigmoid (silu), Softplus, HardSigmoid, HardSwish, Gelu, Softmax, LogSoftmax.
+relu6), x * Sigmoid (silu), Softplus, HardSigmoid, HardSwish, Gelu (Erf or Tanh
+before opset 20), Erf, Softmax, LogSoftmax.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...functional.smooth_activation import _KAPPA, _SQRT_2_PI
+from ...functional.smooth_activation import _KAPPA, _SQRT_1_2, _SQRT_2_PI
 from ..writer import Writer, simple
 
 __all__ = ["EMITTERS"]
@@ -63,19 +64,22 @@ def _hardswish(w: Writer, fn, xs) -> str:
 
 
 def _gelu(w: Writer, fn, xs) -> str:
-    """Gelu from opset 20; before it, the tanh form spelled out as cnnkit computes it:
-    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x*x*x))). The exact form needs Erf,
-    which cnnkit's importer (the self-check) cannot run, so it is refused below opset 20."""
+    """Gelu from opset 20; before it, spelled out as cnnkit computes it (as PyTorch's exporter
+    does): the exact form 0.5 * x * (1 + Erf(x / sqrt(2))) (Erf exists from opset 9), the tanh
+    form 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x*x*x)))."""
     if w.opset >= 20:
         return w.add("Gelu", xs, approximate=fn.approximate)
-    if fn.approximate != "tanh":
-        raise w.error(f"Gelu needs opset 20 or newer (exporting opset {w.opset}); "
-                      "GELU(approximate='tanh') exports at any opset")
     x, dtype = xs[0], fn.inputs[0].dtype
-    cube = w.add("Mul", [w.add("Mul", [x, x], "square"), x], "cube")
-    inner = w.add("Add", [x, w.add("Mul", [cube, w.constant(np.asarray(_KAPPA, dtype), "kappa")], "cubic")], "inner")
-    t = w.add("Tanh", [w.add("Mul", [w.constant(np.asarray(_SQRT_2_PI, dtype), "sqrt_2_pi"), inner], "u")], "tanh")
-    one_plus = w.add("Add", [w.constant(np.asarray(1, dtype), "one"), t], "one_plus_t")
+    if fn.approximate == "tanh":
+        cube = w.add("Mul", [w.add("Mul", [x, x], "square"), x], "cube")
+        kappa = w.constant(np.asarray(_KAPPA, dtype), "kappa")
+        inner = w.add("Add", [x, w.add("Mul", [cube, kappa], "cubic")], "inner")
+        sqrt_2_pi = w.constant(np.asarray(_SQRT_2_PI, dtype), "sqrt_2_pi")
+        t = w.add("Tanh", [w.add("Mul", [sqrt_2_pi, inner], "u")], "tanh")
+    else:
+        scaled = w.add("Mul", [x, w.constant(np.asarray(_SQRT_1_2, dtype), "sqrt_1_2")], "scaled")
+        t = w.add("Erf", [scaled], "erf")
+    one_plus = w.add("Add", [w.constant(np.asarray(1, dtype), "one"), t], "one_plus")
     return w.add("Mul", [w.add("Mul", [w.constant(np.asarray(0.5, dtype), "half"), x], "half_x"), one_plus])
 
 
@@ -91,6 +95,7 @@ EMITTERS = {
     "HardsigmoidOp": simple("HardSigmoid", alpha=lambda fn: 1.0 / 6.0, beta=lambda fn: 0.5),
     "HardswishOp": _hardswish,
     "GELUOp": _gelu,
+    "ErfOp": simple("Erf"),
     "SoftmaxOp": _softmax("Softmax"),
     "LogSoftmaxOp": _softmax("LogSoftmax"),
 }

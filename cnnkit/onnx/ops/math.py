@@ -1,5 +1,5 @@
-"""Elementwise arithmetic, rounding, trigonometry, activations, (log-)softmax, matrix products
-and reductions."""
+"""Elementwise arithmetic (and variadic Sum), rounding, trigonometry, erf, activations,
+(log-)softmax, matrix products and reductions."""
 
 from __future__ import annotations
 
@@ -78,6 +78,15 @@ def _piecewise_constant(fn: Callable) -> Callable[[Node], Tensor]:
         return Tensor(fn(x.data).astype(x.dtype))
 
     return translate
+
+
+def sum_(node: Node) -> Tensor:
+    """Variadic Sum: the inputs added left to right, broadcast as NumPy."""
+    operands = [t for t in node.inputs if t is not None]
+    y = operands[0]
+    for t in operands[1:]:
+        y = F.add(y, t)
+    return y if y.dtype == operands[0].dtype else F.cast(y, operands[0].dtype)
 
 
 def _unary(fn: Callable) -> Callable[[Node], Tensor]:
@@ -214,6 +223,8 @@ TRANSLATORS.update({
     "Floor": _piecewise_constant(np.floor),
     "Ceil": _piecewise_constant(np.ceil),
     "Sin": _unary(sin),
+    "Erf": _unary(F.erf),
+    "Sum": sum_,
     "Cos": _unary(cos),
     "Relu": _unary(F.relu),
     "LeakyRelu": lambda node: F.leaky_relu(node.input(0), float(node.attr("alpha", 0.01))),
