@@ -138,7 +138,7 @@ def _bad_file(kind: str, folder, good):
         _graph_file(path, [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
                     [_external_weight(folder / "huge.bin", huge, (huge // 4,))])
     elif kind == "unsupported-op":
-        _graph_file(path, [helper.make_node("Erf", ["x"], ["y"], name="erf0")])
+        _graph_file(path, [helper.make_node("Acos", ["x"], ["y"], name="acos0")])
     return path
 
 
@@ -149,7 +149,7 @@ BAD_FILES = {  # kind -> (command, what its one line says)
     "missing-external-data": ("evaluate", "the external data file 'weights.bin' of tensor 'w' is missing"),
     "initializer-size": ("predict", "initializer 'w' of shape [28, 28] and type FLOAT needs 3136 bytes but holds 3128"),
     "larger-than-memory": ("summary", "the external weights need 1024.0 GiB, more than the"),
-    "unsupported-op": ("export", "operator 'Erf' (node 'erf0', opset 13) is not supported"),
+    "unsupported-op": ("export", "operator 'Acos' (node 'acos0', opset 13) is not supported"),
 }
 
 
