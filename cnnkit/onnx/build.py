@@ -92,6 +92,9 @@ def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -
     w.used.update({"input", "output"})
     if dynamic or dynamic_size:
         w.moved = _moved_shapes(model, shape, graph, fns, dynamic, dynamic_size)
+    if w.moved:
+        moved_input = (TRACE_BATCH + 1 if dynamic else 1,) + (other_size(shape) if dynamic_size else shape)
+        w.shapes.append(("input", (batch,) + tuple(shape), moved_input))
     for op in graph.ops:
         fn = fns[op.id]
         w.op, w.base = op, names[op.id]
@@ -100,6 +103,8 @@ def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -
             raise w.error(f"ONNX export has no counterpart for cnnkit's {op.type}")
         xs = [w.value(tid, t) for tid, t in zip(op.inputs, fn.inputs)]
         w.values[op.output] = emit(w, fn, xs)
+        if op.id in w.moved:
+            w.shapes.append((w.values[op.output], tuple(w.output(fn).shape), w.moved[op.id][1]))
     # The graph's output is renamed "output" where it is made.
     final = w.values[graph.outputs[0]]
     for node in w.nodes:

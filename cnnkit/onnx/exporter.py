@@ -28,8 +28,9 @@ keys.
 
 Dynamic batch: the input's first dimension is the symbol "N". The trace runs at batch 2,
 and a second trace at batch 3 (and, with a dynamic size, a larger image) shows which
-dimensions of each op follow the input: a reshape writes those from the input's shape (0,
--1, or a product of its dimensions), var / std divide by the count read from the shape,
+dimensions of each op follow the input: a reshape writes those from the shape of its input
+or of an earlier value (0, -1, or a product of its dimensions; so GroupNorm's
+x.view(N, G, -1) ... .view(N, C, H, W) follows both), var / std divide by the count read from the shape,
 and interpolate with a recomputed scale computes its output size from it. Dynamic size (``dynamic_size=True``, for fully convolutional
 models and others that take any image size, such as a ResNet ending in global pooling):
 the input's height and width are the symbols "H" and "W", and the output's dimensions

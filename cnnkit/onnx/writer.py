@@ -45,6 +45,9 @@ class Writer:
         # op id -> (input shapes, output shape) in a second trace at another batch (and size,
         # with dynamic_size): a dimension that differs there follows the input's batch or size
         self.moved: dict[int, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
+        # (ONNX value, shape in the trace, shape in the second trace) of the graph's input and
+        # of each op output written so far: where a reshape finds dimensions that follow the input
+        self.shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
 
     def output(self, fn: Function) -> Tensor:
         """The output tensor of a traced op (alive: the trace holds the whole graph)."""

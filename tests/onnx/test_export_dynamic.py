@@ -78,22 +78,54 @@ def test_the_self_check_now_accepts_them(name, tmp_path):
     export(Fn(CASES[name][0]), tmp_path / "m.onnx", SHAPE, dynamic_size=True)
 
 
-def test_a_reshape_splitting_two_dimensions_that_follow_the_size_is_refused_naming_the_layer(tmp_path):
-    # (N, 2, 2*H*W) back to (N, 4, H, W) with H and W from the traced shape: ONNX's Reshape can
-    # infer one dimension, not two, so the file would hold the traced H and W
-    class GroupStats(nn.Module):
+class _GroupStats(nn.Module):
+    """GroupNorm without affine terms, written as PyTorch users write it: x.view(N, G, -1),
+    normalized, then back to (N, C, H, W) with N, C, H, W read from x.shape; after a strided
+    convolution, so H and W are not the input's."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1, generator=rng)
+
+    def forward(self, x):
+        x = self.conv(x)
+        N, C, H, W = x.shape
+        groups = x.view(N, 2, -1)                                            # (N, G, C/G*H*W)
+        mean, var = F.mean(groups, 2, keepdim=True), F.var(groups, 2, keepdim=True, unbiased=False)
+        return ((groups - mean) / F.sqrt(var + 1e-5)).view(N, C, H, W)
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_a_groupnorm_style_reshape_back_to_n_c_h_w_follows_a_dynamic_batch_and_size(opset, tmp_path, rng):
+    # was refused with dynamic_size=True: "splits dimensions that follow the input's batch or size"
+    # (two of N, H, W change and ONNX's Reshape infers one); H and W now come from the shape of
+    # the tensor that had them (here the convolution's output)
+    model = _GroupStats(rng)
+    path = export(model, tmp_path / "m.onnx", SHAPE, opset=opset, dynamic_size=True)
+    session = onnxruntime_session(path)
+    weight, bias = (torch.from_numpy(p.data) for p in (model.conv.weight, model.conv.bias))
+    for n, hw in RUNS:
+        x = rng.standard_normal((n, SHAPE[0]) + hw).astype(np.float32)
+        expected = TF.group_norm(TF.conv2d(torch.from_numpy(x), weight, bias, stride=2, padding=1), 2).numpy()
+        _assert_same(run_onnxruntime(session, x), expected)
+
+
+def test_a_reshape_splitting_two_dimensions_no_shape_holds_is_refused_naming_the_layer(tmp_path):
+    # (N, C, H, W) to (N, C, 2, H/2, 2, W/2): H/2 and W/2 are dimensions of no tensor of the
+    # graph and ONNX's Reshape can infer one, so the file would hold the traced H/2 and W/2
+    class Quadrants(nn.Module):
         def forward(self, x):
             N, C, H, W = x.shape
-            groups = F.reshape(x, (N, 2, -1))
-            return F.reshape(groups - F.mean(groups, 2, keepdim=True), (N, C, H, W))
+            return F.reshape(x, (N, C, 2, H // 2, 2, W // 2)) * 2
 
     with pytest.raises(OnnxExportError, match=r"cannot export Reshape in the model's forward \(outside any "
-                                              r"layer\): a reshape from \(2, 2, 60\) to \(2, 4, 5, 6\) splits "
-                                              r"dimensions that follow the input's batch or size"):
-        export(GroupStats(), tmp_path / "m.onnx", (4, 5, 6), dynamic_size=True)
-    # with a fixed size it exports and runs
-    path = export(GroupStats(), tmp_path / "m.onnx", (4, 5, 6))
-    assert path.exists()
+                                              r"layer\): a reshape from \(2, 3, 6, 6\) to \(2, 3, 2, 3, 2, 3\) "
+                                              r"splits dimensions that follow the input's batch or size"):
+        export(Quadrants(), tmp_path / "m.onnx", (3, 6, 6), dynamic_size=True)
+    # with a fixed size (and a dynamic batch) it exports and runs
+    path = export(Quadrants(), tmp_path / "m.onnx", (3, 6, 6))
+    x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(run_onnxruntime(path, x), (torch.from_numpy(x).reshape(3, 3, 2, 3, 2, 3) * 2).numpy())
 
 
 @pytest.mark.parametrize("opset", [11, 14, 19, 20])

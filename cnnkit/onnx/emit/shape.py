@@ -44,8 +44,11 @@ def _reshape_following(w: Writer, x: str, x_shape, out_shape, x_moved, out_moved
 
     Output dimensions equal in both traces are written as numbers. Of those that change,
     one the same as the input's dimension at its place is 0 (ONNX: copy it), one the product
-    of a run of the input's dimensions (in both traces) is that product of the input's shape,
-    and one left over is -1 (ONNX infers it). A batch-keeping flatten to 2-D is Flatten.
+    of a run of the dimensions of the input, or else of an earlier value of the graph (the
+    model's input, an op's output: ``Writer.shapes``), in both traces, is that product read
+    from its shape when the graph runs, and one left over is -1 (ONNX infers it). So a
+    GroupNorm-style (N, G, C/G*H*W) -> (N, C, H, W) takes H and W from the tensor that had
+    them. A batch-keeping flatten to 2-D is Flatten.
     """
     changing = [j for j, (a, b) in enumerate(zip(out_shape, out_moved, strict=True)) if a != b]
     if not changing:
@@ -60,18 +63,20 @@ def _reshape_following(w: Writer, x: str, x_shape, out_shape, x_moved, out_moved
         return w.add("Reshape", [x, w.ints(target, "shape")])
     pieces: list = list(out_shape)  # an int, or the ONNX value of a computed dimension
     inferred = []
+    sources = [(x, tuple(x_shape), tuple(x_moved)), *reversed(w.shapes)]  # the input first, then the latest
     for j in changing:
         if j < len(x_shape) and (x_shape[j], x_moved[j]) == (out_shape[j], out_moved[j]):
             pieces[j] = 0
             continue
-        runs = [(a, b) for a in range(len(x_shape)) for b in range(a + 1, len(x_shape) + 1)
-                if math.prod(x_shape[a:b]) == out_shape[j] and math.prod(x_moved[a:b]) == out_moved[j]]
-        if runs:
-            a, b = runs[0]
-            dims = w.slice(w.add("Shape", [x], f"shape{j}"), [a], [b], [0], [1], f"dims{j}")
-            pieces[j] = w.reduce("ReduceProd", dims, [0], True, f"size{j}")
-        else:
+        found = next(((value, a, b) for value, first, second in sources if len(first) == len(second)
+                      for a in range(len(first)) for b in range(a + 1, len(first) + 1)
+                      if math.prod(first[a:b]) == out_shape[j] and math.prod(second[a:b]) == out_moved[j]), None)
+        if found is None:
             inferred.append(j)
+            continue
+        value, a, b = found
+        dims = w.slice(w.add("Shape", [value], f"shape{j}"), [a], [b], [0], [1], f"dims{j}")
+        pieces[j] = dims if b - a == 1 else w.reduce("ReduceProd", dims, [0], True, f"size{j}")
     if len(inferred) > 1:
         raise w.error(f"a reshape from {x_shape} to {out_shape} splits dimensions that follow the "
                       "input's batch or size in a way ONNX's Reshape cannot follow; export with a "
