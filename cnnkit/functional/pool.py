@@ -154,13 +154,14 @@ class MaxPool2dFusedOp(MaxPool2dOp):
     """``MaxPool2dOp`` in one compiled pass per plane (``backend/kernels/pool.py``).
 
     Computes the same maximum and the same first-maximum tap as the reference, exactly;
-    backward sends each gradient to that tap in one pass.
+    backward sends each gradient to that tap in one pass. Without a backward to come
+    (no grad), 3x3/2 windows compute the maxima alone, the same values.
     """
 
     def forward(self, x):
         (OH, OW), pads, geometry = self.g.resolve(x.shape)
         y, arg, order = pool_kernels.max_pool2d_fused(
-            x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW)
+            x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW), indices=self.saves_for_backward
         )
         if self.saves_for_backward:
             arg = _taps_inside(self.xp, arg, y, self.g, pads, geometry, x.shape[2:])  # (any plane order)

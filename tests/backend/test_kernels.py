@@ -21,6 +21,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import cores, dispatch, kernels
 from cnnkit.backend.kernels import elementwise
+from cnnkit.backend.kernels import pool as pool_kernels
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
 from cnnkit.functional.pool import MaxPool2dFusedOp, MaxPool2dReferenceOp
 from tests.backend.arrays import cnhw
@@ -227,6 +228,63 @@ def test_max_pool2d_3x3s2_kernel_matches_pytorch_with_nan_and_ties(padding, ceil
     np.testing.assert_array_equal(y, Y.detach().numpy())
     np.testing.assert_allclose(gx, X.grad.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(gx != 0, X.grad.numpy() != 0)
+
+
+VALUES_3X3S2_CASES = [
+    # (H, W, padding, ceil_mode)
+    (112, 112, 1, False),                      # ResNet-18's stem pooling
+    (9, 8, 1, False), (10, 7, 1, True), (8, 9, 0, True), (11, 13, 0, False),
+    (3, 4, 1, False), (2, 2, 1, False), (1, 5, 1, True), (1, 1, 1, False),
+]
+
+
+def _same_bits(a, b):
+    """Equal bit for bit: signed zeros and NaNs included."""
+    ints = {4: np.int32, 8: np.int64}[a.dtype.itemsize]
+    return a.shape == b.shape and np.array_equal(a.view(ints), b.view(ints))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", VALUES_3X3S2_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_max_pool2d_3x3s2_without_backward_writes_no_index_and_equals_the_reference(
+        case, layout, dtype, rng, monkeypatch):
+    """Under no_grad the 3x3/2 pooling computes the maxima alone (separable kernel): bit for
+    bit the tap-tracking kernel's values (the first maximum in row-major order, so the same
+    signed zero among tied zeros; the last NaN of a window), and the NumPy reference's and
+    PyTorch's values (np.maximum may return the other zero of a tie)."""
+    import torch
+
+    H, W, p, ceil = case
+    x = rng.integers(-1, 2, size=(2, 3, H, W)).astype(dtype) * rng.choice([-0.0, 1.0], size=(2, 3, H, W))
+    x[rng.random(x.shape) < 0.03] = np.nan
+    x[rng.random(x.shape) < 0.03] = np.inf
+    x[rng.random(x.shape) < 0.03] = -np.inf
+    x = cnhw(x) if layout == "cnhw" else x
+
+    def pool(x):
+        return F.max_pool2d(Tensor(x), 3, 2, p, ceil_mode=ceil).data
+
+    tracked = run(lambda t: F.max_pool2d(t, 3, 2, p, ceil_mode=ceil), [x], 3, False, expect=MaxPool2dFusedOp)[0]
+    with config.kernels(False):
+        reference = pool(x)
+    monkeypatch.setattr(pool_kernels, "max_pool2d_forward_3x3s2", None)  # the tap-tracking kernel must not run
+    with config.no_grad():
+        y = pool(x)
+    assert _same_bits(y, tracked)
+    np.testing.assert_array_equal(y, reference)
+    expected = torch.nn.functional.max_pool2d(torch.from_numpy(np.ascontiguousarray(x)), 3, 2, p, ceil_mode=ceil)
+    np.testing.assert_array_equal(y, expected.numpy())
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_max_pool2d_3x3s2_without_backward_does_not_depend_on_the_threads(threads, rng, monkeypatch):
+    x = rng.standard_normal((2, 7, 23, 18)).astype(np.float32)
+    with config.no_grad(), config.num_threads(1):
+        expected = F.max_pool2d(Tensor(x), 3, 2, 1).data
+    monkeypatch.setattr(dispatch, "POOL_VALUES_MIN_ELEMENTS", 1)  # every plane its own piece
+    with config.no_grad(), config.num_threads(threads):
+        assert _same_bits(F.max_pool2d(Tensor(x), 3, 2, 1).data, expected)
 
 
 # ------------------------------------------------------------------------------------ relu

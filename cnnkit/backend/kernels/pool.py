@@ -99,6 +99,67 @@ def max_pool2d_forward_3x3s2(q0, q1, x, xsn, xsc, C, y, arg, PT, PL):
                 ym[j], am[j] = m, a
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _larger(v, m):
+    """The maximum after a tap of value v: v if strictly greater or NaN (so a NaN anywhere
+    in the window gives NaN, as the tap-tracking kernels), else m."""
+    return v if (v > m) | (v != v) else m
+
+
+@njit(cache=True, nogil=True)
+def max_pool2d_values_3x3s2(q0, q1, x, xsn, xsc, C, y, PT, PL):
+    """``max_pool2d_forward_3x3s2`` without the tap index: the maxima alone (inference).
+
+    Separable, in the taps' row-major order: first the maximum of each three-column
+    window along every input row (``rowmax``, each row once although two windows' rows
+    overlap), then of three consecutive rows of it. Strictly greater replaces and a NaN
+    always does, in both steps, so the result is the first maximum in row-major order,
+    bit for bit the value of the tap-tracking kernel (signed zeros and NaN included).
+    Edge columns (padding, ceil_mode's overhang) take the direct bounds-checked path.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = y.shape[1], y.shape[2]
+    jlo = min(OW, (PL + 1) // 2)
+    jhi = max(jlo, min(OW, (W - 3 + PL) // 2 + 1))
+    w0 = 2 * jlo - PL
+    n = jhi - jlo
+    rowmax = np.empty((H, n), x.dtype)                            # (H, interior OW)
+    for q in range(q0, q1):
+        p = (q // C) * xsn + (q % C) * xsc
+        src, yp = x[p], y[p]
+        for h in range(H):
+            r, hr = src[h, w0:], rowmax[h]
+            for j in range(n):
+                hr[j] = _larger(r[2 * j + 2], _larger(r[2 * j + 1], r[2 * j]))
+        for i in range(OH):
+            h0 = 2 * i - PT
+            ha, hb = max(h0, 0), min(h0 + 3, H)                   # the rows inside the input
+            yj = yp[i, jlo:jhi]
+            if hb - ha == 3:
+                r0, r1, r2 = rowmax[ha], rowmax[ha + 1], rowmax[ha + 2]
+                for j in range(n):
+                    yj[j] = _larger(r2[j], _larger(r1[j], r0[j]))
+            elif hb > ha:
+                yj[:] = rowmax[ha]
+                for h in range(ha + 1, hb):
+                    r = rowmax[h]
+                    for j in range(n):
+                        yj[j] = _larger(r[j], yj[j])
+            else:
+                yj[:] = -np.inf
+            for e in range(OW - n):                               # the edge columns
+                j = e if e < jlo else e + n
+                m = -np.inf
+                first = True
+                for h in range(ha, hb):
+                    for kw in range(3):
+                        w = 2 * j - PL + kw
+                        if 0 <= w < W:
+                            m = src[h, w] if first else _larger(src[h, w], m)
+                            first = False
+                yp[i, j] = m
+
+
 @njit(cache=True, nogil=True)
 def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH, DW):
     """Max pooling with the first-maximum tap index, over image planes q0..q1-1.
@@ -227,15 +288,23 @@ def _is_3x3s2(kernel, stride, dilation) -> bool:
     return kernel == (3, 3) and stride == (2, 2) and dilation == (1, 1)
 
 
-def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw):
-    """(y, arg, order): y (N, C, OH, OW) and first-max tap indices, in x's plane order."""
+def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = True):
+    """(y, arg, order): y (N, C, OH, OW) and first-max tap indices, in x's plane order.
+
+    ``indices=False`` (no backward to come): 3x3/2 windows compute the maxima alone
+    (``max_pool2d_values_3x3s2``) and arg is None; other windows still write it.
+    """
     N, C = x.shape[:2]
     OH, OW = out_hw
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
-    arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     many = dispatch.PARALLEL_MIN_ELEMENTS
+    if not indices and _is_3x3s2(kernel, stride, dilation):
+        parallel_for(max_pool2d_values_3x3s2, N * C, planes, sn, sc, C, y, pads[0], pads[2],
+                     grain=_plane_grain(x.shape, dispatch.POOL_VALUES_MIN_ELEMENTS))
+        return unplanes(y, N, C, sc), None, (sn, sc)
+    arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     if _is_2x2(kernel, stride, pads, dilation):
         parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg,
                      grain=_plane_grain(x.shape, many))
