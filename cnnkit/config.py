@@ -2,8 +2,8 @@
 the compiled kernels' switch and the number of threads.
 
 Each changes through a context manager that restores the previous value on exit
-(``no_grad``, ``enable_grad``, ``record_logic``, ``default_dtype``, ``kernels``, ``num_threads``), or, for
-the generator, through ``manual_seed``, which the CLI and tests call, never library code.
+(``no_grad``, ``enable_grad``, ``record_logic``, ``skip_backward_hooks``, ``default_dtype``,
+``kernels``, ``num_threads``), or, for the generator, through ``manual_seed``, which the CLI and tests call, never library code.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ __all__ = [
     "is_grad_enabled",
     "record_logic",
     "is_logic_recorded",
+    "skip_backward_hooks",
+    "are_backward_hooks_enabled",
     "default_dtype",
     "get_default_dtype",
     "manual_seed",
@@ -44,6 +46,7 @@ class _GradMode(threading.local):
     def __init__(self) -> None:
         self.enabled = True
         self.logic = False  # record_logic: comparisons and logic ops recorded as graph ops too
+        self.backward_hooks = True  # skip_backward_hooks: modules run without their full backward hooks
 
 
 _grad_mode = _GradMode()
@@ -97,6 +100,28 @@ def record_logic() -> Iterator[None]:
         yield
     finally:
         _grad_mode.logic = previous
+
+
+def are_backward_hooks_enabled() -> bool:
+    """Return False inside ``skip_backward_hooks``: modules' full backward hooks are not attached."""
+    return _grad_mode.backward_hooks
+
+
+@contextmanager
+def skip_backward_hooks() -> Iterator[None]:
+    """Run modules without attaching their full backward (pre-)hooks to the graph.
+
+    The hooks act only in backward; a trace that reads the graph's structure (ONNX export,
+    ``explain.model_graph``, batch-norm folding) should see the model's own ops, not the
+    identity ops that route a call's gradients to its hooks (``nn/backward_hooks.py``), as
+    ``torch.onnx.export`` ignores backward hooks.
+    """
+    previous = _grad_mode.backward_hooks
+    _grad_mode.backward_hooks = False
+    try:
+        yield
+    finally:
+        _grad_mode.backward_hooks = previous
 
 
 @contextmanager

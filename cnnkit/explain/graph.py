@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import config
 from ..backend import as_numpy
 from ..function import op_name
 from ..graph import op_order, post_order
@@ -208,7 +209,10 @@ def _attributed_forward(model: Module, xt: Tensor):
         for fn in post_order([output.creator], inner):
             owner.setdefault(id(fn), (call.path, call.number))
 
-    with trace_layers(model, lambda path, m: True, on_call=claim, keep=False, grad=True):
+    # The model's own ops: full backward hooks act only in backward, and the identity ops that
+    # route a call's gradients to them (nn/backward_hooks.py) would show as ops of the graph.
+    with config.skip_backward_hooks(), trace_layers(model, lambda path, m: True, on_call=claim, keep=False,
+                                                    grad=True):
         out = model(xt)
     return out, owner, identities
 

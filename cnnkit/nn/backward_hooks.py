@@ -1,4 +1,5 @@
-"""Full backward hooks (``Module.register_full_backward_hook``): the gradients of a module's inputs and outputs.
+"""Full backward hooks and pre-hooks (``Module.register_full_backward_hook``,
+``register_full_backward_pre_hook``): the gradients of a module's inputs and outputs.
 
 PyTorch calls ``hook(module, grad_input, grad_output)`` once the gradients with respect to
 all of a module call's inputs are known, and lets it replace them. cnnkit's ops have one
@@ -11,13 +12,14 @@ that unpacks its slice (an identity, overall):
 In backward every UnpackOp_k adds its gradient into its slice of ``packed``'s gradient, and
 PackOp, which made their common input, runs after all of them: it holds every grad_input at
 once, calls the hooks, and returns what they gave. The outputs go through the same pair, so
-the hooks also get every grad_output together (``PackOp`` on the output side records them).
+the hooks also get every grad_output together (``PackOp`` on the output side records them,
+after the pre-hooks, which it calls, had their say).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,8 +93,14 @@ def _as_array(grad: Any):
     return grad.data if isinstance(grad, Tensor) else grad
 
 
-def with_backward_hooks(module, hooks: list[Callable], args: tuple, forward: Callable[[tuple], Any]) -> Any:
-    """Run ``forward(args)`` with ``hooks`` called as PyTorch's full backward hooks of this call.
+def with_backward_hooks(module, hooks: list[Callable], args: tuple, forward: Callable[[tuple], Any], *,
+                        pre_hooks: Sequence[Callable] = ()) -> Any:
+    """Run ``forward(args)`` with ``hooks`` called as PyTorch's full backward hooks of this call,
+    and ``pre_hooks`` as its full backward pre-hooks.
+
+    ``pre_hook(module, grad_output)``, once the gradients of the outputs are known and before
+    they flow into the module: a returned tuple (one entry per output, None for no gradient)
+    replaces grad_output, for the module's backward, the next pre-hook and the hooks.
 
     ``hook(module, grad_input, grad_output)``: tuples of arrays, one per positional argument
     (None for an argument that is not a tensor; zeros for a tensor that needs no grad or that
@@ -142,11 +150,32 @@ def with_backward_hooks(module, hooks: list[Callable], args: tuple, forward: Cal
             out.append(g)
         return out
 
+    def call_pre_hooks() -> None:
+        for hook in pre_hooks:
+            result = hook(module, tuple(grad_output))
+            if result is None:
+                continue
+            result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+            if len(result) != len(grad_output):
+                raise RuntimeError(f"backward pre-hook of {name} returned {len(result)} grad_output, expected "
+                                   f"{len(grad_output)} (one per output)")
+            for k, g in enumerate(result):
+                g = _as_array(g)
+                if g is not None and k not in tracked:
+                    raise RuntimeError(f"backward pre-hook of {name} returned a gradient for output {k}, which "
+                                       "does not require grad")
+                if g is not None and g.shape != outputs[k].shape:
+                    raise ShapeError(f"backward pre-hook of {name} returned grad_output[{k}] of shape {g.shape}, "
+                                     f"expected {outputs[k].shape}")
+                grad_output[k] = g
+
     def on_output_grads(grads: list) -> list:
         grad_output[:] = [None] * len(outputs)
         for k, g in zip(tracked, grads, strict=True):
             grad_output[k] = g
-        if not wanted:
+        call_pre_hooks()
+        grads = [grad_output[k] for k in tracked]
+        if not wanted:  # PyTorch warns for pre-hooks alone too
             warnings.warn(f"backward hook of {name} runs once the gradients of its outputs are known: no input "
                           "of this call requires grad (as PyTorch, which warns too)", UserWarning, stacklevel=2)
             call_hooks((None,) * len(args))
@@ -154,7 +183,7 @@ def with_backward_hooks(module, hooks: list[Callable], args: tuple, forward: Cal
 
     if not config.is_grad_enabled():
         return forward(args)
-    if wanted:
+    if wanted and hooks:  # pre-hooks alone need only the outputs routed
         routed = _route([args[k] for k in wanted], on_input_grads)
         args = list(args)
         for k, t in zip(wanted, routed, strict=True):

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import config
 from ..backend import as_numpy
 from ..errors import ShapeError, StateDictError
 from ..tensor import Tensor, to_arguments
@@ -100,6 +101,7 @@ class Module:
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_backward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -112,8 +114,10 @@ class Module:
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
             backward_hooks = list(self.__dict__.get("_backward_hooks", {}).values())
-            if backward_hooks:
-                return with_backward_hooks(self, backward_hooks, args, lambda a: self._forward_hooked(a, kwargs))
+            pre_hooks = list(self.__dict__.get("_backward_pre_hooks", {}).values())
+            if (backward_hooks or pre_hooks) and config.are_backward_hooks_enabled():
+                return with_backward_hooks(self, backward_hooks, args, lambda a: self._forward_hooked(a, kwargs),
+                                           pre_hooks=pre_hooks)
             return self._forward_hooked(args, kwargs)
         except ShapeError as error:
             _add_module_path(error, self)
@@ -162,6 +166,20 @@ class Module:
         """
         handle = RemovableHandle(self._backward_hooks)
         self._backward_hooks[handle.id] = hook
+        return handle
+
+    def register_full_backward_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """Call ``hook(module, grad_output)`` in backward, before the gradients of the module's
+        inputs and parameters are computed; a non-None result replaces grad_output.
+
+        As PyTorch's: ``grad_output`` holds the gradient of each output of the call (None for
+        one that is not a tensor requiring grad, or that backward did not reach), NumPy arrays.
+        A returned tuple (of the same length, each entry an array of its output's shape or
+        None for no gradient) is what flows on into the module and what the next pre-hook and
+        the full backward hooks see. Hooks run in the order registered.
+        """
+        handle = RemovableHandle(self.__dict__.setdefault("_backward_pre_hooks", OrderedDict()))
+        self._backward_pre_hooks[handle.id] = hook
         return handle
 
     # ------------------------------------------------------------------ registration

@@ -167,7 +167,9 @@ class _Tracer:
         first = next(self.model.parameters(), None)
         dtype = first.dtype if first is not None else config.get_default_dtype()
         x = Tensor(np.zeros((1,) + shape, dtype=dtype), requires_grad=True)
-        with nn.trace_layers(self.model, lambda path, m: isinstance(m, _TRACED), grad=True) as trace:
+        # without the identity ops of full backward hooks: the layers' own data flow
+        with config.skip_backward_hooks(), \
+                nn.trace_layers(self.model, lambda path, m: isinstance(m, _TRACED), grad=True) as trace:
             y = self.model(x)
         calls: dict[int, tuple[nn.Module, Tensor, Tensor]] = {
             id(c.output): (c.module, c.inputs[0], c.output)

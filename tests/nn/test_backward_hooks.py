@@ -142,3 +142,126 @@ def test_no_grad_calls_skip_the_hooks():
     with cnnkit.no_grad():
         y = model(Tensor(np.ones((1, 2), np.float32), requires_grad=True))
     assert not y.requires_grad and calls == []
+
+
+# ------------------------------------------------------------------ full backward pre-hooks
+@pytest.mark.parametrize("b_requires_grad", [True, False])
+def test_pre_hooks_see_grad_output_and_their_replacement_flows_into_the_module_as_torchs(b_requires_grad, rng):
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    seen: dict[str, list] = {}
+    results = {}
+    for lib, make, wrap in (("ours", Mix, lambda v, r: Tensor(v.copy(), requires_grad=r)),
+                            ("torch", TorchMix, lambda v, r: torch.tensor(v, requires_grad=r))):
+        log = seen.setdefault(lib, [])
+        module = make()
+        # the first pre-hook scales the first output's gradient and drops the second's; the
+        # second pre-hook and the full hook see that replacement
+        module.register_full_backward_pre_hook(lambda m, go, log=log: log.append(("pre1", go)) or (go[0] * 3, None))
+        module.register_full_backward_pre_hook(lambda m, go, log=log: log.append(("pre2", go)))
+        module.register_full_backward_hook(lambda m, gi, go, log=log: log.append(("full", gi, go)))
+        ta, tb = wrap(a, True), wrap(b, b_requires_grad)
+        y1, y2 = module(ta, tb, 0.5)
+        ((y1 * y1).sum() + (y2 * 3).sum()).backward()
+        results[lib] = (ta.grad, tb.grad)
+    assert [entry[0] for entry in seen["ours"]] == [entry[0] for entry in seen["torch"]] == ["pre1", "pre2", "full"]
+    for mine, torchs in zip(seen["ours"], seen["torch"], strict=True):
+        for ours_values, torch_values in zip(mine[1:], torchs[1:], strict=True):
+            _same(ours_values, torch_values)
+    _same(results["ours"], results["torch"])
+
+
+def test_a_pre_hook_alone_changes_the_parameter_gradients_as_torchs(rng):
+    x = rng.standard_normal((2, 4))
+    ours, theirs = nn.Linear(4, 3, dtype=np.float64), torch.nn.Linear(4, 3).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    ours.register_full_backward_pre_hook(lambda m, go: (go[0] * 10,))
+    theirs.register_full_backward_pre_hook(lambda m, go: (go[0] * 10,))
+    xo, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (ours(xo) ** 2).sum().backward()
+    (theirs(xt) ** 2).sum().backward()
+    for mine, torchs in ((xo.grad, xt.grad), (ours.weight.grad, theirs.weight.grad), (ours.bias.grad, theirs.bias.grad)):
+        np.testing.assert_allclose(mine, torchs.numpy(), rtol=1e-12)
+    # no input requiring grad: the pre-hook still runs, with PyTorch's warning
+    ours.zero_grad()
+    theirs.zero_grad()
+    with pytest.warns(UserWarning, match="no inputs require gradients"):
+        (theirs(torch.from_numpy(x)) ** 2).sum().backward()
+    with pytest.warns(UserWarning, match="no input of this call requires grad"):
+        (ours(Tensor(x)) ** 2).sum().backward()
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+def test_a_removed_pre_hook_is_not_called():
+    model, calls = nn.Linear(2, 2), []
+    handle = model.register_full_backward_pre_hook(lambda m, go: calls.append(go))
+    model(Tensor(np.ones((1, 2), np.float32), requires_grad=True)).sum().backward()
+    handle.remove()
+    model(Tensor(np.ones((1, 2), np.float32), requires_grad=True)).sum().backward()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("returned, error, match", [
+    ((np.ones((2, 3)), np.ones((2, 3))), RuntimeError,
+     r"backward pre-hook of Linear returned 2 grad_output, expected 1 \(one per output\)"),
+    ((np.ones(5),), cnnkit.errors.ShapeError,
+     r"backward pre-hook of Linear returned grad_output\[0\] of shape \(5,\), expected \(2, 3\)"),
+], ids=["length", "shape"])
+def test_bad_pre_hook_replacements_are_refused_as_torch_refuses_them(returned, error, match):
+    theirs = torch.nn.Linear(4, 3)
+    theirs.register_full_backward_pre_hook(lambda m, go: tuple(torch.from_numpy(r).float() for r in returned))
+    with pytest.raises(RuntimeError):
+        theirs(torch.ones(2, 4, requires_grad=True)).sum().backward()
+    ours = nn.Linear(4, 3)
+    ours.register_full_backward_pre_hook(lambda m, go: returned)
+    with pytest.raises(error, match=match):
+        ours(Tensor(np.ones((2, 4), np.float32), requires_grad=True)).sum().backward()
+
+
+# ------------------------------------------------------------------ hooks and graph traces
+def _hooked_network(rng):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, generator=rng), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, generator=rng), nn.Flatten(), nn.Linear(4 * 6 * 6, 3, generator=rng))
+    model[1].running_mean[...] = rng.normal(0, 0.5, 8)
+    model[1].running_var[...] = rng.uniform(0.5, 2.0, 8)
+    calls = []
+    for k in (0, 3):
+        model[k].register_full_backward_hook(lambda m, gi, go: calls.append("full"))
+        model[k].register_full_backward_pre_hook(lambda m, go: calls.append("pre"))
+    return model.eval(), calls
+
+
+def test_graph_traces_do_not_see_the_hooks_and_the_hooks_still_run_after(rng):
+    # the graph held PackOp/UnpackOp pairs around each hooked call (so export refused "Pack",
+    # and fold_batchnorm silently left the BatchNorm behind its hooked convolution)
+    from cnnkit.explain import model_graph
+    from cnnkit.surgery.fold import fold_batchnorm
+
+    model, calls = _hooked_network(rng)
+    ops = [op.type for op in model_graph(model, (3, 8, 8)).ops]
+    assert ops == ["Conv2dOp", "BatchNormOp", "ReLUOp", "Conv2dOp", "ReshapeOp", "LinearOp"]
+    folded = fold_batchnorm(model, (3, 8, 8))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with cnnkit.no_grad():
+        np.testing.assert_allclose(folded(Tensor(x)).numpy(), model(Tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+    model(Tensor(x, requires_grad=True)).sum().backward()
+    assert calls == ["pre", "full", "pre", "full"]
+
+
+def test_a_model_with_backward_hooks_exports_as_torch_onnx_export_ignores_them(tmp_path, rng):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from cnnkit.onnx import export
+
+    model, calls = _hooked_network(rng)
+    path = export(model, tmp_path / "m.onnx", (3, 8, 8))
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == [
+        "Conv", "BatchNormalization", "Relu", "Conv", "Flatten", "Gemm"]
+    x = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with cnnkit.no_grad():
+        expected = model(Tensor(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+    assert calls == []
