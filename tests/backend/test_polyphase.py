@@ -39,10 +39,17 @@ def out_shape(x_shape, w_shape, stride, pads):
     return (N, F_, (H + pads[0] + pads[1] - KH) // stride[0] + 1, (W + pads[2] + pads[3] - KW) // stride[1] + 1)
 
 
+@pytest.fixture(params=["direct", "columns"])
+def forward_kernel(request, monkeypatch):
+    """Run a test with the forward's direct kernel on the phases, then with columns + products."""
+    monkeypatch.setattr(dispatch, "POLYPHASE_DIRECT", int(request.param == "direct"))
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
 @pytest.mark.parametrize("case", CASES)
-def test_polyphase_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
+def test_polyphase_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng, forward_kernel):
     x_shape, w_shape, stride, pads = case
     x = rng.standard_normal(x_shape).astype(dtype)
     x = cnhw(x) if layout == "cnhw" else x
@@ -167,3 +174,34 @@ def test_polyphase_conv_in_image_blocks_equals_one_block(rng, monkeypatch):
     ref = Conv2dIm2colOp((2, 2), (3, 3, 3, 3), (1, 1), 1)(x, w, b).data
     y = Conv2dPolyphaseOp((2, 2), (3, 3, 3, 3), (1, 1), 1)(x, w, b).data
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_polyphase_direct_forward_on_the_resnet_stem_matches_columns_and_pytorch(dtype, rng, monkeypatch):
+    x = rng.standard_normal((1, 3, 224, 224)).astype(dtype)
+    w = (rng.standard_normal((64, 3, 7, 7)) / 12).astype(dtype)
+    b = rng.standard_normal(64).astype(dtype)
+    args = (x, w, b, (2, 2), (3, 3, 3, 3), (112, 112))
+    direct = polyphase.conv2d_polyphase(*args)
+    monkeypatch.setattr(dispatch, "POLYPHASE_DIRECT", 0)
+    columns = polyphase.conv2d_polyphase(*args)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                          torch.from_numpy(b).double(), stride=2, padding=3).numpy()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(direct.transpose(1, 0, 2, 3), expected, rtol=0, atol=TOL[dtype] * scale)
+    np.testing.assert_allclose(direct, columns, rtol=0, atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("band_rows, threads", [(8, 1), (8, 2), (8, 3), (1, 2), (3, 3), (1000, 2)])
+def test_polyphase_direct_forward_does_not_depend_on_bands_or_threads(band_rows, threads, rng, monkeypatch):
+    """Each output is one band's, summed tap by tap in a fixed order: bit for bit the same
+    whatever the band height and the number of threads."""
+    x = cnhw(rng.standard_normal((3, 3, 41, 38)).astype(np.float32))
+    w, b = rng.standard_normal((13, 3, 7, 7)).astype(np.float32), rng.standard_normal(13).astype(np.float32)
+    args = (x, w, b, (2, 2), (3, 3, 3, 3), (21, 19))
+    with config.num_threads(1):
+        expected = polyphase.conv2d_polyphase(*args)
+    monkeypatch.setattr(dispatch, "POLYPHASE_DIRECT_BAND_ROWS", band_rows)
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)             # every band its own piece
+    with config.num_threads(threads):
+        np.testing.assert_array_equal(polyphase.conv2d_polyphase(*args), expected)
