@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .function import Function
+    from .tensor import Tensor
 
-__all__ = ["post_order", "op_order", "producers"]
+__all__ = ["post_order", "op_order", "producers", "value_at", "input_values"]
 
 Node = TypeVar("Node")
 
@@ -65,6 +66,30 @@ def producers(fn: Function) -> list[Function]:
     if fn.inputs is None:
         return []
     return [c for c in fn.input_creators if c is not None]
+
+
+def value_at(t: Tensor, creator: Function | None) -> Tensor:
+    """The tensor holding the value ``t`` had when ``creator`` was its creator.
+
+    Usually ``t`` itself. A tensor assigned in place since (``x[mask] = v``,
+    ``functional/setitem.py``) holds its new value and a new creator; the value before is then
+    the output of the op that made it (its ``output_ref``, which the assignment points at the
+    old value), or, for a tensor that was a leaf, the leaf the first assignment read.
+    """
+    if t.creator is creator:
+        return t
+    if creator is not None:
+        held = creator.output_ref() if creator.output_ref is not None else None
+        return held if held is not None else t
+    while t.creator is not None and t.creator.inputs:  # back through the assignments to the leaf
+        t = t.creator.inputs[0]
+    return t
+
+
+def input_values(fn: Function) -> list[Tensor]:
+    """The tensors holding the values ``fn`` read when it ran, one per input (``value_at``):
+    what graph walks that follow tensors (drawing, pruning, export) should read."""
+    return [value_at(t, c) for t, c in zip(fn.inputs, fn.input_creators, strict=True)]
 
 
 def op_order(roots: Sequence[Function]) -> list[Function]:

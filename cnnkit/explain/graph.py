@@ -28,7 +28,7 @@ import numpy as np
 from .. import config
 from ..backend import as_numpy
 from ..function import op_name
-from ..graph import op_order, post_order
+from ..graph import input_values, op_order, post_order
 from ..nn import LayerCall, Module, Parameter, trace_layers
 from ..tensor import Tensor
 
@@ -149,8 +149,9 @@ def trace(
                 "trace before backward() or pass retain_graph=True"
             )
         in_ids = []
-        for x in fn.inputs:
-            if x.creator is not None:
+        # the values fn read: a tensor assigned in place later (x[mask] = v) stands for its new value
+        for x, creator in zip(input_values(fn), fn.input_creators, strict=True):
+            if creator is not None:
                 in_ids.append(id(x))  # added as the producing op's output
                 continue
             if id(x) in input_ids:
@@ -204,7 +205,10 @@ def _attributed_forward(model: Module, xt: Tensor):
             return
 
         def inner(fn):  # the ops between the module's inputs and its output
-            return [t.creator for t in fn.inputs or () if id(t) not in stop and t.creator is not None]
+            if fn.inputs is None:
+                return []
+            return [c for t, c in zip(input_values(fn), fn.input_creators, strict=True)
+                    if id(t) not in stop and c is not None]
 
         for fn in post_order([output.creator], inner):
             owner.setdefault(id(fn), (call.path, call.number))
@@ -262,7 +266,7 @@ def model_graph(
         graph.values = {id(xt): xt, id(out): out}
         for fn in op_order([out.creator]):
             graph.functions[id(fn)] = fn
-            for t in fn.inputs or ():
+            for t in input_values(fn) if fn.inputs is not None else ():
                 graph.values[id(t)] = t
             y = fn.output_ref() if fn.output_ref is not None else None
             if y is not None:

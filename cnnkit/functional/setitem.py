@@ -79,6 +79,8 @@ def setitem(x: Tensor, index, value) -> None:
         )
     old = Tensor._wrap(x.data)                                        # the value before, as the op's input
     old.creator, old.requires_grad = x.creator, x.requires_grad
+    if old.creator is not None:  # the op that made the old value now points at it (graph.value_at)
+        old.creator.output_ref = weakref.ref(old)
     y = SetItemOp(index)(old, v)
     x.data, x.creator, x.requires_grad = y.data, y.creator, True
     y.creator.output_ref = weakref.ref(x)

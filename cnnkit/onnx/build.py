@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 from ..errors import OnnxExportError
 from ..explain.graph import Graph, OpNode
+from ..graph import input_values
 from ..tensor import Tensor
 from .emit import EMITTERS
 from .tracing import TRACE_BATCH, other_size, size_symbols, trace
@@ -101,7 +102,7 @@ def build(model, shape, opset: int, dynamic: bool, dynamic_size: bool = False) -
         emit = EMITTERS.get(op.type)
         if emit is None:
             raise w.error(f"ONNX export has no counterpart for cnnkit's {op.type}")
-        xs = [w.value(tid, t) for tid, t in zip(op.inputs, fn.inputs)]
+        xs = [w.value(tid, t) for tid, t in zip(op.inputs, input_values(fn), strict=True)]
         w.values[op.output] = emit(w, fn, xs)
         if op.id in w.moved:
             w.shapes.append((w.values[op.output], tuple(w.output(fn).shape), w.moved[op.id][1]))

@@ -50,8 +50,8 @@ import numpy as np
 from .. import config, nn
 from ..config import accepts_rng
 from ..errors import LayerNotFoundError, ShapeError
-from ..function import op_name
-from ..graph import post_order
+from ..function import Function, op_name
+from ..graph import input_values, post_order, value_at
 from ..nn.resize import set_array, sync_sizes
 from ..tensor import Tensor
 
@@ -167,14 +167,20 @@ class _Tracer:
         first = next(self.model.parameters(), None)
         dtype = first.dtype if first is not None else config.get_default_dtype()
         x = Tensor(np.zeros((1,) + shape, dtype=dtype), requires_grad=True)
+        seen: list[tuple[nn.Module, Tensor, Function | None, Tensor, Function | None]] = []
+
+        def record(c: nn.LayerCall) -> None:  # with the creators then: x[mask] = v may change them later
+            if c.inputs and isinstance(c.inputs[0], Tensor) and isinstance(c.output, Tensor):
+                seen.append((c.module, c.inputs[0], c.inputs[0].creator, c.output, c.output.creator))
+
         # without the identity ops of full backward hooks: the layers' own data flow
-        with config.skip_backward_hooks(), \
-                nn.trace_layers(self.model, lambda path, m: isinstance(m, _TRACED), grad=True) as trace:
+        with config.skip_backward_hooks(), nn.trace_layers(
+                self.model, lambda path, m: isinstance(m, _TRACED), on_call=record, keep=False, grad=True):
             y = self.model(x)
-        calls: dict[int, tuple[nn.Module, Tensor, Tensor]] = {
-            id(c.output): (c.module, c.inputs[0], c.output)
-            for c in trace.calls if c.inputs and isinstance(c.inputs[0], Tensor) and isinstance(c.output, Tensor)
-        }
+        calls: dict[int, tuple[nn.Module, Tensor, Tensor]] = {}
+        for module, xin, xin_creator, out, out_creator in seen:
+            out = value_at(out, out_creator)
+            calls[id(out)] = (module, value_at(xin, xin_creator), out)
         if not isinstance(y, Tensor):
             raise TypeError(f"prune: expected the model to return a Tensor, got {type(y).__name__}")
         self.info[id(x)] = (self.new_space(shape[0], "the model's input channels"), 1)
@@ -251,7 +257,7 @@ class _Tracer:
     # -- functional ops between layers
     def _op(self, op, y: Tensor) -> None:
         name = op_name(op)  # the op, not its algorithm: Conv2dDirectOp is a Conv2dOp
-        graph_inputs = [t for t in op.inputs if id(t) in self.info]
+        graph_inputs = [t for t in input_values(op) if id(t) in self.info]
         if name in _PER_CHANNEL_OPS and len(graph_inputs) == 1:
             xin = graph_inputs[0]
             if xin.ndim == y.ndim and xin.ndim >= 2 and xin.shape[1] == y.shape[1]:
@@ -296,7 +302,7 @@ class _Tracer:
     def _binary(self, op, y: Tensor, graph_inputs: list[Tensor]) -> bool:
         """Elementwise op of tensors: same-channel operands are one group (a residual add)."""
         C = y.shape[1]
-        for t in op.inputs:
+        for t in input_values(op):
             if id(t) in self.info:
                 continue
             aligned = (1,) * (y.ndim - t.ndim) + tuple(t.shape)
@@ -333,7 +339,7 @@ def _topological(y: Tensor, x: Tensor, calls) -> list[Tensor]:
             return [calls[id(t)][1]]          # the layer's input: its inner ops are skipped
         if t is x or t.creator is None or t.creator.inputs is None:
             return []                         # the input, a parameter or a constant
-        return list(t.creator.inputs)
+        return input_values(t.creator)        # the values it read (x[mask] = v may have changed x since)
 
     return [t for t in post_order([y], parents) if t is not x and parents(t)]
 

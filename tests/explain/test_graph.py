@@ -166,3 +166,75 @@ def test_layer_units_of_a_graph_are_those_of_the_pass(rng):
     units = layer_units(model_graph(model, x=x))
     traced = forward_pass(model, x).units
     assert [(u.name, u.kind, u.type, u.inputs) for u in units] == [(u.name, u.kind, u.type, u.inputs) for u in traced]
+
+
+class _AssignsInPlace(nn.Module):
+    """A forward that reads a conv's output, then assigns into it (x[mask] = v): the op that
+    read it before must still read the conv's output, the ops after the assigned value."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = y * 2.0                  # reads y before the assignment
+        y[y < 0] = 0.5
+        return self.conv2(z + y)
+
+
+def test_a_forward_assigning_in_place_has_torchs_graph(rng):
+    # model_graph read each input's creator now, not when its op ran: the op before the
+    # assignment and the assignment itself shared one output node, and the assignment's input
+    # was missing from the graph
+    torch = pytest.importorskip("torch")
+
+    class Torch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.conv2 = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = y * 2.0
+            y[y < 0] = 0.5
+            return self.conv2(z + y)
+
+    names = {"ConvolutionBackward0": "Conv2dOp", "MulBackward0": "MulOp", "IndexPutBackward0": "SetItemOp",
+             "AddBackward0": "AddOp"}
+    out = Torch()(torch.zeros(1, 3, 6, 6, requires_grad=True))
+    theirs, stack, seen = set(), [out.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen or type(fn).__name__ not in names:
+            continue
+        seen.add(id(fn))
+        for parent, _ in fn.next_functions:
+            if parent is not None and type(parent).__name__ in names:
+                theirs.add((names[type(parent).__name__], names[type(fn).__name__]))
+                stack.append(parent)
+
+    graph = model_graph(_AssignsInPlace(), (3, 6, 6))
+    made_by = {op.output: op for op in graph.ops}
+    assert len(made_by) == len(graph.ops)                       # one node per value
+    assert all(t in graph.tensors for op in graph.ops for t in op.inputs)
+    ours = {(made_by[t].type, op.type) for op in graph.ops for t in op.inputs if t in made_by}
+    assert ours == theirs == {("Conv2dOp", "MulOp"), ("Conv2dOp", "SetItemOp"), ("MulOp", "AddOp"),
+                              ("SetItemOp", "AddOp"), ("AddOp", "Conv2dOp")}
+    assert [op.module for op in graph.ops if op.type == "Conv2dOp"] == ["conv", "conv2"]
+
+
+def test_a_leaf_assigned_after_it_was_read_is_drawn_as_the_value_read(rng):
+    # c is a constant when x * c reads it; c[0] = v (v requires grad) then makes it a SetItem
+    # output: the multiplication still reads the constant, the addition the assigned value
+    x, v = Tensor(rng.standard_normal(3), requires_grad=True), Tensor(np.array(5.0), requires_grad=True)
+    c = Tensor(np.array([1.0, 2.0, 3.0]))
+    a = x * c
+    c[0] = v
+    graph = trace(a + c, inputs=[x])
+    mul, setitem, add = graph.ops
+    assert (mul.type, setitem.type, add.type) == ("MulOp", "SetItemOp", "AddOp")
+    np.testing.assert_array_equal(graph.tensors[mul.inputs[1]].value, [1.0, 2.0, 3.0])
+    assert graph.tensors[mul.inputs[1]].kind == "constant"
+    assert setitem.inputs[0] == mul.inputs[1] and add.inputs == [mul.output, setitem.output]

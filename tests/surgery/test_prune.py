@@ -289,3 +289,39 @@ def test_a_shape_is_guessed_only_when_none_is_declared_and_the_error_says_what_w
                                          r"\(no model.input_shape\), and it has no convolution to guess the channels "
                                          r"from; pass input_shape$"):
         channel_groups(nn.Linear(3, 2))
+
+
+class _AssignsIntoAChannel(nn.Module):
+    """conv1's output is read (z), then one of its channels is assigned in place: conv1's
+    channels cannot be pruned (channel 5 is named), conv2's can."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 2, 3)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        z = y * 2.0
+        y[:, 5] = 0.0
+        return self.conv3(self.relu(self.conv2(z + y)))
+
+
+def test_an_assignment_into_a_layers_output_is_seen_by_the_pruning_trace(rng):
+    # the trace took the assigned tensor for conv1's output and pruned conv1 to 3 channels: the
+    # pruned model then failed at y[:, 5] (IndexError)
+    torch = pytest.importorskip("torch")
+    pruned = prune_channels(_AssignsIntoAChannel().eval(), 0.5, input_shape=(3, 8, 8))
+    assert pruned.conv1.weight.shape == (6, 3, 3, 3) and pruned.conv2.weight.shape == (4, 6, 3, 3)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with no_grad():
+        ours = pruned(Tensor(x)).numpy()
+    w = {n: torch.from_numpy(np.asarray(p.data)) for n, p in pruned.named_parameters()}
+    tf = torch.nn.functional
+    y = tf.conv2d(torch.from_numpy(x), w["conv1.weight"], w["conv1.bias"], padding=1)
+    z = y * 2.0
+    y[:, 5] = 0.0
+    h = torch.relu(tf.conv2d(z + y, w["conv2.weight"], w["conv2.bias"], padding=1))
+    np.testing.assert_allclose(ours, tf.conv2d(h, w["conv3.weight"], w["conv3.bias"]).numpy(), rtol=1e-4, atol=1e-5)
