@@ -311,6 +311,18 @@ class Tensor:
         """Convert to float64 (differentiable), as torch's ``double()``."""
         return self.to(np.float64)
 
+    def half(self) -> Tensor:
+        """PyTorch's cast to float16: refused, as ``Module.half()``, since cnnkit's ops compute in
+        float32 and float64 only.
+
+        Raises:
+            NotImplementedError: always; ``float()`` and ``double()`` are the casts to compute in.
+        """
+        raise NotImplementedError(
+            "Tensor.half(): cnnkit's ops compute in float32 and float64 only (no float16 kernels or mixed "
+            "precision); use float() or double() (x.to(numpy.float16) makes a float16 copy to store)"
+        )
+
     def long(self) -> Tensor:
         """Convert to int64 (no gradient), as torch's ``long()``."""
         return self.to(np.int64)

@@ -80,6 +80,15 @@ def test_to_dtype_matches_torch_and_is_differentiable_between_floats(target, rng
         np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
 
 
+def test_half_is_refused_as_module_half_naming_the_dtypes_cnnkit_computes_in():
+    # Tensor.half() was missing (AttributeError); PyTorch computes in float16, cnnkit does not
+    assert torch.ones(2).half().dtype == torch.float16
+    with pytest.raises(NotImplementedError, match=r"Tensor.half\(\): cnnkit's ops compute in float32 and float64 "
+                                                  r"only \(no float16 kernels or mixed precision\); use float\(\) "
+                                                  r"or double\(\)"):
+        Tensor(np.ones(2, np.float32)).half()
+
+
 def test_to_the_same_dtype_or_the_cpu_returns_the_tensor_itself_like_torch():
     x, t = Tensor(np.ones(2, np.float32)), torch.ones(2)
     assert (x.to(np.float32) is x) == (t.to(torch.float32) is t) is True

@@ -308,6 +308,8 @@ class AdaptiveMaxPool2dOp(Function):
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW).
     """
 
+    keeps_indices = False  # adaptive_max_pool2d(return_indices=True): flat_index without a graph too
+
     def __init__(self, output_size):
         self.output_size = output_size
 
@@ -322,7 +324,7 @@ class AdaptiveMaxPool2dOp(Function):
         # stage 2: over each row window -> (N, C, OH, OW)
         row_arg = xp.stack([_first_max(xp, col_max[:, :, a:b], 2) + a for a, b in rows], axis=2)
         y = xp.take_along_axis(col_max, row_arg, axis=2)             # (N, C, OH, OW)
-        if self.saves_for_backward:
+        if self.saves_for_backward or self.keeps_indices:
             # flat index h*W + w of each output's source element
             src_col = xp.take_along_axis(col_arg, row_arg, axis=2)   # (N, C, OH, OW)
             self.flat_index = row_arg * W + src_col
@@ -367,12 +369,6 @@ def _pool_unbatched(x: Tensor, op: str, fn) -> Tensor:
         y = fn(x.reshape((1,) + x.shape))
         return y.reshape(y.shape[1:])
     return fn(x)
-
-
-def no_indices(op: str, return_indices: bool) -> None:
-    """Refuse return_indices=True (the adaptive max pool's and its layer's check)."""
-    if return_indices:
-        raise NotImplementedError(f"{op}(return_indices=True) is not supported (max_pool2d's is)")
 
 
 def _first_real(starts, dilation: int):
@@ -534,10 +530,23 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:
     return _pool_unbatched(input, "adaptive_avg_pool2d", lambda t: AdaptiveAvgPool2dOp(output_size)(t))
 
 
-def adaptive_max_pool2d(input, output_size, return_indices: bool = False) -> Tensor:
+def adaptive_max_pool2d(
+    input, output_size, return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Max-pool to ``output_size`` (an int or (OH, OW); None keeps that dimension).
 
-    ``return_indices`` must be False, as in ``max_pool2d``.
+    ``return_indices=True`` also returns where each maximum is, as PyTorch: an int64 tensor
+    of the output's shape holding its flat index h * W + w within the input plane; the first
+    maximum of a window, or its last NaN (the element the gradient goes to).
     """
-    no_indices("adaptive_max_pool2d", return_indices)
-    return _pool_unbatched(input, "adaptive_max_pool2d", lambda t: AdaptiveMaxPool2dOp(output_size)(t))
+    if not return_indices:
+        return _pool_unbatched(input, "adaptive_max_pool2d", lambda t: AdaptiveMaxPool2dOp(output_size)(t))
+    x = _as_tensor(input)
+    batched = x if x.ndim != 3 else x.reshape((1,) + x.shape)
+    op = AdaptiveMaxPool2dOp(output_size)
+    op.keeps_indices = True
+    y = op(batched)
+    indices = Tensor(op.flat_index.astype(np.int64, copy=False))
+    if x.ndim == 3:  # PyTorch's unbatched (C, H, W)
+        return y.reshape(y.shape[1:]), indices.reshape(indices.shape[1:])
+    return y, indices

@@ -458,6 +458,32 @@ class Module:
     def double(self) -> Module:
         return self.to(np.float64)
 
+    def type(self, dst_type) -> Module:
+        """Cast every parameter and buffer to ``dst_type`` in place, as PyTorch's ``Module.type``
+        (integer buffers too: BatchNorm's ``num_batches_tracked`` becomes a float, as there).
+
+        Args:
+            dst_type: a dtype (``numpy.float64``, ``"float64"``) or PyTorch's tensor type name
+                (``"torch.DoubleTensor"``, ``"torch.FloatTensor"``).
+
+        Raises:
+            TypeError: a dtype that is not floating point (parameters must stay floating).
+            NotImplementedError: float16 and other floating dtypes cnnkit does not compute in.
+        """
+        name = type(self).__name__
+        dtype = _module_dtype(name, _type_name_dtype(name, dst_type), method="type")
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None:
+                    param.data = param.data.astype(dtype)
+                    param.grad = None if param.grad is None else param.grad.astype(dtype)
+            for key, buffer in module._buffers.items():
+                if isinstance(buffer, Tensor):
+                    buffer.data = buffer.data.astype(dtype)
+                elif buffer is not None:
+                    module._buffers[key] = buffer.astype(dtype)
+        return self
+
     def half(self) -> Module:
         """PyTorch's cast to float16: refused, since cnnkit's layers compute in float32 and float64 only.
 
@@ -623,16 +649,34 @@ class Module:
         return name + "(\n  " + "\n  ".join(lines) + "\n)"
 
 
-def _module_dtype(owner: str, dtype: np.dtype) -> np.dtype:
+def _module_dtype(owner: str, dtype: np.dtype, method: str = "to") -> np.dtype:
     """``dtype``, if a module's parameters may be cast to it (float32 or float64)."""
     if dtype.kind != "f":
-        raise TypeError(f"{owner}.to accepts floating point dtypes only (as PyTorch), got {dtype}")
+        raise TypeError(f"{owner}.{method} accepts floating point dtypes only (as PyTorch), got {dtype}")
     if dtype not in (np.float32, np.float64):
         raise NotImplementedError(
-            f"{owner}.to({dtype}): cnnkit's layers compute in float32 and float64 only (no float16 "
+            f"{owner}.{method}({dtype}): cnnkit's layers compute in float32 and float64 only (no float16 "
             "kernels or mixed precision); use float() or double()"
         )
     return dtype
+
+
+# PyTorch's CPU tensor type names (Module.type("torch.DoubleTensor")) -> NumPy dtypes
+_TORCH_TYPE_NAMES = {"torch.FloatTensor": "float32", "torch.DoubleTensor": "float64", "torch.HalfTensor": "float16",
+                     "torch.LongTensor": "int64", "torch.IntTensor": "int32", "torch.BoolTensor": "bool"}
+
+
+def _type_name_dtype(owner: str, dst_type) -> np.dtype:
+    """The NumPy dtype of ``Module.type``'s argument: a dtype-like, a PyTorch tensor type name
+    or a PyTorch dtype's name (``str(torch.float64)`` is "torch.float64")."""
+    text = str(dst_type)
+    if text in _TORCH_TYPE_NAMES:
+        return np.dtype(_TORCH_TYPE_NAMES[text])
+    try:
+        return np.dtype(text.removeprefix("torch.") if text.startswith("torch.") else dst_type)
+    except TypeError:
+        raise TypeError(f"{owner}.type expects a dtype or a tensor type name such as 'torch.DoubleTensor', "
+                        f"got {dst_type!r}") from None
 
 
 def _load_problem(source: np.ndarray, dtype: np.dtype) -> str | None:

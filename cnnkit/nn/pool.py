@@ -6,7 +6,6 @@ from .. import functional as F
 from ..config import accepts_rng
 from ..errors import ShapeError
 from ..functional.args import pair, window_args
-from ..functional.pool import no_indices
 from ..tensor import Tensor
 from .module import Module
 
@@ -217,7 +216,8 @@ class AdaptiveMaxPool2d(Module):
 
     Args:
         output_size: int or (OH, OW); None in a pair keeps that input dimension.
-        return_indices: not supported (must be False).
+        return_indices: also return each maximum's flat index in its input plane (int64,
+            the output's shape), as PyTorch.
         generator: unused (every layer accepts it).
 
     Shape: (N, C, H, W) or (C, H, W) -> (N, C, OH, OW).
@@ -226,13 +226,12 @@ class AdaptiveMaxPool2d(Module):
     @accepts_rng
     def __init__(self, output_size, return_indices: bool = False, *, generator=None):
         super().__init__()
-        no_indices("AdaptiveMaxPool2d", return_indices)
         _check_output_size("AdaptiveMaxPool2d", output_size)
         self.output_size, self.return_indices = output_size, return_indices
 
     def forward(self, x: Tensor) -> Tensor:
         _check_image(x)
-        return F.adaptive_max_pool2d(x, self.output_size)
+        return F.adaptive_max_pool2d(x, self.output_size, self.return_indices)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

@@ -78,12 +78,6 @@ def test_functional_ops_take_torchs_keywords(case, dtype, rng):
     case.run(dtype, rng)
 
 
-def test_adaptive_max_pool_return_indices_true_is_refused_with_a_clear_error():
-    with pytest.raises(NotImplementedError, match=r"adaptive_max_pool2d\(return_indices=True\) is not supported "
-                                                  r"\(max_pool2d's is\)"):
-        F.adaptive_max_pool2d(Tensor(np.ones((1, 1, 4, 4))), 2, return_indices=True)
-
-
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_sum_and_mean_take_a_dtype_like_torch(reduction, rng):
     """dtype casts first: float32 in, float64 out, the gradient back in float32; integers can be averaged."""

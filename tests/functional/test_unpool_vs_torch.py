@@ -1,4 +1,5 @@
-"""max_pool2d(return_indices=True) and max_unpool2d against PyTorch: the indices (ties, NaN,
+"""max_pool2d(return_indices=True), adaptive_max_pool2d(return_indices=True) and max_unpool2d
+against PyTorch: the indices (ties, NaN,
 windows of -inf, padding, dilation, ceil_mode, unbatched inputs), unpooling forward and
 backward, output_size, the layers, the errors; float64 finite differences.
 
@@ -142,3 +143,38 @@ def test_max_unpool2d_refuses_what_torch_refuses(change, torch_type, cn_type, ma
         TF.max_unpool2d(ty, ti, 2, **kw)
     with pytest.raises(cn_type, match=match):
         F.max_unpool2d(Tensor(ty.numpy()), Tensor(ti.numpy()), 2, **kw)
+
+
+# ------------------------------------------------------------------ adaptive_max_pool2d(return_indices=True)
+@pytest.mark.parametrize("output_size", [2, (3, 4), (1, 1), (None, 3), (5, 7)])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@dtypes()
+def test_adaptive_max_pool2d_indices_equal_torchs(output_size, shape, dtype, rng):
+    # was refused ("adaptive_max_pool2d(return_indices=True) is not supported"); windows of
+    # uneven size (7 -> 3, 9 -> 4) overlap, with ties, a NaN and windows of -inf only
+    x = _input(shape, rng, dtype)
+    t = torch.from_numpy(x).requires_grad_()
+    xt = Tensor(x, requires_grad=True)
+    y, indices = F.adaptive_max_pool2d(xt, output_size, return_indices=True)
+    y_torch, i_torch = TF.adaptive_max_pool2d(t, output_size, return_indices=True)
+    assert indices.dtype == np.int64 and not indices.requires_grad
+    np.testing.assert_array_equal(indices.data, i_torch.numpy())
+    np.testing.assert_array_equal(y.data, y_torch.detach().numpy())
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(gy)
+    y_torch.backward(torch.from_numpy(gy))
+    assert_close(xt.grad, t.grad.numpy(), dtype, "input gradient")
+    # the values alone, without a graph, are those of the op without indices
+    y_alone, i_alone = F.adaptive_max_pool2d(Tensor(x), output_size, return_indices=True)
+    np.testing.assert_array_equal(i_alone.data, i_torch.numpy())
+    np.testing.assert_array_equal(y_alone.data, F.adaptive_max_pool2d(Tensor(x), output_size).data)
+
+
+def test_adaptive_max_pool_layer_returns_indices_for_max_unpool_like_torchs(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y, i = nn.AdaptiveMaxPool2d(4, return_indices=True)(Tensor(x))
+    y_torch, i_torch = torch.nn.AdaptiveMaxPool2d(4, return_indices=True)(torch.from_numpy(x))
+    np.testing.assert_array_equal(i.data, i_torch.numpy())
+    unpooled = nn.MaxUnpool2d(2)(y, i)                              # 4x4 windows of 2 on an 8x8 plane
+    np.testing.assert_array_equal(unpooled.data, torch.nn.MaxUnpool2d(2)(y_torch, i_torch).numpy())
+    assert repr(nn.AdaptiveMaxPool2d(4, return_indices=True)) == repr(torch.nn.AdaptiveMaxPool2d(4, return_indices=True))

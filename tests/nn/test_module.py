@@ -509,3 +509,34 @@ def test_sequential_operators_refuse_what_torch_refuses(call, cn_type, match):
         call(tnn, tnn.Sequential(tnn.ReLU()))
     with pytest.raises(cn_type, match=match):
         call(nn, nn.Sequential(nn.ReLU()))
+
+
+@pytest.mark.parametrize("dst_type, torch_type", [
+    (np.float64, "torch.float64"), ("torch.DoubleTensor", "torch.DoubleTensor"), ("float32", "torch.FloatTensor"),
+])
+def test_module_type_casts_every_parameter_and_buffer_as_torchs(dst_type, torch_type):
+    # was missing (AttributeError); PyTorch casts integer buffers too (num_batches_tracked)
+    def build(lib):
+        return lib.Sequential(lib.Conv2d(2, 3, 3), lib.BatchNorm2d(3), lib.Flatten(), lib.Linear(3, 2))
+
+    ours, theirs = build(nn), build(torch.nn)
+    theirs_type = getattr(torch, torch_type.split(".")[1])
+    assert ours.type(dst_type) is ours and theirs.type(theirs_type) is theirs
+    ours_dtypes = {k: np.dtype(v.dtype).name for k, v in ours.state_dict().items()}
+    assert ours_dtypes == {k: str(v.dtype).removeprefix("torch.") for k, v in theirs.state_dict().items()}
+    x = np.arange(36, dtype=ours_dtypes["0.weight"]).reshape(2, 2, 3, 3)
+    assert ours(Tensor(x)).dtype == ours_dtypes["0.weight"]           # a training step with the float counter
+
+
+def test_module_type_refuses_what_cnnkit_cannot_compute_in():
+    ours = nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"Linear.type accepts floating point dtypes only \(as PyTorch\), got int64"):
+        ours.type(np.int64)
+    with pytest.raises(RuntimeError):                                 # PyTorch refuses too
+        torch.nn.Linear(2, 3).type(torch.int64)
+    with pytest.raises(NotImplementedError, match=r"Linear.type\(float16\): cnnkit's layers compute in float32"):
+        ours.type("torch.HalfTensor")
+    with pytest.raises(TypeError, match=r"Linear.type expects a dtype or a tensor type name such as "
+                                        r"'torch.DoubleTensor', got 'torch.CudaTensor'"):
+        ours.type("torch.CudaTensor")
+    assert ours.weight.dtype == np.float32                            # refused before anything changed
