@@ -113,3 +113,34 @@ def test_fused_batch_norm_adds_eps_in_the_input_dtype_as_the_reference(training,
         op = BatchNorm2dFusedOp(rm.copy(), rv.copy(), training, 0.1, eps)
         outs.append(op(Tensor(x)).data)
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("params", ["both", "gamma", "none"])
+@pytest.mark.parametrize("shape, layout, threads", [((3, 5, 7, 7), "nchw", 1), ((3, 5, 7, 7), "cnhw", 2),
+                                                    ((2, 7, 1, 1), "nchw", 3), ((1, 4, 9, 6), "cnhw", 3)])
+def test_eval_batch_norm_constants_are_numpys_bit_for_bit(dtype, params, shape, layout, threads, rng, monkeypatch):
+    """Eval mode's per-channel constants come from one compiled call: the same bits as the
+    NumPy formulas (statistics rounded to x's dtype, float64 arithmetic, scale and shift
+    rounded to x's dtype); y = x*scale + shift over every plane, in any layout and split."""
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    C = shape[1]
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)            # float64 running statistics
+    gamma = rng.standard_normal(C).astype(dtype) if params != "none" else None
+    beta = rng.standard_normal(C).astype(dtype) if params == "both" else None
+    eps = 1e-5
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_ELEMENTS", 1)          # every plane its own piece
+    with config.num_threads(threads):
+        y, mean, inv_std = kernels.batchnorm.batch_norm_eval(x, rm, rv, gamma, beta, eps)
+    m = rm.astype(dtype).astype(np.float64)
+    s = 1 / np.sqrt(rv.astype(dtype).astype(np.float64) + float(np.dtype(dtype).type(eps)))
+    k = s if gamma is None else gamma * s
+    b = -m * k if beta is None else beta - m * k
+    np.testing.assert_array_equal(mean, m)
+    np.testing.assert_array_equal(inv_std, s)
+    k, b = k.astype(dtype)[:, None, None], b.astype(dtype)[:, None, None]
+    expected = x * k + b                                                # two roundings; the kernel's FMA one
+    bound = 2 * np.finfo(dtype).eps * (np.abs(x * k) + np.abs(b))
+    assert np.all(np.abs(y - expected) <= bound)
+    assert y.strides == x.strides

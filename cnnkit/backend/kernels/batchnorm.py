@@ -74,16 +74,24 @@ def _train_forward(c0, c1, x, sn, sc, N, scale_in, shift_in, eps, y, mean, var, 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _affine(q0, q1, x, sn, sc, C, scale, shift, y):
-    """y = x*scale[c] + shift[c] over planes q0..q1-1 (q = n*C + c): eval mode."""
-    H, W = x.shape[1], x.shape[2]
-    for q in range(q0, q1):
-        n, c = q // C, q % C
+    """y = x*scale[c] + shift[c] over planes q0..q1-1 (q = n*C + c): eval mode.
+
+    x and y are C-contiguous planes, read as flat runs, and (n, c) advance without a
+    division per plane: on 7x7 maps the per-plane work was most of the time (ResNet-18's
+    512x7x7 at batch 1: 18-20 us a call, one thread, CPU time, Dec 4).
+    """
+    HW = x.shape[1] * x.shape[2]
+    xf, yf = x.reshape(x.size), y.reshape(y.size)
+    n, c = q0 // C, q0 % C
+    for _ in range(q0, q1):
         k, b = scale[c], shift[c]
-        p, o = x[n * sn + c * sc], y[n * sn + c * sc]
-        for h in range(H):
-            row, out = p[h], o[h]
-            for w in range(W):
-                out[w] = row[w] * k + b
+        base = (n * sn + c * sc) * HW
+        p, o = xf[base : base + HW], yf[base : base + HW]
+        for i in range(HW):
+            o[i] = p[i] * k + b
+        c += 1
+        if c == C:
+            n, c = n + 1, 0
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -161,6 +169,26 @@ def batch_norm_train(x, gamma, beta, eps: float):
     return unplanes(y, N, C, sc), mean, var, inv_std
 
 
+@njit(cache=True, nogil=True)
+def _eval_coefficients(running_mean, running_var, gamma, beta, eps, mean, inv_std, scale, shift):
+    """Eval mode's per-channel constants, in one compiled call instead of a dozen NumPy ones.
+
+    mean = running_mean rounded to x's dtype, in float64; inv_std = 1 / sqrt(running_var
+    (rounded likewise) + eps); scale = gamma*inv_std, shift = beta - mean*scale (float64,
+    then rounded to x's dtype, the dtype of ``scale`` and ``shift``). gamma or beta may be
+    None (1 and 0). The same operations as NumPy's, in the same order: the same bits.
+    """
+    for c in range(mean.shape[0]):
+        scale[c] = running_mean[c]                                    # rounded to x's dtype
+        m = np.float64(scale[c])
+        scale[c] = running_var[c]
+        istd = 1 / np.sqrt(np.float64(scale[c]) + eps)
+        k = istd if gamma is None else np.float64(gamma[c]) * istd
+        mean[c], inv_std[c] = m, istd
+        scale[c] = k
+        shift[c] = -m * k if beta is None else np.float64(beta[c]) - m * k
+
+
 def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     """(y, mean, inv_std) of eval-mode batch norm of x (N, C, H, W) by the running statistics.
 
@@ -168,13 +196,12 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     (computed in float64, applied in x's dtype); mean and inv_std are float64 (C,).
     """
     N, C, H, W = x.shape
-    mean = running_mean.astype(x.dtype).astype(np.float64)
-    inv_std = 1 / np.sqrt(running_var.astype(x.dtype).astype(np.float64) + _eps(eps, x.dtype))
-    scale = inv_std if gamma is None else gamma * inv_std
-    shift = -mean * scale if beta is None else beta - mean * scale
+    mean, inv_std = np.empty(C), np.empty(C)
+    scale, shift = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, x.dtype), mean, inv_std, scale, shift)
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     y = np.empty_like(planes)
-    parallel_for(_affine, N * C, planes, sn, sc, C, scale.astype(x.dtype), shift.astype(x.dtype), y,
+    parallel_for(_affine, N * C, planes, sn, sc, C, scale, shift, y,
                  grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, H * W)))
     return unplanes(y, N, C, sc), mean, inv_std
 
