@@ -290,8 +290,9 @@ def test_max_pool2d_3x3s2_without_backward_does_not_depend_on_the_threads(thread
 # ------------------------------------------------------------------------------------ relu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_parallel_relu_equals_reference_exactly(layout, dtype, rng):
-    x = rng.standard_normal((16, 8, 16, 16)).astype(dtype)      # above ELEMENTWISE_MIN_SIZE
+@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (1, 512, 7, 7), (2, 2, 32, 32)])  # from ELEMENTWISE_MIN_SIZE on
+def test_parallel_relu_equals_reference_exactly(shape, layout, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
     x = cnhw(x) if layout == "cnhw" else x
     assert dispatch.relu_kernel_applies(np, x)
@@ -330,11 +331,12 @@ def test_parallel_relu_matches_pytorch_with_nan_and_inf(dtype, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-def test_relu_without_backward_writes_no_mask_and_matches_pytorch(layout, dtype, rng, monkeypatch):
+@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (1, 512, 7, 7), (2, 2, 32, 32)])
+def test_relu_without_backward_writes_no_mask_and_matches_pytorch(shape, layout, dtype, rng, monkeypatch):
     """Under no_grad the kernel writes y alone (relu_only), equal to PyTorch's, NaN/inf included."""
     import torch
 
-    x = rng.standard_normal((16, 8, 16, 16)).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
     x = cnhw(x) if layout == "cnhw" else x
     assert dispatch.relu_kernel_applies(np, x)
@@ -468,3 +470,25 @@ def test_environment_variables_give_the_initial_values():
     assert start(CNNKIT_KERNELS="0", CNNKIT_NUM_THREADS="3") == "False 3"
     assert start(CNNKIT_KERNELS="1", CNNKIT_NUM_THREADS="1") == "True 1"
     assert "CNNKIT_NUM_THREADS expects a positive integer, got 'many'" in start(CNNKIT_NUM_THREADS="many")
+
+
+def test_relu_kernel_takes_arrays_from_elementwise_min_size_on():
+    small = np.ones(dispatch.ELEMENTWISE_MIN_SIZE - 1, np.float32)
+    assert not dispatch.relu_kernel_applies(np, small)
+    assert dispatch.relu_kernel_applies(np, np.ones(dispatch.ELEMENTWISE_MIN_SIZE, np.float32))
+    assert dispatch.relu_kernel_applies(np, np.ones((1, 512, 7, 7), np.float32))        # ResNet-18's last maps
+    assert not dispatch.relu_kernel_applies(np, np.ones((2, 4096), np.float32)[:, ::2])  # gaps: NumPy
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a, lambda a: cnhw(a), lambda a: a[:, :, ::2], lambda a: a.transpose(0, 2, 3, 1), lambda a: a[:1],
+])
+def test_flat_is_a_view_in_memory_order_or_none(make, rng):
+    a = make(rng.standard_normal((2, 3, 4, 5)))
+    f = kernels.flat(a)
+    if f is None:
+        assert not np.shares_memory(np.ravel(a, order="K"), a)
+    else:
+        assert f.ndim == 1 and f.size == a.size and np.shares_memory(f, a)
+        np.testing.assert_array_equal(np.sort(f), np.sort(a, axis=None))
+        np.testing.assert_array_equal(f, np.ravel(a, order="K"))

@@ -88,6 +88,8 @@ def unplanes(planes, N: int, C: int, sc: int):
 
 def flat(a):
     """The elements of ``a`` in memory order as a 1-D view, or None if a has gaps."""
+    if a.flags.c_contiguous:                                      # the common case, without np.shares_memory
+        return a.reshape(a.size)
     view = np.ravel(a, order="K")
     return view if np.shares_memory(view, a) else None
 
