@@ -14,6 +14,15 @@ The contract, for an op ``class FooOp(Function)``:
 
 ``Function.__call__`` converts inputs, runs ``forward`` and, when grad mode is on and an
 input requires grad, records the op as the output's ``creator``.
+
+Writes into memory an op saved for backward: an assignment without a graph
+(``with no_grad(): w[0] = 0``, ``functional/setitem.py``) changes the array in place, so a
+backward through an op that saved it would silently use the new values. PyTorch refuses
+that backward through version counters; cnnkit counts such writes per memory block (the
+array that owns the memory, so views and ``detach()`` count too: ``note_write``) and, once
+any write happened, each recorded op notes the counts of its inputs' and output's blocks.
+Before its backward runs, ``check_saved`` raises if a block it read was written since and
+the op saved an array inside that block (an op that saved nothing of it, like Add, is fine).
 """
 
 from __future__ import annotations
@@ -27,7 +36,30 @@ from . import config
 from .backend import get_array_module
 from .tensor import Tensor, as_tensor
 
-__all__ = ["Function", "op_name"]
+__all__ = ["Function", "op_name", "note_write"]
+
+# id(memory-owning array) -> number of in-place writes into it (entries leave with the array)
+_writes: dict[int, int] = {}
+# attributes of the engine, not arrays an op saved for its backward
+_ENGINE_ATTRIBUTES = frozenset({"inputs", "input_creators", "needs_input_grad", "saves_for_backward", "output_ref",
+                                "xp", "write_marks"})
+
+
+def _owner(array):
+    """The array that owns ``array``'s memory (itself, or the base of a view)."""
+    while getattr(array, "base", None) is not None and hasattr(array.base, "__array_interface__"):
+        array = array.base
+    return array
+
+
+def note_write(array) -> None:
+    """Count an in-place write into ``array``'s memory (checked by ``Function.check_saved``)."""
+    owner = _owner(array)
+    key = id(owner)
+    if key not in _writes:
+        _writes[key] = 0
+        weakref.finalize(owner, _writes.pop, key, None)
+    _writes[key] += 1
 
 
 class Function:
@@ -63,7 +95,37 @@ class Function:
             self.output_ref = weakref.ref(output)
             output.requires_grad = True
             output.creator = self
+            if _writes:  # some memory was written in place: note what this op's blocks are at
+                self.write_marks = {id(o): _writes.get(id(o), 0) for o in map(_owner, arrays + [result])}
         return output
+
+    def check_saved(self) -> None:
+        """Raise if memory this op read was written in place since it ran and it saved an array
+        there for ``backward`` (PyTorch's "modified by an inplace operation" refusal).
+
+        Called by ``Tensor.backward`` before ``backward``. Free until some in-place write happened.
+        """
+        if not _writes:
+            return
+        marks = self.__dict__.get("write_marks", {})
+        output = self.output_ref() if self.output_ref is not None else None
+        places = [(f"input {k}", t) for k, t in enumerate(self.inputs)] + [("its output", output)]
+        for where, t in places:
+            if t is None:
+                continue
+            owner = _owner(t.data)
+            if _writes.get(id(owner), 0) == marks.get(id(owner), 0):
+                continue
+            saved = [a for key, v in self.__dict__.items() if key not in _ENGINE_ATTRIBUTES
+                     for a in (v if isinstance(v, (tuple, list)) else (v,)) if hasattr(a, "__array_interface__")]
+            if any(numpy.may_share_memory(a, owner) for a in saved):
+                name = op_name(self)
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: {where} of {name} (shape {t.shape}), which {name} saved for its backward, was "
+                    f"written in place after {name} ran (x[...] = v without a graph), so its gradient would use "
+                    "the new values; write into a clone (x.clone()) or before the forward, as PyTorch requires"
+                )
 
     def forward(self, *xs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")

@@ -408,6 +408,7 @@ class Tensor:
             output = fn.output_ref() if fn.output_ref is not None else None
             if output is not None and output._retain_grad:
                 output.grad = gy if output.grad is None else output.grad + gy
+            fn.check_saved()  # memory it saved, written in place since (x[...] = v under no_grad)?
             gxs = fn.backward(gy)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)

@@ -5,7 +5,8 @@ An op's output is never changed in place in cnnkit; the assignment is an op of i
 as its creator. The ops that read ``x`` before keep the value they read and the op that
 made it (``Function.input_creators``), so their gradients stay right. Without a graph to
 record (no grad mode, or nothing requiring grad) the assignment writes into ``x``'s array,
-as NumPy and PyTorch do.
+as NumPy and PyTorch do, and counts the write (``function.note_write``): a backward through
+an op that saved that memory before is then refused, as PyTorch's version counters refuse it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import weakref
 
 from .. import config
-from ..function import Function
+from ..function import Function, note_write
 from ..tensor import Tensor, as_tensor
 from .math import sum_to
 from .shape import _integers_first, _unwrap_index
@@ -71,6 +72,7 @@ def setitem(x: Tensor, index, value) -> None:
     v = value if isinstance(value, Tensor) else as_tensor(value, like=x.data)
     if not (config.is_grad_enabled() and (x.requires_grad or v.requires_grad)):
         x.data[index] = v.data                                        # a read-only array refuses, naming itself
+        note_write(x.data)                                            # an op may have saved this memory
         return
     if x.creator is None and x.requires_grad:
         raise RuntimeError(

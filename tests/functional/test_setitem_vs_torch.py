@@ -135,3 +135,90 @@ def test_a_tensor_reused_after_its_assignment_accumulates_both_gradients():
     (x * x + x).sum().backward()                 # d/dx (x^2 + x) = 2x + 1
     np.testing.assert_allclose(w.grad, [3.0, 0.0, 7.0])
     np.testing.assert_allclose(v.grad, 11.0)
+
+
+# ------------------------------------------------------------------ writes without a graph into saved memory
+def _torch_write(lib, t, index, value):
+    with (torch.no_grad() if lib == "torch" else cnnkit.no_grad()):
+        t[index] = value
+
+
+def _mul_other(lib, x, w):            # mul saves both operands: w written -> refused
+    y = (x * w).sum()
+    _torch_write(lib, w, 0, 100.0)
+    return y
+
+
+def _add_other(lib, x, w):            # add saves nothing: w written -> the same gradient
+    y = (x + w).sum()
+    _torch_write(lib, w, 0, 100.0)
+    return y
+
+
+def _sigmoid_output(lib, x, w):       # sigmoid saves its output: the output written -> refused
+    s = (torch.sigmoid if lib == "torch" else cnnkit.functional.sigmoid)(x * w)
+    y = s.sum()
+    _torch_write(lib, s, 0, 5.0)
+    return y
+
+
+def _through_detach(lib, x, w):       # detach() shares the memory (and PyTorch's counter)
+    y = (x * w).sum()
+    _torch_write(lib, w.detach(), 1, -1.0)
+    return y
+
+
+def _through_a_view(lib, x, w):       # a reshaped view of w shares its memory
+    y = (x * w).sum()
+    _torch_write(lib, w.reshape(1, 3), (0, 2), 7.0)
+    return y
+
+
+def _write_before(lib, x, w):         # written before the op read it: nothing to refuse
+    _torch_write(lib, w, 0, 100.0)
+    return (x * w).sum()
+
+
+def _conv_weight(lib, x, w):          # a layer's weight edited between forward and backward
+    conv = (torch.nn.Conv2d if lib == "torch" else cnnkit.nn.Conv2d)(1, 2, 2)
+    with (torch.no_grad() if lib == "torch" else cnnkit.no_grad()):
+        for p in conv.parameters():
+            p[...] = 0.5
+    y = conv(x.reshape(1, 1, 1, 3).repeat(1, 1, 3, 1) if lib == "torch" else
+             cnnkit.functional.cat([x.float().reshape(1, 1, 1, 3)] * 3, 2)).sum()
+    _torch_write(lib, conv.weight, (0, 0, 0, 0), 9.0)
+    return y
+
+
+@pytest.mark.parametrize("case, refused", [
+    (_mul_other, True), (_add_other, False), (_sigmoid_output, True), (_through_detach, True),
+    (_through_a_view, True), (_write_before, False), (_conv_weight, True),
+], ids=lambda v: v.__name__.strip("_") if callable(v) else str(v))
+def test_a_backward_through_memory_written_in_place_since_is_refused_as_torchs(case, refused):
+    # cnnkit computed these backwards with the new values, silently (x.grad = [100, 4] for mul)
+    grads = {}
+    for lib in ("torch", "cnnkit"):
+        make = (lambda a, g: torch.tensor(a, requires_grad=g)) if lib == "torch" else \
+            (lambda a, g: Tensor(np.array(a), requires_grad=g))
+        x, w = make([1.0, 2.0, 3.0], True), make([3.0, 4.0, 5.0], False)
+        y = case(lib, x, w)
+        if refused:
+            with pytest.raises(RuntimeError, match="one of the variables needed for gradient computation has been "
+                                                   "modified by an inplace operation"):
+                y.backward()
+        else:
+            y.backward()
+            grads[lib] = np.asarray(x.grad)
+    if not refused:
+        np.testing.assert_allclose(grads["cnnkit"], grads["torch"], rtol=1e-12)
+
+
+def test_the_refusal_names_the_op_and_what_was_written():
+    x, w = Tensor(np.ones(3), requires_grad=True), Tensor(np.full(3, 2.0))
+    y = (x * w).sum()
+    with cnnkit.no_grad():
+        w[0] = 100.0
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: input 1 of MulOp \(shape \(3,\)\), "
+                                           r"which MulOp saved for its backward, was written in place after MulOp "
+                                           r"ran \(x\[\.\.\.\] = v without a graph\)"):
+        y.backward()
