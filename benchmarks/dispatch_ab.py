@@ -12,10 +12,12 @@ Example (the 7x7/2 stem back on im2col + GEMM):
     python benchmarks/dispatch_ab.py POLYPHASE_MAX_CHANNELS=0 --batch 16 --train --repeats 7
     (ResNet-20's 64-channel 8x8 layers back on the direct kernel:)
     python benchmarks/dispatch_ab.py WINOGRAD4_MIN_TILES=1000000000 --model resnet20 --batch 128 --train
+    (LeNet-5 training, ReLU's mask applied in max pooling's backward or not, runs of 20 steps:)
+    python benchmarks/dispatch_ab.py FUSE_RELU_INTO_MAX_POOL_BACKWARD=0 --model lenet5 --batch 64 --train --steps 20
 
 Usage:
-    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20|vgg11_cifar] [--batch 8] [--train | --optimized]
-        [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
+    python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20|vgg11_cifar|lenet5] [--batch 8]
+        [--train | --optimized] [--steps 1] [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
 
 ``--quiet N`` (two threads, wall clock, on a shared machine): pairs continue until N of them
 ran without any thread of this process waiting for a CPU (``timing.runqueue_wait``).
@@ -48,31 +50,35 @@ import cnnkit.surgery  # noqa: E402
 from cnnkit.backend import dispatch  # noqa: E402
 from cnnkit.backend.prepack import ConvWeightPack, frozen  # noqa: E402
 
-MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10), "vgg11_cifar": (32, 10)}  # image size, classes
+MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10), "vgg11_cifar": (32, 10), "lenet5": (28, 10)}  # size, classes
+CHANNELS = {"lenet5": 1}  # input channels where not 3
 
 
-def model_call(name: str, batch: int, train: bool, optimized: bool = False):
-    """One inference batch of a zoo model (ResNet-18 at 224x224, ResNet-20 and VGG-11 (BN) at 32x32), or
-    one forward + backward of a training step. ``optimized``: the model as
+def model_call(name: str, batch: int, train: bool, optimized: bool = False, steps: int = 1):
+    """``steps`` inference batches of a zoo model (ResNet-18 at 224x224, ResNet-20 and VGG-11 (BN) at 32x32,
+    LeNet-5 at 1x28x28), or ``steps`` forward + backward passes of a training step. ``optimized``: the model as
     ``cnnkit.surgery.optimize_for_inference`` makes it (inference only)."""
     size, classes = MODELS[name]
+    channels = CHANNELS.get(name, 3)
     model = cnnkit.models.get_model(name, generator=np.random.default_rng(0))
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
     t = rng.integers(0, classes, batch)
     model.train(train)
     if optimized:
-        model = cnnkit.surgery.optimize_for_inference(model, input_shape=(3, size, size))
+        model = cnnkit.surgery.optimize_for_inference(model, input_shape=(channels, size, size))
     if not train:
         def run():
             with cnnkit.no_grad():
-                model(cnnkit.Tensor(x))
+                for _ in range(steps):
+                    model(cnnkit.Tensor(x))
         return run
 
     def step():
-        loss = cnnkit.functional.cross_entropy(model(cnnkit.Tensor(x)), t)
-        model.zero_grad()
-        loss.backward()
+        for _ in range(steps):
+            loss = cnnkit.functional.cross_entropy(model(cnnkit.Tensor(x)), t)
+            model.zero_grad()
+            loss.backward()
     return step
 
 
@@ -102,6 +108,8 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
     parser.add_argument("--optimized", action="store_true", help="the model optimized for inference")
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--steps", type=int, default=1,
+                        help="model calls per timed call (LeNet-5's 5 ms steps: a run of steps, as in training)")
     add_timing_options(parser)
     add_quiet_option(parser)
     args = parser.parse_args()
@@ -118,7 +126,7 @@ def main() -> None:
     if args.layer and args.train:
         parser.error("--layer times a forward; it cannot be combined with --train")
     run = layer_call(args.layer, args.batch, args.optimized) if args.layer else model_call(
-        args.model, args.batch, args.train, args.optimized)
+        args.model, args.batch, args.train, args.optimized, args.steps)
 
     def with_settings(settings):
         """One call of ``run`` under these thresholds (setting them costs well under a microsecond)."""
@@ -146,6 +154,7 @@ def main() -> None:
     kept = f"{len(times['as is'])} pairs" + (f" kept of {r} (--quiet)" if args.quiet else "")
     print(f"{f'conv {args.layer}' if args.layer else args.model} "
           f"{'training forward + backward' if args.train else 'inference'}"
+          f"{f' x {args.steps} steps per call' if args.steps > 1 else ''}"
           f"{' (optimized for inference)' if args.optimized else ''}, batch {args.batch}, "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {kept}, "
           f"load {load} / {result['load'][1]}")

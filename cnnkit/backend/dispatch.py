@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
@@ -285,6 +285,12 @@ def max_pool2d_algorithm(xp, dtype) -> str:
 # one thread, CPU time: 0.42-0.43 ms against 0.92-1.0 ms with the tap index (Dec 4).
 # Each thread gets at least this many input elements.
 POOL_VALUES_MIN_ELEMENTS = 2**19
+
+# The compiled max pooling's backward applies the mask of a ReLU right before it (when the
+# pooling is the ReLU's only consumer), and the ReLU's backward pass is skipped
+# (functional/pool.py, _relu_before): LeNet-5's and VGG's conv -> ReLU -> max-pool.
+# 0 switches it off (A/B runs). Measured: see docs/performance.md, "LeNet-5 training on two threads".
+FUSE_RELU_INTO_MAX_POOL_BACKWARD = 1
 
 
 # ---------------------------------------------------------------------------- batch norm

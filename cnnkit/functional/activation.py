@@ -38,7 +38,12 @@ class ReLUOp(Function):
             self.mask = mask
         return y
 
+    premasked = None  # an array max pooling's backward already masked (pool.py, _relu_before)
+
     def backward(self, gy):
+        premasked, self.premasked = self.premasked, None
+        if gy is premasked:  # the only gradient of y, made with this op's mask applied
+            return gy
         gx = elementwise.relu_grad(gy, self.mask) if dispatch.kernels_usable(self.xp, gy.dtype) else None
         return self.xp.where(self.mask, gy, gy.dtype.type(0)) if gx is None else gx
 

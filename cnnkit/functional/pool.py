@@ -15,6 +15,7 @@ from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from .activation import ReLUOp
 from .args import output_size, pair
 from .im2col import padded_cnhw, window, windows_overlap
 from .math import abs as abs_
@@ -170,9 +171,37 @@ class MaxPool2dFusedOp(MaxPool2dOp):
 
     def backward(self, gy):
         g = self.g
-        return pool_kernels.max_pool2d_scatter(
-            gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation
+        relu = _relu_before(self)
+        gx = pool_kernels.max_pool2d_scatter(
+            gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation, relu is not None
         )
+        if relu is not None:
+            relu.premasked = gx   # its backward passes this array through (ReLUOp.backward)
+        return gx
+
+
+def _relu_before(op: MaxPool2dFusedOp) -> ReLUOp | None:
+    """The ReLU whose mask ``op``'s backward may apply itself (its output is ``op``'s input), or None.
+
+    NOTE: max pooling sends each window's gradient to one input element, its first maximum,
+    and ReLU's backward keeps a gradient where ReLU's mask is set. At the first maximum the
+    mask is set exactly when the window's maximum is > 0 or NaN (ReLU's output there is its
+    input when the mask is set, else 0), which the 2x2 kernel records in its tap byte. So
+    gx_relu = where(mask, scatter(gy), 0) = scatter of gy from windows whose maximum is > 0
+    or NaN: one pass instead of two, the same values (a select either way). The ReLU passes
+    the array through only if it receives this very array, i.e. max pooling was the only
+    consumer of its output (a second consumer's gradient is added into a new array, which
+    the ReLU masks as usual; masking twice changes nothing). Not when the ReLU's output keeps
+    its gradient (``retain_grad``: it must see the unmasked one), nor for windows other than
+    2x2/2. ``dispatch.FUSE_RELU_INTO_MAX_POOL_BACKWARD = 0`` switches it off (A/B runs).
+    """
+    relu = op.input_creators[0] if op.input_creators else None
+    if not dispatch.FUSE_RELU_INTO_MAX_POOL_BACKWARD or not isinstance(relu, ReLUOp) or relu.inputs is None:
+        return None
+    g = op.g
+    if op.inputs[0]._retain_grad or not pool_kernels.relu_mask_applies(g.kernel, g.stride, op.pads, g.dilation):
+        return None
+    return relu
 
 
 _MAX_POOL2D_ALGORITHMS = {"reference": MaxPool2dReferenceOp, "fused": MaxPool2dFusedOp}

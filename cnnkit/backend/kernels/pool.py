@@ -17,7 +17,7 @@ from .. import dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
-__all__ = ["max_pool2d_fused", "max_pool2d_scatter"]
+__all__ = ["max_pool2d_fused", "max_pool2d_scatter", "relu_mask_applies", "TAP_BITS", "NOT_POSITIVE"]
 
 
 @njit(cache=True, nogil=True)
@@ -198,11 +198,18 @@ def max_pool2d_forward(q0, q1, x, xsn, xsc, C, y, arg, KH, KW, SH, SW, pads, DH,
                     else:
                         _take_if_greater(ym, am, r, kh * KW + kw, OW)
 
+# The 2x2 kernel's tap byte: the tap (0-3) in its low bits, and NOT_POSITIVE when the
+# window's maximum is neither > 0 nor NaN (what ReLU's mask would say of it).
+TAP_BITS, NOT_POSITIVE = 0x7F, 0x80
+
+
 @njit(cache=True, nogil=True)
 def max_pool2d_forward_2x2(q0, q1, x, xsn, xsc, C, y, arg):
     """``max_pool2d_forward`` for the common 2x2 window, stride 2, no padding.
 
-    The four taps of a window stay in registers: one pass, no stores in between.
+    The four taps of a window stay in registers: one pass, no stores in between. arg also
+    carries NOT_POSITIVE (bit 7) for a maximum that is <= 0: after a ReLU that is exactly
+    where ReLU's mask is 0 at the window's first maximum, which lets the backward apply it.
     """
     OH, OW = y.shape[1], y.shape[2]
     for q in range(q0, q1):
@@ -218,8 +225,10 @@ def max_pool2d_forward_2x2(q0, q1, x, xsn, xsc, C, y, arg):
                 g2 = v2 > m or v2 != v2
                 m = v2 if g2 else m
                 g3 = v3 > m or v3 != v3
-                ym[j] = v3 if g3 else m
-                am[j] = 3 if g3 else (2 if g2 else (1 if g1 else 0))
+                m = v3 if g3 else m
+                ym[j] = m
+                tap = 3 if g3 else (2 if g2 else (1 if g1 else 0))
+                am[j] = tap if (m > 0) | (m != m) else tap | NOT_POSITIVE
 
 @njit(cache=True, nogil=True)
 def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
@@ -248,8 +257,12 @@ def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, 
                     dst[h, ww] += g[i, j]
 
 @njit(cache=True, nogil=True)
-def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx):
-    """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element."""
+def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, keep):
+    """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element.
+
+    ``keep``: TAP_BITS (every gradient goes to its tap) or 0xFF (a window whose maximum is
+    flagged NOT_POSITIVE sends none: the gradient of max_pool2d(relu(x)) with respect to x).
+    """
     OH, OW = gy.shape[1], gy.shape[2]
     zero = np.zeros(1, gx.dtype)[0]
     for q in range(q0, q1):
@@ -262,7 +275,7 @@ def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx):
             # output column would compile to scatters)
             for w in range(2 * OW):
                 j, odd = w >> 1, w & 1
-                gj, k = g[j], a[j]
+                gj, k = g[j], a[j] & keep
                 d0[w] = gj if k == odd else zero
                 d1[w] = gj if k == odd + 2 else zero
             d0[2 * OW :] = zero  # an odd last column is in no window
@@ -317,8 +330,18 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = 
     return unplanes(y, N, C, sc), arg, (sn, sc)
 
 
-def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
-    """gx (N, C, H, W) of max pooling: gy sent to each window's first maximum."""
+def relu_mask_applies(kernel, stride, pads, dilation) -> bool:
+    """True when ``max_pool2d_scatter`` can apply the mask of a ReLU before the pooling
+    (``relu_masked``): the 2x2 kernel, whose taps carry NOT_POSITIVE."""
+    return _is_2x2(kernel, stride, pads, dilation)
+
+
+def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, relu_masked: bool = False):
+    """gx (N, C, H, W) of max pooling: gy sent to each window's first maximum.
+
+    ``relu_masked`` (``relu_mask_applies`` only): a window whose maximum is <= 0 sends no
+    gradient, which after a ReLU is where ReLU's backward would zero it.
+    """
     N, C, H, W = x_shape
     sn, sc = order
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
@@ -326,9 +349,13 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation):
     gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
-        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+        keep = np.uint8(0xFF if relu_masked else TAP_BITS)
+        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx, keep,
                      grain=_plane_grain(x_shape, many))
     else:
+        if relu_masked:
+            raise ValueError(f"max_pool2d_scatter applies a ReLU mask to 2x2/2 windows only, got kernel {kernel}, "
+                             f"stride {stride}, padding {pads}, dilation {dilation}")
         parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
                      KW, SH, SW, pads[0], pads[2], DH, DW, grain=_plane_grain(x_shape, many // 4))
     return unplanes(gx, N, C, sc)
