@@ -20,8 +20,9 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
+    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
@@ -174,6 +175,11 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
 # --batch 128 --train --threads 1 --clock cpu` 1.354x slower with "rows" (1165 vs 871 ms).
 # DIRECT_CONV_BLOCKED = 0 sends every direct layer back to "rows" (A/B runs).
 DIRECT_CONV_BLOCKED = 1
+
+# The blocked kernel's backward runs the input gradient and the weight gradient in one
+# parallel region (conv_blocked.conv2d_blocked_grads); 0: one region each (A/B runs).
+# Measured: docs/performance.md, "LeNet-5 training on two threads".
+CONV_GRADS_ONE_REGION = 1
 
 
 def blocked_conv_applies(w_shape, pads) -> bool:

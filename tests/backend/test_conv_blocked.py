@@ -149,6 +149,35 @@ def test_blocked_conv2d_results_do_not_depend_on_the_number_of_threads(rng, bloc
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    (64, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2 at batch 64: 4 groups of 16 + 64 items
+    (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # a partial weight-gradient group
+    (40, 16, 40, 8, 8, 3, 3, (1, 1, 1, 1)),       # 2 channel blocks per image (32 + 8), short rows
+    (1, 5, 21, 9, 11, 3, 3, (0, 0, 0, 0)),        # batch 1
+])
+def test_backward_in_one_region_equals_two_regions_bit_for_bit(monkeypatch, case, dtype, rng, blocked):
+    """CONV_GRADS_ONE_REGION: gx, gw and gb as the two-region backward computes them, on 1-3 threads."""
+    N, C, Fo, H, W, KH, KW, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    monkeypatch.setattr(dispatch, "CONV_GRADS_ONE_REGION", 0)
+    _, two = run(_conv(pads), [x, w, b], 3, False, expect=Conv2dDirectOp)
+    monkeypatch.setattr(dispatch, "CONV_GRADS_ONE_REGION", 1)
+    for threads in (1, 2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            _, one = run(_conv(pads), [x, w, b], 3, False, expect=Conv2dDirectOp)
+        for g, g_two in zip(one, two):
+            np.testing.assert_array_equal(g, g_two)
+    for needs in ([True, False, True], [False, True, True]):   # one of the two gradients alone
+        _, one = run(_conv(pads), [x, w, b], 3, False, needs=needs)
+        for g, g_two, need in zip(one, two, needs):
+            assert (g is None) == (not need)
+            if need:
+                np.testing.assert_array_equal(g, g_two)
+
+
 class dispatch_grain:
     """Every kernel split over the threads however small (PARALLEL_MIN_MACS = 1) inside the block."""
 

@@ -258,8 +258,10 @@ def _grain(w_shape, OH: int, OW: int) -> int:
     return max(1, dispatch.PARALLEL_MIN_MACS // max(1, F * C * KH * KW * OH * OW))
 
 
-def _forward(x, w, b, pt, pl, OH, OW):
-    """y (F, N, OH, OW) of the stride-1 convolution, x placed at (pt, pl) of the padded plane."""
+def _forward_args(x, w, b, pt, pl, OH, OW):
+    """(y, args, items, item_macs): y (F, N, OH, OW) to be written by ``blocked_forward(i0, i1, *args)``
+    over items 0..items-1 (image, channel block) of the stride-1 convolution, x placed at (pt, pl)
+    of the padded plane; item_macs: the multiply-adds of one item."""
     N = x.shape[0]
     F, C, KH, KW = w.shape
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
@@ -268,8 +270,14 @@ def _forward(x, w, b, pt, pl, OH, OW):
     y = np.empty((F, N, OH, OW), x.dtype)                              # (F, N, OH, OW)
     nb = -(-F // FORWARD_CHANNEL_BLOCK)
     item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
-    parallel_for(blocked_forward, N * nb, planes, sn, sc, wt, KH, KW, bias, y, pt, pl,
-                 FORWARD_CHANNEL_BLOCK, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs)))
+    args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl, FORWARD_CHANNEL_BLOCK)
+    return y, args, N * nb, item_macs
+
+
+def _forward(x, w, b, pt, pl, OH, OW):
+    """y (F, N, OH, OW) of the stride-1 convolution, x placed at (pt, pl) of the padded plane."""
+    y, args, items, item_macs = _forward_args(x, w, b, pt, pl, OH, OW)
+    parallel_for(blocked_forward, items, *args, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs)))
     return y
 
 
@@ -281,16 +289,31 @@ def conv2d_blocked(x, w, b, pads):
     return _forward(x, w, b, pt, pl, H + pt + pb - KH + 1, W + pl + pr - KW + 1)
 
 
+def _grads_units(u0, u1, groups, wgrad_args, items, per_unit, forward_args):
+    """Units u0..u1-1 of the backward's one parallel region: units 0..groups-1 are weight-gradient
+    groups (``blocked_grad_w``), the others blocks of ``per_unit`` input-gradient items
+    (``blocked_forward`` on gy). Python around two nogil kernels."""
+    g0, g1 = min(u0, groups), min(u1, groups)
+    if g1 > g0:
+        blocked_grad_w(g0, g1, *wgrad_args)
+    i0, i1 = (max(u0, groups) - groups) * per_unit, min(items, (max(u1, groups) - groups) * per_unit)
+    if i1 > i0:
+        blocked_forward(i0, i1, *forward_args)
+
+
 def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
-    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None."""
+    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None.
+
+    With ``dispatch.CONV_GRADS_ONE_REGION``, gx and the weight and bias gradients are
+    computed in one parallel region (one wake-up of the helpers, and the larger weight-gradient
+    groups handed out first, the input-gradient items filling the threads' ends), else in two.
+    Each result is computed as in two regions, bit for bit.
+    """
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     pt, _, pl, _ = pads
     OH, OW = gy.shape[2:]
     gx = gw = None
-    if need_x:
-        wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
-        gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
     VL = 64 // x.dtype.itemsize
     Wp = OW + KW - 1
     group = wgrad_group(-(-((OH - 1) * Wp + OW) // VL) * VL)
@@ -300,8 +323,22 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     gb_parts = np.empty((groups, F), gy.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
-    parallel_for(blocked_grad_w, groups, planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl,
-                 parts, gb_parts, group, grain=-(-_grain(w.shape, OH, OW) // group))
+    wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group)
+    group_macs = group * F * C * KH * KW * OH * OW
+    if need_x:
+        wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
+        if dispatch.CONV_GRADS_ONE_REGION:
+            y, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
+            per_unit = max(1, items // N) * group                      # the items of `group` images
+            units = groups + -(-items // per_unit)
+            unit_macs = max(group_macs, per_unit * item_macs)
+            parallel_for(_grads_units, units, groups, wgrad_args, items, per_unit, forward_args,
+                         grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
+            gx = y.transpose(1, 0, 2, 3)                               # (N, C, H, W)
+        else:
+            gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
+    if gx is None or not dispatch.CONV_GRADS_ONE_REGION:
+        parallel_for(blocked_grad_w, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // group))
     if need_w:
         gw = parts.sum(axis=0)[:F].reshape(w.shape)                    # (F, C, KH, KW)
     return gx, gw, gb_parts.sum(axis=0)
