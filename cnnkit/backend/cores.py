@@ -31,7 +31,7 @@ from .. import config
 from . import dispatch
 from .arrays import get_array_module
 
-__all__ = ["parallel_for", "blas_threads", "matmul"]
+__all__ = ["parallel_for", "blas_threads", "matmul", "matmuls"]
 
 
 class _Job:
@@ -196,6 +196,36 @@ def matmul(a, b, out=None):
             step = _block_step(m, threads)
             parallel_for(_matmul_rows, -(-m // step), a, b, out, step)
     return out
+
+
+def _matmul_pairs(i0, i1, products, outs):
+    for k in range(i0, i1):
+        np.matmul(*products[k], out=outs[k])  # NumPy releases the GIL inside BLAS
+
+
+def matmuls(products):
+    """[a @ b for (a, b) in products], independent 2-D products run side by side on the pool.
+
+    NumPy arrays: when there are several threads and every product is small enough to run
+    on one BLAS thread (``dispatch.SMALL_PRODUCT_MACS``) but has at least
+    ``dispatch.PARALLEL_MIN_MACS`` multiply-adds, the products are the work items of one
+    parallel region, each on one BLAS thread (a linear layer's gx = gy @ W and gW = gy^T @ x:
+    two small products that ``matmul`` would run one after the other on the calling thread).
+    Otherwise each goes through ``matmul``. The same BLAS calls either way: the same results.
+    """
+    products = list(products)
+    if not all(isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2
+               for a, b in products):
+        return [matmul(a, b) for a, b in products]
+    macs = [a.shape[0] * a.shape[1] * b.shape[1] for a, b in products]
+    threads = config.get_num_threads()
+    if (threads == 1 or len(products) < 2 or max(macs) > dispatch.SMALL_PRODUCT_MACS
+            or min(macs) < dispatch.PARALLEL_MIN_MACS):
+        return [matmul(a, b) for a, b in products]
+    outs = [np.empty((a.shape[0], b.shape[1]), np.result_type(a, b)) for a, b in products]
+    with blas_threads(1):
+        parallel_for(_matmul_pairs, len(products), products, outs, per_thread=1)
+    return outs
 
 
 def _block_step(extent: int, threads: int) -> int:

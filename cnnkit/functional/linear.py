@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backend.cores import matmul
+from ..backend.cores import matmul, matmuls
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
@@ -44,8 +44,12 @@ class LinearOp(Function):
     def backward(self, gy):
         g2 = gy.reshape(-1, gy.shape[-1])                              # (M, D_out)
         need_x, need_w = self.needs_input_grad[:2]
-        gx = matmul(g2, self.w).reshape(self.x_shape) if need_x else None  # (*, D_in)
-        gw = matmul(g2.T, self.x2) if need_w else None                # (D_out, D_in)
+        if need_x and need_w:  # two independent products: side by side on two threads when worth it
+            gx, gw = matmuls([(g2, self.w), (g2.T, self.x2)])          # (M, D_in), (D_out, D_in)
+            gx = gx.reshape(self.x_shape)                              # (*, D_in)
+        else:
+            gx = matmul(g2, self.w).reshape(self.x_shape) if need_x else None  # (*, D_in)
+            gw = matmul(g2.T, self.x2) if need_w else None            # (D_out, D_in)
         if len(self.needs_input_grad) == 3:
             gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
             return gx, gw, gb

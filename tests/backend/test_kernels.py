@@ -404,6 +404,31 @@ def test_matmul_split_over_the_pool_equals_numpy(shape_a, shape_b, threads, rng,
         np.testing.assert_allclose(cores.matmul(a, b), a @ b, rtol=1e-13, atol=1e-13 * np.abs(a @ b).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matmuls_side_by_side_equal_one_after_the_other(dtype, threads, rng, monkeypatch):
+    """LeNet-5's fc1 backward at batch 256 (gx = gy @ W, gW = gy^T @ x): bit for bit what
+    ``matmul`` gives each product, whether the products run side by side or not."""
+    g = rng.standard_normal((256, 120)).astype(dtype)
+    w = rng.standard_normal((120, 400)).astype(dtype)
+    x = rng.standard_normal((256, 400)).astype(dtype)
+    expected = [cores.matmul(g, w), cores.matmul(g.T, x)]
+    ran = []
+    monkeypatch.setattr(cores, "_matmul_pairs", lambda *a: ran.append(a[:2]) or _pairs(*a))
+    with config.num_threads(threads):
+        got = cores.matmuls([(g, w), (g.T, x)])
+    assert len(ran) == (0 if threads == 1 else 2)   # one product per thread
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    with config.num_threads(2):
+        small = cores.matmuls([(g[:4], w), (g[:4].T, x[:4])])   # under PARALLEL_MIN_MACS: one after the other
+    assert len(ran) == (0 if threads == 1 else 2)
+    np.testing.assert_array_equal(small[1], cores.matmul(g[:4].T, x[:4]))
+
+
+_pairs = cores._matmul_pairs
+
+
 @pytest.mark.parametrize("extent", [49, 196, 256, 512, 784, 1000, 4096, 25088])
 @pytest.mark.parametrize("threads", [2, 3, 4])
 def test_matmul_blocks_are_balanced_over_the_threads(extent, threads):
