@@ -46,8 +46,9 @@ _ENGINE_ATTRIBUTES = frozenset({"inputs", "input_creators", "needs_input_grad", 
 
 
 def _owner(array):
-    """The array that owns ``array``'s memory (itself, or the base of a view)."""
-    while getattr(array, "base", None) is not None and hasattr(array.base, "__array_interface__"):
+    """The array that owns ``array``'s memory (itself, or the base of a view; a device array
+    is its own owner: its views are not followed)."""
+    while isinstance(array, numpy.ndarray) and isinstance(array.base, numpy.ndarray):
         array = array.base
     return array
 
@@ -117,7 +118,7 @@ class Function:
             if _writes.get(id(owner), 0) == marks.get(id(owner), 0):
                 continue
             saved = [a for key, v in self.__dict__.items() if key not in _ENGINE_ATTRIBUTES
-                     for a in (v if isinstance(v, (tuple, list)) else (v,)) if hasattr(a, "__array_interface__")]
+                     for a in (v if isinstance(v, (tuple, list)) else (v,)) if isinstance(a, numpy.ndarray)]
             if any(numpy.may_share_memory(a, owner) for a in saved):
                 name = op_name(self)
                 raise RuntimeError(
