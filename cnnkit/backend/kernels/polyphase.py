@@ -131,7 +131,7 @@ def _band_channels(FR, phases, base, offs, wt, bias, band, f0, ib, Lb, VL):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def polyphase_direct(k0, k1, phases, image, offs, wt, bias, y, PW, R, bands):
+def polyphase_direct(k0, k1, phases, image, offs, wt, bias, y, PW, R, bands, band):
     """Bands k0..k1-1 of the convolution on the phases; y (F, N, OH, OW) written in full.
 
     Band k is output rows (k % bands)*R .. + R - 1 of image k // bands, every channel:
@@ -143,10 +143,10 @@ def polyphase_direct(k0, k1, phases, image, offs, wt, bias, y, PW, R, bands):
             followed by at least PW + VL entries (the last vectors read past the planes).
         offs: flat offset of each tap (c, kh, kw), row-major, within an image's phases.
         wt: filters by tap (C*KH*KW, F), C-contiguous; bias (F,) (zeros without one).
+        band: scratch of at least F * ceil(((R - 1)*PW + OW) / VL) * VL entries.
     """
     F, OH, OW = y.shape[0], y.shape[2], y.shape[3]
     VL = 64 // phases.itemsize
-    band = np.empty(F * (-(-((R - 1) * PW + OW) // VL) * VL), phases.dtype)
     for k in range(k0, k1):
         n, oh0 = k // bands, (k % bands) * R
         r = min(R, OH - oh0)
@@ -263,11 +263,19 @@ def _weight_grad_groups(i0, i1, phases, n0, gy_rows, parts, bounds, g: _Geometry
 _WEIGHT_GRAD_GROUPS = 16
 
 
+def _direct_bands(k0, k1, phases, image, offs, wt, bias, y, PW, R, bands):
+    """``polyphase_direct`` on bands k0..k1-1 with this thread's band buffer (kept across calls:
+    no fresh memory map per call)."""
+    VL = 64 // phases.itemsize
+    band = scratch("polyphase.band", (y.shape[0] * (-(-((R - 1) * PW + y.shape[3]) // VL) * VL),), phases.dtype)
+    polyphase_direct(k0, k1, phases, image, offs, wt, bias, y, PW, R, bands, band)
+
+
 def _direct(x, w, b, g: _Geometry, y):
     """``polyphase_direct`` over every band of every image, into y (F, N, OH, OW)."""
     VL = 64 // x.dtype.itemsize
-    offs = np.array([((c * g.SH + kh % g.SH) * g.SW + kw % g.SW) * g.PH * g.PW + (kh // g.SH) * g.PW + kw // g.SW
-                     for c in range(g.C) for kh in range(g.KH) for kw in range(g.KW)], np.int64)
+    c, kh, kw = np.meshgrid(np.arange(g.C), np.arange(g.KH), np.arange(g.KW), indexing="ij")
+    offs = ((((c * g.SH + kh % g.SH) * g.SW + kw % g.SW) * g.PH + kh // g.SH) * g.PW + kw // g.SW).ravel()
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(g.K, g.F)            # (C*KH*KW, F)
     bias = np.zeros(g.F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     R = max(1, dispatch.POLYPHASE_DIRECT_BAND_ROWS)
@@ -278,7 +286,7 @@ def _direct(x, w, b, g: _Geometry, y):
         phases = scratch("polyphase.phases", ((n1 - n0) * g.image + g.PW + 2 * VL,), x.dtype)
         parallel_for(phase_planes, n1 - n0, planes, sn, sc, n0, g.C, g.SH, g.SW, g.pt, g.pl, g.PH, g.PW, phases,
                      grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, g.image)))
-        parallel_for(polyphase_direct, (n1 - n0) * bands, phases, g.image, offs, wt, bias, y[:, n0:n1], g.PW, R,
+        parallel_for(_direct_bands, (n1 - n0) * bands, phases, g.image, offs, wt, bias, y[:, n0:n1], g.PW, R,
                      bands, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, band_macs)))
     return y
 
