@@ -1,11 +1,12 @@
-"""Tensor: an array, its gradient, and the op that created it; plus the iterative backward pass.
+"""Tensor: an array, its gradient, and the op that created it.
 
 A ``Tensor`` wraps a NumPy array (``.data``). When it was produced by an op while grad
 mode was on and some input required grad, ``.creator`` is that op (a ``Function``),
 which holds its input tensors: following creators from a tensor walks the
-define-by-run graph backwards. ``backward()`` orders that graph without recursion,
-calls each op's ``backward`` once, sums the gradients of tensors used more than once,
-and frees the graph unless ``retain_graph=True``.
+define-by-run graph backwards. ``backward()`` runs ``backward.run_backward``: it orders
+that graph without recursion, calls each op's ``backward`` once, sums the gradients of
+tensors used more than once, and frees the graph unless ``retain_graph=True``. The
+conversion of Python data (``as_array``) and ``Size`` are in ``arrays.py``.
 
 The one import cycle of the package is here, on purpose: ``Tensor``'s operators and
 methods (``+``, ``@``, ``x[i]``, ``x.sum()``, ``x.transpose()``, ``x > 0``) call the ops of
@@ -27,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import config
+from .arrays import Size, as_array
 from .backend import as_numpy, get_array_module
-from .errors import DimensionError, ShapeError
-from .graph import op_order
+from .backward import run_backward
+from .errors import ShapeError
 
 if TYPE_CHECKING:
     from .function import Function
@@ -38,32 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["Tensor", "Size", "tensor", "as_tensor", "as_array"]
 
 _FLOAT_KINDS = "f"
-
-
-def as_array(data: Any, dtype=None, like: np.ndarray | None = None) -> np.ndarray:
-    """Convert ``data`` to an array; Python floats get the default dtype, arrays keep theirs.
-
-    ``like`` gives the dtype for Python scalars combined with an existing array, so that
-    ``x * 2.0`` stays float32 when ``x`` is float32.
-    """
-    if isinstance(data, Tensor):
-        data = data.data
-    if dtype is not None:
-        xp = get_array_module(data)
-        return xp.asarray(data, dtype=dtype)
-    if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
-        return data
-    if isinstance(data, np.generic):
-        if like is not None and like.dtype.kind == "f" and data.dtype.kind in "biuf":
-            return np.asarray(data, dtype=like.dtype)  # NumPy scalars are weak too, as in PyTorch
-        return np.asarray(data)
-    if like is not None and isinstance(data, (int, float, bool)) and like.dtype.kind == "f":
-        return np.asarray(data, dtype=like.dtype)
-    array = np.asarray(data)
-    if array.dtype == np.float64:  # Python floats: use the default dtype, as PyTorch does
-        array = array.astype(config.get_default_dtype())
-    return array
-
 
 
 _DEVICES = ("cpu", "cuda", "mps", "meta", "xla")
@@ -390,45 +365,7 @@ class Tensor:
                 raise ShapeError(
                     f"backward() expects grad of shape {self.shape}, got {grad.shape}"
                 )
-        if self.creator is None:
-            _accumulate_leaf(self, grad)
-            return
-
-        # Gradients with respect to each op's output, keyed by the op.
-        grads: dict[Function, Any] = {self.creator: grad}
-        for fn in reversed(op_order([self.creator])):  # each op before the ops that made its inputs
-            gy = grads.pop(fn, None)
-            if gy is None:  # no path from the root reaches this op's output
-                continue
-            if fn.inputs is None:
-                raise RuntimeError(
-                    f"backward() through {type(fn).__name__} a second time: its saved arrays "
-                    "were freed after the first backward; pass retain_graph=True to keep them"
-                )
-            output = fn.output_ref() if fn.output_ref is not None else None
-            if output is not None and output._retain_grad:
-                output.grad = gy if output.grad is None else output.grad + gy
-            fn.check_saved()  # memory it saved, written in place since (x[...] = v under no_grad)?
-            gxs = fn.backward(gy)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for x, creator, gx, needed in zip(fn.inputs, fn.input_creators, gxs, fn.needs_input_grad):
-                if not needed or gx is None:
-                    continue
-                if gx.shape != x.shape:
-                    raise RuntimeError(
-                        f"{type(fn).__name__}.backward returned a gradient of shape {gx.shape} "
-                        f"for an input of shape {x.shape}"
-                    )
-                if gx.dtype != x.dtype:  # a mixed-dtype op: each gradient takes its input's dtype
-                    gx = gx.astype(x.dtype)
-                if creator is None:
-                    _accumulate_leaf(x, gx)
-                else:  # the op that made x when fn ran (x may have changed in place since)
-                    previous = grads.get(creator)
-                    grads[creator] = gx if previous is None else previous + gx
-            if not retain_graph:
-                fn.release()
+        run_backward(self, grad, retain_graph)
 
     # ----------------------------------------------------------------- operators
     def __add__(self, other):
@@ -744,59 +681,11 @@ class Tensor:
         return _shape.clone(self)
 
 
-class Size(int):
-    """``Tensor.size``: the element count (NumPy's ``x.size``) that, called, is PyTorch's
-    ``x.size(dim=None)``: the shape as a tuple, or the length of dimension ``dim``.
-
-    Both conventions meet in one name, so code written for either reads the same value:
-    ``x.view(x.size(0), -1)`` and ``sum(p.size for p in model.parameters())`` both work.
-    """
-
-    def __new__(cls, shape: tuple[int, ...]):
-        count = 1
-        for n in shape:
-            count *= n
-        self = super().__new__(cls, count)
-        self.shape = tuple(shape)
-        return self
-
-    def __call__(self, dim=None):
-        """The shape (``dim=None``) or the length of dimension ``dim`` (negative counts from the end).
-
-        Raises:
-            DimensionError: ``dim`` out of range (a 0-d tensor has no dimension to ask about).
-            TypeError: ``dim`` is not an int.
-        """
-        if dim is None:
-            return self.shape
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, (bool, np.bool_)):
-            raise TypeError(f"size() expects an int dim, got {dim!r}")
-        ndim = len(self.shape)
-        if ndim == 0:
-            raise DimensionError(f"size({dim}): the tensor is 0-d, it has no dimensions")
-        if not -ndim <= dim < ndim:
-            raise DimensionError(
-                f"size: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {dim})"
-            )
-        return self.shape[dim]
-
-    def __repr__(self) -> str:
-        return int.__repr__(self)
-
-    def __reduce__(self):
-        return int, (int(self),)
-
-
 def _comparable(other) -> bool:
     """Whether ``other`` can be an operand of a comparison (a number, array, sequence or tensor)."""
     return isinstance(other, (Tensor, numbers.Number, np.ndarray, np.generic, list, tuple)) or hasattr(
         other, "__cuda_array_interface__"
     )
-
-
-def _accumulate_leaf(x: Tensor, gx) -> None:
-    # Never in place: gx may be an array another op also returned (Add passes gy through).
-    x.grad = gx if x.grad is None else x.grad + gx
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype=None) -> Tensor:

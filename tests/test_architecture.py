@@ -24,7 +24,7 @@ PACKAGE = Path(cnnkit.__file__).resolve().parent
 # are the names right under ``cnnkit`` (a package or a root module).
 LAYERS: list[tuple[str, ...]] = [
     ("config", "errors", "backend", "files"),
-    ("tensor", "function", "gradcheck", "graph"),           # the autograd core
+    ("tensor", "function", "gradcheck", "graph", "arrays", "backward"),  # the autograd core
     ("functional",),
     ("nn",),
     ("models", "optim", "data"),
