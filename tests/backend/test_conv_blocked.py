@@ -29,7 +29,8 @@ CASES = [
     (2, 16, 16, 32, 32, 3, 3, (1, 1, 1, 1)),      # ResNet-20 stage 1 (long rows: 2-vector tiles)
     (3, 32, 32, 16, 16, 3, 3, (1, 1, 1, 1)),      # stage 2
     (2, 64, 64, 8, 8, 3, 3, (1, 1, 1, 1)),        # stage 3 (short rows: 1-vector tiles)
-    (3, 1, 6, 28, 28, 5, 5, (2, 2, 2, 2)),        # LeNet-5 conv1 (6 = 4 + 2 channels)
+    (3, 1, 6, 28, 28, 5, 5, (2, 2, 2, 2)),        # LeNet-5 conv1 (a tile of 6 channels)
+    (2, 3, 22, 9, 8, 3, 3, (1, 1, 1, 1)),         # short rows: 22 = 16 + 6 channels
     (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2, a partial image group
     (1, 5, 21, 9, 11, 3, 3, (0, 0, 0, 0)),        # batch 1, 21 = 16 + 4 + 1 channels, odd width
     (2, 33, 7, 7, 5, 3, 3, (2, 2, 1, 0)),         # padding K-1, asymmetric; 7 = 4 + 2 + 1
@@ -219,7 +220,7 @@ def test_padding_of_the_kernel_size_runs_on_the_rows_kernel(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", [
-    (1, 7, 70, 9, 13, (1, 1, 1, 1)),      # blocks of 32 + 32 + 6 (6 = 4 + 2) channels, batch 1
+    (1, 7, 70, 9, 13, (1, 1, 1, 1)),      # blocks of 32 + 32 + 6 (one 6-channel tile) channels, batch 1
     (2, 5, 37, 20, 21, (0, 2, 1, 1)),     # 32 + 5 channels, long rows (2-vector tiles), batch 2
     (1, 3, 33, 6, 5, (2, 0, 0, 2)),       # 32 + 1, short rows (16-channel tiles)
 ])

@@ -95,7 +95,13 @@ def _fwd_channels(FR, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL):
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
-    """Output channels f0 .. F-1 of one image: tiles of 16/PV channels by PV vectors, then 4, 2, 1 channels."""
+    """Output channels f0 .. F-1 of one image: tiles of 16/PV channels by PV vectors, then 6 (a
+    remainder of exactly 6) or 4, 2, 1 channels.
+
+    Each output's sum is the same whatever the tile (one FMA per tap, taps in order). A last
+    6 channels in one tile instead of 4 + 2 read the input once, not twice: LeNet-5's conv1
+    forward and conv2's input gradient (F = 6) 1.17x faster (one thread, CPU time, batch 64).
+    """
     if PV == 1:
         while f0 + 16 <= F:
             _fwd_channels(16, 1, xpad, offs, wt, bias, yflat, f0, Lp, VL)
@@ -103,6 +109,9 @@ def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
     while f0 + 8 <= F:
         _fwd_channels(8, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
         f0 += 8
+    if F - f0 == 6:
+        _fwd_channels(6, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        f0 += 6
     if f0 + 4 <= F:
         _fwd_channels(4, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
         f0 += 4
