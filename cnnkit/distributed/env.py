@@ -9,6 +9,11 @@ threads before any work starts.
     Open MPI                    OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE
     MVAPICH2                    MV2_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE
     PMIx (Slurm, others)        PMIX_RANK with a size from one of the above or SLURM_NTASKS
+
+One debugging knob lives here too: ``CNNKIT_DEBUG_ALLREDUCE_DELAY=RANK:SECONDS`` makes that
+rank sleep SECONDS before each gradient allreduce (``GradientBuckets.synchronize``), so the
+other ranks wait inside the collective call. It makes timing races reproducible (the tests
+use it to send a signal while rank 0 is provably blocked in MPI); never set it otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["MPIEnvironment", "mpi_environment", "launched_by_mpi", "available_cores", "threads_per_rank"]
+from ..errors import DistributedError
+
+__all__ = ["MPIEnvironment", "mpi_environment", "launched_by_mpi", "available_cores", "threads_per_rank",
+           "allreduce_delay"]
 
 # (rank, size, local rank, local size) variable names, in the order they are tried.
 _LAUNCHERS = (
@@ -97,3 +105,24 @@ def threads_per_rank(local_size: int, cores: int | None = None, machine_cores: i
     if cores < machine_cores:
         return max(1, cores)
     return max(1, cores // max(1, local_size))
+
+
+def allreduce_delay(rank: int, environ: Mapping[str, str] | None = None) -> float:
+    """Seconds rank ``rank`` sleeps before each gradient allreduce: ``CNNKIT_DEBUG_ALLREDUCE_DELAY=RANK:SECONDS``.
+
+    0 when the variable is unset or names another rank. A debugging knob (see the module
+    docstring), refused when malformed rather than ignored.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get("CNNKIT_DEBUG_ALLREDUCE_DELAY", "").strip()
+    if not text:
+        return 0.0
+    which, _, seconds = text.partition(":")
+    try:
+        which_rank, delay = int(which), float(seconds)
+    except ValueError:
+        which_rank, delay = -1, -1.0
+    if which_rank < 0 or not 0 <= delay < 3600:
+        raise DistributedError(f"CNNKIT_DEBUG_ALLREDUCE_DELAY expects RANK:SECONDS (a rank and 0 <= seconds < 3600, "
+                               f"e.g. 1:0.2), got {text!r}")
+    return delay if which_rank == rank else 0.0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..config import enable_grad
 from ..optim import Optimizer
 from ..tensor import Tensor
 from .comm import Communicator, world
+from .env import allreduce_delay
 
 __all__ = [
     "broadcast_parameters",
@@ -175,6 +177,7 @@ class GradientBuckets:
             size += nbytes
         if current:
             self.buckets.append(_Bucket(current))
+        self.delay = allreduce_delay(self.comm.rank)  # a debugging knob, 0 unless set (env.py)
 
     @property
     def nbytes(self) -> int:
@@ -186,6 +189,8 @@ class GradientBuckets:
         if self.comm.size == 1:
             return
         for bucket in self.buckets:
+            if self.delay:
+                time.sleep(self.delay)
             self.comm.allreduce(bucket.pack())
             bucket.unpack(self.comm.size)
 
