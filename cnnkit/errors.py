@@ -33,12 +33,16 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
     +-- ExploreError (ValueError)        a request the explorer's page cannot answer (with its HTTP status)
 
 Messages name the op, layer, file or option, what was expected and what was received.
+
+Outside the hierarchy: ``Terminated`` (KeyboardInterrupt), SIGTERM raised where the program
+is, so that what stops on Ctrl-C (``cnnkit train`` saving its state) stops on SIGTERM too.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CnnkitError",
+    "Terminated",
     "ShapeError",
     "DimensionError",
     "GradcheckError",
@@ -225,4 +229,12 @@ class MPIUnavailableError(DistributedError, OptionalDependencyError):
 
     Training on several processes needs mpi4py and an MPI (the ``mpich`` wheel provides
     ``mpiexec``): ``pip install "cnnkit[mpi]"``.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so ``cnnkit train`` saves its state as for Ctrl-C.
+
+    The command-line handler raises it in one process; on the ranks of a job every rank
+    raises it at the same point (``distributed/stop.py``). Exit status 143.
     """

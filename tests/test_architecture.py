@@ -209,5 +209,8 @@ def test_every_exception_type_is_defined_in_errors_py():
     assert not elsewhere, "exception types outside errors.py: " + ", ".join(elsewhere)
     for name in errors.__all__:
         cls = getattr(errors, name)
+        if name == "Terminated":  # SIGTERM as an interrupt, not an error: `except Exception` must not catch it
+            assert issubclass(cls, KeyboardInterrupt) and not issubclass(cls, Exception)
+            continue
         assert issubclass(cls, errors.CnnkitError), name
     assert issubclass(errors.ShapeError, ValueError) and issubclass(errors.UsageError, ValueError)

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ..backend.malloc import tune_malloc
-from ..errors import CnnkitError, NonFiniteError, UsageError
+from ..errors import CnnkitError, NonFiniteError, Terminated, UsageError
 
 T = TypeVar("T")
 
@@ -64,10 +64,6 @@ EXIT_TERMINATED = 143    # 128 + SIGTERM
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + traceback
         raise UsageError(f"{self.prog}: {message}")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so ``cnnkit train`` saves its state as for Ctrl-C."""
 
 
 _DEBUG_HELP = "on an error, also print the Python traceback (or set CNNKIT_DEBUG=1)"

@@ -183,7 +183,10 @@ class Ranks:
         if not self.distributed:
             return fn()
         if self.root:
-            result = fn()
+            stop = getattr(self.comm, "stop", None)
+            # rank 0 works alone, the others wait: Ctrl-C acts at once here, and rank 0's exit ends the job
+            with stop.immediate() if stop is not None else contextlib.nullcontext():
+                result = fn()
             self.comm.barrier()
             return result
         self.comm.barrier()

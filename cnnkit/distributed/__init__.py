@@ -22,6 +22,9 @@ several ranks: ``import cnnkit`` (and one-process training) never loads it.
   ``evaluate_sharded``, ``dataset_fingerprint``.
 - ``job.py``: ``Job``: this rank's threads and output, and the whole job ending (with the
   failing rank's message) when any rank raises, instead of hanging.
+- ``stop.py``: ``StopSignals``: Ctrl-C and SIGTERM recorded on each rank and acted on by
+  every rank at the same agreement point (the next training step), so rank 0 saves the
+  state of the last completed step and the job ends with 130 / 143.
 - ``launch.py``: ``cnnkit train --nproc N`` / ``--hosts``: the ``mpiexec`` command line.
 """
 

@@ -12,6 +12,10 @@ ranks runs unchanged in one plain process, without mpi4py installed.
 mpi4py is imported when the first MPI communicator is made (``world()`` under a
 launcher), never by ``import cnnkit``. Each communicator keeps ``stats``: calls, seconds
 and bytes per operation, which the benchmarks read (time in allreduce per step).
+
+A communicator may carry the job's ``StopSignals`` (``comm.stop``, set by ``Job``):
+``agree_on_stop()`` is then an agreement point where a Ctrl-C or SIGTERM any rank
+received stops every rank at once (``stop.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from ..errors import DistributedError, MPIUnavailableError
 from .env import mpi_environment
+from .stop import StopSignals
 
 __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "world", "INSTALL_HINT", "import_mpi"]
 
@@ -47,12 +52,14 @@ class Communicator:
         size: the number of ranks.
         local_rank, local_size: the same among the ranks on this machine.
         stats: {operation: {"calls", "seconds", "bytes"}} since creation (or ``reset_stats``).
+        stop: the job's ``StopSignals`` (None: signals act as in one process).
     """
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    stop: StopSignals | None = None
 
     def __init__(self) -> None:
         self.stats: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0, "seconds": 0.0, "bytes": 0})
@@ -110,12 +117,25 @@ class Communicator:
         os._exit(status)
 
     # ------------------------------------------------------------- checks built on them
+    def agree_on_stop(self) -> None:
+        """Collective: raise the agreed interrupt on every rank if any rank received SIGINT/SIGTERM.
+
+        One allreduce of two numbers (``stop.py``); nothing without ``stop`` or with one rank.
+        """
+        if self.stop is None or self.size == 1:
+            return
+        votes = self.stop.ballot()                                          # (2,)
+        self.allreduce(votes)
+        self.stop.decide(votes)
+
     def check_same(self, what: str, value: bytes | str | np.ndarray, hint: str = "") -> None:
         """Refuse to go on unless every rank passed the same ``value`` (compared by SHA-256).
 
         Collective: every rank raises the same ``DistributedError`` (with ``collective =
         True``) naming the ranks that differ from rank 0, so the job can end cleanly.
+        An agreement point for Ctrl-C and SIGTERM.
         """
+        self.agree_on_stop()
         digest = np.frombuffer(_digest(value), dtype=np.uint8).copy()     # (32,)
         every = self.allgather(digest[None, :])                            # (size, 32)
         differ = [r for r in range(1, self.size) if not np.array_equal(every[r], every[0])]

@@ -57,10 +57,12 @@ def broadcast_parameters(model, comm: Communicator | None = None, root: int = 0)
     """Give every rank the root's parameters and buffers (running statistics too), in place.
 
     One broadcast per dtype: the arrays are packed into one flat buffer, sent, unpacked.
+    An agreement point for Ctrl-C and SIGTERM (``stop.py``).
     """
     comm = comm or world()
     if comm.size == 1:
         return
+    comm.agree_on_stop()
     by_dtype: dict[np.dtype, list[np.ndarray]] = {}
     for _, array in _arrays(model):
         by_dtype.setdefault(array.dtype, []).append(array)
@@ -110,20 +112,24 @@ def check_parameters_in_sync(model, comm: Communicator | None = None, when: str 
 class _Bucket:
     """Parameters of one dtype whose gradients travel in one flat buffer.
 
-    Layout: [grad of p0 | grad of p1 | ... | one flag per parameter]. A flag counts the
-    ranks that had a gradient for that parameter (a frozen or unused one has none), so a
-    parameter no rank touched keeps ``grad = None`` and its optimizer skips it, as in
-    one process.
+    Layout: [grad of p0 | grad of p1 | ... | one flag per parameter | ``votes`` slots]. A
+    flag counts the ranks that had a gradient for that parameter (a frozen or unused one
+    has none), so a parameter no rank touched keeps ``grad = None`` and its optimizer skips
+    it, as in one process. The first bucket carries two more slots, the stop ballot of
+    ``stop.py`` (SIGINT, SIGTERM received), summed with the gradients at no extra message.
     """
 
-    def __init__(self, params: list[Tensor]):
+    def __init__(self, params: list[Tensor], votes: int = 0):
         self.params = params
         self.dtype = params[0].data.dtype
         self.offsets = np.cumsum([0] + [p.data.size for p in params])
-        self.buffer = np.zeros(int(self.offsets[-1]) + len(params), dtype=self.dtype)
+        flags = int(self.offsets[-1])
+        self.buffer = np.zeros(flags + len(params) + votes, dtype=self.dtype)
+        self.flags = self.buffer[flags : flags + len(params)]                  # (len(params),)
+        self.votes = self.buffer[flags + len(params) :]                         # (votes,)
 
     def pack(self) -> np.ndarray:
-        flags = self.buffer[self.offsets[-1] :]
+        flags = self.flags
         for i, p in enumerate(self.params):
             segment = self.buffer[self.offsets[i] : self.offsets[i + 1]]
             if p.grad is None:
@@ -135,7 +141,7 @@ class _Bucket:
         return self.buffer
 
     def unpack(self, size: int) -> None:
-        flags = self.buffer[self.offsets[-1] :]
+        flags = self.flags
         scale = self.dtype.type(1.0 / size)
         for i, p in enumerate(self.params):
             if flags[i] == 0:
@@ -171,12 +177,12 @@ class GradientBuckets:
         for p in reversed(params):
             nbytes = p.data.nbytes
             if current and (p.data.dtype != current[0].data.dtype or size + nbytes > cap):
-                self.buckets.append(_Bucket(current))
+                self.buckets.append(_Bucket(current, votes=0 if self.buckets else 2))
                 current, size = [], 0
             current.append(p)
             size += nbytes
         if current:
-            self.buckets.append(_Bucket(current))
+            self.buckets.append(_Bucket(current, votes=0 if self.buckets else 2))
         self.delay = allreduce_delay(self.comm.rank)  # a debugging knob, 0 unless set (env.py)
 
     @property
@@ -185,13 +191,23 @@ class GradientBuckets:
         return sum(b.buffer.nbytes for b in self.buckets)
 
     def synchronize(self) -> None:
-        """Replace each ``.grad`` by the average over ranks (a no-op in one process)."""
+        """Replace each ``.grad`` by the average over ranks (a no-op in one process).
+
+        An agreement point for Ctrl-C and SIGTERM (``stop.py``): the ballot travels in the
+        first bucket, and an agreed stop raises on every rank before any ``.grad`` changes.
+        """
         if self.comm.size == 1:
             return
+        stop = self.comm.stop
         for bucket in self.buckets:
             if self.delay:
                 time.sleep(self.delay)
-            self.comm.allreduce(bucket.pack())
+            buffer = bucket.pack()
+            if bucket.votes.size:  # the first bucket
+                bucket.votes[...] = stop.ballot() if stop is not None else 0
+            self.comm.allreduce(buffer)
+            if bucket.votes.size and stop is not None:
+                stop.decide(bucket.votes)
             bucket.unpack(self.comm.size)
 
     def __repr__(self) -> str:

@@ -93,11 +93,18 @@ class DataParallel(Callback):
                 sampler.set_epoch(epoch)
 
     def reduce_stats(self, stats: EpochStats) -> None:
-        """Replace this rank's epoch sums (loss, correct, seen) by the sums over every rank."""
-        sums = np.array([stats.loss_sum, stats.correct, stats.seen, stats.classified], dtype=np.float64)
+        """Replace this rank's epoch sums (loss, correct, seen) by the sums over every rank.
+
+        An agreement point for Ctrl-C and SIGTERM (``stop.py``): the ballot travels with the sums.
+        """
+        stop = self.comm.stop
+        ballot = stop.ballot() if stop is not None else np.zeros(2)
+        sums = np.array([stats.loss_sum, stats.correct, stats.seen, stats.classified, *ballot], dtype=np.float64)
         self.comm.allreduce(sums)
+        if stop is not None:
+            stop.decide(sums[4:])
         stats.loss_sum = float(sums[0])
-        stats.correct, stats.seen, stats.classified = (int(round(v)) for v in sums[1:])
+        stats.correct, stats.seen, stats.classified = (int(round(v)) for v in sums[1:4])
 
     def evaluate(self, model, loader, **kwargs) -> dict[str, Any]:
         """``train.evaluate`` over every rank's share of ``loader`` (see ``evaluate_sharded``)."""
@@ -107,8 +114,8 @@ class DataParallel(Callback):
 def gather_outputs(model, loader, comm: Communicator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` (eval mode, no grad) over this rank's ``loader``; every rank's outputs and targets.
 
-    Collective. Returns (outputs, targets) of every rank, concatenated rank by rank (the
-    same arrays on every rank).
+    Collective, and an agreement point for Ctrl-C and SIGTERM. Returns (outputs, targets)
+    of every rank, concatenated rank by rank (the same arrays on every rank).
     """
     comm = comm or world()
     outputs, targets = [], []
@@ -117,6 +124,7 @@ def gather_outputs(model, loader, comm: Communicator | None = None) -> tuple[np.
             x = x.data if isinstance(x, Tensor) else np.asarray(x)
             outputs.append(np.asarray(model(Tensor(x)).data))
             targets.append(t.data if isinstance(t, Tensor) else np.asarray(t))
+    comm.agree_on_stop()  # Ctrl-C / SIGTERM during the pass: every rank stops here (stop.py)
     return _gather(outputs, comm, "outputs"), _gather(targets, comm, "targets")
 
 

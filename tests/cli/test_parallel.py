@@ -103,16 +103,24 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
 @pytest.mark.parametrize("how", ["sigterm-to-the-launcher", "ctrl-c"])
 def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how):
     """`kill PID` of `cnnkit train --nproc 2` (a batch system's stop) -> 143; Ctrl-C (SIGINT to the
-    terminal's process group: the launcher and mpiexec) -> 130. Either way the ranks save and end."""
+    terminal's process group: the launcher and mpiexec) -> 130. Either way every rank stops after the
+    same step, rank 0 saves `interrupted.safetensors`, and the job ends with one line.
+
+    The race that failed this now and then in CI, made certain: rank 1 sleeps 0.5 s before each
+    gradient allreduce (CNNKIT_DEBUG_ALLREDUCE_DELAY), so when the signal comes rank 0 is blocked
+    inside the collective call, where Python cannot run its signal handler, and rank 1 is in Python.
+    When each rank acted on the signal alone, rank 1 left, ended the job after its grace period and
+    rank 0 died in the allreduce without saving."""
     run = tmp_path / "run"
-    env = mpi_env()
-    proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", *SMALL, "--out", str(run),
-                  "--nproc", "2"], env)
+    env = mpi_env(CNNKIT_DEBUG_ALLREDUCE_DELAY="1:0.5")
+    proc = start([sys.executable, "-m", "cnnkit", "train", "lenet5", "--epochs", "20", "--limit", "400",
+                  "--val-split", "0.01", "--batch-size", "32", "--out", str(run), "--nproc", "2"], env)
     try:
         deadline = time.time() + 240
         while not (run / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
         assert proc.poll() is None, "the job ended before the first epoch was saved"
+        time.sleep(0.2)   # rank 0 is in the first allreduce of epoch 2 (rank 1 sleeps 0.5 s before its own)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
         else:
@@ -121,8 +129,13 @@ def test_sigterm_or_ctrl_c_stops_the_ranks_as_it_stops_one_process(tmp_path, how
         result = finish(proc, env, timeout=120)
     # (20 epochs: far from done when the signal is sent)
     assert result.returncode == (130 if how == "ctrl-c" else 143), result.stderr
-    assert (run / "interrupted.safetensors").exists()
-    assert f"`cnnkit train --out {run} --resume --nproc 2` continues the run" in result.stderr
+    assert (run / "interrupted.safetensors").exists(), result.stderr
+    saved = load_checkpoint(run / "interrupted.safetensors")
+    assert saved.meta["epoch"] == 0 and saved.meta["extra"]["recipe"]["ranks"] == 2   # stopped in epoch 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[mpiexec@")]
+    assert lines == [f"interrupted: weights saved to {run / 'interrupted.safetensors'}; the last finished epoch "
+                     f"is in {run / 'last.safetensors'}; `cnnkit train --out {run} --resume --nproc 2` continues "
+                     "the run"], result.stderr
     time.sleep(0.5)
     assert job_pids(env[MARKER]) == []   # no rank left running
 
