@@ -13,7 +13,6 @@ The banner says which images train, which pick the best epoch (validation) and w
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -25,9 +24,9 @@ import numpy as np
 from .. import config, models, nn, optim
 from ..config import no_grad
 from ..data import DATASETS, Subset
-from ..errors import CheckpointError, DataError, RunFolderError, ShapeError, UsageError
+from ..errors import DataError, RunFolderError, ShapeError, UsageError
 from ..files import format_bytes
-from ..io.checkpoint import capture_rng, load_checkpoint, restore_rng
+from ..io.checkpoint import capture_rng, restore_rng
 from ..io.weights import SourceWeights, read_weights
 from ..models.weights import IMAGENET_MEAN, IMAGENET_STD, find_weights
 from ..tensor import Tensor
@@ -54,7 +53,6 @@ from ..train.run_folder import (
     checkpoint_bytes,
     holds_a_run,
     preflight,
-    read_recipe,
     write_recipe,
 )
 from ..train.transfer import FrozenBatchNorm, freeze, init_backbone, param_groups, pretrained_normalization
@@ -71,6 +69,15 @@ from .main import (
     thread_count,
 )
 from .preflight import check_step_memory
+from .resume import (
+    PATH_KEYS,
+    RECIPE_KEYS,
+    absolute,
+    apply_recipe,
+    check_same_data,
+    resume_command,
+    stored_run,
+)
 
 __all__ = ["add_commands", "train_command", "progress_printer", "OPTION_DEFAULTS"]
 
@@ -235,7 +242,7 @@ def _weights_value(value: str, model: str | None) -> str:
             return entry.full_name                   # "DEFAULT" -> "resnet18.IMAGENET1K_V1"
         if model is None and os.sep not in value:    # --resume without MODEL: a name, as given
             return value
-    return _absolute(value)
+    return absolute(value)
 
 
 def _binary_positive(data: TrainingData, positive: str | None) -> None:
@@ -262,48 +269,6 @@ OPTION_DEFAULTS = {
 }
 
 
-# The options that decide a run's result (argparse dest names): stored, resolved, in
-# RUN/recipe.json before the first epoch; `--resume` takes them from there. Paths are stored
-# absolute. The other options (--out, --workers, --cache, --tensorboard) change how the run
-# goes, not what it computes.
-RECIPE_KEYS = (
-    "model", "dataset", "data", "data_dir", "val_split", "task", "threshold", "positive_class", "image_size",
-    "in_channels", "resize", "epochs", "batch_size", "optimizer", "lr", "seed", "augment", "crop_scale",
-    "color_jitter", "weights", "freeze", "backbone_lr_scale", "limit", "lr_scaling", "warmup_epochs", "sync_bn",
-    "normalize",
-)
-_PATH_KEYS = ("data", "data_dir")  # and --weights: a path, or a weights name (_weights_value)
-
-
-def _absolute(value):
-    return str(Path(value).expanduser().resolve()) if value is not None else None
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
-        except (TypeError, ValueError):
-            return False
-    return a == b
-
-
-def _flag(key: str) -> str:
-    return "MODEL" if key == "model" else "--" + key.replace("_", "-")
-
-
-def _shown(value) -> str:
-    if value is None:
-        return "not given"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _resume_command(out: Path) -> str:
-    return f"cnnkit train --out {shlex.quote(str(out))} --resume"
-
-
 def _run_folder(args) -> Path:
     """The run folder ``cnnkit train`` would use (also named by --nproc when the job dies)."""
     if args.out is not None or args.model is None:
@@ -316,9 +281,9 @@ def train_command(args) -> int:
     ranks = getattr(args, "ranks", None) or parallel.Ranks(None)  # one process, or this rank's part
     args.ranks = ranks
     explicit = {k: getattr(args, k) for k in RECIPE_KEYS if getattr(args, k) is not None}
-    for key in _PATH_KEYS:
+    for key in PATH_KEYS:
         if key in explicit:
-            explicit[key] = _absolute(explicit[key])
+            explicit[key] = absolute(explicit[key])
     if "model" in explicit:
         explicit["model"] = explicit["model"].lower()
     if "weights" in explicit:
@@ -350,118 +315,11 @@ def train_command(args) -> int:
             out.rmdir()  # refused before anything was written: leave no empty folder behind
 
 
-def _stored_run(out: Path, last: Path):
-    """(recipe, last checkpoint or None) of the run in ``out``, for --resume."""
-    ckpt = None
-    if last.exists():
-        try:
-            ckpt = load_checkpoint(last)
-        except CheckpointError as e:
-            raise CheckpointError(f"--resume: {e}") from None
-    recipe = read_recipe(out)
-    from_file = recipe is not None
-    if recipe is None and ckpt is not None:  # a run from before recipe.json: what its checkpoint says
-        recipe = dict(ckpt.extra.get("recipe", {}))
-        recipe.setdefault("model", ckpt.model_name)
-        if str(ckpt.extra.get("dataset", "")).startswith("folder:"):
-            recipe.setdefault("data", ckpt.extra["dataset"][len("folder:"):])
-        elif ckpt.extra.get("dataset"):
-            recipe.setdefault("dataset", ckpt.extra["dataset"])
-    if not recipe:
-        present = holds_a_run(out)
-        raise UsageError(f"--resume: {out} holds no run to resume (no recipe.json or last.safetensors"
-                         f"{'; it has ' + ', '.join(present) if present else ''})")
-    _check_recipe(recipe, out / RECIPE_FILE if from_file else last)
-    if ckpt is not None and recipe.get("model") not in (None, ckpt.model_name):
-        raise CheckpointError(f"--resume: {last} holds model {ckpt.model_name!r}, but the run's recipe says "
-                              f"{recipe['model']!r}; the run folder was mixed up")
-    return recipe, ckpt
-
-
-# The JSON types of the stored options (None: not given); a recipe.json edited by hand or
-# damaged is refused by name instead of failing somewhere later.
-_RECIPE_TYPES = {
-    "model": str, "dataset": str, "data": str, "data_dir": str, "task": str, "positive_class": str,
-    "resize": str, "optimizer": str, "freeze": (str, int), "weights": str,
-    "epochs": int, "batch_size": int, "seed": int, "limit": int, "image_size": int, "in_channels": int,
-    "val_split": (int, float), "threshold": (int, float), "lr": (int, float), "crop_scale": (int, float),
-    "color_jitter": (int, float), "backbone_lr_scale": (int, float), "augment": bool,
-    "train_images": int, "val_images": int, "classes": list, "extended": list,
-    "ranks": int, "normalize": str, "lr_scaling": str, "warmup_epochs": (int, float), "sync_bn": bool,
-}
-
-
-def _check_recipe(recipe: dict, source: Path) -> None:
-    """Refuse, by file and key, a stored recipe value no run stores: a wrong JSON type, or a value the
-    parser refuses (out of range, not a choice). The ranges are the parser's own argument types."""
-    hint = ("the file was edited or damaged (fix or delete it: the last checkpoint holds a copy of the recipe)"
-            if source.name == RECIPE_FILE else "the recipe the checkpoint stores cannot be resumed")
-    for key, kind in _RECIPE_TYPES.items():
-        value = recipe.get(key)
-        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
-            raise UsageError(f"{source}: {key} is {value!r}, which no run stores; {hint}")
-    options = _train_options()
-    for key in RECIPE_KEYS:
-        value, option = recipe.get(key), options.get(key)
-        expected = None if value is None or option is None else _refused(option, value)
-        if expected is not None:
-            # (JSON has no inf: a float past the largest, 1e309, reads as inf)
-            shown = f"{value!r} (a number too large for a float)" if value in (math.inf, -math.inf) else repr(value)
-            raise UsageError(f"{source}: {key} is {shown}, expected {expected} (as {_flag(key)} takes); {hint}")
-
-
 def _train_options() -> dict[str, argparse.Action]:
     """The options of ``cnnkit train`` by dest, as ``add_commands`` defines them."""
     sub = argparse.ArgumentParser().add_subparsers()
     add_commands(sub)
     return {action.dest: action for action in sub.choices["train"]._actions}
-
-
-def _refused(option: argparse.Action, value) -> str | None:
-    """What ``option`` expects, if it refuses the stored ``value`` (a JSON value of the right type); else None."""
-    if option.choices is not None and value not in option.choices:
-        return "one of " + ", ".join(map(str, option.choices))
-    if option.type is None:
-        return None
-    try:  # the parser's own type, given the value as text (repr: floats round-trip, inf stays inf)
-        option.type(value if isinstance(value, str) else repr(value))
-    except argparse.ArgumentTypeError as e:
-        return getattr(option.type, "expected", None) or str(e)
-    return None
-
-
-def _apply_recipe(args, recipe: dict, explicit: dict, done: int, out: Path) -> int | None:
-    """Set ``args`` to the stored recipe; refuse contradicting options; return new epochs if extended."""
-    conflicts = []
-    for key, given in explicit.items():
-        if key == "epochs" or key not in recipe:
-            continue
-        if not _same(given, recipe[key]):
-            conflicts.append(f"{_flag(key)} {_shown(given)} (the run has {_shown(recipe[key])})")
-    if conflicts:
-        raise UsageError(
-            f"--resume continues the run in {out} exactly as it was started, but {'; '.join(conflicts)}. "
-            f"Drop {'that option' if len(conflicts) == 1 else 'those options'} to continue it, or start a new "
-            "run with another --out (or --overwrite)"
-        )
-    for key in RECIPE_KEYS:
-        if key in recipe:
-            setattr(args, key, recipe[key])
-    planned = int(recipe.get("epochs") or 0)
-    wanted = explicit.get("epochs")
-    if wanted is not None and wanted != planned:
-        if wanted <= done:
-            raise UsageError(f"--epochs {wanted}: the run in {out} has already trained {done} epochs; "
-                             f"give more than {done} to train it longer")
-        args.epochs = wanted
-        return wanted
-    if planned and done >= planned:
-        raise UsageError(
-            f"the run in {out} has finished its {planned} epochs: nothing to resume. To train it longer, add "
-            f"--epochs N with N > {planned} (the one-cycle schedule is re-planned over N epochs); to look at it: "
-            f"cnnkit evaluate {shlex.quote(str(out / 'best.safetensors'))}"
-        )
-    return None
 
 
 def _train(args, out: Path, explicit: dict) -> int:
@@ -470,20 +328,20 @@ def _train(args, out: Path, explicit: dict) -> int:
     ckpt, recipe, extended = None, None, None
     done = 0
     if args.resume:
-        recipe, ckpt = _stored_run(out, last)
+        recipe, ckpt = stored_run(out, last, _train_options())
         ranks.check_resume(recipe, out)  # the same number of ranks: the global batch must not change
         done = int(ckpt.meta["epoch"]) + 1 if ckpt is not None else 0
-        extended = _apply_recipe(args, recipe, explicit, done, out)
+        extended = apply_recipe(args, recipe, explicit, done, out)
     else:
         present = holds_a_run(out)
         if present and not args.overwrite:
             raise UsageError(
-                f"{out} already holds a run ({', '.join(present)}): continue it with `{_resume_command(out)}`, "
+                f"{out} already holds a run ({', '.join(present)}): continue it with `{resume_command(out)}`, "
                 "choose another --out, or add --overwrite to replace it"
             )
-        for key in _PATH_KEYS:
+        for key in PATH_KEYS:
             if getattr(args, key) is not None:
-                setattr(args, key, _absolute(getattr(args, key)))
+                setattr(args, key, absolute(getattr(args, key)))
         if args.weights is not None:
             args.weights = _weights_value(args.weights, args.model.lower())
     if args.seed is None:
@@ -539,7 +397,7 @@ def _train(args, out: Path, explicit: dict) -> int:
     facts = {"classes": list(data.classes), "train_images": len(data.train),
              "val_images": len(data.val) if data.val is not None else 0}
     if recipe is not None:
-        _check_same_data(recipe, facts, out)
+        check_same_data(recipe, facts, out)
     C = data.spec.channels
     model_config = {"num_classes": task.outputs(K)}
     model_config.update(_weights_settings(args.model, pretrained, ckpt))
@@ -669,7 +527,7 @@ def _train(args, out: Path, explicit: dict) -> int:
                    "the weights of the interrupted epoch were not saved (interrupted again during the save)")
         saved_at = (f"the last finished epoch is in {last}" if last.exists()
                     else "no epoch had finished, so the run starts again from its first")
-        print(f"\ninterrupted: {weights}; {saved_at}; `{_resume_command(out)}{ranks.relaunch()}` continues the run", file=sys.stderr)
+        print(f"\ninterrupted: {weights}; {saved_at}; `{resume_command(out)}{ranks.relaunch()}` continues the run", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except (OSError, DataError) as e:
         # a file went missing or bad, or the disk filled up, mid-run: what is safe, and how to go on
@@ -679,7 +537,7 @@ def _train(args, out: Path, explicit: dict) -> int:
         # (the data pipeline's own advice, "then run again", would start over: here --resume continues)
         what = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e).removesuffix(", then run again")
         cls = RunFolderError if isinstance(e, OSError) else DataError
-        raise cls(f"{what}; {where}: `{_resume_command(out)}{ranks.relaunch()}` continues the run once that is fixed"
+        raise cls(f"{what}; {where}: `{resume_command(out)}{ranks.relaunch()}` continues the run once that is fixed"
                   ) from None
     elapsed = time.perf_counter() - start
     print(f"trained {epochs - initial_epoch} epochs in {elapsed:.0f}s")
@@ -695,7 +553,7 @@ def _train(args, out: Path, explicit: dict) -> int:
 
 def _interrupted_before_training(out: Path, last: Path, ckpt, ranks) -> str:
     """The line of a Ctrl-C after the run's files were prepared and before its first step."""
-    again = f"`{_resume_command(out)}{ranks.relaunch()}`"
+    again = f"`{resume_command(out)}{ranks.relaunch()}`"
     if ckpt is not None:  # --resume of a run with finished epochs: nothing on disk changed
         return (f"interrupted before the training started again: nothing was lost, the last finished epoch "
                 f"(epoch {int(ckpt.meta['epoch']) + 1}) is still in {last}; {again} continues the run")
@@ -726,16 +584,6 @@ def _test_hint(args, best: Path, last: Path, test_loader) -> str:
     else:                   # a test share split off a folder: evaluate cannot pick the same images
         return ""
     return f"; `cnnkit evaluate {shlex.quote(str(model))}{data}` tests the {model.stem} model"
-
-
-def _check_same_data(recipe: dict, facts: dict, out: Path) -> None:
-    """Refuse to resume on data that is not the data the run started with."""
-    changed = [f"{key.replace('_', ' ')}: {recipe[key]!r} then, {facts[key]!r} now"
-               for key in ("classes", "train_images", "val_images") if key in recipe and recipe[key] != facts[key]]
-    if changed:
-        raise UsageError(f"--resume: the data of the run in {out} changed since it started ({'; '.join(changed)}); "
-                         "resuming would not continue the same run. Start a new one with another --out "
-                         "(or --overwrite)")
 
 
 def _eval_batch(model, input_shape, wanted: int = 500) -> int:
