@@ -168,12 +168,19 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB):
                     dst[ow] = row[ow]
 
 
+def wgrad_rows(F: int) -> int:
+    """Filter rows of the weight gradient's tiles: F rounded up to 4 (the rows past F are zero),
+    except a last 6 after multiples of 8, which is one tile of 6 rows (LeNet-5's conv1: one
+    6 x 5 tile per kernel row instead of two 4 x 5, one of them half zero)."""
+    return F if F % 8 == 6 else -(-F // 4) * 4
+
+
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _wgrad_tile(RF, NT, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp):
     """part[f0 + a, t0 + j] += sum over nimg images and i < Lp of g[f0 + a, i] * x[xo + j + i] (a < RF, j < NT literals)."""
     VL = 64 // xs.itemsize
     acc = acc_alloc(32, xs)
-    acc_zero(acc, 24, xs)
+    acc_zero(acc, 32, xs)
     for m in range(nimg):
         go, xm = m * Gs + f0 * Lp, m * Xs + xo
         for i in range(0, Lp, VL):
@@ -188,7 +195,7 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
     Args:
         x: input planes (N*C, H, W) as in ``blocked_forward``; C its channels.
         gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
-        parts: (groups, F4, C*KH*KW), F4 = F rounded up to 4 (or (groups, 0, 0): no weight
+        parts: (groups, F4, C*KH*KW), F4 = ``wgrad_rows(F)`` (or (groups, 0, 0): no weight
             gradient); group k's sum of gw[f, tap], written in full.
         gb_parts: (groups, F), group k's sum of gy per output channel.
     """
@@ -235,15 +242,26 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
                         dst[ow] = row[ow]
         f0 = 0
         while f0 < F4:
-            wide = f0 + 8 <= F4 and KW == 3
+            rows = 6 if F4 - f0 == 6 else (8 if f0 + 8 <= F4 and KW == 3 else 4)
             for c in range(C):
                 for kh in range(KH):
                     t0 = (c * KH + kh) * KW
                     xo = c * plane + kh * Wp
-                    if wide:
+                    if rows == 8:
                         _wgrad_tile(8, 3, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp)
                         continue
                     kw = 0
+                    if rows == 6:  # the last 6 filters in one tile: 6 x 3 and 6 x 2 (6 x 5 spills)
+                        while kw + 3 <= KW:
+                            _wgrad_tile(6, 3, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                            kw += 3
+                        while kw + 2 <= KW:
+                            _wgrad_tile(6, 2, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                            kw += 2
+                        while kw < KW:
+                            _wgrad_tile(6, 1, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
+                            kw += 1
+                        continue
                     while kw + 5 <= KW:
                         _wgrad_tile(4, 5, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
                         kw += 5
@@ -253,7 +271,7 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
                     while kw < KW:
                         _wgrad_tile(4, 1, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
                         kw += 1
-            f0 += 8 if wide else 4
+            f0 += rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,7 +345,7 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     Wp = OW + KW - 1
     group = wgrad_group(-(-((OH - 1) * Wp + OW) // VL) * VL)
     groups = -(-N // group)
-    F4 = -(-F // 4) * 4
+    F4 = wgrad_rows(F)
     parts = np.empty((groups, F4, C * KH * KW) if need_w else (groups, 0, 0), x.dtype)
     gb_parts = np.empty((groups, F), gy.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
