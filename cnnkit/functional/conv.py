@@ -246,8 +246,10 @@ class Conv2dDirectOp(Conv2dOp):
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
-        grads = conv_blocked.conv2d_blocked_grads if self.kernel == "blocked" else conv_direct.conv2d_direct_grads
-        gx, gw, gb = grads(self.x, self.w, gy, self.pads, need_x, need_w)
+        if self.kernel == "blocked":
+            gx, gw, gb = conv_blocked.conv2d_blocked_grads(self.x, self.w, gy, self.pads, need_x, need_w, need_b)
+        else:
+            gx, gw, gb = conv_direct.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
         return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]
 
 

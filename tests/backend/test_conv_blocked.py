@@ -93,6 +93,8 @@ def test_blocked_conv2d_matches_pytorch(case, dtype, rng, blocked):
 @pytest.mark.parametrize("case", [
     (2, 3, 5, 6, 7, 3, 3, (1, 1, 1, 1)),
     (1, 2, 3, 7, 6, 5, 5, (2, 1, 0, 2)),
+    (1, 2, 8, 8, 8, 3, 3, (1, 1, 1, 1)),          # lane rows, one image per vector
+    (5, 2, 8, 4, 4, 3, 3, (1, 1, 1, 1)),          # lane rows, two images per vector, a partial pack
 ])
 def test_blocked_conv2d_passes_gradcheck_in_float64(case, rng, blocked):
     N, C, Fo, H, W, KH, KW, pads = case
@@ -253,3 +255,98 @@ def test_blocked_forward_split_over_channel_blocks(monkeypatch, case, dtype, rng
     Y = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x), (pl, pr, pt, pb)),
                                    torch.tensor(w), torch.tensor(b))
     assert_rounding_close(whole, Y.numpy(), dtype)
+
+
+# Shapes on which the forward (and the input gradient, except where W < OW) takes lane rows
+# in float32 and float64: k images side by side per vector (k = 2, 4, 5 in float32), partial
+# last packs (17, 6, 33 images), padding left only / right only / wider than "same" (W < OW),
+# 5x5 and 1x3 kernels. The weight gradient takes them for 3-row kernels with F a multiple of
+# 8 (F = 64, 8, 16, 24 below), flat rows for the others (F = 9, 6, 4).
+LANE_CASES = [
+    (2, 64, 64, 8, 8, 3, 3, (1, 1, 1, 1)),        # ResNet-20 stage 3
+    (17, 3, 8, 8, 8, 3, 3, (1, 1, 1, 1)),         # a last pack of one image
+    (6, 5, 16, 4, 4, 3, 3, (1, 1, 1, 1)),         # four images per vector (two in float64)
+    (6, 5, 9, 4, 4, 3, 3, (1, 1, 1, 1)),          # the same, gw on flat rows
+    (4, 3, 8, 5, 8, 3, 3, (2, 0, 0, 2)),          # taps shifted by 0, 1, 2
+    (4, 3, 8, 6, 8, 3, 3, (0, 2, 2, 0)),          # taps shifted by -2, -1, 0
+    (2, 4, 6, 8, 8, 5, 5, (2, 2, 2, 2)),
+    (4, 2, 4, 5, 8, 1, 3, (0, 0, 1, 1)),
+    (4, 3, 24, 7, 6, 3, 3, (1, 1, 2, 2)),         # W = 6 < OW = 8; gx on flat rows
+    (33, 6, 8, 3, 3, 3, 3, (1, 1, 1, 1)),         # five images per vector, one junk lane
+]
+
+
+def _lane_rows_taken(case, dtype):
+    from cnnkit.backend.kernels.conv_blocked import row_layout
+
+    N, C, Fo, H, W, KH, KW, (pt, pb, pl, pr) = case
+    OH, OW = H + pt + pb - KH + 1, W + pl + pr - KW + 1
+    return row_layout(N, OH, W, OW, KW, 64 // np.dtype(dtype).itemsize) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", LANE_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_lane_rows_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, dtype, rng, blocked, monkeypatch):
+    """Forward and the three gradients on lane rows: equal to im2col and PyTorch up to rounding;
+    the forward equal bit for bit to flat rows (the same taps summed in the same order)."""
+    import torch
+
+    assert _lane_rows_taken(case, dtype)
+    N, C, Fo, H, W, KH, KW, pads = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
+    assert_rounding_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_rounding_close(g, g_ref, dtype)
+    ts = [torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b)]
+    pt, pb, pl, pr = pads
+    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
+    Y.backward(torch.tensor(np.random.default_rng(5).standard_normal(y.shape).astype(dtype)))
+    assert_rounding_close(y, Y.detach().numpy(), dtype)
+    for g, t in zip(grads, ts):
+        assert_rounding_close(g, t.grad.numpy(), dtype)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_LANE_ROWS", 0)
+    assert not _lane_rows_taken(case, dtype)
+    y_flat, grads_flat = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    np.testing.assert_array_equal(y, y_flat)
+    for g, g_flat in zip(grads, grads_flat):
+        assert_rounding_close(g, g_flat, dtype)
+
+
+def test_lane_rows_stay_off_where_they_compute_as_much_as_flat_rows():
+    from cnnkit.backend.kernels.conv_blocked import row_layout
+
+    assert row_layout(128, 8, 8, 8, 3, 16) == 2        # 8x8: 64 of 80 entries per image
+    assert row_layout(128, 8, 8, 8, 3, 8) == 1
+    assert row_layout(128, 16, 16, 16, 3, 16) == 0     # 16x16: 256 of 288, not worth the copies
+    assert row_layout(128, 32, 32, 32, 3, 16) == 0     # rows wider than a vector
+    assert row_layout(1, 8, 8, 8, 3, 16) == 0          # half a pack: 128 entries against 80
+    assert row_layout(128, 6, 8, 6, 3, 16) == 0        # input wider than the output
+    assert row_layout(33, 3, 3, 3, 3, 16) == 5         # 3x3 maps: 7 packs of 48 entries against 33 x 16
+    assert row_layout(3, 3, 3, 3, 3, 16) == 0          # one pack of 48 against 3 x 16
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_rows_keep_non_finite_values_where_they_are(dtype, blocked):
+    """inf and NaN in the input reach only the outputs whose windows hold them, as in PyTorch:
+    the shifted copies never carry a value into a neighbouring image's or row's padding."""
+    import torch
+
+    x = np.ones((17, 2, 8, 8), dtype)
+    x[0, 0, 3, 7] = np.inf      # right edge of image 0 (its neighbour in the vector is image 1)
+    x[1, 1, 0, 0] = np.nan      # left edge of image 1
+    x[16, 0, 7, 0] = -np.inf    # last row, left edge of the last, half-filled pack
+    w = np.ones((4, 2, 3, 3), dtype)
+    assert _lane_rows_taken((17, 2, 4, 8, 8, 3, 3, (1, 1, 1, 1)), dtype)
+    with config.kernels(True):
+        y = Conv2dDirectOp((1, 1), (1, 1, 1, 1), (1, 1), 1)(Tensor(x), Tensor(w)).data
+    Y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(Y))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
+    finite = np.isfinite(Y)
+    np.testing.assert_array_equal(y[finite], Y[finite])

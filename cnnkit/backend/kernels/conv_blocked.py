@@ -46,7 +46,7 @@ from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
 from .simd import acc_alloc, acc_bias, acc_dot, acc_hsum, acc_outer, acc_put, acc_zero
 
-__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w"]
+__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "row_layout"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
 # longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
@@ -58,6 +58,10 @@ SHORT_ROW_VECTORS = 8
 # forward splits over (image, channel block) pairs, so a batch of one uses every thread;
 # the block is fixed, so results do not depend on the number of threads.
 FORWARD_CHANNEL_BLOCK = 32
+
+# The forward's lane rows (``row_layout``) when they compute at most this fraction of flat
+# rows' entries: they copy the input KW times, which costs about what 15% fewer entries save.
+LANE_ROWS_MAX_WORK = 0.85
 
 
 def wgrad_group(Lp: int) -> int:
@@ -122,13 +126,59 @@ def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
         _fwd_channels(1, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
 
 
+@njit(cache=True, nogil=True)
+def _load_lanes(xs, x, n0, cnt, k, sn, sc, C, Hv, W, pt, pl, Hp, OW, KW, kws):
+    """Images n0 .. n0 + cnt - 1 side by side in lane rows, one copy of the input per column tap.
+
+    xs (KW*kws,): entry kw*kws + (c*Hp + h)*VL + j*OW + ow is image n0 + j's plane c at
+    padded row h and input column ow + kw - pl (zero outside the image), j < k; the lanes
+    of images j >= cnt (a last, partial pack) are zero. Needs W <= OW (``row_layout``).
+    Copy kw = pl gets the rows; the others are that copy shifted by kw - pl entries, with
+    the lanes that crossed into a neighbouring image or row zeroed.
+    """
+    VL = 64 // xs.itemsize
+    size = C * Hp * VL
+    ref = xs[pl * kws : pl * kws + size]
+    for c in range(C):
+        for j in range(k):
+            if j < cnt:
+                src = x[(n0 + j) * sn + c * sc]
+                for h in range(Hv):
+                    start = (c * Hp + h + pt) * VL + j * OW
+                    dst, row = ref[start : start + W], src[h]
+                    for w in range(W):
+                        dst[w] = row[w]
+            else:
+                for h in range(Hp):
+                    start = (c * Hp + h) * VL + j * OW
+                    dst = ref[start : start + OW]
+                    for w in range(OW):
+                        dst[w] = 0.0
+    for kw in range(KW):
+        s = kw - pl
+        if s == 0:
+            continue
+        dst = xs[kw * kws : kw * kws + size]
+        lo, hi = max(0, -s), size - max(0, s)
+        part, shifted = dst[lo:hi], ref[lo + s : hi + s]
+        for i in range(hi - lo):
+            part[i] = shifted[i]
+        w0, w1 = (0, -s) if s < 0 else (OW - s, OW)   # columns ow whose ow + s left the image's segment
+        for r in range(C * Hp):
+            for j in range(k):
+                for ow in range(w0, w1):
+                    dst[r * VL + j * OW + ow] = 0.0
+
+
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB):
+def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB, k):
     """Work items i0..i1-1 of the stride-1 convolution; y (F, N, OH, OW) written in full.
 
-    Item k is image k // nb's output channels j*CB .. (j+1)*CB - 1, j = k % nb, with
+    Item q is pack q // nb's output channels j*CB .. (j+1)*CB - 1, j = q % nb, with
     nb = ceil(F / CB) blocks: a batch of one splits over threads by channel blocks. Each
-    output is one item's, summed in the same order whatever the split.
+    output is one item's, summed in the same order whatever the split. A pack is one
+    image on flat rows (k == 0) or k images side by side in lane rows (``row_layout``);
+    both sum each output's taps in the same order, so they give the same bits.
 
     Args:
         x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc].
@@ -137,35 +187,61 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB):
         pt, pl: zero padding at the top and left (0 .. K-1); the bottom/right padding
             follows from y's size, OH = H + pt + pb - KH + 1.
         CB: output channels per item, a multiple of 16 (tiles never straddle two blocks).
+        k: images per lane row, or 0: flat rows.
     """
-    F, OH, OW = y.shape[0], y.shape[2], y.shape[3]
+    F, N, OH, OW = y.shape[0], y.shape[1], y.shape[2], y.shape[3]
     H, W = x.shape[1], x.shape[2]
     C = wt.shape[0] // (KH * KW)
     VL = 64 // x.itemsize
     Hp, Wp = OH + KH - 1, OW + KW - 1
     Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
-    L = (OH - 1) * Wp + OW
-    Lp = -(-L // VL) * VL
     nb = -(-F // CB)
-    offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
-    xpad = aligned_zeros(C * Hp * Wp + VL, x)          # the tail: the last vectors read past the planes
+    if k > 0:
+        Lp, rs, kk = OH * VL, VL, k
+        kws = _copy_stride(C * Hp * VL, VL)
+        offs = _tap_offsets(C, KH, KW, Hp * VL, VL, 0, 1)
+        for t in range(offs.shape[0]):            # tap kw reads copy kw at its kw = 0 position
+            offs[t] += (t % KW) * (kws - 1)
+        xpad = aligned_zeros(KW * kws, x)
+    else:
+        L = (OH - 1) * Wp + OW
+        Lp, rs, kk, kws = -(-L // VL) * VL, Wp, 1, 0
+        offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
+        xpad = aligned_zeros(C * Hp * Wp + VL, x)      # the tail: the last vectors read past the planes
     yflat = aligned_zeros(F * Lp, x)
     loaded = -1
-    for k in range(i0, i1):
-        n, fa = k // nb, (k % nb) * CB
+    for q in range(i0, i1):
+        n, fa = q // nb, (q % nb) * CB
         fb = min(F, fa + CB)
+        n0 = n * kk
+        cnt = min(kk, N - n0)
         if n != loaded:
-            _load_padded(xpad, x, n, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+            if k > 0:
+                _load_lanes(xpad, x, n0, cnt, k, sn, sc, C, Hv, W, pt, pl, Hp, OW, KW, kws)
+            else:
+                _load_padded(xpad, x, n0, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
             loaded = n
         if Lp < SHORT_ROW_VECTORS * VL:
             _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
         else:
             _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
         for f in range(fa, fb):
-            for oh in range(OH):
-                dst, row = y[f, n, oh], yflat[f * Lp + oh * Wp : f * Lp + oh * Wp + OW]
-                for ow in range(OW):
-                    dst[ow] = row[ow]
+            for j in range(cnt):
+                for oh in range(OH):
+                    start = f * Lp + oh * rs + j * OW
+                    dst, row = y[f, n0 + j, oh], yflat[start : start + OW]
+                    for ow in range(OW):
+                        dst[ow] = row[ow]
+
+
+@njit(cache=True, nogil=True)
+def _copy_stride(size, VL):
+    """Entries from one column tap's copy of the input to the next: size plus three vectors.
+
+    Copies exactly size apart sat a multiple of 4 KiB apart on power-of-two channel counts
+    (L1 set conflicts and 4K aliasing between the loads of neighbouring taps).
+    """
+    return size + 3 * VL
 
 
 def wgrad_rows(F: int) -> int:
@@ -176,28 +252,69 @@ def wgrad_rows(F: int) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _wgrad_tile(RF, NT, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp):
-    """part[f0 + a, t0 + j] += sum over nimg images and i < Lp of g[f0 + a, i] * x[xo + j + i] (a < RF, j < NT literals)."""
+def _wgrad_tile(RF, NT, TV, xs, gs, part, f0, t0, xo, npk, Xs, Gs, Lp):
+    """part[f0 + a, t0 + j] += sum over npk packs and i < Lp of g[f0 + a, i] * x[xo + j*s + i]
+    (a < RF, j < NT, s = 1 (TV = 0, flat rows: neighbouring column taps) or VL (TV = 1, lane
+    rows: neighbouring row taps); literals)."""
     VL = 64 // xs.itemsize
     acc = acc_alloc(32, xs)
     acc_zero(acc, 32, xs)
-    for m in range(nimg):
+    for m in range(npk):
         go, xm = m * Gs + f0 * Lp, m * Xs + xo
         for i in range(0, Lp, VL):
-            acc_dot(acc, RF, NT, gs, go + i, Lp, xs, xm + i)
+            acc_dot(acc, RF, NT, TV, gs, go + i, Lp, xs, xm + i)
     acc_hsum(acc, RF, NT, part, f0 * part.shape[1] + t0, part.shape[1])
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group):
-    """Partial weight and bias gradients of image groups g0..g1-1 (group k: images k*group ...).
+def _wgrad_taps(xs, gs, part, f0, rows, t0, xo, NK, npk, Xs, Gs, Lp):
+    """Flat rows: the NK taps t0 .. t0 + NK - 1 of one kernel row (x one entry further per tap) of
+    filters f0 .. f0 + rows - 1: 8 x 3 tiles (rows 8, NK 3); the last 6 filters in one tile, 6 x 3
+    and 6 x 2 (6 x 5 spills); else 4 x 5, 4 x 3, 4 x 1."""
+    if rows == 8:
+        _wgrad_tile(8, 3, 0, xs, gs, part, f0, t0, xo, npk, Xs, Gs, Lp)
+        return
+    j = 0
+    if rows == 6:
+        while j + 3 <= NK:
+            _wgrad_tile(6, 3, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+            j += 3
+        while j + 2 <= NK:
+            _wgrad_tile(6, 2, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+            j += 2
+        while j < NK:
+            _wgrad_tile(6, 1, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+            j += 1
+        return
+    while j + 5 <= NK:
+        _wgrad_tile(4, 5, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+        j += 5
+    while j + 3 <= NK:
+        _wgrad_tile(4, 3, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+        j += 3
+    while j < NK:
+        _wgrad_tile(4, 1, 0, xs, gs, part, f0, t0 + j, xo + j, npk, Xs, Gs, Lp)
+        j += 1
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group, k, need_b):
+    """Partial weight and bias gradients of image groups g0..g1-1 (group q: images q*group*max(k, 1) ...).
+
+    Flat rows (k == 0): a tile runs along a kernel row (taps kw, x one entry further per
+    tap), parts[q, f, (c*KH + kh)*KW + kw]. Lane rows (k images per vector, the forward's
+    layout; 3-row kernels and F a multiple of 8 only, which keeps to one more compiled tile):
+    a tile of 8 filters runs along a kernel column (taps kh, x one vector further per tap, so
+    the aligned loads of neighbouring steps share two of their three vectors),
+    parts[q, f, (c*KW + kw)*KH + kh].
 
     Args:
         x: input planes (N*C, H, W) as in ``blocked_forward``; C its channels.
         gy: output-gradient planes (N*F, OH, OW); plane (n, f) is gy[n*gsn + f*gsf].
         parts: (groups, F4, C*KH*KW), F4 = ``wgrad_rows(F)`` (or (groups, 0, 0): no weight
-            gradient); group k's sum of gw[f, tap], written in full.
-        gb_parts: (groups, F), group k's sum of gy per output channel.
+            gradient); group q's sum of gw[f, tap] as above, written in full.
+        gb_parts: (groups, F), group q's sum of gy per output channel (written if need_b).
+        group: packs per group (a pack: one image, or k images side by side).
     """
     F4 = parts.shape[1]
     F = gb_parts.shape[1]
@@ -207,18 +324,24 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
     VL = 64 // x.itemsize
     Hp, Wp = OH + KH - 1, OW + KW - 1
     Hv, Wv = min(H, Hp - pt), min(W, Wp - pl)
-    plane = Hp * Wp
-    L = (OH - 1) * Wp + OW
-    Lp = -(-L // VL) * VL
-    Xs, Gs = C * plane + VL, F4 * Lp
+    if k > 0:
+        kk, rs, plane = k, VL, Hp * VL
+        kws = _copy_stride(C * Hp * VL, VL)
+        Lp, Xs = OH * VL, KW * kws
+    else:
+        kk, rs, plane, kws = 1, Wp, Hp * Wp, 0
+        L = (OH - 1) * Wp + OW
+        Lp, Xs = -(-L // VL) * VL, C * Hp * Wp + VL
+    Gs = F4 * Lp
     need_w = F4 > 0
     xs = aligned_zeros(group * Xs if need_w else 0, x)
-    gs = aligned_zeros(group * Gs, gy)                 # junk columns and rows F..F4-1 stay 0
+    gs = aligned_zeros(group * Gs, gy)                 # junk entries and rows F..F4-1 stay 0
     zero = np.zeros(1, gy.dtype)[0]
+    per_group = group * kk
     for grp in range(g0, g1):
-        n0 = grp * group
-        nimg = min(group, N - n0)
-        for f in range(F):
+        n0 = grp * per_group
+        nimg = min(per_group, N - n0)
+        for f in range(F if need_b else 0):
             s = zero
             for m in range(nimg):
                 src = gy[(n0 + m) * gsn + f * gsf]
@@ -231,46 +354,40 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
             continue
         part = parts[grp]
         part[:] = 0.0
-        for m in range(nimg):
-            _load_padded(xs[m * Xs :], x, n0 + m, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
-            for f in range(F):
-                src = gy[(n0 + m) * gsn + f * gsf]
-                for oh in range(OH):
-                    start = m * Gs + f * Lp + oh * Wp
-                    dst, row = gs[start : start + OW], src[oh]
-                    for ow in range(OW):
-                        dst[ow] = row[ow]
+        npk = -(-nimg // kk)
+        for m in range(npk):
+            na = n0 + m * kk
+            cnt = min(kk, N - na)
+            if k > 0:
+                _load_lanes(xs[m * Xs :], x, na, cnt, k, sn, sc, C, Hv, W, pt, pl, Hp, OW, KW, kws)
+            else:
+                _load_padded(xs[m * Xs :], x, na, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+            for j in range(kk):
+                for f in range(F):
+                    for oh in range(OH):
+                        start = m * Gs + f * Lp + oh * rs + j * OW
+                        dst = gs[start : start + OW]
+                        if j < cnt:
+                            row = gy[(na + j) * gsn + f * gsf][oh]
+                            for ow in range(OW):
+                                dst[ow] = row[ow]
+                        else:
+                            for ow in range(OW):
+                                dst[ow] = 0.0
         f0 = 0
         while f0 < F4:
-            rows = 6 if F4 - f0 == 6 else (8 if f0 + 8 <= F4 and KW == 3 else 4)
-            for c in range(C):
-                for kh in range(KH):
-                    t0 = (c * KH + kh) * KW
-                    xo = c * plane + kh * Wp
-                    if rows == 8:
-                        _wgrad_tile(8, 3, xs, gs, part, f0, t0, xo, nimg, Xs, Gs, Lp)
-                        continue
-                    kw = 0
-                    if rows == 6:  # the last 6 filters in one tile: 6 x 3 and 6 x 2 (6 x 5 spills)
-                        while kw + 3 <= KW:
-                            _wgrad_tile(6, 3, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                            kw += 3
-                        while kw + 2 <= KW:
-                            _wgrad_tile(6, 2, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                            kw += 2
-                        while kw < KW:
-                            _wgrad_tile(6, 1, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                            kw += 1
-                        continue
-                    while kw + 5 <= KW:
-                        _wgrad_tile(4, 5, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                        kw += 5
-                    while kw + 3 <= KW:
-                        _wgrad_tile(4, 3, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                        kw += 3
-                    while kw < KW:
-                        _wgrad_tile(4, 1, xs, gs, part, f0, t0 + kw, xo + kw, nimg, Xs, Gs, Lp)
-                        kw += 1
+            if k > 0:  # (3-row kernels, F a multiple of 8: ``conv2d_blocked_grads``)
+                rows = 8
+                for c in range(C):
+                    for kw in range(KW):
+                        _wgrad_tile(8, 3, 1, xs, gs, part, f0, (c * KW + kw) * 3, kw * kws + c * plane,
+                                    npk, Xs, Gs, Lp)
+            else:
+                rows = 6 if F4 - f0 == 6 else (8 if f0 + 8 <= F4 and KW == 3 else 4)
+                for c in range(C):
+                    for kh in range(KH):
+                        _wgrad_taps(xs, gs, part, f0, rows, (c * KH + kh) * KW, c * plane + kh * Wp,
+                                    KW, npk, Xs, Gs, Lp)
             f0 += rows
 
 
@@ -285,20 +402,37 @@ def _grain(w_shape, OH: int, OW: int) -> int:
     return max(1, dispatch.PARALLEL_MIN_MACS // max(1, F * C * KH * KW * OH * OW))
 
 
+def row_layout(N: int, OH: int, W: int, OW: int, KW: int, VL: int) -> int:
+    """Images per "lane row", or 0: flat rows.
+
+    Lane rows put k = VL // OW images side by side in one vector per output row, with one
+    copy of the input per column tap (shifted by the tap), so no output entry is junk.
+    Taken where W <= OW <= VL and they compute at most ``LANE_ROWS_MAX_WORK`` of flat rows'
+    entries for the batch (``dispatch.DIRECT_CONV_LANE_ROWS`` = 0: never).
+    """
+    if not dispatch.DIRECT_CONV_LANE_ROWS or OW > VL or W > OW:
+        return 0
+    k = VL // OW
+    flat = -(-((OH - 1) * (OW + KW - 1) + OW) // VL) * VL
+    return k if -(-N // k) * OH * VL <= LANE_ROWS_MAX_WORK * N * flat else 0
+
+
 def _forward_args(x, w, b, pt, pl, OH, OW):
     """(y, args, items, item_macs): y (F, N, OH, OW) to be written by ``blocked_forward(i0, i1, *args)``
-    over items 0..items-1 (image, channel block) of the stride-1 convolution, x placed at (pt, pl)
-    of the padded plane; item_macs: the multiply-adds of one item."""
-    N = x.shape[0]
+    over items 0..items-1 (pack of images, channel block) of the stride-1 convolution, x placed at
+    (pt, pl) of the padded plane; item_macs: the multiply-adds of one item."""
+    N, _, _, W = x.shape
     F, C, KH, KW = w.shape
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     y = np.empty((F, N, OH, OW), x.dtype)                              # (F, N, OH, OW)
+    k = row_layout(N, OH, W, OW, KW, 64 // x.dtype.itemsize)
+    packs = -(-N // k) if k else N
     nb = -(-F // FORWARD_CHANNEL_BLOCK)
-    item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
-    args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl, FORWARD_CHANNEL_BLOCK)
-    return y, args, N * nb, item_macs
+    item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW * max(1, k)
+    args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl, FORWARD_CHANNEL_BLOCK, k)
+    return y, args, packs * nb, item_macs
 
 
 def _forward(x, w, b, pt, pl, OH, OW):
@@ -328,8 +462,9 @@ def _grads_units(u0, u1, groups, wgrad_args, items, per_unit, forward_args):
         blocked_forward(i0, i1, *forward_args)
 
 
-def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
-    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None.
+def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True):
+    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None; gb None
+    unless need_b (a pass over gy that a layer without bias, before a batch norm, does not need).
 
     With ``dispatch.CONV_GRADS_ONE_REGION``, gx and the weight and bias gradients are
     computed in one parallel region (one wake-up of the helpers, and the larger weight-gradient
@@ -342,21 +477,22 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     OH, OW = gy.shape[2:]
     gx = gw = None
     VL = 64 // x.dtype.itemsize
-    Wp = OW + KW - 1
-    group = wgrad_group(-(-((OH - 1) * Wp + OW) // VL) * VL)
-    groups = -(-N // group)
+    k = row_layout(N, OH, W, OW, KW, VL) if KH == 3 and F % 8 == 0 else 0   # lane tiles: 8 filters x 3 rows
+    Lp = OH * VL if k else -(-((OH - 1) * (OW + KW - 1) + OW) // VL) * VL
+    group = wgrad_group(Lp)                                            # packs of max(1, k) images
+    groups = -(-N // (group * max(1, k)))
     F4 = wgrad_rows(F)
     parts = np.empty((groups, F4, C * KH * KW) if need_w else (groups, 0, 0), x.dtype)
     gb_parts = np.empty((groups, F), gy.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
-    wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group)
-    group_macs = group * F * C * KH * KW * OH * OW
+    wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group, k, need_b)
+    group_macs = group * max(1, k) * F * C * KH * KW * OH * OW
     if need_x:
         wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
         if dispatch.CONV_GRADS_ONE_REGION:
             y, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
-            per_unit = max(1, items // N) * group                      # the items of `group` images
+            per_unit = max(1, items * group * max(1, k) // max(1, N))  # the items of one group's images (N = 0: none)
             units = groups + -(-items // per_unit)
             unit_macs = max(group_macs, per_unit * item_macs)
             parallel_for(_grads_units, units, groups, wgrad_args, items, per_unit, forward_args,
@@ -365,7 +501,10 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool):
         else:
             gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
     if gx is None or not dispatch.CONV_GRADS_ONE_REGION:
-        parallel_for(blocked_grad_w, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // group))
-    if need_w:
+        parallel_for(blocked_grad_w, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // (group * max(1, k))))
+    if need_w and k:
+        gw = parts.sum(axis=0)[:F].reshape(F, C, KW, KH).transpose(0, 1, 3, 2)  # (F, C, KH, KW)
+        gw = np.ascontiguousarray(gw)
+    elif need_w:
         gw = parts.sum(axis=0)[:F].reshape(w.shape)                    # (F, C, KH, KW)
-    return gx, gw, gb_parts.sum(axis=0)
+    return gx, gw, gb_parts.sum(axis=0) if need_b else None

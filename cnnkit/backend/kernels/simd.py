@@ -16,8 +16,9 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
   for k < FR, p < PV: an outer product of FR scalars (each broadcast; one
   ``vfmadd231ps`` with an embedded broadcast) and PV vectors.
 - ``acc_put(acc, FR, PV, dst, off, stride)``: dst[off + k*stride + p*VL : +VL] = acc[p*FR + k].
-- ``acc_dot(acc, RF, NT, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
-  * x[xoff + j : +VL] for a < RF, j < NT: RF + NT vector loads feed RF*NT FMAs.
+- ``acc_dot(acc, RF, NT, TV, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
+  * x[xoff + j*s : +VL] for a < RF, j < NT, s = 1 (TV = 0) or VL (TV = 1): RF + NT vector
+  loads feed RF*NT FMAs.
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -161,25 +162,25 @@ if AVAILABLE:
         return types.void(acc, FR, PV, dst, off, stride), codegen
 
     @intrinsic
-    def acc_dot(typingctx, acc, RF, NT, g, goff, gstride, x, xoff):
-        if not _literals(RF, NT) or not _arrays(g, x) or g.dtype != x.dtype:
+    def acc_dot(typingctx, acc, RF, NT, TV, g, goff, gstride, x, xoff):
+        if not _literals(RF, NT, TV) or not _arrays(g, x) or g.dtype != x.dtype:
             return None
 
         def codegen(context, builder, sig, args):
             vt = _vector(context, x.dtype)
             fma = _fma(builder, vt)
-            gbase = _at(context, builder, g, args[3], args[4])
-            xbase = _at(context, builder, x, args[6], args[7])
-            nt = NT.literal_value
-            xs = [_load(builder, builder.gep(xbase, [ir.Constant(_I64, j)]), vt) for j in range(nt)]
+            gbase = _at(context, builder, g, args[4], args[5])
+            xbase = _at(context, builder, x, args[7], args[8])
+            nt, step = NT.literal_value, vt.count if TV.literal_value else 1
+            xs = [_load(builder, builder.gep(xbase, [ir.Constant(_I64, j * step)]), vt) for j in range(nt)]
             for a in range(RF.literal_value):
-                ga = _load(builder, builder.gep(gbase, [builder.mul(args[5], ir.Constant(_I64, a))]), vt)
+                ga = _load(builder, builder.gep(gbase, [builder.mul(args[6], ir.Constant(_I64, a))]), vt)
                 for j in range(nt):
                     slot = _slot(builder, args[0], vt, a * nt + j)
                     builder.store(builder.call(fma, [ga, xs[j], builder.load(slot)]), slot)
             return context.get_dummy_value()
 
-        return types.void(acc, RF, NT, g, goff, gstride, x, xoff), codegen
+        return types.void(acc, RF, NT, TV, g, goff, gstride, x, xoff), codegen
 
     @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
