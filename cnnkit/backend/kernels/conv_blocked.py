@@ -30,6 +30,13 @@ No layout conversion beyond the zero padding: input and output stay planar.
   ``wgrad_group`` images, whose partial sums the caller adds in a fixed order, so results do not
   depend on the number of threads.
 
+Lane rows (``row_layout``; small maps, W <= OW <= VL): k = VL // OW images side by side,
+output row oh of the pack one vector at oh*VL, and the padded input stored once per column
+tap kw (copy kw: entry (c*Hp + h)*VL + j*OW + ow holds image j's padded (h, ow + kw)), so
+tap (c, kh, kw) of output vector v is the aligned vector at kw*kws + (c*Hp + kh + v)*VL and
+no entry is junk (8x8 maps: 64 entries per image instead of 80). The forward tiles are the
+same; the weight gradient's tiles run along kh (8 filters x 3 row taps, one vector apart).
+
 Numerics: sums in a different order than the NumPy path (tap by tap per output for the
 forward; lane-split for the weight gradient), each step one FMA: equal up to float
 rounding. Padding larger than the kernel minus one is not handled here (the dispatch
