@@ -13,7 +13,9 @@ The layout follows ``torch.optim.Optimizer`` so that code and checkpoints carry 
 A subclass implements ``_update_group(group)`` (the math of one step for one group) and
 ``_validate(group)`` (checks of its hyper-parameters, run for the defaults and for every
 group added). Updates are written in place into ``p.data``, never into a new array:
-other code (a flat parameter buffer, a view a layer keeps) may hold views of it.
+other code (a flat parameter buffer, a view a layer keeps) may hold views of it. ``step``
+counts those writes (``function.note_write``), so a backward through a graph recorded before
+the step, which saved the old weights, is refused as PyTorch refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..config import enable_grad
 from ..errors import ShapeError
+from ..function import note_write
 from ..tensor import Tensor
 
 __all__ = ["Optimizer", "ParamsT"]
@@ -113,6 +116,9 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)
+            for p in group["params"]:
+                if p.grad is not None:  # written in place: a graph that saved it refuses its backward
+                    note_write(p.data)
         return loss
 
     def _update_group(self, group: dict[str, Any]) -> None:

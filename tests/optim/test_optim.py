@@ -10,6 +10,7 @@ import pytest
 
 from cnnkit import Tensor, optim
 from cnnkit.errors import ShapeError
+from cnnkit.nn import Parameter
 
 torch = pytest.importorskip("torch")
 
@@ -461,3 +462,27 @@ def test_adagrad_state_exists_from_construction_like_torchs():
     ]
     run_both(opt, topt, ours, theirs, rng, 5, skip_every=2)
     assert_params_close(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_a_backward_through_a_graph_recorded_before_the_step_is_refused_as_torchs(name):
+    # the step writes the weights in place; a retained graph that saved them used the new
+    # weights silently (x.grad from the updated w); PyTorch refuses that backward
+    results = {}
+    for lib in ("torch", "cnnkit"):
+        if lib == "torch":
+            w, x = torch.nn.Parameter(torch.tensor([1.0, 2.0])), torch.tensor([3.0, 4.0], requires_grad=True)
+            opt = getattr(torch.optim, name)([w], lr=0.1)
+        else:
+            w, x = Parameter(Tensor(np.array([1.0, 2.0], np.float32))), Tensor(np.array([3.0, 4.0], np.float32),
+                                                                             requires_grad=True)
+            opt = getattr(optim, name)([w], lr=0.1)
+        y = (x * w).sum()
+        y.backward(retain_graph=True)
+        opt.step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+        z = (x * w).sum()                                     # a graph recorded after the step is fine
+        z.backward()
+        results[lib] = np.asarray(x.grad)
+    np.testing.assert_allclose(results["cnnkit"], results["torch"], rtol=1e-6)
