@@ -69,7 +69,7 @@ def add_quiet_option(parser) -> None:
     """The --quiet N option: wall-clock pairs on a shared machine, kept only when no core was taken."""
     parser.add_argument("--quiet", type=int, default=0, metavar="N",
                         help="repeat until N pairs in which no thread of this process waited for a CPU "
-                             f"(more than {QUIET_WAIT_SHARE:.0%} of the call's time; Linux schedstat); "
+                             f"(more than {QUIET_WAIT_SHARE * 100:.0f}%% of the call's time; Linux schedstat); "
                              "for two-thread wall-clock figures on a shared machine")
 
 
