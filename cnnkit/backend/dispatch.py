@@ -183,7 +183,7 @@ CONV_GRADS_ONE_REGION = 1
 
 # The blocked kernel's "lane rows" (kernels/conv_blocked.row_layout): small maps (OW <= 16
 # float32 lanes) packed several images to a vector, one input copy per column tap, no junk
-# columns, where that computes at most 0.85 of flat rows' entries (ResNet-20's 8x8 layers).
+# columns, where that computes at most 0.9 of flat rows' entries (ResNet-20's 8x8 and 16x16 layers).
 # 0: flat rows everywhere (A/B runs). Measured: docs/performance.md, "Lane rows".
 DIRECT_CONV_LANE_ROWS = 1
 

@@ -323,7 +323,8 @@ def test_lane_rows_stay_off_where_they_compute_as_much_as_flat_rows():
 
     assert row_layout(128, 8, 8, 8, 3, 16) == 2        # 8x8: 64 of 80 entries per image
     assert row_layout(128, 8, 8, 8, 3, 8) == 1
-    assert row_layout(128, 16, 16, 16, 3, 16) == 0     # 16x16: 256 of 288, not worth the copies
+    assert row_layout(128, 16, 16, 16, 3, 16) == 1     # 16x16: 256 of 288 entries
+    assert row_layout(128, 15, 15, 15, 3, 16) == 0     # 15x15: 240 of 256, not worth the copies
     assert row_layout(128, 32, 32, 32, 3, 16) == 0     # rows wider than a vector
     assert row_layout(1, 8, 8, 8, 3, 16) == 0          # half a pack: 128 entries against 80
     assert row_layout(128, 6, 8, 6, 3, 16) == 0        # input wider than the output
