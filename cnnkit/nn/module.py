@@ -692,7 +692,11 @@ def _load_problem(source: np.ndarray, dtype: np.dtype) -> str | None:
             return f"holds non-finite values ({' and '.join(parts)} of {source.size})"
         return None
     if dtype.kind in "iu":
-        if kind not in "iub":
+        # whole numbers stored as floats load (a counter after Module.type(float64), as PyTorch's copy)
+        info = np.iinfo(dtype)
+        whole = (kind == "f" and bool(np.isfinite(source).all()) and bool((source == np.trunc(source)).all())
+                 and info.min <= source.min(initial=0) and source.max(initial=0) <= info.max)
+        if kind not in "iub" and not whole:
             return f"dtype {source.dtype} where an integer ({dtype}) is expected"
         return None
     if dtype.kind == "b" and kind != "b":

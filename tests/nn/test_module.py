@@ -540,3 +540,17 @@ def test_module_type_refuses_what_cnnkit_cannot_compute_in():
                                         r"'torch.DoubleTensor', got 'torch.CudaTensor'"):
         ours.type("torch.CudaTensor")
     assert ours.weight.dtype == np.float32                            # refused before anything changed
+
+
+def test_a_state_after_module_type_loads_back_into_a_fresh_model_as_torchs():
+    # num_batches_tracked is a float after type(float64) (as in PyTorch); loading it into a fresh
+    # model's int64 counter was refused ("dtype float64 where an integer (int64) is expected")
+    ours, theirs = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    ours.train()(Tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)))
+    theirs.train()(torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2))
+    fresh, torch_fresh = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    fresh.load_state_dict(ours.type(np.float64).state_dict())
+    torch_fresh.load_state_dict(theirs.type(torch.float64).state_dict())
+    for (k, v), (tk, tv) in zip(fresh.state_dict().items(), torch_fresh.state_dict().items(), strict=True):
+        assert k == tk and np.dtype(v.dtype).name == str(tv.dtype).removeprefix("torch.")
+        np.testing.assert_allclose(np.asarray(v), tv.numpy(), rtol=1e-6)
