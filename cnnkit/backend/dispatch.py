@@ -28,6 +28,7 @@ __all__ = [
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
+    "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
 
 
@@ -372,3 +373,15 @@ def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int,
 # of images of at most this many bytes, into a reused buffer, and rebuilt in backward
 # instead of being kept.
 COLUMNS_BLOCK_BYTES = 32 * 2**20
+
+
+# ---------------------------------------------------------------------------- buffer pool
+# The large outputs of the compiled ops (convolutions, batch norm, ReLU, max-pool, their
+# gradients) take their memory from ``backend/buffers.py``'s pool: blocks kept across
+# training steps instead of mapped and faulted in afresh each step. 0: every array from
+# NumPy (A/B; results are the same bit for bit). Arrays below POOL_MIN_BYTES stay with the
+# C library; at most POOL_MAX_IDLE_BYTES of returned blocks are kept.
+BUFFER_POOL = 1
+POOL_MIN_BYTES = 2**20
+POOL_CHUNK_BYTES = 256 * 2**20
+POOL_MAX_IDLE_BYTES = 2**30

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
@@ -160,7 +160,7 @@ def batch_norm_train(x, gamma, beta, eps: float):
     """
     N, C = x.shape[:2]
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
-    y = np.empty_like(planes)
+    y = buffers.empty_like(planes)
     scale = np.ones(C) if gamma is None else gamma.astype(np.float64)
     shift = np.zeros(C) if beta is None else beta.astype(np.float64)
     mean, var, inv_std = np.empty(C), np.empty(C), np.empty(C)
@@ -200,7 +200,7 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     scale, shift = np.empty(C, x.dtype), np.empty(C, x.dtype)
     _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, x.dtype), mean, inv_std, scale, shift)
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
-    y = np.empty_like(planes)
+    y = buffers.empty_like(planes)
     parallel_for(_affine, N * C, planes, sn, sc, C, scale, shift, y,
                  grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, H * W)))
     return unplanes(y, N, C, sc), mean, inv_std
@@ -211,7 +211,7 @@ def batch_norm_grads(x, gy, mean, inv_std, gamma, training: bool, need_x: bool):
     N, C = x.shape[:2]
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, H, W)
-    gx = np.empty_like(planes) if need_x else planes[:0]
+    gx = buffers.empty_like(planes) if need_x else planes[:0]
     g = np.ones(C) if gamma is None else gamma.astype(np.float64)
     sums = np.empty((C, 2))
     parallel_for(_backward, C, planes, sn, sc, gplanes, gsn, gsc, N, mean, inv_std, g, training, need_x, gx,

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
@@ -435,7 +435,7 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
-    y = np.empty((F, N, OH, OW), x.dtype)                              # (F, N, OH, OW)
+    y = buffers.empty((F, N, OH, OW), x.dtype)                         # (F, N, OH, OW)
     k = row_layout(N, OH, W, OW, KW, 64 // x.dtype.itemsize)
     packs = -(-N // k) if k else N
     nb = -(-F // FORWARD_CHANNEL_BLOCK)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FASTMATH, aligned_zeros, as_planes, njit
 
@@ -315,7 +315,7 @@ def conv2d_direct(x, w, b, pads):
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     wm = np.ascontiguousarray(w).reshape(F, C * KH * KW)             # (F, C*KH*KW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
     nb = _images_per_group(OH, OW, KH, KW)
     groups = -(-N // nb)
     parallel_for(conv2d_forward, groups, planes, sn, sc, wm, KH, KW, bias, y, pt, pl, nb,
@@ -334,7 +334,7 @@ def conv2d_direct_grads(x, w, gy, pads, need_x: bool, need_w: bool):
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
     nb = _images_per_group(OH, OW, KH, KW)
     groups = -(-N // nb)
-    gx = np.empty((C, N, H, W) if need_x else (0, N, 0, 0), gy.dtype)  # (C, N, H, W)
+    gx = buffers.empty((C, N, H, W) if need_x else (0, N, 0, 0), gy.dtype)  # (C, N, H, W)
     gw_parts = np.empty((groups, F, C * KH * KW) if need_w else (groups, 0, 0), gy.dtype)
     gb_parts = np.empty((groups, F), gy.dtype)
     parallel_for(conv2d_backward, groups, planes, sn, sc, wt, KH, KW, gplanes, gsn, gsf, pt, pl,

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FLOATS, flat, njit
 
@@ -68,7 +68,7 @@ def erf_forward(i0, i1, x, y):
 
 def relu_with_mask(x):
     """(y, mask) of ReLU: y like x (same memory layout), mask a bool array like x."""
-    y, mask = np.empty_like(x), np.empty_like(x, dtype=np.bool_)
+    y, mask = buffers.empty_like(x), buffers.empty_like(x, dtype=np.bool_)
     parallel_for(relu_forward, x.size, flat(x), flat(y), flat(mask).view(np.uint8),
                  grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return y, mask
@@ -76,7 +76,7 @@ def relu_with_mask(x):
 
 def relu_only(x):
     """ReLU's y alone (no gradient will be asked for): y like x (same memory layout)."""
-    y = np.empty_like(x)
+    y = buffers.empty_like(x)
     parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return y
 
@@ -90,7 +90,7 @@ def relu_grad(gy, mask):
     g = flat(gy)
     if g is None:
         return None
-    gx = np.empty_like(gy)
+    gx = buffers.empty_like(gy)
     parallel_for(relu_backward, gy.size, g, flat(mask).view(np.uint8), flat(gx),
                  grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return gx

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import as_planes, njit, unplanes
@@ -137,7 +137,7 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
     G = groups
     OH, OW = out_hw
     pt, _, pl, _ = pads
-    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
     wm = np.ascontiguousarray(w).reshape(G, F // G, Cg * KH * KW)     # (G, F/G, Cg*KH*KW)
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
@@ -181,7 +181,7 @@ def conv2d_gemm_grads(x, w, gy, stride, pads, dilation, groups: int, need_x: boo
     wm = np.ascontiguousarray(w).reshape(G, F // G, Cg * KH * KW)     # (G, F/G, Cg*KH*KW)
     wt = np.ascontiguousarray(wm.transpose(0, 2, 1))                  # (G, Cg*KH*KW, F/G)
     gw = np.zeros((G, F // G, Cg * KH * KW), gy.dtype) if need_w else None
-    gx = np.empty_like(planes) if need_x else None                    # (P, H, W), x's order
+    gx = buffers.empty_like(planes) if need_x else None               # (P, H, W), x's order
     pointwise = _is_pointwise(KH, KW, stride, pads, dilation)
     geometry = ((KH, KW), tuple(stride), tuple(dilation), (pt, pl), (OH, OW))
     for n0, n1 in _blocks(N, C * KH * KW * OH * OW * x.dtype.itemsize, block_bytes):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import blas_threads, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, im2col, njit
@@ -298,7 +298,7 @@ def conv2d_polyphase(x, w, b, stride, pads, out_hw, block_bytes=None):
     else columns and products per block of output rows.
     """
     g = _Geometry(x.shape, w.shape, tuple(stride), pads, out_hw, x.dtype.itemsize, block_bytes)
-    y = np.empty((g.F, g.N, g.OH, g.OW), x.dtype)                     # (F, N, OH, OW)
+    y = buffers.empty((g.F, g.N, g.OH, g.OW), x.dtype)                # (F, N, OH, OW)
     if dispatch.POLYPHASE_DIRECT and block_bytes is None:
         return _direct(x, w, b, g, y)
     wm = np.ascontiguousarray(w).reshape(g.F, g.K)                    # (F, C*KH*KW)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
@@ -311,13 +311,13 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = 
     OH, OW = out_hw
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     (KH, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
-    y = np.empty((planes.shape[0], OH, OW), x.dtype)                  # (P, OH, OW)
+    y = buffers.empty((planes.shape[0], OH, OW), x.dtype)             # (P, OH, OW)
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if not indices and _is_3x3s2(kernel, stride, dilation):
         parallel_for(max_pool2d_values_3x3s2, N * C, planes, sn, sc, C, y, pads[0], pads[2],
                      grain=_plane_grain(x.shape, dispatch.POOL_VALUES_MIN_ELEMENTS))
         return unplanes(y, N, C, sc), None, (sn, sc)
-    arg = np.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
+    arg = buffers.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     if _is_2x2(kernel, stride, pads, dilation):
         parallel_for(max_pool2d_forward_2x2, N * C, planes, sn, sc, C, y, arg,
                      grain=_plane_grain(x.shape, many))
@@ -346,7 +346,7 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, 
     sn, sc = order
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
     (_, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
-    gx = np.empty((N * C, H, W), gy.dtype)                           # (P, H, W), arg's order
+    gx = buffers.empty((N * C, H, W), gy.dtype)                      # (P, H, W), arg's order
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         keep = np.uint8(0xFF if relu_masked else TAP_BITS)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dispatch
+from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
@@ -350,7 +350,7 @@ def _forward_setup(x, U, b, OH: int, OW: int, m: int, block_bytes):
     F, a = U.shape[1], m + 2
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     TH, TW = _geometry(OH, OW, m)
-    y = np.empty((F, N, OH, OW), x.dtype)                             # (F, N, OH, OW)
+    y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
     return planes, sn, sc, TH, TW, y, bias, nbk

@@ -1,0 +1,198 @@
+"""Large arrays whose memory is kept for the next array of the same size.
+
+A training step allocates the same large arrays every step: the activations it keeps for
+backward, their gradients, the outputs of batch norm and ReLU. Freed, they go back to the
+C library, which returns large blocks to the kernel (arrays above glibc's mmap threshold
+are memory maps of their own; the top of the heap is trimmed once more than the trim
+threshold is free), and the next step faults every page in again: ResNet-18 training at
+batch 16 took ~20,000 minor page faults and 0.1-0.2 s of system time per step that way,
+with or without ``backend.malloc.tune_malloc`` (its 51 MB arrays are above any mmap
+threshold glibc accepts).
+
+``empty`` and ``empty_like`` hand out such arrays from a pool of blocks sorted by size.
+A block goes back to the pool only when nothing can read it any more: the array handed
+out has a private base object (a lease), every view of the array keeps that lease alive
+(NumPy's views keep their base), and the lease returns its block when it is collected.
+So an output held by the user, a tensor saved for backward or a view of either keeps its
+memory for as long as it lives; the pool never hands out memory that is still reachable.
+The values of an array do not depend on where its memory came from: with the pool on or
+off (``dispatch.BUFFER_POOL``), results are bit-identical.
+
+Bounds: blocks of at least ``dispatch.POOL_MIN_BYTES`` (smaller arrays are left to the C
+library, which reuses them well), sized to whole pages, and at most
+``dispatch.POOL_MAX_IDLE_BYTES`` of returned blocks are kept; a block returned beyond that
+is freed. ``release_buffers`` frees every idle block. The blocks are anonymous memory maps
+of their own (page-aligned; huge pages advised where the system has them, as NumPy does
+for its large arrays), outside the C library's heap, so keeping them never pins the heap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import threading
+
+import numpy as np
+
+from . import dispatch
+
+__all__ = ["empty", "empty_like", "add", "release_buffers", "pool_stats"]
+
+_PAGE = mmap.PAGESIZE
+
+
+class _Chunk:
+    """One anonymous memory map and its free ranges [offset, size], sorted by offset."""
+
+    def __init__(self, size: int) -> None:
+        region = mmap.mmap(-1, size)
+        if hasattr(region, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            region.madvise(mmap.MADV_HUGEPAGE)
+        self.memory = np.frombuffer(region, np.uint8)
+        self.size = size
+        self.free = [[0, size]]
+
+    def carve(self, nbytes: int) -> int | None:
+        """The offset of nbytes taken from the lowest free range that holds them, or None."""
+        for i, (offset, size) in enumerate(self.free):
+            if size >= nbytes:
+                if size == nbytes:
+                    del self.free[i]
+                else:
+                    self.free[i] = [offset + nbytes, size - nbytes]
+                return offset
+        return None
+
+    def give_back(self, offset: int, nbytes: int) -> None:
+        """Return a range, merged with the free ranges right before and after it."""
+        free = self.free
+        i = bisect.bisect_left(free, [offset, 0])
+        if i < len(free) and free[i][0] == offset + nbytes:
+            nbytes += free.pop(i)[1]
+        if i > 0 and free[i - 1][0] + free[i - 1][1] == offset:
+            free[i - 1][1] += nbytes
+        else:
+            free.insert(i, [offset, nbytes])
+
+    def unused(self) -> bool:
+        return self.free == [[0, self.size]]
+
+
+class _Pool:
+    """Chunks of memory that pooled arrays are carved from, lowest address first."""
+
+    def __init__(self) -> None:
+        # Re-entrant: a lease collected while the lock is held (its last reference dropped
+        # by code running under the lock) returns its range in the same thread.
+        self.lock = threading.RLock()
+        self.chunks: list[_Chunk] = []
+        self.live_bytes = 0
+        self.carved = 0       # arrays handed out (statistics)
+
+    def take(self, nbytes: int) -> tuple[_Chunk, int]:
+        with self.lock:
+            self.carved += 1
+            self.live_bytes += nbytes
+            for chunk in self.chunks:
+                offset = chunk.carve(nbytes)
+                if offset is not None:
+                    return chunk, offset
+            chunk = _Chunk(max(nbytes, dispatch.POOL_CHUNK_BYTES))
+            self.chunks.append(chunk)
+            return chunk, chunk.carve(nbytes)
+
+    def give_back(self, chunk: _Chunk, offset: int, nbytes: int) -> None:
+        with self.lock:
+            self.live_bytes -= nbytes
+            chunk.give_back(offset, nbytes)
+            if chunk.unused() and self.idle_bytes() > dispatch.POOL_MAX_IDLE_BYTES and chunk in self.chunks:
+                self.chunks.remove(chunk)  # unmapped with its last reference
+
+    def idle_bytes(self) -> int:
+        return sum(size for chunk in self.chunks for _, size in chunk.free)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.chunks = [chunk for chunk in self.chunks if not chunk.unused()]
+
+
+_pool = _Pool()
+
+
+class _Lease:
+    """The base object of one pooled array: returns its range to the pool when collected."""
+
+    __slots__ = ("__array_interface__", "chunk", "offset", "nbytes")
+
+    def __init__(self, chunk: _Chunk, offset: int, nbytes: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.chunk, self.offset, self.nbytes = chunk, offset, nbytes
+        self.__array_interface__ = {
+            "version": 3, "shape": shape, "typestr": dtype.str, "descr": dtype.descr,
+            "data": (chunk.memory.ctypes.data + offset, False), "strides": None,
+        }
+
+    def __del__(self) -> None:
+        pool = _pool
+        if pool is not None:  # None while the interpreter shuts down
+            pool.give_back(self.chunk, self.offset, self.nbytes)
+
+
+def _pooled(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """A pooled C-contiguous array, or None when the pool does not serve this size."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not dispatch.BUFFER_POOL or nbytes < dispatch.POOL_MIN_BYTES or dtype.hasobject:
+        return None
+    nbytes = -(-nbytes // _PAGE) * _PAGE
+    chunk, offset = _pool.take(nbytes)
+    return np.asarray(_Lease(chunk, offset, nbytes, shape, dtype))
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` (C order), its memory from the pool when large enough."""
+    shape = tuple(int(s) for s in ((shape,) if np.isscalar(shape) else shape))
+    dtype = np.dtype(dtype)
+    out = _pooled(shape, dtype)
+    return np.empty(shape, dtype) if out is None else out
+
+
+def empty_like(a: np.ndarray, dtype=None) -> np.ndarray:
+    """``np.empty_like(a, dtype)``: the same shape and the same memory order as ``a``.
+
+    As NumPy's order "K": C order for a C-contiguous ``a``, Fortran order for a
+    Fortran-contiguous one, else the axes laid out by decreasing stride.
+    """
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    if a.flags.c_contiguous or a.ndim < 2:
+        order = tuple(range(a.ndim))
+    elif a.flags.f_contiguous:
+        order = tuple(reversed(range(a.ndim)))
+    else:
+        order = tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i])))  # stable
+    base = _pooled(tuple(a.shape[i] for i in order), dtype)
+    if base is None:
+        return np.empty_like(a, dtype=dtype)
+    return base.transpose(np.argsort(order))
+
+
+def add(a, b):
+    """``a + b``, into a pooled array when both are NumPy arrays of one shape, dtype and layout.
+
+    Then the sum is NumPy's own (``np.add`` with ``out=``), laid out as ``a + b`` would be;
+    any other pair (broadcasting, mixed dtypes, scalars, CuPy arrays) is left to ``a + b``.
+    """
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype
+            and a.strides == b.strides and a.nbytes >= dispatch.POOL_MIN_BYTES and dispatch.BUFFER_POOL):
+        return np.add(a, b, out=empty_like(a))
+    return a + b
+
+
+def release_buffers() -> None:
+    """Unmap every chunk of the pool that holds no array (chunks in use stay)."""
+    _pool.clear()
+
+
+def pool_stats() -> dict[str, int]:
+    """Bytes mapped by the pool, in arrays handed out and not yet collected, idle; chunks; arrays carved."""
+    with _pool.lock:
+        return {"mapped_bytes": sum(c.size for c in _pool.chunks), "live_bytes": _pool.live_bytes,
+                "idle_bytes": _pool.idle_bytes(), "chunks": len(_pool.chunks), "carved": _pool.carved}
