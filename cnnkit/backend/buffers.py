@@ -39,13 +39,16 @@ from . import dispatch
 __all__ = ["empty", "empty_like", "add", "release_buffers", "pool_stats"]
 
 _PAGE = mmap.PAGESIZE
+# Private, not Python's default MAP_SHARED for anonymous maps: a forked process (a data
+# loader's worker) must get its own copy of the pages, never write into this process's.
+_PRIVATE = ({"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_ANONYMOUS") else {})
 
 
 class _Chunk:
     """One anonymous memory map and its free ranges [offset, size], sorted by offset."""
 
     def __init__(self, size: int) -> None:
-        region = mmap.mmap(-1, size)
+        region = mmap.mmap(-1, size, **_PRIVATE)
         if hasattr(region, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
             region.madvise(mmap.MADV_HUGEPAGE)
         self.memory = np.frombuffer(region, np.uint8)
@@ -133,7 +136,7 @@ class _Lease:
 
     def __del__(self) -> None:
         pool = _pool
-        if pool is not None:  # None while the interpreter shuts down
+        if pool is not None and dispatch is not None:  # None while the interpreter shuts down
             pool.give_back(self.chunk, self.offset, self.nbytes)
 
 
