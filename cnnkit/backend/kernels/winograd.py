@@ -322,7 +322,7 @@ def winograd_filters(w, m: int):
     """
     F, C = w.shape[:2]
     a2 = TILE[m] ** 2
-    U = np.empty((a2, F, C), w.dtype)
+    U = buffers.empty((a2, F, C), w.dtype)
     w9 = np.ascontiguousarray(w).reshape(F * C, 9)                    # (F*C, 9)
     matmul(_filter_matrix(m, w.dtype), w9.T, out=U.reshape(a2, F * C))
     return U
@@ -334,7 +334,7 @@ def winograd_filter_grads(gu, m: int):
     One matrix product gU^T (F*C, a*a) @ K (a*a, 9), written straight into gw.
     """
     a2, F, C = gu.shape
-    gw = np.empty((F, C, 3, 3), gu.dtype)
+    gw = buffers.empty((F, C, 3, 3), gu.dtype)
     matmul(gu.reshape(a2, F * C).T, _filter_matrix(m, gu.dtype), out=gw.reshape(F * C, 9))
     return gw
 
@@ -442,7 +442,8 @@ def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, bl
         planes, sn, sc = as_planes(x)                                 # (P, H, W)
         gplanes, gsn, gsf = as_planes(gy)                             # (P, OH, OW)
         TH, TW = _geometry(OH, OW, m)
-        gu = np.zeros((a * a, F, C), gy.dtype)                        # (a*a, F, C)
+        gu = buffers.empty((a * a, F, C), gy.dtype)                   # (a*a, F, C)
+        gu[...] = 0
         nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
