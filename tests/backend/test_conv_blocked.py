@@ -49,6 +49,14 @@ def _conv(pads, op=Conv2dDirectOp):
     return conv
 
 
+def _arrays(case, rng, dtype=np.float64, layout="nchw"):
+    """x (N, C, H, W) in ``layout``, w (F, C, KH, KW) and b (F,): standard normal draws, in that order."""
+    N, C, Fo, H, W, KH, KW, _ = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x = cnhw(x) if layout == "cnhw" else x
+    return x, rng.standard_normal((Fo, C, KH, KW)).astype(dtype), rng.standard_normal(Fo).astype(dtype)
+
+
 @pytest.fixture
 def blocked(monkeypatch):
     monkeypatch.setattr(dispatch, "DIRECT_CONV_BLOCKED", 1)
@@ -58,11 +66,8 @@ def blocked(monkeypatch):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
 def test_blocked_conv2d_matches_the_im2col_reference(case, layout, dtype, rng, blocked):
-    N, C, Fo, H, W, KH, KW, pads = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    x = cnhw(x) if layout == "cnhw" else x
-    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
-    b = rng.standard_normal(Fo).astype(dtype)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = run(_conv(pads), [x, w, b], 1, False, expect=Conv2dDirectOp)
     y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 1, True)
     assert_rounding_close(y, y_ref, dtype)
@@ -76,10 +81,8 @@ def test_blocked_conv2d_matches_pytorch(case, dtype, rng, blocked):
     """Forward and the three gradients against torch.nn.functional.conv2d."""
     import torch
 
-    N, C, Fo, H, W, KH, KW, pads = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
-    b = rng.standard_normal(Fo).astype(dtype)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype)
     y, grads = run(_conv(pads), [x, w, b], 7, False, expect=Conv2dDirectOp)
     ts = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
     pt, pb, pl, pr = pads
@@ -97,10 +100,8 @@ def test_blocked_conv2d_matches_pytorch(case, dtype, rng, blocked):
     (5, 2, 8, 4, 4, 3, 3, (1, 1, 1, 1)),          # lane rows, two images per vector, a partial pack
 ])
 def test_blocked_conv2d_passes_gradcheck_in_float64(case, rng, blocked):
-    N, C, Fo, H, W, KH, KW, pads = case
-    x = rng.standard_normal((N, C, H, W))
-    w = rng.standard_normal((Fo, C, KH, KW))
-    b = rng.standard_normal(Fo)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng)
     conv = _conv(pads)
     with config.kernels(True):
         creator = conv(*(Tensor(a, requires_grad=True) for a in (x, w, b))).creator
@@ -161,10 +162,8 @@ def test_blocked_conv2d_results_do_not_depend_on_the_number_of_threads(rng, bloc
 ])
 def test_backward_in_one_region_equals_two_regions_bit_for_bit(monkeypatch, case, dtype, rng, blocked):
     """CONV_GRADS_ONE_REGION: gx, gw and gb as the two-region backward computes them, on 1-3 threads."""
-    N, C, Fo, H, W, KH, KW, pads = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
-    b = rng.standard_normal(Fo).astype(dtype)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype)
     monkeypatch.setattr(dispatch, "CONV_GRADS_ONE_REGION", 0)
     _, two = run(_conv(pads), [x, w, b], 3, False, expect=Conv2dDirectOp)
     monkeypatch.setattr(dispatch, "CONV_GRADS_ONE_REGION", 1)
@@ -293,11 +292,8 @@ def test_lane_rows_match_the_im2col_reference_pytorch_and_flat_rows(case, layout
     import torch
 
     assert _lane_rows_taken(case, dtype)
-    N, C, Fo, H, W, KH, KW, pads = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    x = cnhw(x) if layout == "cnhw" else x
-    w = rng.standard_normal((Fo, C, KH, KW)).astype(dtype)
-    b = rng.standard_normal(Fo).astype(dtype)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
     y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
     assert_rounding_close(y, y_ref, dtype)
