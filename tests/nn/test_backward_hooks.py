@@ -41,6 +41,15 @@ def _same(ours, theirs):
             np.testing.assert_allclose(mine, torchs, rtol=1e-12)
 
 
+def _linear_pair():
+    """A float64 nn.Linear(4, 3) and a torch.nn.Linear with its weights."""
+    ours, theirs = nn.Linear(4, 3, dtype=np.float64), torch.nn.Linear(4, 3).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    return ours, theirs
+
+
 @pytest.mark.parametrize("b_requires_grad", [True, False])
 @pytest.mark.parametrize("use_second_output", [True, False])
 def test_grad_input_and_grad_output_equal_torchs_and_a_replacement_flows_on(b_requires_grad, use_second_output, rng):
@@ -98,10 +107,7 @@ def test_hooks_on_a_network_match_torch_and_are_removable(rng):
 
 def test_without_inputs_requiring_grad_the_hook_runs_on_the_outputs_gradients_as_torch(rng):
     x = rng.standard_normal((2, 4))
-    ours, theirs = nn.Linear(4, 3, dtype=np.float64), torch.nn.Linear(4, 3).double()
-    with torch.no_grad():
-        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
-        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    ours, theirs = _linear_pair()
     seen = {}
     ours.register_full_backward_hook(lambda m, gi, go: seen.update(ours=(gi, go)))
     theirs.register_full_backward_hook(lambda m, gi, go: seen.update(torch=(gi, go)))
@@ -172,10 +178,7 @@ def test_pre_hooks_see_grad_output_and_their_replacement_flows_into_the_module_a
 
 def test_a_pre_hook_alone_changes_the_parameter_gradients_as_torchs(rng):
     x = rng.standard_normal((2, 4))
-    ours, theirs = nn.Linear(4, 3, dtype=np.float64), torch.nn.Linear(4, 3).double()
-    with torch.no_grad():
-        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
-        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    ours, theirs = _linear_pair()
     ours.register_full_backward_pre_hook(lambda m, go: (go[0] * 10,))
     theirs.register_full_backward_pre_hook(lambda m, go: (go[0] * 10,))
     xo, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
