@@ -24,24 +24,42 @@ library, which reuses them well), sized to whole pages, and at most
 is freed. ``release_buffers`` frees every idle block. The blocks are anonymous memory maps
 of their own (page-aligned; huge pages advised where the system has them, as NumPy does
 for its large arrays), outside the C library's heap, so keeping them never pins the heap.
+
+``tracemalloc`` sees the pooled arrays as it sees NumPy's own: while it traces, each array
+handed out is reported to it (``PyTraceMalloc_Track``, in a domain of its own) with the
+bytes it takes, and untracked when its block returns. Memory maps are invisible to it
+otherwise, and ``train.memory`` measures a step's memory with it: the arrays of a step,
+pooled or not, count the same.
 """
 
 from __future__ import annotations
 
 import bisect
+import ctypes
 import mmap
 import threading
+import tracemalloc
 
 import numpy as np
 
 from . import dispatch
 
-__all__ = ["empty", "empty_like", "add", "release_buffers", "pool_stats"]
+__all__ = ["empty", "empty_like", "add", "release_buffers", "pool_stats", "TRACE_DOMAIN"]
 
 _PAGE = mmap.PAGESIZE
 # Private, not Python's default MAP_SHARED for anonymous maps: a forked process (a data
 # loader's worker) must get its own copy of the pages, never write into this process's.
 _PRIVATE = ({"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_ANONYMOUS") else {})
+
+# tracemalloc's domain for pooled arrays (NumPy's own arrays are domain 389047); its
+# statistics add every domain, ``tracemalloc.DomainFilter(True, TRACE_DOMAIN)`` selects these.
+TRACE_DOMAIN = 0x636E6B70
+try:  # CPython's C API (PyPy has no tracemalloc to report to)
+    _track, _untrack = ctypes.pythonapi.PyTraceMalloc_Track, ctypes.pythonapi.PyTraceMalloc_Untrack
+    _track.argtypes, _track.restype = (ctypes.c_uint, ctypes.c_size_t, ctypes.c_size_t), ctypes.c_int
+    _untrack.argtypes, _untrack.restype = (ctypes.c_uint, ctypes.c_size_t), ctypes.c_int
+except AttributeError:  # pragma: no cover
+    _track = _untrack = None
 
 
 class _Chunk:
@@ -125,18 +143,23 @@ _pool = _Pool()
 class _Lease:
     """The base object of one pooled array: returns its range to the pool when collected."""
 
-    __slots__ = ("__array_interface__", "chunk", "offset", "nbytes")
+    __slots__ = ("__array_interface__", "chunk", "offset", "nbytes", "traced")
 
     def __init__(self, chunk: _Chunk, offset: int, nbytes: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.chunk, self.offset, self.nbytes = chunk, offset, nbytes
+        address = chunk.memory.ctypes.data + offset
         self.__array_interface__ = {
             "version": 3, "shape": shape, "typestr": dtype.str, "descr": dtype.descr,
-            "data": (chunk.memory.ctypes.data + offset, False), "strides": None,
+            "data": (address, False), "strides": None,
         }
+        # reported to tracemalloc only while it traces (0: it does not; the call costs ~1 us)
+        self.traced = _track is not None and tracemalloc.is_tracing() and _track(TRACE_DOMAIN, address, nbytes) == 0
 
     def __del__(self) -> None:
         pool = _pool
         if pool is not None and dispatch is not None:  # None while the interpreter shuts down
+            if self.traced and _untrack is not None:  # a no-op if tracing stopped (or restarted) since
+                _untrack(TRACE_DOMAIN, self.__array_interface__["data"][0])
             pool.give_back(self.chunk, self.offset, self.nbytes)
 
 

@@ -2,17 +2,25 @@
 
 ``estimate_step_memory(model, input_shape, batch_size)`` runs two small steps (forward,
 and backward when ``train``), with batches of 2 and 4 images, under ``tracemalloc``, which
-sees every NumPy allocation; the difference is the cost of two more images, the rest is
-fixed (weights, gradients, optimizer slots); a first, unmeasured step lets one-time caches
-be allocated. The estimate for ``batch_size`` images is fixed + batch_size x per image.
-Inputs larger than 32x32 are measured at 32x32 pixels of the same aspect and scaled by the
-pixel count (activations of a convolutional network grow with the pixels; the small
-maps of the last layers make this a slight overestimate); a model that takes one input
-size only is measured at that size. Measured against tracemalloc's peak of real steps:
-LeNet-5 at batch 256, 20.2 MiB estimated for 19.8 MiB; ResNet-20 (32x32) at 64, 288.7
-for 286.6 MiB; ResNet-18 at 224x224 and 4, 432.7 for 424.1 MiB, and at 64x64 and 16,
-231.2 for 164.5 MiB. It takes about 0.3 s. The model is deep-copied first, so the check
-changes nothing in the run.
+sees every NumPy allocation and the arrays of the buffer pool (``backend/buffers.py``
+reports them to it: its memory maps are invisible to tracemalloc otherwise); the
+difference is the cost of two more images, the rest is fixed (weights, gradients,
+optimizer slots). Unmeasured steps at both batch sizes come first, so one-time
+allocations (caches, a kernel's first compilation at a size) are not counted per image:
+with only a batch of 2 first, VGG-11 (CIFAR) was estimated at 908 MB at batch 128 in a
+fresh process and at 377 MB in one that had run it before. The estimate for
+``batch_size`` images is fixed + batch_size x per image. Inputs larger than 64x64 are
+measured at 64x64 pixels of the same aspect and scaled by the pixel count (at 32x32 the
+small maps of ResNet-18's last layers made its 224x224 estimate 38% short); a model that
+takes one input size only is measured at that size.
+
+Measured against real training steps (SGD with momentum, one thread, the pool on; the
+growth of the peak resident memory over the first steps; Dec 4): ResNet-20 (32x32) at
+batch 64, 182 MB estimated for 193 MB; at 256, 715 for 802-815 MB; VGG-11 (CIFAR) at
+128, 338 for 371-388 MB; ResNet-18 (224x224) at 16, 570 for 679-696 MB. The rest is the
+C library's heap beyond the arrays (the pool's maps hold 0-3% more than their arrays).
+It takes about 0.3-0.7 s. The model is deep-copied first, so the check changes nothing
+in the run.
 
 A step that does not fit is refused with these figures before it starts, instead of a
 MemoryError (or the kernel's OOM killer) after minutes of work.
@@ -21,6 +29,7 @@ MemoryError (or the kernel's OOM killer) after minutes of work.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import os
 import tracemalloc
@@ -36,7 +45,7 @@ from ..tensor import Tensor
 
 __all__ = ["MemoryEstimate", "estimate_step_memory", "available_memory"]
 
-_MEASURE_PIXELS = 32 * 32  # larger inputs are measured at this many pixels and scaled
+_MEASURE_PIXELS = 64 * 64  # larger inputs are measured at this many pixels and scaled
 _BATCHES = (2, 4)
 
 
@@ -64,9 +73,12 @@ class MemoryEstimate:
 
 
 def _peak(model, shape: tuple[int, ...], batch: int, train: bool) -> int:
-    """tracemalloc's peak over one step of ``batch`` zero images of ``shape``."""
+    """tracemalloc's peak over one step of ``batch`` zero images of ``shape`` (pooled arrays included)."""
     x = Tensor(np.zeros((batch, *shape), np.float32))
     was_training = getattr(model, "training", False)
+    # The collector's count starts from zero, so a collection falls at the same point of the
+    # step whatever ran before (the garbage it frees would otherwise count or not).
+    gc.collect()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
@@ -85,6 +97,12 @@ def _peak(model, shape: tuple[int, ...], batch: int, train: bool) -> int:
         model.train(was_training)
         for p in model.parameters():
             p.grad = None
+
+
+def _warm_up(model, shape: tuple[int, ...], lo: int, hi: int, train: bool) -> None:
+    """Unmeasured steps at both batch sizes: one-time caches (of either size) are not per image."""
+    _peak(model, shape, lo, train)
+    _peak(model, shape, hi, train)
 
 
 def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, train: bool = True,
@@ -109,7 +127,7 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
         factor = math.sqrt(_MEASURE_PIXELS / (shape[1] * shape[2]))
         small = (shape[0], max(1, round(shape[1] * factor)), max(1, round(shape[2] * factor)))
         try:
-            _peak(model, small, 2, train)  # the first step allocates one-time caches: not per image
+            _warm_up(model, small, lo, hi, train)
             measured = (_peak(model, small, lo, train), _peak(model, small, hi, train),
                         (shape[1] * shape[2]) / (small[1] * small[2]))
         except ShapeError:  # a model that takes one size only (a Linear after Flatten)
@@ -122,7 +140,7 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
             return MemoryEstimate(4 * math.prod(shape), 0, int(batch_size), lower_bound=True)
         if math.prod(shape) * 4 * hi > available // 4:
             lo, hi = 1, 2  # too large to measure with many images: one and two
-        _peak(model, shape, lo, train)  # the first step allocates one-time caches: not per image
+        _warm_up(model, shape, lo, hi, train)
         measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)
     low, high, scale = measured
     # per image: what more images add, at least the input itself (a model that allocates

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -26,6 +27,29 @@ def pool_everything(monkeypatch):
     monkeypatch.setattr(dispatch, "POOL_CHUNK_BYTES", 2**20)
     monkeypatch.setattr(buffers, "_pool", buffers._Pool())
     yield buffers._pool
+
+
+def test_tracemalloc_sees_pooled_arrays_until_they_are_collected(pool_everything):
+    """Memory maps are invisible to tracemalloc; the pool reports its arrays to it (train.memory
+    measures a step with it), in its own domain, with their page-rounded size."""
+    only_pool = [tracemalloc.DomainFilter(True, buffers.TRACE_DOMAIN)]
+    untraced = buffers.empty((1000,), np.float32)
+    tracemalloc.start()
+    try:
+        a = buffers.empty((3, 1000), np.float32)
+        view = a[1:].T
+        snapshot = tracemalloc.take_snapshot().filter_traces(only_pool)
+        assert sum(s.size for s in snapshot.statistics("filename")) == -(-12_000 // buffers._PAGE) * buffers._PAGE
+        del a
+        assert tracemalloc.take_snapshot().filter_traces(only_pool).traces, "the view keeps it"
+        del view, untraced  # the untraced one leaves the traces as they are
+        assert not tracemalloc.take_snapshot().filter_traces(only_pool).traces
+        b = buffers.empty((10, 1000), np.float32)
+        current, peak = tracemalloc.get_traced_memory()
+        assert current >= b.nbytes and peak >= b.nbytes
+    finally:
+        tracemalloc.stop()
+    del b  # collected after tracing stopped: nothing to untrack
 
 
 def address_range(a):
