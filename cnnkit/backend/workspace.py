@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["scratch", "release_scratch", "scratch_bytes"]
+__all__ = ["scratch", "release_scratch", "scratch_bytes", "scratch_sizes"]
 
 
 class _Buffers(threading.local):
@@ -54,3 +54,8 @@ def release_scratch() -> None:
 def scratch_bytes() -> int:
     """Bytes held by the calling thread's scratch buffers."""
     return sum(b.nbytes for b in _buffers.by_name.values())
+
+
+def scratch_sizes() -> dict[str, int]:
+    """Bytes of each of the calling thread's scratch buffers, by name."""
+    return {name: b.nbytes for name, b in _buffers.by_name.items()}

@@ -5,22 +5,30 @@ and backward when ``train``), with batches of 2 and 4 images, under ``tracemallo
 sees every NumPy allocation and the arrays of the buffer pool (``backend/buffers.py``
 reports them to it: its memory maps are invisible to tracemalloc otherwise); the
 difference is the cost of two more images, the rest is fixed (weights, gradients,
-optimizer slots). Unmeasured steps at both batch sizes come first, so one-time
-allocations (caches, a kernel's first compilation at a size) are not counted per image:
-with only a batch of 2 first, VGG-11 (CIFAR) was estimated at 908 MB at batch 128 in a
-fresh process and at 377 MB in one that had run it before. The estimate for
-``batch_size`` images is fixed + batch_size x per image. Inputs larger than 64x64 are
-measured at 64x64 pixels of the same aspect and scaled by the pixel count (at 32x32 the
-small maps of ResNet-18's last layers made its 224x224 estimate 38% short); a model that
-takes one input size only is measured at that size.
+optimizer slots). The estimate for ``batch_size`` images is fixed + batch_size x per image.
+Inputs larger than 64x64 are measured at 64x64 pixels of the same aspect and scaled by the
+pixel count (at 32x32 the small maps of ResNet-18's last layers made its 224x224 estimate
+38% short); a model that takes one input size only is measured at that size.
 
-Measured against real training steps (SGD with momentum, one thread, the pool on; the
-growth of the peak resident memory over the first steps; Dec 4): ResNet-20 (32x32) at
-batch 64, 182 MB estimated for 193 MB; at 256, 715 for 802-815 MB; VGG-11 (CIFAR) at
-128, 338 for 371-388 MB; ResNet-18 (224x224) at 16, 570 for 679-696 MB. The rest is the
-C library's heap beyond the arrays (the pool's maps hold 0-3% more than their arrays).
-It takes about 0.3-0.7 s. The model is deep-copied first, so the check changes nothing
-in the run.
+What made the figures depend on what the process had done before (a test passing alone
+and failing after others): unmeasured steps at both sizes come first (a first step at
+batch 4 grew the kernels' scratch buffers: VGG-11 (CIFAR) at batch 128 was estimated at
+908 MB in a fresh process, 377 MB in one that had run it before); the steps run on one
+thread (when a helper thread drops its last task's arrays varies: LeNet-5 at batch 256
+came out between 4.7 and 29.4 MiB on two threads, 16.9-17.1 on one); the collector runs
+first. The scratch buffers (``backend/workspace.py``: kept, grown to the largest size
+asked) are measured apart, by name, at both sizes: a buffer that grows with the images
+holds those of one block (at most ``dispatch.COLUMNS_BLOCK_BYTES`` or
+``WINOGRAD_BLOCK_BYTES``).
+
+Against real training steps (SGD with momentum; the growth of the peak resident memory
+over the first two steps, one thread, the pool on / off; Dec 4): ResNet-20 (32x32) at
+batch 64, 201 MB estimated for 192 / 183-191 MB (two threads: 197 MB); at 256, 787 for
+802-814 / 769-800; ResNet-18 (224x224) at 16, 793 for 696-713 / 660-700; VGG-11 (CIFAR)
+at 128, 549 for 371-388 (its convolutions take other algorithms at batch 128 than at 4:
+83 MB of scratch buffers, 211 estimated). The pool's maps hold 0-3% more than their
+arrays. It takes about 0.3-0.7 s. The model is deep-copied first, so the check changes
+nothing in the run.
 
 A step that does not fit is refused with these figures before it starts, instead of a
 MemoryError (or the kernel's OOM killer) after minutes of work.
@@ -38,7 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import functional as F
-from ..config import no_grad
+from ..backend import dispatch
+from ..backend.workspace import release_scratch, scratch_sizes
+from ..config import no_grad, num_threads
 from ..errors import ShapeError
 from ..files import format_bytes
 from ..tensor import Tensor
@@ -73,24 +83,32 @@ class MemoryEstimate:
 
 
 def _peak(model, shape: tuple[int, ...], batch: int, train: bool) -> int:
-    """tracemalloc's peak over one step of ``batch`` zero images of ``shape`` (pooled arrays included)."""
+    """tracemalloc's peak over one step of ``batch`` zero images of ``shape``.
+
+    Pooled arrays count (the pool reports them); scratch buffers already as large as the step
+    needs do not (``_warm_up`` leaves them so and measures them apart).
+    """
     x = Tensor(np.zeros((batch, *shape), np.float32))
     was_training = getattr(model, "training", False)
     # The collector's count starts from zero, so a collection falls at the same point of the
-    # step whatever ran before (the garbage it frees would otherwise count or not).
+    # step whatever ran before (the garbage it frees would otherwise count or not). One
+    # thread: when a helper thread drops the arrays of its last task varies from run to run,
+    # and at batches of 2 and 4 that moved LeNet-5's estimate at batch 256 between 4.7 and
+    # 29.4 MiB on two threads (16.9-17.1 MiB on one).
     gc.collect()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        if train:
-            model.train()
-            out = model(x)
-            loss = F.cross_entropy(out.reshape(batch, -1), np.zeros(batch, np.int64))
-            loss.backward()
-        else:
-            model.eval()
-            with no_grad():
-                model(x)
+        with num_threads(1):
+            if train:
+                model.train()
+                out = model(x)
+                loss = F.cross_entropy(out.reshape(batch, -1), np.zeros(batch, np.int64))
+                loss.backward()
+            else:
+                model.eval()
+                with no_grad():
+                    model(x)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -99,10 +117,34 @@ def _peak(model, shape: tuple[int, ...], batch: int, train: bool) -> int:
             p.grad = None
 
 
-def _warm_up(model, shape: tuple[int, ...], lo: int, hi: int, train: bool) -> None:
-    """Unmeasured steps at both batch sizes: one-time caches (of either size) are not per image."""
+def _warm_up(model, shape: tuple[int, ...], lo: int, hi: int, train: bool) -> tuple[dict, dict]:
+    """Unmeasured steps at both batch sizes; the scratch buffers each takes, by name.
+
+    One-time caches (of either size) are then not counted per image, and the scratch buffers
+    are as large as a step of ``hi`` images needs whatever earlier work left them at (they
+    grow to the largest size asked and are kept: backend/workspace.py).
+    """
+    release_scratch()
     _peak(model, shape, lo, train)
+    at_lo = scratch_sizes()
+    release_scratch()
     _peak(model, shape, hi, train)
+    return at_lo, scratch_sizes()
+
+
+def _scratch_bytes(at_lo: dict, at_hi: dict, lo: int, hi: int, scale: float, batch: int) -> int:
+    """The scratch buffers of a step of ``batch`` images, from their sizes at ``lo`` and ``hi``.
+
+    A buffer sized per image holds the images of one block, at most the block's bytes
+    (``dispatch.COLUMNS_BLOCK_BYTES``, ``WINOGRAD_BLOCK_BYTES``) or one image; the rest of
+    it (a weight gradient's partial sum) does not grow with the batch.
+    """
+    cap = max(dispatch.COLUMNS_BLOCK_BYTES, dispatch.WINOGRAD_BLOCK_BYTES)
+    total = 0.0
+    for name, at_high in at_hi.items():
+        each = max(at_high - at_lo.get(name, 0), 0) / (hi - lo)   # bytes per measured image
+        total += max(at_high - hi * each, 0) + min(each * scale * batch, max(cap, each * scale))
+    return int(total)
 
 
 def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, train: bool = True,
@@ -127,7 +169,7 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
         factor = math.sqrt(_MEASURE_PIXELS / (shape[1] * shape[2]))
         small = (shape[0], max(1, round(shape[1] * factor)), max(1, round(shape[2] * factor)))
         try:
-            _warm_up(model, small, lo, hi, train)
+            sizes = _warm_up(model, small, lo, hi, train)
             measured = (_peak(model, small, lo, train), _peak(model, small, hi, train),
                         (shape[1] * shape[2]) / (small[1] * small[2]))
         except ShapeError:  # a model that takes one size only (a Linear after Flatten)
@@ -140,7 +182,7 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
             return MemoryEstimate(4 * math.prod(shape), 0, int(batch_size), lower_bound=True)
         if math.prod(shape) * 4 * hi > available // 4:
             lo, hi = 1, 2  # too large to measure with many images: one and two
-        _warm_up(model, shape, lo, hi, train)
+        sizes = _warm_up(model, shape, lo, hi, train)
         measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)
     low, high, scale = measured
     # per image: what more images add, at least the input itself (a model that allocates
@@ -149,6 +191,7 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
     fixed = max(low - lo * per_sample / scale, 0)
     params = sum(int(p.data.nbytes) for p in model.parameters())
     fixed += params * (1 + optimizer_slots) if train else 0
+    fixed += _scratch_bytes(*sizes, lo, hi, scale, int(batch_size))
     return MemoryEstimate(int(per_sample), int(fixed), int(batch_size))
 
 
