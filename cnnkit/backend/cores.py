@@ -7,8 +7,19 @@ be busy at once: with both, the two pools fight for the same cores (LeNet-5 trai
 12x in an early prototype). Both are driven from the calling thread, one call after the
 other, so they never overlap by construction; what remains is each pool's idle behaviour:
 
-- the kernel pool's helpers sleep on a queue when idle (nothing spins), so BLAS, other
-  processes and the next kernel keep their cores;
+- the kernel pool's helpers, after a parallel region, wait for the next one by spinning
+  without the GIL for at most ``dispatch.POOL_SPIN_US`` microseconds (``kernels/spin.py``),
+  then sleep on a queue: an idle process burns nothing once the bound has passed. They do
+  not spin while BLAS runs on its own threads (``blas_threads`` with more than one), nor
+  for ``dispatch.POOL_SPIN_BACKOFF_S`` after a spinning thread found it had lost its CPU
+  (more runnable threads than cores: spinning would only take time from the others). The
+  caller waits for a helper's last chunk the same way. Spinning changes when a thread
+  starts, never what it computes: chunks are handed out as before, the caller takes every
+  chunk no helper has taken, and a job's ``Event`` remains the truth when a spin gives up;
+- during a parallel region the calling thread stays on its current CPU and the helpers on
+  the caller's other CPUs (``dispatch.POOL_PIN``; the caller's CPU set comes back when the
+  region ends), unless other processes keep the CPUs busy: left to the scheduler, the two
+  threads of a region often shared one CPU of this machine while the other stayed idle;
 - BLAS's threads spin for a while after each multi-threaded call, which slows whatever
   runs next. So matrix products go through ``matmul``, which runs small products (where
   waking BLAS's helpers costs more than they save) on one BLAS thread and the others on
@@ -23,6 +34,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -30,38 +42,72 @@ import numpy as np
 from .. import config
 from . import dispatch
 from .arrays import get_array_module
+from .kernels import AVAILABLE
+from .kernels.spin import cycles, spin_until
 
 __all__ = ["parallel_for", "blas_threads", "matmul", "matmuls"]
+
+
+# The shared int64 words of a pool's ``state`` array, each on its own 64-byte line.
+_POSTED, _DONE, _STOP = 0, 8, 16      # jobs posted so far; the last job finished; no spinning
 
 
 class _Job:
     """One kernel call split into chunks [i0, i1) that any thread may take, in order."""
 
-    def __init__(self, fn, chunks, args):
-        self.fn, self.args = fn, args
+    def __init__(self, fn, chunks, args, seq):
+        self.fn, self.args, self.seq = fn, args, seq
         self.chunks = iter(chunks)  # next() on a list iterator is atomic under the GIL
         self.left = len(chunks)
         self.lock, self.done = threading.Lock(), threading.Event()
         self.error: BaseException | None = None
 
-    def drain(self) -> None:
+    def drain(self) -> bool:
+        """Run chunks until none are left; True when this thread finished the job's last one."""
+        trace = _trace
+        last = False
         for i0, i1 in self.chunks:
+            if trace is not None:
+                t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             try:
                 self.fn(i0, i1, *self.args)
             except BaseException as error:  # re-raised in the calling thread
                 self.error = error
+            if trace is not None:
+                trace.append(("chunk", self.seq, threading.get_ident(), t0, time.perf_counter_ns(),
+                              c0, time.thread_time_ns()))
             with self.lock:
                 self.left -= 1
                 if self.left == 0:
                     self.done.set()
+                    last = True
+        return last
 
 
 class _Helpers:
-    """Daemon threads that sleep on a queue (no spinning) and help drain jobs."""
+    """Daemon threads that help drain jobs: after a job each waits ``dispatch.POOL_SPIN_US``
+    for the next one without the GIL (``kernels.spin``), then sleeps on a queue."""
 
     def __init__(self):
         self.count, self.jobs = 0, queue.SimpleQueue()
         self.lock = threading.Lock()
+        self.state = np.zeros(24 + 8, np.int64)     # _POSTED, _DONE, _STOP
+        self.posted = 0
+        self.calm_after = 0.0     # perf_counter time before which helpers do not spin (a loaded machine)
+        self.tids: list[int] = []           # the helpers' native thread ids, in start order
+        self.idents: set[int] = set()       # their threading idents (a helper's own regions are not pinned)
+        self.pinned: dict[int, frozenset] = {}   # tid -> the CPUs it was pinned to
+
+    def pin(self, cpus: list[int]) -> None:
+        """Helper k on cpus[k % len(cpus)]; [] gives them back ``os.sched_getaffinity(0)`` of the caller."""
+        for k, tid in enumerate(list(self.tids)):
+            want = frozenset({cpus[k % len(cpus)]}) if cpus else None
+            if self.pinned.get(tid) != want:
+                try:
+                    os.sched_setaffinity(tid, want if want is not None else os.sched_getaffinity(0))
+                except OSError:      # a CPU taken away since (cgroups): leave this helper as it is
+                    continue
+                self.pinned[tid] = want
 
     def ensure(self, count: int) -> None:
         """Start helpers until there are at least ``count`` (they are never stopped)."""
@@ -72,12 +118,52 @@ class _Helpers:
                 threading.Thread(target=self._serve, daemon=True, name="cnnkit-kernel").start()
                 self.count += 1
 
+    def post(self, job: _Job, copies: int) -> None:
+        for _ in range(copies):
+            self.jobs.put(job)
+        self.state[_POSTED] = job.seq   # after the puts: a helper that sees it finds the job queued
+
     def _serve(self) -> None:
+        state, finished = self.state, 0
+        self.idents.add(threading.get_ident())
+        self.tids.append(threading.get_native_id())
         while True:
-            self.jobs.get().drain()
+            ticks = _spin_ticks()
+            if ticks:
+                seen = int(state[_POSTED])
+                if self.jobs.empty() and time.perf_counter() > self.calm_after:
+                    found = spin_until(state, _POSTED, seen + 1, ticks, _gap_ticks, _STOP, _DONE, finished)
+                    if found < 0:
+                        self.calm_after = time.perf_counter() + dispatch.POOL_SPIN_BACKOFF_S
+                    if _trace is not None:
+                        _trace.append(("spin", found))
+                elif finished:
+                    state[_DONE] = finished
+            job = self.jobs.get()
+            if _trace is not None:
+                _trace.append(("start", job.seq, threading.get_ident(), time.perf_counter_ns()))
+            finished = job.seq if job.drain() else 0
 
 
 _helpers = _Helpers()
+_trace: list | None = None          # events of parallel regions while ``tracing`` runs
+_ticks_per_us = 0.0                  # time-stamp counter rate, measured on first use
+
+
+_gap_ticks = 0                       # dispatch.POOL_SPIN_PREEMPTED_US in cycles
+
+
+def _spin_ticks() -> int:
+    """dispatch.POOL_SPIN_US in time-stamp counter cycles (0: no spinning)."""
+    global _ticks_per_us, _gap_ticks
+    if dispatch.POOL_SPIN_US <= 0 or not AVAILABLE:
+        return 0
+    if not _ticks_per_us:
+        c0, t0 = cycles(), time.perf_counter()
+        time.sleep(0.002)
+        _ticks_per_us = (cycles() - c0) / ((time.perf_counter() - t0) * 1e6)
+    _gap_ticks = int(dispatch.POOL_SPIN_PREEMPTED_US * _ticks_per_us)
+    return int(dispatch.POOL_SPIN_US * _ticks_per_us)
 
 
 def _forget_helpers() -> None:  # a forked child has none of the parent's threads
@@ -87,6 +173,101 @@ def _forget_helpers() -> None:  # a forked child has none of the parent's thread
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_helpers)
+
+
+_PIN_OK = hasattr(os, "sched_setaffinity") and hasattr(threading, "get_native_id")
+
+
+def _pin(helpers: _Helpers, threads: int):
+    """With ``dispatch.POOL_PIN``: the calling thread on the CPU it runs on for the region, the
+    helpers on the caller's other CPUs; returns the caller's CPU set to restore, or None (nothing pinned).
+
+    Left to themselves, the two threads of a region often shared one CPU on this machine (the
+    woken helper placed beside the running caller, the other vCPU idle): a region took the sum
+    of both threads' time. Pinned, each runs on its own. Only when the caller's CPUs are at
+    least the threads, and never from a helper (its own nested regions).
+    """
+    if threading.get_ident() in helpers.idents:
+        return None
+    mask = os.sched_getaffinity(0)
+    if not dispatch.POOL_PIN or len(mask) < threads or _others_busy():
+        if helpers.pinned:
+            helpers.pin([])
+            helpers.pinned.clear()
+        return None
+    cpus = sorted(mask)
+    here = _current_cpu()
+    if here in mask:                      # stay where the scheduler put the caller: no migration
+        cpus.remove(here)
+        cpus.insert(0, here)
+    helpers.pin(cpus[1:threads])
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+    except OSError:
+        return None
+    return mask
+
+
+_others = {"at": -1e9, "busy_s": None, "ours_s": 0.0, "busy": False}
+
+
+def _others_busy() -> bool:
+    """True when other processes kept more than ``dispatch.POOL_PIN_MAX_OTHERS`` CPUs busy over
+    the last ``dispatch.POOL_PIN_CHECK_S`` seconds (``/proc/stat`` minus this process's CPU
+    time; read at most once per period). A pinned thread cannot leave a CPU another process
+    took: on a loaded machine the scheduler places the threads. Niced processes do not
+    count (they yield the CPU to a thread of normal priority)."""
+    now = time.perf_counter()
+    if now - _others["at"] < dispatch.POOL_PIN_CHECK_S:
+        return _others["busy"]
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return False
+    busy = (sum(fields) - fields[1] - fields[3] - fields[4]) / _TICKS   # all but nice, idle, iowait
+    ours = time.process_time()
+    if _others["busy_s"] is not None:
+        others = (busy - _others["busy_s"]) - (ours - _others["ours_s"])
+        _others["busy"] = others > dispatch.POOL_PIN_MAX_OTHERS * (now - _others["at"])
+    _others.update(at=now, busy_s=busy, ours_s=ours)
+    return _others["busy"]
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _current_cpu() -> int:
+    """The CPU the calling thread runs on (glibc's sched_getcpu), or -1."""
+    global _getcpu
+    if _getcpu is None:
+        try:
+            import ctypes
+
+            _getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        except (OSError, AttributeError):
+            _getcpu = lambda: -1  # noqa: E731
+    return _getcpu()
+
+
+_getcpu = None
+
+
+@contextmanager
+def tracing():
+    """Record every parallel region while the block runs (for benchmarks/pool_trace.py).
+
+    Yields a list of tuples: ("region", seq, caller, start_ns, end_ns, fn name, count) per region,
+    ("start", seq, helper, ns) when a helper takes a job, ("chunk", seq, thread, start_ns,
+    end_ns, thread_cpu_start_ns, thread_cpu_end_ns) per chunk (perf_counter_ns, thread_time_ns).
+    Off by default; when off the only cost is one test of a global per chunk.
+    """
+    global _trace
+    _trace = events = []
+    try:
+        yield events
+    finally:
+        _trace = None
 
 
 def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, piece_grain: bool = False) -> None:
@@ -107,13 +288,28 @@ def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, pie
         return
     pieces = min(count // max(grain, 1) if piece_grain else count, per_thread * threads)
     bounds = [count * k // pieces for k in range(pieces + 1)]
-    job = _Job(fn, list(zip(bounds[:-1], bounds[1:])), args)
     helpers = _helpers
+    helpers.posted += 1
+    job = _Job(fn, list(zip(bounds[:-1], bounds[1:])), args, helpers.posted)
+    trace = _trace
+    if trace is not None:
+        start = time.perf_counter_ns()
     helpers.ensure(threads - 1)
-    for _ in range(threads - 1):
-        helpers.jobs.put(job)
-    job.drain()
-    job.done.wait()
+    mask = _pin(helpers, threads) if _PIN_OK and (dispatch.POOL_PIN or helpers.pinned) else None
+    try:
+        helpers.post(job, threads - 1)
+        if not job.drain():
+            ticks = _spin_ticks()
+            if ticks and time.perf_counter() > helpers.calm_after:
+                if spin_until(helpers.state, _DONE, job.seq, ticks, _gap_ticks, _STOP, _DONE, 0) < 0:
+                    helpers.calm_after = time.perf_counter() + dispatch.POOL_SPIN_BACKOFF_S
+            job.done.wait()
+    finally:
+        if mask is not None:
+            os.sched_setaffinity(0, mask)
+    if trace is not None:
+        trace.append(("region", job.seq, threading.get_ident(), start, time.perf_counter_ns(),
+                      getattr(fn, "__name__", "?"), count))
     if job.error is not None:
         raise job.error
 
@@ -138,15 +334,21 @@ def blas_threads(count: int):
     """Run the block with NumPy's BLAS limited to ``count`` threads, then restore it.
 
     Costs ~3.5 microseconds per use (measured); a no-op when threadpoolctl is not installed.
+    With ``count`` above 1 the kernel pool's helpers do not spin while the block runs.
     """
     pools = _blas_controllers()
     previous = [pool.get_num_threads() for pool in pools]
     for pool, n in zip(pools, previous):
         if n != count:
             pool.set_num_threads(count)
+    state = _helpers.state
+    if count > 1:
+        state[_STOP] += 1      # BLAS's threads own the cores: the pool's helpers do not spin
     try:
         yield
     finally:
+        if count > 1:
+            state[_STOP] -= 1
         for pool, n in zip(pools, previous):
             if n != count:
                 pool.set_num_threads(n)

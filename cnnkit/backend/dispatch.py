@@ -26,7 +26,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
@@ -280,6 +280,28 @@ CONV_GROUP = 16
 # every kernel split, 3.4 ms with these thresholds (PyTorch: 3.4 ms).
 PARALLEL_MIN_MACS = 2_000_000
 PARALLEL_MIN_ELEMENTS = 2**19
+
+# After a parallel region the kernel pool's helpers wait this many microseconds for the
+# next one spinning without the GIL (``kernels/spin.py``), then sleep; the calling thread
+# waits as long for a helper's last chunk. 0: helpers sleep at once (the pool before Dec 4).
+# Off: measured no faster (`dispatch_ab.py POOL_SPIN_US=1000 --threads 2`, Dec 4, load
+# 0.3-0.4: ResNet-18 b1 1.058x the time, LeNet-5 b64 training 1.053x; 200 us: 1.047x,
+# 0.975x): a spinning helper still waits for the GIL the caller holds (docs/performance.md,
+# "Two cores: where the second core's time went").
+POOL_SPIN_US = 0
+# A spinning thread that finds two loop iterations this far apart lost its CPU (the machine
+# has more runnable threads than cores): it sleeps, and no thread spins for the next
+# POOL_SPIN_BACKOFF_S seconds.
+POOL_SPIN_PREEMPTED_US = 300
+POOL_SPIN_BACKOFF_S = 0.05
+# During a parallel region the calling thread stays on the CPU it runs on and the helpers
+# go to its other CPUs (``cores._pin``; the caller's CPU set is restored when the region
+# ends), when it has at least as many CPUs as threads and other processes kept at most
+# POOL_PIN_MAX_OTHERS CPUs busy over the last POOL_PIN_CHECK_S seconds. 0: the scheduler
+# places the threads (before Dec 4).
+POOL_PIN = 0
+POOL_PIN_MAX_OTHERS = 0.25
+POOL_PIN_CHECK_S = 0.2
 
 
 # --------------------------------------------------------------------------------- pooling
