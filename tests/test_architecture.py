@@ -44,7 +44,11 @@ ALLOWED_UPWARD = {("tensor", "functional")}
 # Imports of cnnkit's own modules inside a function hide the dependency graph; each one
 # left is listed here with its reason (third-party lazy imports are not listed: they keep
 # ``import cnnkit`` light, which ``test_import_cnnkit_loads_no_heavy_optional_dependency`` checks).
-ALLOWED_LOCAL: set[tuple[str, str]] = set()
+ALLOWED_LOCAL: set[tuple[str, str]] = {
+    # the console script's entry point imports nothing of the library in its header: Ctrl-C
+    # while NumPy and numba load must end inside ``main``, as one line (status 130)
+    ("cnnkit.cli.main", "cnnkit.backend.malloc"),
+}
 
 HEAVY = ("matplotlib", "tensorboardX", "graphviz", "onnx", "onnxruntime", "mpi4py", "fastapi", "uvicorn", "torch")
 
@@ -214,3 +218,21 @@ def test_every_exception_type_is_defined_in_errors_py():
             continue
         assert issubclass(cls, errors.CnnkitError), name
     assert issubclass(errors.ShapeError, ValueError) and issubclass(errors.UsageError, ValueError)
+
+
+@pytest.mark.parametrize("code", [
+    # the command's entry point: nothing of the library, not even NumPy (Ctrl-C lands in main)
+    "import cnnkit.cli.main, sys; assert 'numpy' not in sys.modules and 'cnnkit.tensor' not in sys.modules",
+    # any module of the library first: the whole API loads first, once (one Tensor class)
+    "from cnnkit.tensor import Tensor; import cnnkit, sys; assert cnnkit.Tensor is Tensor is "
+    "sys.modules['cnnkit.tensor'].Tensor and callable(cnnkit.tensor)",
+    "import cnnkit.functional as F; import cnnkit; assert F.relu(cnnkit.tensor([-1.0, 2.0])).data.tolist() == [0, 2]",
+    # io's weights loader is installed before a model is built from its module alone
+    "from cnnkit.models import resnet18; from cnnkit.models import weights; assert weights._loader is not None",
+    "import cnnkit.init, cnnkit.nn.init, sys; assert cnnkit.init is cnnkit.nn.init is sys.modules['cnnkit.init']",
+    "import cnnkit; assert 'Tensor' in dir(cnnkit) and cnnkit.no_grad and cnnkit.summary",
+], ids=["cli", "tensor-first", "functional-first", "models-first", "init-alias", "attribute"])
+def test_the_public_api_loads_on_first_use(code):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=subprocess_env())
+    assert result.returncode == 0, result.stderr

@@ -44,7 +44,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..backend.malloc import tune_malloc
+# errors.py only: this module is the console script's entry point, and the library (NumPy,
+# numba: ~1 s) is imported inside ``main``, where Ctrl-C ends as one line (``cnnkit/__init__.py``
+# loads its API on first use for the same reason).
 from ..errors import CnnkitError, NonFiniteError, Terminated, UsageError
 
 T = TypeVar("T")
@@ -169,18 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnkit`` console script; returns the exit status (see the module doc)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("CNNKIT_DEBUG", "") not in ("", "0")
-    parser = build_parser()
+    command, previous = "cnnkit", None
     try:
-        args = parser.parse_args(argv)
-    except UsageError as e:  # argparse's complaint, already prefixed with the (sub-)command
-        print(str(e), file=sys.stderr)
-        return EXIT_USAGE
-    command = f"cnnkit {args.command}"
-    # The command owns its process: keep freed memory for the next step (backend/malloc.py)
-    tune_malloc()
-    args.argv = argv  # as typed: `train --nproc N` relaunches it
-    previous = _on_sigterm()
-    try:
+        parser = build_parser()  # imports the command modules, and with them the library
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as e:  # argparse's complaint, already prefixed with the (sub-)command
+            print(str(e), file=sys.stderr)
+            return EXIT_USAGE
+        command = f"cnnkit {args.command}"
+        # The command owns its process: keep freed memory for the next step (backend/malloc.py).
+        # Imported here, not in the header: see the header.
+        from ..backend.malloc import tune_malloc
+
+        tune_malloc()
+        args.argv = argv  # as typed: `train --nproc N` relaunches it
+        previous = _on_sigterm()
         with warnings.catch_warnings():
             if not debug:
                 # NumPy's "overflow encountered in matmul" lines: a non-finite result they warn of is

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from cnnkit.cli.main import main
+from tests.conftest import subprocess_env
 
 
 @pytest.mark.parametrize(
@@ -34,3 +41,56 @@ def test_unreadable_image_and_foreign_checkpoint_are_refused(trained, tmp_path, 
     foreign.write_bytes(b"\x80\x04\x95" + b"\x00" * 100)
     assert main(["evaluate", str(foreign)]) == 1
     assert "not a cnnkit checkpoint" in capsys.readouterr().err
+
+
+# A sitecustomize for the child below: the import of one module (CNNKIT_TEST_SLOW_IMPORT) first
+# writes a marker file, then waits, so that the test can send SIGINT while it is under way.
+# SIGINT is made Python's default first: a background job of a non-interactive shell (nohup
+# pytest ... &) starts with it ignored, and Python keeps it ignored.
+_SLOW_IMPORT = '''
+import os, signal, sys, time
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+class SlowImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("CNNKIT_TEST_SLOW_IMPORT"):
+            open(os.environ["CNNKIT_TEST_MARKER"], "w").close()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, SlowImport())
+'''
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+@pytest.mark.parametrize("module", ["numpy", "numba", "cnnkit.tensor", "cnnkit.cli.train", "cnnkit.io.weights"])
+def test_ctrl_c_while_the_command_imports_ends_in_one_line_and_130(tmp_path, module):
+    """The console script (``cnnkit.cli.main:main``, run as pip's wrapper runs it) interrupted while
+    it imports NumPy, numba, the autograd core, a command module: no traceback, status 130."""
+    (tmp_path / "sitecustomize.py").write_text(_SLOW_IMPORT)
+    marker = tmp_path / "importing"
+    env = subprocess_env()
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]),
+               CNNKIT_TEST_SLOW_IMPORT=module, CNNKIT_TEST_MARKER=str(marker))
+    script = "import sys\nfrom cnnkit.cli.main import main\nsys.exit(main())\n"
+    child = subprocess.Popen([sys.executable, "-c", script, "models"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, f"the child ended before importing {module}: {child.communicate()}"
+            assert time.monotonic() < deadline, f"the child never imported {module}"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        try:
+            out, err = child.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with open(f"/proc/{child.pid}/status") as f:
+                masks = [line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+            pytest.fail(f"SIGINT did not stop the child importing {module}: {masks}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "Traceback" not in err, err
+    assert err.strip() == "cnnkit: interrupted" and child.returncode == 130, (child.returncode, err)
