@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
+
 from .. import config
 from ..function import Function, note_write
 from ..tensor import Tensor, as_tensor
@@ -28,13 +30,17 @@ class SetItemOp(Function):
     forward:  y = copy(x); y[index] = v   (v broadcast to the selection, in x's dtype)
     backward: gx = gy with the selection set to 0;  gv = gy[index] summed down to v's shape
 
-    Shapes: x, y, gy, gx the same; v and gv broadcast against x[index].
+    A bool mask index (``x[mask] = v``) is also the op's third input (without gradient), so
+    the graph shows where a recorded mask (``config.record_logic``) is used: the ONNX export
+    writes the assignment as Where on it.
+
+    Shapes: x, y, gy, gx the same; v and gv broadcast against x[index]; the mask, x's leading dims.
     """
 
     def __init__(self, index):
         self.index = index
 
-    def forward(self, x, v):
+    def forward(self, x, v, mask=None):
         y = x.copy()
         y[self.index] = v
         self.v_shape = v.shape
@@ -47,7 +53,18 @@ class SetItemOp(Function):
             gx[self.index] = 0                                        # overwritten: no gradient to the old x
         if self.needs_input_grad[1]:
             gv = sum_to(gy[self.index], self.v_shape)                 # (v's shape)
-        return gx, gv
+        return (gx, gv) if len(self.needs_input_grad) == 2 else (gx, gv, None)
+
+
+def _bool_mask(index) -> Tensor | None:
+    """The mask of ``x[mask] = v`` (a bool Tensor or array, alone or in a 1-tuple), else None."""
+    if isinstance(index, tuple) and len(index) == 1:
+        index = index[0]
+    if isinstance(index, Tensor) and index.dtype == np.bool_:
+        return index
+    if isinstance(index, np.ndarray) and index.dtype == np.bool_ and index.ndim > 0:
+        return Tensor._wrap(index)
+    return None
 
 
 def setitem(x: Tensor, index, value) -> None:
@@ -64,6 +81,7 @@ def setitem(x: Tensor, index, value) -> None:
         NotImplementedError: an index that mixes integers and advanced entries around a
             slice (``x[0, :, [0, 2]] = v``), where PyTorch's order differs from NumPy's.
     """
+    mask = _bool_mask(index)
     index = _unwrap_index(index)
     if _integers_first(index) is not None:
         raise NotImplementedError(f"Tensor.__setitem__ does not take an index that mixes integers and index arrays "
@@ -83,6 +101,6 @@ def setitem(x: Tensor, index, value) -> None:
     old.creator, old.requires_grad = x.creator, x.requires_grad
     if old.creator is not None:  # the op that made the old value now points at it (graph.value_at)
         old.creator.output_ref = weakref.ref(old)
-    y = SetItemOp(index)(old, v)
+    y = SetItemOp(index)(old, v) if mask is None else SetItemOp(index)(old, v, mask)
     x.data, x.creator, x.requires_grad = y.data, y.creator, True
     y.creator.output_ref = weakref.ref(x)

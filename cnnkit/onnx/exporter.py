@@ -16,7 +16,8 @@ relu6 -> Clip, clamp between tensor bounds -> Max / Min, silu -> x * Sigmoid, so
 Softplus (threshold >= 15), interpolate -> Resize, hardsigmoid -> HardSigmoid, hardswish -> HardSwish (x * HardSigmoid
 before opset 14), gelu -> Gelu (opset 20+; before, 0.5 * x * (1 + Erf(x / sqrt 2)) or the tanh form), erf -> Erf, var / std -> the sum of squares over the count
 read from the shape, comparisons and logic (==, <, &, ~, ...) -> Equal / Less / Greater / And /
-Or / Xor / Not (the trace records them: ``config.record_logic``), where / masked_fill -> Where, ...
+Or / Xor / Not (the trace records them: ``config.record_logic``), where / masked_fill / x[mask] = v
+(a v the same at every selected position) -> Where, ...
 Parameters and buffers become initializers under their ``state_dict`` names; other
 constants become Constant nodes.
 An op ONNX cannot express raises ``OnnxExportError`` naming the layer.

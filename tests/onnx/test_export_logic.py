@@ -79,3 +79,68 @@ def test_where_is_written_as_the_nodes_that_compute_its_mask(tmp_path):
     assert {"Greater", "Less", "Equal", "Not", "And", "Or", "Where"} <= set(ops)
     constants = [onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"]
     assert not [c for c in constants if c.dtype == np.bool_]   # no traced mask baked in
+
+
+# -------------------------------------------------------------- x[mask] = v (SetItemOp -> Where)
+def _assigned(x, index, value):
+    """x[index] = value on a copy of x (cnnkit or PyTorch: the same lines)."""
+    y = x.clone()
+    y[index(y) if callable(index) else index] = value(y) if callable(value) else value
+    return y
+
+
+def _both(index, value, torch_value=None):
+    """(cnnkit forward, PyTorch forward) of one assignment; ``value`` a number or a function of y."""
+    return (lambda x: _assigned(x, index, value),
+            lambda x: _assigned(x, index, value if torch_value is None else torch_value))
+
+
+# name -> (cnnkit forward, PyTorch forward); x is (N, 3, 5)
+ASSIGNMENTS = {
+    "x[x > 0.5] = 0.5": _both(lambda y: y > 0.5, 0.5),
+    "a mask of logic ops, a 0-d float64 value": _both(
+        lambda y: (y < -0.5) | (y == 0.5), lambda y: cnnkit.tensor(np.array(2.5)),
+        lambda y: torch.tensor(2.5, dtype=torch.float64)),
+    "a value computed from x (its mean)": _both(lambda y: y < 0, lambda y: y.mean()),
+    "a mask over the leading dims, a row of the last dim": _both(
+        lambda y: y[:, :, 0] > 0, lambda y: y[0, 0] * 2 + 1),
+    "a mask over the leading dims, a (1, 5) row": _both(
+        lambda y: y[:, :, 1] < 0.1, lambda y: y[:1, 1] - 3),
+    "a one-element value": _both(
+        lambda y: y != y, lambda y: cnnkit.tensor(np.array([7.0], np.float32)), lambda y: torch.tensor([7.0])),
+    "masked_fill with a 0-d tensor": (
+        lambda x: x.masked_fill(x > 1, cnnkit.tensor(np.float32(-1.0))),
+        lambda x: x.masked_fill(x > 1, torch.tensor(-1.0))),
+}
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("name", list(ASSIGNMENTS))
+def test_mask_assignment_runs_in_onnxruntime_and_cnnkit_like_pytorch(name, opset, tmp_path, rng):
+    """Refused before (SetItemOp had no emitter); written as Where on the mask's own nodes."""
+    import onnx
+
+    ours, theirs = ASSIGNMENTS[name]
+    path = export(Fn(ours), tmp_path / "m.onnx", (3, 5), opset=opset)   # with the self-check
+    assert "Where" in [n.op_type for n in onnx.load(str(path)).graph.node]
+    session, imported = onnxruntime_session(path), load(path)
+    for n in (1, 3):
+        x = _inputs(n, rng)
+        expected = theirs(torch.from_numpy(x)).numpy()
+        with cnnkit.no_grad():
+            direct, again = ours(Tensor(x)).numpy(), imported(Tensor(x)).numpy()
+        np.testing.assert_allclose(direct, expected, rtol=1e-6, atol=1e-7)
+        for got in (run_onnxruntime(session, x), again):
+            np.testing.assert_allclose(got, direct, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("index, value, message", [
+    (0, 1.0, r"x\[index\] = v with index 0: only a bool mask index"),
+    ((slice(None), 1), 0.0, r"x\[index\] = v with index \(slice\(None, None, None\), 1\): only a bool mask index"),
+    ((slice(None), np.array([0, 0])), 2.0, r"with index \(slice\(None, None, None\), array\(\[0, 0\]\)\).*duplicate"),
+    (np.eye(2, 3, dtype=bool), lambda y: cnnkit.tensor(np.array([[1.0] * 5, [2.0] * 5], np.float32)),
+     r"v of shape \(2, 5\) for the 2 selected entries of shape \(5,\) .* one value per selected entry is a scatter"),
+])
+def test_assignments_without_a_where_form_are_refused_naming_the_index(index, value, message, tmp_path):
+    with pytest.raises(cnnkit.errors.OnnxExportError, match=r"cannot export SetItem in the model's forward .*" + message):
+        export(Fn(lambda x: _assigned(x, index, value)), tmp_path / "m.onnx", (3, 5))

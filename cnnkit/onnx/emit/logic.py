@@ -1,5 +1,6 @@
 """Emitters of comparisons, logic and selection: Equal, Less, Greater (and the -OrEqual forms,
-spelled with Or before opset 12), Not, And, Or, Xor, and Where (``F.where``, ``masked_fill``).
+spelled with Or before opset 12), Not, And, Or, Xor, and Where (``F.where``, ``masked_fill``; ``x[mask] = v``
+is in ``shape``, with the other indexing).
 
 The export trace records comparisons and logical ops (``config.record_logic``), so a mask
 computed from the input is written as the nodes that compute it, not as the traced values.

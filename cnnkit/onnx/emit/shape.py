@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from ..writer import Writer, simple
 
@@ -172,6 +172,37 @@ def _getitem(w: Writer, fn, xs) -> str:
     return value if value != xs[0] else w.add("Identity", xs)
 
 
+def _setitem(w: Writer, fn, xs) -> str:
+    """``x[mask] = v`` -> Where(mask, v, x): the mask (its trailing axes added to x's rank) picks v.
+
+    Written when v broadcasts against x's dims after the mask's: one value for every selected
+    position (a number, a 0-d tensor, a row of x's trailing dims). A v with one value per
+    selected element is a scatter in the order of the selection, and other indices (slices,
+    integers, index arrays, where duplicates make the last write win) have no Where form.
+    """
+    x, v = fn.inputs[:2]
+    if len(fn.inputs) < 3:
+        raise w.error(f"x[index] = v with index {fn.index!r}: only a bool mask index (x[mask] = v, masked_fill) "
+                      "is written, as Where; slices, integers and index arrays (where duplicate indices "
+                      "make the last write win) have no Where form")
+    mask = fn.inputs[2]
+    rest = x.shape[mask.ndim:]                                        # x's dims after the mask's
+    lead = v.shape[:max(v.ndim - len(rest), 0)]                       # v's dims against the selection
+    if any(d != 1 for d in lead) or len(lead) > 1 or any(
+            a not in (1, b) for a, b in zip(reversed(v.shape), reversed(rest))):
+        raise w.error(f"x[mask] = v with v of shape {v.shape} for the {int(mask.data.sum())} selected entries of "
+                      f"shape {rest} (mask {mask.shape}, x {x.shape}): only a v that broadcasts against {rest} "
+                      "(the same values at every selected position) is written, as Where; one value per "
+                      "selected entry is a scatter")
+    condition = xs[2]
+    if mask.ndim < x.ndim:                                            # (mask dims, 1, ..., 1)
+        condition = w.unsqueeze(condition, list(range(mask.ndim, x.ndim)), "mask")
+    value = xs[1]
+    if v.dtype != x.dtype:                                            # assignment takes x's dtype
+        value = w.add("Cast", [value], "value", to=helper.np_dtype_to_tensor_dtype(x.dtype))
+    return w.add("Where", [condition, value, xs[0]])
+
+
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -258,6 +289,7 @@ EMITTERS = {
     "ReshapeOp": _reshape,
     "PermuteOp": _transpose,
     "GetItemOp": _getitem,
+    "SetItemOp": _setitem,
     "PadOp": _pad,
     "ConcatOp": _concat,
     "StackOp": _stack,
