@@ -294,12 +294,14 @@ POOL_SPIN_US = 0
 # POOL_SPIN_BACKOFF_S seconds.
 POOL_SPIN_PREEMPTED_US = 300
 POOL_SPIN_BACKOFF_S = 0.05
-# During a parallel region the calling thread stays on the CPU it runs on and the helpers
-# go to its other CPUs (``cores._pin``; the caller's CPU set is restored when the region
-# ends), when it has at least as many CPUs as threads and other processes kept at most
-# POOL_PIN_MAX_OTHERS CPUs busy over the last POOL_PIN_CHECK_S seconds. 0: the scheduler
-# places the threads (before Dec 4).
-POOL_PIN = 0
+# Where the threads of a parallel region run (``cores._pin``), when the calling thread has at
+# least as many CPUs as threads and other processes kept at most POOL_PIN_MAX_OTHERS CPUs
+# busy over the last POOL_PIN_CHECK_S seconds: 1, the helpers on the caller's other CPUs
+# (away from the CPU it runs on); 2, also the caller held on its CPU until the region ends
+# (its CPU set is then restored); 0, the scheduler places them (before Dec 4). Left to the
+# scheduler, a woken helper often ran on the caller's CPU while the other stayed idle, and
+# a region took the sum of both threads' times (docs/performance.md, "Two cores").
+POOL_PIN = 2
 POOL_PIN_MAX_OTHERS = 0.25
 POOL_PIN_CHECK_S = 0.2
 

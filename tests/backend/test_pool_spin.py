@@ -35,7 +35,7 @@ def spinning(monkeypatch):
 def pinning(monkeypatch):
     if not cores._PIN_OK or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs sched_setaffinity and two CPUs")
-    monkeypatch.setattr(dispatch, "POOL_PIN", 1)
+    monkeypatch.setattr(dispatch, "POOL_PIN", 2)
     monkeypatch.setattr(cores, "_others_busy", lambda: False)     # as on a quiet machine
     yield
     with config.num_threads(2):
@@ -57,7 +57,7 @@ def _lenet_like(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("spin, pin", [(SPIN_US, 0), (0, 1), (SPIN_US, 1)])
+@pytest.mark.parametrize("spin, pin", [(SPIN_US, 0), (0, 1), (0, 2), (SPIN_US, 2)])
 def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, spin, pin, monkeypatch):
     monkeypatch.setattr(cores, "_others_busy", lambda: False)
     with config.num_threads(threads):
@@ -278,3 +278,19 @@ def test_a_child_forked_after_pinned_regions_has_every_cpu(pinning):
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_pinning_helpers_only_leaves_the_caller_free(pinning, monkeypatch):
+    monkeypatch.setattr(dispatch, "POOL_PIN", 1)
+    before = os.sched_getaffinity(0)
+    seen = {}
+
+    def where(i0, i1):
+        time.sleep(0.002)
+        seen.setdefault(threading.get_ident(), os.sched_getaffinity(0))
+
+    with config.num_threads(2):
+        cores.parallel_for(where, 8)
+    assert seen.pop(threading.get_ident()) == before
+    for cpus in seen.values():
+        assert len(cpus) == 1 and cpus <= before
