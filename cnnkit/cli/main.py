@@ -41,7 +41,8 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 # errors.py only: this module is the console script's entry point, and the library (NumPy,
@@ -173,17 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("CNNKIT_DEBUG", "") not in ("", "0")
     command, previous = "cnnkit", None
     try:
-        parser = build_parser()  # imports the command modules, and with them the library
+        with _interrupt_after_imports():
+            parser = build_parser()  # imports the command modules, and with them the library
+            # The command owns its process: keep freed memory for the next step (backend/malloc.py).
+            # Imported here, not in the header: see the header.
+            from ..backend.malloc import tune_malloc
         try:
             args = parser.parse_args(argv)
         except UsageError as e:  # argparse's complaint, already prefixed with the (sub-)command
             print(str(e), file=sys.stderr)
             return EXIT_USAGE
         command = f"cnnkit {args.command}"
-        # The command owns its process: keep freed memory for the next step (backend/malloc.py).
-        # Imported here, not in the header: see the header.
-        from ..backend.malloc import tune_malloc
-
         tune_malloc()
         args.argv = argv  # as typed: `train --nproc N` relaunches it
         previous = _on_sigterm()
@@ -243,6 +244,45 @@ def _os_error(e: OSError) -> str:
 
 def _flat(text: str) -> str:
     return " ".join(text.split("\n")).strip()
+
+
+@contextmanager
+def _interrupt_after_imports() -> Iterator[None]:
+    """Ctrl-C while the library imports: recorded, and raised as KeyboardInterrupt once they end.
+
+    Raised inside an import, it can come out as something else (NumPy's C extensions turn it
+    into an ImportError, "Importing the numpy C-extensions failed") or be printed and dropped
+    ("Exception ignored in", inside a finalizer); the imports take ~1 s. A second Ctrl-C is
+    raised at once. Left alone where SIGINT is ignored (a background job) or off the main thread.
+    """
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:
+            previous = None
+        else:
+            signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    if previous is None:
+        yield
+        return
+    try:
+        yield
+    except Exception:
+        if received:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _on_sigterm():
