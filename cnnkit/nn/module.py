@@ -20,30 +20,19 @@ import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .. import config
-from ..backend import as_numpy
 from ..errors import ShapeError, StateDictError
 from ..tensor import Tensor, to_arguments
 from .backward_hooks import with_backward_hooks
+from .casting import cast_state, module_dtype, type_name_dtype
 from .parameter import Parameter
+from .state_dict import IncompatibleKeys, collect_state, load_state
 
 __all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError"]
-
-
-class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict`` did not match: keys the model has but the state lacks, and back."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-    def __repr__(self) -> str:
-        if not self.missing_keys and not self.unexpected_keys:
-            return "<All keys matched successfully>"
-        return f"IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys={self.unexpected_keys})"
 
 
 class RemovableHandle:
@@ -439,17 +428,7 @@ class Module:
         dtype = to_arguments(type(self).__name__, args, dtype, device)
         if dtype is None:
             return self
-        dtype = _module_dtype(type(self).__name__, np.dtype(dtype))
-        for module in self.modules():
-            for param in module._parameters.values():
-                if param is not None and param.dtype.kind == "f":
-                    param.data = param.data.astype(dtype)
-                    param.grad = None if param.grad is None else param.grad.astype(dtype)
-            for name, buffer in module._buffers.items():
-                if isinstance(buffer, Tensor) and buffer.dtype.kind == "f":
-                    buffer.data = buffer.data.astype(dtype)
-                elif buffer is not None and not isinstance(buffer, Tensor) and buffer.dtype.kind == "f":
-                    module._buffers[name] = buffer.astype(dtype)
+        cast_state(self, module_dtype(type(self).__name__, np.dtype(dtype)), floating_only=True)
         return self
 
     def float(self) -> Module:
@@ -471,17 +450,7 @@ class Module:
             NotImplementedError: float16 and other floating dtypes cnnkit does not compute in.
         """
         name = type(self).__name__
-        dtype = _module_dtype(name, _type_name_dtype(name, dst_type), method="type")
-        for module in self.modules():
-            for param in module._parameters.values():
-                if param is not None:
-                    param.data = param.data.astype(dtype)
-                    param.grad = None if param.grad is None else param.grad.astype(dtype)
-            for key, buffer in module._buffers.items():
-                if isinstance(buffer, Tensor):
-                    buffer.data = buffer.data.astype(dtype)
-                elif buffer is not None:
-                    module._buffers[key] = buffer.astype(dtype)
+        cast_state(self, module_dtype(name, type_name_dtype(name, dst_type), method="type"), floating_only=False)
         return self
 
     def half(self) -> Module:
@@ -525,12 +494,7 @@ class Module:
             prefix, keep_vars = given.get("prefix", prefix), given.get("keep_vars", keep_vars)
         if not isinstance(prefix, str):
             raise TypeError(f"state_dict expects prefix to be a str, got {type(prefix).__name__}")
-        state: MutableMapping[str, Any] = OrderedDict() if destination is None else destination
-        for module_prefix, module in self.named_modules(remove_duplicate=False):
-            dotted = f"{module_prefix}." if module_prefix else ""
-            for name, value in module._own_state():
-                state[prefix + dotted + name] = value if keep_vars else as_numpy(_array(value)).copy()
-        return state
+        return collect_state(self, OrderedDict() if destination is None else destination, prefix, keep_vars)
 
     def _own_state(self) -> Iterator[tuple[str, Any]]:
         for name, param in self._parameters.items():
@@ -575,50 +539,7 @@ class Module:
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state_dict).__name__}")
-        targets: dict[str, Any] = {}
-        owners: dict[str, tuple[Module, str]] = {}
-        optional: set[str] = set()
-        for module_prefix, module in self.named_modules(remove_duplicate=False):
-            dotted = f"{module_prefix}." if module_prefix else ""
-            for name, value in module._own_state():
-                targets[dotted + name] = value
-                owners[dotted + name] = (module, name)
-            optional.update(dotted + name for name in module._optional_state_keys())
-        missing = [key for key in targets if key not in state_dict and key not in optional]
-        unexpected = [key for key in state_dict if key not in targets]
-        mismatched, invalid, sources = [], [], {}
-        for key, target in targets.items():
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            try:
-                source = as_numpy(value.data) if isinstance(value, Tensor) else np.asarray(value)
-            except (ValueError, TypeError) as e:
-                invalid.append((key, f"not an array ({e})"))
-                continue
-            destination = _array(target)
-            if source.shape != destination.shape:
-                mismatched.append((key, source.shape, destination.shape))
-                continue
-            if not assign and not getattr(getattr(destination, "flags", None), "writeable", True):
-                invalid.append((key, "is read-only: the model's weights are frozen for inference "
-                                     "(optimize_for_inference); load into the model it was made from, "
-                                     "then optimize that again"))
-                continue
-            problem = _load_problem(source, np.asarray(destination).dtype)
-            if problem:
-                invalid.append((key, problem))
-            sources[key] = source
-        if mismatched or invalid or (strict and (missing or unexpected)):
-            raise StateDictError(type(self).__name__, missing, unexpected, mismatched, invalid)
-        for key, source in sources.items():
-            if assign:
-                module, name = owners[key]
-                module._assign_state(name, state_dict[key], source)
-                continue
-            destination = _array(targets[key])
-            destination[...] = source.astype(destination.dtype, copy=False)
-        return IncompatibleKeys(missing, unexpected)
+        return load_state(self, state_dict, strict, assign)
 
     def _assign_state(self, name: str, value: Any, array: Any) -> None:
         """Make ``value`` (its ``array``) this module's parameter or buffer ``name`` (``load_state_dict(assign=True)``)."""
@@ -647,65 +568,6 @@ class Module:
         if not self._modules:
             return f"{name}({lines[0] if len(lines) == 1 else chr(10).join(lines)})"
         return name + "(\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _module_dtype(owner: str, dtype: np.dtype, method: str = "to") -> np.dtype:
-    """``dtype``, if a module's parameters may be cast to it (float32 or float64)."""
-    if dtype.kind != "f":
-        raise TypeError(f"{owner}.{method} accepts floating point dtypes only (as PyTorch), got {dtype}")
-    if dtype not in (np.float32, np.float64):
-        raise NotImplementedError(
-            f"{owner}.{method}({dtype}): cnnkit's layers compute in float32 and float64 only (no float16 "
-            "kernels or mixed precision); use float() or double()"
-        )
-    return dtype
-
-
-# PyTorch's CPU tensor type names (Module.type("torch.DoubleTensor")) -> NumPy dtypes
-_TORCH_TYPE_NAMES = {"torch.FloatTensor": "float32", "torch.DoubleTensor": "float64", "torch.HalfTensor": "float16",
-                     "torch.LongTensor": "int64", "torch.IntTensor": "int32", "torch.BoolTensor": "bool"}
-
-
-def _type_name_dtype(owner: str, dst_type) -> np.dtype:
-    """The NumPy dtype of ``Module.type``'s argument: a dtype-like, a PyTorch tensor type name
-    or a PyTorch dtype's name (``str(torch.float64)`` is "torch.float64")."""
-    text = str(dst_type)
-    if text in _TORCH_TYPE_NAMES:
-        return np.dtype(_TORCH_TYPE_NAMES[text])
-    try:
-        return np.dtype(text.removeprefix("torch.") if text.startswith("torch.") else dst_type)
-    except TypeError:
-        raise TypeError(f"{owner}.type expects a dtype or a tensor type name such as 'torch.DoubleTensor', "
-                        f"got {dst_type!r}") from None
-
-
-def _load_problem(source: np.ndarray, dtype: np.dtype) -> str | None:
-    """Why ``source`` may not be copied into an array of ``dtype`` (None: it may)."""
-    kind = source.dtype.kind
-    if dtype.kind == "f":
-        if kind != "f":
-            return (f"dtype {source.dtype} where floating point ({dtype}) is expected; an integer or "
-                    "other array in place of weights means a corrupt or mislabelled file")
-        if not np.isfinite(source).all():
-            nan, inf = int(np.isnan(source).sum()), int(np.isinf(source).sum())
-            parts = [p for p in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "") if p]
-            return f"holds non-finite values ({' and '.join(parts)} of {source.size})"
-        return None
-    if dtype.kind in "iu":
-        # whole numbers stored as floats load (a counter after Module.type(float64), as PyTorch's copy)
-        info = np.iinfo(dtype)
-        whole = (kind == "f" and bool(np.isfinite(source).all()) and bool((source == np.trunc(source)).all())
-                 and info.min <= source.min(initial=0) and source.max(initial=0) <= info.max)
-        if kind not in "iub" and not whole:
-            return f"dtype {source.dtype} where an integer ({dtype}) is expected"
-        return None
-    if dtype.kind == "b" and kind != "b":
-        return f"dtype {source.dtype} where bool is expected"
-    return None
-
-
-def _array(value: Any) -> Any:
-    return value.data if isinstance(value, Tensor) else value
 
 
 def _check_name(module: Module, name: str) -> None:
