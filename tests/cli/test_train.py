@@ -62,6 +62,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
 _INTERRUPT_THE_FINAL_TEST = textwrap.dedent(
     """
     import os, signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in a shell's background job
     from cnnkit.cli import parallel
 
     real, calls = parallel.Ranks.evaluate, [0]
@@ -101,6 +102,7 @@ def test_ctrl_c_in_the_final_evaluation_says_what_is_saved_and_that_the_evaluati
 _INTERRUPT_AFTER_THE_RECIPE = textwrap.dedent(
     """
     import os, signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in a shell's background job
     from cnnkit.cli import train
 
     real = train.write_recipe
