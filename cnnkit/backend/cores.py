@@ -9,11 +9,12 @@ other, so they never overlap by construction; what remains is each pool's idle b
 
 - the kernel pool's helpers, after a parallel region, wait for the next one by spinning
   without the GIL for at most ``dispatch.POOL_SPIN_US`` microseconds (``kernels/spin.py``),
-  then sleep on a queue: an idle process burns nothing once the bound has passed. They do
-  not spin while BLAS runs on its own threads (``blas_threads`` with more than one), nor
-  for ``dispatch.POOL_SPIN_BACKOFF_S`` after a spinning thread found it had lost its CPU
-  (more runnable threads than cores: spinning would only take time from the others). The
-  caller waits for a helper's last chunk the same way. Spinning changes when a thread
+  then sleep on a queue: an idle process burns nothing once the bound has passed. They spin
+  only while pinned to a CPU of their own (below), never while BLAS runs on its own threads
+  (``blas_threads`` with more than one), nor for ``dispatch.POOL_SPIN_BACKOFF_S`` after a
+  spinning thread found it had lost its CPU (more runnable threads than cores: spinning
+  would only take time from the others). The caller of a pinned region waits for a
+  helper's last chunk the same way. Spinning changes when a thread
   starts, never what it computes: chunks are handed out as before, the caller takes every
   chunk no helper has taken, and a job's ``Event`` remains the truth when a spin gives up;
 - during a parallel region the calling thread stays on its current CPU and the helpers on
@@ -126,9 +127,10 @@ class _Helpers:
     def _serve(self) -> None:
         state, finished = self.state, 0
         self.idents.add(threading.get_ident())
-        self.tids.append(threading.get_native_id())
+        tid = threading.get_native_id()
+        self.tids.append(tid)
         while True:
-            ticks = _spin_ticks()
+            ticks = _spin_ticks() if self.pinned.get(tid) else 0   # spin only on a CPU of its own
             if ticks:
                 seen = int(state[_POSTED])
                 if self.jobs.empty() and time.perf_counter() > self.calm_after:
@@ -303,7 +305,7 @@ def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, pie
     try:
         helpers.post(job, threads - 1)
         if not job.drain():
-            ticks = _spin_ticks()
+            ticks = _spin_ticks() if mask is not None else 0
             if ticks and time.perf_counter() > helpers.calm_after:
                 if spin_until(helpers.state, _DONE, job.seq, ticks, _gap_ticks, _STOP, _DONE, 0) < 0:
                     helpers.calm_after = time.perf_counter() + dispatch.POOL_SPIN_BACKOFF_S

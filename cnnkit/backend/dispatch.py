@@ -283,12 +283,13 @@ PARALLEL_MIN_ELEMENTS = 2**19
 
 # After a parallel region the kernel pool's helpers wait this many microseconds for the
 # next one spinning without the GIL (``kernels/spin.py``), then sleep; the calling thread
-# waits as long for a helper's last chunk. 0: helpers sleep at once (the pool before Dec 4).
-# Off: measured no faster (`dispatch_ab.py POOL_SPIN_US=1000 --threads 2`, Dec 4, load
-# 0.3-0.4: ResNet-18 b1 1.058x the time, LeNet-5 b64 training 1.053x; 200 us: 1.047x,
-# 0.975x): a spinning helper still waits for the GIL the caller holds (docs/performance.md,
-# "Two cores: where the second core's time went").
-POOL_SPIN_US = 0
+# waits as long for a helper's last chunk. Only in pinned regions (POOL_PIN below). 0:
+# helpers sleep at once (the pool before Dec 4). Measured (`dispatch_ab.py POOL_SPIN_US=300
+# --threads 2`, pinning on, quiet machine, load 0.3-0.6, Dec 4 17:30): ResNet-18 b1 0.979x
+# the time (optimized 0.996x), LeNet-5 training b64 0.955x, b256 0.957x, ResNet-20 training
+# b128 0.987x; 1000 us: 0.982x, 0.965x. Without pinning it lost (1000 us: 1.058x, 1.053x):
+# a helper that shares the caller's CPU spins in its way.
+POOL_SPIN_US = 300
 # A spinning thread that finds two loop iterations this far apart lost its CPU (the machine
 # has more runnable threads than cores): it sleeps, and no thread spins for the next
 # POOL_SPIN_BACKOFF_S seconds.

@@ -29,6 +29,7 @@ SPIN_US = 2000
 @pytest.fixture
 def spinning(monkeypatch):
     monkeypatch.setattr(dispatch, "POOL_SPIN_US", SPIN_US)
+    monkeypatch.setattr(cores, "_others_busy", lambda: False)     # pinned regions: the spin applies
 
 
 @pytest.fixture
@@ -203,6 +204,7 @@ def test_an_idle_process_burns_no_cpu_after_the_spin_bound(spinning):
 
 def test_helpers_do_not_spin_while_blas_owns_the_cores(monkeypatch):
     monkeypatch.setattr(dispatch, "POOL_SPIN_US", 2_000_000)   # two seconds: would show
+    monkeypatch.setattr(cores, "_others_busy", lambda: False)
     with config.num_threads(2):
         with cores.blas_threads(2):
             for _ in range(5):
@@ -294,3 +296,14 @@ def test_pinning_helpers_only_leaves_the_caller_free(pinning, monkeypatch):
     assert seen.pop(threading.get_ident()) == before
     for cpus in seen.values():
         assert len(cpus) == 1 and cpus <= before
+
+
+def test_helpers_spin_only_when_pinned(spinning, monkeypatch):
+    """Unpinned, a helper may share the caller's CPU: it sleeps at once (a spin there was measured slower)."""
+    monkeypatch.setattr(dispatch, "POOL_SPIN_US", 2_000_000)
+    monkeypatch.setattr(dispatch, "POOL_PIN", 0)
+    with config.num_threads(2):
+        for _ in range(5):
+            cores.parallel_for(lambda i0, i1: None, 8)
+        time.sleep(0.05)
+        assert _idle_cpu_seconds(0.3) < 0.05
