@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -107,21 +108,30 @@ def _in_thread(fn, timeout=30.0):
     return result.get("value")
 
 
+@contextmanager
+def _helper_stuck():
+    """The pool's helper exists and is stuck in another job until the block ends."""
+    cores.parallel_for(lambda i0, i1: None, 8)              # the helper exists
+    release = threading.Event()
+
+    class Stuck:
+        seq = 0
+
+        def drain(self):
+            release.wait()
+            return False
+
+    cores._helpers.jobs.put(Stuck())                         # the helper takes it and stays stuck
+    time.sleep(0.05)
+    try:
+        yield
+    finally:
+        release.set()
+
+
 def test_a_helper_that_never_comes_does_not_stall_the_caller(spinning):
     """Every helper held up (descheduled, or busy elsewhere): the caller runs all chunks itself."""
-    with config.num_threads(2):
-        cores.parallel_for(lambda i0, i1: None, 8)          # the helper exists
-        release = threading.Event()
-
-        class Stuck:
-            seq = 0
-
-            def drain(self):
-                release.wait()
-                return False
-
-        cores._helpers.jobs.put(Stuck())                     # the helper takes it and stays stuck
-        time.sleep(0.05)
+    with config.num_threads(2), _helper_stuck():
         ran = []
 
         def work():
@@ -130,7 +140,6 @@ def test_a_helper_that_never_comes_does_not_stall_the_caller(spinning):
             return threading.get_ident()
 
         caller = _in_thread(work)
-        release.set()
     assert len(ran) == 5 * 8 and set(ran) == {caller}
 
 
@@ -246,22 +255,9 @@ def test_helpers_are_unpinned_when_pinning_stops(pinning, monkeypatch):
 
 def test_a_busy_helper_cpu_does_not_stall_a_pinned_caller(pinning):
     """The helper pinned to a CPU it cannot get (here: stuck in another job): the caller runs every chunk."""
-    with config.num_threads(2):
-        cores.parallel_for(lambda i0, i1: None, 8)
-        release = threading.Event()
-
-        class Stuck:
-            seq = 0
-
-            def drain(self):
-                release.wait()
-                return False
-
-        cores._helpers.jobs.put(Stuck())
-        time.sleep(0.05)
+    with config.num_threads(2), _helper_stuck():
         ran = []
         _in_thread(lambda: cores.parallel_for(lambda i0, i1: ran.append(1), 8))
-        release.set()
     assert len(ran) == 8
 
 
