@@ -72,16 +72,8 @@ _KILLER = textwrap.dedent(
 def straight(tmp_path_factory):
     """The uninterrupted run every killed-and-resumed run must end up equal to."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    start = time.perf_counter()
     assert main(["train", "lenet5", "--epochs", EPOCHS, *RUN, "--out", str(out)]) == 0
-    _RUN_SECONDS.append(time.perf_counter() - start)
     return out
-
-
-# How long the uninterrupted run took in this process (no start-up): kill moments are drawn within
-# it, so they land inside the run on a quiet machine as on a loaded one (a fixed 0.5 s window let a
-# quiet machine finish the whole run before the first kill).
-_RUN_SECONDS: list[float] = []
 
 
 def _rows(folder):
@@ -128,6 +120,29 @@ def _start(out, resume: bool, env=None, wrapper=None):
                             env=env or subprocess_env())
 
 
+def _wait_for_training(out, proc) -> None:
+    """Until ``proc`` holds the run's lock and has written the recipe: training starts right after."""
+    deadline = time.time() + 300
+    while not (_holds_lock(out, proc) and (out / "recipe.json").exists()) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.005)
+
+
+def _seconds_of_training(out) -> float:
+    """How long a run like the killed ones takes from the moment the kills are timed from to its end.
+
+    Measured on a process of its own, as they are: the set-up before that moment (imports, data, the
+    memory estimate, and compiling kernels in a fresh install) is not in the window, which must stay
+    about one epoch long on a quiet machine as on a loaded one (a window drawn from the whole in-process
+    run let one process finish the run before the first kill).
+    """
+    proc = _start(out, resume=False)
+    _wait_for_training(out, proc)
+    start = time.perf_counter()
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    return time.perf_counter() - start
+
+
 def _holds_lock(out, proc) -> bool:
     """Whether ``proc`` has taken the run folder's lock (the lock file records the holder's PID)."""
     try:
@@ -139,17 +154,14 @@ def _holds_lock(out, proc) -> bool:
 def test_sigkill_at_random_moments_of_training_loses_nothing(straight, tmp_path):
     out = tmp_path / "run"
     rng = np.random.default_rng(13)
+    epoch_seconds = _seconds_of_training(tmp_path / "timed") / (int(EPOCHS) + 1)
     kills = 0
     for _ in range(8):
         proc = _start(out, resume=(out / "recipe.json").exists())
-        # wait until this process holds the run's lock and the recipe is written (training starts right
-        # after), then a random moment within about one epoch, so that each try advances the run by
-        # at most an epoch or so
-        deadline = time.time() + 300
-        while not (_holds_lock(out, proc) and (out / "recipe.json").exists()) and proc.poll() is None \
-                and time.time() < deadline:
-            time.sleep(0.005)
-        time.sleep(float(rng.uniform(0.0, 1.0)) * _RUN_SECONDS[0] / (int(EPOCHS) + 1))
+        # then a random moment within about one epoch, so that each try advances the run by at most an
+        # epoch or so
+        _wait_for_training(out, proc)
+        time.sleep(float(rng.uniform(0.0, 1.0)) * epoch_seconds)
         if proc.poll() is not None:
             break  # it finished first: the run is complete
         proc.send_signal(signal.SIGKILL)
