@@ -132,6 +132,12 @@ def _warm_up(model, shape: tuple[int, ...], lo: int, hi: int, train: bool) -> tu
     return at_lo, scratch_sizes()
 
 
+def _measure(model, shape: tuple[int, ...], lo: int, hi: int, train: bool) -> tuple[tuple[dict, dict], int, int]:
+    """The warm-up steps, then the measured peaks: (scratch sizes at lo and hi, peak at lo, peak at hi)."""
+    sizes = _warm_up(model, shape, lo, hi, train)
+    return sizes, _peak(model, shape, lo, train), _peak(model, shape, hi, train)
+
+
 def _scratch_bytes(at_lo: dict, at_hi: dict, lo: int, hi: int, scale: float, batch: int) -> int:
     """The scratch buffers of a step of ``batch`` images, from their sizes at ``lo`` and ``hi``.
 
@@ -169,9 +175,8 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
         factor = math.sqrt(_MEASURE_PIXELS / (shape[1] * shape[2]))
         small = (shape[0], max(1, round(shape[1] * factor)), max(1, round(shape[2] * factor)))
         try:
-            sizes = _warm_up(model, small, lo, hi, train)
-            measured = (_peak(model, small, lo, train), _peak(model, small, hi, train),
-                        (shape[1] * shape[2]) / (small[1] * small[2]))
+            sizes, low, high = _measure(model, small, lo, hi, train)
+            measured = (low, high, (shape[1] * shape[2]) / (small[1] * small[2]))
         except ShapeError:  # a model that takes one size only (a Linear after Flatten)
             measured = None
     if measured is None:
@@ -182,8 +187,8 @@ def estimate_step_memory(model, input_shape: tuple[int, ...], batch_size: int, t
             return MemoryEstimate(4 * math.prod(shape), 0, int(batch_size), lower_bound=True)
         if math.prod(shape) * 4 * hi > available // 4:
             lo, hi = 1, 2  # too large to measure with many images: one and two
-        sizes = _warm_up(model, shape, lo, hi, train)
-        measured = (_peak(model, shape, lo, train), _peak(model, shape, hi, train), 1.0)
+        sizes, low, high = _measure(model, shape, lo, hi, train)
+        measured = (low, high, 1.0)
     low, high, scale = measured
     # per image: what more images add, at least the input itself (a model that allocates
     # nothing per image still holds its batch)
