@@ -7,7 +7,8 @@ Public API: ``Tensor``/``tensor``, ``where``, ``maximum``, ``minimum`` (as torch
 MACs), ``save`` / ``load`` (safetensors checkpoints; ``load`` rebuilds a zoo model, pruned or not).
 
 The packages above these (``data``, ``train``, ``io``, ``explain``, ``surgery``, ``viz``,
-``cli``) are imported by name: ``from cnnkit.train import fit``. ``import cnnkit`` loads
+``cli``) are imported by name (``from cnnkit.train import fit``) or on the first read of
+``cnnkit.NAME`` (``cnnkit.surgery.fold_batchnorm``). ``import cnnkit`` loads
 none of matplotlib, tensorboardX or Graphviz. The layers and who may import whom:
 docs/architecture.md.
 """
@@ -156,10 +157,24 @@ __all__ = [
 ]
 
 
+# The library's modules that ``cnnkit.NAME`` imports when first read, as ``torch.onnx`` (the
+# README writes ``cnnkit.config.num_threads``, ``cnnkit.surgery.optimize_for_inference``).
+_SUBMODULES = frozenset({
+    "arrays", "backend", "cli", "config", "data", "distributed", "errors", "explain", "explore",
+    "files", "function", "functional", "gradcheck", "graph", "io", "models", "nn", "onnx", "optim",
+    "surgery", "tensor", "train", "viz",
+})
+
+
 def __getattr__(name: str):
-    if name in __all__ and not _loaded and not _loading:
+    if name.startswith("__"):  # the import system's and tools' probes (__path__, __wrapped__, ...)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _loaded and not _loading and (name in __all__ or name in _SUBMODULES):
         _load()
-        return globals()[name]
+        if name in globals():
+            return globals()[name]
+    if name in _SUBMODULES and name != "tensor":  # ``cnnkit.tensor`` is the function, loaded above
+        return _import_module(f"{__name__}.{name}")
     # The old homes of the fully convolutional conversion and of pruning, kept for code written
     # before they moved to cnnkit.surgery; importing them warns (DeprecationWarning).
     if name in ("transforms", "prune"):

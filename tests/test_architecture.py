@@ -231,7 +231,13 @@ def test_every_exception_type_is_defined_in_errors_py():
     "from cnnkit.models import resnet18; from cnnkit.models import weights; assert weights._loader is not None",
     "import cnnkit.init, cnnkit.nn.init, sys; assert cnnkit.init is cnnkit.nn.init is sys.modules['cnnkit.init']",
     "import cnnkit; assert 'Tensor' in dir(cnnkit) and cnnkit.no_grad and cnnkit.summary",
-], ids=["cli", "tensor-first", "functional-first", "models-first", "init-alias", "attribute"])
+    # the library's packages read as attributes, as the README writes them (torch.onnx's way)
+    "import cnnkit\nwith cnnkit.config.num_threads(1): pass\nassert cnnkit.surgery.optimize_for_inference and "
+    "cnnkit.data.DistributedSampler and cnnkit.io.checkpoint and cnnkit.onnx and callable(cnnkit.tensor)",
+    "import cnnkit\ntry: cnnkit.no_such_thing\nexcept AttributeError as e: assert 'no_such_thing' in str(e)\n"
+    "else: raise AssertionError",
+], ids=["cli", "tensor-first", "functional-first", "models-first", "init-alias", "attribute", "packages",
+        "unknown-name"])
 def test_the_public_api_loads_on_first_use(code):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=subprocess_env())
