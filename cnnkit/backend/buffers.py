@@ -44,7 +44,7 @@ import numpy as np
 
 from . import dispatch
 
-__all__ = ["empty", "empty_like", "add", "release_buffers", "pool_stats", "TRACE_DOMAIN"]
+__all__ = ["empty", "empty_like", "empty_ordered", "axis_order", "add", "release_buffers", "pool_stats", "TRACE_DOMAIN"]
 
 _PAGE = mmap.PAGESIZE
 # Private, not Python's default MAP_SHARED for anonymous maps: a forked process (a data
@@ -181,19 +181,34 @@ def empty(shape, dtype) -> np.ndarray:
     return np.empty(shape, dtype) if out is None else out
 
 
-def empty_like(a: np.ndarray, dtype=None) -> np.ndarray:
-    """``np.empty_like(a, dtype)``: the same shape and the same memory order as ``a``.
-
-    As NumPy's order "K": C order for a C-contiguous ``a``, Fortran order for a
-    Fortran-contiguous one, else the axes laid out by decreasing stride.
-    """
-    dtype = a.dtype if dtype is None else np.dtype(dtype)
+def axis_order(a: np.ndarray) -> tuple[int, ...]:
+    """The axes of ``a`` from outermost to innermost in memory, as NumPy's order "K" sees
+    them: C order for a C-contiguous ``a``, Fortran order for a Fortran-contiguous one, else
+    by decreasing stride (ties keep the axis order)."""
     if a.flags.c_contiguous or a.ndim < 2:
-        order = tuple(range(a.ndim))
-    elif a.flags.f_contiguous:
-        order = tuple(reversed(range(a.ndim)))
-    else:
-        order = tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i])))  # stable
+        return tuple(range(a.ndim))
+    if a.flags.f_contiguous:
+        return tuple(reversed(range(a.ndim)))
+    return tuple(sorted(range(a.ndim), key=lambda i: -abs(a.strides[i])))  # stable
+
+
+def empty_ordered(shape, dtype, order: tuple[int, ...]) -> np.ndarray:
+    """An empty array of ``shape`` whose axes lie in memory in ``order`` (outermost first,
+    as ``axis_order`` gives it): ``empty_ordered(a.shape, a.dtype, axis_order(a))`` is laid
+    out as ``a``; an array of another shape can so take ``a``'s layout (a padded copy)."""
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    stored = tuple(shape[i] for i in order)
+    base = _pooled(stored, dtype)
+    if base is None:
+        base = np.empty(stored, dtype)
+    return base if order == tuple(range(len(shape))) else base.transpose(np.argsort(order))
+
+
+def empty_like(a: np.ndarray, dtype=None) -> np.ndarray:
+    """``np.empty_like(a, dtype)``: the same shape and the same memory order as ``a``
+    (NumPy's order "K", ``axis_order``)."""
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    order = axis_order(a)
     base = _pooled(tuple(a.shape[i] for i in order), dtype)
     if base is None:
         return np.empty_like(a, dtype=dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import dispatch, get_array_module
+from ..backend import buffers, dispatch, get_array_module
 from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
 from ..function import Function
@@ -305,6 +305,7 @@ class AdaptiveAvgPool2dOp(Function):
         N, C, H, W = x.shape
         self.rows, self.cols = _adaptive_bounds(H, OH), _adaptive_bounds(W, OW)
         self.x_shape = x.shape
+        self.x_order = buffers.axis_order(x) if isinstance(x, np.ndarray) else None
         if (OH, OW) == (1, 1):
             return x.mean(axis=(2, 3), keepdims=True)
         r = xp.stack([x[:, :, a:b].mean(axis=2) for a, b in self.rows], axis=2)     # (N, C, OH, W)
@@ -314,7 +315,12 @@ class AdaptiveAvgPool2dOp(Function):
         xp = self.xp
         N, C, H, W = self.x_shape
         if len(self.rows) == 1 and len(self.cols) == 1:
-            return xp.broadcast_to(gy / gy.dtype.type(H * W), self.x_shape).copy()
+            g = gy / gy.dtype.type(H * W)
+            if self.x_order is None:
+                return xp.broadcast_to(g, self.x_shape).copy()
+            gx = buffers.empty_ordered(self.x_shape, g.dtype, self.x_order)  # x's layout, as its other gradients
+            gx[...] = g
+            return gx
         gr = xp.zeros((N, C, len(self.rows), W), dtype=gy.dtype)     # (N, C, OH, W)
         for j, (a, b) in enumerate(self.cols):
             gr[..., a:b] += gy[..., j : j + 1] / gy.dtype.type(b - a)

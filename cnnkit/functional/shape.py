@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..backend import buffers
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_tensor
@@ -74,7 +75,7 @@ class GetItemOp(Function):
 
     forward:  y = x[index]
     backward: gx = zeros_like(x); gx[index] += gy  (np.add.at for advanced indices, so
-              repeated indices accumulate)
+              repeated indices accumulate); gx laid out in memory as x (``zeros_like``)
     """
 
     def __init__(self, index):
@@ -82,11 +83,16 @@ class GetItemOp(Function):
 
     def forward(self, x):
         self.x_shape, self.x_dtype = x.shape, x.dtype
+        self.x_order = buffers.axis_order(x) if isinstance(x, np.ndarray) else None
         return x[self.index]
 
     def backward(self, gy):
         xp = self.xp
-        gx = xp.zeros(self.x_shape, dtype=self.x_dtype)
+        if self.x_order is None:
+            gx = xp.zeros(self.x_shape, dtype=self.x_dtype)
+        else:  # x's layout: the gradient joins x's other gradients (ResNet-20's shortcut), adds of one layout
+            gx = buffers.empty_ordered(self.x_shape, self.x_dtype, self.x_order)
+            gx.fill(0)
         if _is_basic_index(self.index):
             gx[self.index] = gy  # basic indices select each element at most once
         else:
@@ -111,6 +117,8 @@ class PadOp(Function):
     forward:  constant: y = x cropped, then filled with value;  others: y = x[src].
     backward: constant: gx = gy where x survived the crop, 0 elsewhere;
               others: gx[i] = sum of gy over the positions j with src(j) = i (np.add.at).
+    Constant padding of a NumPy array keeps its memory layout (a channel-major map stays
+    channel-major: ResNet-20's padded shortcut is added to one), and its gradient keeps gy's.
     """
 
     _MODES = ("constant", "reflect", "replicate", "circular")
@@ -138,7 +146,9 @@ class PadOp(Function):
         if self.mode == "constant":
             crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))
             pos = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
-            return self.xp.pad(x[crop], pos, mode="constant", constant_values=self.value)
+            if not isinstance(x, np.ndarray):
+                return self.xp.pad(x[crop], pos, mode="constant", constant_values=self.value)
+            return _pad_constant(x[crop], pos, self.value, buffers.axis_order(x))
         self.sources = {}
         y = x
         for axis, ((lo, hi), n) in enumerate(zip(widths, x.shape)):
@@ -150,7 +160,12 @@ class PadOp(Function):
     def backward(self, gy):
         xp = self.xp
         if self.mode == "constant":
-            gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+            if isinstance(gy, np.ndarray):
+                gx = buffers.empty_ordered(self.x_shape, gy.dtype, buffers.axis_order(gy))
+                if any(lo < 0 or hi < 0 for lo, hi in self.widths):  # cropped: zeros where x was cut
+                    gx.fill(0)
+            else:
+                gx = xp.zeros(self.x_shape, dtype=gy.dtype)
             inner = tuple(
                 slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(self.widths, self.x_shape)
             )
@@ -167,6 +182,22 @@ class PadOp(Function):
             xp.add.at(acc, xp.asarray(src), moved)
             g = xp.moveaxis(acc, 0, axis)
         return g
+
+
+def _pad_constant(x: np.ndarray, pos, value, order: tuple[int, ...]) -> np.ndarray:
+    """``np.pad(x, pos, constant_values=value)`` laid out in memory in ``order`` (x's):
+    the border slabs of each axis filled, x copied into the middle."""
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pos))
+    y = buffers.empty_ordered(shape, x.dtype, order)
+    fill = np.asarray(value).astype(x.dtype)  # as np.pad casts constant_values
+    for axis, ((lo, hi), n) in enumerate(zip(pos, x.shape)):
+        before = (slice(None),) * axis
+        if lo:
+            y[before + (slice(0, lo),)] = fill
+        if hi:
+            y[before + (slice(lo + n, None),)] = fill
+    y[tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pos))] = x
+    return y
 
 
 def _pad_sources(mode: str, lo: int, hi: int, n: int, axis: int, shape) -> np.ndarray:

@@ -347,6 +347,41 @@ def test_relu_without_backward_writes_no_mask_and_matches_pytorch(shape, layout,
     np.testing.assert_array_equal(y, torch.relu(torch.from_numpy(np.ascontiguousarray(x))).numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layouts", [("cnhw", "nchw"), ("nchw", "cnhw"), ("cnhw", "gaps")])
+def test_relu_gradient_of_another_layout_takes_the_kernel_and_equals_pytorch(layouts, dtype, rng, monkeypatch):
+    """An upstream gradient laid out otherwise than the forward's input (C order next to the
+    direct convolution's channel-major maps: ResNet-20's shortcut branches), or with gaps,
+    still takes the parallel kernel, not NumPy's select; gx keeps x's layout, values exact
+    (inf/NaN upstream where x <= 0 give 0)."""
+    import torch
+
+    x_layout, g_layout = layouts
+    x = rng.standard_normal((16, 8, 17, 15)).astype(dtype)
+    x[0, 0, 0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gy[0, 0, 0, :5] = [np.inf, np.nan, np.nan, np.inf, np.nan]
+    gy[1, 2, 3, :3] = [np.inf, -np.inf, np.nan]
+    xs = Tensor(cnhw(x) if x_layout == "cnhw" else x.copy(), requires_grad=True)
+    if g_layout == "gaps":
+        g = np.zeros(x.shape[:3] + (2 * x.shape[3],), dtype)[..., ::2]
+        g[...] = gy
+    else:
+        g = cnhw(gy) if g_layout == "cnhw" else gy.copy()
+    assert dispatch.relu_kernel_applies(np, xs.data)
+    calls = []
+    monkeypatch.setattr(elementwise, "relu_backward",
+                        lambda *a, kernel=elementwise.relu_backward: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(np, "where", None)  # NumPy's select (the reference path) must not run
+    with config.kernels(True):
+        F.relu(xs).backward(g)
+    monkeypatch.undo()
+    assert calls and xs.grad.strides == xs.data.strides
+    X = torch.tensor(x, requires_grad=True)
+    torch.relu(X).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(xs.grad, X.grad.numpy())
+
+
 def test_relu_output_keeps_the_input_memory_layout(rng):
     x = cnhw(rng.standard_normal((16, 8, 16, 16)).astype(np.float32))
     y = F.relu(Tensor(x)).data

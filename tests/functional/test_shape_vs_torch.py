@@ -285,3 +285,31 @@ def test_cat_and_stack_errors_match_torch():
                ShapeError, r"cat\(dim=0\) needs inputs equal in every other dimension")
     same_error(lambda: F.stack([x, Tensor(np.ones((3, 2)))]), lambda: torch.stack([tx, torch.ones(3, 2)]),
                ShapeError, "stack needs inputs of one shape")
+
+
+@pytest.mark.parametrize("op, torch_op, forward_keeps", [
+    (lambda x: F.pad(x, (0, 0, 0, 0, 3, 2)), lambda x: TF.pad(x, (0, 0, 0, 0, 3, 2)), True),  # ResNet-20's shortcut
+    (lambda x: F.pad(x, (1, 2, -1, 1), value=0.5), lambda x: TF.pad(x, (1, 2, -1, 1), value=0.5), True),  # crops
+    (lambda x: x[:, :, ::2, 1::2], lambda x: x[:, :, ::2, 1::2], True),  # a view
+    (lambda x: F.adaptive_avg_pool2d(x, 1), lambda x: TF.adaptive_avg_pool2d(x, 1), False),
+], ids=["pad-channels", "pad-crop", "getitem", "global-avg-pool"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_major_maps_keep_their_layout_forward_and_backward(op, torch_op, forward_keeps, dtype, rng):
+    """A channel-major map (the direct convolution's output layout) padded, sliced or pooled
+    gives its gradient in that layout (and a padded map keeps it): the sums with its other
+    branch are then adds of one layout. Values equal PyTorch's."""
+    x = rng.standard_normal((4, 5, 7, 6)).astype(dtype)
+    xs = Tensor(channel_major(x), requires_grad=True)
+    y = op(xs)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(channel_major(gy))
+    X = torch.tensor(x, requires_grad=True)
+    Y = torch_op(X)
+    Y.backward(torch.tensor(gy))
+    tol = 1e-6 if dtype == np.float32 else 1e-14  # the mean's sums in another order
+    np.testing.assert_allclose(y.data, Y.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(xs.grad, X.grad.numpy(), rtol=tol)
+    channel_first = [1, 0, 2, 3]
+    assert sorted(range(4), key=lambda i: -xs.grad.strides[i]) == channel_first
+    if forward_keeps:
+        assert sorted(range(4), key=lambda i: -y.data.strides[i]) == channel_first

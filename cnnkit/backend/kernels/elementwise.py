@@ -82,17 +82,28 @@ def relu_only(x):
 
 
 def relu_grad(gy, mask):
-    """gy * mask in one parallel pass when both share one memory layout; else None."""
-    if not (isinstance(gy, np.ndarray) and gy.size >= dispatch.ELEMENTWISE_MIN_SIZE):
+    """gy where mask, else 0, in one parallel pass, laid out as the mask (the forward's x);
+    None where the kernel does not apply (small arrays, other dtypes).
+
+    A gy of another layout (the gradient of a branch that ends in a C-order op, next to a
+    forward in the direct convolution's layout) or with gaps is first copied into the mask's
+    layout (NumPy's copy), and the pass reads that copy: a select over two layouts at once
+    would read one of them out of order. (Not in place: on overlapping input and output
+    the compiled loop takes its scalar branch, 3x slower.)
+    """
+    if not (isinstance(gy, np.ndarray) and gy.size >= dispatch.ELEMENTWISE_MIN_SIZE and gy.dtype in FLOATS):
         return None
-    if gy.strides != tuple(st * gy.itemsize for st in mask.strides) or gy.dtype not in FLOATS:
+    m = flat(mask)
+    if m is None:
         return None
-    g = flat(gy)
+    g = flat(gy) if gy.strides == tuple(st * gy.itemsize for st in mask.strides) else None
     if g is None:
-        return None
-    gx = buffers.empty_like(gy)
-    parallel_for(relu_backward, gy.size, g, flat(mask).view(np.uint8), flat(gx),
-                 grain=dispatch.PARALLEL_MIN_ELEMENTS)
+        copy = buffers.empty_like(mask, dtype=gy.dtype)
+        np.copyto(copy, gy)
+        g = flat(copy)
+    gx = buffers.empty_like(mask, dtype=gy.dtype)
+    out = flat(gx)
+    parallel_for(relu_backward, gy.size, g, m.view(np.uint8), out, grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return gx
 
 
