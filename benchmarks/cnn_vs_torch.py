@@ -185,6 +185,9 @@ WORKLOADS |= {
     "conv3x3-64-56-b16-fwdbwd": lambda: conv_workload(16, 64, 64, 56, 3, 1, 1, True),
     "conv3x3-16-32-b128-fwdbwd": lambda: conv_workload(128, 16, 16, 32, 3, 1, 1, True),
     "conv3x3-64-8-b128-fwd": lambda: conv_workload(128, 64, 64, 8, 3, 1, 1, False),
+    # ResNet-20's other two stages in training
+    "conv3x3-32-16-b128-fwdbwd": lambda: conv_workload(128, 32, 32, 16, 3, 1, 1, True),
+    "conv3x3-64-8-b128-fwdbwd": lambda: conv_workload(128, 64, 64, 8, 3, 1, 1, True),
     "conv7x7s2-3-64-224-b1-fwd": lambda: conv_workload(1, 3, 64, 224, 7, 2, 3, False),
     "conv7x7s2-3-64-224-b8-fwd": lambda: conv_workload(8, 3, 64, 224, 7, 2, 3, False),
     "conv7x7s2-3-64-224-b16-fwd": lambda: conv_workload(16, 3, 64, 224, 7, 2, 3, False),
