@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .backend import buffers
+from .backend.kernels import elementwise
 from .graph import op_order
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 accumulate_leaf(x, gx)
             else:  # the op that made x when fn ran (x may have changed in place since)
                 previous = grads.get(creator)
-                grads[creator] = gx if previous is None else buffers.add(previous, gx)
+                grads[creator] = gx if previous is None else elementwise.add(previous, gx)
         if not retain_graph:
             fn.release()
 

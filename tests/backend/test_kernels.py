@@ -382,6 +382,35 @@ def test_relu_gradient_of_another_layout_takes_the_kernel_and_equals_pytorch(lay
     np.testing.assert_array_equal(xs.grad, X.grad.numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_add_equals_numpys_sum_bit_for_bit(layout, dtype, threads, rng, monkeypatch):
+    """The shortcut sums and the gradients backward accumulates: NumPy's a + b exactly
+    (inf - inf, NaN, -0.0 + 0.0 included), a's layout, any thread count."""
+    a, b = (rng.standard_normal((16, 9, 17, 13)).astype(dtype) for _ in range(2))
+    a[0, 0, 0, :4], b[0, 0, 0, :4] = [np.inf, np.nan, -0.0, 1e308], [-np.inf, 1.0, 0.0, 1e308]
+    a, b = (cnhw(v) for v in (a, b)) if layout == "cnhw" else (a, b)
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_ELEMENTS", 1000)  # every thread gets chunks
+    calls = []
+    monkeypatch.setattr(elementwise, "add_forward", lambda *v, k=elementwise.add_forward: calls.append(1) or k(*v))
+    with config.num_threads(threads), np.errstate(all="ignore"):
+        y, expected = elementwise.add(a, b), a + b
+    assert calls and y.strides == a.strides and y.dtype == a.dtype
+    assert _same_bits(y, expected)
+    assert _same_bits(F.add(Tensor(a), Tensor(b)).data, expected)
+
+
+def test_add_leaves_other_pairs_to_numpy(rng):
+    a = rng.standard_normal((8, 8, 32, 32)).astype(np.float32)
+    for b in (a[0], a.astype(np.float64), cnhw(a), np.ones(a.shape, np.int32), 2.0):  # broadcast, dtypes, layouts
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(elementwise.add(a, b), a + b)
+            assert elementwise.add(a, b).dtype == (a + b).dtype
+    with config.kernels(False):
+        assert _same_bits(elementwise.add(a, a), a + a)
+
+
 def test_relu_output_keeps_the_input_memory_layout(rng):
     x = cnhw(rng.standard_normal((16, 8, 16, 16)).astype(np.float32))
     y = F.relu(Tensor(x)).data

@@ -1,5 +1,5 @@
 """Elementwise kernels (numba): ReLU forward with its mask, and its backward, in one pass each;
-the error function erf (NumPy has none; GELU needs it).
+the sum of two arrays of one layout; the error function erf (NumPy has none; GELU needs it).
 
 Exact: the same values, NaN and inf behaviour as the NumPy reference (``ReLUOp``).
 """
@@ -14,7 +14,7 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FLOATS, flat, njit
 
-__all__ = ["relu_with_mask", "relu_only", "relu_grad", "erf"]
+__all__ = ["relu_with_mask", "relu_only", "relu_grad", "add", "erf"]
 
 
 @njit(cache=True, nogil=True)
@@ -51,6 +51,14 @@ def relu_backward(i0, i1, gy, mask, gx):
     zero = np.zeros(1, gx.dtype)[0]
     for i in range(i1 - i0):
         xs[i] = gs[i] if ms[i] else zero
+
+
+@njit(cache=True, nogil=True)
+def add_forward(i0, i1, a, b, y):
+    """y = a + b over flat elements i0..i1-1 (IEEE sums: NumPy's, bit for bit)."""
+    as_, bs, ys = a[i0:i1], b[i0:i1], y[i0:i1]
+    for i in range(i1 - i0):
+        ys[i] = as_[i] + bs[i]
 
 
 @njit(cache=True, nogil=True)
@@ -105,6 +113,21 @@ def relu_grad(gy, mask):
     out = flat(gx)
     parallel_for(relu_backward, gy.size, g, m.view(np.uint8), out, grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return gx
+
+
+def add(a, b):
+    """``a + b``: one parallel pass into pooled memory laid out as ``a`` when a and b are
+    large float NumPy arrays of one shape, dtype and gap-free layout (ResNet's shortcut sums
+    and the gradients the backward pass accumulates); anything else as ``buffers.add``."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype
+            and a.strides == b.strides and a.size >= dispatch.ELEMENTWISE_MIN_SIZE
+            and dispatch.kernels_usable(np, a.dtype) and a.dtype in FLOATS):
+        fa, fb = flat(a), flat(b)
+        if fa is not None and fb is not None:
+            y = buffers.empty_like(a)
+            parallel_for(add_forward, a.size, fa, fb, flat(y), grain=dispatch.PARALLEL_MIN_ELEMENTS)
+            return y
+    return buffers.add(a, b)
 
 
 def erf(x):
