@@ -188,6 +188,9 @@ WORKLOADS |= {
     # ResNet-20's other two stages in training
     "conv3x3-32-16-b128-fwdbwd": lambda: conv_workload(128, 32, 32, 16, 3, 1, 1, True),
     "conv3x3-64-8-b128-fwdbwd": lambda: conv_workload(128, 64, 64, 8, 3, 1, 1, True),
+    # ... and its two stride-2 layers (each stage's first convolution)
+    "conv3x3s2-16-32-b128-fwdbwd": lambda: conv_workload(128, 16, 32, 32, 3, 2, 1, True),
+    "conv3x3s2-32-64-b128-fwdbwd": lambda: conv_workload(128, 32, 64, 16, 3, 2, 1, True),
     "conv7x7s2-3-64-224-b1-fwd": lambda: conv_workload(1, 3, 64, 224, 7, 2, 3, False),
     "conv7x7s2-3-64-224-b8-fwd": lambda: conv_workload(8, 3, 64, 224, 7, 2, 3, False),
     "conv7x7s2-3-64-224-b16-fwd": lambda: conv_workload(16, 3, 64, 224, 7, 2, 3, False),
