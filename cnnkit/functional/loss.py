@@ -126,11 +126,12 @@ class CrossEntropyOp(Function):
         else:
             valid = ts != self.ignore_index
             safe_t = xp.where(valid, ts, 0)
-            if (safe_t < 0).any() or (safe_t >= K).any():
+            if M and (safe_t.min() < 0 or safe_t.max() >= K):
                 bad = ts[valid & ((safe_t < 0) | (safe_t >= K))][0]
                 raise ValueError(f"cross_entropy target {bad} is out of range for {K} classes")
-            w_t = (w[safe_t] if w is not None else xp.ones(M, dtype=xs.dtype)) * valid  # (M,)
-            picked = xp.take_along_axis(logp, safe_t[:, None], axis=1)[:, 0]        # (M,)
+            # without weights w_t is valid as 1.0 / 0.0 (what ones * valid gives, in one call)
+            w_t = w[safe_t] * valid if w is not None else valid.astype(xs.dtype)    # (M,)
+            picked = logp[xp.arange(M), safe_t]                                     # (M,)
             losses = -(1 - eps) * w_t * picked
             if self.eps:
                 per_class = logp * w if w is not None else logp
@@ -143,8 +144,11 @@ class CrossEntropyOp(Function):
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
+            total, denom = losses.sum(), xs.dtype.type(denom)
+            if denom != 0:  # (a nonzero divisor raises no flag errstate would silence)
+                return total / denom
             with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
-                return losses.sum() / xs.dtype.type(denom)
+                return total / denom
         # per-row losses: the target's shape, or the input's without K; () unbatched
         rows_shape = self.x_shape[:1] + self.x_shape[2:] if x.ndim > 1 else ()
         return losses.reshape(self.t_shape if not float_target else rows_shape)

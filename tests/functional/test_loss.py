@@ -76,8 +76,18 @@ def test_loss_errors_name_the_loss_and_what_was_received():
         F.cross_entropy(x, np.zeros(4, dtype=np.int64))
     with pytest.raises(ValueError, match="cross_entropy target 7 is out of range for 4 classes"):
         F.cross_entropy(x, np.array([0, 7, 1]))
+    with pytest.raises(ValueError, match="cross_entropy target -1 is out of range for 4 classes"):
+        F.cross_entropy(x, np.array([0, -1, 9]))  # the first bad target, in row order
     with pytest.raises(ValueError, match="mse_loss expects reduction in"):
         F.mse_loss(x, x, reduction="avg")
+
+
+def test_cross_entropy_range_check_skips_ignored_rows_and_empty_batches():
+    x = Tensor(np.zeros((3, 4)))
+    loss = F.cross_entropy(x, np.array([0, -5, 3]), ignore_index=-5, reduction="sum")
+    np.testing.assert_allclose(loss.data, 2 * np.log(4))
+    empty = F.cross_entropy(Tensor(np.zeros((0, 4))), np.zeros(0, dtype=np.int64), reduction="sum")
+    assert empty.data == 0
 
 
 def test_losses_need_at_least_one_class():
