@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -187,6 +187,13 @@ CONV_GRADS_ONE_REGION = 1
 # columns, where that computes at most 0.9 of flat rows' entries (ResNet-20's 8x8 and 16x16 layers).
 # 0: flat rows everywhere (A/B runs). Measured: docs/performance.md, "Lane rows".
 DIRECT_CONV_LANE_ROWS = 1
+
+# The blocked kernel's forward (and input gradient) on "same"-size maps whose planes are whole
+# vectors (kernels/conv_blocked.plane_forward): taps read straight from the unpadded input
+# planes under lane masks and tiles stored straight into the output planes (no padded copy,
+# no junk columns, no output copy). 0: lane rows / flat rows (A/B runs).
+# Measured: docs/performance.md, "Planes".
+DIRECT_CONV_PLANES = 1
 
 
 def blocked_conv_applies(w_shape, pads) -> bool:

@@ -291,6 +291,7 @@ def test_lane_rows_match_the_im2col_reference_pytorch_and_flat_rows(case, layout
     the forward equal bit for bit to flat rows (the same taps summed in the same order)."""
     import torch
 
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", 0)     # lane rows rather than planes
     assert _lane_rows_taken(case, dtype)
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
@@ -329,11 +330,14 @@ def test_lane_rows_stay_off_where_they_compute_as_much_as_flat_rows():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lane_rows_keep_non_finite_values_where_they_are(dtype, blocked):
+@pytest.mark.parametrize("planes", [0, 1])
+def test_lane_rows_keep_non_finite_values_where_they_are(dtype, planes, blocked, monkeypatch):
     """inf and NaN in the input reach only the outputs whose windows hold them, as in PyTorch:
-    the shifted copies never carry a value into a neighbouring image's or row's padding."""
+    the shifted copies (lane rows) and the masked loads (planes) never carry a value into a
+    neighbouring image's or row's padding."""
     import torch
 
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", planes)
     x = np.ones((17, 2, 8, 8), dtype)
     x[0, 0, 3, 7] = np.inf      # right edge of image 0 (its neighbour in the vector is image 1)
     x[1, 1, 0, 0] = np.nan      # left edge of image 1
@@ -347,3 +351,76 @@ def test_lane_rows_keep_non_finite_values_where_they_are(dtype, blocked):
     np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
     finite = np.isfinite(Y)
     np.testing.assert_array_equal(y[finite], Y[finite])
+
+
+# Shapes on which the forward and the input gradient take planes (``plane_forward``: output of
+# the input's size, planes of whole vectors) in float32 and float64: tiles of 16 channels and
+# the remainders (22 = 16 + 6, 13 = 8 + 4 + 1, 7 = 4 + 2 + 1, 18 = 16 + 2), planes of one to
+# sixteen vectors, rows shorter and longer than a vector, 5x5, 4x4 and 1x3 kernels, "same"
+# padding that is asymmetric, two channel blocks at batch 1.
+PLANE_CASES = [
+    (2, 64, 64, 8, 8, 3, 3, (1, 1, 1, 1)),        # ResNet-20 stage 3
+    (3, 32, 32, 16, 16, 3, 3, (1, 1, 1, 1)),      # stage 2
+    (2, 5, 22, 4, 4, 3, 3, (1, 1, 1, 1)),
+    (3, 7, 13, 8, 6, 3, 3, (1, 1, 1, 1)),
+    (2, 3, 5, 8, 4, 5, 5, (2, 2, 2, 2)),
+    (2, 3, 4, 4, 8, 4, 4, (1, 2, 1, 2)),
+    (2, 3, 7, 2, 16, 1, 3, (0, 0, 1, 1)),
+    (3, 4, 18, 4, 12, 3, 3, (2, 0, 0, 2)),
+    (1, 33, 40, 4, 4, 3, 3, (1, 1, 1, 1)),        # channel blocks of 32 + 8
+]
+
+
+def _planes_taken(case, dtype):
+    from cnnkit.backend.kernels.conv_blocked import plane_layout
+
+    N, C, Fo, H, W, KH, KW, (pt, pb, pl, pr) = case
+    OH, OW = H + pt + pb - KH + 1, W + pl + pr - KW + 1
+    return plane_layout(H, W, OH, OW, 64 // np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", PLANE_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_planes_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, dtype, rng, blocked, monkeypatch):
+    """Forward and the three gradients with planes: equal to im2col, PyTorch and flat rows up to
+    rounding (the taps are summed in another order), and the same bits on 1-3 threads."""
+    import torch
+
+    assert _planes_taken(case, dtype)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype, layout)
+    y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
+    assert_rounding_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_rounding_close(g, g_ref, dtype)
+    ts = [torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b)]
+    pt, pb, pl, pr = pads
+    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
+    Y.backward(torch.tensor(np.random.default_rng(5).standard_normal(y.shape).astype(dtype)))
+    assert_rounding_close(y, Y.detach().numpy(), dtype)
+    for g, t in zip(grads, ts):
+        assert_rounding_close(g, t.grad.numpy(), dtype)
+    for threads in (2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+        np.testing.assert_array_equal(y_t, y)
+        for g_t, g in zip(grads_t, grads):
+            np.testing.assert_array_equal(g_t, g)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", 0)
+    assert not _planes_taken(case, dtype)
+    y_flat, grads_flat = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    assert_rounding_close(y, y_flat, dtype)
+    for g, g_flat in zip(grads, grads_flat):
+        assert_rounding_close(g, g_flat, dtype)
+
+
+def test_planes_only_where_the_output_keeps_the_input_size_in_whole_vectors():
+    from cnnkit.backend.kernels.conv_blocked import plane_layout
+
+    assert plane_layout(8, 8, 8, 8, 16) and plane_layout(32, 32, 32, 32, 8)
+    assert plane_layout(4, 12, 4, 12, 16)                # 48 pixels: three vectors
+    assert not plane_layout(7, 7, 7, 7, 16)              # 49 pixels
+    assert not plane_layout(6, 6, 8, 8, 16)              # padding wider than "same"
+    assert not plane_layout(10, 8, 8, 8, 16)             # no padding at the top and bottom

@@ -37,6 +37,14 @@ tap (c, kh, kw) of output vector v is the aligned vector at kw*kws + (c*Hp + kh 
 no entry is junk (8x8 maps: 64 entries per image instead of 80). The forward tiles are the
 same; the weight gradient's tiles run along kh (8 filters x 3 row taps, one vector apart).
 
+Planes (``plane_forward``; the forward and the input gradient where the output has the
+input's size and a plane is whole vectors: ResNet-20's 3x3 layers): no padded copy at all.
+Output vector v of a plane (pixels v*VL ..) reads tap (c, kh, kw) as one vector load at a
+fixed shift of the unpadded input plane, its lanes outside the image masked to zero
+(AVX-512 zero-masking), and the tile is stored straight into the output planes: no copy
+in, no junk entry, no copy out. Tiles of 16 channels x 1 vector; taps by kernel position,
+channels inside.
+
 Numerics: sums in a different order than the NumPy path (tap by tap per output for the
 forward; lane-split for the weight gradient), each step one FMA: equal up to float
 rounding. Padding larger than the kernel minus one is not handled here (the dispatch
@@ -45,15 +53,18 @@ keeps such layers on ``conv_direct``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
-from .simd import acc_alloc, acc_bias, acc_dot, acc_hsum, acc_outer, acc_put, acc_zero
+from .simd import acc_alloc, acc_bias, acc_dot, acc_hsum, acc_outer, acc_outer_masked, acc_put, acc_zero
 
-__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "row_layout"]
+__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "plane_forward",
+           "plane_layout", "plane_masks", "row_layout"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
 # longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
@@ -133,6 +144,111 @@ def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
         f0 += 2
     if f0 < F:
         _fwd_channels(1, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _plane_tile(FR, PV, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, v, VL):
+    """ys[yo + (f0 + k)*ystride + (v + p)*VL : +VL] for k < FR, p < PV (literals): the sum over every
+    tap, read straight from the unpadded input planes (plane c at xo + c*plane) under lane masks.
+
+    Taps are summed kernel position by position, channels inside ((kh, kw) outer, c inner), so one
+    mask serves C taps: with c outer (the flat rows' order) the mask load per tap held the 16 x 1
+    tile at 99-103 GF/s, this order 101-108 (one thread, ResNet-20's layers at batch 128)."""
+    F = wt.shape[1]
+    KK = d.shape[0]
+    C = wt.shape[0] // KK
+    acc = acc_alloc(32, xs)
+    acc_bias(acc, FR, PV, bias, f0)
+    mo = v * KK
+    for kk in range(KK):                      # tap position outermost: its lane mask stays in a register
+        xk = xo + v * VL + d[kk]
+        for c in range(C):
+            acc_outer_masked(acc, FR, PV, wt, (c * KK + kk) * F + f0, xs, xk + c * plane, masks, mo + kk, KK)
+    acc_put(acc, FR, PV, ys, yo + f0 * ystride + v * VL, ystride)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _plane_channels(FR, PV, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL):
+    """Output channels f0 .. f0 + FR - 1 of one image, PV vectors at a time (literals)."""
+    v = 0
+    while v + PV <= nv:
+        _plane_tile(FR, PV, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, v, VL)
+        v += PV
+    while v < nv:
+        _plane_tile(FR, 1, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, v, VL)
+        v += 1
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _plane_image(xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, F, nv, VL):
+    """Output channels f0 .. F-1 of one image: tiles of 16 channels x 1 vector (one masked load
+    feeds 16 FMAs; 8 x 2 tiles ran 91-99 GF/s against 95-108), then 8, 6, 4, 2, 1 channels x 2
+    vectors (more independent sums for the short tiles)."""
+    while f0 + 16 <= F:
+        _plane_channels(16, 1, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+        f0 += 16
+    if f0 + 8 <= F:
+        _plane_channels(8, 2, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+        f0 += 8
+    if F - f0 == 6:
+        _plane_channels(6, 2, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+        f0 += 6
+    if f0 + 4 <= F:
+        _plane_channels(4, 2, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+        f0 += 4
+    if f0 + 2 <= F:
+        _plane_channels(2, 2, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+        f0 += 2
+    if f0 < F:
+        _plane_channels(1, 2, xs, xo, plane, d, masks, wt, bias, ys, yo, ystride, f0, nv, VL)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def plane_forward(i0, i1, x, sn, sc, wt, d, masks, bias, y, CB):
+    """Work items i0..i1-1 (as ``blocked_forward``'s) of a stride-1 convolution whose output has
+    the input's size; y (F, N, H, W) written in full, straight from and into the planes.
+
+    Output pixel p = oh*W + ow of a plane reads tap (c, kh, kw) at p + d[kh*KW + kw] of input
+    plane c, d = (kh - pt)*W + kw - pl, where the input pixel lies inside the image: vector v
+    (pixels v*VL ..) loads under the lane mask masks[v*KH*KW + kh*KW + kw] (``plane_masks``),
+    so there is no padded copy, no junk entry and no output copy. Each output is one FMA chain
+    over its taps, as on flat rows, in another order (``_plane_tile``): equal up to rounding;
+    the padding's zeros are the masked lanes' zeros (w * 0 is summed as there).
+
+    Args:
+        x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc]. H*W a multiple of VL.
+        wt: filters by tap (C*KH*KW, F), C-contiguous.
+        d, masks: from ``plane_masks``.
+        bias: (F,) (zeros when the op has none).
+        y: (F, N, H, W), C-contiguous.
+        CB: output channels per item, a multiple of 16.
+    """
+    F, N = y.shape[0], y.shape[1]
+    HW = y.shape[2] * y.shape[3]
+    VL = 64 // x.itemsize
+    nv = HW // VL
+    xs, ys = x.reshape(x.size), y.reshape(y.size)
+    nb = -(-F // CB)
+    for q in range(i0, i1):
+        n, fa = q // nb, (q % nb) * CB
+        fb = min(F, fa + CB)
+        _plane_image(xs, n * sn * HW, sc * HW, d, masks, wt, bias, ys, n * HW, N * HW, fa, fb, nv, VL)
+
+
+@functools.lru_cache(maxsize=64)
+def plane_masks(H: int, W: int, KH: int, KW: int, pt: int, pl: int, VL: int):
+    """(d, masks) of ``plane_forward`` for H x W maps: tap offsets d (KH*KW,) and lane masks
+    (H*W // VL * KH*KW,): bit l of masks[v*KH*KW + kh*KW + kw] is set where output pixel
+    v*VL + l, shifted by tap (kh, kw), lies inside the image. Cached (~0.05-0.09 ms to build
+    on 16x16-32x32 maps); the kernels only read them."""
+    kh, kw = np.divmod(np.arange(KH * KW), KW)                          # (KH*KW,) each
+    d = (kh - pt) * W + kw - pl
+    p = np.arange(H * W)
+    ih = p[:, None] // W + kh[None, :] - pt                             # (H*W, KH*KW)
+    iw = p[:, None] % W + kw[None, :] - pl
+    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    bits = inside.reshape(H * W // VL, VL, KH * KW) << np.arange(VL)[None, :, None]
+    return d.astype(np.int64), bits.sum(axis=1).astype(np.int64).reshape(-1)
 
 
 @njit(cache=True, nogil=True)
@@ -426,28 +542,41 @@ def row_layout(N: int, OH: int, W: int, OW: int, KW: int, VL: int) -> int:
     return k if -(-N // k) * OH * VL <= LANE_ROWS_MAX_WORK * N * flat else 0
 
 
+def plane_layout(H: int, W: int, OH: int, OW: int, VL: int) -> bool:
+    """Whether ``plane_forward`` runs: the output has the input's size ("same" padding) and a
+    plane is whole vectors (``dispatch.DIRECT_CONV_PLANES`` = 0: never)."""
+    return bool(dispatch.DIRECT_CONV_PLANES) and (H, W) == (OH, OW) and (H * W) % VL == 0
+
+
 def _forward_args(x, w, b, pt, pl, OH, OW):
-    """(y, args, items, item_macs): y (F, N, OH, OW) to be written by ``blocked_forward(i0, i1, *args)``
-    over items 0..items-1 (pack of images, channel block) of the stride-1 convolution, x placed at
-    (pt, pl) of the padded plane; item_macs: the multiply-adds of one item."""
-    N, _, _, W = x.shape
+    """(y, kernel, args, items, item_macs): y (F, N, OH, OW) to be written by ``kernel(i0, i1, *args)``
+    (``plane_forward`` or ``blocked_forward``) over items 0..items-1 (pack of images, channel block)
+    of the stride-1 convolution, x placed at (pt, pl) of the padded plane; item_macs: the
+    multiply-adds of one item."""
+    N, _, H, W = x.shape
     F, C, KH, KW = w.shape
+    VL = 64 // x.dtype.itemsize
     wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C * KH * KW, F)  # (C*KH*KW, F)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     y = buffers.empty((F, N, OH, OW), x.dtype)                         # (F, N, OH, OW)
-    k = row_layout(N, OH, W, OW, KW, 64 // x.dtype.itemsize)
-    packs = -(-N // k) if k else N
     nb = -(-F // FORWARD_CHANNEL_BLOCK)
+    if plane_layout(H, W, OH, OW, VL):
+        d, masks = plane_masks(H, W, KH, KW, pt, pl, VL)
+        item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
+        args = (planes, sn, sc, wt, d, masks, bias, y, FORWARD_CHANNEL_BLOCK)
+        return y, plane_forward, args, N * nb, item_macs
+    k = row_layout(N, OH, W, OW, KW, VL)
+    packs = -(-N // k) if k else N
     item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW * max(1, k)
     args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl, FORWARD_CHANNEL_BLOCK, k)
-    return y, args, packs * nb, item_macs
+    return y, blocked_forward, args, packs * nb, item_macs
 
 
 def _forward(x, w, b, pt, pl, OH, OW):
     """y (F, N, OH, OW) of the stride-1 convolution, x placed at (pt, pl) of the padded plane."""
-    y, args, items, item_macs = _forward_args(x, w, b, pt, pl, OH, OW)
-    parallel_for(blocked_forward, items, *args, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs)))
+    y, kernel, args, items, item_macs = _forward_args(x, w, b, pt, pl, OH, OW)
+    parallel_for(kernel, items, *args, grain=max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs)))
     return y
 
 
@@ -459,7 +588,7 @@ def conv2d_blocked(x, w, b, pads):
     return _forward(x, w, b, pt, pl, H + pt + pb - KH + 1, W + pl + pr - KW + 1)
 
 
-def _grads_units(u0, u1, groups, wgrad_args, items, per_unit, forward_args):
+def _grads_units(u0, u1, groups, wgrad_args, items, per_unit, forward_kernel, forward_args):
     """Units u0..u1-1 of the backward's one parallel region: units 0..groups-1 are weight-gradient
     groups (``blocked_grad_w``), the others blocks of ``per_unit`` input-gradient items
     (``blocked_forward`` on gy). Python around two nogil kernels."""
@@ -468,7 +597,7 @@ def _grads_units(u0, u1, groups, wgrad_args, items, per_unit, forward_args):
         blocked_grad_w(g0, g1, *wgrad_args)
     i0, i1 = (max(u0, groups) - groups) * per_unit, min(items, (max(u1, groups) - groups) * per_unit)
     if i1 > i0:
-        blocked_forward(i0, i1, *forward_args)
+        forward_kernel(i0, i1, *forward_args)
 
 
 def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True):
@@ -500,11 +629,11 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
     if need_x:
         wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
         if dispatch.CONV_GRADS_ONE_REGION:
-            y, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
+            y, forward_kernel, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
             per_unit = max(1, items * group * max(1, k) // max(1, N))  # the items of one group's images (N = 0: none)
             units = groups + -(-items // per_unit)
             unit_macs = max(group_macs, per_unit * item_macs)
-            parallel_for(_grads_units, units, groups, wgrad_args, items, per_unit, forward_args,
+            parallel_for(_grads_units, units, groups, wgrad_args, items, per_unit, forward_kernel, forward_args,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
             gx = y.transpose(1, 0, 2, 3)                               # (N, C, H, W)
         else:

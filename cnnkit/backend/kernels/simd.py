@@ -15,6 +15,9 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
 - ``acc_outer(acc, FR, PV, w, woff, x, xoff)``: acc[p*FR + k] += w[woff + k] * x[xoff + p*VL : +VL]
   for k < FR, p < PV: an outer product of FR scalars (each broadcast; one
   ``vfmadd231ps`` with an embedded broadcast) and PV vectors.
+- ``acc_outer_masked(acc, FR, PV, w, woff, x, xoff, m, moff, mstride)``: as ``acc_outer``, with
+  vector p loaded under the lane mask m[moff + p*mstride] (bit l: lane l; the lanes off read
+  as 0 and are not accessed, so they may lie outside ``x``): zero padding without a copy.
 - ``acc_put(acc, FR, PV, dst, off, stride)``: dst[off + k*stride + p*VL : +VL] = acc[p*FR + k].
 - ``acc_dot(acc, RF, NT, TV, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
   * x[xoff + j*s : +VL] for a < RF, j < NT, s = 1 (TV = 0) or VL (TV = 1): RF + NT vector
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 from . import AVAILABLE
 
-__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_put", "acc_dot", "acc_get", "acc_hsum", "lanes"]
+__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -143,6 +146,42 @@ if AVAILABLE:
 
         return types.void(acc, FR, PV, w, woff, x, xoff), codegen
 
+    def _masked_load(builder, ptr, vt, bits):
+        """A vector load of the lanes whose bit is set in ``bits`` (an integer); the others are 0."""
+        mt = ir.VectorType(ir.IntType(1), vt.count)
+        mask = builder.bitcast(builder.trunc(bits, ir.IntType(vt.count)), mt)
+        pt = ptr.type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [pt, ir.IntType(32), mt, vt]),
+            f"llvm.masked.load.v{vt.count}{vt.element.intrinsic_name}.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vt, None)])
+
+    @intrinsic
+    def acc_outer_masked(typingctx, acc, FR, PV, w, woff, x, xoff, m, moff, mstride):
+        if not _literals(FR, PV) or not _arrays(w, x, m) or w.dtype != x.dtype or not isinstance(m.dtype, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            wbase = _at(context, builder, w, args[3], args[4])
+            xbase = _at(context, builder, x, args[5], args[6])
+            mbase = _at(context, builder, m, args[7], args[8])
+            nf, npv = FR.literal_value, PV.literal_value
+            xs = []
+            for p in range(npv):
+                bits = builder.load(builder.gep(mbase, [builder.mul(args[9], ir.Constant(_I64, p))]))
+                ptr = builder.bitcast(builder.gep(xbase, [ir.Constant(_I64, p * vt.count)]), vt.as_pointer())
+                xs.append(_masked_load(builder, ptr, vt, bits))
+            for k in range(nf):
+                wk = _splat(builder, builder.load(builder.gep(wbase, [ir.Constant(_I64, k)])), vt)
+                for p in range(npv):
+                    slot = _slot(builder, args[0], vt, p * nf + k)
+                    builder.store(builder.call(fma, [wk, xs[p], builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, FR, PV, w, woff, x, xoff, m, moff, mstride), codegen
+
     @intrinsic
     def acc_put(typingctx, acc, FR, PV, dst, off, stride):
         if not _literals(FR, PV) or not _arrays(dst):
@@ -225,4 +264,4 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
     def _needs_numba(*args, **kwargs):
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
-    acc_alloc = acc_zero = acc_bias = acc_outer = acc_put = acc_dot = acc_get = acc_hsum = _needs_numba
+    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_get = acc_hsum = _needs_numba
