@@ -26,7 +26,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "IM2COL_PADDED", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
@@ -400,6 +400,16 @@ def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int,
     return (images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= column_bytes
             and macs > SMALL_PRODUCT_MACS)
 
+
+# Conv2dGemmOp's columns of stride-1 kernels larger than 1x1 come from a zero-padded copy of
+# each plane (`kernels/im2col.py`, im2col_rows_padded: plain copies without per-row bounds);
+# 0: the per-row kernel everywhere (A/B). The same values either way. One thread, the kernel
+# alone (us, per-row / padded; Dec 4): 512x7x7 b1 343/226, 256x14x14 b1 520/347, 64x56x56
+# b1 1763/955, 256x14x14 b8 4060/3246, 512x7x7 b8 2337/1955; inside ResNet-18 b1 eager
+# (medians of interleaved passes) 512x7x7 352/253, 256x14x14 525/373. Strided kernels keep the
+# per-row kernel: 3x3/2 at b8 was up to 1.3x slower padded (128x28x28 3782/5024), level at b1;
+# so does 1x1 (1x1/2 19/45).
+IM2COL_PADDED = 1
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks
 # of images of at most this many bytes, into a reused buffer, and rebuilt in backward

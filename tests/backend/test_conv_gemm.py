@@ -153,3 +153,60 @@ def test_gemm_row_split_applies_to_one_image_of_few_pixels_large_products_and_sm
     assert not dispatch.gemm_by_rows(1, 784, 128 * 64 * 4, 64 * 784 * 4, 128 * 64 * 784)  # its 1x1/2 shortcut: 6.4M
     assert not dispatch.gemm_by_rows(1, 49, 512 * 2304 * 4, 2304 * 49 * 4, 512 * 2304 * 49)  # 4.7 MB of weights
     assert not dispatch.gemm_by_rows(8, 784, 128 * 576 * 4, 576 * 784 * 4, 8 * 128 * 576 * 784)  # batch 8
+
+
+COLUMN_CASES = [
+    # (N, C, H, W), (KH, KW), stride, dilation, (top, left) padding, (OH, OW)
+    ((1, 512, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1), (7, 7)),           # ResNet-18's 512x7x7 at batch 1
+    ((2, 3, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1), (5, 4)),             # 3x3/2
+    ((2, 3, 13, 11), (7, 7), (2, 2), (1, 1), (3, 3), (7, 6)),           # the stem
+    ((2, 4, 9, 8), (3, 2), (1, 2), (2, 1), (2, 1), (7, 5)),             # dilated, asymmetric
+    ((2, 3, 5, 5), (2, 2), (3, 3), (1, 1), (0, 0), (2, 2)),             # stride > kernel: unread inputs
+    ((1, 2, 4, 6), (3, 3), (1, 1), (1, 1), (2, 2), (6, 8)),             # padding up to the kernel
+    ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), (4, 4)),             # ceil mode's overhang: bottom, right
+    ((1, 3, 11, 10), (3, 3), (2, 1), (2, 3), (-3, 0), (2, 8)),          # a row block: negative top padding
+    ((1, 3, 11, 10), (3, 3), (2, 1), (1, 1), (-20, 1), (2, 10)),        # a block that reads no input row
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", COLUMN_CASES)
+def test_padded_columns_equal_the_row_kernels_bit_for_bit(case, layout, dtype, rng):
+    """im2col_rows_padded (stride-1 kernels beyond 1x1, dispatch.IM2COL_PADDED) copies the same
+    values as im2col_rows for any geometry: every entry, padding zeros included, bit for bit;
+    for any channel range."""
+    x_shape, (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.reshape(-1)[::7] = -0.0                                          # signed zeros are copied, not made
+    x = cnhw(x) if layout == "cnhw" else x
+    planes, sn, sc = kernels.as_planes(x)
+    N, C = x_shape[:2]
+    for c0, c1 in [(0, C), (C // 2, C)]:
+        rows = np.full((C * KH * KW, N * OH * OW), np.nan, dtype)
+        padded = rows.copy()
+        args = (planes, sn, sc, 0, N, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW)
+        im2col_kernels.im2col_rows(c0, c1, *args, rows)
+        im2col_kernels.im2col_rows_padded(c0, c1, *args, padded)
+        assert rows.tobytes() == padded.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_conv_is_the_same_with_either_column_kernel(threads, rng, monkeypatch):
+    """A whole Conv2dGemmOp forward and backward (image blocks), and a forward split by output
+    rows, with the padded columns give the bits of the per-row kernel."""
+    x, w = rng.standard_normal((2, 6, 11, 9)).astype(np.float32), rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1)                          # stride 1: the padded kernel's case
+    gy = rng.standard_normal(Conv2dIm2colOp(*args)(x, w, b).shape).astype(np.float32)
+
+    def both_paths(padded):
+        with monkeypatch.context() as m, config.num_threads(threads):
+            m.setattr(dispatch, "IM2COL_PADDED", padded)
+            blocks = run_conv(Conv2dGemmOp, x, w, b, args, gy)
+            m.setattr(dispatch, "PARALLEL_MIN_MACS", 1)                # split even this small shape by rows
+            m.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)
+            rows = im2col_kernels.conv2d_gemm(x[:1], w, b, *args[:3], 1, (11, 9))
+        return [np.asarray(a).tobytes() for a in blocks] + [rows.tobytes()]
+
+    assert both_paths(1) == both_paths(0)
