@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import math
 import mmap
 import threading
 import tracemalloc
@@ -165,7 +166,7 @@ class _Lease:
 
 def _pooled(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
     """A pooled C-contiguous array, or None when the pool does not serve this size."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if not dispatch.BUFFER_POOL or nbytes < dispatch.POOL_MIN_BYTES or dtype.hasobject:
         return None
     nbytes = -(-nbytes // _PAGE) * _PAGE
@@ -208,6 +209,8 @@ def empty_like(a: np.ndarray, dtype=None) -> np.ndarray:
     """``np.empty_like(a, dtype)``: the same shape and the same memory order as ``a``
     (NumPy's order "K", ``axis_order``)."""
     dtype = a.dtype if dtype is None else np.dtype(dtype)
+    if a.size * dtype.itemsize < dispatch.POOL_MIN_BYTES:  # the pool's floor, decided before the layout (~4 us)
+        return np.empty_like(a, dtype=dtype)
     order = axis_order(a)
     base = _pooled(tuple(a.shape[i] for i in order), dtype)
     if base is None:
