@@ -308,10 +308,19 @@ def _grain(nimg: int, plane_elements: int) -> int:
     return max(1, dispatch.PARALLEL_MIN_ELEMENTS // 4 // max(1, nimg * plane_elements))
 
 
+_FILTER_MATRICES: dict = {}  # (m, dtype) -> read-only K; np.kron costs ~13 us a call
+
+
 def _filter_matrix(m: int, dtype):
     """K (a*a, 9) = kron(G, G): K[xi*a + nu, kh*3 + kw] = G[xi, kh] * G[nu, kw], so that
-    U[xi*a + nu] = sum over taps of K[xi*a + nu, tap] * w[tap] is G w G^T in one product."""
-    return np.kron(_G[m], _G[m]).astype(dtype)
+    U[xi*a + nu] = sum over taps of K[xi*a + nu, tap] * w[tap] is G w G^T in one product.
+    Made once per size and dtype (read-only)."""
+    key = (m, np.dtype(dtype))
+    k = _FILTER_MATRICES.get(key)
+    if k is None:
+        k = _FILTER_MATRICES[key] = np.kron(_G[m], _G[m]).astype(dtype)
+        k.flags.writeable = False
+    return k
 
 
 def winograd_filters(w, m: int):
