@@ -11,10 +11,13 @@ that copy or allocate (ascontiguousarray, copy, where, astype, empty, zeros, ...
 
 Usage:
     python benchmarks/op_layouts.py [--model lenet5] [--batch 64] [--train | --optimized | --functional]
-        [--steps 10] [--threads N] [--clock wall|cpu] [--micro R] [--light] [--numpy-calls]
+        [--steps 10] [--threads N] [--clock wall|cpu] [--serial] [--micro R] [--light] [--numpy-calls]
 
 ``--functional``: LeNet-5 as ``lenet5_vs_torch.py`` trains it (functional model, SGD with
 momentum in NumPy), instead of the zoo model (``dispatch_ab.model_call``, no optimizer).
+``--serial``: the parallel regions are traced (``cores.tracing``) and each row gets the wall
+time of its outermost calls during which no region was open (the time the second core
+cannot help with as the code stands), the run its serial total.
 ``--micro R``: each row's first call is copied (a run of its own) and timed alone R times on
 the same arrays (median): an op much slower in the model than alone pays for something the
 model does around it (cold caches, memory, a helper's spin), not for its own path.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import copy
 import functools
 import os
@@ -43,6 +47,7 @@ from dispatch_ab import MODELS, model_call  # noqa: E402
 from timing import CLOCKS, set_threads  # noqa: E402
 
 import cnnkit  # noqa: E402
+from cnnkit.backend import cores  # noqa: E402
 from cnnkit.function import Function  # noqa: E402
 
 NOW = time.perf_counter
@@ -50,6 +55,7 @@ RECORDING = False
 MICRO = False
 LIGHT = False
 ROWS: dict = collections.defaultdict(lambda: [0, 0.0, collections.Counter(), []])  # key -> calls, seconds, numpy calls, times
+SPANS: dict = collections.defaultdict(list)  # key -> (start_ns, end_ns) of outermost calls: --serial
 STACK: list = []  # [_, start, child time, numpy calls] of the ops being timed (an op may call another)
 SAMPLES: dict = {}  # key -> (op copy before the call, method, copied args): --micro's standalone calls
 NUMPY_NAMES = {"ascontiguousarray", "asfortranarray", "copy", "where", "astype", "empty", "zeros", "ones",
@@ -119,6 +125,7 @@ def _wrap(cls, method: str) -> None:
             saved = getattr(self, "_layout_inputs", "?")
             inputs = f"gy {describe(args)} | fwd in {saved}"
         before = copy.copy(self) if MICRO else None
+        span_start = time.perf_counter_ns()
         frame = [None, NOW(), 0.0, collections.Counter()]
         STACK.append(frame)
         try:
@@ -139,6 +146,8 @@ def _wrap(cls, method: str) -> None:
         row[1] += elapsed - frame[2]
         row[3].append(elapsed - frame[2])
         row[2].update(frame[3])
+        if not STACK:  # an outermost op: its wall-clock span, for --serial
+            SPANS[key].append((span_start, time.perf_counter_ns()))
         return result
 
     setattr(cls, method, recorded)
@@ -155,6 +164,18 @@ def instrument() -> None:
         for method in ("forward", "backward"):
             if method in cls.__dict__:
                 _wrap(cls, method)
+
+
+def _serial(events, start_ns: int, end_ns: int) -> dict:
+    """Nanoseconds with no parallel region open: of the whole run ("all") and of each row's outermost calls."""
+    regions = sorted((e[3], e[4]) for e in events if e[0] == "region")
+
+    def uncovered(a: int, b: int) -> int:
+        return (b - a) - sum(max(0, min(b, r1) - max(a, r0)) for r0, r1 in regions)
+
+    out = {key: sum(uncovered(a, b) for a, b in spans) for key, spans in SPANS.items()}
+    out["all"] = uncovered(start_ns, end_ns)
+    return out
 
 
 def standalone(key, repeats: int) -> float:
@@ -199,6 +220,8 @@ def main() -> None:
     parser.add_argument("--light", action="store_true",
                         help="no layouts (rows by op and phase): the least overhead, for the outside-ops figure")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--serial", action="store_true",
+                        help="trace the parallel regions (cores.tracing): each row's wall time with no region open")
     parser.add_argument("--micro", type=int, default=0, metavar="R",
                         help="also time each row's first call alone, R times, same arrays (median)")
     args = parser.parse_args()
@@ -215,10 +238,12 @@ def main() -> None:
     RECORDING = True
     if args.numpy_calls:
         sys.setprofile(_profile)
-    start = NOW()
-    run()
-    wall = NOW() - start
+    with cores.tracing() if args.serial else contextlib.nullcontext([]) as events:
+        start, start_ns = NOW(), time.perf_counter_ns()
+        run()
+        wall, end_ns = NOW() - start, time.perf_counter_ns()
     sys.setprofile(None)
+    serial = _serial(events, start_ns, end_ns) if args.serial else {}
     RECORDING = False
     alone = {}
     if args.micro > 0:  # a run of its own that keeps a copy of each row's first call, then those calls alone
@@ -238,13 +263,19 @@ def main() -> None:
           f"outside ops {(wall - inside) / args.steps * 1e3:.2f} ms per step; ops by medians "
           f"{median_inside / args.steps * 1e3:.2f} ms per step; "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, load {os.getloadavg()[0]:.2f}")
-    print("| us per step | median us per call | calls per step | alone us per call | op.phase | inputs | output | numpy calls |")
-    print("|---|---|---|---|---|---|---|---|")
+    if serial:
+        outside = serial["all"] - sum(v for k, v in serial.items() if k != "all")
+        print(f"serial (no parallel region open): {serial['all'] / args.steps / 1e3:.0f} us per step, "
+              f"{outside / args.steps / 1e3:.0f} of it outside ops")
+    print("| us per step | median us per call | calls per step | alone us per call | serial us per step "
+          "| op.phase | inputs | output | numpy calls |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (name, method, inputs, out), (n, t, counts, times) in sorted(ROWS.items(), key=lambda kv: -kv[1][1])[: args.top]:
         numpy_calls = " ".join(f"{k}:{v // n}" for k, v in counts.most_common())
         solo = f"{alone[key] * 1e6:.0f}" if (key := (name, method, inputs, out)) in alone else ""
         median = sorted(times)[len(times) // 2]
-        print(f"| {t / args.steps * 1e6:.0f} | {median * 1e6:.0f} | {n / args.steps:g} | {solo} | {name}.{method} | {inputs} | {out} | {numpy_calls} |")
+        alone_serial = f"{serial[key] / args.steps / 1e3:.0f}" if key in serial else ""
+        print(f"| {t / args.steps * 1e6:.0f} | {median * 1e6:.0f} | {n / args.steps:g} | {solo} | {alone_serial} | {name}.{method} | {inputs} | {out} | {numpy_calls} |")
 
 
 if __name__ == "__main__":
