@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -194,6 +194,9 @@ DIRECT_CONV_LANE_ROWS = 1
 # no junk columns, no output copy). 0: lane rows / flat rows (A/B runs).
 # Measured: docs/performance.md, "Planes".
 DIRECT_CONV_PLANES = 1
+# The weight gradient on the same planes (conv_blocked.plane_grad_w; 3-column kernels, F a
+# multiple of 8): x and gy read in place under lane masks. 0: lane rows / flat rows (A/B runs).
+DIRECT_CONV_PLANES_GRAD_W = 1
 
 
 def blocked_conv_applies(w_shape, pads) -> bool:

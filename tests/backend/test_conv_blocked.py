@@ -354,7 +354,8 @@ def test_lane_rows_keep_non_finite_values_where_they_are(dtype, planes, blocked,
 
 
 # Shapes on which the forward and the input gradient take planes (``plane_forward``: output of
-# the input's size, planes of whole vectors) in float32 and float64: tiles of 16 channels and
+# the input's size, planes of whole vectors) in float32 and float64, and the weight gradient too
+# where the kernel has 3 columns and F is a multiple of 8 (``plane_grad_w``): tiles of 16 channels and
 # the remainders (22 = 16 + 6, 13 = 8 + 4 + 1, 7 = 4 + 2 + 1, 18 = 16 + 2), planes of one to
 # sixteen vectors, rows shorter and longer than a vector, 5x5, 4x4 and 1x3 kernels, "same"
 # padding that is asymmetric, two channel blocks at batch 1.
@@ -368,6 +369,8 @@ PLANE_CASES = [
     (2, 3, 7, 2, 16, 1, 3, (0, 0, 1, 1)),
     (3, 4, 18, 4, 12, 3, 3, (2, 0, 0, 2)),
     (1, 33, 40, 4, 4, 3, 3, (1, 1, 1, 1)),        # channel blocks of 32 + 8
+    (35, 3, 16, 8, 8, 3, 3, (1, 1, 1, 1)),        # weight-gradient groups of 32 images + 3
+    (3, 4, 24, 4, 12, 3, 3, (0, 2, 2, 0)),        # the weight gradient on planes, taps shifted by -2 .. 0
 ]
 
 

@@ -22,6 +22,8 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
 - ``acc_dot(acc, RF, NT, TV, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
   * x[xoff + j*s : +VL] for a < RF, j < NT, s = 1 (TV = 0) or VL (TV = 1): RF + NT vector
   loads feed RF*NT FMAs.
+- ``acc_dot_masked(acc, RF, NT, g, goff, gstride, x, xoff, m, moff)``: as ``acc_dot`` with s = 1,
+  x's vector j loaded under the lane mask m[moff + j] (lanes off read as 0, not accessed).
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 from . import AVAILABLE
 
-__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_get", "acc_hsum", "lanes"]
+__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -222,6 +224,32 @@ if AVAILABLE:
         return types.void(acc, RF, NT, TV, g, goff, gstride, x, xoff), codegen
 
     @intrinsic
+    def acc_dot_masked(typingctx, acc, RF, NT, g, goff, gstride, x, xoff, m, moff):
+        if not _literals(RF, NT) or not _arrays(g, x, m) or g.dtype != x.dtype or not isinstance(m.dtype, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            gbase = _at(context, builder, g, args[3], args[4])
+            xbase = _at(context, builder, x, args[6], args[7])
+            mbase = _at(context, builder, m, args[8], args[9])
+            nt = NT.literal_value
+            xs = []
+            for j in range(nt):
+                bits = builder.load(builder.gep(mbase, [ir.Constant(_I64, j)]))
+                ptr = builder.bitcast(builder.gep(xbase, [ir.Constant(_I64, j)]), vt.as_pointer())
+                xs.append(_masked_load(builder, ptr, vt, bits))
+            for a in range(RF.literal_value):
+                ga = _load(builder, builder.gep(gbase, [builder.mul(args[5], ir.Constant(_I64, a))]), vt)
+                for j in range(nt):
+                    slot = _slot(builder, args[0], vt, a * nt + j)
+                    builder.store(builder.call(fma, [ga, xs[j], builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, RF, NT, g, goff, gstride, x, xoff, m, moff), codegen
+
+    @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
         if not _literals(n) or not _arrays(dst):
             return None
@@ -264,4 +292,4 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
     def _needs_numba(*args, **kwargs):
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
-    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_get = acc_hsum = _needs_numba
+    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = acc_get = acc_hsum = _needs_numba
