@@ -193,6 +193,37 @@ def test_fused_max_pool2d_equals_reference_exactly_with_ties(case, layout, dtype
         np.testing.assert_array_equal(gx, gx_ref)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 8, 6), (1, 4, 6, 6), (4, 1, 6, 7), (2, 3, 9, 9)])
+@pytest.mark.parametrize("window", [(2, 2, 0, False), (3, 2, 1, False), (3, 2, 0, True), (2, 1, 1, False)])
+@pytest.mark.parametrize("layouts", [("cnhw", "nchw"), ("cnhw", "cnhw"), ("nchw", "cnhw")])
+def test_fused_max_pool2d_on_channel_major_maps_equals_the_reference(layouts, window, shape, dtype, threads, rng):
+    """The kernels visit planes in memory order: on the direct convolution's CNHW maps (kept as
+    they are, no copy), with an upstream gradient of either layout, after a ReLU (the fused mask)
+    or not, the same maxima and gradients as the reference, bit for bit; N or C of 1 too."""
+    k, s, p, ceil = window
+    x_layout, g_layout = layouts
+    x = rng.integers(-2, 3, size=shape).astype(dtype)               # ties, zeros, negatives
+    x.reshape(-1)[3] = np.nan
+    for relu in (False, True):
+        results = []
+        for reference in (False, True):
+            with config.kernels(not reference), config.num_threads(threads):
+                xt = Tensor(cnhw(x) if x_layout == "cnhw" else x.copy(), requires_grad=True)
+                y = F.max_pool2d(F.relu(xt) if relu else xt, k, s, p, ceil_mode=ceil)
+                assert type(y.creator) is (MaxPool2dReferenceOp if reference else MaxPool2dFusedOp)
+                gy = np.random.default_rng(7).standard_normal(y.shape).astype(dtype)
+                y.backward(cnhw(gy) if g_layout == "cnhw" else gy)
+                results.append((y.data, xt.grad))
+        (y, gx), (y_ref, gx_ref) = results
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(gx != 0, gx_ref != 0)
+        assert_rounding_close(gx, gx_ref, dtype)
+        if s == k:
+            np.testing.assert_array_equal(gx, gx_ref)
+
+
 @pytest.mark.parametrize("kernel_size, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 2, 0)])
 def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size, stride, padding, rng):
     x = rng.standard_normal((2, 3, 6, 6))
