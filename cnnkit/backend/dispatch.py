@@ -195,8 +195,11 @@ DIRECT_CONV_LANE_ROWS = 1
 # Measured: docs/performance.md, "Planes".
 DIRECT_CONV_PLANES = 1
 # The weight gradient on the same planes (conv_blocked.plane_grad_w; 3-column kernels, F a
-# multiple of 8): x and gy read in place under lane masks. 0: lane rows / flat rows (A/B runs).
-DIRECT_CONV_PLANES_GRAD_W = 1
+# multiple of 8): x and gy read in place under lane masks. Off (0: lane rows / flat rows): 1.16-1.22x
+# faster in most processes, 1.4-2x slower in some (the same arrays and code, one process against
+# the next; not understood), level on the whole ResNet-20 step (0.88-1.04x in four runs).
+# Measured: docs/performance.md, "Planes".
+DIRECT_CONV_PLANES_GRAD_W = 0
 
 
 def blocked_conv_applies(w_shape, pads) -> bool:

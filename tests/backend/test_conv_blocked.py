@@ -386,10 +386,12 @@ def _planes_taken(case, dtype):
 @pytest.mark.parametrize("case", PLANE_CASES)
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
 def test_planes_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, dtype, rng, blocked, monkeypatch):
-    """Forward and the three gradients with planes: equal to im2col, PyTorch and flat rows up to
-    rounding (the taps are summed in another order), and the same bits on 1-3 threads."""
+    """Forward and the three gradients with planes (the weight gradient too: its switch on): equal
+    to im2col, PyTorch and flat rows up to rounding (the taps are summed in another order), and
+    the same bits on 1-3 threads."""
     import torch
 
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES_GRAD_W", 1)
     assert _planes_taken(case, dtype)
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
@@ -412,6 +414,7 @@ def test_planes_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, d
         for g_t, g in zip(grads_t, grads):
             np.testing.assert_array_equal(g_t, g)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", 0)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES_GRAD_W", 0)
     assert not _planes_taken(case, dtype)
     y_flat, grads_flat = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
     assert_rounding_close(y, y_flat, dtype)
