@@ -118,7 +118,8 @@ def test_fused_batch_norm_adds_eps_in_the_input_dtype_as_the_reference(training,
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("params", ["both", "gamma", "none"])
 @pytest.mark.parametrize("shape, layout, threads", [((3, 5, 7, 7), "nchw", 1), ((3, 5, 7, 7), "cnhw", 2),
-                                                    ((2, 7, 1, 1), "nchw", 3), ((1, 4, 9, 6), "cnhw", 3)])
+                                                    ((2, 7, 1, 1), "nchw", 3), ((1, 4, 9, 6), "cnhw", 3),
+                                                    ((5, 3, 4, 4), "cnhw", 3), ((7, 2, 3, 5), "cnhw", 1)])
 def test_eval_batch_norm_constants_are_numpys_bit_for_bit(dtype, params, shape, layout, threads, rng, monkeypatch):
     """Eval mode's per-channel constants come from one compiled call: the same bits as the
     NumPy formulas (statistics rounded to x's dtype, float64 arithmetic, scale and shift

@@ -73,25 +73,29 @@ def _train_forward(c0, c1, x, sn, sc, N, scale_in, shift_in, eps, y, mean, var, 
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _affine(q0, q1, x, sn, sc, C, scale, shift, y):
-    """y = x*scale[c] + shift[c] over planes q0..q1-1 (q = n*C + c): eval mode.
+def _affine(q0, q1, x, sc, C, scale, shift, y):
+    """y = x*scale[c] + shift[c] over planes q0..q1-1 in memory order: eval mode.
 
-    x and y are C-contiguous planes, read as flat runs, and (n, c) advance without a
-    division per plane: on 7x7 maps the per-plane work was most of the time (ResNet-18's
-    512x7x7 at batch 1: 18-20 us a call, one thread, CPU time, Dec 4).
+    x and y are C-contiguous planes (y in x's plane order), read as flat runs in memory
+    order whichever layout: plane q holds channel q % C in NCHW planes (sc == 1), channel
+    q // N in CNHW ones (sc == N), so the channel advances without a division per plane:
+    on 7x7 maps the per-plane work was most of the time (ResNet-18's 512x7x7 at batch 1:
+    18-20 us a call, one thread, CPU time, Dec 4). Visiting CNHW planes in (n, c) order
+    instead jumped N planes at every step (as max pooling did, ``kernels/pool.py``).
     """
     HW = x.shape[1] * x.shape[2]
     xf, yf = x.reshape(x.size), y.reshape(y.size)
-    n, c = q0 // C, q0 % C
-    for _ in range(q0, q1):
+    per = 1 if sc == 1 else sc                                        # planes per channel step
+    c, left = (q0 % C, 1) if sc == 1 else (q0 // sc, sc - q0 % sc)
+    for q in range(q0, q1):
         k, b = scale[c], shift[c]
-        base = (n * sn + c * sc) * HW
+        base = q * HW
         p, o = xf[base : base + HW], yf[base : base + HW]
         for i in range(HW):
             o[i] = p[i] * k + b
-        c += 1
-        if c == C:
-            n, c = n + 1, 0
+        left -= 1
+        if left == 0:
+            c, left = (c + 1) % C, per
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -201,7 +205,7 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, x.dtype), mean, inv_std, scale, shift)
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     y = buffers.empty_like(planes)
-    parallel_for(_affine, N * C, planes, sn, sc, C, scale, shift, y,
+    parallel_for(_affine, N * C, planes, sc, C, scale, shift, y,
                  grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, H * W)))
     return unplanes(y, N, C, sc), mean, inv_std
 
