@@ -45,7 +45,7 @@ def run(fn, arrays, grad_seed, reference: bool, needs=None, expect=None):
     """
     with config.kernels(not reference):
         needs = needs or [True] * len(arrays)
-        tensors = [Tensor(a.copy(), requires_grad=r) for a, r in zip(arrays, needs)]
+        tensors = [Tensor(a.copy(order="K"), requires_grad=r) for a, r in zip(arrays, needs)]  # layout kept
         y = fn(*tensors)
         if expect is not None:
             assert type(y.creator) is expect
