@@ -14,7 +14,7 @@ def cnhw(a):
 
 def run_conv(cls, x, w, b, args, gy, needs=(True, True, True)):
     """``cls(*args)`` on x, w, b (each requiring grad as ``needs`` says): [y, gx, gw, gb]."""
-    xs = [Tensor(a.copy(), requires_grad=n) for a, n in zip((x, w, b), needs)]
+    xs = [Tensor(a.copy(order="K"), requires_grad=n) for a, n in zip((x, w, b), needs)]  # layout kept
     y = cls(*args)(*xs)
     y.backward(gy)
     return [y.data] + [t.grad for t in xs]

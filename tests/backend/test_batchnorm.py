@@ -21,7 +21,7 @@ TOL = {np.float32: 2e-6, np.float64: 1e-13}
 def run(x, gamma, beta, rm, rv, training, gy, kernels_on, needs=(True, True, True)):
     with config.kernels(kernels_on):
         rm, rv = (None if a is None else a.copy() for a in (rm, rv))
-        xs = Tensor(x.copy(), requires_grad=needs[0])
+        xs = Tensor(x.copy(order="K"), requires_grad=needs[0])  # layout kept
         params = [Tensor(a.copy(), requires_grad=n) if a is not None else None for a, n in zip((gamma, beta), needs[1:])]
         y = F.batch_norm(xs, rm, rv, *params, training=training)
         op = type(y.creator) if y.creator is not None else None
