@@ -37,6 +37,7 @@ __all__ = [
     "kernels_enabled",
     "num_threads",
     "get_num_threads",
+    "set_num_threads",
 ]
 
 
@@ -270,6 +271,19 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+def _check_threads(count, where: str) -> int:
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"{where} expects a positive int, got {count!r}")
+    return int(count)
+
+
+def set_num_threads(count: int) -> None:
+    """Let cnnkit's kernels and matrix products use ``count`` threads from now on (as
+    ``torch.set_num_threads``; ``num_threads(count)`` sets it for a block only)."""
+    global _num_threads
+    _num_threads = _check_threads(count, "set_num_threads")
+
+
 @contextmanager
 def num_threads(count: int) -> Iterator[None]:
     """Let cnnkit's kernels and matrix products use ``count`` threads inside the block.
@@ -278,10 +292,9 @@ def num_threads(count: int) -> Iterator[None]:
     partial results in a fixed order.
     """
     global _num_threads
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"num_threads expects a positive int, got {count!r}")
+    count = _check_threads(count, "num_threads")
     previous = _num_threads
-    _num_threads = int(count)
+    _num_threads = count
     try:
         yield
     finally:

@@ -46,3 +46,23 @@ def test_initializers_transforms_and_pruning_take_generator_too():
 def test_generator_and_rng_together_are_refused():
     with pytest.raises(TypeError, match=r"Linear got both generator= and its deprecated name rng="):
         nn.Linear(2, 2, generator=np.random.default_rng(0), rng=np.random.default_rng(0))
+
+
+def test_set_num_threads_sets_the_threads_until_changed_and_refuses_bad_counts():
+    from cnnkit import config
+
+    before = config.get_num_threads()
+    try:
+        config.set_num_threads(3)
+        assert config.get_num_threads() == 3
+        with config.num_threads(1):
+            assert config.get_num_threads() == 1
+        assert config.get_num_threads() == 3
+        config.set_num_threads(np.int64(2))
+        assert config.get_num_threads() == 2
+        for bad in (0, -1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match=r"set_num_threads expects a positive int, got"):
+                config.set_num_threads(bad)
+        assert config.get_num_threads() == 2
+    finally:
+        config.set_num_threads(before)

@@ -4,7 +4,7 @@ The ops in ``cnnkit.functional`` hold math only: each algorithm is its own ``Fun
 (``Conv2dIm2colOp`` and ``Conv2dDirectOp``, ``MaxPool2dOp`` and ``MaxPool2dFusedOp``, ...).
 The public wrappers (``F.conv2d``, ``F.max_pool2d``, ``F.relu``) ask this module which
 one to run. Every threshold here was measured on the project's machine (2 vCPUs of an
-AMD EPYC, Zen 5 with AVX-512, 24 GiB; NumPy's bundled OpenBLAS); each comment says how.
+AMD EPYC, Zen 4 with AVX-512, 24 GiB; NumPy's bundled OpenBLAS); each comment says how.
 ``docs/performance.md`` collects them.
 
 A compiled kernel is picked only when ``kernels_usable``: numba is installed, the
