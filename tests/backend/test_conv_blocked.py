@@ -275,6 +275,26 @@ LANE_CASES = [
 ]
 
 
+def _direct_against_im2col_and_pytorch(pads, x, w, b, dtype):
+    """The direct op's forward and three gradients, checked against im2col and PyTorch up to
+    rounding; returned (y, grads) for the caller's own comparisons."""
+    import torch
+
+    y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
+    assert_rounding_close(y, y_ref, dtype)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_rounding_close(g, g_ref, dtype)
+    ts = [torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b)]
+    pt, pb, pl, pr = pads
+    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
+    Y.backward(torch.tensor(np.random.default_rng(5).standard_normal(y.shape).astype(dtype)))
+    assert_rounding_close(y, Y.detach().numpy(), dtype)
+    for g, t in zip(grads, ts):
+        assert_rounding_close(g, t.grad.numpy(), dtype)
+    return y, grads
+
+
 def _lane_rows_taken(case, dtype):
     from cnnkit.backend.kernels.conv_blocked import row_layout
 
@@ -289,24 +309,11 @@ def _lane_rows_taken(case, dtype):
 def test_lane_rows_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, dtype, rng, blocked, monkeypatch):
     """Forward and the three gradients on lane rows: equal to im2col and PyTorch up to rounding;
     the forward equal bit for bit to flat rows (the same taps summed in the same order)."""
-    import torch
-
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", 0)     # lane rows rather than planes
     assert _lane_rows_taken(case, dtype)
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
-    y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
-    assert_rounding_close(y, y_ref, dtype)
-    for g, g_ref in zip(grads, grads_ref):
-        assert_rounding_close(g, g_ref, dtype)
-    ts = [torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b)]
-    pt, pb, pl, pr = pads
-    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
-    Y.backward(torch.tensor(np.random.default_rng(5).standard_normal(y.shape).astype(dtype)))
-    assert_rounding_close(y, Y.detach().numpy(), dtype)
-    for g, t in zip(grads, ts):
-        assert_rounding_close(g, t.grad.numpy(), dtype)
+    y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_LANE_ROWS", 0)
     assert not _lane_rows_taken(case, dtype)
     y_flat, grads_flat = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
@@ -389,24 +396,11 @@ def test_planes_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, d
     """Forward and the three gradients with planes (the weight gradient too: its switch on): equal
     to im2col, PyTorch and flat rows up to rounding (the taps are summed in another order), and
     the same bits on 1-3 threads."""
-    import torch
-
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES_GRAD_W", 1)
     assert _planes_taken(case, dtype)
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
-    y, grads = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-    y_ref, grads_ref = run(_conv(pads, Conv2dIm2colOp), [x, w, b], 5, True)
-    assert_rounding_close(y, y_ref, dtype)
-    for g, g_ref in zip(grads, grads_ref):
-        assert_rounding_close(g, g_ref, dtype)
-    ts = [torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b)]
-    pt, pb, pl, pr = pads
-    Y = torch.nn.functional.conv2d(torch.nn.functional.pad(ts[0], (pl, pr, pt, pb)), ts[1], ts[2])
-    Y.backward(torch.tensor(np.random.default_rng(5).standard_normal(y.shape).astype(dtype)))
-    assert_rounding_close(y, Y.detach().numpy(), dtype)
-    for g, t in zip(grads, ts):
-        assert_rounding_close(g, t.grad.numpy(), dtype)
+    y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
     for threads in (2, 3):
         with config.num_threads(threads), dispatch_grain(1):
             y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
