@@ -230,22 +230,29 @@ def max_pool2d_forward_2x2(q0, q1, x, y, arg):
                 tap = 3 if g3 else (2 if g2 else (1 if g1 else 0))
                 am[j] = tap if (m > 0) | (m != m) else tap | NOT_POSITIVE
 
+@njit(cache=True, nogil=True, inline="always")
+def _gy_plane(pa, C, asc, gsn, gsc):
+    """The plane of gy that goes with plane pa of arg and gx (arg's planes in memory order:
+    (n, c) = (pa // C, pa % C) for NCHW planes, asc == 1; (pa % N, pa // N) for CNHW, asc == N)."""
+    n, c = (pa // C, pa % C) if asc == 1 else (pa % asc, pa // asc)
+    return n * gsn + c * gsc
+
+
 @njit(cache=True, nogil=True)
-def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
+def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asc, C, gx, KW, SH, SW, PT, PL, DH, DW):
     """Send each output gradient to its window's first maximum, over planes q0..q1-1.
 
     gx[h, w] = sum of gy[i, j] over the windows (i, j) whose first maximum is (h, w).
 
     Args:
         gy: output-gradient planes (N*C, OH, OW); plane (n, c) is gy[n*gsn + c*gsc].
-        arg: tap indices from ``max_pool2d_forward``; plane (n, c) is arg[n*asn + c*asc].
+        arg: tap indices from ``max_pool2d_forward``, planes in x's order (asc: 1 NCHW, N CNHW).
         gx: input-gradient planes (N*C, H, W), in arg's plane order, written in full.
     """
     H, W = gx.shape[1], gx.shape[2]
     OH, OW = gy.shape[1], gy.shape[2]
     for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
-        n, c = (pa // C, pa % C) if asc == 1 else (pa % asc, pa // asc)  # NCHW planes, or CNHW (asc = N)
-        pg = n * gsn + c * gsc
+        pg = _gy_plane(pa, C, asc, gsn, gsc)
         dst, g, a = gx[pa], gy[pg], arg[pa]
         dst[:, :] = 0.0
         for i in range(OH):
@@ -257,7 +264,7 @@ def max_pool2d_backward(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, KW, SH, SW, 
                     dst[h, ww] += g[i, j]
 
 @njit(cache=True, nogil=True)
-def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, keep):
+def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep):
     """``max_pool2d_backward`` for 2x2 windows, stride 2, no padding: one write per element.
 
     ``keep``: TAP_BITS (every gradient goes to its tap) or 0xFF (a window whose maximum is
@@ -266,8 +273,7 @@ def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asn, asc, C, gx, keep):
     OH, OW = gy.shape[1], gy.shape[2]
     zero = np.zeros(1, gx.dtype)[0]
     for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
-        n, c = (pa // C, pa % C) if asc == 1 else (pa % asc, pa // asc)  # NCHW planes, or CNHW (asc = N)
-        pg = n * gsn + c * gsc
+        pg = _gy_plane(pa, C, asc, gsn, gsc)
         dst, gp, ap = gx[pa], gy[pg], arg[pa]
         for i in range(OH):
             g, a, d0, d1 = gp[i], ap[i], dst[2 * i], dst[2 * i + 1]
@@ -343,19 +349,19 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, 
     gradient, which after a ReLU is where ReLU's backward would zero it.
     """
     N, C, H, W = x_shape
-    sn, sc = order
+    sc = order[1]                                                     # x's planes: 1 NCHW, N CNHW
     gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW)
     (_, KW), (SH, SW), (DH, DW) = kernel, stride, dilation
     gx = buffers.empty((N * C, H, W), gy.dtype)                      # (P, H, W), arg's order
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         keep = np.uint8(0xFF if relu_masked else TAP_BITS)
-        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx, keep,
+        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
                      grain=_plane_grain(x_shape, many))
     else:
         if relu_masked:
             raise ValueError(f"max_pool2d_scatter applies a ReLU mask to 2x2/2 windows only, got kernel {kernel}, "
                              f"stride {stride}, padding {pads}, dilation {dilation}")
-        parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sn, sc, C, gx,
+        parallel_for(max_pool2d_backward, N * C, gplanes, gsn, gsc, arg, sc, C, gx,
                      KW, SH, SW, pads[0], pads[2], DH, DW, grain=_plane_grain(x_shape, many // 4))
     return unplanes(gx, N, C, sc)
