@@ -158,6 +158,16 @@ if AVAILABLE:
             f"llvm.masked.load.v{vt.count}{vt.element.intrinsic_name}.p0")
         return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vt, None)])
 
+    def _masked_vectors(builder, vt, xbase, xstep, mbase, mstride, count):
+        """``count`` vectors loaded under lane masks: vector i from xbase + i*xstep (elements),
+        its mask m[i*mstride] (``mstride`` an IR integer)."""
+        xs = []
+        for i in range(count):
+            bits = builder.load(builder.gep(mbase, [builder.mul(mstride, ir.Constant(_I64, i))]))
+            ptr = builder.bitcast(builder.gep(xbase, [ir.Constant(_I64, i * xstep)]), vt.as_pointer())
+            xs.append(_masked_load(builder, ptr, vt, bits))
+        return xs
+
     @intrinsic
     def acc_outer_masked(typingctx, acc, FR, PV, w, woff, x, xoff, m, moff, mstride):
         if not _literals(FR, PV) or not _arrays(w, x, m) or w.dtype != x.dtype or not isinstance(m.dtype, types.Integer):
@@ -170,11 +180,7 @@ if AVAILABLE:
             xbase = _at(context, builder, x, args[5], args[6])
             mbase = _at(context, builder, m, args[7], args[8])
             nf, npv = FR.literal_value, PV.literal_value
-            xs = []
-            for p in range(npv):
-                bits = builder.load(builder.gep(mbase, [builder.mul(args[9], ir.Constant(_I64, p))]))
-                ptr = builder.bitcast(builder.gep(xbase, [ir.Constant(_I64, p * vt.count)]), vt.as_pointer())
-                xs.append(_masked_load(builder, ptr, vt, bits))
+            xs = _masked_vectors(builder, vt, xbase, vt.count, mbase, args[9], npv)
             for k in range(nf):
                 wk = _splat(builder, builder.load(builder.gep(wbase, [ir.Constant(_I64, k)])), vt)
                 for p in range(npv):
@@ -235,11 +241,7 @@ if AVAILABLE:
             xbase = _at(context, builder, x, args[6], args[7])
             mbase = _at(context, builder, m, args[8], args[9])
             nt = NT.literal_value
-            xs = []
-            for j in range(nt):
-                bits = builder.load(builder.gep(mbase, [ir.Constant(_I64, j)]))
-                ptr = builder.bitcast(builder.gep(xbase, [ir.Constant(_I64, j)]), vt.as_pointer())
-                xs.append(_masked_load(builder, ptr, vt, bits))
+            xs = _masked_vectors(builder, vt, xbase, 1, mbase, ir.Constant(_I64, 1), nt)
             for a in range(RF.literal_value):
                 ga = _load(builder, builder.gep(gbase, [builder.mul(args[5], ir.Constant(_I64, a))]), vt)
                 for j in range(nt):
