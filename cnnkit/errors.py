@@ -35,10 +35,16 @@ cnnkit raises on purpose. Each type also derives from the built-in exception a P
 Messages name the op, layer, file or option, what was expected and what was received.
 
 Outside the hierarchy: ``Terminated`` (KeyboardInterrupt), SIGTERM raised where the program
-is, so that what stops on Ctrl-C (``cnnkit train`` saving its state) stops on SIGTERM too.
+is, so that what stops on Ctrl-C (``cnnkit train`` saving its state) stops on SIGTERM too;
+and ``raise_from_signal``, how cnnkit's signal handlers raise either of them without losing
+one that arrives inside a finalizer.
 """
 
 from __future__ import annotations
+
+import os
+import threading
+import weakref
 
 __all__ = [
     "CnnkitError",
@@ -238,3 +244,37 @@ class Terminated(KeyboardInterrupt):
     The command-line handler raises it in one process; on the ranks of a job every rank
     raises it at the same point (``distributed/stop.py``). Exit status 143.
     """
+
+
+_FINALIZE_CALL = weakref.finalize.__call__.__code__
+_RESEND_DELAY = 0.001  # seconds: the finalizer (a pooled array's __del__ takes ~2 us) is over by then
+
+
+def raise_from_signal(interrupt: BaseException, signum: int, frame) -> None:
+    """Raise ``interrupt`` from the handler of signal ``signum``; inside a finalizer, just after it.
+
+    Python prints and drops an exception raised in a finalizer ("Exception ignored in"), and
+    ``__del__`` runs wherever an object's last reference goes: cnnkit's pooled arrays give
+    their memory back from one (``backend/buffers.py``), thousands of times a training step.
+    A Ctrl-C or SIGTERM handled there and raised at once would be lost, and the training
+    would go on to its end (exit 0, nothing saved as interrupted). So when ``frame`` (the
+    frame the signal found, passed to every handler) is inside a ``__del__`` or a
+    ``weakref.finalize`` callback, the signal is sent again 1 ms later from a helper thread
+    (sending it from the handler would run the handler again at once, still inside), and the
+    handler raises when it finds ordinary code.
+    """
+    if _in_finalizer(frame):
+        resend = threading.Timer(_RESEND_DELAY, os.kill, (os.getpid(), signum))
+        resend.daemon = True
+        resend.start()
+        return
+    raise interrupt
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code is _FINALIZE_CALL:
+            return True
+        frame = frame.f_back
+    return False

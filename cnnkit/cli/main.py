@@ -48,7 +48,7 @@ from typing import TypeVar
 # errors.py only: this module is the console script's entry point, and the library (NumPy,
 # numba: ~1 s) is imported inside ``main``, where Ctrl-C ends as one line (``cnnkit/__init__.py``
 # loads its API on first use for the same reason).
-from ..errors import CnnkitError, NonFiniteError, Terminated, UsageError
+from ..errors import CnnkitError, NonFiniteError, Terminated, UsageError, raise_from_signal
 
 T = TypeVar("T")
 
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"cnnkit {args.command}"
         tune_malloc()
         args.argv = argv  # as typed: `train --nproc N` relaunches it
-        previous = _on_sigterm()
+        previous = _on_signals()
         with warnings.catch_warnings():
             if not debug:
                 # NumPy's "overflow encountered in matmul" lines: a non-finite result they warn of is
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: {line}", file=sys.stderr)
         return status
     finally:
-        _restore_sigterm(previous)
+        _restore_signals(previous)
 
 
 def _one_line(e: Exception) -> tuple[int, str]:
@@ -285,20 +285,33 @@ def _interrupt_after_imports() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _on_sigterm():
-    """Turn SIGTERM into ``Terminated`` while a command runs (main thread only); return the old handler."""
-    def handler(signum, frame):
-        raise Terminated()
+def _on_signals() -> dict:
+    """While a command runs (main thread only): SIGTERM raises ``Terminated``, SIGINT ``KeyboardInterrupt``.
 
+    Both through ``errors.raise_from_signal``, so one that arrives inside a finalizer is
+    raised just after it instead of being dropped. SIGINT is taken over only from Python's
+    default handler (left alone where it is ignored, a background job, or handled by the
+    caller). Returns the handlers replaced, for ``_restore_signals``.
+    """
+    def on_term(signum, frame):
+        raise_from_signal(Terminated(), signum, frame)
+
+    def on_int(signum, frame):
+        raise_from_signal(KeyboardInterrupt(), signum, frame)
+
+    previous = {}
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave signals alone
-        return None
+        pass
+    return previous
 
 
-def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+def _restore_signals(previous: dict | None) -> None:
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler)
 
 
 def _silence_stdout() -> None:

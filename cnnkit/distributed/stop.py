@@ -49,7 +49,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import Terminated
+from ..errors import Terminated, raise_from_signal
 
 __all__ = ["StopSignals", "interrupt_for"]
 
@@ -97,8 +97,9 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         self.record(signum)
-        if self._immediate:
-            self._raise_now()
+        if self._immediate:  # inside a finalizer: raised when the signal, sent again, finds ordinary code
+            received, self.pending = self.pending, None
+            raise_from_signal(interrupt_for(received), signum, frame)
 
     def record(self, signum: int) -> None:
         """Note a received signal (what the handler does); SIGTERM wins over SIGINT."""
