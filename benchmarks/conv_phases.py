@@ -1,4 +1,4 @@
-"""The register-blocked direct convolution phase by phase against PyTorch: forward, gx, gW.
+"""cnnkit's 3x3 convolutions phase by phase against PyTorch: forward, gx, gW.
 
 Which phase of a 3x3 stride-1 layer loses? For each shape this times, in interleaved pairs
 with a pause and a spin of the framework's threads before each call (``timing.interleaved``),
@@ -15,12 +15,13 @@ cnnkit with those switches set during its calls (ratio above 1: the switches as 
 
 Usage:
     python benchmarks/conv_phases.py [NAME=VALUE ...] [--shapes N,C,F,H ...] [--layout nchw|cnhw]
-        [--phases fwd,gx,gw,bwd] [--against NAME=VALUE ...] [--repeats 7] [--threads N] [--clock wall|cpu]
+        [--strided] [--phases fwd,gx,gw,bwd] [--against NAME=VALUE ...] [--repeats 7] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -32,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import add_timing_options, interleaved, load_average, set_threads, spin_cnnkit, spin_torch  # noqa: E402
 
 from cnnkit.backend import dispatch  # noqa: E402
-from cnnkit.backend.kernels import conv_blocked  # noqa: E402
+from cnnkit.backend.kernels import conv_blocked, im2col, polyphase, strided  # noqa: E402
 
 SHAPES = [(128, 16, 16, 32), (128, 32, 32, 16), (128, 64, 64, 8)]  # ResNet-20's 3x3 stride-1 layers
+STRIDED = [(128, 16, 32, 32, 2), (128, 32, 64, 16, 2)]                # its two 3x3 stride-2 layers
 PHASES = {"fwd": (False, False), "gx": (True, False), "gw": (False, True), "bwd": (True, True)}
 
 
@@ -43,29 +45,60 @@ def cnhw(a):
     return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
 
 
-def arrays(N: int, C: int, F: int, H: int, layout: str):
+def arrays(N: int, C: int, F: int, H: int, layout: str, S: int = 1):
     rng = np.random.default_rng(2)
+    OH = (H - 1) // S + 1
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
     w = (rng.standard_normal((F, C, 3, 3)) / np.sqrt(C * 9)).astype(np.float32)
-    gy = rng.standard_normal((N, F, H, H)).astype(np.float32)
+    gy = rng.standard_normal((N, F, OH, OH)).astype(np.float32)
     if layout == "cnhw":
         return cnhw(x), w, cnhw(gy), x, gy
     return x, w, gy, x, gy
 
 
-def phase_calls(x, w, gy, tx, tw, tgy, phase: str):
+def strided_kernels(x, w, gy, S: int):
+    """(forward, grads) of the algorithm the dispatch picks for the stride-S layer (padding 1), picked
+    at each call (so ``--against`` switches apply): forward() -> y, grads(need_x, need_w) -> (gx, gw)."""
+    pads, stride, out_hw = (1, 1, 1, 1), (S, S), gy.shape[2:]
+
+    def kernels():
+        name = algorithm(x, w, S)
+        if name == "strided":
+            return (lambda: strided.conv2d_strided(x, w, None),
+                    lambda nx, nw: strided.conv2d_strided_grads(x, w, gy, nx, nw))
+        if name == "polyphase":
+            return (lambda: polyphase.conv2d_polyphase(x, w, None, stride, pads, out_hw),
+                    lambda nx, nw: polyphase.conv2d_polyphase_grads(x, w, gy, stride, pads, nx, nw))
+        if name == "gemm":
+            return (lambda: im2col.conv2d_gemm(x, w, None, stride, pads, (1, 1), 1, out_hw),
+                    lambda nx, nw: im2col.conv2d_gemm_grads(x, w, gy, stride, pads, (1, 1), 1, nx, nw))
+        raise SystemExit(f"conv_phases: no kernel entry for the {name!r} algorithm")
+
+    return (lambda: kernels()[0]()), (lambda nx, nw: kernels()[1](nx, nw))
+
+
+def algorithm(x, w, S: int) -> str:
+    """The dispatch's algorithm for the stride-S 3x3 layer with padding 1."""
+    return dispatch.conv2d_algorithm(np, x.dtype, x.shape, w.shape, (S, S), (1, 1, 1, 1), (1, 1), 1)
+
+
+def phase_calls(x, w, gy, tx, tw, tgy, phase: str, S: int = 1):
     """(ours, theirs) for one phase."""
     pads = (1, 1, 1, 1)
+    if S != 1:
+        forward, grads = strided_kernels(x, w, gy, S)
+    else:
+        forward = lambda: conv_blocked.conv2d_blocked(x, w, None, pads)  # noqa: E731
+        grads = lambda nx, nw: conv_blocked.conv2d_blocked_grads(x, w, gy, pads, nx, nw, False)  # noqa: E731
     if phase == "fwd":
-        return (lambda: conv_blocked.conv2d_blocked(x, w, None, pads),
-                lambda: torch.nn.functional.conv2d(tx, tw, padding=1))
+        return forward, lambda: torch.nn.functional.conv2d(tx, tw, stride=S, padding=1)
     need_x, need_w = PHASES[phase]
 
     def ours():
-        return conv_blocked.conv2d_blocked_grads(x, w, gy, pads, need_x, need_w, False)
+        return grads(need_x, need_w)
 
     def theirs():
-        return torch.ops.aten.convolution_backward(tgy, tx, tw, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        return torch.ops.aten.convolution_backward(tgy, tx, tw, None, [S, S], [1, 1], [1, 1], False, [0, 0], 1,
                                                    [need_x, need_w, False])
     return ours, theirs
 
@@ -98,7 +131,8 @@ def with_switches(fn, switches):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("switches", nargs="*", help="backend.dispatch NAME=VALUE for cnnkit's calls")
-    parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H ... (3x3, padding 1)")
+    parser.add_argument("--shapes", nargs="+", default=None, help="N,C,F,H[,S] ... (3x3, padding 1, stride S)")
+    parser.add_argument("--strided", action="store_true", help="ResNet-20's two 3x3 stride-2 layers")
     parser.add_argument("--layout", choices=("nchw", "cnhw"), default="cnhw")
     parser.add_argument("--phases", default="fwd,gx,gw,bwd")
     parser.add_argument("--against", nargs="+", default=None, help="NAME=VALUE: cnnkit against itself")
@@ -109,20 +143,26 @@ def main() -> None:
         setattr(dispatch, name, value)
     against = parse_switches(args.against) if args.against else None
     set_threads(args.threads, torch)
-    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else (
+        STRIDED if args.strided else SHAPES)
     print(f"threads {args.threads or 'all'}, clock {args.clock}, layout {args.layout}, load {load_average()}"
           + (f"; 'torch' columns: cnnkit with {args.against}" if against is not None else ""))
     print(f"{'shape':<18}{'phase':<6}{'cnnkit ms':>10}{'torch ms':>10}{'cnnkit GF/s':>12}{'torch GF/s':>11}{'ratio':>7}")
-    for N, C, F, H in shapes:
-        x, w, gy, xc, gyc = arrays(N, C, F, H, args.layout)
+    for N, C, F, H, *rest in shapes:
+        S = rest[0] if rest else 1
+        OH = (H - 1) // S + 1
+        x, w, gy, xc, gyc = arrays(N, C, F, H, args.layout, S)
         tx, tw, tgy = (torch.from_numpy(a) for a in (xc, w, gyc))
+        if S != 1:
+            other = f", against {with_switches(functools.partial(algorithm, x, w, S), against)()}" if against else ""
+            print(f"{N}x{C}x{F}x{H} stride {S}: {algorithm(x, w, S)}{other}")
         for phase in args.phases.split(","):
-            ours, theirs = phase_calls(x, w, gy, tx, tw, tgy, phase)
+            ours, theirs = phase_calls(x, w, gy, tx, tw, tgy, phase, S)
             if against is not None:
                 theirs = with_switches(ours, against)
             r = interleaved(ours, theirs, args.repeats, clock=args.clock,
                             spin_theirs=spin_cnnkit if against is not None else spin_torch)
-            flops = 2 * N * F * C * 9 * H * H * (2 if phase == "bwd" else 1)
+            flops = 2 * N * F * C * 9 * OH * OH * (2 if phase == "bwd" else 1)
             o, t = np.median(r["ours"]), np.median(r["theirs"])
             print(f"{N}x{C}x{F}x{H:<9}{phase:<6}{o * 1e3:>10.2f}{t * 1e3:>10.2f}{flops / o / 1e9:>12.0f}"
                   f"{flops / t / 1e9:>11.0f}{r['ratio']:>7.2f}", flush=True)

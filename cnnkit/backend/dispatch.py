@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -115,6 +115,8 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
       outputs that 4x4 tiles cover with no more padding than 2x2 tiles (each side 4k or
       4k - 1: 7, 28, 56, not 14), any filter bank; else F(2x2) from
       WINOGRAD2_MIN_TILES_PREPACKED tiles.
+    - "strided" (``Conv2dStridedPlanesOp``): 3x3 stride-2 layers with padding 1 on the input's
+      stride phases as planes, where ``strided_planes_applies`` (ResNet-20's downsampling layers).
     - "polyphase" (``Conv2dPolyphaseOp``): strided, undilated, ungrouped, a kernel larger
       than 1x1, at most POLYPHASE_MAX_CHANNELS input channels and at least
       POLYPHASE_MIN_IMAGE_MACS multiply-adds per image (ResNet's 7x7/2 stem).
@@ -128,6 +130,9 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     if groups != 1 or tuple(dilation) != (1, 1):
         return "gemm"
     if tuple(stride) != (1, 1):
+        itemsize = np.dtype(dtype).itemsize
+        if STRIDED_PLANES and strided_planes_applies(x_shape, w_shape, stride, pads, dilation, groups, itemsize):
+            return "strided"
         H, W = x_shape[-2:]
         OH = (H + pads[0] + pads[1] - KH) // stride[0] + 1
         OW = (W + pads[2] + pads[3] - KW) // stride[1] + 1
@@ -212,6 +217,25 @@ def blocked_conv_applies(w_shape, pads) -> bool:
 def direct_conv_kernel(w_shape, pads) -> str:
     """The kernel of a "direct" convolution: "blocked", or "rows" (paddings of the kernel size or more)."""
     return "blocked" if DIRECT_CONV_BLOCKED and blocked_conv_applies(w_shape, pads) else "rows"
+
+
+# 3x3 stride-2 convolutions with padding 1 on maps whose rows and stride phases are whole
+# 64-byte vectors run on the phases as planes (kernels/strided.py, Conv2dStridedPlanesOp):
+# forward, input and weight gradient without columns or col2im. 0: polyphase / gemm as before
+# (A/B runs). Measured: docs/performance.md, "Stride-2 layers on phase planes".
+STRIDED_PLANES = 1
+STRIDED_PLANES_MAX_CHANNELS = 64
+
+
+def strided_planes_applies(x_shape, w_shape, stride, pads, dilation, groups: int, itemsize: int) -> bool:
+    """True when ``kernels/strided.py`` handles the layer: 3x3, stride 2, padding 1, no dilation, one
+    group, F a multiple of 8 (the weight gradient's tiles), at most STRIDED_PLANES_MAX_CHANNELS input
+    channels, H and W even, an input row and a stride phase (H/2 x W/2) whole 64-byte vectors."""
+    C, H, W = x_shape[-3:]
+    VL = 64 // itemsize
+    return (tuple(w_shape[2:]) == (3, 3) and w_shape[0] % 8 == 0 and C <= STRIDED_PLANES_MAX_CHANNELS
+            and tuple(stride) == (2, 2) and tuple(pads) == (1, 1, 1, 1) and tuple(dilation) == (1, 1) and groups == 1
+            and H % 2 == 0 and W % VL == 0 and (H // 2) * (W // 2) % VL == 0)
 
 
 # Strided convolutions on few input channels (ResNet's 7x7/2 stem on RGB) run as

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
-from ..backend.kernels import conv_blocked, conv_direct, polyphase, winograd
+from ..backend.kernels import conv_blocked, conv_direct, polyphase, strided, winograd
 from ..backend.kernels import im2col as im2col_kernels
 from ..backend.prepack import ConvWeightPack
 from ..errors import ShapeError
@@ -23,7 +23,7 @@ from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 
 __all__ = [
     "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
-    "Conv2dWinogradOp", "Conv2dPolyphaseOp",
+    "Conv2dWinogradOp", "Conv2dPolyphaseOp", "Conv2dStridedPlanesOp",
     "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
 ]
@@ -75,7 +75,9 @@ class Conv2dOp(Function):
     - ``Conv2dDirectOp``: compiled direct convolution for small stride-1 filter banks;
     - ``Conv2dWinogradOp``: Winograd F(2x2, 3x3) or F(4x4, 3x3) for 3x3 stride-1 layers;
     - ``Conv2dPolyphaseOp``: strided layers on few channels (ResNet's 7x7/2 stem), the
-      input split into its stride phases, columns and products in cache-sized blocks.
+      input split into its stride phases, columns and products in cache-sized blocks;
+    - ``Conv2dStridedPlanesOp``: 3x3 stride-2 layers (ResNet's downsampling), direct kernels
+      on the input's stride phases, forward and both gradients.
     """
 
     def __init__(self, stride, pads: tuple[int, int, int, int], dilation, groups: int):
@@ -358,6 +360,42 @@ class Conv2dPolyphaseOp(Conv2dOp):
         return self.with_bias_grad(gx, gw, gy)
 
 
+class Conv2dStridedPlanesOp(Conv2dOp):
+    """``Conv2dOp`` for 3x3 stride-2 convolutions with padding 1, on the input's stride phases.
+
+    forward:  phase[2a + b][n, c, i, j] = x[n, c, 2i + a, 2j + b]; tap (kh, kw) reads phase
+              (2((kh - 1) mod 2) + (kw - 1) mod 2) shifted by (di, dj) = (-[kh == 0], -[kw == 0]):
+              y[n, f, p] = b[f] + sum_{c, kh, kw} w[f, c, kh, kw] * phase[n, c, p + (di, dj)],
+              a stride-1 convolution over the phases' planes (register tiles, masked taps).
+    backward: gx's phase ph = sum over the taps reading ph of w[f, c, kh, kw] * gy[n, f, p - (di, dj)]
+              (gy convolved with a 1x1 to 2x2 sub-kernel per phase, interleaved back into gx);
+              gw[f, c, kh, kw] = sum_{n, p} gy[n, f, p] * phase[n, c, p + (di, dj)];
+              gb = sum_{n, i, j} gy.
+
+    Shapes and geometry: ``dispatch.strided_planes_applies`` (H, W even; rows and phases whole
+    vectors; F a multiple of 8) (``backend/kernels/strided.py``). Saves x and w. Results equal
+    ``Conv2dIm2colOp``'s up to rounding order.
+    """
+
+    def forward(self, x, w, b=None):
+        self.check(x, w, b)
+        if not dispatch.strided_planes_applies(x.shape, w.shape, self.stride, self.pads, self.dilation,
+                                               self.groups, x.dtype.itemsize):
+            raise ValueError(
+                f"Conv2dStridedPlanesOp handles 3x3 kernels with F a multiple of 8, stride 2, padding 1, "
+                f"dilation 1, groups 1, H and W even with whole 64-byte vectors per row and phase, got "
+                f"input {x.shape}, weight {w.shape}, stride {self.stride}, padding {self.pads}, dilation "
+                f"{self.dilation}, groups {self.groups}"
+            )
+        y = strided.conv2d_strided(x, w, b)                           # (F, N, OH, OW)
+        return self.channel_major_result(x, w, y)
+
+    def backward(self, gy):
+        need_x, need_w = self.needs_input_grad[:2]
+        gx, gw = strided.conv2d_strided_grads(self.x, self.w, gy, need_x, need_w)
+        return self.with_bias_grad(gx, gw, gy)
+
+
 def _winograd(m: int):
     def build(stride, pads, dilation, groups, filters=None):
         return Conv2dWinogradOp(stride, pads, dilation, groups, m=m, filters=filters)
@@ -368,6 +406,7 @@ def _winograd(m: int):
 _CONV2D_ALGORITHMS = {
     "im2col": Conv2dIm2colOp, "gemm": Conv2dGemmOp, "direct": Conv2dDirectOp,
     "winograd2": _winograd(2), "winograd4": _winograd(4), "polyphase": Conv2dPolyphaseOp,
+    "strided": Conv2dStridedPlanesOp,
 }
 
 

@@ -1,6 +1,9 @@
-"""Strided convolutions on polyphase columns (``Conv2dPolyphaseOp``) against the NumPy reference and PyTorch."""
+"""Strided convolutions against the NumPy reference and PyTorch: polyphase columns (``Conv2dPolyphaseOp``) and
+3x3 stride-2 layers on phase planes (``Conv2dStridedPlanesOp``)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -9,8 +12,8 @@ import torch
 import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
-from cnnkit.backend.kernels import polyphase
-from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp, Conv2dPolyphaseOp
+from cnnkit.backend.kernels import polyphase, strided
+from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp, Conv2dPolyphaseOp, Conv2dStridedPlanesOp
 from tests.backend.arrays import cnhw, run_conv
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
@@ -124,6 +127,16 @@ def test_polyphase_conv_refuses_dilation_and_groups(rng):
         Conv2dPolyphaseOp((2, 2), (1, 1, 1, 1), (2, 2), 1)(x, rng.standard_normal((4, 4, 3, 3)))
 
 
+@contextlib.contextmanager
+def dispatch_switch(name, value):
+    before = getattr(dispatch, name)
+    setattr(dispatch, name, value)
+    try:
+        yield
+    finally:
+        setattr(dispatch, name, before)
+
+
 def algorithm(x_shape, w_shape, stride=(2, 2), pads=(3, 3, 3, 3), dilation=(1, 1), groups=1, dtype=np.float32):
     return dispatch.conv2d_algorithm(np, dtype, x_shape, w_shape, stride, pads, dilation, groups)
 
@@ -133,11 +146,13 @@ def test_dispatch_sends_the_resnet_stem_and_only_strided_few_channel_layers_to_p
     assert algorithm(*stem) == "polyphase"
     assert algorithm((1, 3, 224, 224), (64, 3, 7, 7)) == "polyphase"                 # batch 1
     assert algorithm(*stem, dtype=np.float64) == "polyphase"
-    assert algorithm((128, 16, 32, 32), (32, 16, 3, 3), pads=(1,) * 4) == "polyphase"  # ResNet-20's 16->32
+    assert algorithm((128, 16, 32, 32), (32, 16, 3, 3), pads=(1,) * 4) == "strided"    # ResNet-20's 16->32 ...
+    with dispatch_switch("STRIDED_PLANES", 0):
+        assert algorithm((128, 16, 32, 32), (32, 16, 3, 3), pads=(1,) * 4) == "polyphase"  # ... before
     assert algorithm((8, 17, 224, 224), (64, 17, 7, 7)) == "gemm"                      # too many channels
     assert algorithm((8, 64, 56, 56), (128, 64, 3, 3), pads=(1,) * 4) == "gemm"         # ResNet-18's 3x3/2
     assert algorithm((8, 3, 56, 56), (16, 3, 1, 1), pads=(0,) * 4) == "gemm"            # 1x1: one phase of four
-    assert algorithm((128, 3, 32, 32), (16, 3, 3, 3), pads=(1,) * 4) == "gemm"          # too little work per image
+    assert algorithm((128, 3, 32, 32), (16, 3, 3, 3), pads=(0,) * 4) == "gemm"          # too little work per image
     assert algorithm(*stem, stride=(1, 1)) != "polyphase"
     assert algorithm(*stem, dilation=(2, 2)) == "gemm"
     assert algorithm((8, 4, 224, 224), (64, 2, 7, 7), groups=2) == "gemm"
@@ -205,3 +220,135 @@ def test_polyphase_direct_forward_does_not_depend_on_bands_or_threads(band_rows,
     monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)             # every band its own piece
     with config.num_threads(threads):
         np.testing.assert_array_equal(polyphase.conv2d_polyphase(*args), expected)
+
+
+# ----------------------------------------------------------------- 3x3 stride 2 on phase planes
+
+STRIDED_CASES = [
+    # (x shape, F): 3x3, stride 2, padding 1; H, W even, rows and phases whole float32 vectors
+    ((3, 16, 32, 32), 32),          # ResNet-20's 16->32 layer, odd batch
+    ((5, 32, 16, 16), 64),          # its 32->64 layer
+    ((1, 5, 8, 32), 8),             # batch 1, odd channels, H != W
+    ((2, 3, 12, 16), 16),           # phases of 6x8: three vectors each, a row across a vector
+    ((19, 17, 4, 32), 24),          # more images than a weight-gradient group; 16 + 1 channels, 16 + 8 filters
+]
+
+
+def strided_arrays(rng, x_shape, F_, dtype, layout):
+    N, C, H, W = x_shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal((F_, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    b = rng.standard_normal(F_).astype(dtype)
+    gy = rng.standard_normal((N, F_, H // 2, W // 2)).astype(dtype)
+    if layout == "cnhw":
+        x, gy = cnhw(x), cnhw(gy)
+    return x, w, b, gy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", STRIDED_CASES)
+def test_strided_planes_conv_matches_the_reference_and_pytorch(case, layout, dtype, rng):
+    x_shape, F_ = case
+    x, w, b, gy = strided_arrays(rng, x_shape, F_, dtype, layout)
+    args = ((2, 2), (1, 1, 1, 1), (1, 1), 1)
+    assert dispatch.strided_planes_applies(x.shape, w.shape, *args, np.dtype(dtype).itemsize)
+    ours, ref = run_conv(Conv2dStridedPlanesOp, x, w, b, args, gy), run_conv(Conv2dIm2colOp, x, w, b, args, gy)
+    for a, r in zip(ours, ref):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=0, atol=TOL[dtype] * max(1.0, np.abs(r).max()))
+    X, Wt, B = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(X, Wt, B, stride=2, padding=1)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    for a, t in zip(ours, [ty, X.grad, Wt.grad, B.grad]):
+        t = t.detach().numpy()
+        np.testing.assert_allclose(a, t, rtol=0, atol=10 * TOL[dtype] * max(1.0, np.abs(t).max()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_planes_do_not_depend_on_the_thread_count(dtype, rng, monkeypatch):
+    """Each output of the forward and of gx is one image's, summed in a fixed order; gW's groups are
+    fixed: the same bits on 1, 2 and 3 threads."""
+    x, w, b, gy = strided_arrays(rng, (37, 8, 8, 32), 16, dtype, "cnhw")
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_MACS", 1)             # every image its own piece
+    results = []
+    for threads in (1, 2, 3):
+        with config.num_threads(threads):
+            results.append([strided.conv2d_strided(x, w, b), *strided.conv2d_strided_grads(x, w, gy, True, True)])
+    for other in results[1:]:
+        for a, r in zip(other, results[0]):
+            np.testing.assert_array_equal(a, r)
+
+
+def test_strided_planes_accept_an_output_gradient_in_any_memory_order(rng):
+    x, w, b, _ = strided_arrays(rng, (2, 4, 8, 16), 8, np.float64, "nchw")
+    gy = rng.standard_normal((2, 8, 4, 8, 2))[..., 0]                # neither NCHW nor CNHW memory
+    args = ((2, 2), (1, 1, 1, 1), (1, 1), 1)
+    ours, ref = run_conv(Conv2dStridedPlanesOp, x, w, b, args, gy), run_conv(Conv2dIm2colOp, x, w, b, args, gy)
+    for a, r in zip(ours[1:], ref[1:]):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (False, True), (True, False, False), (True, True, False)])
+def test_strided_planes_compute_only_the_gradients_asked_for(needs, rng):
+    x, w, b, _ = strided_arrays(rng, (2, 3, 8, 16), 8, np.float32, "nchw")
+    inputs = [Tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
+    y = Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(*inputs)
+    y.backward(np.ones(y.shape, np.float32))
+    for t, need in zip(inputs, needs):
+        assert (t.grad is None) == (not need)
+
+
+def test_strided_planes_refuse_other_geometries(rng):
+    x, w = rng.standard_normal((1, 4, 8, 16)), rng.standard_normal((8, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"Conv2dStridedPlanesOp handles 3x3 kernels .* got input \(1, 4, 8, 16\), "
+                                         r"weight \(8, 4, 3, 3\), stride \(2, 2\), padding \(0, 0, 0, 0\)"):
+        Conv2dStridedPlanesOp((2, 2), (0, 0, 0, 0), (1, 1), 1)(x, w)
+    with pytest.raises(ValueError, match=r"got input \(1, 4, 9, 16\)"):
+        Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(rng.standard_normal((1, 4, 9, 16)), w)
+
+
+def test_dispatch_sends_only_3x3_stride_2_layers_of_whole_vector_phases_to_strided_planes():
+    resnet20 = [((128, 16, 32, 32), (32, 16, 3, 3)), ((128, 32, 16, 16), (64, 32, 3, 3))]
+    for x_shape, w_shape in resnet20:
+        for dtype in (np.float32, np.float64):
+            assert algorithm(x_shape, w_shape, pads=(1,) * 4, dtype=dtype) == "strided"
+        assert algorithm((1,) + x_shape[1:], w_shape, pads=(1,) * 4) == "strided"          # batch 1
+    layer = ((8, 16, 32, 32), (32, 16, 3, 3))
+    assert algorithm(*layer, pads=(0,) * 4) != "strided"                                  # padding 0
+    assert algorithm((8, 16, 31, 32), layer[1], pads=(1,) * 4) != "strided"               # odd H
+    assert algorithm((8, 16, 32, 24), layer[1], pads=(1,) * 4) != "strided"               # rows of 1.5 vectors
+    assert algorithm((8, 16, 32, 24), layer[1], pads=(1,) * 4, dtype=np.float64) == "strided"  # 3 float64 vectors
+    assert algorithm((8, 16, 6, 16), layer[1], pads=(1,) * 4) != "strided"                # phases of 3x8 pixels
+    assert algorithm(layer[0], (12, 16, 3, 3), pads=(1,) * 4) != "strided"                # F not a multiple of 8
+    assert algorithm(layer[0], (32, 16, 5, 5), pads=(1,) * 4) != "strided"
+    assert algorithm(*layer, stride=(2, 1), pads=(1,) * 4) != "strided"
+    assert algorithm((8, 128, 32, 32), (128, 128, 3, 3), pads=(1,) * 4) == "gemm"          # beyond the channels measured
+    assert algorithm(*layer, pads=(1,) * 4, dilation=(2, 2)) == "gemm"
+    with dispatch_switch("STRIDED_PLANES", 0):
+        assert algorithm(*layer, pads=(1,) * 4) == "polyphase"
+    with config.kernels(False):
+        assert algorithm(*layer, pads=(1,) * 4) == "im2col"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, padding, expected", [
+    ((3, 16, 32, 32), 1, Conv2dStridedPlanesOp),      # ResNet-20's layer
+    ((2, 16, 32, 32), 0, Conv2dGemmOp),               # padding 0 (15x15 outputs: below polyphase's work)
+    ((1, 16, 31, 30), 1, Conv2dPolyphaseOp),          # odd sizes
+    ((3, 32, 15, 16), 1, Conv2dGemmOp),               # odd H, 32 channels
+])
+def test_conv2d_3x3_stride_2_gives_pytorch_results_on_every_path(x_shape, padding, expected, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal((2 * x_shape[1], x_shape[1], 3, 3)) / np.sqrt(9 * x_shape[1])).astype(dtype)
+    xs, ws = Tensor(cnhw(x), requires_grad=True), Tensor(w, requires_grad=True)
+    y = F.conv2d(xs, ws, stride=2, padding=padding)
+    assert type(y.creator) is expected
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(gy)
+    X, Wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    ty = torch.nn.functional.conv2d(X, Wt, stride=2, padding=padding)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    for a, t in zip([y.data, xs.grad, ws.grad], [ty, X.grad, Wt.grad]):
+        t = t.detach().numpy()
+        np.testing.assert_allclose(a, t, rtol=0, atol=10 * TOL[dtype] * max(1.0, np.abs(t).max()))

@@ -74,7 +74,7 @@ from .simd import (
 )
 
 __all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "plane_forward",
-           "plane_layout", "plane_masks", "row_layout"]
+           "plane_layout", "plane_masks", "shift_masks", "row_layout"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
 # longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
@@ -252,12 +252,20 @@ def plane_masks(H: int, W: int, KH: int, KW: int, pt: int, pl: int, VL: int):
     v*VL + l, shifted by tap (kh, kw), lies inside the image. Cached (~0.05-0.09 ms to build
     on 16x16-32x32 maps); the kernels only read them."""
     kh, kw = np.divmod(np.arange(KH * KW), KW)                          # (KH*KW,) each
-    d = (kh - pt) * W + kw - pl
+    return shift_masks(H, W, tuple(zip((kh - pt).tolist(), (kw - pl).tolist())), VL)
+
+
+def shift_masks(H: int, W: int, shifts, VL: int):
+    """(d, masks) for taps that read an H x W plane shifted by (dh, dw) each (``shifts``, T of them):
+    d[t] = dh*W + dw, and bit l of masks[v*T + t] is set where pixel v*VL + l shifted by tap t lies
+    inside the plane."""
+    dh, dw = (np.array(s, dtype=np.int64) for s in zip(*shifts))       # (T,) each
+    d = dh * W + dw
     p = np.arange(H * W)
-    ih = p[:, None] // W + kh[None, :] - pt                             # (H*W, KH*KW)
-    iw = p[:, None] % W + kw[None, :] - pl
+    ih = p[:, None] // W + dh[None, :]                                  # (H*W, T)
+    iw = p[:, None] % W + dw[None, :]
     inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    bits = inside.reshape(H * W // VL, VL, KH * KW) << np.arange(VL)[None, :, None]
+    bits = inside.reshape(H * W // VL, VL, len(d)) << np.arange(VL)[None, :, None]
     return d.astype(np.int64), bits.sum(axis=1).astype(np.int64).reshape(-1)
 
 

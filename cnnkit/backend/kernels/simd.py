@@ -24,6 +24,12 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
   loads feed RF*NT FMAs.
 - ``acc_dot_masked(acc, RF, NT, g, goff, gstride, x, xoff, m, moff)``: as ``acc_dot`` with s = 1,
   x's vector j loaded under the lane mask m[moff + j] (lanes off read as 0, not accessed).
+- ``acc_dot_masked_at(acc, RF, NT, g, goff, gstride, x, xoff, offs, ooff, m, moff)``: as
+  ``acc_dot_masked`` with x's vector j at xoff + offs[ooff + j] (taps anywhere, not one entry apart).
+- ``deinterleave(x, xo0, xo1, even, eo, odd, oo)``: of the 2*VL entries x[xo0 : +VL], x[xo1 : +VL]
+  (in that order), the even-indexed ones to even[eo : +VL] and the odd-indexed ones to odd[oo : +VL].
+- ``interleave(a, ao, b, bo, dst, do0, do1)``: its inverse: a[ao], b[ao], a[ao + 1], b[ao + 1], ...
+  (2*VL entries), the first VL to dst[do0 : +VL], the last VL to dst[do1 : +VL].
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -37,7 +43,8 @@ from __future__ import annotations
 
 from . import AVAILABLE
 
-__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked", "acc_get", "acc_hsum", "lanes"]
+__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked",
+           "acc_dot_masked_at", "deinterleave", "interleave", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -252,6 +259,77 @@ if AVAILABLE:
         return types.void(acc, RF, NT, g, goff, gstride, x, xoff, m, moff), codegen
 
     @intrinsic
+    def acc_dot_masked_at(typingctx, acc, RF, NT, g, goff, gstride, x, xoff, offs, ooff, m, moff):
+        if (not _literals(RF, NT) or not _arrays(g, x, offs, m) or g.dtype != x.dtype
+                or not isinstance(m.dtype, types.Integer) or not isinstance(offs.dtype, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            gbase = _at(context, builder, g, args[3], args[4])
+            xbase = _at(context, builder, x, args[6], args[7])
+            obase = _at(context, builder, offs, args[8], args[9])
+            mbase = _at(context, builder, m, args[10], args[11])
+            nt = NT.literal_value
+            xs = []
+            for j in range(nt):
+                off = builder.load(builder.gep(obase, [ir.Constant(_I64, j)]))
+                if off.type.width < 64:
+                    off = builder.sext(off, _I64)
+                bits = builder.load(builder.gep(mbase, [ir.Constant(_I64, j)]))
+                ptr = builder.bitcast(builder.gep(xbase, [off]), vt.as_pointer())
+                xs.append(_masked_load(builder, ptr, vt, bits))
+            for a in range(RF.literal_value):
+                ga = _load(builder, builder.gep(gbase, [builder.mul(args[5], ir.Constant(_I64, a))]), vt)
+                for j in range(nt):
+                    slot = _slot(builder, args[0], vt, a * nt + j)
+                    builder.store(builder.call(fma, [ga, xs[j], builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, RF, NT, g, goff, gstride, x, xoff, offs, ooff, m, moff), codegen
+
+    def _lane_order(n, order):
+        return ir.Constant(ir.VectorType(ir.IntType(32), n), order)
+
+    @intrinsic
+    def deinterleave(typingctx, x, xo0, xo1, even, eo, odd, oo):
+        if not _arrays(x, even, odd) or not (x.dtype == even.dtype == odd.dtype):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            n = vt.count
+            v0 = _load(builder, _at(context, builder, x, args[0], args[1]), vt)
+            v1 = _load(builder, _at(context, builder, x, args[0], args[2]), vt)
+            ev = builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i for i in range(n)]))
+            od = builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i + 1 for i in range(n)]))
+            _store(builder, ev, _at(context, builder, even, args[3], args[4]), vt)
+            _store(builder, od, _at(context, builder, odd, args[5], args[6]), vt)
+            return context.get_dummy_value()
+
+        return types.void(x, xo0, xo1, even, eo, odd, oo), codegen
+
+    @intrinsic
+    def interleave(typingctx, a, ao, b, bo, dst, do0, do1):
+        if not _arrays(a, b, dst) or not (a.dtype == b.dtype == dst.dtype):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, dst.dtype)
+            n = vt.count
+            va = _load(builder, _at(context, builder, a, args[0], args[1]), vt)
+            vb = _load(builder, _at(context, builder, b, args[2], args[3]), vt)
+            both = [v for i in range(n) for v in (i, n + i)]                 # a0 b0 a1 b1 ...
+            lo = builder.shuffle_vector(va, vb, _lane_order(n, both[:n]))
+            hi = builder.shuffle_vector(va, vb, _lane_order(n, both[n:]))
+            _store(builder, lo, _at(context, builder, dst, args[4], args[5]), vt)
+            _store(builder, hi, _at(context, builder, dst, args[4], args[6]), vt)
+            return context.get_dummy_value()
+
+        return types.void(a, ao, b, bo, dst, do0, do1), codegen
+
+    @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
         if not _literals(n) or not _arrays(dst):
             return None
@@ -294,4 +372,5 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
     def _needs_numba(*args, **kwargs):
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
-    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = acc_get = acc_hsum = _needs_numba
+    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = _needs_numba
+    acc_dot_masked_at = deinterleave = interleave = acc_get = acc_hsum = _needs_numba
