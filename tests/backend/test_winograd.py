@@ -157,7 +157,8 @@ def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_
         patch.setattr(dispatch, "DIRECT_CONV_BLOCKED", 0)
         assert choice(64, 8) == "winograd4"                      # ... from 256 tiles on
         assert choice(128, 6) == "winograd4"
-    assert choice(8, 32, stride=(2, 2)) == "gemm"
+    assert choice(8, 32, stride=(2, 2)) == "strided"             # 3x3/2 on the phases as planes
+    assert choice(8, 30, stride=(2, 2)) == "gemm"                # rows not whole vectors
     assert choice(8, 32, pads=(3, 3, 3, 3)) == "gemm"
     assert choice(8, 32, channels=16) == "direct"
     assert choice(8, 32, channels=512) == "winograd2"            # 512x512 filter banks: F(2x2)
