@@ -382,8 +382,9 @@ class Conv2dStridedPlanesOp(Conv2dOp):
         if not dispatch.strided_planes_applies(x.shape, w.shape, self.stride, self.pads, self.dilation,
                                                self.groups, x.dtype.itemsize):
             raise ValueError(
-                f"Conv2dStridedPlanesOp handles 3x3 kernels with F a multiple of 8, stride 2, padding 1, "
-                f"dilation 1, groups 1, H and W even with whole 64-byte vectors per row and phase, got "
+                f"Conv2dStridedPlanesOp handles 3x3 kernels with F a multiple of 8 and at most "
+                f"{dispatch.STRIDED_PLANES_MAX_CHANNELS} input channels, stride 2, padding 1, dilation 1, groups 1, "
+                f"H and W even with whole 64-byte vectors per row and phase, got "
                 f"input {x.shape}, weight {w.shape}, stride {self.stride}, padding {self.pads}, dilation "
                 f"{self.dilation}, groups {self.groups}"
             )

@@ -289,6 +289,13 @@ def test_strided_planes_accept_an_output_gradient_in_any_memory_order(rng):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
 
+def test_strided_planes_take_an_empty_batch(rng):
+    x, w, b, _ = strided_arrays(rng, (0, 4, 8, 16), 8, np.float32, "cnhw")
+    ours = run_conv(Conv2dStridedPlanesOp, x, w, b, ((2, 2), (1, 1, 1, 1), (1, 1), 1), np.zeros((0, 8, 4, 8), np.float32))
+    assert [a.shape for a in ours] == [(0, 8, 4, 8), (0, 4, 8, 16), (8, 4, 3, 3), (8,)]
+    assert not ours[2].any() and not ours[3].any()
+
+
 @pytest.mark.parametrize("needs", [(False, True, True), (False, True), (True, False, False), (True, True, False)])
 def test_strided_planes_compute_only_the_gradients_asked_for(needs, rng):
     x, w, b, _ = strided_arrays(rng, (2, 3, 8, 16), 8, np.float32, "nchw")
@@ -306,6 +313,9 @@ def test_strided_planes_refuse_other_geometries(rng):
         Conv2dStridedPlanesOp((2, 2), (0, 0, 0, 0), (1, 1), 1)(x, w)
     with pytest.raises(ValueError, match=r"got input \(1, 4, 9, 16\)"):
         Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(rng.standard_normal((1, 4, 9, 16)), w)
+    with pytest.raises(ValueError, match=r"at most 64 input channels.* got input \(1, 65, 8, 16\)"):
+        Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(rng.standard_normal((1, 65, 8, 16)),
+                                                             rng.standard_normal((8, 65, 3, 3)))
 
 
 def test_dispatch_sends_only_3x3_stride_2_layers_of_whole_vector_phases_to_strided_planes():
