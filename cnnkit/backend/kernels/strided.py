@@ -292,7 +292,7 @@ def conv2d_strided_grads(x, w, gy, need_x: bool, need_w: bool):
         gx_args = (gplanes, gsn, gsf, H, W, *back, np.zeros(C, x.dtype), gx)
         items, per_unit = N, group
     units = groups + -(-items // per_unit)
-    unit_macs = min(group, N) * _image_macs(w.shape, H, W)              # a unit's work (N < group: all of it)
+    unit_macs = max(1, min(group, N) * _image_macs(w.shape, H, W))      # a unit's work (N < group: all of it)
     parallel_for(_grads_units, units, groups, _grad_w_groups, wgrad_args, items, per_unit, _grad_x_images, gx_args,
                  grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
     gw = parts.sum(axis=0).reshape(w.shape) if need_w else None        # (F, C, 3, 3)
