@@ -49,6 +49,8 @@ LAYERS = [
     ("conv", lambda: nn.Conv2d(3, 4, 3), lambda: tnn.Conv2d(3, 4, 3), (2, 3, 7, 6)),
     ("conv-stride-pad", lambda: nn.Conv2d(3, 4, (3, 2), stride=2, padding=(1, 2)),
      lambda: tnn.Conv2d(3, 4, (3, 2), stride=2, padding=(1, 2)), (2, 3, 8, 7)),
+    ("conv3x3-stride2-phase-planes", lambda: nn.Conv2d(5, 8, 3, stride=2, padding=1),   # Conv2dStridedPlanesOp
+     lambda: tnn.Conv2d(5, 8, 3, stride=2, padding=1), (3, 5, 6, 16)),
     ("conv-dilation-groups-nobias", lambda: nn.Conv2d(4, 6, 3, dilation=2, groups=2, bias=False),
      lambda: tnn.Conv2d(4, 6, 3, dilation=2, groups=2, bias=False), (2, 4, 9, 9)),
     ("conv-same-even-kernel", lambda: nn.Conv2d(2, 3, 4, padding="same"),
