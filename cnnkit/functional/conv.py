@@ -381,7 +381,7 @@ class Conv2dStridedPlanesOp(Conv2dOp):
         self.check(x, w, b)
         if not dispatch.strided_planes_applies(x.shape, w.shape, self.stride, self.pads, self.dilation,
                                                self.groups, x.dtype.itemsize):
-            raise ValueError(
+            raise ShapeError(
                 f"Conv2dStridedPlanesOp handles 3x3 kernels with F a multiple of 8 and at most "
                 f"{dispatch.STRIDED_PLANES_MAX_CHANNELS} input channels, stride 2, padding 1, dilation 1, groups 1, "
                 f"H and W even with whole 64-byte vectors per row and phase, got "

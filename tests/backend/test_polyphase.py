@@ -13,6 +13,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
 from cnnkit.backend.kernels import polyphase, strided
+from cnnkit.errors import ShapeError
 from cnnkit.functional.conv import Conv2dGemmOp, Conv2dIm2colOp, Conv2dPolyphaseOp, Conv2dStridedPlanesOp
 from tests.backend.arrays import cnhw, run_conv
 
@@ -308,12 +309,12 @@ def test_strided_planes_compute_only_the_gradients_asked_for(needs, rng):
 
 def test_strided_planes_refuse_other_geometries(rng):
     x, w = rng.standard_normal((1, 4, 8, 16)), rng.standard_normal((8, 4, 3, 3))
-    with pytest.raises(ValueError, match=r"Conv2dStridedPlanesOp handles 3x3 kernels .* got input \(1, 4, 8, 16\), "
+    with pytest.raises(ShapeError, match=r"Conv2dStridedPlanesOp handles 3x3 kernels .* got input \(1, 4, 8, 16\), "
                                          r"weight \(8, 4, 3, 3\), stride \(2, 2\), padding \(0, 0, 0, 0\)"):
         Conv2dStridedPlanesOp((2, 2), (0, 0, 0, 0), (1, 1), 1)(x, w)
-    with pytest.raises(ValueError, match=r"got input \(1, 4, 9, 16\)"):
+    with pytest.raises(ShapeError, match=r"got input \(1, 4, 9, 16\)"):
         Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(rng.standard_normal((1, 4, 9, 16)), w)
-    with pytest.raises(ValueError, match=r"at most 64 input channels.* got input \(1, 65, 8, 16\)"):
+    with pytest.raises(ShapeError, match=r"at most 64 input channels.* got input \(1, 65, 8, 16\)"):
         Conv2dStridedPlanesOp((2, 2), (1, 1, 1, 1), (1, 1), 1)(rng.standard_normal((1, 65, 8, 16)),
                                                              rng.standard_normal((8, 65, 3, 3)))
 
