@@ -25,7 +25,7 @@ __all__ = [
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
-    "WINOGRAD_BLOCK_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
+    "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "IM2COL_PADDED", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
@@ -274,6 +274,15 @@ POLYPHASE_BLOCK_BYTES = 512 * 2**10
 # many bytes each: scratch memory stays bounded (VGG-16's first layers at batch 4 would
 # take 115 MB each at once) and a block stays within what the allocator keeps mapped.
 WINOGRAD_BLOCK_BYTES = 32 * 2**20
+
+# Winograd's filter transform U = K w (K = kron(G, G), a*a x 9) runs a compiled kernel
+# (``kernels/winograd.py``, ``_filter_block``) instead of one BLAS product with an inner
+# dimension of 9 when U takes at most this many bytes (0: the product everywhere, A/B).
+# One thread, CPU time, BLAS / kernel (us): F(2x2) 64x64 58/29, 128x128 188/107, 256x256
+# 687/391 (float64 1022/665); F(4x4) 64x64 88/55, 128x128 383/208; above 8 MiB level or
+# slower (F(4x4) 256x256 1277/1279, 512x512 6138/7225). Section "ResNet-18 at batch 1,
+# eval (Dec 4 night)" of docs/performance.md.
+WINOGRAD_FILTER_KERNEL_MAX_BYTES = 8 * 2**20
 
 # Winograd's forward on small inputs (ResNet-18 at batch 1) splits the threads by tile rows,
 # each running the whole pipeline (input transform, products, output transform) on its rows,

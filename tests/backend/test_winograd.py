@@ -244,3 +244,48 @@ def test_winograd_row_split_applies_to_small_inputs_and_small_filter_banks():
     assert not dispatch.winograd_by_rows(2 * 64 * 56 * 56, 36 * 64 * 64 * 4)   # batch 2
     assert not dispatch.winograd_by_rows(128 * 64 * 8 * 8, 36 * 64 * 64 * 4)   # ResNet-20 at batch 128
     assert not dispatch.winograd_by_rows(512 * 7 * 7, 36 * 512 * 512 * 4)   # 512x512 F(4x4): 37.7 MB of filters
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("bank", [(1, 1), (5, 7), (17, 31), (64, 64)])   # 31*17: pairs past one block of 256
+def test_winograd_filter_kernel_matches_the_product_and_float64(bank, m, dtype, threads, rng, monkeypatch):
+    """U = G w G^T by the compiled kernel equals the kron(G, G) product (tap order of
+    summation: within a few float units; equal bits on this machine's OpenBLAS) and float64's
+    G w G^T, on any thread count with the same bits."""
+    Fo, C = bank
+    w = rng.standard_normal((Fo, C, 3, 3)).astype(dtype)
+    monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 0)
+    product = winograd.winograd_filters(w, m)
+    monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 2**30)
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_ELEMENTS", 64)            # split even these banks
+    with config.num_threads(1):
+        one = winograd.winograd_filters(w, m)
+    with config.num_threads(threads):
+        U = winograd.winograd_filters(w, m)
+    np.testing.assert_array_equal(U, one)
+    G = winograd._G[m]
+    exact = np.einsum("ik,fckl,jl->ijfc", G, w.astype(np.float64), G).reshape(U.shape)
+    eps = np.finfo(dtype).eps
+    assert U.dtype == dtype and U.shape == ((m + 2) ** 2, Fo, C)
+    assert np.abs(U - product).max() <= 8 * eps * np.abs(exact).max()
+    assert np.abs(U - exact).max() <= 8 * eps * np.abs(exact).max()
+
+
+def test_winograd_filter_kernel_runs_inside_the_op_on_small_banks_only(rng, monkeypatch):
+    """Banks whose U fits WINOGRAD_FILTER_KERNEL_MAX_BYTES take the kernel, larger ones the product."""
+    calls = []
+    original = winograd._filter_block
+
+    def spy(p0, p1, *args):
+        calls.append((p0, p1))
+        original(p0, p1, *args)
+
+    monkeypatch.setattr(winograd, "_filter_block", spy)
+    small = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    winograd.winograd_filters(small, 2)
+    assert calls == [(0, 32)]
+    monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 16 * 32 * 4 - 4)
+    winograd.winograd_filters(small, 2)
+    assert calls == [(0, 32)]

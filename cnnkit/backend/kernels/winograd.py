@@ -326,15 +326,62 @@ def _filter_matrix(m: int, dtype):
 def winograd_filters(w, m: int):
     """U (a*a, F, C) = G w G^T for every filter and channel; w (F, C, 3, 3).
 
-    One matrix product K (a*a, 9) @ w^T (9, F*C) (w's transpose is a view: BLAS reads it
-    as it lies); on ResNet's 512x512 banks 10-30x faster than per-filter 1-D passes.
+    U[:, p] = K (a*a, 9) @ w[p] (9,) for every filter-channel pair p, K = kron(G, G).
+    Banks whose U takes at most ``dispatch.WINOGRAD_FILTER_KERNEL_MAX_BYTES``: compiled
+    (``_filter_block``: blocks of pairs transposed to tap-major rows in L1, then each U
+    row summed from K's nonzero entries times those rows, vectorized over the pairs; an
+    inner dimension of 9 kept BLAS at ~20 GFLOP/s). Larger ones: one matrix product
+    K @ w^T (w's transpose is a view: BLAS reads it as it lies). The kernel adds the taps
+    in order, skipping K's zeros; tests/backend/test_winograd.py holds it to the product.
     """
     F, C = w.shape[:2]
     a2 = TILE[m] ** 2
     U = buffers.empty((a2, F, C), w.dtype)
     w9 = np.ascontiguousarray(w).reshape(F * C, 9)                    # (F*C, 9)
-    matmul(_filter_matrix(m, w.dtype), w9.T, out=U.reshape(a2, F * C))
+    K = _filter_matrix(m, w.dtype)
+    if 0 < U.nbytes <= dispatch.WINOGRAD_FILTER_KERNEL_MAX_BYTES and w9.dtype in (np.float32, np.float64):
+        parallel_for(_filter_block, F * C, w9, K, U.reshape(a2, F * C),
+                     grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // a2))
+    else:
+        matmul(K, w9.T, out=U.reshape(a2, F * C))
     return U
+
+
+_FILTER_BLOCK = 256  # filter-channel pairs per block: 9 rows of taps (9 KiB in float32) stay in L1
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _filter_block(p0, p1, w9, K, U):
+    """U[k, p] = sum over taps j of K[k, j] * w9[p, j] for p in [p0, p1), zero K entries skipped.
+
+    Per block of pairs: the taps transposed to rows (T[j] holds tap j of every pair), then
+    each U row is one vector pass per nonzero K entry, in tap order. (A loop over pairs with
+    the a*a x 9 sums unrolled inside did not vectorize: 5-9x slower.)
+    """
+    a2 = K.shape[0]
+    T = np.empty((9, _FILTER_BLOCK), w9.dtype)
+    for q0 in range(p0, p1, _FILTER_BLOCK):
+        n = min(_FILTER_BLOCK, p1 - q0)
+        for i in range(n):
+            for j in range(9):
+                T[j, i] = w9[q0 + i, j]
+        for k in range(a2):
+            u = U[k, q0:q0 + n]
+            first = True
+            for j in range(9):
+                c = K[k, j]
+                if c == 0:
+                    continue
+                t = T[j]
+                if first:
+                    for i in range(n):
+                        u[i] = c * t[i]
+                    first = False
+                else:
+                    for i in range(n):
+                        u[i] += c * t[i]
+            if first:                                       # a row of zeros (kron(G, G) has none)
+                u[:] = 0
 
 
 def winograd_filter_grads(gu, m: int):
