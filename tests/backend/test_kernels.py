@@ -20,7 +20,7 @@ import pytest
 import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import cores, dispatch, kernels
-from cnnkit.backend.kernels import elementwise
+from cnnkit.backend.kernels import elementwise, simd
 from cnnkit.backend.kernels import pool as pool_kernels
 from cnnkit.functional.conv import Conv2dDirectOp, Conv2dIm2colOp
 from cnnkit.functional.pool import MaxPool2dFusedOp, MaxPool2dReferenceOp
@@ -239,6 +239,44 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(gx != 0, gx_ref != 0)
     assert_rounding_close(gx, gx_ref, np.float64)  # overlapping windows add in another order
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 28, 28), (4, 10, 10), (2, 7, 9), (1, 1, 1), (1, 3, 2), (2, 9, 67), (1, 4, 64)])
+def test_max_pool2d_2x2_vector_kernel_equals_the_scalar_kernel_bit_for_bit(shape, dtype, rng):
+    """The vector 2x2/2 forward (``simd.max_pool_2x2``) against the scalar one: the same maxima
+    (NaN, signed zeros, infinities), the same tap bytes with the same NOT_POSITIVE flag (first
+    maximum, last NaN), odd sizes and partial last vectors; nothing written past y and arg."""
+    P, H, W = shape
+    special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.0], dtype)
+    for x in (rng.integers(-2, 3, size=shape).astype(dtype), rng.choice(special, size=shape),
+              rng.standard_normal(shape).astype(dtype)):
+        OH, OW = H // 2, W // 2
+        size = P * OH * OW
+        y0, a0 = np.full(size, 7, dtype), np.full(size, 9, np.uint8)
+        y1, a1 = np.full(size + 40, 5, dtype), np.full(size + 40, 3, np.uint8)
+        pool_kernels.max_pool2d_forward_2x2(0, P, x, y0.reshape(P, OH, OW), a0.reshape(P, OH, OW))
+        pool_kernels.max_pool2d_forward_2x2_simd(0, P, x, y1[:size].reshape(P, OH, OW), a1[:size].reshape(P, OH, OW),
+                                                 simd.lanes(np.dtype(dtype)))
+        assert y1[:size].tobytes() == y0.tobytes()
+        np.testing.assert_array_equal(a1[:size], a0)
+        assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_2x2_vector_and_scalar_forward_give_the_same_op_results(dtype, rng, monkeypatch):
+    """dispatch.MAX_POOL_2X2_SIMD on and off: the same outputs and gradients, ReLU fused or not."""
+    x = rng.integers(-2, 3, size=(3, 6, 28, 27)).astype(dtype)
+    x.reshape(-1)[[5, 100, 2000]] = np.nan
+    results = []
+    for on in (1, 0):
+        monkeypatch.setattr(dispatch, "MAX_POOL_2X2_SIMD", on)
+        for relu in (False, True):
+            y, (gx,) = run(lambda t, relu=relu: F.max_pool2d(F.relu(t) if relu else t, 2), [cnhw(x)], 5, False)
+            results.append((y, gx))
+    for (y, gx), (y_ref, gx_ref) in zip(results[:2], results[2:], strict=True):
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(gx, gx_ref)
 
 
 @pytest.mark.parametrize("padding, ceil_mode", [(1, False), (0, True), (1, True)])

@@ -135,6 +135,11 @@ MAX_POOL_CASES = [
     # a NaN is the maximum of its window and the last NaN takes the gradient, as in PyTorch
     _max_pool("nan-2x2", (2, 3, 6, 6), with_nans, kernel_size=2),
     _max_pool("nan-overlap-padded", (2, 2, 7, 6), with_nans, kernel_size=3, stride=1, padding=1),
+    # 2x2/2 in vectors of 8 or 16 windows (kernels/pool.py): rows of several chunks, a masked
+    # last chunk, odd last row and column, LeNet-5's first pooling
+    _max_pool("2x2-wide-odd-nan", (1, 2, 7, 69), with_nans, kernel_size=2),
+    _max_pool("2x2-wide-odd-ties", (2, 2, 9, 35), integers, kernel_size=2),
+    _max_pool("2x2-lenet-ties", (2, 6, 28, 28), integers, kernel_size=2),
     _max_pool("empty-batch", (0, 2, 6, 6), kernel_size=2),
 ] + _random_max_pool_cases(80, seed=31)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import buffers, dispatch
 from ..cores import parallel_for
-from . import as_planes, njit, unplanes
+from . import as_planes, njit, simd, unplanes
 
 __all__ = ["max_pool2d_fused", "max_pool2d_scatter", "relu_mask_applies", "TAP_BITS", "NOT_POSITIVE"]
 
@@ -230,6 +230,28 @@ def max_pool2d_forward_2x2(q0, q1, x, y, arg):
                 tap = 3 if g3 else (2 if g2 else (1 if g1 else 0))
                 am[j] = tap if (m > 0) | (m != m) else tap | NOT_POSITIVE
 
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_2x2_simd(q0, q1, x, y, arg, VL):
+    """``max_pool2d_forward_2x2`` in 64-byte vectors (``simd.max_pool_2x2``): VL windows of
+    an output row at a time, the row pair split into even and odd columns by shuffles
+    (LLVM leaves the scalar kernel's stride-2 loads unvectorized). The same taps in the same
+    order with the same selects, so bit for bit its maxima and tap bytes (NaN, signed zeros,
+    NOT_POSITIVE included). A row's last chunk is masked: odd sizes need no other path.
+
+    Args:
+        x: C-contiguous planes (P, H, W); y (P, OH, OW) and arg (P, OH, OW, uint8), C-contiguous.
+        VL: ``simd.lanes(x.dtype)``.
+    """
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = y.shape[1], y.shape[2]
+    for p in range(q0, q1):  # planes in memory order (module doc)
+        xp, yq = p * H * W, p * OH * OW
+        for i in range(OH):
+            o0, yo = xp + 2 * i * W, yq + i * OW
+            for j in range(0, OW, VL):
+                simd.max_pool_2x2(x, o0 + 2 * j, o0 + W + 2 * j, min(VL, OW - j), y, yo + j, arg, yo + j)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _gy_plane(pa, C, asc, gsn, gsc):
     """The plane of gy that goes with plane pa of arg and gx (arg's planes in memory order:
@@ -325,8 +347,12 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = 
         return unplanes(y, N, C, sc), None, (sn, sc)
     arg = buffers.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     if _is_2x2(kernel, stride, pads, dilation):
-        parallel_for(max_pool2d_forward_2x2, N * C, planes, y, arg,
-                     grain=_plane_grain(x.shape, many))
+        if dispatch.MAX_POOL_2X2_SIMD:
+            parallel_for(max_pool2d_forward_2x2_simd, N * C, planes, y, arg, simd.lanes(x.dtype),
+                         grain=_plane_grain(x.shape, many))
+        else:
+            parallel_for(max_pool2d_forward_2x2, N * C, planes, y, arg,
+                         grain=_plane_grain(x.shape, many))
     elif _is_3x3s2(kernel, stride, dilation):
         parallel_for(max_pool2d_forward_3x3s2, N * C, planes, y, arg, pads[0], pads[2],
                      grain=_plane_grain(x.shape, many))

@@ -30,6 +30,12 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
   (in that order), the even-indexed ones to even[eo : +VL] and the odd-indexed ones to odd[oo : +VL].
 - ``interleave(a, ao, b, bo, dst, do0, do1)``: its inverse: a[ao], b[ao], a[ao + 1], b[ao + 1], ...
   (2*VL entries), the first VL to dst[do0 : +VL], the last VL to dst[do1 : +VL].
+- ``max_pool_2x2(x, o0, o1, n, y, yo, arg, ao)``: n <= VL windows of 2x2 max pooling, stride 2:
+  window l takes x[o0 + 2l], x[o0 + 2l + 1], x[o1 + 2l], x[o1 + 2l + 1] (taps 0-3; strictly
+  greater replaces, a NaN always does), its maximum to y[yo + l] and its tap to the byte
+  arg[ao + l], with bit 7 set when the maximum is neither > 0 nor NaN
+  (``pool.max_pool2d_forward_2x2``'s rule). Loads and stores are masked to the 2n and n
+  entries, so nothing outside them is touched.
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -44,7 +50,7 @@ from __future__ import annotations
 from . import AVAILABLE
 
 __all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked",
-           "acc_dot_masked_at", "deinterleave", "interleave", "acc_get", "acc_hsum", "lanes"]
+           "acc_dot_masked_at", "deinterleave", "interleave", "max_pool_2x2", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -330,6 +336,61 @@ if AVAILABLE:
         return types.void(a, ao, b, bo, dst, do0, do1), codegen
 
     @intrinsic
+    def max_pool_2x2(typingctx, x, o0, o1, n, y, yo, arg, ao):
+        if (not _arrays(x, y, arg) or x.dtype != y.dtype or not isinstance(arg.dtype, types.Integer)
+                or arg.dtype.bitwidth != 8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            nl = vt.count
+            it, bt = ir.IntType(32), ir.IntType(8)
+            ivt, bvt = ir.VectorType(it, nl), ir.VectorType(bt, nl)
+            count = builder.trunc(args[3], it)
+            lane = ir.Constant(ivt, list(range(nl)))
+            above = ir.Constant(ivt, list(range(nl, 2 * nl)))
+            both = _splat(builder, builder.add(count, count), ivt)
+            lo_mask = builder.icmp_signed("<", lane, both)                # entries 0..VL-1 of the 2n
+            hi_mask = builder.icmp_signed("<", above, both)               # entries VL..2VL-1
+            out_mask = builder.icmp_signed("<", lane, _splat(builder, count, ivt))
+
+            def masked_load(off, mask):
+                ptr = _at(context, builder, x, args[0], off)
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vt, [vt.as_pointer(), it, mask.type, vt]),
+                    f"llvm.masked.load.v{nl}{vt.element.intrinsic_name}.p0")
+                return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(it, 4), mask,
+                                         ir.Constant(vt, None)])
+
+            def masked_store(value, ptr, mask):
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [value.type, value.type.as_pointer(), it, mask.type]),
+                    f"llvm.masked.store.v{nl}{value.type.element.intrinsic_name if value.type.element != bt else 'i8'}.p0")
+                builder.call(fn, [value, builder.bitcast(ptr, value.type.as_pointer()), ir.Constant(it, 1), mask])
+
+            evens = _lane_order(nl, [2 * i for i in range(nl)])
+            odds = _lane_order(nl, [2 * i + 1 for i in range(nl)])
+            taps = []
+            for off in (args[1], args[2]):
+                v0 = masked_load(off, lo_mask)
+                v1 = masked_load(builder.add(off, ir.Constant(_I64, nl)), hi_mask)
+                taps += [builder.shuffle_vector(v0, v1, evens), builder.shuffle_vector(v0, v1, odds)]
+            m, tap = taps[0], ir.Constant(bvt, [0] * nl)
+            for k in (1, 2, 3):
+                v = taps[k]
+                take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+                m = builder.select(take, v, m)
+                tap = builder.select(take, ir.Constant(bvt, [k] * nl), tap)
+            positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
+                                   builder.fcmp_unordered("uno", m, m))
+            tap = builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
+            masked_store(m, _at(context, builder, y, args[4], args[5]), out_mask)
+            masked_store(tap, _at(context, builder, arg, args[6], args[7]), out_mask)
+            return context.get_dummy_value()
+
+        return types.void(x, o0, o1, n, y, yo, arg, ao), codegen
+
+    @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
         if not _literals(n) or not _arrays(dst):
             return None
@@ -373,4 +434,4 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
     acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = _needs_numba
-    acc_dot_masked_at = deinterleave = interleave = acc_get = acc_hsum = _needs_numba
+    acc_dot_masked_at = deinterleave = interleave = max_pool_2x2 = acc_get = acc_hsum = _needs_numba
