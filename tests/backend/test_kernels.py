@@ -243,10 +243,11 @@ def test_fused_max_pool2d_propagates_nan_and_inf_like_the_reference(kernel_size,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 28, 28), (4, 10, 10), (2, 7, 9), (1, 1, 1), (1, 3, 2), (2, 9, 67), (1, 4, 64)])
-def test_max_pool2d_2x2_vector_kernel_equals_the_scalar_kernel_bit_for_bit(shape, dtype, rng):
-    """The vector 2x2/2 forward (``simd.max_pool_2x2``) against the scalar one: the same maxima
-    (NaN, signed zeros, infinities), the same tap bytes with the same NOT_POSITIVE flag (first
-    maximum, last NaN), odd sizes and partial last vectors; nothing written past y and arg."""
+def test_max_pool2d_2x2_vector_kernels_equal_the_scalar_kernels_bit_for_bit(shape, dtype, rng):
+    """The vector 2x2/2 forward and backward (``simd.max_pool_2x2``, ``max_unpool_2x2``) against
+    the scalar ones: the same maxima (NaN, signed zeros, infinities), the same tap bytes with the
+    same NOT_POSITIVE flag (first maximum, last NaN), the same gx with and without the ReLU mask;
+    odd sizes and partial last vectors; nothing written past y, arg and gx."""
     P, H, W = shape
     special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.0], dtype)
     for x in (rng.integers(-2, 3, size=shape).astype(dtype), rng.choice(special, size=shape),
@@ -261,10 +262,21 @@ def test_max_pool2d_2x2_vector_kernel_equals_the_scalar_kernel_bit_for_bit(shape
         assert y1[:size].tobytes() == y0.tobytes()
         np.testing.assert_array_equal(a1[:size], a0)
         assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
+        # the backward: gradients (NaN and -0.0 among them) to the same taps, ReLU-masked or not
+        gy = rng.choice(special, size=(P, OH, OW)).astype(dtype)
+        for keep in (pool_kernels.TAP_BITS, 0xFF):
+            g0, g1 = np.full(P * H * W, 7, dtype), np.full(P * H * W + 40, 5, dtype)
+            pool_kernels.max_pool2d_backward_2x2(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P, g0.reshape(P, H, W),
+                                                 np.uint8(keep))
+            pool_kernels.max_pool2d_backward_2x2_simd(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P,
+                                                      g1[: P * H * W].reshape(P, H, W), np.uint8(keep),
+                                                      simd.lanes(np.dtype(dtype)))
+            assert g1[: P * H * W].tobytes() == g0.tobytes()
+            assert (g1[P * H * W :] == 5).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_max_pool2d_2x2_vector_and_scalar_forward_give_the_same_op_results(dtype, rng, monkeypatch):
+def test_max_pool2d_2x2_vector_and_scalar_kernels_give_the_same_op_results(dtype, rng, monkeypatch):
     """dispatch.MAX_POOL_2X2_SIMD on and off: the same outputs and gradients, ReLU fused or not."""
     x = rng.integers(-2, 3, size=(3, 6, 28, 27)).astype(dtype)
     x.reshape(-1)[[5, 100, 2000]] = np.nan

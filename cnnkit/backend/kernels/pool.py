@@ -311,6 +311,30 @@ def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep):
         dst[2 * OH :, :] = zero  # nor is an odd last row
 
 
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2_simd(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, VL):
+    """``max_pool2d_backward_2x2`` in 64-byte vectors (``simd.max_unpool_2x2``): VL windows at a
+    time, each gradient or 0 selected per tap and interleaved back into the two input rows by
+    shuffles; the same selects, so bit for bit its gx. gy, arg, gx C-contiguous planes;
+    VL = ``simd.lanes(gx.dtype)``."""
+    H, W = gx.shape[1], gx.shape[2]
+    OH, OW = gy.shape[1], gy.shape[2]
+    zero = np.zeros(1, gx.dtype)[0]
+    for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
+        pg = _gy_plane(pa, C, asc, gsn, gsc)
+        go, ao, xo = pg * OH * OW, pa * OH * OW, pa * H * W
+        dst = gx[pa]
+        for i in range(OH):
+            d0 = xo + 2 * i * W
+            for j in range(0, OW, VL):
+                simd.max_unpool_2x2(gy, go + i * OW + j, min(VL, OW - j), arg, ao + i * OW + j, keep,
+                                    gx, d0 + 2 * j, d0 + W + 2 * j)
+            if W > 2 * OW:  # an odd last column is in no window
+                dst[2 * i, 2 * OW :] = zero
+                dst[2 * i + 1, 2 * OW :] = zero
+        dst[2 * OH :, :] = zero  # nor is an odd last row
+
+
 # ---------------------------------------------------------------------------------------
 # Array plumbing called by MaxPool2dFusedOp: allocation, layouts, threads. Pure Python.
 # ---------------------------------------------------------------------------------------
@@ -382,8 +406,12 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, 
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         keep = np.uint8(0xFF if relu_masked else TAP_BITS)
-        parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
-                     grain=_plane_grain(x_shape, many))
+        if dispatch.MAX_POOL_2X2_SIMD:
+            parallel_for(max_pool2d_backward_2x2_simd, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
+                         simd.lanes(gx.dtype), grain=_plane_grain(x_shape, many))
+        else:
+            parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
+                         grain=_plane_grain(x_shape, many))
     else:
         if relu_masked:
             raise ValueError(f"max_pool2d_scatter applies a ReLU mask to 2x2/2 windows only, got kernel {kernel}, "

@@ -36,6 +36,9 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
   arg[ao + l], with bit 7 set when the maximum is neither > 0 nor NaN
   (``pool.max_pool2d_forward_2x2``'s rule). Loads and stores are masked to the 2n and n
   entries, so nothing outside them is touched.
+- ``max_unpool_2x2(g, go, n, arg, ao, keep, dst, d0, d1)``: the backward of n <= VL such windows:
+  with k = arg[ao + l] & keep, dst[d0 + 2l], dst[d0 + 2l + 1], dst[d1 + 2l], dst[d1 + 2l + 1]
+  = g[go + l] at tap k (0-3) and 0 at the other three (all four 0 when k > 3).
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -50,7 +53,7 @@ from __future__ import annotations
 from . import AVAILABLE
 
 __all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked",
-           "acc_dot_masked_at", "deinterleave", "interleave", "max_pool_2x2", "acc_get", "acc_hsum", "lanes"]
+           "acc_dot_masked_at", "deinterleave", "interleave", "max_pool_2x2", "max_unpool_2x2", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -391,6 +394,52 @@ if AVAILABLE:
         return types.void(x, o0, o1, n, y, yo, arg, ao), codegen
 
     @intrinsic
+    def max_unpool_2x2(typingctx, g, go, n, arg, ao, keep, dst, d0, d1):
+        if (not _arrays(g, arg, dst) or g.dtype != dst.dtype or not isinstance(arg.dtype, types.Integer)
+                or arg.dtype.bitwidth != 8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, g.dtype)
+            nl = vt.count
+            it, bt = ir.IntType(32), ir.IntType(8)
+            ivt, bvt = ir.VectorType(it, nl), ir.VectorType(bt, nl)
+            count = builder.trunc(args[2], it)
+            both = _splat(builder, builder.add(count, count), ivt)
+            in_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl))), _splat(builder, count, ivt))
+            lo_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl))), both)
+            hi_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl, 2 * nl))), both)
+
+            def intrinsic_fn(name, ret, params):
+                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
+
+            def load(aryty, ary, off, t, mask):
+                ptr = builder.bitcast(_at(context, builder, aryty, ary, off), t.as_pointer())
+                suffix = t.element.intrinsic_name if t.element != bt else "i8"
+                fn = intrinsic_fn(f"llvm.masked.load.v{nl}{suffix}.p0", t, [t.as_pointer(), it, mask.type, t])
+                return builder.call(fn, [ptr, ir.Constant(it, 1), mask, ir.Constant(t, None)])
+
+            def store(value, off, mask):
+                ptr = builder.bitcast(_at(context, builder, dst, args[6], off), vt.as_pointer())
+                fn = intrinsic_fn(f"llvm.masked.store.v{nl}{vt.element.intrinsic_name}.p0", ir.VoidType(),
+                                  [vt, vt.as_pointer(), it, lo_mask.type])
+                builder.call(fn, [value, ptr, ir.Constant(it, 1), mask])
+
+            gv = load(g, args[0], args[1], vt, in_mask)
+            tap = builder.and_(load(arg, args[3], args[4], bvt, in_mask), _splat(builder, args[5], bvt))
+            zero = ir.Constant(vt, None)
+            parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
+                     for k in range(4)]
+            order = [v for i in range(nl) for v in (i, nl + i)]                # a0 b0 a1 b1 ...
+            for row, (even, odd) in zip((args[7], args[8]), (parts[:2], parts[2:])):
+                store(builder.shuffle_vector(even, odd, _lane_order(nl, order[:nl])), row, lo_mask)
+                store(builder.shuffle_vector(even, odd, _lane_order(nl, order[nl:])),
+                      builder.add(row, ir.Constant(_I64, nl)), hi_mask)
+            return context.get_dummy_value()
+
+        return types.void(g, go, n, arg, ao, keep, dst, d0, d1), codegen
+
+    @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
         if not _literals(n) or not _arrays(dst):
             return None
@@ -434,4 +483,4 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
     acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = _needs_numba
-    acc_dot_masked_at = deinterleave = interleave = max_pool_2x2 = acc_get = acc_hsum = _needs_numba
+    acc_dot_masked_at = deinterleave = interleave = max_pool_2x2 = max_unpool_2x2 = acc_get = acc_hsum = _needs_numba
