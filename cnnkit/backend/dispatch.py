@@ -26,7 +26,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "IM2COL_PADDED", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
@@ -462,6 +462,15 @@ def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int,
 # per-row kernel: 3x3/2 at b8 was up to 1.3x slower padded (128x28x28 3782/5024), level at b1;
 # so does 1x1 (1x1/2 19/45).
 IM2COL_PADDED = 1
+# Conv2dGemmOp's im2col gives each thread at least this many column entries (a quarter of
+# PARALLEL_MIN_ELEMENTS; 2**17 entries take ~0.1 ms to copy, several wake-ups). At batch 1
+# the 14x14 and 7x7 layers' columns (451K and 225K entries, 0.3-0.4 ms each) ran on one
+# thread under the larger grain; the 14x14 ones now split (the 7x7 ones would need 2**16).
+# Two threads, one process, alternating passes with the grain of PARALLEL_MIN_ELEMENTS
+# (docs/performance.md, "ResNet-18 at batch 1, eval"): ResNet-18 b1 eager, old / new time
+# 1.055, 1.016, 1.023, 0.983, 1.051, 1.009 (31-41 pairs each); optimized 1.005, 1.003; b8
+# 1.043, 1.011; training b16 0.990, 0.999 (7-11 pairs).
+IM2COL_MIN_ELEMENTS = 2**17
 
 # im2col columns (Conv2dGemmOp) and stride phases (Conv2dPolyphaseOp) are built for blocks
 # of images of at most this many bytes, into a reused buffer, and rebuilt in backward

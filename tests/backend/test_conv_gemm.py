@@ -210,3 +210,34 @@ def test_gemm_conv_is_the_same_with_either_column_kernel(threads, rng, monkeypat
         return [np.asarray(a).tobytes() for a in blocks] + [rows.tobytes()]
 
     assert both_paths(1) == both_paths(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_1_columns_split_over_the_threads_with_the_same_bits(dtype, rng):
+    """ResNet-18's 256-channel 14x14 layer at batch 1: its columns (451,584 entries) are built by
+    two threads under IM2COL_MIN_ELEMENTS; the result equals one thread's bit for bit and PyTorch."""
+    calls = []
+    original = im2col_kernels.parallel_for
+
+    def spy(fn, count, *args, grain=1, **kwargs):
+        calls.append(count // max(grain, 1))
+        return original(fn, count, *args, grain=grain, **kwargs)
+
+    x = rng.standard_normal((1, 256, 14, 14)).astype(dtype)
+    w = (rng.standard_normal((256, 256, 3, 3)) / 48).astype(dtype)
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), (14, 14))
+    planes, sn, sc = kernels.as_planes(x)
+    cols = {}
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(im2col_kernels, "parallel_for", spy)
+        for threads in (1, 2, 3):
+            with config.num_threads(threads):
+                cols[threads] = np.empty((256 * 9, 196), dtype)
+                im2col_kernels._im2col(planes, sn, sc, 0, 1, 256, w.shape, geometry, cols[threads])
+    assert max(calls) >= 2                                      # the split applies at this size
+    np.testing.assert_array_equal(cols[2], cols[1])
+    np.testing.assert_array_equal(cols[3], cols[1])
+    with config.num_threads(2):
+        y = F.conv2d(Tensor(x), Tensor(w), padding=1).data
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)

@@ -162,7 +162,7 @@ def _im2col(planes, sn, sc, n0, n1, C, w_shape, geometry, cols):
     (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = geometry
     parallel_for(_columns_kernel(KH, KW, SH, SW), C, planes, sn, sc, n0, n1 - n0, KH, KW, SH, SW, DH, DW, pt, pl, OH,
                  OW, cols,
-                 grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, (n1 - n0) * OH * OW * KH * KW)))
+                 grain=max(1, dispatch.IM2COL_MIN_ELEMENTS // max(1, (n1 - n0) * OH * OW * KH * KW)))
 
 
 def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y):
