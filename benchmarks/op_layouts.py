@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's cnnkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dispatch_ab import MODELS, model_call  # noqa: E402
-from timing import CLOCKS, set_threads  # noqa: E402
+from timing import CLOCKS, set_threads, subclasses  # noqa: E402
 
 import cnnkit  # noqa: E402
 from cnnkit.backend import cores  # noqa: E402
@@ -153,14 +153,8 @@ def _wrap(cls, method: str) -> None:
     setattr(cls, method, recorded)
 
 
-def _subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
 def instrument() -> None:
-    for cls in set(_subclasses(Function)):
+    for cls in subclasses(Function):
         for method in ("forward", "backward"):
             if method in cls.__dict__:
                 _wrap(cls, method)

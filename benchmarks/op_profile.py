@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import CLOCKS, add_timing_options, set_threads  # noqa: E402
+from timing import CLOCKS, add_timing_options, set_threads, subclasses  # noqa: E402
 
 import cnnkit  # noqa: E402
 from cnnkit.function import Function  # noqa: E402
@@ -33,12 +33,6 @@ TIMES: collections.Counter = collections.Counter()
 CALLS: collections.Counter = collections.Counter()
 SHAPES: bool = False
 NOW = time.perf_counter  # --clock cpu: time.process_time
-
-
-def _subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
 
 
 def _key(fn_self, phase: str, arrays) -> str:
@@ -70,7 +64,7 @@ def _wrap(cls, method: str) -> None:
 
 
 def instrument() -> None:
-    for cls in set(_subclasses(Function)):
+    for cls in subclasses(Function):
         for method in ("forward", "backward"):
             if method in cls.__dict__:
                 _wrap(cls, method)

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import PAUSE_S, interleaved, set_threads, spin_cnnkit  # noqa: E402
+from timing import PAUSE_S, interleaved, set_threads, spin_cnnkit, subclasses  # noqa: E402
 
 from cnnkit.function import Function  # noqa: E402
 
@@ -40,15 +40,9 @@ NOW = time.perf_counter  # --clock cpu: the calling thread's CPU time (meaningfu
 CALLS: list = []   # (op name, seconds, input and output address mod 4 KiB) of the pass timed, in call order
 
 
-def _subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
 def instrument() -> None:
     """Time every op's forward, per call."""
-    for cls in set(_subclasses(Function)):
+    for cls in subclasses(Function):
         if "forward" not in cls.__dict__:
             continue
         original = cls.__dict__["forward"]

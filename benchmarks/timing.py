@@ -41,6 +41,15 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 _WHOLE_RUN: list = []  # thread settings entered for the rest of the process
 
 
+def subclasses(cls) -> set:
+    """Every subclass of ``cls``, at any depth (the op classes a profiler wraps: ``subclasses(Function)``)."""
+    found = set()
+    for sub in cls.__subclasses__():
+        found.add(sub)
+        found |= subclasses(sub)
+    return found
+
+
 def add_timing_options(parser, threads_help: str = "threads for cnnkit (default: all CPUs)") -> None:
     """The benchmarks' --threads N and --clock wall|cpu options."""
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
