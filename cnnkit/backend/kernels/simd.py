@@ -164,15 +164,31 @@ if AVAILABLE:
 
         return types.void(acc, FR, PV, w, woff, x, xoff), codegen
 
+    def _lanes_name(vt):
+        """LLVM's name of a vector type in intrinsic names: v16f32, v8f64, v16i8."""
+        element = vt.element
+        return f"v{vt.count}" + (f"i{element.width}" if isinstance(element, ir.IntType) else element.intrinsic_name)
+
+    def _masked_load_lanes(builder, ptr, vt, mask):
+        """A vector load (``ptr`` any pointer) of the lanes set in ``mask`` (a vector of i1); the others are 0."""
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
+            f"llvm.masked.load.{_lanes_name(vt)}.p0")
+        return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(ir.IntType(32), 1), mask,
+                                 ir.Constant(vt, None)])
+
+    def _masked_store_lanes(builder, value, ptr, mask):
+        """Store the lanes of ``value`` set in ``mask`` (a vector of i1) at ``ptr`` (any pointer); nothing else."""
+        vt = value.type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), ir.IntType(32), mask.type]),
+            f"llvm.masked.store.{_lanes_name(vt)}.p0")
+        builder.call(fn, [value, builder.bitcast(ptr, vt.as_pointer()), ir.Constant(ir.IntType(32), 1), mask])
+
     def _masked_load(builder, ptr, vt, bits):
         """A vector load of the lanes whose bit is set in ``bits`` (an integer); the others are 0."""
-        mt = ir.VectorType(ir.IntType(1), vt.count)
-        mask = builder.bitcast(builder.trunc(bits, ir.IntType(vt.count)), mt)
-        pt = ptr.type
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [pt, ir.IntType(32), mt, vt]),
-            f"llvm.masked.load.v{vt.count}{vt.element.intrinsic_name}.p0")
-        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vt, None)])
+        mask = builder.bitcast(builder.trunc(bits, ir.IntType(vt.count)), ir.VectorType(ir.IntType(1), vt.count))
+        return _masked_load_lanes(builder, ptr, vt, mask)
 
     def _masked_vectors(builder, vt, xbase, xstep, mbase, mstride, count):
         """``count`` vectors loaded under lane masks: vector i from xbase + i*xstep (elements),
@@ -357,26 +373,13 @@ if AVAILABLE:
             hi_mask = builder.icmp_signed("<", above, both)               # entries VL..2VL-1
             out_mask = builder.icmp_signed("<", lane, _splat(builder, count, ivt))
 
-            def masked_load(off, mask):
-                ptr = _at(context, builder, x, args[0], off)
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(vt, [vt.as_pointer(), it, mask.type, vt]),
-                    f"llvm.masked.load.v{nl}{vt.element.intrinsic_name}.p0")
-                return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(it, 4), mask,
-                                         ir.Constant(vt, None)])
-
-            def masked_store(value, ptr, mask):
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(ir.VoidType(), [value.type, value.type.as_pointer(), it, mask.type]),
-                    f"llvm.masked.store.v{nl}{value.type.element.intrinsic_name if value.type.element != bt else 'i8'}.p0")
-                builder.call(fn, [value, builder.bitcast(ptr, value.type.as_pointer()), ir.Constant(it, 1), mask])
-
             evens = _lane_order(nl, [2 * i for i in range(nl)])
             odds = _lane_order(nl, [2 * i + 1 for i in range(nl)])
             taps = []
             for off in (args[1], args[2]):
-                v0 = masked_load(off, lo_mask)
-                v1 = masked_load(builder.add(off, ir.Constant(_I64, nl)), hi_mask)
+                v0 = _masked_load_lanes(builder, _at(context, builder, x, args[0], off), vt, lo_mask)
+                v1 = _masked_load_lanes(builder, _at(context, builder, x, args[0], builder.add(off, ir.Constant(_I64, nl))),
+                                        vt, hi_mask)
                 taps += [builder.shuffle_vector(v0, v1, evens), builder.shuffle_vector(v0, v1, odds)]
             m, tap = taps[0], ir.Constant(bvt, [0] * nl)
             for k in (1, 2, 3):
@@ -387,8 +390,8 @@ if AVAILABLE:
             positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
                                    builder.fcmp_unordered("uno", m, m))
             tap = builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
-            masked_store(m, _at(context, builder, y, args[4], args[5]), out_mask)
-            masked_store(tap, _at(context, builder, arg, args[6], args[7]), out_mask)
+            _masked_store_lanes(builder, m, _at(context, builder, y, args[4], args[5]), out_mask)
+            _masked_store_lanes(builder, tap, _at(context, builder, arg, args[6], args[7]), out_mask)
             return context.get_dummy_value()
 
         return types.void(x, o0, o1, n, y, yo, arg, ao), codegen
@@ -410,23 +413,12 @@ if AVAILABLE:
             lo_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl))), both)
             hi_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl, 2 * nl))), both)
 
-            def intrinsic_fn(name, ret, params):
-                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
-
-            def load(aryty, ary, off, t, mask):
-                ptr = builder.bitcast(_at(context, builder, aryty, ary, off), t.as_pointer())
-                suffix = t.element.intrinsic_name if t.element != bt else "i8"
-                fn = intrinsic_fn(f"llvm.masked.load.v{nl}{suffix}.p0", t, [t.as_pointer(), it, mask.type, t])
-                return builder.call(fn, [ptr, ir.Constant(it, 1), mask, ir.Constant(t, None)])
-
             def store(value, off, mask):
-                ptr = builder.bitcast(_at(context, builder, dst, args[6], off), vt.as_pointer())
-                fn = intrinsic_fn(f"llvm.masked.store.v{nl}{vt.element.intrinsic_name}.p0", ir.VoidType(),
-                                  [vt, vt.as_pointer(), it, lo_mask.type])
-                builder.call(fn, [value, ptr, ir.Constant(it, 1), mask])
+                _masked_store_lanes(builder, value, _at(context, builder, dst, args[6], off), mask)
 
-            gv = load(g, args[0], args[1], vt, in_mask)
-            tap = builder.and_(load(arg, args[3], args[4], bvt, in_mask), _splat(builder, args[5], bvt))
+            gv = _masked_load_lanes(builder, _at(context, builder, g, args[0], args[1]), vt, in_mask)
+            arg_taps = _masked_load_lanes(builder, _at(context, builder, arg, args[3], args[4]), bvt, in_mask)
+            tap = builder.and_(arg_taps, _splat(builder, args[5], bvt))
             zero = ir.Constant(vt, None)
             parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
                      for k in range(4)]
