@@ -211,17 +211,23 @@ def test_winograd_split_by_tile_rows_matches_the_phase_split_and_pytorch(case, m
     assert rel_err(by_rows, by_phases) < tol
 
 
+def _record_ranges(monkeypatch, kernel: str) -> list:
+    """The (first, end) ranges that winograd's parallel ``kernel`` is called with, from now on."""
+    calls = []
+    original = getattr(winograd, kernel)
+
+    def spy(i0, i1, *args):
+        calls.append((i0, i1))
+        original(i0, i1, *args)
+
+    monkeypatch.setattr(winograd, kernel, spy)
+    return calls
+
+
 def test_winograd_forward_at_batch_1_runs_by_tile_rows_and_matches_pytorch(rng, monkeypatch):
     """ResNet-18's 64-channel 56x56 layer at batch 1 (196 tiles of 4x4) takes the row split,
     through F.conv2d with prepacked filters as an optimized model runs it; batch 8 does not."""
-    calls = []
-    original = winograd._tile_rows
-
-    def spy(r0, r1, *args):
-        calls.append((r0, r1))
-        original(r0, r1, *args)
-
-    monkeypatch.setattr(winograd, "_tile_rows", spy)
+    calls = _record_ranges(monkeypatch, "_tile_rows")
     x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
     w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
     pack = ConvWeightPack(frozen(w))
@@ -275,14 +281,7 @@ def test_winograd_filter_kernel_matches_the_product_and_float64(bank, m, dtype, 
 
 def test_winograd_filter_kernel_runs_inside_the_op_on_small_banks_only(rng, monkeypatch):
     """Banks whose U fits WINOGRAD_FILTER_KERNEL_MAX_BYTES take the kernel, larger ones the product."""
-    calls = []
-    original = winograd._filter_block
-
-    def spy(p0, p1, *args):
-        calls.append((p0, p1))
-        original(p0, p1, *args)
-
-    monkeypatch.setattr(winograd, "_filter_block", spy)
+    calls = _record_ranges(monkeypatch, "_filter_block")
     small = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     winograd.winograd_filters(small, 2)
     assert calls == [(0, 32)]
