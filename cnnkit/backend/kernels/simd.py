@@ -317,6 +317,31 @@ if AVAILABLE:
     def _lane_order(n, order):
         return ir.Constant(ir.VectorType(ir.IntType(32), n), order)
 
+    def _split_even_odd(builder, v0, v1):
+        """(even, odd): the even- and odd-indexed entries of v0 followed by v1 (2n entries, n each)."""
+        n = v0.type.count
+        return (builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i for i in range(n)])),
+                builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i + 1 for i in range(n)])))
+
+    def _zip_lanes(builder, a, b):
+        """(lo, hi): a0 b0 a1 b1 ... (2n entries), the first n and the last n; ``_split_even_odd``'s inverse."""
+        n = a.type.count
+        both = [v for i in range(n) for v in (i, n + i)]
+        return (builder.shuffle_vector(a, b, _lane_order(n, both[:n])),
+                builder.shuffle_vector(a, b, _lane_order(n, both[n:])))
+
+    def _window_masks(builder, n, count):
+        """(one, lo, hi) lane masks of ``count`` 2x2 windows (an IR integer, at most n lanes): ``one``
+        the count lanes of one entry a window, lo and hi the 2*count entries of a row pair's row
+        (lanes 0..n-1 and n..2n-1)."""
+        ivt = ir.VectorType(ir.IntType(32), n)
+        count = builder.trunc(count, ir.IntType(32))
+        twice = _splat(builder, builder.add(count, count), ivt)
+        lane = ir.Constant(ivt, list(range(n)))
+        return (builder.icmp_signed("<", lane, _splat(builder, count, ivt)),
+                builder.icmp_signed("<", lane, twice),
+                builder.icmp_signed("<", ir.Constant(ivt, list(range(n, 2 * n))), twice))
+
     @intrinsic
     def deinterleave(typingctx, x, xo0, xo1, even, eo, odd, oo):
         if not _arrays(x, even, odd) or not (x.dtype == even.dtype == odd.dtype):
@@ -324,11 +349,9 @@ if AVAILABLE:
 
         def codegen(context, builder, sig, args):
             vt = _vector(context, x.dtype)
-            n = vt.count
             v0 = _load(builder, _at(context, builder, x, args[0], args[1]), vt)
             v1 = _load(builder, _at(context, builder, x, args[0], args[2]), vt)
-            ev = builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i for i in range(n)]))
-            od = builder.shuffle_vector(v0, v1, _lane_order(n, [2 * i + 1 for i in range(n)]))
+            ev, od = _split_even_odd(builder, v0, v1)
             _store(builder, ev, _at(context, builder, even, args[3], args[4]), vt)
             _store(builder, od, _at(context, builder, odd, args[5], args[6]), vt)
             return context.get_dummy_value()
@@ -342,12 +365,9 @@ if AVAILABLE:
 
         def codegen(context, builder, sig, args):
             vt = _vector(context, dst.dtype)
-            n = vt.count
             va = _load(builder, _at(context, builder, a, args[0], args[1]), vt)
             vb = _load(builder, _at(context, builder, b, args[2], args[3]), vt)
-            both = [v for i in range(n) for v in (i, n + i)]                 # a0 b0 a1 b1 ...
-            lo = builder.shuffle_vector(va, vb, _lane_order(n, both[:n]))
-            hi = builder.shuffle_vector(va, vb, _lane_order(n, both[n:]))
+            lo, hi = _zip_lanes(builder, va, vb)
             _store(builder, lo, _at(context, builder, dst, args[4], args[5]), vt)
             _store(builder, hi, _at(context, builder, dst, args[4], args[6]), vt)
             return context.get_dummy_value()
@@ -363,24 +383,14 @@ if AVAILABLE:
         def codegen(context, builder, sig, args):
             vt = _vector(context, x.dtype)
             nl = vt.count
-            it, bt = ir.IntType(32), ir.IntType(8)
-            ivt, bvt = ir.VectorType(it, nl), ir.VectorType(bt, nl)
-            count = builder.trunc(args[3], it)
-            lane = ir.Constant(ivt, list(range(nl)))
-            above = ir.Constant(ivt, list(range(nl, 2 * nl)))
-            both = _splat(builder, builder.add(count, count), ivt)
-            lo_mask = builder.icmp_signed("<", lane, both)                # entries 0..VL-1 of the 2n
-            hi_mask = builder.icmp_signed("<", above, both)               # entries VL..2VL-1
-            out_mask = builder.icmp_signed("<", lane, _splat(builder, count, ivt))
-
-            evens = _lane_order(nl, [2 * i for i in range(nl)])
-            odds = _lane_order(nl, [2 * i + 1 for i in range(nl)])
+            bvt = ir.VectorType(ir.IntType(8), nl)
+            out_mask, lo_mask, hi_mask = _window_masks(builder, nl, args[3])
             taps = []
             for off in (args[1], args[2]):
                 v0 = _masked_load_lanes(builder, _at(context, builder, x, args[0], off), vt, lo_mask)
                 v1 = _masked_load_lanes(builder, _at(context, builder, x, args[0], builder.add(off, ir.Constant(_I64, nl))),
                                         vt, hi_mask)
-                taps += [builder.shuffle_vector(v0, v1, evens), builder.shuffle_vector(v0, v1, odds)]
+                taps += _split_even_odd(builder, v0, v1)
             m, tap = taps[0], ir.Constant(bvt, [0] * nl)
             for k in (1, 2, 3):
                 v = taps[k]
@@ -405,13 +415,8 @@ if AVAILABLE:
         def codegen(context, builder, sig, args):
             vt = _vector(context, g.dtype)
             nl = vt.count
-            it, bt = ir.IntType(32), ir.IntType(8)
-            ivt, bvt = ir.VectorType(it, nl), ir.VectorType(bt, nl)
-            count = builder.trunc(args[2], it)
-            both = _splat(builder, builder.add(count, count), ivt)
-            in_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl))), _splat(builder, count, ivt))
-            lo_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl))), both)
-            hi_mask = builder.icmp_signed("<", ir.Constant(ivt, list(range(nl, 2 * nl))), both)
+            bvt = ir.VectorType(ir.IntType(8), nl)
+            in_mask, lo_mask, hi_mask = _window_masks(builder, nl, args[2])
 
             def store(value, off, mask):
                 _masked_store_lanes(builder, value, _at(context, builder, dst, args[6], off), mask)
@@ -422,11 +427,10 @@ if AVAILABLE:
             zero = ir.Constant(vt, None)
             parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
                      for k in range(4)]
-            order = [v for i in range(nl) for v in (i, nl + i)]                # a0 b0 a1 b1 ...
             for row, (even, odd) in zip((args[7], args[8]), (parts[:2], parts[2:])):
-                store(builder.shuffle_vector(even, odd, _lane_order(nl, order[:nl])), row, lo_mask)
-                store(builder.shuffle_vector(even, odd, _lane_order(nl, order[nl:])),
-                      builder.add(row, ir.Constant(_I64, nl)), hi_mask)
+                lo, hi = _zip_lanes(builder, even, odd)
+                store(lo, row, lo_mask)
+                store(hi, builder.add(row, ir.Constant(_I64, nl)), hi_mask)
             return context.get_dummy_value()
 
         return types.void(g, go, n, arg, ao, keep, dst, d0, d1), codegen
