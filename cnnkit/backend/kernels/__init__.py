@@ -33,7 +33,9 @@ numba's negative-index wraparound on any other index would turn vector loads int
 Compilation. Kernels compile on first use per dtype (float32, float64) and are cached
 on disk (``cache=True``, in ``__pycache__`` beside each module or under
 ``NUMBA_CACHE_DIR``): the first call in a fresh install costs a few seconds, later
-processes load the cache in well under a second.
+processes load the cache in well under a second. A cached kernel is reused only while its
+module and every package module it imports (``simd``'s intrinsics are inlined into the
+kernels that use them) are unchanged: ``stamps``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ except ImportError:  # pragma: no cover - numba is a dependency; the NumPy path 
     AVAILABLE = False
 else:
     AVAILABLE = True
+    from . import stamps
+
+    stamps.install()  # before any kernel below is decorated: cache stamps include imported kernel modules
 
 __all__ = ["AVAILABLE", "FASTMATH", "FLOATS", "njit", "as_planes", "unplanes", "flat", "aligned_zeros"]
 
