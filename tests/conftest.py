@@ -85,3 +85,27 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
+
+
+def epochs_logged(run: Path) -> int:
+    """The epochs a training run has finished, by its log.csv's rows (0 before the first)."""
+    try:
+        text = (run / "log.csv").read_text()
+    except FileNotFoundError:
+        return 0
+    return max(len([line for line in text.splitlines() if line.strip()]) - 1, 0)
+
+
+def interrupt_training(proc, signum: int, run: Path, epochs: int, pid: int | None = None) -> bool:
+    """Send ``signum`` to a training run's process (or to ``pid``, one of its ranks).
+
+    Returns whether the run still had epochs to train when the signal left: a run that then
+    exits 0 lost the signal (a test must fail, not skip); False when it had finished them
+    (the signal came too late to mean anything).
+    """
+    pending = proc.poll() is None and epochs_logged(run) < epochs
+    if pid is None:
+        proc.send_signal(signum)
+    else:
+        os.kill(pid, signum)
+    return pending

@@ -25,6 +25,7 @@ from cnnkit.distributed import launch as launch_module
 from cnnkit.distributed.launch import mpiexec_command, plan_launch
 from cnnkit.errors import MPIUnavailableError, UsageError
 from cnnkit.io.checkpoint import load_checkpoint
+from tests.conftest import interrupt_training
 from tests.distributed.mpi import MARKER, finish, job_pids, mpi_env, mpiexec, rank_pid, run_bounded, start
 from tests.distributed.threads import run_ranks
 
@@ -80,11 +81,12 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_exactly(tmp_path, refer
             time.sleep(0.02)
         rank1 = rank_pid(env[MARKER], 1)
         assert rank1 is not None and proc.poll() is None, "the job ended (or rank 1 never started) before the kill"
-        os.kill(rank1, signal.SIGKILL)
+        pending = interrupt_training(proc, signal.SIGKILL, run, 3, pid=rank1)
     finally:
         result = finish(proc, env, timeout=120)   # no hang: the whole job ends (else killed, and the test fails)
     stderr = result.stderr
     if result.returncode == 0:
+        assert not pending, f"rank 1 was killed with epochs left and the job went on to its end\n{stderr}"
         pytest.skip("the job finished before the kill arrived")
     assert result.returncode == 1
     assert "cnnkit train: the job of 2 ranks stopped: a rank was killed by signal 9 (SIGKILL" in stderr

@@ -13,7 +13,7 @@ import pytest
 
 from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import load_checkpoint
-from tests.conftest import subprocess_env
+from tests.conftest import interrupt_training, subprocess_env
 
 
 def test_train_writes_checkpoints_and_prints_the_test_accuracy(trained, capsys):
@@ -37,9 +37,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
         time.sleep(0.05)
     assert (out / "last.safetensors").exists(), proc.communicate()[1]
     time.sleep(0.3)  # inside epoch 2
-    proc.send_signal(signal.SIGINT)
+    pending = interrupt_training(proc, signal.SIGINT, out, 3)
     stdout, stderr = proc.communicate(timeout=120)
     if proc.returncode == 0:
+        assert not pending, f"Ctrl-C arrived with epochs left and the run went on to its end: lost\n{stderr}"
         pytest.skip("training finished before the interrupt arrived")
     assert proc.returncode == 130, stderr
     assert "interrupted: weights saved to" in stderr and "--resume" in stderr

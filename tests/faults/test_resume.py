@@ -23,7 +23,7 @@ from cnnkit.cli.main import main
 from cnnkit.io.checkpoint import _write as write_checkpoint
 from cnnkit.io.checkpoint import load_checkpoint
 from cnnkit.train.run_folder import read_recipe
-from tests.conftest import subprocess_env
+from tests.conftest import interrupt_training, subprocess_env
 
 # A small, quick run: 256 training images (4 batches), 1,200 validation images.
 RUN = ["--limit", "256", "--batch-size", "64", "--val-split", "0.02", "--seed", "3"]
@@ -278,9 +278,10 @@ def test_ctrl_c_then_the_printed_command_continues_to_the_same_weights(two_epoch
     deadline = time.time() + 300
     while not (out / "last.safetensors").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    pending = interrupt_training(proc, signal.SIGINT, out, 3)
     _, stderr = proc.communicate(timeout=300)
     if proc.returncode == 0:
+        assert not pending, f"Ctrl-C arrived with epochs left and the run went on to its end: lost\n{stderr}"
         pytest.skip("training finished before the interrupt arrived")
     assert proc.returncode == 130, stderr
     hint = stderr.split("`")[1]
