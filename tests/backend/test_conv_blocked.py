@@ -424,3 +424,85 @@ def test_planes_only_where_the_output_keeps_the_input_size_in_whole_vectors():
     assert not plane_layout(7, 7, 7, 7, 16)              # 49 pixels
     assert not plane_layout(6, 6, 8, 8, 16)              # padding wider than "same"
     assert not plane_layout(10, 8, 8, 8, 16)             # no padding at the top and bottom
+
+
+# Shapes whose input gradient (an unpadded layer's: a "full" convolution of gy) or forward (padding
+# K - 1 on every side) takes stacked rows (``stacked_forward``): LeNet-5's conv2, batches that leave
+# a last item of fewer images and a last partial vector (odd pixel counts), tiles of 16, 8, 6, 4, 2, 1
+# channels, short runs (1-vector tiles), 3x3, 5x5, 2x4 and 1x3 kernels.
+STACKED_CASES = [
+    (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2: gx on stacked rows, F = 6 outputs
+    (3, 23, 7, 5, 7, 3, 3, (0, 0, 0, 0)),         # gx: 23 = 16 + 4 + 2 + 1 channels, 35 pixels a map
+    (5, 2, 3, 4, 9, 2, 4, (0, 0, 0, 0)),          # even, non-square kernel
+    (1, 3, 8, 1, 6, 1, 3, (0, 0, 0, 0)),          # batch 1, one row
+    (6, 5, 14, 6, 5, 3, 3, (2, 2, 2, 2)),         # the forward itself full: 14 = 8 + 6 channels
+    (2, 4, 3, 3, 3, 5, 5, (4, 4, 4, 4)),          # a kernel larger than the input
+]
+
+
+def _stacked_taken(shape, pads, dtype):
+    from cnnkit.backend.kernels.conv_blocked import stacked_layout
+
+    H, W, KH, KW = shape
+    pt, pb, pl, pr = pads
+    return stacked_layout(H, W, H + pt + pb - KH + 1, W + pl + pr - KW + 1, KH, KW, pt, pl)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", STACKED_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_stacked_rows_match_the_im2col_reference_pytorch_and_flat_rows_bit_for_bit(case, layout, dtype, rng,
+                                                                                    blocked, monkeypatch):
+    """Forward and the three gradients with stacked rows: equal to im2col and PyTorch up to rounding,
+    the same bits on 1-3 threads, and the same bits as lane / flat rows (each output's taps summed
+    in the same order, the padding's zeros at the same taps)."""
+    N, C, Fo, H, W, KH, KW, pads = case
+    full = pads == (KH - 1, KH - 1, KW - 1, KW - 1)
+    gx_pads = (KH - 1 - pads[0], KH - 1 - pads[1], KW - 1 - pads[2], KW - 1 - pads[3])
+    assert _stacked_taken((H, W, KH, KW), pads, dtype) if full else (
+        _stacked_taken((H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1, KH, KW), gx_pads, dtype))
+    x, w, b = _arrays(case, rng, dtype, layout)
+    y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
+    for threads in (2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+        np.testing.assert_array_equal(y_t, y)
+        for g_t, g in zip(grads_t, grads):
+            np.testing.assert_array_equal(g_t, g)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_STACKED", 0)
+    assert not _stacked_taken((H, W, KH, KW), pads, dtype)
+    y_rows, grads_rows = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    np.testing.assert_array_equal(y, y_rows)
+    for g, g_rows in zip(grads, grads_rows):
+        np.testing.assert_array_equal(g, g_rows)
+
+
+def test_stacked_rows_only_on_full_convolutions():
+    from cnnkit.backend.kernels.conv_blocked import stacked_images, stacked_layout
+
+    assert stacked_layout(10, 10, 14, 14, 5, 5, 4, 4)            # LeNet-5 conv2's input gradient
+    assert not stacked_layout(10, 10, 14, 14, 5, 5, 3, 4)        # padding below K - 1 on one side
+    assert not stacked_layout(14, 14, 14, 14, 5, 5, 2, 2)        # "same"
+    assert stacked_images(196, 16) == 4 and stacked_images(196, 8) == 4 and stacked_images(35, 16) == 16
+    assert stacked_images(64, 16) == 4                            # at least 4 images
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_rows_keep_non_finite_values_where_they_are(dtype, blocked):
+    """inf and NaN reach only the outputs whose windows hold them: the padding a row or an image
+    shares with its neighbour is never written."""
+    import torch
+
+    x = np.ones((5, 2, 4, 6), dtype)
+    x[0, 0, 1, 5] = np.inf      # right edge: the next row's left padding
+    x[1, 1, 3, 0] = np.nan      # last row, left edge: the next image's top padding
+    x[4, 0, 0, 0] = -np.inf     # the last image, a partial item
+    w = np.ones((3, 2, 3, 3), dtype)
+    assert _stacked_taken((4, 6, 3, 3), (2, 2, 2, 2), dtype)
+    with config.kernels(True):
+        y = Conv2dDirectOp((1, 1), (2, 2, 2, 2), (1, 1), 1)(Tensor(x), Tensor(w)).data
+    Y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=2).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(Y))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
+    finite = np.isfinite(Y)
+    np.testing.assert_array_equal(y[finite], Y[finite])

@@ -74,7 +74,7 @@ from .simd import (
 )
 
 __all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "plane_forward",
-           "plane_layout", "plane_masks", "shift_masks", "row_layout"]
+           "plane_layout", "plane_masks", "shift_masks", "row_layout", "stacked_forward", "stacked_layout"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
 # longer ones 8 channels by two (`python benchmarks/conv_dispatch.py ...`, one thread, CPU
@@ -104,33 +104,34 @@ def wgrad_group(Lp: int) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _fwd_tile(FR, PV, xpad, offs, wt, bias, yflat, f0, i0, Lp):
-    """yflat[f0 + k, i0 + p*VL : +VL] for k < FR, p < PV (literals): the sum over every tap."""
+def _fwd_tile(FR, PV, xpad, xo, offs, wt, bias, yflat, yo, f0, Lp):
+    """yflat[yo + (f0 + k)*Lp + p*VL : +VL] for k < FR, p < PV (literals): the sum over every tap,
+    tap t read at xpad[offs[t] + xo + p*VL : +VL]."""
     F = wt.shape[1]
     acc = acc_alloc(32, xpad)
     acc_bias(acc, FR, PV, bias, f0)
     for t in range(offs.shape[0]):
-        acc_outer(acc, FR, PV, wt, t * F + f0, xpad, offs[t] + i0)
-    acc_put(acc, FR, PV, yflat, f0 * Lp + i0, Lp)
+        acc_outer(acc, FR, PV, wt, t * F + f0, xpad, offs[t] + xo)
+    acc_put(acc, FR, PV, yflat, yo + f0 * Lp, Lp)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _fwd_channels(FR, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL):
-    """Output channels f0 .. f0 + FR - 1 over the whole flat row, PV vectors at a time (literals)."""
-    nv = Lp // VL
+def _fwd_channels(FR, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo):
+    """Output channels f0 .. f0 + FR - 1 over nv vectors (vector v: x at xo + v*VL, y at yo + v*VL),
+    PV vectors at a time (literals)."""
     v = 0
     while v + PV <= nv:
-        _fwd_tile(FR, PV, xpad, offs, wt, bias, yflat, f0, v * VL, Lp)
+        _fwd_tile(FR, PV, xpad, xo + v * VL, offs, wt, bias, yflat, yo + v * VL, f0, Lp)
         v += PV
     while v < nv:
-        _fwd_tile(FR, 1, xpad, offs, wt, bias, yflat, f0, v * VL, Lp)
+        _fwd_tile(FR, 1, xpad, xo + v * VL, offs, wt, bias, yflat, yo + v * VL, f0, Lp)
         v += 1
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
-    """Output channels f0 .. F-1 of one image: tiles of 16/PV channels by PV vectors, then 6 (a
-    remainder of exactly 6) or 4, 2, 1 channels.
+def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F, nv, xo, yo):
+    """Output channels f0 .. F-1 over nv vectors (``_fwd_channels``) of one image (or one stacked
+    run): tiles of 16/PV channels by PV vectors, then 6 (a remainder of exactly 6) or 4, 2, 1 channels.
 
     Each output's sum is the same whatever the tile (one FMA per tap, taps in order). A last
     6 channels in one tile instead of 4 + 2 read the input once, not twice: LeNet-5's conv1
@@ -138,22 +139,22 @@ def _fwd_image(PV, xpad, offs, wt, bias, yflat, Lp, VL, f0, F):
     """
     if PV == 1:
         while f0 + 16 <= F:
-            _fwd_channels(16, 1, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+            _fwd_channels(16, 1, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
             f0 += 16
     while f0 + 8 <= F:
-        _fwd_channels(8, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        _fwd_channels(8, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
         f0 += 8
     if F - f0 == 6:
-        _fwd_channels(6, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        _fwd_channels(6, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
         f0 += 6
     if f0 + 4 <= F:
-        _fwd_channels(4, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        _fwd_channels(4, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
         f0 += 4
     if f0 + 2 <= F:
-        _fwd_channels(2, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        _fwd_channels(2, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
         f0 += 2
     if f0 < F:
-        _fwd_channels(1, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL)
+        _fwd_channels(1, PV, xpad, offs, wt, bias, yflat, f0, Lp, VL, nv, xo, yo)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -365,9 +366,9 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB, k):
                 _load_padded(xpad, x, n0, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
             loaded = n
         if Lp < SHORT_ROW_VECTORS * VL:
-            _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
+            _fwd_image(1, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb, Lp // VL, 0, 0)
         else:
-            _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb)
+            _fwd_image(2, xpad, offs, wt, bias, yflat, Lp, VL, fa, fb, Lp // VL, 0, 0)
         for f in range(fa, fb):
             for j in range(cnt):
                 for oh in range(OH):
@@ -375,6 +376,70 @@ def blocked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, CB, k):
                     dst, row = y[f, n0 + j, oh], yflat[start : start + OW]
                     for ow in range(OW):
                         dst[ow] = row[ow]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def stacked_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, m):
+    """Work items i0..i1-1 (item q: images q*m .. q*m + m - 1) of a "full" stride-1 convolution
+    (padding KH - 1 and KW - 1 on every side: the input gradient of an unpadded layer); y (F, N,
+    OH, OW) written in full, straight into its planes.
+
+    Stacked rows: the flat rows of one channel hold the item's images one after the other, each as
+    KH - 1 zero rows and then its H rows, every row OW = W + KW - 1 entries long (W values, KW - 1
+    zeros). Output pixel i of the run (image j, row oh, column ow at i = (j*OH + oh)*OW + ow,
+    OH = H + KH - 1) reads tap (c, kh, kw) at the fixed offset kh*OW + kw - (KW - 1) from
+    i: a column left of the image reads the previous row's zeros, a row above it the image's own
+    zero rows or the previous image's, one below the next image's zero rows. So the padding on the
+    left and right (and top and bottom) is shared and no output entry is junk, and since y[f]
+    holds the batch's images one after the other, the run of outputs is y[f]'s own memory: the
+    tiles are stored in place, no copy out. Each output's sum is the same FMA chain as on flat or
+    lane rows (taps in order, the padding's zeros at the same taps): the same bits.
+
+    Args:
+        x: input planes (N*C, H, W); plane (n, c) is x[n*sn + c*sc].
+        wt: filters by tap (C*KH*KW, F), C-contiguous.
+        bias: (F,) (zeros when the op has none).
+        y: (F, N, OH, OW), C-contiguous; OH = H + KH - 1, OW = W + KW - 1.
+        m: images per item, such that m*OH*OW is a multiple of VL (``stacked_images``).
+    """
+    F, N, OH, OW = y.shape[0], y.shape[1], y.shape[2], y.shape[3]
+    H, W = x.shape[1], x.shape[2]
+    C = wt.shape[0] // (KH * KW)
+    VL = 64 // x.itemsize
+    HW = OH * OW
+    Xc = (1 + m * OH + KH) * OW + VL                      # one channel's run: a guard row, m images, KH rows
+    offs = _tap_offsets(C, KH, KW, Xc, OW, OW - (KW - 1), 1)
+    xs = aligned_zeros(C * Xc, x)
+    ys = y.reshape(y.size)
+    tail = aligned_zeros(F * VL, x)
+    short = HW * m < SHORT_ROW_VECTORS * VL
+    for q in range(i0, i1):
+        n0 = q * m
+        cnt = min(m, N - n0)
+        for c in range(C):
+            for j in range(cnt):
+                src = x[(n0 + j) * sn + c * sc]
+                for h in range(H):
+                    start = c * Xc + (1 + j * OH + KH - 1 + h) * OW
+                    dst, row = xs[start : start + W], src[h]
+                    for w in range(W):
+                        dst[w] = row[w]
+        nv, rem = divmod(cnt * HW, VL)
+        if short:
+            _fwd_image(1, xs, offs, wt, bias, ys, N * HW, VL, 0, F, nv, 0, n0 * HW)
+        else:
+            _fwd_image(2, xs, offs, wt, bias, ys, N * HW, VL, 0, F, nv, 0, n0 * HW)
+        if rem:                                            # the batch's last entries: a tile into ``tail``
+            _fwd_image(1, xs, offs, wt, bias, tail, VL, VL, 0, F, 1, nv * VL, 0)
+            for f in range(F):
+                for i in range(rem):
+                    ys[f * N * HW + n0 * HW + nv * VL + i] = tail[f * VL + i]
+
+
+def stacked_images(HW: int, VL: int) -> int:
+    """Images per ``stacked_forward`` item: the fewest (at least 4) whose pixels are whole vectors."""
+    m = VL // np.gcd(HW, VL)
+    return m * -(-4 // m)
 
 
 @njit(cache=True, nogil=True)
@@ -645,6 +710,13 @@ def plane_layout(H: int, W: int, OH: int, OW: int, VL: int) -> bool:
     return bool(dispatch.DIRECT_CONV_PLANES) and (H, W) == (OH, OW) and (H * W) % VL == 0
 
 
+def stacked_layout(H: int, W: int, OH: int, OW: int, KH: int, KW: int, pt: int, pl: int) -> bool:
+    """Whether ``stacked_forward`` runs: a "full" convolution (padding KH - 1 and KW - 1 on every
+    side, the input gradient of an unpadded layer; ``dispatch.DIRECT_CONV_STACKED`` = 0: never)."""
+    return (bool(dispatch.DIRECT_CONV_STACKED) and (pt, pl) == (KH - 1, KW - 1)
+            and (OH, OW) == (H + KH - 1, W + KW - 1))
+
+
 def _forward_args(x, w, b, pt, pl, OH, OW):
     """(y, kernel, args, items, item_macs): y (F, N, OH, OW) to be written by ``kernel(i0, i1, *args)``
     (``plane_forward`` or ``blocked_forward``) over items 0..items-1 (pack of images, channel block)
@@ -663,6 +735,10 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
         item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
         args = (planes, sn, sc, wt, d, masks, bias, y, FORWARD_CHANNEL_BLOCK)
         return y, plane_forward, args, N * nb, item_macs
+    if stacked_layout(H, W, OH, OW, KH, KW, pt, pl):
+        m = stacked_images(OH * OW, VL)
+        args = (planes, sn, sc, wt, KH, KW, bias, y, m)
+        return y, stacked_forward, args, -(-N // m), F * C * KH * KW * OH * OW * m
     k = row_layout(N, OH, W, OW, KW, VL)
     packs = -(-N // k) if k else N
     item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW * max(1, k)
