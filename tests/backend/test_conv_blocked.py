@@ -506,3 +506,49 @@ def test_stacked_rows_keep_non_finite_values_where_they_are(dtype, blocked):
     np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
     finite = np.isfinite(Y)
     np.testing.assert_array_equal(y[finite], Y[finite])
+
+
+# Shapes whose weight gradient takes filter lanes (``conv_lanes.lanes_grad_w``: 5x5 kernels, F a
+# multiple of the lanes): LeNet-5's conv2 with a last partial group, F of two and three vectors (float64:
+# one to four), padding on some sides, maps whose pixels are no multiple of a vector, batch 1.
+LANES_CASES = [
+    (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2, groups of 16 images + 1
+    (3, 2, 32, 6, 7, 5, 5, (0, 0, 0, 0)),         # two float32 vectors of filters, 6 pixels a map
+    (2, 3, 48, 9, 11, 5, 5, (2, 1, 0, 3)),        # asymmetric padding, 5 x 10 = 50 pixels
+    (1, 1, 16, 5, 5, 5, 5, (2, 2, 2, 2)),         # batch 1, one channel, "same"
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", LANES_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_filter_lanes_weight_gradient_matches_im2col_pytorch_and_the_other_tiles(case, layout, dtype, rng, blocked,
+                                                                                  monkeypatch):
+    """Forward and the three gradients with the weight gradient on filter lanes: equal to im2col,
+    PyTorch and the pixel tiles up to rounding (another summation order), the same bits on 1-3
+    threads."""
+    from cnnkit.backend.kernels.conv_lanes import lanes_grad_w_applies
+
+    N, C, Fo, H, W, KH, KW, pads = case
+    assert lanes_grad_w_applies(Fo, KH, KW, 64 // np.dtype(dtype).itemsize)
+    x, w, b = _arrays(case, rng, dtype, layout)
+    y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
+    for threads in (2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+        for g_t, g in zip(grads_t, grads):
+            np.testing.assert_array_equal(g_t, g)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_LANES_GRAD_W", 0)
+    _, grads_tiles = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    np.testing.assert_array_equal(grads_tiles[0], grads[0])        # gx: the same kernel either way
+    for g, g_tiles in zip(grads[1:], grads_tiles[1:]):
+        assert_rounding_close(g, g_tiles, dtype)
+
+
+def test_filter_lanes_only_for_5x5_kernels_with_whole_vectors_of_filters():
+    from cnnkit.backend.kernels.conv_lanes import lanes_grad_w_applies
+
+    assert lanes_grad_w_applies(16, 5, 5, 16) and lanes_grad_w_applies(16, 5, 5, 8) and lanes_grad_w_applies(32, 5, 5, 16)
+    assert not lanes_grad_w_applies(6, 5, 5, 16)        # LeNet-5's conv1: 6 filters
+    assert not lanes_grad_w_applies(16, 3, 3, 16)       # 3x3: not compiled
+    assert not lanes_grad_w_applies(24, 5, 5, 16)

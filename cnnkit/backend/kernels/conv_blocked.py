@@ -61,6 +61,8 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
+from .conv_lanes import GROUP as LANES_GROUP
+from .conv_lanes import lanes_grad_w, lanes_grad_w_applies
 from .simd import (
     acc_alloc,
     acc_bias,
@@ -791,7 +793,10 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
     on_planes = plane_layout(H, W, OH, OW, VL) and KW == 3 and F % 8 == 0 and dispatch.DIRECT_CONV_PLANES_GRAD_W
-    if on_planes:                                                      # tiles: 8 filters x 3 columns
+    lanes = not on_planes and dispatch.DIRECT_CONV_LANES_GRAD_W and lanes_grad_w_applies(F, KH, KW, VL)
+    if lanes:                                                          # filters in the lanes (conv_lanes)
+        k, F4, group = 0, F, LANES_GROUP
+    elif on_planes:                                                    # tiles: 8 filters x 3 columns
         k, F4, group = 0, F, plane_wgrad_group(OH * OW)
     else:
         k = row_layout(N, OH, W, OW, KW, VL) if KH == 3 and F % 8 == 0 else 0   # lane tiles: 8 filters x 3 rows
@@ -800,7 +805,11 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
     groups = -(-N // (group * max(1, k)))
     parts = np.empty((groups, F4, C * KH * KW) if need_w else (groups, 0, 0), x.dtype)
     gb_parts = np.empty((groups, F), gy.dtype)
-    if on_planes:
+    if lanes:
+        parts = parts.reshape(groups, -1)                              # (groups, F*C*KH*KW) or (groups, 0)
+        wgrad_kernel = lanes_grad_w
+        wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group, need_b)
+    elif on_planes:
         d, masks = plane_masks(H, W, KH, KW, pt, pl, VL)
         wgrad_kernel = plane_grad_w
         inner = OH * OW <= PLANE_WGRAD_IMAGES_INNER * VL                # images innermost in the tiles
@@ -823,7 +832,10 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
             gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
     if gx is None or not dispatch.CONV_GRADS_ONE_REGION:
         parallel_for(wgrad_kernel, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // (group * max(1, k))))
-    if need_w and k:
+    if need_w and lanes:
+        gw = parts.sum(axis=0).reshape(F // VL, C, KH * KW, VL).transpose(0, 3, 1, 2)   # (F // VL, VL, C, KH*KW)
+        gw = np.ascontiguousarray(gw).reshape(w.shape)                 # (F, C, KH, KW)
+    elif need_w and k:
         gw = parts.sum(axis=0)[:F].reshape(F, C, KW, KH).transpose(0, 1, 3, 2)  # (F, C, KH, KW)
         gw = np.ascontiguousarray(gw)
     elif need_w:

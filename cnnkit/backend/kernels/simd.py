@@ -18,6 +18,9 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
 - ``acc_outer_masked(acc, FR, PV, w, woff, x, xoff, m, moff, mstride)``: as ``acc_outer``, with
   vector p loaded under the lane mask m[moff + p*mstride] (bit l: lane l; the lanes off read
   as 0 and are not accessed, so they may lie outside ``x``): zero padding without a copy.
+- ``acc_outer_rows(acc, NR, FR, w, woff, wstride, x, xoff)``: acc[r*FR + k] += w[woff + r*wstride + k]
+  * x[xoff : +VL] for r < NR, k < FR: NR runs of FR broadcast scalars (each one FMA with an
+  embedded broadcast) times one vector.
 - ``acc_put(acc, FR, PV, dst, off, stride)``: dst[off + k*stride + p*VL : +VL] = acc[p*FR + k].
 - ``acc_dot(acc, RF, NT, TV, g, goff, gstride, x, xoff)``: acc[a*NT + j] += g[goff + a*gstride : +VL]
   * x[xoff + j*s : +VL] for a < RF, j < NT, s = 1 (TV = 0) or VL (TV = 1): RF + NT vector
@@ -39,6 +42,10 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
 - ``max_unpool_2x2(g, go, n, arg, ao, keep, dst, d0, d1)``: the backward of n <= VL such windows:
   with k = arg[ao + l] & keep, dst[d0 + 2l], dst[d0 + 2l + 1], dst[d1 + 2l], dst[d1 + 2l + 1]
   = g[go + l] at tap k (0-3) and 0 at the other three (all four 0 when k > 3).
+- ``transpose(src, so, sstride, m_in, dst, do, dstride, m_out, n_out)``: the VL x VL block whose row i is
+  src[so + i*sstride : +VL] (lanes m_in.. read as 0, not accessed), transposed: its row j (source
+  column j) to dst[do + j*dstride : +VL], for j < n_out, lanes below m_out only (log2(VL) rounds of
+  lane zips).
 - ``acc_get(acc, n, dst, off)``: dst[off + r*VL : +VL] = acc[r], r < n.
 - ``acc_hsum(acc, RF, NT, dst, off, stride)``: dst[off + a*stride + j] += the sum of
   acc[a*NT + j]'s lanes (a tree of shuffles and adds, in a fixed order).
@@ -52,8 +59,8 @@ from __future__ import annotations
 
 from . import AVAILABLE
 
-__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_put", "acc_dot", "acc_dot_masked",
-           "acc_dot_masked_at", "deinterleave", "interleave", "max_pool_2x2", "max_unpool_2x2", "acc_get", "acc_hsum", "lanes"]
+__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_outer_rows", "acc_put", "acc_dot", "acc_dot_masked",
+           "acc_dot_masked_at", "transpose", "deinterleave", "interleave", "max_pool_2x2", "max_unpool_2x2", "acc_get", "acc_hsum", "lanes"]
 
 
 def lanes(dtype) -> int:
@@ -163,6 +170,27 @@ if AVAILABLE:
             return context.get_dummy_value()
 
         return types.void(acc, FR, PV, w, woff, x, xoff), codegen
+
+    @intrinsic
+    def acc_outer_rows(typingctx, acc, NR, FR, w, woff, wstride, x, xoff):
+        if not _literals(NR, FR) or not _arrays(w, x) or w.dtype != x.dtype:
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, x.dtype)
+            fma = _fma(builder, vt)
+            wbase = _at(context, builder, w, args[3], args[4])
+            xv = _load(builder, _at(context, builder, x, args[6], args[7]), vt)
+            nr, nf = NR.literal_value, FR.literal_value
+            for r in range(nr):
+                row = builder.gep(wbase, [builder.mul(args[5], ir.Constant(_I64, r))])
+                for k in range(nf):
+                    wk = _splat(builder, builder.load(builder.gep(row, [ir.Constant(_I64, k)])), vt)
+                    slot = _slot(builder, args[0], vt, r * nf + k)
+                    builder.store(builder.call(fma, [wk, xv, builder.load(slot)]), slot)
+            return context.get_dummy_value()
+
+        return types.void(acc, NR, FR, w, woff, wstride, x, xoff), codegen
 
     def _lanes_name(vt):
         """LLVM's name of a vector type in intrinsic names: v16f32, v8f64, v16i8."""
@@ -435,6 +463,35 @@ if AVAILABLE:
 
         return types.void(g, go, n, arg, ao, keep, dst, d0, d1), codegen
 
+    def _lanes_below(builder, n, count):
+        """The lane mask (a vector of i1) of lanes 0 .. count - 1 (``count`` an IR integer) of n lanes."""
+        ivt = ir.VectorType(ir.IntType(32), n)
+        return builder.icmp_signed("<", ir.Constant(ivt, list(range(n))), _splat(builder, builder.trunc(count, ir.IntType(32)), ivt))
+
+    @intrinsic
+    def transpose(typingctx, src, so, sstride, m_in, dst, do, dstride, m_out, n_out):
+        if not _arrays(src, dst) or src.dtype != dst.dtype:
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, src.dtype)
+            n = vt.count
+            sbase = _at(context, builder, src, args[0], args[1])
+            dbase = _at(context, builder, dst, args[4], args[5])
+            load_mask, store_mask = _lanes_below(builder, n, args[3]), _lanes_below(builder, n, args[7])
+            rows = [_masked_load_lanes(builder, builder.gep(sbase, [builder.mul(args[2], ir.Constant(_I64, i))]), vt,
+                                       load_mask) for i in range(n)]
+            for _ in range(n.bit_length() - 1):          # log2(n) rounds of zips: the rows become the columns
+                zipped = [_zip_lanes(builder, rows[i], rows[i + n // 2]) for i in range(n // 2)]
+                rows = [v for pair in zipped for v in pair]
+            for j in range(n):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, j), args[8])):
+                    _masked_store_lanes(builder, rows[j], builder.gep(dbase, [builder.mul(args[6], ir.Constant(_I64, j))]),
+                                        store_mask)
+            return context.get_dummy_value()
+
+        return types.void(src, so, sstride, m_in, dst, do, dstride, m_out, n_out), codegen
+
     @intrinsic
     def acc_get(typingctx, acc, n, dst, off):
         if not _literals(n) or not _arrays(dst):
@@ -478,5 +535,5 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
     def _needs_numba(*args, **kwargs):
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
-    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_put = acc_dot = acc_dot_masked = _needs_numba
-    acc_dot_masked_at = deinterleave = interleave = max_pool_2x2 = max_unpool_2x2 = acc_get = acc_hsum = _needs_numba
+    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_outer_rows = acc_put = acc_dot = acc_dot_masked = _needs_numba
+    acc_dot_masked_at = transpose = deinterleave = interleave = max_pool_2x2 = max_unpool_2x2 = acc_get = acc_hsum = _needs_numba
