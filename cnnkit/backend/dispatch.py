@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -216,6 +216,11 @@ DIRECT_CONV_STACKED = 1
 # filters times the window's 25 input values, each broadcast; no junk column, no lane sums.
 # 0: lane rows / flat rows (A/B runs). Measured: docs/performance.md, "LeNet-5 convolutions".
 DIRECT_CONV_LANES_GRAD_W = 1
+# The blocked kernel's forward (and input gradient) with the filters in the vector lanes
+# (kernels/conv_lanes.lanes_forward: F a multiple of the lanes, output rows of at most 16 pixels,
+# an output smaller than its input: LeNet-5's conv2): tiles of whole output rows, no junk columns.
+# 0: flat rows / lane rows (A/B runs). Measured: docs/performance.md, "LeNet-5 convolutions".
+DIRECT_CONV_LANES_FORWARD = 1
 
 
 def blocked_conv_applies(w_shape, pads) -> bool:

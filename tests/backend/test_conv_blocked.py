@@ -552,3 +552,52 @@ def test_filter_lanes_only_for_5x5_kernels_with_whole_vectors_of_filters():
     assert not lanes_grad_w_applies(6, 5, 5, 16)        # LeNet-5's conv1: 6 filters
     assert not lanes_grad_w_applies(16, 3, 3, 16)       # 3x3: not compiled
     assert not lanes_grad_w_applies(24, 5, 5, 16)
+
+
+# Shapes whose forward takes filter lanes (``conv_lanes.lanes_forward``: F a multiple of the lanes,
+# 10-pixel output rows, an output smaller than the input): LeNet-5's conv2, two float32 vectors of
+# filters, an odd number of output rows (a last tile of one row), a 1-row output, padding.
+LANES_FORWARD_CASES = [
+    (17, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),      # LeNet-5 conv2
+    (3, 3, 32, 9, 12, 3, 3, (1, 0, 0, 0)),        # 8 x 10 outputs
+    (2, 2, 16, 8, 12, 2, 4, (0, 0, 0, 1)),        # 7 x 10: the last tile's second row is junk
+    (1, 1, 16, 3, 10, 3, 1, (0, 0, 0, 0)),        # batch 1, one output row
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", LANES_FORWARD_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_filter_lanes_forward_matches_im2col_pytorch_and_flat_rows_bit_for_bit(case, layout, dtype, rng, blocked,
+                                                                                monkeypatch):
+    """The forward on filter lanes (and the gradients as dispatched): equal to im2col and PyTorch up to
+    rounding, the same bits on 1-3 threads and as on flat rows (each output's bias and taps summed
+    in the same order)."""
+    from cnnkit.backend.kernels.conv_lanes import lanes_forward_rows
+
+    N, C, Fo, H, W, KH, KW, (pt, pb, pl, pr) = case
+    assert lanes_forward_rows(Fo, H, W, H + pt + pb - KH + 1, W + pl + pr - KW + 1, 64 // np.dtype(dtype).itemsize)
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, dtype, layout)
+    y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
+    for threads in (2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+        np.testing.assert_array_equal(y_t, y)
+        for g_t, g in zip(grads_t, grads):
+            np.testing.assert_array_equal(g_t, g)
+    monkeypatch.setattr(dispatch, "DIRECT_CONV_LANES_FORWARD", 0)
+    y_rows, grads_rows = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+    np.testing.assert_array_equal(y, y_rows)
+    for g, g_rows in zip(grads, grads_rows):
+        np.testing.assert_array_equal(g, g_rows)
+
+
+def test_filter_lanes_forward_only_where_a_tile_is_compiled():
+    from cnnkit.backend.kernels.conv_lanes import lanes_forward_rows
+
+    assert lanes_forward_rows(16, 14, 14, 10, 10, 16) == 2       # LeNet-5 conv2
+    assert lanes_forward_rows(16, 14, 14, 10, 10, 8) == 2
+    assert not lanes_forward_rows(6, 14, 14, 10, 10, 16)        # 6 filters
+    assert not lanes_forward_rows(16, 10, 10, 10, 10, 16)       # "same": the planes kernel
+    assert not lanes_forward_rows(16, 13, 13, 9, 9, 16)         # no 9-pixel tile

@@ -62,7 +62,7 @@ from ..cores import parallel_for
 from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
 from .conv_lanes import GROUP as LANES_GROUP
-from .conv_lanes import lanes_grad_w, lanes_grad_w_applies
+from .conv_lanes import lanes_forward, lanes_forward_rows, lanes_grad_w, lanes_grad_w_applies
 from .simd import (
     acc_alloc,
     acc_bias,
@@ -737,6 +737,10 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
         item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
         args = (planes, sn, sc, wt, d, masks, bias, y, FORWARD_CHANNEL_BLOCK)
         return y, plane_forward, args, N * nb, item_macs
+    rows = lanes_forward_rows(F, H, W, OH, OW, VL)
+    if rows and not stacked_layout(H, W, OH, OW, KH, KW, pt, pl):
+        args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl)
+        return y, lanes_forward, args, N, F * C * KH * KW * OH * OW
     if stacked_layout(H, W, OH, OW, KH, KW, pt, pl):
         m = stacked_images(OH * OW, VL)
         args = (planes, sn, sc, wt, KH, KW, bias, y, m)

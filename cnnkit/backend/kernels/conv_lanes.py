@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dispatch
 from . import FASTMATH, aligned_zeros, njit
-from .conv_direct import _load_padded
-from .simd import acc_alloc, acc_get, acc_outer_rows, acc_zero, transpose
+from .conv_direct import _load_padded, _tap_offsets
+from .simd import acc_alloc, acc_fill, acc_get, acc_outer_rows, acc_zero, transpose
 
-__all__ = ["GROUP", "lanes_grad_w", "lanes_grad_w_applies"]
+__all__ = ["GROUP", "lanes_grad_w", "lanes_grad_w_applies", "lanes_forward", "lanes_forward_rows", "FORWARD_TILES"]
 
 # Images per group: each tile's sums cover a group's pixels and are stored once per group.
 GROUP = 16
@@ -114,3 +115,67 @@ def lanes_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb_p
             for c in range(C):
                 _lanes_wtile(5, 5, 25, xs, c * Hp * Wp, xstep, Wp, gt, b * group * HW * VL, cnt, OH, OW,
                              part, (b * C + c) * 25 * VL)
+
+
+# The forward's tiles, (output rows, pixels a row): each shape is its own compiled tile, so only the
+# measured one (LeNet-5's conv2: 10-pixel rows, two a tile, 20 accumulators).
+FORWARD_TILES = ((2, 10),)
+
+
+def lanes_forward_rows(F: int, H: int, W: int, OH: int, OW: int, VL: int) -> int:
+    """Output rows per ``lanes_forward`` tile, or 0 where it does not run: F a multiple of VL, output
+    rows as wide as a compiled tile's (``FORWARD_TILES``), an output smaller than the input (a
+    "same" map keeps the planes kernel; ``dispatch.DIRECT_CONV_LANES_FORWARD`` = 0: never)."""
+    if not dispatch.DIRECT_CONV_LANES_FORWARD or F % VL or (OH, OW) == (H, W):
+        return 0
+    return next((rows for rows, width in FORWARD_TILES if width == OW), 0)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _lanes_ftile(NR, FR, xs, xo, Wp, offs, wt, fo, bias, out):
+    """out[(r*FR + k)*VL : +VL] = bias[fo : +VL] + sum over taps t of xs[xo + offs[t] + r*Wp + k] * wt[t, fo : +VL]
+    for r < NR, k < FR (literals): NR output rows of FR pixels, each a vector of VL filters; each
+    output one FMA chain from its bias over the taps in order, as the pixel tiles sum it."""
+    F = wt.shape[1]
+    acc = acc_alloc(32, xs)
+    acc_fill(acc, 24, bias, fo)
+    for t in range(offs.shape[0]):
+        acc_outer_rows(acc, NR, FR, xs, xo + offs[t], Wp, wt, t * F + fo)
+    acc_get(acc, 24, out, 0)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _lanes_images(NR, FR, i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
+    """``lanes_forward`` with its tile's rows and width as literals."""
+    F, N, OH, OW = y.shape[0], y.shape[1], y.shape[2], y.shape[3]
+    H, W = x.shape[1], x.shape[2]
+    C = wt.shape[0] // (KH * KW)
+    VL = 64 // x.itemsize
+    HW = OH * OW
+    Hp, Wp = OH + KH - 1 + NR, OW + KW - 1             # NR more rows: a last band's junk rows read zeros
+    Hv, Wv = min(H, Hp - NR - pt), min(W, Wp - pl)
+    offs = _tap_offsets(C, KH, KW, Hp * Wp, Wp, 0, 1)
+    xs = aligned_zeros(C * Hp * Wp + VL, x)
+    out = aligned_zeros(32 * VL, x)                      # a last block's rows past the tile: read, not stored
+    ys = y.reshape(y.size)
+    for n in range(i0, i1):
+        _load_padded(xs, x, n, sn, 1, sc, C, Hv, Wv, pt, pl, Hp, Wp)
+        for fo in range(0, F, VL):
+            for oh in range(0, OH, NR):
+                _lanes_ftile(NR, FR, xs, oh * Wp, Wp, offs, wt, fo, bias, out)
+                pixels = min(NR, OH - oh) * OW
+                for q in range(0, pixels, VL):
+                    transpose(out, q * VL, VL, VL, ys, fo * N * HW + n * HW + oh * OW + q, N * HW, min(VL, pixels - q), VL)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def lanes_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl):
+    """Images i0..i1-1 of the stride-1 convolution with the filters in the vector lanes; y (F, N, OH, OW)
+    written in full (F a multiple of VL, OW a compiled tile's width: ``lanes_forward_rows``).
+
+    A tile is NR output rows of one image (NR*OW pixels, none junk) times VL filters: per tap one
+    vector of filters and NR*OW input values as embedded broadcasts (``simd.acc_outer_rows``); the
+    tile's pixel vectors are then transposed in registers into the filters' output planes. Each output
+    is the same FMA chain as on flat rows (its bias, then the taps in order): the same bits.
+    """
+    _lanes_images(2, 10, i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl)

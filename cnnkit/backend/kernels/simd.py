@@ -12,6 +12,7 @@ constant indices, so LLVM's scalar replacement turns the block into ``n`` regist
   must not be stored or passed on).
 - ``acc_zero(acc, n, like)``: acc[r] = 0, r < n.
 - ``acc_bias(acc, FR, PV, b, off)``: acc[p*FR + k] = b[off + k] in every lane.
+- ``acc_fill(acc, n, src, off)``: acc[r] = src[off : +VL], r < n.
 - ``acc_outer(acc, FR, PV, w, woff, x, xoff)``: acc[p*FR + k] += w[woff + k] * x[xoff + p*VL : +VL]
   for k < FR, p < PV: an outer product of FR scalars (each broadcast; one
   ``vfmadd231ps`` with an embedded broadcast) and PV vectors.
@@ -59,7 +60,7 @@ from __future__ import annotations
 
 from . import AVAILABLE
 
-__all__ = ["acc_alloc", "acc_zero", "acc_bias", "acc_outer", "acc_outer_masked", "acc_outer_rows", "acc_put", "acc_dot", "acc_dot_masked",
+__all__ = ["acc_alloc", "acc_zero", "acc_fill", "acc_bias", "acc_outer", "acc_outer_masked", "acc_outer_rows", "acc_put", "acc_dot", "acc_dot_masked",
            "acc_dot_masked_at", "transpose", "deinterleave", "interleave", "max_pool_2x2", "max_unpool_2x2", "acc_get", "acc_hsum", "lanes"]
 
 
@@ -170,6 +171,20 @@ if AVAILABLE:
             return context.get_dummy_value()
 
         return types.void(acc, FR, PV, w, woff, x, xoff), codegen
+
+    @intrinsic
+    def acc_fill(typingctx, acc, n, src, off):
+        if not _literals(n) or not _arrays(src):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = _vector(context, src.dtype)
+            value = _load(builder, _at(context, builder, src, args[2], args[3]), vt)
+            for r in range(n.literal_value):
+                builder.store(value, _slot(builder, args[0], vt, r))
+            return context.get_dummy_value()
+
+        return types.void(acc, n, src, off), codegen
 
     @intrinsic
     def acc_outer_rows(typingctx, acc, NR, FR, w, woff, wstride, x, xoff):
@@ -535,5 +550,5 @@ else:  # pragma: no cover - numba is a dependency; without it dispatch never pic
     def _needs_numba(*args, **kwargs):
         raise RuntimeError("cnnkit.backend.kernels.simd: the vector intrinsics need numba, which is not installed")
 
-    acc_alloc = acc_zero = acc_bias = acc_outer = acc_outer_masked = acc_outer_rows = acc_put = acc_dot = acc_dot_masked = _needs_numba
+    acc_alloc = acc_zero = acc_fill = acc_bias = acc_outer = acc_outer_masked = acc_outer_rows = acc_put = acc_dot = acc_dot_masked = _needs_numba
     acc_dot_masked_at = transpose = deinterleave = interleave = max_pool_2x2 = max_unpool_2x2 = acc_get = acc_hsum = _needs_numba
