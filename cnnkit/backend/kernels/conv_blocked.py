@@ -547,18 +547,18 @@ def blocked_grad_w(g0, g1, x, sn, sc, C, gy, gsn, gsf, KH, KW, pt, pl, parts, gb
     xs = aligned_zeros(group * Xs if need_w else 0, x)
     gs = aligned_zeros(group * Gs, gy)                 # junk entries and rows F..F4-1 stay 0
     zero = np.zeros(1, gy.dtype)[0]
+    gflat, HW = gy.reshape(gy.size), OH * OW
     per_group = group * kk
     for grp in range(g0, g1):
         n0 = grp * per_group
         nimg = min(per_group, N - n0)
-        for f in range(F if need_b else 0):
+        for f in range(F if need_b else 0):            # one loop over each whole plane: it vectorizes
             s = zero
             for m in range(nimg):
-                src = gy[(n0 + m) * gsn + f * gsf]
-                for oh in range(OH):
-                    row = src[oh]
-                    for ow in range(OW):
-                        s += row[ow]
+                go = ((n0 + m) * gsn + f * gsf) * HW
+                gplane = gflat[go : go + HW]
+                for i in range(HW):
+                    s += gplane[i]
             gb_parts[grp, f] = s
         if not need_w:
             continue
