@@ -8,7 +8,7 @@ both, and times the same workloads on both in alternating pairs with a pause and
 warm-up spin before each call; the figure is the median over pairs of old time / new
 time (above 1: this tree is faster).
 
-Workloads: LeNet-5 training steps at batch 64 and 256 (the functional model of
+Workloads: LeNet-5 training steps at batch 1 (the per-op fixed cost), 64 and 256 (the functional model of
 ``lenet5_vs_torch.py``, SGD with momentum), LeNet-5 inference at batch 1000, ResNet-18
 inference at 224x224, batch 8 and 1, and a ResNet-18 training step at batch 16.
 ``resnet18-infer-b*-optimized``: each tree's best inference transform, ``surgery.optimize_for_inference``
@@ -161,6 +161,7 @@ def resnet18_train(ck, batch: int = 16):
 
 
 WORKLOADS = {
+    "lenet5-train-b1": lambda ck: lenet_train(ck, 1, steps=100),   # the per-op fixed cost alone
     "lenet5-train-b64": lambda ck: lenet_train(ck, 64),
     "lenet5-train-b256": lambda ck: lenet_train(ck, 256, steps=8),
     "lenet5-infer-b1000": lenet_infer,
@@ -190,7 +191,11 @@ def main() -> None:
     old = import_revision(args.rev)
     set_threads(args.threads)
     if args.threads is not None:
-        old.config.num_threads(args.threads).__enter__()   # for the rest of the process, as set_threads
+        # For the rest of the process, as set_threads. Held in a name: an entered generator nobody
+        # refers to is collected at once, and its ``finally`` put the old tree back on every CPU
+        # (before Dec 5 the old tree's --threads 1 figures were its all-CPU times, CPU-clocked).
+        old_threads = old.config.num_threads(args.threads)
+        old_threads.__enter__()
     now = CLOCKS[args.clock]
     print(f"this tree ({cnnkit.__file__}) vs {args.rev} ({old.__file__}); {args.repeats} pairs; "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock")
