@@ -26,6 +26,18 @@ other, so they never overlap by construction; what remains is each pool's idle b
   waking BLAS's helpers costs more than they save) on one BLAS thread and the others on
   ``config.get_num_threads()`` threads. The cut is ``dispatch.SMALL_PRODUCT_MACS``.
 
+BLAS's thread count belongs to the user between cnnkit's products. The rule (``blas_threads``):
+BLAS's count is one per process, so the blocks open in all Python threads form one list; while
+any is open BLAS runs on the count of the one entered last, and when the last closes every
+library gets back the count it had before the first opened. So NumPy code run by the user, in
+this thread or another, sees its own count whenever no cnnkit product runs; a second Python
+thread's product never runs on BLAS's threads because the first thread's block closed; a
+forked child drops the blocks of threads it does not have. The count is set and read through
+OpenBLAS's own functions (ctypes) and changed only where it differs: ~1.7 us per product in all
+(against ~3.5 us through threadpoolctl). Restoring at a later boundary (once per op or per
+backward pass) would save at most the two sets (~0.3 us per product) and let user code (hooks)
+run on one BLAS thread: not done.
+
 The number of threads is ``config.get_num_threads()`` (``config.num_threads(n)`` changes
 it inside a block; the environment variable CNNKIT_NUM_THREADS sets its initial value).
 """
@@ -321,6 +333,7 @@ def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, pie
 
 
 _blas_pools = None  # threadpoolctl's controllers of NumPy's BLAS, found on first use
+_blas_calls = None  # (gets, sets): each library's functions for its thread count, found on first use
 
 
 def _blas_controllers():
@@ -335,29 +348,134 @@ def _blas_controllers():
     return _blas_pools
 
 
-@contextmanager
-def blas_threads(count: int):
+def _blas_functions():
+    """(gets, sets): each BLAS library's get and set of its thread count, found once.
+
+    OpenBLAS on its own threads (pthreads): ``openblas_get/set_num_threads`` called directly
+    (~0.1-0.2 us each, against ~0.3-0.6 us through threadpoolctl, whose set moreover lets only
+    the first Python thread that used it change the count). Other libraries (MKL, BLIS,
+    OpenMP builds): threadpoolctl's methods.
+    """
+    global _blas_calls
+    if _blas_calls is None:
+        gets, puts = [], []
+        for pool in _blas_controllers():
+            get = put = None
+            if getattr(pool, "internal_api", "") == "openblas" and getattr(pool, "threading_layer", "") != "openmp":
+                try:
+                    get = pool._get_symbol("openblas_get_num_threads")
+                    put = pool._get_symbol("openblas_set_num_threads")
+                except Exception:  # another threadpoolctl: its methods below
+                    get = put = None
+            if get is None or put is None:
+                get, put = pool.get_num_threads, pool.set_num_threads
+            gets.append(get)
+            puts.append(put)
+        _blas_calls = (tuple(gets), tuple(puts))
+    return _blas_calls
+
+
+# The rule (docs/performance.md, "One owner of the cores"): BLAS's thread count is per process,
+# so the open ``blas_threads`` blocks of every Python thread are one list, innermost (last
+# entered) last, each as (count, thread ident). While any is open BLAS runs on the last one's
+# count; when the last closes, each library gets back its count read when the first opened
+# (``_blas_saved``), so NumPy code outside cnnkit's products always sees its own count.
+# ``_blas_now``: the one count set on every library while blocks are open (a set only on a
+# change). All under one lock. Plain loops, no helpers: this runs twice per matrix product.
+_blas_open: list[tuple[int, int]] = []
+_blas_saved: list = []
+_blas_now = 0
+_blas_lock = threading.Lock()
+
+
+def _blas_enter(count: int) -> tuple[int, int]:
+    """Open a ``blas_threads(count)`` block; returns its token for ``_blas_exit``."""
+    global _blas_now
+    token = (count, threading.get_ident())
+    gets, puts = _blas_calls or _blas_functions()
+    with _blas_lock:
+        if not _blas_open:
+            _blas_saved.clear()
+            _blas_now = count
+            for get, put in zip(gets, puts):
+                n = get()
+                _blas_saved.append(n)
+                if n != count:
+                    put(count)
+        elif _blas_now != count:
+            _blas_now = count
+            for put in puts:
+                put(count)
+        _blas_open.append(token)
+    if count > 1:
+        _helpers.state[_STOP] += 1      # BLAS's threads own the cores: the pool's helpers do not spin
+    return token
+
+
+def _blas_exit(token: tuple[int, int]) -> None:
+    """Close a block: BLAS on the innermost block still open (any thread's), else on its counts before the first."""
+    if token[0] > 1:
+        _helpers.state[_STOP] -= 1
+    with _blas_lock:
+        if _blas_open[-1] is token:
+            _blas_open.pop()
+        else:  # another thread's block opened since, and is still open
+            del _blas_open[next(k for k, t in enumerate(_blas_open) if t is token)]
+        _blas_settle()
+
+
+def _blas_settle() -> None:
+    """BLAS on the count of the innermost open block, or on its saved counts when none is open (lock held)."""
+    global _blas_now
+    puts = _blas_calls[1]
+    if _blas_open:
+        if _blas_open[-1][0] != _blas_now:
+            _blas_now = _blas_open[-1][0]
+            for put in puts:
+                put(_blas_now)
+    else:
+        for put, n in zip(puts, _blas_saved):
+            if n != _blas_now:
+                put(n)
+
+
+def _blas_after_fork() -> None:
+    """A forked child runs only the forking thread: the blocks other threads had open never
+    close, so they are dropped and BLAS follows the rest (its saved counts if none is left)."""
+    global _blas_lock
+    _blas_lock = threading.Lock()
+    me = threading.get_ident()
+    if any(token[1] != me for token in _blas_open):
+        _blas_open[:] = [token for token in _blas_open if token[1] == me]
+        _blas_settle()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_blas_after_fork)
+
+
+class blas_threads:
     """Run the block with NumPy's BLAS limited to ``count`` threads, then restore it.
 
-    Costs ~3.5 microseconds per use (measured); a no-op when threadpoolctl is not installed.
-    With ``count`` above 1 the kernel pool's helpers do not spin while the block runs.
+    For any number of Python threads: while blocks are open, BLAS runs on the count of the
+    block entered last (of those still open); when the last one closes, BLAS gets back the
+    count it had before the first opened. ~2 us per use (measured); a no-op when threadpoolctl
+    is not installed. With ``count`` above 1 the kernel pool's helpers do not spin while the
+    block runs.
     """
-    pools = _blas_controllers()
-    previous = [pool.get_num_threads() for pool in pools]
-    for pool, n in zip(pools, previous):
-        if n != count:
-            pool.set_num_threads(count)
-    state = _helpers.state
-    if count > 1:
-        state[_STOP] += 1      # BLAS's threads own the cores: the pool's helpers do not spin
-    try:
-        yield
-    finally:
-        if count > 1:
-            state[_STOP] -= 1
-        for pool, n in zip(pools, previous):
-            if n != count:
-                pool.set_num_threads(n)
+
+    __slots__ = ("count", "token")
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __enter__(self):
+        self.token = _blas_enter(self.count)
+        return self
+
+    def __exit__(self, *exc):
+        _blas_exit(self.token)
+        return False
 
 
 def _matmul_batches(i0, i1, a, b, out):
@@ -389,11 +507,13 @@ def matmul(a, b, out=None):
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = a.shape[0] if a.ndim == 3 else (b.shape[0] if b.ndim == 3 else 1)
     threads = config.get_num_threads()
-    if out is None:
+    small = threads == 1 or batch * m * k * n <= dispatch.SMALL_PRODUCT_MACS
+    if out is None and not small:   # (a small product: NumPy allocates the same array)
         shape = (batch, m, n) if max(a.ndim, b.ndim) == 3 else (m, n)
         out = np.empty(shape, np.result_type(a, b))
-    with blas_threads(1):
-        if batch * m * k * n <= dispatch.SMALL_PRODUCT_MACS or threads == 1:
+    token = _blas_enter(1)   # not ``with blas_threads(1)``: the same, ~0.4 us less per product
+    try:
+        if small:
             return np.matmul(a, b, out=out)
         if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0] and batch >= threads:
             parallel_for(_matmul_batches, batch, a, b, out)
@@ -403,6 +523,8 @@ def matmul(a, b, out=None):
         else:
             step = _block_step(m, threads)
             parallel_for(_matmul_rows, -(-m // step), a, b, out, step)
+    finally:
+        _blas_exit(token)
     return out
 
 
@@ -422,12 +544,12 @@ def matmuls(products):
     Otherwise each goes through ``matmul``. The same BLAS calls either way: the same results.
     """
     products = list(products)
-    if not all(isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2
-               for a, b in products):
+    threads = config.get_num_threads()
+    if threads == 1 or len(products) < 2 or not all(
+            isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2 for a, b in products):
         return [matmul(a, b) for a, b in products]
     macs = [a.shape[0] * a.shape[1] * b.shape[1] for a, b in products]
-    threads = config.get_num_threads()
-    if (threads == 1 or len(products) < 2 or max(macs) > dispatch.SMALL_PRODUCT_MACS
+    if (max(macs) > dispatch.SMALL_PRODUCT_MACS
             or min(macs) < dispatch.PARALLEL_MIN_MACS):
         return [matmul(a, b) for a, b in products]
     outs = [np.empty((a.shape[0], b.shape[1]), np.result_type(a, b)) for a, b in products]
