@@ -38,28 +38,31 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
         gy = grads.pop(fn, None)
         if gy is None:  # no path from the root reaches this op's output
             continue
-        if fn.inputs is None:
+        inputs = fn.inputs
+        if inputs is None:
             raise RuntimeError(
                 f"backward() through {type(fn).__name__} a second time: its saved arrays "
                 "were freed after the first backward; pass retain_graph=True to keep them"
             )
-        output = fn.output_ref() if fn.output_ref is not None else None
-        if output is not None and output._retain_grad:
-            output.grad = gy if output.grad is None else output.grad + gy
+        if fn.output_ref is not None:
+            output = fn.output_ref()
+            if output is not None and output._retain_grad:
+                output.grad = gy if output.grad is None else output.grad + gy
         fn.check_saved()  # memory it saved, written in place since (x[...] = v under no_grad)?
         gxs = fn.backward(gy)
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
-        for x, creator, gx, needed in zip(fn.inputs, fn.input_creators, gxs, fn.needs_input_grad):
+        for x, creator, gx, needed in zip(inputs, fn.input_creators, gxs, fn.needs_input_grad):
             if not needed or gx is None:
                 continue
-            if gx.shape != x.shape:
+            data = x.data  # (not x.shape, x.dtype: properties, a call each)
+            if gx.shape != data.shape:
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned a gradient of shape {gx.shape} "
-                    f"for an input of shape {x.shape}"
+                    f"for an input of shape {data.shape}"
                 )
-            if gx.dtype != x.dtype:  # a mixed-dtype op: each gradient takes its input's dtype
-                gx = gx.astype(x.dtype)
+            if gx.dtype != data.dtype:  # a mixed-dtype op: each gradient takes its input's dtype
+                gx = gx.astype(data.dtype)
             if creator is None:
                 accumulate_leaf(x, gx)
             else:  # the op that made x when fn ran (x may have changed in place since)

@@ -74,16 +74,27 @@ class Function:
     xp: Any = None
 
     def __call__(self, *inputs: Any) -> Tensor:
-        like = next((x.data for x in inputs if isinstance(x, Tensor)), None)
-        tensors = [as_tensor(x, like=like) for x in inputs]
+        # Plain loops, not comprehensions: this runs once per op (~30 times per LeNet-5 step),
+        # and each comprehension is a call of its own.
+        tensors = list(inputs)
+        for x in inputs:
+            if not isinstance(x, Tensor):  # Python or NumPy data: a constant, typed like the first tensor
+                like = next((t.data for t in inputs if isinstance(t, Tensor)), None)
+                tensors = [as_tensor(t, like=like) for t in inputs]
+                break
         arrays = [t.data for t in tensors]
         self.xp = get_array_module(*arrays)
         # Inside config.record_logic, a mask computed by a recorded comparison (a creator,
         # no gradient) is followed too, so the graph shows what the mask became.
-        record = config.is_grad_enabled() and any(
-            t.requires_grad or (t.creator is not None and config.is_logic_recorded()) for t in tensors)
+        record = False
+        if config.is_grad_enabled():
+            logic = config.is_logic_recorded()
+            for t in tensors:
+                if t.requires_grad or (logic and t.creator is not None):
+                    record = True
+                    break
         self.saves_for_backward = record
-        self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        self.needs_input_grad = tuple([t.requires_grad for t in tensors]) if record else (False,) * len(tensors)
         result = self.forward(*arrays)
         if isinstance(result, numpy.generic):  # NumPy reductions of 0-d arrays give scalars
             result = numpy.asarray(result)
@@ -92,7 +103,7 @@ class Function:
             self.inputs = tensors
             # The op that made each input, now: an input changed in place later (x[mask] = v)
             # gets a new creator, but this op read the value the old one made.
-            self.input_creators = tuple(t.creator for t in tensors)
+            self.input_creators = tuple([t.creator for t in tensors])
             self.output_ref = weakref.ref(output)
             output.requires_grad = True
             output.creator = self

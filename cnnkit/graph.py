@@ -45,19 +45,20 @@ def post_order(
     order: list[Node] = []
     seen: set[Hashable] = set()
     stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
+    pop, push, add, emit = stack.pop, stack.append, seen.add, order.append   # (once per backward pass)
     while stack:
-        node, expanded = stack.pop()
+        node, expanded = pop()
         if expanded:
-            order.append(node)  # every parent of node is already in `order`
+            emit(node)  # every parent of node is already in `order`
             continue
         k = key(node)
         if k in seen:  # pushed twice, by two children; finished the first time
             continue
-        seen.add(k)
-        stack.append((node, True))
+        add(k)
+        push((node, True))
         for parent in reversed(list(parents(node))):
             if key(parent) not in seen:
-                stack.append((parent, False))
+                push((parent, False))
     return order
 
 
