@@ -586,6 +586,31 @@ def test_matmul_blocks_are_balanced_over_the_threads(extent, threads):
     assert extent - (blocks - 1) * step >= step // 2 or blocks > threads   # no sliver of a last block
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((120, 1), (1, 400)),             # LeNet-5's fc1 weight gradient at batch 1: gy^T @ x
+    ((1, 1), (1, 7)), ((5, 1), (1, 1)), ((1, 1), (1, 1)),
+    ((3, 6, 1), (3, 1, 9)),           # a batch of outer products
+    ((6, 1), (4, 1, 9)),              # broadcast over b's batch
+])
+def test_matmul_with_inner_dimension_one_has_numpys_bits(shape_a, shape_b, dtype, rng):
+    """cores.matmul's outer products (0 + a_i * b_j in two vector passes) against np.matmul bit
+    for bit: signed zeros (a zero times a negative number), infinities and NaNs included."""
+    a = rng.standard_normal(shape_a).astype(dtype)
+    b = rng.standard_normal(shape_b).astype(dtype)
+    a.flat[::3] = 0
+    b.flat[::4] = -0.0
+    if a.size > 2 and b.size > 2:
+        a.flat[1], b.flat[2], a.flat[2] = np.inf, np.nan, -np.inf
+    with np.errstate(invalid="ignore"):
+        expected = np.matmul(a, b)
+        got = cores.matmul(a, b)
+        transposed = cores.matmul(np.ascontiguousarray(a.swapaxes(-1, -2)).swapaxes(-1, -2), b)   # strided a
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
+    np.testing.assert_array_equal(transposed.view(np.uint8), expected.view(np.uint8))
+
+
 def test_parallel_for_uses_the_configured_threads():
     seen = []
 
