@@ -30,6 +30,8 @@ __all__ = [
 
 
 def _is_int(value) -> bool:
+    if type(value) is int:  # the common case first: a call per argument of every conv and pool
+        return True
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -45,6 +47,10 @@ def pair(value, name: str, where: str) -> tuple[int, int]:
     Raises:
         ShapeError: anything else (a float, a bool, a string, three numbers), named in the message.
     """
+    if type(value) is int:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     if _is_int(value):
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(_is_int(v) for v in value):

@@ -97,16 +97,19 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Copies of the hook lists only where there are hooks: ~1 us less per module call without.
         try:
-            for hook in list(self._forward_pre_hooks.values()):
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
-            backward_hooks = list(self.__dict__.get("_backward_hooks", {}).values())
-            pre_hooks = list(self.__dict__.get("_backward_pre_hooks", {}).values())
+            if self._forward_pre_hooks:
+                for hook in list(self._forward_pre_hooks.values()):
+                    result = hook(self, args)
+                    if result is not None:
+                        args = result if isinstance(result, tuple) else (result,)
+            backward_hooks = self.__dict__.get("_backward_hooks")
+            pre_hooks = self.__dict__.get("_backward_pre_hooks")
             if (backward_hooks or pre_hooks) and config.are_backward_hooks_enabled():
-                return with_backward_hooks(self, backward_hooks, args, lambda a: self._forward_hooked(a, kwargs),
-                                           pre_hooks=pre_hooks)
+                return with_backward_hooks(self, list((backward_hooks or {}).values()), args,
+                                           lambda a: self._forward_hooked(a, kwargs),
+                                           pre_hooks=list((pre_hooks or {}).values()))
             return self._forward_hooked(args, kwargs)
         except ShapeError as error:
             _add_module_path(error, self)
@@ -115,10 +118,11 @@ class Module:
     def _forward_hooked(self, args: tuple, kwargs: dict) -> Any:
         """``forward``, then the forward hooks."""
         output = self.forward(*args, **kwargs)
-        for hook in list(self._forward_hooks.values()):
-            result = hook(self, args, output)
-            if result is not None:
-                output = result
+        if self._forward_hooks:
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
         return output
 
     def register_forward_pre_hook(self, hook: Callable) -> RemovableHandle:
