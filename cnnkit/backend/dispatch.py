@@ -209,15 +209,15 @@ DIRECT_CONV_PLANES_GRAD_W = 0
 # gradient of an unpadded layer, LeNet-5's conv2) over stacked rows (kernels/conv_blocked.
 # stacked_forward): a batch's images one after the other in rows as wide as the output, the
 # padding shared between neighbouring rows and images, so no junk entry and no output copy.
-# 0: lane rows / flat rows (A/B runs). LeNet-5 conv2's gx, one thread, CPU time: b64 1.03 -> 0.63
-# ms, b256 4.04 -> 2.37; training step b64 1.102x (`dispatch_ab.py DIRECT_CONV_STACKED=0 --model
+# 0: lane rows / flat rows (A/B runs). LeNet-5 conv2's gx, one thread, CPU time: b64 0.96 -> 0.59
+# ms, b256 3.91 -> 2.38; training step b64 1.102x (`dispatch_ab.py DIRECT_CONV_STACKED=0 --model
 # lenet5 --batch 64 --train --steps 20 --threads 1 --clock cpu --repeats 21`, Dec 5).
 # docs/performance.md, "LeNet-5 convolutions (Dec 5)".
 DIRECT_CONV_STACKED = 1
 # The blocked kernel's weight gradient with the filters in the vector lanes (kernels/conv_lanes.py:
 # 5x5 kernels, F a multiple of the lanes: LeNet-5's conv2): per output pixel one vector of gy's
 # filters times the window's 25 input values, each broadcast; no junk column, no lane sums.
-# 0: lane rows / flat rows (A/B runs). LeNet-5 conv2's gW + gb, one thread, CPU time: b64 0.54-0.59
+# 0: lane rows / flat rows (A/B runs). LeNet-5 conv2's gW + gb, one thread, CPU time: b64 0.54
 # -> 0.32 ms, b256 1.97 -> 1.30; step b64 1.075x (same command). Only 5x5 kernels are compiled.
 DIRECT_CONV_LANES_GRAD_W = 1
 # The blocked kernel's forward (and input gradient) with the filters in the vector lanes
