@@ -448,6 +448,9 @@ def _blas_after_fork() -> None:
     if any(token[1] != me for token in _blas_open):
         _blas_open[:] = [token for token in _blas_open if token[1] == me]
         _blas_settle()
+    # the child's new pool (``_forget_helpers``, called before) starts at 0: count the blocks
+    # of more than one thread still open, which ``_blas_exit`` will take off
+    _helpers.state[_STOP] = sum(1 for token in _blas_open if token[0] > 1)
 
 
 if hasattr(os, "register_at_fork"):

@@ -157,3 +157,21 @@ def test_a_forked_child_gets_the_users_count_back(user_count):
     holder.join(10)
     assert os.waitpid(pid, 0)[1] == 0
     assert counts() == user_count
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_keeps_its_own_open_block(user_count):
+    """The forking thread's own block stays open in the child, and closing it there leaves
+    the pool's no-spin count at 0 (before Dec 5 it went to -1: helpers never spun again)."""
+    ok = False
+    with cores.blas_threads(2):
+        pid = os.fork()
+        if pid == 0:
+            ok = counts() == [2] * len(user_count) and cores._helpers.state[cores._STOP] == 1
+    if pid == 0:  # the child, its block closed: report through the exit code
+        try:
+            ok = ok and counts() == user_count and cores._helpers.state[cores._STOP] == 0
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert counts() == user_count and cores._helpers.state[cores._STOP] == 0
