@@ -295,6 +295,19 @@ def _direct_against_im2col_and_pytorch(pads, x, w, b, dtype):
     return y, grads
 
 
+def _assert_non_finite_like_pytorch(x, w, pad: int):
+    """The kernel's forward (padding ``pad`` on every side) has NaN and inf where PyTorch's has, the rest equal."""
+    import torch
+
+    with config.kernels(True):
+        y = Conv2dDirectOp((1, 1), (pad,) * 4, (1, 1), 1)(Tensor(x), Tensor(w)).data
+    Y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=pad).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(Y))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
+    finite = np.isfinite(Y)
+    np.testing.assert_array_equal(y[finite], Y[finite])
+
+
 def _lane_rows_taken(case, dtype):
     from cnnkit.backend.kernels.conv_blocked import row_layout
 
@@ -342,7 +355,6 @@ def test_lane_rows_keep_non_finite_values_where_they_are(dtype, planes, blocked,
     """inf and NaN in the input reach only the outputs whose windows hold them, as in PyTorch:
     the shifted copies (lane rows) and the masked loads (planes) never carry a value into a
     neighbouring image's or row's padding."""
-    import torch
 
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", planes)
     x = np.ones((17, 2, 8, 8), dtype)
@@ -351,13 +363,7 @@ def test_lane_rows_keep_non_finite_values_where_they_are(dtype, planes, blocked,
     x[16, 0, 7, 0] = -np.inf    # last row, left edge of the last, half-filled pack
     w = np.ones((4, 2, 3, 3), dtype)
     assert _lane_rows_taken((17, 2, 4, 8, 8, 3, 3, (1, 1, 1, 1)), dtype)
-    with config.kernels(True):
-        y = Conv2dDirectOp((1, 1), (1, 1, 1, 1), (1, 1), 1)(Tensor(x), Tensor(w)).data
-    Y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy()
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(Y))
-    np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
-    finite = np.isfinite(Y)
-    np.testing.assert_array_equal(y[finite], Y[finite])
+    _assert_non_finite_like_pytorch(x, w, 1)
 
 
 # Shapes on which the forward and the input gradient take planes (``plane_forward``: output of
@@ -491,7 +497,6 @@ def test_stacked_rows_only_on_full_convolutions():
 def test_stacked_rows_keep_non_finite_values_where_they_are(dtype, blocked):
     """inf and NaN reach only the outputs whose windows hold them: the padding a row or an image
     shares with its neighbour is never written."""
-    import torch
 
     x = np.ones((5, 2, 4, 6), dtype)
     x[0, 0, 1, 5] = np.inf      # right edge: the next row's left padding
@@ -499,13 +504,7 @@ def test_stacked_rows_keep_non_finite_values_where_they_are(dtype, blocked):
     x[4, 0, 0, 0] = -np.inf     # the last image, a partial item
     w = np.ones((3, 2, 3, 3), dtype)
     assert _stacked_taken((4, 6, 3, 3), (2, 2, 2, 2), dtype)
-    with config.kernels(True):
-        y = Conv2dDirectOp((1, 1), (2, 2, 2, 2), (1, 1), 1)(Tensor(x), Tensor(w)).data
-    Y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=2).numpy()
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(Y))
-    np.testing.assert_array_equal(np.isinf(y), np.isinf(Y))
-    finite = np.isfinite(Y)
-    np.testing.assert_array_equal(y[finite], Y[finite])
+    _assert_non_finite_like_pytorch(x, w, 2)
 
 
 # Shapes whose weight gradient takes filter lanes (``conv_lanes.lanes_grad_w``: 5x5 kernels, F a
