@@ -295,6 +295,16 @@ def _direct_against_im2col_and_pytorch(pads, x, w, b, dtype):
     return y, grads
 
 
+def _assert_same_bits_on_2_and_3_threads(pads, x, w, b, y, grads):
+    """The direct convolution's forward and gradients on 2 and 3 threads (the smallest grain): ``y``, ``grads`` bit for bit."""
+    for threads in (2, 3):
+        with config.num_threads(threads), dispatch_grain(1):
+            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
+        np.testing.assert_array_equal(y_t, y)
+        for g_t, g in zip(grads_t, grads):
+            np.testing.assert_array_equal(g_t, g)
+
+
 def _assert_non_finite_like_pytorch(x, w, pad: int):
     """The kernel's forward (padding ``pad`` on every side) has NaN and inf where PyTorch's has, the rest equal."""
     import torch
@@ -407,12 +417,7 @@ def test_planes_match_the_im2col_reference_pytorch_and_flat_rows(case, layout, d
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
-    for threads in (2, 3):
-        with config.num_threads(threads), dispatch_grain(1):
-            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-        np.testing.assert_array_equal(y_t, y)
-        for g_t, g in zip(grads_t, grads):
-            np.testing.assert_array_equal(g_t, g)
+    _assert_same_bits_on_2_and_3_threads(pads, x, w, b, y, grads)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES", 0)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_PLANES_GRAD_W", 0)
     assert not _planes_taken(case, dtype)
@@ -469,12 +474,7 @@ def test_stacked_rows_match_the_im2col_reference_pytorch_and_flat_rows_bit_for_b
         _stacked_taken((H + pads[0] + pads[1] - KH + 1, W + pads[2] + pads[3] - KW + 1, KH, KW), gx_pads, dtype))
     x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
-    for threads in (2, 3):
-        with config.num_threads(threads), dispatch_grain(1):
-            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-        np.testing.assert_array_equal(y_t, y)
-        for g_t, g in zip(grads_t, grads):
-            np.testing.assert_array_equal(g_t, g)
+    _assert_same_bits_on_2_and_3_threads(pads, x, w, b, y, grads)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_STACKED", 0)
     assert not _stacked_taken((H, W, KH, KW), pads, dtype)
     y_rows, grads_rows = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
@@ -532,11 +532,7 @@ def test_filter_lanes_weight_gradient_matches_im2col_pytorch_and_the_other_tiles
     assert lanes_grad_w_applies(Fo, KH, KW, 64 // np.dtype(dtype).itemsize)
     x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
-    for threads in (2, 3):
-        with config.num_threads(threads), dispatch_grain(1):
-            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-        for g_t, g in zip(grads_t, grads):
-            np.testing.assert_array_equal(g_t, g)
+    _assert_same_bits_on_2_and_3_threads(pads, x, w, b, y, grads)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_LANES_GRAD_W", 0)
     _, grads_tiles = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
     np.testing.assert_array_equal(grads_tiles[0], grads[0])        # gx: the same kernel either way
@@ -579,12 +575,7 @@ def test_filter_lanes_forward_matches_im2col_pytorch_and_flat_rows_bit_for_bit(c
     pads = case[-1]
     x, w, b = _arrays(case, rng, dtype, layout)
     y, grads = _direct_against_im2col_and_pytorch(pads, x, w, b, dtype)
-    for threads in (2, 3):
-        with config.num_threads(threads), dispatch_grain(1):
-            y_t, grads_t = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
-        np.testing.assert_array_equal(y_t, y)
-        for g_t, g in zip(grads_t, grads):
-            np.testing.assert_array_equal(g_t, g)
+    _assert_same_bits_on_2_and_3_threads(pads, x, w, b, y, grads)
     monkeypatch.setattr(dispatch, "DIRECT_CONV_LANES_FORWARD", 0)
     y_rows, grads_rows = run(_conv(pads), [x, w, b], 5, False, expect=Conv2dDirectOp)
     np.testing.assert_array_equal(y, y_rows)
