@@ -373,17 +373,23 @@ if AVAILABLE:
         return (builder.shuffle_vector(a, b, _lane_order(n, both[:n])),
                 builder.shuffle_vector(a, b, _lane_order(n, both[n:])))
 
+    def _lanes_below(builder, n, count):
+        """The lane mask (a vector of i1) of lanes 0 .. count - 1 (``count`` an IR integer) of n lanes."""
+        ivt = ir.VectorType(ir.IntType(32), n)
+        return builder.icmp_signed("<", ir.Constant(ivt, list(range(n))), _splat(builder, builder.trunc(count, ir.IntType(32)), ivt))
+
     def _window_masks(builder, n, count):
         """(one, lo, hi) lane masks of ``count`` 2x2 windows (an IR integer, at most n lanes): ``one``
         the count lanes of one entry a window, lo and hi the 2*count entries of a row pair's row
         (lanes 0..n-1 and n..2n-1)."""
-        ivt = ir.VectorType(ir.IntType(32), n)
-        count = builder.trunc(count, ir.IntType(32))
-        twice = _splat(builder, builder.add(count, count), ivt)
-        lane = ir.Constant(ivt, list(range(n)))
-        return (builder.icmp_signed("<", lane, _splat(builder, count, ivt)),
-                builder.icmp_signed("<", lane, twice),
-                builder.icmp_signed("<", ir.Constant(ivt, list(range(n, 2 * n))), twice))
+        twice = builder.add(count, count)
+        return (_lanes_below(builder, n, count), _lanes_below(builder, n, twice),
+                _lanes_below(builder, n, builder.sub(twice, ir.Constant(count.type, n))))
+
+    def _pool_types(values, out, taps):
+        """The 2x2 pooling intrinsics' arrays: ``values`` and ``out`` of one dtype, ``taps`` of bytes."""
+        return (_arrays(values, out, taps) and values.dtype == out.dtype and isinstance(taps.dtype, types.Integer)
+                and taps.dtype.bitwidth == 8)
 
     @intrinsic
     def deinterleave(typingctx, x, xo0, xo1, even, eo, odd, oo):
@@ -419,8 +425,7 @@ if AVAILABLE:
 
     @intrinsic
     def max_pool_2x2(typingctx, x, o0, o1, n, y, yo, arg, ao):
-        if (not _arrays(x, y, arg) or x.dtype != y.dtype or not isinstance(arg.dtype, types.Integer)
-                or arg.dtype.bitwidth != 8):
+        if not _pool_types(x, y, arg):
             return None
 
         def codegen(context, builder, sig, args):
@@ -451,8 +456,7 @@ if AVAILABLE:
 
     @intrinsic
     def max_unpool_2x2(typingctx, g, go, n, arg, ao, keep, dst, d0, d1):
-        if (not _arrays(g, arg, dst) or g.dtype != dst.dtype or not isinstance(arg.dtype, types.Integer)
-                or arg.dtype.bitwidth != 8):
+        if not _pool_types(g, dst, arg):
             return None
 
         def codegen(context, builder, sig, args):
@@ -477,11 +481,6 @@ if AVAILABLE:
             return context.get_dummy_value()
 
         return types.void(g, go, n, arg, ao, keep, dst, d0, d1), codegen
-
-    def _lanes_below(builder, n, count):
-        """The lane mask (a vector of i1) of lanes 0 .. count - 1 (``count`` an IR integer) of n lanes."""
-        ivt = ir.VectorType(ir.IntType(32), n)
-        return builder.icmp_signed("<", ir.Constant(ivt, list(range(n))), _splat(builder, builder.trunc(count, ir.IntType(32)), ivt))
 
     @intrinsic
     def transpose(typingctx, src, so, sstride, m_in, dst, do, dstride, m_out, n_out):
