@@ -739,11 +739,11 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
         item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW
         args = (planes, sn, sc, wt, d, masks, bias, y, FORWARD_CHANNEL_BLOCK)
         return y, plane_forward, args, N * nb, item_macs
-    rows = lanes_forward_rows(F, H, W, OH, OW, VL)
-    if rows and not stacked_layout(H, W, OH, OW, KH, KW, pt, pl):
+    stacked = stacked_layout(H, W, OH, OW, KH, KW, pt, pl)
+    if not stacked and lanes_forward_rows(F, H, W, OH, OW, VL):
         args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl)
         return y, lanes_forward, args, N, F * C * KH * KW * OH * OW
-    if stacked_layout(H, W, OH, OW, KH, KW, pt, pl):
+    if stacked:
         m = stacked_images(OH * OW, VL)
         args = (planes, sn, sc, wt, KH, KW, bias, y, m)
         return y, stacked_forward, args, -(-N // m), F * C * KH * KW * OH * OW * m
