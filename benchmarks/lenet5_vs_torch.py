@@ -68,21 +68,19 @@ def cnnkit_forward(p, x):
 
 
 class CnnkitTrainer:
+    """cnnkit's side: the functional model and cnnkit.optim.SGD (what a user writes; PyTorch's
+    side runs torch.optim.SGD with the same lr and momentum). Until Dec 5 this was a NumPy loop
+    (v = 0.9 v + g; p -= lr v: the same formula, rounded twice where PyTorch's fuses)."""
+
     def __init__(self, params, lr=0.01, momentum=0.9):
         self.p = {k: cnnkit.Tensor(v.copy(), requires_grad=True) for k, v in params.items()}
-        self.lr, self.momentum = lr, momentum
-        self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
+        self.opt = cnnkit.optim.SGD(list(self.p.values()), lr=lr, momentum=momentum)
 
     def step(self, x, t):
         loss = F.cross_entropy(cnnkit_forward(self.p, cnnkit.Tensor(x)), t)
-        for p in self.p.values():
-            p.grad = None
+        self.opt.zero_grad()
         loss.backward()
-        for k, p in self.p.items():  # SGD with momentum, PyTorch's formula
-            v = self.velocity[k]
-            v *= self.momentum
-            v += p.grad
-            p.data -= self.lr * v
+        self.opt.step()
         return loss
 
     def predict(self, x):

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.kernels.optim import sgd_step
 from .optimizer import Optimizer, ParamsT, implementation_flags
 
 __all__ = ["SGD"]
@@ -27,6 +28,12 @@ class SGD(Optimizer):
 
     This is the Sutskever et al. (2013) form PyTorch uses: lr multiplies the buffer,
     so changing lr mid-run does not rescale past momentum.
+
+    NumPy float32/float64 parameters whose gradient (and buffer) share their layout take one
+    compiled pass per parameter (``backend/kernels/optim.py``) that rounds as PyTorch's CPU
+    kernels do (each ``a + alpha * b`` one fused multiply-add): the same bits as
+    ``torch.optim.SGD``. Elsewhere (kernels off, CuPy, mixed layouts) NumPy's passes round
+    twice per term and agree to the last bits.
 
     Args:
         params: Tensors or parameter-group dicts (see ``Optimizer``).
@@ -85,6 +92,7 @@ class SGD(Optimizer):
         weight_decay = float(group["weight_decay"])
         nesterov = bool(group["nesterov"])
         maximize = bool(group["maximize"])
+        keep = 1.0 - dampening
 
         for p in group["params"]:
             if p.grad is None:
@@ -97,6 +105,9 @@ class SGD(Optimizer):
                 if buffer is None:  # filled with the first (effective) gradient below
                     buffer = state["momentum_buffer"] = np.empty_like(p.data)
                     first = True
+            # one compiled pass with PyTorch's fused roundings where it applies, else NumPy's passes
+            if sgd_step(p.data, p.grad, buffer, lr, momentum, keep, weight_decay, nesterov, maximize, first):
+                continue
 
             for w, g, b in self._chunks(p.data, p.grad, buffer):
                 g = self._effective_grad(g, w, weight_decay, maximize)
