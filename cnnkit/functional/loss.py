@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from ..backend import dispatch
+from ..backend.kernels import loss as loss_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor, as_array
@@ -101,8 +103,20 @@ class CrossEntropyOp(Function):
         self.weight, self.ignore_index = weight, ignore_index
         self.reduction, self.eps = reduction, label_smoothing
 
+    def _kernel_applies(self, x, target) -> bool:
+        """The compiled pass (``backend/kernels/loss.py``): (M, K) NumPy float logits, C order,
+        (M,) signed integer targets, no class weights, no label smoothing, M and K above 0."""
+        return (self.weight is None and not self.eps and x.ndim == 2 and target.ndim == 1
+                and target.dtype.kind == "i" and x.shape[0] == target.shape[0] and x.size > 0
+                and x.flags.c_contiguous and target.flags.c_contiguous and dispatch.kernels_usable(self.xp, x.dtype))
+
     def forward(self, x, target):
         xp = self.xp
+        if self._kernel_applies(x, target):
+            losses, self.p, denom = loss_kernels.cross_entropy_forward(
+                x, target, self.ignore_index, self.saves_for_backward)
+            self.target = target if self.saves_for_backward else None
+            return self._reduce(x, target, losses, denom, False)
         float_target = target.dtype.kind == "f"
         if not float_target and target.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy expects integer class targets or float probabilities, got {target.dtype}")
@@ -138,13 +152,17 @@ class CrossEntropyOp(Function):
                 losses = losses - (eps / K) * valid * per_class.sum(axis=1)
             denom = w_t.sum()
             self.safe_t, self.w_t, self.valid = safe_t, w_t, valid
-        self.float_target, self.x_shape, self.t_shape = float_target, x.shape, target.shape
         self.p = xp.exp(logp) if self.saves_for_backward else None
+        return self._reduce(x, target, losses, denom, float_target)
+
+    def _reduce(self, x, target, losses, denom, float_target: bool):
+        """The reduction of the per-row ``losses`` (M,); ``denom`` is the mean's divisor."""
+        self.float_target, self.x_shape, self.t_shape = float_target, x.shape, target.shape
         self.denom = denom
         if self.reduction == "sum":
             return losses.sum()
         if self.reduction == "mean":
-            total, denom = losses.sum(), xs.dtype.type(denom)
+            total, denom = losses.sum(), losses.dtype.type(denom)
             if denom != 0:  # (a nonzero divisor raises no flag errstate would silence)
                 return total / denom
             with np.errstate(invalid="ignore", divide="ignore"):  # no counted row: NaN, as PyTorch
@@ -165,6 +183,8 @@ class CrossEntropyOp(Function):
                 s = gy / p.dtype.type(self.denom)
         else:
             s = gy
+        if self.__dict__.get("target") is not None:  # the compiled forward ran: the same arithmetic, one pass
+            return loss_kernels.cross_entropy_backward(p, self.target, self.ignore_index, s), None
         w = None if self.weight is None else self.weight.astype(p.dtype)
         g_target = None
         if self.float_target and self.needs_input_grad[1]:
