@@ -115,6 +115,9 @@ def test_the_numpy_update_runs_where_the_kernel_does_not_apply():
                         False)
     with config.kernels(False):
         assert not sgd_step(w, np.ones((3, 4), np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)
+    frozen = np.ones(3, np.float32)
+    frozen.flags.writeable = False                                       # NumPy's update names the error
+    assert not sgd_step(frozen, np.ones(3, np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)
     np.testing.assert_array_equal(w, 1.0)                                # nothing written
     assert sgd_step(w, np.ones((3, 4), np.float32), None, 0.5, 0.0, 1.0, 0.0, False, False, False)
     np.testing.assert_array_equal(w, 0.5)

@@ -81,10 +81,11 @@ def sgd_step(w, g, b, lr: float, momentum: float, keep: float, weight_decay: flo
     attribute tests; arrays below two grains of elements run on the calling thread.
     """
     if not (type(w) is np.ndarray and type(g) is np.ndarray and w.dtype.char in "fd" and g.dtype == w.dtype
-            and g.shape == w.shape and g.strides == w.strides and AVAILABLE and config.kernels_enabled()):
+            and g.shape == w.shape and g.strides == w.strides and w.flags.writeable and AVAILABLE
+            and config.kernels_enabled()):
         return False
     if b is not None and not (type(b) is np.ndarray and b.dtype == w.dtype and b.shape == w.shape
-                              and b.strides == w.strides):
+                              and b.strides == w.strides and b.flags.writeable):
         return False
     if w.flags.c_contiguous:   # then so are g and b (the same shape and strides)
         fw, fg = w.reshape(-1), g.reshape(-1)
