@@ -19,10 +19,12 @@ Writes into memory an op saved for backward: an assignment without a graph
 (``with no_grad(): w[0] = 0``, ``functional/setitem.py``) changes the array in place, so a
 backward through an op that saved it would silently use the new values. PyTorch refuses
 that backward through version counters; cnnkit counts such writes per memory block (the
-array that owns the memory, so views and ``detach()`` count too: ``note_write``) and, once
-any write happened, each recorded op notes the counts of its inputs' and output's blocks.
-Before its backward runs, ``check_saved`` raises if a block it read was written since and
-the op saved an array inside that block (an op that saved nothing of it, like Add, is fine).
+array that owns the memory, so views and ``detach()`` count too: ``note_write``, which keeps
+each block's number of the last write of all), and, once any write happened, each recorded op
+notes the number of writes so far (one integer: nothing per input, so a training loop whose
+optimizer counts its writes pays no more per op). Before its backward runs, ``check_saved``
+raises if a block it read was written since and the op saved an array inside that block (an
+op that saved nothing of it, like Add, is fine).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from .tensor import Tensor, as_tensor
 
 __all__ = ["Function", "op_name", "note_write"]
 
-# id(memory-owning array) -> number of in-place writes into it (entries leave with the array)
+# id(memory-owning array) -> the number of the last in-place write into it, counted over all
+# arrays (entries leave with the array); _count: the writes so far
 _writes: dict[int, int] = {}
+_count = 0
 # attributes of the engine, not arrays an op saved for its backward
 _ENGINE_ATTRIBUTES = frozenset({"inputs", "input_creators", "needs_input_grad", "saves_for_backward", "output_ref",
-                                "xp", "write_marks"})
+                                "xp", "write_count"})
 
 
 def _owner(array):
@@ -55,12 +59,13 @@ def _owner(array):
 
 def note_write(array) -> None:
     """Count an in-place write into ``array``'s memory (checked by ``Function.check_saved``)."""
+    global _count
     owner = _owner(array)
     key = id(owner)
     if key not in _writes:
-        _writes[key] = 0
         weakref.finalize(owner, _writes.pop, key, None)
-    _writes[key] += 1
+    _count += 1
+    _writes[key] = _count
 
 
 class Function:
@@ -107,8 +112,8 @@ class Function:
             self.output_ref = weakref.ref(output)
             output.requires_grad = True
             output.creator = self
-            if _writes:  # some memory was written in place: note what this op's blocks are at
-                self.write_marks = {id(o): _writes.get(id(o), 0) for o in map(_owner, arrays + [result])}
+            if _writes:  # some memory was written in place: a later write has a higher number
+                self.write_count = _count
         return output
 
     def check_saved(self) -> None:
@@ -119,14 +124,17 @@ class Function:
         """
         if not _writes:
             return
-        marks = self.__dict__.get("write_marks", {})
+        # without write_count, no block had been written when this op ran: every entry is later
+        since = self.__dict__.get("write_count", 0)
+        if since == _count:  # nothing written since this op ran (a training step's backward)
+            return
         output = self.output_ref() if self.output_ref is not None else None
         places = [(f"input {k}", t) for k, t in enumerate(self.inputs)] + [("its output", output)]
         for where, t in places:
             if t is None:
                 continue
             owner = _owner(t.data)
-            if _writes.get(id(owner), 0) == marks.get(id(owner), 0):
+            if _writes.get(id(owner), 0) <= since:
                 continue
             saved = [a for key, v in self.__dict__.items() if key not in _ENGINE_ATTRIBUTES
                      for a in (v if isinstance(v, (tuple, list)) else (v,)) if isinstance(a, numpy.ndarray)]
