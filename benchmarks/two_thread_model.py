@@ -57,7 +57,7 @@ class Model:
             fn(0, count, *args)
             return
         pieces = min(count // max(grain, 1) if piece_grain else count, per_thread * threads)
-        bounds = [count * k // pieces for k in range(pieces + 1)]
+        bounds = cores.chunk_bounds(count, pieces)
         free = [0.0] * threads
         self.depth += 1
         try:

@@ -535,6 +535,18 @@ def test_parallel_for_covers_every_item_once_and_reraises_errors():
         cores.parallel_for(fail, 50)
 
 
+@pytest.mark.parametrize("count, pieces", [(14, 4), (28, 4), (50, 12), (7, 7), (5, 1), (1000, 8)])
+def test_chunk_bounds_cover_the_range_with_the_larger_chunks_first(count, pieces, monkeypatch):
+    bounds = cores.chunk_bounds(count, pieces)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == count and len(sizes) == pieces
+    assert sizes.max() - sizes.min() <= 1 and list(sizes) == sorted(sizes, reverse=True)
+    monkeypatch.setattr(dispatch, "POOL_LARGE_CHUNKS_FIRST", 0)       # the order before (A/B runs)
+    old = cores.chunk_bounds(count, pieces)
+    assert old == [count * k // pieces for k in range(pieces + 1)]
+    assert sorted(np.diff(old)) == sorted(sizes)
+
+
 @pytest.mark.parametrize("shape_a, shape_b", [
     ((256, 1152), (1152, 196)),       # ResNet-18's 3x3/2 layer at batch 1: 256 rows, one block of 256 before
     ((128, 576), (576, 784)),         # 784 columns
