@@ -26,7 +26,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
@@ -475,6 +475,22 @@ def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int,
     ``macs`` multiply-adds in all, splits the threads by output rows."""
     return (images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS and weight_bytes <= column_bytes
             and macs > SMALL_PRODUCT_MACS)
+
+
+# Conv2dGemmOp on one image of few output pixels that ``gemm_by_rows`` leaves alone (weights
+# larger than the columns: ResNet-18's 14x14 and 7x7 layers at batch 1): the input channels in
+# GEMM_CHANNEL_GROUPS groups, each group's columns built and multiplied by W's matching columns
+# on one thread (no columns built on one thread and read on the other, one region instead of
+# two), the groups' products summed in a fixed order (the same bits on any thread count;
+# rounding differs from one product by the grouping of the sum). 0: one product (A/B).
+GEMM_CHANNEL_GROUPS = 2
+
+
+def gemm_by_channels(images: int, pixels: int, channels: int, macs: int) -> bool:
+    """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each runs
+    as GEMM_CHANNEL_GROUPS products over groups of its ``channels`` input channels."""
+    return (GEMM_CHANNEL_GROUPS >= 2 and images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS
+            and channels >= GEMM_CHANNEL_GROUPS and macs > SMALL_PRODUCT_MACS)
 
 
 # Conv2dGemmOp's columns of stride-1 kernels larger than 1x1 come from a zero-padded copy of

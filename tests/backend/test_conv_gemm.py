@@ -155,6 +155,80 @@ def test_gemm_row_split_applies_to_one_image_of_few_pixels_large_products_and_sm
     assert not dispatch.gemm_by_rows(8, 784, 128 * 576 * 4, 576 * 784 * 4, 8 * 128 * 576 * 784)  # batch 8
 
 
+# ------------------------------------------------------- the split by input channels (batch 1)
+CHANNEL_CASES = [
+    ((1, 7, 9, 8), (5, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),          # 3x3 "same"
+    ((1, 6, 11, 10), (9, 6, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),        # ResNet's 3x3/2
+    ((1, 3, 10, 9), (4, 3, 3, 2), (1, 2), (2, 0, 1, 1), (2, 1)),         # 3 channels in 2 groups, dilated
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CHANNEL_CASES)
+def test_gemm_conv_split_by_channel_groups_has_the_same_bits_on_1_to_3_threads(case, dtype, rng, monkeypatch):
+    """One image whose weights are larger than its columns (ResNet-18's 14x14 and 7x7 layers at
+    batch 1): each thread builds the columns of a group of input channels and multiplies them by
+    W's matching columns; the groups' products are summed in a fixed order. The same bits on any
+    thread count; within rounding of one product (the image blocks) and of PyTorch."""
+    x_shape, w_shape, stride, pads, dilation = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w, b = rng.standard_normal(w_shape).astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
+    C, H, W = x.shape[1:]
+    OH = (H + pads[0] + pads[1] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
+    OW = (W + pads[2] + pads[3] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    args = (stride, pads, dilation, 1)
+    monkeypatch.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)        # these small shapes count as large
+    monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *a: False)
+    calls = []
+    original = im2col_kernels._channel_groups
+    monkeypatch.setattr(im2col_kernels, "_channel_groups", lambda *a: calls.append(a[:2]) or original(*a))
+    results = []
+    for threads in (1, 2, 3):
+        with config.num_threads(threads):
+            results.append(im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW)))
+    assert sorted(calls)[:2] == [(0, 1), (1, 2)] or (0, 2) in calls   # both groups, on one thread or two
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    monkeypatch.setattr(dispatch, "GEMM_CHANNEL_GROUPS", 0)       # one product (the image blocks)
+    one = im2col_kernels.conv2d_gemm(x, w, b, *args, (OH, OW))
+    np.testing.assert_allclose(results[0], one, rtol=0, atol=TOL[dtype] * np.abs(one).max())
+    pt, pb, pl, pr = pads
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64), (pl, pr, pt, pb)),
+                                    torch.tensor(w, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
+                                    stride, 0, dilation).numpy()
+    np.testing.assert_allclose(results[0].transpose(1, 0, 2, 3), ty, rtol=0, atol=10 * TOL[dtype] * np.abs(ty).max())
+
+
+def test_gemm_channel_groups_apply_to_one_image_of_few_pixels_and_large_products(monkeypatch):
+    assert dispatch.gemm_by_channels(1, 196, 256, 256 * 2304 * 196)            # ResNet-18's 256x14x14, batch 1
+    assert dispatch.gemm_by_channels(1, 49, 512, 512 * 4608 * 49)              # its 512x7x7
+    assert not dispatch.gemm_by_channels(1, 784, 64, 128 * 64 * 784)           # its 1x1/2 shortcut: 6.4M
+    assert not dispatch.gemm_by_channels(8, 49, 512, 8 * 512 * 4608 * 49)      # batch 8
+    assert not dispatch.gemm_by_channels(1, 56 * 56, 64, 64 * 576 * 56 * 56)   # more pixels than GEMM_ROWS_MAX_PIXELS
+    monkeypatch.setattr(dispatch, "GEMM_CHANNEL_GROUPS", 0)
+    assert not dispatch.gemm_by_channels(1, 49, 512, 512 * 4608 * 49)
+
+
+def test_resnet18_14x14_layer_at_batch_1_in_channel_groups_matches_pytorch_in_training(rng):
+    """F.conv2d on ResNet-18's 256x14x14 layer at batch 1 with gradients: the forward in channel
+    groups, the backward as always; float64 against PyTorch."""
+    x, w = rng.standard_normal((1, 256, 14, 14)), rng.standard_normal((256, 256, 3, 3)) / 48
+    gy = rng.standard_normal((1, 256, 14, 14))
+    xs, ws = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    calls = []
+    original = im2col_kernels._forward_by_channels
+    with pytest.MonkeyPatch.context() as m, config.num_threads(2):
+        m.setattr(im2col_kernels, "_forward_by_channels", lambda *a: calls.append(1) or original(*a))
+        y = F.conv2d(xs, ws, padding=1)
+        y.backward(gy)
+    assert calls and type(y.creator) is Conv2dGemmOp
+    X, Wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(X, Wt, padding=1)
+    ty.backward(torch.tensor(gy))
+    for ours, theirs in zip([y.data, xs.grad, ws.grad], [ty, X.grad, Wt.grad]):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-11, atol=1e-11 * np.abs(theirs.detach().numpy()).max())
+
+
 COLUMN_CASES = [
     # (N, C, H, W), (KH, KW), stride, dilation, (top, left) padding, (OH, OW)
     ((1, 512, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1), (7, 7)),           # ResNet-18's 512x7x7 at batch 1

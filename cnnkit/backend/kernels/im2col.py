@@ -177,6 +177,37 @@ def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y):
     np.matmul(wm, cols, out=y[:, 0, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
 
 
+def _channel_groups(s0, s1, planes, sc, bounds, wm, geometry, parts):
+    """Channel groups s0..s1-1 of the one image, on the calling thread: a group's column rows
+    into this thread's scratch buffer, then its share of the product, W[:, its rows] @ those
+    rows, into parts[group] (one BLAS thread: the caller's setting)."""
+    (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = geometry
+    kernel = _columns_kernel(KH, KW, SH, SW)
+    for s in range(s0, s1):
+        c0, c1 = bounds[s], bounds[s + 1]
+        cols = scratch("gemm.group", ((c1 - c0) * KH * KW, OH * OW), parts.dtype)  # (group's C*KH*KW, OH*OW)
+        kernel(0, c1 - c0, planes[c0 * sc:], 0, sc, 0, 1, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, cols)
+        np.matmul(wm[:, c0 * KH * KW : c1 * KH * KW], cols, out=parts[s])
+
+
+def _forward_by_channels(planes, sc, C, wm, geometry, y):
+    """y (F, 1, OH, OW) of one image as the sum of ``dispatch.GEMM_CHANNEL_GROUPS`` products
+    over groups of input channels, each group's columns built and multiplied by one thread.
+
+    The groups and the order of their sum do not depend on the thread count: the same bits
+    on any number of threads."""
+    S = dispatch.GEMM_CHANNEL_GROUPS
+    F, OH, OW = y.shape[0], y.shape[2], y.shape[3]
+    bounds = [C * s // S for s in range(S + 1)]
+    parts = scratch("gemm.parts", (S, F, OH * OW), y.dtype)           # (S, F, OH*OW)
+    with blas_threads(1):
+        parallel_for(_channel_groups, S, planes, sc, bounds, wm, geometry, parts, per_thread=1)
+    out = y.reshape(F, OH * OW)                                       # (F, OH*OW)
+    np.add(parts[0], parts[1], out=out)
+    for s in range(2, S):
+        out += parts[s]
+
+
 def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None):
     """y (F, N, OH, OW) channel-major memory of the convolution of x (N, C, H, W)."""
     N, C, H, W = x.shape
@@ -195,6 +226,11 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
             parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (F * Cg * KH * KW * OW)),
                          per_thread=dispatch.ROWS_PER_THREAD, piece_grain=True)
+        if b is not None:
+            y += b.reshape(F, 1, 1, 1)
+        return y
+    if G == 1 and not pointwise and dispatch.gemm_by_channels(N, OH * OW, C, F * C * KH * KW * OH * OW):
+        _forward_by_channels(planes, sc, C, wm[0], geometry, y)
         if b is not None:
             y += b.reshape(F, 1, 1, 1)
         return y
