@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -400,6 +400,12 @@ def max_pool2d_algorithm(xp, dtype) -> str:
 # LLVM does not vectorize; bit-identical. 0 switches it off (A/B runs). Measured: see
 # docs/performance.md, "Vector 2x2/2 max pooling".
 MAX_POOL_2X2_SIMD = 1
+
+# With MAX_POOL_2X2_SIMD, maps narrow enough that two or more output rows' windows fit in one
+# vector (OW <= 8 in float32: LeNet-5's second pooling, 5 windows a row) take that many rows per
+# vector op (``pool.max_pool2d_forward_2x2_rows``, ``max_pool2d_backward_2x2_rows``); bit-identical.
+# 0 switches it off (A/B runs). docs/performance.md, "LeNet-5 at batch 64 (Dec 5)".
+MAX_POOL_2X2_PACKED_ROWS = 1
 
 # Without a backward to come, 3x3/2 max pooling computes the maxima alone (separable,
 # ``pool.max_pool2d_values_3x3s2``): ResNet-18's stem pooling at batch 1 (64x112x112),

@@ -276,6 +276,73 @@ def test_max_pool2d_2x2_vector_kernels_equal_the_scalar_kernels_bit_for_bit(shap
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 10, 10), (3, 11, 10), (2, 10, 11), (5, 4, 4), (2, 2, 2), (2, 7, 9), (2, 5, 8),
+                                   (3, 9, 3), (2, 1, 6), (4, 12, 6), (3, 16, 16), (2, 6, 12)])
+def test_max_pool2d_2x2_row_packed_kernels_equal_the_scalar_kernels_bit_for_bit(shape, dtype, rng):
+    """The row-packed 2x2/2 kernels (several output rows per vector op: ``max_pool_2x2_rows``,
+    ``max_unpool_2x2_rows``) against the scalar ones on narrow maps (LeNet-5's 10x10; odd
+    heights and widths, a last block of fewer rows, 1-4 rows per vector): the same maxima, tap
+    bytes and gx (ReLU mask on and off), bit for bit; nothing written past y, arg and gx."""
+    P, H, W = shape
+    OH, OW = H // 2, W // 2
+    special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.0], dtype)
+    for R in range(2, pool_kernels._rows_per_vector(OW, np.dtype(dtype)) + 1):
+        for x in (rng.integers(-2, 3, size=shape).astype(dtype), rng.choice(special, size=shape),
+                  rng.standard_normal(shape).astype(dtype)):
+            size = P * OH * OW
+            y0, a0 = np.full(size, 7, dtype), np.full(size, 9, np.uint8)
+            y1, a1 = np.full(size + 40, 5, dtype), np.full(size + 40, 3, np.uint8)
+            pool_kernels.max_pool2d_forward_2x2(0, P, x, y0.reshape(P, OH, OW), a0.reshape(P, OH, OW))
+            pool_kernels.max_pool2d_forward_2x2_rows(0, P, x, y1[:size].reshape(P, OH, OW),
+                                                     a1[:size].reshape(P, OH, OW), R)
+            assert y1[:size].tobytes() == y0.tobytes()
+            np.testing.assert_array_equal(a1[:size], a0)
+            assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
+            gy = rng.choice(special, size=(P, OH, OW)).astype(dtype)
+            for keep in (pool_kernels.TAP_BITS, 0xFF):
+                g0, g1 = np.full(P * H * W, 7, dtype), np.full(P * H * W + 40, 5, dtype)
+                pool_kernels.max_pool2d_backward_2x2(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P, g0.reshape(P, H, W),
+                                                     np.uint8(keep))
+                pool_kernels.max_pool2d_backward_2x2_rows(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P,
+                                                          g1[: P * H * W].reshape(P, H, W), np.uint8(keep), R)
+                assert g1[: P * H * W].tobytes() == g0.tobytes()
+                assert (g1[P * H * W :] == 5).all()
+
+
+def test_row_packed_max_pooling_takes_maps_whose_rows_fit_twice_in_a_vector():
+    assert pool_kernels._rows_per_vector(5, np.dtype(np.float32)) == 3      # LeNet-5's 10x10 -> 5x5
+    assert pool_kernels._rows_per_vector(14, np.dtype(np.float32)) == 1     # 28x28: one row a vector op
+    assert pool_kernels._rows_per_vector(2, np.dtype(np.float32)) == pool_kernels.PACKED_ROWS
+    assert pool_kernels._rows_per_vector(5, np.dtype(np.float64)) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_row_packed_max_pooling_gives_the_op_results_of_the_row_kernels(dtype, layout, rng, monkeypatch):
+    """dispatch.MAX_POOL_2X2_PACKED_ROWS on and off through the op (LeNet-5's second pooling, NaN
+    and ties, the gradient in the other layout, ReLU fused or not, 1-3 threads): the same bits."""
+    x = rng.integers(-2, 3, size=(5, 16, 10, 10)).astype(dtype)
+    x.reshape(-1)[[5, 100, 2000]] = np.nan
+    x = cnhw(x) if layout == "cnhw" else x
+    results, calls = [], []
+    for name in ("max_pool2d_forward_2x2_rows", "max_pool2d_backward_2x2_rows"):
+        kernel = getattr(pool_kernels, name)
+        monkeypatch.setattr(pool_kernels, name, lambda *a, kernel=kernel: calls.append(1) or kernel(*a))
+    for on in (1, 0):
+        monkeypatch.setattr(dispatch, "MAX_POOL_2X2_PACKED_ROWS", on)
+        for threads in (1, 2, 3):
+            with config.num_threads(threads):
+                for relu in (False, True):
+                    y, (gx,) = run(lambda t, relu=relu: F.max_pool2d(F.relu(t) if relu else t, 2), [x], 5, False)
+                    results.append((y, gx))
+    assert len(calls) >= (12 if dtype == np.float32 else 0) and (dtype == np.float32 or not calls)
+    half = len(results) // 2
+    for (y, gx), (y_ref, gx_ref) in zip(results[:half], results[half:], strict=True):
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_2x2_vector_and_scalar_kernels_give_the_same_op_results(dtype, rng, monkeypatch):
     """dispatch.MAX_POOL_2X2_SIMD on and off: the same outputs and gradients, ReLU fused or not."""
     x = rng.integers(-2, 3, size=(3, 6, 28, 27)).astype(dtype)

@@ -22,9 +22,150 @@ import numpy as np
 
 from .. import buffers, dispatch
 from ..cores import parallel_for
-from . import as_planes, njit, simd, unplanes
+from . import AVAILABLE, as_planes, njit, simd, unplanes
 
 __all__ = ["max_pool2d_fused", "max_pool2d_scatter", "relu_mask_applies", "TAP_BITS", "NOT_POSITIVE"]
+
+# Row-packed 2x2 windows: up to this many output rows per vector (``_rows_per_vector``).
+PACKED_ROWS = 4
+
+if AVAILABLE:
+    import llvmlite.ir as ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    from .simd import _at, _masked_store_lanes, _pool_types, _split_even_odd, _vector, _zip_lanes
+
+    def _merge_load(builder, ptr, vt, mask, passthru):
+        """The lanes set in ``mask`` loaded from ``ptr`` (any pointer), the others from ``passthru``."""
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
+            f"llvm.masked.load.v{vt.count}{vt.element.intrinsic_name}.p0")
+        return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(ir.IntType(32), 1), mask, passthru])
+
+    def _segments(builder, n, rows, length):
+        """Per packed row r < PACKED_ROWS and half h (0: lanes 0..n-1 of the first vector, 1: n..2n-1
+        of the second) of a 2n-entry virtual row: (any, mask), whether row r has entries there
+        and the lane mask of its ``length`` entries at r * length (``rows``, ``length``: IR
+        integers; no row from ``rows`` on). A (row, half) without entries skips its load or store
+        (a predictable branch: the same for every call of a layer)."""
+        i32 = ir.IntType(32)
+        ivt = ir.VectorType(i32, n)
+        length = builder.trunc(length, i32)
+        rows = builder.trunc(rows, i32)
+        masks = []
+        for r in range(PACKED_ROWS):
+            start = builder.mul(length, ir.Constant(i32, r))
+            end = builder.add(start, length)
+            live = builder.icmp_signed("<", ir.Constant(i32, r), rows)
+            s, e = simd._splat(builder, start, ivt), simd._splat(builder, end, ivt)
+            halves = []
+            for h in (0, 1):
+                lanes = ir.Constant(ivt, list(range(h * n, (h + 1) * n)))
+                mask = builder.and_(builder.icmp_signed(">=", lanes, s), builder.icmp_signed("<", lanes, e))
+                any_ = builder.and_(live, builder.and_(builder.icmp_signed("<", start, ir.Constant(i32, (h + 1) * n)),
+                                                       builder.icmp_signed(">", end, ir.Constant(i32, h * n))))
+                halves.append((any_, mask))
+            masks.append(halves)
+        return masks
+
+    def _merge_load_if(builder, any_, ptr, vt, mask, passthru):
+        """``_merge_load`` when ``any_`` (an i1), else ``passthru`` without touching memory."""
+        before = builder.block
+        with builder.if_then(any_):
+            loaded = _merge_load(builder, ptr, vt, mask, passthru)
+            inside = builder.block
+        phi = builder.phi(vt)
+        phi.add_incoming(loaded, inside)
+        phi.add_incoming(passthru, before)
+        return phi
+
+    @intrinsic
+    def max_pool_2x2_rows(typingctx, x, o, w, length, rows, y, yo, arg, ao):
+        """``simd.max_pool_2x2`` for ``rows`` output rows (row pairs of x from element o, row
+        stride w, 2x2 windows over the first ``length`` = 2 * OW entries of each row) at once: the
+        rows' entries packed one after the other into one virtual row of 2 * VL lanes (rows *
+        length <= 2 * VL) by merging masked loads, so lane q is window q of the rows' q // OW,
+        and the rows * OW maxima and tap bytes stored one after the other at yo and ao (the output
+        rows are consecutive). The same compares and selects per window."""
+        if not _pool_types(x, y, arg):
+            return None
+
+        def codegen(context, builder, sig, args):
+            xa, o, w, length, rows, ya, yo, aa, ao = args
+            vt = _vector(context, x.dtype)
+            nl = vt.count
+            bvt = ir.VectorType(ir.IntType(8), nl)
+            segments = _segments(builder, nl, rows, length)
+            taps = []
+            for first in (ir.Constant(_I64, 0), w):                  # the top and the bottom rows
+                v0 = v1 = ir.Constant(vt, None)
+                for r, ((any0, lo), (any1, hi)) in enumerate(segments):
+                    # row r's entry k sits in virtual lane r * length + k
+                    src = builder.add(builder.add(o, first),
+                                      builder.sub(builder.mul(w, ir.Constant(_I64, 2 * r)),
+                                                  builder.mul(length, ir.Constant(_I64, r))))
+                    v0 = _merge_load_if(builder, any0, _at(context, builder, x, xa, src), vt, lo, v0)
+                    v1 = _merge_load_if(builder, any1, _at(context, builder, x, xa, builder.add(src, ir.Constant(_I64, nl))),
+                                        vt, hi, v1)
+                taps += _split_even_odd(builder, v0, v1)
+            m, tap = taps[0], ir.Constant(bvt, [0] * nl)
+            for k in (1, 2, 3):
+                v = taps[k]
+                take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+                m = builder.select(take, v, m)
+                tap = builder.select(take, ir.Constant(bvt, [k] * nl), tap)
+            positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
+                                   builder.fcmp_unordered("uno", m, m))
+            tap = builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
+            count = builder.sdiv(builder.mul(rows, length), ir.Constant(_I64, 2))
+            out = simd._lanes_below(builder, nl, count)
+            _masked_store_lanes(builder, m, _at(context, builder, y, ya, yo), out)
+            _masked_store_lanes(builder, tap, _at(context, builder, arg, aa, ao), out)
+            return context.get_dummy_value()
+
+        return types.void(x, o, w, length, rows, y, yo, arg, ao), codegen
+
+    @intrinsic
+    def max_unpool_2x2_rows(typingctx, g, go, arg, ao, keep, dst, d, w, length, rows):
+        """``simd.max_unpool_2x2`` for ``rows`` output rows at once (``max_pool_2x2_rows``'s
+        packing): rows * OW gradients and tap bytes read one after the other from go and ao,
+        each gradient or 0 selected per tap, zipped back into the virtual rows and stored by
+        masked stores into the rows' first ``length`` entries (row pairs from element d, stride w)."""
+        if not _pool_types(g, dst, arg):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ga, go, aa, ao, keep, da, d, w, length, rows = args
+            vt = _vector(context, g.dtype)
+            nl = vt.count
+            bvt = ir.VectorType(ir.IntType(8), nl)
+            segments = _segments(builder, nl, rows, length)
+            count = builder.sdiv(builder.mul(rows, length), ir.Constant(_I64, 2))
+            inside = simd._lanes_below(builder, nl, count)
+            gv = simd._masked_load_lanes(builder, _at(context, builder, g, ga, go), vt, inside)
+            arg_taps = simd._masked_load_lanes(builder, _at(context, builder, arg, aa, ao), bvt, inside)
+            tap = builder.and_(arg_taps, simd._splat(builder, keep, bvt))
+            zero = ir.Constant(vt, None)
+            parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
+                     for k in range(4)]
+            for first, (even, odd) in zip((ir.Constant(_I64, 0), w), (parts[:2], parts[2:])):
+                v0, v1 = _zip_lanes(builder, even, odd)
+                for r, ((any0, lo), (any1, hi)) in enumerate(segments):
+                    to = builder.add(builder.add(d, first),
+                                     builder.sub(builder.mul(w, ir.Constant(_I64, 2 * r)),
+                                                 builder.mul(length, ir.Constant(_I64, r))))
+                    with builder.if_then(any0):
+                        _masked_store_lanes(builder, v0, _at(context, builder, dst, da, to), lo)
+                    with builder.if_then(any1):
+                        _masked_store_lanes(builder, v1, _at(context, builder, dst, da,
+                                                             builder.add(to, ir.Constant(_I64, nl))), hi)
+            return context.get_dummy_value()
+
+        return types.void(g, go, arg, ao, keep, dst, d, w, length, rows), codegen
+
+    _I64 = ir.IntType(64)
 
 
 @njit(cache=True, nogil=True)
@@ -252,6 +393,19 @@ def max_pool2d_forward_2x2_simd(q0, q1, x, y, arg, VL):
                 simd.max_pool_2x2(x, o0 + 2 * j, o0 + W + 2 * j, min(VL, OW - j), y, yo + j, arg, yo + j)
 
 
+@njit(cache=True, nogil=True)
+def max_pool2d_forward_2x2_rows(q0, q1, x, y, arg, R):
+    """``max_pool2d_forward_2x2_simd`` with R output rows per vector op (``max_pool_2x2_rows``):
+    on narrow maps (LeNet-5's second pooling: 10x10 in, 5 windows a row) a vector op per row
+    left most lanes idle. The same compares per window: bit for bit its maxima and tap bytes."""
+    H, W = x.shape[1], x.shape[2]
+    OH, OW = y.shape[1], y.shape[2]
+    for p in range(q0, q1):  # planes in memory order (module doc)
+        xp, yq = p * H * W, p * OH * OW
+        for i in range(0, OH, R):
+            max_pool_2x2_rows(x, xp + 2 * i * W, W, 2 * OW, min(R, OH - i), y, yq + i * OW, arg, yq + i * OW)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _gy_plane(pa, C, asc, gsn, gsc):
     """The plane of gy that goes with plane pa of arg and gx (arg's planes in memory order:
@@ -335,6 +489,30 @@ def max_pool2d_backward_2x2_simd(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, VL
         dst[2 * OH :, :] = zero  # nor is an odd last row
 
 
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2_rows(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, R):
+    """``max_pool2d_backward_2x2_simd`` with R output rows per vector op (``max_unpool_2x2_rows``);
+    bit for bit its gx."""
+    H, W = gx.shape[1], gx.shape[2]
+    OH, OW = gy.shape[1], gy.shape[2]
+    zero = np.zeros(1, gx.dtype)[0]
+    for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
+        pg = _gy_plane(pa, C, asc, gsn, gsc)
+        go, ao, xo = pg * OH * OW, pa * OH * OW, pa * H * W
+        dst = gx[pa]
+        for i in range(0, OH, R):
+            max_unpool_2x2_rows(gy, go + i * OW, arg, ao + i * OW, keep, gx, xo + 2 * i * W, W, 2 * OW, min(R, OH - i))
+        if W > 2 * OW:  # an odd last column is in no window
+            dst[: 2 * OH, 2 * OW :] = zero
+        dst[2 * OH :, :] = zero  # nor is an odd last row
+
+
+def _rows_per_vector(OW: int, dtype) -> int:
+    """Output rows of 2x2 windows one vector op takes (row-packed kernels from 2 on): the rows'
+    2 * OW entries must fit in two vectors."""
+    return min(PACKED_ROWS, 2 * simd.lanes(dtype) // max(1, 2 * OW))
+
+
 # ---------------------------------------------------------------------------------------
 # Array plumbing called by MaxPool2dFusedOp: allocation, layouts, threads. Pure Python.
 # ---------------------------------------------------------------------------------------
@@ -371,7 +549,10 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = 
         return unplanes(y, N, C, sc), None, (sn, sc)
     arg = buffers.empty(y.shape, np.uint8 if KH * KW < 256 else np.int32)
     if _is_2x2(kernel, stride, pads, dilation):
-        if dispatch.MAX_POOL_2X2_SIMD:
+        R = _rows_per_vector(OW, x.dtype)
+        if dispatch.MAX_POOL_2X2_SIMD and R >= 2 and dispatch.MAX_POOL_2X2_PACKED_ROWS:
+            parallel_for(max_pool2d_forward_2x2_rows, N * C, planes, y, arg, R, grain=_plane_grain(x.shape, many))
+        elif dispatch.MAX_POOL_2X2_SIMD:
             parallel_for(max_pool2d_forward_2x2_simd, N * C, planes, y, arg, simd.lanes(x.dtype),
                          grain=_plane_grain(x.shape, many))
         else:
@@ -406,7 +587,11 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, 
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         keep = np.uint8(0xFF if relu_masked else TAP_BITS)
-        if dispatch.MAX_POOL_2X2_SIMD:
+        R = _rows_per_vector(gplanes.shape[2], gx.dtype)
+        if dispatch.MAX_POOL_2X2_SIMD and R >= 2 and dispatch.MAX_POOL_2X2_PACKED_ROWS:
+            parallel_for(max_pool2d_backward_2x2_rows, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep, R,
+                         grain=_plane_grain(x_shape, many))
+        elif dispatch.MAX_POOL_2X2_SIMD:
             parallel_for(max_pool2d_backward_2x2_simd, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
                          simd.lanes(gx.dtype), grain=_plane_grain(x_shape, many))
         else:
