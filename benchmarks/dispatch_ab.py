@@ -17,7 +17,7 @@ Example (the 7x7/2 stem back on im2col + GEMM):
 
 Usage:
     python benchmarks/dispatch_ab.py NAME=VALUE ... [--model resnet18|resnet20|vgg11_cifar|lenet5] [--batch 8]
-        [--train | --optimized] [--steps 1] [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
+        [--train [--sgd] | --optimized] [--steps 1] [--repeats 11 | --quiet N] [--threads N] [--clock wall|cpu]
 
 ``--quiet N`` (two threads, wall clock, on a shared machine): pairs continue until N of them
 ran without any thread of this process waiting for a CPU (``timing.runqueue_wait``).
@@ -54,9 +54,11 @@ MODELS = {"resnet18": (224, 1000), "resnet20": (32, 10), "vgg11_cifar": (32, 10)
 CHANNELS = {"lenet5": 1}  # input channels where not 3
 
 
-def model_call(name: str, batch: int, train: bool, optimized: bool = False, steps: int = 1):
+def model_call(name: str, batch: int, train: bool, optimized: bool = False, steps: int = 1,
+               sgd: bool = False):
     """``steps`` inference batches of a zoo model (ResNet-18 at 224x224, ResNet-20 and VGG-11 (BN) at 32x32,
-    LeNet-5 at 1x28x28), or ``steps`` forward + backward passes of a training step. ``optimized``: the model as
+    LeNet-5 at 1x28x28), or ``steps`` forward + backward passes of a training step (and ``sgd``: an
+    ``optim.SGD`` step, lr 0.01, momentum 0.9, after each). ``optimized``: the model as
     ``cnnkit.surgery.optimize_for_inference`` makes it (inference only)."""
     size, classes = MODELS[name]
     channels = CHANNELS.get(name, 3)
@@ -74,11 +76,15 @@ def model_call(name: str, batch: int, train: bool, optimized: bool = False, step
                     model(cnnkit.Tensor(x))
         return run
 
+    opt = cnnkit.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if sgd else None
+
     def step():
         for _ in range(steps):
             loss = cnnkit.functional.cross_entropy(model(cnnkit.Tensor(x)), t)
             model.zero_grad()
             loss.backward()
+            if opt is not None:
+                opt.step()
     return step
 
 
@@ -107,6 +113,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--train", action="store_true", help="time forward + backward in training mode")
     parser.add_argument("--optimized", action="store_true", help="the model optimized for inference")
+    parser.add_argument("--sgd", action="store_true",
+                        help="with --train: each step ends with an optim.SGD step (lr 0.01, momentum 0.9)")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--steps", type=int, default=1,
                         help="model calls per timed call (LeNet-5's 5 ms steps: a run of steps, as in training)")
@@ -126,7 +134,7 @@ def main() -> None:
     if args.layer and args.train:
         parser.error("--layer times a forward; it cannot be combined with --train")
     run = layer_call(args.layer, args.batch, args.optimized) if args.layer else model_call(
-        args.model, args.batch, args.train, args.optimized, args.steps)
+        args.model, args.batch, args.train, args.optimized, args.steps, args.sgd)
 
     def with_settings(settings):
         """One call of ``run`` under these thresholds (setting them costs well under a microsecond)."""
@@ -154,6 +162,7 @@ def main() -> None:
     kept = f"{len(times['as is'])} pairs" + (f" kept of {r} (--quiet)" if args.quiet else "")
     print(f"{f'conv {args.layer}' if args.layer else args.model} "
           f"{'training forward + backward' if args.train else 'inference'}"
+          f"{' + SGD' if args.train and args.sgd else ''}"
           f"{f' x {args.steps} steps per call' if args.steps > 1 else ''}"
           f"{' (optimized for inference)' if args.optimized else ''}, batch {args.batch}, "
           f"{cnnkit.config.get_num_threads()} threads, {args.clock} clock, {kept}, "

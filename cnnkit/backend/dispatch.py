@@ -27,6 +27,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
 ]
@@ -446,6 +447,20 @@ ELEMENTWISE_MIN_SIZE = 2**12
 def relu_kernel_applies(xp, x) -> bool:
     """True when ReLU runs its one-pass kernel: a large float NumPy array laid out in one block."""
     return kernels_usable(xp, x.dtype) and x.size >= ELEMENTWISE_MIN_SIZE and flat(x) is not None
+
+
+# ------------------------------------------------------------------------ loss and optimizer
+# cross_entropy on (M, K) float logits with integer targets (no class weights, no label
+# smoothing) in one compiled pass each way (``kernels/loss.py``) instead of some 25 NumPy calls
+# on a (64, 10) array; values within a few ulp of the NumPy path. 0: the NumPy path (A/B runs).
+# LeNet-5 b64 loss fwd + bwd 51 -> 23 us (one thread). docs/performance.md, "LeNet-5 at batch
+# 64 (Dec 5)".
+CROSS_ENTROPY_KERNEL = 1
+# optim.SGD's update of a float parameter in one compiled pass (``kernels/optim.py``) with
+# PyTorch's fused roundings (bit-identical to torch.optim.SGD) instead of one NumPy pass per
+# term. 0: the NumPy update (A/B runs). LeNet-5's ten parameters 56 -> 34 us a step (one
+# thread). docs/performance.md, "LeNet-5 at batch 64 (Dec 5)".
+SGD_KERNEL = 1
 
 
 # ------------------------------------------------------------------------ matrix products

@@ -105,8 +105,10 @@ class CrossEntropyOp(Function):
 
     def _kernel_applies(self, x, target) -> bool:
         """The compiled pass (``backend/kernels/loss.py``): (M, K) NumPy float logits, C order,
-        (M,) signed integer targets, no class weights, no label smoothing, M and K above 0."""
-        return (self.weight is None and not self.eps and x.ndim == 2 and target.ndim == 1
+        (M,) signed integer targets, no class weights, no label smoothing, M and K above 0; switch
+        ``dispatch.CROSS_ENTROPY_KERNEL``."""
+        return (dispatch.CROSS_ENTROPY_KERNEL and self.weight is None and not self.eps
+                and x.ndim == 2 and target.ndim == 1
                 and target.dtype.kind == "i" and x.shape[0] == target.shape[0] and x.size > 0
                 and x.flags.c_contiguous and target.flags.c_contiguous and dispatch.kernels_usable(self.xp, x.dtype))
 

@@ -14,6 +14,7 @@ import pytest
 
 import cnnkit.functional as F
 from cnnkit import Tensor, config
+from cnnkit.backend import dispatch
 from cnnkit.backend.kernels import AVAILABLE
 from cnnkit.backend.kernels import loss as loss_kernels
 
@@ -120,6 +121,16 @@ def test_other_cases_take_the_reference_bit_for_bit(kernel_calls, kwargs, target
         t = t.astype(np.uint8)
     new, ref = loss_and_grad(x, t, True, **kwargs), loss_and_grad(x, t, False, **kwargs)
     for a, b in zip(new, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not kernel_calls
+
+
+def test_the_switch_off_takes_the_reference_bit_for_bit(kernel_calls, monkeypatch):
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((64, 10)).astype(np.float32), rng.integers(0, 10, 64)
+    ref = loss_and_grad(x, t, False)
+    monkeypatch.setattr(dispatch, "CROSS_ENTROPY_KERNEL", 0)
+    for a, b in zip(loss_and_grad(x, t, True), ref, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not kernel_calls
 

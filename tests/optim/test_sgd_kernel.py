@@ -115,6 +115,9 @@ def test_the_numpy_update_runs_where_the_kernel_does_not_apply():
                         False)
     with config.kernels(False):
         assert not sgd_step(w, np.ones((3, 4), np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)
+    with pytest.MonkeyPatch.context() as mp:                             # the A/B switch
+        mp.setattr(dispatch, "SGD_KERNEL", 0)
+        assert not sgd_step(w, np.ones((3, 4), np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)
     frozen = np.ones(3, np.float32)
     frozen.flags.writeable = False                                       # NumPy's update names the error
     assert not sgd_step(frozen, np.ones(3, np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)

@@ -75,14 +75,15 @@ def sgd_step(w, g, b, lr: float, momentum: float, keep: float, weight_decay: flo
     """One SGD step of parameter array ``w`` in place, and of its momentum buffer ``b`` (None
     without momentum); keep = 1 - dampening. False, doing nothing, where the kernel does not
     apply (the caller then runs the NumPy update): arrays that are not NumPy float32/float64
-    of one shape, dtype and gap-free layout, or kernels off (``config.kernels``).
+    of one shape, dtype and gap-free layout, kernels off (``config.kernels``) or
+    ``dispatch.SGD_KERNEL`` 0.
 
     Called once per parameter per step (LeNet-5: ten times), so the checks are plain
     attribute tests; arrays below two grains of elements run on the calling thread.
     """
     if not (type(w) is np.ndarray and type(g) is np.ndarray and w.dtype.char in "fd" and g.dtype == w.dtype
             and g.shape == w.shape and g.strides == w.strides and w.flags.writeable and AVAILABLE
-            and config.kernels_enabled()):
+            and dispatch.SGD_KERNEL and config.kernels_enabled()):
         return False
     if b is not None and not (type(b) is np.ndarray and b.dtype == w.dtype and b.shape == w.shape
                               and b.strides == w.strides and b.flags.writeable):
