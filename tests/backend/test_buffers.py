@@ -86,6 +86,15 @@ def test_empty_is_c_contiguous_page_aligned_and_writable(pool_everything):
     assert float(a.sum()) == 1.5 * a.size
 
 
+@pytest.mark.parametrize("dtype", [np.dtype([("a", np.float32), ("b", np.int16)]), np.dtype(np.complex64),
+                                   np.dtype(">f4")])
+def test_dtypes_with_fields_or_byte_order_keep_them(pool_everything, dtype):
+    a = buffers.empty((4, 5), dtype)
+    b = np.empty((4, 5), dtype)
+    assert (a.shape, a.dtype, a.strides) == (b.shape, b.dtype, b.strides)
+    assert isinstance(a.base, buffers._Lease)
+
+
 def test_memory_is_reused_only_after_every_view_is_gone(pool_everything):
     a = buffers.empty((1000,), np.float64)
     first = address_range(a)
