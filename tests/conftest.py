@@ -4,6 +4,7 @@ a local HTTP server (``server``) and isolation from the user's caches and proxie
 from __future__ import annotations
 
 import os
+import signal
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from cnnkit import models
 from cnnkit.explain.graph import model_graph
 from cnnkit.io.checkpoint import save
 from tests.local_server import LocalServer
+
+# The Ctrl-C tests send SIGINT to a `cnnkit train` they start. A test run started in the
+# background by a non-interactive shell (`(pytest &)`) inherits SIGINT ignored, and so would every
+# process it starts (an ignored signal stays ignored across exec): each Ctrl-C would be lost and
+# the run would go to its end. A Python handler is reset to the default on exec, so with this
+# one the processes the tests start take SIGINT as a terminal's Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 try:  # pragma: no cover - only on machines with a GPU
     import cupy
