@@ -20,13 +20,13 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies", "inference_grain",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
@@ -356,6 +356,22 @@ CONV_GROUP = 16
 PARALLEL_MIN_MACS = 2_000_000
 PARALLEL_MIN_ELEMENTS = 2**19
 
+# The one-pass elementwise kernels of inference (ReLU without its mask, eval-mode batch norm)
+# give each thread at least this many elements instead of PARALLEL_MIN_ELEMENTS: ResNet-18's
+# stem at batch 1 (64x112x112, 0.8M elements: batch norm 0.22 ms, ReLU 0.13 ms on one core)
+# splits; its 64x56x56 maps and training's passes (gradient masks, batch statistics) keep
+# their grain, and at batch 8 every split is as before. 0: PARALLEL_MIN_ELEMENTS (A/B runs).
+# Measured with POOL_VALUES_MIN_ELEMENTS = 2**18 and GEMM_CHANNEL_GROUPS_MIN_MACS below
+# (together: ResNet-18 b1 0.2-1.9% faster eager, -1.3 to +3.3% optimized, two threads,
+# within the host's spread): docs/performance.md, "ResNet-18 at batch 1: the serial stem
+# and shortcuts (Dec 5 night)".
+INFERENCE_MIN_ELEMENTS = 2**18
+
+
+def inference_grain() -> int:
+    """Elements per thread of inference's one-pass elementwise kernels (INFERENCE_MIN_ELEMENTS)."""
+    return INFERENCE_MIN_ELEMENTS or PARALLEL_MIN_ELEMENTS
+
 # After a parallel region the kernel pool's helpers wait this many microseconds for the
 # next one spinning without the GIL (``kernels/spin.py``), then sleep; the calling thread
 # waits as long for a helper's last chunk. Only in pinned regions (POOL_PIN below). 0:
@@ -411,8 +427,10 @@ MAX_POOL_2X2_PACKED_ROWS = 1
 # Without a backward to come, 3x3/2 max pooling computes the maxima alone (separable,
 # ``pool.max_pool2d_values_3x3s2``): ResNet-18's stem pooling at batch 1 (64x112x112),
 # one thread, CPU time: 0.42-0.43 ms against 0.92-1.0 ms with the tap index (Dec 4).
-# Each thread gets at least this many input elements.
-POOL_VALUES_MIN_ELEMENTS = 2**19
+# Each thread gets at least this many input elements (2**19 until Dec 5 night: the stem's
+# 0.8M-element pooling at batch 1 ran on one thread; 2**18 splits it, modelled 0.47 -> 0.30
+# ms; see INFERENCE_MIN_ELEMENTS).
+POOL_VALUES_MIN_ELEMENTS = 2**18
 
 # The compiled max pooling's backward applies the mask of a ReLU right before it (when the
 # pooling is the ReLU's only consumer), and the ReLU's backward pass is skipped
@@ -505,13 +523,17 @@ def gemm_by_rows(images: int, pixels: int, weight_bytes: int, column_bytes: int,
 # two), the groups' products summed in a fixed order (the same bits on any thread count;
 # rounding differs from one product by the grouping of the sum). 0: one product (A/B).
 GEMM_CHANNEL_GROUPS = 2
+# ... on layers of more than this many multiply-adds: ResNet-18's three 1x1/2 shortcuts at
+# batch 1 (6.4M each, 0.24-0.28 ms on one core, under SMALL_PRODUCT_MACS, so one thread
+# until Dec 5 night) split into two groups too (see INFERENCE_MIN_ELEMENTS).
+GEMM_CHANNEL_GROUPS_MIN_MACS = 2**22
 
 
 def gemm_by_channels(images: int, pixels: int, channels: int, macs: int) -> bool:
     """True when Conv2dGemmOp's forward on ``images`` of ``pixels`` output pixels each runs
     as GEMM_CHANNEL_GROUPS products over groups of its ``channels`` input channels."""
     return (GEMM_CHANNEL_GROUPS >= 2 and images == 1 and pixels <= GEMM_ROWS_MAX_PIXELS
-            and channels >= GEMM_CHANNEL_GROUPS and macs > SMALL_PRODUCT_MACS)
+            and channels >= GEMM_CHANNEL_GROUPS and macs > GEMM_CHANNEL_GROUPS_MIN_MACS)
 
 
 # Conv2dGemmOp's columns of stride-1 kernels larger than 1x1 come from a zero-padded copy of

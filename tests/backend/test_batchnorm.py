@@ -131,7 +131,7 @@ def test_eval_batch_norm_constants_are_numpys_bit_for_bit(dtype, params, shape, 
     gamma = rng.standard_normal(C).astype(dtype) if params != "none" else None
     beta = rng.standard_normal(C).astype(dtype) if params == "both" else None
     eps = 1e-5
-    monkeypatch.setattr(dispatch, "PARALLEL_MIN_ELEMENTS", 1)          # every plane its own piece
+    monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)         # every plane its own piece
     with config.num_threads(threads):
         y, mean, inv_std = kernels.batchnorm.batch_norm_eval(x, rm, rv, gamma, beta, eps)
     m = rm.astype(dtype).astype(np.float64)

@@ -160,6 +160,7 @@ CHANNEL_CASES = [
     ((1, 7, 9, 8), (5, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),          # 3x3 "same"
     ((1, 6, 11, 10), (9, 6, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),        # ResNet's 3x3/2
     ((1, 3, 10, 9), (4, 3, 3, 2), (1, 2), (2, 0, 1, 1), (2, 1)),         # 3 channels in 2 groups, dilated
+    ((1, 6, 11, 10), (9, 6, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),        # ResNet's 1x1/2 shortcut
 ]
 
 
@@ -178,6 +179,7 @@ def test_gemm_conv_split_by_channel_groups_has_the_same_bits_on_1_to_3_threads(c
     OW = (W + pads[2] + pads[3] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
     args = (stride, pads, dilation, 1)
     monkeypatch.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)        # these small shapes count as large
+    monkeypatch.setattr(dispatch, "GEMM_CHANNEL_GROUPS_MIN_MACS", 0)
     monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *a: False)
     calls = []
     original = im2col_kernels._channel_groups
@@ -202,7 +204,8 @@ def test_gemm_conv_split_by_channel_groups_has_the_same_bits_on_1_to_3_threads(c
 def test_gemm_channel_groups_apply_to_one_image_of_few_pixels_and_large_products(monkeypatch):
     assert dispatch.gemm_by_channels(1, 196, 256, 256 * 2304 * 196)            # ResNet-18's 256x14x14, batch 1
     assert dispatch.gemm_by_channels(1, 49, 512, 512 * 4608 * 49)              # its 512x7x7
-    assert not dispatch.gemm_by_channels(1, 784, 64, 128 * 64 * 784)           # its 1x1/2 shortcut: 6.4M
+    assert dispatch.gemm_by_channels(1, 784, 64, 128 * 64 * 784)               # its 1x1/2 shortcuts: 6.4M
+    assert not dispatch.gemm_by_channels(1, 784, 64, 2**22)                    # at most GEMM_CHANNEL_GROUPS_MIN_MACS
     assert not dispatch.gemm_by_channels(8, 49, 512, 8 * 512 * 4608 * 49)      # batch 8
     assert not dispatch.gemm_by_channels(1, 56 * 56, 64, 64 * 576 * 56 * 56)   # more pixels than GEMM_ROWS_MAX_PIXELS
     monkeypatch.setattr(dispatch, "GEMM_CHANNEL_GROUPS", 0)

@@ -480,8 +480,10 @@ def test_parallel_relu_matches_pytorch_with_nan_and_inf(dtype, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
 @pytest.mark.parametrize("shape", [(16, 8, 16, 16), (1, 512, 7, 7), (2, 2, 32, 32)])
-def test_relu_without_backward_writes_no_mask_and_matches_pytorch(shape, layout, dtype, rng, monkeypatch):
-    """Under no_grad the kernel writes y alone (relu_only), equal to PyTorch's, NaN/inf included."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_relu_without_backward_writes_no_mask_and_matches_pytorch(shape, layout, dtype, threads, rng, monkeypatch):
+    """Under no_grad the kernel writes y alone (relu_only), equal to PyTorch's, NaN/inf included,
+    split over the threads by INFERENCE_MIN_ELEMENTS (small here: every shape splits)."""
     import torch
 
     x = rng.standard_normal(shape).astype(dtype)
@@ -489,7 +491,8 @@ def test_relu_without_backward_writes_no_mask_and_matches_pytorch(shape, layout,
     x = cnhw(x) if layout == "cnhw" else x
     assert dispatch.relu_kernel_applies(np, x)
     monkeypatch.setattr(elementwise, "relu_with_mask", None)  # the masked kernel must not run
-    with config.kernels(True), config.no_grad():
+    monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1000)
+    with config.kernels(True), config.no_grad(), config.num_threads(threads):
         y = F.relu(Tensor(x)).data
     assert y.strides == x.strides
     np.testing.assert_array_equal(y, torch.relu(torch.from_numpy(np.ascontiguousarray(x))).numpy())

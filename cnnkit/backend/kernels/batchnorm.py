@@ -206,7 +206,7 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     y = buffers.empty_like(planes)
     parallel_for(_affine, N * C, planes, sc, C, scale, shift, y,
-                 grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, H * W)))
+                 grain=max(1, dispatch.inference_grain() // max(1, H * W)))
     return unplanes(y, N, C, sc), mean, inv_std
 
 

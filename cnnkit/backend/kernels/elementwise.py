@@ -85,7 +85,7 @@ def relu_with_mask(x):
 def relu_only(x):
     """ReLU's y alone (no gradient will be asked for): y like x (same memory layout)."""
     y = buffers.empty_like(x)
-    parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=dispatch.inference_grain())
     return y
 
 
