@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies", "inference_grain",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -465,6 +465,21 @@ ELEMENTWISE_MIN_SIZE = 2**12
 def relu_kernel_applies(xp, x) -> bool:
     """True when ReLU runs its one-pass kernel: a large float NumPy array laid out in one block."""
     return kernels_usable(xp, x.dtype) and x.size >= ELEMENTWISE_MIN_SIZE and flat(x) is not None
+
+
+# A ReLU (on the kernels) whose output takes at most this many bytes keeps that output for its
+# backward as its mask (y is nonzero exactly where the mask is set) instead of writing a bool
+# mask: one array less to allocate and write per call. Larger outputs keep the 1-byte mask,
+# a quarter of y's memory held until backward (ResNet-18's stem ReLU at b16 feeds max pooling,
+# which keeps only its taps: y would hold 38 MB more at the step's peak). 0: the mask everywhere
+# (A/B runs). LeNet-5 b64's conv ReLUs (1.2 and 0.4 MB): step 1.013x two threads, 1.012x one
+# thread. docs/performance.md, "LeNet-5 at batch 64 (Dec 5)".
+RELU_KEEPS_OUTPUT_MAX_BYTES = 2**21
+
+
+def relu_keeps_output(x) -> bool:
+    """True when ReLU on ``x`` (its kernel applies) keeps its output as the mask for backward."""
+    return x.size * x.itemsize <= RELU_KEEPS_OUTPUT_MAX_BYTES
 
 
 # ------------------------------------------------------------------------ loss and optimizer

@@ -24,13 +24,22 @@ class ReLUOp(Function):
 
     Large NumPy arrays take one parallel pass each way (``backend/kernels/elementwise.py``)
     when ``backend.dispatch.relu_kernel_applies``; without a backward to come (no grad, or
-    an input that needs none) the forward writes y alone, no mask.
+    an input that needs none) the forward writes y alone, no mask; outputs of at most
+    ``dispatch.RELU_KEEPS_OUTPUT_MAX_BYTES`` keep y itself as the mask (nonzero where the mask
+    is set), so an in-place write into such an output is refused at backward, as PyTorch does.
     """
 
     def forward(self, x):
         if dispatch.relu_kernel_applies(self.xp, x):
-            # without a backward to come (inference) there is no mask to write
-            y, mask = elementwise.relu_with_mask(x) if self.saves_for_backward else (elementwise.relu_only(x), None)
+            if not self.saves_for_backward:   # (inference) there is no mask to write
+                y, mask = elementwise.relu_only(x), None
+            elif dispatch.relu_keeps_output(x):
+                # NOTE: y is nonzero (> 0 or NaN) exactly where the mask is set (y is +0.0 elsewhere),
+                # so y serves as the mask: no mask written (backward selects where y != 0)
+                y = elementwise.relu_only(x)
+                mask = y
+            else:
+                y, mask = elementwise.relu_with_mask(x)
         else:
             y = self.xp.maximum(x, 0, dtype=x.dtype)
             mask = ~(y <= 0) if self.saves_for_backward else None

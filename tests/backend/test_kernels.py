@@ -453,6 +453,49 @@ def test_parallel_relu_equals_reference_exactly(shape, layout, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+def test_relu_keeping_its_output_as_the_mask_equals_the_mask_bit_for_bit(layout, dtype, rng, monkeypatch):
+    """Outputs up to RELU_KEEPS_OUTPUT_MAX_BYTES serve as their own mask (nonzero where it is set):
+    the same y and gx as with a bool mask, NaN, +-inf, +-0 in x and inf/NaN upstream included."""
+    x = rng.standard_normal((16, 8, 17, 15)).astype(dtype)
+    x[0, 0, 0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40 if dtype == np.float32 else 1e-310]
+    x = cnhw(x) if layout == "cnhw" else x
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gy[0, 0, 0, :6] = [np.inf, np.nan, np.nan, np.inf, np.nan, np.inf]
+    results = []
+    for limit in (0, 2**40):
+        monkeypatch.setattr(dispatch, "RELU_KEEPS_OUTPUT_MAX_BYTES", limit)
+        monkeypatch.setattr(elementwise, "relu_with_mask", elementwise.relu_with_mask if limit == 0 else None)
+        with config.kernels(True):
+            xs = Tensor(x.copy(), requires_grad=True)
+            y = F.relu(xs)
+            y.backward(gy)
+        assert xs.grad.strides == xs.data.strides
+        results.append((y.data, xs.grad))
+    for a, b in zip(*results, strict=True):
+        assert _same_bits(a, b)
+
+
+def test_an_in_place_write_into_a_relu_output_kept_as_its_mask_is_refused(rng, monkeypatch):
+    """As PyTorch (its ReLU saves its result): the gradient would use the new values."""
+    from cnnkit import no_grad
+
+    x = Tensor(rng.standard_normal((8, 8, 16, 16)).astype(np.float32), requires_grad=True)
+    with config.kernels(True):
+        assert dispatch.relu_keeps_output(x.data)
+        y = F.relu(x)
+        with no_grad():
+            y[0, 0, 0, 0] = 5.0
+        with pytest.raises(RuntimeError, match="modified by an inplace operation: its output of ReLU"):
+            y.sum().backward()
+        monkeypatch.setattr(dispatch, "RELU_KEEPS_OUTPUT_MAX_BYTES", 0)    # a bool mask: nothing of y kept
+        y = F.relu(x)
+        with no_grad():
+            y[0, 0, 0, 0] = 5.0
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_parallel_relu_matches_pytorch_with_nan_and_inf(dtype, rng):
     """The ReLU kernel (above ELEMENTWISE_MIN_SIZE) against PyTorch: a NaN passes forward
     and its gradient passes; inf/NaN upstream gradients where x <= 0 give 0."""

@@ -45,7 +45,8 @@ def relu_forward_only(i0, i1, x, y):
 
 @njit(cache=True, nogil=True)
 def relu_backward(i0, i1, gy, mask, gx):
-    """gx = gy where mask, else 0, over flat elements i0..i1-1 (a select, as the reference:
+    """gx = gy where mask (uint8, or ReLU's output: nonzero there), else 0, over flat elements
+    i0..i1-1 (a select, as the reference:
     an inf or NaN upstream gradient where the input was <= 0 gives 0, as PyTorch)."""
     gs, ms, xs = gy[i0:i1], mask[i0:i1], gx[i0:i1]
     zero = np.zeros(1, gx.dtype)[0]
@@ -91,7 +92,8 @@ def relu_only(x):
 
 def relu_grad(gy, mask):
     """gy where mask, else 0, in one parallel pass, laid out as the mask (the forward's x);
-    None where the kernel does not apply (small arrays, other dtypes).
+    None where the kernel does not apply (small arrays, other dtypes). ``mask`` is a bool
+    array or ReLU's output y (nonzero exactly where the mask is set: ``ReLUOp``).
 
     A gy of another layout (the gradient of a branch that ends in a C-order op, next to a
     forward in the direct convolution's layout) or with gaps is first copied into the mask's
@@ -104,14 +106,15 @@ def relu_grad(gy, mask):
     m = flat(mask)
     if m is None:
         return None
-    g = flat(gy) if gy.strides == tuple(st * gy.itemsize for st in mask.strides) else None
+    g = flat(gy) if gy.strides == tuple(st // mask.itemsize * gy.itemsize for st in mask.strides) else None
     if g is None:
         copy = buffers.empty_like(mask, dtype=gy.dtype)
         np.copyto(copy, gy)
         g = flat(copy)
     gx = buffers.empty_like(mask, dtype=gy.dtype)
     out = flat(gx)
-    parallel_for(relu_backward, gy.size, g, m.view(np.uint8), out, grain=dispatch.PARALLEL_MIN_ELEMENTS)
+    keep = m.view(np.uint8) if m.dtype == np.bool_ else m
+    parallel_for(relu_backward, gy.size, g, keep, out, grain=dispatch.PARALLEL_MIN_ELEMENTS)
     return gx
 
 
