@@ -36,7 +36,7 @@ class ReLUOp(Function):
             elif dispatch.relu_keeps_output(x):
                 # NOTE: y is nonzero (> 0 or NaN) exactly where the mask is set (y is +0.0 elsewhere),
                 # so y serves as the mask: no mask written (backward selects where y != 0)
-                y = elementwise.relu_only(x)
+                y = elementwise.relu_only(x, training=True)
                 mask = y
             else:
                 y, mask = elementwise.relu_with_mask(x)

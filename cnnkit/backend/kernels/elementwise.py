@@ -83,10 +83,13 @@ def relu_with_mask(x):
     return y, mask
 
 
-def relu_only(x):
-    """ReLU's y alone (no gradient will be asked for): y like x (same memory layout)."""
+def relu_only(x, training: bool = False):
+    """ReLU's y alone: y like x (same memory layout). Without a gradient to come each thread
+    gets ``dispatch.inference_grain()`` elements; ``training`` (y kept as the mask: ``ReLUOp``)
+    PARALLEL_MIN_ELEMENTS, as the pass with the mask."""
     y = buffers.empty_like(x)
-    parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=dispatch.inference_grain())
+    grain = dispatch.PARALLEL_MIN_ELEMENTS if training else dispatch.inference_grain()
+    parallel_for(relu_forward_only, x.size, flat(x), flat(y), grain=grain)
     return y
 
 
