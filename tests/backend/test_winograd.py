@@ -265,7 +265,7 @@ def test_winograd_filter_kernel_matches_the_product_and_float64(bank, m, dtype, 
     monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 0)
     product = winograd.winograd_filters(w, m)
     monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 2**30)
-    monkeypatch.setattr(dispatch, "PARALLEL_MIN_ELEMENTS", 64)            # split even these banks
+    monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_MIN_ELEMENTS", 64)     # split even these banks
     with config.num_threads(1):
         one = winograd.winograd_filters(w, m)
     with config.num_threads(threads):

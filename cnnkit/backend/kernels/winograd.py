@@ -341,7 +341,7 @@ def winograd_filters(w, m: int):
     K = _filter_matrix(m, w.dtype)
     if 0 < U.nbytes <= dispatch.WINOGRAD_FILTER_KERNEL_MAX_BYTES and w9.dtype in (np.float32, np.float64):
         parallel_for(_filter_block, F * C, w9, K, U.reshape(a2, F * C),
-                     grain=max(1, dispatch.PARALLEL_MIN_ELEMENTS // a2))
+                     grain=max(1, dispatch.WINOGRAD_FILTER_MIN_ELEMENTS // a2))
     else:
         matmul(K, w9.T, out=U.reshape(a2, F * C))
     return U
