@@ -29,7 +29,7 @@ __all__ = [
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
-    "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES",
+    "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES", "SCRATCH_FROM_POOL",
 ]
 
 
@@ -591,3 +591,9 @@ BUFFER_POOL = 1
 POOL_MIN_BYTES = 2**20
 POOL_CHUNK_BYTES = 256 * 2**20
 POOL_MAX_IDLE_BYTES = 2**30
+# The kernels' scratch buffers (``backend/workspace.py``) of at least POOL_MIN_BYTES come
+# from the pool and go back to it when the call drops them, instead of being kept per name
+# and thread beside the pool. ResNet-18 training at batch 16 (``benchmarks/peak_rss.py``,
+# docs/performance.md, "Scratch buffers from the pool (Dec 6)"): peak RSS lower by the
+# ~110 MB of Winograd's V and M and im2col's columns that were kept. 0: kept (A/B).
+SCRATCH_FROM_POOL = 1

@@ -19,7 +19,9 @@ came out between 4.7 and 29.4 MiB on two threads, 16.9-17.1 on one); the collect
 first. The scratch buffers (``backend/workspace.py``: kept, grown to the largest size
 asked) are measured apart, by name, at both sizes: a buffer that grows with the images
 holds those of one block (at most ``dispatch.COLUMNS_BLOCK_BYTES`` or
-``WINOGRAD_BLOCK_BYTES``).
+``WINOGRAD_BLOCK_BYTES``). Those of at least ``dispatch.POOL_MIN_BYTES`` come from the buffer
+pool and are not kept after their call (``dispatch.SCRATCH_FROM_POOL``): they count in the
+traced peak while held, as pooled arrays, and not apart.
 
 Against real training steps (SGD with momentum; the growth of the peak resident memory
 over the first two steps, one thread, the pool on / off; Dec 4): ResNet-20 (32x32) at
