@@ -249,30 +249,38 @@ def test_max_pool2d_2x2_vector_kernels_equal_the_scalar_kernels_bit_for_bit(shap
     same NOT_POSITIVE flag (first maximum, last NaN), the same gx with and without the ReLU mask;
     odd sizes and partial last vectors; nothing written past y, arg and gx."""
     P, H, W = shape
+    VL = simd.lanes(np.dtype(dtype))
     special = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.0], dtype)
     for x in (rng.integers(-2, 3, size=shape).astype(dtype), rng.choice(special, size=shape),
               rng.standard_normal(shape).astype(dtype)):
-        OH, OW = H // 2, W // 2
-        size = P * OH * OW
-        y0, a0 = np.full(size, 7, dtype), np.full(size, 9, np.uint8)
-        y1, a1 = np.full(size + 40, 5, dtype), np.full(size + 40, 3, np.uint8)
-        pool_kernels.max_pool2d_forward_2x2(0, P, x, y0.reshape(P, OH, OW), a0.reshape(P, OH, OW))
-        pool_kernels.max_pool2d_forward_2x2_simd(0, P, x, y1[:size].reshape(P, OH, OW), a1[:size].reshape(P, OH, OW),
-                                                 simd.lanes(np.dtype(dtype)))
-        assert y1[:size].tobytes() == y0.tobytes()
-        np.testing.assert_array_equal(a1[:size], a0)
-        assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
-        # the backward: gradients (NaN and -0.0 among them) to the same taps, ReLU-masked or not
-        gy = rng.choice(special, size=(P, OH, OW)).astype(dtype)
-        for keep in (pool_kernels.TAP_BITS, 0xFF):
-            g0, g1 = np.full(P * H * W, 7, dtype), np.full(P * H * W + 40, 5, dtype)
-            pool_kernels.max_pool2d_backward_2x2(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P, g0.reshape(P, H, W),
-                                                 np.uint8(keep))
-            pool_kernels.max_pool2d_backward_2x2_simd(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P,
-                                                      g1[: P * H * W].reshape(P, H, W), np.uint8(keep),
-                                                      simd.lanes(np.dtype(dtype)))
-            assert g1[: P * H * W].tobytes() == g0.tobytes()
-            assert (g1[P * H * W :] == 5).all()
+        # the backward's gradients: NaN and -0.0 among them
+        gy = rng.choice(special, size=(P, H // 2, W // 2)).astype(dtype)
+        _assert_2x2_kernels_like_the_scalar_ones(
+            x, gy, lambda x, y, arg: pool_kernels.max_pool2d_forward_2x2_simd(0, P, x, y, arg, VL),
+            lambda gy, arg, gx, keep: pool_kernels.max_pool2d_backward_2x2_simd(0, P, gy, P, 1, arg, 1, P, gx, keep, VL))
+
+
+def _assert_2x2_kernels_like_the_scalar_ones(x, gy, forward, backward):
+    """A vector 2x2/2 kernel pair, forward(x, y, arg) and backward(gy, arg, gx, keep), against
+    the scalar kernels on planes x (P, H, W) and output gradients gy: the same maxima, tap bytes
+    and gx (ReLU mask on and off), bit for bit; nothing written past y, arg and gx."""
+    P, H, W = x.shape
+    OH, OW, dtype = H // 2, W // 2, x.dtype
+    size = P * OH * OW
+    y0, a0 = np.full(size, 7, dtype), np.full(size, 9, np.uint8)
+    y1, a1 = np.full(size + 40, 5, dtype), np.full(size + 40, 3, np.uint8)
+    pool_kernels.max_pool2d_forward_2x2(0, P, x, y0.reshape(P, OH, OW), a0.reshape(P, OH, OW))
+    forward(x, y1[:size].reshape(P, OH, OW), a1[:size].reshape(P, OH, OW))
+    assert y1[:size].tobytes() == y0.tobytes()
+    np.testing.assert_array_equal(a1[:size], a0)
+    assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
+    for keep in (pool_kernels.TAP_BITS, 0xFF):
+        g0, g1 = np.full(P * H * W, 7, dtype), np.full(P * H * W + 40, 5, dtype)
+        pool_kernels.max_pool2d_backward_2x2(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P, g0.reshape(P, H, W),
+                                             np.uint8(keep))
+        backward(gy, a0.reshape(P, OH, OW), g1[: P * H * W].reshape(P, H, W), np.uint8(keep))
+        assert g1[: P * H * W].tobytes() == g0.tobytes()
+        assert (g1[P * H * W :] == 5).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -289,24 +297,11 @@ def test_max_pool2d_2x2_row_packed_kernels_equal_the_scalar_kernels_bit_for_bit(
     for R in range(2, pool_kernels._rows_per_vector(OW, np.dtype(dtype)) + 1):
         for x in (rng.integers(-2, 3, size=shape).astype(dtype), rng.choice(special, size=shape),
                   rng.standard_normal(shape).astype(dtype)):
-            size = P * OH * OW
-            y0, a0 = np.full(size, 7, dtype), np.full(size, 9, np.uint8)
-            y1, a1 = np.full(size + 40, 5, dtype), np.full(size + 40, 3, np.uint8)
-            pool_kernels.max_pool2d_forward_2x2(0, P, x, y0.reshape(P, OH, OW), a0.reshape(P, OH, OW))
-            pool_kernels.max_pool2d_forward_2x2_rows(0, P, x, y1[:size].reshape(P, OH, OW),
-                                                     a1[:size].reshape(P, OH, OW), R)
-            assert y1[:size].tobytes() == y0.tobytes()
-            np.testing.assert_array_equal(a1[:size], a0)
-            assert (y1[size:] == 5).all() and (a1[size:] == 3).all()
             gy = rng.choice(special, size=(P, OH, OW)).astype(dtype)
-            for keep in (pool_kernels.TAP_BITS, 0xFF):
-                g0, g1 = np.full(P * H * W, 7, dtype), np.full(P * H * W + 40, 5, dtype)
-                pool_kernels.max_pool2d_backward_2x2(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P, g0.reshape(P, H, W),
-                                                     np.uint8(keep))
-                pool_kernels.max_pool2d_backward_2x2_rows(0, P, gy, P, 1, a0.reshape(P, OH, OW), 1, P,
-                                                          g1[: P * H * W].reshape(P, H, W), np.uint8(keep), R)
-                assert g1[: P * H * W].tobytes() == g0.tobytes()
-                assert (g1[P * H * W :] == 5).all()
+            _assert_2x2_kernels_like_the_scalar_ones(
+                x, gy, lambda x, y, arg, R=R: pool_kernels.max_pool2d_forward_2x2_rows(0, P, x, y, arg, R),
+                lambda gy, arg, gx, keep, R=R: pool_kernels.max_pool2d_backward_2x2_rows(0, P, gy, P, 1, arg, 1, P, gx,
+                                                                                         keep, R))
 
 
 def test_row_packed_max_pooling_takes_maps_whose_rows_fit_twice_in_a_vector():

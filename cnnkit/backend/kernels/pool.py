@@ -96,7 +96,6 @@ if AVAILABLE:
             xa, o, w, length, rows, ya, yo, aa, ao = args
             vt = _vector(context, x.dtype)
             nl = vt.count
-            bvt = ir.VectorType(ir.IntType(8), nl)
             segments = _segments(builder, nl, rows, length)
             taps = []
             for first in (ir.Constant(_I64, 0), w):                  # the top and the bottom rows
@@ -110,15 +109,7 @@ if AVAILABLE:
                     v1 = _merge_load_if(builder, any1, _at(context, builder, x, xa, builder.add(src, ir.Constant(_I64, nl))),
                                         vt, hi, v1)
                 taps += _split_even_odd(builder, v0, v1)
-            m, tap = taps[0], ir.Constant(bvt, [0] * nl)
-            for k in (1, 2, 3):
-                v = taps[k]
-                take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
-                m = builder.select(take, v, m)
-                tap = builder.select(take, ir.Constant(bvt, [k] * nl), tap)
-            positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
-                                   builder.fcmp_unordered("uno", m, m))
-            tap = builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
+            m, tap = simd._max_and_tap(builder, taps, vt)
             count = builder.sdiv(builder.mul(rows, length), ir.Constant(_I64, 2))
             out = simd._lanes_below(builder, nl, count)
             _masked_store_lanes(builder, m, _at(context, builder, y, ya, yo), out)
@@ -466,6 +457,15 @@ def max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep):
 
 
 @njit(cache=True, nogil=True)
+def _zero_outside_windows(dst, OH, OW):
+    """gx plane ``dst`` outside every 2x2 window of an OH x OW output: an odd last column and
+    an odd last row get no gradient (the vector backward kernels' last pass over a plane)."""
+    zero = np.zeros(1, dst.dtype)[0]
+    dst[: 2 * OH, 2 * OW :] = zero
+    dst[2 * OH :, :] = zero
+
+
+@njit(cache=True, nogil=True)
 def max_pool2d_backward_2x2_simd(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, VL):
     """``max_pool2d_backward_2x2`` in 64-byte vectors (``simd.max_unpool_2x2``): VL windows at a
     time, each gradient or 0 selected per tap and interleaved back into the two input rows by
@@ -473,20 +473,15 @@ def max_pool2d_backward_2x2_simd(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, VL
     VL = ``simd.lanes(gx.dtype)``."""
     H, W = gx.shape[1], gx.shape[2]
     OH, OW = gy.shape[1], gy.shape[2]
-    zero = np.zeros(1, gx.dtype)[0]
     for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
         pg = _gy_plane(pa, C, asc, gsn, gsc)
         go, ao, xo = pg * OH * OW, pa * OH * OW, pa * H * W
-        dst = gx[pa]
         for i in range(OH):
             d0 = xo + 2 * i * W
             for j in range(0, OW, VL):
                 simd.max_unpool_2x2(gy, go + i * OW + j, min(VL, OW - j), arg, ao + i * OW + j, keep,
                                     gx, d0 + 2 * j, d0 + W + 2 * j)
-            if W > 2 * OW:  # an odd last column is in no window
-                dst[2 * i, 2 * OW :] = zero
-                dst[2 * i + 1, 2 * OW :] = zero
-        dst[2 * OH :, :] = zero  # nor is an odd last row
+        _zero_outside_windows(gx[pa], OH, OW)
 
 
 @njit(cache=True, nogil=True)
@@ -495,16 +490,12 @@ def max_pool2d_backward_2x2_rows(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, R)
     bit for bit its gx."""
     H, W = gx.shape[1], gx.shape[2]
     OH, OW = gy.shape[1], gy.shape[2]
-    zero = np.zeros(1, gx.dtype)[0]
     for pa in range(q0, q1):  # arg's (and gx's) planes in memory order (module doc)
         pg = _gy_plane(pa, C, asc, gsn, gsc)
         go, ao, xo = pg * OH * OW, pa * OH * OW, pa * H * W
-        dst = gx[pa]
         for i in range(0, OH, R):
             max_unpool_2x2_rows(gy, go + i * OW, arg, ao + i * OW, keep, gx, xo + 2 * i * W, W, 2 * OW, min(R, OH - i))
-        if W > 2 * OW:  # an odd last column is in no window
-            dst[: 2 * OH, 2 * OW :] = zero
-        dst[2 * OH :, :] = zero  # nor is an odd last row
+        _zero_outside_windows(gx[pa], OH, OW)
 
 
 def _rows_per_vector(OW: int, dtype) -> int:

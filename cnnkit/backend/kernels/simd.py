@@ -360,6 +360,22 @@ if AVAILABLE:
     def _lane_order(n, order):
         return ir.Constant(ir.VectorType(ir.IntType(32), n), order)
 
+    def _max_and_tap(builder, taps, vt):
+        """The maxima of a 2x2 window's four tap vectors ``taps`` (float ``vt``) and each lane's tap
+        byte: the first tap that is larger or NaN wins (PyTorch's order), NOT_POSITIVE (0x80) set
+        where the maximum is neither > 0 nor NaN. Shared by the pooling intrinsics."""
+        nl = vt.count
+        bvt = ir.VectorType(ir.IntType(8), nl)
+        m, tap = taps[0], ir.Constant(bvt, [0] * nl)
+        for k in (1, 2, 3):
+            v = taps[k]
+            take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+            m = builder.select(take, v, m)
+            tap = builder.select(take, ir.Constant(bvt, [k] * nl), tap)
+        positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
+                               builder.fcmp_unordered("uno", m, m))
+        return m, builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
+
     def _split_even_odd(builder, v0, v1):
         """(even, odd): the even- and odd-indexed entries of v0 followed by v1 (2n entries, n each)."""
         n = v0.type.count
@@ -431,7 +447,6 @@ if AVAILABLE:
         def codegen(context, builder, sig, args):
             vt = _vector(context, x.dtype)
             nl = vt.count
-            bvt = ir.VectorType(ir.IntType(8), nl)
             out_mask, lo_mask, hi_mask = _window_masks(builder, nl, args[3])
             taps = []
             for off in (args[1], args[2]):
@@ -439,15 +454,7 @@ if AVAILABLE:
                 v1 = _masked_load_lanes(builder, _at(context, builder, x, args[0], builder.add(off, ir.Constant(_I64, nl))),
                                         vt, hi_mask)
                 taps += _split_even_odd(builder, v0, v1)
-            m, tap = taps[0], ir.Constant(bvt, [0] * nl)
-            for k in (1, 2, 3):
-                v = taps[k]
-                take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
-                m = builder.select(take, v, m)
-                tap = builder.select(take, ir.Constant(bvt, [k] * nl), tap)
-            positive = builder.or_(builder.fcmp_ordered(">", m, ir.Constant(vt, [0.0] * nl)),
-                                   builder.fcmp_unordered("uno", m, m))
-            tap = builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
+            m, tap = _max_and_tap(builder, taps, vt)
             _masked_store_lanes(builder, m, _at(context, builder, y, args[4], args[5]), out_mask)
             _masked_store_lanes(builder, tap, _at(context, builder, arg, args[6], args[7]), out_mask)
             return context.get_dummy_value()
