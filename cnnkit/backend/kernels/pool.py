@@ -32,17 +32,19 @@ PACKED_ROWS = 4
 if AVAILABLE:
     import llvmlite.ir as ir
     from numba import types
-    from numba.core import cgutils
     from numba.extending import intrinsic
 
-    from .simd import _at, _masked_store_lanes, _pool_types, _split_even_odd, _vector, _zip_lanes
-
-    def _merge_load(builder, ptr, vt, mask, passthru):
-        """The lanes set in ``mask`` loaded from ``ptr`` (any pointer), the others from ``passthru``."""
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
-            f"llvm.masked.load.v{vt.count}{vt.element.intrinsic_name}.p0")
-        return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(ir.IntType(32), 1), mask, passthru])
+    from .simd import (
+        _I64,
+        _at,
+        _gradient_per_tap,
+        _masked_load_lanes,
+        _masked_store_lanes,
+        _pool_types,
+        _split_even_odd,
+        _vector,
+        _zip_lanes,
+    )
 
     def _segments(builder, n, rows, length):
         """Per packed row r < PACKED_ROWS and half h (0: lanes 0..n-1 of the first vector, 1: n..2n-1
@@ -71,10 +73,11 @@ if AVAILABLE:
         return masks
 
     def _merge_load_if(builder, any_, ptr, vt, mask, passthru):
-        """``_merge_load`` when ``any_`` (an i1), else ``passthru`` without touching memory."""
+        """``simd._masked_load_lanes`` over ``passthru`` when ``any_`` (an i1), else ``passthru``
+        without touching memory."""
         before = builder.block
         with builder.if_then(any_):
-            loaded = _merge_load(builder, ptr, vt, mask, passthru)
+            loaded = _masked_load_lanes(builder, ptr, vt, mask, passthru)
             inside = builder.block
         phi = builder.phi(vt)
         phi.add_incoming(loaded, inside)
@@ -131,16 +134,10 @@ if AVAILABLE:
             ga, go, aa, ao, keep, da, d, w, length, rows = args
             vt = _vector(context, g.dtype)
             nl = vt.count
-            bvt = ir.VectorType(ir.IntType(8), nl)
             segments = _segments(builder, nl, rows, length)
             count = builder.sdiv(builder.mul(rows, length), ir.Constant(_I64, 2))
             inside = simd._lanes_below(builder, nl, count)
-            gv = simd._masked_load_lanes(builder, _at(context, builder, g, ga, go), vt, inside)
-            arg_taps = simd._masked_load_lanes(builder, _at(context, builder, arg, aa, ao), bvt, inside)
-            tap = builder.and_(arg_taps, simd._splat(builder, keep, bvt))
-            zero = ir.Constant(vt, None)
-            parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
-                     for k in range(4)]
+            parts = _gradient_per_tap(context, builder, g, ga, go, arg, aa, ao, keep, vt, inside)
             for first, (even, odd) in zip((ir.Constant(_I64, 0), w), (parts[:2], parts[2:])):
                 v0, v1 = _zip_lanes(builder, even, odd)
                 for r, ((any0, lo), (any1, hi)) in enumerate(segments):
@@ -155,8 +152,6 @@ if AVAILABLE:
             return context.get_dummy_value()
 
         return types.void(g, go, arg, ao, keep, dst, d, w, length, rows), codegen
-
-    _I64 = ir.IntType(64)
 
 
 @njit(cache=True, nogil=True)

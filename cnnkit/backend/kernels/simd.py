@@ -212,13 +212,14 @@ if AVAILABLE:
         element = vt.element
         return f"v{vt.count}" + (f"i{element.width}" if isinstance(element, ir.IntType) else element.intrinsic_name)
 
-    def _masked_load_lanes(builder, ptr, vt, mask):
-        """A vector load (``ptr`` any pointer) of the lanes set in ``mask`` (a vector of i1); the others are 0."""
+    def _masked_load_lanes(builder, ptr, vt, mask, passthru=None):
+        """A vector load (``ptr`` any pointer) of the lanes set in ``mask`` (a vector of i1); the
+        others are 0, or those of ``passthru`` (a vector of type ``vt``)."""
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
             f"llvm.masked.load.{_lanes_name(vt)}.p0")
         return builder.call(fn, [builder.bitcast(ptr, vt.as_pointer()), ir.Constant(ir.IntType(32), 1), mask,
-                                 ir.Constant(vt, None)])
+                                 ir.Constant(vt, None) if passthru is None else passthru])
 
     def _masked_store_lanes(builder, value, ptr, mask):
         """Store the lanes of ``value`` set in ``mask`` (a vector of i1) at ``ptr`` (any pointer); nothing else."""
@@ -376,6 +377,19 @@ if AVAILABLE:
                                builder.fcmp_unordered("uno", m, m))
         return m, builder.select(positive, tap, builder.or_(tap, ir.Constant(bvt, [0x80] * nl)))
 
+    def _gradient_per_tap(context, builder, g, ga, go, arg, aa, ao, keep, vt, mask):
+        """The four vectors of a 2x2 window's gradients by tap: lane q of vector k is gradient q
+        (read from g at go) where its tap byte (read from arg at ao, ANDed with ``keep``) is k,
+        else 0; the lanes set in ``mask`` are read. Shared by the unpooling intrinsics."""
+        nl = vt.count
+        bvt = ir.VectorType(ir.IntType(8), nl)
+        gv = _masked_load_lanes(builder, _at(context, builder, g, ga, go), vt, mask)
+        tap = builder.and_(_masked_load_lanes(builder, _at(context, builder, arg, aa, ao), bvt, mask),
+                           _splat(builder, keep, bvt))
+        zero = ir.Constant(vt, None)
+        return [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
+                for k in range(4)]
+
     def _split_even_odd(builder, v0, v1):
         """(even, odd): the even- and odd-indexed entries of v0 followed by v1 (2n entries, n each)."""
         n = v0.type.count
@@ -469,18 +483,13 @@ if AVAILABLE:
         def codegen(context, builder, sig, args):
             vt = _vector(context, g.dtype)
             nl = vt.count
-            bvt = ir.VectorType(ir.IntType(8), nl)
             in_mask, lo_mask, hi_mask = _window_masks(builder, nl, args[2])
 
             def store(value, off, mask):
                 _masked_store_lanes(builder, value, _at(context, builder, dst, args[6], off), mask)
 
-            gv = _masked_load_lanes(builder, _at(context, builder, g, args[0], args[1]), vt, in_mask)
-            arg_taps = _masked_load_lanes(builder, _at(context, builder, arg, args[3], args[4]), bvt, in_mask)
-            tap = builder.and_(arg_taps, _splat(builder, args[5], bvt))
-            zero = ir.Constant(vt, None)
-            parts = [builder.select(builder.icmp_unsigned("==", tap, ir.Constant(bvt, [k] * nl)), gv, zero)
-                     for k in range(4)]
+            parts = _gradient_per_tap(context, builder, g, args[0], args[1], arg, args[3], args[4], args[5], vt,
+                                      in_mask)
             for row, (even, odd) in zip((args[7], args[8]), (parts[:2], parts[2:])):
                 lo, hi = _zip_lanes(builder, even, odd)
                 store(lo, row, lo_mask)
