@@ -133,6 +133,8 @@ def main() -> None:
     set_threads(args.threads)
     if args.layer and args.train:
         parser.error("--layer times a forward; it cannot be combined with --train")
+    if args.sgd and not args.train:
+        parser.error("--sgd adds an optimizer step to a training step: it needs --train")
     run = layer_call(args.layer, args.batch, args.optimized) if args.layer else model_call(
         args.model, args.batch, args.train, args.optimized, args.steps, args.sgd)
 
