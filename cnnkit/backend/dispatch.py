@@ -20,7 +20,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -454,6 +454,19 @@ def batch_norm_algorithm(xp, dtype, ndim: int) -> str:
     were faster at every shape (docs/performance.md).
     """
     return "fused" if ndim == 4 and kernels_usable(xp, dtype) else "reference"
+
+
+# Eval-mode batch norm and the ReLU after it (and a residual sum between them: ResNet's
+# relu(bn2(conv2(x)) + identity)) in one compiled pass (``kernels/batchnorm._affine_relu``)
+# instead of two (three), where nothing can observe the batch norm's output: ResNet's
+# blocks and stem call ``nn.batch_norm_relu``, which fuses only for an exact BatchNorm2d in
+# eval mode with running statistics and an exact ReLU, no hooks on either, and
+# ``F.batch_norm_relu`` only when no op would be recorded (grad off or nothing requiring it).
+# The same bits as the unfused ops. 0 switches it off (A/B runs): FUSE_BATCH_NORM_RELU the
+# pairs without a residual, FUSE_BATCH_NORM_ADD_RELU those with one. docs/performance.md,
+# "ResNet-18 at batch 1: batch norm + ReLU in one pass (Dec 6)".
+FUSE_BATCH_NORM_RELU = 1
+FUSE_BATCH_NORM_ADD_RELU = 1
 
 
 # ----------------------------------------------------------------------------- elementwise

@@ -44,7 +44,7 @@ from .logic import (
 )
 from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from .math import abs, add, cast, clamp, div, exp, log, matmul, mul, neg, pow, sign, sqrt, sub
-from .norm import batch_norm
+from .norm import batch_norm, batch_norm_relu
 from .pointwise_loss import binary_cross_entropy, huber_loss, l1_loss, smooth_l1_loss
 from .pool import (
     adaptive_avg_pool2d,
@@ -63,7 +63,7 @@ from .unpool import max_unpool2d
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
-    "avg_pool2d", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "avg_pool2d", "batch_norm", "batch_norm_relu", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d",
     "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "erf", "exp", "flatten", "fmod", "ge",
     "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "interpolate", "l1_loss",

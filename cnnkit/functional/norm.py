@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from .. import config
 from ..backend import dispatch, get_array_module
 from ..backend.kernels import batchnorm as batchnorm_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from .activation import relu
 
-__all__ = ["batch_norm", "BatchNormOp", "BatchNorm2dFusedOp"]
+__all__ = ["batch_norm", "batch_norm_relu", "BatchNormOp", "BatchNorm2dFusedOp"]
 
 
 class BatchNormOp(Function):
@@ -183,3 +185,38 @@ def batch_norm(
     op = _BATCH_NORM_ALGORITHMS[algorithm](_array(running_mean), _array(running_var), training, momentum, eps)
     inputs = [input] + [a for a in (weight, bias) if a is not None]
     return op(*inputs)
+
+
+def _recorded(tensors) -> bool:
+    """True when an op on ``tensors`` would be recorded for backward (``Function.__call__``)."""
+    if not config.is_grad_enabled():
+        return False
+    logic = config.is_logic_recorded()
+    return any(t.requires_grad or (logic and t.creator is not None) for t in tensors)
+
+
+def batch_norm_relu(
+    input, running_mean, running_var, weight=None, bias=None, eps: float = 1e-5, residual=None,
+) -> Tensor:
+    """relu(batch_norm(input, training=False) + residual) (residual None: without the sum).
+
+    Eval mode only (the running statistics; nothing is updated). Where no op would be
+    recorded (grad off, or no input requiring grad) and the compiled kernels apply to a
+    4-D NumPy input, one pass computes it (``kernels.batchnorm.batch_norm_relu_eval``) with
+    the very expressions of the three ops, so the same bits, NaN, inf and -0.0 included;
+    otherwise it is those ops (``dispatch.FUSE_BATCH_NORM_RELU``, ``FUSE_BATCH_NORM_ADD_RELU``).
+
+    Shape: input, residual and output (N, C, H, W); statistics, weight, bias (C,).
+    """
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    switch = dispatch.FUSE_BATCH_NORM_RELU if residual is None else dispatch.FUSE_BATCH_NORM_ADD_RELU
+    if switch and input.ndim == 4 and dispatch.kernels_usable(get_array_module(input.data), input.dtype):
+        tensors = [input] + [a for a in (weight, bias, residual) if isinstance(a, Tensor)]
+        mean, var, w, b = _array(running_mean), _array(running_var), _array(weight), _array(bias)
+        if (not _recorded(tensors) and mean is not None and var is not None and eps >= 0
+                and all(a is None or a.shape == (input.shape[1],) for a in (mean, var, w, b))):
+            y = batchnorm_kernels.batch_norm_relu_eval(input.data, mean, var, w, b, eps, _array(residual))
+            if y is not None:
+                return Tensor._wrap(y)
+    y = batch_norm(input, running_mean, running_var, weight, bias, training=False, eps=eps)
+    return relu(y if residual is None else y + residual)

@@ -15,6 +15,7 @@ from .. import functional as F
 from .. import nn
 from ..config import accepts_rng
 from ..nn import init
+from ..nn.norm import batch_norm_relu
 from ..tensor import Tensor
 from .registry import register
 from .weights import pretrained
@@ -32,6 +33,11 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, generator=None)
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, generator=None) -> nn.Conv2d:
     """1x1 convolution, no bias."""
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False, generator=generator)
+
+
+def _shortcut(block: nn.Module, x: Tensor) -> Tensor:
+    """A block's s(x): its ``downsample(x)``, or x itself."""
+    return block.downsample(x) if block.downsample is not None else x
 
 
 class BasicBlock(nn.Module):
@@ -59,10 +65,10 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = self.downsample(x) if self.downsample is not None else x
-        return self.relu(out + identity)
+        # relu(bn1(...)) and relu(bn2(...) + s(x)): one pass each in eval-mode inference where
+        # nothing observes the batch norms' outputs (``nn.norm.batch_norm_relu``)
+        out = batch_norm_relu(self.bn1, self.relu, self.conv1(x))
+        return batch_norm_relu(self.bn2, self.relu, self.conv2(out), lambda: _shortcut(self, x))
 
 
 class Bottleneck(nn.Module):
@@ -91,11 +97,9 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = self.downsample(x) if self.downsample is not None else x
-        return self.relu(out + identity)
+        out = batch_norm_relu(self.bn1, self.relu, self.conv1(x))    # as BasicBlock's
+        out = batch_norm_relu(self.bn2, self.relu, self.conv2(out))
+        return batch_norm_relu(self.bn3, self.relu, self.conv3(out), lambda: _shortcut(self, x))
 
 
 class ResNet(nn.Module):
@@ -165,7 +169,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))     # (N, 64, H/4, W/4)
+        x = self.maxpool(batch_norm_relu(self.bn1, self.relu, self.conv1(x)))  # (N, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 512*e, H/32, W/32)
         x = F.flatten(self.avgpool(x), 1)                         # (N, 512*e)
         return self.fc(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .. import config
@@ -10,10 +12,11 @@ from ..config import accepts_rng
 from ..errors import ShapeError
 from ..functional.args import size_arg
 from ..tensor import Tensor
+from .activation import ReLU
 from .module import Module
 from .parameter import Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "batch_norm_relu"]
 
 
 class _BatchNorm(Module):
@@ -130,3 +133,42 @@ class BatchNorm2d(_BatchNorm):
 
     _shapes = "(N, {C}, H, W)"
     _ranks = (4,)
+
+
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _unobserved(module: Module, kind: type) -> bool:
+    """True when ``module`` is exactly a ``kind`` whose call is its plain forward: no hooks
+    of any sort and no forward replaced on the instance."""
+    d = module.__dict__
+    return type(module) is kind and "forward" not in d and not any(d.get(name) for name in _HOOKS)
+
+
+def batch_norm_relu(
+    bn: Module, relu: Module, x: Tensor, residual: Tensor | Callable[[], Tensor] | None = None,
+) -> Tensor:
+    """``relu(bn(x))``, or ``relu(bn(x) + residual)``: a network's forward calls it in place of
+    those module calls (ResNet's blocks and stem). ``residual`` may be a function of no
+    arguments that returns it (a shortcut's modules): unfused, it runs after ``bn``, in the
+    order of the plain forward ``relu(bn(x) + shortcut(...))``, which hooks see.
+
+    When nothing can see the batch norm's output (``bn`` an exact ``BatchNorm2d`` in eval mode
+    with running statistics, ``relu`` an exact ``ReLU``, neither with hooks; the input's
+    channels bn's), it is one call of ``F.batch_norm_relu``, which computes it in one pass
+    where no graph is recorded (the same bits as the separate ops); otherwise the module calls
+    themselves, so hooks, training mode and subclasses see and do what they always did.
+
+    Shape: x, residual and output (N, C, H, W).
+    """
+    if (
+        not bn.training and _unobserved(bn, BatchNorm2d) and _unobserved(relu, ReLU) and bn.track_running_stats
+        and x.ndim == 4 and x.shape[1] == bn.num_features
+    ):
+        if callable(residual):
+            residual = residual()
+        return F.batch_norm_relu(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, residual=residual)
+    y = bn(x)
+    if callable(residual):
+        residual = residual()
+    return relu(y if residual is None else y + residual)

@@ -29,7 +29,7 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
-__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_grads"]
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "batch_norm_grads"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -93,6 +93,41 @@ def _affine(q0, q1, x, sc, C, scale, shift, y):
         p, o = xf[base : base + HW], yf[base : base + HW]
         for i in range(HW):
             o[i] = p[i] * k + b
+        left -= 1
+        if left == 0:
+            c, left = (c + 1) % C, per
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
+    """y = relu(x*scale[c] + shift[c] (+ r)) over planes q0..q1-1: ``_affine`` with the ReLU
+    (and a residual r laid out as x; ``r.size == 0``: none) applied to each value it makes.
+
+    The same expressions as the unfused ops, in the same order and with the same flags:
+    t = x*k + b as ``_affine`` (contracted to one FMA there and here), then the IEEE sum
+    t + r (``elementwise.add_forward``), then ReLU as ``elementwise.relu_forward_only`` (a
+    NaN passes, -0.0 becomes +0.0): the same bits as the three passes.
+    """
+    HW = x.shape[1] * x.shape[2]
+    xf, yf, rf = x.reshape(x.size), y.reshape(y.size), r.reshape(r.size)
+    residual = r.size > 0
+    zero = np.zeros(1, x.dtype)[0]
+    per = 1 if sc == 1 else sc
+    c, left = (q0 % C, 1) if sc == 1 else (q0 // sc, sc - q0 % sc)
+    for q in range(q0, q1):
+        k, b = scale[c], shift[c]
+        base = q * HW
+        p, o = xf[base : base + HW], yf[base : base + HW]
+        if residual:
+            s = rf[base : base + HW]
+            for i in range(HW):
+                v = p[i] * k + b
+                v = v + s[i]
+                o[i] = v if (v > zero or v != v) else zero
+        else:
+            for i in range(HW):
+                v = p[i] * k + b
+                o[i] = v if (v > zero or v != v) else zero
         left -= 1
         if left == 0:
             c, left = (c + 1) % C, per
@@ -208,6 +243,31 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     parallel_for(_affine, N * C, planes, sc, C, scale, shift, y,
                  grain=max(1, dispatch.inference_grain() // max(1, H * W)))
     return unplanes(y, N, C, sc), mean, inv_std
+
+
+def batch_norm_relu_eval(x, running_mean, running_var, gamma, beta, eps: float, residual=None):
+    """relu(batch_norm_eval(x, ...)[0] (+ residual)) in one pass, or None where it does not
+    apply: a residual of another shape, dtype or plane order than x (``_affine_relu``).
+
+    y has x's memory layout; the same bits as the eval pass, the sum and the ReLU apart.
+    """
+    N, C, H, W = x.shape
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    if residual is None:
+        r = planes[:0]
+    else:
+        if type(residual) is not np.ndarray or residual.shape != x.shape or residual.dtype != x.dtype:
+            return None
+        r, rsn, rsc = as_planes(residual)                             # (P, H, W)
+        if (rsn, rsc) != (sn, sc):
+            return None
+    mean, inv_std = np.empty(C), np.empty(C)
+    scale, shift = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, x.dtype), mean, inv_std, scale, shift)
+    y = buffers.empty_like(planes)
+    parallel_for(_affine_relu, N * C, planes, r, sc, C, scale, shift, y,
+                 grain=max(1, dispatch.inference_grain() // max(1, H * W)))
+    return unplanes(y, N, C, sc)
 
 
 def batch_norm_grads(x, gy, mean, inv_std, gamma, training: bool, need_x: bool):
