@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
+from ..backend.kernels import batchnorm as batchnorm_kernels
 from ..backend.kernels import conv_blocked, conv_direct, polyphase, strided, winograd
 from ..backend.kernels import im2col as im2col_kernels
 from ..backend.prepack import ConvWeightPack
@@ -20,9 +21,10 @@ from ..function import Function
 from ..tensor import Tensor
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
+from .norm import _array, _recorded, batch_norm_relu
 
 __all__ = [
-    "conv2d", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
+    "conv2d", "conv2d_batch_norm_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
     "Conv2dWinogradOp", "Conv2dPolyphaseOp", "Conv2dStridedPlanesOp",
     "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
@@ -589,3 +591,61 @@ def conv_transpose2d(
     inputs = (input, weight) if bias is None else (input, weight, bias)
     y = ConvTranspose2dOp(stride, padding, output_padding, dilation, groups)(*inputs)
     return y.reshape(y.shape[1:]) if squeeze else y
+
+
+def conv2d_batch_norm_relu(
+    input, weight, stride=1, padding=0, dilation=1, groups: int = 1, *, running_mean, running_var,
+    bn_weight=None, bn_bias=None, eps: float = 1e-5, residual=None,
+) -> Tensor:
+    """relu(batch_norm(conv2d(input, weight, None, stride, padding, dilation, groups),
+    training=False) + residual) (residual None: without the sum): ``batch_norm_relu`` after a
+    convolution without bias.
+
+    Where no op would be recorded and the dispatch picks Winograd or the compiled GEMM for a
+    4-D NumPy input, the convolution applies the eval batch norm, the sum and the ReLU to its
+    output as it finishes it (``dispatch.FUSE_CONV_BATCH_NORM_RELU``), with the very
+    expressions of the separate ops: the same bits. Otherwise ``conv2d``, then
+    ``batch_norm_relu``.
+
+    Shape: input (N, C, H, W), weight (F, C/groups, KH, KW), residual and output (N, F, OH, OW).
+    """
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    y = _conv2d_epilogue(input, weight, stride, padding, dilation, groups, running_mean, running_var,
+                         bn_weight, bn_bias, eps, residual)
+    if y is not None:
+        return y
+    return batch_norm_relu(conv2d(input, weight, None, stride, padding, dilation, groups), running_mean,
+                           running_var, bn_weight, bn_bias, eps, residual=residual)
+
+
+def _conv2d_epilogue(input, weight, stride, padding, dilation, groups, running_mean, running_var, bn_weight,
+                     bn_bias, eps, residual) -> Tensor | None:
+    """``conv2d_batch_norm_relu``'s fused form, or None where it does not apply."""
+    op = "conv2d"
+    if not dispatch.FUSE_CONV_BATCH_NORM_RELU or input.ndim != 4 or weight.ndim != 4 or weight.dtype != input.dtype:
+        return None
+    xp = get_array_module(input.data)
+    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
+    F = weight.shape[0]
+    if (not dispatch.kernels_usable(xp, input.dtype) or mean is None or var is None or not eps >= 0
+            or any(a is not None and a.shape != (F,) for a in (mean, var, gamma, beta))
+            or _recorded([input, weight] + [a for a in (bn_weight, bn_bias, residual) if isinstance(a, Tensor)])):
+        return None
+    stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
+    _check_geometry(op, stride, dilation)
+    pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
+    algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation, groups)
+    if algorithm not in ("gemm", "winograd2", "winograd4"):
+        return None
+    x, w = input.data, weight.data
+    OH, OW = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups).check(x, w, None)
+    epilogue = batchnorm_kernels.conv_epilogue(mean, var, gamma, beta, eps, x.dtype, _array(residual),
+                                               (x.shape[0], F, OH, OW))
+    if epilogue is None:
+        return None
+    if algorithm == "gemm":
+        y = im2col_kernels.conv2d_gemm(x, w, None, stride, pads, dilation, groups, (OH, OW), epilogue=epilogue)
+    else:
+        y = winograd.conv2d_winograd(x, w, None, pads, int(algorithm[-1]), epilogue=epilogue)
+    return Tensor._wrap(y.transpose(1, 0, 2, 3))                      # (N, F, OH, OW) view of (F, N, OH, OW)

@@ -15,7 +15,7 @@ from .. import functional as F
 from .. import nn
 from ..config import accepts_rng
 from ..nn import init
-from ..nn.norm import batch_norm_relu
+from ..nn.norm import conv_batch_norm_relu
 from ..tensor import Tensor
 from .registry import register
 from .weights import pretrained
@@ -65,10 +65,11 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        # relu(bn1(...)) and relu(bn2(...) + s(x)): one pass each in eval-mode inference where
-        # nothing observes the batch norms' outputs (``nn.norm.batch_norm_relu``)
-        out = batch_norm_relu(self.bn1, self.relu, self.conv1(x))
-        return batch_norm_relu(self.bn2, self.relu, self.conv2(out), lambda: _shortcut(self, x))
+        # relu(bn1(conv1(x))) and relu(bn2(conv2(.)) + s(x)): in eval-mode inference where nothing
+        # observes the convolutions' and batch norms' outputs, applied in the convolutions'
+        # output passes or one pass after (``nn.norm.conv_batch_norm_relu``)
+        out = conv_batch_norm_relu(self.conv1, self.bn1, self.relu, x)
+        return conv_batch_norm_relu(self.conv2, self.bn2, self.relu, out, lambda: _shortcut(self, x))
 
 
 class Bottleneck(nn.Module):
@@ -97,9 +98,9 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        out = batch_norm_relu(self.bn1, self.relu, self.conv1(x))    # as BasicBlock's
-        out = batch_norm_relu(self.bn2, self.relu, self.conv2(out))
-        return batch_norm_relu(self.bn3, self.relu, self.conv3(out), lambda: _shortcut(self, x))
+        out = conv_batch_norm_relu(self.conv1, self.bn1, self.relu, x)    # as BasicBlock's
+        out = conv_batch_norm_relu(self.conv2, self.bn2, self.relu, out)
+        return conv_batch_norm_relu(self.conv3, self.bn3, self.relu, out, lambda: _shortcut(self, x))
 
 
 class ResNet(nn.Module):
@@ -169,7 +170,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(batch_norm_relu(self.bn1, self.relu, self.conv1(x)))  # (N, 64, H/4, W/4)
+        x = self.maxpool(conv_batch_norm_relu(self.conv1, self.bn1, self.relu, x))  # (N, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 512*e, H/32, W/32)
         x = F.flatten(self.avgpool(x), 1)                         # (N, 512*e)
         return self.fc(x)

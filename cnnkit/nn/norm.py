@@ -13,10 +13,11 @@ from ..errors import ShapeError
 from ..functional.args import size_arg
 from ..tensor import Tensor
 from .activation import ReLU
+from .conv import Conv2d
 from .module import Module
 from .parameter import Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "batch_norm_relu"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "batch_norm_relu", "conv_batch_norm_relu"]
 
 
 class _BatchNorm(Module):
@@ -145,6 +146,11 @@ def _unobserved(module: Module, kind: type) -> bool:
     return type(module) is kind and "forward" not in d and not any(d.get(name) for name in _HOOKS)
 
 
+def _fusable(bn: Module, relu: Module) -> bool:
+    """True when nothing can see ``bn``'s output on its way into ``relu`` (``batch_norm_relu``)."""
+    return not bn.training and _unobserved(bn, BatchNorm2d) and _unobserved(relu, ReLU) and bn.track_running_stats
+
+
 def batch_norm_relu(
     bn: Module, relu: Module, x: Tensor, residual: Tensor | Callable[[], Tensor] | None = None,
 ) -> Tensor:
@@ -161,10 +167,7 @@ def batch_norm_relu(
 
     Shape: x, residual and output (N, C, H, W).
     """
-    if (
-        not bn.training and _unobserved(bn, BatchNorm2d) and _unobserved(relu, ReLU) and bn.track_running_stats
-        and x.ndim == 4 and x.shape[1] == bn.num_features
-    ):
+    if _fusable(bn, relu) and x.ndim == 4 and x.shape[1] == bn.num_features:
         if callable(residual):
             residual = residual()
         return F.batch_norm_relu(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps, residual=residual)
@@ -172,3 +175,23 @@ def batch_norm_relu(
     if callable(residual):
         residual = residual()
     return relu(y if residual is None else y + residual)
+
+
+def conv_batch_norm_relu(
+    conv: Module, bn: Module, relu: Module, x: Tensor, residual: Tensor | Callable[[], Tensor] | None = None,
+) -> Tensor:
+    """``relu(bn(conv(x)))`` or ``relu(bn(conv(x)) + residual)``, as ``batch_norm_relu``; where
+    the convolution's output is unobserved too (``conv`` an exact ``Conv2d`` without hooks,
+    bias, prepacked weights or another padding mode than zeros, in bn's channels), one call
+    of ``F.conv2d_batch_norm_relu``, which applies the batch norm and ReLU in the
+    convolution's own output pass. Unfused, a callable ``residual`` runs after ``bn``."""
+    if (_fusable(bn, relu) and _unobserved(conv, Conv2d) and conv.bias is None and conv.prepacked is None
+            and conv.padding_mode == "zeros" and x.ndim == 4 and x.shape[1] == conv.in_channels
+            and conv.out_channels == bn.num_features):
+        if callable(residual):
+            residual = residual()
+        return F.conv2d_batch_norm_relu(
+            x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups, running_mean=bn.running_mean,
+            running_var=bn.running_var, bn_weight=bn.weight, bn_bias=bn.bias, eps=bn.eps, residual=residual,
+        )
+    return batch_norm_relu(bn, relu, conv(x), residual)

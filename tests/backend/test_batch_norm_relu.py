@@ -247,17 +247,18 @@ def test_resnet_eval_is_the_unfused_pass_bit_for_bit(block, rng, monkeypatch):
     net = randomized(models.ResNet(layers, [2, 1, 1, 1], generator=np.random.default_rng(0)), rng)
     x = Tensor(rng.standard_normal((2, 3, 48, 40)).astype(np.float32))
     calls = counting(monkeypatch)
+    in_conv = conv_counting(monkeypatch)
     with no_grad():
         with monkeypatch.context() as m:
-            m.setattr(dispatch, "FUSE_BATCH_NORM_RELU", 0)
-            m.setattr(dispatch, "FUSE_BATCH_NORM_ADD_RELU", 0)
+            for name in ("FUSE_CONV_BATCH_NORM_RELU", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU"):
+                m.setattr(dispatch, name, 0)
             expected = net(x).data
-        assert not calls
+        assert not calls and not in_conv
         for threads in (1, 2, 3):
             with config.num_threads(threads):
                 np.testing.assert_array_equal(bits(net(x).data), bits(expected))
     fused_per_pass = 1 + (2 if block == "basic" else 3) * 5                  # stem, then every block
-    assert len(calls) == 3 * fused_per_pass
+    assert len(calls) + len(in_conv) == 3 * fused_per_pass and len(in_conv) > len(calls) > 0
 
 
 def test_resnet_with_hooks_calls_every_module_in_the_plain_order(rng, monkeypatch):
@@ -266,8 +267,106 @@ def test_resnet_with_hooks_calls_every_module_in_the_plain_order(rng, monkeypatc
     for name, m in net.layer2[0].named_modules():
         if name:
             m.register_forward_hook(lambda m, i, o, name=name: seen.append(name))
-    calls = counting(monkeypatch)
+    calls, in_conv = counting(monkeypatch), conv_counting(monkeypatch)
     with no_grad():
         net(Tensor(rng.standard_normal((1, 3, 32, 32)).astype(np.float32)))
     assert seen == ["conv1", "bn1", "relu", "conv2", "bn2", "downsample.0", "downsample.1", "downsample", "relu"]
-    assert len(calls) == 1 + 2 * 8 - 2                           # all but layer2.0's two pairs fuse
+    assert len(calls) + len(in_conv) == 1 + 2 * 8 - 2           # all but layer2.0's two pairs fuse
+
+
+# ------------------------------------------------------- in the convolution's output pass
+def conv_inputs(rng, N, dtype, layout):
+    x = rng.standard_normal((N, 5, 11, 9)).astype(dtype)
+    x.reshape(-1)[[3, 50, 200]] = [np.nan, np.inf, -0.0]
+    w = (rng.standard_normal((6, 5, 3, 3)) * 0.3).astype(dtype)
+    _, r, rm, rv, gamma, beta = inputs(rng, (N, 6, 11, 9), dtype, layout, special=True)
+    return (cnhw(x) if layout == "cnhw" else x), w, r, rm, rv, gamma, beta
+
+
+PATHS = {  # algorithm, winograd_by_rows, gemm_by_rows, gemm_by_channels; images
+    "winograd2 by rows": ("winograd2", True, False, False, 2), "winograd2": ("winograd2", False, False, False, 2),
+    "winograd4 by rows": ("winograd4", True, False, False, 1), "winograd4": ("winograd4", False, False, False, 2),
+    "gemm by rows": ("gemm", False, True, False, 1), "gemm by channels": ("gemm", False, False, True, 1),
+    "gemm": ("gemm", False, False, False, 2), "direct (conv, then the pass)": ("direct", False, False, False, 2),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("layout, threads", [("nchw", 1), ("cnhw", 2), ("nchw", 3)])
+def test_conv_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, residual, layout, threads, rng, monkeypatch):
+    algorithm, wrows, grows, groups, N = PATHS[path]
+    x, w, r, rm, rv, gamma, beta = conv_inputs(rng, N, dtype, layout)
+    r = r if residual else None
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: algorithm)
+    monkeypatch.setattr(dispatch, "winograd_by_rows", lambda *args: wrows)
+    monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *args: grows)
+    monkeypatch.setattr(dispatch, "gemm_by_channels", lambda *args: groups)
+    monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)
+    args = dict(running_mean=rm, running_var=rv, bn_weight=gamma, bn_bias=beta, residual=r)
+    epilogues = []
+    real = batchnorm_kernels.conv_epilogue
+    monkeypatch.setattr(batchnorm_kernels, "conv_epilogue", lambda *a: epilogues.append(1) or real(*a))
+    with no_grad(), config.num_threads(threads):
+        y = F.conv2d_batch_norm_relu(x, w, 1, 1, **args)
+        assert len(epilogues) == (algorithm != "direct")
+        with monkeypatch.context() as m:
+            for name in ("FUSE_CONV_BATCH_NORM_RELU", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU"):
+                m.setattr(dispatch, name, 0)
+            expected = F.conv2d_batch_norm_relu(x, w, 1, 1, **args)
+    assert len(epilogues) == (algorithm != "direct")
+    np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+    if r is None:  # the conv's channel-major memory (with a residual the unfused sum may pick another)
+        layout = [(n, st) for n, st in zip(y.shape, y.data.strides) if n > 1]     # (size-1 axes aside)
+        assert layout == [(n, st) for n, st in zip(y.shape, expected.data.strides) if n > 1]
+
+
+def test_conv_epilogue_matches_pytorch(rng):
+    x, w, r, rm, rv, gamma, beta = conv_inputs(rng, 2, np.float64, "nchw")
+    x, r = np.nan_to_num(x, posinf=1.0), np.nan_to_num(r, nan=0.5, posinf=2.0, neginf=-2.0)
+    with no_grad():
+        y = F.conv2d_batch_norm_relu(x, w, 1, 1, running_mean=rm, running_var=rv, bn_weight=gamma, bn_bias=beta,
+                                     residual=r).data
+    t = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1)
+    t = torch.nn.functional.batch_norm(t, *(torch.tensor(a) for a in (rm, rv, gamma, beta)), training=False)
+    np.testing.assert_allclose(y, torch.relu(t + torch.tensor(r)).numpy(), rtol=1e-10, atol=1e-10)
+
+
+def conv_counting(monkeypatch) -> list:
+    calls = []
+    real = batchnorm_kernels.conv_epilogue
+    monkeypatch.setattr(batchnorm_kernels, "conv_epilogue", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("observer", ["none", "conv forward hook", "conv pre hook", "bias", "bn hook", "grad",
+                                      "prepacked"])
+def test_the_conv_gate_fuses_only_where_the_conv_output_is_unobserved(observer, rng, monkeypatch):
+    from cnnkit.nn.norm import conv_batch_norm_relu
+
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=observer == "bias")
+    bn, relu = block(rng)
+    x = Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    seen = []
+    if observer == "conv forward hook":
+        conv.register_forward_hook(lambda m, i, o: seen.append(o))
+    elif observer == "conv pre hook":
+        conv.register_forward_pre_hook(lambda m, i: seen.append(i))
+    elif observer == "bn hook":
+        bn.register_forward_hook(lambda m, i, o: seen.append(o))
+    elif observer == "prepacked":
+        conv.eval()
+        nn.utils.prepack_for_inference(conv)
+    calls = conv_counting(monkeypatch)
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: "gemm")
+    if observer == "grad":
+        y = conv_batch_norm_relu(conv, bn, relu, x)
+        assert isinstance(y.creator, ReLUOp)
+    else:
+        with no_grad():
+            y = conv_batch_norm_relu(conv, bn, relu, x)
+            expected = relu(bn(conv(x)))
+        np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+    assert len(calls) == (observer == "none")
+    assert len(seen) == ("hook" in observer) * (2 if observer != "grad" else 1)

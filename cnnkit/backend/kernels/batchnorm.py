@@ -29,7 +29,7 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
-__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "batch_norm_grads"]
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "eval_scale_shift", "conv_epilogue", "affine_relu", "affine_relu_block", "sum_affine_relu", "batch_norm_grads"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -131,6 +131,65 @@ def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
         left -= 1
         if left == 0:
             c, left = (c + 1) % C, per
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def affine_relu_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
+    """In place on a convolution's channel-major output y (F, N, OH, OW): y = relu(y*scale[f] +
+    shift[f] (+ r)) for filters f0..f1-1, images n0..n1-1, rows h0..h1-1 (r (F, N, OH, OW)
+    like y, or of size 0: no sum). ``_affine_relu``'s expressions, flags and bits: eval batch
+    norm, the residual sum and ReLU applied by the convolution to the rows it just wrote.
+    """
+    N, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    yf, rf = y.reshape(y.size), r.reshape(r.size)
+    residual = r.size > 0
+    zero = np.zeros(1, y.dtype)[0]
+    length = (h1 - h0) * OW
+    for f in range(f0, f1):
+        k, b = scale[f], shift[f]
+        for n in range(n0, n1):
+            base = ((f * N + n) * OH + h0) * OW
+            o = yf[base : base + length]
+            if residual:
+                s = rf[base : base + length]
+                for i in range(length):
+                    v = o[i] * k + b
+                    v = v + s[i]
+                    o[i] = v if (v > zero or v != v) else zero
+            else:
+                for i in range(length):
+                    v = o[i] * k + b
+                    o[i] = v if (v > zero or v != v) else zero
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
+    """y[f] = relu((parts[0, f] + parts[1, f] + ...)*scale[f] + shift[f] (+ r[f])) for filters
+    f0..f1-1: the channel groups' sum (in NumPy's order, ``im2col._forward_by_channels``) and
+    ``affine_relu_block`` in one pass. parts (S, F, P), y and r (F, P) (r of size 0: no sum).
+    """
+    S, P = parts.shape[0], parts.shape[2]
+    residual = r.size > 0
+    zero = np.zeros(1, y.dtype)[0]
+    for f in range(f0, f1):
+        k, b = scale[f], shift[f]
+        o, p0, p1 = y[f], parts[0, f], parts[1, f]
+        for i in range(P):
+            o[i] = p0[i] + p1[i]
+        for g in range(2, S):
+            pg = parts[g, f]
+            for i in range(P):
+                o[i] = o[i] + pg[i]
+        if residual:
+            s = r[f]
+            for i in range(P):
+                v = o[i] * k + b
+                v = v + s[i]
+                o[i] = v if (v > zero or v != v) else zero
+        else:
+            for i in range(P):
+                v = o[i] * k + b
+                o[i] = v if (v > zero or v != v) else zero
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -245,6 +304,39 @@ def batch_norm_eval(x, running_mean, running_var, gamma, beta, eps: float):
     return unplanes(y, N, C, sc), mean, inv_std
 
 
+def eval_scale_shift(running_mean, running_var, gamma, beta, eps: float, dtype):
+    """Eval batch norm's (scale, shift) per channel in ``dtype``, as ``batch_norm_eval`` uses them."""
+    C = running_mean.shape[0]
+    mean, inv_std = np.empty(C), np.empty(C)
+    scale, shift = np.empty(C, dtype), np.empty(C, dtype)
+    _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, dtype), mean, inv_std, scale, shift)
+    return scale, shift
+
+
+def conv_epilogue(running_mean, running_var, gamma, beta, eps: float, dtype, residual=None, out_shape=None):
+    """(scale, shift, r) for a convolution's ``affine_relu_block`` epilogue: eval batch norm's
+    constants in ``dtype`` and the residual (N, F, OH, OW) as channel-major (F, N, OH, OW)
+    memory (copied only if it is not laid out so; empty: none); None for a residual of
+    another type, shape (``out_shape``) or dtype."""
+    if residual is None:
+        r = np.empty((0, 0, 0, 0), dtype)
+    else:
+        if type(residual) is not np.ndarray or residual.shape != tuple(out_shape) or residual.dtype != dtype:
+            return None
+        r = residual.transpose(1, 0, 2, 3)                            # (F, N, OH, OW)
+        if not r.flags.c_contiguous:
+            r = np.ascontiguousarray(r)
+    scale, shift = eval_scale_shift(running_mean, running_var, gamma, beta, eps, dtype)
+    return scale, shift, r
+
+
+def affine_relu(y, scale, shift, r) -> None:
+    """``affine_relu_block`` over all of y (F, N, OH, OW), split over the threads by filters."""
+    F, N, OH, OW = y.shape
+    parallel_for(affine_relu_block, F, y, 0, N, 0, OH, scale, shift, r,
+                 grain=max(1, dispatch.inference_grain() // max(1, N * OH * OW)))
+
+
 def batch_norm_relu_eval(x, running_mean, running_var, gamma, beta, eps: float, residual=None):
     """relu(batch_norm_eval(x, ...)[0] (+ residual)) in one pass, or None where it does not
     apply: a residual of another shape, dtype or plane order than x (``_affine_relu``).
@@ -261,9 +353,7 @@ def batch_norm_relu_eval(x, running_mean, running_var, gamma, beta, eps: float, 
         r, rsn, rsc = as_planes(residual)                             # (P, H, W)
         if (rsn, rsc) != (sn, sc):
             return None
-    mean, inv_std = np.empty(C), np.empty(C)
-    scale, shift = np.empty(C, x.dtype), np.empty(C, x.dtype)
-    _eval_coefficients(running_mean, running_var, gamma, beta, _eps(eps, x.dtype), mean, inv_std, scale, shift)
+    scale, shift = eval_scale_shift(running_mean, running_var, gamma, beta, eps, x.dtype)
     y = buffers.empty_like(planes)
     parallel_for(_affine_relu, N * C, planes, r, sc, C, scale, shift, y,
                  grain=max(1, dispatch.inference_grain() // max(1, H * W)))

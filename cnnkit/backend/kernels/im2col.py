@@ -23,6 +23,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import as_planes, njit, unplanes
+from .batchnorm import affine_relu, affine_relu_block, sum_affine_relu
 
 __all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "col2im_rows"]
 
@@ -165,9 +166,9 @@ def _im2col(planes, sn, sc, n0, n1, C, w_shape, geometry, cols):
                  grain=max(1, dispatch.IM2COL_MIN_ELEMENTS // max(1, (n1 - n0) * OH * OW * KH * KW)))
 
 
-def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y):
+def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y, epilogue=None):
     """Output rows r0..r1-1 of the one image, on the calling thread: their columns into this
-    thread's scratch buffer, then the product into y (one group)."""
+    thread's scratch buffer, then the product into y (one group), then ``epilogue`` on them."""
     (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = geometry
     F, K = wm.shape
     cols = scratch("gemm.rows", (K, (r1 - r0) * OW), y.dtype)         # (C*KH*KW, r*OW)
@@ -175,6 +176,8 @@ def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y):
     _columns_kernel(KH, KW, SH, SW)(0, C, planes, sn, sc, 0, 1, KH, KW, SH, SW, DH, DW, pt - r0 * SH, pl, r1 - r0,
                                     OW, cols)
     np.matmul(wm, cols, out=y[:, 0, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
+    if epilogue is not None:
+        affine_relu_block(0, F, y, 0, 1, r0, r1, *epilogue)
 
 
 def _channel_groups(s0, s1, planes, sc, bounds, wm, geometry, parts):
@@ -190,9 +193,10 @@ def _channel_groups(s0, s1, planes, sc, bounds, wm, geometry, parts):
         np.matmul(wm[:, c0 * KH * KW : c1 * KH * KW], cols, out=parts[s])
 
 
-def _forward_by_channels(planes, sc, C, wm, geometry, y):
+def _forward_by_channels(planes, sc, C, wm, geometry, y, epilogue=None):
     """y (F, 1, OH, OW) of one image as the sum of ``dispatch.GEMM_CHANNEL_GROUPS`` products
-    over groups of input channels, each group's columns built and multiplied by one thread.
+    over groups of input channels, each group's columns built and multiplied by one thread;
+    ``epilogue`` in the sum's pass (``batchnorm.sum_affine_relu``).
 
     The groups and the order of their sum do not depend on the thread count: the same bits
     on any number of threads."""
@@ -203,13 +207,26 @@ def _forward_by_channels(planes, sc, C, wm, geometry, y):
     with blas_threads(1):
         parallel_for(_channel_groups, S, planes, sc, bounds, wm, geometry, parts, per_thread=1)
     out = y.reshape(F, OH * OW)                                       # (F, OH*OW)
+    if epilogue is not None:
+        scale, shift, r = epilogue
+        r = r.reshape(F, OH * OW) if r.size else r.reshape(0, 0)     # (F, OH*OW)
+        parallel_for(sum_affine_relu, F, parts, out, scale, shift, r,
+                     grain=max(1, dispatch.inference_grain() // max(1, OH * OW)))
+        return
     np.add(parts[0], parts[1], out=out)
     for s in range(2, S):
         out += parts[s]
 
 
-def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None):
-    """y (F, N, OH, OW) channel-major memory of the convolution of x (N, C, H, W)."""
+def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None, epilogue=None):
+    """y (F, N, OH, OW) channel-major memory of the convolution of x (N, C, H, W).
+
+    epilogue: (scale, shift, r) with b None: y = relu(y*scale + shift (+ r))
+    (``batchnorm.affine_relu_block``), by each thread on its rows where the threads split the
+    output rows, in the channel groups' sum pass, else in a pass of its own.
+    """
+    if epilogue is not None and b is not None:
+        raise ValueError("conv2d_gemm applies an epilogue to convolutions without a bias only")
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     G = groups
@@ -223,14 +240,14 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
     if G == 1 and not pointwise and dispatch.gemm_by_rows(N, OH * OW, wm.nbytes, C * KH * KW * OH * OW * x.dtype.itemsize,
                                                            F * C * KH * KW * OH * OW):
         with blas_threads(1):
-            parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y,
+            parallel_for(_output_rows, OH, planes, sn, sc, C, wm[0], geometry, y, epilogue,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (F * Cg * KH * KW * OW)),
                          per_thread=dispatch.ROWS_PER_THREAD, piece_grain=True)
         if b is not None:
             y += b.reshape(F, 1, 1, 1)
         return y
     if G == 1 and not pointwise and dispatch.gemm_by_channels(N, OH * OW, C, F * C * KH * KW * OH * OW):
-        _forward_by_channels(planes, sc, C, wm[0], geometry, y)
+        _forward_by_channels(planes, sc, C, wm[0], geometry, y, epilogue)
         if b is not None:
             y += b.reshape(F, 1, 1, 1)
         return y
@@ -246,6 +263,8 @@ def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_byte
         matmul(wm, cols, out=yb)                                      # (G, F/G, k*OH*OW)
     if b is not None:
         y += b.reshape(F, 1, 1, 1)
+    if epilogue is not None:
+        affine_relu(y, *epilogue)
     return y
 
 

@@ -38,6 +38,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
+from .batchnorm import affine_relu, affine_relu_block
 
 __all__ = [
     "conv2d_winograd", "conv2d_winograd_grads", "winograd_filters", "winograd_filter_grads",
@@ -427,12 +428,13 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
     return y
 
 
-def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y):
+def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y, epilogue=None):
     """The whole forward of tile rows r0..r1-1 of images n0..n0+nimg-1, on the calling thread.
 
     Input transform, products and output transform of those rows one after the other,
     their V and M in this thread's scratch buffers: what one core writes, the same core
-    reads back from its own cache.
+    reads back from its own cache; then ``epilogue`` (scale, shift, r) on those output rows
+    (``batchnorm.affine_relu_block``).
     """
     a, C, F = m + 2, U.shape[2], U.shape[1]
     T = (r1 - r0) * nimg * TW
@@ -441,9 +443,11 @@ def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y):
     M = scratch("winograd.rows.M", (a * a, F, T), y.dtype)           # (a*a, F, T)
     np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
     winograd_output(0, F, M, nimg, n0, r0, r1 - r0, TW, m, bias, y)
+    if epilogue is not None:
+        affine_relu_block(0, F, y, n0, n0 + nimg, r0 * m, min(r1 * m, y.shape[2]), *epilogue)
 
 
-def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None):
+def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None, epilogue=None):
     """``_forward`` with the threads splitting the tile rows, each running the whole pipeline on its rows.
 
     ``_forward`` splits each phase over the threads (channels, then products, then
@@ -456,24 +460,32 @@ def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_
     with blas_threads(1):
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
-            parallel_for(_tile_rows, TH, planes, sn, sc, k, n0, pt, pl, TW, m, U, bias, y,
+            parallel_for(_tile_rows, TH, planes, sn, sc, k, n0, pt, pl, TW, m, U, bias, y, epilogue,
                          grain=-(-dispatch.PARALLEL_MIN_MACS // (a * a * F * C * k * TW)),
                          per_thread=dispatch.ROWS_PER_THREAD, piece_grain=True)
     return y
 
 
-def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filters=None):
+def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filters=None, epilogue=None):
     """y (F, N, OH, OW) channel-major memory of the 3x3 stride-1 convolution of x (N, C, H, W).
 
     block_bytes: the size of a block's transformed tiles (default: dispatch's).
     filters: U = ``winograd_filters(w, m)`` computed beforehand (an inference layer's
         prepacked weight, ``backend/prepack.py``), or None to compute it here.
+    epilogue: (scale, shift, r): y = relu(y*scale + shift (+ r)) after the bias
+        (``batchnorm.affine_relu_block``), by each thread on its rows where the threads split
+        the tile rows, else in a pass of its own.
     """
     H, W = x.shape[2:]
     pt, pb, pl, pr = pads
     U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
-    forward = _forward_by_rows if dispatch.winograd_by_rows(x.size, U.nbytes) else _forward
-    return forward(x, U, b, pt, pl, H + pt + pb - 2, W + pl + pr - 2, m, block_bytes)
+    OH, OW = H + pt + pb - 2, W + pl + pr - 2
+    if dispatch.winograd_by_rows(x.size, U.nbytes):
+        return _forward_by_rows(x, U, b, pt, pl, OH, OW, m, block_bytes, epilogue)
+    y = _forward(x, U, b, pt, pl, OH, OW, m, block_bytes)
+    if epilogue is not None:
+        affine_relu(y, *epilogue)
+    return y
 
 
 def conv2d_winograd_grads(x, w, gy, pads, m: int, need_x: bool, need_w: bool, block_bytes: int | None = None):
