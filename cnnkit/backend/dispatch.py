@@ -22,7 +22,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
-    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD",
+    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
@@ -442,6 +442,16 @@ POOL_VALUES_MIN_ELEMENTS = 2**18
 # (functional/pool.py, _relu_before): LeNet-5's and VGG's conv -> ReLU -> max-pool.
 # 0 switches it off (A/B runs). Measured: see docs/performance.md, "LeNet-5 training on two threads".
 FUSE_RELU_INTO_MAX_POOL_BACKWARD = 1
+
+# A 2x2/2 max pooling whose output feeds a blocked direct convolution (LeNet-5's pool 1 ->
+# conv2) has its backward (with the ReLU mask above, where it applies) run inside the
+# convolution's backward region where its own pass would run on one thread (under two threads'
+# PARALLEL_MIN_ELEMENTS): each thread scatters the images whose input gradient it has just computed (conv_blocked.conv2d_blocked_grads' ``then``, functional/pool.py,
+# MaxPool2dFusedOp.backward_by_images); the pooling's backward then passes that array on, if it
+# is the gradient it receives (the convolution was its output's only consumer). Bit-identical
+# (the same kernels on the same planes). 0 switches it off (A/B runs). Measured: see
+# docs/performance.md, "Max pooling's backward inside the convolution's (Dec 6)".
+FUSE_MAX_POOL_BACKWARD_INTO_CONV = 1
 
 
 # ---------------------------------------------------------------------------- batch norm

@@ -22,6 +22,7 @@ from ..tensor import Tensor
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 from .norm import _array, _recorded, batch_norm_relu
+from .pool import MaxPool2dFusedOp
 
 __all__ = [
     "conv2d", "conv2d_batch_norm_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
@@ -251,7 +252,10 @@ class Conv2dDirectOp(Conv2dOp):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
         if self.kernel == "blocked":
-            gx, gw, gb = conv_blocked.conv2d_blocked_grads(self.x, self.w, gy, self.pads, need_x, need_w, need_b)
+            # the backward of a max pooling that made x, image by image in this backward's region
+            maker = self.input_creators[0] if need_x else None
+            then = maker.backward_by_images if isinstance(maker, MaxPool2dFusedOp) else None
+            gx, gw, gb = conv_blocked.conv2d_blocked_grads(self.x, self.w, gy, self.pads, need_x, need_w, need_b, then)
         else:
             gx, gw, gb = conv_direct.conv2d_direct_grads(self.x, self.w, gy, self.pads, need_x, need_w)
         return (gx, gw, gb if need_b else None)[: len(self.needs_input_grad)]

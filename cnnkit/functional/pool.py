@@ -169,15 +169,46 @@ class MaxPool2dFusedOp(MaxPool2dOp):
             self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape
         return y                                                      # (N, C, OH, OW)
 
+    ahead = None  # (gy, gx, relu): gx made from gy by its maker's backward (backward_by_images)
+
     def backward(self, gy):
-        g = self.g
-        relu = _relu_before(self)
-        gx = pool_kernels.max_pool2d_scatter(
-            gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation, relu is not None
-        )
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and gy is ahead[0]:  # the only gradient of y, scattered already
+            gx, relu = ahead[1], ahead[2]
+        else:
+            g = self.g
+            relu = _relu_before(self)
+            gx = pool_kernels.max_pool2d_scatter(
+                gy, self.arg, self.order, self.x_shape, g.kernel, g.stride, self.pads, g.dilation, relu is not None
+            )
         if relu is not None:
             relu.premasked = gx   # its backward passes this array through (ReLUOp.backward)
         return gx
+
+    def backward_by_images(self, gy):
+        """(kernel, args) computing this op's backward image by image from gy, or None.
+
+        For the op that consumed this op's output (a convolution, ``conv_blocked.conv2d_blocked_grads``'
+        ``then``): gy is the input gradient it is about to compute, the very array it will
+        return; kernel(n0, n1, *args) scatters images n0..n1-1 of gy (with the ReLU mask where
+        ``_relu_before`` applies) as soon as they are written, on the thread that wrote them,
+        and the caller runs it over every image before returning gy. ``backward`` then passes
+        the result on if gy is the gradient it receives, i.e. the consumer was the only one
+        (another consumer's gradient is summed into a new array: the result is dropped and
+        ``backward`` scatters the sum, so the fusion never changes a gradient). 2x2/2 windows
+        only (``dispatch.FUSE_MAX_POOL_BACKWARD_INTO_CONV`` = 0: never).
+        """
+        g = self.g
+        if (not dispatch.FUSE_MAX_POOL_BACKWARD_INTO_CONV or self.inputs is None
+                or not pool_kernels.relu_mask_applies(g.kernel, g.stride, self.pads, g.dilation)):
+            return None
+        relu = _relu_before(self)
+        plan = pool_kernels.max_pool2d_scatter_by_images(gy, self.arg, self.order, self.x_shape, relu is not None)
+        if plan is None:
+            return None
+        gx, kernel, args = plan
+        self.ahead = (gy, gx, relu)
+        return kernel, args
 
 
 def _relu_before(op: MaxPool2dFusedOp) -> ReLUOp | None:

@@ -769,19 +769,37 @@ def conv2d_blocked(x, w, b, pads):
     return _forward(x, w, b, pt, pl, H + pt + pb - KH + 1, W + pl + pr - KW + 1)
 
 
-def _grads_units(u0, u1, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args):
+def _grads_units(u0, u1, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args,
+                 then=None, images=0, N=0):
     """Units u0..u1-1 of the backward's one parallel region: units 0..groups-1 are weight-gradient
     groups (``blocked_grad_w``), the others blocks of ``per_unit`` input-gradient items
-    (``blocked_forward`` on gy). Python around two nogil kernels."""
+    (``blocked_forward`` on gy), each followed, with ``then`` = (kernel, args), by
+    kernel(n0, n1, *args) on the block's images (``images`` per item, N in all). Python around
+    nogil kernels."""
     g0, g1 = min(u0, groups), min(u1, groups)
     if g1 > g0:
         wgrad_kernel(g0, g1, *wgrad_args)
     i0, i1 = (max(u0, groups) - groups) * per_unit, min(items, (max(u1, groups) - groups) * per_unit)
     if i1 > i0:
         forward_kernel(i0, i1, *forward_args)
+        if then is not None:
+            then[0](i0 * images, min(N, i1 * images), *then[1])
 
 
-def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True):
+def _images_per_item(kernel, args) -> int:
+    """Images per work item of ``_forward_args``' kernel, or 0 where an item is a block of a
+    pack's channels (more than FORWARD_CHANNEL_BLOCK output channels)."""
+    if kernel is stacked_forward:
+        return args[-1]                                                # m
+    if kernel is lanes_forward:
+        return 1
+    y, CB = args[7], args[-2] if kernel is blocked_forward else args[-1]
+    if -(-y.shape[0] // CB) > 1:
+        return 0
+    return max(1, args[-1]) if kernel is blocked_forward else 1       # a pack of k images, or one
+
+
+def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True, then=None):
     """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None; gb None
     unless need_b (a pass over gy that a layer without bias, before a batch norm, does not need).
 
@@ -789,6 +807,13 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
     computed in one parallel region (one wake-up of the helpers, and the larger weight-gradient
     groups handed out first, the input-gradient items filling the threads' ends), else in two.
     Each result is computed as in two regions, bit for bit.
+
+    ``then``: the backward of the op that made x, run per image in the same region (on the
+    thread that has just written those images of gx, which stay in its cache): a function taking
+    gx (unwritten yet, the very array returned) and returning (kernel, args) or None, kernel(n0,
+    n1, *args) then run on images n0..n1-1 right after their gx (``pool.max_pool2d_scatter_by_images``).
+    Called only where gx is computed in that region in items of whole images; not called
+    otherwise (the caller's backward runs later, as without it).
     """
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
@@ -831,9 +856,11 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
             per_unit = max(1, items * group * max(1, k) // max(1, N))  # the items of one group's images (N = 0: none)
             units = groups + -(-items // per_unit)
             unit_macs = max(group_macs, per_unit * item_macs)
-            parallel_for(_grads_units, units, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args,
-                         grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
             gx = y.transpose(1, 0, 2, 3)                               # (N, C, H, W)
+            images = _images_per_item(forward_kernel, forward_args) if then is not None else 0
+            after = then(gx) if images else None                       # (kernel, args) or None
+            parallel_for(_grads_units, units, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args,
+                         after, images, N, grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
         else:
             gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
     if gx is None or not dispatch.CONV_GRADS_ONE_REGION:

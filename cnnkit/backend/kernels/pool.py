@@ -24,7 +24,8 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import AVAILABLE, as_planes, njit, simd, unplanes
 
-__all__ = ["max_pool2d_fused", "max_pool2d_scatter", "relu_mask_applies", "TAP_BITS", "NOT_POSITIVE"]
+__all__ = ["max_pool2d_fused", "max_pool2d_scatter", "max_pool2d_scatter_by_images", "relu_mask_applies", "TAP_BITS",
+           "NOT_POSITIVE"]
 
 # Row-packed 2x2 windows: up to this many output rows per vector (``_rows_per_vector``).
 PACKED_ROWS = 4
@@ -496,6 +497,22 @@ def max_pool2d_backward_2x2_rows(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, R)
             _zero_outside_windows(gx[pa], OH, OW)
 
 
+@njit(cache=True, nogil=True)
+def max_pool2d_backward_2x2_images(n0, n1, N, gy, gsn, gsc, arg, asc, C, gx, keep, kind, extra):
+    """The 2x2 backward (``_backward_2x2_kind``: 2 ``_rows``, 1 ``_simd``, 0 scalar, ``extra`` their
+    R or VL) over the planes of images n0..n1-1 only: one run of planes in NCHW order (asc == 1),
+    one per channel in CNHW (asc == N). Each plane as the whole-batch call computes it."""
+    runs = 1 if asc == 1 else C
+    for c in range(runs):
+        q0, q1 = (n0 * C, n1 * C) if asc == 1 else (c * N + n0, c * N + n1)
+        if kind == 2:
+            max_pool2d_backward_2x2_rows(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, extra)
+        elif kind == 1:
+            max_pool2d_backward_2x2_simd(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep, extra)
+        else:
+            max_pool2d_backward_2x2(q0, q1, gy, gsn, gsc, arg, asc, C, gx, keep)
+
+
 def _rows_per_vector(OW: int, dtype) -> int:
     """Output rows of 2x2 windows one vector op takes (row-packed kernels from 2 on): the rows'
     2 * OW entries must fit in two vectors."""
@@ -562,6 +579,38 @@ def relu_mask_applies(kernel, stride, pads, dilation) -> bool:
     return _is_2x2(kernel, stride, pads, dilation)
 
 
+def _backward_2x2_kind(OW: int, dtype) -> tuple[int, int]:
+    """(kind, extra) of the 2x2 backward kernel for an output row of OW windows: (2, R) row-packed,
+    (1, VL) vector, (0, 0) scalar (``max_pool2d_backward_2x2_images``' numbering)."""
+    R = _rows_per_vector(OW, dtype)
+    if dispatch.MAX_POOL_2X2_SIMD and R >= 2 and dispatch.MAX_POOL_2X2_PACKED_ROWS:
+        return 2, R
+    if dispatch.MAX_POOL_2X2_SIMD:
+        return 1, simd.lanes(dtype)
+    return 0, 0
+
+
+def max_pool2d_scatter_by_images(gy, arg, order, x_shape, relu_masked: bool = False):
+    """(gx, kernel, args) of a 2x2/2 max pooling's backward (``max_pool2d_scatter``) run image by
+    image: kernel(n0, n1, *args) writes images n0..n1-1 of gx (N, C, H, W) from the same images of
+    gy, which may still be unwritten now (only its memory is taken). None where ``max_pool2d_scatter``
+    would split the pass over threads itself (at least two threads' grain of elements: LeNet-5's
+    pool 1 from batch 223 on), or gy's memory is neither NCHW nor CNHW (``as_planes`` would copy
+    it now)."""
+    N, C, H, W = x_shape
+    if N * C >= 2 * _plane_grain(x_shape, dispatch.PARALLEL_MIN_ELEMENTS):
+        return None
+    if not (gy.flags.c_contiguous or gy.transpose(1, 0, 2, 3).flags.c_contiguous):
+        return None
+    gplanes, gsn, gsc = as_planes(gy)                                 # (P, OH, OW), gy's memory
+    sc = order[1]                                                     # x's planes: 1 NCHW, N CNHW
+    gx = buffers.empty((N * C, H, W), gy.dtype)                      # (P, H, W), arg's order
+    kind, extra = _backward_2x2_kind(gplanes.shape[2], gx.dtype)
+    keep = np.uint8(0xFF if relu_masked else TAP_BITS)
+    args = (N, gplanes, gsn, gsc, arg, sc, C, gx, keep, kind, extra)
+    return unplanes(gx, N, C, sc), max_pool2d_backward_2x2_images, args
+
+
 def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, relu_masked: bool = False):
     """gx (N, C, H, W) of max pooling: gy sent to each window's first maximum.
 
@@ -576,13 +625,13 @@ def max_pool2d_scatter(gy, arg, order, x_shape, kernel, stride, pads, dilation, 
     many = dispatch.PARALLEL_MIN_ELEMENTS
     if _is_2x2(kernel, stride, pads, dilation):
         keep = np.uint8(0xFF if relu_masked else TAP_BITS)
-        R = _rows_per_vector(gplanes.shape[2], gx.dtype)
-        if dispatch.MAX_POOL_2X2_SIMD and R >= 2 and dispatch.MAX_POOL_2X2_PACKED_ROWS:
-            parallel_for(max_pool2d_backward_2x2_rows, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep, R,
+        kind, extra = _backward_2x2_kind(gplanes.shape[2], gx.dtype)
+        if kind == 2:
+            parallel_for(max_pool2d_backward_2x2_rows, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep, extra,
                          grain=_plane_grain(x_shape, many))
-        elif dispatch.MAX_POOL_2X2_SIMD:
-            parallel_for(max_pool2d_backward_2x2_simd, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
-                         simd.lanes(gx.dtype), grain=_plane_grain(x_shape, many))
+        elif kind == 1:
+            parallel_for(max_pool2d_backward_2x2_simd, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep, extra,
+                         grain=_plane_grain(x_shape, many))
         else:
             parallel_for(max_pool2d_backward_2x2, N * C, gplanes, gsn, gsc, arg, sc, C, gx, keep,
                          grain=_plane_grain(x_shape, many))
