@@ -22,7 +22,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
-    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV",
+    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
@@ -452,6 +452,14 @@ FUSE_RELU_INTO_MAX_POOL_BACKWARD = 1
 # (the same kernels on the same planes). 0 switches it off (A/B runs). Measured: see
 # docs/performance.md, "Max pooling's backward inside the convolution's (Dec 6)".
 FUSE_MAX_POOL_BACKWARD_INTO_CONV = 1
+
+# With FUSE_MAX_POOL_BACKWARD_INTO_CONV, the convolution before that pooling (and its ReLU), when
+# it needs no input gradient (LeNet-5's conv1), computes its weight and bias gradients in the same
+# region too: each block of images, once scattered, runs its weight-gradient groups on the same
+# thread (functional/conv.py, Conv2dDirectOp.weight_grads_by_images), and conv1's own region is
+# gone. The same groups summed in the same order: bit-identical. 0 switches it off (A/B runs).
+# Measured: docs/performance.md, "Max pooling's backward inside the convolution's (Dec 6)".
+FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV = 1
 
 
 # ---------------------------------------------------------------------------- batch norm

@@ -248,9 +248,37 @@ class Conv2dDirectOp(Conv2dOp):
             y = conv_direct.conv2d_direct(x, w, b, self.pads)         # (F, N, OH, OW)
         return self.channel_major_result(x, w, y)
 
+    ahead = None  # (gy, finish): weight gradients computed from gy by the next op's region
+
+    def weight_grads_by_images(self, gy, step: int):
+        """(kernel, args) computing this op's weight and bias gradients from gy image by image, or None.
+
+        For the backward region that writes gy (max pooling's scatter inside the next
+        convolution's region, ``MaxPool2dFusedOp.backward_by_images``): kernel(n0, n1, *args) on
+        every block of ``step`` images once they are written; ``backward`` then only adds the
+        groups' partial sums, if gy is the gradient it receives (this op's output had no other
+        consumer). Only for a blocked layer that needs no input gradient (a network's first
+        convolution, whose input gradient would need a region of its own);
+        ``dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV`` = 0: never.
+        """
+        if self.kernel != "blocked" or self.inputs is None or self.needs_input_grad[0]:
+            return None
+        need_w = self.needs_input_grad[1]
+        need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        plan = conv_blocked.conv2d_blocked_weight_grads_by_images(self.x, self.w, gy, self.pads, need_w, need_b, step)
+        if plan is None:
+            return None
+        kernel, args, finish = plan
+        self.ahead = (gy, finish)
+        return kernel, args
+
     def backward(self, gy):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and gy is ahead[0]:  # the only gradient of y, its groups summed already
+            gw, gb = ahead[1]()
+            return (None, gw, gb)[: len(self.needs_input_grad)]
         if self.kernel == "blocked":
             # the backward of a max pooling that made x, image by image in this backward's region
             maker = self.input_creators[0] if need_x else None

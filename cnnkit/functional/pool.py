@@ -185,18 +185,22 @@ class MaxPool2dFusedOp(MaxPool2dOp):
             relu.premasked = gx   # its backward passes this array through (ReLUOp.backward)
         return gx
 
-    def backward_by_images(self, gy):
+    def backward_by_images(self, gy, step: int):
         """(kernel, args) computing this op's backward image by image from gy, or None.
 
         For the op that consumed this op's output (a convolution, ``conv_blocked.conv2d_blocked_grads``'
         ``then``): gy is the input gradient it is about to compute, the very array it will
         return; kernel(n0, n1, *args) scatters images n0..n1-1 of gy (with the ReLU mask where
         ``_relu_before`` applies) as soon as they are written, on the thread that wrote them,
-        and the caller runs it over every image before returning gy. ``backward`` then passes
-        the result on if gy is the gradient it receives, i.e. the consumer was the only one
-        (another consumer's gradient is summed into a new array: the result is dropped and
-        ``backward`` scatters the sum, so the fusion never changes a gradient). 2x2/2 windows
-        only (``dispatch.FUSE_MAX_POOL_BACKWARD_INTO_CONV`` = 0: never).
+        and the caller runs it over every image before returning gy (in blocks of ``step``
+        images). ``backward`` then passes the result on if gy is the gradient it receives, i.e.
+        the consumer was the only one (another consumer's gradient is summed into a new array:
+        the result is dropped and ``backward`` scatters the sum, so the fusion never changes a
+        gradient). 2x2/2 windows only (``dispatch.FUSE_MAX_POOL_BACKWARD_INTO_CONV`` = 0: never).
+
+        The op before (the ReLU's maker, or this op's when no ReLU is fused) may in turn take
+        its weight gradients from the scattered images in the same blocks (``weight_grads_by_images``
+        of ``Conv2dDirectOp``: the first convolution, which needs no input gradient).
         """
         g = self.g
         if (not dispatch.FUSE_MAX_POOL_BACKWARD_INTO_CONV or self.inputs is None
@@ -208,7 +212,18 @@ class MaxPool2dFusedOp(MaxPool2dOp):
             return None
         gx, kernel, args = plan
         self.ahead = (gy, gx, relu)
-        return kernel, args
+        maker = relu.input_creators[0] if relu is not None else self.input_creators[0]
+        chained = getattr(maker, "weight_grads_by_images", None)
+        after = chained(gx, step) if chained is not None and dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV else None
+        if after is None:
+            return kernel, args
+        return _one_then_other, (kernel, args, after[0], after[1])
+
+
+def _one_then_other(n0, n1, first, first_args, then, then_args):
+    """first(n0, n1, *first_args), then then(n0, n1, *then_args): two ops' backwards on a block of images."""
+    first(n0, n1, *first_args)
+    then(n0, n1, *then_args)
 
 
 def _relu_before(op: MaxPool2dFusedOp) -> ReLUOp | None:

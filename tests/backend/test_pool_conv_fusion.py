@@ -200,3 +200,108 @@ def test_retain_graph_runs_the_fused_backward_twice_with_the_same_result(rng):
     first = X.grad.copy()
     y.backward(gy)
     np.testing.assert_array_equal(X.grad, 2 * first)
+
+
+# --- conv1's weight gradients in the same region (dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV) ---
+
+
+def _lenet_features(x, ws, gy, fuse: int, threads: int, x_grad=False, relu=True, extra=None):
+    """Gradients [x, w1, b1, w2, b2] of conv2(pool(relu(conv1(x)))) (+ extra(conv1's output)), the
+    conv1 fusion switched ``fuse``, and whether conv1's backward received the fused result."""
+    from cnnkit.functional.conv import Conv2dDirectOp
+
+    previous = dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV
+    dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV = fuse
+    passed = []
+    backward = Conv2dDirectOp.backward
+
+    def spied(op, g):
+        if op.inputs[0].creator is None:                             # conv1
+            passed.append(op.ahead is not None and g is op.ahead[0])
+        return backward(op, g)
+
+    try:
+        Conv2dDirectOp.backward = spied
+        with config.num_threads(threads):
+            ts = [Tensor(x.copy(), requires_grad=x_grad)] + [Tensor(a.copy(), requires_grad=True) for a in ws]
+            y1 = F.conv2d(ts[0], ts[1], ts[2], padding=2)
+            p = F.max_pool2d(F.relu(y1) if relu else y1, 2)
+            loss = (F.conv2d(p, ts[3], ts[4]) * Tensor(gy)).sum()
+            if extra is not None:
+                loss = loss + extra(y1)
+            loss.backward()
+            return [None if t.grad is None else t.grad.copy() for t in ts], passed
+    finally:
+        Conv2dDirectOp.backward = backward
+        dispatch.FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV = previous
+
+
+def _lenet_case(N, dtype, rng, H=28, W=28):
+    x = rng.integers(-3, 4, size=(N, 1, H, W)).astype(dtype)      # ties and zeros
+    x[0, 0, :4, :4] = 0
+    x[-1, 0, 5, :3] = np.nan
+    x[-1, 0, 9, 9] = np.inf
+    ws = [rng.standard_normal(s).astype(dtype) for s in [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,)]]
+    gy = rng.standard_normal((N, 16, H // 2 - 4, W // 2 - 4)).astype(dtype)
+    return x, ws, gy
+
+
+def _same(got, want):
+    _assert_same_bits([g for g in got if g is not None], [w for w in want if w is not None])
+    assert [g is None for g in got] == [w is None for w in want]
+
+
+@pytest.mark.parametrize("N, H, W", [(64, 28, 28), (13, 28, 28), (5, 29, 27), (1, 28, 28)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv1_weight_grads_in_conv2s_region_are_bit_identical_on_1_2_3_threads(N, H, W, dtype, rng):
+    x, ws, gy = _lenet_case(N, dtype, rng, H, W)
+    want, passed = _lenet_features(x, ws, gy, 0, 1)
+    assert passed == [False]
+    for threads in (1, 2, 3):
+        got, passed = _lenet_features(x, ws, gy, 1, threads)
+        assert passed == [True]                                      # conv1's own region skipped
+        _same(got, want)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no-relu"])
+def test_conv1_weight_grads_in_conv2s_region_match_pytorch(dtype, tol, relu, rng):
+    import torch
+
+    x, ws, gy = _lenet_case(13, dtype, rng)
+    x[~np.isfinite(x)] = 0.5
+    got, passed = _lenet_features(x, ws, gy, 1, 2, relu=relu)
+    assert passed == [True]
+    T = [torch.tensor(x)] + [torch.tensor(a, requires_grad=True) for a in ws]
+    f = torch.nn.functional
+    y1 = f.conv2d(T[0], T[1], T[2], padding=2)
+    p = f.max_pool2d(f.relu(y1) if relu else y1, 2)
+    (f.conv2d(p, T[3], T[4]) * torch.tensor(gy)).sum().backward()
+    for a, t in zip(got[1:], T[1:]):
+        ref = t.grad.numpy()
+        np.testing.assert_allclose(a, ref, rtol=tol, atol=tol * max(1.0, float(np.abs(ref).max())))
+
+
+def test_conv1_needing_an_input_gradient_or_with_a_second_consumer_keeps_its_own_backward(rng):
+    """An input that requires grad (conv1's gx would need a region of its own) or a second consumer
+    of conv1's output (its gradient is a sum): conv1's backward runs as without the fusion."""
+    x, ws, gy = _lenet_case(8, np.float64, rng)
+    x[~np.isfinite(x)] = 1.0
+    want, _ = _lenet_features(x, ws, gy, 0, 2, x_grad=True)
+    got, passed = _lenet_features(x, ws, gy, 1, 2, x_grad=True)
+    assert passed == [False]
+    _same(got, want)
+    extra = lambda y1: (y1 * 0.5).sum()  # noqa: E731
+    want, _ = _lenet_features(x, ws, gy, 0, 2, extra=extra)
+    got, passed = _lenet_features(x, ws, gy, 1, 2, extra=extra)
+    assert passed == [False]
+    _same(got, want)
+
+
+def test_conv1_fusion_off_with_the_pooling_fusion_off(rng, monkeypatch):
+    x, ws, gy = _lenet_case(8, np.float32, rng)
+    want, _ = _lenet_features(x, ws, gy, 0, 2)
+    monkeypatch.setattr(dispatch, "FUSE_MAX_POOL_BACKWARD_INTO_CONV", 0)
+    got, passed = _lenet_features(x, ws, gy, 1, 2)
+    assert passed == [False]
+    _same(got, want)

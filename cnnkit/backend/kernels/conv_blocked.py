@@ -75,7 +75,7 @@ from .simd import (
     acc_zero,
 )
 
-__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "blocked_forward", "blocked_grad_w", "plane_forward",
+__all__ = ["conv2d_blocked", "conv2d_blocked_grads", "conv2d_blocked_weight_grads_by_images", "blocked_forward", "blocked_grad_w", "plane_forward",
            "plane_layout", "plane_masks", "shift_masks", "row_layout", "stacked_forward", "stacked_layout"]
 
 # Flat rows of fewer vectors than this take forward tiles of 16 channels by one vector,
@@ -799,27 +799,14 @@ def _images_per_item(kernel, args) -> int:
     return max(1, args[-1]) if kernel is blocked_forward else 1       # a pack of k images, or one
 
 
-def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True, then=None):
-    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None; gb None
-    unless need_b (a pass over gy that a layer without bias, before a batch norm, does not need).
-
-    With ``dispatch.CONV_GRADS_ONE_REGION``, gx and the weight and bias gradients are
-    computed in one parallel region (one wake-up of the helpers, and the larger weight-gradient
-    groups handed out first, the input-gradient items filling the threads' ends), else in two.
-    Each result is computed as in two regions, bit for bit.
-
-    ``then``: the backward of the op that made x, run per image in the same region (on the
-    thread that has just written those images of gx, which stay in its cache): a function taking
-    gx (unwritten yet, the very array returned) and returning (kernel, args) or None, kernel(n0,
-    n1, *args) then run on images n0..n1-1 right after their gx (``pool.max_pool2d_scatter_by_images``).
-    Called only where gx is computed in that region in items of whole images; not called
-    otherwise (the caller's backward runs later, as without it).
-    """
+def _weight_grads(x, w, gy, pads, need_w: bool, need_b: bool):
+    """The weight-gradient half of ``conv2d_blocked_grads``: (kernel, args, groups, images, group_macs,
+    finish). kernel(g0, g1, *args) computes the partial sums of groups g0..g1-1 (group g: images
+    g*images ..), finish() adds them in order into (gw, gb) (None where not needed)."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     pt, _, pl, _ = pads
     OH, OW = gy.shape[2:]
-    gx = gw = None
     VL = 64 // x.dtype.itemsize
     planes, sn, sc = as_planes(x)                                      # (P, H, W)
     gplanes, gsn, gsf = as_planes(gy)                                  # (N*F, OH, OW)
@@ -849,28 +836,80 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
         wgrad_kernel = blocked_grad_w
         wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group, k, need_b)
     group_macs = group * max(1, k) * F * C * KH * KW * OH * OW
+
+    def finish():
+        gw = None
+        if need_w and lanes:
+            gw = parts.sum(axis=0).reshape(F // VL, C, KH * KW, VL).transpose(0, 3, 1, 2)   # (F // VL, VL, C, KH*KW)
+            gw = np.ascontiguousarray(gw).reshape(w.shape)             # (F, C, KH, KW)
+        elif need_w and k:
+            gw = parts.sum(axis=0)[:F].reshape(F, C, KW, KH).transpose(0, 1, 3, 2)  # (F, C, KH, KW)
+            gw = np.ascontiguousarray(gw)
+        elif need_w:
+            gw = parts.sum(axis=0)[:F].reshape(w.shape)                # (F, C, KH, KW)
+        return gw, gb_parts.sum(axis=0) if need_b else None
+
+    return wgrad_kernel, wgrad_args, groups, group * max(1, k), group_macs, finish
+
+
+def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: bool = True, then=None):
+    """(gx, gw, gb) of ``conv2d_blocked``; gx is an (N, C, H, W) view of CNHW memory or None; gb None
+    unless need_b (a pass over gy that a layer without bias, before a batch norm, does not need).
+
+    With ``dispatch.CONV_GRADS_ONE_REGION``, gx and the weight and bias gradients are
+    computed in one parallel region (one wake-up of the helpers, and the larger weight-gradient
+    groups handed out first, the input-gradient items filling the threads' ends), else in two.
+    Each result is computed as in two regions, bit for bit.
+
+    ``then``: the backward of the op that made x, run per image in the same region (on the
+    thread that has just written those images of gx, which stay in its cache): a function taking
+    gx (unwritten yet, the very array returned) and the images per block (blocks start at its
+    multiples), returning (kernel, args) or None, kernel(n0, n1, *args) then run on each block's
+    images n0..n1-1 right after their gx (``pool.max_pool2d_scatter_by_images``). Called only where
+    gx is computed in that region in items of whole images; not called otherwise (the caller's
+    backward runs later, as without it).
+    """
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    pt, _, pl, _ = pads
+    OH, OW = gy.shape[2:]
+    gx = None
+    wgrad_kernel, wgrad_args, groups, group_images, group_macs, finish = _weight_grads(x, w, gy, pads, need_w, need_b)
     if need_x:
         wflip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)             # (C, F, KH, KW)
         if dispatch.CONV_GRADS_ONE_REGION:
             y, forward_kernel, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
-            per_unit = max(1, items * group * max(1, k) // max(1, N))  # the items of one group's images (N = 0: none)
+            per_unit = max(1, items * group_images // max(1, N))      # the items of one group's images (N = 0: none)
             units = groups + -(-items // per_unit)
             unit_macs = max(group_macs, per_unit * item_macs)
             gx = y.transpose(1, 0, 2, 3)                               # (N, C, H, W)
             images = _images_per_item(forward_kernel, forward_args) if then is not None else 0
-            after = then(gx) if images else None                       # (kernel, args) or None
+            after = then(gx, per_unit * images) if images else None   # (kernel, args) or None
             parallel_for(_grads_units, units, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args,
                          after, images, N, grain=-(-dispatch.PARALLEL_MIN_MACS // unit_macs))
         else:
             gx = _forward(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W).transpose(1, 0, 2, 3)
     if gx is None or not dispatch.CONV_GRADS_ONE_REGION:
-        parallel_for(wgrad_kernel, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // (group * max(1, k))))
-    if need_w and lanes:
-        gw = parts.sum(axis=0).reshape(F // VL, C, KH * KW, VL).transpose(0, 3, 1, 2)   # (F // VL, VL, C, KH*KW)
-        gw = np.ascontiguousarray(gw).reshape(w.shape)                 # (F, C, KH, KW)
-    elif need_w and k:
-        gw = parts.sum(axis=0)[:F].reshape(F, C, KW, KH).transpose(0, 1, 3, 2)  # (F, C, KH, KW)
-        gw = np.ascontiguousarray(gw)
-    elif need_w:
-        gw = parts.sum(axis=0)[:F].reshape(w.shape)                    # (F, C, KH, KW)
-    return gx, gw, gb_parts.sum(axis=0) if need_b else None
+        parallel_for(wgrad_kernel, groups, *wgrad_args, grain=-(-_grain(w.shape, OH, OW) // group_images))
+    gw, gb = finish()
+    return gx, gw, gb
+
+
+def _weight_grads_of_images(n0, n1, wgrad_kernel, wgrad_args, group_images):
+    """The weight-gradient groups of images n0..n1-1 (n0 a multiple of group_images; n1 too, or N)."""
+    wgrad_kernel(n0 // group_images, -(-n1 // group_images), *wgrad_args)
+
+
+def conv2d_blocked_weight_grads_by_images(x, w, gy, pads, need_w: bool, need_b: bool, step: int):
+    """(kernel, args, finish) of the weight and bias gradients of ``conv2d_blocked`` computed image by
+    image while gy is being written (another op's backward region: ``pool.max_pool2d_scatter_by_images``):
+    kernel(n0, n1, *args) takes images n0..n1-1 of gy (n0 a multiple of ``step``, n1 too or N),
+    finish() -> (gw, gb) once every image has run; the same groups, so the same bits as
+    ``conv2d_blocked_grads``. None where a block of ``step`` images is not whole groups, or gy's
+    memory is neither NCHW nor CNHW (``as_planes`` would copy it now, before it is written)."""
+    if not (gy.flags.c_contiguous or gy.transpose(1, 0, 2, 3).flags.c_contiguous):
+        return None
+    wgrad_kernel, wgrad_args, _, group_images, _, finish = _weight_grads(x, w, gy, pads, need_w, need_b)
+    if step % group_images:
+        return None
+    return _weight_grads_of_images, (wgrad_kernel, wgrad_args, group_images), finish
