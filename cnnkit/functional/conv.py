@@ -19,13 +19,14 @@ from ..backend.prepack import ConvWeightPack
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
+from .activation import relu
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
 from .norm import _array, _recorded, batch_norm_relu
 from .pool import MaxPool2dFusedOp
 
 __all__ = [
-    "conv2d", "conv2d_batch_norm_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
+    "conv2d", "conv2d_batch_norm_relu", "conv2d_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
     "Conv2dWinogradOp", "Conv2dPolyphaseOp", "Conv2dStridedPlanesOp",
     "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
@@ -643,41 +644,73 @@ def conv2d_batch_norm_relu(
     """
     input = input if isinstance(input, Tensor) else Tensor(input)
     weight = weight if isinstance(weight, Tensor) else Tensor(weight)
-    y = _conv2d_epilogue(input, weight, stride, padding, dilation, groups, running_mean, running_var,
-                         bn_weight, bn_bias, eps, residual)
+    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
+    F = weight.shape[0] if weight.ndim == 4 else 0
+    y = None
+    if (dispatch.FUSE_CONV_BATCH_NORM_RELU and mean is not None and var is not None and eps >= 0
+            and all(a is None or a.shape == (F,) for a in (mean, var, gamma, beta))):
+        y = _conv2d_epilogue(input, weight, None, stride, padding, dilation, groups, None, residual,
+                             (bn_weight, bn_bias), (mean, var, gamma, beta, eps))
     if y is not None:
         return y
     return batch_norm_relu(conv2d(input, weight, None, stride, padding, dilation, groups), running_mean,
                            running_var, bn_weight, bn_bias, eps, residual=residual)
 
 
-def _conv2d_epilogue(input, weight, stride, padding, dilation, groups, running_mean, running_var, bn_weight,
-                     bn_bias, eps, residual) -> Tensor | None:
-    """``conv2d_batch_norm_relu``'s fused form, or None where it does not apply."""
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
+                prepacked: ConvWeightPack | None = None, residual=None) -> Tensor:
+    """relu(conv2d(input, weight, bias, ...) + residual) (residual None: without the sum): an
+    optimized model's convolution (batch norm folded in) and the ReLU after it.
+
+    As ``conv2d_batch_norm_relu`` (``dispatch.FUSE_CONV_RELU``): where nothing is recorded and
+    the dispatch picks Winograd or the compiled GEMM, the convolution applies the sum and the
+    ReLU to its output as it finishes it (the same bits); otherwise ``conv2d``, the sum and
+    ``relu``.
+    """
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    y = None
+    if dispatch.FUSE_CONV_RELU:
+        y = _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, prepacked, residual, (bias,),
+                             None)
+    if y is not None:
+        return y
+    y = conv2d(input, weight, bias, stride, padding, dilation, groups, prepacked=prepacked)
+    return relu(y if residual is None else y + residual)
+
+
+def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, prepacked, residual, params,
+                     statistics) -> Tensor | None:
+    """The fused form of ``conv2d_batch_norm_relu`` (``statistics``: running mean and variance,
+    gamma, beta as arrays, and eps) or ``conv2d_relu`` (None), or None where it does not apply."""
     op = "conv2d"
-    if not dispatch.FUSE_CONV_BATCH_NORM_RELU or input.ndim != 4 or weight.ndim != 4 or weight.dtype != input.dtype:
+    if input.ndim != 4 or weight.ndim != 4 or weight.dtype != input.dtype:
         return None
     xp = get_array_module(input.data)
-    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
-    F = weight.shape[0]
-    if (not dispatch.kernels_usable(xp, input.dtype) or mean is None or var is None or not eps >= 0
-            or any(a is not None and a.shape != (F,) for a in (mean, var, gamma, beta))
-            or _recorded([input, weight] + [a for a in (bn_weight, bn_bias, residual) if isinstance(a, Tensor)])):
+    F, b = weight.shape[0], _array(bias)
+    if (not dispatch.kernels_usable(xp, input.dtype) or (b is not None and (b.shape != (F,) or b.dtype != input.dtype))
+            or _recorded([input, weight] + [a for a in (*params, residual) if isinstance(a, Tensor)])):
         return None
     stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
     _check_geometry(op, stride, dilation)
     pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
-    algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation, groups)
+    x, w = input.data, weight.data
+    ready = prepacked is not None and prepacked.holds(w)              # Winograd's filters cost nothing
+    algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation, groups,
+                                          prepacked=ready)
     if algorithm not in ("gemm", "winograd2", "winograd4"):
         return None
-    x, w = input.data, weight.data
-    OH, OW = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups).check(x, w, None)
+    OH, OW = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups).check(x, w, b)
+    gemm = algorithm == "gemm"                                        # its bias goes in the epilogue
+    mean, var, gamma, beta, eps = statistics if statistics is not None else (None,) * 5
     epilogue = batchnorm_kernels.conv_epilogue(mean, var, gamma, beta, eps, x.dtype, _array(residual),
-                                               (x.shape[0], F, OH, OW))
+                                               (x.shape[0], F, OH, OW), b if gemm else None)
     if epilogue is None:
         return None
-    if algorithm == "gemm":
+    if gemm:
         y = im2col_kernels.conv2d_gemm(x, w, None, stride, pads, dilation, groups, (OH, OW), epilogue=epilogue)
-    else:
-        y = winograd.conv2d_winograd(x, w, None, pads, int(algorithm[-1]), epilogue=epilogue)
+    else:                                                             # (Winograd adds the bias itself)
+        m = int(algorithm[-1])
+        filters = prepacked.winograd_filters(w, m) if ready else None
+        y = winograd.conv2d_winograd(x, w, b, pads, m, filters=filters, epilogue=epilogue)
     return Tensor._wrap(y.transpose(1, 0, 2, 3))                      # (N, F, OH, OW) view of (F, N, OH, OW)

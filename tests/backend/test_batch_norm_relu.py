@@ -16,6 +16,7 @@ import cnnkit.functional as F
 from cnnkit import Tensor, config, models, nn, no_grad
 from cnnkit.backend import dispatch, kernels
 from cnnkit.backend.kernels import batchnorm as batchnorm_kernels
+from cnnkit.backend.kernels import winograd
 from cnnkit.functional.activation import ReLUOp
 from cnnkit.nn.norm import batch_norm_relu
 from tests.backend.arrays import cnhw
@@ -370,3 +371,73 @@ def test_the_conv_gate_fuses_only_where_the_conv_output_is_unobserved(observer, 
         np.testing.assert_array_equal(bits(y.data), bits(expected.data))
     assert len(calls) == (observer == "none")
     assert len(seen) == ("hook" in observer) * (2 if observer != "grad" else 1)
+
+
+# ------------------------------------- an optimized model: the ReLU in the convolution's output
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias, residual", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv_relu_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, bias, residual, threads, rng, monkeypatch):
+    algorithm, wrows, grows, groups, N = PATHS[path]
+    x, w, r, *_ = conv_inputs(rng, N, dtype, "cnhw" if threads == 2 else "nchw")
+    b = (rng.standard_normal(6) * 0.5).astype(dtype) if bias else None
+    if bias:
+        b[0] = -0.0
+    r = r if residual else None
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: algorithm)
+    monkeypatch.setattr(dispatch, "winograd_by_rows", lambda *args: wrows)
+    monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *args: grows)
+    monkeypatch.setattr(dispatch, "gemm_by_channels", lambda *args: groups)
+    monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)
+    calls = conv_counting(monkeypatch)
+    with no_grad(), config.num_threads(threads):
+        y = F.conv2d_relu(x, w, b, 1, 1, residual=r)
+        with monkeypatch.context() as m:
+            m.setattr(dispatch, "FUSE_CONV_RELU", 0)
+            expected = F.conv2d_relu(x, w, b, 1, 1, residual=r)
+    assert len(calls) == (algorithm != "direct")
+    np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+
+
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4", "gemm"])
+def test_conv_relu_epilogue_uses_the_prepacked_filters(algorithm, rng, monkeypatch):
+    conv = nn.Conv2d(5, 6, 3, padding=1).eval()
+    nn.utils.prepack_for_inference(conv)
+    x, _, r, *_ = conv_inputs(rng, 1, np.float32, "nchw")
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: algorithm)
+    transforms = []
+    real = winograd.winograd_filters
+    monkeypatch.setattr(winograd, "winograd_filters", lambda *a: transforms.append(1) or real(*a))
+    with no_grad():
+        y = F.conv2d_relu(x, conv.weight, conv.bias, 1, 1, prepacked=conv.prepacked, residual=r)
+        y = F.conv2d_relu(x, conv.weight, conv.bias, 1, 1, prepacked=conv.prepacked, residual=r)
+        expected = F.relu(conv(Tensor(x)) + r)
+    np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+    assert len(transforms) == (algorithm != "gemm")                    # once, for the pack
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_optimized_resnet_is_the_unfused_pass_bit_for_bit(block, rng, monkeypatch):
+    from cnnkit.surgery import optimize_for_inference
+
+    layers = models.BasicBlock if block == "basic" else models.Bottleneck
+    net = randomized(models.ResNet(layers, [2, 1, 1, 1], generator=np.random.default_rng(0)), rng)
+    net = optimize_for_inference(net, input_shape=(3, 48, 40))
+    x = Tensor(rng.standard_normal((2, 3, 48, 40)).astype(np.float32))
+    calls = conv_counting(monkeypatch)
+    with no_grad():
+        with monkeypatch.context() as m:
+            m.setattr(dispatch, "FUSE_CONV_RELU", 0)
+            expected = net(x).data
+        assert not calls
+        for threads in (1, 2, 3):
+            with config.num_threads(threads):
+                np.testing.assert_array_equal(bits(net(x).data), bits(expected))
+    assert calls
+    hooked = []
+    net.layer1[0].bn1.register_forward_hook(lambda m, i, o: hooked.append(o))
+    calls.clear()
+    with no_grad():
+        np.testing.assert_array_equal(bits(net(x).data), bits(expected))
+    assert hooked and calls                                            # all but that block's first pair

@@ -313,11 +313,17 @@ def eval_scale_shift(running_mean, running_var, gamma, beta, eps: float, dtype):
     return scale, shift
 
 
-def conv_epilogue(running_mean, running_var, gamma, beta, eps: float, dtype, residual=None, out_shape=None):
+def conv_epilogue(running_mean, running_var, gamma, beta, eps, dtype, residual=None, out_shape=None,
+                  bias=None):
     """(scale, shift, r) for a convolution's ``affine_relu_block`` epilogue: eval batch norm's
     constants in ``dtype`` and the residual (N, F, OH, OW) as channel-major (F, N, OH, OW)
     memory (copied only if it is not laid out so; empty: none); None for a residual of
-    another type, shape (``out_shape``) or dtype."""
+    another type, shape (``out_shape``) or dtype.
+
+    Without statistics (``running_mean`` None: the ReLU alone), scale 1 and shift ``bias`` (or
+    0): y*1 + b is the IEEE sum y + b (one rounding, FMA or not), the convolution's own bias
+    add, and y*1 + 0 is y but for -0.0, which the ReLU makes +0.0 either way.
+    """
     if residual is None:
         r = np.empty((0, 0, 0, 0), dtype)
     else:
@@ -326,6 +332,9 @@ def conv_epilogue(running_mean, running_var, gamma, beta, eps: float, dtype, res
         r = residual.transpose(1, 0, 2, 3)                            # (F, N, OH, OW)
         if not r.flags.c_contiguous:
             r = np.ascontiguousarray(r)
+    if running_mean is None:
+        F = out_shape[1]
+        return np.ones(F, dtype), (np.zeros(F, dtype) if bias is None else bias), r
     scale, shift = eval_scale_shift(running_mean, running_var, gamma, beta, eps, dtype)
     return scale, shift, r
 
