@@ -9,7 +9,8 @@ warm-up spin before each call; the figure is the median over pairs of old time /
 time (above 1: this tree is faster).
 
 Workloads: LeNet-5 training steps at batch 1 (the per-op fixed cost), 64 and 256 (the functional model of
-``lenet5_vs_torch.py``, SGD with momentum), LeNet-5 inference at batch 1000, ResNet-18
+``lenet5_vs_torch.py``, SGD with momentum as NumPy passes; ``lenet5-sgd-b*``: with ``optim.SGD``
+and ``zero_grad``, as ``lenet5_vs_torch.py`` steps), LeNet-5 inference at batch 1000, ResNet-18
 inference at 224x224, batch 8 and 1, and a ResNet-18 training step at batch 16.
 ``resnet18-infer-b*-optimized``: each tree's best inference transform, ``surgery.optimize_for_inference``
 where the tree has it, else ``surgery.fold_batchnorm`` (so against a revision before it, the
@@ -101,6 +102,25 @@ def lenet_train(ck, batch: int, steps: int = 20):
     return run
 
 
+def lenet_train_sgd(ck, batch: int, steps: int = 20):
+    """``lenet_train`` with ``optim.SGD`` (lr 0.01, momentum 0.9) and ``zero_grad``: the step of
+    ``lenet5_vs_torch.py``'s cnnkit side, the optimizer's per-parameter cost included."""
+    rng = np.random.default_rng(0)
+    p = {k: ck.Tensor(v, requires_grad=True) for k, v in lenet_params(rng).items()}
+    opt = ck.optim.SGD(list(p.values()), lr=0.01, momentum=0.9)
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, batch)
+
+    def run():
+        for _ in range(steps):
+            loss = ck.functional.cross_entropy(lenet_forward(ck, p, ck.Tensor(x)), t)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return run
+
+
 def lenet_infer(ck, batch: int = 1000, repeats: int = 5):
     rng = np.random.default_rng(0)
     p = {k: ck.Tensor(v) for k, v in lenet_params(rng).items()}
@@ -164,6 +184,8 @@ WORKLOADS = {
     "lenet5-train-b1": lambda ck: lenet_train(ck, 1, steps=100),   # the per-op fixed cost alone
     "lenet5-train-b64": lambda ck: lenet_train(ck, 64),
     "lenet5-train-b256": lambda ck: lenet_train(ck, 256, steps=8),
+    "lenet5-sgd-b1": lambda ck: lenet_train_sgd(ck, 1, steps=100),
+    "lenet5-sgd-b64": lambda ck: lenet_train_sgd(ck, 64),
     "lenet5-infer-b1000": lenet_infer,
     "resnet18-infer-b8": resnet18_infer,
     "resnet18-infer-b1": lambda ck: resnet18_infer(ck, 1),
