@@ -57,15 +57,17 @@ def _owner(array):
     return array
 
 
-def note_write(array) -> None:
-    """Count an in-place write into ``array``'s memory (checked by ``Function.check_saved``)."""
+def note_write(*arrays) -> None:
+    """Count an in-place write into each array's memory (checked by ``Function.check_saved``):
+    one number per array, in order (an optimizer's step passes its parameters in one call)."""
     global _count
-    owner = _owner(array)
-    key = id(owner)
-    if key not in _writes:
-        weakref.finalize(owner, _writes.pop, key, None)
-    _count += 1
-    _writes[key] = _count
+    for array in arrays:
+        owner = _owner(array)
+        key = id(owner)
+        if key not in _writes:
+            weakref.finalize(owner, _writes.pop, key, None)
+        _count += 1
+        _writes[key] = _count
 
 
 class Function:

@@ -56,7 +56,10 @@ def post_order(
             continue
         add(k)
         push((node, True))
-        for parent in reversed(list(parents(node))):
+        ps = parents(node)
+        if type(ps) is not list and type(ps) is not tuple:   # (a list needs no copy to be reversed)
+            ps = list(ps)
+        for parent in reversed(ps):
             if key(parent) not in seen:
                 push((parent, False))
     return order

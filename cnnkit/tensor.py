@@ -358,7 +358,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element tensor, got shape "
                     f"{self.shape}; pass grad= of that shape"
                 )
-            grad = xp.ones_like(self.data)
+            grad = xp.ones(self.data.shape, self.data.dtype)   # (ones_like's layout search: one element)
         else:
             grad = xp.array(as_array(grad), dtype=self.dtype)  # a copy: the user keeps theirs
             if grad.shape != self.shape:

@@ -238,10 +238,11 @@ class Conv2dDirectOp(Conv2dOp):
                 f"Conv2dDirectOp handles stride 1, dilation 1 and groups 1, got stride {self.stride}, "
                 f"dilation {self.dilation}, groups {self.groups}"
             )
-        if self.kernel is None:
+        chosen = self.kernel is None
+        if chosen:   # (the dispatch picks "blocked" only where blocked_conv_applies)
             self.kernel = dispatch.direct_conv_kernel(w.shape, self.pads)
         if self.kernel == "blocked":
-            if not dispatch.blocked_conv_applies(w.shape, self.pads):
+            if not chosen and not dispatch.blocked_conv_applies(w.shape, self.pads):
                 raise ValueError(f"Conv2dDirectOp's blocked kernel handles padding up to the kernel size "
                                  f"minus one, got padding {self.pads} for a {w.shape[2:]} kernel")
             y = conv_blocked.conv2d_blocked(x, w, b, self.pads)       # (F, N, OH, OW)

@@ -31,7 +31,7 @@ class LinearOp(Function):
             )
         if b is not None and b.shape != (w.shape[0],):
             raise ShapeError(f"linear expects bias of shape ({w.shape[0]},), got {b.shape}")
-        x2 = x.reshape(-1, x.shape[-1])                                # (M, D_in)
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])          # (M, D_in)
         y = matmul(x2, w.T)                                            # (M, D_out)
         if b is not None:
             y += b
@@ -39,7 +39,7 @@ class LinearOp(Function):
             self.x2 = x2 if self.needs_input_grad[1] else None
             self.w = w if self.needs_input_grad[0] else None
             self.x_shape = x.shape
-        return y.reshape(x.shape[:-1] + (w.shape[0],))
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, gy):
         g2 = gy.reshape(-1, gy.shape[-1])                              # (M, D_out)

@@ -178,14 +178,17 @@ class CrossEntropyOp(Function):
         p = self.p                                                    # (M, K)
         M, K = p.shape
         eps = p.dtype.type(self.eps)
+        compiled = self.__dict__.get("target") is not None           # the compiled forward ran
         if self.reduction == "none":
             s = gy.reshape(-1)[:, None]                               # (M, 1)
+        elif self.reduction == "mean" and compiled and self.denom:
+            s = gy / p.dtype.type(self.denom)   # a count of rows >= 1: no flag for errstate to silence
         elif self.reduction == "mean":
             with np.errstate(invalid="ignore", divide="ignore"):
                 s = gy / p.dtype.type(self.denom)
         else:
             s = gy
-        if self.__dict__.get("target") is not None:  # the compiled forward ran: the same arithmetic, one pass
+        if compiled:  # the same arithmetic, one pass
             return loss_kernels.cross_entropy_backward(p, self.target, self.ignore_index, s), None
         w = None if self.weight is None else self.weight.astype(p.dtype)
         g_target = None

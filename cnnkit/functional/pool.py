@@ -39,6 +39,7 @@ class _PoolGeometry:
         self.padding = pair(padding, "padding", op)
         self.dilation = pair(dilation, "dilation", op)
         self.ceil_mode = bool(ceil_mode)
+        self._resolved: dict[tuple, tuple] = {}     # resolve's results by input shape
         if min(self.kernel) <= 0:
             raise ShapeError(f"{op} expects kernel_size > 0, got {self.kernel}")
         if min(self.stride) <= 0:
@@ -53,8 +54,39 @@ class _PoolGeometry:
                 f"{self.padding} for kernel_size {self.kernel}"
             )
 
+    @classmethod
+    def of(cls, op: str, kernel_size, stride, padding, dilation, ceil_mode: bool) -> _PoolGeometry:
+        """``_PoolGeometry(...)``, one object per call of plain ints (and a bool ceil_mode): a
+        geometry is never changed after it is made, so calls with the same arguments share it
+        (a pooling layer's every step; ~3 us a call less). Other arguments (NumPy ints, pairs,
+        floats to refuse) are checked anew each call."""
+        if not (type(kernel_size) is int and (stride is None or type(stride) is int) and type(padding) is int
+                and type(dilation) is int and type(ceil_mode) is bool):  # (a key 2.0 would find 2's geometry)
+            return cls(op, kernel_size, stride, padding, dilation, ceil_mode)
+        key = (op, kernel_size, stride, padding, dilation, ceil_mode)
+        g = _GEOMETRIES.get(key)
+        if g is None:
+            g = cls(op, kernel_size, stride, padding, dilation, ceil_mode)   # (raises before it is kept)
+            if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
+                _GEOMETRIES.clear()
+            _GEOMETRIES[key] = g
+        return g
+
     def resolve(self, shape):
-        """Output size and the padded extent (incl. ceil_mode overhang) for input ``shape``."""
+        """Output size and the padded extent (incl. ceil_mode overhang) for input ``shape``.
+
+        A function of the shape alone (the geometry does not change): kept per shape, so a
+        shared geometry (``of``) resolves each input shape once."""
+        resolved = self._resolved
+        found = resolved.get(shape)
+        if found is None:
+            found = self._resolve(shape)            # (raises before anything is kept)
+            if len(resolved) >= _GEOMETRIES_MAX:
+                resolved.clear()
+            resolved[shape] = found
+        return found
+
+    def _resolve(self, shape):
         if len(shape) != 4:
             raise ShapeError(f"{self.op} expects input of shape (N, C, H, W), got {shape}")
         _, _, H, W = shape
@@ -74,6 +106,11 @@ class _PoolGeometry:
         extra_w = max(0, (OW - 1) * SW + DW * (KW - 1) + 1 - (W + 2 * PW))
         pads = (PH, PH + extra_h, PW, PW + extra_w)
         return (OH, OW), pads, ((SH, SW), (DH, DW), (OH, OW))
+
+
+# _PoolGeometry.of's shared geometries, by their arguments (plain ints only); at most _GEOMETRIES_MAX
+_GEOMETRIES: dict[tuple, _PoolGeometry] = {}
+_GEOMETRIES_MAX = 64
 
 
 def _crop(gxc, pads, hw):
@@ -511,7 +548,7 @@ def max_pool2d(
     Shape: (N, C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1.
     Max pooling has no parameters.
     """
-    g = _PoolGeometry("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
+    g = _PoolGeometry.of("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
 
     def pool(t: Tensor) -> Tensor:
         algorithm = dispatch.max_pool2d_algorithm(get_array_module(t.data), t.dtype)
@@ -535,7 +572,7 @@ def avg_pool2d(
     count_include_pad: bool = True, divisor_override: int | None = None,
 ) -> Tensor:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``."""
-    g = _PoolGeometry("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
+    g = _PoolGeometry.of("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and divisor_override == 0:  # a negative one flips signs, as in PyTorch
         raise ValueError("avg_pool2d expects a nonzero divisor_override, got 0")
     return _pool_unbatched(
@@ -545,7 +582,7 @@ def avg_pool2d(
 
 def sum_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
     """Sum pooling: the sum of each window (zero padding). Equals avg_pool2d times the area."""
-    g = _PoolGeometry("sum_pool2d", kernel_size, stride, padding, 1, ceil_mode)
+    g = _PoolGeometry.of("sum_pool2d", kernel_size, stride, padding, 1, ceil_mode)
     return _pool_unbatched(input, "sum_pool2d", lambda t: AvgPool2dOp(g, True, 1)(t))
 
 

@@ -116,9 +116,8 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             self._update_group(group)
-            for p in group["params"]:
-                if p.grad is not None:  # written in place: a graph that saved it refuses its backward
-                    note_write(p.data)
+            # written in place: a graph that saved one refuses its backward
+            note_write(*[p.data for p in group["params"] if p.grad is not None])
         return loss
 
     def _update_group(self, group: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.kernels.optim import sgd_step
+from ..backend.kernels.optim import sgd_kernel_on, sgd_step
 from .optimizer import Optimizer, ParamsT, implementation_flags
 
 __all__ = ["SGD"]
@@ -93,6 +93,8 @@ class SGD(Optimizer):
         nesterov = bool(group["nesterov"])
         maximize = bool(group["maximize"])
         keep = 1.0 - dampening
+        on = sgd_kernel_on()      # (once per group, not per parameter)
+        states = self.state
 
         for p in group["params"]:
             if p.grad is None:
@@ -100,13 +102,13 @@ class SGD(Optimizer):
             buffer = None
             first = False
             if momentum != 0:
-                state = self.state[p]
+                state = states[p]
                 buffer = state.get("momentum_buffer")
                 if buffer is None:  # filled with the first (effective) gradient below
                     buffer = state["momentum_buffer"] = np.empty_like(p.data)
                     first = True
             # one compiled pass with PyTorch's fused roundings where it applies, else NumPy's passes
-            if sgd_step(p.data, p.grad, buffer, lr, momentum, keep, weight_decay, nesterov, maximize, first):
+            if sgd_step(p.data, p.grad, buffer, lr, momentum, keep, weight_decay, nesterov, maximize, first, on):
                 continue
 
             for w, g, b in self._chunks(p.data, p.grad, buffer):

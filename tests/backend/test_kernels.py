@@ -807,3 +807,29 @@ def test_flat_is_a_view_in_memory_order_or_none(make, rng):
         assert f.ndim == 1 and f.size == a.size and np.shares_memory(f, a)
         np.testing.assert_array_equal(np.sort(f), np.sort(a, axis=None))
         np.testing.assert_array_equal(f, np.ravel(a, order="K"))
+
+
+def test_flat_is_a_view_exactly_where_the_elements_are_one_block():
+    """``kernels.flat``: the elements in memory order as a 1-D view where a's elements lie in one
+    block in some axis order, else None; the test is ravel("K")'s result owning its memory (a
+    copy) instead of ``np.shares_memory``, with the same answers."""
+    import itertools
+
+    a = np.arange(4 * 5 * 6 * 7, dtype=np.float32).reshape(4, 5, 6, 7)
+    views = 0
+    for perm in itertools.permutations(range(4)):
+        b = a.transpose(perm)
+        for index in [(), (slice(None, None, 2),), (slice(None), slice(None, None, -1)), (slice(1, 3),),
+                      (Ellipsis, slice(0, 1)), (0,), (slice(None), 0), (Ellipsis, 0)]:
+            c = b[index]
+            got = kernels.flat(c)
+            ravelled = np.ravel(c, order="K")
+            expected = ravelled if np.shares_memory(ravelled, c) else None
+            assert (got is None) == (expected is None), (perm, index)
+            if got is not None:
+                views += 1
+                assert got.ndim == 1 and np.shares_memory(got, c)
+                np.testing.assert_array_equal(got, expected)
+    assert views > 24                                                      # both answers were exercised
+    assert kernels.flat(np.empty((0, 3), np.float32)).shape == (0,)
+    assert kernels.flat(np.ones((), np.float32)).shape == (1,)

@@ -143,3 +143,24 @@ def test_without_grad_no_softmax_is_kept():
     with config.no_grad():
         loss = F.cross_entropy(Tensor(x), t)
     np.testing.assert_allclose(loss.data, loss_and_grad(x, t, False)[0], rtol=4e-6)
+
+
+@pytest.mark.parametrize("ignored", [0, 3])
+def test_the_compiled_mean_raises_no_floating_point_flag(kernel_calls, ignored):
+    """The compiled path's mean divides the upstream gradient by a count of rows >= 1 without
+    ``np.errstate`` (nothing to silence); the same values as the division under it, and no flag
+    even where every flag raises (a row count of 0 still takes the silenced division)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 10)).astype(np.float32)
+    t = rng.integers(0, 10, 8)
+    t[:ignored] = -100
+    expected = loss_and_grad(x, t, True)
+    with np.errstate(all="raise"):
+        got = loss_and_grad(x, t, True)
+    assert kernel_calls
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with config.kernels(True):
+        xt = Tensor(x, requires_grad=True)
+        F.cross_entropy(xt, t).backward(np.array(np.inf, np.float32))     # inf / 8: no flag either
+    assert np.isinf(xt.grad).any()

@@ -162,3 +162,27 @@ def test_pooling_gradcheck(check, rng):
 def test_average_pooling_of_integers_is_refused_clearly(op):
     with pytest.raises(TypeError, match=f"{op} expects a floating input, got int64"):
         getattr(F, op)(Tensor(np.ones((1, 1, 4, 4), dtype=np.int64)), 2)
+
+
+def test_geometries_of_plain_ints_are_shared_and_others_still_checked():
+    """``_PoolGeometry.of`` keeps one geometry per call of plain ints (a layer's every step) and its
+    output size per input shape; arguments that only compare equal to those (2.0, True, NumPy
+    ints) are validated anew, so a float kernel size is refused even after 2's geometry is kept."""
+    from cnnkit.errors import ShapeError
+    from cnnkit.functional.pool import _PoolGeometry
+
+    g = _PoolGeometry.of("max_pool2d", 2, None, 0, 1, False)
+    assert _PoolGeometry.of("max_pool2d", 2, None, 0, 1, False) is g
+    assert _PoolGeometry.of("avg_pool2d", 2, None, 0, 1, False) is not g            # the op's name is in errors
+    assert _PoolGeometry.of("max_pool2d", np.int64(2), None, 0, 1, False) is not g
+    assert g.resolve((1, 1, 6, 7)) is g.resolve((1, 1, 6, 7)) == ((3, 3), (0, 0, 0, 0), ((2, 2), (1, 1), (3, 3)))
+    with pytest.raises(ShapeError, match="kernel_size"):
+        F.max_pool2d(Tensor(np.ones((1, 1, 4, 4), np.float32)), 2.0)
+    with pytest.raises(ShapeError, match="kernel_size"):
+        F.max_pool2d(Tensor(np.ones((1, 1, 4, 4), np.float32)), True)
+    with pytest.raises(ShapeError, match="larger than the padded input"):           # an error is not kept
+        g.resolve((1, 1, 1, 1))
+    with pytest.raises(ShapeError, match="larger than the padded input"):
+        g.resolve((1, 1, 1, 1))
+    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    np.testing.assert_array_equal(F.max_pool2d(Tensor(x), np.int64(2)).data, F.max_pool2d(Tensor(x), 2).data)

@@ -14,7 +14,7 @@ import pytest
 from cnnkit import Tensor, config, optim
 from cnnkit.backend import dispatch
 from cnnkit.backend.kernels import AVAILABLE
-from cnnkit.backend.kernels.optim import sgd_step
+from cnnkit.backend.kernels.optim import sgd_kernel_on, sgd_step
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="numba is not installed")
@@ -118,6 +118,9 @@ def test_the_numpy_update_runs_where_the_kernel_does_not_apply():
     with pytest.MonkeyPatch.context() as mp:                             # the A/B switch
         mp.setattr(dispatch, "SGD_KERNEL", 0)
         assert not sgd_step(w, np.ones((3, 4), np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)
+    assert not sgd_step(w, np.ones((3, 4), np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False,
+                        False)                                           # on: the caller's sgd_kernel_on()
+    assert sgd_kernel_on()
     frozen = np.ones(3, np.float32)
     frozen.flags.writeable = False                                       # NumPy's update names the error
     assert not sgd_step(frozen, np.ones(3, np.float32), None, 0.1, 0.0, 1.0, 0.0, False, False, False)

@@ -93,10 +93,12 @@ def unplanes(planes, N: int, C: int, sc: int):
 
 def flat(a):
     """The elements of ``a`` in memory order as a 1-D view, or None if a has gaps."""
-    if a.flags.c_contiguous:                                      # the common case, without np.shares_memory
+    if a.flags.c_contiguous:                                      # the common case
         return a.reshape(a.size)
-    view = np.ravel(a, order="K")
-    return view if np.shares_memory(view, a) else None
+    # ravel("K") gives a view where a's elements lie in one block in some axis order, else a
+    # copy, which owns its memory (base None): the test np.shares_memory made, without its cost
+    view = a.ravel("K")
+    return None if view.base is None else view
 
 
 @njit(cache=True)

@@ -109,7 +109,9 @@ def relu_grad(gy, mask):
     m = flat(mask)
     if m is None:
         return None
-    g = flat(gy) if gy.strides == tuple(st // mask.itemsize * gy.itemsize for st in mask.strides) else None
+    layout = mask.strides if mask.itemsize == gy.itemsize else tuple(st // mask.itemsize * gy.itemsize
+                                                                     for st in mask.strides)
+    g = flat(gy) if gy.strides == layout else None
     if g is None:
         copy = buffers.empty_like(mask, dtype=gy.dtype)
         np.copyto(copy, gy)

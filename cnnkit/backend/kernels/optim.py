@@ -19,7 +19,7 @@ from .. import dispatch
 from ..cores import parallel_for
 from . import AVAILABLE, flat, njit
 
-__all__ = ["sgd_step"]
+__all__ = ["sgd_step", "sgd_kernel_on"]
 
 if AVAILABLE:
     from llvmlite import ir
@@ -70,23 +70,32 @@ def sgd_update(i0, i1, w, g, b, lr, momentum, keep, weight_decay, nesterov, maxi
         ws[i] = _fma(d, lr_, ws[i])
 
 
+def sgd_kernel_on() -> bool:
+    """True when ``sgd_step`` may run the kernel at all: numba present, kernels on
+    (``config.kernels``), ``dispatch.SGD_KERNEL`` 1. (Read once per parameter group.)"""
+    return AVAILABLE and bool(dispatch.SGD_KERNEL) and config.kernels_enabled()
+
+
 def sgd_step(w, g, b, lr: float, momentum: float, keep: float, weight_decay: float, nesterov: bool,
-             maximize: bool, first: bool) -> bool:
+             maximize: bool, first: bool, on: bool | None = None) -> bool:
     """One SGD step of parameter array ``w`` in place, and of its momentum buffer ``b`` (None
     without momentum); keep = 1 - dampening. False, doing nothing, where the kernel does not
     apply (the caller then runs the NumPy update): arrays that are not NumPy float32/float64
     of one shape, dtype and gap-free layout, kernels off (``config.kernels``) or
-    ``dispatch.SGD_KERNEL`` 0.
+    ``dispatch.SGD_KERNEL`` 0 (``on``: ``sgd_kernel_on()`` read by the caller for a group).
 
     Called once per parameter per step (LeNet-5: ten times), so the checks are plain
-    attribute tests; arrays below two grains of elements run on the calling thread.
+    attribute tests, each attribute read once; arrays below two grains of elements run on
+    the calling thread.
     """
-    if not (type(w) is np.ndarray and type(g) is np.ndarray and w.dtype.char in "fd" and g.dtype == w.dtype
-            and g.shape == w.shape and g.strides == w.strides and w.flags.writeable and AVAILABLE
-            and dispatch.SGD_KERNEL and config.kernels_enabled()):
+    if not (sgd_kernel_on() if on is None else on) or type(w) is not np.ndarray or type(g) is not np.ndarray:
         return False
-    if b is not None and not (type(b) is np.ndarray and b.dtype == w.dtype and b.shape == w.shape
-                              and b.strides == w.strides and b.flags.writeable):
+    dtype, shape, strides = w.dtype, w.shape, w.strides
+    if (dtype.char not in "fd" or g.dtype != dtype or g.shape != shape or g.strides != strides
+            or not w.flags.writeable):
+        return False
+    if b is not None and (type(b) is not np.ndarray or b.dtype != dtype or b.shape != shape
+                          or b.strides != strides or not b.flags.writeable):
         return False
     if w.flags.c_contiguous:   # then so are g and b (the same shape and strides)
         fw, fg = w.reshape(-1), g.reshape(-1)
@@ -96,7 +105,7 @@ def sgd_step(w, g, b, lr: float, momentum: float, keep: float, weight_decay: flo
         fb = fw if b is None else flat(b)
         if fw is None or fg is None or fb is None:
             return False
-    n = w.size
+    n = fw.size
     if n < 2 * dispatch.PARALLEL_MIN_ELEMENTS:
         sgd_update(0, n, fw, fg, fb, lr, momentum, keep, weight_decay, nesterov, maximize, first)
     else:
