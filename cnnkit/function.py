@@ -35,7 +35,7 @@ from typing import Any
 import numpy
 
 from . import config
-from .backend import get_array_module
+from .backend import dispatch, get_array_module
 from .tensor import Tensor, as_tensor
 
 __all__ = ["Function", "op_name", "note_write"]
@@ -45,6 +45,8 @@ __all__ = ["Function", "op_name", "note_write"]
 _writes: dict[int, int] = {}
 _count = 0
 # attributes of the engine, not arrays an op saved for its backward
+_NO_GRADS = tuple((False,) * n for n in range(8))  # needs_input_grad of n inputs under no_grad
+_grad_mode = config._grad_mode  # read directly by Function.__call__ (config.is_grad_enabled's state)
 _ENGINE_ATTRIBUTES = frozenset({"inputs", "input_creators", "needs_input_grad", "saves_for_backward", "output_ref",
                                 "xp", "write_count"})
 
@@ -83,6 +85,20 @@ class Function:
     def __call__(self, *inputs: Any) -> Tensor:
         # Plain loops, not comprehensions: this runs once per op (~30 times per LeNet-5 step),
         # and each comprehension is a call of its own.
+        if not _grad_mode.enabled and dispatch.NO_GRAD_DIRECT:  # nothing records (no_grad): no graph to consider
+            arrays = []
+            for x in inputs:
+                if not isinstance(x, Tensor):
+                    break
+                arrays.append(x.data)
+            else:
+                self.xp = get_array_module(*arrays)
+                self.saves_for_backward = False
+                self.needs_input_grad = _NO_GRADS[len(arrays)] if len(arrays) < 8 else (False,) * len(arrays)
+                result = self.forward(*arrays)
+                if isinstance(result, numpy.generic):
+                    result = numpy.asarray(result)
+                return Tensor._wrap(result)
         tensors = list(inputs)
         for x in inputs:
             if not isinstance(x, Tensor):  # Python or NumPy data: a constant, typed like the first tensor

@@ -14,6 +14,9 @@ their dtype is float32 or float64. Otherwise every op runs its NumPy reference p
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 
 from .. import config
@@ -30,6 +33,7 @@ __all__ = [
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES", "SCRATCH_FROM_POOL",
+    "NO_GRAD_DIRECT", "CONV_PLANS", "generation",
 ]
 
 
@@ -642,3 +646,35 @@ POOL_MAX_IDLE_BYTES = 2**30
 # docs/performance.md, "Scratch buffers from the pool (Dec 6)"): peak RSS lower by the
 # ~110 MB of Winograd's V and M and im2col's columns that were kept. 0: kept (A/B).
 SCRATCH_FROM_POOL = 1
+
+
+# ------------------------------------------------------------------------ per-call Python
+# Under no_grad ``Function.__call__`` runs the op's forward straight from its Tensor inputs:
+# no graph bookkeeping to consider (``function.py``). 0: the general path (A/B runs); the
+# results are the same arrays either way. docs/performance.md, "ResNet-18 at batch 1: the
+# per-call Python (Dec 6)".
+NO_GRAD_DIRECT = 1
+# ``F.conv2d`` keeps, per input shape, weight shape, dtype and arguments, what it derived from
+# them: the normalized stride, dilation and padding and the algorithm this module picks
+# (``functional/conv.py``, ``_plan``); a plan is exact for its key as long as these settings
+# stay as they were, and any assignment to an attribute of this module (an A/B switch, a
+# test's monkeypatch) bumps ``generation``, which is part of the key. 0: derived on every
+# call (A/B runs). Same reference as NO_GRAD_DIRECT.
+CONV_PLANS = 1
+
+# Bumped by every assignment to an attribute of this module from outside it (``_Settings``).
+generation = 0
+
+
+class _Settings(types.ModuleType):
+    """This module's type: an assignment to any of its attributes (``dispatch.X = v``,
+    ``monkeypatch.setattr(dispatch, "X", v)``, ``dispatch_ab.py``) counts in ``generation``,
+    so that choices cached from the settings (``functional/conv.py``'s plans) are made anew."""
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name != "generation":
+            self.__dict__["generation"] += 1
+
+
+sys.modules[__name__].__class__ = _Settings

@@ -10,6 +10,7 @@ convolution runs im2col's three pieces the other way.
 
 from __future__ import annotations
 
+from .. import config
 from ..backend import dispatch, get_array_module
 from ..backend.cores import matmul
 from ..backend.kernels import batchnorm as batchnorm_kernels
@@ -546,6 +547,51 @@ def _unbatched(x: Tensor, op: str) -> bool:
     return x.ndim == 3
 
 
+# (xp, input shape, weight shape, dtype, stride, padding, dilation, groups, prepacked, kernels on,
+# dispatch.generation) -> (stride, dilation, pads, algorithm): what ``conv2d`` derives from its
+# arguments and the dispatch settings, none of it from array values (``dispatch.CONV_PLANS``)
+_PLANS: dict = {}
+_PLANS_MAX = 512  # entries; then the cache starts over
+
+
+def _plain(value) -> bool:
+    """An int, a string or a pair of ints, exactly (a key that equals only what passed the checks:
+    1.0 and True equal 1 as keys, and are refused by ``pair``)."""
+    kind = type(value)
+    return kind is int or kind is str or (kind is tuple and len(value) == 2 and type(value[0]) is int
+                                          and type(value[1]) is int)
+
+
+def _plan(xp, input: Tensor, weight: Tensor, stride, padding, dilation, groups: int, ready: bool):
+    """(stride, dilation, pads, algorithm) of a conv2d call: its arguments normalized and
+    checked, and the algorithm ``dispatch.conv2d_algorithm`` picks ("im2col" for an input that
+    is not 4-D: its checks report the rank). Kept per key when ``dispatch.CONV_PLANS``; a call
+    whose arguments fail a check raises and keeps nothing."""
+    key = None
+    if dispatch.CONV_PLANS and _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int:
+        key = (xp, input.shape, weight.shape, input.dtype, stride, padding, dilation, groups, ready,
+               config.kernels_enabled(), dispatch.generation)
+        plan = _PLANS.get(key)
+        if plan is not None:
+            return plan
+    op = "conv2d"
+    stride2, dilation2 = pair(stride, "stride", op), pair(dilation, "dilation", op)
+    _check_geometry(op, stride2, dilation2)
+    if weight.ndim != 4:
+        raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
+    pads = conv_padding(padding, weight.shape[2:], stride2, dilation2, op)
+    algorithm = "im2col"  # its checks report a wrong input rank
+    if input.ndim == 4:
+        algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride2, pads, dilation2,
+                                              groups, prepacked=ready)
+    plan = (stride2, dilation2, pads, algorithm)
+    if key is not None and input.ndim == 4:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
            prepacked: ConvWeightPack | None = None) -> Tensor:
     """2-D convolution, as ``torch.nn.functional.conv2d``.
@@ -571,24 +617,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
         ShapeError: wrong rank, channel mismatch, kernel larger than the padded input,
             stride, dilation or groups not positive.
     """
-    op = "conv2d"
     input = input if isinstance(input, Tensor) else Tensor(input)
     weight = weight if isinstance(weight, Tensor) else Tensor(weight)
-    stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
-    _check_geometry(op, stride, dilation)
-    if weight.ndim != 4:
-        raise ShapeError(f"{op} expects weight of shape (F, C/groups, KH, KW), got {weight.shape}")
-    pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
-    squeeze = _unbatched(input, op)
+    squeeze = _unbatched(input, "conv2d")
     if squeeze:
         input = input.reshape((1,) + input.shape)
     inputs = (input, weight) if bias is None else (input, weight, bias)
     xp = get_array_module(input.data)
-    algorithm = "im2col"  # its checks report a wrong input rank
     ready = prepacked is not None and prepacked.holds(weight.data)    # Winograd's filters cost nothing
-    if input.ndim == 4:
-        algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation,
-                                              groups, prepacked=ready)
+    stride, dilation, pads, algorithm = _plan(xp, input, weight, stride, padding, dilation, groups, ready)
     if ready and algorithm in ("winograd2", "winograd4"):
         filters = prepacked.winograd_filters(weight.data, int(algorithm[-1]))  # computed on first use
         y = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups, filters=filters)(*inputs)

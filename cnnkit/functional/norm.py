@@ -37,11 +37,15 @@ class BatchNormOp(Function):
         """Validate the input, parameters and running statistics against each other."""
         if x.ndim < 2:
             raise ShapeError(f"batch_norm expects input of shape (N, C, ...), got {x.shape}")
-        C = x.shape[1]
-        for name, a in (("weight", gamma), ("bias", beta), ("running_mean", self.running_mean),
-                        ("running_var", self.running_var)):
-            if a is not None and a.shape != (C,):
-                raise ShapeError(f"batch_norm expects {name} of shape ({C},), got {a.shape} (input shape {x.shape})")
+        shape = x.shape[1:2]                                           # (C,)
+        mean, var = self.running_mean, self.running_var
+        if ((gamma is not None and gamma.shape != shape) or (beta is not None and beta.shape != shape)
+                or (mean is not None and mean.shape != shape) or (var is not None and var.shape != shape)):
+            for name, a in (("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)):
+                if a is not None and a.shape != shape:
+                    raise ShapeError(f"batch_norm expects {name} of shape ({shape[0]},), got {a.shape} "
+                                     f"(input shape {x.shape})")
+        C = shape[0]
         if self.training and x.size // C <= 1:
             raise ShapeError(
                 f"batch_norm in training needs more than one value per channel, got input shape {x.shape}"

@@ -97,7 +97,17 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Copies of the hook lists only where there are hooks: ~1 us less per module call without.
+        # Without hooks (the usual call) straight to ``forward``: one frame and one lookup per
+        # hook list, ~70 module calls a ResNet-18 pass; copies of the hook lists only where there
+        # are hooks.
+        state = self.__dict__
+        if not (state.get("_forward_pre_hooks") or state.get("_forward_hooks") or state.get("_backward_hooks")
+                or state.get("_backward_pre_hooks")):
+            try:
+                return self.forward(*args, **kwargs)
+            except ShapeError as error:
+                _add_module_path(error, self)
+                raise
         try:
             if self._forward_pre_hooks:
                 for hook in list(self._forward_pre_hooks.values()):

@@ -244,10 +244,19 @@ def _channel_grain(x_shape) -> int:
     return max(1, dispatch.PARALLEL_MIN_ELEMENTS // max(1, N * H * W))
 
 
+_EPS: dict = {}  # (eps, its type, dtype) -> eps rounded to dtype (a NumPy scalar costs ~1-2 us per call)
+
+
 def _eps(eps: float, dtype) -> float:
     """eps rounded to x's dtype first, as the reference adds it (``x.dtype.type(eps)``): an
     eps read from a float32 file (ONNX) and Python's 1e-5 then give the same results."""
-    return float(np.dtype(dtype).type(eps))
+    key = (eps, type(eps), dtype)
+    rounded = _EPS.get(key)
+    if rounded is None:
+        rounded = float(np.dtype(dtype).type(eps))
+        if len(_EPS) < 64:
+            _EPS[key] = rounded
+    return rounded
 
 
 def batch_norm_train(x, gamma, beta, eps: float):
