@@ -292,19 +292,26 @@ PATHS = {  # algorithm, winograd_by_rows, gemm_by_rows, gemm_by_channels; images
 }
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("layout, threads", [("nchw", 1), ("cnhw", 2), ("nchw", 3)])
-def test_conv_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, residual, layout, threads, rng, monkeypatch):
+def force_path(monkeypatch, path: str) -> tuple[str, int]:
+    """Make the dispatch take ``PATHS[path]`` (algorithm and its splits, the eval passes split
+    from one element on); returns its algorithm and batch size."""
     algorithm, wrows, grows, groups, N = PATHS[path]
-    x, w, r, rm, rv, gamma, beta = conv_inputs(rng, N, dtype, layout)
-    r = r if residual else None
     monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: algorithm)
     monkeypatch.setattr(dispatch, "winograd_by_rows", lambda *args: wrows)
     monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *args: grows)
     monkeypatch.setattr(dispatch, "gemm_by_channels", lambda *args: groups)
     monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)
+    return algorithm, N
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("layout, threads", [("nchw", 1), ("cnhw", 2), ("nchw", 3)])
+def test_conv_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, residual, layout, threads, rng, monkeypatch):
+    algorithm, N = force_path(monkeypatch, path)
+    x, w, r, rm, rv, gamma, beta = conv_inputs(rng, N, dtype, layout)
+    r = r if residual else None
     args = dict(running_mean=rm, running_var=rv, bn_weight=gamma, bn_bias=beta, residual=r)
     epilogues = []
     real = batchnorm_kernels.conv_epilogue
@@ -379,17 +386,12 @@ def test_the_conv_gate_fuses_only_where_the_conv_output_is_unobserved(observer, 
 @pytest.mark.parametrize("bias, residual", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_conv_relu_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, bias, residual, threads, rng, monkeypatch):
-    algorithm, wrows, grows, groups, N = PATHS[path]
+    algorithm, N = force_path(monkeypatch, path)
     x, w, r, *_ = conv_inputs(rng, N, dtype, "cnhw" if threads == 2 else "nchw")
     b = (rng.standard_normal(6) * 0.5).astype(dtype) if bias else None
     if bias:
         b[0] = -0.0
     r = r if residual else None
-    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: algorithm)
-    monkeypatch.setattr(dispatch, "winograd_by_rows", lambda *args: wrows)
-    monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *args: grows)
-    monkeypatch.setattr(dispatch, "gemm_by_channels", lambda *args: groups)
-    monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)
     calls = conv_counting(monkeypatch)
     with no_grad(), config.num_threads(threads):
         y = F.conv2d_relu(x, w, b, 1, 1, residual=r)
