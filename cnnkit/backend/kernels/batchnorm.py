@@ -98,36 +98,45 @@ def _affine(q0, q1, x, sc, C, scale, shift, y):
             c, left = (c + 1) % C, per
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _affine_relu_run(x, y, k, b, r):
+    """y[i] = relu(x[i]*k + b (+ r[i])) over a 1-D run x; y is x's length (or x itself: in
+    place), r too, or of size 0 (no sum). The loop of the three eval batch norm + ReLU kernels.
+
+    The same expressions as the unfused ops, in the same order and with the same flags:
+    t = x*k + b as ``_affine`` (contracted to one FMA there and here: ``fastmath={"contract"}``
+    on every kernel that inlines this, as on ``_affine``), then the IEEE sum t + r
+    (``elementwise.add_forward``), then ReLU as ``elementwise.relu_forward_only`` (a NaN
+    passes, -0.0 becomes +0.0): the same bits as the three passes. Inlined into the caller's
+    IR (``inline="always"``), so its flags are the caller's and an in-place call (y is x)
+    reads and writes through one pointer: no overlap check, no scalar fallback loop. The zero
+    is a constant of y's dtype, not an array allocated per run (39e9e3a).
+    """
+    zero = y.dtype.type(0)
+    if r.size > 0:
+        for i in range(x.size):
+            v = x[i] * k + b
+            v = v + r[i]
+            y[i] = v if (v > zero or v != v) else zero
+    else:
+        for i in range(x.size):
+            v = x[i] * k + b
+            y[i] = v if (v > zero or v != v) else zero
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
     """y = relu(x*scale[c] + shift[c] (+ r)) over planes q0..q1-1: ``_affine`` with the ReLU
-    (and a residual r laid out as x; ``r.size == 0``: none) applied to each value it makes.
-
-    The same expressions as the unfused ops, in the same order and with the same flags:
-    t = x*k + b as ``_affine`` (contracted to one FMA there and here), then the IEEE sum
-    t + r (``elementwise.add_forward``), then ReLU as ``elementwise.relu_forward_only`` (a
-    NaN passes, -0.0 becomes +0.0): the same bits as the three passes.
+    (and a residual r laid out as x; ``r.size == 0``: none) applied to each value it makes,
+    one plane a run of ``_affine_relu_run``.
     """
     HW = x.shape[1] * x.shape[2]
     xf, yf, rf = x.reshape(x.size), y.reshape(y.size), r.reshape(r.size)
-    residual = r.size > 0
-    zero = np.zeros(1, x.dtype)[0]
     per = 1 if sc == 1 else sc
     c, left = (q0 % C, 1) if sc == 1 else (q0 // sc, sc - q0 % sc)
     for q in range(q0, q1):
-        k, b = scale[c], shift[c]
         base = q * HW
-        p, o = xf[base : base + HW], yf[base : base + HW]
-        if residual:
-            s = rf[base : base + HW]
-            for i in range(HW):
-                v = p[i] * k + b
-                v = v + s[i]
-                o[i] = v if (v > zero or v != v) else zero
-        else:
-            for i in range(HW):
-                v = p[i] * k + b
-                o[i] = v if (v > zero or v != v) else zero
+        _affine_relu_run(xf[base : base + HW], yf[base : base + HW], scale[c], shift[c], rf[base : base + HW])
         left -= 1
         if left == 0:
             c, left = (c + 1) % C, per
@@ -137,42 +146,29 @@ def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
 def affine_relu_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
     """In place on a convolution's channel-major output y (F, N, OH, OW): y = relu(y*scale[f] +
     shift[f] (+ r)) for filters f0..f1-1, images n0..n1-1, rows h0..h1-1 (r (F, N, OH, OW)
-    like y, or of size 0: no sum). ``_affine_relu``'s expressions, flags and bits: eval batch
-    norm, the residual sum and ReLU applied by the convolution to the rows it just wrote.
+    like y, or of size 0: no sum), one image's rows of a filter a run of ``_affine_relu_run``:
+    eval batch norm, the residual sum and ReLU applied by the convolution to the rows it just
+    wrote, with ``_affine_relu``'s bits.
     """
     N, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     yf, rf = y.reshape(y.size), r.reshape(r.size)
-    residual = r.size > 0
-    zero = np.zeros(1, y.dtype)[0]
     length = (h1 - h0) * OW
     for f in range(f0, f1):
-        k, b = scale[f], shift[f]
         for n in range(n0, n1):
             base = ((f * N + n) * OH + h0) * OW
             o = yf[base : base + length]
-            if residual:
-                s = rf[base : base + length]
-                for i in range(length):
-                    v = o[i] * k + b
-                    v = v + s[i]
-                    o[i] = v if (v > zero or v != v) else zero
-            else:
-                for i in range(length):
-                    v = o[i] * k + b
-                    o[i] = v if (v > zero or v != v) else zero
+            _affine_relu_run(o, o, scale[f], shift[f], rf[base : base + length])
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
     """y[f] = relu((parts[0, f] + parts[1, f] + ...)*scale[f] + shift[f] (+ r[f])) for filters
-    f0..f1-1: the channel groups' sum (in NumPy's order, ``im2col._forward_by_channels``) and
-    ``affine_relu_block`` in one pass. parts (S, F, P), y and r (F, P) (r of size 0: no sum).
+    f0..f1-1: the channel groups' sum (in NumPy's order, ``im2col._forward_by_channels``), then
+    ``_affine_relu_run`` in place on it. parts (S, F, P), y and r (F, P) (r of size 0: no sum).
     """
     S, P = parts.shape[0], parts.shape[2]
-    residual = r.size > 0
-    zero = np.zeros(1, y.dtype)[0]
+    rf = r.reshape(r.size)
     for f in range(f0, f1):
-        k, b = scale[f], shift[f]
         o, p0, p1 = y[f], parts[0, f], parts[1, f]
         for i in range(P):
             o[i] = p0[i] + p1[i]
@@ -180,16 +176,7 @@ def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
             pg = parts[g, f]
             for i in range(P):
                 o[i] = o[i] + pg[i]
-        if residual:
-            s = r[f]
-            for i in range(P):
-                v = o[i] * k + b
-                v = v + s[i]
-                o[i] = v if (v > zero or v != v) else zero
-        else:
-            for i in range(P):
-                v = o[i] * k + b
-                o[i] = v if (v > zero or v != v) else zero
+        _affine_relu_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
