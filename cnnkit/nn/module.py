@@ -32,7 +32,7 @@ from .casting import cast_state, module_dtype, type_name_dtype
 from .parameter import Parameter
 from .state_dict import IncompatibleKeys, collect_state, load_state
 
-__all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError"]
+__all__ = ["Module", "RemovableHandle", "IncompatibleKeys", "StateDictError", "HOOK_REGISTRIES", "has_hooks"]
 
 
 class RemovableHandle:
@@ -55,6 +55,20 @@ class RemovableHandle:
 
     def __exit__(self, *exc_info) -> None:
         self.remove()
+
+
+# The attribute names of a module's hook registries (dicts, created in ``Module.__init__``): the
+# one list of what "hooked" means. ``has_hooks`` (``nn.norm``'s fusion gates) reads it;
+# ``Module.__call__`` spells the four lookups out inline, because a call of ``has_hooks`` there
+# cost ~40 ns, 8% of a bare module call (``benchmarks/call_overhead.py``, Dec 6), and
+# tests/nn/test_module.py checks that it looks up exactly these names.
+HOOK_REGISTRIES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def has_hooks(module: Module) -> bool:
+    """True when any of ``module``'s hook registries (``HOOK_REGISTRIES``) holds a hook."""
+    state = module.__dict__
+    return any(map(state.get, HOOK_REGISTRIES))
 
 
 Buffer = Any  # a numpy (or cupy) array, or a Tensor without grad
@@ -87,10 +101,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_forward_hooks", OrderedDict())
-        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
-        object.__setattr__(self, "_backward_hooks", OrderedDict())
-        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
+        for name in HOOK_REGISTRIES:
+            object.__setattr__(self, name, OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -99,7 +111,8 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Without hooks (the usual call) straight to ``forward``: one frame and one lookup per
         # hook list, ~70 module calls a ResNet-18 pass; copies of the hook lists only where there
-        # are hooks.
+        # are hooks. ``has_hooks(self)`` written out: the names of ``HOOK_REGISTRIES``, inline
+        # for speed (see there; a test keeps the two the same).
         state = self.__dict__
         if not (state.get("_forward_pre_hooks") or state.get("_forward_hooks") or state.get("_backward_hooks")
                 or state.get("_backward_pre_hooks")):

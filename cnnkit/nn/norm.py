@@ -14,7 +14,7 @@ from ..functional.args import size_arg
 from ..tensor import Tensor
 from .activation import ReLU
 from .conv import Conv2d
-from .module import Module
+from .module import Module, has_hooks
 from .parameter import Parameter
 from .shape import Identity
 
@@ -137,14 +137,10 @@ class BatchNorm2d(_BatchNorm):
     _ranks = (4,)
 
 
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
 def _unobserved(module: Module, kind: type) -> bool:
     """True when ``module`` is exactly a ``kind`` whose call is its plain forward: no hooks
-    of any sort and no forward replaced on the instance."""
-    d = module.__dict__
-    return type(module) is kind and "forward" not in d and not any(d.get(name) for name in _HOOKS)
+    of any sort (``module.has_hooks``) and no forward replaced on the instance."""
+    return type(module) is kind and "forward" not in module.__dict__ and not has_hooks(module)
 
 
 def _fusable(bn: Module, relu: Module) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 import cnnkit
 from cnnkit import Tensor, nn
+from cnnkit.nn.module import HOOK_REGISTRIES, has_hooks
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -341,6 +342,20 @@ def test_hooks_can_replace_the_input_and_the_output():
     np.testing.assert_allclose(y.data, lin.bias.data[None] + 1, rtol=1e-6)
     assert order == ["pre", "post"]
 
+
+
+@pytest.mark.parametrize("registry", HOOK_REGISTRIES)
+def test_call_takes_the_hooked_path_for_every_registry_has_hooks_reads(registry):
+    """``Module.__call__`` tests the hook registries inline (for speed), ``has_hooks`` (the
+    fusion gates of ``nn.norm``) through ``HOOK_REGISTRIES``: a hook in any of them makes both
+    see it, so the two lists cannot drift apart."""
+    module, x = nn.Identity(), Tensor(np.ones(2, dtype=np.float32))
+    object.__setattr__(module, "_forward_hooked", lambda args, kwargs: "hooked path")
+    assert set(HOOK_REGISTRIES) == {name for name in vars(module) if name.endswith("_hooks")}
+    assert not has_hooks(module) and module(x) is x
+    getattr(module, registry)[0] = lambda *args: None
+    with cnnkit.config.skip_backward_hooks():
+        assert has_hooks(module) and module(x) == "hooked path"
 
 # ------------------------------------------------------------------ containers
 def test_sequential_indexing_slicing_and_append(rng):
