@@ -59,15 +59,17 @@ def _lenet_like(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("spin, pin", [(SPIN_US, 0), (0, 1), (0, 2), (SPIN_US, 2)])
-def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, spin, pin, monkeypatch):
+@pytest.mark.parametrize("spin, pin, lean", [(SPIN_US, 0, 0), (0, 1, 0), (0, 2, 0), (SPIN_US, 2, 0), (SPIN_US, 2, 1)])
+def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, spin, pin, lean, monkeypatch):
     monkeypatch.setattr(cores, "_others_busy", lambda: False)
     with config.num_threads(threads):
         monkeypatch.setattr(dispatch, "POOL_SPIN_US", 0)
         monkeypatch.setattr(dispatch, "POOL_PIN", 0)
+        monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", 1 - lean)
         off = _lenet_like(dtype)
         monkeypatch.setattr(dispatch, "POOL_SPIN_US", spin)
         monkeypatch.setattr(dispatch, "POOL_PIN", pin)
+        monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", lean)
         on = [_lenet_like(dtype) for _ in range(3)]      # back to back: helpers found spinning
         monkeypatch.setattr(dispatch, "POOL_PIN", 0)
         cores.parallel_for(lambda i0, i1: None, 8)      # helpers unpinned again
@@ -76,8 +78,10 @@ def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, 
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("lean", [0, 1])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_every_item_once_and_errors_reraised_in_the_caller(threads, spinning):
+def test_every_item_once_and_errors_reraised_in_the_caller(threads, lean, spinning, monkeypatch):
+    monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", lean)
     seen = np.zeros(200, int)
 
     def count(i0, i1, out):
@@ -96,6 +100,31 @@ def test_every_item_once_and_errors_reraised_in_the_caller(threads, spinning):
                 cores.parallel_for(fail, 50)
         cores.parallel_for(count, 200, seen)                # the pool still works after an error
     np.testing.assert_array_equal(seen, 21)
+
+
+@pytest.mark.parametrize("lean", [0, 1])
+def test_the_job_ends_once_on_whichever_thread_finishes_last(lean, monkeypatch):
+    """A job drained by two threads: every chunk run once, exactly one thread told it finished the
+    last, and ``wait`` returns at once afterwards (the lean job's lock and count, or the Event)."""
+    monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", lean)
+    seen = np.zeros(40, int)
+
+    def count(i0, i1):
+        time.sleep(0.0005)
+        seen[i0:i1] += 1
+
+    job = cores._Job(count, cores._chunks(40, 10), (), 1)
+    lasts = []
+    other = threading.Thread(target=lambda: lasts.append(job.drain()))
+    other.start()
+    lasts.append(job.drain())
+    job.wait()
+    other.join()
+    job.wait()                                                # a second wait does not block
+    np.testing.assert_array_equal(seen, 1)
+    assert sorted(lasts) == [False, True]
+    assert cores._chunks(40, 10) == [(4 * k, 4 * k + 4) for k in range(10)]
+    assert (cores._chunks(40, 10) is cores._chunks(40, 10)) == bool(lean)   # lean: each list made once
 
 
 def _in_thread(fn, timeout=30.0):
