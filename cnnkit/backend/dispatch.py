@@ -25,7 +25,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "FUSE_CONV_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
-    "CONV_GRADS_ONE_REGION", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
+    "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
@@ -191,6 +191,16 @@ DIRECT_CONV_BLOCKED = 1
 # parallel region (conv_blocked.conv2d_blocked_grads); 0: one region each (A/B runs).
 # Measured: docs/performance.md, "LeNet-5 training on two threads".
 CONV_GRADS_ONE_REGION = 1
+
+# The blocked kernel's regions count the multiply-adds of a work item (a pack of lane-row or
+# stacked images, a weight-gradient group) for the images it holds, at most the batch's N
+# (``conv_blocked._present``), when they set the grain. Before (0, A/B runs), a stacked item
+# counted its 4 images and a weight-gradient group its 16 at any batch: LeNet-5's conv2
+# backward at batch 1 (one image, 0.7M multiply-adds in all) looked like two units of 1.9M and
+# 3.8M and ran as a two-thread region, the one region of the batch-1 step, whose wake-up and
+# join cost more than its work. Same units, same chunks of work, same bits.
+# Measured: docs/performance.md, "LeNet-5: the cost of the second thread (Dec 6)".
+CONV_GRAIN_PRESENT_IMAGES = 1
 
 # The blocked kernel's "lane rows" (kernels/conv_blocked.row_layout): small maps (OW <= 16
 # float32 lanes) packed several images to a vector, one input copy per column tap, no junk

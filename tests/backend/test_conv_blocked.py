@@ -180,6 +180,32 @@ def test_backward_in_one_region_equals_two_regions_bit_for_bit(monkeypatch, case
                 np.testing.assert_array_equal(g, g_two)
 
 
+@pytest.mark.parametrize("case", [
+    (1, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),       # LeNet-5 conv2 at batch 1: stacked gx items of 4, groups of 16
+    (3, 6, 16, 14, 14, 5, 5, (0, 0, 0, 0)),       # batch 3
+    (1, 16, 16, 8, 8, 3, 3, (1, 1, 1, 1)),        # lane rows of 2 images (8-pixel rows)
+])
+def test_the_grain_counts_the_images_a_batch_has(monkeypatch, case, rng, blocked):
+    """CONV_GRAIN_PRESENT_IMAGES: a region's grain counts the images an item or group holds in the
+    batch, not its full size; the backward of a small batch then opens no region, with the same bits."""
+    from cnnkit.backend import cores
+
+    pads = case[-1]
+    x, w, b = _arrays(case, rng, np.float32)
+    results = {}
+    for present in (0, 1):
+        monkeypatch.setattr(dispatch, "CONV_GRAIN_PRESENT_IMAGES", present)
+        with config.num_threads(2), cores.tracing() as events:
+            results[present] = run(_conv(pads), [x, w, b], 3, False, expect=Conv2dDirectOp)
+        results[present, "regions"] = sum(1 for e in events if e[0] == "region")
+    assert results[0, "regions"] >= 1          # before: a two-thread region on a few hundred thousand multiply-adds
+    assert results[1, "regions"] == 0
+    (y0, g0), (y1, g1) = results[0], results[1]
+    np.testing.assert_array_equal(y1, y0)
+    for a, c in zip(g1, g0):
+        np.testing.assert_array_equal(a, c)
+
+
 class dispatch_grain:
     """Every kernel split over the threads however small (PARALLEL_MIN_MACS = 1) inside the block."""
 

@@ -746,12 +746,19 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
     if stacked:
         m = stacked_images(OH * OW, VL)
         args = (planes, sn, sc, wt, KH, KW, bias, y, m)
-        return y, stacked_forward, args, -(-N // m), F * C * KH * KW * OH * OW * m
+        return y, stacked_forward, args, -(-N // m), F * C * KH * KW * OH * OW * _present(m, N)
     k = row_layout(N, OH, W, OW, KW, VL)
     packs = -(-N // k) if k else N
-    item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW * max(1, k)
+    item_macs = min(F, FORWARD_CHANNEL_BLOCK) * C * KH * KW * OH * OW * _present(max(1, k), N)
     args = (planes, sn, sc, wt, KH, KW, bias, y, pt, pl, FORWARD_CHANNEL_BLOCK, k)
     return y, blocked_forward, args, packs * nb, item_macs
+
+
+def _present(size: int, there: int) -> int:
+    """What a work item of ``size`` images (or a unit of ``size`` items) holds when only ``there``
+    exist, for its multiply-adds, which set a region's grain: a pack of 4 images or a group of 16
+    holds one at batch 1 (``dispatch.CONV_GRAIN_PRESENT_IMAGES``; 0: ``size``, as before Dec 6)."""
+    return min(size, there) if dispatch.CONV_GRAIN_PRESENT_IMAGES else size
 
 
 def _forward(x, w, b, pt, pl, OH, OW):
@@ -835,7 +842,7 @@ def _weight_grads(x, w, gy, pads, need_w: bool, need_b: bool):
     else:
         wgrad_kernel = blocked_grad_w
         wgrad_args = (planes, sn, sc, C, gplanes, gsn, gsf, KH, KW, pt, pl, parts, gb_parts, group, k, need_b)
-    group_macs = group * max(1, k) * F * C * KH * KW * OH * OW
+    group_macs = _present(group * max(1, k), N) * F * C * KH * KW * OH * OW
 
     def finish():
         gw = None
@@ -881,7 +888,7 @@ def conv2d_blocked_grads(x, w, gy, pads, need_x: bool, need_w: bool, need_b: boo
             y, forward_kernel, forward_args, items, item_macs = _forward_args(gy, wflip, None, KH - 1 - pt, KW - 1 - pl, H, W)
             per_unit = max(1, items * group_images // max(1, N))      # the items of one group's images (N = 0: none)
             units = groups + -(-items // per_unit)
-            unit_macs = max(group_macs, per_unit * item_macs)
+            unit_macs = max(group_macs, _present(per_unit, items) * item_macs)
             gx = y.transpose(1, 0, 2, 3)                               # (N, C, H, W)
             images = _images_per_item(forward_kernel, forward_args) if then is not None else 0
             after = then(gx, per_unit * images) if images else None   # (kernel, args) or None
