@@ -13,8 +13,10 @@ other, so they never overlap by construction; what remains is each pool's idle b
   only while pinned to a CPU of their own (below), never while BLAS runs on its own threads
   (``blas_threads`` with more than one), nor for ``dispatch.POOL_SPIN_BACKOFF_S`` after a
   spinning thread found it had lost its CPU (more runnable threads than cores: spinning
-  would only take time from the others). The caller of a pinned region waits for a
-  helper's last chunk the same way. Spinning changes when a thread
+  would only take time from the others). A helper that sees a job goes on spinning until
+  the GIL is free (``dispatch.POOL_SPIN_GIL``, ``_gil_word``), since asking for it while the
+  caller holds it puts the helper to sleep until the caller's first chunk lets it go. The
+  caller of a pinned region waits for a helper's last chunk the same way. Spinning changes when a thread
   starts, never what it computes: chunks are handed out as before, the caller takes every
   chunk no helper has taken, and a job's end (``_Job.wait``) remains the truth when a spin gives up;
 - during a parallel region the calling thread stays on its current CPU and the helpers on
@@ -47,6 +49,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -57,7 +60,7 @@ from .. import config
 from . import dispatch
 from .arrays import get_array_module
 from .kernels import AVAILABLE
-from .kernels.spin import cycles, spin_until
+from .kernels.spin import cycles, gil_word, spin_until
 
 __all__ = ["parallel_for", "chunk_bounds", "blas_threads", "matmul", "matmuls"]
 
@@ -176,7 +179,8 @@ class _Helpers:
             if ticks:
                 seen = int(state[_POSTED])
                 if self.jobs.empty() and time.perf_counter() > self.calm_after:
-                    found = spin_until(state, _POSTED, seen + 1, ticks, _gap_ticks, _STOP, _DONE, finished)
+                    found = spin_until(state, _POSTED, seen + 1, ticks, _gap_ticks, _STOP, _DONE, finished,
+                                       _gil_spin, _gil_free_ticks)
                     if found < 0:
                         self.calm_after = time.perf_counter() + dispatch.POOL_SPIN_BACKOFF_S
                     if _trace is not None:
@@ -195,19 +199,62 @@ _ticks_per_us = 0.0                  # time-stamp counter rate, measured on firs
 
 
 _gap_ticks = 0                       # dispatch.POOL_SPIN_PREEMPTED_US in cycles
+_NO_GIL_WORD = np.zeros(1, np.int64)  # "the GIL is free": spin_until does not wait for it
+_gil_spin = _NO_GIL_WORD             # with dispatch.POOL_SPIN_GIL: the GIL's flag (_gil_word), if found
+_gil_found: list = []                # [the flag's array or None], once looked for
+_gil_free_ticks = 0                  # dispatch.POOL_SPIN_GIL_FREE_US in cycles
 
 
 def _spin_ticks() -> int:
     """dispatch.POOL_SPIN_US in time-stamp counter cycles (0: no spinning)."""
-    global _ticks_per_us, _gap_ticks
+    global _ticks_per_us, _gap_ticks, _gil_spin, _gil_free_ticks
     if dispatch.POOL_SPIN_US <= 0 or not AVAILABLE:
         return 0
+    if not dispatch.POOL_SPIN_GIL:
+        _gil_spin = _NO_GIL_WORD
+    else:
+        if not _gil_found:
+            _gil_found.append(_gil_word())
+        _gil_spin = _gil_found[0] if _gil_found[0] is not None else _NO_GIL_WORD
     if not _ticks_per_us:
         c0, t0 = cycles(), time.perf_counter()
         time.sleep(0.002)
         _ticks_per_us = (cycles() - c0) / ((time.perf_counter() - t0) * 1e6)
     _gap_ticks = int(dispatch.POOL_SPIN_PREEMPTED_US * _ticks_per_us)
+    _gil_free_ticks = int(dispatch.POOL_SPIN_GIL_FREE_US * _ticks_per_us)
     return int(dispatch.POOL_SPIN_US * _ticks_per_us)
+
+
+def _gil_word():
+    """The interpreter's "GIL held" flag as a one-element int64 array (low 32 bits), or None.
+
+    CPython 3.11 keeps its one GIL in ``_PyRuntime.ceval.gil``: the switch interval (an
+    unsigned long, microseconds), the last holder's thread state, then the ``locked`` int.
+    The three words are found by value (the interval ``sys.getswitchinterval`` gives, this
+    thread's state from ``PyThreadState_Get``, and 1, since this thread holds the GIL) within
+    the first 768 bytes of ``_PyRuntime``, and the find is accepted only if the flag also
+    reads 0 from a compiled call that released the GIL. Other versions and interpreters
+    (3.12 moved the GIL into each interpreter): None, and helpers return as soon as a job
+    is posted. Only read, never written.
+    """
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11) or not AVAILABLE:
+        return None
+    try:
+        import ctypes
+
+        api = ctypes.pythonapi
+        tstate = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyThreadState_Get", api))()  # (pythonapi's own left as it is)
+        base = ctypes.addressof(ctypes.c_void_p.in_dll(api, "_PyRuntime"))
+        words = (ctypes.c_uint64 * 96).from_address(base)
+        interval = round(sys.getswitchinterval() * 1e6)
+        for k in range(1, 95):
+            if words[k] == tstate and words[k - 1] == interval and words[k + 1] & 0xFFFFFFFF == 1:
+                flag = np.ctypeslib.as_array((ctypes.c_int64 * 1).from_address(base + 8 * (k + 1)))
+                if any(gil_word(flag) == 0 for _ in range(20)):     # free while the call ran
+                    return flag
+    except (AttributeError, OSError, ValueError, TypeError):
+        pass
+    return None
 
 
 def _forget_helpers() -> None:  # a forked child has none of the parent's threads
@@ -382,7 +429,7 @@ def parallel_for(fn, count: int, *args, grain: int = 1, per_thread: int = 4, pie
         if not job.drain():
             ticks = _spin_ticks() if mask is not None else 0
             if ticks and time.perf_counter() > helpers.calm_after:
-                if spin_until(helpers.state, _DONE, job.seq, ticks, _gap_ticks, _STOP, _DONE, 0) < 0:
+                if spin_until(helpers.state, _DONE, job.seq, ticks, _gap_ticks, _STOP, _DONE, 0, _NO_GIL_WORD, 0) < 0:
                     helpers.calm_after = time.perf_counter() + dispatch.POOL_SPIN_BACKOFF_S
             job.wait()
     finally:

@@ -29,7 +29,7 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES", "SCRATCH_FROM_POOL",
@@ -424,6 +424,15 @@ POOL_PIN_CHECK_S = 0.2
 # the chunk list built per region (before Dec 6, for A/B runs). The same chunks in the same
 # order either way. Measured: docs/performance.md, "The parallel region's fixed cost (Dec 6)".
 POOL_LEAN_JOB = 1
+# A helper that sees a new job while spinning goes on spinning (within POOL_SPIN_US) until the
+# interpreter's GIL has been free for POOL_SPIN_GIL_FREE_US (``cores._gil_word``: CPython 3.11
+# only), then takes it without sleeping on it; 0: it asks for the GIL at once (the caller holds
+# it until its first chunk enters compiled code) and sleeps on it until the caller lets it go
+# (~20 us to wake a halted vCPU here). Measured (pinned regions, `dispatch_ab.py POOL_SPIN_GIL=0
+# --threads 2 --quiet 15-21`): ResNet-18 b1 eager 1.016x, 1.017x, LeNet-5 b64 training 1.037x,
+# 0.994x; docs/performance.md, "The parallel region's fixed cost (Dec 6)".
+POOL_SPIN_GIL = 1
+POOL_SPIN_GIL_FREE_US = 2.0
 
 
 # --------------------------------------------------------------------------------- pooling

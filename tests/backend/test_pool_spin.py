@@ -11,6 +11,7 @@ unpinned helpers; the caller gets its CPUs back when a region ends.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pytest
 import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import cores, dispatch, kernels
+from cnnkit.backend.kernels import spin
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
@@ -59,17 +61,20 @@ def _lenet_like(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("spin, pin, lean", [(SPIN_US, 0, 0), (0, 1, 0), (0, 2, 0), (SPIN_US, 2, 0), (SPIN_US, 2, 1)])
-def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, spin, pin, lean, monkeypatch):
+@pytest.mark.parametrize("spin, pin, lean, gil", [(SPIN_US, 0, 0, 1), (0, 1, 0, 1), (0, 2, 0, 1), (SPIN_US, 2, 0, 1),
+                                                 (SPIN_US, 2, 1, 1), (SPIN_US, 2, 1, 0)])
+def test_results_are_bit_identical_with_the_switches_on_and_off(dtype, threads, spin, pin, lean, gil, monkeypatch):
     monkeypatch.setattr(cores, "_others_busy", lambda: False)
     with config.num_threads(threads):
         monkeypatch.setattr(dispatch, "POOL_SPIN_US", 0)
         monkeypatch.setattr(dispatch, "POOL_PIN", 0)
         monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", 1 - lean)
+        monkeypatch.setattr(dispatch, "POOL_SPIN_GIL", 1 - gil)
         off = _lenet_like(dtype)
         monkeypatch.setattr(dispatch, "POOL_SPIN_US", spin)
         monkeypatch.setattr(dispatch, "POOL_PIN", pin)
         monkeypatch.setattr(dispatch, "POOL_LEAN_JOB", lean)
+        monkeypatch.setattr(dispatch, "POOL_SPIN_GIL", gil)
         on = [_lenet_like(dtype) for _ in range(3)]      # back to back: helpers found spinning
         monkeypatch.setattr(dispatch, "POOL_PIN", 0)
         cores.parallel_for(lambda i0, i1: None, 8)      # helpers unpinned again
@@ -125,6 +130,34 @@ def test_the_job_ends_once_on_whichever_thread_finishes_last(lean, monkeypatch):
     assert sorted(lasts) == [False, True]
     assert cores._chunks(40, 10) == [(4 * k, 4 * k + 4) for k in range(10)]
     assert (cores._chunks(40, 10) is cores._chunks(40, 10)) == bool(lean)   # lean: each list made once
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+                    reason="the GIL's flag is looked for on CPython 3.11 only")
+def test_the_gil_flag_reads_held_from_python_and_free_from_a_nogil_call():
+    flag = cores._gil_word()
+    assert flag is not None and flag.shape == (1,)
+    assert flag[0] & 0xFFFFFFFF == 1                          # this thread holds the GIL
+    assert any(spin.gil_word(flag) == 0 for _ in range(20))   # released while the compiled call runs
+
+
+def test_other_interpreters_have_no_gil_flag(monkeypatch):
+    monkeypatch.setattr(sys, "version_info", (3, 12, 0))
+    assert cores._gil_word() is None
+
+
+def test_a_gil_flag_that_stays_held_does_not_stall_the_spin():
+    """The job is there but the GIL never reads free: the spin returns found at its bound."""
+    state = np.zeros(32, np.int64)
+    state[0] = 5
+    held = np.ones(1, np.int64)
+    ticks = 10**7                                            # a few milliseconds of cycles
+    start = time.perf_counter()
+    assert spin.spin_until(state, 0, 5, ticks, 10**15, 16, 8, 0, held, 0) == 1
+    assert time.perf_counter() - start < 5.0
+    free = np.zeros(1, np.int64)
+    assert spin.spin_until(state, 0, 5, ticks, 10**15, 16, 8, 0, free, 0) == 1
+    assert spin.spin_until(state, 0, 6, 1000, 10**15, 16, 8, 0, free, 0) == 0    # not posted: times out
 
 
 def _in_thread(fn, timeout=30.0):
