@@ -7,11 +7,14 @@ took none), the tail (one thread busy at the region's end while the other has no
 plus the caller's wait after both ended), and per chunk its wall time minus its thread's CPU
 time (waits inside a chunk: the GIL, or no CPU). Settings of ``backend.dispatch`` given as
 NAME=VALUE alternate call by call with the thresholds as they are, each call after a pause
-and a spin of cnnkit's threads (as the other benchmarks time them).
+and a spin of cnnkit's threads (as the other benchmarks time them). ``--regions``: also a
+table per region (in call order, medians over the calls): its chunk function and count, the
+chunks each thread ran, wake-up, tail, which thread ended last, the median chunk
+(docs/performance.md "ResNet-18 at batch 1: the regions' tails (Dec 6)").
 
 Usage:
     python benchmarks/pool_trace.py [NAME=VALUE ...] [--model resnet18] [--batch 1] [--optimized | --train]
-        [--steps 1] [--repeats 9] [--threads 2]
+        [--steps 1] [--repeats 9] [--threads 2] [--regions]
 """
 
 from __future__ import annotations
@@ -70,6 +73,48 @@ def split(events, start: int, end: int) -> dict:
     return out
 
 
+def per_region(events) -> list[tuple]:
+    """Per region of one call, in call order: (fn name, count, caller's chunks, helper's chunks,
+    wake-up us, tail us, "caller" | "helper" ended last, median chunk us); wake-up and
+    ended-last None when the helper took no chunk (the tail is then the whole region)."""
+    regions = sorted((e for e in events if e[0] == "region"), key=lambda e: e[3])
+    chunks = collections.defaultdict(list)
+    for e in events:
+        if e[0] == "chunk":
+            chunks[e[1]].append(e)
+    rows = []
+    for _, seq, caller, r0, r1, name, count in regions:
+        mine = [c for c in chunks[seq] if c[2] == caller]
+        theirs = [c for c in chunks[seq] if c[2] != caller]
+        chunk = statistics.median(c[4] - c[3] for c in chunks[seq]) / 1e3 if chunks[seq] else 0.0
+        if not theirs:
+            rows.append((name, count, len(mine), 0, None, (r1 - r0) / 1e3, None, chunk))
+            continue
+        caller_end = max(c[4] for c in mine) if mine else r0
+        helper_end = max(c[4] for c in theirs)
+        rows.append((name, count, len(mine), len(theirs), (min(c[3] for c in theirs) - r0) / 1e3,
+                     abs(caller_end - helper_end) / 1e3, "caller" if caller_end > helper_end else "helper", chunk))
+    return rows
+
+
+def print_regions(label: str, calls: list[list[tuple]]) -> None:
+    """The table of ``per_region`` rows over calls (calls whose regions differ in number are left out)."""
+    counts = collections.Counter(len(c) for c in calls)
+    size = counts.most_common(1)[0][0]
+    calls = [c for c in calls if len(c) == size]
+    print(f"\n{label}: per region, medians over {len(calls)} calls (us)")
+    print("| # | function | count | chunks caller/helper | wake-up | tail | helper ended last | chunk |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i in range(size):
+        rows = [c[i] for c in calls]
+        wakes = [r[4] for r in rows if r[4] is not None]
+        helper_last = sum(r[6] == "helper" for r in rows)
+        print(f"| {i} | {rows[0][0]} | {rows[0][1]} | {statistics.median(r[2] for r in rows):.0f}/"
+              f"{statistics.median(r[3] for r in rows):.0f} | "
+              f"{statistics.median(wakes) if wakes else float('nan'):.0f} | {statistics.median(r[5] for r in rows):.0f} | "
+              f"{helper_last}/{len(rows)} | {statistics.median(r[7] for r in rows):.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("changes", nargs="*", metavar="NAME=VALUE")
@@ -80,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--regions", action="store_true", help="also a table per region")
     args = parser.parse_args()
     changed = {}
     for item in args.changes:
@@ -90,6 +136,7 @@ def main() -> None:
     run = model_call(args.model, args.batch, args.train, args.optimized, args.steps)
     settings = [("as is", as_is)] + ([("changed", changed)] if changed else [])
     results = collections.defaultdict(list)
+    regions = collections.defaultdict(list)
     load = load_average()
     for r in range(args.repeats + 2):
         for label, values in (settings if r % 2 == 0 else settings[::-1]):
@@ -105,6 +152,8 @@ def main() -> None:
             waited = (settled_wait() or 0) - (before or 0)
             if r >= 2:
                 part = split(list(events), start, end)
+                if args.regions:
+                    regions[label].append(per_region(list(events)))
                 part["run-queue wait"] = waited * 1e3
                 results[label].append(part)
     for name, value in as_is.items():
@@ -123,6 +172,8 @@ def main() -> None:
                                          for label, _ in settings) + " |")
     for key in text:
         print(f"| {key} | " + " | ".join(results[label][len(results[label]) // 2][key] for label, _ in settings) + " |")
+    for label, values in settings if args.regions else ():
+        print_regions(f"{label} {values or ''}", regions[label])
 
 
 if __name__ == "__main__":
