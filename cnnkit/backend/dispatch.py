@@ -25,7 +25,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "FUSE_CONV_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
-    "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV", "FUSE_RELU_MAX_POOL_INTO_CONV", "RELU_POOL_AHEAD_CHUNKS",
+    "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
@@ -490,23 +490,6 @@ FUSE_MAX_POOL_BACKWARD_INTO_CONV = 1
 # Measured: docs/performance.md, "Max pooling's backward inside the convolution's (Dec 6)".
 FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV = 1
 
-
-# A blocked direct convolution (recording a graph) whose output went to a ReLU and then to a
-# 2x2/2 max pooling the last time it ran with the same weight array (LeNet-5's conv1 and conv2,
-# every step) computes that ReLU and pooling ahead inside its own parallel region, each thread on
-# the images it has just written, in the same compiled call; the ReLU and the pooling then take
-# those arrays if they are called with exactly its output (functional/lookahead.py). The same
-# kernels on the same planes: bit-identical. Only where the ReLU keeps its output as its mask
-# (RELU_KEEPS_OUTPUT_MAX_BYTES), on even maps, and where the forward's work items are images.
-# 0 switches it off (A/B runs). LeNet-5 b64 step, two threads: 1.037x, 1.038x, 1.049x (the
-# benchmark's functional model, 31 rounds each), zoo dispatch_ab 1.017x (41 pairs), 0.995x (--quiet
-# 21); b256 level; docs/performance.md, "ReLU and max pooling inside the convolution's forward
-# region (Dec 6)".
-FUSE_RELU_MAX_POOL_INTO_CONV = 1
-# Chunks per thread of such a region (``parallel_for``'s per_thread; 4 elsewhere): 1 measured
-# 1.019-1.022x faster than 4 on LeNet-5 b64's step (two threads, 31 pairs each), 2 1.006-1.012x,
-# 8 0.953x; each thread keeps the same half of the images step after step.
-RELU_POOL_AHEAD_CHUNKS = 1
 
 # ---------------------------------------------------------------------------- batch norm
 def batch_norm_algorithm(xp, dtype, ndim: int) -> str:

@@ -8,7 +8,6 @@ from ..backend import dispatch
 from ..backend.kernels import elementwise
 from ..function import Function
 from ..tensor import Tensor
-from . import lookahead
 from .dims import normalize_dim
 from .dtypes import as_floating, cast
 
@@ -37,7 +36,7 @@ class ReLUOp(Function):
             elif dispatch.relu_keeps_output(x):
                 # NOTE: y is nonzero (> 0 or NaN) exactly where the mask is set (y is +0.0 elsewhere),
                 # so y serves as the mask: no mask written (backward selects where y != 0)
-                y = lookahead.relu_output(x, _relu_kept)   # (computed ahead by the convolution, or now)
+                y = elementwise.relu_only(x, training=True)
                 mask = y
             else:
                 y, mask = elementwise.relu_with_mask(x)
@@ -56,11 +55,6 @@ class ReLUOp(Function):
             return gy
         gx = elementwise.relu_grad(gy, self.mask) if dispatch.kernels_usable(self.xp, gy.dtype) else None
         return self.xp.where(self.mask, gy, gy.dtype.type(0)) if gx is None else gx
-
-
-def _relu_kept(x):
-    """ReLU's output on its kernel, written to serve as its own mask (``ReLUOp``)."""
-    return elementwise.relu_only(x, training=True)
 
 
 class LeakyReLUOp(Function):

@@ -20,7 +20,6 @@ from ..backend.prepack import ConvWeightPack
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from . import lookahead
 from .activation import relu
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
@@ -247,13 +246,6 @@ class Conv2dDirectOp(Conv2dOp):
             if not chosen and not dispatch.blocked_conv_applies(w.shape, self.pads):
                 raise ValueError(f"Conv2dDirectOp's blocked kernel handles padding up to the kernel size "
                                  f"minus one, got padding {self.pads} for a {w.shape[2:]} kernel")
-            if self.saves_for_backward:  # the ReLU and 2x2 pooling that followed last time, ahead
-                plan = lookahead.relu_pool_plan(w)
-                y, ran = (conv_blocked.conv2d_blocked(x, w, b, self.pads), False) if plan is None else \
-                    conv_blocked.conv2d_blocked(x, w, b, self.pads, plan)    # (F, N, OH, OW)
-                out = self.channel_major_result(x, w, y)
-                lookahead.note_conv(w, out, plan, ran)
-                return out
             y = conv_blocked.conv2d_blocked(x, w, b, self.pads)       # (F, N, OH, OW)
         else:
             y = conv_direct.conv2d_direct(x, w, b, self.pads)         # (F, N, OH, OW)

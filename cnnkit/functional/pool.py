@@ -15,7 +15,6 @@ from ..backend.kernels import pool as pool_kernels
 from ..errors import ShapeError
 from ..function import Function
 from ..tensor import Tensor
-from . import lookahead
 from .activation import ReLUOp
 from .args import output_size, pair
 from .im2col import padded_cnhw, window, windows_overlap
@@ -199,16 +198,9 @@ class MaxPool2dFusedOp(MaxPool2dOp):
 
     def forward(self, x):
         (OH, OW), pads, geometry = self.g.resolve(x.shape)
-        g = self.g
-        # computed ahead by the convolution before the ReLU before this pooling (functional/lookahead.py)?
-        two_by_two = pool_kernels.relu_mask_applies(g.kernel, g.stride, pads, g.dilation)   # (2x2/2 windows)
-        ahead = lookahead.pooled_output(x, two_by_two, (OH, OW)) if self.saves_for_backward else None
-        if ahead is not None:
-            y, arg, order = ahead
-        else:
-            y, arg, order = pool_kernels.max_pool2d_fused(
-                x, g.kernel, g.stride, pads, g.dilation, (OH, OW), indices=self.saves_for_backward
-            )
+        y, arg, order = pool_kernels.max_pool2d_fused(
+            x, self.g.kernel, self.g.stride, pads, self.g.dilation, (OH, OW), indices=self.saves_for_backward
+        )
         if self.saves_for_backward:
             arg = _taps_inside(self.xp, arg, y, self.g, pads, geometry, x.shape[2:])  # (any plane order)
             self.arg, self.order, self.pads, self.x_shape = arg, order, pads, x.shape

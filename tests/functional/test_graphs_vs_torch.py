@@ -115,3 +115,35 @@ def test_graphs_of_several_ops_match_torch(name, dtype, rng, xp):
     graph, shapes, make_consts = GRAPHS[name]
     inputs = [rng.standard_normal(s) * 0.5 for s in shapes]
     check_op(lambda *a: graph(F, *a), lambda *a: graph(TF, *a), inputs, make_consts(rng), dtype=dtype, rng=rng, xp=xp)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_write_through_the_array_between_ops_is_seen_like_torch(threads, rng):
+    """conv -> ReLU -> 2x2 max pool, repeated with one weight, with the convolution's output
+    changed through its array (as a forward hook ablating a channel does) before the ReLU from
+    the third call on: every call's result is that of the written values, as in PyTorch. An
+    engine that computes the ReLU or the pooling ahead, guessing the chain from earlier calls,
+    must not hand out values computed before such a write (it cannot see it: no op ran)."""
+    import cnnkit
+    from cnnkit import config
+
+    x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    cw, cb = cnnkit.Tensor(w, requires_grad=True), cnnkit.Tensor(b, requires_grad=True)
+    tw, tb = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    with config.num_threads(threads):
+        for call in range(5):
+            cy = F.conv2d(cnnkit.Tensor(x), cw, cb, padding=2)
+            ty = TF.conv2d(torch.tensor(x), tw, tb, padding=2)
+            if call >= 2:
+                cy.data[:, call % 6] = -1.0
+                cy.detach().numpy()[:, 5, :3] = 7.0
+                ty.data[:, call % 6] = -1.0
+                ty.data[:, 5, :3] = 7.0
+            cp = F.max_pool2d(F.relu(cy), 2)
+            tp = TF.max_pool2d(TF.relu(ty), 2)
+            np.testing.assert_allclose(cp.data, tp.detach().numpy(), rtol=1e-5, atol=1e-5)
+            cp.sum().backward()
+            tp.sum().backward()
+    np.testing.assert_allclose(cw.grad, tw.grad.numpy(), rtol=1e-4, atol=1e-3)

@@ -63,7 +63,6 @@ from . import FASTMATH, aligned_zeros, as_planes, njit
 from .conv_direct import _load_padded, _tap_offsets
 from .conv_lanes import GROUP as LANES_GROUP
 from .conv_lanes import lanes_forward, lanes_forward_rows, lanes_grad_w, lanes_grad_w_applies
-from .pool import relu_max_pool_2x2_images
 from .simd import (
     acc_alloc,
     acc_bias,
@@ -769,46 +768,12 @@ def _forward(x, w, b, pt, pl, OH, OW):
     return y
 
 
-@njit(cache=True, nogil=True)
-def plane_forward_relu_pool(i0, i1, x, sn, sc, wt, d, masks, bias, y, CB, N, yflat, r, rplanes, yp, arg, kind, extra):
-    """``plane_forward`` on images i0..i1-1 (one channel block: an item is an image), then
-    ``pool.relu_max_pool_2x2_images`` on the same images, in one call: no GIL hand-off between."""
-    plane_forward(i0, i1, x, sn, sc, wt, d, masks, bias, y, CB)
-    relu_max_pool_2x2_images(i0, i1, N, yflat, r, rplanes, yp, arg, kind, extra)
-
-
-@njit(cache=True, nogil=True)
-def lanes_forward_relu_pool(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl, N, yflat, r, rplanes, yp, arg, kind,
-                            extra):
-    """``lanes_forward`` on images i0..i1-1, then ``pool.relu_max_pool_2x2_images`` on them, in one call."""
-    lanes_forward(i0, i1, x, sn, sc, wt, KH, KW, bias, y, pt, pl)
-    relu_max_pool_2x2_images(i0, i1, N, yflat, r, rplanes, yp, arg, kind, extra)
-
-
-def conv2d_blocked(x, w, b, pads, relu_pool=None):
-    """y (F, N, OH, OW) channel-major memory of the stride-1 convolution of x (N, C, H, W).
-
-    ``relu_pool``: None, or a function of y returning the arguments of
-    ``pool.relu_max_pool_2x2_images`` after its image range (or None: not this time). Where the
-    forward's work items are single images (``plane_forward`` with one channel block,
-    ``lanes_forward``) each thread then runs that ReLU and pooling on the images it has just
-    written, in the same compiled call (``functional/lookahead.py``). Returns (y, whether it ran).
-    """
+def conv2d_blocked(x, w, b, pads):
+    """y (F, N, OH, OW) channel-major memory of the stride-1 convolution of x (N, C, H, W)."""
     H, W = x.shape[2:]
     KH, KW = w.shape[2:]
     pt, pb, pl, pr = pads
-    OH, OW = H + pt + pb - KH + 1, W + pl + pr - KW + 1
-    if relu_pool is None:
-        return _forward(x, w, b, pt, pl, OH, OW)
-    y, kernel, args, items, item_macs = _forward_args(x, w, b, pt, pl, OH, OW)
-    grain = max(1, dispatch.PARALLEL_MIN_MACS // max(1, item_macs))
-    fused = _WITH_RELU_POOL.get(kernel) if items == x.shape[0] else None
-    epilogue = relu_pool(y) if fused is not None else None
-    if epilogue is None:
-        parallel_for(kernel, items, *args, grain=grain)
-    else:
-        parallel_for(fused, items, *args, *epilogue, grain=grain, per_thread=dispatch.RELU_POOL_AHEAD_CHUNKS)
-    return y, epilogue is not None
+    return _forward(x, w, b, pt, pl, H + pt + pb - KH + 1, W + pl + pr - KW + 1)
 
 
 def _grads_units(u0, u1, groups, wgrad_kernel, wgrad_args, items, per_unit, forward_kernel, forward_args,
@@ -955,7 +920,3 @@ def conv2d_blocked_weight_grads_by_images(x, w, gy, pads, need_w: bool, need_b: 
     if step % group_images:
         return None
     return _weight_grads_of_images, (wgrad_kernel, wgrad_args, group_images), finish
-
-
-# The forward kernels that take the ReLU + pooling epilogue, and their fused calls (``conv2d_blocked``).
-_WITH_RELU_POOL = {plane_forward: plane_forward_relu_pool, lanes_forward: lanes_forward_relu_pool}

@@ -23,10 +23,9 @@ import numpy as np
 from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import AVAILABLE, as_planes, njit, simd, unplanes
-from .elementwise import relu_forward_only
 
 __all__ = ["max_pool2d_fused", "max_pool2d_scatter", "max_pool2d_scatter_by_images", "relu_mask_applies", "TAP_BITS",
-           "NOT_POSITIVE", "relu_max_pool_2x2_plan"]
+           "NOT_POSITIVE"]
 
 # Row-packed 2x2 windows: up to this many output rows per vector (``_rows_per_vector``).
 PACKED_ROWS = 4
@@ -394,31 +393,6 @@ def max_pool2d_forward_2x2_rows(q0, q1, x, y, arg, R):
             max_pool_2x2_rows(x, xp + 2 * i * W, W, 2 * OW, min(R, OH - i), y, yq + i * OW, arg, yq + i * OW)
 
 
-@njit(cache=True, nogil=True)
-def relu_max_pool_2x2_images(n0, n1, N, y, r, rplanes, yp, arg, kind, extra):
-    """ReLU, then 2x2/2 max pooling of the ReLU's output, for images n0..n1-1 of a convolution's
-    channel-major output: the two passes ``ReLUOp`` and ``max_pool2d_fused`` would make, plane by
-    plane while the plane is in cache (``functional/lookahead.py``).
-
-    Plane p = f * N + n of y (flat, (F, N, H, W) memory) gives plane p of r (ReLU's output,
-    flat, same memory order; ``rplanes`` is r as (F*N, H, W)) by ``elementwise.relu_forward_only``,
-    and plane p of yp (F*N, H/2, W/2) and arg by the 2x2 forward kernel ``kind`` (2 row-packed with
-    R = extra, 1 vector with VL = extra, 0 scalar: ``_backward_2x2_kind``'s choice): the same
-    kernels on the same planes, so the same bits as the two passes.
-    """
-    HW = rplanes.shape[1] * rplanes.shape[2]
-    F = rplanes.shape[0] // N
-    for f in range(F):
-        p0, p1 = f * N + n0, f * N + n1
-        relu_forward_only(p0 * HW, p1 * HW, y, r)
-        if kind == 2:
-            max_pool2d_forward_2x2_rows(p0, p1, rplanes, yp, arg, extra)
-        elif kind == 1:
-            max_pool2d_forward_2x2_simd(p0, p1, rplanes, yp, arg, extra)
-        else:
-            max_pool2d_forward_2x2(p0, p1, rplanes, yp, arg)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _gy_plane(pa, C, asc, gsn, gsc):
     """The plane of gy that goes with plane pa of arg and gx (arg's planes in memory order:
@@ -597,21 +571,6 @@ def max_pool2d_fused(x, kernel, stride, pads, dilation, out_hw, indices: bool = 
         parallel_for(max_pool2d_forward, N * C, planes, y, arg, KH, KW, SH, SW,
                      np.asarray(pads, np.int64), DH, DW, grain=_plane_grain(x.shape, many // 4))
     return unplanes(y, N, C, sc), arg, (sn, sc)
-
-
-def relu_max_pool_2x2_plan(y, relu_out):
-    """(pooled, args) of ReLU and 2x2/2 max pooling run image by image on a convolution's output
-    y (F, N, H, W), C-contiguous, H and W even: ``relu_max_pool_2x2_images(n0, n1, *args)`` writes
-    images n0..n1-1 of ``relu_out`` ((N, F, H, W), y's memory order, as ``elementwise.relu_only``
-    makes it) and of the pooling's output and tap bytes. pooled is (y, arg, order) as
-    ``max_pool2d_fused`` returns them for ``relu_out``; their memory is taken now."""
-    F, N, H, W = y.shape
-    rplanes = relu_out.transpose(1, 0, 2, 3).reshape(F * N, H, W)      # (P, H, W), y's plane order
-    yp = buffers.empty((F * N, H // 2, W // 2), y.dtype)              # (P, OH, OW)
-    arg = buffers.empty(yp.shape, np.uint8)
-    kind, extra = _backward_2x2_kind(W // 2, y.dtype)                 # (the forward's choice too)
-    args = (N, y.reshape(y.size), rplanes.reshape(rplanes.size), rplanes, yp, arg, kind, extra)
-    return (unplanes(yp, N, F, N), arg, (1, N)), args
 
 
 def relu_mask_applies(kernel, stride, pads, dilation) -> bool:
