@@ -24,7 +24,7 @@ from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
     "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "FUSE_CONV_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
-    "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
+    "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "POLYPHASE_OFFSETS_CACHE", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
@@ -304,6 +304,11 @@ POLYPHASE_DIRECT_BAND_ROWS = 8
 # Columns of a block of output rows: at most this many bytes (they stay in the core's
 # L2 cache between being written and read by the product).
 POLYPHASE_BLOCK_BYTES = 512 * 2**10
+# POLYPHASE_OFFSETS_CACHE: the direct forward's tap offsets (``kernels/polyphase.py``,
+# ``_tap_offsets``) made once per geometry (0: per call, a meshgrid and a dozen NumPy
+# operations: 24 us hot, ~0.2 ms as the first op of a ResNet-18 pass). Same integer offsets:
+# same bits. docs/performance.md, "ResNet-18 at batch 1: the time with no region open (Dec 6)".
+POLYPHASE_OFFSETS_CACHE = 1
 
 
 # Winograd's transformed tiles (V, M) are built for blocks of images of at most this

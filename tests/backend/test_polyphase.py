@@ -223,6 +223,32 @@ def test_polyphase_direct_forward_does_not_depend_on_bands_or_threads(band_rows,
         np.testing.assert_array_equal(polyphase.conv2d_polyphase(*args), expected)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_polyphase_direct_forward_with_kept_tap_offsets_equals_offsets_per_call(threads, rng, monkeypatch):
+    """``POLYPHASE_OFFSETS_CACHE``: the kept offsets are the ones computed per call, and the
+    forward gives the same bits with them, for two geometries one after the other (the second
+    does not get the first's offsets) and for the first again."""
+    layers = [((2, 3, 19, 17), (8, 3, 7, 7), (2, 2), (3, 3, 3, 3)),
+              ((1, 4, 12, 13), (5, 4, 4, 3), (3, 2), (1, 2, 0, 3))]
+    arrays = [(rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32),
+               rng.standard_normal(ws[0]).astype(np.float32), st, pads) for xs, ws, st, pads in layers]
+
+    def forwards():
+        return [polyphase.conv2d_polyphase(x, w, b, st, pads, out_shape(x.shape, w.shape, st, pads)[2:])
+                for x, w, b, st, pads in arrays + arrays[:1]]
+
+    monkeypatch.setattr(polyphase, "_offsets", {})
+    with config.num_threads(threads):
+        monkeypatch.setattr(dispatch, "POLYPHASE_OFFSETS_CACHE", 0)
+        per_call = forwards()
+        assert polyphase._offsets == {}
+        monkeypatch.setattr(dispatch, "POLYPHASE_OFFSETS_CACHE", 1)
+        kept = forwards()
+    assert len(polyphase._offsets) == 2
+    for a, b in zip(kept, per_call):
+        np.testing.assert_array_equal(a, b)
+
+
 # ----------------------------------------------------------------- 3x3 stride 2 on phase planes
 
 STRIDED_CASES = [
