@@ -82,14 +82,19 @@ def main() -> None:
     spin_ms: list[float] = []                         # other threads' CPU after PyTorch's segments
     seg_times = {"cnnkit": 0.0, "torch": 0.0}
 
-    def cnnkit_segment(seg, before, cpu0):
+    def timed_steps(trainer, seg, before, out, name):
+        """Run a segment's steps on ``trainer``, timing each into ``out``; yield (k, start)."""
         for k, i in enumerate(range(0, len(seg) - batch + 1, batch)):
             idx = seg[i : i + batch]
             start = time.perf_counter()
-            ours.step(x[idx], t[idx])
+            trainer.step(x[idx], t[idx])
             end = time.perf_counter()
-            steps.append((before, k, end - start))
-            seg_times["cnnkit"] += end - start
+            out.append((before, k, end - start))
+            seg_times[name] += end - start
+            yield k, start
+
+    def cnnkit_segment(seg, before, cpu0):
+        for k, start in timed_steps(ours, seg, before, steps, "cnnkit"):
             state["n"] += 1
             state["backoff"] += cores._helpers.calm_after > start
             state["unpinned"] += not cores._helpers.pinned
@@ -99,13 +104,8 @@ def main() -> None:
                 spin_ms.append(sum(v - cpu0.get(tid, 0) for tid, v in cpu1.items() if tid not in skip) / 1e6)
 
     def torch_segment(seg, before):
-        for k, i in enumerate(range(0, len(seg) - batch + 1, batch)):
-            idx = seg[i : i + batch]
-            start = time.perf_counter()
-            theirs.step(x[idx], t[idx])
-            end = time.perf_counter()
-            torch_steps.append((before, k, end - start))
-            seg_times["torch"] += end - start
+        for _ in timed_steps(theirs, seg, before, torch_steps, "torch"):
+            pass
         return thread_cpu_ns()
 
     before = None

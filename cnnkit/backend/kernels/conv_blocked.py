@@ -757,8 +757,9 @@ def _forward_args(x, w, b, pt, pl, OH, OW):
 def _present(size: int, there: int) -> int:
     """What a work item of ``size`` images (or a unit of ``size`` items) holds when only ``there``
     exist, for its multiply-adds, which set a region's grain: a pack of 4 images or a group of 16
-    holds one at batch 1 (``dispatch.CONV_GRAIN_PRESENT_IMAGES``; 0: ``size``, as before Dec 6)."""
-    return min(size, there) if dispatch.CONV_GRAIN_PRESENT_IMAGES else size
+    holds one at batch 1 (``dispatch.CONV_GRAIN_PRESENT_IMAGES``; 0: ``size``, as before Dec 6).
+    At least 1: an empty batch (``there`` 0) has no work, and its grain must not divide by 0."""
+    return max(1, min(size, there)) if dispatch.CONV_GRAIN_PRESENT_IMAGES else size
 
 
 def _forward(x, w, b, pt, pl, OH, OW):
