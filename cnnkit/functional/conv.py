@@ -721,7 +721,6 @@ def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, pre
                      statistics) -> Tensor | None:
     """The fused form of ``conv2d_batch_norm_relu`` (``statistics``: running mean and variance,
     gamma, beta as arrays, and eps) or ``conv2d_relu`` (None), or None where it does not apply."""
-    op = "conv2d"
     if input.ndim != 4 or weight.ndim != 4 or weight.dtype != input.dtype:
         return None
     xp = get_array_module(input.data)
@@ -729,13 +728,9 @@ def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, pre
     if (not dispatch.kernels_usable(xp, input.dtype) or (b is not None and (b.shape != (F,) or b.dtype != input.dtype))
             or _recorded([input, weight] + [a for a in (*params, residual) if isinstance(a, Tensor)])):
         return None
-    stride, dilation = pair(stride, "stride", op), pair(dilation, "dilation", op)
-    _check_geometry(op, stride, dilation)
-    pads = conv_padding(padding, weight.shape[2:], stride, dilation, op)
     x, w = input.data, weight.data
     ready = prepacked is not None and prepacked.holds(w)              # Winograd's filters cost nothing
-    algorithm = dispatch.conv2d_algorithm(xp, input.dtype, input.shape, weight.shape, stride, pads, dilation, groups,
-                                          prepacked=ready)
+    stride, dilation, pads, algorithm = _plan(xp, input, weight, stride, padding, dilation, groups, ready)  # as conv2d's
     if algorithm not in ("gemm", "winograd2", "winograd4"):
         return None
     OH, OW = _CONV2D_ALGORITHMS[algorithm](stride, pads, dilation, groups).check(x, w, b)

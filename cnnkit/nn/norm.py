@@ -191,7 +191,7 @@ def conv_batch_norm_relu(
             x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups, running_mean=bn.running_mean,
             running_var=bn.running_var, bn_weight=bn.weight, bn_bias=bn.bias, eps=bn.eps, residual=residual,
         )
-    if (type(bn) is Identity and _unobserved(bn, Identity) and _unobserved(relu, ReLU) and _unobserved(conv, Conv2d)
+    if (_unobserved(bn, Identity) and _unobserved(relu, ReLU) and _unobserved(conv, Conv2d)
             and conv.padding_mode == "zeros" and not (conv.training and conv.prepacked is not None)
             and x.ndim == 4 and x.shape[1] == conv.in_channels):     # an optimized model: bn folded into conv
         if callable(residual):
