@@ -28,7 +28,7 @@ __all__ = [
     "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
-    "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
+    "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWWISE_TRANSFORMS", "WINOGRAD_ROWWISE_INPUT_MIN_TW", "WINOGRAD_ROWWISE_INPUT_MAX_TILES", "winograd_rowwise", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
@@ -329,6 +329,31 @@ WINOGRAD_FILTER_KERNEL_MAX_BYTES = 8 * 2**20
 # PARALLEL_MIN_ELEMENTS, 2**19: in the eager ResNet-18 at batch 1 every bank but the 256x256
 # ones, 0.46 ms of filter transforms per pass, ran on one thread).
 WINOGRAD_FILTER_MIN_ELEMENTS = 2**16
+
+# Winograd's input and output transforms by ``winograd_input_rowwise`` / ``winograd_output_rowwise``
+# (``kernels/winograd.py``): B^T on whole input rows before the per-tile gather, output rows
+# written whole (F(2x2)) or merged by lane interleaves (F(4x4)); the same arithmetic in the same
+# order, the same bits. 0: ``winograd_input`` / ``winograd_output`` (A/B runs). One thread,
+# ResNet-18 b1's 64x56x56 layer, input + output transform, F(2x2) 1.00 -> 0.51 ms, F(4x4) 1.17 ->
+# 0.65 ms. The rowwise input transform works image by image, where ``winograd_input``'s loops run
+# over a tile row of every image of the call: it takes calls on rows of at least
+# WINOGRAD_ROWWISE_INPUT_MIN_TW tile columns, or of at most WINOGRAD_ROWWISE_INPUT_MAX_TILES tiles
+# over all their images (batch 1); on narrow maps of many images it was 1.1-2x slower (128x16x16
+# at batch 64 F(2x2) 11.1 -> 12.7 ms, 512x4x4 5.0 -> 9.8). The rowwise F(4x4) output transform
+# needs 4 tile columns (on 1-2 it was 1.04-1.24x slower). Measured: docs/performance.md,
+# "Winograd's transforms on whole rows (Dec 6)".
+WINOGRAD_ROWWISE_TRANSFORMS = 1
+WINOGRAD_ROWWISE_INPUT_MIN_TW = 14
+WINOGRAD_ROWWISE_INPUT_MAX_TILES = 16
+
+
+def winograd_rowwise(m: int, nimg: int, TW: int) -> tuple[bool, bool]:
+    """(input, output): whether Winograd F(m x m)'s transforms on ``nimg`` images of ``TW`` tile
+    columns run the rowwise kernels (WINOGRAD_ROWWISE_TRANSFORMS)."""
+    if not WINOGRAD_ROWWISE_TRANSFORMS:
+        return False, False
+    return (TW >= WINOGRAD_ROWWISE_INPUT_MIN_TW or nimg * TW <= WINOGRAD_ROWWISE_INPUT_MAX_TILES,
+            m == 2 or TW >= 4)
 
 # Winograd's forward on small inputs (ResNet-18 at batch 1) splits the threads by tile rows,
 # each running the whole pipeline (input transform, products, output transform) on its rows,

@@ -288,3 +288,68 @@ def test_winograd_filter_kernel_runs_inside_the_op_on_small_banks_only(rng, monk
     monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_KERNEL_MAX_BYTES", 16 * 32 * 4 - 4)
     winograd.winograd_filters(small, 2)
     assert calls == [(0, 32)]
+
+
+ROWWISE_CASES = [
+    # (N, C, H, W, pads): whole tiles, partial tiles, no / largest / asymmetric padding, wider
+    # than one vector of tiles (TW > 16 at F(2x2)), ResNet-18's 28x28 map
+    (1, 3, 8, 8, (1, 1, 1, 1)),
+    (3, 5, 11, 9, (1, 1, 1, 1)),
+    (1, 4, 5, 13, (0, 0, 0, 0)),
+    (2, 3, 7, 10, (2, 2, 2, 2)),
+    (2, 3, 7, 10, (2, 0, 1, 2)),
+    (1, 2, 3, 3, (1, 1, 1, 1)),
+    (2, 3, 37, 70, (1, 1, 1, 1)),
+    (1, 8, 28, 28, (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", ROWWISE_CASES)
+def test_winograd_rowwise_transforms_equal_the_tile_transforms_bit_for_bit(case, m, dtype, rng):
+    """winograd_input_rowwise / winograd_output_rowwise against winograd_input / winograd_output:
+    the whole grid, and a range of tile rows and channels (as the row split and the phase split
+    call them), on NCHW and CNHW inputs."""
+    N, C, H, W, pads = case
+    pt, pb, pl, pr = pads
+    OH, OW = H + pt + pb - 2, W + pl + pr - 2
+    TH, TW = winograd._geometry(OH, OW, m)
+    a2 = (m + 2) ** 2
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    for xs in (x, np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)):
+        planes, sn, sc = kernels.as_planes(xs)
+        for th0, th1, c0 in ((0, TH, 0), (TH // 2, TH, C // 2), (0, max(1, TH // 2), 0)):
+            T = (th1 - th0) * N * TW
+            old, new = np.full((2, a2, C, T), np.nan, dtype)
+            winograd.winograd_input(c0, C, planes, sn, sc, N, 0, pt, pl, th0, th1 - th0, TW, m, old)
+            winograd.winograd_input_rowwise(c0, C, planes, sn, sc, N, 0, pt, pl, th0, th1 - th0, TW, m, new)
+            np.testing.assert_array_equal(old, new)
+            M = rng.standard_normal((a2, C, T)).astype(dtype)
+            b = rng.standard_normal(C).astype(dtype)
+            old, new = np.full((2, C, N, OH, OW), np.nan, dtype)
+            winograd.winograd_output(c0, C, M, N, 0, th0, th1 - th0, TW, m, b, old)
+            winograd.winograd_output_rowwise(c0, C, M, N, 0, th0, th1 - th0, TW, m, b, new)
+            np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 64, 56), (2, 32, 30)])
+def test_winograd_forward_and_gradients_with_rowwise_transforms_keep_their_bits(shape, m, threads, rng, monkeypatch):
+    """The op's forward (by tile rows at batch 1, by phases at batch 2) and gradients with
+    WINOGRAD_ROWWISE_TRANSFORMS on and off: the same arrays, on each of 1, 2 and 3 threads."""
+    N, C, H = shape
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = (rng.standard_normal((C, C, 3, 3)) / (3 * C**0.5)).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    gy = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    runs = []
+    for on in (0, 1):
+        monkeypatch.setattr(dispatch, "WINOGRAD_ROWWISE_TRANSFORMS", on)
+        with config.num_threads(threads):
+            runs.append(run_op(Conv2dWinogradOp((1, 1), (1, 1, 1, 1), (1, 1), 1, m=m), x, w, b, gy))
+    (y0, g0), (y1, g1) = runs
+    np.testing.assert_array_equal(y0, y1)
+    for a, c in zip(g0, g1):
+        np.testing.assert_array_equal(a, c)
