@@ -29,6 +29,8 @@ __all__ = [
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWWISE_TRANSFORMS", "WINOGRAD_ROWWISE_INPUT_MIN_TW", "WINOGRAD_ROWWISE_INPUT_MAX_TILES", "winograd_rowwise", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
+    "WINOGRAD_FILTER_BLOCK", "WINOGRAD_FILTER_BLOCKS_PER_THREAD", "WINOGRAD_FILTER_BLOCK_MIN_TILES",
+    "WINOGRAD_FILTER_BLOCK_MAX_TILES", "WINOGRAD_FILTER_BLOCK_MAX_IMAGES", "winograd_filter_block",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
@@ -115,7 +117,9 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
       stride 1, no dilation, one group, padding <= 2, at least WINOGRAD_MIN_CHANNELS in
       and out; F(4x4) with at least WINOGRAD4_MIN_TILES tiles, at most
       WINOGRAD4_MAX_FILTER_PAIRS filter-channel pairs and outputs at least
-      WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles.
+      WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles,
+      or where it splits by blocks of filters (``winograd_filter_block``: WINOGRAD_FILTER_BLOCK
+      on, WINOGRAD_FILTER_BLOCK_MIN_TILES to _MAX_TILES tiles of one image).
       With ``prepacked`` filters: F(4x4) from WINOGRAD4_MIN_TILES_PREPACKED tiles on
       outputs that 4x4 tiles cover with no more padding than 2x2 tiles (each side 4k or
       4k - 1: 7, 28, 56, not 14), any filter bank; else F(2x2) from
@@ -162,6 +166,8 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
         elif full4:
             winograd = "winograd4"
         elif tiles2 >= WINOGRAD2_MIN_TILES:
+            winograd = "winograd2"
+        elif winograd_filter_block(N, OH, OW, 2):
             winograd = "winograd2"
     if KH * KW > 1 and macs <= DIRECT_CONV_MAX_MACS:
         return "direct"
@@ -376,6 +382,40 @@ WINOGRAD_ROWS_MAX_FILTER_BYTES = 8 * 2**20
 def winograd_by_rows(input_elements: int, filter_bytes: int) -> bool:
     """True when Winograd's forward on an input of ``input_elements`` splits the threads by tile rows."""
     return input_elements < WINOGRAD_ROWS_MAX_ELEMENTS and filter_bytes <= WINOGRAD_ROWS_MAX_FILTER_BYTES
+
+
+# Eager F(2x2) Winograd (filters transformed in the call) on few tiles: one region over fixed
+# blocks of WINOGRAD_FILTER_BLOCK output channels (``kernels/winograd.py``, ``_forward_by_filters``):
+# each thread computes the input transform V^T (16, T, C) for itself, then per block the block's
+# filter transform, its 16 products, output transform and epilogue (conv + BN + ReLU), the
+# transforms vectorized over the channels or filters (V^T, U^T, M^T layouts); U is never written
+# whole. ResNet-18's 256x256 3x3 layers at 14x14, batch 1 (49 tiles), eager, where gemm by
+# channel groups ran before (F(2x2) had WINOGRAD2_MIN_TILES = 96). 0: off (A/B runs). Blocks of
+# 64 filters: one thread CPU 1.31-1.36 ms (32: 1.36-1.43; gemm 2.70, PyTorch 2.00); two threads
+# wall 0.88-0.94 ms (32: 1.00-1.47; gemm 1.52-1.61, PyTorch 1.12-1.14). 512x512 at 7x7 (16 tiles)
+# gains nothing on the model (MIN_TILES 16 against 49: 0.993x). ResNet-18 b1 eager, two threads:
+# `dispatch_ab.py WINOGRAD_FILTER_BLOCK=0 --batch 1 --threads 2` 1.087x (31 pairs); optimized and
+# b8 level (path not taken). Measured: docs/performance.md, "ResNet-18 at batch 1: eager F(2x2)
+# by blocks of filters (Dec 6)".
+WINOGRAD_FILTER_BLOCK = 64
+WINOGRAD_FILTER_BLOCKS_PER_THREAD = 4
+WINOGRAD_FILTER_BLOCK_MIN_TILES = 49
+WINOGRAD_FILTER_BLOCK_MAX_TILES = 95
+# Only one image: larger batches won on the layer alone (docs/performance.md) but were not
+# measured on their models, and a batch of small maps falls in the tile range (VGG-11 CIFAR
+# training at batch 64 has 64 tiles on its 2x2 maps, where GEMM runs, and a backward).
+WINOGRAD_FILTER_BLOCK_MAX_IMAGES = 1
+
+
+def winograd_filter_block(images: int, OH: int, OW: int, m: int) -> int:
+    """Filters per block where eager Winograd F(m x m) on ``images`` of OH x OW outputs splits
+    the threads by output channels (``kernels/winograd._forward_by_filters``), else 0."""
+    if not WINOGRAD_FILTER_BLOCK or m != 2 or images > WINOGRAD_FILTER_BLOCK_MAX_IMAGES:
+        return 0
+    tiles = images * -(-OH // 2) * -(-OW // 2)
+    if not WINOGRAD_FILTER_BLOCK_MIN_TILES <= tiles <= WINOGRAD_FILTER_BLOCK_MAX_TILES:
+        return 0
+    return WINOGRAD_FILTER_BLOCK
 
 
 # Splits by rows (Winograd's tile rows, GEMM's output rows) hand out up to this many pieces

@@ -44,15 +44,19 @@ class _Buffers(threading.local):
 _buffers = _Buffers()
 
 
-def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+def scratch(name: str, shape: tuple[int, ...], dtype, kept: bool = False) -> np.ndarray:
     """An uninitialized C-contiguous array of ``shape`` and ``dtype``, reused across calls.
 
     The buffer starts on a 64-byte boundary (a cache line, so vector loads are aligned).
+    ``kept``: kept per name and thread at any size, never from the pool: a thread's small
+    working set that each call writes and reads again (Winograd's per-thread filter blocks,
+    1 MiB at ResNet-18's 256x14x14; from the pool each call took another range, cold, and the
+    first such layer of a pass 0.5 ms longer).
     """
     dtype = np.dtype(dtype)
     count = math.prod(int(s) for s in shape)  # (np.prod of a tuple and .ctypes cost ~3 us a call each)
     nbytes = count * dtype.itemsize + 64
-    if dispatch.SCRATCH_FROM_POOL and dispatch.BUFFER_POOL and nbytes >= dispatch.POOL_MIN_BYTES:
+    if not kept and dispatch.SCRATCH_FROM_POOL and dispatch.BUFFER_POOL and nbytes >= dispatch.POOL_MIN_BYTES:
         return _pooled(name, count, nbytes, dtype, shape)
     buf = _buffers.by_name.get(name)
     if buf is None or buf.nbytes < nbytes:

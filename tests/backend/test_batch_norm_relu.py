@@ -284,8 +284,9 @@ def conv_inputs(rng, N, dtype, layout):
     return (cnhw(x) if layout == "cnhw" else x), w, r, rm, rv, gamma, beta
 
 
-PATHS = {  # algorithm, winograd_by_rows, gemm_by_rows, gemm_by_channels; images
+PATHS = {  # algorithm, winograd_by_rows, gemm_by_rows, gemm_by_channels; images (filter blocks: by the name)
     "winograd2 by rows": ("winograd2", True, False, False, 2), "winograd2": ("winograd2", False, False, False, 2),
+    "winograd2 by filter blocks": ("winograd2", False, False, False, 2),
     "winograd4 by rows": ("winograd4", True, False, False, 1), "winograd4": ("winograd4", False, False, False, 2),
     "gemm by rows": ("gemm", False, True, False, 1), "gemm by channels": ("gemm", False, False, True, 1),
     "gemm": ("gemm", False, False, False, 2), "direct (conv, then the pass)": ("direct", False, False, False, 2),
@@ -300,6 +301,7 @@ def force_path(monkeypatch, path: str) -> tuple[str, int]:
     monkeypatch.setattr(dispatch, "winograd_by_rows", lambda *args: wrows)
     monkeypatch.setattr(dispatch, "gemm_by_rows", lambda *args: grows)
     monkeypatch.setattr(dispatch, "gemm_by_channels", lambda *args: groups)
+    monkeypatch.setattr(dispatch, "winograd_filter_block", lambda *args: 4 if "filter blocks" in path else 0)
     monkeypatch.setattr(dispatch, "INFERENCE_MIN_ELEMENTS", 1)
     return algorithm, N
 

@@ -111,7 +111,9 @@ def test_conv2d_ignores_a_pack_of_another_array(rng):
 @pytest.mark.parametrize("x_shape, w_shape, plain, prepacked", [
     ((8, 512, 7, 7), (512, 512, 3, 3), "winograd2", "winograd4"),   # ResNet-18 layer4, batch 8
     ((8, 256, 14, 14), (256, 256, 3, 3), "winograd2", "winograd2"),  # 14 = 4*4 - 2: F(4x4) would pad more
-    ((1, 256, 14, 14), (256, 256, 3, 3), "gemm", "winograd2"),       # 49 tiles
+    ((1, 256, 14, 14), (256, 256, 3, 3), "winograd2", "winograd2"),  # 49 tiles: by filter blocks eager
+    ((2, 256, 10, 10), (256, 256, 3, 3), "gemm", "winograd2"),       # 50 tiles, but of two images
+    ((64, 512, 2, 2), (512, 512, 3, 3), "gemm", "winograd2"),        # VGG-11 CIFAR b64's 2x2 maps: 64 tiles
     ((1, 512, 7, 7), (512, 512, 3, 3), "gemm", "gemm"),              # 16 tiles
     ((1, 64, 56, 56), (64, 64, 3, 3), "winograd2", "winograd4"),     # 196 4x4 tiles
     ((8, 16, 32, 32), (16, 16, 3, 3), "direct", "direct"),           # small banks stay direct

@@ -14,7 +14,7 @@ import torch
 import cnnkit.functional as F
 from cnnkit import Tensor, config
 from cnnkit.backend import dispatch, kernels
-from cnnkit.backend.kernels import winograd
+from cnnkit.backend.kernels import batchnorm, winograd
 from cnnkit.backend.prepack import ConvWeightPack, frozen
 from cnnkit.functional.conv import Conv2dIm2colOp, Conv2dWinogradOp
 
@@ -353,3 +353,110 @@ def test_winograd_forward_and_gradients_with_rowwise_transforms_keep_their_bits(
     np.testing.assert_array_equal(y0, y1)
     for a, c in zip(g0, g1):
         np.testing.assert_array_equal(a, c)
+
+
+# ------------------------------------------- eager F(2x2) split by blocks of output channels
+FILTER_BLOCK_CASES = [
+    # (N, C, F, H, W, pads, fb): channels past whole vectors (C 37: a partial group of 16 or 8
+    # lanes), filters past whole blocks and under one vector (fb 8, 12), odd sizes, padding 0 to 2
+    (1, 37, 40, 14, 14, (1, 1, 1, 1), 16),
+    (1, 32, 24, 11, 9, (1, 1, 1, 1), 8),
+    (2, 20, 12, 9, 13, (2, 0, 1, 2), 12),
+    (3, 5, 7, 7, 10, (0, 0, 0, 0), 16),
+    (1, 16, 32, 5, 5, (2, 2, 2, 2), 16),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", FILTER_BLOCK_CASES)
+def test_winograd_by_filter_blocks_matches_pytorch_on_any_thread_count(case, dtype, rng):
+    """_forward_by_filters: within F(2x2)'s float32 budget of PyTorch's float64 convolution (float64:
+    TOL64), and the same bits on 1, 2 and 3 threads (the blocks do not depend on them)."""
+    N, C, Fo, H, W, pads, fb = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((Fo, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    OH, OW = H + pads[0] + pads[1] - 2, W + pads[2] + pads[3] - 2
+    runs = []
+    for threads in (1, 2, 3):
+        with config.num_threads(threads):
+            runs.append(winograd._forward_by_filters(x, w, b, pads[0], pads[2], OH, OW, fb))
+    for y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0])
+    exact = torch_conv(x, w, b, pads, np.zeros((N, Fo, OH, OW)))[0]
+    y = runs[0].transpose(1, 0, 2, 3)
+    assert y.dtype == dtype and y.shape == exact.shape
+    assert rel_err(y, exact) < (TOL64 if dtype == np.float64 else BUDGET[2])
+
+
+def test_winograd_by_filter_blocks_reads_channel_major_inputs_and_image_blocks(rng):
+    x = rng.standard_normal((3, 24, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    cnhw = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    whole = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, 8)
+    np.testing.assert_array_equal(winograd._forward_by_filters(cnhw, w, None, 1, 1, 9, 9, 8), whole)
+    one_image = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, 8, block_bytes=1)
+    assert rel_err(one_image, whole) < BUDGET[2]             # the same sums; BLAS may block them otherwise
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_by_filter_blocks_without_bias_and_on_no_images(dtype, rng):
+    x = rng.standard_normal((1, 33, 13, 13)).astype(dtype)
+    w = (rng.standard_normal((20, 33, 3, 3)) / 17).astype(dtype)
+    y = winograd._forward_by_filters(x, w, None, 1, 1, 13, 13, 8)
+    exact = torch_conv(x, w, np.zeros(20), (1, 1, 1, 1), np.zeros((1, 20, 13, 13)))[0]
+    assert y.dtype == dtype and rel_err(y.transpose(1, 0, 2, 3), exact) < (TOL64 if dtype == np.float64 else BUDGET[2])
+    empty = winograd._forward_by_filters(x[:0], w, None, 1, 1, 13, 13, 8)
+    assert empty.shape == (20, 0, 13, 13) and empty.dtype == dtype
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual, rng):
+    """The epilogue applied block by block gives the bits of the convolution, then ``affine_relu``,
+    on 1, 2 and 3 threads (blocks past the last whole one: 40 filters in blocks of 16)."""
+    x = rng.standard_normal((1, 40, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((40, 40, 3, 3)) / 19).astype(np.float32)
+    scale, shift = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+    r = rng.standard_normal((40, 1, 14, 14)).astype(np.float32) if residual else np.empty((0, 0, 0, 0), np.float32)
+    for threads in (1, 2, 3):
+        with config.num_threads(threads):
+            fused = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16, epilogue=(scale, shift, r))
+            y = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16)
+        batchnorm.affine_relu(y, scale, shift, r)
+        np.testing.assert_array_equal(fused, y)
+
+
+def test_resnet18_layer3_at_batch_1_runs_eager_winograd_by_filter_blocks(rng, monkeypatch):
+    """ResNet-18's 256x256 3x3 layers at 14x14, batch 1 (49 tiles of 2x2): F(2x2) by filter blocks
+    through F.conv2d and F.conv2d_batch_norm_relu (the fused conv + BN + ReLU the same bits as the
+    separate ops); gemm with the switch off, and the prepacked filters keep the split by rows."""
+    calls = _record_ranges(monkeypatch, "_filter_blocks")
+    shape, w_shape = (1, 256, 14, 14), (256, 256, 3, 3)
+    assert dispatch.conv2d_algorithm(np, np.float32, shape, w_shape, (1, 1), (1, 1, 1, 1), (1, 1), 1) == "winograd2"
+    assert dispatch.winograd_filter_block(1, 14, 14, 2) == dispatch.WINOGRAD_FILTER_BLOCK > 0
+    assert dispatch.winograd_filter_block(2, 14, 14, 2) == 0                 # 98 tiles: the usual split
+    assert dispatch.winograd_filter_block(2, 10, 10, 2) == 0                 # 50 tiles, two images
+    assert dispatch.winograd_filter_block(1, 7, 7, 2) == 0                   # 16 tiles
+    assert dispatch.winograd_filter_block(1, 14, 14, 4) == 0
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / 48).astype(np.float32)
+    stats = [rng.standard_normal(256).astype(np.float32) for _ in range(4)]
+    stats[1] = np.abs(stats[1]) + 0.5                                        # running variance
+    args = dict(running_mean=stats[0], running_var=stats[1], bn_weight=stats[2], bn_bias=stats[3])
+    with config.num_threads(2):
+        y = F.conv2d(Tensor(x), Tensor(w), padding=1).data
+        assert calls and max(q1 for _, q1 in calls) == -(-256 // dispatch.WINOGRAD_FILTER_BLOCK)
+        calls.clear()
+        fused = F.conv2d_batch_norm_relu(Tensor(x), Tensor(w), 1, 1, **args).data
+        assert calls
+        unfused = F.batch_norm_relu(F.conv2d(Tensor(x), Tensor(w), padding=1), *(Tensor(a) for a in stats)).data
+    np.testing.assert_array_equal(fused, unfused)
+    exact = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                       padding=1).numpy()
+    assert rel_err(y, exact) < BUDGET[2]
+    calls.clear()
+    pack = ConvWeightPack(frozen(w))
+    F.conv2d(Tensor(x), Tensor(pack.weight), padding=1, prepacked=pack)
+    assert calls == []
+    monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_BLOCK", 0)
+    assert dispatch.conv2d_algorithm(np, np.float32, shape, w_shape, (1, 1), (1, 1, 1, 1), (1, 1), 1) == "gemm"

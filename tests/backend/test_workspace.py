@@ -65,3 +65,13 @@ def test_small_or_switched_off_scratch_is_kept_across_calls(fresh, monkeypatch):
     assert workspace.scratch("t.big", (512, 1024), np.float32).ctypes.data == address
     assert buffers.pool_stats()["carved"] == 0
     assert workspace.scratch_sizes()["t.big"] >= 2 * 2**20
+
+
+def test_a_kept_scratch_buffer_stays_with_its_thread_at_any_size(fresh):
+    big = workspace.scratch("t.kept", (512, 1024), np.float32, kept=True)   # 2 MiB, over the floor
+    address = big.ctypes.data
+    assert address % 64 == 0 and buffers.pool_stats()["carved"] == 0
+    del big
+    gc.collect()
+    assert workspace.scratch("t.kept", (256, 1024), np.float32, kept=True).ctypes.data == address
+    assert workspace.scratch_sizes()["t.kept"] >= 2 * 2**20

@@ -32,6 +32,8 @@ stride of the image count there; its input transform took 3x longer.)
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import buffers, dispatch
@@ -39,7 +41,7 @@ from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
 from .batchnorm import affine_relu, affine_relu_block
-from .simd import interleave
+from .simd import interleave, lanes, transpose
 
 __all__ = [
     "conv2d_winograd", "conv2d_winograd_grads", "winograd_filters", "winograd_filter_grads",
@@ -435,6 +437,173 @@ def winograd_output_grad(f0, f1, gy, gsn, gsf, nimg, n0, TH, TW, m, gM):
 
 
 # ---------------------------------------------------------------------------------------
+# F(2x2) with the channels in the vector lanes (the eager path split by output channels,
+# ``_forward_by_filters``): V^T (16, T, C) with the input channels innermost, U^T (16, C, n)
+# and M^T (16, T, n) with the filters innermost, so that every transform is a vector loop
+# over channels or filters, not over a row's few tiles (7 at 14x14).
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_input2_lanes(r0, r1, x, sn, sc, nimg, n0, pt, pl, TW, Vt, VL, X, Q):
+    """Vt[xi*4 + nu, t, c] = (B^T d B)[xi, nu] for tile d of channel c, F(2x2), every channel, tile
+    rows r0..r1-1 of images n0..n0+nimg-1.
+
+    Per image, the input rows those tiles read are copied into a zero-padded (row, column,
+    channel) buffer (VL planes x VL columns transposed in registers, ``simd.transpose``), then
+    per tile B^T down the rows (into Q (4, 4, C)) and across the columns (into Vt), each a loop
+    over the channels with four loads and four stores: LLVM vectorizes those, not a loop with
+    32 streams. Split by tile rows, each thread writes whole runs of Vt: split by channels, the
+    two threads wrote alternate halves of each 1 KB row and the region took 4-6x its time.
+
+    Args:
+        x: input planes (P, H, W), C-contiguous; plane (n, c) is x[n*sn + c*sc].
+        Vt: (16, T, C), T = TH*nimg*TW, tile t = (th*nimg + j)*TW + tw for image n0 + j.
+        VL: ``simd.lanes(x.dtype)``.
+        X: (2(r1 - r0) + 2, 2TW + 2, C): X[h - 2 r0, w, c] = padded plane c at (h, w) (the caller's
+            scratch: a kernel's own arrays of this size are mapped and unmapped by the C
+            library on every call).
+        Q: (4, 4, C): Q[xi, k] = (B^T d)[xi, k].
+    """
+    H, W = x.shape[1], x.shape[2]
+    C = Vt.shape[2]
+    rows, Wp = X.shape[0], X.shape[1]
+    top = 2 * r0 - pt                                                 # the input row of X's row 0
+    w1 = min(W, Wp - pl)                                              # input columns 0..w1-1 fit
+    for i in range(rows):                                             # the padding, once for all images
+        if top + i < 0 or top + i >= H:
+            X[i] = 0
+        else:
+            X[i, :pl] = 0
+            X[i, pl + w1:] = 0
+    xf, Xf = x.reshape(x.size), X.reshape(X.size)
+    HW = H * W
+    for j in range(nimg):
+        for cb in range(0, C, VL):
+            for i in range(rows):
+                h = top + i
+                if h < 0 or h >= H:
+                    continue
+                if cb + VL <= C:                                      # VL planes x VL columns transposed in registers
+                    for w in range(0, w1, VL):
+                        cols = min(VL, w1 - w)
+                        transpose(xf, ((n0 + j) * sn + cb * sc) * HW + h * W + w, sc * HW, cols,
+                                  Xf, (i * Wp + w + pl) * C + cb, C, VL, cols)
+                else:
+                    for w in range(w1):
+                        d = X[i, w + pl]
+                        for c in range(cb, C):
+                            d[c] = x[(n0 + j) * sn + c * sc, h, w]
+        for th in range(r0, r1):
+            for tw in range(TW):
+                t = (th * nimg + j) * TW + tw
+                r, s = 2 * (th - r0), 2 * tw
+                for k in range(4):                                    # down the rows
+                    a0, a1, a2, a3 = X[r, s + k], X[r + 1, s + k], X[r + 2, s + k], X[r + 3, s + k]
+                    b0, b1, b2, b3 = Q[0, k], Q[1, k], Q[2, k], Q[3, k]
+                    for c in range(C):
+                        b0[c], b1[c], b2[c], b3[c] = _bt4(a0[c], a1[c], a2[c], a3[c])
+                for xi in range(4):                                   # across the columns
+                    a0, a1, a2, a3 = Q[xi, 0], Q[xi, 1], Q[xi, 2], Q[xi, 3]
+                    o = 4 * xi
+                    b0, b1, b2, b3 = Vt[o, t], Vt[o + 1, t], Vt[o + 2, t], Vt[o + 3, t]
+                    for c in range(C):
+                        b0[c], b1[c], b2[c], b3[c] = _bt4(a0[c], a1[c], a2[c], a3[c])
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _g4(a, b, c):
+    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c              # G (a) for F(2x2): rows of _G[2]
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def winograd_filters2_lanes(f0, f1, w9, Ut, VL, WT):
+    """Ut[xi*4 + nu, c, f - f0] = (G w[f, c] G^T)[xi, nu] for filters f0..f1-1, F(2x2): U^T of those
+    filters, the filters innermost.
+
+    Per run of CB channels, the block's taps are first transposed to WT (CB, 9, n) (VL filters x
+    VL taps in registers, ``simd.transpose``, where the block is whole vectors of filters; a run
+    at a time, so WT stays in cache), then per channel G along
+    the kernel's columns (Z (3, 4, n)) and along its rows (into Ut), each a loop over the
+    filters with three loads and four stores.
+
+    Args:
+        w9: (F*C, 9), C-contiguous: w reshaped.
+        Ut: (16, C, n), n = f1 - f0.
+        VL: ``simd.lanes(w9.dtype)``.
+        WT: (CB, 9, n): WT[c - c0, j, f - f0] = w9[f*C + c, j] for a run of channels c0.. (the
+            caller's scratch, as ``winograd_input2_lanes``' X).
+    """
+    C, n = Ut.shape[1], Ut.shape[2]
+    CB = WT.shape[0]
+    wf, WTf = w9.reshape(w9.size), WT.reshape(WT.size)
+    Z = np.empty((3, 4, n), w9.dtype)                                 # Z[kh, nu] = (w G^T)[kh, nu]
+    for c0 in range(0, C, CB):
+        cn = min(CB, C - c0)
+        if n % VL == 0:
+            for fb in range(0, n, VL):
+                for q in range(0, cn * 9, VL):
+                    cols = min(VL, cn * 9 - q)
+                    transpose(wf, ((f0 + fb) * C + c0) * 9 + q, C * 9, cols, WTf, q * n + fb, n, VL, cols)
+        else:
+            for c in range(cn):
+                for f in range(n):
+                    src = w9[(f0 + f) * C + c0 + c]
+                    for j in range(9):
+                        WT[c, j, f] = src[j]
+        for c in range(cn):
+            for kh in range(3):                                       # along the columns
+                a, b, d = WT[c, 3 * kh], WT[c, 3 * kh + 1], WT[c, 3 * kh + 2]
+                z0, z1, z2, z3 = Z[kh, 0], Z[kh, 1], Z[kh, 2], Z[kh, 3]
+                for f in range(n):
+                    z0[f], z1[f], z2[f], z3[f] = _g4(a[f], b[f], d[f])
+            for nu in range(4):                                       # along the rows
+                a, b, d = Z[0, nu], Z[1, nu], Z[2, nu]
+                u0, u1, u2, u3 = Ut[nu, c0 + c], Ut[4 + nu, c0 + c], Ut[8 + nu, c0 + c], Ut[12 + nu, c0 + c]
+                for f in range(n):
+                    u0[f], u1[f], u2[f], u3[f] = _g4(a[f], b[f], d[f])
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def winograd_output2_lanes(Mt, nimg, n0, TH, TW, b, y):
+    """y[f, n0 + j] = A^T M A + b[f] for the n filters of Mt (16, T, n), F(2x2), cropped to y's size.
+
+    Per tile, A across the tile columns (into S (4, 2, n)) and down the rows (into Y (2TH, 2TW, n),
+    with the bias), each a loop over the filters; then Y is copied into y's planes.
+
+    Args:
+        Mt: M^T (16, T, n) in the tile order of ``winograd_input2_lanes``.
+        b: bias (n,).
+        y: (n, N, OH, OW) (a block of filters of the output), written in full for the images given.
+    """
+    n = Mt.shape[2]
+    OH, OW = y.shape[2], y.shape[3]
+    S = np.empty((4, 2, n), y.dtype)                                  # S[xi, i2] = (M A)[xi, i2]
+    Y = np.empty((2 * TH, 2 * TW, n), y.dtype)                        # Y[h, w, f]
+    for j in range(nimg):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (th * nimg + j) * TW + tw
+                for xi in range(4):                                   # across the tile columns
+                    o = 4 * xi
+                    a0, a1, a2, a3 = Mt[o, t], Mt[o + 1, t], Mt[o + 2, t], Mt[o + 3, t]
+                    s0, s1 = S[xi, 0], S[xi, 1]
+                    for f in range(n):
+                        s0[f], s1[f] = _at4(a0[f], a1[f], a2[f], a3[f])
+                for i2 in range(2):                                   # down the rows
+                    a0, a1, a2, a3 = S[0, i2], S[1, i2], S[2, i2], S[3, i2]
+                    y0, y1 = Y[2 * th, 2 * tw + i2], Y[2 * th + 1, 2 * tw + i2]
+                    for f in range(n):
+                        r0, r1 = _at4(a0[f], a1[f], a2[f], a3[f])
+                        y0[f], y1[f] = r0 + b[f], r1 + b[f]
+        for f in range(n):
+            for h in range(OH):
+                src, dst = Y[h], y[f, n0 + j, h]
+                for w in range(OW):
+                    dst[w] = src[w, f]
+
+
+# ---------------------------------------------------------------------------------------
 # Array plumbing called by Conv2dWinogradOp: blocks, scratch buffers, threads. Pure Python.
 # ---------------------------------------------------------------------------------------
 
@@ -493,6 +662,7 @@ def winograd_filters(w, m: int):
     return U
 
 
+_FILTER_RUN = 32  # channels per run of winograd_filters2_lanes (WT (32, 9, 64) is 72 KiB)
 _FILTER_BLOCK = 256  # filter-channel pairs per block: 9 rows of taps (9 KiB in float32) stay in L1
 
 
@@ -621,6 +791,77 @@ def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_
     return y
 
 
+def _input_lanes(inputs: dict, planes, sn, sc, nimg, n0, pt, pl, TH, TW, C, dtype, VL):
+    """V^T (16, T, C) of images n0..n0+nimg-1 (``winograd_input2_lanes``) in this thread's scratch
+    buffers, computed on the thread's first call for a block of images and kept in ``inputs`` (by
+    thread) for its next ones."""
+    key = threading.get_ident()
+    Vt = inputs.get(key)
+    if Vt is None:
+        Vt = scratch("winograd.lanes.V", (16, nimg * TH * TW, C), dtype, kept=True)    # (16, T, C)
+        X = scratch("winograd.lanes.X", (2 * TH + 2, 2 * TW + 2, C), dtype, kept=True)
+        Q = scratch("winograd.lanes.Q", (4, 4, C), dtype, kept=True)
+        winograd_input2_lanes(0, TH, planes, sn, sc, nimg, n0, pt, pl, TW, Vt, VL, X, Q)
+        inputs[key] = Vt
+    return Vt
+
+
+def _filter_blocks(q0, q1, inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, w9, fb, bias, y, epilogue, VL):
+    """Blocks q0..q1-1 of ``fb`` filters each, on the calling thread: per block its U^T
+    (16, C, n) (``winograd_filters2_lanes``), the 16 products M^T (16, T, n) = V^T (16, T, C) @ U^T,
+    the output transform of those filters and then ``epilogue`` on their planes. V^T is this
+    thread's own (``_input_lanes``), U^T and M^T live in its scratch buffers (a block's U^T stays
+    in its core's cache from transform to product) and are never written whole.
+    """
+    F, C = y.shape[0], w9.shape[0] // y.shape[0]
+    Vt = _input_lanes(inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, C, y.dtype, VL)
+    T = Vt.shape[1]
+    for q in range(q0, q1):
+        f0 = q * fb
+        f1 = min(F, f0 + fb)
+        Ut = scratch("winograd.filters.U", (16, C, f1 - f0), y.dtype, kept=True)  # (16, C, n)
+        WT = scratch("winograd.filters.WT", (min(C, _FILTER_RUN), 9, f1 - f0), y.dtype, kept=True)  # (CB, 9, n)
+        winograd_filters2_lanes(f0, f1, w9, Ut, VL, WT)
+        Mt = scratch("winograd.filters.M", (16, T, f1 - f0), y.dtype, kept=True)  # (16, T, n)
+        np.matmul(Vt, Ut, out=Mt)                                     # one BLAS thread (the caller's setting)
+        winograd_output2_lanes(Mt, nimg, n0, TH, TW, bias[f0:f1], y[f0:f1])  # y[f0:f1] (n, N, OH, OW)
+        if epilogue is not None:
+            affine_relu_block(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], *epilogue)
+
+
+def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, fb: int, block_bytes=None, epilogue=None):
+    """The eager F(2x2) forward (filters transformed in the call), the threads splitting the
+    output channels in fixed blocks of ``fb`` filters, one region (``_filter_blocks``): each
+    thread computes the input transform V^T (16, T, C) once for itself, then per block of
+    filters, their filter transform, products, output transform and epilogue.
+
+    Against ``_forward_by_rows`` on U = ``winograd_filters(w, 2)``: U (16, F, C) is never
+    written to memory and read back by every thread; each thread reads only its blocks'
+    filters. V^T is small (0.8 MB at 256x14x14) and each thread's own: shared, every line of
+    it written by one core after both had read it (the call before) took the other's copy
+    away, and its input transform ran 4x longer on two threads than the whole on one (one
+    more region too). The blocks do not depend on the thread count: the same bits on any
+    number of threads (not the bits of the other Winograd paths: another order of the
+    products' sums).
+    """
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    planes, sn, sc = as_planes(x)                                     # (P, H, W)
+    TH, TW = _geometry(OH, OW, 2)
+    y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
+    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    w9 = np.ascontiguousarray(w, dtype=x.dtype).reshape(F * C, 9)    # (F*C, 9)
+    VL = lanes(x.dtype)
+    nbk = _block(N, 16 * C * TH * TW * x.dtype.itemsize, block_bytes)
+    blocks = -(-F // fb)
+    with blas_threads(1):
+        for n0 in range(0, N, nbk):
+            k = min(nbk, N - n0)
+            parallel_for(_filter_blocks, blocks, {}, planes, sn, sc, k, n0, pt, pl, TH, TW, w9, fb, bias, y,
+                         epilogue, VL, per_thread=dispatch.WINOGRAD_FILTER_BLOCKS_PER_THREAD)
+    return y
+
+
 def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filters=None, epilogue=None):
     """y (F, N, OH, OW) channel-major memory of the 3x3 stride-1 convolution of x (N, C, H, W).
 
@@ -633,8 +874,11 @@ def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filte
     """
     H, W = x.shape[2:]
     pt, pb, pl, pr = pads
-    U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
     OH, OW = H + pt + pb - 2, W + pl + pr - 2
+    fb = 0 if filters is not None else dispatch.winograd_filter_block(x.shape[0], OH, OW, m)
+    if fb:
+        return _forward_by_filters(x, w, b, pt, pl, OH, OW, fb, block_bytes, epilogue)
+    U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
     if dispatch.winograd_by_rows(x.size, U.nbytes):
         return _forward_by_rows(x, U, b, pt, pl, OH, OW, m, block_bytes, epilogue)
     y = _forward(x, U, b, pt, pl, OH, OW, m, block_bytes)
