@@ -31,7 +31,7 @@ __all__ = [
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWWISE_TRANSFORMS", "WINOGRAD_ROWWISE_INPUT_MIN_TW", "WINOGRAD_ROWWISE_INPUT_MAX_TILES", "winograd_rowwise", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "WINOGRAD_FILTER_BLOCK", "WINOGRAD_FILTER_BLOCKS_PER_THREAD", "WINOGRAD_FILTER_BLOCK_MIN_TILES",
     "WINOGRAD_FILTER_BLOCK_MAX_TILES", "WINOGRAD_FILTER_BLOCK_MAX_IMAGES", "winograd_filter_block",
-    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
+    "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_STRIDE2", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
     "BUFFER_POOL", "POOL_MIN_BYTES", "POOL_CHUNK_BYTES", "POOL_MAX_IDLE_BYTES", "SCRATCH_FROM_POOL",
@@ -709,6 +709,17 @@ def gemm_by_channels(images: int, pixels: int, channels: int, macs: int) -> bool
 # per-row kernel: 3x3/2 at b8 was up to 1.3x slower padded (128x28x28 3782/5024), level at b1;
 # so does 1x1 (1x1/2 19/45).
 IM2COL_PADDED = 1
+# Conv2dGemmOp's columns of kernels wider than 1 with a column stride of 2 (ResNet's 3x3/2
+# layers) come from `kernels/im2col.py`'s im2col_rows_stride2: each input row split once into
+# its two column phases, then unit-stride copies over 1-D slices indexed from 0, where
+# im2col_rows gathers `src[h, ow*SW + off]` per tap (stride 2, an offset index: not vectorized).
+# The same values (the same bits); 0: im2col_rows (A/B). One thread, the kernel alone, whole
+# columns at b1 (us, rows / stride2; Dec 6): 64x56x56 3x3/2 396/151, 128x28x28 255/142,
+# 256x14x14 159/108. The 1x1/2 shortcuts keep im2col_rows (one read per input entry; the
+# split is a second pass: 47/62 us at 64x56x56). `dispatch_ab.py IM2COL_STRIDE2=0` ResNet-18:
+# b1 two threads 0.996x and 1.014x (31 pairs each), one thread CPU 1.009x (21), training b16
+# 1.007x (7). docs/performance.md, "ResNet-18 at batch 1: the stride-2 columns (Dec 6)".
+IM2COL_STRIDE2 = 1
 # Conv2dGemmOp's im2col gives each thread at least this many column entries (a quarter of
 # PARALLEL_MIN_ELEMENTS; 2**17 entries take ~0.1 ms to copy, several wake-ups). At batch 1
 # the 14x14 and 7x7 layers' columns (451K and 225K entries, 0.3-0.4 ms each) ran on one

@@ -320,3 +320,110 @@ def test_batch_1_columns_split_over_the_threads_with_the_same_bits(dtype, rng):
         y = F.conv2d(Tensor(x), Tensor(w), padding=1).data
     ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+# ------------------------------------------------- stride-2 columns (dispatch.IM2COL_STRIDE2)
+STRIDE2_COLUMN_CASES = [
+    # (N, C, H, W), (KH, KW), stride, dilation, (top, left) padding, (OH, OW)
+    ((1, 3, 56, 56), (3, 3), (2, 2), (1, 1), (1, 1), (28, 28)),         # ResNet-18's 3x3/2 at 56x56
+    ((1, 4, 14, 14), (1, 1), (2, 2), (1, 1), (0, 0), (7, 7)),           # a 1x1/2 shortcut (not dispatched)
+    ((2, 3, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1), (5, 4)),             # 3x3/2, odd height
+    ((2, 3, 8, 9), (3, 3), (2, 2), (1, 1), (1, 1), (4, 5)),             # odd width: phase 0 one longer
+    ((2, 3, 13, 11), (7, 7), (2, 2), (1, 1), (3, 3), (7, 6)),           # the stem (odd padding)
+    ((2, 4, 9, 10), (3, 2), (1, 2), (2, 1), (2, 1), (7, 5)),            # dilated, asymmetric, row stride 1
+    ((2, 3, 9, 12), (3, 3), (2, 2), (2, 3), (2, 2), (5, 5)),            # dilation 3 across the columns
+    ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), (4, 4)),             # ceil mode's overhang: bottom, right
+    ((1, 2, 4, 6), (3, 3), (2, 2), (1, 1), (2, 2), (3, 4)),             # padding up to the kernel
+    ((1, 2, 5, 7), (1, 3), (3, 2), (1, 1), (0, 4), (2, 6)),             # padding beyond the kernel: zero columns
+    ((1, 3, 11, 10), (3, 3), (2, 2), (1, 1), (-3, 0), (2, 5)),          # a row block: negative top padding
+    ((1, 3, 11, 10), (3, 3), (2, 2), (1, 1), (-20, 1), (2, 5)),         # a block that reads no input row
+    ((2, 3, 7, 7), (1, 1), (2, 2), (1, 1), (1, 1), (4, 4)),             # 1x1/2 with padding
+    ((0, 3, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1), (5, 4)),             # an empty batch: no columns
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
+@pytest.mark.parametrize("case", STRIDE2_COLUMN_CASES)
+def test_stride2_columns_equal_the_row_kernels_bit_for_bit(case, layout, dtype, rng):
+    """im2col_rows_stride2 (a column stride of 2, dispatch.IM2COL_STRIDE2) copies the same values
+    as im2col_rows for any geometry: every entry, padding zeros included, bit for bit; any
+    channel range."""
+    x_shape, (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.reshape(-1)[::7] = -0.0                                          # signed zeros are copied, not made
+    x = cnhw(x) if layout == "cnhw" else x
+    planes, sn, sc = kernels.as_planes(x)
+    N, C = x_shape[:2]
+    for c0, c1 in [(0, C), (C // 2, C)]:
+        rows = np.full((C * KH * KW, N * OH * OW), np.nan, dtype)
+        phased = rows.copy()
+        args = (planes, sn, sc, 0, N, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW)
+        im2col_kernels.im2col_rows(c0, c1, *args, rows)
+        im2col_kernels.im2col_rows_stride2(c0, c1, *args, phased)
+        assert rows.tobytes() == phased.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemm_conv_is_the_same_with_the_stride2_columns(threads, rng, monkeypatch):
+    """Conv2dGemmOp forward and backward in image blocks, the forward split by output rows and
+    by channel groups, on 3x3/2 and 1x1/2 layers: the stride-2 column kernel gives the bits
+    of the per-row kernel."""
+    x = rng.standard_normal((2, 6, 13, 11)).astype(np.float32)
+    layers = [(rng.standard_normal((5, 6, 3, 3)).astype(np.float32), (1, 1, 1, 1), (7, 6)),
+              (rng.standard_normal((5, 6, 1, 1)).astype(np.float32), (0, 0, 0, 0), (7, 6))]
+    b = rng.standard_normal(5).astype(np.float32)
+
+    def all_paths(on):
+        out = []
+        with monkeypatch.context() as m, config.num_threads(threads):
+            m.setattr(dispatch, "IM2COL_STRIDE2", on)
+            for w, pads, out_hw in layers:
+                args = ((2, 2), pads, (1, 1), 1)
+                gy = rng.standard_normal((2, 5) + out_hw).astype(np.float32)
+                out += [np.asarray(a).tobytes() for a in run_conv(Conv2dGemmOp, x, w, b, args, gy)]
+                with monkeypatch.context() as s:
+                    s.setattr(dispatch, "PARALLEL_MIN_MACS", 1)      # split even this small shape by rows
+                    s.setattr(dispatch, "SMALL_PRODUCT_MACS", 0)
+                    s.setattr(dispatch, "gemm_by_rows", lambda *a: True)
+                    out.append(im2col_kernels.conv2d_gemm(x[:1], w, b, *args[:3], 1, out_hw).tobytes())
+                    s.setattr(dispatch, "gemm_by_rows", lambda *a: False)
+                    s.setattr(dispatch, "GEMM_CHANNEL_GROUPS_MIN_MACS", 0)
+                    out.append(im2col_kernels.conv2d_gemm(x[:1], w, b, *args[:3], 1, out_hw).tobytes())
+        return out
+
+    state = rng.bit_generator.state
+    on = all_paths(1)
+    rng.bit_generator.state = state
+    assert on == all_paths(0)
+
+
+def test_resnet18_strided_layers_with_stride2_columns_match_pytorch(rng):
+    """ResNet-18's 3x3/2 64->128 layer and 1x1/2 shortcut at batch 1 through F.conv2d (the row
+    split and the channel groups, both on the stride-2 columns), against PyTorch in float64."""
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    for w, padding in [((rng.standard_normal((128, 64, 3, 3)) / 24).astype(np.float32), 1),
+                       ((rng.standard_normal((128, 64, 1, 1)) / 8).astype(np.float32), 0)]:
+        with config.num_threads(2):
+            y = F.conv2d(Tensor(x), Tensor(w), stride=2, padding=padding)
+        assert dispatch.conv2d_algorithm(np, x.dtype, x.shape, w.shape, (2, 2), (padding,) * 4, (1, 1), 1) == "gemm"
+        ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                         stride=2, padding=padding).numpy()
+        np.testing.assert_allclose(y.data, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("on", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stride2_conv_of_an_empty_batch(on, dtype, rng, monkeypatch):
+    """N = 0 through the GEMM convolution with either column kernel: an empty output and input
+    gradient, zero weight and bias gradients, as PyTorch gives."""
+    monkeypatch.setattr(dispatch, "IM2COL_STRIDE2", on)
+    x = np.zeros((0, 3, 9, 8), dtype)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), rng.standard_normal(4).astype(dtype)
+    y, gx, gw, gb = run_conv(Conv2dGemmOp, x, w, b, ((2, 2), (1, 1, 1, 1), (1, 1), 1), np.zeros((0, 4, 5, 4), dtype))
+    X, Wt, B = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(X, Wt, B, stride=2, padding=1)
+    ty.sum().backward()
+    assert y.shape == tuple(ty.shape) and gx.shape == x.shape and y.dtype == gx.dtype == dtype
+    np.testing.assert_array_equal(gw, Wt.grad.numpy())
+    np.testing.assert_array_equal(gb, B.grad.numpy())

@@ -25,7 +25,7 @@ from ..workspace import scratch
 from . import as_planes, njit, unplanes
 from .batchnorm import affine_relu, affine_relu_block, sum_affine_relu
 
-__all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "col2im_rows"]
+__all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "im2col_rows_stride2", "col2im_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -106,6 +106,58 @@ def im2col_rows_padded(c0, c1, x, sn, sc, n0, k, KH, KW, SH, SW, DH, DW, pt, pl,
 
 
 @njit(cache=True, nogil=True)
+def im2col_rows_stride2(c0, c1, x, sn, sc, n0, k, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, cols):
+    """``im2col_rows`` for a column stride of 2 (SW == 2; any row stride, dilation, padding):
+    the same values, by way of each input row's two column phases.
+
+    Output column ow of tap kw reads input column 2*ow + off (off = kw*DW - pl): entry
+    ow + off // 2 of the row's column phase off % 2. Each input row the taps read is split
+    into its phases once per channel and image (a per-call buffer with zeros where the taps
+    run past the row), and every column row is then a unit-stride copy of OW phase entries;
+    im2col_rows gathers with stride 2 per tap instead, KW times per input entry. Inner loops
+    run over 1-D slices indexed from 0 (an offset index keeps numba's wraparound check in the
+    loop, which LLVM then does not vectorize). Used for kernels wider than 1
+    (``_columns_kernel``): a 1-column kernel reads each input entry once, and its split would
+    be a second pass.
+    """
+    H, W = x.shape[1], x.shape[2]
+    zero = np.zeros(1, cols.dtype)[0]
+    h0 = max(0, -pt)                                                  # input rows the taps read
+    h1 = min(H, (OH - 1) * SH + (KH - 1) * DH - pt + 1)
+    PL = (pl + 1) // 2                                                # zeros before phase entry 0
+    L = PL + max((W + 1) // 2, ((KW - 1) * DW - pl) // 2 + OW)        # a phase row, padded
+    ph = np.zeros((2, max(1, h1 - h0), L), cols.dtype)                # (phase, input row, entry)
+    We, Wo = (W + 1) // 2, W // 2                                     # entries of phase 0, 1
+    for c in range(c0, c1):
+        for j in range(k):
+            src = x[(n0 + j) * sn + c * sc]
+            for h in range(h0, h1):
+                row = src[h]
+                e = ph[0, h - h0, PL:]
+                o = ph[1, h - h0, PL:]
+                for q in range(Wo):
+                    e[q] = row[2 * q]
+                    o[q] = row[2 * q + 1]
+                if We > Wo:
+                    e[Wo] = row[W - 1]
+            for kh in range(KH):
+                for kw in range(KW):
+                    dst = cols[(c * KH + kh) * KW + kw]
+                    off = kw * DW - pl
+                    b, q0 = off % 2, off // 2 + PL                    # its phase; the entry of ow = 0
+                    for oh in range(OH):
+                        d = dst[(j * OH + oh) * OW:]
+                        h = oh * SH + kh * DH - pt
+                        if h < 0 or h >= H:
+                            for ow in range(OW):
+                                d[ow] = zero
+                        else:
+                            r = ph[b, h - h0, q0:]
+                            for ow in range(OW):
+                                d[ow] = r[ow]
+
+
+@njit(cache=True, nogil=True)
 def col2im_rows(c0, c1, gcols, n0, k, C, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW, gx, gsn, gsc):
     """gx[n0 + j, c] = the sum of gcols' entries that im2col took from there, for c0..c1-1.
 
@@ -154,9 +206,11 @@ def _blocks(N: int, per_image_bytes: int, block_bytes=None):
 
 def _columns_kernel(KH: int, KW: int, SH: int, SW: int):
     """The im2col kernel: ``im2col_rows_padded`` for stride-1 kernels beyond 1x1
-    (``dispatch.IM2COL_PADDED``), else ``im2col_rows``."""
-    padded = dispatch.IM2COL_PADDED and KH * KW > 1 and SH == SW == 1
-    return im2col_rows_padded if padded else im2col_rows
+    (``dispatch.IM2COL_PADDED``), ``im2col_rows_stride2`` for kernels wider than 1 with a
+    column stride of 2 (``dispatch.IM2COL_STRIDE2``), else ``im2col_rows``."""
+    if dispatch.IM2COL_PADDED and KH * KW > 1 and SH == SW == 1:
+        return im2col_rows_padded
+    return im2col_rows_stride2 if dispatch.IM2COL_STRIDE2 and SW == 2 and KW > 1 else im2col_rows
 
 
 def _im2col(planes, sn, sc, n0, n1, C, w_shape, geometry, cols):
