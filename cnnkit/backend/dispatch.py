@@ -23,7 +23,7 @@ from .. import config
 from .kernels import AVAILABLE, FLOATS, flat
 
 __all__ = [
-    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "FUSE_CONV_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
+    "kernels_usable", "conv2d_algorithm", "direct_conv_kernel", "blocked_conv_applies", "DIRECT_CONV_BLOCKED", "DIRECT_CONV_LANE_ROWS", "DIRECT_CONV_PLANES", "DIRECT_CONV_PLANES_GRAD_W", "DIRECT_CONV_STACKED", "DIRECT_CONV_LANES_GRAD_W", "DIRECT_CONV_LANES_FORWARD", "STRIDED_PLANES", "STRIDED_PLANES_MAX_CHANNELS", "strided_planes_applies", "max_pool2d_algorithm", "MAX_POOL_2X2_SIMD", "MAX_POOL_2X2_PACKED_ROWS", "batch_norm_algorithm", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU", "FUSE_CONV_BATCH_NORM_RELU", "FUSE_CONV_BATCH_NORM", "FUSE_CONV_RELU", "relu_kernel_applies", "inference_grain", "RELU_KEEPS_OUTPUT_MAX_BYTES", "relu_keeps_output",
     "DIRECT_CONV_MAX_MACS", "POLYPHASE_MAX_CHANNELS", "POLYPHASE_MIN_IMAGE_MACS", "POLYPHASE_DIRECT", "POLYPHASE_DIRECT_BAND_ROWS", "POLYPHASE_BLOCK_BYTES", "POLYPHASE_OFFSETS_CACHE", "DIRECT_CONV_SMALL_MAP_MACS", "DIRECT_CONV_SMALL_MAP", "WINOGRAD_MIN_CHANNELS",
     "CONV_GRADS_ONE_REGION", "CONV_GRAIN_PRESENT_IMAGES", "FUSE_RELU_INTO_MAX_POOL_BACKWARD", "FUSE_MAX_POOL_BACKWARD_INTO_CONV", "FUSE_CONV_WEIGHT_GRADS_INTO_NEXT_CONV",
     "WINOGRAD2_MIN_TILES", "WINOGRAD4_MIN_TILES", "WINOGRAD4_MAX_FILTER_PAIRS", "WINOGRAD4_MIN_SIZE",
@@ -592,6 +592,18 @@ FUSE_BATCH_NORM_ADD_RELU = 1
 # above. The same bits. 0 switches it off (A/B runs). docs/performance.md, "ResNet-18 at
 # batch 1: batch norm + ReLU in the convolution's output (Dec 6)".
 FUSE_CONV_BATCH_NORM_RELU = 1
+# The same without the ReLU for a convolution and the eval batch norm after it (``F.conv2d_batch_norm``,
+# through ``nn.norm.conv_batch_norm``: ResNet's shape-changing shortcuts, a 1x1 convolution and
+# a BatchNorm2d in an exact, unhooked Sequential): the batch norm applied in the convolution's
+# output pass (at batch 1 in the channel groups' sum pass) instead of a module call and a pass of
+# its own. The same bits. Eval and no recorded op only (training, gradients, hooks: the module
+# calls). 0: the Sequential's module calls (A/B runs). The shortcuts alone at b1 (ms, module
+# calls / fused): two threads 0.211/0.196, 0.189/0.174, 0.184/0.177; one thread 0.280/0.267,
+# 0.241/0.233, 0.239/0.235. `dispatch_ab.py FUSE_CONV_BATCH_NORM=0` ResNet-18 b1 two threads:
+# 1.018x and 1.002x (31 pairs each), one thread CPU 0.985x (21; level: ~0.04 ms of 43).
+# docs/performance.md, "ResNet-18 at batch 1: the shortcut's batch norm in the convolution's
+# output (Dec 6)".
+FUSE_CONV_BATCH_NORM = 1
 # The same for an optimized model's convolution (batch norm folded in: a bias, prepacked
 # weights) and the ReLU (and sum) after it (``F.conv2d_relu``, through
 # ``nn.norm.conv_batch_norm_relu`` when the batch norm is an unhooked Identity): the epilogue

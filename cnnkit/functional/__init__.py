@@ -17,7 +17,7 @@ consecutive conv/pool/activation ops never pay for a layout copy.
 """
 
 from .activation import elu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
-from .conv import conv2d, conv2d_batch_norm_relu, conv2d_relu, conv_transpose2d
+from .conv import conv2d, conv2d_batch_norm, conv2d_batch_norm_relu, conv2d_relu, conv_transpose2d
 from .dropout import dropout
 from .hard_activation import hardsigmoid, hardswish, hardtanh, relu6
 from .interpolate import interpolate
@@ -64,7 +64,7 @@ from .unpool import max_unpool2d
 __all__ = [
     "abs", "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "amin", "argmax", "argmin",
     "avg_pool2d", "batch_norm", "batch_norm_relu", "binary_cross_entropy", "binary_cross_entropy_with_logits",
-    "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv2d_batch_norm_relu", "conv2d_relu",
+    "bitwise_and", "bitwise_not", "bitwise_or", "bitwise_xor", "cast", "cat", "clamp", "conv2d", "conv2d_batch_norm", "conv2d_batch_norm_relu", "conv2d_relu",
     "conv_transpose2d", "cross_entropy", "div", "dropout", "elu", "eq", "erf", "exp", "flatten", "fmod", "ge",
     "gelu", "getitem", "gt", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "interpolate", "l1_loss",
     "le",

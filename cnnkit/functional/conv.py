@@ -23,11 +23,11 @@ from ..tensor import Tensor
 from .activation import relu
 from .args import conv_padding, output_size, pair
 from .im2col import chunk_bounds, col2im, im2col, padded_cnhw
-from .norm import _array, _recorded, batch_norm_relu
+from .norm import _array, _recorded, batch_norm, batch_norm_relu
 from .pool import MaxPool2dFusedOp
 
 __all__ = [
-    "conv2d", "conv2d_batch_norm_relu", "conv2d_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
+    "conv2d", "conv2d_batch_norm", "conv2d_batch_norm_relu", "conv2d_relu", "conv_transpose2d", "Conv2dOp", "Conv2dIm2colOp", "Conv2dGemmOp", "Conv2dDirectOp",
     "Conv2dWinogradOp", "Conv2dPolyphaseOp", "Conv2dStridedPlanesOp",
     "ConvTranspose2dOp",
     "IM2COL_LIMIT_BYTES",
@@ -697,6 +697,35 @@ def conv2d_batch_norm_relu(
                            running_var, bn_weight, bn_bias, eps, residual=residual)
 
 
+def conv2d_batch_norm(
+    input, weight, stride=1, padding=0, dilation=1, groups: int = 1, *, running_mean, running_var,
+    bn_weight=None, bn_bias=None, eps: float = 1e-5,
+) -> Tensor:
+    """batch_norm(conv2d(input, weight, None, stride, padding, dilation, groups), training=False):
+    a convolution without bias and the eval batch norm after it, no ReLU (ResNet's shortcut).
+
+    As ``conv2d_batch_norm_relu`` without the ReLU (``dispatch.FUSE_CONV_BATCH_NORM``): where no
+    op would be recorded and the dispatch picks Winograd or the compiled GEMM, the convolution
+    applies the batch norm to its output as it finishes it, with the batch norm's own
+    expression: the same bits. Otherwise ``conv2d``, then ``batch_norm``.
+
+    Shape: input (N, C, H, W), weight (F, C/groups, KH, KW), output (N, F, OH, OW).
+    """
+    input = input if isinstance(input, Tensor) else Tensor(input)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
+    F = weight.shape[0] if weight.ndim == 4 else 0
+    y = None
+    if (dispatch.FUSE_CONV_BATCH_NORM and mean is not None and var is not None and eps >= 0
+            and all(a is None or a.shape == (F,) for a in (mean, var, gamma, beta))):
+        y = _conv2d_epilogue(input, weight, None, stride, padding, dilation, groups, None, None,
+                             (bn_weight, bn_bias), (mean, var, gamma, beta, eps), relu=False)
+    if y is not None:
+        return y
+    return batch_norm(conv2d(input, weight, None, stride, padding, dilation, groups), running_mean, running_var,
+                      bn_weight, bn_bias, training=False, eps=eps)
+
+
 def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
                 prepacked: ConvWeightPack | None = None, residual=None) -> Tensor:
     """relu(conv2d(input, weight, bias, ...) + residual) (residual None: without the sum): an
@@ -720,9 +749,10 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
 
 
 def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, prepacked, residual, params,
-                     statistics) -> Tensor | None:
+                     statistics, relu: bool = True) -> Tensor | None:
     """The fused form of ``conv2d_batch_norm_relu`` (``statistics``: running mean and variance,
-    gamma, beta as arrays, and eps) or ``conv2d_relu`` (None), or None where it does not apply."""
+    gamma, beta as arrays, and eps), ``conv2d_batch_norm`` (those, ``relu`` False) or
+    ``conv2d_relu`` (None), or None where it does not apply."""
     if input.ndim != 4 or weight.ndim != 4 or weight.dtype != input.dtype:
         return None
     xp = get_array_module(input.data)
@@ -739,7 +769,7 @@ def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, pre
     gemm = algorithm == "gemm"                                        # its bias goes in the epilogue
     mean, var, gamma, beta, eps = statistics if statistics is not None else (None,) * 5
     epilogue = batchnorm_kernels.conv_epilogue(mean, var, gamma, beta, eps, x.dtype, _array(residual),
-                                               (x.shape[0], F, OH, OW), b if gemm else None)
+                                               (x.shape[0], F, OH, OW), b if gemm else None, relu)
     if epilogue is None:
         return None
     if gemm:

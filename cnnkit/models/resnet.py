@@ -15,7 +15,7 @@ from .. import functional as F
 from .. import nn
 from ..config import accepts_rng
 from ..nn import init
-from ..nn.norm import conv_batch_norm_relu
+from ..nn.norm import conv_batch_norm_relu, sequential_conv_batch_norm
 from ..tensor import Tensor
 from .registry import register
 from .weights import pretrained
@@ -36,8 +36,9 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, generator=None)
 
 
 def _shortcut(block: nn.Module, x: Tensor) -> Tensor:
-    """A block's s(x): its ``downsample(x)``, or x itself."""
-    return block.downsample(x) if block.downsample is not None else x
+    """A block's s(x): its ``downsample(x)`` (the convolution and batch norm in one call where
+    nothing observes them: ``nn.norm.sequential_conv_batch_norm``), or x itself."""
+    return sequential_conv_batch_norm(block.downsample, x) if block.downsample is not None else x
 
 
 class BasicBlock(nn.Module):

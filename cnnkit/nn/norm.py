@@ -13,12 +13,14 @@ from ..errors import ShapeError
 from ..functional.args import size_arg
 from ..tensor import Tensor
 from .activation import ReLU
+from .containers import Sequential
 from .conv import Conv2d
 from .module import Module, has_hooks
 from .parameter import Parameter
 from .shape import Identity
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "batch_norm_relu", "conv_batch_norm_relu"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "batch_norm_relu", "conv_batch_norm", "conv_batch_norm_relu",
+           "sequential_conv_batch_norm"]
 
 
 class _BatchNorm(Module):
@@ -172,6 +174,31 @@ def batch_norm_relu(
     if callable(residual):
         residual = residual()
     return relu(y if residual is None else y + residual)
+
+
+def conv_batch_norm(conv: Module, bn: Module, x: Tensor) -> Tensor:
+    """``bn(conv(x))``; where nothing can see the convolution's output (``conv`` an exact
+    ``Conv2d`` without hooks, bias, prepacked weights or another padding mode than zeros, ``bn``
+    an exact ``BatchNorm2d`` in eval mode with running statistics, no hooks, in conv's output
+    channels), one call of ``F.conv2d_batch_norm``, which applies the batch norm in the
+    convolution's own output pass (ResNet's downsampling shortcut); otherwise the module calls."""
+    if (not bn.training and _unobserved(bn, BatchNorm2d) and bn.track_running_stats and _unobserved(conv, Conv2d)
+            and conv.bias is None and conv.prepacked is None and conv.padding_mode == "zeros" and x.ndim == 4
+            and x.shape[1] == conv.in_channels and conv.out_channels == bn.num_features):
+        return F.conv2d_batch_norm(
+            x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups, running_mean=bn.running_mean,
+            running_var=bn.running_var, bn_weight=bn.weight, bn_bias=bn.bias, eps=bn.eps,
+        )
+    return bn(conv(x))
+
+
+def sequential_conv_batch_norm(seq: Module, x: Tensor) -> Tensor:
+    """``seq(x)``; for an exact, unhooked ``Sequential`` of two modules (ResNet's shortcut: a
+    1x1 convolution and a BatchNorm2d), ``conv_batch_norm`` on them: the same module calls,
+    fused where nothing can see the convolution's output."""
+    if _unobserved(seq, Sequential) and len(seq) == 2:
+        return conv_batch_norm(seq[0], seq[1], x)
+    return seq(x)
 
 
 def conv_batch_norm_relu(

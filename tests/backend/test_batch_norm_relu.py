@@ -251,7 +251,8 @@ def test_resnet_eval_is_the_unfused_pass_bit_for_bit(block, rng, monkeypatch):
     in_conv = conv_counting(monkeypatch)
     with no_grad():
         with monkeypatch.context() as m:
-            for name in ("FUSE_CONV_BATCH_NORM_RELU", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU"):
+            for name in ("FUSE_CONV_BATCH_NORM_RELU", "FUSE_BATCH_NORM_RELU", "FUSE_BATCH_NORM_ADD_RELU",
+                         "FUSE_CONV_BATCH_NORM"):
                 m.setattr(dispatch, name, 0)
             expected = net(x).data
         assert not calls and not in_conv
@@ -259,6 +260,7 @@ def test_resnet_eval_is_the_unfused_pass_bit_for_bit(block, rng, monkeypatch):
             with config.num_threads(threads):
                 np.testing.assert_array_equal(bits(net(x).data), bits(expected))
     fused_per_pass = 1 + (2 if block == "basic" else 3) * 5                  # stem, then every block
+    fused_per_pass += 3 if block == "basic" else 4                          # the shortcuts' conv + batch norm
     assert len(calls) + len(in_conv) == 3 * fused_per_pass and len(in_conv) > len(calls) > 0
 
 
@@ -272,7 +274,7 @@ def test_resnet_with_hooks_calls_every_module_in_the_plain_order(rng, monkeypatc
     with no_grad():
         net(Tensor(rng.standard_normal((1, 3, 32, 32)).astype(np.float32)))
     assert seen == ["conv1", "bn1", "relu", "conv2", "bn2", "downsample.0", "downsample.1", "downsample", "relu"]
-    assert len(calls) + len(in_conv) == 1 + 2 * 8 - 2           # all but layer2.0's two pairs fuse
+    assert len(calls) + len(in_conv) == 1 + 2 * 8 - 2 + 2       # all but layer2.0's two pairs and shortcut fuse
 
 
 # ------------------------------------------------------- in the convolution's output pass
@@ -380,6 +382,87 @@ def test_the_conv_gate_fuses_only_where_the_conv_output_is_unobserved(observer, 
         np.testing.assert_array_equal(bits(y.data), bits(expected.data))
     assert len(calls) == (observer == "none")
     assert len(seen) == ("hook" in observer) * (2 if observer != "grad" else 1)
+
+
+# ---------------------------------- a shortcut: the batch norm without ReLU in the convolution's output
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout, threads", [("nchw", 1), ("cnhw", 2), ("nchw", 3)])
+def test_conv_batch_norm_epilogue_is_the_separate_ops_bit_for_bit(path, dtype, layout, threads, rng, monkeypatch):
+    algorithm, N = force_path(monkeypatch, path)
+    x, w, _, rm, rv, gamma, beta = conv_inputs(rng, N, dtype, layout)
+    args = dict(running_mean=rm, running_var=rv, bn_weight=gamma, bn_bias=beta)
+    calls = conv_counting(monkeypatch)
+    with no_grad(), config.num_threads(threads):
+        y = F.conv2d_batch_norm(x, w, 1, 1, **args)
+        assert len(calls) == (algorithm != "direct")
+        with monkeypatch.context() as m:
+            m.setattr(dispatch, "FUSE_CONV_BATCH_NORM", 0)
+            expected = F.conv2d_batch_norm(x, w, 1, 1, **args)
+            plain = F.batch_norm(F.conv2d(x, w, None, 1, 1), rm, rv, gamma, beta, training=False)
+    assert len(calls) == (algorithm != "direct")
+    np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+    np.testing.assert_array_equal(bits(y.data), bits(plain.data))
+    assert (y.data < 0).any()                                          # no ReLU
+
+
+@pytest.mark.parametrize("stride, kernel", [(2, 1), (1, 3)])
+def test_conv_batch_norm_matches_pytorch(stride, kernel, rng):
+    x, _, _, rm, rv, gamma, beta = conv_inputs(rng, 1, np.float64, "nchw")
+    x = np.nan_to_num(x, posinf=1.0)
+    w = rng.standard_normal((6, 5, kernel, kernel))
+    with no_grad():
+        y = F.conv2d_batch_norm(x, w, stride, kernel // 2, running_mean=rm, running_var=rv, bn_weight=gamma,
+                                bn_bias=beta).data
+    t = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), stride=stride, padding=kernel // 2)
+    t = torch.nn.functional.batch_norm(t, *(torch.tensor(a) for a in (rm, rv, gamma, beta)), training=False)
+    np.testing.assert_allclose(y, t.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_batch_norm_of_an_empty_batch(dtype, rng, monkeypatch):
+    """N = 0 on the fused path (GEMM by blocks) and the separate ops: the same empty output."""
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: "gemm")
+    _, w, _, rm, rv, gamma, beta = conv_inputs(rng, 1, dtype, "nchw")
+    x = np.zeros((0, 5, 11, 9), dtype)
+    args = dict(running_mean=rm, running_var=rv, bn_weight=gamma, bn_bias=beta)
+    with no_grad():
+        y = F.conv2d_batch_norm(x, w, 2, 1, **args)
+        monkeypatch.setattr(dispatch, "FUSE_CONV_BATCH_NORM", 0)
+        expected = F.conv2d_batch_norm(x, w, 2, 1, **args)
+    assert y.shape == expected.shape == (0, 6, 6, 5) and y.dtype == expected.dtype == dtype
+
+
+@pytest.mark.parametrize("observer", ["none", "sequential hook", "conv hook", "bn hook", "training", "grad",
+                                      "three modules"])
+def test_the_shortcut_gate_fuses_only_where_nothing_observes_it(observer, rng, monkeypatch):
+    from cnnkit.nn.norm import sequential_conv_batch_norm
+
+    bn, _ = block(rng)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, bias=False), bn)
+    if observer == "three modules":
+        seq.append(nn.Identity())
+    x = Tensor(rng.standard_normal((1, 3, 9, 9)).astype(np.float32))
+    seen = []
+    hooked = {"sequential hook": seq, "conv hook": seq[0], "bn hook": seq[1]}.get(observer)
+    if hooked is not None:
+        hooked.register_forward_hook(lambda m, i, o: seen.append(m))
+    if observer == "training":
+        seq.train()
+    calls = conv_counting(monkeypatch)
+    monkeypatch.setattr(dispatch, "conv2d_algorithm", lambda *args, **kwargs: "gemm")
+    if observer == "grad":
+        y = sequential_conv_batch_norm(seq, x.requires_grad_())
+        assert y.creator is not None
+    else:
+        with no_grad():
+            y = sequential_conv_batch_norm(seq, x)
+            n = len(calls)
+            expected = seq(x)
+        assert n == (observer == "none")
+        np.testing.assert_array_equal(bits(y.data), bits(expected.data))
+    assert len(calls) == (observer == "none")
+    assert len(seen) == (2 if hooked is not None else 0)
 
 
 # ------------------------------------- an optimized model: the ReLU in the convolution's output

@@ -410,19 +410,21 @@ def test_winograd_by_filter_blocks_without_bias_and_on_no_images(dtype, rng):
     assert empty.shape == (20, 0, 13, 13) and empty.dtype == dtype
 
 
+@pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
-def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual, rng):
-    """The epilogue applied block by block gives the bits of the convolution, then ``affine_relu``,
-    on 1, 2 and 3 threads (blocks past the last whole one: 40 filters in blocks of 16)."""
+def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual, relu, rng):
+    """The epilogue applied block by block gives the bits of the convolution, then ``affine_relu``
+    (with or without the ReLU), on 1, 2 and 3 threads (blocks past the last whole one: 40 filters
+    in blocks of 16)."""
     x = rng.standard_normal((1, 40, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((40, 40, 3, 3)) / 19).astype(np.float32)
     scale, shift = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
     r = rng.standard_normal((40, 1, 14, 14)).astype(np.float32) if residual else np.empty((0, 0, 0, 0), np.float32)
     for threads in (1, 2, 3):
         with config.num_threads(threads):
-            fused = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16, epilogue=(scale, shift, r))
+            fused = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16, epilogue=(scale, shift, r, relu))
             y = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16)
-        batchnorm.affine_relu(y, scale, shift, r)
+        batchnorm.affine_relu(y, scale, shift, r, relu)
         np.testing.assert_array_equal(fused, y)
 
 

@@ -29,7 +29,8 @@ from .. import buffers, dispatch
 from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
-__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "eval_scale_shift", "conv_epilogue", "affine_relu", "affine_relu_block", "sum_affine_relu", "batch_norm_grads"]
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "eval_scale_shift", "conv_epilogue", "affine_relu", "affine_relu_block", "sum_affine_relu",
+           "affine_block", "sum_affine", "epilogue_rows", "batch_norm_grads"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -124,6 +125,19 @@ def _affine_relu_run(x, y, k, b, r):
             y[i] = v if (v > zero or v != v) else zero
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _affine_run(x, y, k, b, r):
+    """y[i] = x[i]*k + b (+ r[i]): ``_affine_relu_run`` without the ReLU (a shortcut's batch norm,
+    ``conv_epilogue(..., relu=False)``): ``_affine``'s expression (one FMA), then the IEEE sum."""
+    if r.size > 0:
+        for i in range(x.size):
+            v = x[i] * k + b
+            y[i] = v + r[i]
+    else:
+        for i in range(x.size):
+            y[i] = x[i] * k + b
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
     """y = relu(x*scale[c] + shift[c] (+ r)) over planes q0..q1-1: ``_affine`` with the ReLU
@@ -177,6 +191,42 @@ def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
             for i in range(P):
                 o[i] = o[i] + pg[i]
         _affine_relu_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def affine_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
+    """``affine_relu_block`` without the ReLU (``_affine_run``: ``_affine``'s bits, then the sum)."""
+    N, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    yf, rf = y.reshape(y.size), r.reshape(r.size)
+    length = (h1 - h0) * OW
+    for f in range(f0, f1):
+        for n in range(n0, n1):
+            base = ((f * N + n) * OH + h0) * OW
+            o = yf[base : base + length]
+            _affine_run(o, o, scale[f], shift[f], rf[base : base + length])
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def sum_affine(f0, f1, parts, y, scale, shift, r):
+    """``sum_affine_relu`` without the ReLU: the same sum, then ``_affine_run``."""
+    S, P = parts.shape[0], parts.shape[2]
+    rf = r.reshape(r.size)
+    for f in range(f0, f1):
+        o, p0, p1 = y[f], parts[0, f], parts[1, f]
+        for i in range(P):
+            o[i] = p0[i] + p1[i]
+        for g in range(2, S):
+            pg = parts[g, f]
+            for i in range(P):
+                o[i] = o[i] + pg[i]
+        _affine_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
+
+
+def epilogue_rows(f0, f1, y, n0, n1, h0, h1, epilogue) -> None:
+    """``epilogue`` (scale, shift, r, relu) on filters f0..f1-1, images n0..n1-1, rows h0..h1-1
+    of y (F, N, OH, OW): ``affine_relu_block``, or ``affine_block`` where ``relu`` is False."""
+    scale, shift, r, relu = epilogue
+    (affine_relu_block if relu else affine_block)(f0, f1, y, n0, n1, h0, h1, scale, shift, r)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -310,11 +360,12 @@ def eval_scale_shift(running_mean, running_var, gamma, beta, eps: float, dtype):
 
 
 def conv_epilogue(running_mean, running_var, gamma, beta, eps, dtype, residual=None, out_shape=None,
-                  bias=None):
-    """(scale, shift, r) for a convolution's ``affine_relu_block`` epilogue: eval batch norm's
-    constants in ``dtype`` and the residual (N, F, OH, OW) as channel-major (F, N, OH, OW)
+                  bias=None, relu=True):
+    """(scale, shift, r, relu) for a convolution's ``affine_relu_block`` epilogue: eval batch
+    norm's constants in ``dtype`` and the residual (N, F, OH, OW) as channel-major (F, N, OH, OW)
     memory (copied only if it is not laid out so; empty: none); None for a residual of
-    another type, shape (``out_shape``) or dtype.
+    another type, shape (``out_shape``) or dtype. ``relu`` False: the affine pass (and sum)
+    without the ReLU (a shortcut's batch norm).
 
     Without statistics (``running_mean`` None: the ReLU alone), scale 1 and shift ``bias`` (or
     0): y*1 + b is the IEEE sum y + b (one rounding, FMA or not), the convolution's own bias
@@ -330,15 +381,16 @@ def conv_epilogue(running_mean, running_var, gamma, beta, eps, dtype, residual=N
             r = np.ascontiguousarray(r)
     if running_mean is None:
         F = out_shape[1]
-        return np.ones(F, dtype), (np.zeros(F, dtype) if bias is None else bias), r
+        return np.ones(F, dtype), (np.zeros(F, dtype) if bias is None else bias), r, relu
     scale, shift = eval_scale_shift(running_mean, running_var, gamma, beta, eps, dtype)
-    return scale, shift, r
+    return scale, shift, r, relu
 
 
-def affine_relu(y, scale, shift, r) -> None:
-    """``affine_relu_block`` over all of y (F, N, OH, OW), split over the threads by filters."""
+def affine_relu(y, scale, shift, r, relu=True) -> None:
+    """``affine_relu_block`` (``affine_block`` where ``relu`` is False) over all of y (F, N, OH, OW),
+    split over the threads by filters."""
     F, N, OH, OW = y.shape
-    parallel_for(affine_relu_block, F, y, 0, N, 0, OH, scale, shift, r,
+    parallel_for(affine_relu_block if relu else affine_block, F, y, 0, N, 0, OH, scale, shift, r,
                  grain=max(1, dispatch.inference_grain() // max(1, N * OH * OW)))
 
 

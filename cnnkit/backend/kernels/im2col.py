@@ -23,7 +23,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import as_planes, njit, unplanes
-from .batchnorm import affine_relu, affine_relu_block, sum_affine_relu
+from .batchnorm import affine_relu, epilogue_rows, sum_affine, sum_affine_relu
 
 __all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "im2col_rows_stride2", "col2im_rows"]
 
@@ -231,7 +231,7 @@ def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y, epilogue=None):
                                     OW, cols)
     np.matmul(wm, cols, out=y[:, 0, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
     if epilogue is not None:
-        affine_relu_block(0, F, y, 0, 1, r0, r1, *epilogue)
+        epilogue_rows(0, F, y, 0, 1, r0, r1, epilogue)
 
 
 def _channel_groups(s0, s1, planes, sc, bounds, wm, geometry, parts):
@@ -262,9 +262,9 @@ def _forward_by_channels(planes, sc, C, wm, geometry, y, epilogue=None):
         parallel_for(_channel_groups, S, planes, sc, bounds, wm, geometry, parts, per_thread=1)
     out = y.reshape(F, OH * OW)                                       # (F, OH*OW)
     if epilogue is not None:
-        scale, shift, r = epilogue
+        scale, shift, r, relu = epilogue
         r = r.reshape(F, OH * OW) if r.size else r.reshape(0, 0)     # (F, OH*OW)
-        parallel_for(sum_affine_relu, F, parts, out, scale, shift, r,
+        parallel_for(sum_affine_relu if relu else sum_affine, F, parts, out, scale, shift, r,
                      grain=max(1, dispatch.inference_grain() // max(1, OH * OW)))
         return
     np.add(parts[0], parts[1], out=out)
@@ -275,7 +275,8 @@ def _forward_by_channels(planes, sc, C, wm, geometry, y, epilogue=None):
 def conv2d_gemm(x, w, b, stride, pads, dilation, groups: int, out_hw, block_bytes=None, epilogue=None):
     """y (F, N, OH, OW) channel-major memory of the convolution of x (N, C, H, W).
 
-    epilogue: (scale, shift, r) with b None: y = relu(y*scale + shift (+ r))
+    epilogue: (scale, shift, r, relu) with b None: y = relu(y*scale + shift (+ r)) (without
+    the ReLU where ``relu`` is False)
     (``batchnorm.affine_relu_block``), by each thread on its rows where the threads split the
     output rows, in the channel groups' sum pass, else in a pass of its own.
     """

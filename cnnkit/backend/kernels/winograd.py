@@ -40,7 +40,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
-from .batchnorm import affine_relu, affine_relu_block
+from .batchnorm import affine_relu, epilogue_rows
 from .simd import interleave, lanes, transpose
 
 __all__ = [
@@ -757,8 +757,8 @@ def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y, epil
 
     Input transform, products and output transform of those rows one after the other,
     their V and M in this thread's scratch buffers: what one core writes, the same core
-    reads back from its own cache; then ``epilogue`` (scale, shift, r) on those output rows
-    (``batchnorm.affine_relu_block``).
+    reads back from its own cache; then ``epilogue`` (scale, shift, r, relu) on those output rows
+    (``batchnorm.epilogue_rows``).
     """
     a, C, F = m + 2, U.shape[2], U.shape[1]
     T = (r1 - r0) * nimg * TW
@@ -769,7 +769,7 @@ def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y, epil
     np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
     transform_output(0, F, M, nimg, n0, r0, r1 - r0, TW, m, bias, y)
     if epilogue is not None:
-        affine_relu_block(0, F, y, n0, n0 + nimg, r0 * m, min(r1 * m, y.shape[2]), *epilogue)
+        epilogue_rows(0, F, y, n0, n0 + nimg, r0 * m, min(r1 * m, y.shape[2]), epilogue)
 
 
 def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None, epilogue=None):
@@ -826,7 +826,7 @@ def _filter_blocks(q0, q1, inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, w9,
         np.matmul(Vt, Ut, out=Mt)                                     # one BLAS thread (the caller's setting)
         winograd_output2_lanes(Mt, nimg, n0, TH, TW, bias[f0:f1], y[f0:f1])  # y[f0:f1] (n, N, OH, OW)
         if epilogue is not None:
-            affine_relu_block(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], *epilogue)
+            epilogue_rows(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], epilogue)
 
 
 def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, fb: int, block_bytes=None, epilogue=None):
@@ -868,8 +868,8 @@ def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filte
     block_bytes: the size of a block's transformed tiles (default: dispatch's).
     filters: U = ``winograd_filters(w, m)`` computed beforehand (an inference layer's
         prepacked weight, ``backend/prepack.py``), or None to compute it here.
-    epilogue: (scale, shift, r): y = relu(y*scale + shift (+ r)) after the bias
-        (``batchnorm.affine_relu_block``), by each thread on its rows where the threads split
+    epilogue: (scale, shift, r, relu): y = relu(y*scale + shift (+ r)) after the bias
+        (``batchnorm.epilogue_rows``), by each thread on its rows where the threads split
         the tile rows, else in a pass of its own.
     """
     H, W = x.shape[2:]
