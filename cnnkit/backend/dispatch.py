@@ -30,7 +30,8 @@ __all__ = [
     "WINOGRAD2_MIN_TILES_PREPACKED", "WINOGRAD4_MIN_TILES_PREPACKED",
     "WINOGRAD_BLOCK_BYTES", "WINOGRAD_FILTER_KERNEL_MAX_BYTES", "WINOGRAD_FILTER_MIN_ELEMENTS", "WINOGRAD_ROWWISE_TRANSFORMS", "WINOGRAD_ROWWISE_INPUT_MIN_TW", "WINOGRAD_ROWWISE_INPUT_MAX_TILES", "winograd_rowwise", "WINOGRAD_ROWS_MAX_ELEMENTS", "WINOGRAD_ROWS_MAX_FILTER_BYTES", "ROWS_PER_THREAD",
     "WINOGRAD_FILTER_BLOCK", "WINOGRAD_FILTER_BLOCKS_PER_THREAD", "WINOGRAD_FILTER_BLOCK_MIN_TILES",
-    "WINOGRAD_FILTER_BLOCK_MAX_TILES", "WINOGRAD_FILTER_BLOCK_MAX_IMAGES", "winograd_filter_block",
+    "WINOGRAD_FILTER_BLOCK_MAX_TILES", "WINOGRAD_FILTER_BLOCK_MAX_IMAGES", "WINOGRAD4_FILTER_BLOCK",
+    "WINOGRAD4_FILTER_BLOCK_MIN_TILES", "WINOGRAD4_FILTER_BLOCK_MAX_TILES", "winograd_filter_block",
     "winograd_by_rows", "GEMM_ROWS_MAX_PIXELS", "gemm_by_rows", "GEMM_CHANNEL_GROUPS", "GEMM_CHANNEL_GROUPS_MIN_MACS", "gemm_by_channels", "IM2COL_PADDED", "IM2COL_STRIDE2", "IM2COL_MIN_ELEMENTS", "PARALLEL_MIN_MACS", "PARALLEL_MIN_ELEMENTS", "INFERENCE_MIN_ELEMENTS", "POOL_SPIN_US", "POOL_SPIN_PREEMPTED_US", "POOL_SPIN_BACKOFF_S", "POOL_PIN", "POOL_LARGE_CHUNKS_FIRST", "POOL_PIN_MAX_OTHERS", "POOL_PIN_CHECK_S", "POOL_LEAN_JOB", "POOL_SPIN_GIL", "POOL_SPIN_GIL_FREE_US", "POOL_VALUES_MIN_ELEMENTS", "ELEMENTWISE_MIN_SIZE",
     "SGD_KERNEL", "CROSS_ENTROPY_KERNEL",
     "CONV_SHORT_ROW", "CONV_GROUP", "SMALL_PRODUCT_MACS",
@@ -119,7 +120,8 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
       WINOGRAD4_MAX_FILTER_PAIRS filter-channel pairs and outputs at least
       WINOGRAD4_MIN_SIZE on each side; else F(2x2) with at least WINOGRAD2_MIN_TILES tiles,
       or where it splits by blocks of filters (``winograd_filter_block``: WINOGRAD_FILTER_BLOCK
-      on, WINOGRAD_FILTER_BLOCK_MIN_TILES to _MAX_TILES tiles of one image).
+      on, WINOGRAD_FILTER_BLOCK_MIN_TILES to _MAX_TILES tiles of one image); F(4x4) below
+      WINOGRAD4_MIN_TILES too where it splits by blocks of filters (WINOGRAD4_FILTER_BLOCK).
       With ``prepacked`` filters: F(4x4) from WINOGRAD4_MIN_TILES_PREPACKED tiles on
       outputs that 4x4 tiles cover with no more padding than 2x2 tiles (each side 4k or
       4k - 1: 7, 28, 56, not 14), any filter bank; else F(2x2) from
@@ -156,7 +158,7 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
     if (KH, KW) == (3, 3) and max(pads) <= 2 and min(C, F) >= WINOGRAD_MIN_CHANNELS and min(OH, OW) >= 1:
         tiles4 = N * -(-OH // 4) * -(-OW // 4)
         tiles2 = N * -(-OH // 2) * -(-OW // 2)
-        full4 = tiles4 >= WINOGRAD4_MIN_TILES and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE
+        full4 = (tiles4 >= WINOGRAD4_MIN_TILES or winograd_filter_block(N, OH, OW, 4) > 0) and C * F <= WINOGRAD4_MAX_FILTER_PAIRS and min(OH, OW) >= WINOGRAD4_MIN_SIZE
         if prepacked:
             snug = OH % 4 in (0, 3) and OW % 4 in (0, 3)              # 4x4 tiles pad no more than 2x2
             if tiles4 >= WINOGRAD4_MIN_TILES_PREPACKED and snug and min(OH, OW) >= WINOGRAD4_MIN_SIZE:
@@ -405,17 +407,30 @@ WINOGRAD_FILTER_BLOCK_MAX_TILES = 95
 # measured on their models, and a batch of small maps falls in the tile range (VGG-11 CIFAR
 # training at batch 64 has 64 tiles on its 2x2 maps, where GEMM runs, and a backward).
 WINOGRAD_FILTER_BLOCK_MAX_IMAGES = 1
+# F(4x4) on the same path (``_forward_by_filters`` with ``_tiles_block``), eager or prepacked:
+# blocks of WINOGRAD4_FILTER_BLOCK filters on one image of WINOGRAD4_FILTER_BLOCK_MIN_TILES to
+# _MAX_TILES tiles (ResNet-18's 128-channel 28x28 layers at batch 1: 49 tiles, four blocks of 32),
+# where F(2x2) by tile rows ran eager, F(4x4) by tile rows prepacked (7 tile rows: products of 14
+# columns, every thread reading all of U). The input transform is a region of its own split by
+# channels (V in the tile layout, shared). ResNet-18 b1, two threads: `dispatch_ab.py
+# WINOGRAD4_FILTER_BLOCK=0 --batch 1 --threads 2` 1.016-1.053x (six runs of 31 pairs, median
+# 1.039x), --optimized 1.011-1.024x (three of 21); one thread CPU 1.035x (15). 0: off (A/B runs).
+# Measured: docs/performance.md, "Winograd F(4x4) at batch 1 by filter blocks (Dec 6)".
+WINOGRAD4_FILTER_BLOCK = 32
+WINOGRAD4_FILTER_BLOCK_MIN_TILES = 49
+WINOGRAD4_FILTER_BLOCK_MAX_TILES = 127
 
 
 def winograd_filter_block(images: int, OH: int, OW: int, m: int) -> int:
-    """Filters per block where eager Winograd F(m x m) on ``images`` of OH x OW outputs splits
-    the threads by output channels (``kernels/winograd._forward_by_filters``), else 0."""
-    if not WINOGRAD_FILTER_BLOCK or m != 2 or images > WINOGRAD_FILTER_BLOCK_MAX_IMAGES:
+    """Filters per block where Winograd F(m x m) on ``images`` of OH x OW outputs splits the
+    threads by output channels (``kernels/winograd._forward_by_filters``), else 0."""
+    block, low, high = ((WINOGRAD_FILTER_BLOCK, WINOGRAD_FILTER_BLOCK_MIN_TILES, WINOGRAD_FILTER_BLOCK_MAX_TILES)
+                        if m == 2 else
+                        (WINOGRAD4_FILTER_BLOCK, WINOGRAD4_FILTER_BLOCK_MIN_TILES, WINOGRAD4_FILTER_BLOCK_MAX_TILES))
+    if not block or images > WINOGRAD_FILTER_BLOCK_MAX_IMAGES:
         return 0
-    tiles = images * -(-OH // 2) * -(-OW // 2)
-    if not WINOGRAD_FILTER_BLOCK_MIN_TILES <= tiles <= WINOGRAD_FILTER_BLOCK_MAX_TILES:
-        return 0
-    return WINOGRAD_FILTER_BLOCK
+    tiles = images * -(-OH // m) * -(-OW // m)
+    return block if low <= tiles <= high else 0
 
 
 # Splits by rows (Winograd's tile rows, GEMM's output rows) hand out up to this many pieces

@@ -311,8 +311,9 @@ class Conv2dWinogradOp(Conv2dOp):
     ``filters``: U computed beforehand from this very w (an inference layer's prepacked
     weight, ``backend/prepack.py``); the forward then skips the filter transform and
     gives the same result bit for bit, except where the call without them splits by
-    blocks of filters (``dispatch.winograd_filter_block``: F(2x2) on one image of 49-95
-    tiles), whose products sum in another order. Backward reads w as always.
+    blocks of filters in F(2x2) (``dispatch.winograd_filter_block``: one image of 49-95
+    tiles), whose products sum in another order (F(4x4)'s filter blocks, one image of 49-127
+    tiles, take prepacked filters too: the same bits). Backward reads w as always.
     """
 
     def __init__(self, stride, pads, dilation, groups: int, m: int = 4, filters=None):

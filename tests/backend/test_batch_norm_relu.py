@@ -290,6 +290,7 @@ PATHS = {  # algorithm, winograd_by_rows, gemm_by_rows, gemm_by_channels; images
     "winograd2 by rows": ("winograd2", True, False, False, 2), "winograd2": ("winograd2", False, False, False, 2),
     "winograd2 by filter blocks": ("winograd2", False, False, False, 2),
     "winograd4 by rows": ("winograd4", True, False, False, 1), "winograd4": ("winograd4", False, False, False, 2),
+    "winograd4 by filter blocks": ("winograd4", False, False, False, 2),
     "gemm by rows": ("gemm", False, True, False, 1), "gemm by channels": ("gemm", False, False, True, 1),
     "gemm": ("gemm", False, False, False, 2), "direct (conv, then the pass)": ("direct", False, False, False, 2),
 }

@@ -149,6 +149,12 @@ def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_
     assert choice(8, 32) == "winograd4"                          # 8 * 8 * 8 = 512 tiles of 4x4
     assert choice(8, 12) == "winograd2"                          # 72 tiles of 4x4, 288 of 2x2
     assert choice(1, 10) == "gemm"                               # too few tiles either way
+    assert choice(1, 28, channels=128) == "winograd4"            # batch 1, 49-127 4x4 tiles: by filter blocks
+    assert choice(1, 56) == "winograd2"                          # 196 4x4 tiles: F(2x2) by tile rows
+    assert choice(1, 14, channels=256) == "winograd2"            # 16 tiles of 4x4; F(2x2) by filter blocks
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "WINOGRAD4_FILTER_BLOCK", 0)
+        assert choice(1, 28, channels=128) == "winograd2"
     assert choice(8, 8) == "direct"                              # small maps: the direct kernel
     assert choice(32, 8) == "direct"                             # 128 tiles: F(4x4) not yet
     assert choice(64, 8) == "direct"                             # the blocked direct kernel at any batch
@@ -355,7 +361,7 @@ def test_winograd_forward_and_gradients_with_rowwise_transforms_keep_their_bits(
         np.testing.assert_array_equal(a, c)
 
 
-# ------------------------------------------- eager F(2x2) split by blocks of output channels
+# ------------------------------ Winograd split by blocks of output channels (F(2x2) eager, F(4x4))
 FILTER_BLOCK_CASES = [
     # (N, C, F, H, W, pads, fb): channels past whole vectors (C 37: a partial group of 16 or 8
     # lanes), filters past whole blocks and under one vector (fb 8, 12), odd sizes, padding 0 to 2
@@ -367,10 +373,11 @@ FILTER_BLOCK_CASES = [
 ]
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", FILTER_BLOCK_CASES)
-def test_winograd_by_filter_blocks_matches_pytorch_on_any_thread_count(case, dtype, rng):
-    """_forward_by_filters: within F(2x2)'s float32 budget of PyTorch's float64 convolution (float64:
+def test_winograd_by_filter_blocks_matches_pytorch_on_any_thread_count(case, dtype, m, rng):
+    """_forward_by_filters: within F(m x m)'s float32 budget of PyTorch's float64 convolution (float64:
     TOL64), and the same bits on 1, 2 and 3 threads (the blocks do not depend on them)."""
     N, C, Fo, H, W, pads, fb = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -380,39 +387,42 @@ def test_winograd_by_filter_blocks_matches_pytorch_on_any_thread_count(case, dty
     runs = []
     for threads in (1, 2, 3):
         with config.num_threads(threads):
-            runs.append(winograd._forward_by_filters(x, w, b, pads[0], pads[2], OH, OW, fb))
+            runs.append(winograd._forward_by_filters(x, w, b, pads[0], pads[2], OH, OW, m, fb))
     for y in runs[1:]:
         np.testing.assert_array_equal(y, runs[0])
     exact = torch_conv(x, w, b, pads, np.zeros((N, Fo, OH, OW)))[0]
     y = runs[0].transpose(1, 0, 2, 3)
     assert y.dtype == dtype and y.shape == exact.shape
-    assert rel_err(y, exact) < (TOL64 if dtype == np.float64 else BUDGET[2])
+    assert rel_err(y, exact) < (TOL64 if dtype == np.float64 else BUDGET[m])
 
 
-def test_winograd_by_filter_blocks_reads_channel_major_inputs_and_image_blocks(rng):
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_by_filter_blocks_reads_channel_major_inputs_and_image_blocks(m, rng):
     x = rng.standard_normal((3, 24, 9, 9)).astype(np.float32)
     w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
     cnhw = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    whole = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, 8)
-    np.testing.assert_array_equal(winograd._forward_by_filters(cnhw, w, None, 1, 1, 9, 9, 8), whole)
-    one_image = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, 8, block_bytes=1)
-    assert rel_err(one_image, whole) < BUDGET[2]             # the same sums; BLAS may block them otherwise
+    whole = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, m, 8)
+    np.testing.assert_array_equal(winograd._forward_by_filters(cnhw, w, None, 1, 1, 9, 9, m, 8), whole)
+    one_image = winograd._forward_by_filters(x, w, None, 1, 1, 9, 9, m, 8, block_bytes=1)
+    assert rel_err(one_image, whole) < BUDGET[m]             # the same sums; BLAS may block them otherwise
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd_by_filter_blocks_without_bias_and_on_no_images(dtype, rng):
+def test_winograd_by_filter_blocks_without_bias_and_on_no_images(dtype, m, rng):
     x = rng.standard_normal((1, 33, 13, 13)).astype(dtype)
     w = (rng.standard_normal((20, 33, 3, 3)) / 17).astype(dtype)
-    y = winograd._forward_by_filters(x, w, None, 1, 1, 13, 13, 8)
+    y = winograd._forward_by_filters(x, w, None, 1, 1, 13, 13, m, 8)
     exact = torch_conv(x, w, np.zeros(20), (1, 1, 1, 1), np.zeros((1, 20, 13, 13)))[0]
-    assert y.dtype == dtype and rel_err(y.transpose(1, 0, 2, 3), exact) < (TOL64 if dtype == np.float64 else BUDGET[2])
-    empty = winograd._forward_by_filters(x[:0], w, None, 1, 1, 13, 13, 8)
+    assert y.dtype == dtype and rel_err(y.transpose(1, 0, 2, 3), exact) < (TOL64 if dtype == np.float64 else BUDGET[m])
+    empty = winograd._forward_by_filters(x[:0], w, None, 1, 1, 13, 13, m, 8)
     assert empty.shape == (20, 0, 13, 13) and empty.dtype == dtype
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
-def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual, relu, rng):
+def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual, relu, m, rng):
     """The epilogue applied block by block gives the bits of the convolution, then ``affine_relu``
     (with or without the ReLU), on 1, 2 and 3 threads (blocks past the last whole one: 40 filters
     in blocks of 16)."""
@@ -422,8 +432,8 @@ def test_winograd_by_filter_blocks_applies_the_epilogue_as_its_own_pass(residual
     r = rng.standard_normal((40, 1, 14, 14)).astype(np.float32) if residual else np.empty((0, 0, 0, 0), np.float32)
     for threads in (1, 2, 3):
         with config.num_threads(threads):
-            fused = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16, epilogue=(scale, shift, r, relu))
-            y = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, 16)
+            fused = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, m, 16, epilogue=(scale, shift, r, relu))
+            y = winograd._forward_by_filters(x, w, None, 1, 1, 14, 14, m, 16)
         batchnorm.affine_relu(y, scale, shift, r, relu)
         np.testing.assert_array_equal(fused, y)
 
@@ -462,3 +472,65 @@ def test_resnet18_layer3_at_batch_1_runs_eager_winograd_by_filter_blocks(rng, mo
     assert calls == []
     monkeypatch.setattr(dispatch, "WINOGRAD_FILTER_BLOCK", 0)
     assert dispatch.conv2d_algorithm(np, np.float32, shape, w_shape, (1, 1), (1, 1, 1, 1), (1, 1), 1) == "gemm"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(128, 128, 28), (64, 64, 36), (40, 24, 27), (33, 40, 30)])
+def test_winograd_f4_by_filter_blocks_keeps_its_bits_on_any_thread_count_and_matches_pytorch(shape, dtype, rng, monkeypatch):
+    """F(4x4) at batch 1 by filter blocks through ``conv2d_winograd`` (``_forward_by_filters``):
+    filters transformed per block or prepacked (the same bits), with and without the batch norm +
+    ReLU epilogue, the same bits on 1, 2 and 3 threads; the epilogue's bits as its own pass after
+    the convolution; within F(4x4)'s budget of PyTorch (float64: to rounding). 27 and 30: partial
+    tiles; 40 filters: a block of 32 and one of 8."""
+    C, Fo, H = shape
+    x = rng.standard_normal((1, C, H, H)).astype(dtype)
+    w = (rng.standard_normal((Fo, C, 3, 3)) / (3 * C**0.5)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    scale, shift = rng.random(Fo).astype(dtype) + 0.5, rng.standard_normal(Fo).astype(dtype)
+    r = rng.standard_normal((Fo, 1, H, H)).astype(dtype)
+    U = winograd.winograd_filters(w, 4)
+    assert dispatch.winograd_filter_block(1, H, H, 4) == dispatch.WINOGRAD4_FILTER_BLOCK   # OH = H (padding 1)
+    calls = _record_ranges(monkeypatch, "_filter_blocks")
+    with config.num_threads(2):
+        winograd.conv2d_winograd(x, w, b, (1, 1, 1, 1), 4)
+    assert sorted(calls)[0][0] == 0 and max(i1 for _, i1 in calls) == -(-Fo // dispatch.WINOGRAD4_FILTER_BLOCK)
+    runs = []
+    for threads in (1, 2, 3):
+        with config.num_threads(threads):
+            runs.append((winograd.conv2d_winograd(x, w, b, (1, 1, 1, 1), 4),
+                         winograd.conv2d_winograd(x, w, b, (1, 1, 1, 1), 4, filters=U),
+                         winograd.conv2d_winograd(x, w, None, (1, 1, 1, 1), 4, epilogue=(scale, shift, r, True))))
+    for run in runs:
+        for a, c in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, c)
+    y, y_packed, fused = runs[0]
+    np.testing.assert_array_equal(y, y_packed)
+    plain = winograd.conv2d_winograd(x, w, None, (1, 1, 1, 1), 4)
+    winograd.affine_relu(plain, scale, shift, r, True)
+    np.testing.assert_array_equal(fused, plain)
+    exact = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                       torch.tensor(b, dtype=torch.float64), padding=1).numpy()
+    assert y.dtype == dtype
+    assert rel_err(y.transpose(1, 0, 2, 3), exact) < (TOL64 if dtype == np.float64 else BUDGET[4])
+
+
+def test_conv2d_at_batch_1_takes_f4_by_filter_blocks_and_keeps_an_empty_batch_and_batch_2_working(rng, monkeypatch):
+    """F.conv2d (eager: filters transformed in the call) on ResNet-18's 128-channel 28x28 layer:
+    batch 1 takes F(4x4) by filter blocks within its budget of PyTorch; an empty batch and batch 2
+    (the usual paths) give PyTorch's result too."""
+    C, size = 128, 28
+    w = (rng.standard_normal((C, C, 3, 3)) / (3 * C**0.5)).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    assert dispatch.conv2d_algorithm(np, np.float32, (1, C, size, size), w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1) == "winograd4"
+    calls = _record_ranges(monkeypatch, "_filter_blocks")
+    for N in (1, 0, 2):
+        x = rng.standard_normal((N, C, size, size)).astype(np.float32)
+        with config.num_threads(2):
+            y = F.conv2d(Tensor(x), Tensor(w), Tensor(b), padding=1).data
+        assert bool(calls) == (N == 1)
+        calls.clear()
+        exact = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                           torch.tensor(b, dtype=torch.float64), padding=1).numpy()
+        assert y.shape == exact.shape
+        if N:
+            assert rel_err(y, exact) < BUDGET[4]

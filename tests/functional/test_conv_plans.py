@@ -82,7 +82,8 @@ def test_kernels_off_is_in_the_key(monkeypatch, rng):
         with cnnkit.config.kernels(False):
             name, slow = _algorithm_used(monkeypatch, lambda: F.conv2d(x, w, padding=1))
     assert name == "Conv2dIm2colOp"
-    np.testing.assert_allclose(slow.data, fast.data, rtol=1e-4, atol=1e-4)
+    # the fast path here is F(4x4) Winograd at batch 1: its float32 budget, 1e-4 of the largest output
+    np.testing.assert_allclose(slow.data, fast.data, rtol=0, atol=1e-4 * np.abs(slow.data).max())
 
 
 @pytest.mark.parametrize("bad", [1.0, True, (1, 1.0), (True, 1)])

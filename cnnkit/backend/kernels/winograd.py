@@ -32,6 +32,7 @@ stride of the image count there; its input transform took 3x longer.)
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -806,59 +807,91 @@ def _input_lanes(inputs: dict, planes, sn, sc, nimg, n0, pt, pl, TH, TW, C, dtyp
     return Vt
 
 
-def _filter_blocks(q0, q1, inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, w9, fb, bias, y, epilogue, VL):
-    """Blocks q0..q1-1 of ``fb`` filters each, on the calling thread: per block its U^T
-    (16, C, n) (``winograd_filters2_lanes``), the 16 products M^T (16, T, n) = V^T (16, T, C) @ U^T,
-    the output transform of those filters and then ``epilogue`` on their planes. V^T is this
-    thread's own (``_input_lanes``), U^T and M^T live in its scratch buffers (a block's U^T stays
-    in its core's cache from transform to product) and are never written whole.
-    """
-    F, C = y.shape[0], w9.shape[0] // y.shape[0]
+def _lanes2_block(inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, w9, bias, y, VL, f0, f1):
+    """F(2x2), filters f0..f1-1 of images n0..: their U^T (16, C, n) (``winograd_filters2_lanes``),
+    the 16 products M^T (16, T, n) = V^T (16, T, C) @ U^T, the output transform into y[f0:f1]. V^T
+    is this thread's own (``_input_lanes``), U^T and M^T live in its scratch buffers (a block's U^T
+    stays in its core's cache from transform to product) and are never written whole."""
+    C = w9.shape[0] // y.shape[0]
     Vt = _input_lanes(inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, C, y.dtype, VL)
-    T = Vt.shape[1]
+    Ut = scratch("winograd.filters.U", (16, C, f1 - f0), y.dtype, kept=True)  # (16, C, n)
+    WT = scratch("winograd.filters.WT", (min(C, _FILTER_RUN), 9, f1 - f0), y.dtype, kept=True)  # (CB, 9, n)
+    winograd_filters2_lanes(f0, f1, w9, Ut, VL, WT)
+    Mt = scratch("winograd.filters.M", (16, Vt.shape[1], f1 - f0), y.dtype, kept=True)  # (16, T, n)
+    np.matmul(Vt, Ut, out=Mt)                                         # one BLAS thread (the caller's setting)
+    winograd_output2_lanes(Mt, nimg, n0, TH, TW, bias[f0:f1], y[f0:f1])  # y[f0:f1] (n, N, OH, OW)
+
+
+def _tiles_block(V, w9, filters, nimg, n0, TH, TW, m, bias, y, f0, f1):
+    """F(m x m) in the tile layout, filters f0..f1-1 of images n0..: their U (a*a, n, C)
+    (``_filter_block`` on their rows of w9 into this thread's scratch, or their rows of the
+    prepacked ``filters``), the products M (a*a, n, T) = U @ V with V (a*a, C, T) shared by all
+    blocks, the output transform into y[f0:f1]."""
+    a2, C = (m + 2) ** 2, V.shape[1]
+    if filters is None:
+        U = scratch("winograd.tiles.U", (a2, f1 - f0, C), y.dtype)          # (a*a, n, C)
+        _filter_block(0, (f1 - f0) * C, w9[f0 * C : f1 * C], _filter_matrix(m, y.dtype), U.reshape(a2, (f1 - f0) * C))
+    else:
+        U = filters[:, f0:f1]
+    M = scratch("winograd.tiles.M", (a2, f1 - f0, V.shape[2]), y.dtype)       # (a*a, n, T)
+    np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
+    _transforms(m, nimg, TW)[1](0, f1 - f0, M, nimg, n0, 0, TH, TW, m, bias[f0:f1], y[f0:f1])
+
+
+def _filter_blocks(q0, q1, fb, block, nimg, n0, y, epilogue):
+    """Blocks q0..q1-1 of ``fb`` filters each, on the calling thread: ``block(f0, f1)`` (their
+    filter transform, products and output transform: ``_lanes2_block`` or ``_tiles_block``), then
+    ``epilogue`` on their planes of images n0..n0+nimg-1."""
+    F = y.shape[0]
     for q in range(q0, q1):
-        f0 = q * fb
-        f1 = min(F, f0 + fb)
-        Ut = scratch("winograd.filters.U", (16, C, f1 - f0), y.dtype, kept=True)  # (16, C, n)
-        WT = scratch("winograd.filters.WT", (min(C, _FILTER_RUN), 9, f1 - f0), y.dtype, kept=True)  # (CB, 9, n)
-        winograd_filters2_lanes(f0, f1, w9, Ut, VL, WT)
-        Mt = scratch("winograd.filters.M", (16, T, f1 - f0), y.dtype, kept=True)  # (16, T, n)
-        np.matmul(Vt, Ut, out=Mt)                                     # one BLAS thread (the caller's setting)
-        winograd_output2_lanes(Mt, nimg, n0, TH, TW, bias[f0:f1], y[f0:f1])  # y[f0:f1] (n, N, OH, OW)
+        f0, f1 = q * fb, min(F, q * fb + fb)
+        block(f0, f1)
         if epilogue is not None:
             epilogue_rows(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], epilogue)
 
 
-def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, fb: int, block_bytes=None, epilogue=None):
-    """The eager F(2x2) forward (filters transformed in the call), the threads splitting the
-    output channels in fixed blocks of ``fb`` filters, one region (``_filter_blocks``): each
-    thread computes the input transform V^T (16, T, C) once for itself, then per block of
-    filters, their filter transform, products, output transform and epilogue.
+def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, m: int, fb: int, filters=None,
+                        block_bytes=None, epilogue=None):
+    """The forward with the threads splitting the output channels in fixed blocks of ``fb``
+    filters (``_filter_blocks``), each block's filter transform, products, output transform and
+    epilogue on one thread (``dispatch.winograd_filter_block``: one image of few tiles).
 
-    Against ``_forward_by_rows`` on U = ``winograd_filters(w, 2)``: U (16, F, C) is never
-    written to memory and read back by every thread; each thread reads only its blocks'
-    filters. V^T is small (0.8 MB at 256x14x14) and each thread's own: shared, every line of
-    it written by one core after both had read it (the call before) took the other's copy
-    away, and its input transform ran 4x longer on two threads than the whole on one (one
-    more region too). The blocks do not depend on the thread count: the same bits on any
-    number of threads (not the bits of the other Winograd paths: another order of the
-    products' sums).
+    Against ``_forward_by_rows`` on U = ``winograd_filters(w, m)``: U (a*a, F, C) is never written
+    whole and read back by every thread; each thread transforms and reads only its blocks'
+    filters, and every product has all the tiles as columns (F(4x4) at 28x28 by rows: 7 tile
+    rows, products of 14 columns). Two ways to V, the transformed input:
+    - F(2x2) (``_lanes2_block``, filters transformed here): V^T (16, T, C) with the channels in
+      the vector lanes, computed whole by each thread for itself in the same region. V^T is
+      small (0.8 MB at 256x14x14): shared, every line of it written by one core after both had
+      read it (the call before) took the other's copy away, and its input transform ran 4x
+      longer on two threads than the whole on one (one more region too).
+    - F(4x4) (``_tiles_block``, filters transformed here or prepacked): V (36, C, T) in the tile
+      layout, its input transform a region of its own split by channels (at 28x28 V is 0.9 MB
+      for 128 channels; a whole per thread would double that transform's time).
+    The blocks do not depend on the thread count: the same bits on any number of threads (not
+    the bits of the other Winograd paths: another order of the products' sums).
     """
     N, C, H, W = x.shape
-    F = w.shape[0]
+    F, a = w.shape[0], m + 2
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
-    TH, TW = _geometry(OH, OW, 2)
+    TH, TW = _geometry(OH, OW, m)
     y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    w9 = np.ascontiguousarray(w, dtype=x.dtype).reshape(F * C, 9)    # (F*C, 9)
-    VL = lanes(x.dtype)
-    nbk = _block(N, 16 * C * TH * TW * x.dtype.itemsize, block_bytes)
-    blocks = -(-F // fb)
+    w9 = None if filters is not None else np.ascontiguousarray(w, dtype=x.dtype).reshape(F * C, 9)  # (F*C, 9)
+    nbk = _block(N, a * a * C * TH * TW * x.dtype.itemsize, block_bytes)
     with blas_threads(1):
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
-            parallel_for(_filter_blocks, blocks, {}, planes, sn, sc, k, n0, pt, pl, TH, TW, w9, fb, bias, y,
-                         epilogue, VL, per_thread=dispatch.WINOGRAD_FILTER_BLOCKS_PER_THREAD)
+            if m == 2:
+                block = functools.partial(_lanes2_block, {}, planes, sn, sc, k, n0, pt, pl, TH, TW, w9, bias, y,
+                                          lanes(x.dtype))
+            else:
+                V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
+                parallel_for(_transforms(m, k, TW)[0], C, planes, sn, sc, k, n0, pt, pl, 0, TH, TW, m, V,
+                             per_thread=2)
+                block = functools.partial(_tiles_block, V, w9, filters, k, n0, TH, TW, m, bias, y)
+            parallel_for(_filter_blocks, -(-F // fb), fb, block, k, n0, y, epilogue,
+                         per_thread=dispatch.WINOGRAD_FILTER_BLOCKS_PER_THREAD)
     return y
 
 
@@ -875,9 +908,9 @@ def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filte
     H, W = x.shape[2:]
     pt, pb, pl, pr = pads
     OH, OW = H + pt + pb - 2, W + pl + pr - 2
-    fb = 0 if filters is not None else dispatch.winograd_filter_block(x.shape[0], OH, OW, m)
-    if fb:
-        return _forward_by_filters(x, w, b, pt, pl, OH, OW, fb, block_bytes, epilogue)
+    fb = dispatch.winograd_filter_block(x.shape[0], OH, OW, m)
+    if fb and (m == 4 or filters is None):                            # (F(2x2)'s lanes take no prepacked U)
+        return _forward_by_filters(x, w, b, pt, pl, OH, OW, m, fb, filters, block_bytes, epilogue)
     U = winograd_filters(w, m) if filters is None else filters       # (a*a, F, C)
     if dispatch.winograd_by_rows(x.size, U.nbytes):
         return _forward_by_rows(x, U, b, pt, pl, OH, OW, m, block_bytes, epilogue)
