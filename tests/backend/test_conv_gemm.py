@@ -248,28 +248,6 @@ COLUMN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-@pytest.mark.parametrize("case", COLUMN_CASES)
-def test_padded_columns_equal_the_row_kernels_bit_for_bit(case, layout, dtype, rng):
-    """im2col_rows_padded (stride-1 kernels beyond 1x1, dispatch.IM2COL_PADDED) copies the same
-    values as im2col_rows for any geometry: every entry, padding zeros included, bit for bit;
-    for any channel range."""
-    x_shape, (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    x.reshape(-1)[::7] = -0.0                                          # signed zeros are copied, not made
-    x = cnhw(x) if layout == "cnhw" else x
-    planes, sn, sc = kernels.as_planes(x)
-    N, C = x_shape[:2]
-    for c0, c1 in [(0, C), (C // 2, C)]:
-        rows = np.full((C * KH * KW, N * OH * OW), np.nan, dtype)
-        padded = rows.copy()
-        args = (planes, sn, sc, 0, N, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW)
-        im2col_kernels.im2col_rows(c0, c1, *args, rows)
-        im2col_kernels.im2col_rows_padded(c0, c1, *args, padded)
-        assert rows.tobytes() == padded.tobytes()
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gemm_conv_is_the_same_with_either_column_kernel(threads, rng, monkeypatch):
     """A whole Conv2dGemmOp forward and backward (image blocks), and a forward split by output
@@ -344,10 +322,12 @@ STRIDE2_COLUMN_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "cnhw"])
-@pytest.mark.parametrize("case", STRIDE2_COLUMN_CASES)
-def test_stride2_columns_equal_the_row_kernels_bit_for_bit(case, layout, dtype, rng):
-    """im2col_rows_stride2 (a column stride of 2, dispatch.IM2COL_STRIDE2) copies the same values
-    as im2col_rows for any geometry: every entry, padding zeros included, bit for bit; any
+@pytest.mark.parametrize("kernel, case", [("im2col_rows_padded", c) for c in COLUMN_CASES]
+                         + [("im2col_rows_stride2", c) for c in STRIDE2_COLUMN_CASES])
+def test_column_kernels_equal_the_row_kernels_bit_for_bit(kernel, case, layout, dtype, rng):
+    """im2col_rows_padded (stride-1 kernels beyond 1x1, dispatch.IM2COL_PADDED) and
+    im2col_rows_stride2 (a column stride of 2, dispatch.IM2COL_STRIDE2) copy the same values as
+    im2col_rows for any geometry: every entry, padding zeros included, bit for bit; for any
     channel range."""
     x_shape, (KH, KW), (SH, SW), (DH, DW), (pt, pl), (OH, OW) = case
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -357,11 +337,11 @@ def test_stride2_columns_equal_the_row_kernels_bit_for_bit(case, layout, dtype, 
     N, C = x_shape[:2]
     for c0, c1 in [(0, C), (C // 2, C)]:
         rows = np.full((C * KH * KW, N * OH * OW), np.nan, dtype)
-        phased = rows.copy()
+        other = rows.copy()
         args = (planes, sn, sc, 0, N, KH, KW, SH, SW, DH, DW, pt, pl, OH, OW)
         im2col_kernels.im2col_rows(c0, c1, *args, rows)
-        im2col_kernels.im2col_rows_stride2(c0, c1, *args, phased)
-        assert rows.tobytes() == phased.tobytes()
+        getattr(im2col_kernels, kernel)(c0, c1, *args, other)
+        assert rows.tobytes() == other.tobytes()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

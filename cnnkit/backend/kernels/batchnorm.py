@@ -30,7 +30,7 @@ from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
 __all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "eval_scale_shift", "conv_epilogue", "affine_relu", "affine_relu_block", "sum_affine_relu",
-           "affine_block", "sum_affine", "epilogue_rows", "batch_norm_grads"]
+           "epilogue_rows", "batch_norm_grads"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -157,12 +157,13 @@ def _affine_relu(q0, q1, x, r, sc, C, scale, shift, y):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def affine_relu_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
+def affine_relu_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r, relu):
     """In place on a convolution's channel-major output y (F, N, OH, OW): y = relu(y*scale[f] +
     shift[f] (+ r)) for filters f0..f1-1, images n0..n1-1, rows h0..h1-1 (r (F, N, OH, OW)
     like y, or of size 0: no sum), one image's rows of a filter a run of ``_affine_relu_run``:
     eval batch norm, the residual sum and ReLU applied by the convolution to the rows it just
-    wrote, with ``_affine_relu``'s bits.
+    wrote, with ``_affine_relu``'s bits. ``relu`` False: without the ReLU (``_affine_run``:
+    ``_affine``'s bits, then the sum; a shortcut's batch norm).
     """
     N, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     yf, rf = y.reshape(y.size), r.reshape(r.size)
@@ -171,14 +172,18 @@ def affine_relu_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
         for n in range(n0, n1):
             base = ((f * N + n) * OH + h0) * OW
             o = yf[base : base + length]
-            _affine_relu_run(o, o, scale[f], shift[f], rf[base : base + length])
+            if relu:
+                _affine_relu_run(o, o, scale[f], shift[f], rf[base : base + length])
+            else:
+                _affine_run(o, o, scale[f], shift[f], rf[base : base + length])
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
+def sum_affine_relu(f0, f1, parts, y, scale, shift, r, relu):
     """y[f] = relu((parts[0, f] + parts[1, f] + ...)*scale[f] + shift[f] (+ r[f])) for filters
     f0..f1-1: the channel groups' sum (in NumPy's order, ``im2col._forward_by_channels``), then
-    ``_affine_relu_run`` in place on it. parts (S, F, P), y and r (F, P) (r of size 0: no sum).
+    ``_affine_relu_run`` in place on it (``_affine_run`` where ``relu`` is False). parts (S, F, P),
+    y and r (F, P) (r of size 0: no sum).
     """
     S, P = parts.shape[0], parts.shape[2]
     rf = r.reshape(r.size)
@@ -190,43 +195,16 @@ def sum_affine_relu(f0, f1, parts, y, scale, shift, r):
             pg = parts[g, f]
             for i in range(P):
                 o[i] = o[i] + pg[i]
-        _affine_relu_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def affine_block(f0, f1, y, n0, n1, h0, h1, scale, shift, r):
-    """``affine_relu_block`` without the ReLU (``_affine_run``: ``_affine``'s bits, then the sum)."""
-    N, OH, OW = y.shape[1], y.shape[2], y.shape[3]
-    yf, rf = y.reshape(y.size), r.reshape(r.size)
-    length = (h1 - h0) * OW
-    for f in range(f0, f1):
-        for n in range(n0, n1):
-            base = ((f * N + n) * OH + h0) * OW
-            o = yf[base : base + length]
-            _affine_run(o, o, scale[f], shift[f], rf[base : base + length])
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def sum_affine(f0, f1, parts, y, scale, shift, r):
-    """``sum_affine_relu`` without the ReLU: the same sum, then ``_affine_run``."""
-    S, P = parts.shape[0], parts.shape[2]
-    rf = r.reshape(r.size)
-    for f in range(f0, f1):
-        o, p0, p1 = y[f], parts[0, f], parts[1, f]
-        for i in range(P):
-            o[i] = p0[i] + p1[i]
-        for g in range(2, S):
-            pg = parts[g, f]
-            for i in range(P):
-                o[i] = o[i] + pg[i]
-        _affine_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
+        if relu:
+            _affine_relu_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
+        else:
+            _affine_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
 
 
 def epilogue_rows(f0, f1, y, n0, n1, h0, h1, epilogue) -> None:
     """``epilogue`` (scale, shift, r, relu) on filters f0..f1-1, images n0..n1-1, rows h0..h1-1
-    of y (F, N, OH, OW): ``affine_relu_block``, or ``affine_block`` where ``relu`` is False."""
-    scale, shift, r, relu = epilogue
-    (affine_relu_block if relu else affine_block)(f0, f1, y, n0, n1, h0, h1, scale, shift, r)
+    of y (F, N, OH, OW): ``affine_relu_block``."""
+    affine_relu_block(f0, f1, y, n0, n1, h0, h1, *epilogue)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -387,10 +365,10 @@ def conv_epilogue(running_mean, running_var, gamma, beta, eps, dtype, residual=N
 
 
 def affine_relu(y, scale, shift, r, relu=True) -> None:
-    """``affine_relu_block`` (``affine_block`` where ``relu`` is False) over all of y (F, N, OH, OW),
+    """``affine_relu_block`` (without the ReLU where ``relu`` is False) over all of y (F, N, OH, OW),
     split over the threads by filters."""
     F, N, OH, OW = y.shape
-    parallel_for(affine_relu_block if relu else affine_block, F, y, 0, N, 0, OH, scale, shift, r,
+    parallel_for(affine_relu_block, F, y, 0, N, 0, OH, scale, shift, r, bool(relu),
                  grain=max(1, dispatch.inference_grain() // max(1, N * OH * OW)))
 
 

@@ -23,7 +23,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import as_planes, njit, unplanes
-from .batchnorm import affine_relu, epilogue_rows, sum_affine, sum_affine_relu
+from .batchnorm import affine_relu, epilogue_rows, sum_affine_relu
 
 __all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "im2col_rows_stride2", "col2im_rows"]
 
@@ -264,7 +264,7 @@ def _forward_by_channels(planes, sc, C, wm, geometry, y, epilogue=None):
     if epilogue is not None:
         scale, shift, r, relu = epilogue
         r = r.reshape(F, OH * OW) if r.size else r.reshape(0, 0)     # (F, OH*OW)
-        parallel_for(sum_affine_relu if relu else sum_affine, F, parts, out, scale, shift, r,
+        parallel_for(sum_affine_relu, F, parts, out, scale, shift, r, bool(relu),
                      grain=max(1, dispatch.inference_grain() // max(1, OH * OW)))
         return
     np.add(parts[0], parts[1], out=out)
