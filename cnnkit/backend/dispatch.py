@@ -409,16 +409,22 @@ WINOGRAD_FILTER_BLOCK_MAX_TILES = 95
 WINOGRAD_FILTER_BLOCK_MAX_IMAGES = 1
 # F(4x4) on the same path (``_forward_by_filters`` with ``_tiles_block``), eager or prepacked:
 # blocks of WINOGRAD4_FILTER_BLOCK filters on one image of WINOGRAD4_FILTER_BLOCK_MIN_TILES to
-# _MAX_TILES tiles (ResNet-18's 128-channel 28x28 layers at batch 1: 49 tiles, four blocks of 32),
-# where F(2x2) by tile rows ran eager, F(4x4) by tile rows prepacked (7 tile rows: products of 14
-# columns, every thread reading all of U). The input transform is a region of its own split by
-# channels (V in the tile layout, shared). ResNet-18 b1, two threads: `dispatch_ab.py
+# _MAX_TILES tiles (ResNet-18's 128-channel 28x28 layers at batch 1: 49 tiles, four blocks of 32;
+# its 64-channel 56x56 layers: 196 tiles, two blocks), where F(2x2) by tile rows ran eager, F(4x4)
+# by tile rows prepacked (28x28: 7 tile rows, products of 14 columns, every thread reading all of
+# U). The input transform is a region of its own split by channels (V in the tile layout,
+# shared). ResNet-18 b1, two threads, 28x28 only (_MAX_TILES 127): `dispatch_ab.py
 # WINOGRAD4_FILTER_BLOCK=0 --batch 1 --threads 2` 1.016-1.053x (six runs of 31 pairs, median
-# 1.039x), --optimized 1.011-1.024x (three of 21); one thread CPU 1.035x (15). 0: off (A/B runs).
+# 1.039x), --optimized 1.011-1.024x (three of 21); one thread CPU 1.035x (15). The 56x56 layers
+# too (`WINOGRAD4_FILTER_BLOCK_MAX_TILES=196` against 127 as is then; below 1: 196 wins): 0.972x,
+# 0.990x, 0.992x, 0.972x (31 pairs each), --optimized 0.992x (21), one thread CPU 0.939x (15), the
+# layer alone (`--layer 64,64,56,3`) 0.930x (41); after, 127 against 196 0.982x (31; median of
+# the five: 196 ahead by 1%). Both sizes, `WINOGRAD4_FILTER_BLOCK=0`: 1.052x (31), --optimized
+# 1.011x (21). Blocks of 64: level (1.002x); of 16: 1.019x slower. 0: off (A/B runs).
 # Measured: docs/performance.md, "Winograd F(4x4) at batch 1 by filter blocks (Dec 6)".
 WINOGRAD4_FILTER_BLOCK = 32
 WINOGRAD4_FILTER_BLOCK_MIN_TILES = 49
-WINOGRAD4_FILTER_BLOCK_MAX_TILES = 127
+WINOGRAD4_FILTER_BLOCK_MAX_TILES = 196
 
 
 def winograd_filter_block(images: int, OH: int, OW: int, m: int) -> int:

@@ -149,12 +149,11 @@ def test_conv2d_dispatches_3x3_stride1_layers_with_enough_channels_and_tiles_to_
     assert choice(8, 32) == "winograd4"                          # 8 * 8 * 8 = 512 tiles of 4x4
     assert choice(8, 12) == "winograd2"                          # 72 tiles of 4x4, 288 of 2x2
     assert choice(1, 10) == "gemm"                               # too few tiles either way
-    assert choice(1, 28, channels=128) == "winograd4"            # batch 1, 49-127 4x4 tiles: by filter blocks
-    assert choice(1, 56) == "winograd2"                          # 196 4x4 tiles: F(2x2) by tile rows
+    assert choice(1, 28, channels=128) == choice(1, 56) == "winograd4"   # batch 1, 49-196 4x4 tiles: by filter blocks
     assert choice(1, 14, channels=256) == "winograd2"            # 16 tiles of 4x4; F(2x2) by filter blocks
     with monkeypatch.context() as patch:
         patch.setattr(dispatch, "WINOGRAD4_FILTER_BLOCK", 0)
-        assert choice(1, 28, channels=128) == "winograd2"
+        assert choice(1, 28, channels=128) == choice(1, 56) == "winograd2"
     assert choice(8, 8) == "direct"                              # small maps: the direct kernel
     assert choice(32, 8) == "direct"                             # 128 tiles: F(4x4) not yet
     assert choice(64, 8) == "direct"                             # the blocked direct kernel at any batch
@@ -232,7 +231,9 @@ def _record_ranges(monkeypatch, kernel: str) -> list:
 
 def test_winograd_forward_at_batch_1_runs_by_tile_rows_and_matches_pytorch(rng, monkeypatch):
     """ResNet-18's 64-channel 56x56 layer at batch 1 (196 tiles of 4x4) takes the row split,
-    through F.conv2d with prepacked filters as an optimized model runs it; batch 8 does not."""
+    through F.conv2d with prepacked filters as an optimized model runs it, where filter blocks
+    are off (on, it takes them: ``test_winograd_f4_by_filter_blocks_...``); batch 8 does not."""
+    monkeypatch.setattr(dispatch, "WINOGRAD4_FILTER_BLOCK", 0)
     calls = _record_ranges(monkeypatch, "_tile_rows")
     x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
     w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
@@ -343,7 +344,7 @@ def test_winograd_rowwise_transforms_equal_the_tile_transforms_bit_for_bit(case,
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("shape", [(1, 64, 56), (2, 32, 30)])
 def test_winograd_forward_and_gradients_with_rowwise_transforms_keep_their_bits(shape, m, threads, rng, monkeypatch):
-    """The op's forward (by tile rows at batch 1, by phases at batch 2) and gradients with
+    """The op's forward (by tile rows or filter blocks at batch 1, by phases at batch 2) and gradients with
     WINOGRAD_ROWWISE_TRANSFORMS on and off: the same arrays, on each of 1, 2 and 3 threads."""
     N, C, H = shape
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
@@ -475,7 +476,7 @@ def test_resnet18_layer3_at_batch_1_runs_eager_winograd_by_filter_blocks(rng, mo
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(128, 128, 28), (64, 64, 36), (40, 24, 27), (33, 40, 30)])
+@pytest.mark.parametrize("shape", [(128, 128, 28), (64, 64, 56), (64, 64, 36), (40, 24, 27), (33, 40, 30)])
 def test_winograd_f4_by_filter_blocks_keeps_its_bits_on_any_thread_count_and_matches_pytorch(shape, dtype, rng, monkeypatch):
     """F(4x4) at batch 1 by filter blocks through ``conv2d_winograd`` (``_forward_by_filters``):
     filters transformed per block or prepacked (the same bits), with and without the batch norm +
