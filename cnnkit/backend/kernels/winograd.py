@@ -726,15 +726,18 @@ def _input_transform(planes, sn, sc, C, nimg, n0, pt, pl, TH, TW, m, V, plane_el
                  grain=_grain(nimg, plane_elements))
 
 
-def _forward_setup(x, U, b, OH: int, OW: int, m: int, block_bytes):
-    """What both forwards start from: x's planes, the tile grid, y, the bias, images per block."""
+def _forward_setup(x, F: int, b, OH: int, OW: int, m: int, block_bytes, planes_per_tile=None):
+    """What the forwards start from: x's planes, the tile grid, y (F, N, OH, OW), the bias, and
+    images per block, an image's tiles taking ``planes_per_tile`` (default max(C, F)) planes of
+    a*a values each in the block's buffers."""
     N, C, H, W = x.shape
-    F, a = U.shape[1], m + 2
+    a = m + 2
     planes, sn, sc = as_planes(x)                                     # (P, H, W)
     TH, TW = _geometry(OH, OW, m)
     y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
     bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    nbk = _block(N, a * a * max(C, F) * TH * TW * x.dtype.itemsize, block_bytes)
+    per_tile = max(C, F) if planes_per_tile is None else planes_per_tile
+    nbk = _block(N, a * a * per_tile * TH * TW * x.dtype.itemsize, block_bytes)
     return planes, sn, sc, TH, TW, y, bias, nbk
 
 
@@ -742,7 +745,7 @@ def _forward(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=No
     """y (F, N, OH, OW) = the convolution whose transformed filters are U (a*a, F, C)."""
     N, C, H, W = x.shape
     F, a = U.shape[1], m + 2
-    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, U, b, OH, OW, m, block_bytes)
+    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, F, b, OH, OW, m, block_bytes)
     for n0 in range(0, N, nbk):
         k = min(nbk, N - n0)
         V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
@@ -782,7 +785,7 @@ def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_
     """
     N, C, H, W = x.shape
     F, a = U.shape[1], m + 2
-    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, U, b, OH, OW, m, block_bytes)
+    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, F, b, OH, OW, m, block_bytes)
     with blas_threads(1):
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
@@ -873,12 +876,8 @@ def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, m: int, fb:
     """
     N, C, H, W = x.shape
     F, a = w.shape[0], m + 2
-    planes, sn, sc = as_planes(x)                                     # (P, H, W)
-    TH, TW = _geometry(OH, OW, m)
-    y = buffers.empty((F, N, OH, OW), x.dtype)                        # (F, N, OH, OW)
-    bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    planes, sn, sc, TH, TW, y, bias, nbk = _forward_setup(x, F, b, OH, OW, m, block_bytes, C)
     w9 = None if filters is not None else np.ascontiguousarray(w, dtype=x.dtype).reshape(F * C, 9)  # (F*C, 9)
-    nbk = _block(N, a * a * C * TH * TW * x.dtype.itemsize, block_bytes)
     with blas_threads(1):
         for n0 in range(0, N, nbk):
             k = min(nbk, N - n0)
