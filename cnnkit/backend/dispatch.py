@@ -167,9 +167,7 @@ def conv2d_algorithm(xp, dtype, x_shape, w_shape, stride, pads, dilation, groups
                 winograd = "winograd2"
         elif full4:
             winograd = "winograd4"
-        elif tiles2 >= WINOGRAD2_MIN_TILES:
-            winograd = "winograd2"
-        elif winograd_filter_block(N, OH, OW, 2):
+        elif tiles2 >= WINOGRAD2_MIN_TILES or winograd_filter_block(N, OH, OW, 2):
             winograd = "winograd2"
     if KH * KW > 1 and macs <= DIRECT_CONV_MAX_MACS:
         return "direct"

@@ -685,13 +685,8 @@ def conv2d_batch_norm_relu(
     """
     input = input if isinstance(input, Tensor) else Tensor(input)
     weight = weight if isinstance(weight, Tensor) else Tensor(weight)
-    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
-    F = weight.shape[0] if weight.ndim == 4 else 0
-    y = None
-    if (dispatch.FUSE_CONV_BATCH_NORM_RELU and mean is not None and var is not None and eps >= 0
-            and all(a is None or a.shape == (F,) for a in (mean, var, gamma, beta))):
-        y = _conv2d_epilogue(input, weight, None, stride, padding, dilation, groups, None, residual,
-                             (bn_weight, bn_bias), (mean, var, gamma, beta, eps))
+    y = _conv2d_batch_norm_fused(input, weight, stride, padding, dilation, groups, running_mean, running_var,
+                                 bn_weight, bn_bias, eps, residual, relu=True)
     if y is not None:
         return y
     return batch_norm_relu(conv2d(input, weight, None, stride, padding, dilation, groups), running_mean,
@@ -714,13 +709,8 @@ def conv2d_batch_norm(
     """
     input = input if isinstance(input, Tensor) else Tensor(input)
     weight = weight if isinstance(weight, Tensor) else Tensor(weight)
-    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
-    F = weight.shape[0] if weight.ndim == 4 else 0
-    y = None
-    if (dispatch.FUSE_CONV_BATCH_NORM and mean is not None and var is not None and eps >= 0
-            and all(a is None or a.shape == (F,) for a in (mean, var, gamma, beta))):
-        y = _conv2d_epilogue(input, weight, None, stride, padding, dilation, groups, None, None,
-                             (bn_weight, bn_bias), (mean, var, gamma, beta, eps), relu=False)
+    y = _conv2d_batch_norm_fused(input, weight, stride, padding, dilation, groups, running_mean, running_var,
+                                 bn_weight, bn_bias, eps, None, relu=False)
     if y is not None:
         return y
     return batch_norm(conv2d(input, weight, None, stride, padding, dilation, groups), running_mean, running_var,
@@ -747,6 +737,23 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
         return y
     y = conv2d(input, weight, bias, stride, padding, dilation, groups, prepacked=prepacked)
     return relu(y if residual is None else y + residual)
+
+
+def _conv2d_batch_norm_fused(input: Tensor, weight: Tensor, stride, padding, dilation, groups, running_mean,
+                             running_var, bn_weight, bn_bias, eps, residual, relu: bool) -> Tensor | None:
+    """The fused form of ``conv2d_batch_norm_relu`` (``conv2d_batch_norm`` with ``relu`` False),
+    or None where it does not apply: its switch off (``dispatch.FUSE_CONV_BATCH_NORM_RELU``,
+    ``FUSE_CONV_BATCH_NORM``), statistics missing or not one per output channel, eps < 0, or
+    ``_conv2d_epilogue``'s own conditions."""
+    if not (dispatch.FUSE_CONV_BATCH_NORM_RELU if relu else dispatch.FUSE_CONV_BATCH_NORM):
+        return None
+    mean, var, gamma, beta = (_array(a) for a in (running_mean, running_var, bn_weight, bn_bias))
+    F = weight.shape[0] if weight.ndim == 4 else 0
+    if (mean is None or var is None or eps < 0
+            or not all(a is None or a.shape == (F,) for a in (mean, var, gamma, beta))):
+        return None
+    return _conv2d_epilogue(input, weight, None, stride, padding, dilation, groups, None, residual,
+                            (bn_weight, bn_bias), (mean, var, gamma, beta, eps), relu=relu)
 
 
 def _conv2d_epilogue(input, weight, bias, stride, padding, dilation, groups, prepacked, residual, params,

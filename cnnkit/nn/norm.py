@@ -145,9 +145,22 @@ def _unobserved(module: Module, kind: type) -> bool:
     return type(module) is kind and "forward" not in module.__dict__ and not has_hooks(module)
 
 
+def _eval_batch_norm(bn: Module) -> bool:
+    """True when ``bn`` is an exact, unhooked ``BatchNorm2d`` in eval mode with running statistics."""
+    return not bn.training and _unobserved(bn, BatchNorm2d) and bn.track_running_stats
+
+
 def _fusable(bn: Module, relu: Module) -> bool:
     """True when nothing can see ``bn``'s output on its way into ``relu`` (``batch_norm_relu``)."""
-    return not bn.training and _unobserved(bn, BatchNorm2d) and _unobserved(relu, ReLU) and bn.track_running_stats
+    return _eval_batch_norm(bn) and _unobserved(relu, ReLU)
+
+
+def _conv_into(conv: Module, bn: Module, x: Tensor) -> bool:
+    """True when ``conv`` can hand ``bn`` its output inside one fused call on ``x``: an exact,
+    unhooked ``Conv2d`` without bias, prepacked weights or another padding mode than zeros, with
+    ``x``'s channels in and ``bn``'s out."""
+    return (_unobserved(conv, Conv2d) and conv.bias is None and conv.prepacked is None and conv.padding_mode == "zeros"
+            and x.ndim == 4 and x.shape[1] == conv.in_channels and conv.out_channels == bn.num_features)
 
 
 def batch_norm_relu(
@@ -182,9 +195,7 @@ def conv_batch_norm(conv: Module, bn: Module, x: Tensor) -> Tensor:
     an exact ``BatchNorm2d`` in eval mode with running statistics, no hooks, in conv's output
     channels), one call of ``F.conv2d_batch_norm``, which applies the batch norm in the
     convolution's own output pass (ResNet's downsampling shortcut); otherwise the module calls."""
-    if (not bn.training and _unobserved(bn, BatchNorm2d) and bn.track_running_stats and _unobserved(conv, Conv2d)
-            and conv.bias is None and conv.prepacked is None and conv.padding_mode == "zeros" and x.ndim == 4
-            and x.shape[1] == conv.in_channels and conv.out_channels == bn.num_features):
+    if _eval_batch_norm(bn) and _conv_into(conv, bn, x):
         return F.conv2d_batch_norm(
             x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups, running_mean=bn.running_mean,
             running_var=bn.running_var, bn_weight=bn.weight, bn_bias=bn.bias, eps=bn.eps,
@@ -209,9 +220,7 @@ def conv_batch_norm_relu(
     bias, prepacked weights or another padding mode than zeros, in bn's channels), one call
     of ``F.conv2d_batch_norm_relu``, which applies the batch norm and ReLU in the
     convolution's own output pass. Unfused, a callable ``residual`` runs after ``bn``."""
-    if (_fusable(bn, relu) and _unobserved(conv, Conv2d) and conv.bias is None and conv.prepacked is None
-            and conv.padding_mode == "zeros" and x.ndim == 4 and x.shape[1] == conv.in_channels
-            and conv.out_channels == bn.num_features):
+    if _fusable(bn, relu) and _conv_into(conv, bn, x):
         if callable(residual):
             residual = residual()
         return F.conv2d_batch_norm_relu(

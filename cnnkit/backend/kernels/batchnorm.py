@@ -30,7 +30,7 @@ from ..cores import parallel_for
 from . import as_planes, njit, unplanes
 
 __all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_relu_eval", "eval_scale_shift", "conv_epilogue", "affine_relu", "affine_relu_block", "sum_affine_relu",
-           "epilogue_rows", "batch_norm_grads"]
+           "batch_norm_grads"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -199,12 +199,6 @@ def sum_affine_relu(f0, f1, parts, y, scale, shift, r, relu):
             _affine_relu_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
         else:
             _affine_run(o, o, scale[f], shift[f], rf[f * P : f * P + P])
-
-
-def epilogue_rows(f0, f1, y, n0, n1, h0, h1, epilogue) -> None:
-    """``epilogue`` (scale, shift, r, relu) on filters f0..f1-1, images n0..n1-1, rows h0..h1-1
-    of y (F, N, OH, OW): ``affine_relu_block``."""
-    affine_relu_block(f0, f1, y, n0, n1, h0, h1, *epilogue)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

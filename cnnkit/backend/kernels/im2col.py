@@ -23,7 +23,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import as_planes, njit, unplanes
-from .batchnorm import affine_relu, epilogue_rows, sum_affine_relu
+from .batchnorm import affine_relu, affine_relu_block, sum_affine_relu
 
 __all__ = ["conv2d_gemm", "conv2d_gemm_grads", "im2col_rows", "im2col_rows_padded", "im2col_rows_stride2", "col2im_rows"]
 
@@ -231,7 +231,7 @@ def _output_rows(r0, r1, planes, sn, sc, C, wm, geometry, y, epilogue=None):
                                     OW, cols)
     np.matmul(wm, cols, out=y[:, 0, r0:r1].reshape(F, (r1 - r0) * OW))  # one BLAS thread (the caller's)
     if epilogue is not None:
-        epilogue_rows(0, F, y, 0, 1, r0, r1, epilogue)
+        affine_relu_block(0, F, y, 0, 1, r0, r1, *epilogue)
 
 
 def _channel_groups(s0, s1, planes, sc, bounds, wm, geometry, parts):

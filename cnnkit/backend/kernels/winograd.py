@@ -41,7 +41,7 @@ from .. import buffers, dispatch
 from ..cores import blas_threads, matmul, parallel_for
 from ..workspace import scratch
 from . import FASTMATH, as_planes, njit
-from .batchnorm import affine_relu, epilogue_rows
+from .batchnorm import affine_relu, affine_relu_block
 from .simd import interleave, lanes, transpose
 
 __all__ = [
@@ -762,7 +762,7 @@ def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y, epil
     Input transform, products and output transform of those rows one after the other,
     their V and M in this thread's scratch buffers: what one core writes, the same core
     reads back from its own cache; then ``epilogue`` (scale, shift, r, relu) on those output rows
-    (``batchnorm.epilogue_rows``).
+    (``batchnorm.affine_relu_block``).
     """
     a, C, F = m + 2, U.shape[2], U.shape[1]
     T = (r1 - r0) * nimg * TW
@@ -773,7 +773,7 @@ def _tile_rows(r0, r1, planes, sn, sc, nimg, n0, pt, pl, TW, m, U, bias, y, epil
     np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
     transform_output(0, F, M, nimg, n0, r0, r1 - r0, TW, m, bias, y)
     if epilogue is not None:
-        epilogue_rows(0, F, y, n0, n0 + nimg, r0 * m, min(r1 * m, y.shape[2]), epilogue)
+        affine_relu_block(0, F, y, n0, n0 + nimg, r0 * m, min(r1 * m, y.shape[2]), *epilogue)
 
 
 def _forward_by_rows(x, U, b, pt: int, pl: int, OH: int, OW: int, m: int, block_bytes=None, epilogue=None):
@@ -825,11 +825,11 @@ def _lanes2_block(inputs, planes, sn, sc, nimg, n0, pt, pl, TH, TW, w9, bias, y,
     winograd_output2_lanes(Mt, nimg, n0, TH, TW, bias[f0:f1], y[f0:f1])  # y[f0:f1] (n, N, OH, OW)
 
 
-def _tiles_block(V, w9, filters, nimg, n0, TH, TW, m, bias, y, f0, f1):
+def _tiles_block(V, w9, filters, nimg, n0, TH, TW, m, bias, y, transform_output, f0, f1):
     """F(m x m) in the tile layout, filters f0..f1-1 of images n0..: their U (a*a, n, C)
     (``_filter_block`` on their rows of w9 into this thread's scratch, or their rows of the
     prepacked ``filters``), the products M (a*a, n, T) = U @ V with V (a*a, C, T) shared by all
-    blocks, the output transform into y[f0:f1]."""
+    blocks, the output transform (``transform_output``, from ``_transforms``) into y[f0:f1]."""
     a2, C = (m + 2) ** 2, V.shape[1]
     if filters is None:
         U = scratch("winograd.tiles.U", (a2, f1 - f0, C), y.dtype)          # (a*a, n, C)
@@ -838,7 +838,7 @@ def _tiles_block(V, w9, filters, nimg, n0, TH, TW, m, bias, y, f0, f1):
         U = filters[:, f0:f1]
     M = scratch("winograd.tiles.M", (a2, f1 - f0, V.shape[2]), y.dtype)       # (a*a, n, T)
     np.matmul(U, V, out=M)                                            # one BLAS thread (the caller's setting)
-    _transforms(m, nimg, TW)[1](0, f1 - f0, M, nimg, n0, 0, TH, TW, m, bias[f0:f1], y[f0:f1])
+    transform_output(0, f1 - f0, M, nimg, n0, 0, TH, TW, m, bias[f0:f1], y[f0:f1])
 
 
 def _filter_blocks(q0, q1, fb, block, nimg, n0, y, epilogue):
@@ -850,7 +850,7 @@ def _filter_blocks(q0, q1, fb, block, nimg, n0, y, epilogue):
         f0, f1 = q * fb, min(F, q * fb + fb)
         block(f0, f1)
         if epilogue is not None:
-            epilogue_rows(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], epilogue)
+            affine_relu_block(f0, f1, y, n0, n0 + nimg, 0, y.shape[2], *epilogue)
 
 
 def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, m: int, fb: int, filters=None,
@@ -885,10 +885,10 @@ def _forward_by_filters(x, w, b, pt: int, pl: int, OH: int, OW: int, m: int, fb:
                 block = functools.partial(_lanes2_block, {}, planes, sn, sc, k, n0, pt, pl, TH, TW, w9, bias, y,
                                           lanes(x.dtype))
             else:
+                transform_input, transform_output = _transforms(m, k, TW)
                 V = scratch("winograd.V", (a * a, C, k * TH * TW), x.dtype)   # (a*a, C, T)
-                parallel_for(_transforms(m, k, TW)[0], C, planes, sn, sc, k, n0, pt, pl, 0, TH, TW, m, V,
-                             per_thread=2)
-                block = functools.partial(_tiles_block, V, w9, filters, k, n0, TH, TW, m, bias, y)
+                parallel_for(transform_input, C, planes, sn, sc, k, n0, pt, pl, 0, TH, TW, m, V, per_thread=2)
+                block = functools.partial(_tiles_block, V, w9, filters, k, n0, TH, TW, m, bias, y, transform_output)
             parallel_for(_filter_blocks, -(-F // fb), fb, block, k, n0, y, epilogue,
                          per_thread=dispatch.WINOGRAD_FILTER_BLOCKS_PER_THREAD)
     return y
@@ -901,7 +901,7 @@ def conv2d_winograd(x, w, b, pads, m: int, block_bytes: int | None = None, filte
     filters: U = ``winograd_filters(w, m)`` computed beforehand (an inference layer's
         prepacked weight, ``backend/prepack.py``), or None to compute it here.
     epilogue: (scale, shift, r, relu): y = relu(y*scale + shift (+ r)) after the bias
-        (``batchnorm.epilogue_rows``), by each thread on its rows where the threads split
+        (``batchnorm.affine_relu_block``), by each thread on its rows where the threads split
         the tile rows, else in a pass of its own.
     """
     H, W = x.shape[2:]
